@@ -1,0 +1,72 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// Config is a validated, typed configuration with every default filled in.
+type Config struct {
+	// ShutdownTimeout bounds how long SIGTERM waits for live sessions before
+	// ending the rest by policy. Default 30s.
+	ShutdownTimeout time.Duration
+	Log             Log
+	Listeners       []Listener
+	Backends        []Backend
+}
+
+// Log configures logging and teardown records.
+type Log struct {
+	Level    string // debug | info | warn | error; default info
+	Teardown string // all | errors | sample:<rate>; default all
+}
+
+// ProxyProtocolMode says whether a listener reads a PROXY header.
+type ProxyProtocolMode string
+
+const (
+	ProxyProtocolOff      ProxyProtocolMode = "off"
+	ProxyProtocolOptional ProxyProtocolMode = "optional"
+	ProxyProtocolRequired ProxyProtocolMode = "required"
+)
+
+// SendProxyProtocol says which PROXY header, if any, goes to the backend.
+type SendProxyProtocol string
+
+const (
+	SendOff SendProxyProtocol = "off"
+	SendV1  SendProxyProtocol = "v1"
+	SendV2  SendProxyProtocol = "v2"
+)
+
+// Listener is one accepting socket and the backend it forwards to.
+type Listener struct {
+	Name                 string
+	Listen               string // host:port
+	Backend              string // a Backend's Name
+	ProxyProtocol        ProxyProtocolMode
+	ProxyProtocolTrusted []netip.Prefix // empty: trust nobody's header
+	ProxyProtocolTimeout time.Duration
+	IdleTimeout          time.Duration
+	Close                Close // the front leg
+}
+
+// Backend is where sessions are dialed to.
+type Backend struct {
+	Name              string
+	Address           string // host:port
+	ConnectTimeout    time.Duration
+	SendProxyProtocol SendProxyProtocol
+	Close             Close // the back leg
+}
+
+// Close is one leg's close policy.
+type Close struct {
+	TimeWait         policy.Target
+	PeerFinGrace     time.Duration
+	Fallback         policy.Fallback
+	HalfCloseTimeout time.Duration
+	DrainTimeout     time.Duration
+}

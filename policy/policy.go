@@ -1,0 +1,104 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Leg names one of the two TCP connections of a proxied session.
+type Leg string
+
+const (
+	// Front is client ↔ proxy; the proxy accepted it.
+	Front Leg = "front"
+	// Back is proxy ↔ backend; the proxy dialed it.
+	Back Leg = "back"
+)
+
+func (l Leg) String() string { return string(l) }
+
+// Peer returns the side at the other end of the leg from the proxy.
+func (l Leg) Peer() Side {
+	if l == Front {
+		return SideClient
+	}
+	return SideBackend
+}
+
+// Target is where a leg's TIME-WAIT should land. The zero value is invalid.
+type Target string
+
+const (
+	// TargetProxy: the proxy sends the first FIN when it ends the leg.
+	TargetProxy Target = "proxy"
+	// TargetPeer: the proxy withholds its FIN and waits for the peer's.
+	// Spelled "client" on the front leg and "backend" on the back leg.
+	TargetPeer Target = "peer"
+	// TargetNowhere: the leg ends with a safe reset; no TIME-WAIT anywhere.
+	TargetNowhere Target = "nowhere"
+	// TargetAuto chooses per close from live measurements (not yet built).
+	TargetAuto Target = "auto"
+)
+
+// Word is the spelling a user writes for t on leg l, and the one records
+// carry: the peer target is "client" on the front leg, "backend" on the back.
+func (t Target) Word(l Leg) string {
+	if t == TargetPeer {
+		return string(l.Peer())
+	}
+	return string(t)
+}
+
+// Words lists the accepted spellings of a target on leg l.
+func Words(l Leg) []string {
+	return []string{"proxy", string(l.Peer()), "nowhere"}
+}
+
+// ParseTarget reads a target as spelled for leg l. "auto" is refused with a
+// message saying it is not available yet.
+func ParseTarget(l Leg, word string) (Target, error) {
+	switch word {
+	case "proxy":
+		return TargetProxy, nil
+	case string(l.Peer()):
+		return TargetPeer, nil
+	case "nowhere":
+		return TargetNowhere, nil
+	case "auto":
+		return "", fmt.Errorf("%q is not available yet (planned); use one of %s", word, strings.Join(Words(l), ", "))
+	}
+	return "", fmt.Errorf("%q is not one of %s", word, strings.Join(Words(l), ", "))
+}
+
+// Fallback is what a withheld FIN becomes when peer_fin_grace runs out.
+type Fallback string
+
+const (
+	// FallbackFIN sends the FIN after all: TIME-WAIT lands on the proxy.
+	FallbackFIN Fallback = "fin"
+	// FallbackReset ends the leg with a safe reset: no TIME-WAIT.
+	FallbackReset Fallback = "reset"
+)
+
+func (f Fallback) String() string { return string(f) }
+
+// ParseFallback reads "fin" or "reset".
+func ParseFallback(word string) (Fallback, error) {
+	switch Fallback(word) {
+	case FallbackFIN, FallbackReset:
+		return Fallback(word), nil
+	}
+	return "", fmt.Errorf("%q is not one of fin, reset", word)
+}
+
+// Side names a party to a session, as records spell it.
+type Side string
+
+const (
+	SideClient  Side = "client"
+	SideBackend Side = "backend"
+	SideProxy   Side = "proxy"
+	SideNone    Side = "none"
+)
+
+func (s Side) String() string { return string(s) }
