@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os/exec"
 	"strconv"
@@ -39,16 +40,12 @@ func (topo *Topology) Start(t testing.TB, ns string, args ...string) *Proc {
 }
 
 // startCmd starts cmd and registers its stop. Stdout and stderr go to the
-// Proc's buffer unless cmd already sends them elsewhere.
+// Proc's buffer, and also to cmd's own Stdout and Stderr when set.
 func startCmd(t testing.TB, name string, cmd *exec.Cmd) *Proc {
 	t.Helper()
 	p := &Proc{Name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
-	if cmd.Stdout == nil {
-		cmd.Stdout = p.out
-	}
-	if cmd.Stderr == nil {
-		cmd.Stderr = p.out
-	}
+	cmd.Stdout = tee(p.out, cmd.Stdout)
+	cmd.Stderr = tee(p.out, cmd.Stderr)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -67,6 +64,13 @@ func startCmd(t testing.TB, name string, cmd *exec.Cmd) *Proc {
 		p.Stop(t)
 	})
 	return p
+}
+
+func tee(w, also io.Writer) io.Writer {
+	if also == nil {
+		return w
+	}
+	return io.MultiWriter(w, also)
 }
 
 func (p *Proc) wait() {

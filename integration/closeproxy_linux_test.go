@@ -1,0 +1,171 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Closeproxy is a running `closeproxy run`, with its log parsed as it
+// arrives.
+type Closeproxy struct {
+	*Proc
+	ConfigPath string
+	Listen     []netip.AddrPort // the [[listener]] addresses, as configured
+	log        *recordLog
+}
+
+// Record is one JSON log line: flat keys as zap writes them ("msg",
+// "outcome", "front.time_wait", …); numbers decode as float64.
+type Record map[string]any
+
+// Str is the string at key, "" if absent or not a string.
+func (r Record) Str(key string) string {
+	s, _ := r[key].(string)
+	return s
+}
+
+// Num is the number at key, 0 if absent or not a number.
+func (r Record) Num(key string) float64 {
+	f, _ := r[key].(float64)
+	return f
+}
+
+// startCloseproxy builds closeproxy (once per test binary), writes
+// configTOML to a temp file and runs `closeproxy run -config FILE` in
+// namespace ns, waiting until every configured listener listens. Listener
+// addresses need fixed ports: inside a fresh namespace nothing else can hold
+// them, and the harness has to know where to look.
+//
+// Cleanup stops it: SIGTERM, then SIGKILL after stopTimeout.
+func startCloseproxy(t testing.TB, topo *Topology, ns, configTOML string) *Closeproxy {
+	t.Helper()
+	bin := buildBinary(t, "./cmd/closeproxy")
+	cp := &Closeproxy{
+		ConfigPath: filepath.Join(t.TempDir(), "closeproxy.toml"),
+		Listen:     listenerAddrs(t, configTOML),
+		log:        newRecordLog(),
+	}
+	writeFile(t, cp.ConfigPath, []byte(configTOML))
+	cmd := topo.Cmd(ns, bin, "run", "-config", cp.ConfigPath)
+	cmd.Stderr = cp.log
+	cp.Proc = startCmd(t, "closeproxy@"+ns, cmd)
+	for _, addr := range cp.Listen {
+		waitListening(t, topo, ns, addr, cp.Proc)
+	}
+	return cp
+}
+
+// listenerAddrs reads the listen addresses out of a closeproxy config.
+func listenerAddrs(t testing.TB, configTOML string) []netip.AddrPort {
+	t.Helper()
+	var cfg struct {
+		Listener []struct{ Listen string } `toml:"listener"`
+	}
+	if _, err := toml.Decode(configTOML, &cfg); err != nil {
+		t.Fatalf("closeproxy config: %v", err)
+	}
+	var addrs []netip.AddrPort
+	for _, l := range cfg.Listener {
+		a, err := netip.ParseAddrPort(l.Listen)
+		if err != nil || a.Port() == 0 {
+			t.Fatalf("closeproxy config: listen %q: want a fixed ip:port (%v)", l.Listen, err)
+		}
+		addrs = append(addrs, a)
+	}
+	return addrs
+}
+
+// Logs returns every JSON log line so far.
+func (cp *Closeproxy) Logs() []Record { return cp.log.lines(false) }
+
+// Records returns the teardown records so far (msg == "teardown").
+func (cp *Closeproxy) Records() []Record { return cp.log.lines(true) }
+
+// WaitRecords waits until at least n teardown records were logged and
+// returns them all. A record is logged after both legs closed, so it may
+// trail the client's view of the connection; the reader signals each new
+// one, and the timeout bounds the wait.
+func (cp *Closeproxy) WaitRecords(t testing.TB, n int, timeout time.Duration) []Record {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		recs, changed := cp.log.teardowns()
+		if len(recs) >= n {
+			return recs
+		}
+		select {
+		case <-changed:
+		case <-cp.done:
+			if recs, _ := cp.log.teardowns(); len(recs) < n {
+				t.Fatalf("closeproxy exited after %d of %d teardown records: %v\n%s", len(recs), n, cp.waitErr, cp.Output())
+			}
+		case <-timer.C:
+			t.Fatalf("closeproxy: %d of %d teardown records after %v", len(recs), n, timeout)
+		}
+	}
+}
+
+// recordLog parses closeproxy's stderr line by line as the process writes
+// it; exec's copying goroutine calls Write, the test reads.
+type recordLog struct {
+	mu      sync.Mutex
+	partial []byte
+	all     []Record
+	records []Record      // msg == "teardown"
+	changed chan struct{} // closed and replaced on each new teardown record
+	nonJSON int
+}
+
+func newRecordLog() *recordLog { return &recordLog{changed: make(chan struct{})} }
+
+func (l *recordLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		l.addLocked(l.partial[:i])
+		l.partial = l.partial[i+1:]
+	}
+}
+
+func (l *recordLog) addLocked(line []byte) {
+	var r Record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return // plain text (a config error) stays visible in Output
+
+	}
+	l.all = append(l.all, r)
+	if r.Str("msg") == "teardown" {
+		l.records = append(l.records, r)
+		close(l.changed)
+		l.changed = make(chan struct{})
+	}
+}
+
+func (l *recordLog) lines(teardownOnly bool) []Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if teardownOnly {
+		return append([]Record(nil), l.records...)
+	}
+	return append([]Record(nil), l.all...)
+}
+
+// teardowns returns the records so far and a channel closed on the next.
+func (l *recordLog) teardowns() ([]Record, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Record(nil), l.records...), l.changed
+}
