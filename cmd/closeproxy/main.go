@@ -1,0 +1,173 @@
+// Command closeproxy is a layer-4 TCP proxy that decides, on each leg, who
+// sends the first FIN, so that TIME-WAIT lands where it costs least.
+//
+// Usage:
+//
+//	closeproxy run -config FILE     serve (also: closeproxy -config FILE)
+//	closeproxy check -config FILE   validate and print the effective config
+//	closeproxy demo                 measure on loopback where TIME-WAIT lands
+//	closeproxy version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/proxy"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return cmdRun(args, stderr)
+	case "check":
+		return cmdCheck(args, stdout, stderr)
+	case "demo":
+		return cmdDemo(args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "closeproxy", versionString())
+		return 0
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "closeproxy: unknown command %q\n%s", cmd, usage)
+	return 2
+}
+
+const usage = `usage:
+  closeproxy run -config FILE     serve (the default: closeproxy -config FILE)
+  closeproxy check -config FILE   validate; print the effective config with defaults
+  closeproxy demo                 measure on loopback where TIME-WAIT lands
+  closeproxy version
+`
+
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path to the TOML configuration")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "closeproxy %s: need -config FILE\n", name)
+		return "", false
+	}
+	return *path, true
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("check", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	stdout.Write(cfg.TOML())
+	return 0
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	path, ok := configFlag("run", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log, err := newLogger(cfg.Log.Level, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer log.Sync()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("closeproxy stopped", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+// serve runs the proxy until ctx ends, then drains for shutdown_timeout.
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	srv, err := proxy.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(ctx); err != nil {
+		return err
+	}
+	log.Info("listening", zap.Stringers("addrs", srv.Addrs()), zap.String("version", versionString()))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.WithoutCancel(ctx)) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", zap.Duration("shutdown_timeout", cfg.ShutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := <-served; serr != nil && !errors.Is(serr, context.Canceled) {
+		err = errors.Join(err, serr)
+	}
+	log.Info("stopped")
+	return err
+}
+
+// newLogger writes JSON lines to w; teardown records are lines with
+// msg "teardown".
+func newLogger(level string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core), nil
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+var _ = time.Second

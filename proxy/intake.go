@@ -1,0 +1,101 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/closeproxy/closeproxy/config"
+)
+
+// intake is what the PROXY header step learned about a new connection.
+type intake struct {
+	version  string         // v1 | v2 | none
+	client   netip.AddrPort // the real client
+	dest     netip.AddrPort // the address the client connected to
+	leftover []byte         // bytes read past the header, still to relay
+}
+
+// errBadProxyHeader marks every refusal of the intake step.
+var errBadProxyHeader = errors.New("bad PROXY header")
+
+// readIntake reads a PROXY header as the listener's mode says: with a
+// deadline, until the header is complete, and refusing a header from a
+// source outside proxy_protocol_trusted.
+func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
+	in := intake{version: "none", client: addrPort(c.RemoteAddr()), dest: addrPort(c.LocalAddr())}
+	if l.ProxyProtocol == config.ProxyProtocolOff {
+		return in, nil
+	}
+	trusted := isTrusted(in.client.Addr(), l.ProxyProtocolTrusted)
+	if !trusted && l.ProxyProtocol == config.ProxyProtocolRequired {
+		return in, fmt.Errorf("%w: source %s is not in proxy_protocol_trusted", errBadProxyHeader, in.client.Addr())
+	}
+	br := bufio.NewReader(c)
+	if err := c.SetReadDeadline(time.Now().Add(l.ProxyProtocolTimeout)); err != nil {
+		return in, fmt.Errorf("set header deadline: %w", err)
+	}
+	hdr, err := proxyproto.Read(br)
+	_ = c.SetReadDeadline(time.Time{})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded) && br.Buffered() == 0 && l.ProxyProtocol == config.ProxyProtocolOptional:
+		// a client that speaks second sent nothing: no header
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return in, fmt.Errorf("%w: incomplete after proxy_protocol_timeout %s", errBadProxyHeader, l.ProxyProtocolTimeout)
+	case errors.Is(err, proxyproto.ErrNoProxyProtocol):
+		if l.ProxyProtocol == config.ProxyProtocolRequired {
+			return in, fmt.Errorf("%w: missing (proxy_protocol = \"required\")", errBadProxyHeader)
+		}
+	case err != nil:
+		return in, fmt.Errorf("%w: %w", errBadProxyHeader, err)
+	case !trusted:
+		return in, fmt.Errorf("%w: header from %s, which is not in proxy_protocol_trusted", errBadProxyHeader, in.client.Addr())
+	default:
+		in.version = fmt.Sprintf("v%d", hdr.Version)
+		if src, dst, ok := hdr.TCPAddrs(); ok && hdr.Command.IsProxy() {
+			in.client, in.dest = src.AddrPort(), dst.AddrPort()
+			in.client = netip.AddrPortFrom(in.client.Addr().Unmap(), in.client.Port())
+			in.dest = netip.AddrPortFrom(in.dest.Addr().Unmap(), in.dest.Port())
+		}
+	}
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		in.leftover = b
+	}
+	return in, nil
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// proxyHeader builds the header sent to the backend, naming the real client.
+func proxyHeader(mode config.SendProxyProtocol, in intake) *proxyproto.Header {
+	version := byte(1)
+	if mode == config.SendV2 {
+		version = 2
+	}
+	src := net.TCPAddrFromAddrPort(in.client)
+	dst := net.TCPAddrFromAddrPort(in.dest)
+	return proxyproto.HeaderProxyFromAddrs(version, src, dst)
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := t.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

@@ -1,0 +1,458 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// direction names one of the two byte streams of a session.
+type direction int
+
+const (
+	up   direction = iota // front → back: the client's bytes to the backend
+	down                  // back → front: the backend's bytes to the client
+)
+
+// copyResult is what one io.Copy call of a direction ended with.
+type copyResult struct {
+	dir direction
+	n   int64
+	err error
+}
+
+// relay moves bytes both ways between the legs and carries out the close
+// policy. One goroutine per direction copies (splice on Linux); the goroutine
+// that calls run owns all state, decides through policy.Decide and acts.
+// Timers are socket deadlines set when the state changes; a copier that hits
+// a read deadline reports it and waits to be told whether to go on.
+type relay struct {
+	start    time.Time
+	front    *leg
+	back     *leg
+	idle     time.Duration
+	idleAt   time.Time // read deadline: nothing moved for idle
+	idleMark uint64    // progress when idleAt was armed
+	stallAt  time.Time // write deadline: a peer that reads nothing
+	moved    uint64    // bytes copied so far, both ways
+	running  int       // copiers still running
+	results  chan copyResult
+	resume   [2]chan bool
+	drain    <-chan struct{}
+	draining bool
+	outcome  Outcome
+	err      error
+}
+
+func newRelay(start time.Time, front, back *leg, idle time.Duration, drain <-chan struct{}) *relay {
+	return &relay{
+		start: start, front: front, back: back, idle: idle, drain: drain,
+		results: make(chan copyResult, 2),
+		resume:  [2]chan bool{make(chan bool, 1), make(chan bool, 1)},
+		outcome: OutcomeOK,
+	}
+}
+
+// run relays until both legs are closed and fills their records.
+func (r *relay) run() {
+	r.armIdle(time.Now())
+	r.running = 2
+	go r.copyUp()
+	go r.copyDown()
+	for r.running > 0 {
+		select {
+		case res := <-r.results:
+			r.handle(res)
+		case <-r.drain:
+			r.drain = nil
+			r.draining = true
+			r.endByPolicy(OutcomeDrained, nil)
+		}
+	}
+	for _, l := range []*leg{r.front, r.back} {
+		if l.phase != phaseClosed { // safety net: no reader is left to wait with
+			r.reset(l, "relay_ended")
+		}
+		l.finishRecord()
+	}
+}
+
+// copyUp carries the client's bytes to the backend.
+func (r *relay) copyUp() { r.copyLoop(up, r.back.conn, r.front.conn) }
+
+// copyDown carries the backend's bytes to the client.
+func (r *relay) copyDown() { r.copyLoop(down, r.front.conn, r.back.conn) }
+
+func (r *relay) copyLoop(d direction, dst, src *net.TCPConn) {
+	for {
+		n, err := io.Copy(dst, src)
+		r.results <- copyResult{dir: d, n: n, err: err}
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		}
+		if !<-r.resume[d] {
+			return
+		}
+	}
+}
+
+func (r *relay) ends(d direction) (src, dst *leg) {
+	if d == up {
+		return r.front, r.back
+	}
+	return r.back, r.front
+}
+
+func (r *relay) handle(res copyResult) {
+	src, dst := r.ends(res.dir)
+	r.moved += uint64(res.n)
+	src.rec.BytesIn += res.n
+	dst.rec.BytesOut += res.n
+	switch {
+	case res.err == nil:
+		r.running--
+		r.onPeerFIN(src)
+		r.sendEnd(dst)
+	case errors.Is(res.err, os.ErrDeadlineExceeded):
+		r.onTimeout(res.dir, src)
+	default:
+		r.running--
+		r.onError(src, dst, res.err)
+		r.sendEnd(dst)
+	}
+}
+
+// onPeerFIN: the peer of l sent its FIN (we read EOF).
+func (r *relay) onPeerFIN(l *leg) {
+	l.readEOF = true
+	l.rec.FINIn = r.since()
+	if !l.finSent {
+		l.rec.FirstFIN = l.name.Peer()
+	}
+	switch l.phase {
+	case phaseWithholding:
+		r.act(l, policy.PeerFINAfterWithhold, "")
+	case phaseFINSent:
+		r.closeLeg(l) // our FIN was first: TIME-WAIT stays here
+	}
+}
+
+// sendEnd: nothing more will be sent to l's peer. The leg ends peer-first if
+// the peer's FIN came already, proxy-first otherwise.
+func (r *relay) sendEnd(l *leg) {
+	if l.sendDone || l.phase == phaseClosed {
+		return
+	}
+	l.sendDone = true
+	if l.readEOF {
+		r.act(l, policy.PeerFirst, "")
+		return
+	}
+	r.act(l, policy.ProxyFirst, "")
+}
+
+// act asks the policy what to do with l and does it. why, when set, is
+// recorded as the reason the leg left the table's plain path.
+func (r *relay) act(l *leg, kind policy.Kind, why string) {
+	if why != "" && l.rec.Fallback == "" {
+		l.rec.Fallback = why
+	}
+	switch policy.Decide(policy.Event{Leg: l.name, Target: l.pol.TimeWait, Fallback: l.pol.Fallback, Kind: kind}) {
+	case policy.FINFirst:
+		r.finFirst(l)
+	case policy.WithholdFIN:
+		l.phase = phaseWithholding
+		l.wait(time.Now(), l.pol.PeerFinGrace)
+		r.setReadDeadline(l)
+	case policy.FINSecond:
+		r.closeLeg(l)
+	case policy.SafeReset:
+		r.safeReset(l)
+	}
+}
+
+// finFirst sends the proxy's FIN and waits for the peer's, at most
+// half_close_timeout (peer_fin_grace while draining).
+func (r *relay) finFirst(l *leg) {
+	if l.readEOF { // the peer's FIN is in: a FIN now is the second
+		r.closeLeg(l)
+		return
+	}
+	if err := l.conn.CloseWrite(); err != nil {
+		r.fail(l, err)
+		return
+	}
+	l.finSent = true
+	l.rec.FINOut = r.since()
+	l.rec.FirstFIN = policy.SideProxy
+	l.phase = phaseFINSent
+	wait := l.pol.HalfCloseTimeout
+	if r.draining {
+		wait = min(wait, l.pol.PeerFinGrace)
+	}
+	l.wait(time.Now(), wait)
+	r.setReadDeadline(l)
+}
+
+// closeLeg closes l with a FIN after both directions are done.
+func (r *relay) closeLeg(l *leg) {
+	if !l.finSent {
+		l.finSent = true
+		l.rec.FINOut = r.since()
+	}
+	l.rec.Close = policy.CloseFIN
+	l.close()
+}
+
+// safeReset closes l with an RST once every byte sent on it is
+// acknowledged; if the send queue does not drain within drain_timeout it
+// sends a FIN instead, never destroying undelivered bytes. Polling SIOCOUTQ
+// is the only way to see the queue empty; the poll is bounded by
+// drain_timeout.
+func (r *relay) safeReset(l *leg) {
+	deadline := time.Now().Add(l.pol.DrainTimeout)
+	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		queued, err := sendQueue(l.conn)
+		if err == nil && queued == 0 {
+			r.reset(l, "")
+			return
+		}
+		if err != nil || !time.Now().Before(deadline) {
+			l.rec.Fallback = "drain_timeout"
+			r.finFirst(l)
+			return
+		}
+		time.Sleep(pause)
+	}
+}
+
+// reset closes l with an RST at once.
+func (r *relay) reset(l *leg, why string) {
+	if why != "" && l.rec.Fallback == "" {
+		l.rec.Fallback = why
+	}
+	_ = l.conn.SetLinger(0)
+	l.rec.RSTOut = r.since()
+	l.rec.Close = policy.CloseReset
+	l.close()
+}
+
+// fail ends l after a socket error that was not a reset by its peer.
+func (r *relay) fail(l *leg, err error) {
+	r.setOutcome(OutcomeError, err)
+	_ = l.conn.SetLinger(0)
+	l.rec.Close = policy.CloseError
+	l.close()
+}
+
+// onTimeout handles a copier whose read deadline on src passed: a grace or
+// half-close wait on src ran out, or the whole session was idle. It always
+// answers the waiting copier.
+func (r *relay) onTimeout(d direction, src *leg) {
+	now := time.Now()
+	if !now.Before(r.stallAt) {
+		r.resume[d] <- false
+		r.running--
+		r.abort(OutcomeTimeout, errors.New("write stalled: the peer read nothing for twice idle_timeout"))
+		return
+	}
+	if !src.waitAt.IsZero() && !now.Before(src.waitAt) {
+		r.waitExpired(src, now)
+	}
+	if !r.idleAt.IsZero() && !now.Before(r.idleAt) {
+		if p := r.progress(); p != r.idleMark {
+			r.armIdle(now)
+		} else {
+			r.endByPolicy(OutcomeTimeout, errors.New("idle_timeout: no bytes moved"))
+		}
+	}
+	if src.phase == phaseClosed {
+		r.resume[d] <- false
+		r.running--
+		r.sendEnd(r.other(src))
+		return
+	}
+	r.setReadDeadline(src)
+	r.resume[d] <- true
+}
+
+// waitExpired: the peer of l did not send its FIN in time.
+func (r *relay) waitExpired(l *leg, now time.Time) {
+	switch l.phase {
+	case phaseWithholding:
+		if p := l.progress(); p != l.waitMark { // data still flows: keep waiting
+			l.wait(now, l.pol.PeerFinGrace)
+			return
+		}
+		r.act(l, policy.GraceExpired, "grace_expired")
+	case phaseFINSent:
+		l.rec.Fallback = "half_close_timeout"
+		r.safeReset(l)
+		if l.phase != phaseClosed { // not drained: the FIN is out already
+			r.closeLeg(l)
+		}
+	}
+}
+
+// onError handles a copier that ended with an error other than EOF or a
+// deadline.
+func (r *relay) onError(src, dst *leg, err error) {
+	switch {
+	case src.phase == phaseClosed:
+		// we closed src ourselves; its reader just noticed
+	case dst.phase == phaseClosed || dst.finSent:
+		// src's peer sent bytes that can no longer reach dst's peer
+		if src.name == policy.Front {
+			r.setOutcome(OutcomeLateData, nil)
+		}
+		src.rec.Fallback = "late_data"
+		r.safeReset(src)
+	case resetByPeer(src.conn):
+		r.peerReset(src)
+	case resetByPeer(dst.conn):
+		r.peerReset(dst)
+	default:
+		r.fail(src, err)
+		r.propagateReset(dst)
+	}
+}
+
+// peerReset: l's peer sent an RST. The other leg learns it by a safe reset.
+func (r *relay) peerReset(l *leg) {
+	if l.name == policy.Front {
+		r.setOutcome(OutcomeClientReset, nil)
+	} else {
+		r.setOutcome(OutcomeBackendReset, nil)
+	}
+	l.rec.Close = policy.ClosePeerReset
+	l.close()
+	r.propagateReset(r.other(l))
+}
+
+func (r *relay) propagateReset(l *leg) {
+	if l.phase != phaseClosed {
+		l.rec.Fallback = "peer_reset"
+		r.safeReset(l)
+	}
+}
+
+// endByPolicy ends the session proxy-first on every leg still sending:
+// after an idle timeout, or when shutdown cuts it.
+func (r *relay) endByPolicy(o Outcome, err error) {
+	r.setOutcome(o, err)
+	r.idleAt = time.Time{}
+	for _, l := range []*leg{r.front, r.back} {
+		r.sendEnd(l)
+		if l.phase != phaseClosed {
+			r.setReadDeadline(l)
+		}
+	}
+}
+
+// abort resets both legs at once: nothing can be delivered any more.
+func (r *relay) abort(o Outcome, err error) {
+	r.setOutcome(o, err)
+	for _, l := range []*leg{r.front, r.back} {
+		if l.phase != phaseClosed {
+			r.reset(l, string(o))
+		}
+	}
+}
+
+func (r *relay) setOutcome(o Outcome, err error) {
+	if r.outcome == OutcomeOK {
+		r.outcome, r.err = o, err
+	}
+}
+
+func (r *relay) armIdle(now time.Time) {
+	r.idleAt = now.Add(r.idle)
+	r.stallAt = r.idleAt.Add(r.idle)
+	r.idleMark = r.progress()
+	for _, l := range []*leg{r.front, r.back} {
+		if l.phase != phaseClosed {
+			r.setReadDeadline(l)
+			_ = l.conn.SetWriteDeadline(r.stallAt)
+		}
+	}
+}
+
+// setReadDeadline arms the earliest of the session's idle deadline and the
+// leg's own wait.
+func (r *relay) setReadDeadline(l *leg) {
+	at := r.idleAt
+	if !l.waitAt.IsZero() && (at.IsZero() || l.waitAt.Before(at)) {
+		at = l.waitAt
+	}
+	_ = l.conn.SetReadDeadline(at)
+}
+
+func (r *relay) progress() uint64 {
+	return r.front.progress() + r.back.progress() + r.moved
+}
+
+func (r *relay) other(l *leg) *leg {
+	if l == r.front {
+		return r.back
+	}
+	return r.front
+}
+
+func (r *relay) since() time.Duration { return time.Since(r.start) }
+
+// legPhase is where a leg stands in its close.
+type legPhase int
+
+const (
+	phaseOpen        legPhase = iota // relaying
+	phaseWithholding                 // FIN withheld, waiting for the peer's within peer_fin_grace
+	phaseFINSent                     // our FIN went first, waiting for the peer's
+	phaseClosed                      // socket closed
+)
+
+// leg is one TCP connection of a session and the facts about its close.
+type leg struct {
+	name     policy.Leg
+	conn     *net.TCPConn
+	pol      config.Close
+	rec      *LegRecord
+	phase    legPhase
+	readEOF  bool      // the peer's FIN was read
+	sendDone bool      // nothing more will be sent to the peer
+	finSent  bool      // our FIN went out
+	waitAt   time.Time // end of a grace or half-close wait; zero if none
+	waitMark uint64    // progress when the wait was armed
+	lastProg uint64
+}
+
+func (l *leg) wait(now time.Time, d time.Duration) {
+	l.waitAt = now.Add(d)
+	l.waitMark = l.progress()
+}
+
+func (l *leg) progress() uint64 {
+	if l.phase != phaseClosed {
+		l.lastProg = progress(l.conn)
+	}
+	return l.lastProg
+}
+
+func (l *leg) close() {
+	l.progress()
+	l.phase = phaseClosed
+	l.waitAt = time.Time{}
+	_ = l.conn.Close()
+}
+
+// finishRecord derives where TIME-WAIT landed from how the leg closed.
+func (l *leg) finishRecord() {
+	if l.rec.Close == "" {
+		l.rec.Close = policy.CloseError
+	}
+	l.rec.TimeWait = policy.TimeWait(l.rec.FirstFIN, l.rec.Close, l.readEOF && l.finSent)
+}

@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/config"
+)
+
+// Server runs every listener of a configuration. New → Listen (optional) →
+// Serve → Shutdown.
+type Server struct {
+	cfg        *config.Config
+	log        *zap.Logger
+	backends   map[string]*config.Backend
+	onTeardown func(*Teardown)
+	sample     func(*Teardown) bool
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	closed    bool
+
+	sessions  sync.WaitGroup
+	drain     chan struct{}
+	drainOnce sync.Once
+	nextID    atomic.Uint64
+}
+
+// Option adjusts a Server.
+type Option func(*Server)
+
+// WithTeardownHook calls f with every record after it is logged (demo,
+// tests). f runs on the session's goroutine and must not block.
+func WithTeardownHook(f func(*Teardown)) Option {
+	return func(s *Server) { s.onTeardown = f }
+}
+
+// New checks that cfg can be served; it opens no socket and starts nothing.
+func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, backends: map[string]*config.Backend{}, drain: make(chan struct{})}
+	for i := range cfg.Backends {
+		s.backends[cfg.Backends[i].Name] = &cfg.Backends[i]
+	}
+	for _, l := range cfg.Listeners {
+		if s.backends[l.Backend] == nil {
+			return nil, fmt.Errorf("listener %q: backend %q is not defined", l.Name, l.Backend)
+		}
+	}
+	sample, err := teardownSampler(cfg.Log.Teardown)
+	if err != nil {
+		return nil, err
+	}
+	s.sample = sample
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// Listen binds every listener, so that errors (an address in use) come
+// before serving. Serve calls it if it was not called.
+func (s *Server) Listen(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listeners != nil {
+		return nil
+	}
+	var lc net.ListenConfig
+	for _, l := range s.cfg.Listeners {
+		ln, err := lc.Listen(ctx, "tcp", l.Listen)
+		if err != nil {
+			for _, open := range s.listeners {
+				_ = open.Close()
+			}
+			s.listeners = nil
+			return fmt.Errorf("listener %q: listen %s: %w", l.Name, l.Listen, err)
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	return nil
+}
+
+// Addrs returns the bound address of each listener, in configuration order.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	addrs := make([]net.Addr, len(s.listeners))
+	for i, ln := range s.listeners {
+		addrs[i] = ln.Addr()
+	}
+	return addrs
+}
+
+// Serve accepts on every listener until Shutdown closes them. It returns nil
+// after a shutdown, or the first listener's fatal accept error.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Listen(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	lns := s.listeners
+	s.mu.Unlock()
+	errs := make(chan error, len(lns))
+	for i, ln := range lns {
+		go func() { errs <- s.acceptLoop(&s.cfg.Listeners[i], ln) }()
+	}
+	var first error
+	for range lns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			s.closeListeners()
+		}
+	}
+	return first
+}
+
+// acceptLoop: net.ErrClosed is a clean end; a temporary error backs off and
+// goes on; anything else ends the listener.
+func (s *Server) acceptLoop(l *config.Listener, ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; backing off", zap.String("listener", l.Name), zap.Duration("backoff", backoff), zap.Error(err))
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("listener %q: accept: %w", l.Name, err)
+		}
+		backoff = 0
+		s.sessions.Add(1)
+		go s.serveConn(l, c.(*net.TCPConn))
+	}
+}
+
+func (s *Server) serveConn(l *config.Listener, c *net.TCPConn) {
+	defer s.sessions.Done()
+	td := s.newSession(l, c).run(s.drain)
+	if s.sample(td) {
+		s.log.Info("teardown", td.Fields()...)
+	}
+	if s.onTeardown != nil {
+		s.onTeardown(td)
+	}
+}
+
+// Shutdown stops accepting, lets live sessions finish until ctx ends, then
+// ends the rest by their close policies and waits for them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeListeners()
+	done := make(chan struct{})
+	go func() { s.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.drainOnce.Do(func() { close(s.drain) })
+	<-done
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+}
+
+// teardownSampler reads log.teardown: all | errors | sample:<rate>. Records
+// whose outcome is not ok are always kept.
+func teardownSampler(mode string) (func(*Teardown) bool, error) {
+	switch {
+	case mode == "" || mode == "all":
+		return func(*Teardown) bool { return true }, nil
+	case mode == "errors":
+		return func(t *Teardown) bool { return t.Outcome != OutcomeOK }, nil
+	case strings.HasPrefix(mode, "sample:"):
+		rate, err := strconv.ParseFloat(strings.TrimPrefix(mode, "sample:"), 64)
+		if err != nil || rate <= 0 || rate > 1 {
+			return nil, fmt.Errorf("log.teardown: %q: rate must be in (0, 1]", mode)
+		}
+		return func(t *Teardown) bool { return t.Outcome != OutcomeOK || rand.Float64() < rate }, nil
+	}
+	return nil, fmt.Errorf("log.teardown: %q is not one of all, errors, sample:<rate>", mode)
+}

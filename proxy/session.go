@@ -1,0 +1,122 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// session is one accepted connection, from intake to its teardown record.
+type session struct {
+	srv   *Server
+	ln    *config.Listener
+	be    *config.Backend
+	front *net.TCPConn
+	start time.Time
+	td    *Teardown
+}
+
+func (s *Server) newSession(ln *config.Listener, c *net.TCPConn) *session {
+	be := s.backends[ln.Backend]
+	td := &Teardown{
+		ID: s.nextID.Add(1), Listener: ln.Name, Backend: be.Name, ProxyProtocol: "none",
+		Front:       newLegRecord(policy.Front, ln.Close.TimeWait),
+		Back:        newLegRecord(policy.Back, be.Close.TimeWait),
+		BackConnect: -1, Outcome: OutcomeOK,
+	}
+	td.Front.Local, td.Front.Peer = addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
+	td.Client = td.Front.Peer
+	return &session{srv: s, ln: ln, be: be, front: c, start: time.Now(), td: td}
+}
+
+// run carries the session to its end and returns its record. A panic is
+// recovered into outcome internal_error: one session never takes the
+// process down.
+func (ss *session) run(drain <-chan struct{}) (td *Teardown) {
+	td = ss.td
+	defer func() {
+		if p := recover(); p != nil {
+			td.Outcome = OutcomeInternalError
+			td.Err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+			_ = ss.front.SetLinger(0)
+			_ = ss.front.Close()
+		}
+		td.Duration = time.Since(ss.start)
+	}()
+	in, err := readIntake(ss.front, ss.ln)
+	if err != nil {
+		ss.refuse(OutcomeBadProxyHeader, err)
+		return td
+	}
+	td.ProxyProtocol = in.version
+	if in.version != "none" {
+		td.Client, td.LB = in.client, td.Front.Peer
+	}
+	back, err := ss.dial(in)
+	if err != nil {
+		outcome := OutcomeDialFailed
+		if errors.Is(err, syscall.EADDRNOTAVAIL) {
+			outcome = OutcomePortsExhausted
+		}
+		ss.refuse(outcome, err)
+		td.Back.Close = policy.CloseError
+		return td
+	}
+	ss.relay(back, drain)
+	return td
+}
+
+// refuse ends the front leg with an RST before any byte was relayed: the
+// client learns at once, and no side keeps TIME-WAIT.
+func (ss *session) refuse(o Outcome, err error) {
+	ss.td.Outcome, ss.td.Err = o, err
+	_ = ss.front.SetLinger(0)
+	_ = ss.front.Close()
+	ss.td.Front.RSTOut = time.Since(ss.start)
+	ss.td.Front.Close = policy.CloseReset
+}
+
+// dial connects to the backend, sends the PROXY header if configured and
+// the bytes read past the client's header.
+func (ss *session) dial(in intake) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: ss.be.ConnectTimeout}
+	t0 := time.Now()
+	c, err := d.Dial("tcp", ss.be.Address)
+	ss.td.BackConnect = time.Since(t0)
+	if err != nil {
+		return nil, fmt.Errorf("dial backend %s: %w", ss.be.Address, err)
+	}
+	back := c.(*net.TCPConn)
+	ss.td.Back.Local, ss.td.Back.Peer = addrPort(back.LocalAddr()), addrPort(back.RemoteAddr())
+	if ss.be.SendProxyProtocol != config.SendOff {
+		if _, err := proxyHeader(ss.be.SendProxyProtocol, in).WriteTo(back); err != nil {
+			_ = back.Close()
+			return nil, fmt.Errorf("send PROXY header to %s: %w", ss.be.Address, err)
+		}
+	}
+	if len(in.leftover) > 0 {
+		n, err := back.Write(in.leftover)
+		ss.td.Front.BytesIn += int64(n)
+		ss.td.Back.BytesOut += int64(n)
+		if err != nil {
+			_ = back.Close()
+			return nil, fmt.Errorf("write to backend %s: %w", ss.be.Address, err)
+		}
+	}
+	return back, nil
+}
+
+func (ss *session) relay(back *net.TCPConn, drain <-chan struct{}) {
+	td := ss.td
+	front := &leg{name: policy.Front, conn: ss.front, pol: ss.ln.Close, rec: &td.Front}
+	bk := &leg{name: policy.Back, conn: back, pol: ss.be.Close, rec: &td.Back}
+	r := newRelay(ss.start, front, bk, ss.ln.IdleTimeout, drain)
+	r.run()
+	td.Outcome, td.Err = r.outcome, r.err
+}

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"errors"
+	"net"
+)
+
+var errUnsupported = errors.New("unsupported on this platform")
+
+// sendQueue is not available here: a safe reset then always falls back to a
+// FIN, which never destroys undelivered bytes.
+func sendQueue(c *net.TCPConn) (int, error) { return 0, errUnsupported }
+
+// progress is not available here: timers treat every period as silent.
+func progress(c *net.TCPConn) uint64 { return 0 }
+
+func resetByPeer(c *net.TCPConn) bool { return false }
