@@ -1,0 +1,53 @@
+package config
+
+import (
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// Default is the value of every key that has one. Names and addresses have
+// none: they must be written.
+type Default struct {
+	ShutdownTimeout time.Duration
+	Log             Log
+	// Listener is what every [[listener]] starts from; Name, Listen and
+	// Backend are left empty.
+	Listener Listener
+	// Backend is what every [[backend]] starts from; Name and Address are
+	// left empty.
+	Backend Backend
+}
+
+// Defaults returns every default. It is the only place defaults are written
+// down; Parse, the example file's comments and the tests all follow it.
+func Defaults() Default {
+	return Default{
+		ShutdownTimeout: 30 * time.Second,
+		Log:             Log{Level: "info", Teardown: "all"},
+		Listener: Listener{
+			ProxyProtocol:        ProxyProtocolOff,
+			ProxyProtocolTrusted: nil, // trust nobody's header
+			ProxyProtocolTimeout: 3 * time.Second,
+			IdleTimeout:          60 * time.Second,
+			Close: Close{
+				TimeWait:         policy.TargetProxy,
+				PeerFinGrace:     time.Second,
+				Fallback:         policy.FallbackFIN,
+				HalfCloseTimeout: 30 * time.Second,
+				DrainTimeout:     time.Second,
+			},
+		},
+		Backend: Backend{
+			ConnectTimeout:    2 * time.Second,
+			SendProxyProtocol: SendOff,
+			Close: Close{
+				TimeWait:         policy.TargetPeer, // spelled "backend"
+				PeerFinGrace:     time.Second,
+				Fallback:         policy.FallbackReset,
+				HalfCloseTimeout: 30 * time.Second,
+				DrainTimeout:     time.Second,
+			},
+		},
+	}
+}

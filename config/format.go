@@ -1,0 +1,109 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// TOML renders c as a TOML document in the schema Parse reads, every key
+// written out, defaults included: Parse(c.TOML(), name) yields c again.
+// The check subcommand prints it as the effective configuration.
+func (c *Config) TOML() []byte {
+	w := &tomlWriter{}
+	w.kv("shutdown_timeout", formatDuration(c.ShutdownTimeout))
+	w.table("[log]")
+	w.kv("level", c.Log.Level)
+	w.kv("teardown", c.Log.Teardown)
+	for _, l := range c.Listeners {
+		w.table("[[listener]]")
+		w.kv("name", l.Name)
+		w.kv("listen", l.Listen)
+		w.kv("backend", l.Backend)
+		w.kv("proxy_protocol", string(l.ProxyProtocol))
+		trusted := make([]string, len(l.ProxyProtocolTrusted))
+		for i, p := range l.ProxyProtocolTrusted {
+			trusted[i] = p.String()
+		}
+		w.kvList("proxy_protocol_trusted", trusted)
+		w.kv("proxy_protocol_timeout", formatDuration(l.ProxyProtocolTimeout))
+		w.kv("idle_timeout", formatDuration(l.IdleTimeout))
+		w.close("[listener.close]", policy.Front, l.Close)
+	}
+	for _, b := range c.Backends {
+		w.table("[[backend]]")
+		w.kv("name", b.Name)
+		w.kv("address", b.Address)
+		w.kv("connect_timeout", formatDuration(b.ConnectTimeout))
+		w.kv("send_proxy_protocol", string(b.SendProxyProtocol))
+		w.close("[backend.close]", policy.Back, b.Close)
+	}
+	return []byte(w.String())
+}
+
+type tomlWriter struct {
+	strings.Builder
+	indent string
+}
+
+func (w *tomlWriter) table(header string) {
+	w.indent = strings.Repeat("  ", strings.Count(header, "."))
+	fmt.Fprintf(w, "\n%s%s\n", w.indent, header)
+}
+
+func (w *tomlWriter) kv(key, val string) {
+	fmt.Fprintf(w, "%s%s = %s\n", w.indent, key, quote(val))
+}
+
+func (w *tomlWriter) kvList(key string, vals []string) {
+	quoted := make([]string, len(vals))
+	for i, v := range vals {
+		quoted[i] = quote(v)
+	}
+	fmt.Fprintf(w, "%s%s = [%s]\n", w.indent, key, strings.Join(quoted, ", "))
+}
+
+func (w *tomlWriter) close(header string, leg policy.Leg, c Close) {
+	w.table(header)
+	w.kv("time_wait", c.TimeWait.Word(leg))
+	w.kv("peer_fin_grace", formatDuration(c.PeerFinGrace))
+	w.kv("fallback", string(c.Fallback))
+	w.kv("half_close_timeout", formatDuration(c.HalfCloseTimeout))
+	w.kv("drain_timeout", formatDuration(c.DrainTimeout))
+}
+
+// quote writes s as a TOML basic string.
+func quote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// formatDuration writes d in the largest of s, ms, µs (as us) and ns that
+// divides it: "60s" rather than Duration.String's "1m0s".
+func formatDuration(d time.Duration) string {
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{time.Second, "s"}, {time.Millisecond, "ms"}, {time.Microsecond, "us"}} {
+		if d%u.unit == 0 {
+			return strconv.FormatInt(int64(d/u.unit), 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(d), 10) + "ns"
+}

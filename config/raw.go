@@ -1,0 +1,245 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// The raw structs mirror the TOML schema. Every leaf is a *value: nil when
+// the key is absent, otherwise whatever TOML value was written, so that a
+// wrong type becomes a problem reported with its own line rather than the
+// decoder's first and only error.
+
+type rawConfig struct {
+	ShutdownTimeout *value        `toml:"shutdown_timeout"`
+	Log             rawLog        `toml:"log"`
+	Listener        []rawListener `toml:"listener"`
+	Backend         []rawBackend  `toml:"backend"`
+}
+
+type rawLog struct {
+	Level    *value `toml:"level"`
+	Teardown *value `toml:"teardown"`
+}
+
+type rawListener struct {
+	Name                 *value   `toml:"name"`
+	Listen               *value   `toml:"listen"`
+	Backend              *value   `toml:"backend"`
+	ProxyProtocol        *value   `toml:"proxy_protocol"`
+	ProxyProtocolTrusted *value   `toml:"proxy_protocol_trusted"`
+	ProxyProtocolTimeout *value   `toml:"proxy_protocol_timeout"`
+	IdleTimeout          *value   `toml:"idle_timeout"`
+	Close                rawClose `toml:"close"`
+}
+
+type rawBackend struct {
+	Name              *value   `toml:"name"`
+	Address           *value   `toml:"address"`
+	ConnectTimeout    *value   `toml:"connect_timeout"`
+	SendProxyProtocol *value   `toml:"send_proxy_protocol"`
+	Close             rawClose `toml:"close"`
+}
+
+type rawClose struct {
+	TimeWait         *value `toml:"time_wait"`
+	PeerFinGrace     *value `toml:"peer_fin_grace"`
+	Fallback         *value `toml:"fallback"`
+	HalfCloseTimeout *value `toml:"half_close_timeout"`
+	DrainTimeout     *value `toml:"drain_timeout"`
+}
+
+// value holds one TOML value as decoded, of any type.
+type value struct{ v any }
+
+// UnmarshalTOML implements toml.Unmarshaler; it accepts anything.
+func (v *value) UnmarshalTOML(data any) error {
+	v.v = data
+	return nil
+}
+
+// object converts the keys of one table, reporting problems against it.
+type object struct {
+	p     *problems
+	label string   // `listener "web"`; empty at top level
+	at    []string // indexed path of the table: listener.0
+}
+
+// convert turns raw into a Config, starting from the defaults. Only types
+// and spellings are checked here; Validate checks the values.
+func convert(raw *rawConfig, p *problems) *Config {
+	d := Defaults()
+	c := &Config{ShutdownTimeout: d.ShutdownTimeout, Log: d.Log}
+	top := object{p: p}
+	top.duration("shutdown_timeout", raw.ShutdownTimeout, &c.ShutdownTimeout)
+	top.str("log.level", raw.Log.Level, &c.Log.Level)
+	top.str("log.teardown", raw.Log.Teardown, &c.Log.Teardown)
+	for i, r := range raw.Listener {
+		l := d.Listener
+		o := p.object("listener", i, name(r.Name))
+		o.str("name", r.Name, &l.Name)
+		o.str("listen", r.Listen, &l.Listen)
+		o.str("backend", r.Backend, &l.Backend)
+		o.str("proxy_protocol", r.ProxyProtocol, (*string)(&l.ProxyProtocol))
+		o.prefixes("proxy_protocol_trusted", r.ProxyProtocolTrusted, &l.ProxyProtocolTrusted)
+		o.duration("proxy_protocol_timeout", r.ProxyProtocolTimeout, &l.ProxyProtocolTimeout)
+		o.duration("idle_timeout", r.IdleTimeout, &l.IdleTimeout)
+		o.close(policy.Front, &r.Close, &l.Close)
+		c.Listeners = append(c.Listeners, l)
+	}
+	for i, r := range raw.Backend {
+		b := d.Backend
+		o := p.object("backend", i, name(r.Name))
+		o.str("name", r.Name, &b.Name)
+		o.str("address", r.Address, &b.Address)
+		o.duration("connect_timeout", r.ConnectTimeout, &b.ConnectTimeout)
+		o.str("send_proxy_protocol", r.SendProxyProtocol, (*string)(&b.SendProxyProtocol))
+		o.close(policy.Back, &r.Close, &b.Close)
+		c.Backends = append(c.Backends, b)
+	}
+	return c
+}
+
+func (o object) close(leg policy.Leg, r *rawClose, c *Close) {
+	o.parse("close.time_wait", r.TimeWait, func(s string) error {
+		t, err := policy.ParseTarget(leg, s)
+		if err == nil {
+			c.TimeWait = t
+		}
+		return err
+	})
+	o.duration("close.peer_fin_grace", r.PeerFinGrace, &c.PeerFinGrace)
+	o.parse("close.fallback", r.Fallback, func(s string) error {
+		f, err := policy.ParseFallback(s)
+		if err == nil {
+			c.Fallback = f
+		}
+		return err
+	})
+	o.duration("close.half_close_timeout", r.HalfCloseTimeout, &c.HalfCloseTimeout)
+	o.duration("close.drain_timeout", r.DrainTimeout, &c.DrainTimeout)
+}
+
+// name is a table's name for labels, if it was written as a string.
+func name(v *value) string {
+	if v == nil {
+		return ""
+	}
+	s, _ := v.v.(string)
+	return s
+}
+
+func (o object) problem(key string, err error) { o.p.add(o.label, o.at, key, err) }
+
+// str sets *dst to the string at key, if one was written.
+func (o object) str(key string, v *value, dst *string) {
+	o.parse(key, v, func(s string) error { *dst = s; return nil })
+}
+
+// parse hands the string at key, if one was written, to set.
+func (o object) parse(key string, v *value, set func(string) error) {
+	if v == nil {
+		return
+	}
+	s, ok := v.v.(string)
+	if !ok {
+		o.problem(key, fmt.Errorf("expected a string, found %s", describe(v.v)))
+		return
+	}
+	if err := set(s); err != nil {
+		o.problem(key, err)
+	}
+}
+
+func (o object) duration(key string, v *value, dst *time.Duration) {
+	if v != nil {
+		if _, ok := v.v.(string); !ok {
+			o.problem(key, fmt.Errorf("expected a duration string such as \"1s\" or \"250ms\", found %s", describe(v.v)))
+			return
+		}
+	}
+	o.parse(key, v, func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as \"1s\" or \"250ms\"", s)
+		}
+		*dst = d
+		return nil
+	})
+}
+
+// prefixes reads an array of CIDR prefixes or bare addresses.
+func (o object) prefixes(key string, v *value, dst *[]netip.Prefix) {
+	if v == nil {
+		return
+	}
+	list, ok := v.v.([]any)
+	if !ok {
+		o.problem(key, fmt.Errorf("expected an array of strings such as [\"10.0.0.0/8\"], found %s", describe(v.v)))
+		return
+	}
+	var out []netip.Prefix
+	for i, item := range list {
+		at := key + "[" + strconv.Itoa(i) + "]"
+		s, ok := item.(string)
+		if !ok {
+			o.problem(at, fmt.Errorf("expected a string, found %s", describe(item)))
+			continue
+		}
+		pfx, err := parsePrefix(s)
+		if err != nil {
+			o.problem(at, err)
+			continue
+		}
+		out = append(out, pfx)
+	}
+	*dst = out
+}
+
+// parsePrefix reads "10.0.0.0/8" or a bare address, taken as a single host.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		addr, err := netip.ParseAddr(s)
+		if err != nil || addr.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix", s)
+		}
+		return netip.PrefixFrom(addr, addr.BitLen()), nil
+	}
+	pfx, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix", s)
+	}
+	if pfx.Masked() != pfx {
+		return netip.Prefix{}, fmt.Errorf("%q has bits set past the prefix length; did you mean %q or %q?",
+			s, pfx.Masked().String(), netip.PrefixFrom(pfx.Addr(), pfx.Addr().BitLen()).String())
+	}
+	return pfx, nil
+}
+
+// describe names a decoded TOML value's type for messages.
+func describe(v any) string {
+	switch v := v.(type) {
+	case int64:
+		return "integer " + strconv.FormatInt(v, 10)
+	case float64:
+		return "float " + strconv.FormatFloat(v, 'g', -1, 64)
+	case bool:
+		return "boolean " + strconv.FormatBool(v)
+	case time.Time:
+		return "date-time"
+	case []any:
+		return "array"
+	case []map[string]any:
+		return "array of tables"
+	case map[string]any:
+		return "table"
+	case string:
+		return "string"
+	}
+	return fmt.Sprintf("%T", v)
+}

@@ -1,0 +1,179 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// Validate checks a Config built in code as Parse checks a file's, and
+// returns every problem found, joined.
+func (c *Config) Validate() error {
+	p := &problems{}
+	c.validate(p)
+	return p.err()
+}
+
+func (c *Config) validate(p *problems) {
+	top := object{p: p}
+	top.positive("shutdown_timeout", c.ShutdownTimeout)
+	top.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	top.check("log.teardown", teardown(c.Log.Teardown))
+	if len(c.Listeners) == 0 {
+		top.problem("listener", errors.New("none defined; at least one [[listener]] is required"))
+	}
+	backends := map[string]int{}
+	for i, b := range c.Backends {
+		o := p.object("backend", i, b.Name)
+		o.name(backends, i, "backend", b.Name)
+		o.check("address", hostPort(b.Address, true, "127.0.0.1:8081"))
+		o.positive("connect_timeout", b.ConnectTimeout)
+		o.oneOf("send_proxy_protocol", string(b.SendProxyProtocol), string(SendOff), string(SendV1), string(SendV2))
+		o.validClose(policy.Back, b.Close)
+	}
+	listeners := map[string]int{}
+	for i, l := range c.Listeners {
+		o := p.object("listener", i, l.Name)
+		o.name(listeners, i, "listener", l.Name)
+		o.check("listen", hostPort(l.Listen, false, "0.0.0.0:8080"))
+		o.check("backend", backendRef(l.Backend, backends))
+		o.oneOf("proxy_protocol", string(l.ProxyProtocol),
+			string(ProxyProtocolOff), string(ProxyProtocolOptional), string(ProxyProtocolRequired))
+		o.trusted(l)
+		o.positive("proxy_protocol_timeout", l.ProxyProtocolTimeout)
+		o.positive("idle_timeout", l.IdleTimeout)
+		o.validClose(policy.Front, l.Close)
+	}
+}
+
+func (o object) validClose(leg policy.Leg, c Close) {
+	o.check("close.time_wait", target(leg, c.TimeWait))
+	if _, err := policy.ParseFallback(string(c.Fallback)); err != nil {
+		o.problem("close.fallback", err)
+	}
+	o.positive("close.peer_fin_grace", c.PeerFinGrace)
+	o.positive("close.half_close_timeout", c.HalfCloseTimeout)
+	o.positive("close.drain_timeout", c.DrainTimeout)
+}
+
+func (o object) check(key string, err error) {
+	if err != nil {
+		o.problem(key, err)
+	}
+}
+
+func (o object) positive(key string, d time.Duration) {
+	if d <= 0 {
+		o.problem(key, fmt.Errorf("must be greater than 0, not %s", formatDuration(d)))
+	}
+}
+
+func (o object) oneOf(key, word string, words ...string) {
+	if !slices.Contains(words, word) {
+		o.problem(key, fmt.Errorf("%q is not one of %s", word, strings.Join(words, ", ")))
+	}
+}
+
+// name checks that a listener's or backend's name is present and unique.
+func (o object) name(seen map[string]int, i int, kind, name string) {
+	if name == "" {
+		o.problem("name", fmt.Errorf("missing; every %s needs a unique name", kind))
+		return
+	}
+	if first, dup := seen[name]; dup {
+		o.problem("name", fmt.Errorf("%q is also the name of %s #%d", name, kind, first+1))
+		return
+	}
+	seen[name] = i
+}
+
+func (o object) trusted(l Listener) {
+	for i, pfx := range l.ProxyProtocolTrusted {
+		if !pfx.IsValid() || pfx.Masked() != pfx {
+			o.problem(fmt.Sprintf("proxy_protocol_trusted[%d]", i), fmt.Errorf("%s is not a valid CIDR prefix", pfx))
+		}
+	}
+	if l.ProxyProtocol != ProxyProtocolOff && len(l.ProxyProtocolTrusted) == 0 {
+		o.problem("proxy_protocol_trusted", errors.New(
+			`empty: no source would be trusted; list the load balancers' addresses (e.g. "10.0.0.0/8")`))
+	}
+}
+
+// hostPort checks a host:port; needHost for addresses that are dialed.
+func hostPort(s string, needHost bool, example string) error {
+	if s == "" {
+		return fmt.Errorf("missing; give a host:port such as %q", example)
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			err = errors.New(ae.Err)
+		}
+		return fmt.Errorf("%q is not a host:port such as %q: %w", s, example, err)
+	}
+	if needHost && host == "" {
+		return fmt.Errorf("%q has no host; give a host:port such as %q", s, example)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || needHost && n == 0 {
+		low := 0
+		if needHost {
+			low = 1
+		}
+		return fmt.Errorf("%q: port %q is not a number from %d to 65535", s, port, low)
+	}
+	return nil
+}
+
+func backendRef(name string, backends map[string]int) error {
+	if name == "" {
+		return errors.New("missing; name the [[backend]] this listener forwards to")
+	}
+	if _, ok := backends[name]; !ok {
+		names := make([]string, 0, len(backends))
+		for n := range backends {
+			names = append(names, strconv.Quote(n))
+		}
+		slices.Sort(names)
+		if len(names) == 0 {
+			return fmt.Errorf("%q names no [[backend]]; none is defined", name)
+		}
+		return fmt.Errorf("%q names no [[backend]]; defined: %s", name, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// target checks a leg's time_wait: only the targets built so far.
+func target(leg policy.Leg, t policy.Target) error {
+	switch t {
+	case policy.TargetProxy, policy.TargetPeer, policy.TargetNowhere:
+		return nil
+	}
+	if _, err := policy.ParseTarget(leg, string(t)); err != nil {
+		return err
+	}
+	return fmt.Errorf("%q is not one of %s", t, strings.Join(policy.Words(leg), ", "))
+}
+
+// teardown checks log.teardown: all, errors or sample:<rate in (0,1]>.
+func teardown(s string) error {
+	switch s {
+	case "all", "errors":
+		return nil
+	}
+	rate, ok := strings.CutPrefix(s, "sample:")
+	if !ok {
+		return fmt.Errorf("%q is not one of all, errors, sample:<rate>", s)
+	}
+	if r, err := strconv.ParseFloat(rate, 64); err != nil || !(r > 0 && r <= 1) {
+		return fmt.Errorf("%q: the rate must be a number greater than 0 and at most 1, e.g. sample:0.01", s)
+	}
+	return nil
+}
