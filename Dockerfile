@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+#
+# closeproxy: a static binary on distroless, running as uid/gid 65532.
+#
+#   docker build --build-arg VERSION=$(git describe --always) -t closeproxy .
+#   docker run -p 8080:8080 closeproxy
+#
+# Mount your own configuration over /etc/closeproxy/closeproxy.toml.
+#
+# Capabilities: none are needed for the shipped configuration (port 8080).
+# Binding a port below 1024 needs CAP_NET_BIND_SERVICE
+# (docker run --cap-add NET_BIND_SERVICE …, or sysctl
+# net.ipv4.ip_unprivileged_port_start); no other capability is needed.
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+# Modules first, so this layer stays cached until go.mod or go.sum change.
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+	-o /closeproxy ./cmd/closeproxy
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /closeproxy /closeproxy
+COPY --from=build /src/config.example.toml /etc/closeproxy/closeproxy.toml
+USER nonroot:nonroot
+EXPOSE 8080
+ENTRYPOINT ["/closeproxy"]
+CMD ["run", "-config", "/etc/closeproxy/closeproxy.toml"]
