@@ -27,6 +27,9 @@ func (c *Config) TOML() []byte {
 		trusted := make([]string, len(l.ProxyProtocolTrusted))
 		for i, p := range l.ProxyProtocolTrusted {
 			trusted[i] = p.String()
+			if p.IsSingleIP() {
+				trusted[i] = p.Addr().String()
+			}
 		}
 		w.kvList("proxy_protocol_trusted", trusted)
 		w.kv("proxy_protocol_timeout", formatDuration(l.ProxyProtocolTimeout))

@@ -34,7 +34,7 @@ func Parse(data []byte, name string) (*Config, error) {
 		return nil, decodeError(name, err)
 	}
 	sites := scanSites(string(data))
-	p := &problems{file: name, pos: newPositions(sites)}
+	p := &problems{file: name, pos: newPositions(sites), seen: map[string]bool{}}
 	p.unknownKeys(md.Undecoded(), sites)
 	c := convert(&raw, p)
 	c.validate(p)
@@ -49,6 +49,7 @@ type problems struct {
 	file string
 	pos  positions // nil without a source
 	errs []*Error
+	seen map[string]bool // object path and key of each problem added
 }
 
 // object returns the converter/validator for element i of kind.
@@ -60,7 +61,18 @@ func (p *problems) object(kind string, i int, name string) object {
 	return object{p: p, label: label, at: []string{kind, index(i)}}
 }
 
+// add records a problem with key of the object at, unless one was already
+// recorded for that key or an element of it: a value that failed to
+// convert is left at its default, which is no further news.
 func (p *problems) add(label string, at []string, key string, err error) {
+	id := pathKey(at) + "\x00" + key
+	if p.seen[id] {
+		return
+	}
+	p.seen[id] = true
+	if whole, _, isElem := strings.Cut(key, "["); isElem {
+		p.seen[pathKey(at)+"\x00"+whole] = true
+	}
 	path := slices.Concat(at, strings.Split(strings.ReplaceAll(key, "[", ".["), "."))
 	p.errs = append(p.errs, &Error{File: p.file, Line: p.pos.line(path), Object: label, Key: key, Err: err})
 }

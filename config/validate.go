@@ -15,7 +15,7 @@ import (
 // Validate checks a Config built in code as Parse checks a file's, and
 // returns every problem found, joined.
 func (c *Config) Validate() error {
-	p := &problems{}
+	p := &problems{seen: map[string]bool{}}
 	c.validate(p)
 	return p.err()
 }
@@ -99,7 +99,8 @@ func (o object) trusted(l Listener) {
 			o.problem(fmt.Sprintf("proxy_protocol_trusted[%d]", i), fmt.Errorf("%s is not a valid CIDR prefix", pfx))
 		}
 	}
-	if l.ProxyProtocol != ProxyProtocolOff && len(l.ProxyProtocolTrusted) == 0 {
+	reads := l.ProxyProtocol == ProxyProtocolOptional || l.ProxyProtocol == ProxyProtocolRequired
+	if reads && len(l.ProxyProtocolTrusted) == 0 {
 		o.problem("proxy_protocol_trusted", errors.New(
 			`empty: no source would be trusted; list the load balancers' addresses (e.g. "10.0.0.0/8")`))
 	}
