@@ -25,7 +25,7 @@
 //
 // Usage:
 //
-//	act := policy.Decide(policy.Event{Leg: policy.Front, Target: policy.Peer,
+//	act := policy.Decide(policy.Event{Leg: policy.Front, Target: policy.TargetPeer,
 //		Fallback: policy.FallbackFIN, Kind: policy.ProxyFirst})
 //	// act == policy.WithholdFIN
 package policy
