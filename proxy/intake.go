@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -41,7 +42,7 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 	if err := c.SetReadDeadline(time.Now().Add(l.ProxyProtocolTimeout)); err != nil {
 		return in, fmt.Errorf("set header deadline: %w", err)
 	}
-	hdr, err := proxyproto.Read(br)
+	hdr, err := readHeader(br)
 	_ = c.SetReadDeadline(time.Time{})
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded) && br.Buffered() == 0 && l.ProxyProtocol == config.ProxyProtocolOptional:
@@ -70,6 +71,30 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 	}
 	return in, nil
 }
+
+// readHeader buffers a whole v1 line before go-proxyproto parses it:
+// the library refuses a v1 header that did not arrive in one read, and a
+// header split across segments is legal. The connection's deadline bounds
+// the wait.
+func readHeader(br *bufio.Reader) (*proxyproto.Header, error) {
+	sig, err := br.Peek(5)
+	if err != nil || string(sig) != "PROXY" {
+		return proxyproto.Read(br)
+	}
+	for {
+		line, _ := br.Peek(br.Buffered())
+		if bytes.IndexByte(line, '\n') >= 0 || len(line) >= maxV1Header {
+			break
+		}
+		if _, err := br.Peek(len(line) + 1); err != nil {
+			return nil, err
+		}
+	}
+	return proxyproto.Read(br)
+}
+
+// maxV1Header is the longest legal v1 header line, CRLF included.
+const maxV1Header = 107
 
 func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 	for _, p := range trusted {

@@ -1,0 +1,211 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+func ppListener(mode config.ProxyProtocolMode, trusted string) config.Listener {
+	return config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN),
+		ProxyProtocol: mode, ProxyProtocolTimeout: 300 * time.Millisecond,
+		ProxyProtocolTrusted: []netip.Prefix{netip.MustParsePrefix(trusted)}}
+}
+
+func defaultBackend(addr string) config.Backend {
+	return config.Backend{Address: addr, Close: testClose(policy.TargetPeer, policy.FallbackReset)}
+}
+
+// exchange writes each part as its own segment (a pause between them lets
+// the kernel send them apart; nothing waits on it), then reads to the end.
+func exchange(t *testing.T, addr string, parts ...string) (string, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	for i, p := range parts {
+		if i > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, err := io.WriteString(c, p); err != nil {
+			return "", err
+		}
+	}
+	got, err := io.ReadAll(c)
+	return string(got), err
+}
+
+func TestProxyHeaderFaults(t *testing.T) {
+	be := httpBackend(t, true)
+	req := "GET / HTTP/1.1\r\n\r\n"
+	cases := []struct {
+		name    string
+		ln      config.Listener
+		parts   []string
+		outcome Outcome
+	}{
+		{"v1 header split across three segments is read whole", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{"PROXY TCP4 192.0", ".2.7 192.0.2.1 55", "55 80\r\n" + req}, OutcomeOK},
+		{"optional mode without a header passes", ppListener(config.ProxyProtocolOptional, "127.0.0.0/8"),
+			[]string{req}, OutcomeOK},
+		{"required mode, no header", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{req}, OutcomeBadProxyHeader},
+		{"truncated v1 header, then silence past the timeout", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{"PROXY TCP4 192.0.2.7 "}, OutcomeBadProxyHeader},
+		{"malformed v1 addresses", ppListener(config.ProxyProtocolOptional, "127.0.0.0/8"),
+			[]string{"PROXY TCP4 999.1.1.1 192.0.2.1 1 2\r\n" + req}, OutcomeBadProxyHeader},
+		{"garbage v2 signature", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\xff" + req}, OutcomeBadProxyHeader},
+		{"required mode, untrusted source refused before reading", ppListener(config.ProxyProtocolRequired, "10.0.0.0/8"),
+			[]string{"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n" + req}, OutcomeBadProxyHeader},
+		{"optional mode, header from an untrusted source refused", ppListener(config.ProxyProtocolOptional, "10.0.0.0/8"),
+			[]string{"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n" + req}, OutcomeBadProxyHeader},
+		{"optional mode, untrusted source without a header passes", ppListener(config.ProxyProtocolOptional, "10.0.0.0/8"),
+			[]string{req}, OutcomeOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startProxy(t, tc.ln, defaultBackend(be))
+			got, _ := exchange(t, h.addr, tc.parts...)
+			td := h.record(t)
+			if td.Outcome != tc.outcome {
+				t.Fatalf("outcome %s (%v), want %s", td.Outcome, td.Err, tc.outcome)
+			}
+			if tc.outcome == OutcomeOK && got != response {
+				t.Errorf("response %q", got)
+			}
+			if tc.outcome != OutcomeOK {
+				if got != "" {
+					t.Errorf("a refused client got %q", got)
+				}
+				if td.Front.Close != policy.CloseReset || td.Front.TimeWait != policy.SideNone || td.Err == nil {
+					t.Errorf("refusal record: close %s time_wait %s err %v", td.Front.Close, td.Front.TimeWait, td.Err)
+				}
+			}
+		})
+	}
+}
+
+// A backend that writes part of a response and resets: the client gets the
+// bytes sent before the reset, then a reset of its own, never a clean EOF
+// that would pass a truncated response off as complete.
+func TestBackendResetMidResponse(t *testing.T) {
+	be := backendFunc(t, func(c *net.TCPConn) {
+		buf := make([]byte, 64)
+		c.Read(buf)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+		c.SetLinger(0)
+		c.Close()
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
+	got, err := exchange(t, h.addr, "GET / HTTP/1.1\r\n\r\n")
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client read %q, err %v; want ECONNRESET after the partial bytes", got, err)
+	}
+	td := h.record(t)
+	if td.Outcome != OutcomeBackendReset || td.Back.Close != policy.ClosePeerReset || td.Front.Close != policy.CloseReset {
+		t.Errorf("outcome %s back.close %s front.close %s", td.Outcome, td.Back.Close, td.Front.Close)
+	}
+	if td.Front.BytesOut != int64(len("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")) {
+		t.Errorf("front.bytes_out %d", td.Front.BytesOut)
+	}
+}
+
+// A client that resets mid-request: the backend learns by a reset too.
+func TestClientResetMidStream(t *testing.T) {
+	backendSaw := make(chan error, 1)
+	be := backendFunc(t, func(c *net.TCPConn) {
+		_, err := io.Copy(io.Discard, c)
+		backendSaw <- err
+		c.Close()
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc")
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+	td := h.record(t)
+	if td.Outcome != OutcomeClientReset || td.Front.Close != policy.ClosePeerReset {
+		t.Errorf("outcome %s front.close %s", td.Outcome, td.Front.Close)
+	}
+	if err := <-backendSaw; !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("backend saw %v, want ECONNRESET", err)
+	}
+}
+
+// Nothing moves for idle_timeout: the session ends by policy with outcome
+// timeout.
+func TestIdleTimeout(t *testing.T) {
+	be := backendFunc(t, func(c *net.TCPConn) { io.Copy(io.Discard, c); c.Close() })
+	h := startProxy(t, config.Listener{IdleTimeout: 200 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
+	got, err := exchange(t, h.addr, "hello")
+	if got != "" || err != nil {
+		t.Errorf("client read %q, %v; want a clean EOF", got, err)
+	}
+	td := h.record(t)
+	if td.Outcome != OutcomeTimeout || td.Front.FirstFIN != policy.SideProxy {
+		t.Errorf("outcome %s front.first_fin %s", td.Outcome, td.Front.FirstFIN)
+	}
+	if td.Duration < 200*time.Millisecond {
+		t.Errorf("ended after %s, before idle_timeout", td.Duration)
+	}
+}
+
+// Shutdown with a live session: after the grace of ctx, the session is
+// ended by policy and recorded as drained.
+func TestShutdownDrainsLiveSession(t *testing.T) {
+	be := backendFunc(t, func(c *net.TCPConn) { io.Copy(io.Discard, c); c.Close() })
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "x")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- h.srv.Shutdown(ctx) }()
+	if _, err := io.ReadAll(c); err != nil {
+		t.Errorf("client: %v", err)
+	}
+	c.Close()
+	if err := <-shut; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if td := h.record(t); td.Outcome != OutcomeDrained {
+		t.Errorf("outcome %s", td.Outcome)
+	}
+	if _, err := net.Dial("tcp", h.addr); err == nil {
+		t.Error("listener still accepts after shutdown")
+	}
+}
+
+func TestProxyHeaderV2SplitAcrossSegments(t *testing.T) {
+	be := httpBackend(t, true)
+	h := startProxy(t, ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"), defaultBackend(be))
+	src := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 4444}
+	dst := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 80}
+	raw, err := proxyHeader(config.SendV2, intake{client: src.AddrPort(), dest: dst.AddrPort()}).Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := exchange(t, h.addr, string(raw[:7]), string(raw[7:20]), string(raw[20:])+"GET / HTTP/1.1\r\n\r\n")
+	td := h.record(t)
+	if got != response || td.ProxyProtocol != "v2" || td.Client.String() != "192.0.2.9:4444" {
+		t.Errorf("got %q; record pp=%s client=%s outcome=%s err=%v", got, td.ProxyProtocol, td.Client, td.Outcome, td.Err)
+	}
+}
