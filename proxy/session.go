@@ -55,7 +55,7 @@ func (ss *session) run(drain <-chan struct{}) (td *Teardown) {
 		return td
 	}
 	td.ProxyProtocol = in.version
-	if in.version != "none" {
+	if in.version != "none" && in.client != td.Front.Peer {
 		td.Client, td.LB = in.client, td.Front.Peer
 	}
 	back, err := ss.dial(in)
