@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "closeproxy.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const minimal = `
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+backend = "app"
+[[backend]]
+name = "app"
+address = "127.0.0.1:9"
+`
+
+func TestCheckPrintsEffectiveConfig(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run([]string{"check", "-config", writeConfig(t, minimal)}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{`time_wait = "backend"`, `fallback = "reset"`, `shutdown_timeout = "30s"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("effective config lacks %s:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestCheckReportsEveryError(t *testing.T) {
+	bad := strings.Replace(minimal, `backend = "app"`, "backend = \"app\"\nidle_timeut = \"1s\"\n[listener.close]\ntime_wait = \"sometimes\"", 1)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check", "-config", writeConfig(t, bad)}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	for _, want := range []string{"closeproxy.toml:6: unknown key listener.idle_timeut", "closeproxy.toml:8: ", `"sometimes" is not one of proxy, client, nowhere`} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("errors lack %q:\n%s", want, errOut.String())
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 {
+		t.Errorf("unknown command: exit %d", code)
+	}
+	if code := run([]string{"check"}, &out, &errOut); code != 2 {
+		t.Errorf("check without -config: exit %d", code)
+	}
+	if code := run([]string{"version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "closeproxy ") {
+		t.Errorf("version: exit %d, %q", code, out.String())
+	}
+}
+
+// serve returns nil once its context ends: the shutdown path SIGTERM takes.
+func TestServeStopsCleanly(t *testing.T) {
+	cfg, err := config.Parse([]byte(minimal), "minimal.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, zap.NewNop()) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
