@@ -9,13 +9,14 @@ import (
 
 // LoadOpts are the load client's flags (see internal/loadclient).
 type LoadOpts struct {
-	Addr        string // host:port
-	N, C        int    // connections in all, at once (defaults 100, 10)
-	Path        string // default "/"
-	Connection  string // Connection header; "" sends keep-alive, "-" sends none
-	Close       string // client (default), server or reset
-	ExpectBytes int64  // checked when > 0
-	SHA256      string // checked when set
+	Addr        string        // host:port
+	N, C        int           // connections in all, at once (defaults 100, 10)
+	Path        string        // default "/"
+	Connection  string        // Connection header; "" sends keep-alive, "-" sends none
+	Close       string        // client (default), server, reset or halfclose
+	ExpectBytes int64         // checked when > 0
+	SHA256      string        // checked when set
+	CloseDelay  time.Duration // pause between the response and the close
 	Timeout     time.Duration
 	MaxDuration time.Duration // default 20s
 }
@@ -68,6 +69,9 @@ func (o LoadOpts) args() []string {
 	}
 	if o.SHA256 != "" {
 		args = append(args, "-sha256", o.SHA256)
+	}
+	if o.CloseDelay > 0 {
+		args = append(args, "-close-delay", o.CloseDelay.String())
 	}
 	if o.Timeout > 0 {
 		args = append(args, "-timeout", o.Timeout.String())

@@ -19,7 +19,7 @@ type config struct {
 	addr, path, host, connection, close, sha256 string
 	n, c                                        int
 	expectBytes                                 int64
-	timeout, maxDuration                        time.Duration
+	timeout, maxDuration, closeDelay            time.Duration
 }
 
 // summary is the JSON the client prints.
@@ -116,6 +116,11 @@ func once(cfg config) error {
 	if _, err := io.WriteString(conn, request(cfg)); err != nil {
 		return fmt.Errorf("write request: %w", err)
 	}
+	if cfg.close == "halfclose" {
+		if err := conn.CloseWrite(); err != nil {
+			return fmt.Errorf("half-close after the request: %w", err)
+		}
+	}
 	br := bufio.NewReader(conn)
 	if err := readResponse(cfg, br); err != nil {
 		return err
@@ -155,12 +160,15 @@ func readResponse(cfg config, br *bufio.Reader) error {
 }
 
 // finish ends the connection as -close says; the deferred Close in once
-// sends the FIN (or, after SetLinger(0), the RST).
+// sends the FIN (or, after SetLinger(0), the RST). With halfclose the FIN
+// went out right after the request; the server's EOF is awaited as with
+// server.
 func finish(cfg config, conn *net.TCPConn, br *bufio.Reader) error {
+	time.Sleep(cfg.closeDelay)
 	switch cfg.close {
 	case "reset":
 		return conn.SetLinger(0)
-	case "server":
+	case "server", "halfclose":
 		n, err := io.Copy(io.Discard, br)
 		if errors.Is(err, syscall.ECONNRESET) && n == 0 {
 			return errServerReset

@@ -9,6 +9,14 @@
 //	server  wait for the server's EOF first, then close (server sends the first FIN);
 //	        an RST instead of the EOF counts as ok, in server_resets
 //	reset   close with SO_LINGER 0 after the response (RST, no TIME-WAIT anywhere)
+//	halfclose
+//	        shut down writing right after the request (the client's FIN is first,
+//	        before any response byte), read the response, then wait for the
+//	        server's EOF (or RST, counted in server_resets) as with server
+//
+// -close-delay pauses between the complete response and the close (a client
+// busy with the response before it closes), so that a server's FIN sent
+// right after its response reaches an intermediary before the client's.
 //
 // The run is bounded twice: by -n and by -max-duration, after which no new
 // connection starts; every connection's I/O is bounded by -timeout.
@@ -49,10 +57,11 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.path, "path", "/", "request path")
 	fs.StringVar(&c.host, "host", "", "Host header (default -addr)")
 	fs.StringVar(&c.connection, "connection", "keep-alive", "Connection header value; empty leaves the header out")
-	fs.StringVar(&c.close, "close", "client", "how to end each connection: client, server or reset")
+	fs.StringVar(&c.close, "close", "client", "how to end each connection: client, server, reset or halfclose")
 	fs.Int64Var(&c.expectBytes, "expect-bytes", -1, "expected body length; -1 skips the check")
 	fs.StringVar(&c.sha256, "sha256", "", "expected SHA-256 of the body, hex; empty skips the check")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "bound on each connection's connect and I/O")
+	fs.DurationVar(&c.closeDelay, "close-delay", 0, "pause between the complete response and ending the connection")
 	fs.DurationVar(&c.maxDuration, "max-duration", 30*time.Second, "start no connection after this long")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -64,8 +73,10 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("-n %d: want 1..%d", c.n, maxConns)
 	case c.c < 1 || c.c > c.n:
 		return c, fmt.Errorf("-c %d: want 1..-n", c.c)
-	case c.close != "client" && c.close != "server" && c.close != "reset":
-		return c, fmt.Errorf("-close %q: want client, server or reset", c.close)
+	case c.close != "client" && c.close != "server" && c.close != "reset" && c.close != "halfclose":
+		return c, fmt.Errorf("-close %q: want client, server, reset or halfclose", c.close)
+	case c.closeDelay < 0 || c.closeDelay >= c.timeout:
+		return c, fmt.Errorf("-close-delay %v: want 0 up to -timeout", c.closeDelay)
 	case c.timeout <= 0 || c.maxDuration <= 0:
 		return c, fmt.Errorf("-timeout and -max-duration must be positive")
 	}
