@@ -43,15 +43,16 @@ type relay struct {
 	running  int       // copiers still running
 	results  chan copyResult
 	resume   [2]chan bool
-	drain    <-chan struct{}
+	drain    <-chan struct{} // closed: end by policy now
+	kill     <-chan struct{} // closed: reset whatever is left
 	draining bool
 	outcome  Outcome
 	err      error
 }
 
-func newRelay(start time.Time, front, back *leg, idle time.Duration, drain <-chan struct{}) *relay {
+func newRelay(start time.Time, front, back *leg, idle time.Duration, drain, kill <-chan struct{}) *relay {
 	return &relay{
-		start: start, front: front, back: back, idle: idle, drain: drain,
+		start: start, front: front, back: back, idle: idle, drain: drain, kill: kill,
 		results: make(chan copyResult, 2),
 		resume:  [2]chan bool{make(chan bool, 1), make(chan bool, 1)},
 		outcome: OutcomeOK,
@@ -72,6 +73,9 @@ func (r *relay) run() {
 			r.drain = nil
 			r.draining = true
 			r.endByPolicy(OutcomeDrained, nil)
+		case <-r.kill:
+			r.kill = nil
+			r.abort(OutcomeDrained, errors.New("still open after ending by policy at shutdown"))
 		}
 	}
 	for _, l := range []*leg{r.front, r.back} {

@@ -31,7 +31,8 @@ type Server struct {
 	closed    bool
 
 	sessions  sync.WaitGroup
-	drain     chan struct{}
+	drain     chan struct{} // closed when shutdown_timeout ran out: end by policy
+	kill      chan struct{} // closed when ending by policy took too long: reset
 	drainOnce sync.Once
 	nextID    atomic.Uint64
 }
@@ -47,7 +48,7 @@ func WithTeardownHook(f func(*Teardown)) Option {
 
 // New checks that cfg can be served; it opens no socket and starts nothing.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, backends: map[string]*config.Backend{}, drain: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, backends: map[string]*config.Backend{}, drain: make(chan struct{}), kill: make(chan struct{})}
 	for i := range cfg.Backends {
 		s.backends[cfg.Backends[i].Name] = &cfg.Backends[i]
 	}
@@ -151,7 +152,7 @@ func (s *Server) acceptLoop(l *config.Listener, ln net.Listener) error {
 
 func (s *Server) serveConn(l *config.Listener, c *net.TCPConn) {
 	defer s.sessions.Done()
-	td := s.newSession(l, c).run(s.drain)
+	td := s.newSession(l, c).run(s.drain, s.kill)
 	if s.sample(td) {
 		s.log.Info("teardown", td.Fields()...)
 	}
@@ -161,7 +162,10 @@ func (s *Server) serveConn(l *config.Listener, c *net.TCPConn) {
 }
 
 // Shutdown stops accepting, lets live sessions finish until ctx ends, then
-// ends the rest by their close policies and waits for them.
+// ends the rest by their close policies. Sessions still open after the
+// longest grace and drain of any leg (a peer that keeps sending while the
+// proxy withholds its FIN) are reset (outcome drained), so Shutdown always
+// returns. It returns nil: every session got its record.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeListeners()
 	done := make(chan struct{})
@@ -172,8 +176,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.drainOnce.Do(func() { close(s.drain) })
+	t := time.NewTimer(s.policyBound())
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+	}
+	s.log.Warn("sessions still open after ending by policy were reset", zap.Duration("waited", s.policyBound()))
+	close(s.kill)
 	<-done
 	return nil
+}
+
+// policyBound is how long ending by policy may take: a grace and a drain
+// on each leg, twice over (timers fire between 1× and 2×), plus a second.
+func (s *Server) policyBound() time.Duration {
+	var longest time.Duration
+	for _, l := range s.cfg.Listeners {
+		be := s.backends[l.Backend]
+		longest = max(longest, l.Close.PeerFinGrace+l.Close.DrainTimeout+be.Close.PeerFinGrace+be.Close.DrainTimeout)
+	}
+	return 2*longest + time.Second
 }
 
 func (s *Server) closeListeners() {

@@ -38,7 +38,7 @@ func (s *Server) newSession(ln *config.Listener, c *net.TCPConn) *session {
 // run carries the session to its end and returns its record. A panic is
 // recovered into outcome internal_error: one session never takes the
 // process down.
-func (ss *session) run(drain <-chan struct{}) (td *Teardown) {
+func (ss *session) run(drain, kill <-chan struct{}) (td *Teardown) {
 	td = ss.td
 	defer func() {
 		if p := recover(); p != nil {
@@ -68,7 +68,7 @@ func (ss *session) run(drain <-chan struct{}) (td *Teardown) {
 		td.Back.Close = policy.CloseError
 		return td
 	}
-	ss.relay(back, drain)
+	ss.relay(back, drain, kill)
 	return td
 }
 
@@ -112,11 +112,11 @@ func (ss *session) dial(in intake) (*net.TCPConn, error) {
 	return back, nil
 }
 
-func (ss *session) relay(back *net.TCPConn, drain <-chan struct{}) {
+func (ss *session) relay(back *net.TCPConn, drain, kill <-chan struct{}) {
 	td := ss.td
 	front := &leg{name: policy.Front, conn: ss.front, pol: ss.ln.Close, rec: &td.Front}
 	bk := &leg{name: policy.Back, conn: back, pol: ss.be.Close, rec: &td.Back}
-	r := newRelay(ss.start, front, bk, ss.ln.IdleTimeout, drain)
+	r := newRelay(ss.start, front, bk, ss.ln.IdleTimeout, drain, kill)
 	r.run()
 	td.Outcome, td.Err = r.outcome, r.err
 }
