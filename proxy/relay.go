@@ -309,17 +309,16 @@ func (r *relay) onError(src, dst *leg, err error) {
 	switch {
 	case src.phase == phaseClosed:
 		// we closed src ourselves; its reader just noticed
-	case dst.phase == phaseClosed || dst.finSent:
-		// src's peer sent bytes that can no longer reach dst's peer
-		if src.name == policy.Front {
-			r.setOutcome(OutcomeLateData, nil)
-		}
-		src.rec.Fallback = "late_data"
-		r.safeReset(src)
 	case resetByPeer(src.conn):
 		r.peerReset(src)
 	case resetByPeer(dst.conn):
 		r.peerReset(dst)
+	case dst.phase == phaseClosed || dst.finSent:
+		// src's peer sent bytes that can no longer reach dst's peer: a
+		// reset tells it they were lost, whatever the fallback
+		r.setOutcome(OutcomeLateData, nil)
+		src.rec.Fallback = "late_data"
+		r.safeReset(src)
 	default:
 		r.fail(src, err)
 		r.propagateReset(dst)

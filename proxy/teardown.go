@@ -22,7 +22,7 @@ const (
 	OutcomeBackendReset   Outcome = "backend_reset"    // the backend sent an RST
 	OutcomeBadProxyHeader Outcome = "bad_proxy_header" // malformed, slow, missing (required) or untrusted PROXY header
 	OutcomeDrained        Outcome = "drained"          // cut by shutdown after shutdown_timeout
-	OutcomeLateData       Outcome = "late_data"        // the client sent bytes after the backend had ended
+	OutcomeLateData       Outcome = "late_data"        // a peer sent bytes after the other leg had ended
 	OutcomeError          Outcome = "error"            // another socket error; see error
 	OutcomeInternalError  Outcome = "internal_error"   // a bug: a panic in the session, recovered
 )
