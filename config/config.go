@@ -53,13 +53,34 @@ type Listener struct {
 	Close                Close // the front leg
 }
 
+// Protocol says how much of the bytes the proxy understands.
+type Protocol string
+
+const (
+	// ProtocolTCP relays opaque bytes; each session gets its own backend
+	// connection, taken from the warm pool when one is ready.
+	ProtocolTCP Protocol = "tcp"
+	// ProtocolHTTP1 follows HTTP/1.x message boundaries and returns the
+	// backend connection to the pool after each complete response.
+	ProtocolHTTP1 Protocol = "http1"
+)
+
 // Backend is where sessions are dialed to.
 type Backend struct {
 	Name              string
 	Address           string // host:port
+	Protocol          Protocol
 	ConnectTimeout    time.Duration
 	SendProxyProtocol SendProxyProtocol
+	Pool              Pool
 	Close             Close // the back leg
+}
+
+// Pool sizes a backend's connection pool.
+type Pool struct {
+	Warm       int           // idle pre-dialed connections kept ready; 0 turns warming off
+	MaxIdleAge time.Duration // idle connections older than this are evicted with an RST
+	MaxConns   int           // connections to this backend, in use + idle; 0: no cap
 }
 
 // Close is one leg's close policy.

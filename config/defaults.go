@@ -39,8 +39,10 @@ func Defaults() Default {
 			},
 		},
 		Backend: Backend{
+			Protocol:          ProtocolTCP,
 			ConnectTimeout:    2 * time.Second,
 			SendProxyProtocol: SendOff,
+			Pool:              Pool{Warm: 8, MaxIdleAge: 30 * time.Second, MaxConns: 1024},
 			Close: Close{
 				TimeWait:         policy.TargetPeer, // spelled "backend"
 				PeerFinGrace:     time.Second,

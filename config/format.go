@@ -40,8 +40,13 @@ func (c *Config) TOML() []byte {
 		w.table("[[backend]]")
 		w.kv("name", b.Name)
 		w.kv("address", b.Address)
+		w.kv("protocol", string(b.Protocol))
 		w.kv("connect_timeout", formatDuration(b.ConnectTimeout))
 		w.kv("send_proxy_protocol", string(b.SendProxyProtocol))
+		w.table("[backend.pool]")
+		w.raw("warm", strconv.Itoa(b.Pool.Warm))
+		w.kv("max_idle_age", formatDuration(b.Pool.MaxIdleAge))
+		w.raw("max_conns", strconv.Itoa(b.Pool.MaxConns))
 		w.close("[backend.close]", policy.Back, b.Close)
 	}
 	return []byte(w.String())
@@ -59,6 +64,11 @@ func (w *tomlWriter) table(header string) {
 
 func (w *tomlWriter) kv(key, val string) {
 	fmt.Fprintf(w, "%s%s = %s\n", w.indent, key, quote(val))
+}
+
+// raw writes a value that needs no quoting, such as an integer.
+func (w *tomlWriter) raw(key, val string) {
+	fmt.Fprintf(w, "%s%s = %s\n", w.indent, key, val)
 }
 
 func (w *tomlWriter) kvList(key string, vals []string) {

@@ -41,9 +41,17 @@ type rawListener struct {
 type rawBackend struct {
 	Name              *value   `toml:"name"`
 	Address           *value   `toml:"address"`
+	Protocol          *value   `toml:"protocol"`
 	ConnectTimeout    *value   `toml:"connect_timeout"`
 	SendProxyProtocol *value   `toml:"send_proxy_protocol"`
+	Pool              rawPool  `toml:"pool"`
 	Close             rawClose `toml:"close"`
+}
+
+type rawPool struct {
+	Warm       *value `toml:"warm"`
+	MaxIdleAge *value `toml:"max_idle_age"`
+	MaxConns   *value `toml:"max_conns"`
 }
 
 type rawClose struct {
@@ -97,8 +105,12 @@ func convert(raw *rawConfig, p *problems) *Config {
 		o := p.object("backend", i, name(r.Name))
 		o.str("name", r.Name, &b.Name)
 		o.str("address", r.Address, &b.Address)
+		o.str("protocol", r.Protocol, (*string)(&b.Protocol))
 		o.duration("connect_timeout", r.ConnectTimeout, &b.ConnectTimeout)
 		o.str("send_proxy_protocol", r.SendProxyProtocol, (*string)(&b.SendProxyProtocol))
+		o.integer("pool.warm", r.Pool.Warm, &b.Pool.Warm)
+		o.duration("pool.max_idle_age", r.Pool.MaxIdleAge, &b.Pool.MaxIdleAge)
+		o.integer("pool.max_conns", r.Pool.MaxConns, &b.Pool.MaxConns)
 		o.close(policy.Back, &r.Close, &b.Close)
 		c.Backends = append(c.Backends, b)
 	}
@@ -154,6 +166,23 @@ func (o object) parse(key string, v *value, set func(string) error) {
 	if err := set(s); err != nil {
 		o.problem(key, err)
 	}
+}
+
+// integer sets *dst to the integer at key, if one was written.
+func (o object) integer(key string, v *value, dst *int) {
+	if v == nil {
+		return
+	}
+	n, ok := v.v.(int64)
+	if !ok {
+		o.problem(key, fmt.Errorf("expected an integer, found %s", describe(v.v)))
+		return
+	}
+	if n < 0 || n > 1<<20 {
+		o.problem(key, fmt.Errorf("%d is out of range 0 to %d", n, 1<<20))
+		return
+	}
+	*dst = int(n)
 }
 
 func (o object) duration(key string, v *value, dst *time.Duration) {

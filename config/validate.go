@@ -35,6 +35,8 @@ func (c *Config) validate(p *problems) {
 		o.check("address", hostPort(b.Address, true, "127.0.0.1:8081"))
 		o.positive("connect_timeout", b.ConnectTimeout)
 		o.oneOf("send_proxy_protocol", string(b.SendProxyProtocol), string(SendOff), string(SendV1), string(SendV2))
+		o.oneOf("protocol", string(b.Protocol), string(ProtocolTCP), string(ProtocolHTTP1))
+		o.validPool(b)
 		o.validClose(policy.Back, b.Close)
 	}
 	listeners := map[string]int{}
@@ -60,6 +62,24 @@ func (o object) validClose(leg policy.Leg, c Close) {
 	o.positive("close.peer_fin_grace", c.PeerFinGrace)
 	o.positive("close.half_close_timeout", c.HalfCloseTimeout)
 	o.positive("close.drain_timeout", c.DrainTimeout)
+}
+
+func (o object) validPool(b Backend) {
+	if b.Protocol == ProtocolHTTP1 && b.SendProxyProtocol != SendOff {
+		o.problem("send_proxy_protocol", fmt.Errorf(
+			"%q cannot be used with protocol = \"http1\": a reused backend connection serves many clients but its PROXY header names one; use protocol = \"tcp\" or send_proxy_protocol = \"off\"",
+			b.SendProxyProtocol))
+	}
+	if b.Pool.Warm < 0 {
+		o.problem("pool.warm", fmt.Errorf("must be 0 or more, not %d", b.Pool.Warm))
+	}
+	if b.Pool.MaxConns < 0 {
+		o.problem("pool.max_conns", fmt.Errorf("must be 0 (no cap) or more, not %d", b.Pool.MaxConns))
+	}
+	if b.Pool.MaxConns > 0 && b.Pool.Warm > b.Pool.MaxConns {
+		o.problem("pool.warm", fmt.Errorf("%d is more than pool.max_conns %d", b.Pool.Warm, b.Pool.MaxConns))
+	}
+	o.positive("pool.max_idle_age", b.Pool.MaxIdleAge)
 }
 
 func (o object) check(key string, err error) {
