@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -32,7 +31,6 @@ type copyResult struct {
 // Timers are socket deadlines set when the state changes; a copier that hits
 // a read deadline reports it and waits to be told whether to go on.
 type relay struct {
-	start    time.Time
 	front    *leg
 	back     *leg
 	idle     time.Duration
@@ -50,9 +48,9 @@ type relay struct {
 	err      error
 }
 
-func newRelay(start time.Time, front, back *leg, idle time.Duration, drain, kill <-chan struct{}) *relay {
+func newRelay(front, back *leg, idle time.Duration, drain, kill <-chan struct{}) *relay {
 	return &relay{
-		start: start, front: front, back: back, idle: idle, drain: drain, kill: kill,
+		front: front, back: back, idle: idle, drain: drain, kill: kill,
 		results: make(chan copyResult, 2),
 		resume:  [2]chan bool{make(chan bool, 1), make(chan bool, 1)},
 		outcome: OutcomeOK,
@@ -133,11 +131,7 @@ func (r *relay) handle(res copyResult) {
 
 // onPeerFIN: the peer of l sent its FIN (we read EOF).
 func (r *relay) onPeerFIN(l *leg) {
-	l.readEOF = true
-	l.rec.FINIn = r.since()
-	if !l.finSent {
-		l.rec.FirstFIN = l.name.Peer()
-	}
+	l.peerFIN()
 	switch l.phase {
 	case phaseWithholding:
 		r.act(l, policy.PeerFINAfterWithhold, "")
@@ -187,14 +181,10 @@ func (r *relay) finFirst(l *leg) {
 		r.closeLeg(l)
 		return
 	}
-	if err := l.conn.CloseWrite(); err != nil {
+	if err := l.sendFIN(); err != nil {
 		r.fail(l, err)
 		return
 	}
-	l.finSent = true
-	l.rec.FINOut = r.since()
-	l.rec.FirstFIN = policy.SideProxy
-	l.phase = phaseFINSent
 	wait := l.pol.HalfCloseTimeout
 	if r.draining {
 		wait = min(wait, l.pol.PeerFinGrace)
@@ -204,54 +194,23 @@ func (r *relay) finFirst(l *leg) {
 }
 
 // closeLeg closes l with a FIN after both directions are done.
-func (r *relay) closeLeg(l *leg) {
-	if !l.finSent {
-		l.finSent = true
-		l.rec.FINOut = r.since()
-	}
-	l.rec.Close = policy.CloseFIN
-	l.close()
-}
+func (r *relay) closeLeg(l *leg) { l.closeFIN() }
 
-// safeReset closes l with an RST once every byte sent on it is
-// acknowledged; if the send queue does not drain within drain_timeout it
-// sends a FIN instead, never destroying undelivered bytes. Polling SIOCOUTQ
-// is the only way to see the queue empty; the poll is bounded by
-// drain_timeout.
+// safeReset resets l once its send queue drained; if it does not drain in
+// drain_timeout, a FIN goes instead (first or second, as it falls).
 func (r *relay) safeReset(l *leg) {
-	deadline := time.Now().Add(l.pol.DrainTimeout)
-	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
-		queued, err := sendQueue(l.conn)
-		if err == nil && queued == 0 {
-			r.reset(l, "")
-			return
-		}
-		if err != nil || !time.Now().Before(deadline) {
-			l.rec.Fallback = "drain_timeout"
-			r.finFirst(l)
-			return
-		}
-		time.Sleep(pause)
+	if !l.safeReset() {
+		r.finFirst(l)
 	}
 }
 
 // reset closes l with an RST at once.
-func (r *relay) reset(l *leg, why string) {
-	if why != "" && l.rec.Fallback == "" {
-		l.rec.Fallback = why
-	}
-	_ = l.conn.SetLinger(0)
-	l.rec.RSTOut = r.since()
-	l.rec.Close = policy.CloseReset
-	l.close()
-}
+func (r *relay) reset(l *leg, why string) { l.reset(why) }
 
 // fail ends l after a socket error that was not a reset by its peer.
 func (r *relay) fail(l *leg, err error) {
 	r.setOutcome(OutcomeError, err)
-	_ = l.conn.SetLinger(0)
-	l.rec.Close = policy.CloseError
-	l.close()
+	l.fail()
 }
 
 // onTimeout handles a copier whose read deadline on src passed: a grace or
@@ -296,9 +255,8 @@ func (r *relay) waitExpired(l *leg, now time.Time) {
 		r.act(l, policy.GraceExpired, "grace_expired")
 	case phaseFINSent:
 		l.rec.Fallback = "half_close_timeout"
-		r.safeReset(l)
-		if l.phase != phaseClosed { // not drained: the FIN is out already
-			r.closeLeg(l)
+		if !l.safeReset() { // not drained: our FIN is out already
+			l.closeFIN()
 		}
 	}
 }
@@ -404,58 +362,4 @@ func (r *relay) other(l *leg) *leg {
 		return r.back
 	}
 	return r.front
-}
-
-func (r *relay) since() time.Duration { return time.Since(r.start) }
-
-// legPhase is where a leg stands in its close.
-type legPhase int
-
-const (
-	phaseOpen        legPhase = iota // relaying
-	phaseWithholding                 // FIN withheld, waiting for the peer's within peer_fin_grace
-	phaseFINSent                     // our FIN went first, waiting for the peer's
-	phaseClosed                      // socket closed
-)
-
-// leg is one TCP connection of a session and the facts about its close.
-type leg struct {
-	name     policy.Leg
-	conn     *net.TCPConn
-	pol      config.Close
-	rec      *LegRecord
-	phase    legPhase
-	readEOF  bool      // the peer's FIN was read
-	sendDone bool      // nothing more will be sent to the peer
-	finSent  bool      // our FIN went out
-	waitAt   time.Time // end of a grace or half-close wait; zero if none
-	waitMark uint64    // progress when the wait was armed
-	lastProg uint64
-}
-
-func (l *leg) wait(now time.Time, d time.Duration) {
-	l.waitAt = now.Add(d)
-	l.waitMark = l.progress()
-}
-
-func (l *leg) progress() uint64 {
-	if l.phase != phaseClosed {
-		l.lastProg = progress(l.conn)
-	}
-	return l.lastProg
-}
-
-func (l *leg) close() {
-	l.progress()
-	l.phase = phaseClosed
-	l.waitAt = time.Time{}
-	_ = l.conn.Close()
-}
-
-// finishRecord derives where TIME-WAIT landed from how the leg closed.
-func (l *leg) finishRecord() {
-	if l.rec.Close == "" {
-		l.rec.Close = policy.CloseError
-	}
-	l.rec.TimeWait = policy.TimeWait(l.rec.FirstFIN, l.rec.Close, l.readEOF && l.finSent)
 }

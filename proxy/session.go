@@ -114,9 +114,9 @@ func (ss *session) dial(in intake) (*net.TCPConn, error) {
 
 func (ss *session) relay(back *net.TCPConn, drain, kill <-chan struct{}) {
 	td := ss.td
-	front := &leg{name: policy.Front, conn: ss.front, pol: ss.ln.Close, rec: &td.Front}
-	bk := &leg{name: policy.Back, conn: back, pol: ss.be.Close, rec: &td.Back}
-	r := newRelay(ss.start, front, bk, ss.ln.IdleTimeout, drain, kill)
+	front := &leg{name: policy.Front, start: ss.start, conn: ss.front, pol: ss.ln.Close, rec: &td.Front}
+	bk := &leg{name: policy.Back, start: ss.start, conn: back, pol: ss.be.Close, rec: &td.Back}
+	r := newRelay(front, bk, ss.ln.IdleTimeout, drain, kill)
 	r.run()
 	td.Outcome, td.Err = r.outcome, r.err
 }
