@@ -1,0 +1,241 @@
+package http1
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// readHead reads one head, start line through the empty line, and returns a
+// copy of exactly its bytes; nothing after the empty line is consumed. strict
+// refuses a bare LF line ending; a bare CR is always refused. io.EOF means
+// the peer closed before sending a byte.
+func readHead(br *bufio.Reader, max int, strict bool, kind error) ([]byte, error) {
+	from := 0 // start of the first line not yet scanned
+	for {
+		b, _ := br.Peek(br.Buffered())
+		n, next, err := headEnd(b, from, strict, kind)
+		switch {
+		case err != nil:
+			return nil, err
+		case n > max || n == 0 && len(b) > max:
+			return nil, tooLarge(kind, fmt.Sprintf("head larger than %d bytes", max))
+		case n > 0:
+			raw := bytes.Clone(b[:n])
+			br.Discard(n)
+			return raw, nil
+		case len(b) == br.Size():
+			return readHeadSlow(br, max, strict, kind)
+		}
+		from = next
+		if err := fill(br, len(b)); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// readHeadSlow reads a head longer than br's buffer, line by line.
+func readHeadSlow(br *bufio.Reader, max int, strict bool, kind error) ([]byte, error) {
+	raw := make([]byte, 0, 2*br.Size())
+	from := 0
+	for {
+		chunk, err := br.ReadSlice('\n')
+		raw = append(raw, chunk...)
+		if len(raw) > max {
+			return nil, tooLarge(kind, fmt.Sprintf("head larger than %d bytes", max))
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil {
+			return nil, unexpected(err)
+		}
+		n, next, err := headEnd(raw, from, strict, kind)
+		if err != nil || n > 0 {
+			return raw, err
+		}
+		from = next
+	}
+}
+
+// fill waits for more than have bytes in br.
+func fill(br *bufio.Reader, have int) error {
+	_, err := br.Peek(have + 1)
+	if err == nil || br.Buffered() > have {
+		return nil
+	}
+	if err == io.EOF && have == 0 {
+		return io.EOF
+	}
+	return unexpected(err)
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("read head: %w", err)
+}
+
+// headEnd scans the complete lines of b from offset from (a line start). It
+// returns the length of the head when its empty line is in b, else 0 and the
+// start of the first incomplete line.
+func headEnd(b []byte, from int, strict bool, kind error) (n, next int, err error) {
+	for i := from; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return 0, i, nil
+		}
+		line := b[i : i+j+1]
+		cr := bytes.IndexByte(line, '\r')
+		switch {
+		case cr >= 0 && cr != len(line)-2:
+			return 0, 0, refuse(kind, "bare CR in head")
+		case cr < 0 && strict:
+			return 0, 0, refuse(kind, "bare LF in head")
+		}
+		start := i
+		i += j + 1
+		if len(line) > 2 || len(line) == 2 && line[0] != '\r' {
+			continue
+		}
+		if start == 0 {
+			return 0, 0, refuse(kind, "empty start line")
+		}
+		return i, 0, nil // the empty line ends the head
+	}
+}
+
+func tooLarge(kind error, reason string) error {
+	return fmt.Errorf("%w: %w: %s", kind, ErrHeadTooLarge, reason)
+}
+
+// cutLine returns the first line of s without its line ending, and the rest.
+// The head has been checked by headEnd, so every line ends in LF.
+func cutLine(s string) (line, rest string) {
+	line, rest, _ = strings.Cut(s, "\n")
+	return strings.TrimSuffix(line, "\r"), rest
+}
+
+// parseFields parses the field lines of s, which follows the start line and
+// ends with the empty line.
+func parseFields(s string, max int, kind error) ([]Field, error) {
+	n := strings.Count(s, "\n") - 1
+	if n > max {
+		return nil, tooLarge(kind, fmt.Sprintf("more than %d header fields", max))
+	}
+	fields := make([]Field, 0, n)
+	for {
+		var line string
+		line, s = cutLine(s)
+		if line == "" {
+			return fields, nil
+		}
+		f, reason := parseField(line)
+		if reason != "" {
+			return nil, refuse(kind, reason)
+		}
+		fields = append(fields, f)
+	}
+}
+
+// parseField parses one field line (without its line ending); a non-empty
+// reason says why it is refused.
+func parseField(line string) (Field, string) {
+	if line[0] == ' ' || line[0] == '\t' {
+		return Field{}, "obs-fold (line starting with whitespace)"
+	}
+	name, value, ok := strings.Cut(line, ":")
+	switch {
+	case !ok:
+		return Field{}, "field line without colon"
+	case name == "":
+		return Field{}, "empty field name"
+	case isOWS(name[len(name)-1]):
+		return Field{}, "whitespace between field name and colon"
+	case !isToken(name):
+		return Field{}, "invalid character in field name"
+	}
+	value = trimOWS(value)
+	for i := 0; i < len(value); i++ {
+		if !isValueByte(value[i]) {
+			return Field{}, "control character in field value"
+		}
+	}
+	return Field{Name: name, Value: value}, ""
+}
+
+func isOWS(c byte) bool { return c == ' ' || c == '\t' }
+
+func trimOWS(s string) string {
+	for len(s) > 0 && isOWS(s[0]) {
+		s = s[1:]
+	}
+	for len(s) > 0 && isOWS(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// isValueByte: field-vchar, SP, HTAB and obs-text; no other control.
+func isValueByte(c byte) bool { return c == '\t' || c >= ' ' && c != 0x7f }
+
+var tchar = func() (t [256]bool) {
+	for _, c := range []byte("!#$%&'*+-.^_`|~0123456789") {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	return t
+}()
+
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !tchar[s[i]] {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// hasToken reports whether the comma-separated list v holds tok (any case).
+func hasToken(v, tok string) bool {
+	for v != "" {
+		var t string
+		t, v, _ = strings.Cut(v, ",")
+		if strings.EqualFold(trimOWS(t), tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// fieldHasToken reports whether any field named name lists tok.
+func fieldHasToken(fields []Field, name, tok string) bool {
+	for _, f := range fields {
+		if strings.EqualFold(f.Name, name) && hasToken(f.Value, tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseLength parses a Content-Length value: 1*DIGIT within int64.
+func parseLength(s string) (int64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		d := int64(s[i]) - '0'
+		if d < 0 || d > 9 || n > (1<<63-1-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}

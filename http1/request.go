@@ -1,0 +1,181 @@
+package http1
+
+import (
+	"bufio"
+	"io"
+	"net/url"
+	"strings"
+)
+
+// ReadRequest reads one request head from br, leaving its body (and any
+// pipelined request after it) in br. It returns io.EOF when the client closed
+// between requests (before any byte, or after the one empty line it skips);
+// every refusal wraps ErrBadRequest; other errors are I/O errors.
+func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
+	lim = lim.withDefaults()
+	if b, err := br.Peek(2); string(b) == "\r\n" {
+		br.Discard(2) // RFC 9112 §2.2: ignore at least one empty line
+	} else if len(b) == 0 && err != nil {
+		return nil, err
+	}
+	raw, err := readHead(br, lim.MaxHeadBytes, true, ErrBadRequest)
+	if err != nil {
+		return nil, err
+	}
+	line, rest := cutLine(string(raw))
+	r := &Request{Raw: raw}
+	if reason := r.parseLine(line); reason != "" {
+		return nil, refuse(ErrBadRequest, reason)
+	}
+	if r.Header, err = parseFields(rest, lim.MaxHeaderFields, ErrBadRequest); err != nil {
+		return nil, err
+	}
+	if reason := r.frame(); reason != "" {
+		return nil, refuse(ErrBadRequest, reason)
+	}
+	return r, nil
+}
+
+// CopyBody relays the request's body from br to dst; see CopyBody.
+func (r *Request) CopyBody(dst io.Writer, br *bufio.Reader) (int64, error) {
+	return copyBody(dst, br, r.Framing, r.Length, ErrBadRequest)
+}
+
+// parseLine parses "method SP target SP version".
+func (r *Request) parseLine(line string) string {
+	m, rest, ok1 := strings.Cut(line, " ")
+	t, v, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || t == "" || strings.IndexByte(v, ' ') >= 0 {
+		return "request line is not method SP target SP version"
+	}
+	if !isToken(m) {
+		return "invalid method"
+	}
+	switch v {
+	case "HTTP/1.1":
+		r.Major, r.Minor = 1, 1
+	case "HTTP/1.0":
+		r.Major, r.Minor = 1, 0
+	default:
+		return "unsupported HTTP version"
+	}
+	r.Method, r.Target = m, t
+	return checkTarget(m, t)
+}
+
+// checkTarget accepts origin-form, absolute-form, authority-form for CONNECT
+// and asterisk-form for OPTIONS; the checks match what net/http's
+// url.ParseRequestURI refuses, and refuse more.
+func checkTarget(method, t string) string {
+	for i := 0; i < len(t); i++ {
+		if t[i] <= ' ' || t[i] >= 0x7f {
+			return "invalid character in request target"
+		}
+	}
+	switch {
+	case method == "CONNECT":
+		u, err := url.ParseRequestURI("http://" + t)
+		if t[0] == '/' || err != nil || u.Host != t || u.Port() == "" {
+			return "CONNECT target is not host:port"
+		}
+	case t == "*":
+		if method != "OPTIONS" {
+			return "asterisk-form target with a method other than OPTIONS"
+		}
+	case t[0] == '/':
+		path, _, _ := strings.Cut(t, "?")
+		if !validEscapes(path) {
+			return "invalid percent-encoding in request target"
+		}
+	default:
+		u, err := url.ParseRequestURI(t)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return "invalid absolute-form request target"
+		}
+	}
+	return ""
+}
+
+func validEscapes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && (i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2])) {
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// frame reads framing and connection facts from the header fields.
+func (r *Request) frame() string {
+	var cl, host string
+	var nCL, nTE, nHost int
+	upgrade := false
+	for _, f := range r.Header {
+		switch {
+		case strings.EqualFold(f.Name, "Content-Length"):
+			if nCL > 0 && f.Value != cl {
+				return "differing Content-Length values"
+			}
+			cl, nCL = f.Value, nCL+1
+		case strings.EqualFold(f.Name, "Transfer-Encoding"):
+			if nTE++; !strings.EqualFold(f.Value, "chunked") {
+				return "Transfer-Encoding other than chunked"
+			}
+		case strings.EqualFold(f.Name, "Host"):
+			host, nHost = f.Value, nHost+1
+		case strings.EqualFold(f.Name, "Upgrade"):
+			upgrade = true
+		case strings.EqualFold(f.Name, "Expect"):
+			r.ExpectContinue = r.Minor == 1 && strings.EqualFold(f.Value, "100-continue")
+		}
+	}
+	if reason := checkHost(r.Minor, nHost, host); reason != "" {
+		return reason
+	}
+	switch {
+	case nTE > 0 && nCL > 0:
+		return "Content-Length with Transfer-Encoding"
+	case nTE > 1:
+		return "Transfer-Encoding repeated"
+	case nTE == 1 && r.Minor == 0:
+		return "Transfer-Encoding in HTTP/1.0"
+	case nTE == 1:
+		r.Framing = Chunked
+	case nCL > 0:
+		n, ok := parseLength(cl)
+		if !ok {
+			return "malformed Content-Length"
+		}
+		r.Framing, r.Length = Length, n
+	}
+	r.Close = fieldHasToken(r.Header, "Connection", "close") ||
+		r.Minor == 0 && !fieldHasToken(r.Header, "Connection", "keep-alive")
+	r.Upgrade = r.Method == "CONNECT" || upgrade && fieldHasToken(r.Header, "Connection", "upgrade")
+	return ""
+}
+
+// checkHost enforces RFC 9112 §3.2: one Host in HTTP/1.1, at most one in
+// HTTP/1.0, holding only bytes a host (and port) can hold.
+func checkHost(minor, n int, host string) string {
+	switch {
+	case n > 1:
+		return "more than one Host"
+	case n == 0 && minor == 1:
+		return "missing Host in HTTP/1.1"
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !isAlnum(c) && strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) < 0 {
+			return "invalid character in Host"
+		}
+	}
+	return ""
+}
+
+func isAlnum(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}

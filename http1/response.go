@@ -1,0 +1,128 @@
+package http1
+
+import (
+	"bufio"
+	"io"
+	"strings"
+)
+
+// ReadResponse reads one response head from br for req, leaving its body in
+// br. After a 1xx other than 101 (Framing NoBody) the caller relays the head
+// and reads the next response. It returns io.EOF when the server closed
+// before sending a byte; malformed heads wrap ErrBadResponse.
+func ReadResponse(br *bufio.Reader, req *Request, lim Limits) (*Response, error) {
+	lim = lim.withDefaults()
+	raw, err := readHead(br, lim.MaxHeadBytes, false, ErrBadResponse)
+	if err != nil {
+		return nil, err
+	}
+	line, rest := cutLine(string(raw))
+	r := &Response{Raw: raw}
+	if reason := r.parseLine(line); reason != "" {
+		return nil, refuse(ErrBadResponse, reason)
+	}
+	if r.Header, err = parseFields(rest, lim.MaxHeaderFields, ErrBadResponse); err != nil {
+		return nil, err
+	}
+	if reason := r.frame(req.Method); reason != "" {
+		return nil, refuse(ErrBadResponse, reason)
+	}
+	return r, nil
+}
+
+// CopyBody relays the response's body from br to dst; see CopyBody. Its
+// refusals wrap ErrBadResponse.
+func (r *Response) CopyBody(dst io.Writer, br *bufio.Reader) (int64, error) {
+	return copyBody(dst, br, r.Framing, r.Length, ErrBadResponse)
+}
+
+// parseLine parses "HTTP/1.x SP 3DIGIT [SP reason]"; the space before an
+// empty reason may be missing.
+func (r *Response) parseLine(line string) string {
+	v, rest, _ := strings.Cut(line, " ")
+	switch v {
+	case "HTTP/1.1":
+		r.Major, r.Minor = 1, 1
+	case "HTTP/1.0":
+		r.Major, r.Minor = 1, 0
+	default:
+		return "unsupported HTTP version"
+	}
+	if len(rest) < 3 || len(rest) > 3 && rest[3] != ' ' {
+		return "malformed status code"
+	}
+	for i := 0; i < 3; i++ {
+		c := rest[i]
+		if c < '0' || c > '9' {
+			return "malformed status code"
+		}
+		r.Status = r.Status*10 + int(c-'0')
+	}
+	if r.Status < 100 {
+		return "malformed status code"
+	}
+	for i := 3; i < len(rest); i++ {
+		if !isValueByte(rest[i]) {
+			return "control character in reason phrase"
+		}
+	}
+	return ""
+}
+
+// frame applies RFC 9112 §6.3 in order.
+func (r *Response) frame(method string) string {
+	keepAlive := fieldHasToken(r.Header, "Connection", "keep-alive")
+	r.Close = fieldHasToken(r.Header, "Connection", "close") || r.Minor == 0 && !keepAlive
+	switch {
+	case method == "HEAD", r.Status/100 == 1, r.Status == 204, r.Status == 304,
+		method == "CONNECT" && r.Status/100 == 2:
+		return "" // no body, whatever the fields say
+	}
+	var cl, te string
+	var nCL, nTE int
+	for _, f := range r.Header {
+		switch {
+		case strings.EqualFold(f.Name, "Content-Length"):
+			if nCL > 0 && f.Value != cl {
+				return "differing Content-Length values"
+			}
+			cl, nCL = f.Value, nCL+1
+		case strings.EqualFold(f.Name, "Transfer-Encoding"):
+			te, nTE = f.Value, nTE+1 // the final coding is in the last line
+		}
+	}
+	switch {
+	case nTE > 0 && nCL > 0:
+		return "Content-Length with Transfer-Encoding"
+	case nTE > 0 && r.Minor == 0:
+		return "Transfer-Encoding in HTTP/1.0"
+	case nTE > 0:
+		r.Framing = Chunked
+		if !finalChunked(te) {
+			r.Framing, r.Close = UntilClose, true
+		}
+		return ""
+	case nCL > 0:
+		n, ok := parseLength(cl)
+		if !ok {
+			return "malformed Content-Length"
+		}
+		r.Framing, r.Length = Length, n
+		return ""
+	}
+	r.Framing, r.Close = UntilClose, true
+	return ""
+}
+
+// finalChunked reports whether the last coding of the list v is chunked.
+func finalChunked(v string) bool {
+	last := ""
+	for v != "" {
+		var t string
+		t, v, _ = strings.Cut(v, ",")
+		if t = trimOWS(t); t != "" {
+			last = t
+		}
+	}
+	return strings.EqualFold(last, "chunked")
+}
