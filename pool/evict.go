@@ -1,0 +1,123 @@
+package pool
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// sweepEvery is the evictor's period: a quarter of MaxIdleAge, at least
+// 100ms; 1s when there is no age limit (liveness only).
+func (p *Pool) sweepEvery() time.Duration {
+	if p.cfg.MaxIdleAge <= 0 {
+		return time.Second
+	}
+	return max(p.cfg.MaxIdleAge/4, 100*time.Millisecond)
+}
+
+func (p *Pool) evictLoop(ctx context.Context) {
+	t := time.NewTicker(p.sweepEvery())
+	defer t.Stop()
+	var s sweeper
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.sweep(p)
+		}
+	}
+}
+
+// sweeper is the evictor's scratch, reused from one sweep to the next.
+type sweeper struct {
+	probe prober
+	gone  []*Conn   // removed from the idle list, to close
+	snap  []idleRef // idle connections to check, outside the lock
+}
+
+// idleRef names an idle connection as the sweeper saw it: if Uses changed
+// by the time the verdict comes, it was taken and returned meanwhile and the
+// verdict is stale.
+type idleRef struct {
+	c    *Conn
+	uses int
+}
+
+// sweep evicts aged idle connections, then peeks at the others without
+// holding the lock (Get may take one meanwhile: its own check decides) and
+// evicts the dead that are still idle.
+func (s *sweeper) sweep(p *Pool) {
+	p.mu.Lock()
+	s.gone = p.takeAgedLocked(time.Now(), s.gone[:0])
+	for _, c := range p.idle {
+		s.snap = append(s.snap, idleRef{c, c.Uses})
+	}
+	p.mu.Unlock()
+	p.closeGone(s.gone, "max_idle_age")
+
+	s.gone = s.gone[:0]
+	n := 0
+	for _, r := range s.snap {
+		if s.probe.check(r.c.raw) != alive {
+			s.snap[n] = r
+			n++
+		}
+	}
+	if n > 0 {
+		p.mu.Lock()
+		s.gone = p.takeDeadLocked(s.snap[:n], s.gone)
+		p.mu.Unlock()
+		p.closeGone(s.gone, "dead")
+	}
+	clear(s.snap)
+	s.snap = s.snap[:0]
+	clear(s.gone)
+}
+
+// takeAgedLocked moves the idle connections older than MaxIdleAge into
+// gone. The idle list is ordered by idleSince, so they are a prefix.
+func (p *Pool) takeAgedLocked(now time.Time, gone []*Conn) []*Conn {
+	if p.cfg.MaxIdleAge <= 0 {
+		return gone
+	}
+	i := 0
+	for i < len(p.idle) && now.Sub(p.idle[i].idleSince) > p.cfg.MaxIdleAge {
+		i++
+	}
+	gone = append(gone, p.idle[:i]...)
+	p.idle = slices.Delete(p.idle, 0, i)
+	return gone
+}
+
+// takeDeadLocked moves the connections in dead that are still idle and
+// unchanged since the snapshot into gone.
+func (p *Pool) takeDeadLocked(dead []idleRef, gone []*Conn) []*Conn {
+	for _, r := range dead {
+		i := slices.Index(p.idle, r.c)
+		if i >= 0 && r.c.Uses == r.uses {
+			gone = append(gone, r.c)
+			p.idle = slices.Delete(p.idle, i, i+1)
+		}
+	}
+	return gone
+}
+
+// closeGone counts connections already removed from the idle list, then
+// resets them.
+func (p *Pool) closeGone(gone []*Conn, reason string) {
+	if len(gone) == 0 {
+		return
+	}
+	p.mu.Lock()
+	for range gone {
+		p.countEvictedLocked(reason)
+	}
+	p.signalLocked()
+	p.mu.Unlock()
+	for _, c := range gone {
+		_ = closeReset(c.TCPConn)
+		p.logEvicted(c, reason)
+	}
+	p.wakeRefiller()
+}

@@ -1,0 +1,344 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ErrPoolExhausted is returned by Get when MaxConns connections are open to
+// the backend and none came free before the caller's context or
+// ConnectTimeout ended.
+var ErrPoolExhausted = errors.New("backend connection pool exhausted")
+
+// ErrPoolClosed is returned by Get once Run has returned.
+var ErrPoolClosed = errors.New("backend connection pool closed")
+
+// Config describes one backend's pool. The zero value of every field but
+// Address is usable.
+type Config struct {
+	Address        string        // host:port
+	ConnectTimeout time.Duration // bounds each dial and each wait for a slot (0: only the caller's context)
+	Warm           int           // idle never-used connections to keep ready (0: none)
+	MaxIdleAge     time.Duration // idle connections older than this (since they became idle) are evicted with an RST (0: no age limit)
+	MaxConns       int           // cap on connections to this backend, in use + idle (0: no cap)
+	BackoffMin     time.Duration // first retry delay after a failed warm dial (0: 100ms)
+	BackoffMax     time.Duration // longest retry delay (0: 10s)
+}
+
+// DialFunc dials one connection; tests and the proxy pass a net.Dialer-based
+// one (the proxy may set socket options). ctx carries ConnectTimeout.
+type DialFunc func(ctx context.Context, address string) (*net.TCPConn, error)
+
+// Stats is a snapshot of a pool's gauges and counters.
+type Stats struct {
+	Idle    int // connections in the idle list
+	InUse   int // handed out by Get (or being dialed for one), not yet Put or Released
+	Dialing int // warm connections being dialed by Run
+	Waiting int // Gets waiting for a slot under MaxConns
+	Failing int // consecutive backend dial failures; 0 after a successful dial
+
+	Dialed            uint64 // successful dials
+	DialFailures      uint64 // failed dials blamed on the backend (refused, timed out, unreachable)
+	LocalDialFailures uint64 // failed dials that were ours (EADDRNOTAVAIL, EMFILE, …): never a backend failure
+	Evicted           uint64 // connections the pool closed with an RST: aged, dead, surplus or at shutdown
+	Dead              uint64 // of Evicted: found closed by the backend, reset, or carrying unexpected data
+	Pooled            uint64 // Gets served from the idle list
+	Reused            uint64 // Gets served a connection that had been Put before
+}
+
+// Pool keeps the connections to one backend. Its methods are safe for
+// concurrent use.
+type Pool struct {
+	cfg  Config
+	dial DialFunc
+	log  *zap.Logger
+	wake chan struct{} // capacity 1: the refiller may have work
+
+	mu      sync.Mutex
+	idle    []*Conn       // oldest first; Get takes the newest from the end
+	freed   chan struct{} // closed and replaced when a slot or an idle connection appears while Gets wait
+	running bool
+	closed  bool
+	stats   Stats // Idle is len(idle), filled in by Stats
+}
+
+// New returns a pool for cfg. It starts nothing: Run keeps the warm
+// connections and evicts; Get, Put and Release work without it.
+func New(cfg Config, dial DialFunc, log *zap.Logger) *Pool {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = 100 * time.Millisecond
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = max(10*time.Second, cfg.BackoffMin)
+	}
+	return &Pool{
+		cfg:   cfg,
+		dial:  dial,
+		log:   log.With(zap.String("backend", cfg.Address)),
+		wake:  make(chan struct{}, 1),
+		freed: make(chan struct{}),
+	}
+}
+
+// Stats returns a snapshot of the pool's gauges and counters.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Idle = len(p.idle)
+	return s
+}
+
+// Get returns the newest idle connection that passes the liveness check, or
+// else dials a new one, bounded by ConnectTimeout and ctx. At MaxConns it
+// waits for a slot as long as both allow, then returns an error wrapping
+// ErrPoolExhausted. Dial errors come wrapped ("dial backend ADDR: …") and stay
+// matchable with errors.Is (syscall.EADDRNOTAVAIL, syscall.ECONNREFUSED, …).
+func (p *Pool) Get(ctx context.Context) (*Conn, error) {
+	start := time.Now()
+	for {
+		c, err := p.take(ctx, start)
+		if err != nil {
+			return nil, err
+		}
+		if c == nil {
+			return p.dialFor(ctx)
+		}
+		if p.usable(c) {
+			return c, nil
+		}
+	}
+}
+
+// take hands out the newest idle connection, or returns nil with a slot
+// reserved for a dial, waiting at the cap.
+func (p *Pool) take(ctx context.Context, start time.Time) (*Conn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		if p.closed {
+			return nil, ErrPoolClosed
+		}
+		if c := p.popIdleLocked(); c != nil {
+			return c, nil
+		}
+		if p.roomLocked() {
+			p.stats.InUse++
+			return nil, nil
+		}
+		if err := p.waitLocked(ctx, start); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// usable checks an idle connection just taken by Get. It evicts it and
+// returns false when it is too old or not alive.
+func (p *Pool) usable(c *Conn) bool {
+	if p.cfg.MaxIdleAge > 0 && time.Since(c.idleSince) > p.cfg.MaxIdleAge {
+		p.evict(c, "max_idle_age")
+		return false
+	}
+	if l := c.probe.check(c.raw); l != alive {
+		p.evict(c, l.String())
+		return false
+	}
+	c.Pooled = true
+	c.Reused = c.Uses > 0
+	p.mu.Lock()
+	p.stats.Pooled++
+	if c.Reused {
+		p.stats.Reused++
+	}
+	p.mu.Unlock()
+	return true
+}
+
+// dialFor dials a connection into the slot take reserved.
+func (p *Pool) dialFor(ctx context.Context) (*Conn, error) {
+	c, err := p.dialConn(ctx)
+	if err != nil {
+		p.mu.Lock()
+		p.stats.InUse--
+		p.signalLocked()
+		p.mu.Unlock()
+		p.wakeRefiller()
+		return nil, err
+	}
+	c.out = true
+	return c, nil
+}
+
+// Put returns c after a complete HTTP/1 response: it becomes idle, its
+// deadlines cleared, Uses counted. If the pool is closed or over its cap, c
+// is closed with an RST instead. Put of a connection not handed out by Get
+// (or already Put or Released) does nothing.
+func (p *Pool) Put(c *Conn) {
+	if c == nil {
+		return
+	}
+	c.prepare()
+	_ = c.SetDeadline(time.Time{})
+	p.mu.Lock()
+	if !c.out {
+		p.mu.Unlock()
+		p.log.Error("put of a connection the pool did not hand out")
+		return
+	}
+	c.out = false
+	c.Uses++
+	p.stats.InUse--
+	if p.closed || p.overCapLocked() {
+		p.stats.Evicted++
+		p.signalLocked()
+		p.mu.Unlock()
+		_ = closeReset(c.TCPConn)
+		return
+	}
+	p.pushIdleLocked(c, time.Now())
+	p.mu.Unlock()
+}
+
+// Release frees c's slot: the caller closed (or will close) c itself, by the
+// back leg's close policy. The socket is not touched.
+func (p *Pool) Release(c *Conn) {
+	if c == nil {
+		return
+	}
+	p.mu.Lock()
+	if !c.out {
+		p.mu.Unlock()
+		p.log.Error("release of a connection the pool did not hand out")
+		return
+	}
+	c.out = false
+	p.stats.InUse--
+	p.signalLocked()
+	p.mu.Unlock()
+	p.wakeRefiller()
+}
+
+// evict closes c, taken from the idle list by Get, with an RST and frees its
+// slot.
+func (p *Pool) evict(c *Conn, reason string) {
+	_ = closeReset(c.TCPConn)
+	p.mu.Lock()
+	c.out = false
+	p.stats.InUse--
+	p.countEvictedLocked(reason)
+	p.signalLocked()
+	p.mu.Unlock()
+	p.logEvicted(c, reason)
+}
+
+func (p *Pool) countEvictedLocked(reason string) {
+	p.stats.Evicted++
+	if reason != "max_idle_age" && reason != "shutdown" {
+		p.stats.Dead++
+	}
+}
+
+func (p *Pool) logEvicted(c *Conn, reason string) {
+	if ce := p.log.Check(zap.DebugLevel, "evicted idle backend connection"); ce != nil {
+		ce.Write(zap.String("reason", reason), zap.Int("uses", c.Uses),
+			zap.Duration("age", time.Since(c.born)))
+	}
+}
+
+func (p *Pool) popIdleLocked() *Conn {
+	n := len(p.idle)
+	if n == 0 {
+		return nil
+	}
+	c := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	c.out = true
+	p.stats.InUse++
+	if n-1+p.stats.Dialing < p.cfg.Warm {
+		p.wakeRefiller()
+	}
+	return c
+}
+
+func (p *Pool) pushIdleLocked(c *Conn, now time.Time) {
+	c.idleSince = now
+	p.idle = append(p.idle, c)
+	p.signalLocked()
+}
+
+// openLocked counts the connections held against MaxConns.
+func (p *Pool) openLocked() int {
+	return p.stats.InUse + len(p.idle) + p.stats.Dialing
+}
+
+func (p *Pool) roomLocked() bool {
+	return p.cfg.MaxConns <= 0 || p.openLocked() < p.cfg.MaxConns
+}
+
+// overCapLocked reports whether one more idle connection would exceed
+// MaxConns.
+func (p *Pool) overCapLocked() bool {
+	return p.cfg.MaxConns > 0 && p.openLocked() >= p.cfg.MaxConns
+}
+
+// signalLocked wakes the Gets waiting for a slot, if any.
+func (p *Pool) signalLocked() {
+	if p.stats.Waiting > 0 {
+		close(p.freed)
+		p.freed = make(chan struct{})
+	}
+}
+
+// waitLocked waits, unlocked, until a slot may have come free. It fails with
+// ErrPoolExhausted once ctx or ConnectTimeout (counted from start) ends.
+func (p *Pool) waitLocked(ctx context.Context, start time.Time) error {
+	freed := p.freed
+	p.stats.Waiting++
+	p.mu.Unlock()
+	err := waitFreed(ctx, freed, p.cfg.ConnectTimeout, start)
+	p.mu.Lock()
+	p.stats.Waiting--
+	if err != nil {
+		return fmt.Errorf("backend %s: %d connections open: %w", p.cfg.Address, p.openLocked(), err)
+	}
+	return nil
+}
+
+func waitFreed(ctx context.Context, freed <-chan struct{}, timeout time.Duration, start time.Time) error {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		left := timeout - time.Since(start)
+		if left <= 0 {
+			return ErrPoolExhausted
+		}
+		t := time.NewTimer(left)
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case <-freed:
+		return nil
+	case <-expired:
+		return ErrPoolExhausted
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrPoolExhausted, ctx.Err())
+	}
+}
+
+// wakeRefiller tells Run's refiller to look at the warm count again.
+func (p *Pool) wakeRefiller() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,192 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestWarmRefillAndPooledGet(t *testing.T) {
+	b := newBackend(t, false)
+	dials := new(counter)
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, Warm: 3, MaxIdleAge: time.Minute}, dials.dial)
+	run(t, p)
+	waitFor(t, "3 warm connections", func() bool { return p.Stats().Idle == 3 })
+
+	c := get(t, p)
+	if !c.Pooled || c.Reused || c.Uses != 0 {
+		t.Errorf("warm Get: Pooled=%v Reused=%v Uses=%d, want a pooled never-used connection", c.Pooled, c.Reused, c.Uses)
+	}
+	waitFor(t, "refill after a take", func() bool { s := p.Stats(); return s.Idle == 3 && s.InUse == 1 })
+	if n := dials.calls.Load(); n != 4 {
+		t.Errorf("%d dials, want 3 warm + 1 refill: Get must not dial while warm connections are idle", n)
+	}
+	if s := p.Stats(); s.Pooled != 1 || s.Dialed != 4 {
+		t.Errorf("stats %+v, want Pooled 1, Dialed 4", s)
+	}
+	drop(p, c)
+}
+
+func TestPutGetReuse(t *testing.T) {
+	b := newBackend(t, false)
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, MaxIdleAge: time.Minute}, nil)
+
+	c := get(t, p)
+	if c.Pooled || c.Reused || c.Uses != 0 || c.Dial <= 0 {
+		t.Fatalf("fresh Get: Pooled=%v Reused=%v Uses=%d Dial=%v", c.Pooled, c.Reused, c.Uses, c.Dial)
+	}
+	local := c.LocalAddr().String()
+	for want := 1; want <= 2; want++ {
+		p.Put(c)
+		c = get(t, p)
+		if !c.Pooled || !c.Reused || c.Uses != want || c.LocalAddr().String() != local {
+			t.Fatalf("Get after Put %d: Pooled=%v Reused=%v Uses=%d addr %s (want %s)",
+				want, c.Pooled, c.Reused, c.Uses, c.LocalAddr(), local)
+		}
+	}
+	if s := p.Stats(); s.Dialed != 1 || s.Reused != 2 || s.InUse != 1 || s.Idle != 0 {
+		t.Errorf("stats %+v, want Dialed 1, Reused 2, InUse 1, Idle 0", s)
+	}
+	p.Put(c)
+	p.Put(c) // a second Put is ignored, not counted twice
+	if s := p.Stats(); s.InUse != 0 || s.Idle != 1 {
+		t.Errorf("after a double Put: %+v, want InUse 0, Idle 1", s)
+	}
+}
+
+// putDead puts n connections into p, lets the backend spoil them with spoil,
+// and waits until the kernel shows each one no longer alive.
+func putDead(t *testing.T, p *Pool, b *backend, n int, spoil func()) {
+	t.Helper()
+	var cs []*Conn
+	for range n {
+		cs = append(cs, get(t, p))
+		b.next(t)
+	}
+	for _, c := range cs {
+		p.Put(c)
+	}
+	spoil()
+	var pr prober
+	for _, c := range cs {
+		waitFor(t, "the kernel to see the backend's close", func() bool { return pr.check(c.raw) != alive })
+	}
+}
+
+func TestGetNeverReturnsDead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(b *backend)
+	}{
+		{"backend closed idle connections", (*backend).closeAll},
+		{"backend wrote unasked bytes", func(b *backend) {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for _, c := range b.conns {
+				_, _ = c.Write([]byte("HTTP/1.1 408 Request Timeout\r\n\r\n"))
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBackend(t, false)
+			p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, MaxIdleAge: time.Minute}, nil)
+			putDead(t, p, b, 3, func() { tc.spoil(b) })
+			c := get(t, p)
+			if c.Pooled {
+				t.Error("Get returned a dead idle connection")
+			}
+			if s := p.Stats(); s.Dead != 3 || s.Evicted != 3 || s.Idle != 0 || s.InUse != 1 {
+				t.Errorf("stats %+v, want 3 dead evicted, 1 in use", s)
+			}
+			drop(p, c)
+		})
+	}
+}
+
+func TestSweepEvictsDead(t *testing.T) {
+	b := newBackend(t, false)
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, MaxIdleAge: 400 * time.Millisecond}, nil)
+	putDead(t, p, b, 2, b.closeAll)
+	run(t, p)
+	waitFor(t, "the sweep to evict 2 dead connections", func() bool {
+		s := p.Stats()
+		return s.Idle == 0 && s.Dead == 2
+	})
+}
+
+func TestMaxIdleAgeEvictsWithRST(t *testing.T) {
+	b := newBackend(t, false)
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, Warm: 2, MaxIdleAge: 150 * time.Millisecond}, nil)
+	stop := run(t, p)
+	port := b.ln.Addr().(*net.TCPAddr).Port
+
+	for i := range 4 { // the first two warm connections, then their replacements
+		c := b.next(t)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("backend read on warm connection %d: %v, want ECONNRESET", i, err)
+		}
+	}
+	if s := p.Stats(); s.Evicted < 4 || s.Dead != 0 {
+		t.Errorf("stats %+v, want at least 4 aged evictions, none dead", s)
+	}
+	stop()
+	if n, ok := timeWaits(t, port); ok && n != 0 {
+		t.Errorf("%d TIME-WAIT sockets on port %d, want 0", n, port)
+	}
+}
+
+// timeWaits counts TIME-WAIT sockets to or from port with ss, if it exists.
+func timeWaits(t *testing.T, port int) (int, bool) {
+	t.Helper()
+	if _, err := exec.LookPath("ss"); err != nil {
+		t.Log("ss not found: TIME-WAIT count skipped")
+		return 0, false
+	}
+	p := strconv.Itoa(port)
+	out, err := exec.Command("ss", "-Htan", "state", "time-wait",
+		"( sport = :"+p+" or dport = :"+p+" )").Output()
+	if err != nil {
+		t.Logf("ss: %v: TIME-WAIT count skipped", err)
+		return 0, false
+	}
+	return len(strings.Fields(strings.TrimSpace(string(out)))) / 4, true
+}
+
+func TestRunStopResetsIdle(t *testing.T) {
+	b := newBackend(t, false)
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, Warm: 3, MaxIdleAge: time.Minute}, nil)
+	stop := run(t, p)
+	waitFor(t, "3 warm connections", func() bool { return p.Stats().Idle == 3 })
+	held := get(t, p)
+	waitFor(t, "refill", func() bool { return p.Stats().Idle == 3 })
+	stop()
+
+	if s := p.Stats(); s.Idle != 0 || s.Evicted != 3 {
+		t.Errorf("after Run: %+v, want Idle 0, Evicted 3", s)
+	}
+	for i := range 4 {
+		c := b.next(t)
+		if c.RemoteAddr().String() == held.LocalAddr().String() {
+			continue // the held connection is the caller's until Put
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("backend read on connection %d: %v, want ECONNRESET", i, err)
+		}
+	}
+	if _, err := p.Get(context.Background()); !errors.Is(err, ErrPoolClosed) {
+		t.Errorf("Get after Run: %v, want ErrPoolClosed", err)
+	}
+	p.Put(held) // resets it: the pool is closed
+	if s := p.Stats(); s.Evicted != 4 || s.InUse != 0 {
+		t.Errorf("after Put on a closed pool: %+v, want Evicted 4, InUse 0", s)
+	}
+}

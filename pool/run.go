@@ -1,0 +1,138 @@
+package pool
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Run keeps Warm idle connections ready (one refiller per pool, retrying
+// failed dials with backoff and jitter) and evicts aged and dead idle
+// connections on a ticker. When ctx ends it waits for its goroutines, closes
+// every idle connection with an RST and returns; the pool is then closed: Get
+// fails with ErrPoolClosed and Put resets what it is given. Call Run once.
+func (p *Pool) Run(ctx context.Context) {
+	p.mu.Lock()
+	if p.running {
+		p.mu.Unlock()
+		p.log.Error("pool Run called twice")
+		return
+	}
+	p.running = true
+	p.mu.Unlock()
+
+	var wg sync.WaitGroup
+	if p.cfg.Warm > 0 {
+		wg.Go(func() { p.refill(ctx) })
+	}
+	p.evictLoop(ctx)
+	wg.Wait()
+	p.shutdown()
+}
+
+// refill dials warm connections one at a time while fewer than Warm are idle
+// or being dialed and the cap allows.
+func (p *Pool) refill(ctx context.Context) {
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	<-retry.C
+	failing := false
+	for {
+		if !p.reserveWarm() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.wake:
+				continue
+			}
+		}
+		c, err := p.dialConn(ctx)
+		if err == nil {
+			p.addWarm(c)
+			failing = p.logRecovered(failing)
+			continue
+		}
+		p.unreserveWarm()
+		if ctx.Err() != nil {
+			return
+		}
+		retry.Reset(p.retryDelay(err))
+		failing = p.logFailing(failing, err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-retry.C:
+		}
+	}
+}
+
+func (p *Pool) reserveWarm() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.idle)+p.stats.Dialing >= p.cfg.Warm || !p.roomLocked() {
+		return false
+	}
+	p.stats.Dialing++
+	return true
+}
+
+func (p *Pool) unreserveWarm() {
+	p.mu.Lock()
+	p.stats.Dialing--
+	p.signalLocked()
+	p.mu.Unlock()
+}
+
+func (p *Pool) addWarm(c *Conn) {
+	c.prepare()
+	p.mu.Lock()
+	p.stats.Dialing--
+	if p.closed {
+		p.stats.Evicted++
+		p.mu.Unlock()
+		_ = closeReset(c.TCPConn)
+		return
+	}
+	p.pushIdleLocked(c, time.Now())
+	p.mu.Unlock()
+}
+
+// logFailing logs the first failure of a streak at warn, the rest at debug.
+func (p *Pool) logFailing(failing bool, err error) bool {
+	local := isLocal(err)
+	msg := "backend dial failing"
+	if local {
+		msg = "local dial error, not a backend failure"
+	}
+	lvl := zap.WarnLevel
+	if failing {
+		lvl = zap.DebugLevel
+	}
+	if ce := p.log.Check(lvl, msg); ce != nil {
+		ce.Write(zap.Error(err), zap.Bool("local", local))
+	}
+	return true
+}
+
+func (p *Pool) logRecovered(failing bool) bool {
+	if failing {
+		p.log.Info("backend dial recovered")
+	}
+	return false
+}
+
+// shutdown closes the pool and every idle connection with an RST.
+func (p *Pool) shutdown() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.stats.Evicted += uint64(len(idle))
+	p.signalLocked()
+	p.mu.Unlock()
+	for _, c := range idle {
+		_ = closeReset(c.TCPConn)
+	}
+}

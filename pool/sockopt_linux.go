@@ -1,0 +1,80 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// prober peeks at an idle connection without consuming anything. Its zero
+// value is ready; after the first check, checks allocate nothing. One prober
+// must not run two checks at once.
+type prober struct {
+	buf  [1]byte
+	n    int
+	err  error
+	peek func(fd uintptr) // p.recv, bound once
+}
+
+// check reports whether the connection behind raw is alive: a non-blocking
+// MSG_PEEK recv finding nothing to read (EAGAIN). Reading 0 bytes means the
+// backend closed it; reading data means the stream is out of step.
+func (p *prober) check(raw syscall.RawConn) liveness {
+	if raw == nil {
+		return broken
+	}
+	if p.peek == nil {
+		p.peek = p.recv
+	}
+	if err := raw.Control(p.peek); err != nil {
+		return broken
+	}
+	switch {
+	case p.err == unix.EAGAIN:
+		return alive
+	case p.err != nil:
+		return broken
+	case p.n == 0:
+		return peerClosed
+	default:
+		return unexpectedData
+	}
+}
+
+func (p *prober) recv(fd uintptr) {
+	for {
+		p.n, _, p.err = unix.Recvfrom(int(fd), p.buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if p.err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// closeReset closes c with SO_LINGER{on,0}: the kernel sends an RST instead
+// of a FIN and keeps no TIME-WAIT. Only for connections with nothing in
+// flight: unsent bytes are destroyed.
+func closeReset(c *net.TCPConn) error {
+	var opErr error
+	err := control(c, func(fd int) {
+		opErr = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	})
+	if err == nil && opErr != nil {
+		err = os.NewSyscallError("setsockopt SO_LINGER", opErr)
+	}
+	return errors.Join(err, c.Close())
+}
+
+func control(c *net.TCPConn, f func(fd int)) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("raw conn: %w", err)
+	}
+	if err := raw.Control(func(fd uintptr) { f(int(fd)) }); err != nil {
+		return fmt.Errorf("raw conn control: %w", err)
+	}
+	return nil
+}
