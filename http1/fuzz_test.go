@@ -1,0 +1,150 @@
+package http1
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"testing"
+)
+
+func addSeeds(f *testing.F) {
+	for _, tc := range smuggling {
+		f.Add([]byte(tc.in))
+	}
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Add([]byte("\r\nPOST /x?y HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"))
+	f.Add([]byte("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;a=\"b\"\r\nabc\r\n0\r\nX: y\r\n\r\nNEXT"))
+	f.Add([]byte("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"))
+	f.Add([]byte("GET http://a.example/x HTTP/1.0\r\n\r\n"))
+}
+
+// FuzzReadRequest checks, for every request we accept, that net/http accepts
+// it too and agrees on method, target, the body's bytes and where the
+// message ends. net/http may accept more than we do, never less.
+func FuzzReadRequest(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, body, rest, err := readFrom(data, 4096)
+		req2, body2, rest2, err2 := readFrom(data, 16)
+		if (err == nil) != (err2 == nil) || err == nil &&
+			(!bytes.Equal(req.Raw, req2.Raw) || body != body2 || rest != rest2) {
+			t.Fatalf("buffer size changes the outcome: %v / %v", err, err2)
+		}
+		if err != nil {
+			return
+		}
+		skip := len(data) - len(rest) - len(req.Raw) - len(body)
+		if skip != 0 && (skip != 2 || string(data[:2]) != "\r\n") ||
+			string(data[skip:len(data)-len(rest)]) != string(req.Raw)+body {
+			t.Fatalf("bytes changed or lost: skip %d, Raw %q, body %q", skip, req.Raw, body)
+		}
+		hbr := bufio.NewReaderSize(bytes.NewReader(data[skip:]), 1<<20)
+		hreq, err := http.ReadRequest(hbr)
+		if err != nil {
+			t.Fatalf("net/http refuses what we accept: %v", err)
+		}
+		if hreq.Method != req.Method || hreq.RequestURI != req.Target {
+			t.Fatalf("net/http reads %q %q, we read %q %q", hreq.Method, hreq.RequestURI, req.Method, req.Target)
+		}
+		hbody, err := io.ReadAll(hreq.Body)
+		if err != nil && strings.Contains(err.Error(), "too much non-data") {
+			return // net/http's overhead heuristic; we relay such bodies unchanged
+		}
+		if err != nil {
+			t.Fatalf("net/http refuses the body we accept: %v", err)
+		}
+		decoded := []byte(body)
+		if req.Framing == Chunked {
+			if decoded, err = io.ReadAll(httputil.NewChunkedReader(strings.NewReader(body))); err != nil {
+				t.Fatalf("decode our chunked copy: %v", err)
+			}
+		}
+		if !bytes.Equal(hbody, decoded) {
+			t.Fatalf("body differs: net/http %q, ours %q", hbody, decoded)
+		}
+		if hrest, _ := io.ReadAll(hbr); string(hrest) != rest {
+			t.Fatalf("message end differs: net/http leaves %q, we leave %q", hrest, rest)
+		}
+	})
+}
+
+func readFrom(data []byte, size int) (*Request, string, string, error) {
+	br := bufio.NewReaderSize(bytes.NewReader(data), size)
+	req, err := ReadRequest(br, Limits{})
+	if err != nil {
+		return nil, "", "", err
+	}
+	var body bytes.Buffer
+	if _, err := CopyBody(&body, br, req.Framing, req.Length); err != nil {
+		return nil, "", "", err
+	}
+	rest, _ := io.ReadAll(br)
+	return req, body.String(), string(rest), nil
+}
+
+// FuzzCopyBody checks that a chunked body is relayed unchanged, that it ends
+// exactly where the message ends (nothing after it is consumed, nothing of
+// it is left) and that what we accept decodes.
+func FuzzCopyBody(f *testing.F) {
+	for _, tc := range smuggling {
+		if _, body, ok := strings.Cut(tc.in, "\r\n\r\n"); ok {
+			f.Add([]byte(body))
+		}
+	}
+	f.Add([]byte("5;a=b;c=\"d\\\"\"\r\nhello\r\n0\r\nX: y\r\n\r\nGET / HTTP/1.1\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, size := range []int{16, 4096} {
+			br := bufio.NewReaderSize(bytes.NewReader(data), size)
+			var out bytes.Buffer
+			n, err := CopyBody(&out, br, Chunked, 0)
+			if n != int64(out.Len()) || !bytes.HasPrefix(data, out.Bytes()) {
+				t.Fatalf("count %d for %d bytes written, or bytes changed", n, out.Len())
+			}
+			if err != nil {
+				if !errors.Is(err, ErrBadRequest) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("unexpected error kind: %v", err)
+				}
+				continue
+			}
+			if rest, _ := io.ReadAll(br); out.Len()+len(rest) != len(data) {
+				t.Fatalf("consumed past the message: wrote %d, left %d of %d", out.Len(), len(rest), len(data))
+			}
+			msg := out.Bytes()
+			short := bufio.NewReader(bytes.NewReader(msg[:len(msg)-1]))
+			if _, err := CopyBody(io.Discard, short, Chunked, 0); !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("message ends before its last byte: %v", err)
+			}
+			if _, err := io.ReadAll(httputil.NewChunkedReader(bytes.NewReader(msg))); err != nil {
+				t.Fatalf("httputil refuses what we accept: %v", err)
+			}
+		}
+	})
+}
+
+func BenchmarkReadRequest(b *testing.B) {
+	const req = "GET /api/v1/items?page=2&sort=name HTTP/1.1\r\n" +
+		"Host: service.internal:8080\r\n" +
+		"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36\r\n" +
+		"Accept: application/json\r\n" +
+		"Accept-Encoding: gzip, deflate, br\r\n" +
+		"Accept-Language: en-US,en;q=0.9\r\n" +
+		"Cookie: session=0123456789abcdef; theme=dark\r\n" +
+		"X-Forwarded-For: 203.0.113.7\r\n" +
+		"X-Request-Id: 5f2b1c9e-3a4d-4e8f-9b0a-1c2d3e4f5a6b\r\n" +
+		"Connection: keep-alive\r\n\r\n"
+	r := strings.NewReader(req)
+	br := bufio.NewReader(r)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(req)))
+	for b.Loop() {
+		r.Reset(req)
+		br.Reset(r)
+		if _, err := ReadRequest(br, Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
