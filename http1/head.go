@@ -224,6 +224,30 @@ func fieldHasToken(fields []Field, name, tok string) bool {
 	return false
 }
 
+// framingFields are the fields that delimit a body.
+type framingFields struct {
+	cl, te   string // the Content-Length value; the last Transfer-Encoding line's value
+	nCL, nTE int    // how many lines of each
+}
+
+// scanFraming gathers the framing fields, refusing Content-Length lines whose
+// values differ (identical lines count as one value).
+func scanFraming(fields []Field) (framingFields, string) {
+	var ff framingFields
+	for _, f := range fields {
+		switch {
+		case strings.EqualFold(f.Name, "Content-Length"):
+			if ff.nCL > 0 && f.Value != ff.cl {
+				return ff, "differing Content-Length values"
+			}
+			ff.cl, ff.nCL = f.Value, ff.nCL+1
+		case strings.EqualFold(f.Name, "Transfer-Encoding"):
+			ff.te, ff.nTE = f.Value, ff.nTE+1
+		}
+	}
+	return ff, ""
+}
+
 // parseLength parses a Content-Length value: 1*DIGIT within int64.
 func parseLength(s string) (int64, bool) {
 	if s == "" {

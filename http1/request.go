@@ -111,20 +111,43 @@ func isHex(c byte) bool {
 
 // frame reads framing and connection facts from the header fields.
 func (r *Request) frame() string {
-	var cl, host string
-	var nCL, nTE, nHost int
+	ff, reason := scanFraming(r.Header)
+	if reason != "" {
+		return reason
+	}
+	if reason := r.scanOthers(); reason != "" {
+		return reason
+	}
+	switch {
+	case ff.nTE > 0 && ff.nCL > 0:
+		return "Content-Length with Transfer-Encoding"
+	case ff.nTE > 1:
+		return "Transfer-Encoding repeated"
+	case ff.nTE == 1 && r.Minor == 0:
+		return "Transfer-Encoding in HTTP/1.0"
+	case ff.nTE == 1 && !strings.EqualFold(ff.te, "chunked"):
+		return "Transfer-Encoding other than chunked"
+	case ff.nTE == 1:
+		r.Framing = Chunked
+	case ff.nCL > 0:
+		n, ok := parseLength(ff.cl)
+		if !ok {
+			return "malformed Content-Length"
+		}
+		r.Framing, r.Length = Length, n
+	}
+	r.Close = fieldHasToken(r.Header, "Connection", "close") ||
+		r.Minor == 0 && !fieldHasToken(r.Header, "Connection", "keep-alive")
+	return ""
+}
+
+// scanOthers reads Host, Upgrade and Expect.
+func (r *Request) scanOthers() string {
+	var host string
+	var nHost int
 	upgrade := false
 	for _, f := range r.Header {
 		switch {
-		case strings.EqualFold(f.Name, "Content-Length"):
-			if nCL > 0 && f.Value != cl {
-				return "differing Content-Length values"
-			}
-			cl, nCL = f.Value, nCL+1
-		case strings.EqualFold(f.Name, "Transfer-Encoding"):
-			if nTE++; !strings.EqualFold(f.Value, "chunked") {
-				return "Transfer-Encoding other than chunked"
-			}
 		case strings.EqualFold(f.Name, "Host"):
 			host, nHost = f.Value, nHost+1
 		case strings.EqualFold(f.Name, "Upgrade"):
@@ -133,29 +156,8 @@ func (r *Request) frame() string {
 			r.ExpectContinue = r.Minor == 1 && strings.EqualFold(f.Value, "100-continue")
 		}
 	}
-	if reason := checkHost(r.Minor, nHost, host); reason != "" {
-		return reason
-	}
-	switch {
-	case nTE > 0 && nCL > 0:
-		return "Content-Length with Transfer-Encoding"
-	case nTE > 1:
-		return "Transfer-Encoding repeated"
-	case nTE == 1 && r.Minor == 0:
-		return "Transfer-Encoding in HTTP/1.0"
-	case nTE == 1:
-		r.Framing = Chunked
-	case nCL > 0:
-		n, ok := parseLength(cl)
-		if !ok {
-			return "malformed Content-Length"
-		}
-		r.Framing, r.Length = Length, n
-	}
-	r.Close = fieldHasToken(r.Header, "Connection", "close") ||
-		r.Minor == 0 && !fieldHasToken(r.Header, "Connection", "keep-alive")
 	r.Upgrade = r.Method == "CONNECT" || upgrade && fieldHasToken(r.Header, "Connection", "upgrade")
-	return ""
+	return checkHost(r.Minor, nHost, host)
 }
 
 // checkHost enforces RFC 9112 §3.2: one Host in HTTP/1.1, at most one in

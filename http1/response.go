@@ -78,32 +78,22 @@ func (r *Response) frame(method string) string {
 		method == "CONNECT" && r.Status/100 == 2:
 		return "" // no body, whatever the fields say
 	}
-	var cl, te string
-	var nCL, nTE int
-	for _, f := range r.Header {
-		switch {
-		case strings.EqualFold(f.Name, "Content-Length"):
-			if nCL > 0 && f.Value != cl {
-				return "differing Content-Length values"
-			}
-			cl, nCL = f.Value, nCL+1
-		case strings.EqualFold(f.Name, "Transfer-Encoding"):
-			te, nTE = f.Value, nTE+1 // the final coding is in the last line
-		}
-	}
+	ff, reason := scanFraming(r.Header)
 	switch {
-	case nTE > 0 && nCL > 0:
+	case reason != "":
+		return reason
+	case ff.nTE > 0 && ff.nCL > 0:
 		return "Content-Length with Transfer-Encoding"
-	case nTE > 0 && r.Minor == 0:
+	case ff.nTE > 0 && r.Minor == 0:
 		return "Transfer-Encoding in HTTP/1.0"
-	case nTE > 0:
+	case ff.nTE > 0:
 		r.Framing = Chunked
-		if !finalChunked(te) {
+		if !finalChunked(ff.te) { // the final coding is in the last line
 			r.Framing, r.Close = UntilClose, true
 		}
 		return ""
-	case nCL > 0:
-		n, ok := parseLength(cl)
+	case ff.nCL > 0:
+		n, ok := parseLength(ff.cl)
 		if !ok {
 			return "malformed Content-Length"
 		}
