@@ -26,12 +26,14 @@
 //   - Line endings other than CRLF (a bare LF or a bare CR anywhere), obs-fold,
 //     whitespace between a field name and its colon, field names that are not
 //     tokens, control characters other than HTAB in values, more than
-//     Limits.MaxHeaderFields fields, heads larger than Limits.MaxHeadBytes.
+//     Limits.MaxHeaderFields fields, heads larger than Limits.MaxHeadBytes
+//     (these two also wrap ErrHeadTooLarge, for a caller preferring 431).
 //   - A request line that is not exactly method SP target SP version: the
 //     method a token, the version "HTTP/1.0" or "HTTP/1.1" (case-sensitive),
 //     the target origin-form ("/…", visible ASCII only, valid %-escapes in the
 //     path), absolute-form, authority-form for CONNECT only, or "*" for
-//     OPTIONS only. One empty line before the request line is skipped.
+//     OPTIONS only. One empty line before the request line is skipped (it is
+//     not part of Raw).
 //   - A missing Host in HTTP/1.1, more than one Host, or a Host with bytes a
 //     host cannot hold.
 //   - In chunked bodies: chunk sizes that are not 1 to 16 hex digits (no sign,
