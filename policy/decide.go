@@ -81,6 +81,7 @@ const (
 	CloseReset     Close = "reset"      // the proxy sent an RST
 	ClosePeerReset Close = "peer_reset" // the peer sent an RST
 	CloseError     Close = "error"      // a socket error other than a reset
+	ClosePooled    Close = "pooled"     // not closed: returned to the backend pool
 )
 
 // TimeWait says which side holds TIME-WAIT for a leg that ended as described:

@@ -16,7 +16,7 @@ import (
 
 func ppListener(mode config.ProxyProtocolMode, trusted string) config.Listener {
 	return config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN),
-		ProxyProtocol: mode, ProxyProtocolTimeout: 300 * time.Millisecond,
+		ProxyProtocol: mode, ProxyProtocolTimeout: time.Second,
 		ProxyProtocolTrusted: []netip.Prefix{netip.MustParsePrefix(trusted)}}
 }
 
@@ -157,7 +157,7 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	td := h.record(t)
 	if td.Outcome != OutcomeTimeout || td.Front.FirstFIN != policy.SideProxy {
-		t.Errorf("outcome %s front.first_fin %s", td.Outcome, td.Front.FirstFIN)
+		t.Errorf("outcome %s front.first_fin %s: %+v", td.Outcome, td.Front.FirstFIN, td)
 	}
 	if td.Duration < 200*time.Millisecond {
 		t.Errorf("ended after %s, before idle_timeout", td.Duration)

@@ -17,10 +17,19 @@ import (
 
 // intake is what the PROXY header step learned about a new connection.
 type intake struct {
-	version  string         // v1 | v2 | none
-	client   netip.AddrPort // the real client
-	dest     netip.AddrPort // the address the client connected to
-	leftover []byte         // bytes read past the header, still to relay
+	version string         // v1 | v2 | none
+	client  netip.AddrPort // the real client
+	dest    netip.AddrPort // the address the client connected to
+	reader  *bufio.Reader  // the client's bytes from here on, header consumed
+}
+
+// leftover returns the bytes read past the header, still to relay.
+func (in intake) leftover() []byte {
+	if in.reader == nil || in.reader.Buffered() == 0 {
+		return nil
+	}
+	b, _ := in.reader.Peek(in.reader.Buffered())
+	return b
 }
 
 // errBadProxyHeader marks every refusal of the intake step.
@@ -39,6 +48,7 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 		return in, fmt.Errorf("%w: source %s is not in proxy_protocol_trusted", errBadProxyHeader, in.client.Addr())
 	}
 	br := bufio.NewReader(c)
+	in.reader = br
 	if err := c.SetReadDeadline(time.Now().Add(l.ProxyProtocolTimeout)); err != nil {
 		return in, fmt.Errorf("set header deadline: %w", err)
 	}
@@ -64,10 +74,6 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 			in.client = netip.AddrPortFrom(in.client.Addr().Unmap(), in.client.Port())
 			in.dest = netip.AddrPortFrom(in.dest.Addr().Unmap(), in.dest.Port())
 		}
-	}
-	if n := br.Buffered(); n > 0 {
-		b, _ := br.Peek(n)
-		in.leftover = b
 	}
 	return in, nil
 }

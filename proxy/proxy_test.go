@@ -72,6 +72,13 @@ func startProxy(t testing.TB, ln config.Listener, be config.Backend) *harness {
 	if be.SendProxyProtocol == "" {
 		be.SendProxyProtocol = config.SendOff
 	}
+	if be.Protocol == "" {
+		be.Protocol = config.ProtocolTCP
+	}
+	if be.Pool == (config.Pool{}) {
+		be.Pool = config.Defaults().Backend.Pool
+		be.Pool.Warm = 0
+	}
 	cfg := &config.Config{Listeners: []config.Listener{ln}, Backends: []config.Backend{be}, Log: config.Log{Teardown: "all"}}
 	h := &harness{records: make(chan *Teardown, 1000)}
 	srv, err := New(cfg, zap.NewNop(), WithTeardownHook(func(td *Teardown) { h.records <- td }))

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"time"
 
 	"github.com/closeproxy/closeproxy/policy"
@@ -26,21 +25,22 @@ type copyResult struct {
 }
 
 // relay moves bytes both ways between the legs and carries out the close
-// policy. One goroutine per direction copies (splice on Linux); the goroutine
-// that calls run owns all state, decides through policy.Decide and acts.
-// Timers are socket deadlines set when the state changes; a copier that hits
-// a read deadline reports it and waits to be told whether to go on.
+// policy. One goroutine per direction copies (one io.Copy: splice on Linux)
+// and reports once, when its direction ends; the goroutine that calls run
+// owns all state, decides through policy.Decide and acts. Timers (idle,
+// grace, half-close) are one time.Timer in that goroutine's select, re-armed
+// when the state changes; when one fires, kernel counts (TCP_INFO) say
+// whether bytes moved in the meantime, so the data path is never touched.
 type relay struct {
 	front    *leg
 	back     *leg
 	idle     time.Duration
-	idleAt   time.Time // read deadline: nothing moved for idle
+	idleAt   time.Time // when to look whether anything moved; zero once ended
 	idleMark uint64    // progress when idleAt was armed
-	stallAt  time.Time // write deadline: a peer that reads nothing
+	timer    *time.Timer
 	moved    uint64    // bytes copied so far, both ways
 	running  int       // copiers still running
 	results  chan copyResult
-	resume   [2]chan bool
 	drain    <-chan struct{} // closed: end by policy now
 	kill     <-chan struct{} // closed: reset whatever is left
 	draining bool
@@ -52,21 +52,28 @@ func newRelay(front, back *leg, idle time.Duration, drain, kill <-chan struct{})
 	return &relay{
 		front: front, back: back, idle: idle, drain: drain, kill: kill,
 		results: make(chan copyResult, 2),
-		resume:  [2]chan bool{make(chan bool, 1), make(chan bool, 1)},
 		outcome: OutcomeOK,
 	}
 }
 
 // run relays until both legs are closed and fills their records.
 func (r *relay) run() {
+	for _, l := range []*leg{r.front, r.back} {
+		_ = l.conn.SetDeadline(time.Time{}) // timers live here, not on sockets
+	}
+	r.timer = time.NewTimer(r.idle)
+	defer r.timer.Stop()
 	r.armIdle(time.Now())
 	r.running = 2
 	go r.copyUp()
 	go r.copyDown()
 	for r.running > 0 {
+		r.rearm()
 		select {
 		case res := <-r.results:
 			r.handle(res)
+		case now := <-r.timer.C:
+			r.onTimer(now)
 		case <-r.drain:
 			r.drain = nil
 			r.draining = true
@@ -91,16 +98,8 @@ func (r *relay) copyUp() { r.copyLoop(up, r.back.conn, r.front.conn) }
 func (r *relay) copyDown() { r.copyLoop(down, r.front.conn, r.back.conn) }
 
 func (r *relay) copyLoop(d direction, dst, src *net.TCPConn) {
-	for {
-		n, err := io.Copy(dst, src)
-		r.results <- copyResult{dir: d, n: n, err: err}
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return
-		}
-		if !<-r.resume[d] {
-			return
-		}
-	}
+	n, err := io.Copy(dst, src)
+	r.results <- copyResult{dir: d, n: n, err: err}
 }
 
 func (r *relay) ends(d direction) (src, dst *leg) {
@@ -115,18 +114,13 @@ func (r *relay) handle(res copyResult) {
 	r.moved += uint64(res.n)
 	src.rec.BytesIn += res.n
 	dst.rec.BytesOut += res.n
-	switch {
-	case res.err == nil:
-		r.running--
+	r.running--
+	if res.err == nil {
 		r.onPeerFIN(src)
-		r.sendEnd(dst)
-	case errors.Is(res.err, os.ErrDeadlineExceeded):
-		r.onTimeout(res.dir, src)
-	default:
-		r.running--
+	} else {
 		r.onError(src, dst, res.err)
-		r.sendEnd(dst)
 	}
+	r.sendEnd(dst)
 }
 
 // onPeerFIN: the peer of l sent its FIN (we read EOF).
@@ -166,7 +160,6 @@ func (r *relay) act(l *leg, kind policy.Kind, why string) {
 	case policy.WithholdFIN:
 		l.phase = phaseWithholding
 		l.wait(time.Now(), l.pol.PeerFinGrace)
-		r.setReadDeadline(l)
 	case policy.FINSecond:
 		r.closeLeg(l)
 	case policy.SafeReset:
@@ -190,7 +183,6 @@ func (r *relay) finFirst(l *leg) {
 		wait = min(wait, l.pol.PeerFinGrace)
 	}
 	l.wait(time.Now(), wait)
-	r.setReadDeadline(l)
 }
 
 // closeLeg closes l with a FIN after both directions are done.
@@ -213,19 +205,13 @@ func (r *relay) fail(l *leg, err error) {
 	l.fail()
 }
 
-// onTimeout handles a copier whose read deadline on src passed: a grace or
-// half-close wait on src ran out, or the whole session was idle. It always
-// answers the waiting copier.
-func (r *relay) onTimeout(d direction, src *leg) {
-	now := time.Now()
-	if !now.Before(r.stallAt) {
-		r.resume[d] <- false
-		r.running--
-		r.abort(OutcomeTimeout, errors.New("write stalled: the peer read nothing for twice idle_timeout"))
-		return
-	}
-	if !src.waitAt.IsZero() && !now.Before(src.waitAt) {
-		r.waitExpired(src, now)
+// onTimer handles the timer: a grace or half-close wait ran out, or it is
+// time to see whether the session is idle.
+func (r *relay) onTimer(now time.Time) {
+	for _, l := range []*leg{r.front, r.back} {
+		if !l.waitAt.IsZero() && !now.Before(l.waitAt) {
+			r.waitExpired(l, now)
+		}
 	}
 	if !r.idleAt.IsZero() && !now.Before(r.idleAt) {
 		if p := r.progress(); p != r.idleMark {
@@ -234,14 +220,27 @@ func (r *relay) onTimeout(d direction, src *leg) {
 			r.endByPolicy(OutcomeTimeout, errors.New("idle_timeout: no bytes moved"))
 		}
 	}
-	if src.phase == phaseClosed {
-		r.resume[d] <- false
-		r.running--
-		r.sendEnd(r.other(src))
-		return
+}
+
+// rearm sets the timer to the earliest of the idle check and the legs'
+// waits.
+func (r *relay) rearm() {
+	at := r.idleAt
+	for _, l := range []*leg{r.front, r.back} {
+		if !l.waitAt.IsZero() && (at.IsZero() || l.waitAt.Before(at)) {
+			at = l.waitAt
+		}
 	}
-	r.setReadDeadline(src)
-	r.resume[d] <- true
+	if at.IsZero() {
+		at = time.Now().Add(time.Hour) // nothing to wait for; a copier will report
+	}
+	if !r.timer.Stop() {
+		select {
+		case <-r.timer.C:
+		default:
+		}
+	}
+	r.timer.Reset(time.Until(at))
 }
 
 // waitExpired: the peer of l did not send its FIN in time.
@@ -309,9 +308,6 @@ func (r *relay) endByPolicy(o Outcome, err error) {
 	r.idleAt = time.Time{}
 	for _, l := range []*leg{r.front, r.back} {
 		r.sendEnd(l)
-		if l.phase != phaseClosed {
-			r.setReadDeadline(l)
-		}
 	}
 }
 
@@ -333,24 +329,7 @@ func (r *relay) setOutcome(o Outcome, err error) {
 
 func (r *relay) armIdle(now time.Time) {
 	r.idleAt = now.Add(r.idle)
-	r.stallAt = r.idleAt.Add(r.idle)
 	r.idleMark = r.progress()
-	for _, l := range []*leg{r.front, r.back} {
-		if l.phase != phaseClosed {
-			r.setReadDeadline(l)
-			_ = l.conn.SetWriteDeadline(r.stallAt)
-		}
-	}
-}
-
-// setReadDeadline arms the earliest of the session's idle deadline and the
-// leg's own wait.
-func (r *relay) setReadDeadline(l *leg) {
-	at := r.idleAt
-	if !l.waitAt.IsZero() && (at.IsZero() || l.waitAt.Before(at)) {
-		at = l.waitAt
-	}
-	_ = l.conn.SetReadDeadline(at)
 }
 
 func (r *relay) progress() uint64 {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/pool"
 )
 
 // Server runs every listener of a configuration. New → Listen (optional) →
@@ -30,11 +31,15 @@ type Server struct {
 	listeners []net.Listener
 	closed    bool
 
-	sessions  sync.WaitGroup
-	drain     chan struct{} // closed when shutdown_timeout ran out: end by policy
-	kill      chan struct{} // closed when ending by policy took too long: reset
-	drainOnce sync.Once
-	nextID    atomic.Uint64
+	pools     map[string]*pool.Pool
+	poolsStop context.CancelFunc
+	poolsDone sync.WaitGroup
+
+	sessions sync.WaitGroup
+	drainCtx context.Context // done when shutdown_timeout ran out: end by policy
+	drainNow context.CancelFunc
+	kill     chan struct{} // closed when ending by policy took too long: reset
+	nextID   atomic.Uint64
 }
 
 // Option adjusts a Server.
@@ -48,9 +53,14 @@ func WithTeardownHook(f func(*Teardown)) Option {
 
 // New checks that cfg can be served; it opens no socket and starts nothing.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, backends: map[string]*config.Backend{}, drain: make(chan struct{}), kill: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, backends: map[string]*config.Backend{}, pools: map[string]*pool.Pool{}, kill: make(chan struct{})}
+	s.drainCtx, s.drainNow = context.WithCancel(context.Background())
 	for i := range cfg.Backends {
-		s.backends[cfg.Backends[i].Name] = &cfg.Backends[i]
+		b := &cfg.Backends[i]
+		s.backends[b.Name] = b
+		s.pools[b.Name] = pool.New(pool.Config{Address: b.Address, ConnectTimeout: b.ConnectTimeout,
+			Warm: b.Pool.Warm, MaxIdleAge: b.Pool.MaxIdleAge, MaxConns: b.Pool.MaxConns},
+			dialTCP, log.With(zap.String("backend", b.Name)))
 	}
 	for _, l := range cfg.Listeners {
 		if s.backends[l.Backend] == nil {
@@ -111,6 +121,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	lns := s.listeners
 	s.mu.Unlock()
+	s.startPools()
 	errs := make(chan error, len(lns))
 	for i, ln := range lns {
 		go func() { errs <- s.acceptLoop(&s.cfg.Listeners[i], ln) }()
@@ -152,7 +163,7 @@ func (s *Server) acceptLoop(l *config.Listener, ln net.Listener) error {
 
 func (s *Server) serveConn(l *config.Listener, c *net.TCPConn) {
 	defer s.sessions.Done()
-	td := s.newSession(l, c).run(s.drain, s.kill)
+	td := s.newSession(l, c).run(s.drainCtx, s.kill)
 	if s.sample(td) {
 		s.log.Info("teardown", td.Fields()...)
 	}
@@ -168,6 +179,7 @@ func (s *Server) serveConn(l *config.Listener, c *net.TCPConn) {
 // returns. It returns nil: every session got its record.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeListeners()
+	defer s.stopPools()
 	done := make(chan struct{})
 	go func() { s.sessions.Wait(); close(done) }()
 	select {
@@ -175,7 +187,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	s.drainOnce.Do(func() { close(s.drain) })
+	s.drainNow()
 	t := time.NewTimer(s.policyBound())
 	defer t.Stop()
 	select {
@@ -198,6 +210,43 @@ func (s *Server) policyBound() time.Duration {
 		longest = max(longest, l.Close.PeerFinGrace+l.Close.DrainTimeout+be.Close.PeerFinGrace+be.Close.DrainTimeout)
 	}
 	return 2*longest + time.Second
+}
+
+// startPools runs every backend's pool until stopPools.
+func (s *Server) startPools() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.poolsStop != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.poolsStop = cancel
+	for _, p := range s.pools {
+		s.poolsDone.Add(1)
+		go func() { defer s.poolsDone.Done(); p.Run(ctx) }()
+	}
+}
+
+// stopPools closes the idle backend connections (by RST: they carry
+// nothing) once no session uses them.
+func (s *Server) stopPools() {
+	s.mu.Lock()
+	stop := s.poolsStop
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.poolsDone.Wait()
+}
+
+// dialTCP is how pools dial backends.
+func dialTCP(ctx context.Context, address string) (*net.TCPConn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", address)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
 }
 
 func (s *Server) closeListeners() {

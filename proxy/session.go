@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/pool"
 )
 
 // session is one accepted connection, from intake to its teardown record.
@@ -38,7 +41,7 @@ func (s *Server) newSession(ln *config.Listener, c *net.TCPConn) *session {
 // run carries the session to its end and returns its record. A panic is
 // recovered into outcome internal_error: one session never takes the
 // process down.
-func (ss *session) run(drain, kill <-chan struct{}) (td *Teardown) {
+func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Teardown) {
 	td = ss.td
 	defer func() {
 		if p := recover(); p != nil {
@@ -58,18 +61,33 @@ func (ss *session) run(drain, kill <-chan struct{}) (td *Teardown) {
 	if in.version != "none" && in.client != td.Front.Peer {
 		td.Client, td.LB = in.client, td.Front.Peer
 	}
-	back, err := ss.dial(in)
-	if err != nil {
-		outcome := OutcomeDialFailed
-		if errors.Is(err, syscall.EADDRNOTAVAIL) {
-			outcome = OutcomePortsExhausted
+	if ss.be.Protocol == config.ProtocolHTTP1 {
+		fr := in.reader
+		if fr == nil {
+			fr = bufio.NewReader(ss.front)
 		}
-		ss.refuse(outcome, err)
+		ss.serveHTTP1(drainCtx, fr, ss.srv.pools[ss.be.Name], drainCtx.Done(), kill)
+		return td
+	}
+	back, err := ss.takeBackend(in)
+	if err != nil {
+		ss.refuse(dialOutcome(err), err)
 		td.Back.Close = policy.CloseError
 		return td
 	}
-	ss.relay(back, drain, kill)
+	ss.relay(back.TCPConn, drainCtx.Done(), kill)
+	ss.srv.pools[ss.be.Name].Release(back)
 	return td
+}
+
+func dialOutcome(err error) Outcome {
+	switch {
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return OutcomePortsExhausted
+	case errors.Is(err, pool.ErrPoolExhausted):
+		return OutcomePoolExhausted
+	}
+	return OutcomeDialFailed
 }
 
 // refuse ends the front leg with an RST before any byte was relayed: the
@@ -82,34 +100,43 @@ func (ss *session) refuse(o Outcome, err error) {
 	ss.td.Front.Close = policy.CloseReset
 }
 
-// dial connects to the backend, sends the PROXY header if configured and
-// the bytes read past the client's header.
-func (ss *session) dial(in intake) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: ss.be.ConnectTimeout}
+// takeBackend takes a warm connection from the pool or dials one, sends the
+// PROXY header if configured and the bytes read past the client's header.
+func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
+	p := ss.srv.pools[ss.be.Name]
+	ctx, cancel := context.WithTimeout(context.Background(), ss.be.ConnectTimeout)
+	defer cancel()
 	t0 := time.Now()
-	c, err := d.Dial("tcp", ss.be.Address)
+	back, err := p.Get(ctx)
 	ss.td.BackConnect = time.Since(t0)
 	if err != nil {
-		return nil, fmt.Errorf("dial backend %s: %w", ss.be.Address, err)
+		return nil, err
 	}
-	back := c.(*net.TCPConn)
+	ss.td.BackPooled = back.Pooled
 	ss.td.Back.Local, ss.td.Back.Peer = addrPort(back.LocalAddr()), addrPort(back.RemoteAddr())
 	if ss.be.SendProxyProtocol != config.SendOff {
 		if _, err := proxyHeader(ss.be.SendProxyProtocol, in).WriteTo(back); err != nil {
-			_ = back.Close()
+			ss.dropBackend(back)
 			return nil, fmt.Errorf("send PROXY header to %s: %w", ss.be.Address, err)
 		}
 	}
-	if len(in.leftover) > 0 {
-		n, err := back.Write(in.leftover)
+	if b := in.leftover(); len(b) > 0 {
+		n, err := back.Write(b)
 		ss.td.Front.BytesIn += int64(n)
 		ss.td.Back.BytesOut += int64(n)
 		if err != nil {
-			_ = back.Close()
+			ss.dropBackend(back)
 			return nil, fmt.Errorf("write to backend %s: %w", ss.be.Address, err)
 		}
 	}
 	return back, nil
+}
+
+// dropBackend resets a backend connection that failed before the relay.
+func (ss *session) dropBackend(c *pool.Conn) {
+	_ = c.SetLinger(0)
+	_ = c.Close()
+	ss.srv.pools[ss.be.Name].Release(c)
 }
 
 func (ss *session) relay(back *net.TCPConn, drain, kill <-chan struct{}) {

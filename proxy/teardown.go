@@ -25,6 +25,9 @@ const (
 	OutcomeLateData       Outcome = "late_data"        // a peer sent bytes after the other leg had ended
 	OutcomeError          Outcome = "error"            // another socket error; see error
 	OutcomeInternalError  Outcome = "internal_error"   // a bug: a panic in the session, recovered
+	OutcomeBadRequest     Outcome = "bad_request"      // http1: a request the proxy refused with 400 (ambiguous framing, malformed)
+	OutcomeBadResponse    Outcome = "bad_response"     // http1: a malformed response from the backend
+	OutcomePoolExhausted  Outcome = "pool_exhausted"   // pool.max_conns reached for connect_timeout
 )
 
 // LegRecord is what happened on one leg. Times are since accept; a negative
@@ -56,8 +59,9 @@ type Teardown struct {
 	Front         LegRecord
 	Back          LegRecord
 	BackConnect   time.Duration // -1: no dial attempted
-	BackPooled    bool
-	BackReused    bool
+	BackPooled    bool          // a backend connection came ready from the pool
+	BackReused    bool          // a backend connection had served an earlier request
+	BackRequests  int           // http1: requests sent to the backend; tcp: 0
 	Duration      time.Duration
 	Outcome       Outcome
 	Err           error
@@ -84,6 +88,7 @@ func (t *Teardown) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddFloat64("back.connect_ms", millis(t.BackConnect))
 	enc.AddBool("back.pooled", t.BackPooled)
 	enc.AddBool("back.reused", t.BackReused)
+	enc.AddInt("back.requests", t.BackRequests)
 	enc.AddFloat64("duration_ms", millis(t.Duration))
 	enc.AddString("outcome", string(t.Outcome))
 	errText := ""

@@ -1,0 +1,238 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// origin is a net/http backend that counts the connections it accepted and
+// the requests it served.
+type origin struct {
+	addr     string
+	conns    atomic.Int64
+	requests atomic.Int64
+}
+
+func startOrigin(t *testing.T, h http.HandlerFunc) *origin {
+	t.Helper()
+	o := &origin{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { o.requests.Add(1); h(w, r) }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				o.conns.Add(1)
+			}
+		},
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); wg.Wait() })
+	o.addr = ln.Addr().String()
+	return o
+}
+
+func http1Backend(addr string) config.Backend {
+	b := defaultBackend(addr)
+	b.Protocol = config.ProtocolHTTP1
+	return b
+}
+
+func hello(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(body))
+}
+
+// roundTrips sends raw requests on one connection and reads as many
+// responses with net/http's reader.
+func roundTrips(t *testing.T, addr, raw string, n int) []string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, raw)
+	br := bufio.NewReader(c)
+	var out []string
+	for range n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", len(out)+1, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		out = append(out, fmt.Sprintf("%d %s", resp.StatusCode, b))
+	}
+	return out
+}
+
+func TestHTTP1ReusesBackendAcrossClients(t *testing.T) {
+	o := startOrigin(t, hello)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	for i := range 20 {
+		got := roundTrips(t, h.addr, fmt.Sprintf("GET /r%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", i), 1)
+		if want := fmt.Sprintf("200 GET /r%d 0", i); got[0] != want {
+			t.Fatalf("got %q want %q", got[0], want)
+		}
+		td := h.record(t)
+		if td.Outcome != OutcomeOK || td.BackRequests != 1 || td.Back.Close != policy.ClosePooled || td.Back.TimeWait != policy.SideNone {
+			t.Fatalf("record: outcome %s (%v) requests %d back.close %s", td.Outcome, td.Err, td.BackRequests, td.Back.Close)
+		}
+		if i > 0 && !td.BackReused {
+			t.Errorf("connection %d: backend not reused", i)
+		}
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Errorf("origin accepted %d connections for 20 clients, want 1", n)
+	}
+}
+
+func TestHTTP1PipelinedAnsweredInOrder(t *testing.T) {
+	o := startOrigin(t, hello)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)}, http1Backend(o.addr))
+	raw := "GET /a HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" +
+		"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" +
+		"GET /d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	got := roundTrips(t, h.addr, raw, 4)
+	want := []string{"200 GET /a 0", "200 POST /b 5", "200 POST /c 3", "200 GET /d 0"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("got %q want %q", got, want)
+	}
+	td := h.record(t)
+	if td.BackRequests != 4 || td.Front.TimeWait != policy.SideClient {
+		t.Errorf("requests %d front.time_wait %s (fallback %q)", td.BackRequests, td.Front.TimeWait, td.Front.Fallback)
+	}
+}
+
+func TestHTTP1SmugglingRefused(t *testing.T) {
+	o := startOrigin(t, hello)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	for _, raw := range []string{
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nhello",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+	} {
+		got := roundTrips(t, h.addr, raw, 1)
+		if !strings.HasPrefix(got[0], "400 ") {
+			t.Errorf("%q: got %q", raw, got[0])
+		}
+		if td := h.record(t); td.Outcome != OutcomeBadRequest {
+			t.Errorf("outcome %s", td.Outcome)
+		}
+	}
+	if n := o.requests.Load(); n != 0 {
+		t.Errorf("%d smuggling requests reached the origin", n)
+	}
+}
+
+// A pooled connection the origin closed while idle: a GET is retried once
+// on another connection and the client never notices.
+func TestHTTP1RetriesIdempotentOnDeadPooledConn(t *testing.T) {
+	var first atomic.Bool
+	be := backendFunc(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			_ = req
+			if first.CompareAndSwap(false, true) {
+				return // close the first connection once it went back to the pool
+			}
+		}
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	for range 3 {
+		got := roundTrips(t, h.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1)
+		if got[0] != "200 ok" {
+			t.Fatalf("got %q", got[0])
+		}
+		if td := h.record(t); td.Outcome != OutcomeOK {
+			t.Errorf("outcome %s: %v", td.Outcome, td.Err)
+		}
+	}
+}
+
+// A response delimited by the origin's close can only end with a FIN, even
+// when the front target would withhold it.
+func TestHTTP1CloseDelimitedEndsWithFIN(t *testing.T) {
+	be := backendFunc(t, func(c *net.TCPConn) {
+		defer c.Close()
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\nuntil close")
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)}, http1Backend(be))
+	got, err := exchange(t, h.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err != nil || !strings.HasSuffix(got, "until close") {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	td := h.record(t)
+	if td.Front.FirstFIN != policy.SideProxy || td.Front.Fallback != "close_delimited" || td.Back.FirstFIN != policy.SideBackend {
+		t.Errorf("front first_fin %s fallback %q, back first_fin %s", td.Front.FirstFIN, td.Front.Fallback, td.Back.FirstFIN)
+	}
+}
+
+func TestHTTP1UpgradeBecomesTunnel(t *testing.T) {
+	be := backendFunc(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		http.ReadRequest(br)
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		io.Copy(c, br) // echo
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nping")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo %q %v", buf, err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	io.ReadAll(br)
+	if td := h.record(t); td.Outcome != OutcomeOK || td.BackReused {
+		t.Errorf("outcome %s reused %v", td.Outcome, td.BackReused)
+	}
+}
+
+func TestHTTP1BackendDownAnswers502(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(dead))
+	got := roundTrips(t, h.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if !strings.HasPrefix(got[0], "502 ") {
+		t.Errorf("got %q", got[0])
+	}
+	if td := h.record(t); td.Outcome != OutcomeDialFailed {
+		t.Errorf("outcome %s", td.Outcome)
+	}
+}
