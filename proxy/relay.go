@@ -38,8 +38,8 @@ type relay struct {
 	idleAt   time.Time // when to look whether anything moved; zero once ended
 	idleMark uint64    // progress when idleAt was armed
 	timer    *time.Timer
-	moved    uint64    // bytes copied so far, both ways
-	running  int       // copiers still running
+	moved    uint64 // bytes copied so far, both ways
+	running  int    // copiers still running
 	results  chan copyResult
 	drain    <-chan struct{} // closed: end by policy now
 	kill     <-chan struct{} // closed: reset whatever is left
