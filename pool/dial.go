@@ -34,7 +34,7 @@ func isLocal(err error) bool {
 // counts the outcome.
 func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 	dctx := ctx
-	if p.cfg.ConnectTimeout > 0 {
+	if p.boundDial(ctx) {
 		var cancel context.CancelFunc
 		dctx, cancel = context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 		defer cancel()
@@ -52,6 +52,16 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 		return nil, fmt.Errorf("dial backend %s: %w", p.cfg.Address, err)
 	}
 	return &Conn{TCPConn: tc, Dial: took, born: start}, nil
+}
+
+// boundDial reports whether ConnectTimeout ends before ctx does, so the dial
+// needs a context of its own.
+func (p *Pool) boundDial(ctx context.Context) bool {
+	if p.cfg.ConnectTimeout <= 0 {
+		return false
+	}
+	dl, ok := ctx.Deadline()
+	return !ok || time.Until(dl) > p.cfg.ConnectTimeout
 }
 
 // countDialLocked counts a dial's outcome. A dial abandoned because the

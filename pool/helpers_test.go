@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -23,8 +24,9 @@ type backend struct {
 	ln       *net.TCPListener
 	addr     string
 	accepted chan *net.TCPConn
-	discard  bool // reset every connection as soon as it is accepted
+	discard  bool // read every connection until the peer ends it, then close it
 	done     chan struct{}
+	readers  sync.WaitGroup
 
 	mu    sync.Mutex
 	conns []*net.TCPConn
@@ -51,7 +53,10 @@ func (b *backend) accept() {
 			return
 		}
 		if b.discard {
-			_ = closeReset(c)
+			b.readers.Go(func() {
+				_, _ = io.Copy(io.Discard, c)
+				_ = closeReset(c)
+			})
 			continue
 		}
 		b.mu.Lock()
@@ -67,6 +72,7 @@ func (b *backend) accept() {
 func (b *backend) close() {
 	_ = b.ln.Close()
 	<-b.done
+	b.readers.Wait()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, c := range b.conns {

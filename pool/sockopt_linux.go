@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,10 +46,17 @@ func (p *prober) check(raw syscall.RawConn) liveness {
 	}
 }
 
+// recv is recvfrom(2) without a source address: unix.Recvfrom allocates one
+// on every call, and Get's check is on the hot path.
 func (p *prober) recv(fd uintptr) {
 	for {
-		p.n, _, p.err = unix.Recvfrom(int(fd), p.buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if p.err != unix.EINTR {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])),
+			uintptr(len(p.buf)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		p.n, p.err = int(n), nil
+		if errno != 0 {
+			p.err = errno
+		}
+		if errno != unix.EINTR {
 			return
 		}
 	}

@@ -1,0 +1,145 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type getResult struct {
+	c   *Conn
+	err error
+}
+
+// getAsync starts a Get and waits until it is blocked at the cap.
+func getAsync(t *testing.T, p *Pool) <-chan getResult {
+	t.Helper()
+	res := make(chan getResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := p.Get(ctx)
+		res <- getResult{c, err}
+	}()
+	waitFor(t, "Get to wait for a slot", func() bool { return p.Stats().Waiting == 1 })
+	return res
+}
+
+func TestMaxConnsWaitsForRelease(t *testing.T) {
+	b := newBackend(t, false)
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: 5 * time.Second, MaxConns: 1}, nil)
+	c1 := get(t, p)
+
+	res := getAsync(t, p)
+	drop(p, c1)
+	r := <-res
+	if r.err != nil || r.c.Pooled {
+		t.Fatalf("Get after Release: %v (pooled %v), want a fresh dial", r.err, r.c != nil && r.c.Pooled)
+	}
+
+	res = getAsync(t, p)
+	p.Put(r.c)
+	r2 := <-res
+	if r2.err != nil || !r2.c.Pooled || r2.c != r.c {
+		t.Fatalf("Get after Put: %v, want the connection just Put", r2.err)
+	}
+	if s := p.Stats(); s.Dialed != 2 || s.InUse != 1 || s.Waiting != 0 {
+		t.Errorf("stats %+v, want Dialed 2, InUse 1, Waiting 0", s)
+	}
+	drop(p, r2.c)
+}
+
+func TestMaxConnsExhausted(t *testing.T) {
+	b := newBackend(t, false)
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: 100 * time.Millisecond, MaxConns: 1}, nil)
+	held := get(t, p)
+	defer drop(p, held)
+
+	start := time.Now()
+	_, err := p.Get(context.Background())
+	if !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("Get at the cap: %v, want ErrPoolExhausted", err)
+	}
+	if waited := time.Since(start); waited < 100*time.Millisecond {
+		t.Errorf("gave up after %v, want ConnectTimeout 100ms", waited)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err = p.Get(ctx)
+	if !errors.Is(err, ErrPoolExhausted) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Get at the cap, caller's deadline first: %v, want ErrPoolExhausted and DeadlineExceeded", err)
+	}
+}
+
+// closedPort returns a loopback address nobody listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+func TestDialFailuresBackOff(t *testing.T) {
+	dials := new(counter)
+	p := newPool(t, Config{Address: closedPort(t), ConnectTimeout: time.Second, Warm: 4}, dials.dial)
+	stop := run(t, p)
+	time.Sleep(time.Second) // outlast several retry delays (100ms, 200ms, 400ms … with jitter)
+	stop()
+
+	// A hot loop would dial thousands of times a second; 100ms doubling with
+	// jitter down to half allows about 5 attempts in a second.
+	n := dials.calls.Load()
+	if n < 2 || n > 8 {
+		t.Errorf("%d dial attempts in 1s against a closed port, want 2..8", n)
+	}
+	if s := p.Stats(); s.DialFailures != uint64(n) || s.Failing != int(n) || s.LocalDialFailures != 0 {
+		t.Errorf("stats %+v, want %d backend failures in a row", s, n)
+	}
+
+	_, err := p.Get(context.Background())
+	if !errors.Is(err, ErrPoolClosed) {
+		t.Errorf("Get after Run: %v, want ErrPoolClosed", err)
+	}
+}
+
+func TestDialErrorWrapped(t *testing.T) {
+	addr := closedPort(t)
+	p := newPool(t, Config{Address: addr, ConnectTimeout: time.Second}, nil)
+	_, err := p.Get(context.Background())
+	if !errors.Is(err, syscall.ECONNREFUSED) || !strings.HasPrefix(err.Error(), "dial backend "+addr+": ") {
+		t.Errorf("Get against a closed port: %v, want \"dial backend %s: …\" wrapping ECONNREFUSED", err, addr)
+	}
+	if s := p.Stats(); s.DialFailures != 1 || s.Failing != 1 || s.InUse != 0 {
+		t.Errorf("stats %+v, want 1 backend failure and the slot freed", s)
+	}
+}
+
+// TestLocalDialErrorIsNotBackendFailure binds to an address this host does
+// not have: connect fails with EADDRNOTAVAIL, as it does when the ephemeral
+// ports toward one backend run out.
+func TestLocalDialErrorIsNotBackendFailure(t *testing.T) {
+	b := newBackend(t, false)
+	dials := &counter{d: net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1)}}}
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, Warm: 2,
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond}, dials.dial)
+
+	_, err := p.Get(context.Background())
+	if !errors.Is(err, syscall.EADDRNOTAVAIL) {
+		t.Fatalf("Get: %v, want EADDRNOTAVAIL", err)
+	}
+	stop := run(t, p)
+	waitFor(t, "the refiller to retry", func() bool { return dials.calls.Load() >= 3 })
+	stop()
+	if s := p.Stats(); s.DialFailures != 0 || s.Failing != 0 || s.LocalDialFailures != uint64(dials.calls.Load()) {
+		t.Errorf("stats %+v, want every failure local, none blamed on the backend", s)
+	}
+}
