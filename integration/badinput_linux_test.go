@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,20 +204,24 @@ func readUntilClosed(t testing.TB, c *net.TCPConn) []byte {
 func startResettingBackend(t testing.TB, topo *Topology, addr string) string {
 	t.Helper()
 	ln := listenIn(t, topo.Web, addr)
-	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		for {
 			c, err := ln.AcceptTCP()
 			if err != nil {
 				return
 			}
-			resetMidResponse(c)
+			// concurrently: the proxy's warm pool holds idle connections
+			// that never send a request
+			wg.Add(1)
+			go func() { defer wg.Done(); resetMidResponse(c) }()
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
-		<-done
+		wg.Wait()
 	})
 	return addr
 }
