@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -142,4 +144,52 @@ func TestLocalDialErrorIsNotBackendFailure(t *testing.T) {
 	if s := p.Stats(); s.DialFailures != 0 || s.Failing != 0 || s.LocalDialFailures != uint64(dials.calls.Load()) {
 		t.Errorf("stats %+v, want every failure local, none blamed on the backend", s)
 	}
+}
+
+// TestConcurrentUseKeepsTheCap mixes Get, Put and Release from many
+// goroutines while Run refills and sweeps, and checks the cap and the
+// accounting.
+func TestConcurrentUseKeepsTheCap(t *testing.T) {
+	b := newBackend(t, false)
+	const maxConns = 4
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: 5 * time.Second, Warm: 2,
+		MaxIdleAge: 100 * time.Millisecond, MaxConns: maxConns}, nil)
+	stop := run(t, p)
+
+	var mu sync.Mutex
+	held, peak := 0, 0
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 100 {
+				c, err := p.Get(context.Background())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				held++
+				peak = max(peak, held)
+				mu.Unlock()
+				runtime.Gosched()
+				mu.Lock()
+				held--
+				mu.Unlock()
+				if (g+i)%3 == 0 {
+					drop(p, c)
+				} else {
+					p.Put(c)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if peak > maxConns {
+		t.Errorf("%d connections held at once, cap %d", peak, maxConns)
+	}
+	s := p.Stats()
+	if s.InUse != 0 || s.Waiting != 0 || s.Idle+s.Dialing > maxConns {
+		t.Errorf("stats %+v after all returned, want nothing in use and at most %d idle", s, maxConns)
+	}
+	stop()
 }

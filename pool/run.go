@@ -71,7 +71,8 @@ func (p *Pool) refill(ctx context.Context) {
 func (p *Pool) reserveWarm() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle)+p.stats.Dialing >= p.cfg.Warm || !p.roomLocked() {
+	// Gets waiting at the cap come first: the slot they wait for is theirs.
+	if p.closed || p.stats.Waiting > 0 || len(p.idle)+p.stats.Dialing >= p.cfg.Warm || !p.roomLocked() {
 		return false
 	}
 	p.stats.Dialing++
