@@ -13,6 +13,7 @@ type Config struct {
 	// ending the rest by policy. Default 30s.
 	ShutdownTimeout time.Duration
 	Log             Log
+	Admin           Admin
 	Listeners       []Listener
 	Backends        []Backend
 }
@@ -21,6 +22,14 @@ type Config struct {
 type Log struct {
 	Level    string // debug | info | warn | error; default info
 	Teardown string // all | errors | sample:<rate>; default all
+}
+
+// Admin configures the admin HTTP listener: /metrics, /healthz, /readyz.
+type Admin struct {
+	Listen string // host:port; "off" turns the admin listener off. Default 127.0.0.1:9901
+	// KernelSample is how often the kernel's TIME-WAIT figures are read
+	// for the metrics. Default 1s.
+	KernelSample time.Duration
 }
 
 // ProxyProtocolMode says whether a listener reads a PROXY header.
@@ -50,7 +59,10 @@ type Listener struct {
 	ProxyProtocolTrusted []netip.Prefix // empty: trust nobody's header
 	ProxyProtocolTimeout time.Duration
 	IdleTimeout          time.Duration
-	Close                Close // the front leg
+	// MaxConnections caps the sessions open at once on this listener;
+	// connections beyond it are reset at once. 0: no cap.
+	MaxConnections int
+	Close          Close // the front leg
 }
 
 // Protocol says how much of the bytes the proxy understands.

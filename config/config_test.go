@@ -57,6 +57,7 @@ func TestEveryDefault(t *testing.T) {
 	want := &Config{
 		ShutdownTimeout: d.ShutdownTimeout,
 		Log:             d.Log,
+		Admin:           d.Admin,
 		Listeners:       []Listener{wantListener},
 		Backends:        []Backend{wantBackend},
 	}
@@ -174,9 +175,9 @@ address = "127.0.0.1:8081"
 			want: []string{`config.toml:5: unknown key listener.close.grace`},
 		},
 		{
-			name: "table from the design sketch not built yet",
-			src:  "[admin]\nlisten = \"127.0.0.1:9901\"\n" + minimal,
-			want: []string{`config.toml:1: unknown key admin`},
+			name: "misspelt admin key",
+			src:  "[admin]\nlisten_addr = \"127.0.0.1:9901\"\n" + minimal,
+			want: []string{`config.toml:2: unknown key admin.listen_addr`},
 		},
 	}
 	for _, tt := range tests {

@@ -11,6 +11,7 @@ import (
 type Default struct {
 	ShutdownTimeout time.Duration
 	Log             Log
+	Admin           Admin
 	// Listener is what every [[listener]] starts from; Name, Listen and
 	// Backend are left empty.
 	Listener Listener
@@ -25,11 +26,13 @@ func Defaults() Default {
 	return Default{
 		ShutdownTimeout: 30 * time.Second,
 		Log:             Log{Level: "info", Teardown: "all"},
+		Admin:           Admin{Listen: "127.0.0.1:9901", KernelSample: time.Second},
 		Listener: Listener{
 			ProxyProtocol:        ProxyProtocolOff,
 			ProxyProtocolTrusted: nil, // trust nobody's header
 			ProxyProtocolTimeout: 3 * time.Second,
 			IdleTimeout:          60 * time.Second,
+			MaxConnections:       10000,
 			Close: Close{
 				TimeWait:         policy.TargetProxy,
 				PeerFinGrace:     time.Second,

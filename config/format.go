@@ -18,6 +18,9 @@ func (c *Config) TOML() []byte {
 	w.table("[log]")
 	w.kv("level", c.Log.Level)
 	w.kv("teardown", c.Log.Teardown)
+	w.table("[admin]")
+	w.kv("listen", c.Admin.Listen)
+	w.kv("kernel_sample_interval", formatDuration(c.Admin.KernelSample))
 	for _, l := range c.Listeners {
 		w.table("[[listener]]")
 		w.kv("name", l.Name)
@@ -34,6 +37,7 @@ func (c *Config) TOML() []byte {
 		w.kvList("proxy_protocol_trusted", trusted)
 		w.kv("proxy_protocol_timeout", formatDuration(l.ProxyProtocolTimeout))
 		w.kv("idle_timeout", formatDuration(l.IdleTimeout))
+		w.raw("max_connections", strconv.Itoa(l.MaxConnections))
 		w.close("[listener.close]", policy.Front, l.Close)
 	}
 	for _, b := range c.Backends {

@@ -18,6 +18,7 @@ import (
 type rawConfig struct {
 	ShutdownTimeout *value        `toml:"shutdown_timeout"`
 	Log             rawLog        `toml:"log"`
+	Admin           rawAdmin      `toml:"admin"`
 	Listener        []rawListener `toml:"listener"`
 	Backend         []rawBackend  `toml:"backend"`
 }
@@ -25,6 +26,11 @@ type rawConfig struct {
 type rawLog struct {
 	Level    *value `toml:"level"`
 	Teardown *value `toml:"teardown"`
+}
+
+type rawAdmin struct {
+	Listen       *value `toml:"listen"`
+	KernelSample *value `toml:"kernel_sample_interval"`
 }
 
 type rawListener struct {
@@ -35,6 +41,7 @@ type rawListener struct {
 	ProxyProtocolTrusted *value   `toml:"proxy_protocol_trusted"`
 	ProxyProtocolTimeout *value   `toml:"proxy_protocol_timeout"`
 	IdleTimeout          *value   `toml:"idle_timeout"`
+	MaxConnections       *value   `toml:"max_connections"`
 	Close                rawClose `toml:"close"`
 }
 
@@ -82,11 +89,13 @@ type object struct {
 // and spellings are checked here; Validate checks the values.
 func convert(raw *rawConfig, p *problems) *Config {
 	d := Defaults()
-	c := &Config{ShutdownTimeout: d.ShutdownTimeout, Log: d.Log}
+	c := &Config{ShutdownTimeout: d.ShutdownTimeout, Log: d.Log, Admin: d.Admin}
 	top := object{p: p}
 	top.duration("shutdown_timeout", raw.ShutdownTimeout, &c.ShutdownTimeout)
 	top.str("log.level", raw.Log.Level, &c.Log.Level)
 	top.str("log.teardown", raw.Log.Teardown, &c.Log.Teardown)
+	top.str("admin.listen", raw.Admin.Listen, &c.Admin.Listen)
+	top.duration("admin.kernel_sample_interval", raw.Admin.KernelSample, &c.Admin.KernelSample)
 	for i, r := range raw.Listener {
 		l := d.Listener
 		o := p.object("listener", i, name(r.Name))
@@ -97,6 +106,7 @@ func convert(raw *rawConfig, p *problems) *Config {
 		o.prefixes("proxy_protocol_trusted", r.ProxyProtocolTrusted, &l.ProxyProtocolTrusted)
 		o.duration("proxy_protocol_timeout", r.ProxyProtocolTimeout, &l.ProxyProtocolTimeout)
 		o.duration("idle_timeout", r.IdleTimeout, &l.IdleTimeout)
+		o.integer("max_connections", r.MaxConnections, &l.MaxConnections)
 		o.close(policy.Front, &r.Close, &l.Close)
 		c.Listeners = append(c.Listeners, l)
 	}

@@ -25,6 +25,10 @@ func (c *Config) validate(p *problems) {
 	top.positive("shutdown_timeout", c.ShutdownTimeout)
 	top.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	top.check("log.teardown", teardown(c.Log.Teardown))
+	if c.Admin.Listen != "off" {
+		top.check("admin.listen", hostPort(c.Admin.Listen, false, "127.0.0.1:9901"))
+	}
+	top.positive("admin.kernel_sample_interval", c.Admin.KernelSample)
 	if len(c.Listeners) == 0 {
 		top.problem("listener", errors.New("none defined; at least one [[listener]] is required"))
 	}
