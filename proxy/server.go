@@ -26,6 +26,7 @@ type Server struct {
 	backends   map[string]*config.Backend
 	onTeardown func(*Teardown)
 	sample     func(*Teardown) bool
+	obs        Observer
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -34,6 +35,9 @@ type Server struct {
 	pools     map[string]*pool.Pool
 	poolsStop context.CancelFunc
 	poolsDone sync.WaitGroup
+
+	serving  atomic.Bool // every listener accepts
+	stopping atomic.Bool // Shutdown began
 
 	sessions sync.WaitGroup
 	drainCtx context.Context // done when shutdown_timeout ran out: end by policy
@@ -53,14 +57,18 @@ func WithTeardownHook(f func(*Teardown)) Option {
 
 // New checks that cfg can be served; it opens no socket and starts nothing.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, backends: map[string]*config.Backend{}, pools: map[string]*pool.Pool{}, kill: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, backends: map[string]*config.Backend{}, pools: map[string]*pool.Pool{},
+		kill: make(chan struct{}), obs: nopObserver{}}
 	s.drainCtx, s.drainNow = context.WithCancel(context.Background())
+	for _, o := range opts {
+		o(s)
+	}
 	for i := range cfg.Backends {
 		b := &cfg.Backends[i]
 		s.backends[b.Name] = b
 		s.pools[b.Name] = pool.New(pool.Config{Address: b.Address, ConnectTimeout: b.ConnectTimeout,
 			Warm: b.Pool.Warm, MaxIdleAge: b.Pool.MaxIdleAge, MaxConns: b.Pool.MaxConns},
-			dialTCP, log.With(zap.String("backend", b.Name)))
+			s.dialer(b.Name), log.With(zap.String("backend", b.Name)))
 	}
 	for _, l := range cfg.Listeners {
 		if s.backends[l.Backend] == nil {
@@ -72,9 +80,6 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.sample = sample
-	for _, o := range opts {
-		o(s)
-	}
 	return s, nil
 }
 
@@ -126,6 +131,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	for i, ln := range lns {
 		go func() { errs <- s.acceptLoop(&s.cfg.Listeners[i], ln) }()
 	}
+	s.serving.Store(true)
+	defer s.serving.Store(false)
 	var first error
 	for range lns {
 		if err := <-errs; err != nil && first == nil {
@@ -140,6 +147,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // goes on; anything else ends the listener.
 func (s *Server) acceptLoop(l *config.Listener, ln net.Listener) error {
 	var backoff time.Duration
+	var open atomic.Int64 // sessions open on this listener
 	for {
 		c, err := ln.Accept()
 		if errors.Is(err, net.ErrClosed) {
@@ -156,14 +164,35 @@ func (s *Server) acceptLoop(l *config.Listener, ln net.Listener) error {
 			return fmt.Errorf("listener %q: accept: %w", l.Name, err)
 		}
 		backoff = 0
+		s.obs.Accepted(l.Name)
+		if l.MaxConnections > 0 && open.Load() >= int64(l.MaxConnections) {
+			s.overLimit(l, c.(*net.TCPConn))
+			continue
+		}
+		open.Add(1)
 		s.sessions.Add(1)
-		go s.serveConn(l, c.(*net.TCPConn))
+		go func() { defer open.Add(-1); s.serveConn(l, c.(*net.TCPConn)) }()
 	}
 }
 
 func (s *Server) serveConn(l *config.Listener, c *net.TCPConn) {
 	defer s.sessions.Done()
-	td := s.newSession(l, c).run(s.drainCtx, s.kill)
+	s.record(s.newSession(l, c).run(s.drainCtx, s.kill))
+}
+
+// overLimit resets a connection beyond max_connections at once (no
+// TIME-WAIT) and records it.
+func (s *Server) overLimit(l *config.Listener, c *net.TCPConn) {
+	ss := s.newSession(l, c)
+	ss.refuse(OutcomeOverLimit, fmt.Errorf("max_connections %d reached", l.MaxConnections))
+	ss.td.Duration = time.Since(ss.start)
+	s.obs.Rejected(l.Name, string(OutcomeOverLimit))
+	s.record(ss.td)
+}
+
+// record logs td (as log.teardown samples) and hands it on.
+func (s *Server) record(td *Teardown) {
+	s.obs.Ended(td)
 	if s.sample(td) {
 		s.log.Info("teardown", td.Fields()...)
 	}
@@ -178,6 +207,7 @@ func (s *Server) serveConn(l *config.Listener, c *net.TCPConn) {
 // proxy withholds its FIN) are reset (outcome drained), so Shutdown always
 // returns. It returns nil: every session got its record.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopping.Store(true)
 	s.closeListeners()
 	defer s.stopPools()
 	done := make(chan struct{})
@@ -212,6 +242,19 @@ func (s *Server) policyBound() time.Duration {
 	return 2*longest + time.Second
 }
 
+// Serving reports that every listener accepts and shutdown has not begun:
+// the readiness of the proxy itself.
+func (s *Server) Serving() bool { return s.serving.Load() && !s.stopping.Load() }
+
+// PoolStats returns each backend's pool figures, by backend name.
+func (s *Server) PoolStats() map[string]pool.Stats {
+	out := make(map[string]pool.Stats, len(s.pools))
+	for name, p := range s.pools {
+		out[name] = p.Stats()
+	}
+	return out
+}
+
 // startPools runs every backend's pool until stopPools.
 func (s *Server) startPools() {
 	s.mu.Lock()
@@ -239,14 +282,18 @@ func (s *Server) stopPools() {
 	s.poolsDone.Wait()
 }
 
-// dialTCP is how pools dial backends.
-func dialTCP(ctx context.Context, address string) (*net.TCPConn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", address)
-	if err != nil {
-		return nil, err
+// dialer is how the pool of a backend dials; the Observer sees each dial.
+func (s *Server) dialer(backend string) pool.DialFunc {
+	return func(ctx context.Context, address string) (*net.TCPConn, error) {
+		var d net.Dialer
+		t0 := time.Now()
+		c, err := d.DialContext(ctx, "tcp", address)
+		s.obs.Dialed(backend, time.Since(t0), err)
+		if err != nil {
+			return nil, err
+		}
+		return c.(*net.TCPConn), nil
 	}
-	return c.(*net.TCPConn), nil
 }
 
 func (s *Server) closeListeners() {

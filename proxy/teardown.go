@@ -28,6 +28,7 @@ const (
 	OutcomeBadRequest     Outcome = "bad_request"      // http1: a request the proxy refused with 400 (ambiguous framing, malformed)
 	OutcomeBadResponse    Outcome = "bad_response"     // http1: a malformed response from the backend
 	OutcomePoolExhausted  Outcome = "pool_exhausted"   // pool.max_conns reached for connect_timeout
+	OutcomeOverLimit      Outcome = "over_limit"       // the listener's max_connections reached: reset at once
 )
 
 // LegRecord is what happened on one leg. Times are since accept; a negative
