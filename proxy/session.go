@@ -20,13 +20,14 @@ type session struct {
 	srv   *Server
 	ln    *config.Listener
 	be    *config.Backend
+	pool  *pool.Pool
 	front *net.TCPConn
 	start time.Time
 	td    *Teardown
 }
 
-func (s *Server) newSession(ln *config.Listener, c *net.TCPConn) *session {
-	be := s.backends[ln.Backend]
+func (s *Server) newSession(lc *listenerConf, c *net.TCPConn) *session {
+	ln, be := &lc.cfg, &lc.be.cfg
 	td := &Teardown{
 		ID: s.nextID.Add(1), Listener: ln.Name, Backend: be.Name, ProxyProtocol: "none",
 		Front:       newLegRecord(policy.Front, ln.Close.TimeWait),
@@ -35,7 +36,7 @@ func (s *Server) newSession(ln *config.Listener, c *net.TCPConn) *session {
 	}
 	td.Front.Local, td.Front.Peer = addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
 	td.Client = td.Front.Peer
-	return &session{srv: s, ln: ln, be: be, front: c, start: time.Now(), td: td}
+	return &session{srv: s, ln: ln, be: be, pool: lc.be.pool, front: c, start: time.Now(), td: td}
 }
 
 // run carries the session to its end and returns its record. A panic is
@@ -66,7 +67,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 		if fr == nil {
 			fr = bufio.NewReader(ss.front)
 		}
-		ss.serveHTTP1(drainCtx, fr, ss.srv.pools[ss.be.Name], drainCtx.Done(), kill)
+		ss.serveHTTP1(drainCtx, fr, ss.pool, drainCtx.Done(), kill)
 		return td
 	}
 	back, err := ss.takeBackend(in)
@@ -76,7 +77,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 		return td
 	}
 	ss.relay(back.TCPConn, drainCtx.Done(), kill)
-	ss.srv.pools[ss.be.Name].Release(back)
+	ss.pool.Release(back)
 	return td
 }
 
@@ -103,7 +104,7 @@ func (ss *session) refuse(o Outcome, err error) {
 // takeBackend takes a warm connection from the pool or dials one, sends the
 // PROXY header if configured and the bytes read past the client's header.
 func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
-	p := ss.srv.pools[ss.be.Name]
+	p := ss.pool
 	ctx, cancel := context.WithTimeout(context.Background(), ss.be.ConnectTimeout)
 	defer cancel()
 	t0 := time.Now()
@@ -136,7 +137,7 @@ func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 func (ss *session) dropBackend(c *pool.Conn) {
 	_ = c.SetLinger(0)
 	_ = c.Close()
-	ss.srv.pools[ss.be.Name].Release(c)
+	ss.pool.Release(c)
 }
 
 func (ss *session) relay(back *net.TCPConn, drain, kill <-chan struct{}) {

@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/config"
+)
+
+// listener is one accepting socket. Its configuration can be swapped by
+// Reload; each accepted connection takes the one current at accept.
+type listener struct {
+	ln   net.Listener
+	conf atomic.Pointer[listenerConf]
+	open atomic.Int64 // sessions open on it
+}
+
+// listenerConf is what a session needs from its listener: the listener's
+// settings and the backend they name.
+type listenerConf struct {
+	cfg config.Listener
+	be  *backend
+}
+
+// bindLocked opens a socket for every listener in cfg, keeping the sockets
+// of keep whose address is unchanged; on error it closes what it opened.
+func (s *Server) bindLocked(ctx context.Context, cfg *config.Config, keep []*listener) ([]*listener, error) {
+	byAddr := map[string]*listener{}
+	for _, l := range keep {
+		byAddr[l.conf.Load().cfg.Listen] = l
+	}
+	var lns, opened []*listener
+	var lc net.ListenConfig
+	for _, lcfg := range cfg.Listeners {
+		l := byAddr[lcfg.Listen]
+		if l == nil {
+			ln, err := lc.Listen(ctx, "tcp", lcfg.Listen)
+			if err != nil {
+				for _, o := range opened {
+					_ = o.ln.Close()
+				}
+				return nil, fmt.Errorf("listener %q: listen %s: %w", lcfg.Name, lcfg.Listen, err)
+			}
+			l = &listener{ln: ln}
+			opened = append(opened, l)
+		}
+		delete(byAddr, lcfg.Listen)
+		lns = append(lns, l)
+	}
+	return lns, nil
+}
+
+// configureLocked points every listener at its configuration and backend.
+func (s *Server) configureLocked(cfg *config.Config, lns []*listener) {
+	for i, l := range lns {
+		l.conf.Store(&listenerConf{cfg: cfg.Listeners[i], be: s.backends[cfg.Listeners[i].Backend]})
+	}
+}
+
+func (s *Server) startAcceptLocked(l *listener) {
+	s.accepts.Add(1)
+	go func() {
+		defer s.accepts.Done()
+		if err := s.acceptLoop(l); err != nil {
+			select {
+			case s.fatal <- err:
+			default:
+			}
+		}
+	}()
+}
+
+// acceptLoop: net.ErrClosed is a clean end; a temporary error (out of file
+// descriptors) backs off and goes on; anything else ends the listener.
+func (s *Server) acceptLoop(l *listener) error {
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		lc := l.conf.Load()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; backing off", zap.String("listener", lc.cfg.Name), zap.Duration("backoff", backoff), zap.Error(err))
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("listener %q: accept: %w", lc.cfg.Name, err)
+		}
+		backoff = 0
+		s.accepted(l, lc, c.(*net.TCPConn))
+	}
+}
+
+// accepted starts a session for c, or resets it past max_connections.
+func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
+	s.obs.Accepted(lc.cfg.Name)
+	if max := lc.cfg.MaxConnections; max > 0 && l.open.Load() >= int64(max) {
+		ss := s.newSession(lc, c)
+		ss.refuse(OutcomeOverLimit, fmt.Errorf("max_connections %d reached", max))
+		ss.td.Duration = time.Since(ss.start)
+		s.obs.Rejected(lc.cfg.Name, string(OutcomeOverLimit))
+		s.record(ss.td)
+		return
+	}
+	l.open.Add(1)
+	lc.be.users.Add(1)
+	s.sessions.Add(1)
+	go func() {
+		defer s.sessions.Done()
+		defer lc.be.users.Done()
+		defer l.open.Add(-1)
+		s.record(s.newSession(lc, c).run(s.drainCtx, s.kill))
+	}()
+}
+
+// record logs td (as log.teardown samples) and hands it on.
+func (s *Server) record(td *Teardown) {
+	s.obs.Ended(td)
+	if (*s.sample.Load())(td) {
+		s.log.Info("teardown", td.Fields()...)
+	}
+	if s.onTeardown != nil {
+		s.onTeardown(td)
+	}
+}

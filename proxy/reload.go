@@ -1,0 +1,76 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+
+	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/config"
+)
+
+// Reload swaps in cfg without dropping established sessions: listeners
+// whose address is unchanged keep their socket and take the new settings
+// for new connections; new addresses are bound; removed ones are closed;
+// a backend whose settings changed gets a new pool and the old one runs
+// until its last session ends. If a new address cannot be bound, nothing
+// changes and the error says why.
+func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
+	if err := s.check(cfg); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("reload: shutting down")
+	}
+	lns, err := s.bindLocked(ctx, cfg, s.listeners)
+	if err != nil {
+		return err
+	}
+	old := s.backends
+	s.backends = s.buildBackends(cfg, old)
+	for name, b := range old {
+		if s.backends[name] != b {
+			s.retireLocked(b)
+		}
+	}
+	s.configureLocked(cfg, lns)
+	s.closeDroppedLocked(lns)
+	for _, l := range lns {
+		if s.serving && !s.isAcceptingLocked(l) {
+			s.startAcceptLocked(l)
+		}
+	}
+	if s.serving {
+		for _, b := range s.backends {
+			s.runPoolLocked(b)
+		}
+	}
+	s.listeners, s.cfg = lns, cfg
+	s.log.Info("configuration reloaded", zap.Int("listeners", len(lns)), zap.Int("backends", len(s.backends)))
+	return nil
+}
+
+// closeDroppedLocked closes the listeners that are not in lns any more;
+// their sessions go on.
+func (s *Server) closeDroppedLocked(lns []*listener) {
+	keep := map[*listener]bool{}
+	for _, l := range lns {
+		keep[l] = true
+	}
+	for _, l := range s.listeners {
+		if !keep[l] {
+			_ = l.ln.Close()
+		}
+	}
+}
+
+func (s *Server) isAcceptingLocked(l *listener) bool {
+	for _, cur := range s.listeners {
+		if cur == l {
+			return true
+		}
+	}
+	return false
+}

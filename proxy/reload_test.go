@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// A reload flips the front policy and adds a listener while a session is
+// open: the session goes on untouched, new connections get the new policy,
+// the new listener serves.
+func TestReloadKeepsSessionsAndSwapsPolicy(t *testing.T) {
+	be := httpBackend(t, true)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
+	live, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+
+	h.srv.mu.Lock()
+	next := *h.srv.cfg
+	h.srv.mu.Unlock()
+	next.Listeners = append([]config.Listener(nil), next.Listeners...)
+	next.Listeners[0].Close.TimeWait = policy.TargetPeer
+	added := next.Listeners[0]
+	added.Name, added.Listen = "added", "127.0.0.1:0"
+	next.Listeners = append(next.Listeners, added)
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatal(err)
+	}
+	addrs := h.srv.Addrs()
+	if len(addrs) != 2 || addrs[0].String() != h.addr {
+		t.Fatalf("listeners after reload: %v (first was %s)", addrs, h.addr)
+	}
+
+	io.WriteString(live, "GET / HTTP/1.1\r\n\r\n")
+	if got, _ := io.ReadAll(live); string(got) != response {
+		t.Errorf("the session open across the reload got %q", got)
+	}
+	if td := h.record(t); td.Front.Wanted != "proxy" {
+		t.Errorf("session accepted before the reload: wanted %s", td.Front.Wanted)
+	}
+	for _, addr := range []string{h.addr, addrs[1].String()} {
+		if got, err := get(t, addr, true); got != response {
+			t.Fatalf("%s after reload: %q %v", addr, got, err)
+		}
+		if td := h.record(t); td.Front.Wanted != "client" {
+			t.Errorf("%s: new session wanted %s, want client", addr, td.Front.Wanted)
+		}
+	}
+}
+
+// A reload that cannot bind changes nothing.
+func TestReloadBindFailureKeepsOldConfig(t *testing.T) {
+	be := httpBackend(t, true)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	h.srv.mu.Lock()
+	next := *h.srv.cfg
+	h.srv.mu.Unlock()
+	next.Listeners = append([]config.Listener(nil), next.Listeners...)
+	next.Listeners[0].Close.TimeWait = policy.TargetNowhere
+	taken := next.Listeners[0]
+	taken.Name, taken.Listen = "taken", busy.Addr().String()
+	next.Listeners = append(next.Listeners, taken)
+	if err := h.srv.Reload(context.Background(), &next); err == nil {
+		t.Fatal("reload onto a busy address succeeded")
+	}
+	if got, _ := get(t, h.addr, false); got != response {
+		t.Fatalf("after a failed reload: %q", got)
+	}
+	if td := h.record(t); td.Front.Wanted != "proxy" {
+		t.Errorf("policy changed by a failed reload: %s", td.Front.Wanted)
+	}
+}

@@ -1,0 +1,101 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Shutdown stops accepting, lets live sessions finish until ctx ends, then
+// ends the rest by their close policies. Sessions still open after the
+// longest grace and drain of any leg (a peer that keeps sending while the
+// proxy withholds its FIN) are reset (outcome drained), so Shutdown always
+// returns. It returns nil: every session got its record.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopping.Store(true)
+	s.closeListeners()
+	defer s.stopPools()
+	done := make(chan struct{})
+	go func() { s.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.drainNow()
+	bound := s.policyBound()
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+	}
+	s.log.Warn("sessions still open after ending by policy were reset", zap.Duration("waited", bound))
+	close(s.kill)
+	<-done
+	return nil
+}
+
+// policyBound is how long ending by policy may take: a grace and a drain
+// on each leg, twice over (timers fire between 1× and 2×), plus a second.
+func (s *Server) policyBound() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var longest time.Duration
+	for _, l := range s.cfg.Listeners {
+		be := s.backends[l.Backend].cfg
+		longest = max(longest, l.Close.PeerFinGrace+l.Close.DrainTimeout+be.Close.PeerFinGrace+be.Close.DrainTimeout)
+	}
+	return 2*longest + time.Second
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	close(s.done)
+	for _, l := range s.listeners {
+		_ = l.ln.Close()
+	}
+}
+
+// stopPools closes the idle backend connections (by RST: they carry
+// nothing) once no session uses them, and waits for every pool.
+func (s *Server) stopPools() {
+	s.mu.Lock()
+	for _, b := range s.backends {
+		s.retireLocked(b)
+	}
+	s.mu.Unlock()
+	s.pools.Wait()
+}
+
+// sampler decides whether a record is logged.
+type sampler func(*Teardown) bool
+
+// teardownSampler reads log.teardown: all | errors | sample:<rate>. Records
+// whose outcome is not ok are always kept.
+func teardownSampler(mode string) (sampler, error) {
+	switch {
+	case mode == "" || mode == "all":
+		return func(*Teardown) bool { return true }, nil
+	case mode == "errors":
+		return func(t *Teardown) bool { return t.Outcome != OutcomeOK }, nil
+	case strings.HasPrefix(mode, "sample:"):
+		rate, err := strconv.ParseFloat(strings.TrimPrefix(mode, "sample:"), 64)
+		if err != nil || rate <= 0 || rate > 1 {
+			return nil, fmt.Errorf("log.teardown: %q: rate must be in (0, 1]", mode)
+		}
+		return func(t *Teardown) bool { return t.Outcome != OutcomeOK || rand.Float64() < rate }, nil
+	}
+	return nil, fmt.Errorf("log.teardown: %q is not one of all, errors, sample:<rate>", mode)
+}
