@@ -18,7 +18,16 @@ type ListenerOpts struct {
 	ProxyProtocolTrusted                []string
 	Backend                             string // backend address; the backend is named after the listener
 	SendProxyProtocol, ConnectTimeout   string
+	Protocol                            string // backend protocol: "tcp" or "http1"; "" keeps the default
+	Pool                                PoolOpts
 	Front, Back                         CloseOpts
+}
+
+// PoolOpts is a backend's [backend.pool] table; empty fields keep
+// closeproxy's defaults. Warm and MaxConns are integers written as given
+// ("0" turns warming off).
+type PoolOpts struct {
+	Warm, MaxIdleAge, MaxConns string
 }
 
 // closeproxyConfig renders a configuration with one [[listener]] and one
@@ -43,6 +52,13 @@ func closeproxyConfig(ls ...ListenerOpts) string {
 		fmt.Fprintf(&b, "\n[[backend]]\nname = %q\naddress = %q\n", l.Name, l.Backend)
 		opt(&b, "send_proxy_protocol", l.SendProxyProtocol)
 		opt(&b, "connect_timeout", l.ConnectTimeout)
+		opt(&b, "protocol", l.Protocol)
+		if l.Pool != (PoolOpts{}) {
+			b.WriteString("  [backend.pool]\n")
+			rawOpt(&b, "warm", l.Pool.Warm)
+			opt(&b, "max_idle_age", l.Pool.MaxIdleAge)
+			rawOpt(&b, "max_conns", l.Pool.MaxConns)
+		}
 		closeTable(&b, "backend.close", l.Back)
 	}
 	return b.String()
@@ -60,5 +76,12 @@ func closeTable(b *strings.Builder, name string, c CloseOpts) {
 func opt(b *strings.Builder, key, value string) {
 	if value != "" {
 		fmt.Fprintf(b, "%s = %q\n", key, value)
+	}
+}
+
+// rawOpt writes key = value unquoted (integers), if value is set.
+func rawOpt(b *strings.Builder, key, value string) {
+	if value != "" {
+		fmt.Fprintf(b, "%s = %s\n", key, value)
 	}
 }
