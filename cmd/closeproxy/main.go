@@ -103,15 +103,25 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log, err := newLogger(cfg.Log.Level, stderr)
+	level, err := zap.ParseAtomicLevel(cfg.Log.Level)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, "log.level:", err)
 		return 1
 	}
+	log := newLogger(level, stderr)
 	defer log.Sync()
+	if n, err := raiseFileLimit(); err != nil {
+		log.Warn("could not raise the open-file limit", zap.Error(err))
+	} else if n > 0 {
+		log.Info("open-file limit", zap.Uint64("nofile", n))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, cfg, log); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := func(srv *proxy.Server) { reloadOnHUP(ctx, hup, path, srv, level, log) }
+	if err := serve(ctx, cfg, log, reload); err != nil {
 		log.Error("closeproxy stopped", zap.Error(err))
 		return 1
 	}
@@ -119,7 +129,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 }
 
 // serve runs the proxy until ctx ends, then drains for shutdown_timeout.
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+// watch, if set, runs beside it (SIGHUP reloads) until ctx ends.
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(*proxy.Server)) error {
 	srv, err := proxy.New(cfg, log)
 	if err != nil {
 		return err
@@ -130,6 +141,11 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	log.Info("listening", zap.Stringers("addrs", srv.Addrs()), zap.String("version", versionString()))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.WithoutCancel(ctx)) }()
+	if watch != nil {
+		watched := make(chan struct{})
+		go func() { defer close(watched); watch(srv) }()
+		defer func() { <-watched }()
+	}
 	select {
 	case err := <-served:
 		return err
@@ -146,18 +162,38 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	return err
 }
 
+// reloadOnHUP reloads the configuration on each SIGHUP until ctx ends. A
+// configuration that fails to load or bind is logged and the running one
+// stays.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, srv *proxy.Server, level zap.AtomicLevel, log *zap.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := config.Load(path)
+		if err == nil {
+			err = srv.Reload(ctx, cfg)
+		}
+		if err != nil {
+			log.Error("reload refused; the running configuration stays", zap.String("config", path), zap.Error(err))
+			continue
+		}
+		if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+			log.Warn("log.level not changed", zap.Error(err))
+		}
+	}
+}
+
 // newLogger writes JSON lines to w; teardown records are lines with
 // msg "teardown".
-func newLogger(level string, w io.Writer) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
-	}
+func newLogger(lvl zap.AtomicLevel, w io.Writer) *zap.Logger {
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	enc.EncodeDuration = zapcore.StringDurationEncoder
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
-	return zap.New(core), nil
+	return zap.New(core)
 }
 
 func versionString() string {
