@@ -125,9 +125,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	if s.serving || s.closed {
+	if s.closed { // shut down before it started: nothing to serve
 		s.mu.Unlock()
-		return errors.New("serve: already serving or shut down")
+		return nil
+	}
+	if s.serving {
+		s.mu.Unlock()
+		return errors.New("serve: already serving")
 	}
 	s.serving = true
 	for _, b := range s.backends {

@@ -47,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args, stdout, stderr)
 	case "demo":
 		return cmdDemo(args, stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "closeproxy", versionString())
 		return 0
@@ -62,6 +64,7 @@ const usage = `usage:
   closeproxy run -config FILE     serve (the default: closeproxy -config FILE)
   closeproxy check -config FILE   validate; print the effective config with defaults
   closeproxy demo                 measure on loopback where TIME-WAIT lands
+  closeproxy healthcheck [-url U] ask the admin listener (exit 0 when healthy)
   closeproxy version
 `
 

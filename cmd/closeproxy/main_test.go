@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,5 +89,19 @@ func TestServeStopsCleanly(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("serve: %v", err)
+	}
+}
+
+func TestHealthcheckSubcommand(t *testing.T) {
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	defer ok.Close()
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) }))
+	defer bad.Close()
+	var out, errOut bytes.Buffer
+	if code := run([]string{"healthcheck", "-url", ok.URL}, &out, &errOut); code != 0 {
+		t.Errorf("healthy: exit %d %s", code, errOut.String())
+	}
+	if code := run([]string{"healthcheck", "-url", bad.URL}, &out, &errOut); code != 1 {
+		t.Errorf("unhealthy: exit %d", code)
 	}
 }
