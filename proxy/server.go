@@ -95,7 +95,7 @@ func (s *Server) check(cfg *config.Config) error {
 func (s *Server) Listen(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.listeners != nil {
+	if s.listeners != nil || s.closed {
 		return nil
 	}
 	lns, err := s.bindLocked(ctx, s.cfg, nil)
