@@ -26,6 +26,9 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /closeproxy /closeproxy
 COPY --from=build /src/config.example.toml /etc/closeproxy/closeproxy.toml
 USER nonroot:nonroot
-EXPOSE 8080
+EXPOSE 8080 9901
+# No shell or curl in the image: the binary asks its own admin listener.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s \
+	CMD ["/closeproxy", "healthcheck", "-url", "http://127.0.0.1:9901/healthz"]
 ENTRYPOINT ["/closeproxy"]
 CMD ["run", "-config", "/etc/closeproxy/closeproxy.toml"]
