@@ -141,6 +141,8 @@ func TestHTTP1SmugglingRefused(t *testing.T) {
 		})
 	}
 
+	noteBackCloseWithoutBackend(t, cp.Records())
+
 	// A good request, last: the log holds it alone, so none of the corpus
 	// was merely late to arrive.
 	c, err := dialFrom(t, topo.LB, front)

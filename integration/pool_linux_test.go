@@ -1,9 +1,13 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -93,6 +97,7 @@ func TestPoolFaults(t *testing.T) {
 		const bursts, n = 3, 16
 		topo, web, cp, front := setup(t, NginxOpts{Keepalive: true, KeepaliveTimeout: time.Second})
 		var recs []Record
+		var prev map[int64]bool // nginx connections the previous burst used
 		for i := range bursts {
 			if i > 0 {
 				time.Sleep(1500 * time.Millisecond) // outlast nginx's keepalive_timeout
@@ -100,13 +105,19 @@ func TestPoolFaults(t *testing.T) {
 			requireAllOK(t, load(t, topo, front, n), n)
 			all := cp.WaitRecords(t, (i+1)*n, 10*time.Second)
 			burst := all[i*n:]
-			t.Logf("burst %d: %s; back.connect_ms %s", i+1, tallyBack(burst), connectMS(burst))
+			used := map[int64]bool{}
+			for _, e := range web.WaitAccessLog(t, (i+1)*n, 5*time.Second)[i*n:] {
+				used[e.Connection] = true
+				if prev[e.Connection] {
+					t.Errorf("burst %d: nginx connection %d served the previous burst too, 1.5s idle: want it closed by keepalive_timeout 1s", i+1, e.Connection)
+				}
+			}
+			prev = used
+			t.Logf("burst %d: %d nginx connections; %s; back.connect_ms %s", i+1, len(used), tallyBack(burst), connectMS(burst))
 			recs = all
 		}
 		s := tallyBack(recs)
 		between(t, "records with outcome ok", s.outcome["ok"], bursts*n, bursts*n)
-		log := web.WaitAccessLog(t, bursts*n, 5*time.Second)
-		t.Logf("nginx: %d requests on %d distinct connections", len(log), distinctConns(log))
 		proxyTW, webTW := backLegTimeWait(t, topo)
 		t.Logf("back-leg TIME-WAIT: proxy %d, web %d", proxyTW, webTW)
 	})
@@ -156,6 +167,7 @@ func TestPoolFaults(t *testing.T) {
 			}
 		}
 		t.Logf("while stopped: %s; first error %q", tallyBack(recs), recs[0].Str("error"))
+		noteBackCloseWithoutBackend(t, recs)
 
 		web = startNginx(t, topo, topo.Web, web.Addr.String(), opts)
 		requireAllOK(t, load(t, topo, front, 2*n), 2*n)
@@ -167,6 +179,85 @@ func TestPoolFaults(t *testing.T) {
 			t.Fatalf("closeproxy exited: %s", cp.Output())
 		}
 	})
+
+	t.Run("backend closes a reused connection when the next request arrives", func(t *testing.T) {
+		const n = 10
+		topo := newPoolTopology(t)
+		back := startOneShotBackend(t, topo, addrPort(topo.WebAddr, 81))
+		front := addrPort(topo.ProxyFront, 8080)
+		cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
+			Name: "web", Listen: front, Backend: back, Protocol: "http1",
+			Pool: PoolOpts{Warm: "0", MaxConns: "8"},
+		}))
+		// One at a time: each session after the first gets the connection
+		// the one before returned, which the backend closes on its request.
+		requireAllOK(t, runLoad(t, topo, topo.LB, LoadOpts{
+			Addr: front, N: n, C: 1, Connection: "close", Close: "server", ExpectBytes: 3,
+		}), n)
+		recs := cp.WaitRecords(t, n, 10*time.Second)
+		s := tallyBack(recs)
+		t.Logf("GETs: %s", s)
+		between(t, "records with outcome ok", s.outcome["ok"], n, n)
+		between(t, `records with back.fallback "retried"`, s.fallback["retried"], n-1, n-1)
+		between(t, "records with back.requests 2 (the retry)", s.requests[2], n-1, n-1)
+
+		// A POST with a body is not retried: 502, backend_reset.
+		c, err := dialFrom(t, topo.LB, front)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")(t, c)
+		if got := readUntilClosed(t, c); !strings.HasPrefix(string(got), "HTTP/1.1 502 ") {
+			t.Errorf("POST on a connection the backend closes: client read %q, want 502", firstLine(got))
+		}
+		rec := cp.WaitRecords(t, n+1, 10*time.Second)[n]
+		t.Logf("POST: outcome %q error %q back.fallback %q back.reused %v", rec.Str("outcome"), rec.Str("error"), rec.Str("back.fallback"), rec["back.reused"])
+		if rec.Str("outcome") != "backend_reset" || rec.Str("back.fallback") == "retried" || rec["back.reused"] != true {
+			t.Errorf("POST record: outcome %q back.fallback %q back.reused %v, want backend_reset, not retried, on a reused connection",
+				rec.Str("outcome"), rec.Str("back.fallback"), rec["back.reused"])
+		}
+	})
+}
+
+// startOneShotBackend serves, in the web namespace on addr, one keep-alive
+// response per connection ("ok\n", Content-Length 3); when a second request
+// arrives on the same connection it reads it and closes without answering:
+// a backend that closed an idle keep-alive connection just as the proxy
+// reused it.
+func startOneShotBackend(t testing.TB, topo *Topology, addr string) string {
+	t.Helper()
+	ln := listenIn(t, topo.Web, addr)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if _, err := io.Copy(io.Discard, req.Body); err != nil || i > 0 {
+						return
+					}
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return addr
 }
 
 // restartNginx stops old by its PID and starts a new nginx on the same
@@ -194,6 +285,23 @@ func waitEstablished(t testing.TB, topo *Topology, ns, filter string, want int, 
 			t.Fatalf("in %s: %d established connections (%s) after %v, want %d", ns, got, filter, timeout, want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// noteBackCloseWithoutBackend logs the records of sessions that never had a
+// backend connection (back.requests 0, no back.peer) yet claim back.close
+// "pooled", which the README defines as "returned to the pool".
+func noteBackCloseWithoutBackend(t testing.TB, recs []Record) {
+	t.Helper()
+	bad := 0
+	for _, r := range recs {
+		if r.Str("back.close") == "pooled" && r.Num("back.requests") == 0 {
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Logf(`KNOWN BUG: %d of %d sessions that sent nothing to a backend (back.requests 0, outcome %q) record back.close "pooled"`,
+			bad, len(recs), recs[0].Str("outcome"))
 	}
 }
 
