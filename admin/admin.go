@@ -1,0 +1,160 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/pool"
+)
+
+// Readiness is what /readyz and the pool metrics read from the proxy server.
+type Readiness interface {
+	Serving() bool                    // listeners up and not draining
+	PoolStats() map[string]pool.Stats // by backend name
+}
+
+// shutdownTimeout bounds the graceful end of the admin HTTP server.
+const shutdownTimeout = 2 * time.Second
+
+// defaultKernelSample is used when the config leaves KernelSample at zero.
+const defaultKernelSample = time.Second
+
+// Admin serves /metrics, /healthz and /readyz, and implements
+// proxy.Observer. Its methods are safe for concurrent use.
+type Admin struct {
+	cfg      *config.Config
+	log      *zap.Logger
+	reg      *prometheus.Registry
+	m        *metrics
+	kernel   *kernelCollector
+	backends map[string]*backendReady // by name; fixed after New
+	order    []*backendReady          // in config order, for /readyz
+	attached atomic.Pointer[attachment]
+	draining atomic.Bool
+}
+
+type attachment struct{ r Readiness }
+
+// New builds the Admin and its registry. It starts nothing; it resolves the
+// backends' host names once, for the kernel TIME-WAIT figures.
+func New(cfg *config.Config, log *zap.Logger) *Admin {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	a := &Admin{
+		cfg:      cfg,
+		log:      log,
+		reg:      prometheus.NewRegistry(),
+		m:        newMetrics(),
+		backends: make(map[string]*backendReady, len(cfg.Backends)),
+	}
+	a.kernel = &kernelCollector{targets: newKernelTargets(cfg, log)}
+	for _, b := range cfg.Backends {
+		br := newBackendReady(b)
+		a.backends[b.Name] = br
+		a.order = append(a.order, br)
+	}
+	a.m.initLabels(cfg)
+	a.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&poolCollector{a: a},
+		a.kernel,
+	)
+	a.reg.MustRegister(a.m.collectors()...)
+	return a
+}
+
+// Attach gives the Admin the proxy server, once built (the server needs the
+// Admin as its Observer first). Until then /readyz answers 503.
+func (a *Admin) Attach(r Readiness) {
+	a.attached.Store(&attachment{r: r})
+}
+
+// readiness returns the attached server, or nil.
+func (a *Admin) readiness() Readiness {
+	if at := a.attached.Load(); at != nil {
+		return at.r
+	}
+	return nil
+}
+
+// SetDraining turns /readyz to 503 at once (SIGTERM received).
+func (a *Admin) SetDraining() { a.draining.Store(true) }
+
+// Handler returns the admin endpoints.
+func (a *Admin) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", a.serveReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
+		ErrorLog: zap.NewStdLog(a.log), Registry: a.reg,
+	}))
+	return mux
+}
+
+// Serve serves HTTP on ln and samples the kernel figures until ctx ends, then
+// shuts the HTTP server down gracefully (briefly) and returns nil. It closes
+// ln. Any other failure to serve is returned.
+func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          zap.NewStdLog(a.log),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	sctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { a.sample(sctx) })
+	defer func() { stop(); wg.Wait() }()
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("admin: serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sdctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sdctx); err != nil {
+		a.log.Warn("admin: graceful shutdown cut short", zap.Error(err))
+		srv.Close()
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin: serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// sample reads the kernel figures now and every KernelSample until ctx ends.
+func (a *Admin) sample(ctx context.Context) {
+	every := a.cfg.Admin.KernelSample
+	if every <= 0 {
+		every = defaultKernelSample
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		a.kernel.sample(a.log)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

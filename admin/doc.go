@@ -1,0 +1,54 @@
+// Package admin owns the admin HTTP listener — /metrics, /healthz, /readyz —
+// and the Prometheus collectors behind /metrics. It never touches the data
+// path: the proxy reports to it through proxy.Observer (Admin implements it),
+// the pools are read at scrape time through Readiness.PoolStats, and the
+// kernel's TIME-WAIT figures are sampled by one goroutine that Serve starts.
+//
+// Endpoints:
+//
+//   - /healthz: 200 "ok" while the process runs.
+//   - /readyz: 200 "ready" when not draining, the proxy is attached and
+//     serving, and every configured backend answered a dial in the last 10 s.
+//     A backend with no such dial is probed (at most once per 2 s, bounded by
+//     its connect_timeout, closed with an RST so no TIME-WAIT is left). A
+//     probe that fails for a local reason (EADDRNOTAVAIL, EMFILE, …) does not
+//     count against the backend: port exhaustion is ours. Otherwise 503,
+//     with one line per reason.
+//   - /metrics: the registry of this Admin (not the global one), with the Go
+//     and process collectors.
+//
+// Metrics:
+//
+//	closeproxy_connections_accepted_total{listener}
+//	closeproxy_connections_active{listener}
+//	closeproxy_connections_rejected_total{listener,reason}
+//	closeproxy_sessions_total{listener,backend,outcome}
+//	closeproxy_first_fin_total{leg,side}
+//	closeproxy_time_wait_placed_total{leg,side}
+//	closeproxy_closes_total{leg,close}
+//	closeproxy_fallbacks_total{leg,reason}
+//	closeproxy_proxy_headers_total{listener,version}
+//	closeproxy_proxy_header_rejects_total{listener}
+//	closeproxy_backend_dial_duration_seconds{backend}   successful dials only
+//	closeproxy_backend_dial_failures_total{backend,kind} kind: local|backend
+//	closeproxy_pool_connections{backend,state}           state: idle|in_use
+//	closeproxy_pool_dialed_total{backend}
+//	closeproxy_pool_evicted_total{backend}
+//	closeproxy_pool_reused_total{backend}
+//	closeproxy_kernel_time_wait{leg}                    Linux: sock_diag
+//	closeproxy_kernel_time_wait_host                    Linux: /proc/net/sockstat tw
+//	closeproxy_kernel_tcp_max_tw_buckets                Linux: net.ipv4.tcp_max_tw_buckets
+//	closeproxy_kernel_tcp_timewait_overflow             Linux: TcpExt TCPTimeWaitOverflow
+//
+// Label values are the words of the teardown records and the configuration.
+// The kernel figures are gauges of the last sample; a figure that could not
+// be read (or any of them off Linux) is absent rather than zero.
+//
+// Usage:
+//
+//	adm := admin.New(cfg, log)
+//	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm))
+//	adm.Attach(srv)
+//	go adm.Serve(ctx, adminListener)
+//	// on SIGTERM: adm.SetDraining(), then shut the proxy down
+package admin

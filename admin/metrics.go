@@ -1,0 +1,168 @@
+package admin
+
+import (
+	"errors"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/proxy"
+)
+
+var _ proxy.Observer = (*Admin)(nil)
+
+// Dial failure kinds, the kind label of closeproxy_backend_dial_failures_total.
+const (
+	kindLocal   = "local"   // this host's failure: ports, descriptors, buffers
+	kindBackend = "backend" // refused, timed out, unreachable
+)
+
+// localErrors are dial failures of this host, not of the backend; they never
+// count against a backend (varnish-cache#2622). Same list as the pool's.
+var localErrors = [...]error{
+	syscall.EADDRNOTAVAIL, syscall.EADDRINUSE, syscall.EMFILE,
+	syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+}
+
+// dialKind says whose failure err is: kindLocal or kindBackend.
+func dialKind(err error) string {
+	for _, e := range localErrors {
+		if errors.Is(err, e) {
+			return kindLocal
+		}
+	}
+	return kindBackend
+}
+
+// dialBuckets run from 100µs to 5s.
+var dialBuckets = []float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+	0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+}
+
+// metrics are the collectors the Observer feeds.
+type metrics struct {
+	accepted     *prometheus.CounterVec
+	active       *prometheus.GaugeVec
+	rejected     *prometheus.CounterVec
+	sessions     *prometheus.CounterVec
+	firstFIN     *prometheus.CounterVec
+	timeWait     *prometheus.CounterVec
+	closes       *prometheus.CounterVec
+	fallbacks    *prometheus.CounterVec
+	proxyHeaders *prometheus.CounterVec
+	headerReject *prometheus.CounterVec
+	dialDuration *prometheus.HistogramVec
+	dialFailures *prometheus.CounterVec
+}
+
+func counter(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		accepted:     counter("closeproxy_connections_accepted_total", "Connections accepted, by listener.", "listener"),
+		active:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "closeproxy_connections_active", Help: "Connections accepted and not yet ended or rejected, by listener."}, []string{"listener"}),
+		rejected:     counter("closeproxy_connections_rejected_total", "Connections reset at once, by listener and reason (over_limit).", "listener", "reason"),
+		sessions:     counter("closeproxy_sessions_total", "Sessions ended, by listener, backend and outcome.", "listener", "backend", "outcome"),
+		firstFIN:     counter("closeproxy_first_fin_total", "Sessions by leg and whose FIN came first (client|backend|proxy|none).", "leg", "side"),
+		timeWait:     counter("closeproxy_time_wait_placed_total", "Sessions by leg and where TIME-WAIT landed, as the records say (client|backend|proxy|none).", "leg", "side"),
+		closes:       counter("closeproxy_closes_total", "How the proxy's end of each leg closed (fin|reset|peer_reset|error|pooled).", "leg", "close"),
+		fallbacks:    counter("closeproxy_fallbacks_total", "Closes that left the policy table's plain path, by leg and reason.", "leg", "reason"),
+		proxyHeaders: counter("closeproxy_proxy_headers_total", "Sessions by listener and PROXY header version read (v1|v2|none).", "listener", "version"),
+		headerReject: counter("closeproxy_proxy_header_rejects_total", "Sessions refused for a bad, slow, missing or untrusted PROXY header.", "listener"),
+		dialDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "closeproxy_backend_dial_duration_seconds", Help: "Duration of successful backend dials, pool warm-ups included.",
+			Buckets: dialBuckets,
+		}, []string{"backend"}),
+		dialFailures: counter("closeproxy_backend_dial_failures_total", "Failed backend dials, by backend and whose failure: local (ours: ports, descriptors, buffers) or backend.", "backend", "kind"),
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		m.accepted, m.active, m.rejected, m.sessions, m.firstFIN, m.timeWait,
+		m.closes, m.fallbacks, m.proxyHeaders, m.headerReject, m.dialDuration, m.dialFailures,
+	}
+}
+
+// initLabels creates the series of every configured listener and backend at
+// zero, so that rate() sees them from the first scrape.
+func (m *metrics) initLabels(cfg *config.Config) {
+	for _, l := range cfg.Listeners {
+		m.accepted.WithLabelValues(l.Name)
+		m.active.WithLabelValues(l.Name)
+		m.headerReject.WithLabelValues(l.Name)
+	}
+	for _, b := range cfg.Backends {
+		m.dialFailures.WithLabelValues(b.Name, kindLocal)
+		m.dialFailures.WithLabelValues(b.Name, kindBackend)
+	}
+}
+
+// Accepted implements proxy.Observer.
+func (a *Admin) Accepted(listener string) {
+	a.m.accepted.WithLabelValues(listener).Inc()
+	a.m.active.WithLabelValues(listener).Inc()
+}
+
+// Rejected implements proxy.Observer.
+func (a *Admin) Rejected(listener, reason string) {
+	a.m.rejected.WithLabelValues(listener, reason).Inc()
+	a.m.active.WithLabelValues(listener).Dec()
+}
+
+// Ended implements proxy.Observer. A rejected connection (over_limit) also
+// ends with a record; Rejected already took it out of the active gauge.
+func (a *Admin) Ended(td *proxy.Teardown) {
+	m := a.m
+	if td.Outcome != proxy.OutcomeOverLimit {
+		m.active.WithLabelValues(td.Listener).Dec()
+	}
+	m.sessions.WithLabelValues(td.Listener, td.Backend, string(td.Outcome)).Inc()
+	m.observeLeg("front", &td.Front)
+	m.observeLeg("back", &td.Back)
+	version := td.ProxyProtocol
+	if version == "" {
+		version = "none"
+	}
+	m.proxyHeaders.WithLabelValues(td.Listener, version).Inc()
+	if td.Outcome == proxy.OutcomeBadProxyHeader {
+		m.headerReject.WithLabelValues(td.Listener).Inc()
+	}
+}
+
+func (m *metrics) observeLeg(leg string, l *proxy.LegRecord) {
+	m.firstFIN.WithLabelValues(leg, side(l.FirstFIN)).Inc()
+	m.timeWait.WithLabelValues(leg, side(l.TimeWait)).Inc()
+	if l.Close != "" { // the leg never opened: nothing closed
+		m.closes.WithLabelValues(leg, string(l.Close)).Inc()
+	}
+	if l.Fallback != "" {
+		m.fallbacks.WithLabelValues(leg, l.Fallback).Inc()
+	}
+}
+
+func side(s policy.Side) string {
+	if s == "" {
+		return string(policy.SideNone)
+	}
+	return string(s)
+}
+
+// Dialed implements proxy.Observer: it feeds the dial metrics and, on
+// success, the backend's readiness.
+func (a *Admin) Dialed(backend string, d time.Duration, err error) {
+	if err != nil {
+		a.m.dialFailures.WithLabelValues(backend, dialKind(err)).Inc()
+		return
+	}
+	a.m.dialDuration.WithLabelValues(backend).Observe(d.Seconds())
+	if b := a.backends[backend]; b != nil {
+		b.answered(time.Now())
+	}
+}
