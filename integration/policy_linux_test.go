@@ -144,7 +144,7 @@ func TestClosePolicyMatrix(t *testing.T) {
 
 func runPolicyCase(t *testing.T, tc policyCase) twCounts {
 	const size = 10000
-	topo := newTopology(t)
+	topo := newCountingTopology(t)
 	web := startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80),
 		NginxOpts{Keepalive: true, KeepaliveTimeout: tc.keepalive, BlobSizes: []int{size}})
 	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
@@ -168,10 +168,28 @@ func runPolicyCase(t *testing.T, tc policyCase) twCounts {
 	}
 	if claims != got {
 		t.Errorf("records' time_wait claims disagree with the kernel:\n records %s\n kernel  %s", claims, got)
+		explainClaims(t, topo, recs)
 	}
 	checkWanted(t, recs, tc)
 	checkOrder(t, recs, tc)
 	return got
+}
+
+// newCountingTopology is newTopology for tests that count TIME-WAIT
+// exactly. It turns on RFC 1337 protection (net.ipv4.tcp_rfc1337) in each
+// host: without it, a late duplicate segment — a retransmitted FIN whose
+// ACK was slow under CPU starvation — reaches a socket that already
+// closed, its kernel answers with an RST, and that RST kills the peer's
+// TIME-WAIT socket before its 60 s ("TIME-WAIT assassination"). The
+// TIME-WAIT landed where the record says; it just did not last, and the
+// counts would no longer show where it landed.
+func newCountingTopology(t testing.TB) *Topology {
+	t.Helper()
+	topo := newTopology(t)
+	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
+		topo.Sysctl(t, ns, "net.ipv4.tcp_rfc1337", "1")
+	}
+	return topo
 }
 
 // legTimeWait waits for the three hosts to settle and counts TIME-WAIT per
@@ -268,4 +286,90 @@ func checkOrder(t testing.TB, recs []Record, tc policyCase) {
 			return
 		}
 	}
+}
+
+// explainClaims names, after a disagreement, the connections behind it:
+// records whose claimed TIME-WAIT socket the kernel does not hold, and
+// TIME-WAIT sockets no record claims, matched by 4-tuple.
+func explainClaims(t testing.TB, topo *Topology, recs []Record) {
+	t.Helper()
+	type tuple struct{ local, peer string }
+	held := map[tuple]bool{}
+	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
+		for _, s := range timeWaitSockets(t, topo, ns, "") {
+			held[tuple{s.Local.String(), s.Peer.String()}] = true
+		}
+	}
+	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
+		t.Logf("%s: %s", ns, tcpCounters(t, topo, ns))
+	}
+	shown := 0
+	claimedBy := map[tuple][]any{}
+	defer func() {
+		for w, ids := range claimedBy {
+			if len(ids) > 1 {
+				t.Errorf("records %v all claim TIME-WAIT on %s ↔ %s: the 4-tuple was reused", ids, w.local, w.peer)
+			}
+		}
+	}()
+	for _, r := range recs {
+		var want []tuple // the sockets this record says are in TIME-WAIT
+		switch r.Str("front.time_wait") {
+		case "client":
+			want = append(want, tuple{r.Str("front.peer"), r.Str("front.local")})
+		case "proxy":
+			want = append(want, tuple{r.Str("front.local"), r.Str("front.peer")})
+		}
+		switch r.Str("back.time_wait") {
+		case "proxy":
+			want = append(want, tuple{r.Str("back.local"), r.Str("back.peer")})
+		case "backend":
+			want = append(want, tuple{r.Str("back.peer"), r.Str("back.local")})
+		}
+		for _, w := range want {
+			claimedBy[w] = append(claimedBy[w], r["id"])
+			if held[w] {
+				delete(held, w)
+				continue
+			}
+			if shown++; shown <= 5 {
+				t.Errorf("record claims TIME-WAIT on %s ↔ %s, which the kernel does not hold: %v", w.local, w.peer, r)
+			}
+		}
+	}
+	for w := range held {
+		if shown++; shown <= 10 {
+			t.Errorf("kernel holds TIME-WAIT on %s ↔ %s, which no record claims", w.local, w.peer)
+		}
+	}
+}
+
+// tcpCounters returns the namespace's TCP counters that tell how
+// connections ended, from /proc/net/snmp and /proc/net/netstat.
+func tcpCounters(t testing.TB, topo *Topology, ns string) string {
+	t.Helper()
+	want := map[string]bool{
+		"ActiveOpens": true, "PassiveOpens": true, "EstabResets": true, "OutRsts": true, "AttemptFails": true,
+		"TW": true, "TWRecycled": true, "TWKilled": true, "TCPTimeWaitOverflow": true,
+		"TCPAbortOnData": true, "TCPAbortOnClose": true, "TCPAbortOnMemory": true, "TCPAbortOnTimeout": true,
+		"TCPAbortOnLinger": true, "TCPAbortFailed": true, "TCPRcvQDrop": true, "TCPZeroWindowDrop": true,
+		"TCPChallengeACK": true, "TCPSYNChallenge": true, "PAWSEstab": true, "TCPACKSkippedTimeWait": true,
+		"TCPACKSkippedFinWait2": true, "TCPDSACKIgnoredOld": true, "TCPTimeouts": true,
+	}
+	var b strings.Builder
+	for _, file := range []string{"/proc/net/snmp", "/proc/net/netstat"} {
+		lines := strings.Split(topo.Exec(t, ns, "cat", file), "\n")
+		for i := 0; i+1 < len(lines); i += 2 {
+			keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+			if len(keys) == 0 || (keys[0] != "Tcp:" && keys[0] != "TcpExt:") {
+				continue
+			}
+			for j := 1; j < len(keys) && j < len(vals); j++ {
+				if want[keys[j]] && vals[j] != "0" {
+					fmt.Fprintf(&b, "%s=%s ", keys[j], vals[j])
+				}
+			}
+		}
+	}
+	return b.String()
 }
