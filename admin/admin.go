@@ -94,8 +94,8 @@ func (a *Admin) readiness() Readiness {
 // SetDraining turns /readyz to 503 at once (SIGTERM received).
 func (a *Admin) SetDraining() { a.draining.Store(true) }
 
-// Handler returns the admin endpoints.
-func (a *Admin) Handler() http.Handler {
+// handler returns the admin endpoints.
+func (a *Admin) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -112,7 +112,7 @@ func (a *Admin) Handler() http.Handler {
 // ln. Any other failure to serve is returned.
 func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           a.Handler(),
+		Handler:           a.handler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          zap.NewStdLog(a.log),
 		BaseContext:       func(net.Listener) context.Context { return ctx },

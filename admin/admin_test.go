@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -145,6 +146,31 @@ func expect(t testing.TB, got, want map[string]float64) {
 			t.Errorf("%s missing", k)
 		} else if g != v {
 			t.Errorf("%s = %v, want %v", k, g, v)
+		}
+	}
+}
+
+func TestServeReturnsListenerFailure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	a := New(testConfig("127.0.0.1:0", "127.0.0.1:1"), zaptest.NewLogger(t))
+	if err := a.Serve(context.Background(), ln); err == nil {
+		t.Fatal("Serve on a closed listener returned nil")
+	}
+}
+
+func TestProcessAndGoCollectors(t *testing.T) {
+	got := scrape(t, serve(t, New(testConfig("127.0.0.1:0", "127.0.0.1:1"), zaptest.NewLogger(t))))
+	want := []string{"go_goroutines"}
+	if runtime.GOOS == "linux" {
+		want = append(want, "process_start_time_seconds")
+	}
+	for _, k := range want {
+		if _, ok := got[k]; !ok {
+			t.Errorf("%s missing", k)
 		}
 	}
 }

@@ -115,7 +115,7 @@ func resolveBackend(b config.Backend, log *zap.Logger) []netip.AddrPort {
 // count counts the TIME-WAIT sockets of each leg. sock_diag also answers a
 // TIME-WAIT request with orphaned FIN-WAIT-2 timewait sockets (state 5):
 // only state TIME-WAIT counts. A leg with no known target is left unread.
-func (t *kernelTargets) count(socks []sockdiag.Socket) (front, back figure) {
+func (t kernelTargets) count(socks []sockdiag.Socket) (front, back figure) {
 	if len(t.frontPorts) > 0 {
 		front = have(sockdiag.Count(socks, func(s sockdiag.Socket) bool {
 			return s.State == sockdiag.TimeWait && t.frontPorts[s.Local.Port()]

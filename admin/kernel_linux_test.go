@@ -1,0 +1,136 @@
+package admin
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/closeproxy/closeproxy/sockdiag"
+)
+
+// timeWaitAt leaves one TIME-WAIT socket on loopback: the side that sends
+// the first FIN holds it, the server (the accepting side, local port = the
+// listener's) when serverFirst, else the dialer (peer = the listener).
+func timeWaitAt(t testing.TB, ln net.Listener, serverFirst bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := c, s
+	if serverFirst {
+		first, second = s, c
+	}
+	first.Close()
+	if _, err := io.Copy(io.Discard, second); err != nil { // EOF: the FIN arrived
+		t.Fatal(err)
+	}
+	second.Close()
+}
+
+func listenLoopback(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// Polls /metrics until both legs show a TIME-WAIT: the sampler and the
+// kernel's last ACK are the only things to wait for.
+func TestKernelTimeWaitByLeg(t *testing.T) {
+	if _, err := sockdiag.List(sockdiag.TimeWait); err != nil {
+		t.Skipf("sock_diag unavailable here: %v", err)
+	}
+	front, back := listenLoopback(t), listenLoopback(t)
+	a := New(testConfig(front.Addr().String(), back.Addr().String()), zaptest.NewLogger(t))
+	base := serve(t, a)
+	timeWaitAt(t, front, true) // the proxy's end of a front leg closed first
+	timeWaitAt(t, back, false) // the proxy's end of a back leg closed first
+
+	var got map[string]float64
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got = scrape(t, base)
+		if got[`closeproxy_kernel_time_wait{leg="front"}`] >= 1 && got[`closeproxy_kernel_time_wait{leg="back"}`] >= 1 {
+			break
+		}
+	}
+	for _, k := range []string{
+		`closeproxy_kernel_time_wait{leg="front"}`, `closeproxy_kernel_time_wait{leg="back"}`,
+		"closeproxy_kernel_time_wait_host", "closeproxy_kernel_tcp_max_tw_buckets",
+	} {
+		if got[k] < 1 {
+			t.Errorf("%s = %v, want ≥ 1", k, got[k])
+		}
+	}
+	if _, ok := got["closeproxy_kernel_tcp_timewait_overflow"]; !ok {
+		t.Error("closeproxy_kernel_tcp_timewait_overflow missing")
+	}
+}
+
+// The /readyz probe closes with an RST: no TIME-WAIT toward the backend on
+// either side.
+func TestReadyzProbeLeavesNoTimeWait(t *testing.T) {
+	if _, err := sockdiag.List(sockdiag.TimeWait); err != nil {
+		t.Skipf("sock_diag unavailable here: %v", err)
+	}
+	back := listenLoopback(t)
+	a := New(testConfig("127.0.0.1:0", back.Addr().String()), zaptest.NewLogger(t))
+	base := serve(t, a)
+	srv := &fakeServer{}
+	srv.serving.Store(true)
+	a.Attach(srv)
+	readyz(t, base, http.StatusOK, "ready")
+	s, err := back.Accept() // the probe's connection, reset already
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read(make([]byte, 1)); err == nil || err == io.EOF {
+		t.Errorf("backend read %v after the probe, want a reset", err)
+	}
+	s.Close()
+	port := netip.MustParseAddrPort(back.Addr().String()).Port()
+	socks, err := sockdiag.List(sockdiag.TimeWait, sockdiag.FinWait2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := sockdiag.Count(socks, func(s sockdiag.Socket) bool {
+		return s.Local.Port() == port || s.Peer.Port() == port
+	}); n != 0 {
+		t.Errorf("%d TIME-WAIT or FIN-WAIT-2 sockets on port %d after the probe, want 0", n, port)
+	}
+}
+
+func TestParseSockstatTW(t *testing.T) {
+	in := "sockets: used 11\nTCP: inuse 1 orphan 0 tw 57 alloc 4 mem 269\nUDP: inuse 0 mem 0\n"
+	if n, err := parseSockstatTW([]byte(in)); err != nil || n != 57 {
+		t.Fatalf("got %d, %v; want 57", n, err)
+	}
+	if _, err := parseSockstatTW([]byte("sockets: used 1\n")); err == nil {
+		t.Fatal("no TCP line: want an error")
+	}
+}
+
+func TestParseNetstat(t *testing.T) {
+	in := "TcpExt: SyncookiesSent TCPTimeWaitOverflow TWRecycled\n" +
+		"TcpExt: 0 42 3\n" +
+		"IpExt: InNoRoutes TCPTimeWaitOverflow\n" +
+		"IpExt: 9 9\n"
+	if n, err := parseNetstat([]byte(in), "TcpExt", "TCPTimeWaitOverflow"); err != nil || n != 42 {
+		t.Fatalf("got %d, %v; want 42", n, err)
+	}
+	if _, err := parseNetstat([]byte(in), "TcpExt", "Missing"); err == nil {
+		t.Fatal("missing key: want an error")
+	}
+}
