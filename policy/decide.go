@@ -82,6 +82,7 @@ const (
 	ClosePeerReset Close = "peer_reset" // the peer sent an RST
 	CloseError     Close = "error"      // a socket error other than a reset
 	ClosePooled    Close = "pooled"     // not closed: returned to the backend pool
+	CloseNone      Close = "none"       // the leg never had a connection
 )
 
 // TimeWait says which side holds TIME-WAIT for a leg that ended as described:

@@ -21,6 +21,7 @@ type roundTrip struct {
 	closing  bool // the front leg ends after this response
 	reusable bool // the backend connection can go back to the pool
 	backFIN  bool // the backend's FIN ended the response
+	abort    bool // the backend got part of a refused request: reset it
 }
 
 // errBodyCut marks a request body the client had not finished sending when
@@ -57,13 +58,20 @@ func (h *h1) exchange(req *http1.Request, drain, kill <-chan struct{}) (closing,
 // roundTrip sends req on bc and relays the responses to the client.
 func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt roundTrip) {
 	head := req.HeadForBackend()
-	n, err := bc.Write(head)
-	h.td.Back.BytesOut += int64(n)
-	if err != nil {
-		h.noResponse(&rt, bc, req, nil, fmt.Errorf("send request to backend: %w", err))
-		return rt
+	var body chan bodyResult
+	if req.Framing == http1.Chunked && !req.ExpectContinue {
+		if !h.sendChunked(&rt, bc, req, head) {
+			return rt
+		}
+	} else {
+		n, err := bc.Write(head)
+		h.td.Back.BytesOut += int64(n)
+		if err != nil {
+			h.noResponse(&rt, bc, req, nil, fmt.Errorf("send request to backend: %w", err))
+			return rt
+		}
+		body = h.startBody(bc, req)
 	}
-	body := h.startBody(bc, req)
 	for {
 		if _, err := br.Peek(1); err != nil {
 			h.noResponse(&rt, bc, req, body, fmt.Errorf("backend closed before responding: %w", err))
@@ -100,6 +108,80 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		rt.closing = rt.closing || !rt.reusable
 		return rt
 	}
+}
+
+// spillLimit is how much of a chunked request body is held, whole and
+// checked, before anything of the request goes to the backend.
+const spillLimit = 64 << 10
+
+// spill holds the head and a chunked body until the body is complete (then
+// a framing error is refused before the backend sees a byte) or past
+// spillLimit (then what was held goes out and the rest streams).
+type spill struct {
+	head, buf []byte
+	dst       io.Writer
+	sent      bool
+	written   int64
+}
+
+func (s *spill) Write(p []byte) (int, error) {
+	if !s.sent && len(s.buf)+len(p) <= spillLimit {
+		s.buf = append(s.buf, p...)
+		return len(p), nil
+	}
+	if err := s.flush(); err != nil {
+		return 0, err
+	}
+	n, err := s.dst.Write(p)
+	s.written += int64(n)
+	return n, err
+}
+
+func (s *spill) flush() error {
+	if s.sent {
+		return nil
+	}
+	s.sent = true
+	for _, b := range [][]byte{s.head, s.buf} {
+		n, err := s.dst.Write(b)
+		s.written += int64(n)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendChunked sends a request with a chunked body (no 100-continue) through
+// a spill, and refuses a malformed body with 400.
+func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head []byte) bool {
+	sp := &spill{head: head, dst: bc}
+	n, err := req.CopyBody(sp, h.fr)
+	if err == nil {
+		err = sp.flush()
+	}
+	h.td.Front.BytesIn += n
+	h.td.Back.BytesOut += sp.written
+	if err == nil {
+		return true
+	}
+	rt.closing = true
+	switch {
+	case errors.Is(err, http1.ErrBadRequest):
+		h.td.Outcome, h.td.Err = OutcomeBadRequest, err
+		h.writeError(400, "Bad Request")
+		rt.reusable = !sp.sent // the backend saw nothing: the connection is clean
+		rt.abort = sp.sent
+	case resetByPeer(bc.TCPConn):
+		h.td.Outcome, h.td.Err = OutcomeBackendReset, fmt.Errorf("send request body: %w", err)
+		h.writeError(502, "Bad Gateway")
+		rt.abort = true
+	default: // the client stopped sending its body
+		h.td.Outcome, h.td.Err = OutcomeClientReset, fmt.Errorf("read request body: %w", err)
+		rt.reusable = !sp.sent
+		rt.abort = sp.sent
+	}
+	return false
 }
 
 // relayBody copies the response body to the client.
@@ -204,8 +286,15 @@ func (h *h1) finishBody(ch chan bodyResult) error {
 
 // afterResponse returns bc to the pool, or ends the back leg by its policy.
 func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
+	if rt.abort {
+		h.td.Back.RSTOut = time.Since(h.start)
+		h.td.Back.Close = policy.CloseReset
+		h.dropBackend(bc, br)
+		return
+	}
 	defer putBackReader(br)
 	if rt.reusable {
+		h.td.Back.Close = policy.ClosePooled
 		h.pool.Put(bc)
 		return
 	}
@@ -236,7 +325,6 @@ func (h *h1) tunnel(bc *pool.Conn, br *bufio.Reader, drain, kill <-chan struct{}
 		_ = flushBuffered(h.front.conn, br)
 	}
 	putBackReader(br)
-	h.td.Back.Close = ""
 	back := &leg{name: policy.Back, start: h.start, conn: bc.TCPConn, pol: h.be.Close, rec: &h.td.Back}
 	r := newRelay(h.front, back, h.ln.IdleTimeout, drain, kill)
 	r.run()

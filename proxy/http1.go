@@ -36,7 +36,7 @@ var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 40
 func (ss *session) serveHTTP1(ctx context.Context, fr *bufio.Reader, p *pool.Pool, drain, kill <-chan struct{}) {
 	h := &h1{session: ss, fr: fr, pool: p, ctx: ctx,
 		front: &leg{name: policy.Front, start: ss.start, conn: ss.front, pol: ss.ln.Close, rec: &ss.td.Front}}
-	h.td.Back.Close = policy.ClosePooled
+	h.td.Back.Close = policy.CloseNone // until a backend connection is used
 	defer h.front.finishRecord()
 	stop := context.AfterFunc(ctx, func() { _ = ss.front.SetReadDeadline(time.Now()) })
 	defer stop()
@@ -129,7 +129,11 @@ func (h *h1) writeError(status int, text string) {
 func (h *h1) getBackend() (*pool.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.be.ConnectTimeout)
 	defer cancel()
+	t0 := time.Now()
 	bc, err := h.pool.Get(ctx)
+	if h.td.BackConnect < 0 {
+		h.td.BackConnect = time.Since(t0)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -142,9 +146,6 @@ func (h *h1) noteBackend(bc *pool.Conn) {
 	td.BackRequests++
 	td.BackPooled = td.BackPooled || bc.Pooled
 	td.BackReused = td.BackReused || bc.Reused
-	if !bc.Pooled && td.BackConnect < 0 {
-		td.BackConnect = bc.Dial
-	}
 	td.Back.Local, td.Back.Peer = addrPort(bc.LocalAddr()), addrPort(bc.RemoteAddr())
 }
 

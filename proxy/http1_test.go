@@ -236,3 +236,44 @@ func TestHTTP1BackendDownAnswers502(t *testing.T) {
 		t.Errorf("outcome %s", td.Outcome)
 	}
 }
+
+// A chunked body with bad framing is refused: a small one before the
+// origin sees a byte; one past the spill limit is cut with a reset, so the
+// origin never reads a complete request either way.
+func TestHTTP1BadChunkedBodyNeverForwarded(t *testing.T) {
+	var complete atomic.Int64
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err == nil {
+			complete.Add(1)
+		}
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	big := strings.Repeat("a", 1000)
+	var longBody strings.Builder
+	for range 100 { // 100 KB of good chunks, then a bad one
+		fmt.Fprintf(&longBody, "3e8\r\n%s\r\n", big)
+	}
+	for name, body := range map[string]string{
+		"hex prefix":       "0x5\r\nhello\r\n0\r\n\r\n",
+		"negative size":    "-5\r\nhello\r\n0\r\n\r\n",
+		"data past size":   "3\r\nhello\r\n0\r\n\r\n",
+		"bad after 100 KB": longBody.String() + "zz\r\nhello\r\n0\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := roundTrips(t, h.addr, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+body, 1)
+			if !strings.HasPrefix(got[0], "400 ") {
+				t.Errorf("got %q", got[0])
+			}
+			td := h.record(t)
+			if td.Outcome != OutcomeBadRequest {
+				t.Errorf("outcome %s: %v", td.Outcome, td.Err)
+			}
+		})
+	}
+	if n := complete.Load(); n != 0 {
+		t.Errorf("the origin read %d malformed requests whole", n)
+	}
+	if n := o.requests.Load(); n > 1 {
+		t.Errorf("the origin saw %d request heads; only the one past the spill limit may reach it", n)
+	}
+}

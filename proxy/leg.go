@@ -55,8 +55,8 @@ func (l *leg) close() {
 
 // finishRecord derives where TIME-WAIT landed from how the leg closed.
 func (l *leg) finishRecord() {
-	if l.rec.Close == "" {
-		l.rec.Close = policy.CloseError
+	if l.rec.Close == policy.CloseNone {
+		l.rec.Close = policy.CloseError // closed on a path that did not say how
 	}
 	l.rec.TimeWait = policy.TimeWait(l.rec.FirstFIN, l.rec.Close, l.readEOF && l.finSent)
 }

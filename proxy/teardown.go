@@ -70,7 +70,7 @@ type Teardown struct {
 
 func newLegRecord(leg policy.Leg, target policy.Target) LegRecord {
 	return LegRecord{
-		FirstFIN: policy.SideNone, TimeWait: policy.SideNone,
+		FirstFIN: policy.SideNone, TimeWait: policy.SideNone, Close: policy.CloseNone,
 		Wanted: target.Word(leg), FINIn: -1, FINOut: -1, RSTOut: -1,
 	}
 }
