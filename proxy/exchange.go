@@ -66,6 +66,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 	} else {
 		n, err := bc.Write(head)
 		h.td.Back.BytesOut += int64(n)
+		h.td.BackRequests++
 		if err != nil {
 			h.noResponse(&rt, bc, req, nil, fmt.Errorf("send request to backend: %w", err))
 			return rt
@@ -162,6 +163,9 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 	}
 	h.td.Front.BytesIn += n
 	h.td.Back.BytesOut += sp.written
+	if sp.sent {
+		h.td.BackRequests++
+	}
 	if err == nil {
 		return true
 	}

@@ -143,7 +143,6 @@ func (h *h1) getBackend() (*pool.Conn, error) {
 
 func (h *h1) noteBackend(bc *pool.Conn) {
 	td := h.td
-	td.BackRequests++
 	td.BackPooled = td.BackPooled || bc.Pooled
 	td.BackReused = td.BackReused || bc.Reused
 	td.Back.Local, td.Back.Peer = addrPort(bc.LocalAddr()), addrPort(bc.RemoteAddr())
