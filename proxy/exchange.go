@@ -22,6 +22,7 @@ type roundTrip struct {
 	reusable bool // the backend connection can go back to the pool
 	backFIN  bool // the backend's FIN ended the response
 	abort    bool // the backend got part of a refused request: reset it
+	unused   bool // nothing was sent on the connection
 }
 
 // errBodyCut marks a request body the client had not finished sending when
@@ -175,6 +176,7 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 		h.td.Outcome, h.td.Err = OutcomeBadRequest, err
 		h.writeError(400, "Bad Request")
 		rt.reusable = !sp.sent // the backend saw nothing: the connection is clean
+		rt.unused = !sp.sent
 		rt.abort = sp.sent
 	case resetByPeer(bc.TCPConn):
 		h.td.Outcome, h.td.Err = OutcomeBackendReset, fmt.Errorf("send request body: %w", err)
@@ -183,6 +185,7 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 	default: // the client stopped sending its body
 		h.td.Outcome, h.td.Err = OutcomeClientReset, fmt.Errorf("read request body: %w", err)
 		rt.reusable = !sp.sent
+		rt.unused = !sp.sent
 		rt.abort = sp.sent
 	}
 	return false
@@ -298,7 +301,9 @@ func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 	}
 	defer putBackReader(br)
 	if rt.reusable {
-		h.td.Back.Close = policy.ClosePooled
+		if !rt.unused {
+			h.td.Back.Close = policy.ClosePooled
+		}
 		h.pool.Put(bc)
 		return
 	}
