@@ -15,14 +15,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/proxy"
 )
@@ -123,7 +126,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	reload := func(srv *proxy.Server) { reloadOnHUP(ctx, hup, path, srv, level, log) }
+	reload := func(bg context.Context, srv *proxy.Server) { reloadOnHUP(bg, hup, path, srv, level, log) }
 	if err := serve(ctx, cfg, log, reload); err != nil {
 		log.Error("closeproxy stopped", zap.Error(err))
 		return 1
@@ -131,44 +134,71 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// serve runs the proxy until ctx ends, then drains for shutdown_timeout.
-// watch, if set, runs beside it (SIGHUP reloads) until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(*proxy.Server)) error {
-	srv, err := proxy.New(cfg, log)
+// serve runs the proxy and its admin listener until ctx ends, then drains
+// for shutdown_timeout. watch, if set, runs beside it (SIGHUP reloads).
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(context.Context, *proxy.Server)) error {
+	adm := admin.New(cfg, log)
+	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm))
 	if err != nil {
 		return err
 	}
+	adm.Attach(srv)
 	if err := srv.Listen(ctx); err != nil {
 		return err
 	}
-	log.Info("listening", zap.Stringers("addrs", srv.Addrs()), zap.String("version", versionString()))
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopBG()
+	if err := startAdmin(bg, &wg, cfg, adm, log); err != nil {
+		return err
+	}
+	log.Info("listening", zap.Stringers("addrs", srv.Addrs()), zap.String("admin", cfg.Admin.Listen), zap.String("version", versionString()))
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(context.WithoutCancel(ctx)) }()
+	go func() { served <- srv.Serve(bg) }()
 	if watch != nil {
-		watched := make(chan struct{})
-		go func() { defer close(watched); watch(srv) }()
-		defer func() { <-watched }()
+		wg.Add(1)
+		go func() { defer wg.Done(); watch(bg, srv) }()
 	}
 	select {
 	case err := <-served:
 		return err
 	case <-ctx.Done():
 	}
+	adm.SetDraining()
 	log.Info("shutting down", zap.Duration("shutdown_timeout", cfg.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	err = srv.Shutdown(sctx)
-	if serr := <-served; serr != nil && !errors.Is(serr, context.Canceled) {
-		err = errors.Join(err, serr)
-	}
+	err = errors.Join(srv.Shutdown(sctx), <-served)
 	log.Info("stopped")
 	return err
+}
+
+// startAdmin serves /metrics, /healthz and /readyz until ctx ends, unless
+// admin.listen is "off".
+func startAdmin(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, adm *admin.Admin, log *zap.Logger) error {
+	if cfg.Admin.Listen == "off" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin: listen %s: %w", cfg.Admin.Listen, err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := adm.Serve(ctx, ln); err != nil {
+			log.Error("admin listener stopped", zap.Error(err))
+		}
+	}()
+	return nil
 }
 
 // reloadOnHUP reloads the configuration on each SIGHUP until ctx ends. A
 // configuration that fails to load or bind is logged and the running one
 // stays.
 func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, srv *proxy.Server, level zap.AtomicLevel, log *zap.Logger) {
+	// ctx ends when the proxy stops serving; SIGHUPs after that are ignored
 	for {
 		select {
 		case <-ctx.Done():

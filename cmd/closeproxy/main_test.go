@@ -29,6 +29,8 @@ func writeConfig(t *testing.T, text string) string {
 }
 
 const minimal = `
+[admin]
+listen = "127.0.0.1:0"
 [[listener]]
 name = "web"
 listen = "127.0.0.1:0"
@@ -57,7 +59,7 @@ func TestCheckReportsEveryError(t *testing.T) {
 	if code := run([]string{"check", "-config", writeConfig(t, bad)}, &out, &errOut); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	for _, want := range []string{"closeproxy.toml:6: unknown key listener.idle_timeut", "closeproxy.toml:8: ", `"sometimes" is not one of proxy, client, nowhere`} {
+	for _, want := range []string{"closeproxy.toml:8: unknown key listener.idle_timeut", "closeproxy.toml:10: ", `"sometimes" is not one of proxy, client, nowhere`} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("errors lack %q:\n%s", want, errOut.String())
 		}
