@@ -50,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args, stdout, stderr)
 	case "demo":
 		return cmdDemo(args, stdout, stderr)
+	case "doctor":
+		return cmdDoctor(args, stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(args, stdout, stderr)
 	case "version":
@@ -67,6 +69,8 @@ const usage = `usage:
   closeproxy run -config FILE     serve (the default: closeproxy -config FILE)
   closeproxy check -config FILE   validate; print the effective config with defaults
   closeproxy demo                 measure on loopback where TIME-WAIT lands
+  closeproxy doctor [-config F] [-rate N] [-json]
+                                  read this host's TIME-WAIT pressure and say what to do
   closeproxy healthcheck [-url U] ask the admin listener (exit 0 when healthy)
   closeproxy version
 `
