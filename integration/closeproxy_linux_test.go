@@ -82,6 +82,37 @@ func listenerAddrs(t testing.TB, configTOML string) []netip.AddrPort {
 	return addrs
 }
 
+// Rewrite replaces the configuration file with configTOML (for a reload:
+// send SIGHUP after). Cp.Listen is not changed; call waitListening for new
+// addresses.
+func (cp *Closeproxy) Rewrite(t testing.TB, configTOML string) {
+	t.Helper()
+	writeFile(t, cp.ConfigPath, []byte(configTOML))
+}
+
+// WaitLog waits until a log line with msg appears after the first `after`
+// lines and returns it with its index in Logs().
+func (cp *Closeproxy) WaitLog(t testing.TB, msg string, after int, timeout time.Duration) (Record, int) {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		all, changed := cp.log.allLines()
+		for i := after; i < len(all); i++ {
+			if all[i].Str("msg") == msg {
+				return all[i], i
+			}
+		}
+		select {
+		case <-changed:
+		case <-cp.done:
+			t.Fatalf("closeproxy exited before logging %q: %v\n%s", msg, cp.waitErr, cp.Output())
+		case <-timer.C:
+			t.Fatalf("closeproxy: no log line %q after %v", msg, timeout)
+		}
+	}
+}
+
 // Logs returns every JSON log line so far.
 func (cp *Closeproxy) Logs() []Record { return cp.log.lines(false) }
 
@@ -121,10 +152,13 @@ type recordLog struct {
 	all     []Record
 	records []Record      // msg == "teardown"
 	changed chan struct{} // closed and replaced on each new teardown record
+	anyLine chan struct{} // closed and replaced on each new JSON line
 	nonJSON int
 }
 
-func newRecordLog() *recordLog { return &recordLog{changed: make(chan struct{})} }
+func newRecordLog() *recordLog {
+	return &recordLog{changed: make(chan struct{}), anyLine: make(chan struct{})}
+}
 
 func (l *recordLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
@@ -147,6 +181,8 @@ func (l *recordLog) addLocked(line []byte) {
 
 	}
 	l.all = append(l.all, r)
+	close(l.anyLine)
+	l.anyLine = make(chan struct{})
 	if r.Str("msg") == "teardown" {
 		l.records = append(l.records, r)
 		close(l.changed)
@@ -168,4 +204,11 @@ func (l *recordLog) teardowns() ([]Record, <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]Record(nil), l.records...), l.changed
+}
+
+// allLines returns every line so far and a channel closed on the next.
+func (l *recordLog) allLines() ([]Record, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Record(nil), l.all...), l.anyLine
 }

@@ -30,11 +30,31 @@ type PoolOpts struct {
 	Warm, MaxIdleAge, MaxConns string
 }
 
+// GlobalOpts are the top-level keys and the [admin] table; empty fields
+// keep closeproxyConfig's choices (shutdown_timeout "2s", the rest
+// closeproxy's defaults: admin on 127.0.0.1:9901 inside the namespace).
+type GlobalOpts struct {
+	ShutdownTimeout      string
+	AdminListen          string
+	KernelSampleInterval string
+}
+
 // closeproxyConfig renders a configuration with one [[listener]] and one
 // [[backend]] per entry of ls.
 func closeproxyConfig(ls ...ListenerOpts) string {
+	return closeproxyConfigWith(GlobalOpts{}, ls...)
+}
+
+// closeproxyConfigWith is closeproxyConfig with the top-level keys and the
+// [admin] table of g.
+func closeproxyConfigWith(g GlobalOpts, ls ...ListenerOpts) string {
 	var b strings.Builder
-	b.WriteString("shutdown_timeout = \"2s\"\n")
+	fmt.Fprintf(&b, "shutdown_timeout = %q\n", or2(g.ShutdownTimeout, "2s"))
+	if g.AdminListen != "" || g.KernelSampleInterval != "" {
+		b.WriteString("\n[admin]\n")
+		opt(&b, "listen", g.AdminListen)
+		opt(&b, "kernel_sample_interval", g.KernelSampleInterval)
+	}
 	for _, l := range ls {
 		fmt.Fprintf(&b, "\n[[listener]]\nname = %q\nlisten = %q\nbackend = %q\n", l.Name, l.Listen, l.Name)
 		opt(&b, "proxy_protocol", l.ProxyProtocol)

@@ -48,6 +48,45 @@ func runLoad(t testing.TB, topo *Topology, ns string, o LoadOpts) LoadResult {
 	return r
 }
 
+// LoadRun is a load client running in the background (startLoad).
+type LoadRun struct {
+	opts LoadOpts
+	ns   string
+	done chan struct{}
+	out  string
+	err  error
+}
+
+// startLoad starts the load client in namespace ns and returns at once;
+// Wait collects its summary. The client is bounded by o.N and
+// o.MaxDuration, and by cmdTimeout; the test's cleanup waits for it.
+func startLoad(t testing.TB, topo *Topology, ns string, o LoadOpts) *LoadRun {
+	t.Helper()
+	bin := buildBinary(t, "./integration/internal/loadclient")
+	lr := &LoadRun{opts: o, ns: ns, done: make(chan struct{})}
+	go func() {
+		defer close(lr.done)
+		lr.out, lr.err = topo.run(ns, append([]string{bin}, o.args()...)...)
+	}()
+	t.Cleanup(func() { <-lr.done })
+	return lr
+}
+
+// Wait waits for the load client to end and returns its summary.
+func (lr *LoadRun) Wait(t testing.TB) LoadResult {
+	t.Helper()
+	<-lr.done
+	if lr.err != nil {
+		t.Fatalf("load client in %s: %v", lr.ns, lr.err)
+	}
+	var r LoadResult
+	if err := json.Unmarshal([]byte(lr.out), &r); err != nil {
+		t.Fatalf("load client summary %q: %v", lr.out, err)
+	}
+	t.Logf("load %s → %s: %+v", lr.ns, lr.opts.Addr, r)
+	return r
+}
+
 func (o LoadOpts) args() []string {
 	n, c := or(o.N, 100), or(o.C, 10)
 	args := []string{"-addr", o.Addr, "-n", strconv.Itoa(n), "-c", strconv.Itoa(min(c, n))}
