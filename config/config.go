@@ -14,6 +14,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	Log             Log
 	Admin           Admin
+	Auto            Auto
 	Listeners       []Listener
 	Backends        []Backend
 }
@@ -30,6 +31,15 @@ type Admin struct {
 	// KernelSample is how often the kernel's TIME-WAIT figures are read
 	// for the metrics. Default 1s.
 	KernelSample time.Duration
+}
+
+// Auto holds the thresholds of time_wait = "auto" (see policy.Watch).
+type Auto struct {
+	TWBudget       int     // host TIME-WAIT sockets before closes switch to nowhere; 0: half of tcp_max_tw_buckets
+	TWResume       float64 // share of the budget below which they switch back
+	PortShare      float64 // share of the ephemeral range toward one backend that switches the back leg to nowhere
+	PortResume     float64 // share below which it switches back
+	SampleInterval time.Duration
 }
 
 // ProxyProtocolMode says whether a listener reads a PROXY header.

@@ -58,6 +58,7 @@ func TestEveryDefault(t *testing.T) {
 		ShutdownTimeout: d.ShutdownTimeout,
 		Log:             d.Log,
 		Admin:           d.Admin,
+		Auto:            d.Auto,
 		Listeners:       []Listener{wantListener},
 		Backends:        []Backend{wantBackend},
 	}
@@ -241,28 +242,19 @@ func TestWrongTypeNamesItsLine(t *testing.T) {
 	}
 }
 
-func TestAutoIsRefused(t *testing.T) {
-	tests := []struct {
-		name, src, want string
-	}{
-		{
-			name: "front leg asks for auto",
-			src:  minimal + "[[listener]]\nname = \"api\"\nlisten = \":1\"\nbackend = \"app\"\nclose.time_wait = \"auto\"\n",
-			want: `config.toml:14: listener "api": close.time_wait: "auto" is not available yet (planned); use one of proxy, client, nowhere`,
-		},
-		{
-			name: "back leg asks for auto",
-			src:  minimal + "  [backend.close]\n  time_wait = \"auto\"\n",
-			want: `config.toml:11: backend "app": close.time_wait: "auto" is not available yet (planned); use one of proxy, backend, nowhere`,
-		},
+func TestAutoIsAccepted(t *testing.T) {
+	src := minimal + "  [backend.close]\n  time_wait = \"auto\"\n"
+	c := mustParse(t, src)
+	if c.Backends[0].Close.TimeWait != policy.TargetAuto || c.Auto != Defaults().Auto {
+		t.Errorf("time_wait %q auto %+v", c.Backends[0].Close.TimeWait, c.Auto)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := parseErrors(t, tt.src)
-			if len(got) != 1 || got[0] != tt.want {
-				t.Errorf("errors:\ngot  %q\nwant %q", got, tt.want)
-			}
-		})
+	lines := parseErrors(t, "[auto]\nport_share = 0.3\nport_resume = 0.6\nsample_interval = \"10ms\"\n"+minimal)
+	want := []string{
+		`config.toml:3: auto.port_resume: 0.6 is above auto.port_share 0.3; switching back needs the lower figure`,
+		`config.toml:4: auto.sample_interval: 10ms is below the 250ms floor`,
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("errors:\ngot  %q\nwant %q", lines, want)
 	}
 }
 
@@ -359,11 +351,11 @@ func TestValidateConfigBuiltInCode(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("a parsed config does not validate: %v", err)
 	}
-	c.Listeners[0].Close.TimeWait = policy.TargetAuto
+	c.Listeners[0].Close.TimeWait = "sometimes"
 	c.Backends[0].Close.Fallback = ""
 	c.Listeners = append(c.Listeners, c.Listeners[0])
 	want := []string{
-		`listener "web": close.time_wait: "auto" is not available yet (planned); use one of proxy, client, nowhere`,
+		`listener "web": close.time_wait: "sometimes" is not one of proxy, client, nowhere, auto`,
 		`backend "app": close.fallback: "" is not one of fin, reset`,
 		`listener "web": name: "web" is also the name of listener #1`,
 	}
@@ -375,7 +367,7 @@ func TestValidateConfigBuiltInCode(t *testing.T) {
 	slices.Sort(got)
 	slices.Sort(want)
 	// The second listener repeats the first's auto target.
-	want = append(want, `listener "web": close.time_wait: "auto" is not available yet (planned); use one of proxy, client, nowhere`)
+	want = append(want, `listener "web": close.time_wait: "sometimes" is not one of proxy, client, nowhere, auto`)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("errors:\ngot  %q\nwant %q", got, want)

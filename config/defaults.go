@@ -12,6 +12,7 @@ type Default struct {
 	ShutdownTimeout time.Duration
 	Log             Log
 	Admin           Admin
+	Auto            Auto
 	// Listener is what every [[listener]] starts from; Name, Listen and
 	// Backend are left empty.
 	Listener Listener
@@ -27,6 +28,7 @@ func Defaults() Default {
 		ShutdownTimeout: 30 * time.Second,
 		Log:             Log{Level: "info", Teardown: "all"},
 		Admin:           Admin{Listen: "127.0.0.1:9901", KernelSample: time.Second},
+		Auto:            Auto{TWBudget: 0, TWResume: 0.8, PortShare: 0.5, PortResume: 0.4, SampleInterval: 250 * time.Millisecond},
 		Listener: Listener{
 			ProxyProtocol:        ProxyProtocolOff,
 			ProxyProtocolTrusted: nil, // trust nobody's header

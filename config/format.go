@@ -21,6 +21,12 @@ func (c *Config) TOML() []byte {
 	w.table("[admin]")
 	w.kv("listen", c.Admin.Listen)
 	w.kv("kernel_sample_interval", formatDuration(c.Admin.KernelSample))
+	w.table("[auto]")
+	w.raw("tw_budget", strconv.Itoa(c.Auto.TWBudget))
+	w.raw("tw_resume", strconv.FormatFloat(c.Auto.TWResume, 'g', -1, 64))
+	w.raw("port_share", strconv.FormatFloat(c.Auto.PortShare, 'g', -1, 64))
+	w.raw("port_resume", strconv.FormatFloat(c.Auto.PortResume, 'g', -1, 64))
+	w.kv("sample_interval", formatDuration(c.Auto.SampleInterval))
 	for _, l := range c.Listeners {
 		w.table("[[listener]]")
 		w.kv("name", l.Name)

@@ -19,6 +19,7 @@ type rawConfig struct {
 	ShutdownTimeout *value        `toml:"shutdown_timeout"`
 	Log             rawLog        `toml:"log"`
 	Admin           rawAdmin      `toml:"admin"`
+	Auto            rawAuto       `toml:"auto"`
 	Listener        []rawListener `toml:"listener"`
 	Backend         []rawBackend  `toml:"backend"`
 }
@@ -31,6 +32,14 @@ type rawLog struct {
 type rawAdmin struct {
 	Listen       *value `toml:"listen"`
 	KernelSample *value `toml:"kernel_sample_interval"`
+}
+
+type rawAuto struct {
+	TWBudget       *value `toml:"tw_budget"`
+	TWResume       *value `toml:"tw_resume"`
+	PortShare      *value `toml:"port_share"`
+	PortResume     *value `toml:"port_resume"`
+	SampleInterval *value `toml:"sample_interval"`
 }
 
 type rawListener struct {
@@ -89,13 +98,18 @@ type object struct {
 // and spellings are checked here; Validate checks the values.
 func convert(raw *rawConfig, p *problems) *Config {
 	d := Defaults()
-	c := &Config{ShutdownTimeout: d.ShutdownTimeout, Log: d.Log, Admin: d.Admin}
+	c := &Config{ShutdownTimeout: d.ShutdownTimeout, Log: d.Log, Admin: d.Admin, Auto: d.Auto}
 	top := object{p: p}
 	top.duration("shutdown_timeout", raw.ShutdownTimeout, &c.ShutdownTimeout)
 	top.str("log.level", raw.Log.Level, &c.Log.Level)
 	top.str("log.teardown", raw.Log.Teardown, &c.Log.Teardown)
 	top.str("admin.listen", raw.Admin.Listen, &c.Admin.Listen)
 	top.duration("admin.kernel_sample_interval", raw.Admin.KernelSample, &c.Admin.KernelSample)
+	top.integer("auto.tw_budget", raw.Auto.TWBudget, &c.Auto.TWBudget)
+	top.float("auto.tw_resume", raw.Auto.TWResume, &c.Auto.TWResume)
+	top.float("auto.port_share", raw.Auto.PortShare, &c.Auto.PortShare)
+	top.float("auto.port_resume", raw.Auto.PortResume, &c.Auto.PortResume)
+	top.duration("auto.sample_interval", raw.Auto.SampleInterval, &c.Auto.SampleInterval)
 	for i, r := range raw.Listener {
 		l := d.Listener
 		o := p.object("listener", i, name(r.Name))
@@ -175,6 +189,21 @@ func (o object) parse(key string, v *value, set func(string) error) {
 	}
 	if err := set(s); err != nil {
 		o.problem(key, err)
+	}
+}
+
+// float sets *dst to the number at key, if one was written.
+func (o object) float(key string, v *value, dst *float64) {
+	if v == nil {
+		return
+	}
+	switch n := v.v.(type) {
+	case float64:
+		*dst = n
+	case int64:
+		*dst = float64(n)
+	default:
+		o.problem(key, fmt.Errorf("expected a number such as 0.8, found %s", describe(v.v)))
 	}
 }
 

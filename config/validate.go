@@ -29,6 +29,7 @@ func (c *Config) validate(p *problems) {
 		top.check("admin.listen", hostPort(c.Admin.Listen, false, "127.0.0.1:9901"))
 	}
 	top.positive("admin.kernel_sample_interval", c.Admin.KernelSample)
+	top.validAuto(c.Auto)
 	if len(c.Listeners) == 0 {
 		top.problem("listener", errors.New("none defined; at least one [[listener]] is required"))
 	}
@@ -84,6 +85,27 @@ func (o object) validPool(b Backend) {
 		o.problem("pool.warm", fmt.Errorf("%d is more than pool.max_conns %d", b.Pool.Warm, b.Pool.MaxConns))
 	}
 	o.positive("pool.max_idle_age", b.Pool.MaxIdleAge)
+}
+
+func (o object) validAuto(a Auto) {
+	if a.TWBudget < 0 {
+		o.problem("auto.tw_budget", fmt.Errorf("must be 0 (half of net.ipv4.tcp_max_tw_buckets) or more, not %d", a.TWBudget))
+	}
+	share := func(key string, v float64) {
+		if !(v > 0 && v <= 1) {
+			o.problem(key, fmt.Errorf("%g is not a share greater than 0 and at most 1", v))
+		}
+	}
+	share("auto.tw_resume", a.TWResume)
+	share("auto.port_share", a.PortShare)
+	share("auto.port_resume", a.PortResume)
+	if a.PortResume > a.PortShare {
+		o.problem("auto.port_resume", fmt.Errorf("%g is above auto.port_share %g; switching back needs the lower figure", a.PortResume, a.PortShare))
+	}
+	o.positive("auto.sample_interval", a.SampleInterval)
+	if a.SampleInterval > 0 && a.SampleInterval < 250*time.Millisecond {
+		o.problem("auto.sample_interval", fmt.Errorf("%s is below the 250ms floor", formatDuration(a.SampleInterval)))
+	}
 }
 
 func (o object) check(key string, err error) {
@@ -178,7 +200,7 @@ func backendRef(name string, backends map[string]int) error {
 // target checks a leg's time_wait: only the targets built so far.
 func target(leg policy.Leg, t policy.Target) error {
 	switch t {
-	case policy.TargetProxy, policy.TargetPeer, policy.TargetNowhere:
+	case policy.TargetProxy, policy.TargetPeer, policy.TargetNowhere, policy.TargetAuto:
 		return nil
 	}
 	if _, err := policy.ParseTarget(leg, string(t)); err != nil {

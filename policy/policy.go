@@ -36,7 +36,7 @@ const (
 	TargetPeer Target = "peer"
 	// TargetNowhere: the leg ends with a safe reset; no TIME-WAIT anywhere.
 	TargetNowhere Target = "nowhere"
-	// TargetAuto chooses per close from live measurements (not yet built).
+	// TargetAuto chooses per close from live measurements: see Resolve.
 	TargetAuto Target = "auto"
 )
 
@@ -51,11 +51,10 @@ func (t Target) Word(l Leg) string {
 
 // Words lists the accepted spellings of a target on leg l.
 func Words(l Leg) []string {
-	return []string{"proxy", string(l.Peer()), "nowhere"}
+	return []string{"proxy", string(l.Peer()), "nowhere", "auto"}
 }
 
-// ParseTarget reads a target as spelled for leg l. "auto" is refused with a
-// message saying it is not available yet.
+// ParseTarget reads a target as spelled for leg l.
 func ParseTarget(l Leg, word string) (Target, error) {
 	switch word {
 	case "proxy":
@@ -65,7 +64,7 @@ func ParseTarget(l Leg, word string) (Target, error) {
 	case "nowhere":
 		return TargetNowhere, nil
 	case "auto":
-		return "", fmt.Errorf("%q is not available yet (planned); use one of %s", word, strings.Join(Words(l), ", "))
+		return TargetAuto, nil
 	}
 	return "", fmt.Errorf("%q is not one of %s", word, strings.Join(Words(l), ", "))
 }
