@@ -2,6 +2,8 @@ package integration
 
 import (
 	"net/netip"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -154,4 +156,147 @@ func mustAddrPort(t testing.TB, s string) netip.AddrPort {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// tsLayout is the time format of closeproxy's log lines ("ts").
+const tsLayout = "2006-01-02T15:04:05.000Z0700"
+
+// acceptedAt is when a record's session was accepted: the record's log time
+// less its duration (to the millisecond of the log time).
+func acceptedAt(t testing.TB, r Record) time.Time {
+	t.Helper()
+	ts, err := time.Parse(tsLayout, r.Str("ts"))
+	if err != nil {
+		t.Fatalf("record ts %q: %v", r.Str("ts"), err)
+	}
+	return ts.Add(-time.Duration(r.Num("duration_ms") * float64(time.Millisecond)))
+}
+
+// TestReloadUnderLoad keeps a load client opening connections while the
+// configuration is rewritten — front policy proxy → nowhere, a second
+// listener — and reloaded with SIGHUP, then rewritten invalid and SIGHUP
+// again. No client connection may fail; the new listener must serve;
+// sessions accepted before the reload keep "proxy", those accepted after it
+// get "nowhere"; the invalid configuration is refused and logged, and the
+// previous one keeps serving.
+func TestReloadUnderLoad(t *testing.T) {
+	const (
+		size  = 1000
+		phase = 100 // records to wait for between steps
+	)
+	topo := newTopology(t)
+	web := startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80),
+		NginxOpts{Keepalive: true, BlobSizes: []int{size}})
+	first, second := addrPort(topo.ProxyFront, 8080), addrPort(topo.ProxyFront, 8081)
+	// The back leg ends by its grace (nginx keeps the connection alive):
+	// short, so that sessions end quickly.
+	back := CloseOpts{PeerFinGrace: "100ms"}
+	global := GlobalOpts{AdminListen: adminAddr}
+	before := closeproxyConfigWith(global, ListenerOpts{
+		Name: "web", Listen: first, Backend: web.Addr.String(),
+		Front: CloseOpts{TimeWait: "proxy"}, Back: back,
+	})
+	after := closeproxyConfigWith(global,
+		ListenerOpts{Name: "web", Listen: first, Backend: web.Addr.String(),
+			Front: CloseOpts{TimeWait: "nowhere"}, Back: back},
+		ListenerOpts{Name: "web2", Listen: second, Backend: web.Addr.String(),
+			Front: CloseOpts{TimeWait: "nowhere"}, Back: back},
+	)
+	invalid := strings.Replace(after, `time_wait = "nowhere"`, `time_wait = "sometimes"`, 1)
+	cp := startCloseproxy(t, topo, topo.Proxy, before)
+
+	// Bounded: at most 3200 connections and 4 s; the 10 ms pause before
+	// each close keeps the rate (≤ 800/s at concurrency 8) such that the
+	// load outlasts the steps below and lb's ports (TIME-WAIT while the
+	// front target is proxy) never run short.
+	load := startLoad(t, topo, topo.LB, LoadOpts{
+		Addr: first, N: 3200, C: 8, Path: web.BlobPath(size), Close: "client",
+		CloseDelay: 10 * time.Millisecond, ExpectBytes: size, SHA256: web.BlobSHA256(t, size),
+		MaxDuration: 4 * time.Second,
+	})
+	loadRunning := func(step string) {
+		select {
+		case <-load.done:
+			t.Errorf("the load client ended before %s: the reload was not under load; raise its bounds", step)
+		default:
+		}
+	}
+
+	n := len(cp.WaitRecords(t, phase, 10*time.Second))
+	cp.Rewrite(t, after)
+	loadRunning("the reload")
+	hup := time.Now()
+	cp.Signal(t, syscall.SIGHUP)
+	reloaded, reloadIdx := cp.WaitLog(t, "configuration reloaded", 0, 5*time.Second)
+	reloadTS, err := time.Parse(tsLayout, reloaded.Str("ts"))
+	if err != nil {
+		t.Fatalf("reload log ts: %v", err)
+	}
+	waitListening(t, topo, topo.Proxy, mustAddrPort(t, second), cp.Proc)
+	requireAllOK(t, runLoad(t, topo, topo.LB, LoadOpts{
+		Addr: second, N: 20, C: 4, Path: web.BlobPath(size), Close: "client",
+		ExpectBytes: size, SHA256: web.BlobSHA256(t, size),
+	}), 20)
+
+	n = len(cp.WaitRecords(t, n+phase, 10*time.Second))
+	cp.Rewrite(t, invalid)
+	loadRunning("the invalid reload")
+	cp.Signal(t, syscall.SIGHUP)
+	refused, _ := cp.WaitLog(t, "reload refused; the running configuration stays", reloadIdx, 5*time.Second)
+	t.Logf("refused: level %q, error %q", refused.Str("level"), refused.Str("error"))
+	if !strings.Contains(refused.Str("error"), "sometimes") {
+		t.Errorf("reload refusal error %q does not name the bad value", refused.Str("error"))
+	}
+	cp.WaitRecords(t, n+phase, 10*time.Second)
+	loadRunning("the records after the invalid reload")
+
+	r := load.Wait(t)
+	if r.OK != r.Attempted || r.ConnectErrors != 0 || r.OtherErrors != 0 {
+		t.Errorf("load across the reloads: %d of %d ok, %d connect errors, %d other: %v",
+			r.OK, r.Attempted, r.ConnectErrors, r.OtherErrors, r.Errors)
+	}
+	// The running configuration (after) still serves, on both listeners.
+	for _, addr := range []string{first, second} {
+		requireAllOK(t, runLoad(t, topo, topo.LB, LoadOpts{
+			Addr: addr, N: 20, C: 4, Path: web.BlobPath(size), Close: "client",
+			ExpectBytes: size, SHA256: web.BlobSHA256(t, size),
+		}), 20)
+	}
+	total := r.Attempted + 3*20
+	recs := cp.WaitRecords(t, total, 10*time.Second)
+	if len(recs) != total {
+		t.Errorf("%d records, want %d (one per connection)", len(recs), total)
+	}
+
+	// Which policy each session got: by when it was accepted. The log's
+	// times are to the millisecond, hence the slack.
+	const slack = 2 * time.Millisecond
+	count := map[string]int{}
+	logged := cp.Logs()
+	for i, rec := range logged {
+		if rec.Str("msg") != "teardown" {
+			continue
+		}
+		wanted, at := rec.Str("front.wanted"), acceptedAt(t, rec)
+		count[rec.Str("listener")+"/"+wanted]++
+		if rec.Str("outcome") != "ok" {
+			t.Errorf("record %v: outcome %q (error %q)", rec["id"], rec.Str("outcome"), rec.Str("error"))
+		}
+		switch {
+		case i < reloadIdx && wanted != "proxy":
+			t.Errorf("record %v logged before the reload: front.wanted %q, want proxy", rec["id"], wanted)
+		case wanted == "proxy" && at.After(reloadTS.Add(slack)):
+			t.Errorf("record %v accepted at %v, after the reload (%v): front.wanted proxy, want nowhere",
+				rec["id"], at.Format(tsLayout), reloadTS.Format(tsLayout))
+		case wanted == "nowhere" && at.Before(hup.Add(-slack)):
+			t.Errorf("record %v accepted at %v, before SIGHUP (%v): front.wanted nowhere, want proxy",
+				rec["id"], at.Format(tsLayout), hup.Format(tsLayout))
+		case wanted != "proxy" && wanted != "nowhere":
+			t.Errorf("record %v: front.wanted %q", rec["id"], wanted)
+		}
+	}
+	t.Logf("records by listener/front.wanted: %v; reloaded %v after SIGHUP", count, reloadTS.Sub(hup).Round(time.Millisecond))
+	if count["web/proxy"] < phase || count["web/nowhere"] < phase || count["web2/nowhere"] != 40 {
+		t.Errorf("records by listener/front.wanted %v: want ≥ %d web/proxy, ≥ %d web/nowhere, 40 web2/nowhere", count, phase, phase)
+	}
 }
