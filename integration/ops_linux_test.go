@@ -1,8 +1,15 @@
 package integration
 
 import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -299,4 +306,193 @@ func TestReloadUnderLoad(t *testing.T) {
 	if count["web/proxy"] < phase || count["web/nowhere"] < phase || count["web2/nowhere"] != 40 {
 		t.Errorf("records by listener/front.wanted %v: want ≥ %d web/proxy, ≥ %d web/nowhere, 40 web2/nowhere", count, phase, phase)
 	}
+}
+
+// slowBackend is an HTTP/1.1 server in the test process, listening inside a
+// namespace, that answers each request after delay with body and closes
+// (Connection: close). Requests delivers one value per complete request
+// header read.
+type slowBackend struct {
+	Addr     netip.AddrPort
+	Requests chan struct{}
+
+	ln    *net.TCPListener
+	delay time.Duration
+	body  []byte
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+// startSlowBackend listens on addr in ns. Cleanup closes the listener and
+// every connection and waits for the handlers.
+func startSlowBackend(t testing.TB, ns, addr string, delay time.Duration, body []byte) *slowBackend {
+	t.Helper()
+	b := &slowBackend{
+		Requests: make(chan struct{}, 1024), delay: delay, body: body,
+		stop: make(chan struct{}), conns: map[net.Conn]bool{},
+	}
+	b.ln = listenIn(t, ns, addr)
+	b.Addr = b.ln.Addr().(*net.TCPAddr).AddrPort()
+	b.wg.Go(b.accept)
+	t.Cleanup(func() {
+		close(b.stop)
+		b.ln.Close()
+		b.mu.Lock()
+		for c := range b.conns {
+			c.Close()
+		}
+		b.mu.Unlock()
+		b.wg.Wait()
+	})
+	return b
+}
+
+func (b *slowBackend) accept() {
+	for {
+		c, err := b.ln.Accept()
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		b.conns[c] = true
+		b.mu.Unlock()
+		b.wg.Go(func() { b.serve(c) })
+	}
+}
+
+// serve answers one request; a connection that carries none (a warm pool
+// connection, a readiness probe) ends when its peer ends it.
+func (b *slowBackend) serve(c net.Conn) {
+	defer func() {
+		c.Close()
+		b.mu.Lock()
+		delete(b.conns, c)
+		b.mu.Unlock()
+	}()
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	b.Requests <- struct{}{}
+	select {
+	case <-time.After(b.delay):
+	case <-b.stop:
+		return
+	}
+	fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(b.body))
+	c.Write(b.body)
+}
+
+// TestDrainOnSIGTERM sends SIGTERM while every session waits for a backend
+// that answers after a second: /readyz must turn 503 at once (it was 200),
+// the sessions in flight must complete with their bodies intact, each with
+// its record, and the process must exit 0 within shutdown_timeout.
+func TestDrainOnSIGTERM(t *testing.T) {
+	const (
+		n        = 16
+		size     = 100000
+		delay    = time.Second
+		shutdown = 5 * time.Second
+		margin   = time.Second
+	)
+	topo := newTopology(t)
+	body := blob(size)
+	sum := sha256.Sum256(body)
+	backend := startSlowBackend(t, topo.Web, addrPort(topo.WebAddr, 81), delay, body)
+	front := addrPort(topo.ProxyFront, 8080)
+	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfigWith(
+		GlobalOpts{ShutdownTimeout: shutdown.String(), AdminListen: adminAddr},
+		ListenerOpts{Name: "web", Listen: front, Backend: backend.Addr.String()},
+	))
+	waitListening(t, topo, topo.Proxy, mustAddrPort(t, adminAddr), cp.Proc)
+
+	// Ready once the backend answered a dial (the warm pool's or the
+	// probe's): polled, with a deadline, as an orchestrator would.
+	readyz := func() (int, string) {
+		status, body, err := adminGet(t, topo.Proxy, adminAddr, "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz: %v", err)
+		}
+		return status, strings.TrimSpace(body)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		status, body := readyz()
+		if status == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz before SIGTERM: %d %q, want 200", status, body)
+		}
+	}
+
+	load := startLoad(t, topo, topo.LB, LoadOpts{
+		Addr: front, N: n, C: n, Path: "/slow", Close: "server",
+		ExpectBytes: size, SHA256: hex.EncodeToString(sum[:]),
+		Timeout: 10 * time.Second, MaxDuration: 5 * time.Second,
+	})
+	timeout := time.After(5 * time.Second)
+	for i := range n {
+		select {
+		case <-backend.Requests:
+		case <-timeout:
+			t.Fatalf("%d of %d requests reached the backend after 5s", i, n)
+		}
+	}
+
+	// Every session now waits for its response (due in about 1 s).
+	term := time.Now()
+	cp.Signal(t, syscall.SIGTERM)
+	var status int
+	var reason string
+	for {
+		status, reason = readyz()
+		if status == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Since(term) > 500*time.Millisecond {
+			t.Fatalf("/readyz %v after SIGTERM: %d %q, want 503", time.Since(term), status, reason)
+		}
+	}
+	notReady := time.Since(term)
+	if reason != "draining" {
+		t.Errorf("/readyz after SIGTERM: %q, want \"draining\"", reason)
+	}
+	if recs := cp.Records(); len(recs) != 0 {
+		t.Errorf("%d records already when /readyz turned 503: the sessions were not in flight", len(recs))
+	}
+
+	err := cp.Wait(t, shutdown+margin)
+	exited := time.Since(term)
+	if err != nil {
+		t.Errorf("closeproxy after SIGTERM: %v, want exit status 0\n%s", err, cp.Output())
+	}
+	r := load.Wait(t)
+	if r.OK != n || r.Attempted != n {
+		t.Errorf("in-flight connections: %d of %d ok (attempted %d): %v", r.OK, n, r.Attempted, r.Errors)
+	}
+	recs := cp.Records()
+	outcomes := countBy(recs, "outcome")
+	if len(recs) != n || outcomes["ok"] != n {
+		t.Errorf("%d records by outcome %s, want %d ok", len(recs), fmtCounts(outcomes), n)
+	}
+	for _, rec := range recs {
+		if rec.Num("front.bytes_out") < size || rec.Num("back.bytes_in") != rec.Num("front.bytes_out") {
+			t.Errorf("record %v: back.bytes_in %v, front.bytes_out %v, want both the whole response (> %d)",
+				rec["id"], rec.Num("back.bytes_in"), rec.Num("front.bytes_out"), size)
+		}
+		if rec.Num("duration_ms") < float64(delay.Milliseconds()) {
+			t.Errorf("record %v: duration %vms, shorter than the backend's delay", rec["id"], rec.Num("duration_ms"))
+		}
+	}
+	cp.WaitLog(t, "stopped", 0, time.Second)
+	t.Logf("SIGTERM: /readyz 503 after %v; %d sessions in flight ended %s; exit after %v (shutdown_timeout %v)",
+		notReady.Round(time.Microsecond), n, fmtCounts(outcomes), exited.Round(time.Millisecond), shutdown)
 }
