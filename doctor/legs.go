@@ -1,0 +1,110 @@
+package doctor
+
+import (
+	"math"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// defaultRangePorts is Linux's default ip_local_port_range, 32768–60999:
+// the budget assumed for a load balancer, whose settings doctor cannot read.
+const defaultRangePorts = 60999 - 32768 + 1
+
+// warnShare is the share of a dialer's usable ports that, pinned in
+// TIME-WAIT toward one destination, earns a warning.
+const warnShare = 0.5
+
+// legs judges each listener (front leg) and backend (back leg) of cfg at
+// rate new connections/s per listener; usable is this host's ephemeral
+// port budget (0 when unknown).
+func legs(cfg *config.Config, rate float64, usable int) []Leg {
+	var out []Leg
+	for _, l := range cfg.Listeners {
+		out = append(out, frontLeg(l, rate))
+	}
+	for _, b := range cfg.Backends {
+		n := 0
+		for _, l := range cfg.Listeners {
+			if l.Backend == b.Name {
+				n++
+			}
+		}
+		out = append(out, backLeg(b, rate*float64(n), usable))
+	}
+	return out
+}
+
+func frontLeg(l config.Listener, rate float64) Leg {
+	lg := newLeg(policy.Front, l.Name, l.Close, rate)
+	lg.Dialer, lg.Destination = string(policy.SideClient), l.Listen
+	lg.Budget = defaultRangePorts
+	if lg.PeerFirst == lg.Dialer || lg.ProxyFirst == lg.Dialer {
+		lg.Pinned = pinned(rate)
+		lg.Note = "the load balancer's port range cannot be read from here: Linux's default 32768-60999 assumed"
+	}
+	return lg
+}
+
+func backLeg(b config.Backend, rate float64, usable int) Leg {
+	lg := newLeg(policy.Back, b.Name, b.Close, rate)
+	lg.Protocol, lg.Dialer, lg.Destination = string(b.Protocol), string(policy.SideProxy), b.Address
+	lg.Budget = usable
+	switch {
+	case b.Protocol == config.ProtocolHTTP1:
+		lg.Note = "http1 returns backend connections to the pool after each response: few closes, so little TIME-WAIT whoever holds it"
+	case lg.ProxyFirst == lg.Dialer:
+		lg.Pinned = pinned(rate)
+	}
+	if lg.GraceOut == lg.Dialer && lg.Note == "" {
+		lg.Note = `a backend silent for peer_fin_grace leaves TIME-WAIT on the proxy (fallback = "fin")`
+	}
+	if usable == 0 {
+		lg.Note = joinNote(lg.Note, "this host's port range could not be read: no port budget")
+	}
+	return lg
+}
+
+func newLeg(leg policy.Leg, name string, c config.Close, rate float64) Leg {
+	lg := Leg{Leg: string(leg), Name: name, TimeWait: c.TimeWait.Word(leg), Fallback: string(c.Fallback), Rate: rate}
+	lg.PeerFirst, lg.ProxyFirst, lg.GraceOut = holders(leg, c)
+	return lg
+}
+
+// holders says who holds TIME-WAIT on a leg when the peer ends it first,
+// when the proxy does, and when the proxy withheld its FIN and the grace
+// ran out (DESIGN.md's close policy table, as policy.Decide acts it).
+func holders(leg policy.Leg, c config.Close) (peerFirst, proxyFirst, graceOut string) {
+	peer, proxy, none := string(leg.Peer()), string(policy.SideProxy), string(policy.SideNone)
+	switch c.TimeWait {
+	case policy.TargetProxy:
+		return peer, proxy, ""
+	case policy.TargetPeer:
+		if c.Fallback == policy.FallbackFIN {
+			return peer, peer, proxy
+		}
+		return peer, peer, none
+	case policy.TargetNowhere:
+		return none, none, none
+	}
+	return "auto", "auto", "auto" // chosen per close from live figures
+}
+
+// pinned is how many ports a dialer holds in TIME-WAIT toward one
+// destination when rate connections/s each leave one there for 60 s.
+func pinned(rate float64) int {
+	return int(math.Round(rate * timeWaitSeconds))
+}
+
+// overBudget reports whether the leg's dialer would pin more than warnShare
+// of its ports.
+func (lg Leg) overBudget() bool {
+	return lg.Pinned > 0 && lg.Budget > 0 && float64(lg.Pinned) > warnShare*float64(lg.Budget)
+}
+
+func joinNote(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
