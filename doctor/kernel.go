@@ -21,8 +21,9 @@ type figure struct {
 // explained for the report.
 type kernel struct {
 	portLo, portHi int
-	usable         int // ephemeral ports less reserved ones; 0 when unknown
-	reserved       int // reserved ports inside the range
+	usable         int    // ephemeral ports less reserved ones; 0 when unknown
+	reserved       int    // reserved ports inside the range
+	reservedList   string // ip_local_reserved_ports as read
 	twReuse        figure
 	timestamps     figure
 	maxTW          figure
@@ -121,6 +122,7 @@ func (k *kernel) readReserved(src source) {
 		value = ""
 	} else {
 		k.usable = max(k.usable-k.reserved, 0)
+		k.reservedList = value
 	}
 	if k.usable > 0 {
 		k.settings[len(k.settings)-1].Means = meansPortRange(k.usable, k.reserved)

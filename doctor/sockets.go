@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"cmp"
+	"math"
 	"net/netip"
 	"slices"
 
@@ -64,7 +65,7 @@ func topDestinations(byDest map[netip.AddrPort]int, usable, top int) []Destinati
 	for addr, n := range byDest {
 		d := Destination{Addr: addr, Count: n}
 		if usable > 0 {
-			d.Share = float64(n) / float64(usable)
+			d.Share = math.Round(1e4*float64(n)/float64(usable)) / 1e4
 		}
 		out = append(out, d)
 	}

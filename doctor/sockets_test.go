@@ -1,0 +1,88 @@
+package doctor
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/closeproxy/closeproxy/sockdiag"
+)
+
+func TestGroupTimeWait(t *testing.T) {
+	socks := []sockdiag.Socket{
+		sock(stateListen, "0.0.0.0:80", "0.0.0.0:0"),
+		sock(stateListen, "127.0.0.1:9901", "0.0.0.0:0"),
+		sock(sockdiag.TimeWait, "10.0.0.1:80", "10.0.0.9:50000"),         // accepted on a wildcard listener
+		sock(sockdiag.TimeWait, "127.0.0.1:9901", "127.0.0.1:50001"),     // accepted on a loopback listener
+		sock(sockdiag.TimeWait, "10.0.0.1:9901", "10.0.0.2:443"),         // port 9901 listened on another address: dialed
+		sock(sockdiag.TimeWait, "10.0.0.1:40000", "10.0.0.2:443"),        // dialed
+		sock(sockdiag.TimeWait, "10.0.0.1:40001", "10.0.0.3:443"),        // dialed
+		sock(sockdiag.FinWait2, "10.0.0.1:40002", "10.0.0.2:443"),        // orphaned FIN-WAIT-2: not TIME-WAIT
+		sock(sockdiag.TimeWait, "[2001:db8::1]:80", "[2001:db8::9]:443"), // accepted (wildcard listener's port)
+	}
+	tw := groupTimeWait(socks, 100, 1)
+	if tw.Total != 6 || tw.Accepting != 3 || tw.Dialing != 3 || tw.FinWait2 != 1 || tw.Destinations != 2 {
+		t.Fatalf("total %d accepting %d dialing %d fin-wait-2 %d destinations %d; want 6 3 3 1 2",
+			tw.Total, tw.Accepting, tw.Dialing, tw.FinWait2, tw.Destinations)
+	}
+	if len(tw.ByListenPort) != 1 || tw.ByListenPort[0] != (PortCount{Port: 80, Count: 2}) {
+		t.Errorf("by listening port (top 1): %+v, want :80 2", tw.ByListenPort)
+	}
+	if len(tw.TopDestinations) != 1 || tw.TopDestinations[0].Addr.String() != "10.0.0.2:443" ||
+		tw.TopDestinations[0].Count != 2 || tw.TopDestinations[0].Share != 0.02 {
+		t.Errorf("top destination: %+v, want 10.0.0.2:443 2 (share 0.02)", tw.TopDestinations)
+	}
+}
+
+func TestReservedInRange(t *testing.T) {
+	cases := []struct {
+		list   string
+		lo, hi int
+		want   int
+	}{
+		{"", 32768, 60999, 0},
+		{"8080", 32768, 60999, 0},
+		{"40000", 32768, 60999, 1},
+		{"30000-33000,40000-40009,61000", 32768, 60999, 233 + 10},
+		{"60990-61010", 32768, 60999, 10},
+	}
+	for _, tc := range cases {
+		got, err := reservedInRange(tc.list, tc.lo, tc.hi)
+		if err != nil || got != tc.want {
+			t.Errorf("reservedInRange(%q): %d, %v; want %d", tc.list, got, err, tc.want)
+		}
+	}
+	if _, err := reservedInRange("80-x", 1, 2); err == nil {
+		t.Error("reservedInRange(\"80-x\"): no error")
+	}
+}
+
+func TestNetstatField(t *testing.T) {
+	text := "TcpExt: TW TCPTimeWaitOverflow\nTcpExt: 5 42\nIpExt: TCPTimeWaitOverflow\nIpExt: 7\n"
+	if v, err := netstatField(text, "TcpExt:", "TCPTimeWaitOverflow"); err != nil || v != 42 {
+		t.Errorf("TCPTimeWaitOverflow: %d, %v; want 42", v, err)
+	}
+	if _, err := netstatField("TcpExt: TW\nTcpExt: 5\n", "TcpExt:", "TCPTimeWaitOverflow"); err == nil {
+		t.Error("a kernel without the counter: no error")
+	}
+}
+
+func TestCollectRefusesNegativeRate(t *testing.T) {
+	if _, err := Collect(Options{Rate: -1, src: quietHost().source()}); err == nil {
+		t.Error("Collect with rate -1: no error")
+	}
+}
+
+// A host that cannot list sockets still reports its settings, and says
+// what it could not read.
+func TestCollectWithoutSockDiag(t *testing.T) {
+	h := quietHost()
+	h.sockErr = errors.New("netlink: protocol not supported")
+	rep, err := Collect(Options{src: h.source()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.TimeWait.Error == "" || len(rep.Unread) != 1 || len(rep.Settings) != 9 {
+		t.Errorf("time_wait error %q, unread %q, %d settings; want an error, one unread, 9 settings",
+			rep.TimeWait.Error, rep.Unread, len(rep.Settings))
+	}
+}
