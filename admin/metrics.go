@@ -57,6 +57,8 @@ type metrics struct {
 	headerReject *prometheus.CounterVec
 	dialDuration *prometheus.HistogramVec
 	dialFailures *prometheus.CounterVec
+	autoSwitches *prometheus.CounterVec
+	autoReasons  *prometheus.CounterVec
 }
 
 func counter(name, help string, labels ...string) *prometheus.CounterVec {
@@ -80,6 +82,8 @@ func newMetrics() *metrics {
 			Buckets: dialBuckets,
 		}, []string{"backend"}),
 		dialFailures: counter("closeproxy_backend_dial_failures_total", "Failed backend dials, by backend and whose failure: local (ours: ports, descriptors, buffers) or backend.", "backend", "kind"),
+		autoSwitches: counter("closeproxy_auto_switches_total", "time_wait = \"auto\" switching new closes to safe resets (to=nowhere) or back (to=accepting), by pressure.", "reason", "to"),
+		autoReasons:  counter("closeproxy_auto_decisions_total", "Closes decided by time_wait = \"auto\", by leg and reason.", "leg", "reason"),
 	}
 }
 
@@ -87,6 +91,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.accepted, m.active, m.rejected, m.sessions, m.firstFIN, m.timeWait,
 		m.closes, m.fallbacks, m.proxyHeaders, m.headerReject, m.dialDuration, m.dialFailures,
+		m.autoSwitches, m.autoReasons,
 	}
 }
 
@@ -102,6 +107,15 @@ func (m *metrics) initLabels(cfg *config.Config) {
 		m.dialFailures.WithLabelValues(b.Name, kindLocal)
 		m.dialFailures.WithLabelValues(b.Name, kindBackend)
 	}
+}
+
+// AutoSwitched implements proxy.Observer.
+func (a *Admin) AutoSwitched(reason string, on bool) {
+	to := "accepting"
+	if on {
+		to = "nowhere"
+	}
+	a.m.autoSwitches.WithLabelValues(reason, to).Inc()
 }
 
 // Accepted implements proxy.Observer.
@@ -139,11 +153,14 @@ func (a *Admin) Ended(td *proxy.Teardown) {
 func (m *metrics) observeLeg(leg string, l *proxy.LegRecord) {
 	m.firstFIN.WithLabelValues(leg, side(l.FirstFIN)).Inc()
 	m.timeWait.WithLabelValues(leg, side(l.TimeWait)).Inc()
-	if l.Close != "" { // the leg never opened: nothing closed
+	if l.Close != "" && l.Close != policy.CloseNone { // the leg never opened: nothing closed
 		m.closes.WithLabelValues(leg, string(l.Close)).Inc()
 	}
 	if l.Fallback != "" {
 		m.fallbacks.WithLabelValues(leg, l.Fallback).Inc()
+	}
+	if l.AutoReason != "" {
+		m.autoReasons.WithLabelValues(leg, l.AutoReason).Inc()
 	}
 }
 

@@ -307,7 +307,7 @@ func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 		h.pool.Put(bc)
 		return
 	}
-	back := &leg{name: policy.Back, start: h.start, conn: bc.TCPConn, pol: h.be.Close, rec: &h.td.Back}
+	back := &leg{name: policy.Back, start: h.start, auto: h.srv.auto, conn: bc.TCPConn, pol: h.be.Close, rec: &h.td.Back}
 	kind := policy.ProxyFirst
 	if rt.backFIN {
 		back.peerFIN()
@@ -334,7 +334,7 @@ func (h *h1) tunnel(bc *pool.Conn, br *bufio.Reader, drain, kill <-chan struct{}
 		_ = flushBuffered(h.front.conn, br)
 	}
 	putBackReader(br)
-	back := &leg{name: policy.Back, start: h.start, conn: bc.TCPConn, pol: h.be.Close, rec: &h.td.Back}
+	back := &leg{name: policy.Back, start: h.start, auto: h.srv.auto, conn: bc.TCPConn, pol: h.be.Close, rec: &h.td.Back}
 	r := newRelay(h.front, back, h.ln.IdleTimeout, drain, kill)
 	r.run()
 	if h.td.Outcome == OutcomeOK {

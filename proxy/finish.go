@@ -26,7 +26,7 @@ const (
 // with its copiers; this is the one-leg form the http1 mode needs.
 func (l *leg) finish(rd io.Reader, kind policy.Kind) {
 	for l.phase != phaseClosed {
-		act := policy.Decide(policy.Event{Leg: l.name, Target: l.pol.TimeWait, Fallback: l.pol.Fallback, Kind: kind})
+		act := l.decide(kind)
 		if kind == policy.LateData {
 			act = policy.SafeReset // the peer must learn its bytes were lost
 		}

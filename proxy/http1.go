@@ -35,7 +35,7 @@ var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 40
 
 func (ss *session) serveHTTP1(ctx context.Context, fr *bufio.Reader, p *pool.Pool, drain, kill <-chan struct{}) {
 	h := &h1{session: ss, fr: fr, pool: p, ctx: ctx,
-		front: &leg{name: policy.Front, start: ss.start, conn: ss.front, pol: ss.ln.Close, rec: &ss.td.Front}}
+		front: &leg{name: policy.Front, start: ss.start, auto: ss.srv.auto, conn: ss.front, pol: ss.ln.Close, rec: &ss.td.Front}}
 	h.td.Back.Close = policy.CloseNone // until a backend connection is used
 	defer h.front.finishRecord()
 	stop := context.AfterFunc(ctx, func() { _ = ss.front.SetReadDeadline(time.Now()) })

@@ -21,7 +21,8 @@ const (
 // leg is one TCP connection of a session and the facts about its close.
 type leg struct {
 	name     policy.Leg
-	start    time.Time // the session's accept: records count from it
+	start    time.Time  // the session's accept: records count from it
+	auto     *autoWatch // resolves time_wait = "auto"; nil when unused
 	conn     *net.TCPConn
 	pol      config.Close
 	rec      *LegRecord
@@ -62,6 +63,20 @@ func (l *leg) finishRecord() {
 }
 
 func (l *leg) since() time.Duration { return time.Since(l.start) }
+
+// decide asks the policy what to do on l for kind, resolving "auto" from
+// the live figures first; the record keeps auto's reason.
+func (l *leg) decide(kind policy.Kind) policy.Action {
+	target := l.pol.TimeWait
+	if target == policy.TargetAuto {
+		var s policy.AutoState
+		if l.auto != nil {
+			s = l.auto.state(l.rec.Peer)
+		}
+		target, l.rec.AutoReason = policy.Resolve(l.name, kind, s)
+	}
+	return policy.Decide(policy.Event{Leg: l.name, Target: target, Fallback: l.pol.Fallback, Kind: kind})
+}
 
 // peerFIN notes that the peer's FIN was read.
 func (l *leg) peerFIN() {

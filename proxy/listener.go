@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
 )
 
 // listener is one accepting socket. Its configuration can be swapped by
@@ -125,6 +126,11 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
 
 // record logs td (as log.teardown samples) and hands it on.
 func (s *Server) record(td *Teardown) {
+	for _, l := range []*LegRecord{&td.Front, &td.Back} {
+		if l.TimeWait == policy.SideProxy {
+			s.auto.placedTimeWait()
+		}
+	}
 	s.obs.Ended(td)
 	if (*s.sample.Load())(td) {
 		s.log.Info("teardown", td.Fields()...)

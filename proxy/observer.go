@@ -17,6 +17,9 @@ type Observer interface {
 	// Dialed: a backend dial finished (d is its duration); err is nil on
 	// success. Dials the pool makes in the background are included.
 	Dialed(backend string, d time.Duration, err error)
+	// AutoSwitched: time_wait = "auto" switched new closes to safe resets
+	// (on) or back (off) for reason (policy.ReasonHostBudget, ReasonPorts).
+	AutoSwitched(reason string, on bool)
 }
 
 // WithObserver sets the Observer.
@@ -30,3 +33,4 @@ func (nopObserver) Accepted(string)                     {}
 func (nopObserver) Rejected(string, string)             {}
 func (nopObserver) Ended(*Teardown)                     {}
 func (nopObserver) Dialed(string, time.Duration, error) {}
+func (nopObserver) AutoSwitched(string, bool)           {}

@@ -56,7 +56,7 @@ type harness struct {
 	records chan *Teardown
 }
 
-func startProxy(t testing.TB, ln config.Listener, be config.Backend) *harness {
+func startProxy(t testing.TB, ln config.Listener, be config.Backend, adjust ...func(*config.Config)) *harness {
 	t.Helper()
 	ln.Name, ln.Backend, ln.Listen = "web", "app", "127.0.0.1:0"
 	be.Name = "app"
@@ -79,7 +79,11 @@ func startProxy(t testing.TB, ln config.Listener, be config.Backend) *harness {
 		be.Pool = config.Defaults().Backend.Pool
 		be.Pool.Warm = 0
 	}
-	cfg := &config.Config{Listeners: []config.Listener{ln}, Backends: []config.Backend{be}, Log: config.Log{Teardown: "all"}}
+	cfg := &config.Config{Listeners: []config.Listener{ln}, Backends: []config.Backend{be}, Log: config.Log{Teardown: "all"},
+		Auto: config.Defaults().Auto}
+	for _, f := range adjust {
+		f(cfg)
+	}
 	h := &harness{records: make(chan *Teardown, 1000)}
 	srv, err := New(cfg, zap.NewNop(), WithTeardownHook(func(td *Teardown) { h.records <- td }))
 	if err != nil {

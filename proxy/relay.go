@@ -154,7 +154,7 @@ func (r *relay) act(l *leg, kind policy.Kind, why string) {
 	if why != "" && l.rec.Fallback == "" {
 		l.rec.Fallback = why
 	}
-	switch policy.Decide(policy.Event{Leg: l.name, Target: l.pol.TimeWait, Fallback: l.pol.Fallback, Kind: kind}) {
+	switch l.decide(kind) {
 	case policy.FINFirst:
 		r.finFirst(l)
 	case policy.WithholdFIN:

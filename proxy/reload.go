@@ -42,12 +42,13 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 			s.startAcceptLocked(l)
 		}
 	}
+	s.listeners, s.cfg = lns, cfg
 	if s.serving {
 		for _, b := range s.backends {
 			s.runPoolLocked(b)
 		}
+		s.startAutoLocked()
 	}
-	s.listeners, s.cfg = lns, cfg
 	s.log.Info("configuration reloaded", zap.Int("listeners", len(lns)), zap.Int("backends", len(s.backends)))
 	return nil
 }

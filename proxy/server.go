@@ -27,6 +27,7 @@ type Server struct {
 	onTeardown func(*Teardown)
 	obs        Observer
 	sample     atomic.Pointer[sampler]
+	auto       *autoWatch
 
 	mu        sync.Mutex
 	cfg       *config.Config
@@ -37,7 +38,8 @@ type Server struct {
 	done      chan struct{} // closed by Shutdown
 	fatal     chan error
 	accepts   sync.WaitGroup
-	pools     sync.WaitGroup // pool runs and retirements
+	pools     sync.WaitGroup // pool runs, retirements and the auto sampler
+	autoStop  context.CancelFunc
 	stopping  atomic.Bool
 
 	sessions sync.WaitGroup
@@ -68,6 +70,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	}
 	s.cfg = cfg
 	s.backends = s.buildBackends(cfg, nil)
+	s.auto = newAutoWatch(cfg.Auto, log, s.obs, s.backendAddrs)
 	return s, nil
 }
 
@@ -140,6 +143,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, l := range s.listeners {
 		s.startAcceptLocked(l)
 	}
+	s.startAutoLocked()
 	s.mu.Unlock()
 	var err error
 	select {

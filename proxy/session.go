@@ -142,8 +142,8 @@ func (ss *session) dropBackend(c *pool.Conn) {
 
 func (ss *session) relay(back *net.TCPConn, drain, kill <-chan struct{}) {
 	td := ss.td
-	front := &leg{name: policy.Front, start: ss.start, conn: ss.front, pol: ss.ln.Close, rec: &td.Front}
-	bk := &leg{name: policy.Back, start: ss.start, conn: back, pol: ss.be.Close, rec: &td.Back}
+	front := &leg{name: policy.Front, start: ss.start, auto: ss.srv.auto, conn: ss.front, pol: ss.ln.Close, rec: &td.Front}
+	bk := &leg{name: policy.Back, start: ss.start, auto: ss.srv.auto, conn: back, pol: ss.be.Close, rec: &td.Back}
 	r := newRelay(front, bk, ss.ln.IdleTimeout, drain, kill)
 	r.run()
 	td.Outcome, td.Err = r.outcome, r.err

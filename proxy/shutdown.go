@@ -75,6 +75,9 @@ func (s *Server) stopPools() {
 	for _, b := range s.backends {
 		s.retireLocked(b)
 	}
+	if s.autoStop != nil {
+		s.autoStop()
+	}
 	s.mu.Unlock()
 	s.pools.Wait()
 }

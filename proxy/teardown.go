@@ -34,18 +34,19 @@ const (
 // LegRecord is what happened on one leg. Times are since accept; a negative
 // duration means the event did not happen.
 type LegRecord struct {
-	FirstFIN policy.Side  // whose FIN came first: client|backend|proxy|none
-	Close    policy.Close // how the proxy's end closed: fin|reset|peer_reset|error
-	TimeWait policy.Side  // where TIME-WAIT landed: client|backend|proxy|none
-	Wanted   string       // the configured target, as the user spells it
-	Fallback string       // why the table's action was not taken, if so
-	BytesIn  int64        // bytes received from the peer
-	BytesOut int64        // bytes sent to the peer
-	FINIn    time.Duration
-	FINOut   time.Duration
-	RSTOut   time.Duration
-	Local    netip.AddrPort // the proxy's address on this leg
-	Peer     netip.AddrPort // the peer's address on this leg
+	FirstFIN   policy.Side  // whose FIN came first: client|backend|proxy|none
+	Close      policy.Close // how the proxy's end closed: fin|reset|peer_reset|error
+	TimeWait   policy.Side  // where TIME-WAIT landed: client|backend|proxy|none
+	Wanted     string       // the configured target, as the user spells it
+	Fallback   string       // why the table's action was not taken, if so
+	AutoReason string       // with time_wait = "auto": why it chose what it chose
+	BytesIn    int64        // bytes received from the peer
+	BytesOut   int64        // bytes sent to the peer
+	FINIn      time.Duration
+	FINOut     time.Duration
+	RSTOut     time.Duration
+	Local      netip.AddrPort // the proxy's address on this leg
+	Peer       netip.AddrPort // the peer's address on this leg
 }
 
 // Teardown is the record of one session: the struct is the schema (the
@@ -106,6 +107,7 @@ func (l *LegRecord) encode(enc zapcore.ObjectEncoder, p string) {
 	enc.AddString(p+"time_wait", string(l.TimeWait))
 	enc.AddString(p+"wanted", l.Wanted)
 	enc.AddString(p+"fallback", l.Fallback)
+	enc.AddString(p+"auto_reason", l.AutoReason)
 	enc.AddInt64(p+"bytes_in", l.BytesIn)
 	enc.AddInt64(p+"bytes_out", l.BytesOut)
 	enc.AddFloat64(p+"fin_in_ms", millis(l.FINIn))

@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// autoWatch measures what time_wait = "auto" decides from and keeps its
+// hysteresis. One goroutine samples, at most every auto.sample_interval
+// (≥ 250 ms), this host's TIME-WAIT total (/proc/net/sockstat) and the
+// proxy's TIME-WAIT toward each backend (sock_diag); between samples the
+// TIME-WAITs the proxy placed itself are added, so a burst cannot overshoot
+// the budget by a whole interval. Sessions only read the current state.
+type autoWatch struct {
+	cfg      policy.AutoConfig
+	interval time.Duration
+	log      *zap.Logger
+	obs      Observer
+	dests    func() []netip.AddrPort // backend addresses, current ones
+	placed   atomic.Int64            // TIME-WAITs the proxy placed since the last sample
+	sampled  atomic.Int64            // the host's TIME-WAIT at the last sample
+	host     atomic.Bool             // host pressure on (hysteresis state)
+
+	mu    sync.Mutex
+	ports map[netip.AddrPort]bool // port pressure on, per backend address
+}
+
+func newAutoWatch(c config.Auto, log *zap.Logger, obs Observer, dests func() []netip.AddrPort) *autoWatch {
+	budget := c.TWBudget
+	if budget == 0 {
+		if max, err := readTWBuckets(); err == nil && max > 0 {
+			budget = max / 2
+		} else {
+			budget = 131072 / 2 // the kernel's usual default when it cannot be read
+		}
+	}
+	return &autoWatch{
+		cfg:      policy.AutoConfig{TWBudget: budget, TWResume: c.TWResume, PortShare: c.PortShare, PortResume: c.PortResume},
+		interval: max(c.SampleInterval, 250*time.Millisecond),
+		log:      log, obs: obs, dests: dests, ports: map[netip.AddrPort]bool{},
+	}
+}
+
+// run samples every interval until ctx ends.
+func (a *autoWatch) run(ctx context.Context) {
+	t := time.NewTicker(a.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.sample()
+		}
+	}
+}
+
+func (a *autoWatch) sample() {
+	tw, err := readSockstatTW()
+	if err != nil {
+		return // no figure, no pressure
+	}
+	a.sampled.Store(int64(tw))
+	a.placed.Store(0)
+	a.watchHost(tw)
+	perDest, portRange, err := timeWaitToward(a.dests())
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for dest, n := range perDest {
+		prev := policy.AutoState{PortSaving: a.ports[dest]}
+		next := policy.Watch(a.cfg, policy.Figures{HostTW: -1 << 31, DestTW: n, PortRange: portRange}, prev)
+		if next.PortSaving != prev.PortSaving {
+			a.switched(policy.ReasonPorts, next.PortSaving, zap.Stringer("backend", dest), zap.Int("time_wait", n))
+		}
+		a.ports[dest] = next.PortSaving
+	}
+}
+
+// watchHost applies the host budget's hysteresis to an estimate.
+func (a *autoWatch) watchHost(tw int) {
+	prev := policy.AutoState{HostSaving: a.host.Load()}
+	next := policy.Watch(a.cfg, policy.Figures{HostTW: tw}, prev)
+	if next.HostSaving != prev.HostSaving && a.host.CompareAndSwap(prev.HostSaving, next.HostSaving) {
+		a.switched(policy.ReasonHostBudget, next.HostSaving, zap.Int("time_wait", tw), zap.Int("budget", a.cfg.TWBudget))
+	}
+}
+
+func (a *autoWatch) switched(reason string, on bool, fields ...zap.Field) {
+	a.obs.AutoSwitched(reason, on)
+	msg := "auto: pressure gone, closes back to the accepting side"
+	if on {
+		msg = "auto: pressure, new closes switch to safe resets"
+	}
+	a.log.Info(msg, append(fields, zap.String("reason", reason))...)
+}
+
+// placedTimeWait counts a TIME-WAIT the proxy just took, and re-checks the
+// budget with it.
+func (a *autoWatch) placedTimeWait() {
+	est := a.sampled.Load() + a.placed.Add(1)
+	if !a.host.Load() && est >= int64(a.cfg.TWBudget) {
+		a.watchHost(int(est))
+	}
+}
+
+// usesAuto reports whether any leg of cfg has time_wait = "auto".
+func usesAuto(cfg *config.Config) bool {
+	for _, l := range cfg.Listeners {
+		if l.Close.TimeWait == policy.TargetAuto {
+			return true
+		}
+	}
+	for _, b := range cfg.Backends {
+		if b.Close.TimeWait == policy.TargetAuto {
+			return true
+		}
+	}
+	return false
+}
+
+// startAutoLocked starts the sampler once some leg uses auto; it stops with
+// the pools at shutdown.
+func (s *Server) startAutoLocked() {
+	if s.autoStop != nil || !usesAuto(s.cfg) {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.autoStop = cancel
+	s.auto.sample() // the first figures before the first session closes
+	s.pools.Add(1)
+	go func() { defer s.pools.Done(); s.auto.run(ctx) }()
+}
+
+// backendAddrs returns the current backends' addresses that are literal
+// ip:port (a host name cannot be matched against sockets).
+func (s *Server) backendAddrs() []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []netip.AddrPort
+	for _, b := range s.backends {
+		if ap, err := netip.ParseAddrPort(b.cfg.Address); err == nil {
+			out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		}
+	}
+	return out
+}
+
+// state is what Resolve needs for a leg toward peer.
+func (a *autoWatch) state(peer netip.AddrPort) policy.AutoState {
+	s := policy.AutoState{HostSaving: a.host.Load()}
+	a.mu.Lock()
+	s.PortSaving = a.ports[peer]
+	a.mu.Unlock()
+	return s
+}
