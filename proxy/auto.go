@@ -143,17 +143,24 @@ func (s *Server) startAutoLocked() {
 }
 
 // backendAddrs returns the current backends' addresses that are literal
-// ip:port (a host name cannot be matched against sockets).
+// ip:port (a host name cannot be matched against sockets). It takes no
+// lock: the sampler runs under the server's lock at start.
 func (s *Server) backendAddrs() []netip.AddrPort {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if p := s.dests.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// setDestsLocked records the current backends' addresses for backendAddrs.
+func (s *Server) setDestsLocked() {
 	var out []netip.AddrPort
 	for _, b := range s.backends {
 		if ap, err := netip.ParseAddrPort(b.cfg.Address); err == nil {
 			out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 		}
 	}
-	return out
+	s.dests.Store(&out)
 }
 
 // state is what Resolve needs for a leg toward peer.

@@ -30,6 +30,7 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 	}
 	old := s.backends
 	s.backends = s.buildBackends(cfg, old)
+	s.setDestsLocked()
 	for name, b := range old {
 		if s.backends[name] != b {
 			s.retireLocked(b)

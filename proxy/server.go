@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ type Server struct {
 	obs        Observer
 	sample     atomic.Pointer[sampler]
 	auto       *autoWatch
+	dests      atomic.Pointer[[]netip.AddrPort] // backend addresses, for auto
 
 	mu        sync.Mutex
 	cfg       *config.Config
@@ -70,6 +72,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	}
 	s.cfg = cfg
 	s.backends = s.buildBackends(cfg, nil)
+	s.setDestsLocked()
 	s.auto = newAutoWatch(cfg.Auto, log, s.obs, s.backendAddrs)
 	return s, nil
 }
