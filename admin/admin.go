@@ -39,8 +39,7 @@ type Admin struct {
 	reg      *prometheus.Registry
 	m        *metrics
 	kernel   *kernelCollector
-	backends map[string]*backendReady // by name; fixed after New
-	order    []*backendReady          // in config order, for /readyz
+	set      atomic.Pointer[backendSet] // swapped by Reconfigure
 	attached atomic.Pointer[attachment]
 	draining atomic.Bool
 }
@@ -54,18 +53,14 @@ func New(cfg *config.Config, log *zap.Logger) *Admin {
 		log = zap.NewNop()
 	}
 	a := &Admin{
-		cfg:      cfg,
-		log:      log,
-		reg:      prometheus.NewRegistry(),
-		m:        newMetrics(),
-		backends: make(map[string]*backendReady, len(cfg.Backends)),
+		cfg: cfg,
+		log: log,
+		reg: prometheus.NewRegistry(),
+		m:   newMetrics(),
 	}
-	a.kernel = &kernelCollector{targets: newKernelTargets(cfg, log)}
-	for _, b := range cfg.Backends {
-		br := newBackendReady(b)
-		a.backends[b.Name] = br
-		a.order = append(a.order, br)
-	}
+	a.kernel = &kernelCollector{}
+	a.kernel.targets.Store(ptr(newKernelTargets(cfg, log)))
+	a.set.Store(newBackendSet(cfg, nil))
 	a.m.initLabels(cfg)
 	a.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -75,6 +70,39 @@ func New(cfg *config.Config, log *zap.Logger) *Admin {
 	)
 	a.reg.MustRegister(a.m.collectors()...)
 	return a
+}
+
+// backendSet is the readiness state of the configured backends.
+type backendSet struct {
+	byName map[string]*backendReady
+	order  []*backendReady // in config order, for /readyz
+}
+
+// newBackendSet keeps the state of backends whose settings did not change.
+func newBackendSet(cfg *config.Config, old *backendSet) *backendSet {
+	s := &backendSet{byName: make(map[string]*backendReady, len(cfg.Backends))}
+	for _, b := range cfg.Backends {
+		br := newBackendReady(b)
+		if old != nil {
+			if prev := old.byName[b.Name]; prev != nil && prev.address == br.address && prev.timeout == br.timeout {
+				br = prev
+			}
+		}
+		s.byName[b.Name] = br
+		s.order = append(s.order, br)
+	}
+	return s
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Reconfigure follows a reloaded configuration: the kernel gauges count the
+// new listeners' ports and backends' addresses, /readyz checks the new
+// backends, new series start at zero. admin.* itself needs a restart.
+func (a *Admin) Reconfigure(cfg *config.Config) {
+	a.kernel.targets.Store(ptr(newKernelTargets(cfg, a.log)))
+	a.set.Store(newBackendSet(cfg, a.set.Load()))
+	a.m.initLabels(cfg)
 }
 
 // Attach gives the Admin the proxy server, once built (the server needs the

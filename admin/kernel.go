@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,7 +133,7 @@ func (t kernelTargets) count(socks []sockdiag.Socket) (front, back figure) {
 // kernelCollector reports the last kernel sample; figures not read are
 // absent.
 type kernelCollector struct {
-	targets kernelTargets
+	targets atomic.Pointer[kernelTargets]
 	failing bool // sampler goroutine only: the last sample had an error
 
 	mu   sync.Mutex
@@ -142,7 +143,7 @@ type kernelCollector struct {
 // sample reads the kernel figures and keeps them for Collect. It runs on
 // the sampler goroutine only.
 func (k *kernelCollector) sample(log *zap.Logger) {
-	s, err := readKernel(&k.targets)
+	s, err := readKernel(k.targets.Load())
 	k.mu.Lock()
 	k.last = s
 	k.mu.Unlock()

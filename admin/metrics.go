@@ -179,7 +179,7 @@ func (a *Admin) Dialed(backend string, d time.Duration, err error) {
 		return
 	}
 	a.m.dialDuration.WithLabelValues(backend).Observe(d.Seconds())
-	if b := a.backends[backend]; b != nil {
+	if b := a.set.Load().byName[backend]; b != nil {
 		b.answered(time.Now())
 	}
 }

@@ -119,14 +119,15 @@ func (a *Admin) notReady(ctx context.Context) []string {
 	if !r.Serving() {
 		return []string{"proxy not serving"}
 	}
-	errs := make([]error, len(a.order))
+	order := a.set.Load().order
+	errs := make([]error, len(order))
 	var wg sync.WaitGroup
-	for i, b := range a.order {
+	for i, b := range order {
 		wg.Go(func() { errs[i] = b.check(ctx, a.log) })
 	}
 	wg.Wait()
 	var problems []string
-	for i, b := range a.order {
+	for i, b := range order {
 		if errs[i] != nil {
 			problems = append(problems, fmt.Sprintf("backend %s: %v", b.name, errs[i]))
 		}

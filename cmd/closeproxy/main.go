@@ -130,7 +130,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	reload := func(bg context.Context, srv *proxy.Server) { reloadOnHUP(bg, hup, path, srv, level, log) }
+	reload := func(bg context.Context, srv *proxy.Server, adm *admin.Admin) {
+		reloadOnHUP(bg, hup, path, srv, adm, level, log)
+	}
 	if err := serve(ctx, cfg, log, reload); err != nil {
 		log.Error("closeproxy stopped", zap.Error(err))
 		return 1
@@ -140,7 +142,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 // serve runs the proxy and its admin listener until ctx ends, then drains
 // for shutdown_timeout. watch, if set, runs beside it (SIGHUP reloads).
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(context.Context, *proxy.Server)) error {
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(context.Context, *proxy.Server, *admin.Admin)) error {
 	adm := admin.New(cfg, log)
 	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm))
 	if err != nil {
@@ -162,7 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(
 	go func() { served <- srv.Serve(bg) }()
 	if watch != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); watch(bg, srv) }()
+		go func() { defer wg.Done(); watch(bg, srv, adm) }()
 	}
 	select {
 	case err := <-served:
@@ -201,7 +203,7 @@ func startAdmin(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, adm
 // reloadOnHUP reloads the configuration on each SIGHUP until ctx ends. A
 // configuration that fails to load or bind is logged and the running one
 // stays.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, srv *proxy.Server, level zap.AtomicLevel, log *zap.Logger) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, srv *proxy.Server, adm *admin.Admin, level zap.AtomicLevel, log *zap.Logger) {
 	// ctx ends when the proxy stops serving; SIGHUPs after that are ignored
 	for {
 		select {
@@ -212,6 +214,9 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, srv *pr
 		cfg, err := config.Load(path)
 		if err == nil {
 			err = srv.Reload(ctx, cfg)
+		}
+		if err == nil {
+			adm.Reconfigure(cfg)
 		}
 		if err != nil {
 			log.Error("reload refused; the running configuration stays", zap.String("config", path), zap.Error(err))
