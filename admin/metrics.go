@@ -1,14 +1,13 @@
 package admin
 
 import (
-	"errors"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/pool"
 	"github.com/closeproxy/closeproxy/proxy"
 )
 
@@ -20,19 +19,11 @@ const (
 	kindBackend = "backend" // refused, timed out, unreachable
 )
 
-// localErrors are dial failures of this host, not of the backend; they never
-// count against a backend (varnish-cache#2622). Same list as the pool's.
-var localErrors = [...]error{
-	syscall.EADDRNOTAVAIL, syscall.EADDRINUSE, syscall.EMFILE,
-	syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
-}
-
-// dialKind says whose failure err is: kindLocal or kindBackend.
+// dialKind says whose failure err is: kindLocal (ours: ports, descriptors,
+// buffers; never the backend's, varnish-cache#2622) or kindBackend.
 func dialKind(err error) string {
-	for _, e := range localErrors {
-		if errors.Is(err, e) {
-			return kindLocal
-		}
+	if pool.IsLocal(err) {
+		return kindLocal
 	}
 	return kindBackend
 }

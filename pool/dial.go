@@ -19,9 +19,9 @@ var localErrors = [...]error{
 	syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
 }
 
-// isLocal reports whether err is a failure of this host rather than of the
+// IsLocal reports whether err is a failure of this host rather than of the
 // backend.
-func isLocal(err error) bool {
+func IsLocal(err error) bool {
 	for _, e := range localErrors {
 		if errors.Is(err, e) {
 			return true
@@ -71,7 +71,7 @@ func (p *Pool) countDialLocked(err error, callerGone bool) {
 	case err == nil:
 		p.stats.Dialed++
 		p.stats.Failing = 0
-	case isLocal(err):
+	case IsLocal(err):
 		p.stats.LocalDialFailures++
 	case callerGone:
 	default:
@@ -86,7 +86,7 @@ func (p *Pool) countDialLocked(err error, callerGone bool) {
 // BackoffMin doubled a few times without growing the backend's count.
 func (p *Pool) retryDelay(err error) time.Duration {
 	n := 4
-	if !isLocal(err) {
+	if !IsLocal(err) {
 		p.mu.Lock()
 		n = p.stats.Failing
 		p.mu.Unlock()

@@ -102,7 +102,7 @@ func (p *Pool) addWarm(c *Conn) {
 
 // logFailing logs the first failure of a streak at warn, the rest at debug.
 func (p *Pool) logFailing(failing bool, err error) bool {
-	local := isLocal(err)
+	local := IsLocal(err)
 	msg := "backend dial failing"
 	if local {
 		msg = "local dial error, not a backend failure"
