@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"text/template"
+)
+
+// env is what every candidate needs: a scratch directory, the backend and
+// the closeproxy binary.
+type env struct {
+	dir        string
+	procs      *procs
+	backend    string // nginx's host:port
+	closeproxy string // built binary
+	nofile     uint64 // RLIMIT_NOFILE children inherit
+}
+
+// candidate is one way to reach the backend. start returns the address to
+// load and the process to measure (nil for direct).
+type candidate struct {
+	name  string
+	start func(e *env) (addr string, p *proc, err error)
+}
+
+var candidates = []candidate{
+	{"direct", func(e *env) (string, *proc, error) { return e.backend, nil, nil }},
+	{"closeproxy tcp", func(e *env) (string, *proc, error) { return e.startCloseproxy("tcp") }},
+	{"closeproxy http1", func(e *env) (string, *proc, error) { return e.startCloseproxy("http1") }},
+	{"haproxy tcp", (*env).startHAProxy},
+	{"nginx stream", (*env).startNginxStream},
+}
+
+const (
+	smallPath = "/"
+	blobPath  = "/blob"
+	blobSize  = 8 << 20
+	smallBody = "closeproxy bench: a small static body of about one hundred bytes, served by nginx....\n"
+)
+
+// run renders tmpl with data into name (in e.dir), starts argv (with
+// "{conf}" replaced by that file) and waits for addr to listen.
+func (e *env) run(name, tmpl string, data any, addr string, argv ...string) (*proc, error) {
+	var buf bytes.Buffer
+	if err := template.Must(template.New(name).Parse(tmpl)).Execute(&buf, data); err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(e.dir, name+".conf")
+	if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	for i, a := range argv {
+		if a == "{conf}" {
+			argv[i] = conf
+		}
+	}
+	p, err := e.procs.start(name, filepath.Join(e.dir, name+".log"), argv...)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitListening(p, addr); err != nil {
+		e.procs.stop(p)
+		return nil, fmt.Errorf("%w (see %s)", err, filepath.Join(e.dir, name+".log"))
+	}
+	return p, nil
+}
+
+const nginxBackendConf = `daemon off;
+master_process on;
+worker_processes 2;
+worker_rlimit_nofile {{.NoFile}};
+user root;
+pid {{.Dir}}/backend.pid;
+error_log {{.Dir}}/backend.error.log warn;
+events { worker_connections 65536; }
+http {
+	access_log off;
+	default_type application/octet-stream;
+	sendfile on;
+	keepalive_timeout 75s;
+	keepalive_requests 10000000;
+	client_body_temp_path {{.Dir}}/tmp/body;
+	proxy_temp_path {{.Dir}}/tmp/proxy;
+	fastcgi_temp_path {{.Dir}}/tmp/fastcgi;
+	uwsgi_temp_path {{.Dir}}/tmp/uwsgi;
+	scgi_temp_path {{.Dir}}/tmp/scgi;
+	server {
+		listen {{.Addr}} backlog=4096;
+		root {{.Dir}}/www;
+		location = / { try_files /index.html =404; }
+		location / { }
+	}
+}
+`
+
+// startBackend writes the bodies and runs the nginx backend.
+func (e *env) startBackend() (*proc, error) {
+	www := filepath.Join(e.dir, "www")
+	if err := os.MkdirAll(filepath.Join(e.dir, "tmp"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(www, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(www, "index.html"), []byte(smallBody), 0o644); err != nil {
+		return nil, err
+	}
+	blob := make([]byte, blobSize)
+	for i := range blob {
+		blob[i] = byte(i*7 + i>>11)
+	}
+	if err := os.WriteFile(filepath.Join(www, "blob"), blob, 0o644); err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	e.backend = addr
+	data := map[string]any{"Dir": e.dir, "Addr": addr, "NoFile": e.nofile}
+	return e.run("backend", nginxBackendConf, data, addr, nginxBin, "-p", e.dir, "-c", "{conf}", "-e", filepath.Join(e.dir, "backend.error.log"))
+}
+
+const nginxBin = "nginx"
+
+// streamModule is where Debian's libnginx-mod-stream puts the module.
+const streamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+const nginxStreamConf = `daemon off;
+master_process on;
+worker_processes 2;
+worker_rlimit_nofile {{.NoFile}};
+user root;
+load_module {{.Module}};
+pid {{.Dir}}/stream.pid;
+error_log {{.Dir}}/stream.error.log warn;
+events { worker_connections 65536; }
+stream {
+	server {
+		listen {{.Addr}} backlog=4096;
+		proxy_pass {{.Backend}};
+	}
+}
+`
+
+func (e *env) startNginxStream() (string, *proc, error) {
+	if _, err := os.Stat(streamModule); err != nil {
+		return "", nil, fmt.Errorf("nginx stream module missing (apt-get install libnginx-mod-stream): %w", err)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	data := map[string]any{"Dir": e.dir, "Addr": addr, "Backend": e.backend, "NoFile": e.nofile, "Module": streamModule}
+	p, err := e.run("stream", nginxStreamConf, data, addr, nginxBin, "-p", e.dir, "-c", "{conf}", "-e", filepath.Join(e.dir, "stream.error.log"))
+	return addr, p, err
+}
+
+// haproxyConf: mode tcp, no logging, no health checks; maxconn as high as
+// the file limit allows (HAProxy refuses to start when it cannot have about
+// two descriptors per connection).
+const haproxyConf = `global
+	maxconn {{.MaxConn}}
+defaults
+	mode tcp
+	maxconn {{.MaxConn}}
+	timeout connect 2s
+	timeout client 60s
+	timeout server 60s
+frontend fe
+	bind {{.Addr}}
+	default_backend be
+backend be
+	server s1 {{.Backend}}
+`
+
+func (e *env) startHAProxy() (string, *proc, error) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		return "", nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	data := map[string]any{"Addr": addr, "Backend": e.backend, "MaxConn": (e.nofile - 500) / 2}
+	p, err := e.run("haproxy", haproxyConf, data, addr, bin, "-db", "-f", "{conf}")
+	return addr, p, err
+}
+
+// closeproxyConf: defaults except admin off, teardown records only for
+// errors (HAProxy and nginx stream log nothing here either), no caps on
+// sessions or pool, a short shutdown.
+const closeproxyConf = `shutdown_timeout = "1s"
+[log]
+level = "warn"
+teardown = "errors"
+[admin]
+listen = "off"
+[[listener]]
+name = "bench"
+listen = "{{.Addr}}"
+backend = "nginx"
+max_connections = 0
+[[backend]]
+name = "nginx"
+address = "{{.Backend}}"
+protocol = "{{.Protocol}}"
+  [backend.pool]
+  warm = 8
+  max_conns = 0
+`
+
+func (e *env) startCloseproxy(protocol string) (string, *proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	data := map[string]any{"Addr": addr, "Backend": e.backend, "Protocol": protocol}
+	p, err := e.run("closeproxy-"+protocol, closeproxyConf, data, addr, e.closeproxy, "run", "-config", "{conf}")
+	return addr, p, err
+}

@@ -1,0 +1,22 @@
+// Command bench measures closeproxy side by side with HAProxy (mode tcp),
+// the nginx stream module and no proxy at all, on this machine, on
+// loopback, with the same load generators:
+//
+//	go run ./bench              # about 3 minutes
+//	go run ./bench -quick       # about 30 seconds
+//	go run ./bench -duration 5s # per load
+//
+// It starts an nginx backend (a small static body at "/", a large blob at
+// "/blob", keep-alive allowed), then for each candidate — direct, closeproxy
+// tcp, closeproxy http1, HAProxy mode tcp, nginx stream — measures short
+// connections (wrk, "Connection: close"), keep-alive requests (wrk), bulk
+// throughput with 1 and 64 streams, latency at a fixed rate well below
+// saturation, memory per idle proxied connection and CPU per 10,000 short
+// connections, and prints one table with each figure's ratio to HAProxy and
+// to direct.
+//
+// Every process it starts is its own process group and is ended by PID when
+// the run ends, also on SIGINT or SIGTERM. It needs root only to raise
+// RLIMIT_NOFILE above the hard limit for 10,000 idle connections; without
+// it, it uses as many as the limit allows and says so.
+package main

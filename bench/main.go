@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// settings are the run's fixed loads.
+type settings struct {
+	duration    time.Duration // each timed load
+	shortConc   int           // wrk connections, short-connection load
+	kaConc      int           // wrk connections, keep-alive load
+	rate        int           // requests/s of the latency load
+	rateConns   int           // connections it spreads over
+	idleWant    int           // idle connections for the memory figure
+	idle        int           // what the file limit allows
+	quick, keep bool
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	s := settings{shortConc: 50, kaConc: 64, rate: 1000, rateConns: 10, idleWant: 10000}
+	fs.DurationVar(&s.duration, "duration", 5*time.Second, "length of each timed load")
+	fs.BoolVar(&s.quick, "quick", false, "about 30 s: 1 s loads, 2,000 idle connections")
+	fs.BoolVar(&s.keep, "keep", false, "keep the scratch directory (configs and logs)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if s.quick {
+		s.duration, s.idleWant = time.Second, 2000
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench(ctx, s, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
+	dir, err := os.MkdirTemp("", "closeproxy-bench-")
+	if err != nil {
+		return err
+	}
+	if s.keep {
+		fmt.Fprintln(stderr, "scratch directory:", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	e := &env{dir: dir, procs: &procs{}}
+	defer e.procs.stopAll()
+	e.nofile = raiseNoFile(200000)
+	s.idle = min(s.idleWant, int(e.nofile-1000)/6) // closeproxy: 2 sockets and 2 splice pipes a session
+	if e.closeproxy, err = buildCloseproxy(ctx, dir); err != nil {
+		return err
+	}
+	if _, err := e.startBackend(); err != nil {
+		return err
+	}
+	var results []result
+	for _, c := range candidates {
+		fmt.Fprintf(stderr, "%s …\n", c.name)
+		r := measure(ctx, e, s, c)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if r.err != nil {
+			fmt.Fprintf(stderr, "  %s: %v\n", c.name, r.err)
+		}
+		results = append(results, r)
+	}
+	printReport(stdout, s, results)
+	return nil
+}
+
+// raiseNoFile sets RLIMIT_NOFILE (soft and hard) to want, for the bench
+// and every process it starts; without privilege it raises the soft limit
+// to the hard one. It returns the limit in force.
+func raiseNoFile(want uint64) uint64 {
+	var lim unix.Rlimit
+	_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+	if lim.Max < want && unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: want, Max: want}) == nil {
+		return want
+	}
+	lim.Cur = lim.Max
+	_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+	return lim.Cur
+}
+
+// buildCloseproxy builds ./cmd/closeproxy of this module into dir.
+func buildCloseproxy(ctx context.Context, dir string) (string, error) {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return "", errors.New("run the bench inside the closeproxy module (go run ./bench)")
+	}
+	bin := filepath.Join(dir, "closeproxy")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/closeproxy")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build closeproxy: %w: %s", err, out)
+	}
+	return bin, nil
+}
+
+// machine says what the figures came from.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("%d cores, %s, Linux %s, %s", runtime.NumCPU(), model, strings.TrimSpace(string(kernel)), runtime.Version())
+}

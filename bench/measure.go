@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// result is one candidate's figures; NaN where a figure does not apply or
+// its load failed.
+type result struct {
+	name       string
+	err        error   // the first failure, if any
+	shortRate  float64 // connections/s, one request each
+	shortErrs  float64 // errors during that load
+	cpuPer10k  float64 // proxy CPU seconds per 10,000 short connections
+	kaRate     float64 // keep-alive requests/s
+	bulk1      float64 // MB/s, one stream
+	bulk64     float64 // MB/s, 64 streams
+	p50, p99   float64 // µs at the fixed rate
+	idleKiB    float64 // proxy RSS per idle proxied connection
+	idleFDs    float64 // proxy descriptors per idle proxied connection
+}
+
+func newResult(name string) result {
+	n := math.NaN()
+	return result{name: name, shortRate: n, shortErrs: n, cpuPer10k: n, kaRate: n, bulk1: n, bulk64: n, p50: n, p99: n, idleKiB: n, idleFDs: n}
+}
+
+func (r *result) fail(what string, err error) {
+	if err != nil && r.err == nil {
+		r.err = fmt.Errorf("%s: %w", what, err)
+	}
+}
+
+// measure starts c, runs every load against it in turn and stops it. The
+// idle-memory load runs first, on a fresh process, so no heap left over
+// from earlier loads hides the growth.
+func measure(ctx context.Context, e *env, s settings, c candidate) result {
+	r := newResult(c.name)
+	addr, p, err := c.start(e)
+	if err != nil {
+		r.fail("start", err)
+		return r
+	}
+	if p != nil {
+		defer e.procs.stop(p)
+		time.Sleep(300 * time.Millisecond) // let the warm pool fill
+		r.idleKiB, r.idleFDs, err = idleMemory(ctx, addr, p.pid(), s.idle)
+		r.fail("idle connections", err)
+		time.Sleep(1500 * time.Millisecond) // sessions end by their close policies
+	}
+	t := target{dir: e.dir, addr: addr, p: p}
+	steps := []func(context.Context, target, settings, *result) error{shortLoad, keepAliveLoad, bulkLoad, latencyLoad}
+	names := []string{"short connections", "keep-alive", "bulk", "latency"}
+	for i, step := range steps {
+		if ctx.Err() != nil {
+			break
+		}
+		r.fail(names[i], step(ctx, t, s, &r))
+	}
+	return r
+}
+
+// target is where a load goes and the process it measures (nil: direct).
+type target struct {
+	dir, addr string
+	p         *proc
+}
+
+func shortLoad(ctx context.Context, t target, s settings, r *result) error {
+	var before usage
+	if t.p != nil {
+		before, _ = treeUsage(t.p.pid())
+	}
+	w, err := wrk(ctx, t.dir, t.addr, smallPath, s.shortConc, s.duration, true)
+	if err != nil {
+		return err
+	}
+	r.shortRate, r.shortErrs = w.rate(), float64(w.errors())
+	if t.p != nil && w.Requests > 0 {
+		after, err := treeUsage(t.p.pid())
+		if err != nil {
+			return err
+		}
+		r.cpuPer10k = (after.cpu - before.cpu).Seconds() / float64(w.Requests) * 1e4
+	}
+	return nil
+}
+
+func keepAliveLoad(ctx context.Context, t target, s settings, r *result) error {
+	w, err := wrk(ctx, t.dir, t.addr, smallPath, s.kaConc, s.duration, false)
+	if err != nil {
+		return err
+	}
+	r.kaRate = w.rate()
+	if w.errors() > 0 {
+		return fmt.Errorf("%d errors", w.errors())
+	}
+	return nil
+}
+
+func bulkLoad(ctx context.Context, t target, s settings, r *result) error {
+	var err1, err64 error
+	r.bulk1, err1 = bulk(ctx, t.addr, 1, s.duration)
+	r.bulk64, err64 = bulk(ctx, t.addr, 64, s.duration)
+	if err1 != nil {
+		return err1
+	}
+	return err64
+}
+
+func latencyLoad(ctx context.Context, t target, s settings, r *result) error {
+	p50, p99, err := latencies(ctx, t.addr, s.rate, s.rateConns, s.duration)
+	r.p50, r.p99 = float64(p50.Microseconds()), float64(p99.Microseconds())
+	return err
+}
+
+// idleMemory opens n idle proxied connections and returns the growth of
+// the proxy's RSS (its whole process tree) per connection, in KiB, and of
+// its open descriptors.
+func idleMemory(ctx context.Context, addr string, pid, n int) (kib, fds float64, err error) {
+	before, err := treeUsage(pid)
+	if err != nil {
+		return math.NaN(), math.NaN(), err
+	}
+	conns, err := idleConns(ctx, addr, n)
+	defer closeAll(conns)
+	if err != nil {
+		return math.NaN(), math.NaN(), err
+	}
+	time.Sleep(time.Second) // let the proxy finish setting up the last sessions
+	after, err := treeUsage(pid)
+	if err != nil {
+		return math.NaN(), math.NaN(), err
+	}
+	return float64(after.rss-before.rss) / 1024 / float64(n), float64(after.fds-before.fds) / float64(n), nil
+}
