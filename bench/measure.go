@@ -10,17 +10,17 @@ import (
 // result is one candidate's figures; NaN where a figure does not apply or
 // its load failed.
 type result struct {
-	name       string
-	err        error   // the first failure, if any
-	shortRate  float64 // connections/s, one request each
-	shortErrs  float64 // errors during that load
-	cpuPer10k  float64 // proxy CPU seconds per 10,000 short connections
-	kaRate     float64 // keep-alive requests/s
-	bulk1      float64 // MB/s, one stream
-	bulk64     float64 // MB/s, 64 streams
-	p50, p99   float64 // µs at the fixed rate
-	idleKiB    float64 // proxy RSS per idle proxied connection
-	idleFDs    float64 // proxy descriptors per idle proxied connection
+	name      string
+	err       error   // the first failure, if any
+	shortRate float64 // connections/s, one request each
+	shortErrs float64 // errors during that load
+	cpuPer10k float64 // proxy CPU seconds per 10,000 short connections
+	kaRate    float64 // keep-alive requests/s
+	bulk1     float64 // MB/s, one stream
+	bulk64    float64 // MB/s, 64 streams
+	p50, p99  float64 // µs at the fixed rate
+	idleKiB   float64 // proxy RSS per idle proxied connection
+	idleFDs   float64 // proxy descriptors per idle proxied connection
 }
 
 func newResult(name string) result {
