@@ -31,6 +31,7 @@ type settings struct {
 	rateConns   int           // connections it spreads over
 	idleWant    int           // idle connections for the memory figure
 	idle        int           // what the file limit allows
+	rounds      int           // each load runs once a round; the table has medians
 	quick, keep bool
 }
 
@@ -38,14 +39,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	s := settings{shortConc: 50, kaConc: 64, rate: 1000, rateConns: 10, idleWant: 10000}
-	fs.DurationVar(&s.duration, "duration", 5*time.Second, "length of each timed load")
-	fs.BoolVar(&s.quick, "quick", false, "about 30 s: 1 s loads, 2,000 idle connections")
+	fs.DurationVar(&s.duration, "duration", 2*time.Second, "length of each timed load")
+	fs.IntVar(&s.rounds, "rounds", 3, "rounds over all candidates; each figure is the median")
+	fs.BoolVar(&s.quick, "quick", false, "about 30 s: one round of 1 s loads, 1,000 idle connections")
 	fs.BoolVar(&s.keep, "keep", false, "keep the scratch directory (configs and logs)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if s.quick {
-		s.duration, s.idleWant = time.Second, 2000
+		s.duration, s.idleWant, s.rounds = time.Second, 1000, 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -76,17 +78,22 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 	if _, err := e.startBackend(); err != nil {
 		return err
 	}
+	all := startAll(ctx, e, s, stderr)
+	for i := range s.rounds {
+		for _, st := range all {
+			if st.first.err != nil && st.addr == "" {
+				continue
+			}
+			fmt.Fprintf(stderr, "round %d/%d: %s\n", i+1, s.rounds, st.name)
+			st.round(ctx, s)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+	}
 	var results []result
-	for _, c := range candidates {
-		fmt.Fprintf(stderr, "%s …\n", c.name)
-		r := measure(ctx, e, s, c)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if r.err != nil {
-			fmt.Fprintf(stderr, "  %s: %v\n", c.name, r.err)
-		}
-		results = append(results, r)
+	for _, st := range all {
+		results = append(results, st.result())
 	}
 	printReport(stdout, s, results)
 	return nil

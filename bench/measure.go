@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -34,33 +36,77 @@ func (r *result) fail(what string, err error) {
 	}
 }
 
-// measure starts c, runs every load against it in turn and stops it. The
-// idle-memory load runs first, on a fresh process, so no heap left over
-// from earlier loads hides the growth.
-func measure(ctx context.Context, e *env, s settings, c candidate) result {
-	r := newResult(c.name)
-	addr, p, err := c.start(e)
-	if err != nil {
-		r.fail("start", err)
-		return r
-	}
-	if p != nil {
-		defer e.procs.stop(p)
+// started is a candidate running for the whole run.
+type started struct {
+	target
+	name   string
+	rounds []result
+	first  result // start failure and idle figures
+}
+
+// startAll starts every candidate and measures idle memory on each fresh
+// process, before any load leaves heap behind that would hide the growth.
+func startAll(ctx context.Context, e *env, s settings, log io.Writer) []*started {
+	var out []*started
+	for _, c := range candidates {
+		st := &started{name: c.name, first: newResult(c.name)}
+		out = append(out, st)
+		addr, p, err := c.start(e)
+		if err != nil {
+			st.first.fail("start", err)
+			fmt.Fprintf(log, "%s: %v\n", c.name, err)
+			continue
+		}
+		st.target = target{dir: e.dir, addr: addr, p: p}
+		if p == nil || ctx.Err() != nil {
+			continue
+		}
 		time.Sleep(300 * time.Millisecond) // let the warm pool fill
-		r.idleKiB, r.idleFDs, err = idleMemory(ctx, addr, p.pid(), s.idle)
-		r.fail("idle connections", err)
+		st.first.idleKiB, st.first.idleFDs, err = idleMemory(ctx, addr, p.pid(), s.idle)
+		st.first.fail("idle connections", err)
 		time.Sleep(1500 * time.Millisecond) // sessions end by their close policies
 	}
-	t := target{dir: e.dir, addr: addr, p: p}
+	return out
+}
+
+// round runs every load once against st.
+func (st *started) round(ctx context.Context, s settings) {
+	r := newResult(st.name)
 	steps := []func(context.Context, target, settings, *result) error{shortLoad, keepAliveLoad, bulkLoad, latencyLoad}
 	names := []string{"short connections", "keep-alive", "bulk", "latency"}
 	for i, step := range steps {
 		if ctx.Err() != nil {
 			break
 		}
-		r.fail(names[i], step(ctx, t, s, &r))
+		r.fail(names[i], step(ctx, st.target, s, &r))
+	}
+	st.rounds = append(st.rounds, r)
+}
+
+// result is the median of the rounds' figures, beside the idle figures.
+func (st *started) result() result {
+	r := st.first
+	for i, f := range r.figures() {
+		var vs []float64
+		for _, rr := range st.rounds {
+			if v := *rr.figures()[i]; !math.IsNaN(v) {
+				vs = append(vs, v)
+			}
+		}
+		if len(vs) > 0 {
+			slices.Sort(vs)
+			*f = vs[len(vs)/2]
+		}
+	}
+	for _, rr := range st.rounds {
+		r.fail("round", rr.err)
 	}
 	return r
+}
+
+// figures are the fields measured in rounds.
+func (r *result) figures() []*float64 {
+	return []*float64{&r.shortRate, &r.shortErrs, &r.cpuPer10k, &r.kaRate, &r.bulk1, &r.bulk64, &r.p50, &r.p99}
 }
 
 // target is where a load goes and the process it measures (nil: direct).

@@ -48,7 +48,7 @@ func printReport(w io.Writer, s settings, results []result) {
 		}
 	}
 	fmt.Fprintf(w, "machine: %s\n", machine())
-	fmt.Fprintf(w, "loads: %s each; wrk -t2; bulk = 8 MiB body over keep-alive; latency = %d req/s over %d keep-alive conns; idle = %d conns", s.duration, s.rate, s.rateConns, s.idle)
+	fmt.Fprintf(w, "loads: %d rounds over all candidates, medians; %s each; wrk -t2; bulk = 8 MiB body over keep-alive; latency = %d req/s over %d keep-alive conns; idle = %d conns", s.rounds, s.duration, s.rate, s.rateConns, s.idle)
 	if s.idle < s.idleWant {
 		fmt.Fprintf(w, " (%d wanted: RLIMIT_NOFILE too low)", s.idleWant)
 	}
