@@ -255,9 +255,10 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 				}
 				t.Skipf("KNOWN BUG: auto's port pressure is only seen at samples (every 250 ms): "+
 					"%d sessions at once with a %s grace placed TIME-WAITs toward the backend faster than one interval "+
-					"can absorb (peak %d of %d ports; auto %s), %v sessions failed with ports_exhausted, %d clients saw errors; "+
+					"can absorb (TIME-WAIT toward it peaked at %d, with up to %d back legs open, of %d ports; auto %s, at port_share %v), "+
+					"%v sessions failed with ports_exhausted, %d clients saw errors; "+
 					"the host budget adds the proxy's own TIME-WAITs between samples, the per-backend figure does not",
-					tc.c, tc.grace, peak.dest, ports, switched, outcomes["ports_exhausted"], clientErrors)
+					tc.c, tc.grace, peak.dest, tc.c, ports, switched, portShare, outcomes["ports_exhausted"], clientErrors)
 			}
 			t.Logf("withheld FIN, grace %s: median %.0f ms from accept to the fallback FIN, %.0f ms to the safe reset (the response came within a few ms)",
 				tc.grace, medianOf(recs, "back.fin_out_ms", "back.fallback", "grace_expired"), medianOf(recs, "back.rst_out_ms", "back.fallback", "grace_expired"))
