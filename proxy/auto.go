@@ -29,8 +29,11 @@ type autoWatch struct {
 	sampled  atomic.Int64            // the host's TIME-WAIT at the last sample
 	host     atomic.Bool             // host pressure on (hysteresis state)
 
-	mu    sync.Mutex
-	ports map[netip.AddrPort]bool // port pressure on, per backend address
+	mu        sync.Mutex
+	ports     map[netip.AddrPort]bool // port pressure on, per backend address
+	sampledTo map[netip.AddrPort]int  // the proxy's TIME-WAIT toward it at the last sample
+	placedTo  map[netip.AddrPort]int  // placed toward it since
+	portRange int
 }
 
 func newAutoWatch(c config.Auto, log *zap.Logger, obs Observer, dests func() []netip.AddrPort) *autoWatch {
@@ -46,6 +49,7 @@ func newAutoWatch(c config.Auto, log *zap.Logger, obs Observer, dests func() []n
 		cfg:      policy.AutoConfig{TWBudget: budget, TWResume: c.TWResume, PortShare: c.PortShare, PortResume: c.PortResume},
 		interval: max(c.SampleInterval, 250*time.Millisecond),
 		log:      log, obs: obs, dests: dests, ports: map[netip.AddrPort]bool{},
+		sampledTo: map[netip.AddrPort]int{}, placedTo: map[netip.AddrPort]int{},
 	}
 }
 
@@ -77,7 +81,10 @@ func (a *autoWatch) sample() {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.portRange = portRange
+	clear(a.placedTo)
 	for dest, n := range perDest {
+		a.sampledTo[dest] = n
 		prev := policy.AutoState{PortSaving: a.ports[dest]}
 		next := policy.Watch(a.cfg, policy.Figures{HostTW: -1 << 31, DestTW: n, PortRange: portRange}, prev)
 		if next.PortSaving != prev.PortSaving {
@@ -161,6 +168,23 @@ func (s *Server) setDestsLocked() {
 		}
 	}
 	s.dests.Store(&out)
+}
+
+// placedToward counts a TIME-WAIT the proxy just took on a back leg toward
+// dest, and re-checks that destination's port share with it.
+func (a *autoWatch) placedToward(dest netip.AddrPort) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.placedTo[dest]++
+	if a.ports[dest] || a.portRange == 0 {
+		return
+	}
+	n := a.sampledTo[dest] + a.placedTo[dest]
+	next := policy.Watch(a.cfg, policy.Figures{HostTW: -1 << 31, DestTW: n, PortRange: a.portRange}, policy.AutoState{})
+	if next.PortSaving {
+		a.ports[dest] = true
+		a.switched(policy.ReasonPorts, true, zap.Stringer("backend", dest), zap.Int("time_wait", n))
+	}
 }
 
 // state is what Resolve needs for a leg toward peer.

@@ -209,3 +209,33 @@ func TestProxyHeaderV2SplitAcrossSegments(t *testing.T) {
 		t.Errorf("got %q; record pp=%s client=%s outcome=%s err=%v", got, td.ProxyProtocol, td.Client, td.Outcome, td.Err)
 	}
 }
+
+// A client that half-closes right after its request, in front of a backend
+// slower than peer_fin_grace: the withheld FIN must not give up on the
+// backend before it answers, whatever the fallback.
+func TestSlowBackendAfterClientHalfClose(t *testing.T) {
+	be := backendFunc(t, func(c *net.TCPConn) {
+		buf := make([]byte, 64)
+		c.Read(buf)
+		time.Sleep(900 * time.Millisecond) // slower than the 300 ms grace: the test is about this wait
+		io.WriteString(c, response)
+		io.Copy(io.Discard, c)
+		c.Close()
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)},
+		config.Backend{Address: be, Close: testClose(policy.TargetNowhere, policy.FallbackReset)})
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if string(got) != response {
+		t.Errorf("client got %q, %v", got, err)
+	}
+	if td := h.record(t); td.Back.BytesIn != int64(len(response)) {
+		t.Errorf("back.bytes_in %d fallback %q", td.Back.BytesIn, td.Back.Fallback)
+	}
+}

@@ -20,24 +20,54 @@ const (
 
 // leg is one TCP connection of a session and the facts about its close.
 type leg struct {
-	name     policy.Leg
-	start    time.Time  // the session's accept: records count from it
-	auto     *autoWatch // resolves time_wait = "auto"; nil when unused
-	conn     *net.TCPConn
-	pol      config.Close
-	rec      *LegRecord
-	phase    legPhase
-	readEOF  bool      // the peer's FIN was read
-	sendDone bool      // nothing more will be sent to the peer
-	finSent  bool      // our FIN went out
-	waitAt   time.Time // end of a grace or half-close wait; zero if none
-	waitMark uint64    // progress when the wait was armed
-	lastProg uint64
+	name      policy.Leg
+	start     time.Time  // the session's accept: records count from it
+	auto      *autoWatch // resolves time_wait = "auto"; nil when unused
+	conn      *net.TCPConn
+	pol       config.Close
+	rec       *LegRecord
+	phase     legPhase
+	readEOF   bool          // the peer's FIN was read
+	sendDone  bool          // nothing more will be sent to the peer
+	finSent   bool          // our FIN went out
+	waitAt    time.Time     // end of a grace or half-close wait; zero if none
+	waitMark  uint64        // progress when the wait was armed, or last seen moving
+	silence   time.Duration // a silence wait: how long the peer must stay silent
+	waitSince time.Time     // a silence wait: when it began
+	quiet     time.Time     // a silence wait: when bytes last moved
+	lastProg  uint64
 }
 
+// wait arms a wait of d on the leg (a half-close: d in all).
 func (l *leg) wait(now time.Time, d time.Duration) {
 	l.waitAt = now.Add(d)
 	l.waitMark = l.progress()
+}
+
+// waitSilence arms a wait for d of silence: the timer looks every d/4
+// whether bytes moved, so silence is measured to within a quarter of d.
+func (l *leg) waitSilence(now time.Time, d time.Duration) {
+	l.silence, l.waitSince, l.quiet = d, now, now
+	l.waitMark = l.progress()
+	l.waitAt = now.Add(max(d/4, time.Millisecond))
+}
+
+// silent reports, at a tick of a silence wait, whether the peer stayed
+// silent for the whole wait, and re-arms the next tick otherwise. A backend
+// that has not yet answered at all is not silent, only slow (a client that
+// half-closed after its request is still owed the response): it is given
+// up to half_close_timeout from the start of the wait. On the front leg the
+// client owes nothing: silence is silence.
+func (l *leg) silent(now time.Time) bool {
+	if p := l.progress(); p != l.waitMark {
+		l.waitMark, l.quiet = p, now
+	}
+	owes := l.name == policy.Back && awaitingReply(l.conn) && now.Sub(l.waitSince) < l.pol.HalfCloseTimeout
+	if !owes && now.Sub(l.quiet) >= l.silence {
+		return true
+	}
+	l.waitAt = now.Add(max(l.silence/4, time.Millisecond))
+	return false
 }
 
 func (l *leg) progress() uint64 {

@@ -131,6 +131,9 @@ func (s *Server) record(td *Teardown) {
 			s.auto.placedTimeWait()
 		}
 	}
+	if td.Back.TimeWait == policy.SideProxy {
+		s.auto.placedToward(td.Back.Peer)
+	}
 	s.obs.Ended(td)
 	if (*s.sample.Load())(td) {
 		s.log.Info("teardown", td.Fields()...)

@@ -32,20 +32,21 @@ type copyResult struct {
 // when the state changes; when one fires, kernel counts (TCP_INFO) say
 // whether bytes moved in the meantime, so the data path is never touched.
 type relay struct {
-	front    *leg
-	back     *leg
-	idle     time.Duration
-	idleAt   time.Time // when to look whether anything moved; zero once ended
-	idleMark uint64    // progress when idleAt was armed
-	timer    *time.Timer
-	moved    uint64 // bytes copied so far, both ways
-	running  int    // copiers still running
-	results  chan copyResult
-	drain    <-chan struct{} // closed: end by policy now
-	kill     <-chan struct{} // closed: reset whatever is left
-	draining bool
-	outcome  Outcome
-	err      error
+	front     *leg
+	back      *leg
+	idle      time.Duration
+	idleAt    time.Time // when to look whether anything moved; zero once ended
+	idleMark  uint64    // progress when last seen moving
+	idleQuiet time.Time // when bytes last moved
+	timer     *time.Timer
+	moved     uint64 // bytes copied so far, both ways
+	running   int    // copiers still running
+	results   chan copyResult
+	drain     <-chan struct{} // closed: end by policy now
+	kill      <-chan struct{} // closed: reset whatever is left
+	draining  bool
+	outcome   Outcome
+	err       error
 }
 
 func newRelay(front, back *leg, idle time.Duration, drain, kill <-chan struct{}) *relay {
@@ -159,7 +160,7 @@ func (r *relay) act(l *leg, kind policy.Kind, why string) {
 		r.finFirst(l)
 	case policy.WithholdFIN:
 		l.phase = phaseWithholding
-		l.wait(time.Now(), l.pol.PeerFinGrace)
+		l.waitSilence(time.Now(), l.pol.PeerFinGrace)
 	case policy.FINSecond:
 		r.closeLeg(l)
 	case policy.SafeReset:
@@ -215,9 +216,12 @@ func (r *relay) onTimer(now time.Time) {
 	}
 	if !r.idleAt.IsZero() && !now.Before(r.idleAt) {
 		if p := r.progress(); p != r.idleMark {
-			r.armIdle(now)
-		} else {
+			r.idleMark, r.idleQuiet = p, now
+		}
+		if now.Sub(r.idleQuiet) >= r.idle {
 			r.endByPolicy(OutcomeTimeout, errors.New("idle_timeout: no bytes moved"))
+		} else {
+			r.idleAt = now.Add(max(r.idle/4, time.Millisecond))
 		}
 	}
 }
@@ -247,11 +251,9 @@ func (r *relay) rearm() {
 func (r *relay) waitExpired(l *leg, now time.Time) {
 	switch l.phase {
 	case phaseWithholding:
-		if p := l.progress(); p != l.waitMark { // data still flows: keep waiting
-			l.wait(now, l.pol.PeerFinGrace)
-			return
+		if l.silent(now) {
+			r.act(l, policy.GraceExpired, "grace_expired")
 		}
-		r.act(l, policy.GraceExpired, "grace_expired")
 	case phaseFINSent:
 		l.rec.Fallback = "half_close_timeout"
 		if !l.safeReset() { // not drained: our FIN is out already
@@ -327,9 +329,11 @@ func (r *relay) setOutcome(o Outcome, err error) {
 	}
 }
 
+// armIdle starts idle detection: the timer looks every idle_timeout/4
+// whether bytes moved, so silence is measured to within a quarter.
 func (r *relay) armIdle(now time.Time) {
-	r.idleAt = now.Add(r.idle)
-	r.idleMark = r.progress()
+	r.idleAt = now.Add(max(r.idle/4, time.Millisecond))
+	r.idleMark, r.idleQuiet = r.progress(), now
 }
 
 func (r *relay) progress() uint64 {

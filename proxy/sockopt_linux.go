@@ -37,6 +37,15 @@ func progress(c *net.TCPConn) uint64 {
 	return info.Bytes_received + info.Bytes_acked
 }
 
+// awaitingReply reports that the peer acknowledged bytes from us and sent
+// none back: it owes an answer and is slow, not silent. (TCP_INFO's
+// last-data times have a granularity of a millisecond, too coarse to order
+// a request and a fast answer; "nothing came back at all" is exact.)
+func awaitingReply(c *net.TCPConn) bool {
+	info := tcpInfo(c)
+	return info != nil && info.Bytes_acked > 0 && info.Bytes_received == 0
+}
+
 // resetByPeer reports that the kernel already closed c because the peer
 // reset it.
 func resetByPeer(c *net.TCPConn) bool {

@@ -17,3 +17,5 @@ func sendQueue(c *net.TCPConn) (int, error) { return 0, errUnsupported }
 func progress(c *net.TCPConn) uint64 { return 0 }
 
 func resetByPeer(c *net.TCPConn) bool { return false }
+
+func awaitingReply(c *net.TCPConn) bool { return false }
