@@ -673,3 +673,28 @@ func cpuTicks(t testing.TB, pid int) int64 {
 	s, _ := strconv.ParseInt(f[12], 10, 64)
 	return u + s
 }
+
+// TestFaultAdminLoopbackByDefault: a configuration with no [admin] table
+// serves the unauthenticated admin endpoint on loopback only: in the proxy
+// namespace something listens on 127.0.0.1:9901, nothing on another
+// address's 9901, and the proxy's outside address does not answer there.
+func TestFaultAdminLoopbackByDefault(t *testing.T) {
+	topo := newTopology(t)
+	cfg := closeproxyConfig(ListenerOpts{Name: "web", Listen: addrPort(topo.ProxyFront, 8080), Backend: addrPort(topo.WebAddr, 80)})
+	if strings.Contains(cfg, "[admin]") {
+		t.Fatalf("config has an [admin] table:\n%s", cfg)
+	}
+	cp := startCloseproxy(t, topo, topo.Proxy, cfg)
+	waitListening(t, topo, topo.Proxy, mustAddrPort(t, "127.0.0.1:9901"), cp.Proc)
+	out := topo.Exec(t, topo.Proxy, "ss", "-Hltn", "sport", "=", ":9901")
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[3] != "127.0.0.1:9901" {
+			t.Errorf("admin listens on %s, want 127.0.0.1:9901 only", f[3])
+		}
+	}
+	if c, err := dialFrom(t, topo.LB, addrPort(topo.ProxyFront, 9901)); err == nil {
+		c.Close()
+		t.Errorf("the admin port answers on the proxy's outside address %s", topo.ProxyFront)
+	}
+	t.Logf("admin by default: %s", strings.TrimSpace(out))
+}
