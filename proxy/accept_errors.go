@@ -5,6 +5,11 @@ import (
 	"syscall"
 )
 
+// outOfFiles reports running out of file descriptors.
+func outOfFiles(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
 // isTemporary reports accept errors that pass: out of file descriptors or
 // memory, or a connection aborted before it was accepted.
 func isTemporary(err error) bool {

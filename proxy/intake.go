@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
@@ -55,9 +56,9 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 	hdr, err := readHeader(br)
 	_ = c.SetReadDeadline(time.Time{})
 	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded) && br.Buffered() == 0 && l.ProxyProtocol == config.ProxyProtocolOptional:
+	case errors.Is(err, errSilent) && l.ProxyProtocol == config.ProxyProtocolOptional:
 		// a client that speaks second sent nothing: no header
-	case errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.Is(err, errSilent) || errors.Is(err, os.ErrDeadlineExceeded):
 		return in, fmt.Errorf("%w: incomplete after proxy_protocol_timeout %s", errBadProxyHeader, l.ProxyProtocolTimeout)
 	case errors.Is(err, proxyproto.ErrNoProxyProtocol):
 		if l.ProxyProtocol == config.ProxyProtocolRequired {
@@ -78,22 +79,51 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 	return in, nil
 }
 
-// readHeader buffers a whole v1 line before go-proxyproto parses it:
-// the library refuses a v1 header that did not arrive in one read, and a
+// errSilent: the client sent nothing before proxy_protocol_timeout.
+var errSilent = errors.New("nothing received")
+
+// v2Signature opens every PROXY v2 header.
+const v2Signature = "\r\n\r\n\x00\r\nQUIT\n"
+
+// readHeader waits for the client's first bytes and hands them to
+// go-proxyproto only once they can be a header: bytes that cannot begin one
+// (a short greeting such as "PING\r\n") are no header at once, without
+// waiting for the 12 bytes the library peeks. A whole v1 line is buffered
+// first: the library refuses one that did not arrive in one read, and a
 // header split across segments is legal. The connection's deadline bounds
-// the wait.
+// every wait.
 func readHeader(br *bufio.Reader) (*proxyproto.Header, error) {
-	sig, err := br.Peek(5)
-	if err != nil || string(sig) != "PROXY" {
-		return proxyproto.Read(br)
+	if _, err := br.Peek(1); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, errSilent
+		}
+		return nil, err
 	}
 	for {
-		line, _ := br.Peek(br.Buffered())
-		if bytes.IndexByte(line, '\n') >= 0 || len(line) >= maxV1Header {
-			break
+		b, _ := br.Peek(br.Buffered())
+		switch {
+		case len(b) >= len(v2Signature) || len(b) >= 5 && string(b[:5]) == "PROXY":
+			return parseHeader(br)
+		case !strings.HasPrefix("PROXY", string(b)) && !strings.HasPrefix(v2Signature, string(b)):
+			return nil, proxyproto.ErrNoProxyProtocol
 		}
-		if _, err := br.Peek(len(line) + 1); err != nil {
+		if _, err := br.Peek(len(b) + 1); err != nil {
 			return nil, err
+		}
+	}
+}
+
+// parseHeader lets go-proxyproto read a header whose start is buffered.
+func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
+	if sig, _ := br.Peek(5); string(sig) == "PROXY" {
+		for {
+			line, _ := br.Peek(br.Buffered())
+			if bytes.IndexByte(line, '\n') >= 0 || len(line) >= maxV1Header {
+				break
+			}
+			if _, err := br.Peek(len(line) + 1); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return proxyproto.Read(br)

@@ -91,6 +91,9 @@ func (s *Server) acceptLoop(l *listener) error {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				if outOfFiles(err) {
+					s.releaseFiles()
+				}
 				s.log.Warn("accept failed; backing off", zap.String("listener", lc.cfg.Name), zap.Duration("backoff", backoff), zap.Error(err))
 				time.Sleep(backoff)
 				continue

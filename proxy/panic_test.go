@@ -63,7 +63,7 @@ func TestSessionPanicRecovered(t *testing.T) {
 	}
 	t.Logf("panicking session: client read %q (%v); record front.close %s, front.rst_out_ms %v", got, err, td.Front.Close, td.Front.RSTOut)
 	if td.Front.Close != policy.CloseReset {
-		t.Logf("KNOWN BUG: the recovery resets the client's connection (SO_LINGER 0, Close) but the record says front.close %q, not %q", td.Front.Close, policy.CloseReset)
+		t.Errorf("the recovery resets the client's connection (SO_LINGER 0, Close) but the record says front.close %q, not %q", td.Front.Close, policy.CloseReset)
 	}
 
 	got, err = exchange(t, h.addr, "GET / HTTP/1.1\r\n\r\n")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,7 @@ type Server struct {
 	drainNow context.CancelFunc
 	kill     chan struct{} // closed when ending by policy took too long: reset
 	nextID   atomic.Uint64
+	lastGC   atomic.Int64 // unix nanoseconds of the last releaseFiles collection
 }
 
 // Option adjusts a Server.
@@ -177,6 +179,20 @@ func (s *Server) PoolStats() map[string]pool.Stats {
 	return out
 }
 
+// releaseFiles runs a collection, at most every 100 ms, when descriptors
+// run out: Go keeps the pipes its splice used in a pool that only a
+// collection empties, so idle pipes can hold the descriptors new sessions
+// need.
+func (s *Server) releaseFiles() {
+	now := time.Now().UnixNano()
+	last := s.lastGC.Load()
+	if now-last < int64(100*time.Millisecond) || !s.lastGC.CompareAndSwap(last, now) {
+		return
+	}
+	runtime.GC() // the pool's items survive one collection (its victim cache)
+	runtime.GC() // and go with the second; their finalizers close the pipes
+}
+
 // dialer is how the pool of a backend dials; the Observer sees each dial.
 func (s *Server) dialer(backend string) pool.DialFunc {
 	return func(ctx context.Context, address string) (*net.TCPConn, error) {
@@ -184,6 +200,9 @@ func (s *Server) dialer(backend string) pool.DialFunc {
 		t0 := time.Now()
 		c, err := d.DialContext(ctx, "tcp", address)
 		s.obs.Dialed(backend, time.Since(t0), err)
+		if outOfFiles(err) {
+			s.releaseFiles()
+		}
 		if err != nil {
 			return nil, err
 		}

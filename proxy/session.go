@@ -50,6 +50,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 			td.Err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
 			_ = ss.front.SetLinger(0)
 			_ = ss.front.Close()
+			td.Front.Close, td.Front.RSTOut, td.Front.TimeWait = policy.CloseReset, time.Since(ss.start), policy.SideNone
 		}
 		td.Duration = time.Since(ss.start)
 	}()
