@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures closeproxy side by side with HAProxy (mode tcp),
 // the nginx stream module and no proxy at all, on this machine, on
 // loopback, with the same load generators:
