@@ -28,6 +28,7 @@ type autoWatch struct {
 	placed   atomic.Int64            // TIME-WAITs the proxy placed since the last sample
 	sampled  atomic.Int64            // the host's TIME-WAIT at the last sample
 	host     atomic.Bool             // host pressure on (hysteresis state)
+	running  atomic.Bool             // the sampler runs: some leg uses auto
 
 	mu        sync.Mutex
 	ports     map[netip.AddrPort]bool // port pressure on, per backend address
@@ -112,6 +113,22 @@ func (a *autoWatch) switched(reason string, on bool, fields ...zap.Field) {
 	a.log.Info(msg, append(fields, zap.String("reason", reason))...)
 }
 
+// countPlaced counts the TIME-WAITs a finished session left on the proxy, while
+// some leg uses auto (without the sampler nothing would ever reset them).
+func (a *autoWatch) countPlaced(td *Teardown) {
+	if !a.running.Load() {
+		return
+	}
+	for _, l := range []*LegRecord{&td.Front, &td.Back} {
+		if l.TimeWait == policy.SideProxy {
+			a.placedTimeWait()
+		}
+	}
+	if td.Back.TimeWait == policy.SideProxy {
+		a.placedToward(td.Back.Peer)
+	}
+}
+
 // placedTimeWait counts a TIME-WAIT the proxy just took, and re-checks the
 // budget with it.
 func (a *autoWatch) placedTimeWait() {
@@ -145,6 +162,7 @@ func (s *Server) startAutoLocked() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.autoStop = cancel
 	s.auto.sample() // the first figures before the first session closes
+	s.auto.running.Store(true)
 	s.pools.Add(1)
 	go func() { defer s.pools.Done(); s.auto.run(ctx) }()
 }

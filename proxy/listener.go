@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
-	"github.com/closeproxy/closeproxy/policy"
 )
 
 // listener is one accepting socket. Its configuration can be swapped by
@@ -129,14 +128,7 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
 
 // record logs td (as log.teardown samples) and hands it on.
 func (s *Server) record(td *Teardown) {
-	for _, l := range []*LegRecord{&td.Front, &td.Back} {
-		if l.TimeWait == policy.SideProxy {
-			s.auto.placedTimeWait()
-		}
-	}
-	if td.Back.TimeWait == policy.SideProxy {
-		s.auto.placedToward(td.Back.Peer)
-	}
+	s.auto.countPlaced(td)
 	s.obs.Ended(td)
 	if (*s.sample.Load())(td) {
 		s.log.Info("teardown", td.Fields()...)

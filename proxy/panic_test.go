@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,8 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/policy"
@@ -51,7 +48,7 @@ func TestSessionPanicRecovered(t *testing.T) {
 	})
 	obs := &panicOnce{}
 	h := startProxyWith(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)},
-		config.Backend{Address: be, Close: testClose(policy.TargetPeer, policy.FallbackReset)}, WithObserver(obs))
+		config.Backend{Address: be, Close: testClose(policy.TargetPeer, policy.FallbackReset)}, []Option{WithObserver(obs)})
 
 	got, err := exchange(t, h.addr, "GET / HTTP/1.1\r\n\r\n")
 	td := h.record(t)
@@ -80,35 +77,4 @@ func TestSessionPanicRecovered(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 	}
-}
-
-// startProxyWith is startProxy with Server options.
-func startProxyWith(t testing.TB, ln config.Listener, be config.Backend, opts ...Option) *harness {
-	t.Helper()
-	ln.Name, ln.Backend, ln.Listen, ln.IdleTimeout, ln.ProxyProtocol = "web", "app", "127.0.0.1:0", 5*time.Second, config.ProxyProtocolOff
-	be.Name, be.ConnectTimeout, be.SendProxyProtocol, be.Protocol = "app", time.Second, config.SendOff, config.ProtocolTCP
-	be.Pool = config.Defaults().Backend.Pool
-	be.Pool.Warm = 0
-	cfg := &config.Config{Listeners: []config.Listener{ln}, Backends: []config.Backend{be}, Log: config.Log{Teardown: "all"},
-		Auto: config.Defaults().Auto}
-	h := &harness{records: make(chan *Teardown, 100)}
-	srv, err := New(cfg, zap.NewNop(), append(opts, WithTeardownHook(func(td *Teardown) { h.records <- td }))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	h.srv, h.addr = srv, srv.Addrs()[0].String()
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return h
 }

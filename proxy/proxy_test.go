@@ -58,6 +58,12 @@ type harness struct {
 
 func startProxy(t testing.TB, ln config.Listener, be config.Backend, adjust ...func(*config.Config)) *harness {
 	t.Helper()
+	return startProxyWith(t, ln, be, nil, adjust...)
+}
+
+// startProxyWith is startProxy with Server options.
+func startProxyWith(t testing.TB, ln config.Listener, be config.Backend, opts []Option, adjust ...func(*config.Config)) *harness {
+	t.Helper()
 	ln.Name, ln.Backend, ln.Listen = "web", "app", "127.0.0.1:0"
 	be.Name = "app"
 	if ln.IdleTimeout == 0 {
@@ -85,7 +91,7 @@ func startProxy(t testing.TB, ln config.Listener, be config.Backend, adjust ...f
 		f(cfg)
 	}
 	h := &harness{records: make(chan *Teardown, 1000)}
-	srv, err := New(cfg, zap.NewNop(), WithTeardownHook(func(td *Teardown) { h.records <- td }))
+	srv, err := New(cfg, zap.NewNop(), append(opts, WithTeardownHook(func(td *Teardown) { h.records <- td }))...)
 	if err != nil {
 		t.Fatal(err)
 	}
