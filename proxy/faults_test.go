@@ -167,7 +167,15 @@ func TestIdleTimeout(t *testing.T) {
 // Shutdown with a live session: after the grace of ctx, the session is
 // ended by policy and recorded as drained.
 func TestShutdownDrainsLiveSession(t *testing.T) {
-	be := backendFunc(t, func(c *net.TCPConn) { io.Copy(io.Discard, c); c.Close() })
+	arrived := make(chan struct{})
+	be := backendFunc(t, func(c *net.TCPConn) {
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err == nil {
+			close(arrived)
+		}
+		io.Copy(io.Discard, c)
+		c.Close()
+	})
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
 	c, err := net.Dial("tcp", h.addr)
 	if err != nil {
@@ -175,6 +183,9 @@ func TestShutdownDrainsLiveSession(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "x")
+	// The session is live (not still in the listen backlog, which closing
+	// the listener resets) once its byte reached the backend.
+	<-arrived
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	shut := make(chan error, 1)

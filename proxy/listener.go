@@ -94,13 +94,27 @@ func (s *Server) acceptLoop(l *listener) error {
 					s.releaseFiles()
 				}
 				s.log.Warn("accept failed; backing off", zap.String("listener", lc.cfg.Name), zap.Duration("backoff", backoff), zap.Error(err))
-				time.Sleep(backoff)
+				if !s.sleepUnlessDone(backoff) {
+					return nil
+				}
 				continue
 			}
 			return fmt.Errorf("listener %q: accept: %w", lc.cfg.Name, err)
 		}
 		backoff = 0
 		s.accepted(l, lc, c.(*net.TCPConn))
+	}
+}
+
+// sleepUnlessDone waits d and reports whether the server is still up.
+func (s *Server) sleepUnlessDone(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.done:
+		return false
 	}
 }
 

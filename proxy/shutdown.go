@@ -20,6 +20,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopping.Store(true)
 	s.closeListeners()
 	defer s.stopPools()
+	// Every accept loop has returned before the sessions are awaited: a
+	// session started by a loop still running would race the Wait.
+	s.accepts.Wait()
 	done := make(chan struct{})
 	go func() { s.sessions.Wait(); close(done) }()
 	select {
