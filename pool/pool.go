@@ -164,14 +164,20 @@ func (p *Pool) usable(c *Conn) bool {
 }
 
 // dialFor dials a connection into the slot take reserved.
-func (p *Pool) dialFor(ctx context.Context) (*Conn, error) {
-	c, err := p.dialConn(ctx)
+func (p *Pool) dialFor(ctx context.Context) (c *Conn, err error) {
+	defer func() {
+		// Failed, or panicked (a session recovers its panics and lives on):
+		// the slot reserved by take is given back either way.
+		if c == nil {
+			p.mu.Lock()
+			p.stats.InUse--
+			p.signalLocked()
+			p.mu.Unlock()
+			p.wakeRefiller()
+		}
+	}()
+	c, err = p.dialConn(ctx)
 	if err != nil {
-		p.mu.Lock()
-		p.stats.InUse--
-		p.signalLocked()
-		p.mu.Unlock()
-		p.wakeRefiller()
 		return nil, err
 	}
 	c.out = true

@@ -199,6 +199,14 @@ func (s *Server) dialer(backend string) pool.DialFunc {
 		var d net.Dialer
 		t0 := time.Now()
 		c, err := d.DialContext(ctx, "tcp", address)
+		handedOn := false
+		defer func() {
+			// A panic below (the session recovers it) must not leave the
+			// connection open until GC.
+			if !handedOn && c != nil {
+				c.Close()
+			}
+		}()
 		s.obs.Dialed(backend, time.Since(t0), err)
 		if outOfFiles(err) {
 			s.releaseFiles()
@@ -206,6 +214,7 @@ func (s *Server) dialer(backend string) pool.DialFunc {
 		if err != nil {
 			return nil, err
 		}
+		handedOn = true
 		return c.(*net.TCPConn), nil
 	}
 }
