@@ -15,14 +15,15 @@ import (
 
 // roundTrip is how one request fared on one backend connection.
 type roundTrip struct {
-	started  bool // a response byte went to the client
-	retry    bool // nothing came back and the request is safe to send again
-	tunnel   bool // 101 or CONNECT 2xx: the connection is a tunnel now
-	closing  bool // the front leg ends after this response
-	reusable bool // the backend connection can go back to the pool
-	backFIN  bool // the backend's FIN ended the response
-	abort    bool // the backend got part of a refused request: reset it
-	unused   bool // nothing was sent on the connection
+	started  bool  // a response byte went to the client
+	retry    bool  // nothing came back and the request is safe to send again
+	tunnel   bool  // 101 or CONNECT 2xx: the connection is a tunnel now
+	closing  bool  // the front leg ends after this response
+	reusable bool  // the backend connection can go back to the pool
+	backFIN  bool  // the backend's FIN ended the response
+	abort    bool  // the backend got part of a refused request: reset it
+	unused   bool  // nothing was sent on the connection
+	err      error // why a retry is wanted
 }
 
 // errBodyCut marks a request body the client had not finished sending when
@@ -47,6 +48,9 @@ func (h *h1) exchange(req *http1.Request, drain, kill <-chan struct{}) (closing,
 			h.td.Back.Fallback = "retried"
 			h.dropBackend(bc, br)
 			continue
+		case rt.retry: // the second connection failed the same way: once is all
+			h.td.Outcome, h.td.Err = OutcomeBackendReset, rt.err
+			h.writeError(502, "Bad Gateway")
 		case rt.tunnel:
 			h.tunnel(bc, br, drain, kill)
 			return true, true
@@ -213,7 +217,7 @@ func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body c
 	h.finishBody(body)
 	rt.closing = true
 	if bc.Pooled && req.Framing == http1.NoBody && idempotent(req.Method) {
-		rt.retry = true
+		rt.retry, rt.err = true, err
 		return
 	}
 	h.td.Outcome, h.td.Err = OutcomeBackendReset, err

@@ -173,6 +173,32 @@ func TestHTTP1RetriesIdempotentOnDeadPooledConn(t *testing.T) {
 	}
 }
 
+// A backend that closes every connection after reading the request: the
+// retry on a second pooled connection fails the same way, and the client
+// gets a 502 with outcome backend_reset, not a bare EOF recorded as ok.
+func TestHTTP1RetryThatFailsAgainAnswers502(t *testing.T) {
+	accepted := make(chan struct{}, 64)
+	be := backendFunc(t, func(c *net.TCPConn) {
+		defer c.Close()
+		accepted <- struct{}{}
+		http.ReadRequest(bufio.NewReader(c))
+	})
+	b := http1Backend(be)
+	b.Pool.Warm = 4
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, b)
+	for range b.Pool.Warm {
+		<-accepted // the warm connections are dialed: both attempts take pooled ones
+	}
+	got := roundTrips(t, h.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if !strings.HasPrefix(got[0], "502 ") {
+		t.Errorf("got %q, want a 502", got[0])
+	}
+	td := h.record(t)
+	if td.Outcome != OutcomeBackendReset || td.Back.Fallback != "retried" {
+		t.Errorf("outcome %s back.fallback %q (%v), want backend_reset after a retry", td.Outcome, td.Back.Fallback, td.Err)
+	}
+}
+
 // A response delimited by the origin's close can only end with a FIN, even
 // when the front target would withhold it.
 func TestHTTP1CloseDelimitedEndsWithFIN(t *testing.T) {
