@@ -250,3 +250,54 @@ func TestSlowBackendAfterClientHalfClose(t *testing.T) {
 		t.Errorf("back.bytes_in %d fallback %q", td.Back.BytesIn, td.Back.Fallback)
 	}
 }
+
+// Past max_connections a connection is reset at once and recorded as
+// over_limit; once a session ends, the next connection is served.
+func TestMaxConnectionsResetsBeyond(t *testing.T) {
+	be := backendFunc(t, func(c *net.TCPConn) { io.Copy(c, c); c.Close() })
+	h := startProxy(t, config.Listener{MaxConnections: 2, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
+	echoOnce := func(c net.Conn) error {
+		if _, err := io.WriteString(c, "a"); err != nil {
+			return err
+		}
+		var b [1]byte
+		_, err := io.ReadFull(c, b[:])
+		return err
+	}
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := echoOnce(c); err != nil {
+			t.Fatalf("session within the limit: %v", err)
+		}
+		held = append(held, c)
+	}
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := echoOnce(c); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("third connection: %v, want a reset", err)
+	}
+	if td := h.record(t); td.Outcome != OutcomeOverLimit || td.Front.Close != policy.CloseReset {
+		t.Errorf("third connection's record: outcome %s front.close %s, want over_limit, reset", td.Outcome, td.Front.Close)
+	}
+	held[0].Close()
+	if td := h.record(t); td.Outcome != OutcomeOK {
+		t.Errorf("first session ended with %s", td.Outcome)
+	}
+	c, err = net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := echoOnce(c); err != nil {
+		t.Errorf("after a session ended, a new one: %v", err)
+	}
+}

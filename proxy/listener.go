@@ -135,8 +135,9 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
 	go func() {
 		defer s.sessions.Done()
 		defer lc.be.users.Done()
-		defer l.open.Add(-1)
-		s.record(s.newSession(lc, c).run(s.drainCtx, s.kill))
+		td := s.newSession(lc, c).run(s.drainCtx, s.kill)
+		l.open.Add(-1) // the slot is free before the record says the session ended
+		s.record(td)
 	}()
 }
 
