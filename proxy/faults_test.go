@@ -276,13 +276,14 @@ func TestMaxConnectionsResetsBeyond(t *testing.T) {
 		}
 		held = append(held, c)
 	}
+	// The reset can come before connect returns (loopback is that fast).
 	c, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		err = echoOnce(c)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := echoOnce(c); !errors.Is(err, syscall.ECONNRESET) {
+	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("third connection: %v, want a reset", err)
 	}
 	if td := h.record(t); td.Outcome != OutcomeOverLimit || td.Front.Close != policy.CloseReset {
