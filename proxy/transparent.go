@@ -136,3 +136,10 @@ func capEffHas(status []byte, bit uint) (bool, error) {
 	}
 	return false, errors.New("no CapEff line in the process status")
 }
+
+// CheckNetAdmin returns the error New would return for cfg because this
+// process lacks CAP_NET_ADMIN, or nil; `closeproxy check` prints it as a
+// warning, since the check may run elsewhere than the proxy.
+func CheckNetAdmin(cfg *config.Config) error {
+	return requireNetAdmin(cfg, hasNetAdmin)
+}
