@@ -249,17 +249,24 @@ func TestTransparentIntercept(t *testing.T) {
 // (IP_BIND_ADDRESS_NO_PORT), so each client address has the 200 ports to
 // itself, and the proxy's own address pins none: 150 per address fit, and
 // all 600 pass, each leaving its TIME-WAIT, as the records claim. One
-// client address (an lb without PROXY headers) would still run out at
-// 200: the limit moves from the proxy to each client, it does not vanish.
+// client address (an lb without PROXY headers) still runs out at 200, the
+// third case: the limit moves from the proxy to each client address, it
+// does not vanish.
 func TestTransparentBackLegPortsPerClient(t *testing.T) {
-	const (
-		perSrc = 150
-		ports  = 200
-	)
-	srcs := []string{"10.231.1.11", "10.231.1.12", "10.231.1.13", "10.231.1.14"}
-	n := perSrc * len(srcs)
-	for _, source := range []string{"proxy", "client"} {
-		t.Run("source "+source, func(t *testing.T) {
+	const ports = 200
+	four := []string{"10.231.1.11", "10.231.1.12", "10.231.1.13", "10.231.1.14"}
+	for _, tc := range []struct {
+		name, source string
+		srcs         []string
+		perSrc       int
+	}{
+		{"source proxy", "proxy", four, 150},
+		{"source client", "client", four, 150},
+		{"source client, one client address", "client", four[:1], 300},
+	} {
+		source, srcs, perSrc := tc.source, tc.srcs, tc.perSrc
+		n := perSrc * len(srcs)
+		t.Run(tc.name, func(t *testing.T) {
 			var topo *Topology
 			if source == "client" {
 				topo = transparentTopology(t)
@@ -301,12 +308,20 @@ func TestTransparentBackLegPortsPerClient(t *testing.T) {
 			t.Logf("source %s: %d of %d ok; records %s; proxy's back-leg TIME-WAIT by local address %v",
 				source, ok, n, fmtCounts(outcomes), bySrc)
 
-			if source == "proxy" {
+			switch {
+			case source == "proxy":
 				if outcomes["ports_exhausted"] == 0 || ok == n {
 					t.Errorf("source = proxy: %d of %d ok, %v ports_exhausted; want the proxy's %d ports to run out",
 						ok, n, outcomes["ports_exhausted"], ports)
 				}
 				between(t, "TIME-WAIT from the proxy's own address", bySrc[topo.ProxyBack], ports*9/10, ports)
+				return
+			case perSrc > ports:
+				if outcomes["ports_exhausted"] == 0 || bySrc[topo.ProxyBack] != 0 {
+					t.Errorf("one client address: %v ports_exhausted, %d TIME-WAIT from the proxy's address; want that client's %d ports to run out, and none of the proxy's",
+						outcomes["ports_exhausted"], bySrc[topo.ProxyBack], ports)
+				}
+				between(t, "TIME-WAIT from the one client address", bySrc[netip.MustParseAddr(srcs[0])], ports*9/10, ports)
 				return
 			}
 			if ok != n || outcomes["ok"] != float64(n) {
