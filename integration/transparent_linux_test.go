@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -337,5 +338,41 @@ func TestTransparentBackLegPortsPerClient(t *testing.T) {
 				between(t, "back-leg TIME-WAIT from "+a, bySrc[netip.MustParseAddr(a)], perSrc, perSrc)
 			}
 		})
+	}
+}
+
+// TestTransparentNeedsNetAdmin: without CAP_NET_ADMIN (dropped with
+// setpriv), `run` refuses a configuration that needs IP_TRANSPARENT and
+// says which keys need it; `check` only warns and exits 0.
+func TestTransparentNeedsNetAdmin(t *testing.T) {
+	needRoot(t)
+	setpriv := needTool(t, "setpriv")
+	ns := "cpt" + randomHex(t, 3) + "-cap"
+	addNetns(t, ns)
+	topo := &Topology{}
+	bin := buildBinary(t, "./cmd/closeproxy")
+	cfg := filepath.Join(t.TempDir(), "closeproxy.toml")
+	writeFile(t, cfg, []byte(closeproxyConfigWith(GlobalOpts{AdminListen: "off"}, ListenerOpts{
+		Name: "web", Listen: "127.0.0.1:8080", Backend: "127.0.0.1:80", Intercept: "tproxy", Source: "client",
+	})))
+	want := []string{
+		`listener "web": intercept = "tproxy" needs CAP_NET_ADMIN (IP_TRANSPARENT); run as root or grant the capability`,
+		`backend "web": source = "client" needs CAP_NET_ADMIN (IP_TRANSPARENT); run as root or grant the capability`,
+	}
+	drop := []string{setpriv, "--inh-caps=-net_admin", "--bounding-set=-net_admin"}
+	for _, sub := range []string{"run", "check"} {
+		out, err := topo.cmdContext(t.Context(), ns, append(drop, bin, sub, "-config", cfg)...).CombinedOutput()
+		var ee *exec.ExitError
+		switch {
+		case sub == "run" && !(errors.As(err, &ee) && ee.ExitCode() == 1):
+			t.Errorf("run without CAP_NET_ADMIN: %v, want exit 1\n%s", err, out)
+		case sub == "check" && err != nil:
+			t.Errorf("check without CAP_NET_ADMIN: %v, want exit 0 with a warning\n%s", err, out)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("%s without CAP_NET_ADMIN printed:\n%s\nwant a line with: %s", sub, out, w)
+			}
+		}
 	}
 }

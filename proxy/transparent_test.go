@@ -118,3 +118,23 @@ func TestSameFamily(t *testing.T) {
 		}
 	}
 }
+
+// Reload checks the capability as New does, and a refused reload leaves
+// the running configuration serving.
+func TestReloadRefusesTransparentWithoutNetAdmin(t *testing.T) {
+	addr := httpBackend(t, true)
+	lacks := func(s *Server) { s.netAdmin = func() (bool, error) { return false, nil } }
+	h := startProxyWith(t, ppListener(config.ProxyProtocolOff, "127.0.0.0/8"), defaultBackend(addr), []Option{lacks})
+	next := transparentConfig()
+	next.Listeners[0].Intercept = config.InterceptRedirect // needs nothing
+	next.Backends[0].Address = addr
+	err := h.srv.Reload(t.Context(), next)
+	if err == nil || !strings.Contains(err.Error(), `backend "app": source = "client" needs CAP_NET_ADMIN`) ||
+		strings.Contains(err.Error(), "intercept") {
+		t.Fatalf("Reload without CAP_NET_ADMIN: %v", err)
+	}
+	if got, err := get(t, h.addr, false); got != response || err != nil {
+		t.Errorf("after the refused reload: %q, %v; want the old configuration serving", got, err)
+	}
+	h.record(t)
+}

@@ -126,6 +126,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if err := proxy.CheckNetAdmin(cfg); err != nil {
+		fmt.Fprintln(stderr, err) // before serving, as plainly as a config error
+		return 1
+	}
 	level, err := zap.ParseAtomicLevel(cfg.Log.Level)
 	if err != nil {
 		fmt.Fprintln(stderr, "log.level:", err)
