@@ -197,10 +197,16 @@ func interceptRules(mode string, web netip.AddrPort) string {
 // balancer and the web server both see each other's own addresses.
 func TestTransparentIntercept(t *testing.T) {
 	const n, size = 40, 20000
-	for _, tc := range []struct{ mode, source string }{{"tproxy", ""}, {"redirect", ""}, {"tproxy", "client"}} {
+	for _, tc := range []struct{ mode, source, listen string }{
+		{"tproxy", "", ""}, {"redirect", "", ""}, {"tproxy", "client", ""},
+		{"redirect", "", "[::]:8080"}, // IPv4 on a dual-stack socket
+	} {
 		name := tc.mode
 		if tc.source != "" {
 			name += ", source " + tc.source
+		}
+		if tc.listen != "" {
+			name += ", listen " + tc.listen
 		}
 		t.Run(name, func(t *testing.T) {
 			var topo *Topology
@@ -212,8 +218,12 @@ func TestTransparentIntercept(t *testing.T) {
 			}
 			web := startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80), NginxOpts{Keepalive: true, BlobSizes: []int{size}})
 			nftRules(t, topo, topo.Proxy, interceptRules(tc.mode, web.Addr))
+			listen := addrPort(topo.ProxyFront, 8080)
+			if tc.listen != "" {
+				listen = tc.listen
+			}
 			cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
-				Name: "web", Listen: addrPort(topo.ProxyFront, 8080), Backend: web.Addr.String(),
+				Name: "web", Listen: listen, Backend: web.Addr.String(),
 				Intercept: tc.mode, Source: tc.source,
 			}))
 

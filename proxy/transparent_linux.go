@@ -64,26 +64,25 @@ func controlOpts(c syscall.RawConn, opts ...boolOpt) error {
 	return opErr
 }
 
-// originalDst reads the destination a NAT redirect rule replaced
-// (SO_ORIGINAL_DST; IP6T_SO_ORIGINAL_DST, the same number, for IPv6).
+// originalDst reads the destination a NAT redirect rule replaced:
+// SO_ORIGINAL_DST at SOL_IP for an IPv4 connection, also one on a
+// dual-stack IPv6 socket (the kernel keeps its IPv4 addresses where the IPv4
+// option reads them); IP6T_SO_ORIGINAL_DST, the same number, at SOL_IPV6
+// for IPv6.
 func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	var ap netip.AddrPort
 	var opErr error
+	v4 := addrPort(c.LocalAddr()).Addr().Is4()
 	err := control(c, func(fd int) {
-		family, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-		if err != nil {
-			opErr = os.NewSyscallError("getsockopt SO_DOMAIN", err)
+		if v4 {
+			var sa unix.RawSockaddrInet4
+			opErr = getsockopt(fd, unix.SOL_IP, unix.SO_ORIGINAL_DST, unsafe.Pointer(&sa), unix.SizeofSockaddrInet4)
+			ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
 			return
 		}
-		if family == unix.AF_INET6 {
-			var sa unix.RawSockaddrInet6
-			opErr = getsockopt(fd, unix.SOL_IPV6, unix.SO_ORIGINAL_DST, unsafe.Pointer(&sa), unix.SizeofSockaddrInet6)
-			ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))
-			return
-		}
-		var sa unix.RawSockaddrInet4
-		opErr = getsockopt(fd, unix.SOL_IP, unix.SO_ORIGINAL_DST, unsafe.Pointer(&sa), unix.SizeofSockaddrInet4)
-		ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
+		var sa unix.RawSockaddrInet6
+		opErr = getsockopt(fd, unix.SOL_IPV6, unix.SO_ORIGINAL_DST, unsafe.Pointer(&sa), unix.SizeofSockaddrInet6)
+		ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))
 	})
 	if err == nil {
 		err = opErr
