@@ -66,7 +66,8 @@ func remoteAddrs(entries []AccessEntry) map[string]int {
 // TestTransparentSourceClient: nginx, unmodified (no proxy_protocol),
 // logs lb's address as $remote_addr for connections through closeproxy
 // with source = "client" — the socket peer's, and the one a PROXY v2
-// header named. The back leg's close policy still holds: with time_wait
+// header named (written by a Go client, and by HAProxy in lb with
+// send-proxy-v2). The back leg's close policy still holds: with time_wait
 // "proxy" and a client that half-closes, every back leg leaves its
 // TIME-WAIT on the proxy — now under lb's address — and the records say so.
 func TestTransparentSourceClient(t *testing.T) {
@@ -128,6 +129,23 @@ func TestTransparentSourceClient(t *testing.T) {
 			!strings.HasPrefix(rec.Str("lb"), topo.LBAddr.String()+":") {
 			t.Errorf("record client %q lb %q proxy_protocol %q back.local %q; want %s via %s, dialed from %s",
 				rec.Str("client"), rec.Str("lb"), rec.Str("proxy_protocol"), rec.Str("back.local"), headerClient, topo.LBAddr, headerClient.Addr())
+		}
+	}
+
+	// The same through a real peer: HAProxy in lb, on the header client's
+	// address, sends PROXY v2 over its own connection from lb's main one.
+	const viaHAProxy = 10
+	hap := netip.AddrPortFrom(headerClient.Addr(), 9000)
+	startHAProxy(t, topo, topo.LB, hap.String(), pp, "v2")
+	requireAllOK(t, runLoad(t, topo, topo.LB, LoadOpts{Addr: hap.String(), Src: headerClient.Addr().String(),
+		N: viaHAProxy, C: 2, ExpectBytes: 3}), viaHAProxy)
+	entries = web.WaitAccessLog(t, n+3+viaHAProxy, 5*time.Second)
+	if logged := remoteAddrs(entries[n+3:]); logged[headerClient.Addr().String()] != viaHAProxy || len(logged) != 1 {
+		t.Errorf("nginx $remote_addr behind HAProxy's PROXY v2: %v, want %s ×%d", logged, headerClient.Addr(), viaHAProxy)
+	}
+	for _, rec := range cp.WaitRecords(t, n+3+viaHAProxy, 10*time.Second)[n+3:] {
+		if !strings.HasPrefix(rec.Str("client"), headerClient.Addr().String()+":") || !strings.HasPrefix(rec.Str("lb"), topo.LBAddr.String()+":") {
+			t.Errorf("record client %q lb %q, want %s via %s", rec.Str("client"), rec.Str("lb"), headerClient.Addr(), topo.LBAddr)
 		}
 	}
 
