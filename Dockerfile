@@ -10,7 +10,12 @@
 # Capabilities: none are needed for the shipped configuration (port 8080).
 # Binding a port below 1024 needs CAP_NET_BIND_SERVICE
 # (docker run --cap-add NET_BIND_SERVICE …, or sysctl
-# net.ipv4.ip_unprivileged_port_start); no other capability is needed.
+# net.ipv4.ip_unprivileged_port_start). Transparent mode (backend source =
+# "client", listener intercept = "tproxy") needs CAP_NET_ADMIN in the
+# process's effective set; runtimes do not raise added capabilities for a
+# non-root user, so run such a container as root: --user 0 --cap-add
+# NET_ADMIN, plus the policy routing of `closeproxy transparent setup`
+# (README, "Transparent mode"). Nothing else needs a capability.
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src

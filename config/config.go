@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -72,8 +73,42 @@ type Listener struct {
 	// MaxConnections caps the sessions open at once on this listener;
 	// connections beyond it are reset at once. 0: no cap.
 	MaxConnections int
-	Close          Close // the front leg
+	// Intercept says how connections reach the listener when a firewall
+	// rule steered them there: with "tproxy" or "redirect" the record names
+	// the address the client dialed (front.original_dst).
+	Intercept Intercept
+	Close     Close // the front leg
 }
+
+// Intercept says whether a listener accepts connections that nftables
+// steered to it, and how it recovers the address the client dialed.
+type Intercept string
+
+const (
+	// InterceptOff: clients address the listener itself.
+	InterceptOff Intercept = "off"
+	// InterceptTProxy: an nftables tproxy rule delivers connections for
+	// other addresses; the listening socket has IP_TRANSPARENT (needs
+	// CAP_NET_ADMIN) and the accepted socket's local address is the one the
+	// client dialed.
+	InterceptTProxy Intercept = "tproxy"
+	// InterceptRedirect: an nftables redirect (NAT) rule rewrote the
+	// destination; SO_ORIGINAL_DST reads the one the client dialed.
+	InterceptRedirect Intercept = "redirect"
+)
+
+// Source says which address the proxy dials a backend from.
+type Source string
+
+const (
+	// SourceProxy dials from the proxy's own address (the kernel picks it).
+	SourceProxy Source = "proxy"
+	// SourceClient dials from the client's address (the PROXY header's when
+	// one was accepted, else the socket peer's) with IP_TRANSPARENT, so an
+	// unmodified backend sees and logs the real client. Needs CAP_NET_ADMIN
+	// and policy routing (closeproxy transparent setup).
+	SourceClient Source = "client"
+)
 
 // Protocol says how much of the bytes the proxy understands.
 type Protocol string
@@ -94,8 +129,11 @@ type Backend struct {
 	Protocol          Protocol
 	ConnectTimeout    time.Duration
 	SendProxyProtocol SendProxyProtocol
-	Pool              Pool
-	Close             Close // the back leg
+	// Source is the address dialed from. With SourceClient every session
+	// dials its own connection: no warm pool, no reuse across clients.
+	Source Source
+	Pool   Pool
+	Close  Close // the back leg
 }
 
 // Pool sizes a backend's connection pool.
@@ -112,4 +150,22 @@ type Close struct {
 	Fallback         policy.Fallback
 	HalfCloseTimeout time.Duration
 	DrainTimeout     time.Duration
+}
+
+// NeedsNetAdmin lists what in c needs CAP_NET_ADMIN (IP_TRANSPARENT), one
+// phrase each, such as `backend "web": source = "client"`; empty when
+// nothing does.
+func (c *Config) NeedsNetAdmin() []string {
+	var out []string
+	for _, l := range c.Listeners {
+		if l.Intercept == InterceptTProxy {
+			out = append(out, fmt.Sprintf("listener %q: intercept = %q", l.Name, l.Intercept))
+		}
+	}
+	for _, b := range c.Backends {
+		if b.Source == SourceClient {
+			out = append(out, fmt.Sprintf("backend %q: source = %q", b.Name, b.Source))
+		}
+	}
+	return out
 }

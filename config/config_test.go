@@ -418,3 +418,32 @@ func TestExample(t *testing.T) {
 		}
 	}
 }
+
+func TestNeedsNetAdmin(t *testing.T) {
+	cases := []struct {
+		name string
+		toml string
+		want []string
+	}{
+		{"defaults need nothing", "", nil},
+		{"redirect needs nothing", `intercept = "redirect"`, nil},
+		{"tproxy listener", `intercept = "tproxy"`, []string{`listener "web": intercept = "tproxy"`}},
+		{"client source", "[[backend]]\nname = \"app\"\naddress = \"127.0.0.1:80\"\nsource = \"client\"",
+			[]string{`backend "app": source = "client"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := "[[listener]]\nname = \"web\"\nlisten = \":8080\"\nbackend = \"app\"\n" + tc.toml
+			if !strings.Contains(tc.toml, "[[backend]]") {
+				doc += "\n[[backend]]\nname = \"app\"\naddress = \"127.0.0.1:80\"\n"
+			}
+			c, err := Parse([]byte(doc), "t.toml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.NeedsNetAdmin(); !slices.Equal(got, tc.want) {
+				t.Errorf("NeedsNetAdmin() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -35,6 +35,7 @@ func Defaults() Default {
 			ProxyProtocolTimeout: 3 * time.Second,
 			IdleTimeout:          60 * time.Second,
 			MaxConnections:       10000,
+			Intercept:            InterceptOff,
 			Close: Close{
 				TimeWait:         policy.TargetProxy,
 				PeerFinGrace:     time.Second,
@@ -47,6 +48,7 @@ func Defaults() Default {
 			Protocol:          ProtocolTCP,
 			ConnectTimeout:    2 * time.Second,
 			SendProxyProtocol: SendOff,
+			Source:            SourceProxy,
 			Pool:              Pool{Warm: 8, MaxIdleAge: 30 * time.Second, MaxConns: 1024},
 			Close: Close{
 				TimeWait:         policy.TargetPeer, // spelled "backend"

@@ -44,6 +44,7 @@ func (c *Config) TOML() []byte {
 		w.kv("proxy_protocol_timeout", formatDuration(l.ProxyProtocolTimeout))
 		w.kv("idle_timeout", formatDuration(l.IdleTimeout))
 		w.raw("max_connections", strconv.Itoa(l.MaxConnections))
+		w.kv("intercept", string(l.Intercept))
 		w.close("[listener.close]", policy.Front, l.Close)
 	}
 	for _, b := range c.Backends {
@@ -53,6 +54,7 @@ func (c *Config) TOML() []byte {
 		w.kv("protocol", string(b.Protocol))
 		w.kv("connect_timeout", formatDuration(b.ConnectTimeout))
 		w.kv("send_proxy_protocol", string(b.SendProxyProtocol))
+		w.kv("source", string(b.Source))
 		w.table("[backend.pool]")
 		w.raw("warm", strconv.Itoa(b.Pool.Warm))
 		w.kv("max_idle_age", formatDuration(b.Pool.MaxIdleAge))

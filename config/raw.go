@@ -51,6 +51,7 @@ type rawListener struct {
 	ProxyProtocolTimeout *value   `toml:"proxy_protocol_timeout"`
 	IdleTimeout          *value   `toml:"idle_timeout"`
 	MaxConnections       *value   `toml:"max_connections"`
+	Intercept            *value   `toml:"intercept"`
 	Close                rawClose `toml:"close"`
 }
 
@@ -60,6 +61,7 @@ type rawBackend struct {
 	Protocol          *value   `toml:"protocol"`
 	ConnectTimeout    *value   `toml:"connect_timeout"`
 	SendProxyProtocol *value   `toml:"send_proxy_protocol"`
+	Source            *value   `toml:"source"`
 	Pool              rawPool  `toml:"pool"`
 	Close             rawClose `toml:"close"`
 }
@@ -121,6 +123,7 @@ func convert(raw *rawConfig, p *problems) *Config {
 		o.duration("proxy_protocol_timeout", r.ProxyProtocolTimeout, &l.ProxyProtocolTimeout)
 		o.duration("idle_timeout", r.IdleTimeout, &l.IdleTimeout)
 		o.integer("max_connections", r.MaxConnections, &l.MaxConnections)
+		o.str("intercept", r.Intercept, (*string)(&l.Intercept))
 		o.close(policy.Front, &r.Close, &l.Close)
 		c.Listeners = append(c.Listeners, l)
 	}
@@ -132,6 +135,7 @@ func convert(raw *rawConfig, p *problems) *Config {
 		o.str("protocol", r.Protocol, (*string)(&b.Protocol))
 		o.duration("connect_timeout", r.ConnectTimeout, &b.ConnectTimeout)
 		o.str("send_proxy_protocol", r.SendProxyProtocol, (*string)(&b.SendProxyProtocol))
+		o.str("source", r.Source, (*string)(&b.Source))
 		o.integer("pool.warm", r.Pool.Warm, &b.Pool.Warm)
 		o.duration("pool.max_idle_age", r.Pool.MaxIdleAge, &b.Pool.MaxIdleAge)
 		o.integer("pool.max_conns", r.Pool.MaxConns, &b.Pool.MaxConns)

@@ -41,6 +41,7 @@ func (c *Config) validate(p *problems) {
 		o.positive("connect_timeout", b.ConnectTimeout)
 		o.oneOf("send_proxy_protocol", string(b.SendProxyProtocol), string(SendOff), string(SendV1), string(SendV2))
 		o.oneOf("protocol", string(b.Protocol), string(ProtocolTCP), string(ProtocolHTTP1))
+		o.validSource(b)
 		o.validPool(b)
 		o.validClose(policy.Back, b.Close)
 	}
@@ -55,6 +56,7 @@ func (c *Config) validate(p *problems) {
 		o.trusted(l)
 		o.positive("proxy_protocol_timeout", l.ProxyProtocolTimeout)
 		o.positive("idle_timeout", l.IdleTimeout)
+		o.oneOf("intercept", string(l.Intercept), string(InterceptOff), string(InterceptTProxy), string(InterceptRedirect))
 		o.validClose(policy.Front, l.Close)
 	}
 }
@@ -85,6 +87,16 @@ func (o object) validPool(b Backend) {
 		o.problem("pool.warm", fmt.Errorf("%d is more than pool.max_conns %d", b.Pool.Warm, b.Pool.MaxConns))
 	}
 	o.positive("pool.max_idle_age", b.Pool.MaxIdleAge)
+}
+
+// validSource checks source: a backend dialed from each client's address
+// cannot share connections between clients, as http1 reuse does.
+func (o object) validSource(b Backend) {
+	o.oneOf("source", string(b.Source), string(SourceProxy), string(SourceClient))
+	if b.Source == SourceClient && b.Protocol == ProtocolHTTP1 {
+		o.problem("source", errors.New(
+			`"client" cannot be used with protocol = "http1": a reused backend connection serves many clients but comes from one client's address; use protocol = "tcp" or source = "proxy"`))
+	}
 }
 
 func (o object) validAuto(a Auto) {

@@ -19,6 +19,8 @@ type ListenerOpts struct {
 	Backend                             string // backend address; the backend is named after the listener
 	SendProxyProtocol, ConnectTimeout   string
 	Protocol                            string // backend protocol: "tcp" or "http1"; "" keeps the default
+	Intercept                           string // listener intercept: "tproxy" or "redirect"; "" keeps "off"
+	Source                              string // backend source: "client"; "" keeps "proxy"
 	Pool                                PoolOpts
 	Front, Back                         CloseOpts
 }
@@ -59,6 +61,7 @@ func closeproxyConfigWith(g GlobalOpts, ls ...ListenerOpts) string {
 		fmt.Fprintf(&b, "\n[[listener]]\nname = %q\nlisten = %q\nbackend = %q\n", l.Name, l.Listen, l.Name)
 		opt(&b, "proxy_protocol", l.ProxyProtocol)
 		opt(&b, "proxy_protocol_timeout", l.ProxyProtocolTimeout)
+		opt(&b, "intercept", l.Intercept)
 		if len(l.ProxyProtocolTrusted) > 0 {
 			fmt.Fprintf(&b, "proxy_protocol_trusted = [%q", l.ProxyProtocolTrusted[0])
 			for _, p := range l.ProxyProtocolTrusted[1:] {
@@ -73,6 +76,7 @@ func closeproxyConfigWith(g GlobalOpts, ls ...ListenerOpts) string {
 		opt(&b, "send_proxy_protocol", l.SendProxyProtocol)
 		opt(&b, "connect_timeout", l.ConnectTimeout)
 		opt(&b, "protocol", l.Protocol)
+		opt(&b, "source", l.Source)
 		if l.Pool != (PoolOpts{}) {
 			b.WriteString("  [backend.pool]\n")
 			rawOpt(&b, "warm", l.Pool.Warm)

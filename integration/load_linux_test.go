@@ -10,6 +10,7 @@ import (
 // LoadOpts are the load client's flags (see internal/loadclient).
 type LoadOpts struct {
 	Addr        string        // host:port
+	Src         string        // local IP to dial from; "" lets the kernel choose
 	N, C        int           // connections in all, at once (defaults 100, 10)
 	Path        string        // default "/"
 	Connection  string        // Connection header; "" sends keep-alive, "-" sends none
@@ -92,6 +93,9 @@ func (o LoadOpts) args() []string {
 	args := []string{"-addr", o.Addr, "-n", strconv.Itoa(n), "-c", strconv.Itoa(min(c, n))}
 	if o.Path != "" {
 		args = append(args, "-path", o.Path)
+	}
+	if o.Src != "" {
+		args = append(args, "-src", o.Src)
 	}
 	switch o.Connection {
 	case "":

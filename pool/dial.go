@@ -13,10 +13,11 @@ var errNilConn = errors.New("dial func returned no connection and no error")
 
 // localErrors are dial failures of this host, not of the backend: out of
 // ephemeral ports (EADDRNOTAVAIL), a bind conflict, out of descriptors or
-// buffers. They never count as backend failures (varnish-cache#2622).
+// buffers, a source address of the wrong family (transparent mode). They
+// never count as backend failures (varnish-cache#2622).
 var localErrors = [...]error{
 	syscall.EADDRNOTAVAIL, syscall.EADDRINUSE, syscall.EMFILE,
-	syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+	syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EAFNOSUPPORT,
 }
 
 // IsLocal reports whether err is a failure of this host rather than of the

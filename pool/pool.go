@@ -103,10 +103,12 @@ func (p *Pool) Stats() Stats {
 // waits for a slot as long as both allow, then returns an error wrapping
 // ErrPoolExhausted. Dial errors come wrapped ("dial backend ADDR: …") and stay
 // matchable with errors.Is (syscall.EADDRNOTAVAIL, syscall.ECONNREFUSED, …).
+// With a source in ctx (WithSource) it always dials.
 func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 	start := time.Now()
+	_, own := Source(ctx)
 	for {
-		c, err := p.take(ctx, start)
+		c, err := p.take(ctx, start, !own)
 		if err != nil {
 			return nil, err
 		}
@@ -119,17 +121,19 @@ func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 	}
 }
 
-// take hands out the newest idle connection, or returns nil with a slot
-// reserved for a dial, waiting at the cap.
-func (p *Pool) take(ctx context.Context, start time.Time) (*Conn, error) {
+// take hands out the newest idle connection (if idleOK), or returns nil
+// with a slot reserved for a dial, waiting at the cap.
+func (p *Pool) take(ctx context.Context, start time.Time, idleOK bool) (*Conn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
 		if p.closed {
 			return nil, ErrPoolClosed
 		}
-		if c := p.popIdleLocked(); c != nil {
-			return c, nil
+		if idleOK {
+			if c := p.popIdleLocked(); c != nil {
+				return c, nil
+			}
 		}
 		if p.roomLocked() {
 			p.stats.InUse++

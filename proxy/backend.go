@@ -29,10 +29,14 @@ func (s *Server) buildBackends(cfg *config.Config, old map[string]*backend) map[
 			out[b.Name] = prev
 			continue
 		}
+		warm := b.Pool.Warm
+		if b.Source == config.SourceClient {
+			warm = 0 // a warm connection would come from no client's address
+		}
 		out[b.Name] = &backend{cfg: b, pool: pool.New(pool.Config{
 			Address: b.Address, ConnectTimeout: b.ConnectTimeout,
-			Warm: b.Pool.Warm, MaxIdleAge: b.Pool.MaxIdleAge, MaxConns: b.Pool.MaxConns,
-		}, s.dialer(b.Name), s.log.With(zap.String("backend", b.Name)))}
+			Warm: warm, MaxIdleAge: b.Pool.MaxIdleAge, MaxConns: b.Pool.MaxConns,
+		}, s.dialer(b), s.log.With(zap.String("backend", b.Name)))}
 	}
 	return out
 }

@@ -33,13 +33,14 @@ type listenerConf struct {
 func (s *Server) bindLocked(ctx context.Context, cfg *config.Config, keep []*listener) ([]*listener, error) {
 	byAddr := map[string]*listener{}
 	for _, l := range keep {
-		byAddr[l.conf.Load().cfg.Listen] = l
+		byAddr[listenKey(l.conf.Load().cfg)] = l
 	}
 	var lns, opened []*listener
-	var lc net.ListenConfig
 	for _, lcfg := range cfg.Listeners {
-		l := byAddr[lcfg.Listen]
+		key := listenKey(lcfg)
+		l := byAddr[key]
 		if l == nil {
+			lc := listenConfig(lcfg.Intercept)
 			ln, err := lc.Listen(ctx, "tcp", lcfg.Listen)
 			if err != nil {
 				for _, o := range opened {
@@ -50,7 +51,7 @@ func (s *Server) bindLocked(ctx context.Context, cfg *config.Config, keep []*lis
 			l = &listener{ln: ln}
 			opened = append(opened, l)
 		}
-		delete(byAddr, lcfg.Listen)
+		delete(byAddr, key)
 		lns = append(lns, l)
 	}
 	return lns, nil

@@ -30,6 +30,7 @@ type Server struct {
 	obs        Observer
 	sample     atomic.Pointer[sampler]
 	auto       *autoWatch
+	netAdmin   func() (bool, error)             // whether IP_TRANSPARENT is allowed; a seam for tests
 	dests      atomic.Pointer[[]netip.AddrPort] // backend addresses, for auto
 
 	mu        sync.Mutex
@@ -64,7 +65,7 @@ func WithTeardownHook(f func(*Teardown)) Option {
 
 // New checks that cfg can be served; it opens no socket and starts nothing.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
-	s := &Server{log: log, obs: nopObserver{}, kill: make(chan struct{}), fatal: make(chan error, 1), done: make(chan struct{})}
+	s := &Server{log: log, obs: nopObserver{}, netAdmin: hasNetAdmin, kill: make(chan struct{}), fatal: make(chan error, 1), done: make(chan struct{})}
 	s.drainCtx, s.drainNow = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(s)
@@ -89,6 +90,9 @@ func (s *Server) check(cfg *config.Config) error {
 		if !names[l.Backend] {
 			return fmt.Errorf("listener %q: backend %q is not defined", l.Name, l.Backend)
 		}
+	}
+	if err := requireNetAdmin(cfg, s.netAdmin); err != nil {
+		return err
 	}
 	smp, err := teardownSampler(cfg.Log.Teardown)
 	if err != nil {
@@ -194,11 +198,14 @@ func (s *Server) releaseFiles() {
 }
 
 // dialer is how the pool of a backend dials; the Observer sees each dial.
-func (s *Server) dialer(backend string) pool.DialFunc {
+func (s *Server) dialer(b config.Backend) pool.DialFunc {
 	return func(ctx context.Context, address string) (*net.TCPConn, error) {
-		var d net.Dialer
 		t0 := time.Now()
-		c, err := d.DialContext(ctx, "tcp", address)
+		d, err := sourceDialer(ctx, b.Source, address)
+		var c net.Conn
+		if err == nil {
+			c, err = d.DialContext(ctx, "tcp", address)
+		}
 		handedOn := false
 		defer func() {
 			// A panic below (the session recovers it) must not leave the
@@ -207,7 +214,7 @@ func (s *Server) dialer(backend string) pool.DialFunc {
 				c.Close()
 			}
 		}()
-		s.obs.Dialed(backend, time.Since(t0), err)
+		s.obs.Dialed(b.Name, time.Since(t0), err)
 		if outOfFiles(err) {
 			s.releaseFiles()
 		}

@@ -36,6 +36,7 @@ func (s *Server) newSession(lc *listenerConf, c *net.TCPConn) *session {
 	}
 	td.Front.Local, td.Front.Peer = addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
 	td.Client = td.Front.Peer
+	td.OriginalDst = interceptedDst(c, ln.Intercept)
 	return &session{srv: s, ln: ln, be: be, pool: lc.be.pool, front: c, start: time.Now(), td: td}
 }
 
@@ -60,6 +61,9 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 		return td
 	}
 	td.ProxyProtocol = in.version
+	if in.version == "none" && td.OriginalDst.IsValid() {
+		in.dest = td.OriginalDst // what a PROXY header sent on names
+	}
 	if in.version != "none" && in.client != td.Front.Peer {
 		td.Client, td.LB = in.client, td.Front.Peer
 	}
@@ -88,6 +92,8 @@ func dialOutcome(err error) Outcome {
 		return OutcomePortsExhausted
 	case errors.Is(err, pool.ErrPoolExhausted):
 		return OutcomePoolExhausted
+	case errors.Is(err, syscall.EAFNOSUPPORT):
+		return OutcomeFamilyMismatch
 	}
 	return OutcomeDialFailed
 }
@@ -108,6 +114,9 @@ func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 	p := ss.pool
 	ctx, cancel := context.WithTimeout(context.Background(), ss.be.ConnectTimeout)
 	defer cancel()
+	if ss.be.Source == config.SourceClient {
+		ctx = pool.WithSource(ctx, in.client.Addr())
+	}
 	t0 := time.Now()
 	back, err := p.Get(ctx)
 	ss.td.BackConnect = time.Since(t0)

@@ -29,6 +29,7 @@ const (
 	OutcomeBadResponse    Outcome = "bad_response"     // http1: a malformed response from the backend
 	OutcomePoolExhausted  Outcome = "pool_exhausted"   // pool.max_conns reached for connect_timeout
 	OutcomeOverLimit      Outcome = "over_limit"       // the listener's max_connections reached: reset at once
+	OutcomeFamilyMismatch Outcome = "family_mismatch"  // source = "client": the client's address family differs from the backend's
 )
 
 // LegRecord is what happened on one leg. Times are since accept; a negative
@@ -58,6 +59,7 @@ type Teardown struct {
 	Client        netip.AddrPort // the real client: from the PROXY header when present
 	LB            netip.AddrPort // the socket's peer, when it differs from Client
 	ProxyProtocol string         // v1|v2|none
+	OriginalDst   netip.AddrPort // intercept: the address the client dialed; unset otherwise
 	Front         LegRecord
 	Back          LegRecord
 	BackConnect   time.Duration // -1: no dial attempted
@@ -86,6 +88,7 @@ func (t *Teardown) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("lb", addrString(t.LB))
 	enc.AddString("proxy_protocol", t.ProxyProtocol)
 	t.Front.encode(enc, "front.")
+	enc.AddString("front.original_dst", addrString(t.OriginalDst))
 	t.Back.encode(enc, "back.")
 	enc.AddFloat64("back.connect_ms", millis(t.BackConnect))
 	enc.AddBool("back.pooled", t.BackPooled)

@@ -6,6 +6,7 @@
 //	closeproxy run -config FILE     serve (also: closeproxy -config FILE)
 //	closeproxy check -config FILE   validate and print the effective config
 //	closeproxy demo                 measure on loopback where TIME-WAIT lands
+//	closeproxy transparent setup    policy routing for source = "client" and tproxy
 //	closeproxy version
 package main
 
@@ -19,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -54,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDoctor(args, stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(args, stdout, stderr)
+	case "transparent":
+		return cmdTransparent(args, stdout, stderr, execRun)
 	case "version":
 		fmt.Fprintln(stdout, "closeproxy", versionString())
 		return 0
@@ -72,6 +76,8 @@ const usage = `usage:
   closeproxy doctor [-config F] [-rate N] [-json]
                                   read this host's TIME-WAIT pressure and say what to do
   closeproxy healthcheck [-url U] ask the admin listener (exit 0 when healthy)
+  closeproxy transparent setup|teardown [-mark M] [-table T] [-ipv6=false] [-dry-run]
+                                  add or remove the policy routing of transparent mode
   closeproxy version
 `
 
@@ -99,6 +105,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if err := proxy.CheckNetAdmin(cfg); err != nil {
+		// A warning only: the check may run elsewhere (CI, a laptop) than
+		// the proxy; `run` refuses.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(stderr, "warning:", line)
+		}
+	}
 	stdout.Write(cfg.TOML())
 	return 0
 }
@@ -111,6 +124,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := proxy.CheckNetAdmin(cfg); err != nil {
+		fmt.Fprintln(stderr, err) // before serving, as plainly as a config error
 		return 1
 	}
 	level, err := zap.ParseAtomicLevel(cfg.Log.Level)

@@ -17,6 +17,7 @@ import (
 
 type config struct {
 	addr, path, host, connection, close, sha256 string
+	src                                         *net.TCPAddr // local address to dial from; nil: the kernel's choice
 	n, c                                        int
 	expectBytes                                 int64
 	timeout, maxDuration, closeDelay            time.Duration
@@ -104,6 +105,9 @@ func (s *summary) record(err error) {
 // once runs one connection: connect, request, response, close.
 func once(cfg config) error {
 	d := net.Dialer{Timeout: cfg.timeout}
+	if cfg.src != nil {
+		d.LocalAddr = cfg.src
+	}
 	c, err := d.Dial("tcp", cfg.addr)
 	if err != nil {
 		return connectError{err}

@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"time"
 )
@@ -56,6 +57,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.c, "c", 10, "connections open at once")
 	fs.StringVar(&c.path, "path", "/", "request path")
 	fs.StringVar(&c.host, "host", "", "Host header (default -addr)")
+	src := fs.String("src", "", "local `ip` to dial from (default: the kernel's choice)")
 	fs.StringVar(&c.connection, "connection", "keep-alive", "Connection header value; empty leaves the header out")
 	fs.StringVar(&c.close, "close", "client", "how to end each connection: client, server, reset or halfclose")
 	fs.Int64Var(&c.expectBytes, "expect-bytes", -1, "expected body length; -1 skips the check")
@@ -65,6 +67,13 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.maxDuration, "max-duration", 30*time.Second, "start no connection after this long")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *src != "" {
+		ip := net.ParseIP(*src)
+		if ip == nil {
+			return c, fmt.Errorf("-src %q: want an IP address", *src)
+		}
+		c.src = &net.TCPAddr{IP: ip}
 	}
 	switch {
 	case c.addr == "":
