@@ -174,7 +174,7 @@ func (s *Server) PoolStats() map[string]pool.Stats {
 	defer s.mu.Unlock()
 	out := make(map[string]pool.Stats, len(s.backends))
 	for name, b := range s.backends {
-		out[name] = b.pool.Stats()
+		out[name] = b.stats()
 	}
 	return out
 }
@@ -193,8 +193,10 @@ func (s *Server) releaseFiles() {
 	runtime.GC() // and go with the second; their finalizers close the pipes
 }
 
-// dialer is how the pool of a backend dials; the Observer sees each dial.
-func (s *Server) dialer(backend string) pool.DialFunc {
+// dialer is how the pool of a server dials; the Observer sees each dial,
+// and the server's health each dial's verdict (a local failure is ours,
+// never the server's).
+func (s *Server) dialer(backend string, sv *server) pool.DialFunc {
 	return func(ctx context.Context, address string) (*net.TCPConn, error) {
 		var d net.Dialer
 		t0 := time.Now()
@@ -203,9 +205,26 @@ func (s *Server) dialer(backend string) pool.DialFunc {
 		if outOfFiles(err) {
 			s.releaseFiles()
 		}
+		switch {
+		case err == nil:
+			s.passive(backend, sv, true, nil)
+		case pool.IsLocal(err), errors.Is(ctx.Err(), context.Canceled):
+			// ours, or given up by the caller: no verdict on the server
+		default:
+			s.passive(backend, sv, false, err)
+		}
 		if err != nil {
 			return nil, err
 		}
 		return c.(*net.TCPConn), nil
+	}
+}
+
+// passive feeds what a session or a dial saw of sv to its health, and logs
+// an ejection.
+func (s *Server) passive(backend string, sv *server, ok bool, err error) {
+	if sv.health.Passive(ok, time.Now()) {
+		s.log.Warn("server ejected: consecutive dial failures or resets",
+			zap.String("backend", backend), zap.String("server", sv.addr), zap.Error(err))
 	}
 }
