@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -256,4 +257,207 @@ func logTime(t testing.TB, r Record) time.Time {
 		t.Fatalf("log ts %q: %v", r.Str("ts"), err)
 	}
 	return ts
+}
+
+// multiConfig is one listener on proxy:8080 before a backend of servers
+// checked every 200 ms, with extra backend keys.
+func multiConfig(topo *Topology, ns []*Nginx, backendKeys, health string) string {
+	return fmt.Sprintf(`shutdown_timeout = "2s"
+[admin]
+listen = %q
+[[listener]]
+name = "web"
+listen = %q
+backend = "web"
+[[backend]]
+name = "web"
+servers = %s
+connect_timeout = "1s"
+%s
+  [backend.health]
+  check = "tcp"
+  interval = "200ms"
+  timeout = "100ms"
+%s
+`, adminAddr, addrPort(topo.ProxyFront, 8080), serversTOML(ns), backendKeys, health)
+}
+
+// kill ends an nginx the harness started, by its PID, with SIGKILL: every
+// connection it had is reset by the kernel.
+func kill(t testing.TB, n *Nginx) {
+	t.Helper()
+	n.expectExit()
+	n.Signal(t, syscall.SIGKILL)
+	if err := n.Wait(t, 5*time.Second); err == nil {
+		t.Fatalf("nginx %s exited cleanly after SIGKILL", n.Addr)
+	}
+}
+
+// waitDown waits for the log line that took server down, by failed checks
+// or passive ejection, logged after line after.
+func waitDown(t testing.TB, cp *Closeproxy, server string, after int, timeout time.Duration) Record {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, r := range cp.Logs()[after:] {
+			msg := r.Str("msg")
+			if r.Str("server") == server && (strings.HasPrefix(msg, "server down") || strings.HasPrefix(msg, "server ejected")) {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server %s not taken down within %v", server, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMultiServerKillOneMidLoad kills one of three nginx under load: the
+// only client errors are sessions that were on it (their records name it),
+// no session fails to dial (the next server is tried), the server is taken
+// down within fall × interval (+ slack), and after it restarts it is eased
+// back in: a low share at first, a third once its weight is full.
+func TestMultiServerKillOneMidLoad(t *testing.T) {
+	const (
+		n, c     = 3000, 16
+		fall     = 2
+		interval = 200 * time.Millisecond
+	)
+	topo := newTopology(t)
+	ngx := startNginxes(t, topo, NginxOpts{}, 81, 82, 83)
+	cp := startCloseproxy(t, topo, topo.Proxy, multiConfig(topo, ngx, `balance = "round_robin"`,
+		fmt.Sprintf("  fall = %d\n  rise = 2\n  eject_after = 3\n  ease_in = \"2s\"\n", fall)))
+	front := addrPort(topo.ProxyFront, 8080)
+	dead := ngx[1].Addr.String()
+
+	load := startLoad(t, topo, topo.LB, LoadOpts{Addr: front, N: n, C: c, ExpectBytes: 3,
+		CloseDelay: 2 * time.Millisecond, MaxDuration: 15 * time.Second})
+	cp.WaitRecords(t, 300, 10*time.Second)
+	logged := len(cp.Logs())
+	killed := time.Now()
+	kill(t, ngx[1])
+	down := waitDown(t, cp, dead, logged, 5*time.Second)
+	took := logTime(t, down).Sub(killed)
+	t.Logf("%s taken down %v after the kill: %q", dead, took, down.Str("msg"))
+	if took > fall*interval+time.Second {
+		t.Errorf("taken down %v after the kill, want within fall × interval (%v) + 1s", took, fall*interval)
+	}
+	r := load.Wait(t)
+	recs := cp.WaitRecords(t, r.Attempted, 10*time.Second)
+	// A session in flight on the killed nginx ends by the kernel's FIN or
+	// RST. In tcp mode a FIN before any response byte is an orderly end to
+	// the proxy (outcome ok), so a cut session is one on the dead server
+	// that failed or got less than a full response (back.bytes_in).
+	full := math.Inf(1)
+	for _, rec := range recs {
+		if rec.Str("outcome") == "ok" && rec.Str("back.server") != dead {
+			full = min(full, rec.Num("back.bytes_in"))
+		}
+	}
+	onDead, failedOnDead, failedElsewhere := 0, 0, 0
+	for _, rec := range recs {
+		ok := rec.Str("outcome") == "ok" && rec.Num("back.bytes_in") >= full
+		switch {
+		case rec.Str("outcome") == "dial_failed":
+			t.Errorf("record: dial_failed after %v tries: %s", rec.Num("back.tries"), rec.Str("error"))
+		case rec.Str("back.server") == dead:
+			onDead++
+			if !ok {
+				failedOnDead++
+				t.Logf("cut on %s: outcome %s, back.bytes_in %v (a full response is %v), error %q",
+					dead, rec.Str("outcome"), rec.Num("back.bytes_in"), full, rec.Str("error"))
+			}
+		case !ok:
+			failedElsewhere++
+			t.Errorf("record on %s: outcome %s, back.bytes_in %v, error %q", rec.Str("back.server"), rec.Str("outcome"), rec.Num("back.bytes_in"), rec.Str("error"))
+		}
+	}
+	clientErrors := r.ConnectErrors + r.OtherErrors
+	t.Logf("%d sessions on %s, %d of them failed (in flight at the kill); client errors %d: %v",
+		onDead, dead, failedOnDead, clientErrors, r.Errors)
+	if clientErrors > failedOnDead || failedElsewhere > 0 {
+		t.Errorf("client errors %d, records failed on the dead server %d, elsewhere %d: want client errors only for sessions on the dead server",
+			clientErrors, failedOnDead, failedElsewhere)
+	}
+	if failedOnDead > 2*c {
+		t.Errorf("%d sessions failed on the dead server, more than twice the %d in flight at once", failedOnDead, c)
+	}
+	if up, _ := scrape(t, topo.Proxy, adminAddr).Get("closeproxy_backend_server_up", "server", dead); up != 0 {
+		t.Errorf("closeproxy_backend_server_up{server=%q} = %v after the kill, want 0", dead, up)
+	}
+
+	// Back: restarted on its address, up after rise checks, eased in.
+	logged = len(cp.Logs())
+	ngx[1] = startNginx(t, topo, topo.Web, dead, NginxOpts{})
+	waitServerLog(t, cp, "server up: health checks passed", dead, logged, 5*time.Second)
+	const m = 300
+	before := accessCounts(t, ngx)
+	requireAllOK(t, runLoad(t, topo, topo.LB, LoadOpts{Addr: front, N: m, C: 8, ExpectBytes: 3}), m)
+	early := waitAccessTotal(t, ngx, before, m, 10*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w, _ := scrape(t, topo.Proxy, adminAddr).Get("closeproxy_backend_server_weight", "server", dead)
+		if w == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("weight of %s still %v 5s after it came back (ease_in 2s)", dead, w)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	before = accessCounts(t, ngx)
+	requireAllOK(t, runLoad(t, topo, topo.LB, LoadOpts{Addr: front, N: 2 * m, C: 8, ExpectBytes: 3}), 2*m)
+	later := waitAccessTotal(t, ngx, before, 2*m, 10*time.Second)
+	t.Logf("after the restart: per server %v while easing in, %v at full weight", early, later)
+	if early[1] >= m/4 {
+		t.Errorf("easing in: %d of %d sessions on %s, want less than a quarter", early[1], m, dead)
+	}
+	between(t, "sessions on the restarted server at full weight", later[1], 2*m/3-10, 2*m/3+10)
+}
+
+// TestMultiServerReadyz: /readyz stays 200 while any server is up, turns
+// 503 only when all three are down, and 200 again once one is back.
+func TestMultiServerReadyz(t *testing.T) {
+	topo := newTopology(t)
+	ngx := startNginxes(t, topo, NginxOpts{}, 81, 82, 83)
+	cp := startCloseproxy(t, topo, topo.Proxy, multiConfig(topo, ngx, "", "  fall = 1\n  rise = 1\n"))
+	readyz := func() (int, string) {
+		t.Helper()
+		code, body, err := adminGet(t, topo.Proxy, adminAddr, "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code, body
+	}
+	waitReadyz := func(want int) string {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			code, body := readyz()
+			if code == want {
+				return body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz %d %q after 5s, want %d", code, body, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitReadyz(http.StatusOK)
+	for _, ng := range ngx[:2] {
+		logged := len(cp.Logs())
+		kill(t, ng)
+		waitDown(t, cp, ng.Addr.String(), logged, 5*time.Second)
+		if code, body := readyz(); code != http.StatusOK {
+			t.Fatalf("/readyz %d %q with %s down and another server up, want 200", code, body, ng.Addr)
+		}
+	}
+	kill(t, ngx[2])
+	body := waitReadyz(http.StatusServiceUnavailable)
+	t.Logf("every server down: /readyz 503 %q", strings.TrimSpace(body))
+	if !strings.Contains(body, "no server up") {
+		t.Errorf("/readyz body %q does not say no server is up", body)
+	}
+	ngx[1] = startNginx(t, topo, topo.Web, ngx[1].Addr.String(), NginxOpts{})
+	waitReadyz(http.StatusOK)
 }
