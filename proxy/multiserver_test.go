@@ -267,3 +267,39 @@ func TestMultiServerHTTPCheck(t *testing.T) {
 		t.Fatal("check of a dead server passed")
 	}
 }
+
+// http1 mode over three servers, one dead: client connections take turns
+// (round_robin),
+// a connection's requests all go to the server it got, each server's pool
+// reuses its own backend connection, and a dead server is passed over.
+func TestMultiServerHTTP1(t *testing.T) {
+	a, b := startOrigin(t, hello), startOrigin(t, hello)
+	be := http1Backend("")
+	be.Address, be.Servers, be.Balance = "", servers(a.addr, deadAddr(t), b.addr), config.BalanceRoundRobin
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, be)
+	const clients = 12
+	on := map[string]int{}
+	for i := range clients {
+		raw := fmt.Sprintf("GET /a%d HTTP/1.1\r\nHost: x\r\n\r\nGET /b%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", i, i)
+		got := roundTrips(t, h.addr, raw, 2)
+		if want := fmt.Sprintf("200 GET /b%d 0", i); got[1] != want {
+			t.Fatalf("client %d: %q, want %q second", i, got, want)
+		}
+		td := h.record(t)
+		if td.Outcome != OutcomeOK || td.BackRequests != 2 {
+			t.Fatalf("record: outcome %s (%v) requests %d", td.Outcome, td.Err, td.BackRequests)
+		}
+		on[td.BackServer]++
+	}
+	// The dead server's turns go to the next one, b (no ejection here).
+	if on[a.addr] != clients/3 || on[b.addr] != 2*clients/3 {
+		t.Errorf("sessions per server %v, want %d on %s and %d on %s", on, clients/3, a.addr, 2*clients/3, b.addr)
+	}
+	// Two requests per session, on the session's one server.
+	if a.requests.Load() != 2*clients/3 || b.requests.Load() != 4*clients/3 {
+		t.Errorf("requests per origin %d, %d; want %d, %d", a.requests.Load(), b.requests.Load(), 2*clients/3, 4*clients/3)
+	}
+	if a.conns.Load() != 1 || b.conns.Load() != 1 {
+		t.Errorf("origin connections %d, %d; want 1 each (reused through each server's pool)", a.conns.Load(), b.conns.Load())
+	}
+}
