@@ -96,6 +96,9 @@ func (o object) validServers(b Backend) {
 	case b.Address != "" && len(b.Servers) > 0:
 		o.problem("servers", errors.New("give either address or servers, not both"))
 		return
+	case len(b.Servers) == 0 && b.Address == "":
+		o.problem("address", errors.New(`missing; give address = "host:port" such as "127.0.0.1:8081", or servers = ["host:port", …]`))
+		return
 	case len(b.Servers) == 0:
 		o.check("address", hostPort(b.Address, true, "127.0.0.1:8081"))
 		return

@@ -303,3 +303,42 @@ func TestMultiServerHTTP1(t *testing.T) {
 		t.Errorf("origin connections %d, %d; want 1 each (reused through each server's pool)", a.conns.Load(), b.conns.Load())
 	}
 }
+
+// A reload that changes the server list serves from the new list at once;
+// the old backend's pools and health checks stop (goleak checks at the end
+// of the package's tests).
+func TestMultiServerReloadChangesServers(t *testing.T) {
+	a, b, c := httpBackend(t, true), httpBackend(t, true), httpBackend(t, true)
+	hc := config.Health{Check: config.HealthTCP, Interval: 20 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 1, Fall: 1}
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)},
+		config.Backend{Servers: servers(a, b), Balance: config.BalanceRoundRobin, Health: hc,
+			Close: testClose(policy.TargetPeer, policy.FallbackReset)})
+	serve := func() string {
+		t.Helper()
+		if got, err := get(t, h.addr, false); got != response || err != nil {
+			t.Fatalf("client got %q, %v", got, err)
+		}
+		return h.record(t).BackServer
+	}
+	if first, second := serve(), serve(); first != a || second != b {
+		t.Fatalf("before the reload: %s, %s; want %s, %s", first, second, a, b)
+	}
+	h.srv.mu.Lock()
+	next := *h.srv.cfg
+	h.srv.mu.Unlock()
+	next.Backends = append([]config.Backend(nil), next.Backends...)
+	next.Backends[0].Servers = servers(b, c)
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatal(err)
+	}
+	on := map[string]int{}
+	for range 4 {
+		on[serve()]++
+	}
+	if on[b] != 2 || on[c] != 2 {
+		t.Fatalf("after the reload: sessions per server %v, want 2 on %s and on %s", on, b, c)
+	}
+	if st := h.srv.Servers()["app"]; len(st) != 2 || st[0].Address != b || st[1].Address != c {
+		t.Fatalf("servers after the reload: %+v", st)
+	}
+}
