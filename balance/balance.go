@@ -86,8 +86,11 @@ func (b *Balancer) leastConn(cands []Candidate, idx []int) []int {
 	return idx
 }
 
+// load is the sessions per unit of weight a server would have with the new
+// one: counting it makes a light weight count even when nothing is active,
+// so that a server being eased in is not picked on a tie at zero.
 func load(c Candidate) float64 {
-	return float64(c.Active) / max(c.Weight, 1e-9)
+	return float64(c.Active+1) / max(c.Weight, 1e-9)
 }
 
 // roundRobin is nginx's smooth weighted round-robin: every candidate's

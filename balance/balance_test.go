@@ -62,9 +62,15 @@ func TestRoundRobinSkipsDown(t *testing.T) {
 func TestLeastConn(t *testing.T) {
 	b := New(LeastConn)
 	c := servers(1, 2, 1)
-	c[0].Active, c[1].Active, c[2].Active = 4, 6, 5 // loads 4, 3, 5
+	c[0].Active, c[1].Active, c[2].Active = 4, 6, 5 // loads with the new session: 5, 3.5, 6
 	if o := b.Order(c, netip.Addr{}); fmt.Sprint(o) != "[1 0 2]" {
 		t.Fatalf("order %v, want [1 0 2]", o)
+	}
+	eased := servers(1, 0.1, 1)
+	for range 10 {
+		if o := b.Order(eased, netip.Addr{}); o[0] == 1 || o[1] == 1 {
+			t.Fatalf("order %v: the server at a tenth of its weight came before idle full-weight ones", o)
+		}
 	}
 	c = servers(1, 1, 1)
 	seen := map[int]int{}

@@ -11,8 +11,9 @@
 //
 // Algorithms (Balancer.Order returns the servers in the order to try):
 //
-//   - least_conn: fewest active sessions per unit of weight; ties go
-//     round-robin.
+//   - least_conn: fewest sessions per unit of weight, counting the new one
+//     ((active+1)/weight, so that a server being eased in is not picked on a
+//     tie at zero); ties go round-robin.
 //   - round_robin: smooth weighted round-robin (nginx's): over any run of
 //     sum(weights) picks, each server is picked exactly its weight times,
 //     interleaved.

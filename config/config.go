@@ -122,7 +122,7 @@ type Balance string
 
 const (
 	// BalanceLeastConn picks the server with the fewest sessions per unit
-	// of weight; ties go round-robin.
+	// of weight, counting the new one; ties go round-robin.
 	BalanceLeastConn Balance = "least_conn"
 	// BalanceRoundRobin takes the servers in turn, each as often as its
 	// weight says (smooth weighted round-robin, as nginx does).

@@ -172,22 +172,27 @@ func (o object) servers(address, v *value, b *Backend) {
 	}
 	list, ok := v.v.([]any)
 	if !ok {
-		o.p.seen[pathKey(o.at)+"\x00address"] = true // no second problem for the same backend's servers
+		o.reported("address") // no second problem for the same backend's servers
 		o.problem("servers", fmt.Errorf(`expected an array such as ["10.0.0.11:80", { address = "10.0.0.12:80", weight = 2 }], found %s`, describe(v.v)))
 		return
 	}
 	for i, item := range list {
 		at := "servers[" + strconv.Itoa(i) + "]"
+		srv, ok := Server{Weight: 1}, true
 		switch s := item.(type) {
 		case string:
-			b.Servers = append(b.Servers, Server{Address: s, Weight: 1})
+			srv.Address = s
 		case map[string]any:
-			if srv, ok := o.server(at, s); ok {
-				b.Servers = append(b.Servers, srv)
-			}
+			srv, ok = o.server(at, s)
 		default:
 			o.problem(at, fmt.Errorf(`expected "host:port" or { address = "host:port", weight = 2 }, found %s`, describe(item)))
+			ok = false
 		}
+		if !ok { // keep the indexes; validation says nothing more of it
+			o.reported(at)
+			srv = Server{Weight: 1}
+		}
+		b.Servers = append(b.Servers, srv)
 	}
 	if len(b.Servers) > 1 {
 		b.Health.Check = Defaults().SeveralServersCheck
@@ -265,6 +270,9 @@ func name(v *value) string {
 }
 
 func (o object) problem(key string, err error) { o.p.add(o.label, o.at, key, err) }
+
+// reported marks key as having had its problem, so validation adds none.
+func (o object) reported(key string) { o.p.seen[pathKey(o.at)+"\x00"+key] = true }
 
 // str sets *dst to the string at key, if one was written.
 func (o object) str(key string, v *value, dst *string) {
