@@ -382,8 +382,14 @@ func TestMultiServerKillOneMidLoad(t *testing.T) {
 	if failedOnDead > 2*c {
 		t.Errorf("%d sessions failed on the dead server, more than twice the %d in flight at once", failedOnDead, c)
 	}
-	if up, _ := scrape(t, topo.Proxy, adminAddr).Get("closeproxy_backend_server_up", "server", dead); up != 0 {
+	ms := scrape(t, topo.Proxy, adminAddr)
+	if up, _ := ms.Get("closeproxy_backend_server_up", "server", dead); up != 0 {
 		t.Errorf("closeproxy_backend_server_up{server=%q} = %v after the kill, want 0", dead, up)
+	}
+	byCheck, _ := ms.Get("closeproxy_backend_server_ejections_total", "server", dead, "cause", "check")
+	passive, _ := ms.Get("closeproxy_backend_server_ejections_total", "server", dead, "cause", "passive")
+	if byCheck+passive != 1 {
+		t.Errorf("ejections of %s: %v by check, %v passive; want one in all", dead, byCheck, passive)
 	}
 
 	// Back: restarted on its address, up after rise checks, eased in.
