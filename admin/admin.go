@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,12 +18,14 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/pool"
+	"github.com/closeproxy/closeproxy/proxy"
 )
 
 // Readiness is what /readyz and the pool metrics read from the proxy server.
 type Readiness interface {
-	Serving() bool                    // listeners up and not draining
-	PoolStats() map[string]pool.Stats // by backend name
+	Serving() bool                            // listeners up and not draining
+	PoolStats() map[string]pool.Stats         // by backend name
+	Servers() map[string][]proxy.ServerStatus // by backend name, servers in configuration order
 }
 
 // shutdownTimeout bounds the graceful end of the admin HTTP server.
@@ -66,6 +69,7 @@ func New(cfg *config.Config, log *zap.Logger) *Admin {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&poolCollector{a: a},
+		&serverCollector{a: a},
 		a.kernel,
 	)
 	a.reg.MustRegister(a.m.collectors()...)
@@ -84,7 +88,7 @@ func newBackendSet(cfg *config.Config, old *backendSet) *backendSet {
 	for _, b := range cfg.Backends {
 		br := newBackendReady(b)
 		if old != nil {
-			if prev := old.byName[b.Name]; prev != nil && prev.address == br.address && prev.timeout == br.timeout {
+			if prev := old.byName[b.Name]; prev != nil && slices.Equal(prev.addresses, br.addresses) && prev.timeout == br.timeout {
 				br = prev
 			}
 		}

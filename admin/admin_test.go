@@ -18,6 +18,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/pool"
+	"github.com/closeproxy/closeproxy/proxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -97,10 +98,14 @@ func scrape(t testing.TB, base string) map[string]float64 {
 type fakeServer struct {
 	serving atomic.Bool
 	stats   map[string]pool.Stats
+	servers map[string][]proxy.ServerStatus
 }
 
 func (f *fakeServer) Serving() bool                    { return f.serving.Load() }
 func (f *fakeServer) PoolStats() map[string]pool.Stats { return f.stats }
+func (f *fakeServer) Servers() map[string][]proxy.ServerStatus {
+	return f.servers
+}
 
 func TestHealthz(t *testing.T) {
 	base := serve(t, New(testConfig("127.0.0.1:0", "127.0.0.1:1"), zaptest.NewLogger(t)))

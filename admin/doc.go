@@ -1,15 +1,18 @@
 // Package admin owns the admin HTTP listener — /metrics, /healthz, /readyz —
 // and the Prometheus collectors behind /metrics. It never touches the data
 // path: the proxy reports to it through proxy.Observer (Admin implements it),
-// the pools are read at scrape time through Readiness.PoolStats, and the
+// the pools and servers are read at scrape time through Readiness.PoolStats
+// and Readiness.Servers, and the
 // kernel's TIME-WAIT figures are sampled by one goroutine that Serve starts.
 //
 // Endpoints:
 //
 //   - /healthz: 200 "ok" while the process runs.
 //   - /readyz: 200 "ready" when not draining, the proxy is attached and
-//     serving, and every configured backend answered a dial in the last 10 s.
-//     A backend with no such dial is probed (at most once per 2 s, bounded by
+//     serving, and every configured backend can take sessions: one whose
+//     servers are health-checked while at least one server is up; one
+//     without checks when a server answered a dial in the last 10 s.
+//     A backend with no such dial has its servers probed in turn (at most once per 2 s, bounded by
 //     its connect_timeout, closed with an RST so no TIME-WAIT is left). A
 //     probe that fails for a local reason (EADDRNOTAVAIL, EMFILE, …) does not
 //     count against the backend: port exhaustion is ours. Otherwise 503,
@@ -35,6 +38,11 @@
 //	closeproxy_pool_dialed_total{backend}
 //	closeproxy_pool_evicted_total{backend}
 //	closeproxy_pool_reused_total{backend}
+//	closeproxy_backend_server_up{backend,server}         1 up, 0 down or ejected
+//	closeproxy_backend_server_weight{backend,server}     eased in after coming back
+//	closeproxy_backend_server_active_sessions{backend,server}
+//	closeproxy_backend_server_sessions_total{backend,server}
+//	closeproxy_backend_server_ejections_total{backend,server,cause} cause: check|passive
 //	closeproxy_kernel_time_wait{leg}                    Linux: sock_diag
 //	closeproxy_kernel_time_wait_host                    Linux: /proc/net/sockstat tw
 //	closeproxy_kernel_tcp_max_tw_buckets                Linux: net.ipv4.tcp_max_tw_buckets

@@ -85,11 +85,19 @@ func splitHostPort(hostport string) (string, uint16, error) {
 	return host, uint16(port), nil
 }
 
-// resolveBackend returns the backend's addresses: its IP, or the IPs of its
-// host name resolved once now.
+// resolveBackend returns the addresses of the backend's servers: their IPs,
+// or the IPs of their host names resolved once now.
 func resolveBackend(b config.Backend, log *zap.Logger) []netip.AddrPort {
-	log = log.With(zap.String("backend", b.Name), zap.String("address", b.Address))
-	host, port, err := splitHostPort(b.Address)
+	var out []netip.AddrPort
+	for _, srv := range b.ServerList() {
+		out = append(out, resolveServer(b.Name, srv.Address, log)...)
+	}
+	return out
+}
+
+func resolveServer(backend, address string, log *zap.Logger) []netip.AddrPort {
+	log = log.With(zap.String("backend", backend), zap.String("address", address))
+	host, port, err := splitHostPort(address)
 	if err != nil {
 		log.Warn("backend address unparsed; its TIME-WAIT is not counted", zap.Error(err))
 		return nil

@@ -40,6 +40,7 @@ type metrics struct {
 	active       *prometheus.GaugeVec
 	rejected     *prometheus.CounterVec
 	sessions     *prometheus.CounterVec
+	bySession    *prometheus.CounterVec
 	firstFIN     *prometheus.CounterVec
 	timeWait     *prometheus.CounterVec
 	closes       *prometheus.CounterVec
@@ -62,6 +63,7 @@ func newMetrics() *metrics {
 		active:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "closeproxy_connections_active", Help: "Connections accepted and not yet ended or rejected, by listener."}, []string{"listener"}),
 		rejected:     counter("closeproxy_connections_rejected_total", "Connections reset at once, by listener and reason (over_limit).", "listener", "reason"),
 		sessions:     counter("closeproxy_sessions_total", "Sessions ended, by listener, backend and outcome.", "listener", "backend", "outcome"),
+		bySession:    counter("closeproxy_backend_server_sessions_total", "Sessions ended, by backend and the server they used (back.server).", "backend", "server"),
 		firstFIN:     counter("closeproxy_first_fin_total", "Sessions by leg and whose FIN came first (client|backend|proxy|none).", "leg", "side"),
 		timeWait:     counter("closeproxy_time_wait_placed_total", "Sessions by leg and where TIME-WAIT landed, as the records say (client|backend|proxy|none).", "leg", "side"),
 		closes:       counter("closeproxy_closes_total", "How the proxy's end of each leg closed (fin|reset|peer_reset|error|pooled).", "leg", "close"),
@@ -80,7 +82,7 @@ func newMetrics() *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		m.accepted, m.active, m.rejected, m.sessions, m.firstFIN, m.timeWait,
+		m.accepted, m.active, m.rejected, m.sessions, m.bySession, m.firstFIN, m.timeWait,
 		m.closes, m.fallbacks, m.proxyHeaders, m.headerReject, m.dialDuration, m.dialFailures,
 		m.autoSwitches, m.autoReasons,
 	}
@@ -129,6 +131,9 @@ func (a *Admin) Ended(td *proxy.Teardown) {
 		m.active.WithLabelValues(td.Listener).Dec()
 	}
 	m.sessions.WithLabelValues(td.Listener, td.Backend, string(td.Outcome)).Inc()
+	if td.BackServer != "" {
+		m.bySession.WithLabelValues(td.Backend, td.BackServer).Inc()
+	}
 	m.observeLeg("front", &td.Front)
 	m.observeLeg("back", &td.Back)
 	version := td.ProxyProtocol

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/proxy"
 )
 
 const (
@@ -26,12 +28,13 @@ const (
 	defaultProbeTimeout = 2 * time.Second
 )
 
-// backendReady is what /readyz knows of one backend.
+// backendReady is what /readyz knows of one backend whose servers get no
+// active health check; for the others the proxy's health state decides.
 type backendReady struct {
-	name    string
-	address string
-	timeout time.Duration
-	lastOK  atomic.Int64 // unix nanoseconds of the last successful dial; 0: none
+	name      string
+	addresses []string // its servers'
+	timeout   time.Duration
+	lastOK    atomic.Int64 // unix nanoseconds of the last successful dial; 0: none
 
 	mu       sync.Mutex // held across a probe: one probe at a time
 	probedAt time.Time
@@ -43,7 +46,11 @@ func newBackendReady(b config.Backend) *backendReady {
 	if t <= 0 {
 		t = defaultProbeTimeout
 	}
-	return &backendReady{name: b.Name, address: b.Address, timeout: t}
+	br := &backendReady{name: b.Name, timeout: t}
+	for _, srv := range b.ServerList() {
+		br.addresses = append(br.addresses, srv.Address)
+	}
+	return br
 }
 
 // answered records a successful dial at now.
@@ -78,21 +85,46 @@ func (b *backendReady) check(ctx context.Context, log *zap.Logger) error {
 	return err
 }
 
-// probe dials the backend and closes at once with an RST (SO_LINGER 0), so
-// that the probe leaves no TIME-WAIT on either side.
+// probe dials the backend's servers in turn until one answers.
 func (b *backendReady) probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	var errs []error
+	for _, addr := range b.addresses {
+		err := probe(ctx, addr, b.timeout)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// probe dials addr and closes at once with an RST (SO_LINGER 0), so that the
+// probe leaves no TIME-WAIT on either side.
+func probe(ctx context.Context, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", b.address)
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("probe backend %s: %w", b.address, err)
+		return fmt.Errorf("probe backend %s: %w", addr, err)
 	}
 	// The backend answered: that is the verdict. Should SO_LINGER fail,
 	// the close is an ordinary FIN and only costs one TIME-WAIT here.
 	_ = c.(*net.TCPConn).SetLinger(0)
 	_ = c.Close()
 	return nil
+}
+
+// anyUp: a backend whose servers are checked is ready while one is up.
+func anyUp(servers []proxy.ServerStatus) error {
+	var down []string
+	for _, sv := range servers {
+		if sv.Health.Up {
+			return nil
+		}
+		down = append(down, fmt.Sprintf("%s down since %s", sv.Address, sv.Health.Since.UTC().Format(time.RFC3339)))
+	}
+	return fmt.Errorf("no server up: %s", strings.Join(down, ", "))
 }
 
 // serveReady answers /readyz.
@@ -120,9 +152,14 @@ func (a *Admin) notReady(ctx context.Context) []string {
 		return []string{"proxy not serving"}
 	}
 	order := a.set.Load().order
+	servers := r.Servers()
 	errs := make([]error, len(order))
 	var wg sync.WaitGroup
 	for i, b := range order {
+		if st, ok := servers[b.name]; ok && len(st) > 0 && st[0].Checked {
+			errs[i] = anyUp(st)
+			continue
+		}
 		wg.Go(func() { errs[i] = b.check(ctx, a.log) })
 	}
 	wg.Wait()

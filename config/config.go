@@ -122,10 +122,14 @@ const (
 	ProtocolHTTP1 Protocol = "http1"
 )
 
-// Backend is where sessions are dialed to.
+// Backend is where sessions are dialed to: one server (Address) or several
+// (Servers), exactly one of the two.
 type Backend struct {
 	Name              string
-	Address           string // host:port
+	Address           string   // host:port; empty when Servers is given
+	Servers           []Server // several servers; empty when Address is given
+	Balance           Balance  // how a session picks among Servers
+	Health            Health
 	Protocol          Protocol
 	ConnectTimeout    time.Duration
 	SendProxyProtocol SendProxyProtocol
@@ -134,6 +138,62 @@ type Backend struct {
 	Source Source
 	Pool   Pool
 	Close  Close // the back leg
+}
+
+// Server is one of a backend's servers.
+type Server struct {
+	Address string // host:port
+	Weight  int    // its share relative to the others; default 1
+}
+
+// ServerList returns the backend's servers: Servers, or Address as the only
+// one, with weight 1.
+func (b *Backend) ServerList() []Server {
+	if len(b.Servers) > 0 {
+		return b.Servers
+	}
+	return []Server{{Address: b.Address, Weight: 1}}
+}
+
+// Balance is how a backend picks a server for a new session.
+type Balance string
+
+const (
+	// BalanceLeastConn picks the server with the fewest sessions per unit
+	// of weight, counting the new one; ties go round-robin.
+	BalanceLeastConn Balance = "least_conn"
+	// BalanceRoundRobin takes the servers in turn, each as often as its
+	// weight says (smooth weighted round-robin, as nginx does).
+	BalanceRoundRobin Balance = "round_robin"
+	// BalanceHashClient keeps a client address on one server (weighted
+	// rendezvous hashing): removing a server moves only its own clients.
+	BalanceHashClient Balance = "hash_client"
+)
+
+// HealthCheck is the active check a backend's servers get.
+type HealthCheck string
+
+const (
+	HealthTCP  HealthCheck = "tcp"  // a connect, closed with an RST
+	HealthHTTP HealthCheck = "http" // an HTTP/1 request; the status must match (protocol http1 only)
+	HealthOff  HealthCheck = "off"  // none: only passive ejection
+)
+
+// Health says how a backend's servers are found down and brought back.
+type Health struct {
+	Check        HealthCheck
+	Interval     time.Duration // between two checks of one server
+	Timeout      time.Duration // bounds one check
+	Rise         int           // consecutive passed checks that bring a down server up
+	Fall         int           // consecutive failed checks that take an up server down
+	HTTPRequest  string        // check = "http": the request line, e.g. "GET / HTTP/1.1"
+	ExpectStatus int           // check = "http": the status that passes
+	// EjectAfter takes a server down after this many consecutive dial
+	// failures or resets seen by sessions (passive); 0 turns it off.
+	EjectAfter int
+	// EaseIn is how long a server that came back takes to reach its full
+	// weight, starting from a tenth of it; 0: at once.
+	EaseIn time.Duration
 }
 
 // Pool sizes a backend's connection pool.

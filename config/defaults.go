@@ -17,8 +17,13 @@ type Default struct {
 	// Backend are left empty.
 	Listener Listener
 	// Backend is what every [[backend]] starts from; Name and Address are
-	// left empty.
+	// left empty. Its health check is the one of a single server.
 	Backend Backend
+	// SeveralServersCheck is the health check of a backend whose servers
+	// list more than one: there, a check decides where sessions go. A
+	// single server is not checked unless asked: with nowhere else to
+	// send a session, a check could only refuse it.
+	SeveralServersCheck HealthCheck
 }
 
 // Defaults returns every default. It is the only place defaults are written
@@ -45,6 +50,12 @@ func Defaults() Default {
 			},
 		},
 		Backend: Backend{
+			Balance: BalanceLeastConn,
+			Health: Health{
+				Check: HealthOff, Interval: 2 * time.Second, Timeout: time.Second,
+				Rise: 2, Fall: 3, HTTPRequest: "GET / HTTP/1.1", ExpectStatus: 200,
+				EjectAfter: 3, EaseIn: 10 * time.Second,
+			},
 			Protocol:          ProtocolTCP,
 			ConnectTimeout:    2 * time.Second,
 			SendProxyProtocol: SendOff,
@@ -58,5 +69,6 @@ func Defaults() Default {
 				DrainTimeout:     time.Second,
 			},
 		},
+		SeveralServersCheck: HealthTCP,
 	}
 }

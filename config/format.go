@@ -50,11 +50,13 @@ func (c *Config) TOML() []byte {
 	for _, b := range c.Backends {
 		w.table("[[backend]]")
 		w.kv("name", b.Name)
-		w.kv("address", b.Address)
+		w.servers(b)
+		w.kv("balance", string(b.Balance))
 		w.kv("protocol", string(b.Protocol))
 		w.kv("connect_timeout", formatDuration(b.ConnectTimeout))
 		w.kv("send_proxy_protocol", string(b.SendProxyProtocol))
 		w.kv("source", string(b.Source))
+		w.health(b.Health)
 		w.table("[backend.pool]")
 		w.raw("warm", strconv.Itoa(b.Pool.Warm))
 		w.kv("max_idle_age", formatDuration(b.Pool.MaxIdleAge))
@@ -89,6 +91,35 @@ func (w *tomlWriter) kvList(key string, vals []string) {
 		quoted[i] = quote(v)
 	}
 	fmt.Fprintf(w, "%s%s = [%s]\n", w.indent, key, strings.Join(quoted, ", "))
+}
+
+// servers writes address, or servers with the weights that are not 1.
+func (w *tomlWriter) servers(b Backend) {
+	if len(b.Servers) == 0 {
+		w.kv("address", b.Address)
+		return
+	}
+	items := make([]string, len(b.Servers))
+	for i, srv := range b.Servers {
+		items[i] = quote(srv.Address)
+		if srv.Weight != 1 {
+			items[i] = fmt.Sprintf("{ address = %s, weight = %d }", quote(srv.Address), srv.Weight)
+		}
+	}
+	w.raw("servers", "["+strings.Join(items, ", ")+"]")
+}
+
+func (w *tomlWriter) health(h Health) {
+	w.table("[backend.health]")
+	w.kv("check", string(h.Check))
+	w.kv("interval", formatDuration(h.Interval))
+	w.kv("timeout", formatDuration(h.Timeout))
+	w.raw("rise", strconv.Itoa(h.Rise))
+	w.raw("fall", strconv.Itoa(h.Fall))
+	w.kv("http_request", h.HTTPRequest)
+	w.raw("expect_status", strconv.Itoa(h.ExpectStatus))
+	w.raw("eject_after", strconv.Itoa(h.EjectAfter))
+	w.kv("ease_in", formatDuration(h.EaseIn))
 }
 
 func (w *tomlWriter) close(header string, leg policy.Leg, c Close) {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
@@ -102,7 +103,9 @@ func placed(line int) int {
 func (p *problems) unknownKeys(undecoded []toml.Key, sites []site) {
 	unknown := map[string]bool{}
 	for _, k := range undecoded {
-		unknown[k.String()] = true
+		if !handRead[k.String()] {
+			unknown[k.String()] = true
+		}
 	}
 	reported := map[string]bool{} // indexed paths, so a table's keys are not repeated
 	named := map[string]bool{}    // key paths reported
@@ -119,7 +122,7 @@ func (p *problems) unknownKeys(undecoded []toml.Key, sites []site) {
 		p.errs = append(p.errs, &Error{File: p.file, Line: s.line, Err: unknownKey(s.key[:n])})
 	}
 	for _, k := range undecoded { // never expected: a key the scan missed
-		if !slices.ContainsFunc(prefixes(k), func(pre toml.Key) bool { return named[pre.String()] }) {
+		if !handRead[k.String()] && !slices.ContainsFunc(prefixes(k), func(pre toml.Key) bool { return named[pre.String()] }) {
 			named[k.String()] = true
 			p.errs = append(p.errs, &Error{File: p.file, Err: unknownKey(k)})
 		}
@@ -193,7 +196,11 @@ func distance(a, b string) int {
 
 // schema holds every key path the raw structs declare, such as
 // "listener.close.time_wait"; arrays of tables are not numbered.
-var schema = schemaOf(reflect.TypeFor[rawConfig](), "", map[string]bool{})
+var schema = schemaOf(reflect.TypeFor[rawConfig](), "", maps.Clone(handRead))
+
+// handRead holds the keys read by hand from a decoded value, which the
+// decoder reports as undecoded: those of a server's inline table.
+var handRead = map[string]bool{"backend.servers.address": true, "backend.servers.weight": true}
 
 func schemaOf(t reflect.Type, prefix string, keys map[string]bool) map[string]bool {
 	for i := range t.NumField() {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -56,14 +57,29 @@ type rawListener struct {
 }
 
 type rawBackend struct {
-	Name              *value   `toml:"name"`
-	Address           *value   `toml:"address"`
-	Protocol          *value   `toml:"protocol"`
-	ConnectTimeout    *value   `toml:"connect_timeout"`
-	SendProxyProtocol *value   `toml:"send_proxy_protocol"`
-	Source            *value   `toml:"source"`
-	Pool              rawPool  `toml:"pool"`
-	Close             rawClose `toml:"close"`
+	Name              *value    `toml:"name"`
+	Address           *value    `toml:"address"`
+	Servers           *value    `toml:"servers"`
+	Balance           *value    `toml:"balance"`
+	Health            rawHealth `toml:"health"`
+	Protocol          *value    `toml:"protocol"`
+	ConnectTimeout    *value    `toml:"connect_timeout"`
+	SendProxyProtocol *value    `toml:"send_proxy_protocol"`
+	Source            *value    `toml:"source"`
+	Pool              rawPool   `toml:"pool"`
+	Close             rawClose  `toml:"close"`
+}
+
+type rawHealth struct {
+	Check        *value `toml:"check"`
+	Interval     *value `toml:"interval"`
+	Timeout      *value `toml:"timeout"`
+	Rise         *value `toml:"rise"`
+	Fall         *value `toml:"fall"`
+	HTTPRequest  *value `toml:"http_request"`
+	ExpectStatus *value `toml:"expect_status"`
+	EjectAfter   *value `toml:"eject_after"`
+	EaseIn       *value `toml:"ease_in"`
 }
 
 type rawPool struct {
@@ -132,6 +148,9 @@ func convert(raw *rawConfig, p *problems) *Config {
 		o := p.object("backend", i, name(r.Name))
 		o.str("name", r.Name, &b.Name)
 		o.str("address", r.Address, &b.Address)
+		o.servers(r.Address, r.Servers, &b)
+		o.str("balance", r.Balance, (*string)(&b.Balance))
+		o.health(&r.Health, &b.Health)
 		o.str("protocol", r.Protocol, (*string)(&b.Protocol))
 		o.duration("connect_timeout", r.ConnectTimeout, &b.ConnectTimeout)
 		o.str("send_proxy_protocol", r.SendProxyProtocol, (*string)(&b.SendProxyProtocol))
@@ -143,6 +162,86 @@ func convert(raw *rawConfig, p *problems) *Config {
 		c.Backends = append(c.Backends, b)
 	}
 	return c
+}
+
+// servers reads servers = ["host:port", { address = "host:port", weight = 2 }]
+// and picks the default health check, which depends on how many servers
+// there are.
+func (o object) servers(address, v *value, b *Backend) {
+	if v != nil && address != nil {
+		o.problem("servers", errors.New("give either address or servers, not both"))
+	}
+	if v == nil {
+		return
+	}
+	list, ok := v.v.([]any)
+	if !ok {
+		o.reported("address") // no second problem for the same backend's servers
+		o.problem("servers", fmt.Errorf(`expected an array such as ["10.0.0.11:80", { address = "10.0.0.12:80", weight = 2 }], found %s`, describe(v.v)))
+		return
+	}
+	for i, item := range list {
+		at := "servers[" + strconv.Itoa(i) + "]"
+		srv, ok := Server{Weight: 1}, true
+		switch s := item.(type) {
+		case string:
+			srv.Address = s
+		case map[string]any:
+			srv, ok = o.server(at, s)
+		default:
+			o.problem(at, fmt.Errorf(`expected "host:port" or { address = "host:port", weight = 2 }, found %s`, describe(item)))
+			ok = false
+		}
+		if !ok { // keep the indexes; validation says nothing more of it
+			o.reported(at)
+			srv = Server{Weight: 1}
+		}
+		b.Servers = append(b.Servers, srv)
+	}
+	if len(b.Servers) > 1 {
+		b.Health.Check = Defaults().SeveralServersCheck
+	}
+}
+
+// server reads one inline table of servers.
+func (o object) server(at string, t map[string]any) (Server, bool) {
+	srv := Server{Weight: 1}
+	ok := true
+	for k, v := range t {
+		switch k {
+		case "address":
+			s, isStr := v.(string)
+			if !isStr {
+				o.problem(at+".address", fmt.Errorf("expected a string, found %s", describe(v)))
+				ok = false
+			}
+			srv.Address = s
+		case "weight":
+			n, isInt := v.(int64)
+			if !isInt || n < 1 || n > maxWeight {
+				o.problem(at+".weight", fmt.Errorf("expected an integer from 1 to %d, found %s", maxWeight, describe(v)))
+				ok = false
+			}
+			srv.Weight = int(n)
+		} // other keys are reported as unknown with their line by Parse
+
+	}
+	return srv, ok
+}
+
+// maxWeight bounds a server's weight: shares finer than 1 in 1000 mean nothing.
+const maxWeight = 1000
+
+func (o object) health(r *rawHealth, h *Health) {
+	o.str("health.check", r.Check, (*string)(&h.Check))
+	o.duration("health.interval", r.Interval, &h.Interval)
+	o.duration("health.timeout", r.Timeout, &h.Timeout)
+	o.integer("health.rise", r.Rise, &h.Rise)
+	o.integer("health.fall", r.Fall, &h.Fall)
+	o.str("health.http_request", r.HTTPRequest, &h.HTTPRequest)
+	o.integer("health.expect_status", r.ExpectStatus, &h.ExpectStatus)
+	o.integer("health.eject_after", r.EjectAfter, &h.EjectAfter)
+	o.duration("health.ease_in", r.EaseIn, &h.EaseIn)
 }
 
 func (o object) close(leg policy.Leg, r *rawClose, c *Close) {
@@ -175,6 +274,9 @@ func name(v *value) string {
 }
 
 func (o object) problem(key string, err error) { o.p.add(o.label, o.at, key, err) }
+
+// reported marks key as having had its problem, so validation adds none.
+func (o object) reported(key string) { o.p.seen[pathKey(o.at)+"\x00"+key] = true }
 
 // str sets *dst to the string at key, if one was written.
 func (o object) str(key string, v *value, dst *string) {

@@ -37,7 +37,9 @@ func (c *Config) validate(p *problems) {
 	for i, b := range c.Backends {
 		o := p.object("backend", i, b.Name)
 		o.name(backends, i, "backend", b.Name)
-		o.check("address", hostPort(b.Address, true, "127.0.0.1:8081"))
+		o.validServers(b)
+		o.oneOf("balance", string(b.Balance), string(BalanceLeastConn), string(BalanceRoundRobin), string(BalanceHashClient))
+		o.validHealth(b)
 		o.positive("connect_timeout", b.ConnectTimeout)
 		o.oneOf("send_proxy_protocol", string(b.SendProxyProtocol), string(SendOff), string(SendV1), string(SendV2))
 		o.oneOf("protocol", string(b.Protocol), string(ProtocolTCP), string(ProtocolHTTP1))
@@ -97,6 +99,85 @@ func (o object) validSource(b Backend) {
 		o.problem("source", errors.New(
 			`"client" cannot be used with protocol = "http1": a reused backend connection serves many clients but comes from one client's address; use protocol = "tcp" or source = "proxy"`))
 	}
+}
+
+// validServers checks address or servers: exactly one, each a host:port
+// written once, with a weight from 1 to maxWeight.
+func (o object) validServers(b Backend) {
+	switch {
+	case b.Address != "" && len(b.Servers) > 0:
+		o.problem("servers", errors.New("give either address or servers, not both"))
+		return
+	case len(b.Servers) == 0 && b.Address == "":
+		o.problem("address", errors.New(`missing; give address = "host:port" such as "127.0.0.1:8081", or servers = ["host:port", …]`))
+		return
+	case len(b.Servers) == 0:
+		o.check("address", hostPort(b.Address, true, "127.0.0.1:8081"))
+		return
+	}
+	seen := map[string]int{}
+	for i, srv := range b.Servers {
+		at := fmt.Sprintf("servers[%d]", i)
+		if err := hostPort(srv.Address, true, "10.0.0.11:80"); err != nil {
+			o.problem(at, err)
+			continue
+		}
+		if first, dup := seen[srv.Address]; dup {
+			o.problem(at, fmt.Errorf("%q is also servers[%d]; give it a weight instead", srv.Address, first))
+			continue
+		}
+		seen[srv.Address] = i
+		if srv.Weight < 1 || srv.Weight > maxWeight {
+			o.problem(at+".weight", fmt.Errorf("%d is not from 1 to %d", srv.Weight, maxWeight))
+		}
+	}
+}
+
+func (o object) validHealth(b Backend) {
+	h := b.Health
+	o.oneOf("health.check", string(h.Check), string(HealthTCP), string(HealthHTTP), string(HealthOff))
+	if h.Check == HealthHTTP && b.Protocol != ProtocolHTTP1 {
+		o.problem("health.check", errors.New(`"http" needs protocol = "http1": a tcp backend may not speak HTTP; use "tcp"`))
+	}
+	o.positive("health.interval", h.Interval)
+	o.positive("health.timeout", h.Timeout)
+	if h.Timeout > h.Interval && h.Interval > 0 {
+		o.problem("health.timeout", fmt.Errorf("%s is longer than health.interval %s", formatDuration(h.Timeout), formatDuration(h.Interval)))
+	}
+	counts := []struct {
+		key string
+		n   int
+	}{{"health.rise", h.Rise}, {"health.fall", h.Fall}}
+	for _, c := range counts {
+		if c.n < 1 || c.n > 100 {
+			o.problem(c.key, fmt.Errorf("%d is not from 1 to 100", c.n))
+		}
+	}
+	if h.EjectAfter > 100 {
+		o.problem("health.eject_after", fmt.Errorf("%d is not from 0 (off) to 100", h.EjectAfter))
+	}
+	o.check("health.http_request", requestLine(h.HTTPRequest))
+	if h.ExpectStatus < 100 || h.ExpectStatus > 599 {
+		o.problem("health.expect_status", fmt.Errorf("%d is not an HTTP status from 100 to 599", h.ExpectStatus))
+	}
+	if h.EaseIn < 0 {
+		o.problem("health.ease_in", fmt.Errorf("must be 0 (off) or more, not %s", formatDuration(h.EaseIn)))
+	}
+}
+
+// requestLine checks a health check's request line: METHOD /path HTTP/1.x.
+func requestLine(s string) error {
+	f := strings.Split(s, " ")
+	if len(f) != 3 || f[0] == "" || strings.ContainsAny(s, "\r\n\t") ||
+		!strings.HasPrefix(f[1], "/") || f[2] != "HTTP/1.1" && f[2] != "HTTP/1.0" {
+		return fmt.Errorf("%q is not a request line such as \"GET /healthz HTTP/1.1\"", s)
+	}
+	for _, r := range f[0] {
+		if r < 'A' || r > 'Z' {
+			return fmt.Errorf("%q: method %q is not upper-case letters", s, f[0])
+		}
+	}
+	return nil
 }
 
 func (o object) validAuto(a Auto) {

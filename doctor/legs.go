@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"math"
+	"strings"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/policy"
@@ -48,7 +49,7 @@ func frontLeg(l config.Listener, rate float64) Leg {
 
 func backLeg(b config.Backend, rate float64, usable int) Leg {
 	lg := newLeg(policy.Back, b.Name, b.Close, rate)
-	lg.Protocol, lg.Dialer, lg.Destination = string(b.Protocol), string(policy.SideProxy), b.Address
+	lg.Protocol, lg.Dialer, lg.Destination = string(b.Protocol), string(policy.SideProxy), destinations(b)
 	lg.Budget = usable
 	switch {
 	case b.Protocol == config.ProtocolHTTP1:
@@ -63,6 +64,15 @@ func backLeg(b config.Backend, rate float64, usable int) Leg {
 		lg.Note = joinNote(lg.Note, "this host's port range could not be read: no port budget")
 	}
 	return lg
+}
+
+// destinations names the backend's servers, comma-separated.
+func destinations(b config.Backend) string {
+	var out []string
+	for _, srv := range b.ServerList() {
+		out = append(out, srv.Address)
+	}
+	return strings.Join(out, ",")
 }
 
 func newLeg(leg policy.Leg, name string, c config.Close, rate float64) Leg {

@@ -1,4 +1,5 @@
-// Package pool owns the connections closeproxy keeps to one backend.
+// Package pool owns the connections closeproxy keeps to one backend server
+// (a backend with several servers has one pool per server).
 //
 // For protocol "tcp" it keeps Warm pre-dialed, never-used connections ready,
 // so the accept path skips the connect. For protocol "http1" the proxy hands a

@@ -177,12 +177,14 @@ func (s *Server) backendAddrs() []netip.AddrPort {
 	return nil
 }
 
-// setDestsLocked records the current backends' addresses for backendAddrs.
+// setDestsLocked records the current backends' servers' addresses for backendAddrs.
 func (s *Server) setDestsLocked() {
 	var out []netip.AddrPort
 	for _, b := range s.backends {
-		if ap, err := netip.ParseAddrPort(b.cfg.Address); err == nil {
-			out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		for _, sv := range b.servers {
+			if ap, err := netip.ParseAddrPort(sv.addr); err == nil {
+				out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+			}
 		}
 	}
 	s.dests.Store(&out)

@@ -2,57 +2,119 @@ package proxy
 
 import (
 	"context"
+	"net/netip"
+	"reflect"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/closeproxy/closeproxy/balance"
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/pool"
 )
 
-// backend is a configured backend and its pool. Reload replaces a backend
-// whose settings changed; the old one is retired: its pool runs until the
-// last session using it ends.
+// backend is a configured backend: its servers, each with its own pool and
+// health, and the balancer that picks among them. Reload replaces a backend
+// whose settings changed; the old one is retired: its pools and health
+// checks run until the last session using it ends.
 type backend struct {
-	cfg   config.Backend
-	pool  *pool.Pool
-	users sync.WaitGroup // sessions using it
-	stop  context.CancelFunc
+	cfg     config.Backend
+	servers []*server
+	bal     *balance.Balancer
+	users   sync.WaitGroup // sessions using it
+	stop    context.CancelFunc
+}
+
+// server is one of a backend's servers.
+type server struct {
+	addr   string
+	weight int
+	pool   *pool.Pool
+	health *balance.Health
+	active atomic.Int64 // sessions using it now: least_conn's figure
 }
 
 // buildBackends makes the backends of cfg, reusing those of old whose
-// settings are unchanged.
+// settings are unchanged. A changed backend gets new pools for all its
+// servers, which start up.
 func (s *Server) buildBackends(cfg *config.Config, old map[string]*backend) map[string]*backend {
 	out := make(map[string]*backend, len(cfg.Backends))
 	for _, b := range cfg.Backends {
-		if prev := old[b.Name]; prev != nil && prev.cfg == b {
+		if prev := old[b.Name]; prev != nil && reflect.DeepEqual(prev.cfg, b) {
 			out[b.Name] = prev
 			continue
 		}
-		warm := b.Pool.Warm
-		if b.Source == config.SourceClient {
-			warm = 0 // a warm connection would come from no client's address
-		}
-		out[b.Name] = &backend{cfg: b, pool: pool.New(pool.Config{
-			Address: b.Address, ConnectTimeout: b.ConnectTimeout,
-			Warm: warm, MaxIdleAge: b.Pool.MaxIdleAge, MaxConns: b.Pool.MaxConns,
-		}, s.dialer(b), s.log.With(zap.String("backend", b.Name)))}
+		out[b.Name] = s.newBackend(b)
 	}
 	return out
 }
 
-// runPoolLocked starts b's pool (once).
+func (s *Server) newBackend(b config.Backend) *backend {
+	be := &backend{cfg: b, bal: balance.New(balance.Algorithm(b.Balance))}
+	hc := balance.HealthConfig{Rise: b.Health.Rise, Fall: b.Health.Fall, EjectAfter: b.Health.EjectAfter, EaseIn: b.Health.EaseIn}
+	if !checked(b.Health) {
+		hc.Revive = b.Health.Interval // nothing else would bring an ejected server back
+	}
+	warm := b.Pool.Warm
+	if b.Source == config.SourceClient {
+		warm = 0 // a warm connection would come from no client's address
+	}
+	for _, srv := range b.ServerList() {
+		sv := &server{addr: srv.Address, weight: max(srv.Weight, 1), health: balance.NewHealth(hc)}
+		sv.pool = pool.New(pool.Config{
+			Address: srv.Address, ConnectTimeout: b.ConnectTimeout,
+			Warm: warm, MaxIdleAge: b.Pool.MaxIdleAge, MaxConns: b.Pool.MaxConns,
+		}, s.dialer(b, sv), s.log.With(zap.String("backend", b.Name), zap.String("server", srv.Address)))
+		be.servers = append(be.servers, sv)
+	}
+	return be
+}
+
+// checked reports whether h runs an active check; a Config built in code
+// may leave Health zero: no check.
+func checked(h config.Health) bool {
+	return (h.Check == config.HealthTCP || h.Check == config.HealthHTTP) && h.Interval > 0 && h.Timeout > 0
+}
+
+// order returns the servers in the order a session tries them for client.
+func (b *backend) order(client netip.Addr) []*server {
+	if len(b.servers) == 1 {
+		return b.servers
+	}
+	now := time.Now()
+	cands := make([]balance.Candidate, len(b.servers))
+	for i, sv := range b.servers {
+		cands[i] = balance.Candidate{Key: sv.addr, Weight: sv.health.Weight(sv.weight, now),
+			Active: sv.active.Load(), Up: sv.health.Up(now)}
+	}
+	idx := b.bal.Order(cands, client)
+	out := make([]*server, len(idx))
+	for i, j := range idx {
+		out[i] = b.servers[j]
+	}
+	return out
+}
+
+// runPoolLocked starts b's pools and health checks (once).
 func (s *Server) runPoolLocked(b *backend) {
 	if b.stop != nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.stop = cancel
-	s.pools.Add(1)
-	go func() { defer s.pools.Done(); b.pool.Run(ctx) }()
+	for _, sv := range b.servers {
+		s.pools.Add(1)
+		go func() { defer s.pools.Done(); sv.pool.Run(ctx) }()
+		if checked(b.cfg.Health) {
+			s.pools.Add(1)
+			go func() { defer s.pools.Done(); s.checkLoop(ctx, b, sv) }()
+		}
+	}
 }
 
-// retireLocked stops b's pool once no session uses it any more.
+// retireLocked stops b's pools and checks once no session uses it any more.
 func (s *Server) retireLocked(b *backend) {
 	s.pools.Add(1)
 	go func() {
@@ -62,4 +124,53 @@ func (s *Server) retireLocked(b *backend) {
 			b.stop()
 		}
 	}()
+}
+
+// stats sums the pools of b's servers.
+func (b *backend) stats() pool.Stats {
+	var sum pool.Stats
+	for _, sv := range b.servers {
+		st := sv.pool.Stats()
+		sum.Idle += st.Idle
+		sum.InUse += st.InUse
+		sum.Dialing += st.Dialing
+		sum.Waiting += st.Waiting
+		sum.Failing = max(sum.Failing, st.Failing)
+		sum.Dialed += st.Dialed
+		sum.DialFailures += st.DialFailures
+		sum.LocalDialFailures += st.LocalDialFailures
+		sum.Evicted += st.Evicted
+		sum.Dead += st.Dead
+		sum.Pooled += st.Pooled
+		sum.Reused += st.Reused
+	}
+	return sum
+}
+
+// ServerStatus is one server's state, for metrics and /readyz.
+type ServerStatus struct {
+	Address   string
+	Weight    float64 // eased in
+	Active    int64   // sessions using it
+	Checked   bool    // an active health check runs on it
+	Health    balance.State
+	PoolStats pool.Stats
+}
+
+// Servers returns each current backend's servers, by backend name, in
+// configuration order.
+func (s *Server) Servers() map[string][]ServerStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	out := make(map[string][]ServerStatus, len(s.backends))
+	for name, b := range s.backends {
+		for _, sv := range b.servers {
+			out[name] = append(out[name], ServerStatus{
+				Address: sv.addr, Weight: sv.health.Weight(sv.weight, now), Active: sv.active.Load(),
+				Checked: checked(b.cfg.Health), Health: sv.health.State(now), PoolStats: sv.pool.Stats(),
+			})
+		}
+	}
+	return out
 }

@@ -25,7 +25,7 @@ type h1 struct {
 	*session
 	fr      *bufio.Reader // the client's side, as intake left it
 	front   *leg
-	pool    *pool.Pool
+	pool    *pool.Pool      // the pool of the server in use (session.sv)
 	ctx     context.Context // ends when shutdown_timeout ran out
 	lim     http1.Limits
 	mustFIN bool // the last response was delimited by a close: only a FIN ends it
@@ -33,8 +33,8 @@ type h1 struct {
 
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-func (ss *session) serveHTTP1(ctx context.Context, fr *bufio.Reader, p *pool.Pool, drain, kill <-chan struct{}) {
-	h := &h1{session: ss, fr: fr, pool: p, ctx: ctx,
+func (ss *session) serveHTTP1(ctx context.Context, fr *bufio.Reader, drain, kill <-chan struct{}) {
+	h := &h1{session: ss, fr: fr, ctx: ctx,
 		front: &leg{name: policy.Front, start: ss.start, auto: ss.srv.auto, conn: ss.front, pol: ss.ln.Close, rec: &ss.td.Front}}
 	h.td.Back.Close = policy.CloseNone // until a backend connection is used
 	defer h.front.finishRecord()
@@ -124,19 +124,18 @@ func (h *h1) writeError(status int, text string) {
 	h.td.Front.BytesOut += int64(n)
 }
 
-// getBackend takes a backend connection from the pool and notes it in the
-// record.
+// getBackend takes a backend connection from a server's pool and notes it
+// in the record.
 func (h *h1) getBackend() (*pool.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), h.be.ConnectTimeout)
-	defer cancel()
 	t0 := time.Now()
-	bc, err := h.pool.Get(ctx)
+	bc, err := h.acquire()
 	if h.td.BackConnect < 0 {
 		h.td.BackConnect = time.Since(t0)
 	}
 	if err != nil {
 		return nil, err
 	}
+	h.pool = h.sv.pool
 	h.noteBackend(bc)
 	return bc, nil
 }

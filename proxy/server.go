@@ -178,7 +178,7 @@ func (s *Server) PoolStats() map[string]pool.Stats {
 	defer s.mu.Unlock()
 	out := make(map[string]pool.Stats, len(s.backends))
 	for name, b := range s.backends {
-		out[name] = b.pool.Stats()
+		out[name] = b.stats()
 	}
 	return out
 }
@@ -197,8 +197,11 @@ func (s *Server) releaseFiles() {
 	runtime.GC() // and go with the second; their finalizers close the pipes
 }
 
-// dialer is how the pool of a backend dials; the Observer sees each dial.
-func (s *Server) dialer(b config.Backend) pool.DialFunc {
+// dialer is how the pool of a server dials; the Observer sees each dial,
+// and the server's health each dial's verdict (a local failure is ours,
+// never the server's).
+func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
+	backend := b.Name
 	return func(ctx context.Context, address string) (*net.TCPConn, error) {
 		t0 := time.Now()
 		d, err := sourceDialer(ctx, b.Source, address)
@@ -214,14 +217,31 @@ func (s *Server) dialer(b config.Backend) pool.DialFunc {
 				c.Close()
 			}
 		}()
-		s.obs.Dialed(b.Name, time.Since(t0), err)
+		s.obs.Dialed(backend, time.Since(t0), err)
 		if outOfFiles(err) {
 			s.releaseFiles()
+		}
+		switch {
+		case err == nil:
+			s.passive(backend, sv, true, nil)
+		case pool.IsLocal(err), errors.Is(ctx.Err(), context.Canceled):
+			// ours, or given up by the caller: no verdict on the server
+		default:
+			s.passive(backend, sv, false, err)
 		}
 		if err != nil {
 			return nil, err
 		}
 		handedOn = true
 		return c.(*net.TCPConn), nil
+	}
+}
+
+// passive feeds what a session or a dial saw of sv to its health, and logs
+// an ejection.
+func (s *Server) passive(backend string, sv *server, ok bool, err error) {
+	if sv.health.Passive(ok, time.Now()) {
+		s.log.Warn("server ejected: consecutive dial failures or resets",
+			zap.String("backend", backend), zap.String("server", sv.addr), zap.Error(err))
 	}
 }

@@ -20,7 +20,8 @@ type session struct {
 	srv   *Server
 	ln    *config.Listener
 	be    *config.Backend
-	pool  *pool.Pool
+	bk    *backend
+	sv    *server // the server in use, once one gave a connection
 	front *net.TCPConn
 	start time.Time
 	td    *Teardown
@@ -37,7 +38,7 @@ func (s *Server) newSession(lc *listenerConf, c *net.TCPConn) *session {
 	td.Front.Local, td.Front.Peer = addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
 	td.Client = td.Front.Peer
 	td.OriginalDst = interceptedDst(c, ln.Intercept)
-	return &session{srv: s, ln: ln, be: be, pool: lc.be.pool, front: c, start: time.Now(), td: td}
+	return &session{srv: s, ln: ln, be: be, bk: lc.be, front: c, start: time.Now(), td: td}
 }
 
 // run carries the session to its end and returns its record. A panic is
@@ -54,6 +55,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 			td.Front.Close, td.Front.RSTOut, td.Front.TimeWait = policy.CloseReset, time.Since(ss.start), policy.SideNone
 		}
 		td.Duration = time.Since(ss.start)
+		ss.leave()
 	}()
 	in, err := readIntake(ss.front, ss.ln)
 	if err != nil {
@@ -72,7 +74,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 		if fr == nil {
 			fr = bufio.NewReader(ss.front)
 		}
-		ss.serveHTTP1(drainCtx, fr, ss.pool, drainCtx.Done(), kill)
+		ss.serveHTTP1(drainCtx, fr, drainCtx.Done(), kill)
 		return td
 	}
 	back, err := ss.takeBackend(in)
@@ -82,7 +84,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 		return td
 	}
 	ss.relay(back.TCPConn, drainCtx.Done(), kill)
-	ss.pool.Release(back)
+	ss.sv.pool.Release(back)
 	return td
 }
 
@@ -108,17 +110,68 @@ func (ss *session) refuse(o Outcome, err error) {
 	ss.td.Front.Close = policy.CloseReset
 }
 
-// takeBackend takes a warm connection from the pool or dials one, sends the
-// PROXY header if configured and the bytes read past the client's header.
-func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
-	p := ss.pool
+// acquire takes a connection to one of the backend's servers: the one the
+// balancer picks for the client, else the next, each tried at most once, so
+// that a failed dial moves the session on before any of its bytes reached a
+// backend. Each try is bounded by connect_timeout. An http1 session keeps
+// the server it got while that server gives connections.
+func (ss *session) acquire() (*pool.Conn, error) {
+	var lastErr error
+	kept := ss.sv
+	if kept != nil {
+		c, err := ss.try(kept)
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+		ss.leave()
+	}
+	for _, sv := range ss.bk.order(ss.td.Client.Addr()) {
+		if sv == kept {
+			continue
+		}
+		c, err := ss.try(sv)
+		if err == nil {
+			ss.sv = sv
+			sv.active.Add(1)
+			return c, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// try takes a connection from sv's pool, noting it in the record.
+func (ss *session) try(sv *server) (*pool.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), ss.be.ConnectTimeout)
 	defer cancel()
 	if ss.be.Source == config.SourceClient {
-		ctx = pool.WithSource(ctx, in.client.Addr())
+		ctx = pool.WithSource(ctx, ss.td.Client.Addr())
 	}
+	ss.td.BackTries++
+	ss.td.BackServer = sv.addr
+	return sv.pool.Get(ctx)
+}
+
+// leave gives up the server in use: it counts a session less, and learns
+// of a reset it sent.
+func (ss *session) leave() {
+	if ss.sv == nil {
+		return
+	}
+	ss.sv.active.Add(-1)
+	if ss.td.Outcome == OutcomeBackendReset {
+		ss.srv.passive(ss.be.Name, ss.sv, false, ss.td.Err)
+	}
+	ss.sv = nil
+}
+
+// takeBackend takes a warm connection from a server's pool or dials one,
+// sends the PROXY header if configured and the bytes read past the
+// client's header.
+func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 	t0 := time.Now()
-	back, err := p.Get(ctx)
+	back, err := ss.acquire()
 	ss.td.BackConnect = time.Since(t0)
 	if err != nil {
 		return nil, err
@@ -128,7 +181,7 @@ func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 	if ss.be.SendProxyProtocol != config.SendOff {
 		if _, err := proxyHeader(ss.be.SendProxyProtocol, in).WriteTo(back); err != nil {
 			ss.dropBackend(back)
-			return nil, fmt.Errorf("send PROXY header to %s: %w", ss.be.Address, err)
+			return nil, fmt.Errorf("send PROXY header to %s: %w", ss.sv.addr, err)
 		}
 	}
 	if b := in.leftover(); len(b) > 0 {
@@ -137,7 +190,7 @@ func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 		ss.td.Back.BytesOut += int64(n)
 		if err != nil {
 			ss.dropBackend(back)
-			return nil, fmt.Errorf("write to backend %s: %w", ss.be.Address, err)
+			return nil, fmt.Errorf("write to backend %s: %w", ss.sv.addr, err)
 		}
 	}
 	return back, nil
@@ -147,7 +200,7 @@ func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 func (ss *session) dropBackend(c *pool.Conn) {
 	_ = c.SetLinger(0)
 	_ = c.Close()
-	ss.pool.Release(c)
+	ss.sv.pool.Release(c)
 }
 
 func (ss *session) relay(back *net.TCPConn, drain, kill <-chan struct{}) {

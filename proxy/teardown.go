@@ -66,6 +66,8 @@ type Teardown struct {
 	BackPooled    bool          // a backend connection came ready from the pool
 	BackReused    bool          // a backend connection had served an earlier request
 	BackRequests  int           // http1: requests sent to the backend; tcp: 0
+	BackServer    string        // the server used (or last tried), as configured; empty: none tried
+	BackTries     int           // servers tried for a connection: 1 unless a dial failed and the next was tried
 	Duration      time.Duration
 	Outcome       Outcome
 	Err           error
@@ -94,6 +96,8 @@ func (t *Teardown) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddBool("back.pooled", t.BackPooled)
 	enc.AddBool("back.reused", t.BackReused)
 	enc.AddInt("back.requests", t.BackRequests)
+	enc.AddString("back.server", t.BackServer)
+	enc.AddInt("back.tries", t.BackTries)
 	enc.AddFloat64("duration_ms", millis(t.Duration))
 	enc.AddString("outcome", string(t.Outcome))
 	errText := ""
