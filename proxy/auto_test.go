@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/policy"
@@ -29,6 +30,21 @@ func leaveTimeWait(t *testing.T) {
 	c.Close()
 	io.Copy(io.Discard, s) // the client's FIN
 	s.Close()
+	// The client's socket enters TIME-WAIT when our FIN reaches it, which a
+	// loaded host may do after Close returns (softirq deferred): wait until
+	// the figure auto samples shows it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n, err := readSockstatTW()
+		if err != nil {
+			t.Skipf("no TIME-WAIT figure here: %v", err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no TIME-WAIT socket on this host 5s after a client-first close")
+		}
+	}
 }
 
 func TestAutoChoosesPerClose(t *testing.T) {
