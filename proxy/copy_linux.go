@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// chunkSize is the buffer a direction reads into before it knows whether
+// it carries a bulk stream: HAProxy's bufsize. A read that fills it
+// switches the direction to splice (HAProxy's splice-auto).
+const chunkSize = 16 << 10
+
+// spliceMax is what one splice asks to move; the pipe's capacity caps it.
+const spliceMax = 1 << 20
+
+var chunks = sync.Pool{New: func() any { return new([chunkSize]byte) }}
+
+// relayCopy copies src to dst until src's EOF (nil) or an error, like
+// io.Copy, but holds nothing while src is silent: it waits for src to be
+// readable without a buffer, reads a chunk into a pooled buffer, writes it
+// and gives the buffer back. A chunk that fills the buffer marks a bulk
+// stream: from then on the direction splices through a pipe of its own,
+// made then and closed when the direction ends. So an idle session holds
+// its two sockets and no pipe, a small exchange costs one read and one
+// write per chunk (not two splices), and no pipe outlives its session
+// (Go's own splice keeps its pipes in a pool that only a collection
+// empties).
+func relayCopy(dst, src *net.TCPConn) (int64, error) {
+	rs, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var written int64
+	for {
+		buf, n, err := readChunk(rs)
+		if err != nil || n == 0 { // n == 0: EOF
+			if buf != nil {
+				chunks.Put(buf)
+			}
+			return written, err
+		}
+		m, err := dst.Write(buf[:n])
+		chunks.Put(buf)
+		written += int64(m)
+		if err != nil {
+			return written, err
+		}
+		if n == chunkSize {
+			m, ok, err := spliceAll(dst, rs)
+			written += m
+			if ok {
+				return written, err
+			}
+			// no pipe to be had (out of descriptors): go on with chunks
+		}
+	}
+}
+
+// readChunk waits until src is readable, then reads once into a pooled
+// buffer; a wait holds no buffer. It returns the buffer (nil after an
+// error that came before a read) and n == 0 at EOF.
+func readChunk(rs syscall.RawConn) (*[chunkSize]byte, int, error) {
+	var buf *[chunkSize]byte
+	var n int
+	var rerr error
+	err := rs.Read(func(fd uintptr) bool {
+		b := chunks.Get().(*[chunkSize]byte)
+		for {
+			n, rerr = unix.Read(int(fd), b[:])
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		if rerr == unix.EAGAIN {
+			chunks.Put(b) // wait without a buffer
+			return false
+		}
+		buf = b
+		return true
+	})
+	if err != nil {
+		return buf, 0, err
+	}
+	if rerr != nil {
+		return buf, 0, os.NewSyscallError("read", rerr)
+	}
+	return buf, max(n, 0), nil
+}
+
+// spliceAll moves src to dst through a pipe of its own until src's EOF or
+// an error, and closes the pipe. ok is false when no pipe could be made;
+// nothing was moved then.
+func spliceAll(dst *net.TCPConn, rs syscall.RawConn) (written int64, ok bool, err error) {
+	var p [2]int
+	if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) != nil {
+		return 0, false, nil
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	ws, err := dst.SyscallConn()
+	if err != nil {
+		return 0, true, err
+	}
+	for {
+		n, err := spliceIn(rs, p[1])
+		if err != nil || n == 0 {
+			return written, true, err
+		}
+		m, err := spliceOut(ws, p[0], n)
+		written += int64(m)
+		if err != nil {
+			return written, true, err
+		}
+	}
+}
+
+// spliceIn fills the (empty) pipe from the socket, waiting for it to be
+// readable: EAGAIN can only mean the socket, the pipe being empty.
+func spliceIn(rs syscall.RawConn, pipeW int) (int, error) {
+	var n int64
+	var serr error
+	err := rs.Read(func(fd uintptr) bool {
+		for {
+			n, serr = unix.Splice(int(fd), nil, pipeW, nil, spliceMax, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if serr != unix.EINTR {
+				break
+			}
+		}
+		return serr != unix.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	if serr != nil {
+		return 0, os.NewSyscallError("splice", serr)
+	}
+	return int(n), nil
+}
+
+// spliceOut empties n bytes of the pipe into the socket, waiting for it to
+// be writable: the pipe holds them, so EAGAIN can only mean the socket.
+func spliceOut(ws syscall.RawConn, pipeR, n int) (int, error) {
+	written := 0
+	for written < n {
+		var m int64
+		var serr error
+		err := ws.Write(func(fd uintptr) bool {
+			for {
+				m, serr = unix.Splice(pipeR, nil, int(fd), nil, n-written, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				if serr != unix.EINTR {
+					break
+				}
+			}
+			return serr != unix.EAGAIN
+		})
+		if err != nil {
+			return written, err
+		}
+		if serr != nil {
+			return written, os.NewSyscallError("splice", serr)
+		}
+		if m == 0 {
+			return written, errors.New("splice: pipe empty before its bytes were written")
+		}
+		written += int(m)
+	}
+	return written, nil
+}
