@@ -36,7 +36,7 @@ func (s *Server) bindLocked(ctx context.Context, cfg *config.Config, keep []*lis
 		byAddr[l.conf.Load().cfg.Listen] = l
 	}
 	var lns, opened []*listener
-	var lc net.ListenConfig
+	lc := listenConfig()
 	for _, lcfg := range cfg.Listeners {
 		l := byAddr[lcfg.Listen]
 		if l == nil {

@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"syscall"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,12 +29,43 @@ func sendQueue(c *net.TCPConn) (int, error) {
 	return n, nil
 }
 
+// infoReader reads one socket's TCP_INFO into a struct it keeps: after the
+// first read a read allocates nothing (unix.GetsockoptTCPInfo allocates a
+// struct, and a closure over one escapes, on every call). A leg reads its
+// socket's counts at every state change and timer tick.
+type infoReader struct {
+	raw  syscall.RawConn
+	info unix.TCPInfo
+	err  syscall.Errno
+	get  func(fd uintptr) // r.getsockopt, bound once
+}
+
+func (r *infoReader) read(c *net.TCPConn) *unix.TCPInfo {
+	if r.raw == nil {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return nil
+		}
+		r.raw, r.get = raw, r.getsockopt
+	}
+	if err := r.raw.Control(r.get); err != nil || r.err != 0 {
+		return nil
+	}
+	return &r.info
+}
+
+func (r *infoReader) getsockopt(fd uintptr) {
+	n := uint32(unsafe.Sizeof(r.info))
+	_, _, r.err = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
+		uintptr(unsafe.Pointer(&r.info)), uintptr(unsafe.Pointer(&n)), 0)
+}
+
 // progress is a kernel count that grows whenever bytes move on c in either
 // direction: bytes received plus bytes acknowledged by the peer (TCP_INFO).
 // Timers compare it before and after a period instead of touching the data
 // path.
-func progress(c *net.TCPConn) uint64 {
-	info := tcpInfo(c)
+func (r *infoReader) progress(c *net.TCPConn) uint64 {
+	info := r.read(c)
 	if info == nil {
 		return 0
 	}
@@ -41,28 +76,17 @@ func progress(c *net.TCPConn) uint64 {
 // none back: it owes an answer and is slow, not silent. (TCP_INFO's
 // last-data times have a granularity of a millisecond, too coarse to order
 // a request and a fast answer; "nothing came back at all" is exact.)
-func awaitingReply(c *net.TCPConn) bool {
-	info := tcpInfo(c)
+func (r *infoReader) awaitingReply(c *net.TCPConn) bool {
+	info := r.read(c)
 	return info != nil && info.Bytes_acked > 0 && info.Bytes_received == 0
 }
 
 // resetByPeer reports that the kernel already closed c because the peer
 // reset it.
 func resetByPeer(c *net.TCPConn) bool {
-	info := tcpInfo(c)
+	var r infoReader
+	info := r.read(c)
 	return info != nil && info.State == unix.BPF_TCP_CLOSE
-}
-
-func tcpInfo(c *net.TCPConn) *unix.TCPInfo {
-	var info *unix.TCPInfo
-	var opErr error
-	err := control(c, func(fd int) {
-		info, opErr = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	})
-	if err != nil || opErr != nil {
-		return nil
-	}
-	return info
 }
 
 func control(c *net.TCPConn, f func(fd int)) error {
@@ -72,6 +96,39 @@ func control(c *net.TCPConn, f func(fd int)) error {
 	}
 	if err := raw.Control(func(fd uintptr) { f(int(fd)) }); err != nil {
 		return fmt.Errorf("raw conn control: %w", err)
+	}
+	return nil
+}
+
+// keepAlive is Go's default for TCP connections: probes after 15 s idle,
+// every 15 s, 9 unanswered ones end the connection.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
+
+// listenConfig sets keep-alive once, on the listening socket: Linux copies
+// it (and TCP_NODELAY, which Go sets on every accepted socket anyway) into
+// each accepted socket, where Go would otherwise make four setsockopt calls
+// per connection.
+func listenConfig() net.ListenConfig {
+	return net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
+		var opErr error
+		err := rc.Control(func(fd uintptr) { opErr = setKeepAlive(int(fd), keepAlive) })
+		return errors.Join(err, opErr)
+	}}
+}
+
+func setKeepAlive(fd int, k net.KeepAliveConfig) error {
+	for _, o := range []struct {
+		level, opt, v int
+		name          string
+	}{
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1, "SO_KEEPALIVE"},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(k.Idle / time.Second), "TCP_KEEPIDLE"},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(k.Interval / time.Second), "TCP_KEEPINTVL"},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, k.Count, "TCP_KEEPCNT"},
+	} {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
+			return os.NewSyscallError("setsockopt "+o.name, err)
+		}
 	}
 	return nil
 }
