@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -30,14 +31,32 @@ var chunks = sync.Pool{New: func() any { return new([chunkSize]byte) }}
 // write per chunk (not two splices), and no pipe outlives its session
 // (Go's own splice keeps its pipes in a pool that only a collection
 // empties).
-func relayCopy(dst, src *net.TCPConn) (int64, error) {
+func relayCopy(dst, src *net.TCPConn) (int64, error) { return copyStream(dst, src, -1) }
+
+// relayCopyN copies exactly n bytes from src to dst as relayCopy does,
+// never reading past them; like io.CopyN, fewer mean io.EOF.
+func relayCopyN(dst, src *net.TCPConn, n int64) (int64, error) {
+	written, err := copyStream(dst, src, n)
+	if err == nil && written < n {
+		err = io.EOF
+	}
+	return written, err
+}
+
+// copyStream copies src to dst until src's EOF, an error or, unless limit
+// is negative, limit bytes.
+func copyStream(dst, src *net.TCPConn, limit int64) (int64, error) {
 	rs, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
 	var written int64
-	for {
-		buf, n, err := readChunk(rs)
+	for limit < 0 || written < limit {
+		want := int64(chunkSize)
+		if limit >= 0 {
+			want = min(want, limit-written)
+		}
+		buf, n, err := readChunk(rs, int(want))
 		if err != nil || n == 0 { // n == 0: EOF
 			if buf != nil {
 				chunks.Put(buf)
@@ -50,8 +69,12 @@ func relayCopy(dst, src *net.TCPConn) (int64, error) {
 		if err != nil {
 			return written, err
 		}
-		if n == chunkSize {
-			m, ok, err := spliceAll(dst, rs)
+		if n == chunkSize && written != limit {
+			rest := int64(-1)
+			if limit >= 0 {
+				rest = limit - written
+			}
+			m, ok, err := spliceAll(dst, rs, rest)
 			written += m
 			if ok {
 				return written, err
@@ -59,19 +82,20 @@ func relayCopy(dst, src *net.TCPConn) (int64, error) {
 			// no pipe to be had (out of descriptors): go on with chunks
 		}
 	}
+	return written, nil
 }
 
-// readChunk waits until src is readable, then reads once into a pooled
-// buffer; a wait holds no buffer. It returns the buffer (nil after an
+// readChunk waits until src is readable, then reads once, at most want
+// bytes, into a pooled buffer; a wait holds no buffer. It returns the buffer (nil after an
 // error that came before a read) and n == 0 at EOF.
-func readChunk(rs syscall.RawConn) (*[chunkSize]byte, int, error) {
+func readChunk(rs syscall.RawConn, want int) (*[chunkSize]byte, int, error) {
 	var buf *[chunkSize]byte
 	var n int
 	var rerr error
 	err := rs.Read(func(fd uintptr) bool {
 		b := chunks.Get().(*[chunkSize]byte)
 		for {
-			n, rerr = unix.Read(int(fd), b[:])
+			n, rerr = unix.Read(int(fd), b[:want])
 			if rerr != unix.EINTR {
 				break
 			}
@@ -92,10 +116,10 @@ func readChunk(rs syscall.RawConn) (*[chunkSize]byte, int, error) {
 	return buf, max(n, 0), nil
 }
 
-// spliceAll moves src to dst through a pipe of its own until src's EOF or
-// an error, and closes the pipe. ok is false when no pipe could be made;
-// nothing was moved then.
-func spliceAll(dst *net.TCPConn, rs syscall.RawConn) (written int64, ok bool, err error) {
+// spliceAll moves src to dst through a pipe of its own until src's EOF, an
+// error or, unless limit is negative, limit bytes, and closes the pipe. ok
+// is false when no pipe could be made; nothing was moved then.
+func spliceAll(dst *net.TCPConn, rs syscall.RawConn, limit int64) (written int64, ok bool, err error) {
 	var p [2]int
 	if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) != nil {
 		return 0, false, nil
@@ -106,8 +130,12 @@ func spliceAll(dst *net.TCPConn, rs syscall.RawConn) (written int64, ok bool, er
 	if err != nil {
 		return 0, true, err
 	}
-	for {
-		n, err := spliceIn(rs, p[1])
+	for limit < 0 || written < limit {
+		want := int64(spliceMax)
+		if limit >= 0 {
+			want = min(want, limit-written)
+		}
+		n, err := spliceIn(rs, p[1], int(want))
 		if err != nil || n == 0 {
 			return written, true, err
 		}
@@ -117,16 +145,17 @@ func spliceAll(dst *net.TCPConn, rs syscall.RawConn) (written int64, ok bool, er
 			return written, true, err
 		}
 	}
+	return written, true, nil
 }
 
 // spliceIn fills the (empty) pipe from the socket, waiting for it to be
 // readable: EAGAIN can only mean the socket, the pipe being empty.
-func spliceIn(rs syscall.RawConn, pipeW int) (int, error) {
+func spliceIn(rs syscall.RawConn, pipeW, want int) (int, error) {
 	var n int64
 	var serr error
 	err := rs.Read(func(fd uintptr) bool {
 		for {
-			n, serr = unix.Splice(int(fd), nil, pipeW, nil, spliceMax, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, serr = unix.Splice(int(fd), nil, pipeW, nil, want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 			if serr != unix.EINTR {
 				break
 			}
