@@ -43,6 +43,24 @@ func relayCopyN(dst, src *net.TCPConn, n int64) (int64, error) {
 	return written, err
 }
 
+// copier is one direction's state. Its callbacks for the raw sockets are
+// bound once, so that relaying a chunk or a splice allocates nothing (a
+// closure per call would escape to the heap).
+type copier struct {
+	rs, ws  syscall.RawConn
+	buf     *[chunkSize]byte // the chunk being relayed; nil while waiting
+	pipe    [2]int           // read end, write end; -1 until bulk starts
+	want    int              // what the next read or splice may move
+	n       int              // what it moved
+	errno   error
+	readFn  func(fd uintptr) bool
+	inFn    func(fd uintptr) bool
+	outFn   func(fd uintptr) bool
+	inPipe  int   // bytes in the pipe, not yet written
+	written int64 // bytes written to dst
+	limit   int64 // bytes to copy in all; negative: until EOF
+}
+
 // copyStream copies src to dst until src's EOF, an error or, unless limit
 // is negative, limit bytes.
 func copyStream(dst, src *net.TCPConn, limit int64) (int64, error) {
@@ -50,153 +68,154 @@ func copyStream(dst, src *net.TCPConn, limit int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var written int64
-	for limit < 0 || written < limit {
-		want := int64(chunkSize)
-		if limit >= 0 {
-			want = min(want, limit-written)
-		}
-		buf, n, err := readChunk(rs, int(want))
-		if err != nil || n == 0 { // n == 0: EOF
-			if buf != nil {
-				chunks.Put(buf)
-			}
-			return written, err
-		}
-		m, err := dst.Write(buf[:n])
-		chunks.Put(buf)
-		written += int64(m)
-		if err != nil {
-			return written, err
-		}
-		if n == chunkSize && written != limit {
-			rest := int64(-1)
-			if limit >= 0 {
-				rest = limit - written
-			}
-			m, ok, err := spliceAll(dst, rs, rest)
-			written += m
-			if ok {
-				return written, err
-			}
-			// no pipe to be had (out of descriptors): go on with chunks
-		}
-	}
-	return written, nil
-}
-
-// readChunk waits until src is readable, then reads once, at most want
-// bytes, into a pooled buffer; a wait holds no buffer. It returns the buffer (nil after an
-// error that came before a read) and n == 0 at EOF.
-func readChunk(rs syscall.RawConn, want int) (*[chunkSize]byte, int, error) {
-	var buf *[chunkSize]byte
-	var n int
-	var rerr error
-	err := rs.Read(func(fd uintptr) bool {
-		b := chunks.Get().(*[chunkSize]byte)
-		for {
-			n, rerr = unix.Read(int(fd), b[:want])
-			if rerr != unix.EINTR {
-				break
-			}
-		}
-		if rerr == unix.EAGAIN {
-			chunks.Put(b) // wait without a buffer
-			return false
-		}
-		buf = b
-		return true
-	})
-	if err != nil {
-		return buf, 0, err
-	}
-	if rerr != nil {
-		return buf, 0, os.NewSyscallError("read", rerr)
-	}
-	return buf, max(n, 0), nil
-}
-
-// spliceAll moves src to dst through a pipe of its own until src's EOF, an
-// error or, unless limit is negative, limit bytes, and closes the pipe. ok
-// is false when no pipe could be made; nothing was moved then.
-func spliceAll(dst *net.TCPConn, rs syscall.RawConn, limit int64) (written int64, ok bool, err error) {
-	var p [2]int
-	if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) != nil {
-		return 0, false, nil
-	}
-	defer unix.Close(p[0])
-	defer unix.Close(p[1])
 	ws, err := dst.SyscallConn()
-	if err != nil {
-		return 0, true, err
-	}
-	for limit < 0 || written < limit {
-		want := int64(spliceMax)
-		if limit >= 0 {
-			want = min(want, limit-written)
-		}
-		n, err := spliceIn(rs, p[1], int(want))
-		if err != nil || n == 0 {
-			return written, true, err
-		}
-		m, err := spliceOut(ws, p[0], n)
-		written += int64(m)
-		if err != nil {
-			return written, true, err
-		}
-	}
-	return written, true, nil
-}
-
-// spliceIn fills the (empty) pipe from the socket, waiting for it to be
-// readable: EAGAIN can only mean the socket, the pipe being empty.
-func spliceIn(rs syscall.RawConn, pipeW, want int) (int, error) {
-	var n int64
-	var serr error
-	err := rs.Read(func(fd uintptr) bool {
-		for {
-			n, serr = unix.Splice(int(fd), nil, pipeW, nil, want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			if serr != unix.EINTR {
-				break
-			}
-		}
-		return serr != unix.EAGAIN
-	})
 	if err != nil {
 		return 0, err
 	}
-	if serr != nil {
-		return 0, os.NewSyscallError("splice", serr)
+	c := &copier{rs: rs, ws: ws, pipe: [2]int{-1, -1}, limit: limit}
+	c.readFn, c.inFn, c.outFn = c.read, c.spliceIn, c.spliceOut
+	defer c.closePipe()
+	for c.more() {
+		n, err := c.readChunk(c.room(chunkSize))
+		if err != nil || n == 0 { // n == 0: EOF
+			return c.written, err
+		}
+		m, err := dst.Write(c.buf[:n])
+		chunks.Put(c.buf)
+		c.buf = nil
+		c.written += int64(m)
+		if err != nil {
+			return c.written, err
+		}
+		if n == chunkSize && c.more() && c.openPipe() {
+			return c.written, c.splice()
+		}
+		// a short chunk, or no pipe to be had (out of descriptors): go on
+		// with chunks
 	}
-	return int(n), nil
+	return c.written, nil
 }
 
-// spliceOut empties n bytes of the pipe into the socket, waiting for it to
-// be writable: the pipe holds them, so EAGAIN can only mean the socket.
-func spliceOut(ws syscall.RawConn, pipeR, n int) (int, error) {
-	written := 0
-	for written < n {
-		var m int64
-		var serr error
-		err := ws.Write(func(fd uintptr) bool {
-			for {
-				m, serr = unix.Splice(pipeR, nil, int(fd), nil, n-written, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				if serr != unix.EINTR {
-					break
-				}
-			}
-			return serr != unix.EAGAIN
-		})
-		if err != nil {
-			return written, err
-		}
-		if serr != nil {
-			return written, os.NewSyscallError("splice", serr)
-		}
-		if m == 0 {
-			return written, errors.New("splice: pipe empty before its bytes were written")
-		}
-		written += int(m)
+func (c *copier) more() bool { return c.limit < 0 || c.written < c.limit }
+
+// room caps want at what is left of the limit.
+func (c *copier) room(want int) int {
+	if c.limit >= 0 {
+		return int(min(int64(want), c.limit-c.written))
 	}
-	return written, nil
+	return want
+}
+
+// readChunk waits until src is readable, then reads once, at most want
+// bytes, into a pooled buffer (c.buf); a wait holds no buffer. n == 0 is
+// EOF.
+func (c *copier) readChunk(want int) (int, error) {
+	c.want = want
+	if err := c.rs.Read(c.readFn); err != nil {
+		c.dropBuf()
+		return 0, err
+	}
+	if c.errno != nil {
+		c.dropBuf()
+		return 0, os.NewSyscallError("read", c.errno)
+	}
+	return c.n, nil
+}
+
+func (c *copier) read(fd uintptr) bool {
+	b := chunks.Get().(*[chunkSize]byte)
+	n, err := ignoringEINTR(func() (int, error) { return unix.Read(int(fd), b[:c.want]) })
+	if err == unix.EAGAIN {
+		chunks.Put(b) // wait without a buffer
+		return false
+	}
+	c.buf, c.n, c.errno = b, max(n, 0), err
+	return true
+}
+
+func (c *copier) dropBuf() {
+	if c.buf != nil {
+		chunks.Put(c.buf)
+		c.buf = nil
+	}
+}
+
+func (c *copier) openPipe() bool {
+	var p [2]int
+	if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) != nil {
+		return false
+	}
+	c.pipe = p
+	return true
+}
+
+func (c *copier) closePipe() {
+	if c.pipe[0] >= 0 {
+		_ = unix.Close(c.pipe[0])
+		_ = unix.Close(c.pipe[1])
+		c.pipe = [2]int{-1, -1}
+	}
+}
+
+// splice moves src to dst through the pipe until src's EOF, an error or
+// the limit.
+func (c *copier) splice() error {
+	for c.more() {
+		c.want = c.room(spliceMax)
+		if err := c.rs.Read(c.inFn); err != nil {
+			return err
+		}
+		if c.errno != nil {
+			return os.NewSyscallError("splice", c.errno)
+		}
+		if c.n == 0 {
+			return nil // EOF
+		}
+		c.inPipe = c.n
+		for c.inPipe > 0 {
+			if err := c.ws.Write(c.outFn); err != nil {
+				return err
+			}
+			if c.errno != nil {
+				return os.NewSyscallError("splice", c.errno)
+			}
+			if c.n == 0 {
+				return errors.New("splice: pipe empty before its bytes were written")
+			}
+			c.inPipe -= c.n
+			c.written += int64(c.n)
+		}
+	}
+	return nil
+}
+
+// spliceIn fills the (empty) pipe from the socket: EAGAIN can only mean
+// the socket, the pipe being empty.
+func (c *copier) spliceIn(fd uintptr) bool {
+	n, err := ignoringEINTR(func() (int, error) {
+		n, err := unix.Splice(int(fd), nil, c.pipe[1], nil, c.want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		return int(n), err
+	})
+	c.n, c.errno = max(n, 0), err
+	return err != unix.EAGAIN
+}
+
+// spliceOut empties the pipe into the socket: the pipe holds bytes, so
+// EAGAIN can only mean the socket.
+func (c *copier) spliceOut(fd uintptr) bool {
+	n, err := ignoringEINTR(func() (int, error) {
+		n, err := unix.Splice(c.pipe[0], nil, int(fd), nil, c.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		return int(n), err
+	})
+	c.n, c.errno = max(n, 0), err
+	return err != unix.EAGAIN
+}
+
+func ignoringEINTR(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
 }

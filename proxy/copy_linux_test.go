@@ -95,3 +95,43 @@ func TestRelayCopyChunksThenSplices(t *testing.T) {
 		t.Fatalf("after the direction ended %d pipe descriptors remain, want none", n-base)
 	}
 }
+
+// TestRelayCopyAllocatesNothingPerChunk: relaying a chunk, small or
+// spliced, allocates nothing once the direction runs.
+func TestRelayCopyAllocatesNothingPerChunk(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, src := loopbackPair(t, ln)
+	defer client.Close()
+	defer src.Close()
+	dst, sink := loopbackPair(t, ln)
+	defer dst.Close()
+	defer sink.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := relayCopy(dst, src)
+		done <- err
+	}()
+	for _, size := range []int{100, 256 << 10} { // chunks, then splice
+		out, in := make([]byte, size), make([]byte, size)
+		relay := func() {
+			if _, err := client.Write(out); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(sink, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		relay()
+		if n := testing.AllocsPerRun(50, relay); n > 0.1 {
+			t.Errorf("relaying %d bytes allocates %.1f times, want none", size, n)
+		}
+	}
+	client.CloseWrite()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

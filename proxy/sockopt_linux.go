@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -29,35 +30,54 @@ func sendQueue(c *net.TCPConn) (int, error) {
 	return n, nil
 }
 
-// infoReader reads one socket's TCP_INFO into a struct it keeps: after the
-// first read a read allocates nothing (unix.GetsockoptTCPInfo allocates a
-// struct, and a closure over one escapes, on every call). A leg reads its
-// socket's counts at every state change and timer tick.
+// infoReader reads one socket's TCP_INFO: a leg reads its socket's counts
+// at every state change and timer tick. It keeps only the raw socket; the
+// struct read into comes from a pool, so a read allocates nothing and an
+// idle leg holds no TCP_INFO (unix.GetsockoptTCPInfo allocates one per
+// call, and a closure over one escapes).
 type infoReader struct {
-	raw  syscall.RawConn
-	info unix.TCPInfo
-	err  syscall.Errno
-	get  func(fd uintptr) // r.getsockopt, bound once
+	raw syscall.RawConn
 }
 
-func (r *infoReader) read(c *net.TCPConn) *unix.TCPInfo {
+// tcpCounts is what the legs use of TCP_INFO.
+type tcpCounts struct {
+	received, acked uint64
+	state           uint8
+	ok              bool
+}
+
+type infoBuf struct {
+	info unix.TCPInfo
+	err  syscall.Errno
+	get  func(fd uintptr) // b.getsockopt, bound once
+}
+
+var infoBufs = sync.Pool{New: func() any {
+	b := new(infoBuf)
+	b.get = b.getsockopt
+	return b
+}}
+
+func (b *infoBuf) getsockopt(fd uintptr) {
+	n := uint32(unsafe.Sizeof(b.info))
+	_, _, b.err = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
+		uintptr(unsafe.Pointer(&b.info)), uintptr(unsafe.Pointer(&n)), 0)
+}
+
+func (r *infoReader) read(c *net.TCPConn) tcpCounts {
 	if r.raw == nil {
 		raw, err := c.SyscallConn()
 		if err != nil {
-			return nil
+			return tcpCounts{}
 		}
-		r.raw, r.get = raw, r.getsockopt
+		r.raw = raw
 	}
-	if err := r.raw.Control(r.get); err != nil || r.err != 0 {
-		return nil
+	b := infoBufs.Get().(*infoBuf)
+	defer infoBufs.Put(b)
+	if err := r.raw.Control(b.get); err != nil || b.err != 0 {
+		return tcpCounts{}
 	}
-	return &r.info
-}
-
-func (r *infoReader) getsockopt(fd uintptr) {
-	n := uint32(unsafe.Sizeof(r.info))
-	_, _, r.err = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
-		uintptr(unsafe.Pointer(&r.info)), uintptr(unsafe.Pointer(&n)), 0)
+	return tcpCounts{received: b.info.Bytes_received, acked: b.info.Bytes_acked, state: b.info.State, ok: true}
 }
 
 // progress is a kernel count that grows whenever bytes move on c in either
@@ -65,11 +85,8 @@ func (r *infoReader) getsockopt(fd uintptr) {
 // Timers compare it before and after a period instead of touching the data
 // path.
 func (r *infoReader) progress(c *net.TCPConn) uint64 {
-	info := r.read(c)
-	if info == nil {
-		return 0
-	}
-	return info.Bytes_received + info.Bytes_acked
+	t := r.read(c)
+	return t.received + t.acked
 }
 
 // awaitingReply reports that the peer acknowledged bytes from us and sent
@@ -77,16 +94,16 @@ func (r *infoReader) progress(c *net.TCPConn) uint64 {
 // last-data times have a granularity of a millisecond, too coarse to order
 // a request and a fast answer; "nothing came back at all" is exact.)
 func (r *infoReader) awaitingReply(c *net.TCPConn) bool {
-	info := r.read(c)
-	return info != nil && info.Bytes_acked > 0 && info.Bytes_received == 0
+	t := r.read(c)
+	return t.ok && t.acked > 0 && t.received == 0
 }
 
 // resetByPeer reports that the kernel already closed c because the peer
 // reset it.
 func resetByPeer(c *net.TCPConn) bool {
 	var r infoReader
-	info := r.read(c)
-	return info != nil && info.State == unix.BPF_TCP_CLOSE
+	t := r.read(c)
+	return t.ok && t.state == unix.BPF_TCP_CLOSE
 }
 
 func control(c *net.TCPConn, f func(fd int)) error {
