@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -163,9 +164,35 @@ func (p *Pool) usable(c *Conn) bool {
 	return true
 }
 
-// dialFor dials a connection into the slot take reserved.
+// dialFor dials a connection into the slot take reserved. The dial runs on
+// a goroutine of its own that ends with it: a dial's call chain is deep,
+// and the caller's stack, grown for it, would stay grown (Go shrinks stacks
+// only at a collection, by half) for the whole session it then relays.
 func (p *Pool) dialFor(ctx context.Context) (*Conn, error) {
-	c, err := p.dialConn(ctx)
+	type dialed struct {
+		c     *Conn
+		err   error
+		panic any // a panic in the dial, with its stack, raised again here
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				ch <- dialed{panic: fmt.Sprintf("%v\n%s", v, debug.Stack())}
+			}
+		}()
+		c, err := p.dialConn(ctx)
+		ch <- dialed{c: c, err: err}
+	}()
+	d := <-ch
+	if d.panic != nil {
+		p.mu.Lock()
+		p.stats.InUse--
+		p.signalLocked()
+		p.mu.Unlock()
+		panic(d.panic)
+	}
+	c, err := d.c, d.err
 	if err != nil {
 		p.mu.Lock()
 		p.stats.InUse--

@@ -68,7 +68,7 @@ func TestSessionPanicRecovered(t *testing.T) {
 		t.Fatalf("after the panic: outcome %s, client read %q (%v); want ok and the response", td.Outcome, got, err)
 	}
 	if st := h.srv.PoolStats()["app"]; st.InUse != 0 {
-		t.Logf("KNOWN BUG: after a panic between take and dial return, the pool counts %d connection(s) in use for good (a max_conns slot leaks per such panic)", st.InUse)
+		t.Errorf("after a panic in the dial, the pool counts %d connection(s) in use for good: want the slot freed", st.InUse)
 	}
 	select {
 	case eof := <-backendGotEOF:
