@@ -19,7 +19,48 @@ const chunkSize = 16 << 10
 // spliceMax is what one splice asks to move; the pipe's capacity caps it.
 const spliceMax = 1 << 20
 
-var chunks = sync.Pool{New: func() any { return new([chunkSize]byte) }}
+// chunks keeps the buffers of chunks between reads. Not a sync.Pool: each
+// collection empties one, and a short connection takes a buffer for every
+// read (one that finds nothing gives it back at once), so at a few
+// thousand connections a second most reads allocated and zeroed 16 KiB and
+// drove the collections that emptied the pool. A buffer is held only
+// from a read to its write, so the list holds at most what was in flight
+// at once, capped.
+var chunks chunkList
+
+type chunkList struct {
+	mu   sync.Mutex
+	free []*[chunkSize]byte
+}
+
+// maxFreeChunks caps the buffers kept for reuse: 4 MiB.
+const maxFreeChunks = 256
+
+func (l *chunkList) Get() *[chunkSize]byte {
+	l.mu.Lock()
+	if n := len(l.free); n > 0 {
+		b := l.free[n-1]
+		l.free = l.free[:n-1]
+		l.mu.Unlock()
+		return b
+	}
+	l.mu.Unlock()
+	return new([chunkSize]byte)
+}
+
+func (l *chunkList) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.free)
+}
+
+func (l *chunkList) Put(b *[chunkSize]byte) {
+	l.mu.Lock()
+	if len(l.free) < maxFreeChunks {
+		l.free = append(l.free, b)
+	}
+	l.mu.Unlock()
+}
 
 // relayCopy copies src to dst until src's EOF (nil) or an error, like
 // io.Copy, but holds nothing while src is silent: it waits for src to be
@@ -78,6 +119,7 @@ func copyStream(dst, src *net.TCPConn, limit int64) (int64, error) {
 	for c.more() {
 		n, err := c.readChunk(c.room(chunkSize))
 		if err != nil || n == 0 { // n == 0: EOF
+			c.dropBuf()
 			return c.written, err
 		}
 		m, err := dst.Write(c.buf[:n])
@@ -123,7 +165,7 @@ func (c *copier) readChunk(want int) (int, error) {
 }
 
 func (c *copier) read(fd uintptr) bool {
-	b := chunks.Get().(*[chunkSize]byte)
+	b := chunks.Get()
 	n, err := ignoringEINTR(func() (int, error) { return unix.Read(int(fd), b[:c.want]) })
 	if err == unix.EAGAIN {
 		chunks.Put(b) // wait without a buffer

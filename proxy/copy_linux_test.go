@@ -135,3 +135,37 @@ func TestRelayCopyAllocatesNothingPerChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRelayCopyGivesBuffersBack: every chunk buffer taken is given back,
+// also by the read that finds EOF.
+func TestRelayCopyGivesBuffersBack(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for range 3 {
+		client, src := loopbackPair(t, ln)
+		dst, sink := loopbackPair(t, ln)
+		free0 := chunks.len()
+		done := make(chan error, 1)
+		go func() {
+			_, err := relayCopy(dst, src)
+			done <- err
+		}()
+		client.Write([]byte("hi"))
+		client.CloseWrite()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if b, err := io.ReadAll(io.LimitReader(sink, 2)); err != nil || string(b) != "hi" {
+			t.Fatalf("sink read %q, %v", b, err)
+		}
+		if n := chunks.len(); n != max(free0, 1) {
+			t.Errorf("after the direction ended %d chunk buffers are free, want %d: one was not given back", n, max(free0, 1))
+		}
+		for _, c := range []*net.TCPConn{client, src, dst, sink} {
+			c.Close()
+		}
+	}
+}
