@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -59,7 +60,9 @@ type Pool struct {
 	cfg  Config
 	dial DialFunc
 	log  *zap.Logger
-	wake chan struct{} // capacity 1: the refiller may have work
+	wake chan struct{} // capacity 1: a refiller may have work
+
+	failing atomic.Bool // the refillers' dials fail: one of them retries
 
 	mu      sync.Mutex
 	idle    []*Conn       // oldest first; Get takes the newest from the end
