@@ -647,7 +647,7 @@ func fdCount(t testing.TB, pid int) int {
 }
 
 // waitSockets polls (only /proc knows) until pid holds at most want
-// sockets. Pipes are left out: Go's splice keeps a cache of them.
+// sockets. Pipes are left out: TestFaultFDExhaustion counts them itself.
 func waitSockets(t testing.TB, pid, want int, timeout time.Duration) int {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
