@@ -73,7 +73,7 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 	e := &env{dir: dir, procs: &procs{}}
 	defer e.procs.stopAll()
 	e.nofile = raiseNoFile(200000)
-	s.idle = min(s.idleWant, int(e.nofile-1000)/6) // closeproxy: 2 sockets and 2 splice pipes a session
+	s.idle = min(s.idleWant, int(e.nofile-1000)/2) // every candidate: 2 sockets a session
 	if e.closeproxy, err = buildCloseproxy(ctx, dir); err != nil {
 		return err
 	}

@@ -15,8 +15,8 @@
 // flight, so nothing is destroyed and no TIME-WAIT is left on either side.
 //
 // Dials are bounded by ConnectTimeout and the caller's context. Failed warm
-// dials are retried by a single refiller per pool with exponential backoff
-// and jitter. A local failure such as EADDRNOTAVAIL (our ephemeral ports ran
+// dials are retried by one refiller per pool with exponential backoff and
+// jitter (up to four dial at once while the backend answers). A local failure such as EADDRNOTAVAIL (our ephemeral ports ran
 // out) is ours, never the backend's: it is counted apart and does not grow the
 // backoff (varnish-cache#2622). MaxConns caps in-use plus idle connections; a
 // Get at the cap waits for a slot, then fails with ErrPoolExhausted.

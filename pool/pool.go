@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -58,7 +60,9 @@ type Pool struct {
 	cfg  Config
 	dial DialFunc
 	log  *zap.Logger
-	wake chan struct{} // capacity 1: the refiller may have work
+	wake chan struct{} // capacity 1: a refiller may have work
+
+	failing atomic.Bool // the refillers' dials fail: one of them retries
 
 	mu      sync.Mutex
 	idle    []*Conn       // oldest first; Get takes the newest from the end
@@ -167,7 +171,10 @@ func (p *Pool) usable(c *Conn) bool {
 	return true
 }
 
-// dialFor dials a connection into the slot take reserved.
+// dialFor dials a connection into the slot take reserved. The dial runs on
+// a goroutine of its own that ends with it: a dial's call chain is deep,
+// and the caller's stack, grown for it, would stay grown (Go shrinks stacks
+// only at a collection, by half) for the whole session it then relays.
 func (p *Pool) dialFor(ctx context.Context) (c *Conn, err error) {
 	defer func() {
 		// Failed, or panicked (a session recovers its panics and lives on):
@@ -180,7 +187,26 @@ func (p *Pool) dialFor(ctx context.Context) (c *Conn, err error) {
 			p.wakeRefiller()
 		}
 	}()
-	c, err = p.dialConn(ctx)
+	type dialed struct {
+		c     *Conn
+		err   error
+		panic any // a panic in the dial, with its stack, raised again here
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				ch <- dialed{panic: fmt.Sprintf("%v\n%s", v, debug.Stack())}
+			}
+		}()
+		c, err := p.dialConn(ctx)
+		ch <- dialed{c: c, err: err}
+	}()
+	d := <-ch
+	if d.panic != nil {
+		panic(d.panic)
+	}
+	c, err = d.c, d.err
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -188,5 +190,43 @@ func TestRunStopResetsIdle(t *testing.T) {
 	p.Put(held) // resets it: the pool is closed
 	if s := p.Stats(); s.Evicted != 4 || s.InUse != 0 {
 		t.Errorf("after Put on a closed pool: %+v, want Evicted 4, InUse 0", s)
+	}
+}
+
+// TestWarmRefillDialsConcurrently: up to maxRefillers warm dials are in
+// flight at once (each dial here waits until all of them are), and while a
+// backend refuses, only one refiller retries.
+func TestWarmRefillDialsConcurrently(t *testing.T) {
+	b := newBackend(t, false)
+	var inflight atomic.Int64
+	all := make(chan struct{})
+	var once sync.Once
+	dials := new(counter)
+	barrier := func(ctx context.Context, addr string) (*net.TCPConn, error) {
+		if inflight.Add(1) == maxRefillers {
+			once.Do(func() { close(all) })
+		}
+		select {
+		case <-all:
+		case <-time.After(5 * time.Second):
+			return nil, errors.New("the refillers never had 4 dials in flight at once")
+		}
+		return dials.dial(ctx, addr)
+	}
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: 10 * time.Second, Warm: 2 * maxRefillers}, barrier)
+	run(t, p)
+	waitFor(t, "the warm connections", func() bool { return p.Stats().Idle == 2*maxRefillers })
+
+	refused := new(counter)
+	dead := b.addr
+	b.close() // nothing listens there any more
+	q := newPool(t, Config{Address: dead, ConnectTimeout: time.Second, Warm: 2 * maxRefillers,
+		BackoffMin: 200 * time.Millisecond, BackoffMax: 200 * time.Millisecond}, refused.dial)
+	run(t, q)
+	waitFor(t, "the first failures", func() bool { return q.Stats().Failing > 0 })
+	n0 := refused.calls.Load()
+	time.Sleep(500 * time.Millisecond) // the window in which the retries are counted
+	if n := refused.calls.Load() - n0; n > 4 {
+		t.Errorf("%d dials to a refusing backend in 500ms with a 200ms backoff: want one refiller retrying (at most ~3), not %d", n, maxRefillers)
 	}
 }

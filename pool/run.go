@@ -8,8 +8,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// Run keeps Warm idle connections ready (one refiller per pool, retrying
-// failed dials with backoff and jitter) and evicts aged and dead idle
+// Run keeps Warm idle connections ready (up to maxRefillers dialing at once,
+// retrying failed dials with backoff and jitter) and evicts aged and dead idle
 // connections on a ticker. When ctx ends it waits for its goroutines, closes
 // every idle connection with an RST and returns; the pool is then closed: Get
 // fails with ErrPoolClosed and Put resets what it is given. Call Run once.
@@ -24,7 +24,7 @@ func (p *Pool) Run(ctx context.Context) {
 	p.mu.Unlock()
 
 	var wg sync.WaitGroup
-	if p.cfg.Warm > 0 {
+	for range min(p.cfg.Warm, maxRefillers) {
 		wg.Go(func() { p.refill(ctx) })
 	}
 	p.evictLoop(ctx)
@@ -32,15 +32,23 @@ func (p *Pool) Run(ctx context.Context) {
 	p.shutdown()
 }
 
-// refill dials warm connections one at a time while fewer than Warm are idle
-// or being dialed and the cap allows.
+// maxRefillers bounds the warm dials in flight at once. One refiller,
+// dialing one connection at a time, falls behind a few thousand accepts a
+// second, and each session it misses dials for itself.
+const maxRefillers = 4
+
+// refill dials warm connections, one at a time on each refiller, while
+// fewer than Warm are idle or being dialed and the cap allows. While dials
+// fail, one refiller (the one whose failure began the streak) retries with
+// backoff and the others wait: a failing backend sees one retry at a time,
+// as with a single refiller.
 func (p *Pool) refill(ctx context.Context) {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	<-retry.C
-	failing := false
+	lead := false // this refiller retries the failing streak
 	for {
-		if !p.reserveWarm() {
+		if !lead && p.failing.Load() || !p.reserveWarm() {
 			select {
 			case <-ctx.Done():
 				return
@@ -51,15 +59,23 @@ func (p *Pool) refill(ctx context.Context) {
 		c, err := p.dialConn(ctx)
 		if err == nil {
 			p.addWarm(c)
-			failing = p.logRecovered(failing)
+			if lead {
+				lead = false
+				p.failing.Store(false)
+				p.log.Info("backend dial recovered")
+			}
 			continue
 		}
 		p.unreserveWarm()
 		if ctx.Err() != nil {
 			return
 		}
+		if !lead && !p.failing.CompareAndSwap(false, true) {
+			continue // another refiller leads the retries
+		}
+		p.logFailing(err, !lead)
+		lead = true
 		retry.Reset(p.retryDelay(err))
-		failing = p.logFailing(failing, err)
 		select {
 		case <-ctx.Done():
 			return
@@ -76,6 +92,9 @@ func (p *Pool) reserveWarm() bool {
 		return false
 	}
 	p.stats.Dialing++
+	if len(p.idle)+p.stats.Dialing < p.cfg.Warm {
+		p.wakeRefiller() // more to dial: another refiller dials beside this one
+	}
 	return true
 }
 
@@ -101,27 +120,19 @@ func (p *Pool) addWarm(c *Conn) {
 }
 
 // logFailing logs the first failure of a streak at warn, the rest at debug.
-func (p *Pool) logFailing(failing bool, err error) bool {
+func (p *Pool) logFailing(err error, first bool) {
 	local := IsLocal(err)
 	msg := "backend dial failing"
 	if local {
 		msg = "local dial error, not a backend failure"
 	}
-	lvl := zap.WarnLevel
-	if failing {
-		lvl = zap.DebugLevel
+	lvl := zap.DebugLevel
+	if first {
+		lvl = zap.WarnLevel
 	}
 	if ce := p.log.Check(lvl, msg); ce != nil {
 		ce.Write(zap.Error(err), zap.Bool("local", local))
 	}
-	return true
-}
-
-func (p *Pool) logRecovered(failing bool) bool {
-	if failing {
-		p.log.Info("backend dial recovered")
-	}
-	return false
 }
 
 // shutdown closes the pool and every idle connection with an RST.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -104,7 +105,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		if resp.Status/100 == 1 {
 			continue
 		}
-		if !h.relayBody(&rt, br, resp, body) {
+		if !h.relayBody(&rt, bc.TCPConn, br, resp, body) {
 			return rt
 		}
 		rt.reusable = !resp.Close && br.Buffered() == 0
@@ -196,8 +197,8 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 }
 
 // relayBody copies the response body to the client.
-func (h *h1) relayBody(rt *roundTrip, br *bufio.Reader, resp *http1.Response, body chan bodyResult) bool {
-	n, err := resp.CopyBody(h.front.conn, br)
+func (h *h1) relayBody(rt *roundTrip, back *net.TCPConn, br *bufio.Reader, resp *http1.Response, body chan bodyResult) bool {
+	n, err := h.copyBody(back, br, resp)
 	h.td.Back.BytesIn += n
 	h.td.Front.BytesOut += n
 	if err != nil {
@@ -207,6 +208,32 @@ func (h *h1) relayBody(rt *roundTrip, br *bufio.Reader, resp *http1.Response, bo
 	rt.backFIN = resp.Framing == http1.UntilClose
 	h.mustFIN = rt.backFIN
 	return true
+}
+
+// copyBody relays the response body. A body of known length is relayed
+// from the backend's socket itself once br's buffered bytes are out, so a
+// large one splices (through bufio it would be copied through user space
+// 32 KiB at a time); it never reads past the body.
+func (h *h1) copyBody(back *net.TCPConn, br *bufio.Reader, resp *http1.Response) (int64, error) {
+	if resp.Framing != http1.Length || resp.Length <= int64(br.Buffered()) {
+		return resp.CopyBody(h.front.conn, br)
+	}
+	head, _ := br.Peek(br.Buffered())
+	n, err := h.front.conn.Write(head)
+	_, _ = br.Discard(n)
+	written := int64(n)
+	if err == nil {
+		var m int64
+		m, err = relayCopyN(h.front.conn, back, resp.Length-written)
+		written += m
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return written, fmt.Errorf("copy body: %w", err)
+	}
+	return written, nil
 }
 
 // noResponse: the backend closed or failed before any response byte. A

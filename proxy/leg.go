@@ -36,6 +36,7 @@ type leg struct {
 	waitSince time.Time     // a silence wait: when it began
 	quiet     time.Time     // a silence wait: when bytes last moved
 	lastProg  uint64
+	info      infoReader // the socket's TCP_INFO
 }
 
 // wait arms a wait of d on the leg (a half-close: d in all).
@@ -62,7 +63,7 @@ func (l *leg) silent(now time.Time) bool {
 	if p := l.progress(); p != l.waitMark {
 		l.waitMark, l.quiet = p, now
 	}
-	owes := l.name == policy.Back && awaitingReply(l.conn) && now.Sub(l.waitSince) < l.pol.HalfCloseTimeout
+	owes := l.name == policy.Back && l.info.awaitingReply(l.conn) && now.Sub(l.waitSince) < l.pol.HalfCloseTimeout
 	if !owes && now.Sub(l.quiet) >= l.silence {
 		return true
 	}
@@ -72,7 +73,7 @@ func (l *leg) silent(now time.Time) bool {
 
 func (l *leg) progress() uint64 {
 	if l.phase != phaseClosed {
-		l.lastProg = progress(l.conn)
+		l.lastProg = l.info.progress(l.conn)
 	}
 	return l.lastProg
 }

@@ -68,7 +68,7 @@ func TestSessionPanicRecovered(t *testing.T) {
 		t.Fatalf("after the panic: outcome %s, client read %q (%v); want ok and the response", td.Outcome, got, err)
 	}
 	if st := h.srv.PoolStats()["app"]; st.InUse != 0 {
-		t.Errorf("after a panic between take and dial return, the pool counts %d connection(s) in use: a max_conns slot leaked", st.InUse)
+		t.Errorf("after a panic in the dial, the pool counts %d connection(s) in use for good: want the slot freed", st.InUse)
 	}
 	select {
 	case eof := <-backendGotEOF:

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"errors"
-	"io"
 	"net"
 	"time"
 
@@ -17,7 +16,7 @@ const (
 	down                  // back → front: the backend's bytes to the client
 )
 
-// copyResult is what one io.Copy call of a direction ended with.
+// copyResult is what one relayCopy call of a direction ended with.
 type copyResult struct {
 	dir direction
 	n   int64
@@ -25,8 +24,8 @@ type copyResult struct {
 }
 
 // relay moves bytes both ways between the legs and carries out the close
-// policy. One goroutine per direction copies (one io.Copy: splice on Linux)
-// and reports once, when its direction ends; the goroutine that calls run
+// policy. One goroutine per direction copies (relayCopy: chunks, then
+// splice on Linux) and reports once, when its direction ends; the goroutine that calls run
 // owns all state, decides through policy.Decide and acts. Timers (idle,
 // grace, half-close) are one time.Timer in that goroutine's select, re-armed
 // when the state changes; when one fires, kernel counts (TCP_INFO) say
@@ -99,7 +98,7 @@ func (r *relay) copyUp() { r.copyLoop(up, r.back.conn, r.front.conn) }
 func (r *relay) copyDown() { r.copyLoop(down, r.front.conn, r.back.conn) }
 
 func (r *relay) copyLoop(d direction, dst, src *net.TCPConn) {
-	n, err := io.Copy(dst, src)
+	n, err := relayCopy(dst, src)
 	r.results <- copyResult{dir: d, n: n, err: err}
 }
 

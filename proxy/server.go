@@ -184,9 +184,10 @@ func (s *Server) PoolStats() map[string]pool.Stats {
 }
 
 // releaseFiles runs a collection, at most every 100 ms, when descriptors
-// run out: Go keeps the pipes its splice used in a pool that only a
-// collection empties, so idle pipes can hold the descriptors new sessions
-// need.
+// run out: a descriptor that only a finalizer closes (a connection dropped
+// by a panic, a pipe of Go's own splice pool should anything still use it)
+// is given back. The relay's splice pipes need none: each is closed with
+// its direction.
 func (s *Server) releaseFiles() {
 	now := time.Now().UnixNano()
 	last := s.lastGC.Load()

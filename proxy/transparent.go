@@ -83,10 +83,19 @@ func interceptedDst(c *net.TCPConn, mode config.Intercept) netip.AddrPort {
 // listenConfig is how a listener's socket is opened: with IP_TRANSPARENT
 // for tproxy, so the kernel hands it connections addressed elsewhere.
 func listenConfig(mode config.Intercept) net.ListenConfig {
+	lc := keepAliveListenConfig()
 	if mode == config.InterceptTProxy {
-		return net.ListenConfig{Control: transparentListen}
+		keep := lc.Control
+		lc.Control = func(network, address string, c syscall.RawConn) error {
+			if keep != nil {
+				if err := keep(network, address, c); err != nil {
+					return err
+				}
+			}
+			return transparentListen(network, address, c)
+		}
 	}
-	return net.ListenConfig{}
+	return lc
 }
 
 // listenKey tells whether a listener's socket can be kept across a reload:

@@ -1,0 +1,263 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// chunkSize is the buffer a direction reads into before it knows whether
+// it carries a bulk stream: HAProxy's bufsize. A read that fills it
+// switches the direction to splice (HAProxy's splice-auto).
+const chunkSize = 16 << 10
+
+// spliceMax is what one splice asks to move; the pipe's capacity caps it.
+const spliceMax = 1 << 20
+
+// chunks keeps the buffers of chunks between reads. Not a sync.Pool: each
+// collection empties one, and a short connection takes a buffer for every
+// read (one that finds nothing gives it back at once), so at a few
+// thousand connections a second most reads allocated and zeroed 16 KiB and
+// drove the collections that emptied the pool. A buffer is held only
+// from a read to its write, so the list holds at most what was in flight
+// at once, capped.
+var chunks chunkList
+
+type chunkList struct {
+	mu   sync.Mutex
+	free []*[chunkSize]byte
+}
+
+// maxFreeChunks caps the buffers kept for reuse: 4 MiB.
+const maxFreeChunks = 256
+
+func (l *chunkList) Get() *[chunkSize]byte {
+	l.mu.Lock()
+	if n := len(l.free); n > 0 {
+		b := l.free[n-1]
+		l.free = l.free[:n-1]
+		l.mu.Unlock()
+		return b
+	}
+	l.mu.Unlock()
+	return new([chunkSize]byte)
+}
+
+func (l *chunkList) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.free)
+}
+
+func (l *chunkList) Put(b *[chunkSize]byte) {
+	l.mu.Lock()
+	if len(l.free) < maxFreeChunks {
+		l.free = append(l.free, b)
+	}
+	l.mu.Unlock()
+}
+
+// relayCopy copies src to dst until src's EOF (nil) or an error, like
+// io.Copy, but holds nothing while src is silent: it waits for src to be
+// readable without a buffer, reads a chunk into a pooled buffer, writes it
+// and gives the buffer back. A chunk that fills the buffer marks a bulk
+// stream: from then on the direction splices through a pipe of its own,
+// made then and closed when the direction ends. So an idle session holds
+// its two sockets and no pipe, a small exchange costs one read and one
+// write per chunk (not two splices), and no pipe outlives its session
+// (Go's own splice keeps its pipes in a pool that only a collection
+// empties).
+func relayCopy(dst, src *net.TCPConn) (int64, error) { return copyStream(dst, src, -1) }
+
+// relayCopyN copies exactly n bytes from src to dst as relayCopy does,
+// never reading past them; like io.CopyN, fewer mean io.EOF.
+func relayCopyN(dst, src *net.TCPConn, n int64) (int64, error) {
+	written, err := copyStream(dst, src, n)
+	if err == nil && written < n {
+		err = io.EOF
+	}
+	return written, err
+}
+
+// copier is one direction's state. Its callbacks for the raw sockets are
+// bound once, so that relaying a chunk or a splice allocates nothing (a
+// closure per call would escape to the heap).
+type copier struct {
+	rs, ws  syscall.RawConn
+	buf     *[chunkSize]byte // the chunk being relayed; nil while waiting
+	pipe    [2]int           // read end, write end; -1 until bulk starts
+	want    int              // what the next read or splice may move
+	n       int              // what it moved
+	errno   error
+	readFn  func(fd uintptr) bool
+	inFn    func(fd uintptr) bool
+	outFn   func(fd uintptr) bool
+	inPipe  int   // bytes in the pipe, not yet written
+	written int64 // bytes written to dst
+	limit   int64 // bytes to copy in all; negative: until EOF
+}
+
+// copyStream copies src to dst until src's EOF, an error or, unless limit
+// is negative, limit bytes.
+func copyStream(dst, src *net.TCPConn, limit int64) (int64, error) {
+	rs, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	ws, err := dst.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	c := &copier{rs: rs, ws: ws, pipe: [2]int{-1, -1}, limit: limit}
+	c.readFn, c.inFn, c.outFn = c.read, c.spliceIn, c.spliceOut
+	defer c.closePipe()
+	for c.more() {
+		n, err := c.readChunk(c.room(chunkSize))
+		if err != nil || n == 0 { // n == 0: EOF
+			c.dropBuf()
+			return c.written, err
+		}
+		m, err := dst.Write(c.buf[:n])
+		chunks.Put(c.buf)
+		c.buf = nil
+		c.written += int64(m)
+		if err != nil {
+			return c.written, err
+		}
+		if n == chunkSize && c.more() && c.openPipe() {
+			return c.written, c.splice()
+		}
+		// a short chunk, or no pipe to be had (out of descriptors): go on
+		// with chunks
+	}
+	return c.written, nil
+}
+
+func (c *copier) more() bool { return c.limit < 0 || c.written < c.limit }
+
+// room caps want at what is left of the limit.
+func (c *copier) room(want int) int {
+	if c.limit >= 0 {
+		return int(min(int64(want), c.limit-c.written))
+	}
+	return want
+}
+
+// readChunk waits until src is readable, then reads once, at most want
+// bytes, into a pooled buffer (c.buf); a wait holds no buffer. n == 0 is
+// EOF.
+func (c *copier) readChunk(want int) (int, error) {
+	c.want = want
+	if err := c.rs.Read(c.readFn); err != nil {
+		c.dropBuf()
+		return 0, err
+	}
+	if c.errno != nil {
+		c.dropBuf()
+		return 0, os.NewSyscallError("read", c.errno)
+	}
+	return c.n, nil
+}
+
+func (c *copier) read(fd uintptr) bool {
+	b := chunks.Get()
+	n, err := ignoringEINTR(func() (int, error) { return unix.Read(int(fd), b[:c.want]) })
+	if err == unix.EAGAIN {
+		chunks.Put(b) // wait without a buffer
+		return false
+	}
+	c.buf, c.n, c.errno = b, max(n, 0), err
+	return true
+}
+
+func (c *copier) dropBuf() {
+	if c.buf != nil {
+		chunks.Put(c.buf)
+		c.buf = nil
+	}
+}
+
+func (c *copier) openPipe() bool {
+	var p [2]int
+	if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) != nil {
+		return false
+	}
+	c.pipe = p
+	return true
+}
+
+func (c *copier) closePipe() {
+	if c.pipe[0] >= 0 {
+		_ = unix.Close(c.pipe[0])
+		_ = unix.Close(c.pipe[1])
+		c.pipe = [2]int{-1, -1}
+	}
+}
+
+// splice moves src to dst through the pipe until src's EOF, an error or
+// the limit.
+func (c *copier) splice() error {
+	for c.more() {
+		c.want = c.room(spliceMax)
+		if err := c.rs.Read(c.inFn); err != nil {
+			return err
+		}
+		if c.errno != nil {
+			return os.NewSyscallError("splice", c.errno)
+		}
+		if c.n == 0 {
+			return nil // EOF
+		}
+		c.inPipe = c.n
+		for c.inPipe > 0 {
+			if err := c.ws.Write(c.outFn); err != nil {
+				return err
+			}
+			if c.errno != nil {
+				return os.NewSyscallError("splice", c.errno)
+			}
+			if c.n == 0 {
+				return errors.New("splice: pipe empty before its bytes were written")
+			}
+			c.inPipe -= c.n
+			c.written += int64(c.n)
+		}
+	}
+	return nil
+}
+
+// spliceIn fills the (empty) pipe from the socket: EAGAIN can only mean
+// the socket, the pipe being empty.
+func (c *copier) spliceIn(fd uintptr) bool {
+	n, err := ignoringEINTR(func() (int, error) {
+		n, err := unix.Splice(int(fd), nil, c.pipe[1], nil, c.want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		return int(n), err
+	})
+	c.n, c.errno = max(n, 0), err
+	return err != unix.EAGAIN
+}
+
+// spliceOut empties the pipe into the socket: the pipe holds bytes, so
+// EAGAIN can only mean the socket.
+func (c *copier) spliceOut(fd uintptr) bool {
+	n, err := ignoringEINTR(func() (int, error) {
+		n, err := unix.Splice(c.pipe[0], nil, int(fd), nil, c.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		return int(n), err
+	})
+	c.n, c.errno = max(n, 0), err
+	return err != unix.EAGAIN
+}
+
+func ignoringEINTR(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}

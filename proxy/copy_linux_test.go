@@ -1,0 +1,171 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+)
+
+// pipeFDs counts this process's descriptors that are pipes.
+func pipeFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "pipe:") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRelayCopyChunksThenSplices: a direction that is silent or carries
+// small chunks holds no pipe; a bulk stream gets one pipe, which is closed
+// when the direction ends; every byte arrives in order and EOF ends the
+// copy without an error, as io.Copy would.
+func TestRelayCopyChunksThenSplices(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, src := loopbackPair(t, ln)
+	defer client.Close()
+	defer src.Close()
+	dst, sink := loopbackPair(t, ln)
+	defer dst.Close()
+	defer sink.Close()
+
+	base := pipeFDs(t)
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := relayCopy(dst, src)
+		done <- result{n, err}
+	}()
+
+	small := []byte("hello")
+	if _, err := client.Write(small); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(small))
+	if _, err := io.ReadFull(sink, got); err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("small chunk: got %q, %v", got, err)
+	}
+	if n := pipeFDs(t); n != base {
+		t.Fatalf("after a small chunk the copier holds %d pipe descriptors, want none", n-base)
+	}
+
+	bulk := make([]byte, 4<<20)
+	rand.Read(bulk)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := client.Write(bulk)
+		werr <- err
+	}()
+	got = make([]byte, len(bulk))
+	if _, err := io.ReadFull(sink, got); err != nil || !bytes.Equal(got, bulk) {
+		t.Fatalf("bulk: bytes differ or %v", err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if n := pipeFDs(t); n != base+2 {
+		t.Fatalf("during bulk the copier holds %d pipe descriptors, want 2 (one pipe)", n-base)
+	}
+
+	if err := client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.err != nil || res.n != int64(len(small)+len(bulk)) {
+		t.Fatalf("copy ended with n=%d, %v; want n=%d, nil", res.n, res.err, len(small)+len(bulk))
+	}
+	if n := pipeFDs(t); n != base {
+		t.Fatalf("after the direction ended %d pipe descriptors remain, want none", n-base)
+	}
+}
+
+// TestRelayCopyAllocatesNothingPerChunk: relaying a chunk, small or
+// spliced, allocates nothing once the direction runs.
+func TestRelayCopyAllocatesNothingPerChunk(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, src := loopbackPair(t, ln)
+	defer client.Close()
+	defer src.Close()
+	dst, sink := loopbackPair(t, ln)
+	defer dst.Close()
+	defer sink.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := relayCopy(dst, src)
+		done <- err
+	}()
+	for _, size := range []int{100, 256 << 10} { // chunks, then splice
+		out, in := make([]byte, size), make([]byte, size)
+		relay := func() {
+			if _, err := client.Write(out); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(sink, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		relay()
+		if n := testing.AllocsPerRun(50, relay); n > 0.1 {
+			t.Errorf("relaying %d bytes allocates %.1f times, want none", size, n)
+		}
+	}
+	client.CloseWrite()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRelayCopyGivesBuffersBack: every chunk buffer taken is given back,
+// also by the read that finds EOF.
+func TestRelayCopyGivesBuffersBack(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for range 3 {
+		client, src := loopbackPair(t, ln)
+		dst, sink := loopbackPair(t, ln)
+		free0 := chunks.len()
+		done := make(chan error, 1)
+		go func() {
+			_, err := relayCopy(dst, src)
+			done <- err
+		}()
+		client.Write([]byte("hi"))
+		client.CloseWrite()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if b, err := io.ReadAll(io.LimitReader(sink, 2)); err != nil || string(b) != "hi" {
+			t.Fatalf("sink read %q, %v", b, err)
+		}
+		if n := chunks.len(); n != max(free0, 1) {
+			t.Errorf("after the direction ended %d chunk buffers are free, want %d: one was not given back", n, max(free0, 1))
+		}
+		for _, c := range []*net.TCPConn{client, src, dst, sink} {
+			c.Close()
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// TestHTTP1LargeBodySpliced: a large response body of known length goes
+// from the backend's socket straight to the client's (the spliced path),
+// byte for byte, never past its end: the next response on the same backend
+// connection (pipelined here) arrives whole and in order; the splice pipe
+// is gone once the session is.
+func TestHTTP1LargeBodySpliced(t *testing.T) {
+	blob := make([]byte, 3<<20+17)
+	rand.Read(blob)
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/blob" {
+			w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+			w.Write(blob)
+			return
+		}
+		hello(w, r)
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	base := pipeFDs(t)
+	got := roundTrips(t, h.addr, "GET /blob HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n"+
+		"GET /blob HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3)
+	want := "200 " + string(blob)
+	for i, w := range []string{want, "200 GET /after 0", want} {
+		if got[i] != w {
+			t.Errorf("response %d: %d bytes, want %d (%q…)", i+1, len(got[i]), len(w), got[i][:min(len(got[i]), 20)])
+		}
+	}
+	td := h.record(t)
+	if td.Outcome != OutcomeOK || td.BackRequests != 3 {
+		t.Fatalf("record: outcome %s (%v), %d backend requests, want ok and 3", td.Outcome, td.Err, td.BackRequests)
+	}
+	if wantOut := int64(2 * len(blob)); td.Front.BytesOut < wantOut {
+		t.Errorf("record: front bytes_out %d, want at least the two bodies (%d)", td.Front.BytesOut, wantOut)
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Errorf("origin accepted %d connections, want 1: the spliced body left the backend connection reusable", n)
+	}
+	if n := pipeFDs(t); n > base {
+		t.Errorf("%d pipe descriptors left after the session ended, want none", n-base)
+	}
+}
+
+// TestHTTP1LargeBodyCutShort: a backend that closes before the length it
+// announced leaves the client with a reset, not a response that looks
+// whole.
+func TestHTTP1LargeBodyCutShort(t *testing.T) {
+	blob := bytes.Repeat([]byte("x"), 1<<20)
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(2*len(blob)))
+		w.Write(blob)
+		panic(http.ErrAbortHandler) // net/http closes the connection mid-body
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	_, err := get(t, h.addr, false)
+	if err == nil || !strings.Contains(err.Error(), "reset") && !strings.Contains(err.Error(), "EOF") {
+		t.Errorf("client read: %v, want a reset or an unexpected EOF", err)
+	}
+	td := h.record(t)
+	if td.Outcome != OutcomeBackendReset || td.Front.Close != policy.CloseReset || !strings.Contains(fmt.Sprint(td.Err), "unexpected EOF") {
+		t.Errorf("record: outcome %s, front close %s, err %v; want backend_reset, reset, unexpected EOF", td.Outcome, td.Front.Close, td.Err)
+	}
+}
