@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -116,6 +117,9 @@ func TestBackendResetMidResponse(t *testing.T) {
 	if td.Outcome != OutcomeBackendReset || td.Back.Close != policy.ClosePeerReset || td.Front.Close != policy.CloseReset {
 		t.Errorf("outcome %s back.close %s front.close %s", td.Outcome, td.Back.Close, td.Front.Close)
 	}
+	if td.Err == nil || !strings.Contains(td.Err.Error(), "backend reset") {
+		t.Errorf("record error %v, want it to say the backend reset", td.Err)
+	}
 	if td.Front.BytesOut != int64(len("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")) {
 		t.Errorf("front.bytes_out %d", td.Front.BytesOut)
 	}
@@ -140,6 +144,9 @@ func TestClientResetMidStream(t *testing.T) {
 	td := h.record(t)
 	if td.Outcome != OutcomeClientReset || td.Front.Close != policy.ClosePeerReset {
 		t.Errorf("outcome %s front.close %s", td.Outcome, td.Front.Close)
+	}
+	if td.Err == nil || !strings.Contains(td.Err.Error(), "client reset") {
+		t.Errorf("record error %v, want it to say the client reset", td.Err)
 	}
 	if err := <-backendSaw; !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("backend saw %v, want ECONNRESET", err)

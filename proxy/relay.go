@@ -283,12 +283,19 @@ func (r *relay) onError(src, dst *leg, err error) {
 	}
 }
 
+// The errors of a session ended by a peer's RST, so that the record's
+// error says what happened rather than nothing.
+var (
+	errClientRST  = errors.New("the client reset the connection (RST)")
+	errBackendRST = errors.New("the backend reset the connection (RST)")
+)
+
 // peerReset: l's peer sent an RST. The other leg learns it by a safe reset.
 func (r *relay) peerReset(l *leg) {
 	if l.name == policy.Front {
-		r.setOutcome(OutcomeClientReset, nil)
+		r.setOutcome(OutcomeClientReset, errClientRST)
 	} else {
-		r.setOutcome(OutcomeBackendReset, nil)
+		r.setOutcome(OutcomeBackendReset, errBackendRST)
 	}
 	l.rec.Close = policy.ClosePeerReset
 	l.close()
