@@ -52,6 +52,7 @@ type Server struct {
 	kill     chan struct{} // closed when ending by policy took too long: reset
 	nextID   atomic.Uint64
 	lastGC   atomic.Int64 // unix nanoseconds of the last releaseFiles collection
+	trim     trimmer
 }
 
 // Option adjusts a Server.
