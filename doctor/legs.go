@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"fmt"
 	"math"
 	"strings"
 
@@ -55,7 +56,16 @@ func backLeg(b config.Backend, rate float64, usable int) Leg {
 	case b.Protocol == config.ProtocolHTTP1:
 		lg.Note = "http1 returns backend connections to the pool after each response: few closes, so little TIME-WAIT whoever holds it"
 	case lg.ProxyFirst == lg.Dialer:
-		lg.Pinned = pinned(rate)
+		// Ports are pinned per destination: with several servers, toward
+		// the busiest one (the largest weight's share of the sessions).
+		share, n := busiestShare(b)
+		lg.Pinned = pinned(rate * share)
+		if n > 1 {
+			lg.Note = joinNote(lg.Note, fmt.Sprintf("pinned ports toward the busiest of %d servers (%.0f%% of the sessions)", n, 100*share))
+		}
+	}
+	if b.Source == config.SourceClient && lg.Pinned > 0 {
+		lg.Note = joinNote(lg.Note, `source = "client": the ports are pinned per client address, not the proxy's; the figure is for one client sending it all`)
 	}
 	if lg.GraceOut == lg.Dialer && lg.Note == "" {
 		lg.Note = `a backend silent for peer_fin_grace leaves TIME-WAIT on the proxy (fallback = "fin")`
@@ -64,6 +74,19 @@ func backLeg(b config.Backend, rate float64, usable int) Leg {
 		lg.Note = joinNote(lg.Note, "this host's port range could not be read: no port budget")
 	}
 	return lg
+}
+
+// busiestShare is the share of b's sessions its largest-weight server
+// takes when every server is up, and the number of servers.
+func busiestShare(b config.Backend) (float64, int) {
+	servers := b.ServerList()
+	total, most := 0, 0
+	for _, srv := range servers {
+		w := max(srv.Weight, 1)
+		total += w
+		most = max(most, w)
+	}
+	return float64(most) / float64(total), len(servers)
 }
 
 // destinations names the backend's servers, comma-separated.

@@ -126,3 +126,26 @@ func TestBackLegRecommendation(t *testing.T) {
 		t.Errorf("recommendations %+v, want first %q", recs, want)
 	}
 }
+
+// Ports are pinned per destination: with several servers the busiest one
+// counts, by its weight's share.
+func TestBackLegPinnedPerServer(t *testing.T) {
+	cfg := mustParse(t, `[[listener]]
+name = "web"
+listen = "0.0.0.0:8080"
+backend = "app"
+[[backend]]
+name = "app"
+servers = ["10.0.0.2:80", { address = "10.0.0.3:80", weight = 3 }]
+  [backend.close]
+  time_wait = "proxy"
+`)
+	for _, lg := range legs(cfg, 100, 28232) {
+		if lg.Leg != "back" {
+			continue
+		}
+		if lg.Pinned != 4500 || !strings.Contains(lg.Note, "busiest of 2 servers (75%") {
+			t.Errorf("back leg: pinned %d note %q; want 4500 (75%% of 100/s for 60 s) toward the busiest server", lg.Pinned, lg.Note)
+		}
+	}
+}
