@@ -73,8 +73,8 @@ func (h *Health) Checked(ok bool, now time.Time) bool {
 	return false
 }
 
-// Passive records what a session saw: ok after a dial that worked, not ok
-// after a failed dial or a reset from the server. It reports whether the
+// Passive records what a session saw: ok after a session the server
+// served, not ok after a failed dial or a reset from the server. It reports whether the
 // server was taken down.
 func (h *Health) Passive(ok bool, now time.Time) bool {
 	h.mu.Lock()

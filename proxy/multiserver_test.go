@@ -342,3 +342,38 @@ func TestMultiServerReloadChangesServers(t *testing.T) {
 		t.Fatalf("servers after the reload: %+v", st)
 	}
 }
+
+// A server that accepts every connection but resets every session is
+// ejected after eject_after such sessions: its successful dials do not
+// wipe the count, only a session it served does.
+func TestMultiServerPassiveEjectsServerThatResetsEverySession(t *testing.T) {
+	resetter := backendFunc(t, func(c *net.TCPConn) {
+		buf := make([]byte, 64)
+		c.Read(buf)
+		c.SetLinger(0)
+		c.Close()
+	})
+	live := httpBackend(t, true)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)},
+		config.Backend{Servers: servers(resetter, live), Balance: config.BalanceRoundRobin,
+			Close:  testClose(policy.TargetPeer, policy.FallbackReset),
+			Health: config.Health{Check: config.HealthOff, Interval: time.Hour, EjectAfter: 2, Rise: 1, Fall: 1}})
+	resets := 0
+	for range 6 {
+		get(t, h.addr, false)
+		td := h.record(t)
+		switch {
+		case td.BackServer == resetter && td.Outcome == OutcomeBackendReset:
+			resets++
+		case td.BackServer == live && td.Outcome == OutcomeOK:
+		default:
+			t.Errorf("session on %s ended %s (%v)", td.BackServer, td.Outcome, td.Err)
+		}
+	}
+	if resets != 2 {
+		t.Errorf("%d sessions reset by the resetting server, want eject_after = 2, then none", resets)
+	}
+	if st := h.srv.Servers()["app"][0]; st.Health.Up || st.Health.Ejections.Passive != 1 {
+		t.Errorf("resetting server: %+v, want down with 1 passive ejection", st.Health)
+	}
+}

@@ -200,8 +200,8 @@ func (s *Server) releaseFiles() {
 }
 
 // dialer is how the pool of a server dials; the Observer sees each dial,
-// and the server's health each dial's verdict (a local failure is ours,
-// never the server's).
+// and the server's health each failed one (a local failure is ours, never
+// the server's).
 func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 	backend := b.Name
 	return func(ctx context.Context, address string) (*net.TCPConn, error) {
@@ -223,12 +223,11 @@ func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 		if outOfFiles(err) {
 			s.releaseFiles()
 		}
-		switch {
-		case err == nil:
-			s.passive(backend, sv, true, nil)
-		case pool.IsLocal(err), errors.Is(ctx.Err(), context.Canceled):
-			// ours, or given up by the caller: no verdict on the server
-		default:
+		// A failed dial counts against the server; one that worked proves
+		// little (sessions that it served clear the count: session.leave).
+		// A local failure is ours, and a dial given up by its caller no
+		// verdict at all.
+		if err != nil && !pool.IsLocal(err) && !errors.Is(ctx.Err(), context.Canceled) {
 			s.passive(backend, sv, false, err)
 		}
 		if err != nil {

@@ -55,7 +55,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 			td.Front.Close, td.Front.RSTOut, td.Front.TimeWait = policy.CloseReset, time.Since(ss.start), policy.SideNone
 		}
 		td.Duration = time.Since(ss.start)
-		ss.leave()
+		ss.leave(true)
 	}()
 	in, err := readIntake(ss.front, ss.ln)
 	if err != nil {
@@ -124,7 +124,7 @@ func (ss *session) acquire() (*pool.Conn, error) {
 			return c, nil
 		}
 		lastErr = err
-		ss.leave()
+		ss.leave(false)
 	}
 	for _, sv := range ss.bk.order(ss.td.Client.Addr()) {
 		if sv == kept {
@@ -153,15 +153,21 @@ func (ss *session) try(sv *server) (*pool.Conn, error) {
 	return sv.pool.Get(ctx)
 }
 
-// leave gives up the server in use: it counts a session less, and learns
-// of a reset it sent.
-func (ss *session) leave() {
+// leave gives up the server in use: it counts a session less, and tells
+// its health of a reset the server sent or, when the session ended (ended),
+// of a session it served: only that clears a streak of failures. A dial
+// that worked does not, or a server that accepts every connection and
+// resets every session would never be ejected.
+func (ss *session) leave(ended bool) {
 	if ss.sv == nil {
 		return
 	}
 	ss.sv.active.Add(-1)
-	if ss.td.Outcome == OutcomeBackendReset {
+	switch {
+	case ss.td.Outcome == OutcomeBackendReset:
 		ss.srv.passive(ss.be.Name, ss.sv, false, ss.td.Err)
+	case ended && ss.td.Outcome == OutcomeOK && ss.td.Back.BytesIn > 0:
+		ss.srv.passive(ss.be.Name, ss.sv, true, nil)
 	}
 	ss.sv = nil
 }
