@@ -18,16 +18,16 @@ import (
 // the load client): no test hangs on a stuck child.
 const cmdTimeout = 60 * time.Second
 
-// needRoot skips the test unless it runs as root with `ip` and `ss` at hand:
-// namespaces and veth pairs need both.
+// needRoot skips the test unless it runs as root with `ip`, `ss` and
+// `sysctl` at hand: namespaces and veth pairs need them.
 func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("integration: needs root to create network namespaces (run the tests as root, as CI does)")
+		missing(t, "integration: needs root to create network namespaces (run the tests as root, as CI does)")
 	}
 	for _, tool := range []string{"ip", "ss", "sysctl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("integration: needs %q in PATH (iproute2, procps): %v", tool, err)
+			missing(t, fmt.Sprintf("integration: needs %q in PATH (iproute2, procps): %v", tool, err))
 		}
 	}
 }
@@ -37,9 +37,20 @@ func needTool(t testing.TB, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("integration: needs %q (apt-get install %s): %v", name, name, err)
+		missing(t, fmt.Sprintf("integration: needs %q (apt-get install %s, or its package): %v", name, name, err))
 	}
 	return path
+}
+
+// missing skips a test whose prerequisite is absent, except under CI
+// (CI=true), where .ci/run installs every prerequisite: there a missing one
+// is a broken setup, and a skip would turn it into a green run.
+func missing(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why + " (CI=true: .ci/run should have installed it)")
+	}
+	t.Skip(why)
 }
 
 // Topology is three hosts made of fresh network namespaces:

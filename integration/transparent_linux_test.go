@@ -21,23 +21,13 @@ import (
 // takes connections addressed to web's own ip:port, and back-leg TIME-WAIT
 // then pins client addresses' ports rather than the proxy's.
 
-// needNft skips unless root (as every integration test does) and fails
-// when nft is missing: CI runs as root and installs nftables, so a missing
-// nft there is a broken setup, not a reason to skip.
-func needNft(t testing.TB) {
-	t.Helper()
-	needRoot(t)
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Fatalf("transparent mode tests need nft (apt-get install nftables; .ci/run installs it): %v", err)
-	}
-}
-
 // transparentTopology is a counting topology whose proxy namespace has the
 // policy routing transparent mode needs, set up by `closeproxy transparent
 // setup` itself.
 func transparentTopology(t testing.TB) *Topology {
 	t.Helper()
-	needNft(t)
+	needRoot(t)
+	needTool(t, "nft")
 	topo := newCountingTopology(t)
 	out := topo.Exec(t, topo.Proxy, buildBinary(t, "./cmd/closeproxy"), "transparent", "setup")
 	if !strings.Contains(out, "socket transparent 1 meta mark set 0x1") {
@@ -229,7 +219,8 @@ func TestTransparentIntercept(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var topo *Topology
 			if tc.mode == "redirect" && tc.source == "" {
-				needNft(t)
+				needRoot(t)
+				needTool(t, "nft")
 				topo = newCountingTopology(t) // redirect needs no policy routing
 			} else {
 				topo = transparentTopology(t)
