@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"errors"
 	"net"
 	"syscall"
 	"time"
@@ -32,4 +33,11 @@ func (c *Conn) prepare() {
 	if c.raw == nil {
 		c.raw, _ = c.TCPConn.SyscallConn()
 	}
+}
+
+// closeReset closes c with SO_LINGER{on,0}: the kernel sends an RST instead
+// of a FIN and keeps no TIME-WAIT. Only for connections with nothing in
+// flight: unsent bytes are destroyed.
+func closeReset(c *net.TCPConn) error {
+	return errors.Join(c.SetLinger(0), c.Close())
 }

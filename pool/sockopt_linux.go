@@ -1,10 +1,6 @@
 package pool
 
 import (
-	"errors"
-	"fmt"
-	"net"
-	"os"
 	"syscall"
 	"unsafe"
 
@@ -60,29 +56,4 @@ func (p *prober) recv(fd uintptr) {
 			return
 		}
 	}
-}
-
-// closeReset closes c with SO_LINGER{on,0}: the kernel sends an RST instead
-// of a FIN and keeps no TIME-WAIT. Only for connections with nothing in
-// flight: unsent bytes are destroyed.
-func closeReset(c *net.TCPConn) error {
-	var opErr error
-	err := control(c, func(fd int) {
-		opErr = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-	})
-	if err == nil && opErr != nil {
-		err = os.NewSyscallError("setsockopt SO_LINGER", opErr)
-	}
-	return errors.Join(err, c.Close())
-}
-
-func control(c *net.TCPConn, f func(fd int)) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("raw conn: %w", err)
-	}
-	if err := raw.Control(func(fd uintptr) { f(int(fd)) }); err != nil {
-		return fmt.Errorf("raw conn control: %w", err)
-	}
-	return nil
 }
