@@ -85,7 +85,7 @@ func (r *relay) run() {
 	}
 	for _, l := range []*leg{r.front, r.back} {
 		if l.phase != phaseClosed { // safety net: no reader is left to wait with
-			r.reset(l, "relay_ended")
+			l.reset("relay_ended")
 		}
 		l.finishRecord()
 	}
@@ -130,7 +130,7 @@ func (r *relay) onPeerFIN(l *leg) {
 	case phaseWithholding:
 		r.act(l, policy.PeerFINAfterWithhold, "")
 	case phaseFINSent:
-		r.closeLeg(l) // our FIN was first: TIME-WAIT stays here
+		l.closeFIN() // our FIN was first: TIME-WAIT stays here
 	}
 }
 
@@ -161,7 +161,7 @@ func (r *relay) act(l *leg, kind policy.Kind, why string) {
 		l.phase = phaseWithholding
 		l.waitSilence(time.Now(), l.pol.PeerFinGrace)
 	case policy.FINSecond:
-		r.closeLeg(l)
+		l.closeFIN()
 	case policy.SafeReset:
 		r.safeReset(l)
 	}
@@ -171,7 +171,7 @@ func (r *relay) act(l *leg, kind policy.Kind, why string) {
 // half_close_timeout (peer_fin_grace while draining).
 func (r *relay) finFirst(l *leg) {
 	if l.readEOF { // the peer's FIN is in: a FIN now is the second
-		r.closeLeg(l)
+		l.closeFIN()
 		return
 	}
 	if err := l.sendFIN(); err != nil {
@@ -185,9 +185,6 @@ func (r *relay) finFirst(l *leg) {
 	l.wait(time.Now(), wait)
 }
 
-// closeLeg closes l with a FIN after both directions are done.
-func (r *relay) closeLeg(l *leg) { l.closeFIN() }
-
 // safeReset resets l once its send queue drained; if it does not drain in
 // drain_timeout, a FIN goes instead (first or second, as it falls).
 func (r *relay) safeReset(l *leg) {
@@ -195,9 +192,6 @@ func (r *relay) safeReset(l *leg) {
 		r.finFirst(l)
 	}
 }
-
-// reset closes l with an RST at once.
-func (r *relay) reset(l *leg, why string) { l.reset(why) }
 
 // fail ends l after a socket error that was not a reset by its peer.
 func (r *relay) fail(l *leg, err error) {
@@ -324,7 +318,7 @@ func (r *relay) abort(o Outcome, err error) {
 	r.setOutcome(o, err)
 	for _, l := range []*leg{r.front, r.back} {
 		if l.phase != phaseClosed {
-			r.reset(l, string(o))
+			l.reset(string(o))
 		}
 	}
 }
