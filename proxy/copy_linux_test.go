@@ -31,17 +31,9 @@ func pipeFDs(t *testing.T) int {
 // when the direction ends; every byte arrives in order and EOF ends the
 // copy without an error, as io.Copy would.
 func TestRelayCopyChunksThenSplices(t *testing.T) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := loopbackListener(t)
 	client, src := loopbackPair(t, ln)
-	defer client.Close()
-	defer src.Close()
 	dst, sink := loopbackPair(t, ln)
-	defer dst.Close()
-	defer sink.Close()
 
 	base := pipeFDs(t)
 	type result struct {
@@ -99,17 +91,9 @@ func TestRelayCopyChunksThenSplices(t *testing.T) {
 // TestRelayCopyAllocatesNothingPerChunk: relaying a chunk, small or
 // spliced, allocates nothing once the direction runs.
 func TestRelayCopyAllocatesNothingPerChunk(t *testing.T) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := loopbackListener(t)
 	client, src := loopbackPair(t, ln)
-	defer client.Close()
-	defer src.Close()
 	dst, sink := loopbackPair(t, ln)
-	defer dst.Close()
-	defer sink.Close()
 	done := make(chan error, 1)
 	go func() {
 		_, err := relayCopy(dst, src)
@@ -139,11 +123,7 @@ func TestRelayCopyAllocatesNothingPerChunk(t *testing.T) {
 // TestRelayCopyGivesBuffersBack: every chunk buffer taken is given back,
 // also by the read that finds EOF.
 func TestRelayCopyGivesBuffersBack(t *testing.T) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := loopbackListener(t)
 	for range 3 {
 		client, src := loopbackPair(t, ln)
 		dst, sink := loopbackPair(t, ln)

@@ -36,11 +36,7 @@ func FuzzReadIntake(f *testing.F) {
 		f.Add([]byte(s), false)
 		f.Add([]byte(s), true)
 	}
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { ln.Close() })
+	ln := loopbackListener(f)
 	modes := []config.ProxyProtocolMode{config.ProxyProtocolOff, config.ProxyProtocolOptional, config.ProxyProtocolRequired}
 	sources := map[string]string{"trusted": "127.0.0.0/8", "untrusted": "10.0.0.0/8"}
 	f.Fuzz(func(t *testing.T, data []byte, keepOpen bool) {
@@ -153,11 +149,7 @@ func knownTruncatedV2Loss(l *config.Listener, lost []byte) bool {
 // v2 header, then silence, in optional mode must be refused (or, at the
 // least, handed on whole), never half-eaten.
 func TestIntakeOptionalTruncatedV2(t *testing.T) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := loopbackListener(t)
 	l := config.Listener{ProxyProtocol: config.ProxyProtocolOptional, ProxyProtocolTimeout: 50 * time.Millisecond,
 		ProxyProtocolTrusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	if checkIntake(t, ln, &l, true, []byte(v2Header(t)[:13]), true) {
@@ -169,16 +161,10 @@ func TestIntakeOptionalTruncatedV2(t *testing.T) {
 // message is short and cannot be a header ("PING\r\n", 6 bytes) and who
 // then waits for an answer must be relayed, not refused.
 func TestIntakeOptionalShortGreeting(t *testing.T) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := loopbackListener(t)
 	l := config.Listener{ProxyProtocol: config.ProxyProtocolOptional, ProxyProtocolTimeout: 50 * time.Millisecond,
 		ProxyProtocolTrusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	client, server := loopbackPair(t, ln)
-	defer client.Close()
-	defer server.Close()
 	if _, err := client.Write([]byte("PING\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -194,18 +180,32 @@ func TestIntakeOptionalShortGreeting(t *testing.T) {
 	}
 }
 
-// loopbackPair connects to ln and returns both ends.
-func loopbackPair(t *testing.T, ln *net.TCPListener) (client, server *net.TCPConn) {
+// loopbackListener listens on 127.0.0.1 on a port the kernel picks and
+// closes the listener when t ends.
+func loopbackListener(t testing.TB) *net.TCPListener {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// loopbackPair connects to ln and returns both ends, closed when t ends
+// at the latest.
+func loopbackPair(t testing.TB, ln *net.TCPListener) (client, server *net.TCPConn) {
 	t.Helper()
 	client, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { client.Close() })
 	server, err = ln.AcceptTCP()
 	if err != nil {
-		client.Close()
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { server.Close() })
 	return client, server
 }
 

@@ -48,14 +48,8 @@ func TestAcceptedConnsInheritKeepAlive(t *testing.T) {
 // TestLegProgressAllocatesNothing: the TCP_INFO read behind every timer
 // tick and state change reuses the leg's struct.
 func TestLegProgressAllocatesNothing(t *testing.T) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := loopbackListener(t)
 	client, srv := loopbackPair(t, ln)
-	defer client.Close()
-	defer srv.Close()
 	if _, err := client.Write([]byte("abc")); err != nil {
 		t.Fatal(err)
 	}
