@@ -323,10 +323,7 @@ func TestMultiServerReloadChangesServers(t *testing.T) {
 	if first, second := serve(), serve(); first != a || second != b {
 		t.Fatalf("before the reload: %s, %s; want %s, %s", first, second, a, b)
 	}
-	h.srv.mu.Lock()
-	next := *h.srv.cfg
-	h.srv.mu.Unlock()
-	next.Backends = append([]config.Backend(nil), next.Backends...)
+	next := runningConfig(h)
 	next.Backends[0].Servers = servers(b, c)
 	if err := h.srv.Reload(context.Background(), &next); err != nil {
 		t.Fatal(err)

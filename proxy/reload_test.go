@@ -22,10 +22,7 @@ func TestReloadKeepsSessionsAndSwapsPolicy(t *testing.T) {
 	}
 	defer live.Close()
 
-	h.srv.mu.Lock()
-	next := *h.srv.cfg
-	h.srv.mu.Unlock()
-	next.Listeners = append([]config.Listener(nil), next.Listeners...)
+	next := runningConfig(h)
 	next.Listeners[0].Close.TimeWait = policy.TargetPeer
 	added := next.Listeners[0]
 	added.Name, added.Listen = "added", "127.0.0.1:0"
@@ -64,10 +61,7 @@ func TestReloadBindFailureKeepsOldConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	h.srv.mu.Lock()
-	next := *h.srv.cfg
-	h.srv.mu.Unlock()
-	next.Listeners = append([]config.Listener(nil), next.Listeners...)
+	next := runningConfig(h)
 	next.Listeners[0].Close.TimeWait = policy.TargetNowhere
 	taken := next.Listeners[0]
 	taken.Name, taken.Listen = "taken", busy.Addr().String()
@@ -81,4 +75,15 @@ func TestReloadBindFailureKeepsOldConfig(t *testing.T) {
 	if td := h.record(t); td.Front.Wanted != "proxy" {
 		t.Errorf("policy changed by a failed reload: %s", td.Front.Wanted)
 	}
+}
+
+// runningConfig returns a copy of the configuration h serves, with its own
+// Listeners and Backends slices, for a test to change and hand to Reload.
+func runningConfig(h *harness) config.Config {
+	h.srv.mu.Lock()
+	next := *h.srv.cfg
+	h.srv.mu.Unlock()
+	next.Listeners = append([]config.Listener(nil), next.Listeners...)
+	next.Backends = append([]config.Backend(nil), next.Backends...)
+	return next
 }
