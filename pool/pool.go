@@ -263,6 +263,16 @@ func (p *Pool) Release(c *Conn) {
 	p.wakeRefiller()
 }
 
+// Discard closes c with an RST, for a connection that failed before it
+// carried anything worth a FIN, and frees its slot.
+func (p *Pool) Discard(c *Conn) {
+	if c == nil {
+		return
+	}
+	_ = closeReset(c.TCPConn)
+	p.Release(c)
+}
+
 // evict closes c, taken from the idle list by Get, with an RST and frees its
 // slot.
 func (p *Pool) evict(c *Conn, reason string) {

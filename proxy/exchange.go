@@ -352,9 +352,7 @@ func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 // dropBackend resets a connection that failed before responding.
 func (h *h1) dropBackend(bc *pool.Conn, br *bufio.Reader) {
 	putBackReader(br)
-	_ = bc.SetLinger(0)
-	_ = bc.Close()
-	h.pool.Release(bc)
+	h.pool.Discard(bc)
 }
 
 // tunnel relays both ways after an Upgrade or CONNECT; bytes already read

@@ -48,11 +48,8 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 	td = ss.td
 	defer func() {
 		if p := recover(); p != nil {
-			td.Outcome = OutcomeInternalError
-			td.Err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
-			_ = ss.front.SetLinger(0)
-			_ = ss.front.Close()
-			td.Front.Close, td.Front.RSTOut, td.Front.TimeWait = policy.CloseReset, time.Since(ss.start), policy.SideNone
+			ss.refuse(OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+			td.Front.TimeWait = policy.SideNone
 		}
 		td.Duration = time.Since(ss.start)
 		ss.leave(true)
@@ -204,9 +201,7 @@ func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 
 // dropBackend resets a backend connection that failed before the relay.
 func (ss *session) dropBackend(c *pool.Conn) {
-	_ = c.SetLinger(0)
-	_ = c.Close()
-	ss.sv.pool.Release(c)
+	ss.sv.pool.Discard(c)
 }
 
 func (ss *session) relay(back *net.TCPConn, drain, kill <-chan struct{}) {
