@@ -46,6 +46,14 @@ func (r Record) Num(key string) float64 {
 // Cleanup stops it: SIGTERM, then SIGKILL after stopTimeout.
 func startCloseproxy(t testing.TB, topo *Topology, ns, configTOML string) *Closeproxy {
 	t.Helper()
+	return startCloseproxyWrapped(t, topo, ns, configTOML)
+}
+
+// startCloseproxyWrapped is startCloseproxy with the binary run under
+// wrapper (which must exec it in place, as prlimit does, so the PID is
+// closeproxy's own).
+func startCloseproxyWrapped(t testing.TB, topo *Topology, ns, configTOML string, wrapper ...string) *Closeproxy {
+	t.Helper()
 	bin := buildBinary(t, "./cmd/closeproxy")
 	cp := &Closeproxy{
 		ConfigPath: filepath.Join(t.TempDir(), "closeproxy.toml"),
@@ -53,7 +61,7 @@ func startCloseproxy(t testing.TB, topo *Topology, ns, configTOML string) *Close
 		log:        newRecordLog(),
 	}
 	writeFile(t, cp.ConfigPath, []byte(configTOML))
-	cmd := topo.Cmd(ns, bin, "run", "-config", cp.ConfigPath)
+	cmd := topo.Cmd(ns, append(wrapper, bin, "run", "-config", cp.ConfigPath)...)
 	cmd.Stderr = cp.log
 	cp.Proc = startCmd(t, "closeproxy@"+ns, cmd)
 	for _, addr := range cp.Listen {

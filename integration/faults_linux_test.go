@@ -558,27 +558,6 @@ func withListenerKey(cfg, key, value string) string {
 	return strings.ReplaceAll(cfg, "\n[[listener]]\n", fmt.Sprintf("\n[[listener]]\n%s = %s\n", key, value))
 }
 
-// startCloseproxyWrapped is startCloseproxy with the binary run under
-// wrapper (which must exec it in place, as prlimit does, so the PID is
-// closeproxy's own); edits rewrite the config first.
-func startCloseproxyWrapped(t testing.TB, topo *Topology, ns, configTOML string, wrapper ...string) *Closeproxy {
-	t.Helper()
-	bin := buildBinary(t, "./cmd/closeproxy")
-	cp := &Closeproxy{
-		ConfigPath: filepath.Join(t.TempDir(), "closeproxy.toml"),
-		Listen:     listenerAddrs(t, configTOML),
-		log:        newRecordLog(),
-	}
-	writeFile(t, cp.ConfigPath, []byte(configTOML))
-	cmd := topo.Cmd(ns, append(wrapper, bin, "run", "-config", cp.ConfigPath)...)
-	cmd.Stderr = cp.log
-	cp.Proc = startCmd(t, "closeproxy@"+ns, cmd)
-	for _, addr := range cp.Listen {
-		waitListening(t, topo, ns, addr, cp.Proc)
-	}
-	return cp
-}
-
 // waitRecordsOrDump waits for want records; short of them it shows the
 // process's descriptors and last log lines, and fails.
 func waitRecordsOrDump(t testing.TB, cp *Closeproxy, want int, timeout time.Duration) {
