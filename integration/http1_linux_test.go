@@ -24,7 +24,7 @@ func TestHTTP1ReuseTenThousand(t *testing.T) {
 		warm     = 4
 		size     = 16 << 10
 	)
-	topo := newPoolTopology(t)
+	topo := newCountingTopology(t)
 	web := startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80),
 		NginxOpts{Keepalive: true, KeepaliveTimeout: 60 * time.Second, BlobSizes: []int{size}})
 	front := addrPort(topo.ProxyFront, 8080)
@@ -84,7 +84,7 @@ func TestHTTP1ReuseTenThousand(t *testing.T) {
 // may reach nginx: its access log stays empty until a good request, sent
 // last, shows up alone.
 func TestHTTP1SmugglingRefused(t *testing.T) {
-	topo := newPoolTopology(t)
+	topo := newCountingTopology(t)
 	web := startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80), NginxOpts{Keepalive: true})
 	front := addrPort(topo.ProxyFront, 8080)
 	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
@@ -188,18 +188,6 @@ var smugglingCorpus = []struct {
 	{"target with a space", "GET /a b HTTP/1.1\r\nHost: web\r\n\r\n", false},
 	{"missing Host", "GET / HTTP/1.1\r\n\r\n", false},
 	{"two Hosts", "GET / HTTP/1.1\r\nHost: web\r\nHost: other\r\n\r\n", false},
-}
-
-// newPoolTopology is newTopology with RFC 1337 protection on in each host,
-// so a late duplicate segment cannot end a TIME-WAIT early with an RST and
-// the counts show where TIME-WAIT landed.
-func newPoolTopology(t testing.TB) *Topology {
-	t.Helper()
-	topo := newTopology(t)
-	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
-		topo.Sysctl(t, ns, "net.ipv4.tcp_rfc1337", "1")
-	}
-	return topo
 }
 
 // backLegTimeWait waits for proxy and web to settle and counts the back

@@ -24,7 +24,7 @@ func TestPoolWarmTCP(t *testing.T) {
 		warm int
 	}{{"warm 4", warm}, {"warm 0", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
-			topo := newPoolTopology(t)
+			topo := newCountingTopology(t)
 			web := startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80), NginxOpts{Keepalive: true})
 			front := addrPort(topo.ProxyFront, 8080)
 			cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
@@ -78,7 +78,7 @@ func TestPoolWarmTCP(t *testing.T) {
 func TestPoolFaults(t *testing.T) {
 	const conc = 4
 	setup := func(t *testing.T, opts NginxOpts) (*Topology, *Nginx, *Closeproxy, string) {
-		topo := newPoolTopology(t)
+		topo := newCountingTopology(t)
 		web := startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80), opts)
 		front := addrPort(topo.ProxyFront, 8080)
 		cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
@@ -182,7 +182,7 @@ func TestPoolFaults(t *testing.T) {
 
 	t.Run("backend closes a reused connection when the next request arrives", func(t *testing.T) {
 		const n = 10
-		topo := newPoolTopology(t)
+		topo := newCountingTopology(t)
 		back := startOneShotBackend(t, topo, addrPort(topo.WebAddr, 81))
 		front := addrPort(topo.ProxyFront, 8080)
 		cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
