@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -102,21 +103,29 @@ func (cp *Closeproxy) Rewrite(t testing.TB, configTOML string) {
 // lines and returns it with its index in Logs().
 func (cp *Closeproxy) WaitLog(t testing.TB, msg string, after int, timeout time.Duration) (Record, int) {
 	t.Helper()
+	return cp.WaitLogMatch(t, fmt.Sprintf("%q", msg), func(r Record) bool { return r.Str("msg") == msg }, after, timeout)
+}
+
+// WaitLogMatch waits until a log line for which match holds appears after
+// the first `after` lines and returns it with its index in Logs(); what
+// names the line in a failure. The reader signals each new line.
+func (cp *Closeproxy) WaitLogMatch(t testing.TB, what string, match func(Record) bool, after int, timeout time.Duration) (Record, int) {
+	t.Helper()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		all, changed := cp.log.allLines()
 		for i := after; i < len(all); i++ {
-			if all[i].Str("msg") == msg {
+			if match(all[i]) {
 				return all[i], i
 			}
 		}
 		select {
 		case <-changed:
 		case <-cp.done:
-			t.Fatalf("closeproxy exited before logging %q: %v\n%s", msg, cp.waitErr, cp.Output())
+			t.Fatalf("closeproxy exited before logging %s: %v\n%s", what, cp.waitErr, cp.Output())
 		case <-timer.C:
-			t.Fatalf("closeproxy: no log line %q after %v", msg, timeout)
+			t.Fatalf("closeproxy: no log line %s after %v", what, timeout)
 		}
 	}
 }

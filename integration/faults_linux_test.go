@@ -562,9 +562,16 @@ func withListenerKey(cfg, key, value string) string {
 // process's descriptors and last log lines, and fails.
 func waitRecordsOrDump(t testing.TB, cp *Closeproxy, want int, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for len(cp.Records()) < want {
-		if time.Now().After(deadline) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		recs, changed := cp.log.teardowns()
+		if len(recs) >= want {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
 			logs := cp.Logs()
 			for _, l := range logs[max(0, len(logs)-5):] {
 				t.Logf("log: %v", l)
@@ -572,7 +579,6 @@ func waitRecordsOrDump(t testing.TB, cp *Closeproxy, want int, timeout time.Dura
 			t.Fatalf("%d of %d records after %v; descriptors %v; sockets in the proxy namespace %d",
 				len(cp.Records()), want, timeout, fdKinds(t, cp.Pid()), fdKinds(t, cp.Pid())["socket"])
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -297,19 +297,11 @@ func kill(t testing.TB, n *Nginx) {
 // or passive ejection, logged after line after.
 func waitDown(t testing.TB, cp *Closeproxy, server string, after int, timeout time.Duration) Record {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		for _, r := range cp.Logs()[after:] {
-			msg := r.Str("msg")
-			if r.Str("server") == server && (strings.HasPrefix(msg, "server down") || strings.HasPrefix(msg, "server ejected")) {
-				return r
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server %s not taken down within %v", server, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r, _ := cp.WaitLogMatch(t, "taking server "+server+" down", func(r Record) bool {
+		msg := r.Str("msg")
+		return r.Str("server") == server && (strings.HasPrefix(msg, "server down") || strings.HasPrefix(msg, "server ejected"))
+	}, after, timeout)
+	return r
 }
 
 // TestMultiServerKillOneMidLoad kills one of three nginx under load: the
