@@ -240,14 +240,9 @@ func proxyRequest(t testing.TB, topo *Topology, addr, src string, port int) erro
 // and returns it with its index.
 func waitServerLog(t testing.TB, cp *Closeproxy, msg, server string, after int, timeout time.Duration) (Record, int) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		r, i := cp.WaitLog(t, msg, after, max(time.Until(deadline), time.Millisecond))
-		if r.Str("server") == server {
-			return r, i
-		}
-		after = i + 1
-	}
+	return cp.WaitLogMatch(t, fmt.Sprintf("%q for server %s", msg, server), func(r Record) bool {
+		return r.Str("msg") == msg && r.Str("server") == server
+	}, after, timeout)
 }
 
 func logTime(t testing.TB, r Record) time.Time {
