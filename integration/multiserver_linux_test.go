@@ -387,6 +387,8 @@ func TestMultiServerKillOneMidLoad(t *testing.T) {
 	before := accessCounts(t, ngx)
 	requireAllOK(t, runLoad(t, topo, topo.LB, LoadOpts{Addr: front, N: m, C: 8, ExpectBytes: 3}), m)
 	early := waitAccessTotal(t, ngx, before, m, 10*time.Second)
+	// The end of ease-in is logged nowhere: poll the weight gauge, with a
+	// deadline, until it is full.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		w, _ := scrape(t, topo.Proxy, adminAddr).Get("closeproxy_backend_server_weight", "server", dead)
@@ -422,6 +424,8 @@ func TestMultiServerReadyz(t *testing.T) {
 		}
 		return code, body
 	}
+	// /readyz is what is under test and signals nothing: poll it, with a
+	// deadline, as an orchestrator would.
 	waitReadyz := func(want int) string {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
