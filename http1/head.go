@@ -9,6 +9,25 @@ import (
 	"strings"
 )
 
+// parseHead reads one head (see readHead) and parses its start line with
+// parseLine, whose non-empty reason is refused as kind, then its fields.
+func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine func(string) string) ([]byte, []Field, error) {
+	lim = lim.withDefaults()
+	raw, err := readHead(br, lim.MaxHeadBytes, strict, kind)
+	if err != nil {
+		return nil, nil, err
+	}
+	line, rest := cutLine(string(raw))
+	if reason := parseLine(line); reason != "" {
+		return nil, nil, refuse(kind, reason)
+	}
+	fields, err := parseFields(rest, lim.MaxHeaderFields, kind)
+	if err != nil {
+		return nil, nil, err
+	}
+	return raw, fields, nil
+}
+
 // readHead reads one head, start line through the empty line, and returns a
 // copy of exactly its bytes; nothing after the empty line is consumed. strict
 // refuses a bare LF line ending; a bare CR is always refused. io.EOF means
@@ -222,6 +241,13 @@ func fieldHasToken(fields []Field, name, tok string) bool {
 		}
 	}
 	return false
+}
+
+// closes reports whether a message's sender will close after it:
+// "Connection: close", or HTTP/1.0 without "Connection: keep-alive".
+func closes(fields []Field, minor int) bool {
+	return fieldHasToken(fields, "Connection", "close") ||
+		minor == 0 && !fieldHasToken(fields, "Connection", "keep-alive")
 }
 
 // framingFields are the fields that delimit a body.

@@ -12,22 +12,14 @@ import (
 // between requests (before any byte, or after the one empty line it skips);
 // every refusal wraps ErrBadRequest; other errors are I/O errors.
 func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
-	lim = lim.withDefaults()
 	if b, err := br.Peek(2); string(b) == "\r\n" {
 		br.Discard(2) // RFC 9112 §2.2: ignore at least one empty line
 	} else if len(b) == 0 && err != nil {
 		return nil, err
 	}
-	raw, err := readHead(br, lim.MaxHeadBytes, true, ErrBadRequest)
-	if err != nil {
-		return nil, err
-	}
-	line, rest := cutLine(string(raw))
-	r := &Request{Raw: raw}
-	if reason := r.parseLine(line); reason != "" {
-		return nil, refuse(ErrBadRequest, reason)
-	}
-	if r.Header, err = parseFields(rest, lim.MaxHeaderFields, ErrBadRequest); err != nil {
+	r := &Request{}
+	var err error
+	if r.Raw, r.Header, err = parseHead(br, lim, true, ErrBadRequest, r.parseLine); err != nil {
 		return nil, err
 	}
 	if reason := r.frame(); reason != "" {
@@ -136,8 +128,7 @@ func (r *Request) frame() string {
 		}
 		r.Framing, r.Length = Length, n
 	}
-	r.Close = fieldHasToken(r.Header, "Connection", "close") ||
-		r.Minor == 0 && !fieldHasToken(r.Header, "Connection", "keep-alive")
+	r.Close = closes(r.Header, r.Minor)
 	return ""
 }
 

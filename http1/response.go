@@ -11,17 +11,9 @@ import (
 // and reads the next response. It returns io.EOF when the server closed
 // before sending a byte; malformed heads wrap ErrBadResponse.
 func ReadResponse(br *bufio.Reader, req *Request, lim Limits) (*Response, error) {
-	lim = lim.withDefaults()
-	raw, err := readHead(br, lim.MaxHeadBytes, false, ErrBadResponse)
-	if err != nil {
-		return nil, err
-	}
-	line, rest := cutLine(string(raw))
-	r := &Response{Raw: raw}
-	if reason := r.parseLine(line); reason != "" {
-		return nil, refuse(ErrBadResponse, reason)
-	}
-	if r.Header, err = parseFields(rest, lim.MaxHeaderFields, ErrBadResponse); err != nil {
+	r := &Response{}
+	var err error
+	if r.Raw, r.Header, err = parseHead(br, lim, false, ErrBadResponse, r.parseLine); err != nil {
 		return nil, err
 	}
 	if reason := r.frame(req.Method); reason != "" {
@@ -71,8 +63,7 @@ func (r *Response) parseLine(line string) string {
 
 // frame applies RFC 9112 §6.3 in order.
 func (r *Response) frame(method string) string {
-	keepAlive := fieldHasToken(r.Header, "Connection", "keep-alive")
-	r.Close = fieldHasToken(r.Header, "Connection", "close") || r.Minor == 0 && !keepAlive
+	r.Close = closes(r.Header, r.Minor)
 	switch {
 	case method == "HEAD", r.Status/100 == 1, r.Status == 204, r.Status == 304,
 		method == "CONNECT" && r.Status/100 == 2:
