@@ -81,29 +81,32 @@ const usage = `usage:
   closeproxy version
 `
 
-func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+// loadConfig reads the -config flag of subcommand name and loads that file.
+// On failure it has told stderr why and returns the exit code: 2 for bad
+// flags, 1 for a configuration that does not load.
+func loadConfig(name string, args []string, stderr io.Writer) (string, *config.Config, int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path to the TOML configuration")
 	if err := fs.Parse(args); err != nil {
-		return "", false
+		return "", nil, 2
 	}
 	if *path == "" || fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "closeproxy %s: need -config FILE\n", name)
-		return "", false
+		return "", nil, 2
 	}
-	return *path, true
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return "", nil, 1
+	}
+	return *path, cfg, 0
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("check", args, stderr)
-	if !ok {
-		return 2
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+	_, cfg, code := loadConfig("check", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	if err := proxy.CheckNetAdmin(cfg); err != nil {
 		// A warning only: the check may run elsewhere (CI, a laptop) than
@@ -117,14 +120,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
-	path, ok := configFlag("run", args, stderr)
-	if !ok {
-		return 2
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+	path, cfg, code := loadConfig("run", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	if err := proxy.CheckNetAdmin(cfg); err != nil {
 		fmt.Fprintln(stderr, err) // before serving, as plainly as a config error
