@@ -335,10 +335,10 @@ func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 		if !rt.unused {
 			h.td.Back.Close = policy.ClosePooled
 		}
-		h.pool.Put(bc)
+		h.sv.pool.Put(bc)
 		return
 	}
-	back := &leg{name: policy.Back, start: h.start, auto: h.srv.auto, conn: bc.TCPConn, pol: h.be.Close, rec: &h.td.Back}
+	back := h.newLeg(policy.Back, bc.TCPConn)
 	kind := policy.ProxyFirst
 	if rt.backFIN {
 		back.peerFIN()
@@ -346,24 +346,24 @@ func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 	}
 	back.finish(br, kind)
 	back.finishRecord()
-	h.pool.Release(bc)
+	h.sv.pool.Release(bc)
 }
 
 // dropBackend resets a connection that failed before responding.
 func (h *h1) dropBackend(bc *pool.Conn, br *bufio.Reader) {
 	putBackReader(br)
-	h.pool.Discard(bc)
+	h.sv.pool.Discard(bc)
 }
 
 // tunnel relays both ways after an Upgrade or CONNECT; bytes already read
 // past the messages go first.
 func (h *h1) tunnel(bc *pool.Conn, br *bufio.Reader, drain, kill <-chan struct{}) {
-	defer h.pool.Release(bc)
+	defer h.sv.pool.Release(bc)
 	if err := flushBuffered(bc, h.fr); err == nil {
 		_ = flushBuffered(h.front.conn, br)
 	}
 	putBackReader(br)
-	back := &leg{name: policy.Back, start: h.start, auto: h.srv.auto, conn: bc.TCPConn, pol: h.be.Close, rec: &h.td.Back}
+	back := h.newLeg(policy.Back, bc.TCPConn)
 	r := newRelay(h.front, back, h.ln.IdleTimeout, drain, kill)
 	r.run()
 	if h.td.Outcome == OutcomeOK {

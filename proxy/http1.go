@@ -25,7 +25,6 @@ type h1 struct {
 	*session
 	fr      *bufio.Reader // the client's side, as intake left it
 	front   *leg
-	pool    *pool.Pool      // the pool of the server in use (session.sv)
 	ctx     context.Context // ends when shutdown_timeout ran out
 	lim     http1.Limits
 	mustFIN bool // the last response was delimited by a close: only a FIN ends it
@@ -35,7 +34,7 @@ var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 40
 
 func (ss *session) serveHTTP1(ctx context.Context, fr *bufio.Reader, drain, kill <-chan struct{}) {
 	h := &h1{session: ss, fr: fr, ctx: ctx,
-		front: &leg{name: policy.Front, start: ss.start, auto: ss.srv.auto, conn: ss.front, pol: ss.ln.Close, rec: &ss.td.Front}}
+		front: ss.newLeg(policy.Front, ss.front)}
 	h.td.Back.Close = policy.CloseNone // until a backend connection is used
 	defer h.front.finishRecord()
 	stop := context.AfterFunc(ctx, func() { _ = ss.front.SetReadDeadline(time.Now()) })
@@ -135,7 +134,6 @@ func (h *h1) getBackend() (*pool.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.pool = h.sv.pool
 	h.noteBackend(bc)
 	return bc, nil
 }

@@ -19,9 +19,8 @@ import (
 type session struct {
 	srv   *Server
 	ln    *config.Listener
-	be    *config.Backend
-	bk    *backend
-	sv    *server // the server in use, once one gave a connection
+	bk    *backend // its configuration is bk.cfg
+	sv    *server  // the server in use, once one gave a connection
 	front *net.TCPConn
 	start time.Time
 	td    *Teardown
@@ -38,7 +37,7 @@ func (s *Server) newSession(lc *listenerConf, c *net.TCPConn) *session {
 	td.Front.Local, td.Front.Peer = addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
 	td.Client = td.Front.Peer
 	td.OriginalDst = interceptedDst(c, ln.Intercept)
-	return &session{srv: s, ln: ln, be: be, bk: lc.be, front: c, start: time.Now(), td: td}
+	return &session{srv: s, ln: ln, bk: lc.be, front: c, start: time.Now(), td: td}
 }
 
 // run carries the session to its end and returns its record. A panic is
@@ -66,7 +65,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Tear
 	if in.version != "none" && in.client != td.Front.Peer {
 		td.Client, td.LB = in.client, td.Front.Peer
 	}
-	if ss.be.Protocol == config.ProtocolHTTP1 {
+	if ss.bk.cfg.Protocol == config.ProtocolHTTP1 {
 		fr := in.reader
 		if fr == nil {
 			fr = bufio.NewReader(ss.front)
@@ -140,9 +139,9 @@ func (ss *session) acquire() (*pool.Conn, error) {
 
 // try takes a connection from sv's pool, noting it in the record.
 func (ss *session) try(sv *server) (*pool.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), ss.be.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ss.bk.cfg.ConnectTimeout)
 	defer cancel()
-	if ss.be.Source == config.SourceClient {
+	if ss.bk.cfg.Source == config.SourceClient {
 		ctx = pool.WithSource(ctx, ss.td.Client.Addr())
 	}
 	ss.td.BackTries++
@@ -162,9 +161,9 @@ func (ss *session) leave(ended bool) {
 	ss.sv.active.Add(-1)
 	switch {
 	case ss.td.Outcome == OutcomeBackendReset:
-		ss.srv.passive(ss.be.Name, ss.sv, false, ss.td.Err)
+		ss.srv.passive(ss.bk.cfg.Name, ss.sv, false, ss.td.Err)
 	case ended && ss.td.Outcome == OutcomeOK && ss.td.Back.BytesIn > 0:
-		ss.srv.passive(ss.be.Name, ss.sv, true, nil)
+		ss.srv.passive(ss.bk.cfg.Name, ss.sv, true, nil)
 	}
 	ss.sv = nil
 }
@@ -181,8 +180,8 @@ func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 	}
 	ss.td.BackPooled = back.Pooled
 	ss.td.Back.Local, ss.td.Back.Peer = addrPort(back.LocalAddr()), addrPort(back.RemoteAddr())
-	if ss.be.SendProxyProtocol != config.SendOff {
-		if _, err := proxyHeader(ss.be.SendProxyProtocol, in).WriteTo(back); err != nil {
+	if ss.bk.cfg.SendProxyProtocol != config.SendOff {
+		if _, err := proxyHeader(ss.bk.cfg.SendProxyProtocol, in).WriteTo(back); err != nil {
 			ss.dropBackend(back)
 			return nil, fmt.Errorf("send PROXY header to %s: %w", ss.sv.addr, err)
 		}
@@ -199,6 +198,16 @@ func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 	return back, nil
 }
 
+// newLeg makes the session's front or back leg over conn, with that leg's
+// close policy and record.
+func (ss *session) newLeg(name policy.Leg, conn *net.TCPConn) *leg {
+	l := &leg{name: name, start: ss.start, auto: ss.srv.auto, conn: conn, pol: ss.ln.Close, rec: &ss.td.Front}
+	if name == policy.Back {
+		l.pol, l.rec = ss.bk.cfg.Close, &ss.td.Back
+	}
+	return l
+}
+
 // dropBackend resets a backend connection that failed before the relay.
 func (ss *session) dropBackend(c *pool.Conn) {
 	ss.sv.pool.Discard(c)
@@ -206,8 +215,7 @@ func (ss *session) dropBackend(c *pool.Conn) {
 
 func (ss *session) relay(back *net.TCPConn, drain, kill <-chan struct{}) {
 	td := ss.td
-	front := &leg{name: policy.Front, start: ss.start, auto: ss.srv.auto, conn: ss.front, pol: ss.ln.Close, rec: &td.Front}
-	bk := &leg{name: policy.Back, start: ss.start, auto: ss.srv.auto, conn: back, pol: ss.be.Close, rec: &td.Back}
+	front, bk := ss.newLeg(policy.Front, ss.front), ss.newLeg(policy.Back, back)
 	r := newRelay(front, bk, ss.ln.IdleTimeout, drain, kill)
 	r.run()
 	td.Outcome, td.Err = r.outcome, r.err
