@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/closeproxy/closeproxy/policy"
 )
 
 // WriteJSON writes the report as indented JSON.
@@ -119,7 +121,7 @@ func (p *printer) legs(r *Report) {
 			grace = "; grace out: " + holderWord(lg.GraceOut, lg.Dialer)
 		}
 		p.line("    TIME-WAIT when the %s ends first: %s; when the proxy ends first: %s%s",
-			peerWord(lg.Leg), holderWord(lg.PeerFirst, lg.Dialer), holderWord(lg.ProxyFirst, lg.Dialer), grace)
+			policy.Leg(lg.Leg).Peer(), holderWord(lg.PeerFirst, lg.Dialer), holderWord(lg.ProxyFirst, lg.Dialer), grace)
 		if lg.Pinned > 0 {
 			p.line("    dialer's ports pinned toward %s: ≈%d of %d usable (%s)", lg.Destination, lg.Pinned, lg.Budget, percent(lg.Pinned, lg.Budget))
 		}
@@ -129,21 +131,23 @@ func (p *printer) legs(r *Report) {
 	}
 }
 
-func (p *printer) warnings(ws []Warning) {
-	p.line("\nWarnings")
-	if len(ws) == 0 {
+// section writes a heading and, under it, "none" for an empty list.
+func (p *printer) section(heading string, n int) {
+	p.line("\n%s", heading)
+	if n == 0 {
 		p.line("  none")
 	}
+}
+
+func (p *printer) warnings(ws []Warning) {
+	p.section("Warnings", len(ws))
 	for _, w := range ws {
 		p.line("  ! %s", w.Text)
 	}
 }
 
 func (p *printer) recommendations(rs []Recommendation) {
-	p.line("\nRecommendations (never applied; review each before use)")
-	if len(rs) == 0 {
-		p.line("  none")
-	}
+	p.section("Recommendations (never applied; review each before use)", len(rs))
 	for _, r := range rs {
 		p.line("  %s", r.Line)
 		p.line("      why: %s", r.Why)
@@ -161,13 +165,6 @@ func holderWord(holder, dialer string) string {
 		return holder + " (dialer: pins a port)"
 	}
 	return holder + " (accepted: cheap)"
-}
-
-func peerWord(leg string) string {
-	if leg == "back" {
-		return "backend"
-	}
-	return "client"
 }
 
 func percent(n, of int) string {
