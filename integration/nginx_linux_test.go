@@ -192,16 +192,6 @@ func (n *Nginx) WaitAccessLog(t testing.TB, count int, timeout time.Duration) []
 	}
 }
 
-// ErrorLog is nginx's error log so far.
-func (n *Nginx) ErrorLog(t testing.TB) string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(n.dir, "error.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
-}
-
 func parseAccessLine(t testing.TB, line string) AccessEntry {
 	t.Helper()
 	var raw map[string]string
