@@ -66,10 +66,9 @@ func advise(rep *Report, k *kernel) ([]Warning, []Recommendation) {
 // legBudget warns about a leg whose dialer will run short of ports, and
 // says which policy spares it.
 func (a *advisor) legBudget(lg Leg) {
-	subject := fmt.Sprintf("listener %q", lg.Name)
-	who := "the load balancer"
+	subject, who := lg.subject(), "the load balancer"
 	if lg.Leg == "back" {
-		subject, who = fmt.Sprintf("backend %q", lg.Name), "the proxy"
+		who = "the proxy"
 	}
 	a.warn(Warning{Kind: "port_budget", Subject: subject, Leg: lg.Leg, Text: fmt.Sprintf(
 		"%s (%s leg, time_wait = %q): %s, %s holds TIME-WAIT on its own port toward %s; at %g connections/s that pins ≈%d ports for %d s, %.0f%% of %d usable",

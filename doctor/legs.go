@@ -129,6 +129,14 @@ func pinned(rate float64) int {
 	return int(math.Round(rate * timeWaitSeconds))
 }
 
+// subject names what the leg belongs to: `listener "web"`, `backend "app"`.
+func (lg Leg) subject() string {
+	if lg.Leg == string(policy.Back) {
+		return fmt.Sprintf("backend %q", lg.Name)
+	}
+	return fmt.Sprintf("listener %q", lg.Name)
+}
+
 // overBudget reports whether the leg's dialer would pin more than warnShare
 // of its ports.
 func (lg Leg) overBudget() bool {

@@ -110,11 +110,7 @@ func (p *printer) settings(ss []Setting) {
 func (p *printer) legs(r *Report) {
 	p.line("\nLegs of %s at %g new connections/s per listener", orWord(r.Config, "the configuration"), r.Rate)
 	for _, lg := range r.Legs {
-		kind := "listener"
-		if lg.Leg == "back" {
-			kind = "backend"
-		}
-		p.line("  %s %q, %s leg toward %s, time_wait = %q, fallback = %q%s", kind, lg.Name, lg.Leg,
+		p.line("  %s, %s leg toward %s, time_wait = %q, fallback = %q%s", lg.subject(), lg.Leg,
 			lg.Destination, lg.TimeWait, lg.Fallback, prefixed(", protocol ", lg.Protocol))
 		grace := ""
 		if lg.GraceOut != "" {
