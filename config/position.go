@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -152,8 +153,8 @@ func (s *scanner) header() site {
 func (s *scanner) keyValue(tableKey, tablePath []string) {
 	line := s.line
 	parts := s.key()
-	key := append(clone(tableKey), parts...)
-	path := append(clone(tablePath), parts...)
+	key := append(slices.Clone(tableKey), parts...)
+	path := append(slices.Clone(tablePath), parts...)
 	s.sites = append(s.sites, site{key: key, path: path, line: line})
 	s.skipSpace(false)
 	if s.peek() == '=' {
@@ -176,7 +177,7 @@ func (s *scanner) value(key, path []string) {
 				return
 			}
 			start := s.i
-			s.value(key, append(clone(path), index(n)))
+			s.value(key, append(slices.Clone(path), index(n)))
 			s.skipSpace(true)
 			if s.peek() == ',' {
 				s.i++
@@ -298,8 +299,6 @@ func unescape(raw string) string {
 	}
 	return b.String()
 }
-
-func clone(s []string) []string { return append([]string(nil), s...) }
 
 var simpleEscapes = map[byte]string{
 	'b': "\b", 't': "\t", 'n': "\n", 'f': "\f", 'r': "\r", 'e': "\x1b", '"': `"`, '\\': `\`,
