@@ -330,21 +330,22 @@ func (o object) integer(key string, v *value, dst *int) {
 	*dst = int(n)
 }
 
+// duration sets *dst to the duration at key, if one was written.
 func (o object) duration(key string, v *value, dst *time.Duration) {
-	if v != nil {
-		if _, ok := v.v.(string); !ok {
-			o.problem(key, fmt.Errorf("expected a duration string such as \"1s\" or \"250ms\", found %s", describe(v.v)))
-			return
-		}
+	if v == nil {
+		return
 	}
-	o.parse(key, v, func(s string) error {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("%q is not a duration such as \"1s\" or \"250ms\"", s)
-		}
-		*dst = d
-		return nil
-	})
+	s, ok := v.v.(string)
+	if !ok {
+		o.problem(key, fmt.Errorf("expected a duration string such as \"1s\" or \"250ms\", found %s", describe(v.v)))
+		return
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		o.problem(key, fmt.Errorf("%q is not a duration such as \"1s\" or \"250ms\"", s))
+		return
+	}
+	*dst = d
 }
 
 // prefixes reads an array of CIDR prefixes or bare addresses.
