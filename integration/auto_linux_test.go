@@ -72,7 +72,6 @@ func TestAutoKeepsUnderTWBudget(t *testing.T) {
 					Front: CloseOpts{TimeWait: tw, PeerFinGrace: grace},
 					Back:  CloseOpts{TimeWait: "backend"},
 				}))
-			waitListening(t, topo, topo.Proxy, mustAddrPort(t, adminAddr), cp.Proc)
 			overflow0 := netstatCounter(t, topo, topo.Proxy, "TcpExt", "TCPTimeWaitOverflow")
 
 			poll := pollTimeWait(t, cp.Pid(), netip.AddrPort{}, autoPollEvery)
@@ -209,7 +208,6 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 					Name: "web", Listen: front, Backend: web.Addr.String(),
 					Back: CloseOpts{TimeWait: tc.tw, PeerFinGrace: tc.grace, Fallback: "fin"},
 				}))
-			waitListening(t, topo, topo.Proxy, mustAddrPort(t, adminAddr), cp.Proc)
 
 			poll := pollTimeWait(t, cp.Pid(), web.Addr, autoPollEvery)
 			r := runLoad(t, topo, topo.LB, LoadOpts{

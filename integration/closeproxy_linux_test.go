@@ -40,7 +40,8 @@ func (r Record) Num(key string) float64 {
 
 // startCloseproxy builds closeproxy (once per test binary), writes
 // configTOML to a temp file and runs `closeproxy run -config FILE` in
-// namespace ns, waiting until every configured listener listens. Listener
+// namespace ns, waiting until every configured listener listens, and the
+// admin endpoint too where the config names its address. Listener
 // addresses need fixed ports: inside a fresh namespace nothing else can hold
 // them, and the harness has to know where to look.
 //
@@ -56,9 +57,10 @@ func startCloseproxy(t testing.TB, topo *Topology, ns, configTOML string) *Close
 func startCloseproxyWrapped(t testing.TB, topo *Topology, ns, configTOML string, wrapper ...string) *Closeproxy {
 	t.Helper()
 	bin := buildBinary(t, "./cmd/closeproxy")
+	listen, admin := configAddrs(t, configTOML)
 	cp := &Closeproxy{
 		ConfigPath: filepath.Join(t.TempDir(), "closeproxy.toml"),
-		Listen:     listenerAddrs(t, configTOML),
+		Listen:     listen,
 		log:        newRecordLog(),
 	}
 	writeFile(t, cp.ConfigPath, []byte(configTOML))
@@ -68,27 +70,35 @@ func startCloseproxyWrapped(t testing.TB, topo *Topology, ns, configTOML string,
 	for _, addr := range cp.Listen {
 		waitListening(t, topo, ns, addr, cp.Proc)
 	}
+	if admin.IsValid() {
+		waitListening(t, topo, ns, admin, cp.Proc)
+	}
 	return cp
 }
 
-// listenerAddrs reads the listen addresses out of a closeproxy config.
-func listenerAddrs(t testing.TB, configTOML string) []netip.AddrPort {
+// configAddrs reads the listen addresses out of a closeproxy config, and
+// the [admin] listen address where it is a fixed ip:port (not "off", not
+// left to the default).
+func configAddrs(t testing.TB, configTOML string) (listen []netip.AddrPort, admin netip.AddrPort) {
 	t.Helper()
 	var cfg struct {
 		Listener []struct{ Listen string } `toml:"listener"`
+		Admin    struct{ Listen string }   `toml:"admin"`
 	}
 	if _, err := toml.Decode(configTOML, &cfg); err != nil {
 		t.Fatalf("closeproxy config: %v", err)
 	}
-	var addrs []netip.AddrPort
 	for _, l := range cfg.Listener {
 		a, err := netip.ParseAddrPort(l.Listen)
 		if err != nil || a.Port() == 0 {
 			t.Fatalf("closeproxy config: listen %q: want a fixed ip:port (%v)", l.Listen, err)
 		}
-		addrs = append(addrs, a)
+		listen = append(listen, a)
 	}
-	return addrs
+	if a, err := netip.ParseAddrPort(cfg.Admin.Listen); err == nil && a.Port() != 0 {
+		admin = a
+	}
+	return listen, admin
 }
 
 // Rewrite replaces the configuration file with configTOML (for a reload:

@@ -48,7 +48,6 @@ func TestMetricsAgreeWithRecordsAndKernel(t *testing.T) {
 			Name: "web", Listen: front, Backend: web.Addr.String(),
 			Back: CloseOpts{TimeWait: "proxy"},
 		}))
-	waitListening(t, topo, topo.Proxy, mustAddrPort(t, adminAddr), cp.Proc)
 
 	runs := []*LoadRun{
 		startLoad(t, topo, topo.LB, LoadOpts{
@@ -457,7 +456,6 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		GlobalOpts{ShutdownTimeout: shutdown.String(), AdminListen: adminAddr},
 		ListenerOpts{Name: "web", Listen: front, Backend: backend.Addr.String()},
 	))
-	waitListening(t, topo, topo.Proxy, mustAddrPort(t, adminAddr), cp.Proc)
 
 	// Ready once the backend answered a dial (the warm pool's or the
 	// probe's): polled, with a deadline, as an orchestrator would.

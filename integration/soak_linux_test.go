@@ -43,7 +43,6 @@ func TestSoakTenThousand(t *testing.T) {
 	)
 	cfg = withListenerKey(withListenerKey(cfg, "idle_timeout", `"120s"`), "max_connections", "20000")
 	cp := startCloseproxyWrapped(t, topo, topo.Proxy, cfg, "prlimit", fmt.Sprintf("--nofile=%d:%d", nofile, nofile))
-	waitListening(t, topo, topo.Proxy, mustAddrPort(t, admin), cp.Proc)
 
 	requireAllOK(t, runLoad(t, topo, topo.LB, LoadOpts{Addr: churnAddr, N: 200, C: 8, ExpectBytes: 3}), 200)
 	cp.WaitRecords(t, 200, 10*time.Second)
