@@ -31,9 +31,6 @@ type Readiness interface {
 // shutdownTimeout bounds the graceful end of the admin HTTP server.
 const shutdownTimeout = 2 * time.Second
 
-// defaultKernelSample is used when the config leaves KernelSample at zero.
-const defaultKernelSample = time.Second
-
 // Admin serves /metrics, /healthz and /readyz, and implements
 // proxy.Observer. Its methods are safe for concurrent use.
 type Admin struct {
@@ -176,8 +173,8 @@ func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
 // sample reads the kernel figures now and every KernelSample until ctx ends.
 func (a *Admin) sample(ctx context.Context) {
 	every := a.cfg.Admin.KernelSample
-	if every <= 0 {
-		every = defaultKernelSample
+	if every <= 0 { // a Config built in code may leave it unset
+		every = config.Defaults().Admin.KernelSample
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()

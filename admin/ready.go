@@ -24,8 +24,6 @@ const (
 	// probeEvery: at most one probe dial per backend this often; the
 	// result is cached in between.
 	probeEvery = 2 * time.Second
-	// defaultProbeTimeout bounds a probe when connect_timeout is unset.
-	defaultProbeTimeout = 2 * time.Second
 )
 
 // backendReady is what /readyz knows of one backend whose servers get no
@@ -43,8 +41,8 @@ type backendReady struct {
 
 func newBackendReady(b config.Backend) *backendReady {
 	t := b.ConnectTimeout
-	if t <= 0 {
-		t = defaultProbeTimeout
+	if t <= 0 { // a Config built in code may leave it unset
+		t = config.Defaults().Backend.ConnectTimeout
 	}
 	br := &backendReady{name: b.Name, timeout: t}
 	for _, srv := range b.ServerList() {
