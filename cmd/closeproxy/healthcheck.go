@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/closeproxy/closeproxy/config"
 )
 
 // cmdHealthcheck asks the admin listener whether the process is healthy, for
@@ -13,7 +15,7 @@ import (
 func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "http://127.0.0.1:9901/healthz", "the admin endpoint to ask (use /readyz for readiness)")
+	url := fs.String("url", "http://"+config.Defaults().Admin.Listen+"/healthz", "the admin endpoint to ask (use /readyz for readiness)")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
 	if err := fs.Parse(args); err != nil {
 		return 2
