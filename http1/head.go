@@ -28,6 +28,18 @@ func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine 
 	return raw, fields, nil
 }
 
+// parseVersion reads the HTTP-version of a start line: HTTP/1.1 or
+// HTTP/1.0, nothing else.
+func parseVersion(v string) (major, minor int, reason string) {
+	switch v {
+	case "HTTP/1.1":
+		return 1, 1, ""
+	case "HTTP/1.0":
+		return 1, 0, ""
+	}
+	return 0, 0, "unsupported HTTP version"
+}
+
 // readHead reads one head, start line through the empty line, and returns a
 // copy of exactly its bytes; nothing after the empty line is consumed. strict
 // refuses a bare LF line ending; a bare CR is always refused. io.EOF means

@@ -43,13 +43,9 @@ func (r *Request) parseLine(line string) string {
 	if !isToken(m) {
 		return "invalid method"
 	}
-	switch v {
-	case "HTTP/1.1":
-		r.Major, r.Minor = 1, 1
-	case "HTTP/1.0":
-		r.Major, r.Minor = 1, 0
-	default:
-		return "unsupported HTTP version"
+	var reason string
+	if r.Major, r.Minor, reason = parseVersion(v); reason != "" {
+		return reason
 	}
 	r.Method, r.Target = m, t
 	return checkTarget(m, t)

@@ -32,13 +32,9 @@ func (r *Response) CopyBody(dst io.Writer, br *bufio.Reader) (int64, error) {
 // empty reason may be missing.
 func (r *Response) parseLine(line string) string {
 	v, rest, _ := strings.Cut(line, " ")
-	switch v {
-	case "HTTP/1.1":
-		r.Major, r.Minor = 1, 1
-	case "HTTP/1.0":
-		r.Major, r.Minor = 1, 0
-	default:
-		return "unsupported HTTP version"
+	var reason string
+	if r.Major, r.Minor, reason = parseVersion(v); reason != "" {
+		return reason
 	}
 	if len(rest) < 3 || len(rest) > 3 && rest[3] != ' ' {
 		return "malformed status code"
