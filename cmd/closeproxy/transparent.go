@@ -116,6 +116,22 @@ func (r routing) families() []string {
 	return []string{"-4"}
 }
 
+// rule is the ip(8) arguments that add or del (verb) the rule sending
+// marked packets of family f (-4 or -6) to the table.
+func (r routing) rule(f, verb string) []string {
+	return []string{f, "rule", verb, "fwmark", r.mark, "lookup", r.table}
+}
+
+// route is the ip(8) arguments that add or del (verb) the table's route
+// delivering every address of family f locally.
+func (r routing) route(f, verb string) []string {
+	all := "0.0.0.0/0"
+	if f == "-6" {
+		all = "::/0"
+	}
+	return []string{f, "route", verb, "local", all, "dev", "lo", "table", r.table}
+}
+
 // setup removes what an earlier setup left, then adds the table, rules and
 // routes: running it twice leaves one copy.
 func (r routing) setup() error {
@@ -126,14 +142,10 @@ func (r routing) setup() error {
 		return err
 	}
 	for _, f := range r.families() {
-		all := "0.0.0.0/0"
-		if f == "-6" {
-			all = "::/0"
-		}
-		if err := r.cmd("ip", []string{f, "rule", "add", "fwmark", r.mark, "lookup", r.table}, "", false); err != nil {
+		if err := r.cmd("ip", r.rule(f, "add"), "", false); err != nil {
 			return err
 		}
-		if err := r.cmd("ip", []string{f, "route", "add", "local", all, "dev", "lo", "table", r.table}, "", false); err != nil {
+		if err := r.cmd("ip", r.route(f, "add"), "", false); err != nil {
 			return err
 		}
 	}
@@ -147,12 +159,8 @@ func (r routing) teardown() error {
 		return err
 	}
 	for _, f := range r.families() {
-		all := "0.0.0.0/0"
-		if f == "-6" {
-			all = "::/0"
-		}
 		for range 16 { // ip rule add makes duplicates; remove each
-			err := r.cmd("ip", []string{f, "rule", "del", "fwmark", r.mark, "lookup", r.table}, "", true)
+			err := r.cmd("ip", r.rule(f, "del"), "", true)
 			if errors.Is(err, errAbsent) || r.dry {
 				break
 			}
@@ -160,7 +168,7 @@ func (r routing) teardown() error {
 				return err
 			}
 		}
-		err := r.cmd("ip", []string{f, "route", "del", "local", all, "dev", "lo", "table", r.table}, "", true)
+		err := r.cmd("ip", r.route(f, "del"), "", true)
 		if err != nil && !errors.Is(err, errAbsent) {
 			return err
 		}
