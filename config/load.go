@@ -66,17 +66,19 @@ func (p *problems) object(kind string, i int, name string) object {
 // recorded for that key or an element of it: a value that failed to
 // convert is left at its default, which is no further news.
 func (p *problems) add(label string, at []string, key string, err error) {
-	id := pathKey(at) + "\x00" + key
-	if p.seen[id] {
+	if p.seen[seenID(at, key)] {
 		return
 	}
-	p.seen[id] = true
+	p.seen[seenID(at, key)] = true
 	if whole, _, isElem := strings.Cut(key, "["); isElem {
-		p.seen[pathKey(at)+"\x00"+whole] = true
+		p.seen[seenID(at, whole)] = true
 	}
 	path := slices.Concat(at, strings.Split(strings.ReplaceAll(key, "[", ".["), "."))
 	p.errs = append(p.errs, &Error{File: p.file, Line: p.pos.line(path), Object: label, Key: key, Err: err})
 }
+
+// seenID is the key of problems.seen for key of the object at.
+func seenID(at []string, key string) string { return pathKey(at) + "\x00" + key }
 
 // err joins the problems in the order of their lines, unplaced ones last.
 func (p *problems) err() error {

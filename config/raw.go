@@ -276,7 +276,7 @@ func name(v *value) string {
 func (o object) problem(key string, err error) { o.p.add(o.label, o.at, key, err) }
 
 // reported marks key as having had its problem, so validation adds none.
-func (o object) reported(key string) { o.p.seen[pathKey(o.at)+"\x00"+key] = true }
+func (o object) reported(key string) { o.p.seen[seenID(o.at, key)] = true }
 
 // str sets *dst to the string at key, if one was written.
 func (o object) str(key string, v *value, dst *string) {
