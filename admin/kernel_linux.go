@@ -1,23 +1,12 @@
 package admin
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 
+	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
-)
-
-// The kernel files read; all are readable without root and all are per
-// network namespace.
-const (
-	sockstatPath  = "/proc/net/sockstat"
-	maxTWPath     = "/proc/sys/net/ipv4/tcp_max_tw_buckets"
-	netstatPath   = "/proc/net/netstat"
-	overflowGroup = "TcpExt"
-	overflowKey   = "TCPTimeWaitOverflow"
 )
 
 // readKernel reads every figure it can; the error joins those it could not.
@@ -29,65 +18,24 @@ func readKernel(t *kernelTargets) (kernelSample, error) {
 	} else {
 		s.front, s.back = t.count(socks)
 	}
-	read := func(f *figure, path string, parse func([]byte) (int, error)) {
-		b, err := os.ReadFile(path)
-		if err == nil {
-			var v int
-			if v, err = parse(b); err == nil {
-				*f = have(v)
-				return
-			}
+	read := func(f *figure, v int, err error) {
+		if err != nil {
+			errs = append(errs, err)
+			return
 		}
-		errs = append(errs, fmt.Errorf("read %s: %w", path, err))
+		*f = have(v)
 	}
-	read(&s.host, sockstatPath, parseSockstatTW)
-	read(&s.maxTW, maxTWPath, parseInt)
-	read(&s.overflow, netstatPath, func(b []byte) (int, error) {
-		return parseNetstat(b, overflowGroup, overflowKey)
-	})
+	n, err := procnet.ReadTimeWait()
+	read(&s.host, n, err)
+	n, err = procnet.ReadMaxTWBuckets()
+	read(&s.maxTW, n, err)
+	b, err := os.ReadFile(procnet.NetstatPath)
+	if err == nil {
+		n, err = procnet.NetstatField(b, "TcpExt", "TCPTimeWaitOverflow")
+	}
+	if err != nil {
+		err = fmt.Errorf("read %s: %w", procnet.NetstatPath, err)
+	}
+	read(&s.overflow, n, err)
 	return s, errors.Join(errs...)
-}
-
-// parseSockstatTW finds "tw N" on the "TCP:" line of /proc/net/sockstat.
-func parseSockstatTW(b []byte) (int, error) {
-	for line := range bytes.Lines(b) {
-		f := bytes.Fields(line)
-		if len(f) == 0 || string(f[0]) != "TCP:" {
-			continue
-		}
-		for i := 1; i+1 < len(f); i += 2 {
-			if string(f[i]) == "tw" {
-				return strconv.Atoi(string(f[i+1]))
-			}
-		}
-	}
-	return 0, errors.New(`no "tw" on the TCP line`)
-}
-
-// parseInt reads a file holding one integer.
-func parseInt(b []byte) (int, error) {
-	return strconv.Atoi(string(bytes.TrimSpace(b)))
-}
-
-// parseNetstat finds key in group of /proc/net/netstat, where each group is
-// a line of names followed by a line of values, both prefixed "Group:".
-func parseNetstat(b []byte, group, key string) (int, error) {
-	var names [][]byte
-	for line := range bytes.Lines(b) {
-		f := bytes.Fields(line)
-		if len(f) == 0 || string(f[0]) != group+":" {
-			continue
-		}
-		if names == nil {
-			names = f[1:]
-			continue
-		}
-		for i, n := range names {
-			if string(n) == key && i+1 < len(f) {
-				return strconv.Atoi(string(f[i+1]))
-			}
-		}
-		break
-	}
-	return 0, fmt.Errorf("no %s %s", group, key)
 }

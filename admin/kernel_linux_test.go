@@ -111,26 +111,3 @@ func TestReadyzProbeLeavesNoTimeWait(t *testing.T) {
 		t.Errorf("%d TIME-WAIT or FIN-WAIT-2 sockets on port %d after the probe, want 0", n, port)
 	}
 }
-
-func TestParseSockstatTW(t *testing.T) {
-	in := "sockets: used 11\nTCP: inuse 1 orphan 0 tw 57 alloc 4 mem 269\nUDP: inuse 0 mem 0\n"
-	if n, err := parseSockstatTW([]byte(in)); err != nil || n != 57 {
-		t.Fatalf("got %d, %v; want 57", n, err)
-	}
-	if _, err := parseSockstatTW([]byte("sockets: used 1\n")); err == nil {
-		t.Fatal("no TCP line: want an error")
-	}
-}
-
-func TestParseNetstat(t *testing.T) {
-	in := "TcpExt: SyncookiesSent TCPTimeWaitOverflow TWRecycled\n" +
-		"TcpExt: 0 42 3\n" +
-		"IpExt: InNoRoutes TCPTimeWaitOverflow\n" +
-		"IpExt: 9 9\n"
-	if n, err := parseNetstat([]byte(in), "TcpExt", "TCPTimeWaitOverflow"); err != nil || n != 42 {
-		t.Fatalf("got %d, %v; want 42", n, err)
-	}
-	if _, err := parseNetstat([]byte(in), "TcpExt", "Missing"); err == nil {
-		t.Fatal("missing key: want an error")
-	}
-}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/closeproxy/closeproxy/procnet"
 )
 
 // timeWaitSeconds is how long Linux keeps TIME-WAIT (TCP_TIMEWAIT_LEN):
@@ -87,18 +89,7 @@ func (k *kernel) readPortRange(src source) {
 	const name = "net.ipv4.ip_local_port_range"
 	b, err := src.readFile(procIPv4 + "ip_local_port_range")
 	if err == nil {
-		f := strings.Fields(string(b))
-		if len(f) != 2 {
-			err = fmt.Errorf("parse ip_local_port_range %q: want two numbers", b)
-		} else {
-			k.portLo, err = strconv.Atoi(f[0])
-			if err == nil {
-				k.portHi, err = strconv.Atoi(f[1])
-			}
-		}
-	}
-	if err == nil && k.portHi < k.portLo {
-		err = fmt.Errorf("ip_local_port_range %d %d: empty range", k.portLo, k.portHi)
+		k.portLo, k.portHi, err = procnet.PortRange(b)
 	}
 	if err != nil {
 		k.portLo, k.portHi = 0, 0
@@ -157,7 +148,7 @@ func (k *kernel) readOverflow(src source) {
 	b, err := src.readFile(pathNetstat)
 	v := 0
 	if err == nil {
-		v, err = netstatField(string(b), "TcpExt:", "TCPTimeWaitOverflow")
+		v, err = procnet.NetstatField(b, "TcpExt", "TCPTimeWaitOverflow")
 	}
 	if err != nil {
 		k.add(name, "", err, src.goos, meansOverflow(-1))
@@ -165,24 +156,6 @@ func (k *kernel) readOverflow(src source) {
 	}
 	k.overflow = figure{v: v, ok: true}
 	k.add(name, strconv.Itoa(v), nil, src.goos, meansOverflow(v))
-}
-
-// netstatField finds key in /proc/net/netstat, where each section is a
-// line of names followed by a line of values with the same prefix.
-func netstatField(text, prefix, key string) (int, error) {
-	lines := strings.Split(text, "\n")
-	for i := 0; i+1 < len(lines); i++ {
-		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		if len(names) == 0 || names[0] != prefix || len(values) != len(names) || values[0] != prefix {
-			continue
-		}
-		for j, n := range names {
-			if n == key {
-				return strconv.Atoi(values[j])
-			}
-		}
-	}
-	return 0, fmt.Errorf("%s: no %s %s counter", pathNetstat, prefix, key)
 }
 
 func (k *kernel) readNoFile(src source) {

@@ -56,16 +56,6 @@ func TestReservedInRange(t *testing.T) {
 	}
 }
 
-func TestNetstatField(t *testing.T) {
-	text := "TcpExt: TW TCPTimeWaitOverflow\nTcpExt: 5 42\nIpExt: TCPTimeWaitOverflow\nIpExt: 7\n"
-	if v, err := netstatField(text, "TcpExt:", "TCPTimeWaitOverflow"); err != nil || v != 42 {
-		t.Errorf("TCPTimeWaitOverflow: %d, %v; want 42", v, err)
-	}
-	if _, err := netstatField("TcpExt: TW\nTcpExt: 5\n", "TcpExt:", "TCPTimeWaitOverflow"); err == nil {
-		t.Error("a kernel without the counter: no error")
-	}
-}
-
 func TestCollectRefusesNegativeRate(t *testing.T) {
 	if _, err := Collect(Options{Rate: -1, src: quietHost().source()}); err == nil {
 		t.Error("Collect with rate -1: no error")

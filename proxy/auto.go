@@ -11,6 +11,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/procnet"
 )
 
 // autoWatch measures what time_wait = "auto" decides from and keeps its
@@ -40,7 +41,7 @@ type autoWatch struct {
 func newAutoWatch(c config.Auto, log *zap.Logger, obs Observer, dests func() []netip.AddrPort) *autoWatch {
 	budget := c.TWBudget
 	if budget == 0 {
-		if max, err := readTWBuckets(); err == nil && max > 0 {
+		if max, err := procnet.ReadMaxTWBuckets(); err == nil && max > 0 {
 			budget = max / 2
 		} else {
 			budget = 131072 / 2 // the kernel's usual default when it cannot be read
@@ -69,7 +70,7 @@ func (a *autoWatch) run(ctx context.Context) {
 }
 
 func (a *autoWatch) sample() {
-	tw, err := readSockstatTW()
+	tw, err := procnet.ReadTimeWait()
 	if err != nil {
 		return // no figure, no pressure
 	}

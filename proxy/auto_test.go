@@ -8,6 +8,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/procnet"
 )
 
 // leaveTimeWait makes this host hold a TIME-WAIT socket: a loopback
@@ -34,7 +35,7 @@ func leaveTimeWait(t *testing.T) {
 	// loaded host may do after Close returns (softirq deferred): wait until
 	// the figure auto samples shows it.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		n, err := readSockstatTW()
+		n, err := procnet.ReadTimeWait()
 		if err != nil {
 			t.Skipf("no TIME-WAIT figure here: %v", err)
 		}

@@ -9,8 +9,6 @@ import (
 
 var errNoKernelFigures = errors.New("kernel TIME-WAIT figures need Linux")
 
-func readSockstatTW() (int, error) { return 0, errNoKernelFigures }
-func readTWBuckets() (int, error)  { return 0, errNoKernelFigures }
 func timeWaitToward([]netip.AddrPort) (map[netip.AddrPort]int, int, error) {
 	return nil, 0, errNoKernelFigures
 }

@@ -1,0 +1,114 @@
+// Package procnet reads the kernel's TCP figures that live in files under
+// /proc: the TIME-WAIT count of /proc/net/sockstat, the TcpExt counters of
+// /proc/net/netstat, the tcp_max_tw_buckets limit and the ephemeral port
+// range. The admin gauges,
+// auto's sampler and doctor all report these figures; reading them in one
+// place keeps the three in agreement. Every file is per network namespace
+// and readable without privileges; on other systems the reads fail.
+package procnet
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+)
+
+// The files read.
+const (
+	SockstatPath     = "/proc/net/sockstat"
+	NetstatPath      = "/proc/net/netstat"
+	MaxTWBucketsPath = "/proc/sys/net/ipv4/tcp_max_tw_buckets"
+	PortRangePath    = "/proc/sys/net/ipv4/ip_local_port_range"
+)
+
+// ReadTimeWait returns this namespace's TIME-WAIT sockets ("tw" in
+// /proc/net/sockstat).
+func ReadTimeWait() (int, error) { return readWith(SockstatPath, SockstatTW) }
+
+// ReadMaxTWBuckets returns net.ipv4.tcp_max_tw_buckets.
+func ReadMaxTWBuckets() (int, error) { return readWith(MaxTWBucketsPath, Int) }
+
+func readWith(path string, parse func([]byte) (int, error)) (int, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		var v int
+		if v, err = parse(b); err == nil {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("read %s: %w", path, err)
+}
+
+// SockstatTW finds "tw N" on the "TCP:" line of /proc/net/sockstat.
+func SockstatTW(b []byte) (int, error) {
+	for line := range bytes.Lines(b) {
+		f := bytes.Fields(line)
+		if len(f) == 0 || string(f[0]) != "TCP:" {
+			continue
+		}
+		for i := 1; i+1 < len(f); i += 2 {
+			if string(f[i]) == "tw" {
+				return strconv.Atoi(string(f[i+1]))
+			}
+		}
+	}
+	return 0, errors.New(`no "tw" on the TCP line`)
+}
+
+// Int reads a file holding one integer, such as a sysctl.
+func Int(b []byte) (int, error) {
+	return strconv.Atoi(string(bytes.TrimSpace(b)))
+}
+
+// NetstatField finds key in group (such as "TcpExt") of /proc/net/netstat,
+// where each group is a line of names followed by a line of values, both
+// prefixed "Group:".
+func NetstatField(b []byte, group, key string) (int, error) {
+	var names [][]byte
+	for line := range bytes.Lines(b) {
+		f := bytes.Fields(line)
+		if len(f) == 0 || string(f[0]) != group+":" {
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		for i, n := range names {
+			if string(n) == key && i+1 < len(f) {
+				return strconv.Atoi(string(f[i+1]))
+			}
+		}
+		break
+	}
+	return 0, fmt.Errorf("no %s %s counter", group, key)
+}
+
+// PortRange parses ip_local_port_range: two numbers, the first no greater
+// than the second.
+func PortRange(b []byte) (lo, hi int, err error) {
+	f := bytes.Fields(b)
+	if len(f) != 2 {
+		return 0, 0, fmt.Errorf("ip_local_port_range %q: want two numbers", b)
+	}
+	if lo, err = strconv.Atoi(string(f[0])); err == nil {
+		hi, err = strconv.Atoi(string(f[1]))
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("ip_local_port_range %q: %w", b, err)
+	}
+	if hi < lo {
+		return 0, 0, fmt.Errorf("ip_local_port_range %d %d: empty range", lo, hi)
+	}
+	return lo, hi, nil
+}
+
+// ReadPortRange returns how many ports ip_local_port_range holds.
+func ReadPortRange() (int, error) {
+	return readWith(PortRangePath, func(b []byte) (int, error) {
+		lo, hi, err := PortRange(b)
+		return hi - lo + 1, err
+	})
+}
