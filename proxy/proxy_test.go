@@ -128,8 +128,17 @@ const response = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 // httpBackend answers one request per connection; closeFirst makes it send
 // its FIN right after the response, otherwise it waits for the proxy's FIN.
 func httpBackend(t testing.TB, closeFirst bool) string {
+	return httpBackendTelling(t, closeFirst, nil)
+}
+
+// httpBackendTelling is httpBackend that also sends on accepted (when not
+// nil) as each connection arrives: a session that dialed it exists.
+func httpBackendTelling(t testing.TB, closeFirst bool, accepted chan<- struct{}) string {
 	return backendFunc(t, func(c *net.TCPConn) {
 		defer c.Close()
+		if accepted != nil {
+			accepted <- struct{}{}
+		}
 		br := bufio.NewReader(c)
 		for {
 			line, err := br.ReadString('\n')

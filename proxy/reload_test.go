@@ -14,13 +14,17 @@ import (
 // open: the session goes on untouched, new connections get the new policy,
 // the new listener serves.
 func TestReloadKeepsSessionsAndSwapsPolicy(t *testing.T) {
-	be := httpBackend(t, true)
+	dialed := make(chan struct{}, 8)
+	be := httpBackendTelling(t, true, dialed)
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
 	live, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer live.Close()
+	// A connection still in the listen backlog would be accepted after the
+	// reload, under the new policy: wait until its session dialed.
+	<-dialed
 
 	next := runningConfig(h)
 	next.Listeners[0].Close.TimeWait = policy.TargetPeer
