@@ -251,12 +251,27 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 						break
 					}
 				}
-				t.Skipf("KNOWN LIMIT: a burst this wide outruns auto's port pressure: the proxy counts a TIME-WAIT it placed "+
-					"when the session's record is written, so up to the concurrency of sessions decide before the count moves, "+
-					"and open back legs hold ports that port_share does not count. "+
-					"%d sessions at once with a %s grace (TIME-WAIT toward the backend peaked at %d, with up to %d back legs open, "+
-					"of %d ports; auto %s, at port_share %v): %v sessions failed with ports_exhausted, %d clients saw errors",
-					tc.c, tc.grace, peak.dest, tc.c, ports, switched, portShare, outcomes["ports_exhausted"], clientErrors)
+				// A known limit (README, time_wait = "auto"): the proxy
+				// counts a TIME-WAIT it placed when the session's record is
+				// written, so up to the concurrency of sessions decide before
+				// the count moves, and open back legs hold ports port_share
+				// does not count. What still holds: auto switched, and every
+				// session that failed did so for want of a port, once, with
+				// its client told.
+				if switched == "never switched" {
+					t.Errorf("auto never switched to safe resets under port pressure")
+				}
+				if other := n - int(outcomes["ok"]) - int(outcomes["ports_exhausted"]); other != 0 {
+					t.Errorf("records' outcomes %s: %d neither ok nor ports_exhausted", fmtCounts(outcomes), other)
+				}
+				if int(outcomes["ports_exhausted"]) != clientErrors {
+					t.Errorf("%v records ports_exhausted, clients saw %d errors (%v): want one per refused session",
+						outcomes["ports_exhausted"], clientErrors, r.Errors)
+				}
+				t.Logf("known limit: %d sessions at once with a %s grace (TIME-WAIT toward the backend peaked at %d, with up to %d back legs open, "+
+					"of %d ports; auto %s, at port_share %v): %v sessions failed with ports_exhausted",
+					tc.c, tc.grace, peak.dest, tc.c, ports, switched, portShare, outcomes["ports_exhausted"])
+				return
 			}
 			t.Logf("withheld FIN, grace %s: median %.0f ms from accept to the fallback FIN, %.0f ms to the safe reset (the response came within a few ms)",
 				tc.grace, medianOf(recs, "back.fin_out_ms", "back.fallback", "grace_expired"), medianOf(recs, "back.rst_out_ms", "back.fallback", "grace_expired"))
