@@ -29,7 +29,8 @@
 //	closeproxy_first_fin_total{leg,side}
 //	closeproxy_time_wait_placed_total{leg,side}
 //	closeproxy_closes_total{leg,close}
-//	closeproxy_fallbacks_total{leg,reason}
+//	closeproxy_close_reasons_total{leg,reason}
+//	closeproxy_cut_total{leg}
 //	closeproxy_proxy_headers_total{listener,version}
 //	closeproxy_proxy_header_rejects_total{listener}
 //	closeproxy_backend_dial_duration_seconds{backend}   successful dials only

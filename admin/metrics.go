@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/pool"
 	"github.com/closeproxy/closeproxy/proxy"
@@ -44,7 +45,8 @@ type metrics struct {
 	firstFIN     *prometheus.CounterVec
 	timeWait     *prometheus.CounterVec
 	closes       *prometheus.CounterVec
-	fallbacks    *prometheus.CounterVec
+	reasons      *prometheus.CounterVec
+	cuts         *prometheus.CounterVec
 	proxyHeaders *prometheus.CounterVec
 	headerReject *prometheus.CounterVec
 	dialDuration *prometheus.HistogramVec
@@ -64,10 +66,11 @@ func newMetrics() *metrics {
 		rejected:     counter("closeproxy_connections_rejected_total", "Connections reset at once, by listener and reason (over_limit).", "listener", "reason"),
 		sessions:     counter("closeproxy_sessions_total", "Sessions ended, by listener, backend and outcome.", "listener", "backend", "outcome"),
 		bySession:    counter("closeproxy_backend_server_sessions_total", "Sessions ended, by backend and the server they used (back.server).", "backend", "server"),
-		firstFIN:     counter("closeproxy_first_fin_total", "Sessions by leg and whose FIN came first (client|backend|proxy|none).", "leg", "side"),
+		firstFIN:     counter("closeproxy_first_fin_total", "Sessions by leg and whose FIN came first, from the kernel's TCP state (client|backend|proxy|both|none|unknown).", "leg", "side"),
 		timeWait:     counter("closeproxy_time_wait_placed_total", "Sessions by leg and where TIME-WAIT landed, as the records say (client|backend|proxy|none).", "leg", "side"),
 		closes:       counter("closeproxy_closes_total", "How the proxy's end of each leg closed (fin|reset|peer_reset|error|pooled).", "leg", "close"),
-		fallbacks:    counter("closeproxy_fallbacks_total", "Closes that left the policy table's plain path, by leg and reason.", "leg", "reason"),
+		reasons:      counter("closeproxy_close_reasons_total", "Closes that left the policy table's plain path, by leg and reason (the record's <leg>.reason).", "leg", "reason"),
+		cuts:         counter("closeproxy_cut_total", "Legs whose peer got a stream cut short, ended by an RST (the record's <leg>.cut).", "leg"),
 		proxyHeaders: counter("closeproxy_proxy_headers_total", "Sessions by listener and PROXY header version read (v1|v2|none).", "listener", "version"),
 		headerReject: counter("closeproxy_proxy_header_rejects_total", "Sessions refused for a bad, slow, missing or untrusted PROXY header.", "listener"),
 		dialDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -83,7 +86,7 @@ func newMetrics() *metrics {
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.accepted, m.active, m.rejected, m.sessions, m.bySession, m.firstFIN, m.timeWait,
-		m.closes, m.fallbacks, m.proxyHeaders, m.headerReject, m.dialDuration, m.dialFailures,
+		m.closes, m.reasons, m.cuts, m.proxyHeaders, m.headerReject, m.dialDuration, m.dialFailures,
 		m.autoSwitches, m.autoReasons,
 	}
 }
@@ -125,9 +128,9 @@ func (a *Admin) Rejected(listener, reason string) {
 
 // Ended implements proxy.Observer. A rejected connection (over_limit) also
 // ends with a record; Rejected already took it out of the active gauge.
-func (a *Admin) Ended(td *proxy.Teardown) {
+func (a *Admin) Ended(td *engine.Teardown) {
 	m := a.m
-	if td.Outcome != proxy.OutcomeOverLimit {
+	if td.Outcome != engine.OutcomeOverLimit {
 		m.active.WithLabelValues(td.Listener).Dec()
 	}
 	m.sessions.WithLabelValues(td.Listener, td.Backend, string(td.Outcome)).Inc()
@@ -141,19 +144,22 @@ func (a *Admin) Ended(td *proxy.Teardown) {
 		version = "none"
 	}
 	m.proxyHeaders.WithLabelValues(td.Listener, version).Inc()
-	if td.Outcome == proxy.OutcomeBadProxyHeader {
+	if td.Outcome == engine.OutcomeBadProxyHeader {
 		m.headerReject.WithLabelValues(td.Listener).Inc()
 	}
 }
 
-func (m *metrics) observeLeg(leg string, l *proxy.LegRecord) {
+func (m *metrics) observeLeg(leg string, l *engine.LegRecord) {
 	m.firstFIN.WithLabelValues(leg, side(l.FirstFIN)).Inc()
 	m.timeWait.WithLabelValues(leg, side(l.TimeWait)).Inc()
 	if l.Close != "" && l.Close != policy.CloseNone { // the leg never opened: nothing closed
 		m.closes.WithLabelValues(leg, string(l.Close)).Inc()
 	}
-	if l.Fallback != "" {
-		m.fallbacks.WithLabelValues(leg, l.Fallback).Inc()
+	if l.Reason != "" {
+		m.reasons.WithLabelValues(leg, string(l.Reason)).Inc()
+	}
+	if l.Cut {
+		m.cuts.WithLabelValues(leg).Inc()
 	}
 	if l.AutoReason != "" {
 		m.autoReasons.WithLabelValues(leg, l.AutoReason).Inc()

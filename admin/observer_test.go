@@ -12,13 +12,13 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
-	"github.com/closeproxy/closeproxy/proxy"
 )
 
 // leg fabricates a leg record.
-func leg(first policy.Side, c policy.Close, tw policy.Side, fallback string) proxy.LegRecord {
-	return proxy.LegRecord{FirstFIN: first, Close: c, TimeWait: tw, Fallback: fallback}
+func leg(first policy.Side, c policy.Close, tw policy.Side, fallback string) engine.LegRecord {
+	return engine.LegRecord{FirstFIN: first, Close: c, TimeWait: tw, Reason: policy.Reason(fallback)}
 }
 
 func TestObserverCountsRecords(t *testing.T) {
@@ -27,24 +27,24 @@ func TestObserverCountsRecords(t *testing.T) {
 	for range 4 {
 		a.Accepted("web")
 	}
-	records := []*proxy.Teardown{
+	records := []*engine.Teardown{
 		{ // front: proxy closed first; back: backend first, TIME-WAIT on it
-			Listener: "web", Backend: "app", ProxyProtocol: "v2", Outcome: proxy.OutcomeOK,
+			Listener: "web", Backend: "app", ProxyProtocol: "v2", Outcome: engine.OutcomeOK,
 			Front: leg(policy.SideProxy, policy.CloseFIN, policy.SideProxy, ""),
 			Back:  leg(policy.SideBackend, policy.CloseFIN, policy.SideBackend, ""),
 		},
 		{ // client first, spared with a safe reset; back leg pooled
-			Listener: "web", Backend: "app", ProxyProtocol: "v1", Outcome: proxy.OutcomeOK,
+			Listener: "web", Backend: "app", ProxyProtocol: "v1", Outcome: engine.OutcomeOK,
 			Front: leg(policy.SideClient, policy.CloseReset, policy.SideNone, ""),
 			Back:  leg(policy.SideNone, policy.ClosePooled, policy.SideNone, ""),
 		},
 		{ // grace ran out on the back leg: reset
-			Listener: "web", Backend: "app", ProxyProtocol: "none", Outcome: proxy.OutcomeOK,
+			Listener: "web", Backend: "app", ProxyProtocol: "none", Outcome: engine.OutcomeOK,
 			Front: leg(policy.SideProxy, policy.CloseFIN, policy.SideProxy, ""),
 			Back:  leg(policy.SideNone, policy.CloseReset, policy.SideNone, "grace_expired"),
 		},
 		{ // bad PROXY header: refused before any backend
-			Listener: "web", Backend: "app", ProxyProtocol: "none", Outcome: proxy.OutcomeBadProxyHeader,
+			Listener: "web", Backend: "app", ProxyProtocol: "none", Outcome: engine.OutcomeBadProxyHeader,
 			Front: leg(policy.SideNone, policy.CloseReset, policy.SideNone, ""),
 			Back:  leg("", "", "", ""),
 		},
@@ -54,7 +54,7 @@ func TestObserverCountsRecords(t *testing.T) {
 	}
 	a.Accepted("web") // over max_connections: Rejected, then its record
 	a.Rejected("web", "over_limit")
-	a.Ended(&proxy.Teardown{Listener: "web", Backend: "app", ProxyProtocol: "none", Outcome: proxy.OutcomeOverLimit,
+	a.Ended(&engine.Teardown{Listener: "web", Backend: "app", ProxyProtocol: "none", Outcome: engine.OutcomeOverLimit,
 		Front: leg(policy.SideNone, policy.CloseReset, policy.SideNone, "")})
 
 	expect(t, scrape(t, base), map[string]float64{
@@ -78,7 +78,7 @@ func TestObserverCountsRecords(t *testing.T) {
 		`closeproxy_closes_total{close="fin",leg="back"}`:                                    1,
 		`closeproxy_closes_total{close="pooled",leg="back"}`:                                 1,
 		`closeproxy_closes_total{close="reset",leg="back"}`:                                  1,
-		`closeproxy_fallbacks_total{leg="back",reason="grace_expired"}`:                      1,
+		`closeproxy_close_reasons_total{leg="back",reason="grace_expired"}`:                  1,
 		`closeproxy_proxy_headers_total{listener="web",version="v1"}`:                        1,
 		`closeproxy_proxy_headers_total{listener="web",version="v2"}`:                        1,
 		`closeproxy_proxy_headers_total{listener="web",version="none"}`:                      3,
@@ -92,7 +92,7 @@ func TestObserverActiveConnections(t *testing.T) {
 	for range 3 {
 		a.Accepted("web")
 	}
-	a.Ended(&proxy.Teardown{Listener: "web", Backend: "app", Outcome: proxy.OutcomeOK})
+	a.Ended(&engine.Teardown{Listener: "web", Backend: "app", Outcome: engine.OutcomeOK})
 	expect(t, scrape(t, base), map[string]float64{`closeproxy_connections_active{listener="web"}`: 2})
 }
 

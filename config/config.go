@@ -205,8 +205,11 @@ type Pool struct {
 
 // Close is one leg's close policy.
 type Close struct {
-	TimeWait         policy.Target
-	PeerFinGrace     time.Duration
+	TimeWait     policy.Target
+	PeerFinGrace time.Duration
+	// AdaptiveGrace scales the silence a withheld FIN waits for with the
+	// peer's own pauses (policy.Grace.Silence), at most PeerFinGrace.
+	AdaptiveGrace    bool
 	Fallback         policy.Fallback
 	HalfCloseTimeout time.Duration
 	DrainTimeout     time.Duration

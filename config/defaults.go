@@ -44,6 +44,7 @@ func Defaults() Default {
 			Close: Close{
 				TimeWait:         policy.TargetProxy,
 				PeerFinGrace:     time.Second,
+				AdaptiveGrace:    true,
 				Fallback:         policy.FallbackFIN,
 				HalfCloseTimeout: 30 * time.Second,
 				DrainTimeout:     time.Second,
@@ -64,6 +65,7 @@ func Defaults() Default {
 			Close: Close{
 				TimeWait:         policy.TargetPeer, // spelled "backend"
 				PeerFinGrace:     time.Second,
+				AdaptiveGrace:    true,
 				Fallback:         policy.FallbackReset,
 				HalfCloseTimeout: 30 * time.Second,
 				DrainTimeout:     time.Second,

@@ -126,6 +126,7 @@ func (w *tomlWriter) close(header string, leg policy.Leg, c Close) {
 	w.table(header)
 	w.kv("time_wait", c.TimeWait.Word(leg))
 	w.kv("peer_fin_grace", formatDuration(c.PeerFinGrace))
+	w.raw("adaptive_grace", strconv.FormatBool(c.AdaptiveGrace))
 	w.kv("fallback", string(c.Fallback))
 	w.kv("half_close_timeout", formatDuration(c.HalfCloseTimeout))
 	w.kv("drain_timeout", formatDuration(c.DrainTimeout))

@@ -91,6 +91,7 @@ type rawPool struct {
 type rawClose struct {
 	TimeWait         *value `toml:"time_wait"`
 	PeerFinGrace     *value `toml:"peer_fin_grace"`
+	AdaptiveGrace    *value `toml:"adaptive_grace"`
 	Fallback         *value `toml:"fallback"`
 	HalfCloseTimeout *value `toml:"half_close_timeout"`
 	DrainTimeout     *value `toml:"drain_timeout"`
@@ -253,6 +254,7 @@ func (o object) close(leg policy.Leg, r *rawClose, c *Close) {
 		return err
 	})
 	o.duration("close.peer_fin_grace", r.PeerFinGrace, &c.PeerFinGrace)
+	o.boolean("close.adaptive_grace", r.AdaptiveGrace, &c.AdaptiveGrace)
 	o.parse("close.fallback", r.Fallback, func(s string) error {
 		f, err := policy.ParseFallback(s)
 		if err == nil {
@@ -331,6 +333,18 @@ func (o object) integer(key string, v *value, dst *int) {
 }
 
 // duration sets *dst to the duration at key, if one was written.
+func (o object) boolean(key string, v *value, dst *bool) {
+	if v == nil {
+		return
+	}
+	b, ok := v.v.(bool)
+	if !ok {
+		o.problem(key, fmt.Errorf("expected true or false, found %s", describe(v.v)))
+		return
+	}
+	*dst = b
+}
+
 func (o object) duration(key string, v *value, dst *time.Duration) {
 	if v == nil {
 		return

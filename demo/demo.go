@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/proxy"
 )
@@ -213,7 +214,7 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{signal: make(chan struct{}, 1)} }
 
-func (r *recorder) add(td *proxy.Teardown) {
+func (r *recorder) add(td *engine.Teardown) {
 	r.mu.Lock()
 	r.n++
 	switch td.Front.TimeWait {

@@ -105,22 +105,24 @@ func newLeg(leg policy.Leg, name string, c config.Close, rate float64) Leg {
 }
 
 // holders says who holds TIME-WAIT on a leg when the peer ends it first,
-// when the proxy does, and when the proxy withheld its FIN and the grace
-// ran out (DESIGN.md's close policy table, as policy.Decide acts it).
+// when the proxy does (and the peer's FIN follows within the grace), and
+// when the proxy withheld its FIN and the grace ran out, as policy.Decide
+// acts: the proxy-first case assumes a peer that is not waiting for EOF.
 func holders(leg policy.Leg, c config.Close) (peerFirst, proxyFirst, graceOut string) {
-	peer, proxy, none := string(leg.Peer()), string(policy.SideProxy), string(policy.SideNone)
-	switch c.TimeWait {
-	case policy.TargetProxy:
-		return peer, proxy, ""
-	case policy.TargetPeer:
-		if c.Fallback == policy.FallbackFIN {
-			return peer, peer, proxy
-		}
-		return peer, peer, none
-	case policy.TargetNowhere:
-		return none, none, none
+	if c.TimeWait == policy.TargetAuto {
+		return "auto", "auto", "auto" // chosen per close from live figures
 	}
-	return "auto", "auto", "auto" // chosen per close from live figures
+	lands := func(ev policy.Event, peerFINIn bool) (policy.Action, string) {
+		d := policy.Decide(policy.Facts{Leg: leg, Target: c.TimeWait, Fallback: c.Fallback, Event: ev, PeerFINIn: peerFINIn})
+		return d.Action, string(policy.Lands(leg, d.Action, peerFINIn || ev == policy.PeerFIN))
+	}
+	_, peerFirst = lands(policy.SendDone, true)
+	act, proxyFirst := lands(policy.SendDone, false)
+	if act == policy.Withhold {
+		_, proxyFirst = lands(policy.PeerFIN, false)
+		_, graceOut = lands(policy.GraceExpired, false)
+	}
+	return peerFirst, proxyFirst, graceOut
 }
 
 // pinned is how many ports a dialer holds in TIME-WAIT toward one

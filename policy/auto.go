@@ -59,18 +59,19 @@ func Watch(cfg AutoConfig, f Figures, s AutoState) AutoState {
 	return s
 }
 
-// Resolve turns the auto target into a concrete one for a close of kind on
-// leg, given the current state, and says why. Without pressure it prefers
-// the accepting side of each leg (front: the proxy; back: the backend).
-// When the client ends the front leg first, the accepting side can no
-// longer take the TIME-WAIT: a safe reset spares the client's ports.
-func Resolve(leg Leg, kind Kind, s AutoState) (Target, string) {
+// Resolve turns the auto target into a concrete one for a close on leg,
+// given the current state, and says why. Without pressure it prefers the
+// accepting side of each leg (front: the proxy; back: the backend). When
+// the client ended the front leg first (the kernel holds its FIN:
+// peerFirst), the accepting side can no longer take the TIME-WAIT: a safe
+// reset spares the client's ports.
+func Resolve(leg Leg, peerFirst bool, s AutoState) (Target, string) {
 	switch {
 	case s.HostSaving:
 		return TargetNowhere, ReasonHostBudget
 	case leg == Back && s.PortSaving:
 		return TargetNowhere, ReasonPorts
-	case leg == Front && (kind == PeerFirst || kind == PeerFINAfterWithhold):
+	case leg == Front && peerFirst:
 		return TargetNowhere, ReasonSpareDialer
 	case leg == Front:
 		return TargetProxy, ReasonAccepting

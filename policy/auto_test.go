@@ -32,22 +32,22 @@ func TestResolve(t *testing.T) {
 	cases := []struct {
 		name   string
 		leg    Leg
-		kind   Kind
+		first  bool // the client's (front) or backend's (back) FIN came first
 		s      AutoState
 		target Target
 		reason string
 	}{
-		{"front leg, no pressure, proxy ends first", Front, ProxyFirst, AutoState{}, TargetProxy, ReasonAccepting},
-		{"front leg, no pressure, client ends first", Front, PeerFirst, AutoState{}, TargetNowhere, ReasonSpareDialer},
-		{"front leg, host over budget, proxy ends first", Front, ProxyFirst, AutoState{HostSaving: true}, TargetNowhere, ReasonHostBudget},
-		{"back leg, no pressure, proxy ends first", Back, ProxyFirst, AutoState{}, TargetPeer, ReasonAccepting},
-		{"back leg, no pressure, backend ends first", Back, PeerFirst, AutoState{}, TargetPeer, ReasonAccepting},
-		{"back leg, ports near exhaustion", Back, ProxyFirst, AutoState{PortSaving: true}, TargetNowhere, ReasonPorts},
-		{"front leg ignores back-leg port pressure", Front, ProxyFirst, AutoState{PortSaving: true}, TargetProxy, ReasonAccepting},
-		{"back leg, host over budget", Back, PeerFirst, AutoState{HostSaving: true}, TargetNowhere, ReasonHostBudget},
+		{"front leg, no pressure, proxy ends first", Front, false, AutoState{}, TargetProxy, ReasonAccepting},
+		{"front leg, no pressure, client ends first", Front, true, AutoState{}, TargetNowhere, ReasonSpareDialer},
+		{"front leg, host over budget, proxy ends first", Front, false, AutoState{HostSaving: true}, TargetNowhere, ReasonHostBudget},
+		{"back leg, no pressure, proxy ends first", Back, false, AutoState{}, TargetPeer, ReasonAccepting},
+		{"back leg, no pressure, backend ends first", Back, true, AutoState{}, TargetPeer, ReasonAccepting},
+		{"back leg, ports near exhaustion", Back, false, AutoState{PortSaving: true}, TargetNowhere, ReasonPorts},
+		{"front leg ignores back-leg port pressure", Front, false, AutoState{PortSaving: true}, TargetProxy, ReasonAccepting},
+		{"back leg, host over budget", Back, true, AutoState{HostSaving: true}, TargetNowhere, ReasonHostBudget},
 	}
 	for _, tc := range cases {
-		target, reason := Resolve(tc.leg, tc.kind, tc.s)
+		target, reason := Resolve(tc.leg, tc.first, tc.s)
 		if target != tc.target || reason != tc.reason {
 			t.Errorf("%s: got %s (%s), want %s (%s)", tc.name, target, reason, tc.target, tc.reason)
 		}

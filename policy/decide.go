@@ -1,96 +1,273 @@
 package policy
 
-// Kind is what happened on a leg that asks for a decision.
-type Kind string
+import "time"
+
+// Event is what happened on a leg that asks for a decision.
+type Event string
 
 const (
-	// ProxyFirst: the proxy has nothing left to send on the leg (the other
-	// leg finished delivering, or a timeout) and the peer has not sent its FIN.
-	ProxyFirst Kind = "proxy_first"
-	// PeerFirst: the peer's FIN arrived earlier and the proxy has now
-	// finished sending; the leg ends now.
-	PeerFirst Kind = "peer_first"
-	// PeerFINAfterWithhold: the proxy withheld its FIN and the peer's FIN
-	// arrived within the grace.
-	PeerFINAfterWithhold Kind = "peer_fin"
-	// GraceExpired: the proxy withheld its FIN and the peer stayed silent
-	// for peer_fin_grace without sending its FIN.
-	GraceExpired Kind = "grace_expired"
-	// LateData: the proxy withheld its FIN and the peer sent bytes that can
-	// no longer be delivered (the other leg has ended).
-	LateData Kind = "late_data"
+	// SendDone: nothing more will be sent to the peer. The stream toward it
+	// ended in order (its source sent a FIN and every byte was written).
+	SendDone Event = "send_done"
+	// PeerFIN: the peer's FIN was read while the proxy withholds its own or
+	// after the proxy sent its own.
+	PeerFIN Event = "peer_fin"
+	// GraceExpired: the proxy withholds its FIN and the peer stayed silent
+	// for the grace. Time the peer spent blocked by the proxy's own full
+	// buffers does not count as silence.
+	GraceExpired Event = "grace_expired"
+	// HalfCloseExpired: the proxy's FIN went first and the peer stayed
+	// silent for half_close_timeout without sending its own.
+	HalfCloseExpired Event = "half_close_expired"
+	// QueueStuck: a safe reset waited drain_timeout and the send queue was
+	// still not acknowledged.
+	QueueStuck Event = "queue_stuck"
+	// LateData: the peer sent bytes that can no longer be delivered (the
+	// other side is gone).
+	LateData Event = "late_data"
+	// Cut: a stream toward the peer or from it was cut short: an idle
+	// timeout, shutdown, or the other leg's reset or error.
+	Cut Event = "cut"
+	// Drain: shutdown_timeout ran out while the proxy withholds its FIN.
+	Drain Event = "drain"
 )
 
-// Event is the plain set of facts the relay hands to Decide. Adding a field
-// breaks no caller.
-type Event struct {
+// Facts are what the engine knows of a leg when something happened on it.
+// Adding a field breaks no caller.
+type Facts struct {
 	Leg      Leg
-	Target   Target
+	Target   Target // as configured; TargetAuto is resolved from Auto
 	Fallback Fallback
-	Kind     Kind
+	Auto     AutoState
+	Event    Event
+	// PeerFINIn: the kernel holds the peer's FIN (the socket left
+	// ESTABLISHED for CLOSE-WAIT), whether or not the proxy read it yet.
+	PeerFINIn bool
+	// FINSent: the proxy's FIN is out already.
+	FINSent bool
+	// PeerMayAwaitEOF: the peer has sent nothing since the last bytes the
+	// proxy sent it (or those bytes are not acknowledged yet, or what it
+	// sent is still unread): it may be waiting for EOF to know a message
+	// ended. Withholding the FIN from it could stall it.
+	PeerMayAwaitEOF bool
+	Grace           Grace
+	HalfClose       time.Duration // half_close_timeout
+	DrainTimeout    time.Duration // drain_timeout: how long a safe reset waits for the send queue
 }
 
-// Action is what the relay does to the leg.
+// Grace is what sizes the silence a withheld FIN waits for.
+type Grace struct {
+	Max      time.Duration // peer_fin_grace
+	Adaptive bool          // adaptive_grace: scale with the peer's own pauses
+	MaxPause time.Duration // the longest the peer went quiet earlier in the session
+	RTT      time.Duration // the leg's smoothed round-trip time; 0 if unknown
+}
+
+// Adaptive grace bounds: a withheld FIN waits for four times the peer's
+// longest earlier pause, never less than MinGrace nor four round trips.
+const (
+	MinGrace    = 20 * time.Millisecond
+	pauseFactor = 4
+	rttFactor   = 4
+)
+
+// Silence is how long a withheld FIN waits for the peer's: Max, or with
+// Adaptive, four times the peer's longest earlier pause, at least MinGrace
+// and four round trips, at most Max.
+func (g Grace) Silence() time.Duration {
+	if !g.Adaptive {
+		return g.Max
+	}
+	return min(g.Max, max(MinGrace, pauseFactor*g.MaxPause, rttFactor*g.RTT))
+}
+
+// Action is what the engine does to the leg.
 type Action string
 
 const (
-	// FINFirst: shut down writing now (the proxy's FIN is first), then read
-	// until the peer's FIN or half_close_timeout. TIME-WAIT on the proxy.
-	FINFirst Action = "fin_first"
-	// WithholdFIN: send nothing; wait for the peer's FIN while its data
-	// still flows, at most peer_fin_grace of silence.
-	WithholdFIN Action = "withhold_fin"
-	// FINSecond: the peer's FIN came first; close with a FIN. TIME-WAIT on
-	// the peer.
-	FINSecond Action = "fin_second"
-	// SafeReset: wait until the send queue is acknowledged (at most
-	// drain_timeout), then close with an RST; if it does not drain, FIN.
+	// FIN: shut down writing, then read on until the peer's FIN, at most
+	// Wait of the peer's silence (then HalfCloseExpired). First or second
+	// is the kernel's fact, recorded as it falls.
+	FIN Action = "fin"
+	// Withhold: send nothing; wait for the peer's FIN while its data still
+	// flows, at most Wait of silence (then GraceExpired).
+	Withhold Action = "withhold"
+	// SafeReset: once the peer's stream is read to its end and every byte
+	// sent is acknowledged (at most Wait: then QueueStuck), close with an
+	// RST.
 	SafeReset Action = "safe_reset"
+	// Reset: close with an RST now. A stream was cut: the peer must not
+	// take it for a complete one.
+	Reset Action = "reset"
+	// Finish: both FINs are through; close the socket.
+	Finish Action = "finish"
 )
 
 func (a Action) String() string { return string(a) }
 
-// Decide maps an event on a leg to the action, as the close policy table
-// says. It is total: every event gets an action.
-func Decide(e Event) Action {
-	switch e.Kind {
-	case ProxyFirst:
-		if e.Target == TargetProxy {
-			return FINFirst
-		}
-		return WithholdFIN
-	case PeerFirst, PeerFINAfterWithhold:
-		if e.Target == TargetNowhere {
-			return SafeReset
-		}
-		return FINSecond
-	case GraceExpired, LateData:
-		if e.Target == TargetNowhere || e.Fallback == FallbackReset {
-			return SafeReset
-		}
-		return FINFirst
-	}
-	return FINFirst
+// Decision is the action for a leg, how long it may wait, the target in
+// force and why the leg left the table's plain path, if it did.
+type Decision struct {
+	Action     Action
+	Wait       time.Duration
+	Target     Target // the target in force: auto resolved
+	AutoReason string // with auto: why Resolve chose Target
+	Reason     Reason
 }
 
-// Close is how the proxy's end of a leg was closed, as records spell it.
-type Close string
+// Reason says why a leg's TIME-WAIT did not land where its target wanted,
+// or why it was reset; records carry it as <leg>.reason.
+type Reason string
 
 const (
-	CloseFIN       Close = "fin"        // the proxy sent a FIN and the leg ended in order
-	CloseReset     Close = "reset"      // the proxy sent an RST
-	ClosePeerReset Close = "peer_reset" // the peer sent an RST
-	CloseError     Close = "error"      // a socket error other than a reset
-	ClosePooled    Close = "pooled"     // not closed: returned to the backend pool
-	CloseNone      Close = "none"       // the leg never had a connection
+	ReasonNone Reason = ""
+	// ReasonPeerFirst: the peer's FIN came first; the proxy's is second and
+	// TIME-WAIT is the peer's (target proxy wanted it).
+	ReasonPeerFirst Reason = "peer_first"
+	// ReasonAwaitsEOF: the peer may be waiting for EOF, so the FIN was
+	// passed on rather than withheld; TIME-WAIT lands where it must.
+	ReasonAwaitsEOF Reason = "peer_may_await_eof"
+	// ReasonGraceExpired: the peer stayed silent for the grace; the
+	// fallback was taken.
+	ReasonGraceExpired Reason = "grace_expired"
+	// ReasonQueueStuck: a safe reset was due but the send queue did not
+	// drain in drain_timeout; a FIN went instead.
+	ReasonQueueStuck Reason = "queue_not_drained"
+	// ReasonHalfClose: after the proxy's FIN the peer stayed silent for
+	// half_close_timeout and never sent its own; the leg was reset.
+	ReasonHalfClose Reason = "half_close_timeout"
+	// ReasonLateData: the peer sent bytes that could no longer be
+	// delivered; the leg was reset so that it learns they were lost.
+	ReasonLateData Reason = "late_data"
+	// ReasonCut: a stream toward or from the peer was cut short; the leg
+	// was reset so that the peer cannot take it for a complete one.
+	ReasonCut Reason = "cut"
+	// ReasonDraining: shutdown_timeout ran out while the FIN was withheld;
+	// the fallback was taken early.
+	ReasonDraining Reason = "draining"
+	// ReasonPeerReset: the peer reset the leg.
+	ReasonPeerReset Reason = "peer_reset"
+	// ReasonCrossed: the FINs crossed (simultaneous close): TIME-WAIT on
+	// both sides.
+	ReasonCrossed Reason = "fins_crossed"
+	// ReasonUnknown: whether the FINs crossed could not be told.
+	ReasonUnknown Reason = "order_unknown"
+	// ReasonCloseDelimited (http1): a response delimited by the close
+	// can only end with the proxy's FIN.
+	ReasonCloseDelimited Reason = "close_delimited"
+	// ReasonIdle (http1): no request came for idle_timeout between
+	// requests; the connection was ended by its policy.
+	ReasonIdle Reason = "idle_timeout"
+	// ReasonRetried (http1): a request was sent again on another backend
+	// connection after this one closed before answering.
+	ReasonRetried Reason = "retried"
+	// ReasonRefused: the connection was reset at once, before any byte was
+	// relayed (bad PROXY header, over max_connections, no backend).
+	ReasonRefused Reason = "refused"
 )
 
-// TimeWait says which side holds TIME-WAIT for a leg that ended as described:
-// after an exchange of FINs the side whose FIN was first holds it; any reset
-// leaves none. bothFINs reports that both FINs were exchanged.
-func TimeWait(firstFIN Side, c Close, bothFINs bool) Side {
-	if c != CloseFIN || !bothFINs || firstFIN == SideNone || firstFIN == "" {
+func (r Reason) String() string { return string(r) }
+
+// Decide maps the facts about a leg to what the engine does next, as the
+// close policy table and the rules that outrank it say. It is total: every
+// event gets a decision. The engine passes the target a first decision put
+// in force (auto resolved) with the events that follow it, so that a leg
+// keeps the choice auto made for it.
+func Decide(f Facts) Decision {
+	d := resolve(f)
+	switch f.Event {
+	case Cut:
+		d.Action, d.Reason = Reset, ReasonCut
+		return d
+	case LateData:
+		d.Action, d.Reason = Reset, ReasonLateData
+		return d
+	case HalfCloseExpired:
+		d.Action, d.Reason = Reset, ReasonHalfClose
+		return d
+	case QueueStuck:
+		d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonQueueStuck
+		return d
+	case PeerFIN:
+		if f.FINSent {
+			d.Action = Finish
+			return d
+		}
+		f.PeerFINIn = true
+		return ending(f)
+	case GraceExpired, Drain:
+		return graceOut(f)
+	}
+	return ending(f)
+}
+
+// ending decides a leg with nothing more to send: peer-first when the
+// kernel holds the peer's FIN, proxy-first otherwise.
+func ending(f Facts) Decision {
+	d := resolve(f)
+	if f.PeerFINIn {
+		switch d.Target {
+		case TargetNowhere:
+			d.Action, d.Wait = SafeReset, f.DrainTimeout
+		case TargetProxy:
+			d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonPeerFirst
+		default:
+			d.Action, d.Wait = FIN, f.HalfClose
+		}
+		return d
+	}
+	switch {
+	case d.Target == TargetProxy:
+		d.Action, d.Wait = FIN, f.HalfClose
+	case f.PeerMayAwaitEOF:
+		// Rule 1: a FIN the peer may be waiting for is passed on.
+		d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonAwaitsEOF
+	default:
+		d.Action, d.Wait = Withhold, f.Grace.Silence()
+	}
+	return d
+}
+
+// graceOut decides a withheld FIN whose peer stayed silent, or whose wait
+// shutdown cut short: the fallback, unless the peer may be waiting for EOF.
+func graceOut(f Facts) Decision {
+	d := resolve(f)
+	d.Reason = ReasonGraceExpired
+	if f.Event == Drain {
+		d.Reason = ReasonDraining
+	}
+	switch {
+	case f.PeerMayAwaitEOF:
+		d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonAwaitsEOF
+	case d.Target == TargetNowhere || f.Fallback == FallbackReset:
+		d.Action, d.Wait = SafeReset, f.DrainTimeout
+	default:
+		d.Action, d.Wait = FIN, f.HalfClose
+	}
+	return d
+}
+
+func resolve(f Facts) Decision {
+	d := Decision{Target: f.Target}
+	if f.Target == TargetAuto {
+		d.Target, d.AutoReason = Resolve(f.Leg, f.PeerFINIn, f.Auto)
+	}
+	return d
+}
+
+// Lands says where TIME-WAIT ends up once an action is carried out and the
+// leg closes in order: FIN second leaves it on the peer, FIN first on the
+// proxy (on both sides if the FINs cross), any reset nowhere. Withhold
+// leaves the leg open: it returns "".
+func Lands(l Leg, a Action, peerFINIn bool) Side {
+	switch a {
+	case FIN:
+		if peerFINIn {
+			return l.Peer()
+		}
+		return SideProxy
+	case SafeReset, Reset:
 		return SideNone
 	}
-	return firstFIN
+	return ""
 }

@@ -49,6 +49,20 @@ func (t Target) Word(l Leg) string {
 	return string(t)
 }
 
+// Holder is the side a target wants to hold the leg's TIME-WAIT: the proxy,
+// the peer, or none. Auto has no holder of its own until Resolve chose.
+func (t Target) Holder(l Leg) Side {
+	switch t {
+	case TargetProxy:
+		return SideProxy
+	case TargetPeer:
+		return l.Peer()
+	case TargetNowhere:
+		return SideNone
+	}
+	return ""
+}
+
 // Words lists the accepted spellings of a target on leg l.
 func Words(l Leg) []string {
 	return []string{"proxy", string(l.Peer()), "nowhere", "auto"}
@@ -69,7 +83,8 @@ func ParseTarget(l Leg, word string) (Target, error) {
 	return "", fmt.Errorf("%q is not one of %s", word, strings.Join(Words(l), ", "))
 }
 
-// Fallback is what a withheld FIN becomes when peer_fin_grace runs out.
+// Fallback is what a withheld FIN becomes when the peer stayed silent for
+// the grace.
 type Fallback string
 
 const (
@@ -90,7 +105,8 @@ func ParseFallback(word string) (Fallback, error) {
 	return "", fmt.Errorf("%q is not one of fin, reset", word)
 }
 
-// Side names a party to a session, as records spell it.
+// Side names a party to a session, as records spell it: who sent the first
+// FIN of a leg, and who holds its TIME-WAIT.
 type Side string
 
 const (
@@ -98,6 +114,36 @@ const (
 	SideBackend Side = "backend"
 	SideProxy   Side = "proxy"
 	SideNone    Side = "none"
+	// SideBoth: the FINs crossed (a simultaneous close): each side sent its
+	// FIN before the other's arrived, and both hold TIME-WAIT.
+	SideBoth Side = "both"
+	// SideUnknown: the kernel could not tell whether the FINs crossed. The
+	// proxy sent the first FIN and holds TIME-WAIT; the peer may hold one
+	// too.
+	SideUnknown Side = "unknown"
 )
 
 func (s Side) String() string { return string(s) }
+
+// Close is how the proxy's end of a leg was closed, as records spell it.
+type Close string
+
+const (
+	CloseFIN       Close = "fin"        // the proxy sent a FIN and the leg ended in order
+	CloseReset     Close = "reset"      // the proxy sent an RST
+	ClosePeerReset Close = "peer_reset" // the peer sent an RST
+	CloseError     Close = "error"      // a socket error other than a reset
+	ClosePooled    Close = "pooled"     // not closed: returned to the backend pool
+	CloseNone      Close = "none"       // the leg never had a connection
+)
+
+// TimeWait says which side holds TIME-WAIT for a leg that ended as described:
+// after an exchange of FINs, the side whose FIN was first (both after FINs
+// that crossed, unknown where the kernel could not tell); any reset leaves
+// none. bothFINs reports that both FINs were exchanged.
+func TimeWait(firstFIN Side, c Close, bothFINs bool) Side {
+	if c != CloseFIN || !bothFINs || firstFIN == SideNone || firstFIN == "" {
+		return SideNone
+	}
+	return firstFIN
+}

@@ -4,171 +4,171 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
-// decideRow is one line of DESIGN.md's close policy table for one target,
-// one kind of event and one fallback. The same rows hold on both legs; the
-// test runs each on the front and on the back leg.
+// decideRow is one situation on a leg and what Decide must answer. The
+// same rows hold on both legs; the test runs each on the front and on the
+// back leg.
 type decideRow struct {
-	target   Target
-	kind     Kind
-	fallback Fallback
-	want     Action
+	name  string // the situation; {peer} stands for the peer's name on the leg
+	facts Facts  // Leg is filled in per leg
+	want  Action
 	// lands is where TIME-WAIT ends up once the action is carried out and
-	// the leg closes: "proxy", "peer" or "none". Empty while the action
-	// leaves the leg open (WithholdFIN).
-	lands string
-	// never marks an event the relay does not send for this target: a leg
-	// that wants TIME-WAIT on the proxy never withholds its FIN. DESIGN.md
-	// does not rule on these; the row pins what Decide does so that a change
-	// is deliberate.
-	never bool
+	// the leg closes in order: "proxy", "peer" or "none"; empty while the
+	// action leaves the leg open (Withhold) or just closes it (Finish).
+	lands  string
+	reason Reason
 }
 
-// situation words each kind of event as something that happens on a leg;
-// {peer} stands for the peer's name on that leg.
-var situation = map[Kind]string{
-	ProxyFirst:           "proxy ends first",
-	PeerFirst:            "{peer} ends first",
-	PeerFINAfterWithhold: "proxy ends first, {peer}'s FIN arrives within the grace",
-	GraceExpired:         "proxy ends first, grace expires",
-	LateData:             "proxy ends first, {peer} sends late data while the FIN is withheld",
-}
+var (
+	grace1s = Grace{Max: time.Second}
+	base    = Facts{Fallback: FallbackFIN, Grace: grace1s, HalfClose: 30 * time.Second, DrainTimeout: time.Second}
+)
+
+func with(f Facts, edit func(*Facts)) Facts { edit(&f); return f }
 
 var decideTable = []decideRow{
 	// target proxy: "FIN now; read until the peer's FIN → TIME-WAIT on proxy".
-	{TargetProxy, ProxyFirst, FallbackFIN, FINFirst, "proxy", false},
-	{TargetProxy, ProxyFirst, FallbackReset, FINFirst, "proxy", false},
-	// target proxy, peer-first: "FIN second → TIME-WAIT on peer
-	// (unavoidable; recorded as wanted≠got)".
-	{TargetProxy, PeerFirst, FallbackFIN, FINSecond, "peer", false},
-	{TargetProxy, PeerFirst, FallbackReset, FINSecond, "peer", false},
-	// The proxy target never withholds its FIN, so these never reach Decide.
-	{TargetProxy, PeerFINAfterWithhold, FallbackFIN, FINSecond, "peer", true},
-	{TargetProxy, PeerFINAfterWithhold, FallbackReset, FINSecond, "peer", true},
-	{TargetProxy, GraceExpired, FallbackFIN, FINFirst, "proxy", true},
-	{TargetProxy, GraceExpired, FallbackReset, SafeReset, "none", true},
-	{TargetProxy, LateData, FallbackFIN, FINFirst, "proxy", true},
-	{TargetProxy, LateData, FallbackReset, SafeReset, "none", true},
+	{"target proxy, proxy ends first", with(base, func(f *Facts) { f.Target, f.Event = TargetProxy, SendDone }), FIN, "proxy", ""},
+	{"target proxy, proxy ends first, {peer} may await EOF", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetProxy, SendDone, true }), FIN, "proxy", ""},
+	// "FIN second → TIME-WAIT on peer (unavoidable; recorded as wanted≠got)".
+	{"target proxy, {peer} ends first", with(base, func(f *Facts) { f.Target, f.Event, f.PeerFINIn = TargetProxy, SendDone, true }), FIN, "peer", ReasonPeerFirst},
+	{"target proxy, FIN sent, {peer}'s FIN arrives", with(base, func(f *Facts) { f.Target, f.Event, f.FINSent = TargetProxy, PeerFIN, true }), Finish, "", ""},
 
 	// target peer, proxy-first: "withhold FIN; wait for the peer's FIN …".
-	{TargetPeer, ProxyFirst, FallbackFIN, WithholdFIN, "", false},
-	{TargetPeer, ProxyFirst, FallbackReset, WithholdFIN, "", false},
-	// target peer, peer-first: "FIN second → TIME-WAIT on peer".
-	{TargetPeer, PeerFirst, FallbackFIN, FINSecond, "peer", false},
-	{TargetPeer, PeerFirst, FallbackReset, FINSecond, "peer", false},
-	// "… then FIN → TIME-WAIT on peer".
-	{TargetPeer, PeerFINAfterWithhold, FallbackFIN, FINSecond, "peer", false},
-	{TargetPeer, PeerFINAfterWithhold, FallbackReset, FINSecond, "peer", false},
-	// "Grace out → fallback ("fin": TIME-WAIT on proxy, or "reset": safe reset)".
-	{TargetPeer, GraceExpired, FallbackFIN, FINFirst, "proxy", false},
-	{TargetPeer, GraceExpired, FallbackReset, SafeReset, "none", false},
-	// "the session then ends at once by the fallback (late_data)".
-	{TargetPeer, LateData, FallbackFIN, FINFirst, "proxy", false},
-	{TargetPeer, LateData, FallbackReset, SafeReset, "none", false},
+	{"target {peer}, proxy ends first", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, SendDone }), Withhold, "", ""},
+	// Rule 1: a peer that may wait for EOF gets the FIN at once.
+	{"target {peer}, proxy ends first, {peer} may await EOF", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetPeer, SendDone, true }), FIN, "proxy", ReasonAwaitsEOF},
+	// "FIN second → TIME-WAIT on peer".
+	{"target {peer}, {peer} ends first", with(base, func(f *Facts) { f.Target, f.Event, f.PeerFINIn = TargetPeer, SendDone, true }), FIN, "peer", ""},
+	{"target {peer}, {peer}'s FIN arrives within the grace", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, PeerFIN }), FIN, "peer", ""},
+	// "Grace out → fallback".
+	{"target {peer}, grace expires, fallback fin", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, GraceExpired }), FIN, "proxy", ReasonGraceExpired},
+	{"target {peer}, grace expires, fallback reset", with(base, func(f *Facts) { f.Target, f.Event, f.Fallback = TargetPeer, GraceExpired, FallbackReset }), SafeReset, "none", ReasonGraceExpired},
+	{"target {peer}, shutdown ends the grace, fallback reset", with(base, func(f *Facts) { f.Target, f.Event, f.Fallback = TargetPeer, Drain, FallbackReset }), SafeReset, "none", ReasonDraining},
+	{"target {peer}, shutdown ends the grace, fallback fin", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, Drain }), FIN, "proxy", ReasonDraining},
+	// Rule 1 again at the end of the grace: never a reset for a peer that may wait.
+	{"target {peer}, grace expires, fallback reset, {peer} may await EOF", with(base, func(f *Facts) {
+		f.Target, f.Event, f.Fallback, f.PeerMayAwaitEOF = TargetPeer, GraceExpired, FallbackReset, true
+	}), FIN, "proxy", ReasonAwaitsEOF},
 
-	// target nowhere, proxy-first: "as peer, but end with a safe reset".
-	{TargetNowhere, ProxyFirst, FallbackFIN, WithholdFIN, "", false},
-	{TargetNowhere, ProxyFirst, FallbackReset, WithholdFIN, "", false},
-	// target nowhere, peer-first: "safe reset … → no TIME-WAIT".
-	{TargetNowhere, PeerFirst, FallbackFIN, SafeReset, "none", false},
-	{TargetNowhere, PeerFirst, FallbackReset, SafeReset, "none", false},
-	{TargetNowhere, PeerFINAfterWithhold, FallbackFIN, SafeReset, "none", false},
-	{TargetNowhere, PeerFINAfterWithhold, FallbackReset, SafeReset, "none", false},
-	// The nowhere target ends with a safe reset whatever the fallback says.
-	{TargetNowhere, GraceExpired, FallbackFIN, SafeReset, "none", false},
-	{TargetNowhere, GraceExpired, FallbackReset, SafeReset, "none", false},
-	{TargetNowhere, LateData, FallbackFIN, SafeReset, "none", false},
-	{TargetNowhere, LateData, FallbackReset, SafeReset, "none", false},
+	// target nowhere: "as peer, but end with a safe reset".
+	{"target nowhere, proxy ends first", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, SendDone }), Withhold, "", ""},
+	{"target nowhere, proxy ends first, {peer} may await EOF", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetNowhere, SendDone, true }), FIN, "proxy", ReasonAwaitsEOF},
+	{"target nowhere, {peer} ends first", with(base, func(f *Facts) { f.Target, f.Event, f.PeerFINIn = TargetNowhere, SendDone, true }), SafeReset, "none", ""},
+	{"target nowhere, {peer}'s FIN arrives within the grace", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, PeerFIN }), SafeReset, "none", ""},
+	{"target nowhere, grace expires, fallback fin", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, GraceExpired }), SafeReset, "none", ReasonGraceExpired},
+
+	// Rules 3 and 4, whatever the target.
+	{"target {peer}, safe reset due, send queue stuck", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, QueueStuck }), FIN, "", ReasonQueueStuck},
+	{"target nowhere, stream cut short", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, Cut }), Reset, "none", ReasonCut},
+	{"target proxy, stream cut short", with(base, func(f *Facts) { f.Target, f.Event = TargetProxy, Cut }), Reset, "none", ReasonCut},
+	{"target {peer}, late data", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, LateData }), Reset, "none", ReasonLateData},
+	{"target proxy, {peer} silent after the proxy's FIN", with(base, func(f *Facts) { f.Target, f.Event, f.FINSent = TargetProxy, HalfCloseExpired, true }), Reset, "none", ReasonHalfClose},
 }
 
-// name words a row on a leg as a situation, e.g. "back leg, target backend,
-// proxy ends first, grace expires, fallback reset".
-func (r decideRow) name(l Leg) string {
-	s := strings.ReplaceAll(situation[r.kind], "{peer}", string(l.Peer()))
-	n := fmt.Sprintf("%s leg, target %s, %s, fallback %s", l, r.target.Word(l), s, r.fallback)
-	if r.never {
-		n += " (never sent: the proxy target does not withhold)"
-	}
-	return n
+func (r decideRow) title(l Leg) string {
+	return fmt.Sprintf("%s leg, %s", l, strings.ReplaceAll(r.name, "{peer}", string(l.Peer())))
 }
 
 func TestDecide(t *testing.T) {
 	for _, l := range []Leg{Front, Back} {
 		for _, r := range decideTable {
-			t.Run(r.name(l), func(t *testing.T) {
-				e := Event{Leg: l, Target: r.target, Fallback: r.fallback, Kind: r.kind}
-				if got := Decide(e); got != r.want {
-					t.Fatalf("Decide(%+v) = %s, want %s", e, got, r.want)
+			t.Run(r.title(l), func(t *testing.T) {
+				f := r.facts
+				f.Leg = l
+				d := Decide(f)
+				if d.Action != r.want || d.Reason != r.reason {
+					t.Fatalf("Decide(%+v) = %s (%q), want %s (%q)", f, d.Action, d.Reason, r.want, r.reason)
 				}
-				checkLands(t, l, r)
+				if r.lands != "" {
+					want := map[string]Side{"proxy": SideProxy, "peer": l.Peer(), "none": SideNone}[r.lands]
+					if got := Lands(l, d.Action, f.PeerFINIn || f.Event == PeerFIN); got != want {
+						t.Errorf("after %s TIME-WAIT lands on %s, want %s", d.Action, got, want)
+					}
+				}
 			})
 		}
 	}
 }
 
-// checkLands carries the decided action to its end with TimeWait and checks
-// where TIME-WAIT lands, as the table's arrows say.
-func checkLands(t *testing.T, l Leg, r decideRow) {
-	t.Helper()
-	var got Side
-	switch r.want {
-	case FINFirst:
-		got = TimeWait(SideProxy, CloseFIN, true)
-	case FINSecond:
-		got = TimeWait(l.Peer(), CloseFIN, true)
-	case SafeReset:
-		// An RST answered to the peer's FIN, or sent once a grace ran out.
-		got = TimeWait(l.Peer(), CloseReset, true)
-	case WithholdFIN:
-		if r.lands != "" {
-			t.Fatalf("row says TIME-WAIT lands on %s, but %s leaves the leg open", r.lands, r.want)
-		}
-		return
+// TestDecideWaits checks the wait budget each action comes with.
+func TestDecideWaits(t *testing.T) {
+	f := with(base, func(f *Facts) { f.Leg, f.Target, f.Event = Back, TargetPeer, SendDone })
+	if d := Decide(f); d.Wait != time.Second {
+		t.Errorf("withhold waits %v, want peer_fin_grace 1s", d.Wait)
 	}
-	want := map[string]Side{"proxy": SideProxy, "peer": l.Peer(), "none": SideNone}[r.lands]
-	if got != want {
-		t.Errorf("after %s TIME-WAIT lands on %s, want %s", r.want, got, want)
+	f.Target = TargetProxy
+	if d := Decide(f); d.Wait != 30*time.Second {
+		t.Errorf("FIN first waits %v, want half_close_timeout 30s", d.Wait)
+	}
+	f.Target, f.PeerFINIn = TargetNowhere, true
+	if d := Decide(f); d.Wait != time.Second {
+		t.Errorf("safe reset waits %v, want drain_timeout 1s", d.Wait)
 	}
 }
 
-// TestDecideTableIsExhaustive guards the table itself: every target × kind ×
-// fallback appears exactly once, so TestDecide covers every leg × target ×
-// kind × fallback.
-func TestDecideTableIsExhaustive(t *testing.T) {
-	targets := []Target{TargetProxy, TargetPeer, TargetNowhere}
-	kinds := []Kind{ProxyFirst, PeerFirst, PeerFINAfterWithhold, GraceExpired, LateData}
-	fallbacks := []Fallback{FallbackFIN, FallbackReset}
-	seen := map[decideRow]int{}
-	for _, r := range decideTable {
-		seen[decideRow{target: r.target, kind: r.kind, fallback: r.fallback}]++
-	}
-	for _, tg := range targets {
-		for _, k := range kinds {
-			for _, f := range fallbacks {
-				if n := seen[decideRow{target: tg, kind: k, fallback: f}]; n != 1 {
-					t.Errorf("target %s, kind %s, fallback %s: %d rows, want 1", tg, k, f, n)
+// TestDecideNeverWithholdsFromAWaitingPeer checks rule 1 over every target,
+// event and fallback: a peer that may wait for EOF is never left without
+// the FIN, and never reset unless a stream was cut.
+func TestDecideNeverWithholdsFromAWaitingPeer(t *testing.T) {
+	for _, l := range []Leg{Front, Back} {
+		for _, tg := range []Target{TargetProxy, TargetPeer, TargetNowhere, TargetAuto} {
+			for _, ev := range []Event{SendDone, GraceExpired, Drain} {
+				for _, fb := range []Fallback{FallbackFIN, FallbackReset} {
+					f := Facts{Leg: l, Target: tg, Fallback: fb, Event: ev, PeerMayAwaitEOF: true, Grace: grace1s}
+					if d := Decide(f); d.Action != FIN {
+						t.Errorf("%s leg, target %s, %s, fallback %s: %s, want fin", l, tg, ev, fb, d.Action)
+					}
 				}
 			}
 		}
 	}
-	if want := len(targets) * len(kinds) * len(fallbacks); len(decideTable) != want {
-		t.Errorf("table has %d rows, want %d", len(decideTable), want)
-	}
-	for k := range situation {
-		if !contains(kinds, k) {
-			t.Errorf("situation names kind %s the table does not cover", k)
+}
+
+// TestDecideIsTotal checks that every combination of facts gets a known
+// action, and that the auto target is always resolved.
+func TestDecideIsTotal(t *testing.T) {
+	known := map[Action]bool{FIN: true, Withhold: true, SafeReset: true, Reset: true, Finish: true}
+	for _, l := range []Leg{Front, Back} {
+		for _, tg := range []Target{TargetProxy, TargetPeer, TargetNowhere, TargetAuto} {
+			for _, ev := range []Event{SendDone, PeerFIN, GraceExpired, HalfCloseExpired, QueueStuck, LateData, Cut, Drain} {
+				for _, in := range []bool{false, true} {
+					f := Facts{Leg: l, Target: tg, Fallback: FallbackReset, Event: ev, PeerFINIn: in, Grace: grace1s}
+					d := Decide(f)
+					if !known[d.Action] {
+						t.Errorf("%+v: action %q", f, d.Action)
+					}
+					if d.Target == TargetAuto {
+						t.Errorf("%+v: auto left unresolved", f)
+					}
+				}
+			}
 		}
 	}
 }
 
-func contains[T comparable](s []T, v T) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
+func TestGraceSilence(t *testing.T) {
+	tests := []struct {
+		name string
+		g    Grace
+		want time.Duration
+	}{
+		{"fixed: peer_fin_grace whatever the pauses", Grace{Max: time.Second, MaxPause: time.Millisecond}, time.Second},
+		{"adaptive, a quick peer: the floor", Grace{Max: time.Second, Adaptive: true, MaxPause: time.Millisecond, RTT: 100 * time.Microsecond}, MinGrace},
+		{"adaptive, pauses of 100ms: four times that", Grace{Max: time.Second, Adaptive: true, MaxPause: 100 * time.Millisecond}, 400 * time.Millisecond},
+		{"adaptive, a far peer: four round trips", Grace{Max: time.Second, Adaptive: true, RTT: 50 * time.Millisecond}, 200 * time.Millisecond},
+		{"adaptive, long pauses: capped at peer_fin_grace", Grace{Max: time.Second, Adaptive: true, MaxPause: 2 * time.Second}, time.Second},
+		{"adaptive, grace below the floor: the grace", Grace{Max: 5 * time.Millisecond, Adaptive: true}, 5 * time.Millisecond},
 	}
-	return false
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.g.Silence(); got != tt.want {
+				t.Fatalf("%+v.Silence() = %v, want %v", tt.g, got, tt.want)
+			}
+		})
+	}
 }
 
 func TestParseTarget(t *testing.T) {
@@ -310,6 +310,9 @@ func TestTimeWait(t *testing.T) {
 		{"proxy FIN first, then the peer resets", SideProxy, ClosePeerReset, false, SideNone},
 		{"client resets after both FINs", SideClient, ClosePeerReset, true, SideNone},
 		{"socket error after both FINs", SideProxy, CloseError, true, SideNone},
+		{"FINs crossed: both hold TIME-WAIT", SideBoth, CloseFIN, true, SideBoth},
+		{"order of the FINs unknown", SideUnknown, CloseFIN, true, SideUnknown},
+		{"FINs crossed, then a reset", SideBoth, CloseReset, true, SideNone},
 		{"nobody sent a FIN", SideNone, CloseFIN, true, SideNone},
 		{"first FIN unknown", "", CloseFIN, true, SideNone},
 	}
@@ -325,7 +328,7 @@ func TestTimeWait(t *testing.T) {
 // TestTimeWaitAnyResetLeavesNone checks "any reset leaves none" for every
 // side that may have sent the first FIN.
 func TestTimeWaitAnyResetLeavesNone(t *testing.T) {
-	for _, s := range []Side{SideClient, SideBackend, SideProxy, SideNone} {
+	for _, s := range []Side{SideClient, SideBackend, SideProxy, SideNone, SideBoth, SideUnknown} {
 		for _, c := range []Close{CloseReset, ClosePeerReset, CloseError} {
 			for _, both := range []bool{false, true} {
 				if got := TimeWait(s, c, both); got != SideNone {
@@ -360,22 +363,30 @@ func FuzzParseTarget(f *testing.F) {
 
 func ExampleDecide() {
 	// The back leg wants TIME-WAIT on the backend. The client's request was
-	// answered and the front leg is done, so the proxy ends the back leg
+	// answered and the client closed, so the proxy ends the back leg
 	// first: it withholds its FIN and waits for the backend's.
-	e := Event{Leg: Back, Target: TargetPeer, Fallback: FallbackReset, Kind: ProxyFirst}
-	fmt.Println(Decide(e))
+	f := Facts{Leg: Back, Target: TargetPeer, Fallback: FallbackReset, Event: SendDone,
+		Grace: Grace{Max: time.Second}}
+	fmt.Println(Decide(f).Action)
 
-	// The backend stays silent for peer_fin_grace: the fallback applies.
-	e.Kind = GraceExpired
-	fmt.Println(Decide(e))
+	// The backend stays silent for the grace: the fallback applies.
+	f.Event = GraceExpired
+	fmt.Println(Decide(f).Action)
 
 	// Had the backend sent its FIN in time, the proxy's FIN would be second
 	// and TIME-WAIT would land on the backend.
-	e.Kind = PeerFINAfterWithhold
-	act := Decide(e)
-	fmt.Println(act, TimeWait(Back.Peer(), CloseFIN, true))
+	f.Event = PeerFIN
+	d := Decide(f)
+	fmt.Println(d.Action, Lands(Back, d.Action, true))
+
+	// A client that half-closed after its request has sent nothing since:
+	// the backend may be reading to EOF, so the FIN goes on at once.
+	f = Facts{Leg: Back, Target: TargetPeer, Fallback: FallbackReset, Event: SendDone, PeerMayAwaitEOF: true}
+	d = Decide(f)
+	fmt.Println(d.Action, d.Reason)
 	// Output:
-	// withhold_fin
+	// withhold
 	// safe_reset
-	// fin_second backend
+	// fin backend
+	// fin peer_may_await_eof
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"github.com/closeproxy/closeproxy/engine"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -116,18 +117,25 @@ func (a *autoWatch) switched(reason string, on bool, fields ...zap.Field) {
 
 // countPlaced counts the TIME-WAITs a finished session left on the proxy, while
 // some leg uses auto (without the sampler nothing would ever reset them).
-func (a *autoWatch) countPlaced(td *Teardown) {
+func (a *autoWatch) countPlaced(td *engine.Teardown) {
 	if !a.running.Load() {
 		return
 	}
-	for _, l := range []*LegRecord{&td.Front, &td.Back} {
-		if l.TimeWait == policy.SideProxy {
+	for _, l := range []*engine.LegRecord{&td.Front, &td.Back} {
+		if proxyHolds(l.TimeWait) {
 			a.placedTimeWait()
 		}
 	}
-	if td.Back.TimeWait == policy.SideProxy {
+	if proxyHolds(td.Back.TimeWait) {
 		a.placedToward(td.Back.Peer)
 	}
+}
+
+// proxyHolds reports a TIME-WAIT the proxy may hold: its own, both sides'
+// after crossed FINs, or one whose holder is unknown (counted, to err on
+// the side of the budget).
+func proxyHolds(s policy.Side) bool {
+	return s == policy.SideProxy || s == policy.SideBoth || s == policy.SideUnknown
 }
 
 // placedTimeWait counts a TIME-WAIT the proxy just took, and re-checks the
@@ -208,11 +216,14 @@ func (a *autoWatch) placedToward(dest netip.AddrPort) {
 	}
 }
 
-// state is what Resolve needs for a leg toward peer.
-func (a *autoWatch) state(peer netip.AddrPort) policy.AutoState {
+// state is what Resolve needs for leg toward peer: the host's pressure,
+// and on the back leg the pressure on the ports toward peer.
+func (a *autoWatch) state(leg policy.Leg, peer netip.AddrPort) policy.AutoState {
 	s := policy.AutoState{HostSaving: a.host.Load()}
-	a.mu.Lock()
-	s.PortSaving = a.ports[peer]
-	a.mu.Unlock()
+	if leg == policy.Back {
+		a.mu.Lock()
+		s.PortSaving = a.ports[peer]
+		a.mu.Unlock()
+	}
 	return s
 }

@@ -58,7 +58,7 @@ func TestAutoChoosesPerClose(t *testing.T) {
 	}{
 		{"no pressure, backend ends first: the proxy takes it", true, false, false, policy.SideProxy, policy.ReasonAccepting},
 		{"no pressure, client ends first: spare the client", false, true, false, policy.SideNone, policy.ReasonSpareDialer},
-		{"host over budget: safe reset", true, true, true, policy.SideNone, policy.ReasonHostBudget},
+		{"host over budget, client ends first: safe reset", false, true, true, policy.SideNone, policy.ReasonHostBudget},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

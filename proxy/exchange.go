@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/http1"
 	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/pool"
@@ -22,7 +23,7 @@ type roundTrip struct {
 	closing  bool  // the front leg ends after this response
 	reusable bool  // the backend connection can go back to the pool
 	backFIN  bool  // the backend's FIN ended the response
-	abort    bool  // the backend got part of a refused request: reset it
+	cutBack  bool  // the backend got part of a request, or its response was cut: reset it
 	unused   bool  // nothing was sent on the connection
 	err      error // why a retry is wanted
 }
@@ -33,32 +34,61 @@ var errBodyCut = errors.New("request body incomplete when the response ended")
 
 // exchange carries one request and its response. It reports whether the
 // front leg must end after it, and whether the session became a tunnel
-// (then it is over).
-func (h *h1) exchange(req *http1.Request, drain, kill <-chan struct{}) (closing, tunnel bool) {
+// (then it is over). Every way it can end gives the backend connection
+// back to the pool or closes it.
+func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 	for attempt := 0; ; attempt++ {
-		bc, err := h.getBackend()
+		bc, err := h.acquire()
 		if err != nil {
 			h.backendFailed(err)
 			return true, false
 		}
 		br := backReaders.Get().(*bufio.Reader)
 		br.Reset(bc)
+		h.guard = engine.NewGuard(h.ctx, h.ln.IdleTimeout, h.front, bc.TCPConn)
 		rt := h.roundTrip(bc, br, req)
+		if stall := h.guard.Stop(); stall != engine.NotStalled {
+			h.stalled(&rt, stall)
+		}
 		switch {
 		case rt.retry && attempt == 0:
-			h.td.Back.Fallback = "retried"
+			h.rec.Note(policy.Back, policy.ReasonRetried)
 			h.dropBackend(bc, br)
 			continue
 		case rt.retry: // the second connection failed the same way: once is all
-			h.td.Outcome, h.td.Err = OutcomeBackendReset, rt.err
+			h.rec.Outcome(engine.OutcomeBackendReset, rt.err)
 			h.writeError(502, "Bad Gateway")
 		case rt.tunnel:
-			h.tunnel(bc, br, drain, kill)
+			h.tunnel(bc, br)
 			return true, true
 		}
 		h.afterResponse(bc, br, rt)
 		return rt.closing, false
 	}
+}
+
+// stalled: the guard cut the exchange short (idle_timeout with no byte
+// moving, or shutdown out of time). A response not begun is answered with
+// 504 (503 at shutdown): a whole, honest response. One begun is cut: the
+// client gets an RST, never a clean end.
+func (h *h1) stalled(rt *roundTrip, why engine.Stall) {
+	rt.closing, rt.reusable, rt.retry, rt.cutBack = true, false, false, true
+	_ = h.front.SetDeadline(time.Time{})
+	o, status, text := engine.OutcomeTimeout, 504, "Gateway Timeout"
+	if why == engine.StalledDrain {
+		o, status, text = engine.OutcomeDrained, 503, "Service Unavailable"
+	}
+	h.rec.Outcome(o, fmt.Errorf("exchange stalled: no byte moved for idle_timeout %s, or shutdown ran out of time", h.ln.IdleTimeout))
+	if rt.started {
+		h.cutFront()
+		return
+	}
+	h.writeError(status, text)
+}
+
+// cutFront resets the front leg: a response was cut short.
+func (h *h1) cutFront() {
+	h.end(engine.Ending{Cut: true, Why: policy.ReasonCut})
 }
 
 // roundTrip sends req on bc and relays the responses to the client.
@@ -71,8 +101,8 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		}
 	} else {
 		n, err := bc.Write(head)
-		h.td.Back.BytesOut += int64(n)
-		h.td.BackRequests++
+		h.rec.Sent(policy.Back, int64(n))
+		h.rec.Request()
 		if err != nil {
 			h.noResponse(&rt, bc, req, nil, fmt.Errorf("send request to backend: %w", err))
 			return rt
@@ -89,10 +119,10 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			h.badResponse(&rt, body, err)
 			return rt
 		}
-		h.td.Back.BytesIn += int64(len(resp.Raw))
+		h.rec.Received(policy.Back, int64(len(resp.Raw)))
 		rt.closing = req.Close || resp.Close
-		n, err := h.front.conn.Write(resp.HeadForClient(rt.closing))
-		h.td.Front.BytesOut += int64(n)
+		n, err := h.front.Write(resp.HeadForClient(rt.closing))
+		h.rec.Sent(policy.Front, int64(n))
 		rt.started = true
 		if err != nil {
 			h.clientGone(&rt, body, err)
@@ -110,7 +140,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		}
 		rt.reusable = !resp.Close && br.Buffered() == 0
 		if err := h.finishBody(body); err != nil {
-			rt.reusable = false
+			rt.reusable, rt.cutBack = false, true
 		}
 		rt.closing = rt.closing || !rt.reusable
 		return rt
@@ -167,31 +197,26 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 	if err == nil {
 		err = sp.flush()
 	}
-	h.td.Front.BytesIn += n
-	h.td.Back.BytesOut += sp.written
+	h.rec.Received(policy.Front, n)
+	h.rec.Sent(policy.Back, sp.written)
 	if sp.sent {
-		h.td.BackRequests++
+		h.rec.Request()
 	}
 	if err == nil {
 		return true
 	}
 	rt.closing = true
+	rt.reusable, rt.unused, rt.cutBack = !sp.sent, !sp.sent, sp.sent
 	switch {
 	case errors.Is(err, http1.ErrBadRequest):
-		h.td.Outcome, h.td.Err = OutcomeBadRequest, err
+		h.rec.Outcome(engine.OutcomeBadRequest, err)
 		h.writeError(400, "Bad Request")
-		rt.reusable = !sp.sent // the backend saw nothing: the connection is clean
-		rt.unused = !sp.sent
-		rt.abort = sp.sent
-	case resetByPeer(bc.TCPConn):
-		h.td.Outcome, h.td.Err = OutcomeBackendReset, fmt.Errorf("send request body: %w", err)
+	case engine.ResetByPeer(bc.TCPConn):
+		rt.reusable, rt.unused, rt.cutBack = false, false, true
+		h.rec.Outcome(engine.OutcomeBackendReset, fmt.Errorf("send request body: %w", err))
 		h.writeError(502, "Bad Gateway")
-		rt.abort = true
 	default: // the client stopped sending its body
-		h.td.Outcome, h.td.Err = OutcomeClientReset, fmt.Errorf("read request body: %w", err)
-		rt.reusable = !sp.sent
-		rt.unused = !sp.sent
-		rt.abort = sp.sent
+		h.clientAborted(fmt.Errorf("read request body: %w", err))
 	}
 	return false
 }
@@ -199,14 +224,13 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 // relayBody copies the response body to the client.
 func (h *h1) relayBody(rt *roundTrip, back *net.TCPConn, br *bufio.Reader, resp *http1.Response, body chan bodyResult) bool {
 	n, err := h.copyBody(back, br, resp)
-	h.td.Back.BytesIn += n
-	h.td.Front.BytesOut += n
+	h.rec.Relayed(false, n)
 	if err != nil {
 		h.clientGone(rt, body, err)
 		return false
 	}
 	rt.backFIN = resp.Framing == http1.UntilClose
-	h.mustFIN = rt.backFIN
+	h.awaitsEOF = rt.backFIN
 	return true
 }
 
@@ -216,15 +240,15 @@ func (h *h1) relayBody(rt *roundTrip, back *net.TCPConn, br *bufio.Reader, resp 
 // 32 KiB at a time); it never reads past the body.
 func (h *h1) copyBody(back *net.TCPConn, br *bufio.Reader, resp *http1.Response) (int64, error) {
 	if resp.Framing != http1.Length || resp.Length <= int64(br.Buffered()) {
-		return resp.CopyBody(h.front.conn, br)
+		return resp.CopyBody(h.front, br)
 	}
 	head, _ := br.Peek(br.Buffered())
-	n, err := h.front.conn.Write(head)
+	n, err := h.front.Write(head)
 	_, _ = br.Discard(n)
 	written := int64(n)
 	if err == nil {
 		var m int64
-		m, err = relayCopyN(h.front.conn, back, resp.Length-written)
+		m, err = engine.CopyN(h.front, back, resp.Length-written)
 		written += m
 	}
 	if err == io.EOF {
@@ -236,43 +260,74 @@ func (h *h1) copyBody(back *net.TCPConn, br *bufio.Reader, resp *http1.Response)
 	return written, nil
 }
 
-// noResponse: the backend closed or failed before any response byte. A
-// connection from the pool may have been closed by the backend as it was
-// taken: a request without a body and with an idempotent method is sent
-// again, once, as net/http does.
+// noResponse: the backend closed or failed before any response byte, or
+// the client gave up its request body first. A connection from the pool
+// may have been closed by the backend as it was taken: a request without
+// a body and with an idempotent method is sent again, once, as net/http
+// does.
 func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body chan bodyResult, err error) {
-	h.finishBody(body)
-	rt.closing = true
-	if bc.Pooled && req.Framing == http1.NoBody && idempotent(req.Method) {
-		rt.retry, rt.err = true, err
+	rt.closing, rt.cutBack = true, true
+	if h.stalledNow(body) {
 		return
 	}
-	h.td.Outcome, h.td.Err = OutcomeBackendReset, err
+	if berr := h.finishBodyErr; berr != nil && !errors.Is(berr, errBodyCut) {
+		h.clientAborted(berr)
+		return
+	}
+	if bc.Pooled && req.Framing == http1.NoBody && idempotent(req.Method) {
+		rt.retry, rt.err, rt.cutBack = true, err, false
+		return
+	}
+	h.rec.Outcome(engine.OutcomeBackendReset, err)
 	h.writeError(502, "Bad Gateway")
 }
 
-func (h *h1) badResponse(rt *roundTrip, body chan bodyResult, err error) {
-	h.finishBody(body)
-	rt.closing = true
-	h.td.Outcome, h.td.Err = OutcomeBadResponse, err
-	if !rt.started {
-		h.writeError(502, "Bad Gateway")
+// stalledNow reports that the guard interrupted the exchange, after
+// waiting for the body copy: the error at hand is the guard's doing, and
+// stalled answers for it.
+func (h *h1) stalledNow(body chan bodyResult) bool {
+	if h.guard.Stalled() == engine.NotStalled {
+		h.finishBodyErr = h.finishBody(body)
+		return false
 	}
+	h.finishBody(body)
+	return true
+}
+
+// clientAborted: the client ended (FIN or RST) before its request was
+// whole. The backend got part of it and is reset; the client, which left
+// mid-request, is reset too.
+func (h *h1) clientAborted(err error) {
+	h.rec.Outcome(engine.OutcomeClientAborted, err)
+	h.end(engine.Ending{Cut: true, Why: policy.ReasonCut})
+}
+
+func (h *h1) badResponse(rt *roundTrip, body chan bodyResult, err error) {
+	rt.closing, rt.cutBack = true, true
+	if h.stalledNow(body) {
+		return
+	}
+	h.rec.Outcome(engine.OutcomeBadResponse, err)
+	if rt.started {
+		h.cutFront()
+		return
+	}
+	h.writeError(502, "Bad Gateway")
 }
 
 // clientGone: relaying the response failed midway, on either side.
 func (h *h1) clientGone(rt *roundTrip, body chan bodyResult, err error) {
-	h.finishBody(body)
-	rt.closing = true
-	switch {
-	case resetByPeer(h.front.conn):
-		h.td.Outcome = OutcomeClientReset
-		h.front.rec.Close = policy.ClosePeerReset
-		h.front.close()
-	default:
-		h.td.Outcome, h.td.Err = OutcomeBackendReset, fmt.Errorf("relay response: %w", err)
-		h.front.reset("backend_failed") // a truncated response must not end like a whole one
+	rt.closing, rt.cutBack = true, true
+	if h.stalledNow(body) {
+		return
 	}
+	if engine.ResetByPeer(h.front) {
+		h.rec.Outcome(engine.OutcomeClientReset, fmt.Errorf("relay response: %w", err))
+		h.end(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
+		return
+	}
+	h.rec.Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
+	h.cutFront() // a truncated response must not end like a whole one
 }
 
 func idempotent(method string) bool {
@@ -289,7 +344,9 @@ type bodyResult struct {
 }
 
 // startBody copies the request body to the backend while the response is
-// read, so that 100-continue and early responses work.
+// read, so that 100-continue and early responses work. If the client
+// stops midway (EOF or a reset), the copy interrupts the wait for the
+// response: the request can no longer be answered.
 func (h *h1) startBody(bc *pool.Conn, req *http1.Request) chan bodyResult {
 	if req.Framing == http1.NoBody {
 		return nil
@@ -297,6 +354,9 @@ func (h *h1) startBody(bc *pool.Conn, req *http1.Request) chan bodyResult {
 	ch := make(chan bodyResult, 1)
 	go func() {
 		n, err := req.CopyBody(bc, h.fr)
+		if err != nil && !errors.Is(err, http1.ErrBadRequest) {
+			_ = bc.SetReadDeadline(time.Now())
+		}
 		ch <- bodyResult{n, err}
 	}()
 	return ch
@@ -310,42 +370,38 @@ func (h *h1) finishBody(ch chan bodyResult) error {
 		return nil
 	}
 	var res bodyResult
+	t := time.NewTimer(h.ln.Close.PeerFinGrace)
+	defer t.Stop()
 	select {
 	case res = <-ch:
-	case <-time.After(h.ln.Close.PeerFinGrace):
-		_ = h.front.conn.SetReadDeadline(time.Now())
+	case <-t.C:
+		_ = h.front.SetReadDeadline(time.Now())
 		res = <-ch
 		res.err = errBodyCut
+		_ = h.front.SetReadDeadline(time.Time{})
 	}
-	h.td.Front.BytesIn += res.n
-	h.td.Back.BytesOut += res.n
+	h.rec.Relayed(true, res.n)
 	return res.err
 }
 
-// afterResponse returns bc to the pool, or ends the back leg by its policy.
+// afterResponse returns bc to the pool, or ends the back leg through the
+// engine: by its policy after a whole exchange, with a reset when a
+// request or response was cut.
 func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
-	if rt.abort {
-		h.td.Back.RSTOut = time.Since(h.start)
-		h.td.Back.Close = policy.CloseReset
-		h.dropBackend(bc, br)
-		return
-	}
 	defer putBackReader(br)
-	if rt.reusable {
+	switch {
+	case rt.reusable && !rt.cutBack:
+		_ = bc.SetDeadline(time.Time{})
 		if !rt.unused {
-			h.td.Back.Close = policy.ClosePooled
+			h.rec.Pooled()
 		}
 		h.sv.pool.Put(bc)
 		return
+	case rt.cutBack:
+		h.eng.End(policy.Back, bc.TCPConn, nil, engine.Ending{Cut: true, Why: policy.ReasonCut})
+	default:
+		h.eng.End(policy.Back, bc.TCPConn, br, engine.Ending{PeerFIN: rt.backFIN})
 	}
-	back := h.newLeg(policy.Back, bc.TCPConn)
-	kind := policy.ProxyFirst
-	if rt.backFIN {
-		back.peerFIN()
-		kind = policy.PeerFirst
-	}
-	back.finish(br, kind)
-	back.finishRecord()
 	h.sv.pool.Release(bc)
 }
 
@@ -357,29 +413,24 @@ func (h *h1) dropBackend(bc *pool.Conn, br *bufio.Reader) {
 
 // tunnel relays both ways after an Upgrade or CONNECT; bytes already read
 // past the messages go first.
-func (h *h1) tunnel(bc *pool.Conn, br *bufio.Reader, drain, kill <-chan struct{}) {
+func (h *h1) tunnel(bc *pool.Conn, br *bufio.Reader) {
 	defer h.sv.pool.Release(bc)
-	if err := flushBuffered(bc, h.fr); err == nil {
-		_ = flushBuffered(h.front.conn, br)
-	}
+	_ = bc.SetDeadline(time.Time{})
+	p := engine.Pending{Up: buffered(h.fr), Down: buffered(br)}
+	h.eng.Relay(h.front, bc.TCPConn, p)
 	putBackReader(br)
-	back := h.newLeg(policy.Back, bc.TCPConn)
-	r := newRelay(h.front, back, h.ln.IdleTimeout, drain, kill)
-	r.run()
-	if h.td.Outcome == OutcomeOK {
-		h.td.Outcome, h.td.Err = r.outcome, r.err
-	}
 }
 
-func flushBuffered(w io.Writer, br *bufio.Reader) error {
-	if n := br.Buffered(); n > 0 {
-		b, _ := br.Peek(n)
-		if _, err := w.Write(b); err != nil {
-			return err
-		}
-		_, _ = br.Discard(n)
+// buffered returns a copy of what br holds, and empties it.
+func buffered(br *bufio.Reader) []byte {
+	n := br.Buffered()
+	if n == 0 {
+		return nil
 	}
-	return nil
+	b, _ := br.Peek(n)
+	b = append([]byte(nil), b...)
+	_, _ = br.Discard(n)
+	return b
 }
 
 func putBackReader(br *bufio.Reader) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -53,26 +54,26 @@ func TestProxyHeaderFaults(t *testing.T) {
 		name    string
 		ln      config.Listener
 		parts   []string
-		outcome Outcome
+		outcome engine.Outcome
 	}{
 		{"v1 header split across three segments is read whole", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
-			[]string{"PROXY TCP4 192.0", ".2.7 192.0.2.1 55", "55 80\r\n" + req}, OutcomeOK},
+			[]string{"PROXY TCP4 192.0", ".2.7 192.0.2.1 55", "55 80\r\n" + req}, engine.OutcomeOK},
 		{"optional mode without a header passes", ppListener(config.ProxyProtocolOptional, "127.0.0.0/8"),
-			[]string{req}, OutcomeOK},
+			[]string{req}, engine.OutcomeOK},
 		{"required mode, no header", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
-			[]string{req}, OutcomeBadProxyHeader},
+			[]string{req}, engine.OutcomeBadProxyHeader},
 		{"truncated v1 header, then silence past the timeout", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
-			[]string{"PROXY TCP4 192.0.2.7 "}, OutcomeBadProxyHeader},
+			[]string{"PROXY TCP4 192.0.2.7 "}, engine.OutcomeBadProxyHeader},
 		{"malformed v1 addresses", ppListener(config.ProxyProtocolOptional, "127.0.0.0/8"),
-			[]string{"PROXY TCP4 999.1.1.1 192.0.2.1 1 2\r\n" + req}, OutcomeBadProxyHeader},
+			[]string{"PROXY TCP4 999.1.1.1 192.0.2.1 1 2\r\n" + req}, engine.OutcomeBadProxyHeader},
 		{"garbage v2 signature", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
-			[]string{"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\xff" + req}, OutcomeBadProxyHeader},
+			[]string{"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\xff" + req}, engine.OutcomeBadProxyHeader},
 		{"required mode, untrusted source refused before reading", ppListener(config.ProxyProtocolRequired, "10.0.0.0/8"),
-			[]string{"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n" + req}, OutcomeBadProxyHeader},
+			[]string{"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n" + req}, engine.OutcomeBadProxyHeader},
 		{"optional mode, header from an untrusted source refused", ppListener(config.ProxyProtocolOptional, "10.0.0.0/8"),
-			[]string{"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n" + req}, OutcomeBadProxyHeader},
+			[]string{"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n" + req}, engine.OutcomeBadProxyHeader},
 		{"optional mode, untrusted source without a header passes", ppListener(config.ProxyProtocolOptional, "10.0.0.0/8"),
-			[]string{req}, OutcomeOK},
+			[]string{req}, engine.OutcomeOK},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,10 +83,10 @@ func TestProxyHeaderFaults(t *testing.T) {
 			if td.Outcome != tc.outcome {
 				t.Fatalf("outcome %s (%v), want %s", td.Outcome, td.Err, tc.outcome)
 			}
-			if tc.outcome == OutcomeOK && got != response {
+			if tc.outcome == engine.OutcomeOK && got != response {
 				t.Errorf("response %q", got)
 			}
-			if tc.outcome != OutcomeOK {
+			if tc.outcome != engine.OutcomeOK {
 				if got != "" {
 					t.Errorf("a refused client got %q", got)
 				}
@@ -114,7 +115,7 @@ func TestBackendResetMidResponse(t *testing.T) {
 		t.Errorf("client read %q, err %v; want ECONNRESET after the partial bytes", got, err)
 	}
 	td := h.record(t)
-	if td.Outcome != OutcomeBackendReset || td.Back.Close != policy.ClosePeerReset || td.Front.Close != policy.CloseReset {
+	if td.Outcome != engine.OutcomeBackendReset || td.Back.Close != policy.ClosePeerReset || td.Front.Close != policy.CloseReset {
 		t.Errorf("outcome %s back.close %s front.close %s", td.Outcome, td.Back.Close, td.Front.Close)
 	}
 	if td.Err == nil || !strings.Contains(td.Err.Error(), "backend reset") {
@@ -142,7 +143,7 @@ func TestClientResetMidStream(t *testing.T) {
 	c.(*net.TCPConn).SetLinger(0)
 	c.Close()
 	td := h.record(t)
-	if td.Outcome != OutcomeClientReset || td.Front.Close != policy.ClosePeerReset {
+	if td.Outcome != engine.OutcomeClientReset || td.Front.Close != policy.ClosePeerReset {
 		t.Errorf("outcome %s front.close %s", td.Outcome, td.Front.Close)
 	}
 	if td.Err == nil || !strings.Contains(td.Err.Error(), "client reset") {
@@ -153,18 +154,19 @@ func TestClientResetMidStream(t *testing.T) {
 	}
 }
 
-// Nothing moves for idle_timeout: the session ends by policy with outcome
-// timeout.
+// Nothing moves for idle_timeout: the session is cut, both legs at once;
+// the client gets an RST, never a clean EOF that would pass for an empty
+// answer, and the record says timeout, cut.
 func TestIdleTimeout(t *testing.T) {
 	be := backendFunc(t, func(c *net.TCPConn) { io.Copy(io.Discard, c); c.Close() })
 	h := startProxy(t, config.Listener{IdleTimeout: 200 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
 	got, err := exchange(t, h.addr, "hello")
-	if got != "" || err != nil {
-		t.Errorf("client read %q, %v; want a clean EOF", got, err)
+	if got != "" || !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client read %q, %v; want an RST", got, err)
 	}
 	td := h.record(t)
-	if td.Outcome != OutcomeTimeout || td.Front.FirstFIN != policy.SideProxy {
-		t.Errorf("outcome %s front.first_fin %s: %+v", td.Outcome, td.Front.FirstFIN, td)
+	if td.Outcome != engine.OutcomeTimeout || !td.Front.Cut || td.Front.Close != policy.CloseReset || td.Back.Close != policy.CloseReset {
+		t.Errorf("outcome %s front cut %v close %s back close %s: %+v", td.Outcome, td.Front.Cut, td.Front.Close, td.Back.Close, td)
 	}
 	if td.Duration < 200*time.Millisecond {
 		t.Errorf("ended after %s, before idle_timeout", td.Duration)
@@ -197,15 +199,15 @@ func TestShutdownDrainsLiveSession(t *testing.T) {
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- h.srv.Shutdown(ctx) }()
-	if _, err := io.ReadAll(c); err != nil {
-		t.Errorf("client: %v", err)
+	if _, err := io.ReadAll(c); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client: %v; want an RST: shutdown cut the session", err)
 	}
 	c.Close()
 	if err := <-shut; err != nil {
 		t.Errorf("shutdown: %v", err)
 	}
-	if td := h.record(t); td.Outcome != OutcomeDrained {
-		t.Errorf("outcome %s", td.Outcome)
+	if td := h.record(t); td.Outcome != engine.OutcomeDrained || !td.Front.Cut {
+		t.Errorf("outcome %s front cut %v, want drained, cut", td.Outcome, td.Front.Cut)
 	}
 	if _, err := net.Dial("tcp", h.addr); err == nil {
 		t.Error("listener still accepts after shutdown")
@@ -254,7 +256,7 @@ func TestSlowBackendAfterClientHalfClose(t *testing.T) {
 		t.Errorf("client got %q, %v", got, err)
 	}
 	if td := h.record(t); td.Back.BytesIn != int64(len(response)) {
-		t.Errorf("back.bytes_in %d fallback %q", td.Back.BytesIn, td.Back.Fallback)
+		t.Errorf("back.bytes_in %d fallback %q", td.Back.BytesIn, td.Back.Reason)
 	}
 }
 
@@ -293,11 +295,11 @@ func TestMaxConnectionsResetsBeyond(t *testing.T) {
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("third connection: %v, want a reset", err)
 	}
-	if td := h.record(t); td.Outcome != OutcomeOverLimit || td.Front.Close != policy.CloseReset {
+	if td := h.record(t); td.Outcome != engine.OutcomeOverLimit || td.Front.Close != policy.CloseReset {
 		t.Errorf("third connection's record: outcome %s front.close %s, want over_limit, reset", td.Outcome, td.Front.Close)
 	}
 	held[0].Close()
-	if td := h.record(t); td.Outcome != OutcomeOK {
+	if td := h.record(t); td.Outcome != engine.OutcomeOK {
 		t.Errorf("first session ended with %s", td.Outcome)
 	}
 	c, err = net.Dial("tcp", h.addr)

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/http1"
 	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/pool"
@@ -20,98 +21,126 @@ import (
 // client, sends it on a pooled backend connection and relays the response,
 // bytes unchanged but for the Connection header; after a complete response
 // the backend connection goes back to the pool. An Upgrade or CONNECT turns
-// the session into an opaque two-way relay.
+// the session into an opaque two-way relay. Each leg it ends alone is ended
+// by the engine (engine.Session.End), as its close policy says.
 type h1 struct {
 	*session
-	fr      *bufio.Reader // the client's side, as intake left it
-	front   *leg
-	ctx     context.Context // ends when shutdown_timeout ran out
-	lim     http1.Limits
-	mustFIN bool // the last response was delimited by a close: only a FIN ends it
+	fr  *bufio.Reader   // the client's side, as intake left it
+	ctx context.Context // ends when shutdown_timeout ran out
+	lim http1.Limits
+	// awaitsEOF: the last response was delimited by the close, so the
+	// client reads to EOF: only the proxy's FIN ends it.
+	awaitsEOF bool
+	guard     *engine.Guard // the exchange in progress's
+	// finishBodyErr is how the request body copy ended, once an error
+	// path waited for it.
+	finishBodyErr error
+	ended         bool // the front leg was ended
 }
 
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-func (ss *session) serveHTTP1(ctx context.Context, fr *bufio.Reader, drain, kill <-chan struct{}) {
-	h := &h1{session: ss, fr: fr, ctx: ctx,
-		front: ss.newLeg(policy.Front, ss.front)}
-	h.td.Back.Close = policy.CloseNone // until a backend connection is used
-	defer h.front.finishRecord()
-	stop := context.AfterFunc(ctx, func() { _ = ss.front.SetReadDeadline(time.Now()) })
-	defer stop()
-	for h.front.phase != phaseClosed {
+func (ss *session) serveHTTP1(fr *bufio.Reader, ctx context.Context) {
+	h := &h1{session: ss, fr: fr, ctx: ctx}
+	for {
 		req, err := h.readRequest()
 		if err != nil {
 			h.endFront(err)
 			return
 		}
-		closing, tunnel := h.exchange(req, drain, kill)
-		if tunnel {
+		closing, tunnel := h.exchange(req)
+		switch {
+		case tunnel || h.ended:
 			return
-		}
-		if closing || ctx.Err() != nil {
-			h.setOutcomeIfOK(ctx)
-			h.finishFront(policy.ProxyFirst)
+		case closing:
+			if h.awaitsEOF {
+				h.rec.Note(policy.Front, policy.ReasonCloseDelimited)
+			}
+			h.end(engine.Ending{AwaitsEOF: h.awaitsEOF})
 			return
 		}
 	}
 }
 
-// readRequest waits up to idle_timeout for the next request head.
+// errIdle: no request began within idle_timeout (or before shutdown ran
+// out of time): the connection was idle between requests.
+var errIdle = errors.New("no request")
+
+// readRequest waits up to idle_timeout for the first byte of the next
+// request, then up to idle_timeout more for its whole head. Shutdown
+// interrupts both waits.
 func (h *h1) readRequest() (*http1.Request, error) {
-	if err := h.front.conn.SetReadDeadline(time.Now().Add(h.ln.IdleTimeout)); err != nil {
+	stop := context.AfterFunc(h.ctx, func() { _ = h.front.SetReadDeadline(time.Now()) })
+	defer stop()
+	if err := h.front.SetReadDeadline(time.Now().Add(h.ln.IdleTimeout)); err != nil {
 		return nil, err
+	}
+	if _, err := h.fr.Peek(1); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, errIdle
+		}
+		return nil, err
+	}
+	if h.ctx.Err() == nil {
+		_ = h.front.SetReadDeadline(time.Now().Add(h.ln.IdleTimeout))
 	}
 	req, err := http1.ReadRequest(h.fr, h.lim)
 	if err == nil {
-		h.td.Front.BytesIn += int64(len(req.Raw))
-		_ = h.front.conn.SetReadDeadline(time.Time{})
+		h.rec.Received(policy.Front, int64(len(req.Raw)))
+		_ = h.front.SetReadDeadline(time.Time{})
 	}
 	return req, err
 }
 
 // endFront ends the session after reading a request failed: the client
-// closed between requests, went idle, sent a bad request, or reset.
+// closed or went idle between requests, stopped midway through a head,
+// sent a bad request, or reset.
 func (h *h1) endFront(err error) {
 	switch {
 	case errors.Is(err, io.EOF):
-		h.front.peerFIN()
-		h.finishFront(policy.PeerFirst)
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		h.setOutcomeIfOK(h.ctx)
-		if h.td.Outcome == OutcomeOK {
-			h.td.Outcome, h.td.Err = OutcomeTimeout, errors.New("idle_timeout: no request")
+		h.end(engine.Ending{PeerFIN: true})
+	case errors.Is(err, errIdle):
+		// Nothing of a request arrived: the connection was idle, nothing
+		// is cut; it ends by its policy.
+		why := policy.ReasonIdle
+		if h.ctx.Err() != nil {
+			why = policy.ReasonDraining
 		}
-		h.finishFront(policy.ProxyFirst)
+		h.rec.Note(policy.Front, why)
+		h.end(engine.Ending{})
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, io.ErrUnexpectedEOF):
+		// A head begun and not finished: the request was cut.
+		h.rec.Outcome(h.timeoutOutcome(), fmt.Errorf("read request head: %w", err))
+		h.end(engine.Ending{Cut: true, Why: policy.ReasonCut})
 	case errors.Is(err, http1.ErrBadRequest):
-		h.td.Outcome, h.td.Err = OutcomeBadRequest, err
+		h.rec.Outcome(engine.OutcomeBadRequest, err)
 		h.writeError(400, "Bad Request")
-		h.finishFront(policy.ProxyFirst)
-	case resetByPeer(h.front.conn) || errors.Is(err, syscall.ECONNRESET):
-		h.td.Outcome = OutcomeClientReset
-		h.front.rec.Close = policy.ClosePeerReset
-		h.front.close()
+		h.end(engine.Ending{})
+	case engine.ResetByPeer(h.front) || errors.Is(err, syscall.ECONNRESET):
+		h.rec.Outcome(engine.OutcomeClientReset, fmt.Errorf("read request: %w", err))
+		h.end(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
 	default:
-		h.td.Outcome, h.td.Err = OutcomeError, fmt.Errorf("read request: %w", err)
-		h.front.fail()
+		h.rec.Outcome(engine.OutcomeError, fmt.Errorf("read request: %w", err))
+		h.end(engine.Ending{Cut: true, Why: policy.ReasonCut})
 	}
 }
 
-func (h *h1) setOutcomeIfOK(ctx context.Context) {
-	if h.td.Outcome == OutcomeOK && ctx.Err() != nil {
-		h.td.Outcome = OutcomeDrained
+// timeoutOutcome is what a stall ends as: drained once shutdown ran out of
+// time, timeout otherwise.
+func (h *h1) timeoutOutcome() engine.Outcome {
+	if h.ctx.Err() != nil {
+		return engine.OutcomeDrained
 	}
+	return engine.OutcomeTimeout
 }
 
-// finishFront ends the front leg by its policy; a close-delimited response
-// can only be ended by a FIN, whatever the target.
-func (h *h1) finishFront(kind policy.Kind) {
-	if h.mustFIN && h.front.phase != phaseClosed {
-		h.front.rec.Fallback = "close_delimited"
-		h.front.finFirstBlocking(h.fr)
+// end ends the front leg through the engine, once.
+func (h *h1) end(e engine.Ending) {
+	if h.ended {
 		return
 	}
-	h.front.finish(h.fr, kind)
+	h.ended = true
+	h.eng.End(policy.Front, h.front, h.fr, e)
 }
 
 // writeError answers the client with a short error response that closes
@@ -119,45 +148,22 @@ func (h *h1) finishFront(kind policy.Kind) {
 func (h *h1) writeError(status int, text string) {
 	body := fmt.Sprintf("%d %s\n", status, text)
 	msg := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, text, len(body), body)
-	n, _ := io.WriteString(h.front.conn, msg)
-	h.td.Front.BytesOut += int64(n)
-}
-
-// getBackend takes a backend connection from a server's pool and notes it
-// in the record.
-func (h *h1) getBackend() (*pool.Conn, error) {
-	t0 := time.Now()
-	bc, err := h.acquire()
-	if h.td.BackConnect < 0 {
-		h.td.BackConnect = time.Since(t0)
-	}
-	if err != nil {
-		return nil, err
-	}
-	h.noteBackend(bc)
-	return bc, nil
-}
-
-func (h *h1) noteBackend(bc *pool.Conn) {
-	td := h.td
-	td.BackPooled = td.BackPooled || bc.Pooled
-	td.BackReused = td.BackReused || bc.Reused
-	td.Back.Local, td.Back.Peer = addrPort(bc.LocalAddr()), addrPort(bc.RemoteAddr())
+	n, _ := io.WriteString(h.front, msg)
+	h.rec.Sent(policy.Front, int64(n))
 }
 
 // backendFailed answers the client for a backend it could not use and
 // records why.
 func (h *h1) backendFailed(err error) {
-	h.td.Err = err
 	switch {
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		h.td.Outcome = OutcomePortsExhausted
+		h.rec.Outcome(engine.OutcomePortsExhausted, err)
 		h.writeError(503, "Service Unavailable")
 	case errors.Is(err, pool.ErrPoolExhausted):
-		h.td.Outcome = OutcomePoolExhausted
+		h.rec.Outcome(engine.OutcomePoolExhausted, err)
 		h.writeError(503, "Service Unavailable")
 	default:
-		h.td.Outcome = OutcomeDialFailed
+		h.rec.Outcome(engine.OutcomeDialFailed, err)
 		h.writeError(502, "Bad Gateway")
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -40,7 +42,7 @@ func TestHTTP1LargeBodySpliced(t *testing.T) {
 		}
 	}
 	td := h.record(t)
-	if td.Outcome != OutcomeOK || td.BackRequests != 3 {
+	if td.Outcome != engine.OutcomeOK || td.BackRequests != 3 {
 		t.Fatalf("record: outcome %s (%v), %d backend requests, want ok and 3", td.Outcome, td.Err, td.BackRequests)
 	}
 	if wantOut := int64(2 * len(blob)); td.Front.BytesOut < wantOut {
@@ -70,7 +72,23 @@ func TestHTTP1LargeBodyCutShort(t *testing.T) {
 		t.Errorf("client read: %v, want a reset or an unexpected EOF", err)
 	}
 	td := h.record(t)
-	if td.Outcome != OutcomeBackendReset || td.Front.Close != policy.CloseReset || !strings.Contains(fmt.Sprint(td.Err), "unexpected EOF") {
+	if td.Outcome != engine.OutcomeBackendReset || td.Front.Close != policy.CloseReset || !strings.Contains(fmt.Sprint(td.Err), "unexpected EOF") {
 		t.Errorf("record: outcome %s, front close %s, err %v; want backend_reset, reset, unexpected EOF", td.Outcome, td.Front.Close, td.Err)
 	}
+}
+
+// pipeFDs counts this process's descriptors that are pipes.
+func pipeFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "pipe:") {
+			n++
+		}
+	}
+	return n
 }

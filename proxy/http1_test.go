@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -91,7 +92,7 @@ func TestHTTP1ReusesBackendAcrossClients(t *testing.T) {
 			t.Fatalf("got %q want %q", got[0], want)
 		}
 		td := h.record(t)
-		if td.Outcome != OutcomeOK || td.BackRequests != 1 || td.Back.Close != policy.ClosePooled || td.Back.TimeWait != policy.SideNone {
+		if td.Outcome != engine.OutcomeOK || td.BackRequests != 1 || td.Back.Close != policy.ClosePooled || td.Back.TimeWait != policy.SideNone {
 			t.Fatalf("record: outcome %s (%v) requests %d back.close %s", td.Outcome, td.Err, td.BackRequests, td.Back.Close)
 		}
 		if i > 0 && !td.BackReused {
@@ -117,7 +118,7 @@ func TestHTTP1PipelinedAnsweredInOrder(t *testing.T) {
 	}
 	td := h.record(t)
 	if td.BackRequests != 4 || td.Front.TimeWait != policy.SideClient {
-		t.Errorf("requests %d front.time_wait %s (fallback %q)", td.BackRequests, td.Front.TimeWait, td.Front.Fallback)
+		t.Errorf("requests %d front.time_wait %s (fallback %q)", td.BackRequests, td.Front.TimeWait, td.Front.Reason)
 	}
 }
 
@@ -133,7 +134,7 @@ func TestHTTP1SmugglingRefused(t *testing.T) {
 		if !strings.HasPrefix(got[0], "400 ") {
 			t.Errorf("%q: got %q", raw, got[0])
 		}
-		if td := h.record(t); td.Outcome != OutcomeBadRequest {
+		if td := h.record(t); td.Outcome != engine.OutcomeBadRequest {
 			t.Errorf("outcome %s", td.Outcome)
 		}
 	}
@@ -167,7 +168,7 @@ func TestHTTP1RetriesIdempotentOnDeadPooledConn(t *testing.T) {
 		if got[0] != "200 ok" {
 			t.Fatalf("got %q", got[0])
 		}
-		if td := h.record(t); td.Outcome != OutcomeOK {
+		if td := h.record(t); td.Outcome != engine.OutcomeOK {
 			t.Errorf("outcome %s: %v", td.Outcome, td.Err)
 		}
 	}
@@ -194,8 +195,8 @@ func TestHTTP1RetryThatFailsAgainAnswers502(t *testing.T) {
 		t.Errorf("got %q, want a 502", got[0])
 	}
 	td := h.record(t)
-	if td.Outcome != OutcomeBackendReset || td.Back.Fallback != "retried" {
-		t.Errorf("outcome %s back.fallback %q (%v), want backend_reset after a retry", td.Outcome, td.Back.Fallback, td.Err)
+	if td.Outcome != engine.OutcomeBackendReset || td.Back.Reason != "retried" {
+		t.Errorf("outcome %s back.fallback %q (%v), want backend_reset after a retry", td.Outcome, td.Back.Reason, td.Err)
 	}
 }
 
@@ -213,8 +214,8 @@ func TestHTTP1CloseDelimitedEndsWithFIN(t *testing.T) {
 		t.Fatalf("got %q, %v", got, err)
 	}
 	td := h.record(t)
-	if td.Front.FirstFIN != policy.SideProxy || td.Front.Fallback != "close_delimited" || td.Back.FirstFIN != policy.SideBackend {
-		t.Errorf("front first_fin %s fallback %q, back first_fin %s", td.Front.FirstFIN, td.Front.Fallback, td.Back.FirstFIN)
+	if td.Front.FirstFIN != policy.SideProxy || td.Front.Reason != "close_delimited" || td.Back.FirstFIN != policy.SideBackend {
+		t.Errorf("front first_fin %s fallback %q, back first_fin %s", td.Front.FirstFIN, td.Front.Reason, td.Back.FirstFIN)
 	}
 }
 
@@ -244,7 +245,7 @@ func TestHTTP1UpgradeBecomesTunnel(t *testing.T) {
 	}
 	c.(*net.TCPConn).CloseWrite()
 	io.ReadAll(br)
-	if td := h.record(t); td.Outcome != OutcomeOK || td.BackReused {
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackReused {
 		t.Errorf("outcome %s reused %v", td.Outcome, td.BackReused)
 	}
 }
@@ -258,7 +259,7 @@ func TestHTTP1BackendDownAnswers502(t *testing.T) {
 	if !strings.HasPrefix(got[0], "502 ") {
 		t.Errorf("got %q", got[0])
 	}
-	if td := h.record(t); td.Outcome != OutcomeDialFailed {
+	if td := h.record(t); td.Outcome != engine.OutcomeDialFailed {
 		t.Errorf("outcome %s", td.Outcome)
 	}
 }
@@ -291,7 +292,7 @@ func TestHTTP1BadChunkedBodyNeverForwarded(t *testing.T) {
 				t.Errorf("got %q", got[0])
 			}
 			td := h.record(t)
-			if td.Outcome != OutcomeBadRequest {
+			if td.Outcome != engine.OutcomeBadRequest {
 				t.Errorf("outcome %s: %v", td.Outcome, td.Err)
 			}
 		})

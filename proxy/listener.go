@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 )
 
 // listener is one accepting socket. Its configuration can be swapped by
@@ -124,10 +125,9 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
 	s.obs.Accepted(lc.cfg.Name)
 	if max := lc.cfg.MaxConnections; max > 0 && l.open.Load() >= int64(max) {
 		ss := s.newSession(lc, c)
-		ss.refuse(OutcomeOverLimit, fmt.Errorf("max_connections %d reached", max))
-		ss.td.Duration = time.Since(ss.start)
-		s.obs.Rejected(lc.cfg.Name, string(OutcomeOverLimit))
-		s.record(ss.td)
+		engine.Refuse(ss.rec, c, engine.OutcomeOverLimit, fmt.Errorf("max_connections %d reached", max))
+		s.obs.Rejected(lc.cfg.Name, string(engine.OutcomeOverLimit))
+		s.record(ss.rec.Done())
 		return
 	}
 	l.open.Add(1)
@@ -145,7 +145,7 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
 }
 
 // record logs td (as log.teardown samples) and hands it on.
-func (s *Server) record(td *Teardown) {
+func (s *Server) record(td *engine.Teardown) {
 	s.auto.countPlaced(td)
 	s.obs.Ended(td)
 	if (*s.sample.Load())(td) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -52,7 +53,7 @@ func TestMultiServerRetriesNextServerOnDialFailure(t *testing.T) {
 			t.Fatalf("client got %q, %v; want the response", got, err)
 		}
 		td := h.record(t)
-		if td.Outcome != OutcomeOK || td.BackServer == dead {
+		if td.Outcome != engine.OutcomeOK || td.BackServer == dead {
 			t.Fatalf("record: outcome %s back.server %s, want ok on a live server", td.Outcome, td.BackServer)
 		}
 		on[td.BackServer]++
@@ -72,7 +73,7 @@ func TestMultiServerAllDown(t *testing.T) {
 	if _, err := get(t, h.addr, false); err == nil {
 		t.Fatal("client saw no error with every server down")
 	}
-	if td := h.record(t); td.Outcome != OutcomeDialFailed || td.BackTries != 2 {
+	if td := h.record(t); td.Outcome != engine.OutcomeDialFailed || td.BackTries != 2 {
 		t.Fatalf("record: outcome %s tries %d, want dial_failed after 2", td.Outcome, td.BackTries)
 	}
 }
@@ -196,7 +197,7 @@ func TestMultiServerPassiveEjection(t *testing.T) {
 		config.Backend{Servers: servers(dead, live), Balance: config.BalanceRoundRobin,
 			Close:  testClose(policy.TargetPeer, policy.FallbackReset),
 			Health: config.Health{Check: config.HealthOff, Interval: 300 * time.Millisecond, EjectAfter: 2, Rise: 1, Fall: 1}})
-	session := func() *Teardown {
+	session := func() *engine.Teardown {
 		t.Helper()
 		if got, err := get(t, h.addr, false); got != response || err != nil {
 			t.Fatalf("client got %q, %v", got, err)
@@ -286,7 +287,7 @@ func TestMultiServerHTTP1(t *testing.T) {
 			t.Fatalf("client %d: %q, want %q second", i, got, want)
 		}
 		td := h.record(t)
-		if td.Outcome != OutcomeOK || td.BackRequests != 2 {
+		if td.Outcome != engine.OutcomeOK || td.BackRequests != 2 {
 			t.Fatalf("record: outcome %s (%v) requests %d", td.Outcome, td.Err, td.BackRequests)
 		}
 		on[td.BackServer]++
@@ -360,9 +361,9 @@ func TestMultiServerPassiveEjectsServerThatResetsEverySession(t *testing.T) {
 		get(t, h.addr, false)
 		td := h.record(t)
 		switch {
-		case td.BackServer == resetter && td.Outcome == OutcomeBackendReset:
+		case td.BackServer == resetter && td.Outcome == engine.OutcomeBackendReset:
 			resets++
-		case td.BackServer == live && td.Outcome == OutcomeOK:
+		case td.BackServer == live && td.Outcome == engine.OutcomeOK:
 		default:
 			t.Errorf("session on %s ended %s (%v)", td.BackServer, td.Outcome, td.Err)
 		}

@@ -1,6 +1,10 @@
 package proxy
 
-import "time"
+import (
+	"time"
+
+	"github.com/closeproxy/closeproxy/engine"
+)
 
 // Observer receives what the proxy does, for metrics. Every method must be
 // cheap, must not block and must be safe for concurrent use: they run on the
@@ -13,7 +17,7 @@ type Observer interface {
 	Rejected(listener, reason string)
 	// Ended: a session ended, with its record, whether or not the record
 	// is logged.
-	Ended(td *Teardown)
+	Ended(td *engine.Teardown)
 	// Dialed: a backend dial finished (d is its duration); err is nil on
 	// success. Dials the pool makes in the background are included.
 	Dialed(backend string, d time.Duration, err error)
@@ -31,6 +35,6 @@ type nopObserver struct{}
 
 func (nopObserver) Accepted(string)                     {}
 func (nopObserver) Rejected(string, string)             {}
-func (nopObserver) Ended(*Teardown)                     {}
+func (nopObserver) Ended(*engine.Teardown)              {}
 func (nopObserver) Dialed(string, time.Duration, error) {}
 func (nopObserver) AutoSwitched(string, bool)           {}

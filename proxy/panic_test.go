@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -52,7 +53,7 @@ func TestSessionPanicRecovered(t *testing.T) {
 
 	got, err := exchange(t, h.addr, "GET / HTTP/1.1\r\n\r\n")
 	td := h.record(t)
-	if td.Outcome != OutcomeInternalError || td.Err == nil || !strings.Contains(td.Err.Error(), "panic: test: observer panics") {
+	if td.Outcome != engine.OutcomeInternalError || td.Err == nil || !strings.Contains(td.Err.Error(), "panic: test: observer panics") {
 		t.Fatalf("record: outcome %s error %v, want internal_error with the panic", td.Outcome, td.Err)
 	}
 	if got != "" {
@@ -64,7 +65,7 @@ func TestSessionPanicRecovered(t *testing.T) {
 	}
 
 	got, err = exchange(t, h.addr, "GET / HTTP/1.1\r\n\r\n")
-	if td := h.record(t); td.Outcome != OutcomeOK || got != response {
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || got != response {
 		t.Fatalf("after the panic: outcome %s, client read %q (%v); want ok and the response", td.Outcome, got, err)
 	}
 	if st := h.srv.PoolStats()["app"]; st.InUse != 0 {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -53,7 +54,7 @@ func backendFunc(t testing.TB, f func(c *net.TCPConn)) string {
 type harness struct {
 	srv     *Server
 	addr    string
-	records chan *Teardown
+	records chan *engine.Teardown
 }
 
 func startProxy(t testing.TB, ln config.Listener, be config.Backend, adjust ...func(*config.Config)) *harness {
@@ -90,8 +91,8 @@ func startProxyWith(t testing.TB, ln config.Listener, be config.Backend, opts []
 	for _, f := range adjust {
 		f(cfg)
 	}
-	h := &harness{records: make(chan *Teardown, 1000)}
-	srv, err := New(cfg, zap.NewNop(), append(opts, WithTeardownHook(func(td *Teardown) { h.records <- td }))...)
+	h := &harness{records: make(chan *engine.Teardown, 1000)}
+	srv, err := New(cfg, zap.NewNop(), append(opts, WithTeardownHook(func(td *engine.Teardown) { h.records <- td }))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func startProxyWith(t testing.TB, ln config.Listener, be config.Backend, opts []
 	return h
 }
 
-func (h *harness) record(t testing.TB) *Teardown {
+func (h *harness) record(t testing.TB) *engine.Teardown {
 	t.Helper()
 	select {
 	case td := <-h.records:
@@ -181,12 +182,16 @@ func TestRelayPolicies(t *testing.T) {
 		front, back               policy.Target
 		backendFirst, clientFirst bool
 		wantFront, wantBack       policy.Side
+		frontReason               policy.Reason
 	}{
-		{"front proxy, backend closes first", policy.TargetProxy, policy.TargetPeer, true, false, policy.SideProxy, policy.SideBackend},
-		{"front client, backend closes first", policy.TargetPeer, policy.TargetPeer, true, true, policy.SideClient, policy.SideBackend},
-		{"front nowhere, backend nowhere, backend first", policy.TargetNowhere, policy.TargetNowhere, true, true, policy.SideNone, policy.SideNone},
-		{"front nowhere, client closes first", policy.TargetNowhere, policy.TargetPeer, false, true, policy.SideNone, policy.SideNone},
-		{"back proxy, client closes first", policy.TargetProxy, policy.TargetProxy, false, true, policy.SideClient, policy.SideProxy},
+		{"front proxy, backend closes first", policy.TargetProxy, policy.TargetPeer, true, false, policy.SideProxy, policy.SideBackend, ""},
+		// The client reads to EOF: it may be waiting for it, so it gets the
+		// FIN at once, whatever the front target wants (rule 1).
+		{"front client, backend closes first, client waits for EOF", policy.TargetPeer, policy.TargetPeer, true, false, policy.SideProxy, policy.SideBackend, policy.ReasonAwaitsEOF},
+		{"front nowhere, backend nowhere, backend first, client waits for EOF", policy.TargetNowhere, policy.TargetNowhere, true, false, policy.SideProxy, policy.SideNone, policy.ReasonAwaitsEOF},
+		{"front client, client closes first", policy.TargetPeer, policy.TargetPeer, false, true, policy.SideClient, policy.SideNone, ""},
+		{"front nowhere, client closes first", policy.TargetNowhere, policy.TargetPeer, false, true, policy.SideNone, policy.SideNone, ""},
+		{"back proxy, client closes first", policy.TargetProxy, policy.TargetProxy, false, true, policy.SideClient, policy.SideProxy, policy.ReasonPeerFirst},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,10 +204,11 @@ func TestRelayPolicies(t *testing.T) {
 				t.Fatalf("response %q, err %v", body, err)
 			}
 			td := h.record(t)
-			if td.Front.TimeWait != tc.wantFront || td.Back.TimeWait != tc.wantBack {
-				t.Errorf("time_wait front=%s back=%s, want %s %s (record %+v)", td.Front.TimeWait, td.Back.TimeWait, tc.wantFront, tc.wantBack, td)
+			if td.Front.TimeWait != tc.wantFront || td.Back.TimeWait != tc.wantBack || td.Front.Reason != tc.frontReason {
+				t.Errorf("time_wait front=%s (%q) back=%s, want %s (%q) %s (record %+v)",
+					td.Front.TimeWait, td.Front.Reason, td.Back.TimeWait, tc.wantFront, tc.frontReason, tc.wantBack, td)
 			}
-			if td.Outcome != OutcomeOK {
+			if td.Outcome != engine.OutcomeOK {
 				t.Errorf("outcome %s: %v", td.Outcome, td.Err)
 			}
 		})
@@ -220,7 +226,7 @@ func TestDialFailedRecord(t *testing.T) {
 		t.Error("client saw no error from an unreachable backend")
 	}
 	td := h.record(t)
-	if td.Outcome != OutcomeDialFailed || !strings.Contains(td.Err.Error(), "dial backend") {
+	if td.Outcome != engine.OutcomeDialFailed || !strings.Contains(td.Err.Error(), "dial backend") {
 		t.Errorf("outcome %s err %v", td.Outcome, td.Err)
 	}
 }
@@ -250,7 +256,7 @@ func TestProxyHeaderIntake(t *testing.T) {
 		io.WriteString(c, bad)
 		io.ReadAll(c)
 		c.Close()
-		if td := h.record(t); td.Outcome != OutcomeBadProxyHeader {
+		if td := h.record(t); td.Outcome != engine.OutcomeBadProxyHeader {
 			t.Errorf("%q: outcome %s", bad, td.Outcome)
 		}
 	}

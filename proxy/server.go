@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/closeproxy/closeproxy/engine"
 	"net"
 	"net/netip"
 	"runtime"
@@ -26,7 +27,7 @@ import (
 // the running configuration untouched.
 type Server struct {
 	log        *zap.Logger
-	onTeardown func(*Teardown)
+	onTeardown func(*engine.Teardown)
 	obs        Observer
 	sample     atomic.Pointer[sampler]
 	auto       *autoWatch
@@ -60,7 +61,7 @@ type Option func(*Server)
 
 // WithTeardownHook calls f with every record after it is logged (demo,
 // tests). f runs on the session's goroutine and must not block.
-func WithTeardownHook(f func(*Teardown)) Option {
+func WithTeardownHook(f func(*engine.Teardown)) Option {
 	return func(s *Server) { s.onTeardown = f }
 }
 

@@ -11,99 +11,80 @@ import (
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
-	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/pool"
 )
 
 // session is one accepted connection, from intake to its teardown record.
+// The engine carries out its close; the session takes the backend and, in
+// http1 mode, the exchanges.
 type session struct {
 	srv   *Server
 	ln    *config.Listener
 	bk    *backend // its configuration is bk.cfg
 	sv    *server  // the server in use, once one gave a connection
 	front *net.TCPConn
-	start time.Time
-	td    *Teardown
+	rec   *engine.Recorder
+	eng   *engine.Session
 }
 
 func (s *Server) newSession(lc *listenerConf, c *net.TCPConn) *session {
 	ln, be := &lc.cfg, &lc.be.cfg
-	td := &Teardown{
-		ID: s.nextID.Add(1), Listener: ln.Name, Backend: be.Name, ProxyProtocol: "none",
-		Front:       newLegRecord(policy.Front, ln.Close.TimeWait),
-		Back:        newLegRecord(policy.Back, be.Close.TimeWait),
-		BackConnect: -1, Outcome: OutcomeOK,
-	}
-	td.Front.Local, td.Front.Peer = addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
-	td.Client = td.Front.Peer
-	td.OriginalDst = interceptedDst(c, ln.Intercept)
-	return &session{srv: s, ln: ln, bk: lc.be, front: c, start: time.Now(), td: td}
+	rec := engine.NewRecorder(s.nextID.Add(1), ln.Name, be.Name, ln.Close.TimeWait, be.Close.TimeWait)
+	rec.Accepted(addrPort(c.LocalAddr()), addrPort(c.RemoteAddr()), interceptedDst(c, ln.Intercept))
+	return &session{srv: s, ln: ln, bk: lc.be, front: c, rec: rec}
 }
 
 // run carries the session to its end and returns its record. A panic is
 // recovered into outcome internal_error: one session never takes the
 // process down.
-func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *Teardown) {
-	td = ss.td
+func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *engine.Teardown) {
 	defer func() {
 		if p := recover(); p != nil {
-			ss.refuse(OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
-			td.Front.TimeWait = policy.SideNone
+			engine.Refuse(ss.rec, ss.front, engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
 		}
-		td.Duration = time.Since(ss.start)
 		ss.leave(true)
+		td = ss.rec.Done()
 	}()
+	ss.eng = &engine.Session{Rec: ss.rec, Front: ss.ln.Close, Back: ss.bk.cfg.Close, Idle: ss.ln.IdleTimeout,
+		Auto: ss.srv.auto.state, Drain: drainCtx.Done(), Kill: kill}
 	in, err := readIntake(ss.front, ss.ln)
 	if err != nil {
-		ss.refuse(OutcomeBadProxyHeader, err)
-		return td
+		engine.Refuse(ss.rec, ss.front, engine.OutcomeBadProxyHeader, err)
+		return
 	}
-	td.ProxyProtocol = in.version
-	if in.version == "none" && td.OriginalDst.IsValid() {
-		in.dest = td.OriginalDst // what a PROXY header sent on names
-	}
-	if in.version != "none" && in.client != td.Front.Peer {
-		td.Client, td.LB = in.client, td.Front.Peer
+	ss.rec.Intake(in.version, in.client)
+	if in.version == "none" && ss.rec.OriginalDst().IsValid() {
+		in.dest = ss.rec.OriginalDst() // what a PROXY header sent on names
 	}
 	if ss.bk.cfg.Protocol == config.ProtocolHTTP1 {
 		fr := in.reader
 		if fr == nil {
 			fr = bufio.NewReader(ss.front)
 		}
-		ss.serveHTTP1(drainCtx, fr, drainCtx.Done(), kill)
-		return td
+		ss.serveHTTP1(fr, drainCtx)
+		return
 	}
 	back, err := ss.takeBackend(in)
 	if err != nil {
-		ss.refuse(dialOutcome(err), err)
-		td.Back.Close = policy.CloseError
-		return td
+		engine.Refuse(ss.rec, ss.front, dialOutcome(err), err)
+		return
 	}
-	ss.relay(back.TCPConn, drainCtx.Done(), kill)
+	ss.eng.Relay(ss.front, back.TCPConn, engine.Pending{Up: in.leftover()})
 	ss.sv.pool.Release(back)
-	return td
+	return
 }
 
-func dialOutcome(err error) Outcome {
+func dialOutcome(err error) engine.Outcome {
 	switch {
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return OutcomePortsExhausted
+		return engine.OutcomePortsExhausted
 	case errors.Is(err, pool.ErrPoolExhausted):
-		return OutcomePoolExhausted
+		return engine.OutcomePoolExhausted
 	case errors.Is(err, syscall.EAFNOSUPPORT):
-		return OutcomeFamilyMismatch
+		return engine.OutcomeFamilyMismatch
 	}
-	return OutcomeDialFailed
-}
-
-// refuse ends the front leg with an RST before any byte was relayed: the
-// client learns at once, and no side keeps TIME-WAIT.
-func (ss *session) refuse(o Outcome, err error) {
-	ss.td.Outcome, ss.td.Err = o, err
-	_ = ss.front.SetLinger(0)
-	_ = ss.front.Close()
-	ss.td.Front.RSTOut = time.Since(ss.start)
-	ss.td.Front.Close = policy.CloseReset
+	return engine.OutcomeDialFailed
 }
 
 // acquire takes a connection to one of the backend's servers: the one the
@@ -112,6 +93,8 @@ func (ss *session) refuse(o Outcome, err error) {
 // backend. Each try is bounded by connect_timeout. An http1 session keeps
 // the server it got while that server gives connections.
 func (ss *session) acquire() (*pool.Conn, error) {
+	t0 := time.Now()
+	defer func() { ss.rec.Connecting(time.Since(t0)) }()
 	var lastErr error
 	kept := ss.sv
 	if kept != nil {
@@ -122,7 +105,7 @@ func (ss *session) acquire() (*pool.Conn, error) {
 		lastErr = err
 		ss.leave(false)
 	}
-	for _, sv := range ss.bk.order(ss.td.Client.Addr()) {
+	for _, sv := range ss.bk.order(ss.rec.Client().Addr()) {
 		if sv == kept {
 			continue
 		}
@@ -142,11 +125,14 @@ func (ss *session) try(sv *server) (*pool.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), ss.bk.cfg.ConnectTimeout)
 	defer cancel()
 	if ss.bk.cfg.Source == config.SourceClient {
-		ctx = pool.WithSource(ctx, ss.td.Client.Addr())
+		ctx = pool.WithSource(ctx, ss.rec.Client().Addr())
 	}
-	ss.td.BackTries++
-	ss.td.BackServer = sv.addr
-	return sv.pool.Get(ctx)
+	ss.rec.Trying(sv.addr)
+	c, err := sv.pool.Get(ctx)
+	if err == nil {
+		ss.rec.Connected(c.Pooled, c.Reused, addrPort(c.LocalAddr()), addrPort(c.RemoteAddr()))
+	}
+	return c, err
 }
 
 // leave gives up the server in use: it counts a session less, and tells
@@ -159,64 +145,28 @@ func (ss *session) leave(ended bool) {
 		return
 	}
 	ss.sv.active.Add(-1)
+	td := ss.rec.Record()
 	switch {
-	case ss.td.Outcome == OutcomeBackendReset:
-		ss.srv.passive(ss.bk.cfg.Name, ss.sv, false, ss.td.Err)
-	case ended && ss.td.Outcome == OutcomeOK && ss.td.Back.BytesIn > 0:
+	case td.Outcome == engine.OutcomeBackendReset:
+		ss.srv.passive(ss.bk.cfg.Name, ss.sv, false, td.Err)
+	case ended && td.Outcome == engine.OutcomeOK && td.Back.BytesIn > 0:
 		ss.srv.passive(ss.bk.cfg.Name, ss.sv, true, nil)
 	}
 	ss.sv = nil
 }
 
 // takeBackend takes a warm connection from a server's pool or dials one,
-// sends the PROXY header if configured and the bytes read past the
-// client's header.
+// and sends the PROXY header if configured.
 func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
-	t0 := time.Now()
 	back, err := ss.acquire()
-	ss.td.BackConnect = time.Since(t0)
 	if err != nil {
 		return nil, err
 	}
-	ss.td.BackPooled = back.Pooled
-	ss.td.Back.Local, ss.td.Back.Peer = addrPort(back.LocalAddr()), addrPort(back.RemoteAddr())
 	if ss.bk.cfg.SendProxyProtocol != config.SendOff {
 		if _, err := proxyHeader(ss.bk.cfg.SendProxyProtocol, in).WriteTo(back); err != nil {
-			ss.dropBackend(back)
+			ss.sv.pool.Discard(back)
 			return nil, fmt.Errorf("send PROXY header to %s: %w", ss.sv.addr, err)
 		}
 	}
-	if b := in.leftover(); len(b) > 0 {
-		n, err := back.Write(b)
-		ss.td.Front.BytesIn += int64(n)
-		ss.td.Back.BytesOut += int64(n)
-		if err != nil {
-			ss.dropBackend(back)
-			return nil, fmt.Errorf("write to backend %s: %w", ss.sv.addr, err)
-		}
-	}
 	return back, nil
-}
-
-// newLeg makes the session's front or back leg over conn, with that leg's
-// close policy and record.
-func (ss *session) newLeg(name policy.Leg, conn *net.TCPConn) *leg {
-	l := &leg{name: name, start: ss.start, auto: ss.srv.auto, conn: conn, pol: ss.ln.Close, rec: &ss.td.Front}
-	if name == policy.Back {
-		l.pol, l.rec = ss.bk.cfg.Close, &ss.td.Back
-	}
-	return l
-}
-
-// dropBackend resets a backend connection that failed before the relay.
-func (ss *session) dropBackend(c *pool.Conn) {
-	ss.sv.pool.Discard(c)
-}
-
-func (ss *session) relay(back *net.TCPConn, drain, kill <-chan struct{}) {
-	td := ss.td
-	front, bk := ss.newLeg(policy.Front, ss.front), ss.newLeg(policy.Back, back)
-	r := newRelay(front, bk, ss.ln.IdleTimeout, drain, kill)
-	r.run()
-	td.Outcome, td.Err = r.outcome, r.err
 }

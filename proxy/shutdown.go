@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"github.com/closeproxy/closeproxy/engine"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -86,22 +87,22 @@ func (s *Server) stopPools() {
 }
 
 // sampler decides whether a record is logged.
-type sampler func(*Teardown) bool
+type sampler func(*engine.Teardown) bool
 
 // teardownSampler reads log.teardown: all | errors | sample:<rate>. Records
 // whose outcome is not ok are always kept.
 func teardownSampler(mode string) (sampler, error) {
 	switch {
 	case mode == "" || mode == "all":
-		return func(*Teardown) bool { return true }, nil
+		return func(*engine.Teardown) bool { return true }, nil
 	case mode == "errors":
-		return func(t *Teardown) bool { return t.Outcome != OutcomeOK }, nil
+		return func(t *engine.Teardown) bool { return t.Outcome != engine.OutcomeOK }, nil
 	case strings.HasPrefix(mode, "sample:"):
 		rate, err := strconv.ParseFloat(strings.TrimPrefix(mode, "sample:"), 64)
 		if err != nil || rate <= 0 || rate > 1 {
 			return nil, fmt.Errorf("log.teardown: %q: rate must be in (0, 1]", mode)
 		}
-		return func(t *Teardown) bool { return t.Outcome != OutcomeOK || rand.Float64() < rate }, nil
+		return func(t *engine.Teardown) bool { return t.Outcome != engine.OutcomeOK || rand.Float64() < rate }, nil
 	}
 	return nil, fmt.Errorf("log.teardown: %q is not one of all, errors, sample:<rate>", mode)
 }

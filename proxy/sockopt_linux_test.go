@@ -44,23 +44,3 @@ func TestAcceptedConnsInheritKeepAlive(t *testing.T) {
 		}
 	}
 }
-
-// TestLegProgressAllocatesNothing: the TCP_INFO read behind every timer
-// tick and state change reuses the leg's struct.
-func TestLegProgressAllocatesNothing(t *testing.T) {
-	ln := loopbackListener(t)
-	client, srv := loopbackPair(t, ln)
-	if _, err := client.Write([]byte("abc")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.Read(make([]byte, 3)); err != nil {
-		t.Fatal(err)
-	}
-	l := &leg{conn: srv}
-	if p := l.progress(); p != 3 {
-		t.Fatalf("progress = %d after 3 bytes received, want 3", p)
-	}
-	if n := testing.AllocsPerRun(100, func() { l.progress() }); n != 0 {
-		t.Errorf("leg.progress allocates %.0f times a call, want 0", n)
-	}
-}

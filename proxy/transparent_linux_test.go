@@ -9,6 +9,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 )
 
 // With source = "client", the backend sees the client the PROXY header
@@ -44,11 +45,12 @@ func TestSourceClientDialsFromHeaderAddress(t *testing.T) {
 	if string(got) != "hi" || err != nil {
 		t.Fatalf("client read %q, %v", got, err)
 	}
+	c.Close()
 	if peer := <-peers; peer.Addr() != client.Addr() {
 		t.Errorf("backend saw %s, want the header's client %s", peer, client.Addr())
 	}
 	td := h.record(t)
-	if td.Outcome != OutcomeOK || td.Back.Local.Addr() != client.Addr() || td.Client != client {
+	if td.Outcome != engine.OutcomeOK || td.Back.Local.Addr() != client.Addr() || td.Client != client {
 		t.Errorf("record: outcome %s, back.local %s, client %s; want ok from %s", td.Outcome, td.Back.Local, td.Client, client.Addr())
 	}
 	if td.OriginalDst.String() != h.addr {

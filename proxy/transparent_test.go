@@ -11,6 +11,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -83,7 +84,7 @@ func TestSourceClientFamilyMismatch(t *testing.T) {
 	}
 	_, err = io.ReadAll(c)
 	td := h.record(t)
-	if td.Outcome != OutcomeFamilyMismatch || !strings.Contains(td.Err.Error(), "different address families") {
+	if td.Outcome != engine.OutcomeFamilyMismatch || !strings.Contains(td.Err.Error(), "different address families") {
 		t.Fatalf("record: outcome %s, error %v; want family_mismatch", td.Outcome, td.Err)
 	}
 	if td.Front.Close != policy.CloseReset || err == nil {

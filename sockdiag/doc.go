@@ -23,6 +23,7 @@ const (
 	TimeWait    State = 6
 	CloseWait   State = 8
 	LastAck     State = 9
+	Closing     State = 11
 )
 
 // Socket is one TCP socket as the kernel reports it.

@@ -1,4 +1,4 @@
-package proxy
+package engine
 
 import (
 	"bytes"
@@ -42,7 +42,7 @@ func TestRelayCopyChunksThenSplices(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		n, err := relayCopy(dst, src)
+		n, err := relayCopy(dst, src, nil)
 		done <- result{n, err}
 	}()
 
@@ -96,7 +96,7 @@ func TestRelayCopyAllocatesNothingPerChunk(t *testing.T) {
 	dst, sink := loopbackPair(t, ln)
 	done := make(chan error, 1)
 	go func() {
-		_, err := relayCopy(dst, src)
+		_, err := relayCopy(dst, src, nil)
 		done <- err
 	}()
 	for _, size := range []int{100, 256 << 10} { // chunks, then splice
@@ -130,7 +130,7 @@ func TestRelayCopyGivesBuffersBack(t *testing.T) {
 		free0 := chunks.len()
 		done := make(chan error, 1)
 		go func() {
-			_, err := relayCopy(dst, src)
+			_, err := relayCopy(dst, src, nil)
 			done <- err
 		}()
 		client.Write([]byte("hi"))

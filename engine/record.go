@@ -1,4 +1,4 @@
-package proxy
+package engine
 
 import (
 	"net/netip"
@@ -10,19 +10,23 @@ import (
 	"github.com/closeproxy/closeproxy/policy"
 )
 
-// Outcome says how a session ended, in one word.
+// Outcome says how a session ended, in one word. Only OutcomeOK means
+// every stream reached its end: any other outcome of a relayed session
+// means something was cut, refused or failed, and the legs' cut fields say
+// which peer got a stream cut short.
 type Outcome string
 
 const (
-	OutcomeOK             Outcome = "ok"               // both legs ended in order
+	OutcomeOK             Outcome = "ok"               // every stream ended in order, nothing cut
 	OutcomeDialFailed     Outcome = "dial_failed"      // the backend refused, timed out or is unreachable
 	OutcomePortsExhausted Outcome = "ports_exhausted"  // no local port toward the backend (EADDRNOTAVAIL): ours, not the backend's
-	OutcomeTimeout        Outcome = "timeout"          // idle_timeout with no bytes moving, or a stalled write
+	OutcomeTimeout        Outcome = "timeout"          // idle_timeout with no bytes moving, a peer silent after the proxy's FIN, or (http1) a backend that never answered
 	OutcomeClientReset    Outcome = "client_reset"     // the client sent an RST
-	OutcomeBackendReset   Outcome = "backend_reset"    // the backend sent an RST
+	OutcomeBackendReset   Outcome = "backend_reset"    // the backend sent an RST, or closed mid-response
+	OutcomeClientAborted  Outcome = "client_aborted"   // http1: the client ended before its request was complete
 	OutcomeBadProxyHeader Outcome = "bad_proxy_header" // malformed, slow, missing (required) or untrusted PROXY header
 	OutcomeDrained        Outcome = "drained"          // cut by shutdown after shutdown_timeout
-	OutcomeLateData       Outcome = "late_data"        // a peer sent bytes after the other leg had ended
+	OutcomeLateData       Outcome = "late_data"        // a peer sent bytes that could no longer be delivered
 	OutcomeError          Outcome = "error"            // another socket error; see error
 	OutcomeInternalError  Outcome = "internal_error"   // a bug: a panic in the session, recovered
 	OutcomeBadRequest     Outcome = "bad_request"      // http1: a request the proxy refused with 400 (ambiguous framing, malformed)
@@ -35,23 +39,31 @@ const (
 // LegRecord is what happened on one leg. Times are since accept; a negative
 // duration means the event did not happen.
 type LegRecord struct {
-	FirstFIN   policy.Side  // whose FIN came first: client|backend|proxy|none
-	Close      policy.Close // how the proxy's end closed: fin|reset|peer_reset|error
-	TimeWait   policy.Side  // where TIME-WAIT landed: client|backend|proxy|none
-	Wanted     string       // the configured target, as the user spells it
-	Fallback   string       // why the table's action was not taken, if so
-	AutoReason string       // with time_wait = "auto": why it chose what it chose
-	BytesIn    int64        // bytes received from the peer
-	BytesOut   int64        // bytes sent to the peer
+	FirstFIN policy.Side  // whose FIN came first: client|backend|proxy|both|none|unknown
+	Close    policy.Close // how the proxy's end closed: fin|reset|peer_reset|error|pooled|none
+	TimeWait policy.Side  // where TIME-WAIT landed: client|backend|proxy|both|none|unknown
+	Wanted   string       // the configured target, as the user spells it
+	// Target is the target in force for the close: Wanted, or with auto
+	// the one auto chose. Empty while no close was decided.
+	Target     policy.Target
+	AsWanted   bool          // TIME-WAIT landed where Target wanted it
+	Reason     policy.Reason // why the table's plain path was left, if so
+	Cut        bool          // the stream toward this leg's peer was cut short: it got an RST, not a FIN
+	AutoReason string        // with time_wait = "auto": why it chose what it chose
+	BytesIn    int64         // bytes received from the peer
+	BytesOut   int64         // bytes sent to the peer
 	FINIn      time.Duration
 	FINOut     time.Duration
 	RSTOut     time.Duration
 	Local      netip.AddrPort // the proxy's address on this leg
 	Peer       netip.AddrPort // the peer's address on this leg
+
+	leg policy.Leg
 }
 
 // Teardown is the record of one session: the struct is the schema (the
-// README documents each key). The relay returns it; the caller logs it once.
+// README documents each key). The engine and the session fill it through
+// a Recorder; the caller logs it once.
 type Teardown struct {
 	ID            uint64
 	Listener      string
@@ -75,9 +87,17 @@ type Teardown struct {
 
 func newLegRecord(leg policy.Leg, target policy.Target) LegRecord {
 	return LegRecord{
-		FirstFIN: policy.SideNone, TimeWait: policy.SideNone, Close: policy.CloseNone,
+		leg: leg, FirstFIN: policy.SideNone, TimeWait: policy.SideNone, Close: policy.CloseNone,
 		Wanted: target.Word(leg), FINIn: -1, FINOut: -1, RSTOut: -1,
 	}
+}
+
+// Leg returns the record of leg l.
+func (t *Teardown) Leg(l policy.Leg) *LegRecord {
+	if l == policy.Front {
+		return &t.Front
+	}
+	return &t.Back
 }
 
 // MarshalLogObject renders the record flat under fixed keys, always the same
@@ -113,7 +133,10 @@ func (l *LegRecord) encode(enc zapcore.ObjectEncoder, p string) {
 	enc.AddString(p+"close", string(l.Close))
 	enc.AddString(p+"time_wait", string(l.TimeWait))
 	enc.AddString(p+"wanted", l.Wanted)
-	enc.AddString(p+"fallback", l.Fallback)
+	enc.AddString(p+"target", l.Target.Word(l.leg))
+	enc.AddBool(p+"as_wanted", l.AsWanted)
+	enc.AddString(p+"reason", string(l.Reason))
+	enc.AddBool(p+"cut", l.Cut)
 	enc.AddString(p+"auto_reason", l.AutoReason)
 	enc.AddInt64(p+"bytes_in", l.BytesIn)
 	enc.AddInt64(p+"bytes_out", l.BytesOut)

@@ -1,4 +1,4 @@
-package proxy
+package engine
 
 import (
 	"errors"
@@ -72,12 +72,14 @@ func (l *chunkList) Put(b *[chunkSize]byte) {
 // write per chunk (not two splices), and no pipe outlives its session
 // (Go's own splice keeps its pipes in a pool that only a collection
 // empties).
-func relayCopy(dst, src *net.TCPConn) (int64, error) { return copyStream(dst, src, -1) }
+//
+// f, when not nil, is told of every read and write, for the executor.
+func relayCopy(dst, src *net.TCPConn, f *flow) (int64, error) { return copyStream(dst, src, -1, f) }
 
-// relayCopyN copies exactly n bytes from src to dst as relayCopy does,
-// never reading past them; like io.CopyN, fewer mean io.EOF.
-func relayCopyN(dst, src *net.TCPConn, n int64) (int64, error) {
-	written, err := copyStream(dst, src, n)
+// CopyN copies exactly n bytes from src to dst as the relay does, never
+// reading past them; like io.CopyN, fewer mean io.EOF.
+func CopyN(dst, src *net.TCPConn, n int64) (int64, error) {
+	written, err := copyStream(dst, src, n, nil)
 	if err == nil && written < n {
 		err = io.EOF
 	}
@@ -100,11 +102,12 @@ type copier struct {
 	inPipe  int   // bytes in the pipe, not yet written
 	written int64 // bytes written to dst
 	limit   int64 // bytes to copy in all; negative: until EOF
+	flow    *flow // nil: nobody watches
 }
 
 // copyStream copies src to dst until src's EOF, an error or, unless limit
 // is negative, limit bytes.
-func copyStream(dst, src *net.TCPConn, limit int64) (int64, error) {
+func copyStream(dst, src *net.TCPConn, limit int64, f *flow) (int64, error) {
 	rs, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -113,7 +116,7 @@ func copyStream(dst, src *net.TCPConn, limit int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	c := &copier{rs: rs, ws: ws, pipe: [2]int{-1, -1}, limit: limit}
+	c := &copier{rs: rs, ws: ws, pipe: [2]int{-1, -1}, limit: limit, flow: f}
 	c.readFn, c.inFn, c.outFn = c.read, c.spliceIn, c.spliceOut
 	defer c.closePipe()
 	for c.more() {
@@ -122,7 +125,9 @@ func copyStream(dst, src *net.TCPConn, limit int64) (int64, error) {
 			c.dropBuf()
 			return c.written, err
 		}
+		c.flow.writing()
 		m, err := dst.Write(c.buf[:n])
+		c.flow.wrote()
 		chunks.Put(c.buf)
 		c.buf = nil
 		c.written += int64(m)
@@ -160,6 +165,9 @@ func (c *copier) readChunk(want int) (int, error) {
 	if c.errno != nil {
 		c.dropBuf()
 		return 0, os.NewSyscallError("read", c.errno)
+	}
+	if c.n > 0 {
+		c.flow.read()
 	}
 	return c.n, nil
 }
@@ -213,7 +221,9 @@ func (c *copier) splice() error {
 		if c.n == 0 {
 			return nil // EOF
 		}
+		c.flow.read()
 		c.inPipe = c.n
+		c.flow.writing()
 		for c.inPipe > 0 {
 			if err := c.ws.Write(c.outFn); err != nil {
 				return err
@@ -227,6 +237,7 @@ func (c *copier) splice() error {
 			c.inPipe -= c.n
 			c.written += int64(c.n)
 		}
+		c.flow.wrote()
 	}
 	return nil
 }

@@ -1,0 +1,192 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// decide asks the policy what to do with l after ev and does it.
+func (x *executor) decide(l *leg, ev policy.Event) {
+	f := x.facts(l, ev)
+	d := policy.Decide(f)
+	l.target = d.Target // auto keeps its first choice for the rest of this close
+	x.rec.decided(l.name, d)
+	switch d.Action {
+	case policy.FIN:
+		x.fin(l, d.Wait)
+	case policy.Withhold:
+		l.phase = phaseWithholding
+		l.arm(time.Now(), d.Wait)
+	case policy.SafeReset:
+		x.safeReset(l, d.Wait, f.PeerFINIn)
+	case policy.Reset:
+		x.rst(l, d.Reason, !l.sendDone)
+		if ev == policy.HalfCloseExpired {
+			x.cutAll(x.timeoutOutcome(), errHalfClose)
+		}
+	case policy.Finish:
+		x.finish(l)
+	}
+}
+
+// timeoutOutcome is a timer's outcome: drained once shutdown ends
+// sessions, timeout otherwise.
+func (x *executor) timeoutOutcome() Outcome {
+	if x.draining {
+		return OutcomeDrained
+	}
+	return OutcomeTimeout
+}
+
+// facts gathers what the policy needs about l: for a decision that may
+// send a FIN, from the kernel.
+func (x *executor) facts(l *leg, ev policy.Event) policy.Facts {
+	f := policy.Facts{
+		Leg: l.name, Target: l.target, Fallback: l.pol.Fallback, Event: ev, FINSent: l.finSent,
+		PeerFINIn: l.peerFIN, HalfClose: l.pol.HalfCloseTimeout, DrainTimeout: l.pol.DrainTimeout,
+	}
+	if l.target == policy.TargetAuto && x.s.Auto != nil {
+		f.Auto = x.s.Auto(l.name, x.rec.td.Leg(l.name).Peer)
+	}
+	switch ev {
+	case policy.SendDone, policy.GraceExpired, policy.Drain:
+		var rtt int64
+		f.PeerFINIn, rtt = l.beforeFIN()
+		f.PeerMayAwaitEOF = x.mayAwaitEOF(l)
+		f.Grace = policy.Grace{Max: l.pol.PeerFinGrace, Adaptive: l.pol.AdaptiveGrace,
+			MaxPause: time.Duration(l.act.maxPause.Load()), RTT: time.Duration(rtt)}
+	}
+	return f
+}
+
+// mayAwaitEOF applies rule 1: a peer that sent nothing since the last bytes
+// the proxy sent it, or that has not even acknowledged them yet, may be
+// waiting for EOF. (Its bytes are stamped when the proxy reads them: a
+// peer whose bytes waited unread in the proxy may have sent them before
+// the proxy's last ones, and be waiting after all. Withholding is the bet
+// the target makes; see the package doc.)
+func (x *executor) mayAwaitEOF(l *leg) bool {
+	if l.awaitsEOF {
+		return true
+	}
+	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
+	switch {
+	case out == 0:
+		return false // the proxy never sent it a byte: it awaits nothing of ours
+	case in <= out:
+		return true
+	}
+	q, err := sendQueue(l.conn)
+	return err == nil && q > 0
+}
+
+// backlogged reports that l's peer's bytes wait in the proxy: its copier
+// is writing them on, or they sit unread in the socket.
+func (x *executor) backlogged(l *leg) bool {
+	if d := x.from(l); d != nil && !d.done && d.flow.busy.Load() {
+		return true
+	}
+	q, err := recvQueue(l.conn)
+	return err == nil && q > 0
+}
+
+// from returns the direction reading l's peer.
+func (x *executor) from(l *leg) *dir {
+	for _, d := range x.dirs {
+		if d.src == l {
+			return d
+		}
+	}
+	return nil
+}
+
+// fin sends the proxy's FIN on l, first or second as the kernel says, and
+// waits for the peer's, at most wait of its silence.
+func (x *executor) fin(l *leg, wait time.Duration) {
+	switch {
+	case l.peerFIN:
+		l.fo = finObs{} // the peer's FIN was read: ours is second, no reading needed
+	case !l.foFresh:
+		l.beforeFIN()
+	}
+	l.foFresh = false
+	if err := l.conn.CloseWrite(); err != nil {
+		x.finFailed(l, err)
+		return
+	}
+	l.finSent = true
+	x.rec.finOut(l.name)
+	if !l.peerFIN {
+		l.afterFIN()
+		l.watchFinWait2()
+	}
+	if l.inDone {
+		x.finish(l)
+		return
+	}
+	l.phase = phaseFINSent
+	if x.draining {
+		wait = min(wait, DrainGrace)
+	}
+	l.arm(time.Now(), wait)
+}
+
+// finFailed: shutting down writing failed; the peer is gone.
+func (x *executor) finFailed(l *leg, err error) {
+	if ResetByPeer(l.conn) {
+		x.peerReset(l)
+		return
+	}
+	x.cutAll(OutcomeError, err)
+}
+
+// finish closes l once both FINs are through, and records whose came first.
+func (x *executor) finish(l *leg) {
+	x.rec.firstFIN(l.name, l.firstFIN())
+	x.rec.closed(l.name, policy.CloseFIN)
+	l.closeSocket()
+}
+
+// safeReset resets l once the peer's stream was read to its end (if its
+// FIN is in) and every byte sent on l is acknowledged.
+func (x *executor) safeReset(l *leg, wait time.Duration, peerFINIn bool) {
+	if peerFINIn && !l.inDone {
+		l.phase, l.budget, l.at = phaseResetPending, wait, time.Time{}
+		return
+	}
+	x.startQueueDrain(l, wait)
+}
+
+// startQueueDrain resets l now if its send queue is empty, else polls it
+// for up to wait. Polling SIOCOUTQ is the only way to see it empty.
+func (x *executor) startQueueDrain(l *leg, wait time.Duration) {
+	q, err := sendQueue(l.conn)
+	switch {
+	case err != nil:
+		x.decide(l, policy.QueueStuck)
+	case q == 0:
+		x.safeRST(l)
+	default:
+		now := time.Now()
+		l.phase, l.until, l.poll = phaseResetting, now.Add(wait), 50*time.Microsecond
+		l.at = now.Add(l.poll)
+	}
+}
+
+// safeRST is the safe reset itself. A leg whose peer never sent its FIN
+// (a grace of silence passed) counts its peer's stream as ended.
+func (x *executor) safeRST(l *leg) {
+	if !l.inDone {
+		l.bet = true
+	}
+	x.rst(l, "", false)
+}
+
+// rst closes l with an RST now; cut says the stream toward its peer was
+// cut short.
+func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
+	_ = l.conn.SetLinger(0)
+	x.rec.reset(l.name, why, cut)
+	l.closeSocket()
+}

@@ -1,0 +1,309 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// executor carries out the close policy on a session's legs: the one
+// executor for relayed sessions, tunnels and the legs http1 ends alone.
+// One goroutine per direction copies (relayCopy, or a sink for late data)
+// and reports once, when its direction ends; the goroutine that calls run
+// owns every other piece of state, asks policy.Decide and acts. Timers
+// (idle, grace, half-close, a safe reset's queue) are one time.Timer in
+// run's select, re-armed when the state changes.
+type executor struct {
+	s        *Session
+	rec      *Recorder
+	start    time.Time
+	legs     []*leg
+	dirs     []*dir
+	results  chan result
+	running  int
+	timer    *time.Timer
+	drain    <-chan struct{}
+	kill     <-chan struct{}
+	draining bool
+	stopAt   time.Time // draining: cut whatever still waits at this time
+
+	idleAt    time.Time // next idle look; zero: no idle detection
+	idleMark  uint64
+	idleQuiet time.Time
+}
+
+// dir is one direction: bytes from src's peer to dst's peer, or to nowhere
+// (dst nil: a sink, for late data).
+type dir struct {
+	src, dst *leg
+	flow     flow
+	done     bool // its copier reported
+	clean    bool // it ended by its source's FIN, or by a grace's bet on a silent source
+}
+
+type result struct {
+	d   *dir
+	n   int64
+	err error
+}
+
+// errLate: a sink read a byte.
+var errLate = errors.New("late data")
+
+// The errors of sessions cut by a peer or a timer, so that the record's
+// error says what happened.
+var (
+	errClientRST = errors.New("the client reset the connection (RST)")
+	errBackRST   = errors.New("the backend reset the connection (RST)")
+	errDrained   = errors.New("cut by shutdown: still open after shutdown_timeout")
+	errKilled    = errors.New("still open after ending by policy at shutdown")
+)
+
+func newExecutor(s *Session) *executor {
+	return &executor{s: s, rec: s.Rec, start: s.Rec.Start(), drain: s.Drain, kill: s.Kill}
+}
+
+func (x *executor) addLeg(name policy.Leg, c *net.TCPConn) *leg {
+	pol := x.s.Front
+	if name == policy.Back {
+		pol = x.s.Back
+	}
+	l := newLeg(name, c, pol, x.rec)
+	x.legs = append(x.legs, l)
+	return l
+}
+
+func (x *executor) addDir(src, dst *leg) {
+	d := &dir{src: src, dst: dst}
+	d.flow = flow{start: x.start, src: &src.act, srcLeg: src}
+	if dst != nil {
+		d.flow.dst = &dst.act
+	}
+	x.dirs = append(x.dirs, d)
+}
+
+// prime writes pending payload to l before the relay starts, stamped as the
+// copiers stamp theirs (rule 1 must know the peer got bytes).
+func (x *executor) prime(l *leg, b []byte) bool {
+	if len(b) == 0 {
+		return true
+	}
+	d := x.from(l.other(x))
+	d.flow.writing()
+	n, err := l.conn.Write(b)
+	d.flow.wrote()
+	x.rec.Relayed(l.name == policy.Back, int64(n))
+	if err != nil {
+		x.rec.Outcome(OutcomeError, fmt.Errorf("write to the %s: %w", l.name.Peer(), err))
+		return false
+	}
+	return true
+}
+
+// run starts the copiers, calls first (if any) and handles events until
+// every leg is closed and every copier ended.
+func (x *executor) run(first func()) {
+	for _, l := range x.legs {
+		_ = l.conn.SetDeadline(time.Time{}) // timers live here, not on sockets
+	}
+	x.results = make(chan result, len(x.dirs))
+	x.timer = time.NewTimer(time.Hour)
+	defer x.timer.Stop()
+	for _, d := range x.dirs {
+		x.running++
+		x.startCopier(d)
+	}
+	if first != nil {
+		first()
+	}
+	for x.running > 0 || x.anyOpen() {
+		x.rearm()
+		select {
+		case r := <-x.results:
+			x.onResult(r)
+		case now := <-x.timer.C:
+			x.onTimer(now)
+		case <-x.drain:
+			x.drain = nil
+			x.onDrain(time.Now())
+		case <-x.kill:
+			x.kill = nil
+			x.cutAll(OutcomeDrained, errKilled)
+		}
+	}
+}
+
+// startCopier runs d's copier on a goroutine named for its direction, so
+// that a stack dump says which direction hung.
+func (x *executor) startCopier(d *dir) {
+	switch {
+	case d.dst == nil:
+		go x.sinkLate(d)
+	case d.src.name == policy.Front:
+		go x.copyUp(d)
+	default:
+		go x.copyDown(d)
+	}
+}
+
+// copyUp carries the client's bytes to the backend.
+func (x *executor) copyUp(d *dir) {
+	n, err := relayCopy(d.dst.conn, d.src.conn, &d.flow)
+	x.results <- result{d, n, err}
+}
+
+// copyDown carries the backend's bytes to the client.
+func (x *executor) copyDown(d *dir) {
+	n, err := relayCopy(d.dst.conn, d.src.conn, &d.flow)
+	x.results <- result{d, n, err}
+}
+
+// sinkLate waits for what the peer of a leg with nowhere to send its bytes
+// still sends: EOF, or late data at the first byte.
+func (x *executor) sinkLate(d *dir) {
+	var buf [512]byte
+	n, err := d.src.conn.Read(buf[:])
+	switch {
+	case n > 0:
+		err = errLate
+	case errors.Is(err, io.EOF):
+		err = nil
+	case err == nil:
+		err = errLate // a zero-byte read that is not EOF cannot happen on TCP
+	}
+	x.results <- result{d, int64(n), err}
+}
+
+func (x *executor) anyOpen() bool {
+	for _, l := range x.legs {
+		if l.open() {
+			return true
+		}
+	}
+	return false
+}
+
+// onResult handles a direction whose copier ended.
+func (x *executor) onResult(r result) {
+	d := r.d
+	d.done = true
+	x.running--
+	if d.dst != nil {
+		x.rec.Relayed(d.src.name == policy.Front, r.n)
+	} else {
+		x.rec.Received(d.src.name, r.n)
+	}
+	switch {
+	case r.err == nil:
+		x.peerFIN(d)
+	case errors.Is(r.err, errLate):
+		if d.src.open() {
+			x.lateData(d.src)
+		}
+	default:
+		x.failed(d, r.err)
+	}
+}
+
+// peerFIN: the peer of d's source sent its FIN and every byte before it
+// went on.
+func (x *executor) peerFIN(d *dir) {
+	src := d.src
+	d.clean = true
+	src.inDone, src.peerFIN = true, true
+	x.rec.finIn(src.name)
+	if src.finSent {
+		src.atPeerFIN()
+	}
+	switch src.phase {
+	case phaseFINSent, phaseWithholding:
+		x.decide(src, policy.PeerFIN)
+	case phaseResetPending:
+		x.startQueueDrain(src, src.budget)
+	}
+	if d.dst != nil {
+		x.sendDone(d.dst)
+	}
+}
+
+// sendDone: the stream toward l's peer ended in order; the policy says how
+// l ends.
+func (x *executor) sendDone(l *leg) {
+	if !l.open() || l.sendDone {
+		return
+	}
+	l.sendDone = true
+	x.decide(l, policy.SendDone)
+}
+
+// failed handles a copier that ended with an error: a socket the proxy
+// closed itself, a peer's reset, or another failure.
+func (x *executor) failed(d *dir, err error) {
+	src, dst := d.src, d.dst
+	switch {
+	case !src.open():
+		if src.bet { // reset after a grace of silence: its stream counts as ended
+			d.clean = true
+			if dst != nil {
+				x.sendDone(dst)
+			}
+		}
+	case dst != nil && !dst.open():
+		x.lateData(src) // src's peer sent bytes that dst can no longer take
+	case ResetByPeer(src.conn):
+		x.peerReset(src)
+	case dst != nil && ResetByPeer(dst.conn):
+		x.peerReset(dst)
+	default:
+		x.cutAll(OutcomeError, fmt.Errorf("relay %s → %s: %w", src.name, nameOf(dst), err))
+	}
+}
+
+func nameOf(l *leg) string {
+	if l == nil {
+		return "nowhere"
+	}
+	return string(l.name)
+}
+
+// peerReset: l's peer sent an RST. If a stream through the session was not
+// finished, it was cut: the other leg is reset too.
+func (x *executor) peerReset(l *leg) {
+	if l.name == policy.Front {
+		x.rec.Outcome(OutcomeClientReset, errClientRST)
+	} else {
+		x.rec.Outcome(OutcomeBackendReset, errBackRST)
+	}
+	x.rec.closed(l.name, policy.ClosePeerReset)
+	x.rec.Note(l.name, policy.ReasonPeerReset)
+	l.closeSocket()
+	for _, d := range x.dirs {
+		if !d.clean {
+			x.cutAll(x.rec.Current(), nil)
+			return
+		}
+	}
+}
+
+// lateData: l's peer sent bytes that can no longer be delivered: a reset
+// tells it they were lost.
+func (x *executor) lateData(l *leg) {
+	x.rec.Outcome(OutcomeLateData, fmt.Errorf("the %s sent bytes after the other side had ended", l.name.Peer()))
+	x.decide(l, policy.LateData)
+}
+
+// cutAll ends the session at once: every leg still open is reset, and a
+// leg whose peer had not received its whole stream is recorded as cut.
+func (x *executor) cutAll(o Outcome, err error) {
+	x.rec.Outcome(o, err)
+	x.idleAt = time.Time{}
+	for _, l := range x.legs {
+		if l.open() {
+			x.decide(l, policy.Cut)
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package engine
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// activity is what a leg's copiers tell the executor while they run: when
+// bytes last moved each way, and the longest pause of the peer. Copiers
+// write it; the executor only reads it. Times are nanoseconds since the
+// session started.
+type activity struct {
+	lastIn   atomic.Int64 // the last bytes read from the peer
+	lastOut  atomic.Int64 // the last bytes written to the peer
+	maxPause atomic.Int64 // the longest the peer kept the proxy waiting for its next bytes
+	// watch is set while the proxy's FIN went first and its ACK was not
+	// seen yet: the copier reading the peer then looks at the socket's
+	// state after each read, so that a peer that answers before it closes
+	// is seen to have acknowledged the FIN (FIN-WAIT-2) before its own.
+	watch  atomic.Bool
+	sawFW2 atomic.Bool
+}
+
+// flow is one running direction as the executor sees it: its two legs'
+// activity and whether it is writing (then the source's peer is waiting on
+// the proxy's buffers, not silent).
+type flow struct {
+	start    time.Time
+	src, dst *activity // dst is nil for a sink: the bytes go nowhere
+	srcLeg   *leg
+	busy     atomic.Bool
+	waitFrom int64 // when the copier last became ready to read; its own
+}
+
+func (f *flow) now() int64 { return int64(time.Since(f.start)) }
+
+// read notes bytes read from the source: their time, and the pause that
+// preceded them, counted from when the proxy was ready for them and had
+// last sent the peer something.
+func (f *flow) read() {
+	if f == nil {
+		return
+	}
+	t := f.now()
+	from := max(f.waitFrom, f.src.lastIn.Load(), f.src.lastOut.Load())
+	if p := t - from; p > f.src.maxPause.Load() {
+		f.src.maxPause.Store(p)
+	}
+	f.src.lastIn.Store(t)
+	if f.src.watch.Load() && f.srcLeg != nil {
+		f.srcLeg.lookForFinWait2()
+	}
+}
+
+// writing notes that the copier starts writing to the destination. The
+// bytes are stamped now, before the write: an answer to them can only be
+// read after it, so it is always stamped later, however the goroutines
+// are scheduled.
+func (f *flow) writing() {
+	if f == nil {
+		return
+	}
+	f.busy.Store(true)
+	if f.dst != nil {
+		f.dst.lastOut.Store(f.now())
+	}
+}
+
+// wrote notes that a write to the destination finished.
+func (f *flow) wrote() {
+	if f == nil {
+		return
+	}
+	f.busy.Store(false)
+	f.waitFrom = f.now()
+}

@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+)
+
+// Stall says why a Guard interrupted an exchange.
+type Stall int
+
+const (
+	NotStalled   Stall = iota
+	StalledIdle        // no byte moved on any of its connections for the idle time
+	StalledDrain       // shutdown ran out of time
+)
+
+// Guard bounds a blocking exchange (http1: a request and its response)
+// that the relay's timers do not see: when no byte moves on any of its
+// connections for idle, or when ctx ends, it sets every connection's
+// deadline to now, so that blocked reads and writes return at once. It
+// looks every idle/4 at kernel counts (TCP_INFO), so the data path is
+// never touched; a look runs on a timer, no goroutine waits.
+type Guard struct {
+	idle  time.Duration
+	conns []*net.TCPConn
+	infos []infoReader
+
+	mu       sync.Mutex
+	timer    *time.Timer
+	stopCtx  func() bool
+	mark     uint64
+	quiet    time.Time
+	why      Stall
+	finished bool
+}
+
+// NewGuard starts guarding conns.
+func NewGuard(ctx context.Context, idle time.Duration, conns ...*net.TCPConn) *Guard {
+	g := &Guard{idle: idle, conns: conns, infos: make([]infoReader, len(conns)), quiet: time.Now()}
+	g.mark = g.progress()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if idle > 0 {
+		g.timer = time.AfterFunc(tick(idle), g.look)
+	}
+	g.stopCtx = context.AfterFunc(ctx, func() { g.fire(StalledDrain) })
+	return g
+}
+
+func (g *Guard) progress() uint64 {
+	var p uint64
+	for i, c := range g.conns {
+		p += g.infos[i].read(c).progress()
+	}
+	return p
+}
+
+func (g *Guard) look() {
+	p, now := g.progress(), time.Now()
+	g.mu.Lock()
+	if g.finished || g.why != NotStalled {
+		g.mu.Unlock()
+		return
+	}
+	if p != g.mark {
+		g.mark, g.quiet = p, now
+	}
+	if now.Sub(g.quiet) < g.idle {
+		g.timer.Reset(tick(g.idle))
+		g.mu.Unlock()
+		return
+	}
+	g.mu.Unlock()
+	g.fire(StalledIdle)
+}
+
+func (g *Guard) fire(why Stall) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.finished || g.why != NotStalled {
+		return
+	}
+	g.why = why
+	for _, c := range g.conns {
+		_ = c.SetDeadline(time.Now())
+	}
+}
+
+// Stalled says whether, and why, the guard interrupted the exchange so
+// far: a caller seeing an error checks it before blaming a peer.
+func (g *Guard) Stalled() Stall {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.why
+}
+
+// Stop ends the guard and says whether, and why, it interrupted the
+// exchange. After an interruption the connections' deadlines are in the
+// past: the caller ends them.
+func (g *Guard) Stop() Stall {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.finished = true
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	g.stopCtx()
+	return g.why
+}

@@ -1,0 +1,202 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// loopbackListener listens on 127.0.0.1:0 until the test ends.
+func loopbackListener(t testing.TB) *net.TCPListener {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// loopbackPair returns a connection dialed to ln and its accepted end;
+// both are closed when the test ends.
+func loopbackPair(t testing.TB, ln *net.TCPListener) (dialed, accepted *net.TCPConn) {
+	t.Helper()
+	d, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close(); a.Close() })
+	return d, a
+}
+
+// policyClose is a leg policy with test-sized timers.
+func policyClose(target policy.Target, fb policy.Fallback) config.Close {
+	return config.Close{TimeWait: target, PeerFinGrace: 300 * time.Millisecond, AdaptiveGrace: false,
+		Fallback: fb, HalfCloseTimeout: 2 * time.Second, DrainTimeout: time.Second}
+}
+
+// relayed is a session relayed by the engine between a scripted client and
+// a scripted backend over loopback.
+type relayed struct {
+	client, backend *net.TCPConn // the peers' ends
+	rec             *Recorder
+	done            chan struct{} // closed when Relay returned
+	drain, kill     chan struct{}
+}
+
+// relay starts Relay with front and back policies and idle timeout; the
+// test fails if it still runs at the test's end.
+func relay(t testing.TB, front, back config.Close, idle time.Duration) *relayed {
+	t.Helper()
+	r := startRelay(t, loopbackListener(t), loopbackListener(t), front, back, idle)
+	t.Cleanup(func() {
+		select {
+		case <-r.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("relay still running at the end of the test")
+			close(r.kill)
+			<-r.done
+		}
+	})
+	return r
+}
+
+// startRelay starts Relay between a client of frontLn and a backend of
+// backLn (two listeners, so that no 4-tuple can serve both legs); it may
+// run on any goroutine (it fails no test).
+func startRelay(t testing.TB, frontLn, backLn *net.TCPListener, front, back config.Close, idle time.Duration) *relayed {
+	client, proxyFront := dialPair(frontLn)
+	proxyBack, backend := dialPair(backLn)
+	r := &relayed{client: client, backend: backend, done: make(chan struct{}),
+		drain: make(chan struct{}), kill: make(chan struct{}),
+		rec: NewRecorder(1, "web", "app", front.TimeWait, back.TimeWait)}
+	r.rec.Accepted(addrPort(proxyFront.LocalAddr()), addrPort(proxyFront.RemoteAddr()), addrPort(nil))
+	r.rec.Connected(false, false, addrPort(proxyBack.LocalAddr()), addrPort(proxyBack.RemoteAddr()))
+	s := &Session{Rec: r.rec, Front: front, Back: back, Idle: idle, Drain: r.drain, Kill: r.kill}
+	go func() {
+		defer close(r.done)
+		s.Relay(proxyFront, proxyBack, Pending{})
+	}()
+	t.Cleanup(func() { client.Close(); backend.Close() })
+	return r
+}
+
+// pairing keeps concurrent dialPairs from accepting each other's
+// connections.
+var pairing sync.Mutex
+
+// dialPair dials ln and accepts; a failure panics (it is the loopback).
+func dialPair(ln *net.TCPListener) (dialed, accepted *net.TCPConn) {
+	pairing.Lock()
+	defer pairing.Unlock()
+	d, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		panic(err)
+	}
+	a, err := ln.AcceptTCP()
+	if err != nil {
+		panic(err)
+	}
+	return d, a
+}
+
+// wait waits for Relay to return and returns the record.
+func (r *relayed) wait(t testing.TB, within time.Duration) *Teardown {
+	t.Helper()
+	select {
+	case <-r.done:
+		return r.rec.Done()
+	case <-time.After(within):
+		t.Fatalf("relay did not end within %v", within)
+		return nil
+	}
+}
+
+// stream is what one end read: its SHA-256, its length, and how it ended
+// (nil: EOF; ECONNRESET: an RST).
+type stream struct {
+	sum [32]byte
+	n   int64
+	err error
+}
+
+func readAll(c *net.TCPConn) stream {
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	var s stream
+	copy(s.sum[:], h.Sum(nil))
+	s.n, s.err = n, err
+	return s
+}
+
+// readAllAsync reads c to its end on a goroutine.
+func readAllAsync(c *net.TCPConn) <-chan stream {
+	ch := make(chan stream, 1)
+	go func() { ch <- readAll(c) }()
+	return ch
+}
+
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+// payload returns n deterministic bytes and their SHA-256.
+func payload(n int, seed byte) ([]byte, [32]byte) {
+	b := make([]byte, n)
+	x := uint32(seed) + 1
+	for i := range b {
+		x = x*1664525 + 1013904223
+		b[i] = byte(x >> 24)
+	}
+	return b, sha256.Sum256(b)
+}
+
+// writeAsync writes b to c on a goroutine, then shuts down writing if
+// closeWrite.
+func writeAsync(c *net.TCPConn, b []byte, closeWrite bool) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		_, err := c.Write(b)
+		if err == nil && closeWrite {
+			err = c.CloseWrite()
+		}
+		ch <- err
+	}()
+	return ch
+}
+
+func recv[T any](t testing.TB, ch <-chan T, within time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(within):
+		t.Fatalf("%s: nothing within %v", what, within)
+		var zero T
+		return zero
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := t.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

@@ -1,0 +1,121 @@
+package engine
+
+import (
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// TCP states as the kernel numbers them in tcp_info.
+const (
+	stateEstablished = unix.BPF_TCP_ESTABLISHED
+	stateFinWait1    = unix.BPF_TCP_FIN_WAIT1
+	stateFinWait2    = unix.BPF_TCP_FIN_WAIT2
+	stateTimeWait    = unix.BPF_TCP_TIME_WAIT
+	stateClose       = unix.BPF_TCP_CLOSE
+	stateCloseWait   = unix.BPF_TCP_CLOSE_WAIT
+	stateLastAck     = unix.BPF_TCP_LAST_ACK
+	stateClosing     = unix.BPF_TCP_CLOSING
+)
+
+// tcpCounts is what the engine uses of a socket's TCP_INFO. The kernel
+// reads the state before it takes the socket's lock for the counters, so
+// a segment processed in between shows in the counters but not yet in the
+// state: finObs reads twice where that matters.
+type tcpCounts struct {
+	ok                   bool
+	state                uint8
+	received, acked      uint64 // payload bytes (and a FIN) received / acknowledged by the peer
+	segsIn, dataSegsIn   uint32
+	segsOut, dataSegsOut uint32
+	unacked, notsent     uint32 // segments in flight; bytes not yet sent
+	rtt                  time.Duration
+}
+
+// infoReader reads one socket's TCP_INFO. The struct read into comes from a
+// pool, so a read allocates nothing (unix.GetsockoptTCPInfo allocates one
+// per call, and a closure over one escapes).
+type infoReader struct {
+	raw syscall.RawConn
+}
+
+type infoBuf struct {
+	info unix.TCPInfo
+	err  syscall.Errno
+	get  func(fd uintptr) // b.getsockopt, bound once
+}
+
+var infoBufs = sync.Pool{New: func() any {
+	b := new(infoBuf)
+	b.get = b.getsockopt
+	return b
+}}
+
+func (b *infoBuf) getsockopt(fd uintptr) {
+	n := uint32(unsafe.Sizeof(b.info))
+	_, _, b.err = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
+		uintptr(unsafe.Pointer(&b.info)), uintptr(unsafe.Pointer(&n)), 0)
+}
+
+func (r *infoReader) read(c *net.TCPConn) tcpCounts {
+	if r.raw == nil {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return tcpCounts{}
+		}
+		r.raw = raw
+	}
+	b := infoBufs.Get().(*infoBuf)
+	defer infoBufs.Put(b)
+	if err := r.raw.Control(b.get); err != nil || b.err != 0 {
+		return tcpCounts{}
+	}
+	i := &b.info
+	return tcpCounts{
+		ok: true, state: i.State, received: i.Bytes_received, acked: i.Bytes_acked,
+		segsIn: i.Segs_in, dataSegsIn: i.Data_segs_in, segsOut: i.Segs_out, dataSegsOut: i.Data_segs_out,
+		unacked: i.Unacked, notsent: i.Notsent_bytes, rtt: time.Duration(i.Rtt) * time.Microsecond,
+	}
+}
+
+// progress is a kernel count that grows whenever bytes move on the socket
+// in either direction: bytes received plus bytes acknowledged by the peer.
+func (t tcpCounts) progress() uint64 { return t.received + t.acked }
+
+// queue reads one of the socket's queue sizes with an ioctl.
+func queue(c *net.TCPConn, req uint, name string) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var opErr error
+	if err := raw.Control(func(fd uintptr) { n, opErr = unix.IoctlGetInt(int(fd), req) }); err != nil {
+		return 0, err
+	}
+	if opErr != nil {
+		return 0, os.NewSyscallError("ioctl "+name, opErr)
+	}
+	return n, nil
+}
+
+// sendQueue reports the bytes sent on c that the peer has not acknowledged
+// yet (SIOCOUTQ). A safe reset waits for it to reach zero.
+func sendQueue(c *net.TCPConn) (int, error) { return queue(c, unix.SIOCOUTQ, "SIOCOUTQ") }
+
+// recvQueue reports the bytes the peer sent that the proxy has not read
+// yet (SIOCINQ): a peer whose bytes wait there is not silent.
+func recvQueue(c *net.TCPConn) (int, error) { return queue(c, unix.SIOCINQ, "SIOCINQ") }
+
+// ResetByPeer reports that the kernel already closed c because the peer
+// reset it.
+func ResetByPeer(c *net.TCPConn) bool {
+	var r infoReader
+	t := r.read(c)
+	return t.ok && t.state == stateClose
+}

@@ -1,0 +1,256 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/sockdiag"
+)
+
+// tuple is a socket's local and peer address: a TIME-WAIT socket's
+// identity.
+type tuple struct{ local, peer netip.AddrPort }
+
+// claims returns the TIME-WAIT sockets a leg's record says exist (must)
+// and those it says do not (mustNot); unknown claims neither, only that
+// one of the two exists (checked apart).
+func claims(l *LegRecord) (must, mustNot []tuple) {
+	proxy, peer := tuple{l.Local, l.Peer}, tuple{l.Peer, l.Local}
+	switch l.TimeWait {
+	case policy.SideProxy:
+		return []tuple{proxy}, []tuple{peer}
+	case policy.SideClient, policy.SideBackend:
+		return []tuple{peer}, []tuple{proxy}
+	case policy.SideBoth:
+		return []tuple{proxy, peer}, nil
+	case policy.SideUnknown:
+		return nil, nil
+	}
+	return nil, []tuple{proxy, peer}
+}
+
+// checkAgainstKernel matches every record's TIME-WAIT claims to the
+// kernel's TIME-WAIT sockets by 4-tuple, and returns how many legs said
+// unknown.
+func checkAgainstKernel(t *testing.T, recs []*Teardown) (unknown int) {
+	t.Helper()
+	socks, err := sockdiag.List(sockdiag.TimeWait)
+	if err != nil {
+		t.Fatalf("sock_diag: %v", err)
+	}
+	held := map[tuple]bool{}
+	for _, s := range socks {
+		held[tuple{s.Local, s.Peer}] = true
+	}
+	bad := 0
+	for _, td := range recs {
+		for _, l := range []*LegRecord{&td.Front, &td.Back} {
+			if l.TimeWait == policy.SideUnknown {
+				unknown++
+				if !held[tuple{l.Local, l.Peer}] && !held[tuple{l.Peer, l.Local}] {
+					bad++
+					t.Errorf("record %d %s.time_wait unknown: the kernel holds no TIME-WAIT on either side", td.ID, l.leg)
+				}
+			}
+			must, mustNot := claims(l)
+			for _, w := range must {
+				if !held[w] {
+					if bad++; bad <= 5 {
+						t.Errorf("record %d %s.time_wait %s: the kernel holds no TIME-WAIT on %s ↔ %s", td.ID, l.leg, l.TimeWait, w.local, w.peer)
+					}
+				}
+			}
+			for _, w := range mustNot {
+				if held[w] {
+					if bad++; bad <= 5 {
+						t.Errorf("record %d %s.time_wait %s: the kernel holds a TIME-WAIT on %s ↔ %s", td.ID, l.leg, l.TimeWait, w.local, w.peer)
+					}
+				}
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d claims of %d records disagree with the kernel", bad, len(recs))
+	}
+	return unknown
+}
+
+// settle waits until no socket of the records is still closing, so that
+// every TIME-WAIT that will be is. Polling the kernel is the only way to
+// see it; the wait is bounded.
+func settle(t *testing.T, recs []*Teardown) {
+	t.Helper()
+	ports := map[tuple]bool{}
+	for _, td := range recs {
+		for _, l := range []*LegRecord{&td.Front, &td.Back} {
+			ports[tuple{l.Local, l.Peer}], ports[tuple{l.Peer, l.Local}] = true, true
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		socks, err := sockdiag.List(sockdiag.FinWait1, sockdiag.FinWait2, sockdiag.LastAck, sockdiag.CloseWait, sockdiag.Closing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		busy := 0
+		for _, s := range socks {
+			if ports[tuple{s.Local, s.Peer}] {
+				busy++
+			}
+		}
+		if busy == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("sockets still closing after 5s")
+}
+
+// TestRecordsMatchKernelRacingFINs: a backend that closes right after its
+// answer and a client that closes the instant it has it (curl, browsers)
+// send FINs at about the same moment. Every record's TIME-WAIT claim
+// matches the kernel, socket by socket.
+func TestRecordsMatchKernelRacingFINs(t *testing.T) {
+	const conns, at = 400, 20
+	resp, _ := payload(2000, 8)
+	for _, pp := range policyPairs {
+		t.Run(pp.name, func(t *testing.T) {
+			frontLn, backLn = loopbackListener(t), loopbackListener(t)
+			var mu sync.Mutex
+			var recs []*Teardown
+			sem := make(chan struct{}, at)
+			var wg sync.WaitGroup
+			for i := 0; i < conns; i++ {
+				sem <- struct{}{}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					td := racingSession(t, pp.front, pp.back, resp)
+					mu.Lock()
+					recs = append(recs, td)
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			settle(t, recs)
+			unknown := checkAgainstKernel(t, recs)
+			counts := map[string]int{}
+			for _, td := range recs {
+				counts[fmt.Sprintf("front %s back %s", td.Front.TimeWait, td.Back.TimeWait)]++
+			}
+			t.Logf("%d sessions: %v; unknown legs %d", len(recs), counts, unknown)
+			if unknown > conns/20 {
+				t.Errorf("%d legs of %d sessions unknown, want under 5%%", unknown, conns)
+			}
+		})
+	}
+}
+
+// racingSession relays one exchange: the backend answers and closes at
+// once, the client closes the instant it has the answer.
+func racingSession(t *testing.T, front, back config.Close, resp []byte) *Teardown {
+	r := startRelay(t, frontLn, backLn, front, back, 5*time.Second)
+	go func() {
+		buf := make([]byte, 3)
+		if _, err := io.ReadFull(r.backend, buf); err == nil {
+			r.backend.Write(resp)
+		}
+		r.backend.Close()
+	}()
+	r.client.Write([]byte("req"))
+	io.ReadFull(r.client, make([]byte, len(resp)))
+	r.client.Close()
+	<-r.done
+	return r.rec.Done()
+}
+
+// frontLn and backLn are the listeners of the current racing test: the
+// client's and the backend's.
+var frontLn, backLn *net.TCPListener
+
+// TestClientFirstEndsWithinTheAdaptiveGrace: the headline case. The client
+// closes first after a complete answer; the backend keeps its connection
+// alive. With adaptive_grace the back leg's withheld FIN waits
+// milliseconds, not the whole peer_fin_grace, so the client's port is
+// freed at once; front nowhere and back backend (fallback reset) leave no
+// TIME-WAIT anywhere.
+func TestClientFirstEndsWithinTheAdaptiveGrace(t *testing.T) {
+	const conns, at = 200, 20
+	front := policyClose(policy.TargetNowhere, policy.FallbackFIN)
+	back := policyClose(policy.TargetPeer, policy.FallbackReset)
+	front.AdaptiveGrace, back.AdaptiveGrace = true, true
+	front.PeerFinGrace, back.PeerFinGrace = time.Second, time.Second
+	resp, _ := payload(2000, 9)
+	frontLn, backLn = loopbackListener(t), loopbackListener(t)
+	var mu sync.Mutex
+	var recs []*Teardown
+	var longest time.Duration
+	sem := make(chan struct{}, at)
+	var wg sync.WaitGroup
+	for i := 0; i < conns; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r := startRelay(t, frontLn, backLn, front, back, 5*time.Second)
+			go func() { // a keep-alive backend: answers, then waits for more
+				if _, err := io.ReadFull(r.backend, make([]byte, 3)); err == nil {
+					r.backend.Write(resp)
+				}
+				io.Copy(io.Discard, r.backend)
+				r.backend.Close()
+			}()
+			r.client.Write([]byte("req"))
+			io.ReadFull(r.client, make([]byte, len(resp)))
+			closed := time.Now()
+			r.client.Close()
+			<-r.done
+			el := time.Since(closed)
+			td := r.rec.Done()
+			mu.Lock()
+			recs, longest = append(recs, td), max(longest, el)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	settle(t, recs)
+	checkAgainstKernel(t, recs)
+	for _, td := range recs {
+		if td.Outcome != OutcomeOK || td.Front.TimeWait != policy.SideNone || td.Back.TimeWait != policy.SideNone {
+			t.Fatalf("record: outcome %s (%v), front %s, back %s; want ok, none, none: %+v", td.Outcome, td.Err, td.Front.TimeWait, td.Back.TimeWait, td)
+		}
+	}
+	t.Logf("longest session after the client's close: %v", longest)
+	if longest > 300*time.Millisecond {
+		t.Errorf("a session lasted %v after the client closed; want the adaptive grace (tens of ms), not peer_fin_grace", longest)
+	}
+}
+
+// TestTCPInfoAllocatesNothing: the TCP_INFO read behind every timer look
+// and every FIN reuses a pooled struct.
+func TestTCPInfoAllocatesNothing(t *testing.T) {
+	ln := loopbackListener(t)
+	client, srv := loopbackPair(t, ln)
+	if _, err := client.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Read(make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	l := newLeg(policy.Front, srv, defFront, nil)
+	if p := l.tcp().progress(); p != 3 {
+		t.Fatalf("progress = %d after 3 bytes received, want 3", p)
+	}
+	if n := testing.AllocsPerRun(100, func() { l.tcp() }); n != 0 {
+		t.Errorf("a TCP_INFO read allocates %.0f times, want 0", n)
+	}
+}

@@ -1,0 +1,40 @@
+//go:build !linux
+
+package engine
+
+import (
+	"errors"
+	"net"
+	"time"
+)
+
+var errUnsupported = errors.New("unsupported on this platform")
+
+// tcpCounts stands in for TCP_INFO, not available here: ok is always
+// false, so timers see no kernel progress and the order of FINs is
+// unknown.
+type tcpCounts struct {
+	ok    bool
+	state uint8
+	rtt   time.Duration
+}
+
+func (t tcpCounts) progress() uint64 { return 0 }
+
+type infoReader struct{ raw any }
+
+func (*infoReader) read(*net.TCPConn) tcpCounts { return tcpCounts{} }
+
+// sendQueue is not available here: a safe reset then always falls back to
+// a FIN, which never destroys undelivered bytes.
+func sendQueue(*net.TCPConn) (int, error) { return 0, errUnsupported }
+
+func recvQueue(*net.TCPConn) (int, error) { return 0, errUnsupported }
+
+// ResetByPeer is not available here.
+func ResetByPeer(*net.TCPConn) bool { return false }
+
+func finOrder(finObs) order     { return orderUnknown }
+func peerFINState(uint8) bool   { return false }
+func (l *leg) lookForFinWait2() {}
+func (l *leg) watchFinWait2()   {}

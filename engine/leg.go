@@ -1,0 +1,95 @@
+package engine
+
+import (
+	"net"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// phase is where a leg stands in its close.
+type phase int
+
+const (
+	phaseOpen         phase = iota // relaying
+	phaseWithholding               // FIN withheld: waiting for the peer's within the grace
+	phaseFINSent                   // our FIN is out: waiting for the peer's
+	phaseResetPending              // a safe reset is due once the peer's stream is read to its end
+	phaseResetting                 // a safe reset waits for the send queue to drain
+	phaseClosed                    // socket closed
+)
+
+// leg is one TCP connection of a session and the facts about its close.
+// The executor's goroutine owns everything but act, which the copiers
+// write.
+type leg struct {
+	name   policy.Leg
+	conn   *net.TCPConn
+	pol    config.Close
+	target policy.Target // in force: the configured one, or what auto chose at the first decision
+	rec    *Recorder
+	info   infoReader
+	act    activity
+	// awaitsEOF: the caller knows the peer waits for EOF (http1: a
+	// close-delimited response).
+	awaitsEOF bool
+
+	phase    phase
+	sendDone bool // the stream toward the peer ended, in order or cut
+	inDone   bool // the stream from the peer ended: its FIN read, or a failure
+	peerFIN  bool // the peer's FIN was read
+	finSent  bool
+	bet      bool // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
+	fo       finObs
+	foFresh  bool // fo was read for the decision being carried out
+
+	// A wait: the next look (at), how much silence it allows or until when
+	// a queue may drain (budget, until), and when the peer was last seen
+	// active (quiet, mark: lastIn at the last look).
+	at, until time.Time
+	budget    time.Duration
+	quiet     time.Time
+	mark      int64
+	poll      time.Duration // a queue drain's next poll interval
+}
+
+func newLeg(name policy.Leg, c *net.TCPConn, pol config.Close, rec *Recorder) *leg {
+	l := &leg{name: name, conn: c, pol: pol, target: pol.TimeWait, rec: rec}
+	l.info.raw, _ = c.SyscallConn()
+	return l
+}
+
+func (l *leg) open() bool { return l.phase != phaseClosed }
+
+// other returns the session's other leg, nil if it has one only.
+func (l *leg) other(x *executor) *leg {
+	for _, o := range x.legs {
+		if o != l {
+			return o
+		}
+	}
+	return nil
+}
+
+// tcp reads the leg's TCP_INFO.
+func (l *leg) tcp() tcpCounts { return l.info.read(l.conn) }
+
+// arm starts a wait of budget on the leg: the first look a quarter of it
+// from now.
+func (l *leg) arm(now time.Time, budget time.Duration) {
+	l.budget, l.quiet, l.mark = budget, now, l.act.lastIn.Load()
+	l.at = now.Add(tick(budget))
+}
+
+// tick is how often a wait looks: a quarter of its budget, so silence is
+// measured to within a quarter.
+func tick(budget time.Duration) time.Duration { return max(budget/4, time.Millisecond) }
+
+// closeSocket closes the socket: after a FIN exchange, or with the linger
+// set by reset.
+func (l *leg) closeSocket() {
+	l.phase = phaseClosed
+	l.at = time.Time{}
+	_ = l.conn.Close()
+}

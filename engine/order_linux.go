@@ -1,0 +1,101 @@
+package engine
+
+// finOrder reads who closed first from the kernel's readings around the
+// proxy's FIN. Every answer other than unknown is certain:
+//
+//   - The state before the FIN was CLOSE-WAIT (or later): the peer's FIN
+//     was in.
+//   - Right after the FIN: FIN-WAIT-2 (ours acknowledged, theirs not in),
+//     CLOSING (theirs arrived before ours was acknowledged: crossed),
+//     LAST-ACK (theirs arrived between the two readings: peer first).
+//   - Still FIN-WAIT-1: once the peer's FIN is read, CLOSING means they
+//     crossed; FIN-WAIT-2 seen by the copier in between, or exactly one
+//     segment received since, means the peer's FIN acknowledged ours. Had
+//     they crossed, the peer's FIN could not acknowledge ours and a
+//     separate ACK would follow it: two segments at least.
+//   - Already closed right after the FIN (the whole exchange ran inside the
+//     system call): one segment received since before the FIN means the
+//     peer's FIN acknowledged ours; with nothing queued or in flight and no
+//     data either way, exactly one segment sent means the proxy's FIN also
+//     acknowledged the peer's, which was in first.
+//
+// Anything else is unknown: the proxy holds TIME-WAIT and the peer may too.
+func finOrder(o finObs) order {
+	if !o.taken {
+		return orderUnknown
+	}
+	switch o.pre {
+	case stateCloseWait, stateLastAck, stateClosing:
+		return orderPeer
+	case stateEstablished:
+	default:
+		return orderUnknown
+	}
+	switch o.after {
+	case stateFinWait2:
+		return orderProxy
+	case stateClosing:
+		return orderCrossed
+	case stateLastAck, stateCloseWait:
+		return orderPeer
+	case stateFinWait1:
+		return afterFinWait1(o)
+	case stateClose, stateTimeWait:
+		return afterClosed(o)
+	}
+	return orderUnknown
+}
+
+func afterFinWait1(o finObs) order {
+	switch {
+	case !o.eof.ok:
+		return orderUnknown
+	case o.eof.state == stateClosing:
+		return orderCrossed
+	case o.sawFW2, o.eof.segsIn-o.post.segsIn == 1:
+		return orderProxy
+	}
+	return orderUnknown
+}
+
+func afterClosed(o finObs) order {
+	if !o.eof.ok {
+		return orderUnknown
+	}
+	if o.eof.segsIn-o.base.segsIn == 1 {
+		return orderProxy
+	}
+	quiet := o.base.notsent == 0 && o.base.unacked == 0 &&
+		o.eof.dataSegsIn == o.base.dataSegsIn && o.eof.dataSegsOut == o.base.dataSegsOut
+	if quiet && o.eof.segsOut-o.base.segsOut == 1 {
+		return orderPeer
+	}
+	return orderUnknown
+}
+
+// peerFINState reports a state in which the kernel holds the peer's FIN.
+func peerFINState(s uint8) bool {
+	return s == stateCloseWait || s == stateLastAck || s == stateClosing
+}
+
+// lookForFinWait2 runs on the copier reading this leg, after each read
+// while our FIN's acknowledgement is awaited: FIN-WAIT-2 means the peer
+// acknowledged our FIN before it sent its own.
+func (l *leg) lookForFinWait2() {
+	switch l.tcp().state {
+	case stateFinWait2:
+		l.act.sawFW2.Store(true)
+		l.act.watch.Store(false)
+	case stateFinWait1:
+	default:
+		l.act.watch.Store(false)
+	}
+}
+
+// watchFinWait2 asks the copier to look for FIN-WAIT-2 after the proxy's
+// FIN left the leg in FIN-WAIT-1.
+func (l *leg) watchFinWait2() {
+	if l.fo.after == stateFinWait1 {
+		l.act.watch.Store(true)
+	}
+}

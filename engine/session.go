@@ -1,0 +1,104 @@
+package engine
+
+import (
+	"bufio"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// Session is one proxied connection's close: its record, its legs'
+// policies and its timers. The session's goroutine calls Relay, or End for
+// each leg it ends alone; the engine then owns the legs until it closed
+// them.
+type Session struct {
+	Rec   *Recorder
+	Front config.Close  // the front leg's policy
+	Back  config.Close  // the back leg's policy
+	Idle  time.Duration // idle_timeout: Relay cuts a session in which no byte moved for this long
+	// Auto gives time_wait = "auto" its figures for a leg toward peer;
+	// nil: no pressure.
+	Auto func(leg policy.Leg, peer netip.AddrPort) policy.AutoState
+	// Drain is closed when shutdown_timeout ran out: what still flows is
+	// cut, withheld FINs take their fallback, and what waits is given
+	// DrainGrace. Kill is closed when even that took too long: everything
+	// left is reset.
+	Drain, Kill <-chan struct{}
+}
+
+// DrainGrace is the longest a leg still waits for its peer once shutdown
+// began ending sessions (Session.Drain): then what is left is cut.
+const DrainGrace = time.Second
+
+// Pending is payload already read off one leg, to be sent on before the
+// relay reads more: bytes past a PROXY header, or buffered past the last
+// HTTP message before a tunnel.
+type Pending struct {
+	Up   []byte // the client's, for the backend
+	Down []byte // the backend's, for the client
+}
+
+// Relay carries bytes both ways between front and back, pending ones
+// first, until both legs are closed, and closes each as its policy and
+// the rules that outrank it say. It returns when both sockets are closed
+// and both copiers ended.
+func (s *Session) Relay(front, back *net.TCPConn, pending Pending) {
+	x := newExecutor(s)
+	f := x.addLeg(policy.Front, front)
+	b := x.addLeg(policy.Back, back)
+	x.addDir(f, b)
+	x.addDir(b, f)
+	if !x.prime(b, pending.Up) || !x.prime(f, pending.Down) {
+		x.cutAll(OutcomeError, nil)
+	}
+	x.armIdle(time.Now())
+	x.run(nil)
+}
+
+// Ending says how End finds a leg.
+type Ending struct {
+	PeerFIN   bool          // the caller read the peer's FIN already
+	AwaitsEOF bool          // the peer waits for EOF to know a message ended (http1: a close-delimited response)
+	Cut       bool          // the stream toward the peer was cut short: reset at once
+	Why       policy.Reason // with Cut: the reason recorded
+}
+
+// End closes one leg that has nothing more to send (http1, between
+// exchanges), as its policy says. What its peer still sends can reach no
+// one: it is late data, and the leg is reset so that the peer learns it
+// was lost; bytes already buffered in in count too.
+func (s *Session) End(name policy.Leg, c *net.TCPConn, in *bufio.Reader, e Ending) {
+	s.Rec.reopen(name)
+	x := newExecutor(s)
+	l := x.addLeg(name, c)
+	l.awaitsEOF = e.AwaitsEOF
+	if e.PeerFIN {
+		l.peerFIN, l.inDone = true, true
+		s.Rec.finIn(name)
+	}
+	switch {
+	case e.Cut:
+		x.rst(l, e.Why, true)
+		return
+	case in != nil && in.Buffered() > 0:
+		s.Rec.Received(name, int64(in.Buffered()))
+		x.lateData(l)
+		return
+	}
+	if !l.inDone {
+		x.addDir(l, nil)
+	}
+	x.run(func() { x.sendDone(l) })
+}
+
+// Refuse ends an accepted connection with an RST before any byte was
+// relayed: the client learns at once and no side keeps TIME-WAIT.
+func Refuse(rec *Recorder, c *net.TCPConn, o Outcome, err error) {
+	rec.Outcome(o, err)
+	_ = c.SetLinger(0)
+	_ = c.Close()
+	rec.reset(policy.Front, policy.ReasonRefused, false)
+}

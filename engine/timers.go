@@ -1,0 +1,166 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+var errHalfClose = errors.New("half_close_timeout: the peer never sent its FIN after the proxy's")
+
+// onTimer handles the timer: a leg's wait looks again, or it is time to
+// see whether the session is idle.
+func (x *executor) onTimer(now time.Time) {
+	for _, l := range x.legs {
+		if l.open() && !l.at.IsZero() && !now.Before(l.at) {
+			x.look(l, now)
+		}
+	}
+	if !x.stopAt.IsZero() && !now.Before(x.stopAt) {
+		x.stopAt = time.Time{}
+		x.cutAll(OutcomeDrained, errDrained)
+	}
+	if !x.idleAt.IsZero() && !now.Before(x.idleAt) {
+		x.lookIdle(now)
+	}
+}
+
+// look is one look of a leg's wait.
+func (x *executor) look(l *leg, now time.Time) {
+	l.at = time.Time{}
+	switch l.phase {
+	case phaseWithholding:
+		if x.silent(l, now) {
+			x.decide(l, policy.GraceExpired)
+		}
+	case phaseFINSent:
+		if x.silent(l, now) {
+			x.decide(l, policy.HalfCloseExpired)
+		}
+	case phaseResetting:
+		x.pollQueue(l, now)
+	}
+}
+
+// silent reports, at a look of a wait, whether l's peer stayed silent for
+// the wait's whole budget, and arms the next look otherwise. Bytes read
+// from the peer, and bytes of its that wait in the proxy because the other
+// side does not take them, are not silence (rule 2).
+func (x *executor) silent(l *leg, now time.Time) bool {
+	in := l.act.lastIn.Load()
+	if in != l.mark || x.backlogged(l) {
+		l.mark, l.quiet = in, now
+	}
+	if now.Sub(l.quiet) >= l.budget {
+		return true
+	}
+	l.at = now.Add(tick(l.budget))
+	return false
+}
+
+// pollQueue looks whether a safe reset's send queue drained.
+func (x *executor) pollQueue(l *leg, now time.Time) {
+	q, err := sendQueue(l.conn)
+	switch {
+	case err == nil && q == 0:
+		x.safeRST(l)
+	case err != nil || !now.Before(l.until):
+		x.decide(l, policy.QueueStuck)
+	default:
+		l.poll = min(2*l.poll, 5*time.Millisecond)
+		l.at = now.Add(l.poll)
+	}
+}
+
+// rearm sets the timer to the earliest look due.
+func (x *executor) rearm() {
+	at := x.idleAt
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
+	}
+	for _, l := range x.legs {
+		if l.open() {
+			earliest(l.at)
+		}
+	}
+	earliest(x.stopAt)
+	if at.IsZero() {
+		at = time.Now().Add(time.Hour) // nothing to wait for; a copier will report
+	}
+	x.timer.Reset(time.Until(at))
+}
+
+// armIdle starts idle detection: the timer looks every idle_timeout/4
+// whether bytes moved, so silence is measured to within a quarter.
+func (x *executor) armIdle(now time.Time) {
+	if x.s.Idle <= 0 {
+		return
+	}
+	x.idleAt = now.Add(tick(x.s.Idle))
+	x.idleMark, x.idleQuiet = x.progress(), now
+}
+
+// lookIdle cuts the session when no byte moved for idle_timeout: what was
+// still flowing was cut (rule 4), on both legs at once (rule 5).
+func (x *executor) lookIdle(now time.Time) {
+	if p := x.progress(); p != x.idleMark {
+		x.idleMark, x.idleQuiet = p, now
+	}
+	if now.Sub(x.idleQuiet) >= x.s.Idle {
+		x.cutAll(OutcomeTimeout, fmt.Errorf("idle_timeout: no bytes moved for %s", x.s.Idle))
+		return
+	}
+	x.idleAt = now.Add(tick(x.s.Idle))
+}
+
+// progress grows whenever bytes move: kernel counts on each open leg (bytes
+// received or acknowledged, even while a copier is blocked) and the
+// copiers' own.
+func (x *executor) progress() uint64 {
+	var p uint64
+	for _, l := range x.legs {
+		if l.open() {
+			p += l.tcp().progress()
+		}
+		p += uint64(l.act.lastIn.Load() + l.act.lastOut.Load())
+	}
+	return p
+}
+
+// onDrain: shutdown_timeout ran out. Streams still flowing both ways are
+// cut; a withheld FIN whose peer is quiet takes its fallback now; what
+// else waits gets DrainGrace, then is cut.
+func (x *executor) onDrain(now time.Time) {
+	x.draining = true
+	open := 0
+	for _, d := range x.dirs {
+		if !d.done {
+			open++
+		}
+	}
+	if open > 1 {
+		x.cutAll(OutcomeDrained, errDrained)
+		return
+	}
+	for _, l := range x.legs {
+		if l.open() && l.phase == phaseWithholding && !x.active(l, now) {
+			x.decide(l, policy.Drain)
+		}
+	}
+	if x.anyOpen() {
+		x.stopAt = now.Add(DrainGrace)
+	}
+}
+
+// active reports that l's peer sent bytes within its wait's budget, or
+// that its bytes wait in the proxy.
+func (x *executor) active(l *leg, now time.Time) bool {
+	if in := l.act.lastIn.Load(); in != l.mark {
+		l.mark, l.quiet = in, now
+	}
+	return x.backlogged(l) || now.Sub(l.quiet) < l.budget/4
+}
