@@ -46,17 +46,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// policyBound is how long ending by policy may take: a grace and a drain
-// on each leg, twice over (timers fire between 1× and 2×), plus a second.
+// policyBound is how long ending by policy may take once shutdown_timeout
+// ran out: what still flows is cut at once; a leg still waiting for its
+// peer gets engine.DrainGrace; a safe reset waits up to drain_timeout for
+// its queue, then sends a FIN whose wait is DrainGrace again. A second on
+// top; then whatever is left is reset.
 func (s *Server) policyBound() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var longest time.Duration
 	for _, l := range s.cfg.Listeners {
-		be := s.backends[l.Backend].cfg
-		longest = max(longest, l.Close.PeerFinGrace+l.Close.DrainTimeout+be.Close.PeerFinGrace+be.Close.DrainTimeout)
+		longest = max(longest, l.Close.DrainTimeout, s.backends[l.Backend].cfg.Close.DrainTimeout)
 	}
-	return 2*longest + time.Second
+	return 2*engine.DrainGrace + longest + time.Second
 }
 
 func (s *Server) closeListeners() {

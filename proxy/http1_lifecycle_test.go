@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// bodyReader is a backend that reads a request's head, then its body to the
+// end (or what there is of it), and reports how the body read ended.
+func bodyReader(t *testing.T, ended chan<- error) string {
+	return backendFunc(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			ended <- err
+			return
+		}
+		if req.Header.Get("Expect") == "100-continue" {
+			io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+		}
+		_, err = io.Copy(io.Discard, req.Body)
+		ended <- err
+		if err == nil {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			io.Copy(io.Discard, br)
+		}
+	})
+}
+
+// A client that announces a body and leaves midway (FIN or RST), or asks
+// for 100-continue and sends nothing: the request can no longer be
+// answered. The record comes at once (client_aborted), the backend sees
+// its request cut by an RST, and the backend connection is not kept: with
+// pool.max_conns 1, the next request is still served.
+func TestHTTP1AbortedRequestEndsAndFreesTheBackend(t *testing.T) {
+	cases := []struct {
+		name  string
+		send  string
+		reset bool
+	}{
+		{"10 of 1000 body bytes, then FIN", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789", false},
+		{"10 of 1000 body bytes, then RST", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789", true},
+		{"Expect: 100-continue, then FIN", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ended := make(chan error, 4)
+			be := http1Backend(bodyReader(t, ended))
+			be.Pool.MaxConns = 1
+			h := startProxy(t, config.Listener{IdleTimeout: 10 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, be)
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, tc.send)
+			time.Sleep(100 * time.Millisecond) // let the head and the bytes reach the backend before leaving
+			if tc.reset {
+				c.(*net.TCPConn).SetLinger(0)
+			}
+			c.Close()
+			td := h.record(t) // within h.record's bound, far below idle_timeout
+			if td.Outcome != engine.OutcomeClientAborted && td.Outcome != engine.OutcomeClientReset {
+				t.Errorf("outcome %s (%v), want client_aborted", td.Outcome, td.Err)
+			}
+			if td.Back.Close != policy.CloseReset || !td.Back.Cut {
+				t.Errorf("back close %s cut %v, want reset, cut", td.Back.Close, td.Back.Cut)
+			}
+			select {
+			case err := <-ended:
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("backend's body read ended with %v, want ECONNRESET", err)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("the backend still waits for the body")
+			}
+			got := roundTrips(t, h.addr, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", 1)
+			if got[0] != "200 ok" {
+				t.Errorf("next request through a pool of one: %q, want 200 ok", got[0])
+			}
+		})
+	}
+}
+
+// A backend that reads the request and never answers: at idle_timeout the
+// client gets a 504 (a whole response, not silence), the record says
+// timeout, and the backend connection is reset, not returned.
+func TestHTTP1BackendNeverAnswers504(t *testing.T) {
+	backendSaw := make(chan error, 1)
+	be := backendFunc(t, func(c *net.TCPConn) {
+		defer c.Close()
+		http.ReadRequest(bufio.NewReader(c))
+		_, err := io.Copy(io.Discard, c)
+		backendSaw <- err
+	})
+	h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	start := time.Now()
+	got := roundTrips(t, h.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if !strings.HasPrefix(got[0], "504 ") {
+		t.Errorf("client got %q, want a 504", got[0])
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("answered after %v, want about idle_timeout (300ms)", el)
+	}
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeTimeout || td.Back.Close != policy.CloseReset {
+		t.Errorf("outcome %s back close %s, want timeout, reset", td.Outcome, td.Back.Close)
+	}
+	if err := <-backendSaw; !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("backend saw %v, want ECONNRESET", err)
+	}
+}
+
+// Shutdown with an exchange still waiting for its answer: past
+// shutdown_timeout the client gets a 503 and the session ends, bounded.
+func TestHTTP1ShutdownCutsAWaitingExchange(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	be := backendFunc(t, func(c *net.TCPConn) {
+		defer c.Close()
+		http.ReadRequest(bufio.NewReader(c))
+		arrived <- struct{}{}
+		io.Copy(io.Discard, c)
+	})
+	h := startProxy(t, config.Listener{IdleTimeout: time.Minute, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	got := make(chan string, 1)
+	go func() { got <- statusLine(h.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") }()
+	<-arrived
+	start := time.Now()
+	if err := shutdownWithin(h, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Errorf("shutdown took %v, want shutdown_timeout plus a few seconds at most", el)
+	}
+	if r := <-got; !strings.HasPrefix(r, "HTTP/1.1 503 ") {
+		t.Errorf("client got %q, want a 503", r)
+	}
+	if td := h.record(t); td.Outcome != engine.OutcomeDrained {
+		t.Errorf("outcome %s, want drained", td.Outcome)
+	}
+}
+
+// statusLine sends raw on a new connection and returns the first response
+// line, or the error; it fails no test, so it may run on any goroutine.
+func statusLine(addr, raw string) string {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, raw)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err.Error()
+	}
+	return strings.TrimSpace(line)
+}
+
+// shutdownWithin shuts the proxy down with shutdown_timeout d.
+func shutdownWithin(h *harness, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return h.srv.Shutdown(ctx)
+}
