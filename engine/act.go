@@ -16,7 +16,7 @@ func (x *executor) decide(l *leg, ev policy.Event) {
 	case policy.FIN:
 		x.fin(l, d.Wait)
 	case policy.Withhold:
-		l.phase = phaseWithholding
+		l.phase, l.probe = phaseWithholding, d.Probe
 		l.arm(time.Now(), d.Wait)
 	case policy.SafeReset:
 		x.safeReset(l, d.Wait, f.PeerFINIn)
@@ -50,7 +50,7 @@ func (x *executor) facts(l *leg, ev policy.Event) policy.Facts {
 		f.Auto = x.s.Auto(l.name, x.rec.td.Leg(l.name).Peer)
 	}
 	switch ev {
-	case policy.SendDone, policy.GraceExpired, policy.Drain:
+	case policy.SendDone, policy.GraceExpired, policy.ProbeExpired, policy.Drain:
 		var rtt int64
 		f.PeerFINIn, rtt = l.beforeFIN()
 		f.PeerMayAwaitEOF = x.mayAwaitEOF(l)

@@ -254,3 +254,51 @@ func TestTCPInfoAllocatesNothing(t *testing.T) {
 		t.Errorf("a TCP_INFO read allocates %.0f times, want 0", n)
 	}
 }
+
+// TestProbeSparesProxyPortsForAnsweringBackends: a client half-closes right
+// after its request. The backend may be waiting for EOF, so the proxy
+// withholds the FIN only for a probe; a backend that answers within it was
+// not waiting, keeps its connection alive, and the withheld FIN ends by the
+// fallback (a safe reset): no TIME-WAIT on the proxy's ports toward the
+// backend. A backend that reads to EOF gets the FIN after the probe.
+func TestProbeSparesProxyPortsForAnsweringBackends(t *testing.T) {
+	back := policyClose(policy.TargetPeer, policy.FallbackReset)
+	frontLn, backLn = loopbackListener(t), loopbackListener(t)
+	for _, waits := range []bool{false, true} {
+		r := startRelay(t, frontLn, backLn, defFront, back, 5*time.Second)
+		answered := make(chan time.Duration, 1)
+		go func() {
+			buf := make([]byte, 3)
+			io.ReadFull(r.backend, buf)
+			start := time.Now()
+			if waits {
+				io.Copy(io.Discard, r.backend) // reads to EOF, then answers
+			}
+			r.backend.Write([]byte("answer"))
+			answered <- time.Since(start)
+			if waits {
+				r.backend.Close()
+				return
+			}
+			io.Copy(io.Discard, r.backend) // a keep-alive backend
+			r.backend.Close()
+		}()
+		r.client.Write([]byte("req"))
+		r.client.CloseWrite()
+		if _, err := io.ReadFull(r.client, make([]byte, 6)); err != nil {
+			t.Fatalf("client: %v", err)
+		}
+		el := <-answered
+		r.client.Close()
+		<-r.done
+		td := r.rec.Done()
+		settle(t, []*Teardown{td})
+		checkAgainstKernel(t, []*Teardown{td})
+		switch {
+		case waits && (td.Back.Reason != policy.ReasonAwaitsEOF || el > 200*time.Millisecond):
+			t.Errorf("EOF-waiting backend: back reason %q, EOF after %v; want peer_may_await_eof within the probe", td.Back.Reason, el)
+		case !waits && (td.Back.TimeWait != policy.SideNone || td.Back.Reason != policy.ReasonGraceExpired):
+			t.Errorf("answering backend: back time_wait %s reason %q; want none, grace_expired", td.Back.TimeWait, td.Back.Reason)
+		}
+	}
+}

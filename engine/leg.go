@@ -41,6 +41,7 @@ type leg struct {
 	peerFIN  bool // the peer's FIN was read
 	finSent  bool
 	bet      bool // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
+	probe    bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
 	fo       finObs
 	foFresh  bool // fo was read for the decision being carried out
 

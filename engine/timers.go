@@ -32,7 +32,12 @@ func (x *executor) look(l *leg, now time.Time) {
 	l.at = time.Time{}
 	switch l.phase {
 	case phaseWithholding:
-		if x.silent(l, now) {
+		switch {
+		case l.probe && !now.Before(l.quiet.Add(l.budget)):
+			x.decide(l, policy.ProbeExpired)
+		case l.probe:
+			l.at = l.quiet.Add(l.budget)
+		case x.silent(l, now):
 			x.decide(l, policy.GraceExpired)
 		}
 	case phaseFINSent:

@@ -16,6 +16,9 @@ const (
 	// for the grace. Time the peer spent blocked by the proxy's own full
 	// buffers does not count as silence.
 	GraceExpired Event = "grace_expired"
+	// ProbeExpired: the proxy withheld its FIN briefly from a peer that
+	// may be waiting for EOF (Decision.Probe) and the brief wait ran out.
+	ProbeExpired Event = "probe_expired"
 	// HalfCloseExpired: the proxy's FIN went first and the peer stayed
 	// silent for half_close_timeout without sending its own.
 	HalfCloseExpired Event = "half_close_expired"
@@ -78,7 +81,13 @@ func (g Grace) Silence() time.Duration {
 	if !g.Adaptive {
 		return g.Max
 	}
-	return min(g.Max, max(MinGrace, pauseFactor*g.MaxPause, rttFactor*g.RTT))
+	return min(g.Max, max(g.Floor(), pauseFactor*g.MaxPause))
+}
+
+// Floor is the shortest wait: MinGrace or four round trips, at most Max.
+// A peer that may be waiting for EOF gets its FIN after at most this long.
+func (g Grace) Floor() time.Duration {
+	return min(g.Max, max(MinGrace, rttFactor*g.RTT))
 }
 
 // Action is what the engine does to the leg.
@@ -108,8 +117,12 @@ func (a Action) String() string { return string(a) }
 // Decision is the action for a leg, how long it may wait, the target in
 // force and why the leg left the table's plain path, if it did.
 type Decision struct {
-	Action     Action
-	Wait       time.Duration
+	Action Action
+	Wait   time.Duration
+	// Probe: this Withhold only asks whether a peer that may be waiting for
+	// EOF is: when Wait runs out the engine sends ProbeExpired, whatever
+	// the peer did meanwhile.
+	Probe      bool
 	Target     Target // the target in force: auto resolved
 	AutoReason string // with auto: why Resolve chose Target
 	Reason     Reason
@@ -197,6 +210,8 @@ func Decide(f Facts) Decision {
 		return ending(f)
 	case GraceExpired, Drain:
 		return graceOut(f)
+	case ProbeExpired:
+		return probed(f)
 	}
 	return ending(f)
 }
@@ -220,11 +235,27 @@ func ending(f Facts) Decision {
 	case d.Target == TargetProxy:
 		d.Action, d.Wait = FIN, f.HalfClose
 	case f.PeerMayAwaitEOF:
-		// Rule 1: a FIN the peer may be waiting for is passed on.
-		d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonAwaitsEOF
+		// Rule 1: a FIN the peer may be waiting for is passed on in time.
+		// A peer that closes or speaks within the grace's floor shows it was
+		// not waiting; one that stays silent gets the FIN then.
+		d.Action, d.Wait, d.Probe = Withhold, f.Grace.Floor(), true
 	default:
 		d.Action, d.Wait = Withhold, f.Grace.Silence()
 	}
+	return d
+}
+
+// probed decides a brief withhold from a peer that may have been waiting
+// for EOF: still silent since the proxy's last bytes, it gets the FIN now;
+// one that spoke meanwhile was not waiting, and the FIN is withheld for the
+// grace.
+func probed(f Facts) Decision {
+	d := resolve(f)
+	if f.PeerMayAwaitEOF {
+		d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonAwaitsEOF
+		return d
+	}
+	d.Action, d.Wait = Withhold, f.Grace.Silence()
 	return d
 }
 

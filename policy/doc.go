@@ -24,11 +24,14 @@
 // Rules that outrank the table (nothing lost); where they win, Decision
 // carries the Reason and the record says wanted≠got:
 //
-//  1. A FIN the peer may be waiting for is passed on. Withholding is a bet
-//     that the peer is idle; a peer that sent nothing since the last bytes
-//     it received (or has not acknowledged them yet) may be waiting for EOF
-//     to know a message ended, so it gets the FIN at once
-//     (ReasonAwaitsEOF).
+//  1. A FIN the peer may be waiting for is passed on in time. Withholding
+//     is a bet that the peer is idle; a peer that sent nothing since the
+//     last bytes it received (or has not acknowledged them yet) may be
+//     waiting for EOF to know a message ended. It is given the grace's
+//     floor (MinGrace, or four round trips) to show otherwise, by closing
+//     or by speaking; if it stays silent it gets the FIN then
+//     (ReasonAwaitsEOF), never a reset. Only a peer that spoke last is
+//     left to the full grace.
 //  2. A grace counts silence, never the proxy's own backpressure: the
 //     engine stops the clock while the peer's bytes wait in the proxy
 //     because the other side does not read. The silence waited for is

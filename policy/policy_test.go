@@ -38,8 +38,12 @@ var decideTable = []decideRow{
 
 	// target peer, proxy-first: "withhold FIN; wait for the peer's FIN …".
 	{"target {peer}, proxy ends first", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, SendDone }), Withhold, "", ""},
-	// Rule 1: a peer that may wait for EOF gets the FIN at once.
-	{"target {peer}, proxy ends first, {peer} may await EOF", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetPeer, SendDone, true }), FIN, "proxy", ReasonAwaitsEOF},
+	// Rule 1: a peer that may wait for EOF is withheld from only briefly (a
+	// probe); still silent then, it gets the FIN; having spoken, it was not
+	// waiting and the full grace applies.
+	{"target {peer}, proxy ends first, {peer} may await EOF", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetPeer, SendDone, true }), Withhold, "", ""},
+	{"target {peer}, probe runs out, {peer} still silent", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetPeer, ProbeExpired, true }), FIN, "proxy", ReasonAwaitsEOF},
+	{"target {peer}, probe runs out, {peer} spoke meanwhile", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, ProbeExpired }), Withhold, "", ""},
 	// "FIN second → TIME-WAIT on peer".
 	{"target {peer}, {peer} ends first", with(base, func(f *Facts) { f.Target, f.Event, f.PeerFINIn = TargetPeer, SendDone, true }), FIN, "peer", ""},
 	{"target {peer}, {peer}'s FIN arrives within the grace", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, PeerFIN }), FIN, "peer", ""},
@@ -55,7 +59,8 @@ var decideTable = []decideRow{
 
 	// target nowhere: "as peer, but end with a safe reset".
 	{"target nowhere, proxy ends first", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, SendDone }), Withhold, "", ""},
-	{"target nowhere, proxy ends first, {peer} may await EOF", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetNowhere, SendDone, true }), FIN, "proxy", ReasonAwaitsEOF},
+	{"target nowhere, proxy ends first, {peer} may await EOF", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetNowhere, SendDone, true }), Withhold, "", ""},
+	{"target nowhere, probe runs out, {peer} still silent", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetNowhere, ProbeExpired, true }), FIN, "proxy", ReasonAwaitsEOF},
 	{"target nowhere, {peer} ends first", with(base, func(f *Facts) { f.Target, f.Event, f.PeerFINIn = TargetNowhere, SendDone, true }), SafeReset, "none", ""},
 	{"target nowhere, {peer}'s FIN arrives within the grace", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, PeerFIN }), SafeReset, "none", ""},
 	{"target nowhere, grace expires, fallback fin", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, GraceExpired }), SafeReset, "none", ReasonGraceExpired},
@@ -110,14 +115,23 @@ func TestDecideWaits(t *testing.T) {
 }
 
 // TestDecideNeverWithholdsFromAWaitingPeer checks rule 1 over every target,
-// event and fallback: a peer that may wait for EOF is never left without
-// the FIN, and never reset unless a stream was cut.
+// event and fallback: a peer that may wait for EOF is withheld from only
+// for a probe as long as the grace's floor, then gets the FIN, and is never
+// reset unless a stream was cut.
 func TestDecideNeverWithholdsFromAWaitingPeer(t *testing.T) {
+	g := Grace{Max: time.Second, Adaptive: false, RTT: time.Millisecond}
 	for _, l := range []Leg{Front, Back} {
 		for _, tg := range []Target{TargetProxy, TargetPeer, TargetNowhere, TargetAuto} {
-			for _, ev := range []Event{SendDone, GraceExpired, Drain} {
-				for _, fb := range []Fallback{FallbackFIN, FallbackReset} {
-					f := Facts{Leg: l, Target: tg, Fallback: fb, Event: ev, PeerMayAwaitEOF: true, Grace: grace1s}
+			for _, fb := range []Fallback{FallbackFIN, FallbackReset} {
+				f := Facts{Leg: l, Target: tg, Fallback: fb, Event: SendDone, PeerMayAwaitEOF: true, Grace: g}
+				switch d := Decide(f); {
+				case d.Action == Withhold && (!d.Probe || d.Wait != MinGrace):
+					t.Errorf("%s leg, target %s: withholds %v (probe %v), want a probe of %v", l, tg, d.Wait, d.Probe, MinGrace)
+				case d.Action != Withhold && d.Action != FIN:
+					t.Errorf("%s leg, target %s: %s, want a probe or the FIN", l, tg, d.Action)
+				}
+				for _, ev := range []Event{ProbeExpired, GraceExpired, Drain} {
+					f.Event = ev
 					if d := Decide(f); d.Action != FIN {
 						t.Errorf("%s leg, target %s, %s, fallback %s: %s, want fin", l, tg, ev, fb, d.Action)
 					}
@@ -133,7 +147,7 @@ func TestDecideIsTotal(t *testing.T) {
 	known := map[Action]bool{FIN: true, Withhold: true, SafeReset: true, Reset: true, Finish: true}
 	for _, l := range []Leg{Front, Back} {
 		for _, tg := range []Target{TargetProxy, TargetPeer, TargetNowhere, TargetAuto} {
-			for _, ev := range []Event{SendDone, PeerFIN, GraceExpired, HalfCloseExpired, QueueStuck, LateData, Cut, Drain} {
+			for _, ev := range []Event{SendDone, PeerFIN, GraceExpired, ProbeExpired, HalfCloseExpired, QueueStuck, LateData, Cut, Drain} {
 				for _, in := range []bool{false, true} {
 					f := Facts{Leg: l, Target: tg, Fallback: FallbackReset, Event: ev, PeerFINIn: in, Grace: grace1s}
 					d := Decide(f)
@@ -145,6 +159,22 @@ func TestDecideIsTotal(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+func TestGraceFloor(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		g    Grace
+		want time.Duration
+	}{
+		{"a near peer: MinGrace", Grace{Max: time.Second, RTT: time.Millisecond}, MinGrace},
+		{"a far peer: four round trips", Grace{Max: time.Second, RTT: 100 * time.Millisecond}, 400 * time.Millisecond},
+		{"never past peer_fin_grace", Grace{Max: 10 * time.Millisecond, RTT: time.Second}, 10 * time.Millisecond},
+	} {
+		if got := tt.g.Floor(); got != tt.want {
+			t.Errorf("%s: Floor() = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }
@@ -380,13 +410,19 @@ func ExampleDecide() {
 	fmt.Println(d.Action, Lands(Back, d.Action, true))
 
 	// A client that half-closed after its request has sent nothing since:
-	// the backend may be reading to EOF, so the FIN goes on at once.
-	f = Facts{Leg: Back, Target: TargetPeer, Fallback: FallbackReset, Event: SendDone, PeerMayAwaitEOF: true}
+	// the backend may be reading to EOF. It gets a brief probe; silent
+	// through it, it gets the FIN.
+	f = Facts{Leg: Back, Target: TargetPeer, Fallback: FallbackReset, Event: SendDone, PeerMayAwaitEOF: true,
+		Grace: Grace{Max: time.Second}}
+	d = Decide(f)
+	fmt.Println(d.Action, d.Wait, d.Probe)
+	f.Event = ProbeExpired
 	d = Decide(f)
 	fmt.Println(d.Action, d.Reason)
 	// Output:
 	// withhold
 	// safe_reset
 	// fin backend
+	// withhold 20ms true
 	// fin peer_may_await_eof
 }
