@@ -274,7 +274,7 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 				return
 			}
 			t.Logf("withheld FIN, grace %s: median %.0f ms from accept to the fallback FIN, %.0f ms to the safe reset (the response came within a few ms)",
-				tc.grace, medianOf(recs, "back.fin_out_ms", "back.fallback", "grace_expired"), medianOf(recs, "back.rst_out_ms", "back.fallback", "grace_expired"))
+				tc.grace, medianOf(recs, "back.fin_out_ms", "back.reason", "grace_expired"), medianOf(recs, "back.rst_out_ms", "back.reason", "grace_expired"))
 
 			checkSameResponse(t, recs)
 			requireAllOK(t, r, n)

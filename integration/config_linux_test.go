@@ -9,6 +9,7 @@ import (
 // fields keep closeproxy's defaults.
 type CloseOpts struct {
 	TimeWait, PeerFinGrace, Fallback, HalfCloseTimeout, DrainTimeout string
+	AdaptiveGrace                                                    string // "true" or "false"; "" leaves the default
 }
 
 // ListenerOpts is one [[listener]] with its backend.
@@ -92,6 +93,7 @@ func closeTable(b *strings.Builder, name string, c CloseOpts) {
 	fmt.Fprintf(b, "  [%s]\n", name)
 	opt(b, "time_wait", c.TimeWait)
 	opt(b, "peer_fin_grace", c.PeerFinGrace)
+	rawOpt(b, "adaptive_grace", c.AdaptiveGrace)
 	opt(b, "fallback", c.Fallback)
 	opt(b, "half_close_timeout", c.HalfCloseTimeout)
 	opt(b, "drain_timeout", c.DrainTimeout)

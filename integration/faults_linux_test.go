@@ -92,9 +92,9 @@ func TestFaultBackendStallsMidResponse(t *testing.T) {
 	write("GET / HTTP/1.1\r\nHost: web\r\n\r\n")(t, c)
 	got := readUntilClosed(t, c)
 	rec := cp.WaitRecords(t, 1, 10*time.Second)[0]
-	t.Logf("client: %d bytes, closed after %v; record outcome %s error %q duration_ms %.0f front.close %s back.close %s back.fallback %s",
+	t.Logf("client: %d bytes, closed after %v; record outcome %s error %q duration_ms %.0f front.close %s back.close %s back.reason %s",
 		len(got), time.Since(t0).Round(time.Millisecond), rec.Str("outcome"), rec.Str("error"), rec.Num("duration_ms"),
-		rec.Str("front.close"), rec.Str("back.close"), rec.Str("back.fallback"))
+		rec.Str("front.close"), rec.Str("back.close"), rec.Str("back.reason"))
 	if !bytes.HasSuffix(got, half) {
 		t.Errorf("client read %d bytes, want the header and the %d-byte half", len(got), len(half))
 	}
@@ -218,8 +218,8 @@ func TestFaultPeerVanishes(t *testing.T) {
 	}
 	c.Close()
 	rec := cp.WaitRecords(t, 1, 10*time.Second)[0]
-	t.Logf("record: outcome %s error %q duration_ms %.0f back.close %s back.fallback %s front.close %s",
-		rec.Str("outcome"), rec.Str("error"), rec.Num("duration_ms"), rec.Str("back.close"), rec.Str("back.fallback"), rec.Str("front.close"))
+	t.Logf("record: outcome %s error %q duration_ms %.0f back.close %s back.reason %s front.close %s",
+		rec.Str("outcome"), rec.Str("error"), rec.Num("duration_ms"), rec.Str("back.close"), rec.Str("back.reason"), rec.Str("front.close"))
 	if rec.Str("outcome") != "timeout" {
 		t.Errorf("record outcome %q, want timeout", rec.Str("outcome"))
 	}

@@ -202,17 +202,17 @@ func backLegTimeWait(t testing.TB, topo *Topology) (proxy, web int) {
 
 // backTally counts records by outcome and back-leg fields.
 type backTally struct {
-	outcome, close, fallback map[string]int
-	requests                 map[int]int
-	pooled, reused           int
+	outcome, close, reason map[string]int
+	requests               map[int]int
+	pooled, reused         int
 }
 
 func tallyBack(recs []Record) backTally {
-	s := backTally{outcome: map[string]int{}, close: map[string]int{}, fallback: map[string]int{}, requests: map[int]int{}}
+	s := backTally{outcome: map[string]int{}, close: map[string]int{}, reason: map[string]int{}, requests: map[int]int{}}
 	for _, r := range recs {
 		s.outcome[r.Str("outcome")]++
 		s.close[r.Str("back.close")]++
-		s.fallback[r.Str("back.fallback")]++
+		s.reason[r.Str("back.reason")]++
 		s.requests[int(r.Num("back.requests"))]++
 		if r["back.pooled"] == true {
 			s.pooled++
@@ -225,8 +225,8 @@ func tallyBack(recs []Record) backTally {
 }
 
 func (s backTally) String() string {
-	return fmt.Sprintf("outcome %s; back.close %s; back.fallback %s; back.requests %v; back.pooled %d; back.reused %d",
-		sortedCounts(s.outcome), sortedCounts(s.close), sortedCounts(s.fallback), s.requests, s.pooled, s.reused)
+	return fmt.Sprintf("outcome %s; back.close %s; back.reason %s; back.requests %v; back.pooled %d; back.reused %d",
+		sortedCounts(s.outcome), sortedCounts(s.close), sortedCounts(s.reason), s.requests, s.pooled, s.reused)
 }
 
 func sortedCounts(m map[string]int) string {

@@ -37,6 +37,7 @@ type policyCase struct {
 	// does (the other leg's FIN came first: nothing more to send).
 	leg       string
 	peerFirst bool
+	anyOrder  bool // either end may close first: the placement is the same
 	// Load: the request path prefix ("" or "/close", where nginx answers
 	// Connection: close and sends the first FIN), and the load client's
 	// -close mode.
@@ -46,6 +47,7 @@ type policyCase struct {
 	keepalive   time.Duration
 	front, back CloseOpts
 	want        twCounts
+	reason      string // the leg's reason every record must give, if any
 }
 
 // The other leg keeps its defaults (front "proxy"; back "backend" with
@@ -72,23 +74,30 @@ var (
 
 		// Front leg, proxy ends first: nginx answers Connection: close, so
 		// the back leg ends peer-first and the proxy has nothing more for the
-		// client. With target proxy the client waits for the proxy's EOF;
-		// with client or nowhere it closes after reading the response, as
-		// an HTTP client does, 50ms later: nginx's FIN follows its last
-		// byte at once, but a client closing at once could still race it
-		// to the proxy, and the case would no longer be proxy-first.
+		// client. With target proxy the client waits for the proxy's EOF.
+		// With client or nowhere the client has sent nothing since the
+		// response, so it may be waiting for EOF (rule 1): the FIN is
+		// withheld only for a probe (20 ms). A client that closes within it,
+		// as an HTTP client does (5 ms here; nginx's FIN follows its last
+		// byte at once, so the case stays proxy-first), keeps the target; one
+		// that waits past it (50 ms) gets the FIN, and TIME-WAIT lands on the
+		// proxy.
 		{name: "front leg, target proxy, proxy ends first (backend closed)",
 			leg: "front", peerFirst: false,
 			path: "/close", close: "server", front: CloseOpts{TimeWait: "proxy"}, back: backDefault,
 			want: twCounts{ProxyFront: policyConns, Web: policyConns}},
-		{name: "front leg, target client, proxy ends first (FIN withheld, client closes)",
+		{name: "front leg, target client, proxy ends first (FIN withheld, client closes as it has the body)",
 			leg: "front", peerFirst: false,
-			path: "/close", close: "client", closeDelay: 50 * time.Millisecond, front: CloseOpts{TimeWait: "client"}, back: backDefault,
+			path: "/close", close: "client", anyOrder: true, front: CloseOpts{TimeWait: "client"}, back: backDefault,
 			want: twCounts{LB: policyConns, Web: policyConns}},
-		{name: "front leg, target nowhere, proxy ends first (FIN withheld, safe reset)",
+		{name: "front leg, target nowhere, proxy ends first (FIN withheld, client closes as it has the body, safe reset)",
 			leg: "front", peerFirst: false,
-			path: "/close", close: "client", closeDelay: 50 * time.Millisecond, front: CloseOpts{TimeWait: "nowhere"}, back: backDefault,
+			path: "/close", close: "client", anyOrder: true, front: CloseOpts{TimeWait: "nowhere"}, back: backDefault,
 			want: twCounts{Web: policyConns}},
+		{name: "front leg, target client, proxy ends first (client silent past the probe: FIN passed on)",
+			leg: "front", peerFirst: false,
+			path: "/close", close: "client", closeDelay: 200 * time.Millisecond, front: CloseOpts{TimeWait: "client"}, back: backDefault,
+			want: twCounts{ProxyFront: policyConns, Web: policyConns}, reason: "peer_may_await_eof"},
 
 		// Back leg, backend closes first: nginx answers Connection: close.
 		// The front leg (target proxy) then ends proxy-first: TIME-WAIT on
@@ -109,16 +118,20 @@ var (
 		// Back leg, proxy ends first: the client half-closes right after
 		// its request, so its FIN reaches the proxy long before nginx (keep-
 		// alive) could send one. The front leg ends client-first: TIME-WAIT
-		// on lb in every case. For target backend, nginx's keepalive_timeout
-		// (1s) runs out inside peer_fin_grace (3s), so nginx sends its FIN
-		// while the proxy withholds its own.
+		// on lb in every case. nginx has not answered when the client's FIN
+		// comes, so it may be waiting for EOF: with target backend or
+		// nowhere the FIN is withheld for a probe, nginx answers within it
+		// (it was not waiting) and the full grace applies. For target
+		// backend without adaptive_grace, nginx's keepalive_timeout (1s) runs
+		// out inside peer_fin_grace (3s), so nginx sends its FIN while the
+		// proxy withholds its own.
 		{name: "back leg, target proxy, proxy ends first (client half-closed)",
 			leg: "back", peerFirst: false,
 			close: "halfclose", back: CloseOpts{TimeWait: "proxy"},
 			want: twCounts{LB: policyConns, ProxyBack: policyConns}},
 		{name: "back leg, target backend, proxy ends first (FIN withheld, nginx closes idle)",
 			leg: "back", peerFirst: false,
-			close: "halfclose", keepalive: time.Second, back: CloseOpts{TimeWait: "backend", PeerFinGrace: "3s"},
+			close: "halfclose", keepalive: time.Second, back: CloseOpts{TimeWait: "backend", PeerFinGrace: "3s", AdaptiveGrace: "false"},
 			want: twCounts{LB: policyConns, Web: policyConns}},
 		{name: "back leg, target nowhere, proxy ends first (FIN withheld, grace, safe reset)",
 			leg: "back", peerFirst: false,
@@ -162,16 +175,18 @@ func runPolicyCase(t *testing.T, tc policyCase) twCounts {
 
 	got := legTimeWait(t, topo)
 	t.Logf("TIME-WAIT: %s", got)
-	claims := recordClaims(t, recs)
 	if got != tc.want {
 		t.Errorf("kernel TIME-WAIT:\n got  %s\n want %s", got, tc.want)
 	}
-	if claims != got {
-		t.Errorf("records' time_wait claims disagree with the kernel:\n records %s\n kernel  %s", claims, got)
-		explainClaims(t, topo, recs)
-	}
+	requireAllRecordsOK(t, recs)
+	requireClaimsAgree(t, topo, recs, policyConns)
 	checkWanted(t, recs, tc)
 	checkOrder(t, recs, tc)
+	if tc.reason != "" {
+		if n := countBy(recs, tc.leg+".reason")[tc.reason]; int(n) != len(recs) {
+			t.Errorf("%s.reason %q on %v of %d records", tc.leg, tc.reason, n, len(recs))
+		}
+	}
 	return got
 }
 
@@ -213,11 +228,9 @@ func legTimeWait(t testing.TB, topo *Topology) twCounts {
 	return c
 }
 
-// recordClaims sums the records' front.time_wait and back.time_wait into
-// the same shape as the kernel counts, and checks every record is ok.
-func recordClaims(t testing.TB, recs []Record) twCounts {
+// requireAllRecordsOK checks every record's outcome is ok.
+func requireAllRecordsOK(t testing.TB, recs []Record) {
 	t.Helper()
-	var c twCounts
 	bad := 0
 	for _, r := range recs {
 		if r.Str("outcome") != "ok" {
@@ -225,29 +238,10 @@ func recordClaims(t testing.TB, recs []Record) twCounts {
 				t.Errorf("record outcome %q (error %q), want ok: %v", r.Str("outcome"), r.Str("error"), r)
 			}
 		}
-		switch tw := r.Str("front.time_wait"); tw {
-		case "client":
-			c.LB++
-		case "proxy":
-			c.ProxyFront++
-		case "none":
-		default:
-			t.Errorf("record front.time_wait %q: want client, proxy or none", tw)
-		}
-		switch tw := r.Str("back.time_wait"); tw {
-		case "proxy":
-			c.ProxyBack++
-		case "backend":
-			c.Web++
-		case "none":
-		default:
-			t.Errorf("record back.time_wait %q: want proxy, backend or none", tw)
-		}
 	}
 	if bad > 0 {
 		t.Errorf("%d of %d records not ok", bad, len(recs))
 	}
-	return c
 }
 
 // checkWanted checks that the records name the configured targets.
@@ -275,6 +269,9 @@ func or2(v, def string) string {
 // the other leg's FIN came first. The FIN timestamps are since accept.
 func checkOrder(t testing.TB, recs []Record, tc policyCase) {
 	t.Helper()
+	if tc.anyOrder {
+		return
+	}
 	other := map[string]string{"front": "back", "back": "front"}[tc.leg]
 	for _, r := range recs {
 		mine, theirs := r.Num(tc.leg+".fin_in_ms"), r.Num(other+".fin_in_ms")
@@ -284,62 +281,6 @@ func checkOrder(t testing.TB, recs []Record, tc policyCase) {
 			t.Errorf("record %v: %s.fin_in_ms %v, %s.fin_in_ms %v: the %s leg did not end %s",
 				r["id"], tc.leg, mine, other, theirs, tc.leg, map[bool]string{true: "peer-first", false: "proxy-first"}[tc.peerFirst])
 			return
-		}
-	}
-}
-
-// explainClaims names, after a disagreement, the connections behind it:
-// records whose claimed TIME-WAIT socket the kernel does not hold, and
-// TIME-WAIT sockets no record claims, matched by 4-tuple.
-func explainClaims(t testing.TB, topo *Topology, recs []Record) {
-	t.Helper()
-	type tuple struct{ local, peer string }
-	held := map[tuple]bool{}
-	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
-		for _, s := range timeWaitSockets(t, topo, ns, "") {
-			held[tuple{s.Local.String(), s.Peer.String()}] = true
-		}
-	}
-	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
-		t.Logf("%s: %s", ns, tcpCounters(t, topo, ns))
-	}
-	shown := 0
-	claimedBy := map[tuple][]any{}
-	defer func() {
-		for w, ids := range claimedBy {
-			if len(ids) > 1 {
-				t.Errorf("records %v all claim TIME-WAIT on %s ↔ %s: the 4-tuple was reused", ids, w.local, w.peer)
-			}
-		}
-	}()
-	for _, r := range recs {
-		var want []tuple // the sockets this record says are in TIME-WAIT
-		switch r.Str("front.time_wait") {
-		case "client":
-			want = append(want, tuple{r.Str("front.peer"), r.Str("front.local")})
-		case "proxy":
-			want = append(want, tuple{r.Str("front.local"), r.Str("front.peer")})
-		}
-		switch r.Str("back.time_wait") {
-		case "proxy":
-			want = append(want, tuple{r.Str("back.local"), r.Str("back.peer")})
-		case "backend":
-			want = append(want, tuple{r.Str("back.peer"), r.Str("back.local")})
-		}
-		for _, w := range want {
-			claimedBy[w] = append(claimedBy[w], r["id"])
-			if held[w] {
-				delete(held, w)
-				continue
-			}
-			if shown++; shown <= 5 {
-				t.Errorf("record claims TIME-WAIT on %s ↔ %s, which the kernel does not hold: %v", w.local, w.peer, r)
-			}
-		}
-	}
-	for w := range held {
-		if shown++; shown <= 10 {
-			t.Errorf("kernel holds TIME-WAIT on %s ↔ %s, which no record claims", w.local, w.peer)
 		}
 	}
 }

@@ -136,7 +136,7 @@ func TestPoolFaults(t *testing.T) {
 		s := tallyBack(recs)
 		t.Logf("second burst: %s; back.connect_ms %s", s, connectMS(recs))
 		between(t, "second burst records with outcome ok", s.outcome["ok"], n, n)
-		between(t, `second burst records with back.fallback "retried"`, s.fallback["retried"], 0, n)
+		between(t, `second burst records with back.reason "retried"`, s.reason["retried"], 0, n)
 		log := web.WaitAccessLog(t, n, 5*time.Second)
 		t.Logf("nginx after the restart: %d requests on %d distinct connections", len(log), distinctConns(log))
 		between(t, "requests the restarted nginx logged", len(log), n, n)
@@ -198,7 +198,7 @@ func TestPoolFaults(t *testing.T) {
 		s := tallyBack(recs)
 		t.Logf("GETs: %s", s)
 		between(t, "records with outcome ok", s.outcome["ok"], n, n)
-		between(t, `records with back.fallback "retried"`, s.fallback["retried"], n-1, n-1)
+		between(t, `records with back.reason "retried"`, s.reason["retried"], n-1, n-1)
 		between(t, "records with back.requests 2 (the retry)", s.requests[2], n-1, n-1)
 
 		// A POST with a body is not retried: 502, backend_reset.
@@ -211,10 +211,10 @@ func TestPoolFaults(t *testing.T) {
 			t.Errorf("POST on a connection the backend closes: client read %q, want 502", firstLine(got))
 		}
 		rec := cp.WaitRecords(t, n+1, 10*time.Second)[n]
-		t.Logf("POST: outcome %q error %q back.fallback %q back.reused %v", rec.Str("outcome"), rec.Str("error"), rec.Str("back.fallback"), rec["back.reused"])
-		if rec.Str("outcome") != "backend_reset" || rec.Str("back.fallback") == "retried" || rec["back.reused"] != true {
-			t.Errorf("POST record: outcome %q back.fallback %q back.reused %v, want backend_reset, not retried, on a reused connection",
-				rec.Str("outcome"), rec.Str("back.fallback"), rec["back.reused"])
+		t.Logf("POST: outcome %q error %q back.reason %q back.reused %v", rec.Str("outcome"), rec.Str("error"), rec.Str("back.reason"), rec["back.reused"])
+		if rec.Str("outcome") != "backend_reset" || rec.Str("back.reason") == "retried" || rec["back.reused"] != true {
+			t.Errorf("POST record: outcome %q back.reason %q back.reused %v, want backend_reset, not retried, on a reused connection",
+				rec.Str("outcome"), rec.Str("back.reason"), rec["back.reused"])
 		}
 	})
 }

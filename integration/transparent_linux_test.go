@@ -87,9 +87,11 @@ func TestTransparentSourceClient(t *testing.T) {
 	if want := (twCounts{LB: n, ProxyBack: n}); tw != want {
 		t.Errorf("TIME-WAIT %s, want %s", tw, want)
 	}
-	if claims := recordClaims(t, recs); claims != tw {
-		t.Errorf("records' time_wait claims disagree with the kernel:\n records %s\n kernel  %s", claims, tw)
-	}
+	requireAllRecordsOK(t, recs)
+	// The proxy's FIN goes first and nginx answers before its own: the
+	// kernel cannot always tell that nginx's FIN did not cross it, so some
+	// records say unknown; every claim still matches the sockets.
+	requireClaimsAgree(t, topo, recs, n)
 	for _, s := range timeWaitSockets(t, topo, topo.Proxy, "dport = :80") {
 		if s.Local.Addr() != topo.LBAddr || s.Peer != web.Addr {
 			t.Errorf("proxy's back-leg TIME-WAIT %s → %s, want from lb's %s", s.Local, s.Peer, topo.LBAddr)
@@ -347,9 +349,10 @@ func TestTransparentBackLegPortsPerClient(t *testing.T) {
 			if ok != n || outcomes["ok"] != float64(n) {
 				t.Fatalf("source = client: %d of %d ok, records %s; want all", ok, n, fmtCounts(outcomes))
 			}
-			if claims := countBy(recs, "back.time_wait"); claims["proxy"] != float64(n) {
-				t.Errorf("back.time_wait %s, want proxy ×%d", fmtCounts(claims), n)
+			if claims := countBy(recs, "back.time_wait"); claims["proxy"]+claims["unknown"] != float64(n) {
+				t.Errorf("back.time_wait %s, want proxy (or unknown: FINs that may have crossed) ×%d", fmtCounts(claims), n)
 			}
+			requireClaimsAgree(t, topo, recs, n)
 			if bySrc[topo.ProxyBack] != 0 {
 				t.Errorf("%d TIME-WAIT from the proxy's own address, want none", bySrc[topo.ProxyBack])
 			}

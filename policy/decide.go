@@ -69,7 +69,7 @@ type Grace struct {
 // Adaptive grace bounds: a withheld FIN waits for four times the peer's
 // longest earlier pause, never less than MinGrace nor four round trips.
 const (
-	MinGrace    = 20 * time.Millisecond
+	MinGrace    = 50 * time.Millisecond
 	pauseFactor = 4
 	rttFactor   = 4
 )

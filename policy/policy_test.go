@@ -423,6 +423,6 @@ func ExampleDecide() {
 	// withhold
 	// safe_reset
 	// fin backend
-	// withhold 20ms true
+	// withhold 50ms true
 	// fin peer_may_await_eof
 }
