@@ -129,7 +129,9 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 	if x.draining {
 		wait = min(wait, DrainGrace)
 	}
-	l.arm(time.Now(), wait)
+	now := time.Now()
+	l.arm(now, wait)
+	l.at = l.nextWatch(now)
 }
 
 // finFailed: shutting down writing failed; the peer is gone.

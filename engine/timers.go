@@ -41,9 +41,14 @@ func (x *executor) look(l *leg, now time.Time) {
 			x.decide(l, policy.GraceExpired)
 		}
 	case phaseFINSent:
+		if l.act.watch.Load() {
+			l.lookForFinWait2()
+		}
 		if x.silent(l, now) {
 			x.decide(l, policy.HalfCloseExpired)
+			return
 		}
+		l.at = l.nextWatch(now)
 	case phaseResetting:
 		x.pollQueue(l, now)
 	}

@@ -29,17 +29,20 @@ const autoPollEvery = 50 * time.Millisecond
 // sockets (tcp_max_tw_buckets), so auto's default budget is 250. 5,000
 // short connections that the proxy ends first on the front leg: nginx
 // answers /close/ with Connection: close and closes the back leg first, so
-// the proxy has nothing more for the client, and the client waits for the
-// proxy's EOF (-close server). The back leg keeps its peer-first default
-// (TIME-WAIT on web), so every TIME-WAIT in the proxy namespace is the
-// front leg's.
+// the proxy has nothing more for the client, and the client closes as soon
+// as it has the body, as an HTTP client does (-close client). The back leg
+// keeps its peer-first default (TIME-WAIT on web), so every TIME-WAIT in
+// the proxy namespace is the front leg's.
 //
 // With "proxy" every close leaves TIME-WAIT on the proxy, and past 500 the
 // kernel drops them (TCPTimeWaitOverflow). With "auto" the first closes
 // still go to the proxy (prefer_accepting_side), then, once the host's
-// count reaches the budget, closes end with a safe reset
-// (host_tw_over_budget): no overflow, the count stays under budget plus
-// slack, every response intact.
+// count reaches the budget, closes go nowhere (host_tw_over_budget): the
+// proxy withholds its FIN for the probe a client that may await EOF gets,
+// the client closes within it, and a safe reset answers its FIN. No
+// overflow, the count stays under budget plus slack, every response
+// intact. (A client that waited for EOF past the probe would get the FIN,
+// and TIME-WAIT on the proxy: auto cannot spare those.)
 func TestAutoKeepsUnderTWBudget(t *testing.T) {
 	needRoot(t)
 	const (
@@ -76,7 +79,7 @@ func TestAutoKeepsUnderTWBudget(t *testing.T) {
 
 			poll := pollTimeWait(t, cp.Pid(), netip.AddrPort{}, autoPollEvery)
 			r := runLoad(t, topo, topo.LB, LoadOpts{
-				Addr: front, N: n, C: c, Path: "/close" + web.BlobPath(size), Close: "server",
+				Addr: front, N: n, C: c, Path: "/close" + web.BlobPath(size), Close: "client",
 				ExpectBytes: size, SHA256: web.BlobSHA256(t, size), MaxDuration: 40 * time.Second,
 			})
 			recs := cp.WaitRecords(t, n, 20*time.Second)
@@ -114,20 +117,20 @@ func TestAutoKeepsUnderTWBudget(t *testing.T) {
 			between(t, "TIME-WAIT in the proxy namespace after the load (budget + slack)", after, 0, budget+slack)
 			// Every close auto sent to the proxy left a TIME-WAIT, and none
 			// has expired (the run is far shorter than 60 s); but lb holds
-			// no TIME-WAIT, so it reuses its ports at once, and a new SYN on
-			// the same 4-tuple takes over the proxy's TIME-WAIT socket
-			// (RFC 6191). So the kernel holds one per client address whose
-			// last connection left it on the proxy.
-			between(t, "client addresses whose last connection left TIME-WAIT on the proxy", lastClaims(recs, "front.peer", "front.time_wait", "proxy"), after, after)
+			// few TIME-WAIT, so it reuses its ports, and a new SYN on the
+			// same 4-tuple takes over the proxy's TIME-WAIT socket (RFC
+			// 6191): the matcher judges the last record of each 4-tuple.
+			requireClaimsAgree(t, topo, recs, n/50)
 			if reasons["prefer_accepting_side"] == 0 || reasons["host_tw_over_budget"] == 0 {
 				t.Errorf("front.auto_reason %s: want both prefer_accepting_side and host_tw_over_budget", fmtCounts(reasons))
 			}
-			if reasons["prefer_accepting_side"]+reasons["host_tw_over_budget"] != n {
+			// A client whose FIN beat nginx's to the proxy closed first: spare_dialer.
+			if reasons["prefer_accepting_side"]+reasons["host_tw_over_budget"]+reasons["spare_dialer"] != n {
 				t.Errorf("front.auto_reason %s: want only prefer_accepting_side and host_tw_over_budget, on all %d", fmtCounts(reasons), n)
 			}
-			if r.ServerResets != int(reasons["host_tw_over_budget"]) {
-				t.Errorf("client saw %d safe resets after complete responses, records say %v closes were switched to nowhere",
-					r.ServerResets, reasons["host_tw_over_budget"])
+			if resets := countBy(recs, "front.close")["reset"]; resets < reasons["host_tw_over_budget"]*9/10 {
+				t.Errorf("%v front legs ended with a safe reset, records say %v closes were switched to nowhere",
+					resets, reasons["host_tw_over_budget"])
 			}
 			sw, _ := cp.WaitLog(t, switchOn, 0, time.Second)
 			if got := int(sw.Num("budget")); got != budget {

@@ -24,6 +24,16 @@ type twCounts struct {
 	Web        int // web, sport = :80: back leg, backend side
 }
 
+// near reports that every count of c is within slack of want's.
+func (c twCounts) near(want twCounts, slack int) bool {
+	for _, d := range []int{c.LB - want.LB, c.ProxyFront - want.ProxyFront, c.ProxyBack - want.ProxyBack, c.Web - want.Web} {
+		if d < -slack || d > slack {
+			return false
+		}
+	}
+	return true
+}
+
 func (c twCounts) String() string {
 	return fmt.Sprintf("lb %4d | proxy front %4d | proxy back %4d | web %4d", c.LB, c.ProxyFront, c.ProxyBack, c.Web)
 }
@@ -38,6 +48,10 @@ type policyCase struct {
 	leg       string
 	peerFirst bool
 	anyOrder  bool // either end may close first: the placement is the same
+	// slack: connections per host that may land elsewhere, where a peer
+	// races the 50 ms probe (a client's close, nginx's answer) on a loaded
+	// machine; the records must still agree with the kernel for each.
+	slack int
 	// Load: the request path prefix ("" or "/close", where nginx answers
 	// Connection: close and sends the first FIN), and the load client's
 	// -close mode.
@@ -88,11 +102,11 @@ var (
 			want: twCounts{ProxyFront: policyConns, Web: policyConns}},
 		{name: "front leg, target client, proxy ends first (FIN withheld, client closes as it has the body)",
 			leg: "front", peerFirst: false,
-			path: "/close", close: "client", anyOrder: true, front: CloseOpts{TimeWait: "client"}, back: backDefault,
+			path: "/close", close: "client", anyOrder: true, slack: policyConns / 20, front: CloseOpts{TimeWait: "client"}, back: backDefault,
 			want: twCounts{LB: policyConns, Web: policyConns}},
 		{name: "front leg, target nowhere, proxy ends first (FIN withheld, client closes as it has the body, safe reset)",
 			leg: "front", peerFirst: false,
-			path: "/close", close: "client", anyOrder: true, front: CloseOpts{TimeWait: "nowhere"}, back: backDefault,
+			path: "/close", close: "client", anyOrder: true, slack: policyConns / 20, front: CloseOpts{TimeWait: "nowhere"}, back: backDefault,
 			want: twCounts{Web: policyConns}},
 		{name: "front leg, target client, proxy ends first (client silent past the probe: FIN passed on)",
 			leg: "front", peerFirst: false,
@@ -131,11 +145,11 @@ var (
 			want: twCounts{LB: policyConns, ProxyBack: policyConns}},
 		{name: "back leg, target backend, proxy ends first (FIN withheld, nginx closes idle)",
 			leg: "back", peerFirst: false,
-			close: "halfclose", keepalive: time.Second, back: CloseOpts{TimeWait: "backend", PeerFinGrace: "3s", AdaptiveGrace: "false"},
+			close: "halfclose", keepalive: time.Second, slack: policyConns / 20, back: CloseOpts{TimeWait: "backend", PeerFinGrace: "3s", AdaptiveGrace: "false"},
 			want: twCounts{LB: policyConns, Web: policyConns}},
 		{name: "back leg, target nowhere, proxy ends first (FIN withheld, grace, safe reset)",
 			leg: "back", peerFirst: false,
-			close: "halfclose", back: CloseOpts{TimeWait: "nowhere", PeerFinGrace: "300ms"},
+			close: "halfclose", slack: policyConns / 20, back: CloseOpts{TimeWait: "nowhere", PeerFinGrace: "300ms"},
 			want: twCounts{LB: policyConns}},
 	}
 )
@@ -165,7 +179,7 @@ func runPolicyCase(t *testing.T, tc policyCase) twCounts {
 		Front: tc.front, Back: tc.back,
 	}))
 	r := runLoad(t, topo, topo.LB, LoadOpts{
-		Addr: addrPort(topo.ProxyFront, 8080), N: policyConns, C: 100,
+		Addr: addrPort(topo.ProxyFront, 8080), N: policyConns, C: 20,
 		Path: tc.path + web.BlobPath(size), Close: tc.close, CloseDelay: tc.closeDelay,
 		ExpectBytes: size, SHA256: web.BlobSHA256(t, size),
 	})
@@ -175,11 +189,12 @@ func runPolicyCase(t *testing.T, tc policyCase) twCounts {
 
 	got := legTimeWait(t, topo)
 	t.Logf("TIME-WAIT: %s", got)
-	if got != tc.want {
-		t.Errorf("kernel TIME-WAIT:\n got  %s\n want %s", got, tc.want)
+	if !got.near(tc.want, tc.slack) {
+		t.Errorf("kernel TIME-WAIT:\n got  %s\n want %s (±%d)", got, tc.want, tc.slack)
 	}
 	requireAllRecordsOK(t, recs)
 	requireClaimsAgree(t, topo, recs, policyConns)
+	t.Logf("%s.reason %s; %s.first_fin %s", tc.leg, fmtCounts(countBy(recs, tc.leg+".reason")), tc.leg, fmtCounts(countBy(recs, tc.leg+".first_fin")))
 	checkWanted(t, recs, tc)
 	checkOrder(t, recs, tc)
 	if tc.reason != "" {

@@ -14,19 +14,23 @@ import (
 type tuple struct{ local, peer string }
 
 // kernelTimeWait is every TIME-WAIT socket of the three hosts, by 4-tuple,
-// once every host settled (nothing still opening or closing).
-func kernelTimeWait(t testing.TB, topo *Topology) map[tuple]bool {
+// once every host settled (nothing still opening or closing), and the
+// 4-tuples of every other socket still open (live): a TIME-WAIT that a new
+// connection on the same 4-tuple took over (RFC 6191) shows as live.
+func kernelTimeWait(t testing.TB, topo *Topology) (held, live map[tuple]bool) {
 	t.Helper()
+	held, live = map[tuple]bool{}, map[tuple]bool{}
 	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
-		waitTCPSettled(t, topo, ns, 10*time.Second)
-	}
-	held := map[tuple]bool{}
-	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
-		for _, s := range timeWaitSockets(t, topo, ns, "") {
-			held[tuple{s.Local.String(), s.Peer.String()}] = true
+		for _, s := range waitTCPSettled(t, topo, ns, 10*time.Second) {
+			w := tuple{s.Local.String(), s.Peer.String()}
+			if s.State == "TIME-WAIT" {
+				held[w] = true
+			} else {
+				live[w], live[tuple{w.peer, w.local}] = true, true
+			}
 		}
 	}
-	return held
+	return held, live
 }
 
 // legClaim is what a record says of one leg's TIME-WAIT sockets: those that
@@ -60,7 +64,7 @@ func claimOf(r Record, leg string) legClaim {
 // claimCheck is how records and the kernel compared.
 type claimCheck struct {
 	legs, agree, unknown int
-	reused               int      // 4-tuples two records shared: only the later one is judged
+	reused               int      // 4-tuples two records shared (only the later one is judged), or a connection without a record holds now
 	wrong                []string // the first disagreements, worded
 	unclaimed            []string // TIME-WAIT sockets on the legs no record claims
 	placed               map[string]int
@@ -86,7 +90,7 @@ func (c claimCheck) String() string {
 // over by the new connection.
 func matchClaims(t testing.TB, topo *Topology, recs []Record) claimCheck {
 	t.Helper()
-	held := kernelTimeWait(t, topo)
+	held, live := kernelTimeWait(t, topo)
 	c := claimCheck{placed: map[string]int{}}
 	last := map[tuple]int{}
 	for i, r := range recs {
@@ -104,6 +108,10 @@ func matchClaims(t testing.TB, topo *Topology, recs []Record) claimCheck {
 		for _, leg := range []string{"front", "back"} {
 			l, p := r.Str(leg+".local"), r.Str(leg+".peer")
 			if l == "" || p == "" || last[tuple{l, p}] != i {
+				continue
+			}
+			if live[tuple{l, p}] { // taken over by a connection with no record (a warm pool dial)
+				c.reused++
 				continue
 			}
 			c.legs++
