@@ -51,10 +51,11 @@ func (s *Session) Relay(front, back *net.TCPConn, pending Pending) {
 	b := x.addLeg(policy.Back, back)
 	x.addDir(f, b)
 	x.addDir(b, f)
-	if !x.prime(b, pending.Up) || !x.prime(f, pending.Down) {
+	if x.prime(b, pending.Up) && x.prime(f, pending.Down) {
+		x.armIdle(time.Now())
+	} else {
 		x.cutAll(OutcomeError, nil)
 	}
-	x.armIdle(time.Now())
 	x.run(nil)
 }
 

@@ -267,10 +267,11 @@ func (h *h1) copyBody(back *net.TCPConn, br *bufio.Reader, resp *http1.Response)
 // does.
 func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body chan bodyResult, err error) {
 	rt.closing, rt.cutBack = true, true
-	if h.stalledNow(body) {
+	stalled, berr := h.stalledNow(body)
+	switch {
+	case stalled:
 		return
-	}
-	if berr := h.finishBodyErr; berr != nil && !errors.Is(berr, errBodyCut) {
+	case berr != nil && !errors.Is(berr, errBodyCut):
 		h.clientAborted(berr)
 		return
 	}
@@ -282,16 +283,12 @@ func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body c
 	h.writeError(502, "Bad Gateway")
 }
 
-// stalledNow reports that the guard interrupted the exchange, after
-// waiting for the body copy: the error at hand is the guard's doing, and
-// stalled answers for it.
-func (h *h1) stalledNow(body chan bodyResult) bool {
-	if h.guard.Stalled() == engine.NotStalled {
-		h.finishBodyErr = h.finishBody(body)
-		return false
-	}
-	h.finishBody(body)
-	return true
+// stalledNow waits for the request body's copy and reports how it ended,
+// and whether the guard interrupted the exchange: then the error at hand
+// is the guard's doing, and stalled answers for it.
+func (h *h1) stalledNow(body chan bodyResult) (stalled bool, bodyErr error) {
+	bodyErr = h.finishBody(body)
+	return h.guard.Stalled() != engine.NotStalled, bodyErr
 }
 
 // clientAborted: the client ended (FIN or RST) before its request was
@@ -304,7 +301,7 @@ func (h *h1) clientAborted(err error) {
 
 func (h *h1) badResponse(rt *roundTrip, body chan bodyResult, err error) {
 	rt.closing, rt.cutBack = true, true
-	if h.stalledNow(body) {
+	if stalled, _ := h.stalledNow(body); stalled {
 		return
 	}
 	h.rec.Outcome(engine.OutcomeBadResponse, err)
@@ -318,7 +315,7 @@ func (h *h1) badResponse(rt *roundTrip, body chan bodyResult, err error) {
 // clientGone: relaying the response failed midway, on either side.
 func (h *h1) clientGone(rt *roundTrip, body chan bodyResult, err error) {
 	rt.closing, rt.cutBack = true, true
-	if h.stalledNow(body) {
+	if stalled, _ := h.stalledNow(body); stalled {
 		return
 	}
 	if engine.ResetByPeer(h.front) {

@@ -32,10 +32,7 @@ type h1 struct {
 	// client reads to EOF: only the proxy's FIN ends it.
 	awaitsEOF bool
 	guard     *engine.Guard // the exchange in progress's
-	// finishBodyErr is how the request body copy ended, once an error
-	// path waited for it.
-	finishBodyErr error
-	ended         bool // the front leg was ended
+	ended     bool          // the front leg was ended
 }
 
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
