@@ -24,6 +24,10 @@ const (
 	// clientFirst: keep-alive; the client closes after the response while
 	// the server waits for the next request.
 	clientFirst closer = "client"
+	// racing: "Connection: close", and the client closes the instant it
+	// has the body (as curl does) while the server closes right after
+	// sending it: both FINs leave at about the same moment.
+	racing closer = "race"
 )
 
 // load is what a burst of clients saw.
@@ -98,7 +102,7 @@ func request(addr netip.AddrPort, c closer) (tuple, error) {
 	if err := readResponse(br); err != nil {
 		return sock, fmt.Errorf("response from %s: %w", addr, err)
 	}
-	if c == clientFirst {
+	if c != serverFirst {
 		return sock, nil // conn.Close, deferred, sends the FIN at once
 	}
 	conn.SetReadDeadline(time.Now().Add(linger))

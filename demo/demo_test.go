@@ -31,4 +31,7 @@ func TestDemoKernelAgreesWithRecords(t *testing.T) {
 	if n := strings.Count(out.String(), " agree\n"); n != proxied {
 		t.Errorf("%d rows agree, want %d:\n%s", n, proxied, out.String())
 	}
+	if n := strings.Count(out.String(), " race "); n < 4 {
+		t.Errorf("%d racing rows, want at least 4:\n%s", n, out.String())
+	}
 }

@@ -15,7 +15,7 @@ func printTable(w io.Writer, rows []row) {
 			r.legs(), r.verdict())
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "client…backend: TIME-WAIT on the row's own 4-tuples, kernel/records; closes: who closes first.")
+	fmt.Fprintln(w, "client…backend: TIME-WAIT on the row's own 4-tuples, kernel/records; closes: who closes first (race: both).")
 	fmt.Fprintln(w, "exact: legs (2 a connection) the kernel confirms; both: FINs crossed; unknown: the record could not tell.")
 }
 
