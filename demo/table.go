@@ -62,10 +62,10 @@ func printNotes(w io.Writer, rows []row) {
 			fmt.Fprintf(w, "%s: %d requests failed; the first: %v\n", name, r.load.failed, r.load.firstErr)
 		}
 		if r.j.reused > 0 {
-			fmt.Fprintf(w, "%s: %d legs not judged: a later connection reused their 4-tuple (only the latest is judged)\n", name, r.j.reused)
+			fmt.Fprintf(w, "%s: %d legs not judged: a later connection reused their 4-tuple\n", name, r.j.reused)
 		}
 		if r.strays > 0 {
-			fmt.Fprintf(w, "%s: %d TIME-WAIT sockets on the row's ports are none of its connections (an earlier run's?): not counted\n", name, r.strays)
+			fmt.Fprintf(w, "%s: %d TIME-WAIT on its ports but of none of its connections (earlier run?): ignored\n", name, r.strays)
 		}
 		for i, why := range r.j.wrong {
 			if i == maxWrong {
