@@ -2,6 +2,7 @@ package demo
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,127 +12,120 @@ import (
 	"os"
 	"sync"
 	"time"
-
-	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
-// burst runs o.Conns short connections, o.Concurrency at a time, each with
-// one request, and counts how many got an intact response.
-func burst(addr netip.AddrPort, clientCloses bool, o Options) (ok, failed int) {
+// closer is who ends a row's HTTP exchanges.
+type closer string
+
+const (
+	// serverFirst: the client asks for "Connection: close" and waits
+	// (briefly) for the server's FIN before closing.
+	serverFirst closer = "server"
+	// clientFirst: keep-alive; the client closes after the response while
+	// the server waits for the next request.
+	clientFirst closer = "client"
+	// racing: "Connection: close", and the client closes the instant it
+	// has the body (as curl does) while the server closes right after
+	// sending it: both FINs leave at about the same moment.
+	racing closer = "race"
+)
+
+// load is what a burst of clients saw.
+type load struct {
+	dialed     int // connections established
+	ok, failed int
+	firstErr   error
+	socks      map[tuple]bool // the clients' sockets: local ↔ the address dialed
+}
+
+// burst runs n short connections, at most at a time, each with one
+// request, and counts how many got an intact response. It starts no new
+// connection once ctx is done.
+func burst(ctx context.Context, addr netip.AddrPort, c closer, n, at int) load {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	slots := make(chan struct{}, o.Concurrency)
-	for range o.Conns {
+	res := load{socks: map[tuple]bool{}}
+	slots := make(chan struct{}, at)
+	for i := 0; i < n && ctx.Err() == nil; i++ {
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := request(addr, clientCloses)
+			sock, err := request(addr, c)
 			mu.Lock()
-			if err == nil {
-				ok++
-			} else {
-				failed++
-			}
+			res.add(sock, err)
 			mu.Unlock()
 			<-slots
 		}()
 	}
 	wg.Wait()
-	return ok, failed
+	return res
 }
 
-// linger is how long a client that asked for "Connection: close" waits for
-// the server's FIN after a complete response before closing by itself.
+func (l *load) add(sock tuple, err error) {
+	if sock.local.IsValid() {
+		l.dialed++
+		l.socks[sock] = true
+	}
+	if err == nil {
+		l.ok++
+		return
+	}
+	l.failed++
+	if l.firstErr == nil {
+		l.firstErr = err
+	}
+}
+
+// linger is how long a serverFirst client waits for the server's FIN after
+// a complete response before closing by itself.
 const linger = 200 * time.Millisecond
 
-// request sends one GET. When clientCloses, the client keeps the connection
-// alive and closes first after the response; otherwise it asks for
-// "Connection: close" and waits briefly for the server's FIN.
-func request(addr netip.AddrPort, clientCloses bool) error {
-	c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+// request sends one GET the way c says and returns the client's socket
+// (zero if the dial failed).
+func request(addr netip.AddrPort, c closer) (tuple, error) {
+	conn, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", addr, err)
+		return tuple{}, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	req := "GET / HTTP/1.1\r\nHost: demo\r\n\r\n"
-	if !clientCloses {
-		req = "GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+	defer conn.Close()
+	sock := tuple{conn.LocalAddr().(*net.TCPAddr).AddrPort(), addr}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+	if c == clientFirst {
+		req = "GET / HTTP/1.1\r\nHost: demo\r\n\r\n"
 	}
-	if _, err := io.WriteString(c, req); err != nil {
-		return fmt.Errorf("send request: %w", err)
+	if _, err := io.WriteString(conn, req); err != nil {
+		return sock, fmt.Errorf("send request to %s: %w", addr, err)
 	}
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return fmt.Errorf("read response: %w", err)
+	br := bufio.NewReader(conn)
+	if err := readResponse(br); err != nil {
+		return sock, fmt.Errorf("response from %s: %w", addr, err)
 	}
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK || int64(len(body)) != resp.ContentLength {
-		return fmt.Errorf("bad response: status %d, %d bytes: %v", resp.StatusCode, len(body), err)
+	if c != serverFirst {
+		return sock, nil // conn.Close, deferred, sends the FIN at once
 	}
-	if clientCloses {
-		return nil
-	}
-	c.SetReadDeadline(time.Now().Add(linger))
+	conn.SetReadDeadline(time.Now().Add(linger))
 	_, err = br.ReadByte()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("wait for the server's FIN: %w", err)
+		return sock, fmt.Errorf("wait for the FIN of %s: %w", addr, err)
+	}
+	return sock, nil
+}
+
+// readResponse reads one response and its whole body, and fails unless it
+// is a 200 with as many bytes as announced.
+func readResponse(br *bufio.Reader) error {
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return fmt.Errorf("read head: %w", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK || int64(len(body)) != resp.ContentLength {
+		return fmt.Errorf("status %d with %d of %d bytes", resp.StatusCode, len(body), resp.ContentLength)
 	}
 	return nil
-}
-
-// settle waits until no socket on the given ports is still opening or
-// closing, so that TIME-WAIT counts are final. The kernel offers no event
-// for this: it polls, with a deadline.
-func settle(ports []uint16, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		socks, err := sockdiag.List(sockdiag.FinWait1, sockdiag.FinWait2, sockdiag.CloseWait, sockdiag.LastAck, 7 /* CLOSING */, 2 /* SYN_SENT */, 3 /* SYN_RECV */)
-		if err != nil {
-			return err
-		}
-		busy := sockdiag.Count(socks, func(s sockdiag.Socket) bool { return onPorts(s, ports) })
-		if busy == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d sockets still closing after %s", busy, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func onPorts(s sockdiag.Socket, ports []uint16) bool {
-	for _, p := range ports {
-		if s.Local.Port() == p || s.Peer.Port() == p {
-			return true
-		}
-	}
-	return false
-}
-
-// kernelCounts splits this host's TIME-WAIT sockets by holder, by port: the
-// client's sockets point at the proxy's listener, the proxy's back-leg
-// sockets at the backend.
-func kernelCounts(front, backend netip.AddrPort, direct bool) (counts, error) {
-	socks, err := sockdiag.List(sockdiag.TimeWait)
-	if err != nil {
-		return counts{}, err
-	}
-	var c counts
-	for _, s := range socks {
-		switch {
-		case s.Peer == front:
-			c.client++
-		case s.Local == front && !direct:
-			c.proxyFront++
-		case s.Peer == backend && !direct:
-			c.proxyBack++
-		case s.Local == backend:
-			c.backend++
-		}
-	}
-	return c, nil
 }

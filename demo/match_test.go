@@ -1,0 +1,106 @@
+package demo
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+var (
+	proxyFront = netip.MustParseAddrPort("127.0.0.1:8080")
+	proxyBack  = netip.MustParseAddrPort("127.0.0.1:40001")
+	client     = netip.MustParseAddrPort("127.0.0.1:50001")
+	backendAt  = netip.MustParseAddrPort("127.0.0.1:8081")
+)
+
+// fabricated is a record of one session whose legs claim front and back.
+func fabricated(id uint64, front, back policy.Side) *engine.Teardown {
+	return &engine.Teardown{
+		ID:    id,
+		Front: engine.LegRecord{TimeWait: front, Local: proxyFront, Peer: client},
+		Back:  engine.LegRecord{TimeWait: back, Local: proxyBack, Peer: backendAt},
+	}
+}
+
+// Every claim against every state of the kernel, on a front leg.
+func TestJudgeClaims(t *testing.T) {
+	atProxy, atClient := tuple{proxyFront, client}, tuple{client, proxyFront}
+	for _, c := range []struct {
+		claim   policy.Side
+		held    []tuple
+		agree   bool
+		unknown bool
+	}{
+		{policy.SideProxy, []tuple{atProxy}, true, false},
+		{policy.SideProxy, []tuple{atClient}, false, false},
+		{policy.SideProxy, []tuple{atProxy, atClient}, false, false},
+		{policy.SideClient, []tuple{atClient}, true, false},
+		{policy.SideClient, nil, false, false},
+		{policy.SideBoth, []tuple{atProxy, atClient}, true, false},
+		{policy.SideBoth, []tuple{atProxy}, false, false},
+		{policy.SideNone, nil, true, false},
+		{policy.SideNone, []tuple{atClient}, false, false},
+		{policy.SideUnknown, []tuple{atClient}, true, true},
+		{policy.SideUnknown, []tuple{atProxy, atClient}, true, true},
+		{policy.SideUnknown, nil, false, false},
+	} {
+		held := map[tuple]bool{}
+		for _, h := range c.held {
+			held[h] = true
+		}
+		j := judge([]*engine.Teardown{fabricated(1, c.claim, policy.SideNone)}, snapshot{timeWait: held})
+		if agree := j.disagree() == 0; agree != c.agree || (j.unknown == 1) != c.unknown {
+			t.Errorf("front claims %s, kernel holds %v: agree %v, unknown %d; want %v, %v (%v)",
+				c.claim, c.held, agree, j.unknown, c.agree, c.unknown, j.wrong)
+		}
+	}
+}
+
+// A 4-tuple two records name is judged for the later record only.
+func TestJudgeReusedTupleJudgesTheLaterRecord(t *testing.T) {
+	held := map[tuple]bool{{client, proxyFront}: true}
+	recs := []*engine.Teardown{
+		fabricated(1, policy.SideNone, policy.SideNone),
+		fabricated(2, policy.SideClient, policy.SideNone),
+	}
+	j := judge(recs, snapshot{timeWait: held})
+	if j.reused != 2 || j.legs != 2 || j.exact != 2 || j.disagree() != 0 {
+		t.Errorf("reused %d, legs %d, exact %d, wrong %v; want 2 reused (front and back), 2 legs judged, both exact",
+			j.reused, j.legs, j.exact, j.wrong)
+	}
+	if j.kernel[holderClient] != 1 || j.claims[holderClient] != 1 {
+		t.Errorf("client: kernel %d, claims %d; want 1, 1", j.kernel[holderClient], j.claims[holderClient])
+	}
+	if w := judge(recs[1:], snapshot{}).wrong; len(w) == 0 || !strings.HasPrefix(w[0], "record 2 front") {
+		t.Errorf("a disagreement should name the record and leg: %v", w)
+	}
+}
+
+// A 4-tuple a live socket holds was taken over by a connection with no
+// record yet (a warm pool's): the record naming it is not judged.
+func TestJudgeTupleTakenOverByALiveSocket(t *testing.T) {
+	k := snapshot{live: map[tuple]bool{{proxyBack, backendAt}: true}}
+	j := judge([]*engine.Teardown{fabricated(1, policy.SideNone, policy.SideBackend)}, k)
+	if j.reused != 1 || j.legs != 1 || j.exact != 1 || j.disagree() != 0 {
+		t.Errorf("reused %d, legs %d, exact %d, wrong %v; want the back leg skipped, the front judged exact",
+			j.reused, j.legs, j.exact, j.wrong)
+	}
+}
+
+// Run's verdict fails on one contradicted leg or one failed request.
+func TestVerdictFailsOnAnyDisagreementOrFailedRequest(t *testing.T) {
+	good := row{j: judgement{legs: 2, exact: 2}, load: load{ok: 1}}
+	if err := verdict([]row{good}); err != nil {
+		t.Errorf("agreeing rows: %v", err)
+	}
+	wrong := row{j: judgement{legs: 2, exact: 1, wrong: []string{"record 1 front"}}}
+	failed := row{load: load{ok: 1, failed: 1}}
+	for _, rows := range [][]row{{good, wrong}, {failed, good}} {
+		if err := verdict(rows); err == nil {
+			t.Errorf("verdict of %+v: nil, want an error", rows)
+		}
+	}
+}
