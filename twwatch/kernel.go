@@ -58,6 +58,12 @@ func (k Kernel) read(name string, parse func([]byte) (int, error)) (int, error) 
 	return v, nil
 }
 
+// Int reads a file holding one integer, such as a sysctl under
+// /proc/sys.
+func (k Kernel) Int(name string) (int, error) {
+	return k.read(name, procnet.Int)
+}
+
 // HostTimeWait returns this namespace's TIME-WAIT sockets ("tw" in
 // /proc/net/sockstat).
 func (k Kernel) HostTimeWait() (int, error) {
@@ -66,7 +72,7 @@ func (k Kernel) HostTimeWait() (int, error) {
 
 // MaxTWBuckets returns net.ipv4.tcp_max_tw_buckets.
 func (k Kernel) MaxTWBuckets() (int, error) {
-	return k.read(procnet.MaxTWBucketsPath, procnet.Int)
+	return k.Int(procnet.MaxTWBucketsPath)
 }
 
 // Overflow returns TcpExt TCPTimeWaitOverflow (/proc/net/netstat): how
