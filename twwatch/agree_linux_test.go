@@ -162,8 +162,11 @@ func TestAutoAndMetricsSeeTheSameSample(t *testing.T) {
 	}
 }
 
-// start runs the watcher, the admin listener and the proxy until the test
-// ends, once the watcher has its first sample, and returns the metrics URL.
+// start runs the admin listener and the proxy until the test ends, and
+// returns the metrics URL once the proxy serves. The watcher is not run:
+// with intervals of an hour its Run would only add a first sample at a
+// moment the test does not control; the proxy takes one when auto starts,
+// the test takes the others.
 func start(t *testing.T, w *twwatch.Watcher, adm *admin.Admin, srv *proxy.Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -172,7 +175,6 @@ func start(t *testing.T, w *twwatch.Watcher, adm *admin.Admin, srv *proxy.Server
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { w.Run(ctx) })
 	wg.Go(func() { adm.Serve(ctx, ln) })
 	wg.Go(func() { srv.Serve(ctx) })
 	t.Cleanup(func() {
@@ -180,10 +182,15 @@ func start(t *testing.T, w *twwatch.Watcher, adm *admin.Admin, srv *proxy.Server
 		cancel()
 		wg.Wait()
 	})
-	for deadline := time.Now().Add(3 * time.Second); w.Latest() == nil; time.Sleep(time.Millisecond) {
+	// Serving is set under the lock that starts auto with its first
+	// sample: after it, no sample is taken but the test's.
+	for deadline := time.Now().Add(3 * time.Second); !srv.Serving(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("no first sample within 3s")
+			t.Fatal("proxy not serving within 3s")
 		}
+	}
+	if w.Latest() == nil {
+		t.Fatal("auto started without a first sample")
 	}
 	return "http://" + ln.Addr().String() + "/metrics"
 }
