@@ -19,6 +19,7 @@ import (
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/pool"
 	"github.com/closeproxy/closeproxy/proxy"
+	"github.com/closeproxy/closeproxy/twwatch"
 )
 
 // Readiness is what /readyz and the pool metrics read from the proxy server.
@@ -38,7 +39,8 @@ type Admin struct {
 	log      *zap.Logger
 	reg      *prometheus.Registry
 	m        *metrics
-	kernel   *kernelCollector
+	watch    *twwatch.Watcher           // the kernel's TIME-WAIT figures
+	ownWatch bool                       // New made watch: Serve runs it, Reconfigure updates it
 	set      atomic.Pointer[backendSet] // swapped by Reconfigure
 	attached atomic.Pointer[attachment]
 	draining atomic.Bool
@@ -46,9 +48,20 @@ type Admin struct {
 
 type attachment struct{ r Readiness }
 
-// New builds the Admin and its registry. It starts nothing; it resolves the
-// backends' host names once, for the kernel TIME-WAIT figures.
-func New(cfg *config.Config, log *zap.Logger) *Admin {
+// Option adjusts an Admin.
+type Option func(*Admin)
+
+// WithWatcher has the kernel gauges report w's samples: the process's one
+// TIME-WAIT watcher, which the caller runs (Run) and follows reloads with
+// (Update), so that /metrics shows the figures auto decides from.
+func WithWatcher(w *twwatch.Watcher) Option {
+	return func(a *Admin) { a.watch = w }
+}
+
+// New builds the Admin and its registry. It starts nothing. Without
+// WithWatcher it makes its own watcher (resolving the backends' host
+// names once), which Serve runs and Reconfigure updates.
+func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Admin {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -58,8 +71,12 @@ func New(cfg *config.Config, log *zap.Logger) *Admin {
 		reg: prometheus.NewRegistry(),
 		m:   newMetrics(),
 	}
-	a.kernel = &kernelCollector{}
-	a.kernel.targets.Store(ptr(newKernelTargets(cfg, log)))
+	for _, o := range opts {
+		o(a)
+	}
+	if a.watch == nil {
+		a.watch, a.ownWatch = twwatch.New(cfg, log), true
+	}
 	a.set.Store(newBackendSet(cfg, nil))
 	a.m.initLabels(cfg)
 	a.reg.MustRegister(
@@ -67,7 +84,7 @@ func New(cfg *config.Config, log *zap.Logger) *Admin {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&poolCollector{a: a},
 		&serverCollector{a: a},
-		a.kernel,
+		&kernelCollector{w: a.watch},
 	)
 	a.reg.MustRegister(a.m.collectors()...)
 	return a
@@ -95,13 +112,14 @@ func newBackendSet(cfg *config.Config, old *backendSet) *backendSet {
 	return s
 }
 
-func ptr[T any](v T) *T { return &v }
-
-// Reconfigure follows a reloaded configuration: the kernel gauges count the
-// new listeners' ports and backends' addresses, /readyz checks the new
-// backends, new series start at zero. admin.* itself needs a restart.
+// Reconfigure follows a reloaded configuration: /readyz checks the new
+// backends, new series start at zero, and the Admin's own watcher, if it
+// has one, counts the new listeners' ports and backends' addresses (a
+// shared one is the caller's to update). admin.* itself needs a restart.
 func (a *Admin) Reconfigure(cfg *config.Config) {
-	a.kernel.targets.Store(ptr(newKernelTargets(cfg, a.log)))
+	if a.ownWatch {
+		a.watch.Update(cfg)
+	}
 	a.set.Store(newBackendSet(cfg, a.set.Load()))
 	a.m.initLabels(cfg)
 }
@@ -136,9 +154,10 @@ func (a *Admin) handler() http.Handler {
 	return mux
 }
 
-// Serve serves HTTP on ln and samples the kernel figures until ctx ends, then
-// shuts the HTTP server down gracefully (briefly) and returns nil. It closes
-// ln. Any other failure to serve is returned.
+// Serve serves HTTP on ln, and runs the Admin's own TIME-WAIT watcher if
+// it has one, until ctx ends, then shuts the HTTP server down gracefully
+// (briefly) and returns nil. It closes ln. Any other failure to serve is
+// returned.
 func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           a.handler(),
@@ -148,7 +167,9 @@ func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { a.sample(sctx) })
+	if a.ownWatch {
+		wg.Go(func() { a.watch.Run(sctx) })
+	}
 	defer func() { stop(); wg.Wait() }()
 
 	served := make(chan error, 1)
@@ -168,22 +189,4 @@ func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("admin: serve %s: %w", ln.Addr(), err)
 	}
 	return nil
-}
-
-// sample reads the kernel figures now and every KernelSample until ctx ends.
-func (a *Admin) sample(ctx context.Context) {
-	every := a.cfg.Admin.KernelSample
-	if every <= 0 { // a Config built in code may leave it unset
-		every = config.Defaults().Admin.KernelSample
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		a.kernel.sample(a.log)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

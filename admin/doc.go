@@ -3,7 +3,9 @@
 // path: the proxy reports to it through proxy.Observer (Admin implements it),
 // the pools and servers are read at scrape time through Readiness.PoolStats
 // and Readiness.Servers, and the
-// kernel's TIME-WAIT figures are sampled by one goroutine that Serve starts.
+// kernel's TIME-WAIT figures are the latest sample of the process's
+// twwatch.Watcher (WithWatcher), the very sample auto decides from; an
+// Admin given none makes its own, which Serve runs.
 //
 // Endpoints:
 //
@@ -55,9 +57,11 @@
 //
 // Usage:
 //
-//	adm := admin.New(cfg, log)
-//	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm))
+//	tw := twwatch.New(cfg, log)
+//	adm := admin.New(cfg, log, admin.WithWatcher(tw))
+//	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm), proxy.WithWatcher(tw))
 //	adm.Attach(srv)
+//	go tw.Run(ctx)
 //	go adm.Serve(ctx, adminListener)
 //	// on SIGTERM: adm.SetDraining(), then shut the proxy down
 package admin

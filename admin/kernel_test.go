@@ -1,53 +1,79 @@
 package admin
 
 import (
+	"io/fs"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap/zaptest"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
+	"github.com/closeproxy/closeproxy/twwatch"
 )
 
-func TestKernelTargetsCountOnlyTimeWait(t *testing.T) {
-	cfg := &config.Config{
-		Listeners: []config.Listener{{Name: "web", Listen: ":8080"}, {Name: "any", Listen: "127.0.0.1:0"}},
-		Backends:  []config.Backend{{Name: "app", Address: "[::ffff:10.0.0.2]:80"}},
+// fakeKernel is a fabricated host: its files and TIME-WAIT sockets.
+func fakeKernel(files map[string]string, socks []sockdiag.Socket) twwatch.Kernel {
+	return twwatch.Kernel{
+		ReadFile: func(name string) ([]byte, error) {
+			if s, ok := files[name]; ok {
+				return []byte(s), nil
+			}
+			return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+		},
+		ListSockets: func(*sockdiag.Filter, ...sockdiag.State) ([]sockdiag.Socket, error) { return socks, nil },
 	}
-	tg := newKernelTargets(cfg, zaptest.NewLogger(t))
-	sock := func(st sockdiag.State, local, peer string) sockdiag.Socket {
-		return sockdiag.Socket{State: st, Local: netip.MustParseAddrPort(local), Peer: netip.MustParseAddrPort(peer)}
+}
+
+func sock(st sockdiag.State, local, peer string) sockdiag.Socket {
+	return sockdiag.Socket{State: st, Local: netip.MustParseAddrPort(local), Peer: netip.MustParseAddrPort(peer)}
+}
+
+// The gauges are the shared watcher's latest sample, figure for figure; a
+// figure it could not read is absent; before the first sample, all are.
+func TestKernelGaugesShowTheSharedSample(t *testing.T) {
+	cfg := &config.Config{
+		Listeners: []config.Listener{{Name: "web", Listen: ":8080", Backend: "app"}},
+		Backends:  []config.Backend{{Name: "app", Address: "10.0.0.2:80"}},
+	}
+	files := map[string]string{
+		procnet.SockstatPath:     "TCP: inuse 1 orphan 0 tw 57 alloc 1 mem 1\n",
+		procnet.MaxTWBucketsPath: "262144\n",
 	}
 	socks := []sockdiag.Socket{
-		sock(sockdiag.TimeWait, "10.0.0.9:8080", "10.0.0.5:40000"), // front
-		sock(sockdiag.FinWait2, "10.0.0.9:8080", "10.0.0.5:40001"), // orphaned FIN-WAIT-2: not TIME-WAIT
-		sock(sockdiag.TimeWait, "10.0.0.5:40002", "10.0.0.9:8080"), // a client's, on this host
-		sock(sockdiag.TimeWait, "10.0.0.9:50000", "10.0.0.2:80"),   // back
-		sock(sockdiag.TimeWait, "10.0.0.2:80", "10.0.0.9:50001"),   // the backend's own
-		sock(sockdiag.FinWait2, "10.0.0.9:50002", "10.0.0.2:80"),
+		sock(sockdiag.TimeWait, "10.0.0.9:8080", "10.0.0.5:40000"),
+		sock(sockdiag.TimeWait, "10.0.0.9:8080", "10.0.0.5:40001"),
+		sock(sockdiag.TimeWait, "10.0.0.9:50000", "10.0.0.2:80"),
+		sock(sockdiag.FinWait2, "10.0.0.9:50001", "10.0.0.2:80"),
 	}
-	front, back := tg.count(socks)
-	if front != have(1) || back != have(1) {
-		t.Fatalf("front %+v back %+v, want 1 and 1", front, back)
+	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, socks)))
+	a := New(cfg, zaptest.NewLogger(t), WithWatcher(w))
+	base := serve(t, a) // a shared watcher: Serve does not run it
+	got := scrape(t, base)
+	for k := range got {
+		if strings.HasPrefix(k, "closeproxy_kernel") {
+			t.Errorf("%s before any sample", k)
+		}
 	}
-}
-
-func TestKernelTargetsUnknowableLegsUnread(t *testing.T) {
-	cfg := &config.Config{
-		Listeners: []config.Listener{{Name: "web", Listen: "127.0.0.1:0"}},
-		Backends:  []config.Backend{{Name: "app", Address: "app-without-port"}},
+	s := w.Refresh()
+	got = scrape(t, base)
+	want := map[string]float64{
+		`closeproxy_kernel_time_wait{leg="front"}`: float64(s.Front.Value),
+		`closeproxy_kernel_time_wait{leg="back"}`:  float64(s.Back.Value),
+		"closeproxy_kernel_time_wait_host":         float64(s.Host.Value),
+		"closeproxy_kernel_tcp_max_tw_buckets":     float64(s.MaxTWBuckets.Value),
 	}
-	front, back := newKernelTargets(cfg, zaptest.NewLogger(t)).count(nil)
-	if front.ok || back.ok {
-		t.Fatalf("front %+v back %+v, want both unread", front, back)
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want the sample's %v", k, g, ok, v)
+		}
 	}
-}
-
-func TestKernelTargetsResolveName(t *testing.T) {
-	cfg := &config.Config{Backends: []config.Backend{{Name: "app", Address: "localhost:8081"}}}
-	tg := newKernelTargets(cfg, zaptest.NewLogger(t))
-	if !tg.backAddrs[netip.MustParseAddrPort("127.0.0.1:8081")] {
-		t.Fatalf("localhost not resolved to 127.0.0.1: %v", tg.backAddrs)
+	if s.Front.Value != 2 || s.Back.Value != 1 || s.Host.Value != 57 {
+		t.Errorf("sample front %d back %d host %d, want 2, 1, 57", s.Front.Value, s.Back.Value, s.Host.Value)
+	}
+	if _, ok := got["closeproxy_kernel_tcp_timewait_overflow"]; ok {
+		t.Error("closeproxy_kernel_tcp_timewait_overflow present; /proc/net/netstat was not read")
 	}
 }

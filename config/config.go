@@ -232,3 +232,19 @@ func (c *Config) NeedsNetAdmin() []string {
 	}
 	return out
 }
+
+// UsesAuto reports whether any leg of c has time_wait = "auto": then the
+// kernel's TIME-WAIT figures are sampled every auto.sample_interval.
+func (c *Config) UsesAuto() bool {
+	for _, l := range c.Listeners {
+		if l.Close.TimeWait == policy.TargetAuto {
+			return true
+		}
+	}
+	for _, b := range c.Backends {
+		if b.Close.TimeWait == policy.TargetAuto {
+			return true
+		}
+	}
+	return false
+}

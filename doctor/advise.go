@@ -3,6 +3,8 @@ package doctor
 import (
 	"fmt"
 	"strings"
+
+	"github.com/closeproxy/closeproxy/procnet"
 )
 
 // Thresholds for host advice.
@@ -110,7 +112,7 @@ func (a *advisor) dialing(k *kernel) {
 	if k.timestamps.ok && k.timestamps.v == 0 {
 		a.recommend("sysctl", "sysctl -w net.ipv4.tcp_timestamps=1", "tcp_tw_reuse never applies without TCP timestamps")
 	}
-	reserved, _ := reservedInRange(k.reservedList, wideRangeLo, wideRangeHi) // parsed once already
+	reserved, _ := procnet.ReservedInRange(k.reservedList, wideRangeLo, wideRangeHi) // parsed once already
 	if wide := wideRangeHi - wideRangeLo + 1 - reserved; k.usable > 0 && k.usable < wide {
 		a.recommend("sysctl", fmt.Sprintf(`sysctl -w net.ipv4.ip_local_port_range="%d %d"`, wideRangeLo, wideRangeHi), fmt.Sprintf(
 			"%d ports toward each destination instead of %d; first list the ports your services listen on in net.ipv4.ip_local_reserved_ports so connect() never takes them",

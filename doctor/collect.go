@@ -8,6 +8,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/sockdiag"
+	"github.com/closeproxy/closeproxy/twwatch"
 )
 
 // DefaultRate is the expected new connections/s per listener when Options
@@ -30,10 +31,9 @@ type Options struct {
 
 // source is where Collect reads from: this host, or a fabricated one in tests.
 type source struct {
-	sockets  func() ([]sockdiag.Socket, error) // TIME-WAIT and LISTEN sockets
-	readFile func(path string) ([]byte, error)
-	noFile   func() (soft, hard uint64, err error)
-	goos     string
+	kernel twwatch.Kernel // files and sockets, read as twwatch reads them
+	noFile func() (soft, hard uint64, err error)
+	goos   string
 }
 
 // stateListen is TCP_LISTEN as the kernel numbers it; sockdiag names only
@@ -41,12 +41,13 @@ type source struct {
 const stateListen sockdiag.State = 10
 
 func hostSource() source {
-	return source{
-		sockets:  func() ([]sockdiag.Socket, error) { return sockdiag.List(sockdiag.TimeWait, stateListen) },
-		readFile: os.ReadFile,
-		noFile:   noFileLimit,
-		goos:     runtime.GOOS,
-	}
+	return source{kernel: twwatch.Kernel{}, noFile: noFileLimit, goos: runtime.GOOS}
+}
+
+// sockets lists every TIME-WAIT and LISTEN socket: doctor judges the whole
+// host, not only a proxy's targets.
+func (src source) sockets() ([]sockdiag.Socket, error) {
+	return src.kernel.Sockets(nil, sockdiag.TimeWait, stateListen)
 }
 
 // Collect reads this host's TIME-WAIT sockets and settings, judges the
@@ -63,7 +64,7 @@ func Collect(opts Options) (*Report, error) {
 	if opts.Top <= 0 {
 		opts.Top = 10
 	}
-	if opts.src.sockets == nil {
+	if opts.src.noFile == nil {
 		opts.src = hostSource()
 	}
 	return collect(opts), nil

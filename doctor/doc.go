@@ -24,7 +24,10 @@
 // the reason (needs privileges, not Linux).
 //
 // It does not decide close actions (package policy does) nor sample figures
-// for metrics (package admin does).
+// for auto and the metrics (package twwatch does). The figures both report
+// (the port range less reserved ports, tcp_max_tw_buckets,
+// TCPTimeWaitOverflow, the TIME-WAIT sockets) are read with twwatch's
+// Kernel readers, so doctor and a running proxy agree.
 //
 // Usage:
 //

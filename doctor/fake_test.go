@@ -8,6 +8,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/sockdiag"
+	"github.com/closeproxy/closeproxy/twwatch"
 )
 
 // fakeHost is a fabricated host: its files, sockets and limits, so tests
@@ -23,16 +24,18 @@ type fakeHost struct {
 
 func (h fakeHost) source() source {
 	return source{
-		sockets: func() ([]sockdiag.Socket, error) { return h.socks, h.sockErr },
-		readFile: func(path string) ([]byte, error) {
-			if h.denied[path] {
-				return nil, &fs.PathError{Op: "open", Path: path, Err: fs.ErrPermission}
-			}
-			s, ok := h.files[path]
-			if !ok {
-				return nil, &fs.PathError{Op: "open", Path: path, Err: fs.ErrNotExist}
-			}
-			return []byte(s), nil
+		kernel: twwatch.Kernel{
+			ListSockets: func(*sockdiag.Filter, ...sockdiag.State) ([]sockdiag.Socket, error) { return h.socks, h.sockErr },
+			ReadFile: func(path string) ([]byte, error) {
+				if h.denied[path] {
+					return nil, &fs.PathError{Op: "open", Path: path, Err: fs.ErrPermission}
+				}
+				s, ok := h.files[path]
+				if !ok {
+					return nil, &fs.PathError{Op: "open", Path: path, Err: fs.ErrNotExist}
+				}
+				return []byte(s), nil
+			},
 		},
 		noFile: func() (uint64, uint64, error) {
 			if h.noFile[1] == 0 {

@@ -1,10 +1,8 @@
 package doctor
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/closeproxy/closeproxy/procnet"
 )
@@ -42,18 +40,23 @@ type kernel struct {
 
 const (
 	procIPv4    = "/proc/sys/net/ipv4/"
-	pathNetstat = "/proc/net/netstat"
+	pathNetstat = procnet.NetstatPath
 )
 
-// readKernel reads every setting in the order the report lists them.
+// readKernel reads every setting in the order the report lists them. The
+// figures twwatch samples for auto and the metrics (the port range and its
+// reserved ports, tcp_max_tw_buckets, TCPTimeWaitOverflow) are read with
+// its readers, so the three report the same.
 func readKernel(src source) *kernel {
 	k := &kernel{}
 	k.readPortRange(src)
 	k.readReserved(src)
 	k.twReuse = k.readInt(src, "net.ipv4.tcp_tw_reuse", procIPv4+"tcp_tw_reuse", meansTWReuse)
 	k.timestamps = k.readInt(src, "net.ipv4.tcp_timestamps", procIPv4+"tcp_timestamps", meansTimestamps)
-	k.maxTW = k.readInt(src, "net.ipv4.tcp_max_tw_buckets", procIPv4+"tcp_max_tw_buckets", meansMaxTW)
-	k.readOverflow(src)
+	v, err := src.kernel.MaxTWBuckets()
+	k.maxTW = k.setting(src, "net.ipv4.tcp_max_tw_buckets", v, err, meansMaxTW)
+	v, err = src.kernel.Overflow()
+	k.overflow = k.setting(src, "TcpExt.TCPTimeWaitOverflow", v, err, meansOverflow)
 	k.finTimeout = k.readInt(src, "net.ipv4.tcp_fin_timeout", procIPv4+"tcp_fin_timeout", meansFinTimeout)
 	k.somaxconn = k.readInt(src, "net.core.somaxconn", "/proc/sys/net/core/somaxconn", meansSomaxconn)
 	k.readNoFile(src)
@@ -71,14 +74,15 @@ func (k *kernel) add(name, value string, err error, goos, means string) {
 }
 
 func (k *kernel) readInt(src source, name, path string, means func(int) string) figure {
-	b, err := src.readFile(path)
+	v, err := src.kernel.Int(path)
+	return k.setting(src, name, v, err, means)
+}
+
+// setting records a numeric setting as read, explained by means (given -1
+// when it could not be read).
+func (k *kernel) setting(src source, name string, v int, err error, means func(int) string) figure {
 	if err != nil {
 		k.add(name, "", err, src.goos, means(-1))
-		return figure{}
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		k.add(name, "", fmt.Errorf("parse %s: %w", path, err), src.goos, means(-1))
 		return figure{}
 	}
 	k.add(name, strconv.Itoa(v), nil, src.goos, means(v))
@@ -87,10 +91,8 @@ func (k *kernel) readInt(src source, name, path string, means func(int) string) 
 
 func (k *kernel) readPortRange(src source) {
 	const name = "net.ipv4.ip_local_port_range"
-	b, err := src.readFile(procIPv4 + "ip_local_port_range")
-	if err == nil {
-		k.portLo, k.portHi, err = procnet.PortRange(b)
-	}
+	var err error
+	k.portLo, k.portHi, err = src.kernel.PortRange()
 	if err != nil {
 		k.portLo, k.portHi = 0, 0
 		k.add(name, "", err, src.goos, "connect() picks its local ports from this range")
@@ -104,14 +106,9 @@ func (k *kernel) readPortRange(src source) {
 // usable ports, then explains the range with the final figure.
 func (k *kernel) readReserved(src source) {
 	const name = "net.ipv4.ip_local_reserved_ports"
-	b, err := src.readFile(procIPv4 + "ip_local_reserved_ports")
+	reserved, value, err := src.kernel.ReservedPorts(k.portLo, k.portHi)
 	if err == nil {
-		k.reserved, err = reservedInRange(strings.TrimSpace(string(b)), k.portLo, k.portHi)
-	}
-	value := strings.TrimSpace(string(b))
-	if err != nil {
-		value = ""
-	} else {
+		k.reserved = reserved
 		k.usable = max(k.usable-k.reserved, 0)
 		k.reservedList = value
 	}
@@ -119,43 +116,6 @@ func (k *kernel) readReserved(src source) {
 		k.settings[len(k.settings)-1].Means = meansPortRange(k.usable, k.reserved)
 	}
 	k.add(name, value, err, src.goos, meansReserved(value, k.reserved, err == nil))
-}
-
-// reservedInRange counts the ports of a list like "8080,9000-9010" that lie
-// within lo..hi.
-func reservedInRange(list string, lo, hi int) (int, error) {
-	n := 0
-	for _, item := range strings.Split(list, ",") {
-		if item = strings.TrimSpace(item); item == "" {
-			continue
-		}
-		a, b, isRange := strings.Cut(item, "-")
-		from, err1 := strconv.Atoi(a)
-		to, err2 := from, error(nil)
-		if isRange {
-			to, err2 = strconv.Atoi(b)
-		}
-		if err := errors.Join(err1, err2); err != nil {
-			return 0, fmt.Errorf("parse ip_local_reserved_ports %q: %w", list, err)
-		}
-		n += max(0, min(to, hi)-max(from, lo)+1)
-	}
-	return n, nil
-}
-
-func (k *kernel) readOverflow(src source) {
-	const name = "TcpExt.TCPTimeWaitOverflow"
-	b, err := src.readFile(pathNetstat)
-	v := 0
-	if err == nil {
-		v, err = procnet.NetstatField(b, "TcpExt", "TCPTimeWaitOverflow")
-	}
-	if err != nil {
-		k.add(name, "", err, src.goos, meansOverflow(-1))
-		return
-	}
-	k.overflow = figure{v: v, ok: true}
-	k.add(name, strconv.Itoa(v), nil, src.goos, meansOverflow(v))
 }
 
 func (k *kernel) readNoFile(src source) {

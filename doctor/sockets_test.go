@@ -33,29 +33,6 @@ func TestGroupTimeWait(t *testing.T) {
 	}
 }
 
-func TestReservedInRange(t *testing.T) {
-	cases := []struct {
-		list   string
-		lo, hi int
-		want   int
-	}{
-		{"", 32768, 60999, 0},
-		{"8080", 32768, 60999, 0},
-		{"40000", 32768, 60999, 1},
-		{"30000-33000,40000-40009,61000", 32768, 60999, 233 + 10},
-		{"60990-61010", 32768, 60999, 10},
-	}
-	for _, tc := range cases {
-		got, err := reservedInRange(tc.list, tc.lo, tc.hi)
-		if err != nil || got != tc.want {
-			t.Errorf("reservedInRange(%q): %d, %v; want %d", tc.list, got, err, tc.want)
-		}
-	}
-	if _, err := reservedInRange("80-x", 1, 2); err == nil {
-		t.Error("reservedInRange(\"80-x\"): no error")
-	}
-}
-
 func TestCollectRefusesNegativeRate(t *testing.T) {
 	if _, err := Collect(Options{Rate: -1, src: quietHost().source()}); err == nil {
 		t.Error("Collect with rate -1: no error")

@@ -1,9 +1,9 @@
 // Package procnet reads the kernel's TCP figures that live in files under
 // /proc: the TIME-WAIT count of /proc/net/sockstat, the TcpExt counters of
 // /proc/net/netstat, the tcp_max_tw_buckets limit and the ephemeral port
-// range. The admin gauges,
-// auto's sampler and doctor all report these figures; reading them in one
-// place keeps the three in agreement. Every file is per network namespace
+// range with its reserved ports. Package twwatch reads them, through the
+// parsers here, for auto, the admin gauges and doctor alike; parsing them
+// in one place keeps the three in agreement. Every file is per network namespace
 // and readable without privileges; on other systems the reads fail.
 package procnet
 
@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // The files read.
@@ -21,6 +22,7 @@ const (
 	NetstatPath      = "/proc/net/netstat"
 	MaxTWBucketsPath = "/proc/sys/net/ipv4/tcp_max_tw_buckets"
 	PortRangePath    = "/proc/sys/net/ipv4/ip_local_port_range"
+	ReservedPath     = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 )
 
 // ReadTimeWait returns this namespace's TIME-WAIT sockets ("tw" in
@@ -111,4 +113,26 @@ func ReadPortRange() (int, error) {
 		lo, hi, err := PortRange(b)
 		return hi - lo + 1, err
 	})
+}
+
+// ReservedInRange counts the ports of an ip_local_reserved_ports list, such
+// as "8080,9000-9010", that lie within lo..hi: connect() never picks them.
+func ReservedInRange(list string, lo, hi int) (int, error) {
+	n := 0
+	for _, item := range strings.Split(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		a, b, isRange := strings.Cut(item, "-")
+		from, err1 := strconv.Atoi(a)
+		to, err2 := from, error(nil)
+		if isRange {
+			to, err2 = strconv.Atoi(b)
+		}
+		if err := errors.Join(err1, err2); err != nil {
+			return 0, fmt.Errorf("ip_local_reserved_ports %q: %w", list, err)
+		}
+		n += max(0, min(to, hi)-max(from, lo)+1)
+	}
+	return n, nil
 }

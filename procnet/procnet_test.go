@@ -57,3 +57,26 @@ func TestReadHere(t *testing.T) {
 		t.Errorf("ReadPortRange: %d, %v", n, err)
 	}
 }
+
+func TestReservedInRange(t *testing.T) {
+	cases := []struct {
+		list   string
+		lo, hi int
+		want   int
+	}{
+		{"", 32768, 60999, 0},
+		{"8080", 32768, 60999, 0},
+		{"40000", 32768, 60999, 1},
+		{"30000-33000,40000-40009,61000", 32768, 60999, 233 + 10},
+		{"60990-61010", 32768, 60999, 10},
+	}
+	for _, tc := range cases {
+		got, err := ReservedInRange(tc.list, tc.lo, tc.hi)
+		if err != nil || got != tc.want {
+			t.Errorf("ReservedInRange(%q): %d, %v; want %d", tc.list, got, err, tc.want)
+		}
+	}
+	if _, err := ReservedInRange("80-x", 1, 2); err == nil {
+		t.Error("ReservedInRange(\"80-x\"): no error")
+	}
+}

@@ -1,36 +1,39 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
-	"github.com/closeproxy/closeproxy/engine"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
-	"github.com/closeproxy/closeproxy/procnet"
+	"github.com/closeproxy/closeproxy/twwatch"
 )
 
-// autoWatch measures what time_wait = "auto" decides from and keeps its
-// hysteresis. One goroutine samples, at most every auto.sample_interval
-// (≥ 250 ms), this host's TIME-WAIT total (/proc/net/sockstat) and the
-// proxy's TIME-WAIT toward each backend (sock_diag); between samples the
-// TIME-WAITs the proxy placed itself are added, so a burst cannot overshoot
-// the budget by a whole interval. Sessions only read the current state.
+// defaultMaxTW is the kernel's usual tcp_max_tw_buckets, for the default
+// budget while the real one has not been read.
+const defaultMaxTW = 131072
+
+// autoWatch keeps what time_wait = "auto" decides from, and its
+// hysteresis. The figures come from the process's twwatch.Watcher, the
+// same samples the admin gauges report: this host's TIME-WAIT total and
+// the proxy's TIME-WAIT toward each backend address. Between samples the
+// TIME-WAITs the proxy placed itself are added, so a burst cannot
+// overshoot the budget by a whole interval. Sessions only read the state.
 type autoWatch struct {
-	cfg      policy.AutoConfig
-	interval time.Duration
-	log      *zap.Logger
-	obs      Observer
-	dests    func() []netip.AddrPort // backend addresses, current ones
-	placed   atomic.Int64            // TIME-WAITs the proxy placed since the last sample
-	sampled  atomic.Int64            // the host's TIME-WAIT at the last sample
-	host     atomic.Bool             // host pressure on (hysteresis state)
-	running  atomic.Bool             // the sampler runs: some leg uses auto
+	cfg     policy.AutoConfig // TWBudget as configured: 0 follows tcp_max_tw_buckets
+	log     *zap.Logger
+	obs     Observer
+	budget  atomic.Int64 // the host budget in force
+	placed  atomic.Int64 // TIME-WAITs the proxy placed since the last sample
+	sampled atomic.Int64 // the host's TIME-WAIT at the last sample
+	host    atomic.Bool  // host pressure on (hysteresis state)
+	running atomic.Bool  // samples arrive: some leg uses auto
 
 	mu        sync.Mutex
 	ports     map[netip.AddrPort]bool // port pressure on, per backend address
@@ -39,49 +42,42 @@ type autoWatch struct {
 	portRange int
 }
 
-func newAutoWatch(c config.Auto, log *zap.Logger, obs Observer, dests func() []netip.AddrPort) *autoWatch {
-	budget := c.TWBudget
-	if budget == 0 {
-		if max, err := procnet.ReadMaxTWBuckets(); err == nil && max > 0 {
-			budget = max / 2
-		} else {
-			budget = 131072 / 2 // the kernel's usual default when it cannot be read
-		}
-	}
-	return &autoWatch{
-		cfg:      policy.AutoConfig{TWBudget: budget, TWResume: c.TWResume, PortShare: c.PortShare, PortResume: c.PortResume},
-		interval: max(c.SampleInterval, 250*time.Millisecond),
-		log:      log, obs: obs, dests: dests, ports: map[netip.AddrPort]bool{},
+func newAutoWatch(c config.Auto, log *zap.Logger, obs Observer) *autoWatch {
+	a := &autoWatch{
+		cfg: policy.AutoConfig{TWBudget: c.TWBudget, TWResume: c.TWResume, PortShare: c.PortShare, PortResume: c.PortResume},
+		log: log, obs: obs, ports: map[netip.AddrPort]bool{},
 		sampledTo: map[netip.AddrPort]int{}, placedTo: map[netip.AddrPort]int{},
 	}
+	a.budget.Store(int64(cmp.Or(c.TWBudget, defaultMaxTW/2)))
+	return a
 }
 
-// run samples every interval until ctx ends.
-func (a *autoWatch) run(ctx context.Context) {
-	t := time.NewTicker(a.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			a.sample()
-		}
+// policyCfg is the thresholds with the budget in force.
+func (a *autoWatch) policyCfg() policy.AutoConfig {
+	c := a.cfg
+	c.TWBudget = int(a.budget.Load())
+	return c
+}
+
+// onSample takes a new sample's figures; the Watcher calls it, one sample
+// at a time. A figure not read changes nothing: no figure, no pressure.
+func (a *autoWatch) onSample(s *twwatch.Sample) {
+	if a.cfg.TWBudget == 0 && s.MaxTWBuckets.OK && s.MaxTWBuckets.Value > 0 {
+		a.budget.Store(int64(s.MaxTWBuckets.Value / 2))
+	}
+	if s.Host.OK {
+		a.sampled.Store(int64(s.Host.Value))
+		a.placed.Store(0)
+		a.watchHost(s.Host.Value)
+	}
+	if s.Back.OK && s.UsablePorts.OK {
+		a.watchPorts(s.Destinations(), s.UsablePorts.Value)
 	}
 }
 
-func (a *autoWatch) sample() {
-	tw, err := procnet.ReadTimeWait()
-	if err != nil {
-		return // no figure, no pressure
-	}
-	a.sampled.Store(int64(tw))
-	a.placed.Store(0)
-	a.watchHost(tw)
-	perDest, portRange, err := timeWaitToward(a.dests())
-	if err != nil {
-		return
-	}
+// watchPorts applies each backend address's port hysteresis to its count.
+func (a *autoWatch) watchPorts(perDest map[netip.AddrPort]int, portRange int) {
+	cfg := a.policyCfg()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.portRange = portRange
@@ -89,7 +85,7 @@ func (a *autoWatch) sample() {
 	for dest, n := range perDest {
 		a.sampledTo[dest] = n
 		prev := policy.AutoState{PortSaving: a.ports[dest]}
-		next := policy.Watch(a.cfg, policy.Figures{HostTW: -1 << 31, DestTW: n, PortRange: portRange}, prev)
+		next := policy.Watch(cfg, policy.Figures{HostTW: -1 << 31, DestTW: n, PortRange: portRange}, prev)
 		if next.PortSaving != prev.PortSaving {
 			a.switched(policy.ReasonPorts, next.PortSaving, zap.Stringer("backend", dest), zap.Int("time_wait", n))
 		}
@@ -99,10 +95,11 @@ func (a *autoWatch) sample() {
 
 // watchHost applies the host budget's hysteresis to an estimate.
 func (a *autoWatch) watchHost(tw int) {
+	cfg := a.policyCfg()
 	prev := policy.AutoState{HostSaving: a.host.Load()}
-	next := policy.Watch(a.cfg, policy.Figures{HostTW: tw}, prev)
+	next := policy.Watch(cfg, policy.Figures{HostTW: tw}, prev)
 	if next.HostSaving != prev.HostSaving && a.host.CompareAndSwap(prev.HostSaving, next.HostSaving) {
-		a.switched(policy.ReasonHostBudget, next.HostSaving, zap.Int("time_wait", tw), zap.Int("budget", a.cfg.TWBudget))
+		a.switched(policy.ReasonHostBudget, next.HostSaving, zap.Int("time_wait", tw), zap.Int("budget", cfg.TWBudget))
 	}
 }
 
@@ -116,7 +113,7 @@ func (a *autoWatch) switched(reason string, on bool, fields ...zap.Field) {
 }
 
 // countPlaced counts the TIME-WAITs a finished session left on the proxy, while
-// some leg uses auto (without the sampler nothing would ever reset them).
+// some leg uses auto (without samples nothing would ever reset them).
 func (a *autoWatch) countPlaced(td *engine.Teardown) {
 	if !a.running.Load() {
 		return
@@ -142,66 +139,16 @@ func proxyHolds(s policy.Side) bool {
 // budget with it.
 func (a *autoWatch) placedTimeWait() {
 	est := a.sampled.Load() + a.placed.Add(1)
-	if !a.host.Load() && est >= int64(a.cfg.TWBudget) {
+	if !a.host.Load() && est >= a.budget.Load() {
 		a.watchHost(int(est))
 	}
-}
-
-// usesAuto reports whether any leg of cfg has time_wait = "auto".
-func usesAuto(cfg *config.Config) bool {
-	for _, l := range cfg.Listeners {
-		if l.Close.TimeWait == policy.TargetAuto {
-			return true
-		}
-	}
-	for _, b := range cfg.Backends {
-		if b.Close.TimeWait == policy.TargetAuto {
-			return true
-		}
-	}
-	return false
-}
-
-// startAutoLocked starts the sampler once some leg uses auto; it stops with
-// the pools at shutdown.
-func (s *Server) startAutoLocked() {
-	if s.autoStop != nil || !usesAuto(s.cfg) {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.autoStop = cancel
-	s.auto.sample() // the first figures before the first session closes
-	s.auto.running.Store(true)
-	s.pools.Add(1)
-	go func() { defer s.pools.Done(); s.auto.run(ctx) }()
-}
-
-// backendAddrs returns the current backends' addresses that are literal
-// ip:port (a host name cannot be matched against sockets). It takes no
-// lock: the sampler runs under the server's lock at start.
-func (s *Server) backendAddrs() []netip.AddrPort {
-	if p := s.dests.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// setDestsLocked records the current backends' servers' addresses for backendAddrs.
-func (s *Server) setDestsLocked() {
-	var out []netip.AddrPort
-	for _, b := range s.backends {
-		for _, sv := range b.servers {
-			if ap, err := netip.ParseAddrPort(sv.addr); err == nil {
-				out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-			}
-		}
-	}
-	s.dests.Store(&out)
 }
 
 // placedToward counts a TIME-WAIT the proxy just took on a back leg toward
 // dest, and re-checks that destination's port share with it.
 func (a *autoWatch) placedToward(dest netip.AddrPort) {
+	dest = netip.AddrPortFrom(dest.Addr().Unmap(), dest.Port())
+	cfg := a.policyCfg()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.placedTo[dest]++
@@ -209,7 +156,7 @@ func (a *autoWatch) placedToward(dest netip.AddrPort) {
 		return
 	}
 	n := a.sampledTo[dest] + a.placedTo[dest]
-	next := policy.Watch(a.cfg, policy.Figures{HostTW: -1 << 31, DestTW: n, PortRange: a.portRange}, policy.AutoState{})
+	next := policy.Watch(cfg, policy.Figures{HostTW: -1 << 31, DestTW: n, PortRange: a.portRange}, policy.AutoState{})
 	if next.PortSaving {
 		a.ports[dest] = true
 		a.switched(policy.ReasonPorts, true, zap.Stringer("backend", dest), zap.Int("time_wait", n))
@@ -222,8 +169,35 @@ func (a *autoWatch) state(leg policy.Leg, peer netip.AddrPort) policy.AutoState 
 	s := policy.AutoState{HostSaving: a.host.Load()}
 	if leg == policy.Back {
 		a.mu.Lock()
-		s.PortSaving = a.ports[peer]
+		s.PortSaving = a.ports[netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())]
 		a.mu.Unlock()
 	}
 	return s
+}
+
+// WithWatcher has the server read the kernel's TIME-WAIT figures from w,
+// the process's one watcher, which the caller runs (Run) and follows
+// reloads with (Update). Without it the server makes its own, runs it
+// while some leg uses auto, and updates it on Reload.
+func WithWatcher(w *twwatch.Watcher) Option {
+	return func(s *Server) { s.watch = w }
+}
+
+// startAutoLocked subscribes auto to the samples once some leg uses auto,
+// with a first sample taken at once (figures before the first session
+// closes), and runs the server's own watcher if it has one. Both stop with
+// the pools at shutdown.
+func (s *Server) startAutoLocked() {
+	if s.autoStop != nil || !s.cfg.UsesAuto() {
+		return
+	}
+	unsubscribe := s.watch.Subscribe(s.auto.onSample)
+	s.watch.Refresh()
+	s.auto.running.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.autoStop = func() { cancel(); unsubscribe(); s.auto.running.Store(false) }
+	if s.ownWatch {
+		s.pools.Add(1)
+		go func() { defer s.pools.Done(); s.watch.Run(ctx) }()
+	}
 }

@@ -14,8 +14,21 @@ import (
 // for new connections; new addresses are bound; removed ones are closed;
 // a backend whose settings changed gets a new pool and the old one runs
 // until its last session ends. If a new address cannot be bound, nothing
-// changes and the error says why.
+// changes and the error says why. The server's own TIME-WAIT watcher, if
+// it has one (no WithWatcher), follows; a shared one is the caller's to
+// update.
 func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
+	if err := s.swap(ctx, cfg); err != nil {
+		return err
+	}
+	if s.ownWatch {
+		s.watch.Update(cfg) // resolves host names: outside the server's lock
+	}
+	return nil
+}
+
+// swap carries out Reload under the server's lock.
+func (s *Server) swap(ctx context.Context, cfg *config.Config) error {
 	if err := s.check(cfg); err != nil {
 		return err
 	}
@@ -30,7 +43,6 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 	}
 	old := s.backends
 	s.backends = s.buildBackends(cfg, old)
-	s.setDestsLocked()
 	for name, b := range old {
 		if s.backends[name] != b {
 			s.retireLocked(b)

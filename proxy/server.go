@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/closeproxy/closeproxy/engine"
 	"net"
-	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/pool"
+	"github.com/closeproxy/closeproxy/twwatch"
 )
 
 // Server runs the listeners of a configuration and swaps it on Reload
@@ -31,8 +31,9 @@ type Server struct {
 	obs        Observer
 	sample     atomic.Pointer[sampler]
 	auto       *autoWatch
-	netAdmin   func() (bool, error)             // whether IP_TRANSPARENT is allowed; a seam for tests
-	dests      atomic.Pointer[[]netip.AddrPort] // backend addresses, for auto
+	netAdmin   func() (bool, error) // whether IP_TRANSPARENT is allowed; a seam for tests
+	watch      *twwatch.Watcher     // the kernel's TIME-WAIT figures, for auto
+	ownWatch   bool                 // the server made watch: it runs and updates it
 
 	mu        sync.Mutex
 	cfg       *config.Config
@@ -43,8 +44,8 @@ type Server struct {
 	done      chan struct{} // closed by Shutdown
 	fatal     chan error
 	accepts   sync.WaitGroup
-	pools     sync.WaitGroup // pool runs, retirements and the auto sampler
-	autoStop  context.CancelFunc
+	pools     sync.WaitGroup // pool runs, retirements and the server's own watcher
+	autoStop  func()         // stops auto's samples; nil until some leg uses auto
 	stopping  atomic.Bool
 
 	sessions sync.WaitGroup
@@ -77,8 +78,10 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	}
 	s.cfg = cfg
 	s.backends = s.buildBackends(cfg, nil)
-	s.setDestsLocked()
-	s.auto = newAutoWatch(cfg.Auto, log, s.obs, s.backendAddrs)
+	if s.watch == nil {
+		s.watch, s.ownWatch = twwatch.New(cfg, log), true
+	}
+	s.auto = newAutoWatch(cfg.Auto, log, s.obs)
 	return s, nil
 }
 

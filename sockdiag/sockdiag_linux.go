@@ -12,20 +12,20 @@ import (
 )
 
 const (
-	sizeofReq = 56 // struct inet_diag_req_v2
-	sizeofMsg = 72 // struct inet_diag_msg
+	sizeofReq  = 56 // struct inet_diag_req_v2
+	sizeofMsg  = 72 // struct inet_diag_msg
+	sizeofAttr = 4  // struct nlattr
 )
+
+// families are the address families dumped, in order.
+var families = []uint8{unix.AF_INET, unix.AF_INET6}
 
 // List returns the TCP sockets over IPv4 and IPv6 in any of the states, in
 // this process's network namespace.
 func List(states ...State) ([]Socket, error) {
-	var mask uint32
-	for _, s := range states {
-		mask |= 1 << s
-	}
 	var all []Socket
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := dump(family, mask)
+	for _, family := range families {
+		socks, err := dump(family, stateMask(states), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -34,13 +34,67 @@ func List(states ...State) ([]Socket, error) {
 	return all, nil
 }
 
-func dump(family uint8, states uint32) ([]Socket, error) {
+// ListMatching returns the TCP sockets in any of the states that f
+// matches, selected by the kernel: the others never cross into user space.
+// A family nothing in f can match is not dumped at all. Should the kernel
+// refuse the filter, or f be too large for one, every socket is dumped and
+// matched here instead: the result is the same.
+func ListMatching(f *Filter, states ...State) ([]Socket, error) {
+	var all []Socket
+	for _, family := range families {
+		bc, conds := bytecode(f, family)
+		if conds == 0 {
+			continue
+		}
+		var socks []Socket
+		var err error
+		if bc != nil {
+			socks, err = dump(family, stateMask(states), bc)
+		}
+		if bc == nil || errors.Is(err, unix.EINVAL) {
+			socks, err = dumpMatching(family, stateMask(states), f)
+		}
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, socks...)
+	}
+	return all, nil
+}
+
+// dumpMatching dumps every socket of family and keeps those f matches.
+func dumpMatching(family uint8, states uint32, f *Filter) ([]Socket, error) {
+	socks, err := dump(family, states, nil)
+	if err != nil {
+		return nil, err
+	}
+	match := f.matcher()
+	out := socks[:0]
+	for _, s := range socks {
+		if match(s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func stateMask(states []State) uint32 {
+	var mask uint32
+	for _, s := range states {
+		mask |= 1 << s
+	}
+	return mask
+}
+
+// dump asks the kernel for the sockets of family in states, filtered by the
+// bytecode bc when it is not nil.
+func dump(family uint8, states uint32, bc []byte) ([]Socket, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Sendto(fd, request(family, states), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(fd, request(family, states, bc), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, os.NewSyscallError("sendto sock_diag", err)
 	}
 	var socks []Socket
@@ -59,7 +113,7 @@ func dump(family uint8, states uint32) ([]Socket, error) {
 			case unix.NLMSG_DONE:
 				return socks, nil
 			case unix.NLMSG_ERROR:
-				return nil, errors.New("sock_diag: kernel returned an error")
+				return nil, replyError(m.Data)
 			}
 			if s, ok := parse(family, m.Data); ok {
 				socks = append(socks, s)
@@ -68,8 +122,23 @@ func dump(family uint8, states uint32) ([]Socket, error) {
 	}
 }
 
-func request(family uint8, states uint32) []byte {
-	b := make([]byte, unix.NLMSG_HDRLEN+sizeofReq)
+// replyError reads an NLMSG_ERROR reply: a negative errno, then the request.
+func replyError(d []byte) error {
+	if len(d) < 4 {
+		return errors.New("sock_diag: kernel returned an error")
+	}
+	errno := -int32(binary.NativeEndian.Uint32(d))
+	return os.NewSyscallError("sock_diag dump", syscall.Errno(errno))
+}
+
+// request builds a SOCK_DIAG_BY_FAMILY dump request for TCP, with the
+// filter bc as an INET_DIAG_REQ_BYTECODE attribute when it is not nil.
+func request(family uint8, states uint32, bc []byte) []byte {
+	size := unix.NLMSG_HDRLEN + sizeofReq
+	if bc != nil {
+		size += sizeofAttr + len(bc) // bc's length is a multiple of 4: no padding
+	}
+	b := make([]byte, size)
 	binary.NativeEndian.PutUint32(b[0:], uint32(len(b)))
 	binary.NativeEndian.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
 	binary.NativeEndian.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
@@ -77,6 +146,12 @@ func request(family uint8, states uint32) []byte {
 	req[0] = family
 	req[1] = unix.IPPROTO_TCP
 	binary.NativeEndian.PutUint32(req[4:], states)
+	if bc != nil {
+		attr := req[sizeofReq:]
+		binary.NativeEndian.PutUint16(attr[0:], uint16(sizeofAttr+len(bc)))
+		binary.NativeEndian.PutUint16(attr[2:], inetDiagReqBytecode)
+		copy(attr[sizeofAttr:], bc)
+	}
 	return b
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/proxy"
+	"github.com/closeproxy/closeproxy/twwatch"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -145,8 +146,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	reload := func(bg context.Context, srv *proxy.Server, adm *admin.Admin) {
-		reloadOnHUP(bg, hup, path, srv, adm, level, log)
+	reload := func(bg context.Context, p parts) {
+		reloadOnHUP(bg, hup, path, p, level, log)
 	}
 	if err := serve(ctx, cfg, log, reload); err != nil {
 		log.Error("closeproxy stopped", zap.Error(err))
@@ -155,11 +156,21 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// serve runs the proxy and its admin listener until ctx ends, then drains
-// for shutdown_timeout. watch, if set, runs beside it (SIGHUP reloads).
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(context.Context, *proxy.Server, *admin.Admin)) error {
-	adm := admin.New(cfg, log)
-	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm))
+// parts are what serve runs: the proxy, its admin listener and the one
+// TIME-WAIT watcher both read.
+type parts struct {
+	srv *proxy.Server
+	adm *admin.Admin
+	tw  *twwatch.Watcher
+}
+
+// serve runs the proxy, its admin listener and the TIME-WAIT watcher until
+// ctx ends, then drains for shutdown_timeout. watch, if set, runs beside
+// them (SIGHUP reloads).
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(context.Context, parts)) error {
+	tw := twwatch.New(cfg, log) // auto and the metrics read the same samples
+	adm := admin.New(cfg, log, admin.WithWatcher(tw))
+	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm), proxy.WithWatcher(tw))
 	if err != nil {
 		return err
 	}
@@ -171,6 +182,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer stopBG()
+	wg.Go(func() { tw.Run(bg) })
 	if err := startAdmin(bg, &wg, cfg, adm, log); err != nil {
 		return err
 	}
@@ -178,8 +190,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(bg) }()
 	if watch != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); watch(bg, srv, adm) }()
+		wg.Go(func() { watch(bg, parts{srv: srv, adm: adm, tw: tw}) })
 	}
 	select {
 	case err := <-served:
@@ -215,10 +226,11 @@ func startAdmin(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, adm
 	return nil
 }
 
-// reloadOnHUP reloads the configuration on each SIGHUP until ctx ends. A
+// reloadOnHUP reloads the configuration on each SIGHUP until ctx ends: the
+// proxy, then the TIME-WAIT watcher's targets, then the admin. A
 // configuration that fails to load or bind is logged and the running one
 // stays.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, srv *proxy.Server, adm *admin.Admin, level zap.AtomicLevel, log *zap.Logger) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, p parts, level zap.AtomicLevel, log *zap.Logger) {
 	// ctx ends when the proxy stops serving; SIGHUPs after that are ignored
 	for {
 		select {
@@ -228,10 +240,11 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, srv *pr
 		}
 		cfg, err := config.Load(path)
 		if err == nil {
-			err = srv.Reload(ctx, cfg)
+			err = p.srv.Reload(ctx, cfg)
 		}
 		if err == nil {
-			adm.Reconfigure(cfg)
+			p.tw.Update(cfg)
+			p.adm.Reconfigure(cfg)
 		}
 		if err != nil {
 			log.Error("reload refused; the running configuration stays", zap.String("config", path), zap.Error(err))

@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/procnet"
+	"github.com/closeproxy/closeproxy/sockdiag"
+	"github.com/closeproxy/closeproxy/twwatch"
+)
+
+// fakeKernel is a fabricated host for a twwatch.Watcher: its files, and
+// n TIME-WAIT sockets toward each address of toward.
+func fakeKernel(files map[string]string, toward map[string]int) twwatch.Kernel {
+	var socks []sockdiag.Socket
+	for dest, n := range toward {
+		for i := range n {
+			socks = append(socks, sockdiag.Socket{State: sockdiag.TimeWait,
+				Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.9"), uint16(40000+i)), Peer: netip.MustParseAddrPort(dest)})
+		}
+	}
+	return twwatch.Kernel{
+		ReadFile: func(name string) ([]byte, error) {
+			if s, ok := files[name]; ok {
+				return []byte(s), nil
+			}
+			return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+		},
+		ListSockets: func(*sockdiag.Filter, ...sockdiag.State) ([]sockdiag.Socket, error) { return socks, nil },
+	}
+}
+
+type resolverFunc func(host string) []netip.Addr
+
+func (f resolverFunc) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	return f(host), nil
+}
+
+// auto decides from the watcher's samples: the budget from its
+// tcp_max_tw_buckets, the host's count, and the count toward a backend
+// written as a host name (resolved once by the watcher: auto used to see
+// literal addresses only).
+func TestAutoFollowsWatcherSamples(t *testing.T) {
+	files := map[string]string{
+		procnet.SockstatPath:     "TCP: inuse 1 orphan 0 tw 100 alloc 1 mem 1\n",
+		procnet.MaxTWBucketsPath: "1000\n",
+		procnet.PortRangePath:    "40000 40999\n",
+	}
+	dest := netip.MustParseAddrPort("10.0.0.3:80")
+	cfg := &config.Config{
+		Auto:     config.Defaults().Auto,
+		Backends: []config.Backend{{Name: "app", Address: "app.internal:80", Close: config.Close{TimeWait: policy.TargetAuto}}},
+	}
+	w := twwatch.New(cfg, zaptest.NewLogger(t),
+		twwatch.WithKernel(fakeKernel(files, map[string]int{dest.String(): 600})),
+		twwatch.WithResolver(resolverFunc(func(string) []netip.Addr { return []netip.Addr{dest.Addr()} })))
+	a := newAutoWatch(cfg.Auto, zaptest.NewLogger(t), nopObserver{})
+	defer w.Subscribe(a.onSample)()
+
+	s := w.Refresh()
+	if a.budget.Load() != 500 || a.sampled.Load() != int64(s.Host.Value) {
+		t.Errorf("budget %d, sampled %d; want 500 (half of 1000) and the sample's %d", a.budget.Load(), a.sampled.Load(), s.Host.Value)
+	}
+	if st := a.state(policy.Back, dest); st.HostSaving || !st.PortSaving {
+		t.Errorf("100 of 500 host TIME-WAIT, 600 of 1000 ports toward %v: state %+v, want port pressure only", dest, st)
+	}
+	files[procnet.SockstatPath] = strings.Replace(files[procnet.SockstatPath], "tw 100", "tw 600", 1)
+	w.Refresh()
+	if st := a.state(policy.Front, netip.AddrPort{}); !st.HostSaving {
+		t.Errorf("600 of 500 host TIME-WAIT: state %+v, want host pressure", st)
+	}
+}
+
+// Between samples, the TIME-WAITs the proxy places count toward the
+// budget; the next sample replaces the estimate.
+func TestAutoEstimatesBetweenSamples(t *testing.T) {
+	files := map[string]string{procnet.SockstatPath: "TCP: tw 8\n", procnet.MaxTWBucketsPath: "20\n"}
+	cfg := &config.Config{Auto: config.Defaults().Auto}
+	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, nil)))
+	a := newAutoWatch(cfg.Auto, zaptest.NewLogger(t), nopObserver{})
+	defer w.Subscribe(a.onSample)()
+	w.Refresh()
+	a.running.Store(true)
+	for i := range 2 {
+		if a.host.Load() {
+			t.Fatalf("host pressure after %d placed (8 sampled, budget 10)", i)
+		}
+		a.placedTimeWait()
+	}
+	if !a.host.Load() {
+		t.Fatal("no host pressure at 8 sampled + 2 placed, budget 10")
+	}
+	if got := fmt.Sprint(a.sampled.Load(), a.placed.Load()); got != "8 2" {
+		t.Errorf("sampled, placed: %s; want 8 2", got)
+	}
+	w.Refresh()
+	if a.placed.Load() != 0 {
+		t.Errorf("placed %d after a new sample, want 0", a.placed.Load())
+	}
+}

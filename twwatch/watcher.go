@@ -1,0 +1,194 @@
+package twwatch
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/config"
+)
+
+// MinAutoInterval is the shortest auto.sample_interval honoured: sampling
+// a large host more often would cost more than it tells.
+const MinAutoInterval = 250 * time.Millisecond
+
+// Watcher samples the kernel's TIME-WAIT figures for the whole process:
+// one list of targets, one sampler goroutine (Run), one latest Sample.
+// Its methods are safe for concurrent use.
+type Watcher struct {
+	log    *zap.Logger
+	kernel Kernel
+	res    Resolver
+
+	targets  atomic.Pointer[Targets]
+	interval atomic.Int64 // a time.Duration; 0: no user needs samples
+	latest   atomic.Pointer[Sample]
+	changed  chan struct{} // Update tells Run: new targets or interval
+	running  atomic.Bool
+
+	mu      sync.Mutex // one sample at a time; guards the fields below
+	seq     uint64
+	failing bool // the last sample had an error
+	subs    map[uint64]func(*Sample)
+	nextSub uint64
+}
+
+// Option adjusts a Watcher.
+type Option func(*Watcher)
+
+// WithResolver resolves backend host names with r instead of
+// net.DefaultResolver.
+func WithResolver(r Resolver) Option { return func(w *Watcher) { w.res = r } }
+
+// WithKernel reads the figures from k instead of this host.
+func WithKernel(k Kernel) Option { return func(w *Watcher) { w.kernel = k } }
+
+// New builds the Watcher of cfg: its targets, with the backends' host
+// names resolved now, and its interval. It starts nothing and reads no
+// figure: Run samples, or Refresh once.
+func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Watcher {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	w := &Watcher{log: log, changed: make(chan struct{}, 1), subs: map[uint64]func(*Sample){}}
+	for _, o := range opts {
+		o(w)
+	}
+	w.set(cfg)
+	return w
+}
+
+// Update follows a reloaded configuration: new targets (host names
+// resolved again, now) and interval. A running Run samples with them at
+// once.
+func (w *Watcher) Update(cfg *config.Config) {
+	w.set(cfg)
+	select {
+	case w.changed <- struct{}{}:
+	default: // Run has a change to read already
+	}
+}
+
+func (w *Watcher) set(cfg *config.Config) {
+	w.targets.Store(BuildTargets(cfg, w.res, w.log))
+	w.interval.Store(int64(Interval(cfg)))
+}
+
+// Interval is how often a Watcher samples for cfg: the shortest any user
+// needs. auto needs auto.sample_interval (at least MinAutoInterval) when
+// some leg uses it; the metrics need admin.kernel_sample_interval unless
+// admin.listen is "off". 0 when no one needs samples.
+func Interval(cfg *config.Config) time.Duration {
+	var every time.Duration
+	if cfg.UsesAuto() {
+		every = max(cfg.Auto.SampleInterval, MinAutoInterval)
+	}
+	if cfg.Admin.Listen != "off" {
+		k := cfg.Admin.KernelSample
+		if k <= 0 { // a Config built in code may leave it unset
+			k = config.Defaults().Admin.KernelSample
+		}
+		if every == 0 || k < every {
+			every = k
+		}
+	}
+	return every
+}
+
+// Interval returns how often Run samples; 0: it waits for an Update.
+func (w *Watcher) Interval() time.Duration { return time.Duration(w.interval.Load()) }
+
+// Targets returns the current targets.
+func (w *Watcher) Targets() *Targets { return w.targets.Load() }
+
+// Latest returns the last sample, or nil before the first. The Sample is
+// shared: read it, never change it.
+func (w *Watcher) Latest() *Sample { return w.latest.Load() }
+
+// Subscribe calls f with each new sample, on the goroutine that took it,
+// one sample at a time, until cancel is called. f must be quick and must
+// not call the Watcher's Refresh, Subscribe or cancel.
+func (w *Watcher) Subscribe(f func(*Sample)) (cancel func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	id := w.nextSub
+	w.nextSub++
+	w.subs[id] = f
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.subs, id)
+	}
+}
+
+// Refresh takes a sample now, on the caller's goroutine, publishes it
+// (Latest, subscribers) and returns it. Run calls it; a user may call it
+// once to have figures before its first decision.
+func (w *Watcher) Refresh() *Sample {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.kernel.Read(w.targets.Load())
+	w.seq++
+	s.Seq, s.At = w.seq, time.Now()
+	w.latest.Store(&s)
+	w.logLocked(s.Err)
+	for _, f := range w.subs {
+		f(&s)
+	}
+	return &s
+}
+
+// logLocked says when figures stop or start being read, not at every
+// sample. Off Linux no figure is expected.
+func (w *Watcher) logLocked(err error) {
+	switch {
+	case err != nil && !w.failing && kernelFigures:
+		w.log.Warn("kernel TIME-WAIT figures incomplete", zap.Error(err))
+	case err != nil:
+		w.log.Debug("kernel TIME-WAIT figures incomplete", zap.Error(err))
+	case w.failing:
+		w.log.Info("kernel TIME-WAIT figures read again")
+	}
+	w.failing = err != nil
+}
+
+// Run samples at once and then every Interval until ctx ends; an Update
+// takes effect at once. Run is the one sampler goroutine of a Watcher: a
+// second Run while one runs returns at once.
+func (w *Watcher) Run(ctx context.Context) {
+	if !w.running.CompareAndSwap(false, true) {
+		w.log.Warn("twwatch: Run called while running; the second returns")
+		return
+	}
+	defer w.running.Store(false)
+	for {
+		every := w.Interval()
+		if every > 0 {
+			w.Refresh()
+		}
+		if !w.wait(ctx, every) {
+			return
+		}
+	}
+}
+
+// wait waits for the next sample: every (forever when 0) or an Update. It
+// returns false when ctx ended.
+func (w *Watcher) wait(ctx context.Context, every time.Duration) bool {
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTimer(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-w.changed:
+	case <-tick:
+	}
+	return true
+}

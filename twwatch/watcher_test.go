@@ -1,0 +1,161 @@
+package twwatch
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func autoLeg() config.Close { return config.Close{TimeWait: policy.TargetAuto} }
+
+func TestInterval(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  config.Config
+		want time.Duration
+	}{
+		{"metrics only, kernel_sample_interval unset: its default", config.Config{}, time.Second},
+		{"metrics only", config.Config{Admin: config.Admin{KernelSample: 10 * time.Millisecond}}, 10 * time.Millisecond},
+		{"auto and metrics: auto's, the shorter", config.Config{
+			Admin: config.Admin{KernelSample: time.Second}, Auto: config.Auto{SampleInterval: 250 * time.Millisecond},
+			Listeners: []config.Listener{{Close: autoLeg()}}}, 250 * time.Millisecond},
+		{"auto slower than the metrics: the metrics'", config.Config{
+			Admin: config.Admin{KernelSample: time.Second}, Auto: config.Auto{SampleInterval: 5 * time.Second},
+			Backends: []config.Backend{{Close: autoLeg()}}}, time.Second},
+		{"auto below its floor", config.Config{
+			Admin: config.Admin{Listen: "off"}, Auto: config.Auto{SampleInterval: 10 * time.Millisecond},
+			Backends: []config.Backend{{Close: autoLeg()}}}, MinAutoInterval},
+		{"admin off, auto only", config.Config{
+			Admin: config.Admin{Listen: "off"}, Auto: config.Auto{SampleInterval: 2 * time.Second},
+			Listeners: []config.Listener{{Close: autoLeg()}}}, 2 * time.Second},
+		{"admin off, no auto: no one needs samples", config.Config{Admin: config.Admin{Listen: "off"}}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Interval(&tc.cfg); got != tc.want {
+				t.Errorf("Interval: %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// run runs w until the test ends and waits for Run to return.
+func run(t *testing.T, w *Watcher) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// subscribe delivers each sample on a channel.
+func subscribe(t *testing.T, w *Watcher) <-chan *Sample {
+	ch := make(chan *Sample, 100)
+	t.Cleanup(w.Subscribe(func(s *Sample) { ch <- s }))
+	return ch
+}
+
+func next(t *testing.T, ch <-chan *Sample) *Sample {
+	t.Helper()
+	select {
+	case s := <-ch:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("no sample within 5s")
+		return nil
+	}
+}
+
+func backendAt(addr string) config.Backend { return config.Backend{Name: "app", Address: addr} }
+
+func TestRunSamplesEveryInterval(t *testing.T) {
+	cfg := &config.Config{Admin: config.Admin{KernelSample: 5 * time.Millisecond}, Backends: []config.Backend{backendAt("10.0.0.2:80")}}
+	w := New(cfg, zaptest.NewLogger(t), WithKernel(stockHost().kernel()))
+	if w.Latest() != nil {
+		t.Fatal("a sample before Run")
+	}
+	ch := subscribe(t, w)
+	run(t, w)
+	first, second := next(t, ch), next(t, ch)
+	if first.Seq != 1 || second.Seq != 2 || w.Latest().Seq < 2 {
+		t.Errorf("samples %d, %d, latest %d; want 1, 2, ≥ 2", first.Seq, second.Seq, w.Latest().Seq)
+	}
+	if first.Host != have(1234) || !first.Back.OK {
+		t.Errorf("first sample: host %+v back %+v", first.Host, first.Back)
+	}
+}
+
+// A reload's targets are sampled at once, not an interval later.
+func TestUpdateTargets(t *testing.T) {
+	a, b := netip.MustParseAddrPort("10.0.0.2:80"), netip.MustParseAddrPort("10.0.0.3:80")
+	cfg := &config.Config{Admin: config.Admin{KernelSample: time.Hour}, Backends: []config.Backend{backendAt(a.String())}}
+	w := New(cfg, zaptest.NewLogger(t), WithKernel(stockHost().kernel()))
+	ch := subscribe(t, w)
+	run(t, w)
+	if _, ok := next(t, ch).Toward(a); !ok {
+		t.Fatalf("first sample: %v not a destination", a)
+	}
+	reloaded := &config.Config{Admin: config.Admin{KernelSample: time.Hour},
+		Listeners: []config.Listener{{Listen: ":8080"}}, Backends: []config.Backend{backendAt(b.String())}}
+	w.Update(reloaded)
+	s := next(t, ch)
+	if _, ok := s.Toward(b); !ok || !s.Front.OK {
+		t.Errorf("after Update: %v a destination %v, front read %v; want both", b, ok, s.Front.OK)
+	}
+	if _, ok := s.Toward(a); ok {
+		t.Errorf("after Update: %v still a destination", a)
+	}
+	if got := w.Targets().FrontPorts(); len(got) != 1 || got[0] != 8080 {
+		t.Errorf("targets' front ports %v, want [8080]", got)
+	}
+}
+
+// With no user, Run takes no sample until a reload brings one.
+func TestRunIdleUntilNeeded(t *testing.T) {
+	cfg := &config.Config{Admin: config.Admin{Listen: "off"}}
+	w := New(cfg, zaptest.NewLogger(t), WithKernel(stockHost().kernel()))
+	ch := subscribe(t, w)
+	run(t, w)
+	select {
+	case s := <-ch:
+		t.Fatalf("sample %d with no user", s.Seq)
+	case <-time.After(50 * time.Millisecond): // outlasts a sampling that should not happen
+	}
+	w.Update(&config.Config{Admin: config.Admin{Listen: "off"}, Listeners: []config.Listener{{Close: autoLeg()}}})
+	if s := next(t, ch); s.Seq != 1 || w.Interval() != MinAutoInterval {
+		t.Errorf("sample %d, interval %v after auto came in", s.Seq, w.Interval())
+	}
+}
+
+// One sampler goroutine: a second Run returns at once; a cancelled
+// subscription is not called again.
+func TestOneRunAndCancel(t *testing.T) {
+	w := New(&config.Config{Admin: config.Admin{KernelSample: time.Hour}}, zaptest.NewLogger(t), WithKernel(stockHost().kernel()))
+	ch := subscribe(t, w)
+	calls := 0
+	cancel := w.Subscribe(func(*Sample) { calls++ })
+	run(t, w)
+	next(t, ch)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(context.Background()) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second Run did not return")
+	}
+	cancel()
+	w.Refresh()
+	next(t, ch)
+	if calls != 1 {
+		t.Errorf("cancelled subscriber called %d times, want 1", calls)
+	}
+}
