@@ -5,37 +5,21 @@ import (
 	"crypto/rand"
 	"io"
 	"net"
-	"os"
-	"strings"
 	"testing"
-)
 
-// pipeFDs counts this process's descriptors that are pipes.
-func pipeFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "pipe:") {
-			n++
-		}
-	}
-	return n
-}
+	"github.com/closeproxy/closeproxy/internal/loopback"
+)
 
 // TestRelayCopyChunksThenSplices: a direction that is silent or carries
 // small chunks holds no pipe; a bulk stream gets one pipe, which is closed
 // when the direction ends; every byte arrives in order and EOF ends the
 // copy without an error, as io.Copy would.
 func TestRelayCopyChunksThenSplices(t *testing.T) {
-	ln := loopbackListener(t)
-	client, src := loopbackPair(t, ln)
-	dst, sink := loopbackPair(t, ln)
+	ln := loopback.Listener(t)
+	client, src := loopback.Pair(t, ln)
+	dst, sink := loopback.Pair(t, ln)
 
-	base := pipeFDs(t)
+	base := loopback.PipeFDs(t)
 	type result struct {
 		n   int64
 		err error
@@ -54,7 +38,7 @@ func TestRelayCopyChunksThenSplices(t *testing.T) {
 	if _, err := io.ReadFull(sink, got); err != nil || !bytes.Equal(got, small) {
 		t.Fatalf("small chunk: got %q, %v", got, err)
 	}
-	if n := pipeFDs(t); n != base {
+	if n := loopback.PipeFDs(t); n != base {
 		t.Fatalf("after a small chunk the copier holds %d pipe descriptors, want none", n-base)
 	}
 
@@ -72,7 +56,7 @@ func TestRelayCopyChunksThenSplices(t *testing.T) {
 	if err := <-werr; err != nil {
 		t.Fatal(err)
 	}
-	if n := pipeFDs(t); n != base+2 {
+	if n := loopback.PipeFDs(t); n != base+2 {
 		t.Fatalf("during bulk the copier holds %d pipe descriptors, want 2 (one pipe)", n-base)
 	}
 
@@ -83,7 +67,7 @@ func TestRelayCopyChunksThenSplices(t *testing.T) {
 	if res.err != nil || res.n != int64(len(small)+len(bulk)) {
 		t.Fatalf("copy ended with n=%d, %v; want n=%d, nil", res.n, res.err, len(small)+len(bulk))
 	}
-	if n := pipeFDs(t); n != base {
+	if n := loopback.PipeFDs(t); n != base {
 		t.Fatalf("after the direction ended %d pipe descriptors remain, want none", n-base)
 	}
 }
@@ -91,9 +75,9 @@ func TestRelayCopyChunksThenSplices(t *testing.T) {
 // TestRelayCopyAllocatesNothingPerChunk: relaying a chunk, small or
 // spliced, allocates nothing once the direction runs.
 func TestRelayCopyAllocatesNothingPerChunk(t *testing.T) {
-	ln := loopbackListener(t)
-	client, src := loopbackPair(t, ln)
-	dst, sink := loopbackPair(t, ln)
+	ln := loopback.Listener(t)
+	client, src := loopback.Pair(t, ln)
+	dst, sink := loopback.Pair(t, ln)
 	done := make(chan error, 1)
 	go func() {
 		_, err := relayCopy(dst, src, nil)
@@ -123,10 +107,10 @@ func TestRelayCopyAllocatesNothingPerChunk(t *testing.T) {
 // TestRelayCopyGivesBuffersBack: every chunk buffer taken is given back,
 // also by the read that finds EOF.
 func TestRelayCopyGivesBuffersBack(t *testing.T) {
-	ln := loopbackListener(t)
+	ln := loopback.Listener(t)
 	for range 3 {
-		client, src := loopbackPair(t, ln)
-		dst, sink := loopbackPair(t, ln)
+		client, src := loopback.Pair(t, ln)
+		dst, sink := loopback.Pair(t, ln)
 		free0 := chunks.len()
 		done := make(chan error, 1)
 		go func() {

@@ -14,37 +14,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// loopbackListener listens on 127.0.0.1:0 until the test ends.
-func loopbackListener(t testing.TB) *net.TCPListener {
-	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
-}
-
-// loopbackPair returns a connection dialed to ln and its accepted end;
-// both are closed when the test ends.
-func loopbackPair(t testing.TB, ln *net.TCPListener) (dialed, accepted *net.TCPConn) {
-	t.Helper()
-	d, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := ln.AcceptTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close(); a.Close() })
-	return d, a
-}
 
 // policyClose is a leg policy with test-sized timers.
 func policyClose(target policy.Target, fb policy.Fallback) config.Close {
@@ -65,7 +39,7 @@ type relayed struct {
 // test fails if it still runs at the test's end.
 func relay(t testing.TB, front, back config.Close, idle time.Duration) *relayed {
 	t.Helper()
-	r := startRelay(t, loopbackListener(t), loopbackListener(t), front, back, idle)
+	r := startRelay(t, loopback.Listener(t), loopback.Listener(t), front, back, idle)
 	t.Cleanup(func() {
 		select {
 		case <-r.done:

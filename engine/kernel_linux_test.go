@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/sockdiag"
 )
@@ -122,7 +123,7 @@ func TestRecordsMatchKernelRacingFINs(t *testing.T) {
 	resp, _ := payload(2000, 8)
 	for _, pp := range policyPairs {
 		t.Run(pp.name, func(t *testing.T) {
-			frontLn, backLn = loopbackListener(t), loopbackListener(t)
+			frontLn, backLn = loopback.Listener(t), loopback.Listener(t)
 			var mu sync.Mutex
 			var recs []*Teardown
 			sem := make(chan struct{}, at)
@@ -189,7 +190,7 @@ func TestClientFirstEndsWithinTheAdaptiveGrace(t *testing.T) {
 	front.AdaptiveGrace, back.AdaptiveGrace = true, true
 	front.PeerFinGrace, back.PeerFinGrace = time.Second, time.Second
 	resp, _ := payload(2000, 9)
-	frontLn, backLn = loopbackListener(t), loopbackListener(t)
+	frontLn, backLn = loopback.Listener(t), loopback.Listener(t)
 	var mu sync.Mutex
 	var recs []*Teardown
 	var longest time.Duration
@@ -238,8 +239,8 @@ func TestClientFirstEndsWithinTheAdaptiveGrace(t *testing.T) {
 // TestTCPInfoAllocatesNothing: the TCP_INFO read behind every timer look
 // and every FIN reuses a pooled struct.
 func TestTCPInfoAllocatesNothing(t *testing.T) {
-	ln := loopbackListener(t)
-	client, srv := loopbackPair(t, ln)
+	ln := loopback.Listener(t)
+	client, srv := loopback.Pair(t, ln)
 	if _, err := client.Write([]byte("abc")); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +264,7 @@ func TestTCPInfoAllocatesNothing(t *testing.T) {
 // backend. A backend that reads to EOF gets the FIN after the probe.
 func TestProbeSparesProxyPortsForAnsweringBackends(t *testing.T) {
 	back := policyClose(policy.TargetPeer, policy.FallbackReset)
-	frontLn, backLn = loopbackListener(t), loopbackListener(t)
+	frontLn, backLn = loopback.Listener(t), loopback.Listener(t)
 	for _, waits := range []bool{false, true} {
 		r := startRelay(t, frontLn, backLn, defFront, back, 5*time.Second)
 		answered := make(chan time.Duration, 1)

@@ -13,6 +13,8 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/closeproxy/closeproxy/config"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // FuzzReadIntake feeds arbitrary bytes, as a client sends them over a real
@@ -36,7 +38,7 @@ func FuzzReadIntake(f *testing.F) {
 		f.Add([]byte(s), false)
 		f.Add([]byte(s), true)
 	}
-	ln := loopbackListener(f)
+	ln := loopback.Listener(f)
 	modes := []config.ProxyProtocolMode{config.ProxyProtocolOff, config.ProxyProtocolOptional, config.ProxyProtocolRequired}
 	sources := map[string]string{"trusted": "127.0.0.0/8", "untrusted": "10.0.0.0/8"}
 	f.Fuzz(func(t *testing.T, data []byte, keepOpen bool) {
@@ -65,7 +67,7 @@ func FuzzReadIntake(f *testing.F) {
 // bug truncatedV2Bug says (and nothing else went wrong).
 func checkIntake(t *testing.T, ln *net.TCPListener, l *config.Listener, trusted bool, data []byte, keepOpen bool) bool {
 	t.Helper()
-	client, server := loopbackPair(t, ln)
+	client, server := loopback.Pair(t, ln)
 	defer client.Close()
 	defer server.Close()
 	wrote := make(chan error, 1)
@@ -149,7 +151,7 @@ func knownTruncatedV2Loss(l *config.Listener, lost []byte) bool {
 // v2 header, then silence, in optional mode must be refused (or, at the
 // least, handed on whole), never half-eaten.
 func TestIntakeOptionalTruncatedV2(t *testing.T) {
-	ln := loopbackListener(t)
+	ln := loopback.Listener(t)
 	l := config.Listener{ProxyProtocol: config.ProxyProtocolOptional, ProxyProtocolTimeout: 50 * time.Millisecond,
 		ProxyProtocolTrusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	if checkIntake(t, ln, &l, true, []byte(v2Header(t)[:13]), true) {
@@ -161,10 +163,10 @@ func TestIntakeOptionalTruncatedV2(t *testing.T) {
 // message is short and cannot be a header ("PING\r\n", 6 bytes) and who
 // then waits for an answer must be relayed, not refused.
 func TestIntakeOptionalShortGreeting(t *testing.T) {
-	ln := loopbackListener(t)
+	ln := loopback.Listener(t)
 	l := config.Listener{ProxyProtocol: config.ProxyProtocolOptional, ProxyProtocolTimeout: 50 * time.Millisecond,
 		ProxyProtocolTrusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
-	client, server := loopbackPair(t, ln)
+	client, server := loopback.Pair(t, ln)
 	if _, err := client.Write([]byte("PING\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -178,35 +180,6 @@ func TestIntakeOptionalShortGreeting(t *testing.T) {
 	if got := string(in.leftover()); in.version != "none" || got != "PING\r\n" {
 		t.Fatalf("version %s, leftover %q; want none and the greeting", in.version, got)
 	}
-}
-
-// loopbackListener listens on 127.0.0.1 on a port the kernel picks and
-// closes the listener when t ends.
-func loopbackListener(t testing.TB) *net.TCPListener {
-	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
-}
-
-// loopbackPair connects to ln and returns both ends, closed when t ends
-// at the latest.
-func loopbackPair(t testing.TB, ln *net.TCPListener) (client, server *net.TCPConn) {
-	t.Helper()
-	client, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	server, err = ln.AcceptTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Close() })
-	return client, server
 }
 
 func v2Header(t testing.TB) string {

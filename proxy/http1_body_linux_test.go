@@ -5,13 +5,13 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -32,7 +32,7 @@ func TestHTTP1LargeBodySpliced(t *testing.T) {
 		hello(w, r)
 	})
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
-	base := pipeFDs(t)
+	base := loopback.PipeFDs(t)
 	got := roundTrips(t, h.addr, "GET /blob HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n"+
 		"GET /blob HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3)
 	want := "200 " + string(blob)
@@ -51,7 +51,7 @@ func TestHTTP1LargeBodySpliced(t *testing.T) {
 	if n := o.conns.Load(); n != 1 {
 		t.Errorf("origin accepted %d connections, want 1: the spliced body left the backend connection reusable", n)
 	}
-	if n := pipeFDs(t); n > base {
+	if n := loopback.PipeFDs(t); n > base {
 		t.Errorf("%d pipe descriptors left after the session ended, want none", n-base)
 	}
 }
@@ -75,20 +75,4 @@ func TestHTTP1LargeBodyCutShort(t *testing.T) {
 	if td.Outcome != engine.OutcomeBackendReset || td.Front.Close != policy.CloseReset || !strings.Contains(fmt.Sprint(td.Err), "unexpected EOF") {
 		t.Errorf("record: outcome %s, front close %s, err %v; want backend_reset, reset, unexpected EOF", td.Outcome, td.Front.Close, td.Err)
 	}
-}
-
-// pipeFDs counts this process's descriptors that are pipes.
-func pipeFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "pipe:") {
-			n++
-		}
-	}
-	return n
 }

@@ -8,6 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/config"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // TestAcceptedConnsInheritKeepAlive: keep-alive is set on the listening
@@ -20,7 +22,7 @@ func TestAcceptedConnsInheritKeepAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	client, srv := loopbackPair(t, ln.(*net.TCPListener))
+	client, srv := loopback.Pair(t, ln.(*net.TCPListener))
 	defer client.Close()
 	defer srv.Close()
 	for _, o := range []struct {
