@@ -21,6 +21,7 @@ type ListenerOpts struct {
 	Protocol                            string // backend protocol: "tcp" or "http1"; "" keeps the default
 	Intercept                           string // listener intercept: "tproxy" or "redirect"; "" keeps "off"
 	Source                              string // backend source: "client"; "" keeps "proxy"
+	IdleTimeout                         string // listener idle_timeout; "" keeps the default
 	Pool                                PoolOpts
 	Front, Back                         CloseOpts
 }
@@ -62,6 +63,7 @@ func closeproxyConfigWith(g GlobalOpts, ls ...ListenerOpts) string {
 		opt(&b, "proxy_protocol", l.ProxyProtocol)
 		opt(&b, "proxy_protocol_timeout", l.ProxyProtocolTimeout)
 		opt(&b, "intercept", l.Intercept)
+		opt(&b, "idle_timeout", l.IdleTimeout)
 		if len(l.ProxyProtocolTrusted) > 0 {
 			fmt.Fprintf(&b, "proxy_protocol_trusted = [%q", l.ProxyProtocolTrusted[0])
 			for _, p := range l.ProxyProtocolTrusted[1:] {

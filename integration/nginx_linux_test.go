@@ -28,6 +28,9 @@ type NginxOpts struct {
 	BlobSizes []int
 	// ProxyProtocol makes the listener require a PROXY header (v1 or v2).
 	ProxyProtocol bool
+	// Also are more addresses the same server listens on ("10.231.2.1:81"),
+	// so that tests can tell connections apart by the port they reached.
+	Also []string
 }
 
 // Nginx is a running nginx: one process (master_process off), its files in
@@ -67,6 +70,13 @@ func startNginx(t testing.TB, topo *Topology, ns, listenAddr string, opts NginxO
 	conf := filepath.Join(n.dir, "nginx.conf")
 	n.Proc = topo.Start(t, ns, bin, "-p", n.dir, "-c", conf, "-e", filepath.Join(n.dir, "error.log"))
 	waitListening(t, topo, ns, addr, n.Proc)
+	for _, a := range opts.Also {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			t.Fatalf("nginx listen address: %v", err)
+		}
+		waitListening(t, topo, ns, ap, n.Proc)
+	}
 	return n
 }
 
@@ -94,6 +104,9 @@ http {
 	keepalive_requests 100000;
 	server {
 		listen {{.Listen}}{{if .ProxyProtocol}} proxy_protocol{{end}} backlog=4096;
+		{{- range .Also}}
+		listen {{.}}{{if $.ProxyProtocol}} proxy_protocol{{end}} backlog=4096;
+		{{- end}}
 		root {{.Dir}}/www;
 		location / { }
 		location /close/ {
@@ -129,6 +142,7 @@ func (n *Nginx) writeFiles(t testing.TB, opts NginxOpts) {
 	var conf strings.Builder
 	err := nginxConf.Execute(&conf, map[string]any{
 		"Dir": n.dir, "Listen": n.Addr.String(), "Keepalive": keepalive, "ProxyProtocol": opts.ProxyProtocol,
+		"Also": opts.Also,
 	})
 	if err != nil {
 		t.Fatal(err)

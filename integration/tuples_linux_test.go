@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"testing"
@@ -86,7 +87,13 @@ func (c claimCheck) String() string {
 // over by the new connection.
 func matchClaims(t testing.TB, topo *Topology, recs []Record) claimCheck {
 	t.Helper()
-	held := kernelTimeWait(t, topo)
+	return judgeClaims(kernelTimeWait(t, topo), recs)
+}
+
+// judgeClaims is matchClaims against held, a snapshot of TIME-WAIT
+// sockets by 4-tuple (kernelTimeWait, or scopeTimeWait for the
+// connections of one part of a topology).
+func judgeClaims(held map[tuple]bool, recs []Record) claimCheck {
 	c := claimCheck{placed: map[string]int{}}
 	last := map[tuple]int{}
 	for i, r := range recs {
@@ -157,7 +164,14 @@ func (cl legClaim) judge(held, claimed map[tuple]bool) string {
 // unclaimed; at most maxUnknown legs may say unknown.
 func requireClaimsAgree(t testing.TB, topo *Topology, recs []Record, maxUnknown int) claimCheck {
 	t.Helper()
-	c := matchClaims(t, topo, recs)
+	return requireAgreement(t, matchClaims(t, topo, recs), maxUnknown)
+}
+
+// requireAgreement fails the test unless c found every leg in agreement
+// with the kernel, no TIME-WAIT socket unclaimed and at most maxUnknown
+// legs unknown.
+func requireAgreement(t testing.TB, c claimCheck, maxUnknown int) claimCheck {
+	t.Helper()
 	t.Logf("records against the kernel: %s", c)
 	for _, w := range c.wrong {
 		t.Error(w)
@@ -172,4 +186,44 @@ func requireClaimsAgree(t testing.TB, topo *Topology, recs []Record, maxUnknown 
 		t.Errorf("%d legs unknown, want at most %d", c.unknown, maxUnknown)
 	}
 	return c
+}
+
+// scopeTimeWait waits until no connection of a scope is opening or closing
+// on any of the three hosts, then returns the scope's TIME-WAIT sockets by
+// 4-tuple. A scope is the connections one of whose ends is one of addrs
+// (a listener's address for front legs, a backend's for back legs), so
+// that other parts of the topology may stay busy meanwhile. Polling the
+// kernel is the only way to see sockets settle; the deadline bounds it.
+func scopeTimeWait(t testing.TB, topo *Topology, timeout time.Duration, addrs ...netip.AddrPort) map[tuple]bool {
+	t.Helper()
+	in := map[string]bool{}
+	var ports []string
+	for _, a := range addrs {
+		in[a.String()] = true
+		p := fmt.Sprintf(":%d", a.Port())
+		ports = append(ports, "sport = "+p, "dport = "+p)
+	}
+	filter := "( " + strings.Join(ports, " or ") + " )"
+	deadline := time.Now().Add(timeout)
+	for {
+		held, busy := map[tuple]bool{}, []Socket{}
+		for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
+			for _, s := range sockets(t, topo, ns, "all", filter) {
+				switch {
+				case !in[s.Local.String()] && !in[s.Peer.String()]:
+				case transient[s.State]:
+					busy = append(busy, s)
+				case s.State == "TIME-WAIT":
+					held[tuple{s.Local.String(), s.Peer.String()}] = true
+				}
+			}
+		}
+		if len(busy) == 0 {
+			return held
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sockets of %v still opening or closing after %v, e.g. %+v", len(busy), addrs, timeout, busy[0])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
