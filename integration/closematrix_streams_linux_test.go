@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -139,6 +141,18 @@ func sumOf(b []byte) string {
 // received before the reset.
 func endedWell(end string, r Record, leg string) bool {
 	return end == "eof" || (end == "reset" && r.Str(leg+".close") == "reset" && r[leg+".cut"] == false)
+}
+
+// legs renders what a record says of its legs, for failure messages.
+func legs(r Record) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "record %v: outcome %q error %q duration_ms %v", r["id"], r.Str("outcome"), r.Str("error"), r.Num("duration_ms"))
+	for _, l := range []string{"front", "back"} {
+		fmt.Fprintf(&b, "\n  %s: first_fin %q close %q time_wait %q target %q reason %q cut %v bytes in %v out %v fin_in_ms %v fin_out_ms %v rst_out_ms %v",
+			l, r.Str(l+".first_fin"), r.Str(l+".close"), r.Str(l+".time_wait"), r.Str(l+".target"), r.Str(l+".reason"), r[l+".cut"],
+			r.Num(l+".bytes_in"), r.Num(l+".bytes_out"), r.Num(l+".fin_in_ms"), r.Num(l+".fin_out_ms"), r.Num(l+".rst_out_ms"))
+	}
+	return b.String()
 }
 
 // clients runs n clients at once, each with its own connection to addr
@@ -290,8 +304,8 @@ func runPaused(t *testing.T, e *pairEnv) cellOut {
 		cl := seen[r.Str("front.peer")]
 		be, _ := log.wait(t, r.Str("back.local"), 5*time.Second)
 		if cl.in != pausedDown || cl.sum != down || cl.writeEnd != "" || !endedWell(cl.end, r, "front") {
-			t.Errorf("record %v: the paused client read %d bytes (sum ok %v) ending in %q; want %d and its SHA-256",
-				r["id"], cl.in, cl.sum == down, cl.end, pausedDown)
+			t.Errorf("record %v: the paused client read %d bytes (sum ok %v) ending in %q; want %d and its SHA-256\n%s",
+				r["id"], cl.in, cl.sum == down, cl.end, pausedDown, legs(r))
 		}
 		if be.wrote != pausedDown || be.writeEnd != "" {
 			t.Errorf("record %v: the backend wrote %d of %d bytes (%s)", r["id"], be.wrote, pausedDown, be.writeEnd)

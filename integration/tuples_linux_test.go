@@ -87,13 +87,16 @@ func (c claimCheck) String() string {
 // over by the new connection.
 func matchClaims(t testing.TB, topo *Topology, recs []Record) claimCheck {
 	t.Helper()
-	return judgeClaims(kernelTimeWait(t, topo), recs)
+	return judgeClaims(kernelTimeWait(t, topo), nil, recs)
 }
 
 // judgeClaims is matchClaims against held, a snapshot of TIME-WAIT
 // sockets by 4-tuple (kernelTimeWait, or scopeTimeWait for the
-// connections of one part of a topology).
-func judgeClaims(held map[tuple]bool, recs []Record) claimCheck {
+// connections of one part of a topology). A 4-tuple in live, in use by an
+// open connection at the snapshot that no record names (a warm pool's,
+// a kept-alive one), was taken over like one two records share: the
+// claims on it are not judged, and counted as reused.
+func judgeClaims(held, live map[tuple]bool, recs []Record) claimCheck {
 	c := claimCheck{placed: map[string]int{}}
 	last := map[tuple]int{}
 	for i, r := range recs {
@@ -111,6 +114,10 @@ func judgeClaims(held map[tuple]bool, recs []Record) claimCheck {
 		for _, leg := range []string{"front", "back"} {
 			l, p := r.Str(leg+".local"), r.Str(leg+".peer")
 			if l == "" || p == "" || last[tuple{l, p}] != i {
+				continue
+			}
+			if live[tuple{l, p}] && r.Str(leg+".close") != "pooled" {
+				c.reused++
 				continue
 			}
 			c.legs++
@@ -190,11 +197,12 @@ func requireAgreement(t testing.TB, c claimCheck, maxUnknown int) claimCheck {
 
 // scopeTimeWait waits until no connection of a scope is opening or closing
 // on any of the three hosts, then returns the scope's TIME-WAIT sockets by
-// 4-tuple. A scope is the connections one of whose ends is one of addrs
-// (a listener's address for front legs, a backend's for back legs), so
-// that other parts of the topology may stay busy meanwhile. Polling the
-// kernel is the only way to see sockets settle; the deadline bounds it.
-func scopeTimeWait(t testing.TB, topo *Topology, timeout time.Duration, addrs ...netip.AddrPort) map[tuple]bool {
+// 4-tuple, and the 4-tuples of its open connections (both ways round). A
+// scope is the connections one of whose ends is one of addrs (a
+// listener's address for front legs, a backend's for back legs), so that
+// other parts of the topology may stay busy meanwhile. Polling the kernel
+// is the only way to see sockets settle; the deadline bounds it.
+func scopeTimeWait(t testing.TB, topo *Topology, timeout time.Duration, addrs ...netip.AddrPort) (held, live map[tuple]bool) {
 	t.Helper()
 	in := map[string]bool{}
 	var ports []string
@@ -206,20 +214,24 @@ func scopeTimeWait(t testing.TB, topo *Topology, timeout time.Duration, addrs ..
 	filter := "( " + strings.Join(ports, " or ") + " )"
 	deadline := time.Now().Add(timeout)
 	for {
-		held, busy := map[tuple]bool{}, []Socket{}
+		var busy []Socket
+		held, live = map[tuple]bool{}, map[tuple]bool{}
 		for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
 			for _, s := range sockets(t, topo, ns, "all", filter) {
+				l, p := s.Local.String(), s.Peer.String()
 				switch {
-				case !in[s.Local.String()] && !in[s.Peer.String()]:
+				case !in[l] && !in[p]:
 				case transient[s.State]:
 					busy = append(busy, s)
 				case s.State == "TIME-WAIT":
-					held[tuple{s.Local.String(), s.Peer.String()}] = true
+					held[tuple{l, p}] = true
+				default:
+					live[tuple{l, p}], live[tuple{p, l}] = true, true
 				}
 			}
 		}
 		if len(busy) == 0 {
-			return held
+			return held, live
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d sockets of %v still opening or closing after %v, e.g. %+v", len(busy), addrs, timeout, busy[0])
