@@ -83,7 +83,8 @@ func abortListener(t testing.TB, e *pairEnv) ListenerOpts {
 // abortOne sends the head and the first bytes, waits until the backend has
 // them, then closes the connection, with an RST when rst. It returns the
 // client's address and when it closed.
-func abortOne(t *testing.T, e *pairEnv, addr netip.AddrPort, log *sawLog, rst bool) (string, time.Time) {
+func abortOne(t testing.TB, e *pairEnv, addr netip.AddrPort, log *sawLog, rst bool) (string, time.Time) {
+	t.Helper()
 	c, err := dialFrom(t, e.topo.LB, addr.String())
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +224,8 @@ func runAbortHTTP1(t *testing.T, e *pairEnv) cellOut {
 
 // wholeRequest sends a whole request on its own connection and checks the
 // answer, then closes.
-func wholeRequest(t *testing.T, e *pairEnv, addr netip.AddrPort) {
+func wholeRequest(t testing.TB, e *pairEnv, addr netip.AddrPort) {
+	t.Helper()
 	c, err := dialFrom(t, e.topo.LB, addr.String())
 	if err != nil {
 		t.Fatal(err)

@@ -63,6 +63,16 @@ func runTimeout(t *testing.T, e *pairEnv) cellOut {
 		return s
 	})
 	recs := waitListenerRecords(t, cp, "timeout", n, 10*time.Second)
+	checkTimedOut(t, recs, seen, log)
+	waitFDs(t, cp.Pid(), base, 5*time.Second)
+	return cellOut{cp: cp, recs: recs, scope: []netip.AddrPort{e.listen(portTimeout), e.webAt(9089)}, want: certain("none", "none")}
+}
+
+// checkTimedOut: each client read an RST within 2.5 × idle_timeout, the
+// backend one at about the same time, and the record says timeout with
+// both legs cut, after idle_timeout.
+func checkTimedOut(t testing.TB, recs []Record, seen map[string]saw, log *sawLog) {
+	t.Helper()
 	for _, r := range recs {
 		cl := seen[r.Str("front.peer")]
 		be, _ := log.wait(t, r.Str("back.local"), 5*time.Second)
@@ -79,8 +89,6 @@ func runTimeout(t *testing.T, e *pairEnv) cellOut {
 			t.Errorf("record %v: the backend's read ended %q, %v from the client's; want an RST, together (rule 5)", r["id"], be.end, d.Round(time.Millisecond))
 		}
 	}
-	waitFDs(t, cp.Pid(), base, 5*time.Second)
-	return cellOut{cp: cp, recs: recs, scope: []netip.AddrPort{e.listen(portTimeout), e.webAt(9089)}, want: certain("none", "none")}
 }
 
 // waitFDs polls (only /proc knows) until process pid holds at most base
@@ -166,6 +174,50 @@ func runDrain(t *testing.T, e *pairEnv) cellOut {
 	cp := startCloseproxy(t, e.topo, e.topo.Proxy, closeproxyConfigWith(
 		GlobalOpts{AdminListen: "off", ShutdownTimeout: drainShutdown.String()}, l))
 	flowing := make(chan struct{}, 2*len(drainKinds))
+	kinds, wait := startDrainClients(t, e, flowing)
+	awaitFlowing(t, cp, flowing, log.arrived)
+	term := time.Now()
+	cp.Signal(t, syscall.SIGTERM)
+	if err := cp.Wait(t, drainShutdown+5*time.Second); err != nil {
+		t.Errorf("closeproxy after SIGTERM: %v, want exit status 0", err)
+	}
+	if took := time.Since(term); took > drainShutdown+3*time.Second {
+		t.Errorf("closeproxy exited %v after SIGTERM, want within shutdown_timeout %v and 3 s", took, drainShutdown)
+	}
+	seen := wait()
+	recs := waitListenerRecords(t, cp, "drain", 2*len(drainKinds), 5*time.Second)
+	checkDrained(t, recs, kinds, seen, log)
+	return cellOut{cp: cp, recs: recs, scope: []netip.AddrPort{e.listen(portDrain), e.webAt(9090)}, want: certain("none", "none")}
+}
+
+// awaitFlowing waits until every transfer moved drainFlowing bytes: the
+// downloads say so on flowing, the backend of each upload on arrived. None
+// may end before SIGTERM: each needs far longer.
+func awaitFlowing(t testing.TB, cp *Closeproxy, flowing, arrived <-chan struct{}) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for n := 0; n < 2*len(drainKinds); {
+		recs, changed := cp.log.teardowns()
+		if len(recs) > 0 {
+			t.Fatalf("a transfer ended before SIGTERM, long before its end:\n%s", legs(recs[0]))
+		}
+		select {
+		case <-flowing: // a download: the client got drainFlowing bytes
+			n++
+		case <-arrived: // an upload: the backend did
+			n++
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("after 10s, %d of %d transfers flowing", n, 2*len(drainKinds))
+		}
+	}
+}
+
+// startDrainClients starts two transfers of each kind and returns each
+// client's kind by its address, and a func that waits for them all and
+// returns what each saw.
+func startDrainClients(t testing.TB, e *pairEnv, flowing chan<- struct{}) (map[string]string, func() map[string]saw) {
+	t.Helper()
 	var mu sync.Mutex
 	kinds, seen := map[string]string{}, map[string]saw{}
 	var wg sync.WaitGroup
@@ -184,31 +236,10 @@ func runDrain(t *testing.T, e *pairEnv) cellOut {
 			mu.Unlock()
 		})
 	}
-	timeout := time.After(10 * time.Second)
-	downs, ups := 0, 0
-	for downs+ups < 2*len(drainKinds) {
-		select {
-		case <-flowing: // a download: the client got drainFlowing bytes
-			downs++
-		case <-log.arrived: // an upload: the backend did
-			ups++
-		case <-timeout:
-			t.Fatalf("after 10s, %d downloads and %d uploads flowing of %d; records %v; sockets in the proxy: %v", downs, ups, 2*len(drainKinds),
-				cp.Records(), sockets(t, e.topo, e.topo.Proxy, "all", "( sport = :8090 or dport = :9090 )"))
-		}
+	return kinds, func() map[string]saw {
+		wg.Wait()
+		return seen
 	}
-	term := time.Now()
-	cp.Signal(t, syscall.SIGTERM)
-	if err := cp.Wait(t, drainShutdown+5*time.Second); err != nil {
-		t.Errorf("closeproxy after SIGTERM: %v, want exit status 0", err)
-	}
-	if took := time.Since(term); took > drainShutdown+3*time.Second {
-		t.Errorf("closeproxy exited %v after SIGTERM, want within shutdown_timeout %v and 3 s", took, drainShutdown)
-	}
-	wg.Wait()
-	recs := waitListenerRecords(t, cp, "drain", 2*len(drainKinds), 5*time.Second)
-	checkDrained(t, recs, kinds, seen, log)
-	return cellOut{cp: cp, recs: recs, scope: []netip.AddrPort{e.listen(portDrain), e.webAt(9090)}, want: certain("none", "none")}
 }
 
 // drainClient runs one transfer of kind on c until the connection ends,

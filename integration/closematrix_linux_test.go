@@ -197,7 +197,11 @@ const matrixGrace = time.Second
 func (e *pairEnv) runCell(t *testing.T, c cell) {
 	start := time.Now()
 	out := c.run(t, e)
-	held, live := scopeTimeWait(t, e.topo, 15*time.Second, out.scope...)
+	held, live, busy := scopeTimeWait(t, e.topo, 15*time.Second, out.scope...)
+	if len(busy) > 0 {
+		t.Fatalf("%d sockets of %v still opening or closing 15 s after the cell's connections ended:\n%s",
+			len(busy), out.scope, namedBy(busy, out.recs))
+	}
 	chk := requireAgreement(t, judgeClaims(held, live, out.recs), max(1, 2*len(out.recs)/100))
 	showUnknown(t, held, out.recs)
 	if all := byListener(out.cp.Records(), c.name); len(all) != len(out.recs) {
@@ -207,6 +211,25 @@ func (e *pairEnv) runCell(t *testing.T, c cell) {
 	checkPlacements(t, out)
 	e.res.add(matrixRow{pair: e.pair, cell: c.name, conns: len(out.recs), chk: chk,
 		front: legCount(out.recs, "front"), back: legCount(out.recs, "back"), took: time.Since(start)})
+}
+
+// namedBy lists the busy sockets, at most ten, each with the record that
+// names its 4-tuple, if one does.
+func namedBy(busy []string, recs []Record) string {
+	var b strings.Builder
+	for _, s := range busy[:min(len(busy), 10)] {
+		b.WriteString(s)
+		for _, r := range recs {
+			for _, leg := range []string{"front", "back"} {
+				if l, p := r.Str(leg+".local"), r.Str(leg+".peer"); strings.Contains(s, l+" ") && strings.HasSuffix(s, p) ||
+					strings.Contains(s, p+" ") && strings.HasSuffix(s, l) {
+					fmt.Fprintf(&b, "\n  named by %s", legs(r))
+				}
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 // showUnknown logs the first unknown legs with what the kernel holds on

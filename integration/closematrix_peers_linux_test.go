@@ -122,7 +122,8 @@ func runRacing(t *testing.T, e *pairEnv) cellOut {
 // race runs the pair's racing client: it returns the exchanges completed
 // and checked, and how many connections it may have left unfinished when
 // it stopped (wrk stops mid-flight).
-func (e *pairEnv) race(t *testing.T, addr netip.AddrPort) (done, abandoned int) {
+func (e *pairEnv) race(t testing.TB, addr netip.AddrPort) (done, abandoned int) {
+	t.Helper()
 	url := fmt.Sprintf("http://%s%s", addr, e.web.BlobPath(racingBody))
 	switch e.racer {
 	case "wrk":

@@ -158,7 +158,8 @@ func legs(r Record) string {
 // clients runs n clients at once, each with its own connection to addr
 // from lb, and returns what each saw (addr is its local address, the
 // record's front.peer). A failing client reports with t.Errorf.
-func clients(t *testing.T, e *pairEnv, addr netip.AddrPort, n int, f func(c *net.TCPConn) saw) map[string]saw {
+func clients(t testing.TB, e *pairEnv, addr netip.AddrPort, n int, f func(c *net.TCPConn) saw) map[string]saw {
+	t.Helper()
 	var mu sync.Mutex
 	seen := map[string]saw{}
 	var wg sync.WaitGroup
@@ -332,6 +333,36 @@ const (
 	uploadDown  = 1 << 20
 )
 
+// uploadClient sends up, holding back all but its first uploadHold bytes
+// until it has the backend's answer (and with awaitEOF its end), reading
+// the answer meanwhile.
+func uploadClient(c *net.TCPConn, up []byte, awaitEOF bool) saw {
+	var s saw
+	got, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		s.in, s.sum, s.end = hashAllTelling(c, uploadDown, got)
+	}()
+	_, err := c.Write(up[:uploadHold])
+	if err == nil {
+		select {
+		case <-got:
+		case <-ended:
+		}
+		if awaitEOF {
+			<-ended
+		}
+		if _, err = c.Write(up[uploadHold:]); err == nil {
+			err = c.CloseWrite()
+		}
+	}
+	<-ended
+	if err != nil {
+		s.writeEnd = endKind(err)
+	}
+	return s
+}
+
 func uploadListener(t testing.TB, e *pairEnv) ListenerOpts {
 	log, down := e.sawLog("upload_after_server_halfclose"), blob(uploadDown)
 	be := scriptBackend(t, e.topo.Web, e.webAt(9086).String(), func(c *net.TCPConn) {
@@ -369,32 +400,7 @@ func runUpload(t *testing.T, e *pairEnv) cellOut {
 	addr := e.listen(portUpload)
 	up := blob(uploadUp)
 	awaitEOF := e.pair.front == "proxy" || e.pair.front == "auto" // the proxy's FIN goes first
-	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw {
-		var s saw
-		got, ended := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(ended)
-			s.in, s.sum, s.end = hashAllTelling(c, uploadDown, got)
-		}()
-		_, err := c.Write(up[:uploadHold])
-		if err == nil {
-			select {
-			case <-got:
-			case <-ended:
-			}
-			if awaitEOF {
-				<-ended
-			}
-			if _, err = c.Write(up[uploadHold:]); err == nil {
-				err = c.CloseWrite()
-			}
-		}
-		<-ended
-		if err != nil {
-			s.writeEnd = endKind(err)
-		}
-		return s
-	})
+	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw { return uploadClient(c, up, awaitEOF) })
 	recs := waitListenerRecords(t, e.main, "upload_after_server_halfclose", n, 20*time.Second)
 	requireOutcome(t, recs, "ok")
 	log, down, upSum := e.sawLog("upload_after_server_halfclose"), sumOf(blob(uploadDown)), sumOf(up)
