@@ -59,6 +59,7 @@ func runClientFirst(t *testing.T, e *pairEnv) cellOut {
 		Close: "client", ExpectBytes: peerBody, SHA256: e.web.BlobSHA256(t, peerBody),
 	})
 	requireAllOK(t, r, n)
+	checkServed(t, e.web.WaitAccessPort(t, 80, n, 5*time.Second), n, n, "GET "+e.web.BlobPath(peerBody)+" HTTP/1.1", peerBody)
 	recs := waitListenerRecords(t, e.main, "client_first", n, 20*time.Second)
 	requireOutcome(t, recs, "ok")
 	back := "none"
@@ -86,6 +87,7 @@ func runServerFirst(t *testing.T, e *pairEnv) cellOut {
 	if r.ServerResets != 0 {
 		t.Errorf("%d clients waiting for EOF got an RST: the FIN they waited for must be passed on (rule 1)", r.ServerResets)
 	}
+	checkServed(t, e.web.WaitAccessPort(t, 81, n, 5*time.Second), n, n, "GET /close"+e.web.BlobPath(peerBody)+" HTTP/1.1", peerBody)
 	recs := waitListenerRecords(t, e.main, "server_first", n, 20*time.Second)
 	requireOutcome(t, recs, "ok")
 	back := "backend"
@@ -110,6 +112,7 @@ func runRacing(t *testing.T, e *pairEnv) cellOut {
 			t.Errorf("closeproxy accepted %d racing connections; the client completed %d and left at most %d unfinished", total, done, abandoned)
 		}
 	}
+	checkServed(t, e.web.WaitAccessPort(t, 82, done, 5*time.Second), done, total, "GET "+e.web.BlobPath(racingBody)+" HTTP/1.1", racingBody)
 	recs := waitListenerRecords(t, e.main, "racing_fins", total, 30*time.Second)
 	ok := countBy(recs, "outcome")["ok"]
 	if int(ok) < done {
@@ -291,6 +294,24 @@ func raceCurl(t testing.TB, topo *Topology, url string, n int) {
 		t.Errorf("curl: %d transfers reported, want %d; %d bad statuses, sizes or bodies", len(lines), n, bad)
 	}
 	t.Logf("curl: %d transfers, SHA-256 %s each", len(lines), hex.EncodeToString(sum[:])[:12])
+}
+
+// checkServed: nginx read at least lo requests, each the one sent (the
+// request stream arrived whole), and answered each whole, once per
+// connection; at most hi connections in all, of which those past lo (a
+// client that stopped mid-flight) may have ended otherwise.
+func checkServed(t testing.TB, log []AccessEntry, lo, hi int, request string, size int64) {
+	t.Helper()
+	var bad []AccessEntry
+	for _, a := range log {
+		if a.Status != 200 || a.Request != request || a.BodyBytesSent != size || a.ConnectionRequests != 1 {
+			bad = append(bad, a)
+		}
+	}
+	if len(log)-len(bad) < lo || len(log) > hi || len(bad) > hi-lo {
+		t.Errorf("nginx served %d requests, %d of them not a whole 200 to %q with %d bytes as the connection's only request (e.g. %+v); want %d to %d, at most %d otherwise",
+			len(log), len(bad), request, size, bad[:min(len(bad), 1)], lo, hi, hi-lo)
+	}
 }
 
 // requireOutcome: every record has outcome want and neither leg cut.

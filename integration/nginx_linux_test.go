@@ -54,6 +54,7 @@ type AccessEntry struct {
 	Status                 int
 	Request                string
 	BodyBytesSent          int64
+	ServerPort             string // the port the request reached (NginxOpts.Also)
 }
 
 // startNginx runs nginx in namespace ns listening on listenAddr
@@ -98,7 +99,7 @@ http {
 	log_format cpt escape=json '{"remote_addr":"$remote_addr","remote_port":"$remote_port",'
 		'"connection":"$connection","connection_requests":"$connection_requests",'
 		'"proxy_protocol_addr":"$proxy_protocol_addr","proxy_protocol_port":"$proxy_protocol_port",'
-		'"status":"$status","request":"$request","body_bytes_sent":"$body_bytes_sent"}';
+		'"status":"$status","request":"$request","body_bytes_sent":"$body_bytes_sent","server_port":"$server_port"}';
 	access_log {{.Dir}}/access.log cpt;
 	keepalive_timeout {{.Keepalive}};
 	keepalive_requests 100000;
@@ -206,6 +207,29 @@ func (n *Nginx) WaitAccessLog(t testing.TB, count int, timeout time.Duration) []
 	}
 }
 
+// WaitAccessPort waits until the access log holds at least count entries
+// for requests that reached port, and returns those. Polling the file,
+// with a deadline, is the only way to know (WaitAccessLog).
+func (n *Nginx) WaitAccessPort(t testing.TB, port uint16, count int, timeout time.Duration) []AccessEntry {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var at []AccessEntry
+		for _, e := range n.AccessLog(t) {
+			if e.ServerPort == strconv.Itoa(int(port)) {
+				at = append(at, e)
+			}
+		}
+		if len(at) >= count {
+			return at
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx access log: %d entries for port %d after %v, want %d", len(at), port, timeout, count)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func parseAccessLine(t testing.TB, line string) AccessEntry {
 	t.Helper()
 	var raw map[string]string
@@ -224,6 +248,7 @@ func parseAccessLine(t testing.TB, line string) AccessEntry {
 		Connection: num("connection"), ConnectionRequests: int(num("connection_requests")),
 		ProxyProtocolAddr: raw["proxy_protocol_addr"], ProxyProtocolPort: raw["proxy_protocol_port"],
 		Status: int(num("status")), Request: raw["request"], BodyBytesSent: num("body_bytes_sent"),
+		ServerPort: raw["server_port"],
 	}
 }
 
