@@ -33,18 +33,14 @@ func TestCloseMatrix(t *testing.T) {
 	pairs, racing := matrixPairs(testing.Short())
 	res := &matrixResults{}
 	start := time.Now()
-	sem := make(chan struct{}, matrixParallel)
-	var wg sync.WaitGroup
+	// Pairs run one after the other: two at once on two cores took twice
+	// as long under -race (every cell waits on kernel state and peers
+	// starved of CPU).
 	for i, p := range pairs {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			t.Run(p.String(), func(t *testing.T) {
-				runPair(t, p, racers[i%len(racers)], racing, res)
-			})
+		t.Run(p.String(), func(t *testing.T) {
+			runPair(t, p, racers[i%len(racers)], racing, res)
 		})
 	}
-	wg.Wait()
 	t.Logf("close matrix: %d pairs, %d cells in %v\n%s", len(pairs), res.len(), time.Since(start).Round(time.Second), res.table())
 	if u, legs := res.unknown(); u*100 > legs {
 		t.Errorf("%d of %d legs unknown over the matrix, want at most 1 %%", u, legs)
@@ -55,10 +51,6 @@ func TestCloseMatrix(t *testing.T) {
 type matrixPair struct{ front, back string }
 
 func (p matrixPair) String() string { return "front=" + p.front + ",back=" + p.back }
-
-// matrixParallel is how many pairs run at once. Each pair's cells run at
-// once too; racing cells are the CPU-bound part.
-const matrixParallel = 1
 
 // racers are the real clients of the racing cell, one per pair in turn:
 // every kind races under several pairs.
@@ -106,10 +98,11 @@ func (e *pairEnv) sawLog(cell string) *sawLog {
 	return e.logs[cell]
 }
 
-// cell is one scenario; its listener is named after it. listener starts the cell's backend and returns its
-// [[listener]] in the pair's closeproxy; nil when the cell runs its own.
-// run drives the clients, checks what they and the backend saw, and
-// returns the records to judge against the kernel.
+// cell is one scenario; its listener is named after it. listener starts
+// the cell's backend and returns its [[listener]] in the pair's
+// closeproxy; nil when the cell runs its own. run drives the clients,
+// checks what they and the backend saw, and returns the records to judge
+// against the kernel.
 type cell struct {
 	name     string
 	listener func(t testing.TB, e *pairEnv) ListenerOpts
@@ -171,11 +164,15 @@ func runPair(t *testing.T, p matrixPair, racer string, racing int, res *matrixRe
 	t.Logf("%s: racing client %s, %v", p, racer, time.Since(start).Round(100*time.Millisecond))
 }
 
-// listen is the proxy's front address on port; webAt the web host's.
+// listen is the proxy's front address with port.
 func (e *pairEnv) listen(port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(e.topo.ProxyFront, port)
 }
-func (e *pairEnv) webAt(port uint16) netip.AddrPort { return netip.AddrPortFrom(e.topo.WebAddr, port) }
+
+// webAt is the web host's address with port.
+func (e *pairEnv) webAt(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(e.topo.WebAddr, port)
+}
 
 // listenerTo is a cell's [[listener]] on port toward backend, with the
 // pair's targets. peer_fin_grace is written out: the paused reader must
