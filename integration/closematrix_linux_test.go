@@ -130,6 +130,7 @@ var matrixCells = []cell{
 	{name: "racing_fins", listener: racingListener, run: runRacing},
 	{name: "halfclose_eof_backend", listener: halfCloseListener, run: runHalfClose},
 	{name: "halfclose_paused_reader", listener: pausedListener, run: runPaused},
+	{name: "halfclose_pausing_backend", listener: pausingListener, run: runPausing},
 	{name: "upload_after_server_halfclose", listener: uploadListener, run: runUpload},
 	{name: "abort_mid_body", listener: abortListener, run: runAbort},
 	{name: "abort_mid_body_http1", listener: abortHTTP1Listener, run: runAbortHTTP1},

@@ -25,7 +25,6 @@ import (
 
 const (
 	portHalfClose = 8084
-	portPaused    = 8085
 	portUpload    = 8086
 )
 
@@ -247,77 +246,6 @@ func runHalfClose(t *testing.T, e *pairEnv) cellOut {
 	}
 	return cellOut{cp: e.main, recs: recs, scope: []netip.AddrPort{addr, e.webAt(9084)},
 		want: certain(clientEnds(e.pair.front), "proxy")}
-}
-
-// Half-close with a paused reader: the client sends its request and shuts
-// down writing; the backend answers 8 MB at once and closes, while the
-// client reads nothing for pausedFor, longer than peer_fin_grace: a grace
-// must not count the backend's blocked writes as silence (rule 2).
-const (
-	pausedRequest = "GET /paused HTTP/1.1\r\nHost: web\r\n\r\n"
-	pausedDown    = 8 << 20
-	pausedFor     = 3 * time.Second
-)
-
-func pausedListener(t testing.TB, e *pairEnv) ListenerOpts {
-	log, down := e.sawLog("halfclose_paused_reader"), blob(pausedDown)
-	be := scriptBackend(t, e.topo.Web, e.webAt(9085).String(), func(c *net.TCPConn) {
-		req := make([]byte, len(pausedRequest))
-		var s saw
-		if _, err := io.ReadFull(c, req); err != nil || string(req) != pausedRequest {
-			s.end = "bad request: " + endKind(err)
-			log.put(c, s)
-			return
-		}
-		s.in = int64(len(req))
-		k, err := c.Write(down)
-		s.wrote = int64(k)
-		if err != nil {
-			s.writeEnd = endKind(err)
-		}
-		log.put(c, s)
-	})
-	return e.listenerTo("halfclose_paused_reader", portPaused, netip.MustParseAddrPort(be))
-}
-
-// runPaused: the front leg ends client-first (clientEnds); the back leg
-// is proxy-first, and only target proxy is certain (its FIN leaves at once,
-// long before the backend's); the others depend on whether the backend
-// answered before the client's FIN reached the proxy.
-func runPaused(t *testing.T, e *pairEnv) cellOut {
-	const n = 2
-	addr := e.listen(portPaused)
-	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw {
-		var s saw
-		if _, err := io.WriteString(c, pausedRequest); err != nil {
-			s.writeEnd = endKind(err)
-		} else if err := c.CloseWrite(); err != nil {
-			s.writeEnd = endKind(err)
-		}
-		time.Sleep(pausedFor) // the paused reader under test, not a synchronisation
-		s.in, s.sum, s.end = hashAll(c)
-		return s
-	})
-	recs := waitListenerRecords(t, e.main, "halfclose_paused_reader", n, 20*time.Second)
-	requireOutcome(t, recs, "ok")
-	log, down := e.sawLog("halfclose_paused_reader"), sumOf(blob(pausedDown))
-	for _, r := range recs {
-		cl := seen[r.Str("front.peer")]
-		be, _ := log.wait(t, r.Str("back.local"), 5*time.Second)
-		if cl.in != pausedDown || cl.sum != down || cl.writeEnd != "" || !endedWell(cl.end, r, "front") {
-			t.Errorf("record %v: the paused client read %d bytes (sum ok %v) ending in %q; want %d and its SHA-256\n%s",
-				r["id"], cl.in, cl.sum == down, cl.end, pausedDown, legs(r))
-		}
-		if be.wrote != pausedDown || be.writeEnd != "" {
-			t.Errorf("record %v: the backend wrote %d of %d bytes (%s)", r["id"], be.wrote, pausedDown, be.writeEnd)
-		}
-	}
-	back := ""
-	if e.pair.back == "proxy" {
-		back = "proxy"
-	}
-	return cellOut{cp: e.main, recs: recs, scope: []netip.AddrPort{addr, e.webAt(9085)},
-		want: certain(clientEnds(e.pair.front), back)}
 }
 
 // Upload after the server's half-close: the backend reads the first MB of
