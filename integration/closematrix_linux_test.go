@@ -132,6 +132,7 @@ var matrixCells = []cell{
 	{name: "halfclose_paused_reader", listener: pausedListener, run: runPaused},
 	{name: "halfclose_pausing_backend", listener: pausingListener, run: runPausing},
 	{name: "upload_after_server_halfclose", listener: uploadListener, run: runUpload},
+	{name: "upload_pausing_after_server_halfclose", listener: uploadPausingListener, run: runUploadPausing},
 	{name: "abort_mid_body", listener: abortListener, run: runAbort},
 	{name: "abort_mid_body_http1", listener: abortHTTP1Listener, run: runAbortHTTP1},
 	{name: "timeout", run: runTimeout},

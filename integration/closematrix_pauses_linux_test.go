@@ -16,8 +16,9 @@ import (
 // reaches the client as an RST and is recorded as cut, rule 4).
 
 const (
-	portPaused  = 8085
-	portPausing = 8091
+	portPaused        = 8085
+	portPausing       = 8091
+	portUploadPausing = 8092
 )
 
 // Half-close with a paused reader: the client sends its request and shuts
@@ -165,4 +166,95 @@ func runPausing(t *testing.T, e *pairEnv) cellOut {
 		}
 	}
 	return cellOut{cp: e.main, recs: recs, scope: []netip.AddrPort{addr, e.webAt(9091)}, want: certain("", "")}
+}
+
+// An upload that pauses after the server's half-close: the client sends
+// half its upload and reads the backend's short answer, sends a little
+// more (on which the backend shuts down writing), stops for pausingFor,
+// and sends the rest; the backend reads the upload to its end. The mirror
+// of the pausing backend, on the front leg.
+const (
+	pausingUpHalf = 256 << 10
+	pausingAnswer = 64 << 10
+	pausingMore   = 64 << 10 // sent on the answer, before the pause
+)
+
+func uploadPausingListener(t testing.TB, e *pairEnv) ListenerOpts {
+	log, answer := e.sawLog("upload_pausing_after_server_halfclose"), blob(pausingAnswer)
+	be := scriptBackend(t, e.topo.Web, e.webAt(9092).String(), func(c *net.TCPConn) {
+		first := make([]byte, pausingUpHalf+pausingMore)
+		var s saw
+		if _, err := io.ReadFull(c, first[:pausingUpHalf]); err != nil {
+			s.end = "first half: " + endKind(err)
+			log.put(c, s)
+			return
+		}
+		k, err := c.Write(answer)
+		if err == nil {
+			_, err = io.ReadFull(c, first[pausingUpHalf:])
+		}
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		s.wrote = int64(k)
+		if err != nil {
+			s.writeEnd = endKind(err)
+		}
+		s.in, s.sum, s.end = hashAll(io.MultiReader(bytes.NewReader(first), c))
+		log.put(c, s)
+	})
+	return e.listenerTo("upload_pausing_after_server_halfclose", portUploadPausing, netip.MustParseAddrPort(be))
+}
+
+// runUploadPausing: the front leg ends proxy-first while the client is
+// sending (it sent since the answer), so targets client and nowhere
+// withhold the FIN for a grace of its silence, and the client pauses. If the proxy bets on the pause and resets the client, the rest
+// of the upload is lost, and rule 4 says the backend must then read an RST,
+// never a clean end, and the record say cut. Either the backend reads the
+// whole upload, or that.
+func runUploadPausing(t *testing.T, e *pairEnv) cellOut {
+	const n = 2
+	addr, up := e.listen(portUploadPausing), blob(2*pausingUpHalf)
+	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw {
+		var s saw
+		answer := make([]byte, pausingAnswer)
+		_, err := c.Write(up[:pausingUpHalf])
+		if err == nil {
+			_, err = io.ReadFull(c, answer)
+		}
+		if err == nil {
+			_, err = c.Write(up[pausingUpHalf : pausingUpHalf+pausingMore])
+		}
+		if err == nil {
+			time.Sleep(pausingFor) // the client's own pause under test, not a synchronisation
+			if _, err = c.Write(up[pausingUpHalf+pausingMore:]); err == nil {
+				err = c.CloseWrite()
+			}
+		}
+		if err != nil {
+			s.writeEnd = endKind(err)
+		}
+		rest, _, end := hashAll(c)
+		s.in, s.sum, s.end = int64(len(answer))+rest, sumOf(answer), end
+		return s
+	})
+	recs := waitListenerRecords(t, e.main, "upload_pausing_after_server_halfclose", n, 20*time.Second)
+	log, upSum := e.sawLog("upload_pausing_after_server_halfclose"), sumOf(up)
+	for _, r := range recs {
+		cl := seen[r.Str("front.peer")]
+		be, _ := log.wait(t, r.Str("back.local"), 5*time.Second)
+		whole := be.in == int64(len(up)) && be.sum == upSum
+		switch {
+		case whole && endedWell(be.end, r, "back") && cl.writeEnd == "" && r.Str("outcome") == "ok":
+		case !whole && be.end == "reset" && r["back.cut"] == true && r.Str("outcome") != "ok":
+			t.Logf("record %v: the upload was cut after %d of %d bytes, and said so (RST, cut, outcome %s)", r["id"], be.in, len(up), r.Str("outcome"))
+		default:
+			t.Errorf("the backend read %d of %d bytes (sum ok %v) ending in %q, the client's upload ended %q: an upload cut short must reach the backend as an RST and be recorded as cut (rule 4)\n%s",
+				be.in, len(up), be.sum == upSum, be.end, cl.writeEnd, legs(r))
+		}
+		if cl.in != pausingAnswer {
+			t.Errorf("record %v: the client read %d bytes, want the %d-byte answer and no more", r["id"], cl.in, pausingAnswer)
+		}
+	}
+	return cellOut{cp: e.main, recs: recs, scope: []netip.AddrPort{addr, e.webAt(9092)}, want: certain("", "")}
 }
