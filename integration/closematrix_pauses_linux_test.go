@@ -206,6 +206,32 @@ func uploadPausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 	return e.listenerTo("upload_pausing_after_server_halfclose", portUploadPausing, netip.MustParseAddrPort(be))
 }
 
+// pausingUploader sends up in three parts: half, a little more once it
+// has the answer, and after a pause the rest; then reads to the end.
+func pausingUploader(c *net.TCPConn, up []byte) saw {
+	var s saw
+	answer := make([]byte, pausingAnswer)
+	_, err := c.Write(up[:pausingUpHalf])
+	if err == nil {
+		_, err = io.ReadFull(c, answer)
+	}
+	if err == nil {
+		_, err = c.Write(up[pausingUpHalf : pausingUpHalf+pausingMore])
+	}
+	if err == nil {
+		time.Sleep(pausingFor) // the client's own pause under test, not a synchronisation
+		if _, err = c.Write(up[pausingUpHalf+pausingMore:]); err == nil {
+			err = c.CloseWrite()
+		}
+	}
+	if err != nil {
+		s.writeEnd = endKind(err)
+	}
+	rest, _, end := hashAll(c)
+	s.in, s.sum, s.end = int64(len(answer))+rest, sumOf(answer), end
+	return s
+}
+
 // runUploadPausing: the front leg ends proxy-first while the client is
 // sending (it sent since the answer), so targets client and nowhere
 // withhold the FIN for a grace of its silence, and the client pauses. If the proxy bets on the pause and resets the client, the rest
@@ -215,29 +241,7 @@ func uploadPausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 func runUploadPausing(t *testing.T, e *pairEnv) cellOut {
 	const n = 2
 	addr, up := e.listen(portUploadPausing), blob(2*pausingUpHalf)
-	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw {
-		var s saw
-		answer := make([]byte, pausingAnswer)
-		_, err := c.Write(up[:pausingUpHalf])
-		if err == nil {
-			_, err = io.ReadFull(c, answer)
-		}
-		if err == nil {
-			_, err = c.Write(up[pausingUpHalf : pausingUpHalf+pausingMore])
-		}
-		if err == nil {
-			time.Sleep(pausingFor) // the client's own pause under test, not a synchronisation
-			if _, err = c.Write(up[pausingUpHalf+pausingMore:]); err == nil {
-				err = c.CloseWrite()
-			}
-		}
-		if err != nil {
-			s.writeEnd = endKind(err)
-		}
-		rest, _, end := hashAll(c)
-		s.in, s.sum, s.end = int64(len(answer))+rest, sumOf(answer), end
-		return s
-	})
+	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw { return pausingUploader(c, up) })
 	recs := waitListenerRecords(t, e.main, "upload_pausing_after_server_halfclose", n, 20*time.Second)
 	log, upSum := e.sawLog("upload_pausing_after_server_halfclose"), sumOf(up)
 	for _, r := range recs {

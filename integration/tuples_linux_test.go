@@ -98,17 +98,7 @@ func matchClaims(t testing.TB, topo *Topology, recs []Record) claimCheck {
 // claims on it are not judged, and counted as reused.
 func judgeClaims(held, live map[tuple]bool, recs []Record) claimCheck {
 	c := claimCheck{placed: map[string]int{}}
-	last := map[tuple]int{}
-	for i, r := range recs {
-		for _, leg := range []string{"front", "back"} {
-			if l, p := r.Str(leg+".local"), r.Str(leg+".peer"); l != "" && p != "" {
-				if _, seen := last[tuple{l, p}]; seen {
-					c.reused++
-				}
-				last[tuple{l, p}] = i
-			}
-		}
-	}
+	last := lastNaming(recs, &c.reused)
 	claimed := map[tuple]bool{}
 	for i, r := range recs {
 		for _, leg := range []string{"front", "back"} {
@@ -142,6 +132,23 @@ func judgeClaims(held, live map[tuple]bool, recs []Record) claimCheck {
 		}
 	}
 	return c
+}
+
+// lastNaming returns, for each 4-tuple the records name, the index of the
+// last record naming it, and counts in reused the names that came again.
+func lastNaming(recs []Record, reused *int) map[tuple]int {
+	last := map[tuple]int{}
+	for i, r := range recs {
+		for _, leg := range []string{"front", "back"} {
+			if l, p := r.Str(leg+".local"), r.Str(leg+".peer"); l != "" && p != "" {
+				if _, seen := last[tuple{l, p}]; seen {
+					*reused++
+				}
+				last[tuple{l, p}] = i
+			}
+		}
+	}
+	return last
 }
 
 // judge says why the claim disagrees with the kernel, or "" when it
