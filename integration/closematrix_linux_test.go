@@ -195,6 +195,12 @@ const matrixGrace = time.Second
 // certain, and adds its row to the table.
 func (e *pairEnv) runCell(t *testing.T, c cell) {
 	start := time.Now()
+	added := false
+	defer func() {
+		if !added { // the cell stopped at a fatal failure: its row says so
+			e.res.add(matrixRow{pair: e.pair, cell: c.name, stopped: true, took: time.Since(start)})
+		}
+	}()
 	out := c.run(t, e)
 	held, live, busy := scopeTimeWait(t, e.topo, 15*time.Second, out.scope...)
 	if len(busy) > 0 {
@@ -210,6 +216,7 @@ func (e *pairEnv) runCell(t *testing.T, c cell) {
 	checkPlacements(t, out)
 	e.res.add(matrixRow{pair: e.pair, cell: c.name, conns: len(out.recs), chk: chk,
 		front: legCount(out.recs, "front"), back: legCount(out.recs, "back"), took: time.Since(start)})
+	added = true
 }
 
 // namedBy lists the busy sockets, at most ten, each with the record that
@@ -330,6 +337,7 @@ type matrixRow struct {
 	front, back map[string]int
 	chk         claimCheck
 	took        time.Duration
+	stopped     bool // by a fatal failure, before it was judged
 }
 
 // matrixResults collects the rows of the cells, which run at once.
@@ -375,9 +383,13 @@ func (m *matrixResults) table() string {
 		return order[a.cell] < order[b.cell]
 	})
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-30s %-30s %6s  %-34s %-34s %7s %11s %6s\n", "pair", "cell", "conns", "front time_wait", "back time_wait", "unknown", "agree/legs", "secs")
+	fmt.Fprintf(&b, "%-30s %-37s %6s  %-34s %-34s %7s %11s %6s\n", "pair", "cell", "conns", "front time_wait", "back time_wait", "unknown", "agree/legs", "secs")
 	for _, r := range m.rows {
-		fmt.Fprintf(&b, "%-30s %-30s %6d  %-34s %-34s %7d %5d/%-5d %6.1f\n", r.pair, r.cell, r.conns,
+		if r.stopped {
+			fmt.Fprintf(&b, "%-30s %-37s stopped by a fatal failure after %.1f s\n", r.pair, r.cell, r.took.Seconds())
+			continue
+		}
+		fmt.Fprintf(&b, "%-30s %-37s %6d  %-34s %-34s %7d %5d/%-5d %6.1f\n", r.pair, r.cell, r.conns,
 			fmtCount(r.front), fmtCount(r.back), r.chk.unknown, r.chk.agree, r.chk.legs, r.took.Seconds())
 	}
 	return b.String()
