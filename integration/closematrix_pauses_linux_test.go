@@ -94,12 +94,15 @@ func runPaused(t *testing.T, e *pairEnv) cellOut {
 
 // Half-close with a backend that pauses mid-stream: the client sends its
 // request, and half-closes once the answer began; the backend sends half
-// its answer, stops for pausingFor (longer than a grace adapted to its
-// quick answer, shorter than peer_fin_grace), sends the rest and closes.
+// its answer, stops for pausingFor, sends the rest and closes. The pause
+// outlasts peer_fin_grace, so that whatever grace the proxy adapted, a
+// target that withholds its FIN sees it run out: a grace adapted to a
+// quick answer runs out after tens of milliseconds, but under load the
+// peers' own pauses stretch it unpredictably.
 const (
 	pausingRequest = "GET /pausing HTTP/1.1\r\nHost: web\r\n\r\n"
 	pausingHalf    = 256 << 10
-	pausingFor     = 300 * time.Millisecond
+	pausingFor     = matrixGrace + 500*time.Millisecond
 )
 
 func pausingListener(t testing.TB, e *pairEnv) ListenerOpts {
