@@ -23,6 +23,7 @@ type ListenerOpts struct {
 	Intercept                           string // listener intercept: "tproxy" or "redirect"; "" keeps "off"
 	Source                              string // backend source: "client"; "" keeps "proxy"
 	MaxConnections                      string // listener max_connections, an integer as written; "" keeps the default
+	IdleTimeout                         string // listener idle_timeout; "" keeps the default
 	Pool                                PoolOpts
 	Front, Back                         CloseOpts
 }
@@ -65,6 +66,7 @@ func closeproxyConfigWith(g GlobalOpts, ls ...ListenerOpts) string {
 		opt(&b, "proxy_protocol_timeout", l.ProxyProtocolTimeout)
 		opt(&b, "intercept", l.Intercept)
 		rawOpt(&b, "max_connections", l.MaxConnections)
+		opt(&b, "idle_timeout", l.IdleTimeout)
 		if len(l.ProxyProtocolTrusted) > 0 {
 			fmt.Fprintf(&b, "proxy_protocol_trusted = [%q", l.ProxyProtocolTrusted[0])
 			for _, p := range l.ProxyProtocolTrusted[1:] {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -28,6 +29,9 @@ type NginxOpts struct {
 	BlobSizes []int
 	// ProxyProtocol makes the listener require a PROXY header (v1 or v2).
 	ProxyProtocol bool
+	// Also are more addresses the same server listens on ("10.231.2.1:81"),
+	// so that tests can tell connections apart by the port they reached.
+	Also []string
 }
 
 // Nginx is a running nginx: one process (master_process off), its files in
@@ -51,6 +55,7 @@ type AccessEntry struct {
 	Status                 int
 	Request                string
 	BodyBytesSent          int64
+	ServerPort             string // the port the request reached (NginxOpts.Also)
 }
 
 // startNginx runs nginx in namespace ns listening on listenAddr
@@ -67,6 +72,13 @@ func startNginx(t testing.TB, topo *Topology, ns, listenAddr string, opts NginxO
 	conf := filepath.Join(n.dir, "nginx.conf")
 	n.Proc = topo.Start(t, ns, bin, "-p", n.dir, "-c", conf, "-e", filepath.Join(n.dir, "error.log"))
 	waitListening(t, topo, ns, addr, n.Proc)
+	for _, a := range opts.Also {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			t.Fatalf("nginx listen address: %v", err)
+		}
+		waitListening(t, topo, ns, ap, n.Proc)
+	}
 	return n
 }
 
@@ -88,12 +100,15 @@ http {
 	log_format cpt escape=json '{"remote_addr":"$remote_addr","remote_port":"$remote_port",'
 		'"connection":"$connection","connection_requests":"$connection_requests",'
 		'"proxy_protocol_addr":"$proxy_protocol_addr","proxy_protocol_port":"$proxy_protocol_port",'
-		'"status":"$status","request":"$request","body_bytes_sent":"$body_bytes_sent"}';
+		'"status":"$status","request":"$request","body_bytes_sent":"$body_bytes_sent","server_port":"$server_port"}';
 	access_log {{.Dir}}/access.log cpt;
 	keepalive_timeout {{.Keepalive}};
 	keepalive_requests 100000;
 	server {
 		listen {{.Listen}}{{if .ProxyProtocol}} proxy_protocol{{end}} backlog=4096;
+		{{- range .Also}}
+		listen {{.}}{{if $.ProxyProtocol}} proxy_protocol{{end}} backlog=4096;
+		{{- end}}
 		root {{.Dir}}/www;
 		location / { }
 		location /close/ {
@@ -129,6 +144,7 @@ func (n *Nginx) writeFiles(t testing.TB, opts NginxOpts) {
 	var conf strings.Builder
 	err := nginxConf.Execute(&conf, map[string]any{
 		"Dir": n.dir, "Listen": n.Addr.String(), "Keepalive": keepalive, "ProxyProtocol": opts.ProxyProtocol,
+		"Also": opts.Also,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +180,13 @@ func (n *Nginx) AccessLog(t testing.TB) []AccessEntry {
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
+	// A line nginx is still writing has no newline yet: it is left for
+	// the next read.
+	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+		data = data[:i+1]
+	} else {
+		data = nil
+	}
 	var entries []AccessEntry
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		if line != "" {
@@ -192,6 +215,29 @@ func (n *Nginx) WaitAccessLog(t testing.TB, count int, timeout time.Duration) []
 	}
 }
 
+// WaitAccessPort waits until the access log holds at least count entries
+// for requests that reached port, and returns those. Polling the file,
+// with a deadline, is the only way to know (WaitAccessLog).
+func (n *Nginx) WaitAccessPort(t testing.TB, port uint16, count int, timeout time.Duration) []AccessEntry {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var at []AccessEntry
+		for _, e := range n.AccessLog(t) {
+			if e.ServerPort == strconv.Itoa(int(port)) {
+				at = append(at, e)
+			}
+		}
+		if len(at) >= count {
+			return at
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx access log: %d entries for port %d after %v, want %d", len(at), port, timeout, count)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func parseAccessLine(t testing.TB, line string) AccessEntry {
 	t.Helper()
 	var raw map[string]string
@@ -210,6 +256,7 @@ func parseAccessLine(t testing.TB, line string) AccessEntry {
 		Connection: num("connection"), ConnectionRequests: int(num("connection_requests")),
 		ProxyProtocolAddr: raw["proxy_protocol_addr"], ProxyProtocolPort: raw["proxy_protocol_port"],
 		Status: int(num("status")), Request: raw["request"], BodyBytesSent: num("body_bytes_sent"),
+		ServerPort: raw["server_port"],
 	}
 }
 

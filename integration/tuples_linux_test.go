@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"testing"
@@ -91,18 +92,18 @@ func (c claimCheck) String() string {
 func matchClaims(t testing.TB, topo *Topology, recs []Record) claimCheck {
 	t.Helper()
 	held, live := kernelTimeWait(t, topo)
+	return judgeClaims(held, live, recs)
+}
+
+// judgeClaims is matchClaims against held, a snapshot of TIME-WAIT
+// sockets by 4-tuple (kernelTimeWait, or scopeTimeWait for the
+// connections of one part of a topology). A 4-tuple in live, in use by an
+// open connection at the snapshot that no record names (a warm pool's,
+// a kept-alive one), was taken over like one two records share: the
+// claims on it are not judged, and counted as reused.
+func judgeClaims(held, live map[tuple]bool, recs []Record) claimCheck {
 	c := claimCheck{placed: map[string]int{}}
-	last := map[tuple]int{}
-	for i, r := range recs {
-		for _, leg := range []string{"front", "back"} {
-			if l, p := r.Str(leg+".local"), r.Str(leg+".peer"); l != "" && p != "" {
-				if _, seen := last[tuple{l, p}]; seen {
-					c.reused++
-				}
-				last[tuple{l, p}] = i
-			}
-		}
-	}
+	last := lastNaming(recs, &c.reused)
 	claimed := map[tuple]bool{}
 	for i, r := range recs {
 		for _, leg := range []string{"front", "back"} {
@@ -110,7 +111,7 @@ func matchClaims(t testing.TB, topo *Topology, recs []Record) claimCheck {
 			if l == "" || p == "" || last[tuple{l, p}] != i {
 				continue
 			}
-			if live[tuple{l, p}] { // taken over by a connection with no record (a warm pool dial)
+			if live[tuple{l, p}] && r.Str(leg+".close") != "pooled" {
 				c.reused++
 				continue
 			}
@@ -136,6 +137,23 @@ func matchClaims(t testing.TB, topo *Topology, recs []Record) claimCheck {
 		}
 	}
 	return c
+}
+
+// lastNaming returns, for each 4-tuple the records name, the index of the
+// last record naming it, and counts in reused the names that came again.
+func lastNaming(recs []Record, reused *int) map[tuple]int {
+	last := map[tuple]int{}
+	for i, r := range recs {
+		for _, leg := range []string{"front", "back"} {
+			if l, p := r.Str(leg+".local"), r.Str(leg+".peer"); l != "" && p != "" {
+				if _, seen := last[tuple{l, p}]; seen {
+					*reused++
+				}
+				last[tuple{l, p}] = i
+			}
+		}
+	}
+	return last
 }
 
 // judge says why the claim disagrees with the kernel, or "" when it
@@ -165,7 +183,14 @@ func (cl legClaim) judge(held, claimed map[tuple]bool) string {
 // unclaimed; at most maxUnknown legs may say unknown.
 func requireClaimsAgree(t testing.TB, topo *Topology, recs []Record, maxUnknown int) claimCheck {
 	t.Helper()
-	c := matchClaims(t, topo, recs)
+	return requireAgreement(t, matchClaims(t, topo, recs), maxUnknown)
+}
+
+// requireAgreement fails the test unless c found every leg in agreement
+// with the kernel, no TIME-WAIT socket unclaimed and at most maxUnknown
+// legs unknown.
+func requireAgreement(t testing.TB, c claimCheck, maxUnknown int) claimCheck {
+	t.Helper()
 	t.Logf("records against the kernel: %s", c)
 	for _, w := range c.wrong {
 		t.Error(w)
@@ -180,4 +205,47 @@ func requireClaimsAgree(t testing.TB, topo *Topology, recs []Record, maxUnknown 
 		t.Errorf("%d legs unknown, want at most %d", c.unknown, maxUnknown)
 	}
 	return c
+}
+
+// scopeTimeWait waits until no connection of a scope is opening or closing
+// on any of the three hosts, then returns the scope's TIME-WAIT sockets by
+// 4-tuple, and the 4-tuples of its open connections (both ways round). A
+// scope is the connections one of whose ends is one of addrs (a
+// listener's address for front legs, a backend's for back legs), so that
+// other parts of the topology may stay busy meanwhile. Polling the kernel
+// is the only way to see sockets settle; the deadline bounds it: busy
+// then names the sockets still opening or closing, by host.
+func scopeTimeWait(t testing.TB, topo *Topology, timeout time.Duration, addrs ...netip.AddrPort) (held, live map[tuple]bool, busy []string) {
+	t.Helper()
+	in := map[string]bool{}
+	var ports []string
+	for _, a := range addrs {
+		in[a.String()] = true
+		p := fmt.Sprintf(":%d", a.Port())
+		ports = append(ports, "sport = "+p, "dport = "+p)
+	}
+	filter := "( " + strings.Join(ports, " or ") + " )"
+	deadline := time.Now().Add(timeout)
+	for {
+		busy = nil
+		held, live = map[tuple]bool{}, map[tuple]bool{}
+		for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
+			for _, s := range sockets(t, topo, ns, "all", filter) {
+				l, p := s.Local.String(), s.Peer.String()
+				switch {
+				case !in[l] && !in[p]:
+				case transient[s.State]:
+					busy = append(busy, fmt.Sprintf("%s %s %s ↔ %s", ns, s.State, l, p))
+				case s.State == "TIME-WAIT":
+					held[tuple{l, p}] = true
+				default:
+					live[tuple{l, p}], live[tuple{p, l}] = true, true
+				}
+			}
+		}
+		if len(busy) == 0 || time.Now().After(deadline) {
+			return held, live, busy
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
