@@ -113,7 +113,7 @@ func holders(leg policy.Leg, c config.Close) (peerFirst, proxyFirst, graceOut st
 		return "auto", "auto", "auto" // chosen per close from live figures
 	}
 	lands := func(ev policy.Event, peerFINIn bool) (policy.Action, string) {
-		d := policy.Decide(policy.Facts{Leg: leg, Target: c.TimeWait, Fallback: c.Fallback, Event: ev, PeerFINIn: peerFINIn})
+		d := policy.Decide(policy.Facts{Leg: leg, Target: c.TimeWait, Fallback: c.Fallback, Event: ev, PeerFINIn: peerFINIn, OtherSideDone: true})
 		return d.Action, string(policy.Lands(leg, d.Action, peerFINIn || ev == policy.PeerFIN))
 	}
 	_, peerFirst = lands(policy.SendDone, true)

@@ -54,6 +54,7 @@ func (x *executor) facts(l *leg, ev policy.Event) policy.Facts {
 		var rtt int64
 		f.PeerFINIn, rtt = l.beforeFIN()
 		f.PeerMayAwaitEOF = x.mayAwaitEOF(l)
+		f.OtherSideDone = x.otherSideDone(l)
 		f.Grace = policy.Grace{Max: l.pol.PeerFinGrace, Adaptive: l.pol.AdaptiveGrace,
 			MaxPause: time.Duration(l.act.maxPause.Load()), RTT: time.Duration(rtt)}
 	}
@@ -79,6 +80,22 @@ func (x *executor) mayAwaitEOF(l *leg) bool {
 	}
 	q, err := sendQueue(l.conn)
 	return err == nil && q > 0
+}
+
+// otherSideDone says whether nothing l's peer may still send can matter:
+// l ends alone (http1 knows where its messages end), or l is the back leg
+// and the client closed after the whole answer (doneReading). A backend
+// that half-closed may always still read, so a pausing client's stream is
+// never ended by a bet on the front leg.
+func (x *executor) otherSideDone(l *leg) bool {
+	o := l.other(x)
+	switch {
+	case o == nil:
+		return true
+	case l.name == policy.Front:
+		return false
+	}
+	return o.doneReading()
 }
 
 // backlogged reports that l's peer's bytes wait in the proxy: its copier

@@ -215,6 +215,9 @@ func (x *executor) peerFIN(d *dir) {
 	src := d.src
 	d.clean = true
 	src.inDone, src.peerFIN = true, true
+	src.finAt = int64(time.Since(x.start))
+	q, err := sendQueue(src.conn)
+	src.finAckedAll = err == nil && q == 0
 	x.rec.finIn(src.name)
 	if src.finSent {
 		src.atPeerFIN()

@@ -39,11 +39,17 @@ type leg struct {
 	sendDone bool // the stream toward the peer ended, in order or cut
 	inDone   bool // the stream from the peer ended: its FIN read, or a failure
 	peerFIN  bool // the peer's FIN was read
-	finSent  bool
-	bet      bool // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
-	probe    bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
-	fo       finObs
-	foFresh  bool // fo was read for the decision being carried out
+	// finAt is when the peer's FIN was read (nanoseconds since the
+	// session's start); finAckedAll, that every byte the proxy had sent it
+	// by then was acknowledged: a FIN after the whole stream, a peer done
+	// with it.
+	finAt       int64
+	finAckedAll bool
+	finSent     bool
+	bet         bool // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
+	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
+	fo          finObs
+	foFresh     bool // fo was read for the decision being carried out
 
 	// A wait: the next look (at), how much silence it allows or until when
 	// a queue may drain (budget, until), and when the peer was last seen
@@ -63,6 +69,17 @@ func newLeg(name policy.Leg, c *net.TCPConn, pol config.Close, rec *Recorder) *l
 }
 
 func (l *leg) open() bool { return l.phase != phaseClosed }
+
+// doneReading reports that l's peer's FIN answered the end of the stream
+// toward it: the peer had sent nothing since the proxy's last bytes
+// before it (it was only receiving), acknowledged all of them by its FIN,
+// and was sent nothing since. A client that closes once it has the whole
+// answer does that; a peer that half-closes after sending, or before the
+// stream toward it ended, may still read, and is not taken for done.
+func (l *leg) doneReading() bool {
+	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
+	return l.peerFIN && l.finAckedAll && out > 0 && in < out && out <= l.finAt
+}
 
 // other returns the session's other leg, nil if it has one only.
 func (l *leg) other(x *executor) *leg {

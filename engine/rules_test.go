@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/sha256"
 	"io"
 	"testing"
 	"time"
@@ -227,5 +228,51 @@ func TestDrainCutsTransferInFlight(t *testing.T) {
 				t.Errorf("outcome %s, front cut %v: want drained, cut", td.Outcome, td.Front.Cut)
 			}
 		})
+	}
+}
+
+// Rules 1 and 3 together, with the adaptive grace: a client half-closes
+// right after its request and still reads. A backend that reads to EOF
+// gets the FIN within the 50 ms probe; a backend that answers, pauses
+// longer than the grace, then answers more is never cut: the grace ends
+// with a FIN (the client still reads what the backend may send), not a
+// reset, and the client gets every byte and a clean EOF.
+func TestHalfClosedClientNeverLosesAPausingBackend(t *testing.T) {
+	part, _ := payload(256<<10, 9)
+	whole := append(append([]byte{}, part...), part...)
+	wholeSum := sha256.Sum256(whole)
+	back := policyClose(policy.TargetPeer, policy.FallbackReset)
+	back.AdaptiveGrace, back.PeerFinGrace = true, time.Second
+	for _, waits := range []bool{true, false} {
+		r := relay(t, defFront, back, 5*time.Second)
+		clientGot := readAllAsync(r.client)
+		recv(t, writeAsync(r.client, []byte("req"), true), time.Second, "request")
+		if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if waits {
+			io.Copy(io.Discard, r.backend) // reads to EOF before it answers
+		}
+		eof := time.Since(start)
+		r.backend.Write(part)
+		time.Sleep(300 * time.Millisecond) // the backend's pause under test: longer than the grace
+		r.backend.Write(part)
+		r.backend.CloseWrite()
+		c := recv(t, clientGot, 5*time.Second, "client's read")
+		if c.sum != wholeSum || c.err != nil {
+			t.Errorf("waits %v: client read %d of %d bytes, then %v; want all and EOF", waits, c.n, len(whole), c.err)
+		}
+		io.Copy(io.Discard, r.backend)
+		r.backend.Close()
+		td := r.wait(t, 5*time.Second)
+		switch {
+		case td.Outcome != OutcomeOK || td.Front.Cut || td.Back.Cut:
+			t.Errorf("waits %v: outcome %s, cut %v/%v; want ok, nothing cut", waits, td.Outcome, td.Front.Cut, td.Back.Cut)
+		case waits && (td.Back.Reason != policy.ReasonAwaitsEOF || eof > 200*time.Millisecond):
+			t.Errorf("EOF-waiting backend: reason %q, EOF after %v; want peer_may_await_eof within the probe", td.Back.Reason, eof)
+		case !waits && td.Back.Reason != policy.ReasonOtherReading:
+			t.Errorf("answering backend: reason %q, want other_side_reading (a FIN, never a reset, after the grace)", td.Back.Reason)
+		}
 	}
 }

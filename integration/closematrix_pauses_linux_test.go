@@ -93,16 +93,20 @@ func runPaused(t *testing.T, e *pairEnv) cellOut {
 }
 
 // Half-close with a backend that pauses mid-stream: the client sends its
-// request, and half-closes once the answer began; the backend sends half
-// its answer, stops for pausingFor, sends the rest and closes. The pause
+// request and half-closes at once, then reads; the backend sends half its
+// answer, stops for pausingFor, sends the rest and closes. The pause
 // outlasts peer_fin_grace, so that whatever grace the proxy adapted, a
-// target that withholds its FIN sees it run out: a grace adapted to a
-// quick answer runs out after tens of milliseconds, but under load the
-// peers' own pauses stretch it unpredictably.
+// target that withholds its FIN sees it run out. The client closed before
+// the answer began, so it still reads: a grace must not end the backend's
+// stream by a reset (rule 3), the FIN goes instead and nothing is cut.
+// (A client that half-closes midway through an answer whose rest already
+// sits in its buffer looks, to the proxy, like one that closed once it had
+// the whole answer: that case is the bet the README names.)
 const (
 	pausingRequest = "GET /pausing HTTP/1.1\r\nHost: web\r\n\r\n"
 	pausingHalf    = 256 << 10
 	pausingFor     = matrixGrace + 500*time.Millisecond
+	pausingStart   = 150 * time.Millisecond
 )
 
 func pausingListener(t testing.TB, e *pairEnv) ListenerOpts {
@@ -115,6 +119,9 @@ func pausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 			log.put(c, s)
 			return
 		}
+		// The answer starts a little after the request, so that the
+		// client's half-close, sent right after it, surely comes first.
+		time.Sleep(pausingStart) // the backend's think time, not a synchronisation
 		k, err := c.Write(down[:pausingHalf])
 		if err == nil {
 			time.Sleep(pausingFor) // the backend's own pause under test, not a synchronisation
@@ -131,27 +138,24 @@ func pausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 	return e.listenerTo("halfclose_pausing_backend", portPausing, netip.MustParseAddrPort(be))
 }
 
-// runPausing: the back leg ends proxy-first toward a backend that already
-// answered, so targets other than proxy withhold the FIN for a grace of
-// the backend's silence. Its pause is silence; if the proxy bets on it and
-// resets the backend, the rest of the stream is lost, and rule 4 says the
-// client must then read an RST, never a clean end, and the record say cut
-// (outcome not ok). Either the client reads the whole answer, or that.
+// runPausing: the back leg ends proxy-first; the backend may be waiting for
+// EOF, and targets other than proxy withhold the FIN for the probe, then
+// (the backend answered) for a grace of its silence. Its pause is silence,
+// but the client still reads: the grace ends with a FIN, never a reset,
+// and the client reads the whole answer. Were a stream cut anyway, rule 4
+// says the client must read an RST, never a clean end, and the record say
+// cut (outcome not ok): either the whole answer, or that.
 func runPausing(t *testing.T, e *pairEnv) cellOut {
 	const n = 2
 	addr := e.listen(portPausing)
 	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw {
 		var s saw
-		first := make([]byte, 1)
 		if _, err := io.WriteString(c, pausingRequest); err != nil {
 			s.writeEnd = endKind(err)
-		} else if _, err := io.ReadFull(c, first); err != nil {
-			s.end = endKind(err)
-			return s
 		} else if err := c.CloseWrite(); err != nil {
 			s.writeEnd = endKind(err)
 		}
-		s.in, s.sum, s.end = hashAll(io.MultiReader(bytes.NewReader(first), c))
+		s.in, s.sum, s.end = hashAll(c)
 		return s
 	})
 	recs := waitListenerRecords(t, e.main, "halfclose_pausing_backend", n, 20*time.Second)

@@ -53,7 +53,13 @@ type Facts struct {
 	// sent is still unread): it may be waiting for EOF to know a message
 	// ended. Withholding the FIN from it could stall it.
 	PeerMayAwaitEOF bool
-	Grace           Grace
+	// OtherSideDone: the other leg's peer closed after receiving
+	// everything sent to it, so nothing this leg's peer may still send can
+	// matter to it: a grace may end this peer's stream by a reset. When
+	// false, a reset here could cut a stream the other side still reads,
+	// and the fallback becomes a FIN.
+	OtherSideDone bool
+	Grace         Grace
 	HalfClose       time.Duration // half_close_timeout
 	DrainTimeout    time.Duration // drain_timeout: how long a safe reset waits for the send queue
 }
@@ -158,6 +164,10 @@ const (
 	// ReasonDraining: shutdown_timeout ran out while the FIN was withheld;
 	// the fallback was taken early.
 	ReasonDraining Reason = "draining"
+	// ReasonOtherReading: the grace ran out, but the other side may still
+	// read what this peer sends after its pause: a FIN went instead of the
+	// fallback's reset, so nothing can be cut.
+	ReasonOtherReading Reason = "other_side_reading"
 	// ReasonPeerReset: the peer reset the leg.
 	ReasonPeerReset Reason = "peer_reset"
 	// ReasonCrossed: the FINs crossed (simultaneous close): TIME-WAIT on
@@ -270,6 +280,10 @@ func graceOut(f Facts) Decision {
 	switch {
 	case f.PeerMayAwaitEOF:
 		d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonAwaitsEOF
+	case (d.Target == TargetNowhere || f.Fallback == FallbackReset) && !f.OtherSideDone:
+		// A reset would end the peer's stream as if whole; the other side
+		// still reads it. A FIN lets the peer go on, and nothing is cut.
+		d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonOtherReading
 	case d.Target == TargetNowhere || f.Fallback == FallbackReset:
 		d.Action, d.Wait = SafeReset, f.DrainTimeout
 	default:

@@ -39,10 +39,14 @@
 //     peer's longest earlier pause, at least MinGrace and four round trips,
 //     at most peer_fin_grace.
 //  3. A safe reset only when nothing can still be owed in either direction
-//     on that leg: the peer's stream read to its end (its FIN) or a grace
-//     of silence passed, and every byte sent acknowledged. A send queue
-//     that does not drain in drain_timeout gets a FIN instead
-//     (ReasonQueueStuck): undelivered bytes are never destroyed.
+//     on that leg: the peer's stream read to its end (its FIN), or a grace
+//     of silence passed while the other side had closed after receiving
+//     everything (Facts.OtherSideDone: nothing more the peer sends could
+//     matter), and every byte sent acknowledged. Otherwise the fallback is
+//     a FIN (ReasonOtherReading): a peer that only paused goes on, and its
+//     stream is never cut by a bet. A send queue that does not drain in
+//     drain_timeout gets a FIN instead (ReasonQueueStuck): undelivered
+//     bytes are never destroyed.
 //  4. A cut is never disguised: a stream ended early for any reason (idle
 //     timeout, shutdown, the other leg's reset or error, late data) reaches
 //     the peer as an RST (Reset), never as a clean FIN.

@@ -23,7 +23,7 @@ type decideRow struct {
 
 var (
 	grace1s = Grace{Max: time.Second}
-	base    = Facts{Fallback: FallbackFIN, Grace: grace1s, HalfClose: 30 * time.Second, DrainTimeout: time.Second}
+	base    = Facts{Fallback: FallbackFIN, Grace: grace1s, HalfClose: 30 * time.Second, DrainTimeout: time.Second, OtherSideDone: true}
 )
 
 func with(f Facts, edit func(*Facts)) Facts { edit(&f); return f }
@@ -64,6 +64,17 @@ var decideTable = []decideRow{
 	{"target nowhere, {peer} ends first", with(base, func(f *Facts) { f.Target, f.Event, f.PeerFINIn = TargetNowhere, SendDone, true }), SafeReset, "none", ""},
 	{"target nowhere, {peer}'s FIN arrives within the grace", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, PeerFIN }), SafeReset, "none", ""},
 	{"target nowhere, grace expires, fallback fin", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, GraceExpired }), SafeReset, "none", ReasonGraceExpired},
+	// Rule 3: a grace ends a peer's stream by a reset only if the other
+	// side is done with it; else the peer may have only paused.
+	{"target {peer}, grace expires, fallback reset, other side still reading", with(base, func(f *Facts) {
+		f.Target, f.Event, f.Fallback, f.OtherSideDone = TargetPeer, GraceExpired, FallbackReset, false
+	}), FIN, "proxy", ReasonOtherReading},
+	{"target nowhere, grace expires, other side still reading", with(base, func(f *Facts) {
+		f.Target, f.Event, f.OtherSideDone = TargetNowhere, GraceExpired, false
+	}), FIN, "proxy", ReasonOtherReading},
+	{"target {peer}, shutdown ends the grace, other side still reading", with(base, func(f *Facts) {
+		f.Target, f.Event, f.Fallback, f.OtherSideDone = TargetPeer, Drain, FallbackReset, false
+	}), FIN, "proxy", ReasonOtherReading},
 
 	// Rules 3 and 4, whatever the target.
 	{"target {peer}, safe reset due, send queue stuck", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, QueueStuck }), FIN, "", ReasonQueueStuck},
@@ -396,7 +407,7 @@ func ExampleDecide() {
 	// answered and the client closed, so the proxy ends the back leg
 	// first: it withholds its FIN and waits for the backend's.
 	f := Facts{Leg: Back, Target: TargetPeer, Fallback: FallbackReset, Event: SendDone,
-		Grace: Grace{Max: time.Second}}
+		Grace: Grace{Max: time.Second}, OtherSideDone: true}
 	fmt.Println(Decide(f).Action)
 
 	// The backend stays silent for the grace: the fallback applies.
