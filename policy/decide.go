@@ -60,8 +60,8 @@ type Facts struct {
 	// and the fallback becomes a FIN.
 	OtherSideDone bool
 	Grace         Grace
-	HalfClose       time.Duration // half_close_timeout
-	DrainTimeout    time.Duration // drain_timeout: how long a safe reset waits for the send queue
+	HalfClose     time.Duration // half_close_timeout
+	DrainTimeout  time.Duration // drain_timeout: how long a safe reset waits for the send queue
 }
 
 // Grace is what sizes the silence a withheld FIN waits for.
