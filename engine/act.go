@@ -147,6 +147,7 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 		wait = min(wait, DrainGrace)
 	}
 	now := time.Now()
+	l.finTime = now
 	l.arm(now, wait)
 	l.at = l.nextWatch(now)
 }

@@ -54,12 +54,12 @@ type leg struct {
 	// A wait: the next look (at), how much silence it allows or until when
 	// a queue may drain (budget, until), and when the peer was last seen
 	// active (quiet, mark: lastIn at the last look).
-	at, until  time.Time
-	budget     time.Duration
-	quiet      time.Time
-	mark       int64
-	poll       time.Duration // a queue drain's next poll interval
-	watchEvery time.Duration // the interval of looks for FIN-WAIT-2 (nextWatch)
+	at, until time.Time
+	budget    time.Duration
+	quiet     time.Time
+	mark      int64
+	poll      time.Duration // a queue drain's next poll interval
+	finTime   time.Time     // when the proxy's FIN went, for nextWatch
 }
 
 func newLeg(name policy.Leg, c *net.TCPConn, pol config.Close, rec *Recorder) *leg {
@@ -102,20 +102,30 @@ func (l *leg) arm(now time.Time, budget time.Duration) {
 }
 
 // nextWatch is the next look of a leg whose FIN went first while its ACK is
-// awaited: soon after the FIN (a peer's delayed ACK comes within tens of
-// milliseconds), then less and less often, never later than the wait's own
-// next look. Seeing FIN-WAIT-2 tells that the peer's FIN did not cross the
+// awaited: every few milliseconds for the first half second (a peer's
+// delayed ACK comes within tens of milliseconds, its FIN often soon
+// after), then less and less often, never later than the wait's own next
+// look. Seeing FIN-WAIT-2 tells that the peer's FIN did not cross the
 // proxy's.
 func (l *leg) nextWatch(now time.Time) time.Time {
 	if !l.act.watch.Load() {
 		return l.at
 	}
-	l.watchEvery = min(max(2*l.watchEvery, 2*time.Millisecond), tick(l.budget))
-	if next := now.Add(l.watchEvery); next.Before(l.at) {
+	every := watchFirst
+	if since := now.Sub(l.finTime); since > watchFor {
+		every = min(since/4, tick(l.budget))
+	}
+	if next := now.Add(every); next.Before(l.at) {
 		return next
 	}
 	return l.at
 }
+
+// The looks for FIN-WAIT-2: every watchFirst for watchFor after the FIN.
+const (
+	watchFirst = 4 * time.Millisecond
+	watchFor   = 500 * time.Millisecond
+)
 
 // tick is how often a wait looks: a quarter of its budget, so silence is
 // measured to within a quarter.

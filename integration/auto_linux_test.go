@@ -165,8 +165,10 @@ func TestAutoKeepsUnderTWBudget(t *testing.T) {
 
 // TestAutoSparesBackendPorts: the proxy namespace dials from 500 ports
 // (ip_local_port_range 40000 40499), and the proxy ends the back leg first:
-// the client half-closes right after its request, and nginx keeps the
-// connection alive. With "proxy" each back leg leaves a TIME-WAIT toward
+// the client closes once it has the answer, and nginx keeps the connection
+// alive. (A client that half-closed before the answer could still read
+// what nginx sends after a pause: the grace would end with a FIN whatever
+// the target, rule 3, and auto could spare nothing.) With "proxy" each back leg leaves a TIME-WAIT toward
 // nginx's one ip:port, and after about 500 connections connect() fails
 // with EADDRNOTAVAIL: records say ports_exhausted, clients get a reset.
 //
@@ -219,12 +221,12 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 				GlobalOpts{AdminListen: adminAddr},
 				ListenerOpts{
 					Name: "web", Listen: front, Backend: web.Addr.String(),
-					Back: CloseOpts{TimeWait: tc.tw, PeerFinGrace: tc.grace, Fallback: "fin"},
+					Back: CloseOpts{TimeWait: tc.tw, PeerFinGrace: tc.grace, Fallback: "fin", AdaptiveGrace: "false"},
 				}))
 
 			poll := pollTimeWait(t, cp.Pid(), web.Addr, autoPollEvery)
 			r := runLoad(t, topo, topo.LB, LoadOpts{
-				Addr: front, N: n, C: tc.c, Path: web.BlobPath(size), Close: "halfclose",
+				Addr: front, N: n, C: tc.c, Path: web.BlobPath(size), Close: "client",
 				ExpectBytes: size, SHA256: web.BlobSHA256(t, size), MaxDuration: 40 * time.Second,
 			})
 			recs := cp.WaitRecords(t, n, 20*time.Second)

@@ -21,8 +21,8 @@ import (
 // In tcp mode the proxy can end the front leg (its safe reset answering the
 // client's FIN) only once the back leg has ended, so each client port sits
 // in FIN-WAIT-2 for the back leg's grace. With adaptive_grace (default)
-// that is 50 ms for nginx, which answers in well under a millisecond: at
-// rate r that pins r × 50 ms ports, far below 1000.
+// that is 10 ms for nginx, which answers in well under a millisecond: at
+// rate r that pins r × 10 ms ports, far below 1000.
 func TestHeadlineClientClosesFirst(t *testing.T) {
 	const (
 		size   = 1000

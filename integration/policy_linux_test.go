@@ -147,9 +147,16 @@ var (
 			leg: "back", peerFirst: false,
 			close: "halfclose", keepalive: time.Second, slack: policyConns / 20, back: CloseOpts{TimeWait: "backend", PeerFinGrace: "3s", AdaptiveGrace: "false"},
 			want: twCounts{LB: policyConns, Web: policyConns}},
-		{name: "back leg, target nowhere, proxy ends first (FIN withheld, grace, safe reset)",
+		// The client half-closed before the answer and may still read what
+		// nginx sends after a pause: the grace ends with a FIN, not the safe
+		// reset nowhere wants (rule 3), and TIME-WAIT lands on the proxy.
+		{name: "back leg, target nowhere, proxy ends first (FIN withheld, grace, client still reading: FIN)",
 			leg: "back", peerFirst: false,
 			close: "halfclose", slack: policyConns / 20, back: CloseOpts{TimeWait: "nowhere", PeerFinGrace: "300ms"},
+			want: twCounts{LB: policyConns, ProxyBack: policyConns}, reason: "other_side_reading"},
+		{name: "back leg, target nowhere, proxy ends first (FIN withheld, grace, safe reset)",
+			leg: "back", peerFirst: false,
+			close: "client", slack: policyConns / 20, back: CloseOpts{TimeWait: "nowhere", PeerFinGrace: "300ms"},
 			want: twCounts{LB: policyConns}},
 	}
 )
@@ -198,8 +205,8 @@ func runPolicyCase(t *testing.T, tc policyCase) twCounts {
 	checkWanted(t, recs, tc)
 	checkOrder(t, recs, tc)
 	if tc.reason != "" {
-		if n := countBy(recs, tc.leg+".reason")[tc.reason]; int(n) != len(recs) {
-			t.Errorf("%s.reason %q on %v of %d records", tc.leg, tc.reason, n, len(recs))
+		if n := countBy(recs, tc.leg+".reason")[tc.reason]; int(n) < len(recs)-tc.slack {
+			t.Errorf("%s.reason %q on %v of %d records (±%d)", tc.leg, tc.reason, n, len(recs), tc.slack)
 		}
 	}
 	return got

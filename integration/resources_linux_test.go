@@ -7,7 +7,7 @@ import (
 
 // TestShortSessionsFreeTheirResourcesAtOnce: a client that leaves first
 // (keep-alive request, complete answer, close) on every default. The back
-// leg's withheld FIN waits only the adaptive grace (50 ms for nginx), so a
+// leg's withheld FIN waits only the adaptive grace (10 ms for nginx), so a
 // session gives back its descriptors in milliseconds, not in the old fixed
 // second: 300 short connections, 20 at a time, all served by a closeproxy
 // held to 256 descriptors.

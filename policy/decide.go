@@ -72,26 +72,30 @@ type Grace struct {
 	RTT      time.Duration // the leg's smoothed round-trip time; 0 if unknown
 }
 
-// Adaptive grace bounds: a withheld FIN waits for four times the peer's
-// longest earlier pause, never less than MinGrace nor four round trips.
+// Grace bounds. A peer that may be waiting for EOF is withheld from for
+// MinGrace at most (or four round trips): long enough for a client to
+// close once it has a whole answer, even on a loaded host. An adaptive
+// grace waits four times the peer's longest earlier pause, at least
+// MinSilence and four round trips.
 const (
 	MinGrace    = 50 * time.Millisecond
+	MinSilence  = 10 * time.Millisecond
 	pauseFactor = 4
 	rttFactor   = 4
 )
 
 // Silence is how long a withheld FIN waits for the peer's: Max, or with
-// Adaptive, four times the peer's longest earlier pause, at least MinGrace
-// and four round trips, at most Max.
+// Adaptive, four times the peer's longest earlier pause, at least
+// MinSilence and four round trips, at most Max.
 func (g Grace) Silence() time.Duration {
 	if !g.Adaptive {
 		return g.Max
 	}
-	return min(g.Max, max(g.Floor(), pauseFactor*g.MaxPause))
+	return min(g.Max, max(MinSilence, rttFactor*g.RTT, pauseFactor*g.MaxPause))
 }
 
-// Floor is the shortest wait: MinGrace or four round trips, at most Max.
-// A peer that may be waiting for EOF gets its FIN after at most this long.
+// Floor is the probe a peer that may be waiting for EOF gets: MinGrace or
+// four round trips, at most Max; then it gets the FIN.
 func (g Grace) Floor() time.Duration {
 	return min(g.Max, max(MinGrace, rttFactor*g.RTT))
 }

@@ -36,8 +36,8 @@
 //     engine stops the clock while the peer's bytes wait in the proxy
 //     because the other side does not read. The silence waited for is
 //     Grace.Silence: peer_fin_grace, or with adaptive_grace four times the
-//     peer's longest earlier pause, at least MinGrace and four round trips,
-//     at most peer_fin_grace.
+//     peer's longest earlier pause, at least MinSilence and four round
+//     trips, at most peer_fin_grace.
 //  3. A safe reset only when nothing can still be owed in either direction
 //     on that leg: the peer's stream read to its end (its FIN), or a grace
 //     of silence passed while the other side had closed after receiving

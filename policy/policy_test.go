@@ -197,11 +197,12 @@ func TestGraceSilence(t *testing.T) {
 		want time.Duration
 	}{
 		{"fixed: peer_fin_grace whatever the pauses", Grace{Max: time.Second, MaxPause: time.Millisecond}, time.Second},
-		{"adaptive, a quick peer: the floor", Grace{Max: time.Second, Adaptive: true, MaxPause: time.Millisecond, RTT: 100 * time.Microsecond}, MinGrace},
+		{"adaptive, a quick peer: the floor", Grace{Max: time.Second, Adaptive: true, MaxPause: time.Millisecond, RTT: 100 * time.Microsecond}, MinSilence},
 		{"adaptive, pauses of 100ms: four times that", Grace{Max: time.Second, Adaptive: true, MaxPause: 100 * time.Millisecond}, 400 * time.Millisecond},
 		{"adaptive, a far peer: four round trips", Grace{Max: time.Second, Adaptive: true, RTT: 50 * time.Millisecond}, 200 * time.Millisecond},
 		{"adaptive, long pauses: capped at peer_fin_grace", Grace{Max: time.Second, Adaptive: true, MaxPause: 2 * time.Second}, time.Second},
 		{"adaptive, grace below the floor: the grace", Grace{Max: 5 * time.Millisecond, Adaptive: true}, 5 * time.Millisecond},
+		{"adaptive, a pause of 5ms: four times that", Grace{Max: time.Second, Adaptive: true, MaxPause: 5 * time.Millisecond}, 20 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
