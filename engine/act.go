@@ -18,6 +18,9 @@ func (x *executor) decide(l *leg, ev policy.Event) {
 	case policy.Withhold:
 		l.phase, l.probe = phaseWithholding, d.Probe
 		l.arm(time.Now(), d.Wait)
+		if l.pol.TimeWait == policy.TargetAuto && x.s.Hold != nil && l.release == nil {
+			l.release = x.s.Hold(l.name, x.rec.td.Leg(l.name).Peer)
+		}
 	case policy.SafeReset:
 		x.safeReset(l, d.Wait, f.PeerFINIn)
 	case policy.Reset:

@@ -113,6 +113,7 @@ func (x *executor) run(first func()) {
 	x.results = make(chan result, len(x.dirs))
 	x.timer = time.NewTimer(time.Hour)
 	defer x.timer.Stop()
+	defer x.releaseHolds()
 	for _, d := range x.dirs {
 		x.running++
 		x.startCopier(d)
@@ -133,6 +134,16 @@ func (x *executor) run(first func()) {
 		case <-x.kill:
 			x.kill = nil
 			x.cutAll(OutcomeDrained, errKilled)
+		}
+	}
+}
+
+// releaseHolds ends Session.Hold's counts once the sockets are closed.
+func (x *executor) releaseHolds() {
+	for _, l := range x.legs {
+		if l.release != nil {
+			l.release()
+			l.release = nil
 		}
 	}
 }

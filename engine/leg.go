@@ -46,8 +46,9 @@ type leg struct {
 	finAt       int64
 	finAckedAll bool
 	finSent     bool
-	bet         bool // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
-	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
+	bet         bool   // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
+	probe       bool   // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
+	release     func() // ends Session.Hold's count of this leg, once the session ended
 	fo          finObs
 	foFresh     bool // fo was read for the decision being carried out
 

@@ -22,6 +22,11 @@ type Session struct {
 	// Auto gives time_wait = "auto" its figures for a leg toward peer;
 	// nil: no pressure.
 	Auto func(leg policy.Leg, peer netip.AddrPort) policy.AutoState
+	// Hold is told when auto has a leg toward peer withhold its FIN: the
+	// leg keeps its port until the session ends, and may then leave a
+	// TIME-WAIT. The engine calls release once the session's sockets are
+	// closed; nil: nobody counts.
+	Hold func(leg policy.Leg, peer netip.AddrPort) (release func())
 	// Drain is closed when shutdown_timeout ran out: what still flows is
 	// cut, withheld FINs take their fallback, and what waits is given
 	// DrainGrace. Kill is closed when even that took too long: everything

@@ -39,6 +39,7 @@ type autoWatch struct {
 	ports     map[netip.AddrPort]bool // port pressure on, per backend address
 	sampledTo map[netip.AddrPort]int  // the proxy's TIME-WAIT toward it at the last sample
 	placedTo  map[netip.AddrPort]int  // placed toward it since
+	holding   map[netip.AddrPort]int  // back legs toward it withholding their FIN, or done withholding, in sessions not yet ended
 	portRange int
 }
 
@@ -46,7 +47,7 @@ func newAutoWatch(c config.Auto, log *zap.Logger, obs Observer) *autoWatch {
 	a := &autoWatch{
 		cfg: policy.AutoConfig{TWBudget: c.TWBudget, TWResume: c.TWResume, PortShare: c.PortShare, PortResume: c.PortResume},
 		log: log, obs: obs, ports: map[netip.AddrPort]bool{},
-		sampledTo: map[netip.AddrPort]int{}, placedTo: map[netip.AddrPort]int{},
+		sampledTo: map[netip.AddrPort]int{}, placedTo: map[netip.AddrPort]int{}, holding: map[netip.AddrPort]int{},
 	}
 	a.budget.Store(int64(cmp.Or(c.TWBudget, defaultMaxTW/2)))
 	return a
@@ -84,6 +85,7 @@ func (a *autoWatch) watchPorts(perDest map[netip.AddrPort]int, portRange int) {
 	clear(a.placedTo)
 	for dest, n := range perDest {
 		a.sampledTo[dest] = n
+		n += a.holding[dest]
 		prev := policy.AutoState{PortSaving: a.ports[dest]}
 		next := policy.Watch(cfg, policy.Figures{HostTW: -1 << 31, DestTW: n, PortRange: portRange}, prev)
 		if next.PortSaving != prev.PortSaving {
@@ -152,10 +154,43 @@ func (a *autoWatch) placedToward(dest netip.AddrPort) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.placedTo[dest]++
+	a.checkPortsLocked(cfg, dest)
+}
+
+// hold counts a back leg toward dest that auto had withhold its FIN: it
+// keeps its port until its session ends, and may leave a TIME-WAIT then
+// (a fallback FIN), which the count between samples would learn only
+// once the record is written. Counting it from the withhold on keeps a
+// burst of sessions in their grace from taking the ports before auto
+// switches. release ends the count; the record's TIME-WAIT, if any, is
+// counted by countPlaced right after.
+func (a *autoWatch) hold(leg policy.Leg, dest netip.AddrPort) (release func()) {
+	if leg != policy.Back || !a.running.Load() {
+		return func() {}
+	}
+	dest = netip.AddrPortFrom(dest.Addr().Unmap(), dest.Port())
+	cfg := a.policyCfg()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.holding[dest]++
+	a.checkPortsLocked(cfg, dest)
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.holding[dest]--; a.holding[dest] <= 0 {
+			delete(a.holding, dest)
+		}
+	}
+}
+
+// checkPortsLocked switches dest's back legs to safe resets once its
+// estimate reaches port_share: the last sample, the TIME-WAITs placed
+// since and the legs held. Only a sample switches back.
+func (a *autoWatch) checkPortsLocked(cfg policy.AutoConfig, dest netip.AddrPort) {
 	if a.ports[dest] || a.portRange == 0 {
 		return
 	}
-	n := a.sampledTo[dest] + a.placedTo[dest]
+	n := a.sampledTo[dest] + a.placedTo[dest] + a.holding[dest]
 	next := policy.Watch(cfg, policy.Figures{HostTW: -1 << 31, DestTW: n, PortRange: a.portRange}, policy.AutoState{})
 	if next.PortSaving {
 		a.ports[dest] = true

@@ -106,3 +106,53 @@ func TestAutoEstimatesBetweenSamples(t *testing.T) {
 		t.Errorf("placed %d after a new sample, want 0", a.placed.Load())
 	}
 }
+
+// Back legs auto has withhold their FIN count toward their backend's port
+// share from the withhold until their sessions end: a burst of graces
+// switches to safe resets before the TIME-WAITs they leave are sampled.
+func TestAutoCountsHeldBackLegs(t *testing.T) {
+	files := map[string]string{procnet.SockstatPath: "TCP: tw 0\n", procnet.PortRangePath: "40000 40009\n"}
+	dest := netip.MustParseAddrPort("10.0.0.3:80")
+	cfg := &config.Config{
+		Auto:     config.Defaults().Auto, // port_share 0.5, port_resume 0.4: 5 and 4 of 10 ports
+		Backends: []config.Backend{{Name: "app", Address: dest.String(), Close: config.Close{TimeWait: policy.TargetAuto}}},
+	}
+	toward := map[string]int{dest.String(): 0}
+	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, toward)))
+	a := newAutoWatch(cfg.Auto, zaptest.NewLogger(t), nopObserver{})
+	defer w.Subscribe(a.onSample)()
+	a.running.Store(true)
+	w.Refresh()
+
+	var releases []func()
+	for i := range 4 {
+		if a.state(policy.Back, dest).PortSaving {
+			t.Fatalf("port pressure with %d back legs held of 10 ports", i)
+		}
+		releases = append(releases, a.hold(policy.Back, dest))
+	}
+	a.placedToward(dest) // a fifth port: 4 held + 1 placed = port_share
+	if !a.state(policy.Back, dest).PortSaving {
+		t.Fatal("no port pressure at 4 held + 1 placed of 10 ports")
+	}
+	if r := a.hold(policy.Front, dest); a.holding[dest] != 4 {
+		t.Errorf("a front leg counted toward the backend's ports: holding %d, want 4", a.holding[dest])
+	} else {
+		r()
+	}
+
+	w.Refresh() // nothing sampled, 4 still held: above port_resume
+	if !a.state(policy.Back, dest).PortSaving {
+		t.Error("pressure off at a sample of 0 with 4 held, port_resume 4 of 10")
+	}
+	for _, r := range releases {
+		r()
+	}
+	if len(a.holding) != 0 {
+		t.Errorf("holding %v after every release, want none", a.holding)
+	}
+	w.Refresh()
+	if a.state(policy.Back, dest).PortSaving {
+		t.Error("pressure still on at a sample of 0 with nothing held")
+	}
+}

@@ -47,7 +47,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *engi
 		td = ss.rec.Done()
 	}()
 	ss.eng = &engine.Session{Rec: ss.rec, Front: ss.ln.Close, Back: ss.bk.cfg.Close, Idle: ss.ln.IdleTimeout,
-		Auto: ss.srv.auto.state, Drain: drainCtx.Done(), Kill: kill}
+		Auto: ss.srv.auto.state, Hold: ss.srv.auto.hold, Drain: drainCtx.Done(), Kill: kill}
 	in, err := readIntake(ss.front, ss.ln)
 	if err != nil {
 		engine.Refuse(ss.rec, ss.front, engine.OutcomeBadProxyHeader, err)
