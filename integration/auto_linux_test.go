@@ -165,8 +165,8 @@ func TestAutoKeepsUnderTWBudget(t *testing.T) {
 
 // TestAutoSparesBackendPorts: the proxy namespace dials from 500 ports
 // (ip_local_port_range 40000 40499), and the proxy ends the back leg first:
-// the client closes once it has the answer, and nginx keeps the connection
-// alive. (A client that half-closed before the answer could still read
+// the client half-closes once it has the whole answer and waits for the
+// proxy's EOF, and nginx keeps the connection alive. (A client that half-closed before the answer could still read
 // what nginx sends after a pause: the grace would end with a FIN whatever
 // the target, rule 3, and auto could spare nothing.) With "proxy" each back leg leaves a TIME-WAIT toward
 // nginx's one ip:port, and after about 500 connections connect() fails
@@ -181,16 +181,16 @@ func TestAutoKeepsUnderTWBudget(t *testing.T) {
 // fallback "reset" auto would never leave a TIME-WAIT here at all, and
 // the port pressure would not be exercised.)
 //
-// The grace paces the run: a session lasts one to two graces (the
-// withhold's silence is checked in whole grace windows, and the request's
-// window sees the response arrive), so c sessions at once close about
-// c/(1.5·grace) back legs a second. The per-backend figure is sampled every
-// 250 ms and, unlike the host's, not raised between samples by the
-// TIME-WAITs the proxy places, so the rate must leave the other half of
-// the range for one interval; the burst case shows what happens when it
-// does not. The grace must also outlast nginx's answer: a withheld FIN
-// whose grace runs out before the response arrives ends, under pressure,
-// in a safe reset that drops the response (see the report).
+// The grace paces the run: each client waits for the proxy's EOF, so c
+// sessions at once close about c/grace back legs a second. Between the
+// 250 ms samples auto counts the back legs it had withhold their FIN (each
+// holds a port until its session ends, and its fallback FIN leaves a
+// TIME-WAIT) and the TIME-WAITs their records report, so it switches at
+// port_share even when a burst closes more back legs in one interval than
+// the range has ports left (the burst case); open back legs still relaying
+// are not counted (see the report). The grace must also outlast nginx's
+// answer: a withheld FIN whose grace runs out before the response arrives
+// ends, under pressure, in a safe reset that drops the response.
 func TestAutoSparesBackendPorts(t *testing.T) {
 	needRoot(t)
 	const (
@@ -226,7 +226,7 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 
 			poll := pollTimeWait(t, cp.Pid(), web.Addr, autoPollEvery)
 			r := runLoad(t, topo, topo.LB, LoadOpts{
-				Addr: front, N: n, C: tc.c, Path: web.BlobPath(size), Close: "client",
+				Addr: front, N: n, C: tc.c, Path: web.BlobPath(size), Close: "halfclose-after",
 				ExpectBytes: size, SHA256: web.BlobSHA256(t, size), MaxDuration: 40 * time.Second,
 			})
 			recs := cp.WaitRecords(t, n, 20*time.Second)

@@ -14,7 +14,7 @@ type LoadOpts struct {
 	N, C        int           // connections in all, at once (defaults 100, 10)
 	Path        string        // default "/"
 	Connection  string        // Connection header; "" sends keep-alive, "-" sends none
-	Close       string        // client (default), server, reset or halfclose
+	Close       string        // client (default), server, reset, halfclose or halfclose-after
 	ExpectBytes int64         // checked when > 0
 	SHA256      string        // checked when set
 	CloseDelay  time.Duration // pause between the response and the close

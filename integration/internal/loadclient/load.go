@@ -166,13 +166,18 @@ func readResponse(cfg config, br *bufio.Reader) error {
 // finish ends the connection as -close says; the deferred Close in once
 // sends the FIN (or, after SetLinger(0), the RST). With halfclose the FIN
 // went out right after the request; the server's EOF is awaited as with
-// server.
+// server; halfclose-after sends it now, then awaits the EOF too.
 func finish(cfg config, conn *net.TCPConn, br *bufio.Reader) error {
 	time.Sleep(cfg.closeDelay)
+	if cfg.close == "halfclose-after" {
+		if err := conn.CloseWrite(); err != nil {
+			return fmt.Errorf("half-close after the response: %w", err)
+		}
+	}
 	switch cfg.close {
 	case "reset":
 		return conn.SetLinger(0)
-	case "server", "halfclose":
+	case "server", "halfclose", "halfclose-after":
 		n, err := io.Copy(io.Discard, br)
 		if errors.Is(err, syscall.ECONNRESET) && n == 0 {
 			return errServerReset

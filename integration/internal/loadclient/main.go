@@ -13,6 +13,11 @@
 //	        shut down writing right after the request (the client's FIN is first,
 //	        before any response byte), read the response, then wait for the
 //	        server's EOF (or RST, counted in server_resets) as with server
+//	halfclose-after
+//	        shut down writing once the response is complete (the client's FIN
+//	        is first, after the whole answer), then wait for the server's EOF
+//	        (or RST) as with server: a client done with the connection that
+//	        stays until the server ends it
 //
 // -close-delay pauses between the complete response and the close (a client
 // busy with the response before it closes), so that a server's FIN sent
@@ -59,7 +64,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.host, "host", "", "Host header (default -addr)")
 	src := fs.String("src", "", "local `ip` to dial from (default: the kernel's choice)")
 	fs.StringVar(&c.connection, "connection", "keep-alive", "Connection header value; empty leaves the header out")
-	fs.StringVar(&c.close, "close", "client", "how to end each connection: client, server, reset or halfclose")
+	fs.StringVar(&c.close, "close", "client", "how to end each connection: client, server, reset, halfclose or halfclose-after")
 	fs.Int64Var(&c.expectBytes, "expect-bytes", -1, "expected body length; -1 skips the check")
 	fs.StringVar(&c.sha256, "sha256", "", "expected SHA-256 of the body, hex; empty skips the check")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "bound on each connection's connect and I/O")
@@ -82,8 +87,8 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("-n %d: want 1..%d", c.n, maxConns)
 	case c.c < 1 || c.c > c.n:
 		return c, fmt.Errorf("-c %d: want 1..-n", c.c)
-	case c.close != "client" && c.close != "server" && c.close != "reset" && c.close != "halfclose":
-		return c, fmt.Errorf("-close %q: want client, server, reset or halfclose", c.close)
+	case c.close != "client" && c.close != "server" && c.close != "reset" && c.close != "halfclose" && c.close != "halfclose-after":
+		return c, fmt.Errorf("-close %q: want client, server, reset, halfclose or halfclose-after", c.close)
 	case c.closeDelay < 0 || c.closeDelay >= c.timeout:
 		return c, fmt.Errorf("-close-delay %v: want 0 up to -timeout", c.closeDelay)
 	case c.timeout <= 0 || c.maxDuration <= 0:
