@@ -30,7 +30,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /closeproxy /closeproxy
 COPY --from=build /src/config.example.toml /etc/closeproxy/closeproxy.toml
-USER nonroot:nonroot
+# Numeric, so that a kubelet with runAsNonRoot can verify it.
+USER 65532:65532
 EXPOSE 8080 9901
 # No shell or curl in the image: the binary asks its own admin listener.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s \

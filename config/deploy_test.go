@@ -31,3 +31,28 @@ func TestKubernetesConfigMapLoads(t *testing.T) {
 		t.Errorf("admin %q protocol %q", cfg.Admin.Listen, cfg.Backends[0].Protocol)
 	}
 }
+
+// The image's USER must be numeric: a kubelet with runAsNonRoot cannot
+// verify a user name and refuses to start the container.
+func TestDockerfileUserIsNumeric(t *testing.T) {
+	data, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "USER" {
+			continue
+		}
+		users++
+		for _, id := range strings.Split(f[1], ":") {
+			if id == "" || strings.Trim(id, "0123456789") != "" || id == "0" {
+				t.Errorf("Dockerfile %q: want a numeric, non-root uid:gid", line)
+			}
+		}
+	}
+	if users == 0 {
+		t.Error("Dockerfile sets no USER: the image would run as root")
+	}
+}
