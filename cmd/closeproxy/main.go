@@ -42,6 +42,16 @@ func main() {
 
 // run dispatches a subcommand and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help":
+			fmt.Fprint(stdout, usage)
+			return 0
+		case "-version", "--version":
+			fmt.Fprintln(stdout, "closeproxy", versionString())
+			return 0
+		}
+	}
 	cmd := "run"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
@@ -62,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "closeproxy", versionString())
 		return 0
-	case "help":
+	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
@@ -79,7 +89,8 @@ const usage = `usage:
   closeproxy healthcheck [-url U] ask the admin listener (exit 0 when healthy)
   closeproxy transparent setup|teardown [-mark M] [-table T] [-ipv6=false] [-dry-run]
                                   add or remove the policy routing of transparent mode
-  closeproxy version
+  closeproxy version              (also: --version)
+  closeproxy help                 this list (also: -h, --help)
 `
 
 // loadConfig reads the -config flag of subcommand name and loads that file.

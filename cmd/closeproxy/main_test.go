@@ -79,6 +79,25 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// -h, --help and help list the subcommands on stdout and exit 0, as
+// operators expect; --version answers like version. (They used to reach
+// run's flag parser: "Usage of run: -config string", exit 2.)
+func TestHelpAndVersionFlags(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help", "help"} {
+		var out, errOut bytes.Buffer
+		code := run([]string{arg}, &out, &errOut)
+		if code != 0 || !strings.Contains(out.String(), "closeproxy demo") || !strings.Contains(out.String(), "closeproxy check") || errOut.Len() != 0 {
+			t.Errorf("closeproxy %s: exit %d, stdout %q, stderr %q; want 0 and the subcommands on stdout", arg, code, out.String(), errOut.String())
+		}
+	}
+	for _, arg := range []string{"--version", "-version"} {
+		var out, errOut bytes.Buffer
+		if code := run([]string{arg}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "closeproxy ") {
+			t.Errorf("closeproxy %s: exit %d, %q", arg, code, out.String())
+		}
+	}
+}
+
 // serve returns nil once its context ends: the shutdown path SIGTERM takes.
 func TestServeStopsCleanly(t *testing.T) {
 	cfg, err := config.Parse([]byte(minimal), "minimal.toml")
