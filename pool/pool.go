@@ -73,7 +73,10 @@ type Pool struct {
 }
 
 // New returns a pool for cfg. It starts nothing: Run keeps the warm
-// connections and evicts; Get, Put and Release work without it.
+// connections and evicts; Get, Put and Release work without it. log's
+// fields name the pool: the pool adds none (the proxy's logger already
+// says backend and server, and a second "backend" key made lines that
+// log pipelines reject or overwrite).
 func New(cfg Config, dial DialFunc, log *zap.Logger) *Pool {
 	if log == nil {
 		log = zap.NewNop()
@@ -87,7 +90,7 @@ func New(cfg Config, dial DialFunc, log *zap.Logger) *Pool {
 	return &Pool{
 		cfg:   cfg,
 		dial:  dial,
-		log:   log.With(zap.String("backend", cfg.Address)),
+		log:   log,
 		wake:  make(chan struct{}, 1),
 		freed: make(chan struct{}),
 	}
