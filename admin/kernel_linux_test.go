@@ -10,32 +10,9 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/sockdiag"
 )
-
-// timeWaitAt leaves one TIME-WAIT socket on loopback: the side that sends
-// the first FIN holds it, the server (the accepting side, local port = the
-// listener's) when serverFirst, else the dialer (peer = the listener).
-func timeWaitAt(t testing.TB, ln net.Listener, serverFirst bool) {
-	t.Helper()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, second := c, s
-	if serverFirst {
-		first, second = s, c
-	}
-	first.Close()
-	if _, err := io.Copy(io.Discard, second); err != nil { // EOF: the FIN arrived
-		t.Fatal(err)
-	}
-	second.Close()
-}
 
 func listenLoopback(t testing.TB) net.Listener {
 	t.Helper()
@@ -56,8 +33,8 @@ func TestKernelTimeWaitByLeg(t *testing.T) {
 	front, back := listenLoopback(t), listenLoopback(t)
 	a := New(testConfig(front.Addr().String(), back.Addr().String()), zaptest.NewLogger(t))
 	base := serve(t, a)
-	timeWaitAt(t, front, true) // the proxy's end of a front leg closed first
-	timeWaitAt(t, back, false) // the proxy's end of a back leg closed first
+	loopback.TimeWait(t, front, "", true) // the proxy's end of a front leg closed first
+	loopback.TimeWait(t, back, "", false) // the proxy's end of a back leg closed first
 
 	var got map[string]float64
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {

@@ -2,13 +2,14 @@ package sockdiag
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // leaveTimeWait dials ln at addr and closes that connection, the server
@@ -16,25 +17,8 @@ import (
 // (TIME-WAIT toward ln), and returns the socket that holds the TIME-WAIT.
 func leaveTimeWait(t testing.TB, ln net.Listener, addr string, serverFirst bool) Socket {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, second := c, s
-	if serverFirst {
-		first, second = s, c
-	}
-	holder := Socket{State: TimeWait, Local: addrPort(first.LocalAddr()), Peer: addrPort(first.RemoteAddr())}
-	first.Close()
-	if _, err := io.Copy(io.Discard, second); err != nil { // EOF: the first FIN arrived
-		t.Fatal(err)
-	}
-	second.Close()
-	return holder
+	local, peer := loopback.TimeWait(t, ln, addr, serverFirst)
+	return Socket{State: TimeWait, Local: local, Peer: peer}
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

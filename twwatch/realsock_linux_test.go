@@ -2,7 +2,6 @@ package twwatch
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -11,10 +10,11 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
-func loopback(t testing.TB) (net.Listener, netip.AddrPort) {
+func listen4(t testing.TB) (net.Listener, netip.AddrPort) {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -22,30 +22,6 @@ func loopback(t testing.TB) (net.Listener, netip.AddrPort) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln, ln.Addr().(*net.TCPAddr).AddrPort()
-}
-
-// closeFirst leaves one TIME-WAIT socket on loopback: on the accepted side
-// (local port = ln's) when serverFirst, else on the dialing side (peer =
-// ln).
-func closeFirst(t testing.TB, ln net.Listener, serverFirst bool) {
-	t.Helper()
-	c, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, second := c, s
-	if serverFirst {
-		first, second = s, c
-	}
-	first.Close()
-	if _, err := io.Copy(io.Discard, second); err != nil { // EOF: the first FIN arrived
-		t.Fatal(err)
-	}
-	second.Close()
 }
 
 // Real sockets: TIME-WAIT on a listener's port counts on the front leg,
@@ -57,9 +33,9 @@ func TestSampleCountsRealTimeWait(t *testing.T) {
 	if _, err := sockdiag.ListMatching(&sockdiag.Filter{LocalPorts: []uint16{1}}, sockdiag.TimeWait); err != nil {
 		t.Skipf("sock_diag unavailable here: %v", err)
 	}
-	front, frontAP := loopback(t)
-	back1, b1 := loopback(t)
-	back2, b2 := loopback(t)
+	front, frontAP := listen4(t)
+	back1, b1 := listen4(t)
+	back2, b2 := listen4(t)
 	cfg := &config.Config{
 		Listeners: []config.Listener{{Name: "web", Listen: frontAP.String()}},
 		Backends:  []config.Backend{{Name: "app", Servers: []config.Server{{Address: b1.String()}, {Address: b2.String()}}}},
@@ -70,13 +46,13 @@ func TestSampleCountsRealTimeWait(t *testing.T) {
 		t.Fatalf("first sample: %v", base.Err)
 	}
 	for range 3 {
-		closeFirst(t, front, true) // the proxy ended a front leg first
+		loopback.TimeWait(t, front, "", true) // the proxy ended a front leg first
 	}
-	closeFirst(t, back1, false) // the proxy ended back legs first
-	closeFirst(t, back1, false)
-	closeFirst(t, back2, false)
-	closeFirst(t, front, false) // a client's TIME-WAIT: not the proxy's
-	closeFirst(t, back1, true)  // the backend's TIME-WAIT: not the proxy's
+	loopback.TimeWait(t, back1, "", false) // the proxy ended back legs first
+	loopback.TimeWait(t, back1, "", false)
+	loopback.TimeWait(t, back2, "", false)
+	loopback.TimeWait(t, front, "", false) // a client's TIME-WAIT: not the proxy's
+	loopback.TimeWait(t, back1, "", true)  // the backend's TIME-WAIT: not the proxy's
 
 	want := map[string]int{"front": 3, "back": 3, b1.String(): 2, b2.String(): 1}
 	var got map[string]int

@@ -1,11 +1,14 @@
 // Package loopback gives tests real TCP sockets on 127.0.0.1, closed when
-// the test ends, and a count of the process's pipe descriptors. It exists
-// so that the engine's and the proxy's tests share one copy of these
-// helpers; nothing outside tests imports it.
+// the test ends, TIME-WAIT sockets left on purpose, and a count of the
+// process's pipe descriptors. It exists so that the tests of several
+// packages share one copy of these helpers; nothing outside tests imports
+// it.
 package loopback
 
 import (
+	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -38,6 +41,42 @@ func Pair(t testing.TB, ln *net.TCPListener) (client, server *net.TCPConn) {
 	}
 	t.Cleanup(func() { server.Close() })
 	return client, server
+}
+
+// TimeWait leaves one TIME-WAIT socket: it dials ln at addr (ln's own
+// address when ""), and the server (the accepted side, local port = ln's)
+// closes first when serverFirst, else the dialer. It returns the 4-tuple
+// of the side that holds the TIME-WAIT, addresses unmapped, once the
+// second side has read the first FIN and closed too.
+func TimeWait(t testing.TB, ln net.Listener, addr string, serverFirst bool) (local, peer netip.AddrPort) {
+	t.Helper()
+	if addr == "" {
+		addr = ln.Addr().String()
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := c, s
+	if serverFirst {
+		first, second = s, c
+	}
+	local, peer = unmapped(first.LocalAddr()), unmapped(first.RemoteAddr())
+	first.Close()
+	if _, err := io.Copy(io.Discard, second); err != nil { // EOF: the first FIN arrived
+		t.Fatal(err)
+	}
+	second.Close()
+	return local, peer
+}
+
+func unmapped(a net.Addr) netip.AddrPort {
+	ap := a.(*net.TCPAddr).AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // PipeFDs counts this process's descriptors that are pipes (Linux: read
