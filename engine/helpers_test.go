@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"sync"
 	"syscall"
 	"testing"
@@ -61,8 +60,8 @@ func startRelay(t testing.TB, frontLn, backLn *net.TCPListener, front, back conf
 	r := &relayed{client: client, backend: backend, done: make(chan struct{}),
 		drain: make(chan struct{}), kill: make(chan struct{}),
 		rec: NewRecorder(1, "web", "app", front.TimeWait, back.TimeWait)}
-	r.rec.Accepted(addrPort(proxyFront.LocalAddr()), addrPort(proxyFront.RemoteAddr()), addrPort(nil))
-	r.rec.Connected(false, false, addrPort(proxyBack.LocalAddr()), addrPort(proxyBack.RemoteAddr()))
+	r.rec.Accepted(loopback.AddrPort(proxyFront.LocalAddr()), loopback.AddrPort(proxyFront.RemoteAddr()), loopback.AddrPort(nil))
+	r.rec.Connected(false, false, loopback.AddrPort(proxyBack.LocalAddr()), loopback.AddrPort(proxyBack.RemoteAddr()))
 	s := &Session{Rec: r.rec, Front: front, Back: back, Idle: idle, Drain: r.drain, Kill: r.kill}
 	go func() {
 		defer close(r.done)
@@ -164,13 +163,4 @@ func recv[T any](t testing.TB, ch <-chan T, within time.Duration, what string) T
 		var zero T
 		return zero
 	}
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	t, ok := a.(*net.TCPAddr)
-	if !ok {
-		return netip.AddrPort{}
-	}
-	ap := t.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

@@ -124,23 +124,7 @@ func TestRecordsMatchKernelRacingFINs(t *testing.T) {
 	for _, pp := range policyPairs {
 		t.Run(pp.name, func(t *testing.T) {
 			frontLn, backLn = loopback.Listener(t), loopback.Listener(t)
-			var mu sync.Mutex
-			var recs []*Teardown
-			sem := make(chan struct{}, at)
-			var wg sync.WaitGroup
-			for i := 0; i < conns; i++ {
-				sem <- struct{}{}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					td := racingSession(t, pp.front, pp.back, resp)
-					mu.Lock()
-					recs = append(recs, td)
-					mu.Unlock()
-				}()
-			}
-			wg.Wait()
+			recs := sessions(conns, at, func() *Teardown { return racingSession(t, pp.front, pp.back, resp) })
 			settle(t, recs)
 			unknown := checkAgainstKernel(t, recs)
 			counts := map[string]int{}
@@ -153,6 +137,25 @@ func TestRecordsMatchKernelRacingFINs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sessions runs one n times, at most at at once, and returns the records
+// it made.
+func sessions(n, at int, one func() *Teardown) []*Teardown {
+	recs := make([]*Teardown, n)
+	sem := make(chan struct{}, at)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			recs[i] = one()
+		}()
+	}
+	wg.Wait()
+	return recs
 }
 
 // racingSession relays one exchange: the backend answers and closes at
@@ -192,37 +195,27 @@ func TestClientFirstEndsWithinTheAdaptiveGrace(t *testing.T) {
 	resp, _ := payload(2000, 9)
 	frontLn, backLn = loopback.Listener(t), loopback.Listener(t)
 	var mu sync.Mutex
-	var recs []*Teardown
 	var longest time.Duration
-	sem := make(chan struct{}, at)
-	var wg sync.WaitGroup
-	for i := 0; i < conns; i++ {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			r := startRelay(t, frontLn, backLn, front, back, 5*time.Second)
-			go func() { // a keep-alive backend: answers, then waits for more
-				if _, err := io.ReadFull(r.backend, make([]byte, 3)); err == nil {
-					r.backend.Write(resp)
-				}
-				io.Copy(io.Discard, r.backend)
-				r.backend.Close()
-			}()
-			r.client.Write([]byte("req"))
-			io.ReadFull(r.client, make([]byte, len(resp)))
-			closed := time.Now()
-			r.client.Close()
-			<-r.done
-			el := time.Since(closed)
-			td := r.rec.Done()
-			mu.Lock()
-			recs, longest = append(recs, td), max(longest, el)
-			mu.Unlock()
+	recs := sessions(conns, at, func() *Teardown {
+		r := startRelay(t, frontLn, backLn, front, back, 5*time.Second)
+		go func() { // a keep-alive backend: answers, then waits for more
+			if _, err := io.ReadFull(r.backend, make([]byte, 3)); err == nil {
+				r.backend.Write(resp)
+			}
+			io.Copy(io.Discard, r.backend)
+			r.backend.Close()
 		}()
-	}
-	wg.Wait()
+		r.client.Write([]byte("req"))
+		io.ReadFull(r.client, make([]byte, len(resp)))
+		closed := time.Now()
+		r.client.Close()
+		<-r.done
+		el := time.Since(closed)
+		mu.Lock()
+		longest = max(longest, el)
+		mu.Unlock()
+		return r.rec.Done()
+	})
 	settle(t, recs)
 	checkAgainstKernel(t, recs)
 	for _, td := range recs {

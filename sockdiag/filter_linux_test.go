@@ -21,11 +21,6 @@ func leaveTimeWait(t testing.TB, ln net.Listener, addr string, serverFirst bool)
 	return Socket{State: TimeWait, Local: local, Peer: peer}
 }
 
-func addrPort(a net.Addr) netip.AddrPort {
-	ap := a.(*net.TCPAddr).AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
-
 func listen(t testing.TB, network, address string) net.Listener {
 	t.Helper()
 	ln, err := net.Listen(network, address)
@@ -36,7 +31,7 @@ func listen(t testing.TB, network, address string) net.Listener {
 	return ln
 }
 
-func port(ln net.Listener) uint16 { return addrPort(ln.Addr()).Port() }
+func port(ln net.Listener) uint16 { return loopback.AddrPort(ln.Addr()).Port() }
 
 // The kernel's selection equals the same filter applied here to every
 // socket: TIME-WAIT on a listener's port (IPv4, IPv6, and IPv4 accepted
@@ -49,7 +44,7 @@ func TestListMatchingSelectsInKernel(t *testing.T) {
 	other := listen(t, "tcp4", "127.0.0.1:0")
 	f := &Filter{
 		LocalPorts: []uint16{port(front4), port(front6), port(dual)},
-		Peers:      []netip.AddrPort{addrPort(back4.Addr()), addrPort(back6.Addr())},
+		Peers:      []netip.AddrPort{loopback.AddrPort(back4.Addr()), loopback.AddrPort(back6.Addr())},
 	}
 	wanted := []Socket{
 		leaveTimeWait(t, front4, front4.Addr().String(), true),

@@ -65,7 +65,7 @@ func TimeWait(t testing.TB, ln net.Listener, addr string, serverFirst bool) (loc
 	if serverFirst {
 		first, second = s, c
 	}
-	local, peer = unmapped(first.LocalAddr()), unmapped(first.RemoteAddr())
+	local, peer = AddrPort(first.LocalAddr()), AddrPort(first.RemoteAddr())
 	first.Close()
 	if _, err := io.Copy(io.Discard, second); err != nil { // EOF: the first FIN arrived
 		t.Fatal(err)
@@ -74,8 +74,14 @@ func TimeWait(t testing.TB, ln net.Listener, addr string, serverFirst bool) (loc
 	return local, peer
 }
 
-func unmapped(a net.Addr) netip.AddrPort {
-	ap := a.(*net.TCPAddr).AddrPort()
+// AddrPort is a TCP address as the kernel's socket tables name it: an
+// IPv4 address unmapped from IPv6; the zero value for any other address.
+func AddrPort(a net.Addr) netip.AddrPort {
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := t.AddrPort()
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
