@@ -19,6 +19,11 @@ type activity struct {
 	// is seen to have acknowledged the FIN (FIN-WAIT-2) before its own.
 	watch  atomic.Bool
 	sawFW2 atomic.Bool
+	// fw1SegsIn is one more than the segments received as of the latest
+	// look that saw the leg still in FIN-WAIT-1 (0: none): a single
+	// segment after it that ends FIN-WAIT-1 carried the peer's FIN and the
+	// ACK of ours.
+	fw1SegsIn atomic.Uint64
 }
 
 // flow is one running direction as the executor sees it: its two legs'

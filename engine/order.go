@@ -16,6 +16,9 @@ type finObs struct {
 	eof   tcpCounts // when the peer's FIN was read
 	// sawFW2: the copier saw FIN-WAIT-2 between the FIN and the peer's.
 	sawFW2 bool
+	// lastFW1 is one more than segsIn at the latest look that proved the
+	// leg still in FIN-WAIT-1 after the FIN (0: no such look).
+	lastFW1 uint64
 }
 
 // beforeFIN reads the leg's state before the proxy's FIN and reports
@@ -43,6 +46,7 @@ func (l *leg) afterFIN() {
 func (l *leg) atPeerFIN() {
 	l.fo.eof = l.tcp()
 	l.fo.sawFW2 = l.act.sawFW2.Load()
+	l.fo.lastFW1 = l.act.fw1SegsIn.Load()
 	l.act.watch.Store(false)
 }
 

@@ -9,10 +9,12 @@ package engine
 //     CLOSING (theirs arrived before ours was acknowledged: crossed),
 //     LAST-ACK (theirs arrived between the two readings: peer first).
 //   - Still FIN-WAIT-1: once the peer's FIN is read, CLOSING means they
-//     crossed; FIN-WAIT-2 seen by the copier in between, or exactly one
-//     segment received since, means the peer's FIN acknowledged ours. Had
-//     they crossed, the peer's FIN could not acknowledge ours and a
-//     separate ACK would follow it: two segments at least.
+//     crossed; FIN-WAIT-2 seen by a look in between, or exactly one
+//     segment received since the FIN or since a later look that proved
+//     FIN-WAIT-1 (an ACK of earlier data may come first), means the peer's
+//     FIN acknowledged ours. Had they crossed, the peer's FIN could not
+//     acknowledge ours and a separate ACK would follow it: two segments at
+//     least.
 //   - Already closed right after the FIN (the whole exchange ran inside the
 //     system call): one segment received since before the FIN means the
 //     peer's FIN acknowledged ours; with nothing queued or in flight and no
@@ -54,6 +56,8 @@ func afterFinWait1(o finObs) order {
 		return orderCrossed
 	case o.sawFW2, o.eof.segsIn-o.post.segsIn == 1:
 		return orderProxy
+	case o.lastFW1 != 0 && uint64(o.eof.segsIn) == o.lastFW1: // one segment since
+		return orderProxy
 	}
 	return orderUnknown
 }
@@ -81,12 +85,25 @@ func peerFINState(s uint8) bool {
 // lookForFinWait2 runs on the copier reading this leg, after each read
 // while our FIN's acknowledgement is awaited: FIN-WAIT-2 means the peer
 // acknowledged our FIN before it sent its own.
+//
+// A look that finds FIN-WAIT-1 reads twice: the state read after the
+// counters proves that every segment they count came while FIN-WAIT-1
+// held. The highest such count is kept (copier and executor both look).
 func (l *leg) lookForFinWait2() {
-	switch l.tcp().state {
+	a := l.tcp()
+	switch a.state {
 	case stateFinWait2:
 		l.act.sawFW2.Store(true)
 		l.act.watch.Store(false)
 	case stateFinWait1:
+		if b := l.tcp(); a.ok && b.ok && b.state == stateFinWait1 {
+			for n := uint64(a.segsIn) + 1; ; {
+				old := l.act.fw1SegsIn.Load()
+				if old >= n || l.act.fw1SegsIn.CompareAndSwap(old, n) {
+					break
+				}
+			}
+		}
 	default:
 		l.act.watch.Store(false)
 	}
