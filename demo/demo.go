@@ -59,7 +59,7 @@ func (sc scenario) clients(o Options) int {
 
 func (sc scenario) name() string {
 	if sc.direct {
-		return "direct"
+		return "no proxy"
 	}
 	return sc.front + " / " + sc.back
 }
@@ -92,18 +92,23 @@ func Run(ctx context.Context, w io.Writer, o Options) error {
 	}
 	fmt.Fprintf(w, "closeproxy demo: %d short HTTP connections per row on loopback, %d at a time (racing: %d).\n",
 		o.Conns, o.Concurrency, o.raceConcurrency())
-	fmt.Fprintln(w, "Each record's TIME-WAIT claim is matched to the kernel's sockets (sock_diag) by exact 4-tuple.")
+	fmt.Fprintln(w, "Each teardown record's TIME-WAIT claim is matched to the kernel's sockets by exact 4-tuple.")
 	fmt.Fprintln(w)
 	var rows []row
 	used := ports{}
-	for _, sc := range scenarios {
+	pr := progress{w: w, total: len(scenarios)}
+	for i, sc := range scenarios {
+		from := pr.start(i, sc)
 		r, err := runScenario(ctx, sc, o, used)
 		if err != nil {
-			return fmt.Errorf("scenario %s, %s closes first: %w", sc.name(), sc.closer, err)
+			fmt.Fprintln(w, " failed")
+			return fmt.Errorf("scenario %s: %w", sc.describe(), err)
 		}
+		pr.done(from, r)
 		rows = append(rows, r)
 	}
 	printTable(w, rows)
+	printVerdicts(w, rows)
 	printNotes(w, rows)
 	return verdict(rows)
 }
@@ -153,6 +158,7 @@ func runScenario(ctx context.Context, sc scenario, o Options, used ports) (row, 
 	if err != nil {
 		return r, err
 	}
+	k.accepts = be.accepted()
 	r.j = judge(recs, k)
 	r.strays = strays(k.timeWait, mine, p.addr, be.addr)
 	return r, nil

@@ -55,6 +55,11 @@ type snapshot struct {
 	// live is every socket in another state, listeners aside: a 4-tuple
 	// of a record found here was taken over by a newer connection.
 	live map[tuple]bool
+	// accepts is the connections the row's backend accepted, by the
+	// proxy's address: more than the records name means a connection
+	// with no record (a probe, a warm pool's) took a back leg's 4-tuple,
+	// and with it the backend's TIME-WAIT, and may be gone already.
+	accepts map[netip.AddrPort]int
 }
 
 // Kernel states sockdiag has no name for.

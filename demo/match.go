@@ -41,8 +41,9 @@ type judgement struct {
 	// TIME-WAIT on at least one side: consistent, but not exact.
 	unknown int
 	// reused is the legs not judged because a later connection took
-	// their 4-tuple: a later record names it too, or a live socket holds
-	// it (a connection with no record yet, such as a warm pool's).
+	// their 4-tuple: a later record names it too, a live socket holds it
+	// (a connection with no record yet, such as a warm pool's), or the
+	// backend accepted it more often than records name it.
 	reused int
 	wrong  []string // every disagreement, worded
 }
@@ -86,12 +87,17 @@ func legsOf(recs []*engine.Teardown) []legView {
 func judge(recs []*engine.Teardown, k snapshot) judgement {
 	legs := legsOf(recs)
 	last := map[tuple]int{}
+	named := map[netip.AddrPort]int{} // back legs by the proxy's address
 	for i, v := range legs {
 		last[v.proxy] = i
+		if v.name == "back" {
+			named[v.proxy.local]++
+		}
 	}
 	var j judgement
 	for i, v := range legs {
-		if last[v.proxy] != i || k.live[v.proxy] || k.live[v.proxy.reverse()] {
+		unrecorded := v.name == "back" && k.accepts != nil && k.accepts[v.proxy.local] > named[v.proxy.local]
+		if last[v.proxy] != i || unrecorded || k.live[v.proxy] || k.live[v.proxy.reverse()] {
 			j.reused++
 			continue
 		}

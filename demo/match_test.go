@@ -104,3 +104,20 @@ func TestVerdictFailsOnAnyDisagreementOrFailedRequest(t *testing.T) {
 		}
 	}
 }
+
+// A back leg whose 4-tuple the backend accepted again for a connection
+// with no record (a warm pool's, gone by the snapshot) is not judged: the
+// later SYN took the backend's TIME-WAIT over.
+func TestJudgeSkipsBackLegsAcceptedAgain(t *testing.T) {
+	proxyAt, be := netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort("127.0.0.1:9000")
+	td := &engine.Teardown{ID: 1}
+	td.Back.Local, td.Back.Peer, td.Back.TimeWait = proxyAt, be, policy.SideBackend
+	k := snapshot{timeWait: map[tuple]bool{}, live: map[tuple]bool{}, accepts: map[netip.AddrPort]int{proxyAt: 2}}
+	if j := judge([]*engine.Teardown{td}, k); j.reused != 1 || j.disagree() != 0 {
+		t.Errorf("accepted twice: reused %d, disagreements %d; want 1, 0", j.reused, j.disagree())
+	}
+	k.accepts[proxyAt] = 1
+	if j := judge([]*engine.Teardown{td}, k); j.reused != 0 || j.disagree() != 1 {
+		t.Errorf("accepted once, no TIME-WAIT: reused %d, disagreements %d; want 0, 1", j.reused, j.disagree())
+	}
+}

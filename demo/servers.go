@@ -3,9 +3,11 @@ package demo
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -57,9 +59,11 @@ func newProxy(ctx context.Context, sc scenario, backend netip.AddrPort, used por
 // backend is the embedded HTTP server: net/http with keep-alive, so with
 // "Connection: close" it ends first and otherwise it waits for the client.
 type backend struct {
-	addr netip.AddrPort
-	srv  *http.Server
-	done chan struct{}
+	addr    netip.AddrPort
+	srv     *http.Server
+	done    chan struct{}
+	mu      sync.Mutex
+	accepts map[netip.AddrPort]int // connections accepted, by the peer's address
 }
 
 func startBackend() (*backend, error) {
@@ -75,9 +79,24 @@ func startBackend() (*backend, error) {
 		}),
 		IdleTimeout: 30 * time.Second,
 	}
-	b := &backend{addr: ln.Addr().(*net.TCPAddr).AddrPort(), srv: srv, done: make(chan struct{})}
+	b := &backend{addr: ln.Addr().(*net.TCPAddr).AddrPort(), srv: srv, done: make(chan struct{}), accepts: map[netip.AddrPort]int{}}
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			b.mu.Lock()
+			b.accepts[c.RemoteAddr().(*net.TCPAddr).AddrPort()]++
+			b.mu.Unlock()
+		}
+	}
 	go func() { defer close(b.done); srv.Serve(ln) }()
 	return b, nil
+}
+
+// accepted is how many connections the backend accepted from each peer
+// address so far.
+func (b *backend) accepted() map[netip.AddrPort]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.accepts)
 }
 
 func (b *backend) close() {
