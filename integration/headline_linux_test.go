@@ -59,6 +59,7 @@ func TestHeadlineClientClosesFirst(t *testing.T) {
 	}))
 	via := load(topo, web, addrPort(topo.ProxyFront, 8080))
 	recs := cp.WaitRecords(t, via.Attempted, 15*time.Second)
+	settleOrExplain(t, topo, recs, mustAddrPort(t, addrPort(topo.ProxyFront, 8080)), web.Addr)
 	tw := legTimeWait(t, topo)
 	t.Logf("through closeproxy: %d completed, %d connect errors, %d other errors in %d ms; TIME-WAIT %s",
 		via.OK, via.ConnectErrors, via.OtherErrors, via.ElapsedMS, tw)

@@ -249,3 +249,23 @@ func scopeTimeWait(t testing.TB, topo *Topology, timeout time.Duration, addrs ..
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// settleOrExplain waits until no connection of the scope addrs is opening
+// or closing, and otherwise fails naming the sockets still busy, the
+// records that name them, and each host's counters of RSTs it refused
+// (RFC 5961 challenge ACKs) or never got to send.
+func settleOrExplain(t testing.TB, topo *Topology, recs []Record, addrs ...netip.AddrPort) {
+	t.Helper()
+	_, _, busy := scopeTimeWait(t, topo, 15*time.Second, addrs...)
+	if len(busy) == 0 {
+		return
+	}
+	var b strings.Builder
+	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
+		out, err := topo.run(ns, "nstat", "-asz", "TcpExtTCPChallengeACK", "TcpExtTCPACKSkippedChallenge",
+			"TcpOutRsts", "TcpExtTCPAbortFailed", "TcpExtTCPAbortOnClose", "TcpExtTCPAbortOnData")
+		fmt.Fprintf(&b, "%s (nstat: %v):\n%s\n", ns, err, out)
+	}
+	t.Fatalf("%d sockets still opening or closing 15 s after every record was written:\n%s\n%s",
+		len(busy), namedBy(busy, recs), b.String())
+}
