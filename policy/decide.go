@@ -165,8 +165,9 @@ const (
 	// ReasonCut: a stream toward or from the peer was cut short; the leg
 	// was reset so that the peer cannot take it for a complete one.
 	ReasonCut Reason = "cut"
-	// ReasonDraining: shutdown_timeout ran out while the FIN was withheld;
-	// the fallback was taken early.
+	// ReasonDraining: shutdown_timeout ran out while the FIN was withheld,
+	// and the fallback was taken early; or (http1) draining closed an idle
+	// keep-alive connection or ended it after its response.
 	ReasonDraining Reason = "draining"
 	// ReasonOtherReading: the grace ran out, but the other side may still
 	// read what this peer sends after its pause: a FIN went instead of the

@@ -121,6 +121,9 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		}
 		h.rec.Received(policy.Back, int64(len(resp.Raw)))
 		rt.closing = req.Close || resp.Close
+		if !rt.closing && h.draining() {
+			rt.closing, h.drainClosed = true, true
+		}
 		n, err := h.front.Write(resp.HeadForClient(rt.closing))
 		h.rec.Sent(policy.Front, int64(n))
 		rt.started = true

@@ -27,18 +27,23 @@ type h1 struct {
 	*session
 	fr  *bufio.Reader   // the client's side, as intake left it
 	ctx context.Context // ends when shutdown_timeout ran out
-	lim http1.Limits
+	// begun ends when draining began: an idle connection is closed, the
+	// response in flight says Connection: close.
+	begun context.Context
+	lim   http1.Limits
 	// awaitsEOF: the last response was delimited by the close, so the
 	// client reads to EOF: only the proxy's FIN ends it.
 	awaitsEOF bool
-	guard     *engine.Guard // the exchange in progress's
-	ended     bool          // the front leg was ended
+	// drainClosed: only draining made the last response say Connection: close.
+	drainClosed bool
+	guard       *engine.Guard // the exchange in progress's
+	ended       bool          // the front leg was ended
 }
 
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-func (ss *session) serveHTTP1(fr *bufio.Reader, ctx context.Context) {
-	h := &h1{session: ss, fr: fr, ctx: ctx}
+func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) {
+	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun}
 	for {
 		req, err := h.readRequest()
 		if err != nil {
@@ -53,29 +58,34 @@ func (ss *session) serveHTTP1(fr *bufio.Reader, ctx context.Context) {
 			if h.awaitsEOF {
 				h.rec.Note(policy.Front, policy.ReasonCloseDelimited)
 			}
+			if h.drainClosed {
+				h.rec.Note(policy.Front, policy.ReasonDraining)
+			}
 			h.end(engine.Ending{AwaitsEOF: h.awaitsEOF})
 			return
 		}
 	}
 }
 
-// errIdle: no request began within idle_timeout (or before shutdown ran
-// out of time): the connection was idle between requests.
+// errIdle: no request began within idle_timeout (or before draining
+// began): the connection was idle between requests.
 var errIdle = errors.New("no request")
 
+// draining reports that draining began: the front leg ends after the
+// exchange in progress.
+func (h *h1) draining() bool { return h.begun.Err() != nil }
+
 // readRequest waits up to idle_timeout for the first byte of the next
-// request, then up to idle_timeout more for its whole head. Shutdown
-// interrupts both waits.
+// request, then up to idle_timeout more for its whole head. Draining ends
+// the first wait (an idle keep-alive connection closes at once); shutdown
+// running out of time ends both.
 func (h *h1) readRequest() (*http1.Request, error) {
 	stop := context.AfterFunc(h.ctx, func() { _ = h.front.SetReadDeadline(time.Now()) })
 	defer stop()
 	if err := h.front.SetReadDeadline(time.Now().Add(h.ln.IdleTimeout)); err != nil {
 		return nil, err
 	}
-	if _, err := h.fr.Peek(1); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil, errIdle
-		}
+	if err := h.awaitRequest(); err != nil {
 		return nil, err
 	}
 	if h.ctx.Err() == nil {
@@ -89,6 +99,33 @@ func (h *h1) readRequest() (*http1.Request, error) {
 	return req, err
 }
 
+// awaitRequest waits for the first byte of a request, or a request
+// already buffered. Draining interrupts the wait: a connection with no
+// request begun is idle and is closed.
+func (h *h1) awaitRequest() error {
+	if h.draining() && h.fr.Buffered() == 0 {
+		return errIdle
+	}
+	var mu sync.Mutex
+	waiting := true
+	stop := context.AfterFunc(h.begun, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if waiting { // once the wait is over, the head's deadline stands
+			_ = h.front.SetReadDeadline(time.Now())
+		}
+	})
+	defer stop()
+	_, err := h.fr.Peek(1)
+	mu.Lock()
+	waiting = false
+	mu.Unlock()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errIdle
+	}
+	return err
+}
+
 // endFront ends the session after reading a request failed: the client
 // closed or went idle between requests, stopped midway through a head,
 // sent a bad request, or reset.
@@ -100,7 +137,7 @@ func (h *h1) endFront(err error) {
 		// Nothing of a request arrived: the connection was idle, nothing
 		// is cut; it ends by its policy.
 		why := policy.ReasonIdle
-		if h.ctx.Err() != nil {
+		if h.ctx.Err() != nil || h.draining() {
 			why = policy.ReasonDraining
 		}
 		h.rec.Note(policy.Front, why)

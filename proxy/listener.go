@@ -133,12 +133,14 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
 	l.open.Add(1)
 	lc.be.users.Add(1)
 	s.sessions.Add(1)
+	s.live.Add(1)
 	s.trim.started()
 	go func() {
 		defer s.sessions.Done()
+		defer s.live.Add(-1)
 		defer lc.be.users.Done()
 		defer s.trim.ended()
-		td := s.newSession(lc, c).run(s.drainCtx, s.kill)
+		td := s.newSession(lc, c).run(s.drainCtx, s.drainBegun, s.kill)
 		l.open.Add(-1) // the slot is free before the record says the session ended
 		s.record(td)
 	}()

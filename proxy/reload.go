@@ -34,8 +34,8 @@ func (s *Server) swap(ctx context.Context, cfg *config.Config) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("reload: shutting down")
+	if s.closed || s.draining {
+		return errors.New("reload: draining or shutting down")
 	}
 	lns, err := s.bindLocked(ctx, cfg, s.listeners)
 	if err != nil {

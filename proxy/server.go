@@ -46,9 +46,15 @@ type Server struct {
 	accepts   sync.WaitGroup
 	pools     sync.WaitGroup // pool runs, retirements and the server's own watcher
 	autoStop  func()         // stops auto's samples; nil until some leg uses auto
-	stopping  atomic.Bool
+	draining  bool           // Drain began: no listener accepts again
+	// draining is done when Drain began: http1 sessions close idle
+	// keep-alive connections and answer with Connection: close.
+	drainBegun context.Context
+	beginDrain context.CancelFunc
+	drained    chan struct{} // closed when draining and no session is left
 
 	sessions sync.WaitGroup
+	live     atomic.Int64    // sessions not yet ended
 	drainCtx context.Context // done when shutdown_timeout ran out: end by policy
 	drainNow context.CancelFunc
 	kill     chan struct{} // closed when ending by policy took too long: reset
@@ -68,8 +74,10 @@ func WithTeardownHook(f func(*engine.Teardown)) Option {
 
 // New checks that cfg can be served; it opens no socket and starts nothing.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
-	s := &Server{log: log, obs: nopObserver{}, netAdmin: hasNetAdmin, kill: make(chan struct{}), fatal: make(chan error, 1), done: make(chan struct{})}
+	s := &Server{log: log, obs: nopObserver{}, netAdmin: hasNetAdmin, kill: make(chan struct{}), fatal: make(chan error, 1), done: make(chan struct{}),
+		drained: make(chan struct{})}
 	s.drainCtx, s.drainNow = context.WithCancel(context.Background())
+	s.drainBegun, s.beginDrain = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(s)
 	}
@@ -155,7 +163,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.runPoolLocked(b)
 	}
 	for _, l := range s.listeners {
-		s.startAcceptLocked(l)
+		if !s.draining {
+			s.startAcceptLocked(l)
+		}
 	}
 	s.startAutoLocked()
 	s.mu.Unlock()
@@ -169,12 +179,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// Serving reports that the listeners accept and shutdown has not begun: the
-// readiness of the proxy itself.
+// Serving reports that the listeners accept and neither a drain nor
+// shutdown has begun: the readiness of the proxy itself.
 func (s *Server) Serving() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.serving && !s.closed
+	return s.serving && !s.closed && !s.draining
 }
 
 // PoolStats returns each current backend's pool figures, by backend name.

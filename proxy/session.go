@@ -37,8 +37,9 @@ func (s *Server) newSession(lc *listenerConf, c *net.TCPConn) *session {
 
 // run carries the session to its end and returns its record. A panic is
 // recovered into outcome internal_error: one session never takes the
-// process down.
-func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *engine.Teardown) {
+// process down. drainCtx ends when shutdown_timeout ran out, begun when
+// draining began (an http1 session then ends after its exchange).
+func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) (td *engine.Teardown) {
 	defer func() {
 		if p := recover(); p != nil {
 			engine.Refuse(ss.rec, ss.front, engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
@@ -62,7 +63,7 @@ func (ss *session) run(drainCtx context.Context, kill <-chan struct{}) (td *engi
 		if fr == nil {
 			fr = bufio.NewReader(ss.front)
 		}
-		ss.serveHTTP1(fr, drainCtx)
+		ss.serveHTTP1(fr, drainCtx, begun)
 		return
 	}
 	back, err := ss.takeBackend(in)

@@ -12,20 +12,16 @@ import (
 	"go.uber.org/zap"
 )
 
-// Shutdown stops accepting, lets live sessions finish until ctx ends, then
+// Shutdown drains (see Drain), lets live sessions finish until ctx ends, then
 // ends the rest by their close policies. Sessions still open after the
 // longest grace and drain of any leg (a peer that keeps sending while the
 // proxy withholds its FIN) are reset (outcome drained), so Shutdown always
 // returns. It returns nil: every session got its record.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopping.Store(true)
+	s.Drain()
 	s.closeListeners()
 	defer s.stopPools()
-	// Every accept loop has returned before the sessions are awaited: a
-	// session started by a loop still running would race the Wait.
-	s.accepts.Wait()
-	done := make(chan struct{})
-	go func() { s.sessions.Wait(); close(done) }()
+	done := s.drained
 	select {
 	case <-done:
 		return nil

@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+)
+
+// Drain stops accepting and asks live sessions to finish, without waiting
+// for them and without ending the process: the listeners close (new
+// connections are refused), Serving turns false, and http1 sessions close
+// a keep-alive connection that is idle at once and answer the request in
+// flight with Connection: close. tcp sessions run to their own end.
+// Drained is closed once the last session has ended. Shutdown drains
+// first; Drain and Shutdown may be called in either order, any number of
+// times.
+func (s *Server) Drain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drainLocked()
+}
+
+// drainLocked starts draining once.
+func (s *Server) drainLocked() {
+	if s.draining {
+		return
+	}
+	s.draining = true
+	s.beginDrain()
+	for _, l := range s.listeners {
+		_ = l.ln.Close()
+	}
+	// No accept loop starts once draining is set (Serve and Reload look),
+	// so the loops running now are the last to add sessions.
+	go func() {
+		s.accepts.Wait()
+		s.sessions.Wait()
+		close(s.drained)
+	}()
+}
+
+// Drained is closed when draining has begun and every session has ended.
+func (s *Server) Drained() <-chan struct{} { return s.drained }
+
+// Draining reports that Drain or Shutdown began.
+func (s *Server) Draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// Live returns the number of sessions not yet ended.
+func (s *Server) Live() int64 { return s.live.Load() }
+
+// WaitDrained drains and waits until every session has ended or ctx ends.
+func (s *Server) WaitDrained(ctx context.Context) error {
+	s.Drain()
+	select {
+	case <-s.drained:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain: %d sessions still open: %w", s.Live(), ctx.Err())
+	}
+}

@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// keepAliveClient sends one GET on a new connection and reads its
+// response, leaving the connection open and idle.
+func keepAliveClient(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.Close {
+		t.Fatal("first response already closes the connection")
+	}
+	return c, br
+}
+
+// An idle keep-alive connection in http1 mode is closed as soon as
+// draining begins, by Drain as by Shutdown (SIGTERM), not after
+// shutdown_timeout or idle_timeout: the record says ok, reason draining,
+// the client reads a plain EOF. New connections are refused at once.
+func TestDrainClosesIdleKeepAliveAtOnce(t *testing.T) {
+	for _, how := range []string{"Drain", "Shutdown"} {
+		t.Run(how, func(t *testing.T) {
+			o := startOrigin(t, hello)
+			h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+			c, br := keepAliveClient(t, h.addr)
+			t0 := time.Now()
+			if how == "Drain" {
+				h.srv.Drain()
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				go h.srv.Shutdown(ctx)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := br.ReadByte(); err != io.EOF {
+				t.Fatalf("read after drain: %v %v, want EOF", n, err)
+			}
+			if d := time.Since(t0); d > time.Second {
+				t.Errorf("the idle client read EOF %s after draining began", d)
+			}
+			c.Close() // as a keep-alive client does on EOF
+			td := h.record(t)
+			if td.Outcome != engine.OutcomeOK || td.Front.Reason != policy.ReasonDraining || td.Front.Cut {
+				t.Errorf("outcome %s front reason %q cut %v, want ok, draining, not cut", td.Outcome, td.Front.Reason, td.Front.Cut)
+			}
+			select {
+			case <-h.srv.Drained():
+			case <-time.After(5 * time.Second):
+				t.Fatalf("Drained not closed; %d sessions live", h.srv.Live())
+			}
+			if h.srv.Serving() {
+				t.Error("still Serving while draining")
+			}
+			if c2, err := net.DialTimeout("tcp", h.addr, time.Second); err == nil {
+				c2.Close()
+				t.Error("a new connection was accepted while draining")
+			}
+		})
+	}
+}
+
+// A busy keep-alive connection: the response to the request in flight when
+// draining begins says Connection: close, and the session then ends with
+// outcome ok; nothing is cut.
+func TestDrainBusyAnswersConnectionClose(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		hello(w, r)
+	})
+	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	c, br := keepAliveClient(t, h.addr)
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	h.srv.Drain()
+	close(release)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "GET /slow 0" {
+		t.Errorf("response %d %q", resp.StatusCode, body)
+	}
+	if !resp.Close { // net/http takes "Connection: close" out of the header into Close
+		t.Errorf("response without Connection: close (header %v)", resp.Header)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the response: %v, want EOF", err)
+	}
+	c.Close()
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeOK || td.Front.Reason != policy.ReasonDraining || td.Front.Cut {
+		t.Errorf("outcome %s front reason %q cut %v, want ok, draining, not cut", td.Outcome, td.Front.Reason, td.Front.Cut)
+	}
+}
+
+// Reload is refused once draining began: it would bind listeners again.
+func TestReloadRefusedWhileDraining(t *testing.T) {
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(httpBackend(t, false)))
+	h.srv.Drain()
+	h.srv.mu.Lock()
+	cfg := h.srv.cfg
+	h.srv.mu.Unlock()
+	if err := h.srv.Reload(context.Background(), cfg); err == nil {
+		t.Error("reload accepted while draining")
+	}
+}
