@@ -44,6 +44,7 @@ type Admin struct {
 	set      atomic.Pointer[backendSet] // swapped by Reconfigure
 	attached atomic.Pointer[attachment]
 	draining atomic.Bool
+	limits   httpLimits // of the HTTP server; a seam for tests
 }
 
 type attachment struct{ r Readiness }
@@ -66,10 +67,11 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Admin {
 		log = zap.NewNop()
 	}
 	a := &Admin{
-		cfg: cfg,
-		log: log,
-		reg: prometheus.NewRegistry(),
-		m:   newMetrics(),
+		cfg:    cfg,
+		log:    log,
+		reg:    prometheus.NewRegistry(),
+		m:      newMetrics(),
+		limits: defaultHTTPLimits,
 	}
 	for _, o := range opts {
 		o(a)
@@ -138,7 +140,7 @@ func (a *Admin) readiness() Readiness {
 	return nil
 }
 
-// SetDraining turns /readyz to 503 at once (SIGTERM received).
+// SetDraining turns /readyz to 503 at once (SIGTERM or POST /drain).
 func (a *Admin) SetDraining() { a.draining.Store(true) }
 
 // handler returns the admin endpoints.
@@ -148,6 +150,7 @@ func (a *Admin) handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", a.serveReady)
+	mux.HandleFunc("POST /drain", a.serveDrain)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
 		ErrorLog: zap.NewStdLog(a.log), Registry: a.reg,
 	}))
@@ -157,14 +160,19 @@ func (a *Admin) handler() http.Handler {
 // Serve serves HTTP on ln, and runs the Admin's own TIME-WAIT watcher if
 // it has one, until ctx ends, then shuts the HTTP server down gracefully
 // (briefly) and returns nil. It closes ln. Any other failure to serve is
-// returned.
+// returned. Clients are bounded (httpLimits): timeouts on every phase and
+// at most 64 connections open at once.
 func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           a.handler(),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: a.limits.readHeader,
+		ReadTimeout:       a.limits.read,
+		WriteTimeout:      a.limits.write,
+		IdleTimeout:       a.limits.idle,
 		ErrorLog:          zap.NewStdLog(a.log),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	ln = newLimitListener(ln, a.limits.maxConns)
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	if a.ownWatch {
