@@ -5,6 +5,7 @@
 //
 //	closeproxy run -config FILE     serve (also: closeproxy -config FILE)
 //	closeproxy check -config FILE   validate and print the effective config
+//	closeproxy drain [-wait]        stop accepting, fail readiness, let sessions finish
 //	closeproxy demo                 measure on loopback where TIME-WAIT lands
 //	closeproxy transparent setup    policy routing for source = "client" and tproxy
 //	closeproxy version
@@ -67,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDoctor(args, stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(args, stdout, stderr)
+	case "drain":
+		return cmdDrain(args, stdout, stderr)
 	case "transparent":
 		return cmdTransparent(args, stdout, stderr, execRun)
 	case "version":
@@ -87,6 +90,10 @@ const usage = `usage:
   closeproxy doctor [-config F] [-rate N] [-json]
                                   read this host's TIME-WAIT pressure and say what to do
   closeproxy healthcheck [-url U] ask the admin listener (exit 0 when healthy)
+  closeproxy drain [-admin HOST:PORT] [-wait] [-timeout D] [-done-file F]
+                                  ask the running proxy to stop accepting, fail
+                                  readiness and let its sessions finish (it keeps
+                                  running until SIGTERM); -wait returns once they have
   closeproxy transparent setup|teardown [-mark M] [-table T] [-ipv6=false] [-dry-run]
                                   add or remove the policy routing of transparent mode
   closeproxy version              (also: --version)
