@@ -5,7 +5,10 @@
 #   docker build --build-arg VERSION=$(git describe --always) -t closeproxy .
 #   docker run -p 8080:8080 closeproxy
 #
-# Mount your own configuration over /etc/closeproxy/closeproxy.toml.
+# The default configuration (deploy/sidecar.toml) is a sidecar: it accepts
+# on :8080, forwards to a web server on 127.0.0.1:80 and serves the admin
+# endpoints on 0.0.0.0:9901 for the kubelet's probes. Mount your own
+# configuration over /etc/closeproxy/closeproxy.toml.
 #
 # Capabilities: none are needed for the shipped configuration (port 8080).
 # Binding a port below 1024 needs CAP_NET_BIND_SERVICE
@@ -29,7 +32,7 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /closeproxy /closeproxy
-COPY --from=build /src/config.example.toml /etc/closeproxy/closeproxy.toml
+COPY --from=build /src/deploy/sidecar.toml /etc/closeproxy/closeproxy.toml
 # Numeric, so that a kubelet with runAsNonRoot can verify it.
 USER 65532:65532
 EXPOSE 8080 9901

@@ -56,3 +56,41 @@ func TestDockerfileUserIsNumeric(t *testing.T) {
 		t.Error("Dockerfile sets no USER: the image would run as root")
 	}
 }
+
+// The image's default configuration is a working sidecar: it accepts on
+// :8080, forwards to the web server on 127.0.0.1:80, and serves the admin
+// endpoints on every address (the kubelet probes the pod IP); and the
+// Dockerfile installs it where the image's CMD reads it.
+func TestImageDefaultConfigIsASidecar(t *testing.T) {
+	cfg, err := Load("../deploy/sidecar.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Listeners) != 1 || cfg.Listeners[0].Listen != ":8080" {
+		t.Errorf("listeners %+v, want one on :8080", cfg.Listeners)
+	}
+	if len(cfg.Backends) != 1 || cfg.Backends[0].Address != "127.0.0.1:80" || cfg.Listeners[0].Backend != cfg.Backends[0].Name {
+		t.Errorf("backends %+v, want the listener's on 127.0.0.1:80", cfg.Backends)
+	}
+	if cfg.Admin.Listen != "0.0.0.0:9901" {
+		t.Errorf("admin.listen %q, want 0.0.0.0:9901", cfg.Admin.Listen)
+	}
+	data, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(data)
+	if !strings.Contains(df, "COPY --from=build /src/deploy/sidecar.toml /etc/closeproxy/closeproxy.toml") ||
+		!strings.Contains(df, `CMD ["run", "-config", "/etc/closeproxy/closeproxy.toml"]`) {
+		t.Error("the Dockerfile does not install deploy/sidecar.toml as the configuration its CMD runs")
+	}
+	ignore, err := os.ReadFile("../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(ignore), "\n") {
+		if line = strings.TrimSpace(line); line == "deploy" || line == "deploy/" || line == "*.toml" || line == "**/*.toml" {
+			t.Errorf(".dockerignore %q keeps deploy/sidecar.toml out of the build", line)
+		}
+	}
+}
