@@ -21,6 +21,13 @@
 //     with one line per reason.
 //   - /metrics: the registry of this Admin (not the global one), with the Go
 //     and process collectors.
+//   - POST /drain: SetDraining, then Drain on the attached server when it
+//     implements Drainer; 202 at once, or with ?wait=D 200 "drained" once
+//     its sessions are gone (503 when D ran out). Loopback clients only.
+//
+// The HTTP server bounds its clients (httpLimits): timeouts on every phase
+// and at most 64 connections open at once; more wait in the kernel's
+// accept queue, holding no descriptor of the process.
 //
 // Metrics:
 //
@@ -63,5 +70,6 @@
 //	adm.Attach(srv)
 //	go tw.Run(ctx)
 //	go adm.Serve(ctx, adminListener)
-//	// on SIGTERM: adm.SetDraining(), then shut the proxy down
+//	// on SIGTERM: adm.SetDraining(), then shut the proxy down (POST /drain
+//	// does the first part earlier: srv.Drain, the process keeps running)
 package admin
