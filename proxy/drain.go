@@ -1,10 +1,5 @@
 package proxy
 
-import (
-	"context"
-	"fmt"
-)
-
 // Drain stops accepting and asks live sessions to finish, without waiting
 // for them and without ending the process: the listeners close (new
 // connections are refused), Serving turns false, and http1 sessions close
@@ -41,23 +36,5 @@ func (s *Server) drainLocked() {
 // Drained is closed when draining has begun and every session has ended.
 func (s *Server) Drained() <-chan struct{} { return s.drained }
 
-// Draining reports that Drain or Shutdown began.
-func (s *Server) Draining() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.draining
-}
-
 // Live returns the number of sessions not yet ended.
 func (s *Server) Live() int64 { return s.live.Load() }
-
-// WaitDrained drains and waits until every session has ended or ctx ends.
-func (s *Server) WaitDrained(ctx context.Context) error {
-	s.Drain()
-	select {
-	case <-s.drained:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("drain: %d sessions still open: %w", s.Live(), ctx.Err())
-	}
-}
