@@ -54,7 +54,10 @@ func TestDrainClosesIdleKeepAliveAtOnce(t *testing.T) {
 			} else {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				go h.srv.Shutdown(ctx)
+				stopped := make(chan struct{})
+				go func() { h.srv.Shutdown(ctx); close(stopped) }()
+				// before the harness's own Shutdown: two at once race on the pools
+				defer func() { <-stopped }()
 			}
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			if n, err := br.ReadByte(); err != io.EOF {
