@@ -6,8 +6,8 @@ package proxy
 // a keep-alive connection that is idle at once and answer the request in
 // flight with Connection: close. tcp sessions run to their own end.
 // Drained is closed once the last session has ended. Shutdown drains
-// first; Drain and Shutdown may be called in either order, any number of
-// times.
+// first. Drain may be called any number of times, before or after
+// Shutdown; Reload is refused once it was.
 func (s *Server) Drain() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
