@@ -27,6 +27,7 @@ import (
 // the running configuration untouched.
 type Server struct {
 	log        *zap.Logger
+	records    *zap.Logger // teardown records; log unless WithRecordLog
 	onTeardown func(*engine.Teardown)
 	obs        Observer
 	sample     atomic.Pointer[sampler]
@@ -66,9 +67,15 @@ func WithTeardownHook(f func(*engine.Teardown)) Option {
 	return func(s *Server) { s.onTeardown = f }
 }
 
+// WithRecordLog writes teardown records to l instead of the server's log,
+// so that the log's level cannot drop them (log.records).
+func WithRecordLog(l *zap.Logger) Option {
+	return func(s *Server) { s.records = l }
+}
+
 // New checks that cfg can be served; it opens no socket and starts nothing.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
-	s := &Server{log: log, obs: nopObserver{}, netAdmin: hasNetAdmin, kill: make(chan struct{}), fatal: make(chan error, 1), done: make(chan struct{})}
+	s := &Server{log: log, records: log, obs: nopObserver{}, netAdmin: hasNetAdmin, kill: make(chan struct{}), fatal: make(chan error, 1), done: make(chan struct{})}
 	s.drainCtx, s.drainNow = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(s)

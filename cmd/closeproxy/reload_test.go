@@ -54,9 +54,10 @@ func TestReloadUpdatesWatcherTargets(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, cfg, log, func(bg context.Context, p parts) {
+		lg := &logs{log: log, level: zap.NewAtomicLevel()}
+		done <- serve(ctx, cfg, lg, func(bg context.Context, p parts) {
 			started <- p
-			reloadOnHUP(bg, hup, path, p, zap.NewAtomicLevel(), log)
+			reloadOnHUP(bg, hup, path, p, lg)
 		})
 	}()
 	defer func() {
