@@ -25,6 +25,7 @@ import (
 	"syscall"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
@@ -186,6 +187,7 @@ func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr
 // parts are what serve runs: the proxy, its admin listener and the one
 // TIME-WAIT watcher both read.
 type parts struct {
+	cfg *config.Config // the configuration served since the start
 	srv *proxy.Server
 	adm *admin.Admin
 	tw  *twwatch.Watcher
@@ -218,7 +220,7 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(bg) }()
 	if watch != nil {
-		wg.Go(func() { watch(bg, parts{srv: srv, adm: adm, tw: tw}) })
+		wg.Go(func() { watch(bg, parts{cfg: cfg, srv: srv, adm: adm, tw: tw}) })
 	}
 	select {
 	case err := <-served:
@@ -272,7 +274,9 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, p parts
 }
 
 // reload applies the configuration at path: the proxy, then the TIME-WAIT
-// watcher's targets, the admin and the log level.
+// watcher's targets, the admin and the log level. It warns of each changed
+// key that only a restart applies, and confirms last, at a level the new
+// log.level lets through, so that no reload goes unconfirmed.
 func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	cfg, err := config.Load(path)
 	if err == nil {
@@ -286,6 +290,11 @@ func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	if err := lg.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
 		lg.log.Warn("log.level not changed", zap.Error(err))
 	}
+	for _, key := range restartOnly(p.cfg, cfg) {
+		lg.log.Warn("reload: "+key+" changed; it takes effect after a restart", zap.String("key", key))
+	}
+	lg.log.Log(max(zapcore.InfoLevel, lg.level.Level()), "configuration reloaded", zap.String("config", path),
+		zap.Int("listeners", len(cfg.Listeners)), zap.Int("backends", len(cfg.Backends)))
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +85,51 @@ func TestReloadUpdatesWatcherTargets(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("after reload: front ports %v backends %v, want [%d] %v", ports, back, p2, wantBack)
 		}
+	}
+}
+
+// The reload's confirmation is written after the new level applies, at a
+// level it lets through: it used to be an info line written before, lost
+// whenever the running level was above info.
+func TestReloadConfirmedAtEveryLevel(t *testing.T) {
+	backend := echoBackend(t)
+	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, `level = "warn"`) })
+	confirmed := func(l []logLine) []logLine { return withMsg(l, "configuration reloaded") }
+	for i, level := range []string{"error", "info", "warn"} {
+		if err := os.WriteFile(d.path, []byte(daemonConfig(d.port, backend, fmt.Sprintf("level = %q", level))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d.hup <- os.Interrupt
+		got := waitLines(t, "reload confirmations", d.stderr.String, confirmed, i+1)[i]
+		if got.str("level") != level { // info, or the least severe level that passes
+			t.Errorf("reload to %s: confirmation at level %q, want %q", level, got.str("level"), level)
+		}
+	}
+}
+
+// A reload names each changed key it cannot apply; what it applies (here a
+// listener's address) goes unmentioned.
+func TestReloadWarnsOfRestartOnlyKeys(t *testing.T) {
+	backend := echoBackend(t)
+	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, "") })
+	next := daemonConfig(freePort(t), backend, `records = "stdout"`)
+	next = strings.Replace(next, `shutdown_timeout = "2s"`, `shutdown_timeout = "3s"`, 1)
+	next = strings.Replace(next, `listen = "off"`, `listen = "127.0.0.1:0"`, 1)
+	if err := os.WriteFile(d.path, []byte(next), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.hup <- os.Interrupt
+	waitLines(t, "reload confirmation", d.stderr.String, func(l []logLine) []logLine { return withMsg(l, "configuration reloaded") }, 1)
+	var warned []string
+	for _, l := range jsonLines(t, d.stderr.String()) {
+		if strings.HasPrefix(l.str("msg"), "reload: ") {
+			warned = append(warned, l.str("key"))
+			if want := "reload: " + l.str("key") + " changed; it takes effect after a restart"; l.str("msg") != want || l.str("level") != "warn" {
+				t.Errorf("line %v, want a warning %q", l, want)
+			}
+		}
+	}
+	if want := "shutdown_timeout log.records admin.listen"; strings.Join(warned, " ") != want {
+		t.Errorf("restart-only keys named %q, want %q", warned, want)
 	}
 }
