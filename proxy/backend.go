@@ -25,6 +25,7 @@ type backend struct {
 	bal     *balance.Balancer
 	users   sync.WaitGroup // sessions using it
 	stop    context.CancelFunc
+	retired atomic.Bool // no session uses it and its pools were told to stop
 }
 
 // server is one of a backend's servers.
@@ -123,6 +124,7 @@ func (s *Server) retireLocked(b *backend) {
 		if b.stop != nil {
 			b.stop()
 		}
+		b.retired.Store(true)
 	}()
 }
 
@@ -130,21 +132,26 @@ func (s *Server) retireLocked(b *backend) {
 func (b *backend) stats() pool.Stats {
 	var sum pool.Stats
 	for _, sv := range b.servers {
-		st := sv.pool.Stats()
-		sum.Idle += st.Idle
-		sum.InUse += st.InUse
-		sum.Dialing += st.Dialing
-		sum.Waiting += st.Waiting
-		sum.Failing = max(sum.Failing, st.Failing)
-		sum.Dialed += st.Dialed
-		sum.DialFailures += st.DialFailures
-		sum.LocalDialFailures += st.LocalDialFailures
-		sum.Evicted += st.Evicted
-		sum.Dead += st.Dead
-		sum.Pooled += st.Pooled
-		sum.Reused += st.Reused
+		addStats(&sum, sv.pool.Stats())
 	}
 	return sum
+}
+
+// addStats adds st to sum: gauges and counters add up, Failing is the
+// worst.
+func addStats(sum *pool.Stats, st pool.Stats) {
+	sum.Idle += st.Idle
+	sum.InUse += st.InUse
+	sum.Dialing += st.Dialing
+	sum.Waiting += st.Waiting
+	sum.Failing = max(sum.Failing, st.Failing)
+	sum.Dialed += st.Dialed
+	sum.DialFailures += st.DialFailures
+	sum.LocalDialFailures += st.LocalDialFailures
+	sum.Evicted += st.Evicted
+	sum.Dead += st.Dead
+	sum.Pooled += st.Pooled
+	sum.Reused += st.Reused
 }
 
 // ServerStatus is one server's state, for metrics and /readyz.

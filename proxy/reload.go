@@ -45,6 +45,7 @@ func (s *Server) swap(ctx context.Context, cfg *config.Config) error {
 	for name, b := range old {
 		if s.backends[name] != b {
 			s.retireLocked(b)
+			s.replaced.add(name, b)
 		}
 	}
 	s.configureLocked(cfg, lns)

@@ -40,6 +40,7 @@ type Server struct {
 	cfg       *config.Config
 	listeners []*listener         // the current ones, in configuration order
 	backends  map[string]*backend // the current ones, by name
+	replaced  replacedPools       // pools of backends a reload replaced, by name
 	serving   bool                // Serve runs: new listeners start accepting at once
 	closed    bool
 	done      chan struct{} // closed by Shutdown
@@ -182,17 +183,6 @@ func (s *Server) Serving() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.serving && !s.closed
-}
-
-// PoolStats returns each current backend's pool figures, by backend name.
-func (s *Server) PoolStats() map[string]pool.Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]pool.Stats, len(s.backends))
-	for name, b := range s.backends {
-		out[name] = b.stats()
-	}
-	return out
 }
 
 // releaseFiles runs a collection, at most every 100 ms, when descriptors

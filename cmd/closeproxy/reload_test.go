@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/pool"
 )
 
 // freePort returns a loopback port nothing listens on now.
@@ -131,5 +132,65 @@ func TestReloadWarnsOfRestartOnlyKeys(t *testing.T) {
 	}
 	if want := "shutdown_timeout log.records admin.listen"; strings.Join(warned, " ") != want {
 		t.Errorf("restart-only keys named %q, want %q", warned, want)
+	}
+}
+
+// A backend whose settings a reload changes gets new pools; its pool
+// counters go on from where they were (they used to restart from zero, a
+// counter reset Prometheus reads as a process restart).
+func TestReloadKeepsPoolCounters(t *testing.T) {
+	backend := echoBackend(t)
+	port := freePort(t)
+	path := writeConfig(t, daemonConfig(port, backend, ""))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zaptest.NewLogger(t)
+	hup := make(chan os.Signal, 1)
+	started := make(chan parts, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		lg := &logs{log: log, level: zap.NewAtomicLevel()}
+		done <- serve(ctx, cfg, lg, func(bg context.Context, p parts) {
+			started <- p
+			reloadOnHUP(bg, hup, path, p, lg)
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	p := <-started
+	d := &daemonRun{port: port}
+	for i := range 3 {
+		d.session(t, fmt.Sprint("hello ", i))
+	}
+	before := p.srv.PoolStats()["app"]
+	if before.Dialed < 3 {
+		t.Fatalf("dialed %d before the reload, want ≥ 3", before.Dialed)
+	}
+	changed := strings.Replace(daemonConfig(port, backend, ""), "warm = 1", "warm = 2", 1)
+	if err := os.WriteFile(path, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup <- os.Interrupt
+	// The new pool warms two connections in the background: poll, with a
+	// deadline, until it has.
+	var after pool.Stats
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if after = p.srv.PoolStats()["app"]; after.Dialed >= before.Dialed+2 {
+			break
+		}
+	}
+	if after.Dialed < before.Dialed+2 || after.Pooled < before.Pooled || after.Evicted < before.Evicted {
+		t.Errorf("pool counters after the reload %+v, before %+v: want none lower, dialed up by the new pool's 2", after, before)
+	}
+	d.session(t, "after")
+	if got := p.srv.PoolStats()["app"]; got.Pooled <= after.Pooled {
+		t.Errorf("pooled %d after a session on the new pool, want > %d", got.Pooled, after.Pooled)
 	}
 }
