@@ -199,7 +199,7 @@ type parts struct {
 func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context.Context, parts)) error {
 	log := lg.log
 	tw := twwatch.New(cfg, log) // auto and the metrics read the same samples
-	adm := admin.New(cfg, log, admin.WithWatcher(tw))
+	adm := admin.New(cfg, log, admin.WithWatcher(tw), admin.WithVersion(versionString()))
 	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm), proxy.WithWatcher(tw), proxy.WithRecordLog(lg.recordLog()))
 	if err != nil {
 		return err
@@ -267,7 +267,9 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, p parts
 			return
 		case <-hup:
 		}
-		if err := reload(ctx, path, p, lg); err != nil {
+		err := reload(ctx, path, p, lg)
+		p.adm.ConfigReloaded(err == nil)
+		if err != nil {
 			lg.log.Error("reload refused; the running configuration stays", zap.String("config", path), zap.Error(err))
 		}
 	}
