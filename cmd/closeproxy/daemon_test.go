@@ -74,6 +74,7 @@ type daemonRun struct {
 	stdout, stderr *syncBuffer
 	hup, usr1      chan os.Signal
 	port           uint16
+	stop           func() // ends the daemon (SIGTERM) and waits for it; later calls do nothing
 }
 
 // echoBackend accepts until the test ends; each connection gets back what
@@ -123,12 +124,13 @@ func startDaemon(t *testing.T, text func(port uint16) string) *daemonRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
 	go func() { code <- daemon(ctx, d.path, cfg, d.stdout, d.stderr, signals{hup: d.hup, usr1: d.usr1}) }()
-	t.Cleanup(func() {
+	d.stop = sync.OnceFunc(func() {
 		cancel()
 		if c := <-code; c != 0 {
 			t.Errorf("daemon exited %d:\n%s", c, d.stderr)
 		}
 	})
+	t.Cleanup(d.stop)
 	// The daemon logs nothing we can wait on when log.level is warn: dial
 	// until the listener answers, with a deadline.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
