@@ -67,14 +67,15 @@ type withTraffic struct {
 	proxied string // the listener's address
 }
 
-// startWithTraffic runs a proxy and its Admin on loopback, logging to log.
-func startWithTraffic(t *testing.T, log *zap.Logger) *withTraffic {
+// startWithTraffic runs a proxy and its Admin, built with opts, on
+// loopback, logging to log.
+func startWithTraffic(t *testing.T, log *zap.Logger, opts ...Option) *withTraffic {
 	t.Helper()
 	cfg, err := config.Parse(fmt.Appendf(nil, trafficConfig, echoBackend(t)), "traffic.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &withTraffic{adm: New(cfg, log, WithVersion("v9.9.9-test")), ended: make(chan *engine.Teardown, 64)}
+	w := &withTraffic{adm: New(cfg, log, append([]Option{WithVersion("v9.9.9-test")}, opts...)...), ended: make(chan *engine.Teardown, 64)}
 	w.srv, err = proxy.New(cfg, log, proxy.WithObserver(w.adm),
 		proxy.WithTeardownHook(func(td *engine.Teardown) { w.ended <- td }))
 	if err != nil {
