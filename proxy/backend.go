@@ -165,17 +165,22 @@ type ServerStatus struct {
 }
 
 // Servers returns each current backend's servers, by backend name, in
-// configuration order.
+// configuration order. A server's ejections count those of the same
+// address in backends a reload replaced under the same name: the count
+// is a counter, it never goes back.
 func (s *Server) Servers() map[string][]ServerStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	out := make(map[string][]ServerStatus, len(s.backends))
 	for name, b := range s.backends {
+		s.replaced.fold(name)
 		for _, sv := range b.servers {
+			h := sv.health.State(now)
+			h.Ejections = addEjections(h.Ejections, s.replaced.ejectionsOf(name, sv.addr, now))
 			out[name] = append(out[name], ServerStatus{
 				Address: sv.addr, Weight: sv.health.Weight(sv.weight, now), Active: sv.active.Load(),
-				Checked: checked(b.cfg.Health), Health: sv.health.State(now), PoolStats: sv.pool.Stats(),
+				Checked: checked(b.cfg.Health), Health: h, PoolStats: sv.pool.Stats(),
 			})
 		}
 	}
