@@ -173,8 +173,8 @@ func (s *Server) Servers() map[string][]ServerStatus {
 	defer s.mu.Unlock()
 	now := time.Now()
 	out := make(map[string][]ServerStatus, len(s.backends))
+	s.replaced.fold()
 	for name, b := range s.backends {
-		s.replaced.fold(name)
 		for _, sv := range b.servers {
 			h := sv.health.State(now)
 			h.Ejections = addEjections(h.Ejections, s.replaced.ejectionsOf(name, sv.addr, now))

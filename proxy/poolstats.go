@@ -14,10 +14,10 @@ import (
 func (s *Server) PoolStats() map[string]pool.Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.replaced.fold()
 	out := make(map[string]pool.Stats, len(s.backends))
 	for name, b := range s.backends {
 		sum := b.stats()
-		s.replaced.fold(name)
 		s.replaced.addPools(name, &sum)
 		out[name] = sum
 	}
@@ -42,13 +42,16 @@ func (r *replacedPools) add(name string, b *backend) {
 	r.retiring[name] = append(r.retiring[name], b)
 }
 
-// fold turns the backends replaced under name whose pools are done into
-// final counters, so that a server reloaded every minute for a year keeps
-// no pool of each.
-func (r *replacedPools) fold(name string) {
-	if len(r.retiring[name]) == 0 {
-		return
+// fold turns the replaced backends whose pools are done into final
+// counters, so that a server reloaded every minute for a year keeps no
+// pool of each.
+func (r *replacedPools) fold() {
+	for name := range r.retiring {
+		r.foldName(name)
 	}
+}
+
+func (r *replacedPools) foldName(name string) {
 	keep := r.retiring[name][:0]
 	done, ej := r.done[name], r.ejections[name]
 	if ej == nil {
