@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,7 @@ type Admin struct {
 	attached atomic.Pointer[attachment]
 	draining atomic.Bool
 	limits   httpLimits // of the HTTP server; a seam for tests
+	version  string     // closeproxy_build_info's version label
 }
 
 type attachment struct{ r Readiness }
@@ -59,6 +61,12 @@ func WithWatcher(w *twwatch.Watcher) Option {
 	return func(a *Admin) { a.watch = w }
 }
 
+// WithVersion sets the version closeproxy_build_info reports; "dev"
+// without it.
+func WithVersion(v string) Option {
+	return func(a *Admin) { a.version = v }
+}
+
 // New builds the Admin and its registry. It starts nothing. Without
 // WithWatcher it makes its own watcher (resolving the backends' host
 // names once), which Serve runs and Reconfigure updates.
@@ -67,11 +75,12 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Admin {
 		log = zap.NewNop()
 	}
 	a := &Admin{
-		cfg:    cfg,
-		log:    log,
-		reg:    prometheus.NewRegistry(),
-		m:      newMetrics(),
-		limits: defaultHTTPLimits,
+		cfg:     cfg,
+		log:     log,
+		reg:     prometheus.NewRegistry(),
+		m:       newMetrics(),
+		limits:  defaultHTTPLimits,
+		version: "dev",
 	}
 	for _, o := range opts {
 		o(a)
@@ -81,7 +90,9 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Admin {
 	}
 	a.set.Store(newBackendSet(cfg, nil))
 	a.m.initLabels(cfg)
+	a.ConfigReloaded(true) // the configuration loaded at the start, as Prometheus counts it
 	a.reg.MustRegister(
+		buildInfo(a.version),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&poolCollector{a: a},
@@ -90,6 +101,18 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Admin {
 	)
 	a.reg.MustRegister(a.m.collectors()...)
 	return a
+}
+
+// buildInfo is closeproxy_build_info: 1, labelled with the version and
+// the Go release that built it.
+func buildInfo(version string) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "closeproxy_build_info",
+		Help:        "A metric with a constant '1' value labeled by the closeproxy version and the Go version it was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 // backendSet is the readiness state of the configured backends.

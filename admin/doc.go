@@ -56,10 +56,17 @@
 //	closeproxy_kernel_time_wait{leg}                    Linux: sock_diag
 //	closeproxy_kernel_time_wait_host                    Linux: /proc/net/sockstat tw
 //	closeproxy_kernel_tcp_max_tw_buckets                Linux: net.ipv4.tcp_max_tw_buckets
-//	closeproxy_kernel_tcp_timewait_overflow             Linux: TcpExt TCPTimeWaitOverflow
+//	closeproxy_kernel_tcp_timewait_overflow             Linux: TcpExt TCPTimeWaitOverflow (gauge)
+//	closeproxy_kernel_time_wait_overflow_total          the same figure, typed counter
+//	closeproxy_bytes_total{listener,leg,direction}      direction: in|out, from the records
+//	closeproxy_session_duration_seconds{listener}       histogram, from the records
+//	closeproxy_config_last_reload_successful            1 or 0 (ConfigReloaded)
+//	closeproxy_config_last_reload_success_timestamp_seconds
+//	closeproxy_build_info{version,goversion}            1 (WithVersion)
 //
 // Label values are the words of the teardown records and the configuration.
-// The kernel figures are gauges of the last sample; a figure that could not
+// The kernel figures are the last sample (the overflow counter too: a
+// counter of the whole network namespace, read, not counted here); a figure that could not
 // be read (or any of them off Linux) is absent rather than zero.
 //
 // Usage:

@@ -15,7 +15,9 @@ var (
 	kernelMaxTWDesc = prometheus.NewDesc("closeproxy_kernel_tcp_max_tw_buckets",
 		"net.ipv4.tcp_max_tw_buckets: past it the kernel drops TIME-WAIT early.", nil, nil)
 	kernelOverflowDesc = prometheus.NewDesc("closeproxy_kernel_tcp_timewait_overflow",
-		"TcpExt TCPTimeWaitOverflow (/proc/net/netstat): TIME-WAIT sockets the kernel could not keep, a counter since boot.", nil, nil)
+		"TcpExt TCPTimeWaitOverflow (/proc/net/netstat): TIME-WAIT sockets the kernel could not keep, a counter since boot; closeproxy_kernel_time_wait_overflow_total under its older name and type.", nil, nil)
+	kernelOverflowTotalDesc = prometheus.NewDesc("closeproxy_kernel_time_wait_overflow_total",
+		"TIME-WAIT sockets the kernel destroyed at once for want of room (tcp_max_tw_buckets reached): TcpExt TCPTimeWaitOverflow of /proc/net/netstat, a counter of the whole network namespace since boot.", nil, nil)
 )
 
 // kernelCollector reports the watcher's latest sample, the one auto
@@ -30,6 +32,7 @@ func (k *kernelCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- kernelHostTWDesc
 	ch <- kernelMaxTWDesc
 	ch <- kernelOverflowDesc
+	ch <- kernelOverflowTotalDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -48,4 +51,7 @@ func (k *kernelCollector) Collect(ch chan<- prometheus.Metric) {
 	emit(kernelHostTWDesc, s.Host)
 	emit(kernelMaxTWDesc, s.MaxTWBuckets)
 	emit(kernelOverflowDesc, s.Overflow)
+	if s.Overflow.OK {
+		ch <- prometheus.MustNewConstMetric(kernelOverflowTotalDesc, prometheus.CounterValue, float64(s.Overflow.Value))
+	}
 }

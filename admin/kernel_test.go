@@ -77,3 +77,23 @@ func TestKernelGaugesShowTheSharedSample(t *testing.T) {
 		t.Error("closeproxy_kernel_tcp_timewait_overflow present; /proc/net/netstat was not read")
 	}
 }
+
+// TcpExt TCPTimeWaitOverflow is exported as the counter it is, under a
+// _total name, with the value read.
+func TestKernelOverflowCounter(t *testing.T) {
+	cfg := &config.Config{
+		Listeners: []config.Listener{{Name: "web", Listen: ":8080", Backend: "app"}},
+		Backends:  []config.Backend{{Name: "app", Address: "10.0.0.2:80"}},
+	}
+	files := map[string]string{procnet.NetstatPath: "TcpExt: SyncookiesSent TCPTimeWaitOverflow\nTcpExt: 0 4242\n"}
+	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, nil)))
+	base := serve(t, New(cfg, zaptest.NewLogger(t), WithWatcher(w)))
+	w.Refresh()
+	expect(t, scrape(t, base), map[string]float64{
+		"closeproxy_kernel_time_wait_overflow_total": 4242,
+		"closeproxy_kernel_tcp_timewait_overflow":    4242,
+	})
+	if _, body := get(t, base+"/metrics"); !strings.Contains(body, "# TYPE closeproxy_kernel_time_wait_overflow_total counter\n") {
+		t.Error("closeproxy_kernel_time_wait_overflow_total is not typed counter")
+	}
+}

@@ -35,6 +35,13 @@ var dialBuckets = []float64{
 	0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 }
 
+// durationBuckets run from 1 ms to 30 min: a short request to a long-lived
+// stream.
+var durationBuckets = []float64{
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+	1, 2.5, 5, 10, 30, 60, 300, 1800,
+}
+
 // metrics are the collectors the Observer feeds.
 type metrics struct {
 	accepted     *prometheus.CounterVec
@@ -53,6 +60,10 @@ type metrics struct {
 	dialFailures *prometheus.CounterVec
 	autoSwitches *prometheus.CounterVec
 	autoReasons  *prometheus.CounterVec
+	bytes        *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	reloadOK     prometheus.Gauge
+	reloadAt     prometheus.Gauge
 }
 
 func counter(name, help string, labels ...string) *prometheus.CounterVec {
@@ -80,6 +91,17 @@ func newMetrics() *metrics {
 		dialFailures: counter("closeproxy_backend_dial_failures_total", "Failed backend dials, by backend and whose failure: local (ours: ports, descriptors, buffers) or backend.", "backend", "kind"),
 		autoSwitches: counter("closeproxy_auto_switches_total", "time_wait = \"auto\" switching new closes to safe resets (to=nowhere) or back (to=accepting), by pressure.", "reason", "to"),
 		autoReasons:  counter("closeproxy_auto_decisions_total", "Closes decided by time_wait = \"auto\", by leg and reason.", "leg", "reason"),
+		bytes: counter("closeproxy_bytes_total",
+			"Bytes relayed by ended sessions, by listener, leg (front|back) and direction: in (received from that leg's peer) or out (sent to it).",
+			"listener", "leg", "direction"),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "closeproxy_session_duration_seconds", Help: "Duration of ended sessions, from accept to the record.",
+			Buckets: durationBuckets,
+		}, []string{"listener"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "closeproxy_config_last_reload_successful",
+			Help: "Whether the last configuration reload attempt was successful (1) or refused (0)."}),
+		reloadAt: prometheus.NewGauge(prometheus.GaugeOpts{Name: "closeproxy_config_last_reload_success_timestamp_seconds",
+			Help: "Timestamp of the last successful configuration load, the start's included."}),
 	}
 }
 
@@ -87,7 +109,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.accepted, m.active, m.rejected, m.sessions, m.bySession, m.firstFIN, m.timeWait,
 		m.closes, m.reasons, m.cuts, m.proxyHeaders, m.headerReject, m.dialDuration, m.dialFailures,
-		m.autoSwitches, m.autoReasons,
+		m.autoSwitches, m.autoReasons, m.bytes, m.duration, m.reloadOK, m.reloadAt,
 	}
 }
 
@@ -98,6 +120,11 @@ func (m *metrics) initLabels(cfg *config.Config) {
 		m.accepted.WithLabelValues(l.Name)
 		m.active.WithLabelValues(l.Name)
 		m.headerReject.WithLabelValues(l.Name)
+		m.duration.WithLabelValues(l.Name)
+		for _, leg := range []string{"front", "back"} {
+			m.bytes.WithLabelValues(l.Name, leg, "in")
+			m.bytes.WithLabelValues(l.Name, leg, "out")
+		}
 	}
 	for _, b := range cfg.Backends {
 		m.dialFailures.WithLabelValues(b.Name, kindLocal)
@@ -139,6 +166,9 @@ func (a *Admin) Ended(td *engine.Teardown) {
 	}
 	m.observeLeg("front", &td.Front)
 	m.observeLeg("back", &td.Back)
+	m.countBytes(td.Listener, "front", &td.Front)
+	m.countBytes(td.Listener, "back", &td.Back)
+	m.duration.WithLabelValues(td.Listener).Observe(td.Duration.Seconds())
 	version := td.ProxyProtocol
 	if version == "" {
 		version = "none"
@@ -164,6 +194,27 @@ func (m *metrics) observeLeg(leg string, l *engine.LegRecord) {
 	if l.AutoReason != "" {
 		m.autoReasons.WithLabelValues(leg, l.AutoReason).Inc()
 	}
+}
+
+// countBytes adds a leg's byte counts, once per session: the relay's hot
+// path counts nothing for the metrics.
+func (m *metrics) countBytes(listener, leg string, l *engine.LegRecord) {
+	if l.BytesIn > 0 {
+		m.bytes.WithLabelValues(listener, leg, "in").Add(float64(l.BytesIn))
+	}
+	if l.BytesOut > 0 {
+		m.bytes.WithLabelValues(listener, leg, "out").Add(float64(l.BytesOut))
+	}
+}
+
+// ConfigReloaded records a reload attempt: refused (ok false) or applied.
+func (a *Admin) ConfigReloaded(ok bool) {
+	if !ok {
+		a.m.reloadOK.Set(0)
+		return
+	}
+	a.m.reloadOK.Set(1)
+	a.m.reloadAt.SetToCurrentTime()
 }
 
 func side(s policy.Side) string {

@@ -24,6 +24,9 @@ type Config struct {
 type Log struct {
 	Level    string // debug | info | warn | error; default info
 	Teardown string // all | errors | sample:<rate>; default all
+	// Records is where teardown records go, whatever Level says: "stderr",
+	// "stdout" or a file path (reopened on SIGUSR1). Default stderr.
+	Records string
 }
 
 // Admin configures the admin HTTP listener: /metrics, /healthz, /readyz.

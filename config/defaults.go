@@ -31,7 +31,7 @@ type Default struct {
 func Defaults() Default {
 	return Default{
 		ShutdownTimeout: 30 * time.Second,
-		Log:             Log{Level: "info", Teardown: "all"},
+		Log:             Log{Level: "info", Teardown: "all", Records: "stderr"},
 		Admin:           Admin{Listen: "127.0.0.1:9901", KernelSample: time.Second},
 		Auto:            Auto{TWBudget: 0, TWResume: 0.8, PortShare: 0.5, PortResume: 0.4, SampleInterval: 250 * time.Millisecond},
 		Listener: Listener{

@@ -18,6 +18,7 @@ func (c *Config) TOML() []byte {
 	w.table("[log]")
 	w.kv("level", c.Log.Level)
 	w.kv("teardown", c.Log.Teardown)
+	w.kv("records", c.Log.Records)
 	w.table("[admin]")
 	w.kv("listen", c.Admin.Listen)
 	w.kv("kernel_sample_interval", formatDuration(c.Admin.KernelSample))

@@ -28,6 +28,7 @@ type rawConfig struct {
 type rawLog struct {
 	Level    *value `toml:"level"`
 	Teardown *value `toml:"teardown"`
+	Records  *value `toml:"records"`
 }
 
 type rawAdmin struct {
@@ -122,6 +123,7 @@ func convert(raw *rawConfig, p *problems) *Config {
 	top.duration("shutdown_timeout", raw.ShutdownTimeout, &c.ShutdownTimeout)
 	top.str("log.level", raw.Log.Level, &c.Log.Level)
 	top.str("log.teardown", raw.Log.Teardown, &c.Log.Teardown)
+	top.str("log.records", raw.Log.Records, &c.Log.Records)
 	top.str("admin.listen", raw.Admin.Listen, &c.Admin.Listen)
 	top.duration("admin.kernel_sample_interval", raw.Admin.KernelSample, &c.Admin.KernelSample)
 	top.integer("auto.tw_budget", raw.Auto.TWBudget, &c.Auto.TWBudget)

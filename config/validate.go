@@ -25,6 +25,9 @@ func (c *Config) validate(p *problems) {
 	top.positive("shutdown_timeout", c.ShutdownTimeout)
 	top.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	top.check("log.teardown", teardown(c.Log.Teardown))
+	if c.Log.Records == "" {
+		top.problem("log.records", errors.New(`empty; "stderr", "stdout" or a file path`))
+	}
 	if c.Admin.Listen != "off" {
 		top.check("admin.listen", hostPort(c.Admin.Listen, false, "127.0.0.1:9901"))
 	}

@@ -2,13 +2,14 @@ package pool
 
 import (
 	"bytes"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/closeproxy/closeproxy/internal/logcheck"
 )
 
 // A pool's lines carry each key once, with the fields the proxy gives its
@@ -29,35 +30,8 @@ func TestPoolLogLinesHaveNoDuplicateKeys(t *testing.T) {
 		t.Fatal("the pool logged nothing; the test needs at least one line")
 	}
 	for _, line := range lines {
-		if dup := duplicateKey(t, line); dup != "" {
-			t.Errorf("key %q twice in %s", dup, line)
+		if dup, err := logcheck.DuplicateKey([]byte(line)); err != nil || dup != "" {
+			t.Errorf("key %q twice in %s (%v)", dup, line, err)
 		}
 	}
-}
-
-// duplicateKey returns a key that appears twice at the top level of the
-// JSON object line, or "".
-func duplicateKey(t *testing.T, line string) string {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(line))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		t.Fatalf("not a JSON object: %s", line)
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			t.Fatalf("%s: %v", line, err)
-		}
-		key := tok.(string)
-		if seen[key] {
-			return key
-		}
-		seen[key] = true
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			t.Fatalf("%s: %v", line, err)
-		}
-	}
-	return ""
 }

@@ -25,6 +25,7 @@ type backend struct {
 	bal     *balance.Balancer
 	users   sync.WaitGroup // sessions using it
 	stop    context.CancelFunc
+	retired atomic.Bool // no session uses it and its pools were told to stop
 }
 
 // server is one of a backend's servers.
@@ -123,6 +124,7 @@ func (s *Server) retireLocked(b *backend) {
 		if b.stop != nil {
 			b.stop()
 		}
+		b.retired.Store(true)
 	}()
 }
 
@@ -130,21 +132,26 @@ func (s *Server) retireLocked(b *backend) {
 func (b *backend) stats() pool.Stats {
 	var sum pool.Stats
 	for _, sv := range b.servers {
-		st := sv.pool.Stats()
-		sum.Idle += st.Idle
-		sum.InUse += st.InUse
-		sum.Dialing += st.Dialing
-		sum.Waiting += st.Waiting
-		sum.Failing = max(sum.Failing, st.Failing)
-		sum.Dialed += st.Dialed
-		sum.DialFailures += st.DialFailures
-		sum.LocalDialFailures += st.LocalDialFailures
-		sum.Evicted += st.Evicted
-		sum.Dead += st.Dead
-		sum.Pooled += st.Pooled
-		sum.Reused += st.Reused
+		addStats(&sum, sv.pool.Stats())
 	}
 	return sum
+}
+
+// addStats adds st to sum: gauges and counters add up, Failing is the
+// worst.
+func addStats(sum *pool.Stats, st pool.Stats) {
+	sum.Idle += st.Idle
+	sum.InUse += st.InUse
+	sum.Dialing += st.Dialing
+	sum.Waiting += st.Waiting
+	sum.Failing = max(sum.Failing, st.Failing)
+	sum.Dialed += st.Dialed
+	sum.DialFailures += st.DialFailures
+	sum.LocalDialFailures += st.LocalDialFailures
+	sum.Evicted += st.Evicted
+	sum.Dead += st.Dead
+	sum.Pooled += st.Pooled
+	sum.Reused += st.Reused
 }
 
 // ServerStatus is one server's state, for metrics and /readyz.
@@ -158,17 +165,22 @@ type ServerStatus struct {
 }
 
 // Servers returns each current backend's servers, by backend name, in
-// configuration order.
+// configuration order. A server's ejections count those of the same
+// address in backends a reload replaced under the same name: the count
+// is a counter, it never goes back.
 func (s *Server) Servers() map[string][]ServerStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	out := make(map[string][]ServerStatus, len(s.backends))
+	s.replaced.fold()
 	for name, b := range s.backends {
 		for _, sv := range b.servers {
+			h := sv.health.State(now)
+			h.Ejections = addEjections(h.Ejections, s.replaced.ejectionsOf(name, sv.addr, now))
 			out[name] = append(out[name], ServerStatus{
 				Address: sv.addr, Weight: sv.health.Weight(sv.weight, now), Active: sv.active.Load(),
-				Checked: checked(b.cfg.Health), Health: sv.health.State(now), PoolStats: sv.pool.Stats(),
+				Checked: checked(b.cfg.Health), Health: h, PoolStats: sv.pool.Stats(),
 			})
 		}
 	}

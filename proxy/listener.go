@@ -151,7 +151,7 @@ func (s *Server) record(td *engine.Teardown) {
 	s.auto.countPlaced(td)
 	s.obs.Ended(td)
 	if (*s.sample.Load())(td) {
-		s.log.Info("teardown", td.Fields()...)
+		s.records.Info("teardown", td.Fields()...)
 	}
 	if s.onTeardown != nil {
 		s.onTeardown(td)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"go.uber.org/zap"
-
 	"github.com/closeproxy/closeproxy/config"
 )
 
@@ -16,7 +14,8 @@ import (
 // until its last session ends. If a new address cannot be bound, nothing
 // changes and the error says why. The server's own TIME-WAIT watcher, if
 // it has one (no WithWatcher), follows; a shared one is the caller's to
-// update.
+// update. Reload logs nothing on success: the caller says the reload is
+// done once everything it reloads has the new configuration.
 func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 	if err := s.swap(ctx, cfg); err != nil {
 		return err
@@ -46,6 +45,7 @@ func (s *Server) swap(ctx context.Context, cfg *config.Config) error {
 	for name, b := range old {
 		if s.backends[name] != b {
 			s.retireLocked(b)
+			s.replaced.add(name, b)
 		}
 	}
 	s.configureLocked(cfg, lns)
@@ -62,7 +62,6 @@ func (s *Server) swap(ctx context.Context, cfg *config.Config) error {
 		}
 		s.startAutoLocked()
 	}
-	s.log.Info("configuration reloaded", zap.Int("listeners", len(lns)), zap.Int("backends", len(s.backends)))
 	return nil
 }
 

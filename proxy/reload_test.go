@@ -5,8 +5,10 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -90,4 +92,36 @@ func runningConfig(h *harness) config.Config {
 	next.Listeners = append([]config.Listener(nil), next.Listeners...)
 	next.Backends = append([]config.Backend(nil), next.Backends...)
 	return next
+}
+
+// A reload that replaces a backend keeps its servers' ejection counts and
+// its pools' counters: they are counters, which must never go back while
+// the process lives (they used to restart from zero with the new pools).
+func TestReloadKeepsCounters(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close() // nothing listens: every dial is refused
+	be := defaultBackend(closed)
+	be.Health = config.Health{Check: config.HealthOff, EjectAfter: 1, Interval: time.Minute}
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, be)
+	exchange(t, h.addr, "x")
+	if td := h.record(t); td.Outcome != engine.OutcomeDialFailed {
+		t.Fatalf("outcome %s, want dial_failed", td.Outcome)
+	}
+	before, failures := h.srv.Servers()["app"][0].Health.Ejections, h.srv.PoolStats()["app"].DialFailures
+	if before.Passive != 1 || failures != 1 {
+		t.Fatalf("before the reload: ejections %+v, dial failures %d; want 1 passive, 1", before, failures)
+	}
+	next := runningConfig(h)
+	next.Backends[0].ConnectTimeout *= 2 // a changed backend: new pools and health
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatal(err)
+	}
+	after, failuresAfter := h.srv.Servers()["app"][0].Health.Ejections, h.srv.PoolStats()["app"].DialFailures
+	if after != before || failuresAfter != failures {
+		t.Errorf("after the reload: ejections %+v, dial failures %d; want %+v and %d as before", after, failuresAfter, before, failures)
+	}
 }

@@ -27,6 +27,7 @@ import (
 // the running configuration untouched.
 type Server struct {
 	log        *zap.Logger
+	records    *zap.Logger // teardown records; log unless WithRecordLog
 	onTeardown func(*engine.Teardown)
 	obs        Observer
 	sample     atomic.Pointer[sampler]
@@ -39,6 +40,7 @@ type Server struct {
 	cfg       *config.Config
 	listeners []*listener         // the current ones, in configuration order
 	backends  map[string]*backend // the current ones, by name
+	replaced  replacedPools       // pools of backends a reload replaced, by name
 	serving   bool                // Serve runs: new listeners start accepting at once
 	closed    bool
 	done      chan struct{} // closed by Shutdown
@@ -72,9 +74,15 @@ func WithTeardownHook(f func(*engine.Teardown)) Option {
 	return func(s *Server) { s.onTeardown = f }
 }
 
+// WithRecordLog writes teardown records to l instead of the server's log,
+// so that the log's level cannot drop them (log.records).
+func WithRecordLog(l *zap.Logger) Option {
+	return func(s *Server) { s.records = l }
+}
+
 // New checks that cfg can be served; it opens no socket and starts nothing.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
-	s := &Server{log: log, obs: nopObserver{}, netAdmin: hasNetAdmin, kill: make(chan struct{}), fatal: make(chan error, 1), done: make(chan struct{}),
+	s := &Server{log: log, records: log, obs: nopObserver{}, netAdmin: hasNetAdmin, kill: make(chan struct{}), fatal: make(chan error, 1), done: make(chan struct{}),
 		drained: make(chan struct{})}
 	s.drainCtx, s.drainNow = context.WithCancel(context.Background())
 	s.drainBegun, s.beginDrain = context.WithCancel(context.Background())
@@ -185,17 +193,6 @@ func (s *Server) Serving() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.serving && !s.closed && !s.draining
-}
-
-// PoolStats returns each current backend's pool figures, by backend name.
-func (s *Server) PoolStats() map[string]pool.Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]pool.Stats, len(s.backends))
-	for name, b := range s.backends {
-		out[name] = b.stats()
-	}
-	return out
 }
 
 // releaseFiles runs a collection, at most every 100 ms, when descriptors

@@ -59,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "run":
-		return cmdRun(args, stderr)
+		return cmdRun(args, stdout, stderr)
 	case "check":
 		return cmdCheck(args, stdout, stderr)
 	case "demo":
@@ -138,7 +138,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
+func cmdRun(args []string, stdout, stderr io.Writer) int {
 	path, cfg, code := loadConfig("run", args, stderr)
 	if cfg == nil {
 		return code
@@ -147,27 +147,44 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err) // before serving, as plainly as a config error
 		return 1
 	}
-	level, err := zap.ParseAtomicLevel(cfg.Log.Level)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup, usr1 := make(chan os.Signal, 1), make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	return daemon(ctx, path, cfg, stdout, stderr, signals{hup: hup, usr1: usr1})
+}
+
+// signals are the channels cmdRun fills from the process's signals.
+type signals struct {
+	hup  <-chan os.Signal // reload the configuration
+	usr1 <-chan os.Signal // reopen the records file
+}
+
+// daemon serves cfg, loaded from path, until ctx ends, and returns the
+// exit code.
+func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr io.Writer, sig signals) int {
+	lg, err := openLogs(cfg.Log, stdout, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "log.level:", err)
+		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log := newLogger(level, stderr)
-	defer log.Sync()
+	defer lg.close()
+	log := lg.log
 	if n, err := raiseFileLimit(); err != nil {
 		log.Warn("could not raise the open-file limit", zap.Error(err))
 	} else if n > 0 {
 		log.Info("open-file limit", zap.Uint64("nofile", n))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	reload := func(bg context.Context, p parts) {
-		reloadOnHUP(bg, hup, path, p, level, log)
+	watch := func(bg context.Context, p parts) {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { reopenOnUSR1(bg, sig.usr1, lg) })
+		reloadOnHUP(bg, sig.hup, path, p, lg)
 	}
-	if err := serve(ctx, cfg, log, reload); err != nil {
+	if err := serve(ctx, cfg, lg, watch); err != nil {
 		log.Error("closeproxy stopped", zap.Error(err))
 		return 1
 	}
@@ -177,6 +194,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 // parts are what serve runs: the proxy, its admin listener and the one
 // TIME-WAIT watcher both read.
 type parts struct {
+	cfg *config.Config // the configuration served since the start
 	srv *proxy.Server
 	adm *admin.Admin
 	tw  *twwatch.Watcher
@@ -185,10 +203,11 @@ type parts struct {
 // serve runs the proxy, its admin listener and the TIME-WAIT watcher until
 // ctx ends, then drains for shutdown_timeout. watch, if set, runs beside
 // them (SIGHUP reloads).
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(context.Context, parts)) error {
+func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context.Context, parts)) error {
+	log := lg.log
 	tw := twwatch.New(cfg, log) // auto and the metrics read the same samples
-	adm := admin.New(cfg, log, admin.WithWatcher(tw))
-	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm), proxy.WithWatcher(tw))
+	adm := admin.New(cfg, log, admin.WithWatcher(tw), admin.WithVersion(versionString()))
+	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm), proxy.WithWatcher(tw), proxy.WithRecordLog(lg.recordLog()))
 	if err != nil {
 		return err
 	}
@@ -208,7 +227,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, watch func(
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(bg) }()
 	if watch != nil {
-		wg.Go(func() { watch(bg, parts{srv: srv, adm: adm, tw: tw}) })
+		wg.Go(func() { watch(bg, parts{cfg: cfg, srv: srv, adm: adm, tw: tw}) })
 	}
 	select {
 	case err := <-served:
@@ -244,11 +263,10 @@ func startAdmin(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, adm
 	return nil
 }
 
-// reloadOnHUP reloads the configuration on each SIGHUP until ctx ends: the
-// proxy, then the TIME-WAIT watcher's targets, then the admin. A
+// reloadOnHUP reloads the configuration on each SIGHUP until ctx ends. A
 // configuration that fails to load or bind is logged and the running one
 // stays.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, p parts, level zap.AtomicLevel, log *zap.Logger) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, p parts, lg *logs) {
 	// ctx ends when the proxy stops serving; SIGHUPs after that are ignored
 	for {
 		select {
@@ -256,32 +274,37 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, p parts
 			return
 		case <-hup:
 		}
-		cfg, err := config.Load(path)
-		if err == nil {
-			err = p.srv.Reload(ctx, cfg)
-		}
-		if err == nil {
-			p.tw.Update(cfg)
-			p.adm.Reconfigure(cfg)
-		}
+		err := reload(ctx, path, p, lg)
+		p.adm.ConfigReloaded(err == nil)
 		if err != nil {
-			log.Error("reload refused; the running configuration stays", zap.String("config", path), zap.Error(err))
-			continue
-		}
-		if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
-			log.Warn("log.level not changed", zap.Error(err))
+			lg.log.Error("reload refused; the running configuration stays", zap.String("config", path), zap.Error(err))
 		}
 	}
 }
 
-// newLogger writes JSON lines to w; teardown records are lines with
-// msg "teardown".
-func newLogger(lvl zap.AtomicLevel, w io.Writer) *zap.Logger {
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	enc.EncodeDuration = zapcore.StringDurationEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
-	return zap.New(core)
+// reload applies the configuration at path: the proxy, then the TIME-WAIT
+// watcher's targets, the admin and the log level. It warns of each changed
+// key that only a restart applies, and confirms last, at a level the new
+// log.level lets through, so that no reload goes unconfirmed.
+func reload(ctx context.Context, path string, p parts, lg *logs) error {
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = p.srv.Reload(ctx, cfg)
+	}
+	if err != nil {
+		return err
+	}
+	p.tw.Update(cfg)
+	p.adm.Reconfigure(cfg)
+	if err := lg.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		lg.log.Warn("log.level not changed", zap.Error(err))
+	}
+	for _, key := range restartOnly(p.cfg, cfg) {
+		lg.log.Warn("reload: "+key+" changed; it takes effect after a restart", zap.String("key", key))
+	}
+	lg.log.Log(max(zapcore.InfoLevel, lg.level.Level()), "configuration reloaded", zap.String("config", path),
+		zap.Int("listeners", len(cfg.Listeners)), zap.Int("backends", len(cfg.Backends)))
+	return nil
 }
 
 func versionString() string {

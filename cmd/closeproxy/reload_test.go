@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/pool"
 )
 
 // freePort returns a loopback port nothing listens on now.
@@ -54,9 +56,10 @@ func TestReloadUpdatesWatcherTargets(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, cfg, log, func(bg context.Context, p parts) {
+		lg := &logs{log: log, level: zap.NewAtomicLevel()}
+		done <- serve(ctx, cfg, lg, func(bg context.Context, p parts) {
 			started <- p
-			reloadOnHUP(bg, hup, path, p, zap.NewAtomicLevel(), log)
+			reloadOnHUP(bg, hup, path, p, lg)
 		})
 	}()
 	defer func() {
@@ -83,5 +86,111 @@ func TestReloadUpdatesWatcherTargets(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("after reload: front ports %v backends %v, want [%d] %v", ports, back, p2, wantBack)
 		}
+	}
+}
+
+// The reload's confirmation is written after the new level applies, at a
+// level it lets through: it used to be an info line written before, lost
+// whenever the running level was above info.
+func TestReloadConfirmedAtEveryLevel(t *testing.T) {
+	backend := echoBackend(t)
+	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, `level = "warn"`) })
+	confirmed := func(l []logLine) []logLine { return withMsg(l, "configuration reloaded") }
+	for i, level := range []string{"error", "info", "warn"} {
+		if err := os.WriteFile(d.path, []byte(daemonConfig(d.port, backend, fmt.Sprintf("level = %q", level))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d.hup <- os.Interrupt
+		got := waitLines(t, "reload confirmations", d.stderr.String, confirmed, i+1)[i]
+		if got.str("level") != level { // info, or the least severe level that passes
+			t.Errorf("reload to %s: confirmation at level %q, want %q", level, got.str("level"), level)
+		}
+	}
+}
+
+// A reload names each changed key it cannot apply; what it applies (here a
+// listener's address) goes unmentioned.
+func TestReloadWarnsOfRestartOnlyKeys(t *testing.T) {
+	backend := echoBackend(t)
+	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, "") })
+	next := daemonConfig(freePort(t), backend, `records = "stdout"`)
+	next = strings.Replace(next, `shutdown_timeout = "2s"`, `shutdown_timeout = "3s"`, 1)
+	next = strings.Replace(next, `listen = "off"`, `listen = "127.0.0.1:0"`, 1)
+	if err := os.WriteFile(d.path, []byte(next), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.hup <- os.Interrupt
+	waitLines(t, "reload confirmation", d.stderr.String, func(l []logLine) []logLine { return withMsg(l, "configuration reloaded") }, 1)
+	var warned []string
+	for _, l := range jsonLines(t, d.stderr.String()) {
+		if strings.HasPrefix(l.str("msg"), "reload: ") {
+			warned = append(warned, l.str("key"))
+			if want := "reload: " + l.str("key") + " changed; it takes effect after a restart"; l.str("msg") != want || l.str("level") != "warn" {
+				t.Errorf("line %v, want a warning %q", l, want)
+			}
+		}
+	}
+	if want := "shutdown_timeout log.records admin.listen"; strings.Join(warned, " ") != want {
+		t.Errorf("restart-only keys named %q, want %q", warned, want)
+	}
+}
+
+// A backend whose settings a reload changes gets new pools; its pool
+// counters go on from where they were (they used to restart from zero, a
+// counter reset Prometheus reads as a process restart).
+func TestReloadKeepsPoolCounters(t *testing.T) {
+	backend := echoBackend(t)
+	port := freePort(t)
+	path := writeConfig(t, daemonConfig(port, backend, ""))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zaptest.NewLogger(t)
+	hup := make(chan os.Signal, 1)
+	started := make(chan parts, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		lg := &logs{log: log, level: zap.NewAtomicLevel()}
+		done <- serve(ctx, cfg, lg, func(bg context.Context, p parts) {
+			started <- p
+			reloadOnHUP(bg, hup, path, p, lg)
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	p := <-started
+	d := &daemonRun{port: port}
+	for i := range 3 {
+		d.session(t, fmt.Sprint("hello ", i))
+	}
+	before := p.srv.PoolStats()["app"]
+	if before.Dialed < 3 {
+		t.Fatalf("dialed %d before the reload, want ≥ 3", before.Dialed)
+	}
+	changed := strings.Replace(daemonConfig(port, backend, ""), "warm = 1", "warm = 2", 1)
+	if err := os.WriteFile(path, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup <- os.Interrupt
+	// The new pool warms two connections in the background: poll, with a
+	// deadline, until it has.
+	var after pool.Stats
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if after = p.srv.PoolStats()["app"]; after.Dialed >= before.Dialed+2 {
+			break
+		}
+	}
+	if after.Dialed < before.Dialed+2 || after.Pooled < before.Pooled || after.Evicted < before.Evicted {
+		t.Errorf("pool counters after the reload %+v, before %+v: want none lower, dialed up by the new pool's 2", after, before)
+	}
+	d.session(t, "after")
+	if got := p.srv.PoolStats()["app"]; got.Pooled <= after.Pooled {
+		t.Errorf("pooled %d after a session on the new pool, want > %d", got.Pooled, after.Pooled)
 	}
 }

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+)
+
+// syncBuffer is a bytes.Buffer the daemon's goroutines may write to while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// logLine is one JSON line of the log or the records.
+type logLine map[string]any
+
+func (l logLine) str(key string) string { s, _ := l[key].(string); return s }
+
+// jsonLines parses every line of text; a line that is not JSON fails t.
+func jsonLines(t testing.TB, text string) []logLine {
+	t.Helper()
+	var out []logLine
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		if line == "" {
+			continue
+		}
+		var l logLine
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("not a JSON line: %q: %v", line, err)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// withMsg returns the lines whose msg is msg.
+func withMsg(lines []logLine, msg string) []logLine {
+	var out []logLine
+	for _, l := range lines {
+		if l.str("msg") == msg {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// daemonRun is a daemon serving on loopback for one test.
+type daemonRun struct {
+	path           string
+	stdout, stderr *syncBuffer
+	hup, usr1      chan os.Signal
+	port           uint16
+	stop           func() // ends the daemon (SIGTERM) and waits for it; later calls do nothing
+}
+
+// echoBackend accepts until the test ends; each connection gets back what
+// it sent, then a FIN.
+func echoBackend(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+// daemonConfig is a configuration with one listener on port toward backend,
+// the admin listener off, and extra appended (more [log] keys, say).
+func daemonConfig(port uint16, backend, logKeys string) string {
+	return fmt.Sprintf("shutdown_timeout = \"2s\"\n[log]\n%s\n[admin]\nlisten = \"off\"\n"+
+		"[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:%d\"\nbackend = \"app\"\n"+
+		"[[backend]]\nname = \"app\"\naddress = %q\n[backend.pool]\nwarm = 1\n", logKeys, port, backend)
+}
+
+// startDaemon runs daemon on the configuration text until the test ends,
+// and waits for its "listening" line.
+func startDaemon(t *testing.T, text func(port uint16) string) *daemonRun {
+	t.Helper()
+	d := &daemonRun{port: freePort(t), stdout: &syncBuffer{}, stderr: &syncBuffer{},
+		hup: make(chan os.Signal, 1), usr1: make(chan os.Signal, 1)}
+	d.path = writeConfig(t, text(d.port))
+	cfg, err := config.Load(d.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	go func() { code <- daemon(ctx, d.path, cfg, d.stdout, d.stderr, signals{hup: d.hup, usr1: d.usr1}) }()
+	d.stop = sync.OnceFunc(func() {
+		cancel()
+		if c := <-code; c != 0 {
+			t.Errorf("daemon exited %d:\n%s", c, d.stderr)
+		}
+	})
+	t.Cleanup(d.stop)
+	// The daemon logs nothing we can wait on when log.level is warn: dial
+	// until the listener answers, with a deadline.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		c, err := net.Dial("tcp", d.addr())
+		if err == nil {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon's listener never answered: %v\n%s", err, d.stderr)
+		}
+	}
+	return d
+}
+
+func (d *daemonRun) addr() string { return fmt.Sprintf("127.0.0.1:%d", d.port) }
+
+// session sends msg through the proxy, half-closes and reads the echo.
+func (d *daemonRun) session(t testing.TB, msg string) {
+	t.Helper()
+	c, err := net.Dial("tcp", d.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != msg {
+		t.Fatalf("echo %q, %v; want %q", got, err, msg)
+	}
+}
+
+// waitLines polls out until pick finds at least n lines in it: records are
+// written after the client saw its EOF, so nothing else says when.
+func waitLines(t testing.TB, what string, out func() string, pick func([]logLine) []logLine, n int) []logLine {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		got := pick(jsonLines(t, out()))
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d %s after 5s:\n%s", len(got), n, what, out())
+		}
+	}
+}
+
+func records(lines []logLine) []logLine { return withMsg(lines, "teardown") }

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/internal/logfile"
+)
+
+// logs are the process's two outputs: the log, filtered by log.level, and
+// the teardown records (log.records), which no level filters.
+type logs struct {
+	log     *zap.Logger
+	level   zap.AtomicLevel
+	records *zap.Logger   // nil: records go to log
+	file    *logfile.File // log.records names a file: SIGUSR1 reopens it
+}
+
+// openLogs builds both outputs of c. stdout and stderr are the process's;
+// when the records share one with the log, they share its lock too, so
+// lines never interleave.
+func openLogs(c config.Log, stdout, stderr io.Writer) (*logs, error) {
+	level, err := zap.ParseAtomicLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	logOut := zapcore.Lock(zapcore.AddSync(stderr))
+	l := &logs{log: newLogger(level, logOut), level: level}
+	var recOut zapcore.WriteSyncer
+	switch c.Records {
+	case "", "stderr":
+		recOut = logOut
+	case "stdout":
+		recOut = zapcore.Lock(zapcore.AddSync(stdout))
+	default:
+		if l.file, err = logfile.Open(c.Records); err != nil {
+			return nil, fmt.Errorf("log.records: %w", err)
+		}
+		recOut = l.file
+	}
+	l.records = newLogger(zapcore.DebugLevel, recOut)
+	return l, nil
+}
+
+// recordLog returns the logger teardown records go to.
+func (l *logs) recordLog() *zap.Logger {
+	if l.records != nil {
+		return l.records
+	}
+	return l.log
+}
+
+// reopen opens the records file anew (after logrotate moved it); nothing
+// to do when records go to stdout or stderr.
+func (l *logs) reopen() error {
+	if l.file == nil {
+		return nil
+	}
+	return l.file.Reopen()
+}
+
+// close flushes both outputs and closes the records file.
+func (l *logs) close() {
+	_ = l.log.Sync()
+	if l.records != nil {
+		_ = l.records.Sync()
+	}
+	if l.file != nil {
+		_ = l.file.Close()
+	}
+}
+
+// reopenOnUSR1 reopens the records file on each SIGUSR1 until ctx ends.
+func reopenOnUSR1(ctx context.Context, usr1 <-chan os.Signal, l *logs) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-usr1:
+		}
+		if err := l.reopen(); err != nil {
+			l.log.Error("records file not reopened; records go on to the old one", zap.Error(err))
+			continue
+		}
+		if l.file != nil {
+			l.log.Info("records file reopened", zap.String("path", l.file.Path()))
+		}
+	}
+}
+
+// newLogger writes JSON lines to w at lvl and above; teardown records are
+// lines with msg "teardown".
+func newLogger(lvl zapcore.LevelEnabler, w zapcore.WriteSyncer) *zap.Logger {
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeDuration = zapcore.StringDurationEncoder
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), w, lvl))
+}

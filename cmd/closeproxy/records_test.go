@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// sessions are the records of sessions that carried bytes: startDaemon's
+// probe connection, reset at once, has a record too.
+func sessions(lines []logLine) []logLine {
+	var out []logLine
+	for _, l := range records(lines) {
+		if n, _ := l["front.bytes_in"].(float64); n > 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// log.level = "warn" filters the log, never the records: they used to be
+// info lines of the log, all dropped.
+func TestRecordsPassAnyLogLevel(t *testing.T) {
+	backend := echoBackend(t)
+	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, `level = "warn"`) })
+	for i := range 3 {
+		d.session(t, fmt.Sprint("hello ", i))
+	}
+	recs := waitLines(t, "session records on stderr", d.stderr.String, sessions, 3)
+	if lvl := recs[0].str("level"); lvl != "info" {
+		t.Errorf("record level %q, want info as before", lvl)
+	}
+	if got := withMsg(jsonLines(t, d.stderr.String()), "listening"); len(got) != 0 {
+		t.Errorf("an info line passed log.level = warn: %v", got)
+	}
+	if d.stdout.String() != "" {
+		t.Errorf("stdout %q, want nothing", d.stdout.String())
+	}
+}
+
+// log.records = "stdout" moves the records and only them.
+func TestRecordsOnStdout(t *testing.T) {
+	backend := echoBackend(t)
+	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, `records = "stdout"`) })
+	d.session(t, "hello")
+	waitLines(t, "session records on stdout", d.stdout.String, sessions, 1)
+	waitLines(t, "listening line on stderr", d.stderr.String, func(l []logLine) []logLine { return withMsg(l, "listening") }, 1)
+	if recs := records(jsonLines(t, d.stderr.String())); len(recs) != 0 {
+		t.Errorf("%d records on stderr, want none", len(recs))
+	}
+}
+
+// A records file renamed away (logrotate) and SIGUSR1: later records land
+// in a new file at the path, earlier ones stay in the renamed one, none is
+// lost.
+func TestRecordsFileReopensOnUSR1(t *testing.T) {
+	backend := echoBackend(t)
+	path := filepath.Join(t.TempDir(), "records.log")
+	d := startDaemon(t, func(port uint16) string {
+		return daemonConfig(port, backend, fmt.Sprintf("records = %q", path))
+	})
+	read := func(p string) func() string {
+		return func() string { b, _ := os.ReadFile(p); return string(b) }
+	}
+	for i := range 3 {
+		d.session(t, fmt.Sprint("before ", i))
+	}
+	waitLines(t, "records before the rotation", read(path), sessions, 3)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	d.usr1 <- os.Interrupt // any value: the channel is SIGUSR1's
+	waitLines(t, "reopen line", d.stderr.String, func(l []logLine) []logLine { return withMsg(l, "records file reopened") }, 1)
+	for i := range 3 {
+		d.session(t, fmt.Sprint("after ", i))
+	}
+	after := waitLines(t, "records after the rotation", read(path), sessions, 3)
+	before := sessions(jsonLines(t, read(path+".1")()))
+	if len(before) != 3 || len(after) != 3 {
+		t.Fatalf("%d records in the rotated file, %d in the new one; want 3 and 3", len(before), len(after))
+	}
+	ids := map[float64]bool{}
+	for _, r := range append(before, after...) {
+		ids[r["id"].(float64)] = true
+	}
+	if len(ids) != 6 {
+		t.Errorf("record ids %v: want 6 distinct", ids)
+	}
+	if recs := records(jsonLines(t, d.stderr.String())); len(recs) != 0 {
+		t.Errorf("%d records on stderr, want none", len(recs))
+	}
+}
