@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -53,13 +54,17 @@ func relay(t testing.TB, front, back config.Close, idle time.Duration) *relayed 
 
 // startRelay starts Relay between a client of frontLn and a backend of
 // backLn (two listeners, so that no 4-tuple can serve both legs); it may
+// sessionIDs numbers the test sessions in the order they start, as the
+// proxy does.
+var sessionIDs atomic.Uint64
+
 // run on any goroutine (it fails no test).
 func startRelay(t testing.TB, frontLn, backLn *net.TCPListener, front, back config.Close, idle time.Duration) *relayed {
 	client, proxyFront := dialPair(frontLn)
 	proxyBack, backend := dialPair(backLn)
 	r := &relayed{client: client, backend: backend, done: make(chan struct{}),
 		drain: make(chan struct{}), kill: make(chan struct{}),
-		rec: NewRecorder(1, "web", "app", front.TimeWait, back.TimeWait)}
+		rec: NewRecorder(sessionIDs.Add(1), "web", "app", front.TimeWait, back.TimeWait)}
 	r.rec.Accepted(loopback.AddrPort(proxyFront.LocalAddr()), loopback.AddrPort(proxyFront.RemoteAddr()), loopback.AddrPort(nil))
 	r.rec.Connected(false, false, loopback.AddrPort(proxyBack.LocalAddr()), loopback.AddrPort(proxyBack.RemoteAddr()))
 	s := &Session{Rec: r.rec, Front: front, Back: back, Idle: idle, Drain: r.drain, Kill: r.kill}
