@@ -11,7 +11,10 @@ import (
 
 // keys is the schema, in the order the TOML writer, config.example.toml
 // and docs/configuration.md follow. Each key's documentation is written
-// here once.
+// here once: `go generate ./config` renders config.example.toml and
+// docs/configuration.md from it, and tests fail while either differs.
+//
+//go:generate go test . -run ^Test(Example|Reference)IsGenerated$ -update
 var keys = slices.Concat(topKeys, listenerKeys, backendKeys)
 
 var topKeys = []key{
@@ -111,7 +114,7 @@ Source addresses whose PROXY headers are believed: CIDR prefixes
 else is refused outright (the connection is reset and recorded as
 bad_proxy_header); with "required", every connection from elsewhere is
 refused; with "optional", a connection from elsewhere without a header
-passes. The default, [] (trust nobody), is an error unless
+passes. An empty list trusts nobody, which is an error unless
 proxy_protocol = "off".`},
 	{path: "listener.proxy_protocol_timeout", at: field(func(l *Listener) any { return &l.ProxyProtocolTimeout }),
 		def: 3 * time.Second, check: positive, doc: `
@@ -134,7 +137,7 @@ and recorded with outcome over_limit. 0 means no cap.`},
 		def: InterceptOff, check: oneOf(InterceptOff, InterceptTProxy, InterceptRedirect), doc: `
 Whether connections arrive here because a firewall rule in this host's
 network namespace steered them, so the load balancer keeps addressing the
-web server's own ip:port (README, "Transparent mode").
+web server's own ip:port (see Transparent mode in the README).
 - "off": clients address this listener.
 - "tproxy": an nftables tproxy rule delivers connections addressed
   elsewhere; the socket gets IP_TRANSPARENT, which needs CAP_NET_ADMIN,
