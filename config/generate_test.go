@@ -45,8 +45,9 @@ const exampleHead = `# closeproxy configuration: every key, with its default and
 # Keys are case-sensitive and strict: an unknown key, or a value of the wrong
 # type, is an error naming its line. Every key has a default except names and
 # addresses. Durations are Go duration strings ("250ms", "3s", "1m") and must
-# be greater than 0 unless a key says otherwise. ` + "`closeproxy check -print`" + `
-# prints the effective configuration, defaults filled in.
+# be greater than 0 unless a key says otherwise.
+# ` + "`closeproxy check -config FILE -print`" + ` prints the effective
+# configuration, defaults filled in.
 #
 # Each connection through the proxy has two legs: the front leg (client <->
 # proxy, which the proxy accepts) and the back leg (proxy <-> backend, which
