@@ -67,19 +67,19 @@ accepting side of each leg (front: the proxy; back: the backend), spares a
 client that closes first with a safe reset, and switches new closes to
 "nowhere" (safe resets: no TIME-WAIT) under pressure, with hysteresis.`},
 	{path: "auto.tw_budget", at: field(func(c *Config) any { return &c.Auto.TWBudget }),
-		def: 0, check: atLeast0("half of net.ipv4.tcp_max_tw_buckets"), doc: `
+		restart: true, def: 0, check: atLeast0("half of net.ipv4.tcp_max_tw_buckets"), doc: `
 TIME-WAIT sockets this host may hold before closes switch to nowhere.
 0 means half of net.ipv4.tcp_max_tw_buckets, read at start.`},
 	{path: "auto.tw_resume", at: field(func(c *Config) any { return &c.Auto.TWResume }),
-		def: 0.8, check: share, doc: `
+		restart: true, def: 0.8, check: share, doc: `
 Switch back below this share of tw_budget.`},
 	{path: "auto.port_share", at: field(func(c *Config) any { return &c.Auto.PortShare }),
-		def: 0.5, check: share, doc: `
+		restart: true, def: 0.5, check: share, doc: `
 Switch a back leg to nowhere when the proxy's TIME-WAIT sockets toward
 its backend ip:port reach this share of the usable ephemeral port range
 (net.ipv4.ip_local_port_range).`},
 	{path: "auto.port_resume", at: field(func(c *Config) any { return &c.Auto.PortResume }),
-		def: 0.4, check: share, doc: `
+		restart: true, def: 0.4, check: share, doc: `
 Switch back below this share. Must not exceed port_share.`},
 	{path: "auto.sample_interval", at: field(func(c *Config) any { return &c.Auto.SampleInterval }),
 		def: 250 * time.Millisecond, check: sampleInterval, doc: `
