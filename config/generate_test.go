@@ -100,7 +100,7 @@ func exampleKeys(b *strings.Builder, scope string, apart bool) {
 func exampleApart(b *strings.Builder, scope string) {
 	for _, k := range keysIn(scope) {
 		if k.apart {
-			fmt.Fprintf(b, "\n# A second [[%s]]: every key above applies.\n[[%s]]\nname = \"other\"\n", scope, scope)
+			fmt.Fprintf(b, "\n# A second [[%s]]: every key above applies.\n[[%s]]\nname = \"cluster\"\n", scope, scope)
 			exampleKeys(b, scope, true)
 			return
 		}
