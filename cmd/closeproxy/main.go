@@ -320,7 +320,7 @@ func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	if err := lg.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
 		lg.log.Warn("log.level not changed", zap.Error(err))
 	}
-	for _, key := range restartOnly(p.cfg, cfg) {
+	for _, key := range config.RestartOnly(p.cfg, cfg) {
 		lg.log.Warn("reload: "+key+" changed; it takes effect after a restart", zap.String("key", key))
 	}
 	lg.log.Log(max(zapcore.InfoLevel, lg.level.Level()), "configuration reloaded", zap.String("config", path),
