@@ -49,6 +49,10 @@ const exampleHead = `# closeproxy configuration: every key, with its default and
 # ` + "`closeproxy check -config FILE -print`" + ` prints the effective
 # configuration, defaults filled in.
 #
+# SIGHUP reloads this file. Keys marked "Restart to change it" are not
+# applied by a reload: it applies everything else and logs a warning naming
+# each such key that changed.
+#
 # Each connection through the proxy has two legs: the front leg (client <->
 # proxy, which the proxy accepts) and the back leg (proxy <-> backend, which
 # the proxy dialed). Whoever sends the first FIN on a leg keeps its
