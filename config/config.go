@@ -9,9 +9,12 @@ import (
 )
 
 // Config is a validated, typed configuration with every default filled in.
+// Each field holds one key of the schema; what the key means, its default
+// and its checks are written once, in keys.go (rendered to
+// docs/configuration.md).
 type Config struct {
 	// ShutdownTimeout bounds how long SIGTERM waits for live sessions before
-	// ending the rest by policy. Default 30s.
+	// ending the rest by policy.
 	ShutdownTimeout time.Duration
 	Log             Log
 	Admin           Admin
@@ -22,18 +25,18 @@ type Config struct {
 
 // Log configures logging and teardown records.
 type Log struct {
-	Level    string // debug | info | warn | error; default info
-	Teardown string // all | errors | sample:<rate>; default all
+	Level    string // debug | info | warn | error
+	Teardown string // all | errors | sample:<rate>
 	// Records is where teardown records go, whatever Level says: "stderr",
-	// "stdout" or a file path (reopened on SIGUSR1). Default stderr.
+	// "stdout" or a file path (reopened on SIGUSR1).
 	Records string
 }
 
 // Admin configures the admin HTTP listener: /metrics, /healthz, /readyz.
 type Admin struct {
-	Listen string // host:port; "off" turns the admin listener off. Default 127.0.0.1:9901
+	Listen string // host:port; "off" turns the admin listener off
 	// KernelSample is how often the kernel's TIME-WAIT figures are read
-	// for the metrics. Default 1s.
+	// for the metrics.
 	KernelSample time.Duration
 }
 
@@ -146,7 +149,7 @@ type Backend struct {
 // Server is one of a backend's servers.
 type Server struct {
 	Address string // host:port
-	Weight  int    // its share relative to the others; default 1
+	Weight  int    // its share relative to the others
 }
 
 // ServerList returns the backend's servers: Servers, or Address as the only

@@ -358,6 +358,7 @@ func TestValidateConfigBuiltInCode(t *testing.T) {
 		`listener "web": close.time_wait: "sometimes" is not one of proxy, client, nowhere, auto`,
 		`backend "app": close.fallback: "" is not one of fin, reset`,
 		`listener "web": name: "web" is also the name of listener #1`,
+		`listener "web": listen: ":8080" is already used by listener "web"`,
 	}
 	err := c.Validate()
 	if err == nil {

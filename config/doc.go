@@ -1,9 +1,12 @@
 // Package config turns a closeproxy TOML file into a validated, typed
 // [Config] with every default filled in.
 //
-// It owns the TOML schema (documented key by key in config.example.toml at
-// the repository root), the defaults (all in [Defaults]), strict decoding
-// and validation. It opens no sockets, resolves no names and starts no
+// It owns the TOML schema, strict decoding and validation. The schema is
+// one table (keys.go): each key's path, default, whether a reload applies
+// it, its own checks and its documentation, written once. Decoding,
+// [Defaults], [Config.TOML], the per-key checks of [Config.Validate],
+// [RestartOnly], config.example.toml and docs/configuration.md all follow
+// it; `go generate ./config` rewrites the two files. It opens no sockets, resolves no names and starts no
 // goroutines: whether a port is free or a backend answers is for the proxy
 // to find out.
 //

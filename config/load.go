@@ -4,9 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
-	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -29,15 +27,14 @@ func Load(path string) (*Config, error) {
 // error joins one *Error per problem found, each naming its line where the
 // problem has one, in the order of the file.
 func Parse(data []byte, name string) (*Config, error) {
-	var raw rawConfig
-	md, err := toml.Decode(string(data), &raw)
-	if err != nil {
-		return nil, decodeError(name, err)
+	var doc map[string]any
+	if _, err := toml.Decode(string(data), &doc); err != nil {
+		return nil, decodeError(name, err, data)
 	}
 	sites := scanSites(string(data))
 	p := &problems{file: name, pos: newPositions(sites), seen: map[string]bool{}}
-	p.unknownKeys(md.Undecoded(), sites)
-	c := convert(&raw, p)
+	p.unknownKeys(keysOf(doc, nil), sites)
+	c := convert(doc, p)
 	c.validate(p)
 	if err := p.err(); err != nil {
 		return nil, err
@@ -99,13 +96,38 @@ func placed(line int) int {
 	return line
 }
 
+// keysOf lists the key paths written in t, within the table at prefix;
+// elements of arrays are not numbered.
+func keysOf(t map[string]any, prefix toml.Key) []toml.Key {
+	var out []toml.Key
+	for k, v := range t {
+		path := append(slices.Clip(prefix), k)
+		out = append(out, path)
+		switch v := v.(type) {
+		case map[string]any:
+			out = append(out, keysOf(v, path)...)
+		case []map[string]any:
+			for _, elem := range v {
+				out = append(out, keysOf(elem, path)...)
+			}
+		case []any:
+			for _, elem := range v {
+				if elem, ok := elem.(map[string]any); ok {
+					out = append(out, keysOf(elem, path)...)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b toml.Key) int { return cmp.Compare(a.String(), b.String()) })
+	return out
+}
+
 // unknownKeys reports each key the schema does not have, once per place it
-// is written: the keys the decoder left undecoded, and those it matched to
-// a field only by ignoring case (TOML keys are case-sensitive).
-func (p *problems) unknownKeys(undecoded []toml.Key, sites []site) {
+// is written; written lists every key path the document has.
+func (p *problems) unknownKeys(written []toml.Key, sites []site) {
 	unknown := map[string]bool{}
-	for _, k := range undecoded {
-		if !handRead[k.String()] {
+	for _, k := range written {
+		if !schema[strings.Join(k, ".")] {
 			unknown[k.String()] = true
 		}
 	}
@@ -123,8 +145,8 @@ func (p *problems) unknownKeys(undecoded []toml.Key, sites []site) {
 		reported[at], named[toml.Key(s.key[:n]).String()] = true, true
 		p.errs = append(p.errs, &Error{File: p.file, Line: s.line, Err: unknownKey(s.key[:n])})
 	}
-	for _, k := range undecoded { // never expected: a key the scan missed
-		if !handRead[k.String()] && !slices.ContainsFunc(prefixes(k), func(pre toml.Key) bool { return named[pre.String()] }) {
+	for _, k := range written { // never expected: a key the scan missed
+		if unknown[k.String()] && !slices.ContainsFunc(prefixes(k), func(pre toml.Key) bool { return named[pre.String()] }) {
 			named[k.String()] = true
 			p.errs = append(p.errs, &Error{File: p.file, Err: unknownKey(k)})
 		}
@@ -196,59 +218,41 @@ func distance(a, b string) int {
 	return prev[len(b)]
 }
 
-// schema holds every key path the raw structs declare, such as
-// "listener.close.time_wait"; arrays of tables are not numbered.
-var schema = schemaOf(reflect.TypeFor[rawConfig](), "", maps.Clone(handRead))
-
-// handRead holds the keys read by hand from a decoded value, which the
-// decoder reports as undecoded: those of a server's inline table.
-var handRead = map[string]bool{"backend.servers.address": true, "backend.servers.weight": true}
-
-func schemaOf(t reflect.Type, prefix string, keys map[string]bool) map[string]bool {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		key := prefix + f.Tag.Get("toml")
-		keys[key] = true
-		ft := f.Type
-		if ft.Kind() == reflect.Slice {
-			ft = ft.Elem()
+// decodeError turns the decoder's one error, TOML that does not parse,
+// into an *Error naming the line.
+func decodeError(file string, err error, data []byte) error {
+	var pe toml.ParseError
+	if !errors.As(err, &pe) { // not expected from decoding into a map
+		line := 0
+		if m := lineOf.FindStringSubmatch(err.Error()); m != nil {
+			line, _ = strconv.Atoi(m[1])
 		}
-		if ft.Kind() == reflect.Struct {
-			schemaOf(ft, key+".", keys)
+		return &Error{File: file, Line: line, Err: fmt.Errorf("decode: %w", err)}
+	}
+	e := &Error{File: file, Line: pe.Position.Line, Err: &tomlError{pe.Message, err}}
+	if m := duplicate.FindStringSubmatch(pe.Message); m != nil {
+		e.Key, e.Err = m[1], &tomlError{"written twice", err}
+		if first := firstWritten(data, m[1], e.Line); first > 0 {
+			e.Err = &tomlError{"already written on line " + strconv.Itoa(first), err}
 		}
 	}
-	return keys
+	return e
 }
 
-// decodeError turns the decoder's one error into an *Error naming the line.
-func decodeError(file string, err error) error {
-	var pe toml.ParseError
-	if errors.As(err, &pe) {
-		return &Error{File: file, Line: pe.Position.Line, Err: &tomlError{pe.Message, err}}
-	}
-	// A table or array of tables written as some other type. The raw
-	// structs' leaves take any value, so nothing else reaches here.
-	m := decodeMessage.FindStringSubmatch(err.Error())
-	if m == nil {
-		return &Error{File: file, Err: fmt.Errorf("decode: %w", err)}
-	}
-	line, _ := strconv.Atoi(m[1])
-	msg := m[3]
-	if found := foundType.FindStringSubmatch(msg); found != nil {
-		want := "a table"
-		if strings.HasSuffix(msg, "destination has type slice") {
-			want = "an array of tables"
+// firstWritten is the line of the last site of key before line, or 0.
+func firstWritten(data []byte, key string, line int) int {
+	first := 0
+	for _, s := range scanSites(string(data)) {
+		if s.line < line && strings.Join(s.key, ".") == key {
+			first = s.line
 		}
-		msg = fmt.Sprintf("expected %s, found %s", want, goTypes.Replace(found[1]))
 	}
-	return &Error{File: file, Line: line, Key: m[2], Err: &tomlError{msg, err}}
+	return first
 }
 
 var (
-	decodeMessage = regexp.MustCompile(`^toml: line (\d+) \(last key "(.*)"\): (.*)$`)
-	foundType     = regexp.MustCompile(`(?:but found|TOML value has type) ([^;]+)`)
-	goTypes       = strings.NewReplacer("int64", "integer", "float64", "float", "bool", "boolean",
-		"time.Time", "date-time", "[]any", "array", "map[string]any", "table", "[]map[string]any", "array of tables")
+	lineOf    = regexp.MustCompile(`\bline (\d+)`)
+	duplicate = regexp.MustCompile(`^Key '(.*)' has already been defined\.$`)
 )
 
 // tomlError is the decoder's error, with the message rewritten.

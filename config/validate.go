@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,58 +23,44 @@ func (c *Config) Validate() error {
 
 func (c *Config) validate(p *problems) {
 	top := object{p: p}
-	top.positive("shutdown_timeout", c.ShutdownTimeout)
-	top.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
-	top.check("log.teardown", teardown(c.Log.Teardown))
-	if c.Log.Records == "" {
-		top.problem("log.records", errors.New(`empty; "stderr", "stdout" or a file path`))
+	top.checkKeys("", c)
+	if c.Auto.PortResume > c.Auto.PortShare {
+		top.problem("auto.port_resume", fmt.Errorf("%g is above auto.port_share %g; switching back needs the lower figure", c.Auto.PortResume, c.Auto.PortShare))
 	}
-	if c.Admin.Listen != "off" {
-		top.check("admin.listen", hostPort(c.Admin.Listen, false, "127.0.0.1:9901"))
-	}
-	top.positive("admin.kernel_sample_interval", c.Admin.KernelSample)
-	top.validAuto(c.Auto)
 	if len(c.Listeners) == 0 {
 		top.problem("listener", errors.New("none defined; at least one [[listener]] is required"))
 	}
 	backends := map[string]int{}
-	for i, b := range c.Backends {
+	for i := range c.Backends {
+		b := &c.Backends[i]
 		o := p.object("backend", i, b.Name)
 		o.name(backends, i, "backend", b.Name)
-		o.validServers(b)
-		o.oneOf("balance", string(b.Balance), string(BalanceLeastConn), string(BalanceRoundRobin), string(BalanceHashClient))
-		o.validHealth(b)
-		o.positive("connect_timeout", b.ConnectTimeout)
-		o.oneOf("send_proxy_protocol", string(b.SendProxyProtocol), string(SendOff), string(SendV1), string(SendV2))
-		o.oneOf("protocol", string(b.Protocol), string(ProtocolTCP), string(ProtocolHTTP1))
-		o.validSource(b)
-		o.validPool(b)
-		o.validClose(policy.Back, b.Close)
+		o.checkKeys("backend", b)
+		o.validServers(*b)
+		o.validHealth(*b)
+		o.validSource(*b)
+		o.validPool(*b)
 	}
 	listeners := map[string]int{}
-	for i, l := range c.Listeners {
+	listens := map[string]int{}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
 		o := p.object("listener", i, l.Name)
 		o.name(listeners, i, "listener", l.Name)
-		o.check("listen", hostPort(l.Listen, false, "0.0.0.0:8080"))
+		o.checkKeys("listener", l)
 		o.check("backend", backendRef(l.Backend, backends))
-		o.oneOf("proxy_protocol", string(l.ProxyProtocol),
-			string(ProxyProtocolOff), string(ProxyProtocolOptional), string(ProxyProtocolRequired))
-		o.trusted(l)
-		o.positive("proxy_protocol_timeout", l.ProxyProtocolTimeout)
-		o.positive("idle_timeout", l.IdleTimeout)
-		o.oneOf("intercept", string(l.Intercept), string(InterceptOff), string(InterceptTProxy), string(InterceptRedirect))
-		o.validClose(policy.Front, l.Close)
+		o.trusted(*l)
+		o.uniqueListen(c.Listeners, listens, i)
 	}
 }
 
-func (o object) validClose(leg policy.Leg, c Close) {
-	o.check("close.time_wait", target(leg, c.TimeWait))
-	if _, err := policy.ParseFallback(string(c.Fallback)); err != nil {
-		o.problem("close.fallback", err)
+// checkKeys runs the schema's own check of every key of scope on obj.
+func (o object) checkKeys(scope string, obj any) {
+	for _, k := range keysIn(scope) {
+		if k.check != nil {
+			o.check(k.rel(), k.check(k.value(obj)))
+		}
 	}
-	o.positive("close.peer_fin_grace", c.PeerFinGrace)
-	o.positive("close.half_close_timeout", c.HalfCloseTimeout)
-	o.positive("close.drain_timeout", c.DrainTimeout)
 }
 
 func (o object) validPool(b Backend) {
@@ -82,22 +69,14 @@ func (o object) validPool(b Backend) {
 			"%q cannot be used with protocol = \"http1\": a reused backend connection serves many clients but its PROXY header names one; use protocol = \"tcp\" or send_proxy_protocol = \"off\"",
 			b.SendProxyProtocol))
 	}
-	if b.Pool.Warm < 0 {
-		o.problem("pool.warm", fmt.Errorf("must be 0 or more, not %d", b.Pool.Warm))
-	}
-	if b.Pool.MaxConns < 0 {
-		o.problem("pool.max_conns", fmt.Errorf("must be 0 (no cap) or more, not %d", b.Pool.MaxConns))
-	}
 	if b.Pool.MaxConns > 0 && b.Pool.Warm > b.Pool.MaxConns {
 		o.problem("pool.warm", fmt.Errorf("%d is more than pool.max_conns %d", b.Pool.Warm, b.Pool.MaxConns))
 	}
-	o.positive("pool.max_idle_age", b.Pool.MaxIdleAge)
 }
 
 // validSource checks source: a backend dialed from each client's address
 // cannot share connections between clients, as http1 reuse does.
 func (o object) validSource(b Backend) {
-	o.oneOf("source", string(b.Source), string(SourceProxy), string(SourceClient))
 	if b.Source == SourceClient && b.Protocol == ProtocolHTTP1 {
 		o.problem("source", errors.New(
 			`"client" cannot be used with protocol = "http1": a reused backend connection serves many clients but comes from one client's address; use protocol = "tcp" or source = "proxy"`))
@@ -138,38 +117,16 @@ func (o object) validServers(b Backend) {
 
 func (o object) validHealth(b Backend) {
 	h := b.Health
-	o.oneOf("health.check", string(h.Check), string(HealthTCP), string(HealthHTTP), string(HealthOff))
 	if h.Check == HealthHTTP && b.Protocol != ProtocolHTTP1 {
 		o.problem("health.check", errors.New(`"http" needs protocol = "http1": a tcp backend may not speak HTTP; use "tcp"`))
 	}
-	o.positive("health.interval", h.Interval)
-	o.positive("health.timeout", h.Timeout)
 	if h.Timeout > h.Interval && h.Interval > 0 {
 		o.problem("health.timeout", fmt.Errorf("%s is longer than health.interval %s", formatDuration(h.Timeout), formatDuration(h.Interval)))
 	}
-	counts := []struct {
-		key string
-		n   int
-	}{{"health.rise", h.Rise}, {"health.fall", h.Fall}}
-	for _, c := range counts {
-		if c.n < 1 || c.n > 100 {
-			o.problem(c.key, fmt.Errorf("%d is not from 1 to 100", c.n))
-		}
-	}
-	if h.EjectAfter > 100 {
-		o.problem("health.eject_after", fmt.Errorf("%d is not from 0 (off) to 100", h.EjectAfter))
-	}
-	o.check("health.http_request", requestLine(h.HTTPRequest))
-	if h.ExpectStatus < 100 || h.ExpectStatus > 599 {
-		o.problem("health.expect_status", fmt.Errorf("%d is not an HTTP status from 100 to 599", h.ExpectStatus))
-	}
-	if h.EaseIn < 0 {
-		o.problem("health.ease_in", fmt.Errorf("must be 0 (off) or more, not %s", formatDuration(h.EaseIn)))
-	}
 }
 
-// requestLine checks a health check's request line: METHOD /path HTTP/1.x.
-func requestLine(s string) error {
+// checkRequestLine checks a health check's request line: METHOD /path HTTP/1.x.
+func checkRequestLine(s string) error {
 	f := strings.Split(s, " ")
 	if len(f) != 3 || f[0] == "" || strings.ContainsAny(s, "\r\n\t") ||
 		!strings.HasPrefix(f[1], "/") || f[2] != "HTTP/1.1" && f[2] != "HTTP/1.0" {
@@ -183,42 +140,9 @@ func requestLine(s string) error {
 	return nil
 }
 
-func (o object) validAuto(a Auto) {
-	if a.TWBudget < 0 {
-		o.problem("auto.tw_budget", fmt.Errorf("must be 0 (half of net.ipv4.tcp_max_tw_buckets) or more, not %d", a.TWBudget))
-	}
-	share := func(key string, v float64) {
-		if !(v > 0 && v <= 1) {
-			o.problem(key, fmt.Errorf("%g is not a share greater than 0 and at most 1", v))
-		}
-	}
-	share("auto.tw_resume", a.TWResume)
-	share("auto.port_share", a.PortShare)
-	share("auto.port_resume", a.PortResume)
-	if a.PortResume > a.PortShare {
-		o.problem("auto.port_resume", fmt.Errorf("%g is above auto.port_share %g; switching back needs the lower figure", a.PortResume, a.PortShare))
-	}
-	o.positive("auto.sample_interval", a.SampleInterval)
-	if a.SampleInterval > 0 && a.SampleInterval < 250*time.Millisecond {
-		o.problem("auto.sample_interval", fmt.Errorf("%s is below the 250ms floor", formatDuration(a.SampleInterval)))
-	}
-}
-
 func (o object) check(key string, err error) {
 	if err != nil {
 		o.problem(key, err)
-	}
-}
-
-func (o object) positive(key string, d time.Duration) {
-	if d <= 0 {
-		o.problem(key, fmt.Errorf("must be greater than 0, not %s", formatDuration(d)))
-	}
-}
-
-func (o object) oneOf(key, word string, words ...string) {
-	if !slices.Contains(words, word) {
-		o.problem(key, fmt.Errorf("%q is not one of %s", word, strings.Join(words, ", ")))
 	}
 }
 
@@ -294,19 +218,21 @@ func backendRef(name string, backends map[string]int) error {
 }
 
 // target checks a leg's time_wait: only the targets built so far.
-func target(leg policy.Leg, t policy.Target) error {
-	switch t {
-	case policy.TargetProxy, policy.TargetPeer, policy.TargetNowhere, policy.TargetAuto:
-		return nil
-	}
-	if _, err := policy.ParseTarget(leg, string(t)); err != nil {
-		return err
-	}
-	return fmt.Errorf("%q is not one of %s", t, strings.Join(policy.Words(leg), ", "))
+func target(leg policy.Leg) func(any) error {
+	return checkOf(func(t policy.Target) error {
+		switch t {
+		case policy.TargetProxy, policy.TargetPeer, policy.TargetNowhere, policy.TargetAuto:
+			return nil
+		}
+		if _, err := policy.ParseTarget(leg, string(t)); err != nil {
+			return err
+		}
+		return fmt.Errorf("%q is not one of %s", t, strings.Join(policy.Words(leg), ", "))
+	})
 }
 
-// teardown checks log.teardown: all, errors or sample:<rate in (0,1]>.
-func teardown(s string) error {
+// checkTeardown checks log.teardown: all, errors or sample:<rate in (0,1]>.
+func checkTeardown(s string) error {
 	switch s {
 	case "all", "errors":
 		return nil
@@ -319,4 +245,134 @@ func teardown(s string) error {
 		return fmt.Errorf("%q: the rate must be a number greater than 0 and at most 1, e.g. sample:0.01", s)
 	}
 	return nil
+}
+
+// The checks the schema's keys name: each of one value, of the key's type.
+var (
+	teardown    = checkOf(checkTeardown)
+	requestLine = checkOf(checkRequestLine)
+	adminListen = checkOf(func(s string) error {
+		if s == "off" {
+			return nil
+		}
+		return hostPort(s, false, "127.0.0.1:9901")
+	})
+	records = checkOf(func(s string) error {
+		if s == "" {
+			return errors.New(`empty; "stderr", "stdout" or a file path`)
+		}
+		return nil
+	})
+	listenAddress = checkOf(func(s string) error { return hostPort(s, false, "0.0.0.0:8080") })
+	positive      = checkOf(func(d time.Duration) error {
+		if d <= 0 {
+			return fmt.Errorf("must be greater than 0, not %s", formatDuration(d))
+		}
+		return nil
+	})
+	notNegative = checkOf(func(d time.Duration) error {
+		if d < 0 {
+			return fmt.Errorf("must be 0 (off) or more, not %s", formatDuration(d))
+		}
+		return nil
+	})
+	sampleInterval = checkOf(func(d time.Duration) error {
+		if d > 0 && d < 250*time.Millisecond {
+			return fmt.Errorf("%s is below the 250ms floor", formatDuration(d))
+		}
+		return positive(d)
+	})
+	share = checkOf(func(v float64) error {
+		if !(v > 0 && v <= 1) {
+			return fmt.Errorf("%g is not a share greater than 0 and at most 1", v)
+		}
+		return nil
+	})
+	fallback = checkOf(func(f policy.Fallback) error {
+		_, err := policy.ParseFallback(string(f))
+		return err
+	})
+)
+
+// checkOf adapts a check of a T to the schema's check of any value.
+func checkOf[T any](f func(T) error) func(any) error {
+	return func(v any) error { return f(v.(T)) }
+}
+
+// oneOf accepts only words.
+func oneOf[T ~string](words ...T) func(any) error {
+	return checkOf(func(w T) error {
+		if slices.Contains(words, w) {
+			return nil
+		}
+		list := make([]string, len(words))
+		for i, w := range words {
+			list[i] = string(w)
+		}
+		return fmt.Errorf("%q is not one of %s", w, strings.Join(list, ", "))
+	})
+}
+
+// between accepts integers from lo to hi; phrase says so in the error.
+func between(lo, hi int, phrase string) func(any) error {
+	return checkOf(func(n int) error {
+		if n < lo || n > hi {
+			return fmt.Errorf("%d is not %s", n, phrase)
+		}
+		return nil
+	})
+}
+
+// atLeast0 accepts integers from 0; zero, if set, says what 0 means.
+func atLeast0(zero string) func(any) error {
+	if zero != "" {
+		zero = " (" + zero + ")"
+	}
+	return checkOf(func(n int) error {
+		if n < 0 {
+			return fmt.Errorf("must be 0%s or more, not %d", zero, n)
+		}
+		return nil
+	})
+}
+
+// uniqueListen checks that listener i does not listen where an earlier one
+// does; seen maps each address, as listenSpot spells it, to its listener.
+func (o object) uniqueListen(ls []Listener, seen map[string]int, i int) {
+	spot, ok := listenSpot(ls[i].Listen)
+	if !ok {
+		return
+	}
+	first, dup := seen[spot]
+	if !dup {
+		seen[spot] = i
+		return
+	}
+	msg := fmt.Sprintf("%q is already used by %s", ls[i].Listen, o.p.object("listener", first, ls[first].Name).label)
+	if line := o.p.pos.line([]string{"listener", index(first), "listen"}); line > 0 {
+		msg += fmt.Sprintf(" (line %d)", line)
+	}
+	o.problem("listen", errors.New(msg))
+}
+
+// listenSpot spells a listen address so that two that bind the same
+// socket are equal: every wildcard host ("", 0.0.0.0, ::) is one, as Go
+// listens on both families for each. Port 0 picks a free port each time:
+// it is no spot (ok false), nor is an address that does not parse.
+func listenSpot(listen string) (string, bool) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return "", false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+		if ip.IsUnspecified() {
+			host = ""
+		}
+	}
+	return strings.ToLower(host) + " " + strconv.FormatUint(n, 10), true
 }

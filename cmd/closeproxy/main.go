@@ -4,7 +4,7 @@
 // Usage:
 //
 //	closeproxy run -config FILE     serve (also: closeproxy -config FILE)
-//	closeproxy check -config FILE   validate and print the effective config
+//	closeproxy check -config FILE   validate (-print: the effective config)
 //	closeproxy drain [-wait]        stop accepting, fail readiness, let sessions finish
 //	closeproxy demo                 measure on loopback where TIME-WAIT lands
 //	closeproxy transparent setup    policy routing for source = "client" and tproxy
@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -85,7 +86,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 const usage = `usage:
   closeproxy run -config FILE     serve (the default: closeproxy -config FILE)
-  closeproxy check -config FILE   validate; print the effective config with defaults
+  closeproxy check -config FILE [-print]
+                                  validate: one line, "FILE: ok (…)", or every error;
+                                  -print: also the effective config, defaults filled in
   closeproxy demo                 measure on loopback where TIME-WAIT lands
   closeproxy doctor [-config F] [-rate N] [-json]
                                   read this host's TIME-WAIT pressure and say what to do
@@ -100,18 +103,17 @@ const usage = `usage:
   closeproxy help                 this list (also: -h, --help)
 `
 
-// loadConfig reads the -config flag of subcommand name and loads that file.
-// On failure it has told stderr why and returns the exit code: 2 for bad
-// flags, 1 for a configuration that does not load.
-func loadConfig(name string, args []string, stderr io.Writer) (string, *config.Config, int) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// loadConfig parses args with fs, adding the -config flag, and loads that
+// file. On failure it has told stderr why and returns the exit code: 2 for
+// bad flags, 1 for a configuration that does not load.
+func loadConfig(fs *flag.FlagSet, args []string, stderr io.Writer) (string, *config.Config, int) {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path to the TOML configuration")
 	if err := fs.Parse(args); err != nil {
 		return "", nil, 2
 	}
 	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "closeproxy %s: need -config FILE\n", name)
+		fmt.Fprintf(stderr, "closeproxy %s: need -config FILE\n", fs.Name())
 		return "", nil, 2
 	}
 	cfg, err := config.Load(*path)
@@ -122,8 +124,12 @@ func loadConfig(name string, args []string, stderr io.Writer) (string, *config.C
 	return *path, cfg, 0
 }
 
+// cmdCheck says whether the configuration loads, in one line; with -print
+// that line is a comment atop the effective configuration.
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	_, cfg, code := loadConfig("check", args, stderr)
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	printCfg := fs.Bool("print", false, "print the effective configuration, every default filled in")
+	path, cfg, code := loadConfig(fs, args, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -134,12 +140,27 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "warning:", line)
 		}
 	}
+	verdict := fmt.Sprintf("%s: ok (%s, %s)", path,
+		count(len(cfg.Listeners), "listener"), count(len(cfg.Backends), "backend"))
+	if !*printCfg {
+		fmt.Fprintln(stdout, verdict)
+		return 0
+	}
+	fmt.Fprintln(stdout, "#", verdict)
 	stdout.Write(cfg.TOML())
 	return 0
 }
 
+// count writes n things: "1 backend", "2 backends".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return strconv.Itoa(n) + " " + thing + "s"
+}
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
-	path, cfg, code := loadConfig("run", args, stderr)
+	path, cfg, code := loadConfig(flag.NewFlagSet("run", flag.ContinueOnError), args, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -299,7 +320,7 @@ func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	if err := lg.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
 		lg.log.Warn("log.level not changed", zap.Error(err))
 	}
-	for _, key := range restartOnly(p.cfg, cfg) {
+	for _, key := range config.RestartOnly(p.cfg, cfg) {
 		lg.log.Warn("reload: "+key+" changed; it takes effect after a restart", zap.String("key", key))
 	}
 	lg.log.Log(max(zapcore.InfoLevel, lg.level.Level()), "configuration reloaded", zap.String("config", path),

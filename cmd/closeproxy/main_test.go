@@ -40,11 +40,39 @@ name = "app"
 address = "127.0.0.1:9"
 `
 
+// check says in one line that a configuration loads, and what it holds.
+func TestCheckSaysOK(t *testing.T) {
+	two := minimal + "[[listener]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nbackend = \"app\"\n"
+	for _, tc := range []struct{ name, text, want string }{
+		{"one of each", minimal, ": ok (1 listener, 1 backend)\n"},
+		{"two listeners", two, ": ok (2 listeners, 1 backend)\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.text)
+			var out, errOut bytes.Buffer
+			if code := run([]string{"check", "-config", path}, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			if out.String() != path+tc.want || errOut.Len() != 0 {
+				t.Errorf("stdout %q, stderr %q; want %q", out.String(), errOut.String(), path+tc.want)
+			}
+		})
+	}
+}
+
+// check -print adds the effective configuration, which loads as it is.
 func TestCheckPrintsEffectiveConfig(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := run([]string{"check", "-config", writeConfig(t, minimal)}, &out, &errOut)
+	path := writeConfig(t, minimal)
+	code := run([]string{"check", "-config", path, "-print"}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if first, _, _ := strings.Cut(out.String(), "\n"); first != "# "+path+": ok (1 listener, 1 backend)" {
+		t.Errorf("first line %q, want the verdict as a comment", first)
+	}
+	if _, err := config.Parse(out.Bytes(), "effective.toml"); err != nil {
+		t.Errorf("effective config does not load: %v", err)
 	}
 	for _, want := range []string{`time_wait = "backend"`, `fallback = "reset"`, `shutdown_timeout = "30s"`} {
 		if !strings.Contains(out.String(), want) {
@@ -86,7 +114,7 @@ func TestHelpAndVersionFlags(t *testing.T) {
 	for _, arg := range []string{"-h", "-help", "--help", "help"} {
 		var out, errOut bytes.Buffer
 		code := run([]string{arg}, &out, &errOut)
-		if code != 0 || !strings.Contains(out.String(), "closeproxy demo") || !strings.Contains(out.String(), "closeproxy check") || errOut.Len() != 0 {
+		if code != 0 || !strings.Contains(out.String(), "closeproxy demo") || !strings.Contains(out.String(), "closeproxy check -config FILE [-print]") || errOut.Len() != 0 {
 			t.Errorf("closeproxy %s: exit %d, stdout %q, stderr %q; want 0 and the subcommands on stdout", arg, code, out.String(), errOut.String())
 		}
 	}

@@ -1,0 +1,193 @@
+package config
+
+import (
+	"net/netip"
+	"slices"
+
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// keys is the schema, in the order the TOML writer, config.example.toml
+// and docs/configuration.md follow. Each key's documentation is written
+// here once: `go generate ./config` renders config.example.toml and
+// docs/configuration.md from it, and tests fail while either differs.
+//
+//go:generate go test . -run ^Test(Example|Reference)IsGenerated$ -update
+var keys = slices.Concat(topKeys, listenerKeys, backendKeys)
+
+var topKeys = []key{
+	{path: "shutdown_timeout", at: field(func(c *Config) any { return &c.ShutdownTimeout }),
+		def: 30 * time.Second, restart: true, check: positive, doc: `
+How long SIGTERM waits for live sessions to finish. Then what still flows
+is cut (an RST to both peers, outcome "drained"), a withheld FIN takes its
+fallback, and a leg still waiting for its peer gets one more second:
+shutdown ends within this plus 2s plus the longest drain_timeout.`},
+
+	{path: "log", kind: table, doc: `Logging and teardown records.`},
+	{path: "log.level", at: field(func(c *Config) any { return &c.Log.Level }),
+		def: "info", check: oneOf("debug", "info", "warn", "error"), doc: `
+Least severe level logged: "debug", "info", "warn" or "error".`},
+	{path: "log.teardown", at: field(func(c *Config) any { return &c.Log.Teardown }),
+		def: "all", check: teardown, doc: `
+Which sessions log a teardown record (how each leg ended and where its
+TIME-WAIT landed): "all", "errors" (only sessions that ended badly), or
+"sample:<rate>" with a rate greater than 0 and at most 1, e.g. "sample:0.01"
+for one in a hundred (sessions that ended badly are always logged).`},
+
+	{path: "log.records", at: field(func(c *Config) any { return &c.Log.Records }),
+		def: "stderr", restart: true, check: records, doc: `
+Where teardown records are written, one JSON line each: "stderr",
+"stdout" or a file path. Records do not pass through level: a level of
+"warn" or "error" still writes every record teardown selects. A file is
+opened for appending and reopened on SIGUSR1, after logrotate (or
+anything else) moved it away.`},
+
+	{path: "admin", kind: table, doc: `
+The admin HTTP listener: /metrics (Prometheus), /healthz (the process
+runs), /readyz (listeners up, every backend answered a dial recently, not
+draining), POST /drain (stop accepting and let sessions finish; from
+loopback clients only).`},
+	{path: "admin.listen", at: field(func(c *Config) any { return &c.Admin.Listen }),
+		def: "127.0.0.1:9901", restart: true, check: adminListen, doc: `
+host:port to serve the admin endpoints on, or "off" to run without them.
+The default binds loopback only, since the endpoints are unauthenticated.
+Its clients are bounded: at most 64 connections at once, closed after 30s
+idle.`},
+	{path: "admin.kernel_sample_interval", at: field(func(c *Config) any { return &c.Admin.KernelSample }),
+		def: time.Second, check: positive, doc: `
+How often the kernel's TIME-WAIT figures behind the metrics are read
+(sock_diag, filtered by the proxy's own ports). When some leg uses "auto"
+and auto.sample_interval is shorter, that: one sampler serves both.`},
+
+	{path: "auto", kind: table, doc: `
+Thresholds of time_wait = "auto" on either leg. Auto prefers the
+accepting side of each leg (front: the proxy; back: the backend), spares a
+client that closes first with a safe reset, and switches new closes to
+"nowhere" (safe resets: no TIME-WAIT) under pressure, with hysteresis.`},
+	{path: "auto.tw_budget", at: field(func(c *Config) any { return &c.Auto.TWBudget }),
+		restart: true, def: 0, check: atLeast0("half of net.ipv4.tcp_max_tw_buckets"), doc: `
+TIME-WAIT sockets this host may hold before closes switch to nowhere.
+0 means half of net.ipv4.tcp_max_tw_buckets, read at start.`},
+	{path: "auto.tw_resume", at: field(func(c *Config) any { return &c.Auto.TWResume }),
+		restart: true, def: 0.8, check: share, doc: `
+Switch back below this share of tw_budget.`},
+	{path: "auto.port_share", at: field(func(c *Config) any { return &c.Auto.PortShare }),
+		restart: true, def: 0.5, check: share, doc: `
+Switch a back leg to nowhere when the proxy's TIME-WAIT sockets toward
+its backend ip:port reach this share of the usable ephemeral port range
+(net.ipv4.ip_local_port_range).`},
+	{path: "auto.port_resume", at: field(func(c *Config) any { return &c.Auto.PortResume }),
+		restart: true, def: 0.4, check: share, doc: `
+Switch back below this share. Must not exceed port_share.`},
+	{path: "auto.sample_interval", at: field(func(c *Config) any { return &c.Auto.SampleInterval }),
+		def: 250 * time.Millisecond, check: sampleInterval, doc: `
+How often the host's TIME-WAIT figures are read (/proc/net/sockstat and
+sock_diag), shared by all sessions; between samples the proxy adds the
+TIME-WAITs it placed itself. At least "250ms".`},
+}
+
+var listenerKeys = []key{
+	{path: "listener", kind: array, doc: `
+A [[listener]] is one accepting socket and the backend it forwards to.
+At least one is required.`},
+	{path: "listener.name", at: field(func(l *Listener) any { return &l.Name }),
+		example: "web", doc: `
+Required, unique among listeners. Labels logs, records and metrics.`},
+	{path: "listener.listen", at: field(func(l *Listener) any { return &l.Listen }),
+		example: "0.0.0.0:8080", check: listenAddress, doc: `
+Required. host:port to accept on; an empty host (":8080") means every
+address, port 0 picks a free port. Two listeners cannot share an address.`},
+	{path: "listener.backend", at: field(func(l *Listener) any { return &l.Backend }),
+		example: "app", doc: `
+Required. The name of the [[backend]] sessions are forwarded to.`},
+	{path: "listener.proxy_protocol", at: field(func(l *Listener) any { return &l.ProxyProtocol }),
+		def: ProxyProtocolOff, check: oneOf(ProxyProtocolOff, ProxyProtocolOptional, ProxyProtocolRequired), doc: `
+Whether clients' connections start with a PROXY protocol header (v1 or v2)
+from a load balancer: "off" (never read one), "optional" (read one if
+present) or "required" (refuse connections without one).`},
+	{path: "listener.proxy_protocol_trusted", at: field(func(l *Listener) any { return &l.ProxyProtocolTrusted }),
+		def: []netip.Prefix(nil), doc: `
+Source addresses whose PROXY headers are believed: CIDR prefixes
+("10.0.0.0/8") or bare addresses ("192.0.2.7"). A header from anywhere
+else is refused outright (the connection is reset and recorded as
+bad_proxy_header); with "required", every connection from elsewhere is
+refused; with "optional", a connection from elsewhere without a header
+passes. An empty list trusts nobody, which is an error unless
+proxy_protocol = "off".`},
+	{path: "listener.proxy_protocol_timeout", at: field(func(l *Listener) any { return &l.ProxyProtocolTimeout }),
+		def: 3 * time.Second, check: positive, doc: `
+How long to wait for the PROXY header after accepting; the header may
+span segments.`},
+	{path: "listener.idle_timeout", at: field(func(l *Listener) any { return &l.IdleTimeout }),
+		def: 60 * time.Second, check: positive, doc: `
+A session with no bytes moving either way for this long is cut: an RST to
+both peers, outcome "timeout" (in tcp mode the proxy cannot tell a
+finished exchange from a stalled one). In http1 mode: the time a client
+has for the next request head (an idle connection then ends by its close
+policy, nothing cut), and the longest a request waits, no byte moving,
+for its answer (then 504).`},
+	{path: "listener.max_connections", at: field(func(l *Listener) any { return &l.MaxConnections }),
+		def: 10000, doc: `
+Sessions open at once on this listener. A connection beyond it is reset
+at once (no TIME-WAIT), counted in closeproxy_connections_rejected_total
+and recorded with outcome over_limit. 0 means no cap.`},
+	{path: "listener.intercept", at: field(func(l *Listener) any { return &l.Intercept }),
+		def: InterceptOff, check: oneOf(InterceptOff, InterceptTProxy, InterceptRedirect), doc: `
+Whether connections arrive here because a firewall rule in this host's
+network namespace steered them, so the load balancer keeps addressing the
+web server's own ip:port (see Transparent mode in the README).
+- "off": clients address this listener.
+- "tproxy": an nftables tproxy rule delivers connections addressed
+  elsewhere; the socket gets IP_TRANSPARENT, which needs CAP_NET_ADMIN,
+  and the address the client dialed is the accepted socket's own.
+- "redirect": an nftables redirect (NAT) rule rewrote the destination;
+  the address the client dialed is read with SO_ORIGINAL_DST.
+
+Either way the record's front.original_dst names it. The backend is still
+the [[backend]]'s address.`},
+
+	{path: "listener.close", kind: table, doc: `
+Close policy of the front leg (client <-> proxy).`},
+	{path: "listener.close.time_wait", at: field(func(l *Listener) any { return &l.Close.TimeWait }),
+		def: policy.TargetProxy, check: target(policy.Front), doc: `
+Where the leg's TIME-WAIT should land when it closes.
+- "proxy": the proxy sends the first FIN whenever it is the one ending
+  the leg, so TIME-WAIT stays on the proxy, off the client's ports.
+- "client": the proxy withholds its FIN and waits for the client's, so
+  TIME-WAIT lands on the client. Suits self-delimiting protocols (HTTP
+  with Content-Length or chunked). A client that sent nothing since the
+  proxy's last bytes may be waiting for EOF: the FIN is withheld only
+  50ms (or four round trips); a client still silent then gets it, and
+  TIME-WAIT lands on the proxy (the record says peer_may_await_eof).
+- "nowhere": like "client", but finish with a safe reset (an RST sent
+  only once all data is acknowledged): no TIME-WAIT on either side.
+- "auto": choose per close from live measurements: the proxy while it
+  can, a safe reset when the client closed first or this host's
+  TIME-WAIT passed auto.tw_budget.`},
+	{path: "listener.close.peer_fin_grace", at: field(func(l *Listener) any { return &l.Close.PeerFinGrace }),
+		def: time.Second, check: positive, doc: `
+With "client" or "nowhere": the longest the proxy waits, with the client
+silent, for the client's FIN before giving up by fallback. Time the
+client spends blocked because the backend does not read is not silence.`},
+	{path: "listener.close.adaptive_grace", at: field(func(l *Listener) any { return &l.Close.AdaptiveGrace }),
+		def: true, doc: `
+Wait less than peer_fin_grace for a client that answers fast: four times
+the longest pause it made earlier on this connection, at least 10ms and
+four round trips. false: always the whole peer_fin_grace.`},
+	{path: "listener.close.fallback", at: field(func(l *Listener) any { return &l.Close.Fallback }),
+		def: policy.FallbackFIN, check: fallback, doc: `
+What a withheld FIN becomes when peer_fin_grace runs out: "fin" (send it
+after all; TIME-WAIT on the proxy) or "reset" (safe reset; no TIME-WAIT).`},
+	{path: "listener.close.half_close_timeout", at: field(func(l *Listener) any { return &l.Close.HalfCloseTimeout }),
+		def: 30 * time.Second, check: positive, doc: `
+After the proxy has sent its FIN, how long the client may stay silent
+without sending its own; then the leg is reset, and what the client had
+not finished sending counts as cut (outcome "timeout").`},
+	{path: "listener.close.drain_timeout", at: field(func(l *Listener) any { return &l.Close.DrainTimeout }),
+		def: time.Second, check: positive, doc: `
+Before any reset ("nowhere", or fallback = "reset") the proxy waits for
+every byte it sent on this leg to be acknowledged, so a reset never
+destroys data; if that takes longer than this, it sends a FIN instead.`},
+}

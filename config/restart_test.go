@@ -1,0 +1,41 @@
+package config
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestRestartOnly(t *testing.T) {
+	old := mustParse(t, minimal)
+	tests := []struct {
+		name, src string
+		want      []string
+	}{
+		{"nothing changed", minimal, nil},
+		{"reloadable keys changed", "[log]\nlevel = \"debug\"\n" + strings.Replace(minimal, ":8080", ":9090", 1), nil},
+		{"admin listener moved", "[admin]\nlisten = \"127.0.0.1:9902\"\n" + minimal, []string{"admin.listen"}},
+		{"two restart-only keys", "shutdown_timeout = \"5s\"\n[admin]\nlisten = \"off\"\n" + minimal,
+			[]string{"shutdown_timeout", "admin.listen"}},
+		{"every restart-only key", "shutdown_timeout = \"5s\"\n[log]\nrecords = \"stdout\"\n[admin]\nlisten = \"off\"\n" +
+			"[auto]\ntw_budget = 100\ntw_resume = 0.5\nport_share = 0.6\nport_resume = 0.3\nsample_interval = \"1s\"\n" + minimal,
+			[]string{"shutdown_timeout", "log.records", "admin.listen", "auto.tw_budget", "auto.tw_resume", "auto.port_share", "auto.port_resume"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := RestartOnly(old, mustParse(t, tt.src)); !slices.Equal(got, tt.want) {
+				t.Errorf("RestartOnly = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// RestartOnly compares top-level keys only: a restart-only key of a
+// listener or backend would need them matched by name first.
+func TestRestartOnlyKeys(t *testing.T) {
+	for _, k := range keys {
+		if k.restart && k.scope() != "" {
+			t.Errorf("%s is restart-only but not a top-level key", k.path)
+		}
+	}
+}
