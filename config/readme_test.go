@@ -1,0 +1,70 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The README and docs/ link only to files of the repository and to
+// headings that exist, and name no document outside it.
+func TestDocsLinksResolve(t *testing.T) {
+	files, err := filepath.Glob("../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, "../README.md")
+	anchors := map[string]map[string]bool{}
+	text := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f = filepath.Clean(f)
+		text[f] = string(b)
+		anchors[f] = map[string]bool{}
+		for _, m := range heading.FindAllStringSubmatch(string(b), -1) {
+			anchors[f][slug(m[1])] = true
+		}
+	}
+	for f, s := range text {
+		for _, name := range []string{"DESIGN.md", "STYLE.md"} {
+			if strings.Contains(s, name) {
+				t.Errorf("%s names %s, which is not in the repository", f, name)
+			}
+		}
+		for _, m := range link.FindAllStringSubmatch(s, -1) {
+			target := m[2]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			path, anchor, _ := strings.Cut(target, "#")
+			to := f
+			if path != "" {
+				to = filepath.Clean(filepath.Join(filepath.Dir(f), path))
+				if _, err := os.Stat(to); err != nil {
+					t.Errorf("%s links to %q: no such file in the repository", f, target)
+					continue
+				}
+			}
+			if anchor != "" && strings.HasSuffix(to, ".md") && !anchors[to][anchor] {
+				t.Errorf("%s links to %q: %s has no such heading", f, target, to)
+			}
+		}
+	}
+}
+
+var (
+	heading = regexp.MustCompile(`(?m)^#+ (.*)$`)
+	link    = regexp.MustCompile(`\[([^\]]*)\]\(([^)\s]+)\)`)
+)
+
+// slug is a heading's anchor as GitHub makes it.
+func slug(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	h = regexp.MustCompile(`[^\w\- ]`).ReplaceAllString(h, "")
+	return strings.ReplaceAll(h, " ", "-")
+}
