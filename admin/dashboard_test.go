@@ -14,6 +14,7 @@ import (
 	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
 	"github.com/closeproxy/closeproxy/twwatch"
+	"github.com/closeproxy/closeproxy/twwatch/twwatchtest"
 )
 
 const dashboardPath = "../deploy/grafana/closeproxy.json"
@@ -171,7 +172,7 @@ func fakeWatcher(t *testing.T) *twwatch.Watcher {
 		procnet.NetstatPath:      "TcpExt: TCPTimeWaitOverflow\nTcpExt: 0\n",
 	}
 	w := twwatch.New(testConfig("127.0.0.1:8080", "127.0.0.1:80"), zaptest.NewLogger(t),
-		twwatch.WithKernel(fakeKernel(files, []sockdiag.Socket{sock(sockdiag.TimeWait, "127.0.0.1:8080", "127.0.0.1:40000")})))
+		twwatch.WithKernel(twwatchtest.Kernel(files, []sockdiag.Socket{sock(sockdiag.TimeWait, "127.0.0.1:8080", "127.0.0.1:40000")})))
 	w.Refresh()
 	return w
 }

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"io/fs"
 	"net/netip"
 	"strings"
 	"testing"
@@ -12,20 +11,8 @@ import (
 	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
 	"github.com/closeproxy/closeproxy/twwatch"
+	"github.com/closeproxy/closeproxy/twwatch/twwatchtest"
 )
-
-// fakeKernel is a fabricated host: its files and TIME-WAIT sockets.
-func fakeKernel(files map[string]string, socks []sockdiag.Socket) twwatch.Kernel {
-	return twwatch.Kernel{
-		ReadFile: func(name string) ([]byte, error) {
-			if s, ok := files[name]; ok {
-				return []byte(s), nil
-			}
-			return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-		},
-		ListSockets: func(*sockdiag.Filter, ...sockdiag.State) ([]sockdiag.Socket, error) { return socks, nil },
-	}
-}
 
 func sock(st sockdiag.State, local, peer string) sockdiag.Socket {
 	return sockdiag.Socket{State: st, Local: netip.MustParseAddrPort(local), Peer: netip.MustParseAddrPort(peer)}
@@ -48,7 +35,7 @@ func TestKernelGaugesShowTheSharedSample(t *testing.T) {
 		sock(sockdiag.TimeWait, "10.0.0.9:50000", "10.0.0.2:80"),
 		sock(sockdiag.FinWait2, "10.0.0.9:50001", "10.0.0.2:80"),
 	}
-	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, socks)))
+	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(twwatchtest.Kernel(files, socks)))
 	a := New(cfg, zaptest.NewLogger(t), WithWatcher(w))
 	base := serve(t, a) // a shared watcher: Serve does not run it
 	got := scrape(t, base)
@@ -86,7 +73,7 @@ func TestKernelOverflowCounter(t *testing.T) {
 		Backends:  []config.Backend{{Name: "app", Address: "10.0.0.2:80"}},
 	}
 	files := map[string]string{procnet.NetstatPath: "TcpExt: SyncookiesSent TCPTimeWaitOverflow\nTcpExt: 0 4242\n"}
-	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, nil)))
+	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(twwatchtest.Kernel(files, nil)))
 	base := serve(t, New(cfg, zaptest.NewLogger(t), WithWatcher(w)))
 	w.Refresh()
 	expect(t, scrape(t, base), map[string]float64{

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"net/netip"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
 	"github.com/closeproxy/closeproxy/twwatch"
+	"github.com/closeproxy/closeproxy/twwatch/twwatchtest"
 )
 
 // fakeKernel is a fabricated host for a twwatch.Watcher: its files, and
@@ -27,15 +27,7 @@ func fakeKernel(files map[string]string, toward map[string]int) twwatch.Kernel {
 				Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.9"), uint16(40000+i)), Peer: netip.MustParseAddrPort(dest)})
 		}
 	}
-	return twwatch.Kernel{
-		ReadFile: func(name string) ([]byte, error) {
-			if s, ok := files[name]; ok {
-				return []byte(s), nil
-			}
-			return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-		},
-		ListSockets: func(*sockdiag.Filter, ...sockdiag.State) ([]sockdiag.Socket, error) { return socks, nil },
-	}
+	return twwatchtest.Kernel(files, socks)
 }
 
 type resolverFunc func(host string) []netip.Addr
