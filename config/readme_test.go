@@ -9,7 +9,7 @@ import (
 )
 
 // The README and docs/ link only to files of the repository and to
-// headings that exist, and name no document outside it.
+// headings that exist, and name no document outside it and no issue.
 func TestDocsLinksResolve(t *testing.T) {
 	files, err := filepath.Glob("../docs/*.md")
 	if err != nil {
@@ -36,6 +36,9 @@ func TestDocsLinksResolve(t *testing.T) {
 				t.Errorf("%s names %s, which is not in the repository", f, name)
 			}
 		}
+		if m := issueRef.FindString(s); m != "" {
+			t.Errorf("%s refers to %q: the documents are for users; history belongs in commit messages", f, m)
+		}
 		for _, m := range link.FindAllStringSubmatch(s, -1) {
 			target := m[2]
 			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
@@ -58,8 +61,9 @@ func TestDocsLinksResolve(t *testing.T) {
 }
 
 var (
-	heading = regexp.MustCompile(`(?m)^#+ (.*)$`)
-	link    = regexp.MustCompile(`\[([^\]]*)\]\(([^)\s]+)\)`)
+	heading  = regexp.MustCompile(`(?m)^#+ (.*)$`)
+	link     = regexp.MustCompile(`\[([^\]]*)\]\(([^)\s]+)\)`)
+	issueRef = regexp.MustCompile(`(?i)\b(issue|task)s? #?[0-9]+`)
 )
 
 // slug is a heading's anchor as GitHub makes it.
