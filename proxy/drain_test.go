@@ -56,7 +56,7 @@ func TestDrainClosesIdleKeepAliveAtOnce(t *testing.T) {
 				defer cancel()
 				stopped := make(chan struct{})
 				go func() { h.srv.Shutdown(ctx); close(stopped) }()
-				// before the harness's own Shutdown: two at once race on the pools
+				// ends before the test does (goleak)
 				defer func() { <-stopped }()
 			}
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -135,5 +135,38 @@ func TestReloadRefusedWhileDraining(t *testing.T) {
 	h.srv.mu.Unlock()
 	if err := h.srv.Reload(context.Background(), cfg); err == nil {
 		t.Error("reload accepted while draining")
+	}
+}
+
+// Shutdown called from two goroutines at once, both past their deadline
+// with a session still relaying, runs the sequence once: both return, the
+// session is cut with one record, and nothing races (-race) or panics.
+func TestShutdownTwiceAtOnce(t *testing.T) {
+	be := backendFunc(t, func(c *net.TCPConn) { io.Copy(io.Discard, c); c.Close() })
+	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)},
+		config.Backend{Address: be, Close: testClose(policy.TargetPeer, policy.FallbackReset)})
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "flowing"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // both calls find shutdown_timeout over
+	done := make(chan struct{}, 2)
+	for range 2 {
+		go func() { h.srv.Shutdown(ctx); done <- struct{}{} }()
+	}
+	for range 2 {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a Shutdown did not return")
+		}
+	}
+	if td := h.record(t); td.Outcome != engine.OutcomeDrained {
+		t.Errorf("outcome %s, want drained", td.Outcome)
 	}
 }

@@ -54,6 +54,8 @@ type Server struct {
 	drainBegun context.Context
 	beginDrain context.CancelFunc
 	drained    chan struct{} // closed when draining and no session is left
+	shutOnce   sync.Once     // the first Shutdown runs; later ones wait for shutDone
+	shutDone   chan struct{}
 
 	sessions sync.WaitGroup
 	live     atomic.Int64    // sessions not yet ended
@@ -83,7 +85,7 @@ func WithRecordLog(l *zap.Logger) Option {
 // New checks that cfg can be served; it opens no socket and starts nothing.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	s := &Server{log: log, records: log, obs: nopObserver{}, netAdmin: hasNetAdmin, kill: make(chan struct{}), fatal: make(chan error, 1), done: make(chan struct{}),
-		drained: make(chan struct{})}
+		drained: make(chan struct{}), shutDone: make(chan struct{})}
 	s.drainCtx, s.drainNow = context.WithCancel(context.Background())
 	s.drainBegun, s.beginDrain = context.WithCancel(context.Background())
 	for _, o := range opts {

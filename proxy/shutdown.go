@@ -3,13 +3,14 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"github.com/closeproxy/closeproxy/engine"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/engine"
 )
 
 // Shutdown drains (see Drain), lets live sessions finish until ctx ends, then
@@ -17,7 +18,18 @@ import (
 // longest grace and drain of any leg (a peer that keeps sending while the
 // proxy withholds its FIN) are reset (outcome drained), so Shutdown always
 // returns. It returns nil: every session got its record.
+//
+// Shutdown may be called more than once, from several goroutines: the
+// first call runs the sequence under its ctx; the others wait for it to
+// end.
 func (s *Server) Shutdown(ctx context.Context) error {
+	first := false
+	s.shutOnce.Do(func() { first = true })
+	if !first {
+		<-s.shutDone
+		return nil
+	}
+	defer close(s.shutDone)
 	s.Drain()
 	s.closeListeners()
 	defer s.stopPools()
