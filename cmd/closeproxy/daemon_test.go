@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,3 +187,58 @@ func waitLines(t testing.TB, what string, out func() string, pick func([]logLine
 }
 
 func records(lines []logLine) []logLine { return withMsg(lines, "teardown") }
+
+// The "listening" line names the admin address actually bound (port 0
+// picks one), and the admin endpoints there report each reload: a refused
+// one turns closeproxy_config_last_reload_successful to 0, the next good
+// one back to 1.
+func TestListeningNamesTheBoundAdminAddress(t *testing.T) {
+	backend := echoBackend(t)
+	text := func(p uint16) string {
+		return strings.Replace(daemonConfig(p, backend, ""), `listen = "off"`, `listen = "127.0.0.1:0"`, 1)
+	}
+	d := startDaemon(t, text)
+	lines := waitLines(t, "listening line", d.stderr.String, func(l []logLine) []logLine { return withMsg(l, "listening") }, 1)
+	admin := lines[0].str("admin")
+	if ap, err := netip.ParseAddrPort(admin); err != nil || ap.Port() == 0 {
+		t.Fatalf("listening line names admin %q, want the bound address", admin)
+	}
+	reloadOK := func() string {
+		t.Helper()
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "closeproxy_config_last_reload_successful "); ok {
+				return v
+			}
+		}
+		t.Fatalf("no closeproxy_config_last_reload_successful at %s", admin)
+		return ""
+	}
+	if v := reloadOK(); v != "1" {
+		t.Errorf("at start: last reload successful %s, want 1", v)
+	}
+	reloads := func(msg string, n int) {
+		waitLines(t, msg, d.stderr.String, func(l []logLine) []logLine { return withMsg(l, msg) }, n)
+	}
+	if err := os.WriteFile(d.path, []byte("[[listener]]\nnope = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.hup <- syscall.SIGHUP
+	reloads("reload refused; the running configuration stays", 1)
+	if v := reloadOK(); v != "0" {
+		t.Errorf("after a refused reload: last reload successful %s, want 0", v)
+	}
+	if err := os.WriteFile(d.path, []byte(text(d.port)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.hup <- syscall.SIGHUP
+	reloads("configuration reloaded", 1)
+	if v := reloadOK(); v != "1" {
+		t.Errorf("after a good reload: last reload successful %s, want 1", v)
+	}
+}

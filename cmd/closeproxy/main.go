@@ -241,10 +241,11 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	defer wg.Wait()
 	defer stopBG()
 	wg.Go(func() { tw.Run(bg) })
-	if err := startAdmin(bg, &wg, cfg, adm, log); err != nil {
+	adminAt, err := startAdmin(bg, &wg, cfg, adm, log)
+	if err != nil {
 		return err
 	}
-	log.Info("listening", zap.Stringers("addrs", srv.Addrs()), zap.String("admin", cfg.Admin.Listen), zap.String("version", versionString()))
+	log.Info("listening", zap.Stringers("addrs", srv.Addrs()), zap.String("admin", adminAt), zap.String("version", versionString()))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(bg) }()
 	if watch != nil {
@@ -266,13 +267,13 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 
 // startAdmin serves /metrics, /healthz and /readyz until ctx ends, unless
 // admin.listen is "off".
-func startAdmin(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, adm *admin.Admin, log *zap.Logger) error {
+func startAdmin(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, adm *admin.Admin, log *zap.Logger) (string, error) {
 	if cfg.Admin.Listen == "off" {
-		return nil
+		return "off", nil
 	}
 	ln, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
-		return fmt.Errorf("admin: listen %s: %w", cfg.Admin.Listen, err)
+		return "", fmt.Errorf("admin: listen %s: %w", cfg.Admin.Listen, err)
 	}
 	wg.Add(1)
 	go func() {
@@ -281,7 +282,7 @@ func startAdmin(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, adm
 			log.Error("admin listener stopped", zap.Error(err))
 		}
 	}()
-	return nil
+	return ln.Addr().String(), nil
 }
 
 // reloadOnHUP reloads the configuration on each SIGHUP until ctx ends. A
@@ -295,9 +296,8 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, p parts
 			return
 		case <-hup:
 		}
-		err := reload(ctx, path, p, lg)
-		p.adm.ConfigReloaded(err == nil)
-		if err != nil {
+		if err := reload(ctx, path, p, lg); err != nil {
+			p.adm.ConfigReloaded(false) // before the line: whoever reads it sees the metric
 			lg.log.Error("reload refused; the running configuration stays", zap.String("config", path), zap.Error(err))
 		}
 	}
@@ -323,6 +323,7 @@ func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	for _, key := range config.RestartOnly(p.cfg, cfg) {
 		lg.log.Warn("reload: "+key+" changed; it takes effect after a restart", zap.String("key", key))
 	}
+	p.adm.ConfigReloaded(true)
 	lg.log.Log(max(zapcore.InfoLevel, lg.level.Level()), "configuration reloaded", zap.String("config", path),
 		zap.Int("listeners", len(cfg.Listeners)), zap.Int("backends", len(cfg.Backends)))
 	return nil
