@@ -27,7 +27,10 @@ const maxDrainWait = 10 * time.Minute
 // running until SIGTERM. Without wait it answers 202 at once; with
 // wait=DURATION (a Go duration) it answers 200 "drained" once the last
 // session ended, or 503 with the number still open when DURATION ran out.
-// Only a client on loopback may drain: the admin port may listen on every
+// With delay=DURATION the listeners close only after it while /readyz fails
+// at once: clients that a load balancer or Service still routes here
+// until it sees the pod unready are served, not refused; wait then counts
+// from the end of the delay. Only a client on loopback may drain: the admin port may listen on every
 // address for the kubelet's probes, and draining takes the pod out of
 // service.
 func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
@@ -36,14 +39,10 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "drain: only from loopback", http.StatusForbidden)
 		return
 	}
-	var wait time.Duration
-	if v := r.URL.Query().Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			http.Error(w, fmt.Sprintf("drain: wait=%q: want a duration such as 30s", v), http.StatusBadRequest)
-			return
-		}
-		wait = min(d, maxDrainWait)
+	wait, ok1 := drainParam(w, r, "wait")
+	delay, ok2 := drainParam(w, r, "delay")
+	if !ok1 || !ok2 {
+		return
 	}
 	d, ok := a.readiness().(Drainer)
 	if !ok {
@@ -51,15 +50,35 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.SetDraining()
-	d.Drain()
-	a.log.Info("draining on request: listeners closed", zap.Int64("sessions", d.Live()))
+	switch {
+	case delay == 0:
+		d.Drain()
+		a.log.Info("draining on request: listeners closed", zap.Int64("sessions", d.Live()))
+	case wait == 0:
+		a.log.Info("draining on request: readiness fails now, listeners close after the delay", zap.Duration("delay", delay))
+		time.AfterFunc(delay, d.Drain)
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "draining: listeners close in %s\n", delay)
+		return
+	default:
+		a.log.Info("draining on request: readiness fails now, listeners close after the delay", zap.Duration("delay", delay))
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(delay + wait + time.Second))
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+		}
+		d.Drain()
+		a.log.Info("draining on request: listeners closed", zap.Int64("sessions", d.Live()))
+	}
 	if wait == 0 {
 		w.WriteHeader(http.StatusAccepted)
 		fmt.Fprintf(w, "draining: %d sessions open\n", d.Live())
 		return
 	}
 	// The wait outlasts the server's write timeout by design.
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + time.Second))
+	if delay == 0 {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + time.Second))
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	select {
@@ -69,6 +88,21 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "draining: %d sessions still open after %s\n", d.Live(), wait)
 	}
+}
+
+// drainParam reads the duration query parameter name of a drain request
+// (absent: 0), bounded by maxDrainWait; a bad one is answered with 400.
+func drainParam(w http.ResponseWriter, r *http.Request, name string) (time.Duration, bool) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, true
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		http.Error(w, fmt.Sprintf("drain: %s=%q: want a duration such as 30s", name, v), http.StatusBadRequest)
+		return 0, false
+	}
+	return min(d, maxDrainWait), true
 }
 
 // fromLoopback reports that the request came from a loopback address.

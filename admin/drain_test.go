@@ -150,3 +150,40 @@ func TestAdminBoundsIdleConnections(t *testing.T) {
 		}
 	}
 }
+
+// With delay, /readyz fails at once but the listeners close only after
+// it, so that clients routed here until the pod is seen unready are
+// served; with wait too, the answer comes once the sessions are gone
+// after the delay.
+func TestDrainDelay(t *testing.T) {
+	a := New(testConfig("127.0.0.1:0", liveBackend(t)), zaptest.NewLogger(t))
+	base := serve(t, a)
+	srv := &drainServer{drained: make(chan struct{})}
+	srv.serving.Store(true)
+	a.Attach(srv)
+
+	if code, body := post(t, base+"/drain?delay=later"); code != http.StatusBadRequest {
+		t.Errorf("delay=later: %d %q, want 400", code, body)
+	}
+	const delay = 300 * time.Millisecond
+	t0 := time.Now()
+	if code, body := post(t, base+"/drain?delay="+delay.String()); code != http.StatusAccepted || !strings.Contains(body, "close in 300ms") {
+		t.Errorf("POST /drain?delay: %d %q, want 202", code, body)
+	}
+	readyz(t, base, http.StatusServiceUnavailable, "draining")
+	if n := srv.drains.Load(); n != 0 && time.Since(t0) < delay {
+		t.Fatalf("listeners closed %v after the request, before the delay", time.Since(t0))
+	}
+
+	close(srv.drained)
+	t1 := time.Now()
+	if code, body := post(t, base+"/drain?delay=100ms&wait=5s"); code != http.StatusOK || body != "drained\n" {
+		t.Errorf("delay=100ms&wait=5s: %d %q, want 200 drained", code, body)
+	}
+	if took := time.Since(t1); took < 100*time.Millisecond {
+		t.Errorf("delay=100ms&wait=5s answered after %v, before the delay", took)
+	}
+	if n := srv.drains.Load(); n < 1 {
+		t.Errorf("Drain called %d times after the delays, want at least 1", n)
+	}
+}

@@ -55,11 +55,12 @@ func (b *pacedBackend) Stop() {
 }
 
 // TestDrainThenSIGTERMAsThePodDoes runs the sequence of the Kubernetes
-// manifests against the real binary: `closeproxy drain -wait` (the preStop
-// hook), then the web server stops, then SIGTERM. With a long transfer and
-// an idle keep-alive connection open when the drain starts: /readyz fails
-// at once, new connections are refused, the idle connection is closed at
-// once, the transfer completes whole (SHA-256) with an ok record, drain
+// manifests against the real binary: `closeproxy drain -delay -wait` (the
+// preStop hook), then the web server stops, then SIGTERM. With a long
+// transfer and an idle keep-alive connection open when the drain starts:
+// /readyz fails at once; during the delay a new client is still served;
+// after it new connections are refused and the idle connection is closed
+// at once; the transfer completes whole (SHA-256) with an ok record, drain
 // returns only after it, and SIGTERM then ends the process at once, exit 0.
 func TestDrainThenSIGTERMAsThePodDoes(t *testing.T) {
 	const (
@@ -67,6 +68,7 @@ func TestDrainThenSIGTERMAsThePodDoes(t *testing.T) {
 		chunk    = 64 << 10
 		pause    = 40 * time.Millisecond // 32 chunks: about 1.3s of transfer
 		shutdown = 10 * time.Second
+		delay    = 500 * time.Millisecond // drain -delay: the listeners stay open this long
 	)
 	topo := newTopology(t)
 	body := blob(size)
@@ -109,7 +111,7 @@ func TestDrainThenSIGTERMAsThePodDoes(t *testing.T) {
 
 	// The preStop hook.
 	drainStart := time.Now()
-	drain := topo.Cmd(topo.Proxy, buildBinary(t, "./cmd/closeproxy"), "drain", "-admin", adminAddr, "-wait", "-timeout", "20s")
+	drain := topo.Cmd(topo.Proxy, buildBinary(t, "./cmd/closeproxy"), "drain", "-admin", adminAddr, "-delay", delay.String(), "-wait", "-timeout", "20s")
 	var drainOut strings.Builder
 	drain.Stdout, drain.Stderr = &drainOut, &drainOut
 	if err := drain.Start(); err != nil {
@@ -128,13 +130,24 @@ func TestDrainThenSIGTERMAsThePodDoes(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polled, as the kubelet does
 	}
-	refusedAt := time.Now()
+	// Not ready, still accepting: a client routed here meanwhile is served.
+	if status := getClose(t, topo, front, "/small"); status != http.StatusOK {
+		t.Errorf("a request during the drain's delay: status %d, want 200", status)
+	}
+	if d := time.Since(drainStart); d >= delay {
+		t.Logf("the request during the delay ended only %v after drain began: its check is void", d)
+	}
+	var refusedAt time.Time
 	for {
-		_, err := dialFrom(t, topo.LB, front)
+		c, err := dialFrom(t, topo.LB, front)
 		if errors.Is(err, syscall.ECONNREFUSED) {
+			refusedAt = time.Now()
 			break
 		}
-		if time.Since(drainStart) > time.Second {
+		if err == nil {
+			c.Close() // accepted during the delay: a client that gives up
+		}
+		if time.Since(drainStart) > delay+time.Second {
 			t.Fatalf("a new connection %v after drain began: %v, want refused", time.Since(drainStart), err)
 		}
 		time.Sleep(10 * time.Millisecond) // the drain request may still be on its way
@@ -162,7 +175,7 @@ func TestDrainThenSIGTERMAsThePodDoes(t *testing.T) {
 	select {
 	case drainedAt = <-drained:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("closeproxy drain -wait still running 10s after the transfer ended")
+		t.Fatalf("closeproxy drain -wait still running 10s after the transfer ended: %s\n%s", drainOut.String(), cp.Output())
 	}
 	if drainedAt.Before(tr.at) {
 		t.Errorf("drain returned %v before the transfer ended", tr.at.Sub(drainedAt))
@@ -170,14 +183,25 @@ func TestDrainThenSIGTERMAsThePodDoes(t *testing.T) {
 	if drain.ProcessState.ExitCode() != 0 || !strings.Contains(drainOut.String(), "drained") {
 		t.Errorf("closeproxy drain: exit %d, %q", drain.ProcessState.ExitCode(), drainOut.String())
 	}
-	recs := cp.WaitRecords(t, 2, 5*time.Second)
-	for _, r := range recs {
-		if r.Str("outcome") != "ok" || r.Str("front.reason") != "draining" {
-			t.Errorf("record %v: outcome %q front.reason %q, want ok, draining", r["id"], r.Str("outcome"), r.Str("front.reason"))
-		}
+	if refusedAt.Sub(drainStart) < delay {
+		t.Errorf("new connections refused %v after drain began, before its delay (%v)", refusedAt.Sub(drainStart), delay)
 	}
-	if n := recs[0].Num("front.bytes_out") + recs[1].Num("front.bytes_out"); n < size {
-		t.Errorf("records: %v bytes to clients, want the whole transfer (%d)", n, size)
+	recs := cp.WaitRecords(t, 3, 5*time.Second) // and those of the dials during the delay
+	draining, out := 0, 0.0
+	for _, r := range recs {
+		if r.Str("outcome") != "ok" {
+			t.Errorf("record %v: outcome %q, want ok", r["id"], r.Str("outcome"))
+		}
+		if r.Str("front.reason") == "draining" {
+			draining++
+		}
+		out += r.Num("front.bytes_out")
+	}
+	if draining < 2 {
+		t.Errorf("%d records end by draining, want the idle and the long one's at least", draining)
+	}
+	if out < size {
+		t.Errorf("records: %v bytes to clients, want the whole transfer (%d)", out, size)
 	}
 
 	backend.Stop() // the web server stops (nginx's preStop), then SIGTERM
@@ -186,9 +210,29 @@ func TestDrainThenSIGTERMAsThePodDoes(t *testing.T) {
 	if err := cp.Wait(t, 2*time.Second); err != nil {
 		t.Errorf("closeproxy after SIGTERM: %v, want exit 0\n%s", err, cp.Output())
 	}
-	t.Logf("drain: 503 and refused within %v, idle closed after %v, transfer ended %v, drain returned %v after it; exit %v after SIGTERM",
+	t.Logf("drain: 503 at once, refused after %v (the delay), idle closed after %v, transfer ended %v, drain returned %v after it; exit %v after SIGTERM",
 		refusedAt.Sub(drainStart).Round(time.Millisecond), idleClosed.Round(time.Millisecond), tr.at.Sub(drainStart).Round(time.Millisecond),
 		drainedAt.Sub(tr.at).Round(time.Millisecond), time.Since(term).Round(time.Millisecond))
+}
+
+// getClose sends one GET with "Connection: close" on a new connection and
+// returns the response's status.
+func getClose(t testing.TB, topo *Topology, addr, path string) int {
+	t.Helper()
+	c, err := dialFrom(t, topo.LB, addr)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n", path)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // waitReady polls /readyz, with a deadline, until it answers 200.

@@ -22,13 +22,14 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", config.Defaults().Admin.Listen, "host:port of the admin listener (from this host: only loopback clients may drain)")
 	wait := fs.Bool("wait", false, "return only when every session has ended")
+	delay := fs.Duration("delay", 0, "fail readiness at once but keep accepting for this long first, while load balancers take the pod out of rotation")
 	timeout := fs.Duration("timeout", time.Minute, "with -wait: how long to wait for the sessions (exit 1 if some are still open)")
 	doneFile := fs.String("done-file", "", "create this file when drain returns, drained or not, for another container's preStop to wait on")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *timeout <= 0 {
-		fmt.Fprintln(stderr, "usage: closeproxy drain [-admin HOST:PORT] [-wait] [-timeout D] [-done-file PATH]")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *timeout <= 0 || *delay < 0 {
+		fmt.Fprintln(stderr, "usage: closeproxy drain [-admin HOST:PORT] [-delay D] [-wait] [-timeout D] [-done-file PATH]")
 		return 2
 	}
-	code := drain(*admin, *wait, *timeout, stdout, stderr)
+	code := drain(*admin, *delay, *wait, *timeout, stdout, stderr)
 	if *doneFile != "" {
 		if err := os.WriteFile(*doneFile, []byte(fmt.Sprintf("%d\n", code)), 0o644); err != nil {
 			fmt.Fprintf(stderr, "drain: write done file: %v\n", err)
@@ -39,13 +40,21 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 }
 
 // drain posts /drain to admin and returns the exit code.
-func drain(admin string, wait bool, timeout time.Duration, stdout, stderr io.Writer) int {
+func drain(admin string, delay time.Duration, wait bool, timeout time.Duration, stdout, stderr io.Writer) int {
 	u := url.URL{Scheme: "http", Host: admin, Path: "/drain"}
 	client := http.Client{Timeout: 5 * time.Second}
+	q := url.Values{}
+	if delay > 0 {
+		q.Set("delay", delay.String())
+		if wait {
+			client.Timeout += delay
+		}
+	}
 	if wait {
-		u.RawQuery = url.Values{"wait": {timeout.String()}}.Encode()
+		q.Set("wait", timeout.String())
 		client.Timeout += timeout
 	}
+	u.RawQuery = q.Encode()
 	resp, err := client.Post(u.String(), "", nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "drain: %v\n", err)

@@ -93,10 +93,11 @@ const usage = `usage:
   closeproxy doctor [-config F] [-rate N] [-json]
                                   read this host's TIME-WAIT pressure and say what to do
   closeproxy healthcheck [-url U] ask the admin listener (exit 0 when healthy)
-  closeproxy drain [-admin HOST:PORT] [-wait] [-timeout D] [-done-file F]
-                                  ask the running proxy to stop accepting, fail
-                                  readiness and let its sessions finish (it keeps
-                                  running until SIGTERM); -wait returns once they have
+  closeproxy drain [-admin HOST:PORT] [-delay D] [-wait] [-timeout D] [-done-file F]
+                                  ask the running proxy to fail readiness, stop
+                                  accepting (after -delay) and let its sessions
+                                  finish (it keeps running until SIGTERM); -wait
+                                  returns once they have
   closeproxy transparent setup|teardown [-mark M] [-table T] [-ipv6=false] [-dry-run]
                                   add or remove the policy routing of transparent mode
   closeproxy version              (also: --version)

@@ -122,6 +122,13 @@ func TestTerminationDrainsBeforeNginxStops(t *testing.T) {
 	if err != nil {
 		t.Fatalf("closeproxy preStop -timeout: %v", err)
 	}
+	if v := flagValue(args, "-delay"); v != "" { // the listeners stay open this long first
+		delay, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("closeproxy preStop -delay: %v", err)
+		}
+		drainTimeout += delay
+	}
 	doneFile := flagValue(args, "-done-file")
 	if doneFile == "" {
 		t.Fatal("closeproxy preStop writes no -done-file for nginx to wait on")
