@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/proxy"
 )
 
@@ -34,30 +34,6 @@ address = "%s"
   warm = 1
 `
 
-// echoBackend answers each connection with what it sent, then a FIN.
-func echoBackend(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			})
-		}
-	})
-	return ln.Addr().String()
-}
-
 // withTraffic is a proxy with its Admin, both served until the test ends.
 type withTraffic struct {
 	adm     *Admin
@@ -71,7 +47,7 @@ type withTraffic struct {
 // loopback, logging to log.
 func startWithTraffic(t *testing.T, log *zap.Logger, opts ...Option) *withTraffic {
 	t.Helper()
-	cfg, err := config.Parse(fmt.Appendf(nil, trafficConfig, echoBackend(t)), "traffic.toml")
+	cfg, err := config.Parse(fmt.Appendf(nil, trafficConfig, loopback.Serve(t, loopback.Echo)), "traffic.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

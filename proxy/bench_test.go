@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -24,7 +25,7 @@ func BenchmarkFirstByte(b *testing.B) {
 		warm int
 	}{{"fresh_dial", 0}, {"warm_pool", 8}} {
 		b.Run(tc.name, func(b *testing.B) {
-			echo := backendFunc(b, func(c *net.TCPConn) {
+			echo := loopback.Serve(b, func(c *net.TCPConn) {
 				buf := make([]byte, 1)
 				if _, err := io.ReadFull(c, buf); err == nil {
 					c.Write(buf)

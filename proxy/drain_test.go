@@ -11,6 +11,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -142,7 +143,7 @@ func TestReloadRefusedWhileDraining(t *testing.T) {
 // with a session still relaying, runs the sequence once: both return, the
 // session is cut with one record, and nothing races (-race) or panics.
 func TestShutdownTwiceAtOnce(t *testing.T) {
-	be := backendFunc(t, func(c *net.TCPConn) { io.Copy(io.Discard, c); c.Close() })
+	be := loopback.Serve(t, func(c *net.TCPConn) { io.Copy(io.Discard, c); c.Close() })
 	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)},
 		config.Backend{Address: be, Close: testClose(policy.TargetPeer, policy.FallbackReset)})
 	c, err := net.Dial("tcp", h.addr)

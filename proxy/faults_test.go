@@ -13,6 +13,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -102,7 +103,7 @@ func TestProxyHeaderFaults(t *testing.T) {
 // bytes sent before the reset, then a reset of its own, never a clean EOF
 // that would pass a truncated response off as complete.
 func TestBackendResetMidResponse(t *testing.T) {
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		buf := make([]byte, 64)
 		c.Read(buf)
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
@@ -129,7 +130,7 @@ func TestBackendResetMidResponse(t *testing.T) {
 // A client that resets mid-request: the backend learns by a reset too.
 func TestClientResetMidStream(t *testing.T) {
 	backendSaw := make(chan error, 1)
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		_, err := io.Copy(io.Discard, c)
 		backendSaw <- err
 		c.Close()
@@ -158,7 +159,7 @@ func TestClientResetMidStream(t *testing.T) {
 // the client gets an RST, never a clean EOF that would pass for an empty
 // answer, and the record says timeout, cut.
 func TestIdleTimeout(t *testing.T) {
-	be := backendFunc(t, func(c *net.TCPConn) { io.Copy(io.Discard, c); c.Close() })
+	be := loopback.Serve(t, func(c *net.TCPConn) { io.Copy(io.Discard, c); c.Close() })
 	h := startProxy(t, config.Listener{IdleTimeout: 200 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
 	got, err := exchange(t, h.addr, "hello")
 	if got != "" || !errors.Is(err, syscall.ECONNRESET) {
@@ -177,7 +178,7 @@ func TestIdleTimeout(t *testing.T) {
 // ended by policy and recorded as drained.
 func TestShutdownDrainsLiveSession(t *testing.T) {
 	arrived := make(chan struct{})
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		var b [1]byte
 		if _, err := io.ReadFull(c, b[:]); err == nil {
 			close(arrived)
@@ -234,7 +235,7 @@ func TestProxyHeaderV2SplitAcrossSegments(t *testing.T) {
 // slower than peer_fin_grace: the withheld FIN must not give up on the
 // backend before it answers, whatever the fallback.
 func TestSlowBackendAfterClientHalfClose(t *testing.T) {
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		buf := make([]byte, 64)
 		c.Read(buf)
 		time.Sleep(900 * time.Millisecond) // slower than the 300 ms grace: the test is about this wait
@@ -263,7 +264,7 @@ func TestSlowBackendAfterClientHalfClose(t *testing.T) {
 // Past max_connections a connection is reset at once and recorded as
 // over_limit; once a session ends, the next connection is served.
 func TestMaxConnectionsResetsBeyond(t *testing.T) {
-	be := backendFunc(t, func(c *net.TCPConn) { io.Copy(c, c); c.Close() })
+	be := loopback.Serve(t, func(c *net.TCPConn) { io.Copy(c, c); c.Close() })
 	h := startProxy(t, config.Listener{MaxConnections: 2, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
 	echoOnce := func(c net.Conn) error {
 		if _, err := io.WriteString(c, "a"); err != nil {

@@ -14,13 +14,14 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
 // bodyReader is a backend that reads a request's head, then its body to the
 // end (or what there is of it), and reports how the body read ended.
 func bodyReader(t *testing.T, ended chan<- error) string {
-	return backendFunc(t, func(c *net.TCPConn) {
+	return loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
@@ -99,7 +100,7 @@ func TestHTTP1AbortedRequestEndsAndFreesTheBackend(t *testing.T) {
 // timeout, and the backend connection is reset, not returned.
 func TestHTTP1BackendNeverAnswers504(t *testing.T) {
 	backendSaw := make(chan error, 1)
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		http.ReadRequest(bufio.NewReader(c))
 		_, err := io.Copy(io.Discard, c)
@@ -127,7 +128,7 @@ func TestHTTP1BackendNeverAnswers504(t *testing.T) {
 // shutdown_timeout the client gets a 503 and the session ends, bounded.
 func TestHTTP1ShutdownCutsAWaitingExchange(t *testing.T) {
 	arrived := make(chan struct{}, 1)
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		http.ReadRequest(bufio.NewReader(c))
 		arrived <- struct{}{}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -147,7 +148,7 @@ func TestHTTP1SmugglingRefused(t *testing.T) {
 // on another connection and the client never notices.
 func TestHTTP1RetriesIdempotentOnDeadPooledConn(t *testing.T) {
 	var first atomic.Bool
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		for {
@@ -179,7 +180,7 @@ func TestHTTP1RetriesIdempotentOnDeadPooledConn(t *testing.T) {
 // gets a 502 with outcome backend_reset, not a bare EOF recorded as ok.
 func TestHTTP1RetryThatFailsAgainAnswers502(t *testing.T) {
 	accepted := make(chan struct{}, 64)
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		accepted <- struct{}{}
 		http.ReadRequest(bufio.NewReader(c))
@@ -203,7 +204,7 @@ func TestHTTP1RetryThatFailsAgainAnswers502(t *testing.T) {
 // A response delimited by the origin's close can only end with a FIN, even
 // when the front target would withhold it.
 func TestHTTP1CloseDelimitedEndsWithFIN(t *testing.T) {
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		http.ReadRequest(bufio.NewReader(c))
 		io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\nuntil close")
@@ -220,7 +221,7 @@ func TestHTTP1CloseDelimitedEndsWithFIN(t *testing.T) {
 }
 
 func TestHTTP1UpgradeBecomesTunnel(t *testing.T) {
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		http.ReadRequest(br)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -233,7 +234,7 @@ func TestMultiServerHTTPCheck(t *testing.T) {
 	var status atomic.Int64
 	status.Store(200)
 	headers := make(chan [2]string, 4)
-	addr := backendFunc(t, func(c *net.TCPConn) {
+	addr := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		var host, conn string
 		defer func() { headers <- [2]string{host, conn} }()
@@ -345,7 +346,7 @@ func TestMultiServerReloadChangesServers(t *testing.T) {
 // ejected after eject_after such sessions: its successful dials do not
 // wipe the count, only a session it served does.
 func TestMultiServerPassiveEjectsServerThatResetsEverySession(t *testing.T) {
-	resetter := backendFunc(t, func(c *net.TCPConn) {
+	resetter := loopback.Serve(t, func(c *net.TCPConn) {
 		buf := make([]byte, 64)
 		c.Read(buf)
 		c.SetLinger(0)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -34,7 +35,7 @@ func (p *panicOnce) Dialed(string, time.Duration, error) {
 // ended, and the next connection is served as usual.
 func TestSessionPanicRecovered(t *testing.T) {
 	backendGotEOF := make(chan bool, 4)
-	be := backendFunc(t, func(c *net.TCPConn) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		b := make([]byte, 512)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -25,30 +25,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func testClose(t policy.Target, fb policy.Fallback) config.Close {
 	return config.Close{TimeWait: t, PeerFinGrace: 300 * time.Millisecond, Fallback: fb,
 		HalfCloseTimeout: 2 * time.Second, DrainTimeout: time.Second}
-}
-
-// backendFunc serves every accepted connection with f on 127.0.0.1:0.
-func backendFunc(t testing.TB, f func(c *net.TCPConn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); f(c.(*net.TCPConn)) }()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 type harness struct {
@@ -135,7 +111,7 @@ func httpBackend(t testing.TB, closeFirst bool) string {
 // httpBackendTelling is httpBackend that also sends on accepted (when not
 // nil) as each connection arrives: a session that dialed it exists.
 func httpBackendTelling(t testing.TB, closeFirst bool, accepted chan<- struct{}) string {
-	return backendFunc(t, func(c *net.TCPConn) {
+	return loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		if accepted != nil {
 			accepted <- struct{}{}

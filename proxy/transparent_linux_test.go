@@ -10,6 +10,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // With source = "client", the backend sees the client the PROXY header
@@ -20,7 +21,7 @@ func TestSourceClientDialsFromHeaderAddress(t *testing.T) {
 		t.Skip("needs CAP_NET_ADMIN for IP_TRANSPARENT (run as root, as CI does)")
 	}
 	peers := make(chan netip.AddrPort, 1)
-	addr := backendFunc(t, func(c *net.TCPConn) {
+	addr := loopback.Serve(t, func(c *net.TCPConn) {
 		peers <- addrPort(c.RemoteAddr())
 		io.WriteString(c, "hi")
 		c.Close()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -66,7 +67,7 @@ func TestNewRefusesTransparentWithoutNetAdmin(t *testing.T) {
 // pool does not blame the backend.
 func TestSourceClientFamilyMismatch(t *testing.T) {
 	dialed := make(chan struct{}, 1)
-	addr := backendFunc(t, func(c *net.TCPConn) { dialed <- struct{}{}; c.Close() })
+	addr := loopback.Serve(t, func(c *net.TCPConn) { dialed <- struct{}{}; c.Close() })
 	be := defaultBackend(addr)
 	be.Source = config.SourceClient
 	has := func(s *Server) { s.netAdmin = func() (bool, error) { return true, nil } }

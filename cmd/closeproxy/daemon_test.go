@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // syncBuffer is a bytes.Buffer the daemon's goroutines may write to while
@@ -78,31 +79,6 @@ type daemonRun struct {
 	hup, usr1      chan os.Signal
 	port           uint16
 	stop           func() // ends the daemon (SIGTERM) and waits for it; later calls do nothing
-}
-
-// echoBackend accepts until the test ends; each connection gets back what
-// it sent, then a FIN.
-func echoBackend(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			})
-		}
-	})
-	return ln.Addr().String()
 }
 
 // daemonConfig is a configuration with one listener on port toward backend,
@@ -193,7 +169,7 @@ func records(lines []logLine) []logLine { return withMsg(lines, "teardown") }
 // one turns closeproxy_config_last_reload_successful to 0, the next good
 // one back to 1.
 func TestListeningNamesTheBoundAdminAddress(t *testing.T) {
-	backend := echoBackend(t)
+	backend := loopback.Serve(t, loopback.Echo)
 	text := func(p uint16) string {
 		return strings.Replace(daemonConfig(p, backend, ""), `listen = "off"`, `listen = "127.0.0.1:0"`, 1)
 	}

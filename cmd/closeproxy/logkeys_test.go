@@ -9,12 +9,12 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/closeproxy/closeproxy/internal/logcheck"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // logKeysConfig has a listener for each way a session ends that a test can
@@ -78,26 +78,11 @@ protocol = "http1"
 // resetBackend resets each connection once it has read a byte.
 func resetBackend(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				c.Read(make([]byte, 1))
-				c.(*net.TCPConn).SetLinger(0)
-				c.Close()
-			})
-		}
+	return loopback.Serve(t, func(c *net.TCPConn) {
+		c.Read(make([]byte, 1))
+		c.SetLinger(0)
+		c.Close()
 	})
-	return ln.Addr().String()
 }
 
 // exchange dials addr, writes msg (if any) and reads until the proxy ends
@@ -126,7 +111,7 @@ func exchange(t testing.TB, addr, msg string) {
 // dials and failures, reloads applied and refused, shutdown — carries each
 // key once: JSON log pipelines reject or overwrite a duplicate key.
 func TestEveryLogLineHasEachKeyOnce(t *testing.T) {
-	echo, rst := echoBackend(t), resetBackend(t)
+	echo, rst := loopback.Serve(t, loopback.Echo), resetBackend(t)
 	ports := []uint16{freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)}
 	gone := freePort(t)
 	text := func(admin string, warm int) string {

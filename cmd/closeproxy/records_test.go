@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // sessions are the records of sessions that carried bytes: startDaemon's
@@ -22,7 +24,7 @@ func sessions(lines []logLine) []logLine {
 // log.level = "warn" filters the log, never the records: they used to be
 // info lines of the log, all dropped.
 func TestRecordsPassAnyLogLevel(t *testing.T) {
-	backend := echoBackend(t)
+	backend := loopback.Serve(t, loopback.Echo)
 	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, `level = "warn"`) })
 	for i := range 3 {
 		d.session(t, fmt.Sprint("hello ", i))
@@ -41,7 +43,7 @@ func TestRecordsPassAnyLogLevel(t *testing.T) {
 
 // log.records = "stdout" moves the records and only them.
 func TestRecordsOnStdout(t *testing.T) {
-	backend := echoBackend(t)
+	backend := loopback.Serve(t, loopback.Echo)
 	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, `records = "stdout"`) })
 	d.session(t, "hello")
 	waitLines(t, "session records on stdout", d.stdout.String, sessions, 1)
@@ -55,7 +57,7 @@ func TestRecordsOnStdout(t *testing.T) {
 // in a new file at the path, earlier ones stay in the renamed one, none is
 // lost.
 func TestRecordsFileReopensOnUSR1(t *testing.T) {
-	backend := echoBackend(t)
+	backend := loopback.Serve(t, loopback.Echo)
 	path := filepath.Join(t.TempDir(), "records.log")
 	d := startDaemon(t, func(port uint16) string {
 		return daemonConfig(port, backend, fmt.Sprintf("records = %q", path))

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/pool"
 )
 
@@ -93,7 +94,7 @@ func TestReloadUpdatesWatcherTargets(t *testing.T) {
 // level it lets through: it used to be an info line written before, lost
 // whenever the running level was above info.
 func TestReloadConfirmedAtEveryLevel(t *testing.T) {
-	backend := echoBackend(t)
+	backend := loopback.Serve(t, loopback.Echo)
 	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, `level = "warn"`) })
 	confirmed := func(l []logLine) []logLine { return withMsg(l, "configuration reloaded") }
 	for i, level := range []string{"error", "info", "warn"} {
@@ -111,7 +112,7 @@ func TestReloadConfirmedAtEveryLevel(t *testing.T) {
 // A reload names each changed key it cannot apply; what it applies (here a
 // listener's address) goes unmentioned.
 func TestReloadWarnsOfRestartOnlyKeys(t *testing.T) {
-	backend := echoBackend(t)
+	backend := loopback.Serve(t, loopback.Echo)
 	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, "") })
 	next := daemonConfig(freePort(t), backend, `records = "stdout"`)
 	next = strings.Replace(next, `shutdown_timeout = "2s"`, `shutdown_timeout = "3s"`, 1)
@@ -139,7 +140,7 @@ func TestReloadWarnsOfRestartOnlyKeys(t *testing.T) {
 // counters go on from where they were (they used to restart from zero, a
 // counter reset Prometheus reads as a process restart).
 func TestReloadKeepsPoolCounters(t *testing.T) {
-	backend := echoBackend(t)
+	backend := loopback.Serve(t, loopback.Echo)
 	port := freePort(t)
 	path := writeConfig(t, daemonConfig(port, backend, ""))
 	cfg, err := config.Load(path)

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -24,6 +25,32 @@ func Listener(t testing.TB) *net.TCPListener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
+}
+
+// Serve accepts on 127.0.0.1 until t ends and runs serve for each
+// connection, each in its own goroutine; the cleanup waits for them. It
+// returns the address to dial.
+func Serve(t testing.TB, serve func(c *net.TCPConn)) string {
+	t.Helper()
+	ln := Listener(t)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { serve(c) })
+		}
+	})
+	return ln.Addr().String()
+}
+
+// Echo is a backend for Serve: it sends back what it reads, then a FIN.
+func Echo(c *net.TCPConn) {
+	defer c.Close()
+	_, _ = io.Copy(c, c)
 }
 
 // Pair connects to ln and returns both ends, closed when t ends at the
