@@ -51,25 +51,7 @@ func TestReloadUpdatesWatcherTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := zaptest.NewLogger(t)
-	hup := make(chan os.Signal, 1)
-	started := make(chan parts, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		lg := &logs{log: log, level: zap.NewAtomicLevel()}
-		done <- serve(ctx, cfg, lg, func(bg context.Context, p parts) {
-			started <- p
-			reloadOnHUP(bg, hup, path, p, lg)
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	p := <-started
+	p, hup := serveReloading(t, path, cfg)
 	if got := p.tw.Targets().FrontPorts(); !slices.Equal(got, []uint16{p1}) {
 		t.Fatalf("front ports %v, want [%d]", got, p1)
 	}
@@ -147,25 +129,7 @@ func TestReloadKeepsPoolCounters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := zaptest.NewLogger(t)
-	hup := make(chan os.Signal, 1)
-	started := make(chan parts, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		lg := &logs{log: log, level: zap.NewAtomicLevel()}
-		done <- serve(ctx, cfg, lg, func(bg context.Context, p parts) {
-			started <- p
-			reloadOnHUP(bg, hup, path, p, lg)
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	p := <-started
+	p, hup := serveReloading(t, path, cfg)
 	d := &daemonRun{port: port}
 	for i := range 3 {
 		d.session(t, fmt.Sprint("hello ", i))
@@ -194,4 +158,29 @@ func TestReloadKeepsPoolCounters(t *testing.T) {
 	if got := p.srv.PoolStats()["app"]; got.Pooled <= after.Pooled {
 		t.Errorf("pooled %d after a session on the new pool, want > %d", got.Pooled, after.Pooled)
 	}
+}
+
+// serveReloading runs serve on cfg, loaded from path, with SIGHUP reloads
+// from the returned channel, until the test ends; it returns the parts
+// once serving.
+func serveReloading(t *testing.T, path string, cfg *config.Config) (parts, chan<- os.Signal) {
+	t.Helper()
+	hup := make(chan os.Signal, 1)
+	started := make(chan parts, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		lg := &logs{log: zaptest.NewLogger(t), level: zap.NewAtomicLevel()}
+		done <- serve(ctx, cfg, lg, func(bg context.Context, p parts) {
+			started <- p
+			reloadOnHUP(bg, hup, path, p, lg)
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return <-started, hup
 }
