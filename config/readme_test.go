@@ -72,3 +72,44 @@ func slug(h string) string {
 	h = regexp.MustCompile(`[^\w\- ]`).ReplaceAllString(h, "")
 	return strings.ReplaceAll(h, " ", "-")
 }
+
+// Every test the documents cite as evidence (`pkg.TestName`) exists.
+func TestDocsCiteTestsThatExist(t *testing.T) {
+	files, err := filepath.Glob("../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cited := map[string]string{} // "pkg.TestName" -> the document citing it
+	for _, f := range append(files, "../README.md") {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range testRef.FindAllStringSubmatch(string(b), -1) {
+			cited[m[1]+"."+m[2]] = f
+		}
+	}
+	if len(cited) == 0 {
+		t.Fatal("no document cites a test: the pattern is wrong")
+	}
+	for ref, doc := range cited {
+		pkg, name, _ := strings.Cut(ref, ".")
+		dir := filepath.Join("..", pkg)
+		if pkg == "main" {
+			dir = filepath.Join("..", "cmd", "closeproxy")
+		}
+		tests, _ := filepath.Glob(filepath.Join(dir, "*_test.go"))
+		found := false
+		for _, f := range tests {
+			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "func "+name+"(") {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("%s cites %s: no such test in %s", doc, ref, dir)
+		}
+	}
+}
+
+var testRef = regexp.MustCompile("`([a-z0-9]+)\\.((?:Test|Fuzz|Benchmark)[A-Za-z0-9_]+)`")
