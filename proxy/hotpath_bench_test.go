@@ -1,0 +1,378 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
+)
+
+// The hot-path benchmarks: what one connection costs the process, from
+// accept to its teardown record, and what an idle session holds. Client,
+// proxy and backend share the process, so the "direct" variants (no proxy)
+// are the baseline to subtract. Pin them to one CPU, as docs/performance.md
+// does:
+//
+//	taskset -c 0 go test -run '^$' -bench 'Conn|Idle' -benchtime 3000x ./proxy
+
+// benchRequest asks the backend to answer and close; benchKeepAlive to
+// answer and wait for the next request or the client's FIN.
+const (
+	benchRequest   = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	benchKeepAlive = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+)
+
+// benchBackend answers each request with a small response; it closes once
+// the request says Connection: close, and otherwise when the peer's FIN
+// comes.
+func benchBackend(b *testing.B) string {
+	return loopback.Serve(b, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			closing, err := readHead(br)
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, response); err != nil || closing {
+				return
+			}
+		}
+	})
+}
+
+// readHead reads a request head and reports whether it asks to close.
+func readHead(br *bufio.Reader) (closing bool, err error) {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return false, err
+		}
+		if len(line) == 2 {
+			return closing, nil
+		}
+		closing = closing || bytes.EqualFold(line, []byte("Connection: close\r\n"))
+	}
+}
+
+// benchServer starts the real proxy from a configuration text, as
+// production loads one, with records on (a JSON logger writing to
+// io.Discard, as cmd/closeproxy encodes them) and a count of ended
+// sessions.
+func benchServer(b *testing.B, text string) (addr string, ended *atomic.Int64) {
+	b.Helper()
+	cfg, err := config.Parse([]byte(text), "bench.toml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ended = new(atomic.Int64)
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeDuration = zapcore.StringDurationEncoder
+	records := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(io.Discard), zapcore.DebugLevel))
+	srv, err := New(cfg, zap.NewNop(), WithRecordLog(records),
+		WithTeardownHook(func(*engine.Teardown) { ended.Add(1) }))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Listen(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background()) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		if err := <-served; err != nil {
+			b.Errorf("serve: %v", err)
+		}
+	})
+	return srv.Addrs()[0].String(), ended
+}
+
+// benchConfig is one listener in front of backend at address, in mode
+// protocol, logging records as teardown says; warm < 0 keeps the default.
+func benchConfig(address, protocol, teardown string, warm, maxConns int) string {
+	pool := ""
+	if warm >= 0 {
+		pool += fmt.Sprintf("warm = %d\n", warm)
+	}
+	if maxConns >= 0 {
+		pool += fmt.Sprintf("max_conns = %d\n", maxConns)
+	}
+	return fmt.Sprintf(`
+[log]
+teardown = %q
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+backend = "app"
+[[backend]]
+name = "app"
+address = %q
+protocol = %q
+  [backend.pool]
+  %s
+`, teardown, address, protocol, pool)
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// oneConn is one client connection: it sends req, reads the response and,
+// when the backend answers and closes, reads to EOF before closing;
+// otherwise it closes first once it has the response.
+func oneConn(b *testing.B, addr, req string, buf []byte) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.WriteString(c, req); err != nil {
+		b.Fatal(err)
+	}
+	if req == benchRequest { // to EOF: http1 mode adds a Connection header
+		n, err := readAll(c, buf)
+		if err != nil || n < len(response) {
+			b.Fatalf("response: %d bytes, %v", n, err)
+		}
+	} else if _, err := io.ReadFull(c, buf[:len(response)]); err != nil {
+		b.Fatal(err)
+	}
+	c.Close()
+}
+
+// readAll reads c to EOF into buf, over and over, and returns the bytes
+// read.
+func readAll(c net.Conn, buf []byte) (int, error) {
+	total := 0
+	for {
+		n, err := c.Read(buf)
+		total += n
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// BenchmarkConn is accept → dial → relay → close → record for one
+// connection per op, sequentially: ns/op is a connection's latency from
+// dial to the session's end, cpu-µs/conn the process's CPU (client and
+// backend included: subtract direct) per connection.
+func BenchmarkConn(b *testing.B) {
+	for _, tc := range []struct {
+		name, protocol, teardown, req string
+		warm                          int
+		direct                        bool
+	}{
+		{name: "direct", req: benchRequest, direct: true},
+		{name: "direct/client_first", req: benchKeepAlive, direct: true},
+		{name: "tcp/records", protocol: "tcp", teardown: "all", req: benchRequest, warm: -1},
+		{name: "tcp/records_errors", protocol: "tcp", teardown: "errors", req: benchRequest, warm: -1},
+		{name: "tcp/client_first", protocol: "tcp", teardown: "all", req: benchKeepAlive, warm: -1},
+		{name: "tcp/no_warm_pool", protocol: "tcp", teardown: "all", req: benchRequest, warm: 0},
+		{name: "http1/records", protocol: "http1", teardown: "all", req: benchRequest, warm: -1},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			addr := benchBackend(b)
+			var ended *atomic.Int64
+			if !tc.direct {
+				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, tc.teardown, tc.warm, -1))
+			}
+			buf := make([]byte, 512)
+			oneConn(b, addr, tc.req, buf) // the pool warms, goroutines exist
+			waitEnded(b, ended, 1)
+			b.ReportAllocs()
+			runtime.GC()
+			cpu0 := cpuTime(b)
+			b.ResetTimer()
+			for range b.N {
+				oneConn(b, addr, tc.req, buf)
+			}
+			waitEnded(b, ended, int64(b.N)+1)
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/conn")
+		})
+	}
+}
+
+// waitEnded waits until n sessions wrote their records (nil: no proxy).
+// Polling is the way to wait for a count; the deadline bounds it.
+func waitEnded(b *testing.B, ended *atomic.Int64, n int64) {
+	if ended == nil {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); ended.Load() < n; time.Sleep(100 * time.Microsecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d sessions ended after 10s", ended.Load(), n)
+		}
+	}
+}
+
+// BenchmarkIdle holds idleConns idle connections, each after one byte
+// each way (so both copiers run), and reports what each holds in the
+// process: heap and stacks in use, and goroutines. Client and backend
+// keep their sockets without goroutines; "direct" is their share.
+//
+//	taskset -c 0 go test -run '^$' -bench Idle -benchtime 1x ./proxy
+func BenchmarkIdle(b *testing.B) {
+	const idleConns = 2000
+	for _, tc := range []struct {
+		name, protocol string
+		direct         bool
+	}{{"direct", "", true}, {"tcp", "tcp", false}, {"http1", "http1", false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			be := newHoldingBackend(b)
+			addr := be.addr
+			var ended *atomic.Int64
+			if !tc.direct {
+				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, "all", -1, 0))
+			}
+			b.ReportAllocs()
+			for i := range b.N {
+				heap, stack, gs := idleCost(b, addr, be, idleConns, tc.protocol == "http1")
+				b.StopTimer()
+				waitEnded(b, ended, int64(i+1)*idleConns) // the next round starts from none
+				b.StartTimer()
+				b.ReportMetric(heap/idleConns, "heap-B/conn")
+				b.ReportMetric(stack/idleConns, "stack-B/conn")
+				b.ReportMetric((heap+stack)/idleConns, "B/idle-conn")
+				b.ReportMetric(gs/idleConns, "goroutines/conn")
+			}
+		})
+	}
+}
+
+// idleCost opens n connections through addr, one exchange each, and
+// measures the growth of heap, stacks and goroutines they hold; then it
+// closes them.
+func idleCost(b *testing.B, addr string, be *holdingBackend, n int, http bool) (heap, stack, gs float64) {
+	b.StopTimer()
+	m0, g0 := memNow()
+	b.StartTimer()
+	req, want := []byte("x"), 1
+	if http {
+		req, want = []byte(benchKeepAlive), len(response)
+	}
+	buf := make([]byte, len(response))
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		be.closeAll()
+	}()
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf[:want]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	m1, g1 := memNow()
+	b.StartTimer()
+	heap = float64(int64(m1.HeapInuse) - int64(m0.HeapInuse))
+	stack = float64(int64(m1.StackInuse) - int64(m0.StackInuse))
+	return heap, stack, float64(g1 - g0)
+}
+
+func memNow() (runtime.MemStats, int) {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m, runtime.NumGoroutine()
+}
+
+// holdingBackend answers each connection's first bytes (one byte with one
+// byte; HTTP requests, for as long as they come, with response) and keeps
+// the connection: one that got its byte keeps no goroutine.
+type holdingBackend struct {
+	addr  string
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newHoldingBackend(b *testing.B) *holdingBackend {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	be := &holdingBackend{addr: ln.Addr().String()}
+	b.Cleanup(func() { ln.Close(); be.closeAll(); be.wg.Wait() })
+	be.wg.Add(1)
+	go func() {
+		defer be.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			be.mu.Lock()
+			be.conns = append(be.conns, c)
+			be.mu.Unlock()
+			be.wg.Add(1)
+			go func() { defer be.wg.Done(); answer(c) }()
+		}
+	}()
+	return be
+}
+
+// answer answers c's bytes until a single byte (answered with one byte)
+// or EOF. A warm pooled connection waits here until it is used.
+func answer(c net.Conn) {
+	buf := make([]byte, 512)
+	for {
+		n, err := c.Read(buf)
+		switch {
+		case err != nil:
+			return
+		case n == 1:
+			c.Write(buf[:1])
+			return
+		}
+		if _, err := io.WriteString(c, response); err != nil {
+			return
+		}
+	}
+}
+
+func (be *holdingBackend) closeAll() {
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	for _, c := range be.conns {
+		c.Close()
+	}
+	be.conns = nil
+}
