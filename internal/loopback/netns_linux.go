@@ -1,0 +1,69 @@
+package loopback
+
+import (
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Netns is a network namespace of its own, with lo up, entered by one
+// locked OS thread: sockets made by functions Do runs live there, so a
+// test may fill its TIME-WAIT table without touching the host's. When t
+// ends, the thread exits still locked, which ends the thread and with it
+// the namespace and every socket left in it.
+type Netns struct {
+	do chan func()
+}
+
+// NewNetns makes the namespace, or skips t where that needs privileges it
+// lacks.
+func NewNetns(t testing.TB) *Netns {
+	t.Helper()
+	n := &Netns{do: make(chan func())}
+	ready := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread goes with the namespace
+		err := unix.Unshare(unix.CLONE_NEWNET)
+		if err == nil {
+			err = loUp()
+		}
+		ready <- err
+		if err != nil {
+			return
+		}
+		for f := range n.do {
+			f()
+		}
+	}()
+	if err := <-ready; err != nil {
+		t.Skipf("a network namespace of its own: %v", err)
+	}
+	t.Cleanup(func() { close(n.do) })
+	return n
+}
+
+// Do runs f on the namespace's thread and waits for it.
+func (n *Netns) Do(f func()) {
+	done := make(chan struct{})
+	n.do <- func() { defer close(done); f() }
+	<-done
+}
+
+// loUp brings lo up in the calling thread's namespace.
+func loUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
