@@ -109,9 +109,9 @@ func (t *Teardown) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("client", addrString(t.Client))
 	enc.AddString("lb", addrString(t.LB))
 	enc.AddString("proxy_protocol", t.ProxyProtocol)
-	t.Front.encode(enc, "front.")
+	t.Front.encode(enc, frontKeys)
 	enc.AddString("front.original_dst", addrString(t.OriginalDst))
-	t.Back.encode(enc, "back.")
+	t.Back.encode(enc, backKeys)
 	enc.AddFloat64("back.connect_ms", millis(t.BackConnect))
 	enc.AddBool("back.pooled", t.BackPooled)
 	enc.AddBool("back.reused", t.BackReused)
@@ -128,23 +128,42 @@ func (t *Teardown) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-func (l *LegRecord) encode(enc zapcore.ObjectEncoder, p string) {
-	enc.AddString(p+"first_fin", string(l.FirstFIN))
-	enc.AddString(p+"close", string(l.Close))
-	enc.AddString(p+"time_wait", string(l.TimeWait))
-	enc.AddString(p+"wanted", l.Wanted)
-	enc.AddString(p+"target", l.Target.Word(l.leg))
-	enc.AddBool(p+"as_wanted", l.AsWanted)
-	enc.AddString(p+"reason", string(l.Reason))
-	enc.AddBool(p+"cut", l.Cut)
-	enc.AddString(p+"auto_reason", l.AutoReason)
-	enc.AddInt64(p+"bytes_in", l.BytesIn)
-	enc.AddInt64(p+"bytes_out", l.BytesOut)
-	enc.AddFloat64(p+"fin_in_ms", millis(l.FINIn))
-	enc.AddFloat64(p+"fin_out_ms", millis(l.FINOut))
-	enc.AddFloat64(p+"rst_out_ms", millis(l.RSTOut))
-	enc.AddString(p+"local", addrString(l.Local))
-	enc.AddString(p+"peer", addrString(l.Peer))
+func (l *LegRecord) encode(enc zapcore.ObjectEncoder, k *legKeys) {
+	enc.AddString(k.firstFIN, string(l.FirstFIN))
+	enc.AddString(k.close, string(l.Close))
+	enc.AddString(k.timeWait, string(l.TimeWait))
+	enc.AddString(k.wanted, l.Wanted)
+	enc.AddString(k.target, l.Target.Word(l.leg))
+	enc.AddBool(k.asWanted, l.AsWanted)
+	enc.AddString(k.reason, string(l.Reason))
+	enc.AddBool(k.cut, l.Cut)
+	enc.AddString(k.autoReason, l.AutoReason)
+	enc.AddInt64(k.bytesIn, l.BytesIn)
+	enc.AddInt64(k.bytesOut, l.BytesOut)
+	enc.AddFloat64(k.finIn, millis(l.FINIn))
+	enc.AddFloat64(k.finOut, millis(l.FINOut))
+	enc.AddFloat64(k.rstOut, millis(l.RSTOut))
+	enc.AddString(k.local, addrString(l.Local))
+	enc.AddString(k.peer, addrString(l.Peer))
+}
+
+// legKeys are one leg's keys in the record, declared once: joining the
+// prefix at each record cost an allocation per key, 32 a session.
+type legKeys struct {
+	firstFIN, close, timeWait, wanted, target, asWanted, reason, cut, autoReason,
+	bytesIn, bytesOut, finIn, finOut, rstOut, local, peer string
+}
+
+var frontKeys, backKeys = newLegKeys("front."), newLegKeys("back.")
+
+func newLegKeys(p string) *legKeys {
+	return &legKeys{
+		firstFIN: p + "first_fin", close: p + "close", timeWait: p + "time_wait", wanted: p + "wanted",
+		target: p + "target", asWanted: p + "as_wanted", reason: p + "reason", cut: p + "cut",
+		autoReason: p + "auto_reason", bytesIn: p + "bytes_in", bytesOut: p + "bytes_out",
+		finIn: p + "fin_in_ms", finOut: p + "fin_out_ms", rstOut: p + "rst_out_ms",
+		local: p + "local", peer: p + "peer",
+	}
 }
 
 // Fields returns the record as zap fields for one log line.
