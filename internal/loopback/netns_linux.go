@@ -1,6 +1,9 @@
 package loopback
 
 import (
+	"fmt"
+	"io"
+	"net"
 	"runtime"
 	"testing"
 
@@ -66,4 +69,33 @@ func loUp() error {
 	}
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// LeaveTimeWaits leaves n TIME-WAIT sockets on ln's port: it dials ln and
+// the accepted side closes first, n times. It takes no testing.TB, so
+// that it can run on a Netns's thread. A client port that comes round
+// again toward the same listener ends the TIME-WAIT it meets there: past
+// a few thousand, spread the sockets over several listeners.
+func LeaveTimeWaits(ln net.Listener, n int) error {
+	for i := range n {
+		if err := serverCloses(ln); err != nil {
+			return fmt.Errorf("connection %d of %d: %w", i+1, n, err)
+		}
+	}
+	return nil
+}
+
+func serverCloses(ln net.Listener) error {
+	c, err := net.Dial(ln.Addr().Network(), ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	s.Close()
+	_, err = io.Copy(io.Discard, c) // the accepted side's FIN is in
+	return err
 }
