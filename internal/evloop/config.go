@@ -1,0 +1,36 @@
+package evloop
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Config is what a prototype Server needs: where to listen, the one
+// backend to dial for every session, and how to end a leg.
+type Config struct {
+	// Listen is the address every loop's listener binds with SO_REUSEPORT;
+	// port 0 picks one port for all loops (read it back with Server.Addr).
+	Listen netip.AddrPort
+	// Backend is dialed, IPv4 only, once per accepted connection.
+	Backend netip.AddrPort
+	// Loops is the number of event loops; 0 means runtime.GOMAXPROCS(0).
+	Loops int
+	// SafeReset ends a leg whose peer's FIN came first with an RST instead
+	// of the proxy's FIN, once SIOCOUTQ reads 0 (no TIME-WAIT on that
+	// peer); off passes every FIN on.
+	SafeReset bool
+	// DrainTimeout bounds the wait for SIOCOUTQ to reach 0 before a safe
+	// reset falls back to a FIN; 0 means 1s.
+	DrainTimeout time.Duration
+}
+
+// errUnsupported is Start's answer where there is no epoll.
+var errUnsupported = errors.New("evloop: event-loop prototype needs Linux (epoll)")
+
+func (c Config) drainTimeout() time.Duration {
+	if c.DrainTimeout <= 0 {
+		return time.Second
+	}
+	return c.DrainTimeout
+}

@@ -1,0 +1,141 @@
+package evloop
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// answerAndClose is the short-connection backend: it reads the request,
+// answers and closes first.
+func answerAndClose(req, resp string) func(*net.TCPConn) {
+	return func(c *net.TCPConn) {
+		defer c.Close()
+		buf := make([]byte, len(req))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != req {
+			return
+		}
+		c.Write([]byte(resp))
+	}
+}
+
+func TestShortConnectionsRelayAndEnd(t *testing.T) {
+	be := backend(t, answerAndClose("ping", "pong and goodbye"))
+	s := start(t, Config{Backend: be, Loops: 2})
+	for range 20 {
+		c := connect(t, s.Addr())
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "pong and goodbye" {
+			t.Fatalf("read %q, %v; want the answer, then EOF", got, err)
+		}
+		c.Close()
+	}
+	waitSessions(t, s, 0)
+}
+
+func TestHalfCloseKeepsTheOpenDirection(t *testing.T) {
+	be := backend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		got, err := io.ReadAll(c) // ends only if the client's FIN is passed on
+		if err != nil {
+			return
+		}
+		c.Write(append([]byte("got "), got...))
+	})
+	s := start(t, Config{Backend: be})
+	c := connect(t, s.Addr())
+	c.Write([]byte("upload"))
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got upload" {
+		t.Fatalf("read %q, %v; want %q, then EOF", got, err, "got upload")
+	}
+}
+
+// The backend sends the first FIN on the back leg and then reads: a FIN
+// from the proxy reads as EOF (TIME-WAIT stays on the backend); a safe
+// reset reads as ECONNRESET (no TIME-WAIT on either side).
+func TestBackLegEndsByFINOrSafeReset(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		safeReset bool
+		want      error
+	}{
+		{"back leg, backend ends first, FIN passed on", false, io.EOF},
+		{"back leg, backend ends first, safe reset", true, syscall.ECONNRESET},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := make(chan error, 1)
+			be := backend(t, func(c *net.TCPConn) {
+				defer c.Close()
+				c.Write([]byte("answer"))
+				c.CloseWrite()
+				_, err := c.Read(make([]byte, 1))
+				seen <- err
+			})
+			s := start(t, Config{Backend: be, SafeReset: tc.safeReset})
+			c := connect(t, s.Addr())
+			if got, err := io.ReadAll(c); err != nil || string(got) != "answer" {
+				t.Fatalf("client read %q, %v", got, err)
+			}
+			c.Close()
+			if err := <-seen; !errors.Is(err, tc.want) {
+				t.Fatalf("backend read %v after the client left, want %v", err, tc.want)
+			}
+			waitSessions(t, s, 0)
+		})
+	}
+}
+
+func TestCutsAreResets(t *testing.T) {
+	t.Run("dial fails", func(t *testing.T) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := ln.Addr().(*net.TCPAddr).AddrPort()
+		ln.Close() // nothing listens there now: connect is refused
+		s := start(t, Config{Backend: closed})
+		// The RST may come before the client's connect has returned.
+		c, err := net.DialTCP("tcp4", nil, net.TCPAddrFromAddrPort(s.Addr()))
+		if err == nil {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(ioTimeout))
+			_, err = c.Read(make([]byte, 1))
+		}
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("client got %v, want ECONNRESET", err)
+		}
+	})
+	t.Run("server closes with a session open", func(t *testing.T) {
+		be := backend(t, func(c *net.TCPConn) {
+			defer c.Close()
+			io.Copy(c, c)
+		})
+		s := start(t, Config{Backend: be})
+		c := connect(t, s.Addr())
+		c.Write([]byte("x"))
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("client read %v, want ECONNRESET", err)
+		}
+	})
+}
+
+func TestStartRefusesIPv6Backend(t *testing.T) {
+	if _, err := Start(Config{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Backend: netip.MustParseAddrPort("[::1]:80")}); err == nil {
+		t.Fatal("Start accepted an IPv6 backend")
+	}
+}
