@@ -3,44 +3,23 @@ package evloop
 import (
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // ioTimeout bounds every read, write and wait in these tests.
 const ioTimeout = 5 * time.Second
 
-// backend serves each connection with handle on its own goroutine and,
-// when t ends, closes the listener and waits for every handler.
+// backend serves each connection with handle (loopback.Serve), with a
+// deadline on every read and write.
 func backend(t testing.TB, handle func(*net.TCPConn)) netip.AddrPort {
 	t.Helper()
-	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.AcceptTCP()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.SetDeadline(time.Now().Add(ioTimeout))
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	return netip.MustParseAddrPort(loopback.Serve(t, func(c *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(ioTimeout))
+		handle(c)
+	}))
 }
 
 // start runs a prototype in front of be and closes it when t ends.
