@@ -37,6 +37,10 @@ type loop struct {
 	draining []*session         // waiting for SIOCOUTQ to read 0
 	closing  []int              // descriptors to close once this batch is done
 	deadline bool               // a read deadline is set on ep
+	poll     func(uintptr) bool // l.pollOnce, made once: a closure per wait would allocate
+	n        int                // pollOnce's results
+	werr     error
+	park     bool // pollOnce may let the goroutine park when nothing is ready
 }
 
 func newLoop(s *Server, cfg Config, be *unix.SockaddrInet4, addr netip.AddrPort) (*loop, error) {
@@ -57,6 +61,7 @@ func newLoop(s *Server, cfg Config, be *unix.SockaddrInet4, addr netip.AddrPort)
 	own := *be // Connect writes into its sockaddr: one per loop
 	l := &loop{srv: s, cfg: cfg, backend: &own, lfd: lfd, ep: os.NewFile(uintptr(epfd), "epoll"),
 		events: make([]unix.EpollEvent, maxEvents), sessions: map[int32]*session{}, scratch: make([]byte, bufSize)}
+	l.poll = l.pollOnce
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
 		l.release()
 		return nil, err
@@ -102,25 +107,27 @@ func (l *loop) wait() (int, error) {
 		l.ep.SetReadDeadline(time.Time{})
 		l.deadline = false
 	}
-	park := len(l.again) == 0
-	var n int
-	var werr error
-	err := l.rc.Read(func(fd uintptr) bool {
-		n, werr = unix.EpollWait(int(fd), l.events, 0)
-		if werr == unix.EINTR {
-			n, werr = 0, nil
-		}
-		return n > 0 || werr != nil || !park
-	})
+	l.park, l.n, l.werr = len(l.again) == 0, 0, nil
+	err := l.rc.Read(l.poll)
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return 0, nil
 	case err != nil:
 		return 0, err
-	case werr != nil:
-		return 0, os.NewSyscallError("epoll_wait", werr)
+	case l.werr != nil:
+		return 0, os.NewSyscallError("epoll_wait", l.werr)
 	}
-	return n, nil
+	return l.n, nil
+}
+
+// pollOnce takes what is ready without blocking; false lets RawConn.Read
+// park until the epoll descriptor is readable, and call it again.
+func (l *loop) pollOnce(fd uintptr) bool {
+	l.n, l.werr = unix.EpollWait(int(fd), l.events, 0)
+	if l.werr == unix.EINTR {
+		l.n, l.werr = 0, nil
+	}
+	return l.n > 0 || l.werr != nil || !l.park
 }
 
 func (l *loop) dispatch(ev unix.EpollEvent) {
