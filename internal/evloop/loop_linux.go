@@ -144,10 +144,10 @@ func (l *loop) dispatch(ev unix.EpollEvent) {
 // level-triggered, so what is left is reported again.
 func (l *loop) accept() {
 	for range acceptBatch {
-		cfd, sa, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		cfd, client, err := accept(l.lfd)
 		switch err {
 		case nil:
-			l.open(cfd, sa)
+			l.open(cfd, client)
 		case unix.EINTR, unix.ECONNABORTED:
 		default: // EAGAIN: none left; EMFILE and others: try again on the next event
 			return

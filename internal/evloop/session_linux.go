@@ -41,16 +41,16 @@ type direction struct {
 // open starts a session for an accepted descriptor: a raw non-blocking
 // connect to the backend, both descriptors in epoll edge-triggered for
 // reading and writing, registered once and never modified.
-func (l *loop) open(cfd int, sa unix.Sockaddr) {
+func (l *loop) open(cfd int, client netip.AddrPort) {
 	bfd, connected, err := dial(l.backend)
 	if err != nil {
 		lingerZero(cfd) // the dial failed: the client learns by an RST
 		unix.Close(cfd)
 		return
 	}
-	s := &session{fd: [2]int32{int32(cfd), int32(bfd)}, connected: connected, wr: [2]bool{true, connected}}
-	if in, ok := sa.(*unix.SockaddrInet4); ok {
-		s.client = netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port))
+	s := &session{fd: [2]int32{int32(cfd), int32(bfd)}, connected: connected, wr: [2]bool{true, connected}, client: client}
+	if connected {
+		s.local = localAddr(bfd)
 	}
 	for _, fd := range s.fd {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLET, Fd: fd}
@@ -93,12 +93,7 @@ func (l *loop) established(s *session) bool {
 		l.abort(s)
 		return false
 	}
-	s.connected = true
-	if sa, err := unix.Getsockname(fd); err == nil {
-		if in, ok := sa.(*unix.SockaddrInet4); ok {
-			s.local = netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port))
-		}
-	}
+	s.connected, s.local = true, localAddr(fd)
 	return true
 }
 

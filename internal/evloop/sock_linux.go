@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -115,4 +116,33 @@ func unacked(fd int) (int, error) {
 func lingerZero(fd int) error {
 	err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	return os.NewSyscallError("setsockopt SO_LINGER", err)
+}
+
+// accept takes one connection from lfd, non-blocking, with the client's
+// address from accept4 itself. It calls the syscall package, as net does:
+// x/sys/unix decodes every AF_INET address with one more system call
+// (getsockopt SO_PROTOCOL, to tell L2TP apart).
+func accept(lfd int) (int, netip.AddrPort, error) {
+	fd, sa, err := syscall.Accept4(lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+	if err != nil {
+		return -1, netip.AddrPort{}, err
+	}
+	return fd, addrPort(sa), nil
+}
+
+// localAddr is fd's own address (getsockname, through syscall for the
+// reason accept gives); the zero value when it cannot be read.
+func localAddr(fd int) netip.AddrPort {
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return addrPort(sa)
+}
+
+func addrPort(sa syscall.Sockaddr) netip.AddrPort {
+	if in, ok := sa.(*syscall.SockaddrInet4); ok {
+		return netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port))
+	}
+	return netip.AddrPort{}
 }
