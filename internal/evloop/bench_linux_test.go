@@ -60,21 +60,7 @@ func startProxy(b *testing.B, be netip.AddrPort, records bool) netip.AddrPort {
 		enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 		opts = append(opts, proxy.WithRecordLog(zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zap.InfoLevel))))
 	}
-	text := fmt.Sprintf(`
-[log]
-teardown = %q
-[[listener]]
-name = "ab"
-listen = "127.0.0.1:0"
-backend = "app"
-max_connections = 0
-[[backend]]
-name = "app"
-address = %q
-  [backend.pool]
-  max_conns = 0
-`, teardown, be)
-	cfg, err := config.Parse([]byte(text), "ab.toml")
+	cfg, err := config.Parse([]byte(proxyConfig(teardown, be)), "ab.toml")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -97,6 +83,25 @@ address = %q
 		<-served
 	})
 	return srv.Addrs()[0].(*net.TCPAddr).AddrPort()
+}
+
+// proxyConfig is the A/B's configuration: one listener, one backend,
+// defaults but the caps.
+func proxyConfig(teardown string, be netip.AddrPort) string {
+	return fmt.Sprintf(`
+[log]
+teardown = %q
+[[listener]]
+name = "ab"
+listen = "127.0.0.1:0"
+backend = "app"
+max_connections = 0
+[[backend]]
+name = "app"
+address = %q
+  [backend.pool]
+  max_conns = 0
+`, teardown, be)
 }
 
 // cpuTime is this process's user and system CPU so far.

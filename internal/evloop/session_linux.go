@@ -127,25 +127,10 @@ func (l *loop) pump(s *session) {
 // ran out with the source still readable; ok is false once the session
 // was aborted.
 func (l *loop) flow(s *session, i int) (more, ok bool) {
-	d, o := &s.dir[i], 1-i
+	d := &s.dir[i]
 	for range flowBudget {
-		if d.end > d.off {
-			if !s.wr[o] {
-				return false, true
-			}
-			n, err := unix.Write(int(s.fd[o]), d.buf[d.off:d.end])
-			if err == unix.EAGAIN {
-				s.wr[o] = false
-				return false, true
-			} else if err != nil {
-				l.abort(s)
-				return false, false
-			}
-			if d.off += n; d.off < d.end {
-				continue
-			}
-			l.putBuf(d.buf)
-			d.buf, d.off, d.end = nil, 0, 0
+		if pending, ok := l.flush(s, i); !ok || pending {
+			return false, ok
 		}
 		if d.eof {
 			if d.done || d.draining {
@@ -173,6 +158,30 @@ func (l *loop) flow(s *session, i int) (more, ok bool) {
 		}
 	}
 	return true, true
+}
+
+// flush writes what direction i holds; pending says some is still held
+// (the destination is full), and the pooled buffer goes back once empty.
+func (l *loop) flush(s *session, i int) (pending, ok bool) {
+	d, o := &s.dir[i], 1-i
+	for d.end > d.off {
+		if !s.wr[o] {
+			return true, true
+		}
+		n, err := unix.Write(int(s.fd[o]), d.buf[d.off:d.end])
+		if err == unix.EAGAIN {
+			s.wr[o] = false
+			return true, true
+		} else if err != nil {
+			l.abort(s)
+			return false, false
+		}
+		if d.off += n; d.off == d.end {
+			l.putBuf(d.buf)
+			d.buf, d.off, d.end = nil, 0, 0
+		}
+	}
+	return false, true
 }
 
 // forward writes the n bytes just read from leg i on to leg 1-i and keeps
