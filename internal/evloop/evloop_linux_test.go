@@ -139,3 +139,51 @@ func TestStartRefusesIPv6Backend(t *testing.T) {
 		t.Fatal("Start accepted an IPv6 backend")
 	}
 }
+
+// 8 MiB each way overflow the socket buffers, so writes meet EAGAIN and
+// bytes wait in pooled buffers while reading that direction stops.
+func TestBulkBothWaysThroughFullBuffers(t *testing.T) {
+	const size = 8 << 20
+	pattern := func(i int) byte { return byte(i*7 + i>>11) }
+	be := backend(t, func(c *net.TCPConn) {
+		defer c.Close()
+		sent := make(chan struct{})
+		defer func() { <-sent }() // before the Close
+		go func() {               // send while the client's upload still flows
+			defer close(sent)
+			b := make([]byte, size)
+			for i := range b {
+				b[i] = pattern(i)
+			}
+			c.Write(b)
+			c.CloseWrite()
+		}()
+		n, _ := io.Copy(io.Discard, c)
+		if n != size {
+			t.Errorf("backend read %d bytes, want %d", n, size)
+		}
+	})
+	s := start(t, Config{Backend: be})
+	c := connect(t, s.Addr())
+	up := make(chan error, 1)
+	go func() {
+		_, err := c.Write(make([]byte, size))
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		up <- err
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil || len(got) != size {
+		t.Fatalf("client read %d bytes, %v; want %d, then EOF", len(got), err, size)
+	}
+	for i, b := range got {
+		if b != pattern(i) {
+			t.Fatalf("byte %d = %d, want %d", i, b, pattern(i))
+		}
+	}
+	if err := <-up; err != nil {
+		t.Fatal(err)
+	}
+	waitSessions(t, s, 0)
+}
