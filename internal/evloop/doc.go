@@ -42,10 +42,11 @@
 // proxy's first rule, pass the FIN and keep the open direction flowing —
 // cannot be built on it without patching its loop; a shutdown(SHUT_WR)
 // issued through Fd works, but reading on after the peer's FIN does not.
-// Outbound connections (Client.Dial, Engine/EventLoop.Register) go through
-// net.Dial on a worker goroutine and then dup the descriptor: exactly the
-// net.Dialer and goroutine cost this prototype exists to remove, plus a
-// dup and a second close. Its reads land in its own buffers and writes
+// Outbound connections go through net.Dial: Client.Dial blocks its caller
+// (from an event handler, the whole loop) on loops of the Client's own;
+// EventLoop.Register dials on a worker goroutine and dups the descriptor
+// onto the server's loop — exactly the net.Dialer and goroutine cost this
+// prototype exists to remove, plus a dup and a second close. Its reads land in its own buffers and writes
 // that would block go into an unbounded elastic buffer, so there is no
 // way to stop reading one side while the other is full (no backpressure)
 // and no place for splice. We keep only the ideas (per-loop
