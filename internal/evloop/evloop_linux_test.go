@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -184,6 +185,45 @@ func TestBulkBothWaysThroughFullBuffers(t *testing.T) {
 	}
 	if err := <-up; err != nil {
 		t.Fatal(err)
+	}
+	waitSessions(t, s, 0)
+}
+
+// A safe reset waits for every byte sent to be acknowledged; a backend
+// that stops reading never acknowledges them, so after DrainTimeout the
+// leg ends with a FIN, and the backend still gets every byte, then EOF.
+func TestSafeResetFallsBackToFINWhenUnacked(t *testing.T) {
+	const size = 8 << 10 // fits the proxy's send buffer, not the backend's receive window
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { // accepted sockets inherit it, and their window
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1)
+		})
+		return errors.Join(err, serr)
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := start(t, Config{Backend: ln.Addr().(*net.TCPAddr).AddrPort(), SafeReset: true, DrainTimeout: 20 * time.Millisecond})
+	c := connect(t, s.Addr())
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.SetDeadline(time.Now().Add(ioTimeout))
+	b.(*net.TCPConn).CloseWrite() // the backend's FIN comes first on the back leg
+	if got, err := io.ReadAll(c); err != nil || len(got) != 0 {
+		t.Fatalf("client read %q, %v; want EOF", got, err)
+	}
+	c.Write(make([]byte, size))
+	c.CloseWrite()                    // now the proxy would reset the back leg, but bytes are unacknowledged
+	time.Sleep(50 * time.Millisecond) // outlast DrainTimeout before reading
+	n, err := io.Copy(io.Discard, b)
+	if err != nil || n != size {
+		t.Fatalf("backend read %d bytes, %v; want %d, then EOF (the fallback FIN)", n, err, size)
 	}
 	waitSessions(t, s, 0)
 }
