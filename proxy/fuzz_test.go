@@ -69,7 +69,10 @@ func checkIntake(t *testing.T, ln *net.TCPListener, l *config.Listener, trusted 
 	t.Helper()
 	client, server := loopback.Pair(t, ln)
 	defer client.Close()
-	defer server.Close()
+	// An RST from the accepted side ends every run: the client's FIN went
+	// first, and a TIME-WAIT per run would take the fuzzer's ephemeral
+	// ports (tens of thousands of runs in 30 s) and stall it.
+	defer func() { server.SetLinger(0); server.Close() }()
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := client.Write(data)
