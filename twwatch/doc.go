@@ -19,8 +19,10 @@
 //     filtered in the kernel). A figure that could not be read says so.
 //   - A Watcher samples every Interval: the shortest any user needs
 //     (auto.sample_interval when some leg uses auto, the admin's
-//     kernel_sample_interval when the admin listener is on). Readers take
-//     Latest, or Subscribe to be called with each new sample.
+//     kernel_sample_interval when the admin listener is on), or less often
+//     when a sample costs much: sampling never takes more than 1 % of one
+//     core (a sample that cost d of the thread's CPU waits 100 × d). Readers
+//     take Latest, or Subscribe to be called with each new sample.
 //
 // It reads and reports; it decides nothing (package policy decides auto's
 // hysteresis, package proxy keeps its state and its between-sample

@@ -155,7 +155,8 @@ func (w *Watcher) logLocked(err error) {
 	w.failing = err != nil
 }
 
-// Run samples at once and then every Interval until ctx ends; an Update
+// Run samples at once and then every Interval (longer when a sample costs
+// much: see sampleShare) until ctx ends; an Update
 // takes effect at once. Run is the one sampler goroutine of a Watcher: a
 // second Run while one runs returns at once.
 func (w *Watcher) Run(ctx context.Context) {
@@ -167,12 +168,27 @@ func (w *Watcher) Run(ctx context.Context) {
 	for {
 		every := w.Interval()
 		if every > 0 {
-			w.Refresh()
+			took := cpuOf(func() { w.Refresh() })
+			every = nextSample(every, took)
 		}
 		if !w.wait(ctx, every) {
 			return
 		}
 	}
+}
+
+// sampleShare bounds what sampling may cost: a sample that took d of CPU
+// waits at least sampleShare × d for the next, so the watcher never takes
+// more than 1 % of one core. Listing TIME-WAIT sockets walks the kernel's whole
+// socket table (every namespace's), tens of milliseconds on a host with
+// 100,000 of them; between samples auto counts the TIME-WAITs the proxy
+// places itself.
+const sampleShare = 100
+
+// nextSample is the wait before the next sample: every, or longer when
+// the last one took long.
+func nextSample(every, took time.Duration) time.Duration {
+	return max(every, sampleShare*took)
 }
 
 // wait waits for the next sample: every (forever when 0) or an Update. It

@@ -159,3 +159,18 @@ func TestOneRunAndCancel(t *testing.T) {
 		t.Errorf("cancelled subscriber called %d times, want 1", calls)
 	}
 }
+
+// Sampling costs at most 1 % of one core: a sample that took 40 ms puts
+// the next 4 s away, whatever the interval; a cheap one keeps the interval.
+func TestNextSampleBoundsTheCost(t *testing.T) {
+	for _, c := range []struct{ every, took, want time.Duration }{
+		{250 * time.Millisecond, 200 * time.Microsecond, 250 * time.Millisecond},
+		{250 * time.Millisecond, 40 * time.Millisecond, 4 * time.Second},
+		{time.Second, 10 * time.Millisecond, time.Second},
+		{time.Second, 15 * time.Millisecond, 1500 * time.Millisecond},
+	} {
+		if got := nextSample(c.every, c.took); got != c.want {
+			t.Errorf("every %v, a sample took %v: next in %v, want %v", c.every, c.took, got, c.want)
+		}
+	}
+}
