@@ -19,6 +19,7 @@ type env struct {
 	backend    string // nginx's host:port
 	closeproxy string // built binary
 	nofile     uint64 // RLIMIT_NOFILE children inherit
+	proxyCPUs  string // taskset CPU list for the proxies; "" leaves them free
 }
 
 // candidate is one way to reach the backend. start returns the address to
@@ -58,6 +59,9 @@ func (e *env) run(name, tmpl string, data any, addr string, argv ...string) (*pr
 		if a == "{conf}" {
 			argv[i] = conf
 		}
+	}
+	if e.proxyCPUs != "" && name != "backend" { // taskset execs: the PID stays the proxy's
+		argv = append([]string{"taskset", "-c", e.proxyCPUs}, argv...)
 	}
 	p, err := e.procs.start(name, filepath.Join(e.dir, name+".log"), argv...)
 	if err != nil {

@@ -7,6 +7,7 @@
 //	go run ./bench              # about 3 minutes
 //	go run ./bench -quick       # about 30 seconds
 //	go run ./bench -duration 5s # per load
+//	go run ./bench -proxy-cpus 0   # every proxy on CPU 0 only: compare with 0-1
 //
 // It starts an nginx backend (a small static body at "/", a large blob at
 // "/blob", keep-alive allowed), then for each candidate — direct, closeproxy

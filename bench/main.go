@@ -35,6 +35,7 @@ type settings struct {
 	idle        int           // what the file limit allows
 	rounds      int           // each load runs once a round; the table has medians
 	quick, keep bool
+	proxyCPUs   string // taskset CPU list for every proxy; "": not pinned
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -45,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&s.rounds, "rounds", 3, "rounds over all candidates; each figure is the median")
 	fs.BoolVar(&s.quick, "quick", false, "about 30 s: one round of 1 s loads, 1,000 idle connections")
 	fs.BoolVar(&s.keep, "keep", false, "keep the scratch directory (configs and logs)")
+	fs.StringVar(&s.proxyCPUs, "proxy-cpus", "", "run every proxy on these CPUs only (a taskset list, e.g. 0 or 0-1): the short-connection rate against cores")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -70,7 +72,7 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	e := &env{dir: dir, procs: &procs{}}
+	e := &env{dir: dir, procs: &procs{}, proxyCPUs: s.proxyCPUs}
 	defer e.procs.stopAll()
 	e.nofile = raiseNoFile(200000)
 	s.idle = min(s.idleWant, int(e.nofile-1000)/2) // every candidate: 2 sockets a session

@@ -54,6 +54,9 @@ func printReport(w io.Writer, s settings, results []result) {
 	if s.idle < s.idleWant {
 		fmt.Fprintf(w, " (%d wanted: RLIMIT_NOFILE too low)", s.idleWant)
 	}
+	if s.proxyCPUs != "" {
+		fmt.Fprintf(w, "; proxies on CPUs %s only (taskset)", s.proxyCPUs)
+	}
 	fmt.Fprintf(w, "\neach cell: value (×HAProxy, ×direct)\n\n")
 	fmt.Fprint(w, "| figure |")
 	for _, r := range results {
