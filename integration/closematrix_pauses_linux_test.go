@@ -42,11 +42,7 @@ func pausedListener(t testing.TB, e *pairEnv) ListenerOpts {
 			return
 		}
 		s.in = int64(len(req))
-		k, err := c.Write(down)
-		s.wrote = int64(k)
-		if err != nil {
-			s.writeEnd = endKind(err)
-		}
+		s.send(c, down)
 		log.put(c, s)
 	})
 	return e.listenerTo("halfclose_paused_reader", portPaused, netip.MustParseAddrPort(be))
@@ -59,17 +55,7 @@ func pausedListener(t testing.TB, e *pairEnv) ListenerOpts {
 func runPaused(t *testing.T, e *pairEnv) cellOut {
 	const n = 2
 	addr := e.listen(portPaused)
-	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw {
-		var s saw
-		if _, err := io.WriteString(c, pausedRequest); err != nil {
-			s.writeEnd = endKind(err)
-		} else if err := c.CloseWrite(); err != nil {
-			s.writeEnd = endKind(err)
-		}
-		time.Sleep(pausedFor) // the paused reader under test, not a synchronisation
-		s.in, s.sum, s.end = hashAll(c)
-		return s
-	})
+	seen := clients(t, e, addr, n, halfClosingClient([]byte(pausedRequest), pausedFor))
 	recs := waitListenerRecords(t, e.main, "halfclose_paused_reader", n, 20*time.Second)
 	requireOutcome(t, recs, "ok")
 	log, down := e.sawLog("halfclose_paused_reader"), sumOf(blob(pausedDown))
@@ -122,16 +108,9 @@ func pausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 		// The answer starts a little after the request, so that the
 		// client's half-close, sent right after it, surely comes first.
 		time.Sleep(pausingStart) // the backend's think time, not a synchronisation
-		k, err := c.Write(down[:pausingHalf])
-		if err == nil {
+		if s.send(c, down[:pausingHalf]) == nil {
 			time.Sleep(pausingFor) // the backend's own pause under test, not a synchronisation
-			var m int
-			m, err = c.Write(down[pausingHalf:])
-			k += m
-		}
-		s.wrote = int64(k)
-		if err != nil {
-			s.writeEnd = endKind(err)
+			s.send(c, down[pausingHalf:])
 		}
 		log.put(c, s)
 	})
@@ -148,16 +127,7 @@ func pausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 func runPausing(t *testing.T, e *pairEnv) cellOut {
 	const n = 2
 	addr := e.listen(portPausing)
-	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw {
-		var s saw
-		if _, err := io.WriteString(c, pausingRequest); err != nil {
-			s.writeEnd = endKind(err)
-		} else if err := c.CloseWrite(); err != nil {
-			s.writeEnd = endKind(err)
-		}
-		s.in, s.sum, s.end = hashAll(c)
-		return s
-	})
+	seen := clients(t, e, addr, n, halfClosingClient([]byte(pausingRequest), 0))
 	recs := waitListenerRecords(t, e.main, "halfclose_pausing_backend", n, 20*time.Second)
 	down := sumOf(blob(2 * pausingHalf))
 	for _, r := range recs {

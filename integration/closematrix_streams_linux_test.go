@@ -42,6 +42,35 @@ type saw struct {
 	took     time.Duration // how long the client waited, where it matters
 }
 
+// send writes b to c, noting how much went out and how a failed write
+// ended.
+func (s *saw) send(c *net.TCPConn, b []byte) error {
+	k, err := c.Write(b)
+	s.wrote += int64(k)
+	if err != nil {
+		s.writeEnd = endKind(err)
+	}
+	return err
+}
+
+// halfClosingClient is a client that sends req, half-closes, waits pause
+// (a reader that pauses, when not 0) and reads to the end.
+func halfClosingClient(req []byte, pause time.Duration) func(c *net.TCPConn) saw {
+	return func(c *net.TCPConn) saw {
+		var s saw
+		if s.send(c, req) == nil {
+			if err := c.CloseWrite(); err != nil {
+				s.writeEnd = endKind(err)
+			}
+		}
+		if pause > 0 {
+			time.Sleep(pause) // the paused reader under test, not a synchronisation
+		}
+		s.in, s.sum, s.end = hashAll(c)
+		return s
+	}
+}
+
 // sawLog collects what a scripted backend saw, by the address of the
 // proxy's end (the record's back.local). Backends that serve requests
 // count those answered whole (served) and say when a request's first
@@ -196,11 +225,7 @@ func halfCloseListener(t testing.TB, e *pairEnv) ListenerOpts {
 		s := saw{}
 		s.in, s.sum, s.end = hashAll(c)
 		if s.end == "eof" && s.sum == up {
-			k, err := c.Write(down)
-			s.wrote = int64(k)
-			if err != nil {
-				s.writeEnd = endKind(err)
-			}
+			s.send(c, down)
 		}
 		log.put(c, s)
 	})
@@ -216,16 +241,7 @@ func runHalfClose(t *testing.T, e *pairEnv) cellOut {
 	const n = 4
 	addr := e.listen(portHalfClose)
 	up := blob(halfCloseUp)
-	seen := clients(t, e, addr, n, func(c *net.TCPConn) saw {
-		var s saw
-		if _, err := c.Write(up); err != nil {
-			s.writeEnd = endKind(err)
-		} else if err := c.CloseWrite(); err != nil {
-			s.writeEnd = endKind(err)
-		}
-		s.in, s.sum, s.end = hashAll(c)
-		return s
-	})
+	seen := clients(t, e, addr, n, halfClosingClient(up, 0))
 	recs := waitListenerRecords(t, e.main, "halfclose_eof_backend", n, 20*time.Second)
 	requireOutcome(t, recs, "ok")
 	log, down := e.sawLog("halfclose_eof_backend"), sumOf(blob(halfCloseDown))
