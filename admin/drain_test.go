@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // drainServer is a fakeServer that can drain.
@@ -94,27 +96,6 @@ func TestDrainOnlyFromLoopback(t *testing.T) {
 	}
 }
 
-// keepAlive opens a connection to addr, asks /healthz on it and returns it
-// open (net/http keeps it alive).
-func keepAlive(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return c, br
-}
-
 // Idle keep-alive clients of the admin listener are closed after the idle
 // timeout, and past the connection cap a new client waits (in the
 // kernel's backlog, holding no descriptor) until a slot frees.
@@ -124,7 +105,7 @@ func TestAdminBoundsIdleConnections(t *testing.T) {
 	addr := strings.TrimPrefix(serve(t, a), "http://")
 	var idle []*bufio.Reader
 	for range a.limits.maxConns {
-		_, br := keepAlive(t, addr)
+		_, br := loopback.KeepAliveGet(t, addr, "/healthz")
 		idle = append(idle, br)
 	}
 	c, err := net.Dial("tcp", addr) // the kernel completes the handshake

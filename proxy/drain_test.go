@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net"
@@ -15,30 +14,6 @@ import (
 	"github.com/closeproxy/closeproxy/policy"
 )
 
-// keepAliveClient sends one GET on a new connection and reads its
-// response, leaving the connection open and idle.
-func keepAliveClient(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.Close {
-		t.Fatal("first response already closes the connection")
-	}
-	return c, br
-}
-
 // An idle keep-alive connection in http1 mode is closed as soon as
 // draining begins, by Drain as by Shutdown (SIGTERM), not after
 // shutdown_timeout or idle_timeout: the record says ok, reason draining,
@@ -48,7 +23,7 @@ func TestDrainClosesIdleKeepAliveAtOnce(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			o := startOrigin(t, hello)
 			h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
-			c, br := keepAliveClient(t, h.addr)
+			c, br := loopback.KeepAliveGet(t, h.addr, "/a")
 			t0 := time.Now()
 			if how == "Drain" {
 				h.srv.Drain()
@@ -101,7 +76,7 @@ func TestDrainBusyAnswersConnectionClose(t *testing.T) {
 		hello(w, r)
 	})
 	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
-	c, br := keepAliveClient(t, h.addr)
+	c, br := loopback.KeepAliveGet(t, h.addr, "/a")
 	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
 	<-arrived
 	h.srv.Drain()

@@ -6,13 +6,16 @@
 package loopback
 
 import (
+	"bufio"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Listener listens on 127.0.0.1 on a port the kernel picks and closes the
@@ -51,6 +54,32 @@ func Serve(t testing.TB, serve func(c *net.TCPConn)) string {
 func Echo(c *net.TCPConn) {
 	defer c.Close()
 	_, _ = io.Copy(c, c)
+}
+
+// KeepAliveGet sends one GET for path on a new connection to addr, reads
+// the whole response and returns the connection open and idle (closed
+// when t ends), with the reader that holds what follows. A response that
+// closes the connection fails t.
+func KeepAliveGet(t testing.TB, addr, path string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.Close {
+		t.Fatalf("GET %s: the response closes the connection", path)
+	}
+	return c, br
 }
 
 // Pair connects to ln and returns both ends, closed when t ends at the
