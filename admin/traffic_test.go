@@ -3,8 +3,6 @@ package admin
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -82,19 +80,7 @@ func startWithTraffic(t *testing.T, log *zap.Logger, opts ...Option) *withTraffi
 // waits for the session's record.
 func (w *withTraffic) session(t *testing.T, msg string) *engine.Teardown {
 	t.Helper()
-	c, err := net.Dial("tcp", w.proxied)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, msg); err != nil {
-		t.Fatal(err)
-	}
-	c.(*net.TCPConn).CloseWrite()
-	if got, err := io.ReadAll(c); err != nil || string(got) != msg {
-		t.Fatalf("echo %q, %v; want %q", got, err, msg)
-	}
+	loopback.EchoThrough(t, w.proxied, msg)
 	select {
 	case td := <-w.ended:
 		return td

@@ -131,20 +131,7 @@ func (d *daemonRun) addr() string { return fmt.Sprintf("127.0.0.1:%d", d.port) }
 // session sends msg through the proxy, half-closes and reads the echo.
 func (d *daemonRun) session(t testing.TB, msg string) {
 	t.Helper()
-	c, err := net.Dial("tcp", d.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, msg); err != nil {
-		t.Fatal(err)
-	}
-	c.(*net.TCPConn).CloseWrite()
-	got, err := io.ReadAll(c)
-	if err != nil || string(got) != msg {
-		t.Fatalf("echo %q, %v; want %q", got, err, msg)
-	}
+	loopback.EchoThrough(t, d.addr(), msg)
 }
 
 // waitLines polls out until pick finds at least n lines in it: records are

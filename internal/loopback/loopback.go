@@ -82,6 +82,25 @@ func KeepAliveGet(t testing.TB, addr, path string) (net.Conn, *bufio.Reader) {
 	return c, br
 }
 
+// EchoThrough sends msg to addr (a proxy in front of Echo), half-closes,
+// and fails t unless it reads msg back, then EOF.
+func EchoThrough(t testing.TB, addr, msg string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(c); err != nil || string(got) != msg {
+		t.Fatalf("echo %q, %v; want %q", got, err, msg)
+	}
+}
+
 // Pair connects to ln and returns both ends, closed when t ends at the
 // latest.
 func Pair(t testing.TB, ln *net.TCPListener) (client, server *net.TCPConn) {
