@@ -19,8 +19,10 @@ import (
 )
 
 // bodyReader is a backend that reads a request's head, then its body to the
-// end (or what there is of it), and reports how the body read ended.
-func bodyReader(t *testing.T, ended chan<- error) string {
+// end (or what there is of it), and reports how the body read ended. It
+// signals arrived once it has the head and the body's first byte (or,
+// for Expect: 100-continue, has answered 100 Continue).
+func bodyReader(t *testing.T, arrived chan<- struct{}, ended chan<- error) string {
 	return loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
@@ -31,7 +33,11 @@ func bodyReader(t *testing.T, ended chan<- error) string {
 		}
 		if req.Header.Get("Expect") == "100-continue" {
 			io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+		} else if _, err := req.Body.Read(make([]byte, 1)); err != nil {
+			ended <- err
+			return
 		}
+		arrived <- struct{}{} // the head, and the body's first byte unless it waits for 100 Continue
 		_, err = io.Copy(io.Discard, req.Body)
 		ended <- err
 		if err == nil {
@@ -58,8 +64,8 @@ func TestHTTP1AbortedRequestEndsAndFreesTheBackend(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ended := make(chan error, 4)
-			be := http1Backend(bodyReader(t, ended))
+			arrived, ended := make(chan struct{}, 4), make(chan error, 4)
+			be := http1Backend(bodyReader(t, arrived, ended))
 			be.Pool.MaxConns = 1
 			h := startProxy(t, config.Listener{IdleTimeout: 10 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, be)
 			c, err := net.Dial("tcp", h.addr)
@@ -67,7 +73,11 @@ func TestHTTP1AbortedRequestEndsAndFreesTheBackend(t *testing.T) {
 				t.Fatal(err)
 			}
 			io.WriteString(c, tc.send)
-			time.Sleep(100 * time.Millisecond) // let the head and the bytes reach the backend before leaving
+			select { // the head and the bytes reached the backend: now leave
+			case <-arrived:
+			case <-time.After(3 * time.Second):
+				t.Fatal("the request never reached the backend")
+			}
 			if tc.reset {
 				c.(*net.TCPConn).SetLinger(0)
 			}
