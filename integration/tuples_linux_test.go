@@ -252,8 +252,8 @@ func scopeTimeWait(t testing.TB, topo *Topology, timeout time.Duration, addrs ..
 
 // settleOrExplain waits until no connection of the scope addrs is opening
 // or closing, and otherwise fails naming the sockets still busy, the
-// records that name them, and each host's counters of RSTs it refused
-// (RFC 5961 challenge ACKs) or never got to send.
+// records that name them, and each host's counters of how connections
+// ended (RSTs sent, refused as RFC 5961 challenge ACKs, aborts).
 func settleOrExplain(t testing.TB, topo *Topology, recs []Record, addrs ...netip.AddrPort) {
 	t.Helper()
 	_, _, busy := scopeTimeWait(t, topo, 15*time.Second, addrs...)
@@ -262,9 +262,7 @@ func settleOrExplain(t testing.TB, topo *Topology, recs []Record, addrs ...netip
 	}
 	var b strings.Builder
 	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
-		out, err := topo.run(ns, "nstat", "-asz", "TcpExtTCPChallengeACK", "TcpExtTCPACKSkippedChallenge",
-			"TcpOutRsts", "TcpExtTCPAbortFailed", "TcpExtTCPAbortOnClose", "TcpExtTCPAbortOnData")
-		fmt.Fprintf(&b, "%s (nstat: %v):\n%s\n", ns, err, out)
+		fmt.Fprintf(&b, "%s: %s\n", ns, tcpCounters(t, topo, ns))
 	}
 	t.Fatalf("%d sockets still opening or closing 15 s after every record was written:\n%s\n%s",
 		len(busy), namedBy(busy, recs), b.String())
