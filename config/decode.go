@@ -225,11 +225,6 @@ func (o object) problem(key string, err error) { o.p.add(o.label, o.at, key, err
 // reported marks key as having had its problem, so validation adds none.
 func (o object) reported(key string) { o.p.seen[seenID(o.at, key)] = true }
 
-// str sets *dst to the string at key, if one was written.
-func (o object) str(key string, v any, dst *string) {
-	o.parse(key, v, func(s string) error { *dst = s; return nil })
-}
-
 // parse hands the string at key, if one was written, to set.
 func (o object) parse(key string, v any, set func(string) error) {
 	s, ok := v.(string)

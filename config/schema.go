@@ -110,16 +110,6 @@ func keysIn(scope string) []*key {
 	return out
 }
 
-// lookup returns the key at path, or nil.
-func lookup(path string) *key {
-	for i := range keys {
-		if keys[i].path == path {
-			return &keys[i]
-		}
-	}
-	return nil
-}
-
 // schema holds every key path the schema has, tables included, such as
 // "listener.close.time_wait"; arrays of tables are not numbered.
 var schema = func() map[string]bool {

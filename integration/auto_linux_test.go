@@ -357,22 +357,6 @@ func checkSameResponse(t testing.TB, recs []Record) {
 	}
 }
 
-// lastClaims counts the distinct values of key among the records whose
-// latest record (in log order) with that value has field = value.
-func lastClaims(recs []Record, key, field, value string) int {
-	last := map[string]bool{}
-	for _, r := range recs {
-		last[r.Str(key)] = r.Str(field) == value
-	}
-	n := 0
-	for _, held := range last {
-		if held {
-			n++
-		}
-	}
-	return n
-}
-
 // twPeak is what pollTimeWait saw.
 type twPeak struct {
 	host  int // highest "tw" in /proc/net/sockstat

@@ -1,7 +1,6 @@
 package evloop
 
 import (
-	"errors"
 	"net/netip"
 	"time"
 )
@@ -24,9 +23,6 @@ type Config struct {
 	// reset falls back to a FIN; 0 means 1s.
 	DrainTimeout time.Duration
 }
-
-// errUnsupported is Start's answer where there is no epoll.
-var errUnsupported = errors.New("evloop: event-loop prototype needs Linux (epoll)")
 
 func (c Config) drainTimeout() time.Duration {
 	if c.DrainTimeout <= 0 {

@@ -2,7 +2,13 @@
 
 package evloop
 
-import "net/netip"
+import (
+	"errors"
+	"net/netip"
+)
+
+// errUnsupported is Start's answer where there is no epoll.
+var errUnsupported = errors.New("evloop: event-loop prototype needs Linux (epoll)")
 
 // Server is the prototype's handle; without epoll it cannot start.
 type Server struct{}
