@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -144,5 +148,82 @@ func TestShutdownTwiceAtOnce(t *testing.T) {
 	}
 	if td := h.record(t); td.Outcome != engine.OutcomeDrained {
 		t.Errorf("outcome %s, want drained", td.Outcome)
+	}
+}
+
+// Draining meets peers that are not polite: a client that half-closes
+// right after its request, and a reader that pauses mid-response, each with
+// a 4 MiB answer in flight when draining begins. Each reads the whole body
+// (SHA-256 equal) and then EOF, and the records say ok, nothing cut.
+func TestDrainLetsHostileReadersFinish(t *testing.T) {
+	body := make([]byte, 4<<20)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	want := sha256.Sum256(body)
+	started := make(chan struct{}, 2)
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body[:64<<10])
+		w.(http.Flusher).Flush()
+		started <- struct{}{}
+		w.Write(body[64<<10:])
+	})
+	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	type got struct {
+		sum [32]byte
+		err error
+	}
+	results := make(chan got, 2)
+	for _, halfClose := range []bool{true, false} {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+		if halfClose {
+			c.(*net.TCPConn).CloseWrite() // the client that is done sending at once
+		}
+		go func() {
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				results <- got{err: err}
+				return
+			}
+			if !halfClose {
+				time.Sleep(300 * time.Millisecond) // the paused reader under test, not a synchronisation
+			}
+			hash := sha256.New()
+			if _, err := io.Copy(hash, resp.Body); err != nil {
+				results <- got{err: err}
+				return
+			}
+			var g got
+			copy(g.sum[:], hash.Sum(nil))
+			if _, g.err = br.ReadByte(); g.err == io.EOF {
+				g.err = nil
+			} else if g.err == nil {
+				g.err = errors.New("bytes after the response, want EOF")
+			}
+			c.Close() // as a client does at EOF
+			results <- g
+		}()
+	}
+	for range 2 {
+		<-started
+	}
+	h.srv.Drain()
+	for range 2 {
+		if g := <-results; g.err != nil || g.sum != want {
+			t.Errorf("a client's response during the drain: sha256 match %v, %v; want the whole body, then EOF", g.sum == want, g.err)
+		}
+	}
+	for range 2 {
+		if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Cut || td.Back.Cut {
+			t.Errorf("record: outcome %s, cut front %v back %v; want ok, nothing cut", td.Outcome, td.Front.Cut, td.Back.Cut)
+		}
 	}
 }
