@@ -3,7 +3,9 @@ package integration
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -251,19 +253,79 @@ func scopeTimeWait(t testing.TB, topo *Topology, timeout time.Duration, addrs ..
 }
 
 // settleOrExplain waits until no connection of the scope addrs is opening
-// or closing, and otherwise fails naming the sockets still busy, the
+// or closing and returns its TIME-WAIT and open sockets (scopeTimeWait);
+// otherwise it fails naming the sockets still busy, the
 // records that name them, and each host's counters of how connections
 // ended (RSTs sent, refused as RFC 5961 challenge ACKs, aborts).
-func settleOrExplain(t testing.TB, topo *Topology, recs []Record, addrs ...netip.AddrPort) {
+//
+// One case is the kernel's, not the proxy's: a client socket left in
+// FIN-WAIT-2 whose connection the proxy ended with a reset (its record
+// says so, with the RST's time) while the host's network backlog dropped
+// packets (/proc/net/softnet_stat rose since dropsBefore). An RST is sent
+// once and never retransmitted; a lost one leaves the client's orphan to
+// its fin timeout, holding no TIME-WAIT. That is logged, not failed.
+func settleOrExplain(t testing.TB, topo *Topology, recs []Record, dropsBefore uint64, addrs ...netip.AddrPort) (held, live map[tuple]bool) {
 	t.Helper()
-	_, _, busy := scopeTimeWait(t, topo, 15*time.Second, addrs...)
+	held, live, busy := scopeTimeWait(t, topo, 15*time.Second, addrs...)
 	if len(busy) == 0 {
-		return
+		return held, live
 	}
 	var b strings.Builder
 	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
 		fmt.Fprintf(&b, "%s: %s\n", ns, tcpCounters(t, topo, ns))
 	}
+	if drops := softnetDrops(t); drops > dropsBefore && allLostResets(busy, topo.LB, recs) {
+		t.Logf("%d client sockets in FIN-WAIT-2 after the proxy's reset, while the host's backlog dropped %d packets: lost RSTs\n%s\n%s",
+			len(busy), drops-dropsBefore, namedBy(busy, recs), b.String())
+		return held, live
+	}
 	t.Fatalf("%d sockets still opening or closing 15 s after every record was written:\n%s\n%s",
 		len(busy), namedBy(busy, recs), b.String())
+	return nil, nil
+}
+
+// allLostResets reports that every busy socket ("ns STATE local ↔ peer")
+// is a client's in FIN-WAIT-2 on lb, and the latest record of its
+// connection says the proxy ended the front leg with a reset it sent.
+func allLostResets(busy []string, lb string, recs []Record) bool {
+	for _, line := range busy {
+		f := strings.Fields(line)
+		if len(f) != 5 || f[0] != lb || f[1] != "FIN-WAIT-2" {
+			return false
+		}
+		var last Record
+		for _, r := range recs {
+			if r.Str("front.peer") == f[2] && r.Str("front.local") == f[4] {
+				last = r
+			}
+		}
+		if last == nil || last.Str("front.close") != "reset" || last.Num("front.rst_out_ms") < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// softnetDrops is the packets the host's network backlog dropped since
+// boot, all CPUs (/proc/net/softnet_stat, second column; one per host,
+// every namespace's).
+func softnetDrops(t testing.TB) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		t.Fatalf("softnet_stat: %v", err)
+	}
+	var n uint64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		d, err := strconv.ParseUint(f[1], 16, 64)
+		if err != nil {
+			t.Fatalf("softnet_stat %q: %v", line, err)
+		}
+		n += d
+	}
+	return n
 }
