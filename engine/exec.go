@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
 
 	"github.com/closeproxy/closeproxy/policy"
@@ -23,9 +22,8 @@ type executor struct {
 	start    time.Time
 	legs     []*leg
 	dirs     []*dir
-	results  chan result
-	running  int
-	timer    *time.Timer
+	results  chan result // the copiers' reports, on goroutines
+	running  int         // directions that have not reported
 	drain    <-chan struct{}
 	kill     <-chan struct{}
 	draining bool
@@ -67,7 +65,7 @@ func newExecutor(s *Session) *executor {
 	return &executor{s: s, rec: s.Rec, start: s.Rec.Start(), drain: s.Drain, kill: s.Kill}
 }
 
-func (x *executor) addLeg(name policy.Leg, c *net.TCPConn) *leg {
+func (x *executor) addLeg(name policy.Leg, c sock) *leg {
 	pol := x.s.Front
 	if name == policy.Back {
 		pol = x.s.Back
@@ -94,7 +92,7 @@ func (x *executor) prime(l *leg, b []byte) bool {
 	}
 	d := x.from(l.other(x))
 	d.flow.writing()
-	n, err := l.conn.Write(b)
+	n, err := l.tc.Write(b)
 	d.flow.wrote()
 	x.rec.Relayed(l.name == policy.Back, int64(n))
 	if err != nil {
@@ -111,8 +109,8 @@ func (x *executor) run(first func()) {
 		_ = l.conn.SetDeadline(time.Time{}) // timers live here, not on sockets
 	}
 	x.results = make(chan result, len(x.dirs))
-	x.timer = time.NewTimer(time.Hour)
-	defer x.timer.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	defer x.releaseHolds()
 	for _, d := range x.dirs {
 		x.running++
@@ -121,22 +119,35 @@ func (x *executor) run(first func()) {
 	if first != nil {
 		first()
 	}
-	for x.running > 0 || x.anyOpen() {
-		x.rearm()
+	for !x.finished() {
+		at := x.next()
+		if at.IsZero() {
+			at = time.Now().Add(time.Hour) // nothing to wait for; a copier will report
+		}
+		timer.Reset(time.Until(at))
 		select {
 		case r := <-x.results:
 			x.onResult(r)
-		case now := <-x.timer.C:
+		case now := <-timer.C:
 			x.onTimer(now)
 		case <-x.drain:
 			x.drain = nil
 			x.onDrain(time.Now())
 		case <-x.kill:
 			x.kill = nil
-			x.cutAll(OutcomeDrained, errKilled)
+			x.onKill()
 		}
 	}
 }
+
+// finished reports that every leg is closed and every direction reported:
+// the session is over. Whoever drives the executor (run's goroutine, or a
+// loop) calls it after each event.
+func (x *executor) finished() bool { return x.running == 0 && !x.anyOpen() }
+
+// onKill: ending by policy at shutdown took too long; what is left is
+// reset.
+func (x *executor) onKill() { x.cutAll(OutcomeDrained, errKilled) }
 
 // releaseHolds ends Session.Hold's counts once the sockets are closed.
 func (x *executor) releaseHolds() {
@@ -163,13 +174,13 @@ func (x *executor) startCopier(d *dir) {
 
 // copyUp carries the client's bytes to the backend.
 func (x *executor) copyUp(d *dir) {
-	n, err := relayCopy(d.dst.conn, d.src.conn, &d.flow)
+	n, err := relayCopy(d.dst.tc, d.src.tc, &d.flow)
 	x.results <- result{d, n, err}
 }
 
 // copyDown carries the backend's bytes to the client.
 func (x *executor) copyDown(d *dir) {
-	n, err := relayCopy(d.dst.conn, d.src.conn, &d.flow)
+	n, err := relayCopy(d.dst.tc, d.src.tc, &d.flow)
 	x.results <- result{d, n, err}
 }
 
@@ -177,7 +188,7 @@ func (x *executor) copyDown(d *dir) {
 // still sends: EOF, or late data at the first byte.
 func (x *executor) sinkLate(d *dir) {
 	var buf [512]byte
-	n, err := d.src.conn.Read(buf[:])
+	n, err := d.src.tc.Read(buf[:])
 	switch {
 	case n > 0:
 		err = errLate

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -62,7 +61,7 @@ func (b *infoBuf) getsockopt(fd uintptr) {
 		uintptr(unsafe.Pointer(&b.info)), uintptr(unsafe.Pointer(&n)), 0)
 }
 
-func (r *infoReader) read(c *net.TCPConn) tcpCounts {
+func (r *infoReader) read(c syscall.Conn) tcpCounts {
 	if r.raw == nil {
 		raw, err := c.SyscallConn()
 		if err != nil {
@@ -88,7 +87,7 @@ func (r *infoReader) read(c *net.TCPConn) tcpCounts {
 func (t tcpCounts) progress() uint64 { return t.received + t.acked }
 
 // queue reads one of the socket's queue sizes with an ioctl.
-func queue(c *net.TCPConn, req uint, name string) (int, error) {
+func queue(c syscall.Conn, req uint, name string) (int, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -106,15 +105,15 @@ func queue(c *net.TCPConn, req uint, name string) (int, error) {
 
 // sendQueue reports the bytes sent on c that the peer has not acknowledged
 // yet (SIOCOUTQ). A safe reset waits for it to reach zero.
-func sendQueue(c *net.TCPConn) (int, error) { return queue(c, unix.SIOCOUTQ, "SIOCOUTQ") }
+func sendQueue(c syscall.Conn) (int, error) { return queue(c, unix.SIOCOUTQ, "SIOCOUTQ") }
 
 // recvQueue reports the bytes the peer sent that the proxy has not read
 // yet (SIOCINQ): a peer whose bytes wait there is not silent.
-func recvQueue(c *net.TCPConn) (int, error) { return queue(c, unix.SIOCINQ, "SIOCINQ") }
+func recvQueue(c syscall.Conn) (int, error) { return queue(c, unix.SIOCINQ, "SIOCINQ") }
 
 // ResetByPeer reports that the kernel already closed c because the peer
 // reset it.
-func ResetByPeer(c *net.TCPConn) bool {
+func ResetByPeer(c syscall.Conn) bool {
 	var r infoReader
 	t := r.read(c)
 	return t.ok && t.state == stateClose

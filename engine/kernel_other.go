@@ -4,7 +4,7 @@ package engine
 
 import (
 	"errors"
-	"net"
+	"syscall"
 	"time"
 )
 
@@ -23,16 +23,16 @@ func (t tcpCounts) progress() uint64 { return 0 }
 
 type infoReader struct{ raw any }
 
-func (*infoReader) read(*net.TCPConn) tcpCounts { return tcpCounts{} }
+func (*infoReader) read(syscall.Conn) tcpCounts { return tcpCounts{} }
 
 // sendQueue is not available here: a safe reset then always falls back to
 // a FIN, which never destroys undelivered bytes.
-func sendQueue(*net.TCPConn) (int, error) { return 0, errUnsupported }
+func sendQueue(syscall.Conn) (int, error) { return 0, errUnsupported }
 
-func recvQueue(*net.TCPConn) (int, error) { return 0, errUnsupported }
+func recvQueue(syscall.Conn) (int, error) { return 0, errUnsupported }
 
 // ResetByPeer is not available here.
-func ResetByPeer(*net.TCPConn) bool { return false }
+func ResetByPeer(syscall.Conn) bool { return false }
 
 func finOrder(finObs) order     { return orderUnknown }
 func peerFINState(uint8) bool   { return false }

@@ -25,7 +25,8 @@ const (
 // write.
 type leg struct {
 	name   policy.Leg
-	conn   *net.TCPConn
+	conn   sock
+	tc     *net.TCPConn // conn, when the session runs on goroutines: the copiers' socket
 	pol    config.Close
 	target policy.Target // in force: the configured one, or what auto chose at the first decision
 	rec    *Recorder
@@ -63,8 +64,9 @@ type leg struct {
 	finTime   time.Time     // when the proxy's FIN went, for nextWatch
 }
 
-func newLeg(name policy.Leg, c *net.TCPConn, pol config.Close, rec *Recorder) *leg {
+func newLeg(name policy.Leg, c sock, pol config.Close, rec *Recorder) *leg {
 	l := &leg{name: name, conn: c, pol: pol, target: pol.TimeWait, rec: rec}
+	l.tc, _ = c.(*net.TCPConn)
 	l.info.raw, _ = c.SyscallConn()
 	return l
 }

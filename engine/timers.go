@@ -84,8 +84,8 @@ func (x *executor) pollQueue(l *leg, now time.Time) {
 	}
 }
 
-// rearm sets the timer to the earliest look due.
-func (x *executor) rearm() {
+// next returns when the earliest look is due; zero: none is.
+func (x *executor) next() time.Time {
 	at := x.idleAt
 	earliest := func(t time.Time) {
 		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
@@ -98,10 +98,7 @@ func (x *executor) rearm() {
 		}
 	}
 	earliest(x.stopAt)
-	if at.IsZero() {
-		at = time.Now().Add(time.Hour) // nothing to wait for; a copier will report
-	}
-	x.timer.Reset(time.Until(at))
+	return at
 }
 
 // armIdle starts idle detection: the timer looks every idle_timeout/4
