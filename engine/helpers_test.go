@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -34,6 +35,10 @@ type relayed struct {
 	done            chan struct{} // closed when Relay returned
 	drain, kill     chan struct{}
 }
+
+// onLoops says whether the tests relay on event loops (Loops) instead of
+// goroutines: CLOSEPROXY_TEST_RELAY=loop.
+var onLoops = os.Getenv("CLOSEPROXY_TEST_RELAY") == "loop"
 
 // relay starts Relay with front and back policies and idle timeout; the
 // test fails if it still runs at the test's end.
@@ -68,6 +73,25 @@ func startRelay(t testing.TB, frontLn, backLn *net.TCPListener, front, back conf
 	r.rec.Accepted(loopback.AddrPort(proxyFront.LocalAddr()), loopback.AddrPort(proxyFront.RemoteAddr()), loopback.AddrPort(nil))
 	r.rec.Connected(false, false, loopback.AddrPort(proxyBack.LocalAddr()), loopback.AddrPort(proxyBack.RemoteAddr()))
 	s := &Session{Rec: r.rec, Front: front, Back: back, Idle: idle, Drain: r.drain, Kill: r.kill}
+	if onLoops {
+		ls, err := NewLoops(1, r.drain, r.kill)
+		if err == nil {
+			err = ls.Relay(s, proxyFront, proxyBack, Pending{}, func() { close(r.done) })
+		}
+		if err != nil {
+			panic(err)
+		}
+		t.Cleanup(func() {
+			client.Close()
+			backend.Close()
+			select {
+			case <-r.done:
+				ls.Close()
+			case <-time.After(10 * time.Second): // the relay hangs: goleak will say where
+			}
+		})
+		return r
+	}
 	go func() {
 		defer close(r.done)
 		s.Relay(proxyFront, proxyBack, Pending{})

@@ -1,13 +1,796 @@
 package engine
 
-import "net"
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 
-type loops struct{}
+	"golang.org/x/sys/unix"
 
-func newLoops(int, <-chan struct{}, <-chan struct{}) (*loops, error) { return &loops{}, nil }
+	"github.com/closeproxy/closeproxy/policy"
+)
 
-func (*loops) relay(*Session, *net.TCPConn, *net.TCPConn, Pending, func()) error {
-	return ErrLoopsClosed
+const (
+	loopEvents = 256 // epoll events taken per wait
+	flowBudget = 16  // reads per direction per turn, then other sessions go
+	maxFree    = 64  // pending buffers a loop keeps for reuse
+)
+
+// loops is Loops on Linux: n loops, each one goroutine over its own epoll
+// set, and a watcher that tells them of drain and kill.
+type loops struct {
+	ls   []*loop
+	next atomic.Uint32
+
+	mu     sync.Mutex
+	closed bool
+	live   sync.WaitGroup // sessions handed over whose done was not called yet
+	stop   chan struct{}
+	wg     sync.WaitGroup // the loops' goroutines and the watcher
 }
 
-func (*loops) close() {}
+func newLoops(n int, drain, kill <-chan struct{}) (*loops, error) {
+	ls := &loops{stop: make(chan struct{})}
+	for range n {
+		l, err := newLoop(ls)
+		if err != nil {
+			for _, o := range ls.ls {
+				o.release()
+			}
+			return nil, err
+		}
+		ls.ls = append(ls.ls, l)
+	}
+	for _, l := range ls.ls {
+		ls.wg.Add(1)
+		go func() {
+			defer ls.wg.Done()
+			l.run()
+		}()
+	}
+	ls.wg.Add(1)
+	go func() {
+		defer ls.wg.Done()
+		ls.watch(drain, kill)
+	}()
+	return ls, nil
+}
+
+// watch tells every loop when drain, then kill, is closed.
+func (ls *loops) watch(drain, kill <-chan struct{}) {
+	for _, c := range []struct {
+		ch <-chan struct{}
+		m  message
+	}{{drain, message{drain: true}}, {kill, message{kill: true}}} {
+		select {
+		case <-c.ch:
+			for _, l := range ls.ls {
+				l.post(c.m)
+			}
+		case <-ls.stop:
+			return
+		}
+	}
+}
+
+func (ls *loops) relay(s *Session, front, back *net.TCPConn, p Pending, done func()) error {
+	ls.mu.Lock()
+	if ls.closed {
+		ls.mu.Unlock()
+		return ErrLoopsClosed
+	}
+	ls.live.Add(1)
+	ls.mu.Unlock()
+	ffd, err := dupFD(front)
+	if err != nil {
+		ls.live.Done()
+		return err
+	}
+	bfd, err := dupFD(back)
+	if err != nil {
+		_ = unix.Close(ffd)
+		ls.live.Done()
+		return err
+	}
+	// The loop keeps the sockets through the copies; these close only
+	// their descriptors (and take them out of Go's netpoller): no FIN.
+	_ = front.Close()
+	_ = back.Close()
+	l := ls.ls[int(ls.next.Add(1))%len(ls.ls)]
+	r := &loopRelay{loop: l, done: done, hi: -1}
+	r.socks[0] = &fdSock{fd: ffd, r: r}
+	r.socks[1] = &fdSock{fd: bfd, r: r}
+	r.x = newExecutor(s)
+	f := r.x.addLeg(policy.Front, r.socks[0])
+	b := r.x.addLeg(policy.Back, r.socks[1])
+	r.x.addDir(f, b)
+	r.x.addDir(b, f)
+	for i := range r.flows {
+		r.flows[i] = loopFlow{d: r.x.dirs[i], src: r.socks[i], dst: r.socks[1-i], pipe: [2]int{-1, -1}}
+	}
+	r.flows[0].seed(p.Up)
+	r.flows[1].seed(p.Down)
+	l.post(message{add: r})
+	return nil
+}
+
+func (ls *loops) close() {
+	ls.mu.Lock()
+	ls.closed = true
+	ls.mu.Unlock()
+	ls.live.Wait()
+	close(ls.stop)
+	for _, l := range ls.ls {
+		l.post(message{quit: true})
+	}
+	ls.wg.Wait()
+}
+
+// dupFD duplicates c's descriptor (close-on-exec; non-blocking, as c's).
+func dupFD(c *net.TCPConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, derr := -1, error(nil)
+	if err := raw.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", derr)
+	}
+	return fd, nil
+}
+
+// message is what other goroutines tell a loop.
+type message struct {
+	add               *loopRelay
+	drain, kill, quit bool
+}
+
+// loop is one event loop. Only its goroutine touches its state, but for
+// the inbox.
+type loop struct {
+	ls       *loops
+	ep       *os.File // the epoll descriptor, non-blocking, in Go's netpoller
+	rc       syscall.RawConn
+	efd      int // an eventfd: post's wake
+	events   []unix.EpollEvent
+	socks    map[int32]*fdSock
+	relays   map[*loopRelay]struct{}
+	timers   relayHeap
+	scratch  []byte       // every read lands here first
+	free     [][]byte     // pending buffers to reuse
+	again    []*loopRelay // relays that used their budget with work left
+	closing  []int        // descriptors to close once this turn is done
+	deadline time.Time
+	draining bool
+	killed   bool
+	quit     bool
+
+	mu    sync.Mutex
+	inbox []message
+
+	poll func(uintptr) bool // l.pollOnce, made once
+	n    int
+	werr error
+	park bool
+}
+
+func newLoop(ls *loops) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		return nil, os.NewSyscallError("fcntl O_NONBLOCK", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	l := &loop{ls: ls, ep: os.NewFile(uintptr(epfd), "epoll"), efd: efd, events: make([]unix.EpollEvent, loopEvents),
+		socks: map[int32]*fdSock{}, relays: map[*loopRelay]struct{}{}, scratch: make([]byte, chunkSize)}
+	l.poll = l.pollOnce
+	if l.rc, err = l.ep.SyscallConn(); err != nil {
+		l.release()
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		l.release()
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	return l, nil
+}
+
+func (l *loop) release() {
+	_ = unix.Close(l.efd)
+	_ = l.ep.Close()
+}
+
+// post hands m to the loop and wakes it.
+func (l *loop) post(m message) {
+	l.mu.Lock()
+	l.inbox = append(l.inbox, m)
+	l.mu.Unlock()
+	var one = [8]byte{1}
+	_, _ = unix.Write(l.efd, one[:])
+}
+
+// run handles events, timers and messages until told to quit.
+func (l *loop) run() {
+	defer l.release()
+	for !l.quit {
+		l.runTimers(time.Now())
+		l.flushCloses()
+		n, err := l.wait()
+		if err != nil {
+			return // the epoll descriptor failed: nothing can go on
+		}
+		for _, ev := range l.events[:n] {
+			if int(ev.Fd) == l.efd {
+				l.readInbox()
+				continue
+			}
+			if s := l.socks[ev.Fd]; s != nil {
+				s.ready(ev.Events)
+				l.pump(s.r)
+			}
+		}
+		l.runAgain()
+		l.flushCloses()
+	}
+}
+
+// wait returns the ready events. The goroutine parks in Go's netpoller on
+// the epoll descriptor itself — one park and wake per batch, not per
+// socket — until the earliest timer, and does not park while relays have
+// work left.
+func (l *loop) wait() (int, error) {
+	var at time.Time
+	if len(l.timers) > 0 {
+		at = l.timers[0].at
+	}
+	l.park, l.n, l.werr = len(l.again) == 0, 0, nil
+	if !at.IsZero() && !at.After(time.Now()) {
+		at, l.park = time.Time{}, false // a look is due: take what is ready and run it
+	}
+	if !at.Equal(l.deadline) {
+		_ = l.ep.SetReadDeadline(at)
+		l.deadline = at
+	}
+	err := l.rc.Read(l.poll)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	case l.werr != nil:
+		return 0, os.NewSyscallError("epoll_wait", l.werr)
+	}
+	return l.n, nil
+}
+
+// pollOnce takes what is ready without blocking; false lets RawConn.Read
+// park until the epoll descriptor is readable, and call it again.
+func (l *loop) pollOnce(fd uintptr) bool {
+	l.n, l.werr = unix.EpollWait(int(fd), l.events, 0)
+	if l.werr == unix.EINTR {
+		l.n, l.werr = 0, nil
+	}
+	return l.n > 0 || l.werr != nil || !l.park
+}
+
+func (l *loop) readInbox() {
+	var b [8]byte
+	_, _ = unix.Read(l.efd, b[:])
+	l.mu.Lock()
+	in := l.inbox
+	l.inbox = nil
+	l.mu.Unlock()
+	for _, m := range in {
+		switch {
+		case m.add != nil:
+			l.start(m.add)
+		case m.drain:
+			l.draining = true
+			now := time.Now()
+			for r := range l.relays {
+				l.handle(r, func() { r.x.onDrain(now) })
+			}
+		case m.kill:
+			l.killed = true
+			for r := range l.relays {
+				l.handle(r, r.x.onKill)
+			}
+		case m.quit:
+			l.quit = true
+		}
+	}
+}
+
+// start registers a loopRelay's sockets and moves it on as far as they let it.
+func (l *loop) start(r *loopRelay) {
+	l.relays[r] = struct{}{}
+	r.x.running = len(r.flows)
+	for _, s := range r.socks {
+		l.socks[int32(s.fd)] = s
+	}
+	for _, s := range r.socks {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd)}
+		if err := unix.EpollCtl(int(l.ep.Fd()), unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+			l.handle(r, func() { r.x.cutAll(OutcomeError, os.NewSyscallError("epoll_ctl", err)) })
+			return
+		}
+	}
+	l.handle(r, func() {
+		r.x.armIdle(time.Now())
+		if l.draining {
+			r.x.onDrain(time.Now())
+		}
+		if l.killed {
+			r.x.onKill()
+		}
+	})
+	l.pump(r)
+}
+
+// handle runs f, one of the executor's events, then delivers what it
+// caused and reschedules the loopRelay. A panic cuts this loopRelay only.
+func (l *loop) handle(r *loopRelay, f func()) {
+	if r.ended {
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			l.crash(r, p)
+		}
+	}()
+	f()
+	l.settle(r)
+}
+
+// crash ends a loopRelay whose handling panicked: both sockets reset, the
+// record says internal_error.
+func (l *loop) crash(r *loopRelay, p any) {
+	r.x.rec.Outcome(OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+	for _, s := range r.socks {
+		if !s.closed {
+			_ = s.SetLinger(0)
+			_ = s.Close()
+		}
+	}
+	for _, lg := range r.x.legs {
+		lg.phase = phaseClosed
+	}
+	for i := range r.flows {
+		r.flows[i].reported = true
+	}
+	r.x.running = 0
+	l.end(r)
+}
+
+// settle delivers the reports the goroutine copiers would have sent after
+// the executor closed a socket (a read of a closed socket, a write into
+// one), then ends the loopRelay or sets its next timer.
+func (l *loop) settle(r *loopRelay) {
+	for changed := true; changed && !r.ended; {
+		changed = false
+		for i := range r.flows {
+			f := &r.flows[i]
+			if !f.reported && (f.src.closed || f.dst.closed && f.pending()) {
+				l.report(r, f, net.ErrClosed)
+				changed = true
+			}
+		}
+	}
+	if r.ended {
+		return
+	}
+	if r.x.finished() {
+		l.end(r)
+		return
+	}
+	l.schedule(r, r.x.next())
+}
+
+// report ends a flow and tells the executor, as a copier does once.
+func (l *loop) report(r *loopRelay, f *loopFlow, err error) {
+	f.reported = true
+	l.putBuf(f.buf)
+	f.buf = nil
+	f.closePipe()
+	r.x.onResult(result{f.d, f.written, err})
+}
+
+func (l *loop) end(r *loopRelay) {
+	r.ended = true
+	l.schedule(r, time.Time{})
+	delete(l.relays, r)
+	for i := range r.flows {
+		l.putBuf(r.flows[i].buf)
+		r.flows[i].buf = nil
+		r.flows[i].closePipe()
+	}
+	r.x.releaseHolds()
+	r.done()
+	l.ls.live.Done()
+}
+
+// pump moves both flows as far as the sockets let them.
+func (l *loop) pump(r *loopRelay) {
+	l.handle(r, func() {
+		more := false
+		for i := range r.flows {
+			if f := &r.flows[i]; !f.reported && l.flow(r, f) {
+				more = true
+			}
+		}
+		if more && !r.queued {
+			r.queued = true
+			l.again = append(l.again, r)
+		}
+	})
+}
+
+// runAgain gives the relays that used their budget another turn.
+func (l *loop) runAgain() {
+	again := l.again
+	l.again = nil
+	for _, r := range again {
+		r.queued = false
+		l.pump(r)
+	}
+}
+
+// runTimers gives every loopRelay whose look is due its look.
+func (l *loop) runTimers(now time.Time) {
+	for len(l.timers) > 0 && !now.Before(l.timers[0].at) {
+		r := l.timers[0]
+		heap.Pop(&l.timers)
+		r.at = time.Time{}
+		l.handle(r, func() { r.x.onTimer(now) })
+	}
+}
+
+// schedule sets r's next look (zero: none).
+func (l *loop) schedule(r *loopRelay, at time.Time) {
+	switch {
+	case at.IsZero() && r.hi >= 0:
+		heap.Remove(&l.timers, r.hi)
+		r.at = time.Time{}
+	case at.IsZero():
+	case r.hi >= 0:
+		if !at.Equal(r.at) {
+			r.at = at
+			heap.Fix(&l.timers, r.hi)
+		}
+	default:
+		r.at = at
+		heap.Push(&l.timers, r)
+	}
+}
+
+// flushCloses closes the descriptors the executor closed this turn. Closing
+// after the turn keeps a number from being reused by another loopRelay while
+// stale events for it are still being handled.
+func (l *loop) flushCloses() {
+	for _, fd := range l.closing {
+		_ = unix.Close(fd)
+	}
+	l.closing = l.closing[:0]
+}
+
+func (l *loop) getBuf(n int) []byte {
+	if n > chunkSize {
+		return make([]byte, n)
+	}
+	if k := len(l.free); k > 0 {
+		b := l.free[k-1]
+		l.free = l.free[:k-1]
+		return b
+	}
+	return make([]byte, chunkSize)
+}
+
+func (l *loop) putBuf(b []byte) {
+	if cap(b) == chunkSize && len(l.free) < maxFree {
+		l.free = append(l.free, b[:chunkSize])
+	}
+}
+
+// loopRelay is one session on a loop: the executor, its two sockets and the
+// two flows that stand for the copiers.
+type loopRelay struct {
+	x      *executor
+	loop   *loop
+	socks  [2]*fdSock  // front, back
+	flows  [2]loopFlow // front → back, back → front: the executor's dirs in order
+	done   func()
+	hi     int       // index in the loop's timer heap; -1: not in it
+	at     time.Time // its next look
+	queued bool      // in loop.again
+	ended  bool
+}
+
+// flow moves bytes of f as far as the sockets let it, at most flowBudget
+// reads; it reports whether the budget ran out with more to read.
+func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
+	for range flowBudget {
+		if f.reported || f.src.closed {
+			return false // settle reports it
+		}
+		if f.pending() {
+			if !l.flush(r, f) {
+				return false
+			}
+		}
+		if !f.src.rd {
+			return false
+		}
+		if f.pipe[0] >= 0 {
+			if !l.spliceIn(r, f) {
+				return false
+			}
+			continue
+		}
+		n, err := ignoringEINTR(func() (int, error) { return unix.Read(f.src.fd, l.scratch) })
+		switch {
+		case err == unix.EAGAIN:
+			f.src.rd = false
+			return false
+		case err != nil:
+			l.report(r, f, os.NewSyscallError("read", err))
+			return false
+		case n == 0:
+			l.report(r, f, nil) // EOF, every byte before it written
+			return false
+		}
+		f.d.flow.read()
+		if f.dst.closed {
+			l.report(r, f, net.ErrClosed)
+			return false
+		}
+		f.d.flow.writing()
+		if !l.forward(r, f, n) {
+			return false
+		}
+		if n == chunkSize && !f.pending() {
+			f.openPipe() // a bulk stream: splice from now on (or go on with chunks)
+		}
+	}
+	return true
+}
+
+// forward writes the n bytes just read on to f's destination and keeps in
+// a pooled buffer what it would not take; reading waits until they are
+// written (backpressure).
+func (l *loop) forward(r *loopRelay, f *loopFlow, n int) bool {
+	w := 0
+	if f.dst.wr {
+		var err error
+		w, err = ignoringEINTR(func() (int, error) { return unix.Write(f.dst.fd, l.scratch[:n]) })
+		switch {
+		case err == unix.EAGAIN:
+			f.dst.wr, w = false, 0
+		case err != nil:
+			l.report(r, f, os.NewSyscallError("write", err))
+			return false
+		}
+	}
+	f.written += int64(w)
+	if w == n {
+		f.d.flow.wrote()
+		return true
+	}
+	f.buf = l.getBuf(n - w)
+	f.off, f.end = 0, copy(f.buf, l.scratch[w:n])
+	return true
+}
+
+// flush writes what f holds; false while some is still held (or the flow
+// ended).
+func (l *loop) flush(r *loopRelay, f *loopFlow) bool {
+	if f.dst.closed {
+		l.report(r, f, net.ErrClosed)
+		return false
+	}
+	for f.pending() {
+		if !f.dst.wr {
+			return false
+		}
+		var n int
+		var err error
+		if f.inPipe > 0 {
+			n, err = ignoringEINTR(func() (int, error) {
+				n, err := unix.Splice(f.pipe[0], nil, f.dst.fd, nil, f.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				return int(n), err
+			})
+		} else {
+			n, err = ignoringEINTR(func() (int, error) { return unix.Write(f.dst.fd, f.buf[f.off:f.end]) })
+		}
+		switch {
+		case err == unix.EAGAIN:
+			f.dst.wr = false
+			return false
+		case err != nil:
+			l.report(r, f, os.NewSyscallError("write", err))
+			return false
+		}
+		f.written += int64(n)
+		if f.inPipe > 0 {
+			f.inPipe -= n
+		} else if f.off += n; f.off == f.end {
+			l.putBuf(f.buf)
+			f.buf, f.off, f.end = nil, 0, 0
+		}
+	}
+	f.d.flow.wrote()
+	return true
+}
+
+// spliceIn fills the (empty) pipe from the source and writes it on.
+func (l *loop) spliceIn(r *loopRelay, f *loopFlow) bool {
+	n, err := ignoringEINTR(func() (int, error) {
+		n, err := unix.Splice(f.src.fd, nil, f.pipe[1], nil, spliceMax, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		return int(n), err
+	})
+	switch {
+	case err == unix.EAGAIN:
+		f.src.rd = false
+		return false
+	case err != nil:
+		l.report(r, f, os.NewSyscallError("splice", err))
+		return false
+	case n == 0:
+		l.report(r, f, nil)
+		return false
+	}
+	f.d.flow.read()
+	if f.dst.closed {
+		l.report(r, f, net.ErrClosed)
+		return false
+	}
+	f.d.flow.writing()
+	f.inPipe = n
+	return l.flush(r, f)
+}
+
+// loopFlow is one direction of a loopRelay: what a copier is on goroutines.
+type loopFlow struct {
+	d        *dir
+	src, dst *fdSock
+	buf      []byte // bytes read and not yet written; nil while none
+	off, end int
+	pipe     [2]int // read end, write end; -1 until bulk starts
+	inPipe   int    // bytes in the pipe, not yet written
+	written  int64
+	reported bool
+}
+
+func (f *loopFlow) pending() bool { return f.end > f.off || f.inPipe > 0 }
+
+// seed queues payload read before the loopRelay (Pending), stamped as prime
+// stamps it.
+func (f *loopFlow) seed(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	f.d.flow.writing()
+	f.buf = append([]byte(nil), b...)
+	f.off, f.end = 0, len(b)
+}
+
+func (f *loopFlow) openPipe() {
+	var p [2]int
+	if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) == nil {
+		f.pipe = p
+	}
+}
+
+func (f *loopFlow) closePipe() {
+	if f.pipe[0] >= 0 {
+		_ = unix.Close(f.pipe[0])
+		_ = unix.Close(f.pipe[1])
+		f.pipe = [2]int{-1, -1}
+	}
+}
+
+// fdSock is a leg's socket on a loop: a raw non-blocking descriptor, and
+// what edge-triggered epoll said of it.
+type fdSock struct {
+	fd     int
+	r      *loopRelay
+	closed bool
+	rd, wr bool // readable/writable, learned from edges, cleared by EAGAIN
+}
+
+func (s *fdSock) ready(ev uint32) {
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.rd = true
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.wr = true
+	}
+}
+
+func (s *fdSock) SyscallConn() (syscall.RawConn, error) { return s, nil }
+
+func (s *fdSock) CloseWrite() error {
+	if s.closed {
+		return net.ErrClosed
+	}
+	return os.NewSyscallError("shutdown", unix.Shutdown(s.fd, unix.SHUT_WR))
+}
+
+func (s *fdSock) SetLinger(sec int) error {
+	if s.closed {
+		return net.ErrClosed
+	}
+	err := unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: int32(sec)})
+	return os.NewSyscallError("setsockopt SO_LINGER", err)
+}
+
+func (*fdSock) SetDeadline(time.Time) error { return nil } // timers live in the loop
+
+// Close takes the socket out of the loop; its descriptor is closed (a FIN,
+// or an RST with SetLinger(0), if none was sent yet) once the turn is done.
+func (s *fdSock) Close() error {
+	if s.closed {
+		return net.ErrClosed
+	}
+	s.closed = true
+	l := s.r.loop
+	if l.socks[int32(s.fd)] == s {
+		delete(l.socks, int32(s.fd))
+	}
+	l.closing = append(l.closing, s.fd)
+	return nil
+}
+
+// Control runs f on the descriptor while it is open (syscall.RawConn).
+func (s *fdSock) Control(f func(fd uintptr)) error {
+	if s.closed {
+		return net.ErrClosed
+	}
+	f(uintptr(s.fd))
+	return nil
+}
+
+func (s *fdSock) Read(func(fd uintptr) bool) error  { return errNotBlocking }
+func (s *fdSock) Write(func(fd uintptr) bool) error { return errNotBlocking }
+
+var errNotBlocking = errors.New("a loop's socket is never waited on")
+
+// relayHeap orders relays by their next look.
+type relayHeap []*loopRelay
+
+func (h relayHeap) Len() int           { return len(h) }
+func (h relayHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h relayHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hi, h[j].hi = i, j
+}
+func (h *relayHeap) Push(v any) {
+	r := v.(*loopRelay)
+	r.hi = len(*h)
+	*h = append(*h, r)
+}
+func (h *relayHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	r.hi = -1
+	*h = old[:len(old)-1]
+	return r
+}
