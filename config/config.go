@@ -16,6 +16,7 @@ type Config struct {
 	// ShutdownTimeout bounds how long SIGTERM waits for live sessions before
 	// ending the rest by policy.
 	ShutdownTimeout time.Duration
+	Relay           string // goroutines | loop: how tcp-mode sessions wait for their sockets
 	Log             Log
 	Admin           Admin
 	Auto            Auto

@@ -56,6 +56,7 @@ func TestEveryDefault(t *testing.T) {
 	wantBackend.Name, wantBackend.Address = "app", "127.0.0.1:8081"
 	want := &Config{
 		ShutdownTimeout: d.ShutdownTimeout,
+		Relay:           d.Relay,
 		Log:             d.Log,
 		Admin:           d.Admin,
 		Auto:            d.Auto,
@@ -72,6 +73,7 @@ func TestEveryDefault(t *testing.T) {
 		got, want any
 	}{
 		{"shutdown_timeout", c.ShutdownTimeout, 30 * time.Second},
+		{"relay", c.Relay, "goroutines"},
 		{"log.level", c.Log.Level, "info"},
 		{"log.teardown", c.Log.Teardown, "all"},
 		{"listener.proxy_protocol", c.Listeners[0].ProxyProtocol, ProxyProtocolOff},
@@ -346,6 +348,22 @@ func TestTeardown(t *testing.T) {
 	}
 }
 
+func TestRelay(t *testing.T) {
+	for _, word := range []string{"goroutines", "loop"} {
+		if c := mustParse(t, "relay = \""+word+"\"\n"+minimal); c.Relay != word {
+			t.Errorf("relay = %q decodes as %q", word, c.Relay)
+		}
+	}
+	want := []string{`config.toml:2: relay: "epoll" is not one of goroutines, loop`}
+	if got := parseErrors(t, "shutdown_timeout = \"5s\"\nrelay = \"epoll\"\n"+minimal); !slices.Equal(got, want) {
+		t.Errorf("errors:\ngot  %q\nwant %q", got, want)
+	}
+	want = []string{`config.toml:1: relay: expected a string, found boolean true`}
+	if got := parseErrors(t, "relay = true\n"+minimal); !slices.Equal(got, want) {
+		t.Errorf("errors:\ngot  %q\nwant %q", got, want)
+	}
+}
+
 func TestValidateConfigBuiltInCode(t *testing.T) {
 	c := mustParse(t, minimal)
 	if err := c.Validate(); err != nil {
@@ -390,8 +408,8 @@ func TestExample(t *testing.T) {
 		t.Fatalf("config.example.toml does not validate: %v", err)
 	}
 	d := Defaults()
-	if c.ShutdownTimeout != d.ShutdownTimeout || c.Log != d.Log {
-		t.Errorf("example top level differs from the defaults: %+v %+v", c.ShutdownTimeout, c.Log)
+	if c.ShutdownTimeout != d.ShutdownTimeout || c.Relay != d.Relay || c.Log != d.Log {
+		t.Errorf("example top level differs from the defaults: %+v %q %+v", c.ShutdownTimeout, c.Relay, c.Log)
 	}
 	for _, l := range c.Listeners {
 		l.Name, l.Listen, l.Backend = "", "", ""

@@ -25,7 +25,7 @@ type object struct {
 // checks the values.
 func convert(doc map[string]any, p *problems) *Config {
 	d := Defaults()
-	c := &Config{ShutdownTimeout: d.ShutdownTimeout, Log: d.Log, Admin: d.Admin, Auto: d.Auto}
+	c := &Config{ShutdownTimeout: d.ShutdownTimeout, Relay: d.Relay, Log: d.Log, Admin: d.Admin, Auto: d.Auto}
 	top := object{p: p}
 	top.decodeKeys("", doc, c)
 	for i, t := range p.tables(doc, "listener") {

@@ -6,6 +6,7 @@ import "time"
 // none: they must be written.
 type Default struct {
 	ShutdownTimeout time.Duration
+	Relay           string
 	Log             Log
 	Admin           Admin
 	Auto            Auto

@@ -24,6 +24,14 @@ How long SIGTERM waits for live sessions to finish. Then what still flows
 is cut (an RST to both peers, outcome "drained"), a withheld FIN takes its
 fallback, and a leg still waiting for its peer gets one more second:
 shutdown ends within this plus 2s plus the longest drain_timeout.`},
+	{path: "relay", at: field(func(c *Config) any { return &c.Relay }),
+		def: "goroutines", restart: true, check: oneOf("goroutines", "loop"), doc: `
+How tcp-mode sessions wait for their sockets. "goroutines": each session
+is three goroutines. "loop" (Linux): one event loop per CPU over epoll; a
+session is a small struct with no goroutine of its own, about a tenth of
+the memory per idle connection and less CPU per short connection, with
+the same close decisions and teardown records. http1 mode always uses
+goroutines; on other systems "loop" falls back to goroutines.`},
 
 	{path: "log", kind: table, doc: `Logging and teardown records.`},
 	{path: "log.level", at: field(func(c *Config) any { return &c.Log.Level }),

@@ -136,7 +136,7 @@ var defaults = sync.OnceValue(func() Default {
 		}
 	}
 	return Default{
-		ShutdownTimeout: c.ShutdownTimeout, Log: c.Log, Admin: c.Admin, Auto: c.Auto,
+		ShutdownTimeout: c.ShutdownTimeout, Relay: c.Relay, Log: c.Log, Admin: c.Admin, Auto: c.Auto,
 		Listener: l, Backend: b,
 		SeveralServersCheck: HealthTCP,
 	}

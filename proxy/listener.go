@@ -124,7 +124,7 @@ func (s *Server) sleepUnlessDone(d time.Duration) bool {
 func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
 	s.obs.Accepted(lc.cfg.Name)
 	if max := lc.cfg.MaxConnections; max > 0 && l.open.Load() >= int64(max) {
-		ss := s.newSession(lc, c)
+		ss := s.newSession(l, lc, c)
 		engine.Refuse(ss.rec, c, engine.OutcomeOverLimit, fmt.Errorf("max_connections %d reached", max))
 		s.obs.Rejected(lc.cfg.Name, string(engine.OutcomeOverLimit))
 		s.record(ss.rec.Done())
@@ -135,15 +135,7 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
 	s.sessions.Add(1)
 	s.live.Add(1)
 	s.trim.started()
-	go func() {
-		defer s.sessions.Done()
-		defer s.live.Add(-1)
-		defer lc.be.users.Done()
-		defer s.trim.ended()
-		td := s.newSession(lc, c).run(s.drainCtx, s.drainBegun, s.kill)
-		l.open.Add(-1) // the slot is free before the record says the session ended
-		s.record(td)
-	}()
+	go func() { s.newSession(l, lc, c).run(s.drainCtx, s.drainBegun, s.kill) }() // its end counts it out
 }
 
 // record logs td (as log.teardown samples) and hands it on.

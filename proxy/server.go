@@ -65,13 +65,22 @@ type Server struct {
 	nextID   atomic.Uint64
 	lastGC   atomic.Int64 // unix nanoseconds of the last releaseFiles collection
 	trim     trimmer
+
+	// relayLoop is relay = "loop" as the server was made: a reload does
+	// not change it. loops relay the tcp sessions from Serve until
+	// Shutdown closes them; nil before Serve, without relayLoop, or when
+	// they could not be made (sessions then relay on goroutines).
+	relayLoop   bool
+	loops       *engine.Loops
+	loopRefused sync.Once // the first refusal is logged
 }
 
 // Option adjusts a Server.
 type Option func(*Server)
 
 // WithTeardownHook calls f with every record after it is logged (demo,
-// tests). f runs on the session's goroutine and must not block.
+// tests). f runs on the session's goroutine, or with relay = "loop" on the
+// event loop's that relayed it, and must not block.
 func WithTeardownHook(f func(*engine.Teardown)) Option {
 	return func(s *Server) { s.onTeardown = f }
 }
@@ -94,7 +103,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	if err := s.check(cfg); err != nil {
 		return nil, err
 	}
-	s.cfg = cfg
+	s.cfg, s.relayLoop = cfg, cfg.Relay == "loop"
 	s.backends = s.buildBackends(cfg, nil)
 	if s.watch == nil {
 		s.watch, s.ownWatch = twwatch.New(cfg, log), true
@@ -169,6 +178,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("serve: already serving")
 	}
 	s.serving = true
+	s.startLoopsLocked()
 	for _, b := range s.backends {
 		s.runPoolLocked(b)
 	}
@@ -187,6 +197,23 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.accepts.Wait()
 	return err
+}
+
+// startLoopsLocked starts the relay loops of relay = "loop", one per CPU
+// Go may use. They start with Serve, like every goroutine of the server,
+// so that a Server that is made (and bound) but never served holds none;
+// Shutdown closes them once every session ended. If they cannot be made,
+// sessions relay on goroutines.
+func (s *Server) startLoopsLocked() {
+	if !s.relayLoop {
+		return
+	}
+	ls, err := engine.NewLoops(runtime.GOMAXPROCS(0), s.drainCtx.Done(), s.kill)
+	if err != nil {
+		s.log.Warn(`relay = "loop": no event loops; sessions relay on goroutines`, zap.Error(err))
+		return
+	}
+	s.loops = ls
 }
 
 // Serving reports that the listeners accept and neither a drain nor

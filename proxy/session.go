@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/pool"
@@ -20,32 +22,38 @@ import (
 // http1 mode, the exchanges.
 type session struct {
 	srv   *Server
+	l     *listener // the one that accepted front: counts it open
 	ln    *config.Listener
 	bk    *backend // its configuration is bk.cfg
 	sv    *server  // the server in use, once one gave a connection
 	front *net.TCPConn
+	back  *pool.Conn // a tcp session's backend connection, once it has one
 	rec   *engine.Recorder
 	eng   *engine.Session
 }
 
-func (s *Server) newSession(lc *listenerConf, c *net.TCPConn) *session {
+func (s *Server) newSession(l *listener, lc *listenerConf, c *net.TCPConn) *session {
 	ln, be := &lc.cfg, &lc.be.cfg
 	rec := engine.NewRecorder(s.nextID.Add(1), ln.Name, be.Name, ln.Close.TimeWait, be.Close.TimeWait)
 	rec.Accepted(addrPort(c.LocalAddr()), addrPort(c.RemoteAddr()), interceptedDst(c, ln.Intercept))
-	return &session{srv: s, ln: ln, bk: lc.be, front: c, rec: rec}
+	return &session{srv: s, l: l, ln: ln, bk: lc.be, front: c, rec: rec}
 }
 
-// run carries the session to its end and returns its record. A panic is
-// recovered into outcome internal_error: one session never takes the
-// process down. drainCtx ends when shutdown_timeout ran out, begun when
-// draining began (an http1 session then ends after its exchange).
-func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) (td *engine.Teardown) {
+// run carries the session to its end (end: the record and the server's
+// counts), unless the relay loops took its relay over: then it returns at
+// once and the loop ends it. A panic is recovered into outcome
+// internal_error: one session never takes the process down. drainCtx ends
+// when shutdown_timeout ran out, begun when draining began (an http1
+// session then ends after its exchange).
+func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
+	handedOver := false
 	defer func() {
 		if p := recover(); p != nil {
 			engine.Refuse(ss.rec, ss.front, engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
 		}
-		ss.leave(true)
-		td = ss.rec.Done()
+		if !handedOver {
+			ss.end()
+		}
 	}()
 	ss.eng = &engine.Session{Rec: ss.rec, Front: ss.ln.Close, Back: ss.bk.cfg.Close, Idle: ss.ln.IdleTimeout,
 		Auto: ss.srv.auto.state, Hold: ss.srv.auto.hold, Drain: drainCtx.Done(), Kill: kill}
@@ -71,9 +79,49 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) (t
 		engine.Refuse(ss.rec, ss.front, dialOutcome(err), err)
 		return
 	}
-	ss.eng.Relay(ss.front, back.TCPConn, engine.Pending{Up: in.leftover()})
-	ss.sv.pool.Release(back)
-	return
+	ss.back = back
+	pending := engine.Pending{Up: in.leftover()}
+	if handedOver = ss.handOver(pending); !handedOver {
+		ss.eng.Relay(ss.front, back.TCPConn, pending)
+	}
+}
+
+// handOver gives the relay to the server's loops (relay = "loop"), which
+// call end on their goroutine once both sockets are closed. False: there
+// are no loops, or they refused and the connections are untouched; the
+// session relays them itself.
+func (ss *session) handOver(p engine.Pending) bool {
+	s := ss.srv
+	if s.loops == nil {
+		return false
+	}
+	err := s.loops.Relay(ss.eng, ss.front, ss.back.TCPConn, p, ss.end)
+	if err != nil {
+		s.loopRefused.Do(func() {
+			s.log.Warn(`relay = "loop": the event loops refused a session; such sessions relay on goroutines`, zap.Error(err))
+		})
+	}
+	return err == nil
+}
+
+// end is a session's epilogue, once its sockets are closed: on its own
+// goroutine, or on the goroutine of the relay loop that relayed it. It
+// frees the backend connection's slot and the server, completes the
+// record, frees the listener's slot before the record says the session
+// ended, writes the record and counts the session out.
+func (ss *session) end() {
+	s := ss.srv
+	if ss.back != nil {
+		ss.sv.pool.Release(ss.back)
+	}
+	ss.leave(true)
+	td := ss.rec.Done()
+	ss.l.open.Add(-1)
+	s.record(td)
+	s.trim.ended()
+	ss.bk.users.Done()
+	s.live.Add(-1)
+	s.sessions.Done()
 }
 
 func dialOutcome(err error) engine.Outcome {

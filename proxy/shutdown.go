@@ -33,6 +33,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
 	s.closeListeners()
 	defer s.stopPools()
+	defer s.closeLoops() // every return below comes after the last session ended
 	done := s.drained
 	select {
 	case <-done:
@@ -79,6 +80,17 @@ func (s *Server) closeListeners() {
 	close(s.done)
 	for _, l := range s.listeners {
 		_ = l.ln.Close()
+	}
+}
+
+// closeLoops stops the relay loops, if Serve started any, once no session
+// is left on them.
+func (s *Server) closeLoops() {
+	s.mu.Lock()
+	ls := s.loops
+	s.mu.Unlock()
+	if ls != nil {
+		ls.Close()
 	}
 }
 

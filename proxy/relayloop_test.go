@@ -1,0 +1,176 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// relayLoop is an adjust of startProxy: relay = "loop".
+func relayLoop(c *config.Config) { c.Relay = "loop" }
+
+// echoOnce sends msg to addr (a proxy in front of loopback.Echo),
+// half-closes, and returns an error unless msg comes back, then EOF.
+func echoOnce(addr, msg string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != msg {
+		return fmt.Errorf("echo %q, %v; want %q", got, err, msg)
+	}
+	return nil
+}
+
+// With relay = "loop", tcp sessions relay and each ends with exactly one
+// record, ok, and every count it held given back: whether the loops take
+// the sessions or refuse them (then each relays on its own goroutines).
+func TestRelayLoopEchoes(t *testing.T) {
+	be := loopback.Serve(t, loopback.Echo)
+	// The client closes first: TIME-WAIT where each first FIN puts it, so
+	// no session waits out a peer_fin_grace.
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)},
+		config.Backend{Address: be, Close: testClose(policy.TargetProxy, policy.FallbackReset)}, relayLoop)
+	const sequential, concurrent = 5, 8
+	for i := range sequential {
+		if err := echoOnce(h.addr, fmt.Sprint("hello ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, concurrent)
+	var wg sync.WaitGroup
+	for i := range concurrent {
+		wg.Go(func() { errs <- echoOnce(h.addr, fmt.Sprint("at once ", i)) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	ids := map[uint64]bool{}
+	for range sequential + concurrent {
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeOK {
+			t.Errorf("session %d: outcome %s (%v), want ok", td.ID, td.Outcome, td.Err)
+		}
+		if ids[td.ID] {
+			t.Errorf("session %d recorded twice", td.ID)
+		}
+		ids[td.ID] = true
+	}
+	if h.srv.loops == nil {
+		t.Error(`relay = "loop" served without loops`)
+	}
+	select {
+	case td := <-h.records:
+		t.Errorf("a record more than the sessions: %+v", td)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// The record is written before the session is counted out: wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for h.srv.Live() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := h.srv.Live(); n != 0 {
+		t.Errorf("%d sessions still live after every record", n)
+	}
+	if st := h.srv.PoolStats()["app"]; st.InUse != 0 {
+		t.Errorf("the pool counts %d connections in use after every session ended", st.InUse)
+	}
+	if n := h.srv.listeners[0].open.Load(); n != 0 {
+		t.Errorf("the listener counts %d sessions open after every session ended", n)
+	}
+}
+
+// Shutdown with relay = "loop" and a live session cuts it (one record,
+// drained), returns, and leaves no goroutine behind: the loops are closed
+// once the last session ended.
+func TestRelayLoopShutdownLeavesNoGoroutine(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	// Registered first, this cleanup runs last: after the backend's and the
+	// harness's.
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	arrived := make(chan struct{})
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err == nil {
+			close(arrived)
+		}
+		io.Copy(io.Discard, c)
+		c.Close()
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be), relayLoop)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "x")
+	<-arrived // the session is live, past the listen backlog
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- h.srv.Shutdown(ctx) }()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client: %v; want an RST: shutdown cut the session", err)
+	}
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if td := h.record(t); td.Outcome != engine.OutcomeDrained {
+		t.Errorf("outcome %s (%v), want drained", td.Outcome, td.Err)
+	}
+	if n := h.srv.Live(); n != 0 {
+		t.Errorf("Shutdown returned with %d sessions live", n)
+	}
+}
+
+// A Server made and bound with relay = "loop" but never served starts no
+// loops: nothing to stop if it is dropped.
+func TestRelayLoopStartsWithServe(t *testing.T) {
+	cfg := &config.Config{Relay: "loop", Log: config.Log{Teardown: "all"}, Auto: config.Defaults().Auto,
+		Listeners: []config.Listener{{Name: "web", Listen: "127.0.0.1:0", Backend: "app"}},
+		Backends:  []config.Backend{{Name: "app", Address: "127.0.0.1:1", Protocol: config.ProtocolTCP}}}
+	srv, err := New(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if srv.loops != nil {
+		t.Error("Listen started the relay loops; only Serve does")
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
