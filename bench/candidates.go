@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"text/template"
 )
 
@@ -23,18 +24,23 @@ type env struct {
 }
 
 // candidate is one way to reach the backend. start returns the address to
-// load and the process to measure (nil for direct).
+// load and the process to measure (nil for direct). check, if set, runs
+// after the last round: an error says the figures are not what the column
+// claims.
 type candidate struct {
 	name  string
 	start func(e *env) (addr string, p *proc, err error)
+	check func(e *env) error
 }
 
 var candidates = []candidate{
-	{"direct", func(e *env) (string, *proc, error) { return e.backend, nil, nil }},
-	{"closeproxy tcp", func(e *env) (string, *proc, error) { return e.startCloseproxy("tcp") }},
-	{"closeproxy http1", func(e *env) (string, *proc, error) { return e.startCloseproxy("http1") }},
-	{"haproxy tcp", (*env).startHAProxy},
-	{"nginx stream", (*env).startNginxStream},
+	{name: "direct", start: func(e *env) (string, *proc, error) { return e.backend, nil, nil }},
+	{name: "closeproxy tcp", start: func(e *env) (string, *proc, error) { return e.startCloseproxy("tcp", "goroutines") }},
+	{name: "closeproxy tcp loop", start: func(e *env) (string, *proc, error) { return e.startCloseproxy("tcp", "loop") },
+		check: func(e *env) error { return e.checkLoops("tcp", "loop") }},
+	{name: "closeproxy http1", start: func(e *env) (string, *proc, error) { return e.startCloseproxy("http1", "goroutines") }},
+	{name: "haproxy tcp", start: (*env).startHAProxy},
+	{name: "nginx stream", start: (*env).startNginxStream},
 }
 
 const (
@@ -199,8 +205,11 @@ func (e *env) startHAProxy() (string, *proc, error) {
 
 // closeproxyConf: defaults except admin off, teardown records only for
 // errors (HAProxy and nginx stream log nothing here either), no caps on
-// sessions or pool, a short shutdown.
+// sessions or pool, a short shutdown; relay as the candidate says
+// ("goroutines" is the default, written out so that the two tcp configs
+// differ in that line only).
 const closeproxyConf = `shutdown_timeout = "1s"
+relay = "{{.Relay}}"
 [log]
 level = "warn"
 teardown = "errors"
@@ -220,12 +229,39 @@ protocol = "{{.Protocol}}"
   max_conns = 0
 `
 
-func (e *env) startCloseproxy(protocol string) (string, *proc, error) {
+func (e *env) startCloseproxy(protocol, relay string) (string, *proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", nil, err
 	}
-	data := map[string]any{"Addr": addr, "Backend": e.backend, "Protocol": protocol}
-	p, err := e.run("closeproxy-"+protocol, closeproxyConf, data, addr, e.closeproxy, "run", "-config", "{conf}")
+	data := map[string]any{"Addr": addr, "Backend": e.backend, "Protocol": protocol, "Relay": relay}
+	p, err := e.run(closeproxyName(protocol, relay), closeproxyConf, data, addr, e.closeproxy, "run", "-config", "{conf}")
 	return addr, p, err
+}
+
+// closeproxyName names a closeproxy candidate's config and log files: each
+// candidate needs its own, as all run at once.
+func closeproxyName(protocol, relay string) string {
+	if relay == "goroutines" {
+		return "closeproxy-" + protocol
+	}
+	return "closeproxy-" + protocol + "-" + relay
+}
+
+// checkLoops fails if the candidate's closeproxy said that its relay loops
+// could not start or refused a session: it logs that once, at warn, and
+// relays on goroutines instead, so the column would silently show the
+// goroutines relay.
+func (e *env) checkLoops(protocol, relay string) error {
+	log := filepath.Join(e.dir, closeproxyName(protocol, relay)+".log")
+	b, err := os.ReadFile(log)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "relay on goroutines") { // both warnings say so
+			return fmt.Errorf("sessions relayed on goroutines, not loops: %s", strings.TrimSpace(line))
+		}
+	}
+	return nil
 }

@@ -4,19 +4,21 @@
 // the nginx stream module and no proxy at all, on this machine, on
 // loopback, with the same load generators:
 //
-//	go run ./bench              # about 3 minutes
-//	go run ./bench -quick       # about 30 seconds
+//	go run ./bench              # about 3½ minutes
+//	go run ./bench -quick       # about 45 seconds
 //	go run ./bench -duration 5s # per load
 //	go run ./bench -proxy-cpus 0   # every proxy on CPU 0 only: compare with 0-1
 //
 // It starts an nginx backend (a small static body at "/", a large blob at
 // "/blob", keep-alive allowed), then for each candidate — direct, closeproxy
-// tcp, closeproxy http1, HAProxy mode tcp, nginx stream — measures short
-// connections (wrk, "Connection: close"), keep-alive requests (wrk), bulk
-// throughput with 1 and 64 streams, latency at a fixed rate well below
-// saturation, memory per idle proxied connection and CPU per 10,000 short
-// connections, and prints one table with each figure's ratio to HAProxy and
-// to direct.
+// tcp, closeproxy tcp loop (the same with relay = "loop"), closeproxy
+// http1, HAProxy mode tcp, nginx stream — measures short connections (wrk,
+// "Connection: close"), keep-alive requests (wrk), bulk throughput with 1
+// and 64 streams, latency at a fixed rate well below saturation, memory per
+// idle proxied connection and CPU per 10,000 short connections, and prints
+// one table with each figure's ratio to HAProxy and to direct. The loop
+// candidate's column comes with an error if its closeproxy logged that the
+// loops refused sessions: those relayed on goroutines.
 //
 // Every process it starts is its own process group and is ended by PID when
 // the run ends, also on SIGINT or SIGTERM. It needs root only to raise

@@ -44,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	s := settings{shortConc: 50, kaConc: 64, rate: 1000, rateConns: 10, idleWant: 10000}
 	fs.DurationVar(&s.duration, "duration", 2*time.Second, "length of each timed load")
 	fs.IntVar(&s.rounds, "rounds", 3, "rounds over all candidates; each figure is the median")
-	fs.BoolVar(&s.quick, "quick", false, "about 30 s: one round of 1 s loads, 1,000 idle connections")
+	fs.BoolVar(&s.quick, "quick", false, "about 45 s: one round of 1 s loads, 1,000 idle connections")
 	fs.BoolVar(&s.keep, "keep", false, "keep the scratch directory (configs and logs)")
 	fs.StringVar(&s.proxyCPUs, "proxy-cpus", "", "run every proxy on these CPUs only (a taskset list, e.g. 0 or 0-1): the short-connection rate against cores")
 	if err := fs.Parse(args); err != nil {
@@ -97,7 +97,12 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 	}
 	var results []result
 	for _, st := range all {
-		results = append(results, st.result())
+		r := st.result()
+		if st.check == nil || st.addr == "" {
+		} else if err := st.check(e); err != nil { // said even after a failed load
+			r.err = errors.Join(r.err, fmt.Errorf("check: %w", err))
+		}
+		results = append(results, r)
 	}
 	printReport(stdout, s, results)
 	return nil

@@ -42,6 +42,7 @@ func (r *result) fail(what string, err error) {
 type started struct {
 	target
 	name   string
+	check  func(*env) error // the candidate's, or nil
 	rounds []result
 	first  result // start failure and idle figures
 }
@@ -51,7 +52,7 @@ type started struct {
 func startAll(ctx context.Context, e *env, s settings, log io.Writer) []*started {
 	var out []*started
 	for _, c := range candidates {
-		st := &started{name: c.name, first: newResult(c.name)}
+		st := &started{name: c.name, check: c.check, first: newResult(c.name)}
 		out = append(out, st)
 		addr, p, err := c.start(e)
 		if err != nil {
