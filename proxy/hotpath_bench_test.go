@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
@@ -73,7 +74,10 @@ func readHead(br *bufio.Reader) (closing bool, err error) {
 // benchServer starts the real proxy from a configuration text, as
 // production loads one, with records on (a JSON logger writing to
 // io.Discard, as cmd/closeproxy encodes them) and a count of ended
-// sessions.
+// sessions. Its own log keeps only warnings, in memory: with relay =
+// "loop", loops that could not start or refused a session say so there
+// and the sessions relay on goroutines, which fails the benchmark (its
+// figures would be the goroutines relay's).
 func benchServer(b *testing.B, text string) (addr string, ended *atomic.Int64) {
 	b.Helper()
 	cfg, err := config.Parse([]byte(text), "bench.toml")
@@ -85,7 +89,8 @@ func benchServer(b *testing.B, text string) (addr string, ended *atomic.Int64) {
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	enc.EncodeDuration = zapcore.StringDurationEncoder
 	records := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(io.Discard), zapcore.DebugLevel))
-	srv, err := New(cfg, zap.NewNop(), WithRecordLog(records),
+	warns, warned := observer.New(zapcore.WarnLevel)
+	srv, err := New(cfg, zap.New(warns), WithRecordLog(records),
 		WithTeardownHook(func(*engine.Teardown) { ended.Add(1) }))
 	if err != nil {
 		b.Fatal(err)
@@ -102,13 +107,24 @@ func benchServer(b *testing.B, text string) (addr string, ended *atomic.Int64) {
 		if err := <-served; err != nil {
 			b.Errorf("serve: %v", err)
 		}
+		for _, e := range warned.FilterMessageSnippet("relay on goroutines").All() {
+			b.Errorf("%s: %v", e.Message, e.ContextMap())
+		}
 	})
+	// Serve starts the loops (relay = "loop") and the pools: wait for it,
+	// so that what they hold is in a benchmark's baseline, not its figures.
+	for deadline := time.Now().Add(5 * time.Second); !srv.Serving(); time.Sleep(100 * time.Microsecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("not serving after 5s")
+		}
+	}
 	return srv.Addrs()[0].String(), ended
 }
 
 // benchConfig is one listener in front of backend at address, in mode
-// protocol, logging records as teardown says; warm < 0 keeps the default.
-func benchConfig(address, protocol, teardown string, warm, maxConns int) string {
+// protocol, relaying as relay says ("": the default, not written),
+// logging records as teardown says; warm < 0 keeps the default.
+func benchConfig(address, protocol, relay, teardown string, warm, maxConns int) string {
 	pool := ""
 	if warm >= 0 {
 		pool += fmt.Sprintf("warm = %d\n", warm)
@@ -116,7 +132,11 @@ func benchConfig(address, protocol, teardown string, warm, maxConns int) string 
 	if maxConns >= 0 {
 		pool += fmt.Sprintf("max_conns = %d\n", maxConns)
 	}
-	return fmt.Sprintf(`
+	top := ""
+	if relay != "" {
+		top = fmt.Sprintf("relay = %q\n", relay)
+	}
+	return fmt.Sprintf(`%s
 [log]
 teardown = %q
 [[listener]]
@@ -129,7 +149,7 @@ address = %q
 protocol = %q
   [backend.pool]
   %s
-`, teardown, address, protocol, pool)
+`, top, teardown, address, protocol, pool)
 }
 
 // cpuTime is the process's user+system CPU time so far.
@@ -182,14 +202,15 @@ func readAll(c net.Conn, buf []byte) (int, error) {
 // BenchmarkConn is accept → dial → relay → close → record for one
 // connection per op, sequentially: ns/op is a connection's latency from
 // dial to the session's end, cpu-µs/conn the process's CPU (client and
-// backend included: subtract direct) per connection. Each connection
-// leaves two TIME-WAIT sockets on the host's loopback for 60 s: 3000x
-// over all variants is some 40,000.
+// backend included: subtract direct) per connection. The tcp_loop
+// variants are tcp/records and tcp/records_errors with relay = "loop".
+// Each connection leaves two TIME-WAIT sockets on the host's loopback for
+// 60 s: 3000x over all variants is some 55,000.
 func BenchmarkConn(b *testing.B) {
 	for _, tc := range []struct {
-		name, protocol, teardown, req string
-		warm                          int
-		direct                        bool
+		name, protocol, relay, teardown, req string
+		warm                                 int
+		direct                               bool
 	}{
 		{name: "direct", req: benchRequest, direct: true},
 		{name: "direct/client_first", req: benchKeepAlive, direct: true},
@@ -197,13 +218,15 @@ func BenchmarkConn(b *testing.B) {
 		{name: "tcp/records_errors", protocol: "tcp", teardown: "errors", req: benchRequest, warm: -1},
 		{name: "tcp/client_first", protocol: "tcp", teardown: "all", req: benchKeepAlive, warm: -1},
 		{name: "tcp/no_warm_pool", protocol: "tcp", teardown: "all", req: benchRequest, warm: 0},
+		{name: "tcp_loop/records", protocol: "tcp", relay: "loop", teardown: "all", req: benchRequest, warm: -1},
+		{name: "tcp_loop/records_errors", protocol: "tcp", relay: "loop", teardown: "errors", req: benchRequest, warm: -1},
 		{name: "http1/records", protocol: "http1", teardown: "all", req: benchRequest, warm: -1},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			addr := benchBackend(b)
 			var ended *atomic.Int64
 			if !tc.direct {
-				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, tc.teardown, tc.warm, -1))
+				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, tc.relay, tc.teardown, tc.warm, -1))
 			}
 			buf := make([]byte, 512)
 			oneConn(b, addr, tc.req, buf) // the pool warms, goroutines exist
@@ -239,20 +262,22 @@ func waitEnded(b *testing.B, ended *atomic.Int64, n int64) {
 // each way (so both copiers run), and reports what each holds in the
 // process: heap and stacks in use, and goroutines. Client and backend
 // keep their sockets without goroutines; "direct" is their share.
+// tcp_loop is tcp with relay = "loop": its sessions should hold no
+// goroutine (the loops' own are there before the first connection).
 //
 //	taskset -c 0 go test -run '^$' -bench Idle -benchtime 1x ./proxy
 func BenchmarkIdle(b *testing.B) {
 	const idleConns = 2000
 	for _, tc := range []struct {
-		name, protocol string
-		direct         bool
-	}{{"direct", "", true}, {"tcp", "tcp", false}, {"http1", "http1", false}} {
+		name, protocol, relay string
+		direct                bool
+	}{{"direct", "", "", true}, {"tcp", "tcp", "", false}, {"tcp_loop", "tcp", "loop", false}, {"http1", "http1", "", false}} {
 		b.Run(tc.name, func(b *testing.B) {
 			be := newHoldingBackend(b)
 			addr := be.addr
 			var ended *atomic.Int64
 			if !tc.direct {
-				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, "all", -1, 0))
+				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, tc.relay, "all", -1, 0))
 			}
 			b.ReportAllocs()
 			for i := range b.N {
