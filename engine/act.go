@@ -126,7 +126,7 @@ func (x *executor) from(l *leg) *dir {
 func (x *executor) fin(l *leg, wait time.Duration) {
 	switch {
 	case l.peerFIN:
-		l.fo = finObs{} // the peer's FIN was read: ours is second, no reading needed
+		l.fo = &finObs{} // the peer's FIN was read: ours is second, no reading needed
 	case !l.foFresh:
 		l.beforeFIN()
 	}

@@ -47,11 +47,11 @@ type leg struct {
 	finAt       int64
 	finAckedAll bool
 	finSent     bool
-	bet         bool   // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
-	probe       bool   // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
-	release     func() // ends Session.Hold's count of this leg, once the session ended
-	fo          finObs
-	foFresh     bool // fo was read for the decision being carried out
+	bet         bool    // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
+	probe       bool    // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
+	release     func()  // ends Session.Hold's count of this leg, once the session ended
+	fo          *finObs // from the proxy's first look before its FIN (nil until then: an idle leg does not carry it)
+	foFresh     bool    // fo was read for the decision being carried out
 
 	// A wait: the next look (at), how much silence it allows or until when
 	// a queue may drain (budget, until), and when the peer was last seen

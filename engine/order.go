@@ -29,7 +29,10 @@ func (l *leg) beforeFIN() (peerFINIn bool, rtt int64) {
 	}
 	a := l.tcp()
 	b := l.tcp()
-	l.fo = finObs{taken: a.ok && b.ok, base: a, pre: b.state}
+	if l.fo == nil {
+		l.fo = new(finObs)
+	}
+	*l.fo = finObs{taken: a.ok && b.ok, base: a, pre: b.state}
 	l.foFresh = true
 	return l.fo.taken && peerFINState(b.state), int64(a.rtt)
 }
@@ -54,10 +57,14 @@ func (l *leg) atPeerFIN() {
 // from the kernel's readings: the peer's, the proxy's, both (they crossed:
 // TIME-WAIT on each side) or unknown.
 func (l *leg) firstFIN() policy.Side {
-	if l.peerFIN && !l.fo.taken {
+	var o finObs
+	if l.fo != nil {
+		o = *l.fo
+	}
+	if l.peerFIN && !o.taken {
 		return l.name.Peer() // read before the proxy's FIN was decided
 	}
-	switch finOrder(l.fo) {
+	switch finOrder(o) {
 	case orderPeer:
 		return l.name.Peer()
 	case orderProxy:

@@ -112,7 +112,7 @@ func (l *leg) lookForFinWait2() {
 // watchFinWait2 asks the copier to look for FIN-WAIT-2 after the proxy's
 // FIN left the leg in FIN-WAIT-1.
 func (l *leg) watchFinWait2() {
-	if l.fo.after == stateFinWait1 {
+	if l.fo != nil && l.fo.after == stateFinWait1 {
 		l.act.watch.Store(true)
 	}
 }

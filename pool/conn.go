@@ -24,6 +24,11 @@ type Conn struct {
 	out       bool            // handed out, not yet Put or Released (guarded by Pool.mu)
 }
 
+// Detach drops c's socket once another owner took its descriptor (the
+// relay loops dup it and close this one): c keeps only what Release
+// needs, so that a long session does not pin a closed connection.
+func (c *Conn) Detach() { c.TCPConn, c.raw, c.probe = nil, nil, prober{} }
+
 // Born returns when c's dial started.
 func (c *Conn) Born() time.Time { return c.born }
 

@@ -48,7 +48,7 @@ func (s *Server) newSession(l *listener, lc *listenerConf, c *net.TCPConn) *sess
 func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	handedOver := false
 	defer func() {
-		if p := recover(); p != nil {
+		if p := recover(); p != nil && ss.front != nil {
 			engine.Refuse(ss.rec, ss.front, engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
 		}
 		if !handedOver {
@@ -100,8 +100,13 @@ func (ss *session) handOver(p engine.Pending) bool {
 		s.loopRefused.Do(func() {
 			s.log.Warn(`relay = "loop": the event loops refused a session; such sessions relay on goroutines`, zap.Error(err))
 		})
+		return false
 	}
-	return err == nil
+	// The loop owns the sockets: what is left here is kept until end, so
+	// it holds no closed connection.
+	ss.front = nil
+	ss.back.Detach()
+	return true
 }
 
 // end is a session's epilogue, once its sockets are closed: on its own
