@@ -26,12 +26,16 @@ fallback, and a leg still waiting for its peer gets one more second:
 shutdown ends within this plus 2s plus the longest drain_timeout.`},
 	{path: "relay", at: field(func(c *Config) any { return &c.Relay }),
 		def: "goroutines", restart: true, check: oneOf("goroutines", "loop"), doc: `
-How tcp-mode sessions wait for their sockets. "goroutines": each session
-is three goroutines. "loop" (Linux): one event loop per CPU over epoll; a
-session is a small struct with no goroutine of its own, about a tenth of
-the memory per idle connection and less CPU per short connection, with
-the same close decisions and teardown records. http1 mode always uses
-goroutines; on other systems "loop" falls back to goroutines.`},
+How tcp-mode sessions wait for their sockets once connected to the
+backend. "goroutines": each session is three goroutines (about 15 KiB
+while idle). "loop" (Linux): one event loop per CPU over epoll relays
+every session handed to it; a session is a few structs and no goroutine
+(about 4 KiB while idle), with the same close decisions, kernel readings
+and teardown records. CPU per connection is about the same either way.
+A record of a session on a loop is written by the loop's goroutine: a
+records sink that blocks (a full pipe) holds that loop's sessions too.
+http1 mode always uses goroutines; on other systems "loop" falls back to
+goroutines.`},
 
 	{path: "log", kind: table, doc: `Logging and teardown records.`},
 	{path: "log.level", at: field(func(c *Config) any { return &c.Log.Level }),

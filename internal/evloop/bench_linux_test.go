@@ -43,8 +43,9 @@ var candidates = []candidate{
 	{"evloop", func(b *testing.B, be netip.AddrPort) netip.AddrPort {
 		return start(b, Config{Backend: be}).Addr()
 	}},
-	{"proxy_tcp", func(b *testing.B, be netip.AddrPort) netip.AddrPort { return startProxy(b, be, false) }},
-	{"proxy_tcp_records", func(b *testing.B, be netip.AddrPort) netip.AddrPort { return startProxy(b, be, true) }},
+	{"proxy_tcp", func(b *testing.B, be netip.AddrPort) netip.AddrPort { return startProxy(b, be, false, "goroutines") }},
+	{"proxy_tcp_records", func(b *testing.B, be netip.AddrPort) netip.AddrPort { return startProxy(b, be, true, "goroutines") }},
+	{"proxy_tcp_loop", func(b *testing.B, be netip.AddrPort) netip.AddrPort { return startProxy(b, be, false, "loop") }},
 }
 
 // startProxy runs today's proxy on its defaults (tcp mode, warm pool of
@@ -52,7 +53,7 @@ var candidates = []candidate{
 // does, from a configuration text, as demo/ does. records writes every
 // teardown record as JSON to io.Discard; otherwise log.teardown =
 // "errors" and the logger is zap.NewNop, which leaves the relay's cost.
-func startProxy(b *testing.B, be netip.AddrPort, records bool) netip.AddrPort {
+func startProxy(b *testing.B, be netip.AddrPort, records bool, relay string) netip.AddrPort {
 	b.Helper()
 	teardown, opts := "errors", []proxy.Option(nil)
 	if records {
@@ -60,7 +61,7 @@ func startProxy(b *testing.B, be netip.AddrPort, records bool) netip.AddrPort {
 		enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 		opts = append(opts, proxy.WithRecordLog(zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zap.InfoLevel))))
 	}
-	cfg, err := config.Parse([]byte(proxyConfig(teardown, be)), "ab.toml")
+	cfg, err := config.Parse([]byte(proxyConfig(teardown, relay, be)), "ab.toml")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -87,8 +88,9 @@ func startProxy(b *testing.B, be netip.AddrPort, records bool) netip.AddrPort {
 
 // proxyConfig is the A/B's configuration: one listener, one backend,
 // defaults but the caps.
-func proxyConfig(teardown string, be netip.AddrPort) string {
+func proxyConfig(teardown, relay string, be netip.AddrPort) string {
 	return fmt.Sprintf(`
+relay = %q
 [log]
 teardown = %q
 [[listener]]
@@ -101,7 +103,7 @@ name = "app"
 address = %q
   [backend.pool]
   max_conns = 0
-`, teardown, be)
+`, relay, teardown, be)
 }
 
 // cpuTime is this process's user and system CPU so far.
