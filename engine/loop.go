@@ -44,5 +44,6 @@ func (ls *Loops) Relay(s *Session, front, back *net.TCPConn, p Pending, done fun
 }
 
 // Close waits until every session handed over has called done, then stops
-// the loops. Call it after the sessions ended (kill cuts what is left).
+// the loops. Call it after the sessions ended (kill cuts what is left);
+// calling it again does nothing.
 func (ls *Loops) Close() { ls.impl.close() }

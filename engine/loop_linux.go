@@ -29,11 +29,12 @@ type loops struct {
 	ls   []*loop
 	next atomic.Uint32
 
-	mu     sync.Mutex
-	closed bool
-	live   sync.WaitGroup // sessions handed over whose done was not called yet
-	stop   chan struct{}
-	wg     sync.WaitGroup // the loops' goroutines and the watcher
+	mu       sync.Mutex
+	closed   bool
+	live     sync.WaitGroup // sessions handed over whose done was not called yet
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup // the loops' goroutines and the watcher
 }
 
 func newLoops(n int, drain, kill <-chan struct{}) (*loops, error) {
@@ -126,10 +127,12 @@ func (ls *loops) close() {
 	ls.closed = true
 	ls.mu.Unlock()
 	ls.live.Wait()
-	close(ls.stop)
-	for _, l := range ls.ls {
-		l.post(message{quit: true})
-	}
+	ls.stopOnce.Do(func() {
+		close(ls.stop)
+		for _, l := range ls.ls {
+			l.post(message{quit: true})
+		}
+	})
 	ls.wg.Wait()
 }
 

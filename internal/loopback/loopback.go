@@ -162,7 +162,13 @@ func AddrPort(a net.Addr) netip.AddrPort {
 
 // PipeFDs counts this process's descriptors that are pipes (Linux: read
 // from /proc/self/fd).
-func PipeFDs(t testing.TB) int {
+func PipeFDs(t testing.TB) int { return countFDs(t, "pipe:") }
+
+// OpenFDs counts this process's open descriptors (Linux: read from
+// /proc/self/fd).
+func OpenFDs(t testing.TB) int { return countFDs(t, "") }
+
+func countFDs(t testing.TB, prefix string) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -170,7 +176,7 @@ func PipeFDs(t testing.TB) int {
 	}
 	n := 0
 	for _, e := range ents {
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "pipe:") {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, prefix) {
 			n++
 		}
 	}
