@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -63,7 +64,7 @@ func startCloseproxyWrapped(t testing.TB, topo *Topology, ns, configTOML string,
 		Listen:     listen,
 		log:        newRecordLog(),
 	}
-	writeFile(t, cp.ConfigPath, []byte(configTOML))
+	writeCloseproxyConfig(t, cp.ConfigPath, configTOML)
 	cmd := topo.Cmd(ns, append(wrapper, bin, "run", "-config", cp.ConfigPath)...)
 	cmd.Stderr = cp.log
 	cp.Proc = startCmd(t, "closeproxy@"+ns, cmd)
@@ -106,7 +107,32 @@ func configAddrs(t testing.TB, configTOML string) (listen []netip.AddrPort, admi
 // addresses.
 func (cp *Closeproxy) Rewrite(t testing.TB, configTOML string) {
 	t.Helper()
-	writeFile(t, cp.ConfigPath, []byte(configTOML))
+	writeCloseproxyConfig(t, cp.ConfigPath, configTOML)
+}
+
+// relayLoop is CLOSEPROXY_TEST_RELAY=loop: every closeproxy the tests run
+// relays tcp sessions on the event loops, as the engine's and the proxy
+// package's tests then do. writeCloseproxyConfig, the one way a test
+// writes a closeproxy configuration file (startCloseproxy, Rewrite, the
+// README's configurations, the files run, check and doctor read), puts
+// relay = "loop" at its top unless the text sets relay itself or is not
+// TOML at all. Unset, every file is written as given: relay's default,
+// goroutines.
+var relayLoop = os.Getenv("CLOSEPROXY_TEST_RELAY") == "loop"
+
+// writeCloseproxyConfig writes the closeproxy configuration configTOML to
+// path; see relayLoop.
+func writeCloseproxyConfig(t testing.TB, path, configTOML string) {
+	t.Helper()
+	if relayLoop {
+		var top struct {
+			Relay *string `toml:"relay"`
+		}
+		if _, err := toml.Decode(configTOML, &top); err == nil && top.Relay == nil {
+			configTOML = "relay = \"loop\"\n" + configTOML
+		}
+	}
+	writeFile(t, path, []byte(configTOML))
 }
 
 // WaitLog waits until a log line with msg appears after the first `after`

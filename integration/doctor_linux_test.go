@@ -78,7 +78,7 @@ func TestDoctorWarnsBackendPortBudget(t *testing.T) {
 			Front: CloseOpts{TimeWait: "nowhere"}, Back: CloseOpts{TimeWait: tc.back},
 		})
 		path := filepath.Join(t.TempDir(), "closeproxy.toml")
-		writeFile(t, path, []byte(cfg))
+		writeCloseproxyConfig(t, path, cfg)
 		rep := runDoctor(t, topo, topo.Proxy, "root", "-config", path, "-rate", "1000")
 		if rep.TimeWait.UsablePorts != 1000 {
 			t.Fatalf("doctor reads %d usable ports in %s, want the narrowed 1000", rep.TimeWait.UsablePorts, topo.Proxy)

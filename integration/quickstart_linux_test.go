@@ -53,7 +53,7 @@ func TestQuickStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, file), []byte(toml))
+	writeCloseproxyConfig(t, filepath.Join(dir, file), toml)
 	env := append(os.Environ(), "GOBIN="+bin, "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	var proxy *Proc
 	var curled bool
@@ -158,7 +158,7 @@ func TestSidecarSnippet(t *testing.T) {
 	topo := &Topology{Web: ns}
 	web := startNginx(t, topo, ns, "127.0.0.1:80", NginxOpts{Keepalive: true})
 	file := filepath.Join(t.TempDir(), "sidecar.toml")
-	writeFile(t, file, []byte(toml))
+	writeCloseproxyConfig(t, file, toml)
 	records := &lineSignal{want: `"msg":"teardown"`, found: make(chan string, 1)}
 	cmd := topo.Cmd(ns, buildBinary(t, "./cmd/closeproxy"), "run", "-config", file)
 	cmd.Stdout, cmd.Stderr = records, records

@@ -374,9 +374,9 @@ func TestTransparentNeedsNetAdmin(t *testing.T) {
 	topo := &Topology{}
 	bin := buildBinary(t, "./cmd/closeproxy")
 	cfg := filepath.Join(t.TempDir(), "closeproxy.toml")
-	writeFile(t, cfg, []byte(closeproxyConfigWith(GlobalOpts{AdminListen: "off"}, ListenerOpts{
+	writeCloseproxyConfig(t, cfg, closeproxyConfigWith(GlobalOpts{AdminListen: "off"}, ListenerOpts{
 		Name: "web", Listen: "127.0.0.1:8080", Backend: "127.0.0.1:80", Intercept: "tproxy", Source: "client",
-	})))
+	}))
 	want := []string{
 		`listener "web": intercept = "tproxy" needs CAP_NET_ADMIN (IP_TRANSPARENT); run as root or grant the capability`,
 		`backend "web": source = "client" needs CAP_NET_ADMIN (IP_TRANSPARENT); run as root or grant the capability`,

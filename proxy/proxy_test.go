@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,17 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testRelay is the relay every test server gets unless a test sets its
+// own: CLOSEPROXY_TEST_RELAY=loop runs the package's tests on the event
+// loops (relay = "loop"), as it does the engine's and the integration
+// tests'; unset, the default (goroutines).
+var testRelay = func() string {
+	if os.Getenv("CLOSEPROXY_TEST_RELAY") == "loop" {
+		return "loop"
+	}
+	return ""
+}()
 
 // testClose is a leg policy with short timers for tests.
 func testClose(t policy.Target, fb policy.Fallback) config.Close {
@@ -63,7 +75,7 @@ func startProxyWith(t testing.TB, ln config.Listener, be config.Backend, opts []
 		be.Pool.Warm = 0
 	}
 	cfg := &config.Config{Listeners: []config.Listener{ln}, Backends: []config.Backend{be}, Log: config.Log{Teardown: "all"},
-		Auto: config.Defaults().Auto}
+		Auto: config.Defaults().Auto, Relay: testRelay}
 	for _, f := range adjust {
 		f(cfg)
 	}
