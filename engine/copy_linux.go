@@ -122,6 +122,9 @@ func copyStream(dst, src *net.TCPConn, limit int64, f *flow) (int64, error) {
 	for c.more() {
 		n, err := c.readChunk(c.room(chunkSize))
 		if err != nil || n == 0 { // n == 0: EOF
+			if err == nil {
+				c.flow.eof()
+			}
 			c.dropBuf()
 			return c.written, err
 		}
@@ -219,7 +222,8 @@ func (c *copier) splice() error {
 			return os.NewSyscallError("splice", c.errno)
 		}
 		if c.n == 0 {
-			return nil // EOF
+			c.flow.eof()
+			return nil
 		}
 		c.flow.read()
 		c.inPipe = c.n

@@ -16,6 +16,9 @@ func relayCopy(dst, src *net.TCPConn, f *flow) (int64, error) {
 		f.writing()
 		f.wrote()
 	}
+	if err == nil {
+		f.eof()
+	}
 	return n, err
 }
 

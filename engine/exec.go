@@ -79,7 +79,7 @@ func (x *executor) addDir(src, dst *leg) {
 	d := &dir{src: src, dst: dst}
 	d.flow = flow{start: x.start, src: &src.act, srcLeg: src}
 	if dst != nil {
-		d.flow.dst = &dst.act
+		d.flow.dst, d.flow.dstLeg = &dst.act, dst
 	}
 	x.dirs = append(x.dirs, d)
 }
@@ -237,7 +237,10 @@ func (x *executor) peerFIN(d *dir) {
 	src := d.src
 	d.clean = true
 	src.inDone, src.peerFIN = true, true
-	src.finAt = int64(time.Since(x.start))
+	src.finAt = d.flow.eofAt
+	if src.finAt == 0 {
+		src.finAt = int64(time.Since(x.start))
+	}
 	q, err := sendQueue(src.conn)
 	src.finAckedAll = err == nil && q == 0
 	x.rec.finIn(src.name)

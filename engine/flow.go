@@ -24,6 +24,11 @@ type activity struct {
 	// segment after it that ends FIN-WAIT-1 carried the peer's FIN and the
 	// ACK of ours.
 	fw1SegsIn atomic.Uint64
+	// finFirst: the peer's FIN was already in when the proxy began
+	// answering bytes it had read from the peer: whatever the proxy sent
+	// after, the peer closed before it (the kernel says so; when the
+	// copier reads the FIN can be later, on a busy host much later).
+	finFirst atomic.Bool
 }
 
 // flow is one running direction as the executor sees it: its two legs'
@@ -33,8 +38,21 @@ type flow struct {
 	start    time.Time
 	src, dst *activity // dst is nil for a sink: the bytes go nowhere
 	srcLeg   *leg
+	dstLeg   *leg
 	busy     atomic.Bool
 	waitFrom int64 // when the copier last became ready to read; its own
+	// eofAt is when the copier read its source's EOF (0: it did not); the
+	// executor reads it once the copier reported.
+	eofAt int64
+}
+
+// eof notes that the source's EOF was read now. Its time, not the time the
+// executor handles the report, is when the peer's FIN came in: bytes the
+// other direction relays meanwhile did not come before it.
+func (f *flow) eof() {
+	if f != nil {
+		f.eofAt = f.now()
+	}
 }
 
 func (f *flow) now() int64 { return int64(time.Since(f.start)) }
@@ -67,7 +85,20 @@ func (f *flow) writing() {
 	}
 	f.busy.Store(true)
 	if f.dst != nil {
+		f.lookForFINFirst()
 		f.dst.lastOut.Store(f.now())
+	}
+}
+
+// lookForFINFirst reads the destination's state (TCP_INFO) at the first
+// write after bytes read from its peer — the start of an answer, once per
+// turn of an exchange — and notes a FIN that came before it.
+func (f *flow) lookForFINFirst() {
+	if f.dstLeg == nil || f.dst.finFirst.Load() || f.dst.lastIn.Load() <= f.dst.lastOut.Load() {
+		return
+	}
+	if t := f.dstLeg.tcp(); t.ok && peerFINState(t.state) {
+		f.dst.finFirst.Store(true)
 	}
 }
 

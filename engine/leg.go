@@ -40,7 +40,7 @@ type leg struct {
 	sendDone bool // the stream toward the peer ended, in order or cut
 	inDone   bool // the stream from the peer ended: its FIN read, or a failure
 	peerFIN  bool // the peer's FIN was read
-	// finAt is when the peer's FIN was read (nanoseconds since the
+	// finAt is when the peer's FIN was read by its copier (nanoseconds since the
 	// session's start); finAckedAll, that every byte the proxy had sent it
 	// by then was acknowledged: a FIN after the whole stream, a peer done
 	// with it.
@@ -78,10 +78,12 @@ func (l *leg) open() bool { return l.phase != phaseClosed }
 // before it (it was only receiving), acknowledged all of them by its FIN,
 // and was sent nothing since. A client that closes once it has the whole
 // answer does that; a peer that half-closes after sending, or before the
-// stream toward it ended, may still read, and is not taken for done.
+// stream toward it ended, may still read, and is not taken for done; nor
+// is a peer whose FIN the kernel held before the proxy began its answer
+// (act.finFirst), however late the copier read it.
 func (l *leg) doneReading() bool {
 	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
-	return l.peerFIN && l.finAckedAll && out > 0 && in < out && out <= l.finAt
+	return l.peerFIN && l.finAckedAll && out > 0 && in < out && out <= l.finAt && !l.act.finFirst.Load()
 }
 
 // other returns the session's other leg, nil if it has one only.

@@ -556,6 +556,7 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 			l.report(r, f, os.NewSyscallError("read", err))
 			return false
 		case n == 0:
+			f.d.flow.eof()
 			l.report(r, f, nil) // EOF, every byte before it written
 			return false
 		}
@@ -656,6 +657,7 @@ func (l *loop) spliceIn(r *loopRelay, f *loopFlow) bool {
 		l.report(r, f, os.NewSyscallError("splice", err))
 		return false
 	case n == 0:
+		f.d.flow.eof()
 		l.report(r, f, nil)
 		return false
 	}
