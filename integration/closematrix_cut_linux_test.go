@@ -119,11 +119,22 @@ const (
 	drainPace     = 20 * time.Millisecond // a slow peer: 64 KiB per 20 ms
 	drainFlowing  = 256 << 10             // bytes moved before SIGTERM
 	drainShutdown = time.Second
+	// drainFirst is how long a download's backend waits before it
+	// answers. With back time_wait "backend" (or auto choosing it) and
+	// adaptive_grace, a half-closed client whose FIN the proxy handles
+	// after an answer that came at once looks done reading, and the
+	// backend's first drainPace pause outlasts its grace (four times its
+	// longest pause so far, at least policy.MinSilence, 10 ms): both legs
+	// end with a safe reset, record ok. That is the grace's bet, not what
+	// the cell is about, and the FIN following the request by microseconds
+	// kept it off only by timing. A first pause of 40 ms makes every grace
+	// at least 160 ms, whenever the FIN is handled.
+	drainFirst = 40 * time.Millisecond
 )
 
-// drainBackend serves GET /down slowly (a length it never reaches) and
-// reads POST /up to its end, saying on log.arrived once drainFlowing bytes
-// arrived.
+// drainBackend serves GET /down slowly (a length it never reaches) after
+// drainFirst, and reads POST /up to its end, saying on log.arrived once
+// drainFlowing bytes arrived.
 func drainBackend(log *sawLog) func(*net.TCPConn) {
 	return func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
@@ -136,6 +147,7 @@ func drainBackend(log *sawLog) func(*net.TCPConn) {
 		case err != nil:
 			s.end = "head: " + endKind(err)
 		case strings.Contains(line, "/down"):
+			time.Sleep(drainFirst) // the backend's first pause, not a synchronisation
 			s.wrote, s.writeEnd = paced(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", 1<<30))
 		default:
 			s.in, s.end = readBody(br, 1<<30, drainFlowing, log.arrived)
