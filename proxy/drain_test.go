@@ -122,15 +122,7 @@ func TestReloadRefusedWhileDraining(t *testing.T) {
 // with a session still relaying, runs the sequence once: both return, the
 // session is cut with one record, and nothing races (-race) or panics.
 func TestShutdownTwiceAtOnce(t *testing.T) {
-	arrived := make(chan struct{})
-	be := loopback.Serve(t, func(c *net.TCPConn) {
-		var b [1]byte
-		if _, err := io.ReadFull(c, b[:]); err == nil {
-			close(arrived)
-		}
-		io.Copy(io.Discard, c)
-		c.Close()
-	})
+	be, arrived := arrivingBackend(t)
 	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)},
 		config.Backend{Address: be, Close: testClose(policy.TargetPeer, policy.FallbackReset)})
 	c, err := net.Dial("tcp", h.addr)

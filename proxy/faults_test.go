@@ -174,18 +174,25 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
-// Shutdown with a live session: after the grace of ctx, the session is
-// ended by policy and recorded as drained.
-func TestShutdownDrainsLiveSession(t *testing.T) {
-	arrived := make(chan struct{})
-	be := loopback.Serve(t, func(c *net.TCPConn) {
+// arrivingBackend is a backend that says on arrived when a session's first
+// byte reached it, then reads to EOF and closes.
+func arrivingBackend(t *testing.T) (addr string, arrived <-chan struct{}) {
+	got := make(chan struct{})
+	addr = loopback.Serve(t, func(c *net.TCPConn) {
 		var b [1]byte
 		if _, err := io.ReadFull(c, b[:]); err == nil {
-			close(arrived)
+			close(got)
 		}
 		io.Copy(io.Discard, c)
 		c.Close()
 	})
+	return addr, got
+}
+
+// Shutdown with a live session: after the grace of ctx, the session is
+// ended by policy and recorded as drained.
+func TestShutdownDrainsLiveSession(t *testing.T) {
+	be, arrived := arrivingBackend(t)
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
 	c, err := net.Dial("tcp", h.addr)
 	if err != nil {

@@ -113,15 +113,7 @@ func TestRelayLoopShutdownLeavesNoGoroutine(t *testing.T) {
 	// Registered first, this cleanup runs last: after the backend's and the
 	// harness's.
 	t.Cleanup(func() { goleak.VerifyNone(t, before) })
-	arrived := make(chan struct{})
-	be := loopback.Serve(t, func(c *net.TCPConn) {
-		var b [1]byte
-		if _, err := io.ReadFull(c, b[:]); err == nil {
-			close(arrived)
-		}
-		io.Copy(io.Discard, c)
-		c.Close()
-	})
+	be, arrived := arrivingBackend(t)
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be), relayLoop)
 	c, err := net.Dial("tcp", h.addr)
 	if err != nil {
