@@ -32,8 +32,8 @@ while idle). "loop" (Linux): one event loop per CPU over epoll relays
 every session handed to it; a session is a few structs and no goroutine
 (about 4 KiB while idle), with the same close decisions, kernel readings
 and teardown records. CPU per connection is about the same either way.
-A record of a session on a loop is written by the loop's goroutine: a
-records sink that blocks (a full pipe) holds that loop's sessions too.
+A session's record is written off the loop, as with goroutines: a
+records sink that blocks (a full pipe) holds up only ended sessions.
 http1 mode always uses goroutines; on other systems "loop" falls back to
 goroutines.`},
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
@@ -165,4 +167,71 @@ func TestRelayLoopStartsWithServe(t *testing.T) {
 	if err := srv.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// gateWriter is a record sink that blocks: its first Write says so on
+// blocked and every Write waits until release is closed.
+type gateWriter struct {
+	once             sync.Once
+	blocked, release chan struct{}
+}
+
+func (w *gateWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.blocked) })
+	<-w.release
+	return len(p), nil
+}
+
+// With relay = "loop", a record sink that blocks (a full pipe on stderr,
+// a stalled disk) holds up the sessions whose records wait for it, and no
+// other: sessions on the loop that relayed the ended one still relay.
+func TestRelayLoopBlockedRecordSinkHoldsOnlyItsSession(t *testing.T) {
+	w := &gateWriter{blocked: make(chan struct{}), release: make(chan struct{})}
+	records := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(w), zap.InfoLevel))
+	be := loopback.Serve(t, loopback.Echo)
+	h := startProxyWith(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)},
+		config.Backend{Address: be, Close: testClose(policy.TargetProxy, policy.FallbackReset)},
+		[]Option{WithRecordLog(records)}, relayLoop)
+	t.Cleanup(func() { close(w.release) }) // before the harness's Shutdown
+	// One open session per loop: sessions go to the loops in turn.
+	open := make([]net.Conn, runtime.GOMAXPROCS(0))
+	for i := range open {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := echoByte(c, 'o'); err != nil {
+			t.Fatalf("open session %d: %v", i, err)
+		}
+		open[i] = c
+	}
+	if err := echoOnce(h.addr, "ends"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.blocked: // the ended session's record waits in Write
+	case <-time.After(5 * time.Second):
+		t.Fatal("no record was written")
+	}
+	for i, c := range open {
+		if err := echoByte(c, 'x'); err != nil {
+			t.Errorf("open session %d while a record waits for its sink: %v", i, err)
+		}
+	}
+}
+
+// echoByte sends b on c (through the proxy to loopback.Echo) and reads it
+// back within 2 s.
+func echoByte(c net.Conn, b byte) error {
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := c.Write([]byte{b}); err != nil {
+		return err
+	}
+	var got [1]byte
+	if _, err := io.ReadFull(c, got[:]); err != nil || got[0] != b {
+		return fmt.Errorf("echo %q, %v; want %q", got[:], err, b)
+	}
+	return nil
 }

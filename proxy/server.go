@@ -79,8 +79,9 @@ type Server struct {
 type Option func(*Server)
 
 // WithTeardownHook calls f with every record after it is logged (demo,
-// tests). f runs on the session's goroutine, or with relay = "loop" on the
-// event loop's that relayed it, and must not block.
+// tests). f runs on the session's goroutine (with relay = "loop", one
+// started for its epilogue) and should not block: the session is counted
+// out only after it.
 func WithTeardownHook(f func(*engine.Teardown)) Option {
 	return func(s *Server) { s.onTeardown = f }
 }

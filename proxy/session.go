@@ -87,15 +87,17 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 }
 
 // handOver gives the relay to the server's loops (relay = "loop"), which
-// call end on their goroutine once both sockets are closed. False: there
-// are no loops, or they refused and the connections are untouched; the
-// session relays them itself.
+// start end on a goroutine of its own once both sockets are closed: not
+// on the loop's, as end writes the record, and a record sink that blocks
+// (a full pipe, a stalled disk) would stop every session on the loop. False:
+// there are no loops, or they refused and the connections are untouched;
+// the session relays them itself.
 func (ss *session) handOver(p engine.Pending) bool {
 	s := ss.srv
 	if s.loops == nil {
 		return false
 	}
-	err := s.loops.Relay(ss.eng, ss.front, ss.back.TCPConn, p, ss.end)
+	err := s.loops.Relay(ss.eng, ss.front, ss.back.TCPConn, p, func() { go ss.end() })
 	if err != nil {
 		s.loopRefused.Do(func() {
 			s.log.Warn(`relay = "loop": the event loops refused a session; such sessions relay on goroutines`, zap.Error(err))
@@ -109,8 +111,8 @@ func (ss *session) handOver(p engine.Pending) bool {
 	return true
 }
 
-// end is a session's epilogue, once its sockets are closed: on its own
-// goroutine, or on the goroutine of the relay loop that relayed it. It
+// end is a session's epilogue, once its sockets are closed: on the
+// session's goroutine, or on one the relay loop started for it. It
 // frees the backend connection's slot and the server, completes the
 // record, frees the listener's slot before the record says the session
 // ended, writes the record and counts the session out.
