@@ -542,30 +542,23 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 			return false
 		}
 		if f.pipe[0] >= 0 {
-			if !l.spliceIn(r, f) {
+			n, err := ignoringEINTR(func() (int, error) {
+				n, err := unix.Splice(f.src.fd, nil, f.pipe[1], nil, spliceMax, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				return int(n), err
+			})
+			if !l.took(r, f, n, err, "splice") {
+				return false
+			}
+			f.inPipe = n
+			if !l.flush(r, f) {
 				return false
 			}
 			continue
 		}
 		n, err := ignoringEINTR(func() (int, error) { return unix.Read(f.src.fd, l.scratch) })
-		switch {
-		case err == unix.EAGAIN:
-			f.src.rd = false
-			return false
-		case err != nil:
-			l.report(r, f, os.NewSyscallError("read", err))
-			return false
-		case n == 0:
-			f.d.flow.eof()
-			l.report(r, f, nil) // EOF, every byte before it written
+		if !l.took(r, f, n, err, "read") {
 			return false
 		}
-		f.d.flow.read()
-		if f.dst.closed {
-			l.report(r, f, net.ErrClosed)
-			return false
-		}
-		f.d.flow.writing()
 		if !l.forward(r, f, n) {
 			return false
 		}
@@ -643,22 +636,20 @@ func (l *loop) flush(r *loopRelay, f *loopFlow) bool {
 	return true
 }
 
-// spliceIn fills the (empty) pipe from the source and writes it on.
-func (l *loop) spliceIn(r *loopRelay, f *loopFlow) bool {
-	n, err := ignoringEINTR(func() (int, error) {
-		n, err := unix.Splice(f.src.fd, nil, f.pipe[1], nil, spliceMax, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		return int(n), err
-	})
+// took handles what a read or splice from f's source returned: nothing
+// yet (wait for the next edge), an error or EOF (the flow reports), or n
+// bytes about to be written on, stamped as the copiers stamp them.
+func (l *loop) took(r *loopRelay, f *loopFlow, n int, err error, op string) bool {
 	switch {
 	case err == unix.EAGAIN:
 		f.src.rd = false
 		return false
 	case err != nil:
-		l.report(r, f, os.NewSyscallError("splice", err))
+		l.report(r, f, os.NewSyscallError(op, err))
 		return false
 	case n == 0:
 		f.d.flow.eof()
-		l.report(r, f, nil)
+		l.report(r, f, nil) // EOF, every byte before it written
 		return false
 	}
 	f.d.flow.read()
@@ -667,8 +658,7 @@ func (l *loop) spliceIn(r *loopRelay, f *loopFlow) bool {
 		return false
 	}
 	f.d.flow.writing()
-	f.inPipe = n
-	return l.flush(r, f)
+	return true
 }
 
 // loopFlow is one direction of a loopRelay: what a copier is on goroutines.
