@@ -43,6 +43,15 @@ func (ls *Loops) Relay(s *Session, front, back *net.TCPConn, p Pending, done fun
 	return ls.impl.relay(s, front, back, p, done)
 }
 
+// RelayFD is Relay with the front connection as a socket descriptor
+// (non-blocking, close-on-exec) that the caller accepted itself: the loop
+// takes it as it is, without the duplicate and close a *net.TCPConn
+// costs. An error means nothing was handed over: front is still the
+// caller's, and back untouched.
+func (ls *Loops) RelayFD(s *Session, front int, back *net.TCPConn, p Pending, done func()) error {
+	return ls.impl.relayFD(s, front, back, p, done)
+}
+
 // Close waits until every session handed over has called done, then stops
 // the loops. Call it after the sessions ended (kill cuts what is left);
 // calling it again does nothing.

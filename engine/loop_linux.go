@@ -82,6 +82,21 @@ func (ls *loops) watch(drain, kill <-chan struct{}) {
 }
 
 func (ls *loops) relay(s *Session, front, back *net.TCPConn, p Pending, done func()) error {
+	ffd, err := dupFD(front)
+	if err != nil {
+		return err
+	}
+	if err := ls.relayFD(s, ffd, back, p, done); err != nil {
+		_ = unix.Close(ffd)
+		return err
+	}
+	// The loop keeps the socket through the copies: this closes only the
+	// descriptor (and takes it out of Go's netpoller): no FIN.
+	_ = front.Close()
+	return nil
+}
+
+func (ls *loops) relayFD(s *Session, ffd int, back *net.TCPConn, p Pending, done func()) error {
 	ls.mu.Lock()
 	if ls.closed {
 		ls.mu.Unlock()
@@ -89,21 +104,12 @@ func (ls *loops) relay(s *Session, front, back *net.TCPConn, p Pending, done fun
 	}
 	ls.live.Add(1)
 	ls.mu.Unlock()
-	ffd, err := dupFD(front)
-	if err != nil {
-		ls.live.Done()
-		return err
-	}
 	bfd, err := dupFD(back)
 	if err != nil {
-		_ = unix.Close(ffd)
 		ls.live.Done()
 		return err
 	}
-	// The loop keeps the sockets through the copies; these close only
-	// their descriptors (and take them out of Go's netpoller): no FIN.
-	_ = front.Close()
-	_ = back.Close()
+	_ = back.Close() // as front's in relay: the descriptor only
 	l := ls.ls[int(ls.next.Add(1))%len(ls.ls)]
 	r := &loopRelay{loop: l, done: done, hi: -1}
 	r.socks[0] = &fdSock{fd: ffd, r: r}

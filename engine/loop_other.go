@@ -14,4 +14,8 @@ func (*loops) relay(*Session, *net.TCPConn, *net.TCPConn, Pending, func()) error
 	return errUnsupported
 }
 
+func (*loops) relayFD(*Session, int, *net.TCPConn, Pending, func()) error {
+	return errUnsupported
+}
+
 func (*loops) close() {}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/policy"
 )
@@ -106,5 +108,14 @@ func Refuse(rec *Recorder, c *net.TCPConn, o Outcome, err error) {
 	rec.Outcome(o, err)
 	_ = c.SetLinger(0)
 	_ = c.Close()
+	rec.reset(policy.Front, policy.ReasonRefused, false)
+}
+
+// RefuseFD is Refuse for a connection the caller holds as a socket
+// descriptor (see Loops.RelayFD).
+func RefuseFD(rec *Recorder, fd int, o Outcome, err error) {
+	rec.Outcome(o, err)
+	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+	_ = unix.Close(fd)
 	rec.reset(policy.Front, policy.ReasonRefused, false)
 }

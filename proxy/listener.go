@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
@@ -18,8 +21,13 @@ import (
 // Reload; each accepted connection takes the one current at accept.
 type listener struct {
 	ln   net.Listener
-	conf atomic.Pointer[listenerConf]
-	open atomic.Int64 // sessions open on it
+	addr netip.AddrPort // ln's address
+	wait *os.File       // what bare accepts wait on (relay = "loop"); nil otherwise
+	// stopped is set by close: an *os.File's wait ends with an error
+	// that is not net.ErrClosed.
+	stopped atomic.Bool
+	conf    atomic.Pointer[listenerConf]
+	open    atomic.Int64 // sessions open on it
 }
 
 // listenerConf is what a session needs from its listener: the listener's
@@ -45,12 +53,20 @@ func (s *Server) bindLocked(ctx context.Context, cfg *config.Config, keep []*lis
 			ln, err := lc.Listen(ctx, "tcp", lcfg.Listen)
 			if err != nil {
 				for _, o := range opened {
-					_ = o.ln.Close()
+					o.close()
 				}
 				return nil, fmt.Errorf("listener %q: listen %s: %w", lcfg.Name, lcfg.Listen, err)
 			}
-			l = &listener{ln: ln}
+			l = &listener{ln: ln, addr: addrPort(ln.Addr())}
 			opened = append(opened, l)
+			if s.relayLoop {
+				if l.wait, err = bareWaiter(ln); err != nil {
+					for _, o := range opened {
+						o.close()
+					}
+					return nil, fmt.Errorf("listener %q: %w", lcfg.Name, err)
+				}
+			}
 		}
 		delete(byAddr, key)
 		lns = append(lns, l)
@@ -62,6 +78,15 @@ func (s *Server) bindLocked(ctx context.Context, cfg *config.Config, keep []*lis
 func (s *Server) configureLocked(cfg *config.Config, lns []*listener) {
 	for i, l := range lns {
 		l.conf.Store(&listenerConf{cfg: cfg.Listeners[i], be: s.backends[cfg.Listeners[i].Backend]})
+	}
+}
+
+// close stops l listening.
+func (l *listener) close() {
+	l.stopped.Store(true)
+	_ = l.ln.Close()
+	if l.wait != nil {
+		_ = l.wait.Close()
 	}
 }
 
@@ -83,9 +108,18 @@ func (s *Server) startAcceptLocked(l *listener) {
 func (s *Server) acceptLoop(l *listener) error {
 	var backoff time.Duration
 	for {
-		c, err := l.ln.Accept()
+		var c *net.TCPConn
+		fd, peer, err := -1, netip.AddrPort{}, error(nil)
+		if l.wait != nil && s.bare(l.conf.Load()) {
+			fd, peer, err = acceptFD(l.wait)
+		} else {
+			var nc net.Conn
+			if nc, err = l.ln.Accept(); err == nil {
+				c = nc.(*net.TCPConn)
+			}
+		}
 		lc := l.conf.Load()
-		if errors.Is(err, net.ErrClosed) {
+		if errors.Is(err, net.ErrClosed) || err != nil && l.stopped.Load() {
 			return nil
 		}
 		if err != nil {
@@ -104,8 +138,26 @@ func (s *Server) acceptLoop(l *listener) error {
 			return fmt.Errorf("listener %q: accept: %w", lc.cfg.Name, err)
 		}
 		backoff = 0
-		s.accepted(l, lc, c.(*net.TCPConn))
+		if fd >= 0 && !s.bare(lc) { // a reload changed the listener meanwhile
+			if c, err = fdConn(fd); err != nil {
+				_ = unix.Close(fd)
+				s.log.Warn("accept: make a connection of a bare descriptor", zap.String("listener", lc.cfg.Name), zap.Error(err))
+				continue
+			}
+			fd = -1
+		}
+		s.accepted(l, lc, c, fd, peer)
 	}
+}
+
+// bare tells whether the listener's connections go to the relay loops
+// with nothing read from them before: accepted as bare descriptors
+// (acceptFD). A PROXY header, an intercepted address or an http1 backend
+// need a *net.TCPConn.
+func (s *Server) bare(lc *listenerConf) bool {
+	return s.loops != nil && lc.cfg.ProxyProtocol == config.ProxyProtocolOff &&
+		lc.cfg.Intercept != config.InterceptTProxy && lc.cfg.Intercept != config.InterceptRedirect &&
+		lc.be.cfg.Protocol == config.ProtocolTCP
 }
 
 // sleepUnlessDone waits d and reports whether the server is still up.
@@ -120,12 +172,13 @@ func (s *Server) sleepUnlessDone(d time.Duration) bool {
 	}
 }
 
-// accepted starts a session for c, or resets it past max_connections.
-func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
+// accepted starts a session for c, or for the bare descriptor fd from
+// peer when c is nil, or resets it past max_connections.
+func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn, fd int, peer netip.AddrPort) {
 	s.obs.Accepted(lc.cfg.Name)
 	if max := lc.cfg.MaxConnections; max > 0 && l.open.Load() >= int64(max) {
-		ss := s.newSession(l, lc, c)
-		engine.Refuse(ss.rec, c, engine.OutcomeOverLimit, fmt.Errorf("max_connections %d reached", max))
+		ss := s.newSession(l, lc, c, fd, peer)
+		ss.refuse(engine.OutcomeOverLimit, fmt.Errorf("max_connections %d reached", max))
 		s.obs.Rejected(lc.cfg.Name, string(engine.OutcomeOverLimit))
 		s.record(ss.rec.Done())
 		return
@@ -135,7 +188,7 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn) {
 	s.sessions.Add(1)
 	s.live.Add(1)
 	s.trim.started()
-	go func() { s.newSession(l, lc, c).run(s.drainCtx, s.drainBegun, s.kill) }() // its end counts it out
+	go func() { s.newSession(l, lc, c, fd, peer).run(s.drainCtx, s.drainBegun, s.kill) }() // its end counts it out
 }
 
 // record logs td (as log.teardown samples) and hands it on.

@@ -235,3 +235,83 @@ func echoByte(c net.Conn, b byte) error {
 	}
 	return nil
 }
+
+// With relay = "loop", a plain tcp listener accepts bare descriptors, and
+// the record names the front's 4-tuple as the kernel has it: the
+// listener's address when it is bound to one, the kernel's when it listens
+// on every address.
+func TestRelayLoopBareAcceptRecordsAddresses(t *testing.T) {
+	be := loopback.Serve(t, loopback.Echo)
+	for _, listen := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+		t.Run(listen, func(t *testing.T) {
+			h := startProxy(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)},
+				config.Backend{Address: be, Close: testClose(policy.TargetProxy, policy.FallbackReset)},
+				relayLoop, func(c *config.Config) { c.Listeners[0].Listen = listen })
+			_, port, _ := net.SplitHostPort(h.addr)
+			c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			local, remote := c.LocalAddr().String(), c.RemoteAddr().String()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "ping")
+			c.(*net.TCPConn).CloseWrite()
+			if got, err := io.ReadAll(c); err != nil || string(got) != "ping" {
+				t.Fatalf("echo %q, %v", got, err)
+			}
+			td := h.record(t)
+			if td.Outcome != engine.OutcomeOK || td.Front.Local.String() != remote || td.Front.Peer.String() != local || td.Client.String() != local {
+				t.Errorf("record: outcome %s, front %s → %s, client %s; want ok, %s → %s, client %s",
+					td.Outcome, td.Front.Peer, td.Front.Local, td.Client, local, remote, local)
+			}
+			h.srv.mu.Lock() // Serve set the loops under it
+			defer h.srv.mu.Unlock()
+			if l := h.srv.listeners[0]; l.wait == nil || !h.srv.bare(l.conf.Load()) {
+				t.Error("a plain tcp listener on loops does not accept bare descriptors")
+			}
+		})
+	}
+}
+
+// fdConn makes a bare descriptor a working *net.TCPConn (a session the
+// loops refuse relays on goroutines) and closes the descriptor.
+func TestFDConnKeepsTheConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	w, err := bareWaiter(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fd, peer, err := acceptFD(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peer.String() != c.LocalAddr().String() {
+		t.Errorf("peer %s, want %s", peer, c.LocalAddr())
+	}
+	tc, err := fdConn(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Close(fd); !errors.Is(err, syscall.EBADF) {
+		t.Errorf("the bare descriptor is still open after fdConn (close: %v)", err)
+	}
+	io.WriteString(c, "over")
+	c.(*net.TCPConn).CloseWrite()
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(tc)
+	if err != nil || string(got) != "over" {
+		t.Errorf("read %q, %v through the connection", got, err)
+	}
+	tc.Close()
+}

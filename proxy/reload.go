@@ -74,7 +74,7 @@ func (s *Server) closeDroppedLocked(lns []*listener) {
 	}
 	for _, l := range s.listeners {
 		if !keep[l] {
-			_ = l.ln.Close()
+			l.close()
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -27,16 +28,35 @@ type session struct {
 	bk    *backend // its configuration is bk.cfg
 	sv    *server  // the server in use, once one gave a connection
 	front *net.TCPConn
+	bare  int        // the front as a bare descriptor (acceptFD) when front is nil; else -1
 	back  *pool.Conn // a tcp session's backend connection, once it has one
 	rec   *engine.Recorder
 	eng   *engine.Session
 }
 
-func (s *Server) newSession(l *listener, lc *listenerConf, c *net.TCPConn) *session {
+// newSession makes the session of c, or of the bare descriptor fd from
+// peer when c is nil (a bare listener: no intercept, no PROXY header).
+func (s *Server) newSession(l *listener, lc *listenerConf, c *net.TCPConn, fd int, peer netip.AddrPort) *session {
 	ln, be := &lc.cfg, &lc.be.cfg
 	rec := engine.NewRecorder(s.nextID.Add(1), ln.Name, be.Name, ln.Close.TimeWait, be.Close.TimeWait)
-	rec.Accepted(addrPort(c.LocalAddr()), addrPort(c.RemoteAddr()), interceptedDst(c, ln.Intercept))
-	return &session{srv: s, l: l, ln: ln, bk: lc.be, front: c, rec: rec}
+	if c != nil {
+		rec.Accepted(addrPort(c.LocalAddr()), addrPort(c.RemoteAddr()), interceptedDst(c, ln.Intercept))
+		fd = -1
+	} else {
+		rec.Accepted(localFD(fd, l.addr), peer, netip.AddrPort{})
+	}
+	return &session{srv: s, l: l, ln: ln, bk: lc.be, front: c, bare: fd, rec: rec}
+}
+
+// refuse ends the front, which has had no byte relayed, with an RST.
+func (ss *session) refuse(o engine.Outcome, err error) {
+	switch {
+	case ss.front != nil:
+		engine.Refuse(ss.rec, ss.front, o, err)
+	case ss.bare >= 0:
+		engine.RefuseFD(ss.rec, ss.bare, o, err)
+		ss.bare = -1
+	}
 }
 
 // run carries the session to its end (end: the record and the server's
@@ -48,8 +68,8 @@ func (s *Server) newSession(l *listener, lc *listenerConf, c *net.TCPConn) *sess
 func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	handedOver := false
 	defer func() {
-		if p := recover(); p != nil && ss.front != nil {
-			engine.Refuse(ss.rec, ss.front, engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+		if p := recover(); p != nil {
+			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
 		}
 		if !handedOver {
 			ss.end()
@@ -57,10 +77,13 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	}()
 	ss.eng = &engine.Session{Rec: ss.rec, Front: ss.ln.Close, Back: ss.bk.cfg.Close, Idle: ss.ln.IdleTimeout,
 		Auto: ss.srv.auto.state, Hold: ss.srv.auto.hold, Drain: drainCtx.Done(), Kill: kill}
-	in, err := readIntake(ss.front, ss.ln)
-	if err != nil {
-		engine.Refuse(ss.rec, ss.front, engine.OutcomeBadProxyHeader, err)
-		return
+	in := intake{version: "none", client: ss.rec.Client(), dest: ss.rec.Record().Front.Local}
+	if ss.front != nil {
+		var err error
+		if in, err = readIntake(ss.front, ss.ln); err != nil {
+			ss.refuse(engine.OutcomeBadProxyHeader, err)
+			return
+		}
 	}
 	ss.rec.Intake(in.version, in.client)
 	if in.version == "none" && ss.rec.OriginalDst().IsValid() {
@@ -76,14 +99,25 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	}
 	back, err := ss.takeBackend(in)
 	if err != nil {
-		engine.Refuse(ss.rec, ss.front, dialOutcome(err), err)
+		ss.refuse(dialOutcome(err), err)
 		return
 	}
 	ss.back = back
 	pending := engine.Pending{Up: in.leftover()}
-	if handedOver = ss.handOver(pending); !handedOver {
-		ss.eng.Relay(ss.front, back.TCPConn, pending)
+	if handedOver = ss.handOver(pending); handedOver {
+		return
 	}
+	if ss.front == nil {
+		c, err := fdConn(ss.bare)
+		if err != nil {
+			ss.back = nil
+			ss.sv.pool.Discard(back)
+			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("relay on goroutines: %w", err))
+			return
+		}
+		ss.front, ss.bare = c, -1
+	}
+	ss.eng.Relay(ss.front, back.TCPConn, pending)
 }
 
 // handOver gives the relay to the server's loops (relay = "loop"), which
@@ -97,7 +131,12 @@ func (ss *session) handOver(p engine.Pending) bool {
 	if s.loops == nil {
 		return false
 	}
-	err := s.loops.Relay(ss.eng, ss.front, ss.back.TCPConn, p, func() { go ss.end() })
+	var err error
+	if ss.front != nil {
+		err = s.loops.Relay(ss.eng, ss.front, ss.back.TCPConn, p, func() { go ss.end() })
+	} else {
+		err = s.loops.RelayFD(ss.eng, ss.bare, ss.back.TCPConn, p, func() { go ss.end() })
+	}
 	if err != nil {
 		s.loopRefused.Do(func() {
 			s.log.Warn(`relay = "loop": the event loops refused a session; such sessions relay on goroutines`, zap.Error(err))
@@ -106,7 +145,7 @@ func (ss *session) handOver(p engine.Pending) bool {
 	}
 	// The loop owns the sockets: what is left here is kept until end, so
 	// it holds no closed connection.
-	ss.front = nil
+	ss.front, ss.bare = nil, -1
 	ss.back.Detach()
 	return true
 }

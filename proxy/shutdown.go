@@ -79,7 +79,7 @@ func (s *Server) closeListeners() {
 	s.closed = true
 	close(s.done)
 	for _, l := range s.listeners {
-		_ = l.ln.Close()
+		l.close()
 	}
 }
 

@@ -26,14 +26,19 @@ func control(c *net.TCPConn, f func(fd int)) error {
 // every 15 s, 9 unanswered ones end the connection.
 var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
 
-// keepAliveListenConfig sets keep-alive once, on the listening socket: Linux copies
-// it (and TCP_NODELAY, which Go sets on every accepted socket anyway) into
-// each accepted socket, where Go would otherwise make four setsockopt calls
-// per connection.
+// keepAliveListenConfig sets keep-alive and TCP_NODELAY once, on the
+// listening socket: Linux copies both into each accepted socket, where Go
+// would otherwise make four setsockopt calls per connection for
+// keep-alive (it sets TCP_NODELAY on every socket it accepts anyway; a
+// bare accept relies on the copy).
 func keepAliveListenConfig() net.ListenConfig {
 	return net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
 		var opErr error
-		err := rc.Control(func(fd uintptr) { opErr = setKeepAlive(int(fd), keepAlive) })
+		err := rc.Control(func(fd uintptr) {
+			if opErr = setKeepAlive(int(fd), keepAlive); opErr == nil {
+				opErr = os.NewSyscallError("setsockopt TCP_NODELAY", unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
+			}
+		})
 		return errors.Join(err, opErr)
 	}}
 }

@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// bareWaiter makes what acceptFD waits on: a duplicate of ln's socket as
+// an *os.File in Go's netpoller (a listener's own RawConn cannot wait).
+// Close it with ln: while it is open, the socket listens.
+func bareWaiter(ln net.Listener) (*os.File, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, nil
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	d, derr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { d, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", derr)
+	}
+	return os.NewFile(uintptr(d), "listener"), nil
+}
+
+// acceptFD takes the next connection of the listener that w duplicates
+// (bareWaiter) as a bare descriptor (non-blocking, close-on-exec) that
+// never enters Go's netpoller: a session the relay loops will own costs
+// no netpoller registration, no duplicate and no close of a *net.TCPConn
+// on its way there. The goroutine waits in Go's netpoller, as Accept does.
+// peer is the client's address. The socket has TCP_NODELAY and keep-alive
+// from the listening socket (keepAliveListenConfig).
+func acceptFD(w *os.File) (fd int, peer netip.AddrPort, err error) {
+	rc, err := w.SyscallConn()
+	if err != nil {
+		return -1, netip.AddrPort{}, err
+	}
+	var sa unix.RawSockaddrAny
+	var opErr syscall.Errno
+	err = rc.Read(func(s uintptr) bool {
+		for {
+			n := uint32(unix.SizeofSockaddrAny)
+			// unix.Accept4 would also ask every IPv4 socket its protocol
+			// (a getsockopt) to tell L2TP apart.
+			r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, s, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n)),
+				unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+			fd, opErr = int(r), e
+			switch opErr {
+			case unix.EINTR, unix.ECONNABORTED:
+				continue // as Go's Accept: the next one
+			case unix.EAGAIN:
+				return false
+			}
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return -1, netip.AddrPort{}, err
+	case opErr != 0:
+		return -1, netip.AddrPort{}, os.NewSyscallError("accept4", opErr)
+	}
+	return fd, rawPort(&sa), nil
+}
+
+// rawPort is the address in sa (IPv4 or IPv6, IPv4-mapped unmapped).
+func rawPort(sa *unix.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), ntohs(a.Port))
+	case unix.AF_INET6:
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), ntohs(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// localFD is the address a bare connection was accepted on: the
+// listener's own when it is bound to one address, else the kernel's.
+func localFD(fd int, ln netip.AddrPort) netip.AddrPort {
+	if ln.Addr().IsValid() && !ln.Addr().IsUnspecified() {
+		return ln
+	}
+	var sa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n)))
+	if e != 0 {
+		return netip.AddrPort{}
+	}
+	return rawPort(&sa)
+}
+
+// fdConn makes a bare connection a *net.TCPConn, for a session that cannot
+// go to the loops after all. fd is closed when that worked, and still open
+// when it did not.
+func fdConn(fd int) (*net.TCPConn, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	}
+	f := os.NewFile(uintptr(d), "")
+	c, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		_ = c.Close()
+		return nil, syscall.EPROTOTYPE
+	}
+	_ = unix.Close(fd)
+	return tc, nil
+}
