@@ -32,6 +32,7 @@ type executor struct {
 	idleAt    time.Time // next idle look; zero: no idle detection
 	idleMark  uint64
 	idleQuiet time.Time
+	idleFirst bool // the first look is still to come: idleMark holds stamps
 }
 
 // dir is one direction: bytes from src's peer to dst's peer, or to nowhere

@@ -104,16 +104,24 @@ func (ls *loops) relayFD(s *Session, ffd int, back *net.TCPConn, p Pending, done
 	}
 	ls.live.Add(1)
 	ls.mu.Unlock()
+	var own *net.TCPConn
 	bfd, err := dupFD(back)
 	if err != nil {
-		ls.live.Done()
-		return err
+		// Out of descriptors, most likely, and front has no other way
+		// to go: the loop takes back's own descriptor, keeps back, and
+		// closes it through back.
+		if bfd, err = connFD(back); err != nil {
+			ls.live.Done()
+			return err
+		}
+		own = back
+	} else {
+		_ = back.Close() // as front's in relay: the descriptor only
 	}
-	_ = back.Close() // as front's in relay: the descriptor only
 	l := ls.ls[int(ls.next.Add(1))%len(ls.ls)]
 	r := &loopRelay{loop: l, done: done, hi: -1}
 	r.socks[0] = &fdSock{fd: ffd, r: r}
-	r.socks[1] = &fdSock{fd: bfd, r: r}
+	r.socks[1] = &fdSock{fd: bfd, r: r, own: own}
 	r.x = newExecutor(s)
 	f := r.x.addLeg(policy.Front, r.socks[0])
 	b := r.x.addLeg(policy.Back, r.socks[1])
@@ -158,6 +166,19 @@ func dupFD(c *net.TCPConn) (int, error) {
 	return fd, nil
 }
 
+// connFD is c's own descriptor.
+func connFD(c *net.TCPConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := raw.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
 // message is what other goroutines tell a loop.
 type message struct {
 	add               *loopRelay
@@ -175,10 +196,11 @@ type loop struct {
 	socks    map[int32]*fdSock
 	relays   map[*loopRelay]struct{}
 	timers   relayHeap
-	scratch  []byte       // every read lands here first
-	free     [][]byte     // pending buffers to reuse
-	again    []*loopRelay // relays that used their budget with work left
-	closing  []int        // descriptors to close once this turn is done
+	scratch  []byte         // every read lands here first
+	free     [][]byte       // pending buffers to reuse
+	again    []*loopRelay   // relays that used their budget with work left
+	closing  []int          // descriptors to close once this turn is done
+	closingC []*net.TCPConn // and connections (fdSock.own)
 	deadline time.Time
 	draining bool
 	killed   bool
@@ -186,6 +208,10 @@ type loop struct {
 
 	mu    sync.Mutex
 	inbox []message
+	// mail: the inbox has messages. asleep: the loop may park, so post
+	// must wake it. Each side stores its flag, then loads the other's: one
+	// of them sees the other, and a busy loop costs a poster no write.
+	mail, asleep atomic.Bool
 
 	poll func(uintptr) bool // l.pollOnce, made once
 	n    int
@@ -227,13 +253,16 @@ func (l *loop) release() {
 	_ = l.ep.Close()
 }
 
-// post hands m to the loop and wakes it.
+// post hands m to the loop, and wakes it if it may be parked.
 func (l *loop) post(m message) {
 	l.mu.Lock()
 	l.inbox = append(l.inbox, m)
 	l.mu.Unlock()
-	var one = [8]byte{1}
-	_, _ = unix.Write(l.efd, one[:])
+	l.mail.Store(true)
+	if l.asleep.Load() {
+		var one = [8]byte{1}
+		_, _ = unix.Write(l.efd, one[:])
+	}
 }
 
 // run handles events, timers and messages until told to quit.
@@ -248,13 +277,17 @@ func (l *loop) run() {
 		}
 		for _, ev := range l.events[:n] {
 			if int(ev.Fd) == l.efd {
-				l.readInbox()
+				var b [8]byte
+				_, _ = unix.Read(l.efd, b[:]) // the wake is spent: post writes again when the loop may park
 				continue
 			}
 			if s := l.socks[ev.Fd]; s != nil {
 				s.ready(ev.Events)
 				l.pump(s.r)
 			}
+		}
+		if l.mail.Load() {
+			l.readInbox()
 		}
 		l.runAgain()
 		l.flushCloses()
@@ -278,7 +311,9 @@ func (l *loop) wait() (int, error) {
 		_ = l.ep.SetReadDeadline(at)
 		l.deadline = at
 	}
+	l.asleep.Store(l.park) // before pollOnce's last look at the inbox
 	err := l.rc.Read(l.poll)
+	l.asleep.Store(false)
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return 0, nil
@@ -297,12 +332,11 @@ func (l *loop) pollOnce(fd uintptr) bool {
 	if l.werr == unix.EINTR {
 		l.n, l.werr = 0, nil
 	}
-	return l.n > 0 || l.werr != nil || !l.park
+	return l.n > 0 || l.werr != nil || !l.park || l.mail.Load()
 }
 
 func (l *loop) readInbox() {
-	var b [8]byte
-	_, _ = unix.Read(l.efd, b[:])
+	l.mail.Store(false) // before the take: a message posted after it sets it again
 	l.mu.Lock()
 	in := l.inbox
 	l.inbox = nil
@@ -498,6 +532,11 @@ func (l *loop) flushCloses() {
 		_ = unix.Close(fd)
 	}
 	l.closing = l.closing[:0]
+	for i, c := range l.closingC {
+		_ = c.Close()
+		l.closingC[i] = nil
+	}
+	l.closingC = l.closingC[:0]
 }
 
 func (l *loop) getBuf(n int) []byte {
@@ -711,6 +750,7 @@ func (f *loopFlow) closePipe() {
 // what edge-triggered epoll said of it.
 type fdSock struct {
 	fd     int
+	own    *net.TCPConn // fd is this connection's own (no duplicate): closed through it
 	r      *loopRelay
 	closed bool
 	rd, wr bool // readable/writable, learned from edges, cleared by EAGAIN
@@ -755,7 +795,11 @@ func (s *fdSock) Close() error {
 	if l.socks[int32(s.fd)] == s {
 		delete(l.socks, int32(s.fd))
 	}
-	l.closing = append(l.closing, s.fd)
+	if s.own != nil {
+		l.closingC = append(l.closingC, s.own)
+	} else {
+		l.closing = append(l.closing, s.fd)
+	}
 	return nil
 }
 

@@ -102,19 +102,28 @@ func (x *executor) next() time.Time {
 }
 
 // armIdle starts idle detection: the timer looks every idle_timeout/4
-// whether bytes moved, so silence is measured to within a quarter.
+// whether bytes moved, so silence is measured to within a quarter. The
+// kernel's counts are first read at the first look, so that a short
+// session reads none: until then the legs' read and write stamps tell
+// whether bytes moved, as no byte reaches those counts but through a
+// copier (a blocked copier has read or written before it blocked).
 func (x *executor) armIdle(now time.Time) {
 	if x.s.Idle <= 0 {
 		return
 	}
 	x.idleAt = now.Add(tick(x.s.Idle))
-	x.idleMark, x.idleQuiet = x.progress(), now
+	x.idleMark, x.idleQuiet, x.idleFirst = x.stamps(), now, true
 }
 
 // lookIdle cuts the session when no byte moved for idle_timeout: what was
 // still flowing was cut (rule 4), on both legs at once (rule 5).
 func (x *executor) lookIdle(now time.Time) {
-	if p := x.progress(); p != x.idleMark {
+	if x.idleFirst {
+		if x.stamps() != x.idleMark {
+			x.idleQuiet = now
+		}
+		x.idleMark, x.idleFirst = x.progress(), false
+	} else if p := x.progress(); p != x.idleMark {
 		x.idleMark, x.idleQuiet = p, now
 	}
 	if now.Sub(x.idleQuiet) >= x.s.Idle {
@@ -122,6 +131,15 @@ func (x *executor) lookIdle(now time.Time) {
 		return
 	}
 	x.idleAt = now.Add(tick(x.s.Idle))
+}
+
+// stamps changes whenever a copier reads or writes.
+func (x *executor) stamps() uint64 {
+	var p uint64
+	for _, l := range x.legs {
+		p += uint64(l.act.lastIn.Load() + l.act.lastOut.Load())
+	}
+	return p
 }
 
 // progress grows whenever bytes move: kernel counts on each open leg (bytes
@@ -133,9 +151,8 @@ func (x *executor) progress() uint64 {
 		if l.open() {
 			p += l.tcp().progress()
 		}
-		p += uint64(l.act.lastIn.Load() + l.act.lastOut.Load())
 	}
-	return p
+	return p + x.stamps()
 }
 
 // onDrain: shutdown_timeout ran out. Streams still flowing both ways are
