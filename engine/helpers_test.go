@@ -76,7 +76,7 @@ func startRelay(t testing.TB, frontLn, backLn *net.TCPListener, front, back conf
 	if onLoops {
 		ls, err := NewLoops(1, r.drain, r.kill)
 		if err == nil {
-			err = ls.Relay(s, proxyFront, proxyBack, Pending{}, func() { close(r.done) })
+			err = ls.Relay(s, TCP(proxyFront), TCP(proxyBack), Pending{}, func() { close(r.done) })
 		}
 		if err != nil {
 			panic(err)

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"net"
 )
@@ -36,21 +37,43 @@ func NewLoops(n int, drain, kill <-chan struct{}) (*Loops, error) {
 // Relay hands s, front and back to a loop, which relays them as
 // Session.Relay does and calls done on its goroutine once both sockets are
 // closed (s.Rec is then complete). The loop owns the connections from
-// then on: front and back are closed here, their sockets kept by the loop.
+// then on (a *net.TCPConn is closed here, its socket kept by the loop).
 // An error means nothing was handed over and the connections are
 // untouched: the caller relays them itself.
-func (ls *Loops) Relay(s *Session, front, back *net.TCPConn, p Pending, done func()) error {
+func (ls *Loops) Relay(s *Session, front, back Socket, p Pending, done func()) error {
 	return ls.impl.relay(s, front, back, p, done)
 }
 
-// RelayFD is Relay with the front connection as a socket descriptor
-// (non-blocking, close-on-exec) that the caller accepted itself: the loop
-// takes it as it is, without the duplicate and close a *net.TCPConn
-// costs. An error means nothing was handed over: front is still the
-// caller's, and back untouched.
-func (ls *Loops) RelayFD(s *Session, front int, back *net.TCPConn, p Pending, done func()) error {
-	return ls.impl.relayFD(s, front, back, p, done)
+// Connect waits, bounded by ctx, until the connection that fd (a
+// non-blocking socket) started with connect(2) is established, and
+// returns the loop that now watches fd: a Relay of it (Socket.Home)
+// runs there, and costs no registration. A loop watching an idle
+// connection ignores it; close fd when it is not relayed. An error is
+// the connection's (connect's SO_ERROR), ctx's, or ErrLoopsClosed.
+func (ls *Loops) Connect(ctx context.Context, fd int) (home int, err error) {
+	return ls.impl.connect(ctx, fd)
 }
+
+// Forget stops home's loop watching fd (Connect): before fd's socket goes
+// on without the loops under another descriptor (a duplicate), which the
+// loop would otherwise still be told of.
+func (ls *Loops) Forget(home, fd int) { ls.impl.forget(home, fd) }
+
+// A Socket is one leg as Relay takes it: a *net.TCPConn (TCP), whose
+// descriptor the loop duplicates, or a bare descriptor (Bare) that the
+// loop takes as it is, watched already by loop Home when Home ≥ 0.
+type Socket struct {
+	Conn *net.TCPConn
+	FD   int
+	Home int
+}
+
+// TCP is c as a Socket.
+func TCP(c *net.TCPConn) Socket { return Socket{Conn: c, FD: -1, Home: -1} }
+
+// Bare is the non-blocking, close-on-exec socket fd as a Socket; home is
+// the loop that Connect returned for it, or -1.
+func Bare(fd, home int) Socket { return Socket{FD: fd, Home: home} }
 
 // Close waits until every session handed over has called done, then stops
 // the loops. Call it after the sessions ended (kill cuts what is left);

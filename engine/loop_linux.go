@@ -2,6 +2,7 @@ package engine
 
 import (
 	"container/heap"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,21 @@ import (
 
 	"github.com/closeproxy/closeproxy/policy"
 )
+
+// relayEvents is what a loop watches on every socket, edge-triggered.
+const relayEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+// connectResult is the outcome of fd's connect(2), once epoll reported it.
+func connectResult(fd int) error {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	switch {
+	case err != nil:
+		return os.NewSyscallError("getsockopt SO_ERROR", err)
+	case v != 0:
+		return os.NewSyscallError("connect", syscall.Errno(v))
+	}
+	return nil
+}
 
 const (
 	loopEvents = 256 // epoll events taken per wait
@@ -81,22 +97,14 @@ func (ls *loops) watch(drain, kill <-chan struct{}) {
 	}
 }
 
-func (ls *loops) relay(s *Session, front, back *net.TCPConn, p Pending, done func()) error {
-	ffd, err := dupFD(front)
-	if err != nil {
-		return err
+func (ls *loops) relay(s *Session, front, back Socket, p Pending, done func()) error {
+	home := back.Home
+	if home < 0 {
+		home = front.Home
 	}
-	if err := ls.relayFD(s, ffd, back, p, done); err != nil {
-		_ = unix.Close(ffd)
-		return err
+	if front.Home >= 0 && back.Home >= 0 && front.Home != back.Home || home >= len(ls.ls) {
+		return fmt.Errorf("relay: no loop watches both legs (front on %d, back on %d)", front.Home, back.Home)
 	}
-	// The loop keeps the socket through the copies: this closes only the
-	// descriptor (and takes it out of Go's netpoller): no FIN.
-	_ = front.Close()
-	return nil
-}
-
-func (ls *loops) relayFD(s *Session, ffd int, back *net.TCPConn, p Pending, done func()) error {
 	ls.mu.Lock()
 	if ls.closed {
 		ls.mu.Unlock()
@@ -104,24 +112,30 @@ func (ls *loops) relayFD(s *Session, ffd int, back *net.TCPConn, p Pending, done
 	}
 	ls.live.Add(1)
 	ls.mu.Unlock()
-	var own *net.TCPConn
-	bfd, err := dupFD(back)
-	if err != nil {
-		// Out of descriptors, most likely, and front has no other way
-		// to go: the loop takes back's own descriptor, keeps back, and
-		// closes it through back.
-		if bfd, err = connFD(back); err != nil {
+	if home < 0 {
+		home = int(ls.next.Add(1)) % len(ls.ls)
+	}
+	l := ls.ls[home]
+	r := &loopRelay{loop: l, done: done, hi: -1}
+	for i, sk := range [2]Socket{front, back} {
+		fs, err := take(sk, r)
+		if err != nil {
+			if i == 1 && r.socks[0].dupOf != nil {
+				_ = unix.Close(r.socks[0].fd)
+			}
 			ls.live.Done()
 			return err
 		}
-		own = back
-	} else {
-		_ = back.Close() // as front's in relay: the descriptor only
+		r.socks[i] = fs
 	}
-	l := ls.ls[int(ls.next.Add(1))%len(ls.ls)]
-	r := &loopRelay{loop: l, done: done, hi: -1}
-	r.socks[0] = &fdSock{fd: ffd, r: r}
-	r.socks[1] = &fdSock{fd: bfd, r: r, own: own}
+	for _, fs := range r.socks {
+		if fs.dupOf != nil {
+			// The loop keeps the socket through the copies: this closes
+			// only the descriptor (and takes it out of Go's netpoller): no FIN.
+			_ = fs.dupOf.Close()
+			fs.dupOf = nil
+		}
+	}
 	r.x = newExecutor(s)
 	f := r.x.addLeg(policy.Front, r.socks[0])
 	b := r.x.addLeg(policy.Back, r.socks[1])
@@ -134,6 +148,58 @@ func (ls *loops) relayFD(s *Session, ffd int, back *net.TCPConn, p Pending, done
 	r.flows[1].seed(p.Down)
 	l.post(message{add: r})
 	return nil
+}
+
+// take makes sk a socket of r. A *net.TCPConn's descriptor is duplicated
+// (the caller closes the connection once both legs are taken); when no
+// duplicate can be made (out of descriptors, most likely, and the
+// goroutines would need descriptors too), the loop uses the connection's
+// own descriptor, keeps the connection and closes it through it.
+func take(sk Socket, r *loopRelay) (*fdSock, error) {
+	if sk.Conn == nil {
+		return &fdSock{fd: sk.FD, r: r, watched: sk.Home >= 0}, nil
+	}
+	if fd, err := dupFD(sk.Conn); err == nil {
+		return &fdSock{fd: fd, r: r, dupOf: sk.Conn}, nil
+	}
+	fd, err := connFD(sk.Conn)
+	if err != nil {
+		return nil, err
+	}
+	return &fdSock{fd: fd, r: r, own: sk.Conn}, nil
+}
+
+func (ls *loops) connect(ctx context.Context, fd int) (int, error) {
+	ls.mu.Lock()
+	if ls.closed {
+		ls.mu.Unlock()
+		return -1, ErrLoopsClosed
+	}
+	ls.live.Add(1) // Close waits for the answer
+	ls.mu.Unlock()
+	defer ls.live.Done()
+	l := ls.ls[int(ls.next.Add(1))%len(ls.ls)]
+	c := &connecting{fd: fd, done: make(chan error, 1)}
+	l.post(message{connect: c})
+	var err error
+	select {
+	case err = <-c.done:
+	case <-ctx.Done():
+		// The loop answers once: the cancel's error, or the connection's
+		// if it was established (or failed) first.
+		l.post(message{cancel: c, err: ctx.Err()})
+		err = <-c.done
+	}
+	if err != nil {
+		return -1, err
+	}
+	return l.id, nil
+}
+
+func (ls *loops) forget(home, fd int) {
+	if home >= 0 && home < len(ls.ls) {
+		_ = unix.EpollCtl(ls.ls[home].epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
 }
 
 func (ls *loops) close() {
@@ -182,18 +248,29 @@ func connFD(c *net.TCPConn) (int, error) {
 // message is what other goroutines tell a loop.
 type message struct {
 	add               *loopRelay
+	connect, cancel   *connecting
+	err               error // cancel's
 	drain, kill, quit bool
+}
+
+// connecting is a Connect waiting for its socket to be established.
+type connecting struct {
+	fd   int
+	done chan error // the one answer (capacity 1)
 }
 
 // loop is one event loop. Only its goroutine touches its state, but for
 // the inbox.
 type loop struct {
 	ls       *loops
+	id       int      // its index in ls.ls: a Socket's Home
 	ep       *os.File // the epoll descriptor, non-blocking, in Go's netpoller
+	epfd     int      // ep's descriptor
 	rc       syscall.RawConn
 	efd      int // an eventfd: post's wake
 	events   []unix.EpollEvent
 	socks    map[int32]*fdSock
+	connects map[int32]*connecting
 	relays   map[*loopRelay]struct{}
 	timers   relayHeap
 	scratch  []byte         // every read lands here first
@@ -233,8 +310,9 @@ func newLoop(ls *loops) (*loop, error) {
 		_ = unix.Close(epfd)
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	l := &loop{ls: ls, ep: os.NewFile(uintptr(epfd), "epoll"), efd: efd, events: make([]unix.EpollEvent, loopEvents),
-		socks: map[int32]*fdSock{}, relays: map[*loopRelay]struct{}{}, scratch: make([]byte, chunkSize)}
+	l := &loop{ls: ls, id: len(ls.ls), ep: os.NewFile(uintptr(epfd), "epoll"), epfd: epfd, efd: efd,
+		events: make([]unix.EpollEvent, loopEvents), socks: map[int32]*fdSock{}, connects: map[int32]*connecting{},
+		relays: map[*loopRelay]struct{}{}, scratch: make([]byte, chunkSize)}
 	l.poll = l.pollOnce
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
 		l.release()
@@ -284,6 +362,9 @@ func (l *loop) run() {
 			if s := l.socks[ev.Fd]; s != nil {
 				s.ready(ev.Events)
 				l.pump(s.r)
+			} else if c := l.connects[ev.Fd]; c != nil && ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+				delete(l.connects, ev.Fd)
+				c.done <- connectResult(c.fd)
 			}
 		}
 		if l.mail.Load() {
@@ -345,6 +426,18 @@ func (l *loop) readInbox() {
 		switch {
 		case m.add != nil:
 			l.start(m.add)
+		case m.connect != nil:
+			ev := unix.EpollEvent{Events: relayEvents, Fd: int32(m.connect.fd)}
+			if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, m.connect.fd, &ev); err != nil {
+				m.connect.done <- os.NewSyscallError("epoll_ctl", err)
+			} else {
+				l.connects[int32(m.connect.fd)] = m.connect
+			}
+		case m.cancel != nil:
+			if l.connects[int32(m.cancel.fd)] == m.cancel {
+				delete(l.connects, int32(m.cancel.fd))
+				m.cancel.done <- m.err
+			}
 		case m.drain:
 			l.draining = true
 			now := time.Now()
@@ -370,8 +463,14 @@ func (l *loop) start(r *loopRelay) {
 		l.socks[int32(s.fd)] = s
 	}
 	for _, s := range r.socks {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd)}
-		if err := unix.EpollCtl(int(l.ep.Fd()), unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+		// A socket this loop watches already (Connect) is modified, which
+		// tells its state afresh: edges it had while idle were ignored.
+		op := unix.EPOLL_CTL_ADD
+		if s.watched {
+			op = unix.EPOLL_CTL_MOD
+		}
+		ev := unix.EpollEvent{Events: relayEvents, Fd: int32(s.fd)}
+		if err := unix.EpollCtl(l.epfd, op, s.fd, &ev); err != nil {
 			l.handle(r, func() { r.x.cutAll(OutcomeError, os.NewSyscallError("epoll_ctl", err)) })
 			return
 		}
@@ -749,11 +848,13 @@ func (f *loopFlow) closePipe() {
 // fdSock is a leg's socket on a loop: a raw non-blocking descriptor, and
 // what edge-triggered epoll said of it.
 type fdSock struct {
-	fd     int
-	own    *net.TCPConn // fd is this connection's own (no duplicate): closed through it
-	r      *loopRelay
-	closed bool
-	rd, wr bool // readable/writable, learned from edges, cleared by EAGAIN
+	fd      int
+	own     *net.TCPConn // fd is this connection's own (no duplicate): closed through it
+	dupOf   *net.TCPConn // fd duplicates it, until the hand-over closes it
+	watched bool         // the loop's epoll set has fd already (Connect)
+	r       *loopRelay
+	closed  bool
+	rd, wr  bool // readable/writable, learned from edges, cleared by EAGAIN
 }
 
 func (s *fdSock) ready(ev uint32) {

@@ -1,13 +1,19 @@
 package engine
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/internal/loopback"
 )
@@ -55,8 +61,24 @@ func TestLoopsShareOneLoop(t *testing.T) {
 // client's half-close or its known length, answers (every fifth 2 MiB)
 // and closes; the client reads to EOF.
 func loopSession(ls *Loops, frontLn, backLn *net.TCPListener, i int) error {
-	client, proxyFront := dialPair(frontLn)
-	proxyBack, backend := dialPair(backLn)
+	var front, back Socket
+	var client, proxyFront, proxyBack, backend *net.TCPConn
+	if i%3 == 1 {
+		// Bare sockets as the proxy makes them: a front the loop takes as
+		// it is, a back whose connect the loops watched (Connect), relayed
+		// on that loop.
+		var err error
+		if client, front, err = bareFront(frontLn); err != nil {
+			return err
+		}
+		if backend, back, err = bareBack(ls, backLn); err != nil {
+			return err
+		}
+	} else {
+		client, proxyFront = dialPair(frontLn)
+		proxyBack, backend = dialPair(backLn)
+		front, back = TCP(proxyFront), TCP(proxyBack)
+	}
 	defer client.Close()
 	defer backend.Close()
 	reqLen, respLen := 200, 300
@@ -71,11 +93,11 @@ func loopSession(ls *Loops, frontLn, backLn *net.TCPListener, i int) error {
 	resp, respSum := payload(respLen, byte(i+1))
 
 	rec := NewRecorder(sessionIDs.Add(1), "web", "app", defFront.TimeWait, defBack.TimeWait)
-	rec.Accepted(loopback.AddrPort(proxyFront.LocalAddr()), loopback.AddrPort(proxyFront.RemoteAddr()), loopback.AddrPort(nil))
-	rec.Connected(false, false, loopback.AddrPort(proxyBack.LocalAddr()), loopback.AddrPort(proxyBack.RemoteAddr()))
+	rec.Accepted(loopback.AddrPort(client.RemoteAddr()), loopback.AddrPort(client.LocalAddr()), loopback.AddrPort(nil))
+	rec.Connected(false, false, loopback.AddrPort(backend.RemoteAddr()), loopback.AddrPort(backend.LocalAddr()))
 	done := make(chan struct{})
 	s := &Session{Rec: rec, Front: defFront, Back: defBack, Idle: 10 * time.Second}
-	if err := ls.Relay(s, proxyFront, proxyBack, Pending{}, func() { close(done) }); err != nil {
+	if err := ls.Relay(s, front, back, Pending{}, func() { close(done) }); err != nil {
 		return err
 	}
 
@@ -124,4 +146,130 @@ func loopSession(ls *Loops, frontLn, backLn *net.TCPListener, i int) error {
 			td.Outcome, td.Front.BytesOut, td.Back.BytesOut, respLen, reqLen)
 	}
 	return nil
+}
+
+// bareFront is a client of ln and the proxy's end as a bare descriptor.
+func bareFront(ln *net.TCPListener) (*net.TCPConn, Socket, error) {
+	client, accepted := dialPair(ln)
+	fd, err := dupFD(accepted)
+	accepted.Close()
+	if err != nil {
+		client.Close()
+		return nil, Socket{}, err
+	}
+	return client, Bare(fd, -1), nil
+}
+
+// bareBack connects a bare socket to ln through ls.Connect and returns
+// the backend's end.
+func bareBack(ls *Loops, ln *net.TCPListener) (*net.TCPConn, Socket, error) {
+	pairing.Lock()
+	defer pairing.Unlock()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, Socket{}, err
+	}
+	a := ln.Addr().(*net.TCPAddr).AddrPort()
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()}); err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return nil, Socket{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	home, err := ls.Connect(ctx, fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, Socket{}, err
+	}
+	backend, err := ln.AcceptTCP()
+	if err != nil {
+		unix.Close(fd)
+		return nil, Socket{}, err
+	}
+	return backend, Bare(fd, home), nil
+}
+
+// Connect reports a refused connection as connect's error, and one that
+// does not come within the context's deadline as the context's, answers
+// once either way, and leaves nothing open once the socket is closed.
+func TestLoopsConnectFails(t *testing.T) {
+	ls, err := NewLoops(2, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	fds := loopback.OpenFDs(t)
+
+	closed := loopback.Listener(t)
+	refusedAt := closed.Addr().(*net.TCPAddr).AddrPort()
+	closed.Close()
+	fd, err := connectTo(refusedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ls.Connect(context.Background(), fd); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("connect to a closed port: %v, want ECONNREFUSED", err)
+	}
+	unix.Close(fd)
+
+	// A listener whose accept queue is full drops further SYNs: the
+	// connect waits until the deadline.
+	full, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(full)
+	if err := unix.Bind(full, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(full, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(full)
+	fullAt := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	var queued []*net.TCPConn
+	defer func() {
+		for _, c := range queued {
+			c.Close()
+		}
+	}()
+	for len(queued) < 8 { // fills the queue (its length is the backlog + 1)
+		c, err := net.DialTimeout("tcp", fullAt.String(), 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		queued = append(queued, c.(*net.TCPConn))
+	}
+	fd, err = connectTo(fullAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := ls.Connect(ctx, fd); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("connect to a full queue: %v, want the context's deadline", err)
+	}
+	unix.Close(fd)
+	for _, c := range queued {
+		c.Close()
+	}
+	queued = nil
+	unix.Close(full)
+	ls.Close()
+	if n := loopback.OpenFDs(t); n > fds {
+		t.Errorf("%d descriptors more than before", n-fds)
+	}
+}
+
+// connectTo starts a non-blocking connect to a.
+func connectTo(a netip.AddrPort) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()}); err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }

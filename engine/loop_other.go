@@ -2,7 +2,7 @@
 
 package engine
 
-import "net"
+import "context"
 
 // loops are not available here: Relay always refuses, and the caller
 // relays on goroutines.
@@ -10,12 +10,10 @@ type loops struct{}
 
 func newLoops(int, <-chan struct{}, <-chan struct{}) (*loops, error) { return &loops{}, nil }
 
-func (*loops) relay(*Session, *net.TCPConn, *net.TCPConn, Pending, func()) error {
-	return errUnsupported
-}
+func (*loops) relay(*Session, Socket, Socket, Pending, func()) error { return errUnsupported }
 
-func (*loops) relayFD(*Session, int, *net.TCPConn, Pending, func()) error {
-	return errUnsupported
-}
+func (*loops) connect(context.Context, int) (int, error) { return -1, errUnsupported }
+
+func (*loops) forget(int, int) {}
 
 func (*loops) close() {}

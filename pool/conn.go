@@ -1,17 +1,23 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Conn is one backend connection handed out by Get. Use the embedded
 // *net.TCPConn directly (io.Copy between *net.TCPConns splices on Linux), and
-// end with Put or Release, never both.
+// end with Put or Release, never both. A connection dialed bare
+// (Config.DialBare) has Bare instead, and no *net.TCPConn.
 type Conn struct {
 	*net.TCPConn
+	Bare   *Bare
 	Pooled bool          // taken from the idle list rather than dialed for this Get
 	Reused bool          // has served at least one request before (returned with Put)
 	Uses   int           // how many times Put returned it
@@ -27,7 +33,24 @@ type Conn struct {
 // Detach drops c's socket once another owner took its descriptor (the
 // relay loops dup it and close this one): c keeps only what Release
 // needs, so that a long session does not pin a closed connection.
-func (c *Conn) Detach() { c.TCPConn, c.raw, c.probe = nil, nil, prober{} }
+func (c *Conn) Detach() { c.TCPConn, c.Bare, c.raw, c.probe = nil, nil, nil, prober{} }
+
+// Addrs returns c's local and peer addresses (IPv4-mapped unmapped).
+func (c *Conn) Addrs() (local, peer netip.AddrPort) {
+	if c.Bare != nil {
+		return c.Bare.Local, c.Bare.Peer
+	}
+	return addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := t.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
 
 // Born returns when c's dial started.
 func (c *Conn) Born() time.Time { return c.born }
@@ -35,14 +58,41 @@ func (c *Conn) Born() time.Time { return c.born }
 // prepare caches what the liveness check needs, so that checking an idle
 // connection allocates nothing.
 func (c *Conn) prepare() {
-	if c.raw == nil {
+	switch {
+	case c.raw != nil:
+	case c.Bare != nil:
+		c.raw = fdRaw(c.Bare.FD)
+	default:
 		c.raw, _ = c.TCPConn.SyscallConn()
 	}
 }
 
+// fdRaw is a bare descriptor as a syscall.RawConn, for Control only.
+type fdRaw int
+
+func (r fdRaw) Control(f func(fd uintptr)) error { f(uintptr(r)); return nil }
+func (fdRaw) Read(func(fd uintptr) bool) error   { return errors.ErrUnsupported }
+func (fdRaw) Write(func(fd uintptr) bool) error  { return errors.ErrUnsupported }
+
 // closeReset closes c with SO_LINGER{on,0}: the kernel sends an RST instead
 // of a FIN and keeps no TIME-WAIT. Only for connections with nothing in
 // flight: unsent bytes are destroyed.
-func closeReset(c *net.TCPConn) error {
+func closeReset(c *Conn) error {
+	if c.Bare != nil {
+		return errors.Join(unix.SetsockoptLinger(c.Bare.FD, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}),
+			unix.Close(c.Bare.FD))
+	}
 	return errors.Join(c.SetLinger(0), c.Close())
 }
+
+// Bare is a backend connection as a bare descriptor, for the relay loops:
+// it never enters Go's netpoller.
+type Bare struct {
+	FD          int // non-blocking, close-on-exec
+	Home        int // the relay loop that watches FD (engine.Loops.Connect)
+	Local, Peer netip.AddrPort
+}
+
+// BareDialFunc dials a bare connection. (nil, nil) means not this time:
+// the pool dials with its DialFunc instead.
+type BareDialFunc func(ctx context.Context, address string) (*Bare, error)

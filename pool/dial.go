@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"syscall"
 	"time"
 )
@@ -41,9 +42,17 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 		defer cancel()
 	}
 	start := time.Now()
-	tc, err := p.dial(dctx, p.cfg.Address)
-	if err == nil && tc == nil {
-		err = errNilConn
+	var tc *net.TCPConn
+	var bare *Bare
+	var err error
+	if _, own := Source(ctx); p.cfg.DialBare != nil && !own {
+		bare, err = p.cfg.DialBare(dctx, p.cfg.Address)
+	}
+	if bare == nil && err == nil {
+		tc, err = p.dial(dctx, p.cfg.Address)
+		if err == nil && tc == nil {
+			err = errNilConn
+		}
 	}
 	took := time.Since(start)
 	p.mu.Lock()
@@ -52,7 +61,7 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial backend %s: %w", p.cfg.Address, err)
 	}
-	return &Conn{TCPConn: tc, Dial: took, born: start}, nil
+	return &Conn{TCPConn: tc, Bare: bare, Dial: took, born: start}, nil
 }
 
 // boundDial reports whether ConnectTimeout ends before ctx does, so the dial

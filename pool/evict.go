@@ -116,7 +116,7 @@ func (p *Pool) closeGone(gone []*Conn, reason string) {
 	p.signalLocked()
 	p.mu.Unlock()
 	for _, c := range gone {
-		_ = closeReset(c.TCPConn)
+		_ = closeReset(c)
 		p.logEvicted(c, reason)
 	}
 	p.wakeRefiller()

@@ -55,7 +55,7 @@ func (b *backend) accept() {
 		if b.discard {
 			b.readers.Go(func() {
 				_, _ = io.Copy(io.Discard, c)
-				_ = closeReset(c)
+				_ = closeReset(&Conn{TCPConn: c})
 			})
 			continue
 		}
@@ -76,7 +76,7 @@ func (b *backend) close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, c := range b.conns {
-		_ = closeReset(c)
+		_ = closeReset(&Conn{TCPConn: c})
 	}
 }
 
@@ -169,6 +169,6 @@ func get(t testing.TB, p *Pool) *Conn {
 
 // drop resets c and releases its slot, as a caller ending the back leg does.
 func drop(p *Pool, c *Conn) {
-	_ = closeReset(c.TCPConn)
+	_ = closeReset(c)
 	p.Release(c)
 }

@@ -31,6 +31,9 @@ type Config struct {
 	MaxConns       int           // cap on connections to this backend, in use + idle (0: no cap)
 	BackoffMin     time.Duration // first retry delay after a failed warm dial (0: 100ms)
 	BackoffMax     time.Duration // longest retry delay (0: 10s)
+	// DialBare, when set, dials every connection it can as a Bare (a
+	// Get with a source in its context never: it dials with DialFunc).
+	DialBare BareDialFunc
 }
 
 // DialFunc dials one connection; tests and the proxy pass a net.Dialer-based
@@ -226,7 +229,9 @@ func (p *Pool) Put(c *Conn) {
 		return
 	}
 	c.prepare()
-	_ = c.SetDeadline(time.Time{})
+	if c.TCPConn != nil {
+		_ = c.SetDeadline(time.Time{})
+	}
 	p.mu.Lock()
 	if !c.out {
 		p.mu.Unlock()
@@ -240,7 +245,7 @@ func (p *Pool) Put(c *Conn) {
 		p.stats.Evicted++
 		p.signalLocked()
 		p.mu.Unlock()
-		_ = closeReset(c.TCPConn)
+		_ = closeReset(c)
 		return
 	}
 	p.pushIdleLocked(c, time.Now())
@@ -272,14 +277,14 @@ func (p *Pool) Discard(c *Conn) {
 	if c == nil {
 		return
 	}
-	_ = closeReset(c.TCPConn)
+	_ = closeReset(c)
 	p.Release(c)
 }
 
 // evict closes c, taken from the idle list by Get, with an RST and frees its
 // slot.
 func (p *Pool) evict(c *Conn, reason string) {
-	_ = closeReset(c.TCPConn)
+	_ = closeReset(c)
 	p.mu.Lock()
 	c.out = false
 	p.stats.InUse--

@@ -112,7 +112,7 @@ func (p *Pool) addWarm(c *Conn) {
 	if p.closed {
 		p.stats.Evicted++
 		p.mu.Unlock()
-		_ = closeReset(c.TCPConn)
+		_ = closeReset(c)
 		return
 	}
 	p.pushIdleLocked(c, time.Now())
@@ -145,6 +145,6 @@ func (p *Pool) shutdown() {
 	p.signalLocked()
 	p.mu.Unlock()
 	for _, c := range idle {
-		_ = closeReset(c.TCPConn)
+		_ = closeReset(c)
 	}
 }

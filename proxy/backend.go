@@ -67,6 +67,7 @@ func (s *Server) newBackend(b config.Backend) *backend {
 		sv.pool = pool.New(pool.Config{
 			Address: srv.Address, ConnectTimeout: b.ConnectTimeout,
 			Warm: warm, MaxIdleAge: b.Pool.MaxIdleAge, MaxConns: b.Pool.MaxConns,
+			DialBare: s.bareDialer(b, sv),
 		}, s.dialer(b, sv), s.log.With(zap.String("backend", b.Name), zap.String("server", srv.Address)))
 		be.servers = append(be.servers, sv)
 	}

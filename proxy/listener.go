@@ -155,7 +155,7 @@ func (s *Server) acceptLoop(l *listener) error {
 // (acceptFD). A PROXY header, an intercepted address or an http1 backend
 // need a *net.TCPConn.
 func (s *Server) bare(lc *listenerConf) bool {
-	return s.loops != nil && lc.cfg.ProxyProtocol == config.ProxyProtocolOff &&
+	return s.loops.Load() != nil && lc.cfg.ProxyProtocol == config.ProxyProtocolOff &&
 		lc.cfg.Intercept != config.InterceptTProxy && lc.cfg.Intercept != config.InterceptRedirect &&
 		lc.be.cfg.Protocol == config.ProtocolTCP
 }

@@ -83,7 +83,7 @@ func TestRelayLoopEchoes(t *testing.T) {
 		}
 		ids[td.ID] = true
 	}
-	if h.srv.loops == nil {
+	if h.srv.loops.Load() == nil {
 		t.Error(`relay = "loop" served without loops`)
 	}
 	select {
@@ -161,7 +161,7 @@ func TestRelayLoopStartsWithServe(t *testing.T) {
 	if err := srv.Listen(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if srv.loops != nil {
+	if srv.loops.Load() != nil {
 		t.Error("Listen started the relay loops; only Serve does")
 	}
 	if err := srv.Shutdown(context.Background()); err != nil {
@@ -265,8 +265,6 @@ func TestRelayLoopBareAcceptRecordsAddresses(t *testing.T) {
 				t.Errorf("record: outcome %s, front %s → %s, client %s; want ok, %s → %s, client %s",
 					td.Outcome, td.Front.Peer, td.Front.Local, td.Client, local, remote, local)
 			}
-			h.srv.mu.Lock() // Serve set the loops under it
-			defer h.srv.mu.Unlock()
 			if l := h.srv.listeners[0]; l.wait == nil || !h.srv.bare(l.conf.Load()) {
 				t.Error("a plain tcp listener on loops does not accept bare descriptors")
 			}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/closeproxy/closeproxy/engine"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/pool"
 	"github.com/closeproxy/closeproxy/twwatch"
 )
@@ -71,8 +72,8 @@ type Server struct {
 	// Shutdown closes them; nil before Serve, without relayLoop, or when
 	// they could not be made (sessions then relay on goroutines).
 	relayLoop   bool
-	loops       *engine.Loops
-	loopRefused sync.Once // the first refusal is logged
+	loops       atomic.Pointer[engine.Loops] // read by pools' dials too
+	loopRefused sync.Once                    // the first refusal is logged
 }
 
 // Option adjusts a Server.
@@ -214,7 +215,7 @@ func (s *Server) startLoopsLocked() {
 		s.log.Warn(`relay = "loop": no event loops; sessions relay on goroutines`, zap.Error(err))
 		return
 	}
-	s.loops = ls
+	s.loops.Store(ls)
 }
 
 // Serving reports that the listeners accept and neither a drain nor
@@ -276,6 +277,41 @@ func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 		}
 		handedOn = true
 		return c.(*net.TCPConn), nil
+	}
+}
+
+// bareDialer is how the pool of a server dials for the relay loops
+// (relay = "loop", a tcp backend named by address, source = "proxy"):
+// a bare socket that the loops connect (dialBare). Until the loops run,
+// and for a backend named by host name, the pool dials with dialer.
+func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
+	if !s.relayLoop || b.Protocol != config.ProtocolTCP || b.Source == config.SourceClient {
+		return nil
+	}
+	backend := b.Name
+	return func(ctx context.Context, address string) (*pool.Bare, error) {
+		ls := s.loops.Load()
+		to, err := netip.ParseAddrPort(address)
+		if ls == nil || err != nil {
+			return nil, nil
+		}
+		t0 := time.Now()
+		c, err := dialBare(ctx, ls, to)
+		handedOn := false
+		defer func() {
+			if !handedOn && c != nil { // a panic below (the session recovers it)
+				_ = closeFD(c.FD)
+			}
+		}()
+		s.obs.Dialed(backend, time.Since(t0), err)
+		if outOfFiles(err) {
+			s.releaseFiles()
+		}
+		if err != nil && !pool.IsLocal(err) && !errors.Is(ctx.Err(), context.Canceled) {
+			s.passive(backend, sv, false, err)
+		}
+		handedOn = true
+		return c, err
 	}
 }
 

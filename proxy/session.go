@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"syscall"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
@@ -107,17 +110,37 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	if handedOver = ss.handOver(pending); handedOver {
 		return
 	}
+	if err := ss.unbare(); err != nil {
+		ss.back = nil
+		ss.sv.pool.Discard(back)
+		ss.refuse(engine.OutcomeInternalError, fmt.Errorf("relay on goroutines: %w", err))
+		return
+	}
+	ss.eng.Relay(ss.front, back.TCPConn, pending)
+}
+
+// unbare makes the session's bare sockets *net.TCPConns, for a relay on
+// goroutines after the loops refused it. A bare back is first forgotten
+// by the loop that watches it.
+func (ss *session) unbare() error {
 	if ss.front == nil {
 		c, err := fdConn(ss.bare)
 		if err != nil {
-			ss.back = nil
-			ss.sv.pool.Discard(back)
-			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("relay on goroutines: %w", err))
-			return
+			return err
 		}
 		ss.front, ss.bare = c, -1
 	}
-	ss.eng.Relay(ss.front, back.TCPConn, pending)
+	if b := ss.back.Bare; b != nil {
+		if ls := ss.srv.loops.Load(); ls != nil {
+			ls.Forget(b.Home, b.FD)
+		}
+		c, err := fdConn(b.FD)
+		if err != nil {
+			return err
+		}
+		ss.back.TCPConn, ss.back.Bare = c, nil
+	}
+	return nil
 }
 
 // handOver gives the relay to the server's loops (relay = "loop"), which
@@ -128,16 +151,18 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 // the session relays them itself.
 func (ss *session) handOver(p engine.Pending) bool {
 	s := ss.srv
-	if s.loops == nil {
+	ls := s.loops.Load()
+	if ls == nil {
 		return false
 	}
-	var err error
+	front, back := engine.Bare(ss.bare, -1), engine.TCP(ss.back.TCPConn)
 	if ss.front != nil {
-		err = s.loops.Relay(ss.eng, ss.front, ss.back.TCPConn, p, func() { go ss.end() })
-	} else {
-		err = s.loops.RelayFD(ss.eng, ss.bare, ss.back.TCPConn, p, func() { go ss.end() })
+		front = engine.TCP(ss.front)
 	}
-	if err != nil {
+	if b := ss.back.Bare; b != nil {
+		back = engine.Bare(b.FD, b.Home)
+	}
+	if err := ls.Relay(ss.eng, front, back, p, func() { go ss.end() }); err != nil {
 		s.loopRefused.Do(func() {
 			s.log.Warn(`relay = "loop": the event loops refused a session; such sessions relay on goroutines`, zap.Error(err))
 		})
@@ -168,6 +193,27 @@ func (ss *session) end() {
 	ss.bk.users.Done()
 	s.live.Add(-1)
 	s.sessions.Done()
+}
+
+// sendHeader writes a PROXY header to a backend connection. A bare one
+// takes it in one write: it is new or idle, its send buffer empty.
+func sendHeader(c *pool.Conn, h *proxyproto.Header) error {
+	if c.Bare == nil {
+		_, err := h.WriteTo(c)
+		return err
+	}
+	b, err := h.Format()
+	if err != nil {
+		return err
+	}
+	n, err := unix.Write(c.Bare.FD, b)
+	switch {
+	case err != nil:
+		return os.NewSyscallError("write", err)
+	case n < len(b):
+		return fmt.Errorf("wrote %d of the header's %d bytes", n, len(b))
+	}
+	return nil
 }
 
 func dialOutcome(err error) engine.Outcome {
@@ -225,7 +271,8 @@ func (ss *session) try(sv *server) (*pool.Conn, error) {
 	ss.rec.Trying(sv.addr)
 	c, err := sv.pool.Get(ctx)
 	if err == nil {
-		ss.rec.Connected(c.Pooled, c.Reused, addrPort(c.LocalAddr()), addrPort(c.RemoteAddr()))
+		local, peer := c.Addrs()
+		ss.rec.Connected(c.Pooled, c.Reused, local, peer)
 	}
 	return c, err
 }
@@ -258,7 +305,7 @@ func (ss *session) takeBackend(in intake) (*pool.Conn, error) {
 		return nil, err
 	}
 	if ss.bk.cfg.SendProxyProtocol != config.SendOff {
-		if _, err := proxyHeader(ss.bk.cfg.SendProxyProtocol, in).WriteTo(back); err != nil {
+		if err := sendHeader(back, proxyHeader(ss.bk.cfg.SendProxyProtocol, in)); err != nil {
 			ss.sv.pool.Discard(back)
 			return nil, fmt.Errorf("send PROXY header to %s: %w", ss.sv.addr, err)
 		}

@@ -86,10 +86,7 @@ func (s *Server) closeListeners() {
 // closeLoops stops the relay loops, if Serve started any, once no session
 // is left on them.
 func (s *Server) closeLoops() {
-	s.mu.Lock()
-	ls := s.loops
-	s.mu.Unlock()
-	if ls != nil {
+	if ls := s.loops.Load(); ls != nil {
 		ls.Close()
 	}
 }

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -8,6 +11,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/pool"
 )
 
 // bareWaiter makes what acceptFD waits on: a duplicate of ln's socket as
@@ -122,3 +128,50 @@ func fdConn(fd int) (*net.TCPConn, error) {
 	_ = unix.Close(fd)
 	return tc, nil
 }
+
+// dialBare opens a bare connection to a backend at to: a non-blocking
+// socket with TCP_NODELAY and keep-alive (Go's dialer sets both), whose
+// connect one of the loops watches (Loops.Connect), bounded by ctx. The
+// socket never enters Go's netpoller: a relay on the loop that watches it
+// registers nothing, duplicates nothing, and closes it once.
+func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort) (*pool.Bare, error) {
+	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()})
+	if to.Addr().Is6() {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(to.Port()), Addr: to.Addr().As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = unix.Close(fd)
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return nil, os.NewSyscallError("setsockopt TCP_NODELAY", err)
+	}
+	if err := setKeepAlive(fd, keepAlive); err != nil {
+		return nil, err
+	}
+	switch err := unix.Connect(fd, sa); err {
+	case nil, unix.EINPROGRESS, unix.EINTR: // EINTR: the connect goes on
+	default:
+		return nil, os.NewSyscallError("connect", err)
+	}
+	home, err := ls.Connect(ctx, fd)
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return nil, fmt.Errorf("connect: %w", err)
+	default:
+		return nil, err
+	}
+	ok = true
+	return &pool.Bare{FD: fd, Home: home, Local: localFD(fd, netip.AddrPort{}), Peer: to}, nil
+}
+
+// closeFD closes a bare descriptor.
+func closeFD(fd int) error { return unix.Close(fd) }

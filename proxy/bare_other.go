@@ -1,0 +1,34 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/pool"
+)
+
+var errNoBare = errors.New("bare sockets: not supported on this system")
+
+// acceptFD is Linux only; there are no relay loops elsewhere either, so
+// no session asks for it.
+func acceptFD(*os.File) (int, netip.AddrPort, error) {
+	return -1, netip.AddrPort{}, errNoBare
+}
+
+func bareWaiter(net.Listener) (*os.File, error) { return nil, nil }
+
+func dialBare(context.Context, *engine.Loops, netip.AddrPort) (*pool.Bare, error) {
+	return nil, errNoBare
+}
+
+func localFD(int, netip.AddrPort) netip.AddrPort { return netip.AddrPort{} }
+
+func fdConn(int) (*net.TCPConn, error) { return nil, errNoBare }
+
+func closeFD(int) error { return errNoBare }
