@@ -12,9 +12,10 @@ import (
 	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
-// TestAcceptedConnsInheritKeepAlive: keep-alive is set on the listening
-// socket only, and every accepted socket carries Go's defaults all the
-// same (and TCP_NODELAY).
+// TestAcceptedConnsInheritKeepAlive: keep-alive and TCP_NODELAY are set
+// on the listening socket only, and every accepted socket carries Go's
+// defaults all the same: one Go accepts, and a bare one (acceptFD, which
+// sets nothing itself).
 func TestAcceptedConnsInheritKeepAlive(t *testing.T) {
 	lc := listenConfig(config.InterceptOff)
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
@@ -25,6 +26,28 @@ func TestAcceptedConnsInheritKeepAlive(t *testing.T) {
 	client, srv := loopback.Pair(t, ln.(*net.TCPListener))
 	defer client.Close()
 	defer srv.Close()
+	checkInherited(t, "accepted socket", func(f func(fd int)) error { return control(srv, f) })
+
+	w, err := bareWaiter(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fd, _, err := acceptFD(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	checkInherited(t, "bare accepted socket", func(f func(fd int)) error { f(fd); return nil })
+}
+
+func checkInherited(t *testing.T, what string, control func(func(fd int)) error) {
+	t.Helper()
 	for _, o := range []struct {
 		name       string
 		level, opt int
@@ -38,11 +61,11 @@ func TestAcceptedConnsInheritKeepAlive(t *testing.T) {
 	} {
 		var got int
 		var opErr error
-		if err := control(srv, func(fd int) { got, opErr = unix.GetsockoptInt(fd, o.level, o.opt) }); err != nil || opErr != nil {
+		if err := control(func(fd int) { got, opErr = unix.GetsockoptInt(fd, o.level, o.opt) }); err != nil || opErr != nil {
 			t.Fatalf("%s: %v %v", o.name, err, opErr)
 		}
 		if got != o.want {
-			t.Errorf("accepted socket: %s = %d, want %d", o.name, got, o.want)
+			t.Errorf("%s: %s = %d, want %d", what, o.name, got, o.want)
 		}
 	}
 }
