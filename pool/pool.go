@@ -131,6 +131,22 @@ func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 	}
 }
 
+// GetIdle is Get without a dial or a wait: the newest idle connection
+// that passes the liveness check, or nil.
+func (p *Pool) GetIdle() *Conn {
+	for {
+		p.mu.Lock()
+		var c *Conn
+		if !p.closed {
+			c = p.popIdleLocked()
+		}
+		p.mu.Unlock()
+		if c == nil || p.usable(c) {
+			return c
+		}
+	}
+}
+
 // take hands out the newest idle connection (if idleOK), or returns nil
 // with a slot reserved for a dial, waiting at the cap.
 func (p *Pool) take(ctx context.Context, start time.Time, idleOK bool) (*Conn, error) {

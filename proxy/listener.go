@@ -188,7 +188,15 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn, fd int,
 	s.sessions.Add(1)
 	s.live.Add(1)
 	s.trim.started()
-	go func() { s.newSession(l, lc, c, fd, peer).run(s.drainCtx, s.drainBegun, s.kill) }() // its end counts it out
+	if c == nil {
+		// A bare session may start its relay from here (its end counts
+		// it out, as run's does).
+		if ss := s.newSession(l, lc, nil, fd, peer); !ss.atOnce(s.drainCtx, s.drainBegun, s.kill) {
+			go ss.run(s.drainCtx, s.drainBegun, s.kill)
+		}
+		return
+	}
+	go func() { s.newSession(l, lc, c, -1, netip.AddrPort{}).run(s.drainCtx, s.drainBegun, s.kill) }() // its end counts it out
 }
 
 // record logs td (as log.teardown samples) and hands it on.

@@ -313,3 +313,41 @@ func TestFDConnKeepsTheConnection(t *testing.T) {
 	}
 	tc.Close()
 }
+
+// With relay = "loop" and warm pools, a session that finds a warm
+// connection starts its relay on the accepting goroutine (atOnce): the
+// balancer is still asked once a session (round robin alternates, also
+// for a session whose first server had no warm connection left), every
+// byte arrives, and every record says ok.
+func TestRelayLoopWarmSessionsKeepTheBalancersOrder(t *testing.T) {
+	a, b := loopback.Serve(t, loopback.Echo), loopback.Serve(t, loopback.Echo)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)},
+		config.Backend{Servers: servers(a, b), Balance: config.BalanceRoundRobin,
+			Pool:  config.Pool{Warm: 1, MaxIdleAge: time.Minute},
+			Close: testClose(policy.TargetProxy, policy.FallbackReset)}, relayLoop)
+	deadline := time.Now().Add(5 * time.Second)
+	for h.srv.PoolStats()["app"].Idle < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // the refillers say nothing when done
+	}
+	const sessions = 8
+	on, pooled := map[string]int{}, 0
+	for i := range sessions {
+		if err := echoOnce(h.addr, fmt.Sprint("warm ", i)); err != nil {
+			t.Fatal(err)
+		}
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeOK {
+			t.Errorf("session %d: outcome %s (%v)", td.ID, td.Outcome, td.Err)
+		}
+		on[td.BackServer]++
+		if td.BackPooled {
+			pooled++
+		}
+	}
+	if on[a] != sessions/2 || on[b] != sessions/2 {
+		t.Errorf("sessions per server %v, want %d on each", on, sessions/2)
+	}
+	if pooled < 2 {
+		t.Errorf("%d sessions were served a warm connection, want at least the first two", pooled)
+	}
+}

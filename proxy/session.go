@@ -33,6 +33,7 @@ type session struct {
 	front *net.TCPConn
 	bare  int        // the front as a bare descriptor (acceptFD) when front is nil; else -1
 	back  *pool.Conn // a tcp session's backend connection, once it has one
+	order []*server  // the servers in the balancer's order, when atOnce asked it
 	rec   *engine.Recorder
 	eng   *engine.Session
 }
@@ -73,13 +74,17 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	defer func() {
 		if p := recover(); p != nil {
 			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+			ss.dropBack()
 		}
 		if !handedOver {
 			ss.end()
 		}
 	}()
-	ss.eng = &engine.Session{Rec: ss.rec, Front: ss.ln.Close, Back: ss.bk.cfg.Close, Idle: ss.ln.IdleTimeout,
-		Auto: ss.srv.auto.state, Hold: ss.srv.auto.hold, Drain: drainCtx.Done(), Kill: kill}
+	if ss.back != nil { // atOnce took a warm connection; the loops refused the relay
+		handedOver = ss.relay(engine.Pending{})
+		return
+	}
+	ss.eng = ss.engine(drainCtx, kill)
 	in := intake{version: "none", client: ss.rec.Client(), dest: ss.rec.Record().Front.Local}
 	if ss.front != nil {
 		var err error
@@ -106,17 +111,80 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 		return
 	}
 	ss.back = back
-	pending := engine.Pending{Up: in.leftover()}
-	if handedOver = ss.handOver(pending); handedOver {
-		return
+	handedOver = ss.relay(engine.Pending{Up: in.leftover()})
+}
+
+func (ss *session) engine(drainCtx context.Context, kill <-chan struct{}) *engine.Session {
+	return &engine.Session{Rec: ss.rec, Front: ss.ln.Close, Back: ss.bk.cfg.Close, Idle: ss.ln.IdleTimeout,
+		Auto: ss.srv.auto.state, Hold: ss.srv.auto.hold, Drain: drainCtx.Done(), Kill: kill}
+}
+
+// dropBack resets a backend connection that a panic left unrelayed: the
+// pool frees its slot only, and a bare one no collection would close.
+func (ss *session) dropBack() {
+	if b := ss.back; b != nil && (b.TCPConn != nil || b.Bare != nil) {
+		ss.back = nil
+		ss.sv.pool.Discard(b)
 	}
+}
+
+// relay relays the session, which has its backend connection: on the
+// loops (true: they end it), or else on this goroutine, which returns
+// once the session is over.
+func (ss *session) relay(p engine.Pending) (handedOver bool) {
+	if ss.handOver(p) {
+		return true
+	}
+	back := ss.back
 	if err := ss.unbare(); err != nil {
 		ss.back = nil
 		ss.sv.pool.Discard(back)
 		ss.refuse(engine.OutcomeInternalError, fmt.Errorf("relay on goroutines: %w", err))
-		return
+		return false
 	}
-	ss.eng.Relay(ss.front, back.TCPConn, pending)
+	ss.eng.Relay(ss.front, back.TCPConn, p)
+	return false
+}
+
+// atOnce starts a bare session's relay on the loops from the accepting
+// goroutine, when nothing on its way can wait: its backend connection is
+// a warm one of the server the balancer puts first, and no PROXY header
+// goes to it. The session then costs no goroutine of its own. False: none
+// of that was possible and nothing was done; run does it all. A session
+// whose relay the loops refuse after all goes on on a goroutine (run). A
+// panic is recovered as run recovers it.
+func (ss *session) atOnce(drainCtx, begun context.Context, kill <-chan struct{}) (started bool) {
+	if ss.bare < 0 || ss.bk.cfg.Protocol != config.ProtocolTCP || ss.bk.cfg.SendProxyProtocol != config.SendOff ||
+		ss.bk.cfg.Source == config.SourceClient || ss.srv.loops.Load() == nil {
+		return false
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+			ss.dropBack()
+			ss.end()
+			started = true
+		}
+	}()
+	t0 := time.Now()
+	ss.order = ss.bk.order(ss.rec.Client().Addr()) // the balancer is asked once a session
+	sv := ss.order[0]
+	c := sv.pool.GetIdle()
+	if c == nil {
+		return false
+	}
+	ss.eng = ss.engine(drainCtx, kill)
+	ss.rec.Intake("none", ss.rec.Client())
+	ss.rec.Trying(sv.addr)
+	local, peer := c.Addrs()
+	ss.rec.Connected(c.Pooled, c.Reused, local, peer)
+	ss.rec.Connecting(time.Since(t0))
+	ss.sv, ss.back = sv, c
+	sv.active.Add(1)
+	if !ss.handOver(engine.Pending{}) {
+		go ss.run(drainCtx, begun, kill)
+	}
+	return true
 }
 
 // unbare makes the session's bare sockets *net.TCPConns, for a relay on
@@ -246,7 +314,12 @@ func (ss *session) acquire() (*pool.Conn, error) {
 		lastErr = err
 		ss.leave(false)
 	}
-	for _, sv := range ss.bk.order(ss.rec.Client().Addr()) {
+	order := ss.order
+	if order == nil {
+		order = ss.bk.order(ss.rec.Client().Addr())
+	}
+	ss.order = nil // an http1 session's next acquire asks again
+	for _, sv := range order {
 		if sv == kept {
 			continue
 		}
