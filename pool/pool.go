@@ -193,10 +193,11 @@ func (p *Pool) usable(c *Conn) bool {
 	return true
 }
 
-// dialFor dials a connection into the slot take reserved. The dial runs on
-// a goroutine of its own that ends with it: a dial's call chain is deep,
-// and the caller's stack, grown for it, would stay grown (Go shrinks stacks
-// only at a collection, by half) for the whole session it then relays.
+// dialFor dials a connection into the slot take reserved. A net.Dialer
+// dial runs on a goroutine of its own that ends with it: its call chain is
+// deep, and the caller's stack, grown for it, would stay grown (Go shrinks
+// stacks only at a collection, by half) for the whole session it then
+// relays.
 func (p *Pool) dialFor(ctx context.Context) (c *Conn, err error) {
 	defer func() {
 		// Failed, or panicked (a session recovers its panics and lives on):
@@ -209,6 +210,15 @@ func (p *Pool) dialFor(ctx context.Context) (c *Conn, err error) {
 			p.wakeRefiller()
 		}
 	}()
+	if _, own := Source(ctx); p.cfg.DialBare != nil && !own {
+		// A bare dial's chain is shallow, and the caller hands its
+		// sockets to the relay loops and ends: no stack to keep small.
+		if c, err = p.dialConn(ctx); err != nil {
+			return nil, err
+		}
+		c.out = true
+		return c, nil
+	}
 	type dialed struct {
 		c     *Conn
 		err   error
