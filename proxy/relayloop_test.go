@@ -272,48 +272,6 @@ func TestRelayLoopBareAcceptRecordsAddresses(t *testing.T) {
 	}
 }
 
-// fdConn makes a bare descriptor a working *net.TCPConn (a session the
-// loops refuse relays on goroutines) and closes the descriptor.
-func TestFDConnKeepsTheConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	w, err := bareWaiter(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fd, peer, err := acceptFD(w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if peer.String() != c.LocalAddr().String() {
-		t.Errorf("peer %s, want %s", peer, c.LocalAddr())
-	}
-	tc, err := fdConn(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Close(fd); !errors.Is(err, syscall.EBADF) {
-		t.Errorf("the bare descriptor is still open after fdConn (close: %v)", err)
-	}
-	io.WriteString(c, "over")
-	c.(*net.TCPConn).CloseWrite()
-	tc.SetDeadline(time.Now().Add(5 * time.Second))
-	got, err := io.ReadAll(tc)
-	if err != nil || string(got) != "over" {
-		t.Errorf("read %q, %v through the connection", got, err)
-	}
-	tc.Close()
-}
-
 // With relay = "loop" and warm pools, a session that finds a warm
 // connection starts its relay on the accepting goroutine (atOnce): the
 // balancer is still asked once a session (round robin alternates, also

@@ -28,20 +28,7 @@ func TestAcceptedConnsInheritKeepAlive(t *testing.T) {
 	defer srv.Close()
 	checkInherited(t, "accepted socket", func(f func(fd int)) error { return control(srv, f) })
 
-	w, err := bareWaiter(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fd, _, err := acceptFD(w)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, fd, _ := bareAccept(t, ln)
 	defer unix.Close(fd)
 	checkInherited(t, "bare accepted socket", func(f func(fd int)) error { f(fd); return nil })
 }
