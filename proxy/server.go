@@ -287,7 +287,8 @@ func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 }
 
 // bareDialer is how the pool of a server dials for the relay loops
-// (relay = "loop", a tcp backend named by address, source = "proxy"):
+// (relay = "loop", a tcp backend named by IP address without a zone,
+// source = "proxy"):
 // a bare socket that the loops connect (dialBare). Until the loops run,
 // and for a backend named by host name, the pool dials with dialer.
 func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
@@ -298,7 +299,7 @@ func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
 	return func(ctx context.Context, address string) (*pool.Bare, error) {
 		ls := s.loops.Load()
 		to, err := netip.ParseAddrPort(address)
-		if ls == nil || err != nil {
+		if ls == nil || err != nil || to.Addr().Zone() != "" {
 			return nil, nil
 		}
 		t0 := time.Now()
