@@ -143,8 +143,10 @@ type Backend struct {
 	// Source is the address dialed from. With SourceClient every session
 	// dials its own connection: no warm pool, no reuse across clients.
 	Source Source
-	Pool   Pool
-	Close  Close // the back leg
+	// TCPKeepAlive turns on keep-alive probes on backend connections.
+	TCPKeepAlive bool
+	Pool         Pool
+	Close        Close // the back leg
 }
 
 // Server is one of a backend's servers.

@@ -87,6 +87,7 @@ func TestEveryDefault(t *testing.T) {
 		{"listener.close.drain_timeout", c.Listeners[0].Close.DrainTimeout, time.Second},
 		{"backend.connect_timeout", c.Backends[0].ConnectTimeout, 2 * time.Second},
 		{"backend.send_proxy_protocol", c.Backends[0].SendProxyProtocol, SendOff},
+		{"backend.tcp_keepalive", c.Backends[0].TCPKeepAlive, false},
 		{"backend.close.time_wait", c.Backends[0].Close.TimeWait, policy.TargetPeer},
 		{"backend.close.peer_fin_grace", c.Backends[0].Close.PeerFinGrace, time.Second},
 		{"backend.close.fallback", c.Backends[0].Close.Fallback, policy.FallbackReset},

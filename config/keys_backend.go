@@ -73,6 +73,17 @@ Which address the backend connection comes from.
   a port the kernel picks: pool.warm is not used, and protocol = "http1"
   is refused. The client's and the backend's address families must
   match (IPv4 with IPv4).`},
+	{path: "backend.tcp_keepalive", at: field(func(b *Backend) any { return &b.TCPKeepAlive }),
+		def: false, doc: `
+TCP keep-alive probes on backend connections: after 15 s without a byte,
+every 15 s, and the connection fails after 9 unanswered (Go's defaults).
+Off by default, as HAProxy (option srvtcpka), nginx
+(proxy_socket_keepalive) and Envoy leave it: listener.idle_timeout cuts a
+session whose backend went silent, and pool.max_idle_age evicts an idle
+pooled connection, both before the probes would (15 s + 9 × 15 s). Turn
+it on when a middlebox between proxy and backend forgets connections
+idle for less than those, or with an idle_timeout or max_idle_age above
+150 s. Each backend connection then costs four setsockopt calls more.`},
 
 	{path: "backend.health", kind: table, doc: `
 How servers are found down, and brought back. A down server takes no new

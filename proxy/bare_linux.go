@@ -130,11 +130,12 @@ func fdConn(fd int) (*net.TCPConn, error) {
 }
 
 // dialBare opens a bare connection to a backend at to: a non-blocking
-// socket with TCP_NODELAY and keep-alive (Go's dialer sets both), whose
+// socket with TCP_NODELAY (as Go's dialer sets it) and, with keepAlive,
+// keep-alive probes as Go's dialer would set them, whose
 // connect one of the loops watches (Loops.Connect), bounded by ctx. The
 // socket never enters Go's netpoller: a relay on the loop that watches it
 // registers nothing, duplicates nothing, and closes it once.
-func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort) (*pool.Bare, error) {
+func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAlive bool) (*pool.Bare, error) {
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
 	family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()})
 	if to.Addr().Is6() {
@@ -153,8 +154,10 @@ func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort) (*pool.B
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
 		return nil, os.NewSyscallError("setsockopt TCP_NODELAY", err)
 	}
-	if err := setKeepAlive(fd, keepAlive); err != nil {
-		return nil, err
+	if keepAlive {
+		if err := setKeepAlive(fd, goKeepAlive); err != nil {
+			return nil, err
+		}
 	}
 	switch err := unix.Connect(fd, sa); err {
 	case nil, unix.EINPROGRESS, unix.EINTR: // EINTR: the connect goes on

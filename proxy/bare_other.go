@@ -23,7 +23,7 @@ func acceptFD(*os.File) (int, netip.AddrPort, error) {
 
 func bareWaiter(net.Listener) (*os.File, error) { return nil, nil }
 
-func dialBare(context.Context, *engine.Loops, netip.AddrPort) (*pool.Bare, error) {
+func dialBare(context.Context, *engine.Loops, netip.AddrPort, bool) (*pool.Bare, error) {
 	return nil, errNoBare
 }
 

@@ -257,6 +257,9 @@ func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 		d, err := sourceDialer(ctx, b.Source, address)
 		var c net.Conn
 		if err == nil {
+			if b.TCPKeepAlive {
+				d.KeepAliveConfig = goKeepAlive
+			}
 			c, err = d.DialContext(ctx, "tcp", address)
 		}
 		handedOn := false
@@ -286,6 +289,12 @@ func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 	}
 }
 
+// goKeepAlive is Go's default keep-alive for TCP connections: probes
+// after 15 s idle, every 15 s, 9 unanswered ones end the connection. Every
+// client connection has it (from the listening socket); backend
+// connections with backend.tcp_keepalive.
+var goKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
+
 // bareDialer is how the pool of a server dials for the relay loops
 // (relay = "loop", a tcp backend named by IP address without a zone,
 // source = "proxy"):
@@ -303,7 +312,7 @@ func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
 			return nil, nil
 		}
 		t0 := time.Now()
-		c, err := dialBare(ctx, ls, to)
+		c, err := dialBare(ctx, ls, to, b.TCPKeepAlive)
 		handedOn := false
 		defer func() {
 			if !handedOn && c != nil { // a panic below (the session recovers it)

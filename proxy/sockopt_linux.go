@@ -22,10 +22,6 @@ func control(c *net.TCPConn, f func(fd int)) error {
 	return nil
 }
 
-// keepAlive is Go's default for TCP connections: probes after 15 s idle,
-// every 15 s, 9 unanswered ones end the connection.
-var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
-
 // keepAliveListenConfig sets keep-alive and TCP_NODELAY once, on the
 // listening socket: Linux copies both into each accepted socket, where Go
 // would otherwise make four setsockopt calls per connection for
@@ -35,7 +31,7 @@ func keepAliveListenConfig() net.ListenConfig {
 	return net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, rc syscall.RawConn) error {
 		var opErr error
 		err := rc.Control(func(fd uintptr) {
-			if opErr = setKeepAlive(int(fd), keepAlive); opErr == nil {
+			if opErr = setKeepAlive(int(fd), goKeepAlive); opErr == nil {
 				opErr = os.NewSyscallError("setsockopt TCP_NODELAY", unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
 			}
 		})

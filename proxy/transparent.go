@@ -26,7 +26,8 @@ import (
 // pool never warms such a backend, so only a bug gets here.
 var errNoSource = errors.New(`source = "client": no client address to dial from`)
 
-// sourceDialer returns the dialer for one dial of a backend: a plain one,
+// sourceDialer returns the dialer for one dial of a backend, without
+// keep-alive (the caller sets it per backend.tcp_keepalive): a plain one,
 // or, with source = "client", one bound to the client's address (carried in
 // ctx by pool.WithSource) with IP_TRANSPARENT. The port is left to the
 // kernel at connect (IP_BIND_ADDRESS_NO_PORT), so it is chosen per 4-tuple:
@@ -34,7 +35,7 @@ var errNoSource = errors.New(`source = "client": no client address to dial from`
 // TIME-WAIT toward the same backend.
 func sourceDialer(ctx context.Context, src config.Source, address string) (*net.Dialer, error) {
 	if src != config.SourceClient {
-		return &net.Dialer{}, nil
+		return &net.Dialer{KeepAlive: -1}, nil
 	}
 	client, ok := pool.Source(ctx)
 	if !ok {
@@ -43,7 +44,7 @@ func sourceDialer(ctx context.Context, src config.Source, address string) (*net.
 	if err := sameFamily(client, address); err != nil {
 		return nil, err
 	}
-	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: client.AsSlice()}, Control: transparentDial}, nil
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: client.AsSlice()}, Control: transparentDial, KeepAlive: -1}, nil
 }
 
 // sameFamily refuses to dial an IPv6 backend from an IPv4 client or the
