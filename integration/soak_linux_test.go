@@ -64,20 +64,28 @@ func TestSoakTenThousand(t *testing.T) {
 			kinds, held, pipes0, fdsPerSession)
 	}
 	// The goroutines say where the held sessions live. On goroutines: at
-	// least two each. On the event loops (relay = "loop") none at all:
-	// the count stays near the baseline however many are held; the slack
-	// is the churn's sessions between accept and the hand-over to a loop
-	// (at most its 8 clients), the loops and what runs beside them.
-	switch {
-	case relayLoop && gPeak > g0+soakLoopSlack:
-		t.Errorf("%d goroutines with %d sessions held on the event loops (baseline %d): want at most %d more than the baseline, none per session",
-			gPeak, held, g0, soakLoopSlack)
-	case !relayLoop && gPeak < 2*held:
+	// least two each.
+	if !relayLoop && gPeak < 2*held {
 		t.Errorf("%d goroutines with %d sessions held: want at least two per session (the relay and a copy loop)", gPeak, held)
 	}
 	r := churn.Wait(t)
 	if r.OK != r.Attempted || r.Attempted == 0 {
 		t.Errorf("churn beside the held connections: %d of %d ok: %v", r.OK, r.Attempted, r.Errors)
+	}
+	// On the event loops (relay = "loop") none at all: once the churn's
+	// records are written, the count is near the baseline however many
+	// sessions are held. (During the churn an ended session's record is
+	// written by a goroutine of its own, and this test's reader of the
+	// records, JSON under -race, falls behind by up to thousands.) The
+	// slack is the loops and what runs beside them.
+	if relayLoop {
+		cp.WaitRecords(t, 200+r.Attempted, 60*time.Second)
+		if g := goroutines(t, topo, admin); g > g0+soakLoopSlack {
+			t.Errorf("%d goroutines with %d sessions held on the event loops and the churn's records written (baseline %d, peak %d during the churn): want at most %d more than the baseline, none per session",
+				g, held, g0, gPeak, soakLoopSlack)
+		} else {
+			t.Logf("%d goroutines with %d sessions held on the event loops, the churn's records written", g, held)
+		}
 	}
 	rssPeak = max(rssPeak, vmRSS(t, cp.Pid())) // the churn went on growing the heap
 	for _, c := range conns {
@@ -103,7 +111,7 @@ func TestSoakTenThousand(t *testing.T) {
 }
 
 // soakLoopSlack is how many goroutines above the baseline the soak allows
-// at its peak on the event loops: far fewer than the sessions it holds.
+// on the event loops while it holds its sessions: far fewer than those.
 const soakLoopSlack = 100
 
 // settle polls (only the process knows) until goroutines are within 20 of
