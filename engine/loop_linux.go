@@ -196,8 +196,13 @@ func (ls *loops) connect(ctx context.Context, fd int) (int, error) {
 	return l.id, nil
 }
 
+// forget holds mu so that the loops' epoll descriptors stay open through
+// the call: once Close began they may be closed (and their numbers reused),
+// and a loop that only waits for its sessions to end ignores fd's events.
 func (ls *loops) forget(home, fd int) {
-	if home >= 0 && home < len(ls.ls) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if !ls.closed && home >= 0 && home < len(ls.ls) {
 		_ = unix.EpollCtl(ls.ls[home].epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	}
 }
