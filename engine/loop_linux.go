@@ -708,6 +708,13 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 		if !l.took(r, f, n, err, "read") {
 			return false
 		}
+		if n < len(l.scratch) && !f.src.shut {
+			// A short read of a TCP socket emptied its queue, and what
+			// comes next raises an edge of its own: no read that would
+			// only say EAGAIN. Not once a FIN is in (it showed as
+			// EPOLLRDHUP, or comes with an edge of its own): then on to EOF.
+			f.src.rd = false
+		}
 		if !l.forward(r, f, n) {
 			return false
 		}
@@ -859,12 +866,16 @@ type fdSock struct {
 	watched bool         // the loop's epoll set has fd already (Connect)
 	r       *loopRelay
 	closed  bool
-	rd, wr  bool // readable/writable, learned from edges, cleared by EAGAIN
+	rd, wr  bool // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
+	shut    bool // an edge said the peer's FIN or an error is in: read on to EOF
 }
 
 func (s *fdSock) ready(ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		s.rd = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.shut = true
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		s.wr = true
