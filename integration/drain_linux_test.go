@@ -186,6 +186,11 @@ func TestDrainThenSIGTERMAsThePodDoes(t *testing.T) {
 	if refusedAt.Sub(drainStart) < delay {
 		t.Errorf("new connections refused %v after drain began, before its delay (%v)", refusedAt.Sub(drainStart), delay)
 	}
+	// The long session's record, written once its session ended: drain
+	// -wait may return, and the client read EOF, a moment before it.
+	cp.WaitLogMatch(t, "the long transfer's teardown record", func(r Record) bool {
+		return r.Str("msg") == "teardown" && r.Num("front.bytes_out") >= size
+	}, 0, 5*time.Second)
 	recs := cp.WaitRecords(t, 3, 5*time.Second) // and those of the dials during the delay
 	draining, out := 0, 0.0
 	for _, r := range recs {
