@@ -177,7 +177,7 @@ func (c *copier) readChunk(want int) (int, error) {
 
 func (c *copier) read(fd uintptr) bool {
 	b := chunks.Get()
-	n, err := ignoringEINTR(func() (int, error) { return unix.Read(int(fd), b[:c.want]) })
+	n, err := ignoringEINTR(func() (int, error) { return rawRead(int(fd), b[:c.want]) })
 	if err == unix.EAGAIN {
 		chunks.Put(b) // wait without a buffer
 		return false
@@ -204,8 +204,8 @@ func (c *copier) openPipe() bool {
 
 func (c *copier) closePipe() {
 	if c.pipe[0] >= 0 {
-		_ = unix.Close(c.pipe[0])
-		_ = unix.Close(c.pipe[1])
+		_ = rawClose(c.pipe[0])
+		_ = rawClose(c.pipe[1])
 		c.pipe = [2]int{-1, -1}
 	}
 }
@@ -250,8 +250,7 @@ func (c *copier) splice() error {
 // the socket, the pipe being empty.
 func (c *copier) spliceIn(fd uintptr) bool {
 	n, err := ignoringEINTR(func() (int, error) {
-		n, err := unix.Splice(int(fd), nil, c.pipe[1], nil, c.want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		return int(n), err
+		return rawSplice(int(fd), c.pipe[1], c.want)
 	})
 	c.n, c.errno = max(n, 0), err
 	return err != unix.EAGAIN
@@ -261,8 +260,7 @@ func (c *copier) spliceIn(fd uintptr) bool {
 // EAGAIN can only mean the socket.
 func (c *copier) spliceOut(fd uintptr) bool {
 	n, err := ignoringEINTR(func() (int, error) {
-		n, err := unix.Splice(c.pipe[0], nil, int(fd), nil, c.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		return int(n), err
+		return rawSplice(c.pipe[0], int(fd), c.inPipe)
 	})
 	c.n, c.errno = max(n, 0), err
 	return err != unix.EAGAIN

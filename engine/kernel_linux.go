@@ -57,7 +57,7 @@ var infoBufs = sync.Pool{New: func() any {
 
 func (b *infoBuf) getsockopt(fd uintptr) {
 	n := uint32(unsafe.Sizeof(b.info))
-	_, _, b.err = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
+	_, _, b.err = unix.RawSyscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_INFO,
 		uintptr(unsafe.Pointer(&b.info)), uintptr(unsafe.Pointer(&n)), 0)
 }
 
@@ -94,7 +94,7 @@ func queue(c syscall.Conn, req uint, name string) (int, error) {
 	}
 	var n int
 	var opErr error
-	if err := raw.Control(func(fd uintptr) { n, opErr = unix.IoctlGetInt(int(fd), req) }); err != nil {
+	if err := raw.Control(func(fd uintptr) { n, opErr = rawIoctlInt(int(fd), req) }); err != nil {
 		return 0, err
 	}
 	if opErr != nil {

@@ -344,7 +344,7 @@ func (l *loop) post(m message) {
 	l.mail.Store(true)
 	if l.asleep.Load() {
 		var one = [8]byte{1}
-		_, _ = unix.Write(l.efd, one[:])
+		_, _ = rawWrite(l.efd, one[:])
 	}
 }
 
@@ -361,7 +361,7 @@ func (l *loop) run() {
 		for _, ev := range l.events[:n] {
 			if int(ev.Fd) == l.efd {
 				var b [8]byte
-				_, _ = unix.Read(l.efd, b[:]) // the wake is spent: post writes again when the loop may park
+				_, _ = rawRead(l.efd, b[:]) // the wake is spent: post writes again when the loop may park
 				continue
 			}
 			if s := l.socks[ev.Fd]; s != nil {
@@ -414,7 +414,7 @@ func (l *loop) wait() (int, error) {
 // pollOnce takes what is ready without blocking; false lets RawConn.Read
 // park until the epoll descriptor is readable, and call it again.
 func (l *loop) pollOnce(fd uintptr) bool {
-	l.n, l.werr = unix.EpollWait(int(fd), l.events, 0)
+	l.n, l.werr = rawEpollPoll(int(fd), l.events)
 	if l.werr == unix.EINTR {
 		l.n, l.werr = 0, nil
 	}
@@ -433,7 +433,7 @@ func (l *loop) readInbox() {
 			l.start(m.add)
 		case m.connect != nil:
 			ev := unix.EpollEvent{Events: relayEvents, Fd: int32(m.connect.fd)}
-			if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, m.connect.fd, &ev); err != nil {
+			if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, m.connect.fd, &ev); err != nil {
 				m.connect.done <- os.NewSyscallError("epoll_ctl", err)
 			} else {
 				l.connects[int32(m.connect.fd)] = m.connect
@@ -475,7 +475,7 @@ func (l *loop) start(r *loopRelay) {
 			op = unix.EPOLL_CTL_MOD
 		}
 		ev := unix.EpollEvent{Events: relayEvents, Fd: int32(s.fd)}
-		if err := unix.EpollCtl(l.epfd, op, s.fd, &ev); err != nil {
+		if err := rawEpollCtl(l.epfd, op, s.fd, &ev); err != nil {
 			l.handle(r, func() { r.x.cutAll(OutcomeError, os.NewSyscallError("epoll_ctl", err)) })
 			return
 		}
@@ -633,7 +633,7 @@ func (l *loop) schedule(r *loopRelay, at time.Time) {
 // stale events for it are still being handled.
 func (l *loop) flushCloses() {
 	for _, fd := range l.closing {
-		_ = unix.Close(fd)
+		_ = rawClose(fd)
 	}
 	l.closing = l.closing[:0]
 	for i, c := range l.closingC {
@@ -692,8 +692,8 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 		}
 		if f.pipe[0] >= 0 {
 			n, err := ignoringEINTR(func() (int, error) {
-				n, err := unix.Splice(f.src.fd, nil, f.pipe[1], nil, spliceMax, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				return int(n), err
+				n, err := rawSplice(f.src.fd, f.pipe[1], spliceMax)
+				return n, err
 			})
 			if !l.took(r, f, n, err, "splice") {
 				return false
@@ -704,7 +704,7 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 			}
 			continue
 		}
-		n, err := ignoringEINTR(func() (int, error) { return unix.Read(f.src.fd, l.scratch) })
+		n, err := ignoringEINTR(func() (int, error) { return rawRead(f.src.fd, l.scratch) })
 		if !l.took(r, f, n, err, "read") {
 			return false
 		}
@@ -732,7 +732,7 @@ func (l *loop) forward(r *loopRelay, f *loopFlow, n int) bool {
 	w := 0
 	if f.dst.wr {
 		var err error
-		w, err = ignoringEINTR(func() (int, error) { return unix.Write(f.dst.fd, l.scratch[:n]) })
+		w, err = ignoringEINTR(func() (int, error) { return rawWrite(f.dst.fd, l.scratch[:n]) })
 		switch {
 		case err == unix.EAGAIN:
 			f.dst.wr, w = false, 0
@@ -766,11 +766,11 @@ func (l *loop) flush(r *loopRelay, f *loopFlow) bool {
 		var err error
 		if f.inPipe > 0 {
 			n, err = ignoringEINTR(func() (int, error) {
-				n, err := unix.Splice(f.pipe[0], nil, f.dst.fd, nil, f.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				return int(n), err
+				n, err := rawSplice(f.pipe[0], f.dst.fd, f.inPipe)
+				return n, err
 			})
 		} else {
-			n, err = ignoringEINTR(func() (int, error) { return unix.Write(f.dst.fd, f.buf[f.off:f.end]) })
+			n, err = ignoringEINTR(func() (int, error) { return rawWrite(f.dst.fd, f.buf[f.off:f.end]) })
 		}
 		switch {
 		case err == unix.EAGAIN:
@@ -851,8 +851,8 @@ func (f *loopFlow) openPipe() {
 
 func (f *loopFlow) closePipe() {
 	if f.pipe[0] >= 0 {
-		_ = unix.Close(f.pipe[0])
-		_ = unix.Close(f.pipe[1])
+		_ = rawClose(f.pipe[0])
+		_ = rawClose(f.pipe[1])
 		f.pipe = [2]int{-1, -1}
 	}
 }
@@ -888,15 +888,18 @@ func (s *fdSock) CloseWrite() error {
 	if s.closed {
 		return net.ErrClosed
 	}
-	return os.NewSyscallError("shutdown", unix.Shutdown(s.fd, unix.SHUT_WR))
+	return os.NewSyscallError("shutdown", rawShutdownWrite(s.fd))
 }
 
 func (s *fdSock) SetLinger(sec int) error {
 	if s.closed {
 		return net.ErrClosed
 	}
-	err := unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: int32(sec)})
-	return os.NewSyscallError("setsockopt SO_LINGER", err)
+	if sec != 0 {
+		// The loop closes raw, and a linger time would make close wait.
+		return fmt.Errorf("setsockopt SO_LINGER %d: a loop's socket lingers 0 or not at all", sec)
+	}
+	return os.NewSyscallError("setsockopt SO_LINGER", rawSetLinger(s.fd, 0))
 }
 
 func (*fdSock) SetDeadline(time.Time) error { return nil } // timers live in the loop

@@ -46,7 +46,7 @@ func (p *prober) check(raw syscall.RawConn) liveness {
 // on every call, and Get's check is on the hot path.
 func (p *prober) recv(fd uintptr) {
 	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])),
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])),
 			uintptr(len(p.buf)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 		p.n, p.err = int(n), nil
 		if errno != 0 {

@@ -57,7 +57,8 @@ func acceptFD(w *os.File) (fd int, peer netip.AddrPort, err error) {
 			n := uint32(unix.SizeofSockaddrAny)
 			// unix.Accept4 would also ask every IPv4 socket its protocol
 			// (a getsockopt) to tell L2TP apart.
-			r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, s, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n)),
+			// Raw: on a non-blocking socket it never waits (see dialBare).
+			r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, s, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n)),
 				unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 			fd, opErr = int(r), e
 			switch opErr {
@@ -137,32 +138,45 @@ func fdConn(fd int) (*net.TCPConn, error) {
 // registers nothing, duplicates nothing, and closes it once.
 func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAlive bool) (*pool.Bare, error) {
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
-	family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()})
+	var sa unix.RawSockaddrAny
+	size := uintptr(unix.SizeofSockaddrInet4)
 	if to.Addr().Is6() {
-		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(to.Port()), Addr: to.Addr().As16()}
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
+		a.Family, a.Port, a.Addr = unix.AF_INET6, htons(to.Port()), to.Addr().As16()
+		size = unix.SizeofSockaddrInet6
+	} else {
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		a.Family, a.Port, a.Addr = unix.AF_INET, htons(to.Port()), to.Addr().As4()
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
+	// Raw calls on a non-blocking socket: none waits, but on loopback
+	// connect runs the backend's SYN handling inline, long enough that a
+	// call made the usual way (entersyscall) would let the runtime hand this
+	// goroutine's P to another thread: a wake-up and two context switches.
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(sa.Addr.Family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return nil, os.NewSyscallError("socket", e)
 	}
+	fd := int(r)
 	ok := false
 	defer func() {
 		if !ok {
-			_ = unix.Close(fd)
+			_ = closeFD(fd)
 		}
 	}()
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		return nil, os.NewSyscallError("setsockopt TCP_NODELAY", err)
+	one := int32(1)
+	if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY,
+		uintptr(unsafe.Pointer(&one)), 4, 0); e != 0 {
+		return nil, os.NewSyscallError("setsockopt TCP_NODELAY", e)
 	}
 	if keepAlive {
 		if err := setKeepAlive(fd, goKeepAlive); err != nil {
 			return nil, err
 		}
 	}
-	switch err := unix.Connect(fd, sa); err {
-	case nil, unix.EINPROGRESS, unix.EINTR: // EINTR: the connect goes on
+	switch _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size); e {
+	case 0, unix.EINPROGRESS, unix.EINTR: // EINTR: the connect goes on
 	default:
-		return nil, os.NewSyscallError("connect", err)
+		return nil, os.NewSyscallError("connect", e)
 	}
 	home, err := ls.Connect(ctx, fd)
 	switch {
@@ -177,4 +191,10 @@ func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAliv
 }
 
 // closeFD closes a bare descriptor.
-func closeFD(fd int) error { return unix.Close(fd) }
+// Raw: a bare socket never has a linger time, so close never waits.
+func closeFD(fd int) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}

@@ -109,3 +109,6 @@ func ntohs(p uint16) uint16 {
 	binary.NativeEndian.PutUint16(b[:], p)
 	return binary.BigEndian.Uint16(b[:])
 }
+
+// htons stores a port as the kernel wants it in a sockaddr: big-endian.
+func htons(p uint16) uint16 { return ntohs(p) }
