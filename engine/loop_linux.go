@@ -323,7 +323,7 @@ func newLoop(ls *loops) (*loop, error) {
 		l.release()
 		return nil, err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(efd)}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
 		l.release()
 		return nil, os.NewSyscallError("epoll_ctl", err)
@@ -360,16 +360,18 @@ func (l *loop) run() {
 		}
 		for _, ev := range l.events[:n] {
 			if int(ev.Fd) == l.efd {
-				var b [8]byte
-				_, _ = rawRead(l.efd, b[:]) // the wake is spent: post writes again when the loop may park
-				continue
+				continue // edge-triggered: each write raises an edge, and nothing is read
 			}
 			if s := l.socks[ev.Fd]; s != nil {
 				s.ready(ev.Events)
 				l.pump(s.r)
 			} else if c := l.connects[ev.Fd]; c != nil && ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 				delete(l.connects, ev.Fd)
-				c.done <- connectResult(c.fd)
+				var err error
+				if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+					err = connectResult(c.fd) // a failed connect always raises EPOLLERR
+				}
+				c.done <- err
 			}
 		}
 		if l.mail.Load() {
