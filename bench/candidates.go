@@ -35,10 +35,10 @@ type candidate struct {
 
 var candidates = []candidate{
 	{name: "direct", start: func(e *env) (string, *proc, error) { return e.backend, nil, nil }},
-	{name: "closeproxy tcp", start: func(e *env) (string, *proc, error) { return e.startCloseproxy("tcp", "goroutines") }},
-	{name: "closeproxy tcp loop", start: func(e *env) (string, *proc, error) { return e.startCloseproxy("tcp", "loop") },
+	{name: "closeproxy tcp", start: func(e *env) (string, *proc, error) { return e.startCloseproxy("tcp", "loop") },
 		check: func(e *env) error { return e.checkLoops("tcp", "loop") }},
-	{name: "closeproxy http1", start: func(e *env) (string, *proc, error) { return e.startCloseproxy("http1", "goroutines") }},
+	{name: "closeproxy tcp goroutines", start: func(e *env) (string, *proc, error) { return e.startCloseproxy("tcp", "goroutines") }},
+	{name: "closeproxy http1", start: func(e *env) (string, *proc, error) { return e.startCloseproxy("http1", "loop") }},
 	{name: "haproxy tcp", start: (*env).startHAProxy},
 	{name: "nginx stream", start: (*env).startNginxStream},
 }
@@ -206,8 +206,8 @@ func (e *env) startHAProxy() (string, *proc, error) {
 // closeproxyConf: defaults except admin off, teardown records only for
 // errors (HAProxy and nginx stream log nothing here either), no caps on
 // sessions or pool, a short shutdown; relay as the candidate says
-// ("goroutines" is the default, written out so that the two tcp configs
-// differ in that line only).
+// ("loop" is the default, written out so that the two tcp configs differ
+// in that line only; http1 always relays on goroutines).
 const closeproxyConf = `shutdown_timeout = "1s"
 relay = "{{.Relay}}"
 [log]
@@ -242,7 +242,7 @@ func (e *env) startCloseproxy(protocol, relay string) (string, *proc, error) {
 // closeproxyName names a closeproxy candidate's config and log files: each
 // candidate needs its own, as all run at once.
 func closeproxyName(protocol, relay string) string {
-	if relay == "goroutines" {
+	if relay == "loop" {
 		return "closeproxy-" + protocol
 	}
 	return "closeproxy-" + protocol + "-" + relay

@@ -11,14 +11,15 @@
 //
 // It starts an nginx backend (a small static body at "/", a large blob at
 // "/blob", keep-alive allowed), then for each candidate — direct, closeproxy
-// tcp, closeproxy tcp loop (the same with relay = "loop"), closeproxy
-// http1, HAProxy mode tcp, nginx stream — measures short connections (wrk,
+// tcp (its default relay, the event loops), closeproxy tcp goroutines (the
+// same with relay = "goroutines"), closeproxy http1, HAProxy mode tcp,
+// nginx stream — measures short connections (wrk,
 // "Connection: close"), keep-alive requests (wrk), bulk throughput with 1
 // and 64 streams, latency at a fixed rate well below saturation, memory per
 // idle proxied connection and CPU per 10,000 short connections, and prints
-// one table with each figure's ratio to HAProxy and to direct. The loop
-// candidate's column comes with an error if its closeproxy logged that the
-// loops refused sessions: those relayed on goroutines.
+// one table with each figure's ratio to HAProxy and to direct. The
+// closeproxy tcp column comes with an error if its closeproxy logged that
+// the loops refused sessions: those relayed on goroutines.
 //
 // Every process it starts is its own process group and is ended by PID when
 // the run ends, also on SIGINT or SIGTERM. It needs root only to raise

@@ -73,7 +73,7 @@ func TestEveryDefault(t *testing.T) {
 		got, want any
 	}{
 		{"shutdown_timeout", c.ShutdownTimeout, 30 * time.Second},
-		{"relay", c.Relay, "goroutines"},
+		{"relay", c.Relay, "loop"},
 		{"log.level", c.Log.Level, "info"},
 		{"log.teardown", c.Log.Teardown, "all"},
 		{"listener.proxy_protocol", c.Listeners[0].ProxyProtocol, ProxyProtocolOff},

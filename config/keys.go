@@ -25,19 +25,19 @@ is cut (an RST to both peers, outcome "drained"), a withheld FIN takes its
 fallback, and a leg still waiting for its peer gets one more second:
 shutdown ends within this plus 2s plus the longest drain_timeout.`},
 	{path: "relay", at: field(func(c *Config) any { return &c.Relay }),
-		def: "goroutines", restart: true, check: oneOf("goroutines", "loop"), doc: `
+		def: "loop", restart: true, check: oneOf("goroutines", "loop"), doc: `
 How tcp-mode sessions wait for their sockets once connected to the
-backend. "goroutines": each session is three goroutines (about 15 KiB
-while idle). "loop" (Linux): two event loops per CPU over epoll relay
-every session; a session is a few structs and no goroutine (about 4 KiB
-while idle), with the same close decisions, kernel readings and teardown
-records. With "loop", a listener without PROXY header or intercept
-accepts its connections, and a backend named by IP address (with source
-= "proxy") is dialed, without Go's network poller: about a tenth less CPU
-per short connection than "goroutines". A session's record is written
-off the loop, as with goroutines: a records sink that blocks (a full
-pipe) holds up only ended sessions. http1 mode always uses goroutines;
-on other systems "loop" falls back to goroutines.`},
+backend. "loop" (Linux): two event loops per CPU over epoll relay every
+session; a session is a few structs and no goroutine (about 4 KiB while
+idle). A listener without PROXY header or intercept accepts its
+connections, and a backend named by IP address (with source = "proxy")
+is dialed, without Go's network poller. "goroutines": each session is
+three goroutines (about 16 KiB while idle) and costs about a third more
+CPU per short connection, with the same close decisions, kernel
+readings and teardown records. A session's record is written off the
+loop: a records sink that blocks (a full pipe) holds up only ended
+sessions. http1 mode always uses goroutines; on other systems "loop"
+falls back to goroutines.`},
 
 	{path: "log", kind: table, doc: `Logging and teardown records.`},
 	{path: "log.level", at: field(func(c *Config) any { return &c.Log.Level }),

@@ -17,8 +17,8 @@ func TestRestartOnly(t *testing.T) {
 		{"admin listener moved", "[admin]\nlisten = \"127.0.0.1:9902\"\n" + minimal, []string{"admin.listen"}},
 		{"two restart-only keys", "shutdown_timeout = \"5s\"\n[admin]\nlisten = \"off\"\n" + minimal,
 			[]string{"shutdown_timeout", "admin.listen"}},
-		{"relay changed", "relay = \"loop\"\n" + minimal, []string{"relay"}},
-		{"every restart-only key", "shutdown_timeout = \"5s\"\nrelay = \"loop\"\n[log]\nrecords = \"stdout\"\n[admin]\nlisten = \"off\"\n" +
+		{"relay changed", "relay = \"goroutines\"\n" + minimal, []string{"relay"}},
+		{"every restart-only key", "shutdown_timeout = \"5s\"\nrelay = \"goroutines\"\n[log]\nrecords = \"stdout\"\n[admin]\nlisten = \"off\"\n" +
 			"[auto]\ntw_budget = 100\ntw_resume = 0.5\nport_share = 0.6\nport_resume = 0.3\nsample_interval = \"1s\"\n" + minimal,
 			[]string{"shutdown_timeout", "relay", "log.records", "admin.listen", "auto.tw_budget", "auto.tw_resume", "auto.port_share", "auto.port_resume"}},
 	}

@@ -110,26 +110,34 @@ func (cp *Closeproxy) Rewrite(t testing.TB, configTOML string) {
 	writeCloseproxyConfig(t, cp.ConfigPath, configTOML)
 }
 
-// relayLoop is CLOSEPROXY_TEST_RELAY=loop: every closeproxy the tests run
-// relays tcp sessions on the event loops, as the engine's and the proxy
-// package's tests then do. writeCloseproxyConfig, the one way a test
-// writes a closeproxy configuration file (startCloseproxy, Rewrite, the
-// README's configurations, the files run, check and doctor read), puts
-// relay = "loop" at its top unless the text sets relay itself or is not
-// TOML at all. Unset, every file is written as given: relay's default,
-// goroutines.
-var relayLoop = os.Getenv("CLOSEPROXY_TEST_RELAY") == "loop"
+// testRelay is CLOSEPROXY_TEST_RELAY ("loop" or "goroutines"): every
+// closeproxy the tests run relays tcp sessions that way.
+// writeCloseproxyConfig, the one way a test writes a closeproxy
+// configuration file (startCloseproxy, Rewrite, the README's
+// configurations, the files run, check and doctor read), puts that relay
+// at its top unless the text sets relay itself or is not TOML at all.
+// Unset, every file is written as given: relay's default, loop.
+var testRelay = func() string {
+	switch r := os.Getenv("CLOSEPROXY_TEST_RELAY"); r {
+	case "loop", "goroutines":
+		return r
+	}
+	return ""
+}()
+
+// relayLoop says the tests' closeproxies relay on the event loops.
+var relayLoop = testRelay != "goroutines"
 
 // writeCloseproxyConfig writes the closeproxy configuration configTOML to
-// path; see relayLoop.
+// path; see testRelay.
 func writeCloseproxyConfig(t testing.TB, path, configTOML string) {
 	t.Helper()
-	if relayLoop {
+	if testRelay != "" {
 		var top struct {
 			Relay *string `toml:"relay"`
 		}
 		if _, err := toml.Decode(configTOML, &top); err == nil && top.Relay == nil {
-			configTOML = "relay = \"loop\"\n" + configTOML
+			configTOML = "relay = \"" + testRelay + "\"\n" + configTOML
 		}
 	}
 	writeFile(t, path, []byte(configTOML))

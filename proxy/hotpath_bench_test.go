@@ -202,8 +202,9 @@ func readAll(c net.Conn, buf []byte) (int, error) {
 // BenchmarkConn is accept → dial → relay → close → record for one
 // connection per op, sequentially: ns/op is a connection's latency from
 // dial to the session's end, cpu-µs/conn the process's CPU (client and
-// backend included: subtract direct) per connection. The tcp_loop
-// variants are tcp/records and tcp/records_errors with relay = "loop".
+// backend included: subtract direct) per connection. tcp relays on the
+// event loops (the default); the tcp_goroutines variants are tcp/records
+// and tcp/records_errors with relay = "goroutines".
 // Each connection leaves two TIME-WAIT sockets on the host's loopback for
 // 60 s: 3000x over all variants is some 55,000.
 func BenchmarkConn(b *testing.B) {
@@ -218,8 +219,8 @@ func BenchmarkConn(b *testing.B) {
 		{name: "tcp/records_errors", protocol: "tcp", teardown: "errors", req: benchRequest, warm: -1},
 		{name: "tcp/client_first", protocol: "tcp", teardown: "all", req: benchKeepAlive, warm: -1},
 		{name: "tcp/no_warm_pool", protocol: "tcp", teardown: "all", req: benchRequest, warm: 0},
-		{name: "tcp_loop/records", protocol: "tcp", relay: "loop", teardown: "all", req: benchRequest, warm: -1},
-		{name: "tcp_loop/records_errors", protocol: "tcp", relay: "loop", teardown: "errors", req: benchRequest, warm: -1},
+		{name: "tcp_goroutines/records", protocol: "tcp", relay: "goroutines", teardown: "all", req: benchRequest, warm: -1},
+		{name: "tcp_goroutines/records_errors", protocol: "tcp", relay: "goroutines", teardown: "errors", req: benchRequest, warm: -1},
 		{name: "http1/records", protocol: "http1", teardown: "all", req: benchRequest, warm: -1},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
@@ -262,8 +263,9 @@ func waitEnded(b *testing.B, ended *atomic.Int64, n int64) {
 // each way (so both copiers run), and reports what each holds in the
 // process: heap and stacks in use, and goroutines. Client and backend
 // keep their sockets without goroutines; "direct" is their share.
-// tcp_loop is tcp with relay = "loop": its sessions should hold no
-// goroutine (the loops' own are there before the first connection).
+// tcp relays on the event loops (the default): its sessions should hold
+// no goroutine (the loops' own are there before the first connection);
+// tcp_goroutines is tcp with relay = "goroutines".
 //
 //	taskset -c 0 go test -run '^$' -bench Idle -benchtime 1x ./proxy
 func BenchmarkIdle(b *testing.B) {
@@ -271,7 +273,7 @@ func BenchmarkIdle(b *testing.B) {
 	for _, tc := range []struct {
 		name, protocol, relay string
 		direct                bool
-	}{{"direct", "", "", true}, {"tcp", "tcp", "", false}, {"tcp_loop", "tcp", "loop", false}, {"http1", "http1", "", false}} {
+	}{{"direct", "", "", true}, {"tcp", "tcp", "", false}, {"tcp_goroutines", "tcp", "goroutines", false}, {"http1", "http1", "", false}} {
 		b.Run(tc.name, func(b *testing.B) {
 			be := newHoldingBackend(b)
 			addr := be.addr

@@ -23,14 +23,14 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testRelay is the relay every test server gets unless a test sets its
-// own: CLOSEPROXY_TEST_RELAY=loop runs the package's tests on the event
-// loops (relay = "loop"), as it does the engine's and the integration
-// tests'; unset, the default (goroutines).
+// own: CLOSEPROXY_TEST_RELAY ("loop" or "goroutines") names it, as it does
+// for the integration tests; unset, the default (loop).
 var testRelay = func() string {
-	if os.Getenv("CLOSEPROXY_TEST_RELAY") == "loop" {
-		return "loop"
+	switch r := os.Getenv("CLOSEPROXY_TEST_RELAY"); r {
+	case "loop", "goroutines":
+		return r
 	}
-	return ""
+	return config.Defaults().Relay
 }()
 
 // testClose is a leg policy with short timers for tests.
