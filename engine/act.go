@@ -56,6 +56,12 @@ func (x *executor) facts(l *leg, ev policy.Event) policy.Facts {
 	case policy.SendDone, policy.GraceExpired, policy.ProbeExpired, policy.Drain:
 		var rtt int64
 		f.PeerFINIn, rtt = l.beforeFIN()
+		if ev == policy.SendDone && f.PeerFINIn {
+			// The proxy's FIN comes second: the policy decides from the
+			// target alone (policy.Decide's ending), and mayAwaitEOF's
+			// SIOCOUTQ would be a system call for nothing.
+			return f
+		}
 		f.PeerMayAwaitEOF = x.mayAwaitEOF(l)
 		f.OtherSideDone = x.otherSideDone(l)
 		f.Grace = policy.Grace{Max: l.pol.PeerFinGrace, Adaptive: l.pol.AdaptiveGrace,

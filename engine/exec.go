@@ -242,8 +242,12 @@ func (x *executor) peerFIN(d *dir) {
 	if src.finAt == 0 {
 		src.finAt = int64(time.Since(x.start))
 	}
-	q, err := sendQueue(src.conn)
-	src.finAckedAll = err == nil && q == 0
+	if src.name == policy.Front {
+		// Only the front leg's is ever asked (doneReading, for the back
+		// leg's otherSideDone): no SIOCOUTQ for the back's.
+		q, err := sendQueue(src.conn)
+		src.finAckedAll = err == nil && q == 0
+	}
 	x.rec.finIn(src.name)
 	if src.finSent {
 		src.atPeerFIN()

@@ -43,7 +43,7 @@ type leg struct {
 	// finAt is when the peer's FIN was read by its copier (nanoseconds since the
 	// session's start); finAckedAll, that every byte the proxy had sent it
 	// by then was acknowledged: a FIN after the whole stream, a peer done
-	// with it.
+	// with it (read on the front leg only: nothing asks the back's).
 	finAt       int64
 	finAckedAll bool
 	finSent     bool
