@@ -289,6 +289,15 @@ func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 	}
 }
 
+// sharedPool tells whether b's sessions can relay on the loops with any
+// connection of its pools: a tcp backend, dialed from the proxy's own
+// address (with source = "client" a connection serves one client only).
+// Such pools dial bare for the loops (bareDialer), and a session that
+// finds a warm connection starts its relay at once (atOnce).
+func sharedPool(b config.Backend) bool {
+	return b.Protocol == config.ProtocolTCP && b.Source != config.SourceClient
+}
+
 // goKeepAlive is Go's default keep-alive for TCP connections: probes
 // after 15 s idle, every 15 s, 9 unanswered ones end the connection. Every
 // client connection has it (from the listening socket); backend
@@ -301,7 +310,7 @@ var goKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Inte
 // a bare socket that the loops connect (dialBare). Until the loops run,
 // and for a backend named by host name, the pool dials with dialer.
 func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
-	if !s.relayLoop || b.Protocol != config.ProtocolTCP || b.Source == config.SourceClient {
+	if !s.relayLoop || !sharedPool(b) {
 		return nil
 	}
 	backend := b.Name

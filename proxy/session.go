@@ -73,8 +73,7 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	handedOver := false
 	defer func() {
 		if p := recover(); p != nil {
-			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
-			ss.dropBack()
+			ss.panicked(p)
 		}
 		if !handedOver {
 			ss.end()
@@ -119,6 +118,13 @@ func (ss *session) engine(drainCtx context.Context, kill <-chan struct{}) *engin
 		Auto: ss.srv.auto.state, Hold: ss.srv.auto.hold, Drain: drainCtx.Done(), Kill: kill}
 }
 
+// panicked ends a session a panic interrupted: outcome internal_error
+// with the panic's stack, and the backend connection it held reset.
+func (ss *session) panicked(p any) {
+	ss.refuse(engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+	ss.dropBack()
+}
+
 // dropBack resets a backend connection that a panic left unrelayed: the
 // pool frees its slot only, and a bare one no collection would close.
 func (ss *session) dropBack() {
@@ -154,14 +160,12 @@ func (ss *session) relay(p engine.Pending) (handedOver bool) {
 // whose relay the loops refuse after all goes on on a goroutine (run). A
 // panic is recovered as run recovers it.
 func (ss *session) atOnce(drainCtx, begun context.Context, kill <-chan struct{}) (started bool) {
-	if ss.bare < 0 || ss.bk.cfg.Protocol != config.ProtocolTCP || ss.bk.cfg.SendProxyProtocol != config.SendOff ||
-		ss.bk.cfg.Source == config.SourceClient || ss.srv.loops.Load() == nil {
+	if ss.bare < 0 || !sharedPool(ss.bk.cfg) || ss.bk.cfg.SendProxyProtocol != config.SendOff || ss.srv.loops.Load() == nil {
 		return false
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
-			ss.dropBack()
+			ss.panicked(p)
 			ss.end()
 			started = true
 		}
@@ -176,11 +180,10 @@ func (ss *session) atOnce(drainCtx, begun context.Context, kill <-chan struct{})
 	ss.eng = ss.engine(drainCtx, kill)
 	ss.rec.Intake("none", ss.rec.Client())
 	ss.rec.Trying(sv.addr)
-	local, peer := c.Addrs()
-	ss.rec.Connected(c.Pooled, c.Reused, local, peer)
+	ss.connected(c)
 	ss.rec.Connecting(time.Since(t0))
-	ss.sv, ss.back = sv, c
-	sv.active.Add(1)
+	ss.use(sv)
+	ss.back = c
 	if !ss.handOver(engine.Pending{}) {
 		go ss.run(drainCtx, begun, kill)
 	}
@@ -325,8 +328,7 @@ func (ss *session) acquire() (*pool.Conn, error) {
 		}
 		c, err := ss.try(sv)
 		if err == nil {
-			ss.sv = sv
-			sv.active.Add(1)
+			ss.use(sv)
 			return c, nil
 		}
 		lastErr = err
@@ -344,10 +346,21 @@ func (ss *session) try(sv *server) (*pool.Conn, error) {
 	ss.rec.Trying(sv.addr)
 	c, err := sv.pool.Get(ctx)
 	if err == nil {
-		local, peer := c.Addrs()
-		ss.rec.Connected(c.Pooled, c.Reused, local, peer)
+		ss.connected(c)
 	}
 	return c, err
+}
+
+// connected notes in the record the backend connection a try got.
+func (ss *session) connected(c *pool.Conn) {
+	local, peer := c.Addrs()
+	ss.rec.Connected(c.Pooled, c.Reused, local, peer)
+}
+
+// use makes sv the session's server: it counts one session more.
+func (ss *session) use(sv *server) {
+	ss.sv = sv
+	sv.active.Add(1)
 }
 
 // leave gives up the server in use: it counts a session less, and tells
