@@ -3,9 +3,13 @@ package engine
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/internal/loopback"
 )
@@ -59,6 +63,9 @@ func TestRelayCopyChunksThenSplices(t *testing.T) {
 	if n := loopback.PipeFDs(t); n != base+2 {
 		t.Fatalf("during bulk the copier holds %d pipe descriptors, want 2 (one pipe)", n-base)
 	}
+	if n := grownPipes.Load(); n != 1 {
+		t.Fatalf("during bulk %d pipes are grown, want the copier's", n)
+	}
 
 	if err := client.CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -69,6 +76,77 @@ func TestRelayCopyChunksThenSplices(t *testing.T) {
 	}
 	if n := loopback.PipeFDs(t); n != base {
 		t.Fatalf("after the direction ended %d pipe descriptors remain, want none", n-base)
+	}
+	if n := grownPipes.Load(); n != 0 {
+		t.Fatalf("after the direction ended %d grown pipes are counted, want none", n)
+	}
+}
+
+// TestSplicePipesGrowWithinBudget: a bulk direction's pipe holds bigPipe
+// while fewer than bigPipes grown ones are open; the next ones keep the
+// kernel's default size, and closing a pipe gives its share back.
+func TestSplicePipesGrowWithinBudget(t *testing.T) {
+	if n := grownPipes.Load(); n != 0 {
+		t.Fatalf("%d grown pipes open before the test", n)
+	}
+	var plain [2]int
+	if err := unix.Pipe2(plain[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	def, err := unix.FcntlInt(uintptr(plain[1]), unix.F_GETPIPE_SZ, 0)
+	_ = unix.Close(plain[0])
+	_ = unix.Close(plain[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	type pipe struct {
+		fds   [2]int
+		grown bool
+	}
+	var ps []pipe
+	defer func() {
+		for i := range ps {
+			closeSplicePipe(&ps[i].fds, &ps[i].grown)
+		}
+	}()
+	for range bigPipes + 2 {
+		fds, grown, err := openSplicePipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, pipe{fds, grown})
+	}
+	for i, p := range ps {
+		size, err := unix.FcntlInt(uintptr(p.fds[1]), unix.F_GETPIPE_SZ, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case i == 0 && !p.grown:
+			t.Skipf("the kernel refused a pipe of %d bytes (fs.pipe-max-size, or the user's pipe pages)", bigPipe)
+		case i < bigPipes && (!p.grown || size != bigPipe):
+			t.Errorf("pipe %d: grown %v, %d bytes; want grown, %d", i, p.grown, size, bigPipe)
+		case i >= bigPipes && (p.grown || size != def):
+			t.Errorf("pipe %d past the budget: grown %v, %d bytes; want the default %d", i, p.grown, size, def)
+		}
+	}
+	if n := grownPipes.Load(); n != bigPipes {
+		t.Errorf("%d grown pipes counted, want %d", n, bigPipes)
+	}
+	closeSplicePipe(&ps[0].fds, &ps[0].grown)
+	if n := grownPipes.Load(); n != bigPipes-1 {
+		t.Errorf("after a grown pipe closed %d are counted, want %d", n, bigPipes-1)
+	}
+	fds, grown, err := openSplicePipe()
+	ps[0] = pipe{fds, grown}
+	if err != nil || !grown {
+		t.Errorf("a pipe opened after one closed: grown %v, %v; want grown", grown, err)
+	}
+	for i := range ps {
+		closeSplicePipe(&ps[i].fds, &ps[i].grown)
+	}
+	if n := grownPipes.Load(); n != 0 {
+		t.Errorf("after every pipe closed %d are counted, want none", n)
 	}
 }
 
@@ -132,4 +210,14 @@ func TestRelayCopyGivesBuffersBack(t *testing.T) {
 			c.Close()
 		}
 	}
+}
+
+// exitUnlessPipesLeft ends the test binary (goleak's cleanup), failing it
+// if some direction never gave back its grown pipe's share of the budget.
+func exitUnlessPipesLeft(code int) {
+	if n := grownPipes.Load(); n != 0 && code == 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d grown splice pipes still counted after the tests\n", n)
+		code = 1
+	}
+	os.Exit(code)
 }

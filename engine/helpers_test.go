@@ -19,7 +19,7 @@ import (
 	"github.com/closeproxy/closeproxy/policy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.Cleanup(exitUnlessPipesLeft)) }
 
 // policyClose is a leg policy with test-sized timers.
 func policyClose(target policy.Target, fb policy.Fallback) config.Close {

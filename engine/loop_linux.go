@@ -826,6 +826,7 @@ type loopFlow struct {
 	buf      []byte // bytes read and not yet written; nil while none
 	off, end int
 	pipe     [2]int // read end, write end; -1 until bulk starts
+	grown    bool   // the pipe holds a share of the grown-pipe budget
 	inPipe   int    // bytes in the pipe, not yet written
 	written  int64
 	reported bool
@@ -845,19 +846,12 @@ func (f *loopFlow) seed(b []byte) {
 }
 
 func (f *loopFlow) openPipe() {
-	var p [2]int
-	if unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK) == nil {
-		f.pipe = p
+	if p, grown, err := openSplicePipe(); err == nil {
+		f.pipe, f.grown = p, grown
 	}
 }
 
-func (f *loopFlow) closePipe() {
-	if f.pipe[0] >= 0 {
-		_ = rawClose(f.pipe[0])
-		_ = rawClose(f.pipe[1])
-		f.pipe = [2]int{-1, -1}
-	}
-}
+func (f *loopFlow) closePipe() { closeSplicePipe(&f.pipe, &f.grown) }
 
 // fdSock is a leg's socket on a loop: a raw non-blocking descriptor, and
 // what edge-triggered epoll said of it.
