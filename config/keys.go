@@ -32,7 +32,7 @@ session; a session is a few structs and no goroutine (about 4 KiB while
 idle). A listener without PROXY header or intercept accepts its
 connections, and a backend named by IP address (with source = "proxy")
 is dialed, without Go's network poller. "goroutines": each session is
-three goroutines (about 16 KiB while idle) and costs about a third more
+three goroutines (about 16 KiB while idle) and costs about 30 % more
 CPU per short connection, with the same close decisions, kernel
 readings and teardown records. A session's record is written off the
 loop: a records sink that blocks (a full pipe) holds up only ended
