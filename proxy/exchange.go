@@ -124,21 +124,30 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		if !rt.closing && h.draining() {
 			rt.closing, h.drainClosed = true, true
 		}
-		n, err := h.front.Write(resp.HeadForClient(rt.closing))
-		h.rec.Sent(policy.Front, int64(n))
+		tunnel := resp.Status == http.StatusSwitchingProtocols || req.Method == http.MethodConnect && resp.Status/100 == 2
+		head, whole := resp.HeadForClient(rt.closing), wholeBody(resp, br, tunnel)
+		n, err := h.writeFront(head, whole)
+		headN := min(n, len(head))
+		h.rec.Sent(policy.Front, int64(headN))
+		if n > headN {
+			h.rec.Relayed(false, int64(n-headN))
+		}
 		rt.started = true
 		if err != nil {
 			h.clientGone(&rt, body, err)
 			return rt
 		}
-		if resp.Status == http.StatusSwitchingProtocols || req.Method == http.MethodConnect && resp.Status/100 == 2 {
+		if tunnel {
 			rt.tunnel = true
 			return rt
 		}
 		if resp.Status/100 == 1 {
 			continue
 		}
-		if !h.relayBody(&rt, bc.TCPConn, br, resp, body) {
+		if whole != nil {
+			_, _ = br.Discard(len(whole))
+			h.awaitsEOF = false
+		} else if !h.relayBody(&rt, bc.TCPConn, br, resp, body) {
 			return rt
 		}
 		rt.reusable = !resp.Close && br.Buffered() == 0
@@ -222,6 +231,28 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 		h.clientAborted(fmt.Errorf("read request body: %w", err))
 	}
 	return false
+}
+
+// wholeBody is resp's body when br already holds all of it (a length
+// known, and not a 1xx or a tunnel's start): it then goes to the client
+// with the head, in one write. Nil otherwise.
+func wholeBody(resp *http1.Response, br *bufio.Reader, tunnel bool) []byte {
+	if tunnel || resp.Status/100 == 1 || resp.Framing != http1.Length || resp.Length <= 0 || resp.Length > int64(br.Buffered()) {
+		return nil
+	}
+	b, _ := br.Peek(int(resp.Length))
+	return b
+}
+
+// writeFront writes a response head to the client, and body after it in
+// the same system call (writev) when there is one.
+func (h *h1) writeFront(head, body []byte) (int, error) {
+	if body == nil {
+		return h.front.Write(head)
+	}
+	bufs := net.Buffers{head, body}
+	n, err := bufs.WriteTo(h.front)
+	return int(n), err
 }
 
 // relayBody copies the response body to the client.

@@ -305,3 +305,61 @@ func TestHTTP1BadChunkedBodyNeverForwarded(t *testing.T) {
 		t.Errorf("the origin saw %d request heads; only the one past the spill limit may reach it", n)
 	}
 }
+
+// Small responses whose bodies arrive with their heads go to the client
+// head and body in one write: every byte arrives once and in order, and
+// the record counts exactly what each side sent.
+func TestHTTP1SmallBodiesWithTheirHeads(t *testing.T) {
+	resps := []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+		"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+	}
+	var sentBack atomic.Int64
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for _, out := range resps {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			n, err := io.WriteString(c, out)
+			sentBack.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)}, http1Backend(be))
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	reqs := strings.Repeat("GET / HTTP/1.1\r\nHost: x\r\n\r\n", len(resps)-1) + "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	if _, err := io.WriteString(c, reqs); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Errorf("client read: %v (after %q)", err, got)
+	}
+	_ = c.Close() // the client's FIN, after the proxy's
+	want := strings.Join(resps[:3], "") + "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+	if string(got) != want {
+		t.Errorf("client got\n%q\nwant\n%q", got, want)
+	}
+	td := h.record(t)
+	switch {
+	case td.Outcome != engine.OutcomeOK:
+		t.Errorf("record: outcome %s (%v), want ok", td.Outcome, td.Err)
+	case td.Front.BytesOut != int64(len(got)) || td.Front.BytesIn != int64(len(reqs)):
+		t.Errorf("record: front bytes_out %d bytes_in %d; the client got %d and sent %d",
+			td.Front.BytesOut, td.Front.BytesIn, len(got), len(reqs))
+	case td.Back.BytesIn != sentBack.Load() || td.BackRequests != len(resps):
+		t.Errorf("record: back bytes_in %d, %d requests; the backend sent %d bytes for %d",
+			td.Back.BytesIn, td.BackRequests, sentBack.Load(), len(resps))
+	}
+}
