@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"net"
+	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -92,4 +95,74 @@ func rawSetLinger(fd, sec int) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER,
 		uintptr(unsafe.Pointer(&l)), unsafe.Sizeof(l), 0)
 	return errnoErr(e)
+}
+
+// RawWriter writes to a TCP connection with raw system calls, waiting in
+// Go's netpoller while its send buffer is full; the connection's write
+// deadline applies. For the small writes of a request-response exchange
+// (http1's heads and small bodies), which pay the same hand-over of the
+// goroutine's P on loopback as a relay's writes would.
+type RawWriter struct {
+	rc   syscall.RawConn
+	bufs [2][]byte
+	n    int
+	err  error
+	fn   func(fd uintptr) bool // w.write, bound once
+}
+
+// NewRawWriter returns a RawWriter for c.
+func NewRawWriter(c *net.TCPConn) (*RawWriter, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	w := &RawWriter{rc: rc}
+	w.fn = w.write
+	return w, nil
+}
+
+// Write writes p whole, or returns why not.
+func (w *RawWriter) Write(p []byte) (int, error) { return w.Writev(p, nil) }
+
+// Writev writes a then b whole in as few system calls as the socket takes
+// (one writev when its buffer has room), or returns why not.
+func (w *RawWriter) Writev(a, b []byte) (int, error) {
+	w.bufs, w.n, w.err = [2][]byte{a, b}, 0, nil
+	err := w.rc.Write(w.fn)
+	w.bufs = [2][]byte{}
+	if err == nil {
+		err = w.err
+	}
+	return w.n, err
+}
+
+func (w *RawWriter) write(fd uintptr) bool {
+	for len(w.bufs[0])+len(w.bufs[1]) > 0 {
+		var iov [2]unix.Iovec
+		k := 0
+		for _, b := range w.bufs {
+			if len(b) > 0 {
+				iov[k].Base = &b[0]
+				iov[k].SetLen(len(b))
+				k++
+			}
+		}
+		n, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(k))
+		switch e {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			w.err = os.NewSyscallError("writev", e)
+			return true
+		}
+		w.n += int(n)
+		for i := range w.bufs {
+			m := min(int(n), len(w.bufs[i]))
+			w.bufs[i], n = w.bufs[i][m:], n-uintptr(m)
+		}
+	}
+	return true
 }

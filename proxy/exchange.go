@@ -100,7 +100,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 	} else {
-		n, err := bc.Write(head)
+		n, err := writeBack(bc, head)
 		h.rec.Sent(policy.Back, int64(n))
 		h.rec.Request()
 		if err != nil {
@@ -247,12 +247,21 @@ func wholeBody(resp *http1.Response, br *bufio.Reader, tunnel bool) []byte {
 // writeFront writes a response head to the client, and body after it in
 // the same system call (writev) when there is one.
 func (h *h1) writeFront(head, body []byte) (int, error) {
-	if body == nil {
-		return h.front.Write(head)
+	if h.fw != nil {
+		return h.fw.Writev(head, body)
 	}
 	bufs := net.Buffers{head, body}
 	n, err := bufs.WriteTo(h.front)
 	return int(n), err
+}
+
+// writeBack writes a request head to the backend.
+func writeBack(bc *pool.Conn, head []byte) (int, error) {
+	w, err := engine.NewRawWriter(bc.TCPConn)
+	if err != nil {
+		return bc.Write(head)
+	}
+	return w.Write(head)
 }
 
 // relayBody copies the response body to the client.

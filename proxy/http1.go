@@ -36,14 +36,16 @@ type h1 struct {
 	awaitsEOF bool
 	// drainClosed: only draining made the last response say Connection: close.
 	drainClosed bool
-	guard       *engine.Guard // the exchange in progress's
-	ended       bool          // the front leg was ended
+	guard       *engine.Guard     // the exchange in progress's
+	ended       bool              // the front leg was ended
+	fw          *engine.RawWriter // writes heads and small bodies to the client
 }
 
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) {
 	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun}
+	h.fw, _ = engine.NewRawWriter(ss.front) // nil: writeFront writes through the connection
 	for {
 		req, err := h.readRequest()
 		if err != nil {

@@ -1,0 +1,22 @@
+//go:build !linux
+
+package engine
+
+import "net"
+
+// RawWriter writes to a TCP connection; on this system through the
+// connection itself (raw system calls are Linux's).
+type RawWriter struct{ c *net.TCPConn }
+
+// NewRawWriter returns a RawWriter for c.
+func NewRawWriter(c *net.TCPConn) (*RawWriter, error) { return &RawWriter{c: c}, nil }
+
+// Write writes p whole, or returns why not.
+func (w *RawWriter) Write(p []byte) (int, error) { return w.c.Write(p) }
+
+// Writev writes a then b whole, or returns why not.
+func (w *RawWriter) Writev(a, b []byte) (int, error) {
+	bufs := net.Buffers{a, b}
+	n, err := bufs.WriteTo(w.c)
+	return int(n), err
+}
