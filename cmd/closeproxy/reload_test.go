@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,15 +20,35 @@ import (
 	"github.com/closeproxy/closeproxy/pool"
 )
 
-// freePort returns a loopback port nothing listens on now.
+// handedOut holds the ports freePort returned in this test binary: the
+// kernel may give a port just closed to the next bind on port 0, and two
+// listeners of one configuration on the same port make it invalid.
+var handedOut struct {
+	sync.Mutex
+	ports map[uint16]bool
+}
+
+// freePort returns a loopback port nothing listens on now and that it
+// never returned before.
 func freePort(t *testing.T) uint16 {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).AddrPort().Port()
+		_ = ln.Close()
+		if !handedOut.ports[port] {
+			if handedOut.ports == nil {
+				handedOut.ports = map[uint16]bool{}
+			}
+			handedOut.ports[port] = true
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).AddrPort().Port()
 }
 
 func configText(port uint16, backends ...string) string {
