@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"net"
 	"sync"
 	"time"
@@ -18,8 +17,8 @@ const (
 
 // Guard bounds a blocking exchange (http1: a request and its response)
 // that the relay's timers do not see: when no byte moves on any of its
-// connections for idle, or when ctx ends, it sets every connection's
-// deadline to now, so that blocked reads and writes return at once. It
+// connections for idle, or when its owner calls Drain, it sets every
+// connection's deadline to now, so that blocked reads and writes return at once. It
 // looks every idle/4 at kernel counts (TCP_INFO), so the data path is
 // never touched; a look runs on a timer, no goroutine waits. The counts
 // are first read at the first look, counted as progress: an exchange that
@@ -32,7 +31,6 @@ type Guard struct {
 
 	mu       sync.Mutex
 	timer    *time.Timer
-	stopCtx  func() bool
 	first    bool // no look yet: mark holds nothing
 	mark     uint64
 	quiet    time.Time
@@ -40,17 +38,22 @@ type Guard struct {
 	finished bool
 }
 
-// NewGuard starts guarding conns.
-func NewGuard(ctx context.Context, idle time.Duration, conns ...*net.TCPConn) *Guard {
+// NewGuard starts guarding conns. It watches no context: the owner's
+// own watcher calls Drain (one per session costs less than one per
+// exchange).
+func NewGuard(idle time.Duration, conns ...*net.TCPConn) *Guard {
 	g := &Guard{idle: idle, conns: conns, infos: make([]infoReader, len(conns)), quiet: time.Now(), first: true}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if idle > 0 {
 		g.timer = time.AfterFunc(tick(idle), g.look)
 	}
-	g.stopCtx = context.AfterFunc(ctx, func() { g.fire(StalledDrain) })
 	return g
 }
+
+// Drain interrupts the exchange because shutdown ran out of time
+// (StalledDrain), unless it is over or was interrupted already.
+func (g *Guard) Drain() { g.fire(StalledDrain) }
 
 func (g *Guard) progress() uint64 {
 	var p uint64
@@ -109,6 +112,5 @@ func (g *Guard) Stop() Stall {
 	if g.timer != nil {
 		g.timer.Stop()
 	}
-	g.stopCtx()
 	return g.why
 }

@@ -45,9 +45,9 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 		}
 		br := backReaders.Get().(*bufio.Reader)
 		br.Reset(bc)
-		h.guard = engine.NewGuard(h.ctx, h.ln.IdleTimeout, h.front, bc.TCPConn)
+		h.startGuard(bc.TCPConn)
 		rt := h.roundTrip(bc, br, req)
-		if stall := h.guard.Stop(); stall != engine.NotStalled {
+		if stall := h.stopGuard(); stall != engine.NotStalled {
 			h.stalled(&rt, stall)
 		}
 		switch {

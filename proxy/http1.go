@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -39,13 +40,35 @@ type h1 struct {
 	guard       *engine.Guard     // the exchange in progress's
 	ended       bool              // the front leg was ended
 	fw          *engine.RawWriter // writes heads and small bodies to the client
+
+	// mu orders phase and guard against the session's two watchers
+	// (interrupt), which run on goroutines of their own.
+	mu    sync.Mutex
+	phase h1Phase
 }
+
+// h1Phase is what an http1 session is doing, for its watchers: what
+// draining or shutdown running out of time must interrupt.
+type h1Phase int
+
+const (
+	between  h1Phase = iota // nothing to interrupt: the session acts on its own
+	awaiting                // waiting for a request's first byte: draining and shutdown out of time end the wait
+	head                    // reading a request's head: shutdown out of time ends it
+	guarded                 // an exchange under h.guard: shutdown out of time drains it
+)
 
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) {
 	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun}
 	h.fw, _ = engine.NewRawWriter(ss.front) // nil: writeFront writes through the connection
+	// Two watchers a session, not three an exchange: context.AfterFunc
+	// registrations cost several per cent of a keep-alive request.
+	stopBegun := context.AfterFunc(begun, func() { h.interrupt(false) })
+	defer stopBegun()
+	stopOut := context.AfterFunc(ctx, func() { h.interrupt(true) })
+	defer stopOut()
 	for {
 		req, err := h.readRequest()
 		if err != nil {
@@ -82,46 +105,84 @@ func (h *h1) draining() bool { return h.begun.Err() != nil }
 // the first wait (an idle keep-alive connection closes at once); shutdown
 // running out of time ends both.
 func (h *h1) readRequest() (*http1.Request, error) {
-	stop := context.AfterFunc(h.ctx, func() { _ = h.front.SetReadDeadline(time.Now()) })
-	defer stop()
-	if err := h.front.SetReadDeadline(time.Now().Add(h.ln.IdleTimeout)); err != nil {
+	if err := h.enter(awaiting); err != nil {
 		return nil, err
 	}
 	if err := h.awaitRequest(); err != nil {
 		return nil, err
 	}
-	if h.ctx.Err() == nil {
-		_ = h.front.SetReadDeadline(time.Now().Add(h.ln.IdleTimeout))
-	}
+	_ = h.enter(head)
 	req, err := http1.ReadRequest(h.fr, h.lim)
 	if err == nil {
 		h.rec.Received(policy.Front, int64(len(req.Raw)))
-		_ = h.front.SetReadDeadline(time.Time{})
+		_ = h.enter(between)
 	}
 	return req, err
 }
 
+// enter makes p the session's phase and sets the client's read deadline
+// for it: idle_timeout from now while a request is read, none between;
+// now when what p waits for is already interrupted. Under mu, so that a
+// watcher firing meanwhile either sees p or is seen here.
+func (h *h1) enter(p h1Phase) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.phase = p
+	var d time.Time
+	switch {
+	case p == between:
+	case h.ctx.Err() != nil, p == awaiting && h.draining():
+		d = time.Now()
+	default:
+		d = time.Now().Add(h.ln.IdleTimeout)
+	}
+	return h.front.SetReadDeadline(d)
+}
+
+// interrupt is the session's watchers' work, when draining began (out:
+// false) or shutdown ran out of time (out: true): end a wait for a
+// request, the reading of a head (only when out of time) or the exchange
+// in progress (likewise, through its guard).
+func (h *h1) interrupt(out bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.phase == awaiting, h.phase == head && out:
+		_ = h.front.SetReadDeadline(time.Now())
+	case h.phase == guarded && out:
+		h.guard.Drain()
+	}
+}
+
+// startGuard starts the guard of an exchange on bc; one already out of time is
+// drained at once.
+func (h *h1) startGuard(bc *net.TCPConn) {
+	g := engine.NewGuard(h.ln.IdleTimeout, h.front, bc)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.guard, h.phase = g, guarded
+	if h.ctx.Err() != nil {
+		g.Drain()
+	}
+}
+
+// stopGuard ends the exchange's guard and says whether, and why, it
+// interrupted the exchange.
+func (h *h1) stopGuard() engine.Stall {
+	h.mu.Lock()
+	h.phase = between
+	h.mu.Unlock()
+	return h.guard.Stop()
+}
+
 // awaitRequest waits for the first byte of a request, or a request
-// already buffered. Draining interrupts the wait: a connection with no
-// request begun is idle and is closed.
+// already buffered. Draining interrupts the wait (enter, interrupt): a
+// connection with no request begun is idle and is closed.
 func (h *h1) awaitRequest() error {
 	if h.draining() && h.fr.Buffered() == 0 {
 		return errIdle
 	}
-	var mu sync.Mutex
-	waiting := true
-	stop := context.AfterFunc(h.begun, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if waiting { // once the wait is over, the head's deadline stands
-			_ = h.front.SetReadDeadline(time.Now())
-		}
-	})
-	defer stop()
 	_, err := h.fr.Peek(1)
-	mu.Lock()
-	waiting = false
-	mu.Unlock()
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return errIdle
 	}

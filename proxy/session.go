@@ -336,14 +336,22 @@ func (ss *session) acquire() (*pool.Conn, error) {
 	return nil, lastErr
 }
 
-// try takes a connection from sv's pool, noting it in the record.
+// try takes a connection from sv's pool, noting it in the record. An
+// idle one needs no context (an http1 session takes one a request).
 func (ss *session) try(sv *server) (*pool.Conn, error) {
+	ss.rec.Trying(sv.addr)
+	own := ss.bk.cfg.Source == config.SourceClient
+	if !own {
+		if c := sv.pool.GetIdle(); c != nil {
+			ss.connected(c)
+			return c, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), ss.bk.cfg.ConnectTimeout)
 	defer cancel()
-	if ss.bk.cfg.Source == config.SourceClient {
+	if own {
 		ctx = pool.WithSource(ctx, ss.rec.Client().Addr())
 	}
-	ss.rec.Trying(sv.addr)
 	c, err := sv.pool.Get(ctx)
 	if err == nil {
 		ss.connected(c)
