@@ -895,7 +895,7 @@ func (s *fdSock) SetLinger(sec int) error {
 		// The loop closes raw, and a linger time would make close wait.
 		return fmt.Errorf("setsockopt SO_LINGER %d: a loop's socket lingers 0 or not at all", sec)
 	}
-	return os.NewSyscallError("setsockopt SO_LINGER", rawSetLinger(s.fd, 0))
+	return os.NewSyscallError("setsockopt SO_LINGER", rawLingerZero(s.fd))
 }
 
 func (*fdSock) SetDeadline(time.Time) error { return nil } // timers live in the loop

@@ -90,8 +90,10 @@ func rawIoctlInt(fd int, req uint) (int, error) {
 	return int(v), nil
 }
 
-func rawSetLinger(fd, sec int) error {
-	l := unix.Linger{Onoff: 1, Linger: int32(sec)}
+// rawLingerZero sets SO_LINGER 0: the close that follows sends an RST
+// and never waits (no other linger time is set raw: close would wait it).
+func rawLingerZero(fd int) error {
+	l := unix.Linger{Onoff: 1, Linger: 0}
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER,
 		uintptr(unsafe.Pointer(&l)), unsafe.Sizeof(l), 0)
 	return errnoErr(e)
