@@ -430,8 +430,7 @@ func (h *h1) finishBody(ch chan bodyResult) error {
 func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 	defer putBackReader(br)
 	switch {
-	case rt.reusable && !rt.cutBack:
-		_ = bc.SetDeadline(time.Time{})
+	case rt.reusable && !rt.cutBack: // Put clears its deadlines
 		if !rt.unused {
 			h.rec.Pooled()
 		}
