@@ -104,7 +104,12 @@ func (h *h1) draining() bool { return h.begun.Err() != nil }
 // request, then up to idle_timeout more for its whole head. Draining ends
 // the first wait (an idle keep-alive connection closes at once); shutdown
 // running out of time ends both.
-func (h *h1) readRequest() (*http1.Request, error) {
+func (h *h1) readRequest() (req *http1.Request, err error) {
+	defer func() {
+		if err != nil {
+			h.leave() // the session ends the front leg: no watcher may touch it
+		}
+	}()
 	if err := h.enter(awaiting); err != nil {
 		return nil, err
 	}
@@ -112,8 +117,7 @@ func (h *h1) readRequest() (*http1.Request, error) {
 		return nil, err
 	}
 	_ = h.enter(head)
-	req, err := http1.ReadRequest(h.fr, h.lim)
-	if err == nil {
+	if req, err = http1.ReadRequest(h.fr, h.lim); err == nil {
 		h.rec.Received(policy.Front, int64(len(req.Raw)))
 		_ = h.enter(between)
 	}
@@ -137,6 +141,13 @@ func (h *h1) enter(p h1Phase) error {
 		d = time.Now().Add(h.ln.IdleTimeout)
 	}
 	return h.front.SetReadDeadline(d)
+}
+
+// leave makes the phase between and leaves the read deadline as it is.
+func (h *h1) leave() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.phase = between
 }
 
 // interrupt is the session's watchers' work, when draining began (out:
@@ -169,9 +180,7 @@ func (h *h1) startGuard(bc *net.TCPConn) {
 // stopGuard ends the exchange's guard and says whether, and why, it
 // interrupted the exchange.
 func (h *h1) stopGuard() engine.Stall {
-	h.mu.Lock()
-	h.phase = between
-	h.mu.Unlock()
+	h.leave()
 	return h.guard.Stop()
 }
 
