@@ -1,0 +1,97 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// Shutdown while a client is midway through a request's head: draining
+// does not end the read (a request has begun, and is answered if it
+// completes in time), shutdown running out of time does. The client is
+// reset, the record says drained and cut, and the shutdown took its
+// timeout, not the minute of idle_timeout.
+func TestHTTP1ShutdownCutsAHalfHead(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		io.Copy(io.Discard, c)
+	})
+	h := startProxy(t, config.Listener{IdleTimeout: time.Minute, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Draining ends a wait for a request not begun: the head must be in
+	// the proxy's hands before it starts.
+	waitRead(t, c.LocalAddr().String(), h.addr)
+
+	const timeout = 300 * time.Millisecond
+	start := time.Now()
+	if err := shutdownWithin(h, timeout); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el < timeout || el > 10*time.Second {
+		t.Errorf("shutdown took %v, want its timeout %v plus a little", el, timeout)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := bufio.NewReader(c).ReadString('\n'); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client: %v, want a reset: its request was cut", err)
+	}
+	if td := h.record(t); td.Outcome != engine.OutcomeDrained || !td.Front.Cut {
+		t.Errorf("outcome %s, front cut %v; want drained, cut", td.Outcome, td.Front.Cut)
+	}
+}
+
+// waitRead polls the kernel (nothing else knows) until the proxy's socket
+// of the connection from client to proxy holds no unread byte.
+func waitRead(t *testing.T, client, proxy string) {
+	t.Helper()
+	local, remote := procAddr(t, proxy), procAddr(t, client)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 4 && f[1] == local && f[2] == remote && strings.HasSuffix(f[4], ":00000000") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy did not read what %s sent within 5s", client)
+		}
+	}
+}
+
+// procAddr spells an IPv4 loopback address as /proc/net/tcp does.
+func procAddr(t *testing.T, addr string) string {
+	t.Helper()
+	a, err := net.ResolveTCPAddr("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := a.IP.To4()
+	if ip == nil {
+		t.Fatalf("%s: not IPv4", addr)
+	}
+	// The address is a native-endian 32-bit word (little-endian here),
+	// the port big-endian.
+	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port)
+}
