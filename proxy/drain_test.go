@@ -164,7 +164,36 @@ func TestShutdownTwiceAtOnce(t *testing.T) {
 // right after its request, and a reader that pauses mid-response, each with
 // a 4 MiB answer in flight when draining begins. Each reads the whole body
 // (SHA-256 equal) and then EOF, and the records say ok, nothing cut.
-func TestDrainLetsHostileReadersFinish(t *testing.T) {
+func TestDrainLetsHostileReadersFinish(t *testing.T) { drainHostileReaders(t) }
+
+// The same with the sessions' watchers running late, as a loaded host
+// may run them: here at every moment from the drain to the session's
+// end. A watcher that fires once its session is ending the front leg
+// must leave that leg alone (a read deadline set then cut a response
+// still in flight with an RST, recorded as error).
+func TestDrainLateWatchersLeaveEndingSessionsAlone(t *testing.T) {
+	watch = func(ctx context.Context, f func()) func() bool {
+		done := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			for {
+				f()
+				select {
+				case <-done:
+					return
+				case <-time.After(time.Millisecond): // a watcher as late as any moment: the input under test
+				}
+			}
+		})
+		return func() bool {
+			close(done)
+			return stop()
+		}
+	}
+	t.Cleanup(func() { watch = context.AfterFunc })
+	drainHostileReaders(t)
+}
+
+func drainHostileReaders(t *testing.T) {
 	body := make([]byte, 4<<20)
 	for i := range body {
 		body[i] = byte(i * 7)

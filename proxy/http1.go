@@ -58,6 +58,10 @@ const (
 	guarded                 // an exchange under h.guard: shutdown out of time drains it
 )
 
+// watch registers an http1 session's watchers; tests make them late (a
+// watcher runs on a goroutine of its own, as late as the scheduler puts it).
+var watch = context.AfterFunc
+
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) {
@@ -65,9 +69,9 @@ func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) {
 	h.fw, _ = engine.NewRawWriter(ss.front) // nil: writeFront writes through the connection
 	// Two watchers a session, not three an exchange: context.AfterFunc
 	// registrations cost several per cent of a keep-alive request.
-	stopBegun := context.AfterFunc(begun, func() { h.interrupt(false) })
+	stopBegun := watch(begun, func() { h.interrupt(false) })
 	defer stopBegun()
-	stopOut := context.AfterFunc(ctx, func() { h.interrupt(true) })
+	stopOut := watch(ctx, func() { h.interrupt(true) })
 	defer stopOut()
 	for {
 		req, err := h.readRequest()
