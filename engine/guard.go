@@ -18,12 +18,13 @@ const (
 // Guard bounds a blocking exchange (http1: a request and its response)
 // that the relay's timers do not see: when no byte moves on any of its
 // connections for idle, or when its owner calls Drain, it sets every
-// connection's deadline to now, so that blocked reads and writes return at once. It
-// looks every idle/4 at kernel counts (TCP_INFO), so the data path is
-// never touched; a look runs on a timer, no goroutine waits. The counts
-// are first read at the first look, counted as progress: an exchange that
-// ends sooner (most do) reads none, and silence is still never cut short
-// of idle (at most idle/4 later than with a reading at the start).
+// connection's deadline to now, so that blocked reads and writes return
+// at once. It looks every idle/4 at kernel counts (TCP_INFO), so the
+// data path is never touched; a look runs on a timer, no goroutine
+// waits. The counts are first read at the first look, counted as
+// progress: an exchange that ends sooner (most do) reads none, and
+// silence is still never cut short of idle (at most idle/4 later than
+// with a reading at the start).
 type Guard struct {
 	idle  time.Duration
 	conns []*net.TCPConn

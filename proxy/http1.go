@@ -169,8 +169,8 @@ func (h *h1) interrupt(out bool) {
 	}
 }
 
-// startGuard starts the guard of an exchange on bc; one already out of time is
-// drained at once.
+// startGuard starts the guard of an exchange on bc; one already out of
+// time is drained at once.
 func (h *h1) startGuard(bc *net.TCPConn) {
 	g := engine.NewGuard(h.ln.IdleTimeout, h.front, bc)
 	h.mu.Lock()
