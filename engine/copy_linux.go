@@ -36,35 +36,45 @@ const (
 // grownPipes counts the pipes grown to bigPipe that are open.
 var grownPipes atomic.Int32
 
-// openSplicePipe makes a non-blocking pipe for splicing, grown to bigPipe
-// if the budget allows (grown: it holds a share, which closeSplicePipe
-// gives back).
-func openSplicePipe() (p [2]int, grown bool, err error) {
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return [2]int{-1, -1}, false, os.NewSyscallError("pipe2", err)
+// splicePipe is a bulk direction's pipe, non-blocking, made when bulk
+// starts and closed when the direction ends.
+type splicePipe struct {
+	r, w  int  // read end, write end; -1 while there is none
+	grown bool // it holds a share of the grown-pipe budget
+}
+
+func noPipe() splicePipe { return splicePipe{r: -1, w: -1} }
+
+func (p *splicePipe) ok() bool { return p.r >= 0 }
+
+// open makes the pipe, grown to bigPipe if the budget allows.
+func (p *splicePipe) open() error {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return os.NewSyscallError("pipe2", err)
 	}
+	*p = splicePipe{r: fds[0], w: fds[1]}
 	if grownPipes.Add(1) <= bigPipes {
-		if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, bigPipe); err == nil {
-			return p, true, nil
+		if _, err := unix.FcntlInt(uintptr(p.w), unix.F_SETPIPE_SZ, bigPipe); err == nil {
+			p.grown = true
+			return nil
 		}
 	}
 	grownPipes.Add(-1) // over budget, or the kernel refused: the default size
-	return p, false, nil
+	return nil
 }
 
-// closeSplicePipe closes a pipe openSplicePipe made, if any, and gives
-// back its share of the budget.
-func closeSplicePipe(p *[2]int, grown *bool) {
-	if p[0] < 0 {
+// close closes the pipe, if any, and gives back its share of the budget.
+func (p *splicePipe) close() {
+	if !p.ok() {
 		return
 	}
-	_ = rawClose(p[0])
-	_ = rawClose(p[1])
-	*p = [2]int{-1, -1}
-	if *grown {
+	_ = rawClose(p.r)
+	_ = rawClose(p.w)
+	if p.grown {
 		grownPipes.Add(-1)
-		*grown = false
 	}
+	*p = noPipe()
 }
 
 // chunks keeps the buffers of chunks between reads. Not a sync.Pool: each
@@ -140,8 +150,7 @@ func CopyN(dst, src *net.TCPConn, n int64) (int64, error) {
 type copier struct {
 	rs, ws  syscall.RawConn
 	buf     *[chunkSize]byte // the chunk being relayed; nil while waiting
-	pipe    [2]int           // read end, write end; -1 until bulk starts
-	grown   bool             // the pipe holds a share of the grown-pipe budget
+	pipe    splicePipe       // once bulk starts
 	want    int              // what the next read or splice may move
 	n       int              // what it moved
 	errno   error
@@ -165,9 +174,9 @@ func copyStream(dst, src *net.TCPConn, limit int64, f *flow) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	c := &copier{rs: rs, ws: ws, pipe: [2]int{-1, -1}, limit: limit, flow: f}
+	c := &copier{rs: rs, ws: ws, pipe: noPipe(), limit: limit, flow: f}
 	c.readFn, c.inFn, c.outFn = c.read, c.spliceIn, c.spliceOut
-	defer c.closePipe()
+	defer c.pipe.close()
 	for c.more() {
 		n, err := c.readChunk(c.room(chunkSize))
 		if err != nil || n == 0 { // n == 0: EOF
@@ -186,7 +195,7 @@ func copyStream(dst, src *net.TCPConn, limit int64, f *flow) (int64, error) {
 		if err != nil {
 			return c.written, err
 		}
-		if n == chunkSize && c.more() && c.openPipe() {
+		if n == chunkSize && c.more() && c.pipe.open() == nil {
 			return c.written, c.splice()
 		}
 		// a short chunk, or no pipe to be had (out of descriptors): go on
@@ -242,17 +251,6 @@ func (c *copier) dropBuf() {
 	}
 }
 
-func (c *copier) openPipe() bool {
-	p, grown, err := openSplicePipe()
-	if err != nil {
-		return false
-	}
-	c.pipe, c.grown = p, grown
-	return true
-}
-
-func (c *copier) closePipe() { closeSplicePipe(&c.pipe, &c.grown) }
-
 // splice moves src to dst through the pipe until src's EOF, an error or
 // the limit.
 func (c *copier) splice() error {
@@ -293,7 +291,7 @@ func (c *copier) splice() error {
 // the socket, the pipe being empty.
 func (c *copier) spliceIn(fd uintptr) bool {
 	n, err := ignoringEINTR(func() (int, error) {
-		return rawSplice(int(fd), c.pipe[1], c.want)
+		return rawSplice(int(fd), c.pipe.w, c.want)
 	})
 	c.n, c.errno = max(n, 0), err
 	return err != unix.EAGAIN
@@ -303,7 +301,7 @@ func (c *copier) spliceIn(fd uintptr) bool {
 // EAGAIN can only mean the socket.
 func (c *copier) spliceOut(fd uintptr) bool {
 	n, err := ignoringEINTR(func() (int, error) {
-		return rawSplice(c.pipe[0], int(fd), c.inPipe)
+		return rawSplice(c.pipe.r, int(fd), c.inPipe)
 	})
 	c.n, c.errno = max(n, 0), err
 	return err != unix.EAGAIN

@@ -99,25 +99,20 @@ func TestSplicePipesGrowWithinBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type pipe struct {
-		fds   [2]int
-		grown bool
-	}
-	var ps []pipe
+	ps := make([]splicePipe, bigPipes+2)
 	defer func() {
 		for i := range ps {
-			closeSplicePipe(&ps[i].fds, &ps[i].grown)
+			ps[i].close()
 		}
 	}()
-	for range bigPipes + 2 {
-		fds, grown, err := openSplicePipe()
-		if err != nil {
+	for i := range ps {
+		ps[i] = noPipe()
+		if err := ps[i].open(); err != nil {
 			t.Fatal(err)
 		}
-		ps = append(ps, pipe{fds, grown})
 	}
 	for i, p := range ps {
-		size, err := unix.FcntlInt(uintptr(p.fds[1]), unix.F_GETPIPE_SZ, 0)
+		size, err := unix.FcntlInt(uintptr(p.w), unix.F_GETPIPE_SZ, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,17 +128,15 @@ func TestSplicePipesGrowWithinBudget(t *testing.T) {
 	if n := grownPipes.Load(); n != bigPipes {
 		t.Errorf("%d grown pipes counted, want %d", n, bigPipes)
 	}
-	closeSplicePipe(&ps[0].fds, &ps[0].grown)
+	ps[0].close()
 	if n := grownPipes.Load(); n != bigPipes-1 {
 		t.Errorf("after a grown pipe closed %d are counted, want %d", n, bigPipes-1)
 	}
-	fds, grown, err := openSplicePipe()
-	ps[0] = pipe{fds, grown}
-	if err != nil || !grown {
-		t.Errorf("a pipe opened after one closed: grown %v, %v; want grown", grown, err)
+	if err := ps[0].open(); err != nil || !ps[0].grown {
+		t.Errorf("a pipe opened after one closed: grown %v, %v; want grown", ps[0].grown, err)
 	}
 	for i := range ps {
-		closeSplicePipe(&ps[i].fds, &ps[i].grown)
+		ps[i].close()
 	}
 	if n := grownPipes.Load(); n != 0 {
 		t.Errorf("after every pipe closed %d are counted, want none", n)

@@ -142,7 +142,7 @@ func (ls *loops) relay(s *Session, front, back Socket, p Pending, done func()) e
 	r.x.addDir(f, b)
 	r.x.addDir(b, f)
 	for i := range r.flows {
-		r.flows[i] = loopFlow{d: r.x.dirs[i], src: r.socks[i], dst: r.socks[1-i], pipe: [2]int{-1, -1}}
+		r.flows[i] = loopFlow{d: r.x.dirs[i], src: r.socks[i], dst: r.socks[1-i], pipe: noPipe()}
 	}
 	r.flows[0].seed(p.Up)
 	r.flows[1].seed(p.Down)
@@ -558,7 +558,7 @@ func (l *loop) report(r *loopRelay, f *loopFlow, err error) {
 	f.reported = true
 	l.putBuf(f.buf)
 	f.buf = nil
-	f.closePipe()
+	f.pipe.close()
 	r.x.onResult(result{f.d, f.written, err})
 }
 
@@ -569,7 +569,7 @@ func (l *loop) end(r *loopRelay) {
 	for i := range r.flows {
 		l.putBuf(r.flows[i].buf)
 		r.flows[i].buf = nil
-		r.flows[i].closePipe()
+		r.flows[i].pipe.close()
 	}
 	r.x.releaseHolds()
 	r.done()
@@ -692,11 +692,8 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 		if !f.src.rd {
 			return false
 		}
-		if f.pipe[0] >= 0 {
-			n, err := ignoringEINTR(func() (int, error) {
-				n, err := rawSplice(f.src.fd, f.pipe[1], spliceMax)
-				return n, err
-			})
+		if f.pipe.ok() {
+			n, err := ignoringEINTR(func() (int, error) { return rawSplice(f.src.fd, f.pipe.w, spliceMax) })
 			if !l.took(r, f, n, err, "splice") {
 				return false
 			}
@@ -721,7 +718,7 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 			return false
 		}
 		if n == chunkSize && !f.pending() {
-			f.openPipe() // a bulk stream: splice from now on (or go on with chunks)
+			_ = f.pipe.open() // a bulk stream: splice from now on (or go on with chunks, without a pipe)
 		}
 	}
 	return true
@@ -767,10 +764,7 @@ func (l *loop) flush(r *loopRelay, f *loopFlow) bool {
 		var n int
 		var err error
 		if f.inPipe > 0 {
-			n, err = ignoringEINTR(func() (int, error) {
-				n, err := rawSplice(f.pipe[0], f.dst.fd, f.inPipe)
-				return n, err
-			})
+			n, err = ignoringEINTR(func() (int, error) { return rawSplice(f.pipe.r, f.dst.fd, f.inPipe) })
 		} else {
 			n, err = ignoringEINTR(func() (int, error) { return rawWrite(f.dst.fd, f.buf[f.off:f.end]) })
 		}
@@ -825,9 +819,8 @@ type loopFlow struct {
 	src, dst *fdSock
 	buf      []byte // bytes read and not yet written; nil while none
 	off, end int
-	pipe     [2]int // read end, write end; -1 until bulk starts
-	grown    bool   // the pipe holds a share of the grown-pipe budget
-	inPipe   int    // bytes in the pipe, not yet written
+	pipe     splicePipe // once bulk starts
+	inPipe   int        // bytes in the pipe, not yet written
 	written  int64
 	reported bool
 }
@@ -844,14 +837,6 @@ func (f *loopFlow) seed(b []byte) {
 	f.buf = append([]byte(nil), b...)
 	f.off, f.end = 0, len(b)
 }
-
-func (f *loopFlow) openPipe() {
-	if p, grown, err := openSplicePipe(); err == nil {
-		f.pipe, f.grown = p, grown
-	}
-}
-
-func (f *loopFlow) closePipe() { closeSplicePipe(&f.pipe, &f.grown) }
 
 // fdSock is a leg's socket on a loop: a raw non-blocking descriptor, and
 // what edge-triggered epoll said of it.
