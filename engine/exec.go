@@ -242,9 +242,7 @@ func (x *executor) peerFIN(d *dir) {
 	if src.finAt == 0 {
 		src.finAt = int64(time.Since(x.start))
 	}
-	if src.name == policy.Front {
-		// Only the front leg's is ever asked (doneReading, for the back
-		// leg's otherSideDone): no SIOCOUTQ for the back's.
+	if src.doneAsked() {
 		q, err := sendQueue(src.conn)
 		src.finAckedAll = err == nil && q == 0
 	}

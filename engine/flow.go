@@ -3,8 +3,6 @@ package engine
 import (
 	"sync/atomic"
 	"time"
-
-	"github.com/closeproxy/closeproxy/policy"
 )
 
 // activity is what a leg's copiers tell the executor while they run: when
@@ -94,11 +92,11 @@ func (f *flow) writing() {
 
 // lookForFINFirst reads the destination's state (TCP_INFO) at the first
 // write after bytes read from its peer — the start of an answer, once per
-// turn of an exchange — and notes a FIN that came before it. Only the
-// front leg's is ever asked (doneReading, for the back leg's
-// otherSideDone), so a request on its way to the backend reads nothing.
+// turn of an exchange — and notes a FIN that came before it, for
+// doneReading: only where that is asked (doneAsked), so a request on its
+// way to the backend reads nothing.
 func (f *flow) lookForFINFirst() {
-	if f.dstLeg == nil || f.dstLeg.name != policy.Front || f.dst.finFirst.Load() || f.dst.lastIn.Load() <= f.dst.lastOut.Load() {
+	if f.dstLeg == nil || !f.dstLeg.doneAsked() || f.dst.finFirst.Load() || f.dst.lastIn.Load() <= f.dst.lastOut.Load() {
 		return
 	}
 	if t := f.dstLeg.tcp(); t.ok && peerFINState(t.state) {

@@ -43,7 +43,7 @@ type leg struct {
 	// finAt is when the peer's FIN was read by its copier (nanoseconds since the
 	// session's start); finAckedAll, that every byte the proxy had sent it
 	// by then was acknowledged: a FIN after the whole stream, a peer done
-	// with it (read on the front leg only: nothing asks the back's).
+	// with it (read only where doneAsked).
 	finAt       int64
 	finAckedAll bool
 	finSent     bool
@@ -85,6 +85,12 @@ func (l *leg) doneReading() bool {
 	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
 	return l.peerFIN && l.finAckedAll && out > 0 && in < out && out <= l.finAt && !l.act.finFirst.Load()
 }
+
+// doneAsked says whether anything asks l.doneReading: only the front
+// leg's is asked (otherSideDone, for the back leg), so only the front
+// pays for the readings it rests on (finAckedAll's SIOCOUTQ, the
+// answer turn's TCP_INFO).
+func (l *leg) doneAsked() bool { return l.name == policy.Front }
 
 // other returns the session's other leg, nil if it has one only.
 func (l *leg) other(x *executor) *leg {
