@@ -67,6 +67,11 @@ func rawClose(fd int) error {
 	return errnoErr(e)
 }
 
+// CloseFD closes a bare socket descriptor (one the loops may own: see
+// Bare) with a raw close: such a socket never has a linger time, so close
+// never waits.
+func CloseFD(fd int) error { return rawClose(fd) }
+
 func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
 	return errnoErr(e)

@@ -2,7 +2,13 @@
 
 package engine
 
-import "net"
+import (
+	"errors"
+	"net"
+)
+
+// CloseFD closes a bare socket descriptor; there are none on this system.
+func CloseFD(int) error { return errors.ErrUnsupported }
 
 // RawWriter writes to a TCP connection; on this system through the
 // connection itself (raw system calls are Linux's).

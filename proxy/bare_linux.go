@@ -160,7 +160,7 @@ func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAliv
 	ok := false
 	defer func() {
 		if !ok {
-			_ = closeFD(fd)
+			_ = engine.CloseFD(fd)
 		}
 	}()
 	one := int32(1)
@@ -188,13 +188,4 @@ func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAliv
 	}
 	ok = true
 	return &pool.Bare{FD: fd, Home: home, Local: localFD(fd, netip.AddrPort{}), Peer: to}, nil
-}
-
-// closeFD closes a bare descriptor.
-// Raw: a bare socket never has a linger time, so close never waits.
-func closeFD(fd int) error {
-	if _, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0); e != 0 {
-		return e
-	}
-	return nil
 }

@@ -139,7 +139,7 @@ func (s *Server) acceptLoop(l *listener) error {
 		backoff = 0
 		if fd >= 0 && !s.bare(lc) { // a reload changed the listener meanwhile
 			if c, err = fdConn(fd); err != nil {
-				_ = closeFD(fd)
+				_ = engine.CloseFD(fd)
 				s.log.Warn("accept: make a connection of a bare descriptor", zap.String("listener", lc.cfg.Name), zap.Error(err))
 				continue
 			}

@@ -325,7 +325,7 @@ func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
 		handedOn := false
 		defer func() {
 			if !handedOn && c != nil { // a panic below (the session recovers it)
-				_ = closeFD(c.FD)
+				_ = engine.CloseFD(c.FD)
 			}
 		}()
 		s.obs.Dialed(backend, time.Since(t0), err)
