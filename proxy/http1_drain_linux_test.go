@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -91,7 +92,7 @@ func procAddr(t *testing.T, addr string) string {
 	if ip == nil {
 		t.Fatalf("%s: not IPv4", addr)
 	}
-	// The address is a native-endian 32-bit word (little-endian here),
-	// the port big-endian.
-	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port)
+	// The kernel prints the address's 32-bit word as the host holds it,
+	// and the port as a number.
+	return fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(ip), a.Port)
 }
