@@ -36,6 +36,7 @@ type settings struct {
 	rounds      int           // each load runs once a round; the table has medians
 	quick, keep bool
 	proxyCPUs   string // taskset CPU list for every proxy; "": not pinned
+	loadCPUs    string // CPU list for the bench, its clients, wrk and the backend; "": not pinned
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -47,7 +48,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&s.quick, "quick", false, "about 45 s: one round of 1 s loads, 1,000 idle connections")
 	fs.BoolVar(&s.keep, "keep", false, "keep the scratch directory (configs and logs)")
 	fs.StringVar(&s.proxyCPUs, "proxy-cpus", "", "run every proxy on these CPUs only (a taskset list, e.g. 0 or 0-1): the short-connection rate against cores")
+	fs.StringVar(&s.loadCPUs, "load-cpus", "", "run the load generators and the nginx backend on these CPUs only (needs -proxy-cpus, e.g. -proxy-cpus 1 -load-cpus 0): each proxy's CPU per connection without the load's noise")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if s.loadCPUs != "" && s.proxyCPUs == "" {
+		fmt.Fprintln(stderr, "bench: -load-cpus needs -proxy-cpus: the proxies would run on the load's CPUs")
 		return 2
 	}
 	if s.quick {
@@ -71,6 +77,11 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "scratch directory:", dir)
 	} else {
 		defer os.RemoveAll(dir)
+	}
+	if s.loadCPUs != "" {
+		if err := pinSelf(s.loadCPUs); err != nil {
+			return err
+		}
 	}
 	e := &env{dir: dir, procs: &procs{}, proxyCPUs: s.proxyCPUs}
 	defer e.procs.stopAll()

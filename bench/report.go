@@ -57,6 +57,9 @@ func printReport(w io.Writer, s settings, results []result) {
 	if s.proxyCPUs != "" {
 		fmt.Fprintf(w, "; proxies on CPUs %s only (taskset)", s.proxyCPUs)
 	}
+	if s.loadCPUs != "" {
+		fmt.Fprintf(w, "; load generators and backend on CPUs %s", s.loadCPUs)
+	}
 	fmt.Fprintf(w, "\neach cell: value (×HAProxy, ×direct)\n\n")
 	fmt.Fprint(w, "| figure |")
 	for _, r := range results {

@@ -1,0 +1,56 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// parseCPUs reads a taskset-style CPU list ("0", "0-1", "0,2-3").
+func parseCPUs(list string) (unix.CPUSet, error) {
+	var set unix.CPUSet
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a || b >= 1024 {
+			return set, fmt.Errorf("CPU list %q: %q is not a CPU or a range of them", list, part)
+		}
+		for c := a; c <= b; c++ {
+			set.Set(c)
+		}
+	}
+	return set, nil
+}
+
+// pinSelf runs every thread of this process on the CPUs in list; threads
+// started later, and the processes it starts (the nginx backend, wrk),
+// inherit that. The proxies do not: each starts under taskset.
+func pinSelf(list string) error {
+	set, err := parseCPUs(list)
+	if err != nil {
+		return err
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH { // ESRCH: the thread ended
+			return fmt.Errorf("pin thread %d to CPUs %s: %w", tid, list, err)
+		}
+	}
+	return nil
+}
