@@ -19,6 +19,7 @@ type env struct {
 	procs      *procs
 	backend    string // nginx's host:port
 	closeproxy string // built binary
+	prototype  string // built evrun, with -prototype
 	nofile     uint64 // RLIMIT_NOFILE children inherit
 	proxyCPUs  string // taskset CPU list for the proxies; "" leaves them free
 }
@@ -32,6 +33,9 @@ type candidate struct {
 	start func(e *env) (addr string, p *proc, err error)
 	check func(e *env) error
 }
+
+// prototypeCandidate is the event-loop prototype, with -prototype.
+var prototypeCandidate = candidate{name: "evloop prototype", start: (*env).startPrototype}
 
 var candidates = []candidate{
 	{name: "direct", start: func(e *env) (string, *proc, error) { return e.backend, nil, nil }},
@@ -264,4 +268,15 @@ func (e *env) checkLoops(protocol, relay string) error {
 		}
 	}
 	return nil
+}
+
+// startPrototype runs the event-loop prototype (internal/evloop/evrun):
+// one loop per CPU, each with its own listener; nothing to configure.
+func (e *env) startPrototype() (string, *proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	p, err := e.run("evloop", "", nil, addr, e.prototype, addr, e.backend)
+	return addr, p, err
 }

@@ -37,6 +37,7 @@ type settings struct {
 	quick, keep bool
 	proxyCPUs   string // taskset CPU list for every proxy; "": not pinned
 	loadCPUs    string // CPU list for the bench, its clients, wrk and the backend; "": not pinned
+	prototype   bool   // add the event-loop prototype (internal/evloop) as a candidate
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -49,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&s.keep, "keep", false, "keep the scratch directory (configs and logs)")
 	fs.StringVar(&s.proxyCPUs, "proxy-cpus", "", "run every proxy on these CPUs only (a taskset list, e.g. 0 or 0-1): the short-connection rate against cores")
 	fs.StringVar(&s.loadCPUs, "load-cpus", "", "run the load generators and the nginx backend on these CPUs only (needs -proxy-cpus, e.g. -proxy-cpus 1 -load-cpus 0): each proxy's CPU per connection without the load's noise")
+	fs.BoolVar(&s.prototype, "prototype", false, "add a column for the event-loop prototype (internal/evloop: accept, dial and relay on one loop, no policy, records or kernel readings): what a bare Go event loop costs here")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -87,8 +89,13 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 	defer e.procs.stopAll()
 	e.nofile = raiseNoFile(200000)
 	s.idle = min(s.idleWant, int(e.nofile-1000)/2) // every candidate: 2 sockets a session
-	if e.closeproxy, err = buildCloseproxy(ctx, dir); err != nil {
+	if e.closeproxy, err = build(ctx, dir, "closeproxy", "./cmd/closeproxy"); err != nil {
 		return err
+	}
+	if s.prototype {
+		if e.prototype, err = build(ctx, dir, "evrun", "./internal/evloop/evrun"); err != nil {
+			return err
+		}
 	}
 	if _, err := e.startBackend(); err != nil {
 		return err
@@ -134,17 +141,17 @@ func raiseNoFile(want uint64) uint64 {
 	return lim.Cur
 }
 
-// buildCloseproxy builds ./cmd/closeproxy of this module into dir.
-func buildCloseproxy(ctx context.Context, dir string) (string, error) {
+// build builds the package pkg of this module into dir as name.
+func build(ctx context.Context, dir, name, pkg string) (string, error) {
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
 		return "", errors.New("run the bench inside the closeproxy module (go run ./bench)")
 	}
-	bin := filepath.Join(dir, "closeproxy")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/closeproxy")
+	bin := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build closeproxy: %w: %s", err, out)
+		return "", fmt.Errorf("build %s: %w: %s", name, err, out)
 	}
 	return bin, nil
 }

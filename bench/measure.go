@@ -51,7 +51,11 @@ type started struct {
 // process, before any load leaves heap behind that would hide the growth.
 func startAll(ctx context.Context, e *env, s settings, log io.Writer) []*started {
 	var out []*started
-	for _, c := range candidates {
+	all := candidates
+	if s.prototype {
+		all = append(all[:len(all):len(all)], prototypeCandidate)
+	}
+	for _, c := range all {
 		st := &started{name: c.name, check: c.check, first: newResult(c.name)}
 		out = append(out, st)
 		addr, p, err := c.start(e)

@@ -1,9 +1,11 @@
 // Package evloop is a prototype, not part of the proxy: an event-driven
-// relay core built to A/B against today's goroutine-per-direction path
-// (proxy.Server in tcp mode) on the same machine, before anyone rewrites
-// engine/ or proxy/ around it. Nothing imports it but its own tests and
-// benchmarks; it implements no policy, writes no teardown record and
-// reads no configuration. It is evidence.
+// relay core built to A/B against the goroutine-per-direction path
+// (proxy.Server in tcp mode) on the same machine, before engine/ and
+// proxy/ were rewritten around loops. Nothing imports it but its own
+// tests and benchmarks and evrun, which runs it as a process for the
+// bench's yardstick column (go run ./bench -prototype); it implements no
+// policy, writes no teardown record and reads no configuration. It is
+// evidence: what a bare Go event loop costs on the machine at hand.
 //
 // What it is: one loop per CPU (Config.Loops, default GOMAXPROCS), each
 // with its own epoll set and its own SO_REUSEPORT listener on the same
