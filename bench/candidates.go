@@ -55,19 +55,22 @@ const (
 )
 
 // run renders tmpl with data into name (in e.dir), starts argv (with
-// "{conf}" replaced by that file) and waits for addr to listen.
+// "{conf}" replaced by that file) and waits for addr to listen. An empty
+// tmpl writes no file: the candidate takes its settings from argv.
 func (e *env) run(name, tmpl string, data any, addr string, argv ...string) (*proc, error) {
-	var buf bytes.Buffer
-	if err := template.Must(template.New(name).Parse(tmpl)).Execute(&buf, data); err != nil {
-		return nil, err
-	}
-	conf := filepath.Join(e.dir, name+".conf")
-	if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
-		return nil, err
-	}
-	for i, a := range argv {
-		if a == "{conf}" {
-			argv[i] = conf
+	if tmpl != "" {
+		var buf bytes.Buffer
+		if err := template.Must(template.New(name).Parse(tmpl)).Execute(&buf, data); err != nil {
+			return nil, err
+		}
+		conf := filepath.Join(e.dir, name+".conf")
+		if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
+			return nil, err
+		}
+		for i, a := range argv {
+			if a == "{conf}" {
+				argv[i] = conf
+			}
 		}
 	}
 	if e.proxyCPUs != "" && name != "backend" { // taskset execs: the PID stays the proxy's

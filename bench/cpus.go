@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -39,18 +40,35 @@ func pinSelf(list string) error {
 	if err != nil {
 		return err
 	}
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return err
-	}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
-		if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH { // ESRCH: the thread ended
-			return fmt.Errorf("pin thread %d to CPUs %s: %w", tid, list, err)
-		}
+	if err := pinThreads(&set); err != nil {
+		return fmt.Errorf("pin to CPUs %s: %w", list, err)
 	}
 	return nil
+}
+
+// pinThreads sets the affinity of every thread of this process. A thread
+// that an unpinned one starts meanwhile inherits the old affinity, so it
+// reads the threads again until a pass finds none new.
+func pinThreads(set *unix.CPUSet) error {
+	pinned := map[int]bool{}
+	for {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil || pinned[tid] {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) { // ESRCH: the thread ended
+				return fmt.Errorf("thread %d: %w", tid, err)
+			}
+			pinned[tid], found = true, true
+		}
+		if !found {
+			return nil
+		}
+	}
 }

@@ -8,7 +8,7 @@
 //	go run ./bench -quick       # about 45 seconds
 //	go run ./bench -duration 5s # per load
 //	go run ./bench -proxy-cpus 0   # every proxy on CPU 0 only: compare with 0-1
-//	go run ./bench -proxy-cpus 1 -load-cpus 0 # proxies and load apart: steadier CPU figures
+//	go run ./bench -proxy-cpus 1 -load-cpus 0 # proxies and load on CPUs apart
 //	go run ./bench -prototype      # add the event-loop prototype (internal/evloop) as a yardstick
 //
 // It starts an nginx backend (a small static body at "/", a large blob at

@@ -49,7 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&s.quick, "quick", false, "about 45 s: one round of 1 s loads, 1,000 idle connections")
 	fs.BoolVar(&s.keep, "keep", false, "keep the scratch directory (configs and logs)")
 	fs.StringVar(&s.proxyCPUs, "proxy-cpus", "", "run every proxy on these CPUs only (a taskset list, e.g. 0 or 0-1): the short-connection rate against cores")
-	fs.StringVar(&s.loadCPUs, "load-cpus", "", "run the load generators and the nginx backend on these CPUs only (needs -proxy-cpus, e.g. -proxy-cpus 1 -load-cpus 0): each proxy's CPU per connection without the load's noise")
+	fs.StringVar(&s.loadCPUs, "load-cpus", "", "run the load generators and the nginx backend on these CPUs only (needs -proxy-cpus, e.g. -proxy-cpus 1 -load-cpus 0): each proxy's CPU per connection apart from the load's")
 	fs.BoolVar(&s.prototype, "prototype", false, "add a column for the event-loop prototype (internal/evloop: accept, dial and relay on one loop, no policy, records or kernel readings): what a bare Go event loop costs here")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -57,6 +57,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if s.loadCPUs != "" && s.proxyCPUs == "" {
 		fmt.Fprintln(stderr, "bench: -load-cpus needs -proxy-cpus: the proxies would run on the load's CPUs")
 		return 2
+	}
+	for flag, list := range map[string]string{"-proxy-cpus": s.proxyCPUs, "-load-cpus": s.loadCPUs} {
+		if _, err := parseCPUs(list); list != "" && err != nil {
+			fmt.Fprintf(stderr, "bench: %s: %v\n", flag, err)
+			return 2
+		}
 	}
 	if s.quick {
 		s.duration, s.idleWant, s.rounds = time.Second, 1000, 1
