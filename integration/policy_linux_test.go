@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -316,15 +317,29 @@ func checkOrder(t testing.TB, recs []Record, tc policyCase) {
 // connections ended, from /proc/net/snmp and /proc/net/netstat.
 func tcpCounters(t testing.TB, topo *Topology, ns string) string {
 	t.Helper()
-	want := map[string]bool{
-		"ActiveOpens": true, "PassiveOpens": true, "EstabResets": true, "OutRsts": true, "AttemptFails": true,
-		"TW": true, "TWRecycled": true, "TWKilled": true, "TCPTimeWaitOverflow": true,
-		"TCPAbortOnData": true, "TCPAbortOnClose": true, "TCPAbortOnMemory": true, "TCPAbortOnTimeout": true,
-		"TCPAbortOnLinger": true, "TCPAbortFailed": true, "TCPRcvQDrop": true, "TCPZeroWindowDrop": true,
-		"TCPChallengeACK": true, "TCPSYNChallenge": true, "PAWSEstab": true, "TCPACKSkippedTimeWait": true,
-		"TCPACKSkippedFinWait2": true, "TCPDSACKIgnoredOld": true, "TCPTimeouts": true,
+	want := []string{
+		"ActiveOpens", "PassiveOpens", "EstabResets", "OutRsts", "AttemptFails",
+		"TW", "TWRecycled", "TWKilled", "TCPTimeWaitOverflow",
+		"TCPAbortOnData", "TCPAbortOnClose", "TCPAbortOnMemory", "TCPAbortOnTimeout",
+		"TCPAbortOnLinger", "TCPAbortFailed", "TCPRcvQDrop", "TCPZeroWindowDrop",
+		"TCPChallengeACK", "TCPSYNChallenge", "PAWSEstab", "TCPACKSkippedTimeWait",
+		"TCPACKSkippedFinWait2", "TCPDSACKIgnoredOld", "TCPTimeouts",
 	}
+	counters := tcpCounterValues(t, topo, ns)
 	var b strings.Builder
+	for _, k := range want {
+		if v := counters[k]; v != 0 {
+			fmt.Fprintf(&b, "%s=%d ", k, v)
+		}
+	}
+	return b.String()
+}
+
+// tcpCounterValues is every Tcp and TcpExt counter of the namespace, from
+// /proc/net/snmp and /proc/net/netstat, by name.
+func tcpCounterValues(t testing.TB, topo *Topology, ns string) map[string]uint64 {
+	t.Helper()
+	counters := map[string]uint64{}
 	for _, file := range []string{"/proc/net/snmp", "/proc/net/netstat"} {
 		lines := strings.Split(topo.Exec(t, ns, "cat", file), "\n")
 		for i := 0; i+1 < len(lines); i += 2 {
@@ -333,11 +348,11 @@ func tcpCounters(t testing.TB, topo *Topology, ns string) string {
 				continue
 			}
 			for j := 1; j < len(keys) && j < len(vals); j++ {
-				if want[keys[j]] && vals[j] != "0" {
-					fmt.Fprintf(&b, "%s=%s ", keys[j], vals[j])
+				if v, err := strconv.ParseUint(vals[j], 10, 64); err == nil {
+					counters[keys[j]] = v
 				}
 			}
 		}
 	}
-	return b.String()
+	return counters
 }
