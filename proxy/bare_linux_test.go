@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -8,6 +9,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/closeproxy/closeproxy/engine"
 )
 
 // bareAccept dials ln and accepts the connection bare (acceptFD); the
@@ -57,4 +62,60 @@ func TestFDConnKeepsTheConnection(t *testing.T) {
 		t.Errorf("read %q, %v through the connection", got, err)
 	}
 	tc.Close()
+}
+
+// A backend on this host answers the SYN inside connect: dialBare hands
+// the connection back without a loop (Home -1) and it carries bytes.
+// A connect the kernel has not finished (here refused, the RST after the
+// call) goes to a loop, which reports its outcome.
+func TestDialBareSkipsTheLoopForAFinishedHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ls, err := engine.NewLoops(1, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	bare, err := dialBare(context.Background(), ls, netip.MustParseAddrPort(ln.Addr().String()), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(bare.FD)
+	if bare.Home != -1 {
+		t.Errorf("a handshake finished inside connect is watched by loop %d, want none (-1)", bare.Home)
+	}
+	if !bare.Local.IsValid() || bare.Peer.String() != ln.Addr().String() {
+		t.Errorf("addresses %s → %s, want a local one → %s", bare.Local, bare.Peer, ln.Addr())
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if _, err := unix.Write(bare.FD, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(srv, got); err != nil || string(got) != "hello" {
+		t.Errorf("the backend read %q, %v", got, err)
+	}
+
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := netip.MustParseAddrPort(closed.Addr().String())
+	closed.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if b, err := dialBare(ctx, ls, to, false); !errors.Is(err, syscall.ECONNREFUSED) {
+		if b != nil {
+			unix.Close(b.FD)
+		}
+		t.Errorf("dial a closed port: %v, want connection refused", err)
+	}
 }
