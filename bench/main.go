@@ -27,7 +27,8 @@ func main() {
 // settings are the run's fixed loads.
 type settings struct {
 	duration    time.Duration // each timed load
-	shortConc   int           // wrk connections, short-connection load
+	shortConc   int           // concurrent connections, short-connection loads
+	cpuConns    int           // connections of the CPU-per-connection load (ab)
 	kaConc      int           // wrk connections, keep-alive load
 	rate        int           // requests/s of the latency load
 	rateConns   int           // connections it spreads over
@@ -43,7 +44,7 @@ type settings struct {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	s := settings{shortConc: 50, kaConc: 64, rate: 1000, rateConns: 10, idleWant: 10000}
+	s := settings{shortConc: 50, cpuConns: 20000, kaConc: 64, rate: 1000, rateConns: 10, idleWant: 10000}
 	fs.DurationVar(&s.duration, "duration", 2*time.Second, "length of each timed load")
 	fs.IntVar(&s.rounds, "rounds", 3, "rounds over all candidates; each figure is the median")
 	fs.BoolVar(&s.quick, "quick", false, "about 45 s: one round of 1 s loads, 1,000 idle connections")
@@ -65,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if s.quick {
-		s.duration, s.idleWant, s.rounds = time.Second, 1000, 1
+		s.duration, s.idleWant, s.rounds, s.cpuConns = time.Second, 1000, 1, 5000
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

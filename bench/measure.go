@@ -18,7 +18,7 @@ type result struct {
 	err       error   // the first failure, if any
 	shortRate float64 // connections/s, one request each
 	shortErrs float64 // errors during that load
-	cpuPer10k float64 // proxy CPU seconds per 10,000 short connections
+	cpuPer10k float64 // proxy CPU seconds per 10,000 short connections (ab)
 	kaRate    float64 // keep-alive requests/s
 	bulk1     float64 // MB/s, one stream
 	bulk64    float64 // MB/s, 64 streams
@@ -79,8 +79,8 @@ func startAll(ctx context.Context, e *env, s settings, log io.Writer) []*started
 // round runs every load once against st.
 func (st *started) round(ctx context.Context, s settings) {
 	r := newResult(st.name)
-	steps := []func(context.Context, target, settings, *result) error{shortLoad, keepAliveLoad, bulkLoad, latencyLoad}
-	names := []string{"short connections", "keep-alive", "bulk", "latency"}
+	steps := []func(context.Context, target, settings, *result) error{shortLoad, cpuLoad, keepAliveLoad, bulkLoad, latencyLoad}
+	names := []string{"short connections", "CPU per short connection", "keep-alive", "bulk", "latency"}
 	for i, step := range steps {
 		if ctx.Err() != nil {
 			break
@@ -123,21 +123,40 @@ type target struct {
 }
 
 func shortLoad(ctx context.Context, t target, s settings, r *result) error {
-	var before usage
-	if t.p != nil {
-		before, _ = treeUsage(t.p.pid())
-	}
 	w, err := wrk(ctx, t.dir, t.addr, smallPath, s.shortConc, s.duration, true)
 	if err != nil {
 		return err
 	}
 	r.shortRate, r.shortErrs = w.rate(), float64(w.errors())
-	if t.p != nil && w.Requests > 0 {
-		after, err := treeUsage(t.p.pid())
-		if err != nil {
-			return err
-		}
-		r.cpuPer10k = (after.cpu - before.cpu).Seconds() / float64(w.Requests) * 1e4
+	return nil
+}
+
+// cpuLoad measures the proxy's CPU (its process tree's user and system
+// time) per short connection over a fixed count of them (ab): the
+// figure moves far less between runs than over wrk's timed load, whose
+// intensity, and so the proxies' batching, varies.
+func cpuLoad(ctx context.Context, t target, s settings, r *result) error {
+	if t.p == nil {
+		return nil
+	}
+	before, err := treeUsage(t.p.pid())
+	if err != nil {
+		return err
+	}
+	a, err := ab(ctx, t.addr, smallPath, s.cpuConns, s.shortConc)
+	if err != nil {
+		return err
+	}
+	after, err := treeUsage(t.p.pid())
+	if err != nil {
+		return err
+	}
+	if a.complete == 0 {
+		return fmt.Errorf("ab: no request of %d completed", s.cpuConns)
+	}
+	r.cpuPer10k = (after.cpu - before.cpu).Seconds() / float64(a.complete) * 1e4
+	if a.failed+a.non2xx > 0 {
+		return fmt.Errorf("ab: %d of %d requests failed, %d not 2xx", a.failed, a.complete, a.non2xx)
 	}
 	return nil
 }
