@@ -4,8 +4,8 @@
 // the nginx stream module and no proxy at all, on this machine, on
 // loopback, with the same load generators:
 //
-//	go run ./bench              # about 3½ minutes
-//	go run ./bench -quick       # about 45 seconds
+//	go run ./bench              # about 4 minutes
+//	go run ./bench -quick       # about 50 seconds
 //	go run ./bench -duration 5s # per load
 //	go run ./bench -proxy-cpus 0   # every proxy on CPU 0 only: compare with 0-1
 //	go run ./bench -proxy-cpus 1 -load-cpus 0 # proxies and load on CPUs apart
