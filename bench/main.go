@@ -109,7 +109,11 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 	}
 	all := startAll(ctx, e, s, stderr)
 	for i := range s.rounds {
-		for _, st := range all {
+		// Each round starts one candidate further on, so that no candidate
+		// is always measured right after the same neighbour's loads (and
+		// the TIME-WAIT sockets they leave on the host).
+		for j := range all {
+			st := all[(i+j)%len(all)]
 			if st.first.err != nil && st.addr == "" {
 				continue
 			}
