@@ -4,15 +4,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/closeproxy/closeproxy/procnet"
 )
 
 // result is one candidate's figures; NaN where a figure does not apply or
@@ -219,30 +217,8 @@ func idleMemory(ctx context.Context, addr string, pid, n int) (kib, fds float64,
 }
 
 // hostTimeWait is the TIME-WAIT sockets of the bench's network namespace
-// (/proc/net/sockstat). Every candidate's short connections leave tens of
-// thousands behind for 60 s, and every connect on the host pays for them
-// in its search for a free port: with about 100,000 the hot-path
+// (procnet.ReadTimeWait). Every candidate's short connections leave tens
+// of thousands behind for 60 s, and every connect on the host pays for
+// them in its search for a free port: with about 100,000 the hot-path
 // benchmarks cost 40-50 % more. The table shows what each candidate met.
-func hostTimeWait() (int, error) {
-	b, err := os.ReadFile("/proc/net/sockstat")
-	if err != nil {
-		return 0, err
-	}
-	return parseSockstatTW(string(b))
-}
-
-// parseSockstatTW takes the "tw" count out of sockstat's TCP line.
-func parseSockstatTW(sockstat string) (int, error) {
-	for _, line := range strings.Split(sockstat, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "TCP:" {
-			continue
-		}
-		for i := 1; i+1 < len(f); i += 2 {
-			if f[i] == "tw" {
-				return strconv.Atoi(f[i+1])
-			}
-		}
-	}
-	return 0, errors.New("sockstat: no TCP tw count")
-}
+func hostTimeWait() (int, error) { return procnet.ReadTimeWait() }
