@@ -19,7 +19,8 @@ type abResult struct {
 // ab runs ApacheBench against http://addr+path: n requests over c
 // concurrent connections, each its own connection (no -k). Unlike wrk's
 // timed load, a fixed count over one client thread keeps the load's
-// intensity, and with it the proxies' batching, the same from run to run.
+// intensity, and with it the proxies' batching, the same from round to
+// round.
 func ab(ctx context.Context, addr, path string, n, c int) (abResult, error) {
 	args := []string{"-q", "-r", "-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "-s", "5", "http://" + addr + path}
 	cmd := exec.CommandContext(ctx, "ab", args...)

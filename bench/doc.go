@@ -19,8 +19,8 @@
 // "Connection: close"), keep-alive requests (wrk), bulk throughput with 1
 // and 64 streams, latency at a fixed rate well below saturation, memory per
 // idle proxied connection and CPU per 10,000 short connections (over a
-// fixed count of them with ab, which moves less between runs than a
-// timed load), and prints
+// fixed count of them with ab, which moves less from round to round than
+// a timed load), and prints
 // one table with each figure's ratio to HAProxy and to direct. The
 // closeproxy tcp column comes with an error if its closeproxy logged that
 // the loops refused sessions: those relayed on goroutines.

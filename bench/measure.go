@@ -88,7 +88,7 @@ func (st *started) round(ctx context.Context, s settings) {
 		if ctx.Err() != nil {
 			break
 		}
-		if tw, err := hostTimeWait(); err == nil && !(float64(tw) <= r.hostTW) {
+		if tw, err := hostTimeWait(); err == nil && (math.IsNaN(r.hostTW) || float64(tw) > r.hostTW) {
 			r.hostTW = float64(tw)
 		}
 		r.fail(names[i], step(ctx, st.target, s, &r))
@@ -139,8 +139,9 @@ func shortLoad(ctx context.Context, t target, s settings, r *result) error {
 
 // cpuLoad measures the proxy's CPU (its process tree's user and system
 // time) per short connection over a fixed count of them (ab): the
-// figure moves far less between runs than over wrk's timed load, whose
-// intensity, and so the proxies' batching, varies.
+// figure repeats within a few per cent from round to round, where over
+// wrk's timed load, whose intensity (and so the proxies' batching)
+// varies, it moved by a quarter.
 func cpuLoad(ctx context.Context, t target, s settings, r *result) error {
 	if t.p == nil {
 		return nil
