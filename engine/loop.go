@@ -47,7 +47,10 @@ func (ls *Loops) Relay(s *Session, front, back Socket, p Pending, done func()) e
 // Connect waits, bounded by ctx, until the connection that fd (a
 // non-blocking socket) started with connect(2) is established, and
 // returns the loop that now watches fd: a Relay of it (Socket.Home)
-// runs there, and costs no registration. A loop watching an idle
+// runs there, and costs no registration. A connection already
+// established when Connect is called (the kernel runs the handshake
+// inside connect to a peer on this host) is watched by none: home is -1
+// and the loop that relays it registers it. A loop watching an idle
 // connection ignores it; close fd when it is not relayed. An error is
 // the connection's (connect's SO_ERROR), ctx's, or ErrLoopsClosed.
 func (ls *Loops) Connect(ctx context.Context, fd int) (home int, err error) {

@@ -170,6 +170,12 @@ func take(sk Socket, r *loopRelay) (*fdSock, error) {
 }
 
 func (ls *loops) connect(ctx context.Context, fd int) (int, error) {
+	if established(fd) {
+		// To a peer on this host the kernel ran the whole handshake inside
+		// connect(2): nothing to wait for, so no loop is told (no wake-up
+		// on either side); the loop that relays fd registers it.
+		return -1, nil
+	}
 	ls.mu.Lock()
 	if ls.closed {
 		ls.mu.Unlock()

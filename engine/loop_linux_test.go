@@ -189,6 +189,26 @@ func bareBack(ls *Loops, ln *net.TCPListener) (*net.TCPConn, Socket, error) {
 	return backend, Bare(fd, home), nil
 }
 
+// A connect the kernel finished inside the call (loopback) is answered
+// at once and watched by no loop (home -1); one still in progress is
+// watched (TestLoopsConnectFails: a full accept queue waits for ctx).
+func TestLoopsConnectDoneInsideTheCall(t *testing.T) {
+	ls, err := NewLoops(2, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	ln := loopback.Listener(t)
+	fd, err := connectTo(ln.Addr().(*net.TCPAddr).AddrPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if home, err := ls.Connect(context.Background(), fd); err != nil || home != -1 {
+		t.Errorf("connect over loopback: home %d, %v; want -1 (no loop watches it), nil", home, err)
+	}
+}
+
 // Connect reports a refused connection as connect's error, and one that
 // does not come within the context's deadline as the context's, answers
 // once either way, and leaves nothing open once the socket is closed.

@@ -173,3 +173,13 @@ func (w *RawWriter) write(fd uintptr) bool {
 	}
 	return true
 }
+
+// established tells whether fd's connect has completed: its TCP state,
+// the first byte of TCP_INFO (the only byte asked for).
+func established(fd int) bool {
+	var state [1]byte
+	n := uint32(len(state))
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
+		uintptr(unsafe.Pointer(&state[0])), uintptr(unsafe.Pointer(&n)), 0)
+	return e == 0 && n == 1 && state[0] == unix.BPF_TCP_ESTABLISHED
+}

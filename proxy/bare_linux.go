@@ -132,9 +132,9 @@ func fdConn(fd int) (*net.TCPConn, error) {
 
 // dialBare opens a bare connection to a backend at to: a non-blocking
 // socket with TCP_NODELAY (as Go's dialer sets it) and, with keepAlive,
-// keep-alive probes as Go's dialer would set them. A connect the kernel
-// finished inside the call (a backend on this host) is done; any other
-// one of the loops watches (Loops.Connect), bounded by ctx. The socket
+// keep-alive probes as Go's dialer would set them, whose connect
+// Loops.Connect sees through, bounded by ctx (Home -1 when the kernel
+// finished it inside the call, as to a backend on this host). The socket
 // never enters Go's netpoller: a relay on the loop that watches it (or
 // the first loop to relay it) duplicates nothing and closes it once.
 func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAlive bool) (*pool.Bare, error) {
@@ -179,13 +179,6 @@ func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAliv
 	default:
 		return nil, os.NewSyscallError("connect", e)
 	}
-	if established(fd) {
-		// On loopback and to a backend on this host the handshake ran
-		// inside connect: no loop needs to watch it, and none does until
-		// a relay starts (Home -1: the relay's loop registers it).
-		ok = true
-		return &pool.Bare{FD: fd, Home: -1, Local: localFD(fd, netip.AddrPort{}), Peer: to}, nil
-	}
 	home, err := ls.Connect(ctx, fd)
 	switch {
 	case err == nil:
@@ -196,14 +189,4 @@ func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAliv
 	}
 	ok = true
 	return &pool.Bare{FD: fd, Home: home, Local: localFD(fd, netip.AddrPort{}), Peer: to}, nil
-}
-
-// established tells whether fd's connect has completed: its TCP state,
-// the first byte of TCP_INFO (the only byte asked for).
-func established(fd int) bool {
-	var state [1]byte
-	n := uint32(len(state))
-	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
-		uintptr(unsafe.Pointer(&state[0])), uintptr(unsafe.Pointer(&n)), 0)
-	return e == 0 && n == 1 && state[0] == unix.BPF_TCP_ESTABLISHED
 }
