@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/template"
 )
@@ -59,18 +60,12 @@ const (
 // tmpl writes no file: the candidate takes its settings from argv.
 func (e *env) run(name, tmpl string, data any, addr string, argv ...string) (*proc, error) {
 	if tmpl != "" {
-		var buf bytes.Buffer
-		if err := template.Must(template.New(name).Parse(tmpl)).Execute(&buf, data); err != nil {
+		conf, err := e.writeConf(name, tmpl, data)
+		if err != nil {
 			return nil, err
 		}
-		conf := filepath.Join(e.dir, name+".conf")
-		if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
-			return nil, err
-		}
-		for i, a := range argv {
-			if a == "{conf}" {
-				argv[i] = conf
-			}
+		if i := slices.Index(argv, "{conf}"); i >= 0 {
+			argv[i] = conf
 		}
 	}
 	if e.proxyCPUs != "" && name != "backend" { // taskset execs: the PID stays the proxy's
@@ -271,6 +266,16 @@ func (e *env) checkLoops(protocol, relay string) error {
 		}
 	}
 	return nil
+}
+
+// writeConf renders tmpl with data into name.conf in e.dir.
+func (e *env) writeConf(name, tmpl string, data any) (string, error) {
+	var buf bytes.Buffer
+	if err := template.Must(template.New(name).Parse(tmpl)).Execute(&buf, data); err != nil {
+		return "", err
+	}
+	conf := filepath.Join(e.dir, name+".conf")
+	return conf, os.WriteFile(conf, buf.Bytes(), 0o644)
 }
 
 // startPrototype runs the event-loop prototype (internal/evloop/evrun):

@@ -59,9 +59,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bench: -load-cpus needs -proxy-cpus: the proxies would run on the load's CPUs")
 		return 2
 	}
-	for flag, list := range map[string]string{"-proxy-cpus": s.proxyCPUs, "-load-cpus": s.loadCPUs} {
+	for name, list := range map[string]string{"-proxy-cpus": s.proxyCPUs, "-load-cpus": s.loadCPUs} {
 		if _, err := parseCPUs(list); list != "" && err != nil {
-			fmt.Fprintf(stderr, "bench: %s: %v\n", flag, err)
+			fmt.Fprintf(stderr, "bench: %s: %v\n", name, err)
 			return 2
 		}
 	}
