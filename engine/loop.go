@@ -50,9 +50,11 @@ func (ls *Loops) Relay(s *Session, front, back Socket, p Pending, done func()) e
 // runs there, and costs no registration. A connection already
 // established when Connect is called (the kernel runs the handshake
 // inside connect to a peer on this host) is watched by none: home is -1
-// and the loop that relays it registers it. A loop watching an idle
-// connection ignores it; close fd when it is not relayed. An error is
-// the connection's (connect's SO_ERROR), ctx's, or ErrLoopsClosed.
+// and the loop that relays it registers it. A ctx already done asks for
+// nothing but that: any other connect gets ctx's error at once, no loop
+// told. A loop watching an idle connection ignores it; close fd when it
+// is not relayed. An error is the connection's (connect's SO_ERROR),
+// ctx's, or ErrLoopsClosed.
 func (ls *Loops) Connect(ctx context.Context, fd int) (home int, err error) {
 	return ls.impl.connect(ctx, fd)
 }

@@ -176,6 +176,9 @@ func (ls *loops) connect(ctx context.Context, fd int) (int, error) {
 		// on either side); the loop that relays fd registers it.
 		return -1, nil
 	}
+	if err := ctx.Err(); err != nil {
+		return -1, err // a caller that cannot wait (pool.Pool.DialNow)
+	}
 	ls.mu.Lock()
 	if ls.closed {
 		ls.mu.Unlock()

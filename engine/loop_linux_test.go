@@ -207,6 +207,11 @@ func TestLoopsConnectDoneInsideTheCall(t *testing.T) {
 	if home, err := ls.Connect(context.Background(), fd); err != nil || home != -1 {
 		t.Errorf("connect over loopback: home %d, %v; want -1 (no loop watches it), nil", home, err)
 	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if home, err := ls.Connect(done, fd); err != nil || home != -1 {
+		t.Errorf("connect over loopback, context done: home %d, %v; want -1, nil (nothing to wait for)", home, err)
+	}
 }
 
 // Connect reports a refused connection as connect's error, and one that
@@ -263,6 +268,11 @@ func TestLoopsConnectFails(t *testing.T) {
 	fd, err = connectTo(fullAt)
 	if err != nil {
 		t.Fatal(err)
+	}
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	if _, err := ls.Connect(done, fd); !errors.Is(err, context.Canceled) {
+		t.Errorf("connect to a full queue, context done: %v, want the context's error", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()

@@ -94,5 +94,8 @@ type Bare struct {
 }
 
 // BareDialFunc dials a bare connection. (nil, nil) means not this time:
-// the pool dials with its DialFunc instead.
+// the pool dials with its DialFunc instead. Home is -1 when no loop
+// watches FD, as for a connection the kernel established inside
+// connect(2); with ctx already done (DialNow) only such a connection
+// may be returned, else ctx's error.
 type BareDialFunc func(ctx context.Context, address string) (*Bare, error)

@@ -36,7 +36,7 @@ func IsLocal(err error) bool {
 // counts the outcome.
 func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 	dctx := ctx
-	if p.boundDial(ctx) {
+	if ctx.Err() == nil && p.boundDial(ctx) {
 		var cancel context.CancelFunc
 		dctx, cancel = context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 		defer cancel()
@@ -47,6 +47,7 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 	var err error
 	if _, own := Source(ctx); p.cfg.DialBare != nil && !own {
 		bare, err = p.cfg.DialBare(dctx, p.cfg.Address)
+		p.inCall.Store(err == nil && bare != nil && bare.Home < 0)
 	}
 	if bare == nil && err == nil {
 		tc, err = p.dial(dctx, p.cfg.Address)

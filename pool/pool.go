@@ -66,6 +66,9 @@ type Pool struct {
 	wake chan struct{} // capacity 1: a refiller may have work
 
 	failing atomic.Bool // the refillers' dials fail: one of them retries
+	// inCall: the last bare dial was established inside connect(2), as
+	// to a backend on this host (DialNow tries only then).
+	inCall atomic.Bool
 
 	mu      sync.Mutex
 	idle    []*Conn       // oldest first; Get takes the newest from the end
@@ -146,6 +149,41 @@ func (p *Pool) GetIdle() *Conn {
 		}
 	}
 }
+
+// DialNow is Get for a caller that must not wait (the goroutine that
+// accepts): a new bare connection in a slot free at once, returned only
+// when the kernel established it inside connect(2), as it does to a
+// backend on this host, and tried only while the last bare dial was so
+// established (a backend elsewhere is never dialed here). The dial's
+// context is done before it starts: a BareDialFunc answers such a
+// context with a connection that needed no wait, or with the context's
+// error, which is nobody's failure. nil: nothing was handed out (any
+// socket was closed, the slot given back); the caller takes the way that
+// can wait, Get.
+func (p *Pool) DialNow() *Conn {
+	if p.cfg.DialBare == nil || !p.inCall.Load() {
+		return nil
+	}
+	p.mu.Lock()
+	if p.closed || !p.roomLocked() {
+		p.mu.Unlock()
+		return nil
+	}
+	p.stats.InUse++
+	p.mu.Unlock()
+	c, err := p.dialFor(doneCtx) // gives the slot back when it fails
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+// doneCtx is DialNow's dial context, done from the start.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // take hands out the newest idle connection (if idleOK), or returns nil
 // with a slot reserved for a dial, waiting at the cap.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -307,5 +308,52 @@ func TestRelayLoopWarmSessionsKeepTheBalancersOrder(t *testing.T) {
 	}
 	if pooled < 2 {
 		t.Errorf("%d sessions were served a warm connection, want at least the first two", pooled)
+	}
+}
+
+// dialStacks is an Observer that notes, for every backend dial, whether
+// it ran on the goroutine that accepts.
+type dialStacks struct {
+	nopObserver
+	mu              sync.Mutex
+	dials, onAccept int
+}
+
+func (d *dialStacks) Dialed(string, time.Duration, error) {
+	buf := make([]byte, 16<<10)
+	stack := string(buf[:runtime.Stack(buf, false)])
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dials++
+	if strings.Contains(stack, "(*Server).acceptLoop") {
+		d.onAccept++
+	}
+}
+
+// With relay = "loop" and no warm connection, a session to a backend on
+// this host, whose connect the kernel completes inside the call, is
+// dialed and started on the accepting goroutine (pool.Pool.DialNow) once
+// a dial has shown that it completes so: no goroutine of its own. Every
+// byte arrives and every record says ok.
+func TestRelayLoopDialsOnTheAcceptingGoroutine(t *testing.T) {
+	be := loopback.Serve(t, loopback.Echo)
+	obs := &dialStacks{}
+	h := startProxyWith(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)},
+		config.Backend{Address: be, Close: testClose(policy.TargetProxy, policy.FallbackReset)},
+		[]Option{WithObserver(obs)}, relayLoop)
+	const sessions = 4
+	for i := range sessions {
+		if err := echoOnce(h.addr, fmt.Sprint("cold ", i)); err != nil {
+			t.Fatal(err)
+		}
+		if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackPooled {
+			t.Errorf("session %d: outcome %s (%v), pooled %v; want ok on a new connection", td.ID, td.Outcome, td.Err, td.BackPooled)
+		}
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if obs.dials != sessions || obs.onAccept != sessions-1 {
+		t.Errorf("%d dials, %d of them on the accepting goroutine; want %d, all but the first (which shows the connect completes inside the call)",
+			obs.dials, obs.onAccept, sessions)
 	}
 }

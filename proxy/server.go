@@ -328,7 +328,9 @@ func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
 				_ = engine.CloseFD(c.FD)
 			}
 		}()
-		s.obs.Dialed(backend, time.Since(t0), err)
+		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) { // else no dial: one that could not wait (DialNow)
+			s.obs.Dialed(backend, time.Since(t0), err)
+		}
 		if outOfFiles(err) {
 			s.releaseFiles()
 		}

@@ -154,8 +154,9 @@ func (ss *session) relay(p engine.Pending) (handedOver bool) {
 
 // atOnce starts a bare session's relay on the loops from the accepting
 // goroutine, when nothing on its way can wait: its backend connection is
-// a warm one of the server the balancer puts first, and no PROXY header
-// goes to it. The session then costs no goroutine of its own. False: none
+// a warm one of the server the balancer puts first, or a new one the
+// kernel connected inside connect(2) (pool.Pool.DialNow), and no PROXY
+// header goes to it. The session then costs no goroutine of its own. False: none
 // of that was possible and nothing was done; run does it all. A session
 // whose relay the loops refuse after all goes on on a goroutine (run). A
 // panic is recovered as run recovers it.
@@ -174,6 +175,9 @@ func (ss *session) atOnce(drainCtx, begun context.Context, kill <-chan struct{})
 	ss.order = ss.bk.order(ss.rec.Client().Addr()) // the balancer is asked once a session
 	sv := ss.order[0]
 	c := sv.pool.GetIdle()
+	if c == nil {
+		c = sv.pool.DialNow() // a backend on this host: connected inside the call
+	}
 	if c == nil {
 		return false
 	}
