@@ -21,9 +21,10 @@ type abResult struct {
 // timed load, a fixed count over one client thread keeps the load's
 // intensity, and with it the proxies' batching, the same from round to
 // round.
-func ab(ctx context.Context, addr, path string, n, c int) (abResult, error) {
+func ab(ctx context.Context, ns *netns, addr, path string, n, c int) (abResult, error) {
 	args := []string{"-q", "-r", "-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "-s", "5", "http://" + addr + path}
-	cmd := exec.CommandContext(ctx, "ab", args...)
+	argv := ns.wrap(append([]string{"ab"}, args...)...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

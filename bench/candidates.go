@@ -23,6 +23,7 @@ type env struct {
 	prototype  string // built evrun, with -prototype
 	nofile     uint64 // RLIMIT_NOFILE children inherit
 	proxyCPUs  string // taskset CPU list for the proxies; "" leaves them free
+	ns         *netns // where the next processes start (nil: the bench's namespace)
 }
 
 // candidate is one way to reach the backend. start returns the address to
@@ -68,14 +69,14 @@ func (e *env) run(name, tmpl string, data any, addr string, argv ...string) (*pr
 			argv[i] = conf
 		}
 	}
-	if e.proxyCPUs != "" && name != "backend" { // taskset execs: the PID stays the proxy's
+	if e.proxyCPUs != "" && !strings.HasPrefix(name, "backend") { // taskset execs: the PID stays the proxy's
 		argv = append([]string{"taskset", "-c", e.proxyCPUs}, argv...)
 	}
-	p, err := e.procs.start(name, filepath.Join(e.dir, name+".log"), argv...)
+	p, err := e.procs.start(name, filepath.Join(e.dir, name+".log"), e.ns.wrap(argv...)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitListening(p, addr); err != nil {
+	if err := waitListening(p, addr, e.ns); err != nil {
 		e.procs.stop(p)
 		return nil, fmt.Errorf("%w (see %s)", err, filepath.Join(e.dir, name+".log"))
 	}
@@ -87,8 +88,8 @@ master_process on;
 worker_processes 2;
 worker_rlimit_nofile {{.NoFile}};
 user root;
-pid {{.Dir}}/backend.pid;
-error_log {{.Dir}}/backend.error.log warn;
+pid {{.Dir}}/{{.Name}}.pid;
+error_log {{.Dir}}/{{.Name}}.error.log warn;
 events { worker_connections 65536; }
 http {
 	access_log off;
@@ -110,32 +111,35 @@ http {
 }
 `
 
-// startBackend writes the bodies and runs the nginx backend.
-func (e *env) startBackend() (*proc, error) {
+// writeBodies writes what the backends serve.
+func (e *env) writeBodies() error {
 	www := filepath.Join(e.dir, "www")
 	if err := os.MkdirAll(filepath.Join(e.dir, "tmp"), 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	if err := os.MkdirAll(www, 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(www, "index.html"), []byte(smallBody), 0o644); err != nil {
-		return nil, err
+		return err
 	}
 	blob := make([]byte, blobSize)
 	for i := range blob {
 		blob[i] = byte(i*7 + i>>11)
 	}
-	if err := os.WriteFile(filepath.Join(www, "blob"), blob, 0o644); err != nil {
-		return nil, err
-	}
+	return os.WriteFile(filepath.Join(www, "blob"), blob, 0o644)
+}
+
+// startBackend runs an nginx backend named name (its files' names) in
+// e.ns and makes it the one the next candidate proxies to.
+func (e *env) startBackend(name string) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	e.backend = addr
-	data := map[string]any{"Dir": e.dir, "Addr": addr, "NoFile": e.nofile}
-	return e.run("backend", nginxBackendConf, data, addr, nginxBin, "-p", e.dir, "-c", "{conf}", "-e", filepath.Join(e.dir, "backend.error.log"))
+	data := map[string]any{"Dir": e.dir, "Addr": addr, "NoFile": e.nofile, "Name": name}
+	return e.run(name, nginxBackendConf, data, addr, nginxBin, "-p", e.dir, "-c", "{conf}", "-e", filepath.Join(e.dir, name+".error.log"))
 }
 
 const nginxBin = "nginx"

@@ -24,9 +24,8 @@ type httpConn struct {
 	req []byte
 }
 
-func dialHTTP(ctx context.Context, addr, path string) (*httpConn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+func dialHTTP(ctx context.Context, ns *netns, addr, path string) (*httpConn, error) {
+	c, err := ns.dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +71,7 @@ func (h *httpConn) get(buf []byte) (int64, error) {
 
 // bulk fetches the blob over streams keep-alive connections for d and
 // returns MB/s (10^6 bytes) of body received.
-func bulk(ctx context.Context, addr string, streams int, d time.Duration) (float64, error) {
+func bulk(ctx context.Context, ns *netns, addr string, streams int, d time.Duration) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var total atomic.Int64
@@ -82,7 +81,7 @@ func bulk(ctx context.Context, addr string, streams int, d time.Duration) (float
 	start := time.Now()
 	for range streams {
 		wg.Go(func() {
-			h, err := dialHTTP(ctx, addr, blobPath)
+			h, err := dialHTTP(ctx, ns, addr, blobPath)
 			if err != nil {
 				once.Do(func() { firstErr = err })
 				return
@@ -113,7 +112,7 @@ func bulk(ctx context.Context, addr string, streams int, d time.Duration) (float
 // latencies issues rate requests/s in total over conns keep-alive
 // connections for d, each request at its scheduled time, and returns the
 // p50 and p99 of scheduled-send-to-last-byte.
-func latencies(ctx context.Context, addr string, rate, conns int, d time.Duration) (p50, p99 time.Duration, err error) {
+func latencies(ctx context.Context, ns *netns, addr string, rate, conns int, d time.Duration) (p50, p99 time.Duration, err error) {
 	interval := time.Duration(conns) * time.Second / time.Duration(rate)
 	var mu sync.Mutex
 	var all []time.Duration
@@ -123,7 +122,7 @@ func latencies(ctx context.Context, addr string, rate, conns int, d time.Duratio
 	end := start.Add(d)
 	for i := range conns {
 		wg.Go(func() {
-			lat, err := paced(ctx, addr, start.Add(interval*time.Duration(i)/time.Duration(conns)), end, interval)
+			lat, err := paced(ctx, ns, addr, start.Add(interval*time.Duration(i)/time.Duration(conns)), end, interval)
 			mu.Lock()
 			defer mu.Unlock()
 			all = append(all, lat...)
@@ -142,8 +141,8 @@ func latencies(ctx context.Context, addr string, rate, conns int, d time.Duratio
 
 // paced sends one request every interval from start until end on one
 // connection.
-func paced(ctx context.Context, addr string, start, end time.Time, interval time.Duration) ([]time.Duration, error) {
-	h, err := dialHTTP(ctx, addr, smallPath)
+func paced(ctx context.Context, ns *netns, addr string, start, end time.Time, interval time.Duration) ([]time.Duration, error) {
+	h, err := dialHTTP(ctx, ns, addr, smallPath)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +163,7 @@ func paced(ctx context.Context, addr string, start, end time.Time, interval time
 // idleConns opens n connections to addr, each sending one keep-alive
 // request and reading its response, and leaves them open. The caller
 // closes them with closeAll.
-func idleConns(ctx context.Context, addr string, n int) ([]*httpConn, error) {
+func idleConns(ctx context.Context, ns *netns, addr string, n int) ([]*httpConn, error) {
 	conns := make([]*httpConn, n)
 	var next atomic.Int64
 	var firstErr error
@@ -174,7 +173,7 @@ func idleConns(ctx context.Context, addr string, n int) ([]*httpConn, error) {
 		wg.Go(func() {
 			buf := make([]byte, 4096)
 			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
-				h, err := dialHTTP(ctx, addr, smallPath)
+				h, err := dialHTTP(ctx, ns, addr, smallPath)
 				if err == nil {
 					h.c.SetDeadline(time.Now().Add(5 * time.Second))
 					_, err = h.get(buf)

@@ -39,6 +39,7 @@ type settings struct {
 	proxyCPUs   string // taskset CPU list for every proxy; "": not pinned
 	loadCPUs    string // CPU list for the bench, its clients, wrk and the backend; "": not pinned
 	prototype   bool   // add the event-loop prototype (internal/evloop) as a candidate
+	isolate     bool   // each candidate, its backend and its loads in a network namespace of their own
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -51,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&s.keep, "keep", false, "keep the scratch directory (configs and logs)")
 	fs.StringVar(&s.proxyCPUs, "proxy-cpus", "", "run every proxy on these CPUs only (a taskset list, e.g. 0 or 0-1): the short-connection rate against cores")
 	fs.StringVar(&s.loadCPUs, "load-cpus", "", "run the load generators and the nginx backend on these CPUs only (needs -proxy-cpus, e.g. -proxy-cpus 1 -load-cpus 0): each proxy's CPU per connection apart from the load's")
+	fs.BoolVar(&s.isolate, "netns", true, "run each candidate with a backend of its own in a network namespace of its own, where its loads run too (needs root and ip(8); without, all share this one): no candidate meets another's TIME-WAIT sockets")
 	fs.BoolVar(&s.prototype, "prototype", false, "add a column for the event-loop prototype (internal/evloop: accept, dial and relay on one loop, no policy, records or kernel readings): what a bare Go event loop costs here")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -67,6 +69,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if s.quick {
 		s.duration, s.idleWant, s.rounds, s.cpuConns = time.Second, 1000, 1, 5000
+	}
+	if s.isolate && !canIsolate() {
+		fmt.Fprintln(stderr, "bench: not root or no ip(8): every candidate runs in this network namespace (-netns=false)")
+		s.isolate = false
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -93,7 +99,13 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 		}
 	}
 	e := &env{dir: dir, procs: &procs{}, proxyCPUs: s.proxyCPUs}
-	defer e.procs.stopAll()
+	var spaces []*netns
+	defer func() {
+		e.procs.stopAll() // first: a namespace is gone once its last process is
+		for _, n := range spaces {
+			n.remove()
+		}
+	}()
 	e.nofile = raiseNoFile(200000)
 	s.idle = min(s.idleWant, int(e.nofile-1000)/2) // every candidate: 2 sockets a session
 	if e.closeproxy, err = build(ctx, dir, "closeproxy", "./cmd/closeproxy"); err != nil {
@@ -104,14 +116,19 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if _, err := e.startBackend(); err != nil {
+	if err := e.writeBodies(); err != nil {
 		return err
 	}
-	all := startAll(ctx, e, s, stderr)
+	if !s.isolate {
+		if _, err := e.startBackend("backend"); err != nil {
+			return err
+		}
+	}
+	all := startAll(ctx, e, s, stderr, &spaces)
 	for i := range s.rounds {
 		// Each round starts one candidate further on, so that no candidate
-		// is always measured right after the same neighbour's loads (and
-		// the TIME-WAIT sockets they leave on the host).
+		// is always measured right after the same neighbour's loads (and,
+		// without -netns, the TIME-WAIT sockets they leave on the host).
 		for j := range all {
 			st := all[(i+j)%len(all)]
 			if st.first.err != nil && st.addr == "" {

@@ -7,10 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"time"
-
-	"github.com/closeproxy/closeproxy/procnet"
 )
 
 // result is one candidate's figures; NaN where a figure does not apply or
@@ -50,9 +49,11 @@ type started struct {
 	first  result // start failure and idle figures
 }
 
-// startAll starts every candidate and measures idle memory on each fresh
-// process, before any load leaves heap behind that would hide the growth.
-func startAll(ctx context.Context, e *env, s settings, log io.Writer) []*started {
+// startAll starts every candidate (with s.isolate, each in a namespace
+// of its own, added to spaces, with a backend of its own) and measures
+// idle memory on each fresh process, before any load leaves heap behind
+// that would hide the growth.
+func startAll(ctx context.Context, e *env, s settings, log io.Writer, spaces *[]*netns) []*started {
 	var out []*started
 	all := candidates
 	if s.prototype {
@@ -61,22 +62,47 @@ func startAll(ctx context.Context, e *env, s settings, log io.Writer) []*started
 	for _, c := range all {
 		st := &started{name: c.name, check: c.check, first: newResult(c.name)}
 		out = append(out, st)
+		if s.isolate {
+			if err := e.isolate(len(*spaces), spaces); err != nil {
+				st.first.fail("start", err)
+				fmt.Fprintf(log, "%s: %v\n", c.name, err)
+				continue
+			}
+		}
 		addr, p, err := c.start(e)
 		if err != nil {
 			st.first.fail("start", err)
 			fmt.Fprintf(log, "%s: %v\n", c.name, err)
 			continue
 		}
-		st.target = target{dir: e.dir, addr: addr, p: p}
+		st.target = target{dir: e.dir, addr: addr, p: p, ns: e.ns}
 		if p == nil || ctx.Err() != nil {
 			continue
 		}
 		time.Sleep(300 * time.Millisecond) // let the warm pool fill
-		st.first.idleKiB, st.first.idleFDs, err = idleMemory(ctx, addr, p.pid(), s.idle)
+		st.first.idleKiB, st.first.idleFDs, err = idleMemory(ctx, e.ns, addr, p.pid(), s.idle)
 		st.first.fail("idle connections", err)
 		time.Sleep(1500 * time.Millisecond) // sessions end by their close policies
 	}
 	return out
+}
+
+// isolate makes namespace number i (named for this process, so that
+// runs never share one), adds it to spaces and starts a backend in it:
+// e.ns is then where the next candidate starts.
+func (e *env) isolate(i int, spaces *[]*netns) error {
+	n, err := newNetns(fmt.Sprintf("cpbench%d-%d", os.Getpid(), i))
+	if err != nil {
+		return err
+	}
+	*spaces = append(*spaces, n)
+	e.ns = n
+	p, err := e.startBackend(fmt.Sprintf("backend-%d", i))
+	if err != nil {
+		return err
+	}
+	n.pid = p.pid()
+	return nil
 }
 
 // round runs every load once against st.
@@ -88,7 +114,7 @@ func (st *started) round(ctx context.Context, s settings) {
 		if ctx.Err() != nil {
 			break
 		}
-		if tw, err := hostTimeWait(); err == nil && (math.IsNaN(r.hostTW) || float64(tw) > r.hostTW) {
+		if tw, err := st.ns.timeWait(); err == nil && (math.IsNaN(r.hostTW) || float64(tw) > r.hostTW) {
 			r.hostTW = float64(tw)
 		}
 		r.fail(names[i], step(ctx, st.target, s, &r))
@@ -122,14 +148,16 @@ func (r *result) figures() []*float64 {
 	return []*float64{&r.shortRate, &r.shortErrs, &r.cpuPer10k, &r.kaRate, &r.bulk1, &r.bulk64, &r.p50, &r.p99, &r.hostTW}
 }
 
-// target is where a load goes and the process it measures (nil: direct).
+// target is where a load goes, the process it measures (nil: direct)
+// and the namespace both are in (nil: the bench's).
 type target struct {
 	dir, addr string
 	p         *proc
+	ns        *netns
 }
 
 func shortLoad(ctx context.Context, t target, s settings, r *result) error {
-	w, err := wrk(ctx, t.dir, t.addr, smallPath, s.shortConc, s.duration, true)
+	w, err := wrk(ctx, t.ns, t.dir, t.addr, smallPath, s.shortConc, s.duration, true)
 	if err != nil {
 		return err
 	}
@@ -150,7 +178,7 @@ func cpuLoad(ctx context.Context, t target, s settings, r *result) error {
 	if err != nil {
 		return err
 	}
-	a, err := ab(ctx, t.addr, smallPath, s.cpuConns, s.shortConc)
+	a, err := ab(ctx, t.ns, t.addr, smallPath, s.cpuConns, s.shortConc)
 	if err != nil {
 		return err
 	}
@@ -169,7 +197,7 @@ func cpuLoad(ctx context.Context, t target, s settings, r *result) error {
 }
 
 func keepAliveLoad(ctx context.Context, t target, s settings, r *result) error {
-	w, err := wrk(ctx, t.dir, t.addr, smallPath, s.kaConc, s.duration, false)
+	w, err := wrk(ctx, t.ns, t.dir, t.addr, smallPath, s.kaConc, s.duration, false)
 	if err != nil {
 		return err
 	}
@@ -182,8 +210,8 @@ func keepAliveLoad(ctx context.Context, t target, s settings, r *result) error {
 
 func bulkLoad(ctx context.Context, t target, s settings, r *result) error {
 	var err1, err64 error
-	r.bulk1, err1 = bulk(ctx, t.addr, 1, s.duration)
-	r.bulk64, err64 = bulk(ctx, t.addr, 64, s.duration)
+	r.bulk1, err1 = bulk(ctx, t.ns, t.addr, 1, s.duration)
+	r.bulk64, err64 = bulk(ctx, t.ns, t.addr, 64, s.duration)
 	if err1 != nil {
 		return err1
 	}
@@ -191,7 +219,7 @@ func bulkLoad(ctx context.Context, t target, s settings, r *result) error {
 }
 
 func latencyLoad(ctx context.Context, t target, s settings, r *result) error {
-	p50, p99, err := latencies(ctx, t.addr, s.rate, s.rateConns, s.duration)
+	p50, p99, err := latencies(ctx, t.ns, t.addr, s.rate, s.rateConns, s.duration)
 	r.p50, r.p99 = float64(p50.Microseconds()), float64(p99.Microseconds())
 	return err
 }
@@ -199,12 +227,12 @@ func latencyLoad(ctx context.Context, t target, s settings, r *result) error {
 // idleMemory opens n idle proxied connections and returns the growth of
 // the proxy's RSS (its whole process tree) per connection, in KiB, and of
 // its open descriptors.
-func idleMemory(ctx context.Context, addr string, pid, n int) (kib, fds float64, err error) {
+func idleMemory(ctx context.Context, ns *netns, addr string, pid, n int) (kib, fds float64, err error) {
 	before, err := treeUsage(pid)
 	if err != nil {
 		return math.NaN(), math.NaN(), err
 	}
-	conns, err := idleConns(ctx, addr, n)
+	conns, err := idleConns(ctx, ns, addr, n)
 	defer closeAll(conns)
 	if err != nil {
 		return math.NaN(), math.NaN(), err
@@ -216,10 +244,3 @@ func idleMemory(ctx context.Context, addr string, pid, n int) (kib, fds float64,
 	}
 	return float64(after.rss-before.rss) / 1024 / float64(n), float64(after.fds-before.fds) / float64(n), nil
 }
-
-// hostTimeWait is the TIME-WAIT sockets of the bench's network namespace
-// (procnet.ReadTimeWait). Every candidate's short connections leave tens
-// of thousands behind for 60 s, and every connect on the host pays for
-// them in its search for a free port: with about 100,000 the hot-path
-// benchmarks cost 40-50 % more. The table shows what each candidate met.
-func hostTimeWait() (int, error) { return procnet.ReadTimeWait() }

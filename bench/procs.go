@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -90,9 +91,9 @@ func (ps *procs) stopAll() {
 	}
 }
 
-// waitListening dials addr until it answers, p exits or 10 s pass. Polling
-// is the only way to see another process's listener come up.
-func waitListening(p *proc, addr string) error {
+// waitListening dials addr from ns until it answers, p exits or 10 s
+// pass. Polling is the only way to see another process's listener come up.
+func waitListening(p *proc, addr string, ns *netns) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -100,7 +101,10 @@ func waitListening(p *proc, addr string) error {
 			return fmt.Errorf("%s exited before listening on %s", p.name, addr)
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := ns.dial(ctx, addr)
+		cancel()
+		if err == nil {
 			c.Close()
 			return nil
 		}

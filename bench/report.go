@@ -35,8 +35,17 @@ func rows(s settings) []row {
 		{"added p99 µs", thousands, added(func(r result) float64 { return r.p99 }), true},
 		{fmt.Sprintf("KiB per idle conn (n=%d)", s.idle), decimals(1), func(r, _ result) float64 { return r.idleKiB }, true},
 		{"descriptors per idle conn", decimals(1), func(r, _ result) float64 { return r.idleFDs }, false},
-		{"host TIME-WAIT before its loads (most)", thousands, func(r, _ result) float64 { return r.hostTW }, false},
+		{twLabel(s), thousands, func(r, _ result) float64 { return r.hostTW }, false},
 	}
+}
+
+// twLabel names the TIME-WAIT row: each candidate's namespace, or the
+// host's when all share it.
+func twLabel(s settings) string {
+	if s.isolate {
+		return "TIME-WAIT in its namespace before its loads (most)"
+	}
+	return "host TIME-WAIT before its loads (most)"
 }
 
 // printReport writes the machine line, the loads and the table.
@@ -60,6 +69,9 @@ func printReport(w io.Writer, s settings, results []result) {
 	}
 	if s.loadCPUs != "" {
 		fmt.Fprintf(w, "; load generators and backend on CPUs %s", s.loadCPUs)
+	}
+	if s.isolate {
+		fmt.Fprint(w, "; each candidate with its own backend and loads in a network namespace of its own")
 	}
 	fmt.Fprintf(w, "\neach cell: value (×HAProxy, ×direct)\n\n")
 	fmt.Fprint(w, "| figure |")

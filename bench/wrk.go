@@ -43,7 +43,7 @@ end
 
 // wrk runs wrk against http://addr+path for d with c connections; close
 // adds "Connection: close", so every request opens a new connection.
-func wrk(ctx context.Context, dir, addr, path string, c int, d time.Duration, close bool) (wrkResult, error) {
+func wrk(ctx context.Context, ns *netns, dir, addr, path string, c int, d time.Duration, close bool) (wrkResult, error) {
 	script := filepath.Join(dir, "done.lua")
 	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
 		return wrkResult{}, err
@@ -54,7 +54,8 @@ func wrk(ctx context.Context, dir, addr, path string, c int, d time.Duration, cl
 		args = append(args, "-H", "Connection: close")
 	}
 	args = append(args, "http://"+addr+path)
-	cmd := exec.CommandContext(ctx, "wrk", args...)
+	argv := ns.wrap(append([]string{"wrk"}, args...)...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.WaitDelay = time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
