@@ -82,8 +82,11 @@ func startAll(ctx context.Context, e *env, s settings, log io.Writer, spaces *[]
 		time.Sleep(300 * time.Millisecond) // let the warm pool fill
 		st.first.idleKiB, st.first.idleFDs, err = idleMemory(ctx, e.ns, addr, p.pid(), s.idle)
 		st.first.fail("idle connections", err)
-		time.Sleep(1500 * time.Millisecond) // sessions end by their close policies
 	}
+	// The idle sessions end by their close policies before the loads begin
+	// (the next candidate's idle figure is its memory, which the CPU they
+	// take meanwhile does not change).
+	time.Sleep(1500 * time.Millisecond)
 	return out
 }
 
