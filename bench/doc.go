@@ -5,14 +5,18 @@
 // loopback, with the same load generators:
 //
 //	go run ./bench              # about 4 minutes
-//	go run ./bench -quick       # about 50 seconds
+//	go run ./bench -quick       # about 45 seconds
 //	go run ./bench -duration 5s # per load
 //	go run ./bench -proxy-cpus 0   # every proxy on CPU 0 only: compare with 0-1
 //	go run ./bench -proxy-cpus 1 -load-cpus 0 # proxies and load on CPUs apart
 //	go run ./bench -prototype      # add the event-loop prototype (internal/evloop) as a yardstick
+//	go run ./bench -netns=false    # every candidate in this network namespace
 //
 // It starts an nginx backend (a small static body at "/", a large blob at
-// "/blob", keep-alive allowed), then for each candidate — direct, closeproxy
+// "/blob", keep-alive allowed) for each candidate, as root each in a
+// network namespace of its own where the candidate and the loads against
+// it run too (so that none meets another's TIME-WAIT sockets), then for
+// each candidate — direct, closeproxy
 // tcp (its default relay, the event loops), closeproxy tcp goroutines (the
 // same with relay = "goroutines"), closeproxy http1, HAProxy mode tcp,
 // nginx stream — measures short connections (wrk,
@@ -26,7 +30,9 @@
 // the loops refused sessions: those relayed on goroutines.
 //
 // Every process it starts is its own process group and is ended by PID when
-// the run ends, also on SIGINT or SIGTERM. It needs root only to raise
-// RLIMIT_NOFILE above the hard limit for 10,000 idle connections; without
-// it, it uses as many as the limit allows and says so.
+// the run ends, also on SIGINT or SIGTERM, and then each namespace it made
+// (named cpbench<its PID>-<n>) is deleted by name. It needs root for the
+// namespaces (without, every candidate shares the bench's, and it says
+// so) and to raise RLIMIT_NOFILE above the hard limit for 10,000 idle
+// connections (without, it uses as many as the limit allows and says so).
 package main
