@@ -6,13 +6,16 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/policy"
 )
 
 // bareAccept dials ln and accepts the connection bare (acceptFD); the
@@ -117,5 +120,62 @@ func TestDialBareSkipsTheLoopForAFinishedHandshake(t *testing.T) {
 			unix.Close(b.FD)
 		}
 		t.Errorf("dial a closed port: %v, want connection refused", err)
+	}
+}
+
+// dialErrs is an Observer that keeps the error of every backend dial.
+type dialErrs struct {
+	nopObserver
+	mu   sync.Mutex
+	errs []error
+}
+
+func (d *dialErrs) Dialed(_ string, _ time.Duration, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.errs = append(d.errs, err)
+}
+
+// A bare dial that runs out of connect_timeout (a backend whose accept
+// queue is full drops the SYN) is a dial failure the Observer sees, with
+// the deadline as its error: only a dial that was never to wait (DialNow)
+// goes unobserved when it gives up.
+func TestBareDialTimeoutIsObserved(t *testing.T) {
+	full, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(full)
+	if err := unix.Bind(full, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(full, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(full)
+	be := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port)).String()
+	for range 8 { // fills the queue (its length is the backlog + 1)
+		c, err := net.DialTimeout("tcp", be, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		defer c.Close()
+	}
+	obs := &dialErrs{}
+	h := startProxyWith(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)},
+		config.Backend{Address: be, ConnectTimeout: 200 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackReset)},
+		[]Option{WithObserver(obs)}, relayLoop)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if td := h.record(t); td.Outcome == engine.OutcomeOK {
+		t.Errorf("a session whose backend never answered: outcome %s", td.Outcome)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.errs) == 0 || !errors.Is(obs.errs[0], context.DeadlineExceeded) {
+		t.Errorf("dials observed: %v; want one failed by its deadline", obs.errs)
 	}
 }

@@ -320,6 +320,10 @@ func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
 		if ls == nil || err != nil || to.Addr().Zone() != "" {
 			return nil, nil
 		}
+		// A context done before the dial: pool.Pool.DialNow, which takes
+		// only a connect done inside the call; its context's error is no
+		// dial of the backend's.
+		waitless := ctx.Err() != nil
 		t0 := time.Now()
 		c, err := dialBare(ctx, ls, to, b.TCPKeepAlive)
 		handedOn := false
@@ -328,7 +332,7 @@ func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
 				_ = engine.CloseFD(c.FD)
 			}
 		}()
-		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) { // else no dial: one that could not wait (DialNow)
+		if !waitless || !errors.Is(err, ctx.Err()) {
 			s.obs.Dialed(backend, time.Since(t0), err)
 		}
 		if outOfFiles(err) {
