@@ -36,7 +36,7 @@ func IsLocal(err error) bool {
 // counts the outcome.
 func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 	dctx := ctx
-	if ctx.Err() == nil && p.boundDial(ctx) {
+	if p.boundDial(ctx) {
 		var cancel context.CancelFunc
 		dctx, cancel = context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 		defer cancel()
@@ -66,9 +66,9 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 }
 
 // boundDial reports whether ConnectTimeout ends before ctx does, so the dial
-// needs a context of its own.
+// needs a context of its own; a ctx already done (DialNow's) ends first.
 func (p *Pool) boundDial(ctx context.Context) bool {
-	if p.cfg.ConnectTimeout <= 0 {
+	if p.cfg.ConnectTimeout <= 0 || ctx.Err() != nil {
 		return false
 	}
 	dl, ok := ctx.Deadline()
