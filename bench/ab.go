@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
 	"strconv"
 	"strings"
 )
@@ -23,8 +22,7 @@ type abResult struct {
 // round.
 func ab(ctx context.Context, ns *netns, addr, path string, n, c int) (abResult, error) {
 	args := []string{"-q", "-r", "-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "-s", "5", "http://" + addr + path}
-	argv := ns.wrap(append([]string{"ab"}, args...)...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := ns.command(ctx, "ab", args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

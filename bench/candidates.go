@@ -18,12 +18,13 @@ import (
 type env struct {
 	dir        string
 	procs      *procs
-	backend    string // nginx's host:port
-	closeproxy string // built binary
-	prototype  string // built evrun, with -prototype
-	nofile     uint64 // RLIMIT_NOFILE children inherit
-	proxyCPUs  string // taskset CPU list for the proxies; "" leaves them free
-	ns         *netns // where the next processes start (nil: the bench's namespace)
+	backend    string   // nginx's host:port
+	closeproxy string   // built binary
+	prototype  string   // built evrun, with -prototype
+	nofile     uint64   // RLIMIT_NOFILE children inherit
+	proxyCPUs  string   // taskset CPU list for the proxies; "" leaves them free
+	ns         *netns   // where the next processes start (nil: the bench's namespace)
+	spaces     []*netns // every namespace made (isolate), deleted at the end
 }
 
 // candidate is one way to reach the backend. start returns the address to

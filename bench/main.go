@@ -99,10 +99,9 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 		}
 	}
 	e := &env{dir: dir, procs: &procs{}, proxyCPUs: s.proxyCPUs}
-	var spaces []*netns
 	defer func() {
 		e.procs.stopAll() // first: a namespace is gone once its last process is
-		for _, n := range spaces {
+		for _, n := range e.spaces {
 			n.remove()
 		}
 	}()
@@ -124,7 +123,7 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	all := startAll(ctx, e, s, stderr, &spaces)
+	all := startAll(ctx, e, s, stderr)
 	for i := range s.rounds {
 		// Each round starts one candidate further on, so that no candidate
 		// is always measured right after the same neighbour's loads (and,

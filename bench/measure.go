@@ -26,12 +26,12 @@ type result struct {
 	p50, p99  float64 // µs at the fixed rate
 	idleKiB   float64 // proxy RSS per idle proxied connection
 	idleFDs   float64 // proxy descriptors per idle proxied connection
-	hostTW    float64 // the most TIME-WAIT sockets on the host before one of its loads
+	tw        float64 // the most TIME-WAIT sockets in its namespace before one of its loads
 }
 
 func newResult(name string) result {
 	n := math.NaN()
-	return result{name: name, shortRate: n, shortErrs: n, cpuPer10k: n, kaRate: n, bulk1: n, bulk64: n, p50: n, p99: n, idleKiB: n, idleFDs: n, hostTW: n}
+	return result{name: name, shortRate: n, shortErrs: n, cpuPer10k: n, kaRate: n, bulk1: n, bulk64: n, p50: n, p99: n, idleKiB: n, idleFDs: n, tw: n}
 }
 
 func (r *result) fail(what string, err error) {
@@ -50,10 +50,10 @@ type started struct {
 }
 
 // startAll starts every candidate (with s.isolate, each in a namespace
-// of its own, added to spaces, with a backend of its own) and measures
-// idle memory on each fresh process, before any load leaves heap behind
-// that would hide the growth.
-func startAll(ctx context.Context, e *env, s settings, log io.Writer, spaces *[]*netns) []*started {
+// of its own with a backend of its own) and measures idle memory on each
+// fresh process, before any load leaves heap behind that would hide the
+// growth.
+func startAll(ctx context.Context, e *env, s settings, log io.Writer) []*started {
 	var out []*started
 	all := candidates
 	if s.prototype {
@@ -62,14 +62,7 @@ func startAll(ctx context.Context, e *env, s settings, log io.Writer, spaces *[]
 	for _, c := range all {
 		st := &started{name: c.name, check: c.check, first: newResult(c.name)}
 		out = append(out, st)
-		if s.isolate {
-			if err := e.isolate(len(*spaces), spaces); err != nil {
-				st.first.fail("start", err)
-				fmt.Fprintf(log, "%s: %v\n", c.name, err)
-				continue
-			}
-		}
-		addr, p, err := c.start(e)
+		addr, p, err := e.start(c, s.isolate)
 		if err != nil {
 			st.first.fail("start", err)
 			fmt.Fprintf(log, "%s: %v\n", c.name, err)
@@ -90,22 +83,24 @@ func startAll(ctx context.Context, e *env, s settings, log io.Writer, spaces *[]
 	return out
 }
 
-// isolate makes namespace number i (named for this process, so that
-// runs never share one), adds it to spaces and starts a backend in it:
-// e.ns is then where the next candidate starts.
-func (e *env) isolate(i int, spaces *[]*netns) error {
-	n, err := newNetns(fmt.Sprintf("cpbench%d-%d", os.Getpid(), i))
-	if err != nil {
-		return err
+// start starts c; with isolate, first a namespace of its own (named for
+// this process, so that runs never share one) and a backend in it.
+func (e *env) start(c candidate, isolate bool) (string, *proc, error) {
+	if isolate {
+		i := len(e.spaces)
+		n, err := newNetns(fmt.Sprintf("cpbench%d-%d", os.Getpid(), i))
+		if err != nil {
+			return "", nil, err
+		}
+		e.spaces = append(e.spaces, n)
+		e.ns = n
+		p, err := e.startBackend(fmt.Sprintf("backend-%d", i))
+		if err != nil {
+			return "", nil, err
+		}
+		n.pid = p.pid()
 	}
-	*spaces = append(*spaces, n)
-	e.ns = n
-	p, err := e.startBackend(fmt.Sprintf("backend-%d", i))
-	if err != nil {
-		return err
-	}
-	n.pid = p.pid()
-	return nil
+	return c.start(e)
 }
 
 // round runs every load once against st.
@@ -117,8 +112,8 @@ func (st *started) round(ctx context.Context, s settings) {
 		if ctx.Err() != nil {
 			break
 		}
-		if tw, err := st.ns.timeWait(); err == nil && (math.IsNaN(r.hostTW) || float64(tw) > r.hostTW) {
-			r.hostTW = float64(tw)
+		if tw, err := st.ns.timeWait(); err == nil && (math.IsNaN(r.tw) || float64(tw) > r.tw) {
+			r.tw = float64(tw)
 		}
 		r.fail(names[i], step(ctx, st.target, s, &r))
 	}
@@ -148,7 +143,7 @@ func (st *started) result() result {
 
 // figures are the fields measured in rounds.
 func (r *result) figures() []*float64 {
-	return []*float64{&r.shortRate, &r.shortErrs, &r.cpuPer10k, &r.kaRate, &r.bulk1, &r.bulk64, &r.p50, &r.p99, &r.hostTW}
+	return []*float64{&r.shortRate, &r.shortErrs, &r.cpuPer10k, &r.kaRate, &r.bulk1, &r.bulk64, &r.p50, &r.p99, &r.tw}
 }
 
 // target is where a load goes, the process it measures (nil: direct)

@@ -56,6 +56,12 @@ func (n *netns) wrap(argv ...string) []string {
 	return append([]string{"ip", "netns", "exec", n.name}, argv...)
 }
 
+// command is exec.CommandContext of name and args inside the namespace.
+func (n *netns) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	argv := n.wrap(append([]string{name}, args...)...)
+	return exec.CommandContext(ctx, argv[0], argv[1:]...)
+}
+
 // dial connects to addr from inside the namespace. A socket belongs to
 // the namespace of the thread that made it, and keeps it.
 func (n *netns) dial(ctx context.Context, addr string) (net.Conn, error) {
@@ -105,16 +111,7 @@ func (n *netns) timeWait() (int, error) {
 	if n == nil || n.pid == 0 {
 		return procnet.ReadTimeWait()
 	}
-	path := fmt.Sprintf("/proc/%d/net/sockstat", n.pid)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	v, err := procnet.SockstatTW(b)
-	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	return v, nil
+	return procnet.ReadTimeWaitOf(n.pid)
 }
 
 // canIsolate says whether the bench may make network namespaces: as root,

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -38,13 +37,11 @@ func TestNetns(t *testing.T) {
 		t.Fatalf("dial inside: %v", err)
 	}
 	c.Close()
-	argv := n.wrap("ss", "-Htln")
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	out, err := n.command(ctx, "ss", "-Htln").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), ln.Addr().String()) {
-		t.Errorf("%s: %v\n%s\nwant the listener %s", strings.Join(argv, " "), err, out, ln.Addr())
+		t.Errorf("ss -Htln in %s: %v\n%s\nwant the listener %s", n.name, err, out, ln.Addr())
 	}
-	argv = n.wrap("sleep", "30")
-	sleeper := exec.Command(argv[0], argv[1:]...)
+	sleeper := n.command(ctx, "sleep", "30")
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func rows(s settings) []row {
 		{"added p99 µs", thousands, added(func(r result) float64 { return r.p99 }), true},
 		{fmt.Sprintf("KiB per idle conn (n=%d)", s.idle), decimals(1), func(r, _ result) float64 { return r.idleKiB }, true},
 		{"descriptors per idle conn", decimals(1), func(r, _ result) float64 { return r.idleFDs }, false},
-		{twLabel(s), thousands, func(r, _ result) float64 { return r.hostTW }, false},
+		{twLabel(s), thousands, func(r, _ result) float64 { return r.tw }, false},
 	}
 }
 

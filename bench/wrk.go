@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,8 +53,7 @@ func wrk(ctx context.Context, ns *netns, dir, addr, path string, c int, d time.D
 		args = append(args, "-H", "Connection: close")
 	}
 	args = append(args, "http://"+addr+path)
-	argv := ns.wrap(append([]string{"wrk"}, args...)...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := ns.command(ctx, "wrk", args...)
 	cmd.WaitDelay = time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

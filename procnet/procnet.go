@@ -29,6 +29,12 @@ const (
 // /proc/net/sockstat).
 func ReadTimeWait() (int, error) { return readWith(SockstatPath, SockstatTW) }
 
+// ReadTimeWaitOf returns the TIME-WAIT sockets of the network namespace
+// process pid is in (/proc/PID/net/sockstat).
+func ReadTimeWaitOf(pid int) (int, error) {
+	return readWith(fmt.Sprintf("/proc/%d/net/sockstat", pid), SockstatTW)
+}
+
 // ReadMaxTWBuckets returns net.ipv4.tcp_max_tw_buckets.
 func ReadMaxTWBuckets() (int, error) { return readWith(MaxTWBucketsPath, Int) }
 

@@ -1,6 +1,7 @@
 package procnet
 
 import (
+	"os"
 	"runtime"
 	"testing"
 )
@@ -49,6 +50,12 @@ func TestReadHere(t *testing.T) {
 	}
 	if n, err := ReadTimeWait(); err != nil || n < 0 {
 		t.Errorf("ReadTimeWait: %d, %v", n, err)
+	}
+	if n, err := ReadTimeWaitOf(os.Getpid()); err != nil || n < 0 {
+		t.Errorf("ReadTimeWaitOf(self): %d, %v", n, err)
+	}
+	if _, err := ReadTimeWaitOf(0); err == nil {
+		t.Error("ReadTimeWaitOf(0): want an error, there is no process 0 in /proc")
 	}
 	if n, err := ReadMaxTWBuckets(); err != nil || n <= 0 {
 		t.Errorf("ReadMaxTWBuckets: %d, %v", n, err)
