@@ -239,32 +239,7 @@ func TestLoopsConnectFails(t *testing.T) {
 
 	// A listener whose accept queue is full drops further SYNs: the
 	// connect waits until the deadline.
-	full, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(full)
-	if err := unix.Bind(full, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(full, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, _ := unix.Getsockname(full)
-	fullAt := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
-	var queued []*net.TCPConn
-	defer func() {
-		for _, c := range queued {
-			c.Close()
-		}
-	}()
-	for len(queued) < 8 { // fills the queue (its length is the backlog + 1)
-		c, err := net.DialTimeout("tcp", fullAt.String(), 200*time.Millisecond)
-		if err != nil {
-			break
-		}
-		queued = append(queued, c.(*net.TCPConn))
-	}
+	fullAt, closeFull := loopback.FullQueue(t)
 	fd, err = connectTo(fullAt)
 	if err != nil {
 		t.Fatal(err)
@@ -280,11 +255,7 @@ func TestLoopsConnectFails(t *testing.T) {
 		t.Errorf("connect to a full queue: %v, want the context's deadline", err)
 	}
 	unix.Close(fd)
-	for _, c := range queued {
-		c.Close()
-	}
-	queued = nil
-	unix.Close(full)
+	closeFull()
 	ls.Close()
 	if n := loopback.OpenFDs(t); n > fds {
 		t.Errorf("%d descriptors more than before", n-fds)

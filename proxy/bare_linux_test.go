@@ -15,6 +15,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -141,26 +142,8 @@ func (d *dialErrs) Dialed(_ string, _ time.Duration, err error) {
 // the deadline as its error: only a dial that was never to wait (DialNow)
 // goes unobserved when it gives up.
 func TestBareDialTimeoutIsObserved(t *testing.T) {
-	full, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(full)
-	if err := unix.Bind(full, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(full, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, _ := unix.Getsockname(full)
-	be := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port)).String()
-	for range 8 { // fills the queue (its length is the backlog + 1)
-		c, err := net.DialTimeout("tcp", be, 200*time.Millisecond)
-		if err != nil {
-			break
-		}
-		defer c.Close()
-	}
+	full, _ := loopback.FullQueue(t)
+	be := full.String()
 	obs := &dialErrs{}
 	h := startProxyWith(t, config.Listener{Close: testClose(policy.TargetPeer, policy.FallbackFIN)},
 		config.Backend{Address: be, ConnectTimeout: 200 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackReset)},
