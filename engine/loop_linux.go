@@ -162,7 +162,7 @@ func take(sk Socket, r *loopRelay) (*fdSock, error) {
 	if fd, err := dupFD(sk.Conn); err == nil {
 		return &fdSock{fd: fd, r: r, dupOf: sk.Conn}, nil
 	}
-	fd, err := connFD(sk.Conn)
+	fd, err := ConnFD(sk.Conn)
 	if err != nil {
 		return nil, err
 	}
@@ -242,19 +242,6 @@ func dupFD(c *net.TCPConn) (int, error) {
 	}
 	if derr != nil {
 		return -1, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", derr)
-	}
-	return fd, nil
-}
-
-// connFD is c's own descriptor.
-func connFD(c *net.TCPConn) (int, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	if err := raw.Control(func(s uintptr) { fd = int(s) }); err != nil {
-		return -1, err
 	}
 	return fd, nil
 }

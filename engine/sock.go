@@ -17,3 +17,16 @@ type sock interface {
 }
 
 var _ sock = (*net.TCPConn)(nil)
+
+// ConnFD is c's own descriptor, not a duplicate: valid while c is open.
+func ConnFD(c *net.TCPConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := raw.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}

@@ -281,9 +281,25 @@ func BenchmarkIdle(b *testing.B) {
 			if !tc.direct {
 				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, tc.relay, "all", -1, 0))
 			}
+			// An idle http1 session parks after parkAfter: what it holds
+			// idle is measured once every session parked.
+			settle := func(int) {}
+			if tc.protocol == "http1" {
+				var parks atomic.Int64
+				parkedHook = func() { parks.Add(1) }
+				defer func() { parkedHook = nil }()
+				settle = func(round int) {
+					want := int64(round+1) * idleConns
+					for deadline := time.Now().Add(10 * time.Second); parks.Load() < want; time.Sleep(time.Millisecond) {
+						if time.Now().After(deadline) {
+							b.Fatalf("%d of %d idle sessions parked after 10s", parks.Load()-want+idleConns, idleConns)
+						}
+					}
+				}
+			}
 			b.ReportAllocs()
 			for i := range b.N {
-				heap, stack, gs := idleCost(b, addr, be, idleConns, tc.protocol == "http1")
+				heap, stack, gs := idleCost(b, addr, be, idleConns, tc.protocol == "http1", func() { settle(i) })
 				b.StopTimer()
 				waitEnded(b, ended, int64(i+1)*idleConns) // the next round starts from none
 				b.StartTimer()
@@ -297,9 +313,9 @@ func BenchmarkIdle(b *testing.B) {
 }
 
 // idleCost opens n connections through addr, one exchange each, and
-// measures the growth of heap, stacks and goroutines they hold; then it
-// closes them.
-func idleCost(b *testing.B, addr string, be *holdingBackend, n int, http bool) (heap, stack, gs float64) {
+// measures the growth of heap, stacks and goroutines they hold once settle
+// returned; then it closes them.
+func idleCost(b *testing.B, addr string, be *holdingBackend, n int, http bool, settle func()) (heap, stack, gs float64) {
 	b.StopTimer()
 	m0, g0 := memNow()
 	b.StartTimer()
@@ -329,6 +345,7 @@ func idleCost(b *testing.B, addr string, be *holdingBackend, n int, http bool) (
 		}
 	}
 	b.StopTimer()
+	settle()
 	m1, g1 := memNow()
 	b.StartTimer()
 	heap = float64(int64(m1.HeapInuse) - int64(m0.HeapInuse))
@@ -338,6 +355,7 @@ func idleCost(b *testing.B, addr string, be *holdingBackend, n int, http bool) (
 
 func memNow() (runtime.MemStats, int) {
 	runtime.GC()
+	runtime.GC() // a sync.Pool keeps what was put in it for one collection
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m, runtime.NumGoroutine()

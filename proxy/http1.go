@@ -12,8 +12,11 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/http1"
+	"github.com/closeproxy/closeproxy/internal/park"
 	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/pool"
 )
@@ -40,6 +43,14 @@ type h1 struct {
 	guard       *engine.Guard     // the exchange in progress's
 	ended       bool              // the front leg was ended
 	fw          *engine.RawWriter // writes heads and small bodies to the client
+	// until ends the wait for the next request: idle_timeout after the
+	// last exchange (or the session's start).
+	until time.Time
+	// wait is the client's socket parked between requests (parkAfter).
+	wait   *park.Wait
+	noPark bool // parking failed once: the session waits on its goroutine
+	// stopBegun and stopOut end the watchers, when the session ends.
+	stopBegun, stopOut func() bool
 
 	// mu orders phase and guard against the session's two watchers
 	// (interrupt), which run on goroutines of their own.
@@ -56,7 +67,28 @@ const (
 	awaiting                // waiting for a request's first byte: draining and shutdown out of time end the wait
 	head                    // reading a request's head: shutdown out of time ends it
 	guarded                 // an exchange under h.guard: shutdown out of time drains it
+	parked                  // the client's socket parked (h.wait): draining and shutdown out of time wake it
 )
+
+// parkAfter is how long an http1 session waits for a client's next
+// request on its goroutine before it parks the client's socket with the
+// server's parker and its goroutine ends: an idle keep-alive connection
+// then holds no goroutine stack and no read buffer (about 8 KiB less).
+// Under load the next request comes sooner and nothing parks; a client
+// that sends a request every few seconds costs a park and a new goroutine
+// per request. Tests make it shorter.
+var parkAfter = 100 * time.Millisecond
+
+// parkedHook, when set (tests), is called each time a session parked.
+var parkedHook func()
+
+// errParked: the session parked; its goroutine ends here and a new one
+// goes on (resume).
+var errParked = errors.New("parked")
+
+// frontReaders are the client-side readers of sessions that come back
+// from a park: one parked holds none.
+var frontReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
 
 // watch registers an http1 session's watchers; tests make them late (a
 // watcher runs on a goroutine of its own, as late as the scheduler puts it).
@@ -64,25 +96,40 @@ var watch = context.AfterFunc
 
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) {
-	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun}
+// serveHTTP1 serves the session's exchanges; parked reports that the
+// session parked between requests and goes on, and ends, elsewhere (resume).
+func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) (parked bool) {
+	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun, until: time.Now().Add(ss.ln.IdleTimeout)}
 	h.fw, _ = engine.NewRawWriter(ss.front) // nil: writeFront writes through the connection
 	// Two watchers a session, not three an exchange: context.AfterFunc
 	// registrations cost several per cent of a keep-alive request.
-	stopBegun := watch(begun, func() { h.interrupt(false) })
-	defer stopBegun()
-	stopOut := watch(ctx, func() { h.interrupt(true) })
-	defer stopOut()
+	h.stopBegun = watch(begun, func() { h.interrupt(false) })
+	h.stopOut = watch(ctx, func() { h.interrupt(true) })
+	return h.serve()
+}
+
+// serve runs exchanges until the front leg ended (false), or the session
+// parked (true): then it touches nothing of the session any more.
+func (h *h1) serve() (parked bool) {
+	defer func() {
+		if !parked {
+			h.stopOut()
+			h.stopBegun()
+		}
+	}()
 	for {
 		req, err := h.readRequest()
+		if err == errParked {
+			return true
+		}
 		if err != nil {
 			h.endFront(err)
-			return
+			return false
 		}
 		closing, tunnel := h.exchange(req)
 		switch {
 		case tunnel || h.ended:
-			return
+			return false
 		case closing:
 			if h.awaitsEOF {
 				h.rec.Note(policy.Front, policy.ReasonCloseDelimited)
@@ -91,9 +138,66 @@ func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) {
 				h.rec.Note(policy.Front, policy.ReasonDraining)
 			}
 			h.end(engine.Ending{AwaitsEOF: h.awaitsEOF})
-			return
+			return false
 		}
+		h.until = time.Now().Add(h.ln.IdleTimeout)
 	}
+}
+
+// resume goes on with a parked session, on a goroutine of its own, once
+// its wait ended: the client sent something (or closed, or reset), the
+// idle time ran out, or a watcher woke it. It carries the session to its
+// end, as run does, unless it parks again.
+func (h *h1) resume() {
+	parked := false
+	defer func() {
+		if p := recover(); p != nil {
+			h.panicked(p)
+		}
+		if !parked {
+			h.session.end()
+		}
+	}()
+	h.mu.Lock() // park has returned: the session is this goroutine's
+	h.phase, h.wait = between, nil
+	h.mu.Unlock()
+	h.fr = frontReaders.Get().(*bufio.Reader)
+	h.fr.Reset(h.front)
+	parked = h.serve()
+}
+
+// park hands the client's socket to the server's parker, when the wait
+// for a request has lasted parkAfter with nothing read and nothing
+// interrupted it: the goroutine then ends (errParked) and resume goes on.
+// Under mu, so that a watcher either sees the phase awaiting (and ends
+// the wait itself) or parked (and wakes the parked socket). False: the
+// session waits on here.
+func (h *h1) park() bool {
+	p := h.srv.parker.Load()
+	if p == nil || h.noPark || h.fr.Buffered() > 0 {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ctx.Err() != nil || h.draining() {
+		return false
+	}
+	fd, err := engine.ConnFD(h.front) // open while parked: only the session closes it
+	if err == nil {
+		fr := h.fr
+		h.fr, h.phase = nil, parked // before Park: resume may run at once
+		if h.wait, err = p.Park(fd, h.until, h.resume); err == nil {
+			frontReaders.Put(fr)
+			if parkedHook != nil {
+				parkedHook()
+			}
+			return true
+		}
+		h.fr, h.phase = fr, awaiting
+	}
+	h.noPark = true
+	h.srv.log.Debug("http1: cannot park an idle session; it waits on its goroutine", zap.Error(err))
+	return false
 }
 
 // errIdle: no request began within idle_timeout (or before draining
@@ -110,7 +214,7 @@ func (h *h1) draining() bool { return h.begun.Err() != nil }
 // running out of time ends both.
 func (h *h1) readRequest() (req *http1.Request, err error) {
 	defer func() {
-		if err != nil {
+		if err != nil && err != errParked {
 			h.leave() // the session ends the front leg: no watcher may touch it
 		}
 	}()
@@ -129,7 +233,8 @@ func (h *h1) readRequest() (req *http1.Request, err error) {
 }
 
 // enter makes p the session's phase and sets the client's read deadline
-// for it: idle_timeout from now while a request is read, none between;
+// for it: until (or parkAfter from now, if sooner) while a request is
+// awaited, idle_timeout from now while its head is read, none between;
 // now when what p waits for is already interrupted. Under mu, so that a
 // watcher firing meanwhile either sees p or is seen here.
 func (h *h1) enter(p h1Phase) error {
@@ -141,6 +246,11 @@ func (h *h1) enter(p h1Phase) error {
 	case p == between:
 	case h.ctx.Err() != nil, p == awaiting && h.draining():
 		d = time.Now()
+	case p == awaiting:
+		d = h.until
+		if at := time.Now().Add(parkAfter); at.Before(d) && !h.noPark && h.srv.parker.Load() != nil {
+			d = at // then park
+		}
 	default:
 		d = time.Now().Add(h.ln.IdleTimeout)
 	}
@@ -166,6 +276,8 @@ func (h *h1) interrupt(out bool) {
 		_ = h.front.SetReadDeadline(time.Now())
 	case h.phase == guarded && out:
 		h.guard.Drain()
+	case h.phase == parked:
+		h.wait.Wake() // resume finds the wait interrupted (enter)
 	}
 }
 
@@ -189,17 +301,29 @@ func (h *h1) stopGuard() engine.Stall {
 }
 
 // awaitRequest waits for the first byte of a request, or a request
-// already buffered. Draining interrupts the wait (enter, interrupt): a
+// already buffered, until until; after parkAfter it parks the session
+// (errParked). Draining interrupts the wait (enter, interrupt): a
 // connection with no request begun is idle and is closed.
 func (h *h1) awaitRequest() error {
-	if h.draining() && h.fr.Buffered() == 0 {
-		return errIdle
+	for {
+		if h.draining() && h.fr.Buffered() == 0 {
+			return errIdle
+		}
+		_, err := h.fr.Peek(1)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		if h.ctx.Err() != nil || h.draining() || !time.Now().Before(h.until) {
+			return errIdle
+		}
+		// parkAfter passed with nothing read.
+		if h.park() {
+			return errParked
+		}
+		if err := h.enter(awaiting); err != nil {
+			return err
+		}
 	}
-	_, err := h.fr.Peek(1)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return errIdle
-	}
-	return err
 }
 
 // endFront ends the session after reading a request failed: the client

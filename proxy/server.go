@@ -15,6 +15,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/park"
 	"github.com/closeproxy/closeproxy/pool"
 	"github.com/closeproxy/closeproxy/twwatch"
 )
@@ -71,9 +72,13 @@ type Server struct {
 	// not change it. loops relay the tcp sessions from Serve until
 	// Shutdown closes them; nil before Serve, without relayLoop, or when
 	// they could not be made (sessions then relay on goroutines).
-	relayLoop   bool
-	loops       atomic.Pointer[engine.Loops] // read by pools' dials too
-	loopRefused sync.Once                    // the first refusal is logged
+	relayLoop bool
+	loops     atomic.Pointer[engine.Loops] // read by pools' dials too
+	// parker holds the client sockets of http1 sessions idle between
+	// requests (parkAfter); nil before Serve and where it cannot be made
+	// (not Linux): those sessions then wait on their goroutines.
+	parker      atomic.Pointer[park.Parker]
+	loopRefused sync.Once // the first refusal is logged
 }
 
 // Option adjusts a Server.
@@ -181,6 +186,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.serving = true
 	s.startLoopsLocked()
+	if p, err := park.New(); err == nil {
+		s.parker.Store(p)
+	}
 	for _, b := range s.backends {
 		s.runPoolLocked(b)
 	}

@@ -101,7 +101,7 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 		if fr == nil {
 			fr = bufio.NewReader(ss.front)
 		}
-		ss.serveHTTP1(fr, drainCtx, begun)
+		handedOver = ss.serveHTTP1(fr, drainCtx, begun) // parked: resume ends it
 		return
 	}
 	back, err := ss.takeBackend(in)

@@ -34,6 +34,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeListeners()
 	defer s.stopPools()
 	defer s.closeLoops() // every return below comes after the last session ended
+	defer s.closeParker()
 	done := s.drained
 	select {
 	case <-done:
@@ -88,6 +89,14 @@ func (s *Server) closeListeners() {
 func (s *Server) closeLoops() {
 	if ls := s.loops.Load(); ls != nil {
 		ls.Close()
+	}
+}
+
+// closeParker ends the parker's goroutine, if Serve started one, once no
+// session is left to park.
+func (s *Server) closeParker() {
+	if p := s.parker.Load(); p != nil {
+		p.Close()
 	}
 }
 

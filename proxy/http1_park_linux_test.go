@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// parkSignal makes every park of the test's sessions send on the channel
+// it returns.
+func parkSignal(t *testing.T) <-chan struct{} {
+	ch := make(chan struct{}, 16)
+	parkedHook = func() { ch <- struct{}{} }
+	t.Cleanup(func() { parkedHook = nil })
+	return ch
+}
+
+func awaitPark(t *testing.T, parked <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-parked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle session did not park within 5s")
+	}
+}
+
+// getOn sends one keep-alive GET for path on c and returns the response.
+func getOn(t *testing.T, c net.Conn, br *bufio.Reader, path string) string {
+	t.Helper()
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("response to %s: %v", path, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("body of %s: %v", path, err)
+	}
+	return fmt.Sprintf("%d %s", resp.StatusCode, b)
+}
+
+// parkedConn is a client's keep-alive connection through a proxy whose session
+// for it parked.
+type parkedConn struct {
+	h        *harness
+	c        net.Conn
+	br       *bufio.Reader
+	parks    <-chan struct{} // a send per park of the test's sessions
+	answered time.Time       // when the client had the first response
+}
+
+// parkedSession starts an origin and a proxy in front of it (http1,
+// idle_timeout idle, the front leg's TIME-WAIT on target), makes one
+// keep-alive exchange and returns once the session parked.
+func parkedSession(t *testing.T, idle time.Duration, target policy.Target) parkedConn {
+	t.Helper()
+	p := parkedConn{parks: parkSignal(t)}
+	o := startOrigin(t, hello)
+	p.h = startProxy(t, config.Listener{IdleTimeout: idle, Close: testClose(target, policy.FallbackFIN)}, http1Backend(o.addr))
+	p.c, p.br = loopback.KeepAliveGet(t, p.h.addr, "/")
+	p.answered = time.Now()
+	awaitPark(t, p.parks)
+	return p
+}
+
+// serving counts the goroutines that run an http1 session's exchanges.
+func serving() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "proxy.(*h1).serve(")
+}
+
+// An idle keep-alive session parks: no goroutine serves it while it
+// waits, and each request after a park is served as the first was.
+func TestHTTP1IdleSessionParksBetweenRequests(t *testing.T) {
+	p := parkedSession(t, time.Minute, policy.TargetPeer)
+	h, c, br := p.h, p.c, p.br
+	for i := range 3 {
+		if i > 0 {
+			path := fmt.Sprintf("/r%d", i)
+			if got, want := getOn(t, c, br, path), "200 GET "+path+" 0"; got != want {
+				t.Fatalf("request %d: got %q, want %q", i, got, want)
+			}
+			awaitPark(t, p.parks)
+		}
+		if n := h.srv.parker.Load().Parked(); n != 1 {
+			t.Fatalf("after request %d: %d sockets parked, want 1", i, n)
+		}
+		// The parking goroutine returns right after the park; nothing
+		// signals its end, so look until it is gone.
+		for deadline := time.Now().Add(5 * time.Second); serving() > 0; runtime.Gosched() {
+			if time.Now().After(deadline) {
+				t.Fatalf("after request %d: a goroutine still serves the parked session", i)
+			}
+		}
+	}
+	// The client's FIN, while parked, ends the session as it would on its goroutine.
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeOK || td.BackRequests != 3 || td.Front.FirstFIN != policy.SideClient {
+		t.Errorf("record: outcome %s (%v), %d requests, front first FIN %s; want ok, 3, client", td.Outcome, td.Err, td.BackRequests, td.Front.FirstFIN)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("client read after its FIN: %v, want EOF", err)
+	}
+	if n := h.srv.parker.Load().Parked(); n != 0 {
+		t.Errorf("%d sockets parked after the session ended", n)
+	}
+}
+
+// A parked session still ends at idle_timeout after its last exchange,
+// by its close policy.
+func TestHTTP1ParkedSessionEndsAtIdleTimeout(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	p := parkedSession(t, idle, policy.TargetProxy)
+	h, c, br := p.h, p.c, p.br
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("client read while idle: %v, want EOF (the proxy's FIN)", err)
+	}
+	c.Close() // the client's FIN, answering the proxy's
+	if el := time.Since(p.answered); el < idle {
+		t.Errorf("closed %v after the answer, before idle_timeout (%v)", el, idle)
+	}
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeOK || td.Front.Reason != policy.ReasonIdle || td.Front.FirstFIN != policy.SideProxy {
+		t.Errorf("record: outcome %s (%v), front reason %q, first FIN %s; want ok, %s, proxy", td.Outcome, td.Err, td.Front.Reason, td.Front.FirstFIN, policy.ReasonIdle)
+	}
+}
+
+// Draining wakes a parked session at once: an idle connection is closed,
+// as one waiting on its goroutine is; shutdown waits for it.
+func TestHTTP1ParkedSessionEndsOnDrain(t *testing.T) {
+	p := parkedSession(t, time.Minute, policy.TargetProxy)
+	h, c, br := p.h, p.c, p.br
+	start := time.Now()
+	shut := make(chan error, 1)
+	go func() { shut <- shutdownWithin(h, 5*time.Second) }()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("client read: %v, want EOF", err)
+	}
+	c.Close() // the client's FIN, answering the proxy's
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("shutdown took %v with one parked idle session", el)
+	}
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeOK || td.Front.Reason != policy.ReasonDraining {
+		t.Errorf("record: outcome %s (%v), front reason %q; want ok, %s", td.Outcome, td.Err, td.Front.Reason, policy.ReasonDraining)
+	}
+}
