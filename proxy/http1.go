@@ -86,9 +86,23 @@ var parkedHook func()
 // goes on (resume).
 var errParked = errors.New("parked")
 
-// frontReaders are the client-side readers of sessions that come back
-// from a park: one parked holds none.
+// frontReaders are the client-side readers of http1 sessions, taken at
+// the start and after a park, given back when the session parks or ends:
+// a parked session holds none.
 var frontReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+
+// frontReader is a reader from frontReaders, reading c.
+func frontReader(c *net.TCPConn) *bufio.Reader {
+	fr := frontReaders.Get().(*bufio.Reader)
+	fr.Reset(c)
+	return fr
+}
+
+// putFrontReader gives fr back to frontReaders; fr holds nothing unread.
+func putFrontReader(fr *bufio.Reader) {
+	fr.Reset(nil)
+	frontReaders.Put(fr)
+}
 
 // watch registers an http1 session's watchers; tests make them late (a
 // watcher runs on a goroutine of its own, as late as the scheduler puts it).
@@ -117,6 +131,16 @@ func (h *h1) serve() (parked bool) {
 			h.stopBegun()
 		}
 	}()
+	if parked = h.exchanges(); !parked && h.fr != nil {
+		putFrontReader(h.fr) // the front leg ended: nothing reads it any more
+		h.fr = nil
+	}
+	return parked
+}
+
+// exchanges reads requests and runs their exchanges until the front leg
+// ended (false) or the session parked (true).
+func (h *h1) exchanges() (parked bool) {
 	for {
 		req, err := h.readRequest()
 		if err == errParked {
@@ -128,7 +152,10 @@ func (h *h1) serve() (parked bool) {
 		}
 		closing, tunnel := h.exchange(req)
 		switch {
-		case tunnel || h.ended:
+		case tunnel:
+			h.fr = nil // not reused: a request body's copy may still hold it
+			return false
+		case h.ended:
 			return false
 		case closing:
 			if h.awaitsEOF {
@@ -161,8 +188,7 @@ func (h *h1) resume() {
 	h.mu.Lock() // park has returned: the session is this goroutine's
 	h.phase, h.wait = between, nil
 	h.mu.Unlock()
-	h.fr = frontReaders.Get().(*bufio.Reader)
-	h.fr.Reset(h.front)
+	h.fr = frontReader(h.front)
 	parked = h.serve()
 }
 
@@ -187,7 +213,7 @@ func (h *h1) park() bool {
 		fr := h.fr
 		h.fr, h.phase = nil, parked // before Park: resume may run at once
 		if h.wait, err = p.Park(fd, h.until, h.resume); err == nil {
-			frontReaders.Put(fr)
+			putFrontReader(fr)
 			if parkedHook != nil {
 				parkedHook()
 			}

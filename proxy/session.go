@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -99,7 +98,7 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	if ss.bk.cfg.Protocol == config.ProtocolHTTP1 {
 		fr := in.reader
 		if fr == nil {
-			fr = bufio.NewReader(ss.front)
+			fr = frontReader(ss.front)
 		}
 		handedOver = ss.serveHTTP1(fr, drainCtx, begun) // parked: resume ends it
 		return
