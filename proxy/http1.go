@@ -49,11 +49,9 @@ type h1 struct {
 	// wait is the client's socket parked between requests (parkAfter).
 	wait   *park.Wait
 	noPark bool // parking failed once: the session waits on its goroutine
-	// stopBegun and stopOut end the watchers, when the session ends.
-	stopBegun, stopOut func() bool
 
-	// mu orders phase and guard against the session's two watchers
-	// (interrupt), which run on goroutines of their own.
+	// mu orders phase, guard and wait against the server's two watchers
+	// (h1Sessions.interrupt), which run on goroutines of their own.
 	mu    sync.Mutex
 	phase h1Phase
 }
@@ -74,10 +72,13 @@ const (
 // request on its goroutine before it parks the client's socket with the
 // server's parker and its goroutine ends: an idle keep-alive connection
 // then holds no goroutine stack and no read buffer (about 8 KiB less).
-// Under load the next request comes sooner and nothing parks; a client
-// that sends a request every few seconds costs a park and a new goroutine
-// per request. Tests make it shorter.
-var parkAfter = 100 * time.Millisecond
+// A busy keep-alive connection sends its next request within a few
+// milliseconds, and nothing parks; one that waits longer pays a park and
+// a wake-up (two epoll_ctl calls, a timer and a goroutine start, a few
+// microseconds) per request. The shorter the wait, the fewer sessions
+// hold a goroutine at once while many connections open and fall idle
+// together.
+var parkAfter = 20 * time.Millisecond
 
 // parkedHook, when set (tests), is called each time a session parked.
 var parkedHook func()
@@ -104,9 +105,58 @@ func putFrontReader(fr *bufio.Reader) {
 	frontReaders.Put(fr)
 }
 
-// watch registers an http1 session's watchers; tests make them late (a
-// watcher runs on a goroutine of its own, as late as the scheduler puts it).
+// watch registers the server's watchers of its http1 sessions; tests make
+// them late (a watcher runs on a goroutine of its own, as late as the
+// scheduler puts it).
 var watch = context.AfterFunc
+
+// h1Sessions are a server's http1 sessions, parked ones included, for its
+// two watchers — draining began, shutdown ran out of time — to interrupt
+// (h1.interrupt). Two watchers for the server, not two a session: each
+// context.AfterFunc registration held about 180 bytes for the session's
+// life, a tenth of what a parked session holds.
+type h1Sessions struct {
+	mu  sync.Mutex
+	set map[*h1]struct{}
+}
+
+func (w *h1Sessions) add(h *h1) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.set == nil {
+		w.set = map[*h1]struct{}{}
+	}
+	w.set[h] = struct{}{}
+}
+
+func (w *h1Sessions) remove(h *h1) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.set, h)
+}
+
+// interrupt interrupts every session: draining began (out: false) or
+// shutdown ran out of time (out: true). A session added later sees its
+// context done itself (enter); one that ends meanwhile is in a phase
+// that interrupt leaves alone.
+func (w *h1Sessions) interrupt(out bool) {
+	w.mu.Lock()
+	all := make([]*h1, 0, len(w.set))
+	for h := range w.set {
+		all = append(all, h)
+	}
+	w.mu.Unlock()
+	for _, h := range all {
+		h.interrupt(out)
+	}
+}
+
+// watchHTTP1 starts the server's watchers of its http1 sessions; stop ends them.
+func (s *Server) watchHTTP1() (stop func()) {
+	stopBegun := watch(s.drainBegun, func() { s.h1s.interrupt(false) })
+	stopOut := watch(s.drainCtx, func() { s.h1s.interrupt(true) })
+	return func() { stopBegun(); stopOut() }
+}
 
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
@@ -115,10 +165,7 @@ var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 40
 func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) (parked bool) {
 	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun, until: time.Now().Add(ss.ln.IdleTimeout)}
 	h.fw, _ = engine.NewRawWriter(ss.front) // nil: writeFront writes through the connection
-	// Two watchers a session, not three an exchange: context.AfterFunc
-	// registrations cost several per cent of a keep-alive request.
-	h.stopBegun = watch(begun, func() { h.interrupt(false) })
-	h.stopOut = watch(ctx, func() { h.interrupt(true) })
+	ss.srv.h1s.add(h)
 	return h.serve()
 }
 
@@ -127,8 +174,7 @@ func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) (par
 func (h *h1) serve() (parked bool) {
 	defer func() {
 		if !parked {
-			h.stopOut()
-			h.stopBegun()
+			h.srv.h1s.remove(h)
 		}
 	}()
 	if parked = h.exchanges(); !parked && h.fr != nil {
@@ -322,8 +368,11 @@ func (h *h1) startGuard(bc *net.TCPConn) {
 // stopGuard ends the exchange's guard and says whether, and why, it
 // interrupted the exchange.
 func (h *h1) stopGuard() engine.Stall {
-	h.leave()
-	return h.guard.Stop()
+	h.mu.Lock()
+	g := h.guard
+	h.guard, h.phase = nil, between // an idle session keeps no guard (nor its timer)
+	h.mu.Unlock()
+	return g.Stop()
 }
 
 // awaitRequest waits for the first byte of a request, or a request

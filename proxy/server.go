@@ -77,7 +77,11 @@ type Server struct {
 	// parker holds the client sockets of http1 sessions idle between
 	// requests (parkAfter); nil before Serve and where it cannot be made
 	// (not Linux): those sessions then wait on their goroutines.
-	parker      atomic.Pointer[park.Parker]
+	parker atomic.Pointer[park.Parker]
+	// h1s are the http1 sessions, for draining and shutdown to interrupt;
+	// stopH1 ends their watchers (Serve starts them).
+	h1s         h1Sessions
+	stopH1      func()
 	loopRefused sync.Once // the first refusal is logged
 }
 
@@ -189,6 +193,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if p, err := park.New(); err == nil {
 		s.parker.Store(p)
 	}
+	s.stopH1 = s.watchHTTP1()
 	for _, b := range s.backends {
 		s.runPoolLocked(b)
 	}

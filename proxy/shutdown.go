@@ -92,11 +92,17 @@ func (s *Server) closeLoops() {
 	}
 }
 
-// closeParker ends the parker's goroutine, if Serve started one, once no
-// session is left to park.
+// closeParker ends the parker's goroutine, if Serve started one, and the
+// watchers of http1 sessions, once no session is left.
 func (s *Server) closeParker() {
 	if p := s.parker.Load(); p != nil {
 		p.Close()
+	}
+	s.mu.Lock()
+	stop := s.stopH1
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
 	}
 }
 
