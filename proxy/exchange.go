@@ -100,7 +100,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 	} else {
-		n, err := writeBack(bc, head)
+		n, err := h.writeBack(bc, head)
 		h.rec.Sent(policy.Back, int64(n))
 		h.rec.Request()
 		if err != nil {
@@ -255,13 +255,18 @@ func (h *h1) writeFront(head, body []byte) (int, error) {
 	return int(n), err
 }
 
-// writeBack writes a request head to the backend.
-func writeBack(bc *pool.Conn, head []byte) (int, error) {
-	w, err := engine.NewRawWriter(bc.TCPConn)
-	if err != nil {
-		return bc.Write(head)
+// writeBack writes a request head to the backend, through the raw writer
+// of the session's last backend connection when bc is that one again (a
+// keep-alive client's requests mostly are).
+func (h *h1) writeBack(bc *pool.Conn, head []byte) (int, error) {
+	if h.bw == nil || h.bwConn != bc.TCPConn {
+		w, err := engine.NewRawWriter(bc.TCPConn)
+		if err != nil {
+			return bc.Write(head)
+		}
+		h.bw, h.bwConn = w, bc.TCPConn
 	}
-	return w.Write(head)
+	return h.bw.Write(head)
 }
 
 // relayBody copies the response body to the client.

@@ -43,6 +43,8 @@ type h1 struct {
 	guard       *engine.Guard     // the exchange in progress's
 	ended       bool              // the front leg was ended
 	fw          *engine.RawWriter // writes heads and small bodies to the client
+	bw          *engine.RawWriter // writes request heads to bwConn, the last backend connection
+	bwConn      *net.TCPConn
 	// until ends the wait for the next request: idle_timeout after the
 	// last exchange (or the session's start).
 	until time.Time
@@ -258,6 +260,7 @@ func (h *h1) park() bool {
 	if err == nil {
 		fr := h.fr
 		h.fr, h.phase = nil, parked // before Park: resume may run at once
+		h.bw, h.bwConn = nil, nil   // nor a parked session a backend's writer
 		if h.wait, err = p.Park(fd, h.until, h.resume); err == nil {
 			putFrontReader(fr)
 			if parkedHook != nil {
