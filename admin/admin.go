@@ -28,6 +28,7 @@ type Readiness interface {
 	Serving() bool                            // listeners up and not draining
 	PoolStats() map[string]pool.Stats         // by backend name
 	Servers() map[string][]proxy.ServerStatus // by backend name, servers in configuration order
+	ParkedHTTP1() int                         // http1 sessions parked between requests
 }
 
 // shutdownTimeout bounds the graceful end of the admin HTTP server.
@@ -97,10 +98,25 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Admin {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&poolCollector{a: a},
 		&serverCollector{a: a},
+		a.parkedGauge(),
 		&kernelCollector{w: a.watch},
 	)
 	a.reg.MustRegister(a.m.collectors()...)
 	return a
+}
+
+// parkedGauge is closeproxy_http1_sessions_parked, read at scrape time;
+// 0 before Attach.
+func (a *Admin) parkedGauge() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "closeproxy_http1_sessions_parked",
+		Help: "http1 sessions idle between requests whose client socket is parked: no goroutine or read buffer until the client sends, closes or times out.",
+	}, func() float64 {
+		if r := a.readiness(); r != nil {
+			return float64(r.ParkedHTTP1())
+		}
+		return 0
+	})
 }
 
 // buildInfo is closeproxy_build_info: 1, labelled with the version and

@@ -99,6 +99,7 @@ type fakeServer struct {
 	serving atomic.Bool
 	stats   map[string]pool.Stats
 	servers map[string][]proxy.ServerStatus
+	parked  int
 }
 
 func (f *fakeServer) Serving() bool                    { return f.serving.Load() }
@@ -106,6 +107,7 @@ func (f *fakeServer) PoolStats() map[string]pool.Stats { return f.stats }
 func (f *fakeServer) Servers() map[string][]proxy.ServerStatus {
 	return f.servers
 }
+func (f *fakeServer) ParkedHTTP1() int { return f.parked }
 
 func TestHealthz(t *testing.T) {
 	base := serve(t, New(testConfig("127.0.0.1:0", "127.0.0.1:1"), zaptest.NewLogger(t)))
@@ -120,10 +122,14 @@ func TestPoolMetricsAtScrape(t *testing.T) {
 	if got := scrape(t, base); hasPrefix(got, "closeproxy_pool_") {
 		t.Fatalf("pool metrics before Attach: %v", got)
 	}
+	if got := scrape(t, base)["closeproxy_http1_sessions_parked"]; got != 0 {
+		t.Fatalf("parked sessions before Attach: %v, want 0", got)
+	}
 	a.Attach(&fakeServer{stats: map[string]pool.Stats{
 		"app": {Idle: 3, InUse: 2, Dialed: 7, Evicted: 4, Reused: 11},
-	}})
+	}, parked: 5})
 	want := map[string]float64{
+		`closeproxy_http1_sessions_parked`:                          5,
 		`closeproxy_pool_connections{backend="app",state="idle"}`:   3,
 		`closeproxy_pool_connections{backend="app",state="in_use"}`: 2,
 		`closeproxy_pool_dialed_total{backend="app"}`:               7,

@@ -82,6 +82,14 @@ const (
 // together.
 var parkAfter = 20 * time.Millisecond
 
+// ParkedHTTP1 is how many http1 sessions are parked now.
+func (s *Server) ParkedHTTP1() int {
+	if p := s.parker.Load(); p != nil {
+		return p.Parked()
+	}
+	return 0
+}
+
 // parkedHook, when set (tests), is called each time a session parked.
 var parkedHook func()
 

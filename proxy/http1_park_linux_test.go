@@ -95,7 +95,7 @@ func TestHTTP1IdleSessionParksBetweenRequests(t *testing.T) {
 			}
 			awaitPark(t, p.parks)
 		}
-		if n := h.srv.parker.Load().Parked(); n != 1 {
+		if n := h.srv.ParkedHTTP1(); n != 1 {
 			t.Fatalf("after request %d: %d sockets parked, want 1", i, n)
 		}
 		// The parking goroutine returns right after the park; nothing
@@ -117,7 +117,7 @@ func TestHTTP1IdleSessionParksBetweenRequests(t *testing.T) {
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Errorf("client read after its FIN: %v, want EOF", err)
 	}
-	if n := h.srv.parker.Load().Parked(); n != 0 {
+	if n := h.srv.ParkedHTTP1(); n != 0 {
 		t.Errorf("%d sockets parked after the session ended", n)
 	}
 }
