@@ -281,7 +281,7 @@ func BenchmarkIdle(b *testing.B) {
 			if !tc.direct {
 				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, tc.relay, "all", -1, 0))
 			}
-			// An idle http1 session parks after parkAfter: what it holds
+			// An idle http1 session parks after parkFirst: what it holds
 			// idle is measured once every session parked.
 			settle := func(int) {}
 			if tc.protocol == "http1" {

@@ -48,9 +48,13 @@ type h1 struct {
 	// until ends the wait for the next request: idle_timeout after the
 	// last exchange (or the session's start).
 	until time.Time
-	// wait is the client's socket parked between requests (parkAfter).
-	wait   *park.Wait
-	noPark bool // parking failed once: the session waits on its goroutine
+	// wait is the client's socket parked between requests, since
+	// parkedAt, after a wait of parkAfter (parkFirst, doubled each time the
+	// client came back soon after a park, up to parkMost).
+	wait      *park.Wait
+	parkedAt  time.Time
+	parkAfter time.Duration
+	noPark    bool // parking failed once: the session waits on its goroutine
 
 	// mu orders phase, guard and wait against the server's two watchers
 	// (h1Sessions.interrupt), which run on goroutines of their own.
@@ -70,17 +74,21 @@ const (
 	parked                  // the client's socket parked (h.wait): draining and shutdown out of time wake it
 )
 
-// parkAfter is how long an http1 session waits for a client's next
+// parkFirst is how long an http1 session first waits for a client's next
 // request on its goroutine before it parks the client's socket with the
 // server's parker and its goroutine ends: an idle keep-alive connection
 // then holds no goroutine stack and no read buffer (about 8 KiB less).
-// A busy keep-alive connection sends its next request within a few
-// milliseconds, and nothing parks; one that waits longer pays a park and
-// a wake-up (two epoll_ctl calls, a timer and a goroutine start, a few
-// microseconds) per request. The shorter the wait, the fewer sessions
-// hold a goroutine at once while many connections open and fall idle
-// together.
-var parkAfter = 20 * time.Millisecond
+// The shorter the wait, the fewer sessions hold a goroutine at once while
+// many connections open and fall idle together. A park and its wake-up
+// cost about 15 us of CPU (two epoll_ctl, a timer, a goroutine started
+// and its stack grown), a fifth of a request's: a session whose client
+// came back within five times its wait doubles the wait, up to parkMost,
+// so that a client sending every 30 ms parks once and then no more, and
+// parks cost at most about 15 us per six waits of one that parks on.
+const (
+	parkFirst = 20 * time.Millisecond
+	parkMost  = time.Second
+)
 
 // ParkedHTTP1 is how many http1 sessions are parked now.
 func (s *Server) ParkedHTTP1() int {
@@ -92,6 +100,16 @@ func (s *Server) ParkedHTTP1() int {
 
 // parkedHook, when set (tests), is called each time a session parked.
 var parkedHook func()
+
+// nextParkAfter is a session's wait before its next park, after a park
+// of parkedFor that followed a wait of after: doubled, up to parkMost,
+// when the client came back within five such waits.
+func nextParkAfter(after, parkedFor time.Duration) time.Duration {
+	if parkedFor < 5*after {
+		return min(2*after, parkMost)
+	}
+	return after
+}
 
 // errParked: the session parked; its goroutine ends here and a new one
 // goes on (resume).
@@ -173,7 +191,7 @@ var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 40
 // serveHTTP1 serves the session's exchanges; parked reports that the
 // session parked between requests and goes on, and ends, elsewhere (resume).
 func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) (parked bool) {
-	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun, until: time.Now().Add(ss.ln.IdleTimeout)}
+	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun, until: time.Now().Add(ss.ln.IdleTimeout), parkAfter: parkFirst}
 	h.fw, _ = engine.NewRawWriter(ss.front) // nil: writeFront writes through the connection
 	ss.srv.h1s.add(h)
 	return h.serve()
@@ -244,12 +262,13 @@ func (h *h1) resume() {
 	h.mu.Lock() // park has returned: the session is this goroutine's
 	h.phase, h.wait = between, nil
 	h.mu.Unlock()
+	h.parkAfter = nextParkAfter(h.parkAfter, time.Since(h.parkedAt))
 	h.fr = frontReader(h.front)
 	parked = h.serve()
 }
 
 // park hands the client's socket to the server's parker, when the wait
-// for a request has lasted parkAfter with nothing read and nothing
+// for a request has lasted h.parkAfter with nothing read and nothing
 // interrupted it: the goroutine then ends (errParked) and resume goes on.
 // Under mu, so that a watcher either sees the phase awaiting (and ends
 // the wait itself) or parked (and wakes the parked socket). False: the
@@ -269,6 +288,7 @@ func (h *h1) park() bool {
 		fr := h.fr
 		h.fr, h.phase = nil, parked // before Park: resume may run at once
 		h.bw, h.bwConn = nil, nil   // nor a parked session a backend's writer
+		h.parkedAt = time.Now()
 		if h.wait, err = p.Park(fd, h.until, h.resume); err == nil {
 			putFrontReader(fr)
 			if parkedHook != nil {
@@ -316,7 +336,7 @@ func (h *h1) readRequest() (req *http1.Request, err error) {
 }
 
 // enter makes p the session's phase and sets the client's read deadline
-// for it: until (or parkAfter from now, if sooner) while a request is
+// for it: until (or h.parkAfter from now, if sooner) while a request is
 // awaited, idle_timeout from now while its head is read, none between;
 // now when what p waits for is already interrupted. Under mu, so that a
 // watcher firing meanwhile either sees p or is seen here.
@@ -331,7 +351,7 @@ func (h *h1) enter(p h1Phase) error {
 		d = time.Now()
 	case p == awaiting:
 		d = h.until
-		if at := time.Now().Add(parkAfter); at.Before(d) && !h.noPark && h.srv.parker.Load() != nil {
+		if at := time.Now().Add(h.parkAfter); at.Before(d) && !h.noPark && h.srv.parker.Load() != nil {
 			d = at // then park
 		}
 	default:
@@ -387,7 +407,7 @@ func (h *h1) stopGuard() engine.Stall {
 }
 
 // awaitRequest waits for the first byte of a request, or a request
-// already buffered, until until; after parkAfter it parks the session
+// already buffered, until until; after h.parkAfter it parks the session
 // (errParked). Draining interrupts the wait (enter, interrupt): a
 // connection with no request begun is idle and is closed.
 func (h *h1) awaitRequest() error {
@@ -402,7 +422,7 @@ func (h *h1) awaitRequest() error {
 		if h.ctx.Err() != nil || h.draining() || !time.Now().Before(h.until) {
 			return errIdle
 		}
-		// parkAfter passed with nothing read.
+		// h.parkAfter passed with nothing read.
 		if h.park() {
 			return errParked
 		}

@@ -164,3 +164,19 @@ func TestHTTP1ParkedSessionEndsOnDrain(t *testing.T) {
 		t.Errorf("record: outcome %s (%v), front reason %q; want ok, %s", td.Outcome, td.Err, td.Front.Reason, policy.ReasonDraining)
 	}
 }
+
+// A client that comes back soon after a park makes its session wait
+// longer before the next: a park costs a fifth of a request's CPU.
+func TestNextParkAfter(t *testing.T) {
+	for _, tc := range []struct{ after, parkedFor, want time.Duration }{
+		{parkFirst, 10 * time.Millisecond, 2 * parkFirst},     // every 30 ms: the next wait outlasts the gap
+		{2 * parkFirst, 60 * time.Millisecond, 4 * parkFirst}, // every 100 ms: 20, 40, 80, then 160 ms
+		{parkFirst, 980 * time.Millisecond, parkFirst},        // every second: parks each time, 15 us a second
+		{parkMost, 2 * time.Second, parkMost},                 // never past parkMost
+		{parkMost / 2, time.Millisecond, parkMost},
+	} {
+		if got := nextParkAfter(tc.after, tc.parkedFor); got != tc.want {
+			t.Errorf("nextParkAfter(%v, %v) = %v, want %v", tc.after, tc.parkedFor, got, tc.want)
+		}
+	}
+}

@@ -75,7 +75,7 @@ type Server struct {
 	relayLoop bool
 	loops     atomic.Pointer[engine.Loops] // read by pools' dials too
 	// parker holds the client sockets of http1 sessions idle between
-	// requests (parkAfter); nil before Serve and where it cannot be made
+	// requests (parkFirst); nil before Serve and where it cannot be made
 	// (not Linux): those sessions then wait on their goroutines.
 	parker atomic.Pointer[park.Parker]
 	// h1s are the http1 sessions, for draining and shutdown to interrupt;
