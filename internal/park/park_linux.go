@@ -27,9 +27,11 @@ type Parker struct {
 	n     int
 	werr  error
 
+	closeOnce sync.Once
+
 	mu     sync.Mutex
 	waits  map[int32]*Wait // parked, by descriptor
-	closed bool
+	closed bool            // by Close, or by run when epoll failed
 }
 
 // Wait is one parked socket, woken once.
@@ -122,12 +124,18 @@ func (w *Wait) take() bool {
 	return true
 }
 
-// run wakes the parked sockets that epoll reports, until Close.
+// run wakes the parked sockets that epoll reports, until Close. Should
+// the epoll descriptor fail, it closes the Parker: every parked socket is
+// woken and Park fails from then on, so that sessions wait on their own.
 func (p *Parker) run() {
 	defer close(p.done)
+	defer p.wakeAll()
 	for {
 		if err := p.rc.Read(p.poll); err != nil || p.werr != nil {
-			return // closed, or the epoll descriptor failed: Close wakes the rest
+			p.mu.Lock()
+			p.closed = true
+			p.mu.Unlock()
+			return
 		}
 		for _, ev := range p.ready[:p.n] {
 			p.mu.Lock()
@@ -153,16 +161,17 @@ func (p *Parker) poll(fd uintptr) bool {
 // Close ends the Parker's goroutine and wakes every socket still parked;
 // Park fails from then on.
 func (p *Parker) Close() {
-	p.mu.Lock()
-	if p.closed {
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
 		p.mu.Unlock()
-		<-p.done
-		return
-	}
-	p.closed = true
-	p.mu.Unlock()
-	_ = p.ep.Close()
-	<-p.done
+		_ = p.ep.Close()
+	})
+	<-p.done // run wakes the rest
+}
+
+// wakeAll wakes every socket still parked; p is closed.
+func (p *Parker) wakeAll() {
 	p.mu.Lock()
 	left := make([]*Wait, 0, len(p.waits))
 	for _, w := range p.waits {
