@@ -192,6 +192,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.startLoopsLocked()
 	if p, err := park.New(); err == nil {
 		s.parker.Store(p)
+	} else if !errors.Is(err, errors.ErrUnsupported) {
+		s.log.Warn("http1: no parker; idle keep-alive sessions wait on goroutines of their own", zap.Error(err))
 	}
 	s.stopH1 = s.watchHTTP1()
 	for _, b := range s.backends {
