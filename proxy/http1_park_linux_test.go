@@ -18,9 +18,10 @@ import (
 )
 
 // parkSignal makes every park of the test's sessions send on the channel
-// it returns.
+// it returns. The hook runs in the parking session, under its mutex: the
+// channel holds more parks than any test makes, so that none waits there.
 func parkSignal(t *testing.T) <-chan struct{} {
-	ch := make(chan struct{}, 16)
+	ch := make(chan struct{}, 4096)
 	parkedHook = func() { ch <- struct{}{} }
 	t.Cleanup(func() { parkedHook = nil })
 	return ch
@@ -178,5 +179,59 @@ func TestNextParkAfter(t *testing.T) {
 		if got := nextParkAfter(tc.after, tc.parkedFor); got != tc.want {
 			t.Errorf("nextParkAfter(%v, %v) = %v, want %v", tc.after, tc.parkedFor, got, tc.want)
 		}
+	}
+}
+
+// Many sessions park at once and all wake together: every one answers
+// its next request, ends on its client's FIN with a true record, and the
+// parker holds none afterwards.
+func TestHTTP1ManyParkedSessionsWakeTogether(t *testing.T) {
+	const n = 300
+	parks := parkSignal(t)
+	o := startOrigin(t, hello)
+	h := startProxy(t, config.Listener{IdleTimeout: time.Minute, Close: testClose(policy.TargetPeer, policy.FallbackFIN)}, http1Backend(o.addr))
+	type client struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	clients := make([]client, n)
+	for i := range clients {
+		c, br := loopback.KeepAliveGet(t, h.addr, "/")
+		clients[i] = client{c, br}
+	}
+	for range n {
+		awaitPark(t, parks)
+	}
+	if got := h.srv.ParkedHTTP1(); got != n {
+		t.Fatalf("%d sessions parked, want %d", got, n)
+	}
+	// Every client sends before any reads: the parker wakes them in
+	// batches, as their bytes arrive.
+	for i, cl := range clients {
+		if _, err := fmt.Fprintf(cl.c, "GET /again%d HTTP/1.1\r\nHost: x\r\n\r\n", i); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	for i, cl := range clients {
+		resp, err := http.ReadResponse(cl.br, nil)
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if want := fmt.Sprintf("GET /again%d 0", i); err != nil || string(b) != want {
+			t.Fatalf("client %d: %q, %v; want %q", i, b, err, want)
+		}
+		if err := cl.c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeOK || td.BackRequests != 2 || td.Front.FirstFIN != policy.SideClient {
+			t.Errorf("record: outcome %s (%v), %d requests, front first FIN %s; want ok, 2, client", td.Outcome, td.Err, td.BackRequests, td.Front.FirstFIN)
+		}
+	}
+	if got := h.srv.ParkedHTTP1(); got != 0 {
+		t.Errorf("%d sessions parked after all ended", got)
 	}
 }
