@@ -267,6 +267,15 @@ func (h *h1) resume() {
 	parked = h.serve()
 }
 
+// parker is the server's parker, when this session may park: nil where
+// there is none, or once parking failed for it.
+func (h *h1) parker() *park.Parker {
+	if h.noPark {
+		return nil
+	}
+	return h.srv.parker.Load()
+}
+
 // park hands the client's socket to the server's parker, when the wait
 // for a request has lasted h.parkAfter with nothing read and nothing
 // interrupted it: the goroutine then ends (errParked) and resume goes on.
@@ -274,8 +283,8 @@ func (h *h1) resume() {
 // the wait itself) or parked (and wakes the parked socket). False: the
 // session waits on here.
 func (h *h1) park() bool {
-	p := h.srv.parker.Load()
-	if p == nil || h.noPark || h.fr.Buffered() > 0 {
+	p := h.parker()
+	if p == nil || h.fr.Buffered() > 0 {
 		return false
 	}
 	h.mu.Lock()
@@ -351,7 +360,7 @@ func (h *h1) enter(p h1Phase) error {
 		d = time.Now()
 	case p == awaiting:
 		d = h.until
-		if at := time.Now().Add(h.parkAfter); at.Before(d) && !h.noPark && h.srv.parker.Load() != nil {
+		if at := time.Now().Add(h.parkAfter); at.Before(d) && h.parker() != nil {
 			d = at // then park
 		}
 	default:
