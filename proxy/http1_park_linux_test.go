@@ -57,6 +57,7 @@ func getOn(t *testing.T, c net.Conn, br *bufio.Reader, path string) string {
 // for it parked.
 type parkedConn struct {
 	h        *harness
+	o        *origin
 	c        net.Conn
 	br       *bufio.Reader
 	parks    <-chan struct{} // a send per park of the test's sessions
@@ -70,7 +71,7 @@ func parkedSession(t *testing.T, idle time.Duration, target policy.Target) parke
 	t.Helper()
 	p := parkedConn{parks: parkSignal(t)}
 	o := startOrigin(t, hello)
-	p.h = startProxy(t, config.Listener{IdleTimeout: idle, Close: testClose(target, policy.FallbackFIN)}, http1Backend(o.addr))
+	p.o, p.h = o, startProxy(t, config.Listener{IdleTimeout: idle, Close: testClose(target, policy.FallbackFIN)}, http1Backend(o.addr))
 	p.c, p.br = loopback.KeepAliveGet(t, p.h.addr, "/")
 	p.answered = time.Now()
 	awaitPark(t, p.parks)
@@ -239,4 +240,46 @@ func TestHTTP1ManyParkedSessionsWakeTogether(t *testing.T) {
 	if got := h.srv.ParkedHTTP1(); got != 0 {
 		t.Errorf("%d sessions parked after all ended", got)
 	}
+}
+
+// Peers that are not polite to a parked session: one resets, one starts
+// a request and half-closes before its head is whole. Each wakes the
+// session, which ends it as it would have on its goroutine: the reset
+// recorded as the client's, the abandoned head cut with an RST and
+// nothing of it sent to the backend.
+func TestHTTP1ParkedSessionMeetsRudePeers(t *testing.T) {
+	t.Run("reset", func(t *testing.T) {
+		p := parkedSession(t, time.Minute, policy.TargetProxy)
+		c := p.c.(*net.TCPConn)
+		if err := c.SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		td := p.h.record(t)
+		if td.Outcome != engine.OutcomeClientReset || td.Front.Reason != policy.ReasonPeerReset || td.BackRequests != 1 {
+			t.Errorf("record: outcome %s (%v), front reason %q, %d requests; want client_reset, %s, 1",
+				td.Outcome, td.Err, td.Front.Reason, td.BackRequests, policy.ReasonPeerReset)
+		}
+	})
+	t.Run("head abandoned", func(t *testing.T) {
+		p := parkedSession(t, time.Minute, policy.TargetProxy)
+		c := p.c.(*net.TCPConn)
+		if _, err := io.WriteString(c, "GET /half HTTP/1.1\r\nHost: x\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := p.br.ReadByte(); err == nil || err == io.EOF {
+			t.Errorf("client read %q, %v after abandoning its head; want a reset", b, err)
+		}
+		td := p.h.record(t)
+		if !td.Front.Cut || td.Front.Reason != policy.ReasonCut || td.BackRequests != 1 {
+			t.Errorf("record: front cut %v, reason %q, %d requests (outcome %s, %v); want cut, %s, 1",
+				td.Front.Cut, td.Front.Reason, td.BackRequests, td.Outcome, td.Err, policy.ReasonCut)
+		}
+		if n := p.o.requests.Load(); n != 1 {
+			t.Errorf("the backend served %d requests, want 1: nothing of the abandoned one", n)
+		}
+	})
 }
