@@ -246,6 +246,53 @@ func BenchmarkConn(b *testing.B) {
 	}
 }
 
+// BenchmarkKeepAlive is one request and its response per op on a single
+// keep-alive client connection, the load a load balancer's connection
+// pool makes: ns/op is a request's round trip, cpu-µs/req the process's
+// CPU per request (client and backend included: subtract direct) and
+// allocs/op what the process allocates for one. http1 takes the pooled
+// backend connection for each request and gives it back after the
+// response; tcp relays on one backend connection for the session.
+func BenchmarkKeepAlive(b *testing.B) {
+	for _, tc := range []struct {
+		name, protocol, relay string
+		direct                bool
+	}{{"direct", "", "", true}, {"tcp", "tcp", "", false}, {"tcp_goroutines", "tcp", "goroutines", false}, {"http1", "http1", "", false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			addr := benchBackend(b)
+			var ended *atomic.Int64
+			if !tc.direct {
+				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, tc.relay, "all", -1, -1))
+			}
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, len(response))
+			ask := func() {
+				if _, err := io.WriteString(c, benchKeepAlive); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ask() // the session, its backend connection and goroutines exist
+			b.ReportAllocs()
+			runtime.GC()
+			cpu0 := cpuTime(b)
+			b.ResetTimer()
+			for range b.N {
+				ask()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/req")
+			c.Close()
+			waitEnded(b, ended, 1)
+		})
+	}
+}
+
 // waitEnded waits until n sessions wrote their records (nil: no proxy).
 // Polling is the way to wait for a count; the deadline bounds it.
 func waitEnded(b *testing.B, ended *atomic.Int64, n int64) {
