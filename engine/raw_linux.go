@@ -115,6 +115,9 @@ type RawWriter struct {
 	n    int
 	err  error
 	fn   func(fd uintptr) bool // w.write, bound once
+
+	asked bool                  // Ask: the write is done, the wait is on
+	askFn func(fd uintptr) bool // w.ask, bound once
 }
 
 // NewRawWriter returns a RawWriter for c.
@@ -124,8 +127,44 @@ func NewRawWriter(c *net.TCPConn) (*RawWriter, error) {
 		return nil, err
 	}
 	w := &RawWriter{rc: rc}
-	w.fn = w.write
+	w.fn, w.askFn = w.write, w.ask
 	return w, nil
+}
+
+// Ask writes p whole, as Write does, and then waits in Go's netpoller,
+// under the connection's read deadline, until what the peer sends after
+// p may be read: a reader that follows reads the reply with one system
+// call, where reading at once would first find nothing (a request's
+// answer is never there the instant it is sent) and pay a read that
+// returns EAGAIN before the wait. The write is made inside the wait's
+// own set-up, after Go's netpoller forgot the connection's earlier
+// readiness and before any reply can come, so no edge is lost. The
+// wait's own error (a deadline, a reset) is not returned: the read that
+// follows meets it, as it would have without the wait. Only for a
+// message the peer answers once it has it whole (nothing follows p).
+func (w *RawWriter) Ask(p []byte) (int, error) {
+	w.bufs, w.n, w.err, w.asked = [2][]byte{p, nil}, 0, nil, false
+	err := w.rc.Read(w.askFn)
+	w.bufs = [2][]byte{}
+	if !w.asked { // the read side failed before the write was made
+		return w.Write(p)
+	}
+	_ = err // the wait's: the caller's read meets it
+	return w.n, w.err
+}
+
+// ask is Ask's turn of the read loop: the first writes (its own write
+// lock, apart from the read lock held here) and asks for a wait unless
+// the write failed; the next says the connection may be read.
+func (w *RawWriter) ask(uintptr) bool {
+	if w.asked {
+		return true
+	}
+	w.asked = true
+	if err := w.rc.Write(w.fn); err != nil && w.err == nil {
+		w.err = err
+	}
+	return w.err != nil
 }
 
 // Write writes p whole, or returns why not.

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,5 +76,114 @@ func TestRawWriterKeepsTheDeadline(t *testing.T) {
 	n, err := w.Writev(big, nil)
 	if !errors.Is(err, os.ErrDeadlineExceeded) || n < 0 || n >= len(big) {
 		t.Errorf("Writev past the deadline: %d bytes, %v; want some of %d, os.ErrDeadlineExceeded", n, err, len(big))
+	}
+}
+
+// Ask writes the request whole and returns only once the peer's reply
+// may be read: the reply is then in the socket, unread (a read without
+// waiting finds it whole), and Ask itself allocates nothing.
+func TestRawWriterAskWaitsForTheReply(t *testing.T) {
+	ln := loopback.Listener(t)
+	c, peer := loopback.Pair(t, ln)
+	w, err := NewRawWriter(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ask, reply = "ping\n", "pong\n"
+	got, release := make(chan string, 1), make(chan struct{})
+	go func() {
+		b := make([]byte, len(ask))
+		_, err := io.ReadFull(peer, b)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(b)
+		<-release
+		io.WriteString(peer, reply)
+	}()
+	done := make(chan error, 1)
+	go func() {
+		n, err := w.Ask([]byte(ask))
+		if err == nil && n != len(ask) {
+			err = fmt.Errorf("wrote %d of %d bytes", n, len(ask))
+		}
+		done <- err
+	}()
+	if g := <-got; g != ask {
+		t.Fatalf("peer read %q, want %q", g, ask)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Ask returned (%v) before the peer replied", err)
+	default:
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 16)
+	fd, err := ConnFD(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := syscall.Recvfrom(fd, b, syscall.MSG_DONTWAIT|syscall.MSG_PEEK)
+	if err != nil || string(b[:n]) != reply {
+		t.Fatalf("after Ask the socket holds %q (%v), want the reply %q", b[:max(n, 0)], err, reply)
+	}
+
+	// Once more, for the allocations: the peer echoes each ask.
+	buf, p := make([]byte, len(reply)), []byte(ask)
+	go io.Copy(peer, peer)
+	if _, err := io.ReadFull(c, buf); err != nil { // the first reply
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		if _, err := w.Ask(p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0 {
+		t.Errorf("Ask and its reply's read allocate %.1f times, want none", allocs)
+	}
+}
+
+// Ask's wait ends at the read deadline with the write done; the read that
+// follows meets the deadline. A write that fails is Ask's error.
+func TestRawWriterAskKeepsTheDeadlineAndWriteErrors(t *testing.T) {
+	ln := loopback.Listener(t)
+	c, peer := loopback.Pair(t, ln) // the peer never replies
+	w, err := NewRawWriter(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.Ask([]byte("ping\n")); n != 5 || err != nil {
+		t.Fatalf("Ask with no reply: %d, %v; want 5, nil", n, err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after Ask past the deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+
+	if err := peer.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	peer.Close() // a reset: the next write fails
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	for range 3 { // the first write after the reset may still be taken
+		if _, werr = w.Ask([]byte("ping\n")); werr != nil {
+			break
+		}
+	}
+	if !errors.Is(werr, syscall.ECONNRESET) && !errors.Is(werr, syscall.EPIPE) {
+		t.Errorf("Ask to a reset peer: %v, want ECONNRESET or EPIPE", werr)
 	}
 }

@@ -20,6 +20,9 @@ func NewRawWriter(c *net.TCPConn) (*RawWriter, error) { return &RawWriter{c: c},
 // Write writes p whole, or returns why not.
 func (w *RawWriter) Write(p []byte) (int, error) { return w.c.Write(p) }
 
+// Ask writes p whole; the reply is read as any other.
+func (w *RawWriter) Ask(p []byte) (int, error) { return w.c.Write(p) }
+
 // Writev writes a then b whole, or returns why not.
 func (w *RawWriter) Writev(a, b []byte) (int, error) {
 	bufs := net.Buffers{a, b}

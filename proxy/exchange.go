@@ -100,7 +100,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 	} else {
-		n, err := h.writeBack(bc, head)
+		n, err := h.writeBack(bc, head, req.Framing == http1.NoBody)
 		h.rec.Sent(policy.Back, int64(n))
 		h.rec.Request()
 		if err != nil {
@@ -257,14 +257,18 @@ func (h *h1) writeFront(head, body []byte) (int, error) {
 
 // writeBack writes a request head to the backend, through the raw writer
 // of the session's last backend connection when bc is that one again (a
-// keep-alive client's requests mostly are).
-func (h *h1) writeBack(bc *pool.Conn, head []byte) (int, error) {
+// keep-alive client's requests mostly are). whole: no body follows the
+// head, so the write waits for the response to begin (RawWriter.Ask).
+func (h *h1) writeBack(bc *pool.Conn, head []byte, whole bool) (int, error) {
 	if h.bw == nil || h.bwConn != bc.TCPConn {
 		w, err := engine.NewRawWriter(bc.TCPConn)
 		if err != nil {
 			return bc.Write(head)
 		}
 		h.bw, h.bwConn = w, bc.TCPConn
+	}
+	if whole {
+		return h.bw.Ask(head)
 	}
 	return h.bw.Write(head)
 }
