@@ -26,11 +26,10 @@ const (
 // silence is still never cut short of idle (at most idle/4 later than
 // with a reading at the start).
 type Guard struct {
-	idle  time.Duration
-	conns []*net.TCPConn
-	infos []infoReader
-
 	mu       sync.Mutex
+	idle     time.Duration
+	conns    [2]*net.TCPConn
+	infos    [2]infoReader
 	timer    *time.Timer
 	first    bool // no look yet: mark holds nothing
 	mark     uint64
@@ -39,59 +38,87 @@ type Guard struct {
 	finished bool
 }
 
-// NewGuard starts guarding conns. It watches no context: the owner's
-// own watcher calls Drain (one per session costs less than one per
-// exchange).
+// NewGuard starts guarding conns (at most two). It watches no context:
+// the owner's own watcher calls Drain (one per session costs less than
+// one per exchange).
 func NewGuard(idle time.Duration, conns ...*net.TCPConn) *Guard {
-	g := &Guard{idle: idle, conns: conns, infos: make([]infoReader, len(conns)), quiet: time.Now(), first: true}
+	g := new(Guard)
+	g.Restart(idle, conns...)
+	return g
+}
+
+// Restart guards conns (at most two) for a new exchange, as NewGuard
+// does, on a guard that is new or stopped: its timer is reused, so a
+// session's exchanges allocate no guard each.
+func (g *Guard) Restart(idle time.Duration, conns ...*net.TCPConn) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if idle > 0 {
+	g.idle, g.conns, g.infos = idle, [2]*net.TCPConn{}, [2]infoReader{}
+	copy(g.conns[:], conns)
+	g.first, g.mark, g.quiet, g.why, g.finished = true, 0, time.Now(), NotStalled, false
+	switch {
+	case idle <= 0:
+	case g.timer == nil:
 		g.timer = time.AfterFunc(tick(idle), g.look)
+	default:
+		g.timer.Reset(tick(idle))
 	}
-	return g
 }
 
 // Drain interrupts the exchange because shutdown ran out of time
 // (StalledDrain), unless it is over or was interrupted already.
 func (g *Guard) Drain() { g.fire(StalledDrain) }
 
+// progress reads the counts of the exchange's connections, under mu
+// (a reading takes a few microseconds, and only a look makes them).
 func (g *Guard) progress() uint64 {
 	var p uint64
 	for i, c := range g.conns {
-		p += g.infos[i].read(c).progress()
+		if c != nil {
+			p += g.infos[i].read(c).progress()
+		}
 	}
 	return p
 }
 
+// look is the timer's: it notes progress, or interrupts the exchange
+// once none was made for idle. All of it under mu, so that a look the
+// timer began just before Stop does nothing to the exchange a Restart
+// then began (its only mark on one it meets: an early first reading).
 func (g *Guard) look() {
-	p, now := g.progress(), time.Now()
-	g.mu.Lock()
-	if g.finished || g.why != NotStalled {
-		g.mu.Unlock()
-		return
-	}
-	if g.first || p != g.mark {
-		g.mark, g.quiet, g.first = p, now, false
-	}
-	if now.Sub(g.quiet) < g.idle {
-		g.timer.Reset(tick(g.idle))
-		g.mu.Unlock()
-		return
-	}
-	g.mu.Unlock()
-	g.fire(StalledIdle)
-}
-
-func (g *Guard) fire(why Stall) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.finished || g.why != NotStalled {
 		return
 	}
+	p, now := g.progress(), time.Now()
+	if g.first || p != g.mark {
+		g.mark, g.quiet, g.first = p, now, false
+	}
+	if now.Sub(g.quiet) < g.idle {
+		g.timer.Reset(tick(g.idle))
+		return
+	}
+	g.interrupt(StalledIdle)
+}
+
+func (g *Guard) fire(why Stall) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.interrupt(why)
+}
+
+// interrupt sets every connection's deadline to now, unless the exchange
+// is over or was interrupted already. Under mu.
+func (g *Guard) interrupt(why Stall) {
+	if g.finished || g.why != NotStalled {
+		return
+	}
 	g.why = why
 	for _, c := range g.conns {
-		_ = c.SetDeadline(time.Now())
+		if c != nil {
+			_ = c.SetDeadline(time.Now())
+		}
 	}
 }
 

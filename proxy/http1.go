@@ -41,6 +41,7 @@ type h1 struct {
 	// drainClosed: only draining made the last response say Connection: close.
 	drainClosed bool
 	guard       *engine.Guard     // the exchange in progress's
+	spareGuard  *engine.Guard     // the last exchange's, stopped: the next one's
 	ended       bool              // the front leg was ended
 	fw          *engine.RawWriter // writes heads and small bodies to the client
 	bw          *engine.RawWriter // writes request heads to bwConn, the last backend connection
@@ -297,6 +298,7 @@ func (h *h1) park() bool {
 		fr := h.fr
 		h.fr, h.phase = nil, parked // before Park: resume may run at once
 		h.bw, h.bwConn = nil, nil   // nor a parked session a backend's writer
+		h.spareGuard = nil          // nor a guard and its timer
 		h.parkedAt = time.Now()
 		if h.wait, err = p.Park(fd, h.until, h.resume); err == nil {
 			putFrontReader(fr)
@@ -396,7 +398,12 @@ func (h *h1) interrupt(out bool) {
 // startGuard starts the guard of an exchange on bc; one already out of
 // time is drained at once.
 func (h *h1) startGuard(bc *net.TCPConn) {
-	g := engine.NewGuard(h.ln.IdleTimeout, h.front, bc)
+	g := h.spareGuard
+	if h.spareGuard = nil; g != nil {
+		g.Restart(h.ln.IdleTimeout, h.front, bc)
+	} else {
+		g = engine.NewGuard(h.ln.IdleTimeout, h.front, bc)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.guard, h.phase = g, guarded
@@ -406,13 +413,16 @@ func (h *h1) startGuard(bc *net.TCPConn) {
 }
 
 // stopGuard ends the exchange's guard and says whether, and why, it
-// interrupted the exchange.
+// interrupted the exchange. The guard is kept for the session's next
+// exchange, out of the watchers' reach; a parked session drops it.
 func (h *h1) stopGuard() engine.Stall {
 	h.mu.Lock()
 	g := h.guard
-	h.guard, h.phase = nil, between // an idle session keeps no guard (nor its timer)
+	h.guard, h.phase = nil, between
 	h.mu.Unlock()
-	return g.Stop()
+	why := g.Stop()
+	h.spareGuard = g
+	return why
 }
 
 // awaitRequest waits for the first byte of a request, or a request

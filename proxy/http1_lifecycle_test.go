@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -107,33 +108,52 @@ func TestHTTP1AbortedRequestEndsAndFreesTheBackend(t *testing.T) {
 
 // A backend that reads the request and never answers: at idle_timeout the
 // client gets a 504 (a whole response, not silence), the record says
-// timeout, and the backend connection is reset, not returned.
+// timeout, and the backend connection is reset, not returned. Also when
+// the silent exchange is a keep-alive session's second, whose guard is
+// the first's, stopped and restarted.
 func TestHTTP1BackendNeverAnswers504(t *testing.T) {
-	backendSaw := make(chan error, 1)
-	be := loopback.Serve(t, func(c *net.TCPConn) {
-		defer c.Close()
-		http.ReadRequest(bufio.NewReader(c))
-		_, err := io.Copy(io.Discard, c)
-		backendSaw <- err
-	})
-	h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
-	start := time.Now()
-	got := roundTrips(t, h.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
-	if !strings.HasPrefix(got[0], "504 ") {
-		t.Errorf("client got %q, want a 504", got[0])
-	}
-	switch el := time.Since(start); {
-	case el < 300*time.Millisecond:
-		t.Errorf("answered after %v: the silence was cut short of idle_timeout (300ms)", el)
-	case el > 2*time.Second:
-		t.Errorf("answered after %v, want about idle_timeout (300ms)", el)
-	}
-	td := h.record(t)
-	if td.Outcome != engine.OutcomeTimeout || td.Back.Close != policy.CloseReset {
-		t.Errorf("outcome %s back close %s, want timeout, reset", td.Outcome, td.Back.Close)
-	}
-	if err := <-backendSaw; !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("backend saw %v, want ECONNRESET", err)
+	for _, answered := range []int{0, 1} {
+		t.Run(fmt.Sprintf("after_%d_answered", answered), func(t *testing.T) {
+			backendSaw := make(chan error, 1)
+			be := loopback.Serve(t, func(c *net.TCPConn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for range answered {
+					if _, err := http.ReadRequest(br); err != nil {
+						backendSaw <- err
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+				http.ReadRequest(br)
+				_, err := io.Copy(io.Discard, c)
+				backendSaw <- err
+			})
+			h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+			start := time.Now()
+			got := roundTrips(t, h.addr, strings.Repeat("GET / HTTP/1.1\r\nHost: x\r\n\r\n", answered+1), answered+1)
+			for _, g := range got[:answered] {
+				if g != "200 ok" {
+					t.Errorf("answered request: client got %q, want 200 ok", g)
+				}
+			}
+			if !strings.HasPrefix(got[answered], "504 ") {
+				t.Errorf("client got %q, want a 504", got[answered])
+			}
+			switch el := time.Since(start); {
+			case el < 300*time.Millisecond:
+				t.Errorf("answered after %v: the silence was cut short of idle_timeout (300ms)", el)
+			case el > 2*time.Second:
+				t.Errorf("answered after %v, want about idle_timeout (300ms)", el)
+			}
+			td := h.record(t)
+			if td.Outcome != engine.OutcomeTimeout || td.Back.Close != policy.CloseReset || td.BackRequests != answered+1 {
+				t.Errorf("outcome %s back close %s, %d requests; want timeout, reset, %d", td.Outcome, td.Back.Close, td.BackRequests, answered+1)
+			}
+			if err := <-backendSaw; !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("backend saw %v, want ECONNRESET", err)
+			}
+		})
 	}
 }
 
