@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -221,4 +222,67 @@ func established(fd int) bool {
 	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
 		uintptr(unsafe.Pointer(&state[0])), uintptr(unsafe.Pointer(&n)), 0)
 	return e == 0 && n == 1 && state[0] == unix.BPF_TCP_ESTABLISHED
+}
+
+// RawReader reads a TCP connection with raw system calls, waiting in Go's
+// netpoller while nothing is there to read; the connection's read
+// deadline applies. A read made the usual way tells the runtime it may
+// block: under load, with every P busy, its system monitor then hands the
+// reading goroutine's P to another thread for a read that spans one of
+// its 20 µs ticks, and keeps ticking that fast while it finds such reads:
+// thread wake-ups and context switches that a read of a non-blocking
+// socket never needed. For http1's client and backend readers.
+type RawReader struct {
+	rc  syscall.RawConn
+	p   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+// NewRawReader returns a RawReader for c.
+func NewRawReader(c *net.TCPConn) (*RawReader, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &RawReader{rc: rc}
+	r.fn = r.read
+	return r, nil
+}
+
+// Read reads what is there, up to len(p), once something is; io.EOF at
+// the peer's FIN.
+func (r *RawReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.p, r.n, r.err = p, 0, nil
+	err := r.rc.Read(r.fn)
+	r.p = nil
+	if err == nil {
+		err = r.err
+	}
+	return r.n, err
+}
+
+func (r *RawReader) read(fd uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.p[0])), uintptr(len(r.p)))
+		switch e {
+		case 0:
+			r.n = int(n)
+			if n == 0 {
+				r.err = io.EOF
+			}
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			r.err = os.NewSyscallError("read", e)
+			return true
+		}
+	}
 }

@@ -187,3 +187,62 @@ func TestRawWriterAskKeepsTheDeadlineAndWriteErrors(t *testing.T) {
 		t.Errorf("Ask to a reset peer: %v, want ECONNRESET or EPIPE", werr)
 	}
 }
+
+// A RawReader waits for bytes, reads what is there (a stream of 4 MiB
+// arrives whole, by SHA-256), returns io.EOF at the peer's FIN, keeps the
+// read deadline and allocates nothing per read.
+func TestRawReaderReadsWaitsAndEnds(t *testing.T) {
+	ln := loopback.Listener(t)
+	c, peer := loopback.Pair(t, ln)
+	r, err := NewRawReader(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(30 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Read(make([]byte, 8)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read with nothing sent, past the deadline: %d, %v; want 0, os.ErrDeadlineExceeded", n, err)
+	}
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+
+	buf, kick := make([]byte, 64<<10), make(chan struct{})
+	go func() {
+		one := []byte("x")
+		for range kick {
+			peer.Write(one)
+		}
+	}()
+	allocs := testing.AllocsPerRun(10, func() {
+		kick <- struct{}{} // the read below waits for it
+		if n, err := r.Read(buf); n != 1 || err != nil {
+			t.Fatalf("read: %d, %v; want 1, nil", n, err)
+		}
+	})
+	close(kick)
+	if allocs > 0 {
+		t.Errorf("a read allocates %.1f times, want none", allocs)
+	}
+
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	go func() {
+		peer.Write(data)
+		peer.CloseWrite()
+	}()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, struct{ io.Reader }{r}, buf)
+	if err != nil || n != int64(len(data)) || !bytes.Equal(h.Sum(nil), sha256Of(data)) {
+		t.Fatalf("read %d bytes (%v), want %d by SHA-256 and EOF", n, err, len(data))
+	}
+	if n, err := r.Read(buf); n != 0 || err != io.EOF {
+		t.Errorf("read after the FIN: %d, %v; want 0, io.EOF", n, err)
+	}
+}
+
+func sha256Of(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}

@@ -29,3 +29,13 @@ func (w *RawWriter) Writev(a, b []byte) (int, error) {
 	n, err := bufs.WriteTo(w.c)
 	return int(n), err
 }
+
+// RawReader reads a TCP connection; on this system through the
+// connection itself.
+type RawReader struct{ c *net.TCPConn }
+
+// NewRawReader returns a RawReader for c.
+func NewRawReader(c *net.TCPConn) (*RawReader, error) { return &RawReader{c: c}, nil }
+
+// Read reads what is there, up to len(p), once something is.
+func (r *RawReader) Read(p []byte) (int, error) { return r.c.Read(p) }

@@ -44,7 +44,8 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 			return true, false
 		}
 		br := backReaders.Get().(*bufio.Reader)
-		br.Reset(bc)
+		h.useBackend(bc)
+		br.Reset(h.brd)
 		h.startGuard(bc.TCPConn)
 		rt := h.roundTrip(bc, br, req)
 		if stall := h.stopGuard(); stall != engine.NotStalled {
@@ -255,19 +256,27 @@ func (h *h1) writeFront(head, body []byte) (int, error) {
 	return int(n), err
 }
 
-// writeBack writes a request head to the backend, through the raw writer
-// of the session's last backend connection when bc is that one again (a
-// keep-alive client's requests mostly are). whole: no body follows the
-// head, so the write waits for the response to begin (RawWriter.Ask).
-func (h *h1) writeBack(bc *pool.Conn, head []byte, whole bool) (int, error) {
-	if h.bw == nil || h.bwConn != bc.TCPConn {
-		w, err := engine.NewRawWriter(bc.TCPConn)
-		if err != nil {
-			return bc.Write(head)
-		}
-		h.bw, h.bwConn = w, bc.TCPConn
+// useBackend makes bc the connection that h.bw writes and h.brd reads,
+// unless it is already (a keep-alive client's requests mostly go to the
+// same connection). Where raw system calls cannot be had, both are bc.
+func (h *h1) useBackend(bc *pool.Conn) {
+	if h.bwConn == bc.TCPConn {
+		return
 	}
-	if whole {
+	h.bw, h.brd, h.bwConn = nil, rawReader(bc.TCPConn), bc.TCPConn
+	if w, err := engine.NewRawWriter(bc.TCPConn); err == nil {
+		h.bw = w
+	}
+}
+
+// writeBack writes a request head to the backend bc (useBackend's).
+// whole: no body follows the head, so the write waits for the response
+// to begin (RawWriter.Ask).
+func (h *h1) writeBack(bc *pool.Conn, head []byte, whole bool) (int, error) {
+	switch {
+	case h.bw == nil:
+		return bc.Write(head)
+	case whole:
 		return h.bw.Ask(head)
 	}
 	return h.bw.Write(head)

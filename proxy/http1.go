@@ -45,6 +45,7 @@ type h1 struct {
 	ended       bool              // the front leg was ended
 	fw          *engine.RawWriter // writes heads and small bodies to the client
 	bw          *engine.RawWriter // writes request heads to bwConn, the last backend connection
+	brd         io.Reader         // reads bwConn (raw system calls)
 	bwConn      *net.TCPConn
 	// until ends the wait for the next request: idle_timeout after the
 	// last exchange (or the session's start).
@@ -121,11 +122,20 @@ var errParked = errors.New("parked")
 // a parked session holds none.
 var frontReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
 
-// frontReader is a reader from frontReaders, reading c.
+// frontReader is a reader from frontReaders, reading c with raw system
+// calls (engine.RawReader).
 func frontReader(c *net.TCPConn) *bufio.Reader {
 	fr := frontReaders.Get().(*bufio.Reader)
-	fr.Reset(c)
+	fr.Reset(rawReader(c))
 	return fr
+}
+
+// rawReader reads c with raw system calls, or through c where it cannot.
+func rawReader(c *net.TCPConn) io.Reader {
+	if r, err := engine.NewRawReader(c); err == nil {
+		return r
+	}
+	return c
 }
 
 // putFrontReader gives fr back to frontReaders; fr holds nothing unread.
@@ -296,9 +306,9 @@ func (h *h1) park() bool {
 	fd, err := engine.ConnFD(h.front) // open while parked: only the session closes it
 	if err == nil {
 		fr := h.fr
-		h.fr, h.phase = nil, parked // before Park: resume may run at once
-		h.bw, h.bwConn = nil, nil   // nor a parked session a backend's writer
-		h.spareGuard = nil          // nor a guard and its timer
+		h.fr, h.phase = nil, parked           // before Park: resume may run at once
+		h.bw, h.brd, h.bwConn = nil, nil, nil // nor a parked session a backend's writer and reader
+		h.spareGuard = nil                    // nor a guard and its timer
 		h.parkedAt = time.Now()
 		if h.wait, err = p.Park(fd, h.until, h.resume); err == nil {
 			putFrontReader(fr)

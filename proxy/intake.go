@@ -48,7 +48,7 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 	if !trusted && l.ProxyProtocol == config.ProxyProtocolRequired {
 		return in, fmt.Errorf("%w: source %s is not in proxy_protocol_trusted", errBadProxyHeader, in.client.Addr())
 	}
-	br := bufio.NewReader(c)
+	br := bufio.NewReader(rawReader(c)) // raw system calls, as http1 reads on
 	in.reader = br
 	if err := c.SetReadDeadline(time.Now().Add(l.ProxyProtocolTimeout)); err != nil {
 		return in, fmt.Errorf("set header deadline: %w", err)
