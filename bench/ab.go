@@ -16,12 +16,15 @@ type abResult struct {
 }
 
 // ab runs ApacheBench against http://addr+path: n requests over c
-// concurrent connections, each its own connection (no -k). Unlike wrk's
-// timed load, a fixed count over one client thread keeps the load's
-// intensity, and with it the proxies' batching, the same from round to
-// round.
-func ab(ctx context.Context, ns *netns, addr, path string, n, c int) (abResult, error) {
+// concurrent connections, each its own connection, or with keepAlive
+// (-k) as many as each of the c connections carries. Unlike wrk's timed
+// load, a fixed count over one client thread keeps the load's intensity,
+// and with it the proxies' batching, the same from round to round.
+func ab(ctx context.Context, ns *netns, addr, path string, n, c int, keepAlive bool) (abResult, error) {
 	args := []string{"-q", "-r", "-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "-s", "5", "http://" + addr + path}
+	if keepAlive {
+		args = append([]string{"-k"}, args...)
+	}
 	cmd := ns.command(ctx, "ab", args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

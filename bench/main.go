@@ -30,6 +30,7 @@ type settings struct {
 	shortConc   int           // concurrent connections, short-connection loads
 	cpuConns    int           // connections of the CPU-per-connection load (ab)
 	kaConc      int           // wrk connections, keep-alive load
+	kaCPUReqs   int           // requests of the CPU-per-keep-alive-request load (ab -k, kaConc connections)
 	rate        int           // requests/s of the latency load
 	rateConns   int           // connections it spreads over
 	idleWant    int           // idle connections for the memory figure
@@ -45,7 +46,7 @@ type settings struct {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	s := settings{shortConc: 50, cpuConns: 20000, kaConc: 64, rate: 1000, rateConns: 10, idleWant: 10000}
+	s := settings{shortConc: 50, cpuConns: 20000, kaConc: 64, kaCPUReqs: 60000, rate: 1000, rateConns: 10, idleWant: 10000}
 	fs.DurationVar(&s.duration, "duration", 2*time.Second, "length of each timed load")
 	fs.IntVar(&s.rounds, "rounds", 3, "rounds over all candidates; each figure is the median")
 	fs.BoolVar(&s.quick, "quick", false, "about 50 s: one round of 1 s loads, 5,000 connections for the CPU figure, 1,000 idle connections")
@@ -68,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if s.quick {
-		s.duration, s.idleWant, s.rounds, s.cpuConns = time.Second, 1000, 1, 5000
+		s.duration, s.idleWant, s.rounds, s.cpuConns, s.kaCPUReqs = time.Second, 1000, 1, 5000, 10000
 	}
 	if s.isolate && !canIsolate() {
 		fmt.Fprintln(stderr, "bench: not root or no ip(8): every candidate runs in this network namespace (-netns=false)")

@@ -21,6 +21,7 @@ type result struct {
 	shortErrs float64 // errors during that load
 	cpuPer10k float64 // proxy CPU seconds per 10,000 short connections (ab)
 	kaRate    float64 // keep-alive requests/s
+	kaCPU     float64 // proxy CPU µs per keep-alive request (ab -k)
 	bulk1     float64 // MB/s, one stream
 	bulk64    float64 // MB/s, 64 streams
 	p50, p99  float64 // µs at the fixed rate
@@ -31,7 +32,7 @@ type result struct {
 
 func newResult(name string) result {
 	n := math.NaN()
-	return result{name: name, shortRate: n, shortErrs: n, cpuPer10k: n, kaRate: n, bulk1: n, bulk64: n, p50: n, p99: n, idleKiB: n, idleFDs: n, tw: n}
+	return result{name: name, shortRate: n, shortErrs: n, cpuPer10k: n, kaRate: n, kaCPU: n, bulk1: n, bulk64: n, p50: n, p99: n, idleKiB: n, idleFDs: n, tw: n}
 }
 
 func (r *result) fail(what string, err error) {
@@ -106,8 +107,8 @@ func (e *env) start(c candidate, isolate bool) (string, *proc, error) {
 // round runs every load once against st.
 func (st *started) round(ctx context.Context, s settings) {
 	r := newResult(st.name)
-	steps := []func(context.Context, target, settings, *result) error{shortLoad, cpuLoad, keepAliveLoad, bulkLoad, latencyLoad}
-	names := []string{"short connections", "CPU per short connection", "keep-alive", "bulk", "latency"}
+	steps := []func(context.Context, target, settings, *result) error{shortLoad, cpuLoad, keepAliveLoad, kaCPULoad, bulkLoad, latencyLoad}
+	names := []string{"short connections", "CPU per short connection", "keep-alive", "CPU per keep-alive request", "bulk", "latency"}
 	for i, step := range steps {
 		if ctx.Err() != nil {
 			break
@@ -143,7 +144,7 @@ func (st *started) result() result {
 
 // figures are the fields measured in rounds.
 func (r *result) figures() []*float64 {
-	return []*float64{&r.shortRate, &r.shortErrs, &r.cpuPer10k, &r.kaRate, &r.bulk1, &r.bulk64, &r.p50, &r.p99, &r.tw}
+	return []*float64{&r.shortRate, &r.shortErrs, &r.cpuPer10k, &r.kaRate, &r.kaCPU, &r.bulk1, &r.bulk64, &r.p50, &r.p99, &r.tw}
 }
 
 // target is where a load goes, the process it measures (nil: direct)
@@ -176,7 +177,7 @@ func cpuLoad(ctx context.Context, t target, s settings, r *result) error {
 	if err != nil {
 		return err
 	}
-	a, err := ab(ctx, t.ns, t.addr, smallPath, s.cpuConns, s.shortConc)
+	a, err := ab(ctx, t.ns, t.addr, smallPath, s.cpuConns, s.shortConc, false)
 	if err != nil {
 		return err
 	}
@@ -190,6 +191,35 @@ func cpuLoad(ctx context.Context, t target, s settings, r *result) error {
 	r.cpuPer10k = (after.cpu - before.cpu).Seconds() / float64(a.complete) * 1e4
 	if a.failed+a.non2xx > 0 {
 		return fmt.Errorf("ab: %d of %d requests failed, %d not 2xx", a.failed, a.complete, a.non2xx)
+	}
+	return nil
+}
+
+// kaCPULoad measures the proxy's CPU per keep-alive request over a fixed
+// count of them (ab -k over kaConc connections), for the reason cpuLoad
+// does: wrk's keep-alive rate moves with the load's intensity.
+func kaCPULoad(ctx context.Context, t target, s settings, r *result) error {
+	if t.p == nil {
+		return nil
+	}
+	before, err := treeUsage(t.p.pid())
+	if err != nil {
+		return err
+	}
+	a, err := ab(ctx, t.ns, t.addr, smallPath, s.kaCPUReqs, s.kaConc, true)
+	if err != nil {
+		return err
+	}
+	after, err := treeUsage(t.p.pid())
+	if err != nil {
+		return err
+	}
+	if a.complete == 0 {
+		return fmt.Errorf("ab -k: no request of %d completed", s.kaCPUReqs)
+	}
+	r.kaCPU = float64((after.cpu - before.cpu).Microseconds()) / float64(a.complete)
+	if a.failed+a.non2xx > 0 {
+		return fmt.Errorf("ab -k: %d of %d requests failed, %d not 2xx", a.failed, a.complete, a.non2xx)
 	}
 	return nil
 }

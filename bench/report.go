@@ -27,6 +27,7 @@ func rows(s settings) []row {
 		{"short-connection errors", thousands, func(r, _ result) float64 { return r.shortErrs }, false},
 		{fmt.Sprintf("proxy CPU s / 10k short conns (ab -n %d)", s.cpuConns), decimals(2), func(r, _ result) float64 { return r.cpuPer10k }, true},
 		{fmt.Sprintf("keep-alive requests/s (c=%d)", s.kaConc), thousands, func(r, _ result) float64 { return r.kaRate }, true},
+		{fmt.Sprintf("proxy CPU µs / keep-alive request (ab -k -n %d)", s.kaCPUReqs), decimals(1), func(r, _ result) float64 { return r.kaCPU }, true},
 		{"bulk MB/s, 1 stream", thousands, func(r, _ result) float64 { return r.bulk1 }, true},
 		{"bulk MB/s, 64 streams", thousands, func(r, _ result) float64 { return r.bulk64 }, true},
 		{fmt.Sprintf("latency p50 µs (%d req/s)", s.rate), thousands, func(r, _ result) float64 { return r.p50 }, true},
@@ -60,7 +61,7 @@ func printReport(w io.Writer, s settings, results []result) {
 		}
 	}
 	fmt.Fprintf(w, "machine: %s\n", machine())
-	fmt.Fprintf(w, "loads: %d rounds over all candidates, medians; %s each; wrk -t2; CPU per short connection over ab -n %d -c %d; bulk = 8 MiB body over keep-alive; latency = %d req/s over %d keep-alive conns; idle = %d conns", s.rounds, s.duration, s.cpuConns, s.shortConc, s.rate, s.rateConns, s.idle)
+	fmt.Fprintf(w, "loads: %d rounds over all candidates, medians; %s each; wrk -t2; CPU per short connection over ab -n %d -c %d, per keep-alive request over ab -k -n %d -c %d; bulk = 8 MiB body over keep-alive; latency = %d req/s over %d keep-alive conns; idle = %d conns", s.rounds, s.duration, s.cpuConns, s.shortConc, s.kaCPUReqs, s.kaConc, s.rate, s.rateConns, s.idle)
 	if s.idle < s.idleWant {
 		fmt.Fprintf(w, " (%d wanted: RLIMIT_NOFILE too low)", s.idleWant)
 	}
