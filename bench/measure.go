@@ -170,58 +170,49 @@ func shortLoad(ctx context.Context, t target, s settings, r *result) error {
 // wrk's timed load, whose intensity (and so the proxies' batching)
 // varies, it moved by a quarter.
 func cpuLoad(ctx context.Context, t target, s settings, r *result) error {
-	if t.p == nil {
-		return nil
-	}
-	before, err := treeUsage(t.p.pid())
-	if err != nil {
-		return err
-	}
-	a, err := ab(ctx, t.ns, t.addr, smallPath, s.cpuConns, s.shortConc, false)
-	if err != nil {
-		return err
-	}
-	after, err := treeUsage(t.p.pid())
-	if err != nil {
-		return err
-	}
-	if a.complete == 0 {
-		return fmt.Errorf("ab: no request of %d completed", s.cpuConns)
-	}
-	r.cpuPer10k = (after.cpu - before.cpu).Seconds() / float64(a.complete) * 1e4
-	if a.failed+a.non2xx > 0 {
-		return fmt.Errorf("ab: %d of %d requests failed, %d not 2xx", a.failed, a.complete, a.non2xx)
-	}
-	return nil
+	cpu, err := abCPU(ctx, t, s.cpuConns, s.shortConc, false)
+	r.cpuPer10k = cpu * 1e4
+	return err
 }
 
 // kaCPULoad measures the proxy's CPU per keep-alive request over a fixed
 // count of them (ab -k over kaConc connections), for the reason cpuLoad
 // does: wrk's keep-alive rate moves with the load's intensity.
 func kaCPULoad(ctx context.Context, t target, s settings, r *result) error {
+	cpu, err := abCPU(ctx, t, s.kaCPUReqs, s.kaConc, true)
+	r.kaCPU = cpu * 1e6
+	return err
+}
+
+// abCPU runs ab (n requests over c connections, keepAlive: -k) against t
+// and returns the proxy's CPU seconds per completed request: NaN for
+// direct (no proxy) or when none completed. Failed requests are an error,
+// the figure kept.
+func abCPU(ctx context.Context, t target, n, c int, keepAlive bool) (perRequest float64, err error) {
+	perRequest = math.NaN()
 	if t.p == nil {
-		return nil
+		return perRequest, nil
 	}
 	before, err := treeUsage(t.p.pid())
 	if err != nil {
-		return err
+		return perRequest, err
 	}
-	a, err := ab(ctx, t.ns, t.addr, smallPath, s.kaCPUReqs, s.kaConc, true)
+	a, err := ab(ctx, t.ns, t.addr, smallPath, n, c, keepAlive)
 	if err != nil {
-		return err
+		return perRequest, err
 	}
 	after, err := treeUsage(t.p.pid())
 	if err != nil {
-		return err
+		return perRequest, err
 	}
 	if a.complete == 0 {
-		return fmt.Errorf("ab -k: no request of %d completed", s.kaCPUReqs)
+		return perRequest, fmt.Errorf("ab: no request of %d completed", n)
 	}
-	r.kaCPU = float64((after.cpu - before.cpu).Microseconds()) / float64(a.complete)
+	perRequest = (after.cpu - before.cpu).Seconds() / float64(a.complete)
 	if a.failed+a.non2xx > 0 {
-		return fmt.Errorf("ab -k: %d of %d requests failed, %d not 2xx", a.failed, a.complete, a.non2xx)
+		return perRequest, fmt.Errorf("ab: %d of %d requests failed, %d not 2xx", a.failed, a.complete, a.non2xx)
 	}
-	return nil
+	return perRequest, nil
 }
 
 func keepAliveLoad(ctx context.Context, t target, s settings, r *result) error {
