@@ -293,6 +293,66 @@ func BenchmarkKeepAlive(b *testing.B) {
 	}
 }
 
+// BenchmarkKeepAliveConcurrent is BenchmarkKeepAlive over 50 client
+// connections at once, a request in flight on each: the sessions take the
+// pool's backend connections in any order, and what a request costs
+// under concurrency (allocations per backend connection rather than per
+// session, wake-ups) shows here and not one request at a time.
+func BenchmarkKeepAliveConcurrent(b *testing.B) {
+	const conns = 50
+	for _, tc := range []struct{ name, protocol string }{{"tcp", "tcp"}, {"http1", "http1"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			addr, ended := benchServer(b, benchConfig(benchBackend(b), tc.protocol, "", "all", -1, -1))
+			cs := make([]net.Conn, conns)
+			for i := range cs {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cs[i] = c
+			}
+			errs := make(chan error, conns)
+			run := func(n int) {
+				var wg sync.WaitGroup
+				for _, c := range cs {
+					wg.Go(func() {
+						buf := make([]byte, len(response))
+						for range n {
+							if _, err := io.WriteString(c, benchKeepAlive); err != nil {
+								errs <- err
+								return
+							}
+							if _, err := io.ReadFull(c, buf); err != nil {
+								errs <- err
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				select {
+				case err := <-errs:
+					b.Fatal(err)
+				default:
+				}
+			}
+			run(1) // every session and backend connection exists
+			b.ReportAllocs()
+			runtime.GC()
+			per := max(b.N/conns, 1)
+			cpu0 := cpuTime(b)
+			b.ResetTimer()
+			run(per)
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/1e3/float64(per*conns), "cpu-µs/req")
+			for _, c := range cs {
+				c.Close()
+			}
+			waitEnded(b, ended, conns)
+		})
+	}
+}
+
 // waitEnded waits until n sessions wrote their records (nil: no proxy).
 // Polling is the way to wait for a count; the deadline bounds it.
 func waitEnded(b *testing.B, ended *atomic.Int64, n int64) {
