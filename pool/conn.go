@@ -22,6 +22,10 @@ type Conn struct {
 	Reused bool          // has served at least one request before (returned with Put)
 	Uses   int           // how many times Put returned it
 	Dial   time.Duration // how long its dial took
+	// Kept is its holder's state for it, made once and kept as long as
+	// the connection (http1: the raw reader and writer of its
+	// exchanges); only whoever holds the connection uses it.
+	Kept any
 
 	born      time.Time       // when its dial started
 	idleSince time.Time       // when it last entered the idle list
@@ -33,7 +37,9 @@ type Conn struct {
 // Detach drops c's socket once another owner took its descriptor (the
 // relay loops dup it and close this one): c keeps only what Release
 // needs, so that a long session does not pin a closed connection.
-func (c *Conn) Detach() { c.TCPConn, c.Bare, c.raw, c.probe = nil, nil, nil, prober{} }
+func (c *Conn) Detach() {
+	c.TCPConn, c.Bare, c.raw, c.probe, c.Kept = nil, nil, nil, prober{}, nil
+}
 
 // Addrs returns c's local and peer addresses (IPv4-mapped unmapped).
 func (c *Conn) Addrs() (local, peer netip.AddrPort) {

@@ -256,17 +256,25 @@ func (h *h1) writeFront(head, body []byte) (int, error) {
 	return int(n), err
 }
 
-// useBackend makes bc the connection that h.bw writes and h.brd reads,
-// unless it is already (a keep-alive client's requests mostly go to the
-// same connection). Where raw system calls cannot be had, both are bc.
+// backIO is what the exchanges on a backend connection write and read it
+// with: raw system calls, made once per connection (pool.Conn.Kept), not
+// per request; sessions take the pool's connections in any order.
+type backIO struct {
+	w *engine.RawWriter // nil: written through the connection
+	r io.Reader
+}
+
+// useBackend makes bc the connection that h.bw writes and h.brd reads.
 func (h *h1) useBackend(bc *pool.Conn) {
-	if h.bwConn == bc.TCPConn {
-		return
+	b, _ := bc.Kept.(*backIO)
+	if b == nil {
+		b = &backIO{r: rawReader(bc.TCPConn)}
+		if w, err := engine.NewRawWriter(bc.TCPConn); err == nil {
+			b.w = w
+		}
+		bc.Kept = b
 	}
-	h.bw, h.brd, h.bwConn = nil, rawReader(bc.TCPConn), bc.TCPConn
-	if w, err := engine.NewRawWriter(bc.TCPConn); err == nil {
-		h.bw = w
-	}
+	h.bw, h.brd = b.w, b.r
 }
 
 // writeBack writes a request head to the backend bc (useBackend's).

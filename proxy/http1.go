@@ -44,9 +44,8 @@ type h1 struct {
 	spareGuard  *engine.Guard     // the last exchange's, stopped: the next one's
 	ended       bool              // the front leg was ended
 	fw          *engine.RawWriter // writes heads and small bodies to the client
-	bw          *engine.RawWriter // writes request heads to bwConn, the last backend connection
-	brd         io.Reader         // reads bwConn (raw system calls)
-	bwConn      *net.TCPConn
+	bw          *engine.RawWriter // writes request heads to the exchange's backend connection
+	brd         io.Reader         // reads it (raw system calls)
 	// until ends the wait for the next request: idle_timeout after the
 	// last exchange (or the session's start).
 	until time.Time
@@ -306,9 +305,9 @@ func (h *h1) park() bool {
 	fd, err := engine.ConnFD(h.front) // open while parked: only the session closes it
 	if err == nil {
 		fr := h.fr
-		h.fr, h.phase = nil, parked           // before Park: resume may run at once
-		h.bw, h.brd, h.bwConn = nil, nil, nil // nor a parked session a backend's writer and reader
-		h.spareGuard = nil                    // nor a guard and its timer
+		h.fr, h.phase = nil, parked // before Park: resume may run at once
+		h.bw, h.brd = nil, nil      // nor a parked session a backend's writer and reader
+		h.spareGuard = nil          // nor a guard and its timer
 		h.parkedAt = time.Now()
 		if h.wait, err = p.Park(fd, h.until, h.resume); err == nil {
 			putFrontReader(fr)
