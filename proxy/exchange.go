@@ -44,8 +44,7 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 			return true, false
 		}
 		br := backReaders.Get().(*bufio.Reader)
-		h.useBackend(bc)
-		br.Reset(h.brd)
+		br.Reset(backOf(bc).r)
 		h.startGuard(bc.TCPConn)
 		rt := h.roundTrip(bc, br, req)
 		if stall := h.stopGuard(); stall != engine.NotStalled {
@@ -101,7 +100,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 	} else {
-		n, err := h.writeBack(bc, head, req.Framing == http1.NoBody)
+		n, err := writeBack(bc, head, req.Framing == http1.NoBody)
 		h.rec.Sent(policy.Back, int64(n))
 		h.rec.Request()
 		if err != nil {
@@ -264,8 +263,8 @@ type backIO struct {
 	r io.Reader
 }
 
-// useBackend makes bc the connection that h.bw writes and h.brd reads.
-func (h *h1) useBackend(bc *pool.Conn) {
+// backOf is bc's backIO, made on its first exchange.
+func backOf(bc *pool.Conn) *backIO {
 	b, _ := bc.Kept.(*backIO)
 	if b == nil {
 		b = &backIO{r: rawReader(bc.TCPConn)}
@@ -274,20 +273,21 @@ func (h *h1) useBackend(bc *pool.Conn) {
 		}
 		bc.Kept = b
 	}
-	h.bw, h.brd = b.w, b.r
+	return b
 }
 
-// writeBack writes a request head to the backend bc (useBackend's).
-// whole: no body follows the head, so the write waits for the response
-// to begin (RawWriter.Ask).
-func (h *h1) writeBack(bc *pool.Conn, head []byte, whole bool) (int, error) {
+// writeBack writes a request head to the backend. whole: no body follows
+// the head, so the write waits for the response to begin
+// (RawWriter.Ask).
+func writeBack(bc *pool.Conn, head []byte, whole bool) (int, error) {
+	w := backOf(bc).w
 	switch {
-	case h.bw == nil:
+	case w == nil:
 		return bc.Write(head)
 	case whole:
-		return h.bw.Ask(head)
+		return w.Ask(head)
 	}
-	return h.bw.Write(head)
+	return w.Write(head)
 }
 
 // relayBody copies the response body to the client.

@@ -44,8 +44,6 @@ type h1 struct {
 	spareGuard  *engine.Guard     // the last exchange's, stopped: the next one's
 	ended       bool              // the front leg was ended
 	fw          *engine.RawWriter // writes heads and small bodies to the client
-	bw          *engine.RawWriter // writes request heads to the exchange's backend connection
-	brd         io.Reader         // reads it (raw system calls)
 	// until ends the wait for the next request: idle_timeout after the
 	// last exchange (or the session's start).
 	until time.Time
@@ -306,7 +304,6 @@ func (h *h1) park() bool {
 	if err == nil {
 		fr := h.fr
 		h.fr, h.phase = nil, parked // before Park: resume may run at once
-		h.bw, h.brd = nil, nil      // nor a parked session a backend's writer and reader
 		h.spareGuard = nil          // nor a guard and its timer
 		h.parkedAt = time.Now()
 		if h.wait, err = p.Park(fd, h.until, h.resume); err == nil {

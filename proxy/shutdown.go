@@ -34,7 +34,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeListeners()
 	defer s.stopPools()
 	defer s.closeLoops() // every return below comes after the last session ended
-	defer s.closeParker()
+	defer s.stopHTTP1Idle()
 	done := s.drained
 	select {
 	case <-done:
@@ -92,9 +92,10 @@ func (s *Server) closeLoops() {
 	}
 }
 
-// closeParker ends the parker's goroutine, if Serve started one, and the
-// watchers of http1 sessions, once no session is left.
-func (s *Server) closeParker() {
+// stopHTTP1Idle ends what Serve started for http1 sessions between
+// requests, once no session is left: the parker's goroutine and the
+// server's two watchers of draining and shutdown.
+func (s *Server) stopHTTP1Idle() {
 	if p := s.parker.Load(); p != nil {
 		p.Close()
 	}
