@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"syscall"
 	"testing"
@@ -19,12 +20,7 @@ import (
 // socket's send buffer is full (8 MiB is more than loopback's buffers
 // hold, so it must wait), and its count is what the peer read.
 func TestRawWriterWritesWholeAndWaits(t *testing.T) {
-	ln := loopback.Listener(t)
-	c, peer := loopback.Pair(t, ln)
-	w, err := NewRawWriter(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, c, peer := rawWriterPair(t)
 	a, b := make([]byte, 3<<20), make([]byte, 5<<20)
 	rand.Read(a)
 	rand.Read(b)
@@ -63,12 +59,7 @@ func TestRawWriterWritesWholeAndWaits(t *testing.T) {
 // os.ErrDeadlineExceeded with what it wrote (none, if the host's TCP
 // memory was short from the first call).
 func TestRawWriterKeepsTheDeadline(t *testing.T) {
-	ln := loopback.Listener(t)
-	c, _ := loopback.Pair(t, ln) // the peer reads nothing
-	w, err := NewRawWriter(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, c, _ := rawWriterPair(t) // the peer reads nothing
 	if err := c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
@@ -83,12 +74,7 @@ func TestRawWriterKeepsTheDeadline(t *testing.T) {
 // may be read: the reply is then in the socket, unread (a read without
 // waiting finds it whole), and Ask itself allocates nothing.
 func TestRawWriterAskWaitsForTheReply(t *testing.T) {
-	ln := loopback.Listener(t)
-	c, peer := loopback.Pair(t, ln)
-	w, err := NewRawWriter(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, c, peer := rawWriterPair(t)
 	const ask, reply = "ping\n", "pong\n"
 	got, release := make(chan string, 1), make(chan struct{})
 	go func() {
@@ -154,12 +140,7 @@ func TestRawWriterAskWaitsForTheReply(t *testing.T) {
 // Ask's wait ends at the read deadline with the write done; the read that
 // follows meets the deadline. A write that fails is Ask's error.
 func TestRawWriterAskKeepsTheDeadlineAndWriteErrors(t *testing.T) {
-	ln := loopback.Listener(t)
-	c, peer := loopback.Pair(t, ln) // the peer never replies
-	w, err := NewRawWriter(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, c, peer := rawWriterPair(t) // the peer never replies
 	if err := c.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
@@ -245,4 +226,16 @@ func TestRawReaderReadsWaitsAndEnds(t *testing.T) {
 func sha256Of(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
+}
+
+// rawWriterPair is a RawWriter on c, one end of a loopback pair, and
+// peer, the other end.
+func rawWriterPair(t *testing.T) (w *RawWriter, c, peer *net.TCPConn) {
+	t.Helper()
+	c, peer = loopback.Pair(t, loopback.Listener(t))
+	w, err := NewRawWriter(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, c, peer
 }

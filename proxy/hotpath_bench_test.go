@@ -270,10 +270,7 @@ func BenchmarkKeepAlive(b *testing.B) {
 			}
 			buf := make([]byte, len(response))
 			ask := func() {
-				if _, err := io.WriteString(c, benchKeepAlive); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(c, buf); err != nil {
+				if err := keepAliveRequest(c, buf); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -318,11 +315,7 @@ func BenchmarkKeepAliveConcurrent(b *testing.B) {
 					wg.Go(func() {
 						buf := make([]byte, len(response))
 						for range n {
-							if _, err := io.WriteString(c, benchKeepAlive); err != nil {
-								errs <- err
-								return
-							}
-							if _, err := io.ReadFull(c, buf); err != nil {
+							if err := keepAliveRequest(c, buf); err != nil {
 								errs <- err
 								return
 							}
@@ -351,6 +344,16 @@ func BenchmarkKeepAliveConcurrent(b *testing.B) {
 			waitEnded(b, ended, conns)
 		})
 	}
+}
+
+// keepAliveRequest sends one keep-alive request on c and reads its
+// response into buf (len(response) bytes).
+func keepAliveRequest(c net.Conn, buf []byte) error {
+	if _, err := io.WriteString(c, benchKeepAlive); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(c, buf)
+	return err
 }
 
 // waitEnded waits until n sessions wrote their records (nil: no proxy).
