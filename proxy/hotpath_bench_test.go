@@ -246,6 +246,13 @@ func BenchmarkConn(b *testing.B) {
 	}
 }
 
+// benchCandidates are what the keep-alive and idle benchmarks compare:
+// no proxy, tcp on the loops (the default) and on goroutines, and http1.
+var benchCandidates = []struct {
+	name, protocol, relay string
+	direct                bool
+}{{"direct", "", "", true}, {"tcp", "tcp", "", false}, {"tcp_goroutines", "tcp", "goroutines", false}, {"http1", "http1", "", false}}
+
 // BenchmarkKeepAlive is one request and its response per op on a single
 // keep-alive client connection, the load a load balancer's connection
 // pool makes: ns/op is a request's round trip, cpu-µs/req the process's
@@ -254,10 +261,7 @@ func BenchmarkConn(b *testing.B) {
 // backend connection for each request and gives it back after the
 // response; tcp relays on one backend connection for the session.
 func BenchmarkKeepAlive(b *testing.B) {
-	for _, tc := range []struct {
-		name, protocol, relay string
-		direct                bool
-	}{{"direct", "", "", true}, {"tcp", "tcp", "", false}, {"tcp_goroutines", "tcp", "goroutines", false}, {"http1", "http1", "", false}} {
+	for _, tc := range benchCandidates {
 		b.Run(tc.name, func(b *testing.B) {
 			addr := benchBackend(b)
 			var ended *atomic.Int64
@@ -380,10 +384,7 @@ func waitEnded(b *testing.B, ended *atomic.Int64, n int64) {
 //	taskset -c 0 go test -run '^$' -bench Idle -benchtime 1x ./proxy
 func BenchmarkIdle(b *testing.B) {
 	const idleConns = 2000
-	for _, tc := range []struct {
-		name, protocol, relay string
-		direct                bool
-	}{{"direct", "", "", true}, {"tcp", "tcp", "", false}, {"tcp_goroutines", "tcp", "goroutines", false}, {"http1", "http1", "", false}} {
+	for _, tc := range benchCandidates {
 		b.Run(tc.name, func(b *testing.B) {
 			be := newHoldingBackend(b)
 			addr := be.addr
