@@ -19,6 +19,10 @@ type Config struct {
 	// of the proxy's FIN, once SIOCOUTQ reads 0 (no TIME-WAIT on that
 	// peer); off passes every FIN on.
 	SafeReset bool
+	// HTTP1 serves each client connection as http1 exchanges on the loop
+	// (http1_linux.go), backend connections kept on an idle list per loop,
+	// instead of relaying bytes.
+	HTTP1 bool
 	// DrainTimeout bounds the wait for SIOCOUTQ to reach 0 before a safe
 	// reset falls back to a FIN; 0 means 1s.
 	DrainTimeout time.Duration

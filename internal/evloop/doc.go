@@ -60,6 +60,15 @@
 // session costs ~300 bytes and no goroutine instead of ~12.5 KiB and
 // three.
 //
+// With Config.HTTP1 it serves http1 instead (http1_linux.go): each client
+// connection a state machine of exchanges on the loop, parsed by package
+// http1, backend connections on an idle list per loop. It is the A/B for
+// running the proxy's http1 sessions on its loops instead of a goroutine
+// each ("http1 on the loops" in docs/performance.md); its reads, writes
+// and polls are raw system calls, as the proxy's loops make them
+// (raw_linux.go), where the tcp mode keeps the calls its figures were
+// taken with.
+//
 // Benchmarks (pinned to one CPU, see docs/performance.md):
 //
 //	taskset -c 1 go test ./internal/evloop -run '^$' -bench . -benchtime 5000x

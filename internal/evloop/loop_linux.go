@@ -40,7 +40,8 @@ type loop struct {
 	poll     func(uintptr) bool // l.pollOnce, made once: a closure per wait would allocate
 	n        int                // pollOnce's results
 	werr     error
-	park     bool // pollOnce may let the goroutine park when nothing is ready
+	park     bool     // pollOnce may let the goroutine park when nothing is ready
+	h1       *h1state // http1 mode (Config.HTTP1); nil in tcp mode
 }
 
 func newLoop(s *Server, cfg Config, be *unix.SockaddrInet4, addr netip.AddrPort) (*loop, error) {
@@ -62,6 +63,9 @@ func newLoop(s *Server, cfg Config, be *unix.SockaddrInet4, addr netip.AddrPort)
 	l := &loop{srv: s, cfg: cfg, backend: &own, lfd: lfd, ep: os.NewFile(uintptr(epfd), "epoll"),
 		events: make([]unix.EpollEvent, maxEvents), sessions: map[int32]*session{}, scratch: make([]byte, bufSize)}
 	l.poll = l.pollOnce
+	if cfg.HTTP1 {
+		l.h1 = newH1State()
+	}
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
 		l.release()
 		return nil, err
@@ -123,7 +127,11 @@ func (l *loop) wait() (int, error) {
 // pollOnce takes what is ready without blocking; false lets RawConn.Read
 // park until the epoll descriptor is readable, and call it again.
 func (l *loop) pollOnce(fd uintptr) bool {
-	l.n, l.werr = unix.EpollWait(int(fd), l.events, 0)
+	if l.h1 != nil {
+		l.n, l.werr = rawEpollPoll(int(fd), l.events)
+	} else {
+		l.n, l.werr = unix.EpollWait(int(fd), l.events, 0)
+	}
 	if l.werr == unix.EINTR {
 		l.n, l.werr = 0, nil
 	}
@@ -135,7 +143,9 @@ func (l *loop) dispatch(ev unix.EpollEvent) {
 		l.accept()
 		return
 	}
-	if s := l.sessions[ev.Fd]; s != nil {
+	if l.h1 != nil {
+		l.dispatchHTTP1(ev.Fd, ev.Events)
+	} else if s := l.sessions[ev.Fd]; s != nil {
 		l.event(s, ev.Fd, ev.Events)
 	}
 }
@@ -147,7 +157,11 @@ func (l *loop) accept() {
 		cfd, client, err := accept(l.lfd)
 		switch err {
 		case nil:
-			l.open(cfd, client)
+			if l.h1 != nil {
+				l.openHTTP1(cfd)
+			} else {
+				l.open(cfd, client)
+			}
 		case unix.EINTR, unix.ECONNABORTED:
 		default: // EAGAIN: none left; EMFILE and others: try again on the next event
 			return
@@ -203,7 +217,7 @@ func (l *loop) getBuf() []byte {
 }
 
 func (l *loop) putBuf(b []byte) {
-	if b != nil && len(l.free) < maxFreeBufs {
+	if len(b) == bufSize && len(l.free) < maxFreeBufs {
 		l.free = append(l.free, b)
 	}
 }
@@ -216,6 +230,9 @@ func (l *loop) release() {
 		if !s.ended {
 			l.abort(s)
 		}
+	}
+	if l.h1 != nil {
+		l.releaseHTTP1()
 	}
 	l.flushCloses()
 	l.ep.Close()

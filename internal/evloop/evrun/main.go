@@ -6,10 +6,13 @@
 // on the loop, no policy, no records, no kernel readings — costs on the
 // machine at hand. It is a yardstick, not part of the proxy.
 //
-//	evrun 127.0.0.1:18083 127.0.0.1:18080   # listen, backend; SIGINT or SIGTERM ends it
+//	evrun 127.0.0.1:18083 127.0.0.1:18080         # listen, backend; SIGINT or SIGTERM ends it
+//	evrun -http1 127.0.0.1:18083 127.0.0.1:18080  # http1 exchanges on the loops (evloop.Config.HTTP1)
+//	evrun -loops 4 …                              # four loops (default: one per GOMAXPROCS)
 package main
 
 import (
+	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -27,8 +30,14 @@ func main() {
 }
 
 func run(args []string) error {
-	if len(args) != 2 {
-		return fmt.Errorf("usage: evrun LISTEN_ADDR:PORT BACKEND_ADDR:PORT")
+	fs := flag.NewFlagSet("evrun", flag.ContinueOnError)
+	http1 := fs.Bool("http1", false, "serve http1 exchanges on the loops instead of relaying bytes")
+	loops := fs.Int("loops", 0, "event loops (0: GOMAXPROCS)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if args = fs.Args(); len(args) != 2 {
+		return fmt.Errorf("usage: evrun [-http1] [-loops N] LISTEN_ADDR:PORT BACKEND_ADDR:PORT")
 	}
 	listen, err := netip.ParseAddrPort(args[0])
 	if err != nil {
@@ -40,7 +49,7 @@ func run(args []string) error {
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
-	s, err := evloop.Start(evloop.Config{Listen: listen, Backend: backend})
+	s, err := evloop.Start(evloop.Config{Listen: listen, Backend: backend, HTTP1: *http1, Loops: *loops})
 	if err != nil {
 		return err
 	}
