@@ -37,8 +37,12 @@ type candidate struct {
 	check func(e *env) error
 }
 
-// prototypeCandidate is the event-loop prototype, with -prototype.
-var prototypeCandidate = candidate{name: "evloop prototype", start: (*env).startPrototype}
+// prototypeCandidates are the event-loop prototype's two modes, with
+// -prototype: relaying bytes, and serving http1 exchanges on the loops.
+var prototypeCandidates = []candidate{
+	{name: "evloop prototype", start: func(e *env) (string, *proc, error) { return e.startPrototype("evloop") }},
+	{name: "evloop http1 prototype", start: func(e *env) (string, *proc, error) { return e.startPrototype("evloop-http1", "-http1") }},
+}
 
 var candidates = []candidate{
 	{name: "direct", start: func(e *env) (string, *proc, error) { return e.backend, nil, nil }},
@@ -283,13 +287,15 @@ func (e *env) writeConf(name, tmpl string, data any) (string, error) {
 	return conf, os.WriteFile(conf, buf.Bytes(), 0o644)
 }
 
-// startPrototype runs the event-loop prototype (internal/evloop/evrun):
-// one loop per CPU, each with its own listener; nothing to configure.
-func (e *env) startPrototype() (string, *proc, error) {
+// startPrototype runs the event-loop prototype (internal/evloop/evrun)
+// with flags: one loop per CPU, each with its own listener; nothing to
+// configure.
+func (e *env) startPrototype(name string, flags ...string) (string, *proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", nil, err
 	}
-	p, err := e.run("evloop", "", nil, addr, e.prototype, addr, e.backend)
+	argv := append(append([]string{e.prototype}, flags...), addr, e.backend)
+	p, err := e.run(name, "", nil, addr, argv...)
 	return addr, p, err
 }

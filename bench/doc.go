@@ -9,7 +9,7 @@
 //	go run ./bench -duration 5s # per load
 //	go run ./bench -proxy-cpus 0   # every proxy on CPU 0 only: compare with 0-1
 //	go run ./bench -proxy-cpus 1 -load-cpus 0 # proxies and load on CPUs apart
-//	go run ./bench -prototype      # add the event-loop prototype (internal/evloop) as a yardstick
+//	go run ./bench -prototype      # add the event-loop prototype (internal/evloop, tcp and http1) as yardsticks
 //	go run ./bench -netns=false    # every candidate in this network namespace
 //
 // It starts an nginx backend (a small static body at "/", a large blob at

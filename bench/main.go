@@ -39,7 +39,7 @@ type settings struct {
 	quick, keep bool
 	proxyCPUs   string // taskset CPU list for every proxy; "": not pinned
 	loadCPUs    string // CPU list for the bench, its clients, wrk and the backend; "": not pinned
-	prototype   bool   // add the event-loop prototype (internal/evloop) as a candidate
+	prototype   bool   // add the event-loop prototype's two modes (internal/evloop) as candidates
 	isolate     bool   // each candidate, its backend and its loads in a network namespace of their own
 }
 
@@ -54,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&s.proxyCPUs, "proxy-cpus", "", "run every proxy on these CPUs only (a taskset list, e.g. 0 or 0-1): the short-connection rate against cores")
 	fs.StringVar(&s.loadCPUs, "load-cpus", "", "run the load generators and the nginx backend on these CPUs only (needs -proxy-cpus, e.g. -proxy-cpus 1 -load-cpus 0): each proxy's CPU per connection apart from the load's")
 	fs.BoolVar(&s.isolate, "netns", true, "run each candidate with a backend of its own in a network namespace of its own, where its loads run too (needs root and ip(8); without, all share this one): no candidate meets another's TIME-WAIT sockets")
-	fs.BoolVar(&s.prototype, "prototype", false, "add a column for the event-loop prototype (internal/evloop: accept, dial and relay on one loop, no policy, records or kernel readings): what a bare Go event loop costs here")
+	fs.BoolVar(&s.prototype, "prototype", false, "add two columns for the event-loop prototype (internal/evloop: accept, dial and relay on one loop, no policy, records or kernel readings; and its http1 mode, exchanges on the loop): what a bare Go event loop costs here")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -58,7 +58,7 @@ func startAll(ctx context.Context, e *env, s settings, log io.Writer) []*started
 	var out []*started
 	all := candidates
 	if s.prototype {
-		all = append(slices.Clip(all), prototypeCandidate)
+		all = append(slices.Clip(all), prototypeCandidates...)
 	}
 	for _, c := range all {
 		st := &started{name: c.name, check: c.check, first: newResult(c.name)}
