@@ -29,19 +29,18 @@ import (
 
 // hclient is one client connection in http1 mode.
 type hclient struct {
-	fd       int32
-	rd, wr   bool
-	rdhup    bool   // an edge said the client's FIN is in: read on to EOF
-	in       []byte // request bytes read and not yet handled; pooled, nil while idle
-	inN      int
-	out      []byte // response bytes the socket would not take; pooled
-	off, end int
-	be       *hback // the exchange's backend connection
-	req      *http1.Request
-	closing  bool // the exchange's answer is the last: then a FIN
-	finSent  bool
-	eof      bool
-	ended    bool
+	fd      int32
+	rd, wr  bool
+	rdhup   bool   // an edge said the client's FIN is in: read on to EOF
+	in      []byte // request bytes read and not yet handled; pooled, nil while idle
+	inN     int
+	out     held   // response bytes the socket would not take
+	be      *hback // the exchange's backend connection
+	req     *http1.Request
+	closing bool // the exchange's answer is the last: then a FIN
+	finSent bool
+	eof     bool
+	ended   bool
 }
 
 // hback is one backend connection: owned by a client's exchange, or idle.
@@ -54,14 +53,57 @@ type hback struct {
 	owner     *hclient // nil while idle
 	in        []byte   // response head bytes until parsed; pooled
 	inN       int
-	out       []byte // request bytes the socket would not take; pooled
-	off, end  int
+	out       held // request bytes the socket would not take
 	resp      *http1.Response
 	remain    int64 // body bytes still to relay
 	closed    bool
 }
 
 var headEnd = []byte("\r\n\r\n")
+
+// held is bytes a socket would not take, in a buffer from the loop's pool
+// (or a larger one).
+type held struct {
+	buf      []byte
+	off, end int
+}
+
+func (h *held) pending() bool { return h.end > h.off }
+
+// keep holds p and q from byte w on (the first w were written).
+func (h *held) keep(l *loop, w int, p, q []byte) {
+	if rest := len(p) + len(q) - w; rest > 0 {
+		h.buf, h.off = l.bufFor(rest), 0
+		if w < len(p) {
+			h.end = copy(h.buf, p[w:])
+			h.end += copy(h.buf[h.end:], q)
+		} else {
+			h.end = copy(h.buf, q[w-len(p):])
+		}
+	}
+}
+
+// flush writes what h holds while fd is writable (EAGAIN clears *wr) and
+// gives the buffer back once all is written; done says nothing is held.
+func (h *held) flush(l *loop, fd int32, wr *bool) (done bool, err error) {
+	for h.pending() {
+		if !*wr {
+			return false, nil
+		}
+		n, err := rawWrite(fd, h.buf[h.off:h.end])
+		switch {
+		case err == unix.EAGAIN:
+			*wr = false
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		h.off += n
+	}
+	l.putBuf(h.buf)
+	*h = held{}
+	return true, nil
+}
 
 // h1state is the loop's http1 mode: its connections by descriptor, the
 // idle backend connections, and one reader the parser reads heads through.
@@ -247,10 +289,7 @@ func (l *loop) sendRequest(c *hclient, b *hback) bool {
 		b.owner, c.be = nil, nil
 		return false
 	}
-	if w < len(head) {
-		b.out = l.bufFor(len(head) - w)
-		b.off, b.end = 0, copy(b.out, head[w:])
-	}
+	b.out.keep(l, w, head, nil)
 	return true
 }
 
@@ -258,29 +297,20 @@ func (l *loop) sendRequest(c *hclient, b *hback) bool {
 // head, its body. true: the exchange is over (c.be is nil).
 func (l *loop) exchange(c *hclient) bool {
 	b := c.be
-	for b.end > b.off {
-		if !b.connected || !b.wr {
-			return false
-		}
-		n, err := rawWrite(b.fd, b.out[b.off:b.end])
-		switch {
-		case err == unix.EAGAIN:
-			b.wr = false
-			return false
-		case err != nil:
-			return l.backFailed(c)
-		}
-		if b.off += n; b.off == b.end {
-			l.putBuf(b.out)
-			b.out, b.off, b.end = nil, 0, 0
-		}
+	if !b.connected {
+		return false
+	}
+	if done, err := b.out.flush(l, b.fd, &b.wr); err != nil {
+		return l.backFailed(c)
+	} else if !done {
+		return false
 	}
 	for {
 		if b.resp != nil && b.remain == 0 {
 			l.releaseBack(c)
 			return true
 		}
-		if c.end > c.off || !b.rd {
+		if c.out.pending() || !b.rd {
 			return false // the client is full, or nothing to read yet
 		}
 		var buf []byte
@@ -364,42 +394,18 @@ func (l *loop) toClient(c *hclient, p, q []byte) bool {
 			return false
 		}
 	}
-	if rest := len(p) + len(q) - w; rest > 0 {
-		c.out = l.bufFor(rest)
-		if w < len(p) {
-			c.end = copy(c.out, p[w:])
-			c.end += copy(c.out[c.end:], q)
-		} else {
-			c.end = copy(c.out, q[w-len(p):])
-		}
-		c.off = 0
-	}
+	c.out.keep(l, w, p, q)
 	return true
 }
 
 // flushClient writes what the client's socket would not take before;
 // false: some is still waiting, or the session was cut.
 func (l *loop) flushClient(c *hclient) bool {
-	for c.end > c.off {
-		if !c.wr {
-			return false
-		}
-		n, err := rawWrite(c.fd, c.out[c.off:c.end])
-		switch {
-		case err == unix.EAGAIN:
-			c.wr = false
-			return false
-		case err != nil:
-			l.abortClient(c)
-			return false
-		}
-		c.off += n
+	done, err := c.out.flush(l, c.fd, &c.wr)
+	if err != nil {
+		l.abortClient(c)
 	}
-	if c.out != nil {
-		l.putBuf(c.out)
-		c.out, c.off, c.end = nil, 0, 0
-	}
-	return true
+	return done
 }
 
 // backFailed handles a backend connection that failed or ended before its
@@ -479,8 +485,8 @@ func (l *loop) closeBack(b *hback, reset bool) {
 		lingerZero(int(b.fd))
 	}
 	l.putBuf(b.in)
-	l.putBuf(b.out)
-	b.in, b.out = nil, nil
+	l.putBuf(b.out.buf)
+	b.in, b.out = nil, held{}
 	delete(l.h1.backs, b.fd)
 	l.closing = append(l.closing, int(b.fd))
 }
@@ -559,8 +565,8 @@ func (l *loop) endClient(c *hclient) {
 		c.be = nil
 	}
 	l.putBuf(c.in)
-	l.putBuf(c.out)
-	c.in, c.out = nil, nil
+	l.putBuf(c.out.buf)
+	c.in, c.out = nil, held{}
 	delete(l.h1.clients, c.fd)
 	l.closing = append(l.closing, int(c.fd))
 	l.srv.live.Add(-1)
