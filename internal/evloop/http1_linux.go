@@ -519,7 +519,7 @@ func (l *loop) refuse(c *hclient, status string) {
 // then reads (and drops) until its FIN, and closes.
 func (l *loop) finishClient(c *hclient) {
 	if !c.finSent {
-		if err := unix.Shutdown(int(c.fd), unix.SHUT_WR); err != nil {
+		if err := rawShutdownWrite(c.fd); err != nil {
 			l.abortClient(c)
 			return
 		}

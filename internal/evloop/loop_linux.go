@@ -127,11 +127,7 @@ func (l *loop) wait() (int, error) {
 // pollOnce takes what is ready without blocking; false lets RawConn.Read
 // park until the epoll descriptor is readable, and call it again.
 func (l *loop) pollOnce(fd uintptr) bool {
-	if l.h1 != nil {
-		l.n, l.werr = rawEpollPoll(int(fd), l.events)
-	} else {
-		l.n, l.werr = unix.EpollWait(int(fd), l.events, 0)
-	}
+	l.n, l.werr = rawEpollPoll(int(fd), l.events)
 	if l.werr == unix.EINTR {
 		l.n, l.werr = 0, nil
 	}
@@ -202,7 +198,7 @@ func (l *loop) runDrains(now time.Time) {
 // stale events for it are still being handled.
 func (l *loop) flushCloses() {
 	for _, fd := range l.closing {
-		unix.Close(fd)
+		rawClose(fd)
 	}
 	l.closing = l.closing[:0]
 }

@@ -6,12 +6,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The http1 mode's reads, writes and epoll polls are raw system calls, as the proxy's
-// loops make them (engine/raw_linux.go): on non-blocking sockets none
-// waits, and made the usual way (entersyscall) a long loopback write lets
-// the runtime's monitor hand the loop's P to another thread. The tcp
-// mode keeps x/sys/unix's calls, the yardstick its figures were taken
-// with.
+// A loop's reads, writes, shutdowns, closes, connects and epoll polls are
+// raw system calls, as the proxy's loops make them (engine/raw_linux.go):
+// on non-blocking sockets none waits (and no close follows a linger
+// time), but on loopback the kernel runs the peer's side inside the
+// call, and made the usual way (entersyscall) such a call lets the
+// runtime's monitor hand the loop's P to another thread.
 
 func bufPtr(b []byte) unsafe.Pointer {
 	if len(b) == 0 {
@@ -62,4 +62,28 @@ func rawEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+func rawShutdownWrite(fd int32) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func rawClose(fd int) {
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// rawConnect4 starts connect(2) to sa on a non-blocking fd.
+func rawConnect4(fd int, sa *unix.SockaddrInet4) error {
+	raw := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: sa.Addr}
+	port := (*[2]byte)(unsafe.Pointer(&raw.Port))
+	port[0], port[1] = byte(sa.Port>>8), byte(sa.Port) // network order
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&raw)), unsafe.Sizeof(raw))
+	if e != 0 {
+		return e
+	}
+	return nil
 }

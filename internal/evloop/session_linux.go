@@ -141,7 +141,7 @@ func (l *loop) flow(s *session, i int) (more, ok bool) {
 		if !s.rd[i] {
 			return false, true
 		}
-		n, err := unix.Read(int(s.fd[i]), l.scratch)
+		n, err := rawRead(s.fd[i], l.scratch)
 		switch {
 		case err == unix.EAGAIN:
 			s.rd[i] = false
@@ -168,7 +168,7 @@ func (l *loop) flush(s *session, i int) (pending, ok bool) {
 		if !s.wr[o] {
 			return true, true
 		}
-		n, err := unix.Write(int(s.fd[o]), d.buf[d.off:d.end])
+		n, err := rawWrite(s.fd[o], d.buf[d.off:d.end])
 		if err == unix.EAGAIN {
 			s.wr[o] = false
 			return true, true
@@ -190,7 +190,7 @@ func (l *loop) forward(s *session, i, n int) bool {
 	d, o, w := &s.dir[i], 1-i, 0
 	if s.wr[o] {
 		var err error
-		w, err = unix.Write(int(s.fd[o]), l.scratch[:n])
+		w, err = rawWrite(s.fd[o], l.scratch[:n])
 		switch {
 		case err == unix.EAGAIN:
 			s.wr[o], w = false, 0
@@ -219,7 +219,7 @@ func (l *loop) passEOF(s *session, i int) bool {
 		}
 		return true
 	}
-	if err := unix.Shutdown(int(s.fd[o]), unix.SHUT_WR); err != nil {
+	if err := rawShutdownWrite(s.fd[o]); err != nil {
 		l.abort(s)
 		return false
 	}
@@ -245,7 +245,7 @@ func (l *loop) drained(s *session, now time.Time) bool {
 	switch {
 	case l.tryReset(s, o):
 	case now.After(s.drainEnd):
-		if err := unix.Shutdown(int(s.fd[o]), unix.SHUT_WR); err != nil {
+		if err := rawShutdownWrite(s.fd[o]); err != nil {
 			l.abort(s)
 			return true
 		}

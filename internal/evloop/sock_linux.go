@@ -78,7 +78,7 @@ func dial(sa *unix.SockaddrInet4) (fd int, connected bool, err error) {
 		unix.Close(fd)
 		return -1, false, os.NewSyscallError("setsockopt TCP_NODELAY", err)
 	}
-	switch err := unix.Connect(fd, sa); err {
+	switch err := rawConnect4(fd, sa); err {
 	case nil:
 		return fd, true, nil
 	case unix.EINPROGRESS:
