@@ -267,22 +267,15 @@ func (r *RawReader) Read(p []byte) (int, error) {
 }
 
 func (r *RawReader) read(fd uintptr) bool {
-	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.p[0])), uintptr(len(r.p)))
-		switch e {
-		case 0:
-			r.n = int(n)
-			if n == 0 {
-				r.err = io.EOF
-			}
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			r.err = os.NewSyscallError("read", e)
-			return true
-		}
+	n, err := ignoringEINTR(func() (int, error) { return rawRead(int(fd), r.p) })
+	switch {
+	case err == unix.EAGAIN:
+		return false
+	case err != nil:
+		r.err = os.NewSyscallError("read", err)
+	case n == 0:
+		r.err = io.EOF
 	}
+	r.n = n
+	return true
 }
