@@ -405,11 +405,10 @@ func (h *h1) interrupt(out bool) {
 // time is drained at once.
 func (h *h1) startGuard(bc *net.TCPConn) {
 	g := h.spareGuard
-	if h.spareGuard = nil; g != nil {
-		g.Restart(h.ln.IdleTimeout, h.front, bc)
-	} else {
-		g = engine.NewGuard(h.ln.IdleTimeout, h.front, bc)
+	if h.spareGuard = nil; g == nil {
+		g = new(engine.Guard)
 	}
+	g.Restart(h.ln.IdleTimeout, h.front, bc)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.guard, h.phase = g, guarded
