@@ -3,6 +3,7 @@ package evloop
 import (
 	"bufio"
 	"bytes"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -56,7 +57,6 @@ type hback struct {
 	out       held // request bytes the socket would not take
 	resp      *http1.Response
 	remain    int64 // body bytes still to relay
-	closed    bool
 }
 
 var headEnd = []byte("\r\n\r\n")
@@ -430,7 +430,7 @@ func (l *loop) backFailed(c *hclient) bool {
 func (l *loop) releaseBack(c *hclient) {
 	b := c.be
 	c.be, c.req = nil, nil
-	closing := b.resp.Close
+	closing := b.resp.Close || b.rdhup // it said so, or its FIN is in
 	// A short read cleared rd; a read that filled its buffer may have left
 	// it set with nothing more to read. What comes after the last read
 	// raises a new edge, so an idle connection's rd means just that.
@@ -440,9 +440,6 @@ func (l *loop) releaseBack(c *hclient) {
 		return
 	}
 	l.h1.idle = append(l.h1.idle, b)
-	if b.rdhup {
-		l.closeBack(b, false)
-	}
 }
 
 // takeBack pops the most recently used idle backend connection, or dials.
@@ -474,12 +471,11 @@ func (l *loop) dialBack() *hback {
 // closeBack closes a backend connection (with an RST when reset: its
 // exchange was cut, or it sent what it should not) and forgets it.
 func (l *loop) closeBack(b *hback, reset bool) {
-	if b.closed {
-		return
+	if l.h1.backs[b.fd] != b {
+		return // closed already
 	}
-	b.closed = true
-	if i := indexBack(l.h1.idle, b); i >= 0 {
-		l.h1.idle = append(l.h1.idle[:i], l.h1.idle[i+1:]...)
+	if i := slices.Index(l.h1.idle, b); i >= 0 {
+		l.h1.idle = slices.Delete(l.h1.idle, i, i+1)
 	}
 	if reset {
 		lingerZero(int(b.fd))
@@ -497,15 +493,6 @@ func (l *loop) bufFor(n int) []byte {
 		return l.getBuf()
 	}
 	return make([]byte, n)
-}
-
-func indexBack(s []*hback, b *hback) int {
-	for i, x := range s {
-		if x == b {
-			return i
-		}
-	}
-	return -1
 }
 
 // refuse answers the client with status and ends its connection after it.
