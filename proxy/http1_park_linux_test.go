@@ -56,12 +56,12 @@ func getOn(t *testing.T, c net.Conn, br *bufio.Reader, path string) string {
 // parkedConn is a client's keep-alive connection through a proxy whose session
 // for it parked.
 type parkedConn struct {
-	h        *harness
-	o        *origin
-	c        net.Conn
-	br       *bufio.Reader
-	parks    <-chan struct{} // a send per park of the test's sessions
-	answered time.Time       // when the client had the first response
+	h     *harness
+	o     *origin
+	c     net.Conn
+	br    *bufio.Reader
+	parks <-chan struct{} // a send per park of the test's sessions
+	asked time.Time       // just before the client sent the first request
 }
 
 // parkedSession starts an origin and a proxy in front of it (http1,
@@ -72,8 +72,11 @@ func parkedSession(t *testing.T, idle time.Duration, target policy.Target) parke
 	p := parkedConn{parks: parkSignal(t)}
 	o := startOrigin(t, hello)
 	p.o, p.h = o, startProxy(t, config.Listener{IdleTimeout: idle, Close: testClose(target, policy.FallbackFIN)}, http1Backend(o.addr))
+	// The idle deadline is set once the exchange is over, so never before
+	// this; the client's receipt of the answer may come later than that
+	// (its goroutine scheduled late) and is no lower bound.
+	p.asked = time.Now()
 	p.c, p.br = loopback.KeepAliveGet(t, p.h.addr, "/")
-	p.answered = time.Now()
 	awaitPark(t, p.parks)
 	return p
 }
@@ -134,8 +137,8 @@ func TestHTTP1ParkedSessionEndsAtIdleTimeout(t *testing.T) {
 		t.Fatalf("client read while idle: %v, want EOF (the proxy's FIN)", err)
 	}
 	c.Close() // the client's FIN, answering the proxy's
-	if el := time.Since(p.answered); el < idle {
-		t.Errorf("closed %v after the answer, before idle_timeout (%v)", el, idle)
+	if el := time.Since(p.asked); el < idle {
+		t.Errorf("closed %v after the request, before idle_timeout (%v)", el, idle)
 	}
 	td := h.record(t)
 	if td.Outcome != engine.OutcomeOK || td.Front.Reason != policy.ReasonIdle || td.Front.FirstFIN != policy.SideProxy {
