@@ -100,7 +100,8 @@ Switch back below this share. Must not exceed port_share.`},
 		def: 250 * time.Millisecond, check: sampleInterval, doc: `
 How often the host's TIME-WAIT figures are read (/proc/net/sockstat and
 sock_diag), shared by all sessions; between samples the proxy adds the
-TIME-WAITs it placed itself. At least "250ms". Sampling never takes more
+TIME-WAITs it placed itself, each from the FIN that leads to it. At least
+"250ms". Sampling never takes more
 than 1% of one core: listing TIME-WAIT sockets walks the kernel's whole
 socket table, and a sample that cost d of CPU puts the next at least
 100 x d away (on a host with 100,000 TIME-WAIT sockets, seconds).`},

@@ -14,6 +14,9 @@ func (x *executor) decide(l *leg, ev policy.Event) {
 	x.rec.decided(l.name, d)
 	switch d.Action {
 	case policy.FIN:
+		if l.pol.TimeWait == policy.TargetAuto && !f.PeerFINIn && x.s.Placing != nil && l.unplace == nil {
+			l.unplace = x.s.Placing(l.name, x.rec.td.Leg(l.name).Peer)
+		}
 		x.fin(l, d.Wait)
 	case policy.Withhold:
 		l.phase, l.probe = phaseWithholding, d.Probe

@@ -150,12 +150,15 @@ func (x *executor) finished() bool { return x.running == 0 && !x.anyOpen() }
 // reset.
 func (x *executor) onKill() { x.cutAll(OutcomeDrained, errKilled) }
 
-// releaseHolds ends Session.Hold's counts once the sockets are closed.
+// releaseHolds ends Session.Hold's and Session.Placing's counts once the
+// sockets are closed.
 func (x *executor) releaseHolds() {
 	for _, l := range x.legs {
-		if l.release != nil {
-			l.release()
-			l.release = nil
+		for _, r := range []*func(){&l.release, &l.unplace} {
+			if *r != nil {
+				(*r)()
+				*r = nil
+			}
 		}
 	}
 }

@@ -42,9 +42,9 @@ var onLoops = os.Getenv("CLOSEPROXY_TEST_RELAY") == "loop"
 
 // relay starts Relay with front and back policies and idle timeout; the
 // test fails if it still runs at the test's end.
-func relay(t testing.TB, front, back config.Close, idle time.Duration) *relayed {
+func relay(t testing.TB, front, back config.Close, idle time.Duration, with ...func(*Session)) *relayed {
 	t.Helper()
-	r := startRelay(t, loopback.Listener(t), loopback.Listener(t), front, back, idle)
+	r := startRelay(t, loopback.Listener(t), loopback.Listener(t), front, back, idle, with...)
 	t.Cleanup(func() {
 		select {
 		case <-r.done:
@@ -63,8 +63,9 @@ func relay(t testing.TB, front, back config.Close, idle time.Duration) *relayed 
 // proxy does.
 var sessionIDs atomic.Uint64
 
-// run on any goroutine (it fails no test).
-func startRelay(t testing.TB, frontLn, backLn *net.TCPListener, front, back config.Close, idle time.Duration) *relayed {
+// run on any goroutine (it fails no test). with adjusts the Session
+// before it starts.
+func startRelay(t testing.TB, frontLn, backLn *net.TCPListener, front, back config.Close, idle time.Duration, with ...func(*Session)) *relayed {
 	client, proxyFront := dialPair(frontLn)
 	proxyBack, backend := dialPair(backLn)
 	r := &relayed{client: client, backend: backend, done: make(chan struct{}),
@@ -73,6 +74,9 @@ func startRelay(t testing.TB, frontLn, backLn *net.TCPListener, front, back conf
 	r.rec.Accepted(loopback.AddrPort(proxyFront.LocalAddr()), loopback.AddrPort(proxyFront.RemoteAddr()), loopback.AddrPort(nil))
 	r.rec.Connected(false, false, loopback.AddrPort(proxyBack.LocalAddr()), loopback.AddrPort(proxyBack.RemoteAddr()))
 	s := &Session{Rec: r.rec, Front: front, Back: back, Idle: idle, Drain: r.drain, Kill: r.kill}
+	for _, f := range with {
+		f(s)
+	}
 	if onLoops {
 		ls, err := NewLoops(1, r.drain, r.kill)
 		if err == nil {

@@ -50,6 +50,7 @@ type leg struct {
 	bet         bool    // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
 	probe       bool    // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
 	release     func()  // ends Session.Hold's count of this leg, once the session ended
+	unplace     func()  // ends Session.Placing's count of this leg, once the session ended
 	fo          *finObs // from the proxy's first look before its FIN (nil until then: an idle leg does not carry it)
 	foFresh     bool    // fo was read for the decision being carried out
 

@@ -29,6 +29,12 @@ type Session struct {
 	// TIME-WAIT. The engine calls release once the session's sockets are
 	// closed; nil: nobody counts.
 	Hold func(leg policy.Leg, peer netip.AddrPort) (release func())
+	// Placing is told when a leg using auto sends the first FIN: the proxy
+	// is to hold that leg's TIME-WAIT, which the record can report only
+	// once the peer's FIN has come, a round trip or a slow peer later. The
+	// engine calls release once the session's sockets are closed; nil:
+	// nobody counts.
+	Placing func(leg policy.Leg, peer netip.AddrPort) (release func())
 	// Drain is closed when shutdown_timeout ran out: what still flows is
 	// cut, withheld FINs take their fallback, and what waits is given
 	// DrainGrace. Kill is closed when even that took too long: everything

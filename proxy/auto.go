@@ -24,13 +24,17 @@ const defaultMaxTW = 131072
 // same samples the admin gauges report: this host's TIME-WAIT total and
 // the proxy's TIME-WAIT toward each backend address. Between samples the
 // TIME-WAITs the proxy placed itself are added, so a burst cannot
-// overshoot the budget by a whole interval. Sessions only read the state.
+// overshoot the budget by a whole interval; and each counts from the
+// first FIN that leads to it, not from its record (written only once the
+// peer's FIN came), so sessions still closing cannot overshoot it either.
+// Sessions only read the state.
 type autoWatch struct {
 	cfg     policy.AutoConfig // TWBudget as configured: 0 follows tcp_max_tw_buckets
 	log     *zap.Logger
 	obs     Observer
 	budget  atomic.Int64 // the host budget in force
 	placed  atomic.Int64 // TIME-WAITs the proxy placed since the last sample
+	placing atomic.Int64 // first FINs auto sent in sessions not yet ended: TIME-WAITs on their way
 	sampled atomic.Int64 // the host's TIME-WAIT at the last sample
 	host    atomic.Bool  // host pressure on (hysteresis state)
 	running atomic.Bool  // samples arrive: some leg uses auto
@@ -69,7 +73,7 @@ func (a *autoWatch) onSample(s *twwatch.Sample) {
 	if s.Host.OK {
 		a.sampled.Store(int64(s.Host.Value))
 		a.placed.Store(0)
-		a.watchHost(s.Host.Value)
+		a.watchHost(s.Host.Value + int(a.placing.Load()))
 	}
 	if s.Back.OK && s.UsablePorts.OK {
 		a.watchPorts(s.Destinations(), s.UsablePorts.Value)
@@ -140,7 +144,30 @@ func proxyHolds(s policy.Side) bool {
 // placedTimeWait counts a TIME-WAIT the proxy just took, and re-checks the
 // budget with it.
 func (a *autoWatch) placedTimeWait() {
-	est := a.sampled.Load() + a.placed.Add(1)
+	a.placed.Add(1)
+	a.checkHost()
+}
+
+// place counts a TIME-WAIT a leg using auto is on its way to leave on the
+// proxy: it sent the first FIN. The count lasts until its session ends,
+// when the record's TIME-WAIT, if any, is counted by countPlaced instead
+// (a peer that resets leaves none). Between its peer's FIN and the end of
+// its session a TIME-WAIT the sample already saw counts twice, which errs
+// on the side of the budget.
+func (a *autoWatch) place(policy.Leg, netip.AddrPort) (release func()) {
+	if !a.running.Load() {
+		return func() {}
+	}
+	a.placing.Add(1)
+	a.checkHost()
+	return func() { a.placing.Add(-1) }
+}
+
+// checkHost switches to safe resets once the host's estimate reaches the
+// budget: the last sample, the TIME-WAITs placed since and those on their
+// way. Only a sample switches back.
+func (a *autoWatch) checkHost() {
+	est := a.sampled.Load() + a.placed.Load() + a.placing.Load()
 	if !a.host.Load() && est >= a.budget.Load() {
 		a.watchHost(int(est))
 	}

@@ -148,3 +148,44 @@ func TestAutoCountsHeldBackLegs(t *testing.T) {
 		t.Error("pressure still on at a sample of 0 with nothing held")
 	}
 }
+
+// A first FIN a leg using auto sent counts toward the budget from then
+// until its session ends, before any record or sample shows its
+// TIME-WAIT: sessions still waiting for their clients' FINs cannot take
+// the host past the budget. A sample counts them on top of the kernel's
+// figure.
+func TestAutoCountsFINsOnTheirWay(t *testing.T) {
+	files := map[string]string{procnet.SockstatPath: "TCP: tw 8\n", procnet.MaxTWBucketsPath: "20\n"}
+	cfg := &config.Config{Auto: config.Defaults().Auto} // tw_resume 0.8: 8 of 10
+	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, nil)))
+	a := newAutoWatch(cfg.Auto, zaptest.NewLogger(t), nopObserver{})
+	defer w.Subscribe(a.onSample)()
+	w.Refresh()
+	a.running.Store(true)
+
+	var releases []func()
+	for i := range 2 {
+		if a.host.Load() {
+			t.Fatalf("host pressure with %d FINs on their way (8 sampled, budget 10)", i)
+		}
+		releases = append(releases, a.place(policy.Front, netip.AddrPort{}))
+	}
+	if !a.host.Load() {
+		t.Fatal("no host pressure at 8 sampled + 2 on their way, budget 10")
+	}
+	files[procnet.SockstatPath] = "TCP: tw 7\n"
+	w.Refresh() // 7 + 2 on their way: not under tw_resume's 8
+	if !a.host.Load() {
+		t.Error("pressure off at a sample of 7 with 2 FINs on their way, resume under 8")
+	}
+	for _, r := range releases {
+		r()
+	}
+	if n := a.placing.Load(); n != 0 {
+		t.Errorf("%d on their way after every release, want 0", n)
+	}
+	w.Refresh()
+	if a.host.Load() {
+		t.Error("pressure still on at a sample of 7 with nothing on its way")
+	}
+}

@@ -114,7 +114,7 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 
 func (ss *session) engine(drainCtx context.Context, kill <-chan struct{}) *engine.Session {
 	return &engine.Session{Rec: ss.rec, Front: ss.ln.Close, Back: ss.bk.cfg.Close, Idle: ss.ln.IdleTimeout,
-		Auto: ss.srv.auto.state, Hold: ss.srv.auto.hold, Drain: drainCtx.Done(), Kill: kill}
+		Auto: ss.srv.auto.state, Hold: ss.srv.auto.hold, Placing: ss.srv.auto.place, Drain: drainCtx.Done(), Kill: kill}
 }
 
 // panicked ends a session a panic interrupted: outcome internal_error
