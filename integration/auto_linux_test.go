@@ -269,13 +269,12 @@ func TestAutoSparesBackendPorts(t *testing.T) {
 						break
 					}
 				}
-				// A known limit (README, time_wait = "auto"): the proxy
-				// counts a TIME-WAIT it placed when the session's record is
-				// written, so up to the concurrency of sessions decide before
-				// the count moves, and open back legs hold ports port_share
-				// does not count. What still holds: auto switched, and every
-				// session that failed did so for want of a port, once, with
-				// its client told.
+				// A known limit (docs/auto.md): back legs still relaying hold
+				// ports port_share does not count, so as many sessions at
+				// once as the range has ports left above the share can run
+				// out before auto switches. What still holds: auto switched,
+				// and every session that failed did so for want of a port,
+				// once, with its client told.
 				if switched == "never switched" {
 					t.Errorf("auto never switched to safe resets under port pressure")
 				}
