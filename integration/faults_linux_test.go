@@ -492,10 +492,20 @@ func randomBytes(t testing.TB, n int) []byte {
 }
 
 // checkOneRecordEach: closeproxy wrote exactly want teardown records, one
-// per connection (the count, and no session id twice), and is alive.
+// per connection (the count, and no session id twice), and was alive until
+// then. It waits for want records (the log signals each), then stops
+// closeproxy: SIGTERM ends what is left and closeproxy writes every record
+// before it exits, so the count is final, not a guess at how long a late
+// or duplicate record may take. It is a test's last use of cp.
 func checkOneRecordEach(t testing.TB, cp *Closeproxy, want int) {
 	t.Helper()
-	time.Sleep(200 * time.Millisecond) // a duplicate record would come right after
+	if cp.Exited() {
+		t.Fatalf("closeproxy exited: %v\n%s", cp.waitErr, cp.Output())
+	}
+	cp.WaitRecords(t, want, 15*time.Second)
+	if err := cp.Stop(t); err != nil {
+		t.Errorf("closeproxy ended by SIGTERM with %v", err)
+	}
 	recs := cp.Records()
 	seen := map[float64]int{}
 	for _, r := range recs {
@@ -508,9 +518,6 @@ func checkOneRecordEach(t testing.TB, cp *Closeproxy, want int) {
 	}
 	if len(recs) != want {
 		t.Errorf("%d teardown records, want %d (one per connection)", len(recs), want)
-	}
-	if cp.Exited() {
-		t.Fatalf("closeproxy exited: %v\n%s", cp.waitErr, cp.Output())
 	}
 }
 
