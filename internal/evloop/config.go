@@ -23,6 +23,12 @@ type Config struct {
 	// (http1_linux.go), backend connections kept on an idle list per loop,
 	// instead of relaying bytes.
 	HTTP1 bool
+	// Readings, in http1 mode, makes that many kernel readings of a client
+	// connection as the proxy ends it (one SIOCOUTQ, the rest TCP_INFO),
+	// results unused: what the engine's true records read at a front leg's
+	// end (rule 1's SIOCOUTQ, the FIN-order proofs' TCP_INFO), priced on
+	// this shape.
+	Readings int
 	// DrainTimeout bounds the wait for SIOCOUTQ to reach 0 before a safe
 	// reset falls back to a FIN; 0 means 1s.
 	DrainTimeout time.Duration

@@ -506,6 +506,7 @@ func (l *loop) refuse(c *hclient, status string) {
 // then reads (and drops) until its FIN, and closes.
 func (l *loop) finishClient(c *hclient) {
 	if !c.finSent {
+		rawReadings(c.fd, l.cfg.Readings)
 		if err := rawShutdownWrite(c.fd); err != nil {
 			l.abortClient(c)
 			return

@@ -131,10 +131,17 @@ func TestHTTP1ExchangesOnTheLoop(t *testing.T) {
 
 // A client that asks to close gets its answer with Connection: close,
 // then the proxy's FIN; a request with a body, outside the prototype, is
-// refused with 501 and the connection ends.
+// refused with 501 and the connection ends. The same with the readings
+// true records take at each end (Config.Readings).
 func TestHTTP1CloseAndRefusal(t *testing.T) {
+	for _, readings := range []int{0, 7} {
+		t.Run(fmt.Sprintf("readings %d", readings), func(t *testing.T) { closeAndRefusal(t, readings) })
+	}
+}
+
+func closeAndRefusal(t *testing.T, readings int) {
 	be, _ := h1Backend(t)
-	s := start(t, Config{Backend: be, HTTP1: true})
+	s := start(t, Config{Backend: be, HTTP1: true, Readings: readings})
 	for _, tc := range []struct {
 		name, req, status, body string
 	}{

@@ -87,3 +87,19 @@ func rawConnect4(fd int, sa *unix.SockaddrInet4) error {
 	}
 	return nil
 }
+
+// rawReadings makes n kernel readings of fd, results unused
+// (Config.Readings): one SIOCOUTQ, then TCP_INFO.
+func rawReadings(fd int32, n int) {
+	if n <= 0 {
+		return
+	}
+	var q int32
+	unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCOUTQ, uintptr(unsafe.Pointer(&q)))
+	var info unix.TCPInfo
+	for range n - 1 {
+		l := uint32(unsafe.Sizeof(info))
+		unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
+			uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&l)), 0)
+	}
+}

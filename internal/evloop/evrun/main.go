@@ -9,6 +9,7 @@
 //	evrun 127.0.0.1:18083 127.0.0.1:18080         # listen, backend; SIGINT or SIGTERM ends it
 //	evrun -http1 127.0.0.1:18083 127.0.0.1:18080  # http1 exchanges on the loops (evloop.Config.HTTP1)
 //	evrun -loops 4 …                              # four loops (default: one per GOMAXPROCS)
+//	evrun -http1 -readings 7 …                    # and the kernel readings true records take per connection
 package main
 
 import (
@@ -33,11 +34,12 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("evrun", flag.ContinueOnError)
 	http1 := fs.Bool("http1", false, "serve http1 exchanges on the loops instead of relaying bytes")
 	loops := fs.Int("loops", 0, "event loops (0: GOMAXPROCS)")
+	readings := fs.Int("readings", 0, "with -http1: kernel readings per client connection at its end, as true records take them (evloop.Config.Readings)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if args = fs.Args(); len(args) != 2 {
-		return fmt.Errorf("usage: evrun [-http1] [-loops N] LISTEN_ADDR:PORT BACKEND_ADDR:PORT")
+		return fmt.Errorf("usage: evrun [-http1 [-readings N]] [-loops N] LISTEN_ADDR:PORT BACKEND_ADDR:PORT")
 	}
 	listen, err := netip.ParseAddrPort(args[0])
 	if err != nil {
@@ -49,7 +51,7 @@ func run(args []string) error {
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
-	s, err := evloop.Start(evloop.Config{Listen: listen, Backend: backend, HTTP1: *http1, Loops: *loops})
+	s, err := evloop.Start(evloop.Config{Listen: listen, Backend: backend, HTTP1: *http1, Loops: *loops, Readings: *readings})
 	if err != nil {
 		return err
 	}
