@@ -64,10 +64,11 @@
 // connection a state machine of exchanges on the loop, parsed by package
 // http1, backend connections on an idle list per loop. It is the A/B for
 // running the proxy's http1 sessions on its loops instead of a goroutine
-// each ("http1 on the loops" in docs/performance.md); its reads, writes
-// and polls are raw system calls, as the proxy's loops make them
-// (raw_linux.go), where the tcp mode keeps the calls its figures were
-// taken with.
+// each ("http1 on the loops" in docs/performance.md). Config.Readings adds
+// the kernel readings true records take at each client's end, to price
+// them on this shape. In both modes reads, writes, shutdowns, closes,
+// connects and polls are raw system calls, as the proxy's loops make them
+// (raw_linux.go).
 //
 // Benchmarks (pinned to one CPU, see docs/performance.md):
 //
