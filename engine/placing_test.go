@@ -31,9 +31,9 @@ func (p *placings) placing(leg policy.Leg, _ netip.AddrPort) func() {
 // A leg using auto tells Session.Placing when it sends the first FIN (its
 // TIME-WAIT is on its way to the proxy, the record will say so only once
 // the peer's FIN came), and only then: a FIN that follows its peer's
-// tells nothing. The count ends with the session.
-// auto's host budget counts from that call, so that sessions still
-// closing cannot take it past the budget.
+// tells nothing. The count ends with the session. auto's host budget
+// counts from that call, so that sessions still closing cannot take it
+// past the budget.
 func TestAutoTellsPlacingOfFirstFINs(t *testing.T) {
 	auto := policyClose(policy.TargetAuto, policy.FallbackFIN)
 	req, _ := payload(100, 7)
@@ -86,7 +86,8 @@ func TestAutoTellsPlacingOfFirstFINs(t *testing.T) {
 					p.placed[policy.Front], p.placed[policy.Back], p.released, c.front, c.back, c.front+c.back, td.Front.TimeWait, td.Back.TimeWait)
 			}
 			// What was placed is what the record says the proxy may hold
-			// (unknown: crossing FINs the proxy could not order).
+			// (unknown: an order of FINs the kernel's readings could not
+			// prove, which auto counts as the proxy's too).
 			for _, l := range []struct {
 				leg  policy.Leg
 				want int
