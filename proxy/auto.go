@@ -32,12 +32,13 @@ type autoWatch struct {
 	cfg     policy.AutoConfig // TWBudget as configured: 0 follows tcp_max_tw_buckets
 	log     *zap.Logger
 	obs     Observer
-	budget  atomic.Int64 // the host budget in force
-	placed  atomic.Int64 // TIME-WAITs the proxy placed since the last sample
-	placing atomic.Int64 // first FINs auto sent in sessions not yet ended: TIME-WAITs on their way
-	sampled atomic.Int64 // the host's TIME-WAIT at the last sample
-	host    atomic.Bool  // host pressure on (hysteresis state)
-	running atomic.Bool  // samples arrive: some leg uses auto
+	budget  atomic.Int64   // the host budget in force
+	placed  atomic.Int64   // TIME-WAITs the proxy placed since the last sample
+	placing atomic.Int64   // first FINs auto sent in sessions not yet ended: TIME-WAITs on their way
+	sampled atomic.Int64   // the host's TIME-WAIT at the last sample
+	host    atomic.Bool    // host pressure on (hysteresis state)
+	running atomic.Bool    // samples arrive: some leg uses auto
+	logging sync.WaitGroup // switches' log lines being written (switched)
 
 	mu        sync.Mutex
 	ports     map[netip.AddrPort]bool // port pressure on, per backend address
@@ -109,14 +110,24 @@ func (a *autoWatch) watchHost(tw int) {
 	}
 }
 
+// switched counts a switch and logs it. A switch can be decided on an
+// event loop (a close there holds a leg or sends a first FIN), which must
+// never wait for a log sink (a full pipe on stderr), so the line is
+// written by a goroutine of its own; switches are rare (on at most once
+// between samples, off only at a sample). Shutdown waits for the lines
+// (waitLogged).
 func (a *autoWatch) switched(reason string, on bool, fields ...zap.Field) {
 	a.obs.AutoSwitched(reason, on)
 	msg := "auto: pressure gone, closes back to the accepting side"
 	if on {
 		msg = "auto: pressure, new closes switch to safe resets"
 	}
-	a.log.Info(msg, append(fields, zap.String("reason", reason))...)
+	fields = append(fields, zap.String("reason", reason))
+	a.logging.Go(func() { a.log.Info(msg, fields...) })
 }
+
+// waitLogged waits until every switch's line is written.
+func (a *autoWatch) waitLogged() { a.logging.Wait() }
 
 // countPlaced counts the TIME-WAITs a finished session left on the proxy, while
 // some leg uses auto (without samples nothing would ever reset them).

@@ -6,7 +6,10 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/closeproxy/closeproxy/config"
@@ -28,6 +31,14 @@ func fakeKernel(files map[string]string, toward map[string]int) twwatch.Kernel {
 		}
 	}
 	return twwatchtest.Kernel(files, socks)
+}
+
+// testAutoWatch is an autoWatch whose switches' log lines are written
+// before the test ends (they are written on goroutines of their own).
+func testAutoWatch(t *testing.T, c config.Auto, log *zap.Logger) *autoWatch {
+	a := newAutoWatch(c, log, nopObserver{})
+	t.Cleanup(a.waitLogged)
+	return a
 }
 
 type resolverFunc func(host string) []netip.Addr
@@ -54,7 +65,7 @@ func TestAutoFollowsWatcherSamples(t *testing.T) {
 	w := twwatch.New(cfg, zaptest.NewLogger(t),
 		twwatch.WithKernel(fakeKernel(files, map[string]int{dest.String(): 600})),
 		twwatch.WithResolver(resolverFunc(func(string) []netip.Addr { return []netip.Addr{dest.Addr()} })))
-	a := newAutoWatch(cfg.Auto, zaptest.NewLogger(t), nopObserver{})
+	a := testAutoWatch(t, cfg.Auto, zaptest.NewLogger(t))
 	defer w.Subscribe(a.onSample)()
 
 	s := w.Refresh()
@@ -77,7 +88,7 @@ func TestAutoEstimatesBetweenSamples(t *testing.T) {
 	files := map[string]string{procnet.SockstatPath: "TCP: tw 8\n", procnet.MaxTWBucketsPath: "20\n"}
 	cfg := &config.Config{Auto: config.Defaults().Auto}
 	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, nil)))
-	a := newAutoWatch(cfg.Auto, zaptest.NewLogger(t), nopObserver{})
+	a := testAutoWatch(t, cfg.Auto, zaptest.NewLogger(t))
 	defer w.Subscribe(a.onSample)()
 	w.Refresh()
 	a.running.Store(true)
@@ -111,7 +122,7 @@ func TestAutoCountsHeldBackLegs(t *testing.T) {
 	}
 	toward := map[string]int{dest.String(): 0}
 	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, toward)))
-	a := newAutoWatch(cfg.Auto, zaptest.NewLogger(t), nopObserver{})
+	a := testAutoWatch(t, cfg.Auto, zaptest.NewLogger(t))
 	defer w.Subscribe(a.onSample)()
 	a.running.Store(true)
 	w.Refresh()
@@ -158,7 +169,7 @@ func TestAutoCountsFINsOnTheirWay(t *testing.T) {
 	files := map[string]string{procnet.SockstatPath: "TCP: tw 8\n", procnet.MaxTWBucketsPath: "20\n"}
 	cfg := &config.Config{Auto: config.Defaults().Auto} // tw_resume 0.8: 8 of 10
 	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, nil)))
-	a := newAutoWatch(cfg.Auto, zaptest.NewLogger(t), nopObserver{})
+	a := testAutoWatch(t, cfg.Auto, zaptest.NewLogger(t))
 	defer w.Subscribe(a.onSample)()
 	w.Refresh()
 	a.running.Store(true)
@@ -187,5 +198,38 @@ func TestAutoCountsFINsOnTheirWay(t *testing.T) {
 	w.Refresh()
 	if a.host.Load() {
 		t.Error("pressure still on at a sample of 7 with nothing on its way")
+	}
+}
+
+// A switch decided on an event loop (a close sending its first FIN there)
+// does not wait for the log: with its sink blocked (a full pipe on
+// stderr), the close goes on, and the line is written once the sink
+// drains.
+func TestAutoSwitchDoesNotWaitForTheLog(t *testing.T) {
+	files := map[string]string{procnet.SockstatPath: "TCP: tw 9\n", procnet.MaxTWBucketsPath: "20\n"}
+	cfg := &config.Config{Auto: config.Defaults().Auto}
+	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(fakeKernel(files, nil)))
+	sink := &gateWriter{blocked: make(chan struct{}), release: make(chan struct{})}
+	a := testAutoWatch(t, cfg.Auto, zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(sink), zap.InfoLevel)))
+	t.Cleanup(func() { close(sink.release) }) // before waitLogged
+	defer w.Subscribe(a.onSample)()
+	w.Refresh()
+	a.running.Store(true)
+
+	placed := make(chan func())
+	go func() { placed <- a.place(policy.Front, netip.AddrPort{}) }() // 9 + 1: the budget, a switch
+	select {
+	case release := <-placed:
+		release()
+	case <-time.After(5 * time.Second):
+		t.Fatal("a close that switched auto waited 5s for the blocked log sink")
+	}
+	if !a.host.Load() {
+		t.Error("no host pressure at 9 sampled + 1 on its way, budget 10")
+	}
+	select {
+	case <-sink.blocked: // the switch's line, waiting for the sink
+	case <-time.After(5 * time.Second):
+		t.Error("the switch was never logged")
 	}
 }

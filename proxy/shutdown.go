@@ -119,6 +119,7 @@ func (s *Server) stopPools() {
 	}
 	s.mu.Unlock()
 	s.pools.Wait()
+	s.auto.waitLogged()
 }
 
 // sampler decides whether a record is logged.
