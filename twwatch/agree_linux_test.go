@@ -145,8 +145,14 @@ func TestAutoAndMetricsSeeTheSameSample(t *testing.T) {
 	if !ok || n < 2 {
 		t.Fatalf("sample %d: toward %v %d (read %v), want ≥ 2", s.Seq, dest, n, ok)
 	}
-	switches := logs.FilterMessage("auto: pressure, new closes switch to safe resets").
-		FilterField(zap.String("reason", policy.ReasonPorts)).All()
+	// The switch's line is written by a goroutine of its own (an event
+	// loop must never wait for a log sink), and the log offers no signal:
+	// look until it is there.
+	var switches []observer.LoggedEntry
+	for deadline := time.Now().Add(5 * time.Second); len(switches) == 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		switches = logs.FilterMessage("auto: pressure, new closes switch to safe resets").
+			FilterField(zap.String("reason", policy.ReasonPorts)).All()
+	}
 	if len(switches) != 1 || switches[0].ContextMap()["time_wait"] != int64(n) {
 		t.Errorf("auto switched %d times (%v), want once at the sample's %d toward %v", len(switches), switches, n, dest)
 	}
