@@ -139,10 +139,12 @@ func TestLocalDialErrorIsNotBackendFailure(t *testing.T) {
 		t.Fatalf("Get: %v, want EADDRNOTAVAIL", err)
 	}
 	stop := run(t, p)
-	waitFor(t, "the refiller to retry", func() bool { return dials.calls.Load() >= 3 })
+	waitFor(t, "the refiller to retry", func() bool { return p.Stats().LocalDialFailures >= 3 })
 	stop()
-	if s := p.Stats(); s.DialFailures != 0 || s.Failing != 0 || s.LocalDialFailures != uint64(dials.calls.Load()) {
-		t.Errorf("stats %+v, want every failure local, none blamed on the backend", s)
+	// The refiller's last dial may have met stop's cancel before its bind:
+	// a dial the caller abandoned is counted as nothing.
+	if s, n := p.Stats(), uint64(dials.calls.Load()); s.DialFailures != 0 || s.Failing != 0 || s.LocalDialFailures < 3 || s.LocalDialFailures+1 < n {
+		t.Errorf("stats %+v after %d dials, want every failure local (the last may be abandoned), none blamed on the backend", s, n)
 	}
 }
 
