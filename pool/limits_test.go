@@ -103,8 +103,9 @@ func TestDialFailuresBackOff(t *testing.T) {
 	if n < 2 || n > 8 {
 		t.Errorf("%d dial attempts in 1s against a closed port, want 2..8", n)
 	}
-	if s := p.Stats(); s.DialFailures != uint64(n) || s.Failing != int(n) || s.LocalDialFailures != 0 {
-		t.Errorf("stats %+v, want %d backend failures in a row", s, n)
+	// The last dial may have met stop's cancel: abandoned, counted as nothing.
+	if s := p.Stats(); s.DialFailures > uint64(n) || s.DialFailures+1 < uint64(n) || s.Failing != int(s.DialFailures) || s.LocalDialFailures != 0 {
+		t.Errorf("stats %+v, want %d backend failures in a row (the last may be abandoned)", s, n)
 	}
 
 	_, err := p.Get(context.Background())
