@@ -154,12 +154,16 @@ func (x *executor) onKill() { x.cutAll(OutcomeDrained, errKilled) }
 // sockets are closed.
 func (x *executor) releaseHolds() {
 	for _, l := range x.legs {
-		for _, r := range []*func(){&l.release, &l.unplace} {
-			if *r != nil {
-				(*r)()
-				*r = nil
-			}
-		}
+		callOnce(&l.release)
+		callOnce(&l.unplace)
+	}
+}
+
+// callOnce calls *f, if set, and clears it.
+func callOnce(f *func()) {
+	if *f != nil {
+		(*f)()
+		*f = nil
 	}
 }
 
