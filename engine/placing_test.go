@@ -100,3 +100,32 @@ func TestAutoTellsPlacingOfFirstFINs(t *testing.T) {
 		})
 	}
 }
+
+// A client that aborts (an RST) once the proxy's first FIN reached it
+// leaves no TIME-WAIT: the FIN was told to Placing, the count still ends
+// with the session, and the record does not name the proxy.
+func TestAutoPlacingEndsWhenTheClientAborts(t *testing.T) {
+	auto := policyClose(policy.TargetAuto, policy.FallbackFIN)
+	p := &placings{placed: map[policy.Leg]int{}}
+	r := relay(t, auto, defBack, 5*time.Second, func(s *Session) { s.Placing = p.placing })
+	recv(t, writeAsync(r.client, []byte("req"), false), time.Second, "client request")
+	if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	clientGot := readAllAsync(r.client)
+	recv(t, writeAsync(r.backend, []byte("answer"), true), time.Second, "backend answer")
+	if s := recv(t, clientGot, 2*time.Second, "client's answer and the proxy's FIN"); s.n != 6 || s.err != nil {
+		t.Fatalf("client read %d bytes, then %v; want the answer and EOF", s.n, s.err)
+	}
+	_ = r.client.SetLinger(0)
+	_ = r.client.Close() // the abort: an RST instead of its FIN
+	td := r.wait(t, 5*time.Second)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.placed[policy.Front] != 1 || p.released != 1 {
+		t.Errorf("Placing told front %d, released %d; want 1 and 1", p.placed[policy.Front], p.released)
+	}
+	if tw := td.Front.TimeWait; tw == policy.SideProxy || tw == policy.SideBoth {
+		t.Errorf("front.time_wait %s after the client's RST, want no TIME-WAIT on the proxy", tw)
+	}
+}
