@@ -214,7 +214,6 @@ type recordLog struct {
 	records []Record      // msg == "teardown"
 	changed chan struct{} // closed and replaced on each new teardown record
 	anyLine chan struct{} // closed and replaced on each new JSON line
-	nonJSON int
 }
 
 func newRecordLog() *recordLog {

@@ -145,9 +145,10 @@ func TestHTTP1SmugglingRefused(t *testing.T) {
 	if got := readUntilClosed(t, c); !bytes.HasPrefix(got, []byte("HTTP/1.1 200 OK")) || !bytes.HasSuffix(got, []byte("ok\n")) {
 		t.Errorf("good request after the corpus got %q", got)
 	}
-	log := web.WaitAccessLog(t, 1, 5*time.Second)
-	time.Sleep(200 * time.Millisecond) // outlast nginx's log write of anything that came in just before
-	if log = web.AccessLog(t); len(log) != forwarded+1 || log[len(log)-1].Request != "GET / HTTP/1.1" {
+	// nginx logs a request once it answered it, in the order it answered
+	// them: the good request's line comes after every line of the corpus
+	// nginx had answered before it.
+	if log := web.WaitAccessLog(t, forwarded+1, 5*time.Second); len(log) != forwarded+1 || log[len(log)-1].Request != "GET / HTTP/1.1" {
 		t.Errorf("nginx access log: %+v, want the good request after the %d forwarded", log, forwarded)
 	}
 	if cp.Exited() {
