@@ -197,7 +197,6 @@ func TestDrainCutsTransferInFlight(t *testing.T) {
 	for _, pp := range policyPairs {
 		t.Run(pp.name, func(t *testing.T) {
 			r := relay(t, pp.front, pp.back, 5*time.Second)
-			clientGot := readAllAsync(r.client)
 			stop := make(chan struct{})
 			streamed := make(chan struct{})
 			go func() { // a backend streaming until stopped
@@ -215,13 +214,19 @@ func TestDrainCutsTransferInFlight(t *testing.T) {
 					time.Sleep(5 * time.Millisecond)
 				}
 			}()
-			time.Sleep(100 * time.Millisecond)
+			// The transfer is under way once the client has its first byte.
+			_ = r.client.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := io.ReadFull(r.client, make([]byte, 1)); err != nil {
+				t.Fatalf("client's first byte: %v", err)
+			}
+			_ = r.client.SetReadDeadline(time.Time{})
+			clientGot := readAllAsync(r.client)
 			close(r.drain)
 			c := recv(t, clientGot, 3*time.Second, "client's end")
 			close(stop)
 			<-streamed
-			if !isReset(c.err) || c.n == 0 {
-				t.Errorf("client's stream ended with %v after %d bytes, want an RST after some bytes", c.err, c.n)
+			if !isReset(c.err) {
+				t.Errorf("client's stream ended with %v after %d bytes, want an RST", c.err, 1+c.n)
 			}
 			td := r.wait(t, 3*time.Second)
 			if td.Outcome != OutcomeDrained || !td.Front.Cut {
