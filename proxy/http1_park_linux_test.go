@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -285,4 +286,60 @@ func TestHTTP1ParkedSessionMeetsRudePeers(t *testing.T) {
 			t.Errorf("the backend served %d requests, want 1: nothing of the abandoned one", n)
 		}
 	})
+}
+
+// A reload that replaces the backend of a parked session leaves the
+// session its backend: the next request is served from the old pool,
+// which stops only once that session ended, while a new session takes
+// the new pool.
+func TestHTTP1ParkedSessionKeepsItsBackendAcrossAReload(t *testing.T) {
+	p := parkedSession(t, time.Minute, policy.TargetPeer)
+	h, c, br := p.h, p.c, p.br
+	backend := func() *backend {
+		h.srv.mu.Lock()
+		defer h.srv.mu.Unlock()
+		return h.srv.backends["app"]
+	}
+	old := backend()
+	next := runningConfig(h)
+	next.Backends[0].ConnectTimeout += time.Second // a changed setting: a new pool
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatal(err)
+	}
+	cur := backend()
+	if cur == old {
+		t.Fatal("the reload kept the backend: nothing was replaced")
+	}
+	reused := old.stats().Reused
+	if got, want := getOn(t, c, br, "/after"), "200 GET /after 0"; got != want {
+		t.Fatalf("the parked session's request after the reload: got %q, want %q", got, want)
+	}
+	if st := old.stats(); st.Reused != reused+1 {
+		t.Errorf("old pool: %d reuses after the request, want %d: the session left its backend", st.Reused, reused+1)
+	}
+	if old.retired.Load() {
+		t.Error("the old backend retired while its session lives")
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackRequests != 2 {
+		t.Errorf("record: outcome %s (%v), %d requests; want ok, 2", td.Outcome, td.Err, td.BackRequests)
+	}
+	// Nothing signals the retirement: it follows the session's end on a
+	// goroutine of the server's.
+	for deadline := time.Now().Add(5 * time.Second); !old.retired.Load(); runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("the old backend not retired 5s after its last session ended")
+		}
+	}
+	c2, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_ = c2.SetDeadline(time.Now().Add(10 * time.Second))
+	if got, want := getOn(t, c2, bufio.NewReader(c2), "/new"), "200 GET /new 0"; got != want {
+		t.Fatalf("a new session after the old backend retired: got %q, want %q", got, want)
+	}
 }
