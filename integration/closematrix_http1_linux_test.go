@@ -1,0 +1,130 @@
+package integration
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// The matrix's http1 cell with clients that are not polite, through nginx
+// on its own port: a client that half-closes right after its request, one
+// that stops reading a body larger than the buffers on its way for longer
+// than peer_fin_grace, and one that pipelines two requests and closes the
+// instant it has the second body. Each reads every body whole (SHA-256),
+// each session ends ok with nothing cut, and every record's TIME-WAIT
+// claims are matched to the kernel's sockets by 4-tuple, as in every cell.
+
+const (
+	portImpoliteHTTP1 = 8093
+	impoliteWebPort   = 83
+	impoliteBody      = 4 << 20
+	impoliteEach      = 2 // clients of each kind
+)
+
+func impoliteHTTP1Listener(t testing.TB, e *pairEnv) ListenerOpts {
+	l := e.listenerTo("impolite_http1", portImpoliteHTTP1, e.webAt(impoliteWebPort))
+	l.Protocol = "http1"
+	return l
+}
+
+// impoliteKinds are the cell's clients, by name: each sends its requests
+// on c and returns what it read.
+var impoliteKinds = map[string]func(c *net.TCPConn, req string) saw{
+	"half-closes after its request": func(c *net.TCPConn, req string) saw {
+		var s saw
+		if s.send(c, []byte(req)) == nil {
+			if err := c.CloseWrite(); err != nil {
+				s.writeEnd = endKind(err)
+			}
+		}
+		br := bufio.NewReader(c)
+		s.in, s.sum = readBodies(br, 1)
+		_, _, s.end = hashAll(br)
+		return s
+	},
+	"pauses reading": func(c *net.TCPConn, req string) saw {
+		var s saw
+		_ = s.send(c, []byte(req))
+		time.Sleep(matrixGrace + 200*time.Millisecond) // the paused reader under test, not a synchronisation
+		br := bufio.NewReader(c)
+		s.in, s.sum = readBodies(br, 1)
+		if err := c.CloseWrite(); err != nil {
+			s.writeEnd = endKind(err)
+		}
+		_, _, s.end = hashAll(br)
+		return s
+	},
+	"closes once it has the body": func(c *net.TCPConn, req string) saw {
+		var s saw
+		_ = s.send(c, []byte(req+req))
+		s.in, s.sum = readBodies(bufio.NewReader(c), 2)
+		s.end = "closed"
+		return s
+	},
+}
+
+// readBodies reads n responses and returns their bodies' total length
+// and the hex SHA-256 of each, joined by "+"; a response that fails
+// stops it, its error in place of a sum.
+func readBodies(br *bufio.Reader, n int) (int64, string) {
+	var total int64
+	var sums string
+	for i := range n {
+		if i > 0 {
+			sums += "+"
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return total, sums + "response: " + endKind(err)
+		}
+		h := sha256.New()
+		k, err := io.Copy(h, resp.Body)
+		total += k
+		if err != nil {
+			return total, sums + "body: " + endKind(err)
+		}
+		sums += hex.EncodeToString(h.Sum(nil))
+	}
+	return total, sums
+}
+
+// runImpoliteHTTP1: every client reads its bodies whole and its session
+// ends ok, nothing cut; the client's FIN comes first on the front leg
+// (the half-closing one's before the answer, which the proxy reads only
+// once the answer is out), so its placement is clientEnds's. The back
+// leg stays in the pool: nothing to place.
+func runImpoliteHTTP1(t *testing.T, e *pairEnv) cellOut {
+	addr := e.listen(portImpoliteHTTP1)
+	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: web\r\n\r\n", e.web.BlobPath(impoliteBody))
+	sum := e.web.BlobSHA256(t, impoliteBody)
+	kindOf := map[string]string{}
+	seen := map[string]saw{}
+	for kind, f := range impoliteKinds {
+		for a, s := range clients(t, e, addr, impoliteEach, func(c *net.TCPConn) saw { return f(c, req) }) {
+			kindOf[a], seen[a] = kind, s
+		}
+	}
+	recs := waitListenerRecords(t, e.main, "impolite_http1", len(seen), 20*time.Second)
+	requireOutcome(t, recs, "ok")
+	for _, r := range recs {
+		a := r.Str("front.peer")
+		s, kind := seen[a], kindOf[a]
+		want, wantIn := sum, int64(impoliteBody)
+		if kind == "closes once it has the body" {
+			want, wantIn = sum+"+"+sum, 2*impoliteBody
+		}
+		if s.in != wantIn || s.sum != want || s.writeEnd != "" || (s.end != "closed" && !endedWell(s.end, r, "front")) || r["front.cut"] == true {
+			t.Errorf("the client that %s read %d bytes (sums ok %v, %q) ending in %q, write %q; want %d and the bodies' SHA-256, a clean end\n%s",
+				kind, s.in, s.sum == want, s.sum, s.end, s.writeEnd, wantIn, legs(r))
+		}
+	}
+	return cellOut{cp: e.main, recs: recs, scope: []netip.AddrPort{addr, e.webAt(impoliteWebPort)},
+		want: certain(clientEnds(e.pair.front), "")}
+}
