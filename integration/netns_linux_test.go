@@ -104,6 +104,7 @@ func newTopology(t testing.TB) *Topology {
 	runIP(t, "-n", topo.LB, "route", "add", "10.231.2.0/24", "via", topo.ProxyFront.String())
 	runIP(t, "-n", topo.Web, "route", "add", "10.231.1.0/24", "via", topo.ProxyBack.String())
 	topo.Sysctl(t, topo.Proxy, "net.ipv4.ip_forward", "1")
+	watchResets(t, topo, topo.Proxy)
 	return topo
 }
 

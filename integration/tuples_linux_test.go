@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -275,7 +276,7 @@ func settleOrExplain(t testing.TB, topo *Topology, recs []Record, dropsBefore ui
 	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
 		fmt.Fprintf(&b, "%s: %s\n", ns, tcpCounters(t, topo, ns))
 	}
-	why := lostResets(busy, topo.LB, recs, tcpCounterValues(t, topo, topo.Proxy))
+	why := lostResets(busy, topo.LB, recs, tcpCounterValues(t, topo, topo.Proxy), resetsSent(t, topo, topo.Proxy))
 	if why == "" {
 		t.Logf("%d client sockets in FIN-WAIT-2 after the proxy's reset (host backlog drops since the load: %d): lost RSTs\n%s\n%s\n%s",
 			len(busy), softnetDrops(t)-dropsBefore, namedBy(busy, recs), b.String(),
@@ -290,12 +291,13 @@ func settleOrExplain(t testing.TB, topo *Topology, recs []Record, dropsBefore ui
 // lostResets says why the busy sockets ("ns STATE local ↔ peer") are not
 // explained by resets the network lost, or "" when they are: every one is
 // a client's in FIN-WAIT-2 on lb, the latest record of its connection
-// says the proxy ended the front leg with a reset it sent, the proxy's
+// says the proxy ended the front leg with a reset it sent, an RST left the
+// proxy's host on that very 4-tuple (sent, from resetsSent), the proxy's
 // kernel (its counters proxy) sent at least as many resets as the records
 // claim on both legs and failed none, and there are few (at most one per 500 records: a
 // reset the proxy's kernel sends with a wrong sequence number would
 // strand every connection, not a few).
-func lostResets(busy []string, lb string, recs []Record, proxy map[string]uint64) string {
+func lostResets(busy []string, lb string, recs []Record, proxy map[string]uint64, sent map[tuple]bool) string {
 	if limit := max(1, len(recs)/500); len(busy) > limit {
 		return fmt.Sprintf("%d stragglers, more than %d", len(busy), limit)
 	}
@@ -312,6 +314,9 @@ func lostResets(busy []string, lb string, recs []Record, proxy map[string]uint64
 		}
 		if last == nil || last.Str("front.close") != "reset" || last.Num("front.rst_out_ms") < 0 {
 			return line + ": its record does not say the proxy reset it"
+		}
+		if !sent[tuple{f[4], f[2]}] {
+			return line + ": no RST left the proxy's host on its 4-tuple"
 		}
 	}
 	claimed := uint64(0)
@@ -368,26 +373,85 @@ func TestLostResets(t *testing.T) {
 	}
 	straggler := "lb FIN-WAIT-2 10.0.1.1:50286 ↔ 10.0.1.2:8080"
 	sent := map[string]uint64{"OutRsts": 2000}
-	if why := lostResets([]string{straggler}, "lb", recs, sent); why != "" {
+	onWire := map[tuple]bool{{"10.0.1.2:8080", "10.0.1.1:50286"}: true, {"10.0.1.2:8080", "10.0.1.1:50287"}: true}
+	if why := lostResets([]string{straggler}, "lb", recs, sent, onWire); why != "" {
 		t.Fatalf("a client's FIN-WAIT-2 after a counted reset: %s, want explained", why)
 	}
 	reused := append([]Record{}, recs...)
 	reused = append(reused, Record{"front.peer": "10.0.1.1:50286", "front.local": "10.0.1.2:8080", "front.close": "fin", "front.rst_out_ms": -1.0})
 	for name, c := range map[string]struct {
-		busy  []string
-		recs  []Record
-		proxy map[string]uint64
+		busy   []string
+		recs   []Record
+		proxy  map[string]uint64
+		onWire map[tuple]bool
 	}{
-		"on the proxy":             {[]string{"proxy CLOSE-WAIT 10.0.1.2:8080 ↔ 10.0.1.1:50286"}, recs, sent},
-		"client in FIN-WAIT-1":     {[]string{"lb FIN-WAIT-1 10.0.1.1:50286 ↔ 10.0.1.2:8080"}, recs, sent},
-		"no record":                {[]string{"lb FIN-WAIT-2 10.0.1.1:40000 ↔ 10.0.1.2:8080"}, recs, sent},
-		"latest record says FIN":   {[]string{straggler}, reused, sent},
-		"fewer resets than claims": {[]string{straggler}, recs, map[string]uint64{"OutRsts": 1999}},
-		"a reset failed":           {[]string{straggler}, recs, map[string]uint64{"OutRsts": 2000, "TCPAbortFailed": 1}},
-		"too many":                 {[]string{straggler, "lb FIN-WAIT-2 10.0.1.1:50287 ↔ 10.0.1.2:8080", straggler}, recs, sent},
+		"on the proxy":             {[]string{"proxy CLOSE-WAIT 10.0.1.2:8080 ↔ 10.0.1.1:50286"}, recs, sent, onWire},
+		"client in FIN-WAIT-1":     {[]string{"lb FIN-WAIT-1 10.0.1.1:50286 ↔ 10.0.1.2:8080"}, recs, sent, onWire},
+		"no record":                {[]string{"lb FIN-WAIT-2 10.0.1.1:40000 ↔ 10.0.1.2:8080"}, recs, sent, onWire},
+		"latest record says FIN":   {[]string{straggler}, reused, sent, onWire},
+		"no RST on its 4-tuple":    {[]string{straggler}, recs, sent, map[tuple]bool{{"10.0.1.2:8080", "10.0.1.1:50287"}: true}},
+		"fewer resets than claims": {[]string{straggler}, recs, map[string]uint64{"OutRsts": 1999}, onWire},
+		"a reset failed":           {[]string{straggler}, recs, map[string]uint64{"OutRsts": 2000, "TCPAbortFailed": 1}, onWire},
+		"too many":                 {[]string{straggler, "lb FIN-WAIT-2 10.0.1.1:50287 ↔ 10.0.1.2:8080", straggler}, recs, sent, onWire},
 	} {
-		if why := lostResets(c.busy, "lb", c.recs, c.proxy); why == "" {
+		if why := lostResets(c.busy, "lb", c.recs, c.proxy, c.onWire); why == "" {
 			t.Errorf("%s: explained as lost resets, want refused", name)
 		}
 	}
+}
+
+// resetWatch is an nftables table that notes, by 4-tuple, every RST its
+// host sends (set sent, the sender's address and port first): a record's
+// claim that the proxy reset a connection is matched to an RST that left,
+// not to a count of the host's.
+const resetWatch = `table inet cptrst {
+	set sent {
+		type ipv4_addr . inet_service . ipv4_addr . inet_service
+		flags dynamic
+		size 262144
+	}
+	chain out {
+		type filter hook output priority 0; policy accept;
+		tcp flags & rst == rst add @sent { ip saddr . tcp sport . ip daddr . tcp dport }
+	}
+}
+`
+
+// watchResets starts noting the RSTs ns sends (resetWatch).
+func watchResets(t testing.TB, topo *Topology, ns string) {
+	t.Helper()
+	needTool(t, "nft")
+	nftRules(t, topo, ns, resetWatch)
+}
+
+// resetsSent is the 4-tuples, as tuple{local, peer} of the sender's
+// socket, on which ns sent an RST since watchResets.
+func resetsSent(t testing.TB, topo *Topology, ns string) map[tuple]bool {
+	t.Helper()
+	var out struct {
+		Nftables []struct {
+			Set *struct {
+				Elem []struct {
+					Concat []any `json:"concat"`
+				} `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	raw := topo.Exec(t, ns, "nft", "-j", "list", "set", "inet", "cptrst", "sent")
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		t.Fatalf("nft set of resets sent: %v: %s", err, raw)
+	}
+	sent := map[tuple]bool{}
+	for _, o := range out.Nftables {
+		if o.Set == nil {
+			continue
+		}
+		for _, e := range o.Set.Elem {
+			if len(e.Concat) != 4 {
+				t.Fatalf("nft set of resets sent: element %v, want address, port, address, port", e.Concat)
+			}
+			sent[tuple{fmt.Sprintf("%v:%v", e.Concat[0], e.Concat[1]), fmt.Sprintf("%v:%v", e.Concat[2], e.Concat[3])}] = true
+		}
+	}
+	return sent
 }
