@@ -216,8 +216,17 @@ func (x *executor) safeRST(l *leg) {
 }
 
 // rst closes l with an RST now; cut says the stream toward its peer was
-// cut short.
+// cut short. A socket the peer reset first has no RST left to send: a cut
+// (an error path, where a peer's reset is likely and a reading costs
+// nothing that matters) looks first, so that the record says the peer's
+// reset and not one the proxy never sent.
 func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
+	if cut && ResetByPeer(l.conn) {
+		x.rec.closed(l.name, policy.ClosePeerReset)
+		x.rec.Note(l.name, policy.ReasonPeerReset)
+		l.closeSocket()
+		return
+	}
 	_ = l.conn.SetLinger(0)
 	x.rec.reset(l.name, why, cut)
 	l.closeSocket()

@@ -90,6 +90,15 @@ func TestHTTP1AbortedRequestEndsAndFreesTheBackend(t *testing.T) {
 			if td.Back.Close != policy.CloseReset || !td.Back.Cut {
 				t.Errorf("back close %s cut %v, want reset, cut", td.Back.Close, td.Back.Cut)
 			}
+			// After a client's RST the proxy has none left to send, and the
+			// record must not claim one: the front leg says peer_reset
+			// without an RST of the proxy's, or reset with one. (A client
+			// that closes with bytes unread, a 100 Continue, resets too.)
+			peerReset := td.Front.Close == policy.ClosePeerReset && td.Front.RSTOut < 0
+			if !peerReset && !(td.Front.Close == policy.CloseReset && td.Front.RSTOut >= 0) || tc.reset && !peerReset {
+				t.Errorf("front close %s, rst_out %v (client reset %v): want peer_reset without an RST of the proxy's after the client's, else reset with one",
+					td.Front.Close, td.Front.RSTOut, tc.reset)
+			}
 			select {
 			case err := <-ended:
 				if !errors.Is(err, syscall.ECONNRESET) {
