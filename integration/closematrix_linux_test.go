@@ -219,6 +219,7 @@ func (e *pairEnv) runCell(t *testing.T, c cell) {
 			len(busy), namedBy(busy, all))
 	}
 	chk := requireAgreement(t, judgeClaims(held, live, out.recs), max(2, 2*len(out.recs)/20))
+	requireResetsSent(t, out.recs, resetsSent(t, e.topo, e.topo.Proxy))
 	showUnknown(t, held, out.recs)
 	if all := byListener(out.cp.Records(), c.name); len(all) != len(out.recs) {
 		t.Errorf("%d records of listener %s once its connections settled, %d when the cell ended: one per connection", len(all), c.name, len(out.recs))

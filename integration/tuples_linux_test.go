@@ -455,3 +455,21 @@ func resetsSent(t testing.TB, topo *Topology, ns string) map[tuple]bool {
 	}
 	return sent
 }
+
+// requireResetsSent checks that every reset a record says the proxy sent
+// (<leg>.rst_out_ms) left the proxy's host on that leg's 4-tuple (sent,
+// from resetsSent): a record's "reset" is an RST on the wire, connection
+// by connection.
+func requireResetsSent(t testing.TB, recs []Record, sent map[tuple]bool) {
+	t.Helper()
+	for _, r := range recs {
+		for _, leg := range []string{"front", "back"} {
+			if _, ok := r[leg+".rst_out_ms"]; !ok || r.Num(leg+".rst_out_ms") < 0 {
+				continue
+			}
+			if l, p := r.Str(leg+".local"), r.Str(leg+".peer"); !sent[tuple{l, p}] {
+				t.Errorf("record %v says the proxy reset its %s leg, but no RST left the proxy on %s ↔ %s\n%s", r["id"], leg, l, p, legs(r))
+			}
+		}
+	}
+}
