@@ -274,8 +274,11 @@ func TestHalfClosedClientNeverLosesAPausingBackend(t *testing.T) {
 		switch {
 		case td.Outcome != OutcomeOK || td.Front.Cut || td.Back.Cut:
 			t.Errorf("waits %v: outcome %s, cut %v/%v; want ok, nothing cut", waits, td.Outcome, td.Front.Cut, td.Back.Cut)
-		case waits && (td.Back.Reason != policy.ReasonAwaitsEOF || eof > 200*time.Millisecond):
-			t.Errorf("EOF-waiting backend: reason %q, EOF after %v; want peer_may_await_eof within the probe", td.Back.Reason, eof)
+		case waits && (td.Back.Reason != policy.ReasonAwaitsEOF || eof >= back.PeerFinGrace):
+			// The reason says the probe sent the FIN; the bound only that
+			// it came before the grace could have (a loaded machine delays
+			// a 50 ms timer by hundreds of milliseconds).
+			t.Errorf("EOF-waiting backend: reason %q, EOF after %v; want peer_may_await_eof, sooner than the grace (%v)", td.Back.Reason, eof, back.PeerFinGrace)
 		case !waits && td.Back.Reason != policy.ReasonOtherReading:
 			t.Errorf("answering backend: reason %q, want other_side_reading (a FIN, never a reset, after the grace)", td.Back.Reason)
 		}
