@@ -73,4 +73,5 @@ func TestHeadlineClientClosesFirst(t *testing.T) {
 	}
 	requireAllRecordsOK(t, recs)
 	requireAgreement(t, judgeClaims(held, live, recs), 0)
+	requireResetsSent(t, recs, resetsSent(t, topo, topo.Proxy))
 }

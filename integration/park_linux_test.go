@@ -112,4 +112,5 @@ func TestHTTP1ParkedKeepAliveThroughHAProxy(t *testing.T) {
 		t.Fatalf("front-leg sockets still closing after 10s: %v", busy)
 	}
 	requireAgreement(t, judgeClaims(held, live, recs), 0)
+	requireResetsSent(t, recs, resetsSent(t, topo, topo.Proxy))
 }

@@ -183,10 +183,13 @@ func (cl legClaim) judge(held, claimed map[tuple]bool) string {
 
 // requireClaimsAgree fails the test unless every leg of every record
 // agrees with the kernel and no TIME-WAIT socket of the run went
-// unclaimed; at most maxUnknown legs may say unknown.
+// unclaimed (at most maxUnknown legs may say unknown), and every reset a
+// record claims left the proxy's host on its 4-tuple.
 func requireClaimsAgree(t testing.TB, topo *Topology, recs []Record, maxUnknown int) claimCheck {
 	t.Helper()
-	return requireAgreement(t, matchClaims(t, topo, recs), maxUnknown)
+	c := requireAgreement(t, matchClaims(t, topo, recs), maxUnknown)
+	requireResetsSent(t, recs, resetsSent(t, topo, topo.Proxy))
+	return c
 }
 
 // requireAgreement fails the test unless c found every leg in agreement
