@@ -21,6 +21,8 @@ type Closeproxy struct {
 	ConfigPath string
 	Listen     []netip.AddrPort // the [[listener]] addresses, as configured
 	log        *recordLog
+	topo       *Topology
+	ns         string // the namespace it runs in
 }
 
 // Record is one JSON log line: flat keys as zap writes them ("msg",
@@ -63,6 +65,8 @@ func startCloseproxyWrapped(t testing.TB, topo *Topology, ns, configTOML string,
 		ConfigPath: filepath.Join(t.TempDir(), "closeproxy.toml"),
 		Listen:     listen,
 		log:        newRecordLog(),
+		topo:       topo,
+		ns:         ns,
 	}
 	writeCloseproxyConfig(t, cp.ConfigPath, configTOML)
 	cmd := topo.Cmd(ns, append(wrapper, bin, "run", "-config", cp.ConfigPath)...)

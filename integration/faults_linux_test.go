@@ -496,7 +496,8 @@ func randomBytes(t testing.TB, n int) []byte {
 // then. It waits for want records (the log signals each), then stops
 // closeproxy: SIGTERM ends what is left and closeproxy writes every record
 // before it exits, so the count is final, not a guess at how long a late
-// or duplicate record may take. It is a test's last use of cp.
+// or duplicate record may take. Every reset a record claims must have
+// left the proxy's host on its 4-tuple. It is a test's last use of cp.
 func checkOneRecordEach(t testing.TB, cp *Closeproxy, want int) {
 	t.Helper()
 	if cp.Exited() {
@@ -518,6 +519,9 @@ func checkOneRecordEach(t testing.TB, cp *Closeproxy, want int) {
 	}
 	if len(recs) != want {
 		t.Errorf("%d teardown records, want %d (one per connection)", len(recs), want)
+	}
+	if cp.ns == cp.topo.Proxy { // where the topology notes the RSTs sent
+		requireResetsSent(t, recs, resetsSent(t, cp.topo, cp.ns))
 	}
 }
 
