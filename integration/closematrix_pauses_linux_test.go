@@ -69,6 +69,7 @@ func runPaused(t *testing.T, e *pairEnv) cellOut {
 		if be.wrote != pausedDown || be.writeEnd != "" {
 			t.Errorf("record %v: the backend wrote %d of %d bytes (%s)", r["id"], be.wrote, pausedDown, be.writeEnd)
 		}
+		requireRecordedBytes(t, r, cl, be, true)
 	}
 	back := ""
 	if e.pair.back == "proxy" {

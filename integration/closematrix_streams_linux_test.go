@@ -171,6 +171,32 @@ func endedWell(end string, r Record, leg string) bool {
 	return end == "eof" || (end == "reset" && r.Str(leg+".close") == "reset" && r[leg+".cut"] == false)
 }
 
+// requireRecordedBytes checks a record's byte counts against what its
+// client (cl) and backend (be) saw. Each way, bytes can only be lost on
+// the way, never made: the receiving peer read no more than the proxy
+// sent it, which is no more than the proxy read from the other peer,
+// which is no more than that peer wrote. A stream that ended whole
+// (whole) has all four equal: the record counts every byte that moved.
+func requireRecordedBytes(t testing.TB, r Record, cl, be saw, whole bool) {
+	t.Helper()
+	for _, c := range []struct {
+		way    string
+		counts [4]float64
+	}{
+		{"down (client read ≤ front.bytes_out ≤ back.bytes_in ≤ backend wrote)",
+			[4]float64{float64(cl.in), r.Num("front.bytes_out"), r.Num("back.bytes_in"), float64(be.wrote)}},
+		{"up (backend read ≤ back.bytes_out ≤ front.bytes_in ≤ client wrote)",
+			[4]float64{float64(be.in), r.Num("back.bytes_out"), r.Num("front.bytes_in"), float64(cl.wrote)}},
+	} {
+		for i := 1; i < len(c.counts); i++ {
+			if c.counts[i-1] > c.counts[i] || whole && c.counts[i-1] != c.counts[i] {
+				t.Errorf("record %v: bytes %s: %v (whole %v)\n%s", r["id"], c.way, c.counts, whole, legs(r))
+				break
+			}
+		}
+	}
+}
+
 // legs renders what a record says of its legs, for failure messages.
 func legs(r Record) string {
 	var b strings.Builder
@@ -256,6 +282,7 @@ func runHalfClose(t *testing.T, e *pairEnv) cellOut {
 			t.Errorf("record %v: the backend read %d bytes (sum ok %v) ending in %q, then wrote %d (%s); want the whole upload, EOF, the answer",
 				r["id"], be.in, be.sum == sumOf(up), be.end, be.wrote, be.writeEnd)
 		}
+		requireRecordedBytes(t, r, cl, be, true)
 		if e.pair.back != "proxy" && r.Str("back.reason") != "peer_may_await_eof" {
 			t.Errorf("record %v: back.reason %q, want peer_may_await_eof (target %s, a backend reading to EOF)", r["id"], r.Str("back.reason"), e.pair.back)
 		}
@@ -287,7 +314,8 @@ func uploadClient(c *net.TCPConn, up []byte, awaitEOF bool) saw {
 		defer close(ended)
 		s.in, s.sum, s.end = hashAllTelling(c, uploadDown, got)
 	}()
-	_, err := c.Write(up[:uploadHold])
+	k, err := c.Write(up[:uploadHold])
+	wrote := int64(k)
 	if err == nil {
 		select {
 		case <-got:
@@ -296,11 +324,13 @@ func uploadClient(c *net.TCPConn, up []byte, awaitEOF bool) saw {
 		if awaitEOF {
 			<-ended
 		}
-		if _, err = c.Write(up[uploadHold:]); err == nil {
+		if k, err = c.Write(up[uploadHold:]); err == nil {
 			err = c.CloseWrite()
 		}
+		wrote += int64(k)
 	}
 	<-ended
+	s.wrote = wrote // after the reader's last write of s
 	if err != nil {
 		s.writeEnd = endKind(err)
 	}
@@ -359,6 +389,7 @@ func runUpload(t *testing.T, e *pairEnv) cellOut {
 			t.Errorf("record %v: the backend read %d bytes (sum ok %v) ending in %q, wrote %d (%s); want the %d-byte upload whole",
 				r["id"], be.in, be.sum == upSum, be.end, be.wrote, be.writeEnd, uploadUp)
 		}
+		requireRecordedBytes(t, r, cl, be, true)
 	}
 	front := map[string]string{"proxy": "proxy", "auto": "proxy"}[e.pair.front]
 	back := "backend"
