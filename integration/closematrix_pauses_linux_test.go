@@ -106,6 +106,7 @@ func pausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 			log.put(c, s)
 			return
 		}
+		s.in = int64(len(req))
 		// The answer starts a little after the request, so that the
 		// client's half-close, sent right after it, surely comes first.
 		time.Sleep(pausingStart) // the backend's think time, not a synchronisation
@@ -130,10 +131,12 @@ func runPausing(t *testing.T, e *pairEnv) cellOut {
 	addr := e.listen(portPausing)
 	seen := clients(t, e, addr, n, halfClosingClient([]byte(pausingRequest), 0))
 	recs := waitListenerRecords(t, e.main, "halfclose_pausing_backend", n, 20*time.Second)
-	down := sumOf(blob(2 * pausingHalf))
+	down, log := sumOf(blob(2*pausingHalf)), e.sawLog("halfclose_pausing_backend")
 	for _, r := range recs {
 		cl := seen[r.Str("front.peer")]
 		whole := cl.in == 2*pausingHalf && cl.sum == down && cl.writeEnd == ""
+		be, _ := log.wait(t, r.Str("back.local"), 5*time.Second)
+		requireRecordedBytes(t, r, cl, be, whole)
 		switch {
 		case whole && endedWell(cl.end, r, "front") && r.Str("outcome") == "ok":
 		case !whole && cl.end == "reset" && r["front.cut"] == true && r.Str("outcome") != "ok":
@@ -168,8 +171,9 @@ func uploadPausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 			return
 		}
 		k, err := c.Write(answer)
+		more := 0
 		if err == nil {
-			_, err = io.ReadFull(c, first[pausingUpHalf:])
+			more, err = io.ReadFull(c, first[pausingUpHalf:])
 		}
 		if err == nil {
 			err = c.CloseWrite()
@@ -178,7 +182,7 @@ func uploadPausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 		if err != nil {
 			s.writeEnd = endKind(err)
 		}
-		s.in, s.sum, s.end = hashAll(io.MultiReader(bytes.NewReader(first), c))
+		s.in, s.sum, s.end = hashAll(io.MultiReader(bytes.NewReader(first[:pausingUpHalf+more]), c))
 		log.put(c, s)
 	})
 	return e.listenerTo("upload_pausing_after_server_halfclose", portUploadPausing, netip.MustParseAddrPort(be))
@@ -189,16 +193,17 @@ func uploadPausingListener(t testing.TB, e *pairEnv) ListenerOpts {
 func pausingUploader(c *net.TCPConn, up []byte) saw {
 	var s saw
 	answer := make([]byte, pausingAnswer)
-	_, err := c.Write(up[:pausingUpHalf])
+	got := 0
+	err := s.send(c, up[:pausingUpHalf])
 	if err == nil {
-		_, err = io.ReadFull(c, answer)
+		got, err = io.ReadFull(c, answer)
 	}
 	if err == nil {
-		_, err = c.Write(up[pausingUpHalf : pausingUpHalf+pausingMore])
+		err = s.send(c, up[pausingUpHalf:pausingUpHalf+pausingMore])
 	}
 	if err == nil {
 		time.Sleep(pausingFor) // the client's own pause under test, not a synchronisation
-		if _, err = c.Write(up[pausingUpHalf+pausingMore:]); err == nil {
+		if err = s.send(c, up[pausingUpHalf+pausingMore:]); err == nil {
 			err = c.CloseWrite()
 		}
 	}
@@ -206,7 +211,7 @@ func pausingUploader(c *net.TCPConn, up []byte) saw {
 		s.writeEnd = endKind(err)
 	}
 	rest, _, end := hashAll(c)
-	s.in, s.sum, s.end = int64(len(answer))+rest, sumOf(answer), end
+	s.in, s.sum, s.end = int64(got)+rest, sumOf(answer[:got]), end
 	return s
 }
 
@@ -237,6 +242,7 @@ func runUploadPausing(t *testing.T, e *pairEnv) cellOut {
 		if cl.in != pausingAnswer {
 			t.Errorf("record %v: the client read %d bytes, want the %d-byte answer and no more", r["id"], cl.in, pausingAnswer)
 		}
+		requireRecordedBytes(t, r, cl, be, whole && cl.in == pausingAnswer)
 	}
 	return cellOut{cp: e.main, recs: recs, scope: []netip.AddrPort{addr, e.webAt(9092)}, want: certain("", "")}
 }
