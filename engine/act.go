@@ -222,9 +222,7 @@ func (x *executor) safeRST(l *leg) {
 // reset and not one the proxy never sent.
 func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
 	if cut && ResetByPeer(l.conn) {
-		x.rec.closed(l.name, policy.ClosePeerReset)
-		x.rec.Note(l.name, policy.ReasonPeerReset)
-		l.closeSocket()
+		x.closeReset(l)
 		return
 	}
 	_ = l.conn.SetLinger(0)

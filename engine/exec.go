@@ -316,15 +316,20 @@ func (x *executor) peerReset(l *leg) {
 	} else {
 		x.rec.Outcome(OutcomeBackendReset, errBackRST)
 	}
-	x.rec.closed(l.name, policy.ClosePeerReset)
-	x.rec.Note(l.name, policy.ReasonPeerReset)
-	l.closeSocket()
+	x.closeReset(l)
 	for _, d := range x.dirs {
 		if !d.clean {
 			x.cutAll(x.rec.Current(), nil)
 			return
 		}
 	}
+}
+
+// closeReset records that l's peer reset it and closes its socket.
+func (x *executor) closeReset(l *leg) {
+	x.rec.closed(l.name, policy.ClosePeerReset)
+	x.rec.Note(l.name, policy.ReasonPeerReset)
+	l.closeSocket()
 }
 
 // lateData: l's peer sent bytes that can no longer be delivered: a reset
