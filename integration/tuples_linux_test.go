@@ -182,21 +182,20 @@ func (cl legClaim) judge(held, claimed map[tuple]bool) string {
 }
 
 // requireClaimsAgree fails the test unless every leg of every record
-// agrees with the kernel and no TIME-WAIT socket of the run went
-// unclaimed (at most maxUnknown legs may say unknown), and every reset a
-// record claims left the proxy's host on its 4-tuple.
+// agrees with the kernel (requireAgreement); at most maxUnknown legs may
+// say unknown.
 func requireClaimsAgree(t testing.TB, topo *Topology, recs []Record, maxUnknown int) claimCheck {
 	t.Helper()
-	c := requireAgreement(t, matchClaims(t, topo, recs), maxUnknown)
-	requireResetsSent(t, recs, resetsSent(t, topo, topo.Proxy))
-	return c
+	return requireAgreement(t, topo, recs, matchClaims(t, topo, recs), maxUnknown)
 }
 
-// requireAgreement fails the test unless c found every leg in agreement
-// with the kernel, no TIME-WAIT socket unclaimed and at most maxUnknown
-// legs unknown.
-func requireAgreement(t testing.TB, c claimCheck, maxUnknown int) claimCheck {
+// requireAgreement fails the test unless c (the claims of recs judged)
+// found every leg in agreement with the kernel, no TIME-WAIT socket
+// unclaimed and at most maxUnknown legs unknown, and every reset recs
+// claim left topo's proxy on its 4-tuple (requireResetsSent).
+func requireAgreement(t testing.TB, topo *Topology, recs []Record, c claimCheck, maxUnknown int) claimCheck {
 	t.Helper()
+	requireResetsSent(t, topo, recs)
 	t.Logf("records against the kernel: %s", c)
 	for _, w := range c.wrong {
 		t.Error(w)
@@ -460,11 +459,11 @@ func resetsSent(t testing.TB, topo *Topology, ns string) map[tuple]bool {
 }
 
 // requireResetsSent checks that every reset a record says the proxy sent
-// (<leg>.rst_out_ms) left the proxy's host on that leg's 4-tuple (sent,
-// from resetsSent): a record's "reset" is an RST on the wire, connection
-// by connection.
-func requireResetsSent(t testing.TB, recs []Record, sent map[tuple]bool) {
+// (<leg>.rst_out_ms) left topo's proxy on that leg's 4-tuple (resetsSent):
+// a record's "reset" is an RST on the wire, connection by connection.
+func requireResetsSent(t testing.TB, topo *Topology, recs []Record) {
 	t.Helper()
+	sent := resetsSent(t, topo, topo.Proxy)
 	for _, r := range recs {
 		for _, leg := range []string{"front", "back"} {
 			if _, ok := r[leg+".rst_out_ms"]; !ok || r.Num(leg+".rst_out_ms") < 0 {
