@@ -144,13 +144,21 @@ func judgeClaims(held, live map[tuple]bool, recs []Record) claimCheck {
 
 // lastNaming returns, for each 4-tuple the records name, the index of the
 // last record naming it, and counts in reused the names that came again.
+// A front 4-tuple's last is the record with the highest id, not the last
+// written: ids are taken at accept, and a client can reuse its port for a
+// connection that ends and is recorded while the session that had the
+// port before still waits on its back leg. Back 4-tuples go by the order
+// written: a pooled connection serves sessions out of id order.
 func lastNaming(recs []Record, reused *int) map[tuple]int {
 	last := map[tuple]int{}
 	for i, r := range recs {
 		for _, leg := range []string{"front", "back"} {
 			if l, p := r.Str(leg+".local"), r.Str(leg+".peer"); l != "" && p != "" {
-				if _, seen := last[tuple{l, p}]; seen {
+				if prev, seen := last[tuple{l, p}]; seen {
 					*reused++
+					if leg == "front" && recs[prev].Num("id") > r.Num("id") {
+						continue
+					}
 				}
 				last[tuple{l, p}] = i
 			}
@@ -303,18 +311,17 @@ func lostResets(busy []string, lb string, recs []Record, proxy map[string]uint64
 	if limit := max(1, len(recs)/500); len(busy) > limit {
 		return fmt.Sprintf("%d stragglers, more than %d", len(busy), limit)
 	}
+	latest := lastNaming(recs, new(int))
 	for _, line := range busy {
 		f := strings.Fields(line)
 		if len(f) != 5 || f[0] != lb || f[1] != "FIN-WAIT-2" {
 			return line + " is not a client's FIN-WAIT-2"
 		}
-		var last Record
-		for _, r := range recs {
-			if r.Str("front.peer") == f[2] && r.Str("front.local") == f[4] {
-				last = r
-			}
+		i, named := latest[tuple{f[4], f[2]}]
+		if !named {
+			return line + ": no record names it"
 		}
-		if last == nil || last.Str("front.close") != "reset" || last.Num("front.rst_out_ms") < 0 {
+		if last := recs[i]; last.Str("front.close") != "reset" || last.Num("front.rst_out_ms") < 0 {
 			return line + ": its record does not say the proxy reset it"
 		}
 		if !sent[tuple{f[4], f[2]}] {
@@ -399,6 +406,30 @@ func TestLostResets(t *testing.T) {
 		if why := lostResets(c.busy, "lb", c.recs, c.proxy, c.onWire); why == "" {
 			t.Errorf("%s: explained as lost resets, want refused", name)
 		}
+	}
+}
+
+// TestClaimsJudgedInAcceptOrder: a client reused its port for a connection
+// the proxy ended with a FIN first, recorded before the record of the
+// session that had the port before (a safe reset, its record written once
+// its back leg ended). The kernel's TIME-WAIT on that 4-tuple is the later
+// connection's: judged by id, both checks agree with the kernel; judged by
+// the order written, they would not.
+func TestClaimsJudgedInAcceptOrder(t *testing.T) {
+	front := tuple{"10.0.1.2:8080", "10.0.1.1:50286"}
+	recs := []Record{
+		{"id": 2.0, "front.local": front.local, "front.peer": front.peer, "front.time_wait": "proxy", "front.close": "fin", "front.rst_out_ms": -1.0},
+		{"id": 1.0, "front.local": front.local, "front.peer": front.peer, "front.time_wait": "none", "front.close": "reset", "front.rst_out_ms": 3.0},
+	}
+	if c := judgeClaims(map[tuple]bool{front: true}, nil, recs); len(c.wrong) != 0 || c.agree != 1 || c.reused != 1 {
+		t.Errorf("the later connection holds TIME-WAIT: %v %q, want 1/1 legs agree, 1 4-tuple reused", c, c.wrong)
+	}
+	if c := judgeClaims(map[tuple]bool{}, nil, recs); len(c.wrong) != 1 {
+		t.Errorf("no TIME-WAIT on the 4-tuple the later connection claims: %v, want it wrong", c)
+	}
+	straggler := "lb FIN-WAIT-2 10.0.1.1:50286 ↔ 10.0.1.2:8080"
+	if why := lostResets([]string{straggler}, "lb", recs, map[string]uint64{"OutRsts": 1}, map[tuple]bool{front: true}); why == "" {
+		t.Error("a straggler whose latest connection ended with a FIN: explained as a lost reset, want refused")
 	}
 }
 
