@@ -208,6 +208,13 @@ func TestManifestsKeepWhatWorks(t *testing.T) {
 	if !gomem {
 		t.Error("GOMEMLIMIT does not follow limits.memory through the downward API")
 	}
+	procs := slices.ContainsFunc(cp.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "GOMAXPROCS" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil &&
+			e.ValueFrom.ResourceFieldRef.Resource == "requests.cpu" && e.ValueFrom.ResourceFieldRef.Divisor.String() == "1"
+	})
+	if !procs {
+		t.Error("GOMAXPROCS does not follow requests.cpu through the downward API: Go would size its scheduler by the node's cores (or a CPU limit, but never below 2)")
+	}
 	for _, objs := range manifests(t) {
 		for _, o := range objs {
 			if s, ok := o.(*corev1.Service); ok {
