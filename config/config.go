@@ -31,6 +31,9 @@ type Log struct {
 	// Records is where teardown records go, whatever Level says: "stderr",
 	// "stdout" or a file path (reopened on SIGUSR1).
 	Records string
+	// RecordsFlush, when above 0, is how long records may wait in a
+	// buffer to be written together; 0 writes each as its session ends.
+	RecordsFlush time.Duration
 }
 
 // Admin configures the admin HTTP listener: /metrics, /healthz, /readyz.

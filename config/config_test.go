@@ -245,6 +245,21 @@ func TestWrongTypeNamesItsLine(t *testing.T) {
 	}
 }
 
+// log.records_flush bounds what a crash can lose: 0 or more, at most 10s.
+func TestRecordsFlushBounds(t *testing.T) {
+	if c := mustParse(t, "[log]\nrecords_flush = \"100ms\"\n"+minimal); c.Log.RecordsFlush != 100*time.Millisecond {
+		t.Errorf("records_flush 100ms parsed as %v", c.Log.RecordsFlush)
+	}
+	for src, want := range map[string]string{
+		`"1m"`:  `config.toml:2: log.records_flush: 60s is above the 10s ceiling: a crash loses what waits`,
+		`"-1s"`: `config.toml:2: log.records_flush: must be 0 (off) or more, not -1s`,
+	} {
+		if got := parseErrors(t, "[log]\nrecords_flush = "+src+"\n"+minimal); len(got) != 1 || got[0] != want {
+			t.Errorf("records_flush = %s: errors %q, want %q", src, got, want)
+		}
+	}
+}
+
 func TestAutoIsAccepted(t *testing.T) {
 	src := minimal + "  [backend.close]\n  time_wait = \"auto\"\n"
 	c := mustParse(t, src)

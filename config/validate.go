@@ -263,6 +263,12 @@ var (
 		}
 		return nil
 	})
+	recordsFlush = checkOf(func(d time.Duration) error {
+		if d > 10*time.Second {
+			return fmt.Errorf("%s is above the 10s ceiling: a crash loses what waits", formatDuration(d))
+		}
+		return notNegative(d)
+	})
 	listenAddress = checkOf(func(s string) error { return hostPort(s, false, "0.0.0.0:8080") })
 	positive      = checkOf(func(d time.Duration) error {
 		if d <= 0 {

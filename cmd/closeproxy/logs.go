@@ -20,7 +20,14 @@ type logs struct {
 	level   zap.AtomicLevel
 	records *zap.Logger   // nil: records go to log
 	file    *logfile.File // log.records names a file: SIGUSR1 reopens it
+	// buffer holds records for up to log.records_flush, when set, to be
+	// written together.
+	buffer *zapcore.BufferedWriteSyncer
 }
+
+// recordsBuffer caps what log.records_flush keeps waiting: a full buffer
+// is written at once.
+const recordsBuffer = 256 << 10
 
 // openLogs builds both outputs of c. stdout and stderr are the process's;
 // when the records share one with the log, they share its lock too, so
@@ -44,6 +51,10 @@ func openLogs(c config.Log, stdout, stderr io.Writer) (*logs, error) {
 		}
 		recOut = l.file
 	}
+	if c.RecordsFlush > 0 {
+		l.buffer = &zapcore.BufferedWriteSyncer{WS: recOut, Size: recordsBuffer, FlushInterval: c.RecordsFlush}
+		recOut = l.buffer
+	}
 	l.records = newLogger(zapcore.DebugLevel, recOut)
 	return l, nil
 }
@@ -56,18 +67,26 @@ func (l *logs) recordLog() *zap.Logger {
 	return l.log
 }
 
-// reopen opens the records file anew (after logrotate moved it); nothing
-// to do when records go to stdout or stderr.
+// reopen opens the records file anew (after logrotate moved it), once
+// the records that wait in the buffer went to the old one; nothing to do
+// when records go to stdout or stderr.
 func (l *logs) reopen() error {
 	if l.file == nil {
 		return nil
 	}
+	if l.buffer != nil {
+		_ = l.buffer.Sync() // a write that fails fails as a record's own would; reopen all the same
+	}
 	return l.file.Reopen()
 }
 
-// close flushes both outputs and closes the records file.
+// close flushes both outputs, the buffered records included, and closes
+// the records file.
 func (l *logs) close() {
 	_ = l.log.Sync()
+	if l.buffer != nil {
+		_ = l.buffer.Stop()
+	}
 	if l.records != nil {
 		_ = l.records.Sync()
 	}

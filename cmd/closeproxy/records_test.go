@@ -2,10 +2,16 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
@@ -91,5 +97,46 @@ func TestRecordsFileReopensOnUSR1(t *testing.T) {
 	}
 	if recs := records(jsonLines(t, d.stderr.String())); len(recs) != 0 {
 		t.Errorf("%d records on stderr, want none", len(recs))
+	}
+}
+
+// log.records_flush: records wait in the buffer, not in the file; a
+// rotation writes them to the file they were meant for before it reopens
+// the path, and closing (shutdown) writes the rest.
+func TestBufferedRecordsReachTheirFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "records.log")
+	lg, err := openLogs(config.Log{Level: "info", Records: path, RecordsFlush: 10 * time.Second}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			lg.close()
+		}
+	}()
+	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
+	for i := range 3 {
+		lg.recordLog().Info("teardown", zap.Int("id", i))
+	}
+	if got := read(path); got != "" {
+		t.Fatalf("the file holds %q before the flush interval, want nothing yet", got)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lg.reopen(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		lg.recordLog().Info("teardown", zap.Int("id", 3+i))
+	}
+	lg.close()
+	closed = true
+	if n := strings.Count(read(path+".1"), `"msg":"teardown"`); n != 3 {
+		t.Errorf("the rotated file holds %d records, want the 3 written before the rotation:\n%s", n, read(path+".1"))
+	}
+	if n := strings.Count(read(path), `"msg":"teardown"`); n != 2 {
+		t.Errorf("the new file holds %d records, want the 2 written after it:\n%s", n, read(path))
 	}
 }
