@@ -61,8 +61,8 @@ ends: written to a file, records add about 7 % to the proxy's CPU per
 short connection; through a pipe whose reader wakes for every line,
 such as a container's stderr that its runtime reads, about 13 %
 (measured in docs/performance.md). At high connection rates a file (for
-instance on a volume a log shipper tails), or teardown "errors" or
-"sample:<rate>", costs less.`},
+instance on a volume a log shipper tails), records_flush, or teardown
+"errors" or "sample:<rate>" costs less.`},
 	{path: "log.records_flush", at: field(func(c *Config) any { return &c.Log.RecordsFlush }),
 		def: time.Duration(0), restart: true, check: recordsFlush, doc: `
 "0s" writes each teardown record as its session ends. Above 0, records
