@@ -81,6 +81,19 @@ func (b *backend) close() {
 }
 
 // next returns the next accepted connection.
+// accepted4Tuples returns the 4-tuple of every connection b accepted,
+// as "local peer" from either end.
+func (b *backend) accepted4Tuples() map[string]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tuples := map[string]bool{}
+	for _, c := range b.conns {
+		l, r := c.LocalAddr().String(), c.RemoteAddr().String()
+		tuples[l+" "+r], tuples[r+" "+l] = true, true
+	}
+	return tuples
+}
+
 func (b *backend) next(t testing.TB) *net.TCPConn {
 	t.Helper()
 	select {

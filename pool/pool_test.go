@@ -140,15 +140,18 @@ func TestMaxIdleAgeEvictsWithRST(t *testing.T) {
 		t.Errorf("stats %+v, want at least 4 aged evictions, none dead", s)
 	}
 	stop()
-	if n := timeWaits(t, port); n != 0 {
-		t.Errorf("%d TIME-WAIT sockets on port %d, want 0", n, port)
+	if held := timeWaits(t, port, b.accepted4Tuples()); len(held) != 0 {
+		t.Errorf("TIME-WAIT sockets on the pool's connections: %q, want none", held)
 	}
 }
 
-// timeWaits counts TIME-WAIT sockets to or from port with ss. Without ss
-// the test is marked skipped (after its other checks ran) rather than
-// passing with the count unchecked; ss failing fails the test.
-func timeWaits(t *testing.T, port int) int {
+// timeWaits lists, with ss, the TIME-WAIT sockets on port whose 4-tuple
+// ("local peer", either end's view) is in tuples: matched by 4-tuple, as
+// the port may be an old ephemeral port of another test's connection,
+// whose TIME-WAIT outlived it. Without ss the test is marked skipped
+// (after its other checks ran) rather than passing with the count
+// unchecked; ss failing fails the test.
+func timeWaits(t *testing.T, port int, tuples map[string]bool) []string {
 	t.Helper()
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Skip("ss not found: the TIME-WAIT count is not checked")
@@ -159,7 +162,13 @@ func timeWaits(t *testing.T, port int) int {
 	if err != nil {
 		t.Fatalf("ss: %v", err)
 	}
-	return len(strings.Fields(strings.TrimSpace(string(out)))) / 4
+	var held []string
+	for line := range strings.Lines(string(out)) {
+		if f := strings.Fields(line); len(f) == 4 && tuples[f[2]+" "+f[3]] {
+			held = append(held, f[2]+" "+f[3])
+		}
+	}
+	return held
 }
 
 func TestRunStopResetsIdle(t *testing.T) {
