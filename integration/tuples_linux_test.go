@@ -145,10 +145,11 @@ func judgeClaims(held, live map[tuple]bool, recs []Record) claimCheck {
 // lastNaming returns, for each 4-tuple the records name, the index of the
 // last record naming it, and counts in reused the names that came again.
 // A front 4-tuple's last is the record with the highest id, not the last
-// written: ids are taken at accept, and a client can reuse its port for a
-// connection that ends and is recorded while the session that had the
-// port before still waits on its back leg. Back 4-tuples go by the order
-// written: a pooled connection serves sessions out of id order.
+// written: ids are taken at accept, and records are written by a
+// goroutine each session starts as it ends, in no set order, so a client
+// that reuses its port at once can have its new connection recorded
+// first. Back 4-tuples go by the order written: a pooled connection
+// serves sessions out of id order.
 func lastNaming(recs []Record, reused *int) map[tuple]int {
 	last := map[tuple]int{}
 	for i, r := range recs {
@@ -411,8 +412,8 @@ func TestLostResets(t *testing.T) {
 
 // TestClaimsJudgedInAcceptOrder: a client reused its port for a connection
 // the proxy ended with a FIN first, recorded before the record of the
-// session that had the port before (a safe reset, its record written once
-// its back leg ended). The kernel's TIME-WAIT on that 4-tuple is the later
+// session that had the port before (a safe reset, whose record's
+// goroutine ran later). The kernel's TIME-WAIT on that 4-tuple is the later
 // connection's: judged by id, both checks agree with the kernel; judged by
 // the order written, they would not.
 func TestClaimsJudgedInAcceptOrder(t *testing.T) {

@@ -95,7 +95,8 @@ func TestHTTP1AbortedRequestEndsAndFreesTheBackend(t *testing.T) {
 			// without an RST of the proxy's, or reset with one. (A client
 			// that closes with bytes unread, a 100 Continue, resets too.)
 			peerReset := td.Front.Close == policy.ClosePeerReset && td.Front.RSTOut < 0
-			if !peerReset && !(td.Front.Close == policy.CloseReset && td.Front.RSTOut >= 0) || tc.reset && !peerReset {
+			ownReset := td.Front.Close == policy.CloseReset && td.Front.RSTOut >= 0
+			if !peerReset && (tc.reset || !ownReset) {
 				t.Errorf("front close %s, rst_out %v (client reset %v): want peer_reset without an RST of the proxy's after the client's, else reset with one",
 					td.Front.Close, td.Front.RSTOut, tc.reset)
 			}
