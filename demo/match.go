@@ -80,19 +80,25 @@ func legsOf(recs []*engine.Teardown) []legView {
 }
 
 // judge matches every leg's time_wait claim to the kernel's TIME-WAIT
-// sockets, by exact 4-tuple. Records come in the order their sessions
-// ended. A 4-tuple the kernel handed out again within the run (taking over
-// any TIME-WAIT of the earlier connection) is judged for the later record
-// only, and not at all when the later connection is still live.
+// sockets, by exact 4-tuple. Records come in the order they were written.
+// A 4-tuple the kernel handed out again within the run (taking over any
+// TIME-WAIT of the earlier connection) is judged for the later connection
+// only, and not at all when the later connection is still live. The later
+// of two front legs is the one with the higher id: ids are taken at
+// accept, while records are written as sessions end, in no set order. The
+// later of two back legs is the one written last: a pooled connection
+// serves sessions out of id order.
 func judge(recs []*engine.Teardown, k snapshot) judgement {
 	legs := legsOf(recs)
 	last := map[tuple]int{}
 	named := map[netip.AddrPort]int{} // back legs by the proxy's address
 	for i, v := range legs {
-		last[v.proxy] = i
 		if v.name == "back" {
 			named[v.proxy.local]++
+		} else if prev, seen := last[v.proxy]; seen && legs[prev].rec.ID > v.rec.ID {
+			continue
 		}
+		last[v.proxy] = i
 	}
 	var j judgement
 	for i, v := range legs {

@@ -79,6 +79,21 @@ func TestJudgeReusedTupleJudgesTheLaterRecord(t *testing.T) {
 	}
 }
 
+// A client's port that came round at once names two front legs: the later
+// connection is the one accepted later (the higher id), whichever record
+// was written first.
+func TestJudgeReusedFrontTupleByAcceptOrder(t *testing.T) {
+	held := map[tuple]bool{{proxyFront, client}: true}
+	later := fabricated(2, policy.SideProxy, policy.SideNone)
+	earlier := fabricated(1, policy.SideNone, policy.SideNone)
+	earlier.Back.Local = netip.MustParseAddrPort("127.0.0.1:40002")
+	j := judge([]*engine.Teardown{later, earlier}, snapshot{timeWait: held})
+	if j.disagree() != 0 || j.reused != 1 || j.exact != 3 {
+		t.Errorf("reused %d, exact %d, wrong %v; want record 1's front leg skipped, the rest exact",
+			j.reused, j.exact, j.wrong)
+	}
+}
+
 // A 4-tuple a live socket holds was taken over by a connection with no
 // record yet (a warm pool's): the record naming it is not judged.
 func TestJudgeTupleTakenOverByALiveSocket(t *testing.T) {

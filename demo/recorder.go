@@ -9,8 +9,8 @@ import (
 	"github.com/closeproxy/closeproxy/engine"
 )
 
-// recorder keeps a copy of every teardown record, in the order the
-// sessions ended.
+// recorder keeps a copy of every teardown record, in the order they were
+// written (not the order of their ids).
 type recorder struct {
 	mu     sync.Mutex
 	recs   []*engine.Teardown
