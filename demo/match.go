@@ -3,6 +3,7 @@ package demo
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
@@ -45,11 +46,29 @@ type judgement struct {
 	// (a connection with no record yet, such as a warm pool's), or the
 	// backend accepted it more often than records name it.
 	reused int
-	wrong  []string // every disagreement, worded
+	wrong  []string // every disagreement, worded, but missing ones
+	// missing is the disagreements where the kernel only lacks a
+	// TIME-WAIT the record claims: a kernel whose TIME-WAIT table is full
+	// closes such sockets instead (TCPTimeWaitOverflow).
+	missing []string
+	// unverified is the missing legs excused by the sockets the kernel
+	// destroyed meanwhile: neither confirmed nor contradicted.
+	unverified int
 }
 
 // disagree is how many judged legs the kernel contradicts.
-func (j judgement) disagree() int { return len(j.wrong) }
+func (j judgement) disagree() int { return len(j.wrong) + len(j.missing) }
+
+// disagreements is every disagreement, worded.
+func (j judgement) disagreements() []string { return append(slices.Clone(j.wrong), j.missing...) }
+
+// excuse leaves unjudged the legs that only miss a TIME-WAIT, when the
+// kernel destroyed at least as many TIME-WAIT sockets while the row ran.
+func (j *judgement) excuse(destroyed int) {
+	if destroyed > 0 && len(j.missing) <= destroyed {
+		j.unverified, j.missing = len(j.missing), nil
+	}
+}
 
 // legView is one leg of a record as the matcher sees it: the proxy's
 // socket and who holds each end.
@@ -128,7 +147,7 @@ func (j *judgement) judgeLeg(v legView, held map[tuple]bool) {
 		j.unknown++
 		return
 	case !ok:
-		j.wrong = append(j.wrong, v.describe("the kernel holds no TIME-WAIT on either side"))
+		j.missing = append(j.missing, v.describe("the kernel holds no TIME-WAIT on either side"))
 		return
 	}
 	if claimProxy {
@@ -138,8 +157,13 @@ func (j *judgement) judgeLeg(v legView, held map[tuple]bool) {
 		j.claims[v.far]++
 	}
 	if claimProxy != atProxy || claimPeer != atPeer {
-		j.wrong = append(j.wrong, v.describe(fmt.Sprintf("the kernel holds TIME-WAIT at the proxy: %s, at the %s: %s",
-			yesNo(atProxy), v.peer, yesNo(atPeer))))
+		why := v.describe(fmt.Sprintf("the kernel holds TIME-WAIT at the proxy: %s, at the %s: %s",
+			yesNo(atProxy), v.peer, yesNo(atPeer)))
+		if atProxy && !claimProxy || atPeer && !claimPeer {
+			j.wrong = append(j.wrong, why)
+		} else {
+			j.missing = append(j.missing, why)
+		}
 		return
 	}
 	j.exact++

@@ -54,7 +54,7 @@ func TestJudgeClaims(t *testing.T) {
 		j := judge([]*engine.Teardown{fabricated(1, c.claim, policy.SideNone)}, snapshot{timeWait: held})
 		if agree := j.disagree() == 0; agree != c.agree || (j.unknown == 1) != c.unknown {
 			t.Errorf("front claims %s, kernel holds %v: agree %v, unknown %d; want %v, %v (%v)",
-				c.claim, c.held, agree, j.unknown, c.agree, c.unknown, j.wrong)
+				c.claim, c.held, agree, j.unknown, c.agree, c.unknown, j.disagreements())
 		}
 	}
 }
@@ -69,12 +69,12 @@ func TestJudgeReusedTupleJudgesTheLaterRecord(t *testing.T) {
 	j := judge(recs, snapshot{timeWait: held})
 	if j.reused != 2 || j.legs != 2 || j.exact != 2 || j.disagree() != 0 {
 		t.Errorf("reused %d, legs %d, exact %d, wrong %v; want 2 reused (front and back), 2 legs judged, both exact",
-			j.reused, j.legs, j.exact, j.wrong)
+			j.reused, j.legs, j.exact, j.disagreements())
 	}
 	if j.kernel[holderClient] != 1 || j.claims[holderClient] != 1 {
 		t.Errorf("client: kernel %d, claims %d; want 1, 1", j.kernel[holderClient], j.claims[holderClient])
 	}
-	if w := judge(recs[1:], snapshot{}).wrong; len(w) == 0 || !strings.HasPrefix(w[0], "record 2 front") {
+	if w := judge(recs[1:], snapshot{}).disagreements(); len(w) == 0 || !strings.HasPrefix(w[0], "record 2 front") {
 		t.Errorf("a disagreement should name the record and leg: %v", w)
 	}
 }
@@ -90,7 +90,7 @@ func TestJudgeReusedFrontTupleByAcceptOrder(t *testing.T) {
 	j := judge([]*engine.Teardown{later, earlier}, snapshot{timeWait: held})
 	if j.disagree() != 0 || j.reused != 1 || j.exact != 3 {
 		t.Errorf("reused %d, exact %d, wrong %v; want record 1's front leg skipped, the rest exact",
-			j.reused, j.exact, j.wrong)
+			j.reused, j.exact, j.disagreements())
 	}
 }
 
@@ -101,7 +101,7 @@ func TestJudgeTupleTakenOverByALiveSocket(t *testing.T) {
 	j := judge([]*engine.Teardown{fabricated(1, policy.SideNone, policy.SideBackend)}, k)
 	if j.reused != 1 || j.legs != 1 || j.exact != 1 || j.disagree() != 0 {
 		t.Errorf("reused %d, legs %d, exact %d, wrong %v; want the back leg skipped, the front judged exact",
-			j.reused, j.legs, j.exact, j.wrong)
+			j.reused, j.legs, j.exact, j.disagreements())
 	}
 }
 
@@ -134,5 +134,47 @@ func TestJudgeSkipsBackLegsAcceptedAgain(t *testing.T) {
 	k.accepts[proxyAt] = 1
 	if j := judge([]*engine.Teardown{td}, k); j.reused != 0 || j.disagree() != 1 {
 		t.Errorf("accepted once, no TIME-WAIT: reused %d, disagreements %d; want 0, 1", j.reused, j.disagree())
+	}
+}
+
+// A kernel whose TIME-WAIT table was full destroyed sockets while the row
+// ran: a leg that only misses the TIME-WAIT its record claims is left
+// unchecked, never excused beyond the count destroyed; a TIME-WAIT the
+// record denies is a contradiction whatever the kernel destroyed.
+func TestJudgeExcusesOnlyMissingTimeWaitTheKernelDestroyed(t *testing.T) {
+	missing := fabricated(1, policy.SideClient, policy.SideNone) // the kernel holds none
+	denied := fabricated(2, policy.SideNone, policy.SideNone)
+	denied.Front.Peer = netip.MustParseAddrPort("127.0.0.1:50002")
+	denied.Back.Local = netip.MustParseAddrPort("127.0.0.1:40002")
+	held := map[tuple]bool{{denied.Front.Peer, proxyFront}: true}
+	for _, c := range []struct {
+		destroyed, unverified, disagree int
+	}{{0, 0, 2}, {1, 1, 1}, {5, 1, 1}} {
+		j := judge([]*engine.Teardown{missing, denied}, snapshot{timeWait: held})
+		j.excuse(c.destroyed)
+		if j.unverified != c.unverified || j.disagree() != c.disagree {
+			t.Errorf("%d destroyed: unverified %d, disagree %d (%v); want %d, %d",
+				c.destroyed, j.unverified, j.disagree(), j.disagreements(), c.unverified, c.disagree)
+		}
+	}
+	two := []*engine.Teardown{missing, fabricated(3, policy.SideClient, policy.SideNone)}
+	two[1].Front.Peer = netip.MustParseAddrPort("127.0.0.1:50003")
+	two[1].Back.Local = netip.MustParseAddrPort("127.0.0.1:40003")
+	j := judge(two, snapshot{})
+	if j.excuse(1); j.unverified != 0 || j.disagree() != 2 {
+		t.Errorf("two missing, one destroyed: unverified %d, disagree %d; want 0, 2", j.unverified, j.disagree())
+	}
+}
+
+// Legs left unchecked fail the demo, saying why, without blaming the
+// records.
+func TestVerdictNamesTheFullTable(t *testing.T) {
+	r := row{j: judgement{legs: 2, exact: 1, unverified: 1}, load: load{ok: 1}, destroyed: 3}
+	err := verdict([]row{r})
+	if err == nil || !strings.Contains(err.Error(), "tcp_max_tw_buckets") || strings.Contains(err.Error(), "contradicts") {
+		t.Errorf("verdict: %v; want the full table named, no contradiction", err)
+	}
+	if v := r.verdict(row{}); !strings.Contains(v, "UNCHECKED on 1 legs") {
+		t.Errorf("row verdict %q, want it to say 1 leg unchecked", v)
 	}
 }

@@ -109,6 +109,8 @@ func (r row) verdict(base row) string {
 	switch {
 	case r.j.disagree() > 0:
 		parts = append(parts, fmt.Sprintf("RECORDS WRONG on %d legs", r.j.disagree()))
+	case r.j.unverified > 0:
+		parts = append(parts, fmt.Sprintf("records UNCHECKED on %d legs: the kernel destroyed TIME-WAIT sockets meanwhile", r.j.unverified))
 	case r.load.failed > 0:
 		parts = append(parts, fmt.Sprintf("%d REQUESTS FAILED", r.load.failed))
 	default:
@@ -163,9 +165,12 @@ func printNotes(w io.Writer, rows []row) {
 		if r.strays > 0 {
 			note("%d TIME-WAIT on its ports but of none of its connections (earlier run?): ignored", r.strays)
 		}
-		for i, why := range r.j.wrong {
+		if r.destroyed > 0 {
+			note("the kernel destroyed %d TIME-WAIT sockets while the row ran (its table, tcp_max_tw_buckets, was full): its counts may be short by as many", r.destroyed)
+		}
+		for i, why := range r.j.disagreements() {
 			if i == maxWrong {
-				note("… and %d more disagreements", len(r.j.wrong)-maxWrong)
+				note("… and %d more disagreements", r.j.disagree()-maxWrong)
 				break
 			}
 			note("%s", why)

@@ -38,6 +38,13 @@ func ReadTimeWaitOf(pid int) (int, error) {
 // ReadMaxTWBuckets returns net.ipv4.tcp_max_tw_buckets.
 func ReadMaxTWBuckets() (int, error) { return readWith(MaxTWBucketsPath, Int) }
 
+// ReadTimeWaitOverflow returns this namespace's TcpExt TCPTimeWaitOverflow
+// (/proc/net/netstat): the sockets the kernel closed instead of keeping in
+// TIME-WAIT, its table being full, since boot.
+func ReadTimeWaitOverflow() (int, error) {
+	return readWith(NetstatPath, func(b []byte) (int, error) { return NetstatField(b, "TcpExt", "TCPTimeWaitOverflow") })
+}
+
 func readWith(path string, parse func([]byte) (int, error)) (int, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {

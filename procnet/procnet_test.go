@@ -60,6 +60,9 @@ func TestReadHere(t *testing.T) {
 	if n, err := ReadMaxTWBuckets(); err != nil || n <= 0 {
 		t.Errorf("ReadMaxTWBuckets: %d, %v", n, err)
 	}
+	if n, err := ReadTimeWaitOverflow(); err != nil || n < 0 {
+		t.Errorf("ReadTimeWaitOverflow: %d, %v", n, err)
+	}
 	if n, err := ReadPortRange(); err != nil || n <= 0 {
 		t.Errorf("ReadPortRange: %d, %v", n, err)
 	}
