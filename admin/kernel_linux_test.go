@@ -36,6 +36,7 @@ func TestKernelTimeWaitByLeg(t *testing.T) {
 	front, back := listenLoopback(t), listenLoopback(t)
 	a := New(testConfig(front.Addr().String(), back.Addr().String()), zaptest.NewLogger(t))
 	base := serve(t, a)
+	mark := loopback.MarkOverflow()
 	loopback.TimeWait(t, front, "", true) // the proxy's end of a front leg closed first
 	loopback.TimeWait(t, back, "", false) // the proxy's end of a back leg closed first
 
@@ -45,6 +46,10 @@ func TestKernelTimeWaitByLeg(t *testing.T) {
 		if got[`closeproxy_kernel_time_wait{leg="front"}`] >= 1 && got[`closeproxy_kernel_time_wait{leg="back"}`] >= 1 {
 			break
 		}
+	}
+	legs := got[`closeproxy_kernel_time_wait{leg="front"}`] >= 1 && got[`closeproxy_kernel_time_wait{leg="back"}`] >= 1
+	if d := mark.Destroyed(); !legs && d > 0 {
+		t.Skipf("no TIME-WAIT on a leg after 20s: the kernel destroyed %d meanwhile (TCPTimeWaitOverflow), the host's table full", d)
 	}
 	for _, k := range []string{
 		`closeproxy_kernel_time_wait{leg="front"}`, `closeproxy_kernel_time_wait{leg="back"}`,

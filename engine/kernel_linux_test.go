@@ -39,8 +39,10 @@ func claims(l *LegRecord) (must, mustNot []tuple) {
 
 // checkAgainstKernel matches every record's TIME-WAIT claims to the
 // kernel's TIME-WAIT sockets by 4-tuple, and returns how many legs said
-// unknown.
-func checkAgainstKernel(t *testing.T, recs []*Teardown) (unknown int) {
+// unknown. Claims the kernel only fails to hold are excused, the test
+// skipped, when the kernel destroyed at least as many TIME-WAIT sockets
+// since mark, its table (shared with every test beside this one) full.
+func checkAgainstKernel(t *testing.T, recs []*Teardown, mark loopback.Overflow) (unknown int) {
 	t.Helper()
 	socks, err := sockdiag.List(sockdiag.TimeWait)
 	if err != nil {
@@ -59,7 +61,7 @@ func checkAgainstKernel(t *testing.T, recs []*Teardown) (unknown int) {
 			latest[tuple{l.Local, l.Peer}] = max(latest[tuple{l.Local, l.Peer}], td.ID)
 		}
 	}
-	bad := 0
+	var missing, wrong []string // claims the kernel lacks; TIME-WAIT the kernel holds unclaimed
 	for _, td := range recs {
 		for _, l := range []*LegRecord{&td.Front, &td.Back} {
 			if latest[tuple{l.Local, l.Peer}] != td.ID {
@@ -68,28 +70,32 @@ func checkAgainstKernel(t *testing.T, recs []*Teardown) (unknown int) {
 			if l.TimeWait == policy.SideUnknown {
 				unknown++
 				if !held[tuple{l.Local, l.Peer}] && !held[tuple{l.Peer, l.Local}] {
-					bad++
-					t.Errorf("record %d %s.time_wait unknown: the kernel holds no TIME-WAIT on either side", td.ID, l.leg)
+					missing = append(missing, fmt.Sprintf("record %d %s.time_wait unknown: the kernel holds no TIME-WAIT on either side", td.ID, l.leg))
 				}
 			}
 			must, mustNot := claims(l)
 			for _, w := range must {
 				if !held[w] {
-					if bad++; bad <= 5 {
-						t.Errorf("record %d %s.time_wait %s: the kernel holds no TIME-WAIT on %s ↔ %s", td.ID, l.leg, l.TimeWait, w.local, w.peer)
-					}
+					missing = append(missing, fmt.Sprintf("record %d %s.time_wait %s: the kernel holds no TIME-WAIT on %s ↔ %s", td.ID, l.leg, l.TimeWait, w.local, w.peer))
 				}
 			}
 			for _, w := range mustNot {
 				if held[w] {
-					if bad++; bad <= 5 {
-						t.Errorf("record %d %s.time_wait %s: the kernel holds a TIME-WAIT on %s ↔ %s", td.ID, l.leg, l.TimeWait, w.local, w.peer)
-					}
+					wrong = append(wrong, fmt.Sprintf("record %d %s.time_wait %s: the kernel holds a TIME-WAIT on %s ↔ %s", td.ID, l.leg, l.TimeWait, w.local, w.peer))
 				}
 			}
 		}
 	}
-	if bad > 0 {
+	if d := mark.Destroyed(); len(wrong) == 0 && len(missing) > 0 && d >= len(missing) {
+		t.Skipf("%d claims of %d records lack their TIME-WAIT, and the kernel destroyed %d meanwhile (TCPTimeWaitOverflow): the host's table was full", len(missing), len(recs), d)
+	}
+	for i, why := range append(wrong, missing...) {
+		if i == 5 {
+			break
+		}
+		t.Error(why)
+	}
+	if bad := len(wrong) + len(missing); bad > 0 {
 		t.Errorf("%d claims of %d records disagree with the kernel", bad, len(recs))
 	}
 	return unknown
@@ -136,9 +142,10 @@ func TestRecordsMatchKernelRacingFINs(t *testing.T) {
 	for _, pp := range policyPairs {
 		t.Run(pp.name, func(t *testing.T) {
 			frontLn, backLn = loopback.Listener(t), loopback.Listener(t)
+			mark := loopback.MarkOverflow()
 			recs := sessions(conns, at, func() *Teardown { return racingSession(t, pp.front, pp.back, resp) })
 			settle(t, recs)
-			unknown := checkAgainstKernel(t, recs)
+			unknown := checkAgainstKernel(t, recs, mark)
 			counts := map[string]int{}
 			for _, td := range recs {
 				counts[fmt.Sprintf("front %s back %s", td.Front.TimeWait, td.Back.TimeWait)]++
@@ -208,6 +215,7 @@ func TestClientFirstEndsWithinTheAdaptiveGrace(t *testing.T) {
 	frontLn, backLn = loopback.Listener(t), loopback.Listener(t)
 	var mu sync.Mutex
 	var longest time.Duration
+	mark := loopback.MarkOverflow()
 	recs := sessions(conns, at, func() *Teardown {
 		r := startRelay(t, frontLn, backLn, front, back, 5*time.Second)
 		go func() { // a keep-alive backend: answers, then waits for more
@@ -229,7 +237,7 @@ func TestClientFirstEndsWithinTheAdaptiveGrace(t *testing.T) {
 		return r.rec.Done()
 	})
 	settle(t, recs)
-	checkAgainstKernel(t, recs)
+	checkAgainstKernel(t, recs, mark)
 	for _, td := range recs {
 		if td.Outcome != OutcomeOK || td.Front.TimeWait != policy.SideNone || td.Back.TimeWait != policy.SideNone {
 			t.Fatalf("record: outcome %s (%v), front %s, back %s; want ok, none, none: %+v", td.Outcome, td.Err, td.Front.TimeWait, td.Back.TimeWait, td)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,8 +19,8 @@ import (
 
 	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
-	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/proxy"
 	"github.com/closeproxy/closeproxy/sockdiag"
 	"github.com/closeproxy/closeproxy/twwatch"
@@ -73,7 +72,7 @@ func eofBackend(t *testing.T) net.Listener {
 // sockets the test is about.
 func dialerTimeWaits(t *testing.T, ln net.Listener, n int) {
 	t.Helper()
-	dropped := timeWaitOverflow(t)
+	mark := loopback.MarkOverflow()
 	var locals []netip.AddrPort
 	for range n {
 		c, err := net.Dial("tcp4", ln.Addr().String())
@@ -99,7 +98,7 @@ func dialerTimeWaits(t *testing.T, ln net.Listener, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			if d := timeWaitOverflow(t) - dropped; d > 0 {
+			if d := mark.Destroyed(); d > 0 {
 				t.Skipf("%d of %d TIME-WAIT sockets toward %v after %v: the host's TIME-WAIT table was full (the kernel destroyed %d meanwhile, TCPTimeWaitOverflow)", found, n, peer, wait, d)
 			}
 			t.Fatalf("%d of %d TIME-WAIT sockets toward %v after %v; the test's sockets: %s", found, n, peer, wait, socketsOf(t, toward, locals))
@@ -126,21 +125,6 @@ func socketsOf(t *testing.T, f *sockdiag.Filter, locals []netip.AddrPort) string
 		b.WriteString("; ")
 	}
 	return b.String()
-}
-
-// timeWaitOverflow is the host's TcpExt TCPTimeWaitOverflow: TIME-WAIT
-// sockets the kernel destroyed since boot, its table full.
-func timeWaitOverflow(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile(procnet.NetstatPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := procnet.NetstatField(b, "TcpExt", "TCPTimeWaitOverflow")
-	if err != nil {
-		t.Fatalf("%s: %v", procnet.NetstatPath, err)
-	}
-	return n
 }
 
 // Thresholds that switch auto at the first TIME-WAIT toward the backend

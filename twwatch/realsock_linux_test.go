@@ -45,6 +45,7 @@ func TestSampleCountsRealTimeWait(t *testing.T) {
 	if base.Err != nil {
 		t.Fatalf("first sample: %v", base.Err)
 	}
+	mark := loopback.MarkOverflow()
 	for range 3 {
 		loopback.TimeWait(t, front, "", true) // the proxy ended a front leg first
 	}
@@ -64,6 +65,9 @@ func TestSampleCountsRealTimeWait(t *testing.T) {
 			break
 		}
 	}
+	if d := mark.Destroyed(); fmt.Sprint(got) != fmt.Sprint(want) && d > 0 && fewer(got, want) {
+		t.Skipf("new TIME-WAIT by leg and destination %v, want %v: the kernel destroyed %d meanwhile (TCPTimeWaitOverflow), the host's table full", got, want, d)
+	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("new TIME-WAIT by leg and destination %v, want %v", got, want)
 	}
@@ -78,4 +82,14 @@ func delta(base, s *Sample, dests ...netip.AddrPort) map[string]int {
 		out[d.String()] = n - n0
 	}
 	return out
+}
+
+// fewer says got counts no more than want anywhere.
+func fewer(got, want map[string]int) bool {
+	for k, n := range got {
+		if n > want[k] {
+			return false
+		}
+	}
+	return true
 }
