@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/closeproxy/closeproxy/internal/loopback"
+	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
@@ -36,7 +37,7 @@ func TestKernelTimeWaitByLeg(t *testing.T) {
 	front, back := listenLoopback(t), listenLoopback(t)
 	a := New(testConfig(front.Addr().String(), back.Addr().String()), zaptest.NewLogger(t))
 	base := serve(t, a)
-	mark := loopback.MarkOverflow()
+	mark := procnet.MarkTimeWaitOverflow()
 	loopback.TimeWait(t, front, "", true) // the proxy's end of a front leg closed first
 	loopback.TimeWait(t, back, "", false) // the proxy's end of a back leg closed first
 

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/netip"
 	"time"
+
+	"github.com/closeproxy/closeproxy/procnet"
 )
 
 // Options size the demonstration. Zero or negative values take the
@@ -162,7 +164,7 @@ func runScenario(ctx context.Context, sc scenario, o Options, used ports) (row, 
 		return row{}, err
 	}
 	defer p.stop()
-	overflow := overflowCounter()
+	mark := procnet.MarkTimeWaitOverflow()
 	r := row{sc: sc, load: burst(ctx, p.addr, sc.closer, o.Conns, sc.clients(o))}
 	if err := p.recs.wait(ctx, r.load.dialed, recordsTimeout); err != nil {
 		return r, err
@@ -177,7 +179,7 @@ func runScenario(ctx context.Context, sc scenario, o Options, used ports) (row, 
 		return r, err
 	}
 	k.accepts = be.accepted()
-	r.destroyed = overflow()
+	r.destroyed = mark.Destroyed()
 	r.j = judge(recs, k)
 	r.j.excuse(r.destroyed)
 	r.strays = strays(k.timeWait, mine, p.addr, be.addr)
@@ -187,7 +189,7 @@ func runScenario(ctx context.Context, sc scenario, o Options, used ports) (row, 
 // runDirect runs a row without the proxy: no records, only what the kernel
 // holds for the clients' connections.
 func runDirect(ctx context.Context, sc scenario, backend netip.AddrPort, o Options) (row, error) {
-	overflow := overflowCounter()
+	mark := procnet.MarkTimeWaitOverflow()
 	r := row{sc: sc, load: burst(ctx, backend, sc.closer, o.Conns, sc.clients(o))}
 	mine := map[tuple]bool{}
 	for t := range r.load.socks {
@@ -200,7 +202,7 @@ func runDirect(ctx context.Context, sc scenario, backend netip.AddrPort, o Optio
 	if err != nil {
 		return r, err
 	}
-	r.destroyed = overflow()
+	r.destroyed = mark.Destroyed()
 	r.j.kernel = directCounts(r.load.socks, k.timeWait)
 	r.strays = strays(k.timeWait, mine, backend)
 	return r, nil

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
@@ -114,19 +113,4 @@ func strays(held, known map[tuple]bool, addrs ...netip.AddrPort) int {
 		}
 	}
 	return n
-}
-
-// overflowCounter reads TCPTimeWaitOverflow and returns a function that
-// says how much it grew since: the sockets the kernel closed instead of
-// keeping in TIME-WAIT (this namespace's, any process's). Where the
-// counter cannot be read, it says 0.
-func overflowCounter() func() int {
-	before, err := procnet.ReadTimeWaitOverflow()
-	return func() int {
-		after, aerr := procnet.ReadTimeWaitOverflow()
-		if err != nil || aerr != nil {
-			return 0
-		}
-		return after - before
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
@@ -42,7 +43,7 @@ func claims(l *LegRecord) (must, mustNot []tuple) {
 // unknown. Claims the kernel only fails to hold are excused, the test
 // skipped, when the kernel destroyed at least as many TIME-WAIT sockets
 // since mark, its table (shared with every test beside this one) full.
-func checkAgainstKernel(t *testing.T, recs []*Teardown, mark loopback.Overflow) (unknown int) {
+func checkAgainstKernel(t *testing.T, recs []*Teardown, mark procnet.OverflowMark) (unknown int) {
 	t.Helper()
 	socks, err := sockdiag.List(sockdiag.TimeWait)
 	if err != nil {
@@ -142,7 +143,7 @@ func TestRecordsMatchKernelRacingFINs(t *testing.T) {
 	for _, pp := range policyPairs {
 		t.Run(pp.name, func(t *testing.T) {
 			frontLn, backLn = loopback.Listener(t), loopback.Listener(t)
-			mark := loopback.MarkOverflow()
+			mark := procnet.MarkTimeWaitOverflow()
 			recs := sessions(conns, at, func() *Teardown { return racingSession(t, pp.front, pp.back, resp) })
 			settle(t, recs)
 			unknown := checkAgainstKernel(t, recs, mark)
@@ -215,7 +216,7 @@ func TestClientFirstEndsWithinTheAdaptiveGrace(t *testing.T) {
 	frontLn, backLn = loopback.Listener(t), loopback.Listener(t)
 	var mu sync.Mutex
 	var longest time.Duration
-	mark := loopback.MarkOverflow()
+	mark := procnet.MarkTimeWaitOverflow()
 	recs := sessions(conns, at, func() *Teardown {
 		r := startRelay(t, frontLn, backLn, front, back, 5*time.Second)
 		go func() { // a keep-alive backend: answers, then waits for more

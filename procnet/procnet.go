@@ -45,6 +45,30 @@ func ReadTimeWaitOverflow() (int, error) {
 	return readWith(NetstatPath, func(b []byte) (int, error) { return NetstatField(b, "TcpExt", "TCPTimeWaitOverflow") })
 }
 
+// OverflowMark is TCPTimeWaitOverflow at a moment: whoever counts TIME-WAIT
+// sockets it made, in a namespace others fill too, learns from it whether
+// the kernel destroyed some since instead of keeping them.
+type OverflowMark struct {
+	at int
+	ok bool
+}
+
+// MarkTimeWaitOverflow reads the counter now.
+func MarkTimeWaitOverflow() OverflowMark {
+	n, err := ReadTimeWaitOverflow()
+	return OverflowMark{at: n, ok: err == nil}
+}
+
+// Destroyed is how many TIME-WAIT sockets the kernel destroyed since the
+// mark, any process's; 0 where the counter cannot be read.
+func (m OverflowMark) Destroyed() int {
+	n, err := ReadTimeWaitOverflow()
+	if !m.ok || err != nil {
+		return 0
+	}
+	return n - m.at
+}
+
 func readWith(path string, parse func([]byte) (int, error)) (int, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {

@@ -63,6 +63,9 @@ func TestReadHere(t *testing.T) {
 	if n, err := ReadTimeWaitOverflow(); err != nil || n < 0 {
 		t.Errorf("ReadTimeWaitOverflow: %d, %v", n, err)
 	}
+	if m := MarkTimeWaitOverflow(); !m.ok || m.Destroyed() < 0 {
+		t.Errorf("MarkTimeWaitOverflow: %+v, destroyed since %d", m, m.Destroyed())
+	}
 	if n, err := ReadPortRange(); err != nil || n <= 0 {
 		t.Errorf("ReadPortRange: %d, %v", n, err)
 	}

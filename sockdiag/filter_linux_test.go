@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/internal/loopback"
+	"github.com/closeproxy/closeproxy/procnet"
 )
 
 // leaveTimeWait dials ln at addr and closes that connection, the server
@@ -42,7 +43,7 @@ func TestListMatchingSelectsInKernel(t *testing.T) {
 	dual := listen(t, "tcp", "[::]:0")
 	back4, back6 := listen(t, "tcp4", "127.0.0.1:0"), listen(t, "tcp6", "[::1]:0")
 	other := listen(t, "tcp4", "127.0.0.1:0")
-	mark := loopback.MarkOverflow()
+	mark := procnet.MarkTimeWaitOverflow()
 	f := &Filter{
 		LocalPorts: []uint16{port(front4), port(front6), port(dual)},
 		Peers:      []netip.AddrPort{loopback.AddrPort(back4.Addr()), loopback.AddrPort(back6.Addr())},
@@ -90,7 +91,7 @@ func TestListMatchingSelectsInKernel(t *testing.T) {
 // waitTimeWait returns the full TIME-WAIT listing once it holds every one
 // of socks: a connection enters TIME-WAIT when its last ACK is handled,
 // which a loaded host may do after Close returns, so poll with a deadline.
-func waitTimeWait(t testing.TB, socks []Socket, mark loopback.Overflow) []Socket {
+func waitTimeWait(t testing.TB, socks []Socket, mark procnet.OverflowMark) []Socket {
 	t.Helper()
 	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		all, err := List(TimeWait)

@@ -19,8 +19,8 @@ import (
 
 	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
-	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/proxy"
 	"github.com/closeproxy/closeproxy/sockdiag"
 	"github.com/closeproxy/closeproxy/twwatch"
@@ -72,7 +72,7 @@ func eofBackend(t *testing.T) net.Listener {
 // sockets the test is about.
 func dialerTimeWaits(t *testing.T, ln net.Listener, n int) {
 	t.Helper()
-	mark := loopback.MarkOverflow()
+	mark := procnet.MarkTimeWaitOverflow()
 	var locals []netip.AddrPort
 	for range n {
 		c, err := net.Dial("tcp4", ln.Addr().String())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/internal/loopback"
+	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
@@ -45,7 +46,7 @@ func TestSampleCountsRealTimeWait(t *testing.T) {
 	if base.Err != nil {
 		t.Fatalf("first sample: %v", base.Err)
 	}
-	mark := loopback.MarkOverflow()
+	mark := procnet.MarkTimeWaitOverflow()
 	for range 3 {
 		loopback.TimeWait(t, front, "", true) // the proxy ended a front leg first
 	}
