@@ -23,6 +23,7 @@ type env struct {
 	prototype  string   // built evrun, with -prototype
 	nofile     uint64   // RLIMIT_NOFILE children inherit
 	proxyCPUs  string   // taskset CPU list for the proxies; "" leaves them free
+	teardown   string   // closeproxy's log.teardown
 	ns         *netns   // where the next processes start (nil: the bench's namespace)
 	spaces     []*netns // every namespace made (isolate), deleted at the end
 }
@@ -214,16 +215,16 @@ func (e *env) startHAProxy() (string, *proc, error) {
 	return addr, p, err
 }
 
-// closeproxyConf: defaults except admin off, teardown records only for
-// errors (HAProxy and nginx stream log nothing here either), no caps on
-// sessions or pool, a short shutdown; relay as the candidate says
-// ("loop" is the default, written out so that the two tcp configs differ
-// in that line only; http1 always relays on goroutines).
+// closeproxyConf: defaults except admin off, teardown records as -teardown
+// says (to stderr, the candidate's log file), no caps on sessions or pool,
+// a short shutdown; relay as the candidate says ("loop" is the default,
+// written out so that the two tcp configs differ in that line only; http1
+// always relays on goroutines).
 const closeproxyConf = `shutdown_timeout = "1s"
 relay = "{{.Relay}}"
 [log]
 level = "warn"
-teardown = "errors"
+teardown = "{{.Teardown}}"
 [admin]
 listen = "off"
 [[listener]]
@@ -245,7 +246,7 @@ func (e *env) startCloseproxy(protocol, relay string) (string, *proc, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	data := map[string]any{"Addr": addr, "Backend": e.backend, "Protocol": protocol, "Relay": relay}
+	data := map[string]any{"Addr": addr, "Backend": e.backend, "Protocol": protocol, "Relay": relay, "Teardown": e.teardown}
 	p, err := e.run(closeproxyName(protocol, relay), closeproxyConf, data, addr, e.closeproxy, "run", "-config", "{conf}")
 	return addr, p, err
 }

@@ -41,6 +41,7 @@ type settings struct {
 	loadCPUs    string // CPU list for the bench, its clients, wrk and the backend; "": not pinned
 	prototype   bool   // add the event-loop prototype's two modes (internal/evloop) as candidates
 	isolate     bool   // each candidate, its backend and its loads in a network namespace of their own
+	teardown    string // closeproxy's log.teardown: "all" or "errors"
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -55,7 +56,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&s.loadCPUs, "load-cpus", "", "run the load generators and the nginx backend on these CPUs only (needs -proxy-cpus, e.g. -proxy-cpus 1 -load-cpus 0): each proxy's CPU per connection apart from the load's")
 	fs.BoolVar(&s.isolate, "netns", true, "run each candidate with a backend of its own in a network namespace of its own, where its loads run too (needs root and ip(8); without, all share this one): no candidate meets another's TIME-WAIT sockets")
 	fs.BoolVar(&s.prototype, "prototype", false, "add two columns for the event-loop prototype (internal/evloop: accept, dial and relay on one loop, no policy, records or kernel readings; and its http1 mode, exchanges on the loop): what a bare Go event loop costs here")
+	fs.StringVar(&s.teardown, "teardown", "all", `closeproxy's log.teardown: "all" (its default: a record for every connection, written to its log file) or "errors" (records of failures only; HAProxy and nginx here log nothing)`)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if s.teardown != "all" && s.teardown != "errors" {
+		fmt.Fprintf(stderr, "bench: -teardown %q: want \"all\" or \"errors\"\n", s.teardown)
 		return 2
 	}
 	if s.loadCPUs != "" && s.proxyCPUs == "" {
@@ -99,7 +105,7 @@ func bench(ctx context.Context, s settings, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	e := &env{dir: dir, procs: &procs{}, proxyCPUs: s.proxyCPUs}
+	e := &env{dir: dir, procs: &procs{}, proxyCPUs: s.proxyCPUs, teardown: s.teardown}
 	defer func() {
 		e.procs.stopAll() // first: a namespace is gone once its last process is
 		for _, n := range e.spaces {

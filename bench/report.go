@@ -65,6 +65,7 @@ func printReport(w io.Writer, s settings, results []result) {
 	if s.idle < s.idleWant {
 		fmt.Fprintf(w, " (%d wanted: RLIMIT_NOFILE too low)", s.idleWant)
 	}
+	fmt.Fprintf(w, "; closeproxy log.teardown = %q", s.teardown)
 	if s.proxyCPUs != "" {
 		fmt.Fprintf(w, "; proxies on CPUs %s only (taskset)", s.proxyCPUs)
 	}
