@@ -4,13 +4,14 @@
 // the nginx stream module and no proxy at all, on this machine, on
 // loopback, with the same load generators:
 //
-//	go run ./bench              # about 4 minutes
-//	go run ./bench -quick       # about 45 seconds
+//	go run ./bench              # about 5 minutes
+//	go run ./bench -quick       # about 50 seconds
 //	go run ./bench -duration 5s # per load
 //	go run ./bench -proxy-cpus 0   # every proxy on CPU 0 only: compare with 0-1
 //	go run ./bench -proxy-cpus 1 -load-cpus 0 # proxies and load on CPUs apart
 //	go run ./bench -prototype      # add the event-loop prototype (internal/evloop, tcp and http1) as yardsticks
 //	go run ./bench -netns=false    # every candidate in this network namespace
+//	go run ./bench -teardown errors # closeproxy's records of failures only (default: all, as its own default)
 //
 // It starts an nginx backend (a small static body at "/", a large blob at
 // "/blob", keep-alive allowed) for each candidate, as root each in a
