@@ -134,14 +134,20 @@ func (a *advisor) buckets(tw TimeWait, k *kernel) {
 	if !near && !overflowed {
 		return
 	}
-	var why []string
+	var text string
 	if near {
-		why = append(why, fmt.Sprintf("%d TIME-WAIT sockets now, %d allowed", tw.Total, k.maxTW.v))
+		why := []string{fmt.Sprintf("%d TIME-WAIT sockets now, %d allowed", tw.Total, k.maxTW.v)}
+		if overflowed {
+			why = append(why, fmt.Sprintf("%d destroyed early since boot (TCPTimeWaitOverflow)", k.overflow.v))
+		}
+		text = "the TIME-WAIT table is full or nearly: " + strings.Join(why, "; ")
+	} else {
+		// The counter only grows: a table full once, days ago, is not
+		// full now.
+		text = fmt.Sprintf("the TIME-WAIT table was full at some time since boot: %d TIME-WAIT sockets destroyed early (TCPTimeWaitOverflow); %d held now, %d allowed",
+			k.overflow.v, tw.Total, k.maxTW.v)
 	}
-	if overflowed {
-		why = append(why, fmt.Sprintf("%d destroyed early since boot (TCPTimeWaitOverflow)", k.overflow.v))
-	}
-	a.warn(Warning{Kind: "tw_buckets", Subject: "net.ipv4.tcp_max_tw_buckets", Text: "the TIME-WAIT table is full or nearly: " + strings.Join(why, "; ")})
+	a.warn(Warning{Kind: "tw_buckets", Subject: "net.ipv4.tcp_max_tw_buckets", Text: text})
 	a.recommend("sysctl", fmt.Sprintf("sysctl -w net.ipv4.tcp_max_tw_buckets=%d", 2*max(k.maxTW.v, tw.Total)),
 		"a slot costs a few hundred bytes; a full table ends TIME-WAIT early and loses its protection against late segments (better still: a close policy that keeps TIME-WAIT off this host)")
 }

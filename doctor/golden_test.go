@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -25,6 +28,7 @@ func TestGolden(t *testing.T) {
 	}{
 		{"busy", Options{Config: mustParse(t, string(busyConfig)), ConfigPath: "testdata/busy.toml", Rate: 50, src: busyHost().source()}},
 		{"quiet", Options{src: quietHost().source()}},
+		{"overflowed_once", Options{src: overflowedOnceHost().source()}},
 		{"not_linux", Options{src: fakeHost{goos: "darwin", sockErr: errors.New("sockdiag: listing sockets needs Linux sock_diag")}.source()}},
 		{"no_privileges", Options{src: deniedHost().source()}},
 	}
@@ -60,6 +64,17 @@ func quietHost() fakeHost {
 	}
 	h.files["/proc/sys/net/core/somaxconn"] = "4096"
 	h.files[pathNetstat] = "TcpExt: TW TCPTimeWaitOverflow\nTcpExt: 0 0\n"
+	return h
+}
+
+// overflowedOnceHost is a quiet host whose TIME-WAIT table overflowed at
+// some time since boot: 10 TIME-WAIT sockets now, 348,102 destroyed once.
+func overflowedOnceHost() fakeHost {
+	h := quietHost()
+	for i := range 10 {
+		h.socks = append(h.socks, sock(sockdiag.TimeWait, fmt.Sprintf("10.0.0.1:%d", 40000+i), "10.0.0.2:8081"))
+	}
+	h.files[pathNetstat] = "TcpExt: TW TCPTimeWaitOverflow\nTcpExt: 0 348102\n"
 	return h
 }
 
