@@ -31,10 +31,7 @@ import (
 // proxy's warm pool until the pool resets its connections.
 func eofBackend(t *testing.T) net.Listener {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := unvisitedListener(t)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -60,6 +57,35 @@ func eofBackend(t *testing.T) net.Listener {
 		wg.Wait()
 	})
 	return ln
+}
+
+// unvisitedListener listens on a port no TIME-WAIT socket points at. A
+// port the kernel hands out may have been another test's listener within
+// the last minute, whose clients' TIME-WAIT sockets toward it outlive it
+// (they do not stop a new bind) and would count toward this backend from
+// the proxy's first sample on. Where sock_diag cannot list, the first
+// listener is taken (the test then skips).
+func unvisitedListener(t *testing.T) net.Listener {
+	t.Helper()
+	var visited []net.Listener // kept open while looking, so that no port comes twice
+	defer func() {
+		for _, l := range visited {
+			l.Close()
+		}
+	}()
+	for range 20 {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := &sockdiag.Filter{Peers: []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()}}
+		if socks, err := sockdiag.ListMatching(at, sockdiag.TimeWait); err != nil || len(socks) == 0 {
+			return ln
+		}
+		visited = append(visited, ln)
+	}
+	t.Fatal("20 listeners in a row found TIME-WAIT sockets toward their ports")
+	return nil
 }
 
 // dialerTimeWaits leaves n TIME-WAIT sockets toward ln on this host, as
