@@ -80,7 +80,6 @@ func (b *backend) close() {
 	}
 }
 
-// next returns the next accepted connection.
 // accepted4Tuples returns the 4-tuple of every connection b accepted,
 // as "local peer" from either end.
 func (b *backend) accepted4Tuples() map[string]bool {
@@ -94,6 +93,7 @@ func (b *backend) accepted4Tuples() map[string]bool {
 	return tuples
 }
 
+// next returns the next accepted connection.
 func (b *backend) next(t testing.TB) *net.TCPConn {
 	t.Helper()
 	select {

@@ -69,6 +69,15 @@ func (m OverflowMark) Destroyed() int {
 	return n - m.at
 }
 
+// Covers says whether the kernel destroyed, since the mark, at least as
+// many TIME-WAIT sockets as the missing ones a count found short (any
+// process's, so the count may be someone else's). It returns how many it
+// destroyed; with nothing missing it covers nothing.
+func (m OverflowMark) Covers(missing int) (destroyed int, ok bool) {
+	d := m.Destroyed()
+	return d, missing > 0 && d >= missing
+}
+
 func readWith(path string, parse func([]byte) (int, error)) (int, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {

@@ -66,6 +66,16 @@ func TestReadHere(t *testing.T) {
 	if m := MarkTimeWaitOverflow(); !m.ok || m.Destroyed() < 0 {
 		t.Errorf("MarkTimeWaitOverflow: %+v, destroyed since %d", m, m.Destroyed())
 	}
+	m := MarkTimeWaitOverflow()
+	m.at -= 3 // as if 3 were destroyed since
+	for missing, want := range map[int]bool{0: false, 3: true, 1 << 40: false} {
+		if _, ok := m.Covers(missing); ok != want {
+			t.Errorf("Covers(%d) after 3 destroyed: %v, want %v", missing, ok, want)
+		}
+	}
+	if _, ok := (OverflowMark{}).Covers(1); ok {
+		t.Error("an unread mark covers a missing socket, want it to cover nothing")
+	}
 	if n, err := ReadPortRange(); err != nil || n <= 0 {
 		t.Errorf("ReadPortRange: %d, %v", n, err)
 	}
