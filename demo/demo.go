@@ -174,7 +174,7 @@ func runScenario(ctx context.Context, sc scenario, o Options, used ports) (row, 
 	if err := settle(ctx, mine, settleTimeout); err != nil {
 		return r, err
 	}
-	k, err := takeSnapshot()
+	k, err := takeSnapshot(mine, p.addr, be.addr)
 	if err != nil {
 		return r, err
 	}
@@ -182,7 +182,7 @@ func runScenario(ctx context.Context, sc scenario, o Options, used ports) (row, 
 	r.destroyed = mark.Destroyed()
 	r.j = judge(recs, k)
 	r.j.excuse(r.destroyed)
-	r.strays = strays(k.timeWait, mine, p.addr, be.addr)
+	r.strays = k.strays
 	return r, nil
 }
 
@@ -191,19 +191,19 @@ func runScenario(ctx context.Context, sc scenario, o Options, used ports) (row, 
 func runDirect(ctx context.Context, sc scenario, backend netip.AddrPort, o Options) (row, error) {
 	mark := procnet.MarkTimeWaitOverflow()
 	r := row{sc: sc, load: burst(ctx, backend, sc.closer, o.Conns, sc.clients(o))}
-	mine := map[tuple]bool{}
+	mine := map[tuple]holder{}
 	for t := range r.load.socks {
-		mine[t], mine[t.reverse()] = true, true
+		mine[t], mine[t.reverse()] = holderClient, holderBackend
 	}
 	if err := settle(ctx, mine, settleTimeout); err != nil {
 		return r, err
 	}
-	k, err := takeSnapshot()
+	k, err := takeSnapshot(mine, backend)
 	if err != nil {
 		return r, err
 	}
 	r.destroyed = mark.Destroyed()
 	r.j.kernel = directCounts(r.load.socks, k.timeWait)
-	r.strays = strays(k.timeWait, mine, backend)
+	r.strays = k.strays
 	return r, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/closeproxy/closeproxy/sockdiag"
@@ -23,86 +25,107 @@ func needKernel() error {
 var closing = []sockdiag.State{sockdiag.FinWait1, sockdiag.FinWait2, sockdiag.Closing, sockdiag.LastAck, sockdiag.CloseWait}
 
 // settle waits until none of socks is still closing. The kernel offers no
-// event for this: it polls sock_diag, with a deadline.
-func settle(ctx context.Context, socks map[tuple]bool, timeout time.Duration) error {
+// event for this: it polls, with a deadline, and on the deadline names the
+// sockets still closing, whose they are and their state.
+func settle(ctx context.Context, socks map[tuple]holder, timeout time.Duration) error {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		list, err := sockdiag.List(closing...)
+		st, err := states(socks)
 		if err != nil {
-			return fmt.Errorf("list closing sockets: %w", err)
+			return fmt.Errorf("look up the row's sockets: %w", err)
 		}
-		busy := sockdiag.Count(list, func(s sockdiag.Socket) bool { return socks[tuple{s.Local, s.Peer}] })
-		if busy == 0 {
+		var busy []string
+		for t, s := range st {
+			if slices.Contains(closing, s) {
+				busy = append(busy, fmt.Sprintf("%s %s→%s %s", socks[t], t.local, t.peer, s))
+			}
+		}
+		if len(busy) == 0 {
 			return nil
 		}
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			return fmt.Errorf("%d sockets of the row still closing after %s", busy, timeout)
+			slices.Sort(busy)
+			return fmt.Errorf("%d sockets of the row still closing after %s: %s", len(busy), timeout, strings.Join(busy[:min(len(busy), 4)], ", "))
 		case <-ctx.Done():
 			return fmt.Errorf("wait for sockets to settle: %w", ctx.Err())
 		}
 	}
 }
 
-// snapshot is this host's TCP sockets by 4-tuple, as the matcher needs
-// them.
+// states looks each of socks up by its 4-tuple and returns the state of
+// those that exist. Lookups, not a dump of the host's sockets: a dump can
+// skip a socket while others come and go (see sockdiag.Find), and on a
+// busy host TIME-WAIT sockets of earlier runs expire all the time.
+func states(socks map[tuple]holder) (map[tuple]sockdiag.State, error) {
+	out := make(map[tuple]sockdiag.State, len(socks))
+	for t := range socks {
+		s, ok, err := sockdiag.Find(t.local, t.peer)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[t] = s.State
+		}
+	}
+	return out, nil
+}
+
+// snapshot is what the kernel holds of a row's sockets, by 4-tuple, as
+// the matcher needs it.
 type snapshot struct {
 	timeWait map[tuple]bool
-	// live is every socket in another state, listeners aside: a 4-tuple
-	// of a record found here was taken over by a newer connection.
+	// live is every socket in another state: a 4-tuple of a record found
+	// here was taken over by a newer connection.
 	live map[tuple]bool
 	// accepts is the connections the row's backend accepted, by the
 	// proxy's address: more than the records name means a connection
 	// with no record (a probe, a warm pool's) took a back leg's 4-tuple,
 	// and with it the backend's TIME-WAIT, and may be gone already.
 	accepts map[netip.AddrPort]int
+	// strays is the TIME-WAIT sockets on the row's addresses that none of
+	// its sockets is.
+	strays int
 }
 
-// Kernel states sockdiag has no name for.
-const (
-	stateSynSent sockdiag.State = 2
-	stateSynRecv sockdiag.State = 3
-	stateClose   sockdiag.State = 7
-)
-
-var liveStates = append([]sockdiag.State{sockdiag.Established, stateSynSent, stateSynRecv, stateClose}, closing...)
-
-// takeSnapshot lists the TIME-WAIT sockets, then the live ones.
-func takeSnapshot() (snapshot, error) {
-	tw, err := tuples(sockdiag.TimeWait)
+// takeSnapshot looks up the row's sockets, then counts the strays on its
+// addresses.
+func takeSnapshot(socks map[tuple]holder, addrs ...netip.AddrPort) (snapshot, error) {
+	st, err := states(socks)
+	if err != nil {
+		return snapshot{}, fmt.Errorf("look up the row's sockets: %w", err)
+	}
+	k := snapshot{timeWait: map[tuple]bool{}, live: map[tuple]bool{}}
+	for t, s := range st {
+		if s == sockdiag.TimeWait {
+			k.timeWait[t] = true
+		} else {
+			k.live[t] = true
+		}
+	}
+	list, err := sockdiag.List(sockdiag.TimeWait)
 	if err != nil {
 		return snapshot{}, fmt.Errorf("list TIME-WAIT sockets: %w", err)
 	}
-	live, err := tuples(liveStates...)
-	if err != nil {
-		return snapshot{}, fmt.Errorf("list live sockets: %w", err)
-	}
-	return snapshot{timeWait: tw, live: live}, nil
-}
-
-func tuples(states ...sockdiag.State) (map[tuple]bool, error) {
-	list, err := sockdiag.List(states...)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[tuple]bool, len(list))
+	held := make(map[tuple]bool, len(list))
 	for _, s := range list {
-		out[tuple{s.Local, s.Peer}] = true
+		held[tuple{s.Local, s.Peer}] = true
 	}
-	return out, nil
+	k.strays = strays(held, socks, addrs...)
+	return k, nil
 }
 
 // strays counts the TIME-WAIT sockets on a row's listening addresses that
 // none of its connections names: a connection without a record, or
 // (rarely: the row's ports are new) a leftover of an earlier run.
-func strays(held, known map[tuple]bool, addrs ...netip.AddrPort) int {
+func strays(held map[tuple]bool, known map[tuple]holder, addrs ...netip.AddrPort) int {
 	n := 0
 	for t := range held {
-		if known[t] {
+		if _, ok := known[t]; ok {
 			continue
 		}
 		for _, a := range addrs {

@@ -55,10 +55,11 @@ func TestJudgeCatchesContradictionsWithTheKernel(t *testing.T) {
 		recordOf(2, clientFirst, policy.SideNone), // denies the client's
 		recordOf(3, honest, policy.SideClient),    // true
 	}
-	if err := settle(context.Background(), tuplesOf(recs), 5*time.Second); err != nil {
+	mine := tuplesOf(recs)
+	if err := settle(context.Background(), mine, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	k, err := takeSnapshot()
+	k, err := takeSnapshot(mine)
 	if err != nil {
 		t.Fatal(err)
 	}

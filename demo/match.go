@@ -202,11 +202,12 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// tuplesOf is every socket of recs' legs, both ends: what settle waits on.
-func tuplesOf(recs []*engine.Teardown) map[tuple]bool {
-	out := map[tuple]bool{}
+// tuplesOf is every socket of recs' legs, both ends, and who holds it:
+// what settle waits on.
+func tuplesOf(recs []*engine.Teardown) map[tuple]holder {
+	out := map[tuple]holder{}
 	for _, v := range legsOf(recs) {
-		out[v.proxy], out[v.proxy.reverse()] = true, true
+		out[v.proxy], out[v.proxy.reverse()] = v.near, v.far
 	}
 	return out
 }

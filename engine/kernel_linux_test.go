@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -45,13 +46,9 @@ func claims(l *LegRecord) (must, mustNot []tuple) {
 // since mark, its table (shared with every test beside this one) full.
 func checkAgainstKernel(t *testing.T, recs []*Teardown, mark procnet.OverflowMark) (unknown int) {
 	t.Helper()
-	socks, err := sockdiag.List(sockdiag.TimeWait)
-	if err != nil {
-		t.Fatalf("sock_diag: %v", err)
-	}
 	held := map[tuple]bool{}
-	for _, s := range socks {
-		held[tuple{s.Local, s.Peer}] = true
+	for w, s := range kernelStates(t, recs) {
+		held[w] = s == sockdiag.TimeWait
 	}
 	// On loopback a client may dial from a port whose connection left its
 	// TIME-WAIT on the proxy: the new SYN takes that TIME-WAIT over. Only
@@ -102,35 +99,51 @@ func checkAgainstKernel(t *testing.T, recs []*Teardown, mark procnet.OverflowMar
 	return unknown
 }
 
+// kernelStates looks up both ends of every leg of recs by 4-tuple and
+// returns the state of those that exist. Lookups, not a dump: a dump skips
+// a socket when another goes away between two of its replies (see
+// sockdiag.Find), and in this host's namespace other tests' TIME-WAIT
+// sockets expire all the time.
+func kernelStates(t *testing.T, recs []*Teardown) map[tuple]sockdiag.State {
+	t.Helper()
+	out := map[tuple]sockdiag.State{}
+	for _, td := range recs {
+		for _, l := range []*LegRecord{&td.Front, &td.Back} {
+			for _, w := range []tuple{{l.Local, l.Peer}, {l.Peer, l.Local}} {
+				s, ok, err := sockdiag.Find(w.local, w.peer)
+				if err != nil {
+					t.Fatalf("sock_diag: %v", err)
+				}
+				if ok {
+					out[w] = s.State
+				}
+			}
+		}
+	}
+	return out
+}
+
 // settle waits until no socket of the records is still closing, so that
 // every TIME-WAIT that will be is. Polling the kernel is the only way to
 // see it; the wait is bounded.
 func settle(t *testing.T, recs []*Teardown) {
 	t.Helper()
-	ports := map[tuple]bool{}
-	for _, td := range recs {
-		for _, l := range []*LegRecord{&td.Front, &td.Back} {
-			ports[tuple{l.Local, l.Peer}], ports[tuple{l.Peer, l.Local}] = true, true
-		}
-	}
+	closing := []sockdiag.State{sockdiag.FinWait1, sockdiag.FinWait2, sockdiag.LastAck, sockdiag.CloseWait, sockdiag.Closing}
 	deadline := time.Now().Add(5 * time.Second)
+	var busy []string
 	for time.Now().Before(deadline) {
-		socks, err := sockdiag.List(sockdiag.FinWait1, sockdiag.FinWait2, sockdiag.LastAck, sockdiag.CloseWait, sockdiag.Closing)
-		if err != nil {
-			t.Fatal(err)
-		}
-		busy := 0
-		for _, s := range socks {
-			if ports[tuple{s.Local, s.Peer}] {
-				busy++
+		busy = busy[:0]
+		for w, s := range kernelStates(t, recs) {
+			if slices.Contains(closing, s) {
+				busy = append(busy, fmt.Sprintf("%s→%s %s", w.local, w.peer, s))
 			}
 		}
-		if busy == 0 {
+		if len(busy) == 0 {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("sockets still closing after 5s")
+	t.Fatalf("%d sockets still closing after 5s: %v", len(busy), busy[:min(len(busy), 4)])
 }
 
 // TestRecordsMatchKernelRacingFINs: a backend that closes right after its

@@ -16,7 +16,10 @@
 //	mine, err := sockdiag.ListMatching(&sockdiag.Filter{LocalPorts: []uint16{8080}}, sockdiag.TimeWait)
 package sockdiag
 
-import "net/netip"
+import (
+	"fmt"
+	"net/netip"
+)
 
 // State is a TCP state as the kernel numbers it.
 type State uint8
@@ -76,4 +79,14 @@ func (f *Filter) matcher() func(Socket) bool {
 		peers[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
 	}
 	return func(s Socket) bool { return ports[s.Local.Port()] || peers[s.Peer] }
+}
+
+// String is the state's name as ss prints it.
+func (s State) String() string {
+	names := [...]string{1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2",
+		6: "TIME-WAIT", 7: "CLOSE", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING"}
+	if int(s) < len(names) && names[s] != "" {
+		return names[s]
+	}
+	return fmt.Sprintf("state %d", uint8(s))
 }

@@ -62,6 +62,66 @@ func ListMatching(f *Filter, states ...State) ([]Socket, error) {
 	return all, nil
 }
 
+// Find returns the socket with exactly this local and peer address, in
+// any state, looked up by the kernel rather than dumped. A dump is not a
+// snapshot: it resumes each reply at a position within a hash bucket, so a
+// socket is skipped when one before it goes away between two replies (a
+// TIME-WAIT socket expiring, say). A lookup has no such gap: a socket that
+// exists throughout is found.
+func Find(local, peer netip.AddrPort) (Socket, bool, error) {
+	local, peer = netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	family := uint8(unix.AF_INET6)
+	if local.Addr().Is4() {
+		family = unix.AF_INET // dual-stack sockets talking IPv4 are found as IPv4
+	}
+	socks, err := exchange(family, lookupRequest(family, local, peer))
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return Socket{}, false, nil
+	case err != nil:
+		return Socket{}, false, fmt.Errorf("look up %s→%s: %w", local, peer, err)
+	}
+	for _, s := range socks {
+		// With no connection, the kernel's lookup falls back to a
+		// listener on the local port: that is not the socket asked for.
+		if s.Local == local && s.Peer == peer {
+			return s, true, nil
+		}
+	}
+	return Socket{}, false, nil
+}
+
+// lookupRequest builds a SOCK_DIAG_BY_FAMILY request for the one TCP
+// socket local→peer (no dump, any cookie).
+func lookupRequest(family uint8, local, peer netip.AddrPort) []byte {
+	b := make([]byte, unix.NLMSG_HDRLEN+sizeofReq)
+	binary.NativeEndian.PutUint32(b[0:], uint32(len(b)))
+	binary.NativeEndian.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
+	binary.NativeEndian.PutUint16(b[6:], unix.NLM_F_REQUEST)
+	req := b[unix.NLMSG_HDRLEN:]
+	req[0] = family
+	req[1] = unix.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(req[4:], ^uint32(0))
+	id := req[8:]
+	binary.BigEndian.PutUint16(id[0:], local.Port())
+	binary.BigEndian.PutUint16(id[2:], peer.Port())
+	putAddr(id[4:20], family, local.Addr())
+	putAddr(id[20:36], family, peer.Addr())
+	binary.NativeEndian.PutUint32(id[40:], ^uint32(0)) // INET_DIAG_NOCOOKIE
+	binary.NativeEndian.PutUint32(id[44:], ^uint32(0))
+	return b
+}
+
+func putAddr(b []byte, family uint8, a netip.Addr) {
+	if family == unix.AF_INET {
+		a4 := a.As4()
+		copy(b, a4[:])
+		return
+	}
+	a16 := a.As16()
+	copy(b, a16[:])
+}
+
 // dumpMatching dumps every socket of family and keeps those f matches.
 func dumpMatching(family uint8, states uint32, f *Filter) ([]Socket, error) {
 	socks, err := dump(family, states, nil)
@@ -89,12 +149,18 @@ func stateMask(states []State) uint32 {
 // dump asks the kernel for the sockets of family in states, filtered by the
 // bytecode bc when it is not nil.
 func dump(family uint8, states uint32, bc []byte) ([]Socket, error) {
+	return exchange(family, request(family, states, bc))
+}
+
+// exchange sends one sock_diag request and reads every socket of the
+// reply, up to NLMSG_DONE (a dump) or the one message of a lookup.
+func exchange(family uint8, req []byte) ([]Socket, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Sendto(fd, request(family, states, bc), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, os.NewSyscallError("sendto sock_diag", err)
 	}
 	var socks []Socket
@@ -117,6 +183,9 @@ func dump(family uint8, states uint32, bc []byte) ([]Socket, error) {
 			}
 			if s, ok := parse(family, m.Data); ok {
 				socks = append(socks, s)
+			}
+			if m.Header.Flags&unix.NLM_F_MULTI == 0 {
+				return socks, nil // a lookup's single answer
 			}
 		}
 	}
