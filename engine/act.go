@@ -144,7 +144,7 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 		x.finFailed(l, err)
 		return
 	}
-	l.finSent = true
+	l.finSent, l.ackAt = true, time.Time{}
 	x.rec.finOut(l.name)
 	if !l.peerFIN {
 		l.afterFIN()

@@ -25,6 +25,11 @@
 // (the FINs crossed: TIME-WAIT on each side) or, when the whole exchange
 // completed too fast to tell, unknown.
 //
+// A peer's FIN that the proxy's own cannot follow at once is acknowledged
+// within ackDelay (TCP_QUICKACK) rather than by the kernel's delayed ACK:
+// see ackNow for the TIME-WAIT that a late delayed ACK would cost the
+// peer.
+//
 // Usage (a tcp session):
 //
 //	rec := engine.NewRecorder(id, "web", "app", policy.TargetProxy, policy.TargetPeer)

@@ -266,6 +266,9 @@ func (x *executor) peerFIN(d *dir) {
 	if d.dst != nil {
 		x.sendDone(d.dst)
 	}
+	if src.open() && !src.finSent {
+		src.ackAt = time.Now().Add(ackDelay)
+	}
 }
 
 // sendDone: the stream toward l's peer ended in order; the policy says how

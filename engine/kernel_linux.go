@@ -103,6 +103,25 @@ func queue(c syscall.Conn, req uint, name string) (int, error) {
 	return n, nil
 }
 
+// ackNow acknowledges at once what c received (TCP_QUICKACK): the peer's
+// FIN, when the proxy's own FIN did not follow within ackDelay. The
+// kernel would hold that ACK back (a delayed ACK, 40 ms or more) and send
+// it from a timer, possibly on another CPU; if the proxy's FIN leaves about
+// then, the stale pure ACK can arrive after it, the peer's TIME-WAIT
+// answers the old segment, the proxy's host (its socket gone) answers
+// that with an RST, and the RST ends the peer's TIME-WAIT (Linux's
+// default, net.ipv4.tcp_rfc1337 = 0): the record said TIME-WAIT on the
+// peer and the kernel holds none. Seen on loopback with busy CPUs, where
+// the proxy's FIN to a client comes a grace (about 50 ms) after the
+// client's. Best effort: an error only means the ACK stays delayed.
+func ackNow(c syscall.Conn) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = raw.Control(func(fd uintptr) { _ = rawQuickAck(int(fd)) })
+}
+
 // sendQueue reports the bytes sent on c that the peer has not acknowledged
 // yet (SIOCOUTQ). A safe reset waits for it to reach zero.
 func sendQueue(c syscall.Conn) (int, error) { return queue(c, unix.SIOCOUTQ, "SIOCOUTQ") }

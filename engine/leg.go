@@ -63,6 +63,10 @@ type leg struct {
 	mark      int64
 	poll      time.Duration // a queue drain's next poll interval
 	finTime   time.Time     // when the proxy's FIN went, for nextWatch
+	// ackAt: the peer's FIN was read and the proxy's has not gone yet;
+	// if it still has not by then, the ACK of the peer's goes at once
+	// (ackNow), before the kernel's delayed ACK would.
+	ackAt time.Time
 }
 
 func newLeg(name policy.Leg, c sock, pol config.Close, rec *Recorder) *leg {

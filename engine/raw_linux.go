@@ -87,6 +87,15 @@ func rawEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	return int(n), nil
 }
 
+// rawQuickAck sets TCP_QUICKACK: what the socket received and has not
+// acknowledged yet is acknowledged now, not by the delayed-ACK timer.
+func rawQuickAck(fd int) error {
+	one := int32(1)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK,
+		uintptr(unsafe.Pointer(&one)), 4, 0)
+	return errnoErr(e)
+}
+
 func rawIoctlInt(fd int, req uint) (int, error) {
 	var v int32
 	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(&v)))

@@ -10,10 +10,24 @@ import (
 
 var errHalfClose = errors.New("half_close_timeout: the peer never sent its FIN after the proxy's")
 
-// onTimer handles the timer: a leg's wait looks again, or it is time to
-// see whether the session is idle.
+// ackDelay is how long the ACK of a peer's FIN may wait for the proxy's
+// own FIN to carry it: half the kernel's shortest delayed ACK (40 ms).
+// Most FINs follow sooner and cost no system call; see ackNow for why a
+// later one must not race the delayed ACK.
+const ackDelay = 20 * time.Millisecond
+
+// ackFIN acknowledges l's peer's FIN at once: a variable, so that a test
+// can see when it does.
+var ackFIN = func(l *leg) { ackNow(l.conn) }
+
+// onTimer handles the timer: a leg's wait looks again, the ACK of a
+// peer's FIN is due, or it is time to see whether the session is idle.
 func (x *executor) onTimer(now time.Time) {
 	for _, l := range x.legs {
+		if l.open() && !l.ackAt.IsZero() && !now.Before(l.ackAt) {
+			l.ackAt = time.Time{}
+			ackFIN(l)
+		}
 		if l.open() && !l.at.IsZero() && !now.Before(l.at) {
 			x.look(l, now)
 		}
@@ -95,6 +109,7 @@ func (x *executor) next() time.Time {
 	for _, l := range x.legs {
 		if l.open() {
 			earliest(l.at)
+			earliest(l.ackAt)
 		}
 	}
 	earliest(x.stopAt)
