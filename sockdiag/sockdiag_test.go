@@ -78,6 +78,7 @@ func TestFindOneSocket(t *testing.T) {
 	want(server, client, Established, true)
 	unused := netip.AddrPortFrom(client.Addr(), 1)
 	want(server, unused, 0, false) // only the listener has this local address
+
 	c.Close()              // client's FIN first
 	io.Copy(io.Discard, s) // server reads EOF
 	s.Close()              // server's FIN second: the client enters TIME-WAIT
