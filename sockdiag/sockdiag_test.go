@@ -14,29 +14,14 @@ func TestListFindsOwnTimeWait(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("sock_diag is Linux-only")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); accepted <- c }()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	c.Close()              // client's FIN first
-	io.Copy(io.Discard, s) // server reads EOF
-	s.Close()              // server's FIN second: the client enters TIME-WAIT
+	c, s, local, srvPort := connected(t)
+	closeClientFirst(c, s)
 	socks, err := List(TimeWait)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The whole 4-tuple: the client's port may also be in an older
 	// TIME-WAIT toward another peer, left by other tests on this host.
-	srvPort := ln.Addr().(*net.TCPAddr).AddrPort()
 	if n := Count(socks, func(s Socket) bool { return s.Local == local && s.Peer == srvPort }); n != 1 {
 		t.Errorf("TIME-WAIT sockets %s → %s: %d, want 1", local, srvPort, n)
 	}
@@ -51,19 +36,7 @@ func TestFindOneSocket(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("sock_diag is Linux-only")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); accepted <- c }()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	client, server := c.LocalAddr().(*net.TCPAddr).AddrPort(), ln.Addr().(*net.TCPAddr).AddrPort()
+	c, s, client, server := connected(t)
 	want := func(local, peer netip.AddrPort, state State, found bool) {
 		t.Helper()
 		got, ok, err := Find(local, peer)
@@ -78,12 +51,37 @@ func TestFindOneSocket(t *testing.T) {
 	want(server, client, Established, true)
 	unused := netip.AddrPortFrom(client.Addr(), 1)
 	want(server, unused, 0, false) // only the listener has this local address
-
-	c.Close()              // client's FIN first
-	io.Copy(io.Discard, s) // server reads EOF
-	s.Close()              // server's FIN second: the client enters TIME-WAIT
+	closeClientFirst(c, s)
 	want(client, server, TimeWait, true)
 	if got, ok, _ := Find(server, client); ok && got.State != LastAck {
 		t.Errorf("server's end after the close: %v, want gone or LAST-ACK", got.State)
 	}
+}
+
+// connected returns both ends of a loopback connection and their
+// addresses (server: the listener's, which stays open until the test
+// ends).
+func connected(t *testing.T) (c, s net.Conn, client, server netip.AddrPort) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); accepted <- c }()
+	c, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = <-accepted
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c, s, c.LocalAddr().(*net.TCPAddr).AddrPort(), ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// closeClientFirst ends the connection with the client's FIN first: the
+// client's end enters TIME-WAIT.
+func closeClientFirst(c, s net.Conn) {
+	c.Close()
+	io.Copy(io.Discard, s) // the server reads EOF
+	s.Close()
 }
