@@ -225,7 +225,9 @@ func runPolicyCase(t *testing.T, tc policyCase) twCounts {
 // closed, its kernel answers with an RST, and that RST kills the peer's
 // TIME-WAIT socket before its 60 s ("TIME-WAIT assassination"). The
 // TIME-WAIT landed where the record says; it just did not last, and the
-// counts would no longer show where it landed.
+// counts would no longer show where it landed. (The proxy's own delayed
+// ACK overtaken by its FIN was such a segment; the engine now sends that
+// ACK early, and the demo, which runs with the host's default, checks it.)
 func newCountingTopology(t testing.TB) *Topology {
 	t.Helper()
 	topo := newTopology(t)
