@@ -138,6 +138,9 @@ func verdict(rows []row) error {
 	if failed > 0 {
 		errs = append(errs, fmt.Errorf("%d client requests failed", failed))
 	}
+	if len(errs) == 1 {
+		return errs[0] // alone, as itself: a full table is told from a contradiction by its type
+	}
 	return errors.Join(errs...)
 }
 

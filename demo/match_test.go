@@ -174,6 +174,14 @@ func TestVerdictNamesTheFullTable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "tcp_max_tw_buckets") || strings.Contains(err.Error(), "contradicts") {
 		t.Errorf("verdict: %v; want the full table named, no contradiction", err)
 	}
+	if _, alone := err.(*uncheckedError); !alone {
+		t.Errorf("verdict %T, want *uncheckedError itself: the demo's test skips on that type alone", err)
+	}
+	contradicted := r
+	contradicted.j.wrong = []string{"record 1 front"}
+	if _, alone := verdict([]row{contradicted}).(*uncheckedError); alone {
+		t.Error("with a contradiction too, the verdict is still the full table alone: the demo's test would skip it")
+	}
 	if v := r.verdict(row{}); !strings.Contains(v, "UNCHECKED on 1 legs") {
 		t.Errorf("row verdict %q, want it to say 1 leg unchecked", v)
 	}
