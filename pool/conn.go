@@ -41,6 +41,18 @@ func (c *Conn) Detach() {
 	c.TCPConn, c.Bare, c.raw, c.probe, c.Kept = nil, nil, nil, prober{}, nil
 }
 
+// SetConn makes tc, which took over c's bare socket, c's socket: for a
+// holder that waits on goroutines. What c cached of the socket goes.
+func (c *Conn) SetConn(tc *net.TCPConn) {
+	c.TCPConn, c.Bare, c.raw, c.probe, c.Kept = tc, nil, nil, prober{}, nil
+}
+
+// SetBare makes b, which took over c's *net.TCPConn's socket, c's
+// socket: for the relay loops. What c cached of the socket goes.
+func (c *Conn) SetBare(b *Bare) {
+	c.TCPConn, c.Bare, c.raw, c.probe, c.Kept = nil, b, nil, prober{}, nil
+}
+
 // Addrs returns c's local and peer addresses (IPv4-mapped unmapped).
 func (c *Conn) Addrs() (local, peer netip.AddrPort) {
 	if c.Bare != nil {

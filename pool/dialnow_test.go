@@ -40,12 +40,33 @@ func (s *scriptedBare) dial(ctx context.Context, _ string) (*Bare, error) {
 	return &Bare{FD: fd, Home: home}, nil
 }
 
+// DialNow to a loopback address dials from the first: such a backend is on
+// this host; and stops once a dial needed a wait.
+func TestDialNowLoopbackFromTheFirst(t *testing.T) {
+	sb := &scriptedBare{t: t, next: "inCall"}
+	p := newPool(t, Config{Address: "127.0.0.1:9", MaxConns: 3, DialBare: sb.dial}, nil)
+	c := p.DialNow()
+	if c == nil || sb.doneCtxs != 1 {
+		t.Fatalf("DialNow to a loopback address before any dial: %v, %d dials with a done context; want a connection, 1", c, sb.doneCtxs)
+	}
+	drop(p, c)
+	sb.next = "underWay"
+	if c := p.DialNow(); c != nil {
+		t.Fatalf("DialNow of a connect under way: %v, want nil", c)
+	}
+	calls := sb.calls
+	if c := p.DialNow(); c != nil || sb.calls != calls {
+		t.Errorf("DialNow after a connect that needed a wait: %v, %d dials more; want nil, none", c, sb.calls-calls)
+	}
+}
+
 // DialNow dials only while the last bare dial was done inside connect,
 // only into a slot free at once, and only with a context done from the
 // start; what it cannot have at once costs no slot and no failure.
 func TestDialNow(t *testing.T) {
 	sb := &scriptedBare{t: t, next: "inCall"}
-	p := newPool(t, Config{Address: "127.0.0.1:9", MaxConns: 3, DialBare: sb.dial}, nil)
+	// A documentation address: the scripted dial connects nothing.
+	p := newPool(t, Config{Address: "192.0.2.1:9", MaxConns: 3, DialBare: sb.dial}, nil)
 
 	if c := p.DialNow(); c != nil || sb.calls != 0 {
 		t.Fatalf("DialNow before any dial: %v after %d dials, want nil and none (nothing known of the backend)", c, sb.calls)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -67,7 +68,8 @@ type Pool struct {
 
 	failing atomic.Bool // the refillers' dials fail: one of them retries
 	// inCall: the last bare dial was established inside connect(2), as
-	// to a backend on this host (DialNow tries only then).
+	// to a backend on this host (DialNow tries only then); before any, the
+	// address is a loopback one.
 	inCall atomic.Bool
 
 	mu      sync.Mutex
@@ -93,13 +95,20 @@ func New(cfg Config, dial DialFunc, log *zap.Logger) *Pool {
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = max(10*time.Second, cfg.BackoffMin)
 	}
-	return &Pool{
+	p := &Pool{
 		cfg:   cfg,
 		dial:  dial,
 		log:   log,
 		wake:  make(chan struct{}, 1),
 		freed: make(chan struct{}),
 	}
+	// A backend on a loopback address is on this host: its connects are
+	// done inside the call from the first (and if not, the first dial
+	// says so).
+	if a, err := netip.ParseAddrPort(cfg.Address); err == nil && a.Addr().IsLoopback() {
+		p.inCall.Store(true)
+	}
+	return p
 }
 
 // Stats returns a snapshot of the pool's gauges and counters.
@@ -154,7 +163,8 @@ func (p *Pool) GetIdle() *Conn {
 // accepts): a new bare connection in a slot free at once, returned only
 // when the kernel established it inside connect(2), as it does to a
 // backend on this host, and tried only while the last bare dial was so
-// established (a backend elsewhere is never dialed here). The dial's
+// established, or before any to a loopback address (a backend elsewhere
+// is never dialed here). The dial's
 // context is done before it starts: a BareDialFunc answers such a
 // context with a connection that needed no wait, or with the context's
 // error, which is nobody's failure. nil: nothing was handed out (any
