@@ -25,6 +25,11 @@
 // (the FINs crossed: TIME-WAIT on each side) or, when the whole exchange
 // completed too fast to tell, unknown.
 //
+// Loops run the same executor on event loops instead of goroutines
+// (Loops.Relay), and host Tasks: sessions that are state machines of
+// their own (http1's exchanges), which reach their sockets, timer and the
+// ending of their legs through a Runner.
+//
 // A peer's FIN that the proxy's own cannot follow at once is acknowledged
 // within ackDelay (TCP_QUICKACK) rather than by the kernel's delayed ACK:
 // see ackNow for the TIME-WAIT that a late delayed ACK would cost the

@@ -80,6 +80,9 @@ func TCP(c *net.TCPConn) Socket { return Socket{Conn: c, FD: -1, Home: -1} }
 // the loop that Connect returned for it, or -1.
 func Bare(fd, home int) Socket { return Socket{FD: fd, Home: home} }
 
+// Begin tells every task (Start) that draining began.
+func (ls *Loops) Begin() { ls.impl.begin() }
+
 // Close waits until every session handed over has called done, then stops
 // the loops. Call it after the sessions ended (kill cuts what is left);
 // calling it again does nothing.

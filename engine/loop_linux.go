@@ -105,48 +105,83 @@ func (ls *loops) relay(s *Session, front, back Socket, p Pending, done func()) e
 	if front.Home >= 0 && back.Home >= 0 && front.Home != back.Home || home >= len(ls.ls) {
 		return fmt.Errorf("relay: no loop watches both legs (front on %d, back on %d)", front.Home, back.Home)
 	}
-	ls.mu.Lock()
-	if ls.closed {
-		ls.mu.Unlock()
-		return ErrLoopsClosed
+	if err := ls.enter(); err != nil {
+		return err
 	}
-	ls.live.Add(1)
-	ls.mu.Unlock()
 	if home < 0 {
 		home = int(ls.next.Add(1)) % len(ls.ls)
 	}
 	l := ls.ls[home]
-	r := &loopRelay{loop: l, done: done, hi: -1}
-	for i, sk := range [2]Socket{front, back} {
-		fs, err := take(sk, r)
-		if err != nil {
-			if i == 1 && r.socks[0].dupOf != nil {
-				_ = unix.Close(r.socks[0].fd)
-			}
-			ls.live.Done()
-			return err
-		}
-		r.socks[i] = fs
-	}
-	for _, fs := range r.socks {
-		if fs.dupOf != nil {
-			// The loop keeps the socket through the copies: this closes
-			// only the descriptor (and takes it out of Go's netpoller): no FIN.
-			_ = fs.dupOf.Close()
-			fs.dupOf = nil
-		}
+	r := newLoopRelay(l, done)
+	if err := r.take(front, back); err != nil {
+		ls.live.Done()
+		return err
 	}
 	r.x = newExecutor(s)
 	f := r.x.addLeg(policy.Front, r.socks[0])
 	b := r.x.addLeg(policy.Back, r.socks[1])
 	r.x.addDir(f, b)
 	r.x.addDir(b, f)
+	r.flows = r.flowArr[:2]
 	for i := range r.flows {
 		r.flows[i] = loopFlow{d: r.x.dirs[i], src: r.socks[i], dst: r.socks[1-i], pipe: noPipe()}
 	}
 	r.flows[0].seed(p.Up)
 	r.flows[1].seed(p.Down)
 	l.post(message{add: r})
+	return nil
+}
+
+// setLone makes r the end of its one socket, the leg name, as
+// Session.End ends it (Runner.End).
+func (r *loopRelay) setLone(s *Session, name policy.Leg, e Ending, late int) {
+	s.Rec.reopen(name)
+	r.x = newExecutor(s)
+	lg := r.x.addLeg(name, r.socks[0])
+	lg.awaitsEOF = e.AwaitsEOF
+	if e.PeerFIN {
+		lg.peerFIN, lg.inDone = true, true
+		s.Rec.finIn(name)
+	}
+	r.ending, r.late = e, late
+	if !lg.inDone && !e.Cut && late == 0 {
+		r.x.addDir(lg, nil)
+		r.flows = r.flowArr[:1]
+		r.flows[0] = loopFlow{d: r.x.dirs[0], src: r.socks[0], pipe: noPipe()}
+	}
+	r.lone = lg
+}
+
+func newLoopRelay(l *loop, done func()) *loopRelay {
+	return &loopRelay{loop: l, done: done, hi: -1}
+}
+
+// take makes sks r's sockets, in order. A duplicate it made is closed
+// again when a later socket fails; the connections it duplicated are
+// closed once all are taken: the loop keeps each socket through its
+// duplicate, so this closes only the descriptor (and takes it out of Go's
+// netpoller): no FIN.
+func (r *loopRelay) take(sks ...Socket) error {
+	for i, sk := range sks {
+		fs, err := take(sk, r)
+		if err != nil {
+			for _, o := range r.socks[:i] {
+				if o.dupOf != nil {
+					_ = unix.Close(o.fd)
+				}
+			}
+			r.socks = nil
+			return err
+		}
+		r.sockArr[i] = fs
+		r.socks = r.sockArr[:i+1]
+	}
+	for _, fs := range r.socks {
+		if fs.dupOf != nil {
+			_ = fs.dupOf.Close()
+			fs.dupOf = nil
+		}
+	}
 	return nil
 }
 
@@ -179,13 +214,9 @@ func (ls *loops) connect(ctx context.Context, fd int) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return -1, err // a caller that cannot wait (pool.Pool.DialNow)
 	}
-	ls.mu.Lock()
-	if ls.closed {
-		ls.mu.Unlock()
-		return -1, ErrLoopsClosed
+	if err := ls.enter(); err != nil { // Close waits for the answer
+		return -1, err
 	}
-	ls.live.Add(1) // Close waits for the answer
-	ls.mu.Unlock()
 	defer ls.live.Done()
 	l := ls.ls[int(ls.next.Add(1))%len(ls.ls)]
 	c := &connecting{fd: fd, done: make(chan error, 1)}
@@ -213,6 +244,24 @@ func (ls *loops) forget(home, fd int) {
 	defer ls.mu.Unlock()
 	if !ls.closed && home >= 0 && home < len(ls.ls) {
 		_ = unix.EpollCtl(ls.ls[home].epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
+}
+
+// enter counts one more session (or Connect) that Close waits for, unless
+// Close began.
+func (ls *loops) enter() error {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.closed {
+		return ErrLoopsClosed
+	}
+	ls.live.Add(1)
+	return nil
+}
+
+func (ls *loops) begin() {
+	for _, l := range ls.ls {
+		l.post(message{begun: true})
 	}
 }
 
@@ -248,10 +297,10 @@ func dupFD(c *net.TCPConn) (int, error) {
 
 // message is what other goroutines tell a loop.
 type message struct {
-	add               *loopRelay
-	connect, cancel   *connecting
-	err               error // cancel's
-	drain, kill, quit bool
+	add                      *loopRelay
+	connect, cancel          *connecting
+	err                      error // cancel's
+	begun, drain, kill, quit bool
 }
 
 // connecting is a Connect waiting for its socket to be established.
@@ -280,6 +329,7 @@ type loop struct {
 	closing  []int          // descriptors to close once this turn is done
 	closingC []*net.TCPConn // and connections (fdSock.own)
 	deadline time.Time
+	begun    bool // draining began
 	draining bool
 	killed   bool
 	quit     bool
@@ -360,7 +410,11 @@ func (l *loop) run() {
 			}
 			if s := l.socks[ev.Fd]; s != nil {
 				s.ready(ev.Events)
-				l.pump(s.r)
+				if s.r.task != nil {
+					l.taskReady(s)
+				} else {
+					l.pump(s.r)
+				}
 			} else if c := l.connects[ev.Fd]; c != nil && ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 				delete(l.connects, ev.Fd)
 				var err error
@@ -427,6 +481,8 @@ func (l *loop) readInbox() {
 	l.mu.Unlock()
 	for _, m := range in {
 		switch {
+		case m.add != nil && m.add.task != nil:
+			l.startTask(m.add)
 		case m.add != nil:
 			l.start(m.add)
 		case m.connect != nil:
@@ -441,16 +497,29 @@ func (l *loop) readInbox() {
 				delete(l.connects, int32(m.cancel.fd))
 				m.cancel.done <- m.err
 			}
+		case m.begun:
+			l.begun = true
+			for r := range l.relays {
+				if r.task != nil {
+					l.handleTask(r, r.task.Begun)
+				}
+			}
 		case m.drain:
 			l.draining = true
 			now := time.Now()
 			for r := range l.relays {
-				l.handle(r, func() { r.x.onDrain(now) })
+				if r.task != nil {
+					l.handleTask(r, func() { r.task.Drain(now) })
+				} else {
+					l.handle(r, func() { r.x.onDrain(now) })
+				}
 			}
 		case m.kill:
 			l.killed = true
 			for r := range l.relays {
-				l.handle(r, r.x.onKill)
+				if r.task == nil {
+					l.handle(r, r.x.onKill)
+				}
 			}
 		case m.quit:
 			l.quit = true
@@ -479,7 +548,17 @@ func (l *loop) start(r *loopRelay) {
 		}
 	}
 	l.handle(r, func() {
-		r.x.armIdle(time.Now())
+		switch lg := r.lone; {
+		case lg != nil && r.ending.Cut:
+			r.x.rst(lg, r.ending.Why, true)
+		case lg != nil && r.late > 0:
+			r.x.rec.Received(lg.name, int64(r.late))
+			r.x.lateData(lg)
+		case lg != nil:
+			r.x.sendDone(lg)
+		default:
+			r.x.armIdle(time.Now())
+		}
 		if l.draining {
 			r.x.onDrain(time.Now())
 		}
@@ -533,7 +612,7 @@ func (l *loop) settle(r *loopRelay) {
 		changed = false
 		for i := range r.flows {
 			f := &r.flows[i]
-			if !f.reported && (f.src.closed || f.dst.closed && f.pending()) {
+			if !f.reported && (f.src.closed || f.dst != nil && f.dst.closed && f.pending()) {
 				l.report(r, f, net.ErrClosed)
 				changed = true
 			}
@@ -594,7 +673,11 @@ func (l *loop) runAgain() {
 	l.again = nil
 	for _, r := range again {
 		r.queued = false
-		l.pump(r)
+		if r.task != nil {
+			l.handleTask(r, func() { r.task.Ready(nil) })
+		} else {
+			l.pump(r)
+		}
 	}
 }
 
@@ -604,7 +687,11 @@ func (l *loop) runTimers(now time.Time) {
 		r := l.timers[0]
 		heap.Pop(&l.timers)
 		r.at = time.Time{}
-		l.handle(r, func() { r.x.onTimer(now) })
+		if r.task != nil {
+			l.handleTask(r, func() { r.task.Due(now) })
+		} else {
+			l.handle(r, func() { r.x.onTimer(now) })
+		}
 	}
 }
 
@@ -659,23 +746,37 @@ func (l *loop) putBuf(b []byte) {
 	}
 }
 
-// loopRelay is one session on a loop: the executor, its two sockets and the
-// two flows that stand for the copiers.
+// loopRelay is one session on a loop: the executor, its sockets and the
+// flows that stand for the copiers. A relay has two sockets (front, back)
+// and two flows (front → back, back → front: the executor's dirs in
+// order); a leg that ends alone (Runner.End) has one socket and a flow
+// into nowhere (none once its peer's FIN was read).
 type loopRelay struct {
-	x      *executor
-	loop   *loop
-	socks  [2]*fdSock  // front, back
-	flows  [2]loopFlow // front → back, back → front: the executor's dirs in order
-	done   func()
-	hi     int       // index in the loop's timer heap; -1: not in it
-	at     time.Time // its next look
-	queued bool      // in loop.again
-	ended  bool
+	x        *executor
+	loop     *loop
+	socks    []*fdSock  // in sockArr
+	flows    []loopFlow // in flowArr
+	sockArr  [2]*fdSock
+	flowArr  [2]loopFlow
+	task     Task    // a task's, instead of a relay: then x is nil
+	runner   *Runner // the task's
+	taskDone bool    // the task has nothing left (Runner.Done)
+	lone     *leg    // the leg that ends alone; nil for a relay
+	ending   Ending  // how lone ends
+	late     int     // bytes its peer sent that were read already: late data
+	done     func()
+	hi       int       // index in the loop's timer heap; -1: not in it
+	at       time.Time // its next look
+	queued   bool      // in loop.again
+	ended    bool
 }
 
 // flow moves bytes of f as far as the sockets let it, at most flowBudget
 // reads; it reports whether the budget ran out with more to read.
 func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
+	if f.dst == nil {
+		return l.sink(r, f)
+	}
 	for range flowBudget {
 		if f.reported || f.src.closed {
 			return false // settle reports it
@@ -718,6 +819,28 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 		}
 	}
 	return true
+}
+
+// sink reads what the peer of a leg with nowhere to send its bytes still
+// sends, as the executor's sinkLate does: EOF, or late data at the first
+// byte.
+func (l *loop) sink(r *loopRelay, f *loopFlow) bool {
+	if f.reported || f.src.closed || !f.src.rd {
+		return false
+	}
+	n, err := ignoringEINTR(func() (int, error) { return rawRead(f.src.fd, l.scratch) })
+	switch {
+	case err == unix.EAGAIN:
+		f.src.rd = false
+	case err != nil:
+		l.report(r, f, os.NewSyscallError("read", err))
+	case n == 0:
+		l.report(r, f, nil)
+	default:
+		f.written = int64(n)
+		l.report(r, f, errLate)
+	}
+	return false
 }
 
 // forward writes the n bytes just read on to f's destination and keeps in
@@ -843,8 +966,9 @@ type fdSock struct {
 	watched bool         // the loop's epoll set has fd already (Connect)
 	r       *loopRelay
 	closed  bool
-	rd, wr  bool // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
-	shut    bool // an edge said the peer's FIN or an error is in: read on to EOF
+	rd, wr  bool      // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
+	shut    bool      // an edge said the peer's FIN or an error is in: read on to EOF
+	ts      *TaskSock // a task's view of it, once asked for
 }
 
 func (s *fdSock) ready(ev uint32) {

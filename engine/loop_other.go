@@ -16,4 +16,6 @@ func (*loops) connect(context.Context, int) (int, error) { return -1, errUnsuppo
 
 func (*loops) forget(int, int) {}
 
+func (*loops) begin() {}
+
 func (*loops) close() {}

@@ -1,0 +1,357 @@
+package engine
+
+import (
+	"errors"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// A Task is a session that a loop drives as a state machine of its own
+// rather than as a relay (http1's exchanges). The loop calls its methods
+// on its goroutine, one at a time; a Task touches its sockets only there.
+type Task interface {
+	// Start is called once, first, with the Runner the task acts through
+	// and its first socket.
+	Start(rn *Runner, first *TaskSock)
+	// Ready says an edge arrived on s: what it made known is in s; nil
+	// after Runner.Again.
+	Ready(s *TaskSock)
+	// Due says the time set with Runner.Schedule came.
+	Due(now time.Time)
+	// Begun says draining began: what is idle ends, what runs finishes.
+	Begun()
+	// Drain says shutdown_timeout ran out: what still runs is cut.
+	Drain(now time.Time)
+	// Crashed says a call to the task panicked with p; the loop reset
+	// its sockets and forgot it.
+	Crashed(p any)
+}
+
+// Runner is a task's hold on its loop.
+type Runner struct {
+	l *loop
+	r *loopRelay
+}
+
+// TaskSock is a non-blocking socket of a task, as edge-triggered epoll
+// told of it.
+type TaskSock struct{ s *fdSock }
+
+// SyscallConn gives the descriptor to Control while it is open.
+func (t *TaskSock) SyscallConn() (syscall.RawConn, error) { return t.s, nil }
+
+// taskSock is s as its task sees it, made once.
+func (s *fdSock) taskSock() *TaskSock {
+	if s.ts == nil {
+		s.ts = &TaskSock{s}
+	}
+	return s.ts
+}
+
+// FD is the socket's descriptor.
+func (t *TaskSock) FD() int { return t.s.fd }
+
+// Readable says a read may return bytes (or EOF, or an error).
+func (t *TaskSock) Readable() bool { return t.s.rd }
+
+// Writable says a write may take bytes.
+func (t *TaskSock) Writable() bool { return t.s.wr }
+
+// Read reads into p: 0 and nil at EOF; ErrWouldBlock when nothing is
+// there. Readable then says false until the next edge, as it does after
+// a read shorter than p: that emptied the socket's queue, and what comes
+// next raises an edge (unless the peer's FIN is in: then on to EOF).
+func (t *TaskSock) Read(p []byte) (int, error) {
+	n, err := ignoringEINTR(func() (int, error) { return rawRead(t.s.fd, p) })
+	switch {
+	case err == unix.EAGAIN:
+		t.s.rd = false
+		return 0, ErrWouldBlock
+	case err != nil:
+		return 0, os.NewSyscallError("read", err)
+	case n > 0 && n < len(p) && !t.s.shut:
+		t.s.rd = false
+	}
+	return n, nil
+}
+
+// Write writes what it can of p; ErrWouldBlock when the socket takes
+// nothing now (Writable then says false until the next edge).
+func (t *TaskSock) Write(p []byte) (int, error) {
+	n, err := ignoringEINTR(func() (int, error) { return rawWrite(t.s.fd, p) })
+	switch {
+	case err == unix.EAGAIN:
+		t.s.wr = false
+		return 0, ErrWouldBlock
+	case err != nil:
+		return 0, os.NewSyscallError("write", err)
+	}
+	return n, nil
+}
+
+// ErrWouldBlock: the socket is not ready; an edge will say when it is.
+var ErrWouldBlock = errors.New("would block")
+
+// Start hands t to the next loop. fd, a bare non-blocking socket no loop
+// watches, is the task's first socket: its first edge comes to t.Ready.
+// An error means nothing was handed over.
+func (ls *Loops) Start(t Task, fd int) error { return ls.impl.startTask(t, fd) }
+
+func (ls *loops) startTask(t Task, fd int) error {
+	if err := ls.enter(); err != nil {
+		return err
+	}
+	l := ls.ls[int(ls.next.Add(1))%len(ls.ls)]
+	r := newLoopRelay(l, nil)
+	r.task = t
+	r.sockArr[0] = &fdSock{fd: fd, r: r}
+	r.socks = r.sockArr[:1]
+	l.post(message{add: r})
+	return nil
+}
+
+// startTask registers a task's first socket and starts it.
+func (l *loop) startTask(r *loopRelay) {
+	l.relays[r] = struct{}{}
+	r.runner = &Runner{l: l, r: r}
+	s := r.socks[0]
+	if err := l.watch(s); err != nil {
+		_ = rawLingerZero(s.fd)
+		l.closing = append(l.closing, s.fd)
+		s.closed = true
+		r.socks = nil
+		l.handleTask(r, func() { r.task.Crashed(err) })
+		return
+	}
+	l.handleTask(r, func() {
+		r.task.Start(r.runner, s.taskSock())
+		if l.begun {
+			r.task.Begun()
+		}
+		if l.draining {
+			r.task.Drain(time.Now())
+		}
+	})
+	if !r.ended && s.rd {
+		l.handleTask(r, func() { r.task.Ready(s.taskSock()) })
+	}
+}
+
+// watch adds s to the loop's epoll set (or modifies it there, for a
+// socket this loop watches already), which reports its state afresh.
+func (l *loop) watch(s *fdSock) error {
+	op := unix.EPOLL_CTL_ADD
+	if s.watched {
+		op = unix.EPOLL_CTL_MOD
+	}
+	ev := unix.EpollEvent{Events: relayEvents, Fd: int32(s.fd)}
+	if err := rawEpollCtl(l.epfd, op, s.fd, &ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	s.watched = true
+	l.socks[int32(s.fd)] = s
+	return nil
+}
+
+// handleTask runs f, a call to r's task, then forgets the task once it
+// is done. A panic resets the task's sockets and tells it (Crashed).
+func (l *loop) handleTask(r *loopRelay, f func()) {
+	if r.ended {
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			for _, s := range r.socks {
+				if !s.closed {
+					_ = s.SetLinger(0)
+					_ = s.Close()
+				}
+			}
+			r.socks = nil
+			r.taskDone = true
+			func() {
+				defer func() { _ = recover() }()
+				r.task.Crashed(p)
+			}()
+		}
+		if r.taskDone && !r.ended {
+			l.schedule(r, time.Time{})
+			r.ended = true
+			delete(l.relays, r)
+			l.ls.live.Done()
+		}
+	}()
+	f()
+}
+
+// taskReady hands an edge of s to its task.
+func (l *loop) taskReady(s *fdSock) {
+	r := s.r
+	l.handleTask(r, func() { r.task.Ready(s.taskSock()) })
+}
+
+// Watch adds a socket to the task: a bare non-blocking descriptor that
+// loop home watches already (Loops.Connect), or none (-1). One another
+// loop watches is taken from it first.
+func (rn *Runner) Watch(fd, home int) (*TaskSock, error) {
+	l := rn.l
+	if home >= 0 && home != l.id {
+		l.ls.forget(home, fd)
+	}
+	s := &fdSock{fd: fd, r: rn.r, watched: home == l.id}
+	if err := l.watch(s); err != nil {
+		return nil, err
+	}
+	rn.r.socks = append(rn.r.socks, s)
+	return s.taskSock(), nil
+}
+
+// Unwatch takes s out of the task and the loop's epoll set: the
+// descriptor is the caller's again, open.
+func (rn *Runner) Unwatch(t *TaskSock) error {
+	s := t.s
+	rn.drop(s)
+	if err := rawEpollCtl(rn.l.epfd, unix.EPOLL_CTL_DEL, s.fd, nil); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
+}
+
+// drop takes s out of the task's sockets and the loop's map.
+func (rn *Runner) drop(s *fdSock) {
+	for i, o := range rn.r.socks {
+		if o == s {
+			rn.r.socks = append(rn.r.socks[:i], rn.r.socks[i+1:]...)
+			break
+		}
+	}
+	if rn.l.socks[int32(s.fd)] == s {
+		delete(rn.l.socks, int32(s.fd))
+	}
+}
+
+// Close closes s at once with an RST (SO_LINGER 0) or, with reset
+// false, a FIN: for a socket nobody's stream depends on.
+func (rn *Runner) Close(t *TaskSock, reset bool) {
+	s := t.s
+	rn.drop(s)
+	if reset {
+		_ = rawLingerZero(s.fd)
+	}
+	s.closed = true
+	rn.l.closing = append(rn.l.closing, s.fd)
+}
+
+// Schedule sets the task's one timer (zero: none).
+func (rn *Runner) Schedule(at time.Time) { rn.l.schedule(rn.r, at) }
+
+// End ends t's leg as Session.End does, on this loop: t leaves the task
+// (late: bytes of its peer read already, late data). done is called on
+// the loop once its socket is closed.
+func (rn *Runner) End(s *Session, name policy.Leg, t *TaskSock, e Ending, late int, done func()) {
+	l := rn.l
+	sk := t.s
+	rn.drop(sk)
+	l.ls.live.Add(1)
+	r := newLoopRelay(l, done)
+	sk.r = r
+	r.sockArr[0] = sk
+	r.socks = r.sockArr[:1]
+	r.setLone(s, name, e, late)
+	l.start(r)
+}
+
+// Again has the loop call Ready(nil) after the other sessions had their
+// turn: for a task that used its share of this one with work left.
+func (rn *Runner) Again() {
+	if r := rn.r; !r.queued {
+		r.queued = true
+		rn.l.again = append(rn.l.again, r)
+	}
+}
+
+// Done says the task has nothing left on the loop: its sockets were
+// closed, unwatched or ended (End).
+func (rn *Runner) Done() { rn.r.taskDone = true }
+
+// Loop is the loop's index (a Socket's Home).
+func (rn *Runner) Loop() int { return rn.l.id }
+
+// TaskPipe moves a body from one task socket to another through a kernel
+// pipe (splice), never through user space: for a large body of known
+// length, or one that ends at its sender's FIN. The zero value has no
+// pipe yet; Close it when done.
+type TaskPipe struct {
+	p  splicePipe
+	in int // bytes in the pipe, not yet written on
+	ok bool
+}
+
+// Held is what the pipe holds, read and not yet written on.
+func (t *TaskPipe) Held() int { return t.in }
+
+// Move writes on to dst what the pipe holds, then takes at most max more
+// bytes from src (one splice) and writes them on; n is what reached dst.
+// io.EOF: src's peer ended (nothing held). ErrWouldBlock: a socket is
+// not ready, and an edge will say when. Another error is dst's when
+// toDst, else src's.
+func (t *TaskPipe) Move(src, dst *TaskSock, max int) (n int, toDst bool, err error) {
+	took := false
+	if !t.ok {
+		t.p = noPipe()
+		if err := t.p.open(); err != nil {
+			return 0, false, err
+		}
+		t.ok = true
+	}
+	for {
+		for t.in > 0 {
+			if !dst.s.wr {
+				return n, true, ErrWouldBlock
+			}
+			k, err := ignoringEINTR(func() (int, error) { return rawSplice(t.p.r, dst.s.fd, t.in) })
+			switch {
+			case err == unix.EAGAIN:
+				dst.s.wr = false
+				return n, true, ErrWouldBlock
+			case err != nil:
+				return n, true, os.NewSyscallError("splice", err)
+			}
+			t.in -= k
+			n += k
+		}
+		if max <= 0 || took {
+			return n, false, nil
+		}
+		if !src.s.rd {
+			return n, false, ErrWouldBlock
+		}
+		k, err := ignoringEINTR(func() (int, error) { return rawSplice(src.s.fd, t.p.w, min(max, spliceMax)) })
+		switch {
+		case err == unix.EAGAIN:
+			src.s.rd = false
+			return n, false, ErrWouldBlock
+		case err != nil:
+			return n, false, os.NewSyscallError("splice", err)
+		case k == 0:
+			return n, false, io.EOF
+		}
+		t.in += k
+		max -= k
+		took = true
+	}
+}
+
+// Close closes the pipe; what it held is lost.
+func (t *TaskPipe) Close() {
+	if t.ok {
+		t.p.close()
+		t.ok, t.in = false, 0
+	}
+}
