@@ -26,18 +26,21 @@ fallback, and a leg still waiting for its peer gets one more second:
 shutdown ends within this plus 2s plus the longest drain_timeout.`},
 	{path: "relay", at: field(func(c *Config) any { return &c.Relay }),
 		def: "loop", restart: true, check: oneOf("goroutines", "loop"), doc: `
-How tcp-mode sessions wait for their sockets once connected to the
-backend. "loop" (Linux): two event loops per CPU over epoll relay every
-session; a session is a few structs and no goroutine (about 4 KiB while
-idle). A listener without PROXY header or intercept accepts its
-connections, and a backend named by IP address (with source = "proxy")
-is dialed, without Go's network poller. "goroutines": each session is
-three goroutines (about 16 KiB while idle) and costs about 30 % more
-CPU per short connection, with the same close decisions, kernel
-readings and teardown records. A session's record is written off the
-loop: a records sink that blocks (a full pipe) holds up only ended
-sessions. http1 mode always uses goroutines; on other systems "loop"
-falls back to goroutines.`},
+How sessions wait for their sockets. "loop" (Linux): two event loops
+per CPU over epoll run every tcp session once connected to the backend,
+and every http1 session of a listener without PROXY header or intercept
+whose backend has source = "proxy" and no send_proxy_protocol; a
+session is a few structs and no goroutine (about 4 KiB while idle). Such
+a listener accepts its connections, and a backend named by IP address
+is dialed, without Go's network poller. An http1 request with a body,
+an upgrade or CONNECT, or one for which no backend connection is ready
+without a wait, carries its session on to a goroutine. "goroutines":
+each tcp session is three goroutines (about 16 KiB while idle) and
+costs about 30 % more CPU per short connection, an http1 session one
+goroutine while busy, with the same close decisions, kernel readings
+and teardown records. A session's record is written off the loop: a
+records sink that blocks (a full pipe) holds up only ended sessions. On
+other systems "loop" falls back to goroutines.`},
 
 	{path: "log", kind: table, doc: `Logging and teardown records.`},
 	{path: "log.level", at: field(func(c *Config) any { return &c.Log.Level }),

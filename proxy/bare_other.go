@@ -30,3 +30,5 @@ func dialBare(context.Context, *engine.Loops, netip.AddrPort, bool) (*pool.Bare,
 func localFD(int, netip.AddrPort) netip.AddrPort { return netip.AddrPort{} }
 
 func fdConn(int) (*net.TCPConn, error) { return nil, errNoBare }
+
+func (*session) startHTTP1Loop() bool { return false }

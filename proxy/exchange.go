@@ -37,8 +37,15 @@ var errBodyCut = errors.New("request body incomplete when the response ended")
 // (then it is over). Every way it can end gives the backend connection
 // back to the pool or closes it.
 func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
-	for attempt := 0; ; attempt++ {
+	attempt := 0
+	if h.retried {
+		attempt, h.retried = 1, false
+	}
+	for ; ; attempt++ {
 		bc, err := h.acquire()
+		if err == nil && bc.Bare != nil {
+			err = h.srv.unbare(bc) // dialed for the loops
+		}
 		if err != nil {
 			h.backendFailed(err)
 			return true, false

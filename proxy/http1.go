@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/http1"
 	"github.com/closeproxy/closeproxy/internal/park"
@@ -21,12 +23,14 @@ import (
 	"github.com/closeproxy/closeproxy/pool"
 )
 
-// h1 is an http1-mode session: it reads one request at a time from the
-// client, sends it on a pooled backend connection and relays the response,
-// bytes unchanged but for the Connection header; after a complete response
-// the backend connection goes back to the pool. An Upgrade or CONNECT turns
-// the session into an opaque two-way relay. Each leg it ends alone is ended
-// by the engine (engine.Session.End), as its close policy says.
+// h1 is an http1-mode session on a goroutine: it reads one request at a
+// time from the client, sends it on a pooled backend connection and relays
+// the response, bytes unchanged but for the Connection header; after a
+// complete response the backend connection goes back to the pool. An
+// Upgrade or CONNECT turns the session into an opaque two-way relay. Each
+// leg it ends alone is ended by the engine (engine.Session.End), as its
+// close policy says. Sessions the relay loops run are h1Loop's, which
+// hands what it does not take to h1 (runHTTP1From).
 type h1 struct {
 	*session
 	fr  *bufio.Reader   // the client's side, as intake left it
@@ -40,10 +44,14 @@ type h1 struct {
 	awaitsEOF bool
 	// drainClosed: only draining made the last response say Connection: close.
 	drainClosed bool
-	guard       *engine.Guard     // the exchange in progress's
-	spareGuard  *engine.Guard     // the last exchange's, stopped: the next one's
-	ended       bool              // the front leg was ended
-	fw          *engine.RawWriter // writes heads and small bodies to the client
+	// first is a request read already (on a relay loop) whose exchange
+	// comes first; retried: it failed once on another connection.
+	first      *http1.Request
+	retried    bool
+	guard      *engine.Guard     // the exchange in progress's
+	spareGuard *engine.Guard     // the last exchange's, stopped: the next one's
+	ended      bool              // the front leg was ended
+	fw         *engine.RawWriter // writes heads and small bodies to the client
 	// until ends the wait for the next request: idle_timeout after the
 	// last exchange (or the session's start).
 	until time.Time
@@ -189,20 +197,56 @@ func (w *h1Sessions) interrupt(out bool) {
 
 // watchHTTP1 starts the server's watchers of its http1 sessions; stop ends them.
 func (s *Server) watchHTTP1() (stop func()) {
-	stopBegun := watch(s.drainBegun, func() { s.h1s.interrupt(false) })
+	stopBegun := watch(s.drainBegun, func() {
+		s.h1s.interrupt(false)
+		if ls := s.loops.Load(); ls != nil {
+			ls.Begin() // and those on the loops (h1Loop)
+		}
+	})
 	stopOut := watch(s.drainCtx, func() { s.h1s.interrupt(true) })
 	return func() { stopBegun(); stopOut() }
 }
 
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-// serveHTTP1 serves the session's exchanges; parked reports that the
-// session parked between requests and goes on, and ends, elsewhere (resume).
-func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context) (parked bool) {
-	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun, until: time.Now().Add(ss.ln.IdleTimeout), parkAfter: parkFirst}
+// serveHTTP1 serves the session's exchanges, first's first when it is
+// not nil; parked reports that the session parked between requests and
+// goes on, and ends, elsewhere (resume).
+func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context, first *http1.Request, retried bool) (parked bool) {
+	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun, until: time.Now().Add(ss.ln.IdleTimeout), parkAfter: parkFirst,
+		first: first, retried: retried}
 	h.fw, _ = engine.NewRawWriter(ss.front) // nil: writeFront writes through the connection
 	ss.srv.h1s.add(h)
 	return h.serve()
+}
+
+// runHTTP1From carries on, on a goroutine, an http1 session a relay loop
+// began (h1Loop.handOff): prefix is what the loop read of the client and
+// did not use, first a request it read (nil: none).
+func (ss *session) runHTTP1From(prefix []byte, first *http1.Request, retried bool) {
+	parked := false
+	defer func() {
+		if p := recover(); p != nil {
+			ss.panicked(p)
+		}
+		if !parked {
+			ss.end()
+		}
+	}()
+	fr := frontReaders.Get().(*bufio.Reader)
+	r := rawReader(ss.front)
+	if len(prefix) > 0 {
+		r = io.MultiReader(bytes.NewReader(prefix), r)
+	}
+	fr.Reset(r)
+	parked = ss.serveHTTP1(fr, ss.srv.drainCtx, ss.srv.drainBegun, first, retried)
+}
+
+// loopHTTP1 tells whether b's http1 sessions run on the relay loops when
+// their listener accepts bare connections (h1Loop): its connections are
+// shared by every client and carry no PROXY header.
+func loopHTTP1(b config.Backend) bool {
+	return b.Protocol == config.ProtocolHTTP1 && b.Source != config.SourceClient && b.SendProxyProtocol == config.SendOff
 }
 
 // serve runs exchanges until the front leg ended (false), or the session
@@ -224,7 +268,10 @@ func (h *h1) serve() (parked bool) {
 // ended (false) or the session parked (true).
 func (h *h1) exchanges() (parked bool) {
 	for {
-		req, err := h.readRequest()
+		req, err := h.first, error(nil)
+		if h.first = nil; req == nil {
+			req, err = h.readRequest()
+		}
 		if err == errParked {
 			return true
 		}

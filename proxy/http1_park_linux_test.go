@@ -28,6 +28,10 @@ func parkSignal(t *testing.T) <-chan struct{} {
 	return ch
 }
 
+// onGoroutines gives a test's proxy relay = "goroutines": http1 sessions
+// park there; on the loops an idle session holds no goroutine to end.
+func onGoroutines(c *config.Config) { c.Relay = "goroutines" }
+
 func awaitPark(t *testing.T, parked <-chan struct{}) {
 	t.Helper()
 	select {
@@ -72,7 +76,7 @@ func parkedSession(t *testing.T, idle time.Duration, target policy.Target) parke
 	t.Helper()
 	p := parkedConn{parks: parkSignal(t)}
 	o := startOrigin(t, hello)
-	p.o, p.h = o, startProxy(t, config.Listener{IdleTimeout: idle, Close: testClose(target, policy.FallbackFIN)}, http1Backend(o.addr))
+	p.o, p.h = o, startProxy(t, config.Listener{IdleTimeout: idle, Close: testClose(target, policy.FallbackFIN)}, http1Backend(o.addr), onGoroutines)
 	// The idle deadline is set once the exchange is over, so never before
 	// this; the client's receipt of the answer may come later than that
 	// (its goroutine scheduled late) and is no lower bound.
@@ -194,7 +198,7 @@ func TestHTTP1ManyParkedSessionsWakeTogether(t *testing.T) {
 	const n = 300
 	parks := parkSignal(t)
 	o := startOrigin(t, hello)
-	h := startProxy(t, config.Listener{IdleTimeout: time.Minute, Close: testClose(policy.TargetPeer, policy.FallbackFIN)}, http1Backend(o.addr))
+	h := startProxy(t, config.Listener{IdleTimeout: time.Minute, Close: testClose(policy.TargetPeer, policy.FallbackFIN)}, http1Backend(o.addr), onGoroutines)
 	type client struct {
 		c  net.Conn
 		br *bufio.Reader

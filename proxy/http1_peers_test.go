@@ -73,15 +73,8 @@ func TestHTTP1ImpoliteClients(t *testing.T) {
 	// body reads one response and returns its status and body.
 	body := func(t *testing.T, br *bufio.Reader) (int, []byte) {
 		t.Helper()
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("response: %v", err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("body, after %d bytes: %v", len(b), err)
-		}
-		return resp.StatusCode, b
+		status, b, _ := readBody(t, br)
+		return status, b
 	}
 	// ended checks the session's record: ok, n requests, not cut, the
 	// client's FIN first on the front leg.

@@ -60,6 +60,20 @@ func hello(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(body))
 }
 
+// readBody reads one response from br and returns its status and body.
+func readBody(t *testing.T, br *bufio.Reader) (int, []byte, bool) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("response: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("body, after %d bytes: %v", len(b), err)
+	}
+	return resp.StatusCode, b, resp.Close
+}
+
 // roundTrips sends raw requests on one connection and reads as many
 // responses with net/http's reader.
 func roundTrips(t *testing.T, addr, raw string, n int) []string {

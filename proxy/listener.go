@@ -151,12 +151,12 @@ func (s *Server) acceptLoop(l *listener) error {
 
 // bare tells whether the listener's connections go to the relay loops
 // with nothing read from them before: accepted as bare descriptors
-// (acceptFD). A PROXY header, an intercepted address or an http1 backend
-// need a *net.TCPConn.
+// (acceptFD). A PROXY header, an intercepted address, or an http1 backend
+// whose sessions cannot run on the loops (loopHTTP1), need a *net.TCPConn.
 func (s *Server) bare(lc *listenerConf) bool {
 	return s.loops.Load() != nil && lc.cfg.ProxyProtocol == config.ProxyProtocolOff &&
 		lc.cfg.Intercept != config.InterceptTProxy && lc.cfg.Intercept != config.InterceptRedirect &&
-		lc.be.cfg.Protocol == config.ProtocolTCP
+		(lc.be.cfg.Protocol == config.ProtocolTCP || loopHTTP1(lc.be.cfg))
 }
 
 // sleepUnlessDone waits d and reports whether the server is still up.
@@ -190,7 +190,9 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn, fd int,
 	if c == nil {
 		// A bare session may start its relay from here (its end counts
 		// it out, as run's does).
-		if ss := s.newSession(l, lc, nil, fd, peer); !ss.atOnce(s.drainCtx, s.drainBegun, s.kill) {
+		ss := s.newSession(l, lc, nil, fd, peer)
+		if lc.be.cfg.Protocol == config.ProtocolHTTP1 && !ss.startHTTP1Loop() ||
+			lc.be.cfg.Protocol != config.ProtocolHTTP1 && !ss.atOnce(s.drainCtx, s.drainBegun, s.kill) {
 			go ss.run(s.drainCtx, s.drainBegun, s.kill)
 		}
 		return

@@ -325,7 +325,7 @@ var goKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Inte
 // a bare socket that the loops connect (dialBare). Until the loops run,
 // and for a backend named by host name, the pool dials with dialer.
 func (s *Server) bareDialer(b config.Backend, sv *server) pool.BareDialFunc {
-	if !s.relayLoop || !sharedPool(b) {
+	if !s.relayLoop || !sharedPool(b) && !loopHTTP1(b) {
 		return nil
 	}
 	backend := b.Name

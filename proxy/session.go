@@ -96,11 +96,15 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 		in.dest = ss.rec.OriginalDst() // what a PROXY header sent on names
 	}
 	if ss.bk.cfg.Protocol == config.ProtocolHTTP1 {
+		if err := ss.unbareFront(); err != nil {
+			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("http1 on a goroutine: %w", err))
+			return
+		}
 		fr := in.reader
 		if fr == nil {
 			fr = frontReader(ss.front)
 		}
-		handedOver = ss.serveHTTP1(fr, drainCtx, begun) // parked: resume ends it
+		handedOver = ss.serveHTTP1(fr, drainCtx, begun, nil, false) // parked: resume ends it
 		return
 	}
 	back, err := ss.takeBackend(in)
@@ -197,23 +201,39 @@ func (ss *session) atOnce(drainCtx, begun context.Context, kill <-chan struct{})
 // goroutines after the loops refused it. A bare back is first forgotten
 // by the loop that watches it.
 func (ss *session) unbare() error {
-	if ss.front == nil {
-		c, err := fdConn(ss.bare)
-		if err != nil {
-			return err
-		}
-		ss.front, ss.bare = c, -1
+	if err := ss.unbareFront(); err != nil {
+		return err
 	}
-	if b := ss.back.Bare; b != nil {
-		if ls := ss.srv.loops.Load(); ls != nil {
-			ls.Forget(b.Home, b.FD)
-		}
-		c, err := fdConn(b.FD)
-		if err != nil {
-			return err
-		}
-		ss.back.TCPConn, ss.back.Bare = c, nil
+	if ss.back.Bare != nil {
+		return ss.srv.unbare(ss.back)
 	}
+	return nil
+}
+
+// unbareFront makes a bare front a *net.TCPConn.
+func (ss *session) unbareFront() error {
+	if ss.front != nil {
+		return nil
+	}
+	c, err := fdConn(ss.bare)
+	if err != nil {
+		return err
+	}
+	ss.front, ss.bare = c, -1
+	return nil
+}
+
+// unbare makes a bare backend connection a *net.TCPConn, first forgotten
+// by the loop that watches it.
+func (s *Server) unbare(b *pool.Conn) error {
+	if ls := s.loops.Load(); ls != nil {
+		ls.Forget(b.Bare.Home, b.Bare.FD)
+	}
+	c, err := fdConn(b.Bare.FD)
+	if err != nil {
+		return err
+	}
+	b.SetConn(c)
 	return nil
 }
 

@@ -1,0 +1,1064 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/http1"
+	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/pool"
+)
+
+// h1Loop is an http1 session run by one of the relay loops, as a state
+// machine: no goroutine, no stack, while it waits. It reads a request
+// head, sends it on a pooled backend connection, relays the response
+// (bytes unchanged but for the Connection header) and puts the
+// connection back, as h1 does on a goroutine, with the same records.
+// What it does not take goes to a goroutine (handOff) at a request's
+// start, before anything of it was sent: a request with a body, an
+// upgrade or CONNECT, a head it cannot parse or that is larger than its
+// buffer, a client that stopped midway through a head, and a request for
+// which no backend connection is ready without a wait. Each leg it ends
+// alone the loop ends (engine.Runner.End), as its close policy says.
+type h1Loop struct {
+	ss    *session
+	rn    *engine.Runner
+	front *engine.TaskSock
+	in    []byte // the client's bytes not yet handled: in[:inN]; pooled, nil while none
+	inN   int
+	tried int       // inN when a parse last found the head not whole: parse again only with more
+	until time.Time // the wait for the next request ends: idle_timeout after the last exchange
+	// headBy: a head begun must be whole by then (idle_timeout after its first byte).
+	headBy   time.Time
+	begun    bool // draining began: an idle session ends, a response says Connection: close
+	drained  bool // shutdown ran out of time: what runs is cut
+	over     bool // the task ended: nothing of it runs any more
+	units    int  // legs the loop is still ending (Runner.End)
+	finished bool // the session's end was started
+
+	x *h1Exchange // the exchange in progress, nil between requests (from exchanges)
+
+	// kept is the last exchange's backend connection, kept on the loop
+	// for the session's next request until keepUntil, then given back to
+	// the pool: a client that comes back at once costs no pool hand-out,
+	// no liveness check and no epoll_ctl. An edge on it meanwhile (bytes
+	// the backend should not send, its FIN) closes it.
+	kept      *pool.Conn
+	keptSock  *engine.TaskSock
+	keepUntil time.Time
+
+	// pipe carries large bodies from the backend to the client (splice):
+	// made for the session's first, closed with the session or when an
+	// exchange is cut with bytes in it.
+	pipe engine.TaskPipe
+}
+
+// spliceFrom is the body size from which a body of known length is
+// spliced; a close-delimited body is, once a read filled the buffer.
+const spliceFrom = 64 << 10
+
+// keepFor is how long a session keeps its backend connection for its
+// client's next request (h1Loop.kept).
+const keepFor = 20 * time.Millisecond
+
+// h1Exchange is one request and its response on the loop.
+type h1Exchange struct {
+	req      *http1.Request
+	bc       *pool.Conn
+	back     *engine.TaskSock
+	retried  bool   // this is the request's second connection
+	toBack   []byte // the request head, from toOff on still to write
+	toOff    int
+	bin      []byte // the backend's bytes not yet handled: bin[:binN]; pooled
+	binN     int
+	tried    int             // binN when a parse last found the head not whole
+	resp     *http1.Response // the final response's head, once read
+	out      []byte          // bytes for the client, from outOff on not yet written; pooled
+	outOff   int
+	headLeft int  // bytes of out that are a response head (the rest is body)
+	started  bool // a response byte went to the client
+	closing  bool // the front leg ends after this exchange
+	cutBack  bool // the backend connection is reset
+	chunks   http1.ChunkScanner
+	left     int64 // Length: body bytes still to come
+	bodyDone bool
+	backFIN  bool // the backend's FIN ended the response (UntilClose)
+	bulk     bool // a read of the body filled the buffer
+	endFront bool // the front leg ends once out is written: the exchange failed or was answered here
+	cutFront bool // and is reset
+	// moved: the last time a byte moved in the exchange (idle_timeout
+	// without one: stalled), looked at when lookAt comes.
+	moved, lookAt time.Time
+	// awaitsEOF, drainClosed: why the front leg ends, for its record.
+	awaitsEOF, drainClosed bool
+}
+
+// loopExchangeHook, when set (tests), is called as each exchange starts
+// on a loop.
+var loopExchangeHook func()
+
+// loopBufSize is the size of the pooled buffers a loop session reads
+// heads and bodies into; a request head longer than that goes to a
+// goroutine, a response head grows its buffer up to the head limit.
+const loopBufSize = 16 << 10
+
+var loopBufs = sync.Pool{New: func() any { b := make([]byte, loopBufSize); return &b }}
+
+func getLoopBuf() []byte { return *loopBufs.Get().(*[]byte) }
+
+func putLoopBuf(b []byte) {
+	if cap(b) == loopBufSize {
+		b = b[:loopBufSize]
+		loopBufs.Put(&b)
+	}
+}
+
+// startHTTP1Loop hands a bare http1 session to the loops; false: they
+// refused and nothing was done.
+func (ss *session) startHTTP1Loop() bool {
+	ls := ss.srv.loops.Load()
+	if ls == nil || ss.bare < 0 || !loopHTTP1(ss.bk.cfg) {
+		return false
+	}
+	ss.eng = ss.engine(ss.srv.drainCtx, ss.srv.kill)
+	ss.rec.Intake("none", ss.rec.Client())
+	h := &h1Loop{ss: ss, until: time.Now().Add(ss.ln.IdleTimeout)}
+	if err := ls.Start(h, ss.bare); err != nil {
+		return false
+	}
+	ss.bare = -1 // the loop's
+	return true
+}
+
+// Start implements engine.Task.
+func (h *h1Loop) Start(rn *engine.Runner, front *engine.TaskSock) {
+	h.rn, h.front = rn, front
+	h.rn.Schedule(h.until)
+}
+
+// Ready implements engine.Task: the client's or the backend's socket has
+// news; the session moves on as far as it can.
+func (h *h1Loop) Ready(s *engine.TaskSock) {
+	if s != nil && s == h.keptSock && s.Readable() {
+		h.keptEdge()
+	}
+	h.step()
+}
+
+// stepBudget is how many steps a session takes in one turn of its loop
+// before the loop's other sessions get theirs (a long body's reads and
+// writes, a client's pipelined requests).
+const stepBudget = 32
+
+// step moves the session on until it waits for an edge or a timer, or
+// used its turn (then it goes on after the loop's other sessions).
+func (h *h1Loop) step() {
+	n := 0
+	for !h.over && h.advance() {
+		if n++; n == stepBudget {
+			h.rn.Again()
+			break
+		}
+	}
+	if !h.over {
+		h.schedule()
+	}
+}
+
+// advance takes one step; false: nothing to do until an edge or a timer.
+func (h *h1Loop) advance() bool {
+	x := h.x
+	switch {
+	case x == nil:
+		return h.readRequest()
+	case x.outOff < len(x.out):
+		return h.flushOut()
+	case x.endFront:
+		h.finish()
+		return true
+	case x.toOff < len(x.toBack):
+		return h.sendBack()
+	case x.resp == nil:
+		return h.readResponse()
+	case x.bodyDone:
+		h.finish()
+		return true
+	}
+	return h.readBody()
+}
+
+// schedule sets the session's timer: the end of the wait for a request
+// or a head, or the exchange's idle_timeout.
+func (h *h1Loop) schedule() {
+	var at time.Time
+	switch {
+	case h.x != nil:
+		at = h.x.lookAt
+	case !h.headBy.IsZero():
+		at = h.headBy
+	default:
+		at = h.until
+	}
+	if h.kept != nil && h.keepUntil.Before(at) {
+		at = h.keepUntil
+	}
+	h.rn.Schedule(at)
+}
+
+// Due implements engine.Task: a wait ran out.
+func (h *h1Loop) Due(now time.Time) {
+	if h.kept != nil && !now.Before(h.keepUntil) {
+		h.releaseKept()
+	}
+	switch x := h.x; {
+	case h.over:
+		return
+	case x != nil:
+		if now.Sub(x.moved) >= h.ss.ln.IdleTimeout {
+			h.stalled(engine.StalledIdle)
+		} else {
+			x.lookAt = x.moved.Add(h.ss.ln.IdleTimeout)
+		}
+	case !h.headBy.IsZero():
+		if !now.Before(h.headBy) {
+			h.rec().Outcome(h.timeoutOutcome(), fmt.Errorf("read request head: %w", errHeadTimeout))
+			h.endFront(engine.Ending{Cut: true, Why: policy.ReasonCut})
+		}
+	case !now.Before(h.until):
+		h.idle(policy.ReasonIdle)
+	}
+	h.step()
+}
+
+// releaseKept gives the kept backend connection back to the pool.
+func (h *h1Loop) releaseKept() {
+	c := h.kept
+	if c == nil {
+		return
+	}
+	_ = h.rn.Unwatch(h.keptSock)
+	c.Bare.Home = -1
+	h.kept, h.keptSock = nil, nil
+	h.ss.sv.pool.Put(c)
+}
+
+// keptEdge: the kept backend connection is readable: bytes it should not
+// send, or its FIN, or an edge left from its exchange. Unless a read says
+// the last, it is closed (with an RST, as the pool evicts).
+func (h *h1Loop) keptEdge() {
+	var b [1]byte
+	if _, err := h.keptSock.Read(b[:]); err == engine.ErrWouldBlock {
+		return
+	}
+	h.rn.Close(h.keptSock, true)
+	h.kept.Bare = nil // closed here
+	h.ss.sv.pool.Release(h.kept)
+	h.kept, h.keptSock = nil, nil
+}
+
+var errHeadTimeout = errors.New("no whole head within idle_timeout")
+
+// Begun implements engine.Task: an idle session ends now, one in an
+// exchange after it.
+func (h *h1Loop) Begun() {
+	h.begun = true
+	h.step() // readRequest ends an idle session
+}
+
+// Drain implements engine.Task: shutdown ran out of time.
+func (h *h1Loop) Drain(time.Time) {
+	h.drained, h.begun = true, true
+	switch {
+	case h.over:
+	case h.x != nil:
+		h.stalled(engine.StalledDrain)
+	case !h.headBy.IsZero():
+		h.rec().Outcome(engine.OutcomeDrained, fmt.Errorf("read request head: %w", errHeadTimeout))
+		h.endFront(engine.Ending{Cut: true, Why: policy.ReasonCut})
+	default:
+		h.idle(policy.ReasonDraining)
+	}
+	h.step()
+}
+
+// Crashed implements engine.Task: the loop reset the session's sockets.
+func (h *h1Loop) Crashed(p any) {
+	h.rec().Outcome(engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+	if x := h.x; x != nil && x.bc != nil {
+		h.ss.sv.pool.Release(x.bc)
+		x.bc = nil
+	}
+	h.pipe.Close()
+	if h.kept != nil { // reset with the task's sockets
+		h.ss.sv.pool.Release(h.kept)
+		h.kept, h.keptSock = nil, nil
+	}
+	h.over = true
+	h.end()
+}
+
+func (h *h1Loop) rec() *engine.Recorder { return h.ss.rec }
+
+// draining reports that draining began: told by the loop (Begun), or seen
+// here first.
+func (h *h1Loop) draining() bool {
+	if !h.begun && h.ss.srv.drainBegun.Err() != nil {
+		h.begun = true
+	}
+	return h.begun
+}
+
+func (h *h1Loop) timeoutOutcome() engine.Outcome {
+	if h.drained {
+		return engine.OutcomeDrained
+	}
+	return engine.OutcomeTimeout
+}
+
+// idle ends a session with no request begun: nothing is cut.
+func (h *h1Loop) idle(why policy.Reason) {
+	h.rec().Note(policy.Front, why)
+	h.endFront(engine.Ending{})
+}
+
+// readRequest reads the next request head and, once it is whole, starts
+// its exchange.
+func (h *h1Loop) readRequest() bool {
+	if h.draining() && h.inN == 0 { // no request begun: the connection is idle
+		h.idle(policy.ReasonDraining)
+		return false
+	}
+	if h.inN > h.tried && headWhole(h.in[:h.inN]) {
+		return h.parseRequest()
+	}
+	if !h.front.Readable() {
+		return false
+	}
+	if h.in == nil {
+		h.in = getLoopBuf()
+	}
+	if h.inN == len(h.in) {
+		h.handOff(nil, false) // a head larger than the buffer
+		return false
+	}
+	n, err := h.front.Read(h.in[h.inN:])
+	switch {
+	case err == engine.ErrWouldBlock:
+		h.releaseIn()
+		return false
+	case err != nil:
+		h.readFailed(err)
+		return false
+	case n == 0 && h.inN == 0:
+		h.endFront(engine.Ending{PeerFIN: true})
+		return false
+	case n == 0:
+		h.handOff(nil, false) // cut midway through a head: the goroutine records it
+		return false
+	}
+	if h.inN == 0 {
+		h.headBy = time.Now().Add(h.ss.ln.IdleTimeout)
+	}
+	h.inN += n
+	return true
+}
+
+// parseRequest parses a head that may be whole, and starts its exchange
+// when it is one the loop takes.
+func (h *h1Loop) parseRequest() bool {
+	req, used, err := parseRequest(h.in[:h.inN])
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		h.tried = h.inN // not whole yet: read on
+		return true
+	case err != nil || !loopable(req):
+		h.handOff(nil, false)
+		return false
+	}
+	h.rec().Received(policy.Front, int64(len(req.Raw)))
+	h.consume(used)
+	return h.startExchange(req, false)
+}
+
+// headWhole reports that b may hold a whole head: an empty line ends it.
+func headWhole(b []byte) bool {
+	return bytes.Contains(b, []byte("\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
+}
+
+// readFailed: reading the client failed between requests or in a head.
+func (h *h1Loop) readFailed(err error) {
+	if errors.Is(err, syscall.ECONNRESET) {
+		h.rec().Outcome(engine.OutcomeClientReset, fmt.Errorf("read request: %w", err))
+		h.endFront(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
+		return
+	}
+	h.rec().Outcome(engine.OutcomeError, fmt.Errorf("read request: %w", err))
+	h.endFront(engine.Ending{Cut: true, Why: policy.ReasonCut})
+}
+
+// consume drops the first n bytes of in.
+func (h *h1Loop) consume(n int) {
+	h.inN = copy(h.in, h.in[n:h.inN])
+	h.tried = 0
+	h.headBy = time.Time{}
+	h.releaseIn()
+}
+
+// releaseIn gives the read buffer back when it holds nothing.
+func (h *h1Loop) releaseIn() {
+	if h.inN == 0 && h.in != nil {
+		putLoopBuf(h.in)
+		h.in = nil
+	}
+}
+
+// headReaders parse heads found whole in a loop session's buffer.
+var headReaders = sync.Pool{New: func() any { return &headReader{br: bufio.NewReaderSize(nil, loopBufSize)} }}
+
+type headReader struct {
+	r  bytes.Reader
+	br *bufio.Reader
+}
+
+// parseRequest parses the request head at the start of b; used is what
+// it took of b.
+func parseRequest(b []byte) (req *http1.Request, used int, err error) {
+	hr := headReaders.Get().(*headReader)
+	defer headReaders.Put(hr)
+	hr.r.Reset(b)
+	hr.br.Reset(&hr.r)
+	req, err = http1.ReadRequest(hr.br, http1.Limits{})
+	return req, len(b) - hr.r.Len() - hr.br.Buffered(), err
+}
+
+func parseResponse(b []byte, req *http1.Request) (resp *http1.Response, used int, err error) {
+	hr := headReaders.Get().(*headReader)
+	defer headReaders.Put(hr)
+	hr.r.Reset(b)
+	hr.br.Reset(&hr.r)
+	resp, err = http1.ReadResponse(hr.br, req, http1.Limits{})
+	return resp, len(b) - hr.r.Len() - hr.br.Buffered(), err
+}
+
+// loopable says the loop takes req's exchange: no body, no upgrade.
+func loopable(req *http1.Request) bool {
+	return req.Framing == http1.NoBody && !req.Upgrade && !req.ExpectContinue && req.Method != "CONNECT"
+}
+
+// startExchange takes a backend connection for req, if one is ready
+// without a wait, and starts sending the request; false: the session went
+// to a goroutine with req.
+func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
+	bc, back := h.kept, h.keptSock
+	h.kept, h.keptSock = nil, nil
+	if bc != nil && !retried {
+		h.reuse(bc)
+	} else {
+		if bc != nil {
+			h.kept, h.keptSock = bc, back
+			h.releaseKept()
+		}
+		if bc = h.takeBackend(); bc == nil {
+			h.handOff(req, retried)
+			return false
+		}
+		var err error
+		if back, err = h.rn.Watch(bc.Bare.FD, bc.Bare.Home); err != nil {
+			h.ss.sv.pool.Discard(bc)
+			h.handOff(req, retried)
+			return false
+		}
+		bc.Bare.Home = h.rn.Loop()
+	}
+	h.rec().Request()
+	if loopExchangeHook != nil {
+		loopExchangeHook()
+	}
+	now := time.Now()
+	x := exchanges.Get().(*h1Exchange)
+	*x = h1Exchange{req: req, bc: bc, back: back, retried: retried, toBack: req.HeadForBackend(), moved: now,
+		lookAt: now.Add(h.ss.ln.IdleTimeout)}
+	h.x = x
+	return true
+}
+
+// reuse takes the kept connection for the session's next request, noted
+// in the record as a connection from the pool.
+func (h *h1Loop) reuse(c *pool.Conn) {
+	c.Pooled, c.Reused = true, true
+	c.Uses++
+	h.rec().Trying(h.ss.sv.addr)
+	h.ss.connected(c)
+	h.rec().Connecting(0)
+}
+
+// takeBackend takes a connection of the session's server (or, for its
+// first, of the one the balancer puts first) that is idle in its pool or
+// that the kernel connects inside connect(2); nil: none is ready now.
+func (h *h1Loop) takeBackend() *pool.Conn {
+	ss := h.ss
+	t0 := time.Now()
+	sv := ss.sv
+	if sv == nil {
+		if ss.order == nil { // the balancer is asked once a session (h1's acquire takes this on)
+			ss.order = ss.bk.order(ss.rec.Client().Addr())
+		}
+		sv = ss.order[0]
+	}
+	c := sv.pool.GetIdle()
+	if c == nil {
+		c = sv.pool.DialNow()
+	}
+	if c == nil {
+		return nil
+	}
+	if c.Bare == nil { // used on a goroutine before (h1)
+		if err := rebare(c); err != nil {
+			sv.pool.Discard(c)
+			return nil
+		}
+	}
+	ss.rec.Trying(sv.addr)
+	ss.connected(c)
+	ss.rec.Connecting(time.Since(t0))
+	if ss.sv == nil {
+		ss.use(sv)
+		ss.order = nil
+	}
+	return c
+}
+
+// rebare makes c's socket a bare descriptor again: a duplicate, and
+// c's *net.TCPConn closed (out of Go's netpoller).
+func rebare(c *pool.Conn) error {
+	fd, err := engine.ConnFD(c.TCPConn)
+	if err == nil {
+		fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	if err != nil {
+		return err
+	}
+	local, peer := c.Addrs()
+	_ = c.TCPConn.Close() // the duplicate keeps the socket: no FIN
+	c.SetBare(&pool.Bare{FD: fd, Home: -1, Local: local, Peer: peer})
+	return nil
+}
+
+// sendBack writes the request head to the backend.
+func (h *h1Loop) sendBack() bool {
+	x := h.x
+	if !x.back.Writable() {
+		return false
+	}
+	n, err := x.back.Write(x.toBack[x.toOff:])
+	switch {
+	case err == engine.ErrWouldBlock:
+		return false
+	case err != nil:
+		h.noResponse(fmt.Errorf("send request to backend: %w", err))
+		return true
+	}
+	x.toOff += n
+	x.moved = time.Now()
+	h.rec().Sent(policy.Back, int64(n))
+	return true
+}
+
+// readBack reads what the backend sent into bin; false: nothing now
+// (err nil), or it ended (n 0) or failed (err).
+func (h *h1Loop) readBack() (n int, ok bool, err error) {
+	x := h.x
+	if !x.back.Readable() {
+		return 0, false, nil
+	}
+	if x.bin == nil {
+		x.bin = getLoopBuf()
+	}
+	if x.binN == len(x.bin) {
+		if len(x.bin) >= 2*http1DefaultHead {
+			return 0, false, fmt.Errorf("%w: head larger than %d bytes", http1.ErrBadResponse, http1DefaultHead)
+		}
+		x.bin = append(x.bin[:x.binN], make([]byte, len(x.bin))...)
+	}
+	n, err = x.back.Read(x.bin[x.binN:])
+	switch {
+	case err == engine.ErrWouldBlock:
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
+	case n == 0:
+		return 0, false, io.EOF
+	}
+	x.bulk = x.bulk || x.binN == 0 && n == len(x.bin)
+	x.binN += n
+	x.moved = time.Now()
+	return n, true, nil
+}
+
+// http1DefaultHead is http1's default head limit (Limits.MaxHeadBytes).
+const http1DefaultHead = 64 << 10
+
+// readResponse reads the response head and, once it is whole, starts
+// relaying it.
+func (h *h1Loop) readResponse() bool {
+	x := h.x
+	if x.binN > x.tried && headWhole(x.bin[:x.binN]) {
+		return h.parseResponse()
+	}
+	_, ok, err := h.readBack()
+	switch {
+	case err != nil && x.binN == 0 && !x.started:
+		h.noResponse(fmt.Errorf("backend closed before responding: %w", err))
+		return true
+	case err != nil:
+		h.badResponse(fmt.Errorf("read response head: %w", err))
+		return true
+	}
+	return ok
+}
+
+// parseResponse parses a head that may be whole: a 1xx goes to the
+// client at once, a final one with the body bytes read with it.
+func (h *h1Loop) parseResponse() bool {
+	x := h.x
+	resp, used, err := parseResponse(x.bin[:x.binN], x.req)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		x.tried = x.binN // not whole yet: read on
+		return true
+	case err != nil:
+		h.badResponse(err)
+		return true
+	case resp.Status == 101:
+		h.badResponse(fmt.Errorf("%w: 101 to a request that asked for no upgrade", http1.ErrBadResponse))
+		return true
+	}
+	h.rec().Received(policy.Back, int64(len(resp.Raw)))
+	x.binN, x.tried = copy(x.bin, x.bin[used:x.binN]), 0
+	if resp.Status/100 == 1 {
+		h.queue(resp.HeadForClient(false))
+		return true
+	}
+	x.closing = x.req.Close || resp.Close
+	if !x.closing && h.draining() {
+		x.closing, x.drainClosed = true, true
+	}
+	x.resp = resp
+	switch resp.Framing {
+	case http1.Length:
+		x.left = resp.Length
+	case http1.UntilClose:
+		x.backFIN, x.awaitsEOF = true, true
+	}
+	x.bodyDone = resp.Framing == http1.NoBody || resp.Framing == http1.Length && resp.Length == 0
+	h.queue(resp.HeadForClient(x.closing))
+	if err := h.takeBody(); err != nil {
+		h.badResponse(err)
+	}
+	return true
+}
+
+// takeBody moves what of the response body bin holds to what goes to
+// the client.
+func (h *h1Loop) takeBody() error {
+	x := h.x
+	if x.bodyDone || x.binN == 0 {
+		return nil
+	}
+	var k int
+	var err error
+	switch x.resp.Framing {
+	case http1.Length:
+		k = int(min(x.left, int64(x.binN)))
+		x.left -= int64(k)
+		x.bodyDone = x.left == 0
+	case http1.Chunked:
+		k, x.bodyDone, err = x.chunks.Scan(x.bin[:x.binN])
+	case http1.UntilClose:
+		k = x.binN
+	}
+	x.emptyOut()
+	x.out = append(x.out, x.bin[:k]...)
+	x.binN = copy(x.bin, x.bin[k:x.binN])
+	return err
+}
+
+// emptyOut makes out an empty pooled buffer once all it held was written.
+func (x *h1Exchange) emptyOut() {
+	if x.outOff == len(x.out) {
+		if x.out == nil {
+			x.out = getLoopBuf()
+		}
+		x.out, x.outOff, x.headLeft = x.out[:0], 0, 0
+	}
+}
+
+// exchanges keeps ended exchanges for the next: an idle session holds none.
+var exchanges = sync.Pool{New: func() any { return new(h1Exchange) }}
+
+// done gives the exchange and its buffers back.
+func (x *h1Exchange) done() {
+	x.dropBufs()
+	*x = h1Exchange{}
+	exchanges.Put(x)
+}
+
+// dropBufs gives the exchange's buffers back.
+func (x *h1Exchange) dropBufs() {
+	for _, b := range []*[]byte{&x.out, &x.bin} {
+		if *b != nil {
+			putLoopBuf(*b)
+			*b = nil
+		}
+	}
+	x.outOff, x.binN = 0, 0
+}
+
+// queue adds a head to what goes to the client.
+func (h *h1Loop) queue(head []byte) {
+	x := h.x
+	x.emptyOut()
+	x.out = append(x.out, head...)
+	x.headLeft += len(head)
+}
+
+// flushOut writes what waits for the client.
+func (h *h1Loop) flushOut() bool {
+	x := h.x
+	if h.front == nil || !h.front.Writable() {
+		return false
+	}
+	n, err := h.front.Write(x.out[x.outOff:])
+	switch {
+	case err == engine.ErrWouldBlock:
+		return false
+	case err != nil:
+		h.clientGone(err)
+		return true
+	}
+	x.outOff += n
+	x.moved = time.Now()
+	hn := min(n, x.headLeft)
+	x.headLeft -= hn
+	h.rec().Sent(policy.Front, int64(hn))
+	h.rec().Relayed(false, int64(n-hn))
+	if n > 0 {
+		x.started = true
+	}
+	return true
+}
+
+// readBody relays the next bytes of the response body.
+func (h *h1Loop) readBody() bool {
+	x := h.x
+	if x.binN == 0 && (h.pipe.Held() > 0 || x.resp.Framing == http1.Length && x.left >= spliceFrom ||
+		x.resp.Framing == http1.UntilClose && x.bulk) {
+		return h.spliceBody()
+	}
+	if x.binN == 0 {
+		_, ok, err := h.readBack()
+		switch {
+		case errors.Is(err, io.EOF) && x.resp.Framing == http1.UntilClose:
+			x.bodyDone = true
+			return true
+		case err != nil:
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			h.backendGone(fmt.Errorf("copy body: %w", err))
+			return true
+		case !ok:
+			return false
+		}
+	}
+	if err := h.takeBody(); err != nil {
+		h.backendGone(err)
+	}
+	return true
+}
+
+// spliceBody moves the next bytes of a large body from the backend to
+// the client through the session's pipe.
+func (h *h1Loop) spliceBody() bool {
+	x := h.x
+	max := spliceFrom << 4
+	if x.resp.Framing == http1.Length {
+		max = int(min(x.left, int64(max)))
+	}
+	held := h.pipe.Held()
+	n, toClient, err := h.pipe.Move(x.back, h.front, max)
+	if x.resp.Framing == http1.Length {
+		x.left -= int64(n + h.pipe.Held() - held) // taken from the backend
+	}
+	if n > 0 {
+		x.moved, x.started = time.Now(), true
+		h.rec().Relayed(false, int64(n))
+	}
+	switch {
+	case err == engine.ErrWouldBlock:
+		return n > 0
+	case errors.Is(err, io.EOF) && x.resp.Framing == http1.UntilClose:
+		x.bodyDone = true
+	case errors.Is(err, io.EOF):
+		h.backendGone(fmt.Errorf("copy body: %w", io.ErrUnexpectedEOF))
+	case err != nil && toClient:
+		h.clientGone(err)
+	case err != nil:
+		h.backendGone(fmt.Errorf("copy body: %w", err))
+	case x.resp.Framing == http1.Length && x.left == 0 && h.pipe.Held() == 0:
+		x.bodyDone = true
+	}
+	return true
+}
+
+// noResponse: the backend closed or failed before any response byte. A
+// pooled connection may have been closed by the backend as it was taken:
+// the request is sent again, once, on another connection, as h1 does.
+func (h *h1Loop) noResponse(err error) {
+	x := h.x
+	if x.bc.Pooled && !x.retried && idempotent(x.req.Method) {
+		h.rec().Note(policy.Back, policy.ReasonRetried)
+		req := x.req
+		h.dropBack(true)
+		h.x.done()
+		h.x = nil
+		h.startExchange(req, true)
+		return
+	}
+	h.rec().Outcome(engine.OutcomeBackendReset, err)
+	h.answer(502, "Bad Gateway")
+}
+
+func (h *h1Loop) badResponse(err error) {
+	h.rec().Outcome(engine.OutcomeBadResponse, err)
+	if h.x.started {
+		h.cut()
+		return
+	}
+	h.answer(502, "Bad Gateway")
+}
+
+// backendGone: the response was cut on the backend's side.
+func (h *h1Loop) backendGone(err error) {
+	h.rec().Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
+	h.cut()
+}
+
+// clientGone: writing the response to the client failed.
+func (h *h1Loop) clientGone(err error) {
+	x := h.x
+	h.pipe.Close()
+	x.cutBack, x.closing, x.endFront = true, true, true
+	x.out, x.outOff = x.out[:0], 0
+	if engine.ResetByPeer(h.front) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		h.rec().Outcome(engine.OutcomeClientReset, fmt.Errorf("relay response: %w", err))
+		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
+		return
+	}
+	h.rec().Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
+	h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut})
+}
+
+// cut ends the exchange with both legs reset: a response begun was cut.
+func (h *h1Loop) cut() {
+	x := h.x
+	h.pipe.Close()
+	x.cutBack, x.closing, x.endFront, x.cutFront = true, true, true, true
+	x.out, x.outOff = x.out[:0], 0
+}
+
+// stalled: no byte moved for idle_timeout, or shutdown ran out of time.
+// A response not begun is answered (504, 503 at shutdown); one begun is cut.
+func (h *h1Loop) stalled(why engine.Stall) {
+	x := h.x
+	o, status, text := engine.OutcomeTimeout, 504, "Gateway Timeout"
+	if why == engine.StalledDrain {
+		o, status, text = engine.OutcomeDrained, 503, "Service Unavailable"
+	}
+	h.rec().Outcome(o, fmt.Errorf("exchange stalled: no byte moved for idle_timeout %s, or shutdown ran out of time", h.ss.ln.IdleTimeout))
+	if x.started || x.endFront {
+		h.cut()
+		return
+	}
+	h.answer(status, text)
+}
+
+// answer answers the client from here (the backend failed) and ends the
+// front leg once written; the backend connection is reset.
+func (h *h1Loop) answer(status int, text string) {
+	x := h.x
+	body := fmt.Sprintf("%d %s\n", status, text)
+	msg := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, text, len(body), body)
+	x.cutBack, x.closing, x.endFront = true, true, true
+	x.out, x.outOff = x.out[:0], 0
+	h.queue([]byte(msg))
+}
+
+// finish ends the exchange: the backend connection goes back to the pool
+// or ends; the front leg ends, or waits for the next request.
+func (h *h1Loop) finish() {
+	x := h.x
+	if x.cutFront {
+		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut})
+		return
+	}
+	reusable := !x.cutBack && !x.endFront && !x.resp.Close && x.binN == 0
+	if !reusable {
+		x.closing = true
+	}
+	if x.closing {
+		if x.awaitsEOF {
+			h.rec().Note(policy.Front, policy.ReasonCloseDelimited)
+		}
+		if x.drainClosed {
+			h.rec().Note(policy.Front, policy.ReasonDraining)
+		}
+		h.finishWith(engine.Ending{AwaitsEOF: x.awaitsEOF})
+		return
+	}
+	h.rec().Pooled()
+	h.dropBin()
+	h.kept, h.keptSock = x.bc, x.back
+	x.bc, x.back = nil, nil
+	h.x.done()
+	h.x = nil
+	now := time.Now()
+	h.until, h.keepUntil = now.Add(h.ss.ln.IdleTimeout), now.Add(keepFor)
+}
+
+// finishWith ends the exchange's backend connection and then the front
+// leg, as e says.
+func (h *h1Loop) finishWith(e engine.Ending) {
+	x := h.x
+	if x.back != nil {
+		switch {
+		case x.cutBack || e.Cut:
+			h.endBack(engine.Ending{Cut: true, Why: policy.ReasonCut}, 0)
+		case x.resp != nil && !x.resp.Close && x.binN == 0 && !x.endFront:
+			h.putBack()
+		default:
+			h.endBack(engine.Ending{PeerFIN: x.backFIN}, x.binN)
+		}
+	}
+	h.x.done()
+	h.x = nil
+	h.endFront(e)
+}
+
+// putBack gives the backend connection back to the pool, idle.
+func (h *h1Loop) putBack() {
+	x := h.x
+	h.rec().Pooled()
+	h.dropBin()
+	h.kept, h.keptSock = x.bc, x.back
+	x.back, x.bc = nil, nil
+	h.releaseKept()
+}
+
+// dropBack resets the backend connection and frees its slot.
+func (h *h1Loop) dropBack(reset bool) {
+	x := h.x
+	h.rn.Close(x.back, reset)
+	x.bc.Bare = nil // closed here
+	h.ss.sv.pool.Release(x.bc)
+	h.dropBin()
+	x.back, x.bc = nil, nil
+}
+
+func (h *h1Loop) dropBin() {
+	if x := h.x; x.bin != nil {
+		putLoopBuf(x.bin)
+		x.bin, x.binN = nil, 0
+	}
+}
+
+// endBack ends the backend leg as its policy says, on the loop; its slot
+// is freed once the socket is closed.
+func (h *h1Loop) endBack(e engine.Ending, late int) {
+	x := h.x
+	bc, sv := x.bc, h.ss.sv
+	h.units++
+	h.rn.End(h.ss.eng, policy.Back, x.back, e, late, func() {
+		sv.pool.Release(bc)
+		h.unitDone()
+	})
+	h.dropBin()
+	x.back, x.bc = nil, nil
+}
+
+// endFront ends the front leg as its policy says, on the loop; the task
+// is then over, and the session ends once every leg is closed.
+func (h *h1Loop) endFront(e engine.Ending) {
+	if h.over {
+		return
+	}
+	h.over = true
+	h.releaseKept()
+	h.pipe.Close()
+	late := h.inN
+	h.inN = 0
+	h.releaseIn()
+	h.headBy = time.Time{}
+	h.rn.Schedule(time.Time{})
+	h.units++
+	h.rn.End(h.ss.eng, policy.Front, h.front, e, late, h.unitDone)
+	h.front = nil
+	h.rn.Done()
+	h.end()
+}
+
+// unitDone: a leg the loop ended is closed.
+func (h *h1Loop) unitDone() {
+	h.units--
+	h.end()
+}
+
+// end starts the session's end once the task is over and every leg it
+// handed to the loop is closed: on a goroutine, as it writes the record.
+func (h *h1Loop) end() {
+	if h.over && h.units == 0 && !h.finished {
+		h.finished = true
+		go h.ss.end()
+	}
+}
+
+// handOff gives the session to a goroutine, h1, with what was read of
+// the client past req (nil: a request not parsed, or none) and req, whose
+// head the record counts already: the loop forgets the client's socket.
+func (h *h1Loop) handOff(req *http1.Request, retried bool) {
+	h.releaseKept()
+	h.pipe.Close()
+	fd := h.front.FD()
+	err := h.rn.Unwatch(h.front)
+	h.front = nil
+	h.over = true
+	h.rn.Schedule(time.Time{})
+	h.rn.Done()
+	prefix := append([]byte(nil), h.in[:h.inN]...)
+	h.inN = 0
+	h.releaseIn()
+	ss := h.ss
+	if err == nil {
+		var c *net.TCPConn
+		if c, err = fdConn(fd); err == nil {
+			ss.front = c
+			go ss.runHTTP1From(prefix, req, retried)
+			return
+		}
+	}
+	ss.bare = fd
+	ss.refuse(engine.OutcomeInternalError, fmt.Errorf("http1 from the loop to a goroutine: %w", err))
+	h.finished = true
+	go ss.end()
+}
