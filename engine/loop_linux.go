@@ -499,7 +499,7 @@ func (l *loop) readInbox() {
 			}
 		case m.begun:
 			l.begun = true
-			for r := range l.relays {
+			for _, r := range l.all() {
 				if r.task != nil {
 					l.handleTask(r, r.task.Begun)
 				}
@@ -507,7 +507,7 @@ func (l *loop) readInbox() {
 		case m.drain:
 			l.draining = true
 			now := time.Now()
-			for r := range l.relays {
+			for _, r := range l.all() {
 				if r.task != nil {
 					l.handleTask(r, func() { r.task.Drain(now) })
 				} else {
@@ -516,7 +516,7 @@ func (l *loop) readInbox() {
 			}
 		case m.kill:
 			l.killed = true
-			for r := range l.relays {
+			for _, r := range l.all() {
 				if r.task == nil {
 					l.handle(r, r.x.onKill)
 				}
@@ -525,6 +525,16 @@ func (l *loop) readInbox() {
 			l.quit = true
 		}
 	}
+}
+
+// all is every loopRelay on the loop now: what an event for all of them
+// starts (a task's leg ended alone) waits for the next.
+func (l *loop) all() []*loopRelay {
+	all := make([]*loopRelay, 0, len(l.relays))
+	for r := range l.relays {
+		all = append(all, r)
+	}
+	return all
 }
 
 // start registers a loopRelay's sockets and moves it on as far as they let it.

@@ -138,9 +138,6 @@ func (l *loop) startTask(r *loopRelay) {
 			r.task.Drain(time.Now())
 		}
 	})
-	if !r.ended && s.rd {
-		l.handleTask(r, func() { r.task.Ready(s.taskSock()) })
-	}
 }
 
 // watch adds s to the loop's epoll set (or modifies it there, for a
@@ -165,35 +162,44 @@ func (l *loop) handleTask(r *loopRelay, f func()) {
 	if r.ended {
 		return
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			for _, s := range r.socks {
-				if !s.closed {
-					_ = s.SetLinger(0)
-					_ = s.Close()
-				}
-			}
-			r.socks = nil
-			r.taskDone = true
-			func() {
-				defer func() { _ = recover() }()
-				r.task.Crashed(p)
-			}()
-		}
-		if r.taskDone && !r.ended {
-			l.schedule(r, time.Time{})
-			r.ended = true
-			delete(l.relays, r)
-			l.ls.live.Done()
-		}
-	}()
+	defer l.afterTask(r)
 	f()
 }
 
-// taskReady hands an edge of s to its task.
+// taskReady hands an edge of s to its task, as handleTask does, without
+// a closure for every edge.
 func (l *loop) taskReady(s *fdSock) {
 	r := s.r
-	l.handleTask(r, func() { r.task.Ready(s.taskSock()) })
+	if r.ended {
+		return
+	}
+	defer l.afterTask(r)
+	r.task.Ready(s.taskSock())
+}
+
+// afterTask, deferred around each call to r's task: a panic resets the
+// task's sockets and tells it (Crashed); a task done is forgotten.
+func (l *loop) afterTask(r *loopRelay) {
+	if p := recover(); p != nil {
+		for _, s := range r.socks {
+			if !s.closed {
+				_ = s.SetLinger(0)
+				_ = s.Close()
+			}
+		}
+		r.socks = nil
+		r.taskDone = true
+		func() {
+			defer func() { _ = recover() }()
+			r.task.Crashed(p)
+		}()
+	}
+	if r.taskDone && !r.ended {
+		l.schedule(r, time.Time{})
+		r.ended = true
+		delete(l.relays, r)
+		l.ls.live.Done()
+	}
 }
 
 // Watch adds a socket to the task: a bare non-blocking descriptor that
