@@ -156,13 +156,13 @@ func newLoopRelay(l *loop, done func()) *loopRelay {
 	return &loopRelay{loop: l, done: done, hi: -1}
 }
 
-// take makes sks r's sockets, in order. A duplicate it made is closed
-// again when a later socket fails; the connections it duplicated are
-// closed once all are taken: the loop keeps each socket through its
+// take makes front and back r's sockets. A duplicate it made is closed
+// again when the other socket fails; the connections it duplicated are
+// closed once both are taken: the loop keeps each socket through its
 // duplicate, so this closes only the descriptor (and takes it out of Go's
 // netpoller): no FIN.
-func (r *loopRelay) take(sks ...Socket) error {
-	for i, sk := range sks {
+func (r *loopRelay) take(front, back Socket) error {
+	for i, sk := range [2]Socket{front, back} {
 		fs, err := take(sk, r)
 		if err != nil {
 			for _, o := range r.socks[:i] {

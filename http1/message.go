@@ -93,14 +93,14 @@ type Limits struct {
 	MaxHeaderFields int // default 100
 }
 
-const (
-	defaultMaxHeadBytes    = 64 << 10
-	defaultMaxHeaderFields = 100
-)
+// DefaultMaxHeadBytes is Limits.MaxHeadBytes when it is not set.
+const DefaultMaxHeadBytes = 64 << 10
+
+const defaultMaxHeaderFields = 100
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxHeadBytes <= 0 {
-		l.MaxHeadBytes = defaultMaxHeadBytes
+		l.MaxHeadBytes = DefaultMaxHeadBytes
 	}
 	if l.MaxHeaderFields <= 0 {
 		l.MaxHeaderFields = defaultMaxHeaderFields

@@ -377,7 +377,10 @@ func (h *h1Loop) readRequest() bool {
 // parseRequest parses a head that may be whole, and starts its exchange
 // when it is one the loop takes.
 func (h *h1Loop) parseRequest() bool {
-	req, used, err := parseRequest(h.in[:h.inN])
+	hr := headOver(h.in[:h.inN])
+	req, err := http1.ReadRequest(hr.br, http1.Limits{})
+	used := hr.used(h.in[:h.inN])
+	headReaders.Put(hr)
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		h.tried = h.inN // not whole yet: read on
@@ -431,25 +434,16 @@ type headReader struct {
 	br *bufio.Reader
 }
 
-// parseRequest parses the request head at the start of b; used is what
-// it took of b.
-func parseRequest(b []byte) (req *http1.Request, used int, err error) {
+// headOver is a pooled reader over b, for a head parser; used says what
+// the parser took of b. Give it back with headReaders.Put.
+func headOver(b []byte) *headReader {
 	hr := headReaders.Get().(*headReader)
-	defer headReaders.Put(hr)
 	hr.r.Reset(b)
 	hr.br.Reset(&hr.r)
-	req, err = http1.ReadRequest(hr.br, http1.Limits{})
-	return req, len(b) - hr.r.Len() - hr.br.Buffered(), err
+	return hr
 }
 
-func parseResponse(b []byte, req *http1.Request) (resp *http1.Response, used int, err error) {
-	hr := headReaders.Get().(*headReader)
-	defer headReaders.Put(hr)
-	hr.r.Reset(b)
-	hr.br.Reset(&hr.r)
-	resp, err = http1.ReadResponse(hr.br, req, http1.Limits{})
-	return resp, len(b) - hr.r.Len() - hr.br.Buffered(), err
-}
+func (hr *headReader) used(b []byte) int { return len(b) - hr.r.Len() - hr.br.Buffered() }
 
 // loopable says the loop takes req's exchange: no body, no upgrade.
 func loopable(req *http1.Request) bool {
@@ -586,8 +580,8 @@ func (h *h1Loop) readBack() (n int, ok bool, err error) {
 		x.bin = getLoopBuf()
 	}
 	if x.binN == len(x.bin) {
-		if len(x.bin) >= 2*http1DefaultHead {
-			return 0, false, fmt.Errorf("%w: head larger than %d bytes", http1.ErrBadResponse, http1DefaultHead)
+		if len(x.bin) >= 2*http1.DefaultMaxHeadBytes {
+			return 0, false, fmt.Errorf("%w: head larger than %d bytes", http1.ErrBadResponse, http1.DefaultMaxHeadBytes)
 		}
 		x.bin = append(x.bin[:x.binN], make([]byte, len(x.bin))...)
 	}
@@ -605,9 +599,6 @@ func (h *h1Loop) readBack() (n int, ok bool, err error) {
 	x.moved = time.Now()
 	return n, true, nil
 }
-
-// http1DefaultHead is http1's default head limit (Limits.MaxHeadBytes).
-const http1DefaultHead = 64 << 10
 
 // readResponse reads the response head and, once it is whole, starts
 // relaying it.
@@ -632,7 +623,10 @@ func (h *h1Loop) readResponse() bool {
 // client at once, a final one with the body bytes read with it.
 func (h *h1Loop) parseResponse() bool {
 	x := h.x
-	resp, used, err := parseResponse(x.bin[:x.binN], x.req)
+	hr := headOver(x.bin[:x.binN])
+	resp, err := http1.ReadResponse(hr.br, x.req, http1.Limits{})
+	used := hr.used(x.bin[:x.binN])
+	headReaders.Put(hr)
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		x.tried = x.binN // not whole yet: read on
@@ -898,11 +892,9 @@ func (h *h1Loop) stalled(why engine.Stall) {
 // front leg once written; the backend connection is reset.
 func (h *h1Loop) answer(status int, text string) {
 	x := h.x
-	body := fmt.Sprintf("%d %s\n", status, text)
-	msg := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, text, len(body), body)
 	x.cutBack, x.closing, x.endFront = true, true, true
 	x.out, x.outOff = x.out[:0], 0
-	h.queue([]byte(msg))
+	h.queue([]byte(errorResponse(status, text)))
 }
 
 // finish ends the exchange: the backend connection goes back to the pool
@@ -913,8 +905,7 @@ func (h *h1Loop) finish() {
 		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut})
 		return
 	}
-	reusable := !x.cutBack && !x.endFront && !x.resp.Close && x.binN == 0
-	if !reusable {
+	if !x.reusable() {
 		x.closing = true
 	}
 	if x.closing {
@@ -927,10 +918,7 @@ func (h *h1Loop) finish() {
 		h.finishWith(engine.Ending{AwaitsEOF: x.awaitsEOF})
 		return
 	}
-	h.rec().Pooled()
-	h.dropBin()
-	h.kept, h.keptSock = x.bc, x.back
-	x.bc, x.back = nil, nil
+	h.keep()
 	h.x.done()
 	h.x = nil
 	now := time.Now()
@@ -945,8 +933,9 @@ func (h *h1Loop) finishWith(e engine.Ending) {
 		switch {
 		case x.cutBack || e.Cut:
 			h.endBack(engine.Ending{Cut: true, Why: policy.ReasonCut}, 0)
-		case x.resp != nil && !x.resp.Close && x.binN == 0 && !x.endFront:
-			h.putBack()
+		case x.reusable():
+			h.keep()
+			h.releaseKept() // the session ends: back to the pool at once
 		default:
 			h.endBack(engine.Ending{PeerFIN: x.backFIN}, x.binN)
 		}
@@ -956,14 +945,19 @@ func (h *h1Loop) finishWith(e engine.Ending) {
 	h.endFront(e)
 }
 
-// putBack gives the backend connection back to the pool, idle.
-func (h *h1Loop) putBack() {
+// reusable says the exchange's backend connection can serve another
+// request: its response was whole, it did not say close, nothing came
+// after it, and nothing was cut or answered by the proxy.
+func (x *h1Exchange) reusable() bool {
+	return !x.cutBack && !x.endFront && x.resp != nil && !x.resp.Close && x.binN == 0
+}
+
+// keep makes the exchange's backend connection the session's kept one.
+func (h *h1Loop) keep() {
 	x := h.x
 	h.rec().Pooled()
-	h.dropBin()
 	h.kept, h.keptSock = x.bc, x.back
 	x.back, x.bc = nil, nil
-	h.releaseKept()
 }
 
 // dropBack resets the backend connection and frees its slot.
@@ -972,15 +966,7 @@ func (h *h1Loop) dropBack(reset bool) {
 	h.rn.Close(x.back, reset)
 	x.bc.Bare = nil // closed here
 	h.ss.sv.pool.Release(x.bc)
-	h.dropBin()
 	x.back, x.bc = nil, nil
-}
-
-func (h *h1Loop) dropBin() {
-	if x := h.x; x.bin != nil {
-		putLoopBuf(x.bin)
-		x.bin, x.binN = nil, 0
-	}
 }
 
 // endBack ends the backend leg as its policy says, on the loop; its slot
@@ -993,7 +979,6 @@ func (h *h1Loop) endBack(e engine.Ending, late int) {
 		sv.pool.Release(bc)
 		h.unitDone()
 	})
-	h.dropBin()
 	x.back, x.bc = nil, nil
 }
 

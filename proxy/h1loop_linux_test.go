@@ -210,3 +210,38 @@ func TestHTTP1LoopStalledBackendAndRudeClient(t *testing.T) {
 		t.Errorf("%d exchanges on the loop, want 1 (the stalled one)", n)
 	}
 }
+
+// A client that resets while the loop relays a large body to it (the
+// body spliced, the client's window small): the record says
+// client_reset, the backend connection is reset (its response was cut)
+// and its slot freed: with pool.max_conns 1 the next client is served.
+func TestHTTP1LoopClientResetsMidResponse(t *testing.T) {
+	if testRelay != "loop" {
+		t.Skip(`relay = "goroutines": no loops`)
+	}
+	onLoop := countLoopExchanges(t)
+	o, _ := framedOrigin(t)
+	be := http1Backend(o.addr)
+	be.Pool.MaxConns = 1
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, be)
+
+	c := dialClient(t, h.addr, true)
+	fmt.Fprintf(c, "GET /length/%d HTTP/1.1\r\nHost: x\r\n\r\n", 12<<20)
+	if _, err := io.ReadFull(c, make([]byte, 100<<10)); err != nil { // the response is under way
+		t.Fatal(err)
+	}
+	c.SetLinger(0)
+	c.Close()
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeClientReset || td.Back.Close != policy.CloseReset || !td.Back.Cut {
+		t.Errorf("record: outcome %s (%v), back close %s cut %v; want client_reset, the backend connection reset and cut",
+			td.Outcome, td.Err, td.Back.Close, td.Back.Cut)
+	}
+	if got := roundTrips(t, h.addr, "GET /length/5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1); len(got) != 1 || !strings.HasPrefix(got[0], "200") {
+		t.Errorf("the next client: %q, want 200 (the reset connection's slot freed)", got)
+	}
+	h.record(t)
+	if n := onLoop.Load(); n != 2 {
+		t.Errorf("%d exchanges on the loop, want 2", n)
+	}
+}

@@ -557,10 +557,15 @@ func (h *h1) end(e engine.Ending) {
 // writeError answers the client with a short error response that closes
 // the connection.
 func (h *h1) writeError(status int, text string) {
-	body := fmt.Sprintf("%d %s\n", status, text)
-	msg := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, text, len(body), body)
-	n, _ := io.WriteString(h.front, msg)
+	n, _ := io.WriteString(h.front, errorResponse(status, text))
 	h.rec.Sent(policy.Front, int64(n))
+}
+
+// errorResponse is the short response the proxy answers with itself
+// (400, 502, 503, 504), closing the connection.
+func errorResponse(status int, text string) string {
+	body := fmt.Sprintf("%d %s\n", status, text)
+	return fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, text, len(body), body)
 }
 
 // backendFailed answers the client for a backend it could not use and

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -47,19 +46,7 @@ func TestHTTP1ImpoliteClients(t *testing.T) {
 	// connection and its reader.
 	ask := func(t *testing.T, raw string, halfClose, small bool) (*net.TCPConn, *bufio.Reader) {
 		t.Helper()
-		var d net.Dialer
-		if small {
-			d.Control = func(_, _ string, rc syscall.RawConn) error {
-				return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 32<<10) })
-			}
-		}
-		nc, err := d.Dial("tcp", h.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := nc.(*net.TCPConn)
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		c := dialClient(t, h.addr, small)
 		if _, err := io.WriteString(c, raw); err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,6 +73,27 @@ func readBody(t *testing.T, br *bufio.Reader) (int, []byte, bool) {
 		t.Fatalf("body, after %d bytes: %v", len(b), err)
 	}
 	return resp.StatusCode, b, resp.Close
+}
+
+// dialClient connects a client to addr with a 10 s deadline, closed when
+// the test ends; small gives it a small receive buffer (32 KiB), so that a
+// large body backs up into the proxy.
+func dialClient(t *testing.T, addr string, small bool) *net.TCPConn {
+	t.Helper()
+	var d net.Dialer
+	if small {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 32<<10) })
+		}
+	}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := nc.(*net.TCPConn)
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
 }
 
 // roundTrips sends raw requests on one connection and reads as many

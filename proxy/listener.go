@@ -191,8 +191,13 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn, fd int,
 		// A bare session may start its relay from here (its end counts
 		// it out, as run's does).
 		ss := s.newSession(l, lc, nil, fd, peer)
-		if lc.be.cfg.Protocol == config.ProtocolHTTP1 && !ss.startHTTP1Loop() ||
-			lc.be.cfg.Protocol != config.ProtocolHTTP1 && !ss.atOnce(s.drainCtx, s.drainBegun, s.kill) {
+		started := false
+		if lc.be.cfg.Protocol == config.ProtocolHTTP1 {
+			started = ss.startHTTP1Loop()
+		} else {
+			started = ss.atOnce(s.drainCtx, s.drainBegun, s.kill)
+		}
+		if !started {
 			go ss.run(s.drainCtx, s.drainBegun, s.kill)
 		}
 		return
