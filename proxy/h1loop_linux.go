@@ -25,9 +25,11 @@ import (
 // head, sends it on a pooled backend connection, relays the response
 // (bytes unchanged but for the Connection header) and puts the
 // connection back, as h1 does on a goroutine, with the same records.
-// What it does not take goes to a goroutine (handOff) at a request's
-// start, before anything of it was sent: a request with a body, an
-// upgrade or CONNECT, a head it cannot parse or that is larger than its
+// A request body of known length goes to the backend as it comes, while
+// the response is read (an early response is relayed at once). What it
+// does not take goes to a goroutine (handOff) at a request's start,
+// before anything of it was sent: a chunked request body, Expect:
+// 100-continue, an upgrade or CONNECT, a head it cannot parse or that is larger than its
 // buffer, a client that stopped midway through a head, and a request for
 // which no backend connection is ready without a wait. Each leg it ends
 // alone the loop ends (engine.Runner.End), as its close policy says.
@@ -74,12 +76,18 @@ const keepFor = 20 * time.Millisecond
 
 // h1Exchange is one request and its response on the loop.
 type h1Exchange struct {
-	req      *http1.Request
-	bc       *pool.Conn
-	back     *engine.TaskSock
-	retried  bool   // this is the request's second connection
-	toBack   []byte // the request head, from toOff on still to write
-	toOff    int
+	req     *http1.Request
+	bc      *pool.Conn
+	back    *engine.TaskSock
+	retried bool   // this is the request's second connection
+	toBack  []byte // the request's bytes for the backend, from toOff on still to write
+	toOff   int
+	headUp  int    // bytes of toBack[toOff:] that are the request head (the rest is body)
+	upLeft  int64  // request body bytes not yet taken from the client
+	up      []byte // pooled: toBack's storage for body bytes, nil while none
+	// upBy: the response is whole and the request body is not; the client
+	// has until then (peer_fin_grace) to finish it, as on a goroutine.
+	upBy     time.Time
 	bin      []byte // the backend's bytes not yet handled: bin[:binN]; pooled
 	binN     int
 	tried    int             // binN when a parse last found the head not whole
@@ -182,20 +190,35 @@ func (h *h1Loop) advance() bool {
 	switch {
 	case x == nil:
 		return h.readRequest()
+	case x.headUp > 0 && !x.endFront: // the head first, whole
+		return h.sendUp()
+	}
+	up := h.sending() && h.sendUp()
+	return h.receive() || up
+}
+
+// receive moves the response on: to the client, then the next of it from
+// the backend; the exchange ends once all is written.
+func (h *h1Loop) receive() bool {
+	x := h.x
+	switch {
 	case x.outOff < len(x.out):
 		return h.flushOut()
 	case x.endFront:
 		h.finish()
 		return true
-	case x.toOff < len(x.toBack):
-		return h.sendBack()
 	case x.resp == nil:
 		return h.readResponse()
-	case x.bodyDone:
-		h.finish()
-		return true
+	case !x.bodyDone:
+		return h.readBody()
+	case h.sending(): // the response is whole before the request body
+		if x.upBy.IsZero() {
+			x.upBy = time.Now().Add(h.ss.ln.Close.PeerFinGrace)
+		}
+		return false
 	}
-	return h.readBody()
+	h.finish()
+	return true
 }
 
 // schedule sets the session's timer: the end of the wait for a request
@@ -205,6 +228,9 @@ func (h *h1Loop) schedule() {
 	switch {
 	case h.x != nil:
 		at = h.x.lookAt
+		if up := h.x.upBy; !up.IsZero() && up.Before(at) {
+			at = up
+		}
 	case !h.headBy.IsZero():
 		at = h.headBy
 	default:
@@ -224,6 +250,8 @@ func (h *h1Loop) Due(now time.Time) {
 	switch x := h.x; {
 	case h.over:
 		return
+	case x != nil && !x.upBy.IsZero() && !now.Before(x.upBy):
+		h.bodyCut()
 	case x != nil:
 		if now.Sub(x.moved) >= h.ss.ln.IdleTimeout {
 			h.stalled(engine.StalledIdle)
@@ -445,15 +473,20 @@ func headOver(b []byte) *headReader {
 
 func (hr *headReader) used(b []byte) int { return len(b) - hr.r.Len() - hr.br.Buffered() }
 
-// loopable says the loop takes req's exchange: no body, no upgrade.
+// loopable says the loop takes req's exchange: no body or one of known
+// length, no upgrade.
 func loopable(req *http1.Request) bool {
-	return req.Framing == http1.NoBody && !req.Upgrade && !req.ExpectContinue && req.Method != "CONNECT"
+	return (req.Framing == http1.NoBody || req.Framing == http1.Length) &&
+		!req.Upgrade && !req.ExpectContinue && req.Method != "CONNECT"
 }
 
 // startExchange takes a backend connection for req, if one is ready
 // without a wait, and starts sending the request; false: the session went
 // to a goroutine with req.
 func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
+	if h.kept != nil && !retryable(req) {
+		h.keptEdge() // a request that cannot be sent again goes only on a connection still open
+	}
 	bc, back := h.kept, h.keptSock
 	h.kept, h.keptSock = nil, nil
 	if bc != nil && !retried {
@@ -481,10 +514,35 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 	}
 	now := time.Now()
 	x := exchanges.Get().(*h1Exchange)
-	*x = h1Exchange{req: req, bc: bc, back: back, retried: retried, toBack: req.HeadForBackend(), moved: now,
+	head := req.HeadForBackend()
+	*x = h1Exchange{req: req, bc: bc, back: back, retried: retried, toBack: head, headUp: len(head), moved: now,
 		lookAt: now.Add(h.ss.ln.IdleTimeout)}
 	h.x = x
+	if req.Framing == http1.Length {
+		x.upLeft = req.Length
+		h.withHead()
+	}
 	return true
+}
+
+// withHead puts what the client sent of the body with the request's head
+// (one write for a small request), when both fit in a buffer.
+func (h *h1Loop) withHead() {
+	x := h.x
+	k := int(min(x.upLeft, int64(h.inN)))
+	if k == 0 || len(x.toBack)+k > loopBufSize {
+		return
+	}
+	x.up = append(append(getLoopBuf()[:0], x.toBack...), h.in[:k]...)
+	x.toBack = x.up
+	x.upLeft -= int64(k)
+	h.consume(k)
+}
+
+// retryable says req may be sent again on another connection when the
+// first closed before any answer: no body, an idempotent method.
+func retryable(req *http1.Request) bool {
+	return req.Framing == http1.NoBody && idempotent(req.Method)
 }
 
 // reuse takes the kept connection for the session's next request, noted
@@ -549,9 +607,20 @@ func rebare(c *pool.Conn) error {
 	return nil
 }
 
-// sendBack writes the request head to the backend.
-func (h *h1Loop) sendBack() bool {
+// sending reports that bytes of the request are still to go to the
+// backend.
+func (h *h1Loop) sending() bool {
 	x := h.x
+	return !x.endFront && !x.cutBack && (x.toOff < len(x.toBack) || x.upLeft > 0)
+}
+
+// sendUp writes the request to the backend: its head, then its body as
+// the client sends it.
+func (h *h1Loop) sendUp() bool {
+	x := h.x
+	if x.toOff == len(x.toBack) {
+		return h.takeUp()
+	}
 	if !x.back.Writable() {
 		return false
 	}
@@ -559,14 +628,82 @@ func (h *h1Loop) sendBack() bool {
 	switch {
 	case err == engine.ErrWouldBlock:
 		return false
-	case err != nil:
+	case err != nil && x.headUp > 0:
 		h.noResponse(fmt.Errorf("send request to backend: %w", err))
+		return true
+	case err != nil:
+		// The backend stopped taking the body: it may have answered
+		// already (an early response), which is relayed; its connection
+		// is reset afterwards and the client's session ends.
+		x.cutBack, x.closing = true, true
+		x.toBack, x.toOff, x.upLeft = nil, 0, 0
 		return true
 	}
 	x.toOff += n
 	x.moved = time.Now()
-	h.rec().Sent(policy.Back, int64(n))
+	hn := min(n, x.headUp)
+	x.headUp -= hn
+	if hn > 0 {
+		h.rec().Sent(policy.Back, int64(hn))
+	}
+	if n > hn {
+		h.rec().Relayed(true, int64(n-hn))
+	}
 	return true
+}
+
+// takeUp takes the request body's next bytes from the client.
+func (h *h1Loop) takeUp() bool {
+	x := h.x
+	if x.upLeft == 0 {
+		return false
+	}
+	if x.up == nil {
+		x.up = getLoopBuf()
+	}
+	b := x.up[:min(x.upLeft, int64(loopBufSize))]
+	var n int
+	if h.inN > 0 {
+		n = copy(b, h.in[:h.inN])
+		h.consume(n)
+	} else {
+		if !h.front.Readable() {
+			return false
+		}
+		var err error
+		n, err = h.front.Read(b)
+		switch {
+		case err == engine.ErrWouldBlock:
+			return false
+		case err == nil && n == 0:
+			err = io.ErrUnexpectedEOF
+			fallthrough
+		case err != nil:
+			h.clientAborted(fmt.Errorf("read request body: %w", err))
+			return true
+		}
+	}
+	x.upLeft -= int64(n)
+	x.toBack, x.toOff = b[:n], 0
+	x.moved = time.Now()
+	return true
+}
+
+// clientAborted: the client ended (FIN or RST) before its request was
+// whole. The backend got part of it and is reset; the client, which left
+// mid-request, is reset too.
+func (h *h1Loop) clientAborted(err error) {
+	h.rec().Outcome(engine.OutcomeClientAborted, err)
+	h.cut()
+}
+
+// bodyCut: the response is whole and the client did not finish its body
+// within peer_fin_grace: the backend connection, which got part of it, is
+// reset, and the front leg ends.
+func (h *h1Loop) bodyCut() {
+	x := h.x
+	x.cutBack, x.closing, x.upBy = true, true, time.Time{}
+	x.toBack, x.toOff, x.upLeft = nil, 0, 0
 }
 
 // readBack reads what the backend sent into bin; false: nothing now
@@ -710,7 +847,7 @@ func (x *h1Exchange) done() {
 
 // dropBufs gives the exchange's buffers back.
 func (x *h1Exchange) dropBufs() {
-	for _, b := range []*[]byte{&x.out, &x.bin} {
+	for _, b := range []*[]byte{&x.out, &x.bin, &x.up} {
 		if *b != nil {
 			putLoopBuf(*b)
 			*b = nil
@@ -821,7 +958,7 @@ func (h *h1Loop) spliceBody() bool {
 // the request is sent again, once, on another connection, as h1 does.
 func (h *h1Loop) noResponse(err error) {
 	x := h.x
-	if x.bc.Pooled && !x.retried && idempotent(x.req.Method) {
+	if x.bc.Pooled && !x.retried && retryable(x.req) {
 		h.rec().Note(policy.Back, policy.ReasonRetried)
 		req := x.req
 		h.dropBack(true)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -139,8 +140,8 @@ func TestHTTP1OnTheLoops(t *testing.T) {
 
 // What the loops do not take goes to a goroutine at a request's start,
 // and the session carries on there: a GET on the loop, a POST with a
-// body, a GET after it, all answered in order on one connection, one
-// record with the three requests.
+// chunked body, a GET after it, all answered in order on one connection,
+// one record with the three requests.
 func TestHTTP1LoopHandsOffARequestWithABody(t *testing.T) {
 	if testRelay != "loop" {
 		t.Skip(`relay = "goroutines": no loops`)
@@ -149,7 +150,7 @@ func TestHTTP1LoopHandsOffARequestWithABody(t *testing.T) {
 	o := startOrigin(t, hello)
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
 	got := roundTrips(t, h.addr, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"+
-		"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"+
+		"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"+
 		"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3)
 	if want := []string{"200 GET /a 0", "200 POST /b 5", "200 GET /c 0"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("answers %q, want %q", got, want)
@@ -243,5 +244,217 @@ func TestHTTP1LoopClientResetsMidResponse(t *testing.T) {
 	h.record(t)
 	if n := onLoop.Load(); n != 2 {
 		t.Errorf("%d exchanges on the loop, want 2", n)
+	}
+}
+
+// digestOrigin answers a request with its body's length and SHA-256 (hex),
+// after reading all of it; /echo/ answers with the body itself, as it
+// reads it.
+func digestOrigin(t *testing.T) *origin {
+	return startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/echo/") {
+			http.NewResponseController(w).EnableFullDuplex()
+			w.Header().Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
+			io.Copy(w, r.Body)
+			return
+		}
+		d := sha256.New()
+		n, _ := io.Copy(d, r.Body)
+		fmt.Fprintf(w, "%d %x", n, d.Sum(nil))
+	})
+}
+
+// Request bodies of known length go to the backend from the loop as they
+// come, whole (SHA-256 at the origin), on keep-alive sessions that mix
+// them with GETs: a client that sends each request in one write, one
+// that trickles its body in small writes, one that half-closes after its
+// last body, and one whose body the origin echoes while it is still
+// being sent (up and down at once). Every exchange runs on the loop; the
+// records count every byte.
+func TestHTTP1LoopRequestBodies(t *testing.T) {
+	onLoop := countLoopExchanges(t)
+	o := digestOrigin(t)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	body := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + i>>10)
+		}
+		return b
+	}
+	sizes := []int{0, 5, 16000, 300000, 3 << 20}
+	kinds := []string{"whole", "trickle", "half-close", "echo"}
+	requests := 0
+	for _, kind := range kinds {
+		c := dialClient(t, h.addr, false)
+		br := bufio.NewReader(c)
+		var up int64
+		for i, n := range sizes {
+			b := body(n)
+			path := "/digest/" + kind
+			if kind == "echo" {
+				path = "/echo/" + kind
+			}
+			head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", path, n)
+			up += int64(len(head) + n)
+			sent := make(chan error, 1)
+			go func() {
+				var err error
+				switch kind {
+				case "trickle":
+					if _, err = io.WriteString(c, head); err == nil {
+						for p := b; len(p) > 0 && err == nil; p = p[min(len(p), 999):] {
+							_, err = c.Write(p[:min(len(p), 999)])
+						}
+					}
+				default:
+					_, err = c.Write(append([]byte(head), b...))
+				}
+				if err == nil && kind == "half-close" && i == len(sizes)-1 {
+					err = c.CloseWrite()
+				}
+				sent <- err
+			}()
+			status, got, _ := readBody(t, br)
+			if err := <-sent; err != nil {
+				t.Fatalf("%s, %d bytes: send: %v", kind, n, err)
+			}
+			want := fmt.Sprintf("%d %x", n, sha256.Sum256(b))
+			if kind == "echo" {
+				if status != 200 || sha256.Sum256(got) != sha256.Sum256(b) {
+					t.Errorf("%s, %d bytes: status %d, %d bytes back; want 200 and the body by SHA-256", kind, n, status, len(got))
+				}
+			} else if status != 200 || string(got) != want {
+				t.Errorf("%s, %d bytes: status %d, %q; want 200, %q", kind, n, status, got, want)
+			}
+			requests++
+			if i == 1 { // a GET between bodies
+				head := "GET /digest/get HTTP/1.1\r\nHost: x\r\n\r\n"
+				io.WriteString(c, head)
+				up += int64(len(head))
+				if status, got, _ := readBody(t, br); status != 200 || !strings.HasPrefix(string(got), "0 ") {
+					t.Errorf("%s: GET between bodies: %d %q", kind, status, got)
+				}
+				requests++
+			}
+		}
+		if kind != "half-close" {
+			c.CloseWrite()
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("%s after its last response: %v, want EOF", kind, err)
+		}
+		c.Close()
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeOK || td.Front.Cut || td.Back.Cut || td.BackRequests != len(sizes)+1 {
+			t.Errorf("%s: record: outcome %s (%v), cut %v/%v, %d requests; want ok, nothing cut, %d",
+				kind, td.Outcome, td.Err, td.Front.Cut, td.Back.Cut, td.BackRequests, len(sizes)+1)
+		}
+		if td.Front.BytesIn != up {
+			t.Errorf("%s: record: %d bytes in from the client, want %d", kind, td.Front.BytesIn, up)
+		}
+	}
+	if testRelay == "loop" {
+		if got := onLoop.Load(); got != int64(requests) {
+			t.Errorf("%d exchanges on the loops, want all %d", got, requests)
+		}
+	}
+}
+
+// A backend that answers before it has read the body. One answers 413
+// and closes (lingering, as nginx does): the client gets the 413 whole
+// while its body is still on the way. One answers 200 at once and
+// waits: a client that then stops midway through its body keeps the
+// session only for peer_fin_grace; the backend connection, which got
+// part of a request, is reset and the front leg ends after the whole
+// response. One neither reads nor answers: with its buffers full,
+// nothing moves and after idle_timeout the client gets a 504.
+func TestHTTP1LoopEarlyResponses(t *testing.T) {
+	onLoop := countLoopExchanges(t)
+	serve := func(answer string) string {
+		stop := make(chan struct{})
+		addr := loopback.Serve(t, func(c *net.TCPConn) {
+			defer c.Close()
+			br := bufio.NewReader(c)
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			if answer == "" { // stall: read nothing more, answer nothing
+				<-stop
+				return
+			}
+			io.WriteString(c, answer)
+			if strings.Contains(answer, "close") {
+				c.CloseWrite()
+			}
+			io.Copy(io.Discard, br) // linger: read what comes until the proxy closes
+		})
+		t.Cleanup(func() { close(stop) })
+		return addr
+	}
+	t.Run("413 and close", func(t *testing.T) {
+		const answer = "HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large"
+		h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(serve(answer)))
+		c := dialClient(t, h.addr, false)
+		n := 4 << 20
+		go func() {
+			fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", n)
+			c.Write(make([]byte, n))
+		}()
+		status, got, closing := readBody(t, bufio.NewReader(c))
+		if status != 413 || string(got) != "too large" || !closing {
+			t.Errorf("client got %d %q (closing %v), want 413 \"too large\", closing", status, got, closing)
+		}
+		c.Close()
+		if td := h.record(t); td.BackRequests != 1 || td.Front.BytesOut != int64(len(answer)) {
+			t.Errorf("record: %d requests, %d bytes out to the client; want 1, %d", td.BackRequests, td.Front.BytesOut, len(answer))
+		}
+	})
+	t.Run("200, then the client stops", func(t *testing.T) {
+		const answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		ln := config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}
+		ln.Close.PeerFinGrace = 200 * time.Millisecond
+		h := startProxy(t, ln, http1Backend(serve(answer)))
+		c := dialClient(t, h.addr, false)
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+		br := bufio.NewReader(c)
+		if status, got, _ := readBody(t, br); status != 200 || string(got) != "ok" {
+			t.Errorf("client got %d %q, want 200 ok", status, got)
+		}
+		start := time.Now()
+		if _, err := br.ReadByte(); err == nil { // the session ends: FIN or RST, never more bytes
+			t.Error("a byte after the response, want the session's end")
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("the session ended %v after the response, want about peer_fin_grace (200ms)", d)
+		}
+		c.Close()
+		td := h.record(t)
+		if !td.Back.Cut || td.Back.Close != policy.CloseReset || td.BackRequests != 1 {
+			t.Errorf("record: back cut %v close %s, %d requests; want the backend connection reset and cut, 1 request", td.Back.Cut, td.Back.Close, td.BackRequests)
+		}
+	})
+	t.Run("stalled backend", func(t *testing.T) {
+		h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(serve("")))
+		c := dialClient(t, h.addr, false)
+		n := 32 << 20 // more than every buffer on the way holds
+		go func() {
+			fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", n)
+			c.Write(make([]byte, n))
+		}()
+		status, _, closing := readBody(t, bufio.NewReader(c))
+		if status != 504 || !closing {
+			t.Errorf("client got %d (closing %v), want 504, closing", status, closing)
+		}
+		c.SetLinger(0)
+		c.Close()
+		if td := h.record(t); td.Outcome != engine.OutcomeTimeout || !td.Back.Cut {
+			t.Errorf("record: outcome %s (%v), back cut %v; want timeout, the backend connection reset", td.Outcome, td.Err, td.Back.Cut)
+		}
+	})
+	if testRelay == "loop" {
+		if got := onLoop.Load(); got != 3 {
+			t.Errorf("%d exchanges on the loops, want 3", got)
+		}
 	}
 }
