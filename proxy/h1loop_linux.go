@@ -26,10 +26,11 @@ import (
 // (bytes unchanged but for the Connection header) and puts the
 // connection back, as h1 does on a goroutine, with the same records.
 // A request body of known length goes to the backend as it comes, while
-// the response is read (an early response is relayed at once). What it
+// the response is read (an early response is relayed at once, and so is
+// a 100 Continue the client waits for). What it
 // does not take goes to a goroutine (handOff) at a request's start,
-// before anything of it was sent: a chunked request body, Expect:
-// 100-continue, an upgrade or CONNECT, a head it cannot parse or that is larger than its
+// before anything of it was sent: a chunked request body, an upgrade or
+// CONNECT, a head it cannot parse or that is larger than its
 // buffer, a client that stopped midway through a head, and a request for
 // which no backend connection is ready without a wait. Each leg it ends
 // alone the loop ends (engine.Runner.End), as its close policy says.
@@ -477,7 +478,7 @@ func (hr *headReader) used(b []byte) int { return len(b) - hr.r.Len() - hr.br.Bu
 // length, no upgrade.
 func loopable(req *http1.Request) bool {
 	return (req.Framing == http1.NoBody || req.Framing == http1.Length) &&
-		!req.Upgrade && !req.ExpectContinue && req.Method != "CONNECT"
+		!req.Upgrade && req.Method != "CONNECT"
 }
 
 // startExchange takes a backend connection for req, if one is ready

@@ -283,7 +283,7 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 		return b
 	}
 	sizes := []int{0, 5, 16000, 300000, 3 << 20}
-	kinds := []string{"whole", "trickle", "half-close", "echo"}
+	kinds := []string{"whole", "trickle", "half-close", "echo", "expect"}
 	requests := 0
 	for _, kind := range kinds {
 		c := dialClient(t, h.addr, false)
@@ -296,7 +296,17 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 				path = "/echo/" + kind
 			}
 			head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", path, n)
+			if kind == "expect" && n > 0 {
+				head = strings.Replace(head, "\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n", 1)
+			}
 			up += int64(len(head) + n)
+			if strings.Contains(head, "Expect") { // the head alone, the body after the 100 Continue
+				io.WriteString(c, head)
+				if r, err := http.ReadResponse(br, nil); err != nil || r.StatusCode != 100 {
+					t.Fatalf("expect, %d bytes: %v %v, want 100 Continue", n, r, err)
+				}
+				head = ""
+			}
 			sent := make(chan error, 1)
 			go func() {
 				var err error
