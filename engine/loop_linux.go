@@ -117,6 +117,14 @@ func (ls *loops) relay(s *Session, front, back Socket, p Pending, done func()) e
 		ls.live.Done()
 		return err
 	}
+	r.setPair(s, p)
+	l.post(message{add: r})
+	return nil
+}
+
+// setPair makes r the relay of its two sockets, front then back, both
+// ways, p's bytes first.
+func (r *loopRelay) setPair(s *Session, p Pending) {
 	r.x = newExecutor(s)
 	f := r.x.addLeg(policy.Front, r.socks[0])
 	b := r.x.addLeg(policy.Back, r.socks[1])
@@ -128,8 +136,6 @@ func (ls *loops) relay(s *Session, front, back Socket, p Pending, done func()) e
 	}
 	r.flows[0].seed(p.Up)
 	r.flows[1].seed(p.Down)
-	l.post(message{add: r})
-	return nil
 }
 
 // setLone makes r the end of its one socket, the leg name, as

@@ -273,6 +273,25 @@ func (rn *Runner) End(s *Session, name policy.Leg, t *TaskSock, e Ending, late i
 	l.start(r)
 }
 
+// Relay relays front and back both ways, on this loop, as Loops.Relay
+// does (the same executor, decisions and record): both leave the task,
+// p's bytes go first (copied here), and done is called on the loop once
+// both sockets are closed. For a session that becomes a tunnel.
+func (rn *Runner) Relay(s *Session, front, back *TaskSock, p Pending, done func()) {
+	l := rn.l
+	rn.drop(front.s)
+	rn.drop(back.s)
+	l.ls.live.Add(1)
+	r := newLoopRelay(l, done)
+	for i, t := range [2]*TaskSock{front, back} {
+		t.s.r = r
+		r.sockArr[i] = t.s
+	}
+	r.socks = r.sockArr[:2]
+	r.setPair(s, p)
+	l.start(r)
+}
+
 // Again has the loop call Ready(nil) after the other sessions had their
 // turn: for a task that used its share of this one with work left.
 func (rn *Runner) Again() {

@@ -30,10 +30,12 @@ import (
 // a 100 Continue the client waits for). What it
 // does not take goes to a goroutine (handOff) at a request's start,
 // before anything of it was sent: a chunked request body, an upgrade or
-// CONNECT, a head it cannot parse or that is larger than its
+// CONNECT with a body, a head it cannot parse or that is larger than its
 // buffer, a client that stopped midway through a head, and a request for
 // which no backend connection is ready without a wait. Each leg it ends
-// alone the loop ends (engine.Runner.End), as its close policy says.
+// alone the loop ends (engine.Runner.End), as its close policy says. A
+// session that becomes a tunnel (101, or CONNECT answered 2xx) is relayed
+// both ways on the same loop (engine.Runner.Relay), as a tcp session.
 type h1Loop struct {
 	ss    *session
 	rn    *engine.Runner
@@ -102,6 +104,7 @@ type h1Exchange struct {
 	chunks   http1.ChunkScanner
 	left     int64 // Length: body bytes still to come
 	bodyDone bool
+	tunnel   bool // the response made the session a tunnel: relayed both ways once its head is out
 	backFIN  bool // the backend's FIN ended the response (UntilClose)
 	bulk     bool // a read of the body filled the buffer
 	endFront bool // the front leg ends once out is written: the exchange failed or was answered here
@@ -208,6 +211,9 @@ func (h *h1Loop) receive() bool {
 	case x.endFront:
 		h.finish()
 		return true
+	case x.tunnel:
+		h.startTunnel()
+		return false
 	case x.resp == nil:
 		return h.readResponse()
 	case !x.bodyDone:
@@ -475,10 +481,12 @@ func headOver(b []byte) *headReader {
 func (hr *headReader) used(b []byte) int { return len(b) - hr.r.Len() - hr.br.Buffered() }
 
 // loopable says the loop takes req's exchange: no body or one of known
-// length, no upgrade.
+// length; an upgrade or CONNECT without a body.
 func loopable(req *http1.Request) bool {
-	return (req.Framing == http1.NoBody || req.Framing == http1.Length) &&
-		!req.Upgrade && req.Method != "CONNECT"
+	if req.Upgrade || req.Method == "CONNECT" {
+		return req.Framing == http1.NoBody
+	}
+	return req.Framing == http1.NoBody || req.Framing == http1.Length
 }
 
 // startExchange takes a backend connection for req, if one is ready
@@ -772,13 +780,13 @@ func (h *h1Loop) parseResponse() bool {
 	case err != nil:
 		h.badResponse(err)
 		return true
-	case resp.Status == 101:
+	case resp.Status == 101 && !x.req.Upgrade:
 		h.badResponse(fmt.Errorf("%w: 101 to a request that asked for no upgrade", http1.ErrBadResponse))
 		return true
 	}
 	h.rec().Received(policy.Back, int64(len(resp.Raw)))
 	x.binN, x.tried = copy(x.bin, x.bin[used:x.binN]), 0
-	if resp.Status/100 == 1 {
+	if resp.Status/100 == 1 && resp.Status != 101 {
 		h.queue(resp.HeadForClient(false))
 		return true
 	}
@@ -787,6 +795,11 @@ func (h *h1Loop) parseResponse() bool {
 		x.closing, x.drainClosed = true, true
 	}
 	x.resp = resp
+	if resp.Status == 101 || x.req.Method == "CONNECT" && resp.Status/100 == 2 {
+		x.tunnel = true // what bin holds past the head is the tunnel's
+		h.queue(resp.HeadForClient(x.closing))
+		return true
+	}
 	switch resp.Framing {
 	case http1.Length:
 		x.left = resp.Length
@@ -1154,6 +1167,31 @@ func (h *h1Loop) end() {
 		h.finished = true
 		go h.ss.end()
 	}
+}
+
+// startTunnel relays the client and the backend both ways on the loop,
+// once the response's head is out: the bytes each sent past its head go
+// first. The session ends when the relay does.
+func (h *h1Loop) startTunnel() {
+	x := h.x
+	p := engine.Pending{Up: h.in[:h.inN], Down: x.bin[:x.binN]} // copied by Relay
+	h.over = true
+	h.releaseKept()
+	h.pipe.Close()
+	h.rn.Schedule(time.Time{})
+	bc, sv := x.bc, h.ss.sv
+	h.units++
+	h.rn.Relay(h.ss.eng, h.front, x.back, p, func() {
+		sv.pool.Release(bc)
+		h.unitDone()
+	})
+	h.front, x.back, x.bc = nil, nil, nil
+	h.inN = 0
+	h.releaseIn()
+	h.x.done()
+	h.x = nil
+	h.rn.Done()
+	h.end()
 }
 
 // handOff gives the session to a goroutine, h1, with what was read of

@@ -468,3 +468,93 @@ func TestHTTP1LoopEarlyResponses(t *testing.T) {
 		}
 	}
 }
+
+// An upgrade answered 101 and a CONNECT answered 200 become tunnels,
+// relayed both ways on the loop once the response's head is out: the
+// bytes the client sent right after its request go first, 4 MiB each
+// way arrive whole (SHA-256), a client that half-closes gets the
+// backend's last bytes and FIN, and no goroutine serves the tunnel. A
+// client that resets mid-tunnel ends it as client_reset.
+func TestHTTP1LoopTunnels(t *testing.T) {
+	onLoop := countLoopExchanges(t)
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if req.Method == "CONNECT" {
+			io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n")
+		} else {
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		}
+		io.Copy(c, br) // echo until the client's FIN
+		c.CloseWrite()
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	payload := make([]byte, 4<<20)
+	for i := range payload {
+		payload[i] = byte(i*31 + i>>12)
+	}
+	for _, head := range []string{
+		"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+		"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+	} {
+		c := dialClient(t, h.addr, false)
+		sent := make(chan error, 1)
+		go func() {
+			_, err := c.Write(append([]byte(head+"first"), payload...))
+			if err == nil {
+				err = c.CloseWrite()
+			}
+			sent <- err
+		}()
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: strings.Fields(head)[0]})
+		if err != nil || resp.StatusCode/100 > 2 {
+			t.Fatalf("%q: %v %v", head, resp, err)
+		}
+		if testRelay == "loop" && serving() != 0 {
+			t.Errorf("%q: %d goroutines serve http1 sessions during the tunnel, want none", head, serving())
+		}
+		got, err := io.ReadAll(br)
+		if err != nil {
+			t.Fatalf("%q: tunnel read after %d bytes: %v", head, len(got), err)
+		}
+		if err := <-sent; err != nil {
+			t.Fatalf("%q: send: %v", head, err)
+		}
+		if want := append([]byte("first"), payload...); sha256.Sum256(got) != sha256.Sum256(want) {
+			t.Errorf("%q: %d bytes back, want %d by SHA-256", head, len(got), len(want))
+		}
+		c.Close()
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeOK || td.Front.Cut || td.Back.Cut || td.BackRequests != 1 {
+			t.Errorf("%q: record: outcome %s (%v), cut %v/%v, %d requests; want ok, nothing cut, 1", head, td.Outcome, td.Err, td.Front.Cut, td.Back.Cut, td.BackRequests)
+		}
+		if want := int64(len(head) + 5 + len(payload)); td.Front.BytesIn != want {
+			t.Errorf("%q: record: %d bytes in from the client, want %d", head, td.Front.BytesIn, want)
+		}
+	}
+
+	c := dialClient(t, h.addr, false)
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nping")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if b := make([]byte, 4); func() error { _, err := io.ReadFull(br, b); return err }() != nil || string(b) != "ping" {
+		t.Fatalf("echo %q", b)
+	}
+	c.SetLinger(0)
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeClientReset || !td.Back.Cut {
+		t.Errorf("client reset mid-tunnel: outcome %s (%v), back cut %v; want client_reset, the backend leg cut", td.Outcome, td.Err, td.Back.Cut)
+	}
+	if testRelay == "loop" {
+		if got := onLoop.Load(); got != 3 {
+			t.Errorf("%d exchanges on the loops, want 3", got)
+		}
+	}
+}
