@@ -42,6 +42,7 @@ type GlobalOpts struct {
 	ShutdownTimeout      string
 	AdminListen          string
 	KernelSampleInterval string
+	Relay                string // "": the default (or CLOSEPROXY_TEST_RELAY's)
 }
 
 // closeproxyConfig renders a configuration with one [[listener]] and one
@@ -55,6 +56,7 @@ func closeproxyConfig(ls ...ListenerOpts) string {
 func closeproxyConfigWith(g GlobalOpts, ls ...ListenerOpts) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "shutdown_timeout = %q\n", or2(g.ShutdownTimeout, "2s"))
+	opt(&b, "relay", g.Relay)
 	if g.AdminListen != "" || g.KernelSampleInterval != "" {
 		b.WriteString("\n[admin]\n")
 		opt(&b, "listen", g.AdminListen)

@@ -16,8 +16,9 @@ import (
 
 // TestHTTP1ParkedKeepAliveThroughHAProxy: clients keep connections open
 // through HAProxy (mode tcp, send-proxy-v2) to closeproxy in http1 mode
-// in front of nginx, idle between two requests long enough for every
-// session to park (closeproxy_http1_sessions_parked counts them all).
+// (relay = "goroutines": sessions on the loops never park) in front of
+// nginx, idle between two requests long enough for every session to park
+// (closeproxy_http1_sessions_parked counts them all).
 // Each second response arrives whole (SHA-256 of nginx's blob), each
 // client then half-closes and reads EOF, and every record says ok, two
 // requests, the client's own port from the PROXY header, the client's
@@ -30,7 +31,7 @@ func TestHTTP1ParkedKeepAliveThroughHAProxy(t *testing.T) {
 	topo := newTopology(t)
 	web := startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80), NginxOpts{Keepalive: true, BlobSizes: []int{size}})
 	front := addrPort(topo.ProxyFront, 8080)
-	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfigWith(GlobalOpts{AdminListen: adminAddr}, ListenerOpts{
+	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfigWith(GlobalOpts{AdminListen: adminAddr, Relay: "goroutines"}, ListenerOpts{
 		Name: "web", Listen: front, Backend: web.Addr.String(), Protocol: "http1",
 		ProxyProtocol: "required", ProxyProtocolTrusted: []string{topo.LBAddr.String()},
 		IdleTimeout: "30s",

@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/sys/unix"
 
+	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/http1"
 	"github.com/closeproxy/closeproxy/policy"
@@ -42,8 +45,12 @@ type h1Loop struct {
 	front *engine.TaskSock
 	in    []byte // the client's bytes not yet handled: in[:inN]; pooled, nil while none
 	inN   int
-	tried int       // inN when a parse last found the head not whole: parse again only with more
-	until time.Time // the wait for the next request ends: idle_timeout after the last exchange
+	tried int // inN when a parse last found the head not whole: parse again only with more
+	// intake: the PROXY header the listener asks for is still to read,
+	// until intakeBy (proxy_protocol_timeout after the accept).
+	intake   bool
+	intakeBy time.Time
+	until    time.Time // the wait for the next request ends: idle_timeout after the last exchange
 	// headBy: a head begun must be whole by then (idle_timeout after its first byte).
 	headBy   time.Time
 	begun    bool // draining began: an idle session ends, a response says Connection: close
@@ -143,9 +150,17 @@ func (ss *session) startHTTP1Loop() bool {
 	if ls == nil || ss.bare < 0 || !loopHTTP1(ss.bk.cfg) {
 		return false
 	}
+	now := time.Now()
+	h := &h1Loop{ss: ss, until: now.Add(ss.ln.IdleTimeout)}
+	if pp := ss.ln.ProxyProtocol; pp != config.ProxyProtocolOff {
+		if pp == config.ProxyProtocolRequired && !isTrusted(ss.rec.Client().Addr(), ss.ln.ProxyProtocolTrusted) {
+			return false // refused before a read, on a goroutine (run)
+		}
+		h.intake, h.intakeBy = true, now.Add(ss.ln.ProxyProtocolTimeout)
+	} else {
+		ss.rec.Intake("none", ss.rec.Client())
+	}
 	ss.eng = ss.engine(ss.srv.drainCtx, ss.srv.kill)
-	ss.rec.Intake("none", ss.rec.Client())
-	h := &h1Loop{ss: ss, until: time.Now().Add(ss.ln.IdleTimeout)}
 	if err := ls.Start(h, ss.bare); err != nil {
 		return false
 	}
@@ -192,6 +207,8 @@ func (h *h1Loop) step() {
 func (h *h1Loop) advance() bool {
 	x := h.x
 	switch {
+	case h.intake:
+		return h.readIntake()
 	case x == nil:
 		return h.readRequest()
 	case x.headUp > 0 && !x.endFront: // the head first, whole
@@ -233,6 +250,8 @@ func (h *h1Loop) receive() bool {
 func (h *h1Loop) schedule() {
 	var at time.Time
 	switch {
+	case h.intake:
+		at = h.intakeBy
 	case h.x != nil:
 		at = h.x.lookAt
 		if up := h.x.upBy; !up.IsZero() && up.Before(at) {
@@ -257,6 +276,10 @@ func (h *h1Loop) Due(now time.Time) {
 	switch x := h.x; {
 	case h.over:
 		return
+	case h.intake:
+		if !now.Before(h.intakeBy) {
+			h.intakeEnds(nil, errSilent)
+		}
 	case x != nil && !x.upBy.IsZero() && !now.Before(x.upBy):
 		h.bodyCut()
 	case x != nil:
@@ -316,6 +339,8 @@ func (h *h1Loop) Drain(time.Time) {
 	h.drained, h.begun = true, true
 	switch {
 	case h.over:
+	case h.intake:
+		h.intakeEnds(nil, errSilent)
 	case h.x != nil:
 		h.stalled(engine.StalledDrain)
 	case !h.headBy.IsZero():
@@ -365,6 +390,74 @@ func (h *h1Loop) timeoutOutcome() engine.Outcome {
 func (h *h1Loop) idle(why policy.Reason) {
 	h.rec().Note(policy.Front, why)
 	h.endFront(engine.Ending{})
+}
+
+// readIntake reads the PROXY header the listener asks for, as readIntake
+// does on a goroutine: the same refusals, records and bytes handed on.
+func (h *h1Loop) readIntake() bool {
+	if !h.front.Readable() {
+		return false
+	}
+	if h.in == nil {
+		h.in = getLoopBuf()
+	}
+	if need, _ := headerNeeds(h.in[:h.inN]); need > len(h.in) { // a v2 header with a long TLV list
+		h.in = append(h.in[:h.inN], make([]byte, need-h.inN)...)
+	}
+	n, err := h.front.Read(h.in[h.inN:])
+	switch {
+	case err == engine.ErrWouldBlock:
+		return false
+	case err == nil && n == 0:
+		err = io.EOF
+		fallthrough
+	case err != nil:
+		h.intakeEnds(nil, err)
+		return false
+	}
+	h.inN += n
+	b := h.in[:h.inN]
+	need, header := headerNeeds(b)
+	switch {
+	case !header:
+		h.intakeEnds(nil, proxyproto.ErrNoProxyProtocol)
+	case need < 0 || need > len(b):
+		return true // read on
+	default:
+		hr := headOver(b[:need])
+		hdr, err := parseHeader(hr.br)
+		used := hr.used(b[:need])
+		headReaders.Put(hr)
+		if err == nil {
+			h.consume(used)
+		}
+		h.intakeEnds(hdr, err)
+	}
+	return !h.over
+}
+
+// intakeEnds judges what reading the PROXY header gave (as readIntake
+// does): the session goes on to its requests, or is refused with an RST.
+// At proxy_protocol_timeout, err is errSilent; it means part of a header
+// when some bytes came.
+func (h *h1Loop) intakeEnds(hdr *proxyproto.Header, err error) {
+	ss := h.ss
+	if errors.Is(err, errSilent) && h.inN > 0 {
+		err = os.ErrDeadlineExceeded
+	}
+	in := intake{version: "none", client: ss.rec.Client()}
+	trusted := isTrusted(in.client.Addr(), ss.ln.ProxyProtocolTrusted)
+	if err := in.judge(hdr, err, ss.ln, trusted); err != nil {
+		h.rec().Outcome(engine.OutcomeBadProxyHeader, err)
+		h.endFront(engine.Ending{Cut: true, Why: policy.ReasonRefused})
+		return
+	}
+	h.intake = false
+	ss.rec.Intake(in.version, in.client)
+	if h.inN > 0 { // the request's first bytes came with the header
+		h.headBy = time.Now().Add(ss.ln.IdleTimeout)
+	}
+	h.releaseIn()
 }
 
 // readRequest reads the next request head and, once it is whole, starts

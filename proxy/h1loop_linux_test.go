@@ -558,3 +558,77 @@ func TestHTTP1LoopTunnels(t *testing.T) {
 		}
 	}
 }
+
+// Behind a listener that takes a PROXY header, http1 sessions read it on
+// the loop, with the refusals, records and bytes handed on of a session
+// on a goroutine: a header split across segments, v2, optional without
+// one, and each way a header is refused (missing when required, cut
+// short then silent, malformed, from an untrusted source, a client that
+// sends nothing): an RST, nothing sent, bad_proxy_header. Sessions that
+// pass reach the backend as the header's client, on the loop.
+func TestHTTP1LoopProxyHeader(t *testing.T) {
+	onLoop := countLoopExchanges(t)
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path) })
+	get := "GET /pp HTTP/1.1\r\nHost: x\r\n\r\n"
+	last := "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	v2 := v2Header(t)
+	cases := []struct {
+		name    string
+		ln      config.Listener
+		parts   []string
+		version string // "": refused
+		client  string
+	}{
+		{"v1 split across three segments", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{"PROXY TCP4 192.0", ".2.7 192.0.2.1 55", "55 80\r\n" + get + last}, "v1", "192.0.2.7:5555"},
+		{"v2 with the requests in the same segment", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2 + get + last}, "v2", "192.0.2.7:40000"},
+		{"v2 split inside its addresses", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2[:20], v2[20:] + get, last}, "v2", "192.0.2.7:40000"},
+		{"optional without a header", ppListener(config.ProxyProtocolOptional, "127.0.0.0/8"),
+			[]string{get + last}, "none", ""},
+		{"required, no header", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"), []string{get}, "", ""},
+		{"v1 cut short, then silence past the timeout", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{"PROXY TCP4 192.0.2.7 "}, "", ""},
+		{"malformed v1 addresses", ppListener(config.ProxyProtocolOptional, "127.0.0.0/8"),
+			[]string{"PROXY TCP4 999.1.1.1 192.0.2.1 1 2\r\n" + get}, "", ""},
+		{"garbage v2", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\xff" + get}, "", ""},
+		{"required, untrusted source", ppListener(config.ProxyProtocolRequired, "10.0.0.0/8"),
+			[]string{"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n" + get}, "", ""},
+		{"optional, header from an untrusted source", ppListener(config.ProxyProtocolOptional, "10.0.0.0/8"),
+			[]string{"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n" + get}, "", ""},
+		{"a client silent past the timeout", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"), nil, "", ""},
+	}
+	loops := int64(0)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.ln.ProxyProtocolTimeout = 300 * time.Millisecond
+			h := startProxy(t, tc.ln, http1Backend(o.addr))
+			got, _ := exchange(t, h.addr, tc.parts...)
+			td := h.record(t)
+			if tc.version == "" {
+				if td.Outcome != engine.OutcomeBadProxyHeader || got != "" || td.Front.Close != policy.CloseReset || td.Front.TimeWait != policy.SideNone {
+					t.Errorf("outcome %s (%v), client got %q, front close %s time_wait %s; want bad_proxy_header, nothing, reset, none",
+						td.Outcome, td.Err, got, td.Front.Close, td.Front.TimeWait)
+				}
+				return
+			}
+			loops += 2
+			if n := strings.Count(got, "HTTP/1.1 200 OK"); n != 2 || !strings.HasSuffix(got, "GET /last") {
+				t.Errorf("client got %q, want two 200s, the last for GET /last", got)
+			}
+			if td.Outcome != engine.OutcomeOK || td.ProxyProtocol != tc.version || td.BackRequests != 2 {
+				t.Errorf("record: outcome %s (%v), proxy_protocol %q, %d requests; want ok, %q, 2", td.Outcome, td.Err, td.ProxyProtocol, td.BackRequests, tc.version)
+			}
+			if want := tc.client; want != "" && td.Client.String() != want {
+				t.Errorf("record: client %s, want %s (from the header)", td.Client, want)
+			}
+		})
+	}
+	if testRelay == "loop" {
+		if got := onLoop.Load(); got != loops {
+			t.Errorf("%d exchanges on the loops, want all %d", got, loops)
+		}
+	}
+}

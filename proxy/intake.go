@@ -55,19 +55,28 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 	}
 	hdr, err := readHeader(br)
 	_ = c.SetReadDeadline(time.Time{})
+	return in, in.judge(hdr, err, l, trusted)
+}
+
+// judge takes what reading a header gave (the header, or why there is
+// none) as the listener's mode says: the header's addresses, no header,
+// or a refusal (wrapping errBadProxyHeader). errSilent: nothing came
+// before proxy_protocol_timeout; os.ErrDeadlineExceeded: part of a
+// header.
+func (in *intake) judge(hdr *proxyproto.Header, err error, l *config.Listener, trusted bool) error {
 	switch {
 	case errors.Is(err, errSilent) && l.ProxyProtocol == config.ProxyProtocolOptional:
 		// a client that speaks second sent nothing: no header
 	case errors.Is(err, errSilent) || errors.Is(err, os.ErrDeadlineExceeded):
-		return in, fmt.Errorf("%w: incomplete after proxy_protocol_timeout %s", errBadProxyHeader, l.ProxyProtocolTimeout)
+		return fmt.Errorf("%w: incomplete after proxy_protocol_timeout %s", errBadProxyHeader, l.ProxyProtocolTimeout)
 	case errors.Is(err, proxyproto.ErrNoProxyProtocol):
 		if l.ProxyProtocol == config.ProxyProtocolRequired {
-			return in, fmt.Errorf("%w: missing (proxy_protocol = \"required\")", errBadProxyHeader)
+			return fmt.Errorf("%w: missing (proxy_protocol = \"required\")", errBadProxyHeader)
 		}
 	case err != nil:
-		return in, fmt.Errorf("%w: %w", errBadProxyHeader, err)
+		return fmt.Errorf("%w: %w", errBadProxyHeader, err)
 	case !trusted:
-		return in, fmt.Errorf("%w: header from %s, which is not in proxy_protocol_trusted", errBadProxyHeader, in.client.Addr())
+		return fmt.Errorf("%w: header from %s, which is not in proxy_protocol_trusted", errBadProxyHeader, in.client.Addr())
 	default:
 		in.version = fmt.Sprintf("v%d", hdr.Version)
 		if src, dst, ok := hdr.TCPAddrs(); ok && hdr.Command.IsProxy() {
@@ -76,7 +85,33 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 			in.dest = netip.AddrPortFrom(in.dest.Addr().Unmap(), in.dest.Port())
 		}
 	}
-	return in, nil
+	return nil
+}
+
+// headerNeeds says how much of b a PROXY header at its start takes, as
+// far as b tells: 0 and no header when b cannot begin one, -1 when more
+// bytes must come first, else the length to hand the parser (a v1 line
+// up to its LF, or its longest legal length when no LF came by then; a
+// v2 header's whole length).
+func headerNeeds(b []byte) (n int, header bool) {
+	switch {
+	case len(b) >= len(v2Signature) && string(b[:len(v2Signature)]) == v2Signature:
+		if len(b) < 16 {
+			return -1, true
+		}
+		return 16 + int(b[14])<<8 + int(b[15]), true
+	case len(b) >= 5 && string(b[:5]) == "PROXY":
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			return i + 1, true
+		}
+		if len(b) >= maxV1Header {
+			return maxV1Header, true
+		}
+		return -1, true
+	case strings.HasPrefix("PROXY", string(b)) || strings.HasPrefix(v2Signature, string(b)):
+		return -1, true
+	}
+	return 0, false
 }
 
 // errSilent: the client sent nothing before proxy_protocol_timeout.

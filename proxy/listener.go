@@ -150,13 +150,19 @@ func (s *Server) acceptLoop(l *listener) error {
 }
 
 // bare tells whether the listener's connections go to the relay loops
-// with nothing read from them before: accepted as bare descriptors
-// (acceptFD). A PROXY header, an intercepted address, or an http1 backend
-// whose sessions cannot run on the loops (loopHTTP1), need a *net.TCPConn.
+// as bare descriptors (acceptFD): tcp sessions with nothing read from
+// them before, http1 sessions that run on the loops (loopHTTP1), which
+// read a PROXY header there too. An intercepted address, a PROXY header
+// before a tcp session, or an http1 backend whose sessions cannot run on
+// the loops, need a *net.TCPConn.
 func (s *Server) bare(lc *listenerConf) bool {
-	return s.loops.Load() != nil && lc.cfg.ProxyProtocol == config.ProxyProtocolOff &&
-		lc.cfg.Intercept != config.InterceptTProxy && lc.cfg.Intercept != config.InterceptRedirect &&
-		(lc.be.cfg.Protocol == config.ProtocolTCP || loopHTTP1(lc.be.cfg))
+	if s.loops.Load() == nil || lc.cfg.Intercept == config.InterceptTProxy || lc.cfg.Intercept == config.InterceptRedirect {
+		return false
+	}
+	if lc.be.cfg.Protocol == config.ProtocolTCP {
+		return lc.cfg.ProxyProtocol == config.ProxyProtocolOff
+	}
+	return loopHTTP1(lc.be.cfg)
 }
 
 // sleepUnlessDone waits d and reports whether the server is still up.

@@ -84,6 +84,12 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	}
 	ss.eng = ss.engine(drainCtx, kill)
 	in := intake{version: "none", client: ss.rec.Client(), dest: ss.rec.Record().Front.Local}
+	if ss.front == nil && ss.ln.ProxyProtocol != config.ProxyProtocolOff { // bare, for the loops, which did not take it
+		if err := ss.unbareFront(); err != nil {
+			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("read PROXY header: %w", err))
+			return
+		}
+	}
 	if ss.front != nil {
 		var err error
 		if in, err = readIntake(ss.front, ss.ln); err != nil {
