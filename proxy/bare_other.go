@@ -32,3 +32,5 @@ func localFD(int, netip.AddrPort) netip.AddrPort { return netip.AddrPort{} }
 func fdConn(int) (*net.TCPConn, error) { return nil, errNoBare }
 
 func (*session) startHTTP1Loop() bool { return false }
+
+func (*session) startTCPIntake() bool { return false }

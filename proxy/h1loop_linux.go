@@ -161,10 +161,12 @@ func (ss *session) startHTTP1Loop() bool {
 		ss.rec.Intake("none", ss.rec.Client())
 	}
 	ss.eng = ss.engine(ss.srv.drainCtx, ss.srv.kill)
-	if err := ls.Start(h, ss.bare); err != nil {
+	fd := ss.bare
+	ss.bare = -1 // the loop's, before it can run the task
+	if err := ls.Start(h, fd); err != nil {
+		ss.bare = fd
 		return false
 	}
-	ss.bare = -1 // the loop's
 	return true
 }
 
@@ -395,59 +397,74 @@ func (h *h1Loop) idle(why policy.Reason) {
 // readIntake reads the PROXY header the listener asks for, as readIntake
 // does on a goroutine: the same refusals, records and bytes handed on.
 func (h *h1Loop) readIntake() bool {
-	if !h.front.Readable() {
+	hdr, used, err, done := readHeaderOn(h.front, &h.in, &h.inN)
+	if !done {
 		return false
 	}
-	if h.in == nil {
-		h.in = getLoopBuf()
+	if err == nil {
+		h.consume(used)
 	}
-	if need, _ := headerNeeds(h.in[:h.inN]); need > len(h.in) { // a v2 header with a long TLV list
-		h.in = append(h.in[:h.inN], make([]byte, need-h.inN)...)
-	}
-	n, err := h.front.Read(h.in[h.inN:])
-	switch {
-	case err == engine.ErrWouldBlock:
-		return false
-	case err == nil && n == 0:
-		err = io.EOF
-		fallthrough
-	case err != nil:
-		h.intakeEnds(nil, err)
-		return false
-	}
-	h.inN += n
-	b := h.in[:h.inN]
-	need, header := headerNeeds(b)
-	switch {
-	case !header:
-		h.intakeEnds(nil, proxyproto.ErrNoProxyProtocol)
-	case need < 0 || need > len(b):
-		return true // read on
-	default:
-		hr := headOver(b[:need])
-		hdr, err := parseHeader(hr.br)
-		used := hr.used(b[:need])
-		headReaders.Put(hr)
-		if err == nil {
-			h.consume(used)
-		}
-		h.intakeEnds(hdr, err)
-	}
+	h.intakeEnds(hdr, err)
 	return !h.over
 }
 
-// intakeEnds judges what reading the PROXY header gave (as readIntake
-// does): the session goes on to its requests, or is refused with an RST.
-// At proxy_protocol_timeout, err is errSilent; it means part of a header
-// when some bytes came.
-func (h *h1Loop) intakeEnds(hdr *proxyproto.Header, err error) {
-	ss := h.ss
-	if errors.Is(err, errSilent) && h.inN > 0 {
+// readHeaderOn reads front's bytes into *buf, from *n on, until they hold
+// a whole PROXY header or cannot begin one (done), or front has nothing
+// more now (not done: an edge will say when). used is the header's
+// length; err is why there is no header (io.EOF, a read error,
+// proxyproto.ErrNoProxyProtocol, or the parser's).
+func readHeaderOn(front *engine.TaskSock, buf *[]byte, n *int) (hdr *proxyproto.Header, used int, err error, done bool) {
+	for front.Readable() {
+		if *buf == nil {
+			*buf = getLoopBuf()
+		}
+		if need, _ := headerNeeds((*buf)[:*n]); need > len(*buf) { // a v2 header with a long TLV list
+			*buf = append((*buf)[:*n], make([]byte, need-*n)...)
+		}
+		k, err := front.Read((*buf)[*n:])
+		switch {
+		case err == engine.ErrWouldBlock:
+			return nil, 0, nil, false
+		case err == nil && k == 0:
+			return nil, 0, io.EOF, true
+		case err != nil:
+			return nil, 0, err, true
+		}
+		*n += k
+		b := (*buf)[:*n]
+		need, header := headerNeeds(b)
+		switch {
+		case !header:
+			return nil, 0, proxyproto.ErrNoProxyProtocol, true
+		case need >= 0 && need <= len(b):
+			hr := headOver(b[:need])
+			hdr, err := parseHeader(hr.br)
+			used := hr.used(b[:need])
+			headReaders.Put(hr)
+			return hdr, used, err, true
+		}
+	}
+	return nil, 0, nil, false
+}
+
+// judgeIntake judges what reading the PROXY header on a loop gave, as
+// readIntake does: partial says some bytes came (then errSilent, the
+// timeout, means a header cut short).
+func (ss *session) judgeIntake(hdr *proxyproto.Header, err error, partial bool) (intake, error) {
+	if errors.Is(err, errSilent) && partial {
 		err = os.ErrDeadlineExceeded
 	}
-	in := intake{version: "none", client: ss.rec.Client()}
+	in := intake{version: "none", client: ss.rec.Client(), dest: ss.rec.Record().Front.Local}
 	trusted := isTrusted(in.client.Addr(), ss.ln.ProxyProtocolTrusted)
-	if err := in.judge(hdr, err, ss.ln, trusted); err != nil {
+	return in, in.judge(hdr, err, ss.ln, trusted)
+}
+
+// intakeEnds takes what reading the PROXY header gave: the session goes
+// on to its requests, or is refused with an RST.
+func (h *h1Loop) intakeEnds(hdr *proxyproto.Header, err error) {
+	ss := h.ss
+	in, err := ss.judgeIntake(hdr, err, h.inN > 0)
+	if err != nil {
 		h.rec().Outcome(engine.OutcomeBadProxyHeader, err)
 		h.endFront(engine.Ending{Cut: true, Why: policy.ReasonRefused})
 		return
@@ -660,8 +677,11 @@ func (h *h1Loop) reuse(c *pool.Conn) {
 // takeBackend takes a connection of the session's server (or, for its
 // first, of the one the balancer puts first) that is idle in its pool or
 // that the kernel connects inside connect(2); nil: none is ready now.
-func (h *h1Loop) takeBackend() *pool.Conn {
-	ss := h.ss
+func (h *h1Loop) takeBackend() *pool.Conn { return h.ss.readyBackend() }
+
+// readyBackend takes a backend connection for a session on the loops
+// (see h1Loop.takeBackend): bare, or nil when none is ready now.
+func (ss *session) readyBackend() *pool.Conn {
 	t0 := time.Now()
 	sv := ss.sv
 	if sv == nil {

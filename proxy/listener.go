@@ -150,19 +150,15 @@ func (s *Server) acceptLoop(l *listener) error {
 }
 
 // bare tells whether the listener's connections go to the relay loops
-// as bare descriptors (acceptFD): tcp sessions with nothing read from
-// them before, http1 sessions that run on the loops (loopHTTP1), which
-// read a PROXY header there too. An intercepted address, a PROXY header
-// before a tcp session, or an http1 backend whose sessions cannot run on
+// as bare descriptors (acceptFD), which read a PROXY header there too:
+// tcp sessions, and http1 sessions that run on the loops (loopHTTP1). An
+// intercepted address, or an http1 backend whose sessions cannot run on
 // the loops, need a *net.TCPConn.
 func (s *Server) bare(lc *listenerConf) bool {
 	if s.loops.Load() == nil || lc.cfg.Intercept == config.InterceptTProxy || lc.cfg.Intercept == config.InterceptRedirect {
 		return false
 	}
-	if lc.be.cfg.Protocol == config.ProtocolTCP {
-		return lc.cfg.ProxyProtocol == config.ProxyProtocolOff
-	}
-	return loopHTTP1(lc.be.cfg)
+	return lc.be.cfg.Protocol == config.ProtocolTCP || loopHTTP1(lc.be.cfg)
 }
 
 // sleepUnlessDone waits d and reports whether the server is still up.
@@ -198,9 +194,12 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn, fd int,
 		// it out, as run's does).
 		ss := s.newSession(l, lc, nil, fd, peer)
 		started := false
-		if lc.be.cfg.Protocol == config.ProtocolHTTP1 {
+		switch {
+		case lc.be.cfg.Protocol == config.ProtocolHTTP1:
 			started = ss.startHTTP1Loop()
-		} else {
+		case lc.cfg.ProxyProtocol != config.ProxyProtocolOff:
+			started = ss.startTCPIntake()
+		default:
 			started = ss.atOnce(s.drainCtx, s.drainBegun, s.kill)
 		}
 		if !started {

@@ -70,14 +70,7 @@ func (ss *session) refuse(o engine.Outcome, err error) {
 // session then ends after its exchange).
 func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	handedOver := false
-	defer func() {
-		if p := recover(); p != nil {
-			ss.panicked(p)
-		}
-		if !handedOver {
-			ss.end()
-		}
-	}()
+	defer ss.finally(&handedOver)
 	if ss.back != nil { // atOnce took a warm connection; the loops refused the relay
 		handedOver = ss.relay(engine.Pending{})
 		return
@@ -113,13 +106,40 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 		handedOver = ss.serveHTTP1(fr, drainCtx, begun, nil, false) // parked: resume ends it
 		return
 	}
+	handedOver = ss.connectAndRelay(in, in.leftover())
+}
+
+// finally ends a session's goroutine: a panic is recovered into outcome
+// internal_error, and the session ends unless the loops took it over.
+func (ss *session) finally(handedOver *bool) {
+	if p := recover(); p != nil {
+		ss.panicked(p)
+	}
+	if !*handedOver {
+		ss.end()
+	}
+}
+
+// connectAndRelay takes a backend connection for a tcp session whose
+// intake is done (up: the client's bytes read past a PROXY header) and
+// relays; true: the loops took the relay over.
+func (ss *session) connectAndRelay(in intake, up []byte) (handedOver bool) {
 	back, err := ss.takeBackend(in)
 	if err != nil {
 		ss.refuse(dialOutcome(err), err)
-		return
+		return false
 	}
 	ss.back = back
-	handedOver = ss.relay(engine.Pending{Up: in.leftover()})
+	return ss.relay(engine.Pending{Up: up})
+}
+
+// runAfterIntake is run for a tcp session whose PROXY header a loop read
+// (tcpIntake), with no backend connection ready there: on a goroutine
+// of its own.
+func (ss *session) runAfterIntake(in intake, up []byte) {
+	handedOver := false
+	defer ss.finally(&handedOver)
+	handedOver = ss.connectAndRelay(in, up)
 }
 
 func (ss *session) engine(drainCtx context.Context, kill <-chan struct{}) *engine.Session {
