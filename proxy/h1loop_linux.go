@@ -431,20 +431,29 @@ func readHeaderOn(front *engine.TaskSock, buf *[]byte, n *int) (hdr *proxyproto.
 			return nil, 0, err, true
 		}
 		*n += k
-		b := (*buf)[:*n]
-		need, header := headerNeeds(b)
-		switch {
-		case !header:
-			return nil, 0, proxyproto.ErrNoProxyProtocol, true
-		case need >= 0 && need <= len(b):
-			hr := headOver(b[:need])
-			hdr, err := parseHeader(hr.br)
-			used := hr.used(b[:need])
-			headReaders.Put(hr)
+		if hdr, used, err, done = headerIn((*buf)[:*n]); done {
 			return hdr, used, err, true
 		}
 	}
 	return nil, 0, nil, false
+}
+
+// headerIn parses the PROXY header at b's start once b holds all of it
+// (done), or says there is none (done, proxyproto.ErrNoProxyProtocol);
+// not done: more bytes must come.
+func headerIn(b []byte) (hdr *proxyproto.Header, used int, err error, done bool) {
+	need, header := headerNeeds(b)
+	switch {
+	case !header:
+		return nil, 0, proxyproto.ErrNoProxyProtocol, true
+	case need < 0 || need > len(b):
+		return nil, 0, nil, false
+	}
+	hr := headOver(b[:need])
+	hdr, err = parseHeader(hr.br)
+	used = hr.used(b[:need])
+	headReaders.Put(hr)
+	return hdr, used, err, true
 }
 
 // judgeIntake judges what reading the PROXY header on a loop gave, as
