@@ -2,15 +2,17 @@ package http1
 
 import "bytes"
 
-// ChunkScanner finds where a chunked response body ends in bytes fed to
-// it as they arrive, checking them as CopyBody checks them (the same
-// refusals, wrapping ErrBadResponse): for an event loop, which relays
-// each read as it comes and cannot wait on a reader.
+// ChunkScanner finds where a chunked body ends in bytes fed to it as
+// they arrive, checking them as CopyBody checks them (the same refusals,
+// wrapping ErrBadResponse, or ErrBadRequest for a request's body): for
+// an event loop, which relays each read as it comes and cannot wait on a
+// reader.
 type ChunkScanner struct {
-	state  scanState
-	line   []byte // the line being read (a chunk-size or trailer line)
-	left   int64  // chunk data bytes still to come
-	budget int    // what the trailer section may still take
+	Request bool // a request's body: refusals wrap ErrBadRequest
+	state   scanState
+	line    []byte // the line being read (a chunk-size or trailer line)
+	left    int64  // chunk data bytes still to come
+	budget  int    // what the trailer section may still take
 }
 
 type scanState int
@@ -43,7 +45,7 @@ func (s *ChunkScanner) Scan(p []byte) (n int, done bool, err error) {
 			s.line = append(s.line, p[n:end]...)
 			n = end
 			if len(s.line) >= max {
-				return n, false, refuse(ErrBadResponse, "chunked line too long")
+				return n, false, refuse(s.kind(), "chunked line too long")
 			}
 			if i < 0 {
 				continue
@@ -66,7 +68,7 @@ func (s *ChunkScanner) Scan(p []byte) (n int, done bool, err error) {
 				want = '\n'
 			}
 			if p[n] != want {
-				return n, false, refuse(ErrBadResponse, "no CRLF after chunk data")
+				return n, false, refuse(s.kind(), "no CRLF after chunk data")
 			}
 			n++
 			if s.state++; s.state > scanLF {
@@ -79,6 +81,14 @@ func (s *ChunkScanner) Scan(p []byte) (n int, done bool, err error) {
 	return n, s.state == scanDone, nil
 }
 
+// kind is what the scanner's refusals wrap.
+func (s *ChunkScanner) kind() error {
+	if s.Request {
+		return ErrBadRequest
+	}
+	return ErrBadResponse
+}
+
 // Done says the body ended.
 func (s *ChunkScanner) Done() bool { return s.state == scanDone }
 
@@ -88,9 +98,9 @@ func (s *ChunkScanner) endLine() error {
 	s.line = s.line[:0]
 	switch cr := bytes.IndexByte(line, '\r'); {
 	case cr < 0:
-		return refuse(ErrBadResponse, "bare LF in chunked body")
+		return refuse(s.kind(), "bare LF in chunked body")
 	case cr != len(line)-2:
-		return refuse(ErrBadResponse, "bare CR in chunked body")
+		return refuse(s.kind(), "bare CR in chunked body")
 	}
 	if s.state == scanTrailer {
 		s.budget -= len(line)
@@ -99,14 +109,14 @@ func (s *ChunkScanner) endLine() error {
 			return nil
 		}
 		if _, reason := parseField(string(line[:len(line)-2])); reason != "" {
-			return refuse(ErrBadResponse, "trailer: "+reason)
+			return refuse(s.kind(), "trailer: "+reason)
 		}
 		return nil
 	}
 	size, reason := parseChunkLine(line[:len(line)-2])
 	switch {
 	case reason != "":
-		return refuse(ErrBadResponse, reason)
+		return refuse(s.kind(), reason)
 	case size == 0:
 		s.state, s.budget = scanTrailer, maxTrailerBytes
 	default:

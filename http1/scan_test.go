@@ -26,10 +26,17 @@ func FuzzChunkScanner(f *testing.F) {
 		"1\r\na\r\n0\r\n" + strings.Repeat("X: y\r\n", 20) + "\r\n",
 	} {
 		f.Add([]byte(s), []byte{1, 3, 7})
+		f.Add([]byte(s), []byte{2, 5})
 	}
 	f.Fuzz(func(t *testing.T, body, cuts []byte) {
+		request := len(cuts)%2 == 1 // a request's body, checked against Request.CopyBody
+		kind := ErrBadResponse
 		want, werr := (&Response{Framing: Chunked}).CopyBody(io.Discard, bufio.NewReader(bytes.NewReader(body)))
-		var s ChunkScanner
+		if request {
+			kind = ErrBadRequest
+			want, werr = (&Request{Framing: Chunked}).CopyBody(io.Discard, bufio.NewReader(bytes.NewReader(body)))
+		}
+		s := ChunkScanner{Request: request}
 		n, done, err := 0, false, error(nil)
 		for p, i := body, 0; len(p) > 0 && !done && err == nil; i++ {
 			k := len(p)
@@ -47,13 +54,13 @@ func FuzzChunkScanner(f *testing.F) {
 		switch {
 		case werr == nil && (!done || int64(n) != want):
 			t.Fatalf("CopyBody ends the body after %d bytes; the scanner: done %v after %d (err %v)", want, done, n, err)
-		case errors.Is(werr, ErrBadResponse) && err == nil:
+		case errors.Is(werr, kind) && err == nil:
 			t.Fatalf("CopyBody refuses (%v); the scanner does not (done %v after %d)", werr, done, n)
 		case errors.Is(werr, io.ErrUnexpectedEOF) && done:
 			// The scanner may refuse a byte CopyBody has not looked at yet.
 			t.Fatalf("CopyBody finds the body cut short; the scanner ends it after %d bytes", n)
-		case err != nil && !errors.Is(err, ErrBadResponse):
-			t.Fatalf("the scanner's refusal %v does not wrap ErrBadResponse", err)
+		case err != nil && !errors.Is(err, kind):
+			t.Fatalf("the scanner's refusal %v does not wrap %v", err, kind)
 		case err != nil && werr == nil:
 			t.Fatalf("the scanner refuses (%v) what CopyBody takes", err)
 		}

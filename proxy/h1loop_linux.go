@@ -92,9 +92,14 @@ type h1Exchange struct {
 	retried bool   // this is the request's second connection
 	toBack  []byte // the request's bytes for the backend, from toOff on still to write
 	toOff   int
-	headUp  int    // bytes of toBack[toOff:] that are the request head (the rest is body)
-	upLeft  int64  // request body bytes not yet taken from the client
-	up      []byte // pooled: toBack's storage for body bytes, nil while none
+	headUp  int   // bytes of toBack[toOff:] that are the request head (the rest is body)
+	upLeft  int64 // request body bytes not yet taken from the client (chunked: 1 until its end)
+	// hold: a chunked body is held with its head, nothing sent, until it
+	// ended or spillLimit of it came (as spill on a goroutine); upScan
+	// finds its end and refuses a malformed one.
+	hold   bool
+	upScan http1.ChunkScanner
+	up     []byte // pooled: toBack's storage for body bytes, nil while none
 	// upBy: the response is whole and the request body is not; the client
 	// has until then (peer_fin_grace) to finish it, as on a goroutine.
 	upBy     time.Time
@@ -599,13 +604,14 @@ func headOver(b []byte) *headReader {
 
 func (hr *headReader) used(b []byte) int { return len(b) - hr.r.Len() - hr.br.Buffered() }
 
-// loopable says the loop takes req's exchange: no body or one of known
-// length; an upgrade or CONNECT without a body.
+// loopable says the loop takes req's exchange: no body, one of known
+// length, or a chunked one without Expect: 100-continue; an upgrade or
+// CONNECT without a body.
 func loopable(req *http1.Request) bool {
 	if req.Upgrade || req.Method == "CONNECT" {
 		return req.Framing == http1.NoBody
 	}
-	return req.Framing == http1.NoBody || req.Framing == http1.Length
+	return req.Framing == http1.NoBody || req.Framing == http1.Length || req.Framing == http1.Chunked && !req.ExpectContinue
 }
 
 // startExchange takes a backend connection for req, if one is ready
@@ -636,7 +642,6 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 		}
 		bc.Bare.Home = h.rn.Loop()
 	}
-	h.rec().Request()
 	if loopExchangeHook != nil {
 		loopExchangeHook()
 	}
@@ -646,10 +651,17 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 	*x = h1Exchange{req: req, bc: bc, back: back, retried: retried, toBack: head, headUp: len(head), moved: now,
 		lookAt: now.Add(h.ss.ln.IdleTimeout)}
 	h.x = x
-	if req.Framing == http1.Length {
+	switch req.Framing {
+	case http1.Length:
 		x.upLeft = req.Length
 		h.withHead()
+	case http1.Chunked:
+		x.upLeft, x.hold, x.upScan = 1, true, http1.ChunkScanner{Request: true}
+		x.up = append(getLoopBuf()[:0], head...)
+		x.toBack = x.up
+		return true // counted once sent
 	}
+	h.rec().Request()
 	return true
 }
 
@@ -749,7 +761,7 @@ func (h *h1Loop) sending() bool {
 // the client sends it.
 func (h *h1Loop) sendUp() bool {
 	x := h.x
-	if x.toOff == len(x.toBack) {
+	if x.hold || x.toOff == len(x.toBack) {
 		return h.takeUp()
 	}
 	if !x.back.Writable() {
@@ -786,10 +798,12 @@ func (h *h1Loop) sendUp() bool {
 // takeUp takes the request body's next bytes from the client.
 func (h *h1Loop) takeUp() bool {
 	x := h.x
-	if x.upLeft == 0 {
+	switch {
+	case x.upLeft == 0:
 		return false
-	}
-	if x.up == nil {
+	case x.req.Framing == http1.Chunked:
+		return h.takeChunk()
+	case x.up == nil:
 		x.up = getLoopBuf()
 	}
 	b := x.up[:min(x.upLeft, int64(loopBufSize))]
@@ -818,6 +832,70 @@ func (h *h1Loop) takeUp() bool {
 	x.toBack, x.toOff = b[:n], 0
 	x.moved = time.Now()
 	return true
+}
+
+// takeChunk takes the next bytes of a chunked body from the client,
+// through the scanner: held with the head while x.hold, else on their way
+// to the backend.
+func (h *h1Loop) takeChunk() bool {
+	x := h.x
+	if h.inN == 0 {
+		if !h.front.Readable() {
+			return false
+		}
+		if h.in == nil {
+			h.in = getLoopBuf()
+		}
+		n, err := h.front.Read(h.in)
+		switch {
+		case err == engine.ErrWouldBlock:
+			h.releaseIn()
+			return false
+		case err == nil && n == 0:
+			err = io.ErrUnexpectedEOF
+			fallthrough
+		case err != nil:
+			h.clientAborted(fmt.Errorf("read request body: %w", err))
+			return true
+		}
+		h.inN = n
+	}
+	k, done, err := x.upScan.Scan(h.in[:h.inN])
+	if err != nil {
+		h.badBody(err)
+		return true
+	}
+	if x.hold {
+		x.toBack = append(x.toBack, h.in[:k]...)
+		x.up = x.toBack // grown past a pooled buffer's size, it is not given back
+	} else {
+		x.toBack, x.toOff = append(x.up[:0], h.in[:k]...), 0
+	}
+	h.consume(k)
+	x.moved = time.Now()
+	if done {
+		x.upLeft = 0
+	}
+	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit) {
+		x.hold = false // sent from here on
+		h.rec().Request()
+	}
+	return true
+}
+
+// badBody: the client's chunked body is malformed: 400, as on a
+// goroutine. A backend connection that got nothing of the request goes
+// back to its pool as it was; one that got part of it is reset.
+func (h *h1Loop) badBody(err error) {
+	x := h.x
+	h.rec().Outcome(engine.OutcomeBadRequest, fmt.Errorf("read request body: %w", err))
+	if x.hold {
+		_ = h.rn.Unwatch(x.back)
+		x.bc.Bare.Home = -1
+		h.ss.sv.pool.Put(x.bc)
+		x.back, x.bc = nil, nil
+	}
+	h.answer(400, "Bad Request")
 }
 
 // clientAborted: the client ended (FIN or RST) before its request was

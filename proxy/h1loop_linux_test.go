@@ -139,9 +139,9 @@ func TestHTTP1OnTheLoops(t *testing.T) {
 }
 
 // What the loops do not take goes to a goroutine at a request's start,
-// and the session carries on there: a GET on the loop, a POST with a
-// chunked body, a GET after it, all answered in order on one connection,
-// one record with the three requests.
+// and the session carries on there: a GET on the loop, an upgrade with
+// a body (the backend declines the upgrade), a GET after it, all answered
+// in order on one connection, one record with the three requests.
 func TestHTTP1LoopHandsOffARequestWithABody(t *testing.T) {
 	if testRelay != "loop" {
 		t.Skip(`relay = "goroutines": no loops`)
@@ -150,7 +150,7 @@ func TestHTTP1LoopHandsOffARequestWithABody(t *testing.T) {
 	o := startOrigin(t, hello)
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
 	got := roundTrips(t, h.addr, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"+
-		"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"+
+		"POST /b HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\nContent-Length: 5\r\n\r\nhello"+
 		"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3)
 	if want := []string{"200 GET /a 0", "200 POST /b 5", "200 GET /c 0"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("answers %q, want %q", got, want)
@@ -283,7 +283,7 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 		return b
 	}
 	sizes := []int{0, 5, 16000, 300000, 3 << 20}
-	kinds := []string{"whole", "trickle", "half-close", "echo", "expect"}
+	kinds := []string{"whole", "trickle", "half-close", "echo", "expect", "chunked"}
 	requests := 0
 	for _, kind := range kinds {
 		c := dialClient(t, h.addr, false)
@@ -299,7 +299,12 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 			if kind == "expect" && n > 0 {
 				head = strings.Replace(head, "\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n", 1)
 			}
-			up += int64(len(head) + n)
+			wire := b // the body as it goes on the wire
+			if kind == "chunked" {
+				head = strings.Replace(head, fmt.Sprintf("Content-Length: %d", n), "Transfer-Encoding: chunked", 1)
+				wire = chunk(b, 7000)
+			}
+			up += int64(len(head) + len(wire))
 			if strings.Contains(head, "Expect") { // the head alone, the body after the 100 Continue
 				io.WriteString(c, head)
 				if r, err := http.ReadResponse(br, nil); err != nil || r.StatusCode != 100 {
@@ -318,7 +323,7 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 						}
 					}
 				default:
-					_, err = c.Write(append([]byte(head), b...))
+					_, err = c.Write(append([]byte(head), wire...))
 				}
 				if err == nil && kind == "half-close" && i == len(sizes)-1 {
 					err = c.CloseWrite()
@@ -368,6 +373,63 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 		if got := onLoop.Load(); got != int64(requests) {
 			t.Errorf("%d exchanges on the loops, want all %d", got, requests)
 		}
+	}
+}
+
+// chunk encodes b as a chunked body of chunks of size (and a trailer).
+func chunk(b []byte, size int) []byte {
+	var out []byte
+	for p := b; len(p) > 0; p = p[min(len(p), size):] {
+		out = fmt.Appendf(out, "%x;x=y\r\n", min(len(p), size))
+		out = append(append(out, p[:min(len(p), size)]...), "\r\n"...)
+	}
+	return append(out, "0\r\nX-Sum: 1\r\n\r\n"...)
+}
+
+// A malformed chunked body, refused with 400 as on a goroutine: caught
+// while the loop holds it with its head (a bad chunk size early on), the
+// backend never sees the request and its connection goes back to the
+// pool; caught after spillLimit went on (a bad CRLF after 100 KB), the
+// backend connection, which got part of it, is reset. The record says
+// bad_request either way, and the next client is served.
+func TestHTTP1LoopBadChunkedBody(t *testing.T) {
+	onLoop := countLoopExchanges(t)
+	o := digestOrigin(t)
+	be := http1Backend(o.addr)
+	be.Pool.MaxConns = 1
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, be)
+	head := "POST /digest/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+	good := chunk(make([]byte, 100000), 10000)
+	for _, tc := range []struct {
+		name string
+		body []byte
+		sent bool // the backend got part of the request
+	}{
+		{"bad chunk size, held", []byte("5\r\nhello\r\nzz\r\n"), false},
+		{"bad CRLF past spillLimit", append(good[:len(good)-len("0\r\nX-Sum: 1\r\n\r\n")], "3\r\nabcXY"...), true},
+	} {
+		before := o.requests.Load()
+		c := dialClient(t, h.addr, false)
+		go c.Write(append([]byte(head), tc.body...))
+		status, _, closing := readBody(t, bufio.NewReader(c))
+		if status != 400 || !closing {
+			t.Errorf("%s: client got %d (closing %v), want 400, closing", tc.name, status, closing)
+		}
+		c.Close()
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeBadRequest || td.Back.Cut != tc.sent {
+			t.Errorf("%s: record: outcome %s (%v), back cut %v; want bad_request, back cut %v", tc.name, td.Outcome, td.Err, td.Back.Cut, tc.sent)
+		}
+		if !tc.sent && o.requests.Load() != before {
+			t.Errorf("%s: the origin saw the request, want nothing of it sent", tc.name)
+		}
+		if got := roundTrips(t, h.addr, "GET /digest/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1); !strings.HasPrefix(got[0], "200 0 ") {
+			t.Errorf("%s: the next client got %q, want 200 (through a pool of one)", tc.name, got)
+		}
+		h.record(t)
+	}
+	if testRelay == "loop" && onLoop.Load() != 4 {
+		t.Errorf("%d exchanges on the loops, want 4", onLoop.Load())
 	}
 }
 
