@@ -16,16 +16,7 @@ import (
 // a goroutine, or refuses where it refuses: no input loses or gains a
 // byte by the way it is read.
 func FuzzLoopHeaderMatchesIntake(f *testing.F) {
-	v1 := "PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n"
-	v2 := v2Header(f)
-	get := "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-	for _, s := range []string{
-		"", get, v1, v1 + get, v2, v2 + get, "PROXY UNKNOWN\r\n" + get,
-		"PROXY TCP6 2001:db8::7 2001:db8::1 40000 8080\r\n" + get,
-		v1[:17], v1[:len(v1)-1], v2[:13], v2[:len(v2)-3], "PROXY", "\r\n\r\n\x00\r\nQUIT\n",
-		"PROXY TCP4 999.1.1.1 192.0.2.1 1 2\r\n", "PROXY " + string(bytes.Repeat([]byte("x"), 200)) + "\r\n",
-		v2[:12] + "\x21\x11\xff\xff" + get, v2[:12] + "\x20\x00\x00\x00" + get, "\x00\xff garbage",
-	} {
+	for _, s := range intakeSeeds(f) {
 		f.Add([]byte(s), uint8(7))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, step uint8) {

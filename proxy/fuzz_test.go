@@ -17,6 +17,21 @@ import (
 	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
+// intakeSeeds are the intake fuzzers' first inputs: headers whole, cut
+// short, malformed, or none, with and without a request after them.
+func intakeSeeds(tb testing.TB) []string {
+	v1 := "PROXY TCP4 192.0.2.7 192.0.2.1 40000 8080\r\n"
+	v2 := v2Header(tb)
+	get := "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+	return []string{
+		"", get, v1, v1 + get, v2, v2 + get, "PROXY UNKNOWN\r\n" + get,
+		"PROXY TCP6 2001:db8::7 2001:db8::1 40000 8080\r\n" + get,
+		v1[:17], v1[:len(v1)-1], v2[:13], v2[:len(v2)-3], "PROXY", "PROX", "P", "\r\n\r\n\x00\r\nQUIT\n",
+		"PROXY TCP4 999.1.1.1 192.0.2.1 1 2\r\n", "PROXY " + string(bytes.Repeat([]byte("x"), 200)) + "\r\n",
+		v2[:12] + "\x21\x11\xff\xff" + get, v2[:12] + "\x20\x00\x00\x00" + get, "\x00\xff garbage",
+	}
+}
+
 // FuzzReadIntake feeds arbitrary bytes, as a client sends them over a real
 // loopback connection, through readIntake in every mode, from a trusted
 // and an untrusted source. Whatever arrives, intake never panics, and it
@@ -25,16 +40,7 @@ import (
 // invented. keepOpen leaves the client's side open after the bytes (the
 // header timeout decides, a short one); otherwise the client half-closes.
 func FuzzReadIntake(f *testing.F) {
-	v1 := "PROXY TCP4 192.0.2.7 192.0.2.1 40000 8080\r\n"
-	v2 := v2Header(f)
-	get := "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-	for _, s := range []string{
-		"", get, v1, v1 + get, v2, v2 + get, "PROXY UNKNOWN\r\n" + get,
-		"PROXY TCP6 2001:db8::7 2001:db8::1 40000 8080\r\n" + get,
-		v1[:17], v1[:len(v1)-1], v2[:13], v2[:len(v2)-3], "PROXY", "PROX", "P", "\r\n\r\n\x00\r\nQUIT\n",
-		"PROXY TCP4 999.1.1.1 192.0.2.1 1 2\r\n", "PROXY " + string(bytes.Repeat([]byte("x"), 200)) + "\r\n",
-		v2[:12] + "\x21\x11\xff\xff" + get, v2[:12] + "\x20\x00\x00\x00" + get, "\x00\xff garbage",
-	} {
+	for _, s := range intakeSeeds(f) {
 		f.Add([]byte(s), false)
 		f.Add([]byte(s), true)
 	}

@@ -157,18 +157,31 @@ func (ss *session) startHTTP1Loop() bool {
 	}
 	now := time.Now()
 	h := &h1Loop{ss: ss, until: now.Add(ss.ln.IdleTimeout)}
-	if pp := ss.ln.ProxyProtocol; pp != config.ProxyProtocolOff {
-		if pp == config.ProxyProtocolRequired && !isTrusted(ss.rec.Client().Addr(), ss.ln.ProxyProtocolTrusted) {
-			return false // refused before a read, on a goroutine (run)
+	if ss.ln.ProxyProtocol != config.ProxyProtocolOff {
+		if ss.refusedUnread() {
+			return false
 		}
 		h.intake, h.intakeBy = true, now.Add(ss.ln.ProxyProtocolTimeout)
 	} else {
 		ss.rec.Intake("none", ss.rec.Client())
 	}
+	return ss.startTask(ls, h)
+}
+
+// refusedUnread says the listener refuses the client's PROXY header
+// before reading it (required, from an untrusted source): readIntake
+// does that on a goroutine.
+func (ss *session) refusedUnread() bool {
+	return ss.ln.ProxyProtocol == config.ProxyProtocolRequired && !isTrusted(ss.rec.Client().Addr(), ss.ln.ProxyProtocolTrusted)
+}
+
+// startTask hands the session's bare client socket to the loops, with t
+// to run it; false: they refused, and the socket is the session's still.
+func (ss *session) startTask(ls *engine.Loops, t engine.Task) bool {
 	ss.eng = ss.engine(ss.srv.drainCtx, ss.srv.kill)
 	fd := ss.bare
 	ss.bare = -1 // the loop's, before it can run the task
-	if err := ls.Start(h, fd); err != nil {
+	if err := ls.Start(t, fd); err != nil {
 		ss.bare = fd
 		return false
 	}
@@ -811,27 +824,34 @@ func (h *h1Loop) takeUp() bool {
 	if h.inN > 0 {
 		n = copy(b, h.in[:h.inN])
 		h.consume(n)
-	} else {
-		if !h.front.Readable() {
-			return false
-		}
-		var err error
-		n, err = h.front.Read(b)
-		switch {
-		case err == engine.ErrWouldBlock:
-			return false
-		case err == nil && n == 0:
-			err = io.ErrUnexpectedEOF
-			fallthrough
-		case err != nil:
-			h.clientAborted(fmt.Errorf("read request body: %w", err))
-			return true
-		}
+	} else if n = h.readUp(b); n == 0 {
+		return x.endFront
 	}
 	x.upLeft -= int64(n)
 	x.toBack, x.toOff = b[:n], 0
 	x.moved = time.Now()
 	return true
+}
+
+// readUp reads the request body's next bytes from the client into b; 0:
+// none now, or the client left midway (then the exchange is cut:
+// endFront).
+func (h *h1Loop) readUp(b []byte) int {
+	if !h.front.Readable() {
+		return 0
+	}
+	n, err := h.front.Read(b)
+	switch {
+	case err == engine.ErrWouldBlock:
+		return 0
+	case err == nil && n == 0:
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		h.clientAborted(fmt.Errorf("read request body: %w", err))
+		return 0
+	}
+	return n
 }
 
 // takeChunk takes the next bytes of a chunked body from the client,
@@ -840,25 +860,13 @@ func (h *h1Loop) takeUp() bool {
 func (h *h1Loop) takeChunk() bool {
 	x := h.x
 	if h.inN == 0 {
-		if !h.front.Readable() {
-			return false
-		}
 		if h.in == nil {
 			h.in = getLoopBuf()
 		}
-		n, err := h.front.Read(h.in)
-		switch {
-		case err == engine.ErrWouldBlock:
+		if h.inN = h.readUp(h.in); h.inN == 0 {
 			h.releaseIn()
-			return false
-		case err == nil && n == 0:
-			err = io.ErrUnexpectedEOF
-			fallthrough
-		case err != nil:
-			h.clientAborted(fmt.Errorf("read request body: %w", err))
-			return true
+			return x.endFront
 		}
-		h.inN = n
 	}
 	k, done, err := x.upScan.Scan(h.in[:h.inN])
 	if err != nil {

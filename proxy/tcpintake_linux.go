@@ -34,21 +34,10 @@ type tcpIntake struct {
 // goroutine, run), and nothing was done.
 func (ss *session) startTCPIntake() bool {
 	ls := ss.srv.loops.Load()
-	if ls == nil || ss.bare < 0 {
+	if ls == nil || ss.bare < 0 || ss.refusedUnread() {
 		return false
 	}
-	if ss.ln.ProxyProtocol == config.ProxyProtocolRequired && !isTrusted(ss.rec.Client().Addr(), ss.ln.ProxyProtocolTrusted) {
-		return false
-	}
-	ss.eng = ss.engine(ss.srv.drainCtx, ss.srv.kill)
-	t := &tcpIntake{ss: ss, by: time.Now().Add(ss.ln.ProxyProtocolTimeout)}
-	fd := ss.bare
-	ss.bare = -1 // the loop's, before it can run the task
-	if err := ls.Start(t, fd); err != nil {
-		ss.bare = fd
-		return false
-	}
-	return true
+	return ss.startTask(ls, &tcpIntake{ss: ss, by: time.Now().Add(ss.ln.ProxyProtocolTimeout)})
 }
 
 // Start implements engine.Task.
