@@ -28,12 +28,13 @@ import (
 // head, sends it on a pooled backend connection, relays the response
 // (bytes unchanged but for the Connection header) and puts the
 // connection back, as h1 does on a goroutine, with the same records.
-// A request body of known length goes to the backend as it comes, while
-// the response is read (an early response is relayed at once, and so is
-// a 100 Continue the client waits for). What it
-// does not take goes to a goroutine (handOff) at a request's start,
-// before anything of it was sent: a chunked request body, an upgrade or
-// CONNECT with a body, a head it cannot parse or that is larger than its
+// A request body goes to the backend as it comes, while the response is
+// read (an early response is relayed at once, and so is a 100 Continue
+// the client waits for); a chunked one is held with its head until it
+// ended or spillLimit of it came. What it does not take goes to a
+// goroutine (handOff) at a request's start, before anything of it was
+// sent: a chunked body with Expect: 100-continue, an upgrade or CONNECT
+// with a body, a head it cannot parse or that is larger than its
 // buffer, a client that stopped midway through a head, and a request for
 // which no backend connection is ready without a wait. Each leg it ends
 // alone the loop ends (engine.Runner.End), as its close policy says. A
