@@ -35,7 +35,9 @@ type NginxOpts struct {
 }
 
 // Nginx is a running nginx: one process (master_process off), its files in
-// a test temp directory. Every path is also served under "/close/", where
+// a test temp directory. A PUT to "/dav/<name>" stores its body as a file
+// (DAVFile says where), which a GET then serves. Every path is also served
+// under "/close/", where
 // keepalive_timeout is 0: those responses say "Connection: close" and nginx
 // sends the first FIN, whatever NginxOpts.Keepalive says.
 type Nginx struct {
@@ -115,6 +117,11 @@ http {
 			keepalive_timeout 0;
 			alias {{.Dir}}/www/;
 		}
+		location /dav/ {
+			dav_methods PUT;
+			create_full_put_path on;
+			client_max_body_size 64m;
+		}
 	}
 }
 `))
@@ -162,6 +169,9 @@ func blob(size int) []byte {
 
 // BlobPath is the path serving the body of size bytes; BlobSHA256 its hash.
 func (n *Nginx) BlobPath(size int) string { return "/blob/" + strconv.Itoa(size) }
+
+// DAVFile is where nginx stores the body of a PUT to "/dav/<name>".
+func (n *Nginx) DAVFile(name string) string { return filepath.Join(n.dir, "www", "dav", name) }
 
 // BlobSHA256 is the hex SHA-256 of the body at BlobPath(size).
 func (n *Nginx) BlobSHA256(t testing.TB, size int) string {
