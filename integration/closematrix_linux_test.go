@@ -211,11 +211,11 @@ func (e *pairEnv) runCell(t *testing.T, c cell) {
 		// proxy namespace's counters, as the cells run at once (see
 		// settleOrExplain for why a lost RST is the network's).
 		all := e.main.Records()
-		if why := lostResets(busy, e.topo.LB, all, tcpCounterValues(t, e.topo, e.topo.Proxy), resetsSent(t, e.topo, e.topo.Proxy)); why != "" {
+		if why := lostResets(busy, e.topo.LB, e.topo.Web, all, tcpCounterValues(t, e.topo, e.topo.Proxy), resetsSent(t, e.topo, e.topo.Proxy)); why != "" {
 			t.Fatalf("%d sockets of %v still opening or closing 15 s after the cell's connections ended (not lost resets: %s):\n%s",
 				len(busy), out.scope, why, namedBy(busy, out.recs))
 		}
-		t.Logf("%d client sockets in FIN-WAIT-2 after the proxy's reset: lost RSTs\n%s",
+		t.Logf("%d peer sockets in FIN-WAIT-2 after the proxy's reset: lost RSTs\n%s",
 			len(busy), namedBy(busy, all))
 	}
 	chk := requireAgreement(t, e.topo, out.recs, judgeClaims(held, live, out.recs), max(2, 2*len(out.recs)/20))

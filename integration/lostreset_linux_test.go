@@ -72,7 +72,7 @@ func TestLostResetIsExplained(t *testing.T) {
 	if dropped := topo.Exec(t, topo.LB, "nft", "list", "table", "inet", "closeproxy_lost"); !strings.Contains(dropped, "counter packets 1 ") {
 		t.Errorf("nft dropped other than one reset:\n%s", dropped)
 	}
-	if why := lostResets(busy, topo.LB, recs, tcpCounterValues(t, topo, topo.Proxy), resetsSent(t, topo, topo.Proxy)); why != "" {
+	if why := lostResets(busy, topo.LB, topo.Web, recs, tcpCounterValues(t, topo, topo.Proxy), resetsSent(t, topo, topo.Proxy)); why != "" {
 		t.Errorf("a reset the network lost is not explained: %s", why)
 	}
 }

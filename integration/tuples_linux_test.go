@@ -270,11 +270,12 @@ func scopeTimeWait(t testing.TB, topo *Topology, timeout time.Duration, addrs ..
 // records that name them, and each host's counters of how connections
 // ended (RSTs sent, refused as RFC 5961 challenge ACKs, aborts).
 //
-// One case is the network's, not the proxy's: a few client sockets left
-// in FIN-WAIT-2 whose connections the proxy ended with a reset (lostResets
-// checks that the records say so and the proxy's kernel sent every reset
-// they claim). An RST is sent once and never retransmitted; a lost one
-// leaves the client's orphan to its fin timeout, holding no TIME-WAIT.
+// One case is the network's, not the proxy's: a few client (or backend)
+// sockets left in FIN-WAIT-2 whose connections the proxy ended with a
+// reset (lostResets checks that the records say so and the proxy's kernel
+// sent every reset they claim). An RST is sent once and never
+// retransmitted; a lost one leaves the peer's orphan to its fin timeout,
+// holding no TIME-WAIT.
 // That is logged, with the host's backlog drops since dropsBefore and the
 // stragglers' timers, not failed.
 func settleOrExplain(t testing.TB, topo *Topology, recs []Record, dropsBefore uint64, addrs ...netip.AddrPort) (held, live map[tuple]bool) {
@@ -287,11 +288,11 @@ func settleOrExplain(t testing.TB, topo *Topology, recs []Record, dropsBefore ui
 	for _, ns := range []string{topo.LB, topo.Proxy, topo.Web} {
 		fmt.Fprintf(&b, "%s: %s\n", ns, tcpCounters(t, topo, ns))
 	}
-	why := lostResets(busy, topo.LB, recs, tcpCounterValues(t, topo, topo.Proxy), resetsSent(t, topo, topo.Proxy))
+	why := lostResets(busy, topo.LB, topo.Web, recs, tcpCounterValues(t, topo, topo.Proxy), resetsSent(t, topo, topo.Proxy))
 	if why == "" {
-		t.Logf("%d client sockets in FIN-WAIT-2 after the proxy's reset (host backlog drops since the load: %d): lost RSTs\n%s\n%s\n%s",
+		t.Logf("%d peer sockets in FIN-WAIT-2 after the proxy's reset (host backlog drops since the load: %d): lost RSTs\n%s\n%s\n%s",
 			len(busy), softnetDrops(t)-dropsBefore, namedBy(busy, recs), b.String(),
-			topo.Exec(t, topo.LB, "ss", "-tanoe", "state", "fin-wait-2"))
+			topo.Exec(t, topo.LB, "ss", "-tanoe", "state", "fin-wait-2")+topo.Exec(t, topo.Web, "ss", "-tanoe", "state", "fin-wait-2"))
 		return held, live
 	}
 	t.Fatalf("%d sockets still opening or closing 15 s after every record was written (not lost resets: %s):\n%s\n%s",
@@ -301,28 +302,30 @@ func settleOrExplain(t testing.TB, topo *Topology, recs []Record, dropsBefore ui
 
 // lostResets says why the busy sockets ("ns STATE local ↔ peer") are not
 // explained by resets the network lost, or "" when they are: every one is
-// a client's in FIN-WAIT-2 on lb, the latest record of its connection
-// says the proxy ended the front leg with a reset it sent, an RST left the
+// in FIN-WAIT-2, a client's on lb or a backend's on web, the latest
+// record of its connection says the proxy ended that leg (front or back)
+// with a reset it sent, an RST left the
 // proxy's host on that very 4-tuple (sent, from resetsSent), the proxy's
 // kernel (its counters proxy) sent at least as many resets as the records
 // claim on both legs and failed none, and there are few (at most one per 500 records: a
 // reset the proxy's kernel sends with a wrong sequence number would
 // strand every connection, not a few).
-func lostResets(busy []string, lb string, recs []Record, proxy map[string]uint64, sent map[tuple]bool) string {
+func lostResets(busy []string, lb, web string, recs []Record, proxy map[string]uint64, sent map[tuple]bool) string {
 	if limit := max(1, len(recs)/500); len(busy) > limit {
 		return fmt.Sprintf("%d stragglers, more than %d", len(busy), limit)
 	}
 	latest := lastNaming(recs, new(int))
 	for _, line := range busy {
 		f := strings.Fields(line)
-		if len(f) != 5 || f[0] != lb || f[1] != "FIN-WAIT-2" {
-			return line + " is not a client's FIN-WAIT-2"
+		leg := map[string]string{lb: "front", web: "back"}[f[0]]
+		if len(f) != 5 || leg == "" || f[1] != "FIN-WAIT-2" {
+			return line + " is not a client's or a backend's FIN-WAIT-2"
 		}
 		i, named := latest[tuple{f[4], f[2]}]
 		if !named {
 			return line + ": no record names it"
 		}
-		if last := recs[i]; last.Str("front.close") != "reset" || last.Num("front.rst_out_ms") < 0 {
+		if last := recs[i]; last.Str(leg+".local") != f[4] || last.Str(leg+".close") != "reset" || last.Num(leg+".rst_out_ms") < 0 {
 			return line + ": its record does not say the proxy reset it"
 		}
 		if !sent[tuple{f[4], f[2]}] {
@@ -384,8 +387,21 @@ func TestLostResets(t *testing.T) {
 	straggler := "lb FIN-WAIT-2 10.0.1.1:50286 ↔ 10.0.1.2:8080"
 	sent := map[string]uint64{"OutRsts": 2000}
 	onWire := map[tuple]bool{{"10.0.1.2:8080", "10.0.1.1:50286"}: true, {"10.0.1.2:8080", "10.0.1.1:50287"}: true}
-	if why := lostResets([]string{straggler}, "lb", recs, sent, onWire); why != "" {
+	if why := lostResets([]string{straggler}, "lb", "web", recs, sent, onWire); why != "" {
 		t.Fatalf("a client's FIN-WAIT-2 after a counted reset: %s, want explained", why)
+	}
+	// A backend's, after the proxy reset the back leg: the same proofs.
+	backRec := Record{"front.peer": "10.0.1.1:52000", "front.local": "10.0.1.2:8080", "front.close": "fin", "front.rst_out_ms": -1.0,
+		"back.local": "10.0.2.2:40000", "back.peer": "10.0.2.1:81", "back.close": "reset", "back.rst_out_ms": 12.0}
+	backStraggler := "web FIN-WAIT-2 10.0.2.1:81 ↔ 10.0.2.2:40000"
+	withBack := append(append([]Record{}, recs...), backRec)
+	backWire := map[tuple]bool{{"10.0.2.2:40000", "10.0.2.1:81"}: true}
+	if why := lostResets([]string{backStraggler}, "lb", "web", withBack, map[string]uint64{"OutRsts": 2001}, backWire); why != "" {
+		t.Fatalf("a backend's FIN-WAIT-2 after a counted reset: %s, want explained", why)
+	}
+	backFIN := append(append([]Record{}, recs...), Record{"back.local": "10.0.2.2:40000", "back.peer": "10.0.2.1:81", "back.close": "fin", "back.rst_out_ms": -1.0})
+	if why := lostResets([]string{backStraggler}, "lb", "web", backFIN, map[string]uint64{"OutRsts": 2001}, backWire); why == "" {
+		t.Error("a backend's FIN-WAIT-2 whose record says FIN: explained as a lost reset, want refused")
 	}
 	reused := append([]Record{}, recs...)
 	reused = append(reused, Record{"front.peer": "10.0.1.1:50286", "front.local": "10.0.1.2:8080", "front.close": "fin", "front.rst_out_ms": -1.0})
@@ -404,7 +420,7 @@ func TestLostResets(t *testing.T) {
 		"a reset failed":           {[]string{straggler}, recs, map[string]uint64{"OutRsts": 2000, "TCPAbortFailed": 1}, onWire},
 		"too many":                 {[]string{straggler, "lb FIN-WAIT-2 10.0.1.1:50287 ↔ 10.0.1.2:8080", straggler}, recs, sent, onWire},
 	} {
-		if why := lostResets(c.busy, "lb", c.recs, c.proxy, c.onWire); why == "" {
+		if why := lostResets(c.busy, "lb", "web", c.recs, c.proxy, c.onWire); why == "" {
 			t.Errorf("%s: explained as lost resets, want refused", name)
 		}
 	}
@@ -429,7 +445,7 @@ func TestClaimsJudgedInAcceptOrder(t *testing.T) {
 		t.Errorf("no TIME-WAIT on the 4-tuple the later connection claims: %v, want it wrong", c)
 	}
 	straggler := "lb FIN-WAIT-2 10.0.1.1:50286 ↔ 10.0.1.2:8080"
-	if why := lostResets([]string{straggler}, "lb", recs, map[string]uint64{"OutRsts": 1}, map[tuple]bool{front: true}); why == "" {
+	if why := lostResets([]string{straggler}, "lb", "web", recs, map[string]uint64{"OutRsts": 1}, map[tuple]bool{front: true}); why == "" {
 		t.Error("a straggler whose latest connection ended with a FIN: explained as a lost reset, want refused")
 	}
 }
