@@ -106,14 +106,12 @@ func (t *tcpIntake) judged(hdr *proxyproto.Header, used int, err error) {
 		if c := ss.readyBackend(); c != nil {
 			back, err := t.rn.Watch(c.Bare.FD, c.Bare.Home)
 			if err == nil {
-				c.Bare.Home = t.rn.Loop()
+				c.Detach() // the socket is the loop's, as handOver leaves it
 				ss.back = c
 				t.rn.Relay(ss.eng, t.front, back, engine.Pending{Up: up}, func() { go ss.end() })
-				ss.back.Detach() // the loop's, as handOver leaves it
 				t.done()
 				return
 			}
-			ss.back = nil
 			ss.sv.pool.Discard(c)
 		}
 	}
