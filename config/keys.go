@@ -33,11 +33,10 @@ has source = "proxy" and no send_proxy_protocol; a PROXY header is read
 on the loops too (a listener without intercept); a
 session is a few structs and no goroutine (about 4 KiB while idle). Such
 a listener accepts its connections, and a backend named by IP address
-is dialed, without Go's network poller. An http1 request with a
-chunked body and Expect: 100-continue, an upgrade or CONNECT with a
-body, or one for which no backend connection is ready without a wait,
-carries its session on to a goroutine (other bodies stay on the loop,
-and so does an upgrade's or CONNECT's tunnel). "goroutines":
+is dialed, without Go's network poller. An http1 upgrade or CONNECT
+with a body, or a request for which no backend connection is ready
+without a wait, carries its session on to a goroutine (request bodies
+stay on the loop, and so does an upgrade's or CONNECT's tunnel). "goroutines":
 each tcp session is three goroutines (about 16 KiB while idle) and
 costs about 30 % more CPU per short connection, an http1 session one
 goroutine while busy, with the same close decisions, kernel readings

@@ -31,9 +31,9 @@ import (
 // A request body goes to the backend as it comes, while the response is
 // read (an early response is relayed at once, and so is a 100 Continue
 // the client waits for); a chunked one is held with its head until it
-// ended or spillLimit of it came. What it does not take goes to a
-// goroutine (handOff) at a request's start, before anything of it was
-// sent: a chunked body with Expect: 100-continue, an upgrade or CONNECT
+// ended or spillLimit of it came (unless the client waits for a 100
+// Continue). What it does not take goes to a goroutine (handOff) at a
+// request's start, before anything of it was sent: an upgrade or CONNECT
 // with a body, a head it cannot parse or that is larger than its
 // buffer, a client that stopped midway through a head, and a request for
 // which no backend connection is ready without a wait. Each leg it ends
@@ -618,14 +618,13 @@ func headOver(b []byte) *headReader {
 
 func (hr *headReader) used(b []byte) int { return len(b) - hr.r.Len() - hr.br.Buffered() }
 
-// loopable says the loop takes req's exchange: no body, one of known
-// length, or a chunked one without Expect: 100-continue; an upgrade or
-// CONNECT without a body.
+// loopable says the loop takes req's exchange: any request but an
+// upgrade or CONNECT with a body.
 func loopable(req *http1.Request) bool {
 	if req.Upgrade || req.Method == "CONNECT" {
 		return req.Framing == http1.NoBody
 	}
-	return req.Framing == http1.NoBody || req.Framing == http1.Length || req.Framing == http1.Chunked && !req.ExpectContinue
+	return req.Framing == http1.NoBody || req.Framing == http1.Length || req.Framing == http1.Chunked
 }
 
 // startExchange takes a backend connection for req, if one is ready
@@ -670,10 +669,14 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 		x.upLeft = req.Length
 		h.withHead()
 	case http1.Chunked:
-		x.upLeft, x.hold, x.upScan = 1, true, http1.ChunkScanner{Request: true}
-		x.up = append(getLoopBuf()[:0], head...)
-		x.toBack = x.up
-		return true // counted once sent
+		x.upLeft, x.upScan = 1, http1.ChunkScanner{Request: true}
+		x.up = getLoopBuf()
+		if !req.ExpectContinue { // held: with Expect the client sends nothing before the 100 Continue
+			x.hold = true
+			x.up = append(x.up[:0], head...)
+			x.toBack = x.up
+			return true // counted once sent
+		}
 	}
 	h.rec().Request()
 	return true
