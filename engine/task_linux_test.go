@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -104,5 +107,101 @@ func TestTaskRunsEndsAndCrashes(t *testing.T) {
 	}
 	if _, err := client.Read(make([]byte, 1)); !isReset(err) {
 		t.Errorf("the crashed task's client: %v, want a reset", err)
+	}
+}
+
+// relayTask reads a greeting line from its client, then relays the client
+// and a backend socket both ways on its loop (Runner.Relay), the bytes
+// read past the greeting first.
+type relayTask struct {
+	echoTask
+	back Socket
+	buf  []byte
+	done chan struct{}
+}
+
+func (r *relayTask) Ready(*TaskSock) {
+	for r.sock != nil {
+		var b [4096]byte
+		n, err := r.sock.Read(b[:])
+		switch {
+		case err == ErrWouldBlock:
+			return
+		case err != nil || n == 0:
+			panic(fmt.Sprintf("greeting: %d, %v", n, err))
+		}
+		r.buf = append(r.buf, b[:n]...)
+		if i := bytes.IndexByte(r.buf, '\n'); i >= 0 {
+			back, err := r.rn.Watch(r.back.FD, r.back.Home)
+			if err != nil {
+				panic(err)
+			}
+			r.rn.Relay(r.s, r.sock, back, Pending{Up: r.buf[i+1:]}, func() { close(r.done) })
+			if i+1 < len(r.buf) {
+				r.buf[i+1] = '#' // Relay copied what it took
+			}
+			r.sock = nil
+			r.rn.Done()
+		}
+	}
+}
+
+// A task that becomes a relay (Runner.Relay) on its loop: what it read
+// past its greeting goes first, 2 MiB through an echo come back whole
+// (SHA-256) after the client's half-close, both legs end by the policy,
+// done is called once both sockets are closed, and the record counts the
+// relayed bytes and says ok.
+func TestTaskBecomesARelay(t *testing.T) {
+	ls, err := NewLoops(1, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	bln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bln.Close()
+	client, front, err := bareFront(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	backend, back, err := bareBack(ls, bln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	go func() { io.Copy(backend, backend); backend.CloseWrite() }()
+
+	rec := NewRecorder(1, "web", "app", policy.TargetPeer, policy.TargetPeer)
+	task := &relayTask{echoTask: echoTask{s: &Session{Rec: rec, Front: policyClose(policy.TargetPeer, policy.FallbackFIN),
+		Back: policyClose(policy.TargetPeer, policy.FallbackFIN), Idle: time.Minute}}, back: back, done: make(chan struct{})}
+	if err := ls.Start(task, front.FD); err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 2<<20)
+	for i := range payload {
+		payload[i] = byte(i*7 + i>>9)
+	}
+	_ = client.SetDeadline(time.Now().Add(10 * time.Second))
+	go func() {
+		client.Write(append([]byte("HELLO\n"), payload...))
+		client.CloseWrite()
+	}()
+	got, err := io.ReadAll(client)
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(payload) {
+		t.Fatalf("echo through the relay: %d bytes (%v), want %d by SHA-256", len(got), err, len(payload))
+	}
+	recv(t, task.done, 5*time.Second, "the relay's end")
+	td := rec.Done()
+	if td.Outcome != OutcomeOK || td.Front.BytesIn != int64(len(payload)) || td.Front.BytesOut != int64(len(payload)) || td.Front.Cut || td.Back.Cut {
+		t.Errorf("record: outcome %s (%v), front bytes in %d out %d, cut %v/%v; want ok, %d both ways, nothing cut",
+			td.Outcome, td.Err, td.Front.BytesIn, td.Front.BytesOut, td.Front.Cut, td.Back.Cut, len(payload))
 	}
 }
