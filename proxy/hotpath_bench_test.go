@@ -251,7 +251,8 @@ func BenchmarkConn(b *testing.B) {
 var benchCandidates = []struct {
 	name, protocol, relay string
 	direct                bool
-}{{"direct", "", "", true}, {"tcp", "tcp", "", false}, {"tcp_goroutines", "tcp", "goroutines", false}, {"http1", "http1", "", false}}
+}{{"direct", "", "", true}, {"tcp", "tcp", "", false}, {"tcp_goroutines", "tcp", "goroutines", false}, {"http1", "http1", "", false},
+	{"http1_goroutines", "http1", "goroutines", false}}
 
 // BenchmarkKeepAlive is one request and its response per op on a single
 // keep-alive client connection, the load a load balancer's connection
@@ -379,7 +380,9 @@ func waitEnded(b *testing.B, ended *atomic.Int64, n int64) {
 // keep their sockets without goroutines; "direct" is their share.
 // tcp relays on the event loops (the default): its sessions should hold
 // no goroutine (the loops' own are there before the first connection);
-// tcp_goroutines is tcp with relay = "goroutines".
+// tcp_goroutines is tcp with relay = "goroutines"; http1 runs on the
+// loops, http1_goroutines on goroutines, measured once every session
+// parked.
 //
 //	taskset -c 0 go test -run '^$' -bench Idle -benchtime 1x ./proxy
 func BenchmarkIdle(b *testing.B) {
@@ -392,10 +395,11 @@ func BenchmarkIdle(b *testing.B) {
 			if !tc.direct {
 				addr, ended = benchServer(b, benchConfig(addr, tc.protocol, tc.relay, "all", -1, 0))
 			}
-			// An idle http1 session parks after parkFirst: what it holds
-			// idle is measured once every session parked.
+			// An idle http1 session on a goroutine parks after parkFirst:
+			// what it holds idle is measured once every session parked.
+			// On the loops it holds nothing more once its response is out.
 			settle := func(int) {}
-			if tc.protocol == "http1" {
+			if tc.protocol == "http1" && tc.relay == "goroutines" {
 				var parks atomic.Int64
 				parkedHook = func() { parks.Add(1) }
 				defer func() { parkedHook = nil }()
