@@ -51,21 +51,34 @@ func (e *echoTask) Ready(*TaskSock) {
 	}
 }
 
+// oneLoop starts one loop, closed when the test ends.
+func oneLoop(t *testing.T) *Loops {
+	t.Helper()
+	ls, err := NewLoops(1, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ls.Close)
+	return ls
+}
+
+// loopbackListener listens on a free loopback port until the test ends.
+func loopbackListener(t *testing.T) *net.TCPListener {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
 // A task on a loop reads and writes its socket as edges come and ends its
 // leg there (Runner.End: the record says the client's FIN came first); a
 // task that panics has its socket reset and is told, and the loops still
 // close (nothing left counted).
 func TestTaskRunsEndsAndCrashes(t *testing.T) {
-	ls, err := NewLoops(1, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ls.Close()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ls, ln := oneLoop(t), loopbackListener(t)
 	start := func() (*net.TCPConn, *echoTask, *Recorder) {
 		client, front, err := bareFront(ln)
 		if err != nil {
@@ -152,21 +165,7 @@ func (r *relayTask) Ready(*TaskSock) {
 // done is called once both sockets are closed, and the record counts the
 // relayed bytes and says ok.
 func TestTaskBecomesARelay(t *testing.T) {
-	ls, err := NewLoops(1, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ls.Close()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	bln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bln.Close()
+	ls, ln, bln := oneLoop(t), loopbackListener(t), loopbackListener(t)
 	client, front, err := bareFront(ln)
 	if err != nil {
 		t.Fatal(err)
