@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -62,23 +63,12 @@ func oneLoop(t *testing.T) *Loops {
 	return ls
 }
 
-// loopbackListener listens on a free loopback port until the test ends.
-func loopbackListener(t *testing.T) *net.TCPListener {
-	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
-}
-
 // A task on a loop reads and writes its socket as edges come and ends its
 // leg there (Runner.End: the record says the client's FIN came first); a
 // task that panics has its socket reset and is told, and the loops still
 // close (nothing left counted).
 func TestTaskRunsEndsAndCrashes(t *testing.T) {
-	ls, ln := oneLoop(t), loopbackListener(t)
+	ls, ln := oneLoop(t), loopback.Listener(t)
 	start := func() (*net.TCPConn, *echoTask, *Recorder) {
 		client, front, err := bareFront(ln)
 		if err != nil {
@@ -165,7 +155,7 @@ func (r *relayTask) Ready(*TaskSock) {
 // done is called once both sockets are closed, and the record counts the
 // relayed bytes and says ok.
 func TestTaskBecomesARelay(t *testing.T) {
-	ls, ln, bln := oneLoop(t), loopbackListener(t), loopbackListener(t)
+	ls, ln, bln := oneLoop(t), loopback.Listener(t), loopback.Listener(t)
 	client, front, err := bareFront(ln)
 	if err != nil {
 		t.Fatal(err)

@@ -302,7 +302,7 @@ func (h *h1Loop) Due(now time.Time) {
 			h.intakeEnds(nil, errSilent)
 		}
 	case x != nil && !x.upBy.IsZero() && !now.Before(x.upBy):
-		h.bodyCut()
+		h.stopUp()
 	case x != nil:
 		if now.Sub(x.moved) >= h.ss.ln.IdleTimeout {
 			h.stalled(engine.StalledIdle)
@@ -470,9 +470,7 @@ func headerIn(b []byte) (hdr *proxyproto.Header, used int, err error, done bool)
 	}
 	hr := headOver(b[:need])
 	hdr, err = parseHeader(hr.br)
-	used = hr.used(b[:need])
-	headReaders.Put(hr)
-	return hdr, used, err, true
+	return hdr, hr.done(), err, true
 }
 
 // judgeIntake judges what reading the PROXY header on a loop gave, as
@@ -552,8 +550,7 @@ func (h *h1Loop) readRequest() bool {
 func (h *h1Loop) parseRequest() bool {
 	hr := headOver(h.in[:h.inN])
 	req, err := http1.ReadRequest(hr.br, http1.Limits{})
-	used := hr.used(h.in[:h.inN])
-	headReaders.Put(hr)
+	used := hr.done()
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		h.tried = h.inN // not whole yet: read on
@@ -607,8 +604,8 @@ type headReader struct {
 	br *bufio.Reader
 }
 
-// headOver is a pooled reader over b, for a head parser; used says what
-// the parser took of b. Give it back with headReaders.Put.
+// headOver is a pooled reader over b, for a head parser; done gives it
+// back.
 func headOver(b []byte) *headReader {
 	hr := headReaders.Get().(*headReader)
 	hr.r.Reset(b)
@@ -616,7 +613,14 @@ func headOver(b []byte) *headReader {
 	return hr
 }
 
-func (hr *headReader) used(b []byte) int { return len(b) - hr.r.Len() - hr.br.Buffered() }
+// done gives hr back and says how many bytes of b the parser took.
+func (hr *headReader) done() int {
+	n := int(hr.r.Size()) - hr.r.Len() - hr.br.Buffered()
+	hr.r.Reset(nil) // the pool holds no session's buffer
+	hr.br.Reset(nil)
+	headReaders.Put(hr)
+	return n
+}
 
 // loopable says the loop takes req's exchange: any request but an
 // upgrade or CONNECT with a body.
@@ -793,10 +797,8 @@ func (h *h1Loop) sendUp() bool {
 		return true
 	case err != nil:
 		// The backend stopped taking the body: it may have answered
-		// already (an early response), which is relayed; its connection
-		// is reset afterwards and the client's session ends.
-		x.cutBack, x.closing = true, true
-		x.toBack, x.toOff, x.upLeft = nil, 0, 0
+		// already (an early response), which is relayed.
+		h.stopUp()
 		return true
 	}
 	x.toOff += n
@@ -918,10 +920,11 @@ func (h *h1Loop) clientAborted(err error) {
 	h.cut()
 }
 
-// bodyCut: the response is whole and the client did not finish its body
-// within peer_fin_grace: the backend connection, which got part of it, is
-// reset, and the front leg ends.
-func (h *h1Loop) bodyCut() {
+// stopUp stops sending the request, part of which the backend got: the
+// backend stopped taking it, or the response is whole and the client did
+// not finish its body within peer_fin_grace. The backend connection is
+// reset after the exchange, and the front leg ends.
+func (h *h1Loop) stopUp() {
 	x := h.x
 	x.cutBack, x.closing, x.upBy = true, true, time.Time{}
 	x.toBack, x.toOff, x.upLeft = nil, 0, 0
@@ -983,8 +986,7 @@ func (h *h1Loop) parseResponse() bool {
 	x := h.x
 	hr := headOver(x.bin[:x.binN])
 	resp, err := http1.ReadResponse(hr.br, x.req, http1.Limits{})
-	used := hr.used(x.bin[:x.binN])
-	headReaders.Put(hr)
+	used := hr.done()
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		x.tried = x.binN // not whole yet: read on

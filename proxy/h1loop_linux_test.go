@@ -19,13 +19,25 @@ import (
 	"github.com/closeproxy/closeproxy/policy"
 )
 
+// loopExchanges counts the exchanges that start on a relay loop (h1Loop).
+type loopExchanges struct{ n atomic.Int64 }
+
 // countLoopExchanges counts the exchanges that start on a relay loop
-// (h1Loop) from here to the test's end.
-func countLoopExchanges(t *testing.T) *atomic.Int64 {
-	var n atomic.Int64
-	loopExchangeHook = func() { n.Add(1) }
+// from here to the test's end.
+func countLoopExchanges(t *testing.T) *loopExchanges {
+	l := &loopExchanges{}
+	loopExchangeHook = func() { l.n.Add(1) }
 	t.Cleanup(func() { loopExchangeHook = nil })
-	return &n
+	return l
+}
+
+// expect fails t unless want exchanges started on the loops (which ones,
+// says which); with relay = "goroutines" none do, and nothing is checked.
+func (l *loopExchanges) expect(t *testing.T, want int64, which string) {
+	t.Helper()
+	if got := l.n.Load(); testRelay == "loop" && got != want {
+		t.Errorf("%d exchanges on the loops, want %d (%s)", got, want, which)
+	}
 }
 
 // framedOrigin answers /length/N, /chunked/N and /close/N with N bytes
@@ -130,9 +142,7 @@ func TestHTTP1OnTheLoops(t *testing.T) {
 	if requests[len(paths)] != clients-1 || requests[len(paths)+1] != 1 {
 		t.Errorf("records by requests counted: %v, want %d with %d and one with %d", requests, clients-1, len(paths), len(paths)+1)
 	}
-	if got, want := onLoop.Load(), int64(clients*len(paths)+1); got != want {
-		t.Errorf("%d exchanges on the loops, want all %d", got, want)
-	}
+	onLoop.expect(t, int64(clients*len(paths)+1), "all")
 	if c := o.conns.Load(); c > clients+1 {
 		t.Errorf("%d backend connections for %d keep-alive clients, want at most %d (each client's requests reuse one)", c, clients, clients+1)
 	}
@@ -158,9 +168,7 @@ func TestHTTP1LoopHandsOffARequestWithABody(t *testing.T) {
 	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackRequests != 3 || td.Front.Cut {
 		t.Errorf("record: outcome %s (%v), %d requests, cut %v; want ok, 3, not cut", td.Outcome, td.Err, td.BackRequests, td.Front.Cut)
 	}
-	if n := onLoop.Load(); n != 1 {
-		t.Errorf("%d exchanges on the loop, want 1 (the first GET)", n)
-	}
+	onLoop.expect(t, 1, "the first GET")
 }
 
 // A backend that takes the request and never answers: after idle_timeout
@@ -207,9 +215,7 @@ func TestHTTP1LoopStalledBackendAndRudeClient(t *testing.T) {
 	if td := h.record(t); td.Outcome != engine.OutcomeClientReset || td.Front.Reason != policy.ReasonPeerReset {
 		t.Errorf("client reset midway through a head: outcome %s (%v), front reason %q; want client_reset, peer_reset", td.Outcome, td.Err, td.Front.Reason)
 	}
-	if n := onLoop.Load(); n != 1 {
-		t.Errorf("%d exchanges on the loop, want 1 (the stalled one)", n)
-	}
+	onLoop.expect(t, 1, "the stalled one")
 }
 
 // A client that resets while the loop relays a large body to it (the
@@ -242,9 +248,7 @@ func TestHTTP1LoopClientResetsMidResponse(t *testing.T) {
 		t.Errorf("the next client: %q, want 200 (the reset connection's slot freed)", got)
 	}
 	h.record(t)
-	if n := onLoop.Load(); n != 2 {
-		t.Errorf("%d exchanges on the loop, want 2", n)
-	}
+	onLoop.expect(t, 2, "both")
 }
 
 // digestOrigin answers a request with its body's length and SHA-256 (hex),
@@ -369,11 +373,7 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 			t.Errorf("%s: record: %d bytes in from the client, want %d", kind, td.Front.BytesIn, up)
 		}
 	}
-	if testRelay == "loop" {
-		if got := onLoop.Load(); got != int64(requests) {
-			t.Errorf("%d exchanges on the loops, want all %d", got, requests)
-		}
-	}
+	onLoop.expect(t, int64(requests), "all")
 }
 
 // chunk encodes b as a chunked body of chunks of size (and a trailer).
@@ -428,9 +428,7 @@ func TestHTTP1LoopBadChunkedBody(t *testing.T) {
 		}
 		h.record(t)
 	}
-	if testRelay == "loop" && onLoop.Load() != 4 {
-		t.Errorf("%d exchanges on the loops, want 4", onLoop.Load())
-	}
+	onLoop.expect(t, 4, "the bad bodies and the GETs after them")
 }
 
 // A backend that answers before it has read the body. One answers 413
@@ -524,11 +522,7 @@ func TestHTTP1LoopEarlyResponses(t *testing.T) {
 			t.Errorf("record: outcome %s (%v), back cut %v; want timeout, the backend connection reset", td.Outcome, td.Err, td.Back.Cut)
 		}
 	})
-	if testRelay == "loop" {
-		if got := onLoop.Load(); got != 3 {
-			t.Errorf("%d exchanges on the loops, want 3", got)
-		}
-	}
+	onLoop.expect(t, 3, "all")
 }
 
 // An upgrade answered 101 and a CONNECT answered 200 become tunnels,
@@ -614,11 +608,7 @@ func TestHTTP1LoopTunnels(t *testing.T) {
 	if td := h.record(t); td.Outcome != engine.OutcomeClientReset || !td.Back.Cut {
 		t.Errorf("client reset mid-tunnel: outcome %s (%v), back cut %v; want client_reset, the backend leg cut", td.Outcome, td.Err, td.Back.Cut)
 	}
-	if testRelay == "loop" {
-		if got := onLoop.Load(); got != 3 {
-			t.Errorf("%d exchanges on the loops, want 3", got)
-		}
-	}
+	onLoop.expect(t, 3, "all")
 }
 
 // Behind a listener that takes a PROXY header, http1 sessions read it on
@@ -688,9 +678,5 @@ func TestHTTP1LoopProxyHeader(t *testing.T) {
 			}
 		})
 	}
-	if testRelay == "loop" {
-		if got := onLoop.Load(); got != loops {
-			t.Errorf("%d exchanges on the loops, want all %d", got, loops)
-		}
-	}
+	onLoop.expect(t, loops, "all that passed")
 }
