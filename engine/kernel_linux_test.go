@@ -4,146 +4,39 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/internal/kernelclaims"
 	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/procnet"
-	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
-// tuple is a socket's local and peer address: a TIME-WAIT socket's
-// identity.
-type tuple struct{ local, peer netip.AddrPort }
-
-// claims returns the TIME-WAIT sockets a leg's record says exist (must)
-// and those it says do not (mustNot); unknown claims neither, only that
-// one of the two exists (checked apart).
-func claims(l *LegRecord) (must, mustNot []tuple) {
-	proxy, peer := tuple{l.Local, l.Peer}, tuple{l.Peer, l.Local}
-	switch l.TimeWait {
-	case policy.SideProxy:
-		return []tuple{proxy}, []tuple{peer}
-	case policy.SideClient, policy.SideBackend:
-		return []tuple{peer}, []tuple{proxy}
-	case policy.SideBoth:
-		return []tuple{proxy, peer}, nil
-	case policy.SideUnknown:
-		return nil, nil
-	}
-	return nil, []tuple{proxy, peer}
-}
-
 // checkAgainstKernel matches every record's TIME-WAIT claims to the
-// kernel's TIME-WAIT sockets by 4-tuple, and returns how many legs said
-// unknown. Claims the kernel only fails to hold are excused, the test
-// skipped, when the kernel destroyed at least as many TIME-WAIT sockets
-// since mark, its table (shared with every test beside this one) full.
+// kernel's by 4-tuple (kernelclaims.Check) and returns how many legs said
+// unknown.
 func checkAgainstKernel(t *testing.T, recs []*Teardown, mark procnet.OverflowMark) (unknown int) {
 	t.Helper()
-	held := map[tuple]bool{}
-	for w, s := range kernelStates(t, recs) {
-		held[w] = s == sockdiag.TimeWait
-	}
-	// On loopback a client may dial from a port whose connection left its
-	// TIME-WAIT on the proxy: the new SYN takes that TIME-WAIT over. Only
-	// the latest session naming a 4-tuple is judged.
-	latest := map[tuple]uint64{}
-	for _, td := range recs {
-		for _, l := range []*LegRecord{&td.Front, &td.Back} {
-			latest[tuple{l.Local, l.Peer}] = max(latest[tuple{l.Local, l.Peer}], td.ID)
-		}
-	}
-	var missing, wrong []string // claims the kernel lacks; TIME-WAIT the kernel holds unclaimed
-	for _, td := range recs {
-		for _, l := range []*LegRecord{&td.Front, &td.Back} {
-			if latest[tuple{l.Local, l.Peer}] != td.ID {
-				continue
-			}
-			if l.TimeWait == policy.SideUnknown {
-				unknown++
-				if !held[tuple{l.Local, l.Peer}] && !held[tuple{l.Peer, l.Local}] {
-					missing = append(missing, fmt.Sprintf("record %d %s.time_wait unknown: the kernel holds no TIME-WAIT on either side", td.ID, l.leg))
-				}
-			}
-			must, mustNot := claims(l)
-			for _, w := range must {
-				if !held[w] {
-					missing = append(missing, fmt.Sprintf("record %d %s.time_wait %s: the kernel holds no TIME-WAIT on %s ↔ %s", td.ID, l.leg, l.TimeWait, w.local, w.peer))
-				}
-			}
-			for _, w := range mustNot {
-				if held[w] {
-					wrong = append(wrong, fmt.Sprintf("record %d %s.time_wait %s: the kernel holds a TIME-WAIT on %s ↔ %s", td.ID, l.leg, l.TimeWait, w.local, w.peer))
-				}
-			}
-		}
-	}
-	if d, ok := mark.Covers(len(missing)); ok && len(wrong) == 0 {
-		t.Skipf("%d claims of %d records lack their TIME-WAIT, and the kernel destroyed %d meanwhile (TCPTimeWaitOverflow): the host's table was full", len(missing), len(recs), d)
-	}
-	for i, why := range append(wrong, missing...) {
-		if i == 5 {
-			break
-		}
-		t.Error(why)
-	}
-	if bad := len(wrong) + len(missing); bad > 0 {
-		t.Errorf("%d claims of %d records disagree with the kernel", bad, len(recs))
-	}
-	return unknown
+	return kernelclaims.Check(t, legsOf(recs), mark)
 }
 
-// kernelStates looks up both ends of every leg of recs by 4-tuple and
-// returns the state of those that exist. Lookups, not a dump: a dump skips
-// a socket when another goes away between two of its replies (see
-// sockdiag.Find), and in this host's namespace other tests' TIME-WAIT
-// sockets expire all the time.
-func kernelStates(t *testing.T, recs []*Teardown) map[tuple]sockdiag.State {
-	t.Helper()
-	out := map[tuple]sockdiag.State{}
-	for _, td := range recs {
-		for _, l := range []*LegRecord{&td.Front, &td.Back} {
-			for _, w := range []tuple{{l.Local, l.Peer}, {l.Peer, l.Local}} {
-				s, ok, err := sockdiag.Find(w.local, w.peer)
-				if err != nil {
-					t.Fatalf("sock_diag: %v", err)
-				}
-				if ok {
-					out[w] = s.State
-				}
-			}
-		}
-	}
-	return out
-}
-
-// settle waits until no socket of the records is still closing, so that
-// every TIME-WAIT that will be is. Polling the kernel is the only way to
-// see it; the wait is bounded.
+// settle waits until no socket of the records is still closing.
 func settle(t *testing.T, recs []*Teardown) {
 	t.Helper()
-	closing := []sockdiag.State{sockdiag.FinWait1, sockdiag.FinWait2, sockdiag.LastAck, sockdiag.CloseWait, sockdiag.Closing}
-	deadline := time.Now().Add(5 * time.Second)
-	var busy []string
-	for time.Now().Before(deadline) {
-		busy = busy[:0]
-		for w, s := range kernelStates(t, recs) {
-			if slices.Contains(closing, s) {
-				busy = append(busy, fmt.Sprintf("%s→%s %s", w.local, w.peer, s))
-			}
+	kernelclaims.Settle(t, legsOf(recs))
+}
+
+func legsOf(recs []*Teardown) []kernelclaims.Leg {
+	var legs []kernelclaims.Leg
+	for _, td := range recs {
+		for _, l := range []*LegRecord{&td.Front, &td.Back} {
+			legs = append(legs, kernelclaims.Leg{Session: td.ID, Name: l.leg.String(), Local: l.Local, Peer: l.Peer, TimeWait: l.TimeWait})
 		}
-		if len(busy) == 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%d sockets still closing after 5s: %v", len(busy), busy[:min(len(busy), 4)])
+	return legs
 }
 
 // TestRecordsMatchKernelRacingFINs: a backend that closes right after its
