@@ -94,7 +94,8 @@ type h1Exchange struct {
 	toBack  []byte // the request's bytes for the backend, from toOff on still to write
 	toOff   int
 	headUp  int   // bytes of toBack[toOff:] that are the request head (the rest is body)
-	upLeft  int64 // request body bytes not yet taken from the client (chunked: 1 until its end)
+	upLeft  int64 // Content-Length body bytes not yet taken from the client
+	upChunk bool  // a chunked body whose end has not come from the client
 	// hold: a chunked body is held with its head, nothing sent, until it
 	// ended or spillLimit of it came (as spill on a goroutine); upScan
 	// finds its end and refuses a malformed one.
@@ -673,7 +674,7 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 		x.upLeft = req.Length
 		h.withHead()
 	case http1.Chunked:
-		x.upLeft, x.upScan = 1, http1.ChunkScanner{Request: true}
+		x.upChunk, x.upScan = true, http1.ChunkScanner{Request: true}
 		x.up = getLoopBuf()
 		if !req.ExpectContinue { // held: with Expect the client sends nothing before the 100 Continue
 			x.hold = true
@@ -775,7 +776,7 @@ func rebare(c *pool.Conn) error {
 // backend.
 func (h *h1Loop) sending() bool {
 	x := h.x
-	return !x.endFront && !x.cutBack && (x.toOff < len(x.toBack) || x.upLeft > 0)
+	return !x.endFront && !x.cutBack && (x.toOff < len(x.toBack) || x.bodyLeft())
 }
 
 // sendUp writes the request to the backend: its head, then its body as
@@ -814,11 +815,15 @@ func (h *h1Loop) sendUp() bool {
 	return true
 }
 
+// bodyLeft reports that the request body is not all taken from the
+// client.
+func (x *h1Exchange) bodyLeft() bool { return x.upLeft > 0 || x.upChunk }
+
 // takeUp takes the request body's next bytes from the client.
 func (h *h1Loop) takeUp() bool {
 	x := h.x
 	switch {
-	case x.upLeft == 0:
+	case !x.bodyLeft():
 		return false
 	case x.req.Framing == http1.Chunked:
 		return h.takeChunk()
@@ -887,9 +892,7 @@ func (h *h1Loop) takeChunk() bool {
 	}
 	h.consume(k)
 	x.moved = time.Now()
-	if done {
-		x.upLeft = 0
-	}
+	x.upChunk = !done
 	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit) {
 		x.hold = false // sent from here on
 		h.rec().Request()
@@ -927,7 +930,7 @@ func (h *h1Loop) clientAborted(err error) {
 func (h *h1Loop) stopUp() {
 	x := h.x
 	x.cutBack, x.closing, x.upBy = true, true, time.Time{}
-	x.toBack, x.toOff, x.upLeft = nil, 0, 0
+	x.toBack, x.toOff, x.upLeft, x.upChunk = nil, 0, 0, false
 }
 
 // readBack reads what the backend sent into bin; false: nothing now
