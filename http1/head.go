@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unsafe"
 )
 
 // parseHead reads one head (see readHead) and parses its start line with
@@ -17,7 +18,9 @@ func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine 
 	if err != nil {
 		return nil, nil, err
 	}
-	line, rest := cutLine(string(raw))
+	// The start line and fields are strings over raw's own bytes (a copy
+	// nothing writes to: see Request.Raw), not over a second copy of them.
+	line, rest := cutLine(unsafe.String(unsafe.SliceData(raw), len(raw)))
 	if reason := parseLine(line); reason != "" {
 		return nil, nil, refuse(kind, reason)
 	}

@@ -46,7 +46,7 @@ type Request struct {
 	Method, Target string
 	Major, Minor   int // 1.0 or 1.1 only; anything else is refused
 	Header         []Field
-	Raw            []byte // the exact head bytes, request line through the empty line
+	Raw            []byte // the exact head bytes, request line through the empty line; read-only: the strings above share them
 	Framing        Framing
 	Length         int64 // body length when Framing is Length
 	// Close: the client will not send another request ("Connection: close",
@@ -65,7 +65,7 @@ type Response struct {
 	Status       int
 	Major, Minor int
 	Header       []Field
-	Raw          []byte // the exact head bytes, status line through the empty line
+	Raw          []byte // the exact head bytes, status line through the empty line; read-only: Header's strings share them
 	Framing      Framing
 	Length       int64 // body length when Framing is Length
 	// Close: the server will close ("Connection: close", HTTP/1.0 without

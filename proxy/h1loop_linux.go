@@ -139,14 +139,17 @@ var loopExchangeHook func()
 // goroutine, a response head grows its buffer up to the head limit.
 const loopBufSize = 16 << 10
 
-var loopBufs = sync.Pool{New: func() any { b := make([]byte, loopBufSize); return &b }}
+// loopBufs holds the buffers as arrays: a pointer to one goes into the
+// pool as it is, where a slice would be boxed (an allocation each time).
+var loopBufs = sync.Pool{New: func() any { return new([loopBufSize]byte) }}
 
-func getLoopBuf() []byte { return *loopBufs.Get().(*[]byte) }
+func getLoopBuf() []byte { return loopBufs.Get().(*[loopBufSize]byte)[:] }
 
+// putLoopBuf gives b back if it is one of loopBufs' buffers (whole: of
+// their capacity, so from its start); anything else is left to the GC.
 func putLoopBuf(b []byte) {
 	if cap(b) == loopBufSize {
-		b = b[:loopBufSize]
-		loopBufs.Put(&b)
+		loopBufs.Put((*[loopBufSize]byte)(b[:loopBufSize]))
 	}
 }
 
