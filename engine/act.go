@@ -166,7 +166,7 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 
 // finFailed: shutting down writing failed; the peer is gone.
 func (x *executor) finFailed(l *leg, err error) {
-	if ResetByPeer(l.conn) {
+	if l.resetByPeer() {
 		x.peerReset(l)
 		return
 	}
@@ -216,14 +216,23 @@ func (x *executor) safeRST(l *leg) {
 }
 
 // rst closes l with an RST now; cut says the stream toward its peer was
-// cut short. A socket the peer reset first has no RST left to send: a cut
-// (an error path, where a peer's reset is likely and a reading costs
-// nothing that matters) looks first, so that the record says the peer's
-// reset and not one the proxy never sent.
+// cut short. A socket the kernel already closed has no RST left to send:
+// a cut (an error path, where a peer's reset is likely and a reading
+// costs nothing that matters) or a leg whose FIN went (the peer's may
+// have come) looks first, so that the record says the peer's reset, or
+// the FINs that went both ways, and not a reset the proxy never sent.
 func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
-	if cut && ResetByPeer(l.conn) {
-		x.closeReset(l)
-		return
+	if cut || l.finSent {
+		switch closed, reset := l.closedBy(); {
+		case reset:
+			x.closeReset(l)
+			return
+		case closed: // the FINs went both ways: nothing left to reset
+			x.rec.finIn(l.name)
+			l.atPeerFIN()
+			x.finish(l)
+			return
+		}
 	}
 	_ = l.conn.SetLinger(0)
 	x.rec.reset(l.name, why, cut)

@@ -193,7 +193,7 @@ func copyStream(dst, src *net.TCPConn, limit int64, f *flow) (int64, error) {
 		c.buf = nil
 		c.written += int64(m)
 		if err != nil {
-			return c.written, err
+			return c.written, writeError{err}
 		}
 		if n == chunkSize && c.more() && c.pipe.open() == nil {
 			return c.written, c.splice()
@@ -271,10 +271,10 @@ func (c *copier) splice() error {
 		c.flow.writing()
 		for c.inPipe > 0 {
 			if err := c.ws.Write(c.outFn); err != nil {
-				return err
+				return writeError{err}
 			}
 			if c.errno != nil {
-				return os.NewSyscallError("splice", c.errno)
+				return writeError{os.NewSyscallError("splice", c.errno)}
 			}
 			if c.n == 0 {
 				return errors.New("splice: pipe empty before its bytes were written")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/closeproxy/closeproxy/policy"
@@ -52,6 +53,21 @@ type result struct {
 
 // errLate: a sink read a byte.
 var errLate = errors.New("late data")
+
+// writeError marks a copier's error as its destination's: writing (or
+// splicing out) failed, not reading its source. Which leg failed decides
+// whose reset the record names: the kernel's state alone cannot tell, as
+// a leg whose FINs went both ways in order is closed too.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return e.err.Error() }
+func (e writeError) Unwrap() error { return e.err }
+
+// writing reports that err came from writing to a copier's destination.
+func writing(err error) bool {
+	var w writeError
+	return errors.As(err, &w)
+}
 
 // The errors of sessions cut by a peer or a timer, so that the record's
 // error says what happened.
@@ -282,23 +298,31 @@ func (x *executor) sendDone(l *leg) {
 }
 
 // failed handles a copier that ended with an error: a socket the proxy
-// closed itself, a peer's reset, or another failure.
+// closed itself, a peer's reset, or another failure. The leg the failing
+// call was on is looked at first: a reset is its errno, or (taken by an
+// earlier call) a socket the kernel closed.
 func (x *executor) failed(d *dir, err error) {
 	src, dst := d.src, d.dst
+	if !src.open() && src.bet { // reset after a grace of silence: its stream counts as ended
+		d.clean = true
+	}
 	switch {
+	case dst != nil && dst.open() && writing(err) && (errors.Is(err, syscall.ECONNRESET) || dst.resetByPeer()):
+		// Whatever else happened, dst was reset; the write took its
+		// error, and a read of dst would now say EOF.
+		x.peerReset(dst)
 	case !src.open():
-		if src.bet { // reset after a grace of silence: its stream counts as ended
-			d.clean = true
-			if dst != nil {
-				x.sendDone(dst)
-			}
+		if src.bet && dst != nil {
+			x.sendDone(dst)
 		}
 	case dst != nil && !dst.open():
 		x.lateData(src) // src's peer sent bytes that dst can no longer take
-	case ResetByPeer(src.conn):
+	case !writing(err) && (errors.Is(err, syscall.ECONNRESET) || src.resetByPeer()):
 		x.peerReset(src)
-	case dst != nil && ResetByPeer(dst.conn):
+	case dst != nil && dst.resetByPeer():
 		x.peerReset(dst)
+	case src.resetByPeer():
+		x.peerReset(src)
 	default:
 		x.cutAll(OutcomeError, fmt.Errorf("relay %s → %s: %w", src.name, nameOf(dst), err))
 	}

@@ -66,8 +66,18 @@ var sessionIDs atomic.Uint64
 // run on any goroutine (it fails no test). with adjusts the Session
 // before it starts.
 func startRelay(t testing.TB, frontLn, backLn *net.TCPListener, front, back config.Close, idle time.Duration, with ...func(*Session)) *relayed {
+	return startTuned(t, frontLn, backLn, front, back, idle, nil, with...)
+}
+
+// startTuned is startRelay with tune, when not nil, called on the proxy's
+// two sockets before the relay starts.
+func startTuned(t testing.TB, frontLn, backLn *net.TCPListener, front, back config.Close, idle time.Duration,
+	tune func(proxyFront, proxyBack *net.TCPConn), with ...func(*Session)) *relayed {
 	client, proxyFront := dialPair(frontLn)
 	proxyBack, backend := dialPair(backLn)
+	if tune != nil {
+		tune(proxyFront, proxyBack)
+	}
 	r := &relayed{client: client, backend: backend, done: make(chan struct{}),
 		drain: make(chan struct{}), kill: make(chan struct{}),
 		rec: NewRecorder(sessionIDs.Add(1), "web", "app", front.TimeWait, back.TimeWait)}

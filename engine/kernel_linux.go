@@ -137,3 +137,17 @@ func ResetByPeer(c syscall.Conn) bool {
 	t := r.read(c)
 	return t.ok && t.state == stateClose
 }
+
+// pendingError reports that c holds an error not yet returned by a call
+// on it (SO_ERROR, which reading clears): a reset nothing has read yet.
+func pendingError(c syscall.Conn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	v := 0
+	if raw.Control(func(fd uintptr) { v, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }) != nil {
+		return false
+	}
+	return err == nil && v != 0
+}

@@ -38,6 +38,8 @@ func ackNow(syscall.Conn) {}
 // ResetByPeer is not available here.
 func ResetByPeer(syscall.Conn) bool { return false }
 
+func pendingError(syscall.Conn) bool { return false }
+
 func finOrder(finObs) order     { return orderUnknown }
 func peerFINState(uint8) bool   { return false }
 func (l *leg) lookForFinWait2() {}

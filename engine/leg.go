@@ -147,6 +147,24 @@ const (
 // measured to within a quarter.
 func tick(budget time.Duration) time.Duration { return max(budget/4, time.Millisecond) }
 
+// closedBy reports whether the kernel closed l, and if so whether the
+// peer's reset did. It also closes a socket once FINs went both ways in
+// order (TIME-WAIT, or LAST-ACK acknowledged) while the proxy had not read
+// the peer's yet: on a leg whose FIN went, only a pending error (which
+// this reads, and so clears) says it was a reset.
+func (l *leg) closedBy() (closed, reset bool) {
+	if !ResetByPeer(l.conn) {
+		return false, false
+	}
+	return true, !l.finSent || pendingError(l.conn)
+}
+
+// resetByPeer reports that l's peer reset it.
+func (l *leg) resetByPeer() bool {
+	closed, reset := l.closedBy()
+	return closed && reset
+}
+
 // closeSocket closes the socket: after a FIN exchange, or with the linger
 // set by reset.
 func (l *leg) closeSocket() {

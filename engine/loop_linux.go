@@ -871,7 +871,7 @@ func (l *loop) forward(r *loopRelay, f *loopFlow, n int) bool {
 		case err == unix.EAGAIN:
 			f.dst.wr, w = false, 0
 		case err != nil:
-			l.report(r, f, os.NewSyscallError("write", err))
+			l.report(r, f, writeError{os.NewSyscallError("write", err)})
 			return false
 		}
 	}
@@ -908,7 +908,7 @@ func (l *loop) flush(r *loopRelay, f *loopFlow) bool {
 			f.dst.wr = false
 			return false
 		case err != nil:
-			l.report(r, f, os.NewSyscallError("write", err))
+			l.report(r, f, writeError{os.NewSyscallError("write", err)})
 			return false
 		}
 		f.written += int64(n)

@@ -1,0 +1,71 @@
+package engine
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
+	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/sockdiag"
+)
+
+// A back leg whose FINs went both ways in order is closed in the kernel
+// (TIME-WAIT) before the proxy has read the backend's last bytes, because
+// the client does not read them; then the client resets. The kernel's
+// closed state is no reset by the backend: the record says client_reset,
+// and the back leg's FIN exchange with its TIME-WAIT where the kernel
+// holds it, not a peer_reset that would claim no TIME-WAIT at all.
+func TestBackLegClosedInOrderIsNoBackendReset(t *testing.T) {
+	resp, _ := payload(96<<10, 3)
+	ends := policyClose(policy.TargetProxy, policy.FallbackFIN) // the proxy's FIN goes first on each leg
+	r := startTuned(t, loopback.Listener(t), loopback.Listener(t), ends, ends, 5*time.Second,
+		func(front, back *net.TCPConn) {
+			_ = front.SetWriteBuffer(4 << 10) // the answer stalls toward the client...
+			_ = back.SetReadBuffer(1 << 20)   // ...and waits whole, with the FIN, in the back leg's queue
+		})
+	t.Cleanup(func() { r.client.Close(); r.backend.Close() })
+	_ = r.client.SetReadBuffer(4 << 10)
+
+	recv(t, writeAsync(r.client, []byte("req"), true), time.Second, "request and FIN")
+	if got, err := io.ReadAll(r.backend); err != nil || string(got) != "req" {
+		t.Fatalf("backend read %q, %v; want req, then the proxy's FIN", got, err)
+	}
+	recv(t, writeAsync(r.backend, resp, true), 5*time.Second, "answer and FIN")
+	// The proxy's end of the back leg reaches TIME-WAIT once the backend's
+	// FIN is in: only the kernel can tell when.
+	back := loopback.AddrPort(r.backend.RemoteAddr())
+	backend := loopback.AddrPort(r.backend.LocalAddr())
+	waitState(t, back, backend, sockdiag.TimeWait)
+
+	_ = r.client.SetLinger(0)
+	_ = r.client.Close()
+	td := r.wait(t, 5*time.Second)
+	if td.Outcome != OutcomeClientReset || td.Front.Close != policy.ClosePeerReset {
+		t.Errorf("record %s (%v), front close %s; want client_reset, peer_reset", td.Outcome, td.Err, td.Front.Close)
+	}
+	if td.Back.Close != policy.CloseFIN || td.Back.Cut || td.Back.FINIn < 0 || td.Back.FINOut < 0 {
+		t.Errorf("back leg close %s cut %v, FINs in %d out %d; want fin, not cut, both FINs", td.Back.Close, td.Back.Cut, td.Back.FINIn, td.Back.FINOut)
+	}
+	if s := td.Back.TimeWait; s != policy.SideProxy && s != policy.SideUnknown {
+		t.Errorf("back leg time_wait %s; the kernel holds it on the proxy's end", s)
+	}
+}
+
+// waitState waits until the socket local ↔ peer is in state, polling the
+// kernel (the only way to see it), for at most 5 s.
+func waitState(t *testing.T, local, peer netip.AddrPort, state sockdiag.State) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		s, ok, err := sockdiag.Find(local, peer)
+		if err != nil {
+			t.Fatalf("sock_diag: %v", err)
+		}
+		if ok && s.State == state {
+			return
+		}
+	}
+	t.Fatalf("%s ↔ %s never reached %s", local, peer, state)
+}
