@@ -551,6 +551,9 @@ func (l *loop) start(r *loopRelay) {
 		l.socks[int32(s.fd)] = s
 	}
 	for _, s := range r.socks {
+		if s.live {
+			continue
+		}
 		// A socket this loop watches already (Connect) is modified, which
 		// tells its state afresh: edges it had while idle were ignored.
 		op := unix.EPOLL_CTL_ADD
@@ -980,11 +983,15 @@ type fdSock struct {
 	own     *net.TCPConn // fd is this connection's own (no duplicate): closed through it
 	dupOf   *net.TCPConn // fd duplicates it, until the hand-over closes it
 	watched bool         // the loop's epoll set has fd already (Connect)
-	r       *loopRelay
-	closed  bool
-	rd, wr  bool      // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
-	shut    bool      // an edge said the peer's FIN or an error is in: read on to EOF
-	ts      *TaskSock // a task's view of it, once asked for
+	// live: a task's socket, watched by this loop with every edge since
+	// delivered to it, so rd, wr and shut are current: a relay it goes on
+	// to here needs no epoll_ctl.
+	live   bool
+	r      *loopRelay
+	closed bool
+	rd, wr bool      // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
+	shut   bool      // an edge said the peer's FIN or an error is in: read on to EOF
+	ts     *TaskSock // a task's view of it, once asked for
 }
 
 func (s *fdSock) ready(ev uint32) {

@@ -151,7 +151,7 @@ func (l *loop) watch(s *fdSock) error {
 	if err := rawEpollCtl(l.epfd, op, s.fd, &ev); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
-	s.watched = true
+	s.watched, s.live = true, true
 	l.socks[int32(s.fd)] = s
 	return nil
 }
