@@ -203,14 +203,24 @@ func (l *loop) afterTask(r *loopRelay) {
 }
 
 // Watch adds a socket to the task: a bare non-blocking descriptor that
-// loop home watches already (Loops.Connect), or none (-1). One another
-// loop watches is taken from it first.
+// loop home watches already, or none (-1). One another loop watches is
+// taken from it first. One this loop watches is an idle connection it
+// left in its set (Leave) or connected (Loops.Connect), whose edges were
+// ignored since: the caller checked it just now (a pool's MSG_PEEK) and
+// found nothing to read, so it needs no epoll_ctl, what comes next
+// raises an edge, and it can take bytes.
 func (rn *Runner) Watch(fd, home int) (*TaskSock, error) {
 	l := rn.l
-	if home >= 0 && home != l.id {
+	if home == l.id {
+		s := &fdSock{fd: fd, r: rn.r, watched: true, live: true, wr: true}
+		l.socks[int32(fd)] = s
+		rn.r.socks = append(rn.r.socks, s)
+		return s.taskSock(), nil
+	}
+	if home >= 0 {
 		l.ls.forget(home, fd)
 	}
-	s := &fdSock{fd: fd, r: rn.r, watched: home == l.id}
+	s := &fdSock{fd: fd, r: rn.r}
 	if err := l.watch(s); err != nil {
 		return nil, err
 	}
@@ -228,6 +238,12 @@ func (rn *Runner) Unwatch(t *TaskSock) error {
 	}
 	return nil
 }
+
+// Leave takes s out of the task but leaves it in the loop's epoll set,
+// its edges ignored: an idle connection that Watch with this loop as its
+// home takes back for nothing (another loop, or Loops.Forget, takes it
+// out of the set first). The descriptor is the caller's again, open.
+func (rn *Runner) Leave(t *TaskSock) { rn.drop(t.s) }
 
 // drop takes s out of the task's sockets and the loop's map.
 func (rn *Runner) drop(s *fdSock) {

@@ -145,12 +145,17 @@ func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 
 // GetIdle is Get without a dial or a wait: the newest idle connection
 // that passes the liveness check, or nil.
-func (p *Pool) GetIdle() *Conn {
+func (p *Pool) GetIdle() *Conn { return p.GetIdleFor(-1) }
+
+// GetIdleFor is GetIdle for a caller on relay loop home: of the newest
+// few idle connections, one that loop watches already (Bare.Home) comes
+// first, as it takes no epoll_ctl to take on; home < 0 prefers none.
+func (p *Pool) GetIdleFor(home int) *Conn {
 	for {
 		p.mu.Lock()
 		var c *Conn
 		if !p.closed {
-			c = p.popIdleLocked()
+			c = p.popIdleLocked(home)
 		}
 		p.mu.Unlock()
 		if c == nil || p.usable(c) {
@@ -205,7 +210,7 @@ func (p *Pool) take(ctx context.Context, start time.Time, idleOK bool) (*Conn, e
 			return nil, ErrPoolClosed
 		}
 		if idleOK {
-			if c := p.popIdleLocked(); c != nil {
+			if c := p.popIdleLocked(-1); c != nil {
 				return c, nil
 			}
 		}
@@ -382,12 +387,29 @@ func (p *Pool) logEvicted(c *Conn, reason string) {
 	}
 }
 
-func (p *Pool) popIdleLocked() *Conn {
+// homeLook is how many of the newest idle connections popIdleLocked
+// looks through for one homed on the caller's loop: the newest are the
+// most likely alive, and the look is bounded.
+const homeLook = 4
+
+// popIdleLocked takes the newest idle connection, or among the newest
+// homeLook the newest whose Bare.Home is home (when home ≥ 0).
+func (p *Pool) popIdleLocked(home int) *Conn {
 	n := len(p.idle)
 	if n == 0 {
 		return nil
 	}
-	c := p.idle[n-1]
+	i := n - 1
+	if home >= 0 {
+		for j := n - 1; j >= max(0, n-homeLook); j-- {
+			if b := p.idle[j].Bare; b != nil && b.Home == home {
+				i = j
+				break
+			}
+		}
+	}
+	c := p.idle[i]
+	copy(p.idle[i:], p.idle[i+1:])
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
 	c.out = true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,5 +238,37 @@ func TestWarmRefillDialsConcurrently(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // the window in which the retries are counted
 	if n := refused.calls.Load() - n0; n > 4 {
 		t.Errorf("%d dials to a refusing backend in 500ms with a 200ms backoff: want one refiller retrying (at most ~3), not %d", n, maxRefillers)
+	}
+}
+
+// GetIdleFor's pick: among the newest homeLook idle connections, the
+// newest that the caller's loop watches already; else the newest. The
+// others keep their order.
+func TestPopIdlePrefersTheCallersLoop(t *testing.T) {
+	homes := func(p *Pool) (hs []int) {
+		for _, c := range p.idle {
+			hs = append(hs, c.Bare.Home)
+		}
+		return hs
+	}
+	for _, tc := range []struct {
+		idle       []int // Bare.Home, oldest first
+		home, took int
+		left       []int
+	}{
+		{[]int{0, 1, 0, 1}, 0, 0, []int{0, 1, 1}},
+		{[]int{0, 1, 0, 1}, 1, 1, []int{0, 1, 0}},
+		{[]int{0, 1, 1, 1, 1}, 0, 1, []int{0, 1, 1, 1}}, // beyond the look: the newest
+		{[]int{1, -1, 0, -1}, -1, -1, []int{1, -1, 0}},  // no preference
+		{[]int{2, 0, 1, 1}, 0, 0, []int{2, 1, 1}},
+	} {
+		p := &Pool{}
+		for _, h := range tc.idle {
+			p.idle = append(p.idle, &Conn{Bare: &Bare{FD: -1, Home: h}})
+		}
+		c := p.popIdleLocked(tc.home)
+		if c.Bare.Home != tc.took || !slices.Equal(homes(p), tc.left) || !c.out {
+			t.Errorf("idle %v, for loop %d: took one of %d leaving %v; want %d leaving %v", tc.idle, tc.home, c.Bare.Home, homes(p), tc.took, tc.left)
+		}
 	}
 }
