@@ -299,15 +299,21 @@ func (x *executor) sendDone(l *leg) {
 
 // failed handles a copier that ended with an error: a socket the proxy
 // closed itself, a peer's reset, or another failure. The leg the failing
-// call was on is looked at first: a reset is its errno, or (taken by an
-// earlier call) a socket the kernel closed.
+// call was on (failing) is looked at first, then the other: a reset is
+// the call's ECONNRESET, or (taken by an earlier call) a socket the
+// kernel closed.
 func (x *executor) failed(d *dir, err error) {
 	src, dst := d.src, d.dst
+	failing, other := src, dst
+	if writing(err) && dst != nil {
+		failing, other = dst, src
+	}
 	if !src.open() && src.bet { // reset after a grace of silence: its stream counts as ended
 		d.clean = true
 	}
+	reset := func(l *leg) bool { return errors.Is(err, syscall.ECONNRESET) || l.resetByPeer() }
 	switch {
-	case dst != nil && dst.open() && writing(err) && (errors.Is(err, syscall.ECONNRESET) || dst.resetByPeer()):
+	case failing == dst && dst.open() && reset(dst):
 		// Whatever else happened, dst was reset; the write took its
 		// error, and a read of dst would now say EOF.
 		x.peerReset(dst)
@@ -317,12 +323,10 @@ func (x *executor) failed(d *dir, err error) {
 		}
 	case dst != nil && !dst.open():
 		x.lateData(src) // src's peer sent bytes that dst can no longer take
-	case !writing(err) && (errors.Is(err, syscall.ECONNRESET) || src.resetByPeer()):
+	case failing == src && reset(src):
 		x.peerReset(src)
-	case dst != nil && dst.resetByPeer():
-		x.peerReset(dst)
-	case src.resetByPeer():
-		x.peerReset(src)
+	case other != nil && other.resetByPeer():
+		x.peerReset(other)
 	default:
 		x.cutAll(OutcomeError, fmt.Errorf("relay %s → %s: %w", src.name, nameOf(dst), err))
 	}

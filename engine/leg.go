@@ -148,10 +148,10 @@ const (
 func tick(budget time.Duration) time.Duration { return max(budget/4, time.Millisecond) }
 
 // closedBy reports whether the kernel closed l, and if so whether the
-// peer's reset did. It also closes a socket once FINs went both ways in
-// order (TIME-WAIT, or LAST-ACK acknowledged) while the proxy had not read
-// the peer's yet: on a leg whose FIN went, only a pending error (which
-// this reads, and so clears) says it was a reset.
+// peer's reset did. The kernel also closes a socket once FINs went both
+// ways in order (TIME-WAIT, or LAST-ACK acknowledged) while the proxy had
+// not read the peer's yet: on a leg whose FIN went, only a pending error
+// (which this reads, and so clears) says it was a reset.
 func (l *leg) closedBy() (closed, reset bool) {
 	if !ResetByPeer(l.conn) {
 		return false, false

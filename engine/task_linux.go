@@ -211,18 +211,17 @@ func (l *loop) afterTask(r *loopRelay) {
 // raises an edge, and it can take bytes.
 func (rn *Runner) Watch(fd, home int) (*TaskSock, error) {
 	l := rn.l
-	if home == l.id {
-		s := &fdSock{fd: fd, r: rn.r, watched: true, live: true, wr: true}
-		l.socks[int32(fd)] = s
-		rn.r.socks = append(rn.r.socks, s)
-		return s.taskSock(), nil
-	}
-	if home >= 0 {
-		l.ls.forget(home, fd)
-	}
 	s := &fdSock{fd: fd, r: rn.r}
-	if err := l.watch(s); err != nil {
-		return nil, err
+	if home == l.id {
+		s.watched, s.live, s.wr = true, true, true
+		l.socks[int32(fd)] = s
+	} else {
+		if home >= 0 {
+			l.ls.forget(home, fd)
+		}
+		if err := l.watch(s); err != nil {
+			return nil, err
+		}
 	}
 	rn.r.socks = append(rn.r.socks, s)
 	return s.taskSock(), nil

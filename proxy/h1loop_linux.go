@@ -330,9 +330,15 @@ func (h *h1Loop) releaseKept() {
 	if c == nil {
 		return
 	}
-	h.rn.Leave(h.keptSock) // its next user on this loop takes it as it is
-	c.Bare.Home = h.rn.Loop()
+	h.putBack(c, h.keptSock)
 	h.kept, h.keptSock = nil, nil
+}
+
+// putBack gives c, idle, back to its pool, left in this loop's epoll set:
+// its next user on this loop takes it as it is.
+func (h *h1Loop) putBack(c *pool.Conn, s *engine.TaskSock) {
+	h.rn.Leave(s)
+	c.Bare.Home = h.rn.Loop()
 	h.ss.sv.pool.Put(c)
 }
 
@@ -911,9 +917,7 @@ func (h *h1Loop) badBody(err error) {
 	x := h.x
 	h.rec().Outcome(engine.OutcomeBadRequest, fmt.Errorf("read request body: %w", err))
 	if x.hold {
-		h.rn.Leave(x.back)
-		x.bc.Bare.Home = h.rn.Loop()
-		h.ss.sv.pool.Put(x.bc)
+		h.putBack(x.bc, x.back)
 		x.back, x.bc = nil, nil
 	}
 	h.answer(400, "Bad Request")
