@@ -41,7 +41,13 @@ func NewLoops(n int, drain, kill <-chan struct{}) (*Loops, error) {
 // An error means nothing was handed over and the connections are
 // untouched: the caller relays them itself.
 func (ls *Loops) Relay(s *Session, front, back Socket, p Pending, done func()) error {
-	return ls.impl.relay(s, front, back, p, done)
+	return ls.impl.relay(-1, s, front, back, p, done)
+}
+
+// RelayOn is Relay on loop on (as Listen's accept is told) when no loop
+// watches either leg yet; on -1 is Relay.
+func (ls *Loops) RelayOn(on int, s *Session, front, back Socket, p Pending, done func()) error {
+	return ls.impl.relay(on, s, front, back, p, done)
 }
 
 // Connect waits, bounded by ctx, until the connection that fd (a

@@ -97,7 +97,7 @@ func (ls *loops) watch(drain, kill <-chan struct{}) {
 	}
 }
 
-func (ls *loops) relay(s *Session, front, back Socket, p Pending, done func()) error {
+func (ls *loops) relay(on int, s *Session, front, back Socket, p Pending, done func()) error {
 	home := back.Home
 	if home < 0 {
 		home = front.Home
@@ -109,7 +109,7 @@ func (ls *loops) relay(s *Session, front, back Socket, p Pending, done func()) e
 		return err
 	}
 	if home < 0 {
-		home = int(ls.next.Add(1)) % len(ls.ls)
+		home = ls.pick(on)
 	}
 	l := ls.ls[home]
 	r := newLoopRelay(l, done)
@@ -120,6 +120,14 @@ func (ls *loops) relay(s *Session, front, back Socket, p Pending, done func()) e
 	r.setPair(s, p)
 	l.post(message{add: r})
 	return nil
+}
+
+// pick is loop on when there is one, else the next in turn.
+func (ls *loops) pick(on int) int {
+	if on >= 0 && on < len(ls.ls) {
+		return on
+	}
+	return int(ls.next.Add(1)) % len(ls.ls)
 }
 
 // setPair makes r the relay of its two sockets, front then back, both
@@ -305,6 +313,7 @@ func dupFD(c *net.TCPConn) (int, error) {
 type message struct {
 	add                      *loopRelay
 	connect, cancel          *connecting
+	listen                   *listenMsg
 	err                      error // cancel's
 	begun, drain, kill, quit bool
 }
@@ -327,6 +336,7 @@ type loop struct {
 	events   []unix.EpollEvent
 	socks    map[int32]*fdSock
 	connects map[int32]*connecting
+	listens  map[int32]*listening // Listen's sockets
 	relays   map[*loopRelay]struct{}
 	timers   relayHeap
 	scratch  []byte         // every read lands here first
@@ -339,6 +349,7 @@ type loop struct {
 	draining bool
 	killed   bool
 	quit     bool
+	exited   chan struct{} // closed when run returns
 
 	mu    sync.Mutex
 	inbox []message
@@ -369,7 +380,7 @@ func newLoop(ls *loops) (*loop, error) {
 	}
 	l := &loop{ls: ls, id: len(ls.ls), ep: os.NewFile(uintptr(epfd), "epoll"), epfd: epfd, efd: efd,
 		events: make([]unix.EpollEvent, loopEvents), socks: map[int32]*fdSock{}, connects: map[int32]*connecting{},
-		relays: map[*loopRelay]struct{}{}, scratch: make([]byte, chunkSize)}
+		listens: map[int32]*listening{}, exited: make(chan struct{}), relays: map[*loopRelay]struct{}{}, scratch: make([]byte, chunkSize)}
 	l.poll = l.pollOnce
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
 		l.release()
@@ -402,6 +413,7 @@ func (l *loop) post(m message) {
 
 // run handles events, timers and messages until told to quit.
 func (l *loop) run() {
+	defer close(l.exited)
 	defer l.release()
 	for !l.quit {
 		l.runTimers(time.Now())
@@ -428,6 +440,8 @@ func (l *loop) run() {
 					err = connectResult(c.fd) // a failed connect always raises EPOLLERR
 				}
 				c.done <- err
+			} else if ln := l.listens[ev.Fd]; ln != nil {
+				l.acceptOn(ln)
 			}
 		}
 		if l.mail.Load() {
@@ -498,6 +512,8 @@ func (l *loop) readInbox() {
 			} else {
 				l.connects[int32(m.connect.fd)] = m.connect
 			}
+		case m.listen != nil:
+			l.listenMessage(m.listen)
 		case m.cancel != nil:
 			if l.connects[int32(m.cancel.fd)] == m.cancel {
 				delete(l.connects, int32(m.cancel.fd))

@@ -10,7 +10,7 @@ type loops struct{}
 
 func newLoops(int, <-chan struct{}, <-chan struct{}) (*loops, error) { return &loops{}, nil }
 
-func (*loops) relay(*Session, Socket, Socket, Pending, func()) error { return errUnsupported }
+func (*loops) relay(int, *Session, Socket, Socket, Pending, func()) error { return errUnsupported }
 
 func (*loops) connect(context.Context, int) (int, error) { return -1, errUnsupported }
 

@@ -101,13 +101,17 @@ var ErrWouldBlock = errors.New("would block")
 // Start hands t to the next loop. fd, a bare non-blocking socket no loop
 // watches, is the task's first socket: its first edge comes to t.Ready.
 // An error means nothing was handed over.
-func (ls *Loops) Start(t Task, fd int) error { return ls.impl.startTask(t, fd) }
+func (ls *Loops) Start(t Task, fd int) error { return ls.impl.startTask(-1, t, fd) }
 
-func (ls *loops) startTask(t Task, fd int) error {
+// StartOn is Start on loop on (as Listen's accept is told), or on the
+// next loop when on is -1.
+func (ls *Loops) StartOn(on int, t Task, fd int) error { return ls.impl.startTask(on, t, fd) }
+
+func (ls *loops) startTask(on int, t Task, fd int) error {
 	if err := ls.enter(); err != nil {
 		return err
 	}
-	l := ls.ls[int(ls.next.Add(1))%len(ls.ls)]
+	l := ls.ls[ls.pick(on)]
 	r := newLoopRelay(l, nil)
 	r.task = t
 	r.sockArr[0] = &fdSock{fd: fd, r: r}

@@ -8,8 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/engine"
@@ -50,17 +52,10 @@ func acceptFD(w *os.File) (fd int, peer netip.AddrPort, err error) {
 	if err != nil {
 		return -1, netip.AddrPort{}, err
 	}
-	var sa unix.RawSockaddrAny
 	var opErr syscall.Errno
 	err = rc.Read(func(s uintptr) bool {
 		for {
-			n := uint32(unix.SizeofSockaddrAny)
-			// unix.Accept4 would also ask every IPv4 socket its protocol
-			// (a getsockopt) to tell L2TP apart.
-			// Raw: on a non-blocking socket it never waits (see dialBare).
-			r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, s, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n)),
-				unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-			fd, opErr = int(r), e
+			fd, peer, opErr = accept4(s)
 			switch opErr {
 			case unix.EINTR, unix.ECONNABORTED:
 				continue // as Go's Accept: the next one
@@ -76,7 +71,117 @@ func acceptFD(w *os.File) (fd int, peer netip.AddrPort, err error) {
 	case opErr != 0:
 		return -1, netip.AddrPort{}, os.NewSyscallError("accept4", opErr)
 	}
-	return fd, rawPort(&sa), nil
+	return fd, peer, nil
+}
+
+// accept4 takes one connection of the non-blocking listening socket s, as
+// a non-blocking, close-on-exec descriptor.
+func accept4(s uintptr) (int, netip.AddrPort, syscall.Errno) {
+	var sa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	// unix.Accept4 would also ask every IPv4 socket its protocol (a
+	// getsockopt) to tell L2TP apart. Raw: on a non-blocking socket it
+	// never waits (see dialBare).
+	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, s, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n)),
+		unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, netip.AddrPort{}, e
+	}
+	return int(r), rawPort(&sa), 0
+}
+
+// listenOnLoops has the relay loops accept l's connections (Loops.Listen)
+// instead of a goroutine: a session that starts on the loop that accepted
+// it costs no wake-up of another goroutine on its way there. False: there
+// are no loops, l has no bare waiter, or the loops refused; a goroutine
+// accepts (acceptLoop).
+func (s *Server) listenOnLoops(l *listener) bool {
+	ls := s.loops.Load()
+	if ls == nil || l.wait == nil {
+		return false
+	}
+	rc, err := l.wait.SyscallConn()
+	if err != nil {
+		return false
+	}
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		return false
+	}
+	stop, err := ls.Listen(fd, func(home int) time.Duration { return s.acceptOn(l, fd, home) })
+	if err != nil {
+		s.log.Warn("relay loops cannot accept; a goroutine does", zap.String("listener", l.conf.Load().cfg.Name), zap.Error(err))
+		return false
+	}
+	l.unlisten = stop
+	return true
+}
+
+// acceptBudget is how many connections a loop takes from a listener in
+// one turn before its sessions get theirs; the rest wait for the next
+// turn (the loops watch listeners level-triggered).
+const acceptBudget = 16
+
+// acceptOn takes up to acceptBudget connections of l (whose socket is
+// fd) on relay loop home, and starts their sessions as acceptLoop does.
+// The pause is the backoff after an error that passes (out of
+// descriptors or memory); an error that does not is Serve's end, as
+// acceptLoop's.
+func (s *Server) acceptOn(l *listener, fd, home int) (pause time.Duration) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("accept on a relay loop panicked", zap.Any("panic", p), zap.Stack("stack"))
+		}
+	}()
+	for range acceptBudget {
+		c, peer, e := accept4(uintptr(fd))
+		switch e {
+		case 0:
+		case unix.EAGAIN:
+			return 0
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		default:
+			return s.acceptFailed(l, os.NewSyscallError("accept4", e))
+		}
+		if l.backoff.Load() != 0 {
+			l.backoff.Store(0)
+		}
+		lc := l.conf.Load()
+		var tc *net.TCPConn
+		if !s.bare(lc) { // a reload changed the listener
+			var err error
+			if tc, err = fdConn(c); err != nil {
+				_ = engine.CloseFD(c)
+				s.log.Warn("accept: make a connection of a bare descriptor", zap.String("listener", lc.cfg.Name), zap.Error(err))
+				continue
+			}
+			c = -1
+		}
+		s.accepted(l, lc, tc, c, peer, home)
+	}
+	return 0
+}
+
+// acceptFailed is the pause after an accept error on a loop: a backoff
+// that doubles, from 5ms up to a second, while the error passes; a
+// second after one that does not, which ends Serve.
+func (s *Server) acceptFailed(l *listener, err error) time.Duration {
+	name := l.conf.Load().cfg.Name
+	if !isTemporary(err) {
+		select {
+		case s.fatal <- fmt.Errorf("listener %q: accept: %w", name, err):
+		default:
+		}
+		return time.Second
+	}
+	backoff := min(max(2*time.Duration(l.backoff.Load()), 5*time.Millisecond), time.Second)
+	l.backoff.Store(int64(backoff))
+	if outOfFiles(err) {
+		go s.releaseFiles() // two collections: not on a loop
+	}
+	s.log.Warn("accept failed; backing off", zap.String("listener", name), zap.Duration("backoff", backoff), zap.Error(err))
+	return backoff
 }
 
 // rawPort is the address in sa (IPv4 or IPv6, IPv4-mapped unmapped).

@@ -23,6 +23,9 @@ func acceptFD(*os.File) (int, netip.AddrPort, error) {
 
 func bareWaiter(net.Listener) (*os.File, error) { return nil, nil }
 
+// listenOnLoops: a goroutine accepts (there are no relay loops here).
+func (*Server) listenOnLoops(*listener) bool { return false }
+
 func dialBare(context.Context, *engine.Loops, netip.AddrPort, bool) (*pool.Bare, error) {
 	return nil, errNoBare
 }

@@ -186,7 +186,7 @@ func (ss *session) startTask(ls *engine.Loops, t engine.Task) bool {
 	ss.eng = ss.engine(ss.srv.drainCtx, ss.srv.kill)
 	fd := ss.bare
 	ss.bare = -1 // the loop's, before it can run the task
-	if err := ls.Start(t, fd); err != nil {
+	if err := ls.StartOn(ss.home, t, fd); err != nil {
 		ss.bare = fd
 		return false
 	}

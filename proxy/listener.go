@@ -21,7 +21,11 @@ import (
 type listener struct {
 	ln   net.Listener
 	addr netip.AddrPort // ln's address
-	wait *os.File       // what bare accepts wait on (relay = "loop"); nil otherwise
+	wait *os.File       // what bare accepts wait on (relay = "loop"), the loops' listening socket; nil otherwise
+	// unlisten stops the relay loops accepting on wait (listenOnLoops);
+	// nil when a goroutine accepts.
+	unlisten func()
+	backoff  atomic.Int64 // the loops' accept backoff, a time.Duration
 	// stopped is set by close: an *os.File's wait ends with an error
 	// that is not net.ErrClosed.
 	stopped atomic.Bool
@@ -83,6 +87,9 @@ func (s *Server) configureLocked(cfg *config.Config, lns []*listener) {
 // close stops l listening.
 func (l *listener) close() {
 	l.stopped.Store(true)
+	if l.unlisten != nil {
+		l.unlisten() // no loop accepts on wait once it returns
+	}
 	_ = l.ln.Close()
 	if l.wait != nil {
 		_ = l.wait.Close()
@@ -90,6 +97,9 @@ func (l *listener) close() {
 }
 
 func (s *Server) startAcceptLocked(l *listener) {
+	if s.listenOnLoops(l) {
+		return
+	}
 	s.accepts.Add(1)
 	go func() {
 		defer s.accepts.Done()
@@ -145,7 +155,7 @@ func (s *Server) acceptLoop(l *listener) error {
 			}
 			fd = -1
 		}
-		s.accepted(l, lc, c, fd, peer)
+		s.accepted(l, lc, c, fd, peer, -1)
 	}
 }
 
@@ -174,14 +184,20 @@ func (s *Server) sleepUnlessDone(d time.Duration) bool {
 }
 
 // accepted starts a session for c, or for the bare descriptor fd from
-// peer when c is nil, or resets it past max_connections.
-func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn, fd int, peer netip.AddrPort) {
+// peer when c is nil, or resets it past max_connections. home is the
+// relay loop that accepted it (and runs it when it can), or -1: a
+// goroutine did.
+func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn, fd int, peer netip.AddrPort, home int) {
 	s.obs.Accepted(lc.cfg.Name)
 	if max := lc.cfg.MaxConnections; max > 0 && l.open.Load() >= int64(max) {
 		ss := s.newSession(l, lc, c, fd, peer)
 		ss.refuse(engine.OutcomeOverLimit, fmt.Errorf("max_connections %d reached", max))
 		s.obs.Rejected(lc.cfg.Name, string(engine.OutcomeOverLimit))
-		s.record(ss.rec.Done())
+		if td := ss.rec.Done(); home >= 0 {
+			go s.record(td) // a record sink may block; a loop must not
+		} else {
+			s.record(td)
+		}
 		return
 	}
 	l.open.Add(1)
@@ -193,6 +209,7 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn, fd int,
 		// A bare session may start its relay from here (its end counts
 		// it out, as run's does).
 		ss := s.newSession(l, lc, nil, fd, peer)
+		ss.home = home
 		started := false
 		switch {
 		case lc.be.cfg.Protocol == config.ProtocolHTTP1:

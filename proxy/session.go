@@ -31,6 +31,7 @@ type session struct {
 	sv    *server  // the server in use, once one gave a connection
 	front *net.TCPConn
 	bare  int        // the front as a bare descriptor (acceptFD) when front is nil; else -1
+	home  int        // the relay loop that accepted the front (Loops.Listen), or -1
 	back  *pool.Conn // a tcp session's backend connection, once it has one
 	order []*server  // the servers in the balancer's order, when atOnce asked it
 	rec   *engine.Recorder
@@ -48,7 +49,7 @@ func (s *Server) newSession(l *listener, lc *listenerConf, c *net.TCPConn, fd in
 	} else {
 		rec.Accepted(localFD(fd, l.addr), peer, netip.AddrPort{})
 	}
-	return &session{srv: s, l: l, ln: ln, bk: lc.be, front: c, bare: fd, rec: rec}
+	return &session{srv: s, l: l, ln: ln, bk: lc.be, front: c, bare: fd, home: -1, rec: rec}
 }
 
 // refuse ends the front, which has had no byte relayed, with an RST.
@@ -181,8 +182,9 @@ func (ss *session) relay(p engine.Pending) (handedOver bool) {
 	return false
 }
 
-// atOnce starts a bare session's relay on the loops from the accepting
-// goroutine, when nothing on its way can wait: its backend connection is
+// atOnce starts a bare session's relay on the loops where it was accepted
+// (the relay loop that accepted it, or the accepting goroutine), when
+// nothing on its way can wait: its backend connection is
 // a warm one of the server the balancer puts first, or a new one the
 // kernel connected inside connect(2) (pool.Pool.DialNow), and no PROXY
 // header goes to it. The session then costs no goroutine of its own. False: none
@@ -203,7 +205,7 @@ func (ss *session) atOnce(drainCtx, begun context.Context, kill <-chan struct{})
 	t0 := time.Now()
 	ss.order = ss.bk.order(ss.rec.Client().Addr()) // the balancer is asked once a session
 	sv := ss.order[0]
-	c := sv.pool.GetIdle()
+	c := sv.pool.GetIdleFor(ss.home)
 	if c == nil {
 		c = sv.pool.DialNow() // a backend on this host: connected inside the call
 	}
@@ -282,7 +284,7 @@ func (ss *session) handOver(p engine.Pending) bool {
 	if b := ss.back.Bare; b != nil {
 		back = engine.Bare(b.FD, b.Home)
 	}
-	if err := ls.Relay(ss.eng, front, back, p, func() { go ss.end() }); err != nil {
+	if err := ls.RelayOn(ss.home, ss.eng, front, back, p, func() { go ss.end() }); err != nil {
 		s.loopRefused.Do(func() {
 			s.log.Warn(`relay = "loop": the event loops refused a session; such sessions relay on goroutines`, zap.Error(err))
 		})
