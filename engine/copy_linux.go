@@ -132,6 +132,10 @@ func (l *chunkList) Put(b *[chunkSize]byte) {
 // empties).
 //
 // f, when not nil, is told of every read and write, for the executor.
+// writeFailedHook, when set (tests), is called by a copier whose write
+// failed, before it reports.
+var writeFailedHook func()
+
 func relayCopy(dst, src *net.TCPConn, f *flow) (int64, error) { return copyStream(dst, src, -1, f) }
 
 // CopyN copies exactly n bytes from src to dst as the relay does, never
@@ -193,6 +197,9 @@ func copyStream(dst, src *net.TCPConn, limit int64, f *flow) (int64, error) {
 		c.buf = nil
 		c.written += int64(m)
 		if err != nil {
+			if writeFailedHook != nil {
+				writeFailedHook()
+			}
 			return c.written, writeError{err}
 		}
 		if n == chunkSize && c.more() && c.pipe.open() == nil {
@@ -274,6 +281,9 @@ func (c *copier) splice() error {
 				return writeError{err}
 			}
 			if c.errno != nil {
+				if writeFailedHook != nil {
+					writeFailedHook()
+				}
 				return writeError{os.NewSyscallError("splice", c.errno)}
 			}
 			if c.n == 0 {

@@ -244,6 +244,8 @@ func (x *executor) onResult(r result) {
 		x.rec.Received(d.src.name, r.n)
 	}
 	switch {
+	case r.err == nil && d.dst != nil && x.resetReadAsEOF(d.src):
+		x.peerReset(d.src)
 	case r.err == nil:
 		x.peerFIN(d)
 	case errors.Is(r.err, errLate):
@@ -253,6 +255,21 @@ func (x *executor) onResult(r result) {
 	default:
 		x.failed(d, r.err)
 	}
+}
+
+// resetReadAsEOF tells an EOF from the client that was its reset: a
+// write to the client that met the RST first took the socket's error,
+// and a read after it says EOF (the copiers on goroutines race so). The
+// kernel closed the socket (CLOSE) where a FIN alone leaves it in
+// CLOSE-WAIT. Passing that EOF on as a FIN would show the backend an
+// aborted upload as complete. A client that sent a FIN and then a reset
+// reads the same: its stream was whole, and the backend gets a reset in
+// place of the FIN, as it would once the reset is read. The backend's
+// EOF is not looked at so: there a FIN then a reset (an early answer,
+// then a close with the rest of the request unread) is common, and the
+// answer queued toward the client must not be cut.
+func (x *executor) resetReadAsEOF(l *leg) bool {
+	return l.name == policy.Front && !l.finSent && ResetByPeer(l.conn)
 }
 
 // peerFIN: the peer of d's source sent its FIN and every byte before it
