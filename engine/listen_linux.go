@@ -9,10 +9,9 @@ import (
 
 // Listen has every loop watch fd, a non-blocking listening socket, and
 // call accept on its own goroutine when connections wait: accept takes
-// them (accept4) and starts their sessions there, so a session begun
-// this way costs no wake-up of another goroutine, and Relay, Start and
-// their kind told loop (the argument) run it on that loop with no
-// eventfd write. The loops wait on fd with EPOLLEXCLUSIVE: a connection
+// them (accept4) and starts their sessions there: RelayOn and StartOn
+// with the loop it was told run a session on that loop, with no wake-up
+// of another goroutine and no eventfd write. The loops wait on fd with EPOLLEXCLUSIVE: a connection
 // wakes one parked loop, not all. accept returns a pause > 0 when the
 // host is out of descriptors or memory: that loop stops watching fd for
 // the pause.

@@ -147,18 +147,7 @@ func (s *Server) acceptOn(l *listener, fd, home int) (pause time.Duration) {
 		if l.backoff.Load() != 0 {
 			l.backoff.Store(0)
 		}
-		lc := l.conf.Load()
-		var tc *net.TCPConn
-		if !s.bare(lc) { // a reload changed the listener
-			var err error
-			if tc, err = fdConn(c); err != nil {
-				_ = engine.CloseFD(c)
-				s.log.Warn("accept: make a connection of a bare descriptor", zap.String("listener", lc.cfg.Name), zap.Error(err))
-				continue
-			}
-			c = -1
-		}
-		s.accepted(l, lc, tc, c, peer, home)
+		s.acceptedFD(l, c, peer, home)
 	}
 	return 0
 }

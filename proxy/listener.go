@@ -147,16 +147,30 @@ func (s *Server) acceptLoop(l *listener) error {
 			return fmt.Errorf("listener %q: accept: %w", lc.cfg.Name, err)
 		}
 		backoff = 0
-		if fd >= 0 && !s.bare(lc) { // a reload changed the listener meanwhile
-			if c, err = fdConn(fd); err != nil {
-				_ = engine.CloseFD(fd)
-				s.log.Warn("accept: make a connection of a bare descriptor", zap.String("listener", lc.cfg.Name), zap.Error(err))
-				continue
-			}
-			fd = -1
+		if c == nil {
+			s.acceptedFD(l, fd, peer, -1)
+			continue
 		}
 		s.accepted(l, lc, c, fd, peer, -1)
 	}
+}
+
+// acceptedFD starts the session of a bare descriptor accepted on l by a
+// goroutine (home -1) or a relay loop; a reload may have made l's
+// sessions ones that need a *net.TCPConn meanwhile.
+func (s *Server) acceptedFD(l *listener, fd int, peer netip.AddrPort, home int) {
+	lc := l.conf.Load()
+	if s.bare(lc) {
+		s.accepted(l, lc, nil, fd, peer, home)
+		return
+	}
+	c, err := fdConn(fd)
+	if err != nil {
+		_ = engine.CloseFD(fd)
+		s.log.Warn("accept: make a connection of a bare descriptor", zap.String("listener", lc.cfg.Name), zap.Error(err))
+		return
+	}
+	s.accepted(l, lc, c, -1, peer, home)
 }
 
 // bare tells whether the listener's connections go to the relay loops
