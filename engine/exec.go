@@ -244,7 +244,7 @@ func (x *executor) onResult(r result) {
 		x.rec.Received(d.src.name, r.n)
 	}
 	switch {
-	case r.err == nil && d.dst != nil && x.resetReadAsEOF(d.src):
+	case r.err == nil && d.dst != nil && x.resetReadAsEOF(d.src, r.n):
 		x.peerReset(d.src)
 	case r.err == nil:
 		x.peerFIN(d)
@@ -257,19 +257,32 @@ func (x *executor) onResult(r result) {
 	}
 }
 
-// resetReadAsEOF tells an EOF from the client that was its reset: a
-// write to the client that met the RST first took the socket's error,
-// and a read after it says EOF (the copiers on goroutines race so). The
-// kernel closed the socket (CLOSE) where a FIN alone leaves it in
-// CLOSE-WAIT. Passing that EOF on as a FIN would show the backend an
-// aborted upload as complete. A client that sent a FIN and then a reset
+// resetReadAsEOF tells an EOF that was the peer's reset: a write to the
+// peer that met the RST first took the socket's error, and a read after
+// it says EOF (the copiers on goroutines race so). Passing that EOF on
+// as a FIN would show the other peer a cut stream as whole: an aborted
+// upload to the backend, a truncated answer to the client. n is what the
+// reading copier read.
+//
+// The client's: the kernel closed the socket (CLOSE) where a FIN alone
+// leaves it in CLOSE-WAIT. A client that sent a FIN and then a reset
 // reads the same: its stream was whole, and the backend gets a reset in
-// place of the FIN, as it would once the reset is read. The backend's
-// EOF is not looked at so: there a FIN then a reset (an early answer,
-// then a close with the rest of the request unread) is common, and the
-// answer queued toward the client must not be cut.
-func (x *executor) resetReadAsEOF(l *leg) bool {
-	return l.name == policy.Front && !l.finSent && ResetByPeer(l.conn)
+// place of the FIN, as it would once the reset is read.
+//
+// The backend's: CLOSE is not enough, for a FIN and then a reset (an
+// early answer, then a close with the rest of the request unread) is
+// common, and the answer queued toward the client must not be cut. The
+// kernel counts a FIN received as one byte: a socket that received no
+// more than what was read off it had no FIN.
+func (x *executor) resetReadAsEOF(l *leg, n int64) bool {
+	switch {
+	case l.finSent:
+		return false
+	case l.name == policy.Front:
+		return ResetByPeer(l.conn)
+	default:
+		return l.readKnown && resetWithoutFIN(l.conn, l.readBase+uint64(n))
+	}
 }
 
 // peerFIN: the peer of d's source sent its FIN and every byte before it

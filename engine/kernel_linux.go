@@ -138,6 +138,45 @@ func ResetByPeer(c syscall.Conn) bool {
 	return t.ok && t.state == stateClose
 }
 
+// readSoFar is the kernel's count of what was read off c so far, in
+// TCP_INFO's bytes_received terms: the payload received less what waits
+// unread (SIOCINQ). It is known (ok) while the peer's FIN has not come
+// (a FIN counts one in bytes_received) and no byte arrived between the
+// readings.
+func readSoFar(c syscall.Conn) (read uint64, ok bool) {
+	var r infoReader
+	for range 3 {
+		before := r.read(c)
+		if !before.ok || !noFINYet(before.state) {
+			return 0, false
+		}
+		q, err := recvQueue(c)
+		if err != nil {
+			return 0, false
+		}
+		if after := r.read(c); after.ok && after.received == before.received {
+			return before.received - uint64(q), true
+		}
+	}
+	return 0, false
+}
+
+// noFINYet says whether a socket in state s has not received its peer's
+// FIN.
+func noFINYet(s uint8) bool {
+	return s == stateEstablished || s == stateFinWait1 || s == stateFinWait2
+}
+
+// resetWithoutFIN reports that the kernel closed c on its peer's reset
+// with no FIN before it: c is CLOSE and it received no more than the
+// bytes read off it (read, in readSoFar's terms), where a FIN would
+// count one more.
+func resetWithoutFIN(c syscall.Conn, read uint64) bool {
+	var r infoReader
+	t := r.read(c)
+	return t.ok && t.state == stateClose && t.received == read
+}
+
 // pendingError reports that c holds an error not yet returned by a call
 // on it (SO_ERROR, which reading clears): a reset nothing has read yet.
 func pendingError(c syscall.Conn) bool {

@@ -40,6 +40,10 @@ func ResetByPeer(syscall.Conn) bool { return false }
 
 func pendingError(syscall.Conn) bool { return false }
 
+func readSoFar(syscall.Conn) (uint64, bool) { return 0, false }
+
+func resetWithoutFIN(syscall.Conn, uint64) bool { return false }
+
 func finOrder(finObs) order     { return orderUnknown }
 func peerFINState(uint8) bool   { return false }
 func (l *leg) lookForFinWait2() {}

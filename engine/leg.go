@@ -32,6 +32,11 @@ type leg struct {
 	rec    *Recorder
 	info   infoReader
 	act    activity
+	// readBase, when readKnown: what had been read off the socket when
+	// its copier started, in readSoFar's terms (the back leg of a
+	// session on goroutines; see executor.resetReadAsEOF).
+	readBase  uint64
+	readKnown bool
 	// awaitsEOF: the caller knows the peer waits for EOF (http1: a
 	// close-delimited response).
 	awaitsEOF bool

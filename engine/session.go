@@ -62,6 +62,7 @@ func (s *Session) Relay(front, back *net.TCPConn, pending Pending) {
 	x := newExecutor(s)
 	f := x.addLeg(policy.Front, front)
 	b := x.addLeg(policy.Back, back)
+	b.readBase, b.readKnown = readSoFar(back)
 	x.addDir(f, b)
 	x.addDir(b, f)
 	if x.prime(b, pending.Up) && x.prime(f, pending.Down) {
