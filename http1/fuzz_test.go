@@ -51,6 +51,9 @@ func FuzzReadRequest(f *testing.F) {
 		if hreq.Method != req.Method || hreq.RequestURI != req.Target {
 			t.Fatalf("net/http reads %q %q, we read %q %q", hreq.Method, hreq.RequestURI, req.Method, req.Target)
 		}
+		if hreq.Close != req.Close {
+			t.Fatalf("net/http reads Close %v, we read %v", hreq.Close, req.Close)
+		}
 		hbody, err := io.ReadAll(hreq.Body)
 		if err != nil && strings.Contains(err.Error(), "too much non-data") {
 			return // net/http's overhead heuristic; we relay such bodies unchanged
@@ -69,6 +72,29 @@ func FuzzReadRequest(f *testing.F) {
 		}
 		if hrest, _ := io.ReadAll(hbr); string(hrest) != rest {
 			t.Fatalf("message end differs: net/http leaves %q, we leave %q", hrest, rest)
+		}
+	})
+}
+
+// FuzzCutField checks the one-pass field parser against the line by line
+// one: the same field for every line it accepts, and a refusal (ok false)
+// exactly where parseField names a reason.
+func FuzzCutField(f *testing.F) {
+	for _, l := range []string{"Host: a", "X:  b c \t", "X:", " X: a", "X : a", "X: a\x01", "X\x80: a", "X: \x80\xff", ": a", "X a"} {
+		f.Add(l, true)
+	}
+	f.Fuzz(func(t *testing.T, line string, crlf bool) {
+		if strings.ContainsAny(line, "\r\n") || line == "" {
+			return // headEnd lets through only lines ending in LF, a CR only before it
+		}
+		end := "\n"
+		if crlf {
+			end = "\r\n"
+		}
+		got, rest, ok := cutField(line + end + "next")
+		want, reason := parseField(line)
+		if ok != (reason == "") || ok && (got != want || rest != "next") {
+			t.Fatalf("cutField(%q) = %q, %q, %v; parseField: %q, %q", line, got, rest, ok, want, reason)
 		}
 	})
 }
@@ -145,6 +171,30 @@ func BenchmarkReadRequest(b *testing.B) {
 		r.Reset(req)
 		br.Reset(r)
 		if _, err := ReadRequest(br, Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkReadResponse(b *testing.B) {
+	const resp = "HTTP/1.1 200 OK\r\n" +
+		"Server: nginx/1.22.1\r\n" +
+		"Date: Fri, 04 Dec 2026 01:30:00 GMT\r\n" +
+		"Content-Type: application/json\r\n" +
+		"Content-Length: 612\r\n" +
+		"Last-Modified: Thu, 03 Dec 2026 22:10:41 GMT\r\n" +
+		"Connection: keep-alive\r\n" +
+		"ETag: \"6750a1e1-264\"\r\n" +
+		"Accept-Ranges: bytes\r\n\r\n"
+	req := &Request{Method: "GET", Major: 1, Minor: 1}
+	r := strings.NewReader(resp)
+	br := bufio.NewReader(r)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(resp)))
+	for b.Loop() {
+		r.Reset(resp)
+		br.Reset(r)
+		if _, err := ReadResponse(br, req, Limits{}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -162,18 +162,54 @@ func parseFields(s string, max int, kind error) ([]Field, error) {
 		return nil, tooLarge(kind, fmt.Sprintf("more than %d header fields", max))
 	}
 	fields := make([]Field, 0, n)
-	for {
-		var line string
-		line, s = cutLine(s)
-		if line == "" {
-			return fields, nil
-		}
-		f, reason := parseField(line)
-		if reason != "" {
+	for s[0] != '\r' && s[0] != '\n' { // headEnd let CR in only before LF
+		f, rest, ok := cutField(s)
+		if !ok {
+			line, _ := cutLine(s)
+			_, reason := parseField(line) // the slow path names the reason
 			return nil, refuse(kind, reason)
 		}
-		fields = append(fields, f)
+		fields, s = append(fields, f), rest
 	}
+	return fields, nil
+}
+
+// cutField parses the field line at the start of s in one pass over its
+// bytes, and returns the rest of s after its line ending; a line it does
+// not accept (ok false) parseField refuses. Every line of s ends in LF
+// and holds a CR only just before it (headEnd checked).
+func cutField(s string) (f Field, rest string, ok bool) {
+	i := 0
+	for i < len(s) && tchar[s[i]] {
+		i++
+	}
+	if i == 0 || i == len(s) || s[i] != ':' {
+		return Field{}, "", false
+	}
+	name := s[:i]
+	for i++; i < len(s) && isOWS(s[i]); i++ {
+	}
+	start, end := i, i
+	for ; i < len(s); i++ {
+		c := valueByte[s[i]]
+		if c == 0 {
+			break
+		}
+		if c == vchar {
+			end = i + 1
+		}
+	}
+	switch {
+	case i == len(s):
+		return Field{}, "", false
+	case s[i] == '\n':
+		i++
+	case s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n':
+		i += 2
+	default:
+		return Field{}, "", false
+	}
+	return Field{Name: name, Value: s[start:end]}, s[i:], true
 }
 
 // parseField parses one field line (without its line ending); a non-empty
@@ -217,6 +253,25 @@ func trimOWS(s string) string {
 // isValueByte: field-vchar, SP, HTAB and obs-text; no other control.
 func isValueByte(c byte) bool { return c == '\t' || c >= ' ' && c != 0x7f }
 
+// valueByte sorts the bytes of a field value: 0 for those refused, ows
+// for the whitespace trimmed from its ends, vchar for every other.
+var valueByte = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case isOWS(byte(c)):
+			t[c] = ows
+		case isValueByte(byte(c)):
+			t[c] = vchar
+		}
+	}
+	return t
+}()
+
+const (
+	ows = 1 + iota
+	vchar
+)
+
 var tchar = func() (t [256]bool) {
 	for _, c := range []byte("!#$%&'*+-.^_`|~0123456789") {
 		t[c] = true
@@ -248,45 +303,84 @@ func hasToken(v, tok string) bool {
 	return false
 }
 
-// fieldHasToken reports whether any field named name lists tok.
-func fieldHasToken(fields []Field, name, tok string) bool {
-	for _, f := range fields {
-		if strings.EqualFold(f.Name, name) && hasToken(f.Value, tok) {
-			return true
+// connOptions are the Connection options the proxy acts on.
+type connOptions uint8
+
+const (
+	connClose connOptions = 1 << iota
+	connKeepAlive
+	connUpgrade
+)
+
+// connectionOptions reads the options of one Connection value.
+func connectionOptions(v string) connOptions {
+	var o connOptions
+	for v != "" {
+		var t string
+		t, v, _ = strings.Cut(v, ",")
+		switch t = trimOWS(t); {
+		case strings.EqualFold(t, "close"):
+			o |= connClose
+		case strings.EqualFold(t, "keep-alive"):
+			o |= connKeepAlive
+		case strings.EqualFold(t, "upgrade"):
+			o |= connUpgrade
 		}
 	}
-	return false
+	return o
 }
 
 // closes reports whether a message's sender will close after it:
 // "Connection: close", or HTTP/1.0 without "Connection: keep-alive".
-func closes(fields []Field, minor int) bool {
-	return fieldHasToken(fields, "Connection", "close") ||
-		minor == 0 && !fieldHasToken(fields, "Connection", "keep-alive")
+func closes(conn connOptions, minor int) bool {
+	return conn&connClose != 0 || minor == 0 && conn&connKeepAlive == 0
 }
 
-// framingFields are the fields that delimit a body.
-type framingFields struct {
+// headFacts are the fields of a head that framing and the connection
+// depend on, gathered in one pass over its fields.
+type headFacts struct {
 	cl, te   string // the Content-Length value; the last Transfer-Encoding line's value
 	nCL, nTE int    // how many lines of each
+	clDiffer bool   // Content-Length lines whose values differ (identical lines count as one value)
+	conn     connOptions
+	host     string // the last Host value
+	nHost    int
+	upgrade  bool   // an Upgrade field
+	expect   string // the last Expect value
 }
 
-// scanFraming gathers the framing fields, refusing Content-Length lines whose
-// values differ (identical lines count as one value).
-func scanFraming(fields []Field) (framingFields, string) {
-	var ff framingFields
+// scanFields gathers the facts of fields. Names are told apart by length
+// first: most fields are none of these.
+func scanFields(fields []Field) headFacts {
+	var h headFacts
 	for _, f := range fields {
-		switch {
-		case strings.EqualFold(f.Name, "Content-Length"):
-			if ff.nCL > 0 && f.Value != ff.cl {
-				return ff, "differing Content-Length values"
+		switch n := f.Name; len(n) {
+		case len("Host"):
+			if strings.EqualFold(n, "Host") {
+				h.host, h.nHost = f.Value, h.nHost+1
 			}
-			ff.cl, ff.nCL = f.Value, ff.nCL+1
-		case strings.EqualFold(f.Name, "Transfer-Encoding"):
-			ff.te, ff.nTE = f.Value, ff.nTE+1
+		case len("Expect"):
+			if strings.EqualFold(n, "Expect") {
+				h.expect = f.Value
+			}
+		case len("Upgrade"):
+			h.upgrade = h.upgrade || strings.EqualFold(n, "Upgrade")
+		case len("Connection"):
+			if strings.EqualFold(n, "Connection") {
+				h.conn |= connectionOptions(f.Value)
+			}
+		case len("Content-Length"):
+			if strings.EqualFold(n, "Content-Length") {
+				h.clDiffer = h.clDiffer || h.nCL > 0 && f.Value != h.cl
+				h.cl, h.nCL = f.Value, h.nCL+1
+			}
+		case len("Transfer-Encoding"):
+			if strings.EqualFold(n, "Transfer-Encoding") {
+				h.te, h.nTE = f.Value, h.nTE+1
+			}
 		}
 	}
-	return ff, ""
+	return h
 }
 
 // parseLength parses a Content-Length value: 1*DIGIT within int64.

@@ -57,6 +57,8 @@ type Request struct {
 	Upgrade bool
 	// ExpectContinue: "Expect: 100-continue" in an HTTP/1.1 request.
 	ExpectContinue bool
+
+	conn connOptions // what its Connection fields list
 }
 
 // Response is a response head and what it says about framing and the
@@ -71,6 +73,8 @@ type Response struct {
 	// Close: the server will close ("Connection: close", HTTP/1.0 without
 	// keep-alive, or UntilClose framing).
 	Close bool
+
+	conn connOptions // what its Connection fields list
 }
 
 var (

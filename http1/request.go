@@ -99,52 +99,38 @@ func isHex(c byte) bool {
 
 // frame reads framing and connection facts from the header fields.
 func (r *Request) frame() string {
-	ff, reason := scanFraming(r.Header)
-	if reason != "" {
-		return reason
+	h := scanFields(r.Header)
+	r.conn = h.conn
+	switch {
+	case h.clDiffer:
+		return "differing Content-Length values"
+	case h.expect != "":
+		r.ExpectContinue = r.Minor == 1 && strings.EqualFold(h.expect, "100-continue")
 	}
-	if reason := r.scanOthers(); reason != "" {
+	r.Upgrade = r.Method == "CONNECT" || h.upgrade && h.conn&connUpgrade != 0
+	if reason := checkHost(r.Minor, h.nHost, h.host); reason != "" {
 		return reason
 	}
 	switch {
-	case ff.nTE > 0 && ff.nCL > 0:
+	case h.nTE > 0 && h.nCL > 0:
 		return "Content-Length with Transfer-Encoding"
-	case ff.nTE > 1:
+	case h.nTE > 1:
 		return "Transfer-Encoding repeated"
-	case ff.nTE == 1 && r.Minor == 0:
+	case h.nTE == 1 && r.Minor == 0:
 		return "Transfer-Encoding in HTTP/1.0"
-	case ff.nTE == 1 && !strings.EqualFold(ff.te, "chunked"):
+	case h.nTE == 1 && !strings.EqualFold(h.te, "chunked"):
 		return "Transfer-Encoding other than chunked"
-	case ff.nTE == 1:
+	case h.nTE == 1:
 		r.Framing = Chunked
-	case ff.nCL > 0:
-		n, ok := parseLength(ff.cl)
+	case h.nCL > 0:
+		n, ok := parseLength(h.cl)
 		if !ok {
 			return "malformed Content-Length"
 		}
 		r.Framing, r.Length = Length, n
 	}
-	r.Close = closes(r.Header, r.Minor)
+	r.Close = closes(r.conn, r.Minor)
 	return ""
-}
-
-// scanOthers reads Host, Upgrade and Expect.
-func (r *Request) scanOthers() string {
-	var host string
-	var nHost int
-	upgrade := false
-	for _, f := range r.Header {
-		switch {
-		case strings.EqualFold(f.Name, "Host"):
-			host, nHost = f.Value, nHost+1
-		case strings.EqualFold(f.Name, "Upgrade"):
-			upgrade = true
-		case strings.EqualFold(f.Name, "Expect"):
-			r.ExpectContinue = r.Minor == 1 && strings.EqualFold(f.Value, "100-continue")
-		}
-	}
-	r.Upgrade = r.Method == "CONNECT" || upgrade && fieldHasToken(r.Header, "Connection", "upgrade")
-	return checkHost(r.Minor, nHost, host)
 }
 
 // checkHost enforces RFC 9112 §3.2: one Host in HTTP/1.1, at most one in

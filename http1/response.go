@@ -59,28 +59,29 @@ func (r *Response) parseLine(line string) string {
 
 // frame applies RFC 9112 §6.3 in order.
 func (r *Response) frame(method string) string {
-	r.Close = closes(r.Header, r.Minor)
+	h := scanFields(r.Header)
+	r.conn = h.conn
+	r.Close = closes(r.conn, r.Minor)
 	switch {
 	case method == "HEAD", r.Status/100 == 1, r.Status == 204, r.Status == 304,
 		method == "CONNECT" && r.Status/100 == 2:
 		return "" // no body, whatever the fields say
 	}
-	ff, reason := scanFraming(r.Header)
 	switch {
-	case reason != "":
-		return reason
-	case ff.nTE > 0 && ff.nCL > 0:
+	case h.clDiffer:
+		return "differing Content-Length values"
+	case h.nTE > 0 && h.nCL > 0:
 		return "Content-Length with Transfer-Encoding"
-	case ff.nTE > 0 && r.Minor == 0:
+	case h.nTE > 0 && r.Minor == 0:
 		return "Transfer-Encoding in HTTP/1.0"
-	case ff.nTE > 0:
+	case h.nTE > 0:
 		r.Framing = Chunked
-		if !finalChunked(ff.te) { // the final coding is in the last line
+		if !finalChunked(h.te) { // the final coding is in the last line
 			r.Framing, r.Close = UntilClose, true
 		}
 		return ""
-	case ff.nCL > 0:
-		n, ok := parseLength(ff.cl)
+	case h.nCL > 0:
+		n, ok := parseLength(h.cl)
 		if !ok {
 			return "malformed Content-Length"
 		}

@@ -8,9 +8,9 @@ import "strings"
 // Every other byte is unchanged; without anything to change it returns r.Raw
 // itself.
 func (r *Request) HeadForBackend() []byte {
-	closing := fieldHasToken(r.Header, "Connection", "close")
+	closing := r.conn&connClose != 0
 	add := ""
-	if r.Minor == 0 && (closing || !fieldHasToken(r.Header, "Connection", "keep-alive")) {
+	if r.Minor == 0 && (closing || r.conn&connKeepAlive == 0) {
 		add = "keep-alive"
 	}
 	if !closing && add == "" {
@@ -22,8 +22,7 @@ func (r *Request) HeadForBackend() []byte {
 // HeadForClient returns r.Raw with "Connection: close" set (replacing any
 // keep-alive token) when closing is true, otherwise r.Raw itself.
 func (r *Response) HeadForClient(closing bool) []byte {
-	if !closing || fieldHasToken(r.Header, "Connection", "close") &&
-		!fieldHasToken(r.Header, "Connection", "keep-alive") {
+	if !closing || r.conn&(connClose|connKeepAlive) == connClose {
 		return r.Raw
 	}
 	return editConnection(r.Raw, r.Header, "close", "keep-alive", "close")
