@@ -345,6 +345,9 @@ type loop struct {
 	closing  []int          // descriptors to close once this turn is done
 	closingC []*net.TCPConn // and connections (fdSock.own)
 	deadline time.Time
+	// now is this turn's clock: read once as the turn begins and again
+	// after a park, for everything the turn does (see Runner.Now).
+	now      time.Time
 	begun    bool // draining began
 	draining bool
 	killed   bool
@@ -358,10 +361,11 @@ type loop struct {
 	// of them sees the other, and a busy loop costs a poster no write.
 	mail, asleep atomic.Bool
 
-	poll func(uintptr) bool // l.pollOnce, made once
-	n    int
-	werr error
-	park bool
+	poll   func(uintptr) bool // l.pollOnce, made once
+	n      int
+	werr   error
+	park   bool
+	polled int // pollOnce's calls in this wait: more than one is a park
 }
 
 func newLoop(ls *loops) (*loop, error) {
@@ -416,7 +420,8 @@ func (l *loop) run() {
 	defer close(l.exited)
 	defer l.release()
 	for !l.quit {
-		l.runTimers(time.Now())
+		l.now = time.Now()
+		l.runTimers(l.now)
 		l.flushCloses()
 		n, err := l.wait()
 		if err != nil {
@@ -461,8 +466,8 @@ func (l *loop) wait() (int, error) {
 	if len(l.timers) > 0 {
 		at = l.timers[0].at
 	}
-	l.park, l.n, l.werr = len(l.again) == 0, 0, nil
-	if !at.IsZero() && !at.After(time.Now()) {
+	l.park, l.n, l.werr, l.polled = len(l.again) == 0, 0, nil, 0
+	if !at.IsZero() && !at.After(l.now) {
 		at, l.park = time.Time{}, false // a look is due: take what is ready and run it
 	}
 	if !at.Equal(l.deadline) {
@@ -472,6 +477,9 @@ func (l *loop) wait() (int, error) {
 	l.asleep.Store(l.park) // before pollOnce's last look at the inbox
 	err := l.rc.Read(l.poll)
 	l.asleep.Store(false)
+	if l.polled > 1 {
+		l.now = time.Now() // it parked: the events came later
+	}
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return 0, nil
@@ -486,6 +494,7 @@ func (l *loop) wait() (int, error) {
 // pollOnce takes what is ready without blocking; false lets RawConn.Read
 // park until the epoll descriptor is readable, and call it again.
 func (l *loop) pollOnce(fd uintptr) bool {
+	l.polled++
 	l.n, l.werr = rawEpollPoll(int(fd), l.events)
 	if l.werr == unix.EINTR {
 		l.n, l.werr = 0, nil
@@ -528,7 +537,7 @@ func (l *loop) readInbox() {
 			}
 		case m.drain:
 			l.draining = true
-			now := time.Now()
+			now := l.now
 			for _, r := range l.all() {
 				if r.task != nil {
 					l.handleTask(r, func() { r.task.Drain(now) })

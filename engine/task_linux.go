@@ -273,6 +273,11 @@ func (rn *Runner) Close(t *TaskSock, reset bool) {
 	rn.l.closing = append(rn.l.closing, s.fd)
 }
 
+// Now is the loop's clock for this turn: read as the turn began, or
+// after its park, not at each call. Good for marks and deadlines, not
+// for durations measured within the turn.
+func (rn *Runner) Now() time.Time { return rn.l.now }
+
 // Schedule sets the task's one timer (zero: none).
 func (rn *Runner) Schedule(at time.Time) { rn.l.schedule(rn.r, at) }
 

@@ -262,7 +262,7 @@ func (h *h1Loop) receive() bool {
 		return h.readBody()
 	case h.sending(): // the response is whole before the request body
 		if x.upBy.IsZero() {
-			x.upBy = time.Now().Add(h.ss.ln.Close.PeerFinGrace)
+			x.upBy = h.rn.Now().Add(h.ss.ln.Close.PeerFinGrace)
 		}
 		return false
 	}
@@ -508,7 +508,7 @@ func (h *h1Loop) intakeEnds(hdr *proxyproto.Header, err error) {
 	h.intake = false
 	ss.rec.Intake(in.version, in.client)
 	if h.inN > 0 { // the request's first bytes came with the header
-		h.headBy = time.Now().Add(ss.ln.IdleTimeout)
+		h.headBy = h.rn.Now().Add(ss.ln.IdleTimeout)
 	}
 	h.releaseIn()
 }
@@ -549,7 +549,7 @@ func (h *h1Loop) readRequest() bool {
 		return false
 	}
 	if h.inN == 0 {
-		h.headBy = time.Now().Add(h.ss.ln.IdleTimeout)
+		h.headBy = h.rn.Now().Add(h.ss.ln.IdleTimeout)
 	}
 	h.inN += n
 	return true
@@ -672,7 +672,7 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 	if loopExchangeHook != nil {
 		loopExchangeHook()
 	}
-	now := time.Now()
+	now := h.rn.Now()
 	x := exchanges.Get().(*h1Exchange)
 	head := req.HeadForBackend()
 	*x = h1Exchange{req: req, bc: bc, back: back, retried: retried, toBack: head, headUp: len(head), moved: now,
@@ -813,7 +813,7 @@ func (h *h1Loop) sendUp() bool {
 		return true
 	}
 	x.toOff += n
-	x.moved = time.Now()
+	x.moved = h.rn.Now()
 	hn := min(n, x.headUp)
 	x.headUp -= hn
 	if hn > 0 {
@@ -850,7 +850,7 @@ func (h *h1Loop) takeUp() bool {
 	}
 	x.upLeft -= int64(n)
 	x.toBack, x.toOff = b[:n], 0
-	x.moved = time.Now()
+	x.moved = h.rn.Now()
 	return true
 }
 
@@ -901,7 +901,7 @@ func (h *h1Loop) takeChunk() bool {
 		x.toBack, x.toOff = append(x.up[:0], h.in[:k]...), 0
 	}
 	h.consume(k)
-	x.moved = time.Now()
+	x.moved = h.rn.Now()
 	x.upChunk = !done
 	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit) {
 		x.hold = false // sent from here on
@@ -968,7 +968,7 @@ func (h *h1Loop) readBack() (n int, ok bool, err error) {
 	}
 	x.bulk = x.bulk || x.binN == 0 && n == len(x.bin)
 	x.binN += n
-	x.moved = time.Now()
+	x.moved = h.rn.Now()
 	return n, true, nil
 }
 
@@ -1118,7 +1118,7 @@ func (h *h1Loop) flushOut() bool {
 		return true
 	}
 	x.outOff += n
-	x.moved = time.Now()
+	x.moved = h.rn.Now()
 	hn := min(n, x.headLeft)
 	x.headLeft -= hn
 	h.rec().Sent(policy.Front, int64(hn))
@@ -1172,7 +1172,7 @@ func (h *h1Loop) spliceBody() bool {
 		x.left -= int64(n + h.pipe.Held() - held) // taken from the backend
 	}
 	if n > 0 {
-		x.moved, x.started = time.Now(), true
+		x.moved, x.started = h.rn.Now(), true
 		h.rec().Relayed(false, int64(n))
 	}
 	switch {
@@ -1297,7 +1297,7 @@ func (h *h1Loop) finish() {
 	h.keep()
 	h.x.done()
 	h.x = nil
-	now := time.Now()
+	now := h.rn.Now()
 	h.until, h.keepUntil = now.Add(h.ss.ln.IdleTimeout), now.Add(keepFor)
 }
 
