@@ -242,7 +242,7 @@ func (c *copier) readChunk(want int) (int, error) {
 
 func (c *copier) read(fd uintptr) bool {
 	b := chunks.Get()
-	n, err := ignoringEINTR(func() (int, error) { return rawRead(int(fd), b[:c.want]) })
+	n, err := ignoringEINTR(func() (int, error) { return rawRecv(int(fd), b[:c.want]) })
 	if err == unix.EAGAIN {
 		chunks.Put(b) // wait without a buffer
 		return false

@@ -844,7 +844,7 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 			}
 			continue
 		}
-		n, err := ignoringEINTR(func() (int, error) { return rawRead(f.src.fd, l.scratch) })
+		n, err := ignoringEINTR(func() (int, error) { return rawRecv(f.src.fd, l.scratch) })
 		if !l.took(r, f, n, err, "read") {
 			return false
 		}
@@ -872,7 +872,7 @@ func (l *loop) sink(r *loopRelay, f *loopFlow) bool {
 	if f.reported || f.src.closed || !f.src.rd {
 		return false
 	}
-	n, err := ignoringEINTR(func() (int, error) { return rawRead(f.src.fd, l.scratch) })
+	n, err := ignoringEINTR(func() (int, error) { return rawRecv(f.src.fd, l.scratch) })
 	switch {
 	case err == unix.EAGAIN:
 		f.src.rd = false
@@ -894,7 +894,7 @@ func (l *loop) forward(r *loopRelay, f *loopFlow, n int) bool {
 	w := 0
 	if f.dst.wr {
 		var err error
-		w, err = ignoringEINTR(func() (int, error) { return rawWrite(f.dst.fd, l.scratch[:n]) })
+		w, err = ignoringEINTR(func() (int, error) { return rawSend(f.dst.fd, l.scratch[:n]) })
 		switch {
 		case err == unix.EAGAIN:
 			f.dst.wr, w = false, 0
@@ -929,7 +929,7 @@ func (l *loop) flush(r *loopRelay, f *loopFlow) bool {
 		if f.inPipe > 0 {
 			n, err = ignoringEINTR(func() (int, error) { return rawSplice(f.pipe.r, f.dst.fd, f.inPipe) })
 		} else {
-			n, err = ignoringEINTR(func() (int, error) { return rawWrite(f.dst.fd, f.buf[f.off:f.end]) })
+			n, err = ignoringEINTR(func() (int, error) { return rawSend(f.dst.fd, f.buf[f.off:f.end]) })
 		}
 		switch {
 		case err == unix.EAGAIN:

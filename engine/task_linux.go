@@ -68,7 +68,7 @@ func (t *TaskSock) Writable() bool { return t.s.wr }
 // a read shorter than p: that emptied the socket's queue, and what comes
 // next raises an edge (unless the peer's FIN is in: then on to EOF).
 func (t *TaskSock) Read(p []byte) (int, error) {
-	n, err := ignoringEINTR(func() (int, error) { return rawRead(t.s.fd, p) })
+	n, err := ignoringEINTR(func() (int, error) { return rawRecv(t.s.fd, p) })
 	switch {
 	case err == unix.EAGAIN:
 		t.s.rd = false
@@ -84,7 +84,7 @@ func (t *TaskSock) Read(p []byte) (int, error) {
 // Write writes what it can of p; ErrWouldBlock when the socket takes
 // nothing now (Writable then says false until the next edge).
 func (t *TaskSock) Write(p []byte) (int, error) {
-	n, err := ignoringEINTR(func() (int, error) { return rawWrite(t.s.fd, p) })
+	n, err := ignoringEINTR(func() (int, error) { return rawSend(t.s.fd, p) })
 	switch {
 	case err == unix.EAGAIN:
 		t.s.wr = false
