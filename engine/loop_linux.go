@@ -365,7 +365,7 @@ type loop struct {
 	n      int
 	werr   error
 	park   bool
-	polled int // pollOnce's calls in this wait: more than one is a park
+	polled int // pollOnce's calls in this wait: a second one means it parked and was woken
 }
 
 func newLoop(ls *loops) (*loop, error) {

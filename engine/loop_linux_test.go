@@ -274,3 +274,53 @@ func connectTo(a netip.AddrPort) (int, error) {
 	}
 	return fd, nil
 }
+
+// A loop's turn keeps the clock it read as it began, unless the turn
+// parked: events that woke it came later, and what handles them must
+// not see the time before the park. Driven on wait itself, with pollOnce
+// wrapped so that the message that wakes the loop is posted only after
+// the first look found nothing (so it certainly parks, or is about to).
+func TestTurnClockIsReadAgainAfterAPark(t *testing.T) {
+	l, err := newLoop(&loops{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.release()
+	stale := time.Now().Add(-time.Hour)
+
+	// Not parked: a message waits, the first look returns at once.
+	l.post(message{begun: true})
+	l.now = stale
+	if _, err := l.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if !l.now.Equal(stale) {
+		t.Errorf("a turn that did not park read the clock again: %v", l.now)
+	}
+	l.readInbox()
+
+	// Parked: the message comes after the first look.
+	looked := make(chan struct{})
+	first := true
+	l.poll = func(fd uintptr) bool {
+		more := l.pollOnce(fd)
+		if first {
+			first = false
+			close(looked)
+		}
+		return more
+	}
+	sent := make(chan time.Time, 1)
+	go func() {
+		<-looked
+		sent <- time.Now()
+		l.post(message{begun: true})
+	}()
+	l.now = stale
+	if _, err := l.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if posted := <-sent; l.now.Before(posted) {
+		t.Errorf("after a park the turn's clock is %v, before the message that woke it (%v)", l.now, posted)
+	}
+}

@@ -101,12 +101,10 @@ func isHex(c byte) bool {
 func (r *Request) frame() string {
 	h := scanFields(r.Header)
 	r.conn = h.conn
-	switch {
-	case h.clDiffer:
+	if h.clDiffer {
 		return "differing Content-Length values"
-	case h.expect != "":
-		r.ExpectContinue = r.Minor == 1 && strings.EqualFold(h.expect, "100-continue")
 	}
+	r.ExpectContinue = r.Minor == 1 && strings.EqualFold(h.expect, "100-continue")
 	r.Upgrade = r.Method == "CONNECT" || h.upgrade && h.conn&connUpgrade != 0
 	if reason := checkHost(r.Minor, h.nHost, h.host); reason != "" {
 		return reason
