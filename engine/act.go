@@ -9,6 +9,7 @@ import (
 // decide asks the policy what to do with l after ev and does it.
 func (x *executor) decide(l *leg, ev policy.Event) {
 	f := x.facts(l, ev)
+	defer l.decided()
 	d := policy.Decide(f)
 	l.target = d.Target // auto keeps its first choice for the rest of this close
 	x.rec.decided(l.name, d)
@@ -73,6 +74,10 @@ func (x *executor) facts(l *leg, ev policy.Event) policy.Facts {
 	return f
 }
 
+// decided forgets what facts read for a decision once it is carried out:
+// a later one reads afresh.
+func (l *leg) decided() { l.foFresh, l.sendQ = false, -1 }
+
 // mayAwaitEOF applies rule 1: a peer that sent nothing since the last bytes
 // the proxy sent it, or that has not even acknowledged them yet, may be
 // waiting for EOF. (Its bytes are stamped when the proxy reads them: a
@@ -91,6 +96,9 @@ func (x *executor) mayAwaitEOF(l *leg) bool {
 		return true
 	}
 	q, err := sendQueue(l.conn)
+	if err == nil {
+		l.sendQ = q
+	}
 	return err == nil && q > 0
 }
 
@@ -133,11 +141,13 @@ func (x *executor) from(l *leg) *dir {
 // fin sends the proxy's FIN on l, first or second as the kernel says, and
 // waits for the peer's, at most wait of its silence.
 func (x *executor) fin(l *leg, wait time.Duration) {
-	switch {
-	case l.peerFIN:
+	if l.peerFIN {
 		l.fo = &finObs{} // the peer's FIN was read: ours is second, no reading needed
-	case !l.foFresh:
-		l.beforeFIN()
+	} else {
+		if !l.foFresh {
+			l.beforeFIN()
+		}
+		l.preFIN()
 	}
 	l.foFresh = false
 	if err := l.conn.CloseWrite(); err != nil {
@@ -193,7 +203,10 @@ func (x *executor) safeReset(l *leg, wait time.Duration, peerFINIn bool) {
 // startQueueDrain resets l now if its send queue is empty, else polls it
 // for up to wait. Polling SIOCOUTQ is the only way to see it empty.
 func (x *executor) startQueueDrain(l *leg, wait time.Duration) {
-	q, err := sendQueue(l.conn)
+	q, err := l.sendQ, error(nil)
+	if q < 0 {
+		q, err = sendQueue(l.conn)
+	}
 	switch {
 	case err != nil:
 		x.decide(l, policy.QueueStuck)

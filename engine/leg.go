@@ -58,6 +58,10 @@ type leg struct {
 	unplace     func()  // ends Session.Placing's count of this leg, once the session ended
 	fo          *finObs // from the proxy's first look before its FIN (nil until then: an idle leg does not carry it)
 	foFresh     bool    // fo was read for the decision being carried out
+	// sendQ is the send queue (SIOCOUTQ) read for the decision being
+	// carried out; -1: none was. The proxy writes nothing to the leg while
+	// it decides, so the queue can only have shrunk since.
+	sendQ int
 
 	// A wait: the next look (at), how much silence it allows or until when
 	// a queue may drain (budget, until), and when the peer was last seen
@@ -75,7 +79,7 @@ type leg struct {
 }
 
 func newLeg(name policy.Leg, c sock, pol config.Close, rec *Recorder) *leg {
-	l := &leg{name: name, conn: c, pol: pol, target: pol.TimeWait, rec: rec}
+	l := &leg{name: name, conn: c, pol: pol, target: pol.TimeWait, rec: rec, sendQ: -1}
 	l.tc, _ = c.(*net.TCPConn)
 	l.info.raw, _ = c.SyscallConn()
 	return l

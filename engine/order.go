@@ -10,9 +10,9 @@ import "github.com/closeproxy/closeproxy/policy"
 type finObs struct {
 	taken bool      // the proxy sent a FIN from a state it had read
 	base  tcpCounts // counters before the FIN
-	pre   uint8     // the state, read after base's counters
+	pre   uint8     // the state, read after base's counters (or base's own when it shows the peer's FIN in)
 	post  tcpCounts // counters right after the FIN
-	after uint8     // the state, read after post's counters
+	after uint8     // the state, read after post's counters (or post's own when not FIN-WAIT-1)
 	eof   tcpCounts // when the peer's FIN was read
 	// sawFW2: the copier saw FIN-WAIT-2 between the FIN and the peer's.
 	sawFW2 bool
@@ -21,33 +21,63 @@ type finObs struct {
 	lastFW1 uint64
 }
 
-// beforeFIN reads the leg's state before the proxy's FIN and reports
-// whether the kernel already holds the peer's FIN.
+// beforeFIN reads the leg for a decision that may send the proxy's FIN,
+// and reports whether the kernel already holds the peer's FIN. Its
+// counters are the FIN-order observation's base; the state that proves
+// them older than any change of state is preFIN's, read only when a FIN
+// is sent.
 func (l *leg) beforeFIN() (peerFINIn bool, rtt int64) {
 	if l.peerFIN {
 		return true, 0
 	}
 	a := l.tcp()
-	b := l.tcp()
 	if l.fo == nil {
 		l.fo = new(finObs)
 	}
-	*l.fo = finObs{taken: a.ok && b.ok, base: a, pre: b.state}
+	*l.fo = finObs{taken: a.ok, base: a, pre: a.state}
 	l.foFresh = true
-	return l.fo.taken && peerFINState(b.state), int64(a.rtt)
+	return a.ok && peerFINState(a.state), int64(a.rtt)
 }
 
-// afterFIN reads the leg right after the proxy's FIN.
+// preFIN reads the state right before the proxy's FIN, after the base's
+// counters. A base that already showed the peer's FIN in needs none: its
+// FIN came first whatever the counters say.
+func (l *leg) preFIN() {
+	if peerFINState(l.fo.pre) {
+		return
+	}
+	b := l.tcp()
+	l.fo.pre = b.state
+	l.fo.taken = l.fo.taken && b.ok
+}
+
+// afterFIN reads the leg right after the proxy's FIN. Only FIN-WAIT-1
+// needs a second reading: finOrder uses the counters right after the FIN
+// for that state alone, and then only if a state read after them proves
+// that they predate any change. Any other state already answers, or
+// leaves the answer to the readings before the FIN and at the peer's. A
+// leg already closed (both FINs went inside the shutdown call, as on
+// loopback) counts nothing more: these counters are also those at the
+// peer's FIN, which atPeerFIN need not read again.
 func (l *leg) afterFIN() {
 	p := l.tcp()
-	s := l.tcp()
-	l.fo.post, l.fo.after = p, s.state
-	l.fo.taken = l.fo.taken && p.ok && s.ok
+	l.fo.post, l.fo.after = p, p.state
+	l.fo.taken = l.fo.taken && p.ok
+	if closedState(p.state) {
+		l.fo.eof = p
+	}
+	if finWait1(p.state) {
+		s := l.tcp()
+		l.fo.after = s.state
+		l.fo.taken = l.fo.taken && s.ok
+	}
 }
 
 // atPeerFIN reads the leg when the peer's FIN was read after the proxy's.
 func (l *leg) atPeerFIN() {
-	l.fo.eof = l.tcp()
+	if l.fo.eofDecides() && !l.fo.eof.ok {
+		l.fo.eof = l.tcp()
+	}
 	l.fo.sawFW2 = l.act.sawFW2.Load()
 	l.fo.lastFW1 = l.act.fw1SegsIn.Load()
 	l.act.watch.Store(false)

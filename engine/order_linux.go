@@ -77,6 +77,22 @@ func afterClosed(o finObs) order {
 	return orderUnknown
 }
 
+// eofDecides says whether finOrder needs the counters at the peer's FIN:
+// only where the readings around the proxy's FIN left it in FIN-WAIT-1 or
+// already closed, the peer's FIN not in before it. Any other reading
+// answers alone.
+func (o *finObs) eofDecides() bool {
+	return o.taken && o.pre == stateEstablished &&
+		(o.after == stateFinWait1 || o.after == stateClose || o.after == stateTimeWait)
+}
+
+// closedState reports CLOSE: a socket that counts no segment any more
+// (its TIME-WAIT, if any, is a socket of its own).
+func closedState(s uint8) bool { return s == stateClose }
+
+// finWait1 reports FIN-WAIT-1: the proxy's FIN sent, not acknowledged.
+func finWait1(s uint8) bool { return s == stateFinWait1 }
+
 // peerFINState reports a state in which the kernel holds the peer's FIN.
 func peerFINState(s uint8) bool {
 	return s == stateCloseWait || s == stateLastAck || s == stateClosing

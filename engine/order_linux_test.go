@@ -34,3 +34,55 @@ func TestFinOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestFinOrderSkippedReadings checks the readings the engine leaves out:
+// with the leg not in FIN-WAIT-1 right after the proxy's FIN, finOrder
+// never uses the counters then (afterFIN reads once), and where
+// eofDecides is false it never uses those at the peer's FIN (atPeerFIN
+// reads none). Every pair of states, against counters that change the
+// verdict where they are used.
+func TestFinOrderSkippedReadings(t *testing.T) {
+	states := []uint8{stateEstablished, stateFinWait1, stateFinWait2, stateTimeWait, stateClose,
+		stateCloseWait, stateLastAck, stateClosing}
+	base := tcpCounts{ok: true, state: stateEstablished, segsIn: 5, segsOut: 5, dataSegsIn: 1, dataSegsOut: 1}
+	counts := []tcpCounts{
+		{},
+		base,
+		{ok: true, state: stateTimeWait, segsIn: 6, segsOut: 6, dataSegsIn: 1, dataSegsOut: 1},
+		{ok: true, state: stateClosing, segsIn: 6, segsOut: 5, dataSegsIn: 1, dataSegsOut: 1},
+		{ok: true, state: stateTimeWait, segsIn: 9, segsOut: 6, dataSegsIn: 1, dataSegsOut: 1},
+	}
+	// verdicts returns finOrder of o with each of counts put in by set.
+	verdicts := func(o finObs, set func(*finObs, tcpCounts)) map[order]bool {
+		seen := map[order]bool{}
+		for _, c := range counts {
+			v := o
+			set(&v, c)
+			seen[finOrder(v)] = true
+		}
+		return seen
+	}
+	usesPost, usesEOF := 0, 0
+	for _, pre := range states {
+		for _, after := range states {
+			for _, fixed := range counts {
+				o := finObs{taken: true, base: base, pre: pre, post: fixed, after: after, eof: fixed}
+				if v := verdicts(o, func(o *finObs, c tcpCounts) { o.post = c }); len(v) > 1 {
+					usesPost++
+					if !finWait1(after) {
+						t.Errorf("pre %d, after %d: the verdict depends on the counters right after the FIN, which afterFIN reads only in FIN-WAIT-1 (%v)", pre, after, v)
+					}
+				}
+				if v := verdicts(o, func(o *finObs, c tcpCounts) { o.eof = c }); len(v) > 1 {
+					usesEOF++
+					if !o.eofDecides() {
+						t.Errorf("pre %d, after %d: the verdict depends on the counters at the peer's FIN, which eofDecides says need no reading (%v)", pre, after, v)
+					}
+				}
+			}
+		}
+	}
+	if usesPost == 0 || usesEOF == 0 {
+		t.Fatalf("no verdict moved with the counters (right after the FIN: %d, at the peer's: %d): the test proves nothing", usesPost, usesEOF)
+	}
+}
