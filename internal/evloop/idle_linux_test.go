@@ -52,8 +52,12 @@ func measureIdle(b *testing.B, cand candidate) {
 	clients := openIdle(b, addr)
 	settle()
 	heap1, stack1, g1 := memNow()
-	b.ReportMetric(float64(heap1+stack1-heap0-stack0)/idleConns, "heap+stack-B/conn")
-	b.ReportMetric(float64(stack1-stack0)/idleConns, "stack-B/conn")
+	// Differences as signed numbers: the stacks in use can shrink (a
+	// collection frees those of goroutines that ended), and a uint64
+	// difference would wrap to 2^64.
+	grew := func(after, before uint64) float64 { return float64(int64(after-before)) / idleConns }
+	b.ReportMetric(grew(heap1+stack1, heap0+stack0), "heap+stack-B/conn")
+	b.ReportMetric(grew(stack1, stack0), "stack-B/conn")
 	b.ReportMetric(float64(g1-g0)/idleConns, "goroutines/conn")
 	for _, c := range clients {
 		c.Close()
