@@ -341,7 +341,7 @@ func closes(conn connOptions, minor int) bool {
 type headFacts struct {
 	cl, te   string // the Content-Length value; the last Transfer-Encoding line's value
 	nCL, nTE int    // how many lines of each
-	clDiffer bool   // Content-Length lines whose values differ (identical lines count as one value)
+	clDiffer string // a refusal if Content-Length lines differ in value (identical lines count as one)
 	conn     connOptions
 	host     string // the last Host value
 	nHost    int
@@ -371,7 +371,9 @@ func scanFields(fields []Field) headFacts {
 			}
 		case len("Content-Length"):
 			if strings.EqualFold(n, "Content-Length") {
-				h.clDiffer = h.clDiffer || h.nCL > 0 && f.Value != h.cl
+				if h.nCL > 0 && f.Value != h.cl {
+					h.clDiffer = "differing Content-Length values"
+				}
 				h.cl, h.nCL = f.Value, h.nCL+1
 			}
 		case len("Transfer-Encoding"):

@@ -101,8 +101,8 @@ func isHex(c byte) bool {
 func (r *Request) frame() string {
 	h := scanFields(r.Header)
 	r.conn = h.conn
-	if h.clDiffer {
-		return "differing Content-Length values"
+	if h.clDiffer != "" {
+		return h.clDiffer
 	}
 	r.ExpectContinue = r.Minor == 1 && strings.EqualFold(h.expect, "100-continue")
 	r.Upgrade = r.Method == "CONNECT" || h.upgrade && h.conn&connUpgrade != 0

@@ -68,8 +68,8 @@ func (r *Response) frame(method string) string {
 		return "" // no body, whatever the fields say
 	}
 	switch {
-	case h.clDiffer:
-		return "differing Content-Length values"
+	case h.clDiffer != "":
+		return h.clDiffer
 	case h.nTE > 0 && h.nCL > 0:
 		return "Content-Length with Transfer-Encoding"
 	case h.nTE > 0 && r.Minor == 0:

@@ -121,8 +121,8 @@ func Pair(t testing.TB, ln *net.TCPListener) (client, server *net.TCPConn) {
 // TimeWait leaves one TIME-WAIT socket: it dials ln at addr (ln's own
 // address when ""), and the server (the accepted side, local port = ln's)
 // closes first when serverFirst, else the dialer. It returns the 4-tuple
-// of the side that holds the TIME-WAIT, addresses unmapped, once the
-// second side has read the first FIN and closed too.
+// of the side that holds the TIME-WAIT, addresses unmapped, once that
+// side is in TIME-WAIT (closeInOrder).
 func TimeWait(t testing.TB, ln net.Listener, addr string, serverFirst bool) (local, peer netip.AddrPort) {
 	t.Helper()
 	if addr == "" {
@@ -141,12 +141,31 @@ func TimeWait(t testing.TB, ln net.Listener, addr string, serverFirst bool) (loc
 		first, second = s, c
 	}
 	local, peer = AddrPort(first.LocalAddr()), AddrPort(first.RemoteAddr())
-	first.Close()
-	if _, err := io.Copy(io.Discard, second); err != nil { // EOF: the first FIN arrived
+	if err := closeInOrder(first, second); err != nil {
 		t.Fatal(err)
 	}
-	second.Close()
 	return local, peer
+}
+
+// closeInOrder closes first, then second once first's FIN reached it, and
+// returns once second's FIN reached first: the kernel handled it, so first
+// holds TIME-WAIT (the FIN that makes it is handled before the reader of
+// the socket can see EOF). first keeps its descriptor until then, half
+// closed, so that its EOF is that signal.
+func closeInOrder(first, second net.Conn) error {
+	defer first.Close()
+	if err := first.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, second); err != nil { // EOF: first's FIN arrived
+		second.Close()
+		return err
+	}
+	if err := second.Close(); err != nil {
+		return err
+	}
+	_, err := io.Copy(io.Discard, first) // EOF: second's FIN was handled
+	return err
 }
 
 // AddrPort is a TCP address as the kernel's socket tables name it: an

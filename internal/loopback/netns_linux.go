@@ -2,7 +2,6 @@ package loopback
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"runtime"
 	"testing"
@@ -72,7 +71,8 @@ func loUp() error {
 }
 
 // LeaveTimeWaits leaves n TIME-WAIT sockets on ln's port: it dials ln and
-// the accepted side closes first, n times. It takes no testing.TB, so
+// the accepted side closes first, n times, each in TIME-WAIT when it
+// returns (closeInOrder). It takes no testing.TB, so
 // that it can run on a Netns's thread. A client port that comes round
 // again toward the same listener ends the TIME-WAIT it meets there: past
 // a few thousand, spread the sockets over several listeners.
@@ -90,12 +90,10 @@ func serverCloses(ln net.Listener) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
 	s, err := ln.Accept()
 	if err != nil {
+		c.Close()
 		return err
 	}
-	s.Close()
-	_, err = io.Copy(io.Discard, c) // the accepted side's FIN is in
-	return err
+	return closeInOrder(s, c)
 }
