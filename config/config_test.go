@@ -76,6 +76,7 @@ func TestEveryDefault(t *testing.T) {
 		{"relay", c.Relay, "loop"},
 		{"log.level", c.Log.Level, "info"},
 		{"log.teardown", c.Log.Teardown, "all"},
+		{"log.records_flush", c.Log.RecordsFlush, 100 * time.Millisecond},
 		{"listener.proxy_protocol", c.Listeners[0].ProxyProtocol, ProxyProtocolOff},
 		{"listener.proxy_protocol_trusted", len(c.Listeners[0].ProxyProtocolTrusted), 0},
 		{"listener.proxy_protocol_timeout", c.Listeners[0].ProxyProtocolTimeout, 3 * time.Second},
@@ -247,8 +248,11 @@ func TestWrongTypeNamesItsLine(t *testing.T) {
 
 // log.records_flush bounds what a crash can lose: 0 or more, at most 10s.
 func TestRecordsFlushBounds(t *testing.T) {
-	if c := mustParse(t, "[log]\nrecords_flush = \"100ms\"\n"+minimal); c.Log.RecordsFlush != 100*time.Millisecond {
-		t.Errorf("records_flush 100ms parsed as %v", c.Log.RecordsFlush)
+	if c := mustParse(t, "[log]\nrecords_flush = \"250ms\"\n"+minimal); c.Log.RecordsFlush != 250*time.Millisecond {
+		t.Errorf("records_flush 250ms parsed as %v", c.Log.RecordsFlush)
+	}
+	if c := mustParse(t, "[log]\nrecords_flush = \"0s\"\n"+minimal); c.Log.RecordsFlush != 0 {
+		t.Errorf("records_flush 0s (one write per record) parsed as %v", c.Log.RecordsFlush)
 	}
 	for src, want := range map[string]string{
 		`"1m"`:  `config.toml:2: log.records_flush: 60s is above the 10s ceiling: a crash loses what waits`,

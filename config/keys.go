@@ -61,22 +61,24 @@ Where teardown records are written, one JSON line each: "stderr",
 "stdout" or a file path. Records do not pass through level: a level of
 "warn" or "error" still writes every record teardown selects. A file is
 opened for appending and reopened on SIGUSR1, after logrotate (or
-anything else) moved it away. Each record is one write as its session
-ends: written to a file, records add 7–13 % to the proxy's CPU per
-short connection (it moved between days); through a pipe whose reader
-wakes for every line, such as a container's stderr that its runtime
-reads, about 13 % (measured in docs/performance.md). At high
-connection rates records_flush, a file (for instance on a volume a log
-shipper tails), or teardown "errors" or "sample:<rate>" costs less.`},
+anything else) moved it away. Records are written together, at least
+every records_flush; written one by one ("0s") they add 7–13 % to the
+proxy's CPU per short connection to a file, and about 13 % through a
+pipe whose reader wakes for every line, such as a container's stderr
+that its runtime reads (measured in docs/performance.md). A file (for
+instance on a volume a log shipper tails) costs less than a pipe, and
+teardown "errors" or "sample:<rate>" less still.`},
 	{path: "log.records_flush", at: field(func(c *Config) any { return &c.Log.RecordsFlush }),
-		def: time.Duration(0), restart: true, check: recordsFlush, doc: `
-"0s" writes each teardown record as its session ends. Above 0, records
-wait in a buffer (256 KiB at most) and are written together at least
-that often: "100ms" halved what records cost the proxy through a pipe
-and took about a third off it written to a file (docs/performance.md).
-The price: a crash (SIGKILL, the OOM killer) loses the records of the
-last interval. Shutdown, SIGUSR1 and a failed start write the buffer
-out first. At most "10s".`},
+		def: 100 * time.Millisecond, restart: true, check: recordsFlush, doc: `
+How long a teardown record may wait to be written together with the
+records that end after it: one write for all of them, 256 KiB at most
+(a full buffer is written at once). "100ms" halved what records cost
+the proxy through a pipe and took about a third off it written to a
+file (docs/performance.md); nothing wakes the proxy while no record
+waits. The price: a crash (SIGKILL, the OOM killer) loses the records
+of the last interval; shutdown, SIGUSR1 and a failed start write the
+buffer out first. "0s" writes each record as its session ends, one
+write each. At most "10s".`},
 
 	{path: "admin", kind: table, doc: `
 The admin HTTP listener: /metrics (Prometheus), /healthz (the process

@@ -18,7 +18,7 @@ func TestRestartOnly(t *testing.T) {
 		{"two restart-only keys", "shutdown_timeout = \"5s\"\n[admin]\nlisten = \"off\"\n" + minimal,
 			[]string{"shutdown_timeout", "admin.listen"}},
 		{"relay changed", "relay = \"goroutines\"\n" + minimal, []string{"relay"}},
-		{"every restart-only key", "shutdown_timeout = \"5s\"\nrelay = \"goroutines\"\n[log]\nrecords = \"stdout\"\nrecords_flush = \"100ms\"\n[admin]\nlisten = \"off\"\n" +
+		{"every restart-only key", "shutdown_timeout = \"5s\"\nrelay = \"goroutines\"\n[log]\nrecords = \"stdout\"\nrecords_flush = \"250ms\"\n[admin]\nlisten = \"off\"\n" +
 			"[auto]\ntw_budget = 100\ntw_resume = 0.5\nport_share = 0.6\nport_resume = 0.3\nsample_interval = \"1s\"\n" + minimal,
 			[]string{"shutdown_timeout", "relay", "log.records", "log.records_flush", "admin.listen", "auto.tw_budget", "auto.tw_resume", "auto.port_share", "auto.port_resume"}},
 	}

@@ -22,7 +22,7 @@ type logs struct {
 	file    *logfile.File // log.records names a file: SIGUSR1 reopens it
 	// buffer holds records for up to log.records_flush, when set, to be
 	// written together.
-	buffer *zapcore.BufferedWriteSyncer
+	buffer *logfile.Batch
 }
 
 // recordsBuffer caps what log.records_flush keeps waiting: a full buffer
@@ -52,7 +52,9 @@ func openLogs(c config.Log, stdout, stderr io.Writer) (*logs, error) {
 		recOut = l.file
 	}
 	if c.RecordsFlush > 0 {
-		l.buffer = &zapcore.BufferedWriteSyncer{WS: recOut, Size: recordsBuffer, FlushInterval: c.RecordsFlush}
+		l.buffer = logfile.NewBatch(recOut, c.RecordsFlush, recordsBuffer, func(err error) {
+			l.log.Error("teardown records not written", zap.Error(err))
+		})
 		recOut = l.buffer
 	}
 	l.records = newLogger(zapcore.DebugLevel, recOut)
@@ -75,7 +77,7 @@ func (l *logs) reopen() error {
 		return nil
 	}
 	if l.buffer != nil {
-		_ = l.buffer.Sync() // a write that fails fails as a record's own would; reopen all the same
+		_ = l.buffer.Flush() // a write that fails fails as a record's own would; reopen all the same
 	}
 	return l.file.Reopen()
 }

@@ -3,6 +3,9 @@
 // the file, then signals the process (postrotate kill -USR1), which calls
 // Reopen. Lines written before Reopen land in the renamed file, lines
 // written after in the new one; none is lost or split.
+//
+// Batch, in front of a File (or stdout, stderr), holds lines for a short
+// while to write them together: one write for many teardown records.
 package logfile
 
 import (
