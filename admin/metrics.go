@@ -44,36 +44,37 @@ var durationBuckets = []float64{
 
 // metrics are the collectors the Observer feeds.
 type metrics struct {
-	accepted     *prometheus.CounterVec
-	active       *prometheus.GaugeVec
-	rejected     *prometheus.CounterVec
-	sessions     *prometheus.CounterVec
-	bySession    *prometheus.CounterVec
-	firstFIN     *prometheus.CounterVec
-	timeWait     *prometheus.CounterVec
-	closes       *prometheus.CounterVec
-	reasons      *prometheus.CounterVec
-	cuts         *prometheus.CounterVec
-	proxyHeaders *prometheus.CounterVec
-	headerReject *prometheus.CounterVec
-	dialDuration *prometheus.HistogramVec
-	dialFailures *prometheus.CounterVec
-	autoSwitches *prometheus.CounterVec
-	autoReasons  *prometheus.CounterVec
-	bytes        *prometheus.CounterVec
-	duration     *prometheus.HistogramVec
+	accepted     *vec[prometheus.Counter]
+	active       *vec[prometheus.Gauge]
+	rejected     *vec[prometheus.Counter]
+	sessions     *vec[prometheus.Counter]
+	bySession    *vec[prometheus.Counter]
+	firstFIN     *vec[prometheus.Counter]
+	timeWait     *vec[prometheus.Counter]
+	closes       *vec[prometheus.Counter]
+	reasons      *vec[prometheus.Counter]
+	cuts         *vec[prometheus.Counter]
+	proxyHeaders *vec[prometheus.Counter]
+	headerReject *vec[prometheus.Counter]
+	dialDuration *vec[prometheus.Observer]
+	dialFailures *vec[prometheus.Counter]
+	autoSwitches *vec[prometheus.Counter]
+	autoReasons  *vec[prometheus.Counter]
+	bytes        *vec[prometheus.Counter]
+	duration     *vec[prometheus.Observer]
 	reloadOK     prometheus.Gauge
 	reloadAt     prometheus.Gauge
 }
 
-func counter(name, help string, labels ...string) *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+func counter(name, help string, labels ...string) *vec[prometheus.Counter] {
+	return newVec[prometheus.Counter](prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels))
 }
 
 func newMetrics() *metrics {
 	return &metrics{
-		accepted:     counter("closeproxy_connections_accepted_total", "Connections accepted, by listener.", "listener"),
-		active:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "closeproxy_connections_active", Help: "Connections accepted and not yet ended or rejected, by listener."}, []string{"listener"}),
+		accepted: counter("closeproxy_connections_accepted_total", "Connections accepted, by listener.", "listener"),
+		active: newVec[prometheus.Gauge](prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "closeproxy_connections_active",
+			Help: "Connections accepted and not yet ended or rejected, by listener."}, []string{"listener"})),
 		rejected:     counter("closeproxy_connections_rejected_total", "Connections reset at once, by listener and reason (over_limit).", "listener", "reason"),
 		sessions:     counter("closeproxy_sessions_total", "Sessions ended, by listener, backend and outcome.", "listener", "backend", "outcome"),
 		bySession:    counter("closeproxy_backend_server_sessions_total", "Sessions ended, by backend and the server they used (back.server).", "backend", "server"),
@@ -84,20 +85,20 @@ func newMetrics() *metrics {
 		cuts:         counter("closeproxy_cut_total", "Legs whose peer got a stream cut short, ended by an RST (the record's <leg>.cut).", "leg"),
 		proxyHeaders: counter("closeproxy_proxy_headers_total", "Sessions by listener and PROXY header version read (v1|v2|none).", "listener", "version"),
 		headerReject: counter("closeproxy_proxy_header_rejects_total", "Sessions refused for a bad, slow, missing or untrusted PROXY header.", "listener"),
-		dialDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		dialDuration: newVec[prometheus.Observer](prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "closeproxy_backend_dial_duration_seconds", Help: "Duration of successful backend dials, pool warm-ups included.",
 			Buckets: dialBuckets,
-		}, []string{"backend"}),
+		}, []string{"backend"})),
 		dialFailures: counter("closeproxy_backend_dial_failures_total", "Failed backend dials, by backend and whose failure: local (ours: ports, descriptors, buffers) or backend.", "backend", "kind"),
 		autoSwitches: counter("closeproxy_auto_switches_total", "time_wait = \"auto\" switching new closes to safe resets (to=nowhere) or back (to=accepting), by pressure.", "reason", "to"),
 		autoReasons:  counter("closeproxy_auto_decisions_total", "Closes decided by time_wait = \"auto\", by leg and reason.", "leg", "reason"),
 		bytes: counter("closeproxy_bytes_total",
 			"Bytes relayed by ended sessions, by listener, leg (front|back) and direction: in (received from that leg's peer) or out (sent to it).",
 			"listener", "leg", "direction"),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		duration: newVec[prometheus.Observer](prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "closeproxy_session_duration_seconds", Help: "Duration of ended sessions, from accept to the record.",
 			Buckets: durationBuckets,
-		}, []string{"listener"}),
+		}, []string{"listener"})),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "closeproxy_config_last_reload_successful",
 			Help: "Whether the last configuration reload attempt was successful (1) or refused (0)."}),
 		reloadAt: prometheus.NewGauge(prometheus.GaugeOpts{Name: "closeproxy_config_last_reload_success_timestamp_seconds",
@@ -117,18 +118,18 @@ func (m *metrics) collectors() []prometheus.Collector {
 // zero, so that rate() sees them from the first scrape.
 func (m *metrics) initLabels(cfg *config.Config) {
 	for _, l := range cfg.Listeners {
-		m.accepted.WithLabelValues(l.Name)
-		m.active.WithLabelValues(l.Name)
-		m.headerReject.WithLabelValues(l.Name)
-		m.duration.WithLabelValues(l.Name)
+		m.accepted.at(l.Name)
+		m.active.at(l.Name)
+		m.headerReject.at(l.Name)
+		m.duration.at(l.Name)
 		for _, leg := range []string{"front", "back"} {
-			m.bytes.WithLabelValues(l.Name, leg, "in")
-			m.bytes.WithLabelValues(l.Name, leg, "out")
+			m.bytes.at3(l.Name, leg, "in")
+			m.bytes.at3(l.Name, leg, "out")
 		}
 	}
 	for _, b := range cfg.Backends {
-		m.dialFailures.WithLabelValues(b.Name, kindLocal)
-		m.dialFailures.WithLabelValues(b.Name, kindBackend)
+		m.dialFailures.at2(b.Name, kindLocal)
+		m.dialFailures.at2(b.Name, kindBackend)
 	}
 }
 
@@ -138,19 +139,19 @@ func (a *Admin) AutoSwitched(reason string, on bool) {
 	if on {
 		to = "nowhere"
 	}
-	a.m.autoSwitches.WithLabelValues(reason, to).Inc()
+	a.m.autoSwitches.at2(reason, to).Inc()
 }
 
 // Accepted implements proxy.Observer.
 func (a *Admin) Accepted(listener string) {
-	a.m.accepted.WithLabelValues(listener).Inc()
-	a.m.active.WithLabelValues(listener).Inc()
+	a.m.accepted.at(listener).Inc()
+	a.m.active.at(listener).Inc()
 }
 
 // Rejected implements proxy.Observer.
 func (a *Admin) Rejected(listener, reason string) {
-	a.m.rejected.WithLabelValues(listener, reason).Inc()
-	a.m.active.WithLabelValues(listener).Dec()
+	a.m.rejected.at2(listener, reason).Inc()
+	a.m.active.at(listener).Dec()
 }
 
 // Ended implements proxy.Observer. A rejected connection (over_limit) also
@@ -158,41 +159,41 @@ func (a *Admin) Rejected(listener, reason string) {
 func (a *Admin) Ended(td *engine.Teardown) {
 	m := a.m
 	if td.Outcome != engine.OutcomeOverLimit {
-		m.active.WithLabelValues(td.Listener).Dec()
+		m.active.at(td.Listener).Dec()
 	}
-	m.sessions.WithLabelValues(td.Listener, td.Backend, string(td.Outcome)).Inc()
+	m.sessions.at3(td.Listener, td.Backend, string(td.Outcome)).Inc()
 	if td.BackServer != "" {
-		m.bySession.WithLabelValues(td.Backend, td.BackServer).Inc()
+		m.bySession.at2(td.Backend, td.BackServer).Inc()
 	}
 	m.observeLeg("front", &td.Front)
 	m.observeLeg("back", &td.Back)
 	m.countBytes(td.Listener, "front", &td.Front)
 	m.countBytes(td.Listener, "back", &td.Back)
-	m.duration.WithLabelValues(td.Listener).Observe(td.Duration.Seconds())
+	m.duration.at(td.Listener).Observe(td.Duration.Seconds())
 	version := td.ProxyProtocol
 	if version == "" {
 		version = "none"
 	}
-	m.proxyHeaders.WithLabelValues(td.Listener, version).Inc()
+	m.proxyHeaders.at2(td.Listener, version).Inc()
 	if td.Outcome == engine.OutcomeBadProxyHeader {
-		m.headerReject.WithLabelValues(td.Listener).Inc()
+		m.headerReject.at(td.Listener).Inc()
 	}
 }
 
 func (m *metrics) observeLeg(leg string, l *engine.LegRecord) {
-	m.firstFIN.WithLabelValues(leg, side(l.FirstFIN)).Inc()
-	m.timeWait.WithLabelValues(leg, side(l.TimeWait)).Inc()
+	m.firstFIN.at2(leg, side(l.FirstFIN)).Inc()
+	m.timeWait.at2(leg, side(l.TimeWait)).Inc()
 	if l.Close != "" && l.Close != policy.CloseNone { // the leg never opened: nothing closed
-		m.closes.WithLabelValues(leg, string(l.Close)).Inc()
+		m.closes.at2(leg, string(l.Close)).Inc()
 	}
 	if l.Reason != "" {
-		m.reasons.WithLabelValues(leg, string(l.Reason)).Inc()
+		m.reasons.at2(leg, string(l.Reason)).Inc()
 	}
 	if l.Cut {
-		m.cuts.WithLabelValues(leg).Inc()
+		m.cuts.at(leg).Inc()
 	}
 	if l.AutoReason != "" {
-		m.autoReasons.WithLabelValues(leg, l.AutoReason).Inc()
+		m.autoReasons.at2(leg, l.AutoReason).Inc()
 	}
 }
 
@@ -200,10 +201,10 @@ func (m *metrics) observeLeg(leg string, l *engine.LegRecord) {
 // path counts nothing for the metrics.
 func (m *metrics) countBytes(listener, leg string, l *engine.LegRecord) {
 	if l.BytesIn > 0 {
-		m.bytes.WithLabelValues(listener, leg, "in").Add(float64(l.BytesIn))
+		m.bytes.at3(listener, leg, "in").Add(float64(l.BytesIn))
 	}
 	if l.BytesOut > 0 {
-		m.bytes.WithLabelValues(listener, leg, "out").Add(float64(l.BytesOut))
+		m.bytes.at3(listener, leg, "out").Add(float64(l.BytesOut))
 	}
 }
 
@@ -228,10 +229,10 @@ func side(s policy.Side) string {
 // success, the backend's readiness.
 func (a *Admin) Dialed(backend string, d time.Duration, err error) {
 	if err != nil {
-		a.m.dialFailures.WithLabelValues(backend, dialKind(err)).Inc()
+		a.m.dialFailures.at2(backend, dialKind(err)).Inc()
 		return
 	}
-	a.m.dialDuration.WithLabelValues(backend).Observe(d.Seconds())
+	a.m.dialDuration.at(backend).Observe(d.Seconds())
 	if b := a.set.Load().byName[backend]; b != nil {
 		b.answered(time.Now())
 	}

@@ -1,0 +1,46 @@
+package admin
+
+import (
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// A vec's children are the vector's own: what they count shows in what
+// the vector collects, callers at once all get the same child, and each
+// label set is made once.
+func TestVecKeepsTheVectorsChildren(t *testing.T) {
+	v := newVec[prometheus.Counter](prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t_total", Help: "t"}, []string{"a", "b"}))
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				v.at2("x", "y").Inc()
+			}
+		})
+	}
+	wg.Wait()
+	v.at2("x", "z").Add(2)
+	if n := len(*v.kids.Load()); n != 2 {
+		t.Errorf("the vec keeps %d children, want 2", n)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(v)
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 1 {
+		t.Fatalf("gather: %d families, %v", len(mfs), err)
+	}
+	got := map[string]float64{}
+	for _, m := range mfs[0].GetMetric() {
+		var labels []string
+		for _, l := range m.GetLabel() {
+			labels = append(labels, l.GetValue())
+		}
+		got[strings.Join(labels, ",")] = m.GetCounter().GetValue()
+	}
+	if len(got) != 2 || got["x,y"] != 800 || got["x,z"] != 2 {
+		t.Errorf("the vector collects %v, want x,y 800 and x,z 2", got)
+	}
+}
