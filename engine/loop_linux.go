@@ -334,7 +334,7 @@ type loop struct {
 	rc       syscall.RawConn
 	efd      int // an eventfd: post's wake
 	events   []unix.EpollEvent
-	socks    map[int32]*fdSock
+	socks    fdTable
 	connects map[int32]*connecting
 	listens  map[int32]*listening // Listen's sockets
 	relays   map[*loopRelay]struct{}
@@ -383,7 +383,7 @@ func newLoop(ls *loops) (*loop, error) {
 		return nil, os.NewSyscallError("eventfd", err)
 	}
 	l := &loop{ls: ls, id: len(ls.ls), ep: os.NewFile(uintptr(epfd), "epoll"), epfd: epfd, efd: efd,
-		events: make([]unix.EpollEvent, loopEvents), socks: map[int32]*fdSock{}, connects: map[int32]*connecting{},
+		events: make([]unix.EpollEvent, loopEvents), connects: map[int32]*connecting{},
 		listens: map[int32]*listening{}, exited: make(chan struct{}), relays: map[*loopRelay]struct{}{}, scratch: make([]byte, chunkSize)}
 	l.poll = l.pollOnce
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
@@ -431,7 +431,7 @@ func (l *loop) run() {
 			if int(ev.Fd) == l.efd {
 				continue // edge-triggered: each write raises an edge, and nothing is read
 			}
-			if s := l.socks[ev.Fd]; s != nil {
+			if s := l.socks.get(ev.Fd); s != nil {
 				s.ready(ev.Events)
 				if s.r.task != nil {
 					l.taskReady(s)
@@ -573,7 +573,7 @@ func (l *loop) start(r *loopRelay) {
 	l.relays[r] = struct{}{}
 	r.x.running = len(r.flows)
 	for _, s := range r.socks {
-		l.socks[int32(s.fd)] = s
+		l.socks.put(s)
 	}
 	for _, s := range r.socks {
 		if s.live {
@@ -1001,6 +1001,32 @@ func (f *loopFlow) seed(b []byte) {
 	f.off, f.end = 0, len(b)
 }
 
+// fdTable finds a loop's sockets by descriptor, for every event a batch
+// brings: a slice indexed by it, as descriptors are small and dense (the
+// lowest free one is reused first), rather than a map to hash.
+type fdTable []*fdSock
+
+func (t fdTable) get(fd int32) *fdSock {
+	if fd < 0 || int(fd) >= len(t) {
+		return nil
+	}
+	return t[fd]
+}
+
+func (t *fdTable) put(s *fdSock) {
+	if s.fd >= len(*t) {
+		*t = append(*t, make([]*fdSock, s.fd+1-len(*t)+max(64, len(*t)/2))...)
+	}
+	(*t)[s.fd] = s
+}
+
+// del forgets s, unless its descriptor went on to another socket already.
+func (t fdTable) del(s *fdSock) {
+	if t.get(int32(s.fd)) == s {
+		t[s.fd] = nil
+	}
+}
+
 // fdSock is a leg's socket on a loop: a raw non-blocking descriptor, and
 // what edge-triggered epoll said of it.
 type fdSock struct {
@@ -1061,9 +1087,7 @@ func (s *fdSock) Close() error {
 	}
 	s.closed = true
 	l := s.r.loop
-	if l.socks[int32(s.fd)] == s {
-		delete(l.socks, int32(s.fd))
-	}
+	l.socks.del(s)
 	if s.own != nil {
 		l.closingC = append(l.closingC, s.own)
 	} else {

@@ -156,7 +156,7 @@ func (l *loop) watch(s *fdSock) error {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	s.watched, s.live = true, true
-	l.socks[int32(s.fd)] = s
+	l.socks.put(s)
 	return nil
 }
 
@@ -218,7 +218,7 @@ func (rn *Runner) Watch(fd, home int) (*TaskSock, error) {
 	s := &fdSock{fd: fd, r: rn.r}
 	if home == l.id {
 		s.watched, s.live, s.wr = true, true, true
-		l.socks[int32(fd)] = s
+		l.socks.put(s)
 	} else {
 		if home >= 0 {
 			l.ls.forget(home, fd)
@@ -256,9 +256,7 @@ func (rn *Runner) drop(s *fdSock) {
 			break
 		}
 	}
-	if rn.l.socks[int32(s.fd)] == s {
-		delete(rn.l.socks, int32(s.fd))
-	}
+	rn.l.socks.del(s)
 }
 
 // Close closes s at once with an RST (SO_LINGER 0) or, with reset
