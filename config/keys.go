@@ -63,22 +63,23 @@ Where teardown records are written, one JSON line each: "stderr",
 opened for appending and reopened on SIGUSR1, after logrotate (or
 anything else) moved it away. Records are written together, at least
 every records_flush; written one by one ("0s") they add 7–13 % to the
-proxy's CPU per short connection to a file, and about 13 % through a
-pipe whose reader wakes for every line, such as a container's stderr
-that its runtime reads (measured in docs/performance.md). A file (for
+proxy's CPU per short connection to a file, and 13–18 % through a pipe
+whose reader wakes for every line, such as a container's stderr that
+its runtime reads (measured in docs/performance.md). A file (for
 instance on a volume a log shipper tails) costs less than a pipe, and
 teardown "errors" or "sample:<rate>" less still.`},
 	{path: "log.records_flush", at: field(func(c *Config) any { return &c.Log.RecordsFlush }),
 		def: 100 * time.Millisecond, restart: true, check: recordsFlush, doc: `
 How long a teardown record may wait to be written together with the
 records that end after it: one write for all of them, 256 KiB at most
-(a full buffer is written at once). "100ms" halved what records cost
-the proxy through a pipe and took about a third off it written to a
-file (docs/performance.md); nothing wakes the proxy while no record
-waits. The price: a crash (SIGKILL, the OOM killer) loses the records
-of the last interval; shutdown, SIGUSR1 and a failed start write the
-buffer out first. "0s" writes each record as its session ends, one
-write each. At most "10s".`},
+(a full buffer is written at once). Through a pipe, "100ms" took what
+records cost the proxy per short connection from 13–18 % of its CPU to
+about 7 %; to a file, where encoding a record costs more than writing it,
+it measured level (docs/performance.md). Nothing wakes the proxy while
+no record waits. The price: a crash (SIGKILL, the OOM killer) loses
+the records of the last interval; shutdown, SIGUSR1 and a failed start
+write the buffer out first. "0s" writes each record as its session
+ends, one write each. At most "10s".`},
 
 	{path: "admin", kind: table, doc: `
 The admin HTTP listener: /metrics (Prometheus), /healthz (the process
