@@ -82,6 +82,13 @@ func (l *logs) reopen() error {
 	return l.file.Reopen()
 }
 
+// flushRecords writes out the records that wait in the buffer, if any.
+func (l *logs) flushRecords() {
+	if l.buffer != nil {
+		_ = l.buffer.Flush() // a write that fails fails as a record's own would
+	}
+}
+
 // close flushes both outputs, the buffered records included, and closes
 // the records file.
 func (l *logs) close() {

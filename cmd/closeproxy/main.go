@@ -262,6 +262,7 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	err = errors.Join(srv.Shutdown(sctx), <-served)
+	lg.flushRecords() // every session has ended: its record goes out before "stopped"
 	log.Info("stopped")
 	return err
 }

@@ -140,3 +140,25 @@ func TestBufferedRecordsReachTheirFile(t *testing.T) {
 		t.Errorf("the new file holds %d records, want the 2 written after it:\n%s", n, read(path))
 	}
 }
+
+// At shutdown the records still waiting in the buffer come out before
+// "stopped", the daemon's last line: a log reader that sees it has
+// every record.
+func TestShutdownWritesRecordsBeforeStopped(t *testing.T) {
+	backend := loopback.Serve(t, loopback.Echo)
+	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, `records_flush = "10s"`) })
+	for i := range 3 {
+		d.session(t, fmt.Sprint("hello ", i))
+	}
+	if recs := sessions(jsonLines(t, d.stderr.String())); len(recs) != 0 {
+		t.Fatalf("%d records out before the 10s flush interval, want them held", len(recs))
+	}
+	d.stop()
+	lines := jsonLines(t, d.stderr.String())
+	if len(lines) == 0 || lines[len(lines)-1].str("msg") != "stopped" {
+		t.Fatalf("the last line is not \"stopped\":\n%s", d.stderr)
+	}
+	if recs := sessions(lines); len(recs) != 3 {
+		t.Errorf("%d session records before \"stopped\", want 3:\n%s", len(recs), d.stderr)
+	}
+}
