@@ -152,18 +152,22 @@ func (l *LegRecord) encode(enc zapcore.ObjectEncoder, k *legKeys) {
 type legKeys struct {
 	firstFIN, close, timeWait, wanted, target, asWanted, reason, cut, autoReason,
 	bytesIn, bytesOut, finIn, finOut, rstOut, local, peer string
+	json *legKeys // the same keys as AppendJSON writes them
 }
 
 var frontKeys, backKeys = newLegKeys("front."), newLegKeys("back.")
 
 func newLegKeys(p string) *legKeys {
-	return &legKeys{
+	k := &legKeys{
 		firstFIN: p + "first_fin", close: p + "close", timeWait: p + "time_wait", wanted: p + "wanted",
 		target: p + "target", asWanted: p + "as_wanted", reason: p + "reason", cut: p + "cut",
 		autoReason: p + "auto_reason", bytesIn: p + "bytes_in", bytesOut: p + "bytes_out",
 		finIn: p + "fin_in_ms", finOut: p + "fin_out_ms", rstOut: p + "rst_out_ms",
 		local: p + "local", peer: p + "peer",
 	}
+	j := jsonKeys(*k)
+	k.json = &j
+	return k
 }
 
 // Fields returns the record as zap fields for one log line.

@@ -36,8 +36,9 @@ func benchTeardown() *Teardown {
 	return r.Done()
 }
 
-// BenchmarkTeardownRecord encodes one record as production writes it: a
-// JSON line through zap (cmd/closeproxy's encoder), to io.Discard.
+// BenchmarkTeardownRecord encodes one record: through zap's JSON encoder
+// (encode, and log: a line through a zap logger to io.Discard) and with
+// AppendJSON, which cmd/closeproxy's records logger writes with.
 //
 //	taskset -c 0 go test -run '^$' -bench TeardownRecord ./engine
 func BenchmarkTeardownRecord(b *testing.B) {
@@ -56,6 +57,14 @@ func BenchmarkTeardownRecord(b *testing.B) {
 			}
 			b.SetBytes(int64(buf.Len()))
 			buf.Free()
+		}
+	})
+	b.Run("append_json", func(b *testing.B) { // what cmd/closeproxy's records logger writes with
+		buf := make([]byte, 0, 2048)
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = td.AppendJSON(buf[:0])
+			b.SetBytes(int64(len(buf)))
 		}
 	})
 	b.Run("log", func(b *testing.B) {

@@ -57,7 +57,7 @@ func openLogs(c config.Log, stdout, stderr io.Writer) (*logs, error) {
 		})
 		recOut = l.buffer
 	}
-	l.records = newLogger(zapcore.DebugLevel, recOut)
+	l.records = newRecordLogger(recOut)
 	return l, nil
 }
 
@@ -125,8 +125,19 @@ func reopenOnUSR1(ctx context.Context, usr1 <-chan os.Signal, l *logs) {
 // newLogger writes JSON lines to w at lvl and above; teardown records are
 // lines with msg "teardown".
 func newLogger(lvl zapcore.LevelEnabler, w zapcore.WriteSyncer) *zap.Logger {
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig()), w, lvl))
+}
+
+// newRecordLogger writes every record to w, as newLogger's lines, through
+// recordCore.
+func newRecordLogger(w zapcore.WriteSyncer) *zap.Logger {
+	next := zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig()), w, zapcore.DebugLevel)
+	return zap.New(recordCore{next: next, out: w})
+}
+
+func encoderConfig() zapcore.EncoderConfig {
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	enc.EncodeDuration = zapcore.StringDurationEncoder
-	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), w, lvl))
+	return enc
 }
