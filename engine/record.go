@@ -120,12 +120,16 @@ func (t *Teardown) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddInt("back.tries", t.BackTries)
 	enc.AddFloat64("duration_ms", millis(t.Duration))
 	enc.AddString("outcome", string(t.Outcome))
-	errText := ""
-	if t.Err != nil {
-		errText = t.Err.Error()
-	}
-	enc.AddString("error", errText)
+	enc.AddString("error", t.errText())
 	return nil
+}
+
+// errText is the record's error: its text, or empty.
+func (t *Teardown) errText() string {
+	if t.Err == nil {
+		return ""
+	}
+	return t.Err.Error()
 }
 
 func (l *LegRecord) encode(enc zapcore.ObjectEncoder, k *legKeys) {

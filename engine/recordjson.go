@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"math"
 	"net/netip"
 	"strconv"
 	"time"
@@ -32,11 +31,7 @@ func (t *Teardown) AppendJSON(b []byte) []byte {
 	b = strconv.AppendInt(append(b, `,"back.tries":`...), int64(t.BackTries), 10)
 	b = appendMillis(b, `,"duration_ms":`, t.Duration)
 	b = appendStr(b, `,"outcome":`, string(t.Outcome))
-	errText := ""
-	if t.Err != nil {
-		errText = t.Err.Error()
-	}
-	return appendStr(b, `,"error":`, errText)
+	return appendStr(b, `,"error":`, t.errText())
 }
 
 func (l *LegRecord) appendJSON(b []byte, k *legKeys) []byte {
@@ -75,17 +70,18 @@ func appendBool(b []byte, key string, v bool) []byte {
 	return strconv.AppendBool(append(b, key...), v)
 }
 
-// appendMillis renders millis(d) as appendFloat does, from the integer
+// appendMillis renders millis(d) as zap renders that float, from the integer
 // microseconds: below 2^43 µs (about 100 days) the shortest decimal that
 // reads back as float64(µs)/1000 is µs/1000 itself, its fraction's
 // trailing zeros dropped, since doubles there lie far closer together
 // than 0.001. Longer durations take the float path.
 func appendMillis(b []byte, key string, d time.Duration) []byte {
+	b = append(b, key...)
 	us := d.Microseconds()
 	if d < 0 || us >= 1<<43 {
-		return appendFloat(b, key, millis(d))
+		return strconv.AppendFloat(b, millis(d), 'f', -1, 64) // as zap renders a finite float
 	}
-	b = strconv.AppendInt(append(b, key...), us/1000, 10)
+	b = strconv.AppendInt(b, us/1000, 10)
 	frac := us % 1000
 	if frac == 0 {
 		return b
@@ -98,21 +94,6 @@ func appendMillis(b []byte, key string, d time.Duration) []byte {
 	return append(append(b, '.'), digits[:n]...)
 }
 
-// appendFloat renders v as zap does: shortest decimal, no exponent;
-// NaN and infinities quoted.
-func appendFloat(b []byte, key string, v float64) []byte {
-	b = append(b, key...)
-	switch {
-	case math.IsNaN(v):
-		return append(b, `"NaN"`...)
-	case math.IsInf(v, 1):
-		return append(b, `"+Inf"`...)
-	case math.IsInf(v, -1):
-		return append(b, `"-Inf"`...)
-	}
-	return strconv.AppendFloat(b, v, 'f', -1, 64)
-}
-
 func appendAddr(b []byte, key string, a netip.AddrPort) []byte {
 	b = append(b, key...)
 	if !a.IsValid() {
@@ -122,31 +103,34 @@ func appendAddr(b []byte, key string, a netip.AddrPort) []byte {
 	n := len(b)
 	b = a.AppendTo(b)
 	for _, c := range b[n:] {
-		if c < 0x20 || c >= utf8.RuneSelf || c == '\\' || c == '"' {
-			return appendQuoted(b[:n-1], a.String()) // an IPv6 zone that needs escaping: rare
+		if !plainByte(c) {
+			return AppendJSONString(b[:n-1], a.String()) // an IPv6 zone that needs escaping: rare
 		}
 	}
 	return append(b, '"')
 }
 
 func appendStr(b []byte, key, s string) []byte {
-	return appendQuoted(append(b, key...), s)
+	return AppendJSONString(append(b, key...), s)
 }
 
 const hexDigits = "0123456789abcdef"
 
-// appendQuoted appends s as a JSON string escaped as zap's JSON encoder
-// escapes it: backslash and quote escaped, \n \r \t by name, the other
-// control bytes as \u00XX, an invalid UTF-8 byte as \ufffd, everything
-// else as it is.
-func appendQuoted(b []byte, s string) []byte {
+// plainByte reports a byte a JSON string holds as it is.
+func plainByte(c byte) bool { return c >= 0x20 && c < utf8.RuneSelf && c != '\\' && c != '"' }
+
+// AppendJSONString appends s as a JSON string escaped as zap's JSON
+// encoder escapes it, as the record's strings are: backslash and quote
+// escaped, \n \r \t by name, the other control bytes as \u00XX, an
+// invalid UTF-8 byte as \ufffd, everything else as it is.
+func AppendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			i++
 			switch {
-			case c >= 0x20 && c != '\\' && c != '"':
+			case plainByte(c):
 				b = append(b, c)
 			case c == '\\' || c == '"':
 				b = append(b, '\\', c)

@@ -76,9 +76,7 @@ func (l *logs) reopen() error {
 	if l.file == nil {
 		return nil
 	}
-	if l.buffer != nil {
-		_ = l.buffer.Flush() // a write that fails fails as a record's own would; reopen all the same
-	}
+	l.flushRecords() // reopen all the same if the write fails
 	return l.file.Reopen()
 }
 

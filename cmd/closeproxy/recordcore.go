@@ -2,7 +2,6 @@ package main
 
 import (
 	"sync"
-	"unicode/utf8"
 
 	"go.uber.org/zap/zapcore"
 
@@ -40,7 +39,7 @@ func (c recordCore) Sync() error { return c.next.Sync() }
 
 func (c recordCore) Write(ent zapcore.Entry, fs []zapcore.Field) error {
 	td, ok := teardownOf(fs)
-	if !ok || ent.LoggerName != "" || ent.Caller.Defined || ent.Stack != "" || !plainASCII(ent.Message) {
+	if !ok || ent.LoggerName != "" || ent.Caller.Defined || ent.Stack != "" {
 		return c.next.Write(ent, fs)
 	}
 	bp := lineBufs.Get().(*[]byte)
@@ -48,9 +47,9 @@ func (c recordCore) Write(ent zapcore.Entry, fs []zapcore.Field) error {
 	b = append(b, ent.Level.String()...)
 	b = append(b, `","ts":"`...)
 	b = ent.Time.AppendFormat(b, iso8601)
-	b = append(b, `","msg":"`...)
-	b = append(b, ent.Message...)
-	b = append(b, `",`...)
+	b = append(b, `","msg":`...)
+	b = engine.AppendJSONString(b, ent.Message)
+	b = append(b, ',')
 	b = td.AppendJSON(b)
 	b = append(b, "}\n"...)
 	_, err := c.out.Write(b)
@@ -69,14 +68,4 @@ func teardownOf(fs []zapcore.Field) (*engine.Teardown, bool) {
 	}
 	td, ok := fs[0].Interface.(*engine.Teardown)
 	return td, ok && td != nil
-}
-
-// plainASCII reports a message zap writes as it is, nothing escaped.
-func plainASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '\\' || c == '"' {
-			return false
-		}
-	}
-	return true
 }

@@ -32,9 +32,10 @@ func testRecord() *engine.Teardown {
 }
 
 // The records logger writes the lines the log's own encoder writes, byte
-// for byte: records by AppendJSON, anything else (another message,
-// context fields, a message that needs escaping) through the encoder.
-// A record takes the fast path: fewer allocations than the encoder's.
+// for byte: records by AppendJSON (their message escaped as the encoder
+// escapes it), anything else (another message, context fields) through
+// the encoder. A record takes the fast path: fewer allocations than the
+// encoder's.
 func TestRecordCoreWritesWhatTheEncoderWrites(t *testing.T) {
 	at := zap.WithClock(fixedClock{time.Date(2026, 12, 4, 6, 30, 1, 234567891, time.FixedZone("", 3600))})
 	var fast, plain bytes.Buffer

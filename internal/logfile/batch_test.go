@@ -44,6 +44,16 @@ func (s *sink) got() ([]string, int) {
 	return append([]string(nil), s.writes...), s.syncs
 }
 
+// write hands b each line, failing t on an error.
+func write(t *testing.T, b *Batch, lines ...string) {
+	t.Helper()
+	for _, l := range lines {
+		if _, err := b.Write([]byte(l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // awaitWrite waits for the sink's next write, at most d.
 func (s *sink) awaitWrite(t *testing.T, d time.Duration) {
 	t.Helper()
@@ -61,11 +71,7 @@ func TestBatchWritesTogetherAfterTheWait(t *testing.T) {
 	b := NewBatch(s, 20*time.Millisecond, 1<<10, func(err error) { t.Errorf("timed flush: %v", err) })
 	defer b.Stop()
 	start := time.Now()
-	for _, l := range []string{"a\n", "b\n", "c\n"} {
-		if _, err := b.Write([]byte(l)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write(t, b, "a\n", "b\n", "c\n")
 	if w, _ := s.got(); len(w) != 0 {
 		t.Fatalf("written before the wait: %q", w)
 	}
@@ -82,9 +88,7 @@ func TestBatchWritesTogetherAfterTheWait(t *testing.T) {
 	if armed {
 		t.Error("the timer is armed with nothing waiting")
 	}
-	if _, err := b.Write([]byte("d\n")); err != nil {
-		t.Fatal(err)
-	}
+	write(t, b, "d\n")
 	s.awaitWrite(t, 5*time.Second)
 	if w, _ := s.got(); len(w) != 2 || w[1] != "d\n" {
 		t.Errorf("writes %q, want the second line alone after its own wait", w)
@@ -97,39 +101,27 @@ func TestBatchWritesTogetherAfterTheWait(t *testing.T) {
 func TestBatchFlushesOnFullSyncAndStop(t *testing.T) {
 	s := newSink()
 	b := NewBatch(s, time.Hour, 8, nil)
-	for _, l := range []string{"1234\n", "5678\n"} {
-		if _, err := b.Write([]byte(l)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write(t, b, "1234\n", "5678\n")
 	if w, _ := s.got(); len(w) != 1 || w[0] != "1234\n" {
 		t.Fatalf("writes %q, want the first line written when the second did not fit", w)
 	}
 	long := strings.Repeat("x", 20) + "\n"
-	if _, err := b.Write([]byte(long)); err != nil {
-		t.Fatal(err)
-	}
+	write(t, b, long)
 	if w, _ := s.got(); len(w) != 3 || w[1] != "5678\n" || w[2] != long {
 		t.Fatalf("writes %q, want the waiting line, then the long one alone", w)
 	}
-	if _, err := b.Write([]byte("ab\n")); err != nil {
-		t.Fatal(err)
-	}
+	write(t, b, "ab\n")
 	if err := b.Sync(); err != nil {
 		t.Fatal(err)
 	}
 	if w, syncs := s.got(); len(w) != 4 || w[3] != "ab\n" || syncs != 1 {
 		t.Fatalf("writes %q, %d syncs; want the waiting line written and one sync", w, syncs)
 	}
-	if _, err := b.Write([]byte("cd\n")); err != nil {
-		t.Fatal(err)
-	}
+	write(t, b, "cd\n")
 	if err := b.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Write([]byte("ef\n")); err != nil {
-		t.Fatal(err)
-	}
+	write(t, b, "ef\n")
 	if w, _ := s.got(); len(w) != 6 || w[4] != "cd\n" || w[5] != "ef\n" {
 		t.Fatalf("writes %q, want the waiting line at Stop, then each as it comes", w)
 	}
@@ -143,9 +135,7 @@ func TestBatchReportsAFailedTimedFlush(t *testing.T) {
 	errs := make(chan error, 1)
 	b := NewBatch(s, time.Millisecond, 1<<10, func(err error) { errs <- err })
 	defer b.Stop()
-	if _, err := b.Write([]byte("lost\n")); err != nil {
-		t.Fatal(err)
-	}
+	write(t, b, "lost\n")
 	select {
 	case err := <-errs:
 		if !errors.Is(err, s.fail) {
@@ -157,9 +147,7 @@ func TestBatchReportsAFailedTimedFlush(t *testing.T) {
 	s.mu.Lock()
 	s.fail = nil
 	s.mu.Unlock()
-	if _, err := b.Write([]byte("kept\n")); err != nil {
-		t.Fatal(err)
-	}
+	write(t, b, "kept\n")
 	s.awaitWrite(t, 5*time.Second)
 	if w, _ := s.got(); len(w) != 1 || w[0] != "kept\n" {
 		t.Errorf("writes %q, want only the line after the failure", w)
