@@ -3,9 +3,10 @@
 // path: the proxy reports to it through proxy.Observer (Admin implements it),
 // the pools and servers are read at scrape time through Readiness.PoolStats
 // and Readiness.Servers, and the
-// kernel's TIME-WAIT figures are the latest sample of the process's
-// twwatch.Watcher (WithWatcher), the very sample auto decides from; an
-// Admin given none makes its own, which Serve runs.
+// kernel's TIME-WAIT figures are a sample of the process's
+// twwatch.Watcher (WithWatcher) taken at the scrape unless the latest is
+// younger than admin.kernel_sample_interval (the sample auto decides from,
+// when a leg uses auto); an Admin given none makes its own, which Serve runs.
 //
 // Endpoints:
 //

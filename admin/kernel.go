@@ -20,8 +20,10 @@ var (
 		"TIME-WAIT sockets the kernel destroyed at once for want of room (tcp_max_tw_buckets reached): TcpExt TCPTimeWaitOverflow of /proc/net/netstat, a counter of the whole network namespace since boot.", nil, nil)
 )
 
-// kernelCollector reports the watcher's latest sample, the one auto
-// decides from; figures not read are absent.
+// kernelCollector reports a sample no older than
+// admin.kernel_sample_interval (twwatch.Watcher.Current): taken at the
+// scrape unless the latest is younger, so an idle proxy nobody scrapes
+// reads nothing; figures not read are absent.
 type kernelCollector struct {
 	w *twwatch.Watcher
 }
@@ -37,10 +39,7 @@ func (k *kernelCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (k *kernelCollector) Collect(ch chan<- prometheus.Metric) {
-	s := k.w.Latest()
-	if s == nil {
-		return // nothing sampled yet
-	}
+	s := k.w.Current()
 	emit := func(d *prometheus.Desc, f twwatch.Figure, labels ...string) {
 		if f.OK {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(f.Value), labels...)

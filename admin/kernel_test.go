@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 
@@ -18,12 +19,14 @@ func sock(st sockdiag.State, local, peer string) sockdiag.Socket {
 	return sockdiag.Socket{State: st, Local: netip.MustParseAddrPort(local), Peer: netip.MustParseAddrPort(peer)}
 }
 
-// The gauges are the shared watcher's latest sample, figure for figure; a
-// figure it could not read is absent; before the first sample, all are.
+// The gauges are a sample of the shared watcher, figure for figure, taken
+// by the scrape when there is none younger than kernel_sample_interval;
+// a figure it could not read is absent.
 func TestKernelGaugesShowTheSharedSample(t *testing.T) {
 	cfg := &config.Config{
 		Listeners: []config.Listener{{Name: "web", Listen: ":8080", Backend: "app"}},
 		Backends:  []config.Backend{{Name: "app", Address: "10.0.0.2:80"}},
+		Admin:     config.Admin{KernelSample: time.Hour},
 	}
 	files := map[string]string{
 		procnet.SockstatPath:     "TCP: inuse 1 orphan 0 tw 57 alloc 1 mem 1\n",
@@ -38,14 +41,17 @@ func TestKernelGaugesShowTheSharedSample(t *testing.T) {
 	w := twwatch.New(cfg, zaptest.NewLogger(t), twwatch.WithKernel(twwatchtest.Kernel(files, socks)))
 	a := New(cfg, zaptest.NewLogger(t), WithWatcher(w))
 	base := serve(t, a) // a shared watcher: Serve does not run it
-	got := scrape(t, base)
-	for k := range got {
-		if strings.HasPrefix(k, "closeproxy_kernel") {
-			t.Errorf("%s before any sample", k)
-		}
+	if w.Latest() != nil {
+		t.Fatal("a sample before the first scrape")
 	}
-	s := w.Refresh()
-	got = scrape(t, base)
+	got := scrape(t, base)
+	s := w.Latest()
+	if s == nil || s.Seq != 1 {
+		t.Fatalf("after the first scrape: latest sample %v, want the one it took (1)", s)
+	}
+	if scrape(t, base); w.Latest().Seq != 1 {
+		t.Errorf("a second scrape within kernel_sample_interval took sample %d, want none", w.Latest().Seq)
+	}
 	want := map[string]float64{
 		`closeproxy_kernel_time_wait{leg="front"}`: float64(s.Front.Value),
 		`closeproxy_kernel_time_wait{leg="back"}`:  float64(s.Back.Value),

@@ -94,10 +94,12 @@ Its clients are bounded: at most 64 connections at once, closed after 30s
 idle.`},
 	{path: "admin.kernel_sample_interval", at: field(func(c *Config) any { return &c.Admin.KernelSample }),
 		def: time.Second, check: positive, doc: `
-How often the kernel's TIME-WAIT figures behind the metrics are read
-(sock_diag, filtered by the proxy's own ports). When some leg uses "auto"
-and auto.sample_interval is shorter, that: one sampler serves both. Like
-it, stretched so that sampling never takes more than 1% of one core.`},
+The oldest the kernel's TIME-WAIT figures behind the metrics may be. A
+scrape of /metrics reads them (sock_diag, filtered by the proxy's own
+ports) unless the last reading is younger; scrapes in between share it,
+and a proxy nobody scrapes reads nothing (when some leg uses "auto", its
+sampler's readings serve too). Stretched so that reading never takes more
+than 1% of one core: a reading that cost d of CPU serves for 100 × d.`},
 
 	{path: "auto", kind: table, doc: `
 Thresholds of time_wait = "auto" on either leg. Auto prefers the

@@ -17,12 +17,16 @@
 //     ephemeral ports (ip_local_port_range less reserved ports), and the
 //     proxy's TIME-WAIT by leg and toward each backend address (sock_diag,
 //     filtered in the kernel). A figure that could not be read says so.
-//   - A Watcher samples every Interval: the shortest any user needs
-//     (auto.sample_interval when some leg uses auto, the admin's
-//     kernel_sample_interval when the admin listener is on), or less often
-//     when a sample costs much: sampling never takes more than 1 % of one
-//     core (a sample that cost d of the thread's CPU waits 100 × d). Readers
-//     take Latest, or Subscribe to be called with each new sample.
+//   - A Watcher samples at its start and after each reload, then every
+//     Interval when some leg uses auto (auto.sample_interval), which
+//     decides from samples as sessions end. The metrics take theirs on
+//     demand (Current: a sample no older than the admin's
+//     kernel_sample_interval, taken at the scrape if need be), so a proxy
+//     without auto that nobody scrapes walks no socket table: idle, a
+//     sidecar costs nothing here. Either way sampling never takes more
+//     than 1 % of one core (a sample that cost d of the thread's CPU is
+//     followed or served for at least 100 × d). Readers take Latest or
+//     Current, or Subscribe to be called with each new sample.
 //
 // It reads and reports; it decides nothing (package policy decides auto's
 // hysteresis, package proxy keeps its state and its between-sample

@@ -16,15 +16,19 @@ import (
 const MinAutoInterval = 250 * time.Millisecond
 
 // Watcher samples the kernel's TIME-WAIT figures for the whole process:
-// one list of targets, one sampler goroutine (Run), one latest Sample.
-// Its methods are safe for concurrent use.
+// one list of targets, one sampler goroutine (Run) for auto, samples on
+// demand for the metrics (Current), one latest Sample. Its methods are
+// safe for concurrent use.
 type Watcher struct {
 	log    *zap.Logger
 	kernel Kernel
 	res    Resolver
 
 	targets  atomic.Pointer[Targets]
-	interval atomic.Int64 // a time.Duration; 0: no user needs samples
+	interval atomic.Int64 // Run's period, a time.Duration; 0: no leg uses auto
+	maxAge   atomic.Int64 // the oldest sample Current serves, a time.Duration
+	cost     atomic.Int64 // the CPU the last timed sample took, a time.Duration
+	stale    atomic.Bool  // the targets changed since the latest sample
 	latest   atomic.Pointer[Sample]
 	changed  chan struct{} // Update tells Run: new targets or interval
 	running  atomic.Bool
@@ -62,10 +66,11 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Watcher {
 }
 
 // Update follows a reloaded configuration: new targets (host names
-// resolved again, now) and interval. A running Run samples with them at
-// once.
+// resolved again, now), interval and maximum age. A running Run samples
+// with them at once; Current, at its next call.
 func (w *Watcher) Update(cfg *config.Config) {
 	w.set(cfg)
+	w.stale.Store(true)
 	select {
 	case w.changed <- struct{}{}:
 	default: // Run has a change to read already
@@ -75,30 +80,35 @@ func (w *Watcher) Update(cfg *config.Config) {
 func (w *Watcher) set(cfg *config.Config) {
 	w.targets.Store(BuildTargets(cfg, w.res, w.log))
 	w.interval.Store(int64(Interval(cfg)))
+	w.maxAge.Store(int64(MaxAge(cfg)))
 }
 
-// Interval is how often a Watcher samples for cfg: the shortest any user
-// needs. auto needs auto.sample_interval (at least MinAutoInterval) when
-// some leg uses it; the metrics need admin.kernel_sample_interval unless
-// admin.listen is "off". 0 when no one needs samples.
+// Interval is how often Run samples for cfg: auto.sample_interval (at
+// least MinAutoInterval) when some leg uses auto, which decides from
+// samples as sessions end; 0 otherwise. The metrics take theirs on demand
+// (Current): a proxy without auto that nobody scrapes reads nothing.
 func Interval(cfg *config.Config) time.Duration {
-	var every time.Duration
 	if cfg.UsesAuto() {
-		every = max(cfg.Auto.SampleInterval, MinAutoInterval)
+		return max(cfg.Auto.SampleInterval, MinAutoInterval)
 	}
-	if cfg.Admin.Listen != "off" {
-		k := cfg.Admin.KernelSample
-		if k <= 0 { // a Config built in code may leave it unset
-			k = config.Defaults().Admin.KernelSample
-		}
-		if every == 0 || k < every {
-			every = k
-		}
-	}
-	return every
+	return 0
 }
 
-// Interval returns how often Run samples; 0: it waits for an Update.
+// MaxAge is the oldest sample Current serves for cfg:
+// admin.kernel_sample_interval (its default when a Config built in code
+// leaves it unset); 0 when admin.listen is "off" and no metrics ask.
+func MaxAge(cfg *config.Config) time.Duration {
+	if cfg.Admin.Listen == "off" {
+		return 0
+	}
+	if k := cfg.Admin.KernelSample; k > 0 {
+		return k
+	}
+	return config.Defaults().Admin.KernelSample
+}
+
+// Interval returns how often Run samples; 0: only at its start and after
+// an Update.
 func (w *Watcher) Interval() time.Duration { return time.Duration(w.interval.Load()) }
 
 // Targets returns the current targets.
@@ -130,6 +140,43 @@ func (w *Watcher) Subscribe(f func(*Sample)) (cancel func()) {
 func (w *Watcher) Refresh() *Sample {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.refreshLocked()
+}
+
+// Current returns a sample no older than the maximum age
+// (admin.kernel_sample_interval) of the current targets: the latest, or
+// one taken now on the caller's goroutine and published as Refresh does.
+// A sample is older than that when taking one costs much: as Run's, a
+// sample that cost d of CPU is served for at least 100 × d. Concurrent
+// callers wait for one sample and share it.
+func (w *Watcher) Current() *Sample {
+	if s := w.fresh(); s != nil {
+		return s
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s := w.fresh(); s != nil {
+		return s
+	}
+	var s *Sample
+	w.cost.Store(int64(cpuOf(func() { s = w.refreshLocked() })))
+	return s
+}
+
+// fresh returns the latest sample if Current may serve it, nil if not.
+func (w *Watcher) fresh() *Sample {
+	s := w.Latest()
+	if s == nil || w.stale.Load() {
+		return nil
+	}
+	if time.Since(s.At) < nextSample(time.Duration(w.maxAge.Load()), time.Duration(w.cost.Load())) {
+		return s
+	}
+	return nil
+}
+
+func (w *Watcher) refreshLocked() *Sample {
+	w.stale.Store(false) // before the targets are read: an Update after them marks it again
 	s := w.kernel.Read(w.targets.Load())
 	w.seq++
 	s.Seq, s.At = w.seq, time.Now()
@@ -155,10 +202,11 @@ func (w *Watcher) logLocked(err error) {
 	w.failing = err != nil
 }
 
-// Run samples at once and then every Interval (longer when a sample costs
-// much: see sampleShare) until ctx ends; an Update
-// takes effect at once. Run is the one sampler goroutine of a Watcher: a
-// second Run while one runs returns at once.
+// Run samples at once when anyone needs samples (so that figures the
+// kernel does not give are logged at start), then every Interval (longer when a sample costs much:
+// see sampleShare) until ctx ends; an Update takes effect at once, with a
+// sample. Run is the one sampler goroutine of a Watcher: a second Run
+// while one runs returns at once.
 func (w *Watcher) Run(ctx context.Context) {
 	if !w.running.CompareAndSwap(false, true) {
 		w.log.Warn("twwatch: Run called while running; the second returns")
@@ -167,9 +215,12 @@ func (w *Watcher) Run(ctx context.Context) {
 	defer w.running.Store(false)
 	for {
 		every := w.Interval()
-		if every > 0 {
+		if every > 0 || w.maxAge.Load() > 0 {
 			took := cpuOf(func() { w.Refresh() })
-			every = nextSample(every, took)
+			w.cost.Store(int64(took))
+			if every > 0 {
+				every = nextSample(every, took)
+			}
 		}
 		if !w.wait(ctx, every) {
 			return

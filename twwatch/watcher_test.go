@@ -3,6 +3,7 @@ package twwatch
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,30 +20,34 @@ func autoLeg() config.Close { return config.Close{TimeWait: policy.TargetAuto} }
 
 func TestInterval(t *testing.T) {
 	cases := []struct {
-		name string
-		cfg  config.Config
-		want time.Duration
+		name   string
+		cfg    config.Config
+		every  time.Duration // Run's period
+		maxAge time.Duration // Current's
 	}{
-		{"metrics only, kernel_sample_interval unset: its default", config.Config{}, time.Second},
-		{"metrics only", config.Config{Admin: config.Admin{KernelSample: 10 * time.Millisecond}}, 10 * time.Millisecond},
-		{"auto and metrics: auto's, the shorter", config.Config{
+		{"metrics only, kernel_sample_interval unset: on demand, its default", config.Config{}, 0, time.Second},
+		{"metrics only: on demand", config.Config{Admin: config.Admin{KernelSample: 10 * time.Millisecond}}, 0, 10 * time.Millisecond},
+		{"auto and metrics", config.Config{
 			Admin: config.Admin{KernelSample: time.Second}, Auto: config.Auto{SampleInterval: 250 * time.Millisecond},
-			Listeners: []config.Listener{{Close: autoLeg()}}}, 250 * time.Millisecond},
-		{"auto slower than the metrics: the metrics'", config.Config{
+			Listeners: []config.Listener{{Close: autoLeg()}}}, 250 * time.Millisecond, time.Second},
+		{"auto slower than the metrics: each its own", config.Config{
 			Admin: config.Admin{KernelSample: time.Second}, Auto: config.Auto{SampleInterval: 5 * time.Second},
-			Backends: []config.Backend{{Close: autoLeg()}}}, time.Second},
+			Backends: []config.Backend{{Close: autoLeg()}}}, 5 * time.Second, time.Second},
 		{"auto below its floor", config.Config{
 			Admin: config.Admin{Listen: "off"}, Auto: config.Auto{SampleInterval: 10 * time.Millisecond},
-			Backends: []config.Backend{{Close: autoLeg()}}}, MinAutoInterval},
+			Backends: []config.Backend{{Close: autoLeg()}}}, MinAutoInterval, 0},
 		{"admin off, auto only", config.Config{
 			Admin: config.Admin{Listen: "off"}, Auto: config.Auto{SampleInterval: 2 * time.Second},
-			Listeners: []config.Listener{{Close: autoLeg()}}}, 2 * time.Second},
-		{"admin off, no auto: no one needs samples", config.Config{Admin: config.Admin{Listen: "off"}}, 0},
+			Listeners: []config.Listener{{Close: autoLeg()}}}, 2 * time.Second, 0},
+		{"admin off, no auto: no one needs samples", config.Config{Admin: config.Admin{Listen: "off"}}, 0, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Interval(&tc.cfg); got != tc.want {
-				t.Errorf("Interval: %v, want %v", got, tc.want)
+			if got := Interval(&tc.cfg); got != tc.every {
+				t.Errorf("Interval: %v, want %v", got, tc.every)
+			}
+			if got := MaxAge(&tc.cfg); got != tc.maxAge {
+				t.Errorf("MaxAge: %v, want %v", got, tc.maxAge)
 			}
 		})
 	}
@@ -78,7 +83,8 @@ func next(t *testing.T, ch <-chan *Sample) *Sample {
 func backendAt(addr string) config.Backend { return config.Backend{Name: "app", Address: addr} }
 
 func TestRunSamplesEveryInterval(t *testing.T) {
-	cfg := &config.Config{Admin: config.Admin{KernelSample: 5 * time.Millisecond}, Backends: []config.Backend{backendAt("10.0.0.2:80")}}
+	cfg := &config.Config{Admin: config.Admin{Listen: "off"}, Auto: config.Auto{SampleInterval: MinAutoInterval},
+		Backends: []config.Backend{backendAt("10.0.0.2:80"), {Name: "b", Address: "10.0.0.3:80", Close: autoLeg()}}}
 	w := New(cfg, zaptest.NewLogger(t), WithKernel(stockHost().kernel()))
 	if w.Latest() != nil {
 		t.Fatal("a sample before Run")
@@ -133,6 +139,92 @@ func TestRunIdleUntilNeeded(t *testing.T) {
 	w.Update(&config.Config{Admin: config.Admin{Listen: "off"}, Listeners: []config.Listener{{Close: autoLeg()}}})
 	if s := next(t, ch); s.Seq != 1 || w.Interval() != MinAutoInterval {
 		t.Errorf("sample %d, interval %v after auto came in", s.Seq, w.Interval())
+	}
+}
+
+// Without auto, Run samples once at its start (figures missing are
+// logged then) and after each Update; the metrics take theirs on demand.
+func TestRunMetricsOnlySamplesOnce(t *testing.T) {
+	cfg := &config.Config{Admin: config.Admin{KernelSample: 10 * time.Millisecond}}
+	w := New(cfg, zaptest.NewLogger(t), WithKernel(stockHost().kernel()))
+	ch := subscribe(t, w)
+	run(t, w)
+	if s := next(t, ch); s.Seq != 1 {
+		t.Fatalf("first sample %d, want 1", s.Seq)
+	}
+	select {
+	case s := <-ch:
+		t.Fatalf("sample %d without auto and without a scrape", s.Seq)
+	case <-time.After(100 * time.Millisecond): // ten kernel_sample_intervals
+	}
+	w.Update(cfg)
+	if s := next(t, ch); s.Seq != 2 {
+		t.Errorf("after Update: sample %d, want 2", s.Seq)
+	}
+}
+
+// aged makes w's latest sample look taken by ago.
+func aged(w *Watcher, by time.Duration) {
+	s := *w.Latest()
+	s.At = s.At.Add(-by)
+	w.latest.Store(&s)
+}
+
+// Current samples when the latest is older than the maximum age or its
+// targets changed, and serves the latest otherwise.
+func TestCurrentSamplesOnDemand(t *testing.T) {
+	a, b := netip.MustParseAddrPort("10.0.0.2:80"), netip.MustParseAddrPort("10.0.0.3:80")
+	cfg := &config.Config{Admin: config.Admin{KernelSample: time.Minute}, Backends: []config.Backend{backendAt(a.String())}}
+	w := New(cfg, zaptest.NewLogger(t), WithKernel(stockHost().kernel()))
+	first := w.Current()
+	if first.Seq != 1 || first.Host != have(1234) {
+		t.Fatalf("first Current: sample %d, host %+v; want 1, 1234", first.Seq, first.Host)
+	}
+	if s := w.Current(); s != first {
+		t.Errorf("Current within the maximum age: sample %d, want the latest (1)", s.Seq)
+	}
+	aged(w, 2*time.Minute)
+	if s := w.Current(); s.Seq != 2 {
+		t.Errorf("Current past the maximum age: sample %d, want a new one (2)", s.Seq)
+	}
+	w.Update(&config.Config{Admin: config.Admin{KernelSample: time.Minute}, Backends: []config.Backend{backendAt(b.String())}})
+	s := w.Current()
+	if _, ok := s.Toward(b); s.Seq != 3 || !ok {
+		t.Errorf("Current after Update: sample %d, %v a destination %v; want 3, true", s.Seq, b, ok)
+	}
+}
+
+// A sample that cost d of CPU is served for at least 100 × d, however
+// short the maximum age: scrapes keep the 1 % bound too.
+func TestCurrentKeepsTheCostBound(t *testing.T) {
+	w := New(&config.Config{Admin: config.Admin{KernelSample: time.Millisecond}}, zaptest.NewLogger(t), WithKernel(stockHost().kernel()))
+	w.Current()
+	w.cost.Store(int64(time.Second)) // as if the walk had taken a second
+	aged(w, 10*time.Second)
+	if s := w.Current(); s.Seq != 1 {
+		t.Errorf("sample %d 10 s after one that cost 1 s, want the latest (1)", s.Seq)
+	}
+	aged(w, 100*time.Second)
+	if s := w.Current(); s.Seq != 2 {
+		t.Errorf("sample %d 110 s after one that cost 1 s, want a new one (2)", s.Seq)
+	}
+}
+
+// Scrapes at once share one sample.
+func TestCurrentConcurrentShareOneSample(t *testing.T) {
+	w := New(&config.Config{Admin: config.Admin{KernelSample: time.Minute}}, zaptest.NewLogger(t), WithKernel(stockHost().kernel()))
+	seqs := make(chan uint64, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() { defer wg.Done(); seqs <- w.Current().Seq }()
+	}
+	wg.Wait()
+	close(seqs)
+	for seq := range seqs {
+		if seq != 1 {
+			t.Errorf("a concurrent Current got sample %d, want all the one sample (1)", seq)
+		}
 	}
 }
 
