@@ -18,22 +18,22 @@ import (
 // (idle, grace, half-close, a safe reset's queue) are one time.Timer in
 // run's select, re-armed when the state changes.
 type executor struct {
-	s        *Session
-	rec      *Recorder
-	start    time.Time
-	legs     []*leg
-	dirs     []*dir
-	results  chan result // the copiers' reports, on goroutines
-	running  int         // directions that have not reported
-	drain    <-chan struct{}
-	kill     <-chan struct{}
-	draining bool
-	stopAt   time.Time // draining: cut whatever still waits at this time
+	s       *Session
+	rec     *Recorder
+	start   time.Time
+	legs    []*leg
+	dirs    []*dir
+	results chan result // the copiers' reports, on goroutines
+	running int         // directions that have not reported
+	drain   <-chan struct{}
+	kill    <-chan struct{}
+	stopAt  time.Time // draining: cut whatever still waits at this time
 
 	idleAt    time.Time // next idle look; zero: no idle detection
 	idleMark  uint64
 	idleQuiet time.Time
 	idleFirst bool // the first look is still to come: idleMark holds stamps
+	draining  bool
 }
 
 // dir is one direction: bytes from src's peer to dst's peer, or to nowhere
@@ -83,9 +83,9 @@ func newExecutor(s *Session) *executor {
 }
 
 func (x *executor) addLeg(name policy.Leg, c sock) *leg {
-	pol := x.s.Front
+	pol := &x.s.Front
 	if name == policy.Back {
-		pol = x.s.Back
+		pol = &x.s.Back
 	}
 	l := newLeg(name, c, pol, x.rec)
 	x.legs = append(x.legs, l)

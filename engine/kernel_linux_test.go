@@ -167,7 +167,7 @@ func TestTCPInfoAllocatesNothing(t *testing.T) {
 	if _, err := srv.Read(make([]byte, 3)); err != nil {
 		t.Fatal(err)
 	}
-	l := newLeg(policy.Front, srv, defFront, nil)
+	l := newLeg(policy.Front, srv, &defFront, nil)
 	if p := l.tcp().progress(); p != 3 {
 		t.Fatalf("progress = %d after 3 bytes received, want 3", p)
 	}

@@ -26,8 +26,8 @@ const (
 type leg struct {
 	name   policy.Leg
 	conn   sock
-	tc     *net.TCPConn // conn, when the session runs on goroutines: the copiers' socket
-	pol    config.Close
+	tc     *net.TCPConn  // conn, when the session runs on goroutines: the copiers' socket
+	pol    *config.Close // the Session's Front or Back
 	target policy.Target // in force: the configured one, or what auto chose at the first decision
 	rec    *Recorder
 	info   infoReader
@@ -35,29 +35,16 @@ type leg struct {
 	// readBase, when readKnown: what had been read off the socket when
 	// its copier started, in readSoFar's terms (the back leg of a
 	// session on goroutines; see executor.resetReadAsEOF).
-	readBase  uint64
-	readKnown bool
-	// awaitsEOF: the caller knows the peer waits for EOF (http1: a
-	// close-delimited response).
-	awaitsEOF bool
-
+	readBase uint64
 	phase    phase
-	sendDone bool // the stream toward the peer ended, in order or cut
-	inDone   bool // the stream from the peer ended: its FIN read, or a failure
-	peerFIN  bool // the peer's FIN was read
 	// finAt is when the peer's FIN was read by its copier (nanoseconds since the
 	// session's start); finAckedAll, that every byte the proxy had sent it
 	// by then was acknowledged: a FIN after the whole stream, a peer done
 	// with it (read only where doneAsked).
-	finAt       int64
-	finAckedAll bool
-	finSent     bool
-	bet         bool    // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
-	probe       bool    // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
-	release     func()  // ends Session.Hold's count of this leg, once the session ended
-	unplace     func()  // ends Session.Placing's count of this leg, once the session ended
-	fo          *finObs // from the proxy's first look before its FIN (nil until then: an idle leg does not carry it)
-	foFresh     bool    // fo was read for the decision being carried out
+	finAt   int64
+	release func()  // ends Session.Hold's count of this leg, once the session ended
+	unplace func()  // ends Session.Placing's count of this leg, once the session ended
+	fo      *finObs // from the proxy's first look before its FIN (nil until then: an idle leg does not carry it)
 	// sendQ is the send queue (SIOCOUTQ) read for the decision being
 	// carried out; -1: none was. The proxy writes nothing to the leg while
 	// it decides, so the queue can only have shrunk since.
@@ -76,9 +63,24 @@ type leg struct {
 	// if it still has not by then, the ACK of the peer's goes at once
 	// (ackNow), before the kernel's delayed ACK would.
 	ackAt time.Time
+
+	// The flags, together: an idle session holds its legs for hours, and
+	// scattered among the words above they cost a size class each.
+	readKnown bool
+	// awaitsEOF: the caller knows the peer waits for EOF (http1: a
+	// close-delimited response).
+	awaitsEOF   bool
+	sendDone    bool // the stream toward the peer ended, in order or cut
+	inDone      bool // the stream from the peer ended: its FIN read, or a failure
+	peerFIN     bool // the peer's FIN was read
+	finAckedAll bool
+	finSent     bool
+	bet         bool // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
+	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
+	foFresh     bool // fo was read for the decision being carried out
 }
 
-func newLeg(name policy.Leg, c sock, pol config.Close, rec *Recorder) *leg {
+func newLeg(name policy.Leg, c sock, pol *config.Close, rec *Recorder) *leg {
 	l := &leg{name: name, conn: c, pol: pol, target: pol.TimeWait, rec: rec, sendQ: -1}
 	l.tc, _ = c.(*net.TCPConn)
 	l.info.raw, _ = c.SyscallConn()

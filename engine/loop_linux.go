@@ -804,13 +804,13 @@ type loopRelay struct {
 	flowArr  [2]loopFlow
 	task     Task    // a task's, instead of a relay: then x is nil
 	runner   *Runner // the task's
-	taskDone bool    // the task has nothing left (Runner.Done)
 	lone     *leg    // the leg that ends alone; nil for a relay
 	ending   Ending  // how lone ends
 	late     int     // bytes its peer sent that were read already: late data
 	done     func()
 	hi       int       // index in the loop's timer heap; -1: not in it
 	at       time.Time // its next look
+	taskDone bool      // the task has nothing left (Runner.Done)
 	queued   bool      // in loop.again
 	ended    bool
 }
