@@ -55,21 +55,34 @@ func (l *leg) preFIN() {
 // needs a second reading: finOrder uses the counters right after the FIN
 // for that state alone, and then only if a state read after them proves
 // that they predate any change. Any other state already answers, or
-// leaves the answer to the readings before the FIN and at the peer's. A
-// leg already closed (both FINs went inside the shutdown call, as on
-// loopback) counts nothing more: these counters are also those at the
-// peer's FIN, which atPeerFIN need not read again.
+// leaves the answer to the readings before the FIN and at the peer's.
 func (l *leg) afterFIN() {
 	p := l.tcp()
-	l.fo.post, l.fo.after = p, p.state
-	l.fo.taken = l.fo.taken && p.ok
+	var s tcpCounts
+	if finWait1(p.state) {
+		s = l.tcp()
+	}
+	l.fo.noteAfter(p, s)
+}
+
+// noteAfter keeps the readings right after the proxy's FIN: p, and s,
+// the state read after p's counters when p was in FIN-WAIT-1 (else none).
+// A reading that found the leg closed (both FINs went, as on loopback,
+// inside the shutdown call or between the two readings) counts nothing
+// more: its counters are also those at the peer's FIN, which atPeerFIN
+// need not read again.
+func (o *finObs) noteAfter(p, s tcpCounts) {
+	o.post, o.after = p, p.state
+	o.taken = o.taken && p.ok
 	if closedState(p.state) {
-		l.fo.eof = p
+		o.eof = p
 	}
 	if finWait1(p.state) {
-		s := l.tcp()
-		l.fo.after = s.state
-		l.fo.taken = l.fo.taken && s.ok
+		o.after = s.state
+		o.taken = o.taken && s.ok
+		if s.ok && closedState(s.state) {
+			o.eof = s
+		}
 	}
 }
 

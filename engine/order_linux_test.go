@@ -86,3 +86,35 @@ func TestFinOrderSkippedReadings(t *testing.T) {
 		t.Fatalf("no verdict moved with the counters (right after the FIN: %d, at the peer's: %d): the test proves nothing", usesPost, usesEOF)
 	}
 }
+
+// The readings right after the proxy's FIN serve as the one at the peer's
+// FIN when either found the leg closed (its counters are final), and only
+// then: atPeerFIN reads again for every other state.
+func TestNoteAfterKeepsAClosedReading(t *testing.T) {
+	fw1 := tcpCounts{ok: true, state: stateFinWait1, segsIn: 5, segsOut: 6}
+	closed := tcpCounts{ok: true, state: stateClose, segsIn: 7, segsOut: 6}
+	fw2 := tcpCounts{ok: true, state: stateFinWait2, segsIn: 6, segsOut: 6}
+	for _, c := range []struct {
+		name    string
+		p, s    tcpCounts
+		after   uint8
+		eof     tcpCounts // kept for the peer's FIN; zero: none, atPeerFIN reads
+		readsAt bool      // atPeerFIN reads at the peer's FIN (pre ESTABLISHED)
+	}{
+		{"closed inside the shutdown call", closed, tcpCounts{}, stateClose, closed, false},
+		{"FIN-WAIT-1, then closed", fw1, closed, stateClose, closed, false},
+		{"FIN-WAIT-1, then FIN-WAIT-2", fw1, fw2, stateFinWait2, tcpCounts{}, false},
+		{"FIN-WAIT-1 twice", fw1, fw1, stateFinWait1, tcpCounts{}, true},
+		{"FIN-WAIT-1, then no reading", fw1, tcpCounts{}, 0, tcpCounts{}, false},
+		{"FIN-WAIT-2 at once", fw2, tcpCounts{}, stateFinWait2, tcpCounts{}, false},
+	} {
+		o := finObs{taken: true, pre: stateEstablished}
+		o.noteAfter(c.p, c.s)
+		if o.after != c.after || o.eof != c.eof || o.post != c.p {
+			t.Errorf("%s: after %d, eof %+v, post %+v; want %d, %+v, %+v", c.name, o.after, o.eof, o.post, c.after, c.eof, c.p)
+		}
+		if reads := o.eofDecides() && !o.eof.ok; reads != c.readsAt {
+			t.Errorf("%s: atPeerFIN reads %v, want %v", c.name, reads, c.readsAt)
+		}
+	}
+}
