@@ -193,7 +193,11 @@ always the whole peer_fin_grace.`},
 What a withheld FIN becomes when peer_fin_grace runs out: "fin" (send it
 after all; TIME-WAIT on the proxy) or "reset" (safe reset; no
 TIME-WAIT). "reset" by default on this leg, keeping TIME-WAIT off the
-proxy's ports.`},
+proxy's ports. Its price in tcp mode: a reset must never cut an answer
+the client still reads, so the proxy reads the client's TCP state once
+per answer it starts relaying (one system call per keep-alive request);
+with "fin" here, and time_wait neither "nowhere" nor "auto", it reads
+none.`},
 	{path: "backend.close.half_close_timeout", at: field(func(b *Backend) any { return &b.Close.HalfCloseTimeout }),
 		def: 30 * time.Second, check: positive, doc: `
 After the proxy has sent its FIN, how long the backend may stay silent

@@ -89,6 +89,18 @@ func (x *executor) addLeg(name policy.Leg, c sock) *leg {
 	}
 	l := newLeg(name, c, pol, x.rec)
 	x.legs = append(x.legs, l)
+	var front, back *leg
+	for _, o := range x.legs {
+		switch o.name {
+		case policy.Front:
+			front = o
+		case policy.Back:
+			back = o
+		}
+	}
+	if front != nil {
+		front.asked = back != nil && back.mayBet()
+	}
 	return l
 }
 

@@ -80,3 +80,36 @@ func TestClientFINBeforeAnswerIsNotDoneReading(t *testing.T) {
 		}
 	}
 }
+
+// Only a front leg beside a back leg that may end by a bet pays for the
+// readings doneReading rests on; policy.Decide asks OtherSideDone for no
+// other end.
+func TestDoneAskedOnlyBesideABackLegThatMayBet(t *testing.T) {
+	ln := loopback.Listener(t)
+	for _, c := range []struct {
+		name string
+		back *config.Close // nil: the front leg ends alone
+		want bool
+	}{
+		{"front leg alone (http1 between exchanges)", nil, false},
+		{"back leg: backend, fallback reset (the default)", &config.Close{TimeWait: policy.TargetPeer, Fallback: policy.FallbackReset}, true},
+		{"back leg: backend, fallback fin", &config.Close{TimeWait: policy.TargetPeer, Fallback: policy.FallbackFIN}, false},
+		{"back leg: proxy, fallback fin", &config.Close{TimeWait: policy.TargetProxy, Fallback: policy.FallbackFIN}, false},
+		{"back leg: nowhere, fallback fin", &config.Close{TimeWait: policy.TargetNowhere, Fallback: policy.FallbackFIN}, true},
+		{"back leg: auto, fallback fin", &config.Close{TimeWait: policy.TargetAuto, Fallback: policy.FallbackFIN}, true},
+	} {
+		s := &Session{Rec: NewRecorder(1, "web", "app", policy.TargetProxy, policy.TargetPeer)}
+		a, b := dialPair(ln)
+		x := newExecutor(s)
+		f := x.addLeg(policy.Front, a)
+		if c.back != nil {
+			s.Back = *c.back
+			x.addLeg(policy.Back, b)
+		}
+		if got := f.doneAsked(); got != c.want {
+			t.Errorf("%s: front leg's doneAsked %v, want %v", c.name, got, c.want)
+		}
+		a.Close()
+		b.Close()
+	}
+}

@@ -78,6 +78,7 @@ type leg struct {
 	bet         bool // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
 	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
 	foFresh     bool // fo was read for the decision being carried out
+	asked       bool // doneAsked: set by addLeg
 }
 
 func newLeg(name policy.Leg, c sock, pol *config.Close, rec *Recorder) *leg {
@@ -102,11 +103,22 @@ func (l *leg) doneReading() bool {
 	return l.peerFIN && l.finAckedAll && out > 0 && in < out && out <= l.finAt && !l.act.finFirst.Load()
 }
 
-// doneAsked says whether anything asks l.doneReading: only the front
-// leg's is asked (otherSideDone, for the back leg), so only the front
-// pays for the readings it rests on (finAckedAll's SIOCOUTQ, the
-// answer turn's TCP_INFO).
-func (l *leg) doneAsked() bool { return l.name == policy.Front }
+// doneAsked says whether anything asks l.doneReading: only a back leg
+// that may end by a bet does (graceOut, with target nowhere or auto or
+// fallback reset, asks otherSideDone), and only of the front leg beside
+// it. Only such a front leg pays for the readings doneReading rests on
+// (finAckedAll's SIOCOUTQ, the answer turn's TCP_INFO): one that ends
+// alone (http1 between exchanges) or beside a back leg that always ends
+// by a FIN reads neither.
+func (l *leg) doneAsked() bool { return l.asked }
+
+// mayBet says whether l may end by a fallback reset after a grace, or by
+// a reset to leave no TIME-WAIT: the ends for which policy.Decide asks
+// Facts.OtherSideDone.
+func (l *leg) mayBet() bool {
+	return l.pol.TimeWait == policy.TargetNowhere || l.pol.TimeWait == policy.TargetAuto ||
+		l.pol.Fallback == policy.FallbackReset
+}
 
 // other returns the session's other leg, nil if it has one only.
 func (l *leg) other(x *executor) *leg {
