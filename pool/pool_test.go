@@ -241,6 +241,15 @@ func TestWarmRefillDialsConcurrently(t *testing.T) {
 	}
 }
 
+// ones is n loop indexes 1.
+func ones(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = 1
+	}
+	return s
+}
+
 // GetIdleFor's pick: among the newest homeLook idle connections, the
 // newest that the caller's loop watches already; else the newest. The
 // others keep their order.
@@ -258,8 +267,9 @@ func TestPopIdlePrefersTheCallersLoop(t *testing.T) {
 	}{
 		{[]int{0, 1, 0, 1}, 0, 0, []int{0, 1, 1}},
 		{[]int{0, 1, 0, 1}, 1, 1, []int{0, 1, 0}},
-		{[]int{0, 1, 1, 1, 1}, 0, 1, []int{0, 1, 1, 1}}, // beyond the look: the newest
-		{[]int{1, -1, 0, -1}, -1, -1, []int{1, -1, 0}},  // no preference
+		{append([]int{0}, ones(homeLook-1)...), 0, 0, ones(homeLook - 1)},                  // the look's oldest
+		{append([]int{0}, ones(homeLook)...), 0, 1, append([]int{0}, ones(homeLook-1)...)}, // beyond the look: the newest
+		{[]int{1, -1, 0, -1}, -1, -1, []int{1, -1, 0}},                                     // no preference
 		{[]int{2, 0, 1, 1}, 0, 0, []int{2, 1, 1}},
 	} {
 		p := &Pool{}
