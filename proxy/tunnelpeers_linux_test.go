@@ -159,11 +159,12 @@ func runTunnelPeers(t *testing.T, target policy.Target) {
 	// it and closes within one look, busier under the race detector): a
 	// leg in ten may honestly say unknown. A racing client's front leg is
 	// counted apart: its FIN and the proxy's cross by design, and which
-	// came first is provable only when a reading lands between them; on
-	// a host busy with other packages' tests under the race detector
-	// 8 to 12 of its 20 legs said unknown, in builds before and after
-	// the readings were trimmed, and 0 to 1 on a quiet one. Every claim
-	// any leg makes is still checked against the kernel's sockets.
+	// came first is provable only when a reading lands between them.
+	// Under the race detector 8 to 12 of its 20 legs said unknown in
+	// some runs and none in others, alone or beside other packages'
+	// tests, in builds before and after the readings were trimmed.
+	// Every claim any leg makes is still checked against the kernel's
+	// sockets.
 	unknown := kernelclaims.Check(t, legs, mark)
 	var which []string
 	racing := 0
