@@ -89,17 +89,12 @@ func (x *executor) addLeg(name policy.Leg, c sock) *leg {
 	}
 	l := newLeg(name, c, pol, x.rec)
 	x.legs = append(x.legs, l)
-	var front, back *leg
-	for _, o := range x.legs {
-		switch o.name {
-		case policy.Front:
-			front = o
-		case policy.Back:
-			back = o
+	if o := l.other(x); o != nil { // both legs known: the front's doneAsked
+		front, back := o, l
+		if name == policy.Front {
+			front, back = l, o
 		}
-	}
-	if front != nil {
-		front.asked = back != nil && back.mayBet()
+		front.asked = back.mayBet()
 	}
 	return l
 }

@@ -135,7 +135,7 @@ func (w *Watcher) Subscribe(f func(*Sample)) (cancel func()) {
 }
 
 // Refresh takes a sample now, on the caller's goroutine, publishes it
-// (Latest, subscribers) and returns it. Run calls it; a user may call it
+// (Latest, subscribers) and returns it, as Run and Current do; a user may call it
 // once to have figures before its first decision.
 func (w *Watcher) Refresh() *Sample {
 	w.mu.Lock()
@@ -158,9 +158,17 @@ func (w *Watcher) Current() *Sample {
 	if s := w.fresh(); s != nil {
 		return s
 	}
-	var s *Sample
-	w.cost.Store(int64(cpuOf(func() { s = w.refreshLocked() })))
+	s, _ := w.timedRefreshLocked()
 	return s
+}
+
+// timedRefreshLocked is refreshLocked, its CPU kept as the cost that
+// spaces the next sample (Run) or keeps this one served (Current).
+func (w *Watcher) timedRefreshLocked() (*Sample, time.Duration) {
+	var s *Sample
+	took := cpuOf(func() { s = w.refreshLocked() })
+	w.cost.Store(int64(took))
+	return s, took
 }
 
 // fresh returns the latest sample if Current may serve it, nil if not.
@@ -216,8 +224,9 @@ func (w *Watcher) Run(ctx context.Context) {
 	for {
 		every := w.Interval()
 		if every > 0 || w.maxAge.Load() > 0 {
-			took := cpuOf(func() { w.Refresh() })
-			w.cost.Store(int64(took))
+			w.mu.Lock()
+			_, took := w.timedRefreshLocked()
+			w.mu.Unlock()
 			if every > 0 {
 				every = nextSample(every, took)
 			}

@@ -129,8 +129,7 @@ func newLogger(lvl zapcore.LevelEnabler, w zapcore.WriteSyncer) *zap.Logger {
 // newRecordLogger writes every record to w, as newLogger's lines, through
 // recordCore.
 func newRecordLogger(w zapcore.WriteSyncer) *zap.Logger {
-	next := zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig()), w, zapcore.DebugLevel)
-	return zap.New(recordCore{next: next, out: w})
+	return zap.New(recordCore{next: newLogger(zapcore.DebugLevel, w).Core(), out: w})
 }
 
 func encoderConfig() zapcore.EncoderConfig {
