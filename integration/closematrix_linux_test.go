@@ -29,7 +29,7 @@ import (
 // listener and backend port (so 4-tuples cannot collide across cells and
 // each cell's sockets are judged on their own, scopeTimeWait). Timeout and
 // drain run their own closeproxy (a descriptor baseline, a SIGTERM).
-// -short runs four pairs and 200 racing connections.
+// -short runs five pairs and 200 racing connections.
 func TestCloseMatrix(t *testing.T) {
 	needRoot(t)
 	pairs, racing := matrixPairs(testing.Short())
@@ -49,29 +49,46 @@ func TestCloseMatrix(t *testing.T) {
 	}
 }
 
-// matrixPair is one combination of the legs' targets, spelled as in TOML.
-type matrixPair struct{ front, back string }
+// matrixPair is one combination of the legs' targets, spelled as in TOML,
+// and the back leg's fallback where it is not the default.
+type matrixPair struct{ front, back, fallback string }
 
-func (p matrixPair) String() string { return "front=" + p.front + ",back=" + p.back }
+func (p matrixPair) String() string {
+	s := "front=" + p.front + ",back=" + p.back
+	if p.fallback != "" {
+		s += ",fallback=" + p.fallback
+	}
+	return s
+}
 
 // racers are the real clients of the racing cell, one per pair in turn:
 // every kind races under several pairs.
 var racers = []string{"go", "wrk", "curl"}
 
 // matrixPairs returns the pairs to run and the connections per racing
-// cell: all sixteen and 2,000, or with short four and 200.
+// cell: all sixteen and 2,000, or with short four and 200; both with
+// finBack beside them.
 func matrixPairs(short bool) ([]matrixPair, int) {
 	if short {
-		return []matrixPair{{"proxy", "proxy"}, {"client", "backend"}, {"nowhere", "nowhere"}, {"auto", "auto"}}, 200
+		return []matrixPair{{"proxy", "proxy", ""}, {"client", "backend", ""}, {"nowhere", "nowhere", ""}, {"auto", "auto", ""}, finBack}, 200
 	}
 	var ps []matrixPair
 	for _, f := range []string{"proxy", "client", "nowhere", "auto"} {
 		for _, b := range []string{"proxy", "backend", "nowhere", "auto"} {
-			ps = append(ps, matrixPair{f, b})
+			ps = append(ps, matrixPair{f, b, ""})
 		}
 	}
-	return ps, 2000
+	return append(ps, finBack), 2000
 }
+
+// finBack is the one pair whose back leg falls back to a FIN (TIME-WAIT on
+// the proxy) when the backend keeps silent past its grace, where every
+// other pair's resets. It is the back leg that never ends by a bet (its
+// target is not nowhere or auto and its fallback no reset), so beside it
+// the front leg skips the readings only that bet asks for (how far the
+// client has read): the close path must still lose nothing and records
+// stay true without them.
+var finBack = matrixPair{"auto", "backend", "fin"}
 
 // pairEnv is one pair's topology and the peers its cells share.
 type pairEnv struct {
@@ -186,7 +203,7 @@ func (e *pairEnv) listenerTo(name string, port uint16, backend netip.AddrPort) L
 	return ListenerOpts{
 		Name: name, Listen: e.listen(port).String(), Backend: backend.String(),
 		Front: CloseOpts{TimeWait: e.pair.front, PeerFinGrace: matrixGrace.String()},
-		Back:  CloseOpts{TimeWait: e.pair.back, PeerFinGrace: matrixGrace.String()},
+		Back:  CloseOpts{TimeWait: e.pair.back, PeerFinGrace: matrixGrace.String(), Fallback: e.pair.fallback},
 	}
 }
 
@@ -394,13 +411,13 @@ func (m *matrixResults) table() string {
 		return order[a.cell] < order[b.cell]
 	})
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-30s %-37s %6s  %-34s %-34s %7s %11s %6s\n", "pair", "cell", "conns", "front time_wait", "back time_wait", "unknown", "agree/legs", "secs")
+	fmt.Fprintf(&b, "%-36s %-37s %6s  %-34s %-34s %7s %11s %6s\n", "pair", "cell", "conns", "front time_wait", "back time_wait", "unknown", "agree/legs", "secs")
 	for _, r := range m.rows {
 		if r.stopped {
-			fmt.Fprintf(&b, "%-30s %-37s stopped by a fatal failure after %.1f s\n", r.pair, r.cell, r.took.Seconds())
+			fmt.Fprintf(&b, "%-36s %-37s stopped by a fatal failure after %.1f s\n", r.pair, r.cell, r.took.Seconds())
 			continue
 		}
-		fmt.Fprintf(&b, "%-30s %-37s %6d  %-34s %-34s %7d %5d/%-5d %6.1f\n", r.pair, r.cell, r.conns,
+		fmt.Fprintf(&b, "%-36s %-37s %6d  %-34s %-34s %7d %5d/%-5d %6.1f\n", r.pair, r.cell, r.conns,
 			fmtCount(r.front), fmtCount(r.back), r.chk.unknown, r.chk.agree, r.chk.legs, r.took.Seconds())
 	}
 	return b.String()

@@ -50,8 +50,9 @@ func racingListener(t testing.TB, e *pairEnv) ListenerOpts {
 // client closes after the whole response. The front leg ends client-first
 // (clientEnds); the back leg proxy-first: target proxy sends its FIN first
 // (nginx reads EOF and closes: TIME-WAIT on the proxy), the others
-// withhold it from an idle nginx, whose grace ends in a safe reset (the
-// back leg's fallback) or, for nowhere, in one anyway.
+// withhold it from an idle nginx, whose grace ends in the back leg's
+// fallback (a safe reset, or with fallback "fin" a FIN: TIME-WAIT on the
+// proxy) or, for nowhere, in a reset anyway.
 func runClientFirst(t *testing.T, e *pairEnv) cellOut {
 	const n = 200
 	r := runLoad(t, e.topo, e.topo.LB, LoadOpts{
@@ -63,7 +64,7 @@ func runClientFirst(t *testing.T, e *pairEnv) cellOut {
 	recs := waitListenerRecords(t, e.main, "client_first", n, 20*time.Second)
 	requireOutcome(t, recs, "ok")
 	back := "none"
-	if e.pair.back == "proxy" {
+	if e.pair.back == "proxy" || e.pair.back == "backend" && e.pair.fallback == "fin" {
 		back = "proxy"
 	}
 	return cellOut{cp: e.main, recs: recs, scope: []netip.AddrPort{e.listen(portClientFirst), e.web.Addr},
