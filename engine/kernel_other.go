@@ -44,10 +44,11 @@ func readSoFar(syscall.Conn) (uint64, bool) { return 0, false }
 
 func resetWithoutFIN(syscall.Conn, uint64) bool { return false }
 
-func finOrder(finObs) order      { return orderUnknown }
-func peerFINState(uint8) bool    { return false }
-func finWait1(uint8) bool        { return false }
-func closedState(uint8) bool     { return false }
-func (*finObs) eofDecides() bool { return false }
-func (l *leg) lookForFinWait2()  {}
-func (l *leg) watchFinWait2()    {}
+func finOrder(finObs) order          { return orderUnknown }
+func peerFINState(uint8) bool        { return false }
+func finWait1(uint8) bool            { return false }
+func closedState(uint8) bool         { return false }
+func (*finObs) eofDecides() bool     { return false }
+func (l *leg) lookForFinWait2()      {}
+func (l *leg) watchFinWait2()        {}
+func (*leg) baseBeforePeerFIN() bool { return false }

@@ -881,6 +881,7 @@ func (l *loop) sink(r *loopRelay, f *loopFlow) bool {
 	case n == 0:
 		l.report(r, f, nil)
 	default:
+		f.src.got += uint64(n)
 		f.written = int64(n)
 		l.report(r, f, errLate)
 	}
@@ -967,6 +968,7 @@ func (l *loop) took(r *loopRelay, f *loopFlow, n int, err error, op string) bool
 		l.report(r, f, nil) // EOF, every byte before it written
 		return false
 	}
+	f.src.got += uint64(n)
 	f.d.flow.read()
 	if f.dst.closed {
 		l.report(r, f, net.ErrClosed)
@@ -1043,6 +1045,21 @@ type fdSock struct {
 	rd, wr bool      // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
 	shut   bool      // an edge said the peer's FIN or an error is in: read on to EOF
 	ts     *TaskSock // a task's view of it, once asked for
+	// got counts the bytes read from the socket through s (reads and
+	// splices): all it ever gave when every read went through s, fewer
+	// when some went another way first (readThrough).
+	got uint64
+}
+
+// readThrough returns the bytes read from c's socket through the loop, if
+// c is a loop's socket: never more than the kernel delivered, and exactly
+// that when every read went through the loop.
+func readThrough(c sock) (uint64, bool) {
+	s, ok := c.(*fdSock)
+	if !ok {
+		return 0, false
+	}
+	return s.got, true
 }
 
 func (s *fdSock) ready(ev uint32) {

@@ -19,3 +19,6 @@ func (*loops) forget(int, int) {}
 func (*loops) begin() {}
 
 func (*loops) close() {}
+
+// readThrough: no loops, no socket of theirs.
+func readThrough(sock) (uint64, bool) { return 0, false }

@@ -41,9 +41,10 @@ func (l *leg) beforeFIN() (peerFINIn bool, rtt int64) {
 
 // preFIN reads the state right before the proxy's FIN, after the base's
 // counters. A base that already showed the peer's FIN in needs none: its
-// FIN came first whatever the counters say.
+// FIN came first whatever the counters say. Nor does a base that counted
+// no byte the loop has not read (baseBeforePeerFIN).
 func (l *leg) preFIN() {
-	if peerFINState(l.fo.pre) {
+	if peerFINState(l.fo.pre) || l.baseBeforePeerFIN() {
 		return
 	}
 	b := l.tcp()

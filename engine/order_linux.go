@@ -77,6 +77,27 @@ func afterClosed(o finObs) order {
 	return orderUnknown
 }
 
+// baseBeforePeerFIN reports that the base's counters cannot hold the
+// peer's FIN, from the bytes the loop has read since: the kernel counts a
+// FIN as one byte received, after every data byte, and no read returns
+// it, so a base whose bytes received the loop has read to the last (and
+// not one more) holds no FIN. Before the proxy's own FIN only the peer's
+// FIN (or a reset, after which no FIN is sent) changes an established
+// socket's state, so those counters predate any change of state, which
+// is what the second reading would prove. The base's state, read before
+// them, stands for the state before the FIN; a peer's FIN that comes
+// after the base and before the proxy's shows right after it, as
+// LAST-ACK or, both FINs done, in the counters (finOrder). A leg read
+// some other way (on goroutines, or before the loop had it) has counted
+// fewer bytes, never more, and is read again. A kernel that does not
+// report bytes received reports 0, and only a leg that read nothing
+// matches that: never taken as proof.
+func (l *leg) baseBeforePeerFIN() bool {
+	got, ok := readThrough(l.conn)
+	b := l.fo.base
+	return ok && b.ok && b.state == stateEstablished && b.received > 0 && b.received == got
+}
+
 // eofDecides says whether finOrder needs the counters at the peer's FIN:
 // only where the readings around the proxy's FIN left it in FIN-WAIT-1 or
 // already closed, the peer's FIN not in before it. Any other reading

@@ -1,6 +1,13 @@
 package engine
 
-import "testing"
+import (
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
 
 // TestFinOrder reads the FIN order from readings as the kernel gives them,
 // the ACK of earlier data arriving after the proxy's FIN included.
@@ -117,4 +124,138 @@ func TestNoteAfterKeepsAClosedReading(t *testing.T) {
 			t.Errorf("%s: atPeerFIN reads %v, want %v", c.name, reads, c.readsAt)
 		}
 	}
+}
+
+// TestBaseBeforePeerFIN: the second reading before the proxy's FIN is
+// left out only where the base's bytes received are exactly what the loop
+// read: a FIN would count one more.
+func TestBaseBeforePeerFIN(t *testing.T) {
+	est := func(received uint64) tcpCounts {
+		return tcpCounts{ok: true, state: stateEstablished, received: received}
+	}
+	for _, c := range []struct {
+		name string
+		conn sock
+		base tcpCounts
+		want bool
+	}{
+		{"all read, no FIN", &fdSock{got: 120}, est(120), true},
+		{"the peer's FIN in the counters", &fdSock{got: 120}, est(121), false},
+		{"unread bytes", &fdSock{got: 100}, est(120), false},
+		{"read more since the base", &fdSock{got: 130}, est(120), false},
+		{"the state already shows the FIN", &fdSock{got: 120}, tcpCounts{ok: true, state: stateCloseWait, received: 120}, false},
+		{"nothing read, nothing counted (a kernel without the counter)", &fdSock{}, est(0), false},
+		{"no reading", &fdSock{got: 120}, tcpCounts{}, false},
+		{"on goroutines", new(net.TCPConn), est(120), false},
+	} {
+		l := &leg{conn: c.conn, fo: &finObs{base: c.base}}
+		if got := l.baseBeforePeerFIN(); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestLoopCountsWhatTheKernelCounts: on real sockets, what a loop's
+// socket counts read is the kernel's bytes received while no FIN is in,
+// and one less once the peer's FIN is (read or not): the premise of
+// baseBeforePeerFIN.
+func TestLoopCountsWhatTheKernelCounts(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, mine := dialPair(ln)
+	defer peer.Close()
+	defer mine.Close()
+	fd, err := ConnFD(mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	s := &fdSock{fd: fd}
+	l := &leg{conn: s, info: infoReader{}}
+	buf := make([]byte, 7000)
+	// readUntil reads (a short buffer, so several reads) until the loop's
+	// socket counted want bytes, or EOF.
+	readUntil := func(want uint64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for s.got < want && time.Now().Before(deadline) {
+			s.rd = true
+			n, err := s.taskSock().Read(buf[:700])
+			if err == ErrWouldBlock {
+				waitReadable(t, fd)
+				continue
+			}
+			if err != nil || n == 0 {
+				t.Fatalf("read after %d bytes: %d, %v", s.got, n, err)
+			}
+		}
+	}
+	if _, err := peer.Write(buf[:5000]); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(5000)
+	if a := l.tcp(); !a.ok || a.received != s.got || a.state != stateEstablished {
+		t.Fatalf("all read: kernel %+v, loop read %d; want equal, established", a, s.got)
+	}
+	l.fo = &finObs{base: l.tcp()}
+	if !l.baseBeforePeerFIN() {
+		t.Errorf("all read, no FIN: the base is not taken for one before the peer's FIN: %+v, read %d", l.fo.base, s.got)
+	}
+	if _, err := peer.Write(buf[:1234]); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(5000 + 1234)
+	waitFINIn(t, fd)
+	a := l.tcp()
+	if a.state != stateCloseWait {
+		t.Fatalf("the peer's FIN in: state %d, want CLOSE-WAIT", a.state)
+	}
+	if a.received != s.got+1 {
+		t.Errorf("the peer's FIN in: kernel received %d, loop read %d; want one more", a.received, s.got)
+	}
+	l.fo.base = tcpCounts{ok: true, state: stateEstablished, received: a.received} // a base whose state was read just before the FIN came
+	if l.baseBeforePeerFIN() {
+		t.Errorf("a base that counted the peer's FIN is taken for one before it")
+	}
+	s.rd = true
+	if n, err := s.taskSock().Read(buf); n != 0 || err != nil {
+		t.Fatalf("at the peer's FIN: read %d, %v; want EOF", n, err)
+	}
+	if s.got != 5000+1234 {
+		t.Errorf("after EOF the loop counted %d, want %d: EOF is no byte", s.got, 5000+1234)
+	}
+}
+
+// waitReadable waits, at most a second, for fd to have something to read.
+func waitReadable(t *testing.T, fd int) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if _, err := unix.Poll(fds, 1000); err != nil && err != unix.EINTR {
+		t.Fatal(err)
+	}
+}
+
+// waitFINIn waits, at most 5 s, for the peer's FIN on fd (POLLRDHUP): the
+// kernel sets CLOSE-WAIT before it wakes a poller.
+func waitFINIn(t *testing.T, fd int) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		n, err := unix.Poll(fds, 1000)
+		if err != nil && err != unix.EINTR {
+			t.Fatal(err)
+		}
+		if n > 0 && fds[0].Revents&unix.POLLRDHUP != 0 {
+			return
+		}
+	}
+	t.Fatal("no FIN from the peer within 5 s")
 }

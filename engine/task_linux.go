@@ -78,6 +78,7 @@ func (t *TaskSock) Read(p []byte) (int, error) {
 	case n > 0 && n < len(p) && !t.s.shut:
 		t.s.rd = false
 	}
+	t.s.got += uint64(n)
 	return n, nil
 }
 
@@ -390,6 +391,7 @@ func (t *TaskPipe) Move(src, dst *TaskSock, max int) (n int, toDst bool, err err
 			return n, false, io.EOF
 		}
 		t.in += k
+		src.s.got += uint64(k)
 		max -= k
 		took = true
 	}
