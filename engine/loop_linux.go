@@ -335,6 +335,7 @@ type loop struct {
 	efd      int // an eventfd: post's wake
 	events   []unix.EpollEvent
 	socks    fdTable
+	quiet    []bool // by descriptor: an idle connection left with nothing to read, no edge since (Runner.Quiet)
 	connects map[int32]*connecting
 	listens  map[int32]*listening // Listen's sockets
 	relays   map[*loopRelay]struct{}
@@ -447,6 +448,11 @@ func (l *loop) run() {
 				c.done <- err
 			} else if ln := l.listens[ev.Fd]; ln != nil {
 				l.acceptOn(ln)
+			} else if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				// An idle connection's peer sent something, its FIN or a
+				// reset (Runner.Quiet); a writable edge says nothing of it
+				// (a socket just added to the set raises one).
+				l.setQuiet(int(ev.Fd), false)
 			}
 		}
 		if l.mail.Load() {
@@ -1026,6 +1032,18 @@ func (t *fdTable) put(s *fdSock) {
 func (t fdTable) del(s *fdSock) {
 	if t.get(int32(s.fd)) == s {
 		t[s.fd] = nil
+	}
+}
+
+// setQuiet marks fd quiet or not (Runner.Quiet).
+func (l *loop) setQuiet(fd int, q bool) {
+	switch {
+	case fd < 0:
+	case fd < len(l.quiet):
+		l.quiet[fd] = q
+	case q:
+		l.quiet = append(l.quiet, make([]bool, fd+1-len(l.quiet)+max(64, len(l.quiet)/2))...)
+		l.quiet[fd] = true
 	}
 }
 

@@ -216,6 +216,7 @@ func (l *loop) afterTask(r *loopRelay) {
 // raises an edge, and it can take bytes.
 func (rn *Runner) Watch(fd, home int) (*TaskSock, error) {
 	l := rn.l
+	l.setQuiet(fd, false)
 	s := &fdSock{fd: fd, r: rn.r}
 	if home == l.id {
 		s.watched, s.live, s.wr = true, true, true
@@ -247,7 +248,24 @@ func (rn *Runner) Unwatch(t *TaskSock) error {
 // its edges ignored: an idle connection that Watch with this loop as its
 // home takes back for nothing (another loop, or Loops.Forget, takes it
 // out of the set first). The descriptor is the caller's again, open.
-func (rn *Runner) Leave(t *TaskSock) { rn.drop(t.s) }
+// Quiet tells whether an edge came for it since.
+func (rn *Runner) Leave(t *TaskSock) {
+	s := t.s
+	rn.drop(s)
+	rn.l.setQuiet(s.fd, !s.rd && !s.shut && !s.closed)
+}
+
+// Quiet reports that fd is a connection this loop left idle (Leave) with
+// nothing to read, for which no edge came since: as far as the loop's
+// latest wait knows, its peer sent nothing, not even a FIN. An edge that
+// came after that wait is not known yet; once taken back (Watch), the
+// socket gets it. A descriptor the loop never left is not quiet, unless
+// it once was under another connection that the loop then watched from
+// its connect on (Loops.Connect): every edge of that one came here too.
+func (rn *Runner) Quiet(fd int) bool {
+	q := rn.l.quiet
+	return fd >= 0 && fd < len(q) && q[fd]
+}
 
 // drop takes s out of the task's sockets and the loop's map.
 func (rn *Runner) drop(s *fdSock) {

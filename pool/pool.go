@@ -137,7 +137,7 @@ func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 		if c == nil {
 			return p.dialFor(ctx)
 		}
-		if p.usable(c) {
+		if p.usable(c, true) {
 			return c, nil
 		}
 	}
@@ -150,7 +150,15 @@ func (p *Pool) GetIdle() *Conn { return p.GetIdleFor(-1) }
 // GetIdleFor is GetIdle for a caller on relay loop home: of the newest
 // few idle connections, one that loop watches already (Bare.Home) comes
 // first, as it takes no epoll_ctl to take on; home < 0 prefers none.
-func (p *Pool) GetIdleFor(home int) *Conn {
+func (p *Pool) GetIdleFor(home int) *Conn { return p.GetIdleQuiet(home, nil) }
+
+// GetIdleQuiet is GetIdleFor for a caller that can send its request again
+// on another connection should this one turn out closed: a connection
+// loop home watches whose descriptor quiet vouches for (no edge since it
+// went idle: engine.Runner.Quiet) skips the liveness check's system call.
+// A FIN that came after the loop last looked shows to the caller as the
+// exchange's EOF, where the peek would have caught it a little earlier.
+func (p *Pool) GetIdleQuiet(home int, quiet func(fd int) bool) *Conn {
 	for {
 		p.mu.Lock()
 		var c *Conn
@@ -158,7 +166,11 @@ func (p *Pool) GetIdleFor(home int) *Conn {
 			c = p.popIdleLocked(home)
 		}
 		p.mu.Unlock()
-		if c == nil || p.usable(c) {
+		if c == nil {
+			return nil
+		}
+		vouched := quiet != nil && home >= 0 && c.Bare != nil && c.Bare.Home == home && quiet(c.Bare.FD)
+		if p.usable(c, !vouched) {
 			return c
 		}
 	}
@@ -225,15 +237,18 @@ func (p *Pool) take(ctx context.Context, start time.Time, idleOK bool) (*Conn, e
 }
 
 // usable checks an idle connection just taken by Get. It evicts it and
-// returns false when it is too old or not alive.
-func (p *Pool) usable(c *Conn) bool {
+// returns false when it is too old or, probed, not alive; probe false
+// is for a connection the caller's loop vouches for (GetIdleQuiet).
+func (p *Pool) usable(c *Conn, probe bool) bool {
 	if p.cfg.MaxIdleAge > 0 && time.Since(c.idleSince) > p.cfg.MaxIdleAge {
 		p.evict(c, "max_idle_age")
 		return false
 	}
-	if l := c.probe.check(c.raw); l != alive {
-		p.evict(c, l.String())
-		return false
+	if probe {
+		if l := c.probe.check(c.raw); l != alive {
+			p.evict(c, l.String())
+			return false
+		}
 	}
 	c.Pooled = true
 	c.Reused = c.Uses > 0

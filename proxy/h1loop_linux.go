@@ -134,6 +134,10 @@ type h1Exchange struct {
 // on a loop.
 var loopExchangeHook func()
 
+// quietHook, when set (tests), says in Runner.Quiet's place whether an
+// idle backend connection may be taken without the pool's peek.
+var quietHook func(fd int) bool
+
 // loopBufSize is the size of the pooled buffers a loop session reads
 // heads and bodies into; a request head longer than that goes to a
 // goroutine, a response head grows its buffer up to the head limit.
@@ -657,7 +661,7 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 			h.kept, h.keptSock = bc, back
 			h.releaseKept()
 		}
-		if bc = h.takeBackend(); bc == nil {
+		if bc = h.takeBackend(retryable(req) && !retried); bc == nil {
 			h.handOff(req, retried)
 			return false
 		}
@@ -728,13 +732,27 @@ func (h *h1Loop) reuse(c *pool.Conn) {
 
 // takeBackend takes a connection of the session's server (or, for its
 // first, of the one the balancer puts first) that is idle in its pool or
-// that the kernel connects inside connect(2); nil: none is ready now.
-func (h *h1Loop) takeBackend() *pool.Conn { return h.ss.readyBackend(h.rn.Loop()) }
+// that the kernel connects inside connect(2); nil: none is ready now. A
+// request that can still go again on another connection (retry: not
+// sent again yet) takes an idle one that this loop left quiet as it is,
+// without the pool's peek: one closed meanwhile ends the exchange at EOF
+// before any answer, and the request goes again, on a connection peeked.
+func (h *h1Loop) takeBackend(retry bool) *pool.Conn {
+	var quiet func(int) bool
+	if retry {
+		quiet = h.rn.Quiet
+		if quietHook != nil {
+			quiet = quietHook
+		}
+	}
+	return h.ss.readyBackend(h.rn.Loop(), quiet)
+}
 
 // readyBackend takes a backend connection for a session on loop (see
 // h1Loop.takeBackend): bare, or nil when none is ready now. An idle one
-// that loop watches already comes first: it costs no epoll_ctl.
-func (ss *session) readyBackend(loop int) *pool.Conn {
+// that loop watches already comes first: it costs no epoll_ctl, and
+// none of the pool's peek where quiet vouches for it (pool.GetIdleQuiet).
+func (ss *session) readyBackend(loop int, quiet func(int) bool) *pool.Conn {
 	t0 := time.Now()
 	sv := ss.sv
 	if sv == nil {
@@ -743,7 +761,7 @@ func (ss *session) readyBackend(loop int) *pool.Conn {
 		}
 		sv = ss.order[0]
 	}
-	c := sv.pool.GetIdleFor(loop)
+	c := sv.pool.GetIdleQuiet(loop, quiet)
 	if c == nil {
 		c = sv.pool.DialNow()
 	}

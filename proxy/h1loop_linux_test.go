@@ -680,3 +680,59 @@ func TestHTTP1LoopProxyHeader(t *testing.T) {
 	}
 	onLoop.expect(t, loops, "all that passed")
 }
+
+// A GET on the loops takes an idle backend connection its loop vouches
+// for without the pool's peek. Vouched for even once the origin closed it
+// (quietHook: what a FIN arriving after the loop's last wait looks like),
+// the request meets the closed connection, goes again on another (the
+// record says so), and the client gets its answer. A request that could
+// not go again never takes one unpeeked.
+func TestHTTP1LoopRetriesOnAnUnpeekedClosedConn(t *testing.T) {
+	if testRelay != "loop" {
+		t.Skip("exchanges run on the loops only with relay = \"loop\"")
+	}
+	var asked atomic.Int64
+	quietHook = func(int) bool { asked.Add(1); return true }
+	t.Cleanup(func() { quietHook = nil })
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close() // every connection closes once it answered
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	b := http1Backend(be)
+	b.Pool.Warm = 0
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, b)
+	ask := func(raw string) *engine.Teardown {
+		t.Helper()
+		if got := roundTrips(t, h.addr, raw, 1); got[0] != "200 ok" {
+			t.Fatalf("%q: %q, want the answer", raw[:4], got[0])
+		}
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeOK {
+			t.Fatalf("%q: outcome %s (%v)", raw[:4], td.Outcome, td.Err)
+		}
+		return td
+	}
+	get := "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	ask(get) // its connection goes back to the pool, and the origin closes it
+	ask("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+	if n := asked.Load(); n != 0 {
+		t.Errorf("a POST, which cannot go again, asked %d times whether a connection is quiet; want the peek", n)
+	}
+	// A client connection lands on either loop; a connection idle on the
+	// other is peeked, not vouched for. Within a few GETs one lands where
+	// the closed connection waits.
+	retried := 0
+	for i := 0; i < 30 && retried == 0; i++ {
+		if td := ask(get); td.Back.Reason == policy.ReasonRetried {
+			retried++
+		}
+	}
+	if retried == 0 || asked.Load() == 0 {
+		t.Errorf("30 GETs, each on a closed idle connection: %d retried, quiet asked %d times; want a retry on one vouched for", retried, asked.Load())
+	}
+}

@@ -103,7 +103,7 @@ func (t *tcpIntake) judged(hdr *proxyproto.Header, used int, err error) {
 	ss.rec.Intake(in.version, in.client)
 	up := t.in[used:t.inN] // copied by Relay, or below
 	if sharedPool(ss.bk.cfg) && ss.bk.cfg.SendProxyProtocol == config.SendOff {
-		if c := ss.readyBackend(t.rn.Loop()); c != nil {
+		if c := ss.readyBackend(t.rn.Loop(), nil); c != nil {
 			back, err := t.rn.Watch(c.Bare.FD, c.Bare.Home)
 			if err == nil {
 				c.Detach() // the socket is the loop's, as handOver leaves it
