@@ -113,6 +113,24 @@ func TestTaskRunsEndsAndCrashes(t *testing.T) {
 	}
 }
 
+// clientAndBackend returns a client connected to a bare front socket
+// and a backend connected to a bare back socket that ls watches; the
+// test's end closes the client and the backend.
+func clientAndBackend(t *testing.T, ls *Loops) (client *net.TCPConn, front Socket, backend *net.TCPConn, back Socket) {
+	t.Helper()
+	client, front, err := bareFront(loopback.Listener(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	backend, back, err = bareBack(ls, loopback.Listener(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close() })
+	return client, front, backend, back
+}
+
 // relayTask reads a greeting line from its client, then relays the client
 // and a backend socket both ways on its loop (Runner.Relay), the bytes
 // read past the greeting first.
@@ -155,17 +173,8 @@ func (r *relayTask) Ready(*TaskSock) {
 // done is called once both sockets are closed, and the record counts the
 // relayed bytes and says ok.
 func TestTaskBecomesARelay(t *testing.T) {
-	ls, ln, bln := oneLoop(t), loopback.Listener(t), loopback.Listener(t)
-	client, front, err := bareFront(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	backend, back, err := bareBack(ls, bln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
+	ls := oneLoop(t)
+	client, front, backend, back := clientAndBackend(t, ls)
 	go func() { io.Copy(backend, backend); backend.CloseWrite() }()
 
 	rec := NewRecorder(1, "web", "app", policy.TargetPeer, policy.TargetPeer)
@@ -261,17 +270,8 @@ func (q *quietTask) take(home int) {
 // without a peek after such an edge is not the test's to do: Watch on
 // its home assumes nothing to read.)
 func TestRunnerQuiet(t *testing.T) {
-	ls, ln, bln := oneLoop(t), loopback.Listener(t), loopback.Listener(t)
-	client, front, err := bareFront(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	backend, back, err := bareBack(ls, bln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
+	ls := oneLoop(t)
+	client, front, backend, back := clientAndBackend(t, ls)
 	rec := NewRecorder(1, "web", "app", policy.TargetPeer, policy.TargetPeer)
 	task := &quietTask{echoTask: echoTask{s: &Session{Rec: rec, Front: policyClose(policy.TargetPeer, policy.FallbackFIN)},
 		crashed: make(chan any, 1), ended: make(chan struct{})}, back: back}
