@@ -113,15 +113,34 @@ func waitListening(p *proc, addr string, ns *netns) error {
 	return fmt.Errorf("%s: nothing listens on %s after 10s", p.name, addr)
 }
 
-// freeAddr returns a loopback address with a port nothing listens on now.
+// freeAddr returns a loopback address with a port nothing listens on now
+// and that no earlier call returned: the kernel may hand out a port just
+// closed again, and a candidate whose address was its own backend's
+// would fail to bind while the bench, dialing that address, took the
+// backend for it (and measured nginx alone in its column).
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	handed.mu.Lock()
+	defer handed.mu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !handed.addrs[addr] {
+			handed.addrs[addr] = true
+			return addr, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", errors.New("no loopback port that was not handed out already in 100 tries")
 }
+
+// handed is every address freeAddr returned.
+var handed = struct {
+	mu    sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
 
 // usage is a process tree's CPU time, resident memory and descriptors.
 type usage struct {
