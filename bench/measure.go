@@ -117,6 +117,13 @@ func (st *started) round(ctx context.Context, s settings) {
 			r.tw = float64(tw)
 		}
 		r.fail(names[i], step(ctx, st.target, s, &r))
+		if p := st.target.p; p != nil && p.exited() {
+			// Whatever answered its loads, it was not the candidate:
+			// nothing of this round counts.
+			r = newResult(st.name)
+			r.fail(names[i], fmt.Errorf("%s exited (see its log in the scratch directory, -keep)", p.name))
+			break
+		}
 	}
 	st.rounds = append(st.rounds, r)
 }

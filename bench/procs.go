@@ -26,6 +26,16 @@ type proc struct {
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
+// exited reports that p has exited.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // procs owns every process the bench starts and ends each one by PID.
 type procs struct {
 	mu   sync.Mutex
