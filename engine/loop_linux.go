@@ -521,6 +521,7 @@ func (l *loop) readInbox() {
 		case m.add != nil:
 			l.start(m.add)
 		case m.connect != nil:
+			l.setQuiet(m.connect.fd, false) // a new socket under the descriptor
 			ev := unix.EpollEvent{Events: relayEvents, Fd: int32(m.connect.fd)}
 			if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, m.connect.fd, &ev); err != nil {
 				m.connect.done <- os.NewSyscallError("epoll_ctl", err)

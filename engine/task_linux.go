@@ -158,6 +158,7 @@ func (l *loop) watch(s *fdSock) error {
 	}
 	s.watched, s.live = true, true
 	l.socks.put(s)
+	l.setQuiet(s.fd, false)
 	return nil
 }
 
@@ -216,11 +217,11 @@ func (l *loop) afterTask(r *loopRelay) {
 // raises an edge, and it can take bytes.
 func (rn *Runner) Watch(fd, home int) (*TaskSock, error) {
 	l := rn.l
-	l.setQuiet(fd, false)
 	s := &fdSock{fd: fd, r: rn.r}
 	if home == l.id {
 		s.watched, s.live, s.wr = true, true, true
 		l.socks.put(s)
+		l.setQuiet(fd, false) // taken back (l.watch clears it otherwise)
 	} else {
 		if home >= 0 {
 			l.ls.forget(home, fd)
@@ -259,9 +260,10 @@ func (rn *Runner) Leave(t *TaskSock) {
 // nothing to read, for which no edge came since: as far as the loop's
 // latest wait knows, its peer sent nothing, not even a FIN. An edge that
 // came after that wait is not known yet; once taken back (Watch), the
-// socket gets it. A descriptor the loop never left is not quiet, unless
-// it once was under another connection that the loop then watched from
-// its connect on (Loops.Connect): every edge of that one came here too.
+// socket gets it. Only Leave marks a descriptor; the loop's adding it to
+// its set (a connect it watches, a watch) clears the mark, so a mark is
+// always of the socket the loop left, never of an earlier one under the
+// same number.
 func (rn *Runner) Quiet(fd int) bool {
 	q := rn.l.quiet
 	return fd >= 0 && fd < len(q) && q[fd]
