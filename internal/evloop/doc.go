@@ -54,7 +54,7 @@
 // and no place for splice. We keep only the ideas (per-loop
 // SO_REUSEPORT listeners, edge-triggered registration once).
 //
-// What it showed (docs/performance.md, "Event-loop prototype (A/B)"):
+// What it showed (docs/performance.md, "Event loops: A/B on one core"):
 // its own CPU per short connection is 0.44–0.62× today's path's, with 28
 // system calls instead of 45, 3 allocations instead of 75, and an idle
 // session costs ~300 bytes and no goroutine instead of ~12.5 KiB and
