@@ -179,7 +179,7 @@ func TestLoopCountsWhatTheKernelCounts(t *testing.T) {
 	l := &leg{conn: s, info: infoReader{}}
 	buf := make([]byte, 7000)
 	// readUntil reads (a short buffer, so several reads) until the loop's
-	// socket counted want bytes, or EOF.
+	// socket counted want bytes; EOF, an error or 5 s without them fail.
 	readUntil := func(want uint64) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -193,6 +193,9 @@ func TestLoopCountsWhatTheKernelCounts(t *testing.T) {
 			if err != nil || n == 0 {
 				t.Fatalf("read after %d bytes: %d, %v", s.got, n, err)
 			}
+		}
+		if s.got < want {
+			t.Fatalf("the loop's socket counted %d bytes in 5 s, want %d", s.got, want)
 		}
 	}
 	if _, err := peer.Write(buf[:5000]); err != nil {

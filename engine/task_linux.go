@@ -249,7 +249,8 @@ func (rn *Runner) Unwatch(t *TaskSock) error {
 // its edges ignored: an idle connection that Watch with this loop as its
 // home takes back for nothing (another loop, or Loops.Forget, takes it
 // out of the set first). The descriptor is the caller's again, open.
-// Quiet tells whether an edge came for it since.
+// Quiet then tells whether it is still as Leave left it: nothing to
+// read, and no edge since.
 func (rn *Runner) Leave(t *TaskSock) {
 	s := t.s
 	rn.drop(s)
