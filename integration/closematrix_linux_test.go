@@ -22,7 +22,9 @@ import (
 // the kernel's TIME-WAIT sockets (requireAgreement), 100 %, unknown at
 // most 1 % over the matrix (and in one cell at most 5 %, or 2 legs: a
 // cell is small, and an ACK of earlier data that lands between two
-// looks of a loaded proxy hides the order of its FINs); and, where the rules make the placement certain, that
+// looks of a loaded proxy hides the order of its FINs; a late closer's
+// leg, lateCloser, counts apart, at most a tenth of them over the
+// matrix); and, where the rules make the placement certain, that
 // placement.
 //
 // One topology per pair; the cells run at once in it, each on its own
@@ -46,6 +48,11 @@ func TestCloseMatrix(t *testing.T) {
 	t.Logf("close matrix: %d pairs, %d cells in %v\n%s", len(pairs), res.len(), time.Since(start).Round(time.Second), res.table())
 	if u, legs := res.unknown(); u*100 > legs {
 		t.Errorf("%d of %d legs unknown over the matrix, want at most 1 %%", u, legs)
+	}
+	late, lateUnknown := res.late()
+	t.Logf("late closers: %d legs, %d unknown", late, lateUnknown)
+	if lateUnknown*10 > late {
+		t.Errorf("%d of %d late closers' legs unknown over the matrix, want at most a tenth", lateUnknown, late)
 	}
 }
 
@@ -235,14 +242,15 @@ func (e *pairEnv) runCell(t *testing.T, c cell) {
 		t.Logf("%d peer sockets in FIN-WAIT-2 after the proxy's reset: lost RSTs\n%s",
 			len(busy), namedBy(busy, all))
 	}
-	chk := requireAgreement(t, e.topo, out.recs, judgeClaims(held, live, out.recs), max(2, 2*len(out.recs)/20))
+	late, lateUnknown := lateClosers(out.recs)
+	chk := requireAgreement(t, e.topo, out.recs, judgeClaims(held, live, out.recs), max(2, 2*len(out.recs)/20)+lateUnknown)
 	showUnknown(t, held, out.recs)
 	if all := byListener(out.cp.Records(), c.name); len(all) != len(out.recs) {
 		t.Errorf("%d records of listener %s once its connections settled, %d when the cell ended: one per connection", len(all), c.name, len(out.recs))
 	}
 	checkTargets(t, e.pair, out.recs)
 	checkPlacements(t, out)
-	e.res.add(matrixRow{pair: e.pair, cell: c.name, conns: len(out.recs), chk: chk,
+	e.res.add(matrixRow{pair: e.pair, cell: c.name, conns: len(out.recs), chk: chk, late: late, lateUnknown: lateUnknown,
 		front: legCount(out.recs, "front"), back: legCount(out.recs, "back"), took: time.Since(start)})
 	added = true
 }
@@ -364,8 +372,12 @@ type matrixRow struct {
 	conns       int
 	front, back map[string]int
 	chk         claimCheck
-	took        time.Duration
-	stopped     bool // by a fatal failure, before it was judged
+	// late: legs closed by the proxy's FIN whose peer closed after its
+	// delayed ACK could have gone (lateCloser); lateUnknown: those of them
+	// that said unknown.
+	late, lateUnknown int
+	took              time.Duration
+	stopped           bool // by a fatal failure, before it was judged
 }
 
 // matrixResults collects the rows of the cells, which run at once.
@@ -395,6 +407,54 @@ func (m *matrixResults) unknown() (unknown, legs int) {
 	return unknown, legs
 }
 
+// late sums the rows' late closers and those of them unknown.
+func (m *matrixResults) late() (late, unknown int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.rows {
+		late, unknown = late+r.late, unknown+r.lateUnknown
+	}
+	return late, unknown
+}
+
+// delayedACKMin is the least time a Linux peer delays the ACK of the
+// proxy's FIN (TCP_DELACK_MIN): its kernel holds the ACK hoping to carry
+// it on the application's own FIN.
+const delayedACKMin = 40 // ms
+
+// lateCloser reports a leg that the proxy's FIN closed first and whose
+// peer's FIN the proxy read delayedACKMin or more after it. Such a peer's
+// kernel may have sent the ACK of the proxy's FIN on its own, and the
+// application's FIN then comes as a second segment, at once if it closes
+// just after: the proxy proves the order only by a look between the two
+// (FIN-WAIT-2), and on a host loaded as under -race with every package at
+// once its looks come milliseconds apart. Neither counter nor state tells
+// those two segments from crossed FINs (the peer's FIN, then the ACK of
+// the proxy's), so unknown is the honest answer there, and the cell's
+// bound does not count it. The matrix bounds such legs on their own
+// (TestCloseMatrix, a tenth): a proxy that never looked left about half
+// of them unknown, one under CPU hogs a fiftieth.
+func lateCloser(r Record, leg string) bool {
+	out, in := r.Num(leg+".fin_out_ms"), r.Num(leg+".fin_in_ms")
+	return r.Str(leg+".close") == "fin" && out > 0 && in-out >= delayedACKMin
+}
+
+// lateClosers counts recs' late closers (lateCloser) and those of them
+// whose order the record left unknown.
+func lateClosers(recs []Record) (late, unknown int) {
+	for _, r := range recs {
+		for _, leg := range []string{"front", "back"} {
+			if lateCloser(r, leg) {
+				late++
+				if r.Str(leg+".time_wait") == "unknown" {
+					unknown++
+				}
+			}
+		}
+	}
+	return late, unknown
+}
+
 // table renders the rows, by pair and cell.
 func (m *matrixResults) table() string {
 	m.mu.Lock()
@@ -417,8 +477,12 @@ func (m *matrixResults) table() string {
 			fmt.Fprintf(&b, "%-36s %-37s stopped by a fatal failure after %.1f s\n", r.pair, r.cell, r.took.Seconds())
 			continue
 		}
-		fmt.Fprintf(&b, "%-36s %-37s %6d  %-34s %-34s %7d %5d/%-5d %6.1f\n", r.pair, r.cell, r.conns,
-			fmtCount(r.front), fmtCount(r.back), r.chk.unknown, r.chk.agree, r.chk.legs, r.took.Seconds())
+		unknown := fmt.Sprint(r.chk.unknown)
+		if r.lateUnknown > 0 {
+			unknown += fmt.Sprintf(" (%d late)", r.lateUnknown)
+		}
+		fmt.Fprintf(&b, "%-36s %-37s %6d  %-34s %-34s %7s %5d/%-5d %6.1f\n", r.pair, r.cell, r.conns,
+			fmtCount(r.front), fmtCount(r.back), unknown, r.chk.agree, r.chk.legs, r.took.Seconds())
 	}
 	return b.String()
 }
