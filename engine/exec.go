@@ -302,7 +302,7 @@ func (x *executor) peerFIN(d *dir) {
 	if src.finAt == 0 {
 		src.finAt = int64(time.Since(x.start))
 	}
-	if src.doneAsked() {
+	if src.doneStillAsked(x) {
 		q, err := sendQueue(src.conn)
 		src.finAckedAll = err == nil && q == 0
 	}

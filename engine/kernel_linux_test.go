@@ -175,3 +175,40 @@ func TestTCPInfoAllocatesNothing(t *testing.T) {
 		t.Errorf("a TCP_INFO read allocates %.0f times, want 0", n)
 	}
 }
+
+// At the client's FIN the send queue is read for doneReading only while a
+// decision of the back leg may still ask for it: not once the backend's
+// FIN is in, nor once the back leg is closed (the usual short connection:
+// backend first, then the client after the proxy's FIN). Nothing was sent
+// to the client, so a reading finds the queue empty: finAckedAll true
+// where the reading was made, false where it was left out.
+func TestClientFINReadsTheSendQueueOnlyWhileAsked(t *testing.T) {
+	ln := loopback.Listener(t)
+	for _, c := range []struct {
+		name              string
+		backFIN, backShut bool
+		want              bool
+	}{
+		{"back leg open, the backend's FIN not in", false, false, true},
+		{"the backend's FIN in", true, false, false},
+		{"back leg closed", false, true, false},
+	} {
+		s := &Session{Rec: NewRecorder(1, "web", "app", policy.TargetProxy, policy.TargetPeer)}
+		s.Back = config.Close{TimeWait: policy.TargetPeer, Fallback: policy.FallbackReset}
+		a, b := dialPair(ln)
+		x := newExecutor(s)
+		f := x.addLeg(policy.Front, a)
+		bk := x.addLeg(policy.Back, b)
+		x.addDir(f, nil) // a sink: the client's FIN goes nowhere, no decision of the back leg follows
+		bk.peerFIN = c.backFIN
+		if c.backShut {
+			bk.phase = phaseClosed
+		}
+		x.peerFIN(x.dirs[0])
+		if f.finAckedAll != c.want {
+			t.Errorf("%s: finAckedAll %v, want %v (the send queue read: %v)", c.name, f.finAckedAll, c.want, c.want)
+		}
+		a.Close()
+		b.Close()
+	}
+}

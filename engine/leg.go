@@ -112,6 +112,19 @@ func (l *leg) doneReading() bool {
 // by a FIN reads neither.
 func (l *leg) doneAsked() bool { return l.asked }
 
+// doneStillAsked says, at l's peer's FIN, whether a decision of the other
+// leg may still ask l.doneReading, and so whether finAckedAll is worth its
+// SIOCOUTQ. Not once that leg is closed, nor once its own peer's FIN is
+// in: its SendDone then ends it second without asking (facts), and
+// policy.Decide never withholds a FIN whose peer's came already, so no
+// grace or drain of a withheld FIN asks either. That is the usual short
+// tcp connection: the backend closes after its answer, the client after
+// the proxy's FIN. Left unread, finAckedAll stays false: no bet.
+func (l *leg) doneStillAsked(x *executor) bool {
+	o := l.other(x)
+	return l.doneAsked() && o != nil && o.open() && !o.peerFIN
+}
+
 // mayBet says whether l may end by a fallback reset after a grace, or by
 // a reset to leave no TIME-WAIT: the ends for which policy.Decide asks
 // Facts.OtherSideDone.

@@ -152,6 +152,28 @@ func TestDecideNeverWithholdsFromAWaitingPeer(t *testing.T) {
 	}
 }
 
+// TestDecideNeverWithholdsOnceThePeersFINIsIn: a leg whose peer's FIN is
+// in (before its own decision, or read while its FIN was withheld) is
+// never withheld, so no grace or drain of a withheld FIN comes after it.
+// The engine relies on it: it skips the readings only such a decision
+// would ask for (engine's doneStillAsked).
+func TestDecideNeverWithholdsOnceThePeersFINIsIn(t *testing.T) {
+	for _, l := range []Leg{Front, Back} {
+		for _, tg := range []Target{TargetProxy, TargetPeer, TargetNowhere, TargetAuto} {
+			for _, fb := range []Fallback{FallbackFIN, FallbackReset} {
+				for _, awaits := range []bool{false, true} {
+					for _, ev := range []Event{SendDone, PeerFIN} {
+						f := Facts{Leg: l, Target: tg, Fallback: fb, Event: ev, PeerFINIn: true, PeerMayAwaitEOF: awaits, Grace: grace1s}
+						if d := Decide(f); d.Action == Withhold {
+							t.Errorf("%s leg, target %s, fallback %s, %s with the peer's FIN in: withholds", l, tg, fb, ev)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestDecideIsTotal checks that every combination of facts gets a known
 // action, and that the auto target is always resolved.
 func TestDecideIsTotal(t *testing.T) {
