@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,5 +166,115 @@ func TestListenAfterClose(t *testing.T) {
 	stop() // the loops are gone: nothing to wait for
 	if _, err := ls.Listen(fd, func(int) time.Duration { return 0 }); !errors.Is(err, ErrLoopsClosed) {
 		t.Fatalf("Listen after Close: %v, want ErrLoopsClosed", err)
+	}
+}
+
+// holdTask keeps its connection until the peer closes it.
+type holdTask struct {
+	rn      *Runner
+	sock    *TaskSock
+	started chan<- struct{}
+	done    chan<- struct{}
+}
+
+func (h *holdTask) Start(rn *Runner, first *TaskSock) {
+	h.rn, h.sock = rn, first
+	h.started <- struct{}{}
+}
+func (h *holdTask) Due(time.Time)   {}
+func (h *holdTask) Begun()          {}
+func (h *holdTask) Drain(time.Time) {}
+func (h *holdTask) Crashed(p any)   { panic(p) }
+func (h *holdTask) Ready(*TaskSock) {
+	var b [16]byte
+	for h.sock != nil {
+		n, err := h.sock.Read(b[:])
+		switch {
+		case err == ErrWouldBlock:
+			return
+		case err != nil || n == 0:
+			h.rn.Close(h.sock, false)
+			h.sock = nil
+			h.rn.Done()
+			h.done <- struct{}{}
+			return
+		}
+	}
+}
+
+// A crowd of clients that connect at once, as a load balancer's pool
+// does, is spread over the loops: the loop that wakes for the listening
+// socket accepts them all (EPOLLEXCLUSIVE), and Place sends each on to
+// the loop that holds fewest once the accepting one holds placeSlack
+// more. Without Place one loop held them all.
+func TestPlaceSpreadsACrowdOverTheLoops(t *testing.T) {
+	const n, conns = 2, 32
+	ls, err := NewLoops(n, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ls.Close)
+	ln, fd := listenFD(t)
+	started, done := make(chan struct{}, conns), make(chan struct{}, conns)
+	listening, err := ls.Listen(fd, func(loop int) time.Duration {
+		for {
+			c, _, err := unix.Accept4(fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			if err != nil {
+				return 0
+			}
+			if err := ls.StartOn(ls.Place(loop), &holdTask{started: started, done: done}, c); err != nil {
+				_ = unix.Close(c)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := sync.OnceFunc(listening)
+	t.Cleanup(stop)
+	var clients []net.Conn
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	for range conns {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	for range conns {
+		select {
+		case <-started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the sessions did not all start")
+		}
+	}
+	held := make([]int32, n)
+	for i, l := range ls.impl.ls {
+		held[i] = l.held.Load()
+	}
+	if lo, hi := min(held[0], held[1]), max(held[0], held[1]); lo+hi != conns || hi-lo > placeSlack+1 {
+		t.Errorf("sessions held by the loops: %v, want %d spread within %d", held, conns, placeSlack+1)
+	}
+	for _, c := range clients {
+		c.Close()
+	}
+	clients = nil
+	for range conns {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the sessions did not all end")
+		}
+	}
+	stop()
+	ls.Close() // once it returns every session's end has run on its loop
+	for _, l := range ls.impl.ls {
+		if h := l.held.Load(); h != 0 {
+			t.Errorf("a loop still counts %d sessions once all ended", h)
+		}
 	}
 }

@@ -118,8 +118,45 @@ func (ls *loops) relay(on int, s *Session, front, back Socket, p Pending, done f
 		return err
 	}
 	r.setPair(s, p)
+	l.hold(r)
 	l.post(message{add: r})
 	return nil
+}
+
+// place returns the loop for a session accepted on loop on: on, unless
+// it holds more than placeSlack sessions over the loop that holds fewest,
+// then that one (the first such).
+func (ls *loops) place(on int) int {
+	least := 0
+	for i, l := range ls.ls {
+		if l.held.Load() < ls.ls[least].held.Load() {
+			least = i
+		}
+	}
+	if on >= 0 && on < len(ls.ls) && ls.ls[on].held.Load() <= ls.ls[least].held.Load()+placeSlack {
+		return on
+	}
+	return least
+}
+
+// placeSlack is how many sessions more than the least held a loop may
+// hold and still keep those it accepts: a burst of short connections
+// mostly starts where it was accepted (no hand-over, no wake-up of
+// another loop), a crowd of keep-alive clients spreads.
+const placeSlack = 4
+
+// hold counts r among the sessions placed on l (Loops.Place's measure)
+// until it ends (unhold).
+func (l *loop) hold(r *loopRelay) {
+	r.placed = true
+	l.held.Add(1)
+}
+
+func (l *loop) unhold(r *loopRelay) {
+	if r.placed {
+		r.placed = false
+		l.held.Add(-1)
+	}
 }
 
 // pick is loop on when there is one, else the next in turn.
@@ -361,6 +398,9 @@ type loop struct {
 	// must wake it. Each side stores its flag, then loads the other's: one
 	// of them sees the other, and a busy loop costs a poster no write.
 	mail, asleep atomic.Bool
+	// held counts the sessions Loops.Relay and Loops.Start placed here
+	// and that have not ended: what Loops.Place balances.
+	held atomic.Int32
 
 	poll   func(uintptr) bool // l.pollOnce, made once
 	n      int
@@ -690,6 +730,7 @@ func (l *loop) report(r *loopRelay, f *loopFlow, err error) {
 
 func (l *loop) end(r *loopRelay) {
 	r.ended = true
+	l.unhold(r)
 	l.schedule(r, time.Time{})
 	delete(l.relays, r)
 	for i := range r.flows {
@@ -820,6 +861,7 @@ type loopRelay struct {
 	taskDone bool      // the task has nothing left (Runner.Done)
 	queued   bool      // in loop.again
 	ended    bool
+	placed   bool // counted in its loop's held (hold)
 }
 
 // flow moves bytes of f as far as the sockets let it, at most flowBudget

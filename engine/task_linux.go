@@ -117,6 +117,7 @@ func (ls *loops) startTask(on int, t Task, fd int) error {
 	r.task = t
 	r.sockArr[0] = &fdSock{fd: fd, r: r}
 	r.socks = r.sockArr[:1]
+	l.hold(r)
 	l.post(message{add: r})
 	return nil
 }
@@ -202,6 +203,7 @@ func (l *loop) afterTask(r *loopRelay) {
 	}
 	if r.taskDone && !r.ended {
 		l.schedule(r, time.Time{})
+		l.unhold(r)
 		r.ended = true
 		delete(l.relays, r)
 		l.ls.live.Done()

@@ -147,9 +147,18 @@ func (s *Server) acceptOn(l *listener, fd, home int) (pause time.Duration) {
 		if l.backoff.Load() != 0 {
 			l.backoff.Store(0)
 		}
-		s.acceptedFD(l, c, peer, home)
+		s.acceptedFD(l, c, peer, s.place(home))
 	}
 	return 0
+}
+
+// place is the loop a session accepted on loop home runs on
+// (engine.Loops.Place).
+func (s *Server) place(home int) int {
+	if ls := s.loops.Load(); ls != nil {
+		return ls.Place(home)
+	}
+	return home
 }
 
 // acceptFailed is the pause after an accept error on a loop: a backoff

@@ -194,7 +194,9 @@ func TestRelayLoopBlockedRecordSinkHoldsOnlyItsSession(t *testing.T) {
 		config.Backend{Address: be, Close: testClose(policy.TargetProxy, policy.FallbackReset)},
 		[]Option{WithRecordLog(records)}, relayLoop)
 	t.Cleanup(func() { close(w.release) }) // before the harness's Shutdown
-	// One open session per loop: sessions go to the loops in turn.
+	// Open sessions, as many as there are loops; a loop keeps the
+	// sessions it accepts until it holds several more than another, so
+	// the one that ends shares its loop with some of them.
 	open := make([]net.Conn, runtime.GOMAXPROCS(0))
 	for i := range open {
 		c, err := net.Dial("tcp", h.addr)

@@ -216,11 +216,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// loopsPerCPU: a loop spends most of a bulk transfer inside splice, where
-// the kernel also does the loopback peer's receive work; with one loop per
-// CPU, 64 bulk streams moved 0.75x what goroutines moved, with two 1.0-1.1x
-// (short connections cost the same).
-const loopsPerCPU = 2
+// loopsPerCPU: one loop per CPU Go may use. Sessions spread over the
+// loops (engine.Loops.Place); spread over two loops per CPU, a loop with
+// work waited for a CPU behind another, and a keep-alive request's 99th
+// percentile under ab -k -c 64 grew from 5-6 ms to 13-16.
+const loopsPerCPU = 1
 
 // startLoopsLocked starts the relay loops of relay = "loop", loopsPerCPU
 // per CPU Go may use. They start with Serve, like every goroutine of the server,
