@@ -206,7 +206,7 @@ func TestClientFINReadsTheSendQueueOnlyWhileAsked(t *testing.T) {
 		}
 		x.peerFIN(x.dirs[0])
 		if f.finAckedAll != c.want {
-			t.Errorf("%s: finAckedAll %v, want %v (the send queue read: %v)", c.name, f.finAckedAll, c.want, c.want)
+			t.Errorf("%s: finAckedAll %v, want %v (true only where the empty send queue was read)", c.name, f.finAckedAll, c.want)
 		}
 		a.Close()
 		b.Close()

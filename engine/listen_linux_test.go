@@ -51,11 +51,7 @@ func takeAll(fd, loop int, got chan<- int) {
 // Listen) see no event of the first listener.
 func TestListenAcceptsOnTheLoops(t *testing.T) {
 	const n, conns = 2, 20
-	ls, err := NewLoops(n, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ls.Close)
+	ls := startLoops(t, n)
 	ln, fd := listenFD(t)
 	got := make(chan int, conns+1)
 	var stopped atomic.Bool
@@ -106,11 +102,7 @@ func TestListenAcceptsOnTheLoops(t *testing.T) {
 // the pause ran out, and is once it has (the connection it left is still
 // there).
 func TestListenPauses(t *testing.T) {
-	ls, err := NewLoops(1, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ls.Close)
+	ls := oneLoop(t)
 	ln, fd := listenFD(t)
 	const pause = 50 * time.Millisecond
 	calls := make(chan time.Time, 4)
@@ -175,6 +167,7 @@ type holdTask struct {
 	sock    *TaskSock
 	started chan<- struct{}
 	done    chan<- struct{}
+	crashed chan<- any
 }
 
 func (h *holdTask) Start(rn *Runner, first *TaskSock) {
@@ -209,20 +202,16 @@ func (h *holdTask) Ready(*TaskSock) {
 // more. Without Place one loop held them all.
 func TestPlaceSpreadsACrowdOverTheLoops(t *testing.T) {
 	const n, conns = 2, 32
-	ls, err := NewLoops(n, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ls.Close)
+	ls := startLoops(t, n)
 	ln, fd := listenFD(t)
-	started, done := make(chan struct{}, conns), make(chan struct{}, conns)
+	started, done, crashed := make(chan struct{}, conns), make(chan struct{}, conns), make(chan any, conns)
 	listening, err := ls.Listen(fd, func(loop int) time.Duration {
 		for {
 			c, _, err := unix.Accept4(fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 			if err != nil {
 				return 0
 			}
-			if err := ls.StartOn(ls.Place(loop), &holdTask{started: started, done: done}, c); err != nil {
+			if err := ls.StartOn(ls.Place(loop), &holdTask{started: started, done: done, crashed: crashed}, c); err != nil {
 				_ = unix.Close(c)
 			}
 		}
@@ -276,5 +265,10 @@ func TestPlaceSpreadsACrowdOverTheLoops(t *testing.T) {
 		if h := l.held.Load(); h != 0 {
 			t.Errorf("a loop still counts %d sessions once all ended", h)
 		}
+	}
+	select {
+	case p := <-crashed:
+		t.Errorf("a session's task crashed: %v", p)
+	default:
 	}
 }

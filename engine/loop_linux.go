@@ -127,13 +127,13 @@ func (ls *loops) relay(on int, s *Session, front, back Socket, p Pending, done f
 // it holds more than placeSlack sessions over the loop that holds fewest,
 // then that one (the first such).
 func (ls *loops) place(on int) int {
-	least := 0
+	least, fewest := 0, ls.ls[0].held.Load()
 	for i, l := range ls.ls {
-		if l.held.Load() < ls.ls[least].held.Load() {
-			least = i
+		if h := l.held.Load(); h < fewest {
+			least, fewest = i, h
 		}
 	}
-	if on >= 0 && on < len(ls.ls) && ls.ls[on].held.Load() <= ls.ls[least].held.Load()+placeSlack {
+	if on >= 0 && on < len(ls.ls) && ls.ls[on].held.Load() <= fewest+placeSlack {
 		return on
 	}
 	return least
@@ -152,6 +152,7 @@ func (l *loop) hold(r *loopRelay) {
 	l.held.Add(1)
 }
 
+// unhold ends hold's count of r, once.
 func (l *loop) unhold(r *loopRelay) {
 	if r.placed {
 		r.placed = false

@@ -53,9 +53,12 @@ func (e *echoTask) Ready(*TaskSock) {
 }
 
 // oneLoop starts one loop, closed when the test ends.
-func oneLoop(t *testing.T) *Loops {
+func oneLoop(t *testing.T) *Loops { t.Helper(); return startLoops(t, 1) }
+
+// startLoops starts n loops, closed when the test ends.
+func startLoops(t *testing.T, n int) *Loops {
 	t.Helper()
-	ls, err := NewLoops(1, nil, nil)
+	ls, err := NewLoops(n, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
