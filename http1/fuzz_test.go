@@ -200,3 +200,30 @@ func benchHead(b *testing.B, head string, read func(*bufio.Reader) error) {
 		}
 	}
 }
+
+// BenchmarkHeadForBackend is a short connection's request through a load
+// balancer: "Connection: close" taken out for the pooled backend
+// connection, then the response's head given "Connection: close".
+func BenchmarkHeadForBackend(b *testing.B) {
+	const raw = "GET /api/v1/items HTTP/1.1\r\n" +
+		"Host: service.internal:8080\r\n" +
+		"User-Agent: curl/7.88.1\r\n" +
+		"Accept: */*\r\n" +
+		"X-Forwarded-For: 203.0.113.7\r\n" +
+		"Connection: close\r\n\r\n"
+	req, err := ReadRequest(bufio.NewReader(strings.NewReader(raw)), Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const head = "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 612\r\nConnection: keep-alive\r\n\r\n"
+	resp, err := ReadResponse(bufio.NewReader(strings.NewReader(head)), req, Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(req.HeadForBackend()) >= len(req.Raw) || len(resp.HeadForClient(true)) == len(resp.Raw) {
+			b.Fatal("nothing rewritten")
+		}
+	}
+}

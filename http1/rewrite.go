@@ -1,6 +1,9 @@
 package http1
 
-import "strings"
+import (
+	"strings"
+	"unsafe"
+)
 
 // HeadForBackend returns r.Raw rewritten so the backend keeps the connection
 // alive for reuse: the "close" token removed from Connection (a field line
@@ -33,7 +36,7 @@ func (r *Response) HeadForClient(closing bool) []byte {
 // is dropped) and adding "Connection: add" before the empty line if add is
 // not empty. Lines are kept with their own endings.
 func editConnection(raw []byte, fields []Field, drop1, drop2, add string) []byte {
-	s := string(raw)
+	s := unsafe.String(unsafe.SliceData(raw), len(raw)) // read only, as the fields over it
 	out := make([]byte, 0, len(raw)+len("Connection: keep-alive\r\n"))
 	i := strings.IndexByte(s, '\n') + 1
 	out = append(out, s[:i]...)
