@@ -46,6 +46,12 @@ type autoWatch struct {
 	placedTo  map[netip.AddrPort]int  // placed toward it since
 	holding   map[netip.AddrPort]int  // back legs toward it withholding their FIN, or done withholding, in sessions not yet ended
 	portRange int
+
+	// The engine's hooks, a.state, a.hold and a.place bound once: a
+	// method value made per session costs an allocation each.
+	stateFn   func(policy.Leg, netip.AddrPort) policy.AutoState
+	holdFn    func(policy.Leg, netip.AddrPort) (release func())
+	placingFn func(policy.Leg, netip.AddrPort) (release func())
 }
 
 func newAutoWatch(c config.Auto, log *zap.Logger, obs Observer) *autoWatch {
@@ -55,6 +61,7 @@ func newAutoWatch(c config.Auto, log *zap.Logger, obs Observer) *autoWatch {
 		sampledTo: map[netip.AddrPort]int{}, placedTo: map[netip.AddrPort]int{}, holding: map[netip.AddrPort]int{},
 	}
 	a.budget.Store(int64(cmp.Or(c.TWBudget, defaultMaxTW/2)))
+	a.stateFn, a.holdFn, a.placingFn = a.state, a.hold, a.place
 	return a
 }
 

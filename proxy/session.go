@@ -144,8 +144,9 @@ func (ss *session) runAfterIntake(in intake, up []byte) {
 }
 
 func (ss *session) engine(drainCtx context.Context, kill <-chan struct{}) *engine.Session {
+	a := ss.srv.auto
 	return &engine.Session{Rec: ss.rec, Front: ss.ln.Close, Back: ss.bk.cfg.Close, Idle: ss.ln.IdleTimeout,
-		Auto: ss.srv.auto.state, Hold: ss.srv.auto.hold, Placing: ss.srv.auto.place, Drain: drainCtx.Done(), Kill: kill}
+		Auto: a.stateFn, Hold: a.holdFn, Placing: a.placingFn, Drain: drainCtx.Done(), Kill: kill}
 }
 
 // panicked ends a session a panic interrupted: outcome internal_error
