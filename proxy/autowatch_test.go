@@ -233,3 +233,29 @@ func TestAutoSwitchDoesNotWaitForTheLog(t *testing.T) {
 		t.Error("the switch was never logged")
 	}
 }
+
+// TestSessionsGetTheServersAutoHooks: the engine a session starts counts
+// its first FINs and withheld back legs in its server's autoWatch.
+func TestSessionsGetTheServersAutoHooks(t *testing.T) {
+	a := testAutoWatch(t, config.Auto{}, zap.NewNop())
+	a.running.Store(true) // as once some leg uses auto
+	ss := &session{srv: &Server{auto: a}, ln: &config.Listener{}, bk: &backend{}}
+	eng := ss.engine(context.Background(), nil)
+	if eng.Auto == nil || eng.Hold == nil || eng.Placing == nil {
+		t.Fatal("the session's engine lacks an auto hook")
+	}
+	dest := netip.MustParseAddrPort("10.0.0.2:8080")
+	placed := eng.Placing(policy.Front, dest)
+	held := eng.Hold(policy.Back, dest)
+	a.mu.Lock()
+	holding := a.holding[dest]
+	a.mu.Unlock()
+	if a.placing.Load() != 1 || holding != 1 {
+		t.Fatalf("placing %d, holding toward %s %d: want 1 and 1", a.placing.Load(), dest, holding)
+	}
+	placed()
+	held()
+	if a.placing.Load() != 0 {
+		t.Errorf("placing %d after release, want 0", a.placing.Load())
+	}
+}
