@@ -383,7 +383,11 @@ type loop struct {
 	again    []*loopRelay   // relays that used their budget with work left
 	closing  []int          // descriptors to close once this turn is done
 	closingC []*net.TCPConn // and connections (fdSock.own)
-	deadline time.Time
+	// ended are the relays that ended this turn: each one's done runs once
+	// the descriptors closed before it are (flushCloses), so that what
+	// done reports (a record's reset, its FIN) has left the host.
+	ended, endedSpare []*loopRelay
+	deadline          time.Time
 	// now is this turn's clock: read once as the turn begins and again
 	// after a park, for everything the turn does (see Runner.Now).
 	now      time.Time
@@ -740,8 +744,7 @@ func (l *loop) end(r *loopRelay) {
 		r.flows[i].pipe.close()
 	}
 	r.x.releaseHolds()
-	r.done()
-	l.ls.live.Done()
+	l.ended = append(l.ended, r) // done once its sockets are closed: flushCloses
 }
 
 // pump moves both flows as far as the sockets let them.
@@ -809,16 +812,35 @@ func (l *loop) schedule(r *loopRelay, at time.Time) {
 // flushCloses closes the descriptors the executor closed this turn. Closing
 // after the turn keeps a number from being reused by another loopRelay while
 // stale events for it are still being handled.
+//
+// Then the relays that ended run their done: a session's record is
+// written only once its sockets are closed, the close's RST or FIN sent.
+// A done may end more relays (a task's leg ended alone); their sockets
+// are closed before their done runs too.
 func (l *loop) flushCloses() {
-	for _, fd := range l.closing {
-		_ = rawClose(fd)
+	for {
+		ended := l.ended
+		l.ended = l.endedSpare[:0]
+		for _, fd := range l.closing {
+			_ = rawClose(fd)
+		}
+		l.closing = l.closing[:0]
+		for i, c := range l.closingC {
+			_ = c.Close()
+			l.closingC[i] = nil
+		}
+		l.closingC = l.closingC[:0]
+		if len(ended) == 0 {
+			l.endedSpare = ended
+			return
+		}
+		for i, r := range ended {
+			r.done()
+			l.ls.live.Done()
+			ended[i] = nil
+		}
+		l.endedSpare = ended[:0]
 	}
-	l.closing = l.closing[:0]
-	for i, c := range l.closingC {
-		_ = c.Close()
-		l.closingC[i] = nil
-	}
-	l.closingC = l.closingC[:0]
 }
 
 func (l *loop) getBuf(n int) []byte {

@@ -324,3 +324,51 @@ func TestTurnClockIsReadAgainAfterAPark(t *testing.T) {
 		t.Errorf("after a park the turn's clock is %v, before the message that woke it (%v)", l.now, posted)
 	}
 }
+
+// TestLoopRelayDoneAfterItsSocketsClosed: a relay's done, which writes
+// its session's record, runs only once the loop has closed its sockets:
+// the RST or FIN the record tells of has left by then.
+func TestLoopRelayDoneAfterItsSocketsClosed(t *testing.T) {
+	ls := oneLoop(t)
+	frontLn, backLn := loopback.Listener(t), loopback.Listener(t)
+	client, front, err := bareFront(frontLn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyBack, backend := dialPair(backLn)
+	defer client.Close()
+	defer backend.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(front.FD, &st); err != nil {
+		t.Fatal(err)
+	}
+	// The front's descriptor is still this socket (not closed, nor its
+	// number reused since) when done runs: a failure.
+	openAtDone := make(chan bool, 1)
+	done := func() {
+		var now unix.Stat_t
+		openAtDone <- unix.Fstat(front.FD, &now) == nil && now.Ino == st.Ino && now.Dev == st.Dev
+	}
+	rec := NewRecorder(sessionIDs.Add(1), "web", "app", defFront.TimeWait, defBack.TimeWait)
+	s := &Session{Rec: rec, Front: defFront, Back: defBack, Idle: 10 * time.Second}
+	if err := ls.Relay(s, front, TCP(proxyBack), Pending{}, done); err != nil {
+		t.Fatal(err)
+	}
+	clientGot := readAllAsync(client)
+	if err := <-writeAsync(client, []byte("request"), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(backend, make([]byte, len("request"))); err != nil {
+		t.Fatalf("backend read: %v", err)
+	}
+	if _, err := backend.Write([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	backend.Close()
+	if got := recv(t, clientGot, 10*time.Second, "the client's read"); got.err != nil || got.n != int64(len("answer")) {
+		t.Fatalf("client read %d bytes, %v", got.n, got.err)
+	}
+	if recv(t, openAtDone, 10*time.Second, "the relay's done") {
+		t.Error("done ran with the proxy's front socket still open")
+	}
+}
