@@ -386,8 +386,8 @@ type loop struct {
 	// ended are the relays that ended this turn: each one's done runs once
 	// the descriptors closed before it are (flushCloses), so that what
 	// done reports (a record's reset, its FIN) has left the host.
-	ended, endedSpare []*loopRelay
-	deadline          time.Time
+	ended    []*loopRelay
+	deadline time.Time
 	// now is this turn's clock: read once as the turn begins and again
 	// after a park, for everything the turn does (see Runner.Now).
 	now      time.Time
@@ -818,9 +818,7 @@ func (l *loop) schedule(r *loopRelay, at time.Time) {
 // A done may end more relays (a task's leg ended alone); their sockets
 // are closed before their done runs too.
 func (l *loop) flushCloses() {
-	for {
-		ended := l.ended
-		l.ended = l.endedSpare[:0]
+	for next := 0; ; { // l.ended[next:] have not run their done
 		for _, fd := range l.closing {
 			_ = rawClose(fd)
 		}
@@ -830,17 +828,16 @@ func (l *loop) flushCloses() {
 			l.closingC[i] = nil
 		}
 		l.closingC = l.closingC[:0]
-		if len(ended) == 0 {
-			l.endedSpare = ended
-			return
+		if next == len(l.ended) {
+			break
 		}
-		for i, r := range ended {
-			r.done()
+		for n := len(l.ended); next < n; next++ { // a done may append: the next round
+			l.ended[next].done()
 			l.ls.live.Done()
-			ended[i] = nil
+			l.ended[next] = nil
 		}
-		l.endedSpare = ended[:0]
 	}
+	l.ended = l.ended[:0]
 }
 
 func (l *loop) getBuf(n int) []byte {
