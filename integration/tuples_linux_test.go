@@ -508,18 +508,49 @@ func resetsSent(t testing.TB, topo *Topology, ns string) map[tuple]bool {
 
 // requireResetsSent checks that every reset a record says the proxy sent
 // (<leg>.rst_out_ms) left topo's proxy on that leg's 4-tuple (resetsSent):
-// a record's "reset" is an RST on the wire, connection by connection.
+// a record's "reset" is an RST on the wire, connection by connection. A
+// claimed reset not in the set yet is looked for again until
+// resetWithin has passed (the set is the kernel's, polled: no event says
+// when an element was added), then it fails.
 func requireResetsSent(t testing.TB, topo *Topology, recs []Record) {
 	t.Helper()
-	sent := resetsSent(t, topo, topo.Proxy)
+	type claim struct {
+		r     Record
+		leg   string
+		local string
+		peer  string
+	}
+	var claims []claim
 	for _, r := range recs {
 		for _, leg := range []string{"front", "back"} {
 			if _, ok := r[leg+".rst_out_ms"]; !ok || r.Num(leg+".rst_out_ms") < 0 {
 				continue
 			}
-			if l, p := r.Str(leg+".local"), r.Str(leg+".peer"); !sent[tuple{l, p}] {
-				t.Errorf("record %v says the proxy reset its %s leg, but no RST left the proxy on %s ↔ %s\n%s", r["id"], leg, l, p, legs(r))
-			}
+			claims = append(claims, claim{r, leg, r.Str(leg + ".local"), r.Str(leg + ".peer")})
 		}
 	}
+	deadline := time.Now().Add(resetWithin)
+	for len(claims) > 0 {
+		sent := resetsSent(t, topo, topo.Proxy)
+		missing := claims[:0]
+		for _, c := range claims {
+			if !sent[tuple{c.local, c.peer}] {
+				missing = append(missing, c)
+			}
+		}
+		claims = missing
+		if len(claims) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(resetPoll) // polling the kernel's set, not a synchronisation
+	}
+	for _, c := range claims {
+		t.Errorf("record %v says the proxy reset its %s leg, but no RST left the proxy on %s ↔ %s within %v\n%s", c.r["id"], c.leg, c.local, c.peer, resetWithin, legs(c.r))
+	}
 }
+
+// How long requireResetsSent looks for a claimed RST, and how often.
+const (
+	resetWithin = 2 * time.Second
+	resetPoll   = 50 * time.Millisecond
+)
