@@ -530,8 +530,9 @@ func requireResetsSent(t testing.TB, topo *Topology, recs []Record) {
 		}
 	}
 	deadline := time.Now().Add(resetWithin)
+	var sent map[tuple]bool
 	for len(claims) > 0 {
-		sent := resetsSent(t, topo, topo.Proxy)
+		sent = resetsSent(t, topo, topo.Proxy)
 		missing := claims[:0]
 		for _, c := range claims {
 			if !sent[tuple{c.local, c.peer}] {
@@ -544,8 +545,14 @@ func requireResetsSent(t testing.TB, topo *Topology, recs []Record) {
 		}
 		time.Sleep(resetPoll) // polling the kernel's set, not a synchronisation
 	}
+	if len(claims) == 0 {
+		return
+	}
+	// What tells a reset the kernel never sent (TCPAbortFailed, OutRsts
+	// short of the set) from one the set did not note.
+	kernel := fmt.Sprintf("the proxy's kernel: %s; the set holds %d 4-tuples", tcpCounters(t, topo, topo.Proxy), len(sent))
 	for _, c := range claims {
-		t.Errorf("record %v says the proxy reset its %s leg, but no RST left the proxy on %s ↔ %s within %v\n%s", c.r["id"], c.leg, c.local, c.peer, resetWithin, legs(c.r))
+		t.Errorf("record %v says the proxy reset its %s leg, but no RST left the proxy on %s ↔ %s within %v (%s)\n%s", c.r["id"], c.leg, c.local, c.peer, resetWithin, kernel, legs(c.r))
 	}
 }
 
