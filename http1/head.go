@@ -10,11 +10,12 @@ import (
 	"unsafe"
 )
 
-// parseHead reads one head (see readHead) and parses its start line with
-// parseLine, whose non-empty reason is refused as kind, then its fields.
-func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine func(string) string) ([]byte, []Field, error) {
+// parseHead reads one head (see readHead) into raw's storage and parses
+// its start line with parseLine, whose non-empty reason is refused as
+// kind, then its fields into fields' storage.
+func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine func(string) string, raw []byte, fields []Field) ([]byte, []Field, error) {
 	lim = lim.withDefaults()
-	raw, err := readHead(br, lim.MaxHeadBytes, strict, kind)
+	raw, err := readHead(br, lim.MaxHeadBytes, strict, kind, raw)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -24,7 +25,7 @@ func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine 
 	if reason := parseLine(line); reason != "" {
 		return nil, nil, refuse(kind, reason)
 	}
-	fields, err := parseFields(rest, lim.MaxHeaderFields, kind)
+	fields, err = parseFields(rest, lim.MaxHeaderFields, kind, fields)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -44,10 +45,11 @@ func parseVersion(v string) (major, minor int, reason string) {
 }
 
 // readHead reads one head, start line through the empty line, and returns a
-// copy of exactly its bytes; nothing after the empty line is consumed. strict
-// refuses a bare LF line ending; a bare CR is always refused. io.EOF means
-// the peer closed before sending a byte.
-func readHead(br *bufio.Reader, max int, strict bool, kind error) ([]byte, error) {
+// copy of exactly its bytes, in into's storage when it has room; nothing
+// after the empty line is consumed. strict refuses a bare LF line ending; a
+// bare CR is always refused. io.EOF means the peer closed before sending a
+// byte.
+func readHead(br *bufio.Reader, max int, strict bool, kind error, into []byte) ([]byte, error) {
 	from := 0 // start of the first line not yet scanned
 	for {
 		b, _ := br.Peek(br.Buffered())
@@ -58,11 +60,11 @@ func readHead(br *bufio.Reader, max int, strict bool, kind error) ([]byte, error
 		case n > max || n == 0 && len(b) > max:
 			return nil, tooLarge(kind, fmt.Sprintf("head larger than %d bytes", max))
 		case n > 0:
-			raw := bytes.Clone(b[:n])
+			raw := append(into[:0], b[:n]...)
 			br.Discard(n)
 			return raw, nil
 		case len(b) == br.Size():
-			return readHeadSlow(br, max, strict, kind)
+			return readHeadSlow(br, max, strict, kind, into)
 		}
 		from = next
 		if err := fill(br, len(b)); err != nil {
@@ -72,8 +74,11 @@ func readHead(br *bufio.Reader, max int, strict bool, kind error) ([]byte, error
 }
 
 // readHeadSlow reads a head longer than br's buffer, line by line.
-func readHeadSlow(br *bufio.Reader, max int, strict bool, kind error) ([]byte, error) {
-	raw := make([]byte, 0, 2*br.Size())
+func readHeadSlow(br *bufio.Reader, max int, strict bool, kind error, into []byte) ([]byte, error) {
+	raw := into[:0]
+	if cap(raw) < 2*br.Size() {
+		raw = make([]byte, 0, 2*br.Size())
+	}
 	from := 0
 	for {
 		chunk, err := br.ReadSlice('\n')
@@ -155,13 +160,16 @@ func cutLine(s string) (line, rest string) {
 }
 
 // parseFields parses the field lines of s, which follows the start line and
-// ends with the empty line.
-func parseFields(s string, max int, kind error) ([]Field, error) {
+// ends with the empty line, into into's storage when it has room.
+func parseFields(s string, max int, kind error, into []Field) ([]Field, error) {
 	n := strings.Count(s, "\n") - 1
 	if n > max {
 		return nil, tooLarge(kind, fmt.Sprintf("more than %d header fields", max))
 	}
-	fields := make([]Field, 0, n)
+	fields := into[:0]
+	if cap(fields) < n {
+		fields = make([]Field, 0, n)
+	}
 	for s[0] != '\r' && s[0] != '\n' { // headEnd let CR in only before LF
 		f, rest, ok := cutField(s)
 		if !ok {

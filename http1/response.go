@@ -12,14 +12,26 @@ import (
 // before sending a byte; malformed heads wrap ErrBadResponse.
 func ReadResponse(br *bufio.Reader, req *Request, lim Limits) (*Response, error) {
 	r := &Response{}
-	var err error
-	if r.Raw, r.Header, err = parseHead(br, lim, false, ErrBadResponse, r.parseLine); err != nil {
+	if err := ReadResponseInto(br, req, lim, r); err != nil {
 		return nil, err
 	}
-	if reason := r.frame(req.Method); reason != "" {
-		return nil, refuse(ErrBadResponse, reason)
-	}
 	return r, nil
+}
+
+// ReadResponseInto is ReadResponse into r, in the storage of r's Raw and
+// Header where it has room (as ReadRequestInto: nothing may still use the
+// response r held before). After an error, r holds nothing of use.
+func ReadResponseInto(br *bufio.Reader, req *Request, lim Limits, r *Response) error {
+	raw, fields := r.Raw, r.Header
+	*r = Response{}
+	var err error
+	if r.Raw, r.Header, err = parseHead(br, lim, false, ErrBadResponse, r.parseLine, raw, fields); err != nil {
+		return err
+	}
+	if reason := r.frame(req.Method); reason != "" {
+		return refuse(ErrBadResponse, reason)
+	}
+	return nil
 }
 
 // CopyBody relays the response's body from br to dst; see CopyBody. Its

@@ -563,13 +563,16 @@ func (h *h1Loop) readRequest() bool {
 // when it is one the loop takes.
 func (h *h1Loop) parseRequest() bool {
 	hr := headOver(h.in[:h.inN])
-	req, err := http1.ReadRequest(hr.br, http1.Limits{})
+	req := requests.Get().(*http1.Request)
+	err := http1.ReadRequestInto(hr.br, http1.Limits{}, req)
 	used := hr.done()
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		putRequest(req)
 		h.tried = h.inN // not whole yet: read on
 		return true
 	case err != nil || !loopable(req):
+		putRequest(req)
 		h.handOff(nil, false)
 		return false
 	}
@@ -1014,23 +1017,28 @@ func (h *h1Loop) readResponse() bool {
 func (h *h1Loop) parseResponse() bool {
 	x := h.x
 	hr := headOver(x.bin[:x.binN])
-	resp, err := http1.ReadResponse(hr.br, x.req, http1.Limits{})
+	resp := responses.Get().(*http1.Response)
+	err := http1.ReadResponseInto(hr.br, x.req, http1.Limits{}, resp)
 	used := hr.done()
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		putResponse(resp)
 		x.tried = x.binN // not whole yet: read on
 		return true
 	case err != nil:
+		putResponse(resp)
 		h.badResponse(err)
 		return true
 	case resp.Status == 101 && !x.req.Upgrade:
+		putResponse(resp)
 		h.badResponse(fmt.Errorf("%w: 101 to a request that asked for no upgrade", http1.ErrBadResponse))
 		return true
 	}
 	h.rec().Received(policy.Back, int64(len(resp.Raw)))
 	x.binN, x.tried = copy(x.bin, x.bin[used:x.binN]), 0
 	if resp.Status/100 == 1 && resp.Status != 101 {
-		h.queue(resp.HeadForClient(false))
+		h.queue(resp.HeadForClient(false)) // a copy
+		putResponse(resp)
 		return true
 	}
 	x.closing = x.req.Close || resp.Close
@@ -1095,11 +1103,54 @@ func (x *h1Exchange) emptyOut() {
 // exchanges keeps ended exchanges for the next: an idle session holds none.
 var exchanges = sync.Pool{New: func() any { return new(h1Exchange) }}
 
-// done gives the exchange and its buffers back.
+// done gives the exchange, its buffers and its heads back.
 func (x *h1Exchange) done() {
 	x.dropBufs()
+	if x.req != nil {
+		putRequest(x.req)
+	}
+	if x.resp != nil {
+		putResponse(x.resp)
+	}
 	*x = h1Exchange{}
 	exchanges.Put(x)
+}
+
+// requests and responses keep the heads of ended exchanges, with their
+// storage, for the next exchange's (http1.ReadRequestInto): a keep-alive
+// exchange parses both heads without an allocation, and an idle session
+// holds none. A head is given back only once nothing uses it: its
+// exchange ended, or the parse that read it did not start one. A request
+// handed to a goroutine (handOff) is that goroutine's and never comes
+// back.
+var (
+	requests  = sync.Pool{New: func() any { return new(http1.Request) }}
+	responses = sync.Pool{New: func() any { return new(http1.Response) }}
+)
+
+// keptHeadBytes and keptFields bound the storage a pooled head keeps: a
+// rare large head is left to the collector, not held by the pool.
+const (
+	keptHeadBytes = 4 << 10
+	keptFields    = 64
+)
+
+func putRequest(r *http1.Request) {
+	raw, fields := r.Raw[:0], r.Header[:0]
+	if cap(raw) > keptHeadBytes || cap(fields) > keptFields {
+		raw, fields = nil, nil
+	}
+	*r = http1.Request{Raw: raw, Header: fields}
+	requests.Put(r)
+}
+
+func putResponse(r *http1.Response) {
+	raw, fields := r.Raw[:0], r.Header[:0]
+	if cap(raw) > keptHeadBytes || cap(fields) > keptFields {
+		raw, fields = nil, nil
+	}
+	*r = http1.Response{Raw: raw, Header: fields}
+	responses.Put(r)
 }
 
 // dropBufs gives the exchange's buffers back.
@@ -1218,6 +1269,7 @@ func (h *h1Loop) noResponse(err error) {
 	if x.bc.Pooled && !x.retried && retryable(x.req) {
 		h.rec().Note(policy.Back, policy.ReasonRetried)
 		req := x.req
+		x.req = nil // the next exchange's, not given back by done
 		h.dropBack(true)
 		h.x.done()
 		h.x = nil
