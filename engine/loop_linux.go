@@ -388,6 +388,8 @@ type loop struct {
 	// done reports (a record's reset, its FIN) has left the host.
 	ended    []*loopRelay
 	deadline time.Time
+	// local is the tasks' own (Runner.Local).
+	local any
 	// now is this turn's clock: read once as the turn begins and again
 	// after a park, for everything the turn does (see Runner.Now).
 	now      time.Time

@@ -354,6 +354,12 @@ func (rn *Runner) Done() { rn.r.taskDone = true }
 // Loop is the loop's index (a Socket's Home).
 func (rn *Runner) Loop() int { return rn.l.id }
 
+// Local is a slot of the loop's for its tasks' own use, such as what
+// ended tasks leave for the next (buffers, parsed heads): only the loop's
+// goroutine runs a task's Start, Ready and Due and the dones the loop
+// calls, so what the slot holds needs no lock and no sync.Pool.
+func (rn *Runner) Local() *any { return &rn.l.local }
+
 // TaskPipe moves a body from one task socket to another through a kernel
 // pipe (splice), never through user space: for a large body of known
 // length, or one that ends at its sender's FIN. The zero value has no

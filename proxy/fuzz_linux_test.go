@@ -30,8 +30,9 @@ func FuzzLoopHeaderMatchesIntake(f *testing.F) {
 		var lused int
 		var lerr error
 		done := false
+		k := newLoopKeep()
 		for n := min(int(step)+1, len(data)); !done; n = min(n+int(step)+1, len(data)) {
-			lhdr, lused, lerr, done = headerIn(data[:n])
+			lhdr, lused, lerr, done = headerIn(k, data[:n])
 			if !done && n == len(data) { // the FIN: what came is all there is
 				lerr, done = errors.New("EOF"), true
 			}

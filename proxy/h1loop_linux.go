@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"sync"
 	"syscall"
 	"time"
 
@@ -143,17 +142,66 @@ var quietHook func(fd int) bool
 // goroutine, a response head grows its buffer up to the head limit.
 const loopBufSize = 16 << 10
 
-// loopBufs holds the buffers as arrays: a pointer to one goes into the
-// pool as it is, where a slice would be boxed (an allocation each time).
-var loopBufs = sync.Pool{New: func() any { return new([loopBufSize]byte) }}
+// loopKeep is what one loop keeps of its sessions' ended exchanges for
+// the next: buffers, exchanges, parsed heads (with their storage) and a
+// reader to parse heads with. Only the loop's goroutine touches it
+// (engine.Runner.Local): no lock, none of sync.Pool's pinning, which took
+// about 2 % of a keep-alive request's CPU at eight gets and puts a
+// request. Each list holds at most keepMax: what was in use at once on
+// the loop, not what its idle sessions hold (they hold none).
+type loopKeep struct {
+	bufs      []*[loopBufSize]byte // arrays: a slice would be boxed
+	exchanges []*h1Exchange
+	requests  []*http1.Request
+	responses []*http1.Response
+	hr        headReader
+}
 
-func getLoopBuf() []byte { return loopBufs.Get().(*[loopBufSize]byte)[:] }
+// keepMax caps each of a loop's lists: 64 buffers are 1 MiB.
+const keepMax = 64
 
-// putLoopBuf gives b back if it is one of loopBufs' buffers (whole: of
-// their capacity, so from its start); anything else is left to the GC.
-func putLoopBuf(b []byte) {
+// keepOf is rn's loop's keep, made at its first use. Looked up at each
+// use, never cached in a session: a session's loop is the one running it.
+func keepOf(rn *engine.Runner) *loopKeep {
+	p := rn.Local()
+	k, _ := (*p).(*loopKeep)
+	if k == nil {
+		k = newLoopKeep()
+		*p = k
+	}
+	return k
+}
+
+func newLoopKeep() *loopKeep {
+	return &loopKeep{hr: headReader{br: bufio.NewReaderSize(nil, loopBufSize)}}
+}
+
+// take is the last of list, or a fresh one.
+func take[T any](list *[]*T) *T {
+	n := len(*list)
+	if n == 0 {
+		return new(T)
+	}
+	v := (*list)[n-1]
+	(*list)[n-1] = nil
+	*list = (*list)[:n-1]
+	return v
+}
+
+// give keeps v in list, unless list is full.
+func give[T any](list *[]*T, v *T) {
+	if len(*list) < keepMax {
+		*list = append(*list, v)
+	}
+}
+
+func (k *loopKeep) buf() []byte { return take(&k.bufs)[:] }
+
+// putBuf keeps b if it is a whole loop buffer (of their capacity, so from
+// its start); anything else is left to the GC.
+func (k *loopKeep) putBuf(b []byte) {
 	if cap(b) == loopBufSize {
-		loopBufs.Put((*[loopBufSize]byte)(b[:loopBufSize]))
+		give(&k.bufs, (*[loopBufSize]byte)(b[:loopBufSize]))
 	}
 }
 
@@ -430,7 +478,7 @@ func (h *h1Loop) idle(why policy.Reason) {
 // readIntake reads the PROXY header the listener asks for, as readIntake
 // does on a goroutine: the same refusals, records and bytes handed on.
 func (h *h1Loop) readIntake() bool {
-	hdr, used, err, done := readHeaderOn(h.front, &h.in, &h.inN)
+	hdr, used, err, done := readHeaderOn(keepOf(h.rn), h.front, &h.in, &h.inN)
 	if !done {
 		return false
 	}
@@ -446,25 +494,25 @@ func (h *h1Loop) readIntake() bool {
 // more now (not done: an edge will say when). used is the header's
 // length; err is why there is no header (io.EOF, a read error,
 // proxyproto.ErrNoProxyProtocol, or the parser's).
-func readHeaderOn(front *engine.TaskSock, buf *[]byte, n *int) (hdr *proxyproto.Header, used int, err error, done bool) {
+func readHeaderOn(k *loopKeep, front *engine.TaskSock, buf *[]byte, n *int) (hdr *proxyproto.Header, used int, err error, done bool) {
 	for front.Readable() {
 		if *buf == nil {
-			*buf = getLoopBuf()
+			*buf = k.buf()
 		}
 		if need, _ := headerNeeds((*buf)[:*n]); need > len(*buf) { // a v2 header with a long TLV list
 			*buf = append((*buf)[:*n], make([]byte, need-*n)...)
 		}
-		k, err := front.Read((*buf)[*n:])
+		m, err := front.Read((*buf)[*n:])
 		switch {
 		case err == engine.ErrWouldBlock:
 			return nil, 0, nil, false
-		case err == nil && k == 0:
+		case err == nil && m == 0:
 			return nil, 0, io.EOF, true
 		case err != nil:
 			return nil, 0, err, true
 		}
-		*n += k
-		if hdr, used, err, done = headerIn((*buf)[:*n]); done {
+		*n += m
+		if hdr, used, err, done = headerIn(k, (*buf)[:*n]); done {
 			return hdr, used, err, true
 		}
 	}
@@ -474,7 +522,7 @@ func readHeaderOn(front *engine.TaskSock, buf *[]byte, n *int) (hdr *proxyproto.
 // headerIn parses the PROXY header at b's start once b holds all of it
 // (done), or says there is none (done, proxyproto.ErrNoProxyProtocol);
 // not done: more bytes must come.
-func headerIn(b []byte) (hdr *proxyproto.Header, used int, err error, done bool) {
+func headerIn(k *loopKeep, b []byte) (hdr *proxyproto.Header, used int, err error, done bool) {
 	need, header := headerNeeds(b)
 	switch {
 	case !header:
@@ -482,7 +530,7 @@ func headerIn(b []byte) (hdr *proxyproto.Header, used int, err error, done bool)
 	case need < 0 || need > len(b):
 		return nil, 0, nil, false
 	}
-	hr := headOver(b[:need])
+	hr := k.headOver(b[:need])
 	hdr, err = parseHeader(hr.br)
 	return hdr, hr.done(), err, true
 }
@@ -531,7 +579,7 @@ func (h *h1Loop) readRequest() bool {
 		return false
 	}
 	if h.in == nil {
-		h.in = getLoopBuf()
+		h.in = keepOf(h.rn).buf()
 	}
 	if h.inN == len(h.in) {
 		h.handOff(nil, false) // a head larger than the buffer
@@ -562,17 +610,18 @@ func (h *h1Loop) readRequest() bool {
 // parseRequest parses a head that may be whole, and starts its exchange
 // when it is one the loop takes.
 func (h *h1Loop) parseRequest() bool {
-	hr := headOver(h.in[:h.inN])
-	req := requests.Get().(*http1.Request)
+	k := keepOf(h.rn)
+	hr := k.headOver(h.in[:h.inN])
+	req := take(&k.requests)
 	err := http1.ReadRequestInto(hr.br, http1.Limits{}, req)
 	used := hr.done()
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		putRequest(req)
+		k.putRequest(req)
 		h.tried = h.inN // not whole yet: read on
 		return true
 	case err != nil || !loopable(req):
-		putRequest(req)
+		k.putRequest(req)
 		h.handOff(nil, false)
 		return false
 	}
@@ -608,34 +657,31 @@ func (h *h1Loop) consume(n int) {
 // releaseIn gives the read buffer back when it holds nothing.
 func (h *h1Loop) releaseIn() {
 	if h.inN == 0 && h.in != nil {
-		putLoopBuf(h.in)
+		keepOf(h.rn).putBuf(h.in)
 		h.in = nil
 	}
 }
 
-// headReaders parse heads found whole in a loop session's buffer.
-var headReaders = sync.Pool{New: func() any { return &headReader{br: bufio.NewReaderSize(nil, loopBufSize)} }}
-
+// headReader parses heads found whole in a loop session's buffer: one a
+// loop, as a parse ends before the next begins.
 type headReader struct {
 	r  bytes.Reader
 	br *bufio.Reader
 }
 
-// headOver is a pooled reader over b, for a head parser; done gives it
-// back.
-func headOver(b []byte) *headReader {
-	hr := headReaders.Get().(*headReader)
+// headOver is the loop's reader over b, for a head parser, until done.
+func (k *loopKeep) headOver(b []byte) *headReader {
+	hr := &k.hr
 	hr.r.Reset(b)
 	hr.br.Reset(&hr.r)
 	return hr
 }
 
-// done gives hr back and says how many bytes of b the parser took.
+// done says how many bytes of b the parser took.
 func (hr *headReader) done() int {
 	n := int(hr.r.Size()) - hr.r.Len() - hr.br.Buffered()
-	hr.r.Reset(nil) // the pool holds no session's buffer
+	hr.r.Reset(nil) // the loop holds no session's buffer
 	hr.br.Reset(nil)
-	headReaders.Put(hr)
 	return n
 }
 
@@ -680,7 +726,8 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 		loopExchangeHook()
 	}
 	now := h.rn.Now()
-	x := exchanges.Get().(*h1Exchange)
+	k := keepOf(h.rn)
+	x := take(&k.exchanges)
 	head := req.HeadForBackend()
 	*x = h1Exchange{req: req, bc: bc, back: back, retried: retried, toBack: head, headUp: len(head), moved: now,
 		lookAt: now.Add(h.ss.ln.IdleTimeout)}
@@ -691,7 +738,7 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 		h.withHead()
 	case http1.Chunked:
 		x.upChunk, x.upScan = true, http1.ChunkScanner{Request: true}
-		x.up = getLoopBuf()
+		x.up = k.buf()
 		if !req.ExpectContinue { // held: with Expect the client sends nothing before the 100 Continue
 			x.hold = true
 			x.up = append(x.up[:0], head...)
@@ -711,7 +758,7 @@ func (h *h1Loop) withHead() {
 	if k == 0 || len(x.toBack)+k > loopBufSize {
 		return
 	}
-	x.up = append(append(getLoopBuf()[:0], x.toBack...), h.in[:k]...)
+	x.up = append(append(keepOf(h.rn).buf()[:0], x.toBack...), h.in[:k]...)
 	x.toBack = x.up
 	x.upLeft -= int64(k)
 	h.consume(k)
@@ -859,7 +906,7 @@ func (h *h1Loop) takeUp() bool {
 	case x.req.Framing == http1.Chunked:
 		return h.takeChunk()
 	case x.up == nil:
-		x.up = getLoopBuf()
+		x.up = keepOf(h.rn).buf()
 	}
 	b := x.up[:min(x.upLeft, int64(loopBufSize))]
 	var n int
@@ -903,7 +950,7 @@ func (h *h1Loop) takeChunk() bool {
 	x := h.x
 	if h.inN == 0 {
 		if h.in == nil {
-			h.in = getLoopBuf()
+			h.in = keepOf(h.rn).buf()
 		}
 		if h.inN = h.readUp(h.in); h.inN == 0 {
 			h.releaseIn()
@@ -970,7 +1017,7 @@ func (h *h1Loop) readBack() (n int, ok bool, err error) {
 		return 0, false, nil
 	}
 	if x.bin == nil {
-		x.bin = getLoopBuf()
+		x.bin = keepOf(h.rn).buf()
 	}
 	if x.binN == len(x.bin) {
 		if len(x.bin) >= 2*http1.DefaultMaxHeadBytes {
@@ -1016,21 +1063,22 @@ func (h *h1Loop) readResponse() bool {
 // client at once, a final one with the body bytes read with it.
 func (h *h1Loop) parseResponse() bool {
 	x := h.x
-	hr := headOver(x.bin[:x.binN])
-	resp := responses.Get().(*http1.Response)
+	k := keepOf(h.rn)
+	hr := k.headOver(x.bin[:x.binN])
+	resp := take(&k.responses)
 	err := http1.ReadResponseInto(hr.br, x.req, http1.Limits{}, resp)
 	used := hr.done()
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		putResponse(resp)
+		k.putResponse(resp)
 		x.tried = x.binN // not whole yet: read on
 		return true
 	case err != nil:
-		putResponse(resp)
+		k.putResponse(resp)
 		h.badResponse(err)
 		return true
 	case resp.Status == 101 && !x.req.Upgrade:
-		putResponse(resp)
+		k.putResponse(resp)
 		h.badResponse(fmt.Errorf("%w: 101 to a request that asked for no upgrade", http1.ErrBadResponse))
 		return true
 	}
@@ -1038,7 +1086,7 @@ func (h *h1Loop) parseResponse() bool {
 	x.binN, x.tried = copy(x.bin, x.bin[used:x.binN]), 0
 	if resp.Status/100 == 1 && resp.Status != 101 {
 		h.queue(resp.HeadForClient(false)) // a copy
-		putResponse(resp)
+		k.putResponse(resp)
 		return true
 	}
 	x.closing = x.req.Close || resp.Close
@@ -1084,80 +1132,72 @@ func (h *h1Loop) takeBody() error {
 	case http1.UntilClose:
 		k = x.binN
 	}
-	x.emptyOut()
+	x.emptyOut(keepOf(h.rn))
 	x.out = append(x.out, x.bin[:k]...)
 	x.binN = copy(x.bin, x.bin[k:x.binN])
 	return err
 }
 
-// emptyOut makes out an empty pooled buffer once all it held was written.
-func (x *h1Exchange) emptyOut() {
+// emptyOut makes out an empty buffer from k once all it held was written.
+func (x *h1Exchange) emptyOut(k *loopKeep) {
 	if x.outOff == len(x.out) {
 		if x.out == nil {
-			x.out = getLoopBuf()
+			x.out = k.buf()
 		}
 		x.out, x.outOff, x.headLeft = x.out[:0], 0, 0
 	}
 }
 
-// exchanges keeps ended exchanges for the next: an idle session holds none.
-var exchanges = sync.Pool{New: func() any { return new(h1Exchange) }}
-
-// done gives the exchange, its buffers and its heads back.
-func (x *h1Exchange) done() {
-	x.dropBufs()
+// done gives the exchange, its buffers and its heads back to k.
+func (x *h1Exchange) done(k *loopKeep) {
+	x.dropBufs(k)
 	if x.req != nil {
-		putRequest(x.req)
+		k.putRequest(x.req)
 	}
 	if x.resp != nil {
-		putResponse(x.resp)
+		k.putResponse(x.resp)
 	}
 	*x = h1Exchange{}
-	exchanges.Put(x)
+	give(&k.exchanges, x)
 }
 
-// requests and responses keep the heads of ended exchanges, with their
-// storage, for the next exchange's (http1.ReadRequestInto): a keep-alive
-// exchange parses both heads without an allocation, and an idle session
-// holds none. A head is given back only once nothing uses it: its
-// exchange ended, or the parse that read it did not start one. A request
-// handed to a goroutine (handOff) is that goroutine's and never comes
-// back.
-var (
-	requests  = sync.Pool{New: func() any { return new(http1.Request) }}
-	responses = sync.Pool{New: func() any { return new(http1.Response) }}
-)
+// The heads of ended exchanges are kept with their storage for the next
+// exchange's (http1.ReadRequestInto): a keep-alive exchange parses both
+// heads without an allocation. A head is given back only once nothing
+// uses it: its exchange ended, or the parse that read it did not start
+// one. A request handed to a goroutine (handOff) is that goroutine's and
+// never comes back.
 
-// keptHeadBytes and keptFields bound the storage a pooled head keeps: a
-// rare large head is left to the collector, not held by the pool.
+// keptHeadBytes and keptFields bound the storage a kept head keeps: a
+// rare large head is left to the collector.
 const (
 	keptHeadBytes = 4 << 10
 	keptFields    = 64
 )
 
-func putRequest(r *http1.Request) {
+func (k *loopKeep) putRequest(r *http1.Request) {
 	raw, fields := r.Raw[:0], r.Header[:0]
 	if cap(raw) > keptHeadBytes || cap(fields) > keptFields {
 		raw, fields = nil, nil
 	}
 	*r = http1.Request{Raw: raw, Header: fields}
-	requests.Put(r)
+	give(&k.requests, r)
 }
 
-func putResponse(r *http1.Response) {
+func (k *loopKeep) putResponse(r *http1.Response) {
 	raw, fields := r.Raw[:0], r.Header[:0]
 	if cap(raw) > keptHeadBytes || cap(fields) > keptFields {
 		raw, fields = nil, nil
 	}
 	*r = http1.Response{Raw: raw, Header: fields}
-	responses.Put(r)
+	give(&k.responses, r)
 }
 
-// dropBufs gives the exchange's buffers back.
-func (x *h1Exchange) dropBufs() {
+// dropBufs gives the exchange's buffers back to k.
+func (x *h1Exchange) dropBufs(k *loopKeep) {
 	for _, b := range []*[]byte{&x.out, &x.bin, &x.up} {
 		if *b != nil {
-			putLoopBuf(*b)
+			k.putBuf(*b)
 			*b = nil
 		}
 	}
@@ -1167,7 +1207,7 @@ func (x *h1Exchange) dropBufs() {
 // queue adds a head to what goes to the client.
 func (h *h1Loop) queue(head []byte) {
 	x := h.x
-	x.emptyOut()
+	x.emptyOut(keepOf(h.rn))
 	x.out = append(x.out, head...)
 	x.headLeft += len(head)
 }
@@ -1271,7 +1311,7 @@ func (h *h1Loop) noResponse(err error) {
 		req := x.req
 		x.req = nil // the next exchange's, not given back by done
 		h.dropBack(true)
-		h.x.done()
+		h.x.done(keepOf(h.rn))
 		h.x = nil
 		h.startExchange(req, true)
 		return
@@ -1365,7 +1405,7 @@ func (h *h1Loop) finish() {
 		return
 	}
 	h.keep()
-	h.x.done()
+	h.x.done(keepOf(h.rn))
 	h.x = nil
 	now := h.rn.Now()
 	h.until, h.keepUntil = now.Add(h.ss.ln.IdleTimeout), now.Add(keepFor)
@@ -1386,7 +1426,7 @@ func (h *h1Loop) finishWith(e engine.Ending) {
 			h.endBack(engine.Ending{PeerFIN: x.backFIN}, x.binN)
 		}
 	}
-	h.x.done()
+	h.x.done(keepOf(h.rn))
 	h.x = nil
 	h.endFront(e)
 }
@@ -1483,7 +1523,7 @@ func (h *h1Loop) startTunnel() {
 	h.front, x.back, x.bc = nil, nil, nil
 	h.inN = 0
 	h.releaseIn()
-	h.x.done()
+	h.x.done(keepOf(h.rn))
 	h.x = nil
 	h.rn.Done()
 	h.end()

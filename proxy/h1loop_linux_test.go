@@ -749,3 +749,44 @@ func TestHTTP1LoopRetriesOnAnUnpeekedClosedConn(t *testing.T) {
 		t.Errorf("30 GETs, each on a closed idle connection: none vouched for and retried (quiet asked %d times)", asked.Load())
 	}
 }
+
+// A keep-alive request served on the loops allocates nothing in the
+// proxy: its head and the response's are parsed into heads the loop kept
+// with their storage, its exchange and buffers are the loop's kept ones.
+// Measured as a benchmark measures (every allocation in the process),
+// against the client and backend alone.
+func TestHTTP1KeepAliveOnTheLoopsAllocatesNothing(t *testing.T) {
+	perRequest := func(proxied bool) float64 {
+		res := testing.Benchmark(func(b *testing.B) {
+			addr := benchBackend(b)
+			if proxied {
+				addr, _ = benchServer(b, benchConfig(addr, "http1", "loop", "all", -1, -1))
+			}
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			buf := make([]byte, len(response))
+			for range 3 { // the session, its backend connection, the loop's kept heads
+				if err := keepAliveRequest(c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for range b.N {
+				if err := keepAliveRequest(c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		if res.N == 0 {
+			t.Fatal("the measuring run failed")
+		}
+		return float64(res.MemAllocs) / float64(res.N)
+	}
+	direct, proxied := perRequest(false), perRequest(true)
+	if proxied-direct >= 0.5 {
+		t.Errorf("%.2f allocations a keep-alive request through the loops (%.2f without the proxy), want none of the proxy's", proxied, direct)
+	}
+}

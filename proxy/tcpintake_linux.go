@@ -51,7 +51,7 @@ func (t *tcpIntake) Ready(*engine.TaskSock) {
 	if t.over {
 		return
 	}
-	if hdr, used, err, done := readHeaderOn(t.front, &t.in, &t.inN); done {
+	if hdr, used, err, done := readHeaderOn(keepOf(t.rn), t.front, &t.in, &t.inN); done {
 		t.judged(hdr, used, err)
 	}
 }
@@ -134,7 +134,7 @@ func (t *tcpIntake) done() {
 	t.over = true
 	t.front = nil
 	if t.in != nil {
-		putLoopBuf(t.in)
+		keepOf(t.rn).putBuf(t.in)
 		t.in, t.inN = nil, 0
 	}
 	t.rn.Schedule(time.Time{})
