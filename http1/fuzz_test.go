@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -28,6 +29,7 @@ func addSeeds(f *testing.F) {
 func FuzzReadRequest(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		sameInPlace(t, data)
 		req, body, rest, err := readFrom(data, 4096)
 		req2, body2, rest2, err2 := readFrom(data, 16)
 		if (err == nil) != (err2 == nil) || err == nil &&
@@ -97,6 +99,60 @@ func FuzzCutField(f *testing.F) {
 			t.Fatalf("cutField(%q) = %q, %q, %v; parseField: %q, %q", line, got, rest, ok, want, reason)
 		}
 	})
+}
+
+// sameInPlace checks that a head parsed in place (ReadRequestIn,
+// ReadResponseIn: the relay loops' way) is the head parsed through a
+// reader (ReadRequest, ReadResponse), from the same bytes: the same
+// request or response, the same bytes taken, the same refusal, and
+// "not whole yet" where the reader met the end of the bytes.
+func sameInPlace(t *testing.T, data []byte) {
+	t.Helper()
+	br := bufio.NewReaderSize(bytes.NewReader(data), 16<<10)
+	want, err := ReadRequest(br, Limits{})
+	var got Request
+	n, gotErr := ReadRequestIn(data, Limits{}, &got)
+	sameOutcome(t, "request", err, gotErr, len(data))
+	if err == nil {
+		if taken := len(data) - remaining(br); n != taken || !reflect.DeepEqual(&got, want) {
+			t.Fatalf("request in place: took %d, %+v; through a reader: took %d, %+v", n, got, taken, *want)
+		}
+	}
+	get := &Request{Method: "GET", Major: 1, Minor: 1}
+	br = bufio.NewReaderSize(bytes.NewReader(data), 16<<10)
+	wantResp, err := ReadResponse(br, get, Limits{})
+	var gotResp Response
+	n, gotErr = ReadResponseIn(data, get, Limits{}, &gotResp)
+	sameOutcome(t, "response", err, gotErr, len(data))
+	if err == nil {
+		if taken := len(data) - remaining(br); n != taken || !reflect.DeepEqual(&gotResp, wantResp) {
+			t.Fatalf("response in place: took %d, %+v; through a reader: took %d, %+v", n, gotResp, taken, *wantResp)
+		}
+	}
+}
+
+// remaining is how many bytes br has not handed out.
+func remaining(br *bufio.Reader) int {
+	rest, _ := io.ReadAll(br)
+	return len(rest)
+}
+
+// sameOutcome fails t unless both parses of n bytes failed alike or both
+// succeeded. Past the reader's buffer (the loops' too) the reader reads
+// line by line and refuses a line past the head limit as too large before
+// it looks at its bytes, which in place may be refused for what they
+// hold: refused either way, not always for the same reason.
+func sameOutcome(t *testing.T, what string, reader, inPlace error, n int) {
+	t.Helper()
+	errs := []error{nil, io.EOF, io.ErrUnexpectedEOF, ErrBadRequest, ErrBadResponse}
+	if n < 16<<10 {
+		errs = append(errs, ErrHeadTooLarge)
+	}
+	for _, e := range errs {
+		if e == nil && (reader == nil) != (inPlace == nil) || e != nil && errors.Is(reader, e) != errors.Is(inPlace, e) {
+			t.Fatalf("%s: through a reader %v, in place %v", what, reader, inPlace)
+		}
+	}
 }
 
 func readFrom(data []byte, size int) (*Request, string, string, error) {

@@ -19,13 +19,39 @@ func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine 
 	if err != nil {
 		return nil, nil, err
 	}
+	return parseRaw(raw, lim, kind, parseLine, fields)
+}
+
+// parseHeadIn is parseHead over the head at b's start, which the caller
+// read already: n is the head's length. Until b holds a whole head it
+// returns io.EOF (b is empty) or io.ErrUnexpectedEOF.
+func parseHeadIn(b []byte, lim Limits, strict bool, kind error, parseLine func(string) string, raw []byte, fields []Field) (n int, _ []byte, _ []Field, err error) {
+	lim = lim.withDefaults()
+	n, _, err = headEnd(b, 0, strict, kind)
+	switch {
+	case err != nil:
+		return 0, nil, nil, err
+	case n > lim.MaxHeadBytes || n == 0 && len(b) > lim.MaxHeadBytes:
+		return 0, nil, nil, tooLarge(kind, fmt.Sprintf("head larger than %d bytes", lim.MaxHeadBytes))
+	case len(b) == 0:
+		return 0, nil, nil, io.EOF
+	case n == 0:
+		return 0, nil, nil, io.ErrUnexpectedEOF
+	}
+	raw, fields, err = parseRaw(append(raw[:0], b[:n]...), lim, kind, parseLine, fields)
+	return n, raw, fields, err
+}
+
+// parseRaw parses a head's start line with parseLine, whose non-empty
+// reason is refused as kind, then its fields into fields' storage.
+func parseRaw(raw []byte, lim Limits, kind error, parseLine func(string) string, fields []Field) ([]byte, []Field, error) {
 	// The start line and fields are strings over raw's own bytes (a copy
 	// nothing writes to: see Request.Raw), not over a second copy of them.
 	line, rest := cutLine(unsafe.String(unsafe.SliceData(raw), len(raw)))
 	if reason := parseLine(line); reason != "" {
 		return nil, nil, refuse(kind, reason)
 	}
-	fields, err = parseFields(rest, lim.MaxHeaderFields, kind, fields)
+	fields, err := parseFields(rest, lim.MaxHeaderFields, kind, fields)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -42,6 +42,28 @@ func ReadRequestInto(br *bufio.Reader, lim Limits, r *Request) error {
 	return nil
 }
 
+// ReadRequestIn is ReadRequestInto for a request at b's start that the
+// caller read already, without a reader: n is the bytes it took (an
+// empty line skipped first included). Until b holds a whole head it
+// returns io.EOF (b is empty, or holds the empty line only) or
+// io.ErrUnexpectedEOF.
+func ReadRequestIn(b []byte, lim Limits, r *Request) (n int, err error) {
+	if len(b) >= 2 && string(b[:2]) == "\r\n" {
+		n, b = 2, b[2:] // RFC 9112 §2.2: ignore at least one empty line
+	}
+	raw, fields := r.Raw, r.Header
+	*r = Request{}
+	k, raw, fields, err := parseHeadIn(b, lim, true, ErrBadRequest, r.parseLine, raw, fields)
+	if err != nil {
+		return 0, err
+	}
+	r.Raw, r.Header = raw, fields
+	if reason := r.frame(); reason != "" {
+		return 0, refuse(ErrBadRequest, reason)
+	}
+	return n + k, nil
+}
+
 // CopyBody relays the request's body from br to dst; see CopyBody.
 func (r *Request) CopyBody(dst io.Writer, br *bufio.Reader) (int64, error) {
 	return copyBody(dst, br, r.Framing, r.Length, ErrBadRequest)

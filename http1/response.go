@@ -34,6 +34,24 @@ func ReadResponseInto(br *bufio.Reader, req *Request, lim Limits, r *Response) e
 	return nil
 }
 
+// ReadResponseIn is ReadResponseInto for a response at b's start that
+// the caller read already, without a reader: n is the head's length.
+// Until b holds a whole head it returns io.EOF (b is empty) or
+// io.ErrUnexpectedEOF.
+func ReadResponseIn(b []byte, req *Request, lim Limits, r *Response) (n int, err error) {
+	raw, fields := r.Raw, r.Header
+	*r = Response{}
+	n, raw, fields, err = parseHeadIn(b, lim, false, ErrBadResponse, r.parseLine, raw, fields)
+	if err != nil {
+		return 0, err
+	}
+	r.Raw, r.Header = raw, fields
+	if reason := r.frame(req.Method); reason != "" {
+		return 0, refuse(ErrBadResponse, reason)
+	}
+	return n, nil
+}
+
 // CopyBody relays the response's body from br to dst; see CopyBody. Its
 // refusals wrap ErrBadResponse.
 func (r *Response) CopyBody(dst io.Writer, br *bufio.Reader) (int64, error) {

@@ -144,7 +144,7 @@ const loopBufSize = 16 << 10
 
 // loopKeep is what one loop keeps of its sessions' ended exchanges for
 // the next: buffers, exchanges, parsed heads (with their storage) and a
-// reader to parse heads with. Only the loop's goroutine touches it
+// reader to parse PROXY headers with. Only the loop's goroutine touches it
 // (engine.Runner.Local): no lock, none of sync.Pool's pinning, which took
 // about 2 % of a keep-alive request's CPU at eight gets and puts a
 // request. Each list holds at most keepMax: what was in use at once on
@@ -611,10 +611,8 @@ func (h *h1Loop) readRequest() bool {
 // when it is one the loop takes.
 func (h *h1Loop) parseRequest() bool {
 	k := keepOf(h.rn)
-	hr := k.headOver(h.in[:h.inN])
 	req := take(&k.requests)
-	err := http1.ReadRequestInto(hr.br, http1.Limits{}, req)
-	used := hr.done()
+	used, err := http1.ReadRequestIn(h.in[:h.inN], http1.Limits{}, req)
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		k.putRequest(req)
@@ -662,8 +660,9 @@ func (h *h1Loop) releaseIn() {
 	}
 }
 
-// headReader parses heads found whole in a loop session's buffer: one a
-// loop, as a parse ends before the next begins.
+// headReader parses a PROXY header found whole in a loop session's
+// buffer: one a loop, as a parse ends before the next begins. (HTTP
+// heads are parsed where they lie: http1.ReadRequestIn.)
 type headReader struct {
 	r  bytes.Reader
 	br *bufio.Reader
@@ -1064,10 +1063,8 @@ func (h *h1Loop) readResponse() bool {
 func (h *h1Loop) parseResponse() bool {
 	x := h.x
 	k := keepOf(h.rn)
-	hr := k.headOver(x.bin[:x.binN])
 	resp := take(&k.responses)
-	err := http1.ReadResponseInto(hr.br, x.req, http1.Limits{}, resp)
-	used := hr.done()
+	used, err := http1.ReadResponseIn(x.bin[:x.binN], x.req, http1.Limits{}, resp)
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		k.putResponse(resp)
@@ -1162,8 +1159,9 @@ func (x *h1Exchange) done(k *loopKeep) {
 }
 
 // The heads of ended exchanges are kept with their storage for the next
-// exchange's (http1.ReadRequestInto): a keep-alive exchange parses both
-// heads without an allocation. A head is given back only once nothing
+// exchange's (http1.ReadRequestIn, ReadResponseIn): a keep-alive exchange
+// parses both heads, where they lie in its buffers, without an
+// allocation. A head is given back only once nothing
 // uses it: its exchange ended, or the parse that read it did not start
 // one. A request handed to a goroutine (handOff) is that goroutine's and
 // never comes back.
