@@ -10,21 +10,21 @@ import (
 	"unsafe"
 )
 
-// parseHead reads one head (see readHead) into raw's storage and parses
-// its start line with parseLine, whose non-empty reason is refused as
-// kind, then its fields into fields' storage.
-func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine func(string) string, raw []byte, fields []Field) ([]byte, []Field, error) {
+// parseHead reads one head (see readHead) and parses its start line with
+// parseLine, whose non-empty reason is refused as kind, then its fields.
+func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine func(string) string) ([]byte, []Field, error) {
 	lim = lim.withDefaults()
-	raw, err := readHead(br, lim.MaxHeadBytes, strict, kind, raw)
+	raw, err := readHead(br, lim.MaxHeadBytes, strict, kind)
 	if err != nil {
 		return nil, nil, err
 	}
-	return parseRaw(raw, lim, kind, parseLine, fields)
+	return parseRaw(raw, lim, kind, parseLine, nil)
 }
 
 // parseHeadIn is parseHead over the head at b's start, which the caller
-// read already: n is the head's length. Until b holds a whole head it
-// returns io.EOF (b is empty) or io.ErrUnexpectedEOF.
+// read already, copied into raw's storage and its fields into fields'
+// where they have room: n is the head's length. Until b holds a whole head
+// it returns io.EOF (b is empty) or io.ErrUnexpectedEOF.
 func parseHeadIn(b []byte, lim Limits, strict bool, kind error, parseLine func(string) string, raw []byte, fields []Field) (n int, _ []byte, _ []Field, err error) {
 	lim = lim.withDefaults()
 	n, _, err = headEnd(b, 0, strict, kind)
@@ -71,11 +71,10 @@ func parseVersion(v string) (major, minor int, reason string) {
 }
 
 // readHead reads one head, start line through the empty line, and returns a
-// copy of exactly its bytes, in into's storage when it has room; nothing
-// after the empty line is consumed. strict refuses a bare LF line ending; a
-// bare CR is always refused. io.EOF means the peer closed before sending a
-// byte.
-func readHead(br *bufio.Reader, max int, strict bool, kind error, into []byte) ([]byte, error) {
+// copy of exactly its bytes; nothing after the empty line is consumed. strict
+// refuses a bare LF line ending; a bare CR is always refused. io.EOF means
+// the peer closed before sending a byte.
+func readHead(br *bufio.Reader, max int, strict bool, kind error) ([]byte, error) {
 	from := 0 // start of the first line not yet scanned
 	for {
 		b, _ := br.Peek(br.Buffered())
@@ -86,11 +85,11 @@ func readHead(br *bufio.Reader, max int, strict bool, kind error, into []byte) (
 		case n > max || n == 0 && len(b) > max:
 			return nil, tooLarge(kind, fmt.Sprintf("head larger than %d bytes", max))
 		case n > 0:
-			raw := append(into[:0], b[:n]...)
+			raw := bytes.Clone(b[:n])
 			br.Discard(n)
 			return raw, nil
 		case len(b) == br.Size():
-			return readHeadSlow(br, max, strict, kind, into)
+			return readHeadSlow(br, max, strict, kind)
 		}
 		from = next
 		if err := fill(br, len(b)); err != nil {
@@ -100,11 +99,8 @@ func readHead(br *bufio.Reader, max int, strict bool, kind error, into []byte) (
 }
 
 // readHeadSlow reads a head longer than br's buffer, line by line.
-func readHeadSlow(br *bufio.Reader, max int, strict bool, kind error, into []byte) ([]byte, error) {
-	raw := into[:0]
-	if cap(raw) < 2*br.Size() {
-		raw = make([]byte, 0, 2*br.Size())
-	}
+func readHeadSlow(br *bufio.Reader, max int, strict bool, kind error) ([]byte, error) {
+	raw := make([]byte, 0, 2*br.Size())
 	from := 0
 	for {
 		chunk, err := br.ReadSlice('\n')

@@ -12,41 +12,31 @@ import (
 // between requests (before any byte, or after the one empty line it skips);
 // every refusal wraps ErrBadRequest; other errors are I/O errors.
 func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
-	r := &Request{}
-	if err := ReadRequestInto(br, lim, r); err != nil {
+	if b, err := br.Peek(2); string(b) == "\r\n" {
+		br.Discard(2) // RFC 9112 §2.2: ignore at least one empty line
+	} else if len(b) == 0 && err != nil {
 		return nil, err
+	}
+	r := &Request{}
+	var err error
+	if r.Raw, r.Header, err = parseHead(br, lim, true, ErrBadRequest, r.parseLine); err != nil {
+		return nil, err
+	}
+	if reason := r.frame(); reason != "" {
+		return nil, refuse(ErrBadRequest, reason)
 	}
 	return r, nil
 }
 
-// ReadRequestInto is ReadRequest into r, in the storage of r's Raw and
-// Header where it has room: whatever still used the request r held before
-// (its strings share that storage) must be done with it. A caller that
-// serves one request at a time reads each without an allocation. After an
-// error, r holds nothing of use.
-func ReadRequestInto(br *bufio.Reader, lim Limits, r *Request) error {
-	if b, err := br.Peek(2); string(b) == "\r\n" {
-		br.Discard(2) // RFC 9112 §2.2: ignore at least one empty line
-	} else if len(b) == 0 && err != nil {
-		return err
-	}
-	raw, fields := r.Raw, r.Header
-	*r = Request{}
-	var err error
-	if r.Raw, r.Header, err = parseHead(br, lim, true, ErrBadRequest, r.parseLine, raw, fields); err != nil {
-		return err
-	}
-	if reason := r.frame(); reason != "" {
-		return refuse(ErrBadRequest, reason)
-	}
-	return nil
-}
-
-// ReadRequestIn is ReadRequestInto for a request at b's start that the
-// caller read already, without a reader: n is the bytes it took (an
-// empty line skipped first included). Until b holds a whole head it
-// returns io.EOF (b is empty, or holds the empty line only) or
-// io.ErrUnexpectedEOF.
+// ReadRequestIn is ReadRequest for a request at b's start that the caller
+// read already, without a reader, into r: n is the bytes it took (an empty
+// line skipped first included). The head goes into the storage of r's Raw
+// and Header where it has room, so whatever still used the request r held
+// before (its strings share that storage) must be done with it; a caller
+// that serves one request at a time reads each without an allocation.
+// Until b holds a whole head it returns io.EOF (b is empty, or holds the
+// empty line only) or io.ErrUnexpectedEOF. After an error, r holds
+// nothing of use.
 func ReadRequestIn(b []byte, lim Limits, r *Request) (n int, err error) {
 	if len(b) >= 2 && string(b[:2]) == "\r\n" {
 		n, b = 2, b[2:] // RFC 9112 §2.2: ignore at least one empty line

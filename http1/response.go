@@ -12,32 +12,21 @@ import (
 // before sending a byte; malformed heads wrap ErrBadResponse.
 func ReadResponse(br *bufio.Reader, req *Request, lim Limits) (*Response, error) {
 	r := &Response{}
-	if err := ReadResponseInto(br, req, lim, r); err != nil {
+	var err error
+	if r.Raw, r.Header, err = parseHead(br, lim, false, ErrBadResponse, r.parseLine); err != nil {
 		return nil, err
+	}
+	if reason := r.frame(req.Method); reason != "" {
+		return nil, refuse(ErrBadResponse, reason)
 	}
 	return r, nil
 }
 
-// ReadResponseInto is ReadResponse into r, in the storage of r's Raw and
-// Header where it has room (as ReadRequestInto: nothing may still use the
-// response r held before). After an error, r holds nothing of use.
-func ReadResponseInto(br *bufio.Reader, req *Request, lim Limits, r *Response) error {
-	raw, fields := r.Raw, r.Header
-	*r = Response{}
-	var err error
-	if r.Raw, r.Header, err = parseHead(br, lim, false, ErrBadResponse, r.parseLine, raw, fields); err != nil {
-		return err
-	}
-	if reason := r.frame(req.Method); reason != "" {
-		return refuse(ErrBadResponse, reason)
-	}
-	return nil
-}
-
-// ReadResponseIn is ReadResponseInto for a response at b's start that
-// the caller read already, without a reader: n is the head's length.
-// Until b holds a whole head it returns io.EOF (b is empty) or
-// io.ErrUnexpectedEOF.
+// ReadResponseIn is ReadResponse for a response at b's start that the
+// caller read already, without a reader, into r (in the storage of its Raw
+// and Header where it has room, as ReadRequestIn): n is the head's
+// length. Until b holds a whole head it returns io.EOF (b is empty) or
+// io.ErrUnexpectedEOF. After an error, r holds nothing of use.
 func ReadResponseIn(b []byte, req *Request, lim Limits, r *Response) (n int, err error) {
 	raw, fields := r.Raw, r.Header
 	*r = Response{}
