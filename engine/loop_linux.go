@@ -664,6 +664,9 @@ func (l *loop) start(r *loopRelay) {
 			r.x.onKill()
 		}
 	})
+	for _, s := range r.socks {
+		l.push(s) // a leg a task ended after WriteLast, whose FIN the policy withholds
+	}
 	l.pump(r)
 }
 
@@ -892,7 +895,7 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 	if f.dst == nil {
 		return l.sink(r, f)
 	}
-	for range flowBudget {
+	for i := range flowBudget {
 		if f.reported || f.src.closed {
 			return false // settle reports it
 		}
@@ -926,7 +929,10 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 			// EPOLLRDHUP, or comes with an edge of its own): then on to EOF.
 			f.src.rd = false
 		}
-		if !l.forward(r, f, n) {
+		// A short read once the FIN is in took every byte before it: the
+		// next read is EOF, in this turn unless the budget ends here.
+		last := f.src.shut && n < len(l.scratch) && i < flowBudget-1
+		if !l.forward(r, f, n, last) {
 			return false
 		}
 		if n == chunkSize && !f.pending() {
@@ -962,11 +968,20 @@ func (l *loop) sink(r *loopRelay, f *loopFlow) bool {
 // forward writes the n bytes just read on to f's destination and keeps in
 // a pooled buffer what it would not take; reading waits until they are
 // written (backpressure).
-func (l *loop) forward(r *loopRelay, f *loopFlow, n int) bool {
+//
+// The last bytes before the source's EOF (last) go with MSG_MORE: if the
+// executor answers that EOF with a FIN on the destination, the kernel
+// sends bytes and FIN in one segment, as HAProxy does; whatever else it
+// decides, took pushes them out first (held).
+func (l *loop) forward(r *loopRelay, f *loopFlow, n int, last bool) bool {
 	w := 0
 	if f.dst.wr {
+		send := rawSend
+		if last {
+			send = rawSendLast
+		}
 		var err error
-		w, err = ignoringEINTR(func() (int, error) { return rawSend(f.dst.fd, l.scratch[:n]) })
+		w, err = ignoringEINTR(func() (int, error) { return send(f.dst.fd, l.scratch[:n]) })
 		switch {
 		case err == unix.EAGAIN:
 			f.dst.wr, w = false, 0
@@ -974,6 +989,7 @@ func (l *loop) forward(r *loopRelay, f *loopFlow, n int) bool {
 			l.report(r, f, writeError{os.NewSyscallError("write", err)})
 			return false
 		}
+		f.dst.held = last && w > 0
 	}
 	f.written += int64(w)
 	if w == n {
@@ -1011,6 +1027,7 @@ func (l *loop) flush(r *loopRelay, f *loopFlow) bool {
 			l.report(r, f, writeError{os.NewSyscallError("write", err)})
 			return false
 		}
+		f.dst.held = false // a send without MSG_MORE pushes the queue
 		f.written += int64(n)
 		if f.inPipe > 0 {
 			f.inPipe -= n
@@ -1030,13 +1047,16 @@ func (l *loop) took(r *loopRelay, f *loopFlow, n int, err error, op string) bool
 	switch {
 	case err == unix.EAGAIN:
 		f.src.rd = false
+		l.push(f.dst) // not EOF after all (an error edge, read on)
 		return false
 	case err != nil:
+		l.push(f.dst)
 		l.report(r, f, os.NewSyscallError(op, err))
 		return false
 	case n == 0:
 		f.d.flow.eof()
 		l.report(r, f, nil) // EOF, every byte before it written
+		l.push(f.dst)       // unless the executor's FIN took them along
 		return false
 	}
 	f.src.got += uint64(n)
@@ -1047,6 +1067,20 @@ func (l *loop) took(r *loopRelay, f *loopFlow, n int, err error, op string) bool
 	}
 	f.d.flow.writing()
 	return true
+}
+
+// push sends the bytes forward held on s, if it still holds some: the
+// executor did not answer the source's EOF with a FIN (it withholds it,
+// resets once they are acknowledged, or the source failed). A socket
+// closed this turn is left alone: its close sends them, before its FIN.
+func (l *loop) push(s *fdSock) {
+	if s == nil || !s.held {
+		return
+	}
+	s.held = false
+	if !s.closed {
+		_ = rawPush(s.fd)
+	}
 }
 
 // loopFlow is one direction of a loopRelay: what a copier is on goroutines.
@@ -1128,6 +1162,10 @@ type fdSock struct {
 	rd, wr bool      // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
 	shut   bool      // an edge said the peer's FIN or an error is in: read on to EOF
 	ts     *TaskSock // a task's view of it, once asked for
+	// held: the last bytes sent went with MSG_MORE (forward, WriteLast)
+	// and may wait in the kernel for the proxy's FIN; push sends them if
+	// none follows.
+	held bool
 	// got counts the bytes read from the socket through s (reads and
 	// splices): all it ever gave when every read went through s, fewer
 	// when some went another way first (readThrough).
@@ -1163,6 +1201,7 @@ func (s *fdSock) CloseWrite() error {
 	if s.closed {
 		return net.ErrClosed
 	}
+	s.held = false // the FIN goes out with them
 	return os.NewSyscallError("shutdown", rawShutdownWrite(s.fd))
 }
 
@@ -1173,6 +1212,10 @@ func (s *fdSock) SetLinger(sec int) error {
 	if sec != 0 {
 		// The loop closes raw, and a linger time would make close wait.
 		return fmt.Errorf("setsockopt SO_LINGER %d: a loop's socket lingers 0 or not at all", sec)
+	}
+	if s.held { // bytes forward held go out before the RST, as they would have without MSG_MORE
+		s.held = false
+		_ = rawPush(s.fd)
 	}
 	return os.NewSyscallError("setsockopt SO_LINGER", rawLingerZero(s.fd))
 }

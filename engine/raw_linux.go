@@ -47,12 +47,31 @@ func rawRecv(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
-func rawSend(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(bufPtr(b)), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
+func rawSend(fd int, b []byte) (int, error) { return rawSendFlags(fd, b, unix.MSG_NOSIGNAL) }
+
+// rawSendLast sends the last bytes before a FIN the proxy may send next
+// (MSG_MORE): the kernel holds a segment shorter than the MSS until the
+// shutdown, which sends bytes and FIN in one segment, or a push
+// (rawPush). The peer then acknowledges both at once: two segments fewer.
+func rawSendLast(fd int, b []byte) (int, error) {
+	return rawSendFlags(fd, b, unix.MSG_NOSIGNAL|unix.MSG_MORE)
+}
+
+func rawSendFlags(fd int, b []byte, flags int) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(bufPtr(b)), uintptr(len(b)), uintptr(flags), 0, 0)
 	if e != 0 {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+// rawPush sends what rawSendLast left held: setting TCP_NODELAY pushes the
+// send queue out, whatever MSG_MORE said.
+func rawPush(fd int) error {
+	on := int32(1)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY,
+		uintptr(unsafe.Pointer(&on)), unsafe.Sizeof(on), 0)
+	return errnoErr(e)
 }
 
 // rawWrite writes a descriptor that is no socket (the loop's eventfd).

@@ -84,8 +84,21 @@ func (t *TaskSock) Read(p []byte) (int, error) {
 
 // Write writes what it can of p; ErrWouldBlock when the socket takes
 // nothing now (Writable then says false until the next edge).
-func (t *TaskSock) Write(p []byte) (int, error) {
-	n, err := ignoringEINTR(func() (int, error) { return rawSend(t.s.fd, p) })
+func (t *TaskSock) Write(p []byte) (int, error) { return t.write(p, false) }
+
+// WriteLast is Write for the last bytes before the task ends the leg
+// (Runner.End): the kernel holds them (MSG_MORE) for the FIN that ending
+// sends, one segment for both. If no FIN follows in this turn (the policy
+// withholds it, or the task goes on), the loop sends them once the turn
+// is over.
+func (t *TaskSock) WriteLast(p []byte) (int, error) { return t.write(p, true) }
+
+func (t *TaskSock) write(p []byte, last bool) (int, error) {
+	send := rawSend
+	if last {
+		send = rawSendLast
+	}
+	n, err := ignoringEINTR(func() (int, error) { return send(t.s.fd, p) })
 	switch {
 	case err == unix.EAGAIN:
 		t.s.wr = false
@@ -93,6 +106,7 @@ func (t *TaskSock) Write(p []byte) (int, error) {
 	case err != nil:
 		return 0, os.NewSyscallError("write", err)
 	}
+	t.s.held = last && n > 0 || t.s.held && n == 0
 	return n, nil
 }
 
@@ -187,6 +201,9 @@ func (l *loop) taskReady(s *fdSock) {
 // afterTask, deferred around each call to r's task: a panic resets the
 // task's sockets and tells it (Crashed); a task done is forgotten.
 func (l *loop) afterTask(r *loopRelay) {
+	for _, s := range r.socks {
+		l.push(s) // bytes WriteLast held for a FIN that did not come
+	}
 	if p := recover(); p != nil {
 		for _, s := range r.socks {
 			if !s.closed {

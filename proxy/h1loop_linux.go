@@ -1216,7 +1216,11 @@ func (h *h1Loop) flushOut() bool {
 	if h.front == nil || !h.front.Writable() {
 		return false
 	}
-	n, err := h.front.Write(x.out[x.outOff:])
+	write := h.front.Write
+	if x.lastOut(h) {
+		write = h.front.WriteLast // the FIN the front leg ends with takes them along
+	}
+	n, err := write(x.out[x.outOff:])
 	switch {
 	case err == engine.ErrWouldBlock:
 		return false
@@ -1234,6 +1238,20 @@ func (h *h1Loop) flushOut() bool {
 		x.started = true
 	}
 	return true
+}
+
+// lastOut says that out holds the last bytes toward the client before
+// the front leg ends with a FIN (finish, once they are written): the
+// answer is whole and the session closes after it, or the proxy answered
+// and ends the leg.
+func (x *h1Exchange) lastOut(h *h1Loop) bool {
+	switch {
+	case x.cutFront:
+		return false
+	case x.endFront:
+		return true
+	}
+	return x.closing && x.resp != nil && x.bodyDone && !x.tunnel && !h.sending()
 }
 
 // readBody relays the next bytes of the response body.

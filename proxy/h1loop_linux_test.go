@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/internal/loopback"
@@ -145,6 +147,47 @@ func TestHTTP1OnTheLoops(t *testing.T) {
 	onLoop.expect(t, int64(clients*len(paths)+1), "all")
 	if c := o.conns.Load(); c > clients+1 {
 		t.Errorf("%d backend connections for %d keep-alive clients, want at most %d (each client's requests reuse one)", c, clients, clients+1)
+	}
+}
+
+// The answer to a request that closes the connection reaches the client
+// with the proxy's FIN in one segment: the client's kernel counts three
+// received, the SYN-ACK, the ACK of its request and the answer with the
+// FIN, where the answer then a FIN would be four. The answer is whole
+// (SHA-256) and the record says ok, the proxy's FIN first.
+func TestHTTP1LoopAnswerRidesTheFIN(t *testing.T) {
+	if testRelay != "loop" {
+		t.Skip(`relay = "goroutines": no loops`)
+	}
+	o, pattern := framedOrigin(t)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	for _, n := range []int{5, 3000} {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET /length/%d HTTP/1.0\r\nHost: x\r\n\r\n", n)
+		status, b, closing := readBody(t, bufio.NewReader(c))
+		if status != 200 || sha256.Sum256(b) != sha256.Sum256(pattern(n)) || !closing {
+			t.Fatalf("status %d, %d bytes, closing %v; want 200, %d bytes by SHA-256, closing", status, len(b), closing, n)
+		}
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatalf("after the answer: %v; want EOF", err)
+		}
+		rc, _ := c.(*net.TCPConn).SyscallConn()
+		var info *unix.TCPInfo
+		_ = rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Segs_in != 3 {
+			t.Errorf("%d-byte answer: the client received %d segments; want 3, the answer with the proxy's FIN", n, info.Segs_in)
+		}
+		c.Close()
+		if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.FirstFIN != policy.SideProxy {
+			t.Errorf("record %s (%v), front first_fin %s; want ok, proxy", td.Outcome, td.Err, td.Front.FirstFIN)
+		}
 	}
 }
 

@@ -1,0 +1,212 @@
+package engine
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// The backend's last bytes and its FIN arrive in one segment; the proxy
+// answers that EOF with its FIN toward the client (target proxy). On the
+// loops the bytes wait in the kernel for that FIN (MSG_MORE) and reach
+// the client with it: the client's kernel counts two segments received,
+// the SYN-ACK and bytes with FIN, where a write then a FIN would be three.
+func TestLoopsFINRidesTheLastBytes(t *testing.T) {
+	if !onLoops {
+		t.Skip("the goroutine relay writes every byte at once; set CLOSEPROXY_TEST_RELAY=loop")
+	}
+	ends := policyClose(policy.TargetProxy, policy.FallbackFIN)
+	r := relay(t, ends, ends, 5*time.Second)
+
+	sendWithFIN(t, r.backend, []byte("answer"))
+	_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(r.client)
+	if err != nil || string(got) != "answer" {
+		t.Fatalf("client read %q, %v; want answer, then EOF", got, err)
+	}
+	if in := tcpInfo(t, r.client).Segs_in; in != 2 {
+		t.Errorf("client received %d segments; want 2: SYN-ACK, then the answer with the proxy's FIN", in)
+	}
+	_ = r.client.Close()
+	td := r.wait(t, 5*time.Second)
+	if td.Outcome != OutcomeOK || td.Front.FirstFIN != policy.SideProxy {
+		t.Errorf("record %s (%v), front first_fin %s; want ok, proxy", td.Outcome, td.Err, td.Front.FirstFIN)
+	}
+}
+
+// Where the proxy withholds its FIN (target peer: the client is to
+// close first), the last bytes before the backend's EOF must not wait for
+// it: the client reads them while its end is still open (no FIN in), and
+// closes; the proxy's FIN follows.
+func TestLoopsLastBytesGoOutWhenTheFINIsWithheld(t *testing.T) {
+	front := policyClose(policy.TargetPeer, policy.FallbackFIN)
+	front.PeerFinGrace = 10 * time.Second // longer than the test: the client's close ends the wait
+	r := relay(t, front, policyClose(policy.TargetProxy, policy.FallbackFIN), 20*time.Second)
+
+	sendWithFIN(t, r.backend, []byte("answer"))
+	_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 16)
+	n, err := io.ReadAtLeast(r.client, buf, len("answer"))
+	if err != nil || string(buf[:n]) != "answer" {
+		t.Fatalf("client read %q, %v; want answer", buf[:n], err)
+	}
+	if s := tcpInfo(t, r.client).State; s != unix.BPF_TCP_ESTABLISHED {
+		t.Fatalf("client's end in state %d with the answer read; want established: the answer waited for the proxy's FIN", s)
+	}
+	_ = r.client.CloseWrite()
+	if rest, err := io.ReadAll(r.client); err != nil || len(rest) != 0 {
+		t.Fatalf("after its FIN the client read %q, %v; want EOF", rest, err)
+	}
+	_ = r.client.Close()
+	td := r.wait(t, 5*time.Second)
+	if td.Outcome != OutcomeOK || td.Front.FirstFIN != policy.SideClient {
+		t.Errorf("record %s (%v), front first_fin %s; want ok, client", td.Outcome, td.Err, td.Front.FirstFIN)
+	}
+}
+
+// sendWithFIN sends b and c's FIN in one segment: b held (MSG_MORE) until
+// the shutdown takes it along.
+func sendWithFIN(t *testing.T, c *net.TCPConn, b []byte) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Sendto(int(fd), b, unix.MSG_MORE, nil) }); err != nil || serr != nil {
+		t.Fatalf("send %q with MSG_MORE: %v, %v", b, err, serr)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tcpInfo reads c's TCP_INFO.
+func tcpInfo(t *testing.T, c *net.TCPConn) *unix.TCPInfo {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || ierr != nil {
+		t.Fatalf("TCP_INFO: %v, %v", err, ierr)
+	}
+	return info
+}
+
+// lastTask writes "answer" with WriteLast at its first edge, then ends
+// its leg at once (end) or, like echoTask, when the client's FIN comes.
+type lastTask struct {
+	echoTask
+	end   bool
+	wrote bool
+}
+
+func (l *lastTask) Ready(s *TaskSock) {
+	if l.sock == nil || l.wrote {
+		l.echoTask.Ready(s)
+		return
+	}
+	l.wrote = true
+	if _, err := l.sock.WriteLast([]byte("answer")); err != nil {
+		panic(err)
+	}
+	if l.end {
+		l.rn.End(l.s, policy.Front, l.sock, Ending{}, 0, func() { close(l.ended) })
+		l.sock = nil
+		l.rn.Done()
+	}
+}
+
+// A task's last bytes (TaskSock.WriteLast) ride the FIN of the End that
+// follows (two segments reach the client: SYN-ACK, then bytes with FIN).
+// Where the policy withholds that FIN, or the task does not end the leg,
+// the loop pushes them out after the task's turn: the client reads them
+// with its end still open, closes, and the proxy's FIN follows.
+//
+// Left held, the kernel would still send them, but only when its probe
+// timer fires (TCP_RTO_MIN, 200 ms, at the earliest): the test asks for
+// them sooner than that, in one of three sessions, so that a busy host's
+// one late turn fails nothing.
+func TestTaskLastBytes(t *testing.T) {
+	const probeTimer = 200 * time.Millisecond
+	for _, c := range []struct {
+		name   string
+		target policy.Target
+		end    bool
+		first  policy.Side
+	}{
+		{"ended with a FIN at once", policy.TargetProxy, true, policy.SideProxy},
+		{"ended, the FIN withheld for the client's", policy.TargetPeer, true, policy.SideClient},
+		{"not ended", policy.TargetPeer, false, policy.SideClient},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var took []time.Duration
+			for range 3 {
+				d := lastBytesSession(t, c.target, c.end, c.first)
+				if took = append(took, d); d < probeTimer*3/4 {
+					return
+				}
+			}
+			t.Errorf("the answer took %v to reach the client; want less than %v once: it waited for the kernel's probe timer", took, probeTimer*3/4)
+		})
+	}
+}
+
+// lastBytesSession runs one lastTask session and returns how long its
+// answer took to reach the client.
+func lastBytesSession(t *testing.T, target policy.Target, end bool, first policy.Side) time.Duration {
+	t.Helper()
+	ls := oneLoop(t)
+	client, front, err := bareFront(loopback.Listener(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	rec := NewRecorder(1, "web", "app", target, target)
+	pol := policyClose(target, policy.FallbackFIN)
+	pol.PeerFinGrace = 10 * time.Second // longer than the test: the client's FIN ends a wait
+	task := &lastTask{echoTask: echoTask{s: &Session{Rec: rec, Front: pol},
+		crashed: make(chan any, 1), ended: make(chan struct{})}, end: end}
+	start := time.Now()
+	if err := ls.Start(task, front.FD); err != nil {
+		t.Fatal(err)
+	}
+	_ = client.SetDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len("answer"))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "answer" {
+		t.Fatalf("client read %q, %v; want answer", got, err)
+	}
+	took := time.Since(start)
+	info := tcpInfo(t, client)
+	if first == policy.SideProxy {
+		if _, err := client.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("after the answer: %v; want EOF", err)
+		}
+		if info.Segs_in != 2 {
+			t.Errorf("client received %d segments; want 2: SYN-ACK, then the answer with the proxy's FIN", info.Segs_in)
+		}
+		_ = client.CloseWrite()
+	} else {
+		if info.State != unix.BPF_TCP_ESTABLISHED {
+			t.Fatalf("client's end in state %d with the answer read; want established: the answer waited for a FIN", info.State)
+		}
+		_ = client.CloseWrite()
+		if rest, err := io.ReadAll(client); err != nil || len(rest) != 0 {
+			t.Fatalf("after its FIN the client read %q, %v; want the proxy's FIN", rest, err)
+		}
+	}
+	recv(t, task.ended, 5*time.Second, "the leg's end")
+	if td := rec.Done(); td.Outcome != OutcomeOK || td.Front.FirstFIN != first {
+		t.Errorf("record %s (%v), front first_fin %s; want ok, %s", td.Outcome, td.Err, td.Front.FirstFIN, first)
+	}
+	return took
+}
