@@ -14,29 +14,33 @@ import (
 
 // The backend's last bytes and its FIN arrive in one segment; the proxy
 // answers that EOF with its FIN toward the client (target proxy). On the
-// loops the bytes wait in the kernel for that FIN (MSG_MORE) and reach
-// the client with it: the client's kernel counts two segments received,
-// the SYN-ACK and bytes with FIN, where a write then a FIN would be three.
+// loops bytes as few as heldMax wait in the kernel for that FIN
+// (MSG_MORE) and reach the client with it: the client's kernel counts two
+// segments received, the SYN-ACK and bytes with FIN, where a write then a
+// FIN would be three. More go at once, the FIN after them. Each stream
+// is whole (SHA-256) and the record says the proxy's FIN came first.
 func TestLoopsFINRidesTheLastBytes(t *testing.T) {
 	if !onLoops {
 		t.Skip("the goroutine relay writes every byte at once; set CLOSEPROXY_TEST_RELAY=loop")
 	}
-	ends := policyClose(policy.TargetProxy, policy.FallbackFIN)
-	r := relay(t, ends, ends, 5*time.Second)
+	for _, c := range []struct{ n, segs int }{{heldMax, 2}, {heldMax + 1, 3}} {
+		ends := policyClose(policy.TargetProxy, policy.FallbackFIN)
+		r := relay(t, ends, ends, 5*time.Second)
 
-	sendWithFIN(t, r.backend, []byte("answer"))
-	_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got, err := io.ReadAll(r.client)
-	if err != nil || string(got) != "answer" {
-		t.Fatalf("client read %q, %v; want answer, then EOF", got, err)
-	}
-	if in := tcpInfo(t, r.client).Segs_in; in != 2 {
-		t.Errorf("client received %d segments; want 2: SYN-ACK, then the answer with the proxy's FIN", in)
-	}
-	_ = r.client.Close()
-	td := r.wait(t, 5*time.Second)
-	if td.Outcome != OutcomeOK || td.Front.FirstFIN != policy.SideProxy {
-		t.Errorf("record %s (%v), front first_fin %s; want ok, proxy", td.Outcome, td.Err, td.Front.FirstFIN)
+		answer, sum := payload(c.n, 7)
+		sendWithFIN(t, r.backend, answer)
+		_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if got := readAll(r.client); got.err != nil || got.sum != sum {
+			t.Fatalf("%d bytes: client read %d (%v); want them by SHA-256, then EOF", c.n, got.n, got.err)
+		}
+		if in := tcpInfo(t, r.client).Segs_in; int(in) != c.segs {
+			t.Errorf("%d bytes: client received %d segments; want %d", c.n, in, c.segs)
+		}
+		_ = r.client.Close()
+		td := r.wait(t, 5*time.Second)
+		if td.Outcome != OutcomeOK || td.Front.FirstFIN != policy.SideProxy {
+			t.Errorf("%d bytes: record %s (%v), front first_fin %s; want ok, proxy", c.n, td.Outcome, td.Err, td.Front.FirstFIN)
+		}
 	}
 }
 

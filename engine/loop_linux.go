@@ -930,8 +930,9 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 			f.src.rd = false
 		}
 		// A short read once the FIN is in took every byte before it: the
-		// next read is EOF, in this turn unless the budget ends here.
-		last := f.src.shut && n < len(l.scratch) && i < flowBudget-1
+		// next read is EOF, in this turn unless the budget ends here. (A
+		// read of heldMax bytes or fewer is a short one.)
+		last := f.src.shut && n <= heldMax && i < flowBudget-1
 		if !l.forward(r, f, n, last) {
 			return false
 		}
@@ -969,10 +970,10 @@ func (l *loop) sink(r *loopRelay, f *loopFlow) bool {
 // a pooled buffer what it would not take; reading waits until they are
 // written (backpressure).
 //
-// The last bytes before the source's EOF (last) go with MSG_MORE: if the
-// executor answers that EOF with a FIN on the destination, the kernel
-// sends bytes and FIN in one segment, as HAProxy does; whatever else it
-// decides, took pushes them out first (held).
+// The last bytes before the source's EOF (last, no more than heldMax) go
+// with MSG_MORE: if the executor answers that EOF with a FIN on the
+// destination, the kernel sends bytes and FIN in one segment, as HAProxy
+// does; whatever else it decides, took pushes them out first (held).
 func (l *loop) forward(r *loopRelay, f *loopFlow, n int, last bool) bool {
 	w := 0
 	if f.dst.wr {

@@ -49,6 +49,17 @@ func rawRecv(fd int, b []byte) (int, error) {
 
 func rawSend(fd int, b []byte) (int, error) { return rawSendFlags(fd, b, unix.MSG_NOSIGNAL) }
 
+// heldMax is the most bytes sent held for the FIN (rawSendLast). A peer's
+// kernel delays its ACK of a segment that carries a FIN and no more bytes
+// than its estimate of the sender's MSS (on a new connection at least
+// TCP's default, 536), and then acknowledges the proxy's FIN with its own
+// FIN, in one segment: the record's readings prove the proxy's FIN came
+// first. Past that it acknowledges at once, and its FIN can come too
+// before the proxy's reading after its own: the order is unproved (1.7 %
+// of the records of ab's 8,000-byte answers said first_fin unknown when
+// those were held). Larger last bytes go out at once, as other bytes do.
+const heldMax = 512
+
 // rawSendLast sends the last bytes before a FIN the proxy may send next
 // (MSG_MORE): the kernel holds a segment shorter than the MSS until the
 // shutdown, which sends bytes and FIN in one segment, or a push

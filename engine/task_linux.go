@@ -88,10 +88,10 @@ func (t *TaskSock) Write(p []byte) (int, error) { return t.write(p, false) }
 
 // WriteLast is Write for the last bytes before the task ends the leg
 // (Runner.End): the kernel holds them (MSG_MORE) for the FIN that ending
-// sends, one segment for both. If no FIN follows in this turn (the policy
-// withholds it, or the task goes on), the loop sends them once the turn
-// is over.
-func (t *TaskSock) WriteLast(p []byte) (int, error) { return t.write(p, true) }
+// sends, one segment for both, if they are few (heldMax; more go at
+// once). If no FIN follows in this turn (the policy withholds it, or the
+// task goes on), the loop sends them once the turn is over.
+func (t *TaskSock) WriteLast(p []byte) (int, error) { return t.write(p, len(p) <= heldMax) }
 
 func (t *TaskSock) write(p []byte, last bool) (int, error) {
 	send := rawSend

@@ -150,18 +150,22 @@ func TestHTTP1OnTheLoops(t *testing.T) {
 	}
 }
 
-// The answer to a request that closes the connection reaches the client
-// with the proxy's FIN in one segment: the client's kernel counts three
-// received, the SYN-ACK, the ACK of its request and the answer with the
-// FIN, where the answer then a FIN would be four. The answer is whole
-// (SHA-256) and the record says ok, the proxy's FIN first.
+// A short answer to a request that closes the connection reaches the
+// client with the proxy's FIN in one segment: the client's kernel counts
+// three received, the SYN-ACK, the ACK of its request and the answer
+// with the FIN, where the answer then a FIN would be four. A longer one
+// goes at once and its FIN after it (engine's heldMax: the client would
+// acknowledge it alone, and its FIN could then come before the proxy's
+// reading after its own, leaving the order unproved). Each answer is
+// whole (SHA-256), and its record says ok, the proxy's FIN first.
 func TestHTTP1LoopAnswerRidesTheFIN(t *testing.T) {
 	if testRelay != "loop" {
 		t.Skip(`relay = "goroutines": no loops`)
 	}
 	o, pattern := framedOrigin(t)
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
-	for _, n := range []int{5, 3000} {
+	for _, want := range []struct{ n, segs int }{{5, 3}, {3000, 4}} {
+		n := want.n
 		c, err := net.Dial("tcp", h.addr)
 		if err != nil {
 			t.Fatal(err)
@@ -181,8 +185,8 @@ func TestHTTP1LoopAnswerRidesTheFIN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.Segs_in != 3 {
-			t.Errorf("%d-byte answer: the client received %d segments; want 3, the answer with the proxy's FIN", n, info.Segs_in)
+		if int(info.Segs_in) != want.segs {
+			t.Errorf("%d-byte answer: the client received %d segments; want %d", n, info.Segs_in, want.segs)
 		}
 		c.Close()
 		if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.FirstFIN != policy.SideProxy {
