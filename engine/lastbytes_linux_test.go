@@ -133,7 +133,7 @@ func (l *lastTask) Ready(s *TaskSock) {
 // A task's last bytes (TaskSock.WriteLast) ride the FIN of the End that
 // follows (two segments reach the client: SYN-ACK, then bytes with FIN).
 // Where the policy withholds that FIN, or the task does not end the leg,
-// the loop pushes them out after the task's turn: the client reads them
+// the loop pushes them out as its turn ends: the client reads them
 // with its end still open, closes, and the proxy's FIN follows.
 //
 // Left held, the kernel would still send them, but only when its probe

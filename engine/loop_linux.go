@@ -390,6 +390,9 @@ type loop struct {
 	deadline time.Time
 	// local is the tasks' own (Runner.Local).
 	local any
+	// holding are the sockets whose last bytes a send held for a FIN
+	// this turn (fdSock.send): pushed out as the turn ends unless it came.
+	holding []*fdSock
 	// now is this turn's clock: read once as the turn begins and again
 	// after a park, for everything the turn does (see Runner.Now).
 	now      time.Time
@@ -664,9 +667,6 @@ func (l *loop) start(r *loopRelay) {
 			r.x.onKill()
 		}
 	})
-	for _, s := range r.socks {
-		l.push(s) // a leg a task ended after WriteLast, whose FIN the policy withholds
-	}
 	l.pump(r)
 }
 
@@ -823,6 +823,7 @@ func (l *loop) schedule(r *loopRelay, at time.Time) {
 // A done may end more relays (a task's leg ended alone); their sockets
 // are closed before their done runs too.
 func (l *loop) flushCloses() {
+	l.pushHeld()
 	for next := 0; ; { // l.ended[next:] have not run their done
 		for _, fd := range l.closing {
 			_ = rawClose(fd)
@@ -895,7 +896,7 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 	if f.dst == nil {
 		return l.sink(r, f)
 	}
-	for i := range flowBudget {
+	for range flowBudget {
 		if f.reported || f.src.closed {
 			return false // settle reports it
 		}
@@ -930,9 +931,8 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 			f.src.rd = false
 		}
 		// A short read once the FIN is in took every byte before it: the
-		// next read is EOF, in this turn unless the budget ends here. (A
-		// read of heldMax bytes or fewer is a short one.)
-		last := f.src.shut && n <= heldMax && i < flowBudget-1
+		// next read is EOF.
+		last := f.src.shut && n < len(l.scratch)
 		if !l.forward(r, f, n, last) {
 			return false
 		}
@@ -970,19 +970,13 @@ func (l *loop) sink(r *loopRelay, f *loopFlow) bool {
 // a pooled buffer what it would not take; reading waits until they are
 // written (backpressure).
 //
-// The last bytes before the source's EOF (last, no more than heldMax) go
-// with MSG_MORE: if the executor answers that EOF with a FIN on the
-// destination, the kernel sends bytes and FIN in one segment, as HAProxy
-// does; whatever else it decides, took pushes them out first (held).
+// The last bytes before the source's EOF (last) may wait for the FIN
+// the executor answers that EOF with (fdSock.send).
 func (l *loop) forward(r *loopRelay, f *loopFlow, n int, last bool) bool {
 	w := 0
 	if f.dst.wr {
-		send := rawSend
-		if last {
-			send = rawSendLast
-		}
 		var err error
-		w, err = ignoringEINTR(func() (int, error) { return send(f.dst.fd, l.scratch[:n]) })
+		w, err = f.dst.send(l.scratch[:n], last)
 		switch {
 		case err == unix.EAGAIN:
 			f.dst.wr, w = false, 0
@@ -990,7 +984,6 @@ func (l *loop) forward(r *loopRelay, f *loopFlow, n int, last bool) bool {
 			l.report(r, f, writeError{os.NewSyscallError("write", err)})
 			return false
 		}
-		f.dst.held = last && w > 0
 	}
 	f.written += int64(w)
 	if w == n {
@@ -1018,7 +1011,7 @@ func (l *loop) flush(r *loopRelay, f *loopFlow) bool {
 		if f.inPipe > 0 {
 			n, err = ignoringEINTR(func() (int, error) { return rawSplice(f.pipe.r, f.dst.fd, f.inPipe) })
 		} else {
-			n, err = ignoringEINTR(func() (int, error) { return rawSend(f.dst.fd, f.buf[f.off:f.end]) })
+			n, err = f.dst.send(f.buf[f.off:f.end], false)
 		}
 		switch {
 		case err == unix.EAGAIN:
@@ -1028,7 +1021,6 @@ func (l *loop) flush(r *loopRelay, f *loopFlow) bool {
 			l.report(r, f, writeError{os.NewSyscallError("write", err)})
 			return false
 		}
-		f.dst.held = false // a send without MSG_MORE pushes the queue
 		f.written += int64(n)
 		if f.inPipe > 0 {
 			f.inPipe -= n
@@ -1048,16 +1040,13 @@ func (l *loop) took(r *loopRelay, f *loopFlow, n int, err error, op string) bool
 	switch {
 	case err == unix.EAGAIN:
 		f.src.rd = false
-		l.push(f.dst) // not EOF after all (an error edge, read on)
 		return false
 	case err != nil:
-		l.push(f.dst)
 		l.report(r, f, os.NewSyscallError(op, err))
 		return false
 	case n == 0:
 		f.d.flow.eof()
 		l.report(r, f, nil) // EOF, every byte before it written
-		l.push(f.dst)       // unless the executor's FIN took them along
 		return false
 	}
 	f.src.got += uint64(n)
@@ -1070,18 +1059,20 @@ func (l *loop) took(r *loopRelay, f *loopFlow, n int, err error, op string) bool
 	return true
 }
 
-// push sends the bytes forward held on s, if it still holds some: the
-// executor did not answer the source's EOF with a FIN (it withholds it,
-// resets once they are acknowledged, or the source failed). A socket
-// closed this turn is left alone: its close sends them, before its FIN.
-func (l *loop) push(s *fdSock) {
-	if s == nil || !s.held {
-		return
+// pushHeld sends the bytes still held for a FIN that did not come this
+// turn (the policy withholds it, a reset waits for their ACK, the source
+// failed, a task went on): before the turn's closes and before the loop
+// waits. A socket closed this turn is left alone: its close sends them,
+// before its FIN (an RST pushes them first: SetLinger).
+func (l *loop) pushHeld() {
+	for i, s := range l.holding {
+		if s.held && !s.closed {
+			_ = rawPush(s.fd)
+		}
+		s.held = false
+		l.holding[i] = nil
 	}
-	s.held = false
-	if !s.closed {
-		_ = rawPush(s.fd)
-	}
+	l.holding = l.holding[:0]
 }
 
 // loopFlow is one direction of a loopRelay: what a copier is on goroutines.
@@ -1163,9 +1154,8 @@ type fdSock struct {
 	rd, wr bool      // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
 	shut   bool      // an edge said the peer's FIN or an error is in: read on to EOF
 	ts     *TaskSock // a task's view of it, once asked for
-	// held: the last bytes sent went with MSG_MORE (forward, WriteLast)
-	// and may wait in the kernel for the proxy's FIN; push sends them if
-	// none follows.
+	// held: the last bytes sent went with MSG_MORE and may wait in the
+	// kernel for the proxy's FIN; the turn's end sends them if none came.
 	held bool
 	// got counts the bytes read from the socket through s (reads and
 	// splices): all it ever gave when every read went through s, fewer
@@ -1198,6 +1188,21 @@ func (s *fdSock) ready(ev uint32) {
 
 func (s *fdSock) SyscallConn() (syscall.RawConn, error) { return s, nil }
 
+// send writes what it can of b. The last bytes before a FIN the proxy
+// may send next (last), heldMax or fewer, go with MSG_MORE: the FIN takes
+// them along in its segment, or the turn's end pushes them (pushHeld).
+func (s *fdSock) send(b []byte, last bool) (int, error) {
+	hold := last && len(b) <= heldMax
+	n, err := ignoringEINTR(func() (int, error) { return rawSendMore(s.fd, b, hold) })
+	if n > 0 {
+		if hold && !s.held {
+			s.r.loop.holding = append(s.r.loop.holding, s)
+		}
+		s.held = hold // a send without MSG_MORE pushes what was held
+	}
+	return n, err
+}
+
 func (s *fdSock) CloseWrite() error {
 	if s.closed {
 		return net.ErrClosed
@@ -1214,7 +1219,7 @@ func (s *fdSock) SetLinger(sec int) error {
 		// The loop closes raw, and a linger time would make close wait.
 		return fmt.Errorf("setsockopt SO_LINGER %d: a loop's socket lingers 0 or not at all", sec)
 	}
-	if s.held { // bytes forward held go out before the RST, as they would have without MSG_MORE
+	if s.held { // held bytes go out before the RST, as they would have without MSG_MORE
 		s.held = false
 		_ = rawPush(s.fd)
 	}

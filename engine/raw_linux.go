@@ -47,9 +47,9 @@ func rawRecv(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
-func rawSend(fd int, b []byte) (int, error) { return rawSendFlags(fd, b, unix.MSG_NOSIGNAL) }
+func rawSend(fd int, b []byte) (int, error) { return rawSendMore(fd, b, false) }
 
-// heldMax is the most bytes sent held for the FIN (rawSendLast). A peer's
+// heldMax is the most bytes sent held for the FIN (fdSock.send). A peer's
 // kernel delays its ACK of a segment that carries a FIN and no more bytes
 // than its estimate of the sender's MSS (on a new connection at least
 // TCP's default, 536), and then acknowledges the proxy's FIN with its own
@@ -60,15 +60,15 @@ func rawSend(fd int, b []byte) (int, error) { return rawSendFlags(fd, b, unix.MS
 // those were held). Larger last bytes go out at once, as other bytes do.
 const heldMax = 512
 
-// rawSendLast sends the last bytes before a FIN the proxy may send next
-// (MSG_MORE): the kernel holds a segment shorter than the MSS until the
-// shutdown, which sends bytes and FIN in one segment, or a push
-// (rawPush). The peer then acknowledges both at once: two segments fewer.
-func rawSendLast(fd int, b []byte) (int, error) {
-	return rawSendFlags(fd, b, unix.MSG_NOSIGNAL|unix.MSG_MORE)
-}
-
-func rawSendFlags(fd int, b []byte, flags int) (int, error) {
+// rawSendMore sends b; with more (MSG_MORE) the kernel holds a segment
+// shorter than the MSS until the shutdown, which sends bytes and FIN in
+// one segment, or a push (rawPush). The peer then acknowledges both at
+// once: two segments fewer.
+func rawSendMore(fd int, b []byte, more bool) (int, error) {
+	flags := unix.MSG_NOSIGNAL
+	if more {
+		flags |= unix.MSG_MORE
+	}
 	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(bufPtr(b)), uintptr(len(b)), uintptr(flags), 0, 0)
 	if e != 0 {
 		return 0, e
@@ -76,7 +76,7 @@ func rawSendFlags(fd int, b []byte, flags int) (int, error) {
 	return int(n), nil
 }
 
-// rawPush sends what rawSendLast left held: setting TCP_NODELAY pushes the
+// rawPush sends what rawSendMore left held: setting TCP_NODELAY pushes the
 // send queue out, whatever MSG_MORE said.
 func rawPush(fd int) error {
 	on := int32(1)

@@ -87,18 +87,14 @@ func (t *TaskSock) Read(p []byte) (int, error) {
 func (t *TaskSock) Write(p []byte) (int, error) { return t.write(p, false) }
 
 // WriteLast is Write for the last bytes before the task ends the leg
-// (Runner.End): the kernel holds them (MSG_MORE) for the FIN that ending
-// sends, one segment for both, if they are few (heldMax; more go at
-// once). If no FIN follows in this turn (the policy withholds it, or the
-// task goes on), the loop sends them once the turn is over.
-func (t *TaskSock) WriteLast(p []byte) (int, error) { return t.write(p, len(p) <= heldMax) }
+// (Runner.End): if few, the kernel holds them for the FIN that ending
+// sends, one segment for both; if no FIN follows in this turn (the policy
+// withholds it, or the task goes on), the loop sends them as the turn
+// ends (fdSock.send).
+func (t *TaskSock) WriteLast(p []byte) (int, error) { return t.write(p, true) }
 
 func (t *TaskSock) write(p []byte, last bool) (int, error) {
-	send := rawSend
-	if last {
-		send = rawSendLast
-	}
-	n, err := ignoringEINTR(func() (int, error) { return send(t.s.fd, p) })
+	n, err := t.s.send(p, last)
 	switch {
 	case err == unix.EAGAIN:
 		t.s.wr = false
@@ -106,7 +102,6 @@ func (t *TaskSock) write(p []byte, last bool) (int, error) {
 	case err != nil:
 		return 0, os.NewSyscallError("write", err)
 	}
-	t.s.held = last && n > 0 || t.s.held && n == 0
 	return n, nil
 }
 
@@ -201,9 +196,6 @@ func (l *loop) taskReady(s *fdSock) {
 // afterTask, deferred around each call to r's task: a panic resets the
 // task's sockets and tells it (Crashed); a task done is forgotten.
 func (l *loop) afterTask(r *loopRelay) {
-	for _, s := range r.socks {
-		l.push(s) // bytes WriteLast held for a FIN that did not come
-	}
 	if p := recover(); p != nil {
 		for _, s := range r.socks {
 			if !s.closed {

@@ -28,9 +28,11 @@ const (
 )
 
 // Body sizes nginx serves: the racing cell's (one segment, so the
-// response and nginx's FIN leave together) and the others'.
+// response and nginx's FIN leave together; head and body under 512
+// bytes, so the proxy holds them for its own FIN, which then races the
+// client's) and the others'.
 const (
-	racingBody = 1000
+	racingBody = 200
 	peerBody   = 10000
 )
 

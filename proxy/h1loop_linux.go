@@ -1174,21 +1174,24 @@ const (
 )
 
 func (k *loopKeep) putRequest(r *http1.Request) {
-	raw, fields := r.Raw[:0], r.Header[:0]
-	if cap(raw) > keptHeadBytes || cap(fields) > keptFields {
-		raw, fields = nil, nil
-	}
+	raw, fields := keptStorage(r.Raw, r.Header)
 	*r = http1.Request{Raw: raw, Header: fields}
 	give(&k.requests, r)
 }
 
 func (k *loopKeep) putResponse(r *http1.Response) {
-	raw, fields := r.Raw[:0], r.Header[:0]
-	if cap(raw) > keptHeadBytes || cap(fields) > keptFields {
-		raw, fields = nil, nil
-	}
+	raw, fields := keptStorage(r.Raw, r.Header)
 	*r = http1.Response{Raw: raw, Header: fields}
 	give(&k.responses, r)
+}
+
+// keptStorage is what a kept head keeps of its bytes and fields: emptied,
+// or nothing of a large one.
+func keptStorage(raw []byte, fields []http1.Field) ([]byte, []http1.Field) {
+	if cap(raw) > keptHeadBytes || cap(fields) > keptFields {
+		return nil, nil
+	}
+	return raw[:0], fields[:0]
 }
 
 // dropBufs gives the exchange's buffers back to k.
