@@ -184,10 +184,47 @@ func (x *executor) finFailed(l *leg, err error) {
 }
 
 // finish closes l once both FINs are through, and records whose came first.
+// Where the peer's FIN was not last and the proxy sent it bytes it may not
+// have taken (mayRefuse), the peer's answer to the proxy's FIN decides
+// first: a peer that closed before those bytes came refuses them with an
+// RST, and then holds no TIME-WAIT (its reset is recorded instead).
 func (x *executor) finish(l *leg) {
-	x.rec.firstFIN(l.name, l.firstFIN())
+	first := l.firstFIN()
+	if first != policy.SideProxy && l.phase != phaseAnswering && l.mayRefuse() {
+		switch closed, reset := l.closedBy(); {
+		case reset:
+			x.peerReset(l)
+			return
+		case !closed:
+			x.awaitAnswer(l)
+			return
+		}
+	}
+	x.rec.firstFIN(l.name, first)
 	x.rec.closed(l.name, policy.CloseFIN)
 	l.closeSocket()
+}
+
+// awaitAnswer waits for l's peer to answer the proxy's FIN, which came
+// second: its ACK (the kernel closes the socket) or its RST, polled, at
+// most drain_timeout. No answer by then: l is closed as a FIN exchange.
+func (x *executor) awaitAnswer(l *leg) {
+	now := time.Now()
+	l.phase, l.until, l.poll = phaseAnswering, now.Add(l.pol.DrainTimeout), 50*time.Microsecond
+	l.at = now.Add(l.poll)
+}
+
+// pollAnswer looks whether l's peer answered the proxy's FIN.
+func (x *executor) pollAnswer(l *leg, now time.Time) {
+	switch closed, reset := l.closedBy(); {
+	case reset:
+		x.peerReset(l)
+	case closed || !now.Before(l.until):
+		x.finish(l) // in phaseAnswering: it asks no more
+	default:
+		l.poll = min(2*l.poll, 5*time.Millisecond)
+		l.at = now.Add(l.poll)
+	}
 }
 
 // safeReset resets l once the peer's stream was read to its end (if its

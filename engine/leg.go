@@ -17,6 +17,7 @@ const (
 	phaseFINSent                   // our FIN is out: waiting for the peer's
 	phaseResetPending              // a safe reset is due once the peer's stream is read to its end
 	phaseResetting                 // a safe reset waits for the send queue to drain
+	phaseAnswering                 // both FINs went, ours second: waiting for the peer's ACK or RST (mayRefuse)
 	phaseClosed                    // socket closed
 )
 
@@ -79,6 +80,9 @@ type leg struct {
 	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
 	foFresh     bool // fo was read for the decision being carried out
 	asked       bool // doneAsked: set by addLeg
+	// answeredPeer: the caller that handed over the leg sent the peer
+	// bytes after the last it read from it (Ending.Answered).
+	answeredPeer bool
 }
 
 func newLeg(name policy.Leg, c sock, pol *config.Close, rec *Recorder) *leg {
@@ -101,6 +105,17 @@ func (l *leg) open() bool { return l.phase != phaseClosed }
 func (l *leg) doneReading() bool {
 	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
 	return l.peerFIN && l.finAckedAll && out > 0 && in < out && out <= l.finAt && !l.act.finFirst.Load()
+}
+
+// mayRefuse says whether l's peer may answer the proxy's FIN with an RST:
+// the proxy sent it bytes after the last it read from it, which a peer
+// that closed its socket (not only its sending side) before they arrived
+// refuses so, alone or in the FIN's segment, where a peer that answered
+// after the proxy's bytes, or whose FIN acknowledged them all, had them.
+// Its FIN says nothing of which: a close and a half-close send the same.
+func (l *leg) mayRefuse() bool {
+	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
+	return (l.answeredPeer || out > in) && !(l.finAckedAll && out <= l.finAt)
 }
 
 // doneAsked says whether anything asks l.doneReading: only a back leg

@@ -65,6 +65,8 @@ func (x *executor) look(l *leg, now time.Time) {
 		l.at = l.nextWatch(now)
 	case phaseResetting:
 		x.pollQueue(l, now)
+	case phaseAnswering:
+		x.pollAnswer(l, now)
 	}
 }
 

@@ -1,0 +1,100 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A client that closes its socket (not only its sending side) right after
+// its request refuses the answer that comes after it with an RST; the
+// proxy's FIN went second, in the answer's segment. When that RST comes
+// late (here the network loses it: nftables in the proxy's namespace
+// drops the client's resets until the proxy is seen waiting, and its
+// retransmission then draws one), the proxy must wait for the client's answer to its FIN, not take the FIN for
+// acknowledged: the record says the client reset the leg, no TIME-WAIT on
+// it, and the kernels agree by 4-tuple. The backend had the request whole
+// and its leg ends by FINs.
+func TestLateRefusalIsTheClientsReset(t *testing.T) {
+	needTool(t, "nft")
+	topo := newCountingTopology(t)
+	req := blob(300)
+	got := make(chan []byte, 1)
+	be := scriptBackend(t, topo.Web, addrPort(topo.WebAddr, 9300), func(c *net.TCPConn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(c) // the request, then the proxy's FIN it passes on
+		select {
+		case got <- b:
+		default: // one connection only: the test fails on a second
+		}
+		if err == nil {
+			_, _ = c.Write(blob(200))
+		}
+		_ = c.Close()
+	})
+	front := addrPort(topo.ProxyFront, 8300)
+	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
+		Name: "refused", Listen: front, Backend: be,
+		Front: CloseOpts{TimeWait: "proxy", DrainTimeout: "5s"}, Back: CloseOpts{TimeWait: "proxy"},
+		Pool: PoolOpts{Warm: "0"}, // the backend's one connection is the session's
+	}))
+	c, err := dialFrom(t, topo.LB, front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := c.LocalAddr().(*net.TCPAddr).Port
+	nftRules(t, topo, topo.Proxy, fmt.Sprintf(`table inet closeproxy_refused {
+	chain in {
+		type filter hook prerouting priority 0;
+		tcp sport %d tcp flags & rst == rst counter drop
+	}
+}
+`, port))
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	select {
+	case b := <-got:
+		if string(b) != string(req) {
+			t.Fatalf("backend read %d bytes, not the request's %d", len(b), len(req))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend never read the request and its end")
+	}
+	// The proxy's FIN went with the answer and waits for an answer of
+	// its own (LAST-ACK) while the client's resets are dropped; then
+	// they pass, and the proxy's next retransmission draws one. The
+	// kernel's state is polled: no event tells it.
+	lastACK := func() bool {
+		return strings.TrimSpace(topo.Exec(t, topo.Proxy, "ss", "-Htn", "state", "last-ack", "dport", "=", fmt.Sprintf(":%d", port))) != ""
+	}
+	for deadline := time.Now().Add(5 * time.Second); !lastACK(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy's front socket never waited in LAST-ACK")
+		}
+	}
+	if dropped := topo.Exec(t, topo.Proxy, "nft", "list", "table", "inet", "closeproxy_refused"); strings.Contains(dropped, "counter packets 0 ") {
+		t.Errorf("nft dropped no reset of the client's:\n%s", dropped)
+	}
+	topo.Exec(t, topo.Proxy, "nft", "delete", "table", "inet", "closeproxy_refused")
+	recs := cp.WaitRecords(t, 1, 15*time.Second)
+	r := recs[0]
+	if r.Str("outcome") != "client_reset" || r.Str("front.close") != "peer_reset" || r.Str("front.time_wait") != "none" {
+		t.Errorf("record: outcome %q, front close %q, time_wait %q; want client_reset, peer_reset, none\n%s",
+			r.Str("outcome"), r.Str("front.close"), r.Str("front.time_wait"), legs(r))
+	}
+	if r.Str("back.close") != "fin" || r["back.cut"] == true {
+		t.Errorf("record: back close %q, cut %v; want fin, nothing cut\n%s", r.Str("back.close"), r["back.cut"], legs(r))
+	}
+	held, live, busy := scopeTimeWait(t, topo, 5*time.Second, mustAddrPort(t, front), mustAddrPort(t, be))
+	if len(busy) > 0 {
+		t.Errorf("sockets still busy: %q", busy)
+	}
+	// The back leg's order may be unknown: the backend's ACK of the
+	// proxy's FIN and its own FIN come back to back (not under test).
+	requireAgreement(t, topo, recs, judgeClaims(held, live, recs), 1)
+}
