@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -127,4 +128,131 @@ func runImpoliteHTTP1(t *testing.T, e *pairEnv) cellOut {
 	}
 	return cellOut{cp: e.main, recs: recs, scope: []netip.AddrPort{addr, e.webAt(impoliteWebPort)},
 		want: certain(clientEnds(e.pair.front), "")}
+}
+
+// The http1 cell again with answers small enough for the proxy to send
+// them in its FIN's segment (held: 512 bytes or fewer), each closing the
+// front leg: the request says Connection: close, or speaks HTTP/1.0. The
+// clients race that FIN (one closes the instant it has the body, many at
+// once), half-close before it, pause reading past peer_fin_grace while it
+// waits, read to EOF, or close before the answer comes. Each but the
+// last reads its body whole (SHA-256) and its session ends ok with
+// nothing cut; the last's ends in its reset (its kernel refuses the
+// answer). Every record's TIME-WAIT claims are matched to the kernel's
+// sockets by 4-tuple. Its own listener and
+// nginx port: the answer closes the front leg here, where the cell above
+// keeps it, and a cell's placements are judged on its own sockets.
+
+const (
+	portClosingHTTP1 = 8094
+	closingWebPort   = 84
+)
+
+func closingHTTP1Listener(t testing.TB, e *pairEnv) ListenerOpts {
+	l := e.listenerTo("closing_http1", portClosingHTTP1, e.webAt(closingWebPort))
+	l.Protocol = "http1"
+	return l
+}
+
+// closingRequest asks for path and says the connection closes after.
+func closingRequest(path string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
+}
+
+// closesAtOnce is the closing cell's client that closes its socket (not
+// only its sending side) right after its request, before the answer.
+const closesAtOnce = "closes right after its request"
+
+// closingKinds are the closing cell's clients, by name, with how many of
+// each: each sends its request on c, path the body's, and returns what it
+// read.
+var closingKinds = []struct {
+	name string
+	n    int
+	f    func(c *net.TCPConn, path string) saw
+}{
+	{"closes once it has the body", 24, func(c *net.TCPConn, path string) saw {
+		var s saw
+		_ = s.send(c, []byte(closingRequest(path)))
+		s.in, s.sum = readBodies(bufio.NewReader(c), 1)
+		s.end = "closed"
+		return s
+	}},
+	{"half-closes after its request", 4, func(c *net.TCPConn, path string) saw {
+		return impoliteKinds["half-closes after its request"](c, closingRequest(path))
+	}},
+	{"pauses reading", 2, func(c *net.TCPConn, path string) saw {
+		var s saw
+		_ = s.send(c, []byte(closingRequest(path)))
+		time.Sleep(matrixGrace + 200*time.Millisecond) // the paused reader under test, not a synchronisation
+		br := bufio.NewReader(c)
+		s.in, s.sum = readBodies(br, 1)
+		_, _, s.end = hashAll(br)
+		return s
+	}},
+	{closesAtOnce, 4, func(c *net.TCPConn, path string) saw {
+		var s saw
+		_ = s.send(c, []byte(closingRequest(path)))
+		s.end = "closed"
+		return s
+	}},
+	{"speaks HTTP/1.0 and reads to EOF", 4, func(c *net.TCPConn, path string) saw {
+		var s saw
+		_ = s.send(c, []byte("GET "+path+" HTTP/1.0\r\nHost: web\r\n\r\n"))
+		br := bufio.NewReader(c)
+		s.in, s.sum = readBodies(br, 1)
+		_, _, s.end = hashAll(br)
+		return s
+	}},
+}
+
+// runClosingHTTP1: every client but the one that closes at once reads its
+// body whole and its session ends ok, nothing cut. Placements are
+// timing's, judged against the kernel: the proxy closes after the answer
+// without waiting, so even the half-closing client's FIN may come second.
+// The back leg stays in the pool: nothing to place.
+func runClosingHTTP1(t *testing.T, e *pairEnv) cellOut {
+	addr := e.listen(portClosingHTTP1)
+	path, sum := e.web.BlobPath(racingBody), e.web.BlobSHA256(t, racingBody)
+	kindOf := map[string]string{}
+	seen := map[string]saw{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, k := range closingKinds {
+		wg.Go(func() {
+			got := clients(t, e, addr, k.n, func(c *net.TCPConn) saw { return k.f(c, path) })
+			mu.Lock()
+			defer mu.Unlock()
+			for a, s := range got {
+				kindOf[a], seen[a] = k.name, s
+			}
+		})
+	}
+	wg.Wait()
+	recs := waitListenerRecords(t, e.main, "closing_http1", len(seen), 20*time.Second)
+	for _, r := range recs {
+		a := r.Str("front.peer")
+		s, kind := seen[a], kindOf[a]
+		if kind == closesAtOnce {
+			// Its kernel refuses the answer that comes after its close
+			// with an RST (or resets on closing with it unread): no
+			// TIME-WAIT on it, whatever FIN went. A safe reset, once
+			// its kernel took the answer, may come first.
+			peer := r.Str("outcome") == "client_reset" && r.Str("front.close") == "peer_reset"
+			safe := r.Str("outcome") == "ok" && r.Str("front.close") == "reset" && r["front.cut"] == false
+			if !peer && !safe || s.writeEnd != "" {
+				t.Errorf("the client that %s: outcome %q, front close %q, write %q; want client_reset and peer_reset, or a safe reset, its request sent\n%s",
+					kind, r.Str("outcome"), r.Str("front.close"), s.writeEnd, legs(r))
+			}
+			continue
+		}
+		if r.Str("outcome") != "ok" {
+			t.Errorf("the client that %s: outcome %q, want ok\n%s", kind, r.Str("outcome"), legs(r))
+		}
+		if s.in != racingBody || s.sum != sum || s.writeEnd != "" || (s.end != "closed" && !endedWell(s.end, r, "front")) || r["front.cut"] == true {
+			t.Errorf("the client that %s read %d bytes (sum ok %v, %q) ending in %q, write %q; want %d and the body's SHA-256, a clean end\n%s",
+				kind, s.in, s.sum == sum, s.sum, s.end, s.writeEnd, racingBody, legs(r))
+		}
+	}
+	return cellOut{cp: e.main, recs: recs, scope: []netip.AddrPort{addr, e.webAt(closingWebPort)}, want: certain("", "")}
 }

@@ -103,7 +103,7 @@ type pairEnv struct {
 	racer  string // the racing cell's client: go, wrk or curl
 	racing int    // connections in the racing cell
 	topo   *Topology
-	web    *Nginx      // keep-alive nginx on :80, :81, :82 and :83
+	web    *Nginx      // keep-alive nginx on :80 to :84
 	main   *Closeproxy // every cell's listener but timeout's and drain's
 	res    *matrixResults
 
@@ -162,6 +162,7 @@ var matrixCells = []cell{
 	{name: "abort_mid_body", listener: abortListener, run: runAbort},
 	{name: "abort_mid_body_http1", listener: abortHTTP1Listener, run: runAbortHTTP1},
 	{name: "impolite_http1", listener: impoliteHTTP1Listener, run: runImpoliteHTTP1},
+	{name: "closing_http1", listener: closingHTTP1Listener, run: runClosingHTTP1},
 	{name: "timeout", run: runTimeout},
 	{name: "drain", run: runDrain},
 }
@@ -174,7 +175,8 @@ func runPair(t *testing.T, p matrixPair, racer string, racing int, res *matrixRe
 	e := &pairEnv{pair: p, racer: racer, racing: racing, topo: topo, res: res}
 	e.web = startNginx(t, topo, topo.Web, addrPort(topo.WebAddr, 80), NginxOpts{
 		Keepalive: true, BlobSizes: []int{racingBody, peerBody, impoliteBody},
-		Also: []string{addrPort(topo.WebAddr, 81), addrPort(topo.WebAddr, 82), addrPort(topo.WebAddr, impoliteWebPort)},
+		Also: []string{addrPort(topo.WebAddr, 81), addrPort(topo.WebAddr, 82), addrPort(topo.WebAddr, impoliteWebPort),
+			addrPort(topo.WebAddr, closingWebPort)},
 	})
 	var ls []ListenerOpts
 	for _, c := range matrixCells {
