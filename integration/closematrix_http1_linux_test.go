@@ -249,7 +249,11 @@ func runClosingHTTP1(t *testing.T, e *pairEnv) cellOut {
 		if r.Str("outcome") != "ok" {
 			t.Errorf("the client that %s: outcome %q, want ok\n%s", kind, r.Str("outcome"), legs(r))
 		}
-		if s.in != racingBody || s.sum != sum || s.writeEnd != "" || (s.end != "closed" && !endedWell(s.end, r, "front")) || r["front.cut"] == true {
+		// The proxy does not wait for a half-close: a client slow to
+		// make one after its request may find the leg already ended by a
+		// safe reset (target nowhere or auto), its answer whole.
+		lateHalfClose := s.writeEnd != "" && kind == "half-closes after its request" && r.Str("front.close") == "reset"
+		if s.in != racingBody || s.sum != sum || s.writeEnd != "" && !lateHalfClose || (s.end != "closed" && !endedWell(s.end, r, "front")) || r["front.cut"] == true {
 			t.Errorf("the client that %s read %d bytes (sum ok %v, %q) ending in %q, write %q; want %d and the body's SHA-256, a clean end\n%s",
 				kind, s.in, s.sum == sum, s.sum, s.end, s.writeEnd, racingBody, legs(r))
 		}
