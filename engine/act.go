@@ -208,11 +208,7 @@ func (x *executor) finish(l *leg) {
 // awaitAnswer waits for l's peer to answer the proxy's FIN, which came
 // second: its ACK (the kernel closes the socket) or its RST, polled, at
 // most drain_timeout. No answer by then: l is closed as a FIN exchange.
-func (x *executor) awaitAnswer(l *leg) {
-	now := time.Now()
-	l.phase, l.until, l.poll = phaseAnswering, now.Add(l.pol.DrainTimeout), 50*time.Microsecond
-	l.at = now.Add(l.poll)
-}
+func (x *executor) awaitAnswer(l *leg) { l.startPolling(phaseAnswering, l.pol.DrainTimeout) }
 
 // pollAnswer looks whether l's peer answered the proxy's FIN.
 func (x *executor) pollAnswer(l *leg, now time.Time) {
@@ -222,8 +218,7 @@ func (x *executor) pollAnswer(l *leg, now time.Time) {
 	case closed || !now.Before(l.until):
 		x.finish(l) // in phaseAnswering: it asks no more
 	default:
-		l.poll = min(2*l.poll, 5*time.Millisecond)
-		l.at = now.Add(l.poll)
+		l.pollAgain(now)
 	}
 }
 
@@ -250,9 +245,7 @@ func (x *executor) startQueueDrain(l *leg, wait time.Duration) {
 	case q == 0:
 		x.safeRST(l)
 	default:
-		now := time.Now()
-		l.phase, l.until, l.poll = phaseResetting, now.Add(wait), 50*time.Microsecond
-		l.at = now.Add(l.poll)
+		l.startPolling(phaseResetting, wait)
 	}
 }
 

@@ -107,12 +107,13 @@ func (l *leg) doneReading() bool {
 	return l.peerFIN && l.finAckedAll && out > 0 && in < out && out <= l.finAt && !l.act.finFirst.Load()
 }
 
-// mayRefuse says whether l's peer may answer the proxy's FIN with an RST:
-// the proxy sent it bytes after the last it read from it, which a peer
-// that closed its socket (not only its sending side) before they arrived
-// refuses so, alone or in the FIN's segment, where a peer that answered
-// after the proxy's bytes, or whose FIN acknowledged them all, had them.
-// Its FIN says nothing of which: a close and a half-close send the same.
+// mayRefuse says whether l's peer may answer the proxy's FIN with an RST.
+// A peer that closed its socket, not only its sending side, refuses with
+// one whatever bytes reach it after its close, alone or in the FIN's
+// segment; its FIN looks the same either way. Those may be the bytes the
+// proxy sent after the last it read from the peer (or that the caller
+// that handed the leg over sent so: answeredPeer); not if the peer's FIN
+// acknowledged every byte sent before it and none went after.
 func (l *leg) mayRefuse() bool {
 	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
 	return (l.answeredPeer || out > in) && !(l.finAckedAll && out <= l.finAt)
@@ -192,6 +193,28 @@ func (l *leg) nextWatch(now time.Time) time.Time {
 const (
 	watchFirst = 4 * time.Millisecond
 	watchFor   = 500 * time.Millisecond
+)
+
+// startPolling starts a wait in phase p that only polling can end (a
+// send queue draining, a peer's answer to the proxy's FIN), at most wait:
+// the first look soon, the next ones further apart (pollAgain).
+func (l *leg) startPolling(p phase, wait time.Duration) {
+	now := time.Now()
+	l.phase, l.until, l.poll = p, now.Add(wait), firstPoll
+	l.at = now.Add(l.poll)
+}
+
+// pollAgain arms a polled wait's next look: twice as far off as the last,
+// at most lastPoll.
+func (l *leg) pollAgain(now time.Time) {
+	l.poll = min(2*l.poll, lastPoll)
+	l.at = now.Add(l.poll)
+}
+
+// A polled wait's first look and the longest between two.
+const (
+	firstPoll = 50 * time.Microsecond
+	lastPoll  = 5 * time.Millisecond
 )
 
 // tick is how often a wait looks: a quarter of its budget, so silence is

@@ -95,8 +95,7 @@ func (x *executor) pollQueue(l *leg, now time.Time) {
 	case err != nil || !now.Before(l.until):
 		x.decide(l, policy.QueueStuck)
 	default:
-		l.poll = min(2*l.poll, 5*time.Millisecond)
-		l.at = now.Add(l.poll)
+		l.pollAgain(now)
 	}
 }
 
