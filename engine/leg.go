@@ -83,6 +83,7 @@ type leg struct {
 	// answeredPeer: the caller that handed over the leg sent the peer
 	// bytes after the last it read from it (Ending.Answered).
 	answeredPeer bool
+	ackRead      bool // finAckedAll was read at the peer's FIN
 }
 
 func newLeg(name policy.Leg, c sock, pol *config.Close, rec *Recorder) *leg {
@@ -112,11 +113,28 @@ func (l *leg) doneReading() bool {
 // one whatever bytes reach it after its close, alone or in the FIN's
 // segment; its FIN looks the same either way. Those may be the bytes the
 // proxy sent after the last it read from the peer (or that the caller
-// that handed the leg over sent so: answeredPeer); not if the peer's FIN
-// acknowledged every byte sent before it and none went after.
+// that handed the leg over sent so: answeredPeer), or bytes sent before
+// that were still on their way when the peer closed (ackRead: the send
+// queue at its FIN says); not if the peer's FIN acknowledged every byte
+// sent before it and none went after.
 func (l *leg) mayRefuse() bool {
 	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
-	return (l.answeredPeer || out > in) && !(l.finAckedAll && out <= l.finAt)
+	return (l.answeredPeer || out > in || l.ackRead) && !(l.finAckedAll && out <= l.finAt)
+}
+
+// refusalAsked says, at l's peer's FIN, whether mayRefuse needs the send
+// queue to answer: the proxy's FIN has not gone (it will be second), it
+// sent the peer bytes, and none after the last it read from it (else
+// mayRefuse says yes without it). That is the usual short connection's
+// back leg: the request went before the answer was read, and the
+// backend's FIN tells, by what it acknowledged, whether all of it came
+// before the backend closed.
+func (l *leg) refusalAsked() bool {
+	if l.finSent || l.answeredPeer {
+		return false
+	}
+	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
+	return out > 0 && out <= in
 }
 
 // doneAsked says whether anything asks l.doneReading: only a back leg

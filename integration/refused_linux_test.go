@@ -98,3 +98,106 @@ func TestLateRefusalIsTheClientsReset(t *testing.T) {
 	// proxy's FIN and its own FIN come back to back (not under test).
 	requireAgreement(t, topo, recs, judgeClaims(held, live, recs), 1)
 }
+
+// A backend that answers early and closes its socket while the last of
+// the upload the proxy passed on is still on its way refuses those bytes
+// with an RST when they (or the proxy's FIN after them) come: it holds no
+// TIME-WAIT, though its FIN came first and the proxy's second. Here the
+// network loses the upload (nftables in the backend's namespace drops the
+// proxy's data segments once the backend read the request's head), so the
+// backend's FIN acknowledges only the head; the proxy's FIN, behind the
+// missing bytes, draws the reset. The proxy read the answer after it sent
+// the upload, so the bytes it sent are not the last on the leg: only what
+// the backend's FIN acknowledged tells. The record must say the backend
+// reset the leg, no TIME-WAIT on it, and the kernels agree by 4-tuple; the
+// client has the answer whole and its leg ends by FINs.
+func TestBackendThatClosedOnAnUploadInFlightResetsIt(t *testing.T) {
+	needTool(t, "nft")
+	topo := newCountingTopology(t)
+	head, body, answer := blob(100), blob(300), blob(200)
+	headIn, answerNow := make(chan []byte, 1), make(chan struct{})
+	be := scriptBackend(t, topo.Web, addrPort(topo.WebAddr, 9301), func(c *net.TCPConn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, len(head))
+		if _, err := io.ReadFull(c, b); err != nil {
+			b = nil
+		}
+		select {
+		case headIn <- b:
+		default: // one connection only: the test fails on a second
+			_ = c.Close()
+			return
+		}
+		select {
+		case <-answerNow:
+			_, _ = c.Write(answer)
+		case <-time.After(10 * time.Second):
+		}
+		_ = c.Close() // nothing unread (the body is lost): a FIN, not a reset
+	})
+	front := addrPort(topo.ProxyFront, 8301)
+	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
+		Name: "upload", Listen: front, Backend: be,
+		Front: CloseOpts{TimeWait: "proxy"}, Back: CloseOpts{TimeWait: "proxy", DrainTimeout: "5s"},
+		Pool: PoolOpts{Warm: "0"}, // the backend's one connection is the session's
+	}))
+	c, err := dialFrom(t, topo.LB, front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := c.Write(head); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-headIn:
+		if string(b) != string(head) {
+			t.Fatalf("backend read %d bytes, not the head's %d", len(b), len(head))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend never read the request's head")
+	}
+	// Data segments toward the backend are longer than any without data
+	// (IPv4 and TCP headers with options: 60 bytes at most).
+	nftRules(t, topo, topo.Web, `table inet closeproxy_upload {
+	chain in {
+		type filter hook prerouting priority 0;
+		tcp dport 9301 ip length > 64 counter drop
+	}
+}
+`)
+	if _, err := c.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	// No event tells that the proxy passed the body on: the drop counter
+	// is polled.
+	dropped := func() bool {
+		return !strings.Contains(topo.Exec(t, topo.Web, "nft", "list", "table", "inet", "closeproxy_upload"), "counter packets 0 ")
+	}
+	for deadline := time.Now().Add(5 * time.Second); !dropped(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy never passed the body on")
+		}
+	}
+	close(answerNow)
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != string(answer) {
+		t.Fatalf("client read %d bytes (%v); want the answer's %d, then EOF", len(got), err, len(answer))
+	}
+	_ = c.Close()
+	recs := cp.WaitRecords(t, 1, 15*time.Second)
+	r := recs[0]
+	if r.Str("outcome") != "backend_reset" || r.Str("back.close") != "peer_reset" || r.Str("back.time_wait") != "none" {
+		t.Errorf("record: outcome %q, back close %q, time_wait %q; want backend_reset, peer_reset, none\n%s",
+			r.Str("outcome"), r.Str("back.close"), r.Str("back.time_wait"), legs(r))
+	}
+	if r.Str("front.close") != "fin" || r["front.cut"] == true {
+		t.Errorf("record: front close %q, cut %v; want fin, nothing cut\n%s", r.Str("front.close"), r["front.cut"], legs(r))
+	}
+	topo.Exec(t, topo.Web, "nft", "delete", "table", "inet", "closeproxy_upload")
+	held, live, busy := scopeTimeWait(t, topo, 5*time.Second, mustAddrPort(t, front), mustAddrPort(t, be))
+	if len(busy) > 0 {
+		t.Errorf("sockets still busy: %q", busy)
+	}
+	requireAgreement(t, topo, recs, judgeClaims(held, live, recs), 1)
+}
