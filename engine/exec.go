@@ -302,9 +302,9 @@ func (x *executor) peerFIN(d *dir) {
 	if src.finAt == 0 {
 		src.finAt = int64(time.Since(x.start))
 	}
-	if src.doneStillAsked(x) || src.refusalAsked() {
+	if src.doneStillAsked(x) {
 		q, err := sendQueue(src.conn)
-		src.finAckedAll, src.ackRead = err == nil && q == 0, true
+		src.finAckedAll = err == nil && q == 0
 	}
 	x.rec.finIn(src.name)
 	if src.finSent {

@@ -82,6 +82,10 @@ func (r *infoReader) read(c syscall.Conn) tcpCounts {
 	}
 }
 
+// allSentAcked says the peer acknowledged every byte sent, and nothing
+// waits to be sent.
+func (t tcpCounts) allSentAcked() bool { return t.ok && t.unacked == 0 && t.notsent == 0 }
+
 // progress is a kernel count that grows whenever bytes move on the socket
 // in either direction: bytes received plus bytes acknowledged by the peer.
 func (t tcpCounts) progress() uint64 { return t.received + t.acked }

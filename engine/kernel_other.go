@@ -21,6 +21,8 @@ type tcpCounts struct {
 
 func (t tcpCounts) progress() uint64 { return 0 }
 
+func (t tcpCounts) allSentAcked() bool { return false }
+
 type infoReader struct{ raw any }
 
 func (*infoReader) read(syscall.Conn) tcpCounts { return tcpCounts{} }

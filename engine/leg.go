@@ -80,10 +80,6 @@ type leg struct {
 	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
 	foFresh     bool // fo was read for the decision being carried out
 	asked       bool // doneAsked: set by addLeg
-	// answeredPeer: the caller that handed over the leg sent the peer
-	// bytes after the last it read from it (Ending.Answered).
-	answeredPeer bool
-	ackRead      bool // finAckedAll was read at the peer's FIN
 }
 
 func newLeg(name policy.Leg, c sock, pol *config.Close, rec *Recorder) *leg {
@@ -108,33 +104,30 @@ func (l *leg) doneReading() bool {
 	return l.peerFIN && l.finAckedAll && out > 0 && in < out && out <= l.finAt && !l.act.finFirst.Load()
 }
 
-// mayRefuse says whether l's peer may answer the proxy's FIN with an RST.
-// A peer that closed its socket, not only its sending side, refuses with
-// one whatever bytes reach it after its close, alone or in the FIN's
-// segment; its FIN looks the same either way. Those may be the bytes the
-// proxy sent after the last it read from the peer (or that the caller
-// that handed the leg over sent so: answeredPeer), or bytes sent before
-// that were still on their way when the peer closed (ackRead: the send
-// queue at its FIN says); not if the peer's FIN acknowledged every byte
-// sent before it and none went after.
+// mayRefuse says whether l's peer may answer the proxy's FIN, which went
+// second, with an RST. A peer that closed its socket, not only its sending
+// side, refuses whatever bytes reach it after its close (an answer to a
+// client that hung up, the rest of an upload to a backend that answered
+// early), and the proxy's FIN behind them; its FIN looks the same either
+// way. It cannot once it acknowledged every byte sent to it: its FIN did
+// (finAckedAll, read at the time) and none went after, or now the send
+// queue holds no more than the proxy's FIN (a peer that closed
+// acknowledges nothing more). One ioctl, unless finAckedAll answers.
 func (l *leg) mayRefuse() bool {
-	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
-	return (l.answeredPeer || out > in || l.ackRead) && !(l.finAckedAll && out <= l.finAt)
-}
-
-// refusalAsked says, at l's peer's FIN, whether mayRefuse needs the send
-// queue to answer: the proxy's FIN has not gone (it will be second), it
-// sent the peer bytes, and none after the last it read from it (else
-// mayRefuse says yes without it). That is the usual short connection's
-// back leg: the request went before the answer was read, and the
-// backend's FIN tells, by what it acknowledged, whether all of it came
-// before the backend closed.
-func (l *leg) refusalAsked() bool {
-	if l.finSent || l.answeredPeer {
+	if l.finAckedAll && l.act.lastOut.Load() <= l.finAt {
 		return false
 	}
-	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()
-	return out > 0 && out <= in
+	q, err := sendQueue(l.conn)
+	return err != nil || q > 1
+}
+
+// takeEnding sets l up as the caller that hands it over says (Session.End).
+func (l *leg) takeEnding(e Ending) {
+	l.awaitsEOF = e.AwaitsEOF
+	if e.PeerFIN {
+		l.peerFIN, l.inDone = true, true
+		l.rec.finIn(l.name)
+	}
 }
 
 // doneAsked says whether anything asks l.doneReading: only a back leg

@@ -190,11 +190,7 @@ func (r *loopRelay) setLone(s *Session, name policy.Leg, e Ending, late int) {
 	s.Rec.reopen(name)
 	r.x = newExecutor(s)
 	lg := r.x.addLeg(name, r.socks[0])
-	lg.awaitsEOF, lg.answeredPeer = e.AwaitsEOF, e.Answered
-	if e.PeerFIN {
-		lg.peerFIN, lg.inDone = true, true
-		s.Rec.finIn(name)
-	}
+	lg.takeEnding(e)
 	r.ending, r.late = e, late
 	if !lg.inDone && !e.Cut && late == 0 {
 		r.x.addDir(lg, nil)

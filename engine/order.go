@@ -25,7 +25,9 @@ type finObs struct {
 // and reports whether the kernel already holds the peer's FIN. Its
 // counters are the FIN-order observation's base; the state that proves
 // them older than any change of state is preFIN's, read only when a FIN
-// is sent.
+// is sent. A peer's FIN in before the copier read it also says, by
+// what was acknowledged, whether the peer may refuse bytes still on their
+// way (mayRefuse).
 func (l *leg) beforeFIN() (peerFINIn bool, rtt int64) {
 	if l.peerFIN {
 		return true, 0
@@ -36,7 +38,11 @@ func (l *leg) beforeFIN() (peerFINIn bool, rtt int64) {
 	}
 	*l.fo = finObs{taken: a.ok, base: a, pre: a.state}
 	l.foFresh = true
-	return a.ok && peerFINState(a.state), int64(a.rtt)
+	peerFINIn = a.ok && peerFINState(a.state)
+	if peerFINIn {
+		l.finAckedAll = a.allSentAcked()
+	}
+	return peerFINIn, int64(a.rtt)
 }
 
 // preFIN reads the state right before the proxy's FIN, after the base's

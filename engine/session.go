@@ -75,14 +75,10 @@ func (s *Session) Relay(front, back *net.TCPConn, pending Pending) {
 
 // Ending says how End finds a leg.
 type Ending struct {
-	PeerFIN   bool // the caller read the peer's FIN already
-	AwaitsEOF bool // the peer waits for EOF to know a message ended (http1: a close-delimited response)
-	Cut       bool // the stream toward the peer was cut short: reset at once
-	// Answered: the caller's last bytes on the leg went to the peer after
-	// the last it read from it (http1: a response after its request). A
-	// peer that closed before they came refuses them (leg.mayRefuse).
-	Answered bool
-	Why      policy.Reason // with Cut: the reason recorded
+	PeerFIN   bool          // the caller read the peer's FIN already
+	AwaitsEOF bool          // the peer waits for EOF to know a message ended (http1: a close-delimited response)
+	Cut       bool          // the stream toward the peer was cut short: reset at once
+	Why       policy.Reason // with Cut: the reason recorded
 }
 
 // End closes one leg that has nothing more to send (http1, between
@@ -93,11 +89,7 @@ func (s *Session) End(name policy.Leg, c *net.TCPConn, in *bufio.Reader, e Endin
 	s.Rec.reopen(name)
 	x := newExecutor(s)
 	l := x.addLeg(name, c)
-	l.awaitsEOF, l.answeredPeer = e.AwaitsEOF, e.Answered
-	if e.PeerFIN {
-		l.peerFIN, l.inDone = true, true
-		s.Rec.finIn(name)
-	}
+	l.takeEnding(e)
 	switch {
 	case e.Cut:
 		x.rst(l, e.Why, true)

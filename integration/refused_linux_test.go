@@ -112,10 +112,25 @@ func TestLateRefusalIsTheClientsReset(t *testing.T) {
 // reset the leg, no TIME-WAIT on it, and the kernels agree by 4-tuple; the
 // client has the answer whole and its leg ends by FINs.
 func TestBackendThatClosedOnAnUploadInFlightResetsIt(t *testing.T) {
+	t.Run("tcp", func(t *testing.T) { uploadInFlight(t, "tcp", blob(100), blob(300), blob(200)) })
+	t.Run("http1", func(t *testing.T) {
+		body := blob(300)
+		head := []byte(fmt.Sprintf("POST /up HTTP/1.1\r\nHost: web\r\nContent-Length: %d\r\n\r\n", len(body)))
+		answer := []byte("HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+		uploadInFlight(t, "http1", head, body, answer)
+	})
+	t.Run("http1 until close", func(t *testing.T) { // the proxy reads the backend's FIN as the answer's end
+		body := blob(300)
+		head := []byte(fmt.Sprintf("POST /up HTTP/1.1\r\nHost: web\r\nContent-Length: %d\r\n\r\n", len(body)))
+		answer := []byte("HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n\r\ntoo large")
+		uploadInFlight(t, "http1", head, body, answer)
+	})
+}
+
+func uploadInFlight(t *testing.T, protocol string, head, body, answer []byte) {
 	needTool(t, "nft")
 	topo := newCountingTopology(t)
-	head, body, answer := blob(100), blob(300), blob(200)
-	headIn, answerNow := make(chan []byte, 1), make(chan struct{})
+	headIn, answerNow, closed := make(chan []byte, 1), make(chan struct{}), make(chan struct{})
 	be := scriptBackend(t, topo.Web, addrPort(topo.WebAddr, 9301), func(c *net.TCPConn) {
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		b := make([]byte, len(head))
@@ -134,10 +149,11 @@ func TestBackendThatClosedOnAnUploadInFlightResetsIt(t *testing.T) {
 		case <-time.After(10 * time.Second):
 		}
 		_ = c.Close() // nothing unread (the body is lost): a FIN, not a reset
+		close(closed)
 	})
 	front := addrPort(topo.ProxyFront, 8301)
 	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
-		Name: "upload", Listen: front, Backend: be,
+		Name: "upload", Listen: front, Backend: be, Protocol: protocol,
 		Front: CloseOpts{TimeWait: "proxy"}, Back: CloseOpts{TimeWait: "proxy", DrainTimeout: "5s"},
 		Pool: PoolOpts{Warm: "0"}, // the backend's one connection is the session's
 	}))
@@ -180,6 +196,15 @@ func TestBackendThatClosedOnAnUploadInFlightResetsIt(t *testing.T) {
 		}
 	}
 	close(answerNow)
+	select {
+	case <-closed:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the backend never closed")
+	}
+	// The body lost so far is retransmitted from now on: it draws the
+	// closed backend's reset, as the proxy's FIN behind it does (whether
+	// it crossed the backend's or came after it), whichever comes first.
+	topo.Exec(t, topo.Web, "nft", "delete", "table", "inet", "closeproxy_upload")
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != string(answer) {
 		t.Fatalf("client read %d bytes (%v); want the answer's %d, then EOF", len(got), err, len(answer))
@@ -194,7 +219,6 @@ func TestBackendThatClosedOnAnUploadInFlightResetsIt(t *testing.T) {
 	if r.Str("front.close") != "fin" || r["front.cut"] == true {
 		t.Errorf("record: front close %q, cut %v; want fin, nothing cut\n%s", r.Str("front.close"), r["front.cut"], legs(r))
 	}
-	topo.Exec(t, topo.Web, "nft", "delete", "table", "inet", "closeproxy_upload")
 	held, live, busy := scopeTimeWait(t, topo, 5*time.Second, mustAddrPort(t, front), mustAddrPort(t, be))
 	if len(busy) > 0 {
 		t.Errorf("sockets still busy: %q", busy)

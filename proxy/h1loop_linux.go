@@ -58,9 +58,6 @@ type h1Loop struct {
 	over     bool // the task ended: nothing of it runs any more
 	units    int  // legs the loop is still ending (Runner.End)
 	finished bool // the session's end was started
-	// answered: an exchange ended with its response sent; nothing of the
-	// client's was read since (engine.Ending.Answered).
-	answered bool
 
 	x *h1Exchange // the exchange in progress, nil between requests (from exchanges)
 
@@ -597,7 +594,7 @@ func (h *h1Loop) readRequest() bool {
 		h.readFailed(err)
 		return false
 	case n == 0 && h.inN == 0:
-		h.endFront(engine.Ending{PeerFIN: true, Answered: h.answered})
+		h.endFront(engine.Ending{PeerFIN: true})
 		return false
 	case n == 0:
 		h.handOff(nil, false) // cut midway through a head: the goroutine records it
@@ -1423,11 +1420,10 @@ func (h *h1Loop) finish() {
 		if x.drainClosed {
 			h.rec().Note(policy.Front, policy.ReasonDraining)
 		}
-		h.finishWith(engine.Ending{AwaitsEOF: x.awaitsEOF, Answered: x.started})
+		h.finishWith(engine.Ending{AwaitsEOF: x.awaitsEOF})
 		return
 	}
 	h.keep()
-	h.answered = x.started
 	h.x.done(keepOf(h.rn))
 	h.x = nil
 	now := h.rn.Now()

@@ -44,9 +44,6 @@ type h1 struct {
 	awaitsEOF bool
 	// drainClosed: only draining made the last response say Connection: close.
 	drainClosed bool
-	// answered: an exchange ended with its response sent; nothing of the
-	// client's was read since (engine.Ending.Answered).
-	answered bool
 	// first is a request read already (on a relay loop) whose exchange
 	// comes first; retried: it failed once on another connection.
 	first      *http1.Request
@@ -283,7 +280,6 @@ func (h *h1) exchanges() (parked bool) {
 			return false
 		}
 		closing, tunnel := h.exchange(req)
-		h.answered = true
 		switch {
 		case tunnel:
 			h.fr = nil // not reused: a request body's copy may still hold it
@@ -297,7 +293,7 @@ func (h *h1) exchanges() (parked bool) {
 			if h.drainClosed {
 				h.rec.Note(policy.Front, policy.ReasonDraining)
 			}
-			h.end(engine.Ending{AwaitsEOF: h.awaitsEOF, Answered: true})
+			h.end(engine.Ending{AwaitsEOF: h.awaitsEOF})
 			return false
 		}
 		h.until = time.Now().Add(h.ln.IdleTimeout)
@@ -513,7 +509,7 @@ func (h *h1) awaitRequest() error {
 func (h *h1) endFront(err error) {
 	switch {
 	case errors.Is(err, io.EOF):
-		h.end(engine.Ending{PeerFIN: true, Answered: h.answered})
+		h.end(engine.Ending{PeerFIN: true})
 	case errors.Is(err, errIdle):
 		// Nothing of a request arrived: the connection was idle, nothing
 		// is cut; it ends by its policy.
