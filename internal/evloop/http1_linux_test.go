@@ -97,6 +97,7 @@ func TestHTTP1ExchangesOnTheLoop(t *testing.T) {
 				if closing {
 					path = "/close" + path // the backend ends its connection after this one
 				}
+				c.SetDeadline(time.Now().Add(ioTimeout)) // per request: a loaded host may take seconds for the connection's twenty
 				resp, got, err := get(c, br, path)
 				if err != nil {
 					errs <- fmt.Errorf("client %d, request %d: %w", k, i, err)
