@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -111,38 +112,39 @@ func TestLateRefusalIsTheClientsReset(t *testing.T) {
 // the backend's FIN acknowledged tells. The record must say the backend
 // reset the leg, no TIME-WAIT on it, and the kernels agree by 4-tuple; the
 // client has the answer whole and its leg ends by FINs.
+//
+// An http1 session with no backend connection ready runs on a goroutine;
+// with one warm in the pool it stays on its loop ("on the loop": the pool
+// then dials another, which only waits).
 func TestBackendThatClosedOnAnUploadInFlightResetsIt(t *testing.T) {
-	t.Run("tcp", func(t *testing.T) { uploadInFlight(t, "tcp", blob(100), blob(300), blob(200)) })
-	t.Run("http1", func(t *testing.T) {
-		body := blob(300)
-		head := []byte(fmt.Sprintf("POST /up HTTP/1.1\r\nHost: web\r\nContent-Length: %d\r\n\r\n", len(body)))
-		answer := []byte("HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
-		uploadInFlight(t, "http1", head, body, answer)
-	})
-	t.Run("http1 until close", func(t *testing.T) { // the proxy reads the backend's FIN as the answer's end
-		body := blob(300)
-		head := []byte(fmt.Sprintf("POST /up HTTP/1.1\r\nHost: web\r\nContent-Length: %d\r\n\r\n", len(body)))
-		answer := []byte("HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n\r\ntoo large")
-		uploadInFlight(t, "http1", head, body, answer)
-	})
+	body := blob(300)
+	head := []byte(fmt.Sprintf("POST /up HTTP/1.1\r\nHost: web\r\nContent-Length: %d\r\n\r\n", len(body)))
+	sized := []byte("HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+	untilClose := []byte("HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n\r\ntoo large") // the backend's FIN ends it
+	t.Run("tcp", func(t *testing.T) { uploadInFlight(t, "tcp", "0", blob(100), blob(300), blob(200)) })
+	t.Run("http1", func(t *testing.T) { uploadInFlight(t, "http1", "0", head, body, sized) })
+	t.Run("http1 until close", func(t *testing.T) { uploadInFlight(t, "http1", "0", head, body, untilClose) })
+	t.Run("http1 on the loop", func(t *testing.T) { uploadInFlight(t, "http1", "1", head, body, sized) })
+	t.Run("http1 until close on the loop", func(t *testing.T) { uploadInFlight(t, "http1", "1", head, body, untilClose) })
 }
 
-func uploadInFlight(t *testing.T, protocol string, head, body, answer []byte) {
+func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []byte) {
 	needTool(t, "nft")
 	topo := newCountingTopology(t)
 	headIn, answerNow, closed := make(chan []byte, 1), make(chan struct{}), make(chan struct{})
+	var conns atomic.Int32
 	be := scriptBackend(t, topo.Web, addrPort(topo.WebAddr, 9301), func(c *net.TCPConn) {
+		if conns.Add(1) > 1 { // the pool's next warm connection: it only waits
+			_, _ = io.Copy(io.Discard, c)
+			_ = c.Close()
+			return
+		}
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		b := make([]byte, len(head))
 		if _, err := io.ReadFull(c, b); err != nil {
 			b = nil
 		}
-		select {
-		case headIn <- b:
-		default: // one connection only: the test fails on a second
-			_ = c.Close()
-			return
-		}
+		headIn <- b
 		select {
 		case <-answerNow:
 			_, _ = c.Write(answer)
@@ -155,8 +157,15 @@ func uploadInFlight(t *testing.T, protocol string, head, body, answer []byte) {
 	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
 		Name: "upload", Listen: front, Backend: be, Protocol: protocol,
 		Front: CloseOpts{TimeWait: "proxy"}, Back: CloseOpts{TimeWait: "proxy", DrainTimeout: "5s"},
-		Pool: PoolOpts{Warm: "0"}, // the backend's one connection is the session's
+		Pool: PoolOpts{Warm: warm}, // the backend's first connection is the session's
 	}))
+	if warm != "0" { // the session takes the warm connection only once it is ready
+		for deadline := time.Now().Add(5 * time.Second); conns.Load() == 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the pool never dialed the backend")
+			}
+		}
+	}
 	c, err := dialFrom(t, topo.LB, front)
 	if err != nil {
 		t.Fatal(err)
