@@ -82,21 +82,35 @@ func TestLateRefusalIsTheClientsReset(t *testing.T) {
 		t.Errorf("nft dropped no reset of the client's:\n%s", dropped)
 	}
 	topo.Exec(t, topo.Proxy, "nft", "delete", "table", "inet", "closeproxy_refused")
+	requireRefused(t, topo, cp, "front", front, be)
+}
+
+// requireRefused checks the one record of a session whose leg (front or
+// back) the peer refused: its reset recorded (outcome client_reset or
+// backend_reset, close peer_reset, no TIME-WAIT), the other leg ended by
+// FINs with nothing cut, and every claim matched to the kernel's
+// TIME-WAIT sockets by 4-tuple. An order may stay unknown on the other
+// leg: its peer's ACK of the proxy's FIN and its own FIN come back to
+// back (not under test).
+func requireRefused(t *testing.T, topo *Topology, cp *Closeproxy, leg, front, be string) {
+	t.Helper()
+	other, outcome := "back", "client_reset"
+	if leg == "back" {
+		other, outcome = "front", "backend_reset"
+	}
 	recs := cp.WaitRecords(t, 1, 15*time.Second)
 	r := recs[0]
-	if r.Str("outcome") != "client_reset" || r.Str("front.close") != "peer_reset" || r.Str("front.time_wait") != "none" {
-		t.Errorf("record: outcome %q, front close %q, time_wait %q; want client_reset, peer_reset, none\n%s",
-			r.Str("outcome"), r.Str("front.close"), r.Str("front.time_wait"), legs(r))
+	if r.Str("outcome") != outcome || r.Str(leg+".close") != "peer_reset" || r.Str(leg+".time_wait") != "none" {
+		t.Errorf("record: outcome %q, %s close %q, time_wait %q; want %s, peer_reset, none\n%s",
+			r.Str("outcome"), leg, r.Str(leg+".close"), r.Str(leg+".time_wait"), outcome, legs(r))
 	}
-	if r.Str("back.close") != "fin" || r["back.cut"] == true {
-		t.Errorf("record: back close %q, cut %v; want fin, nothing cut\n%s", r.Str("back.close"), r["back.cut"], legs(r))
+	if r.Str(other+".close") != "fin" || r[other+".cut"] == true {
+		t.Errorf("record: %s close %q, cut %v; want fin, nothing cut\n%s", other, r.Str(other+".close"), r[other+".cut"], legs(r))
 	}
 	held, live, busy := scopeTimeWait(t, topo, 5*time.Second, mustAddrPort(t, front), mustAddrPort(t, be))
 	if len(busy) > 0 {
 		t.Errorf("sockets still busy: %q", busy)
 	}
-	// The back leg's order may be unknown: the backend's ACK of the
-	// proxy's FIN and its own FIN come back to back (not under test).
 	requireAgreement(t, topo, recs, judgeClaims(held, live, recs), 1)
 }
 
@@ -219,18 +233,5 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 		t.Fatalf("client read %d bytes (%v); want the answer's %d, then EOF", len(got), err, len(answer))
 	}
 	_ = c.Close()
-	recs := cp.WaitRecords(t, 1, 15*time.Second)
-	r := recs[0]
-	if r.Str("outcome") != "backend_reset" || r.Str("back.close") != "peer_reset" || r.Str("back.time_wait") != "none" {
-		t.Errorf("record: outcome %q, back close %q, time_wait %q; want backend_reset, peer_reset, none\n%s",
-			r.Str("outcome"), r.Str("back.close"), r.Str("back.time_wait"), legs(r))
-	}
-	if r.Str("front.close") != "fin" || r["front.cut"] == true {
-		t.Errorf("record: front close %q, cut %v; want fin, nothing cut\n%s", r.Str("front.close"), r["front.cut"], legs(r))
-	}
-	held, live, busy := scopeTimeWait(t, topo, 5*time.Second, mustAddrPort(t, front), mustAddrPort(t, be))
-	if len(busy) > 0 {
-		t.Errorf("sockets still busy: %q", busy)
-	}
-	requireAgreement(t, topo, recs, judgeClaims(held, live, recs), 1)
+	requireRefused(t, topo, cp, "back", front, be)
 }
