@@ -41,7 +41,8 @@ type leg struct {
 	// finAt is when the peer's FIN was read by its copier (nanoseconds since the
 	// session's start); finAckedAll, that every byte the proxy had sent it
 	// by then was acknowledged: a FIN after the whole stream, a peer done
-	// with it (read only where doneAsked).
+	// with it (read at the peer's FIN only where doneAsked, or before the
+	// proxy's FIN when the kernel already held the peer's: beforeFIN).
 	finAt   int64
 	release func()  // ends Session.Hold's count of this leg, once the session ended
 	unplace func()  // ends Session.Placing's count of this leg, once the session ended
@@ -146,7 +147,9 @@ func (l *leg) doneAsked() bool { return l.asked }
 // policy.Decide never withholds a FIN whose peer's came already, so no
 // grace or drain of a withheld FIN asks either. That is the usual short
 // tcp connection: the backend closes after its answer, the client after
-// the proxy's FIN. Left unread, finAckedAll stays false: no bet.
+// the proxy's FIN. Left unread, finAckedAll stays false (unless beforeFIN
+// found the peer's FIN in and every byte acknowledged, which tells the
+// same): no bet.
 func (l *leg) doneStillAsked(x *executor) bool {
 	o := l.other(x)
 	return l.doneAsked() && o != nil && o.open() && !o.peerFIN

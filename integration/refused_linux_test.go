@@ -147,12 +147,14 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 	topo := newCountingTopology(t)
 	headIn, answerNow, closed := make(chan []byte, 1), make(chan struct{}), make(chan struct{})
 	var conns atomic.Int32
+	accepted := make(chan struct{}) // the backend's first connection
 	be := scriptBackend(t, topo.Web, addrPort(topo.WebAddr, 9301), func(c *net.TCPConn) {
 		if conns.Add(1) > 1 { // the pool's next warm connection: it only waits
 			_, _ = io.Copy(io.Discard, c)
 			_ = c.Close()
 			return
 		}
+		close(accepted)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		b := make([]byte, len(head))
 		if _, err := io.ReadFull(c, b); err != nil {
@@ -174,10 +176,10 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 		Pool: PoolOpts{Warm: warm}, // the backend's first connection is the session's
 	}))
 	if warm != "0" { // the session takes the warm connection only once it is ready
-		for deadline := time.Now().Add(5 * time.Second); conns.Load() == 0; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("the pool never dialed the backend")
-			}
+		select {
+		case <-accepted:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the pool never dialed the backend")
 		}
 	}
 	c, err := dialFrom(t, topo.LB, front)
