@@ -234,7 +234,8 @@ not finished sending counts as cut (outcome "timeout").`},
 Before any reset ("nowhere", or fallback = "reset") the proxy waits for
 every byte it sent on this leg to be acknowledged, so a reset never
 destroys data; if that takes longer than this, it sends a FIN instead.
-It also bounds how long the proxy waits for the client to answer a FIN
+A client that resets meanwhile ends the wait at once (recorded as its
+reset). It also bounds how long the proxy waits for the client to answer a FIN
 it sent after the client's, when the client had not acknowledged every byte
 sent to it: an ACK, or an RST from a client that had closed its socket
 (recorded as its reset, no TIME-WAIT). Without an answer by then the leg

@@ -86,12 +86,17 @@ func (x *executor) silent(l *leg, now time.Time) bool {
 	return false
 }
 
-// pollQueue looks whether a safe reset's send queue drained.
+// pollQueue looks whether a safe reset's send queue drained. A peer that
+// reset meanwhile acknowledges nothing more, and the kernel keeps counting
+// what it did not acknowledge: its reset ends the wait, not the wait's
+// end (nor is a reset of the proxy's recorded that the kernel never sent).
 func (x *executor) pollQueue(l *leg, now time.Time) {
 	q, err := sendQueue(l.conn)
 	switch {
 	case err == nil && q == 0:
 		x.safeRST(l)
+	case l.resetByPeer():
+		x.peerReset(l)
 	case err != nil || !now.Before(l.until):
 		x.decide(l, policy.QueueStuck)
 	default:

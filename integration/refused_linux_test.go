@@ -237,3 +237,86 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 	_ = c.Close()
 	requireRefused(t, topo, cp, "back", front, be)
 }
+
+// A client that resets while the proxy waits to reset it safely: the
+// front leg's target is nowhere, the client's FIN came first, and the
+// proxy's safe reset waits for the client to acknowledge the whole answer
+// (its send queue to drain). Here the network loses the client's ACKs
+// (nftables in the load balancer's namespace drops every segment of the
+// client's but its resets), so the queue never drains by itself; the
+// client, which has the answer, closes with SO_LINGER 0. Its RST ends the
+// wait at once: the record must say the client reset the leg, no
+// TIME-WAIT on it (the kernels agree by 4-tuple), not a reset of the
+// proxy's, and not after drain_timeout.
+func TestClientResetDuringASafeResetIsItsOwn(t *testing.T) {
+	needTool(t, "nft")
+	topo := newCountingTopology(t)
+	req, answer := blob(300), blob(2000)
+	reqIn, answerNow := make(chan []byte, 1), make(chan struct{})
+	be := scriptBackend(t, topo.Web, addrPort(topo.WebAddr, 9302), func(c *net.TCPConn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(c) // the request, then the proxy's FIN it passes on
+		select {
+		case reqIn <- b:
+		default: // one connection only: the test fails on a second
+		}
+		if err == nil {
+			select {
+			case <-answerNow:
+				_, _ = c.Write(answer)
+			case <-time.After(10 * time.Second):
+			}
+		}
+		_ = c.Close()
+	})
+	front := addrPort(topo.ProxyFront, 8302)
+	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
+		Name: "resetting", Listen: front, Backend: be,
+		Front: CloseOpts{TimeWait: "nowhere", DrainTimeout: "5s"}, Back: CloseOpts{TimeWait: "proxy"},
+		Pool: PoolOpts{Warm: "0"}, // the backend's one connection is the session's
+	}))
+	c, err := dialFrom(t, topo.LB, front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-reqIn:
+		if string(b) != string(req) {
+			t.Fatalf("backend read %d bytes, not the request's %d", len(b), len(req))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend never read the request and its end")
+	}
+	port := c.LocalAddr().(*net.TCPAddr).Port
+	nftRules(t, topo, topo.LB, fmt.Sprintf(`table inet closeproxy_noacks {
+	chain out {
+		type filter hook output priority 0;
+		tcp sport %d tcp flags & rst == 0 counter drop
+	}
+}
+`, port))
+	close(answerNow)
+	got := make([]byte, len(answer))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != string(answer) {
+		t.Fatalf("client read the answer: %v", err)
+	}
+	if dropped := topo.Exec(t, topo.LB, "nft", "list", "table", "inet", "closeproxy_noacks"); strings.Contains(dropped, "counter packets 0 ") {
+		t.Errorf("nft dropped no ACK of the client's:\n%s", dropped)
+	}
+	start := time.Now()
+	_ = c.SetLinger(0)
+	_ = c.Close()
+	cp.WaitRecords(t, 1, 15*time.Second)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the record came %v after the client's reset: the proxy waited for its drain_timeout", d.Round(time.Millisecond))
+	}
+	topo.Exec(t, topo.LB, "nft", "delete", "table", "inet", "closeproxy_noacks")
+	requireRefused(t, topo, cp, "front", front, be)
+}
