@@ -145,43 +145,14 @@ func TestBackendThatClosedOnAnUploadInFlightResetsIt(t *testing.T) {
 func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []byte) {
 	needTool(t, "nft")
 	topo := newCountingTopology(t)
-	headIn, answerNow, closed := make(chan []byte, 1), make(chan struct{}), make(chan struct{})
-	var conns atomic.Int32
-	accepted := make(chan struct{}) // the backend's first connection
-	be := scriptBackend(t, topo.Web, addrPort(topo.WebAddr, 9301), func(c *net.TCPConn) {
-		if conns.Add(1) > 1 { // the pool's next warm connection: it only waits
-			_, _ = io.Copy(io.Discard, c)
-			_ = c.Close()
-			return
-		}
-		close(accepted)
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		b := make([]byte, len(head))
-		if _, err := io.ReadFull(c, b); err != nil {
-			b = nil
-		}
-		headIn <- b
-		select {
-		case <-answerNow:
-			_, _ = c.Write(answer)
-		case <-time.After(10 * time.Second):
-		}
-		_ = c.Close() // nothing unread (the body is lost): a FIN, not a reset
-		close(closed)
-	})
+	be := newAnsweringBackend(t, topo, 9301, len(head), answer) // it reads the head only: the body is lost, its close a FIN
 	front := addrPort(topo.ProxyFront, 8301)
 	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
-		Name: "upload", Listen: front, Backend: be, Protocol: protocol,
+		Name: "upload", Listen: front, Backend: be.addr, Protocol: protocol,
 		Front: CloseOpts{TimeWait: "proxy"}, Back: CloseOpts{TimeWait: "proxy", DrainTimeout: "5s"},
 		Pool: PoolOpts{Warm: warm}, // the backend's first connection is the session's
 	}))
-	if warm != "0" { // the session takes the warm connection only once it is ready
-		select {
-		case <-accepted:
-		case <-time.After(5 * time.Second):
-			t.Fatal("the pool never dialed the backend")
-		}
-	}
+	be.awaitWarm(t, warm)
 	c, err := dialFrom(t, topo.LB, front)
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +162,7 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 		t.Fatal(err)
 	}
 	select {
-	case b := <-headIn:
+	case b := <-be.got:
 		if string(b) != string(head) {
 			t.Fatalf("backend read %d bytes, not the head's %d", len(b), len(head))
 		}
@@ -220,9 +191,9 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 			t.Fatal("the proxy never passed the body on")
 		}
 	}
-	close(answerNow)
+	close(be.answerNow)
 	select {
-	case <-closed:
+	case <-be.closed:
 	case <-time.After(15 * time.Second):
 		t.Fatal("the backend never closed")
 	}
@@ -235,7 +206,7 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 		t.Fatalf("client read %d bytes (%v); want the answer's %d, then EOF", len(got), err, len(answer))
 	}
 	_ = c.Close()
-	requireRefused(t, topo, cp, "back", front, be)
+	requireRefused(t, topo, cp, "back", front, be.addr)
 }
 
 // A client that resets while the proxy waits to reset it safely: the
@@ -247,34 +218,29 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 // client, which has the answer, closes with SO_LINGER 0. Its RST ends the
 // wait at once: the record must say the client reset the leg, no
 // TIME-WAIT on it (the kernels agree by 4-tuple), not a reset of the
-// proxy's, and not after drain_timeout.
+// proxy's, and not after drain_timeout. In tcp mode, and in http1 mode
+// with the session on a goroutine (no backend connection ready) and on
+// its loop (one warm in the pool).
 func TestClientResetDuringASafeResetIsItsOwn(t *testing.T) {
+	answer := blob(2000)
+	req := []byte("GET /r HTTP/1.1\r\nHost: web\r\n\r\n") // its end: the client's FIN
+	resp := append([]byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(answer))), answer...)
+	t.Run("tcp", func(t *testing.T) { resetDuringSafeReset(t, "tcp", "0", blob(300), answer) })
+	t.Run("http1", func(t *testing.T) { resetDuringSafeReset(t, "http1", "0", req, resp) })
+	t.Run("http1 on the loop", func(t *testing.T) { resetDuringSafeReset(t, "http1", "1", req, resp) })
+}
+
+func resetDuringSafeReset(t *testing.T, protocol, warm string, req, answer []byte) {
 	needTool(t, "nft")
 	topo := newCountingTopology(t)
-	req, answer := blob(300), blob(2000)
-	reqIn, answerNow := make(chan []byte, 1), make(chan struct{})
-	be := scriptBackend(t, topo.Web, addrPort(topo.WebAddr, 9302), func(c *net.TCPConn) {
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		b, err := io.ReadAll(c) // the request, then the proxy's FIN it passes on
-		select {
-		case reqIn <- b:
-		default: // one connection only: the test fails on a second
-		}
-		if err == nil {
-			select {
-			case <-answerNow:
-				_, _ = c.Write(answer)
-			case <-time.After(10 * time.Second):
-			}
-		}
-		_ = c.Close()
-	})
+	be := newAnsweringBackend(t, topo, 9302, len(req), answer)
 	front := addrPort(topo.ProxyFront, 8302)
 	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
-		Name: "resetting", Listen: front, Backend: be,
+		Name: "resetting", Listen: front, Backend: be.addr, Protocol: protocol,
 		Front: CloseOpts{TimeWait: "nowhere", DrainTimeout: "5s"}, Back: CloseOpts{TimeWait: "proxy"},
-		Pool: PoolOpts{Warm: "0"}, // the backend's one connection is the session's
+		Pool: PoolOpts{Warm: warm}, // the backend's first connection is the session's
 	}))
+	be.awaitWarm(t, warm)
 	c, err := dialFrom(t, topo.LB, front)
 	if err != nil {
 		t.Fatal(err)
@@ -287,14 +253,25 @@ func TestClientResetDuringASafeResetIsItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case b := <-reqIn:
+	case b := <-be.got:
 		if string(b) != string(req) {
 			t.Fatalf("backend read %d bytes, not the request's %d", len(b), len(req))
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the backend never read the request and its end")
+		t.Fatal("the backend never read the request")
 	}
+	// The client's FIN must be in before its segments are dropped: the
+	// proxy's socket then stands in CLOSE-WAIT. No event tells it: the
+	// kernel's state is polled.
 	port := c.LocalAddr().(*net.TCPAddr).Port
+	closeWait := func() bool {
+		return strings.TrimSpace(topo.Exec(t, topo.Proxy, "ss", "-Htn", "state", "close-wait", "dport", "=", fmt.Sprintf(":%d", port))) != ""
+	}
+	for deadline := time.Now().Add(5 * time.Second); !closeWait(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client's FIN never reached the proxy")
+		}
+	}
 	nftRules(t, topo, topo.LB, fmt.Sprintf(`table inet closeproxy_noacks {
 	chain out {
 		type filter hook output priority 0;
@@ -302,7 +279,7 @@ func TestClientResetDuringASafeResetIsItsOwn(t *testing.T) {
 	}
 }
 `, port))
-	close(answerNow)
+	close(be.answerNow)
 	got := make([]byte, len(answer))
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != string(answer) {
 		t.Fatalf("client read the answer: %v", err)
@@ -318,5 +295,57 @@ func TestClientResetDuringASafeResetIsItsOwn(t *testing.T) {
 		t.Errorf("the record came %v after the client's reset: the proxy waited for its drain_timeout", d.Round(time.Millisecond))
 	}
 	topo.Exec(t, topo.LB, "nft", "delete", "table", "inet", "closeproxy_noacks")
-	requireRefused(t, topo, cp, "front", front, be)
+	requireRefused(t, topo, cp, "front", front, be.addr)
+}
+
+// answeringBackend is a scripted backend whose first connection reads n
+// bytes, hands them to got, writes answer once answerNow is closed, and
+// closes (closed); the pool's later warm connections only wait.
+type answeringBackend struct {
+	addr      string
+	got       chan []byte
+	answerNow chan struct{}
+	accepted  chan struct{} // the first connection came
+	closed    chan struct{} // and was closed
+}
+
+func newAnsweringBackend(t *testing.T, topo *Topology, port uint16, n int, answer []byte) *answeringBackend {
+	b := &answeringBackend{got: make(chan []byte, 1), answerNow: make(chan struct{}), accepted: make(chan struct{}), closed: make(chan struct{})}
+	var conns atomic.Int32
+	b.addr = scriptBackend(t, topo.Web, addrPort(topo.WebAddr, port), func(c *net.TCPConn) {
+		if conns.Add(1) > 1 {
+			_, _ = io.Copy(io.Discard, c)
+			_ = c.Close()
+			return
+		}
+		close(b.accepted)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		in := make([]byte, n)
+		if _, err := io.ReadFull(c, in); err != nil {
+			in = nil
+		}
+		b.got <- in
+		select {
+		case <-b.answerNow:
+			_, _ = c.Write(answer)
+		case <-time.After(10 * time.Second):
+		}
+		_ = c.Close()
+		close(b.closed)
+	})
+	return b
+}
+
+// awaitWarm waits, when the pool keeps warm connections, until the first
+// is ready: the session takes it only then.
+func (b *answeringBackend) awaitWarm(t *testing.T, warm string) {
+	t.Helper()
+	if warm == "0" {
+		return
+	}
+	select {
+	case <-b.accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pool never dialed the backend")
+	}
 }
