@@ -70,14 +70,7 @@ func TestLateRefusalIsTheClientsReset(t *testing.T) {
 	// its own (LAST-ACK) while the client's resets are dropped; then
 	// they pass, and the proxy's next retransmission draws one. The
 	// kernel's state is polled: no event tells it.
-	lastACK := func() bool {
-		return strings.TrimSpace(topo.Exec(t, topo.Proxy, "ss", "-Htn", "state", "last-ack", "dport", "=", fmt.Sprintf(":%d", port))) != ""
-	}
-	for deadline := time.Now().Add(5 * time.Second); !lastACK(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the proxy's front socket never waited in LAST-ACK")
-		}
-	}
+	awaitKernel(t, "the proxy's front socket never waited in LAST-ACK", proxySocketIn(t, topo, "last-ack", port))
 	if dropped := topo.Exec(t, topo.Proxy, "nft", "list", "table", "inet", "closeproxy_refused"); strings.Contains(dropped, "counter packets 0 ") {
 		t.Errorf("nft dropped no reset of the client's:\n%s", dropped)
 	}
@@ -143,32 +136,15 @@ func TestBackendThatClosedOnAnUploadInFlightResetsIt(t *testing.T) {
 }
 
 func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []byte) {
-	needTool(t, "nft")
-	topo := newCountingTopology(t)
-	be := newAnsweringBackend(t, topo, 9301, len(head), answer) // it reads the head only: the body is lost, its close a FIN
-	front := addrPort(topo.ProxyFront, 8301)
-	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
-		Name: "upload", Listen: front, Backend: be.addr, Protocol: protocol,
+	// The backend reads the head only: the body is lost, its close a FIN.
+	sc := startAnswered(t, 1, len(head), answer, ListenerOpts{Name: "upload", Protocol: protocol,
 		Front: CloseOpts{TimeWait: "proxy"}, Back: CloseOpts{TimeWait: "proxy", DrainTimeout: "5s"},
-		Pool: PoolOpts{Warm: warm}, // the backend's first connection is the session's
-	}))
-	be.awaitWarm(t, warm)
-	c, err := dialFrom(t, topo.LB, front)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		Pool: PoolOpts{Warm: warm}})
+	topo, be, c := sc.topo, sc.be, sc.c
 	if _, err := c.Write(head); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case b := <-be.got:
-		if string(b) != string(head) {
-			t.Fatalf("backend read %d bytes, not the head's %d", len(b), len(head))
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the backend never read the request's head")
-	}
+	be.expect(t, head)
 	// Data segments toward the backend are longer than any without data
 	// (IPv4 and TCP headers with options: 60 bytes at most).
 	nftRules(t, topo, topo.Web, `table inet closeproxy_upload {
@@ -183,14 +159,9 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 	}
 	// No event tells that the proxy passed the body on: the drop counter
 	// is polled.
-	dropped := func() bool {
+	awaitKernel(t, "the proxy never passed the body on", func() bool {
 		return !strings.Contains(topo.Exec(t, topo.Web, "nft", "list", "table", "inet", "closeproxy_upload"), "counter packets 0 ")
-	}
-	for deadline := time.Now().Add(5 * time.Second); !dropped(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the proxy never passed the body on")
-		}
-	}
+	})
 	close(be.answerNow)
 	select {
 	case <-be.closed:
@@ -206,7 +177,7 @@ func uploadInFlight(t *testing.T, protocol, warm string, head, body, answer []by
 		t.Fatalf("client read %d bytes (%v); want the answer's %d, then EOF", len(got), err, len(answer))
 	}
 	_ = c.Close()
-	requireRefused(t, topo, cp, "back", front, be.addr)
+	requireRefused(t, topo, sc.cp, "back", sc.front, be.addr)
 }
 
 // A client that resets while the proxy waits to reset it safely: the
@@ -231,47 +202,21 @@ func TestClientResetDuringASafeResetIsItsOwn(t *testing.T) {
 }
 
 func resetDuringSafeReset(t *testing.T, protocol, warm string, req, answer []byte) {
-	needTool(t, "nft")
-	topo := newCountingTopology(t)
-	be := newAnsweringBackend(t, topo, 9302, len(req), answer)
-	front := addrPort(topo.ProxyFront, 8302)
-	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{
-		Name: "resetting", Listen: front, Backend: be.addr, Protocol: protocol,
+	sc := startAnswered(t, 2, len(req), answer, ListenerOpts{Name: "resetting", Protocol: protocol,
 		Front: CloseOpts{TimeWait: "nowhere", DrainTimeout: "5s"}, Back: CloseOpts{TimeWait: "proxy"},
-		Pool: PoolOpts{Warm: warm}, // the backend's first connection is the session's
-	}))
-	be.awaitWarm(t, warm)
-	c, err := dialFrom(t, topo.LB, front)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		Pool: PoolOpts{Warm: warm}})
+	topo, be, c := sc.topo, sc.be, sc.c
 	if _, err := c.Write(req); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case b := <-be.got:
-		if string(b) != string(req) {
-			t.Fatalf("backend read %d bytes, not the request's %d", len(b), len(req))
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the backend never read the request")
-	}
+	be.expect(t, req)
 	// The client's FIN must be in before its segments are dropped: the
-	// proxy's socket then stands in CLOSE-WAIT. No event tells it: the
-	// kernel's state is polled.
+	// proxy's socket then stands in CLOSE-WAIT.
 	port := c.LocalAddr().(*net.TCPAddr).Port
-	closeWait := func() bool {
-		return strings.TrimSpace(topo.Exec(t, topo.Proxy, "ss", "-Htn", "state", "close-wait", "dport", "=", fmt.Sprintf(":%d", port))) != ""
-	}
-	for deadline := time.Now().Add(5 * time.Second); !closeWait(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the client's FIN never reached the proxy")
-		}
-	}
+	awaitKernel(t, "the client's FIN never reached the proxy", proxySocketIn(t, topo, "close-wait", port))
 	nftRules(t, topo, topo.LB, fmt.Sprintf(`table inet closeproxy_noacks {
 	chain out {
 		type filter hook output priority 0;
@@ -290,12 +235,64 @@ func resetDuringSafeReset(t *testing.T, protocol, warm string, req, answer []byt
 	start := time.Now()
 	_ = c.SetLinger(0)
 	_ = c.Close()
-	cp.WaitRecords(t, 1, 15*time.Second)
+	sc.cp.WaitRecords(t, 1, 15*time.Second)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("the record came %v after the client's reset: the proxy waited for its drain_timeout", d.Round(time.Millisecond))
 	}
 	topo.Exec(t, topo.LB, "nft", "delete", "table", "inet", "closeproxy_noacks")
-	requireRefused(t, topo, cp, "front", front, be.addr)
+	requireRefused(t, topo, sc.cp, "front", sc.front, be.addr)
+}
+
+// answeredScene is a session's setting for the refusal tests: three
+// hosts, an answeringBackend, closeproxy in front of it and a client
+// connected from the load balancer's host.
+type answeredScene struct {
+	topo  *Topology
+	be    *answeringBackend
+	cp    *Closeproxy
+	c     *net.TCPConn
+	front string
+}
+
+// startAnswered sets up a scene: the backend on port 9300+k reads n bytes
+// and answers answer, closeproxy listens on 8300+k as opts say (its
+// Listen and Backend filled in), the client is connected. With warm
+// connections, the pool's first one is ready first: the session takes it.
+func startAnswered(t *testing.T, k uint16, n int, answer []byte, opts ListenerOpts) *answeredScene {
+	needTool(t, "nft")
+	sc := &answeredScene{topo: newCountingTopology(t)}
+	sc.be = newAnsweringBackend(t, sc.topo, 9300+k, n, answer)
+	sc.front = addrPort(sc.topo.ProxyFront, 8300+k)
+	opts.Listen, opts.Backend = sc.front, sc.be.addr
+	sc.cp = startCloseproxy(t, sc.topo, sc.topo.Proxy, closeproxyConfig(opts))
+	sc.be.awaitWarm(t, opts.Pool.Warm)
+	c, err := dialFrom(t, sc.topo.LB, sc.front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	sc.c = c
+	return sc
+}
+
+// awaitKernel waits for a fact of the kernel's that no event tells (a
+// socket's state, a filter's counter), polled every 5 ms for at most 5 s;
+// then the test fails with what.
+func awaitKernel(t *testing.T, what string, fact func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !fact(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+	}
+}
+
+// proxySocketIn reports whether the proxy's host holds a socket in state
+// toward the client's port.
+func proxySocketIn(t *testing.T, topo *Topology, state string, port int) func() bool {
+	return func() bool {
+		return strings.TrimSpace(topo.Exec(t, topo.Proxy, "ss", "-Htn", "state", state, "dport", "=", fmt.Sprintf(":%d", port))) != ""
+	}
 }
 
 // answeringBackend is a scripted backend whose first connection reads n
@@ -347,5 +344,18 @@ func (b *answeringBackend) awaitWarm(t *testing.T, warm string) {
 	case <-b.accepted:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the pool never dialed the backend")
+	}
+}
+
+// expect waits for the backend to have read want.
+func (b *answeringBackend) expect(t *testing.T, want []byte) {
+	t.Helper()
+	select {
+	case got := <-b.got:
+		if string(got) != string(want) {
+			t.Fatalf("backend read %d bytes, not the %d sent", len(got), len(want))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend never read what the client sent")
 	}
 }
