@@ -478,6 +478,14 @@ func watchResets(t testing.TB, topo *Topology, ns string) {
 // socket, on which ns sent an RST since watchResets.
 func resetsSent(t testing.TB, topo *Topology, ns string) map[tuple]bool {
 	t.Helper()
+	return nftTuples(t, topo, ns, "cptrst", "sent")
+}
+
+// nftTuples reads an nftables set of 4-tuples (address . port . address .
+// port, as resetWatch and segmentLoss fill them) in ns, each as tuple{the
+// sender's address and port, the receiver's}.
+func nftTuples(t testing.TB, topo *Topology, ns, table, set string) map[tuple]bool {
+	t.Helper()
 	var out struct {
 		Nftables []struct {
 			Set *struct {
@@ -487,23 +495,23 @@ func resetsSent(t testing.TB, topo *Topology, ns string) map[tuple]bool {
 			} `json:"set"`
 		} `json:"nftables"`
 	}
-	raw := topo.Exec(t, ns, "nft", "-j", "list", "set", "inet", "cptrst", "sent")
+	raw := topo.Exec(t, ns, "nft", "-j", "list", "set", "inet", table, set)
 	if err := json.Unmarshal([]byte(raw), &out); err != nil {
-		t.Fatalf("nft set of resets sent: %v: %s", err, raw)
+		t.Fatalf("nft set %s %s in %s: %v: %s", table, set, ns, err, raw)
 	}
-	sent := map[tuple]bool{}
+	got := map[tuple]bool{}
 	for _, o := range out.Nftables {
 		if o.Set == nil {
 			continue
 		}
 		for _, e := range o.Set.Elem {
 			if len(e.Concat) != 4 {
-				t.Fatalf("nft set of resets sent: element %v, want address, port, address, port", e.Concat)
+				t.Fatalf("nft set %s %s in %s: element %v, want address, port, address, port", table, set, ns, e.Concat)
 			}
-			sent[tuple{fmt.Sprintf("%v:%v", e.Concat[0], e.Concat[1]), fmt.Sprintf("%v:%v", e.Concat[2], e.Concat[3])}] = true
+			got[tuple{fmt.Sprintf("%v:%v", e.Concat[0], e.Concat[1]), fmt.Sprintf("%v:%v", e.Concat[2], e.Concat[3])}] = true
 		}
 	}
-	return sent
+	return got
 }
 
 // requireResetsSent checks that every reset a record says the proxy sent
