@@ -32,7 +32,12 @@ import (
 // before it had the other's). Only a record that says proxy of a leg the
 // kernel shows held on both sides, and on which the proxy's host dropped
 // a segment of the peer's (an nftables set of their 4-tuples), is
-// excused; any other disagreement fails as in the matrix.
+// excused; any other disagreement fails as in the matrix. The same loss
+// makes the back leg's grace lose its bet (docs/guarantees.md, known
+// gaps) in the pausing-backend cell: a client's FIN sent right after its
+// request, lost and sent again once the answer began, looks like the FIN
+// of a client that had the answer; that cell admits the cut it leads to
+// only where the client's segment was dropped (seen at 10 % loss).
 func TestCloseMatrixUnderLoss(t *testing.T) {
 	needRoot(t)
 	needTool(t, "nft")
@@ -141,13 +146,13 @@ func nftCounters(t testing.TB, topo *Topology, ns string) (fins, all int64) {
 // themselves are left as they are.
 func (l *segmentLoss) excuse(t testing.TB, topo *Topology, recs []Record, held map[tuple]bool) []Record {
 	t.Helper()
-	lost := nftTuples(t, topo, topo.Proxy, "closeproxy_loss", "lost")
+	lost := l.lost(t, topo)
 	out := slices.Clone(recs)
 	var why []string
 	for i, r := range recs {
 		for _, leg := range []string{"front", "back"} {
 			local, peer := r.Str(leg+".local"), r.Str(leg+".peer")
-			if r.Str(leg+".time_wait") != "proxy" || !held[tuple{local, peer}] || !held[tuple{peer, local}] || !lost[tuple{peer, local}] {
+			if r.Str(leg+".time_wait") != "proxy" || !held[tuple{local, peer}] || !held[tuple{peer, local}] || !lostOn(lost, r, leg) {
 				continue
 			}
 			c := maps.Clone(out[i]) // the caller's record stays as written
@@ -161,4 +166,17 @@ func (l *segmentLoss) excuse(t testing.TB, topo *Topology, recs []Record, held m
 		t.Logf("%d legs say proxy where both hold TIME-WAIT, a segment of the peer's lost: %s", len(why), strings.Join(why, "; "))
 	}
 	return out
+}
+
+// lost is the 4-tuples, as tuple{sender, receiver}, of the segments the
+// proxy's host of topo dropped.
+func (l *segmentLoss) lost(t testing.TB, topo *Topology) map[tuple]bool {
+	t.Helper()
+	return nftTuples(t, topo, topo.Proxy, "closeproxy_loss", "lost")
+}
+
+// lostOn reports whether a segment of the peer's on r's leg was lost on
+// its way to the proxy.
+func lostOn(lost map[tuple]bool, r Record, leg string) bool {
+	return lost[tuple{r.Str(leg + ".peer"), r.Str(leg + ".local")}]
 }
