@@ -61,8 +61,14 @@ func TestCloseMatrixUnderLoss(t *testing.T) {
 	if loss.fins.Load() == 0 {
 		t.Errorf("no FIN was dropped: the loss tested nothing of the close path")
 	}
-	if u, legs := res.unknown(); u*100 > 2*legs {
+	u, legs := res.unknown()
+	if u*100 > 2*legs {
 		t.Errorf("%d of %d legs unknown over the matrix, want at most 2 %%", u, legs)
+	}
+	// 2 to 5 in 1,000 in runs here: many more would be claims of proxy
+	// where the peer's FIN came first or crossed, loss or not.
+	if ex := loss.excused.Load(); ex*100 > int64(legs) {
+		t.Errorf("%d of %d legs excused, want at most 1 %%", ex, legs)
 	}
 }
 
