@@ -57,7 +57,7 @@ func TestCloseMatrixUnderLoss(t *testing.T) {
 		})
 	}
 	t.Logf("close matrix losing %d %% of segments: %d pairs, %d cells in %v; %d segments dropped, %d of them FINs; %d legs excused (said proxy, both held, a segment of the peer's lost)\n%s",
-		lossPercent, len(pairs), res.len(), time.Since(start).Round(time.Second), loss.dropped.Load(), loss.fins.Load(), loss.excused.Load(), res.table())
+		loss.percent, len(pairs), res.len(), time.Since(start).Round(time.Second), loss.dropped.Load(), loss.fins.Load(), loss.excused.Load(), res.table())
 	if loss.fins.Load() == 0 {
 		t.Errorf("no FIN was dropped: the loss tested nothing of the close path")
 	}
@@ -117,10 +117,8 @@ func nftCounters(t testing.TB, topo *Topology, ns string) (fins, all int64) {
 	var out struct {
 		Nftables []struct {
 			Rule *struct {
-				Chain string `json:"chain"`
-				Expr  []struct {
+				Expr []struct {
 					Counter *struct{ Packets int64 } `json:"counter"`
-					Drop    *struct{}                `json:"drop"`
 				} `json:"expr"`
 			} `json:"rule"`
 		} `json:"nftables"`
@@ -152,7 +150,7 @@ func nftCounters(t testing.TB, topo *Topology, ns string) (fins, all int64) {
 // themselves are left as they are.
 func (l *segmentLoss) excuse(t testing.TB, topo *Topology, recs []Record, held map[tuple]bool) []Record {
 	t.Helper()
-	lost := l.lost(t, topo)
+	lost := lostAtProxy(t, topo)
 	out := slices.Clone(recs)
 	var why []string
 	for i, r := range recs {
@@ -174,9 +172,9 @@ func (l *segmentLoss) excuse(t testing.TB, topo *Topology, recs []Record, held m
 	return out
 }
 
-// lost is the 4-tuples, as tuple{sender, receiver}, of the segments the
-// proxy's host of topo dropped.
-func (l *segmentLoss) lost(t testing.TB, topo *Topology) map[tuple]bool {
+// lostAtProxy is the 4-tuples, as tuple{sender, receiver}, of the
+// segments the proxy's host of topo dropped (segmentLoss).
+func lostAtProxy(t testing.TB, topo *Topology) map[tuple]bool {
 	t.Helper()
 	return nftTuples(t, topo, topo.Proxy, "closeproxy_loss", "lost")
 }

@@ -142,7 +142,7 @@ func runPausing(t *testing.T, e *pairEnv) cellOut {
 		case !whole && cl.end == "reset" && r["front.cut"] == true && r.Str("outcome") != "ok":
 			t.Logf("record %v: the answer was cut after %d of %d bytes, and said so (RST, cut, outcome %s)", r["id"], cl.in, 2*pausingHalf, r.Str("outcome"))
 		case !whole && e.loss != nil && r.Str("back.reason") == "grace_expired" && r.Str("back.close") == "reset" &&
-			lostOn(e.loss.lost(t, e.topo), r, "front"):
+			lostOn(lostAtProxy(t, e.topo), r, "front"):
 			// The grace's bet lost (docs/guarantees.md, known gaps): the
 			// client's FIN, sent before the answer and lost, came again
 			// after its first bytes, acknowledging them, as from a client
