@@ -26,12 +26,12 @@ fallback, and a leg still waiting for its peer gets one more second:
 shutdown ends within this plus 2s plus the longest drain_timeout.`},
 	{path: "relay", at: field(func(c *Config) any { return &c.Relay }),
 		def: "loop", restart: true, check: oneOf("goroutines", "loop"), doc: `
-How sessions wait for their sockets. "loop" (Linux): two event loops
-per CPU over epoll run every tcp session once connected to the backend,
-and every http1 session of a listener without intercept whose backend
-has source = "proxy" and no send_proxy_protocol; a PROXY header is read
-on the loops too (a listener without intercept); a
-session is a few structs and no goroutine (about 4 KiB while idle). Such
+How sessions wait for their sockets. "loop" (Linux): one event loop
+per CPU Go may use (GOMAXPROCS), over epoll, runs every tcp session
+once connected to the backend, and every http1 session of a listener
+without intercept whose backend has source = "proxy" and no
+send_proxy_protocol; a PROXY header is read on the loops too (a
+listener without intercept); a session is a few structs and no goroutine (about 4 KiB while idle). Such
 a listener accepts its connections, and a backend named by IP address
 is dialed, without Go's network poller. An http1 upgrade or CONNECT
 with a body, or a request for which no backend connection is ready
