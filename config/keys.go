@@ -23,7 +23,7 @@ var topKeys = []key{
 How long SIGTERM waits for live sessions to finish. Then what still flows
 is cut (an RST to both peers, outcome "drained"), a withheld FIN takes its
 fallback, and a leg still waiting for its peer gets one more second:
-shutdown ends within this plus 2s plus the longest drain_timeout.`},
+shutdown ends within this plus 3s plus the longest drain_timeout.`},
 	{path: "relay", at: field(func(c *Config) any { return &c.Relay }),
 		def: "loop", restart: true, check: oneOf("goroutines", "loop"), doc: `
 How sessions wait for their sockets. "loop" (Linux): one event loop
@@ -109,7 +109,8 @@ client that closes first with a safe reset, and switches new closes to
 	{path: "auto.tw_budget", at: field(func(c *Config) any { return &c.Auto.TWBudget }),
 		restart: true, def: 0, check: atLeast0("half of net.ipv4.tcp_max_tw_buckets"), doc: `
 TIME-WAIT sockets this host may hold before closes switch to nowhere.
-0 means half of net.ipv4.tcp_max_tw_buckets, read at start.`},
+0 means half of net.ipv4.tcp_max_tw_buckets, read again with every
+sample (a change of the sysctl applies without a restart).`},
 	{path: "auto.tw_resume", at: field(func(c *Config) any { return &c.Auto.TWResume }),
 		restart: true, def: 0.8, check: share, doc: `
 Switch back below this share of tw_budget.`},

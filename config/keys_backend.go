@@ -140,7 +140,7 @@ Idle pre-dialed connections kept ready, so a new session skips the
 connect. They are checked for liveness before use. 0 turns warming off;
 source = "client" never warms (a warm connection would come from no
 client's address). A backend on this host gains little from them: with
-relay = "loop" a tcp session that finds none connects on the goroutine
+relay = "loop" a tcp session that finds none connects on the event loop
 that accepted it, the kernel completing such a connect inside the call.`},
 	{path: "backend.pool.max_idle_age", at: field(func(b *Backend) any { return &b.Pool.MaxIdleAge }),
 		def: 30 * time.Second, check: positive, doc: `

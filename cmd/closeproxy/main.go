@@ -7,6 +7,8 @@
 //	closeproxy check -config FILE   validate (-print: the effective config)
 //	closeproxy drain [-wait]        stop accepting, fail readiness, let sessions finish
 //	closeproxy demo                 measure on loopback where TIME-WAIT lands
+//	closeproxy doctor               read this host's TIME-WAIT pressure, say what to do
+//	closeproxy healthcheck          ask the admin listener (exit 0 when healthy)
 //	closeproxy transparent setup    policy routing for source = "client" and tproxy
 //	closeproxy version
 package main
@@ -89,10 +91,12 @@ const usage = `usage:
   closeproxy check -config FILE [-print]
                                   validate: one line, "FILE: ok (…)", or every error;
                                   -print: also the effective config, defaults filled in
-  closeproxy demo                 measure on loopback where TIME-WAIT lands
+  closeproxy demo [-n N] [-c C]   measure on loopback where TIME-WAIT lands
+                                  (-n connections per row, 200; -c at once, 100)
   closeproxy doctor [-config F] [-rate N] [-json]
                                   read this host's TIME-WAIT pressure and say what to do
-  closeproxy healthcheck [-url U] ask the admin listener (exit 0 when healthy)
+  closeproxy healthcheck [-url U] [-timeout D]
+                                  ask the admin listener (exit 0 when healthy)
   closeproxy drain [-admin HOST:PORT] [-delay D] [-wait] [-timeout D] [-done-file F]
                                   ask the running proxy to fail readiness, stop
                                   accepting (after -delay) and let its sessions
