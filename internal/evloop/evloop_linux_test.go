@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
 // answerAndClose is the short-connection backend: it reads the request,
@@ -219,8 +221,24 @@ func TestSafeResetFallsBackToFINWhenUnacked(t *testing.T) {
 		t.Fatalf("client read %q, %v; want EOF", got, err)
 	}
 	c.Write(make([]byte, size))
-	c.CloseWrite()                    // now the proxy would reset the back leg, but bytes are unacknowledged
-	time.Sleep(50 * time.Millisecond) // outlast DrainTimeout before reading
+	c.CloseWrite() // now the proxy would reset the back leg, but bytes are unacknowledged
+	// Read only once the proxy gave up waiting and sent its FIN (LAST-ACK:
+	// the backend's came first); read earlier, the bytes would be
+	// acknowledged in time and the safe reset would go instead.
+	proxySide := netip.MustParseAddrPort(b.RemoteAddr().String())
+	backendSide := netip.MustParseAddrPort(b.LocalAddr().String())
+	for deadline := time.Now().Add(ioTimeout); ; time.Sleep(time.Millisecond) {
+		s, ok, err := sockdiag.Find(proxySide, backendSide)
+		if err != nil || !ok {
+			t.Fatalf("the proxy's back-leg socket: found %v, %v; want it waiting in LAST-ACK", ok, err)
+		}
+		if s.State == sockdiag.LastAck {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy's back-leg socket is in %v after %v; want LAST-ACK (the FIN after DrainTimeout)", s.State, ioTimeout)
+		}
+	}
 	n, err := io.Copy(io.Discard, b)
 	if err != nil || n != size {
 		t.Fatalf("backend read %d bytes, %v; want %d, then EOF (the fallback FIN)", n, err, size)
