@@ -224,7 +224,14 @@ four round trips. false: always the whole peer_fin_grace.`},
 	{path: "listener.close.fallback", at: field(func(l *Listener) any { return &l.Close.Fallback }),
 		def: policy.FallbackFIN, check: fallback, doc: `
 What a withheld FIN becomes when peer_fin_grace runs out: "fin" (send it
-after all; TIME-WAIT on the proxy) or "reset" (safe reset; no TIME-WAIT).`},
+after all; TIME-WAIT on the proxy) or "reset" (safe reset; no TIME-WAIT).
+A reset needs the backend to be done with the client's stream; in tcp
+mode nothing tells that (a backend's FIN only says it stopped sending),
+so a client still silent at the grace's end gets the FIN whatever this
+says, TIME-WAIT on the proxy (the record says other_side_reading); with
+"nowhere" (or auto under pressure) only a client that closes within the
+grace leaves no TIME-WAIT. In http1 mode the exchange tells, and
+"reset" is taken.`},
 	{path: "listener.close.half_close_timeout", at: field(func(l *Listener) any { return &l.Close.HalfCloseTimeout }),
 		def: 30 * time.Second, check: positive, doc: `
 After the proxy has sent its FIN, how long the client may stay silent
