@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -337,34 +336,26 @@ func requireOutcome(t testing.TB, recs []Record, want string) {
 }
 
 // waitListenerRecords waits until cp logged at least n records of
-// listener and returns them all.
+// listener and returns them all. The reader signals each new record; the
+// timeout bounds the wait. Once closeproxy exited, its log is complete.
 func waitListenerRecords(t testing.TB, cp *Closeproxy, listener string, n int, timeout time.Duration) []Record {
-	t.Helper()
-	return waitRecordsWhere(t, cp, "of listener "+listener, n, timeout, func(r Record) bool { return r.Str("listener") == listener })
-}
-
-// waitRecordsWhere waits until cp logged at least n records that keep
-// says to keep (what: which, for a failure) and returns them all. The
-// reader signals each new record; the timeout bounds the wait. Once
-// closeproxy exited, its log is complete.
-func waitRecordsWhere(t testing.TB, cp *Closeproxy, what string, n int, timeout time.Duration, keep func(Record) bool) []Record {
 	t.Helper()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		all, changed := cp.log.teardowns()
-		recs := slices.DeleteFunc(all, func(r Record) bool { return !keep(r) })
+		recs := byListener(all, listener)
 		if len(recs) >= n {
 			return recs
 		}
 		select {
 		case <-changed:
 		case <-cp.done:
-			if all, _ := cp.log.teardowns(); len(slices.DeleteFunc(all, func(r Record) bool { return !keep(r) })) < n {
-				t.Fatalf("closeproxy exited after %d of %d records %s: %v", len(recs), n, what, cp.waitErr)
+			if all, _ := cp.log.teardowns(); len(byListener(all, listener)) < n {
+				t.Fatalf("closeproxy exited after %d of %d records of %s: %v", len(byListener(all, listener)), n, listener, cp.waitErr)
 			}
 		case <-timer.C:
-			t.Fatalf("closeproxy: %d of %d records %s after %v", len(recs), n, what, timeout)
+			t.Fatalf("closeproxy: %d of %d records of listener %s after %v", len(recs), n, listener, timeout)
 		}
 	}
 }
