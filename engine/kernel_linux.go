@@ -134,6 +134,34 @@ func sendQueue(c syscall.Conn) (int, error) { return queue(c, unix.SIOCOUTQ, "SI
 // yet (SIOCINQ): a peer whose bytes wait there is not silent.
 func recvQueue(c syscall.Conn) (int, error) { return queue(c, unix.SIOCINQ, "SIOCINQ") }
 
+// heldInKernel reports the memory the kernel holds for what c received
+// and the proxy did not read (SO_MEMINFO's rmem_alloc): the receive queue,
+// and the out-of-order queue, where a peer's bytes that came after one of
+// its segments was lost wait, unreadable and uncounted by SIOCINQ and
+// TCP_INFO's bytes_received, until that segment is sent again.
+func heldInKernel(c syscall.Conn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var mem [16]uint32 // SK_MEMINFO_VARS and room to spare; rmem_alloc first
+	size := uint32(unsafe.Sizeof(mem))
+	var opErr error
+	if err := raw.Control(func(fd uintptr) {
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&size)), 0)
+		if e != 0 {
+			opErr = e
+		}
+	}); err != nil {
+		return 0, err
+	}
+	if opErr != nil {
+		return 0, os.NewSyscallError("getsockopt SO_MEMINFO", opErr)
+	}
+	return int(mem[0]), nil
+}
+
 // ResetByPeer reports that the kernel already closed c because the peer
 // reset it.
 func ResetByPeer(c syscall.Conn) bool {

@@ -212,3 +212,31 @@ func TestClientFINReadsTheSendQueueOnlyWhileAsked(t *testing.T) {
 		b.Close()
 	}
 }
+
+// heldInKernel counts what a socket received and nobody read, and nothing
+// once it was read (the out-of-order queue it also counts needs a lost
+// segment: integration.TestCloseMatrixUnderLoss).
+func TestHeldInKernel(t *testing.T) {
+	client, server := loopback.Pair(t, loopback.Listener(t))
+	if held, err := heldInKernel(server); err != nil || held != 0 {
+		t.Fatalf("before any byte: %d, %v; want 0", held, err)
+	}
+	if _, err := client.Write([]byte("late but on its way")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for held, _ := heldInKernel(server); held == 0; held, _ = heldInKernel(server) {
+		if time.Now().After(deadline) {
+			t.Fatal("19 unread bytes: nothing held after 5s")
+		}
+		time.Sleep(time.Millisecond) // polled: the bytes cross loopback on their own time
+	}
+	buf := make([]byte, 64)
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := server.Read(buf); err != nil || n != 19 {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	if held, err := heldInKernel(server); err != nil || held != 0 {
+		t.Errorf("once read: %d, %v; want 0", held, err)
+	}
+}

@@ -33,6 +33,8 @@ func sendQueue(syscall.Conn) (int, error) { return 0, errUnsupported }
 
 func recvQueue(syscall.Conn) (int, error) { return 0, errUnsupported }
 
+func heldInKernel(syscall.Conn) (int, error) { return 0, errUnsupported }
+
 // ackNow is a Linux refinement (TCP_QUICKACK); elsewhere the ACK of a
 // peer's FIN may stay delayed.
 func ackNow(syscall.Conn) {}

@@ -73,14 +73,21 @@ func (x *executor) look(l *leg, now time.Time) {
 // silent reports, at a look of a wait, whether l's peer stayed silent for
 // the wait's whole budget, and arms the next look otherwise. Bytes read
 // from the peer, and bytes of its that wait in the proxy because the other
-// side does not take them, are not silence (rule 2).
+// side does not take them, are not silence (rule 2); nor, once the budget
+// ran out, are bytes of its that wait in the kernel behind a segment lost
+// on the way (heldInKernel: a peer whose stream is being repaired by a
+// retransmission was not silent, only its bytes were late). One reading,
+// only when the wait would end.
 func (x *executor) silent(l *leg, now time.Time) bool {
 	in := l.act.lastIn.Load()
 	if in != l.mark || x.backlogged(l) {
 		l.mark, l.quiet = in, now
 	}
 	if now.Sub(l.quiet) >= l.budget {
-		return true
+		if held, err := heldInKernel(l.conn); err != nil || held == 0 {
+			return true
+		}
+		l.quiet = now
 	}
 	l.at = now.Add(tick(l.budget))
 	return false
