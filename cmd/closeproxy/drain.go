@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,11 +26,18 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 	delay := fs.Duration("delay", 0, "fail readiness at once but keep accepting for this long first, while load balancers take the pod out of rotation")
 	timeout := fs.Duration("timeout", time.Minute, "with -wait: how long to wait for the sessions (exit 1 if some are still open)")
 	doneFile := fs.String("done-file", "", "create this file when drain returns, drained or not, for another container's preStop to wait on")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *timeout <= 0 || *delay < 0 {
-		fmt.Fprintln(stderr, "usage: closeproxy drain [-admin HOST:PORT] [-delay D] [-wait] [-timeout D] [-done-file PATH]")
-		return 2
+	var code int
+	if err := fs.Parse(args); err != nil { // the flag package said why
+		fmt.Fprintln(stderr, drainUsage)
+		code = 2
+	} else if err := drainFlags(fs.Args(), *admin, *delay, *timeout); err != nil {
+		fmt.Fprintf(stderr, "closeproxy drain: %v\n%s\n", err, drainUsage)
+		code = 2
+	} else {
+		code = drain(*admin, *delay, *wait, *timeout, stdout, stderr)
 	}
-	code := drain(*admin, *delay, *wait, *timeout, stdout, stderr)
+	// Written whatever the outcome, a mistyped hook included: the
+	// container waiting on it must not wait out its whole bound.
 	if *doneFile != "" {
 		if err := os.WriteFile(*doneFile, []byte(fmt.Sprintf("%d\n", code)), 0o644); err != nil {
 			fmt.Fprintf(stderr, "drain: write done file: %v\n", err)
@@ -37,6 +45,27 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
+}
+
+const drainUsage = "usage: closeproxy drain [-admin HOST:PORT] [-delay D] [-wait] [-timeout D] [-done-file PATH]"
+
+// drainFlags says what is wrong with drain's flags once parsed, if
+// anything: args left over, an admin address without a port, a negative
+// delay or a timeout that is not positive.
+func drainFlags(args []string, admin string, delay, timeout time.Duration) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected argument %q (flags go first)", args[0])
+	}
+	if _, port, err := net.SplitHostPort(admin); err != nil || port == "" {
+		return fmt.Errorf("-admin %q: want HOST:PORT, e.g. %s", admin, config.Defaults().Admin.Listen)
+	}
+	if delay < 0 {
+		return fmt.Errorf("-delay %v: want 0 or more", delay)
+	}
+	if timeout <= 0 {
+		return fmt.Errorf("-timeout %v: want more than 0", timeout)
+	}
+	return nil
 }
 
 // drain posts /drain to admin and returns the exit code.

@@ -47,7 +47,24 @@ func TestDrainSubcommand(t *testing.T) {
 	if _, err := os.Stat(done); err != nil {
 		t.Errorf("done file after a drain that gave up: %v", err)
 	}
-	if code := run([]string{"drain", "extra"}, &out, &errOut); code != 2 {
-		t.Errorf("drain with an argument: exit %d, want 2", code)
+	// A mistyped hook says what is wrong, exits 2, and still writes the
+	// done file: the container waiting on it must not wait out its bound.
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"-done-file", done, "extra"}, `unexpected argument "extra"`},
+		{[]string{"-done-file", done, "-admin", "127.0.0.1"}, `-admin "127.0.0.1": want HOST:PORT`},
+		{[]string{"-done-file", done, "-wait", "-timeout", "0s"}, "-timeout 0s: want more than 0"},
+		{[]string{"-done-file", done, "-delay", "-1s"}, "-delay -1s: want 0 or more"},
+	} {
+		os.Remove(done)
+		errOut.Reset()
+		if code := run(append([]string{"drain"}, c.args...), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), c.says) {
+			t.Errorf("drain %q: exit %d, %q; want 2 and %q", c.args, code, errOut.String(), c.says)
+		}
+		if b, err := os.ReadFile(done); err != nil || string(b) != "2\n" {
+			t.Errorf("drain %q: done file %q, %v; want it written with 2", c.args, b, err)
+		}
 	}
 }

@@ -117,7 +117,14 @@ func loadConfig(fs *flag.FlagSet, args []string, stderr io.Writer) (string, *con
 	if err := fs.Parse(args); err != nil {
 		return "", nil, 2
 	}
-	if *path == "" || fs.NArg() > 0 {
+	switch {
+	case fs.NArg() > 0 && *path == "":
+		fmt.Fprintf(stderr, "closeproxy %s: %q is not a flag: did you mean -config %s?\n", fs.Name(), fs.Arg(0), fs.Arg(0))
+		return "", nil, 2
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "closeproxy %s: unexpected argument %q (flags go first; the file goes in -config FILE)\n", fs.Name(), fs.Arg(0))
+		return "", nil, 2
+	case *path == "":
 		fmt.Fprintf(stderr, "closeproxy %s: need -config FILE\n", fs.Name())
 		return "", nil, 2
 	}
@@ -323,15 +330,22 @@ func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	}
 	p.tw.Update(cfg)
 	p.adm.Reconfigure(cfg)
+	// The warnings go out at the level that was in force, so that a
+	// reload that also raises log.level does not swallow them; the
+	// confirmation names the keys again.
+	restart := config.RestartOnly(p.cfg, cfg)
+	for _, key := range restart {
+		lg.log.Warn("reload: "+key+" changed; it takes effect after a restart", zap.String("key", key))
+	}
 	if err := lg.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
 		lg.log.Warn("log.level not changed", zap.Error(err))
 	}
-	for _, key := range config.RestartOnly(p.cfg, cfg) {
-		lg.log.Warn("reload: "+key+" changed; it takes effect after a restart", zap.String("key", key))
-	}
 	p.adm.ConfigReloaded(true)
-	lg.log.Log(max(zapcore.InfoLevel, lg.level.Level()), "configuration reloaded", zap.String("config", path),
-		zap.Int("listeners", len(cfg.Listeners)), zap.Int("backends", len(cfg.Backends)))
+	fields := []zap.Field{zap.String("config", path), zap.Int("listeners", len(cfg.Listeners)), zap.Int("backends", len(cfg.Backends))}
+	if len(restart) > 0 {
+		fields = append(fields, zap.Strings("restart_needed", restart))
+	}
+	lg.log.Log(max(zapcore.InfoLevel, lg.level.Level()), "configuration reloaded", fields...)
 	return nil
 }
 

@@ -99,8 +99,18 @@ func TestUsageErrors(t *testing.T) {
 	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 {
 		t.Errorf("unknown command: exit %d", code)
 	}
-	if code := run([]string{"check"}, &out, &errOut); code != 2 {
-		t.Errorf("check without -config: exit %d", code)
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"check"}, "need -config FILE"},
+		{[]string{"check", "closeproxy.toml"}, `"closeproxy.toml" is not a flag: did you mean -config closeproxy.toml?`},
+		{[]string{"run", "-config", "closeproxy.toml", "extra"}, `unexpected argument "extra"`},
+	} {
+		errOut.Reset()
+		if code := run(c.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), c.says) {
+			t.Errorf("%q: exit %d, %q; want 2 and %q", c.args, code, errOut.String(), c.says)
+		}
 	}
 	if code := run([]string{"version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "closeproxy ") {
 		t.Errorf("version: exit %d, %q", code, out.String())

@@ -113,11 +113,13 @@ func TestReloadConfirmedAtEveryLevel(t *testing.T) {
 }
 
 // A reload names each changed key it cannot apply; what it applies (here a
-// listener's address) goes unmentioned.
+// listener's address) goes unmentioned. The warnings go out at the level
+// in force before the reload, which here also raises log.level to error,
+// and the confirmation names the keys again.
 func TestReloadWarnsOfRestartOnlyKeys(t *testing.T) {
 	backend := loopback.Serve(t, loopback.Echo)
 	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, "") })
-	next := daemonConfig(freePort(t), backend, `records = "stdout"`)
+	next := daemonConfig(freePort(t), backend, "records = \"stdout\"\nlevel = \"error\"")
 	next = strings.Replace(next, `shutdown_timeout = "2s"`, `shutdown_timeout = "3s"`, 1)
 	next = strings.Replace(next, `listen = "off"`, `listen = "127.0.0.1:0"`, 1)
 	if err := os.WriteFile(d.path, []byte(next), 0o600); err != nil {
@@ -127,6 +129,11 @@ func TestReloadWarnsOfRestartOnlyKeys(t *testing.T) {
 	waitLines(t, "reload confirmation", d.stderr.String, func(l []logLine) []logLine { return withMsg(l, "configuration reloaded") }, 1)
 	var warned []string
 	for _, l := range jsonLines(t, d.stderr.String()) {
+		if l.str("msg") == "configuration reloaded" {
+			if got := fmt.Sprint(l["restart_needed"]); got != "[shutdown_timeout log.records admin.listen]" {
+				t.Errorf("confirmation's restart_needed %s, want the three keys", got)
+			}
+		}
 		if strings.HasPrefix(l.str("msg"), "reload: ") {
 			warned = append(warned, l.str("key"))
 			if want := "reload: " + l.str("key") + " changed; it takes effect after a restart"; l.str("msg") != want || l.str("level") != "warn" {
