@@ -8,13 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/internal/kernelclaims"
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/procnet"
 )
@@ -95,18 +95,7 @@ func serve6(t *testing.T, serve func(c *net.TCPConn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.AcceptTCP()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { serve(c) })
-		}
-	})
-	return ln.Addr().String()
+	return loopback.ServeOn(t, ln, serve)
 }
 
 // echo6 sends a message through a proxy in front of an echo backend,

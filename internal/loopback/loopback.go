@@ -35,7 +35,13 @@ func Listener(t testing.TB) *net.TCPListener {
 // returns the address to dial.
 func Serve(t testing.TB, serve func(c *net.TCPConn)) string {
 	t.Helper()
-	ln := Listener(t)
+	return ServeOn(t, Listener(t), serve)
+}
+
+// ServeOn is Serve on a listener of the caller's (on [::1], say), which
+// it closes when t ends.
+func ServeOn(t testing.TB, ln *net.TCPListener, serve func(c *net.TCPConn)) string {
+	t.Helper()
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Go(func() {
