@@ -344,18 +344,39 @@ func atLeast0(zero string) func(any) error {
 
 // uniqueListen checks that listener i does not listen where an earlier one
 // does; seen maps each address, as listenSpot spells it, to its listener.
+// A wildcard address takes its port on every address, so it and any
+// other address on that port cannot both be bound either.
 func (o object) uniqueListen(ls []Listener, seen map[string]int, i int) {
 	spot, ok := listenSpot(ls[i].Listen)
 	if !ok {
 		return
 	}
 	first, dup := seen[spot]
+	overlap := false
 	if !dup {
 		seen[spot] = i
-		return
+		host, port, _ := strings.Cut(spot, " ")
+		for other, j := range seen {
+			h, p, _ := strings.Cut(other, " ")
+			if j < i && p == port && (h == "" || host == "") && (!overlap || j < first) {
+				first, overlap = j, true
+			}
+		}
+		if !overlap {
+			return
+		}
 	}
 	msg := fmt.Sprintf("%q is already used by %s", ls[i].Listen, o.p.object("listener", first, ls[first].Name).label)
-	if line := o.p.pos.line([]string{"listener", index(first), "listen"}); line > 0 {
+	if overlap {
+		msg = fmt.Sprintf("%q overlaps %s", ls[i].Listen, o.p.object("listener", first, ls[first].Name).label)
+	}
+	line := o.p.pos.line([]string{"listener", index(first), "listen"})
+	switch {
+	case overlap && line > 0:
+		msg += fmt.Sprintf(" (line %d, %q): a wildcard address takes the port on every address", line, ls[first].Listen)
+	case overlap:
+		msg += fmt.Sprintf(" (%q): a wildcard address takes the port on every address", ls[first].Listen)
+	case line > 0:
 		msg += fmt.Sprintf(" (line %d)", line)
 	}
 	o.problem("listen", errors.New(msg))
