@@ -42,7 +42,6 @@ func (c *Config) validate(p *problems) {
 		o.validPool(*b)
 	}
 	listeners := map[string]int{}
-	listens := map[string]int{}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
 		o := p.object("listener", i, l.Name)
@@ -50,7 +49,7 @@ func (c *Config) validate(p *problems) {
 		o.checkKeys("listener", l)
 		o.check("backend", backendRef(l.Backend, backends))
 		o.trusted(*l)
-		o.uniqueListen(c.Listeners, listens, i)
+		o.uniqueListen(c.Listeners, i)
 	}
 }
 
@@ -343,43 +342,36 @@ func atLeast0(zero string) func(any) error {
 }
 
 // uniqueListen checks that listener i does not listen where an earlier one
-// does; seen maps each address, as listenSpot spells it, to its listener.
-// A wildcard address takes its port on every address, so it and any
-// other address on that port cannot both be bound either.
-func (o object) uniqueListen(ls []Listener, seen map[string]int, i int) {
+// does (the first such, in the file's order). A wildcard address takes its
+// port on every address, so it and any other address on that port cannot
+// both be bound either.
+func (o object) uniqueListen(ls []Listener, i int) {
 	spot, ok := listenSpot(ls[i].Listen)
 	if !ok {
 		return
 	}
-	first, dup := seen[spot]
-	overlap := false
-	if !dup {
-		seen[spot] = i
-		host, port, _ := strings.Cut(spot, " ")
-		for other, j := range seen {
-			h, p, _ := strings.Cut(other, " ")
-			if j < i && p == port && (h == "" || host == "") && (!overlap || j < first) {
-				first, overlap = j, true
-			}
+	host, port, _ := strings.Cut(spot, " ")
+	for j := range ls[:i] {
+		other, ok := listenSpot(ls[j].Listen)
+		h, p, _ := strings.Cut(other, " ")
+		if !ok || p != port || (other != spot && h != "" && host != "") {
+			continue
 		}
-		if !overlap {
-			return
+		what, why, at := "is already used by", "", []string{}
+		if line := o.p.pos.line([]string{"listener", index(j), "listen"}); line > 0 {
+			at = append(at, fmt.Sprintf("line %d", line))
 		}
+		if other != spot {
+			what, why = "overlaps", ": a wildcard address takes the port on every address"
+			at = append(at, strconv.Quote(ls[j].Listen))
+		}
+		msg := fmt.Sprintf("%q %s %s", ls[i].Listen, what, o.p.object("listener", j, ls[j].Name).label)
+		if len(at) > 0 {
+			msg += " (" + strings.Join(at, ", ") + ")"
+		}
+		o.problem("listen", errors.New(msg+why))
+		return
 	}
-	msg := fmt.Sprintf("%q is already used by %s", ls[i].Listen, o.p.object("listener", first, ls[first].Name).label)
-	if overlap {
-		msg = fmt.Sprintf("%q overlaps %s", ls[i].Listen, o.p.object("listener", first, ls[first].Name).label)
-	}
-	line := o.p.pos.line([]string{"listener", index(first), "listen"})
-	switch {
-	case overlap && line > 0:
-		msg += fmt.Sprintf(" (line %d, %q): a wildcard address takes the port on every address", line, ls[first].Listen)
-	case overlap:
-		msg += fmt.Sprintf(" (%q): a wildcard address takes the port on every address", ls[first].Listen)
-	case line > 0:
-		msg += fmt.Sprintf(" (line %d)", line)
-	}
-	o.problem("listen", errors.New(msg))
 }
 
 // listenSpot spells a listen address so that two that bind the same

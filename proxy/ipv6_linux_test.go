@@ -98,41 +98,45 @@ func serve6(t *testing.T, serve func(c *net.TCPConn)) string {
 	return loopback.ServeOn(t, ln, serve)
 }
 
-// echo6 sends a message through a proxy in front of an echo backend,
-// half-closes, and wants it back, then EOF; it returns its own address.
-func echo6(addr string, i int) (net.Addr, error) {
+// exchange6 connects to addr over IPv6 and has talk speak on the
+// connection; it returns the client's own address.
+func exchange6(addr string, talk func(c *net.TCPConn) error) (net.Addr, error) {
 	c, err := net.Dial("tcp6", addr)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	msg := fmt.Sprint("ping ", i)
-	io.WriteString(c, msg)
-	c.(*net.TCPConn).CloseWrite()
-	if got, err := io.ReadAll(c); err != nil || string(got) != msg {
-		return nil, fmt.Errorf("echo %q, %v; want %q, then EOF", got, err, msg)
-	}
-	return c.LocalAddr(), nil
+	return c.LocalAddr(), talk(c.(*net.TCPConn))
+}
+
+// echo6 sends a message through a proxy in front of an echo backend,
+// half-closes, and wants it back, then EOF.
+func echo6(addr string, i int) (net.Addr, error) {
+	return exchange6(addr, func(c *net.TCPConn) error {
+		msg := fmt.Sprint("ping ", i)
+		io.WriteString(c, msg)
+		c.CloseWrite()
+		if got, err := io.ReadAll(c); err != nil || string(got) != msg {
+			return fmt.Errorf("echo %q, %v; want %q, then EOF", got, err, msg)
+		}
+		return nil
+	})
 }
 
 // get6 sends one GET that closes its connection and wants the whole
-// answer; it returns its own address.
+// answer.
 func get6(addr string, _ int) (net.Addr, error) {
-	c, err := net.Dial("tcp6", addr)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return nil, err
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 || !strings.Contains(string(b), "IPv6") {
-		return nil, fmt.Errorf("GET: %d %q, %v", resp.StatusCode, b, err)
-	}
-	return c.LocalAddr(), nil
+	return exchange6(addr, func(c *net.TCPConn) error {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 || !strings.Contains(string(b), "IPv6") {
+			return fmt.Errorf("GET: %d %q, %v", resp.StatusCode, b, err)
+		}
+		return nil
+	})
 }
