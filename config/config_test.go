@@ -299,9 +299,9 @@ send_proxy_protocol = "v3"
 `
 	want := []string{
 		`config.toml:2: shutdown_timeout: must be greater than 0, not 0s`,
-		`config.toml:3: listener "web": proxy_protocol_trusted: empty: no source would be trusted; list the load balancers' addresses (e.g. "10.0.0.0/8")`,
 		`config.toml:5: listener "web": listen: "nowhere" is not a host:port such as "0.0.0.0:8080": missing port in address`,
 		`config.toml:6: listener "web": backend: "db" names no [[backend]]; defined: "app"`,
+		`config.toml:7: listener "web": proxy_protocol_trusted: missing: proxy_protocol = "required" trusts no source without it; list the load balancers' addresses (e.g. "10.0.0.0/8")`,
 		`config.toml:9: listener "web": name: "web" is also the name of listener #1`,
 		`config.toml:15: backend "app": send_proxy_protocol: "v3" is not one of off, v1, v2`,
 	}

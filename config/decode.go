@@ -59,6 +59,11 @@ func (p *problems) tables(doc map[string]any, key string) []map[string]any {
 			out[i] = t
 		}
 		return out
+	case map[string]any:
+		p.seen[seenID(nil, key)] = true // not also "none defined"
+		p.errs = append(p.errs, &Error{File: p.file, Line: p.pos.line([]string{key}), Key: key,
+			Err: fmt.Errorf("written as [%s], a single table; write [[%s]], once before each %s's keys", key, key, key)})
+		return nil
 	default:
 		p.tableType([]string{key}, "an array of tables", v)
 		return nil
@@ -220,7 +225,17 @@ func name(v any) string {
 	return s
 }
 
-func (o object) problem(key string, err error) { o.p.add(o.label, o.at, key, err) }
+func (o object) problem(key string, err error) { o.p.add(o.label, o.at, key, key, err) }
+
+// problemOn adds a problem of key placed on the line of another key of
+// the object, the one an operator would change.
+func (o object) problemOn(lineKey, key string, err error) { o.p.add(o.label, o.at, lineKey, key, err) }
+
+// written says whether key of the object is in the source.
+func (o object) written(key string) bool {
+	_, ok := o.p.pos[pathKey(slices.Concat(o.at, strings.Split(key, ".")))]
+	return ok
+}
 
 // reported marks key as having had its problem, so validation adds none.
 func (o object) reported(key string) { o.p.seen[seenID(o.at, key)] = true }
@@ -281,6 +296,10 @@ func (o object) duration(key string, v any, dst *time.Duration) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
+		if _, notNumber := strconv.ParseFloat(s, 64); notNumber == nil {
+			o.problem(key, fmt.Errorf("%q has no unit; write %q or %q", s, s+"s", s+"ms"))
+			return
+		}
 		o.problem(key, fmt.Errorf("%q is not a duration such as \"1s\" or \"250ms\"", s))
 		return
 	}

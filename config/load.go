@@ -62,7 +62,7 @@ func (p *problems) object(kind string, i int, name string) object {
 // add records a problem with key of the object at, unless one was already
 // recorded for that key or an element of it: a value that failed to
 // convert is left at its default, which is no further news.
-func (p *problems) add(label string, at []string, key string, err error) {
+func (p *problems) add(label string, at []string, lineKey, key string, err error) {
 	if p.seen[seenID(at, key)] {
 		return
 	}
@@ -70,7 +70,7 @@ func (p *problems) add(label string, at []string, key string, err error) {
 	if whole, _, isElem := strings.Cut(key, "["); isElem {
 		p.seen[seenID(at, whole)] = true
 	}
-	path := slices.Concat(at, strings.Split(strings.ReplaceAll(key, "[", ".["), "."))
+	path := slices.Concat(at, strings.Split(strings.ReplaceAll(lineKey, "[", ".["), "."))
 	p.errs = append(p.errs, &Error{File: p.file, Line: p.pos.line(path), Object: label, Key: key, Err: err})
 }
 
@@ -175,10 +175,36 @@ func unknownPrefix(key []string) int {
 func unknownKey(key []string) error {
 	err := fmt.Errorf("%w %s", ErrUnknownKey, toml.Key(key))
 	parent := strings.Join(key[:len(key)-1], ".")
-	if guess := nearest(parent, key[len(key)-1]); guess != "" {
+	if guess := nearest(parent, key[len(key)-1]); guess != "" || synonym(parent, key[len(key)-1], &guess) {
 		err = fmt.Errorf("%w (did you mean %s?)", err, guess)
 	}
 	return err
+}
+
+// synonyms are words for a key that other proxies' configurations use,
+// too far from ours in spelling for nearest to find.
+var synonyms = map[string][]string{
+	"addr":    {"listen", "address"},
+	"address": {"listen"},
+	"bind":    {"listen"},
+	"listen":  {"address"},
+	"host":    {"address"},
+	"server":  {"servers", "address"},
+}
+
+// synonym sets guess to the key of table parent that word stands for.
+func synonym(parent, word string, guess *string) bool {
+	for _, leaf := range synonyms[strings.ToLower(word)] {
+		k := leaf
+		if parent != "" {
+			k = parent + "." + leaf
+		}
+		if schema[k] || handRead[k] {
+			*guess = k
+			return true
+		}
+	}
+	return false
 }
 
 // nearest returns the key of table parent closest to the misspelt word.
@@ -230,6 +256,12 @@ func decodeError(file string, err error, data []byte) error {
 		return &Error{File: file, Line: line, Err: fmt.Errorf("decode: %w", err)}
 	}
 	e := &Error{File: file, Line: pe.Position.Line, Err: &tomlError{pe.Message, err}}
+	if m := arrayAfterTable.FindStringSubmatch(pe.Message); m != nil {
+		e.Key, e.Err = m[1], &tomlError{fmt.Sprintf("[[%s]] comes after [%s] or [%s.…] made it a single table; write each [[%s]] before its subtables", m[1], m[1], m[1], m[1]), err}
+		if first := firstTable(data, m[1], e.Line); first > 0 {
+			e.Err = &tomlError{fmt.Sprintf("[[%s]] comes after line %d made %s a single table; write each [[%s]] before its subtables, such as [%s.close]", m[1], first, m[1], m[1], m[1]), err}
+		}
+	}
 	if m := duplicate.FindStringSubmatch(pe.Message); m != nil {
 		e.Key, e.Err = m[1], &tomlError{"written twice", err}
 		if first := firstWritten(data, m[1], e.Line); first > 0 {
@@ -250,9 +282,25 @@ func firstWritten(data []byte, key string, line int) int {
 	return first
 }
 
+// firstTable is the first line before line with a [key] or [key.…]
+// table header, or 0.
+func firstTable(data []byte, key string, line int) int {
+	header := regexp.MustCompile(`^\s*\[\s*` + regexp.QuoteMeta(key) + `\s*[.\]]`)
+	for i, l := range strings.Split(string(data), "\n") {
+		if i+1 >= line {
+			break
+		}
+		if header.MatchString(l) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
 var (
-	lineOf    = regexp.MustCompile(`\bline (\d+)`)
-	duplicate = regexp.MustCompile(`^Key '(.*)' has already been defined\.$`)
+	lineOf          = regexp.MustCompile(`\bline (\d+)`)
+	duplicate       = regexp.MustCompile(`^Key '(.*)' has already been defined\.$`)
+	arrayAfterTable = regexp.MustCompile(`^Key '(.*)' was already created and cannot be used as an array\.$`)
 )
 
 // tomlError is the decoder's error, with the message rewritten.

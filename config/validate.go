@@ -166,6 +166,12 @@ func (o object) trusted(l Listener) {
 	}
 	reads := l.ProxyProtocol == ProxyProtocolOptional || l.ProxyProtocol == ProxyProtocolRequired
 	if reads && len(l.ProxyProtocolTrusted) == 0 {
+		if o.p.pos != nil && !o.written("proxy_protocol_trusted") {
+			// The line to fix is the one that asks for a header.
+			o.problemOn("proxy_protocol", "proxy_protocol_trusted", fmt.Errorf(
+				`missing: proxy_protocol = %q trusts no source without it; list the load balancers' addresses (e.g. "10.0.0.0/8")`, l.ProxyProtocol))
+			return
+		}
 		o.problem("proxy_protocol_trusted", errors.New(
 			`empty: no source would be trusted; list the load balancers' addresses (e.g. "10.0.0.0/8")`))
 	}
@@ -181,6 +187,11 @@ func hostPort(s string, needHost bool, example string) error {
 		var ae *net.AddrError
 		if errors.As(err, &ae) {
 			err = errors.New(ae.Err)
+		}
+		if i := strings.LastIndex(s, ":"); i > 0 {
+			if ip, perr := netip.ParseAddr(s[:i]); perr == nil && ip.Is6() {
+				return fmt.Errorf("%q: an IPv6 address goes in brackets: %q", s, "["+s[:i]+"]"+s[i:])
+			}
 		}
 		return fmt.Errorf("%q is not a host:port such as %q: %w", s, example, err)
 	}
