@@ -20,7 +20,7 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	rate := fs.Float64("rate", doctor.DefaultRate, "expected new connections/s per listener")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagCode(err)
 	}
 	if fs.NArg() > 0 || *rate <= 0 {
 		fmt.Fprintln(stderr, "closeproxy doctor: usage: closeproxy doctor [-config FILE] [-rate N] [-json] (N > 0)")

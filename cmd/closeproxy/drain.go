@@ -28,8 +28,9 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 	doneFile := fs.String("done-file", "", "create this file when drain returns, drained or not, for another container's preStop to wait on")
 	var code int
 	if err := fs.Parse(args); err != nil { // the flag package said why
-		fmt.Fprintln(stderr, drainUsage)
-		code = 2
+		if code = flagCode(err); code != 0 {
+			fmt.Fprintln(stderr, drainUsage)
+		}
 	} else if err := drainFlags(fs.Args(), *admin, *delay, *timeout); err != nil {
 		fmt.Fprintf(stderr, "closeproxy drain: %v\n%s\n", err, drainUsage)
 		code = 2

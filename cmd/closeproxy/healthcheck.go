@@ -4,7 +4,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
@@ -15,13 +18,21 @@ import (
 func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "http://"+config.Defaults().Admin.Listen+"/healthz", "the admin endpoint to ask (use /readyz for readiness)")
+	target := fs.String("url", "http://"+config.Defaults().Admin.Listen+"/healthz", "the admin endpoint to ask (use /readyz for readiness)")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
 	if err := fs.Parse(args); err != nil {
+		return flagCode(err)
+	}
+	if u, err := url.Parse(*target); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		hostPort := config.Defaults().Admin.Listen
+		if _, _, err := net.SplitHostPort(*target); err == nil && !strings.Contains(*target, "/") {
+			hostPort = *target
+		}
+		fmt.Fprintf(stderr, "closeproxy healthcheck: -url %q is not an http:// URL, such as http://%s/healthz\n", *target, hostPort)
 		return 2
 	}
 	client := http.Client{Timeout: *timeout}
-	resp, err := client.Get(*url)
+	resp, err := client.Get(*target)
 	if err != nil {
 		fmt.Fprintln(stderr, "healthcheck:", err)
 		return 1

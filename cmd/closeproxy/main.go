@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -108,14 +109,23 @@ const usage = `usage:
   closeproxy help                 this list (also: -h, --help)
 `
 
+// flagCode is the exit code after fs.Parse failed with err: 0 when the
+// usage was asked for (-h), 2 for a bad flag (the flag package said why).
+func flagCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
 // loadConfig parses args with fs, adding the -config flag, and loads that
 // file. On failure it has told stderr why and returns the exit code: 2 for
-// bad flags, 1 for a configuration that does not load.
+// bad flags, 1 for a configuration that does not load, 0 after -h.
 func loadConfig(fs *flag.FlagSet, args []string, stderr io.Writer) (string, *config.Config, int) {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path to the TOML configuration")
 	if err := fs.Parse(args); err != nil {
-		return "", nil, 2
+		return "", nil, flagCode(err)
 	}
 	switch {
 	case fs.NArg() > 0 && *path == "":
@@ -152,6 +162,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "warning:", line)
 		}
 	}
+	if err := recordsDir(cfg.Log.Records); err != nil {
+		fmt.Fprintf(stderr, "warning: %s: log.records: %v; run would fail here\n", path, err)
+	}
 	verdict := fmt.Sprintf("%s: ok (%s, %s)", path,
 		count(len(cfg.Listeners), "listener"), count(len(cfg.Backends), "backend"))
 	if !*printCfg {
@@ -161,6 +174,25 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, "#", verdict)
 	stdout.Write(cfg.TOML())
 	return 0
+}
+
+// recordsDir says why a records file could not be created where
+// log.records names one: its directory is missing or not a directory.
+// Like the NET_ADMIN check, only a warning from check, which may run on
+// another host than the proxy.
+func recordsDir(records string) error {
+	if records == "" || records == "stderr" || records == "stdout" {
+		return nil
+	}
+	dir := filepath.Dir(records)
+	fi, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("directory %s: %w", dir, errors.Unwrap(err))
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
 }
 
 // count writes n things: "1 backend", "2 backends".
@@ -201,7 +233,7 @@ type signals struct {
 func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr io.Writer, sig signals) int {
 	lg, err := openLogs(cfg.Log, stdout, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
 	defer lg.close()
@@ -218,7 +250,11 @@ func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr
 		reloadOnHUP(bg, sig.hup, path, p, lg)
 	}
 	if err := serve(ctx, cfg, lg, watch); err != nil {
-		log.Error("closeproxy stopped", zap.Error(err))
+		msg := "closeproxy stopped"
+		if errors.As(err, new(notStarted)) {
+			msg = "closeproxy could not start"
+		}
+		log.Error(msg, zap.Error(err))
 		return 1
 	}
 	return 0
@@ -242,11 +278,11 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	adm := admin.New(cfg, log, admin.WithWatcher(tw), admin.WithVersion(versionString()))
 	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm), proxy.WithWatcher(tw), proxy.WithRecordLog(lg.recordLog()))
 	if err != nil {
-		return err
+		return notStarted{err}
 	}
 	adm.Attach(srv)
 	if err := srv.Listen(ctx); err != nil {
-		return err
+		return notStarted{err}
 	}
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
@@ -255,7 +291,7 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	wg.Go(func() { tw.Run(bg) })
 	adminAt, err := startAdmin(bg, &wg, cfg, adm, log)
 	if err != nil {
-		return err
+		return notStarted{err}
 	}
 	log.Info("listening", zap.Stringers("addrs", srv.Addrs()), zap.String("admin", adminAt), zap.String("version", versionString()))
 	served := make(chan error, 1)
@@ -277,6 +313,12 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	log.Info("stopped")
 	return err
 }
+
+// notStarted is an error of serve's before it served anything.
+type notStarted struct{ err error }
+
+func (e notStarted) Error() string { return e.err.Error() }
+func (e notStarted) Unwrap() error { return e.err }
 
 // startAdmin serves /metrics, /healthz and /readyz until ctx ends, unless
 // admin.listen is "off".

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -106,6 +107,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"check"}, "need -config FILE"},
 		{[]string{"check", "closeproxy.toml"}, `"closeproxy.toml" is not a flag: did you mean -config closeproxy.toml?`},
 		{[]string{"run", "-config", "closeproxy.toml", "extra"}, `unexpected argument "extra"`},
+		{[]string{"demo", "-n", "0"}, "-n and -c take a number of at least 1"},
+		{[]string{"healthcheck", "-url", "127.0.0.1:9901"}, `-url "127.0.0.1:9901" is not an http:// URL, such as http://127.0.0.1:9901/healthz`},
 	} {
 		errOut.Reset()
 		if code := run(c.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), c.says) {
@@ -133,6 +136,51 @@ func TestHelpAndVersionFlags(t *testing.T) {
 		if code := run([]string{arg}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "closeproxy ") {
 			t.Errorf("closeproxy %s: exit %d, %q", arg, code, out.String())
 		}
+	}
+}
+
+// A subcommand's -h is its usage, asked for: exit 0, not a bad flag's 2.
+func TestSubcommandHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"check", "-h"}, {"run", "-h"}, {"demo", "-h"}, {"doctor", "-h"},
+		{"healthcheck", "-h"}, {"drain", "-h"}, {"transparent", "setup", "-h"}} {
+		var out, errOut bytes.Buffer
+		if code := run(args, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "Usage of") {
+			t.Errorf("%q: exit %d, stderr %q; want 0 and the flags", args, code, errOut.String())
+		}
+	}
+}
+
+// check warns of a records file whose directory is missing here, which
+// run would fail to open, and run names the configuration it failed on.
+func TestRecordsDirectoryMissing(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone", "records.log")
+	path := writeConfig(t, "[log]\nrecords = \""+missing+"\"\n"+minimal)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check", "-config", path}, &out, &errOut); code != 0 ||
+		!strings.Contains(errOut.String(), "warning: "+path+": log.records: directory "+filepath.Dir(missing)+": no such file or directory") {
+		t.Errorf("check: exit %d, stderr %q; want 0 and a warning", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"run", "-config", path}, &out, &errOut); code != 1 ||
+		!strings.HasPrefix(errOut.String(), path+": log.records: ") {
+		t.Errorf("run: exit %d, stderr %q; want 1 and the file named", code, errOut.String())
+	}
+}
+
+// A listener that cannot bind is a start that failed, not a stop.
+func TestStartFailureSaysSo(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	path := writeConfig(t, strings.Replace(minimal, `listen = "127.0.0.1:0"
+backend`, `listen = "`+taken.Addr().String()+`"
+backend`, 1))
+	var out, errOut bytes.Buffer
+	if code := run([]string{"run", "-config", path}, &out, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), `"msg":"closeproxy could not start"`) || !strings.Contains(errOut.String(), "address already in use") {
+		t.Errorf("exit %d, stderr %q; want 1 and could not start", code, errOut.String())
 	}
 }
 

@@ -70,7 +70,7 @@ func cmdTransparent(args []string, stdout, stderr io.Writer, run runFunc) int {
 	ipv6 := fs.Bool("ipv6", true, "also set up IPv6 (ip -6)")
 	dry := fs.Bool("dry-run", false, "print the commands without running them")
 	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+		return flagCode(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "closeproxy transparent %s: unexpected %q\n", action, fs.Args())
