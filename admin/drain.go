@@ -30,7 +30,8 @@ const maxDrainWait = 10 * time.Minute
 // With delay=DURATION the listeners close only after it while /readyz fails
 // at once: clients that a load balancer or Service still routes here
 // until it sees the pod unready are served, not refused; wait then counts
-// from the end of the delay. Only a client on loopback may drain: the admin port may listen on every
+// from the end of the delay. Of several drains the earliest end of a delay
+// closes the listeners. Only a client on loopback may drain: the admin port may listen on every
 // address for the kubelet's probes, and draining takes the pod out of
 // service.
 func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {

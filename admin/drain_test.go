@@ -168,3 +168,27 @@ func TestDrainDelay(t *testing.T) {
 		t.Errorf("Drain called %d times after the delays, want at least 1", n)
 	}
 }
+
+// A drain asked for during an earlier one's delay closes the listeners at
+// its own delay when that comes first: without one, at once. An operator
+// who drains by hand while a preStop hook waits gets what was asked.
+func TestDrainAgainDuringDelay(t *testing.T) {
+	a := New(testConfig("127.0.0.1:0", liveBackend(t)), zaptest.NewLogger(t))
+	base := serve(t, a)
+	srv := &drainServer{drained: make(chan struct{})}
+	srv.serving.Store(true)
+	a.Attach(srv)
+
+	if code, body := post(t, base+"/drain?delay=1h"); code != http.StatusAccepted {
+		t.Fatalf("POST /drain?delay=1h: %d %q, want 202", code, body)
+	}
+	if n := srv.drains.Load(); n != 0 {
+		t.Fatalf("listeners closed during the delay (%d drains)", n)
+	}
+	if code, body := post(t, base+"/drain"); code != http.StatusAccepted {
+		t.Fatalf("POST /drain: %d %q, want 202", code, body)
+	}
+	if n := srv.drains.Load(); n != 1 {
+		t.Errorf("after a drain without delay: %d drains, want 1 at once", n)
+	}
+}
