@@ -27,8 +27,8 @@ func defaultBackend(addr string) config.Backend {
 	return config.Backend{Address: addr, Close: testClose(policy.TargetPeer, policy.FallbackReset)}
 }
 
-// exchange writes each part as its own segment (a pause between them lets
-// the kernel send them apart; nothing waits on it), then reads to the end.
+// exchange writes each part once the proxy has read all before it, so
+// that no read of the proxy's takes in two parts, then reads to the end.
 func exchange(t *testing.T, addr string, parts ...string) (string, error) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -38,7 +38,7 @@ func exchange(t *testing.T, addr string, parts ...string) (string, error) {
 	defer c.Close()
 	for i, p := range parts {
 		if i > 0 {
-			time.Sleep(20 * time.Millisecond)
+			awaitRead(t, c)
 		}
 		if _, err := io.WriteString(c, p); err != nil {
 			return "", err

@@ -40,6 +40,10 @@ type Socket struct {
 	State State
 	Local netip.AddrPort
 	Peer  netip.AddrPort
+	// Unread is what the socket received and its owner has not read;
+	// Unacked what it sent and the peer has not acknowledged
+	// (inet_diag_msg's rqueue and wqueue, ss's Recv-Q and Send-Q).
+	Unread, Unacked uint32
 }
 
 // Count returns how many sockets satisfy match.

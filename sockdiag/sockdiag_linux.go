@@ -225,7 +225,8 @@ func request(family uint8, states uint32, bc []byte) []byte {
 }
 
 // parse reads an inet_diag_msg: family, state, timer, retrans, then the
-// socket id (ports big-endian, addresses 16 bytes each).
+// socket id (ports big-endian, addresses 16 bytes each), expires, rqueue
+// and wqueue.
 func parse(family uint8, d []byte) (Socket, bool) {
 	if len(d) < sizeofMsg {
 		return Socket{}, false
@@ -234,9 +235,10 @@ func parse(family uint8, d []byte) (Socket, bool) {
 	sport, dport := binary.BigEndian.Uint16(id[0:]), binary.BigEndian.Uint16(id[2:])
 	src, dst := addr(family, id[4:20]), addr(family, id[20:36])
 	return Socket{
-		State: State(d[1]),
-		Local: netip.AddrPortFrom(src, sport),
-		Peer:  netip.AddrPortFrom(dst, dport),
+		State:  State(d[1]),
+		Local:  netip.AddrPortFrom(src, sport),
+		Peer:   netip.AddrPortFrom(dst, dport),
+		Unread: binary.NativeEndian.Uint32(d[56:]), Unacked: binary.NativeEndian.Uint32(d[60:]),
 	}, true
 }
 

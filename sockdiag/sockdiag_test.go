@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // A connection the test closes itself, client first, must show up in
@@ -49,6 +50,25 @@ func TestFindOneSocket(t *testing.T) {
 	}
 	want(client, server, Established, true)
 	want(server, client, Established, true)
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; { // loopback: usually within the write
+		got, _, err := Find(server, client)
+		if err == nil && got.Unread == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server's end after 5 bytes were sent: unread %d, %v; want 5", got.Unread, err)
+		}
+		time.Sleep(time.Millisecond) // polling a kernel count
+	}
+	if _, err := io.ReadFull(s, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := Find(server, client); err != nil || got.Unread != 0 {
+		t.Errorf("server's end after reading them: unread %d, %v; want 0", got.Unread, err)
+	}
 	unused := netip.AddrPortFrom(client.Addr(), 1)
 	want(server, unused, 0, false) // only the listener has this local address
 	closeClientFirst(c, s)
