@@ -28,6 +28,11 @@ func (x *executor) decide(l *leg, ev policy.Event) {
 	case policy.SafeReset:
 		x.safeReset(l, d.Wait, f.PeerFINIn)
 	case policy.Reset:
+		if d.Wait > 0 { // late data's: the leg's size class has no room for the reason
+			l.lateReset = true
+			x.startQueueDrain(l, d.Wait)
+			return
+		}
 		x.rst(l, d.Reason, !l.sendDone)
 		if ev == policy.HalfCloseExpired {
 			x.cutAll(x.timeoutOutcome(), errHalfClose)
@@ -241,7 +246,7 @@ func (x *executor) startQueueDrain(l *leg, wait time.Duration) {
 	}
 	switch {
 	case err != nil:
-		x.decide(l, policy.QueueStuck)
+		x.queueStuck(l)
 	case q == 0:
 		x.safeRST(l)
 	default:
@@ -249,9 +254,24 @@ func (x *executor) startQueueDrain(l *leg, wait time.Duration) {
 	}
 }
 
+// queueStuck: a reset's wait for the peer's acknowledgements ended with
+// some missing. A safe reset falls back as the policy says; a reset that
+// was due anyway goes now, and the stream toward the peer was cut.
+func (x *executor) queueStuck(l *leg) {
+	if l.lateReset {
+		x.rst(l, policy.ReasonLateData, true)
+		return
+	}
+	x.decide(l, policy.QueueStuck)
+}
+
 // safeRST is the safe reset itself. A leg whose peer never sent its FIN
 // (a grace of silence passed) counts its peer's stream as ended.
 func (x *executor) safeRST(l *leg) {
+	if l.lateReset { // a reset due anyway, once what was sent arrived
+		x.rst(l, policy.ReasonLateData, !l.sendDone)
+		return
+	}
 	if !l.inDone {
 		l.bet = true
 	}

@@ -81,6 +81,9 @@ type leg struct {
 	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
 	foFresh     bool // fo was read for the decision being carried out
 	asked       bool // doneAsked: set by addLeg
+	// lateReset: a reset for late data waits for the peer to acknowledge
+	// what it was sent (policy.Reset with a Wait: only late data's).
+	lateReset bool
 }
 
 func newLeg(name policy.Leg, c sock, pol *config.Close, rec *Recorder) *leg {

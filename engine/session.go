@@ -95,8 +95,10 @@ func (s *Session) End(name policy.Leg, c *net.TCPConn, in *bufio.Reader, e Endin
 		x.rst(l, e.Why, true)
 		return
 	case in != nil && in.Buffered() > 0:
+		// What End is given has nothing more to send: its stream is whole.
 		s.Rec.Received(name, int64(in.Buffered()))
-		x.lateData(l)
+		l.sendDone = true
+		x.run(func() { x.lateData(l) })
 		return
 	}
 	if !l.inDone {

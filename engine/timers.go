@@ -105,7 +105,7 @@ func (x *executor) pollQueue(l *leg, now time.Time) {
 	case l.resetByPeer():
 		x.peerReset(l)
 	case err != nil || !now.Before(l.until):
-		x.decide(l, policy.QueueStuck)
+		x.queueStuck(l)
 	default:
 		l.pollAgain(now)
 	}

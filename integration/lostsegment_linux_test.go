@@ -82,3 +82,53 @@ func TestGraceWaitsOutALostSegment(t *testing.T) {
 		t.Errorf("record: front.bytes_out %v, want %d\n%s", r["front.bytes_out"], len(answer), legs(r))
 	}
 }
+
+// TestRefusalSurvivesALostSegment: a request refused with a 400 while
+// more of it is on its way (a body behind a bad head) leaves late bytes
+// in the proxy, and the client must learn by a reset that they were
+// lost. The 400 must reach it all the same: the reset waits until the
+// client acknowledged it, for if it went at once a lost segment of the
+// 400 would never be sent again. Here the 400's first try is dropped on
+// arrival at the client (nftables, a byte quota); the client must read
+// the whole 400, and the record say the front leg was not cut.
+func TestRefusalSurvivesALostSegment(t *testing.T) {
+	needTool(t, "nft")
+	topo := newCountingTopology(t)
+	be := scriptBackend(t, topo.Web, addrPort(topo.WebAddr, 9311), func(c *net.TCPConn) {
+		_, _ = io.Copy(io.Discard, c) // never asked: the request is refused
+	})
+	front := addrPort(topo.ProxyFront, 8311)
+	cp := startCloseproxy(t, topo, topo.Proxy, closeproxyConfig(ListenerOpts{Name: "refuse", Listen: front, Backend: be,
+		Protocol: "http1", Pool: PoolOpts{Warm: "0"}}))
+	nftRules(t, topo, topo.LB, `table inet closeproxy_refusal {
+	chain in {
+		type filter hook prerouting priority 0;
+		tcp sport 8311 meta length > 120 quota until 250 bytes counter drop
+	}
+}
+`)
+	c, err := dialFrom(t, topo.LB, front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	// Content-Length with Transfer-Encoding is refused (request
+	// smuggling); the body behind the head is the late data.
+	req := "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 4000\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Repeat("x", 4000)
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if !strings.HasPrefix(string(got), "HTTP/1.1 400 ") || !strings.HasSuffix(string(got), "400 Bad Request\n") {
+		t.Errorf("the client read %q, %v; want the whole 400", got, err)
+	}
+	if dropped := topo.Exec(t, topo.LB, "nft", "list", "table", "inet", "closeproxy_refusal"); strings.Contains(dropped, "counter packets 0 ") {
+		t.Errorf("nft dropped nothing: no segment was lost\n%s", dropped)
+	}
+	recs := cp.WaitRecords(t, 1, 10*time.Second)
+	requireOutcome(t, recs, "bad_request")
+	if r := recs[0]; r.Str("front.close") != "reset" || r.Str("front.reason") != "late_data" || r["front.cut"] != false {
+		t.Errorf("record: front leg %s, want reset for late_data, not cut\n%s", legs(r), legs(r))
+	}
+}

@@ -115,8 +115,11 @@ const (
 	// sent is acknowledged (at most Wait: then QueueStuck), close with an
 	// RST.
 	SafeReset Action = "safe_reset"
-	// Reset: close with an RST now. A stream was cut: the peer must not
-	// take it for a complete one.
+	// Reset: close with an RST. A stream was cut: the peer must not take
+	// it for a complete one. Now, or with a Wait once the peer
+	// acknowledged every byte sent (at most Wait: then at once, and what
+	// it did not acknowledge was cut): an RST destroys what is still in
+	// flight, and a segment of it that was lost would never be resent.
 	Reset Action = "reset"
 	// Finish: both FINs are through; close the socket.
 	Finish Action = "finish"
@@ -208,7 +211,8 @@ func Decide(f Facts) Decision {
 		d.Action, d.Reason = Reset, ReasonCut
 		return d
 	case LateData:
-		d.Action, d.Reason = Reset, ReasonLateData
+		// The peer's late bytes are lost; what it was sent is not.
+		d.Action, d.Wait, d.Reason = Reset, f.DrainTimeout, ReasonLateData
 		return d
 	case HalfCloseExpired:
 		d.Action, d.Reason = Reset, ReasonHalfClose

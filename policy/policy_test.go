@@ -123,6 +123,14 @@ func TestDecideWaits(t *testing.T) {
 	if d := Decide(f); d.Wait != time.Second {
 		t.Errorf("safe reset waits %v, want drain_timeout 1s", d.Wait)
 	}
+	// A reset for late data waits for what the peer was sent to be
+	// acknowledged; one for a cut stream or a timeout does not.
+	for ev, want := range map[Event]time.Duration{LateData: time.Second, Cut: 0, HalfCloseExpired: 0} {
+		f.Event = ev
+		if d := Decide(f); d.Action != Reset || d.Wait != want {
+			t.Errorf("%s: %s waiting %v, want reset waiting %v", ev, d.Action, d.Wait, want)
+		}
+	}
 }
 
 // TestDecideNeverWithholdsFromAWaitingPeer checks rule 1 over every target,
