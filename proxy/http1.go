@@ -519,8 +519,14 @@ func (h *h1) endFront(err error) {
 		}
 		h.rec.Note(policy.Front, why)
 		h.end(engine.Ending{})
-	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, io.ErrUnexpectedEOF):
-		// A head begun and not finished: the request was cut.
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The client's FIN came in the middle of a head: it left before
+		// its request was complete, and learns by a reset that it was
+		// not served.
+		h.rec.Outcome(engine.OutcomeClientAborted, errors.New("read request head: the client closed before the head was complete"))
+		h.end(engine.Ending{PeerFIN: true, Cut: true, Why: policy.ReasonCut})
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// A head begun and not finished within idle_timeout.
 		h.rec.Outcome(h.timeoutOutcome(), fmt.Errorf("read request head: %w", err))
 		h.end(engine.Ending{Cut: true, Why: policy.ReasonCut})
 	case errors.Is(err, http1.ErrBadRequest):

@@ -48,6 +48,40 @@ func bodyReader(t *testing.T, arrived chan<- struct{}, ended chan<- error) strin
 	})
 }
 
+// A client that closes in the middle of a request head left before its
+// request was complete, as one that leaves midway through a body does:
+// client_aborted, not a timeout (nothing waited), and the client learns
+// by a reset that it was not served. The backend sees nothing.
+func TestHTTP1ClientClosesMidHead(t *testing.T) {
+	for _, head := range []string{"GET /a HT", "GET / HTTP/1.1\r\nHost: x\r\n"} {
+		t.Run(head, func(t *testing.T) {
+			arrived, ended := make(chan struct{}, 4), make(chan error, 4)
+			h := startProxy(t, config.Listener{IdleTimeout: 10 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)},
+				http1Backend(bodyReader(t, arrived, ended)))
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, head)
+			c.(*net.TCPConn).CloseWrite()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if got, err := io.ReadAll(c); len(got) != 0 || !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("client read %q, %v; want a reset", got, err)
+			}
+			td := h.record(t)
+			if td.Outcome != engine.OutcomeClientAborted || td.Front.Close != policy.CloseReset || !td.Front.Cut {
+				t.Errorf("outcome %s (%v), front close %s cut %v; want client_aborted, reset, cut", td.Outcome, td.Err, td.Front.Close, td.Front.Cut)
+			}
+			select {
+			case <-arrived:
+				t.Error("the backend got a request that never came whole")
+			default:
+			}
+		})
+	}
+}
+
 // A client that announces a body and leaves midway (FIN or RST), or asks
 // for 100-continue and sends nothing: the request can no longer be
 // answered. The record comes at once (client_aborted), the backend sees
