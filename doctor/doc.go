@@ -15,8 +15,11 @@
 //     in one line what each really does;
 //   - given a closeproxy configuration, telling for each leg who holds
 //     TIME-WAIT when the peer ends first and when the proxy ends first (the
-//     close policy table of DESIGN.md), and whether a dialing side will run
-//     out of ports at an expected connection rate.
+//     close policy table of DESIGN.md), and, where the proxy withholds its
+//     FIN, when the peer stays silent past the grace, as the engine decides
+//     it for the leg's mode (tcp or http1: whether a reset could cut a
+//     stream the other side still reads), and whether a dialing side will
+//     run out of ports at an expected connection rate.
 //
 // It then writes recommendations as concrete lines, a TOML change or a
 // sysctl with its value and why. It never applies them, changes no setting

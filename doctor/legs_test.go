@@ -8,31 +8,113 @@ import (
 	"github.com/closeproxy/closeproxy/policy"
 )
 
+// holders predicts what the engine does: per leg and mode it tells
+// policy.Decide whether the other side is done (engine's otherSideDone),
+// which decides how a grace ends when the target or fallback would reset.
 func TestHolders(t *testing.T) {
+	const (
+		tcpFront  = otherReading // a backend's FIN never says the client stopped reading
+		tcpBack   = otherClient  // done only if the client closed after the whole answer
+		http1Legs = otherDone    // ended alone between exchanges
+	)
 	cases := []struct {
 		name                         string
 		leg                          policy.Leg
+		other                        otherSide
 		target                       policy.Target
 		fallback                     policy.Fallback
 		peerFirst, proxyFirst, grace string
+		graceReading                 string // tcp back leg, when the client had not read the whole answer
 	}{
-		{"front leg, target proxy", policy.Front, policy.TargetProxy, policy.FallbackFIN, "client", "proxy", ""},
-		{"front leg, target client, fallback fin", policy.Front, policy.TargetPeer, policy.FallbackFIN, "client", "client", "proxy"},
-		{"front leg, target client, fallback reset", policy.Front, policy.TargetPeer, policy.FallbackReset, "client", "client", "none"},
-		{"front leg, target nowhere", policy.Front, policy.TargetNowhere, policy.FallbackFIN, "none", "none", "none"},
-		{"back leg, target proxy", policy.Back, policy.TargetProxy, policy.FallbackReset, "backend", "proxy", ""},
-		{"back leg, target backend, fallback reset", policy.Back, policy.TargetPeer, policy.FallbackReset, "backend", "backend", "none"},
-		{"back leg, target backend, fallback fin", policy.Back, policy.TargetPeer, policy.FallbackFIN, "backend", "backend", "proxy"},
-		{"back leg, target nowhere", policy.Back, policy.TargetNowhere, policy.FallbackReset, "none", "none", "none"},
+		{"tcp front leg, target proxy", policy.Front, tcpFront, policy.TargetProxy, policy.FallbackFIN, "client", "proxy", "", ""},
+		{"tcp front leg, target client, fallback fin", policy.Front, tcpFront, policy.TargetPeer, policy.FallbackFIN, "client", "client", "proxy", ""},
+		// The walkthrough's bugs: a client silent at the grace's end gets a
+		// FIN in tcp mode, whatever the target or fallback would reset.
+		{"tcp front leg, target client, fallback reset", policy.Front, tcpFront, policy.TargetPeer, policy.FallbackReset, "client", "client", "proxy", ""},
+		{"tcp front leg, target nowhere, fallback fin", policy.Front, tcpFront, policy.TargetNowhere, policy.FallbackFIN, "none", "none", "proxy", ""},
+		{"tcp front leg, target nowhere, fallback reset", policy.Front, tcpFront, policy.TargetNowhere, policy.FallbackReset, "none", "none", "proxy", ""},
+		{"tcp front leg, auto (withholds only as nowhere)", policy.Front, tcpFront, policy.TargetAuto, policy.FallbackFIN, "auto", "auto", "proxy", ""},
+		// http1 ends the front leg alone: the exchange tells, a reset is taken.
+		{"http1 front leg, target proxy", policy.Front, http1Legs, policy.TargetProxy, policy.FallbackFIN, "client", "proxy", "", ""},
+		{"http1 front leg, target client, fallback fin", policy.Front, http1Legs, policy.TargetPeer, policy.FallbackFIN, "client", "client", "proxy", ""},
+		{"http1 front leg, target client, fallback reset", policy.Front, http1Legs, policy.TargetPeer, policy.FallbackReset, "client", "client", "none", ""},
+		{"http1 front leg, target nowhere", policy.Front, http1Legs, policy.TargetNowhere, policy.FallbackFIN, "none", "none", "none", ""},
+		{"http1 front leg, auto", policy.Front, http1Legs, policy.TargetAuto, policy.FallbackFIN, "auto", "auto", "none", ""},
+		// A tcp back leg resets only after a client that read the whole answer.
+		{"tcp back leg, target proxy", policy.Back, tcpBack, policy.TargetProxy, policy.FallbackReset, "backend", "proxy", "", ""},
+		{"tcp back leg, target backend, fallback reset", policy.Back, tcpBack, policy.TargetPeer, policy.FallbackReset, "backend", "backend", "none", "proxy"},
+		{"tcp back leg, target backend, fallback fin", policy.Back, tcpBack, policy.TargetPeer, policy.FallbackFIN, "backend", "backend", "proxy", ""},
+		{"tcp back leg, target nowhere", policy.Back, tcpBack, policy.TargetNowhere, policy.FallbackReset, "none", "none", "none", "proxy"},
+		{"tcp back leg, auto, fallback reset", policy.Back, tcpBack, policy.TargetAuto, policy.FallbackReset, "auto", "auto", "none", "proxy"},
+		{"tcp back leg, auto, fallback fin", policy.Back, tcpBack, policy.TargetAuto, policy.FallbackFIN, "auto", "auto", "auto", "proxy"},
+		{"http1 back leg, target backend, fallback reset", policy.Back, http1Legs, policy.TargetPeer, policy.FallbackReset, "backend", "backend", "none", ""},
+		{"http1 back leg, target nowhere", policy.Back, http1Legs, policy.TargetNowhere, policy.FallbackFIN, "none", "none", "none", ""},
+		{"http1 back leg, target backend, fallback fin", policy.Back, http1Legs, policy.TargetPeer, policy.FallbackFIN, "backend", "backend", "proxy", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			peer, proxy, grace := holders(tc.leg, config.Close{TimeWait: tc.target, Fallback: tc.fallback})
-			if peer != tc.peerFirst || proxy != tc.proxyFirst || grace != tc.grace {
-				t.Errorf("holders: peer-first %q, proxy-first %q, grace out %q; want %q, %q, %q",
-					peer, proxy, grace, tc.peerFirst, tc.proxyFirst, tc.grace)
+			h := holders(tc.leg, config.Close{TimeWait: tc.target, Fallback: tc.fallback}, tc.other)
+			if h.peerFirst != tc.peerFirst || h.proxyFirst != tc.proxyFirst || h.graceOut != tc.grace || h.graceOutReading != tc.graceReading {
+				t.Errorf("holders: peer-first %q, proxy-first %q, grace out %q (client reading: %q); want %q, %q, %q (%q)",
+					h.peerFirst, h.proxyFirst, h.graceOut, h.graceOutReading, tc.peerFirst, tc.proxyFirst, tc.grace, tc.graceReading)
 			}
 		})
+	}
+}
+
+// The mode a leg runs in is its backend's protocol, for a listener too:
+// the operator's walkthrough (a tcp listener with time_wait = "nowhere",
+// fallback = "fin", whose client stays silent: the kernel showed the
+// proxy's TIME-WAIT) against an http1 one, which resets.
+func TestLegsByMode(t *testing.T) {
+	for _, tc := range []struct {
+		protocol string
+		grace    string
+		line     string // the leg's TIME-WAIT line, as printed
+		note     string // a part of its note
+	}{
+		{"tcp", "proxy",
+			"    TIME-WAIT when the client ends first: nowhere; when the proxy ends first and the client closes within the grace: nowhere; when it does not (grace out): proxy (accepted: cheap)\n",
+			"a client still silent when the grace ends gets a FIN, not a reset (records: other_side_reading)"},
+		{"http1", "none",
+			"    TIME-WAIT when the client ends first: nowhere; when the proxy ends first and the client closes within the grace: nowhere; when it does not (grace out): nowhere\n",
+			"an Upgrade or CONNECT tunnel ends as a tcp session does: a client silent past the grace leaves TIME-WAIT on the proxy"},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			cfg := mustParse(t, legConfig("time_wait = \"nowhere\"\nfallback = \"fin\"", "protocol = \""+tc.protocol+"\""))
+			rep := &Report{Config: "test.toml", Rate: 100, Legs: legs(cfg, 100, 28232)}
+			front := rep.Legs[0]
+			if front.Leg != "front" || front.Protocol != tc.protocol || front.GraceOut != tc.grace {
+				t.Fatalf("front leg %+v; want protocol %s, grace out %q", front, tc.protocol, tc.grace)
+			}
+			if !strings.Contains(front.Note, tc.note) {
+				t.Errorf("front leg's note %q lacks %q", front.Note, tc.note)
+			}
+			var b strings.Builder
+			(&printer{w: &b}).legs(rep)
+			if !strings.Contains(b.String(), tc.line) {
+				t.Errorf("printed legs:\n%s\nwant the line\n%s", b.String(), tc.line)
+			}
+		})
+	}
+}
+
+// A tcp back leg's grace ends by a reset only after a client that read the
+// whole answer: the printed line says both.
+func TestBackLegGraceOutSaysTheClient(t *testing.T) {
+	for _, tc := range []struct {
+		protocol, want string
+	}{
+		{"tcp", "when it does not (grace out): nowhere if the client had read the whole answer, else proxy (dialer: pins a port)\n"},
+		{"http1", "when it does not (grace out): nowhere\n"},
+	} {
+		cfg := mustParse(t, legConfig(`time_wait = "proxy"`, "protocol = \""+tc.protocol+"\"\n[backend.close]\ntime_wait = \"backend\"\nfallback = \"reset\""))
+		rep := &Report{Rate: 100, Legs: legs(cfg, 100, 28232)}
+		var b strings.Builder
+		(&printer{w: &b}).legs(rep)
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("%s: printed legs:\n%s\nwant a line ending %q", tc.protocol, b.String(), tc.want)
+		}
 	}
 }
 

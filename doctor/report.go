@@ -70,17 +70,29 @@ type Leg struct {
 	Name     string `json:"name"`      // the listener's or backend's name
 	TimeWait string `json:"time_wait"` // the target as spelled in the TOML
 	Fallback string `json:"fallback"`
-	Protocol string `json:"protocol,omitempty"` // back leg only
+	// Protocol is the mode the leg's sessions run in: the backend's
+	// protocol, tcp or http1 (for a front leg, its listener's backend's).
+	Protocol string `json:"protocol,omitempty"`
 	// Dialer is the side that dialed this leg: "client" (the load balancer)
 	// on the front leg, "proxy" on the back leg. Its TIME-WAIT pins ports.
 	Dialer      string `json:"dialer"`
 	Destination string `json:"destination"` // the address the dialer connects to
 	// PeerFirst and ProxyFirst name who holds TIME-WAIT (client, backend,
-	// proxy or none) when the leg ends that way; GraceOut, when the proxy
-	// withheld its FIN and peer_fin_grace ran out.
+	// proxy, none, or auto when chosen live) when the leg ends that way
+	// (ProxyFirst: the proxy withheld its FIN, if its policy does, and the
+	// peer closed within peer_fin_grace); GraceOut, when the proxy withheld
+	// its FIN and the peer stayed silent past the grace. In tcp mode a
+	// front leg's grace never ends by a reset: a backend's FIN does not say
+	// the client stopped reading.
 	PeerFirst  string `json:"peer_first"`
 	ProxyFirst string `json:"proxy_first"`
 	GraceOut   string `json:"grace_out,omitempty"`
+	// GraceOutClientReading is set on a tcp back leg when it differs from
+	// GraceOut: who holds TIME-WAIT at the grace's end if the client had
+	// not read the whole answer when it closed (a reset could cut what it
+	// still reads, so the proxy sends a FIN: records say
+	// other_side_reading). GraceOut assumes the client had.
+	GraceOutClientReading string `json:"grace_out_client_reading,omitempty"`
 	// Rate is the new connections/s expected on this leg; Pinned the ports
 	// the dialer would hold in TIME-WAIT toward Destination (rate × 60 s)
 	// if every connection ended the way that leaves TIME-WAIT on it; Budget

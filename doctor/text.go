@@ -112,12 +112,7 @@ func (p *printer) legs(r *Report) {
 	for _, lg := range r.Legs {
 		p.line("  %s, %s leg toward %s, time_wait = %q, fallback = %q%s", lg.subject(), lg.Leg,
 			lg.Destination, lg.TimeWait, lg.Fallback, prefixed(", protocol ", lg.Protocol))
-		grace := ""
-		if lg.GraceOut != "" {
-			grace = "; grace out: " + holderWord(lg.GraceOut, lg.Dialer)
-		}
-		p.line("    TIME-WAIT when the %s ends first: %s; when the proxy ends first: %s%s",
-			policy.Leg(lg.Leg).Peer(), holderWord(lg.PeerFirst, lg.Dialer), holderWord(lg.ProxyFirst, lg.Dialer), grace)
+		p.line("    TIME-WAIT %s", endings(lg))
 		if lg.Pinned > 0 {
 			p.line("    dialer's ports pinned toward %s: ≈%d of %d usable (%s)", lg.Destination, lg.Pinned, lg.Budget, percent(lg.Pinned, lg.Budget))
 		}
@@ -125,6 +120,24 @@ func (p *printer) legs(r *Report) {
 			p.line("    note: %s", lg.Note)
 		}
 	}
+}
+
+// endings says who holds a leg's TIME-WAIT for each way it may end. For a
+// leg whose policy withholds the proxy's FIN it says what the proxy-first
+// case assumes (the peer closes within the grace) and what a peer silent
+// past it gets, which may differ.
+func endings(lg Leg) string {
+	peer := policy.Leg(lg.Leg).Peer()
+	first := fmt.Sprintf("when the %s ends first: %s", peer, holderWord(lg.PeerFirst, lg.Dialer))
+	if lg.GraceOut == "" {
+		return fmt.Sprintf("%s; when the proxy ends first: %s", first, holderWord(lg.ProxyFirst, lg.Dialer))
+	}
+	out := holderWord(lg.GraceOut, lg.Dialer)
+	if lg.GraceOutClientReading != "" {
+		out += " if the client had read the whole answer, else " + holderWord(lg.GraceOutClientReading, lg.Dialer)
+	}
+	return fmt.Sprintf("%s; when the proxy ends first and the %s closes within the grace: %s; when it does not (grace out): %s",
+		first, peer, holderWord(lg.ProxyFirst, lg.Dialer), out)
 }
 
 // section writes a heading and, under it, "none" for an empty list.
