@@ -99,6 +99,61 @@ func TestProxyHeaderFaults(t *testing.T) {
 	}
 }
 
+// A client that closes before its PROXY header is whole: with "optional"
+// one that sent nothing (a load balancer's TCP check) is a client without
+// a header, passed on as with "off"; with "required" it is refused, and
+// every refusal says what came.
+func TestProxyHeaderClientClosesFirst(t *testing.T) {
+	be := httpBackend(t, true)
+	cases := []struct {
+		name, sent string
+		mode       config.ProxyProtocolMode
+		outcome    engine.Outcome
+		says       string
+	}{
+		{"optional, nothing sent", "", config.ProxyProtocolOptional, engine.OutcomeOK, ""},
+		{"required, nothing sent", "", config.ProxyProtocolRequired, engine.OutcomeBadProxyHeader, "the client closed before sending one"},
+		{"required, half a v1 header", "PROXY TCP4 192.0.2.7 ", config.ProxyProtocolRequired, engine.OutcomeBadProxyHeader, "the client closed in the middle of it"},
+		{"optional, half a v2 header", v2Signature[:7], config.ProxyProtocolOptional, engine.OutcomeBadProxyHeader, "the client closed in the middle of it"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startProxy(t, ppListener(tc.mode, "127.0.0.0/8"), defaultBackend(be))
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, tc.sent)
+			c.(*net.TCPConn).CloseWrite()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, _ := io.ReadAll(c)
+			td := h.record(t)
+			if td.Outcome != tc.outcome || tc.says != "" && (td.Err == nil || !strings.Contains(td.Err.Error(), tc.says)) {
+				t.Errorf("outcome %s (%v), want %s saying %q", td.Outcome, td.Err, tc.outcome, tc.says)
+			}
+			if tc.outcome == engine.OutcomeOK && string(got) != response {
+				t.Errorf("a client without a header got %q, want the backend's answer to its FIN", got)
+			}
+		})
+	}
+}
+
+// A client silent until proxy_protocol_timeout is refused with "required",
+// and the record says nothing came (not "incomplete").
+func TestProxyHeaderRequiredSilence(t *testing.T) {
+	h := startProxy(t, ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"), defaultBackend(httpBackend(t, true)))
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeBadProxyHeader || td.Err == nil || !strings.Contains(td.Err.Error(), "nothing received within proxy_protocol_timeout 1s") {
+		t.Errorf("outcome %s (%v), want bad_proxy_header: nothing received", td.Outcome, td.Err)
+	}
+}
+
 // A backend that writes part of a response and resets: the client gets the
 // bytes sent before the reset, then a reset of its own, never a clean EOF
 // that would pass a truncated response off as complete.

@@ -537,10 +537,14 @@ func headerIn(k *loopKeep, b []byte) (hdr *proxyproto.Header, used int, err erro
 
 // judgeIntake judges what reading the PROXY header on a loop gave, as
 // readIntake does: partial says some bytes came (then errSilent, the
-// timeout, means a header cut short).
+// timeout, means a header cut short; without, EOF is a client that
+// closed before sending anything).
 func (ss *session) judgeIntake(hdr *proxyproto.Header, err error, partial bool) (intake, error) {
-	if errors.Is(err, errSilent) && partial {
+	switch {
+	case errors.Is(err, errSilent) && partial:
 		err = os.ErrDeadlineExceeded
+	case errors.Is(err, io.EOF) && !partial:
+		err = errClosedEmpty
 	}
 	in := intake{version: "none", client: ss.rec.Client(), dest: ss.rec.Record().Front.Local}
 	trusted := isTrusted(in.client.Addr(), ss.ln.ProxyProtocolTrusted)

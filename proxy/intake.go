@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -65,10 +66,17 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 // header.
 func (in *intake) judge(hdr *proxyproto.Header, err error, l *config.Listener, trusted bool) error {
 	switch {
-	case errors.Is(err, errSilent) && l.ProxyProtocol == config.ProxyProtocolOptional:
-		// a client that speaks second sent nothing: no header
-	case errors.Is(err, errSilent) || errors.Is(err, os.ErrDeadlineExceeded):
+	case (errors.Is(err, errSilent) || errors.Is(err, errClosedEmpty)) && l.ProxyProtocol == config.ProxyProtocolOptional:
+		// a client that speaks second sent nothing, or closed at once (a
+		// load balancer's TCP check): no header, as with "off"
+	case errors.Is(err, errSilent):
+		return fmt.Errorf("%w: nothing received within proxy_protocol_timeout %s (proxy_protocol = \"required\")", errBadProxyHeader, l.ProxyProtocolTimeout)
+	case errors.Is(err, errClosedEmpty):
+		return fmt.Errorf("%w: the client closed before sending one (proxy_protocol = \"required\")", errBadProxyHeader)
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Errorf("%w: incomplete after proxy_protocol_timeout %s", errBadProxyHeader, l.ProxyProtocolTimeout)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: the client closed in the middle of it", errBadProxyHeader)
 	case errors.Is(err, proxyproto.ErrNoProxyProtocol):
 		if l.ProxyProtocol == config.ProxyProtocolRequired {
 			return fmt.Errorf("%w: missing (proxy_protocol = \"required\")", errBadProxyHeader)
@@ -117,6 +125,9 @@ func headerNeeds(b []byte) (n int, header bool) {
 // errSilent: the client sent nothing before proxy_protocol_timeout.
 var errSilent = errors.New("nothing received")
 
+// errClosedEmpty: the client's FIN came before any byte.
+var errClosedEmpty = errors.New("closed before sending anything")
+
 // v2Signature opens every PROXY v2 header.
 const v2Signature = "\r\n\r\n\x00\r\nQUIT\n"
 
@@ -129,8 +140,11 @@ const v2Signature = "\r\n\r\n\x00\r\nQUIT\n"
 // every wait.
 func readHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 	if _, err := br.Peek(1); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
 			return nil, errSilent
+		case errors.Is(err, io.EOF):
+			return nil, errClosedEmpty
 		}
 		return nil, err
 	}
