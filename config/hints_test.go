@@ -50,6 +50,34 @@ func TestMistakesGetAHint(t *testing.T) {
 			},
 		},
 		{
+			name: "a listener's keys written below [listener.close]",
+			src:  strings.Replace(minimal, `backend = "app"`, "backend = \"app\"\n[listener.close]\ntime_wait = \"proxy\"\nidle_timeout = \"1m\"\nmax_connections = 100", 1),
+			want: []string{
+				`config.toml:8: unknown key listener.close.idle_timeout (idle_timeout belongs to [[listener]]: write it above [listener.close])`,
+				`config.toml:9: unknown key listener.close.max_connections (max_connections belongs to [[listener]]: write it above [listener.close])`,
+			},
+		},
+		{
+			name: "a backend's key written below [backend.pool]",
+			src:  minimal + "[backend.pool]\nwarm = 2\nconnect_timeout = \"1s\"\n",
+			want: []string{`config.toml:12: unknown key backend.pool.connect_timeout (connect_timeout belongs to [[backend]]: write it above [backend.pool])`},
+		},
+		{
+			name: "a top-level key written below [log]",
+			src:  "[log]\nlevel = \"warn\"\nshutdown_timeout = \"10s\"\n" + minimal,
+			want: []string{`config.toml:3: unknown key log.shutdown_timeout (shutdown_timeout is a top-level key: write it above [log] and every other table)`},
+		},
+		{
+			name: "HAProxy's timeout, maxconn and mode",
+			src: strings.Replace(strings.Replace(minimal, `backend = "app"`, "backend = \"app\"\nmaxconn = 100", 1),
+				`address = "127.0.0.1:8081"`, "address = \"127.0.0.1:8081\"\ntimeout = \"1s\"\nmode = \"http\"", 1),
+			want: []string{
+				`config.toml:6: unknown key listener.maxconn (did you mean listener.max_connections?)`,
+				`config.toml:11: unknown key backend.timeout (did you mean backend.connect_timeout?)`,
+				`config.toml:12: unknown key backend.mode (did you mean backend.protocol?)`,
+			},
+		},
+		{
 			name: "a PROXY header required from no trusted source",
 			src:  strings.Replace(minimal, `backend = "app"`, "backend = \"app\"\nproxy_protocol = \"required\"", 1),
 			want: []string{`config.toml:6: listener "web": proxy_protocol_trusted: missing: proxy_protocol = "required" trusts no source without it; list the load balancers' addresses (e.g. "10.0.0.0/8")`},

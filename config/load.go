@@ -175,11 +175,56 @@ func unknownPrefix(key []string) int {
 func unknownKey(key []string) error {
 	err := fmt.Errorf("%w %s", ErrUnknownKey, toml.Key(key))
 	parent := strings.Join(key[:len(key)-1], ".")
+	if hint := misplaced(key); hint != "" {
+		return fmt.Errorf("%w (%s)", err, hint)
+	}
 	if guess := nearest(parent, key[len(key)-1]); guess != "" || synonym(parent, key[len(key)-1], &guess) {
 		err = fmt.Errorf("%w (did you mean %s?)", err, guess)
 	}
 	return err
 }
+
+// misplaced says where to write key when a table above the one it was
+// written in has it: TOML puts every key after [listener.close] into that
+// table until the next header, so a listener's key written below it lands
+// there. "" when no table above has the key.
+func misplaced(key []string) string {
+	word, in := key[len(key)-1], key[:len(key)-1]
+	if len(in) == 0 || kinds[strings.Join(in, ".")] == "" {
+		return "" // top level, or a value's inline table (servers)
+	}
+	for n := len(in) - 1; n >= 0; n-- {
+		up := strings.Join(append(slices.Clip(in[:n]), word), ".")
+		if !schema[up] || kinds[up] != "" {
+			continue
+		}
+		if n == 0 {
+			return fmt.Sprintf("%s is a top-level key: write it above %s and every other table", word, tableHeader(in))
+		}
+		return fmt.Sprintf("%s belongs to %s: write it above %s", word, tableHeader(in[:n]), tableHeader(in))
+	}
+	return ""
+}
+
+// tableHeader is how a table of the schema is opened: [log], [[listener]].
+func tableHeader(table []string) string {
+	name := strings.Join(table, ".")
+	if kinds[name] == array {
+		return "[[" + name + "]]"
+	}
+	return "[" + name + "]"
+}
+
+// kinds holds the kind of each table of the schema, table or array.
+var kinds = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range keys {
+		if k.kind != "" {
+			m[k.path] = k.kind
+		}
+	}
+	return m
+}()
 
 // synonyms are words for a key that other proxies' configurations use,
 // too far from ours in spelling for nearest to find.
@@ -190,6 +235,10 @@ var synonyms = map[string][]string{
 	"listen":  {"address"},
 	"host":    {"address"},
 	"server":  {"servers", "address"},
+	// HAProxy's and nginx's words
+	"timeout": {"connect_timeout"},
+	"maxconn": {"max_connections"},
+	"mode":    {"protocol"},
 }
 
 // synonym sets guess to the key of table parent that word stands for.

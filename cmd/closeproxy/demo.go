@@ -11,7 +11,10 @@ import (
 	"github.com/closeproxy/closeproxy/demo"
 )
 
-func cmdDemo(args []string, stdout, stderr io.Writer) int {
+// demoFunc runs the demonstration; a seam for tests.
+type demoFunc func(ctx context.Context, w io.Writer, o demo.Options) error
+
+func cmdDemo(args []string, stdout, stderr io.Writer, run demoFunc) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o demo.Options
@@ -24,9 +27,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "closeproxy demo: -n and -c take a number of at least 1, and demo no arguments")
 		return 2
 	}
+	// No more run at once than there are connections: "1000 at a time"
+	// of 10 would misreport what ran.
+	o.Concurrency = min(o.Concurrency, o.Conns)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := demo.Run(ctx, stdout, o); err != nil {
+	if err := run(ctx, stdout, o); err != nil {
 		fmt.Fprintln(stderr, "demo:", err)
 		return 1
 	}

@@ -17,11 +17,13 @@ import (
 // listener): it stops accepting and fails readiness at once, and lets its
 // sessions finish. With -wait it returns once they have, for a preStop hook
 // that must not let the web server stop before the proxy is done with it.
-// The proxy keeps running until SIGTERM.
+// The proxy keeps running until SIGTERM. -config finds the admin listener
+// of a configuration whose admin.listen is not the default.
 func cmdDrain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", config.Defaults().Admin.Listen, "host:port of the admin listener (from this host: only loopback clients may drain)")
+	path := fs.String("config", "", "reach the admin listener at this configuration's admin.listen (-admin, when given, wins)")
 	wait := fs.Bool("wait", false, "return only when every session has ended")
 	delay := fs.Duration("delay", 0, "fail readiness at once but keep accepting for this long first, while load balancers take the pod out of rotation")
 	timeout := fs.Duration("timeout", time.Minute, "with -wait: how long to wait for the sessions (exit 1 if some are still open)")
@@ -34,8 +36,13 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 	} else if err := drainFlags(fs.Args(), *admin, *delay, *timeout); err != nil {
 		fmt.Fprintf(stderr, "closeproxy drain: %v\n%s\n", err, drainUsage)
 		code = 2
-	} else {
+	} else if *path == "" || given(fs, "admin") {
 		code = drain(*admin, *delay, *wait, *timeout, stdout, stderr)
+	} else if addr, err := configAdmin(*path, "-admin"); err != nil {
+		fmt.Fprintln(stderr, err) // the configuration's problem, named
+		code = 1
+	} else {
+		code = drain(addr, *delay, *wait, *timeout, stdout, stderr)
 	}
 	// Written whatever the outcome, a mistyped hook included: the
 	// container waiting on it must not wait out its whole bound.
@@ -48,7 +55,7 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-const drainUsage = "usage: closeproxy drain [-admin HOST:PORT] [-delay D] [-wait] [-timeout D] [-done-file PATH]"
+const drainUsage = "usage: closeproxy drain [-admin HOST:PORT | -config FILE] [-delay D] [-wait] [-timeout D] [-done-file PATH]"
 
 // drainFlags says what is wrong with drain's flags once parsed, if
 // anything: args left over, an admin address without a port, a negative
@@ -87,7 +94,7 @@ func drain(admin string, delay time.Duration, wait bool, timeout time.Duration, 
 	u.RawQuery = q.Encode()
 	resp, err := client.Post(u.String(), "", nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "drain: %v\n", err)
+		fmt.Fprintf(stderr, "drain: %v\n", notRunning(err, "-admin"))
 		return 1
 	}
 	defer resp.Body.Close()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -65,6 +66,88 @@ func TestDrainSubcommand(t *testing.T) {
 		}
 		if b, err := os.ReadFile(done); err != nil || string(b) != "2\n" {
 			t.Errorf("drain %q: done file %q, %v; want it written with 2", c.args, b, err)
+		}
+	}
+}
+
+// drain -config and healthcheck -config reach the admin listener at the
+// file's admin.listen, a wildcard on loopback; -admin and -url given win.
+// (Both could only reach 127.0.0.1:9901 or an address typed again.)
+func TestDrainAndHealthcheckFollowConfig(t *testing.T) {
+	var got []string
+	adm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Method+" "+r.URL.Path)
+	}))
+	defer adm.Close()
+	host := strings.TrimPrefix(adm.URL, "http://")
+	_, port, _ := net.SplitHostPort(host)
+	at := writeConfig(t, strings.Replace(minimal, "127.0.0.1:0", host, 1))
+	wildcard := writeConfig(t, strings.Replace(minimal, "127.0.0.1:0", "0.0.0.0:"+port, 1))
+	elsewhere := writeConfig(t, strings.Replace(minimal, "127.0.0.1:0", "127.0.0.1:1", 1))
+	for _, args := range [][]string{
+		{"drain", "-config", at},
+		{"drain", "-config", wildcard},
+		{"drain", "-config", elsewhere, "-admin", host},
+		{"healthcheck", "-config", at},
+		{"healthcheck", "-config", wildcard},
+		{"healthcheck", "-config", elsewhere, "-url", adm.URL + "/readyz"},
+	} {
+		got = nil
+		var out, errOut bytes.Buffer
+		if code := run(args, &out, &errOut); code != 0 || len(got) != 1 {
+			t.Errorf("%q: exit %d, %d requests, stderr %q; want 0 and one request", args, code, len(got), errOut.String())
+		}
+	}
+	if want := "GET /readyz"; got[0] != want {
+		t.Errorf("healthcheck -url: asked %q, want %q", got[0], want)
+	}
+}
+
+// Where admin.listen says nothing can be reached, drain and healthcheck
+// say why and what to pass instead.
+func TestConfigAdmin(t *testing.T) {
+	for _, c := range []struct{ listen, want, err string }{
+		{"127.0.0.1:9902", "127.0.0.1:9902", ""},
+		{"0.0.0.0:9901", "127.0.0.1:9901", ""},
+		{":9901", "127.0.0.1:9901", ""},
+		{"[::]:9901", "[::1]:9901", ""},
+		{"[::1]:9901", "[::1]:9901", ""},
+		{"off", "", `admin.listen is "off": that proxy serves no admin endpoints to reach; set admin.listen = "127.0.0.1:9901" and restart it`},
+		{"127.0.0.1:0", "", `admin.listen "127.0.0.1:0" takes a free port at each start: pass -admin`},
+	} {
+		path := writeConfig(t, strings.Replace(minimal, "127.0.0.1:0", c.listen, 1))
+		got, err := configAdmin(path, "-admin")
+		if got != c.want || c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("admin.listen %q: %q, %v; want %q, %q", c.listen, got, err, c.want, c.err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	off := writeConfig(t, strings.Replace(minimal, "127.0.0.1:0", "off", 1))
+	if code := run([]string{"drain", "-config", off}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), `admin.listen is "off"`) {
+		t.Errorf("drain with admin off: exit %d, %q; want 1 and why", code, errOut.String())
+	}
+}
+
+// A refused connection asks whether closeproxy runs, and where its admin
+// listener was looked for.
+func TestNotRunningSaysWhereItLooked(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := ln.Addr().String()
+	ln.Close()
+	for _, c := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"drain", "-admin", free}, "-admin"},
+		{[]string{"healthcheck", "-url", "http://" + free + "/healthz"}, "-url"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(c.args, &out, &errOut)
+		if want := "is closeproxy running? its admin listener is admin.listen (pass " + c.flag + " or -config)"; code != 1 || !strings.Contains(errOut.String(), want) {
+			t.Errorf("%q: exit %d, %q; want 1 and %q", c.args, code, errOut.String(), want)
 		}
 	}
 }

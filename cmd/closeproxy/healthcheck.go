@@ -14,14 +14,29 @@ import (
 )
 
 // cmdHealthcheck asks the admin listener whether the process is healthy, for
-// container HEALTHCHECKs in images without a shell or curl.
+// container HEALTHCHECKs in images without a shell or curl. -config finds
+// the admin listener of a configuration whose admin.listen is not the
+// default.
 func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	target := fs.String("url", "http://"+config.Defaults().Admin.Listen+"/healthz", "the admin endpoint to ask (use /readyz for readiness)")
+	path := fs.String("config", "", "ask /healthz at this configuration's admin.listen (-url, when given, wins)")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
 	if err := fs.Parse(args); err != nil {
 		return flagCode(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "closeproxy healthcheck: unexpected argument %q (the endpoint goes in -url URL, the file in -config FILE)\n", fs.Arg(0))
+		return 2
+	}
+	if *path != "" && !given(fs, "url") {
+		addr, err := configAdmin(*path, "-url")
+		if err != nil {
+			fmt.Fprintln(stderr, err) // the configuration's problem, named
+			return 1
+		}
+		*target = "http://" + addr + "/healthz"
 	}
 	if u, err := url.Parse(*target); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		hostPort := config.Defaults().Admin.Listen
@@ -34,7 +49,7 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	client := http.Client{Timeout: *timeout}
 	resp, err := client.Get(*target)
 	if err != nil {
-		fmt.Fprintln(stderr, "healthcheck:", err)
+		fmt.Fprintln(stderr, "healthcheck:", notRunning(err, "-url"))
 		return 1
 	}
 	defer resp.Body.Close()

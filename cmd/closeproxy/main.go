@@ -34,6 +34,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/demo"
 	"github.com/closeproxy/closeproxy/proxy"
 	"github.com/closeproxy/closeproxy/twwatch"
 )
@@ -53,8 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, usage)
 			return 0
 		case "-version", "--version":
-			fmt.Fprintln(stdout, "closeproxy", versionString())
-			return 0
+			return cmdVersion(args[1:], stdout, stderr)
 		}
 	}
 	cmd := "run"
@@ -67,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "check":
 		return cmdCheck(args, stdout, stderr)
 	case "demo":
-		return cmdDemo(args, stdout, stderr)
+		return cmdDemo(args, stdout, stderr, demo.Run)
 	case "doctor":
 		return cmdDoctor(args, stdout, stderr)
 	case "healthcheck":
@@ -77,9 +77,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "transparent":
 		return cmdTransparent(args, stdout, stderr, execRun)
 	case "version":
-		fmt.Fprintln(stdout, "closeproxy", versionString())
-		return 0
-	case "help", "-h", "--help":
+		return cmdVersion(args, stdout, stderr)
+	case "help":
+		if len(args) > 0 && args[0] != "-h" && args[0] != "-help" && args[0] != "--help" {
+			fmt.Fprintf(stderr, "closeproxy help: unexpected argument %q (help takes none; a command's flags: closeproxy COMMAND -h)\n", args[0])
+			return 2
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
@@ -96,18 +99,37 @@ const usage = `usage:
                                   (-n connections per row, 200; -c at once, 100)
   closeproxy doctor [-config F] [-rate N] [-json]
                                   read this host's TIME-WAIT pressure and say what to do
-  closeproxy healthcheck [-url U] [-timeout D]
-                                  ask the admin listener (exit 0 when healthy)
-  closeproxy drain [-admin HOST:PORT] [-delay D] [-wait] [-timeout D] [-done-file F]
+  closeproxy healthcheck [-url U | -config F] [-timeout D]
+                                  ask the admin listener (exit 0 when healthy);
+                                  -config: the one at F's admin.listen
+  closeproxy drain [-admin HOST:PORT | -config F] [-delay D] [-wait]
+                   [-timeout D] [-done-file F]
                                   ask the running proxy to fail readiness, stop
                                   accepting (after -delay) and let its sessions
                                   finish (it keeps running until SIGTERM); -wait
-                                  returns once they have
+                                  returns once they have; -config: reach it at
+                                  F's admin.listen
   closeproxy transparent setup|teardown [-mark M] [-table T] [-ipv6=false] [-dry-run]
                                   add or remove the policy routing of transparent mode
   closeproxy version              (also: --version)
   closeproxy help                 this list (also: -h, --help)
 `
+
+// cmdVersion prints the version; it takes no flag but -h, and no argument.
+func cmdVersion(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, "Usage of version: closeproxy version (no flags, no arguments)") }
+	if err := fs.Parse(args); err != nil {
+		return flagCode(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "closeproxy version: unexpected argument %q (version takes none)\n", fs.Arg(0))
+		return 2
+	}
+	fmt.Fprintln(stdout, "closeproxy", versionString())
+	return 0
+}
 
 // flagCode is the exit code after fs.Parse failed with err: 0 when the
 // usage was asked for (-h), 2 for a bad flag (the flag package said why).
@@ -165,6 +187,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if err := recordsDir(cfg.Log.Records); err != nil {
 		fmt.Fprintf(stderr, "warning: %s: log.records: %v; run would fail here\n", path, err)
 	}
+	for _, name := range unusedBackends(cfg) {
+		// Valid, and maybe meant (a listener yet to come), or a listener
+		// that names the wrong one.
+		fmt.Fprintf(stderr, "warning: %s: backend %q is used by no listener: nothing dials, checks or waits for it until one names it\n", path, name)
+	}
 	verdict := fmt.Sprintf("%s: ok (%s, %s)", path,
 		count(len(cfg.Listeners), "listener"), count(len(cfg.Backends), "backend"))
 	if !*printCfg {
@@ -174,6 +201,18 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, "#", verdict)
 	stdout.Write(cfg.TOML())
 	return 0
+}
+
+// unusedBackends names, in the file's order, the backends no listener
+// names.
+func unusedBackends(cfg *config.Config) []string {
+	var out []string
+	for _, b := range cfg.Backends {
+		if !cfg.InUse(b.Name) {
+			out = append(out, b.Name)
+		}
+	}
+	return out
 }
 
 // recordsDir says why a records file could not be created where

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/demo"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -109,6 +111,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "-config", "closeproxy.toml", "extra"}, `unexpected argument "extra"`},
 		{[]string{"demo", "-n", "0"}, "-n and -c take a number of at least 1"},
 		{[]string{"healthcheck", "-url", "127.0.0.1:9901"}, `-url "127.0.0.1:9901" is not an http:// URL, such as http://127.0.0.1:9901/healthz`},
+		{[]string{"healthcheck", "http://127.0.0.1:9901/readyz"}, `unexpected argument "http://127.0.0.1:9901/readyz" (the endpoint goes in -url URL`},
+		{[]string{"transparent"}, "need setup or teardown"},
+		{[]string{"transparent", "-dry-run", "setup"}, "need setup or teardown, before the flags"},
+		{[]string{"version", "-bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"version", "extra"}, `unexpected argument "extra" (version takes none)`},
+		{[]string{"--version", "extra"}, `unexpected argument "extra" (version takes none)`},
+		{[]string{"help", "drain"}, `unexpected argument "drain" (help takes none; a command's flags: closeproxy COMMAND -h)`},
 	} {
 		errOut.Reset()
 		if code := run(c.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), c.says) {
@@ -140,12 +149,64 @@ func TestHelpAndVersionFlags(t *testing.T) {
 }
 
 // A subcommand's -h is its usage, asked for: exit 0, not a bad flag's 2.
+// (transparent -h, before setup or teardown, used to exit 2.)
 func TestSubcommandHelpExitsZero(t *testing.T) {
 	for _, args := range [][]string{{"check", "-h"}, {"run", "-h"}, {"demo", "-h"}, {"doctor", "-h"},
-		{"healthcheck", "-h"}, {"drain", "-h"}, {"transparent", "setup", "-h"}} {
+		{"healthcheck", "-h"}, {"drain", "-h"}, {"transparent", "setup", "-h"}, {"transparent", "-h"},
+		{"transparent", "--help"}, {"version", "-h"}} {
 		var out, errOut bytes.Buffer
 		if code := run(args, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "Usage of") {
 			t.Errorf("%q: exit %d, stderr %q; want 0 and the flags", args, code, errOut.String())
+		}
+	}
+}
+
+// Every command exits 0 after -h, 2 on a flag it does not have or an
+// argument it does not take, as the README says. (version took anything
+// after it and exited 0.)
+func TestEveryCommandExitsAsDocumented(t *testing.T) {
+	for _, cmd := range [][]string{{"run"}, {"check"}, {"demo"}, {"doctor"}, {"healthcheck"}, {"drain"},
+		{"transparent"}, {"transparent", "setup"}, {"transparent", "teardown"}, {"version"}, {"--version"}, {"help"}} {
+		for _, c := range []struct {
+			arg  string
+			want int
+		}{{"-h", 0}, {"-bogus", 2}, {"stray", 2}} {
+			var out, errOut bytes.Buffer
+			args := append(slices.Clip(cmd), c.arg)
+			if code := run(args, &out, &errOut); code != c.want {
+				t.Errorf("%q: exit %d, want %d; stderr %q", args, code, c.want, errOut.String())
+			}
+		}
+	}
+}
+
+// check warns of a [[backend]] no listener names: valid, but run dials it
+// and /readyz waits for it all the same.
+func TestCheckWarnsOfUnusedBackend(t *testing.T) {
+	path := writeConfig(t, minimal+"[[backend]]\nname = \"spare\"\naddress = \"127.0.0.1:10\"\n")
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check", "-config", path}, &out, &errOut); code != 0 ||
+		out.String() != path+": ok (1 listener, 2 backends)\n" ||
+		errOut.String() != "warning: "+path+": backend \"spare\" is used by no listener: nothing dials, checks or waits for it until one names it\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 0, ok and one warning", code, out.String(), errOut.String())
+	}
+}
+
+// demo runs no more clients at once than connections: -n 10 -c 1000 said
+// "1000 at a time".
+func TestDemoClampsConcurrency(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want demo.Options
+	}{
+		{[]string{"-n", "10", "-c", "1000"}, demo.Options{Conns: 10, Concurrency: 10}},
+		{nil, demo.Options{Conns: 200, Concurrency: 100}},
+	} {
+		var got demo.Options
+		fake := func(_ context.Context, _ io.Writer, o demo.Options) error { got = o; return nil }
+		var out, errOut bytes.Buffer
+		if code := cmdDemo(c.args, &out, &errOut, fake); code != 0 || got != c.want {
+			t.Errorf("demo %q: exit %d, ran with %+v; want %+v", c.args, code, got, c.want)
 		}
 	}
 }

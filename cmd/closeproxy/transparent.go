@@ -58,19 +58,22 @@ type routing struct {
 }
 
 func cmdTransparent(args []string, stdout, stderr io.Writer, run runFunc) int {
-	if len(args) == 0 || (args[0] != "setup" && args[0] != "teardown") {
-		fmt.Fprint(stderr, "closeproxy transparent: need setup or teardown\n", usage)
-		return 2
+	action := "setup|teardown" // named in the usage until one is given
+	if len(args) > 0 && (args[0] == "setup" || args[0] == "teardown") {
+		action, args = args[0], args[1:]
 	}
-	action := args[0]
 	fs := flag.NewFlagSet("transparent "+action, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	mark := fs.String("mark", "0x1", "firewall mark of packets for transparent sockets")
 	table := fs.Int("table", 100, "routing table that delivers marked packets locally")
 	ipv6 := fs.Bool("ipv6", true, "also set up IPv6 (ip -6)")
 	dry := fs.Bool("dry-run", false, "print the commands without running them")
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagCode(err)
+	if err := fs.Parse(args); err != nil {
+		return flagCode(err) // 0 after -h, with or without the action
+	}
+	if action != "setup" && action != "teardown" {
+		fmt.Fprint(stderr, "closeproxy transparent: need setup or teardown, before the flags\n", usage)
+		return 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "closeproxy transparent %s: unexpected %q\n", action, fs.Args())
