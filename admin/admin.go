@@ -141,6 +141,9 @@ type backendSet struct {
 func newBackendSet(cfg *config.Config, old *backendSet) *backendSet {
 	s := &backendSet{byName: make(map[string]*backendReady, len(cfg.Backends))}
 	for _, b := range cfg.Backends {
+		if !cfg.InUse(b.Name) {
+			continue // no session can reach it: not the pod's readiness
+		}
 		br := newBackendReady(b)
 		if old != nil {
 			if prev := old.byName[b.Name]; prev != nil && slices.Equal(prev.addresses, br.addresses) && prev.timeout == br.timeout {

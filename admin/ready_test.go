@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/closeproxy/closeproxy/config"
 )
 
 // liveBackend returns the address of a loopback listener: the kernel
@@ -93,4 +95,21 @@ func TestReadyzProbeIsCached(t *testing.T) {
 	}
 	defer ln.Close()
 	readyz(t, base, http.StatusServiceUnavailable, "connection refused")
+}
+
+// A backend no listener names is no session's: /readyz does not wait for
+// it, down as it is (the example configuration has one).
+func TestReadyzIgnoresUnusedBackend(t *testing.T) {
+	cfg := testConfig("127.0.0.1:0", liveBackend(t))
+	cfg.Backends = append(cfg.Backends, config.Backend{Name: "spare", Address: deadBackend(t), ConnectTimeout: time.Second})
+	a := New(cfg, zaptest.NewLogger(t))
+	base := serve(t, a)
+	srv := &fakeServer{}
+	srv.serving.Store(true)
+	a.Attach(srv)
+	readyz(t, base, http.StatusOK, "ready")
+
+	cfg.Listeners = append(cfg.Listeners, config.Listener{Name: "spare", Listen: "127.0.0.1:0", Backend: "spare"})
+	a.Reconfigure(cfg) // a listener now names it: its readiness counts
+	readyz(t, base, http.StatusServiceUnavailable, "backend spare")
 }

@@ -260,3 +260,15 @@ func (c *Config) UsesAuto() bool {
 	}
 	return false
 }
+
+// InUse reports whether a listener forwards to the backend named name. A
+// backend none does is kept for a later reload: nothing dials it, checks
+// it or waits for it to be ready.
+func (c *Config) InUse(name string) bool {
+	for _, l := range c.Listeners {
+		if l.Backend == name {
+			return true
+		}
+	}
+	return false
+}

@@ -43,6 +43,9 @@ type server struct {
 func (s *Server) buildBackends(cfg *config.Config, old map[string]*backend) map[string]*backend {
 	out := make(map[string]*backend, len(cfg.Backends))
 	for _, b := range cfg.Backends {
+		if !cfg.InUse(b.Name) {
+			continue // no session can reach it: no pool, no checks
+		}
 		if prev := old[b.Name]; prev != nil && reflect.DeepEqual(prev.cfg, b) {
 			out[b.Name] = prev
 			continue

@@ -376,3 +376,35 @@ func TestMultiServerPassiveEjectsServerThatResetsEverySession(t *testing.T) {
 		t.Errorf("resetting server: %+v, want down with 1 passive ejection", st.Health)
 	}
 }
+
+// A backend no listener names has no pool and no checks until a reload
+// gives it a listener: a spare backend (the example configuration has
+// one) must not dial a server that may not exist.
+func TestUnusedBackendIsNotRun(t *testing.T) {
+	spareAccepted := make(chan struct{}, 16)
+	spare := httpBackendTelling(t, true, spareAccepted)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(httpBackend(t, true)),
+		func(c *config.Config) {
+			sb := c.Backends[0]
+			sb.Name, sb.Address, sb.Pool.Warm = "spare", spare, 2
+			c.Backends = append(c.Backends, sb)
+		})
+	if _, ok := h.srv.Servers()["spare"]; ok {
+		t.Fatal("the unused backend has servers running")
+	}
+	next := runningConfig(h)
+	ln := next.Listeners[0]
+	ln.Name, ln.Backend = "spare", "spare"
+	next.Listeners = append(next.Listeners, ln)
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.srv.Servers()["spare"]; len(st) != 1 || st[0].Address != spare {
+		t.Fatalf("after a listener named it: servers %+v", st)
+	}
+	select { // its warm pool dials now
+	case <-spareAccepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend a listener now names was never dialed")
+	}
+}
