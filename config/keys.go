@@ -61,13 +61,14 @@ Where teardown records are written, one JSON line each: "stderr",
 "stdout" or a file path. Records do not pass through level: a level of
 "warn" or "error" still writes every record teardown selects. A file is
 opened for appending and reopened on SIGUSR1, after logrotate (or
-anything else) moved it away. Records are written together, at least
-every records_flush; written one by one ("0s") they add 7–13 % to the
-proxy's CPU per short connection to a file, and 13–18 % through a pipe
-whose reader wakes for every line, such as a container's stderr that
-its runtime reads (measured in docs/performance.md). A file (for
-instance on a volume a log shipper tails) costs less than a pipe, and
-teardown "errors" or "sample:<rate>" less still.`},
+anything else) moved it away. Records are written together, each at most
+records_flush after its session ended; written one by one ("0s") they
+add 7–13 % to the proxy's CPU per short connection to a file, and
+13–18 % through a pipe whose reader wakes for every line, such as a
+container's stderr that its runtime reads (measured in
+docs/performance.md). A file (for instance on a volume a log shipper
+tails) costs less than a pipe, and teardown "errors" or "sample:<rate>"
+less still.`},
 	{path: "log.records_flush", at: field(func(c *Config) any { return &c.Log.RecordsFlush }),
 		def: 100 * time.Millisecond, restart: true, check: recordsFlush, doc: `
 How long a teardown record may wait to be written together with the
@@ -151,7 +152,9 @@ Required. The name of the [[backend]] sessions are forwarded to.`},
 		def: ProxyProtocolOff, check: oneOf(ProxyProtocolOff, ProxyProtocolOptional, ProxyProtocolRequired), doc: `
 Whether clients' connections start with a PROXY protocol header (v1 or v2)
 from a load balancer: "off" (never read one), "optional" (read one if
-present) or "required" (refuse connections without one).`},
+present) or "required" (refuse connections without one). With
+"optional", a connection that closes before sending anything (a load
+balancer's TCP check) is relayed as one without a header.`},
 	{path: "listener.proxy_protocol_trusted", at: field(func(l *Listener) any { return &l.ProxyProtocolTrusted }),
 		def: []netip.Prefix(nil), doc: `
 Source addresses whose PROXY headers are believed: CIDR prefixes
@@ -247,5 +250,7 @@ reset). It also bounds how long the proxy waits for the client to answer a FIN
 it sent after the client's, when the client had not acknowledged every byte
 sent to it: an ACK, or an RST from a client that had closed its socket
 (recorded as its reset, no TIME-WAIT). Without an answer by then the leg
-is closed as a FIN exchange.`},
+is closed as a FIN exchange. A reset for late data (the client sent bytes
+after the backend's side was gone, or, in http1, more behind a request
+answered 400) waits the same way, then resets anyway.`},
 }

@@ -11,7 +11,9 @@ var backendKeys = []key{
 A [[backend]] is where sessions are dialed to.`},
 	{path: "backend.name", at: field(func(b *Backend) any { return &b.Name }),
 		example: "app", doc: `
-Required, unique among backends; listeners refer to it.`},
+Required, unique among backends; listeners refer to it. A backend no
+listener names is kept for a later reload: until one does, nothing
+dials it, checks it or waits for it (/readyz), and check warns.`},
 	{path: "backend.address", at: field(func(b *Backend) any { return &b.Address }),
 		example: "127.0.0.1:8081", doc: `
 Required: either address, one host:port to dial (the host may be a name
@@ -213,5 +215,7 @@ reset). It also bounds how long the proxy waits for the backend to answer a FIN
 it sent after the backend's, when the backend had not acknowledged every byte
 sent to it: an ACK, or an RST from a backend that had closed its socket
 (recorded as its reset, no TIME-WAIT). Without an answer by then the leg
-is closed as a FIN exchange.`},
+is closed as a FIN exchange. A reset for late data (the backend sent
+bytes after the client's side was gone) waits the same way, then resets
+anyway.`},
 }
