@@ -81,16 +81,22 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 func (h *h1) stalled(rt *roundTrip, why engine.Stall) {
 	rt.closing, rt.reusable, rt.retry, rt.cutBack = true, false, false, true
 	_ = h.front.SetDeadline(time.Time{})
-	o, status, text := engine.OutcomeTimeout, 504, "Gateway Timeout"
-	if why == engine.StalledDrain {
-		o, status, text = engine.OutcomeDrained, 503, "Service Unavailable"
-	}
-	h.rec.Outcome(o, fmt.Errorf("exchange stalled: no byte moved for idle_timeout %s, or shutdown ran out of time", h.ln.IdleTimeout))
+	o, status, text, err := stall(why, h.ln.IdleTimeout)
+	h.rec.Outcome(o, err)
 	if rt.started {
 		h.cutFront()
 		return
 	}
 	h.writeError(status, text)
+}
+
+// stall is what an exchange the guard cut short ends as: its outcome, the
+// answer to a client whose response had not begun, and why.
+func stall(why engine.Stall, idle time.Duration) (o engine.Outcome, status int, text string, err error) {
+	if why == engine.StalledDrain {
+		return engine.OutcomeDrained, 503, "Service Unavailable", errors.New("cut by shutdown: still open after shutdown_timeout")
+	}
+	return engine.OutcomeTimeout, 504, "Gateway Timeout", fmt.Errorf("exchange stalled: no byte moved for idle_timeout %s", idle)
 }
 
 // cutFront resets the front leg: a response was cut short.

@@ -1385,11 +1385,8 @@ func (h *h1Loop) cut() {
 // A response not begun is answered (504, 503 at shutdown); one begun is cut.
 func (h *h1Loop) stalled(why engine.Stall) {
 	x := h.x
-	o, status, text := engine.OutcomeTimeout, 504, "Gateway Timeout"
-	if why == engine.StalledDrain {
-		o, status, text = engine.OutcomeDrained, 503, "Service Unavailable"
-	}
-	h.rec().Outcome(o, fmt.Errorf("exchange stalled: no byte moved for idle_timeout %s, or shutdown ran out of time", h.ss.ln.IdleTimeout))
+	o, status, text, err := stall(why, h.ss.ln.IdleTimeout)
+	h.rec().Outcome(o, err)
 	if x.started || x.endFront {
 		h.cut()
 		return

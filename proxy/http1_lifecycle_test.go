@@ -194,6 +194,9 @@ func TestHTTP1BackendNeverAnswers504(t *testing.T) {
 			if td.Outcome != engine.OutcomeTimeout || td.Back.Close != policy.CloseReset || td.BackRequests != answered+1 {
 				t.Errorf("outcome %s back close %s, %d requests; want timeout, reset, %d", td.Outcome, td.Back.Close, td.BackRequests, answered+1)
 			}
+			if td.Err == nil || td.Err.Error() != "exchange stalled: no byte moved for idle_timeout 300ms" {
+				t.Errorf("error %v, want the idle_timeout named alone", td.Err)
+			}
 			if err := <-backendSaw; !errors.Is(err, syscall.ECONNRESET) {
 				t.Errorf("backend saw %v, want ECONNRESET", err)
 			}
@@ -225,8 +228,8 @@ func TestHTTP1ShutdownCutsAWaitingExchange(t *testing.T) {
 	if r := <-got; !strings.HasPrefix(r, "HTTP/1.1 503 ") {
 		t.Errorf("client got %q, want a 503", r)
 	}
-	if td := h.record(t); td.Outcome != engine.OutcomeDrained {
-		t.Errorf("outcome %s, want drained", td.Outcome)
+	if td := h.record(t); td.Outcome != engine.OutcomeDrained || td.Err == nil || td.Err.Error() != "cut by shutdown: still open after shutdown_timeout" {
+		t.Errorf("outcome %s (%v), want drained, cut by shutdown", td.Outcome, td.Err)
 	}
 }
 
