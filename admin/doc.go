@@ -35,6 +35,7 @@
 //	closeproxy_connections_accepted_total{listener}
 //	closeproxy_connections_active{listener}
 //	closeproxy_connections_rejected_total{listener,reason}
+//	closeproxy_http1_sessions_parked
 //	closeproxy_sessions_total{listener,backend,outcome}
 //	closeproxy_first_fin_total{leg,side}
 //	closeproxy_time_wait_placed_total{leg,side}
@@ -59,6 +60,8 @@
 //	closeproxy_kernel_tcp_max_tw_buckets                Linux: net.ipv4.tcp_max_tw_buckets
 //	closeproxy_kernel_tcp_timewait_overflow             Linux: TcpExt TCPTimeWaitOverflow (gauge)
 //	closeproxy_kernel_time_wait_overflow_total          the same figure, typed counter
+//	closeproxy_auto_decisions_total{leg,reason}         time_wait = "auto"
+//	closeproxy_auto_switches_total{reason,to}           to: nowhere|accepting
 //	closeproxy_bytes_total{listener,leg,direction}      direction: in|out, from the records
 //	closeproxy_session_duration_seconds{listener}       histogram, from the records
 //	closeproxy_config_last_reload_successful            1 or 0 (ConfigReloaded)

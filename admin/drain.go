@@ -73,7 +73,7 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 	}
 	if wait == 0 {
 		w.WriteHeader(http.StatusAccepted)
-		fmt.Fprintf(w, "draining: %d sessions open\n", d.Live())
+		fmt.Fprintf(w, "draining: %s open\n", sessions(d.Live()))
 		return
 	}
 	// The wait outlasts the server's write timeout by design.
@@ -87,8 +87,16 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "drained")
 	case <-ctx.Done():
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "draining: %d sessions still open after %s\n", d.Live(), wait)
+		fmt.Fprintf(w, "draining: %s still open after %s\n", sessions(d.Live()), wait)
 	}
+}
+
+// sessions writes n sessions: "1 session", "2 sessions".
+func sessions(n int64) string {
+	if n == 1 {
+		return "1 session"
+	}
+	return fmt.Sprintf("%d sessions", n)
 }
 
 // drainParam reads the duration query parameter name of a drain request

@@ -8,7 +8,7 @@ import (
 
 var (
 	kernelTWDesc = prometheus.NewDesc("closeproxy_kernel_time_wait",
-		"TIME-WAIT sockets of this proxy by leg, from sock_diag: front = local port is a listener's, back = peer is a backend address.",
+		"TIME-WAIT sockets of this host (network namespace) by leg, from sock_diag: front = local port is a listener's, back = peer is a backend address (any connection of the host's to it counts: a TIME-WAIT socket has no owner).",
 		[]string{"leg"}, nil)
 	kernelHostTWDesc = prometheus.NewDesc("closeproxy_kernel_time_wait_host",
 		"TIME-WAIT sockets of the whole network namespace (/proc/net/sockstat tw).", nil, nil)
