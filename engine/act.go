@@ -298,6 +298,8 @@ func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
 		}
 	}
 	_ = l.conn.SetLinger(0)
-	x.rec.reset(l.name, why, cut)
+	// A refusal comes before any byte of the other side's: as Refuse
+	// records it, nothing was cut.
+	x.rec.reset(l.name, why, cut && why != policy.ReasonRefused)
 	l.closeSocket()
 }

@@ -91,8 +91,9 @@ func TestProxyHeaderFaults(t *testing.T) {
 				if got != "" {
 					t.Errorf("a refused client got %q", got)
 				}
-				if td.Front.Close != policy.CloseReset || td.Front.TimeWait != policy.SideNone || td.Err == nil {
-					t.Errorf("refusal record: close %s time_wait %s err %v", td.Front.Close, td.Front.TimeWait, td.Err)
+				// A refusal cuts nothing: no byte of the backend's existed.
+				if td.Front.Close != policy.CloseReset || td.Front.TimeWait != policy.SideNone || td.Err == nil || td.Front.Cut {
+					t.Errorf("refusal record: close %s time_wait %s cut %v err %v", td.Front.Close, td.Front.TimeWait, td.Front.Cut, td.Err)
 				}
 			}
 		})

@@ -707,9 +707,9 @@ func TestHTTP1LoopProxyHeader(t *testing.T) {
 			got, _ := exchange(t, h.addr, tc.parts...)
 			td := h.record(t)
 			if tc.version == "" {
-				if td.Outcome != engine.OutcomeBadProxyHeader || got != "" || td.Front.Close != policy.CloseReset || td.Front.TimeWait != policy.SideNone {
-					t.Errorf("outcome %s (%v), client got %q, front close %s time_wait %s; want bad_proxy_header, nothing, reset, none",
-						td.Outcome, td.Err, got, td.Front.Close, td.Front.TimeWait)
+				if td.Outcome != engine.OutcomeBadProxyHeader || got != "" || td.Front.Close != policy.CloseReset || td.Front.TimeWait != policy.SideNone || td.Front.Cut {
+					t.Errorf("outcome %s (%v), client got %q, front close %s time_wait %s cut %v; want bad_proxy_header, nothing, reset, none, not cut",
+						td.Outcome, td.Err, got, td.Front.Close, td.Front.TimeWait, td.Front.Cut)
 				}
 				return
 			}
