@@ -414,15 +414,18 @@ func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	// The warnings go out at the level that was in force, so that a
 	// reload that also raises log.level does not swallow them; the
 	// confirmation names the keys again.
-	restart := config.RestartOnly(p.cfg, cfg)
-	for _, key := range restart {
-		lg.log.Warn("reload: "+key+" changed; it takes effect after a restart", zap.String("key", key))
+	var restart []string
+	for _, c := range config.RestartChanges(p.cfg, cfg) {
+		restart = append(restart, c.Key)
+		lg.log.Warn("reload: "+c.Key+" changed; it takes effect after a restart",
+			zap.String("key", c.Key), zap.String("running", c.Running), zap.String("file", c.File))
 	}
 	if err := lg.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
 		lg.log.Warn("log.level not changed", zap.Error(err))
 	}
 	p.adm.ConfigReloaded(true)
-	fields := []zap.Field{zap.String("config", path), zap.Int("listeners", len(cfg.Listeners)), zap.Int("backends", len(cfg.Backends))}
+	fields := []zap.Field{zap.String("config", path), zap.Int("listeners", len(cfg.Listeners)), zap.Int("backends", len(cfg.Backends)),
+		zap.Stringers("addrs", p.srv.Addrs())}
 	if len(restart) > 0 {
 		fields = append(fields, zap.Strings("restart_needed", restart))
 	}

@@ -139,6 +139,9 @@ func TestReloadWarnsOfRestartOnlyKeys(t *testing.T) {
 			if want := "reload: " + l.str("key") + " changed; it takes effect after a restart"; l.str("msg") != want || l.str("level") != "warn" {
 				t.Errorf("line %v, want a warning %q", l, want)
 			}
+			if l.str("key") == "shutdown_timeout" && (l.str("running") != "2s" || l.str("file") != "3s") {
+				t.Errorf("line %v, want the running value 2s and the file's 3s", l)
+			}
 		}
 	}
 	if want := "shutdown_timeout log.records admin.listen"; strings.Join(warned, " ") != want {
