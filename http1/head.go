@@ -18,7 +18,11 @@ func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine 
 	if err != nil {
 		return nil, nil, err
 	}
-	return parseRaw(raw, lim, kind, parseLine, nil)
+	parsed, fields, err := parseRaw(raw, lim, kind, parseLine, nil)
+	if err != nil {
+		return raw, nil, err // the bytes it took, for the caller's count
+	}
+	return parsed, fields, nil
 }
 
 // parseHeadIn is parseHead over the head at b's start, which the caller

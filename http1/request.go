@@ -10,7 +10,9 @@ import (
 // ReadRequest reads one request head from br, leaving its body (and any
 // pipelined request after it) in br. It returns io.EOF when the client closed
 // between requests (before any byte, or after the one empty line it skips);
-// every refusal wraps ErrBadRequest; other errors are I/O errors.
+// every refusal wraps ErrBadRequest; other errors are I/O errors. A head
+// refused once it was read whole comes back with the error as a Request
+// holding only its bytes (Raw); nothing else of it is of use.
 func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	if b, err := br.Peek(2); string(b) == "\r\n" {
 		br.Discard(2) // RFC 9112 §2.2: ignore at least one empty line
@@ -20,12 +22,22 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	r := &Request{}
 	var err error
 	if r.Raw, r.Header, err = parseHead(br, lim, true, ErrBadRequest, r.parseLine); err != nil {
-		return nil, err
+		return refused(r.Raw), err
 	}
 	if reason := r.frame(); reason != "" {
-		return nil, refuse(ErrBadRequest, reason)
+		return refused(r.Raw), refuse(ErrBadRequest, reason)
 	}
 	return r, nil
+}
+
+// refused is what ReadRequest returns with an error: nil if no whole head
+// was read, else a Request holding only the head's bytes (Raw), which the
+// reader consumed, for the caller's count of what came.
+func refused(raw []byte) *Request {
+	if raw == nil {
+		return nil
+	}
+	return &Request{Raw: raw}
 }
 
 // ReadRequestIn is ReadRequest for a request at b's start that the caller

@@ -392,11 +392,15 @@ func (h *h1) readRequest() (req *http1.Request, err error) {
 		return nil, err
 	}
 	_ = h.enter(head)
-	if req, err = http1.ReadRequest(h.fr, h.lim); err == nil {
+	req, err = http1.ReadRequest(h.fr, h.lim)
+	if req != nil { // a head refused once whole came in too
 		h.rec.Received(policy.Front, int64(len(req.Raw)))
-		_ = h.enter(between)
 	}
-	return req, err
+	if err != nil {
+		return nil, err
+	}
+	_ = h.enter(between)
+	return req, nil
 }
 
 // enter makes p the session's phase and sets the client's read deadline

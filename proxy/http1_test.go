@@ -171,8 +171,9 @@ func TestHTTP1SmugglingRefused(t *testing.T) {
 		if !strings.HasPrefix(got[0], "400 ") {
 			t.Errorf("%q: got %q", raw, got[0])
 		}
-		if td := h.record(t); td.Outcome != engine.OutcomeBadRequest {
-			t.Errorf("outcome %s", td.Outcome)
+		// Every byte sent came in, the refused head's included.
+		if td := h.record(t); td.Outcome != engine.OutcomeBadRequest || td.Front.BytesIn != int64(len(raw)) {
+			t.Errorf("outcome %s, front.bytes_in %d; want bad_request, %d", td.Outcome, td.Front.BytesIn, len(raw))
 		}
 	}
 	if n := o.requests.Load(); n != 0 {
