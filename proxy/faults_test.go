@@ -140,6 +140,22 @@ func TestProxyHeaderClientClosesFirst(t *testing.T) {
 	}
 }
 
+// The parser's terse refusals come with what a header should look like.
+func TestProxyHeaderRefusalsSayWhatIsExpected(t *testing.T) {
+	be := httpBackend(t, true)
+	long := v2Signature + "\x21\x11\x13\x88" + strings.Repeat("\x00", 5000) // TCP4, length 5000
+	for sent, says := range map[string]string{
+		"PROXY TCP4  192.0.2.7 192.0.2.1 5555 80\r\n": "one space apart",
+		long: "at most 4096 bytes",
+	} {
+		h := startProxy(t, ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"), defaultBackend(be))
+		exchange(t, h.addr, sent)
+		if td := h.record(t); td.Outcome != engine.OutcomeBadProxyHeader || td.Err == nil || !strings.Contains(td.Err.Error(), says) {
+			t.Errorf("%.20q: outcome %s (%v), want bad_proxy_header saying %q", sent, td.Outcome, td.Err, says)
+		}
+	}
+}
+
 // A client silent until proxy_protocol_timeout is refused with "required",
 // and the record says nothing came (not "incomplete").
 func TestProxyHeaderRequiredSilence(t *testing.T) {

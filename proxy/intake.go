@@ -82,7 +82,7 @@ func (in *intake) judge(hdr *proxyproto.Header, err error, l *config.Listener, t
 			return fmt.Errorf("%w: missing (proxy_protocol = \"required\")", errBadProxyHeader)
 		}
 	case err != nil:
-		return fmt.Errorf("%w: %w", errBadProxyHeader, err)
+		return fmt.Errorf("%w: %w%s", errBadProxyHeader, err, hint(err))
 	case !trusted:
 		return fmt.Errorf("%w: header from %s, which is not in proxy_protocol_trusted", errBadProxyHeader, in.client.Addr())
 	default:
@@ -94,6 +94,18 @@ func (in *intake) judge(hdr *proxyproto.Header, err error, l *config.Listener, t
 		}
 	}
 	return nil
+}
+
+// hint says, for the parser's terse refusals, what a well-formed header
+// looks like.
+func hint(err error) string {
+	switch {
+	case errors.Is(err, proxyproto.ErrCantReadAddressFamilyAndProtocol):
+		return ` (a v1 line is "PROXY TCP4|TCP6 <src> <dst> <sport> <dport>\r\n" or "PROXY UNKNOWN\r\n", one space apart)`
+	case errors.Is(err, proxyproto.ErrInvalidLength):
+		return fmt.Sprintf(" (a v2 header's length must fit its address family and be at most %d bytes)", proxyproto.MaxV2HeaderSize)
+	}
+	return ""
 }
 
 // headerNeeds says how much of b a PROXY header at its start takes, as
