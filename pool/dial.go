@@ -62,6 +62,12 @@ func (p *Pool) dialConn(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial backend %s: %w", p.cfg.Address, err)
 	}
+	if p.failing.Load() {
+		select {
+		case p.recovered <- struct{}{}:
+		default:
+		}
+	}
 	return &Conn{TCPConn: tc, Bare: bare, Dial: took, born: start}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -195,4 +196,33 @@ func TestConcurrentUseKeepsTheCap(t *testing.T) {
 		t.Errorf("stats %+v after all returned, want nothing in use and at most %d idle", s, maxConns)
 	}
 	stop()
+}
+
+// Once a session's own dial succeeds, the refiller that retries a failing
+// backend does so at once, not at the end of its backoff (here a minute):
+// the warm connections come back with the backend, and the log's "backend
+// dial recovered" with them.
+func TestRefillerRecoversWithASessionsDial(t *testing.T) {
+	b := newBackend(t, false)
+	var down atomic.Bool
+	down.Store(true)
+	dials := new(counter)
+	dial := func(ctx context.Context, addr string) (*net.TCPConn, error) {
+		if down.Load() {
+			dials.calls.Add(1)
+			return nil, syscall.ECONNREFUSED
+		}
+		return dials.dial(ctx, addr)
+	}
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, Warm: 2,
+		BackoffMin: time.Minute, BackoffMax: time.Minute}, dial)
+	run(t, p)
+	waitFor(t, "the refillers' first failure", func() bool { return p.Stats().Failing > 0 })
+	down.Store(false)
+	c, err := p.Get(context.Background()) // a session dials: the backend is back
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Release(c)
+	waitFor(t, "the warm connections, well before the minute's backoff", func() bool { return p.Stats().Idle == 2 })
 }

@@ -67,6 +67,11 @@ type Pool struct {
 	wake chan struct{} // capacity 1: a refiller may have work
 
 	failing atomic.Bool // the refillers' dials fail: one of them retries
+	// recovered (capacity 1): a session's dial succeeded while the
+	// refillers' failed; the one that retries does so at once, not after
+	// its backoff, so the warm connections and the log follow the backend
+	// as soon as sessions see it back.
+	recovered chan struct{}
 	// inCall: the last bare dial was established inside connect(2), as
 	// to a backend on this host (DialNow tries only then); before any, the
 	// address is a loopback one.
@@ -96,11 +101,12 @@ func New(cfg Config, dial DialFunc, log *zap.Logger) *Pool {
 		cfg.BackoffMax = max(10*time.Second, cfg.BackoffMin)
 	}
 	p := &Pool{
-		cfg:   cfg,
-		dial:  dial,
-		log:   log,
-		wake:  make(chan struct{}, 1),
-		freed: make(chan struct{}),
+		cfg:       cfg,
+		dial:      dial,
+		log:       log,
+		wake:      make(chan struct{}, 1),
+		recovered: make(chan struct{}, 1),
+		freed:     make(chan struct{}),
 	}
 	// A backend on a loopback address is on this host: its connects are
 	// done inside the call from the first (and if not, the first dial

@@ -74,12 +74,20 @@ func (p *Pool) refill(ctx context.Context) {
 			continue // another refiller leads the retries
 		}
 		p.logFailing(err, !lead)
+		if !lead { // a streak begins: an earlier one's news is stale
+			select {
+			case <-p.recovered:
+			default:
+			}
+		}
 		lead = true
 		retry.Reset(p.retryDelay(err))
 		select {
 		case <-ctx.Done():
 			return
 		case <-retry.C:
+		case <-p.recovered: // a session's dial succeeded: retry now
+			retry.Stop() // Go 1.23 timers: nothing stale is left to drain
 		}
 	}
 }
