@@ -162,13 +162,17 @@ func TestHealthStateMachine(t *testing.T) {
 	if e := h.State(now).Ejections; e.Check != 1 || e.Passive != 1 {
 		t.Fatalf("ejections %+v, want 1 by check and 1 passive", e)
 	}
-	r := NewHealth(HealthConfig{EjectAfter: 1, Revive: time.Second})
+	revived := 0
+	r := NewHealth(HealthConfig{EjectAfter: 1, Revive: time.Second, Revived: func() { revived++ }})
 	r.Passive(false, now)
 	if r.Up(now.Add(999 * time.Millisecond)) {
 		t.Fatal("revived before Revive")
 	}
-	if !r.Up(now.Add(time.Second)) {
+	if !r.Up(now.Add(time.Second)) || !r.Up(now.Add(2*time.Second)) {
 		t.Fatal("not revived after Revive")
+	}
+	if revived != 1 { // the proxy logs it: an ejection's log line has its end
+		t.Errorf("Revived called %d times, want once", revived)
 	}
 }
 

@@ -14,6 +14,9 @@ type HealthConfig struct {
 	// Revive brings an ejected server back after this long without a
 	// check: for servers no active check runs on. 0: only checks do.
 	Revive time.Duration
+	// Revived, if set, is called as Revive brings the server back (under
+	// the Health's lock: it must not call back into it).
+	Revived func()
 }
 
 // Health is one server's up/down state, fed by active checks and by what
@@ -102,6 +105,9 @@ func (h *Health) setLocked(up bool, now time.Time) {
 func (h *Health) reviveLocked(now time.Time) {
 	if !h.up && h.cfg.Revive > 0 && now.Sub(h.since) >= h.cfg.Revive {
 		h.setLocked(true, now)
+		if h.cfg.Revived != nil {
+			h.cfg.Revived()
+		}
 	}
 }
 

@@ -66,6 +66,13 @@ func (s *Server) newBackend(b config.Backend) *backend {
 		warm = 0 // a warm connection would come from no client's address
 	}
 	for _, srv := range b.ServerList() {
+		hc := hc
+		if hc.Revive > 0 {
+			log := s.log.With(zap.String("backend", b.Name), zap.String("server", srv.Address))
+			hc.Revived = func() {
+				log.Info("server back: taking sessions again after its ejection", zap.Duration("after", hc.Revive))
+			}
+		}
 		sv := &server{addr: srv.Address, weight: max(srv.Weight, 1), health: balance.NewHealth(hc)}
 		sv.pool = pool.New(pool.Config{
 			Address: srv.Address, ConnectTimeout: b.ConnectTimeout,
