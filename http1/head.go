@@ -16,7 +16,7 @@ func parseHead(br *bufio.Reader, lim Limits, strict bool, kind error, parseLine 
 	lim = lim.withDefaults()
 	raw, err := readHead(br, lim.MaxHeadBytes, strict, kind)
 	if err != nil {
-		return nil, nil, err
+		return raw, nil, err // what it consumed, if anything: the caller counts it
 	}
 	parsed, fields, err := parseRaw(raw, lim, kind, parseLine, nil)
 	if err != nil {
@@ -77,7 +77,9 @@ func parseVersion(v string) (major, minor int, reason string) {
 // readHead reads one head, start line through the empty line, and returns a
 // copy of exactly its bytes; nothing after the empty line is consumed. strict
 // refuses a bare LF line ending; a bare CR is always refused. io.EOF means
-// the peer closed before sending a byte.
+// the peer closed before sending a byte. With any other error it returns
+// what it consumed of br (nil if nothing: a head refused while it fitted
+// br's buffer stays there).
 func readHead(br *bufio.Reader, max int, strict bool, kind error) ([]byte, error) {
 	from := 0 // start of the first line not yet scanned
 	for {
@@ -109,8 +111,8 @@ func readHeadSlow(br *bufio.Reader, max int, strict bool, kind error) ([]byte, e
 	for {
 		chunk, err := br.ReadSlice('\n')
 		raw = append(raw, chunk...)
-		if len(raw) > max {
-			return nil, tooLarge(kind, fmt.Sprintf("head larger than %d bytes", max))
+		if len(raw) > max { // raw: what it consumed, for the caller's count
+			return raw, tooLarge(kind, fmt.Sprintf("head larger than %d bytes", max))
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue

@@ -93,8 +93,15 @@ func TestLongHeadAcrossBuffer(t *testing.T) {
 	if rest, _ := io.ReadAll(br); string(rest) != "NEXT" {
 		t.Fatalf("rest %q", rest)
 	}
-	_, err = ReadRequest(bufio.NewReaderSize(strings.NewReader(long), 16), Limits{MaxHeadBytes: 1000})
+	br = bufio.NewReaderSize(strings.NewReader(long), 16)
+	req, err = ReadRequest(br, Limits{MaxHeadBytes: 1000})
 	if !errors.Is(err, ErrHeadTooLarge) || !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("got %v, want ErrHeadTooLarge", err)
+	}
+	// What it consumed comes back for the caller's count: with what is
+	// left in br, the whole of what came.
+	rest, _ := io.ReadAll(br)
+	if req == nil || len(req.Raw) <= 1000 || len(req.Raw)+len(rest) != len(long) {
+		t.Fatalf("refused head: %v consumed, %d left, want all %d bytes accounted for", req, len(rest), len(long))
 	}
 }

@@ -11,8 +11,9 @@ import (
 // pipelined request after it) in br. It returns io.EOF when the client closed
 // between requests (before any byte, or after the one empty line it skips);
 // every refusal wraps ErrBadRequest; other errors are I/O errors. A head
-// refused once it was read whole comes back with the error as a Request
-// holding only its bytes (Raw); nothing else of it is of use.
+// refused once read whole, or past br's buffer, comes back with the error
+// as a Request holding only the bytes consumed (Raw); nothing else of it
+// is of use.
 func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	if b, err := br.Peek(2); string(b) == "\r\n" {
 		br.Discard(2) // RFC 9112 §2.2: ignore at least one empty line

@@ -526,7 +526,8 @@ func (h *h1) endFront(err error) {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		// The client's FIN came in the middle of a head: it left before
 		// its request was complete, and learns by a reset that it was
-		// not served.
+		// not served. What came of the head came in.
+		h.rec.Received(policy.Front, int64(h.fr.Buffered()))
 		h.rec.Outcome(engine.OutcomeClientAborted, errors.New("read request head: the client closed before the head was complete"))
 		h.end(engine.Ending{PeerFIN: true, Cut: true, Why: policy.ReasonCut})
 	case errors.Is(err, os.ErrDeadlineExceeded):

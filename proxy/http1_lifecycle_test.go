@@ -70,8 +70,9 @@ func TestHTTP1ClientClosesMidHead(t *testing.T) {
 				t.Errorf("client read %q, %v; want a reset", got, err)
 			}
 			td := h.record(t)
-			if td.Outcome != engine.OutcomeClientAborted || td.Front.Close != policy.CloseReset || !td.Front.Cut {
-				t.Errorf("outcome %s (%v), front close %s cut %v; want client_aborted, reset, cut", td.Outcome, td.Err, td.Front.Close, td.Front.Cut)
+			if td.Outcome != engine.OutcomeClientAborted || td.Front.Close != policy.CloseReset || !td.Front.Cut || td.Front.BytesIn != int64(len(head)) {
+				t.Errorf("outcome %s (%v), front close %s cut %v bytes_in %d; want client_aborted, reset, cut, %d",
+					td.Outcome, td.Err, td.Front.Close, td.Front.Cut, td.Front.BytesIn, len(head))
 			}
 			select {
 			case <-arrived:
