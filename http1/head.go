@@ -118,7 +118,7 @@ func readHeadSlow(br *bufio.Reader, max int, strict bool, kind error) ([]byte, e
 			continue
 		}
 		if err != nil {
-			return nil, unexpected(err)
+			return raw, unexpected(err)
 		}
 		n, next, err := headEnd(raw, from, strict, kind)
 		if err != nil || n > 0 {

@@ -104,4 +104,12 @@ func TestLongHeadAcrossBuffer(t *testing.T) {
 	if req == nil || len(req.Raw) <= 1000 || len(req.Raw)+len(rest) != len(long) {
 		t.Fatalf("refused head: %v consumed, %d left, want all %d bytes accounted for", req, len(rest), len(long))
 	}
+	// The same of a head longer than the buffer that the client cut short.
+	cut := long[:len(long)-10]
+	br = bufio.NewReaderSize(strings.NewReader(cut), 16)
+	req, err = ReadRequest(br, Limits{})
+	rest, _ = io.ReadAll(br)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || req == nil || len(req.Raw)+len(rest) != len(cut) {
+		t.Fatalf("head cut short: %v, %v consumed, %d left; want unexpected EOF, all %d bytes accounted for", err, req, len(rest), len(cut))
+	}
 }

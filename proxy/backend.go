@@ -70,7 +70,7 @@ func (s *Server) newBackend(b config.Backend) *backend {
 		if hc.Revive > 0 {
 			log := s.log.With(zap.String("backend", b.Name), zap.String("server", srv.Address))
 			hc.Revived = func() {
-				log.Info("server back: taking sessions again after its ejection", zap.Duration("after", hc.Revive))
+				log.Info("server back: taking sessions again, health.interval after its ejection", zap.Duration("interval", hc.Revive))
 			}
 		}
 		sv := &server{addr: srv.Address, weight: max(srv.Weight, 1), health: balance.NewHealth(hc)}

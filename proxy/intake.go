@@ -100,7 +100,7 @@ func (in *intake) judge(hdr *proxyproto.Header, err error, l *config.Listener, t
 // looks like.
 func hint(err error) string {
 	switch {
-	case errors.Is(err, proxyproto.ErrCantReadAddressFamilyAndProtocol):
+	case err == proxyproto.ErrCantReadAddressFamilyAndProtocol: // v1's, bare; v2 wraps a read error in it
 		return ` (a v1 line is "PROXY TCP4|TCP6 <src> <dst> <sport> <dport>\r\n" or "PROXY UNKNOWN\r\n", one space apart)`
 	case errors.Is(err, proxyproto.ErrInvalidLength):
 		return fmt.Sprintf(" (a v2 header's length must fit its address family and be at most %d bytes)", proxyproto.MaxV2HeaderSize)
