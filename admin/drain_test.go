@@ -28,6 +28,18 @@ func (d *drainServer) Drain()                   { d.drains.Add(1); d.serving.Sto
 func (d *drainServer) Drained() <-chan struct{} { return d.drained }
 func (d *drainServer) Live() int64              { return d.live.Load() }
 
+// servingDrainable serves an Admin in front of a serving drainServer and
+// returns its base URL and the server.
+func servingDrainable(t testing.TB) (string, *drainServer) {
+	t.Helper()
+	a := New(testConfig("127.0.0.1:0", liveBackend(t)), zaptest.NewLogger(t))
+	base := serve(t, a)
+	srv := &drainServer{drained: make(chan struct{})}
+	srv.serving.Store(true)
+	a.Attach(srv)
+	return base, srv
+}
+
 func post(t testing.TB, url string) (int, string) {
 	t.Helper()
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
@@ -44,12 +56,8 @@ func post(t testing.TB, url string) (int, string) {
 // proxy; with wait it answers when the sessions are gone, or 503 when the
 // wait ran out; other methods get 405.
 func TestDrainEndpoint(t *testing.T) {
-	a := New(testConfig("127.0.0.1:0", liveBackend(t)), zaptest.NewLogger(t))
-	base := serve(t, a)
-	srv := &drainServer{drained: make(chan struct{})}
-	srv.serving.Store(true)
+	base, srv := servingDrainable(t)
 	srv.live.Store(2)
-	a.Attach(srv)
 	readyz(t, base, http.StatusOK, "ready")
 
 	if code, _ := get(t, base+"/drain"); code != http.StatusMethodNotAllowed {
@@ -137,11 +145,7 @@ func TestAdminBoundsIdleConnections(t *testing.T) {
 // served; with wait too, the answer comes once the sessions are gone
 // after the delay.
 func TestDrainDelay(t *testing.T) {
-	a := New(testConfig("127.0.0.1:0", liveBackend(t)), zaptest.NewLogger(t))
-	base := serve(t, a)
-	srv := &drainServer{drained: make(chan struct{})}
-	srv.serving.Store(true)
-	a.Attach(srv)
+	base, srv := servingDrainable(t)
 
 	if code, body := post(t, base+"/drain?delay=later"); code != http.StatusBadRequest {
 		t.Errorf("delay=later: %d %q, want 400", code, body)
@@ -173,11 +177,7 @@ func TestDrainDelay(t *testing.T) {
 // its own delay when that comes first: without one, at once. An operator
 // who drains by hand while a preStop hook waits gets what was asked.
 func TestDrainAgainDuringDelay(t *testing.T) {
-	a := New(testConfig("127.0.0.1:0", liveBackend(t)), zaptest.NewLogger(t))
-	base := serve(t, a)
-	srv := &drainServer{drained: make(chan struct{})}
-	srv.serving.Store(true)
-	a.Attach(srv)
+	base, srv := servingDrainable(t)
 
 	if code, body := post(t, base+"/drain?delay=1h"); code != http.StatusAccepted {
 		t.Fatalf("POST /drain?delay=1h: %d %q, want 202", code, body)

@@ -178,7 +178,7 @@ func unknownKey(key []string) error {
 	if hint := misplaced(key); hint != "" {
 		return fmt.Errorf("%w (%s)", err, hint)
 	}
-	if guess := nearest(parent, key[len(key)-1]); guess != "" || synonym(parent, key[len(key)-1], &guess) {
+	if guess := cmp.Or(nearest(parent, key[len(key)-1]), synonym(parent, key[len(key)-1])); guess != "" {
 		err = fmt.Errorf("%w (did you mean %s?)", err, guess)
 	}
 	return err
@@ -241,19 +241,18 @@ var synonyms = map[string][]string{
 	"mode":    {"protocol"},
 }
 
-// synonym sets guess to the key of table parent that word stands for.
-func synonym(parent, word string, guess *string) bool {
+// synonym is the key of table parent that word stands for, or "".
+func synonym(parent, word string) string {
 	for _, leaf := range synonyms[strings.ToLower(word)] {
 		k := leaf
 		if parent != "" {
 			k = parent + "." + leaf
 		}
 		if schema[k] || handRead[k] {
-			*guess = k
-			return true
+			return k
 		}
 	}
-	return false
+	return ""
 }
 
 // nearest returns the key of table parent closest to the misspelt word.
@@ -306,10 +305,11 @@ func decodeError(file string, err error, data []byte) error {
 	}
 	e := &Error{File: file, Line: pe.Position.Line, Err: &tomlError{pe.Message, err}}
 	if m := arrayAfterTable.FindStringSubmatch(pe.Message); m != nil {
-		e.Key, e.Err = m[1], &tomlError{fmt.Sprintf("[[%s]] comes after [%s] or [%s.…] made it a single table; write each [[%s]] before its subtables", m[1], m[1], m[1], m[1]), err}
-		if first := firstTable(data, m[1], e.Line); first > 0 {
-			e.Err = &tomlError{fmt.Sprintf("[[%s]] comes after line %d made %s a single table; write each [[%s]] before its subtables, such as [%s.close]", m[1], first, m[1], m[1], m[1]), err}
+		k, where := m[1], fmt.Sprintf("[%s] or [%s.…]", m[1], m[1])
+		if first := firstTable(data, k, e.Line); first > 0 {
+			where = fmt.Sprintf("line %d", first)
 		}
+		e.Key, e.Err = k, &tomlError{fmt.Sprintf("[[%s]] comes after %s made %s a single table; write each [[%s]] before its subtables, such as [%s.close]", k, where, k, k, k), err}
 	}
 	if m := duplicate.FindStringSubmatch(pe.Message); m != nil {
 		e.Key, e.Err = m[1], &tomlError{"written twice", err}

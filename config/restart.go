@@ -5,25 +5,15 @@ import (
 	"reflect"
 )
 
-// RestartOnly returns the paths of the keys, such as "admin.listen", whose
-// value differs between running and next but which a reload does not apply:
-// they take effect only after a restart. Empty when a reload applies all
-// of next. Only top-level keys are restart-only (TestRestartOnlyKeys).
-func RestartOnly(running, next *Config) []string {
-	var changed []string
-	for _, c := range RestartChanges(running, next) {
-		changed = append(changed, c.Key)
-	}
-	return changed
-}
-
 // Change is a key whose value differs between the running configuration
 // and the file, each value as Go prints it.
 type Change struct{ Key, Running, File string }
 
-// RestartChanges is RestartOnly with the values on both sides, for the
-// operator who reads the warning.
-func RestartChanges(running, next *Config) []Change {
+// RestartOnly returns the keys, such as "admin.listen", whose value
+// differs between running and next but which a reload does not apply:
+// they take effect only after a restart. Empty when a reload applies all
+// of next. Only top-level keys are restart-only (TestRestartOnlyKeys).
+func RestartOnly(running, next *Config) []Change {
 	var changed []Change
 	for _, k := range keysIn("") {
 		if !k.restart {

@@ -24,7 +24,11 @@ func TestRestartOnly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := RestartOnly(old, mustParse(t, tt.src)); !slices.Equal(got, tt.want) {
+			var got []string
+			for _, c := range RestartOnly(old, mustParse(t, tt.src)) {
+				got = append(got, c.Key)
+			}
+			if !slices.Equal(got, tt.want) {
 				t.Errorf("RestartOnly = %q, want %q", got, tt.want)
 			}
 		})

@@ -92,19 +92,29 @@ func (t tcpCounts) progress() uint64 { return t.received + t.acked }
 
 // queue reads one of the socket's queue sizes with an ioctl.
 func queue(c syscall.Conn, req uint, name string) (int, error) {
+	var n int
+	err := onSocket(c, "ioctl "+name, func(fd uintptr) (err error) {
+		n, err = rawIoctlInt(int(fd), req)
+		return err
+	})
+	return n, err
+}
+
+// onSocket runs op on c's descriptor and reports an error op returns as
+// the system call named call failing (os.SyscallError).
+func onSocket(c syscall.Conn, call string, op func(fd uintptr) error) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return err
 	}
-	var n int
 	var opErr error
-	if err := raw.Control(func(fd uintptr) { n, opErr = rawIoctlInt(int(fd), req) }); err != nil {
-		return 0, err
+	if err := raw.Control(func(fd uintptr) { opErr = op(fd) }); err != nil {
+		return err
 	}
 	if opErr != nil {
-		return 0, os.NewSyscallError("ioctl "+name, opErr)
+		return os.NewSyscallError(call, opErr)
 	}
-	return n, nil
+	return nil
 }
 
 // ackNow acknowledges at once what c received (TCP_QUICKACK): the peer's
@@ -140,26 +150,16 @@ func recvQueue(c syscall.Conn) (int, error) { return queue(c, unix.SIOCINQ, "SIO
 // its segments was lost wait, unreadable and uncounted by SIOCINQ and
 // TCP_INFO's bytes_received, until that segment is sent again.
 func heldInKernel(c syscall.Conn) (int, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
 	var mem [16]uint32 // SK_MEMINFO_VARS and room to spare; rmem_alloc first
-	size := uint32(unsafe.Sizeof(mem))
-	var opErr error
-	if err := raw.Control(func(fd uintptr) {
-		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
-			uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&size)), 0)
-		if e != 0 {
-			opErr = e
+	err := onSocket(c, "getsockopt SO_MEMINFO", func(fd uintptr) error {
+		size := uint32(unsafe.Sizeof(mem))
+		if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&size)), 0); e != 0 {
+			return e
 		}
-	}); err != nil {
-		return 0, err
-	}
-	if opErr != nil {
-		return 0, os.NewSyscallError("getsockopt SO_MEMINFO", opErr)
-	}
-	return int(mem[0]), nil
+		return nil
+	})
+	return int(mem[0]), err
 }
 
 // ResetByPeer reports that the kernel already closed c because the peer

@@ -415,7 +415,7 @@ func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	// reload that also raises log.level does not swallow them; the
 	// confirmation names the keys again.
 	var restart []string
-	for _, c := range config.RestartChanges(p.cfg, cfg) {
+	for _, c := range config.RestartOnly(p.cfg, cfg) {
 		restart = append(restart, c.Key)
 		lg.log.Warn("reload: "+c.Key+" changed; it takes effect after a restart",
 			zap.String("key", c.Key), zap.String("running", c.Running), zap.String("file", c.File))
