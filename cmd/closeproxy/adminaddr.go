@@ -4,9 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"syscall"
+
+	"github.com/BurntSushi/toml"
 
 	"github.com/closeproxy/closeproxy/config"
 )
@@ -15,12 +18,23 @@ import (
 // configuration at path on: its admin.listen, with a wildcard host
 // dialled on loopback, since POST /drain is only taken from loopback.
 // flagName is the flag that names the listener instead.
-func configAdmin(path, flagName string) (string, error) {
-	cfg, err := config.Load(path)
-	if err != nil {
+//
+// A file that no longer loads (an edit not yet applied, with a mistake
+// in it) still names the admin listener of the proxy that runs: the
+// proxy kept its configuration when the reload failed, and admin.listen
+// takes effect only at a restart. So a preStop hook's drain is not lost
+// to a typo elsewhere in the file: the address is read alone, and warn
+// says the file is broken.
+func configAdmin(path, flagName string, warn io.Writer) (string, error) {
+	listen := config.Defaults().Admin.Listen
+	if cfg, err := config.Load(path); err == nil {
+		listen = cfg.Admin.Listen
+	} else if l, ok := adminListenAlone(path); ok {
+		fmt.Fprintf(warn, "closeproxy: warning: %s does not load (closeproxy check -config %s says why); using the admin.listen it names, %q\n", path, path, l)
+		listen = l
+	} else {
 		return "", err
 	}
-	listen := cfg.Admin.Listen
 	if listen == "off" {
 		return "", fmt.Errorf(`%s: admin.listen is "off": that proxy serves no admin endpoints to reach; set admin.listen = %q and restart it`,
 			path, config.Defaults().Admin.Listen)
@@ -39,6 +53,22 @@ func configAdmin(path, flagName string) (string, error) {
 		}
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// adminListenAlone reads admin.listen alone from a TOML file, any other
+// key and value ignored (the default when it names none); false when
+// the file cannot be read or is not TOML.
+func adminListenAlone(path string) (string, bool) {
+	var f struct {
+		Admin struct{ Listen *string } `toml:"admin"`
+	}
+	if _, err := toml.DecodeFile(path, &f); err != nil {
+		return "", false
+	}
+	if f.Admin.Listen == nil {
+		return config.Defaults().Admin.Listen, true
+	}
+	return *f.Admin.Listen, true
 }
 
 // given reports whether the flag name was on the command line: then it

@@ -38,7 +38,7 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 		code = 2
 	} else if *path == "" || given(fs, "admin") {
 		code = drain(*admin, *delay, *wait, *timeout, stdout, stderr)
-	} else if addr, err := configAdmin(*path, "-admin"); err != nil {
+	} else if addr, err := configAdmin(*path, "-admin", stderr); err != nil {
 		fmt.Fprintln(stderr, err) // the configuration's problem, named
 		code = 1
 	} else {

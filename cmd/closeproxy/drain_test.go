@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/closeproxy/closeproxy/config"
 )
 
 // drain posts /drain, with wait=TIMEOUT under -wait; its exit code follows
@@ -116,10 +119,23 @@ func TestConfigAdmin(t *testing.T) {
 		{"127.0.0.1:0", "", `admin.listen "127.0.0.1:0" takes a free port at each start: pass -admin`},
 	} {
 		path := writeConfig(t, strings.Replace(minimal, "127.0.0.1:0", c.listen, 1))
-		got, err := configAdmin(path, "-admin")
+		got, err := configAdmin(path, "-admin", io.Discard)
 		if got != c.want || c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
 			t.Errorf("admin.listen %q: %q, %v; want %q, %q", c.listen, got, err, c.want, c.err)
 		}
+	}
+	// A broken edit elsewhere in the file: the address is still read,
+	// with a warning; a file that is not TOML at all is refused.
+	broken := writeConfig(t, strings.Replace(minimal, "127.0.0.1:0", "127.0.0.1:9903", 1)+"\nlisten_backlog = 5\n")
+	if _, err := config.Load(broken); err == nil {
+		t.Fatal("the broken file loads")
+	}
+	var warn bytes.Buffer
+	if got, err := configAdmin(broken, "-admin", &warn); got != "127.0.0.1:9903" || err != nil || !strings.Contains(warn.String(), "does not load (closeproxy check -config") {
+		t.Errorf("broken file: %q, %v, warning %q; want 127.0.0.1:9903 and a warning", got, err, warn.String())
+	}
+	if got, err := configAdmin(writeConfig(t, "[admin\n"), "-admin", io.Discard); got != "" || err == nil {
+		t.Errorf("not TOML: %q, %v; want an error", got, err)
 	}
 	var out, errOut bytes.Buffer
 	off := writeConfig(t, strings.Replace(minimal, "127.0.0.1:0", "off", 1))

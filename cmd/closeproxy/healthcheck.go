@@ -31,7 +31,7 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *path != "" && !given(fs, "url") {
-		addr, err := configAdmin(*path, "-url")
+		addr, err := configAdmin(*path, "-url", stderr)
 		if err != nil {
 			fmt.Fprintln(stderr, err) // the configuration's problem, named
 			return 1

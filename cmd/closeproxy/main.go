@@ -79,8 +79,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		return cmdVersion(args, stdout, stderr)
 	case "help":
+		if len(args) == 1 && commands[args[0]] {
+			return run([]string{args[0], "-h"}, stdout, stderr) // help drain: drain's flags
+		}
 		if len(args) > 0 && args[0] != "-h" && args[0] != "-help" && args[0] != "--help" {
-			fmt.Fprintf(stderr, "closeproxy help: unexpected argument %q (help takes none; a command's flags: closeproxy COMMAND -h)\n", args[0])
+			fmt.Fprintf(stderr, "closeproxy help: unexpected argument %q (help takes a command's name, for its flags)\n", strings.Join(args, " "))
 			return 2
 		}
 		fmt.Fprint(stdout, usage)
@@ -89,6 +92,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "closeproxy: unknown command %q\n%s", cmd, usage)
 	return 2
 }
+
+// commands are run's subcommands, for help COMMAND.
+var commands = map[string]bool{"run": true, "check": true, "demo": true, "doctor": true,
+	"healthcheck": true, "drain": true, "transparent": true, "version": true, "help": true}
 
 const usage = `usage:
   closeproxy run -config FILE     serve (the default: closeproxy -config FILE)
@@ -112,7 +119,7 @@ const usage = `usage:
   closeproxy transparent setup|teardown [-mark M] [-table T] [-ipv6=false] [-dry-run]
                                   add or remove the policy routing of transparent mode
   closeproxy version              (also: --version)
-  closeproxy help                 this list (also: -h, --help)
+  closeproxy help [COMMAND]       this list (also: -h, --help); a command's flags
 `
 
 // cmdVersion prints the version; it takes no flag but -h, and no argument.

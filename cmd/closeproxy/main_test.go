@@ -117,7 +117,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"version", "-bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"version", "extra"}, `unexpected argument "extra" (version takes none)`},
 		{[]string{"--version", "extra"}, `unexpected argument "extra" (version takes none)`},
-		{[]string{"help", "drain"}, `unexpected argument "drain" (help takes none; a command's flags: closeproxy COMMAND -h)`},
+		{[]string{"help", "drainn"}, `unexpected argument "drainn" (help takes a command's name, for its flags)`},
+		{[]string{"help", "drain", "-wait"}, `unexpected argument "drain -wait"`},
 	} {
 		errOut.Reset()
 		if code := run(c.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), c.says) {
@@ -153,7 +154,7 @@ func TestHelpAndVersionFlags(t *testing.T) {
 func TestSubcommandHelpExitsZero(t *testing.T) {
 	for _, args := range [][]string{{"check", "-h"}, {"run", "-h"}, {"demo", "-h"}, {"doctor", "-h"},
 		{"healthcheck", "-h"}, {"drain", "-h"}, {"transparent", "setup", "-h"}, {"transparent", "-h"},
-		{"transparent", "--help"}, {"version", "-h"}} {
+		{"transparent", "--help"}, {"version", "-h"}, {"help", "drain"}, {"help", "transparent"}} {
 		var out, errOut bytes.Buffer
 		if code := run(args, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "Usage of") {
 			t.Errorf("%q: exit %d, stderr %q; want 0 and the flags", args, code, errOut.String())
