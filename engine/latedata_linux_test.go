@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"net"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -25,11 +27,7 @@ func TestLateDataResetWaitsForTheAcks(t *testing.T) {
 		// What the proxy sent before the end: with the client paused,
 		// more than its window and the proxy's buffer take.
 		sent := make(chan int64, 1)
-		go func() {
-			_ = server.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-			n, _ := server.Write(make([]byte, 32<<20))
-			sent <- int64(n)
-		}()
+		go func() { sent <- sendBeforeTheEnd(t, server, !reading) }()
 		type read struct {
 			n   int64
 			err error
@@ -70,4 +68,99 @@ func TestLateDataResetWaitsForTheAcks(t *testing.T) {
 		}
 		client.Close()
 	}
+}
+
+// A late-data wait for a paused client ends at the client's answer, not
+// at drain_timeout: a client that aborts (closes with bytes unread: its
+// kernel resets) is recorded as the client's reset, nothing of the
+// proxy's, under the first cause's outcome; one that half-closes and
+// then reads gets every byte before the proxy's reset, nothing cut.
+func TestLateDataWaitEndsAtThePeersAnswer(t *testing.T) {
+	const drain = 10 * time.Second // far beyond any answer here
+	for _, abort := range []bool{true, false} {
+		client, server := loopback.Pair(t, loopback.Listener(t))
+		n := sendBeforeTheEnd(t, server, true)
+		if _, err := client.Write([]byte("late")); err != nil {
+			t.Fatal(err)
+		}
+		in := bufio.NewReader(server)
+		if _, err := in.Peek(4); err != nil {
+			t.Fatal(err)
+		}
+		_ = server.SetDeadline(time.Time{})
+		waiting := make(chan struct{}, 1)
+		pollingHook = func(p phase) {
+			if p == phaseResetting {
+				waiting <- struct{}{}
+			}
+		}
+		pol := defFront
+		pol.DrainTimeout = drain
+		s := &Session{Rec: NewRecorder(1, "web", "app", pol.TimeWait, defBack.TimeWait), Front: pol, Back: defBack}
+		ended := make(chan time.Duration, 1)
+		go func() {
+			start := time.Now()
+			s.End(policy.Front, server, in, Ending{})
+			ended <- time.Since(start)
+		}()
+		select {
+		case <-waiting: // the proxy waits for the paused client's acknowledgements
+		case took := <-ended:
+			t.Fatalf("abort %v: End returned after %v without waiting for the client; record %+v", abort, took, s.Rec.Record())
+		}
+		pollingHook = nil
+		var r int64
+		var rerr error
+		if abort {
+			client.Close()
+		} else {
+			if err := client.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			r, rerr = io.Copy(io.Discard, client)
+			client.Close()
+		}
+		var took time.Duration
+		select {
+		case took = <-ended:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("abort %v: the wait did not end at the client's answer", abort)
+		}
+		rec := s.Rec.Record()
+		f := rec.Front
+		switch {
+		case abort && (f.Close != policy.ClosePeerReset || rec.Outcome != OutcomeLateData):
+			t.Errorf("client aborted: front close %s outcome %s (after %v); want peer_reset, %s (the first cause)", f.Close, rec.Outcome, took, OutcomeLateData)
+		case !abort && (f.Close != policy.CloseReset || f.Reason != policy.ReasonLateData || f.Cut || r != n || !errors.Is(rerr, syscall.ECONNRESET)):
+			t.Errorf("client half-closed and read: front close %s reason %s cut %v, read %d of %d then %v; want reset for late_data, not cut, every byte, then a reset",
+				f.Close, f.Reason, f.Cut, r, n, rerr)
+		}
+	}
+}
+
+// sendBeforeTheEnd writes what the proxy sent c's peer before the end:
+// to a paused peer, until a write stalls (its window and c's send buffer
+// full: tcp_rmem's autotuning may take tens of MiB first); to a reader,
+// 8 MiB. Any other failure is fatal.
+func sendBeforeTheEnd(t *testing.T, c *net.TCPConn, paused bool) int64 {
+	chunk := make([]byte, 1<<20)
+	var n int64
+	for range 256 {
+		_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		k, err := c.Write(chunk)
+		n += int64(k)
+		switch {
+		case paused && errors.Is(err, os.ErrDeadlineExceeded):
+			_ = c.SetWriteDeadline(time.Time{})
+			return n
+		case err != nil:
+			t.Errorf("write: %v", err)
+			return n
+		case !paused && n >= 8<<20:
+			return n
+		}
+	}
+	t.Errorf("256 MiB went to a paused peer without a stall")
+	return n
 }

@@ -219,7 +219,13 @@ func (l *leg) startPolling(p phase, wait time.Duration) {
 	now := time.Now()
 	l.phase, l.until, l.poll = p, now.Add(wait), firstPoll
 	l.at = now.Add(l.poll)
+	if pollingHook != nil {
+		pollingHook(p)
+	}
 }
+
+// pollingHook, when set (tests), is told of every polled wait that starts.
+var pollingHook func(phase)
 
 // pollAgain arms a polled wait's next look: twice as far off as the last,
 // at most lastPoll.
