@@ -7,6 +7,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"regexp"
+	"strings"
 	"syscall"
 
 	"github.com/BurntSushi/toml"
@@ -57,18 +60,50 @@ func configAdmin(path, flagName string, warn io.Writer) (string, error) {
 
 // adminListenAlone reads admin.listen alone from a TOML file, any other
 // key and value ignored (the default when it names none); false when
-// the file cannot be read or is not TOML.
+// the file cannot be read. A file that is not TOML (a quote or bracket
+// left open, the likeliest slip in an edit) is scanned line by line for
+// the key instead: found, it is the address; not found, false, since the
+// broken line may be the one that set it.
 func adminListenAlone(path string) (string, bool) {
 	var f struct {
 		Admin struct{ Listen *string } `toml:"admin"`
 	}
-	if _, err := toml.DecodeFile(path, &f); err != nil {
+	_, err := toml.DecodeFile(path, &f)
+	switch {
+	case errors.As(err, new(toml.ParseError)):
+		return scanAdminListen(path)
+	case err != nil:
 		return "", false
-	}
-	if f.Admin.Listen == nil {
+	case f.Admin.Listen == nil:
 		return config.Defaults().Admin.Listen, true
 	}
 	return *f.Admin.Listen, true
+}
+
+// adminListenLine is admin.listen's line: `listen = "…"` in [admin], or
+// `admin.listen = "…"` before any table, a comment allowed after it.
+var adminListenLine = regexp.MustCompile(`^\s*(admin\s*\.\s*)?listen\s*=\s*"([^"\\]*)"\s*(#.*)?$`)
+
+// scanAdminListen finds admin.listen's value in a file TOML cannot parse.
+func scanAdminListen(path string) (string, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", false
+	}
+	table := ""
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			head, _, _ := strings.Cut(line, "#")
+			table = strings.Join(strings.Fields(strings.Trim(head, "[] \t")), "")
+			continue
+		}
+		m := adminListenLine.FindStringSubmatch(line)
+		if m != nil && (table == "admin" && m[1] == "" || table == "" && m[1] != "") {
+			return m[2], true
+		}
+	}
+	return "", false
 }
 
 // given reports whether the flag name was on the command line: then it

@@ -134,8 +134,21 @@ func TestConfigAdmin(t *testing.T) {
 	if got, err := configAdmin(broken, "-admin", &warn); got != "127.0.0.1:9903" || err != nil || !strings.Contains(warn.String(), "does not load (closeproxy check -config") {
 		t.Errorf("broken file: %q, %v, warning %q; want 127.0.0.1:9903 and a warning", got, err, warn.String())
 	}
-	if got, err := configAdmin(writeConfig(t, "[admin\n"), "-admin", io.Discard); got != "" || err == nil {
-		t.Errorf("not TOML: %q, %v; want an error", got, err)
+	// Not TOML (a quote left open): the key is found by its line, in
+	// [admin] or dotted before any table; not found, refused.
+	for _, c := range []struct{ file, want string }{
+		{"[admin]\nlisten = \"127.0.0.1:9904\" # ours\n[[listener]]\nname = \"web\nlisten = \"127.0.0.1:8080\"\n", "127.0.0.1:9904"},
+		{"admin.listen = \"[::1]:9905\"\n[ listener ]\nlisten = \"x\n", "[::1]:9905"},
+		{"[[listener]]\nlisten = \"127.0.0.1:8080\"\nname = \"web\n", ""},
+		{"[admin]\nlisten = \"127.0.0.1:9906\n", ""},
+		{"[admin]\nlisten = \"127.0.0.1:9906\"\n[admin.x\nlisten = \"\n", "127.0.0.1:9906"},
+		{"[other]\nlisten = \"127.0.0.1:9907\"\n[\n", ""},
+	} {
+		warn.Reset()
+		got, err := configAdmin(writeConfig(t, c.file), "-admin", &warn)
+		if c.want != "" && (got != c.want || err != nil || !strings.Contains(warn.String(), "does not load")) || c.want == "" && (got != "" || err == nil) {
+			t.Errorf("not TOML %q: %q, %v, warning %q; want %q", c.file, got, err, warn.String(), c.want)
+		}
 	}
 	var out, errOut bytes.Buffer
 	off := writeConfig(t, strings.Replace(minimal, "127.0.0.1:0", "off", 1))
