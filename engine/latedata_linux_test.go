@@ -91,9 +91,13 @@ func TestLateDataWaitEndsAtThePeersAnswer(t *testing.T) {
 		waiting := make(chan struct{}, 1)
 		pollingHook = func(p phase) {
 			if p == phaseResetting {
-				waiting <- struct{}{}
+				select {
+				case waiting <- struct{}{}:
+				default:
+				}
 			}
 		}
+		t.Cleanup(func() { pollingHook = nil })
 		pol := defFront
 		pol.DrainTimeout = drain
 		s := &Session{Rec: NewRecorder(1, "web", "app", pol.TimeWait, defBack.TimeWait), Front: pol, Back: defBack}
@@ -108,7 +112,6 @@ func TestLateDataWaitEndsAtThePeersAnswer(t *testing.T) {
 		case took := <-ended:
 			t.Fatalf("abort %v: End returned after %v without waiting for the client; record %+v", abort, took, s.Rec.Record())
 		}
-		pollingHook = nil
 		var r int64
 		var rerr error
 		if abort {
@@ -123,7 +126,8 @@ func TestLateDataWaitEndsAtThePeersAnswer(t *testing.T) {
 		}
 		var took time.Duration
 		select {
-		case took = <-ended:
+		case took = <-ended: // End is done with the hook
+			pollingHook = nil
 		case <-time.After(5 * time.Second):
 			t.Fatalf("abort %v: the wait did not end at the client's answer", abort)
 		}
