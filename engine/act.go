@@ -281,11 +281,13 @@ func (x *executor) safeRST(l *leg) {
 // rst closes l with an RST now; cut says the stream toward its peer was
 // cut short. A socket the kernel already closed has no RST left to send:
 // a cut (an error path, where a peer's reset is likely and a reading
-// costs nothing that matters) or a leg whose FIN went (the peer's may
-// have come) looks first, so that the record says the peer's reset, or
-// the FINs that went both ways, and not a reset the proxy never sent.
+// costs nothing that matters), a leg whose FIN went (the peer's may
+// have come) or one whose peer's FIN came (a peer done sending may
+// close with SO_LINGER 0 once it has its answer, before a safe reset
+// goes) looks first, so that the record says the peer's reset, or the
+// FINs that went both ways, and not a reset the proxy never sent.
 func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
-	if cut || l.finSent {
+	if cut || l.finSent || l.peerFIN {
 		switch closed, reset := l.closedBy(); {
 		case reset:
 			x.closeReset(l)
