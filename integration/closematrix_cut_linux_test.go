@@ -198,7 +198,13 @@ func runDrain(t *testing.T, e *pairEnv) cellOut {
 	}
 	seen := wait()
 	recs := waitListenerRecords(t, cp, "drain", 2*len(drainKinds), 5*time.Second)
-	checkDrained(t, recs, kinds, seen, log)
+	var lost func(Record) bool // a backend that never heard the proxy's RST
+	if e.loss != nil {
+		lost = func(r Record) bool {
+			return resetsSent(t, e.topo, e.topo.Proxy)[tuple{r.Str("back.local"), r.Str("back.peer")}]
+		}
+	}
+	checkDrained(t, recs, kinds, seen, log, lost)
 	return cellOut{cp: cp, recs: recs, scope: []netip.AddrPort{e.listen(portDrain), e.webAt(9090)}, want: certain("none", "none")}
 }
 
@@ -301,11 +307,25 @@ func drainClient(c *net.TCPConn, kind string, flowing chan<- struct{}) saw {
 // the front leg cut, and the back leg cut where the client's stream still
 // flowed; the backend's writes (downloads) or reads (uploads) ended by an
 // RST.
-func checkDrained(t testing.TB, recs []Record, kinds map[string]string, seen map[string]saw, log *sawLog) {
+func checkDrained(t testing.TB, recs []Record, kinds map[string]string, seen map[string]saw, log *sawLog, lost func(Record) bool) {
 	t.Helper()
 	for _, r := range recs {
 		kind, cl := kinds[r.Str("front.peer")], seen[r.Str("front.peer")]
-		be, _ := log.wait(t, r.Str("back.local"), 5*time.Second)
+		be, heard := log.find(r.Str("back.local"), 5*time.Second)
+		excused := false
+		switch {
+		case !heard && lost != nil && lost(r):
+			// Under loss: an RST is sent once. One whose sequence number
+			// was not the backend's next (segments of the upload lost
+			// on the way) draws a challenge ACK (RFC 5961), and the
+			// closed socket's answer to that is the reset that lands;
+			// a lost challenge ACK leaves the reading backend waiting.
+			// The proxy's host sent the RST: the network's loss.
+			t.Logf("record %v (%s): the backend never saw the reset that left the proxy's host on %s: lost on the way", r["id"], kind, r.Str("back.local"))
+			excused = true
+		case !heard:
+			t.Errorf("the backend reported nothing on the connection from %s after %v", r.Str("back.local"), 5*time.Second)
+		}
 		if cl.end != "reset" {
 			t.Errorf("record %v (%s): the client's read ended %q after %d bytes (its writes %q), want an RST (never a clean early EOF)",
 				r["id"], kind, cl.end, cl.in, cl.writeEnd)
@@ -319,7 +339,7 @@ func checkDrained(t testing.TB, recs []Record, kinds map[string]string, seen map
 		if kind == "up" {
 			beEnd = be.end
 		}
-		if beEnd != "reset" && beEnd != "pipe" {
+		if !excused && beEnd != "reset" && beEnd != "pipe" {
 			t.Errorf("record %v (%s): the backend's transfer ended %q, want by an RST", r["id"], kind, beEnd)
 		}
 	}

@@ -102,6 +102,15 @@ func (l *sawLog) put(c net.Conn, s saw) {
 // sockets, which may be before the backend finished.
 func (l *sawLog) wait(t testing.TB, addr string, timeout time.Duration) (saw, bool) {
 	t.Helper()
+	s, ok := l.find(addr, timeout)
+	if !ok {
+		t.Errorf("the backend reported nothing on the connection from %s after %v", addr, timeout)
+	}
+	return s, ok
+}
+
+// find is wait without the error: false when nothing came by timeout.
+func (l *sawLog) find(addr string, timeout time.Duration) (saw, bool) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
@@ -115,7 +124,6 @@ func (l *sawLog) wait(t testing.TB, addr string, timeout time.Duration) (saw, bo
 		select {
 		case <-changed:
 		case <-timer.C:
-			t.Errorf("the backend reported nothing on the connection from %s after %v", addr, timeout)
 			return saw{}, false
 		}
 	}
