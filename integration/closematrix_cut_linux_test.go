@@ -306,7 +306,8 @@ func drainClient(c *net.TCPConn, kind string, flowing chan<- struct{}) saw {
 // checkDrained: every client read an RST; every record says drained with
 // the front leg cut, and the back leg cut where the client's stream still
 // flowed; the backend's writes (downloads) or reads (uploads) ended by an
-// RST.
+// RST. lost, under loss, says the proxy's host sent the back leg's RST:
+// a backend that never heard of it is then logged, not failed.
 func checkDrained(t testing.TB, recs []Record, kinds map[string]string, seen map[string]saw, log *sawLog, lost func(Record) bool) {
 	t.Helper()
 	for _, r := range recs {
