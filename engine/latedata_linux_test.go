@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
@@ -37,17 +38,10 @@ func TestLateDataResetWaitsForTheAcks(t *testing.T) {
 			go func() { n, err := io.Copy(io.Discard, client); got <- read{n, err} }()
 		}
 		n := <-sent
-		if _, err := client.Write([]byte("late")); err != nil {
-			t.Fatal(err)
-		}
-		in := bufio.NewReader(server)
-		if _, err := in.Peek(4); err != nil { // the late bytes, in hand
-			t.Fatal(err)
-		}
-		_ = server.SetDeadline(time.Time{})
+		in := lateInHand(t, client, server)
 		pol := defFront
 		pol.DrainTimeout = drain
-		s := &Session{Rec: NewRecorder(1, "web", "app", pol.TimeWait, defBack.TimeWait), Front: pol, Back: defBack}
+		s := frontSession(pol)
 		start := time.Now()
 		s.End(policy.Front, server, in, Ending{})
 		took := time.Since(start)
@@ -80,14 +74,7 @@ func TestLateDataWaitEndsAtThePeersAnswer(t *testing.T) {
 	for _, abort := range []bool{true, false} {
 		client, server := loopback.Pair(t, loopback.Listener(t))
 		n := sendBeforeTheEnd(t, server, true)
-		if _, err := client.Write([]byte("late")); err != nil {
-			t.Fatal(err)
-		}
-		in := bufio.NewReader(server)
-		if _, err := in.Peek(4); err != nil {
-			t.Fatal(err)
-		}
-		_ = server.SetDeadline(time.Time{})
+		in := lateInHand(t, client, server)
 		waiting := make(chan struct{}, 1)
 		pollingHook = func(p phase) {
 			if p == phaseResetting {
@@ -100,7 +87,7 @@ func TestLateDataWaitEndsAtThePeersAnswer(t *testing.T) {
 		t.Cleanup(func() { pollingHook = nil })
 		pol := defFront
 		pol.DrainTimeout = drain
-		s := &Session{Rec: NewRecorder(1, "web", "app", pol.TimeWait, defBack.TimeWait), Front: pol, Back: defBack}
+		s := frontSession(pol)
 		ended := make(chan time.Duration, 1)
 		go func() {
 			start := time.Now()
@@ -170,4 +157,26 @@ func sendBeforeTheEnd(t *testing.T, c *net.TCPConn, paused bool) int64 {
 	}
 	t.Errorf("256 MiB went to a paused peer without a stall")
 	return n
+}
+
+// lateInHand has the client send late bytes and returns the server's
+// reader with them in hand, as a relay holds them when its other side
+// is gone.
+func lateInHand(t *testing.T, client, server *net.TCPConn) *bufio.Reader {
+	t.Helper()
+	if _, err := client.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	in := bufio.NewReader(server)
+	if _, err := in.Peek(4); err != nil {
+		t.Fatal(err)
+	}
+	_ = server.SetDeadline(time.Time{})
+	return in
+}
+
+// frontSession is a session whose front leg closes by front and whose
+// back leg by the defaults, for End on the front leg alone.
+func frontSession(front config.Close) *Session {
+	return &Session{Rec: NewRecorder(1, "web", "app", front.TimeWait, defBack.TimeWait), Front: front, Back: defBack}
 }

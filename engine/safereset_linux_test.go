@@ -33,15 +33,14 @@ func TestSafeResetAfterThePeersResetIsTheirs(t *testing.T) {
 	_ = client.SetLinger(0)
 	client.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for !ResetByPeer(server) { // the kernel has the client's RST
+	for !ResetByPeer(server) { // the kernel has the client's RST: no event says so, its state is polled
 		if time.Now().After(deadline) {
 			t.Fatal("the client's RST never reached the proxy's socket")
 		}
 		time.Sleep(time.Millisecond)
 	}
 	pol := policyClose(policy.TargetNowhere, policy.FallbackFIN)
-	s := &Session{Rec: NewRecorder(1, "web", "app", pol.TimeWait, defBack.TimeWait), Front: pol, Back: defBack}
-	s.Rec.Received(policy.Front, 0)
+	s := frontSession(pol)
 	s.End(policy.Front, server, nil, Ending{})
 	rec := s.Rec.Record()
 	if f := rec.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut {
