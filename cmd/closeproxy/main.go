@@ -61,41 +61,44 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
-	switch cmd {
-	case "run":
-		return cmdRun(args, stdout, stderr)
-	case "check":
-		return cmdCheck(args, stdout, stderr)
-	case "demo":
-		return cmdDemo(args, stdout, stderr, demo.Run)
-	case "doctor":
-		return cmdDoctor(args, stdout, stderr)
-	case "healthcheck":
-		return cmdHealthcheck(args, stdout, stderr)
-	case "drain":
-		return cmdDrain(args, stdout, stderr)
-	case "transparent":
-		return cmdTransparent(args, stdout, stderr, execRun)
-	case "version":
-		return cmdVersion(args, stdout, stderr)
-	case "help":
-		if len(args) == 1 && commands[args[0]] {
-			return run([]string{args[0], "-h"}, stdout, stderr) // help drain: drain's flags
-		}
-		if len(args) > 0 && args[0] != "-h" && args[0] != "-help" && args[0] != "--help" {
-			fmt.Fprintf(stderr, "closeproxy help: unexpected argument %q (help takes a command's name, for its flags)\n", strings.Join(args, " "))
-			return 2
-		}
-		fmt.Fprint(stdout, usage)
-		return 0
+	if c, ok := commands[cmd]; ok {
+		return c(args, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "closeproxy: unknown command %q\n%s", cmd, usage)
 	return 2
 }
 
-// commands are run's subcommands, for help COMMAND.
-var commands = map[string]bool{"run": true, "check": true, "demo": true, "doctor": true,
-	"healthcheck": true, "drain": true, "transparent": true, "version": true, "help": true}
+// commands are run's subcommands by name: the one list that both run and
+// help COMMAND go by. Set in init: help refers back to run.
+var commands map[string]func(args []string, stdout, stderr io.Writer) int
+
+func init() {
+	commands = map[string]func([]string, io.Writer, io.Writer) int{
+		"run":         cmdRun,
+		"check":       cmdCheck,
+		"demo":        func(a []string, o, e io.Writer) int { return cmdDemo(a, o, e, demo.Run) },
+		"doctor":      cmdDoctor,
+		"healthcheck": cmdHealthcheck,
+		"drain":       cmdDrain,
+		"transparent": func(a []string, o, e io.Writer) int { return cmdTransparent(a, o, e, execRun) },
+		"version":     cmdVersion,
+		"help":        cmdHelp,
+	}
+}
+
+// cmdHelp prints the usage, or with a command's name that command's flags
+// (help drain: drain -h).
+func cmdHelp(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && commands[args[0]] != nil {
+		return run([]string{args[0], "-h"}, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] != "-h" && args[0] != "-help" && args[0] != "--help" {
+		fmt.Fprintf(stderr, "closeproxy help: unexpected argument %q (help takes a command's name, for its flags)\n", strings.Join(args, " "))
+		return 2
+	}
+	fmt.Fprint(stdout, usage)
+	return 0
+}
 
 const usage = `usage:
   closeproxy run -config FILE     serve (the default: closeproxy -config FILE)
