@@ -226,3 +226,45 @@ func TestRefillerRecoversWithASessionsDial(t *testing.T) {
 	defer p.Release(c)
 	waitFor(t, "the warm connections, well before the minute's backoff", func() bool { return p.Stats().Idle == 2 })
 }
+
+// A session's dial that succeeds while the refillers fail for a local
+// reason (no ephemeral port) does not cut their backoff short: each such
+// success would otherwise draw a refill dial that takes a port the next
+// session needs, or fails again for lack of one. The backoff is a minute;
+// twenty sessions dial; no refill dial follows within half a second,
+// where before each session's success woke one at once.
+func TestRefillerKeepsItsBackoffAfterALocalFailure(t *testing.T) {
+	b := newBackend(t, false)
+	type session struct{}
+	refills, sessions := new(atomic.Int64), new(counter)
+	dial := func(ctx context.Context, addr string) (*net.TCPConn, error) {
+		if ctx.Value(session{}) != nil {
+			return sessions.dial(ctx, addr)
+		}
+		refills.Add(1)
+		return nil, syscall.EADDRNOTAVAIL
+	}
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, Warm: 2,
+		BackoffMin: time.Minute, BackoffMax: time.Minute}, dial)
+	run(t, p)
+	waitFor(t, "the refillers' first local failure", func() bool { return p.Stats().LocalDialFailures > 0 })
+	before := refills.Load()
+	ctx := context.WithValue(context.Background(), session{}, true)
+	for range 20 {
+		c, err := p.Get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Release(c)
+	}
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if n := refills.Load(); n > before {
+			t.Fatalf("%d refill dials after %d sessions dialed, within a minute's backoff of a local failure; want none", n-before, sessions.calls.Load())
+		}
+		time.Sleep(5 * time.Millisecond) // absence has no event to await: bounded look
+	}
+	if got := sessions.calls.Load(); got != 20 {
+		t.Errorf("%d session dials, want 20 (nothing pooled)", got)
+	}
+}

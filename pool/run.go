@@ -82,11 +82,19 @@ func (p *Pool) refill(ctx context.Context) {
 		}
 		lead = true
 		retry.Reset(p.retryDelay(err))
+		// A session's dial that succeeded says the backend is back, not
+		// that this host has ports or descriptors to spare: after a local
+		// failure the backoff runs out, and the sessions, which dial for
+		// themselves meanwhile, get what frees up first.
+		recovered := p.recovered
+		if IsLocal(err) {
+			recovered = nil
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-retry.C:
-		case <-p.recovered: // a session's dial succeeded: retry now
+		case <-recovered: // a session's dial succeeded: retry now
 			retry.Stop() // Go 1.23 timers: nothing stale is left to drain
 		}
 	}
