@@ -252,5 +252,7 @@ sent to it: an ACK, or an RST from a client that had closed its socket
 (recorded as its reset, no TIME-WAIT). Without an answer by then the leg
 is closed as a FIN exchange. A reset for late data (the client sent bytes
 after the backend's side was gone, or, in http1, more behind a request
-answered 400) waits the same way, then resets anyway.`},
+answered 400) waits the same way, then resets anyway; so does, in tcp
+mode, the reset that passes on the backend's: what the backend sent
+before it goes to the client first.`},
 }

@@ -217,5 +217,6 @@ sent to it: an ACK, or an RST from a backend that had closed its socket
 (recorded as its reset, no TIME-WAIT). Without an answer by then the leg
 is closed as a FIN exchange. A reset for late data (the backend sent
 bytes after the client's side was gone) waits the same way, then resets
-anyway.`},
+anyway; so does, in tcp mode, the reset that passes on the client's: what
+the client sent before it goes to the backend first.`},
 }

@@ -29,7 +29,7 @@ func (x *executor) decide(l *leg, ev policy.Event) {
 		x.safeReset(l, d.Wait, f.PeerFINIn)
 	case policy.Reset:
 		if d.Wait > 0 { // late data's: the leg's size class has no room for the reason
-			l.lateReset = true
+			l.due = dueLateData
 			x.startQueueDrain(l, d.Wait)
 			return
 		}
@@ -258,18 +258,28 @@ func (x *executor) startQueueDrain(l *leg, wait time.Duration) {
 // some missing. A safe reset falls back as the policy says; a reset that
 // was due anyway goes now, and the stream toward the peer was cut.
 func (x *executor) queueStuck(l *leg) {
-	if l.lateReset {
-		x.rst(l, policy.ReasonLateData, true)
+	if l.due != dueNone {
+		x.rst(l, l.due.reason(), true)
 		return
 	}
 	x.decide(l, policy.QueueStuck)
 }
 
+// reason is what the record says of a due reset.
+func (d dueReset) reason() policy.Reason {
+	if d == dueCut {
+		return policy.ReasonCut
+	}
+	return policy.ReasonLateData
+}
+
 // safeRST is the safe reset itself. A leg whose peer never sent its FIN
 // (a grace of silence passed) counts its peer's stream as ended.
 func (x *executor) safeRST(l *leg) {
-	if l.lateReset { // a reset due anyway, once what was sent arrived
-		x.rst(l, policy.ReasonLateData, !l.sendDone)
+	if l.due != dueNone { // a reset due anyway, once what was sent arrived
+		// Late data's leg had its whole stream unless its end was still
+		// to come; the other peer's reset cut it.
+		x.rst(l, l.due.reason(), l.due == dueCut || !l.sendDone)
 		return
 	}
 	if !l.inDone {

@@ -251,7 +251,7 @@ func (x *executor) onResult(r result) {
 		x.rec.Received(d.src.name, r.n)
 	}
 	switch {
-	case r.err == nil && d.dst != nil && x.resetReadAsEOF(d.src, r.n):
+	case r.err == nil && d.dst != nil && (d.src.peerRST || x.resetReadAsEOF(d.src, r.n)):
 		x.peerReset(d.src)
 	case r.err == nil:
 		x.peerFIN(d)
@@ -352,7 +352,14 @@ func (x *executor) failed(d *dir, err error) {
 	switch {
 	case failing == dst && dst.open() && reset(dst):
 		// Whatever else happened, dst was reset; the write took its
-		// error, and a read of dst would now say EOF.
+		// error. What dst's peer sent before its RST may still wait in
+		// dst's socket: the direction from it reads that, then meets
+		// the reset itself (peerReset then); closed now, the socket
+		// would take those bytes with it.
+		if from := x.dirOf(dst, src); from != nil && !from.done {
+			dst.peerRST = true // the read may only say EOF: this call took the error
+			return
+		}
 		x.peerReset(dst)
 	case !src.open():
 		if src.bet && dst != nil {
@@ -377,7 +384,11 @@ func nameOf(l *leg) string {
 }
 
 // peerReset: l's peer sent an RST. If a stream through the session was not
-// finished, it was cut: the other leg is reset too.
+// finished, it was cut: the other leg is reset too, once its peer
+// acknowledged what the proxy passed on to it (at most drain_timeout).
+// Those bytes came before the RST, and l's peer counts them delivered:
+// its kernel had them acknowledged by the proxy's. Reset at once, the
+// other leg's send queue would go with them.
 func (x *executor) peerReset(l *leg) {
 	if l.name == policy.Front {
 		x.rec.Outcome(OutcomeClientReset, errClientRST)
@@ -386,11 +397,33 @@ func (x *executor) peerReset(l *leg) {
 	}
 	x.closeReset(l)
 	for _, d := range x.dirs {
-		if !d.clean {
-			x.cutAll(x.rec.Current(), nil)
-			return
+		if d.clean {
+			continue
+		}
+		x.idleAt = time.Time{}
+		for _, o := range x.legs {
+			switch {
+			case !o.open() || o.due != dueNone:
+			case x.dirOf(l, o) != nil:
+				o.due = dueCut
+				x.startQueueDrain(o, o.pol.DrainTimeout)
+			default:
+				x.decide(o, policy.Cut)
+			}
+		}
+		return
+	}
+}
+
+// dirOf is the direction that relays l's peer's bytes to o's, nil if
+// none does.
+func (x *executor) dirOf(l, o *leg) *dir {
+	for _, d := range x.dirs {
+		if d.src == l && d.dst == o {
+			return d
 		}
 	}
+	return nil
 }
 
 // closeReset records that l's peer reset it and closes its socket.
@@ -403,6 +436,9 @@ func (x *executor) closeReset(l *leg) {
 // lateData: l's peer sent bytes that can no longer be delivered: a reset
 // tells it they were lost.
 func (x *executor) lateData(l *leg) {
+	if l.due != dueNone {
+		return // its reset is due already
+	}
 	x.rec.Outcome(OutcomeLateData, fmt.Errorf("the %s sent bytes after the other side had ended", l.name.Peer()))
 	x.decide(l, policy.LateData)
 }

@@ -81,10 +81,22 @@ type leg struct {
 	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
 	foFresh     bool // fo was read for the decision being carried out
 	asked       bool // doneAsked: set by addLeg
-	// lateReset: a reset for late data waits for the peer to acknowledge
-	// what it was sent (policy.Reset with a Wait: only late data's).
-	lateReset bool
+	peerRST     bool // a write met the peer's RST while the stream from it was still being read
+	// due: a reset that goes whatever comes, once the peer acknowledged
+	// what it was sent (at most drain_timeout), and why.
+	due dueReset
 }
+
+// dueReset is why a leg is reset once its send queue drained: late data
+// (policy.Reset with a Wait), or the other leg's peer reset while its
+// bytes were on their way through the proxy.
+type dueReset uint8
+
+const (
+	dueNone     dueReset = iota
+	dueLateData          // the peer sent bytes that could no longer be delivered
+	dueCut               // the other peer reset: what it sent first is delivered, then the reset
+)
 
 func newLeg(name policy.Leg, c sock, pol *config.Close, rec *Recorder) *leg {
 	l := &leg{name: name, conn: c, pol: pol, target: pol.TimeWait, rec: rec, sendQ: -1}

@@ -1,0 +1,95 @@
+package engine
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/closeproxy/closeproxy/policy"
+)
+
+// A backend that sends its answer and resets once the proxy's kernel has
+// acknowledged all of it, to a client that is not reading yet: the client,
+// reading later, gets every byte the backend sent, then the reset (never a
+// clean end). The proxy read and acknowledged those bytes; a reset passed
+// on at once would drop what still waits in the client's send queue.
+func TestBackendResetDeliversWhatCameBeforeIt(t *testing.T) {
+	resp, sum := payload(2<<20, 9)
+	for _, pp := range policyPairs {
+		t.Run(pp.name, func(t *testing.T) {
+			r := relay(t, pp.front, pp.back, 5*time.Second)
+			recv(t, writeAsync(r.client, []byte("req"), false), time.Second, "request")
+			if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
+				t.Fatal(err)
+			}
+			recv(t, writeAsync(r.backend, resp, false), 5*time.Second, "the answer into the backend's socket")
+			waitAcked(t, r.backend)
+			_ = r.backend.SetLinger(0)
+			_ = r.backend.Close()
+			c := readAll(r.client) // only now, after the backend's reset
+			td := r.wait(t, 5*time.Second)
+			if c.n != int64(len(resp)) || c.sum != sum || !isReset(c.err) {
+				t.Errorf("the client read %d of %d bytes (sum ok %v), then %v; want all of them, then an RST", c.n, len(resp), c.sum == sum, c.err)
+			}
+			if td.Outcome != OutcomeBackendReset || !td.Front.Cut || td.Back.Close != policy.ClosePeerReset {
+				t.Errorf("outcome %s, front cut %v, back close %s: want backend_reset, cut, peer_reset", td.Outcome, td.Front.Cut, td.Back.Close)
+			}
+		})
+	}
+}
+
+// The same, with the client still uploading to a backend that stopped
+// reading: the proxy meets the backend's RST first on a write of the
+// upload, while the rest of the answer still waits, unread, in the back
+// leg's socket. That socket must not be closed before the answer's
+// direction read it: the client gets every byte, then the reset.
+func TestBackendResetMetByTheUploadDeliversTheAnswer(t *testing.T) {
+	resp, sum := payload(2<<20, 10)
+	up := make([]byte, 8<<20)
+	for _, pp := range policyPairs {
+		t.Run(pp.name, func(t *testing.T) {
+			r := relay(t, pp.front, pp.back, 5*time.Second)
+			uploaded := writeAsync(r.client, up, false) // ends in the proxy's reset
+			if _, err := io.ReadFull(r.backend, make([]byte, 64<<10)); err != nil {
+				t.Fatal(err)
+			}
+			recv(t, writeAsync(r.backend, resp, false), 5*time.Second, "the answer into the backend's socket")
+			waitAcked(t, r.backend)
+			_ = r.backend.SetLinger(0)
+			_ = r.backend.Close()
+			c := readAll(r.client) // only now, after the backend's reset
+			td := r.wait(t, 5*time.Second)
+			<-uploaded
+			// The upload's write may take the RST's error first; the read
+			// then says EOF, and the socket's state tells the reset.
+			reset := isReset(c.err) || c.err == nil && ResetByPeer(r.client)
+			if c.n != int64(len(resp)) || c.sum != sum || !reset {
+				t.Errorf("the client read %d of %d bytes (sum ok %v), then %v; want all of them, then an RST", c.n, len(resp), c.sum == sum, c.err)
+			}
+			if td.Outcome != OutcomeBackendReset || !td.Front.Cut || td.Back.Close != policy.ClosePeerReset {
+				t.Errorf("outcome %s, front cut %v, back close %s: want backend_reset, cut, peer_reset", td.Outcome, td.Front.Cut, td.Back.Close)
+			}
+		})
+	}
+}
+
+// waitAcked waits until c's peer acknowledged every byte written to c.
+// No event says so: it polls the send queue, bounded.
+func waitAcked(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		q, err := sendQueue(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy's kernel left %d bytes unacknowledged after 5 s", q)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
