@@ -68,7 +68,9 @@ func (x *executor) facts(l *leg, ev policy.Event) policy.Facts {
 		if ev == policy.SendDone && f.PeerFINIn {
 			// The proxy's FIN comes second: the policy decides from the
 			// target alone (policy.Decide's ending), and mayAwaitEOF's
-			// SIOCOUTQ would be a system call for nothing.
+			// SIOCOUTQ would be a system call for nothing; only a
+			// caller's word that the peer reads to EOF counts.
+			f.PeerMayAwaitEOF = l.awaitsEOF
 			return f
 		}
 		f.PeerMayAwaitEOF = x.mayAwaitEOF(l)

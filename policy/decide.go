@@ -240,10 +240,15 @@ func Decide(f Facts) Decision {
 func ending(f Facts) Decision {
 	d := resolve(f)
 	if f.PeerFINIn {
-		switch d.Target {
-		case TargetNowhere:
+		switch {
+		case d.Target == TargetNowhere && f.PeerMayAwaitEOF:
+			// A peer that half-closed and reads to EOF (an http1
+			// close-delimited response) takes an RST for a cut: the
+			// FIN is its stream's end (rule 1).
+			d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonAwaitsEOF
+		case d.Target == TargetNowhere:
 			d.Action, d.Wait = SafeReset, f.DrainTimeout
-		case TargetProxy:
+		case d.Target == TargetProxy:
 			d.Action, d.Wait, d.Reason = FIN, f.HalfClose, ReasonPeerFirst
 		default:
 			d.Action, d.Wait = FIN, f.HalfClose

@@ -62,6 +62,9 @@ var decideTable = []decideRow{
 	{"target nowhere, proxy ends first, {peer} may await EOF", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetNowhere, SendDone, true }), Withhold, "", ""},
 	{"target nowhere, probe runs out, {peer} still silent", with(base, func(f *Facts) { f.Target, f.Event, f.PeerMayAwaitEOF = TargetNowhere, ProbeExpired, true }), FIN, "proxy", ReasonAwaitsEOF},
 	{"target nowhere, {peer} ends first", with(base, func(f *Facts) { f.Target, f.Event, f.PeerFINIn = TargetNowhere, SendDone, true }), SafeReset, "none", ""},
+	{"target nowhere, {peer} ends first and reads to EOF", with(base, func(f *Facts) {
+		f.Target, f.Event, f.PeerFINIn, f.PeerMayAwaitEOF = TargetNowhere, SendDone, true, true
+	}), FIN, "peer", ReasonAwaitsEOF},
 	{"target nowhere, {peer}'s FIN arrives within the grace", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, PeerFIN }), SafeReset, "none", ""},
 	{"target nowhere, grace expires, fallback fin", with(base, func(f *Facts) { f.Target, f.Event = TargetNowhere, GraceExpired }), SafeReset, "none", ReasonGraceExpired},
 	// Rule 3: a grace ends a peer's stream by a reset only if the other

@@ -400,3 +400,35 @@ func TestHTTP1SmallBodiesWithTheirHeads(t *testing.T) {
 			td.Back.BytesIn, td.BackRequests, sentBack.Load(), len(resps))
 	}
 }
+
+// A close-delimited response to a client that half-closed after its
+// request ends with a FIN whatever the policy: the client reads the body
+// to EOF, and an RST, even a safe one after every byte was acknowledged,
+// would tell it the body was cut.
+func TestHTTP1CloseDelimitedToAHalfClosedClientEndsWithFIN(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\nuntil close")
+	})
+	for _, target := range []policy.Target{policy.TargetNowhere, policy.TargetPeer, policy.TargetProxy} {
+		t.Run(string(target), func(t *testing.T) {
+			h := startProxy(t, config.Listener{Close: testClose(target, policy.FallbackReset)}, http1Backend(be))
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			c.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil || !strings.HasSuffix(string(got), "\r\n\r\nuntil close") {
+				t.Fatalf("the client read %q, then %v; want the whole body, then EOF", got, err)
+			}
+			if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Close != policy.CloseFIN {
+				t.Errorf("outcome %s, front close %s (reason %s); want ok, fin", td.Outcome, td.Front.Close, td.Front.Reason)
+			}
+		})
+	}
+}
