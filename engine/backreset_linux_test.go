@@ -23,10 +23,7 @@ func TestBackendResetDeliversWhatCameBeforeIt(t *testing.T) {
 			if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
 				t.Fatal(err)
 			}
-			recv(t, writeAsync(r.backend, resp, false), 5*time.Second, "the answer into the backend's socket")
-			waitAcked(t, r.backend)
-			_ = r.backend.SetLinger(0)
-			_ = r.backend.Close()
+			answerThenReset(t, r.backend, resp)
 			c := readAll(r.client) // only now, after the backend's reset
 			td := r.wait(t, 5*time.Second)
 			if c.n != int64(len(resp)) || c.sum != sum || !isReset(c.err) {
@@ -54,10 +51,7 @@ func TestBackendResetMetByTheUploadDeliversTheAnswer(t *testing.T) {
 			if _, err := io.ReadFull(r.backend, make([]byte, 64<<10)); err != nil {
 				t.Fatal(err)
 			}
-			recv(t, writeAsync(r.backend, resp, false), 5*time.Second, "the answer into the backend's socket")
-			waitAcked(t, r.backend)
-			_ = r.backend.SetLinger(0)
-			_ = r.backend.Close()
+			answerThenReset(t, r.backend, resp)
 			c := readAll(r.client) // only now, after the backend's reset
 			td := r.wait(t, 5*time.Second)
 			<-uploaded
@@ -72,6 +66,16 @@ func TestBackendResetMetByTheUploadDeliversTheAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// answerThenReset writes resp on the backend's connection and, once the
+// proxy's kernel acknowledged all of it, resets the connection.
+func answerThenReset(t *testing.T, c *net.TCPConn, resp []byte) {
+	t.Helper()
+	recv(t, writeAsync(c, resp, false), 5*time.Second, "the answer into the backend's socket")
+	waitAcked(t, c)
+	_ = c.SetLinger(0)
+	_ = c.Close()
 }
 
 // waitAcked waits until c's peer acknowledged every byte written to c.

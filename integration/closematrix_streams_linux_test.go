@@ -187,6 +187,14 @@ func endedWell(end string, r Record, leg string) bool {
 // (whole) has all four equal: the record counts every byte that moved.
 func requireRecordedBytes(t testing.TB, r Record, cl, be saw, whole bool) {
 	t.Helper()
+	if msg := recordedBytes(r, cl, be, whole); msg != "" {
+		t.Errorf("record %v: %s\n%s", r["id"], msg, legs(r))
+	}
+}
+
+// recordedBytes is requireRecordedBytes's check: what is wrong with the
+// record's byte counts, the first way that is wrong, or "".
+func recordedBytes(r Record, cl, be saw, whole bool) string {
 	for _, c := range []struct {
 		way    string
 		counts [4]float64
@@ -198,11 +206,11 @@ func requireRecordedBytes(t testing.TB, r Record, cl, be saw, whole bool) {
 	} {
 		for i := 1; i < len(c.counts); i++ {
 			if c.counts[i-1] > c.counts[i] || whole && c.counts[i-1] != c.counts[i] {
-				t.Errorf("record %v: bytes %s: %v (whole %v)\n%s", r["id"], c.way, c.counts, whole, legs(r))
-				break
+				return fmt.Sprintf("RECORD BYTES: %s: %v (whole %v)", c.way, c.counts, whole)
 			}
 		}
 	}
+	return ""
 }
 
 // legs renders what a record says of its legs, for failure messages.
