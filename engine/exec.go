@@ -356,7 +356,7 @@ func (x *executor) failed(d *dir, err error) {
 		// dst's socket: the direction from it reads that, then meets
 		// the reset itself (peerReset then); closed now, the socket
 		// would take those bytes with it.
-		if from := x.dirOf(dst, src); from != nil && !from.done {
+		if from := x.from(dst); from != nil && !from.done {
 			dst.peerRST = true // the read may only say EOF: this call took the error
 			return
 		}
@@ -396,34 +396,34 @@ func (x *executor) peerReset(l *leg) {
 		x.rec.Outcome(OutcomeBackendReset, errBackRST)
 	}
 	x.closeReset(l)
-	for _, d := range x.dirs {
-		if d.clean {
-			continue
-		}
-		x.idleAt = time.Time{}
-		for _, o := range x.legs {
-			switch {
-			case !o.open() || o.due != dueNone:
-			case x.dirOf(l, o) != nil:
-				o.due = dueCut
-				x.startQueueDrain(o, o.pol.DrainTimeout)
-			default:
-				x.decide(o, policy.Cut)
-			}
-		}
+	if x.allClean() {
 		return
+	}
+	var to *leg // where l's peer's bytes went
+	if d := x.from(l); d != nil {
+		to = d.dst
+	}
+	x.idleAt = time.Time{}
+	for _, o := range x.legs {
+		switch {
+		case !o.open() || o.due != dueNone:
+		case o == to:
+			o.due = dueCut
+			x.startQueueDrain(o, o.pol.DrainTimeout)
+		default:
+			x.decide(o, policy.Cut)
+		}
 	}
 }
 
-// dirOf is the direction that relays l's peer's bytes to o's, nil if
-// none does.
-func (x *executor) dirOf(l, o *leg) *dir {
+// allClean says every stream through the session ended in order.
+func (x *executor) allClean() bool {
 	for _, d := range x.dirs {
-		if d.src == l && d.dst == o {
-			return d
+		if !d.clean {
+			return false
 		}
 	}
-	return nil
+	return true
 }
 
 // closeReset records that l's peer reset it and closes its socket.

@@ -20,8 +20,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestCloseChaos is a randomized exploration of the close path: batches of
@@ -532,49 +530,19 @@ func (s *chaosSession) runTCPClient(c *net.TCPConn) chaosSaw {
 
 // chaosBackendLog is what the backends saw, by session id.
 type chaosBackendLog struct {
-	mu sync.Mutex
-	m  map[int]chaosSaw
+	saws awaitMap[int, chaosSaw]
+	mu   sync.Mutex // for stray
 	// unattributed connections (no preamble / request) and how they ended
 	stray []string
 }
 
 func (l *chaosBackendLog) put(id int, s chaosSaw) {
 	s.at = time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.m[id] = s
+	l.saws.put(id, s)
 }
 
 func (l *chaosBackendLog) get(id int, timeout time.Duration) (chaosSaw, bool) {
-	deadline := time.Now().Add(timeout)
-	for {
-		l.mu.Lock()
-		s, ok := l.m[id]
-		l.mu.Unlock()
-		if ok || time.Now().After(deadline) {
-			return s, ok
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func outqDrained(c *net.TCPConn, within time.Duration) bool {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	deadline := time.Now().Add(within)
-	for {
-		var q int
-		_ = raw.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
-		if q == 0 {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	return l.saws.find(id, timeout)
 }
 
 const chaosStall = 6 * time.Second // longer than 1.25 × the short idle_timeout
@@ -888,7 +856,7 @@ func runChaosBatch(t *testing.T, b *chaosBatch) {
 	for _, s := range b.sessions {
 		plans[s.id] = s
 	}
-	log := &chaosBackendLog{m: map[int]chaosSaw{}}
+	log := &chaosBackendLog{}
 	var ls []ListenerOpts
 	for _, l := range b.listeners {
 		addr := netip.AddrPortFrom(topo.WebAddr, l.webPort).String()

@@ -76,25 +76,19 @@ func halfClosingClient(req []byte, pause time.Duration) func(c *net.TCPConn) saw
 // count those answered whole (served) and say when a request's first
 // bytes arrived (arrived), for clients that act once they did.
 type sawLog struct {
-	mu      sync.Mutex
-	m       map[string]saw
-	changed chan struct{}
+	saws    awaitMap[string, saw]
 	served  atomic.Int64
 	arrived chan struct{}
 }
 
 func newSawLog() *sawLog {
-	return &sawLog{m: map[string]saw{}, changed: make(chan struct{}), arrived: make(chan struct{}, 64)}
+	return &sawLog{arrived: make(chan struct{}, 64)}
 }
 
 // put notes what the backend saw on c.
 func (l *sawLog) put(c net.Conn, s saw) {
 	s.addr, s.at = c.RemoteAddr().String(), time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.m[s.addr] = s
-	close(l.changed)
-	l.changed = make(chan struct{})
+	l.saws.put(s.addr, s)
 }
 
 // wait returns what the backend saw on the connection from addr, waiting
@@ -111,20 +105,53 @@ func (l *sawLog) wait(t testing.TB, addr string, timeout time.Duration) (saw, bo
 
 // find is wait without the error: false when nothing came by timeout.
 func (l *sawLog) find(addr string, timeout time.Duration) (saw, bool) {
+	return l.saws.find(addr, timeout)
+}
+
+// awaitMap is a map whose readers can wait for a key to be put: what a
+// scripted backend saw comes when its connection ended, which may be
+// after the record that names it. The zero value is ready to use.
+type awaitMap[K comparable, V any] struct {
+	mu      sync.Mutex
+	m       map[K]V
+	changed chan struct{} // closed and replaced at each put
+}
+
+// changedLocked returns the channel the next put closes.
+func (a *awaitMap[K, V]) changedLocked() chan struct{} {
+	if a.changed == nil {
+		a.changed = make(chan struct{})
+	}
+	return a.changed
+}
+
+func (a *awaitMap[K, V]) put(k K, v V) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[K]V{}
+	}
+	a.m[k] = v
+	close(a.changedLocked())
+	a.changed = make(chan struct{})
+}
+
+// find returns the value put for k, waiting for it up to timeout.
+func (a *awaitMap[K, V]) find(k K, timeout time.Duration) (V, bool) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
-		l.mu.Lock()
-		s, ok := l.m[addr]
-		changed := l.changed
-		l.mu.Unlock()
+		a.mu.Lock()
+		v, ok := a.m[k]
+		changed := a.changedLocked()
+		a.mu.Unlock()
 		if ok {
-			return s, true
+			return v, true
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
-			return saw{}, false
+			return v, false
 		}
 	}
 }
