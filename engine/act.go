@@ -57,6 +57,10 @@ func (x *executor) facts(l *leg, ev policy.Event) policy.Facts {
 	f := policy.Facts{
 		Leg: l.name, Target: l.target, Fallback: l.pol.Fallback, Event: ev, FINSent: l.finSent,
 		PeerFINIn: l.peerFIN, HalfClose: l.pol.HalfCloseTimeout, DrainTimeout: l.pol.DrainTimeout,
+		// A caller's word that the peer reads to EOF holds for every
+		// event (a peer's FIN during a withhold too); the kernel's
+		// readings below add to it where a decision may send a FIN.
+		PeerMayAwaitEOF: l.awaitsEOF,
 	}
 	if l.target == policy.TargetAuto && x.s.Auto != nil {
 		f.Auto = x.s.Auto(l.name, x.rec.td.Leg(l.name).Peer)
@@ -68,9 +72,7 @@ func (x *executor) facts(l *leg, ev policy.Event) policy.Facts {
 		if ev == policy.SendDone && f.PeerFINIn {
 			// The proxy's FIN comes second: the policy decides from the
 			// target alone (policy.Decide's ending), and mayAwaitEOF's
-			// SIOCOUTQ would be a system call for nothing; only a
-			// caller's word that the peer reads to EOF counts.
-			f.PeerMayAwaitEOF = l.awaitsEOF
+			// SIOCOUTQ would be a system call for nothing.
 			return f
 		}
 		f.PeerMayAwaitEOF = x.mayAwaitEOF(l)

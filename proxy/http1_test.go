@@ -411,24 +411,38 @@ func TestHTTP1CloseDelimitedToAHalfClosedClientEndsWithFIN(t *testing.T) {
 		http.ReadRequest(bufio.NewReader(c))
 		io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\nuntil close")
 	})
+	const head = "HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n"
 	for _, target := range []policy.Target{policy.TargetNowhere, policy.TargetPeer, policy.TargetProxy} {
-		t.Run(string(target), func(t *testing.T) {
-			h := startProxy(t, config.Listener{Close: testClose(target, policy.FallbackReset)}, http1Backend(be))
-			c, err := net.Dial("tcp", h.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-			c.(*net.TCPConn).CloseWrite()
-			got, err := io.ReadAll(c)
-			if err != nil || !strings.HasSuffix(string(got), "\r\n\r\nuntil close") {
-				t.Fatalf("the client read %q, then %v; want the whole body, then EOF", got, err)
-			}
-			if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Close != policy.CloseFIN {
-				t.Errorf("outcome %s, front close %s (reason %s); want ok, fin", td.Outcome, td.Front.Close, td.Front.Reason)
-			}
-		})
+		// The client half-closes after its request (its FIN in before
+		// the answer ends), or once it has the body (its FIN comes while
+		// the proxy withholds its own for it: a peer's FIN event).
+		for _, after := range []string{"request", "body"} {
+			t.Run(string(target)+"/after_"+after, func(t *testing.T) {
+				h := startProxy(t, config.Listener{Close: testClose(target, policy.FallbackReset)}, http1Backend(be))
+				c, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				got := make([]byte, 0, 64)
+				if after == "body" {
+					got = got[:len(head)+len("until close")]
+					if _, err := io.ReadFull(c, got); err != nil {
+						t.Fatalf("the answer: %v", err)
+					}
+				}
+				c.(*net.TCPConn).CloseWrite()
+				rest, err := io.ReadAll(c)
+				got = append(got, rest...)
+				if err != nil || string(got) != head+"until close" {
+					t.Fatalf("the client read %q, then %v; want the whole body, then EOF", got, err)
+				}
+				if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Close != policy.CloseFIN {
+					t.Errorf("outcome %s, front close %s (reason %s); want ok, fin", td.Outcome, td.Front.Close, td.Front.Reason)
+				}
+			})
+		}
 	}
 }
