@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -82,18 +83,7 @@ func answerThenReset(t *testing.T, c *net.TCPConn, resp []byte) {
 // No event says so: it polls the send queue, bounded.
 func waitAcked(t *testing.T, c *net.TCPConn) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		q, err := sendQueue(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if q == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the proxy's kernel left %d bytes unacknowledged after 5 s", q)
-		}
-		time.Sleep(time.Millisecond)
+	if !loopback.Acked(c, 5*time.Second) {
+		t.Fatal("the proxy's kernel left bytes unacknowledged after 5 s")
 	}
 }

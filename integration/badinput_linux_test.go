@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // TestBadInput feeds the closeproxy binary, through real sockets, what
@@ -236,26 +238,6 @@ func resetMidResponse(c *net.TCPConn) {
 	if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"+string(body)); err != nil {
 		return
 	}
-	outqDrained(c, 2*time.Second)
+	loopback.Acked(c, 2*time.Second)
 	_ = c.SetLinger(0)
-}
-
-// outqDrained waits until c's peer acknowledged every byte written to c,
-// at most within. Polling the send queue is the only way to know the
-// bytes arrived; the deadline bounds it.
-func outqDrained(c *net.TCPConn, within time.Duration) bool {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	for deadline := time.Now().Add(within); ; time.Sleep(time.Millisecond) {
-		q := -1
-		_ = raw.Control(func(fd uintptr) { q, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
-		if q == 0 {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
 }

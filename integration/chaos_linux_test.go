@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/closeproxy/closeproxy/internal/loopback"
 )
 
 // TestCloseChaos is a randomized exploration of the close path: batches of
@@ -589,7 +591,7 @@ func chaosTCPBackend(plans map[int]*chaosSession, log *chaosBackendLog) func(c *
 		case "reset":
 			if bs.readUpTo(c, chaosPreamble+p.r) == nil {
 				bs.writePieces(c, down[:p.k], 0, clip(p.downCuts, p.k), p.downPauses)
-				bs.drained = outqDrained(c, 2*time.Second)
+				bs.drained = loopback.Acked(c, 2*time.Second)
 			}
 			bs.rst = true
 			_ = c.SetLinger(0)
@@ -833,7 +835,7 @@ func chaosHTTPBackend(plans map[int]*chaosSession, log *chaosBackendLog) func(c 
 				io.WriteString(c, "0\r\n\r\n")
 			case "reset_cl", "reset_closedelim":
 				bs.writePieces(c, down[:p.k], 0, clip(p.downCuts, p.k), p.downPauses)
-				bs.drained = outqDrained(c, 2*time.Second)
+				bs.drained = loopback.Acked(c, 2*time.Second)
 				bs.rst = true
 				_ = c.SetLinger(0)
 				log.put(id, bs)
