@@ -241,6 +241,14 @@ func (x *executor) safeReset(l *leg, wait time.Duration, peerFINIn bool) {
 	x.startQueueDrain(l, wait)
 }
 
+// cutDelivered resets l, whose stream toward its peer was cut, once the
+// peer acknowledged what was sent on it (drain_timeout at most): what
+// came before the cut is delivered first.
+func (x *executor) cutDelivered(l *leg) {
+	l.due = dueCut
+	x.startQueueDrain(l, l.pol.DrainTimeout)
+}
+
 // startQueueDrain resets l now if its send queue is empty, else polls it
 // for up to wait. Polling SIOCOUTQ is the only way to see it empty.
 func (x *executor) startQueueDrain(l *leg, wait time.Duration) {

@@ -408,8 +408,7 @@ func (x *executor) peerReset(l *leg) {
 		switch {
 		case !o.open() || o.due != dueNone:
 		case o == to:
-			o.due = dueCut
-			x.startQueueDrain(o, o.pol.DrainTimeout)
+			x.cutDelivered(o)
 		default:
 			x.decide(o, policy.Cut)
 		}

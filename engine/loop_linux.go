@@ -646,6 +646,8 @@ func (l *loop) start(r *loopRelay) {
 	}
 	l.handle(r, func() {
 		switch lg := r.lone; {
+		case lg != nil && r.ending.Cut && r.ending.Deliver:
+			r.x.cutDelivered(lg)
 		case lg != nil && r.ending.Cut:
 			r.x.rst(lg, r.ending.Why, true)
 		case lg != nil && r.late > 0:

@@ -75,10 +75,14 @@ func (s *Session) Relay(front, back *net.TCPConn, pending Pending) {
 
 // Ending says how End finds a leg.
 type Ending struct {
-	PeerFIN   bool          // the caller read the peer's FIN already
-	AwaitsEOF bool          // the peer waits for EOF to know a message ended (http1: a close-delimited response)
-	Cut       bool          // the stream toward the peer was cut short: reset at once
-	Why       policy.Reason // with Cut: the reason recorded
+	PeerFIN   bool // the caller read the peer's FIN already
+	AwaitsEOF bool // the peer waits for EOF to know a message ended (http1: a close-delimited response)
+	Cut       bool // the stream toward the peer was cut short: reset at once
+	// Deliver, with Cut: what was sent on the leg reaches the peer first;
+	// the reset goes once the peer acknowledged it (drain_timeout at
+	// most), recorded as cut. For a stream cut by the other peer's reset.
+	Deliver bool
+	Why     policy.Reason // with Cut: the reason recorded
 }
 
 // End closes one leg that has nothing more to send (http1, between
@@ -91,6 +95,9 @@ func (s *Session) End(name policy.Leg, c *net.TCPConn, in *bufio.Reader, e Endin
 	l := x.addLeg(name, c)
 	l.takeEnding(e)
 	switch {
+	case e.Cut && e.Deliver:
+		x.run(func() { x.cutDelivered(l) })
+		return
 	case e.Cut:
 		x.rst(l, e.Why, true)
 		return

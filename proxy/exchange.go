@@ -405,8 +405,10 @@ func (h *h1) clientGone(rt *roundTrip, body chan bodyResult, err error) {
 		h.end(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
 		return
 	}
+	// A truncated response must not end like a whole one; what the
+	// backend sent before reaches the client first.
 	h.rec.Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
-	h.cutFront() // a truncated response must not end like a whole one
+	h.end(engine.Ending{Cut: true, Why: policy.ReasonCut, Deliver: true})
 }
 
 func idempotent(method string) bool {

@@ -122,6 +122,7 @@ type h1Exchange struct {
 	bulk     bool // a read of the body filled the buffer
 	endFront bool // the front leg ends once out is written: the exchange failed or was answered here
 	cutFront bool // and is reset
+	deliver  bool // once out is written and the client acknowledged it
 	// moved: the last time a byte moved in the exchange (idle_timeout
 	// without one: stalled), looked at when lookAt comes.
 	moved, lookAt time.Time
@@ -1352,10 +1353,14 @@ func (h *h1Loop) badResponse(err error) {
 	h.answer(502, "Bad Gateway")
 }
 
-// backendGone: the response was cut on the backend's side.
+// backendGone: the response was cut on the backend's side. What the
+// backend sent before goes to the client first (what waits in out; the
+// pipe holds nothing once a read failed, Move writes before it reads):
+// the front leg is reset once the client acknowledged it all (finish).
 func (h *h1Loop) backendGone(err error) {
 	h.rec().Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
-	h.cut()
+	x := h.x
+	x.cutBack, x.closing, x.endFront, x.cutFront, x.deliver = true, true, true, true, true
 }
 
 // clientGone: writing the response to the client failed.
@@ -1373,11 +1378,12 @@ func (h *h1Loop) clientGone(err error) {
 	h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut})
 }
 
-// cut ends the exchange with both legs reset: a response begun was cut.
+// cut ends the exchange with both legs reset at once: a response begun
+// was cut (what waits for the client is dropped).
 func (h *h1Loop) cut() {
 	x := h.x
 	h.pipe.Close()
-	x.cutBack, x.closing, x.endFront, x.cutFront = true, true, true, true
+	x.cutBack, x.closing, x.endFront, x.cutFront, x.deliver = true, true, true, true, false
 	x.out, x.outOff = x.out[:0], 0
 }
 
@@ -1408,7 +1414,7 @@ func (h *h1Loop) answer(status int, text string) {
 func (h *h1Loop) finish() {
 	x := h.x
 	if x.cutFront {
-		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut})
+		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut, Deliver: x.deliver})
 		return
 	}
 	if !x.reusable() {
