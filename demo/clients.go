@@ -96,11 +96,11 @@ func request(addr netip.AddrPort, c closer) (tuple, error) {
 		req = "GET / HTTP/1.1\r\nHost: demo\r\n\r\n"
 	}
 	if _, err := io.WriteString(conn, req); err != nil {
-		return sock, fmt.Errorf("send request to %s: %w", addr, err)
+		return sock, fmt.Errorf("send request %s → %s: %w", sock.local, addr, err)
 	}
 	br := bufio.NewReader(conn)
 	if err := readResponse(br); err != nil {
-		return sock, fmt.Errorf("response from %s: %w", addr, err)
+		return sock, fmt.Errorf("response %s ← %s: %w", sock.local, addr, err)
 	}
 	if c != serverFirst {
 		return sock, nil // conn.Close, deferred, sends the FIN at once
@@ -108,7 +108,7 @@ func request(addr netip.AddrPort, c closer) (tuple, error) {
 	conn.SetReadDeadline(time.Now().Add(linger))
 	_, err = br.ReadByte()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return sock, fmt.Errorf("wait for the FIN of %s: %w", addr, err)
+		return sock, fmt.Errorf("wait for the FIN %s ← %s: %w", sock.local, addr, err)
 	}
 	return sock, nil
 }
@@ -125,7 +125,7 @@ func readResponse(br *bufio.Reader) error {
 		return fmt.Errorf("read body: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK || int64(len(body)) != resp.ContentLength {
-		return fmt.Errorf("status %d with %d of %d bytes", resp.StatusCode, len(body), resp.ContentLength)
+		return fmt.Errorf("status %d with %d of %d bytes: %q", resp.StatusCode, len(body), resp.ContentLength, body[:min(len(body), 64)])
 	}
 	return nil
 }
