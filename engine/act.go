@@ -8,6 +8,9 @@ import (
 
 // decide asks the policy what to do with l after ev and does it.
 func (x *executor) decide(l *leg, ev policy.Event) {
+	if l.peerRST {
+		return // reset by its peer: the direction from it ends it (peerReset)
+	}
 	f := x.facts(l, ev)
 	defer l.decided()
 	d := policy.Decide(f)
@@ -290,8 +293,10 @@ func (d dueReset) reason() policy.Reason {
 func (x *executor) safeRST(l *leg) {
 	if l.due != dueNone { // a reset due anyway, once what was sent arrived
 		// Late data's leg had its whole stream unless its end was still
-		// to come; the other peer's reset cut it.
-		x.rst(l, l.due.reason(), l.due == dueCut || !l.sendDone)
+		// to come; the other peer's reset cut it unless its FIN had gone
+		// (the stream ended in order before the reset, and all of it
+		// arrived).
+		x.rst(l, l.due.reason(), !l.sendDone || l.due == dueCut && !l.finSent)
 		return
 	}
 	if !l.inDone {

@@ -69,6 +69,41 @@ func TestBackendResetMetByTheUploadDeliversTheAnswer(t *testing.T) {
 	}
 }
 
+// The client half-closes after the backend's reset, while the end of the
+// answer still waits unread in the back leg's socket (the client reads
+// nothing yet, and the proxy's small send buffer toward it is full): the
+// proxy's end of the client's stream toward the backend (its FIN) meets
+// the reset first. The back leg's socket must not be closed before the
+// answer's direction read it: the client gets every byte, then the reset.
+func TestBackendResetMetByTheClientsFINDeliversTheAnswer(t *testing.T) {
+	resp, sum := payload(512<<10, 11)
+	tune := func(front, back *net.TCPConn) {
+		_ = front.SetWriteBuffer(4 << 10)
+		_ = back.SetReadBuffer(1 << 20) // holds what the client cannot take yet
+	}
+	for _, pp := range policyPairs {
+		t.Run(pp.name, func(t *testing.T) {
+			r := relayTuned(t, pp.front, pp.back, 5*time.Second, tune)
+			recv(t, writeAsync(r.client, []byte("req"), false), time.Second, "request")
+			if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
+				t.Fatal(err)
+			}
+			answerThenReset(t, r.backend, resp)
+			if err := r.client.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			c := readAll(r.client) // only now, after the backend's reset and the client's FIN
+			td := r.wait(t, 5*time.Second)
+			if c.n != int64(len(resp)) || c.sum != sum || !isReset(c.err) {
+				t.Errorf("the client read %d of %d bytes (sum ok %v), then %v; want all of them, then an RST", c.n, len(resp), c.sum == sum, c.err)
+			}
+			if td.Outcome != OutcomeBackendReset || td.Back.Close != policy.ClosePeerReset {
+				t.Errorf("outcome %s, back close %s: want backend_reset, peer_reset", td.Outcome, td.Back.Close)
+			}
+		})
+	}
+}
+
 // answerThenReset writes resp on the backend's connection and, once the
 // proxy's kernel acknowledged all of it, resets the connection.
 func answerThenReset(t *testing.T, c *net.TCPConn, resp []byte) {

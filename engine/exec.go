@@ -351,16 +351,7 @@ func (x *executor) failed(d *dir, err error) {
 	reset := func(l *leg) bool { return errors.Is(err, syscall.ECONNRESET) || l.resetByPeer() }
 	switch {
 	case failing == dst && dst.open() && reset(dst):
-		// Whatever else happened, dst was reset; the write took its
-		// error. What dst's peer sent before its RST may still wait in
-		// dst's socket: the direction from it reads that, then meets
-		// the reset itself (peerReset then); closed now, the socket
-		// would take those bytes with it.
-		if from := x.from(dst); from != nil && !from.done {
-			dst.peerRST = true // the read may only say EOF: this call took the error
-			return
-		}
-		x.peerReset(dst)
+		x.peerReset(dst) // whatever else happened, dst was reset; the write took its error
 	case !src.open():
 		if src.bet && dst != nil {
 			x.sendDone(dst)
@@ -389,7 +380,20 @@ func nameOf(l *leg) string {
 // Those bytes came before the RST, and l's peer counts them delivered:
 // its kernel had them acknowledged by the proxy's. Reset at once, the
 // other leg's send queue would go with them.
+//
+// What l's peer sent before its RST may still wait in l's socket, however
+// the reset was found (a write, the proxy's FIN, a reading of the
+// socket's state): while the direction from l still reads, it reads
+// those bytes first and then meets the reset itself (peerReset again);
+// closed now, the socket would take them with it. Its read may then only
+// say EOF (a call that met the reset took the socket's error): peerRST
+// makes that EOF the reset.
 func (x *executor) peerReset(l *leg) {
+	if d := x.from(l); d != nil && d.dst != nil && !d.done && l.open() {
+		l.peerRST = true
+		l.at, l.ackAt = time.Time{}, time.Time{} // no more looks: the direction's end decides
+		return
+	}
 	if l.name == policy.Front {
 		x.rec.Outcome(OutcomeClientReset, errClientRST)
 	} else {

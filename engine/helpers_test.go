@@ -44,7 +44,13 @@ var onLoops = os.Getenv("CLOSEPROXY_TEST_RELAY") == "loop"
 // test fails if it still runs at the test's end.
 func relay(t testing.TB, front, back config.Close, idle time.Duration, with ...func(*Session)) *relayed {
 	t.Helper()
-	r := startRelay(t, loopback.Listener(t), loopback.Listener(t), front, back, idle, with...)
+	return relayTuned(t, front, back, idle, nil, with...)
+}
+
+// relayTuned is relay with the proxy's sockets tuned first (startTuned).
+func relayTuned(t testing.TB, front, back config.Close, idle time.Duration, tune func(proxyFront, proxyBack *net.TCPConn), with ...func(*Session)) *relayed {
+	t.Helper()
+	r := startTuned(t, loopback.Listener(t), loopback.Listener(t), front, back, idle, tune, with...)
 	t.Cleanup(func() {
 		select {
 		case <-r.done:

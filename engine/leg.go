@@ -81,7 +81,7 @@ type leg struct {
 	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
 	foFresh     bool // fo was read for the decision being carried out
 	asked       bool // doneAsked: set by addLeg
-	peerRST     bool // a write met the peer's RST while the stream from it was still being read
+	peerRST     bool // the peer's RST was met while the stream from it was still being read
 	// due: a reset that goes whatever comes, once the peer acknowledged
 	// what it was sent (at most drain_timeout), and why.
 	due dueReset
