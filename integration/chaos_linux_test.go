@@ -590,14 +590,16 @@ func chaosTCPBackend(plans map[int]*chaosSession, log *chaosBackendLog) func(c *
 			}
 		case "reset":
 			if bs.readUpTo(c, chaosPreamble+p.r) == nil {
-				bs.writePieces(c, down[:p.k], 0, clip(p.downCuts, p.k), p.downPauses)
+				cuts, pauses := cutsIn(p.downCuts, p.downPauses, p.k)
+				bs.writePieces(c, down[:p.k], 0, cuts, pauses)
 				bs.drained = loopback.Acked(c, 2*time.Second)
 			}
 			bs.rst = true
 			_ = c.SetLinger(0)
 		case "stall":
 			if bs.readUpTo(c, chaosPreamble+p.up) == nil {
-				bs.writePieces(c, down[:p.k], 0, clip(p.downCuts, p.k), p.downPauses)
+				cuts, pauses := cutsIn(p.downCuts, p.downPauses, p.k)
+				bs.writePieces(c, down[:p.k], 0, cuts, pauses)
 				time.Sleep(chaosStall) // the stalled backend under test
 				bs.readUpTo(c, -1)
 			}
@@ -631,12 +633,20 @@ func chaosTCPBackend(plans map[int]*chaosSession, log *chaosBackendLog) func(c *
 	}
 }
 
-func clip(cuts []int, n int) []int {
-	out := make([]int, len(cuts))
-	for i, c := range cuts {
-		out[i] = min(c, n)
+// cutsIn keeps the cuts (and their pauses) that fall inside the first n
+// bytes: a backend that resets after n bytes pauses only while it sends
+// them. Cuts past n all landing on n would add up to one long silence
+// before the reset (past idle_timeout: a legitimate timeout, not the
+// reset the judge expects).
+func cutsIn(cuts []int, pauses []time.Duration, n int) ([]int, []time.Duration) {
+	var c []int
+	var p []time.Duration
+	for i, at := range cuts {
+		if at < n {
+			c, p = append(c, at), append(p, pauses[i])
+		}
 	}
-	return out
+	return c, p
 }
 
 // --- http1 ---
@@ -834,7 +844,8 @@ func chaosHTTPBackend(plans map[int]*chaosSession, log *chaosBackendLog) func(c 
 				}
 				io.WriteString(c, "0\r\n\r\n")
 			case "reset_cl", "reset_closedelim":
-				bs.writePieces(c, down[:p.k], 0, clip(p.downCuts, p.k), p.downPauses)
+				cuts, pauses := cutsIn(p.downCuts, p.downPauses, p.k)
+				bs.writePieces(c, down[:p.k], 0, cuts, pauses)
 				bs.drained = loopback.Acked(c, 2*time.Second)
 				bs.rst = true
 				_ = c.SetLinger(0)
