@@ -8,8 +8,12 @@ import (
 
 // decide asks the policy what to do with l after ev and does it.
 func (x *executor) decide(l *leg, ev policy.Event) {
-	if l.peerRST {
-		return // reset by its peer: the direction from it ends it (peerReset)
+	if l.peerRST && ev != policy.Cut && ev != policy.LateData {
+		// Reset by its peer: the direction from it reads what came
+		// first, and its end ends the leg (peerReset). Only a cut (idle
+		// timeout, shutdown, the other leg's reset) or late data cannot
+		// wait for it.
+		return
 	}
 	f := x.facts(l, ev)
 	defer l.decided()

@@ -104,6 +104,31 @@ func TestBackendResetMetByTheClientsFINDeliversTheAnswer(t *testing.T) {
 	}
 }
 
+// The same reset, and a client that never reads: the answer's end waits
+// in the back socket until idle_timeout ends the session. The record
+// names the cause, the backend's reset, not the timeout that came after.
+func TestBackendResetBehindAStalledClientIsRecordedAsTheReset(t *testing.T) {
+	resp, _ := payload(512<<10, 12)
+	tune := func(front, back *net.TCPConn) {
+		_ = front.SetWriteBuffer(4 << 10)
+		_ = back.SetReadBuffer(1 << 20)
+	}
+	ends := policyClose(policy.TargetProxy, policy.FallbackFIN)
+	r := relayTuned(t, ends, ends, 300*time.Millisecond, tune)
+	recv(t, writeAsync(r.client, []byte("req"), false), time.Second, "request")
+	if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	answerThenReset(t, r.backend, resp)
+	if err := r.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	td := r.wait(t, 5*time.Second)
+	if td.Outcome != OutcomeBackendReset || !td.Front.Cut {
+		t.Errorf("outcome %s (%v), front cut %v: want backend_reset, the client's stream cut", td.Outcome, td.Err, td.Front.Cut)
+	}
+}
+
 // answerThenReset writes resp on the backend's connection and, once the
 // proxy's kernel acknowledged all of it, resets the connection.
 func answerThenReset(t *testing.T, c *net.TCPConn, resp []byte) {

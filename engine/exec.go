@@ -389,15 +389,15 @@ func nameOf(l *leg) string {
 // say EOF (a call that met the reset took the socket's error): peerRST
 // makes that EOF the reset.
 func (x *executor) peerReset(l *leg) {
-	if d := x.from(l); d != nil && d.dst != nil && !d.done && l.open() {
-		l.peerRST = true
-		l.at, l.ackAt = time.Time{}, time.Time{} // no more looks: the direction's end decides
-		return
-	}
 	if l.name == policy.Front {
 		x.rec.Outcome(OutcomeClientReset, errClientRST)
 	} else {
 		x.rec.Outcome(OutcomeBackendReset, errBackRST)
+	}
+	if d := x.from(l); d != nil && d.dst != nil && !d.done && l.open() {
+		l.peerRST = true
+		l.at, l.ackAt = time.Time{}, time.Time{} // no more looks: the direction's end decides
+		return
 	}
 	x.closeReset(l)
 	if x.allClean() {
