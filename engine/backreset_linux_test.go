@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
@@ -77,21 +78,9 @@ func TestBackendResetMetByTheUploadDeliversTheAnswer(t *testing.T) {
 // answer's direction read it: the client gets every byte, then the reset.
 func TestBackendResetMetByTheClientsFINDeliversTheAnswer(t *testing.T) {
 	resp, sum := payload(512<<10, 11)
-	tune := func(front, back *net.TCPConn) {
-		_ = front.SetWriteBuffer(4 << 10)
-		_ = back.SetReadBuffer(1 << 20) // holds what the client cannot take yet
-	}
 	for _, pp := range policyPairs {
 		t.Run(pp.name, func(t *testing.T) {
-			r := relayTuned(t, pp.front, pp.back, 5*time.Second, tune)
-			recv(t, writeAsync(r.client, []byte("req"), false), time.Second, "request")
-			if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
-				t.Fatal(err)
-			}
-			answerThenReset(t, r.backend, resp)
-			if err := r.client.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
+			r := resetBehindAFullClient(t, pp.front, pp.back, 5*time.Second, resp)
 			c := readAll(r.client) // only now, after the backend's reset and the client's FIN
 			td := r.wait(t, 5*time.Second)
 			if c.n != int64(len(resp)) || c.sum != sum || !isReset(c.err) {
@@ -109,12 +98,24 @@ func TestBackendResetMetByTheClientsFINDeliversTheAnswer(t *testing.T) {
 // names the cause, the backend's reset, not the timeout that came after.
 func TestBackendResetBehindAStalledClientIsRecordedAsTheReset(t *testing.T) {
 	resp, _ := payload(512<<10, 12)
-	tune := func(front, back *net.TCPConn) {
-		_ = front.SetWriteBuffer(4 << 10)
-		_ = back.SetReadBuffer(1 << 20)
-	}
 	ends := policyClose(policy.TargetProxy, policy.FallbackFIN)
-	r := relayTuned(t, ends, ends, 300*time.Millisecond, tune)
+	r := resetBehindAFullClient(t, ends, ends, 300*time.Millisecond, resp)
+	td := r.wait(t, 5*time.Second)
+	if td.Outcome != OutcomeBackendReset || !td.Front.Cut {
+		t.Errorf("outcome %s (%v), front cut %v: want backend_reset, the client's stream cut", td.Outcome, td.Err, td.Front.Cut)
+	}
+}
+
+// resetBehindAFullClient relays a request to a backend that answers resp
+// and resets, to a client that reads nothing (the proxy's send buffer
+// toward it 4 KiB, so most of resp waits in the back leg's socket), then
+// half-closes the client.
+func resetBehindAFullClient(t *testing.T, front, back config.Close, idle time.Duration, resp []byte) *relayed {
+	t.Helper()
+	r := relayTuned(t, front, back, idle, func(front, back *net.TCPConn) {
+		_ = front.SetWriteBuffer(4 << 10)
+		_ = back.SetReadBuffer(1 << 20) // holds what the client cannot take yet
+	})
 	recv(t, writeAsync(r.client, []byte("req"), false), time.Second, "request")
 	if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
 		t.Fatal(err)
@@ -123,10 +124,7 @@ func TestBackendResetBehindAStalledClientIsRecordedAsTheReset(t *testing.T) {
 	if err := r.client.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	td := r.wait(t, 5*time.Second)
-	if td.Outcome != OutcomeBackendReset || !td.Front.Cut {
-		t.Errorf("outcome %s (%v), front cut %v: want backend_reset, the client's stream cut", td.Outcome, td.Err, td.Front.Cut)
-	}
+	return r
 }
 
 // answerThenReset writes resp on the backend's connection and, once the

@@ -394,7 +394,8 @@ func (x *executor) peerReset(l *leg) {
 	} else {
 		x.rec.Outcome(OutcomeBackendReset, errBackRST)
 	}
-	if d := x.from(l); d != nil && d.dst != nil && !d.done && l.open() {
+	d := x.from(l) // its dst is where l's peer's bytes went
+	if d != nil && d.dst != nil && !d.done && l.open() {
 		l.peerRST = true
 		l.at, l.ackAt = time.Time{}, time.Time{} // no more looks: the direction's end decides
 		return
@@ -403,8 +404,8 @@ func (x *executor) peerReset(l *leg) {
 	if x.allClean() {
 		return
 	}
-	var to *leg // where l's peer's bytes went
-	if d := x.from(l); d != nil {
+	var to *leg
+	if d != nil {
 		to = d.dst
 	}
 	x.idleAt = time.Time{}
