@@ -311,28 +311,34 @@ func (x *executor) safeRST(l *leg) {
 
 // rst closes l with an RST now; cut says the stream toward its peer was
 // cut short. A socket the kernel already closed has no RST left to send:
-// a cut (an error path, where a peer's reset is likely and a reading
-// costs nothing that matters), a leg whose FIN went (the peer's may
-// have come) or one whose peer's FIN came (a peer done sending may
-// close with SO_LINGER 0 once it has its answer, before a safe reset
-// goes) looks first, so that the record says the peer's reset, or the
-// FINs that went both ways, and not a reset the proxy never sent.
+// the peer's RST (or, on a leg whose FIN went, the peer's FIN) may have
+// come after the proxy's last look at the socket, so rst looks once more
+// (one TCP_INFO), and the record says the peer's reset, or the FINs that
+// went both ways, and not a reset the proxy never sent.
 func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
-	if cut || l.finSent || l.peerFIN {
-		switch closed, reset := l.closedBy(); {
-		case reset:
-			x.closeReset(l)
-			return
-		case closed: // the FINs went both ways: nothing left to reset
-			x.rec.finIn(l.name)
-			l.atPeerFIN()
-			x.finish(l)
-			return
-		}
+	if rstHook != nil {
+		rstHook(l, false)
+	}
+	switch closed, reset := l.closedBy(); {
+	case reset:
+		x.closeReset(l)
+		return
+	case closed: // the FINs went both ways: nothing left to reset
+		x.rec.finIn(l.name)
+		l.atPeerFIN()
+		x.finish(l)
+		return
 	}
 	_ = l.conn.SetLinger(0)
 	// A refusal comes before any byte of the other side's: as Refuse
 	// records it, nothing was cut.
 	x.rec.reset(l.name, why, cut && why != policy.ReasonRefused)
 	l.closeSocket()
+	if rstHook != nil {
+		rstHook(l, true)
+	}
 }
+
+// rstHook, when set (tests), is called as rst begins (sent false) and
+// after the close that sends the RST the record claims (sent true).
+var rstHook func(l *leg, sent bool)

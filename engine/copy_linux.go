@@ -248,6 +248,9 @@ func (c *copier) read(fd uintptr) bool {
 		return false
 	}
 	c.buf, c.n, c.errno = b, max(n, 0), err
+	if err == unix.ECONNRESET {
+		c.flow.resetRead()
+	}
 	return true
 }
 
@@ -304,6 +307,9 @@ func (c *copier) spliceIn(fd uintptr) bool {
 		return rawSplice(int(fd), c.pipe.w, c.want)
 	})
 	c.n, c.errno = max(n, 0), err
+	if err == unix.ECONNRESET {
+		c.flow.resetRead()
+	}
 	return err != unix.EAGAIN
 }
 

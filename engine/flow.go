@@ -29,6 +29,9 @@ type activity struct {
 	// after, the peer closed before it (the kernel says so; when the
 	// copier reads the FIN can be later, on a busy host much later).
 	finFirst atomic.Bool
+	// readReset: a read met the peer's reset. It took the socket's
+	// pending error, which closedBy would look for on a leg whose FIN went.
+	readReset atomic.Bool
 }
 
 // flow is one running direction as the executor sees it: its two legs'
@@ -52,6 +55,13 @@ type flow struct {
 func (f *flow) eof() {
 	if f != nil {
 		f.eofAt = f.now()
+	}
+}
+
+// resetRead notes that a read from the source met its peer's reset.
+func (f *flow) resetRead() {
+	if f != nil {
+		f.src.readReset.Store(true)
 	}
 }
 

@@ -260,12 +260,13 @@ func tick(budget time.Duration) time.Duration { return max(budget/4, time.Millis
 // peer's reset did. The kernel also closes a socket once FINs went both
 // ways in order (TIME-WAIT, or LAST-ACK acknowledged) while the proxy had
 // not read the peer's yet: on a leg whose FIN went, only a pending error
-// (which this reads, and so clears) says it was a reset.
+// (which this reads, and so clears), or a copier's read that took it,
+// says it was a reset.
 func (l *leg) closedBy() (closed, reset bool) {
 	if !ResetByPeer(l.conn) {
 		return false, false
 	}
-	return true, !l.finSent || pendingError(l.conn)
+	return true, !l.finSent || l.act.readReset.Load() || pendingError(l.conn)
 }
 
 // resetByPeer reports that l's peer reset it.

@@ -1150,6 +1150,7 @@ type fdSock struct {
 	live   bool
 	r      *loopRelay
 	closed bool
+	abort  bool      // SetLinger(0): Close resets the connection at once
 	rd, wr bool      // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
 	shut   bool      // an edge said the peer's FIN or an error is in: read on to EOF
 	ts     *TaskSock // a task's view of it, once asked for
@@ -1222,18 +1223,25 @@ func (s *fdSock) SetLinger(sec int) error {
 		s.held = false
 		_ = rawPush(s.fd)
 	}
+	s.abort = true
 	return os.NewSyscallError("setsockopt SO_LINGER", rawLingerZero(s.fd))
 }
 
 func (*fdSock) SetDeadline(time.Time) error { return nil } // timers live in the loop
 
 // Close takes the socket out of the loop; its descriptor is closed (a FIN,
-// or an RST with SetLinger(0), if none was sent yet) once the turn is done.
+// if none was sent yet) once the turn is done. After SetLinger(0) the RST
+// goes now: the record says what the kernel did when the engine last
+// looked, and a turn is long enough for the peer's FIN or RST to come in
+// between and make the close send nothing.
 func (s *fdSock) Close() error {
 	if s.closed {
 		return net.ErrClosed
 	}
 	s.closed = true
+	if s.abort {
+		_ = rawAbort(s.fd)
+	}
 	l := s.r.loop
 	l.socks.del(s)
 	if s.own != nil {

@@ -159,6 +159,15 @@ func rawLingerZero(fd int) error {
 	return errnoErr(e)
 }
 
+// rawAbort resets fd's connection now and keeps the descriptor: connect
+// with AF_UNSPEC is the kernel's disconnect, what close does with
+// SO_LINGER 0 (an RST unless the connection is closed already).
+func rawAbort(fd int) error {
+	var sa unix.RawSockaddr // Family 0: AF_UNSPEC
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	return errnoErr(e)
+}
+
 // RawWriter writes to a TCP connection with raw system calls, waiting in
 // Go's netpoller while its send buffer is full; the connection's write
 // deadline applies. For the small writes of a request-response exchange
