@@ -1223,8 +1223,8 @@ func (s *fdSock) SetLinger(sec int) error {
 		s.held = false
 		_ = rawPush(s.fd)
 	}
-	s.abort = true
-	return os.NewSyscallError("setsockopt SO_LINGER", rawLingerZero(s.fd))
+	s.abort = true // Close resets the connection itself: no SO_LINGER needed
+	return nil
 }
 
 func (*fdSock) SetDeadline(time.Time) error { return nil } // timers live in the loop
@@ -1239,8 +1239,8 @@ func (s *fdSock) Close() error {
 		return net.ErrClosed
 	}
 	s.closed = true
-	if s.abort {
-		_ = rawAbort(s.fd)
+	if s.abort && rawAbort(s.fd) != nil {
+		_ = rawLingerZero(s.fd) // the close sends the RST instead
 	}
 	l := s.r.loop
 	l.socks.del(s)

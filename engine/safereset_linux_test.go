@@ -17,16 +17,8 @@ import (
 // sends nothing. The record says the client reset the leg, not a reset
 // of the proxy's that never went out.
 func TestSafeResetAfterThePeersResetIsTheirs(t *testing.T) {
-	client, server := loopback.Pair(t, loopback.Listener(t))
-	answer := []byte("the whole answer")
-	if _, err := server.Write(answer); err != nil {
-		t.Fatal(err)
-	}
+	client, server := answeredClient(t)
 	if err := client.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, len(answer))
-	if _, err := io.ReadFull(client, got); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := server.Read(make([]byte, 1)); err != io.EOF { // the client's FIN
@@ -34,12 +26,8 @@ func TestSafeResetAfterThePeersResetIsTheirs(t *testing.T) {
 	}
 	_ = client.SetLinger(0)
 	client.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ResetByPeer(server) { // the kernel has the client's RST: no event says so, its state is polled
-		if time.Now().After(deadline) {
-			t.Fatal("the client's RST never reached the proxy's socket")
-		}
-		time.Sleep(time.Millisecond)
+	if !waitReset(server, 5*time.Second) {
+		t.Fatal("the client's RST never reached the proxy's socket")
 	}
 	pol := policyClose(policy.TargetNowhere, policy.FallbackFIN)
 	s := frontSession(pol)
@@ -55,14 +43,7 @@ func TestSafeResetAfterThePeersResetIsTheirs(t *testing.T) {
 // client's RST coming as the safe reset is to go: nothing of the proxy's
 // leaves, and the record says so.
 func TestSafeResetWithoutFINsMetByThePeersResetIsTheirs(t *testing.T) {
-	client, server := loopback.Pair(t, loopback.Listener(t))
-	answer := []byte("the whole answer")
-	if _, err := server.Write(answer); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(client, make([]byte, len(answer))); err != nil {
-		t.Fatal(err)
-	}
+	client, server := answeredClient(t)
 	var arrived bool
 	rstHook = func(l *leg, sent bool) {
 		if !sent {
@@ -80,6 +61,20 @@ func TestSafeResetWithoutFINsMetByThePeersResetIsTheirs(t *testing.T) {
 	if f := s.Rec.Record().Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.Cut {
 		t.Errorf("front close %s, rst_out %v, cut %v; want peer_reset, none sent, not cut", f.Close, f.RSTOut, f.Cut)
 	}
+}
+
+// answeredClient returns a loopback pair, the proxy's end (server) having
+// sent a whole answer that the client has read.
+func answeredClient(t *testing.T) (client, server *net.TCPConn) {
+	client, server = loopback.Pair(t, loopback.Listener(t))
+	answer := []byte("the whole answer")
+	if _, err := server.Write(answer); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(client, make([]byte, len(answer))); err != nil {
+		t.Fatal(err)
+	}
+	return client, server
 }
 
 // answeredNowhere relays one request and a whole answer that ends with
