@@ -41,7 +41,7 @@ import (
 // CLOSEPROXY_CHAOS_BATCH (sessions per topology, default 30) and
 // CLOSEPROXY_CHAOS_BUDGET (default 6m) bound it. CLOSEPROXY_CHAOS_KNOWN=log
 // logs the kinds of finding its first runs reported (LOST/UNREAD BEFORE RESET, RESPONSE
-// END) instead of failing, and stops generating aborts after a half-close,
+// END) and the back leg's grace bet lost (graceBetLost) instead of failing, and stops generating aborts after a half-close,
 // so that a run shows what is new. CLOSEPROXY_CHAOS_REPRO=<name> runs n
 // copies of one fixed session instead (chaosRepro). CLOSEPROXY_TEST_RELAY
 // forces the relay as for the other integration tests.
@@ -94,6 +94,20 @@ func TestCloseChaos(t *testing.T) {
 		done += n
 	}
 	t.Logf("chaos: %d sessions in %v (seed %d)", done, time.Since(start).Round(time.Second), seed)
+}
+
+// graceBetLost says whether p is what the back leg's grace bet costs when
+// it loses, a gap docs/guarantees.md names: the proxy took a client's
+// FIN that acknowledged the answer so far for the end of the exchange
+// (it may have crossed the answer), the backend paused past the grace
+// and the proxy reset the back leg (reason grace_expired), so the
+// backend's next bytes were refused and the client saw a clean end. Seen
+// with a client that half-closes right behind its upload on a busy host
+// (seeds 5 and 89).
+func graceBetLost(r Record, p string) bool {
+	return r.Str("back.reason") == "grace_expired" && r.Str("back.close") == "reset" &&
+		(strings.HasPrefix(p, "DISGUISED CUT: the client read a clean EOF") ||
+			strings.HasPrefix(p, "backend closed with the upload in flight"))
 }
 
 func chaosEnvInt(key string, def int) int {
@@ -956,7 +970,7 @@ func runChaosBatch(t *testing.T, b *chaosBatch) {
 				}
 				for _, p := range probs {
 					if os.Getenv("CLOSEPROXY_CHAOS_KNOWN") == "log" && (strings.HasPrefix(p, "LOST BEFORE RESET") ||
-						strings.HasPrefix(p, "UNREAD BEFORE RESET") || strings.HasPrefix(p, "RESPONSE END")) {
+						strings.HasPrefix(p, "UNREAD BEFORE RESET") || strings.HasPrefix(p, "RESPONSE END") || graceBetLost(r, p)) {
 						t.Logf("KNOWN FINDING %s\n  problem: %s", s, p)
 						continue
 					}
@@ -1261,6 +1275,28 @@ func chaosRepro(t *testing.T, name string, b, n int) *chaosBatch {
 			s.up, s.up1, s.down = 182012, 182012, 141233
 			s.upCuts, s.upPauses = []int{145619}, []time.Duration{1300 * time.Millisecond}
 			s.downCuts, s.downPauses = []int{22673, 77286}, []time.Duration{30 * time.Millisecond, 2 * time.Millisecond}
+		case "gracebet-upload":
+			// seed 89 (goroutines) session 9017: a 454-byte upload and its
+			// half-close; the backend reads 397, answers 381 bytes, pauses
+			// 1.3 s and closes early (graceBetLost when the bet loses).
+			l.front, l.back, l.idle = "client", "nowhere", "3s"
+			s.client, s.server = "halfclose", "fin_early"
+			s.up, s.up1, s.down, s.r = 454, 454, 1564, 397
+			s.downCuts, s.downPauses = []int{381, 479, 1176}, []time.Duration{1300 * time.Millisecond, 1300 * time.Millisecond, 2 * time.Millisecond}
+		case "gracebet-early", "gracebet-defaults":
+			// seed 101 (loops) session 4026: a 1-byte upload behind the
+			// preamble, a 2 ms pause, the half-close; the backend answers 5
+			// bytes at the preamble, pauses 200 ms twice and closes early.
+			// The client's FIN acknowledges the answer so far and follows
+			// its last byte: the bet is taken (graceBetLost).
+			l.front, l.ffb, l.back, l.bfb, l.idle = "proxy", "reset", "nowhere", "reset", "3s"
+			if name == "gracebet-defaults" { // the close policies' defaults
+				l.front, l.ffb, l.back, l.bfb, l.idle = "proxy", "", "backend", "", ""
+			}
+			s.client, s.server = "halfclose", "fin_early"
+			s.up, s.up1, s.down = 1, 1, 116
+			s.upCuts, s.upPauses = []int{1}, []time.Duration{2 * time.Millisecond}
+			s.downCuts, s.downPauses = []int{5, 51, 95}, []time.Duration{200 * time.Millisecond, 200 * time.Millisecond, 2 * time.Millisecond}
 		case "resetloss":
 			// seed 2 session 4: a backend that reads part of the upload,
 			// sends ~900 KB, waits until they are acknowledged, resets.
