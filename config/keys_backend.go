@@ -188,18 +188,29 @@ silence.`},
 Wait less than peer_fin_grace for a backend that answers fast: four
 times the longest pause it made earlier on this connection (its answer
 time included), at least 10ms and four round trips. A client that closes
-first then holds its port for milliseconds, not the whole grace. false:
-always the whole peer_fin_grace.`},
+first then holds its port for milliseconds, not the whole grace. With
+fallback = "reset" in tcp mode this is also how long a backend may pause
+mid-answer after the client's FIN before the reset's bet (see fallback).
+false: always the whole peer_fin_grace.`},
 	{path: "backend.close.fallback", at: field(func(b *Backend) any { return &b.Close.Fallback }),
 		def: policy.FallbackReset, check: fallback, doc: `
 What a withheld FIN becomes when peer_fin_grace runs out: "fin" (send it
 after all; TIME-WAIT on the proxy) or "reset" (safe reset; no
 TIME-WAIT). "reset" by default on this leg, keeping TIME-WAIT off the
-proxy's ports. Its price in tcp mode: a reset must never cut an answer
-the client still reads, so the proxy reads the client's TCP state once
-per answer it starts relaying (one system call per keep-alive request);
-with "fin" here, and time_wait neither "nowhere" nor "auto", it reads
-none.`},
+proxy's ports. In tcp mode the reset is a bet that the client is done
+with the answer: it is taken only once the client closed after the
+whole answer so far (its FIN acknowledged every byte, and it sent none
+after them), as a client that read the answer and hung up does; for
+that the proxy reads the client's TCP state once per answer it starts
+relaying (one system call per keep-alive request). A client that only
+half-closed there and reads on, toward a backend that pauses longer than
+the grace mid-answer and then sends more, loses that rest and sees a
+clean end, under an "ok" record. For clients that half-close after the
+answer began (a request ended by shutdown(SHUT_WR), nc), set "fin" here,
+or adaptive_grace = false with a peer_fin_grace longer than the
+backend's pauses. In http1 mode the exchange says where an answer ends:
+no bet. With "fin" here, and time_wait neither "nowhere" nor "auto", the
+proxy reads none.`},
 	{path: "backend.close.half_close_timeout", at: field(func(b *Backend) any { return &b.Close.HalfCloseTimeout }),
 		def: 30 * time.Second, check: positive, doc: `
 After the proxy has sent its FIN, how long the backend may stay silent
