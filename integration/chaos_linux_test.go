@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -108,6 +110,34 @@ func graceBetLost(r Record, p string) bool {
 	return r.Str("back.reason") == "grace_expired" && r.Str("back.close") == "reset" &&
 		(strings.HasPrefix(p, "DISGUISED CUT: the client read a clean EOF") ||
 			strings.HasPrefix(p, "backend closed with the upload in flight"))
+}
+
+// knownCrossings returns recs with the claims of a gap docs/guarantees.md
+// names taken as what the kernel holds, each logged as a known finding: a
+// leg whose record says the proxy's FIN went first and TIME-WAIT is the
+// proxy's, where the kernel holds TIME-WAIT on both ends. The peer's FIN
+// waited behind its own bytes (FIN-WAIT-1) when the proxy's arrived; its
+// kernel acknowledged the proxy's at once, so the proxy saw its FIN
+// acknowledged before the peer's, as from a peer that closed in answer
+// (seeds 47 and 127). The records themselves are left as they are.
+func knownCrossings(t *testing.T, recs []Record, held map[tuple]bool) []Record {
+	out := recs
+	for i, r := range recs {
+		for _, leg := range []string{"front", "back"} {
+			l, p := r.Str(leg+".local"), r.Str(leg+".peer")
+			if r.Str(leg+".time_wait") != "proxy" || r.Str(leg+".first_fin") != "proxy" || !held[tuple{l, p}] || !held[tuple{p, l}] {
+				continue
+			}
+			t.Logf("KNOWN FINDING record %v: %s.time_wait \"proxy\", the kernel holds TIME-WAIT on both ends of %s ↔ %s (a peer's FIN queued behind its bytes crossed the proxy's)\n  %s", r["id"], leg, l, p, legs(r))
+			if &out[0] == &recs[0] {
+				out = slices.Clone(recs)
+			}
+			c := maps.Clone(out[i])
+			c[leg+".time_wait"] = "both"
+			out[i] = c
+		}
+	}
+	return out
 }
 
 func chaosEnvInt(key string, def int) int {
@@ -996,6 +1026,9 @@ func runChaosBatch(t *testing.T, b *chaosBatch) {
 			sort.SliceStable(recs, func(i, j int) bool {
 				return recs[i].Str("back.close") == "pooled" && recs[j].Str("back.close") != "pooled"
 			})
+			if os.Getenv("CLOSEPROXY_CHAOS_KNOWN") == "log" {
+				recs = knownCrossings(t, recs, held)
+			}
 			chk := judgeClaims(held, live, recs)
 			if len(chk.wrong) > 0 {
 				for _, w := range chk.wrong {
