@@ -320,7 +320,8 @@ func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
 		rstHook(l, false)
 	}
 	switch closed, reset := l.closedBy(); {
-	case reset:
+	case reset: // the peer's, as the record and the outcome say
+		x.resetBy(l)
 		x.closeReset(l)
 		return
 	case closed: // the FINs went both ways: nothing left to reset

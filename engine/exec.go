@@ -389,11 +389,7 @@ func nameOf(l *leg) string {
 // say EOF (a call that met the reset took the socket's error): peerRST
 // makes that EOF the reset.
 func (x *executor) peerReset(l *leg) {
-	if l.name == policy.Front {
-		x.rec.Outcome(OutcomeClientReset, errClientRST)
-	} else {
-		x.rec.Outcome(OutcomeBackendReset, errBackRST)
-	}
+	x.resetBy(l)
 	d := x.from(l) // its dst is where l's peer's bytes went
 	if d != nil && d.dst != nil && !d.done && l.open() {
 		l.peerRST = true
@@ -417,6 +413,16 @@ func (x *executor) peerReset(l *leg) {
 		default:
 			x.decide(o, policy.Cut)
 		}
+	}
+}
+
+// resetBy records l's peer's reset as the session's outcome (unless an
+// earlier one stands).
+func (x *executor) resetBy(l *leg) {
+	if l.name == policy.Front {
+		x.rec.Outcome(OutcomeClientReset, errClientRST)
+	} else {
+		x.rec.Outcome(OutcomeBackendReset, errBackRST)
 	}
 }
 

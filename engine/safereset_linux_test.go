@@ -33,8 +33,8 @@ func TestSafeResetAfterThePeersResetIsTheirs(t *testing.T) {
 	s := frontSession(pol)
 	s.End(policy.Front, server, nil, Ending{})
 	rec := s.Rec.Record()
-	if f := rec.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut {
-		t.Errorf("front close %s, rst_out %v, time_wait %s, cut %v; want peer_reset, none sent, no TIME-WAIT, not cut (outcome %s)", f.Close, f.RSTOut, f.TimeWait, f.Cut, rec.Outcome)
+	if f := rec.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut || rec.Outcome != OutcomeClientReset {
+		t.Errorf("front close %s, rst_out %v, time_wait %s, cut %v, outcome %s; want peer_reset, none sent, no TIME-WAIT, not cut, client_reset", f.Close, f.RSTOut, f.TimeWait, f.Cut, rec.Outcome)
 	}
 }
 
@@ -58,8 +58,8 @@ func TestSafeResetWithoutFINsMetByThePeersResetIsTheirs(t *testing.T) {
 	if !arrived {
 		t.Fatal("the client's RST never reached the proxy's socket")
 	}
-	if f := s.Rec.Record().Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.Cut {
-		t.Errorf("front close %s, rst_out %v, cut %v; want peer_reset, none sent, not cut", f.Close, f.RSTOut, f.Cut)
+	if rec := s.Rec.Record(); rec.Front.Close != policy.ClosePeerReset || rec.Front.RSTOut >= 0 || rec.Front.Cut || rec.Outcome != OutcomeClientReset {
+		t.Errorf("front close %s, rst_out %v, cut %v, outcome %s; want peer_reset, none sent, not cut, client_reset", rec.Front.Close, rec.Front.RSTOut, rec.Front.Cut, rec.Outcome)
 	}
 }
 
@@ -133,8 +133,8 @@ func TestSafeResetMetByThePeersUnreadResetIsTheirs(t *testing.T) {
 	if !arrived {
 		t.Fatal("the client's RST never reached the proxy's socket")
 	}
-	if f := td.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut {
-		t.Errorf("front close %s, rst_out %v, time_wait %s, cut %v; want peer_reset, none sent, no TIME-WAIT, not cut (outcome %s)", f.Close, f.RSTOut, f.TimeWait, f.Cut, td.Outcome)
+	if f := td.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut || td.Outcome != OutcomeClientReset {
+		t.Errorf("front close %s, rst_out %v, time_wait %s, cut %v, outcome %s; want peer_reset, none sent, no TIME-WAIT, not cut, client_reset", f.Close, f.RSTOut, f.TimeWait, f.Cut, td.Outcome)
 	}
 }
 
