@@ -242,6 +242,8 @@ func (c *copier) readChunk(want int) (int, error) {
 
 func (c *copier) read(fd uintptr) bool {
 	b := chunks.Get()
+	c.flow.reading(true)
+	defer c.flow.reading(false)
 	n, err := ignoringEINTR(func() (int, error) { return rawRecv(int(fd), b[:c.want]) })
 	if err == unix.EAGAIN {
 		chunks.Put(b) // wait without a buffer
@@ -249,10 +251,17 @@ func (c *copier) read(fd uintptr) bool {
 	}
 	c.buf, c.n, c.errno = b, max(n, 0), err
 	if err == unix.ECONNRESET {
+		if readResetHook != nil {
+			readResetHook()
+		}
 		c.flow.resetRead()
 	}
 	return true
 }
+
+// readResetHook, when set (tests), is called as a copier's read has met
+// the peer's reset and not yet noted it.
+var readResetHook func()
 
 func (c *copier) dropBuf() {
 	if c.buf != nil {
@@ -303,6 +312,8 @@ func (c *copier) splice() error {
 // spliceIn fills the (empty) pipe from the socket: EAGAIN can only mean
 // the socket, the pipe being empty.
 func (c *copier) spliceIn(fd uintptr) bool {
+	c.flow.reading(true)
+	defer c.flow.reading(false)
 	n, err := ignoringEINTR(func() (int, error) {
 		return rawSplice(int(fd), c.pipe.w, c.want)
 	})

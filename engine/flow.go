@@ -29,10 +29,22 @@ type activity struct {
 	// after, the peer closed before it (the kernel says so; when the
 	// copier reads the FIN can be later, on a busy host much later).
 	finFirst atomic.Bool
-	// readReset: a read met the peer's reset. It took the socket's
-	// pending error, which closedBy would look for on a leg whose FIN went.
-	readReset atomic.Bool
+	// reads is what the copier's reads from the socket tell, in one word
+	// (a leg keeps its size class): readResetBit, a read met the peer's
+	// reset, taking the socket's pending error, which closedBy would look
+	// for on a leg whose FIN went; inReadBit, a read is under way, and
+	// until it ends a reset it met may not be noted yet.
+	reads atomic.Uint32
 }
+
+const (
+	readResetBit = 1 << iota
+	inReadBit
+)
+
+func (a *activity) readReset() bool { return a.reads.Load()&readResetBit != 0 }
+
+func (a *activity) inRead() bool { return a.reads.Load()&inReadBit != 0 }
 
 // flow is one running direction as the executor sees it: its two legs'
 // activity and whether it is writing (then the source's peer is waiting on
@@ -58,10 +70,21 @@ func (f *flow) eof() {
 	}
 }
 
+// reading notes that a read from the source begins (true) or ended.
+func (f *flow) reading(on bool) {
+	switch {
+	case f == nil:
+	case on:
+		f.src.reads.Or(inReadBit)
+	default:
+		f.src.reads.And(^uint32(inReadBit))
+	}
+}
+
 // resetRead notes that a read from the source met its peer's reset.
 func (f *flow) resetRead() {
 	if f != nil {
-		f.src.readReset.Store(true)
+		f.src.reads.Or(readResetBit)
 	}
 }
 

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"net"
+	"runtime"
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
@@ -266,8 +267,19 @@ func (l *leg) closedBy() (closed, reset bool) {
 	if !ResetByPeer(l.conn) {
 		return false, false
 	}
-	return true, !l.finSent || l.act.readReset.Load() || pendingError(l.conn)
+	if !l.finSent || l.act.readReset() || pendingError(l.conn) {
+		return true, true
+	}
+	// A copier's read may have taken the reset's error and not noted it
+	// yet: on a closed socket the read returns at once.
+	for until := time.Now().Add(readSettle); l.act.inRead() && time.Now().Before(until); {
+		runtime.Gosched()
+	}
+	return true, l.act.readReset()
 }
+
+// readSettle bounds closedBy's wait for a copier's read under way.
+const readSettle = 100 * time.Millisecond
 
 // resetByPeer reports that l's peer reset it.
 func (l *leg) resetByPeer() bool {

@@ -3,6 +3,7 @@ package engine
 import (
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -115,6 +116,42 @@ func waitReset(c syscall.Conn, within time.Duration) bool {
 		}
 	}
 	return true
+}
+
+// The same, the copier's read having taken the reset (and so the
+// socket's pending error) but not noted it yet as the safe reset looks:
+// a copier preempted between the two, made here by a hook that holds it
+// 30 ms there. The look waits for that read to end (relay goroutines;
+// on the loops the read and the look are one goroutine's).
+func TestSafeResetMetByAResetACopierHasNotNotedIsTheirs(t *testing.T) {
+	if onLoops {
+		t.Skip("no copier on the loops: the look and the read are one goroutine's")
+	}
+	taken := make(chan struct{})
+	var once sync.Once
+	readResetHook = func() {
+		once.Do(func() { close(taken) })
+		time.Sleep(30 * time.Millisecond) // the preemption, not a wait for anything
+	}
+	defer func() { readResetHook = nil }()
+	var arrived bool
+	td := answeredNowhere(t, func(c *net.TCPConn, l *leg, sent bool) {
+		if !sent {
+			_ = c.SetLinger(0)
+			_ = c.Close()
+			select { // the look comes while the copier holds the reset
+			case <-taken:
+				arrived = true
+			case <-time.After(5 * time.Second):
+			}
+		}
+	})
+	if !arrived {
+		t.Fatal("no copier's read met the client's RST")
+	}
+	if f := td.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut || td.Outcome != OutcomeClientReset {
+		t.Errorf("front close %s, rst_out %v, time_wait %s, cut %v, outcome %s; want peer_reset, none sent, no TIME-WAIT, not cut, client_reset", f.Close, f.RSTOut, f.TimeWait, f.Cut, td.Outcome)
+	}
 }
 
 // A client that read its whole answer and reset (SO_LINGER 0) without a
