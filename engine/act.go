@@ -321,7 +321,6 @@ func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
 	}
 	switch closed, reset := l.closedBy(); {
 	case reset: // the peer's, as the record and the outcome say
-		x.resetBy(l)
 		x.closeReset(l)
 		return
 	case closed: // the FINs went both ways: nothing left to reset

@@ -389,7 +389,7 @@ func nameOf(l *leg) string {
 // say EOF (a call that met the reset took the socket's error): peerRST
 // makes that EOF the reset.
 func (x *executor) peerReset(l *leg) {
-	x.resetBy(l)
+	x.resetBy(l)   // now: while its close waits, no later outcome goes first
 	d := x.from(l) // its dst is where l's peer's bytes went
 	if d != nil && d.dst != nil && !d.done && l.open() {
 		l.peerRST = true
@@ -436,8 +436,10 @@ func (x *executor) allClean() bool {
 	return true
 }
 
-// closeReset records that l's peer reset it and closes its socket.
+// closeReset records that l's peer reset it, as the leg's close and the
+// session's outcome, and closes its socket.
 func (x *executor) closeReset(l *leg) {
+	x.resetBy(l)
 	x.rec.closed(l.name, policy.ClosePeerReset)
 	x.rec.Note(l.name, policy.ReasonPeerReset)
 	l.closeSocket()

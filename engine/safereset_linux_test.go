@@ -33,10 +33,7 @@ func TestSafeResetAfterThePeersResetIsTheirs(t *testing.T) {
 	pol := policyClose(policy.TargetNowhere, policy.FallbackFIN)
 	s := frontSession(pol)
 	s.End(policy.Front, server, nil, Ending{})
-	rec := s.Rec.Record()
-	if f := rec.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut || rec.Outcome != OutcomeClientReset {
-		t.Errorf("front close %s, rst_out %v, time_wait %s, cut %v, outcome %s; want peer_reset, none sent, no TIME-WAIT, not cut, client_reset", f.Close, f.RSTOut, f.TimeWait, f.Cut, rec.Outcome)
-	}
+	requireClientsReset(t, s.Rec.Record())
 }
 
 // The same with no FIN either way (http1 between exchanges: an answer
@@ -59,8 +56,17 @@ func TestSafeResetWithoutFINsMetByThePeersResetIsTheirs(t *testing.T) {
 	if !arrived {
 		t.Fatal("the client's RST never reached the proxy's socket")
 	}
-	if rec := s.Rec.Record(); rec.Front.Close != policy.ClosePeerReset || rec.Front.RSTOut >= 0 || rec.Front.Cut || rec.Outcome != OutcomeClientReset {
-		t.Errorf("front close %s, rst_out %v, cut %v, outcome %s; want peer_reset, none sent, not cut, client_reset", rec.Front.Close, rec.Front.RSTOut, rec.Front.Cut, rec.Outcome)
+	requireClientsReset(t, s.Rec.Record())
+}
+
+// requireClientsReset checks a record whose front leg the client reset
+// before the proxy's safe reset went: the client's reset recorded, as
+// close and outcome, no RST of the proxy's claimed (none went), no
+// TIME-WAIT, nothing cut.
+func requireClientsReset(t *testing.T, td *Teardown) {
+	t.Helper()
+	if f := td.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut || td.Outcome != OutcomeClientReset {
+		t.Errorf("front close %s, rst_out %v, time_wait %s, cut %v, outcome %s; want peer_reset, none sent, no TIME-WAIT, not cut, client_reset", f.Close, f.RSTOut, f.TimeWait, f.Cut, td.Outcome)
 	}
 }
 
@@ -149,9 +155,7 @@ func TestSafeResetMetByAResetACopierHasNotNotedIsTheirs(t *testing.T) {
 	if !arrived {
 		t.Fatal("no copier's read met the client's RST")
 	}
-	if f := td.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut || td.Outcome != OutcomeClientReset {
-		t.Errorf("front close %s, rst_out %v, time_wait %s, cut %v, outcome %s; want peer_reset, none sent, no TIME-WAIT, not cut, client_reset", f.Close, f.RSTOut, f.TimeWait, f.Cut, td.Outcome)
-	}
+	requireClientsReset(t, td)
 }
 
 // A client that read its whole answer and reset (SO_LINGER 0) without a
@@ -170,9 +174,7 @@ func TestSafeResetMetByThePeersUnreadResetIsTheirs(t *testing.T) {
 	if !arrived {
 		t.Fatal("the client's RST never reached the proxy's socket")
 	}
-	if f := td.Front; f.Close != policy.ClosePeerReset || f.RSTOut >= 0 || f.TimeWait != policy.SideNone || f.Cut || td.Outcome != OutcomeClientReset {
-		t.Errorf("front close %s, rst_out %v, time_wait %s, cut %v, outcome %s; want peer_reset, none sent, no TIME-WAIT, not cut, client_reset", f.Close, f.RSTOut, f.TimeWait, f.Cut, td.Outcome)
-	}
+	requireClientsReset(t, td)
 }
 
 // The proxy's safe reset leaves when its record is written, not later

@@ -121,7 +121,7 @@ func graceBetLost(r Record, p string) bool {
 // acknowledged before the peer's, as from a peer that closed in answer
 // (seeds 47 and 127). The records themselves are left as they are.
 func knownCrossings(t *testing.T, recs []Record, held map[tuple]bool) []Record {
-	out := recs
+	out, copied := recs, false
 	for i, r := range recs {
 		for _, leg := range []string{"front", "back"} {
 			l, p := r.Str(leg+".local"), r.Str(leg+".peer")
@@ -129,8 +129,8 @@ func knownCrossings(t *testing.T, recs []Record, held map[tuple]bool) []Record {
 				continue
 			}
 			t.Logf("KNOWN FINDING record %v: %s.time_wait \"proxy\", the kernel holds TIME-WAIT on both ends of %s ↔ %s (a peer's FIN queued behind its bytes crossed the proxy's)\n  %s", r["id"], leg, l, p, legs(r))
-			if &out[0] == &recs[0] {
-				out = slices.Clone(recs)
+			if !copied {
+				out, copied = slices.Clone(recs), true
 			}
 			c := maps.Clone(out[i])
 			c[leg+".time_wait"] = "both"
