@@ -112,13 +112,22 @@ func (f *flow) read() {
 // bytes are stamped now, before the write: an answer to them can only be
 // read after it, so it is always stamped later, however the goroutines
 // are scheduled.
-func (f *flow) writing() {
+func (f *flow) writing() { f.startWrite(false) }
+
+// writingLast is writing for bytes read once the source's FIN (or reset)
+// was in, as a loop knows from its events: the source's stream has ended,
+// and no bet is left to look for (lookForFINFirst).
+func (f *flow) writingLast() { f.startWrite(true) }
+
+func (f *flow) startWrite(srcEnded bool) {
 	if f == nil {
 		return
 	}
 	f.busy.Store(true)
 	if f.dst != nil {
-		f.lookForFINFirst()
+		if !srcEnded {
+			f.lookForFINFirst()
+		}
 		f.dst.lastOut.Store(f.now())
 	}
 }
@@ -127,10 +136,18 @@ func (f *flow) writing() {
 // write after bytes read from its peer — the start of an answer, once per
 // turn of an exchange — and notes a FIN that came before it, for
 // doneReading: only where that is asked (doneAsked), so a request on its
-// way to the backend reads nothing.
+// way to the backend reads nothing. Nor does an answer whose source had
+// ended when it was read (writingLast): doneReading only ever decides
+// whether the source's leg may be reset while its peer might still send,
+// and a peer whose FIN is in sends nothing more; nothing that verdict
+// decides can cut a stream. That is the usual short connection, a
+// backend that answers and closes: one system call less each.
 func (f *flow) lookForFINFirst() {
 	if f.dstLeg == nil || !f.dstLeg.doneAsked() || f.dst.finFirst.Load() || f.dst.lastIn.Load() <= f.dst.lastOut.Load() {
 		return
+	}
+	if lookHook != nil {
+		lookHook()
 	}
 	if t := f.dstLeg.tcp(); t.ok && peerFINState(t.state) {
 		f.dst.finFirst.Store(true)
@@ -145,3 +162,7 @@ func (f *flow) wrote() {
 	f.busy.Store(false)
 	f.waitFrom = f.now()
 }
+
+// lookHook, when set (tests), is called as lookForFINFirst reads the
+// destination's state.
+var lookHook func()

@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"crypto/sha256"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -213,4 +215,60 @@ func lastBytesSession(t *testing.T, target policy.Target, end bool, first policy
 		t.Errorf("record %s (%v), front first_fin %s; want ok, %s", td.Outcome, td.Err, td.Front.FirstFIN, first)
 	}
 	return took
+}
+
+// An answer read once its backend's FIN was in (bytes and FIN in one
+// segment: a backend that answered and closed) starts no look at the
+// client's state (lookForFINFirst): the back leg's peer has ended its
+// stream, so no bet on the client is left to make. An answer without
+// the FIN behind it does look, once: the back leg (target backend,
+// fallback reset) may yet bet. Both streams whole, the records ok.
+func TestLoopsAnswerWithItsFINLooksNotForTheClientsFIN(t *testing.T) {
+	if !onLoops {
+		t.Skip("only the loops know the FIN is in as they read; set CLOSEPROXY_TEST_RELAY=loop")
+	}
+	var looks atomic.Int32
+	lookHook = func() { looks.Add(1) }
+	defer func() { lookHook = nil }()
+	for _, c := range []struct {
+		withFIN bool
+		looks   int32
+	}{{true, 0}, {false, 1}} {
+		looks.Store(0)
+		r := relay(t, policyClose(policy.TargetProxy, policy.FallbackFIN), policyClose(policy.TargetPeer, policy.FallbackReset), 5*time.Second)
+		request, reqSum := payload(64, 1)
+		if _, err := r.client.Write(request); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, len(request))
+		if _, err := io.ReadFull(r.backend, got); err != nil || sha256.Sum256(got) != reqSum {
+			t.Fatalf("backend read %d bytes (%v); want the request by SHA-256", len(got), err)
+		}
+		answer, sum := payload(100, 2)
+		if c.withFIN {
+			sendWithFIN(t, r.backend, answer)
+		} else if _, err := r.backend.Write(answer); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		ans := make([]byte, len(answer))
+		if _, err := io.ReadFull(r.client, ans); err != nil || sha256.Sum256(ans) != sum {
+			t.Fatalf("with FIN %v: client read %d bytes (%v); want the answer by SHA-256", c.withFIN, len(ans), err)
+		}
+		if !c.withFIN {
+			_ = r.backend.CloseWrite()
+		}
+		if rest, err := io.ReadAll(r.client); err != nil || len(rest) != 0 {
+			t.Fatalf("with FIN %v: after the answer the client read %d bytes, %v; want EOF", c.withFIN, len(rest), err)
+		}
+		_ = r.client.Close()
+		td := r.wait(t, 5*time.Second)
+		if td.Outcome != OutcomeOK {
+			t.Errorf("with FIN %v: record %s (%v); want ok", c.withFIN, td.Outcome, td.Err)
+		}
+		if n := looks.Load(); n != c.looks {
+			t.Errorf("with FIN %v: looked at the client's state %d times at the answer's start; want %d", c.withFIN, n, c.looks)
+		}
+	}
 }

@@ -1054,7 +1054,11 @@ func (l *loop) took(r *loopRelay, f *loopFlow, n int, err error, op string) bool
 		l.report(r, f, net.ErrClosed)
 		return false
 	}
-	f.d.flow.writing()
+	if f.src.shut {
+		f.d.flow.writingLast()
+	} else {
+		f.d.flow.writing()
+	}
 	return true
 }
 
