@@ -157,6 +157,16 @@ func (x *executor) from(l *leg) *dir {
 // fin sends the proxy's FIN on l, first or second as the kernel says, and
 // waits for the peer's, at most wait of its silence.
 func (x *executor) fin(l *leg, wait time.Duration) {
+	if l.peerFIN && l.inDone && l.refusesNothing() {
+		// Second, on a leg done both ways, to a peer that acknowledged
+		// every byte: nothing is left to watch or wait for (finish), and
+		// the close sends the FIN. No shutdown of its own: the usual short
+		// connection's back leg, a backend that closed after its answer.
+		l.finSent, l.ackAt = true, time.Time{}
+		x.rec.finOut(l.name)
+		x.closeFINs(l, l.name.Peer())
+		return
+	}
 	if l.peerFIN {
 		l.fo = &finObs{} // the peer's FIN was read: ours is second, no reading needed
 	} else {
@@ -166,6 +176,9 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 		l.preFIN()
 	}
 	l.foFresh = false
+	if shutdownHook != nil {
+		shutdownHook(l.name)
+	}
 	if err := l.conn.CloseWrite(); err != nil {
 		x.finFailed(l, err)
 		return
@@ -216,6 +229,11 @@ func (x *executor) finish(l *leg) {
 			return
 		}
 	}
+	x.closeFINs(l, first)
+}
+
+// closeFINs closes l after a FIN exchange, first's FIN the first.
+func (x *executor) closeFINs(l *leg, first policy.Side) {
 	x.rec.firstFIN(l.name, first)
 	x.rec.closed(l.name, policy.CloseFIN)
 	l.closeSocket()
@@ -338,6 +356,10 @@ func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
 		rstHook(l, true)
 	}
 }
+
+// shutdownHook, when set (tests), is called as fin shuts the leg's
+// sending side down.
+var shutdownHook func(policy.Leg)
 
 // rstHook, when set (tests), is called as rst begins (sent false) and
 // after the close that sends the RST the record claims (sent true).

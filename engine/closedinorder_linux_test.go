@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"crypto/sha256"
 	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,4 +70,47 @@ func waitState(t *testing.T, local, peer netip.AddrPort, state sockdiag.State) {
 		}
 	}
 	t.Fatalf("%s ↔ %s never reached %s", local, peer, state)
+}
+
+// The usual short connection: the backend answers and closes, the client
+// reads it all and closes. The back leg's FIN goes second to a backend
+// that acknowledged the whole request: the close sends it, with no
+// shutdown of its own (the front's, sent first, is one). Each stream is
+// whole (SHA-256), the record says the backend's FIN came first, and the
+// backend's kernel holds the TIME-WAIT the record names.
+func TestBackLegSecondFINGoesWithTheClose(t *testing.T) {
+	var front, back atomic.Int32
+	shutdownHook = func(l policy.Leg) {
+		if l == policy.Front {
+			front.Add(1)
+		} else {
+			back.Add(1)
+		}
+	}
+	defer func() { shutdownHook = nil }()
+	r := relay(t, policyClose(policy.TargetProxy, policy.FallbackFIN), policyClose(policy.TargetPeer, policy.FallbackReset), 5*time.Second)
+
+	request, reqSum := payload(200, 5)
+	recv(t, writeAsync(r.client, request, false), time.Second, "request")
+	_ = r.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(request))
+	if _, err := io.ReadFull(r.backend, got); err != nil || sha256.Sum256(got) != reqSum {
+		t.Fatalf("backend read %d bytes (%v); want the request by SHA-256", len(got), err)
+	}
+	answer, sum := payload(3000, 6)
+	recv(t, writeAsync(r.backend, answer, true), time.Second, "answer and FIN")
+	_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if s := readAll(r.client); s.err != nil || s.sum != sum {
+		t.Fatalf("client read %d bytes (%v); want the answer by SHA-256, then EOF", s.n, s.err)
+	}
+	_ = r.client.Close()
+	td := r.wait(t, 5*time.Second)
+	if td.Outcome != OutcomeOK || td.Back.Close != policy.CloseFIN || td.Back.FirstFIN != policy.SideBackend || td.Back.TimeWait != policy.SideBackend {
+		t.Errorf("record %s (%v), back close %s first_fin %s time_wait %s; want ok, fin, backend, backend",
+			td.Outcome, td.Err, td.Back.Close, td.Back.FirstFIN, td.Back.TimeWait)
+	}
+	waitState(t, loopback.AddrPort(r.backend.LocalAddr()), loopback.AddrPort(r.backend.RemoteAddr()), sockdiag.TimeWait)
+	if f, b := front.Load(), back.Load(); f != 1 || b != 0 {
+		t.Errorf("shutdowns: front %d, back %d; want 1 (the proxy's FIN first) and 0 (the close sends it)", f, b)
+	}
 }

@@ -138,6 +138,17 @@ func (l *leg) mayRefuse() bool {
 	return err != nil || q > 1
 }
 
+// refusesNothing is mayRefuse's answer asked before the proxy's FIN goes
+// second: the peer acknowledged every byte sent to it (its FIN did, or now
+// the send queue is empty), and the FIN is all that will follow them.
+func (l *leg) refusesNothing() bool {
+	if l.finAckedAll && l.act.lastOut.Load() <= l.finAt {
+		return true
+	}
+	q, err := sendQueue(l.conn)
+	return err == nil && q == 0
+}
+
 // takeEnding sets l up as the caller that hands it over says (Session.End).
 func (l *leg) takeEnding(e Ending) {
 	l.awaitsEOF = e.AwaitsEOF
