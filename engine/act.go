@@ -159,8 +159,9 @@ func (x *executor) from(l *leg) *dir {
 func (x *executor) fin(l *leg, wait time.Duration) {
 	if l.peerFIN && l.inDone && l.refusesNothing() {
 		// Second, on a leg done both ways, to a peer that acknowledged
-		// every byte: nothing is left to watch or wait for (finish), and
-		// the close sends the FIN. No shutdown of its own: the usual short
+		// every byte and has not reset since its FIN (refusesNothing):
+		// nothing is left to watch or wait for (finish), and the close
+		// sends the FIN. No shutdown of its own: the usual short
 		// connection's back leg, a backend that closed after its answer.
 		l.finSent, l.ackAt = true, time.Time{}
 		x.rec.finOut(l.name)

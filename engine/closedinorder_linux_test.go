@@ -114,3 +114,51 @@ func TestBackLegSecondFINGoesWithTheClose(t *testing.T) {
 		t.Errorf("shutdowns: front %d, back %d; want 1 (the proxy's FIN first) and 0 (the close sends it)", f, b)
 	}
 }
+
+// The same, but the backend resets after its FIN (it closes with SO_LINGER
+// 0) before the client's FIN ends the exchange: the proxy's FIN, which
+// would go second, has nowhere to go. The record says the backend reset
+// the leg, no TIME-WAIT anywhere on it, not a FIN exchange that claims
+// one on the backend; the answer reached the client whole.
+func TestBackLegResetAfterItsFINIsNoFINExchange(t *testing.T) {
+	r := relay(t, policyClose(policy.TargetProxy, policy.FallbackFIN), policyClose(policy.TargetPeer, policy.FallbackReset), 5*time.Second)
+
+	recv(t, writeAsync(r.client, []byte("req"), false), time.Second, "request")
+	_ = r.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
+		t.Fatalf("backend read the request: %v", err)
+	}
+	answer, sum := payload(3000, 8)
+	recv(t, writeAsync(r.backend, answer, true), time.Second, "answer and FIN")
+	_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if s := readAll(r.client); s.err != nil || s.sum != sum {
+		t.Fatalf("client read %d bytes (%v); want the answer by SHA-256, then EOF", s.n, s.err)
+	}
+	back, backend := loopback.AddrPort(r.backend.RemoteAddr()), loopback.AddrPort(r.backend.LocalAddr())
+	_ = r.backend.SetLinger(0)
+	_ = r.backend.Close()
+	waitGone(t, back, backend) // the proxy's end, closed by the RST
+	_ = r.client.Close()
+	td := r.wait(t, 5*time.Second)
+	if b := td.Back; b.Close != policy.ClosePeerReset || b.TimeWait != policy.SideNone || b.FINOut >= 0 || td.Outcome != OutcomeBackendReset {
+		t.Errorf("back close %s time_wait %s fin_out %v, outcome %s (%v); want peer_reset, none, no FIN sent, backend_reset",
+			b.Close, b.TimeWait, b.FINOut, td.Outcome, td.Err)
+	}
+}
+
+// waitGone waits until the kernel lists no socket local ↔ peer (a socket
+// closed by a reset leaves the tables), polling it (the only way to see
+// it), for at most 5 s.
+func waitGone(t *testing.T, local, peer netip.AddrPort) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		_, ok, err := sockdiag.Find(local, peer)
+		if err != nil {
+			t.Fatalf("sock_diag: %v", err)
+		}
+		if !ok {
+			return
+		}
+	}
+	t.Fatalf("%s ↔ %s still open", local, peer)
+}

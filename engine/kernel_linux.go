@@ -86,6 +86,11 @@ func (r *infoReader) read(c syscall.Conn) tcpCounts {
 // waits to be sent.
 func (t tcpCounts) allSentAcked() bool { return t.ok && t.unacked == 0 && t.notsent == 0 }
 
+// onlyFINOwed reports a socket whose peer's FIN is in and nothing since
+// (CLOSE-WAIT), every byte sent on it acknowledged: the proxy owes it
+// its FIN and nothing more.
+func (t tcpCounts) onlyFINOwed() bool { return t.allSentAcked() && t.state == stateCloseWait }
+
 // progress is a kernel count that grows whenever bytes move on the socket
 // in either direction: bytes received plus bytes acknowledged by the peer.
 func (t tcpCounts) progress() uint64 { return t.received + t.acked }

@@ -23,6 +23,8 @@ func (t tcpCounts) progress() uint64 { return 0 }
 
 func (t tcpCounts) allSentAcked() bool { return false }
 
+func (t tcpCounts) onlyFINOwed() bool { return false }
+
 type infoReader struct{ raw any }
 
 func (*infoReader) read(syscall.Conn) tcpCounts { return tcpCounts{} }

@@ -139,15 +139,11 @@ func (l *leg) mayRefuse() bool {
 }
 
 // refusesNothing is mayRefuse's answer asked before the proxy's FIN goes
-// second: the peer acknowledged every byte sent to it (its FIN did, or now
-// the send queue is empty), and the FIN is all that will follow them.
-func (l *leg) refusesNothing() bool {
-	if l.finAckedAll && l.act.lastOut.Load() <= l.finAt {
-		return true
-	}
-	q, err := sendQueue(l.conn)
-	return err == nil && q == 0
-}
+// second, from one TCP_INFO reading: the leg still in CLOSE-WAIT (a peer
+// that reset after its FIN has closed the socket, which a shutdown
+// reports and a close would not) and every byte sent on it acknowledged,
+// so the FIN is all that follows them.
+func (l *leg) refusesNothing() bool { return l.tcp().onlyFINOwed() }
 
 // takeEnding sets l up as the caller that hands it over says (Session.End).
 func (l *leg) takeEnding(e Ending) {
