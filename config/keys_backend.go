@@ -202,10 +202,12 @@ with the answer: it is taken only once the client closed after the
 whole answer so far (its FIN acknowledged every byte, and it sent none
 after them), as a client that read the answer and hung up does; for
 that the proxy reads the client's TCP state once per answer it starts
-relaying (one system call per keep-alive request). A client that only
+relaying (one system call per keep-alive request; on the loops none for
+an answer that comes with the backend's FIN). A client that only
 half-closed there and reads on, toward a backend that pauses longer than
 the grace mid-answer and then sends more, loses that rest and sees a
-clean end, under an "ok" record. For clients that half-close after the
+clean end (a reset where the front leg ends by one: "nowhere", or "auto"
+sparing the client), under an "ok" record. For clients that half-close after the
 answer began (a request ended by shutdown(SHUT_WR), nc), set "fin" here,
 or adaptive_grace = false with a peer_fin_grace longer than the
 backend's pauses. In http1 mode the exchange says where an answer ends:
