@@ -157,17 +157,11 @@ func (x *executor) from(l *leg) *dir {
 // fin sends the proxy's FIN on l, first or second as the kernel says, and
 // waits for the peer's, at most wait of its silence.
 func (x *executor) fin(l *leg, wait time.Duration) {
-	if l.peerFIN && l.inDone && l.refusesNothing() {
-		// Second, on a leg done both ways, to a peer that acknowledged
-		// every byte and has not reset since its FIN (refusesNothing):
-		// nothing is left to watch or wait for (finish), and the close
-		// sends the FIN. No shutdown of its own: the usual short
-		// connection's back leg, a backend that closed after its answer.
-		l.finSent, l.ackAt = true, time.Time{}
-		x.rec.finOut(l.name)
-		x.closeFINs(l, l.name.Peer())
-		return
-	}
+	// Second, on a leg done both ways, to a peer that acknowledged every
+	// byte and has not reset since its FIN (refusesNothing): nothing is
+	// left to watch or wait for, and the close sends the FIN, with no
+	// shutdown of its own (the usual short connection's back leg).
+	byClose := l.peerFIN && l.inDone && l.refusesNothing()
 	if l.peerFIN {
 		l.fo = &finObs{} // the peer's FIN was read: ours is second, no reading needed
 	} else {
@@ -177,12 +171,14 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 		l.preFIN()
 	}
 	l.foFresh = false
-	if shutdownHook != nil {
-		shutdownHook(l.name)
-	}
-	if err := l.conn.CloseWrite(); err != nil {
-		x.finFailed(l, err)
-		return
+	if !byClose {
+		if shutdownHook != nil {
+			shutdownHook(l.name)
+		}
+		if err := l.conn.CloseWrite(); err != nil {
+			x.finFailed(l, err)
+			return
+		}
 	}
 	l.finSent, l.ackAt = true, time.Time{}
 	x.rec.finOut(l.name)
@@ -190,7 +186,11 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 		l.afterFIN()
 		l.watchFinWait2()
 	}
-	if l.inDone {
+	switch {
+	case byClose:
+		x.closeFINs(l, l.firstFIN())
+		return
+	case l.inDone:
 		x.finish(l)
 		return
 	}

@@ -56,22 +56,6 @@ func TestBackLegClosedInOrderIsNoBackendReset(t *testing.T) {
 	}
 }
 
-// waitState waits until the socket local ↔ peer is in state, polling the
-// kernel (the only way to see it), for at most 5 s.
-func waitState(t *testing.T, local, peer netip.AddrPort, state sockdiag.State) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		s, ok, err := sockdiag.Find(local, peer)
-		if err != nil {
-			t.Fatalf("sock_diag: %v", err)
-		}
-		if ok && s.State == state {
-			return
-		}
-	}
-	t.Fatalf("%s ↔ %s never reached %s", local, peer, state)
-}
-
 // The usual short connection: the backend answers and closes, the client
 // reads it all and closes. The back leg's FIN goes second to a backend
 // that acknowledged the whole request: the close sends it, with no
@@ -146,19 +130,94 @@ func TestBackLegResetAfterItsFINIsNoFINExchange(t *testing.T) {
 	}
 }
 
+// waitState waits until the socket local ↔ peer is in state, polling the
+// kernel (the only way to see it), for at most 5 s.
+func waitState(t *testing.T, local, peer netip.AddrPort, state sockdiag.State) {
+	t.Helper()
+	waitSocket(t, local, peer, "reached "+state.String(), func(s sockdiag.Socket, ok bool) bool { return ok && s.State == state })
+}
+
 // waitGone waits until the kernel lists no socket local ↔ peer (a socket
-// closed by a reset leaves the tables), polling it (the only way to see
-// it), for at most 5 s.
+// closed by a reset leaves the tables).
 func waitGone(t *testing.T, local, peer netip.AddrPort) {
 	t.Helper()
+	waitSocket(t, local, peer, "closed", func(_ sockdiag.Socket, ok bool) bool { return !ok })
+}
+
+// waitSocket polls sock_diag for the socket local ↔ peer until done says
+// so, for at most 5 s; then the test fails, saying what never came.
+func waitSocket(t *testing.T, local, peer netip.AddrPort, what string, done func(sockdiag.Socket, bool) bool) {
+	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		_, ok, err := sockdiag.Find(local, peer)
+		s, ok, err := sockdiag.Find(local, peer)
 		if err != nil {
 			t.Fatalf("sock_diag: %v", err)
 		}
-		if !ok {
+		if done(s, ok) {
 			return
 		}
 	}
-	t.Fatalf("%s ↔ %s still open", local, peer)
+	t.Fatalf("%s ↔ %s never %s", local, peer, what)
+}
+
+// Clients that half-close right behind their request, so that the front
+// leg's FIN is the proxy's second. One reads the answer at once: it has
+// acknowledged every byte when the backend's FIN comes, and the close
+// sends the proxy's FIN (no shutdown on the front). One pauses reading
+// an answer larger than its buffer: bytes are unacknowledged when the
+// proxy's FIN goes, so the leg shuts down and waits for the client's
+// answer to it. Either way the answer arrives whole (SHA-256), the
+// record says the client's FIN came first, and the client's kernel holds
+// the TIME-WAIT the record names.
+func TestSecondFINToAHalfClosingClient(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		pause         bool
+		size          int
+		wantShutdowns int32
+	}{{"reads at once", false, 3000, 0}, {"pauses reading", true, 1 << 20, 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			var front atomic.Int32
+			shutdownHook = func(l policy.Leg) {
+				if l == policy.Front {
+					front.Add(1)
+				}
+			}
+			defer func() { shutdownHook = nil }()
+			// On loopback the proxy's send queue holds a 1 MiB answer, the
+			// paused client's receive window a fraction of it.
+			r := relay(t, policyClose(policy.TargetProxy, policy.FallbackFIN), policyClose(policy.TargetPeer, policy.FallbackReset), 5*time.Second)
+			client, proxy := loopback.AddrPort(r.client.LocalAddr()), loopback.AddrPort(r.client.RemoteAddr())
+
+			recv(t, writeAsync(r.client, []byte("req"), true), time.Second, "request and FIN")
+			if got, err := io.ReadAll(r.backend); err != nil || string(got) != "req" {
+				t.Fatalf("backend read %q, %v; want req, then the FIN passed on", got, err)
+			}
+			answer, sum := payload(c.size, 9)
+			_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if c.pause {
+				recv(t, writeAsync(r.backend, answer, true), 5*time.Second, "answer and FIN")
+				waitState(t, proxy, client, sockdiag.LastAck) // the proxy's FIN is out, behind bytes the client has not read
+			} else {
+				recv(t, writeAsync(r.backend, answer, false), time.Second, "answer")
+				if _, err := io.ReadFull(r.client, make([]byte, c.size)); err != nil {
+					t.Fatalf("client read the answer: %v", err)
+				}
+				waitSocket(t, proxy, client, "acknowledged", func(s sockdiag.Socket, ok bool) bool { return ok && s.Unacked == 0 })
+				answer = nil
+				_ = r.backend.CloseWrite()
+			}
+			if s := readAll(r.client); s.err != nil || (answer != nil && s.sum != sum) {
+				t.Fatalf("client read %d more bytes (%v); want the answer by SHA-256, then EOF", s.n, s.err)
+			}
+			td := r.wait(t, 5*time.Second)
+			if f := td.Front; td.Outcome != OutcomeOK || f.Close != policy.CloseFIN || f.FirstFIN != policy.SideClient || f.TimeWait != policy.SideClient {
+				t.Errorf("record %s (%v), front close %s first_fin %s time_wait %s; want ok, fin, client, client", td.Outcome, td.Err, f.Close, f.FirstFIN, f.TimeWait)
+			}
+			waitState(t, client, proxy, sockdiag.TimeWait)
+			if n := front.Load(); n != c.wantShutdowns {
+				t.Errorf("front shutdowns %d; want %d", n, c.wantShutdowns)
+			}
+		})
+	}
 }

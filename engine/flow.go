@@ -112,14 +112,13 @@ func (f *flow) read() {
 // bytes are stamped now, before the write: an answer to them can only be
 // read after it, so it is always stamped later, however the goroutines
 // are scheduled.
-func (f *flow) writing() { f.startWrite(false) }
+func (f *flow) writing() { f.writingFrom(false) }
 
-// writingLast is writing for bytes read once the source's FIN (or reset)
-// was in, as a loop knows from its events: the source's stream has ended,
-// and no bet is left to look for (lookForFINFirst).
-func (f *flow) writingLast() { f.startWrite(true) }
-
-func (f *flow) startWrite(srcEnded bool) {
+// writingFrom is writing, told whether the bytes were read once the
+// source's FIN (or reset) was in, as a loop knows from its events: then
+// the source's stream has ended, and no bet is left to look for
+// (lookForFINFirst).
+func (f *flow) writingFrom(srcEnded bool) {
 	if f == nil {
 		return
 	}
@@ -137,7 +136,7 @@ func (f *flow) startWrite(srcEnded bool) {
 // turn of an exchange — and notes a FIN that came before it, for
 // doneReading: only where that is asked (doneAsked), so a request on its
 // way to the backend reads nothing. Nor does an answer whose source had
-// ended when it was read (writingLast): doneReading only ever decides
+// ended when it was read (writingFrom): doneReading only ever decides
 // whether the source's leg may be reset while its peer might still send,
 // and a peer whose FIN is in sends nothing more; nothing that verdict
 // decides can cut a stream. That is the usual short connection, a

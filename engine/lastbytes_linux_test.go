@@ -222,7 +222,10 @@ func lastBytesSession(t *testing.T, target policy.Target, end bool, first policy
 // client's state (lookForFINFirst): the back leg's peer has ended its
 // stream, so no bet on the client is left to make. An answer without
 // the FIN behind it does look, once: the back leg (target backend,
-// fallback reset) may yet bet. Both streams whole, the records ok.
+// fallback reset) may yet bet. A client that half-closed right behind
+// its request (its FIN in before the answer, which the look is for) is
+// not looked at either once the backend's FIN came with the answer.
+// Both streams whole, the records ok.
 func TestLoopsAnswerWithItsFINLooksNotForTheClientsFIN(t *testing.T) {
 	if !onLoops {
 		t.Skip("only the loops know the FIN is in as they read; set CLOSEPROXY_TEST_RELAY=loop")
@@ -231,15 +234,13 @@ func TestLoopsAnswerWithItsFINLooksNotForTheClientsFIN(t *testing.T) {
 	lookHook = func() { looks.Add(1) }
 	defer func() { lookHook = nil }()
 	for _, c := range []struct {
-		withFIN bool
-		looks   int32
-	}{{true, 0}, {false, 1}} {
+		withFIN, halfClose bool
+		looks              int32
+	}{{true, false, 0}, {false, false, 1}, {true, true, 0}} {
 		looks.Store(0)
 		r := relay(t, policyClose(policy.TargetProxy, policy.FallbackFIN), policyClose(policy.TargetPeer, policy.FallbackReset), 5*time.Second)
 		request, reqSum := payload(64, 1)
-		if _, err := r.client.Write(request); err != nil {
-			t.Fatal(err)
-		}
+		recv(t, writeAsync(r.client, request, c.halfClose), time.Second, "request")
 		_ = r.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
 		got := make([]byte, len(request))
 		if _, err := io.ReadFull(r.backend, got); err != nil || sha256.Sum256(got) != reqSum {
@@ -268,7 +269,7 @@ func TestLoopsAnswerWithItsFINLooksNotForTheClientsFIN(t *testing.T) {
 			t.Errorf("with FIN %v: record %s (%v); want ok", c.withFIN, td.Outcome, td.Err)
 		}
 		if n := looks.Load(); n != c.looks {
-			t.Errorf("with FIN %v: looked at the client's state %d times at the answer's start; want %d", c.withFIN, n, c.looks)
+			t.Errorf("with FIN %v, half-close %v: looked at the client's state %d times at the answer's start; want %d", c.withFIN, c.halfClose, n, c.looks)
 		}
 	}
 }

@@ -1054,11 +1054,7 @@ func (l *loop) took(r *loopRelay, f *loopFlow, n int, err error, op string) bool
 		l.report(r, f, net.ErrClosed)
 		return false
 	}
-	if f.src.shut {
-		f.d.flow.writingLast()
-	} else {
-		f.d.flow.writing()
-	}
+	f.d.flow.writingFrom(f.src.shut)
 	return true
 }
 
