@@ -82,3 +82,64 @@ func TestHTTP1BackendResetDeliversWhatCameBeforeIt(t *testing.T) {
 		})
 	}
 }
+
+// A backend that resets mid-response while the client is not reading:
+// once the proxy has read all the backend sent, the backend connection's
+// pool slot is free while what it sent still waits for the client (up to
+// drain_timeout), and the client, reading later, gets every byte, then
+// an RST.
+func TestHTTP1BackendResetFreesItsSlotWhileTheClientLags(t *testing.T) {
+	body := make([]byte, 256<<10)
+	rng := rand.New(rand.NewPCG(19, 0))
+	for i := range body {
+		body[i] = byte(rng.Uint32())
+	}
+	sent := append([]byte("HTTP/1.1 200 OK\r\nContent-Length: 4194304\r\n\r\n"), body...)
+	reset := make(chan error, 1)
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			reset <- err
+			return
+		}
+		if _, err := c.Write(sent); err != nil {
+			reset <- err
+			return
+		}
+		if !loopback.Acked(c, 5*time.Second) {
+			reset <- errors.New("the proxy's kernel left bytes unacknowledged after 5 s")
+			return
+		}
+		_ = c.SetLinger(0)
+		reset <- c.Close()
+	})
+	cl := testClose(policy.TargetProxy, policy.FallbackFIN)
+	cl.DrainTimeout = 30 * time.Second
+	h := startProxy(t, config.Listener{Close: cl}, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-reset; err != nil {
+		t.Fatalf("backend: %v", err)
+	}
+	inUse := -1
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if inUse = h.srv.PoolStats()["app"].InUse; inUse == 0 {
+			break
+		}
+	}
+	if inUse != 0 {
+		t.Errorf("3 s after the backend's reset, with the client not reading, the pool counts %d connection(s) in use; want the slot freed", inUse)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if !bytes.Equal(got, sent) || !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the client read %d of %d bytes (equal %v), then %v; want all of them, then ECONNRESET",
+			len(got), len(sent), bytes.Equal(got, sent), err)
+	}
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeBackendReset || !td.Front.Cut || td.Front.Close != policy.CloseReset {
+		t.Errorf("record: outcome %s (%v), front cut %v close %s; want backend_reset, cut, reset",
+			td.Outcome, td.Err, td.Front.Cut, td.Front.Close)
+	}
+}

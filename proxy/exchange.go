@@ -26,6 +26,20 @@ type roundTrip struct {
 	cutBack  bool  // the backend got part of a request, or its response was cut: reset it
 	unused   bool  // nothing was sent on the connection
 	err      error // why a retry is wanted
+
+	// front is how the front leg ends, when the exchange ends it: after
+	// the backend connection (afterResponse), as on the loops, so that a
+	// front whose end waits (Ending.Deliver) holds no pool slot meanwhile.
+	front     engine.Ending
+	frontEnds bool
+}
+
+// endFront has the front leg end as e once the backend connection is
+// dealt with; the first ending asked for holds, as with h1.end.
+func (rt *roundTrip) endFront(e engine.Ending) {
+	if !rt.frontEnds {
+		rt.front, rt.frontEnds = e, true
+	}
 }
 
 // errBodyCut marks a request body the client had not finished sending when
@@ -70,6 +84,9 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 			return true, true
 		}
 		h.afterResponse(bc, br, rt)
+		if rt.frontEnds {
+			h.end(rt.front)
+		}
 		return rt.closing, false
 	}
 }
@@ -84,7 +101,7 @@ func (h *h1) stalled(rt *roundTrip, why engine.Stall) {
 	o, status, text, err := stall(why, h.ln.IdleTimeout)
 	h.rec.Outcome(o, err)
 	if rt.started {
-		h.cutFront()
+		rt.cutFront()
 		return
 	}
 	h.writeError(status, text)
@@ -100,8 +117,8 @@ func stall(why engine.Stall, idle time.Duration) (o engine.Outcome, status int, 
 }
 
 // cutFront resets the front leg: a response was cut short.
-func (h *h1) cutFront() {
-	h.end(engine.Ending{Cut: true, Why: policy.ReasonCut})
+func (rt *roundTrip) cutFront() {
+	rt.endFront(engine.Ending{Cut: true, Why: policy.ReasonCut})
 }
 
 // roundTrip sends req on bc and relays the responses to the client.
@@ -241,7 +258,7 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 		h.rec.Outcome(engine.OutcomeBackendReset, fmt.Errorf("send request body: %w", err))
 		h.writeError(502, "Bad Gateway")
 	default: // the client stopped sending its body
-		h.clientAborted(fmt.Errorf("read request body: %w", err))
+		h.clientAborted(rt, fmt.Errorf("read request body: %w", err))
 	}
 	return false
 }
@@ -354,7 +371,7 @@ func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body c
 	case stalled:
 		return
 	case berr != nil && !errors.Is(berr, errBodyCut):
-		h.clientAborted(berr)
+		h.clientAborted(rt, berr)
 		return
 	}
 	if bc.Pooled && req.Framing == http1.NoBody && idempotent(req.Method) {
@@ -376,9 +393,9 @@ func (h *h1) stalledNow(body chan bodyResult) (stalled bool, bodyErr error) {
 // clientAborted: the client ended (FIN or RST) before its request was
 // whole. The backend got part of it and is reset; the client, which left
 // mid-request, is reset too.
-func (h *h1) clientAborted(err error) {
+func (h *h1) clientAborted(rt *roundTrip, err error) {
 	h.rec.Outcome(engine.OutcomeClientAborted, err)
-	h.end(engine.Ending{Cut: true, Why: policy.ReasonCut})
+	rt.cutFront()
 }
 
 func (h *h1) badResponse(rt *roundTrip, body chan bodyResult, err error) {
@@ -388,7 +405,7 @@ func (h *h1) badResponse(rt *roundTrip, body chan bodyResult, err error) {
 	}
 	h.rec.Outcome(engine.OutcomeBadResponse, err)
 	if rt.started {
-		h.cutFront()
+		rt.cutFront()
 		return
 	}
 	h.writeError(502, "Bad Gateway")
@@ -402,13 +419,13 @@ func (h *h1) clientGone(rt *roundTrip, body chan bodyResult, err error) {
 	}
 	if engine.ResetByPeer(h.front) {
 		h.rec.Outcome(engine.OutcomeClientReset, fmt.Errorf("relay response: %w", err))
-		h.end(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
+		rt.endFront(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
 		return
 	}
 	// A truncated response must not end like a whole one; what the
 	// backend sent before reaches the client first.
 	h.rec.Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
-	h.end(engine.Ending{Cut: true, Why: policy.ReasonCut, Deliver: true})
+	rt.endFront(engine.Ending{Cut: true, Why: policy.ReasonCut, Deliver: true})
 }
 
 func idempotent(method string) bool {
