@@ -273,3 +273,71 @@ func TestLoopsAnswerWithItsFINLooksNotForTheClientsFIN(t *testing.T) {
 		}
 	}
 }
+
+// On the loops, a short read of an answer whose backend's FIN was in
+// already (one epoll event for both) took every byte before the FIN: the
+// EOF is taken without the read that would only say so. A FIN that came
+// on its own is read as before, and so is an answer followed by the
+// backend's reset (an error in the same event): that read says the
+// reset, and the record names it. Streams whole by SHA-256.
+func TestLoopsTakeTheEOFAShortReadShowed(t *testing.T) {
+	if !onLoops {
+		t.Skip("only the loops know the FIN is in as they read; set CLOSEPROXY_TEST_RELAY=loop")
+	}
+	var skipped atomic.Int32
+	eofHook = func() { skipped.Add(1) }
+	defer func() { eofHook = nil }()
+	for _, c := range []struct {
+		name    string
+		end     string // how the backend ends: "fin" with the answer, "later" (a FIN once the client has the answer), "reset" with the answer
+		skipped int32
+		outcome Outcome
+	}{
+		{"fin_with_answer", "fin", 1, OutcomeOK},
+		{"fin_after_answer", "later", 0, OutcomeOK},
+		{"reset_with_answer", "reset", 0, OutcomeBackendReset},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			skipped.Store(0)
+			r := relay(t, policyClose(policy.TargetProxy, policy.FallbackFIN), policyClose(policy.TargetPeer, policy.FallbackReset), 5*time.Second)
+			request, reqSum := payload(64, 1)
+			recv(t, writeAsync(r.client, request, false), time.Second, "request")
+			_ = r.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := make([]byte, len(request))
+			if _, err := io.ReadFull(r.backend, got); err != nil || sha256.Sum256(got) != reqSum {
+				t.Fatalf("backend read %d bytes (%v); want the request by SHA-256", len(got), err)
+			}
+			answer, sum := payload(100, 2)
+			switch c.end {
+			case "fin":
+				sendWithFIN(t, r.backend, answer)
+			default:
+				if _, err := r.backend.Write(answer); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.end == "reset" {
+				_ = r.backend.SetLinger(0)
+				_ = r.backend.Close()
+			}
+			_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			ans := make([]byte, len(answer))
+			n, err := io.ReadFull(r.client, ans)
+			if c.end == "later" {
+				_ = r.backend.CloseWrite()
+			}
+			rest, rerr := io.ReadAll(r.client)
+			if err != nil || len(rest) != 0 || sha256.Sum256(ans) != sum {
+				t.Fatalf("client read %d bytes (%v), then %d more (%v); want the answer by SHA-256, then an end", n, err, len(rest), rerr)
+			}
+			_ = r.client.Close()
+			td := r.wait(t, 5*time.Second)
+			if td.Outcome != c.outcome {
+				t.Errorf("record %s (%v); want %s", td.Outcome, td.Err, c.outcome)
+			}
+			if n := skipped.Load(); n != c.skipped {
+				t.Errorf("took %d EOFs without their read; want %d", n, c.skipped)
+			}
+		})
+	}
+}

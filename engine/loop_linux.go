@@ -907,6 +907,12 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 		if !f.src.rd {
 			return false
 		}
+		if f.src.eof {
+			if eofHook != nil {
+				eofHook()
+			}
+			return l.took(r, f, 0, nil, "read") // what that read would say, without it
+		}
 		if f.pipe.ok() {
 			n, err := ignoringEINTR(func() (int, error) { return rawSplice(f.src.fd, f.pipe.w, spliceMax) })
 			if !l.took(r, f, n, err, "splice") {
@@ -930,8 +936,11 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 			f.src.rd = false
 		}
 		// A short read once the FIN is in took every byte before it: the
-		// next read is EOF.
+		// next read is EOF. With no error said, not even a reset that came
+		// since changes that read (the kernel gives a FIN it has before an
+		// error), so it need not be made.
 		last := f.src.shut && n < len(l.scratch)
+		f.src.eof = last && !f.src.err
 		if !l.forward(r, f, n, last) {
 			return false
 		}
@@ -941,6 +950,10 @@ func (l *loop) flow(r *loopRelay, f *loopFlow) (more bool) {
 	}
 	return true
 }
+
+// eofHook, when set (tests), is called for each EOF a flow takes without
+// the read that would have said it (fdSock.eof).
+var eofHook func()
 
 // sink reads what the peer of a leg with nowhere to send its bytes still
 // sends, as the executor's sinkLate does: EOF, or late data at the first
@@ -1153,6 +1166,8 @@ type fdSock struct {
 	abort  bool      // SetLinger(0): Close resets the connection at once
 	rd, wr bool      // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
 	shut   bool      // an edge said the peer's FIN or an error is in: read on to EOF
+	err    bool      // an edge said an error is in (a reset, a timeout)
+	eof    bool      // the next read returns EOF (flow): a short read took the last bytes before a FIN
 	ts     *TaskSock // a task's view of it, once asked for
 	// held: the last bytes sent went with MSG_MORE and may wait in the
 	// kernel for the proxy's FIN; the turn's end sends them if none came.
@@ -1180,6 +1195,9 @@ func (s *fdSock) ready(ev uint32) {
 	}
 	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		s.shut = true
+	}
+	if ev&unix.EPOLLERR != 0 {
+		s.err = true
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		s.wr = true
