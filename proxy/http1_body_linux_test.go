@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
@@ -31,10 +32,17 @@ func TestHTTP1LargeBodySpliced(t *testing.T) {
 		}
 		hello(w, r)
 	})
-	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	// The proxy's FIN follows the last body into its send queue; the
+	// client (with -race, on CPUs a parallel package's loads keep busy)
+	// may take longer than testClose's 2 s to read that far and close.
+	cl := testClose(policy.TargetProxy, policy.FallbackFIN)
+	cl.HalfCloseTimeout = 15 * time.Second
+	h := startProxy(t, config.Listener{Close: cl}, http1Backend(o.addr))
 	base := loopback.PipeFDs(t)
+	t0 := time.Now() // about when the session began: FINOut and FINIn count from then
 	got := roundTrips(t, h.addr, "GET /blob HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n"+
 		"GET /blob HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3)
+	closedAt := time.Since(t0)
 	want := "200 " + string(blob)
 	for i, w := range []string{want, "200 GET /after 0", want} {
 		if got[i] != w {
@@ -43,7 +51,8 @@ func TestHTTP1LargeBodySpliced(t *testing.T) {
 	}
 	td := h.record(t)
 	if td.Outcome != engine.OutcomeOK || td.BackRequests != 3 {
-		t.Fatalf("record: outcome %s (%v), %d backend requests, want ok and 3", td.Outcome, td.Err, td.BackRequests)
+		t.Fatalf("record: outcome %s (%v), %d backend requests, want ok and 3; front FIN out at %v, in at %v (-1: none); client closed at %v",
+			td.Outcome, td.Err, td.BackRequests, td.Front.FINOut, td.Front.FINIn, closedAt)
 	}
 	if wantOut := int64(2 * len(blob)); td.Front.BytesOut < wantOut {
 		t.Errorf("record: front bytes_out %d, want at least the two bodies (%d)", td.Front.BytesOut, wantOut)
