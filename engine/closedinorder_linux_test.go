@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"crypto/sha256"
 	"io"
 	"net"
 	"net/netip"
@@ -74,13 +73,7 @@ func TestBackLegSecondFINGoesWithTheClose(t *testing.T) {
 	defer func() { shutdownHook = nil }()
 	r := relay(t, policyClose(policy.TargetProxy, policy.FallbackFIN), policyClose(policy.TargetPeer, policy.FallbackReset), 5*time.Second)
 
-	request, reqSum := payload(200, 5)
-	recv(t, writeAsync(r.client, request, false), time.Second, "request")
-	_ = r.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got := make([]byte, len(request))
-	if _, err := io.ReadFull(r.backend, got); err != nil || sha256.Sum256(got) != reqSum {
-		t.Fatalf("backend read %d bytes (%v); want the request by SHA-256", len(got), err)
-	}
+	passRequest(t, r, 200, 5, false)
 	answer, sum := payload(3000, 6)
 	recv(t, writeAsync(r.backend, answer, true), time.Second, "answer and FIN")
 	_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -188,6 +188,20 @@ func payload(n int, seed byte) ([]byte, [32]byte) {
 	return b, sha256.Sum256(b)
 }
 
+// passRequest has r's client send n bytes (seed's payload), then shut
+// down writing if halfClose, and fails the test unless the backend reads
+// them whole by SHA-256 within 5 s.
+func passRequest(t *testing.T, r *relayed, n int, seed byte, halfClose bool) {
+	t.Helper()
+	request, sum := payload(n, seed)
+	recv(t, writeAsync(r.client, request, halfClose), time.Second, "request")
+	_ = r.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, n)
+	if _, err := io.ReadFull(r.backend, got); err != nil || sha256.Sum256(got) != sum {
+		t.Fatalf("backend read %d bytes (%v); want the request by SHA-256", len(got), err)
+	}
+}
+
 // writeAsync writes b to c on a goroutine, then shuts down writing if
 // closeWrite.
 func writeAsync(c *net.TCPConn, b []byte, closeWrite bool) <-chan error {
