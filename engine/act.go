@@ -40,7 +40,7 @@ func (x *executor) decide(l *leg, ev policy.Event) {
 			x.startQueueDrain(l, d.Wait)
 			return
 		}
-		x.rst(l, d.Reason, !l.sendDone)
+		x.rst(l, d.Reason, l.resetCuts())
 		if ev == policy.HalfCloseExpired {
 			x.cutAll(x.timeoutOutcome(), errHalfClose)
 		}

@@ -145,6 +145,23 @@ func (l *leg) mayRefuse() bool {
 // so the FIN is all that follows them.
 func (l *leg) refusesNothing() bool { return l.tcp().onlyFINOwed() }
 
+// resetCuts says whether a reset of l now cuts the stream toward its
+// peer short: its end not reached, or bytes sent on it that the peer has
+// not acknowledged, which the reset discards (the send queue holds more
+// than the proxy's FIN). A FIN sent before does not make such a stream
+// whole. One ioctl once the stream ended.
+func (l *leg) resetCuts() bool {
+	if !l.sendDone {
+		return true
+	}
+	q, err := sendQueue(l.conn)
+	fin := 0
+	if l.finSent {
+		fin = 1
+	}
+	return err == nil && q > fin
+}
+
 // takeEnding sets l up as the caller that hands it over says (Session.End).
 func (l *leg) takeEnding(e Ending) {
 	l.awaitsEOF = e.AwaitsEOF

@@ -48,7 +48,7 @@ type LegRecord struct {
 	Target     policy.Target
 	AsWanted   bool          // TIME-WAIT landed where Target wanted it
 	Reason     policy.Reason // why the table's plain path was left, if so
-	Cut        bool          // the stream toward this leg's peer was cut short: it got an RST, not a FIN
+	Cut        bool          // the stream toward this leg's peer was cut short: an RST before its end, or after the FIN with bytes unacknowledged
 	AutoReason string        // with time_wait = "auto": why it chose what it chose
 	BytesIn    int64         // bytes received from the peer
 	BytesOut   int64         // bytes sent to the peer
