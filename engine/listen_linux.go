@@ -11,10 +11,13 @@ import (
 // call accept on its own goroutine when connections wait: accept takes
 // them (accept4) and starts their sessions there: RelayOn and StartOn
 // with the loop it was told run a session on that loop, with no wake-up
-// of another goroutine and no eventfd write. The loops wait on fd with EPOLLEXCLUSIVE: a connection
-// wakes one parked loop, not all. accept returns a pause > 0 when the
-// host is out of descriptors or memory: that loop stops watching fd for
-// the pause.
+// of another goroutine and no eventfd write. A connection wakes every
+// parked loop, and those that run after the first find the queue empty
+// (one accept4 each, EAGAIN): a loop's epoll descriptor is itself
+// watched by Go's netpoller, and the kernel honours EPOLLEXCLUSIVE only
+// toward a thread blocked in epoll_wait on the descriptor, which no loop
+// is. accept returns a pause > 0 when the host is out of descriptors or
+// memory: that loop stops watching fd for the pause.
 //
 // stop ends it: once it returns, no loop calls accept again or watches
 // fd, which the caller may then close. An error means no loop watches fd.
@@ -100,11 +103,11 @@ func (l *loop) listenMessage(m *listenMsg) {
 	}
 }
 
-// watchListener adds a listening socket to the loop's set: level-triggered
-// (what accept leaves comes again), and exclusive (a connection wakes one
-// parked loop).
+// watchListener adds a listening socket to the loop's set,
+// level-triggered: what accept leaves comes again. Not EPOLLEXCLUSIVE,
+// which would change nothing here (Listen).
 func (l *loop) watchListener(ln *listening) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(ln.fd)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(ln.fd)}
 	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}

@@ -196,8 +196,8 @@ func (h *holdTask) Ready(*TaskSock) {
 }
 
 // A crowd of clients that connect at once, as a load balancer's pool
-// does, is spread over the loops: the loop that wakes for the listening
-// socket accepts them all (EPOLLEXCLUSIVE), and Place sends each on to
+// does, is spread over the loops: the first loop to run after the
+// listening socket's event accepts them all, and Place sends each on to
 // the loop that holds fewest once the accepting one holds placeSlack
 // more. Without Place one loop held them all.
 func TestPlaceSpreadsACrowdOverTheLoops(t *testing.T) {

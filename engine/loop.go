@@ -47,8 +47,8 @@ func (ls *Loops) Relay(s *Session, front, back Socket, p Pending, done func()) e
 // Place returns the loop on which a session accepted on loop on (as
 // Listen's accept is told) should run: on itself, unless it holds
 // several sessions more than the loop that holds fewest, then that one.
-// The loop that wakes for a listening socket accepts every connection
-// waiting (EPOLLEXCLUSIVE wakes one loop), so a crowd of keep-alive
+// The first loop to run after a listening socket's event accepts every
+// connection waiting (up to its budget), so a crowd of keep-alive
 // clients would otherwise all land on one loop, whose one goroutine
 // then serves them while the other loops idle.
 func (ls *Loops) Place(on int) int { return ls.impl.place(on) }
