@@ -227,12 +227,7 @@ func lastBytesSession(t *testing.T, target policy.Target, end bool, first policy
 // not looked at either once the backend's FIN came with the answer.
 // Both streams whole, the records ok.
 func TestLoopsAnswerWithItsFINLooksNotForTheClientsFIN(t *testing.T) {
-	if !onLoops {
-		t.Skip("only the loops know the FIN is in as they read; set CLOSEPROXY_TEST_RELAY=loop")
-	}
-	var looks atomic.Int32
-	lookHook = func() { looks.Add(1) }
-	defer func() { lookHook = nil }()
+	looks := countOnLoops(t, &lookHook)
 	for _, c := range []struct {
 		withFIN, halfClose bool
 		looks              int32
@@ -279,12 +274,7 @@ func TestLoopsAnswerWithItsFINLooksNotForTheClientsFIN(t *testing.T) {
 // wrote a larger answer and closed gets all of it before the EOF taken
 // behind it. Streams whole by SHA-256.
 func TestLoopsTakeTheEOFAShortReadShowed(t *testing.T) {
-	if !onLoops {
-		t.Skip("only the loops know the FIN is in as they read; set CLOSEPROXY_TEST_RELAY=loop")
-	}
-	var skipped atomic.Int32
-	eofHook = func() { skipped.Add(1) }
-	defer func() { eofHook = nil }()
+	skipped := countOnLoops(t, &eofHook)
 	for _, c := range []struct {
 		name      string
 		end       string // how the backend ends: "fin" with the answer, "later" (a FIN once the client has the answer), "reset" with the answer
@@ -348,4 +338,18 @@ func TestLoopsTakeTheEOFAShortReadShowed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countOnLoops skips t unless the tests relay on the loops (only they
+// know a FIN is in as they read), and sets *hook to count its calls
+// until t ends.
+func countOnLoops(t *testing.T, hook *func()) *atomic.Int32 {
+	t.Helper()
+	if !onLoops {
+		t.Skip("only the loops know the FIN is in as they read; set CLOSEPROXY_TEST_RELAY=loop")
+	}
+	var n atomic.Int32
+	*hook = func() { n.Add(1) }
+	t.Cleanup(func() { *hook = nil })
+	return &n
 }
