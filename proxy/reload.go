@@ -28,7 +28,8 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 
 // swap carries out Reload under the server's lock.
 func (s *Server) swap(ctx context.Context, cfg *config.Config) error {
-	if err := s.check(cfg); err != nil {
+	smp, err := s.check(cfg)
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -56,6 +57,7 @@ func (s *Server) swap(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	s.listeners, s.cfg = lns, cfg
+	s.sample.Store(&smp)
 	if s.serving {
 		for _, b := range s.backends {
 			s.runPoolLocked(b)

@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
@@ -58,10 +62,13 @@ func TestReloadKeepsSessionsAndSwapsPolicy(t *testing.T) {
 	}
 }
 
-// A reload that cannot bind changes nothing.
+// A reload that cannot bind changes nothing: neither the policy nor which
+// sessions the record log gets.
 func TestReloadBindFailureKeepsOldConfig(t *testing.T) {
 	be := httpBackend(t, true)
-	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
+	core, logged := observer.New(zapcore.InfoLevel)
+	h := startProxyWith(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be),
+		[]Option{WithRecordLog(zap.New(core))})
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +76,7 @@ func TestReloadBindFailureKeepsOldConfig(t *testing.T) {
 	defer busy.Close()
 	next := runningConfig(h)
 	next.Listeners[0].Close.TimeWait = policy.TargetNowhere
+	next.Log.Teardown = "errors" // were it taken, the ok session below would log no record
 	taken := next.Listeners[0]
 	taken.Name, taken.Listen = "taken", busy.Addr().String()
 	next.Listeners = append(next.Listeners, taken)
@@ -78,8 +86,13 @@ func TestReloadBindFailureKeepsOldConfig(t *testing.T) {
 	if got, _ := get(t, h.addr, false); got != response {
 		t.Fatalf("after a failed reload: %q", got)
 	}
-	if td := h.record(t); td.Front.Wanted != "proxy" {
+	td := h.record(t)
+	if td.Front.Wanted != "proxy" {
 		t.Errorf("policy changed by a failed reload: %s", td.Front.Wanted)
+	}
+	if td.Outcome != engine.OutcomeOK || logged.FilterMessage("teardown").Len() != 1 {
+		t.Errorf("outcome %s, %d teardown lines logged; want ok and 1 (log.teardown changed by a failed reload?)",
+			td.Outcome, logged.FilterMessage("teardown").Len())
 	}
 }
 

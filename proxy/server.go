@@ -111,9 +111,11 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	for _, o := range opts {
 		o(s)
 	}
-	if err := s.check(cfg); err != nil {
+	smp, err := s.check(cfg)
+	if err != nil {
 		return nil, err
 	}
+	s.sample.Store(&smp)
 	s.cfg, s.relayLoop = cfg, cfg.Relay == "loop"
 	s.backends = s.buildBackends(cfg, nil)
 	if s.watch == nil {
@@ -123,26 +125,23 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Server, error) {
 	return s, nil
 }
 
-// check refuses what the configuration's validation cannot see from here.
-func (s *Server) check(cfg *config.Config) error {
+// check refuses what the configuration's validation cannot see from here,
+// and returns the teardown sampler cfg asks for: stored only once cfg is
+// taken, so that a refused reload changes nothing.
+func (s *Server) check(cfg *config.Config) (sampler, error) {
 	names := map[string]bool{}
 	for _, b := range cfg.Backends {
 		names[b.Name] = true
 	}
 	for _, l := range cfg.Listeners {
 		if !names[l.Backend] {
-			return fmt.Errorf("listener %q: backend %q is not defined", l.Name, l.Backend)
+			return nil, fmt.Errorf("listener %q: backend %q is not defined", l.Name, l.Backend)
 		}
 	}
 	if err := requireNetAdmin(cfg, s.netAdmin); err != nil {
-		return err
+		return nil, err
 	}
-	smp, err := teardownSampler(cfg.Log.Teardown)
-	if err != nil {
-		return err
-	}
-	s.sample.Store(&smp)
-	return nil
+	return teardownSampler(cfg.Log.Teardown)
 }
 
 // Listen binds every listener, so that errors (an address in use) come
