@@ -321,6 +321,8 @@ func TestProxyProtocolTrusted(t *testing.T) {
 			[]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}, ""},
 		{"bare addresses trust one host each", `["192.0.2.7", "::1"]`,
 			[]netip.Prefix{netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("::1/128")}, ""},
+		{"IPv4-mapped entries are the IPv4 ones (clients are compared unmapped)", `["::ffff:192.0.2.7", "::ffff:10.0.0.0/104", "::ffff:0:0/96"]`,
+			[]netip.Prefix{netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("0.0.0.0/0")}, ""},
 		{"host bits set past the prefix", `["10.0.0.1/8"]`, nil,
 			`proxy_protocol_trusted[0]: "10.0.0.1/8" has bits set past the prefix length; did you mean "10.0.0.0/8" or "10.0.0.1/32"?`},
 		{"a name is not an address", `["lb.internal"]`, nil,

@@ -332,12 +332,17 @@ func (o object) prefixes(key string, v any, dst *[]netip.Prefix) {
 }
 
 // parsePrefix reads "10.0.0.0/8" or a bare address, taken as a single host.
+// An IPv4-mapped IPv6 one (::ffff:10.0.0.1, as ss shows a dual-stack
+// socket's peer) is read as the IPv4 address or prefix it maps: the proxy
+// compares a client's address unmapped, and a mapped prefix would never
+// contain it.
 func parsePrefix(s string) (netip.Prefix, error) {
 	if !strings.Contains(s, "/") {
 		addr, err := netip.ParseAddr(s)
 		if err != nil || addr.Zone() != "" {
 			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix", s)
 		}
+		addr = addr.Unmap()
 		return netip.PrefixFrom(addr, addr.BitLen()), nil
 	}
 	pfx, err := netip.ParsePrefix(s)
@@ -347,6 +352,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	if pfx.Masked() != pfx {
 		return netip.Prefix{}, fmt.Errorf("%q has bits set past the prefix length; did you mean %q or %q?",
 			s, pfx.Masked().String(), netip.PrefixFrom(pfx.Addr(), pfx.Addr().BitLen()).String())
+	}
+	if a := pfx.Addr(); a.Is4In6() { // masked: Bits() is 96 or more
+		return netip.PrefixFrom(a.Unmap(), pfx.Bits()-96), nil
 	}
 	return pfx, nil
 }

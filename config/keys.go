@@ -158,7 +158,9 @@ balancer's TCP check) is relayed as one without a header.`},
 	{path: "listener.proxy_protocol_trusted", at: field(func(l *Listener) any { return &l.ProxyProtocolTrusted }),
 		def: []netip.Prefix(nil), doc: `
 Source addresses whose PROXY headers are believed: CIDR prefixes
-("10.0.0.0/8") or bare addresses ("192.0.2.7"). A header from anywhere
+("10.0.0.0/8") or bare addresses ("192.0.2.7"); an IPv4-mapped entry
+("::ffff:192.0.2.7", as ss shows a dual-stack socket's peer) is the IPv4
+address it maps. A header from anywhere
 else is refused outright (the connection is reset and recorded as
 bad_proxy_header); with "required", every connection from elsewhere is
 refused; with "optional", a connection from elsewhere without a header
