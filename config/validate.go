@@ -357,13 +357,13 @@ func atLeast0(zero string) func(any) error {
 // port on every address, so it and any other address on that port cannot
 // both be bound either.
 func (o object) uniqueListen(ls []Listener, i int) {
-	spot, ok := listenSpot(ls[i].Listen)
+	spot, ok := ListenSpot(ls[i].Listen)
 	if !ok {
 		return
 	}
 	host, port, _ := strings.Cut(spot, " ")
 	for j := range ls[:i] {
-		other, ok := listenSpot(ls[j].Listen)
+		other, ok := ListenSpot(ls[j].Listen)
 		h, p, _ := strings.Cut(other, " ")
 		if !ok || p != port || (other != spot && h != "" && host != "") {
 			continue
@@ -385,11 +385,12 @@ func (o object) uniqueListen(ls []Listener, i int) {
 	}
 }
 
-// listenSpot spells a listen address so that two that bind the same
+// ListenSpot spells a listen address so that two that bind the same
 // socket are equal: every wildcard host ("", 0.0.0.0, ::) is one, as Go
-// listens on both families for each. Port 0 picks a free port each time:
+// listens on both families for each; an IPv4-mapped address is its IPv4
+// one. A reload keeps a listener's socket when its spot is unchanged. Port 0 picks a free port each time:
 // it is no spot (ok false), nor is an address that does not parse.
-func listenSpot(listen string) (string, bool) {
+func ListenSpot(listen string) (string, bool) {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return "", false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -93,6 +94,32 @@ func TestReloadBindFailureKeepsOldConfig(t *testing.T) {
 	if td.Outcome != engine.OutcomeOK || logged.FilterMessage("teardown").Len() != 1 {
 		t.Errorf("outcome %s, %d teardown lines logged; want ok and 1 (log.teardown changed by a failed reload?)",
 			td.Outcome, logged.FilterMessage("teardown").Len())
+	}
+}
+
+// A listen address spelled anew for the same socket keeps that socket:
+// binding it beside itself would fail, and with it the whole reload.
+func TestReloadKeepsARespelledListener(t *testing.T) {
+	be := httpBackend(t, true)
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be),
+		func(c *config.Config) { c.Listeners[0].Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) })
+	next := runningConfig(h)
+	next.Listeners[0].Listen = net.JoinHostPort("::ffff:127.0.0.1", strconv.Itoa(port))
+	next.Listeners[0].Close.TimeWait = policy.TargetPeer
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatalf("reload with the listener's address respelled: %v", err)
+	}
+	if got, err := get(t, h.addr, true); got != response {
+		t.Fatalf("after the reload: %q %v", got, err)
+	}
+	if td := h.record(t); td.Front.Wanted != "client" {
+		t.Errorf("new session wanted %s, want client (the reload's)", td.Front.Wanted)
 	}
 }
 

@@ -100,12 +100,19 @@ func listenConfig(mode config.Intercept) net.ListenConfig {
 }
 
 // listenKey tells whether a listener's socket can be kept across a reload:
-// the same address, and IP_TRANSPARENT set as needed.
+// the same socket address however it is spelled (":80", "0.0.0.0:80" and
+// "[::]:80" are one socket: binding the new spelling beside the old would
+// only fail), and IP_TRANSPARENT set as needed. Port 0 and what does not
+// parse compare as written.
 func listenKey(l config.Listener) string {
-	if l.Intercept == config.InterceptTProxy {
-		return l.Listen + " transparent"
+	key, ok := config.ListenSpot(l.Listen)
+	if !ok {
+		key = l.Listen
 	}
-	return l.Listen
+	if l.Intercept == config.InterceptTProxy {
+		return key + " transparent"
+	}
+	return key
 }
 
 // requireNetAdmin refuses a configuration that needs CAP_NET_ADMIN when
