@@ -81,7 +81,7 @@ func TestObserverCountsRecords(t *testing.T) {
 		`closeproxy_close_reasons_total{leg="back",reason="grace_expired"}`:                  1,
 		`closeproxy_proxy_headers_total{listener="web",version="v1"}`:                        1,
 		`closeproxy_proxy_headers_total{listener="web",version="v2"}`:                        1,
-		`closeproxy_proxy_headers_total{listener="web",version="none"}`:                      3,
+		`closeproxy_proxy_headers_total{listener="web",version="none"}`:                      2, // not the refused one
 		`closeproxy_proxy_header_rejects_total{listener="web"}`:                              1,
 	})
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -116,6 +117,8 @@ func TestProxyHeaderClientClosesFirst(t *testing.T) {
 		{"required, nothing sent", "", config.ProxyProtocolRequired, engine.OutcomeBadProxyHeader, "the client closed before sending one"},
 		{"required, half a v1 header", "PROXY TCP4 192.0.2.7 ", config.ProxyProtocolRequired, engine.OutcomeBadProxyHeader, "the client closed in the middle of it"},
 		{"optional, half a v2 header", v2Signature[:7], config.ProxyProtocolOptional, engine.OutcomeBadProxyHeader, "the client closed in the middle of it"},
+		{"required, a v2 header cut inside its addresses", v2Signature + "\x21\x11\x00\x28" + strings.Repeat("\x01", 12),
+			config.ProxyProtocolRequired, engine.OutcomeBadProxyHeader, "the client closed in the middle of it"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -140,13 +143,93 @@ func TestProxyHeaderClientClosesFirst(t *testing.T) {
 	}
 }
 
+// A client that resets before its PROXY header is whole (a load
+// balancer's TCP check connects and resets) ends as its reset, not as a
+// bad header: header rejects are what an operator alerts on.
+func TestProxyHeaderClientResets(t *testing.T) {
+	be := httpBackend(t, true)
+	cases := []struct {
+		name, sent string
+		mode       config.ProxyProtocolMode
+	}{
+		{"optional, nothing sent", "", config.ProxyProtocolOptional},
+		{"required, nothing sent", "", config.ProxyProtocolRequired},
+		{"required, half a v1 header", "PROXY TCP4 192.0.2.7 ", config.ProxyProtocolRequired},
+		{"optional, half a v2 header", v2Signature + "\x21\x11", config.ProxyProtocolOptional},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startProxy(t, ppListener(tc.mode, "127.0.0.0/8"), defaultBackend(be))
+			c, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(h.addr)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.sent != "" {
+				io.WriteString(c, tc.sent)
+				awaitRead(t, c)
+			}
+			c.SetLinger(0)
+			c.Close()
+			td := h.record(t)
+			if td.Outcome != engine.OutcomeClientReset || td.Err == nil || !strings.Contains(td.Err.Error(), "reset") {
+				t.Errorf("outcome %s (%v), want client_reset", td.Outcome, td.Err)
+			}
+		})
+	}
+}
+
+// Shutdown does not wait for a PROXY header past shutdown_timeout, however
+// long proxy_protocol_timeout is, and the record says shutdown cut it; a
+// client that sent nothing is not passed on (with "optional") to a
+// backend only to be cut there.
+func TestProxyHeaderCutByShutdown(t *testing.T) {
+	be := httpBackend(t, true)
+	for _, mode := range []config.ProxyProtocolMode{config.ProxyProtocolRequired, config.ProxyProtocolOptional} {
+		for _, sent := range []string{"", "PROXY TCP4 192.0.2.7 "} {
+			t.Run(fmt.Sprintf("%s %q", mode, sent), func(t *testing.T) {
+				ln := ppListener(mode, "127.0.0.0/8")
+				ln.ProxyProtocolTimeout = time.Minute
+				obs := acceptedObs{accepted: make(chan struct{}, 1)}
+				h := startProxyWith(t, ln, defaultBackend(be), []Option{WithObserver(obs)})
+				c, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				<-obs.accepted
+				if sent != "" {
+					io.WriteString(c, sent)
+					awaitRead(t, c)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel() // shutdown_timeout ran out at once
+				h.srv.Shutdown(ctx)
+				td := h.record(t)
+				if td.Outcome != engine.OutcomeDrained || td.Err == nil || !strings.Contains(td.Err.Error(), "shutdown") || td.Back.BytesIn != 0 {
+					t.Errorf("outcome %s (%v), back.bytes_in %d; want drained, nothing from a backend", td.Outcome, td.Err, td.Back.BytesIn)
+				}
+			})
+		}
+	}
+}
+
+// acceptedObs says when the server accepted a connection.
+type acceptedObs struct{ accepted chan struct{} }
+
+func (o acceptedObs) Accepted(string)                   { o.accepted <- struct{}{} }
+func (acceptedObs) Rejected(string, string)             {}
+func (acceptedObs) Ended(*engine.Teardown)              {}
+func (acceptedObs) Dialed(string, time.Duration, error) {}
+func (acceptedObs) AutoSwitched(string, bool)           {}
+
 // The parser's terse refusals come with what a header should look like.
 func TestProxyHeaderRefusalsSayWhatIsExpected(t *testing.T) {
 	be := httpBackend(t, true)
 	long := v2Signature + "\x21\x11\x13\x88" + strings.Repeat("\x00", 5000) // TCP4, length 5000
 	for sent, says := range map[string]string{
 		"PROXY TCP4  192.0.2.7 192.0.2.1 5555 80\r\n": "one space apart",
-		long: "at most 4096 bytes",
+		long:                             "at most 4096 bytes",
+		v2Signature + "\x21\x11\xff\xff": "at most 4096 bytes", // at once: the rest is never waited for
 	} {
 		h := startProxy(t, ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"), defaultBackend(be))
 		exchange(t, h.addr, sent)

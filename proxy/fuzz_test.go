@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -87,7 +88,7 @@ func checkIntake(t *testing.T, ln *net.TCPListener, l *config.Listener, trusted 
 		}
 		wrote <- err
 	}()
-	in, err := readIntake(server, l)
+	in, err := readIntake(server, l, context.Background())
 	if err != nil {
 		if !errors.Is(err, errBadProxyHeader) {
 			t.Fatalf("mode %s, trusted %v: error %v does not wrap errBadProxyHeader", l.ProxyProtocol, trusted, err)
@@ -179,7 +180,7 @@ func TestIntakeOptionalShortGreeting(t *testing.T) {
 	if _, err := client.Write([]byte("PING\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	in, err := readIntake(server, &l)
+	in, err := readIntake(server, &l, context.Background())
 	if err != nil {
 		t.Fatalf("proxy_protocol = \"optional\": a client that sends %q (starts with 'P', shorter than "+
 			"the 12-byte v2 signature, cannot be a header) and waits for an answer is refused after proxy_protocol_timeout: %v "+

@@ -424,7 +424,7 @@ func (h *h1Loop) Drain(time.Time) {
 	switch {
 	case h.over:
 	case h.intake:
-		h.intakeEnds(nil, errSilent)
+		h.intakeEnds(nil, errIntakeDrained)
 	case h.x != nil:
 		h.stalled(engine.StalledDrain)
 	case !h.headBy.IsZero():
@@ -558,7 +558,7 @@ func (h *h1Loop) intakeEnds(hdr *proxyproto.Header, err error) {
 	ss := h.ss
 	in, err := ss.judgeIntake(hdr, err, h.inN > 0)
 	if err != nil {
-		h.rec().Outcome(engine.OutcomeBadProxyHeader, err)
+		h.rec().Outcome(intakeOutcome(err), err)
 		h.endFront(engine.Ending{Cut: true, Why: policy.ReasonRefused})
 		return
 	}

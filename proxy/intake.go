@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,11 +11,13 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 )
 
 // intake is what the PROXY header step learned about a new connection.
@@ -34,13 +37,27 @@ func (in intake) leftover() []byte {
 	return b
 }
 
-// errBadProxyHeader marks every refusal of the intake step.
+// errBadProxyHeader marks every refusal of the intake step for what the
+// client sent (or did not send in time).
 var errBadProxyHeader = errors.New("bad PROXY header")
+
+// intakeOutcome is the outcome of a session refused at its intake: the
+// client's reset or shutdown cut it, else a bad header.
+func intakeOutcome(err error) engine.Outcome {
+	switch {
+	case errors.Is(err, errIntakeReset):
+		return engine.OutcomeClientReset
+	case errors.Is(err, errIntakeDrained):
+		return engine.OutcomeDrained
+	}
+	return engine.OutcomeBadProxyHeader
+}
 
 // readIntake reads a PROXY header as the listener's mode says: with a
 // deadline, until the header is complete, and refusing a header from a
-// source outside proxy_protocol_trusted.
-func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
+// source outside proxy_protocol_trusted. Once drain is done (shutdown ran
+// out of time) the wait ends with errIntakeDrained.
+func readIntake(c *net.TCPConn, l *config.Listener, drain context.Context) (intake, error) {
 	in := intake{version: "none", client: addrPort(c.RemoteAddr()), dest: addrPort(c.LocalAddr())}
 	if l.ProxyProtocol == config.ProxyProtocolOff {
 		return in, nil
@@ -54,7 +71,18 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 	if err := c.SetReadDeadline(time.Now().Add(l.ProxyProtocolTimeout)); err != nil {
 		return in, fmt.Errorf("set header deadline: %w", err)
 	}
+	drained := make(chan struct{})
+	stop := context.AfterFunc(drain, func() {
+		defer close(drained)
+		_ = c.SetReadDeadline(time.Now())
+	})
 	hdr, err := readHeader(br)
+	if !stop() {
+		<-drained // its deadline is set: the one below comes after it
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, errSilent) {
+			err = errIntakeDrained
+		}
+	}
 	_ = c.SetReadDeadline(time.Time{})
 	return in, in.judge(hdr, err, l, trusted)
 }
@@ -66,6 +94,12 @@ func readIntake(c *net.TCPConn, l *config.Listener) (intake, error) {
 // header.
 func (in *intake) judge(hdr *proxyproto.Header, err error, l *config.Listener, trusted bool) error {
 	switch {
+	case errors.Is(err, errIntakeDrained):
+		return fmt.Errorf("PROXY header: %w", err)
+	case errors.Is(err, syscall.ECONNRESET):
+		// the client's reset, not its header: a load balancer's TCP check
+		// that connects and resets ends so
+		return fmt.Errorf("PROXY header: %w: %w", errIntakeReset, err)
 	case (errors.Is(err, errSilent) || errors.Is(err, errClosedEmpty)) && l.ProxyProtocol == config.ProxyProtocolOptional:
 		// a client that speaks second sent nothing, or closed at once (a
 		// load balancer's TCP check): no header, as with "off"
@@ -119,7 +153,11 @@ func headerNeeds(b []byte) (n int, header bool) {
 		if len(b) < 16 {
 			return -1, true
 		}
-		return 16 + int(b[14])<<8 + int(b[15]), true
+		n := int(b[14])<<8 + int(b[15])
+		if n > int(proxyproto.MaxV2HeaderSize) {
+			return 16, true // the parser refuses it from its first 16 bytes
+		}
+		return 16 + n, true
 	case len(b) >= 5 && string(b[:5]) == "PROXY":
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
 			return i + 1, true
@@ -139,6 +177,13 @@ var errSilent = errors.New("nothing received")
 
 // errClosedEmpty: the client's FIN came before any byte.
 var errClosedEmpty = errors.New("closed before sending anything")
+
+// errIntakeReset: the client reset the connection before its PROXY header
+// (if any) was whole.
+var errIntakeReset = errors.New("the client reset the connection before the header was whole")
+
+// errIntakeDrained: shutdown ran out of time before the header was whole.
+var errIntakeDrained = errors.New("shutdown_timeout ran out before the header was whole")
 
 // v2Signature opens every PROXY v2 header.
 const v2Signature = "\r\n\r\n\x00\r\nQUIT\n"
@@ -176,6 +221,20 @@ func readHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 
 // parseHeader lets go-proxyproto read a header whose start is buffered.
 func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
+	if sig, _ := br.Peek(len(v2Signature)); string(sig) == v2Signature {
+		// Buffer the whole v2 header first, as the loops do: a FIN
+		// inside it is "closed in the middle", not the parser's "invalid length".
+		b, err := br.Peek(16)
+		if need, _ := headerNeeds(b); err == nil && need > 16 && need <= br.Size() {
+			_, err = br.Peek(need)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
 	if sig, _ := br.Peek(5); string(sig) == "PROXY" {
 		for {
 			line, _ := br.Peek(br.Buffered())

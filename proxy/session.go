@@ -86,8 +86,8 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	}
 	if ss.front != nil {
 		var err error
-		if in, err = readIntake(ss.front, ss.ln); err != nil {
-			ss.refuse(engine.OutcomeBadProxyHeader, err)
+		if in, err = readIntake(ss.front, ss.ln, drainCtx); err != nil {
+			ss.refuse(intakeOutcome(err), err)
 			return
 		}
 	}

@@ -67,11 +67,11 @@ func (t *tcpIntake) Due(now time.Time) {
 // timeout); the relay or the goroutine after it sees draining.
 func (t *tcpIntake) Begun() {}
 
-// Drain implements engine.Task: shutdown ran out of time; the header
-// is judged as it stands.
+// Drain implements engine.Task: shutdown ran out of time; a header not
+// yet whole is cut (outcome drained).
 func (t *tcpIntake) Drain(time.Time) {
 	if !t.over {
-		t.judged(nil, 0, errSilent)
+		t.judged(nil, 0, errIntakeDrained)
 	}
 }
 
@@ -95,7 +95,7 @@ func (t *tcpIntake) judged(hdr *proxyproto.Header, used int, err error) {
 	ss := t.ss
 	in, err := ss.judgeIntake(hdr, err, t.inN > 0)
 	if err != nil {
-		ss.rec.Outcome(engine.OutcomeBadProxyHeader, err)
+		ss.rec.Outcome(intakeOutcome(err), err)
 		t.rn.End(ss.eng, policy.Front, t.front, engine.Ending{Cut: true, Why: policy.ReasonRefused}, 0, func() { go ss.end() })
 		t.done()
 		return
