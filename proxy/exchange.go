@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/closeproxy/closeproxy/engine"
@@ -124,7 +125,7 @@ func (rt *roundTrip) cutFront() {
 // roundTrip sends req on bc and relays the responses to the client.
 func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt roundTrip) {
 	head := req.HeadForBackend()
-	var body chan bodyResult
+	var body *bodyCopy
 	if req.Framing == http1.Chunked && !req.ExpectContinue {
 		if !h.sendChunked(&rt, bc, req, head) {
 			return rt
@@ -321,7 +322,7 @@ func writeBack(bc *pool.Conn, head []byte, whole bool) (int, error) {
 }
 
 // relayBody copies the response body to the client.
-func (h *h1) relayBody(rt *roundTrip, back *net.TCPConn, br *bufio.Reader, resp *http1.Response, body chan bodyResult) bool {
+func (h *h1) relayBody(rt *roundTrip, back *net.TCPConn, br *bufio.Reader, resp *http1.Response, body *bodyCopy) bool {
 	n, err := h.copyBody(back, br, resp)
 	h.rec.Relayed(false, n)
 	if err != nil {
@@ -364,7 +365,7 @@ func (h *h1) copyBody(back *net.TCPConn, br *bufio.Reader, resp *http1.Response)
 // may have been closed by the backend as it was taken: a request without
 // a body and with an idempotent method is sent again, once, as net/http
 // does.
-func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body chan bodyResult, err error) {
+func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body *bodyCopy, err error) {
 	rt.closing, rt.cutBack = true, true
 	stalled, berr := h.stalledNow(body)
 	switch {
@@ -385,7 +386,7 @@ func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body c
 // stalledNow waits for the request body's copy and reports how it ended,
 // and whether the guard interrupted the exchange: then the error at hand
 // is the guard's doing, and stalled answers for it.
-func (h *h1) stalledNow(body chan bodyResult) (stalled bool, bodyErr error) {
+func (h *h1) stalledNow(body *bodyCopy) (stalled bool, bodyErr error) {
 	bodyErr = h.finishBody(body)
 	return h.guard.Stalled() != engine.NotStalled, bodyErr
 }
@@ -398,7 +399,7 @@ func (h *h1) clientAborted(rt *roundTrip, err error) {
 	rt.cutFront()
 }
 
-func (h *h1) badResponse(rt *roundTrip, body chan bodyResult, err error) {
+func (h *h1) badResponse(rt *roundTrip, body *bodyCopy, err error) {
 	rt.closing, rt.cutBack = true, true
 	if stalled, _ := h.stalledNow(body); stalled {
 		return
@@ -412,7 +413,7 @@ func (h *h1) badResponse(rt *roundTrip, body chan bodyResult, err error) {
 }
 
 // clientGone: relaying the response failed midway, on either side.
-func (h *h1) clientGone(rt *roundTrip, body chan bodyResult, err error) {
+func (h *h1) clientGone(rt *roundTrip, body *bodyCopy, err error) {
 	rt.closing, rt.cutBack = true, true
 	if stalled, _ := h.stalledNow(body); stalled {
 		return
@@ -445,38 +446,74 @@ type bodyResult struct {
 // read, so that 100-continue and early responses work. If the client
 // stops midway (EOF or a reset), the copy interrupts the wait for the
 // response: the request can no longer be answered.
-func (h *h1) startBody(bc *pool.Conn, req *http1.Request) chan bodyResult {
+func (h *h1) startBody(bc *pool.Conn, req *http1.Request) *bodyCopy {
 	if req.Framing == http1.NoBody {
 		return nil
 	}
-	ch := make(chan bodyResult, 1)
+	b := &bodyCopy{done: make(chan bodyResult, 1), dst: bc}
+	b.moved.Store(time.Now().UnixNano())
 	go func() {
-		n, err := req.CopyBody(bc, h.fr)
+		n, err := req.CopyBody(b, h.fr)
 		if err != nil && !errors.Is(err, http1.ErrBadRequest) {
 			_ = bc.SetReadDeadline(time.Now())
 		}
-		ch <- bodyResult{n, err}
+		b.done <- bodyResult{n, err}
 	}()
-	return ch
+	return b
+}
+
+// bodyCopy is a request body on its way to the backend: how the copy
+// ended, and when its bytes last moved.
+type bodyCopy struct {
+	done    chan bodyResult
+	dst     *pool.Conn
+	moved   atomic.Int64 // time.Now().UnixNano() as the last write returned
+	writing atomic.Bool  // a write to the backend is under way
+}
+
+// Write implements io.Writer for the copy, noting its progress.
+func (b *bodyCopy) Write(p []byte) (int, error) {
+	b.writing.Store(true)
+	n, err := b.dst.Write(p)
+	b.moved.Store(time.Now().UnixNano())
+	b.writing.Store(false)
+	return n, err
 }
 
 // finishBody waits for the request body copy. A client still sending when
-// the response is complete gets peer_fin_grace to finish; then the copy is
-// cut and the connections are not reused.
-func (h *h1) finishBody(ch chan bodyResult) error {
-	if ch == nil {
+// the response is complete may be silent for peer_fin_grace (counted from
+// the body's last bytes: a client still sending is never cut) before the
+// copy is cut and the connections are not reused. A write the backend is
+// not taking is the proxy's backpressure, not the client's silence: it is
+// bounded by idle_timeout.
+func (h *h1) finishBody(b *bodyCopy) error {
+	if b == nil {
 		return nil
 	}
 	var res bodyResult
-	t := time.NewTimer(h.ln.Close.PeerFinGrace)
+	grace := h.ln.Close.PeerFinGrace
+	t := time.NewTimer(grace)
 	defer t.Stop()
-	select {
-	case res = <-ch:
-	case <-t.C:
-		_ = h.front.SetReadDeadline(time.Now())
-		res = <-ch
-		res.err = errBodyCut
-		_ = h.front.SetReadDeadline(time.Time{})
+	for wait := true; wait; {
+		select {
+		case res = <-b.done:
+			wait = false
+		case now := <-t.C:
+			since := now.Sub(time.Unix(0, b.moved.Load()))
+			switch {
+			case b.writing.Load() && since < h.ln.IdleTimeout:
+				t.Reset(min(grace, h.ln.IdleTimeout-since))
+			case !b.writing.Load() && since < grace:
+				t.Reset(grace - since)
+			default:
+				_ = h.front.SetReadDeadline(now)
+				_ = b.dst.SetWriteDeadline(now) // a write the backend is not taking
+				res = <-b.done
+				res.err = errBodyCut
+				_ = h.front.SetReadDeadline(time.Time{})
+				wait = false
+			}
+		}
 	}
 	h.rec.Relayed(true, res.n)
 	return res.err

@@ -102,7 +102,8 @@ type h1Exchange struct {
 	upScan http1.ChunkScanner
 	up     []byte // pooled: toBack's storage for body bytes, nil while none
 	// upBy: the response is whole and the request body is not; the client
-	// has until then (peer_fin_grace) to finish it, as on a goroutine.
+	// may be silent until then (peer_fin_grace after the body last moved),
+	// as on a goroutine.
 	upBy     time.Time
 	bin      []byte // the backend's bytes not yet handled: bin[:binN]; pooled
 	binN     int
@@ -358,6 +359,10 @@ func (h *h1Loop) Due(now time.Time) {
 		if !now.Before(h.intakeBy) {
 			h.intakeEnds(nil, errSilent)
 		}
+	case x != nil && !x.upBy.IsZero() && !now.Before(x.upBy) && x.toOff < len(x.toBack):
+		// the backend is not taking what the client sent: the proxy's
+		// backpressure, not the client's silence (idle_timeout bounds it)
+		x.upBy = now.Add(h.ss.ln.Close.PeerFinGrace)
 	case x != nil && !x.upBy.IsZero() && !now.Before(x.upBy):
 		h.stopUp()
 	case x != nil:
@@ -885,7 +890,7 @@ func (h *h1Loop) sendUp() bool {
 		return true
 	}
 	x.toOff += n
-	x.moved = h.rn.Now()
+	h.upMoved()
 	hn := min(n, x.headUp)
 	x.headUp -= hn
 	if hn > 0 {
@@ -922,8 +927,19 @@ func (h *h1Loop) takeUp() bool {
 	}
 	x.upLeft -= int64(n)
 	x.toBack, x.toOff = b[:n], 0
-	x.moved = h.rn.Now()
+	h.upMoved()
 	return true
+}
+
+// upMoved: request bytes moved. Once the response is whole, the client's
+// time to finish its body (peer_fin_grace) counts its silence from here:
+// a client still sending is never cut (rule 2).
+func (h *h1Loop) upMoved() {
+	x := h.x
+	x.moved = h.rn.Now()
+	if !x.upBy.IsZero() {
+		x.upBy = x.moved.Add(h.ss.ln.Close.PeerFinGrace)
+	}
 }
 
 // readUp reads the request body's next bytes from the client into b; 0:
@@ -973,7 +989,7 @@ func (h *h1Loop) takeChunk() bool {
 		x.toBack, x.toOff = append(x.up[:0], h.in[:k]...), 0
 	}
 	h.consume(k)
-	x.moved = h.rn.Now()
+	h.upMoved()
 	x.upChunk = !done
 	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit) {
 		x.hold = false // sent from here on

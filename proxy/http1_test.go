@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -444,5 +446,61 @@ func TestHTTP1CloseDelimitedToAHalfClosedClientEndsWithFIN(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A backend that answers before it has read the body (an early 200, as
+// nginx's `return 200` on a POST) and reads the rest: a client still
+// sending its body is not cut peer_fin_grace after the response, for
+// the grace counts its silence (every pause here is a quarter of it),
+// and every byte of the body reaches the backend.
+func TestHTTP1EarlyResponseLetsASendingClientFinish(t *testing.T) {
+	const part, parts = 1000, 16
+	got := make(chan string, 1)
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		h := sha256.New()
+		io.Copy(h, req.Body)
+		got <- hex.EncodeToString(h.Sum(nil))
+		io.Copy(io.Discard, br) // until the proxy ends the connection
+	})
+	ln := config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}
+	ln.Close.PeerFinGrace = 200 * time.Millisecond
+	h := startProxy(t, ln, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	body := make([]byte, part*parts)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
+	c.Write(body[:part])
+	br := bufio.NewReader(c)
+	if status, b, _ := readBody(t, br); status != 200 || string(b) != "ok" {
+		t.Fatalf("client got %d %q, want 200 ok", status, b)
+	}
+	for i := 1; i < parts; i++ { // 15 pauses of 50 ms: 3.75 graces in all
+		time.Sleep(50 * time.Millisecond)
+		if _, err := c.Write(body[i*part : (i+1)*part]); err != nil {
+			t.Fatalf("part %d of the body: %v", i, err)
+		}
+	}
+	want := sha256.Sum256(body)
+	select {
+	case sum := <-got:
+		if sum != hex.EncodeToString(want[:]) {
+			t.Errorf("the backend got a body whose SHA-256 is %s, want %x", sum, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend never got the whole body")
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Back.Cut || td.Front.Cut {
+		t.Errorf("record: outcome %s (%v), cut back %v front %v; want ok, nothing cut", td.Outcome, td.Err, td.Back.Cut, td.Front.Cut)
 	}
 }
