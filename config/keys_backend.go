@@ -139,7 +139,9 @@ The pool of connections to this backend: one pool per server.`},
 	{path: "backend.pool.warm", at: field(func(b *Backend) any { return &b.Pool.Warm }),
 		def: 8, check: atLeast0(""), doc: `
 Idle pre-dialed connections kept ready, so a new session skips the
-connect. They are checked for liveness before use. 0 turns warming off;
+connect. They are checked for liveness before use; a backend that
+sends first (a greeting) stops the warming at its first greeting, with
+a warning. 0 turns warming off;
 source = "client" never warms (a warm connection would come from no
 client's address). A backend on this host gains little from them: with
 relay = "loop" a tcp session that finds none connects on the event loop

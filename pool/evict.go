@@ -59,7 +59,10 @@ func (s *sweeper) sweep(p *Pool) {
 	s.gone = s.gone[:0]
 	n := 0
 	for _, r := range s.snap {
-		if s.probe.check(r.c.raw) != alive {
+		if l := s.probe.check(r.c.raw); l != alive {
+			if l == unexpectedData && r.uses == 0 {
+				p.noteSpeaksFirst()
+			}
 			s.snap[n] = r
 			n++
 		}

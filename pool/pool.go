@@ -76,6 +76,10 @@ type Pool struct {
 	// to a backend on this host (DialNow tries only then); before any, the
 	// address is a loopback one.
 	inCall atomic.Bool
+	// speaksFirst: a never-used warm connection had bytes waiting (a
+	// greeting: SMTP, FTP, MySQL, SSH): every warm one would be evicted
+	// as it is taken, so no more are dialed (warmLocked).
+	speaksFirst atomic.Bool
 
 	mu      sync.Mutex
 	idle    []*Conn       // oldest first; Get takes the newest from the end
@@ -252,6 +256,9 @@ func (p *Pool) usable(c *Conn, probe bool) bool {
 	}
 	if probe {
 		if l := c.probe.check(c.raw); l != alive {
+			if l == unexpectedData && c.Uses == 0 {
+				p.noteSpeaksFirst()
+			}
 			p.evict(c, l.String())
 			return false
 		}
@@ -392,6 +399,19 @@ func (p *Pool) evict(c *Conn, reason string) {
 	p.signalLocked()
 	p.mu.Unlock()
 	p.logEvicted(c, reason)
+}
+
+// noteSpeaksFirst stops the warm dials of a backend that sends first:
+// its greeting, taken while the connection waited, would be stale or
+// out of step by the time a session came (a server's handshake timeout
+// runs meanwhile), so sessions dial their own, each getting its greeting
+// fresh. Said once, at warn: pool.warm is then spent for nothing.
+func (p *Pool) noteSpeaksFirst() {
+	if p.speaksFirst.Swap(true) {
+		return
+	}
+	p.log.Warn("backend sends first (a greeting on a warm connection): warm connections are no longer dialed; sessions dial their own",
+		zap.Int("warm", p.cfg.Warm))
 }
 
 func (p *Pool) countEvictedLocked(reason string) {

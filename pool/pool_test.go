@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestWarmRefillAndPooledGet(t *testing.T) {
@@ -280,5 +283,59 @@ func TestPopIdlePrefersTheCallersLoop(t *testing.T) {
 		if c.Bare.Home != tc.took || !slices.Equal(homes(p), tc.left) || !c.out {
 			t.Errorf("idle %v, for loop %d: took one of %d leaving %v; want %d leaving %v", tc.idle, tc.home, c.Bare.Home, homes(p), tc.took, tc.left)
 		}
+	}
+}
+
+// A backend that sends first (a greeting on connect: SMTP, FTP, MySQL)
+// fills every warm connection with bytes nobody asked for, and each Get
+// evicted them all while the refillers dialed as many again. The first
+// greeting found stops the warm dials, said once at warn; Gets dial
+// their own connection, whose greeting is fresh.
+func TestBackendThatSpeaksFirstStopsWarmDials(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []*net.TCPConn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("220 ready\r\n"))
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			closeReset(&Conn{TCPConn: c})
+		}
+	})
+	core, logs := observer.New(zap.WarnLevel)
+	const warm = 3
+	p := New(Config{Address: ln.Addr().String(), ConnectTimeout: time.Second, Warm: warm, MaxIdleAge: time.Minute}, new(counter).dial, zap.New(core))
+	run(t, p)
+	waitFor(t, "the warm connections", func() bool { return p.Stats().Dialed >= warm })
+	const gets = 5
+	for range gets {
+		c := get(t, p)
+		drop(p, c)
+		waitFor(t, "no warm dial under way", func() bool { return p.Stats().Dialing == 0 })
+	}
+	if n := logs.FilterMessageSnippet("backend sends first").Len(); n != 1 {
+		t.Errorf("%d warnings that the backend sends first, want 1", n)
+	}
+	// warm dialed before the first greeting was found, as many as were
+	// under way then, and one per Get: nothing more.
+	if s := p.Stats(); s.Dialed > warm+maxRefillers+gets {
+		t.Errorf("%d dials for %d Gets (%d evicted): the warm connections are still dialed", s.Dialed, gets, s.Evicted)
 	}
 }

@@ -104,7 +104,7 @@ func (p *Pool) reserveWarm() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// Gets waiting at the cap come first: the slot they wait for is theirs.
-	if p.closed || p.stats.Waiting > 0 || len(p.idle)+p.stats.Dialing >= p.cfg.Warm || !p.roomLocked() {
+	if p.closed || p.stats.Waiting > 0 || len(p.idle)+p.stats.Dialing >= p.cfg.Warm || !p.roomLocked() || p.speaksFirst.Load() {
 		return false
 	}
 	p.stats.Dialing++
