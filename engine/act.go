@@ -351,7 +351,11 @@ func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
 	_ = l.conn.SetLinger(0)
 	// A refusal comes before any byte of the other side's: as Refuse
 	// records it, nothing was cut.
-	x.rec.reset(l.name, why, cut && why != policy.ReasonRefused)
+	cut = cut && why != policy.ReasonRefused
+	x.rec.reset(l.name, why, cut)
+	if cut {
+		x.rec.discarded(l.name, l.unacked()) // the reset throws them away
+	}
 	l.closeSocket()
 	if rstHook != nil {
 		rstHook(l, true)

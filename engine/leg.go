@@ -162,6 +162,20 @@ func (l *leg) resetCuts() bool {
 	return err == nil && q > fin
 }
 
+// unacked is how many bytes sent on l its peer has not acknowledged (the
+// proxy's FIN not counted): what a reset now discards. 0 when it cannot
+// be read.
+func (l *leg) unacked() int64 {
+	q, err := sendQueue(l.conn)
+	if l.finSent {
+		q--
+	}
+	if err != nil || q < 0 {
+		return 0
+	}
+	return int64(q)
+}
+
 // takeEnding sets l up as the caller that hands it over says (Session.End).
 func (l *leg) takeEnding(e Ending) {
 	l.awaitsEOF = e.AwaitsEOF

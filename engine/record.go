@@ -51,14 +51,15 @@ type LegRecord struct {
 	Cut        bool          // the stream toward this leg's peer was cut short: an RST before its end, or after the FIN with bytes unacknowledged
 	AutoReason string        // with time_wait = "auto": why it chose what it chose
 	BytesIn    int64         // bytes received from the peer
-	BytesOut   int64         // bytes sent to the peer
+	BytesOut   int64         // bytes sent to the peer; at the end, less what a reset discarded unacknowledged
 	FINIn      time.Duration
 	FINOut     time.Duration
 	RSTOut     time.Duration
 	Local      netip.AddrPort // the proxy's address on this leg
 	Peer       netip.AddrPort // the peer's address on this leg
 
-	leg policy.Leg
+	leg       policy.Leg
+	discarded int64 // of BytesOut, what a reset threw away unacknowledged (taken off at the end)
 }
 
 // Teardown is the record of one session: the struct is the schema (the

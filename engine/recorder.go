@@ -165,6 +165,10 @@ func (r *Recorder) reset(l policy.Leg, why policy.Reason, cut bool) {
 	}
 }
 
+// discarded notes n bytes counted as sent to leg l's peer that a reset
+// threw away unacknowledged: bytes_out says what the peer received.
+func (r *Recorder) discarded(l policy.Leg, n int64) { r.td.Leg(l).discarded += n }
+
 // closed notes how leg l's socket closed, where reset did not say.
 func (r *Recorder) closed(l policy.Leg, c policy.Close) {
 	if lr := r.td.Leg(l); lr.Close == policy.CloseNone || c == policy.ClosePeerReset {
@@ -187,6 +191,8 @@ func (r *Recorder) reopen(l policy.Leg) {
 // finish derives where TIME-WAIT landed from how the leg closed, and
 // whether that is where its target wanted it.
 func (l *LegRecord) finish() {
+	l.BytesOut = max(0, l.BytesOut-l.discarded)
+	l.discarded = 0
 	bothFINs := l.FINIn >= 0 && l.FINOut >= 0
 	l.TimeWait = policy.TimeWait(l.FirstFIN, l.Close, bothFINs)
 	if l.TimeWait != policy.SideNone && l.FirstFIN == policy.SideBoth && l.Reason == "" {

@@ -474,3 +474,29 @@ func TestMaxConnectionsResetsBeyond(t *testing.T) {
 		t.Errorf("after a session ended, a new one: %v", err)
 	}
 }
+
+// A leg cut by the proxy's RST: bytes_out says what the peer received,
+// not what was written to the socket, for the reset throws away what the
+// peer had not acknowledged. A client that stops reading a large answer
+// is cut at idle_timeout; it then reads every byte its kernel took, and
+// exactly as many as the record says, before the reset.
+func TestCutLegCountsWhatThePeerReceived(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		c.Write(make([]byte, 16<<20)) // until the proxy's reset ends it
+	})
+	ln := config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}
+	h := startProxy(t, ln, defaultBackend(be))
+	c := dialClient(t, h.addr, true)
+	td := h.record(t) // nothing moves once every buffer is full: idle_timeout
+	got, err := io.Copy(io.Discard, c)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client read %d bytes, then %v; want ECONNRESET", got, err)
+	}
+	if td.Outcome != engine.OutcomeTimeout || !td.Front.Cut {
+		t.Errorf("outcome %s (%v), front cut %v; want timeout, cut", td.Outcome, td.Err, td.Front.Cut)
+	}
+	if td.Front.BytesOut != got {
+		t.Errorf("front.bytes_out %d, the client received %d", td.Front.BytesOut, got)
+	}
+}
