@@ -20,10 +20,11 @@ var keys = slices.Concat(topKeys, listenerKeys, backendKeys)
 var topKeys = []key{
 	{path: "shutdown_timeout", at: field(func(c *Config) any { return &c.ShutdownTimeout }),
 		def: 30 * time.Second, restart: true, check: positive, doc: `
-How long SIGTERM waits for live sessions to finish. Then what still flows
-is cut (an RST to both peers, outcome "drained"), a withheld FIN takes its
-fallback, and a leg still waiting for its peer gets one more second:
-shutdown ends within this plus 3s plus the longest drain_timeout.`},
+How long SIGTERM waits for live sessions to finish. Then a session still
+flowing both ways is cut (an RST to both peers, outcome "drained"), a
+withheld FIN takes its fallback, and a session with one way left or a leg
+still waiting for its peer gets one more second, then is cut: shutdown
+ends within this plus 3s plus the longest drain_timeout.`},
 	{path: "relay", at: field(func(c *Config) any { return &c.Relay }),
 		def: "loop", restart: true, check: oneOf("goroutines", "loop"), doc: `
 How sessions wait for their sockets. "loop" (Linux): one event loop
