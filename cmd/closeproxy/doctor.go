@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/doctor"
@@ -22,7 +23,7 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return flagCode(err)
 	}
-	if fs.NArg() > 0 || *rate <= 0 {
+	if fs.NArg() > 0 || !(*rate > 0) || math.IsInf(*rate, 1) { // NaN fails > 0
 		fmt.Fprintln(stderr, "closeproxy doctor: usage: closeproxy doctor [-config FILE] [-rate N] [-json] (N > 0)")
 		return 2
 	}

@@ -30,6 +30,10 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "closeproxy healthcheck: unexpected argument %q (the endpoint goes in -url URL, the file in -config FILE)\n", fs.Arg(0))
 		return 2
 	}
+	if *timeout <= 0 { // 0 would be no timeout: a probe that can hang
+		fmt.Fprintf(stderr, "closeproxy healthcheck: -timeout %v: want more than 0\n", *timeout)
+		return 2
+	}
 	if *path != "" && !given(fs, "url") {
 		addr, err := configAdmin(*path, "-url", stderr)
 		if err != nil {
