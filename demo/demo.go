@@ -103,10 +103,19 @@ func Run(ctx context.Context, w io.Writer, o Options) error {
 	used := ports{}
 	pr := progress{w: w, total: len(scenarios)}
 	for i, sc := range scenarios {
+		if err := ctx.Err(); err != nil {
+			return interrupted(i, err)
+		}
 		from := pr.start(i, sc)
 		r, err := runScenario(ctx, sc, o, used)
+		if err == nil && ctx.Err() != nil {
+			err = ctx.Err() // a row cut short measured nothing
+		}
 		if err != nil {
 			fmt.Fprintln(w, " failed")
+			if ctx.Err() != nil {
+				return interrupted(i, ctx.Err())
+			}
 			return fmt.Errorf("scenario %s: %w", sc.describe(), err)
 		}
 		pr.done(from, r)
@@ -116,6 +125,13 @@ func Run(ctx context.Context, w io.Writer, o Options) error {
 	printVerdicts(w, rows)
 	printNotes(w, rows)
 	return verdict(rows)
+}
+
+// interrupted is Run's error when ctx ended (a signal) before every row
+// ran: no table and no verdict, which would compare rows that measured
+// nothing.
+func interrupted(done int, err error) error {
+	return fmt.Errorf("interrupted after %d of %d rows, nothing concluded: %w", done, len(scenarios), err)
 }
 
 // verdict is Run's error: any leg the kernel contradicts, any failed

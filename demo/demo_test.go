@@ -51,3 +51,37 @@ func TestDemoKernelAgreesWithRecords(t *testing.T) {
 		}
 	}
 }
+
+// A demo interrupted (Ctrl-C, SIGTERM) fails and concludes nothing: the
+// rows after the signal would run empty, and verdicts comparing them would
+// claim what was never measured.
+func TestDemoInterruptedConcludesNothing(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the demo counts TIME-WAIT with Linux sock_diag")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &cancelAfterRow{cancel: cancel}
+	err := Run(ctx, out, Options{Conns: 20, Concurrency: 10})
+	if err == nil || !strings.Contains(err.Error(), "interrupted after 1 of") {
+		t.Errorf("error %v, want interrupted after the first row", err)
+	}
+	if s := out.String(); strings.Contains(s, "records true") || strings.Count(s, " served, ") != 1 {
+		t.Errorf("an interrupted demo printed rows or verdicts past the signal:\n%s", s)
+	}
+}
+
+// cancelAfterRow is the demo's output, which cancels as the first row's
+// progress line is written: the signal comes between rows.
+type cancelAfterRow struct {
+	bytes.Buffer
+	cancel func()
+}
+
+func (w *cancelAfterRow) Write(p []byte) (int, error) {
+	n, err := w.Buffer.Write(p)
+	if strings.Contains(w.Buffer.String(), " served, ") {
+		w.cancel()
+	}
+	return n, err
+}
