@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -49,5 +50,22 @@ func TestDuplicateListen(t *testing.T) {
 	c.Listeners[1].Name = "api"
 	if err := c.Validate(); err == nil || err.Error() != `listener "api": listen: ":8080" is already used by listener "web"` {
 		t.Errorf("Validate: %v", err)
+	}
+}
+
+// admin.listen where a listener listens passes nowhere: run would bind the
+// listener, then fail on the admin port without naming what holds it.
+func TestAdminListenApartFromListeners(t *testing.T) {
+	const rest = "\n[[listener]]\nname = \"web\"\nlisten = \"0.0.0.0:8080\"\nbackend = \"app\"\n\n[[backend]]\nname = \"app\"\naddress = \"127.0.0.1:8081\"\n"
+	for admin, want := range map[string]string{
+		"127.0.0.1:8080": `config.toml:2: admin.listen: "127.0.0.1:8080" overlaps listener "web" (line 6, "0.0.0.0:8080"): a wildcard address takes the port on every address`,
+		":8080":          `config.toml:2: admin.listen: ":8080" is already used by listener "web" (line 6)`,
+		"127.0.0.1:9901": "",
+		"off":            "",
+	} {
+		_, err := Parse([]byte("[admin]\nlisten = \""+admin+"\"\n"+rest), "config.toml")
+		if got := fmt.Sprint(err); want == "" && err != nil || want != "" && got != want {
+			t.Errorf("admin.listen %q: %v, want %q", admin, err, want)
+		}
 	}
 }

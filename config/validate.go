@@ -51,6 +51,7 @@ func (c *Config) validate(p *problems) {
 		o.trusted(*l)
 		o.uniqueListen(c.Listeners, i)
 	}
+	top.adminApart(c)
 }
 
 // checkKeys runs the schema's own check of every key of scope on obj.
@@ -357,32 +358,50 @@ func atLeast0(zero string) func(any) error {
 // port on every address, so it and any other address on that port cannot
 // both be bound either.
 func (o object) uniqueListen(ls []Listener, i int) {
-	spot, ok := ListenSpot(ls[i].Listen)
-	if !ok {
-		return
-	}
-	host, port, _ := strings.Cut(spot, " ")
 	for j := range ls[:i] {
-		other, ok := ListenSpot(ls[j].Listen)
-		h, p, _ := strings.Cut(other, " ")
-		if !ok || p != port || (other != spot && h != "" && host != "") {
-			continue
+		if o.listenClash("listen", ls[i].Listen, ls, j) {
+			return
 		}
-		what, why, at := "is already used by", "", []string{}
-		if line := o.p.pos.line([]string{"listener", index(j), "listen"}); line > 0 {
-			at = append(at, fmt.Sprintf("line %d", line))
-		}
-		if other != spot {
-			what, why = "overlaps", ": a wildcard address takes the port on every address"
-			at = append(at, strconv.Quote(ls[j].Listen))
-		}
-		msg := fmt.Sprintf("%q %s %s", ls[i].Listen, what, o.p.object("listener", j, ls[j].Name).label)
-		if len(at) > 0 {
-			msg += " (" + strings.Join(at, ", ") + ")"
-		}
-		o.problem("listen", errors.New(msg+why))
+	}
+}
+
+// adminApart checks that admin.listen is not where a listener listens:
+// run would bind the listeners, then fail on the admin port.
+func (o object) adminApart(c *Config) {
+	if c.Admin.Listen == "off" {
 		return
 	}
+	for j := range c.Listeners {
+		if o.listenClash("admin.listen", c.Admin.Listen, c.Listeners, j) {
+			return
+		}
+	}
+}
+
+// listenClash reports, as a problem of key, that addr cannot be bound
+// beside listener j: the same spot, or a wildcard on the same port.
+func (o object) listenClash(key, addr string, ls []Listener, j int) bool {
+	spot, ok := ListenSpot(addr)
+	other, ok2 := ListenSpot(ls[j].Listen)
+	host, port, _ := strings.Cut(spot, " ")
+	h, p, _ := strings.Cut(other, " ")
+	if !ok || !ok2 || p != port || (other != spot && h != "" && host != "") {
+		return false
+	}
+	what, why, at := "is already used by", "", []string{}
+	if line := o.p.pos.line([]string{"listener", index(j), "listen"}); line > 0 {
+		at = append(at, fmt.Sprintf("line %d", line))
+	}
+	if other != spot {
+		what, why = "overlaps", ": a wildcard address takes the port on every address"
+		at = append(at, strconv.Quote(ls[j].Listen))
+	}
+	msg := fmt.Sprintf("%q %s %s", addr, what, o.p.object("listener", j, ls[j].Name).label)
+	if len(at) > 0 {
+		msg += " (" + strings.Join(at, ", ") + ")"
+	}
+	o.problem(key, errors.New(msg+why))
+	return true
 }
 
 // ListenSpot spells a listen address so that two that bind the same
