@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -271,8 +272,8 @@ func (o object) integer(key string, v any, dst *int) {
 		o.problem(key, fmt.Errorf("expected an integer, found %s", describe(v)))
 		return
 	}
-	if n < 0 || n > 1<<20 {
-		o.problem(key, fmt.Errorf("%d is out of range 0 to %d", n, 1<<20))
+	if n < math.MinInt32 || n > math.MaxInt32 { // each key's own check says its range
+		o.problem(key, fmt.Errorf("%d is out of range", n))
 		return
 	}
 	*dst = int(n)

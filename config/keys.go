@@ -1,9 +1,9 @@
 package config
 
 import (
+	"math"
 	"net/netip"
 	"slices"
-
 	"time"
 
 	"github.com/closeproxy/closeproxy/policy"
@@ -109,7 +109,7 @@ accepting side of each leg (front: the proxy; back: the backend), spares a
 client that closes first with a safe reset, and switches new closes to
 "nowhere" (safe resets: no TIME-WAIT) under pressure, with hysteresis.`},
 	{path: "auto.tw_budget", at: field(func(c *Config) any { return &c.Auto.TWBudget }),
-		restart: true, def: 0, check: atLeast0("half of net.ipv4.tcp_max_tw_buckets"), doc: `
+		restart: true, def: 0, check: upTo(math.MaxInt32, "half of net.ipv4.tcp_max_tw_buckets"), doc: `
 TIME-WAIT sockets this host may hold before closes switch to nowhere.
 0 means half of net.ipv4.tcp_max_tw_buckets, read again with every
 sample (a change of the sysctl applies without a restart).`},
@@ -180,10 +180,11 @@ has for the next request head (an idle connection then ends by its close
 policy, nothing cut), and the longest a request waits, no byte moving,
 for its answer (then 504).`},
 	{path: "listener.max_connections", at: field(func(l *Listener) any { return &l.MaxConnections }),
-		def: 10000, doc: `
-Sessions open at once on this listener. A connection beyond it is reset
-at once (no TIME-WAIT), counted in closeproxy_connections_rejected_total
-and recorded with outcome over_limit. 0 means no cap.`},
+		def: 10000, check: atLeast0("no cap"), doc: `
+Sessions open at once on this listener, up to 1048576. A connection
+beyond it is reset at once (no TIME-WAIT), counted in
+closeproxy_connections_rejected_total and recorded with outcome
+over_limit. 0 means no cap.`},
 	{path: "listener.intercept", at: field(func(l *Listener) any { return &l.Intercept }),
 		def: InterceptOff, check: oneOf(InterceptOff, InterceptTProxy, InterceptRedirect), doc: `
 Whether connections arrive here because a firewall rule in this host's

@@ -138,8 +138,8 @@ flooded. "0s" turns it off.`},
 The pool of connections to this backend: one pool per server.`},
 	{path: "backend.pool.warm", at: field(func(b *Backend) any { return &b.Pool.Warm }),
 		def: 8, check: atLeast0(""), doc: `
-Idle pre-dialed connections kept ready, so a new session skips the
-connect. They are checked for liveness before use; a backend that
+Idle pre-dialed connections kept ready (up to 1048576), so a new session
+skips the connect. They are checked for liveness before use; a backend that
 sends first (a greeting) stops the warming at its first greeting, with
 a warning. 0 turns warming off;
 source = "client" never warms (a warm connection would come from no
@@ -155,7 +155,7 @@ keepalive_timeout, 75s by default).`},
 	{path: "backend.pool.max_conns", at: field(func(b *Backend) any { return &b.Pool.MaxConns }),
 		def: 1024, check: atLeast0("no cap"), doc: `
 Connections to this backend, in use and idle together (with several
-servers: to each server). A session that finds none free waits up to
+servers: to each server), up to 1048576. A session that finds none free waits up to
 connect_timeout, then is refused with outcome pool_exhausted. 0 means no
 cap.`},
 

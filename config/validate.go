@@ -340,14 +340,23 @@ func between(lo, hi int, phrase string) func(any) error {
 	})
 }
 
-// atLeast0 accepts integers from 0; zero, if set, says what 0 means.
-func atLeast0(zero string) func(any) error {
+// atLeast0 accepts integers from 0 to maxCount; zero, if set, says what
+// 0 means.
+func atLeast0(zero string) func(any) error { return upTo(maxCount, zero) }
+
+// maxCount bounds counts of connections and sessions: far above what a
+// host holds, low enough that a typo does not have the pool dial without
+// end.
+const maxCount = 1 << 20
+
+// upTo accepts integers from 0 to hi; zero, if set, says what 0 means.
+func upTo(hi int, zero string) func(any) error {
 	if zero != "" {
 		zero = " (" + zero + ")"
 	}
 	return checkOf(func(n int) error {
-		if n < 0 {
-			return fmt.Errorf("must be 0%s or more, not %d", zero, n)
+		if n < 0 || n > hi {
+			return fmt.Errorf("%d is not from 0%s to %d", n, zero, hi)
 		}
 		return nil
 	})
