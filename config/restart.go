@@ -25,3 +25,14 @@ func RestartOnly(running, next *Config) []Change {
 	}
 	return changed
 }
+
+// KeepRestartOnly sets next's restart-only keys to running's values: the
+// configuration a reload applies, for every part that reads it whole (the
+// TIME-WAIT watcher reads admin.listen, which a reload does not change).
+func KeepRestartOnly(running, next *Config) {
+	for _, k := range keysIn("") {
+		if k.restart {
+			k.set(next, k.value(running))
+		}
+	}
+}

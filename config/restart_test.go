@@ -44,3 +44,18 @@ func TestRestartOnlyKeys(t *testing.T) {
 		}
 	}
 }
+
+// What a reload applies: the file, but the restart-only keys as they run
+// (a watcher that read admin.listen = "off" from the file stopped caching
+// kernel samples for the admin listener that still served).
+func TestKeepRestartOnly(t *testing.T) {
+	old := mustParse(t, minimal)
+	next := mustParse(t, "shutdown_timeout = \"5s\"\n[log]\nlevel = \"debug\"\n[admin]\nlisten = \"off\"\n[auto]\ntw_budget = 100\n"+minimal)
+	KeepRestartOnly(old, next)
+	if changed := RestartOnly(old, next); len(changed) != 0 {
+		t.Errorf("restart-only keys still differ: %v", changed)
+	}
+	if next.Admin.Listen != old.Admin.Listen || next.Log.Level != "debug" {
+		t.Errorf("admin.listen %q, log.level %q; want the running %q and the file's debug", next.Admin.Listen, next.Log.Level, old.Admin.Listen)
+	}
+}

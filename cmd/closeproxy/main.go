@@ -413,10 +413,12 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, p parts
 // log.level lets through, so that no reload goes unconfirmed.
 func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	cfg, err := config.Load(path)
-	if err == nil {
-		err = p.srv.Reload(ctx, cfg)
-	}
 	if err != nil {
+		return err
+	}
+	changed := config.RestartOnly(p.cfg, cfg)
+	config.KeepRestartOnly(p.cfg, cfg) // not even in part: the whole file but those
+	if err := p.srv.Reload(ctx, cfg); err != nil {
 		return err
 	}
 	p.tw.Update(cfg)
@@ -425,7 +427,7 @@ func reload(ctx context.Context, path string, p parts, lg *logs) error {
 	// reload that also raises log.level does not swallow them; the
 	// confirmation names the keys again.
 	var restart []string
-	for _, c := range config.RestartOnly(p.cfg, cfg) {
+	for _, c := range changed {
 		restart = append(restart, c.Key)
 		lg.log.Warn("reload: "+c.Key+" changed; it takes effect after a restart",
 			zap.String("key", c.Key), zap.String("running", c.Running), zap.String("file", c.File))
