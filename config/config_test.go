@@ -228,7 +228,12 @@ func TestWrongTypeNamesItsLine(t *testing.T) {
 		{
 			name: "string where the close table is expected",
 			src:  minimal + "close = \"reset\"\n",
-			want: `config.toml:10: backend.close: expected a table, found string`,
+			want: `config.toml:10: backend "app": close: expected a table, found string`,
+		},
+		{
+			name: "an array of tables where the close table is expected",
+			src:  minimal + "[[backend.close]]\ntime_wait = \"proxy\"\n",
+			want: `config.toml:10: backend "app": close: expected a table, found array`,
 		},
 		{
 			name: "TOML syntax error",

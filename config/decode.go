@@ -92,7 +92,9 @@ func (o object) decodeKeys(scope string, t map[string]any, obj any) {
 		case !ok || k.kind == array:
 		case k.kind == table:
 			if _, isTable := v.(map[string]any); !isTable {
-				o.p.tableType(slices.Concat(o.at, strings.Split(k.rel(), ".")), "a table", v)
+				// on its own line: [[listener.close]] is the array's first
+				// element, the key alone the parent's header
+				o.problemOn(k.rel()+index(0), k.rel(), fmt.Errorf("expected a table, found %s", typeName(v)))
 			}
 		default:
 			o.decode(k, t, v, obj)

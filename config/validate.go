@@ -221,7 +221,7 @@ func backendRef(name string, backends map[string]int) error {
 		}
 		slices.Sort(names)
 		if len(names) == 0 {
-			return fmt.Errorf("%q names no [[backend]]; none is defined", name)
+			return fmt.Errorf("%q names no [[backend]]; none with a name is defined", name)
 		}
 		return fmt.Errorf("%q names no [[backend]]; defined: %s", name, strings.Join(names, ", "))
 	}

@@ -33,7 +33,11 @@ func configAdmin(path, flagName string, warn io.Writer) (string, error) {
 	if cfg, err := config.Load(path); err == nil {
 		listen = cfg.Admin.Listen
 	} else if l, ok := adminListenAlone(path); ok {
-		fmt.Fprintf(warn, "closeproxy: warning: %s does not load (closeproxy check -config %s says why); using the admin.listen it names, %q\n", path, path, l)
+		which := "the admin.listen it names"
+		if l == "" {
+			l, which = listen, "the default admin.listen (it names none)"
+		}
+		fmt.Fprintf(warn, "closeproxy: warning: %s does not load (closeproxy check -config %s says why); using %s, %q\n", path, path, which, l)
 		listen = l
 	} else {
 		return "", err
@@ -59,7 +63,7 @@ func configAdmin(path, flagName string, warn io.Writer) (string, error) {
 }
 
 // adminListenAlone reads admin.listen alone from a TOML file, any other
-// key and value ignored (the default when it names none); false when
+// key and value ignored ("" when it names none: the default); false when
 // the file cannot be read. A file that is not TOML (a quote or bracket
 // left open, the likeliest slip in an edit) is scanned line by line for
 // the key instead: found, it is the address; not found, false, since the
@@ -75,7 +79,7 @@ func adminListenAlone(path string) (string, bool) {
 	case err != nil:
 		return "", false
 	case f.Admin.Listen == nil:
-		return config.Defaults().Admin.Listen, true
+		return "", true // none named: the default
 	}
 	return *f.Admin.Listen, true
 }

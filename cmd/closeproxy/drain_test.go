@@ -134,6 +134,12 @@ func TestConfigAdmin(t *testing.T) {
 	if got, err := configAdmin(broken, "-admin", &warn); got != "127.0.0.1:9903" || err != nil || !strings.Contains(warn.String(), "does not load (closeproxy check -config") {
 		t.Errorf("broken file: %q, %v, warning %q; want 127.0.0.1:9903 and a warning", got, err, warn.String())
 	}
+	// One that names no admin.listen: the default, said as the default.
+	warn.Reset()
+	if got, err := configAdmin(writeConfig(t, "listen_backlog = 5\n"), "-admin", &warn); got != "127.0.0.1:9901" || err != nil ||
+		!strings.Contains(warn.String(), "the default admin.listen (it names none)") {
+		t.Errorf("a broken file naming none: %q, %v, warning %q; want the default, said so", got, err, warn.String())
+	}
 	// Not TOML (a quote left open): the key is found by its line, in
 	// [admin] or dotted before any table; not found, refused.
 	for _, c := range []struct{ file, want string }{

@@ -241,6 +241,9 @@ func recordsDir(records string) error {
 	case !fi.IsDir():
 		return fmt.Errorf("%s is not a directory", dir)
 	}
+	if fi, err := os.Stat(records); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s is a directory; name a file in it", records)
+	}
 	return nil
 }
 

@@ -230,6 +230,13 @@ func TestRecordsDirectoryMissing(t *testing.T) {
 		!strings.HasPrefix(errOut.String(), path+": log.records: ") {
 		t.Errorf("run: exit %d, stderr %q; want 1 and the file named", code, errOut.String())
 	}
+	dir := t.TempDir() // a directory where a file is meant
+	path = writeConfig(t, "[log]\nrecords = \""+dir+"\"\n"+minimal)
+	errOut.Reset()
+	if code := run([]string{"check", "-config", path}, &out, &errOut); code != 0 ||
+		!strings.Contains(errOut.String(), "warning: "+path+": log.records: "+dir+" is a directory; name a file in it") {
+		t.Errorf("check, records a directory: exit %d, stderr %q; want 0 and a warning", code, errOut.String())
+	}
 }
 
 // A listener that cannot bind is a start that failed, not a stop.
