@@ -16,7 +16,7 @@ func ReadResponse(br *bufio.Reader, req *Request, lim Limits) (*Response, error)
 	if r.Raw, r.Header, err = parseHead(br, lim, false, ErrBadResponse, r.parseLine); err != nil {
 		return nil, err
 	}
-	if reason := r.frame(req.Method); reason != "" {
+	if reason := r.frameFor(req); reason != "" {
 		return nil, refuse(ErrBadResponse, reason)
 	}
 	return r, nil
@@ -35,10 +35,20 @@ func ReadResponseIn(b []byte, req *Request, lim Limits, r *Response) (n int, err
 		return 0, err
 	}
 	r.Raw, r.Header = raw, fields
-	if reason := r.frame(req.Method); reason != "" {
+	if reason := r.frameFor(req); reason != "" {
 		return 0, refuse(ErrBadResponse, reason)
 	}
 	return n, nil
+}
+
+// frameFor frames r as the answer to req: what frame says, and a 101 only
+// where req asked to upgrade (RFC 9110 §15.2.2), else the bytes after it
+// would be relayed as a tunnel nobody asked for.
+func (r *Response) frameFor(req *Request) string {
+	if r.Status == 101 && !req.Upgrade {
+		return "101 to a request that asked for no upgrade"
+	}
+	return r.frame(req.Method)
 }
 
 // CopyBody relays the response's body from br to dst; see CopyBody. Its

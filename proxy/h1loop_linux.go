@@ -1095,10 +1095,6 @@ func (h *h1Loop) parseResponse() bool {
 		k.putResponse(resp)
 		h.badResponse(err)
 		return true
-	case resp.Status == 101 && !x.req.Upgrade:
-		k.putResponse(resp)
-		h.badResponse(fmt.Errorf("%w: 101 to a request that asked for no upgrade", http1.ErrBadResponse))
-		return true
 	}
 	h.rec().Received(policy.Back, int64(len(resp.Raw)))
 	x.binN, x.tried = copy(x.bin, x.bin[used:x.binN]), 0

@@ -504,3 +504,25 @@ func TestHTTP1EarlyResponseLetsASendingClientFinish(t *testing.T) {
 		t.Errorf("record: outcome %s (%v), cut back %v front %v; want ok, nothing cut", td.Outcome, td.Err, td.Back.Cut, td.Front.Cut)
 	}
 }
+
+// A 101 to a request that asked for no upgrade is a bad response on
+// either relay: a 502, not a tunnel carrying the backend's raw bytes.
+func TestHTTP1UnaskedSwitchingProtocolsIsABadResponse(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\n\r\nTUNNEL-BYTES")
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	got, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(got), "HTTP/1.1 502 ") || strings.Contains(string(got), "TUNNEL-BYTES") {
+		t.Errorf("client got %q, want a 502 and none of the backend's bytes", got)
+	}
+	if td := h.record(t); td.Outcome != engine.OutcomeBadResponse {
+		t.Errorf("outcome %s (%v), want bad_response", td.Outcome, td.Err)
+	}
+}
