@@ -1013,9 +1013,19 @@ func (h *h1Loop) badBody(err error) {
 
 // clientAborted: the client ended (FIN or RST) before its request was
 // whole. The backend got part of it and is reset; the client, which left
-// mid-request, is reset too.
+// mid-request, is reset too. A backend connection that got nothing (a
+// chunked body still held with its head) goes back to its pool as it
+// was, and what was held counts as received from the client.
 func (h *h1Loop) clientAborted(err error) {
+	x := h.x
 	h.rec().Outcome(engine.OutcomeClientAborted, err)
+	if x.hold {
+		h.rec().Received(policy.Front, int64(len(x.toBack)-x.headUp))
+		if x.bc != nil {
+			h.putBack(x.bc, x.back)
+			x.back, x.bc = nil, nil
+		}
+	}
 	h.cut()
 }
 

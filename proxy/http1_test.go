@@ -526,3 +526,33 @@ func TestHTTP1UnaskedSwitchingProtocolsIsABadResponse(t *testing.T) {
 		t.Errorf("outcome %s (%v), want bad_response", td.Outcome, td.Err)
 	}
 }
+
+// A client that leaves inside a chunked body the proxy still holds (none
+// of the request went to the backend): every byte it sent counts as
+// received, and the pooled backend connection, which got nothing, is not
+// cut: the next request is served on it.
+func TestHTTP1ClientLeavingAHeldBodyCutsNoBackend(t *testing.T) {
+	o := startOrigin(t, hello)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	if got := roundTrips(t, h.addr, "GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1); !strings.HasPrefix(got[0], "200 ") {
+		t.Fatalf("first request: %q", got)
+	}
+	h.record(t)
+	c := dialClient(t, h.addr, false)
+	sent := "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nabc"
+	io.WriteString(c, sent)
+	c.CloseWrite()
+	io.ReadAll(c)
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeClientAborted || td.Front.BytesIn != int64(len(sent)) || td.Back.Cut {
+		t.Errorf("record: outcome %s, front.bytes_in %d, back.cut %v; want client_aborted, %d, false",
+			td.Outcome, td.Front.BytesIn, td.Back.Cut, len(sent))
+	}
+	if got := roundTrips(t, h.addr, "GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1); !strings.HasPrefix(got[0], "200 ") {
+		t.Fatalf("next request: %q", got)
+	}
+	h.record(t)
+	if n := o.conns.Load(); n != 1 {
+		t.Errorf("the origin accepted %d connections, want 1: the one that got nothing was cut", n)
+	}
+}
