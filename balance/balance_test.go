@@ -151,6 +151,7 @@ func TestHealthStateMachine(t *testing.T) {
 		{"passive failure 1", func() bool { return h.Passive(false, now) }, false, true},
 		{"passive ok resets", func() bool { return h.Passive(true, now) }, false, true},
 		{"passive failure 1 again", func() bool { return h.Passive(false, now) }, false, true},
+		{"a passed check between leaves it counted", func() bool { return h.Checked(true, now) }, false, true},
 		{"passive failure 2: ejected", func() bool { return h.Passive(false, now) }, true, false},
 		{"passive ok does not bring it back", func() bool { return h.Passive(true, now) }, false, false},
 	}

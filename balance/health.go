@@ -60,7 +60,9 @@ func (h *Health) Checked(ok bool, now time.Time) bool {
 	defer h.mu.Unlock()
 	h.reviveLocked(now)
 	if ok {
-		h.passed, h.failed, h.passive = h.passed+1, 0, 0
+		// A passed check leaves the passive count: a server that accepts
+		// (what a tcp check asks) may still reset every session.
+		h.passed, h.failed = h.passed+1, 0
 		if !h.up && h.passed >= h.cfg.Rise {
 			h.setLocked(true, now)
 			return true

@@ -127,7 +127,8 @@ failed dials (refused, timed out, unreachable; never a local failure
 such as running out of ports) or backend resets seen by sessions, and
 brought back by rise passed checks (with check = "off": after one
 interval). Only a session the server served resets the count, not a
-dial that worked. 0 turns it off.`},
+dial that worked nor a passed check (a server that accepts, as a tcp
+check asks, may still reset every session). 0 turns it off.`},
 	{path: "backend.health.ease_in", at: field(func(b *Backend) any { return &b.Health.EaseIn }),
 		def: 10 * time.Second, check: notNegative, doc: `
 A server that comes back up starts at a tenth of its weight and reaches
