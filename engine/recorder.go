@@ -53,6 +53,10 @@ func (r *Recorder) Client() netip.AddrPort { return r.td.Client }
 // OriginalDst is the address the client dialed, under intercept.
 func (r *Recorder) OriginalDst() netip.AddrPort { return r.td.OriginalDst }
 
+// Acquiring notes that a backend connection is sought anew (http1: one a
+// request): back.tries counts the servers tried for the last one.
+func (r *Recorder) Acquiring() { r.td.BackTries = 0 }
+
 // Trying notes that a server is asked for a connection.
 func (r *Recorder) Trying(server string) {
 	r.td.BackTries++

@@ -784,6 +784,7 @@ func retryable(req *http1.Request) bool {
 func (h *h1Loop) reuse(c *pool.Conn) {
 	c.Pooled, c.Reused = true, true
 	c.Uses++
+	h.rec().Acquiring()
 	h.rec().Trying(h.ss.sv.addr)
 	h.ss.connected(c)
 	h.rec().Connecting(0)
@@ -833,6 +834,7 @@ func (ss *session) readyBackend(loop int, quiet func(int) bool) *pool.Conn {
 			return nil
 		}
 	}
+	ss.rec.Acquiring()
 	ss.rec.Trying(sv.addr)
 	ss.connected(c)
 	ss.rec.Connecting(time.Since(t0))

@@ -556,3 +556,18 @@ func TestHTTP1ClientLeavingAHeldBodyCutsNoBackend(t *testing.T) {
 		t.Errorf("the origin accepted %d connections, want 1: the one that got nothing was cut", n)
 	}
 }
+
+// back.tries counts the servers tried for the last request's connection,
+// not the requests: five on one keep-alive connection, one server, 1.
+func TestHTTP1TriesCountServersNotRequests(t *testing.T) {
+	o := startOrigin(t, hello)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	req := "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+	got := roundTrips(t, h.addr, strings.Repeat(req, 4)+"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 5)
+	if len(got) != 5 {
+		t.Fatalf("%d responses, want 5", len(got))
+	}
+	if td := h.record(t); td.BackTries != 1 || td.BackRequests != 5 {
+		t.Errorf("back.tries %d, back.requests %d; want 1 and 5", td.BackTries, td.BackRequests)
+	}
+}

@@ -357,6 +357,7 @@ func dialOutcome(err error) engine.Outcome {
 // backend. Each try is bounded by connect_timeout. An http1 session keeps
 // the server it got while that server gives connections.
 func (ss *session) acquire() (*pool.Conn, error) {
+	ss.rec.Acquiring()
 	t0 := time.Now()
 	defer func() { ss.rec.Connecting(time.Since(t0)) }()
 	var lastErr error
