@@ -136,20 +136,28 @@ func (a *autoWatch) switched(reason string, on bool, fields ...zap.Field) {
 // waitLogged waits until every switch's line is written.
 func (a *autoWatch) waitLogged() { a.logging.Wait() }
 
-// countPlaced counts the TIME-WAITs a finished session left on the proxy, while
-// some leg uses auto (without samples nothing would ever reset them).
+// countPlaced counts the TIME-WAITs a finished session left on this host,
+// while some leg uses auto (without samples nothing would ever reset
+// them): the proxy's, and a peer's on loopback (a sidecar's backend,
+// whose TIME-WAIT the host's count holds as well).
 func (a *autoWatch) countPlaced(td *engine.Teardown) {
 	if !a.running.Load() {
 		return
 	}
 	for _, l := range []*engine.LegRecord{&td.Front, &td.Back} {
-		if proxyHolds(l.TimeWait) {
+		if proxyHolds(l.TimeWait) || peerHoldsHere(l) {
 			a.placedTimeWait()
 		}
 	}
 	if proxyHolds(td.Back.TimeWait) {
 		a.placedToward(td.Back.Peer)
 	}
+}
+
+// peerHoldsHere reports a TIME-WAIT l's peer holds on this host: a peer
+// on loopback that closed first.
+func peerHoldsHere(l *engine.LegRecord) bool {
+	return (l.TimeWait == policy.SideClient || l.TimeWait == policy.SideBackend) && l.Peer.Addr().Unmap().IsLoopback()
 }
 
 // proxyHolds reports a TIME-WAIT the proxy may hold: its own, both sides'

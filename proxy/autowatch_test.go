@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/procnet"
 	"github.com/closeproxy/closeproxy/sockdiag"
@@ -257,5 +258,19 @@ func TestSessionsGetTheServersAutoHooks(t *testing.T) {
 	held()
 	if a.placing.Load() != 0 {
 		t.Errorf("placing %d after release, want 0", a.placing.Load())
+	}
+}
+
+// A TIME-WAIT a peer on loopback holds (a sidecar's backend that closed
+// first) is on this host too: it counts toward the budget between
+// samples, as the proxy's own do; one a remote peer holds does not.
+func TestAutoCountsTimeWaitALocalPeerHolds(t *testing.T) {
+	a := testAutoWatch(t, config.Defaults().Auto, zaptest.NewLogger(t))
+	a.running.Store(true)
+	local, remote := netip.MustParseAddrPort("127.0.0.1:8081"), netip.MustParseAddrPort("192.0.2.9:8081")
+	td := &engine.Teardown{Back: engine.LegRecord{TimeWait: policy.SideBackend, Peer: local}, Front: engine.LegRecord{TimeWait: policy.SideClient, Peer: remote}}
+	a.countPlaced(td)
+	if n := a.placed.Load(); n != 1 {
+		t.Errorf("placed %d after a local backend's TIME-WAIT and a remote client's, want 1", n)
 	}
 }
