@@ -36,8 +36,10 @@ COPY --from=build /src/deploy/sidecar.toml /etc/closeproxy/closeproxy.toml
 # Numeric, so that a kubelet with runAsNonRoot can verify it.
 USER 65532:65532
 EXPOSE 8080 9901
-# No shell or curl in the image: the binary asks its own admin listener.
+# No shell or curl in the image: the binary asks its own admin listener,
+# at the admin.listen of the configuration it runs (a mounted file with
+# another admin.listen included).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s \
-	CMD ["/closeproxy", "healthcheck", "-url", "http://127.0.0.1:9901/healthz"]
+	CMD ["/closeproxy", "healthcheck", "-config", "/etc/closeproxy/closeproxy.toml"]
 ENTRYPOINT ["/closeproxy"]
 CMD ["run", "-config", "/etc/closeproxy/closeproxy.toml"]

@@ -84,6 +84,12 @@ func TestImageDefaultConfigIsASidecar(t *testing.T) {
 		!strings.Contains(df, `CMD ["run", "-config", "/etc/closeproxy/closeproxy.toml"]`) {
 		t.Error("the Dockerfile does not install deploy/sidecar.toml as the configuration its CMD runs")
 	}
+	// The HEALTHCHECK asks where the configuration it runs says: a
+	// mounted file with another admin.listen (or "off") would otherwise
+	// be reported unhealthy, or healthy for the wrong reason.
+	if !strings.Contains(df, `CMD ["/closeproxy", "healthcheck", "-config", "/etc/closeproxy/closeproxy.toml"]`) {
+		t.Error("the Dockerfile's HEALTHCHECK does not ask the admin.listen of /etc/closeproxy/closeproxy.toml")
+	}
 	ignore, err := os.ReadFile("../.dockerignore")
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/closeproxy/closeproxy/procnet"
@@ -42,11 +43,15 @@ func (a *advisor) recommend(kind, line, why string) {
 // advise turns the report's findings into warnings and recommendations.
 func advise(rep *Report, k *kernel) ([]Warning, []Recommendation) {
 	a := &advisor{warnings: []Warning{}, recs: []Recommendation{}, seen: map[string]bool{}}
-	dialPressure := false
+	// dialPressure: some dialer of this host runs short of ports; remote:
+	// toward a destination off loopback (tcp_tw_reuse = 2 covers loopback).
+	dialPressure, remote := false, false
 	for _, lg := range rep.Legs {
 		if lg.overBudget() {
 			a.legBudget(lg)
-			dialPressure = dialPressure || lg.Leg == "back"
+			if lg.Leg == "back" {
+				dialPressure, remote = true, remote || !onLoopback(lg.Destination)
+			}
 		}
 	}
 	for _, d := range rep.TimeWait.TopDestinations {
@@ -55,10 +60,12 @@ func advise(rep *Report, k *kernel) ([]Warning, []Recommendation) {
 				"%d TIME-WAIT sockets toward %s hold %.0f%% of the %d usable ports: connect() to it fails with EADDRNOTAVAIL at 100%%",
 				d.Count, d.Addr, 100*d.Share, rep.TimeWait.UsablePorts)})
 		}
-		dialPressure = dialPressure || d.Share > reuseShare
+		if d.Share > reuseShare {
+			dialPressure, remote = true, remote || !d.Addr.Addr().Unmap().IsLoopback()
+		}
 	}
 	if dialPressure {
-		a.dialing(k)
+		a.dialing(k, remote)
 	}
 	a.buckets(rep.TimeWait, k)
 	a.limits(k)
@@ -103,9 +110,18 @@ func whenDialerHolds(lg Leg) string {
 	return "when the proxy ends first (the client closed first)"
 }
 
-// dialing recommends what the kernel offers a dialer short of ports.
-func (a *advisor) dialing(k *kernel) {
-	if k.twReuse.ok && k.twReuse.v != 1 {
+// onLoopback reports that a leg's destination (host:port) is a loopback
+// address; a name or what does not parse is not known to be.
+func onLoopback(dest string) bool {
+	ap, err := netip.ParseAddrPort(dest)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// dialing recommends what the kernel offers a dialer short of ports;
+// remote: toward some destination off loopback, which tcp_tw_reuse = 2
+// (loopback only) does not cover.
+func (a *advisor) dialing(k *kernel, remote bool) {
+	if k.twReuse.ok && (k.twReuse.v == 0 || k.twReuse.v == 2 && remote) {
 		a.recommend("sysctl", "sysctl -w net.ipv4.tcp_tw_reuse=1",
 			"connect() may then reuse a port whose 4-tuple is in TIME-WAIT after 1 s; it applies to outgoing connections only and needs tcp_timestamps")
 	}

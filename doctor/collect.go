@@ -15,6 +15,11 @@ import (
 // names none.
 const DefaultRate = 100
 
+// MaxRate bounds the rate doctor judges at: far above what one host
+// accepts (a billion connections a second), low enough that the ports
+// pinned (rate x 60 s) stay an exact integer.
+const MaxRate = 1e9
+
 // Options say what Collect judges.
 type Options struct {
 	// Config, if set, is judged leg by leg; ConfigPath names it in the report.
@@ -55,8 +60,8 @@ func (src source) sockets() ([]sockdiag.Socket, error) {
 // cannot be read are listed in Report.Unread, not returned as errors; the
 // error is for options that make no sense.
 func Collect(opts Options) (*Report, error) {
-	if opts.Rate < 0 {
-		return nil, fmt.Errorf("doctor: rate %v: must not be negative", opts.Rate)
+	if opts.Rate < 0 || opts.Rate > MaxRate {
+		return nil, fmt.Errorf("doctor: rate %v: must be from 0 to %g", opts.Rate, float64(MaxRate))
 	}
 	if opts.Rate == 0 {
 		opts.Rate = DefaultRate
@@ -78,7 +83,7 @@ func collect(opts Options) *Report {
 		rep.TimeWait.Error = unreadable(err, opts.src.goos)
 		rep.Unread = append(rep.Unread, "TIME-WAIT sockets (sock_diag): "+rep.TimeWait.Error)
 	} else {
-		rep.TimeWait = groupTimeWait(socks, k.usable, opts.Top)
+		rep.TimeWait = groupTimeWait(socks, k.usable, opts.Top, k.portLo, k.portHi)
 	}
 	rep.TimeWait.UsablePorts, rep.TimeWait.MaxBuckets = k.usable, k.maxTW.v
 	if opts.Config != nil {

@@ -10,12 +10,15 @@ import (
 )
 
 // groupTimeWait splits TIME-WAIT sockets into the accepting side (the local
-// port is one some socket listens on, on that address or a wildcard) and
-// the dialing side (everything else), grouped by listening port and by
-// remote ip:port. LISTEN sockets in socks only say which ports are
-// listened on. sock_diag also answers a TIME-WAIT request with orphaned
-// FIN-WAIT-2 sockets (state 5): they are counted apart, never as TIME-WAIT.
-func groupTimeWait(socks []sockdiag.Socket, usable, top int) TimeWait {
+// port is one some socket listens on, on that address or a wildcard; or,
+// listened on by none, one outside the ephemeral range [lo, hi], which
+// connect() does not pick: a listener that closed, as after a restart or
+// a drain) and the dialing side (everything else), grouped by listening
+// port and by remote ip:port. LISTEN sockets in socks only say which
+// ports are listened on. lo and hi 0: the range is unknown. sock_diag
+// also answers a TIME-WAIT request with orphaned FIN-WAIT-2 sockets
+// (state 5): they are counted apart, never as TIME-WAIT.
+func groupTimeWait(socks []sockdiag.Socket, usable, top, lo, hi int) TimeWait {
 	listening := map[uint16][]netip.Addr{}
 	for _, s := range socks {
 		if s.State == stateListen {
@@ -29,7 +32,7 @@ func groupTimeWait(socks []sockdiag.Socket, usable, top int) TimeWait {
 		case s.State == sockdiag.FinWait2:
 			tw.FinWait2++
 		case s.State != sockdiag.TimeWait:
-		case accepted(s, listening):
+		case accepted(s, listening) || listening[s.Local.Port()] == nil && outside(s.Local.Port(), lo, hi):
 			tw.Accepting++
 			byPort[s.Local.Port()]++
 		default:
@@ -48,6 +51,12 @@ func groupTimeWait(socks []sockdiag.Socket, usable, top int) TimeWait {
 	tw.Destinations = len(byDest)
 	tw.TopDestinations = topDestinations(byDest, usable, top)
 	return tw
+}
+
+// outside reports that port is not in the ephemeral range [lo, hi],
+// when the range is known.
+func outside(port uint16, lo, hi int) bool {
+	return hi > 0 && (int(port) < lo || int(port) > hi)
 }
 
 // accepted reports whether s's local address is one a socket listens on.

@@ -2,6 +2,8 @@ package doctor
 
 import (
 	"errors"
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/closeproxy/closeproxy/sockdiag"
@@ -18,10 +20,12 @@ func TestGroupTimeWait(t *testing.T) {
 		sock(sockdiag.TimeWait, "10.0.0.1:40001", "10.0.0.3:443"),        // dialed
 		sock(sockdiag.FinWait2, "10.0.0.1:40002", "10.0.0.2:443"),        // orphaned FIN-WAIT-2: not TIME-WAIT
 		sock(sockdiag.TimeWait, "[2001:db8::1]:80", "[2001:db8::9]:443"), // accepted (wildcard listener's port)
+		sock(sockdiag.TimeWait, "10.0.0.1:8443", "10.0.0.9:50002"),       // no listener now, not an ephemeral port: accepted (a listener that closed)
+		sock(sockdiag.TimeWait, "10.0.0.1:40003", "10.0.0.9:8443"),       // no listener, an ephemeral port: dialed
 	}
-	tw := groupTimeWait(socks, 100, 1)
-	if tw.Total != 6 || tw.Accepting != 3 || tw.Dialing != 3 || tw.FinWait2 != 1 || tw.Destinations != 2 {
-		t.Fatalf("total %d accepting %d dialing %d fin-wait-2 %d destinations %d; want 6 3 3 1 2",
+	tw := groupTimeWait(socks, 100, 1, 32768, 60999)
+	if tw.Total != 8 || tw.Accepting != 4 || tw.Dialing != 4 || tw.FinWait2 != 1 || tw.Destinations != 3 {
+		t.Fatalf("total %d accepting %d dialing %d fin-wait-2 %d destinations %d; want 8 4 4 1 3",
 			tw.Total, tw.Accepting, tw.Dialing, tw.FinWait2, tw.Destinations)
 	}
 	if len(tw.ByListenPort) != 1 || tw.ByListenPort[0] != (PortCount{Port: 80, Count: 2}) {
@@ -51,5 +55,22 @@ func TestCollectWithoutSockDiag(t *testing.T) {
 	if rep.TimeWait.Error == "" || len(rep.Unread) != 1 || len(rep.Settings) != 9 {
 		t.Errorf("time_wait error %q, unread %q, %d settings; want an error, one unread, 9 settings",
 			rep.TimeWait.Error, rep.Unread, len(rep.Settings))
+	}
+}
+
+// tcp_tw_reuse = 2 covers loopback: a dialer short of ports toward a
+// backend on loopback is not told to set 1, one toward another host is.
+func TestTWReuseAdviceKnowsLoopback(t *testing.T) {
+	for dest, want := range map[string]bool{"127.0.0.1:8081": false, "10.0.0.2:8081": true} {
+		rep := &Report{TimeWait: TimeWait{UsablePorts: 100, TopDestinations: []Destination{
+			{Addr: netip.MustParseAddrPort(dest), Count: 90, Share: 0.9}}}}
+		_, recs := advise(rep, &kernel{twReuse: figure{v: 2, ok: true}})
+		got := false
+		for _, r := range recs {
+			got = got || strings.Contains(r.Line, "tcp_tw_reuse=1")
+		}
+		if got != want {
+			t.Errorf("tcp_tw_reuse = 2, pressure toward %s: recommends 1 %v, want %v (%+v)", dest, got, want, recs)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/doctor"
@@ -23,8 +22,8 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return flagCode(err)
 	}
-	if fs.NArg() > 0 || !(*rate > 0) || math.IsInf(*rate, 1) { // NaN fails > 0
-		fmt.Fprintln(stderr, "closeproxy doctor: usage: closeproxy doctor [-config FILE] [-rate N] [-json] (N > 0)")
+	if fs.NArg() > 0 || !(*rate > 0 && *rate <= doctor.MaxRate) { // NaN fails both
+		fmt.Fprintf(stderr, "closeproxy doctor: usage: closeproxy doctor [-config FILE] [-rate N] [-json] (0 < N <= %g)\n", float64(doctor.MaxRate))
 		return 2
 	}
 	opts := doctor.Options{Rate: *rate, ConfigPath: *path}

@@ -113,8 +113,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"healthcheck", "-url", "127.0.0.1:9901"}, `-url "127.0.0.1:9901" is not an http:// URL, such as http://127.0.0.1:9901/healthz`},
 		{[]string{"healthcheck", "http://127.0.0.1:9901/readyz"}, `unexpected argument "http://127.0.0.1:9901/readyz" (the endpoint goes in -url URL`},
 		{[]string{"healthcheck", "-timeout", "0s"}, "-timeout 0s: want more than 0"}, // 0 would wait forever
-		{[]string{"doctor", "-rate", "NaN"}, "(N > 0)"},
-		{[]string{"doctor", "-rate", "+Inf"}, "(N > 0)"},
+		{[]string{"doctor", "-rate", "NaN"}, "(0 < N <= 1e+09)"},
+		{[]string{"doctor", "-rate", "+Inf"}, "(0 < N <= 1e+09)"},
+		{[]string{"doctor", "-rate", "1e18"}, "(0 < N <= 1e+09)"}, // pinned ports would overflow
 		{[]string{"transparent"}, "need setup or teardown"},
 		{[]string{"transparent", "-dry-run", "setup"}, "need setup or teardown, before the flags"},
 		{[]string{"version", "-bogus"}, "flag provided but not defined: -bogus"},
