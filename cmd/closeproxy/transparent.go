@@ -84,8 +84,8 @@ func cmdTransparent(args []string, stdout, stderr io.Writer, run runFunc) int {
 		fmt.Fprintf(stderr, "closeproxy transparent: -mark %q: want a nonzero 32-bit number such as 0x1\n", *mark)
 		return 2
 	}
-	if *table < 1 || *table >= 253 && *table <= 255 || *table > 1<<31 {
-		fmt.Fprintf(stderr, "closeproxy transparent: -table %d: want a table number other than 253, 254, 255 (default, main, local)\n", *table)
+	if *table < 1 || *table >= 253 && *table <= 255 || int64(*table) > 1<<32-1 { // ip(8) takes table ids up to 2^32-1
+		fmt.Fprintf(stderr, "closeproxy transparent: -table %d: want a table number from 1 to 4294967295 other than 253, 254, 255 (default, main, local)\n", *table)
 		return 2
 	}
 	r := routing{mark: fmt.Sprintf("%#x", m), table: strconv.Itoa(*table), ipv6: *ipv6, dry: *dry, run: run, out: stdout}

@@ -61,7 +61,8 @@ func TestTransparentSetupTeardownIdempotent(t *testing.T) {
 
 func TestTransparentRefusesBadFlags(t *testing.T) {
 	f := &fakeRouting{have: map[string]int{}}
-	for _, args := range [][]string{{}, {"start"}, {"setup", "-mark", "0"}, {"setup", "-table", "254"}, {"setup", "extra"}} {
+	for _, args := range [][]string{{}, {"start"}, {"setup", "-mark", "0"}, {"setup", "-table", "254"}, {"setup", "-table", "0"},
+		{"setup", "-table", "4294967296"}, {"setup", "extra"}} {
 		var out, errOut strings.Builder
 		if rc := cmdTransparent(args, &out, &errOut, f.run); rc != 2 {
 			t.Errorf("%q: exit %d, want 2", args, rc)
@@ -69,5 +70,14 @@ func TestTransparentRefusesBadFlags(t *testing.T) {
 	}
 	if len(f.ran) != 0 {
 		t.Errorf("ran %q on bad flags", f.ran)
+	}
+}
+
+// ip(8) takes routing table ids up to 2^32-1: so does -table.
+func TestTransparentTakesAnyTableIPTakes(t *testing.T) {
+	f := &fakeRouting{have: map[string]int{}}
+	var out, errOut strings.Builder
+	if rc := cmdTransparent([]string{"setup", "-dry-run", "-table", "4294967295"}, &out, &errOut, f.run); rc != 0 || !strings.Contains(out.String(), "table 4294967295") {
+		t.Errorf("-table 4294967295: exit %d, %q %q; want 0 and the table used", rc, out.String(), errOut.String())
 	}
 }
