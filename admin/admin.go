@@ -196,8 +196,16 @@ func (a *Admin) handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
 		ErrorLog: zap.NewStdLog(a.log), Registry: a.reg,
 	}))
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", ServerHeader) // healthcheck and drain know who answered
+		mux.ServeHTTP(w, r)
+	})
 }
+
+// ServerHeader names the admin listener in every answer's Server header:
+// `closeproxy healthcheck` and `drain` take a 200 from anything else (the
+// web server, at a wrong -admin) for a failure, not for a drain done.
+const ServerHeader = "closeproxy-admin"
 
 // Serve serves HTTP on ln, and runs the Admin's own TIME-WAIT watcher if
 // it has one, until ctx ends, then shuts the HTTP server down gracefully

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
 )
 
@@ -125,4 +127,15 @@ func notRunning(err error, flagName string) error {
 		return err
 	}
 	return fmt.Errorf("%w: is closeproxy running? its admin listener is admin.listen (pass %s or -config)", err, flagName)
+}
+
+// fromAdmin says why resp is no closeproxy admin listener's answer: a
+// web server at a wrong address answers 200 too, and a drain that never
+// happened must not pass for one (a preStop hook would let the web server
+// go while the proxy still relays to it).
+func fromAdmin(resp *http.Response, flagName string) error {
+	if got := resp.Header.Get("Server"); got != admin.ServerHeader {
+		return fmt.Errorf("%s answered, but not as a closeproxy admin listener (Server %q): check %s or -config", resp.Request.URL.Host, got, flagName)
+	}
+	return nil
 }

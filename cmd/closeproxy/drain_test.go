@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
 )
 
@@ -21,6 +22,7 @@ func TestDrainSubcommand(t *testing.T) {
 	status := http.StatusAccepted
 	adm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got = append(got, r.Method+" "+r.URL.RequestURI())
+		w.Header().Set("Server", admin.ServerHeader)
 		w.WriteHeader(status)
 	}))
 	defer adm.Close()
@@ -80,6 +82,7 @@ func TestDrainAndHealthcheckFollowConfig(t *testing.T) {
 	var got []string
 	adm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got = append(got, r.Method+" "+r.URL.Path)
+		w.Header().Set("Server", admin.ServerHeader)
 	}))
 	defer adm.Close()
 	host := strings.TrimPrefix(adm.URL, "http://")

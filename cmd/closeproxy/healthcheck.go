@@ -59,6 +59,10 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	fmt.Fprintf(stdout, "%d %s", resp.StatusCode, body)
+	if err := fromAdmin(resp, "-url"); err != nil {
+		fmt.Fprintln(stderr, "healthcheck:", err)
+		return 1
+	}
 	if resp.StatusCode != http.StatusOK {
 		return 1
 	}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
+	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/demo"
 )
@@ -272,16 +273,33 @@ func TestServeStopsCleanly(t *testing.T) {
 	}
 }
 
+// healthcheck exits 0 on the admin listener's 200 only: a 503, or a 200
+// from anything else (a web server at a wrong -url), is a failure; drain
+// likewise, and it then writes no false "drained".
 func TestHealthcheckSubcommand(t *testing.T) {
-	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Server", admin.ServerHeader)
+		io.WriteString(w, "ok")
+	}))
 	defer ok.Close()
-	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) }))
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Server", admin.ServerHeader)
+		w.WriteHeader(503)
+	}))
 	defer bad.Close()
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hello") }))
+	defer web.Close()
 	var out, errOut bytes.Buffer
 	if code := run([]string{"healthcheck", "-url", ok.URL}, &out, &errOut); code != 0 {
 		t.Errorf("healthy: exit %d %s", code, errOut.String())
 	}
 	if code := run([]string{"healthcheck", "-url", bad.URL}, &out, &errOut); code != 1 {
 		t.Errorf("unhealthy: exit %d", code)
+	}
+	for _, cmd := range [][]string{{"healthcheck", "-url", web.URL}, {"drain", "-admin", strings.TrimPrefix(web.URL, "http://")}} {
+		errOut.Reset()
+		if code := run(cmd, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "not as a closeproxy admin listener") {
+			t.Errorf("%q against a web server: exit %d, %q; want 1 and why", cmd, code, errOut.String())
+		}
 	}
 }
