@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"time"
@@ -64,8 +65,14 @@ func drainFlags(args []string, admin string, delay, timeout time.Duration) error
 	if len(args) > 0 {
 		return fmt.Errorf("unexpected argument %q (flags go first)", args[0])
 	}
-	if _, port, err := net.SplitHostPort(admin); err != nil || port == "" {
+	host, port, err := net.SplitHostPort(admin)
+	if err != nil || port == "" {
 		return fmt.Errorf("-admin %q: want HOST:PORT, e.g. %s", admin, config.Defaults().Admin.Listen)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && !ip.Unmap().IsLoopback() && !ip.IsUnspecified() {
+		// The admin listener takes /drain from loopback only: nothing is
+		// sent off this host to learn that.
+		return fmt.Errorf("-admin %q: the admin listener takes /drain from loopback only; give its loopback address, e.g. 127.0.0.1:%s", admin, port)
 	}
 	if delay < 0 {
 		return fmt.Errorf("-delay %v: want 0 or more", delay)

@@ -62,6 +62,7 @@ func TestDrainSubcommand(t *testing.T) {
 		{[]string{"-done-file", done, "extra"}, `unexpected argument "extra"`},
 		{[]string{"-done-file", done, "-admin", "127.0.0.1"}, `-admin "127.0.0.1": want HOST:PORT`},
 		{[]string{"-done-file", done, "-wait", "-timeout", "0s"}, "-timeout 0s: want more than 0"},
+		{[]string{"-done-file", done, "-admin", "10.1.2.3:9901"}, "takes /drain from loopback only"}, // refused before anything leaves the host
 		{[]string{"-done-file", done, "-delay", "-1s"}, "-delay -1s: want 0 or more"},
 	} {
 		os.Remove(done)
