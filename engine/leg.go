@@ -150,17 +150,7 @@ func (l *leg) refusesNothing() bool { return l.tcp().onlyFINOwed() }
 // not acknowledged, which the reset discards (the send queue holds more
 // than the proxy's FIN). A FIN sent before does not make such a stream
 // whole. One ioctl once the stream ended.
-func (l *leg) resetCuts() bool {
-	if !l.sendDone {
-		return true
-	}
-	q, err := sendQueue(l.conn)
-	fin := 0
-	if l.finSent {
-		fin = 1
-	}
-	return err == nil && q > fin
-}
+func (l *leg) resetCuts() bool { return !l.sendDone || l.unacked() > 0 }
 
 // unacked is how many bytes sent on l its peer has not acknowledged (the
 // proxy's FIN not counted): what a reset now discards. 0 when it cannot

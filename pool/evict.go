@@ -60,9 +60,7 @@ func (s *sweeper) sweep(p *Pool) {
 	n := 0
 	for _, r := range s.snap {
 		if l := s.probe.check(r.c.raw); l != alive {
-			if l == unexpectedData && r.uses == 0 {
-				p.noteSpeaksFirst()
-			}
+			p.noteSpeaksFirst(l, r.uses)
 			s.snap[n] = r
 			n++
 		}

@@ -256,9 +256,7 @@ func (p *Pool) usable(c *Conn, probe bool) bool {
 	}
 	if probe {
 		if l := c.probe.check(c.raw); l != alive {
-			if l == unexpectedData && c.Uses == 0 {
-				p.noteSpeaksFirst()
-			}
+			p.noteSpeaksFirst(l, c.Uses)
 			p.evict(c, l.String())
 			return false
 		}
@@ -401,13 +399,15 @@ func (p *Pool) evict(c *Conn, reason string) {
 	p.logEvicted(c, reason)
 }
 
-// noteSpeaksFirst stops the warm dials of a backend that sends first:
-// its greeting, taken while the connection waited, would be stale or
-// out of step by the time a session came (a server's handshake timeout
-// runs meanwhile), so sessions dial their own, each getting its greeting
-// fresh. Said once, at warn: pool.warm is then spent for nothing.
-func (p *Pool) noteSpeaksFirst() {
-	if p.speaksFirst.Swap(true) {
+// noteSpeaksFirst takes what a liveness check found on an idle
+// connection used uses times: bytes on one never used are a greeting, and
+// a backend that sends first gets no more warm dials: its greeting, taken
+// while the connection waited, would be stale or out of step by the time
+// a session came (a server's handshake timeout runs meanwhile), so
+// sessions dial their own, each getting its greeting fresh. Said once, at
+// warn: pool.warm is then spent for nothing.
+func (p *Pool) noteSpeaksFirst(l liveness, uses int) {
+	if l != unexpectedData || uses > 0 || p.speaksFirst.Swap(true) {
 		return
 	}
 	p.log.Warn("backend sends first (a greeting on a warm connection): warm connections are no longer dialed; sessions dial their own",
