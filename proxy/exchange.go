@@ -47,6 +47,11 @@ func (rt *roundTrip) endFront(e engine.Ending) {
 // the response was complete.
 var errBodyCut = errors.New("request body incomplete when the response ended")
 
+// errBodyStalled: the request body's copy was cut as a write the backend
+// had not taken for idle_timeout, the proxy's backpressure: the exchange
+// stalled, the client was not silent.
+var errBodyStalled = fmt.Errorf("%w: the backend took none of it for idle_timeout", errBodyCut)
+
 // exchange carries one request and its response. It reports whether the
 // front leg must end after it, and whether the session became a tunnel
 // (then it is over). Every way it can end gives the backend connection
@@ -182,7 +187,9 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 		rt.reusable = !resp.Close && br.Buffered() == 0
-		if err := h.finishBody(body); err != nil {
+		if err := h.finishBody(body); errors.Is(err, errBodyStalled) {
+			h.stalled(&rt, engine.StalledIdle) // as on the loops: no byte moved
+		} else if err != nil {
 			rt.reusable, rt.cutBack = false, true
 		}
 		rt.closing = rt.closing || !rt.reusable
@@ -500,16 +507,19 @@ func (h *h1) finishBody(b *bodyCopy) error {
 			wait = false
 		case now := <-t.C:
 			since := now.Sub(time.Unix(0, b.moved.Load()))
-			switch {
-			case b.writing.Load() && since < h.ln.IdleTimeout:
+			switch writing := b.writing.Load(); {
+			case writing && since < h.ln.IdleTimeout:
 				t.Reset(min(grace, h.ln.IdleTimeout-since))
-			case !b.writing.Load() && since < grace:
+			case !writing && since < grace:
 				t.Reset(grace - since)
 			default:
 				_ = h.front.SetReadDeadline(now)
 				_ = b.dst.SetWriteDeadline(now) // a write the backend is not taking
 				res = <-b.done
 				res.err = errBodyCut
+				if writing {
+					res.err = errBodyStalled
+				}
 				_ = h.front.SetReadDeadline(time.Time{})
 				wait = false
 			}

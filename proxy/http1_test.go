@@ -571,3 +571,87 @@ func TestHTTP1TriesCountServersNotRequests(t *testing.T) {
 		t.Errorf("back.tries %d, back.requests %d; want 1 and 5", td.BackTries, td.BackRequests)
 	}
 }
+
+// An early response, then a backend that stops taking the body for a
+// while (its buffers full): the client's bytes wait on the proxy, which
+// is the proxy's backpressure, not the client's silence. The client is
+// not cut peer_fin_grace after the response (the backend pauses five
+// graces), and once the backend reads again every byte reaches it; one
+// that never reads again ends the session at idle_timeout.
+func TestHTTP1EarlyResponseWaitsOnABackendNotReading(t *testing.T) {
+	const size = 32 << 20 // more than every buffer on the way holds
+	body := make([]byte, size)
+	for i := range body {
+		body[i] = byte(i * 13)
+	}
+	for _, resumes := range []bool{true, false} {
+		t.Run(fmt.Sprintf("resumes=%v", resumes), func(t *testing.T) {
+			got := make(chan string, 1)
+			paused := make(chan struct{})
+			be := loopback.Serve(t, func(c *net.TCPConn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				<-paused
+				if !resumes {
+					io.Copy(io.Discard, br) // until the proxy ends the connection
+					return
+				}
+				h := sha256.New()
+				io.Copy(h, req.Body)
+				got <- hex.EncodeToString(h.Sum(nil))
+				io.Copy(io.Discard, br)
+			})
+			ln := config.Listener{IdleTimeout: 3 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}
+			ln.Close.PeerFinGrace = 200 * time.Millisecond
+			h := startProxy(t, ln, http1Backend(be))
+			c := dialClient(t, h.addr, false)
+			sent := make(chan error, 1)
+			go func() {
+				fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
+				_, err := c.Write(body)
+				sent <- err
+			}()
+			br := bufio.NewReader(c)
+			if status, b, _ := readBody(t, br); status != 200 || string(b) != "ok" {
+				t.Fatalf("client got %d %q, want 200 ok", status, b)
+			}
+			start := time.Now()
+			if resumes {
+				time.Sleep(5 * ln.Close.PeerFinGrace) // the backend's pause: the load's shape
+				close(paused)
+				if err := <-sent; err != nil {
+					t.Fatalf("the client's body: %v", err)
+				}
+				want := sha256.Sum256(body)
+				if sum := <-got; sum != hex.EncodeToString(want[:]) {
+					t.Errorf("the backend got a body whose SHA-256 is %s, want %x", sum, want)
+				}
+				c.Close()
+				if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Back.Cut || td.Front.Cut {
+					t.Errorf("record: outcome %s (%v), cut back %v front %v; want ok, nothing cut", td.Outcome, td.Err, td.Back.Cut, td.Front.Cut)
+				}
+				return
+			}
+			defer close(paused)
+			td := h.record(t)
+			took := time.Since(start)
+			if took < ln.IdleTimeout-ln.Close.PeerFinGrace {
+				t.Errorf("the session ended %v after the response, want idle_timeout (%v): the backend's backpressure was taken for the client's silence", took, ln.IdleTimeout)
+			}
+			if !td.Back.Cut {
+				t.Errorf("record: back leg not cut; want cut (it got part of a request): %+v", td.Back)
+			}
+			if td.Outcome != engine.OutcomeTimeout || td.Front.Reason != policy.ReasonCut {
+				t.Errorf("record: outcome %s (%v), front reason %s; want timeout (the exchange stalled), cut", td.Outcome, td.Err, td.Front.Reason)
+			}
+			if err := <-sent; err == nil {
+				t.Errorf("the client's %d bytes all went through a backend that read none", size)
+			}
+		})
+	}
+}
