@@ -241,9 +241,12 @@ grace leaves no TIME-WAIT. In http1 mode the exchange tells, and
 "reset" is taken.`},
 	{path: "listener.close.half_close_timeout", at: field(func(l *Listener) any { return &l.Close.HalfCloseTimeout }),
 		def: 30 * time.Second, check: positive, doc: `
-After the proxy has sent its FIN, how long the client may stay silent
+After the proxy's FIN has gone, how long the client may stay silent
 without sending its own; then the leg is reset, and what the client had
-not finished sending counts as cut (outcome "timeout").`},
+not finished sending counts as cut (outcome "timeout"). The FIN has gone
+once the client acknowledged every byte before it: one still reading
+them, or pausing, is not silent (idle_timeout bounds one that takes
+none).`},
 	{path: "listener.close.drain_timeout", at: field(func(l *Listener) any { return &l.Close.DrainTimeout }),
 		def: time.Second, check: positive, doc: `
 Before any reset ("nowhere", or fallback = "reset") the proxy waits for

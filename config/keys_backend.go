@@ -218,9 +218,12 @@ no bet. With "fin" here, and time_wait neither "nowhere" nor "auto", the
 proxy reads none.`},
 	{path: "backend.close.half_close_timeout", at: field(func(b *Backend) any { return &b.Close.HalfCloseTimeout }),
 		def: 30 * time.Second, check: positive, doc: `
-After the proxy has sent its FIN, how long the backend may stay silent
+After the proxy's FIN has gone, how long the backend may stay silent
 without sending its own; then the leg is reset, and what the backend had
-not finished sending counts as cut (outcome "timeout").`},
+not finished sending counts as cut (outcome "timeout"). The FIN has gone
+once the backend acknowledged every byte before it: one still reading
+them, or pausing, is not silent (idle_timeout bounds one that takes
+none).`},
 	{path: "backend.close.drain_timeout", at: field(func(b *Backend) any { return &b.Close.DrainTimeout }),
 		def: time.Second, check: positive, doc: `
 Before any reset ("nowhere", or fallback = "reset") the proxy waits for

@@ -59,8 +59,19 @@ func (x *executor) look(l *leg, now time.Time) {
 			l.lookForFinWait2()
 		}
 		if x.silent(l, now) {
-			x.decide(l, policy.HalfCloseExpired)
-			return
+			// The proxy's FIN waits behind bytes the peer has not
+			// acknowledged (one reading, at the wait's end): a peer still
+			// reading them, or pausing (the proxy's backpressure, rule 2),
+			// has not been sent the FIN yet, and idle_timeout bounds one
+			// that takes none. Found drained after such a wait, the queue
+			// emptied within it: the half-close counts from now.
+			queued := l.unacked() > 0
+			if !queued && !l.finQueued {
+				x.decide(l, policy.HalfCloseExpired)
+				return
+			}
+			l.finQueued = queued
+			l.quiet, l.at = now, now.Add(tick(l.budget))
 		}
 		l.at = l.nextWatch(now)
 	case phaseResetting:
