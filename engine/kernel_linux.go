@@ -167,6 +167,14 @@ func heldInKernel(c syscall.Conn) (int, error) {
 	return int(mem[0]), err
 }
 
+// Unread reports that bytes c's peer sent wait unread in its receive
+// queue (SIOCINQ): a connection that looks idle in the proxy is not when
+// a request came to the kernel meanwhile.
+func Unread(c syscall.Conn) bool {
+	q, err := recvQueue(c)
+	return err == nil && q > 0
+}
+
 // ResetByPeer reports that the kernel already closed c because the peer
 // reset it.
 func ResetByPeer(c syscall.Conn) bool {

@@ -41,6 +41,10 @@ func heldInKernel(syscall.Conn) (int, error) { return 0, errUnsupported }
 // peer's FIN may stay delayed.
 func ackNow(syscall.Conn) {}
 
+// Unread is not available here: a connection idle in the proxy is taken
+// for idle.
+func Unread(syscall.Conn) bool { return false }
+
 // ResetByPeer is not available here.
 func ResetByPeer(syscall.Conn) bool { return false }
 

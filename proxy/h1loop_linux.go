@@ -578,14 +578,23 @@ func (h *h1Loop) intakeEnds(hdr *proxyproto.Header, err error) {
 // readRequest reads the next request head and, once it is whole, starts
 // its exchange.
 func (h *h1Loop) readRequest() bool {
-	if h.draining() && h.inN == 0 { // no request begun: the connection is idle
-		h.idle(policy.ReasonDraining)
-		return false
+	unread := false
+	if h.draining() && h.inN == 0 {
+		// No request begun in the proxy: idle, unless one reached the
+		// kernel as draining began (its event not handled yet): that
+		// one is read and answered, with Connection: close.
+		if drainIdleHook != nil {
+			drainIdleHook()
+		}
+		if unread = engine.Unread(h.front); !unread {
+			h.idle(policy.ReasonDraining)
+			return false
+		}
 	}
 	if h.inN > h.tried && headWhole(h.in[:h.inN]) {
 		return h.parseRequest()
 	}
-	if !h.front.Readable() {
+	if !h.front.Readable() && !unread {
 		return false
 	}
 	if h.in == nil {

@@ -7,11 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
@@ -95,4 +100,72 @@ func procAddr(t *testing.T, addr string) string {
 	// The kernel prints the address's 32-bit word as the host holds it,
 	// and the port as a number.
 	return fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(ip), a.Port)
+}
+
+// Draining closes an idle keep-alive connection, but one whose next
+// request reached the kernel as draining began (its bytes not read by
+// the proxy yet) is not idle: the request is read and answered, with
+// Connection: close, on either relay. The hook sends it at that moment
+// and waits until the proxy's kernel acknowledged it.
+func TestHTTP1DrainAnswersARequestWaitingInTheKernel(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		}
+	})
+	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	if status, b, _ := readBody(t, br); status != 200 || string(b) != "/first" {
+		t.Fatalf("first request: %d %q", status, b)
+	}
+	var once sync.Once
+	drainIdleHook = func() {
+		once.Do(func() {
+			io.WriteString(c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				if q, err := unsent(c); err != nil || q == 0 {
+					return // in the proxy's kernel
+				}
+				if time.Now().After(deadline) {
+					t.Error("the proxy's kernel did not acknowledge the second request within 5s")
+					return
+				}
+				runtime.Gosched()
+			}
+		})
+	}
+	t.Cleanup(func() { drainIdleHook = nil })
+	h.srv.Drain()
+	status, b, closing := readBody(t, br)
+	if status != 200 || string(b) != "/second" || !closing {
+		t.Fatalf("second request, sent as draining began: %d %q (Connection: close %v); want 200 /second, closing", status, b, closing)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the response: %v, want EOF", err)
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackRequests != 2 {
+		t.Errorf("record: outcome %s (%v), %d requests; want ok, 2", td.Outcome, td.Err, td.BackRequests)
+	}
+}
+
+// unsent is what c sent that its peer's kernel has not acknowledged
+// (SIOCOUTQ).
+func unsent(c *net.TCPConn) (q int, err error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	if cerr := rc.Control(func(fd uintptr) { q, err = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); cerr != nil {
+		return 0, cerr
+	}
+	return q, err
 }
