@@ -63,12 +63,17 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 	}
 	for ; ; attempt++ {
 		bc, err := h.acquire()
-		if err == nil && bc.Bare != nil {
-			err = h.srv.unbare(bc) // dialed for the loops
-		}
 		if err != nil {
 			h.backendFailed(err)
 			return true, false
+		}
+		if bc.Bare != nil { // dialed for the loops
+			if err := h.srv.unbare(bc); err != nil { // out of descriptors
+				h.sv.pool.Discard(bc)
+				h.rec.Outcome(engine.OutcomeError, fmt.Errorf("take a loop's backend connection: %w", err))
+				h.writeError(503, "Service Unavailable")
+				return true, false
+			}
 		}
 		br := backReaders.Get().(*bufio.Reader)
 		br.Reset(backOf(bc).r)

@@ -1613,7 +1613,7 @@ func (h *h1Loop) handOff(req *http1.Request, retried bool) {
 		}
 	}
 	ss.bare = fd
-	ss.refuse(engine.OutcomeInternalError, fmt.Errorf("http1 from the loop to a goroutine: %w", err))
+	ss.refuse(engine.OutcomeError, fmt.Errorf("http1 from the loop to a goroutine: %w", err))
 	h.finished = true
 	go ss.end()
 }

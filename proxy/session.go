@@ -80,7 +80,7 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	in := intake{version: "none", client: ss.rec.Client(), dest: ss.rec.Record().Front.Local}
 	if ss.front == nil && ss.ln.ProxyProtocol != config.ProxyProtocolOff { // bare, for the loops, which did not take it
 		if err := ss.unbareFront(); err != nil {
-			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("read PROXY header: %w", err))
+			ss.refuse(engine.OutcomeError, fmt.Errorf("read PROXY header: %w", err))
 			return
 		}
 	}
@@ -97,7 +97,7 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 	}
 	if ss.bk.cfg.Protocol == config.ProtocolHTTP1 {
 		if err := ss.unbareFront(); err != nil {
-			ss.refuse(engine.OutcomeInternalError, fmt.Errorf("http1 on a goroutine: %w", err))
+			ss.refuse(engine.OutcomeError, fmt.Errorf("http1 on a goroutine: %w", err))
 			return
 		}
 		fr := in.reader
@@ -176,7 +176,7 @@ func (ss *session) relay(p engine.Pending) (handedOver bool) {
 	if err := ss.unbare(); err != nil {
 		ss.back = nil
 		ss.sv.pool.Discard(back)
-		ss.refuse(engine.OutcomeInternalError, fmt.Errorf("relay on goroutines: %w", err))
+		ss.refuse(engine.OutcomeError, fmt.Errorf("relay on goroutines: %w", err))
 		return false
 	}
 	ss.eng.Relay(ss.front, back.TCPConn, p)
@@ -252,9 +252,18 @@ func (ss *session) unbareFront() error {
 	return nil
 }
 
+// unbareHook, when set (tests), fails unbare as a process out of
+// descriptors does.
+var unbareHook func() error
+
 // unbare makes a bare backend connection a *net.TCPConn, first forgotten
 // by the loop that watches it.
 func (s *Server) unbare(b *pool.Conn) error {
+	if unbareHook != nil {
+		if err := unbareHook(); err != nil {
+			return err
+		}
+	}
 	if ls := s.loops.Load(); ls != nil {
 		ls.Forget(b.Bare.Home, b.Bare.FD)
 	}

@@ -122,7 +122,7 @@ func (t *tcpIntake) judged(hdr *proxyproto.Header, used int, err error) {
 	t.done()
 	ss.bare = fd
 	if uerr != nil {
-		ss.refuse(engine.OutcomeInternalError, fmt.Errorf("tcp session from the loop to a goroutine: %w", uerr))
+		ss.refuse(engine.OutcomeError, fmt.Errorf("tcp session from the loop to a goroutine: %w", uerr))
 		go ss.end()
 		return
 	}
