@@ -179,6 +179,14 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 		if tunnel {
+			// The request body's copy reads the client through h.fr:
+			// what it read past the body is the tunnel's first bytes, and
+			// the tunnel reads the client only once it is done.
+			if err := h.finishBody(body); err != nil {
+				rt.closing, rt.cutBack = true, true
+				rt.cutFront()
+				return rt
+			}
 			rt.tunnel = true
 			return rt
 		}

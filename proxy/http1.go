@@ -282,7 +282,7 @@ func (h *h1) exchanges() (parked bool) {
 		closing, tunnel := h.exchange(req)
 		switch {
 		case tunnel:
-			h.fr = nil // not reused: a request body's copy may still hold it
+			h.fr = nil // the tunnel took what it held
 			return false
 		case h.ended:
 			return false
