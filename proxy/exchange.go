@@ -574,9 +574,17 @@ func (h *h1) tunnel(bc *pool.Conn, br *bufio.Reader) {
 	defer h.sv.pool.Release(bc)
 	_ = bc.SetDeadline(time.Time{})
 	p := engine.Pending{Up: buffered(h.fr), Down: buffered(br)}
+	tunnelTakesNoBet(h.eng)
 	h.eng.Relay(h.front, bc.TCPConn, p)
 	putBackReader(br)
 }
+
+// tunnelTakesNoBet sets the back leg of a tunnel's relay to end by a FIN
+// where a grace runs out: http1 mode takes no bet (rule 3), and in a
+// tunnel nothing says where an answer ends. A backend that spoke last
+// and answers the client's half-close (a closing frame, an exit status)
+// gets the FIN and sends it, where a reset would have lost it.
+func tunnelTakesNoBet(s *engine.Session) { s.Back.Fallback = policy.FallbackFIN }
 
 // buffered returns a copy of what br holds, and empties it.
 func buffered(br *bufio.Reader) []byte {

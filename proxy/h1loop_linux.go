@@ -1575,6 +1575,7 @@ func (h *h1Loop) startTunnel() {
 	h.rn.Schedule(time.Time{})
 	bc, sv := x.bc, h.ss.sv
 	h.units++
+	tunnelTakesNoBet(h.ss.eng)
 	h.rn.Relay(h.ss.eng, h.front, x.back, p, func() {
 		sv.pool.Release(bc)
 		h.unitDone()

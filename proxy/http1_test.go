@@ -711,3 +711,46 @@ func TestHTTP1UpgradeWithABodyLosesNoTunnelByte(t *testing.T) {
 		}
 	}
 }
+
+// A tunnel whose backend spoke last when the client half-closes: the
+// client's FIN reaches the backend (http1 mode takes no bet, and a
+// tunnel does not say where an answer ends), and what the backend sends
+// on EOF reaches the client before the end, with back fallback "reset".
+func TestHTTP1TunnelPassesTheClientsHalfClose(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		io.Copy(c, br) // echo until the client's FIN
+		io.WriteString(c, "BYE")
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.WriteString(c, "hello")
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo %q %v", buf, err)
+	}
+	// The backend spoke last; the client now half-closes after a pause
+	// longer than the grace (the load's shape).
+	time.Sleep(400 * time.Millisecond)
+	c.CloseWrite()
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "BYE" {
+		t.Errorf("after its half-close the client got %q (%v), want the backend's BYE, then EOF", rest, err)
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Back.Close == policy.CloseReset {
+		t.Errorf("record: outcome %s (%v), back close %s reason %s; want ok, not reset", td.Outcome, td.Err, td.Back.Close, td.Back.Reason)
+	}
+}
