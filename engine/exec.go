@@ -445,13 +445,41 @@ func (x *executor) closeReset(l *leg) {
 	l.closeSocket()
 }
 
+// wholeThenLate ends a leg whose stream toward the peer is whole (End
+// has nothing more to send) while the peer's bytes wait that nothing
+// will take (http1: requests pipelined behind the last response): a
+// peer that reads to EOF (a close-delimited response has no other end)
+// gets the FIN first, so that it sees its stream end in order, then the
+// late-data reset once it acknowledged all of it (RFC 9112's staged
+// close, with the reset in place of a lingering read). Any other learns
+// by the reset alone, after its whole stream.
+func (x *executor) wholeThenLate(l *leg) {
+	l.sendDone = true
+	if l.awaitsEOF {
+		if l.peerFIN {
+			l.fo = &finObs{}
+		} else {
+			l.beforeFIN()
+			l.preFIN()
+		}
+		if err := l.conn.CloseWrite(); err == nil {
+			l.finSent = true
+			x.rec.finOut(l.name)
+			if !l.peerFIN {
+				l.afterFIN()
+			}
+		}
+	}
+	x.lateData(l)
+}
+
 // lateData: l's peer sent bytes that can no longer be delivered: a reset
 // tells it they were lost.
 func (x *executor) lateData(l *leg) {
 	if l.due != dueNone {
 		return // its reset is due already
 	}
-	x.rec.Outcome(OutcomeLateData, fmt.Errorf("the %s sent bytes after the other side had ended", l.name.Peer()))
+	x.rec.Outcome(OutcomeLateData, fmt.Errorf("the %s sent bytes that could no longer be delivered", l.name.Peer()))
 	x.decide(l, policy.LateData)
 }
 

@@ -652,8 +652,7 @@ func (l *loop) start(r *loopRelay) {
 			r.x.rst(lg, r.ending.Why, true)
 		case lg != nil && r.late > 0:
 			r.x.rec.Received(lg.name, int64(r.late))
-			lg.sendDone = true // as in Session.End
-			r.x.lateData(lg)
+			r.x.wholeThenLate(lg) // as in Session.End
 		case lg != nil:
 			r.x.sendDone(lg)
 		default:

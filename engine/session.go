@@ -104,8 +104,7 @@ func (s *Session) End(name policy.Leg, c *net.TCPConn, in *bufio.Reader, e Endin
 	case in != nil && in.Buffered() > 0:
 		// What End is given has nothing more to send: its stream is whole.
 		s.Rec.Received(name, int64(in.Buffered()))
-		l.sendDone = true
-		x.run(func() { x.lateData(l) })
+		x.run(func() { x.wholeThenLate(l) })
 		return
 	}
 	if !l.inDone {

@@ -754,3 +754,35 @@ func TestHTTP1TunnelPassesTheClientsHalfClose(t *testing.T) {
 		t.Errorf("record: outcome %s (%v), back close %s reason %s; want ok, not reset", td.Outcome, td.Err, td.Back.Close, td.Back.Reason)
 	}
 }
+
+// A close-delimited response (no length: only the FIN ends it) with a
+// request pipelined behind its request: the second can no longer be
+// served, but the first response must end as it can only end, by a FIN,
+// before the reset that tells the client its request was lost. The
+// client reads the whole body, then EOF (not ECONNRESET).
+func TestHTTP1CloseDelimitedResponseEndsWithFINBeforePipelinedLoss(t *testing.T) {
+	body := strings.Repeat("z", 5000)
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"+body)
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != body {
+		t.Errorf("close-delimited body: %d of %d bytes, then %v; want all, then EOF", len(b), len(body), err)
+	}
+	c.Close()
+	td := h.record(t)
+	if td.Front.FINOut < 0 || td.Outcome != engine.OutcomeLateData {
+		t.Errorf("record: front fin_out %v close %s, outcome %s (%v); want the proxy's FIN, then late_data", td.Front.FINOut, td.Front.Close, td.Outcome, td.Err)
+	}
+}
