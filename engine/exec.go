@@ -320,8 +320,30 @@ func (x *executor) peerFIN(d *dir) {
 		x.sendDone(d.dst)
 	}
 	if src.open() && !src.finSent {
-		src.ackAt = time.Now().Add(ackDelay)
+		now := time.Now()
+		src.ackAt = now.Add(ackDelay)
+		if src.phase == phaseOpen {
+			src.at = now.Add(tick(src.pol.DrainTimeout)) // lookForRefusal
+		}
 	}
+}
+
+// lookForRefusal looks, while the stream toward l goes on after its
+// peer's FIN, whether the peer refused what came after (it had closed its
+// socket, not only its sending side: its kernel answers such bytes with
+// an RST). Nothing else would read l again, and the peer that sent those
+// bytes, waiting for an answer, would learn of their loss only at its
+// own leg's half_close_timeout. One TCP_INFO reading a quarter of
+// drain_timeout, only once bytes went after the peer's FIN.
+func (x *executor) lookForRefusal(l *leg, now time.Time) {
+	if !l.peerFIN || l.finSent || l.sendDone {
+		return // the proxy's FIN ends the watch: its answer (finish) tells
+	}
+	if l.act.lastOut.Load() > l.finAt && l.resetByPeer() {
+		x.peerReset(l)
+		return
+	}
+	l.at = now.Add(tick(l.pol.DrainTimeout))
 }
 
 // sendDone: the stream toward l's peer ended in order; the policy says how

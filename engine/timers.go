@@ -74,6 +74,8 @@ func (x *executor) look(l *leg, now time.Time) {
 			l.quiet, l.at = now, now.Add(tick(l.budget))
 		}
 		l.at = l.nextWatch(now)
+	case phaseOpen:
+		x.lookForRefusal(l, now)
 	case phaseResetting:
 		x.pollQueue(l, now)
 	case phaseAnswering:
