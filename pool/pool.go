@@ -80,6 +80,7 @@ type Pool struct {
 	// greeting: SMTP, FTP, MySQL, SSH): every warm one would be evicted
 	// as it is taken, so no more are dialed (warmLocked).
 	speaksFirst atomic.Bool
+	retired     atomic.Bool // Retire: the backend left the configuration
 
 	mu      sync.Mutex
 	idle    []*Conn       // oldest first; Get takes the newest from the end

@@ -104,7 +104,7 @@ func (p *Pool) reserveWarm() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// Gets waiting at the cap come first: the slot they wait for is theirs.
-	if p.closed || p.stats.Waiting > 0 || len(p.idle)+p.stats.Dialing >= p.cfg.Warm || !p.roomLocked() || p.speaksFirst.Load() {
+	if p.closed || p.stats.Waiting > 0 || len(p.idle)+p.stats.Dialing >= p.cfg.Warm || !p.roomLocked() || p.speaksFirst.Load() || p.retired.Load() {
 		return false
 	}
 	p.stats.Dialing++
@@ -152,6 +152,23 @@ func (p *Pool) logFailing(err error, first bool) {
 }
 
 // shutdown closes the pool and every idle connection with an RST.
+// Retire says the pool's backend left the configuration while sessions
+// still use it: no warm connection is dialed any more and the idle ones
+// are closed (with an RST, as at shutdown); those sessions still get
+// connections (dialed for them) and give them back, until Run ends.
+func (p *Pool) Retire() {
+	p.retired.Store(true)
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.stats.Evicted += uint64(len(idle))
+	p.signalLocked()
+	p.mu.Unlock()
+	for _, c := range idle {
+		_ = closeReset(c)
+	}
+}
+
 func (p *Pool) shutdown() {
 	p.mu.Lock()
 	p.closed = true

@@ -17,15 +17,17 @@ import (
 
 // backend is a configured backend: its servers, each with its own pool and
 // health, and the balancer that picks among them. Reload replaces a backend
-// whose settings changed; the old one is retired: its pools and health
-// checks run until the last session using it ends.
+// whose settings changed; the old one is retired: its health checks and
+// warm dials stop at once, its pools serve the sessions still using it
+// until the last one ends.
 type backend struct {
-	cfg     config.Backend
-	servers []*server
-	bal     *balance.Balancer
-	users   sync.WaitGroup // sessions using it
-	stop    context.CancelFunc
-	retired atomic.Bool // no session uses it and its pools were told to stop
+	cfg        config.Backend
+	servers    []*server
+	bal        *balance.Balancer
+	users      sync.WaitGroup // sessions using it
+	stop       context.CancelFunc
+	stopChecks context.CancelFunc
+	retired    atomic.Bool // no session uses it and its pools were told to stop
 }
 
 // server is one of a backend's servers.
@@ -115,19 +117,28 @@ func (s *Server) runPoolLocked(b *backend) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b.stop = cancel
+	checks, stopChecks := context.WithCancel(ctx)
+	b.stop, b.stopChecks = cancel, stopChecks
 	for _, sv := range b.servers {
 		s.pools.Add(1)
 		go func() { defer s.pools.Done(); sv.pool.Run(ctx) }()
 		if checked(b.cfg.Health) {
 			s.pools.Add(1)
-			go func() { defer s.pools.Done(); s.checkLoop(ctx, b, sv) }()
+			go func() { defer s.pools.Done(); s.checkLoop(checks, b, sv) }()
 		}
 	}
 }
 
-// retireLocked stops b's pools and checks once no session uses it any more.
+// retireLocked stops b's checks and warm dials and closes its idle
+// connections now (b left the configuration: nothing new should reach
+// its servers), and its pools once no session uses it any more.
 func (s *Server) retireLocked(b *backend) {
+	if b.stopChecks != nil {
+		b.stopChecks()
+	}
+	for _, sv := range b.servers {
+		sv.pool.Retire()
+	}
 	s.pools.Add(1)
 	go func() {
 		defer s.pools.Done()
