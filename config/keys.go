@@ -210,8 +210,9 @@ Where the leg's TIME-WAIT should land when it closes.
 - "client": the proxy withholds its FIN and waits for the client's, so
   TIME-WAIT lands on the client. Suits self-delimiting protocols (HTTP
   with Content-Length or chunked). A client that sent nothing since the
-  proxy's last bytes may be waiting for EOF: the FIN is withheld only
-  50ms (or four round trips); a client still silent then gets it, and
+  proxy's last bytes may be waiting for EOF (in http1 mode: after a
+  response that closes the connection): the FIN is withheld only 50ms
+  (or four round trips); a client still silent then gets it, and
   TIME-WAIT lands on the proxy (the record says peer_may_await_eof).
 - "nowhere": like "client", but finish with a safe reset (an RST sent
   only once all data is acknowledged): no TIME-WAIT on either side.

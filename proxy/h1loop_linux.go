@@ -1460,7 +1460,9 @@ func (h *h1Loop) finish() {
 		if x.drainClosed {
 			h.rec().Note(policy.Front, policy.ReasonDraining)
 		}
-		h.finishWith(engine.Ending{AwaitsEOF: x.awaitsEOF})
+		// A response that closes the connection may be read to EOF
+		// (rule 1), framed or not: HTTP/1.0 clients and ab do.
+		h.finishWith(engine.Ending{AwaitsEOF: true})
 		return
 	}
 	h.keep()

@@ -293,7 +293,9 @@ func (h *h1) exchanges() (parked bool) {
 			if h.drainClosed {
 				h.rec.Note(policy.Front, policy.ReasonDraining)
 			}
-			h.end(engine.Ending{AwaitsEOF: h.awaitsEOF})
+			// A response that closes the connection may be read to EOF
+			// (rule 1), framed or not: HTTP/1.0 clients and ab do.
+			h.end(engine.Ending{AwaitsEOF: true})
 			return false
 		}
 		h.until = time.Now().Add(h.ln.IdleTimeout)

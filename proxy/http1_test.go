@@ -786,3 +786,23 @@ func TestHTTP1CloseDelimitedResponseEndsWithFINBeforePipelinedLoss(t *testing.T)
 		t.Errorf("record: front fin_out %v close %s, outcome %s (%v); want the proxy's FIN, then late_data", td.Front.FINOut, td.Front.Close, td.Outcome, td.Err)
 	}
 }
+
+// Front time_wait "nowhere" in http1 mode: a response that closes the
+// connection (HTTP/1.0 here, framed) may be read to EOF, as ab and
+// HTTP/1.0 clients do; such a client, silent after its request, gets
+// the FIN (rule 1), never a reset after the body.
+func TestHTTP1NowhereGivesAnEOFReaderItsFIN(t *testing.T) {
+	o := startOrigin(t, hello)
+	front := testClose(policy.TargetNowhere, policy.FallbackReset)
+	h := startProxy(t, config.Listener{Close: front}, http1Backend(o.addr))
+	c := dialClient(t, h.addr, false)
+	io.WriteString(c, "GET /x HTTP/1.0\r\n\r\n")
+	got, err := io.ReadAll(c)
+	if err != nil || !strings.HasSuffix(string(got), "GET /x 0") {
+		t.Fatalf("the client reading to EOF got %q, then %v; want the response, then EOF", got, err)
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.FINOut < 0 {
+		t.Errorf("record: outcome %s (%v), front close %s reason %s fin_out %v; want ok, the proxy's FIN", td.Outcome, td.Err, td.Front.Close, td.Front.Reason, td.Front.FINOut)
+	}
+}
