@@ -19,7 +19,7 @@ func RestartOnly(running, next *Config) []Change {
 		if !k.restart {
 			continue
 		}
-		if a, b := k.value(running), k.value(next); !reflect.DeepEqual(a, b) {
+		if a, b := k.value(running), k.value(next); !reflect.DeepEqual(a, b) && !sameListen(k.path, a, b) {
 			changed = append(changed, Change{k.path, fmt.Sprint(a), fmt.Sprint(b)})
 		}
 	}
@@ -35,4 +35,21 @@ func KeepRestartOnly(running, next *Config) {
 			k.set(next, k.value(running))
 		}
 	}
+}
+
+// sameListen says that a and b, values of key, are one listen address
+// spelled two ways ("[::1]:9901" and "[0:0::1]:9901", "127.0.0.1:9901"
+// and "[::ffff:127.0.0.1]:9901"): not a change.
+func sameListen(key string, a, b any) bool {
+	if key != "admin.listen" {
+		return false
+	}
+	as, aok := a.(string)
+	bs, bok := b.(string)
+	if !aok || !bok {
+		return false
+	}
+	sa, ok1 := ListenSpot(as)
+	sb, ok2 := ListenSpot(bs)
+	return ok1 && ok2 && sa == sb
 }

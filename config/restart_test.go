@@ -15,6 +15,7 @@ func TestRestartOnly(t *testing.T) {
 		{"nothing changed", minimal, nil},
 		{"reloadable keys changed", "[log]\nlevel = \"debug\"\n" + strings.Replace(minimal, ":8080", ":9090", 1), nil},
 		{"admin listener moved", "[admin]\nlisten = \"127.0.0.1:9902\"\n" + minimal, []string{"admin.listen"}},
+		{"admin listener respelled", "[admin]\nlisten = \"[::ffff:127.0.0.1]:9901\"\n" + minimal, nil},
 		{"two restart-only keys", "shutdown_timeout = \"5s\"\n[admin]\nlisten = \"off\"\n" + minimal,
 			[]string{"shutdown_timeout", "admin.listen"}},
 		{"relay changed", "relay = \"goroutines\"\n" + minimal, []string{"relay"}},

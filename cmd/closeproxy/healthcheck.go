@@ -40,7 +40,7 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err) // the configuration's problem, named
 			return 1
 		}
-		*target = "http://" + addr + "/healthz"
+		*target = healthURL(addr)
 	}
 	if u, err := url.Parse(*target); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		hostPort := config.Defaults().Admin.Listen
@@ -67,4 +67,10 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// healthURL is the /healthz URL of the admin listener at addr, a zone in
+// it escaped ("[fe80::1%eth0]:9901" takes "%25eth0" in a URL).
+func healthURL(addr string) string {
+	return (&url.URL{Scheme: "http", Host: addr, Path: "/healthz"}).String()
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -300,6 +301,24 @@ func TestHealthcheckSubcommand(t *testing.T) {
 		errOut.Reset()
 		if code := run(cmd, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "not as a closeproxy admin listener") {
 			t.Errorf("%q against a web server: exit %d, %q; want 1 and why", cmd, code, errOut.String())
+		}
+	}
+}
+
+// healthcheck -config builds its URL from admin.listen: a zone in it is
+// escaped, as a URL needs, and parses back to the same host.
+func TestHealthURLEscapesAZone(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.1:9901":  "http://127.0.0.1:9901/healthz",
+		"[::1%lo]:21092":  "http://[::1%25lo]:21092/healthz",
+		"[fe80::1%2]:990": "http://[fe80::1%252]:990/healthz",
+	} {
+		got := healthURL(addr)
+		if got != want {
+			t.Errorf("healthURL(%q) = %q, want %q", addr, got, want)
+		}
+		if u, err := url.Parse(got); err != nil || u.Host != addr {
+			t.Errorf("healthURL(%q) = %q parses to host %q (%v)", addr, got, u.Host, err)
 		}
 	}
 }
