@@ -464,6 +464,7 @@ func (x *executor) closeReset(l *leg) {
 	x.resetBy(l)
 	x.rec.closed(l.name, policy.ClosePeerReset)
 	x.rec.Note(l.name, policy.ReasonPeerReset)
+	x.rec.discarded(l.name, l.unacked()) // what the peer's reset left unacknowledged never reached it
 	l.closeSocket()
 }
 

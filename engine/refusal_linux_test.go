@@ -3,9 +3,12 @@ package engine
 import (
 	"errors"
 	"io"
+	"net"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/policy"
 )
@@ -80,4 +83,51 @@ func soError(t *testing.T, c syscall.Conn) error {
 		return syscall.Errno(e)
 	}
 	return nil
+}
+
+// A client that takes part of a long answer and resets (closes with
+// bytes unread): the record's bytes_out leaves out what the proxy's send
+// queue still held unacknowledged, which the client's reset discarded,
+// so it is no more than what the client's kernel got.
+func TestPeerResetLeavesDiscardedBytesOutOfBytesOut(t *testing.T) {
+	r := relayTuned(t, policyClose(policy.TargetProxy, policy.FallbackFIN), policyClose(policy.TargetPeer, policy.FallbackReset), time.Minute,
+		func(proxyFront, _ *net.TCPConn) { _ = proxyFront.SetWriteBuffer(4 << 20) })
+	_ = r.client.SetReadBuffer(64 << 10)
+	passRequest(t, r, 64, 7, false)
+	answer, _ := payload(8<<20, 8)
+	go func() { _, _ = r.backend.Write(answer) }()
+	_ = r.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadFull(r.client, make([]byte, 100<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The proxy's queue fills behind the client's shut window: the
+	// load's shape, and the figure compared below is the kernel's.
+	time.Sleep(200 * time.Millisecond)
+	inq, err := unread(r.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.client.SetLinger(0)
+	r.client.Close()
+	td := r.wait(t, 5*time.Second)
+	kernel := int64(got + inq)
+	if td.Front.BytesOut > kernel {
+		t.Errorf("record: front bytes_out %d, but the client's kernel got %d (%d read, %d unread): the reset's discarded bytes counted as sent", td.Front.BytesOut, kernel, got, inq)
+	}
+	if td.Outcome != OutcomeClientReset {
+		t.Errorf("record %s (%v), want client_reset", td.Outcome, td.Err)
+	}
+}
+
+// unread is what waits in c's receive queue (SIOCINQ).
+func unread(c *net.TCPConn) (q int, err error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	if cerr := rc.Control(func(fd uintptr) { q, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); cerr != nil {
+		return 0, cerr
+	}
+	return q, err
 }
