@@ -184,7 +184,11 @@ for its answer (then 504).`},
 Sessions open at once on this listener, up to 1048576. A connection
 beyond it is reset at once (no TIME-WAIT), counted in
 closeproxy_connections_rejected_total and recorded with outcome
-over_limit. 0 means no cap.`},
+over_limit. 0 means no cap. A tcp session holds one backend
+connection for its whole life, so backend.pool.max_conns (1024 by
+default) bounds a listener's tcp sessions too: one past it waits
+connect_timeout and is refused pool_exhausted. Each session takes two
+descriptors: keep the process's open-file limit above twice this.`},
 	{path: "listener.intercept", at: field(func(l *Listener) any { return &l.Intercept }),
 		def: InterceptOff, check: oneOf(InterceptOff, InterceptTProxy, InterceptRedirect), doc: `
 Whether connections arrive here because a firewall rule in this host's

@@ -156,9 +156,10 @@ keepalive_timeout, 75s by default).`},
 	{path: "backend.pool.max_conns", at: field(func(b *Backend) any { return &b.Pool.MaxConns }),
 		def: 1024, check: atLeast0("no cap"), doc: `
 Connections to this backend, in use and idle together (with several
-servers: to each server), up to 1048576. A session that finds none free waits up to
-connect_timeout, then is refused with outcome pool_exhausted. 0 means no
-cap.`},
+servers: to each server), up to 1048576. A tcp session holds one for its
+whole life (an http1 session only while an exchange runs). A session that
+finds none free waits up to connect_timeout, then is refused with outcome
+pool_exhausted. 0 means no cap.`},
 
 	{path: "backend.close", kind: table, doc: `
 Close policy of the back leg (proxy <-> backend).`},
