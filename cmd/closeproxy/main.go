@@ -280,6 +280,21 @@ type signals struct {
 	usr1 <-chan os.Signal // reopen the records file
 }
 
+// descriptorsWanted is what cfg's sessions may hold at once: two each
+// (client and backend) under every listener's max_connections; the
+// listeners, idle pools, admin and logs take a few more. 0: a listener
+// without a cap, which no limit covers.
+func descriptorsWanted(cfg *config.Config) uint64 {
+	var need uint64
+	for _, l := range cfg.Listeners {
+		if l.MaxConnections == 0 {
+			return 0
+		}
+		need += 2 * uint64(l.MaxConnections)
+	}
+	return need
+}
+
 // daemon serves cfg, loaded from path, until ctx ends, and returns the
 // exit code.
 func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr io.Writer, sig signals) int {
@@ -292,6 +307,9 @@ func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr
 	log := lg.log
 	if n, err := raiseFileLimit(); err != nil {
 		log.Warn("could not raise the open-file limit", zap.Error(err))
+	} else if need := descriptorsWanted(cfg); n > 0 && n < need {
+		log.Warn("open-file limit below what max_connections asks: past it, accepts back off, new sessions wait in the kernel's queue and the admin port cannot answer",
+			zap.Uint64("nofile", n), zap.Uint64("wanted", need))
 	} else if n > 0 {
 		log.Info("open-file limit", zap.Uint64("nofile", n))
 	}

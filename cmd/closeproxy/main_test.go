@@ -322,3 +322,16 @@ func TestHealthURLEscapesAZone(t *testing.T) {
 		}
 	}
 }
+
+// The descriptors a configuration's sessions may hold: two per session
+// under each listener's cap; no figure when a listener has no cap.
+func TestDescriptorsWanted(t *testing.T) {
+	cfg := &config.Config{Listeners: []config.Listener{{MaxConnections: 10000}, {MaxConnections: 50}}}
+	if got := descriptorsWanted(cfg); got != 2*10050 {
+		t.Errorf("two listeners, 10000 and 50: %d, want %d", got, 2*10050)
+	}
+	cfg.Listeners[1].MaxConnections = 0
+	if got := descriptorsWanted(cfg); got != 0 {
+		t.Errorf("a listener without a cap: %d, want 0 (no figure)", got)
+	}
+}
