@@ -66,7 +66,7 @@ func check(ctx context.Context, h config.Health, addr string) error {
 	}
 	deadline, _ := ctx.Deadline()
 	_ = tc.SetDeadline(deadline)
-	req := h.HTTPRequest + "\r\nHost: " + addr + "\r\nConnection: close\r\nUser-Agent: closeproxy-health\r\n\r\n"
+	req := h.HTTPRequest + "\r\nHost: " + hostHeader(addr) + "\r\nConnection: close\r\nUser-Agent: closeproxy-health\r\n\r\n"
 	if _, err := tc.Write([]byte(req)); err != nil {
 		return fmt.Errorf("health check %s: send: %w", addr, err)
 	}
@@ -95,4 +95,18 @@ func statusCode(line string) (int, error) {
 		return 0, fmt.Errorf("bad status in %q", strings.TrimSpace(line))
 	}
 	return n, nil
+}
+
+// hostHeader is addr as a Host header carries it: an IPv6 zone, which
+// only means something on this host, left out ("[fe80::1%eth0]:80" is
+// "[fe80::1]:80"), as browsers send it.
+func hostHeader(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if i := strings.IndexByte(host, '%'); i >= 0 {
+		host = host[:i]
+	}
+	return net.JoinHostPort(host, port)
 }
