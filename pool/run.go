@@ -158,20 +158,16 @@ func (p *Pool) logFailing(err error, first bool) {
 // connections (dialed for them) and give them back, until Run ends.
 func (p *Pool) Retire() {
 	p.retired.Store(true)
-	p.mu.Lock()
-	idle := p.idle
-	p.idle = nil
-	p.stats.Evicted += uint64(len(idle))
-	p.signalLocked()
-	p.mu.Unlock()
-	for _, c := range idle {
-		_ = closeReset(c)
-	}
+	p.closeIdle(false)
 }
 
-func (p *Pool) shutdown() {
+func (p *Pool) shutdown() { p.closeIdle(true) }
+
+// closeIdle closes the idle connections by RST (they carry nothing), and
+// the pool itself if closing.
+func (p *Pool) closeIdle(closing bool) {
 	p.mu.Lock()
-	p.closed = true
+	p.closed = p.closed || closing
 	idle := p.idle
 	p.idle = nil
 	p.stats.Evicted += uint64(len(idle))
