@@ -162,15 +162,7 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 	// left to watch or wait for, and the close sends the FIN, with no
 	// shutdown of its own (the usual short connection's back leg).
 	byClose := l.peerFIN && l.inDone && l.refusesNothing()
-	if l.peerFIN {
-		l.fo = &finObs{} // the peer's FIN was read: ours is second, no reading needed
-	} else {
-		if !l.foFresh {
-			l.beforeFIN()
-		}
-		l.preFIN()
-	}
-	l.foFresh = false
+	l.readyFIN()
 	if !byClose {
 		if shutdownHook != nil {
 			shutdownHook(l.name)
@@ -202,6 +194,20 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 	l.finTime = now
 	l.arm(now, wait)
 	l.at = l.nextWatch(now)
+}
+
+// readyFIN takes the readings the FIN's order is told from, just before
+// the proxy's FIN: none when the peer's was read (ours is second).
+func (l *leg) readyFIN() {
+	if l.peerFIN {
+		l.fo = &finObs{}
+	} else {
+		if !l.foFresh {
+			l.beforeFIN()
+		}
+		l.preFIN()
+	}
+	l.foFresh = false
 }
 
 // finFailed: shutting down writing failed; the peer is gone.

@@ -479,12 +479,7 @@ func (x *executor) closeReset(l *leg) {
 func (x *executor) wholeThenLate(l *leg) {
 	l.sendDone = true
 	if l.awaitsEOF {
-		if l.peerFIN {
-			l.fo = &finObs{}
-		} else {
-			l.beforeFIN()
-			l.preFIN()
-		}
+		l.readyFIN()
 		if err := l.conn.CloseWrite(); err == nil {
 			l.finSent = true
 			x.rec.finOut(l.name)
