@@ -117,9 +117,13 @@ func (m *metrics) collectors() []prometheus.Collector {
 // initLabels creates the series of every configured listener and backend at
 // zero, so that rate() sees them from the first scrape.
 func (m *metrics) initLabels(cfg *config.Config) {
+	for _, leg := range []string{"front", "back"} {
+		m.cuts.at(leg)
+	}
 	for _, l := range cfg.Listeners {
 		m.accepted.at(l.Name)
 		m.active.at(l.Name)
+		m.rejected.at2(l.Name, string(engine.OutcomeOverLimit))
 		m.headerReject.at(l.Name)
 		m.duration.at(l.Name)
 		for _, leg := range []string{"front", "back"} {

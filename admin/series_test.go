@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/closeproxy/closeproxy/config"
 )
 
 // A vec's children are the vector's own: what they count shows in what
@@ -42,5 +44,28 @@ func TestVecKeepsTheVectorsChildren(t *testing.T) {
 	}
 	if len(got) != 2 || got["x,y"] != 800 || got["x,z"] != 2 {
 		t.Errorf("the vector collects %v, want x,y 800 and x,z 2", got)
+	}
+}
+
+// The series a configuration names are there at zero from the first
+// scrape: a listener's over_limit rejections and each leg's cuts among
+// them, so that rate() and increase() read 0, not no data.
+func TestInitLabelsShowsRejectionsAndCutsAtZero(t *testing.T) {
+	m := newMetrics()
+	m.initLabels(&config.Config{Listeners: []config.Listener{{Name: "web"}}})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]int{}
+	for _, mf := range mfs {
+		series[mf.GetName()] = len(mf.GetMetric())
+	}
+	for name, want := range map[string]int{"closeproxy_connections_rejected_total": 1, "closeproxy_cut_total": 2} {
+		if series[name] != want {
+			t.Errorf("%s: %d series before any event, want %d at zero", name, series[name], want)
+		}
 	}
 }
