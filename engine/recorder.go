@@ -205,6 +205,13 @@ func (l *LegRecord) finish() {
 	if l.TimeWait == policy.SideUnknown && l.Reason == "" {
 		l.Reason = policy.ReasonUnknown
 	}
+	if l.Reason == "" && l.Target == policy.TargetProxy && l.FirstFIN == l.leg.Peer() && l.Close == policy.CloseFIN {
+		// The proxy's FIN was decided first, but the kernel saw the
+		// peer's come before it (they were close: the peer closed as the
+		// proxy's end came): TIME-WAIT on the peer, as after any
+		// peer_first.
+		l.Reason = policy.ReasonPeerFirst
+	}
 	switch l.Close {
 	case policy.ClosePooled, policy.CloseNone:
 		l.AsWanted = true
