@@ -28,6 +28,8 @@ func TestDuplicateListen(t *testing.T) {
 			[]string{`config.toml:9: listener "b": listen: "0.0.0.0:8080" overlaps listener "a" (line 4, "127.0.0.1:8080"): a wildcard address takes the port on every address`}},
 		{"and the other way round", [2]string{":8080", "[::1]:8080"},
 			[]string{`config.toml:9: listener "b": listen: "[::1]:8080" overlaps listener "a" (line 4, ":8080"): a wildcard address takes the port on every address`}},
+		{"localhost is 127.0.0.1", [2]string{"localhost:8080", "127.0.0.1:8080"},
+			[]string{`config.toml:9: listener "b": listen: "127.0.0.1:8080" is already used by listener "a" (line 4)`}},
 		{"port 0 picks a free port each time", [2]string{"127.0.0.1:0", "127.0.0.1:0"}, nil},
 		{"other address, same port", [2]string{"127.0.0.1:8080", "127.0.0.2:8080"}, nil},
 		{"same address, other port", [2]string{":8080", ":8081"}, nil},

@@ -416,7 +416,7 @@ func (o object) listenClash(key, addr string, ls []Listener, j int) bool {
 // ListenSpot spells a listen address so that two that bind the same
 // socket are equal: every wildcard host ("", 0.0.0.0, ::) is one, as Go
 // listens on both families for each; an IPv4-mapped address is its IPv4
-// one. A reload keeps a listener's socket when its spot is unchanged.
+// one; "localhost" is 127.0.0.1. A reload keeps a listener's socket when its spot is unchanged.
 // Port 0 picks a free port each time: it is no spot (ok false), nor is an
 // address that does not parse.
 func ListenSpot(listen string) (string, bool) {
@@ -433,6 +433,8 @@ func ListenSpot(listen string) (string, bool) {
 		if ip.IsUnspecified() {
 			host = ""
 		}
+	} else if strings.EqualFold(host, "localhost") {
+		host = "127.0.0.1" // where Go listens for it: the first IPv4 address it resolves to
 	}
 	return strings.ToLower(host) + " " + strconv.FormatUint(n, 10), true
 }
