@@ -101,7 +101,7 @@ func (l *leg) decided() { l.foFresh, l.sendQ = false, -1 }
 // the proxy's last ones, and be waiting after all. Withholding is the bet
 // the target makes; see the package doc.)
 func (x *executor) mayAwaitEOF(l *leg) bool {
-	if l.awaitsEOF {
+	if l.awaitsEOF || l.mayEOF {
 		return true
 	}
 	in, out := l.act.lastIn.Load(), l.act.lastOut.Load()

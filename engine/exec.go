@@ -478,7 +478,7 @@ func (x *executor) closeReset(l *leg) {
 // by the reset alone, after its whole stream.
 func (x *executor) wholeThenLate(l *leg) {
 	l.sendDone = true
-	if l.awaitsEOF {
+	if l.awaitsEOF || l.mayEOF && !l.peerFIN {
 		l.readyFIN()
 		if err := l.conn.CloseWrite(); err == nil {
 			l.finSent = true

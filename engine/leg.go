@@ -73,6 +73,7 @@ type leg struct {
 	// awaitsEOF: the caller knows the peer waits for EOF (http1: a
 	// close-delimited response).
 	awaitsEOF   bool
+	mayEOF      bool // Ending.MayAwaitEOF
 	sendDone    bool // the stream toward the peer ended, in order or cut
 	inDone      bool // the stream from the peer ended: its FIN read, or a failure
 	peerFIN     bool // the peer's FIN was read
@@ -169,7 +170,7 @@ func (l *leg) unacked() int64 {
 
 // takeEnding sets l up as the caller that hands it over says (Session.End).
 func (l *leg) takeEnding(e Ending) {
-	l.awaitsEOF = e.AwaitsEOF
+	l.awaitsEOF, l.mayEOF = e.AwaitsEOF, e.MayAwaitEOF
 	if e.PeerFIN {
 		l.peerFIN, l.inDone = true, true
 		l.rec.finIn(l.name)

@@ -77,6 +77,10 @@ func (s *Session) Relay(front, back *net.TCPConn, pending Pending) {
 type Ending struct {
 	PeerFIN   bool // the caller read the peer's FIN already
 	AwaitsEOF bool // the peer waits for EOF to know a message ended (http1: a close-delimited response)
+	// MayAwaitEOF: the peer may read to EOF unless it closes first (http1:
+	// a framed response after which the connection closes): rule 1's
+	// reading, as the kernel's, not a word that holds for every event.
+	MayAwaitEOF bool
 	Cut       bool // the stream toward the peer was cut short: reset at once
 	// Deliver, with Cut: what was sent on the leg reaches the peer first;
 	// the reset goes once the peer acknowledged it (drain_timeout at

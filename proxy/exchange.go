@@ -200,9 +200,15 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 		rt.reusable = !resp.Close && br.Buffered() == 0
-		if err := h.finishBody(body); errors.Is(err, errBodyStalled) {
+		switch err := h.finishBody(body); {
+		case errors.Is(err, errBodyStalled):
 			h.stalled(&rt, engine.StalledIdle) // as on the loops: no byte moved
-		} else if err != nil {
+		case err != nil && !errors.Is(err, errBodyCut) && body.werr == nil:
+			// The client left (FIN or RST) before its body was whole,
+			// after an early response: as on the loops, and as before one.
+			rt.reusable, rt.closing, rt.cutBack = false, true, true
+			h.clientAborted(&rt, err)
+		case err != nil:
 			rt.reusable, rt.cutBack = false, true
 		}
 		rt.closing = rt.closing || !rt.reusable
@@ -489,6 +495,7 @@ type bodyCopy struct {
 	dst     *pool.Conn
 	moved   atomic.Int64 // time.Now().UnixNano() as the last write returned
 	writing atomic.Bool  // a write to the backend is under way
+	werr    error        // a write to the backend failed: read once done was received
 }
 
 // Write implements io.Writer for the copy, noting its progress.
@@ -497,6 +504,9 @@ func (b *bodyCopy) Write(p []byte) (int, error) {
 	n, err := b.dst.Write(p)
 	b.moved.Store(time.Now().UnixNano())
 	b.writing.Store(false)
+	if err != nil {
+		b.werr = err
+	}
 	return n, err
 }
 

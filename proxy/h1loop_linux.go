@@ -582,11 +582,14 @@ func (h *h1Loop) readRequest() bool {
 	if h.draining() && h.inN == 0 {
 		// No request begun in the proxy: idle, unless one reached the
 		// kernel as draining began (its event not handled yet): that
-		// one is read and answered, with Connection: close.
+		// one is read and answered, with Connection: close. A new
+		// connection waits for its first request (idle_timeout at most).
 		if drainIdleHook != nil {
 			drainIdleHook()
 		}
-		if unread = engine.Unread(h.front); !unread {
+		if unread = engine.Unread(h.front); !unread && h.ss.fresh() {
+			return false // a new connection: its first request may be on its way
+		} else if !unread {
 			h.idle(policy.ReasonDraining)
 			return false
 		}
@@ -1461,8 +1464,9 @@ func (h *h1Loop) finish() {
 			h.rec().Note(policy.Front, policy.ReasonDraining)
 		}
 		// A response that closes the connection may be read to EOF
-		// (rule 1), framed or not: HTTP/1.0 clients and ab do.
-		h.finishWith(engine.Ending{AwaitsEOF: true})
+		// (rule 1), framed or not: HTTP/1.0 clients and ab do; one
+		// that closes first was not waiting.
+		h.finishWith(engine.Ending{AwaitsEOF: x.awaitsEOF, MayAwaitEOF: true})
 		return
 	}
 	h.keep()

@@ -294,8 +294,9 @@ func (h *h1) exchanges() (parked bool) {
 				h.rec.Note(policy.Front, policy.ReasonDraining)
 			}
 			// A response that closes the connection may be read to EOF
-			// (rule 1), framed or not: HTTP/1.0 clients and ab do.
-			h.end(engine.Ending{AwaitsEOF: true})
+			// (rule 1), framed or not: HTTP/1.0 clients and ab do; one
+			// that closes first was not waiting.
+			h.end(engine.Ending{AwaitsEOF: h.awaitsEOF, MayAwaitEOF: true})
 			return false
 		}
 		h.until = time.Now().Add(h.ln.IdleTimeout)
@@ -417,7 +418,7 @@ func (h *h1) enter(p h1Phase) error {
 	var d time.Time
 	switch {
 	case p == between:
-	case h.ctx.Err() != nil, p == awaiting && h.draining():
+	case h.ctx.Err() != nil, p == awaiting && h.draining() && !h.fresh():
 		d = time.Now()
 	case p == awaiting:
 		d = h.until
@@ -488,21 +489,27 @@ func (h *h1) stopGuard() engine.Stall {
 // (errParked). Draining interrupts the wait (enter, interrupt): a
 // connection with no request begun is idle and is closed, unless its
 // next request reached the kernel as draining began (then it is read and
-// answered, with Connection: close).
+// answered, with Connection: close), or it has had none yet (fresh).
 func (h *h1) awaitRequest() error {
 	for {
-		if h.draining() && h.fr.Buffered() == 0 {
+		if h.draining() && h.fr.Buffered() == 0 && !h.fresh() {
 			return h.drainingIdle()
 		}
 		_, err := h.fr.Peek(1)
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
 		}
-		if h.draining() && h.ctx.Err() == nil {
-			return h.drainingIdle()
-		}
 		if h.ctx.Err() != nil || !time.Now().Before(h.until) {
 			return errIdle
+		}
+		if h.draining() && !h.fresh() {
+			return h.drainingIdle()
+		}
+		if h.draining() { // a new connection: its first request may be on its way
+			if err := h.enter(awaiting); err != nil {
+				return err
+			}
+			continue
 		}
 		// h.parkAfter passed with nothing read.
 		if h.park() {
@@ -513,6 +520,11 @@ func (h *h1) awaitRequest() error {
 		}
 	}
 }
+
+// fresh says the client has sent nothing yet: a connection accepted
+// before draining began is not an idle keep-alive one, and waits for its
+// first request (idle_timeout at most) as it would have.
+func (s *session) fresh() bool { return s.rec.Record().Front.BytesIn == 0 }
 
 // drainIdleHook, when set (tests), is called as a session that read
 // nothing of a next request looks whether one waits in the kernel.

@@ -169,3 +169,29 @@ func unsent(c *net.TCPConn) (q int, err error) {
 	}
 	return q, err
 }
+
+// A connection accepted before draining began, whose first request comes
+// after it began (a client slow to send, 100 ms here: the load's shape),
+// is not an idle keep-alive connection: it is served, with Connection:
+// close, on either relay.
+func TestHTTP1DrainServesANewConnectionsFirstRequest(t *testing.T) {
+	o := startOrigin(t, hello)
+	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	c := dialClient(t, h.addr, false)
+	for deadline := time.Now().Add(5 * time.Second); h.srv.Live() != 1; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy did not take the connection within 5s")
+		}
+	}
+	h.srv.Drain()
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(c, "GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+	status, b, closing := readBody(t, bufio.NewReader(c))
+	if status != 200 || string(b) != "GET /late 0" || !closing {
+		t.Fatalf("first request after draining began: %d %q (Connection: close %v); want 200, closing", status, b, closing)
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackRequests != 1 {
+		t.Errorf("record: outcome %s (%v), %d requests; want ok, 1", td.Outcome, td.Err, td.BackRequests)
+	}
+}

@@ -806,3 +806,52 @@ func TestHTTP1NowhereGivesAnEOFReaderItsFIN(t *testing.T) {
 		t.Errorf("record: outcome %s (%v), front close %s reason %s fin_out %v; want ok, the proxy's FIN", td.Outcome, td.Err, td.Front.Close, td.Front.Reason, td.Front.FINOut)
 	}
 }
+
+// Front time_wait "nowhere", a response that closes the connection, and
+// a client that closes once it has it (as curl does): its FIN comes
+// first, so it was not reading to EOF, and the leg ends by a safe reset
+// with no TIME-WAIT anywhere, not by a FIN that leaves one on the client.
+func TestHTTP1NowhereResetsAClientThatClosesFirst(t *testing.T) {
+	o := startOrigin(t, hello)
+	front := testClose(policy.TargetNowhere, policy.FallbackReset)
+	front.PeerFinGrace = 2 * time.Second // the client's FIN comes well within
+	h := startProxy(t, config.Listener{Close: front}, http1Backend(o.addr))
+	c := dialClient(t, h.addr, false)
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if status, b, closing := readBody(t, bufio.NewReader(c)); status != 200 || string(b) != "GET /x 0" || !closing {
+		t.Fatalf("%d %q closing %v", status, b, closing)
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.TimeWait != policy.SideNone || td.Front.Close != policy.CloseReset || td.Front.FINIn < 0 {
+		t.Errorf("record: outcome %s, front first_fin %s close %s time_wait %s reason %s; want ok, the client's FIN, a safe reset: no TIME-WAIT",
+			td.Outcome, td.Front.FirstFIN, td.Front.Close, td.Front.TimeWait, td.Front.Reason)
+	}
+}
+
+// An early response to an upload (the backend answers before it has the
+// body), then a client that half-closes with its body not whole: it
+// left mid-request, on either relay: client_aborted, both legs cut.
+func TestHTTP1ClientLeavingMidBodyAfterAnEarlyResponseIsAborted(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		io.Copy(io.Discard, br) // the body as it comes, until the proxy ends it
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+	c.Write(make([]byte, 100000))
+	if status, b, _ := readBody(t, bufio.NewReader(c)); status != 200 || string(b) != "ok" {
+		t.Fatalf("%d %q", status, b)
+	}
+	c.CloseWrite() // 900 kB short
+	io.Copy(io.Discard, c)
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeClientAborted || !td.Back.Cut {
+		t.Errorf("record: outcome %s (%v), back cut %v, front cut %v; want client_aborted, the backend's request cut", td.Outcome, td.Err, td.Back.Cut, td.Front.Cut)
+	}
+}
