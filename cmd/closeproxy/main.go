@@ -264,6 +264,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err) // before serving, as plainly as a config error
 		return 1
 	}
+	// A reader of stderr or stdout (the records' and the log's default)
+	// that goes away must not end the proxy: Go's default for a write to
+	// fd 1 or 2 with no reader is to die of SIGPIPE. Ignored, the write
+	// fails (EPIPE) and the sessions go on.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup, usr1 := make(chan os.Signal, 1), make(chan os.Signal, 1)

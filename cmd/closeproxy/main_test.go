@@ -22,7 +22,12 @@ import (
 	"github.com/closeproxy/closeproxy/demo"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv("CLOSEPROXY_TEST_MAIN") == "1" { // the test binary run as closeproxy (TestLostStderrReader)
+		os.Exit(run(os.Args[slices.Index(os.Args, "--")+1:], os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func writeConfig(t *testing.T, text string) string {
 	t.Helper()
