@@ -61,6 +61,7 @@ type Server struct {
 
 	sessions sync.WaitGroup
 	live     atomic.Int64    // sessions not yet ended
+	writing  atomic.Int64    // of live, sessions whose sockets are closed, writing their record
 	drainCtx context.Context // done when shutdown_timeout ran out: end by policy
 	drainNow context.CancelFunc
 	kill     chan struct{} // closed when ending by policy took too long: reset

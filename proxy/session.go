@@ -320,9 +320,11 @@ func (ss *session) end() {
 	ss.leave(true)
 	td := ss.rec.Done()
 	ss.l.open.Add(-1)
+	ss.bk.users.Done() // before the record: a sink that blocks holds no pool
+	s.writing.Add(1)
 	s.record(td)
+	s.writing.Add(-1)
 	s.trim.ended()
-	ss.bk.users.Done()
 	s.live.Add(-1)
 	s.sessions.Done()
 }

@@ -50,11 +50,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-t.C:
 	}
-	s.log.Warn("sessions still open after ending by policy were reset", zap.Duration("waited", bound))
+	if open := s.live.Load() - s.writing.Load(); open > 0 {
+		s.log.Warn("sessions still open after ending by policy were reset", zap.Int64("sessions", open), zap.Duration("waited", bound))
+	}
+	if w := s.writing.Load(); w > 0 {
+		s.log.Warn("ended sessions wait to write their records: the records sink takes nothing", zap.Int64("sessions", w))
+	}
 	close(s.kill)
 	<-done
 	return nil
 }
+
+// ShutdownBound is the longest Shutdown takes past its context's end
+// while the records sink takes what it is given: ending by policy
+// (policyBound), then a reset of what is left.
+func (s *Server) ShutdownBound() time.Duration { return s.policyBound() + time.Second }
 
 // policyBound is how long ending by policy may take once shutdown_timeout
 // ran out: what still flows is cut at once; a leg still waiting for its

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -53,6 +56,7 @@ func TestLostStderrReader(t *testing.T) {
 	}
 	select {
 	case err := <-exited:
+		exited <- err // for the cleanup
 		t.Fatalf("closeproxy exited once stderr's reader went away: %v", err)
 	default:
 	}
@@ -81,4 +85,58 @@ func echoThrough(addr string) error {
 		return err
 	}
 	return nil
+}
+
+// Records to a pipe whose reader stopped taking them (open, never read):
+// once the pipe is full, ended sessions wait to write theirs. SIGTERM
+// still ends the process within shutdown's bound and recordsWait, exit
+// 1, where it waited for the reader for good.
+func TestShutdownBoundedWithRecordsStuck(t *testing.T) {
+	backend := loopback.Serve(t, loopback.Echo)
+	port := freePort(t)
+	fifo := filepath.Join(t.TempDir(), "records")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0) // open, never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	text := strings.Replace(daemonConfig(port, backend, "records = \""+fifo+"\"\nrecords_flush = \"0s\""), `shutdown_timeout = "2s"`, `shutdown_timeout = "1s"`, 1)
+	path := writeConfig(t, text)
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "run", "-config", path)
+	cmd.Env = append(os.Environ(), "CLOSEPROXY_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, stderr) // the log is read
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill() // the process this test started, by its PID
+		<-exited
+	})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	for i := range 200 { // records of about 1 KB: more than the pipe's 64 KiB
+		if err := echoThrough(addr); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+	}
+	start := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		exited <- err // for the cleanup
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("closeproxy exited %v after %v, want exit 1: it gave up on the records", err, time.Since(start))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("closeproxy still running 30s after SIGTERM with its records sink stuck")
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -22,7 +23,8 @@ type logs struct {
 	file    *logfile.File // log.records names a file: SIGUSR1 reopens it
 	// buffer holds records for up to log.records_flush, when set, to be
 	// written together.
-	buffer *logfile.Batch
+	buffer    *logfile.Batch
+	abandoned atomic.Bool // shutdown gave up on a records sink that takes nothing
 }
 
 // recordsBuffer caps what log.records_flush keeps waiting: a full buffer
@@ -87,9 +89,16 @@ func (l *logs) flushRecords() {
 	}
 }
 
+// abandon gives up on what waits for a records sink that takes nothing:
+// close then closes without writing it.
+func (l *logs) abandon() { l.abandoned.Store(true) }
+
 // close flushes both outputs, the buffered records included, and closes
 // the records file.
 func (l *logs) close() {
+	if l.abandoned.Load() {
+		return // a write blocked on the sink holds the file: the process's exit closes it
+	}
 	_ = l.log.Sync()
 	if l.buffer != nil {
 		_ = l.buffer.Stop()

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -324,7 +325,10 @@ func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr
 		wg.Go(func() { reopenOnUSR1(bg, sig.usr1, lg) })
 		reloadOnHUP(bg, sig.hup, path, p, lg)
 	}
-	if err := serve(ctx, cfg, lg, watch); err != nil {
+	if err := serve(ctx, cfg, lg, watch); errors.Is(err, errRecordsStuck) {
+		go log.Error("closeproxy stopped", zap.Error(err)) // the log may share the stuck sink: not waited for
+		return 1
+	} else if err != nil {
 		msg := "closeproxy stopped"
 		if errors.As(err, new(notStarted)) {
 			msg = "closeproxy could not start"
@@ -383,11 +387,35 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	log.Info("shutting down", zap.Duration("shutdown_timeout", cfg.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	err = errors.Join(srv.Shutdown(sctx), <-served)
-	lg.flushRecords() // every session has ended: its record goes out before "stopped"
+	bound := cfg.ShutdownTimeout + srv.ShutdownBound() + recordsWait
+	finished := make(chan error, 1)
+	go func() {
+		err := errors.Join(srv.Shutdown(sctx), <-served)
+		lg.flushRecords() // every session has ended: its record goes out before "stopped"
+		finished <- err
+	}()
+	// A records sink that takes nothing (a pipe whose reader stopped)
+	// holds the ended sessions' records, and would hold the process for
+	// good: past shutdown's own bound and recordsWait, it exits without
+	// them.
+	giveUp := time.NewTimer(bound)
+	defer giveUp.Stop()
+	select {
+	case err = <-finished:
+	case <-giveUp.C:
+		lg.abandon()
+		return errRecordsStuck
+	}
 	log.Info("stopped")
 	return err
 }
+
+// recordsWait is how long shutdown waits, past its own bound, for a
+// records sink that takes nothing.
+const recordsWait = 5 * time.Second
+
+// errRecordsStuck: shutdown gave up on records its sink did not take.
+var errRecordsStuck = errors.New("the records sink took nothing: exiting without the records still waiting")
 
 // notStarted is an error of serve's before it served anything.
 type notStarted struct{ err error }
