@@ -81,7 +81,7 @@ type Ending struct {
 	// a framed response after which the connection closes): rule 1's
 	// reading, as the kernel's, not a word that holds for every event.
 	MayAwaitEOF bool
-	Cut       bool // the stream toward the peer was cut short: reset at once
+	Cut         bool // the stream toward the peer was cut short: reset at once
 	// Deliver, with Cut: what was sent on the leg reaches the peer first;
 	// the reset goes once the peer acknowledged it (drain_timeout at
 	// most), recorded as cut. For a stream cut by the other peer's reset.
