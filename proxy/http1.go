@@ -422,8 +422,8 @@ func (h *h1) enter(p h1Phase) error {
 		d = time.Now()
 	case p == awaiting:
 		d = h.until
-		if at := time.Now().Add(h.parkAfter); at.Before(d) && h.parker() != nil {
-			d = at // then park
+		if at := time.Now().Add(h.parkAfter); at.Before(d) && h.parker() != nil && !h.draining() {
+			d = at // then park (not while draining: a fresh connection waits on)
 		}
 	default:
 		d = time.Now().Add(h.ln.IdleTimeout)
