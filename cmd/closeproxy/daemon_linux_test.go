@@ -23,26 +23,7 @@ func TestLostStderrReader(t *testing.T) {
 	backend := loopback.Serve(t, loopback.Echo)
 	port := freePort(t)
 	path := writeConfig(t, daemonConfig(port, backend, ""))
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "run", "-config", path)
-	cmd.Env = append(os.Environ(), "CLOSEPROXY_TEST_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM) // the process this test started, by its PID
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	_, stderr, exited := startMain(t, path)
 	// Its first lines, then the reader goes.
 	if _, err := io.ReadFull(stderr, make([]byte, 64)); err != nil {
 		t.Fatalf("closeproxy's first log lines: %v", err)
@@ -105,22 +86,8 @@ func TestShutdownBoundedWithRecordsStuck(t *testing.T) {
 	defer reader.Close()
 	text := strings.Replace(daemonConfig(port, backend, "records = \""+fifo+"\"\nrecords_flush = \"0s\""), `shutdown_timeout = "2s"`, `shutdown_timeout = "1s"`, 1)
 	path := writeConfig(t, text)
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "run", "-config", path)
-	cmd.Env = append(os.Environ(), "CLOSEPROXY_TEST_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr, exited := startMain(t, path)
 	go io.Copy(io.Discard, stderr) // the log is read
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill() // the process this test started, by its PID
-		<-exited
-	})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
 	for i := range 200 { // records of about 1 KB: more than the pipe's 64 KiB
 		if err := echoThrough(addr); err != nil {
@@ -139,4 +106,35 @@ func TestShutdownBoundedWithRecordsStuck(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("closeproxy still running 30s after SIGTERM with its records sink stuck")
 	}
+}
+
+// startMain runs the test binary as `closeproxy run -config path` (see
+// TestMain) with its stderr on a pipe, and ends it when the test ends
+// (SIGTERM, then a kill after 10 s: the process this test started, by
+// its PID). exited receives Wait's error; a test that takes it puts it
+// back for the cleanup.
+func startMain(t *testing.T, path string) (*exec.Cmd, io.ReadCloser, chan error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "run", "-config", path)
+	cmd.Env = append(os.Environ(), "CLOSEPROXY_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			exited <- err
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	return cmd, stderr, exited
 }
