@@ -46,8 +46,9 @@ type Admin struct {
 	set      atomic.Pointer[backendSet] // swapped by Reconfigure
 	attached atomic.Pointer[attachment]
 	draining atomic.Bool
-	limits   httpLimits // of the HTTP server; a seam for tests
-	version  string     // closeproxy_build_info's version label
+	limits   httpLimits    // of the HTTP server; a seam for tests
+	version  string        // closeproxy_build_info's version label
+	lost     func() uint64 // teardown records lost to failed writes; nil: none counted
 }
 
 type attachment struct{ r Readiness }
@@ -66,6 +67,12 @@ func WithWatcher(w *twwatch.Watcher) Option {
 // without it.
 func WithVersion(v string) Option {
 	return func(a *Admin) { a.version = v }
+}
+
+// WithRecordsLost has closeproxy_teardown_records_lost_total read lost:
+// the teardown records whose write failed.
+func WithRecordsLost(lost func() uint64) Option {
+	return func(a *Admin) { a.lost = lost }
 }
 
 // New builds the Admin and its registry. It starts nothing. Without
@@ -99,6 +106,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Admin {
 		&poolCollector{a: a},
 		&serverCollector{a: a},
 		a.parkedGauge(),
+		a.lostCounter(),
 		&kernelCollector{w: a.watch},
 	)
 	a.reg.MustRegister(a.m.collectors()...)
@@ -114,6 +122,20 @@ func (a *Admin) parkedGauge() prometheus.Collector {
 	}, func() float64 {
 		if r := a.readiness(); r != nil {
 			return float64(r.ParkedHTTP1())
+		}
+		return 0
+	})
+}
+
+// lostCounter is closeproxy_teardown_records_lost_total, read at scrape
+// time; 0 without WithRecordsLost.
+func (a *Admin) lostCounter() prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "closeproxy_teardown_records_lost_total",
+		Help: "Teardown records lost: their write to log.records failed (a full disk, a closed pipe). The log says so at most every 10 s.",
+	}, func() float64 {
+		if a.lost != nil {
+			return float64(a.lost())
 		}
 		return 0
 	})

@@ -185,3 +185,16 @@ func TestProcessAndGoCollectors(t *testing.T) {
 		}
 	}
 }
+
+// closeproxy_teardown_records_lost_total reads WithRecordsLost's count
+// at each scrape, 0 without it.
+func TestRecordsLostAtScrape(t *testing.T) {
+	base := serve(t, New(testConfig("127.0.0.1:0", "127.0.0.1:1"), zaptest.NewLogger(t)))
+	if got := scrape(t, base)["closeproxy_teardown_records_lost_total"]; got != 0 {
+		t.Fatalf("lost records without a count: %v, want 0", got)
+	}
+	var lost atomic.Uint64
+	base = serve(t, New(testConfig("127.0.0.1:0", "127.0.0.1:1"), zaptest.NewLogger(t), WithRecordsLost(lost.Load)))
+	lost.Store(7)
+	expect(t, scrape(t, base), map[string]float64{"closeproxy_teardown_records_lost_total": 7})
+}

@@ -73,8 +73,10 @@ less still. A sink that takes nothing (a pipe whose reader stopped)
 holds each ended session, a goroutine and its record, until it takes
 them again; at shutdown the process waits for it 5s past shutdown's own
 bound, then exits (code 1) without the records still waiting. A write
-that fails (a reader gone, a full disk) loses that record; a reader of
-stderr or stdout that goes away does not stop the proxy.`},
+that fails (a reader gone, a full disk) loses that record, counted in
+closeproxy_teardown_records_lost_total and told in the log at most every
+10s; a reader of stderr or stdout that goes away does not stop the
+proxy.`},
 	{path: "log.records_flush", at: field(func(c *Config) any { return &c.Log.RecordsFlush }),
 		def: 100 * time.Millisecond, restart: true, check: recordsFlush, doc: `
 How long a teardown record may wait to be written together with the

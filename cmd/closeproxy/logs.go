@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -24,7 +26,9 @@ type logs struct {
 	// buffer holds records for up to log.records_flush, when set, to be
 	// written together.
 	buffer    *logfile.Batch
-	abandoned atomic.Bool // shutdown gave up on a records sink that takes nothing
+	abandoned atomic.Bool   // shutdown gave up on a records sink that takes nothing
+	lost      atomic.Uint64 // records whose write failed
+	lostSaid  atomic.Int64  // unix nanoseconds of the last log line about them
 }
 
 // recordsBuffer caps what log.records_flush keeps waiting: a full buffer
@@ -53,15 +57,49 @@ func openLogs(c config.Log, stdout, stderr io.Writer) (*logs, error) {
 		}
 		recOut = l.file
 	}
+	recOut = lostCounter{out: recOut, l: l}
 	if c.RecordsFlush > 0 {
-		l.buffer = logfile.NewBatch(recOut, c.RecordsFlush, recordsBuffer, func(err error) {
-			l.log.Error("teardown records not written", zap.Error(err))
-		})
+		l.buffer = logfile.NewBatch(recOut, c.RecordsFlush, recordsBuffer, nil) // lostCounter tells of failures
 		recOut = l.buffer
 	}
 	l.records = newRecordLogger(recOut)
 	return l, nil
 }
+
+// lostCounter is the records' sink as the record logger sees it: a
+// write that fails (a full disk, a closed pipe) counts the records it
+// lost, says so in the log at most every lostEvery, and reports success,
+// so that zap does not write its own plain-text error line among the
+// JSON ones.
+type lostCounter struct {
+	out zapcore.WriteSyncer
+	l   *logs
+}
+
+// lostEvery spaces the log lines about lost records.
+const lostEvery = 10 * time.Second
+
+func (c lostCounter) Write(p []byte) (int, error) {
+	n, err := c.out.Write(p)
+	if err == nil {
+		return n, nil
+	}
+	lost := uint64(bytes.Count(p[n:], []byte{'\n'}))
+	if lost == 0 {
+		lost = 1 // a line without its end is lost all the same
+	}
+	total := c.l.lost.Add(lost)
+	now := time.Now().UnixNano()
+	if last := c.l.lostSaid.Load(); (last == 0 || now-last >= int64(lostEvery)) && c.l.lostSaid.CompareAndSwap(last, now) {
+		c.l.log.Error("teardown records not written", zap.Error(err), zap.Uint64("records_lost_total", total))
+	}
+	return len(p), nil
+}
+
+func (c lostCounter) Sync() error { return c.out.Sync() }
+
+// lostRecords is how many records were lost to failed writes so far.
+func (l *logs) lostRecords() uint64 { return l.lost.Load() }
 
 // recordLog returns the logger teardown records go to.
 func (l *logs) recordLog() *zap.Logger {

@@ -354,7 +354,7 @@ type parts struct {
 func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context.Context, parts)) error {
 	log := lg.log
 	tw := twwatch.New(cfg, log) // auto and the metrics read the same samples
-	adm := admin.New(cfg, log, admin.WithWatcher(tw), admin.WithVersion(versionString()))
+	adm := admin.New(cfg, log, admin.WithWatcher(tw), admin.WithVersion(versionString()), admin.WithRecordsLost(lg.lostRecords))
 	srv, err := proxy.New(cfg, log, proxy.WithObserver(adm), proxy.WithWatcher(tw), proxy.WithRecordLog(lg.recordLog()))
 	if err != nil {
 		return notStarted{err}

@@ -6,10 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/internal/loopback"
@@ -160,5 +163,67 @@ func TestShutdownWritesRecordsBeforeStopped(t *testing.T) {
 	}
 	if recs := sessions(lines); len(recs) != 3 {
 		t.Errorf("%d session records before \"stopped\", want 3:\n%s", len(recs), d.stderr)
+	}
+}
+
+// failingSink takes its first ok lines and fails every write after them,
+// as a pipe whose reader went away does.
+type failingSink struct {
+	mu sync.Mutex
+	ok int
+	b  strings.Builder
+}
+
+func (f *failingSink) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ok == 0 {
+		return 0, syscall.EPIPE
+	}
+	f.ok--
+	return f.b.Write(p)
+}
+
+// A record whose write fails is counted (closeproxy_teardown_records_lost_
+// total reads lostRecords) and the log says so once, as JSON: zap's own
+// plain-text "write error" line came when the record logger returned the
+// error, and nothing counted the records lost. Batched records count one
+// by one.
+func TestLostRecordsAreCountedAndLoggedOnce(t *testing.T) {
+	for _, flush := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprint("records_flush=", flush), func(t *testing.T) {
+			sink := &failingSink{ok: 1}
+			var logOut syncBuffer
+			lg, err := openLogs(config.Log{Level: "info", Records: "stdout", RecordsFlush: flush}, sink, &logOut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := lg.recordLog()
+			if flush > 0 {
+				sink.ok = 0 // the batch writes once: let it fail
+			}
+			for i := range 4 {
+				ent := zapcore.Entry{Level: zapcore.InfoLevel, Time: time.Now(), Message: "teardown"}
+				if err := rec.Core().Write(ent, []zapcore.Field{zap.Int("id", i)}); err != nil {
+					t.Errorf("record %d: the core returned %v: zap writes a plain-text line for it", i, err)
+				}
+			}
+			lg.flushRecords()
+			want := uint64(3)
+			if flush > 0 {
+				want = 4
+			}
+			if got := lg.lostRecords(); got != want {
+				t.Errorf("lost records %d, want %d", got, want)
+			}
+			lines := withMsg(jsonLines(t, logOut.String()), "teardown records not written")
+			if len(lines) != 1 {
+				t.Fatalf("%d log lines about lost records, want 1 (at most every %v):\n%s", len(lines), lostEvery, logOut.String())
+			}
+			if n, _ := lines[0]["records_lost_total"].(float64); n < 1 {
+				t.Errorf("the log line says %v records lost, want at least 1", lines[0]["records_lost_total"])
+			}
+			lg.close()
+		})
 	}
 }
