@@ -31,7 +31,9 @@ const maxDrainWait = 10 * time.Minute
 // at once: clients that a load balancer or Service still routes here
 // until it sees the pod unready are served, not refused; wait then counts
 // from the end of the delay. Of several drains the earliest end of a delay
-// closes the listeners. Only a client on loopback may drain: the admin port may listen on every
+// closes the listeners, and a client that goes away during its delay
+// (a drain command stopped) leaves the delay to run; once the listeners
+// are closed, a delay asked for is none. Only a client on loopback may drain: the admin port may listen on every
 // address for the kubelet's probes, and draining takes the pod out of
 // service.
 func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
@@ -45,13 +47,17 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 	if !ok1 || !ok2 {
 		return
 	}
-	d, ok := a.readiness().(Drainer)
+	rd := a.readiness()
+	d, ok := rd.(Drainer)
 	if !ok {
 		http.Error(w, "drain: proxy not started", http.StatusServiceUnavailable)
 		return
 	}
 	a.SetDraining()
 	switch {
+	case !rd.Serving(): // an earlier drain closed the listeners: no delay is left to keep
+		d.Drain()
+		a.log.Info("draining on request: listeners already closed", zap.Int64("sessions", d.Live()))
 	case delay == 0:
 		d.Drain()
 		a.log.Info("draining on request: listeners closed", zap.Int64("sessions", d.Live()))
@@ -63,10 +69,17 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 		a.log.Info("draining on request: readiness fails now, listeners close after the delay", zap.Duration("delay", delay))
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(delay + wait + time.Second))
+		begun := time.Now()
+		_ = http.NewResponseController(w).SetWriteDeadline(begun.Add(delay + wait + time.Second))
+		t := time.NewTimer(delay)
 		select {
-		case <-time.After(delay):
+		case <-t.C:
 		case <-r.Context().Done():
+			// The client went away (a drain command stopped): the delay
+			// it asked for still keeps the listeners accepting.
+			t.Stop()
+			time.AfterFunc(delay-time.Since(begun), d.Drain)
+			return
 		}
 		d.Drain()
 		a.log.Info("draining on request: listeners closed", zap.Int64("sessions", d.Live()))

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -160,6 +161,7 @@ func TestDrainDelay(t *testing.T) {
 		t.Fatalf("listeners closed %v after the request, before the delay", time.Since(t0))
 	}
 
+	base, srv = servingDrainable(t) // listeners open: the delay holds
 	close(srv.drained)
 	t1 := time.Now()
 	if code, body := post(t, base+"/drain?delay=100ms&wait=5s"); code != http.StatusOK || body != "drained\n" {
@@ -190,5 +192,65 @@ func TestDrainAgainDuringDelay(t *testing.T) {
 	}
 	if n := srv.drains.Load(); n != 1 {
 		t.Errorf("after a drain without delay: %d drains, want 1 at once", n)
+	}
+}
+
+// A drain command stopped during its delay (Ctrl-C on drain -delay D
+// -wait) leaves the delay to run: the listeners used to close the moment
+// its request went away.
+func TestDrainDelayOutlivesItsClient(t *testing.T) {
+	base, srv := servingDrainable(t)
+	const delay = 700 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/drain?wait=5s&delay="+delay.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	for code, _ := get(t, base+"/readyz"); code != http.StatusServiceUnavailable; code, _ = get(t, base+"/readyz") {
+		if time.Since(t0) > delay/2 {
+			t.Fatalf("/readyz %d %v after the drain request, want 503 draining", code, time.Since(t0))
+		}
+	} // the request is in its delay
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("the drain request was answered before its delay, not cancelled")
+	}
+	for time.Since(t0) < delay-100*time.Millisecond { // an absence: polled until just before the delay ends
+		if n := srv.drains.Load(); n != 0 {
+			t.Fatalf("listeners closed %v after the request, its client gone, before the delay of %v", time.Since(t0), delay)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.drains.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("listeners still open %v after a drain with a delay of %v", time.Since(t0), delay)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Once the listeners are closed, a drain with a delay has none to keep:
+// it says so and its wait does not sit out the delay.
+func TestDrainDelayAfterDrained(t *testing.T) {
+	base, srv := servingDrainable(t)
+	if code, body := post(t, base+"/drain"); code != http.StatusAccepted {
+		t.Fatalf("POST /drain: %d %q, want 202", code, body)
+	}
+	if code, body := post(t, base+"/drain?delay=1h"); code != http.StatusAccepted || strings.Contains(body, "close in") {
+		t.Errorf("POST /drain?delay=1h with the listeners closed: %d %q, want 202 without a delay", code, body)
+	}
+	close(srv.drained)
+	if code, body := post(t, base+"/drain?delay=1h&wait=1h"); code != http.StatusOK || body != "drained\n" {
+		t.Errorf("POST /drain?delay=1h&wait=1h with the listeners closed and no session: %d %q, want 200 drained at once", code, body)
 	}
 }

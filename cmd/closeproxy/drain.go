@@ -26,8 +26,8 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 	admin := fs.String("admin", config.Defaults().Admin.Listen, "host:port of the admin listener (from this host: only loopback clients may drain)")
 	path := fs.String("config", "", "reach the admin listener at this configuration's admin.listen (-admin, when given, wins)")
 	wait := fs.Bool("wait", false, "return only when every session has ended")
-	delay := fs.Duration("delay", 0, "fail readiness at once but keep accepting for this long first, while load balancers take the pod out of rotation")
-	timeout := fs.Duration("timeout", time.Minute, "with -wait: how long to wait for the sessions (exit 1 if some are still open)")
+	delay := fs.Duration("delay", 0, "fail readiness at once but keep accepting for this long first, while load balancers take the pod out of rotation (at most 10m)")
+	timeout := fs.Duration("timeout", time.Minute, "with -wait: how long to wait for the sessions (exit 1 if some are still open; at most 10m)")
 	doneFile := fs.String("done-file", "", "create this file when drain returns, drained or not, for another container's preStop to wait on")
 	var code int
 	if err := fs.Parse(args); err != nil { // the flag package said why
