@@ -71,8 +71,9 @@ docs/performance.md). A file (for instance on a volume a log shipper
 tails) costs less than a pipe, and teardown "errors" or "sample:<rate>"
 less still. A sink that takes nothing (a pipe whose reader stopped)
 holds each ended session, a goroutine and its record, until it takes
-them again; at shutdown the process waits for it 5s past shutdown's own
-bound, then exits (code 1) without the records still waiting. A write
+them again; at shutdown the process waits for it until shutdown_timeout
+plus 9s plus the longest drain_timeout, then exits (code 1) without the
+records still waiting. A write
 that fails (a reader gone, a full disk) loses that record, counted in
 closeproxy_teardown_records_lost_total and told in the log at most every
 10s; a reader of stderr or stdout that goes away does not stop the

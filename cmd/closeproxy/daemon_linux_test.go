@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -137,4 +138,50 @@ func startMain(t *testing.T, path string) (*exec.Cmd, io.ReadCloser, chan error)
 		}
 	})
 	return cmd, stderr, exited
+}
+
+// The signals themselves: a second SIGTERM during shutdown ends the wait
+// for the session still open (shutdown_timeout 1h), exit 0.
+func TestSecondSIGTERM(t *testing.T) {
+	backend := loopback.Serve(t, loopback.Echo)
+	port := freePort(t)
+	path := writeConfig(t, strings.Replace(daemonConfig(port, backend, ""), `shutdown_timeout = "2s"`, `shutdown_timeout = "1h"`, 1))
+	cmd, stderr, exited := startMain(t, path)
+	lines := bufio.NewScanner(stderr)
+	waitFor := func(msg string) {
+		t.Helper()
+		for lines.Scan() {
+			if strings.Contains(lines.Text(), `"msg":"`+msg+`"`) {
+				return
+			}
+		}
+		t.Fatalf("closeproxy's stderr ended before %q: %v", msg, lines.Err())
+	}
+	waitFor("listening")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatalf("the echo through the proxy: %v", err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	waitFor("shutting down")
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	waitFor("signalled again: the sessions left end now, as at the end of shutdown_timeout")
+	go io.Copy(io.Discard, stderr)
+	select {
+	case err := <-exited:
+		exited <- err // for the cleanup
+		if err != nil {
+			t.Errorf("closeproxy exited %v after a second SIGTERM, want 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("closeproxy still running 15 s after a second SIGTERM (shutdown_timeout 1h)")
+	}
 }

@@ -77,6 +77,7 @@ type daemonRun struct {
 	path           string
 	stdout, stderr *syncBuffer
 	hup, usr1      chan os.Signal
+	again          chan struct{} // close: a second SIGTERM
 	port           uint16
 	stop           func() // ends the daemon (SIGTERM) and waits for it; later calls do nothing
 }
@@ -94,7 +95,7 @@ func daemonConfig(port uint16, backend, logKeys string) string {
 func startDaemon(t *testing.T, text func(port uint16) string) *daemonRun {
 	t.Helper()
 	d := &daemonRun{port: freePort(t), stdout: &syncBuffer{}, stderr: &syncBuffer{},
-		hup: make(chan os.Signal, 1), usr1: make(chan os.Signal, 1)}
+		hup: make(chan os.Signal, 1), usr1: make(chan os.Signal, 1), again: make(chan struct{})}
 	d.path = writeConfig(t, text(d.port))
 	cfg, err := config.Load(d.path)
 	if err != nil {
@@ -102,7 +103,9 @@ func startDaemon(t *testing.T, text func(port uint16) string) *daemonRun {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
-	go func() { code <- daemon(ctx, d.path, cfg, d.stdout, d.stderr, signals{hup: d.hup, usr1: d.usr1}) }()
+	go func() {
+		code <- daemon(ctx, d.path, cfg, d.stdout, d.stderr, signals{hup: d.hup, usr1: d.usr1, again: d.again})
+	}()
 	d.stop = sync.OnceFunc(func() {
 		cancel()
 		if c := <-code; c != 0 {
@@ -203,5 +206,45 @@ func TestListeningNamesTheBoundAdminAddress(t *testing.T) {
 	reloads("configuration reloaded", 1)
 	if v := reloadOK(); v != "1" {
 		t.Errorf("after a good reload: last reload successful %s, want 1", v)
+	}
+}
+
+// A second SIGTERM or SIGINT ends shutdown's wait for sessions: the ones
+// left end as at the end of shutdown_timeout (cut, outcome drained) and
+// the process exits, where it used to ignore the signal and wait the
+// whole timeout (an operator's second Ctrl-C did nothing).
+func TestSecondSignalEndsShutdownsWait(t *testing.T) {
+	backend := loopback.Serve(t, loopback.Echo)
+	d := startDaemon(t, func(p uint16) string {
+		return strings.Replace(daemonConfig(p, backend, ""), `shutdown_timeout = "2s"`, `shutdown_timeout = "1h"`, 1)
+	})
+	c, err := net.Dial("tcp", d.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatalf("the echo through the proxy: %v", err)
+	}
+	stopped := make(chan struct{})
+	go func() { d.stop(); close(stopped) }()
+	waitLines(t, "shutting down line", d.stderr.String, func(l []logLine) []logLine { return withMsg(l, "shutting down") }, 1)
+	select {
+	case <-stopped:
+		t.Fatal("the daemon stopped with a session open, before its shutdown_timeout of 1h or a second signal")
+	default:
+	}
+	close(d.again)
+	select {
+	case <-stopped:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("still running 15 s after the second signal (shutdown_timeout 1h):\n%s", d.stderr)
+	}
+	recs := sessions(jsonLines(t, d.stderr.String()))
+	if len(recs) != 1 || recs[0].str("outcome") != "drained" {
+		t.Errorf("records %v, want the one session's, outcome drained", recs)
 	}
 }

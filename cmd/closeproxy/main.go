@@ -270,20 +270,44 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// fd 1 or 2 with no reader is to die of SIGPIPE. Ignored, the write
 	// fails (EPIPE) and the sessions go on.
 	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, again, stop := onTerm()
 	defer stop()
 	hup, usr1 := make(chan os.Signal, 1), make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	return daemon(ctx, path, cfg, stdout, stderr, signals{hup: hup, usr1: usr1})
+	return daemon(ctx, path, cfg, stdout, stderr, signals{hup: hup, usr1: usr1, again: again})
+}
+
+// onTerm returns a context that the first SIGTERM or SIGINT ends, and a
+// channel that the second closes; stop ends the watch.
+func onTerm() (ctx context.Context, again <-chan struct{}, stop func()) {
+	term := make(chan os.Signal, 2)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	ctx, cancel := context.WithCancel(context.Background())
+	second, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		select {
+		case <-term:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-term:
+			close(second)
+		case <-done:
+		}
+	}()
+	return ctx, second, sync.OnceFunc(func() { signal.Stop(term); close(done); cancel() })
 }
 
 // signals are the channels cmdRun fills from the process's signals.
 type signals struct {
-	hup  <-chan os.Signal // reload the configuration
-	usr1 <-chan os.Signal // reopen the records file
+	hup   <-chan os.Signal // reload the configuration
+	usr1  <-chan os.Signal // reopen the records file
+	again <-chan struct{}  // closed by a second SIGTERM or SIGINT: shutdown_timeout ends now
 }
 
 // descriptorsWanted is what cfg's sessions may hold at once: two each
@@ -325,7 +349,7 @@ func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr
 		wg.Go(func() { reopenOnUSR1(bg, sig.usr1, lg) })
 		reloadOnHUP(bg, sig.hup, path, p, lg)
 	}
-	if err := serve(ctx, cfg, lg, watch); errors.Is(err, errRecordsStuck) {
+	if err := serve(ctx, cfg, lg, watch, sig.again); errors.Is(err, errRecordsStuck) {
 		go log.Error("closeproxy stopped", zap.Error(err)) // the log may share the stuck sink: not waited for
 		return 1
 	} else if err != nil {
@@ -349,9 +373,10 @@ type parts struct {
 }
 
 // serve runs the proxy, its admin listener and the TIME-WAIT watcher until
-// ctx ends, then drains for shutdown_timeout. watch, if set, runs beside
-// them (SIGHUP reloads).
-func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context.Context, parts)) error {
+// ctx ends, then drains for shutdown_timeout, or until again is closed
+// (a second SIGTERM: the sessions left end as when shutdown_timeout runs
+// out). watch, if set, runs beside them (SIGHUP reloads).
+func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context.Context, parts), again <-chan struct{}) error {
 	log := lg.log
 	tw := twwatch.New(cfg, log) // auto and the metrics read the same samples
 	adm := admin.New(cfg, log, admin.WithWatcher(tw), admin.WithVersion(versionString()), admin.WithRecordsLost(lg.lostRecords))
@@ -387,6 +412,14 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	log.Info("shutting down", zap.Duration("shutdown_timeout", cfg.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	wg.Go(func() {
+		select {
+		case <-again:
+			log.Info("signalled again: the sessions left end now, as at the end of shutdown_timeout", zap.Int64("sessions", srv.Live()))
+			cancel()
+		case <-sctx.Done():
+		}
+	})
 	bound := cfg.ShutdownTimeout + srv.ShutdownBound() + recordsWait
 	finished := make(chan error, 1)
 	go func() {

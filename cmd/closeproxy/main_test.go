@@ -272,7 +272,7 @@ func TestServeStopsCleanly(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, &logs{log: zap.NewNop()}, nil) }()
+	go func() { done <- serve(ctx, cfg, &logs{log: zap.NewNop()}, nil, nil) }()
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("serve: %v", err)

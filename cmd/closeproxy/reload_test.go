@@ -205,7 +205,7 @@ func serveReloading(t *testing.T, path string, cfg *config.Config) (parts, chan<
 		done <- serve(ctx, cfg, lg, func(bg context.Context, p parts) {
 			started <- p
 			reloadOnHUP(bg, hup, path, p, lg)
-		})
+		}, nil)
 	}()
 	t.Cleanup(func() {
 		cancel()
