@@ -55,6 +55,9 @@ func advise(rep *Report, k *kernel) ([]Warning, []Recommendation) {
 		}
 	}
 	for _, d := range rep.TimeWait.TopDestinations {
+		if k.reuses(d.Addr.Addr()) {
+			continue // connect() takes those older than 1 s: they pin no port
+		}
 		if d.Share > destWarnShare {
 			a.warn(Warning{Kind: "destination_ports", Subject: d.Addr.String(), Text: fmt.Sprintf(
 				"%d TIME-WAIT sockets toward %s hold %.0f%% of the %d usable ports: connect() to it fails with EADDRNOTAVAIL at 100%%",
@@ -82,7 +85,7 @@ func (a *advisor) legBudget(lg Leg) {
 	a.warn(Warning{Kind: "port_budget", Subject: subject, Leg: lg.Leg, Text: fmt.Sprintf(
 		"%s (%s leg, time_wait = %q): %s, %s holds TIME-WAIT on its own port toward %s; at %g connections/s that pins ≈%d ports for %d s, %.0f%% of %d usable",
 		subject, lg.Leg, lg.TimeWait, whenDialerHolds(lg), who, lg.Destination,
-		lg.Rate, lg.Pinned, timeWaitSeconds, 100*float64(lg.Pinned)/float64(lg.Budget), lg.Budget)})
+		lg.Rate, lg.Pinned, lg.pinnedFor(), 100*float64(lg.Pinned)/float64(lg.Budget), lg.Budget)})
 	if lg.Leg == "back" {
 		line := fmt.Sprintf("%s: set [backend.close] time_wait = \"backend\"", subject)
 		if lg.Fallback != "reset" {

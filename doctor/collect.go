@@ -88,7 +88,7 @@ func collect(opts Options) *Report {
 	rep.TimeWait.UsablePorts, rep.TimeWait.MaxBuckets = k.usable, k.maxTW.v
 	if opts.Config != nil {
 		rep.Config, rep.Rate = opts.ConfigPath, opts.Rate
-		rep.Legs = legs(opts.Config, opts.Rate, k.usable)
+		rep.Legs = legs(opts.Config, opts.Rate, k.usable, k.reuses)
 	}
 	rep.Warnings, rep.Recommendations = advise(rep, k)
 	if rep.Unread == nil {

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 
 	"github.com/closeproxy/closeproxy/procnet"
@@ -42,6 +43,16 @@ const (
 	procIPv4    = "/proc/sys/net/ipv4/"
 	pathNetstat = procnet.NetstatPath
 )
+
+// reuses reports whether connect() on this host takes a port whose
+// 4-tuple toward addr is in TIME-WAIT once that is older than 1 s:
+// tcp_tw_reuse 1, or 2 toward loopback, with TCP timestamps on.
+func (k *kernel) reuses(addr netip.Addr) bool {
+	if !k.twReuse.ok || !k.timestamps.ok || k.timestamps.v == 0 {
+		return false
+	}
+	return k.twReuse.v == 1 || k.twReuse.v == 2 && addr.Unmap().IsLoopback()
+}
 
 // readKernel reads every setting in the order the report lists them. The
 // figures twwatch samples for auto and the metrics (the port range and its

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"math"
+	"net/netip"
 	"strings"
 
 	"github.com/closeproxy/closeproxy/config"
@@ -20,8 +21,9 @@ const warnShare = 0.5
 
 // legs judges each listener (front leg) and backend (back leg) of cfg at
 // rate new connections/s per listener; usable is this host's ephemeral
-// port budget (0 when unknown).
-func legs(cfg *config.Config, rate float64, usable int) []Leg {
+// port budget (0 when unknown); reuses, if set, says toward which
+// addresses this host's connect() reuses a TIME-WAIT port after 1 s.
+func legs(cfg *config.Config, rate float64, usable int, reuses func(netip.Addr) bool) []Leg {
 	var out []Leg
 	protocols := map[string]config.Protocol{}
 	for _, b := range cfg.Backends {
@@ -37,7 +39,7 @@ func legs(cfg *config.Config, rate float64, usable int) []Leg {
 				n++
 			}
 		}
-		out = append(out, backLeg(b, rate*float64(n), usable))
+		out = append(out, backLeg(b, rate*float64(n), usable, reuses))
 	}
 	return out
 }
@@ -72,7 +74,7 @@ func frontLeg(l config.Listener, protocol config.Protocol, rate float64) Leg {
 	return lg
 }
 
-func backLeg(b config.Backend, rate float64, usable int) Leg {
+func backLeg(b config.Backend, rate float64, usable int, reuses func(netip.Addr) bool) Leg {
 	lg := newLeg(policy.Back, b.Name, b.Close, b.Protocol, rate)
 	lg.Dialer, lg.Destination = string(policy.SideProxy), destinations(b)
 	lg.Budget = usable
@@ -83,9 +85,13 @@ func backLeg(b config.Backend, rate float64, usable int) Leg {
 		// Ports are pinned per destination: with several servers, toward
 		// the busiest one (the largest weight's share of the sessions).
 		share, n := busiestShare(b)
-		lg.Pinned = pinned(rate * share)
+		lg.Pinned, lg.PinnedFor = pinned(rate*share), timeWaitSeconds
 		if n > 1 {
 			lg.Note = joinNote(lg.Note, fmt.Sprintf("pinned ports toward the busiest of %d servers (%.0f%% of the sessions)", n, 100*share))
+		}
+		if b.Source != config.SourceClient && reusedToward(b, reuses) {
+			lg.Pinned, lg.PinnedFor = int(math.Round(rate*share)), 1
+			lg.Note = joinNote(lg.Note, "tcp_tw_reuse: connect() takes a port whose TIME-WAIT toward the backend is older than 1 s, so a port stays pinned 1 s, not 60 (the TIME-WAIT sockets still count toward tcp_max_tw_buckets)")
 		}
 	}
 	if b.Source == config.SourceClient && lg.Pinned > 0 {
@@ -114,6 +120,21 @@ func busiestShare(b config.Backend) (float64, int) {
 }
 
 // destinations names the backend's servers, comma-separated.
+// reusedToward reports whether connect() reuses TIME-WAIT ports toward
+// every server of b (addresses only: a name is not known to be covered).
+func reusedToward(b config.Backend, reuses func(netip.Addr) bool) bool {
+	if reuses == nil {
+		return false
+	}
+	for _, srv := range b.ServerList() {
+		ap, err := netip.ParseAddrPort(srv.Address)
+		if err != nil || !reuses(ap.Addr()) {
+			return false
+		}
+	}
+	return true
+}
+
 func destinations(b config.Backend) string {
 	var out []string
 	for _, srv := range b.ServerList() {
@@ -274,4 +295,12 @@ func joinNote(a, b string) string {
 		return b
 	}
 	return a + "; " + b
+}
+
+// pinnedFor is how long the leg's pinned ports stay pinned, in seconds.
+func (lg Leg) pinnedFor() int {
+	if lg.PinnedFor > 0 {
+		return lg.PinnedFor
+	}
+	return timeWaitSeconds
 }

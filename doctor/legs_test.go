@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -82,7 +83,7 @@ func TestLegsByMode(t *testing.T) {
 	} {
 		t.Run(tc.protocol, func(t *testing.T) {
 			cfg := mustParse(t, legConfig("time_wait = \"nowhere\"\nfallback = \"fin\"", "protocol = \""+tc.protocol+"\""))
-			rep := &Report{Config: "test.toml", Rate: 100, Legs: legs(cfg, 100, 28232)}
+			rep := &Report{Config: "test.toml", Rate: 100, Legs: legs(cfg, 100, 28232, nil)}
 			front := rep.Legs[0]
 			if front.Leg != "front" || front.Protocol != tc.protocol || front.GraceOut != tc.grace {
 				t.Fatalf("front leg %+v; want protocol %s, grace out %q", front, tc.protocol, tc.grace)
@@ -109,7 +110,7 @@ func TestBackLegGraceOutSaysTheClient(t *testing.T) {
 		{"http1", "when it does not (grace out): nowhere\n"},
 	} {
 		cfg := mustParse(t, legConfig(`time_wait = "proxy"`, "protocol = \""+tc.protocol+"\"\n[backend.close]\ntime_wait = \"backend\"\nfallback = \"reset\""))
-		rep := &Report{Rate: 100, Legs: legs(cfg, 100, 28232)}
+		rep := &Report{Rate: 100, Legs: legs(cfg, 100, 28232, nil)}
 		var b strings.Builder
 		(&printer{w: &b}).legs(rep)
 		if !strings.Contains(b.String(), tc.want) {
@@ -162,7 +163,7 @@ func TestPortBudget(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := mustParse(t, legConfig(tc.front, tc.back))
-			rep := &Report{Legs: legs(cfg, tc.rate, tc.usable)}
+			rep := &Report{Legs: legs(cfg, tc.rate, tc.usable, nil)}
 			for _, lg := range rep.Legs {
 				if want, ok := tc.wantPinned[lg.Leg]; ok && lg.Pinned != want {
 					t.Errorf("%s leg pins %d ports, want %d", lg.Leg, lg.Pinned, want)
@@ -190,7 +191,7 @@ name = "web2"
 listen = "0.0.0.0:8081"
 backend = "app"
 `)
-	for _, lg := range legs(cfg, 10, 28232) {
+	for _, lg := range legs(cfg, 10, 28232, nil) {
 		if lg.Leg == "back" && (lg.Rate != 20 || lg.Pinned != 1200) {
 			t.Errorf("back leg: rate %g, pinned %d; want 20, 1200", lg.Rate, lg.Pinned)
 		}
@@ -201,7 +202,7 @@ backend = "app"
 // moves TIME-WAIT to the backend, with a reset fallback.
 func TestBackLegRecommendation(t *testing.T) {
 	cfg := mustParse(t, legConfig(`time_wait = "nowhere"`, "[backend.close]\ntime_wait = \"proxy\"\nfallback = \"fin\""))
-	rep := &Report{Legs: legs(cfg, 1000, 28232)}
+	rep := &Report{Legs: legs(cfg, 1000, 28232, nil)}
 	_, recs := advise(rep, &kernel{})
 	want := `backend "app": set [backend.close] time_wait = "backend", fallback = "reset"`
 	if len(recs) == 0 || recs[0].Line != want {
@@ -222,12 +223,53 @@ servers = ["10.0.0.2:80", { address = "10.0.0.3:80", weight = 3 }]
   [backend.close]
   time_wait = "proxy"
 `)
-	for _, lg := range legs(cfg, 100, 28232) {
+	for _, lg := range legs(cfg, 100, 28232, nil) {
 		if lg.Leg != "back" {
 			continue
 		}
 		if lg.Pinned != 4500 || !strings.Contains(lg.Note, "busiest of 2 servers (75%") {
 			t.Errorf("back leg: pinned %d note %q; want 4500 (75%% of 100/s for 60 s) toward the busiest server", lg.Pinned, lg.Note)
+		}
+	}
+}
+
+// A back leg toward servers whose TIME-WAIT ports connect() reuses after
+// 1 s pins a second of connections, not a minute's: no port_budget
+// warning at 500/s toward loopback with tcp_tw_reuse = 2, where doctor
+// warned of 106 % of the range.
+func TestBackLegPinnedWithReuse(t *testing.T) {
+	cfg := mustParse(t, `[[listener]]
+name = "web"
+listen = "0.0.0.0:8080"
+backend = "app"
+[listener.close]
+time_wait = "nowhere"
+[[backend]]
+name = "app"
+address = "127.0.0.1:8081"
+[backend.close]
+time_wait = "proxy"
+`)
+	k := &kernel{twReuse: figure{v: 2, ok: true}, timestamps: figure{v: 1, ok: true}}
+	for _, tc := range []struct {
+		reuses                func(netip.Addr) bool
+		pinned, secs, budgets int
+	}{{k.reuses, 500, 1, 0}, {nil, 30000, 60, 1}} {
+		rep := &Report{Legs: legs(cfg, 500, 28232, tc.reuses)}
+		for _, lg := range rep.Legs {
+			if lg.Leg == "back" && (lg.Pinned != tc.pinned || lg.pinnedFor() != tc.secs) {
+				t.Errorf("reuse %v: back leg pins %d ports for %d s, want %d for %d", tc.reuses != nil, lg.Pinned, lg.pinnedFor(), tc.pinned, tc.secs)
+			}
+		}
+		warns, _ := advise(rep, k)
+		n := 0
+		for _, w := range warns {
+			if w.Kind == "port_budget" {
+				n++
+			}
+		}
+		if n != tc.budgets {
+			t.Errorf("reuse %v: %d port_budget warnings, want %d: %+v", tc.reuses != nil, n, tc.budgets, warns)
 		}
 	}
 }

@@ -94,13 +94,17 @@ type Leg struct {
 	// other_side_reading). GraceOut assumes the client had.
 	GraceOutClientReading string `json:"grace_out_client_reading,omitempty"`
 	// Rate is the new connections/s expected on this leg; Pinned the ports
-	// the dialer would hold in TIME-WAIT toward Destination (rate × 60 s)
+	// the dialer would hold in TIME-WAIT toward Destination (rate × PinnedFor)
 	// if every connection ended the way that leaves TIME-WAIT on it; Budget
 	// the dialer's usable ports (an assumed default for a load balancer).
-	Rate   float64 `json:"rate"`
-	Pinned int     `json:"pinned_ports"`
-	Budget int     `json:"port_budget"`
-	Note   string  `json:"note,omitempty"`
+	// PinnedFor is how long each of those ports stays pinned: 60 s, or 1 s
+	// where connect() reuses a TIME-WAIT port toward Destination
+	// (tcp_tw_reuse with timestamps).
+	Rate      float64 `json:"rate"`
+	Pinned    int     `json:"pinned_ports"`
+	PinnedFor int     `json:"pinned_seconds,omitempty"`
+	Budget    int     `json:"port_budget"`
+	Note      string  `json:"note,omitempty"`
 }
 
 // Warning is one problem found, with what it concerns.

@@ -74,3 +74,26 @@ func TestTWReuseAdviceKnowsLoopback(t *testing.T) {
 		}
 	}
 }
+
+// Where connect() reuses TIME-WAIT ports (tcp_tw_reuse = 2 toward
+// loopback, timestamps on), TIME-WAIT toward a destination is no sign of
+// EADDRNOTAVAIL: no destination_ports warning for loopback, one still for
+// another host; with timestamps off, for both.
+func TestDestinationPortsWarningKnowsReuse(t *testing.T) {
+	for _, tc := range []struct {
+		dest       string
+		timestamps int
+		want       bool
+	}{{"127.0.0.1:8081", 1, false}, {"10.0.0.2:8081", 1, true}, {"127.0.0.1:8081", 0, true}} {
+		rep := &Report{TimeWait: TimeWait{UsablePorts: 100, TopDestinations: []Destination{
+			{Addr: netip.MustParseAddrPort(tc.dest), Count: 90, Share: 0.9}}}}
+		warns, _ := advise(rep, &kernel{twReuse: figure{v: 2, ok: true}, timestamps: figure{v: tc.timestamps, ok: true}})
+		got := false
+		for _, w := range warns {
+			got = got || w.Kind == "destination_ports"
+		}
+		if got != tc.want {
+			t.Errorf("tcp_tw_reuse = 2, timestamps %d, 90 %% of ports toward %s in TIME-WAIT: warned %v, want %v (%+v)", tc.timestamps, tc.dest, got, tc.want, warns)
+		}
+	}
+}
