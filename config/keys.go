@@ -163,7 +163,10 @@ Whether clients' connections start with a PROXY protocol header (v1 or v2)
 from a load balancer: "off" (never read one), "optional" (read one if
 present) or "required" (refuse connections without one). With
 "optional", a connection that closes before sending anything (a load
-balancer's TCP check) is relayed as one without a header.`},
+balancer's TCP check) is relayed as one without a header, and one that
+waits for the server to speak first (SMTP, MySQL) is relayed only after
+proxy_protocol_timeout: the proxy cannot tell it from a header still to
+come. A v2 header's TLVs must parse, and a CRC32C TLV must match.`},
 	{path: "listener.proxy_protocol_trusted", at: field(func(l *Listener) any { return &l.ProxyProtocolTrusted }),
 		def: []netip.Prefix(nil), doc: `
 Source addresses whose PROXY headers are believed: CIDR prefixes

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/netip"
@@ -76,6 +78,18 @@ func TestProxyHeaderFaults(t *testing.T) {
 			[]string{"PROXY TCP4 192.0.2.7 192.0.2.1 5555 80\r\n" + req}, engine.OutcomeBadProxyHeader},
 		{"optional mode, untrusted source without a header passes", ppListener(config.ProxyProtocolOptional, "10.0.0.0/8"),
 			[]string{req}, engine.OutcomeOK},
+		// The TLVs after the addresses are the header's too: a list that
+		// does not parse, or a CRC32C that does not match, refuses it.
+		{"v2 with a TLV longer than the header", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2TCP4("\x04\x00\x09abc") + req}, engine.OutcomeBadProxyHeader},
+		{"v2 with a truncated TLV", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2TCP4("\x04\x00") + req}, engine.OutcomeBadProxyHeader},
+		{"v2 whose length takes the request's first bytes", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2TCP4("")[:15] + "\x14" + v2TCP4("")[16:] + req}, engine.OutcomeBadProxyHeader},
+		{"v2 with a wrong CRC32C", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2TCP4("\x03\x00\x04\xde\xad\xbe\xef") + req}, engine.OutcomeBadProxyHeader},
+		{"v2 with its CRC32C and padding", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2WithCRC("\x05\x00\x02ab") + req}, engine.OutcomeOK},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,6 +169,9 @@ func TestProxyHeaderClientResets(t *testing.T) {
 		{"optional, nothing sent", "", config.ProxyProtocolOptional},
 		{"required, nothing sent", "", config.ProxyProtocolRequired},
 		{"required, half a v1 header", "PROXY TCP4 192.0.2.7 ", config.ProxyProtocolRequired},
+		// Fewer than a v2 signature's 12 bytes: looking for one read the
+		// reset and dropped it (goroutines: "closed in the middle").
+		{"required, 10 bytes of a v1 header", "PROXY TCP4", config.ProxyProtocolRequired},
 		{"optional, half a v2 header", v2Signature + "\x21\x11", config.ProxyProtocolOptional},
 	}
 	for _, tc := range cases {
@@ -499,4 +516,20 @@ func TestCutLegCountsWhatThePeerReceived(t *testing.T) {
 	if td.Front.BytesOut != got {
 		t.Errorf("front.bytes_out %d, the client received %d", td.Front.BytesOut, got)
 	}
+}
+
+// v2TCP4 is a v2 PROXY header from 192.0.2.7:40001 to 192.0.2.1:80 with
+// tlvs after its addresses.
+func v2TCP4(tlvs string) string {
+	n := 12 + len(tlvs)
+	return v2Signature + "\x21\x11" + string([]byte{byte(n >> 8), byte(n)}) +
+		"\xc0\x00\x02\x07\xc0\x00\x02\x01\x9c\x41\x00\x50" + tlvs
+}
+
+// v2WithCRC is v2TCP4 with a NOOP TLV (padding), then tlvs, then a
+// CRC32C TLV that matches.
+func v2WithCRC(tlvs string) string {
+	h := []byte(v2TCP4("\x04\x00\x03pad" + tlvs + "\x03\x00\x04\x00\x00\x00\x00"))
+	binary.BigEndian.PutUint32(h[len(h)-4:], crc32.Checksum(h, crc32.MakeTable(crc32.Castagnoli)))
+	return string(h)
 }

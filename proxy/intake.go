@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/netip"
@@ -219,22 +221,10 @@ func readHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 	}
 }
 
-// parseHeader lets go-proxyproto read a header whose start is buffered.
+// parseHeader lets go-proxyproto read a header whose start is buffered:
+// "PROXY" (v1), or 12 bytes or more. It reads the socket only for the
+// header's own bytes, so that an error there (a reset) is the one judged.
 func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
-	if sig, _ := br.Peek(len(v2Signature)); string(sig) == v2Signature {
-		// Buffer the whole v2 header first, as the loops do: a FIN
-		// inside it is "closed in the middle", not the parser's "invalid length".
-		b, err := br.Peek(16)
-		if need, _ := headerNeeds(b); err == nil && need > 16 && need <= br.Size() {
-			_, err = br.Peek(need)
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-	}
 	if sig, _ := br.Peek(5); string(sig) == "PROXY" {
 		for {
 			line, _ := br.Peek(br.Buffered())
@@ -245,8 +235,73 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 				return nil, err
 			}
 		}
+		return proxyproto.Read(br)
 	}
-	return proxyproto.Read(br)
+	if sig, _ := br.Peek(len(v2Signature)); string(sig) != v2Signature {
+		return proxyproto.Read(br)
+	}
+	// Buffer the whole v2 header first, as the loops do: a FIN inside it
+	// is "closed in the middle", not the parser's "invalid length".
+	b, err := br.Peek(16)
+	need, _ := headerNeeds(b)
+	if err == nil && need > 16 && need <= br.Size() {
+		_, err = br.Peek(need)
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	raw, _ := br.Peek(need)
+	raw = bytes.Clone(raw) // Read moves past it
+	hdr, err := proxyproto.Read(br)
+	if err != nil {
+		return nil, err
+	}
+	return hdr, checkTLVs(hdr, raw)
+}
+
+// checkTLVs refuses a v2 header whose TLV list (what follows the
+// addresses within its length) does not parse, or whose CRC32C TLV does
+// not match raw, the header's bytes: the spec has a receiver that checks
+// it drop the connection.
+func checkTLVs(hdr *proxyproto.Header, raw []byte) error {
+	tlvs, err := hdr.TLVs()
+	if err != nil {
+		return fmt.Errorf("v2 TLVs: %w (the header's length says %d bytes follow the addresses)", err, len(raw)-16-addressLen(hdr))
+	}
+	if len(tlvs) == 0 {
+		return nil
+	}
+	for off := 16 + addressLen(hdr); off+3 <= len(raw); {
+		n := int(binary.BigEndian.Uint16(raw[off+1:]))
+		if proxyproto.PP2Type(raw[off]) == proxyproto.PP2_TYPE_CRC32C && n == 4 && off+7 <= len(raw) {
+			sum := binary.BigEndian.Uint32(raw[off+3:])
+			zeroed := bytes.Clone(raw)
+			clear(zeroed[off+3 : off+7])
+			if got := crc32.Checksum(zeroed, castagnoli); got != sum {
+				return fmt.Errorf("v2 CRC32C TLV %08x, the header's bytes give %08x", sum, got)
+			}
+		}
+		off += 3 + n
+	}
+	return nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// addressLen is the length of a v2 header's address block.
+func addressLen(hdr *proxyproto.Header) int {
+	switch {
+	case hdr.TransportProtocol.IsIPv4():
+		return 12
+	case hdr.TransportProtocol.IsIPv6():
+		return 36
+	case hdr.TransportProtocol.IsUnix():
+		return 216
+	}
+	return 0
 }
 
 // maxV1Header is the longest legal v1 header line, CRLF included.
