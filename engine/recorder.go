@@ -123,6 +123,14 @@ func (r *Recorder) Note(l policy.Leg, why policy.Reason) {
 	}
 }
 
+// Unnote clears leg l's reason if it is why: a note about one request
+// (retried) that a later request is not to carry.
+func (r *Recorder) Unnote(l policy.Leg, why policy.Reason) {
+	if lr := r.td.Leg(l); lr.Reason == why {
+		lr.Reason = ""
+	}
+}
+
 // Pooled notes that the back leg's connection went back to the pool.
 func (r *Recorder) Pooled() { r.td.Back.Close = policy.ClosePooled }
 

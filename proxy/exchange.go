@@ -60,6 +60,8 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 	attempt := 0
 	if h.retried {
 		attempt, h.retried = 1, false
+	} else {
+		h.rec.Unnote(policy.Back, policy.ReasonRetried) // an earlier request's retry
 	}
 	for ; ; attempt++ {
 		bc, err := h.acquire()
@@ -397,7 +399,9 @@ func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body *
 	switch {
 	case stalled:
 		return
-	case berr != nil && !errors.Is(berr, errBodyCut):
+	case berr != nil && !errors.Is(berr, errBodyCut) && body.werr == nil:
+		// The client left before its body was whole; a copy that failed
+		// writing to the backend is the backend's close, answered 502.
 		h.clientAborted(rt, berr)
 		return
 	}

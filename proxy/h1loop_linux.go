@@ -719,6 +719,9 @@ func loopable(req *http1.Request) bool {
 // without a wait, and starts sending the request; false: the session went
 // to a goroutine with req.
 func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
+	if !retried {
+		h.rec().Unnote(policy.Back, policy.ReasonRetried) // an earlier request's retry
+	}
 	if h.kept != nil && !retryable(req) {
 		h.keptEdge() // a request that cannot be sent again goes only on a connection still open
 	}

@@ -855,3 +855,78 @@ func TestHTTP1ClientLeavingMidBodyAfterAnEarlyResponseIsAborted(t *testing.T) {
 		t.Errorf("record: outcome %s (%v), back cut %v, front cut %v; want client_aborted, the backend's request cut", td.Outcome, td.Err, td.Back.Cut, td.Front.Cut)
 	}
 }
+
+// A backend that resets while the request's body still flows to it, and
+// before any response byte: the client gets a 502 and the record says
+// backend_reset, on both relays. On goroutines the failed write to the
+// backend was taken for the client leaving: a bare reset to the client,
+// recorded client_aborted (and no passive ejection).
+func TestHTTP1BackendResetDuringBodyAnswers502(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			c.Close()
+			return
+		}
+		c.SetLinger(0) // the head is in: reset while the body comes
+		c.Close()
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	body := strings.Repeat("x", 4<<20)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	go func() {
+		io.WriteString(c, fmt.Sprintf("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body)))
+		io.WriteString(c, body) // fails once the proxy resets: the answer is what counts
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("the client got no response: %v", err)
+	}
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("status %d, want 502", resp.StatusCode)
+	}
+	if td := h.record(t); td.Outcome != engine.OutcomeBackendReset {
+		t.Errorf("outcome %s (%v), want backend_reset", td.Outcome, td.Err)
+	}
+}
+
+// back.reason "retried" is about the request that was retried: a later
+// request of the session that fails without a retry does not carry it
+// (it read as a retry that failed).
+func TestHTTP1RetriedNoteStaysWithItsRequest(t *testing.T) {
+	accepted := make(chan struct{}, 64)
+	var failedOnce atomic.Bool
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		accepted <- struct{}{}
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil || req.URL.Path == "/fail" {
+				return // closed without an answer
+			}
+			if req.URL.Path == "/retry-me" && failedOnce.CompareAndSwap(false, true) {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	b := http1Backend(be)
+	b.Pool.Warm = 2
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, b)
+	for range b.Pool.Warm {
+		<-accepted // the first request takes a pooled connection: a retry is allowed
+	}
+	got := roundTrips(t, h.addr, "GET /retry-me HTTP/1.1\r\nHost: x\r\n\r\nPOST /fail HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", 2)
+	if got[0] != "200 ok" || !strings.HasPrefix(got[1], "502 ") {
+		t.Fatalf("got %q, want 200 ok after a retry, then a 502", got)
+	}
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeBackendReset || td.Back.Reason == policy.ReasonRetried {
+		t.Errorf("outcome %s back.reason %q (%v), want backend_reset without the earlier request's retry", td.Outcome, td.Back.Reason, td.Err)
+	}
+}
