@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
 // decide asks the policy what to do with l after ev and does it.
@@ -354,18 +355,49 @@ func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
 		x.finish(l)
 		return
 	}
+	if rstLookedHook != nil {
+		rstLookedHook(l)
+	}
 	_ = l.conn.SetLinger(0)
 	// A refusal comes before any byte of the other side's: as Refuse
 	// records it, nothing was cut.
 	cut = cut && why != policy.ReasonRefused
-	x.rec.reset(l.name, why, cut)
+	var unacked int64
 	if cut {
-		x.rec.discarded(l.name, l.unacked()) // the reset throws them away
+		unacked = l.unacked() // the reset throws them away
 	}
+	finSent := l.finSent
 	l.closeSocket()
+	if finSent && x.metByFIN(l) {
+		// The peer's FIN came after the look: the kernel had closed the
+		// socket into TIME-WAIT, and the close sent nothing. The FINs
+		// went both ways, the proxy's first (it was out before the
+		// look), and the late bytes were lost all the same.
+		x.rec.finIn(l.name)
+		x.rec.Note(l.name, why)
+		x.rec.firstFIN(l.name, policy.SideProxy)
+		x.rec.closed(l.name, policy.CloseFIN)
+	} else {
+		x.rec.reset(l.name, why, cut)
+		x.rec.discarded(l.name, unacked)
+	}
 	if rstHook != nil {
 		rstHook(l, true)
 	}
+}
+
+// metByFIN reports whether leg l, whose FIN had gone and which rst just
+// closed with a linger of 0, sits in TIME-WAIT in the kernel: the peer's
+// FIN came between rst's look and its close, which then sent no RST. One
+// sock_diag lookup by 4-tuple, on this path only (a reset after the
+// proxy's FIN: late data, half_close_timeout, a cut at shutdown).
+func (x *executor) metByFIN(l *leg) bool {
+	lr := x.rec.td.Leg(l.name)
+	if !lr.Local.IsValid() || !lr.Peer.IsValid() {
+		return false
+	}
+	s, ok, err := sockdiag.Find(lr.Local, lr.Peer)
+	return err == nil && ok && s.State == sockdiag.TimeWait
 }
 
 // shutdownHook, when set (tests), is called as fin shuts the leg's
@@ -375,3 +407,7 @@ var shutdownHook func(policy.Leg)
 // rstHook, when set (tests), is called as rst begins (sent false) and
 // after the close that sends the RST the record claims (sent true).
 var rstHook func(l *leg, sent bool)
+
+// rstLookedHook, when set (tests), is called by rst after it looked
+// whether the kernel closed the leg, before it resets.
+var rstLookedHook func(l *leg)

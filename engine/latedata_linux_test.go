@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/sockdiag"
 )
 
 // A leg ended with its peer's late bytes in hand is reset once the peer
@@ -179,4 +181,44 @@ func lateInHand(t *testing.T, client, server *net.TCPConn) *bufio.Reader {
 // back leg by the defaults, for End on the front leg alone.
 func frontSession(front config.Close) *Session {
 	return &Session{Rec: NewRecorder(1, "web", "app", front.TimeWait, defBack.TimeWait), Front: front, Back: defBack}
+}
+
+// A late-data reset after the proxy's FIN whose peer's FIN comes between
+// rst's look and its close: the kernel closed the socket into TIME-WAIT,
+// the close sent no RST, and the record says so (FINs both ways, the
+// proxy's first, TIME-WAIT on the proxy), where it claimed a reset that
+// never went. The peer's FIN is sent from a hook at that very point.
+func TestLateDataResetMetByThePeersFIN(t *testing.T) {
+	client, server := loopback.Pair(t, loopback.Listener(t))
+	met := false
+	rstLookedHook = func(l *leg) {
+		if l.finSent {
+			_ = client.CloseWrite()
+			met = waitReset(l.conn, 5*time.Second) // the kernel's close: TIME-WAIT
+		}
+	}
+	t.Cleanup(func() { rstLookedHook = nil })
+	go func() {
+		// The client reads the proxy's FIN, then sends what can reach no one.
+		_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, client); err == nil {
+			_, _ = client.Write([]byte("late"))
+		}
+	}()
+	s := frontSession(policyClose(policy.TargetProxy, policy.FallbackFIN))
+	local, peer := server.LocalAddr().(*net.TCPAddr).AddrPort(), server.RemoteAddr().(*net.TCPAddr).AddrPort()
+	s.Rec.Accepted(local, peer, netip.AddrPort{})
+	s.End(policy.Front, server, nil, Ending{})
+	if !met {
+		t.Fatal("the client's FIN never closed the proxy's socket")
+	}
+	td := s.Rec.Done()
+	f := td.Front
+	if f.Close != policy.CloseFIN || f.RSTOut >= 0 || f.TimeWait != policy.SideProxy || f.FirstFIN != policy.SideProxy || f.Reason != policy.ReasonLateData {
+		t.Errorf("front close %s rst_out %v time_wait %s first_fin %s reason %q; want fin, no reset, TIME-WAIT on the proxy, proxy first, late_data",
+			f.Close, f.RSTOut, f.TimeWait, f.FirstFIN, f.Reason)
+	}
+	if s, ok, err := sockdiag.Find(local, peer); err != nil || !ok || s.State != sockdiag.TimeWait {
+		t.Errorf("the kernel's socket %v→%v: %+v found %v (%v), want TIME-WAIT", local, peer, s, ok, err)
+	}
 }
