@@ -36,7 +36,10 @@ type server struct {
 	weight int
 	pool   *pool.Pool
 	health *balance.Health
-	active atomic.Int64 // sessions using it now: least_conn's figure
+	// active counts sessions using it now, least_conn's figure; a
+	// reload that replaces its backend hands the count on to the server
+	// of the same address, so that sessions still on the old one count.
+	active *atomic.Int64
 }
 
 // buildBackends makes the backends of cfg, reusing those of old whose
@@ -52,12 +55,14 @@ func (s *Server) buildBackends(cfg *config.Config, old map[string]*backend) map[
 			out[b.Name] = prev
 			continue
 		}
-		out[b.Name] = s.newBackend(b)
+		out[b.Name] = s.newBackend(b, old[b.Name])
 	}
 	return out
 }
 
-func (s *Server) newBackend(b config.Backend) *backend {
+// newBackend makes b's backend; prev, if set, is the one it replaces,
+// whose servers' session counts carry on.
+func (s *Server) newBackend(b config.Backend, prev *backend) *backend {
 	be := &backend{cfg: b, bal: balance.New(balance.Algorithm(b.Balance))}
 	hc := balance.HealthConfig{Rise: b.Health.Rise, Fall: b.Health.Fall, EjectAfter: b.Health.EjectAfter, EaseIn: b.Health.EaseIn}
 	if !checked(b.Health) {
@@ -75,7 +80,10 @@ func (s *Server) newBackend(b config.Backend) *backend {
 				log.Info("server back: taking sessions again, health.interval after its ejection", zap.Duration("interval", hc.Revive))
 			}
 		}
-		sv := &server{addr: srv.Address, weight: max(srv.Weight, 1), health: balance.NewHealth(hc)}
+		sv := &server{addr: srv.Address, weight: max(srv.Weight, 1), health: balance.NewHealth(hc), active: new(atomic.Int64)}
+		if was := prev.server(srv.Address); was != nil {
+			sv.active = was.active
+		}
 		sv.pool = pool.New(pool.Config{
 			Address: srv.Address, ConnectTimeout: b.ConnectTimeout,
 			Warm: warm, MaxIdleAge: b.Pool.MaxIdleAge, MaxConns: b.Pool.MaxConns,
@@ -84,6 +92,19 @@ func (s *Server) newBackend(b config.Backend) *backend {
 		be.servers = append(be.servers, sv)
 	}
 	return be
+}
+
+// server returns b's server at addr, nil if none (or b nil).
+func (b *backend) server(addr string) *server {
+	if b == nil {
+		return nil
+	}
+	for _, sv := range b.servers {
+		if sv.addr == addr {
+			return sv
+		}
+	}
+	return nil
 }
 
 // checked reports whether h runs an active check; a Config built in code

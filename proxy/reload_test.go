@@ -220,3 +220,43 @@ func TestReloadRetiredPoolStopsWarming(t *testing.T) {
 		t.Errorf("the session open across the reload: %q %v", buf, err)
 	}
 }
+
+// A reload that replaces a backend hands its servers' session counts on:
+// a session still open on the old backend counts in Servers() (the
+// metric closeproxy_backend_server_active_sessions) and for least_conn,
+// and its end counts it out. The new backend's counts started at 0.
+func TestReloadKeepsActiveSessionsCounted(t *testing.T) {
+	be := defaultBackend(loopback.Serve(t, loopback.Echo))
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, be)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("the echo: %v", err)
+	}
+	active := func() int64 { return h.srv.Servers()["app"][0].Active }
+	if n := active(); n != 1 {
+		t.Fatalf("before the reload: %d active sessions, want 1", n)
+	}
+	next := runningConfig(h)
+	next.Backends[0].ConnectTimeout *= 2 // a changed backend: new pools and health
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatal(err)
+	}
+	if n := active(); n != 1 {
+		t.Errorf("after the reload: %d active sessions, want the 1 still open", n)
+	}
+	c.Close()
+	h.record(t)
+	for deadline := time.Now().Add(5 * time.Second); active() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d active sessions after the only one ended", active())
+		}
+	}
+}
