@@ -199,7 +199,11 @@ over_limit. 0 means no cap. A tcp session holds one backend
 connection for its whole life, so backend.pool.max_conns (1024 by
 default) bounds a listener's tcp sessions too: one past it waits
 connect_timeout and is refused pool_exhausted. Each session takes two
-descriptors: keep the process's open-file limit above twice this.`},
+descriptors (an http1 session between requests, one), and each direction
+that once carried a bulk stream keeps a splice pipe of two more until the
+session ends (a long-lived tcp session that moved bulk both ways holds
+six): keep the process's open-file limit above twice this, and more
+where long-lived connections carry bulk.`},
 	{path: "listener.intercept", at: field(func(l *Listener) any { return &l.Intercept }),
 		def: InterceptOff, check: oneOf(InterceptOff, InterceptTProxy, InterceptRedirect), doc: `
 Whether connections arrive here because a firewall rule in this host's

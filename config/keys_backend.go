@@ -159,7 +159,8 @@ Connections to this backend, in use and idle together (with several
 servers: to each server), up to 1048576. A tcp session holds one for its
 whole life (an http1 session only while an exchange runs). A session that
 finds none free waits up to connect_timeout, then is refused with outcome
-pool_exhausted. 0 means no cap.`},
+pool_exhausted: in tcp mode by a reset, in http1 mode by a 503 and the
+proxy's FIN. 0 means no cap.`},
 
 	{path: "backend.close", kind: table, doc: `
 Close policy of the back leg (proxy <-> backend).`},
