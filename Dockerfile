@@ -3,12 +3,15 @@
 # closeproxy: a static binary on distroless, running as uid/gid 65532.
 #
 #   docker build --build-arg VERSION=$(git describe --always) -t closeproxy .
-#   docker run -p 8080:8080 closeproxy
+#   docker run --network container:WEB closeproxy
 #
 # The default configuration (deploy/sidecar.toml) is a sidecar: it accepts
 # on :8080, forwards to a web server on 127.0.0.1:80 and serves the admin
-# endpoints on 0.0.0.0:9901 for the kubelet's probes. Mount your own
-# configuration over /etc/closeproxy/closeproxy.toml.
+# endpoints on 0.0.0.0:9901 for the kubelet's probes. It must share the
+# web server's network namespace (a pod, or --network container:WEB with
+# WEB the web server's container, which publishes 8080): in a namespace of
+# its own nothing listens on 127.0.0.1:80 and every request gets a 502.
+# Mount your own configuration over /etc/closeproxy/closeproxy.toml.
 #
 # Capabilities: none are needed for the shipped configuration (port 8080).
 # Binding a port below 1024 needs CAP_NET_BIND_SERVICE

@@ -57,7 +57,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&s.isolate, "netns", true, "run each candidate with a backend of its own in a network namespace of its own, where its loads run too (needs root and ip(8); without, all share this one): no candidate meets another's TIME-WAIT sockets")
 	fs.BoolVar(&s.prototype, "prototype", false, "add two columns for the event-loop prototype (internal/evloop: accept, dial and relay on one loop, no policy, records or kernel readings; and its http1 mode, exchanges on the loop): what a bare Go event loop costs here")
 	fs.StringVar(&s.teardown, "teardown", "all", `closeproxy's log.teardown: "all" (its default: a record for every connection, written to its log file) or "errors" (records of failures only; HAProxy and nginx here log nothing)`)
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return 0 // -h: the usage, as closeproxy's commands
+	} else if err != nil {
 		return 2
 	}
 	if s.teardown != "all" && s.teardown != "errors" {

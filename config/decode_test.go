@@ -22,6 +22,11 @@ func TestTOMLErrorsNameTheirLine(t *testing.T) {
 			`config.toml:2: strings cannot contain newlines`, 2},
 		{"value missing", "shutdown_timeout =\n",
 			`config.toml:1: expected value but found '\n' instead`, 1},
+		// The decoder counts the newline that cut the header short.
+		{"table header cut short", "shutdown_timeout = \"1s\"\n[backend.close\nx = 1\n",
+			`config.toml:2: expected '.' or ']' to end table name, but got '\n' instead`, 2},
+		{"array table header cut short", "[[listener]\nname = \"w\"\n",
+			`config.toml:1: expected end of table array name delimiter ']', but got '\n' instead`, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -304,6 +304,9 @@ func decodeError(file string, err error, data []byte) error {
 		return &Error{File: file, Line: line, Err: fmt.Errorf("decode: %w", err)}
 	}
 	e := &Error{File: file, Line: pe.Position.Line, Err: &tomlError{pe.Message, err}}
+	if strings.HasSuffix(pe.Message, `but got '\n' instead`) && e.Line > 1 {
+		e.Line-- // a table header cut short: the decoder counted the newline that ended it
+	}
 	if m := arrayAfterTable.FindStringSubmatch(pe.Message); m != nil {
 		k, where := m[1], fmt.Sprintf("[%s] or [%s.…]", m[1], m[1])
 		if first := firstTable(data, k, e.Line); first > 0 {

@@ -30,7 +30,7 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	if *path != "" {
 		cfg, err := config.Load(*path)
 		if err != nil {
-			fmt.Fprintln(stderr, err)
+			fmt.Fprintln(stderr, "closeproxy doctor:", err)
 			return 1
 		}
 		opts.Config = cfg

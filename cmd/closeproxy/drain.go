@@ -40,7 +40,7 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 	} else if *path == "" || given(fs, "admin") {
 		code = drain(*admin, *delay, *wait, *timeout, stdout, stderr)
 	} else if addr, err := configAdmin(*path, "-admin", stderr); err != nil {
-		fmt.Fprintln(stderr, err) // the configuration's problem, named
+		fmt.Fprintln(stderr, "closeproxy drain:", err) // the configuration's problem, named
 		code = 1
 	} else {
 		code = drain(addr, *delay, *wait, *timeout, stdout, stderr)

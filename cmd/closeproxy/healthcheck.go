@@ -37,7 +37,7 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	if *path != "" && !given(fs, "url") {
 		addr, err := configAdmin(*path, "-url", stderr)
 		if err != nil {
-			fmt.Fprintln(stderr, err) // the configuration's problem, named
+			fmt.Fprintln(stderr, "closeproxy healthcheck:", err) // the configuration's problem, named
 			return 1
 		}
 		*target = healthURL(addr)

@@ -93,7 +93,11 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 1 && commands[args[0]] != nil {
 		return run([]string{args[0], "-h"}, stdout, stderr)
 	}
-	if len(args) > 0 && args[0] != "-h" && args[0] != "-help" && args[0] != "--help" {
+	switch {
+	case len(args) == 1 && args[0] != "-h" && args[0] != "-help" && args[0] != "--help":
+		fmt.Fprintf(stderr, "closeproxy help: no command %q (closeproxy help lists them)\n", args[0])
+		return 2
+	case len(args) > 1:
 		fmt.Fprintf(stderr, "closeproxy help: unexpected argument %q (help takes a command's name, for its flags)\n", strings.Join(args, " "))
 		return 2
 	}

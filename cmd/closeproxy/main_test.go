@@ -128,7 +128,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"version", "-bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"version", "extra"}, `unexpected argument "extra" (version takes none)`},
 		{[]string{"--version", "extra"}, `unexpected argument "extra" (version takes none)`},
-		{[]string{"help", "drainn"}, `unexpected argument "drainn" (help takes a command's name, for its flags)`},
+		{[]string{"help", "drainn"}, `no command "drainn" (closeproxy help lists them)`},
 		{[]string{"help", "drain", "-wait"}, `unexpected argument "drain -wait"`},
 	} {
 		errOut.Reset()
