@@ -144,10 +144,17 @@ func rawReader(c *net.TCPConn) io.Reader {
 }
 
 // putFrontReader gives fr back to frontReaders; fr holds nothing unread.
+// One sized for a loop's hand-off is left to the collector.
 func putFrontReader(fr *bufio.Reader) {
+	if fr.Size() != frontReaderSize {
+		return
+	}
 	fr.Reset(nil)
 	frontReaders.Put(fr)
 }
+
+// frontReaderSize is the size of frontReaders' readers, bufio's default.
+var frontReaderSize = bufio.NewReader(nil).Size()
 
 // watch registers the server's watchers of its http1 sessions; tests make
 // them late (a watcher runs on a goroutine of its own, as late as the
@@ -235,10 +242,18 @@ func (ss *session) runHTTP1From(prefix []byte, first *http1.Request, retried boo
 	}()
 	fr := frontReaders.Get().(*bufio.Reader)
 	r := rawReader(ss.front)
+	if len(prefix) > fr.Size() {
+		fr = bufio.NewReaderSize(nil, len(prefix)) // putFrontReader drops it
+	}
 	if len(prefix) > 0 {
 		r = io.MultiReader(bytes.NewReader(prefix), r)
 	}
 	fr.Reset(r)
+	// The whole prefix into fr's buffer, from its first read: what then
+	// reads the socket itself (a tunnel's relay, a park) finds in fr
+	// every byte that came before, where the rest of the prefix was lost
+	// behind the MultiReader.
+	_, _ = fr.Peek(len(prefix))
 	parked = ss.serveHTTP1(fr, ss.srv.drainCtx, ss.srv.drainBegun, first, retried)
 }
 
