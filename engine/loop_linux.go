@@ -171,6 +171,7 @@ func (ls *loops) pick(on int) int {
 // setPair makes r the relay of its two sockets, front then back, both
 // ways, p's bytes first.
 func (r *loopRelay) setPair(s *Session, p Pending) {
+	s.Rec.reopen(policy.Back) // a tunnel on a connection an earlier exchange gave back: its close is this relay's
 	r.x = newExecutor(s)
 	f := r.x.addLeg(policy.Front, r.socks[0])
 	b := r.x.addLeg(policy.Back, r.socks[1])

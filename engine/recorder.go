@@ -189,8 +189,9 @@ func (r *Recorder) closed(l policy.Leg, c policy.Close) {
 }
 
 // reopen readies leg l's record for the close of another connection (http1
-// uses several backend connections in turn): the record tells of the last
-// one, and keeps a reason noted before.
+// uses several backend connections in turn), or of one an earlier
+// exchange gave back to the pool (pooled) that now closes (a tunnel):
+// the record tells of the last close, and keeps a reason noted before.
 func (r *Recorder) reopen(l policy.Leg) {
 	lr := r.td.Leg(l)
 	if lr.Close == policy.CloseNone {

@@ -59,6 +59,7 @@ type Pending struct {
 // the rules that outrank it say. It returns when both sockets are closed
 // and both copiers ended.
 func (s *Session) Relay(front, back *net.TCPConn, pending Pending) {
+	s.Rec.reopen(policy.Back) // a tunnel on a connection an earlier exchange gave back: its close is this relay's
 	x := newExecutor(s)
 	f := x.addLeg(policy.Front, front)
 	b := x.addLeg(policy.Back, back)

@@ -763,6 +763,56 @@ func TestHTTP1UpgradeWithEarlyTunnelBytesLosesNone(t *testing.T) {
 	}
 }
 
+// A tunnel on a backend connection an earlier request of the session used
+// and gave back: the record's back leg tells of the tunnel's close (FINs,
+// TIME-WAIT where the kernel has it), not "pooled" and no TIME-WAIT, as
+// the earlier exchange left it.
+func TestHTTP1TunnelAfterARequestRecordsItsClose(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Header.Get("Upgrade") == "" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+			io.Copy(c, br)
+			c.CloseWrite()
+			io.Copy(io.Discard, br)
+			return
+		}
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the first request: %v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("the upgrade: %v %v", resp, err)
+	}
+	io.WriteString(c, "hello")
+	c.CloseWrite()
+	if got, err := io.ReadAll(br); err != nil || string(got) != "hello" {
+		t.Fatalf("the tunnel's echo: %q, %v", got, err)
+	}
+	c.Close()
+	td := h.record(t)
+	if b := td.Back; b.Close != policy.CloseFIN || b.TimeWait == policy.SideNone || td.BackRequests != 2 {
+		t.Errorf("back close %s time_wait %s first_fin %s requests %d; want the tunnel's FIN exchange and its TIME-WAIT, 2 requests",
+			b.Close, b.TimeWait, b.FirstFIN, td.BackRequests)
+	}
+}
+
 // A tunnel whose backend spoke last when the client half-closes: the
 // client's FIN reaches the backend (http1 mode takes no bet, and a
 // tunnel does not say where an answer ends), and what the backend sends
