@@ -188,8 +188,12 @@ A session with no bytes moving either way for this long is cut: an RST to
 both peers, outcome "timeout" (in tcp mode the proxy cannot tell a
 finished exchange from a stalled one). In http1 mode: the time a client
 has for the next request head (an idle connection then ends by its close
-policy, nothing cut), and the longest a request waits, no byte moving,
-for its answer (then 504).`},
+policy, nothing cut), the longest a request waits, no byte moving, for
+its answer (then 504), and, as in tcp mode, how long a tunnel (after a
+101 or a CONNECT's 2xx: a WebSocket) may carry nothing before it is cut:
+a WebSocket application quiet for longer needs pings, or a longer
+idle_timeout. A drain waits for open tunnels to end; shutdown cuts them
+at shutdown_timeout.`},
 	{path: "listener.max_connections", at: field(func(l *Listener) any { return &l.MaxConnections }),
 		def: 10000, check: atLeast0("no cap"), doc: `
 Sessions open at once on this listener, up to 1048576. A connection
