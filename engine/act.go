@@ -355,6 +355,10 @@ func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
 		x.finish(l)
 		return
 	}
+	// Whether the proxy's FIN was acknowledged and the peer's not in,
+	// read now: should the peer's come before the close, the FINs'
+	// order is this.
+	acked := l.finSent && l.tcp().finAcked()
 	if rstLookedHook != nil {
 		rstLookedHook(l)
 	}
@@ -371,11 +375,16 @@ func (x *executor) rst(l *leg, why policy.Reason, cut bool) {
 	if finSent && x.metByFIN(l) {
 		// The peer's FIN came after the look: the kernel had closed the
 		// socket into TIME-WAIT, and the close sent nothing. The FINs
-		// went both ways, the proxy's first (it was out before the
-		// look), and the late bytes were lost all the same.
+		// went both ways, the proxy's first where it was acknowledged
+		// before the peer's came (else they may have crossed: unknown),
+		// and the late bytes were lost all the same.
+		first := policy.SideUnknown
+		if acked {
+			first = policy.SideProxy
+		}
 		x.rec.finIn(l.name)
 		x.rec.Note(l.name, why)
-		x.rec.firstFIN(l.name, policy.SideProxy)
+		x.rec.firstFIN(l.name, first)
 		x.rec.closed(l.name, policy.CloseFIN)
 	} else {
 		x.rec.reset(l.name, why, cut)

@@ -91,6 +91,10 @@ func (t tcpCounts) allSentAcked() bool { return t.ok && t.unacked == 0 && t.nots
 // its FIN and nothing more.
 func (t tcpCounts) onlyFINOwed() bool { return t.allSentAcked() && t.state == stateCloseWait }
 
+// finAcked: the proxy's FIN is acknowledged and the peer's not in
+// (FIN-WAIT-2).
+func (t tcpCounts) finAcked() bool { return t.ok && t.state == stateFinWait2 }
+
 // progress is a kernel count that grows whenever bytes move on the socket
 // in either direction: bytes received plus bytes acknowledged by the peer.
 func (t tcpCounts) progress() uint64 { return t.received + t.acked }

@@ -25,6 +25,8 @@ func (t tcpCounts) allSentAcked() bool { return false }
 
 func (t tcpCounts) onlyFINOwed() bool { return false }
 
+func (t tcpCounts) finAcked() bool { return false }
+
 type infoReader struct{ raw any }
 
 func (*infoReader) read(syscall.Conn) tcpCounts { return tcpCounts{} }
