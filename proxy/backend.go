@@ -36,9 +36,11 @@ type server struct {
 	weight int
 	pool   *pool.Pool
 	health *balance.Health
-	// active counts sessions using it now, least_conn's figure; a
-	// reload that replaces its backend hands the count on to the server
-	// of the same address, so that sessions still on the old one count.
+	// active counts sessions using it now, least_conn's figure: one
+	// count per backend name and address for the process's life
+	// (Server.actives), so that sessions still on a backend a reload
+	// replaced, or on a server a reload took out and a later one put
+	// back, count.
 	active *atomic.Int64
 }
 
@@ -55,14 +57,14 @@ func (s *Server) buildBackends(cfg *config.Config, old map[string]*backend) map[
 			out[b.Name] = prev
 			continue
 		}
-		out[b.Name] = s.newBackend(b, old[b.Name])
+		out[b.Name] = s.newBackend(b)
 	}
 	return out
 }
 
-// newBackend makes b's backend; prev, if set, is the one it replaces,
-// whose servers' session counts carry on.
-func (s *Server) newBackend(b config.Backend, prev *backend) *backend {
+// newBackend makes b's backend, its servers' session counts those of the
+// same name and address before it. The caller holds s.mu, or is New.
+func (s *Server) newBackend(b config.Backend) *backend {
 	be := &backend{cfg: b, bal: balance.New(balance.Algorithm(b.Balance))}
 	hc := balance.HealthConfig{Rise: b.Health.Rise, Fall: b.Health.Fall, EjectAfter: b.Health.EjectAfter, EaseIn: b.Health.EaseIn}
 	if !checked(b.Health) {
@@ -80,10 +82,7 @@ func (s *Server) newBackend(b config.Backend, prev *backend) *backend {
 				log.Info("server back: taking sessions again, health.interval after its ejection", zap.Duration("interval", hc.Revive))
 			}
 		}
-		sv := &server{addr: srv.Address, weight: max(srv.Weight, 1), health: balance.NewHealth(hc), active: new(atomic.Int64)}
-		if was := prev.server(srv.Address); was != nil {
-			sv.active = was.active
-		}
+		sv := &server{addr: srv.Address, weight: max(srv.Weight, 1), health: balance.NewHealth(hc), active: s.activeCount(b.Name, srv.Address)}
 		sv.pool = pool.New(pool.Config{
 			Address: srv.Address, ConnectTimeout: b.ConnectTimeout,
 			Warm: warm, MaxIdleAge: b.Pool.MaxIdleAge, MaxConns: b.Pool.MaxConns,
@@ -94,18 +93,23 @@ func (s *Server) newBackend(b config.Backend, prev *backend) *backend {
 	return be
 }
 
-// server returns b's server at addr, nil if none (or b nil).
-func (b *backend) server(addr string) *server {
-	if b == nil {
-		return nil
-	}
-	for _, sv := range b.servers {
-		if sv.addr == addr {
-			return sv
+// activeCount is the session count of backend name's server at addr,
+// made at its first use. The caller holds s.mu, or is New.
+func (s *Server) activeCount(name, addr string) *atomic.Int64 {
+	k := serverKey{name, addr}
+	c := s.actives[k]
+	if c == nil {
+		if s.actives == nil {
+			s.actives = map[serverKey]*atomic.Int64{}
 		}
+		c = new(atomic.Int64)
+		s.actives[k] = c
 	}
-	return nil
+	return c
 }
+
+// serverKey names a server across reloads: its backend's name, its address.
+type serverKey struct{ backend, addr string }
 
 // checked reports whether h runs an active check; a Config built in code
 // may leave Health zero: no check.

@@ -252,6 +252,21 @@ func TestReloadKeepsActiveSessionsCounted(t *testing.T) {
 	if n := active(); n != 1 {
 		t.Errorf("after the reload: %d active sessions, want the 1 still open", n)
 	}
+	// Moved to another server and back: the session still counts there.
+	moved := runningConfig(h)
+	moved.Backends[0].Address = loopback.Serve(t, loopback.Echo)
+	if err := h.srv.Reload(context.Background(), &moved); err != nil {
+		t.Fatal(err)
+	}
+	if n := active(); n != 0 {
+		t.Errorf("on the new server: %d active sessions, want 0", n)
+	}
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatal(err)
+	}
+	if n := active(); n != 1 {
+		t.Errorf("the server put back: %d active sessions, want the 1 still open on it", n)
+	}
 	c.Close()
 	h.record(t)
 	for deadline := time.Now().Add(5 * time.Second); active() != 0; time.Sleep(5 * time.Millisecond) {

@@ -40,10 +40,11 @@ type Server struct {
 
 	mu        sync.Mutex
 	cfg       *config.Config
-	listeners []*listener         // the current ones, in configuration order
-	backends  map[string]*backend // the current ones, by name
-	replaced  replacedPools       // pools of backends a reload replaced, by name
-	serving   bool                // Serve runs: new listeners start accepting at once
+	listeners []*listener                 // the current ones, in configuration order
+	backends  map[string]*backend         // the current ones, by name
+	replaced  replacedPools               // pools of backends a reload replaced, by name
+	actives   map[serverKey]*atomic.Int64 // sessions on each server, across reloads (activeCount)
+	serving   bool                        // Serve runs: new listeners start accepting at once
 	closed    bool
 	done      chan struct{} // closed by Shutdown
 	fatal     chan error
