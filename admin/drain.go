@@ -63,7 +63,7 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 		a.log.Info("draining on request: listeners closed", zap.Int64("sessions", d.Live()))
 	case wait == 0:
 		a.log.Info("draining on request: readiness fails now, listeners close after the delay", zap.Duration("delay", delay))
-		time.AfterFunc(delay, d.Drain)
+		time.AfterFunc(delay, func() { a.drainNow(d) })
 		w.WriteHeader(http.StatusAccepted)
 		fmt.Fprintf(w, "draining: listeners close in %s\n", delay)
 		return
@@ -78,7 +78,7 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 			// The client went away (a drain command stopped): the delay
 			// it asked for still keeps the listeners accepting.
 			t.Stop()
-			time.AfterFunc(delay-time.Since(begun), d.Drain)
+			time.AfterFunc(delay-time.Since(begun), func() { a.drainNow(d) })
 			return
 		}
 		d.Drain()
@@ -102,6 +102,12 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "draining: %s still open after %s\n", sessions(d.Live()), wait)
 	}
+}
+
+// drainNow closes the listeners at a delay's end, and says so.
+func (a *Admin) drainNow(d Drainer) {
+	d.Drain()
+	a.log.Info("draining on request: listeners closed", zap.Int64("sessions", d.Live()))
 }
 
 // sessions writes n sessions: "1 session", "2 sessions".

@@ -74,7 +74,7 @@ func writing(err error) bool {
 var (
 	errClientRST = errors.New("the client reset the connection (RST)")
 	errBackRST   = errors.New("the backend reset the connection (RST)")
-	errDrained   = errors.New("cut by shutdown: still open after shutdown_timeout")
+	errDrained   = errors.New("cut by shutdown: still open when its wait ended (shutdown_timeout, or a second SIGTERM)")
 	errKilled    = errors.New("still open after ending by policy at shutdown")
 )
 

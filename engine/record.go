@@ -25,7 +25,7 @@ const (
 	OutcomeBackendReset   Outcome = "backend_reset"    // the backend sent an RST, or closed mid-response
 	OutcomeClientAborted  Outcome = "client_aborted"   // http1: the client ended before its request was complete
 	OutcomeBadProxyHeader Outcome = "bad_proxy_header" // malformed, slow, missing (required) or untrusted PROXY header
-	OutcomeDrained        Outcome = "drained"          // cut by shutdown after shutdown_timeout
+	OutcomeDrained        Outcome = "drained"          // cut by shutdown after shutdown_timeout (or a second SIGTERM)
 	OutcomeLateData       Outcome = "late_data"        // a peer sent bytes that could no longer be delivered
 	OutcomeError          Outcome = "error"            // another socket error; see error
 	OutcomeInternalError  Outcome = "internal_error"   // a bug: a panic in the session, recovered

@@ -124,7 +124,7 @@ func (h *h1) stalled(rt *roundTrip, why engine.Stall) {
 // answer to a client whose response had not begun, and why.
 func stall(why engine.Stall, idle time.Duration) (o engine.Outcome, status int, text string, err error) {
 	if why == engine.StalledDrain {
-		return engine.OutcomeDrained, 503, "Service Unavailable", errors.New("cut by shutdown: still open after shutdown_timeout")
+		return engine.OutcomeDrained, 503, "Service Unavailable", errors.New("cut by shutdown: still open when its wait ended (shutdown_timeout, or a second SIGTERM)")
 	}
 	return engine.OutcomeTimeout, 504, "Gateway Timeout", fmt.Errorf("exchange stalled: no byte moved for idle_timeout %s", idle)
 }

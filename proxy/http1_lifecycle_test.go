@@ -229,7 +229,7 @@ func TestHTTP1ShutdownCutsAWaitingExchange(t *testing.T) {
 	if r := <-got; !strings.HasPrefix(r, "HTTP/1.1 503 ") {
 		t.Errorf("client got %q, want a 503", r)
 	}
-	if td := h.record(t); td.Outcome != engine.OutcomeDrained || td.Err == nil || td.Err.Error() != "cut by shutdown: still open after shutdown_timeout" {
+	if td := h.record(t); td.Outcome != engine.OutcomeDrained || td.Err == nil || td.Err.Error() != "cut by shutdown: still open when its wait ended (shutdown_timeout, or a second SIGTERM)" {
 		t.Errorf("outcome %s (%v), want drained, cut by shutdown", td.Outcome, td.Err)
 	}
 }
