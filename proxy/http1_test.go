@@ -656,14 +656,10 @@ func TestHTTP1EarlyResponseWaitsOnABackendNotReading(t *testing.T) {
 	}
 }
 
-// An upgrade whose request has a body: the backend answers 101 before
-// reading it, and the client's tunnel bytes follow the body at once. The
-// body's copy may read them with it (one buffer): the tunnel starts once
-// the copy is done and relays them first. The backend echoes the body
-// and the tunnel whole (SHA-256), every session of a run of them (the
-// copy's timing varies: one in tens lost 4 KiB before).
-func TestHTTP1UpgradeWithABodyLosesNoTunnelByte(t *testing.T) {
-	be := loopback.Serve(t, func(c *net.TCPConn) {
+// upgradeEchoBackend answers an upgrade 101 and echoes what follows the
+// request's head (its body, then the tunnel's bytes) until EOF.
+func upgradeEchoBackend(t testing.TB) string {
+	return loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
@@ -673,7 +669,16 @@ func TestHTTP1UpgradeWithABodyLosesNoTunnelByte(t *testing.T) {
 		io.Copy(c, br) // the body, then the tunnel's bytes
 		c.CloseWrite()
 	})
-	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+}
+
+// An upgrade whose request has a body: the backend answers 101 before
+// reading it, and the client's tunnel bytes follow the body at once. The
+// body's copy may read them with it (one buffer): the tunnel starts once
+// the copy is done and relays them first. The backend echoes the body
+// and the tunnel whole (SHA-256), every session of a run of them (the
+// copy's timing varies: one in tens lost 4 KiB before).
+func TestHTTP1UpgradeWithABodyLosesNoTunnelByte(t *testing.T) {
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(upgradeEchoBackend(t)))
 	data := make([]byte, 256<<10)
 	for i := range data {
 		data[i] = byte(i*31 + i>>8)
@@ -718,17 +723,7 @@ func TestHTTP1UpgradeWithABodyLosesNoTunnelByte(t *testing.T) {
 // the loops 8-12 KiB from the middle were lost (what the hand-off's
 // reader had not yet buffered when the tunnel began), under an ok record.
 func TestHTTP1UpgradeWithEarlyTunnelBytesLosesNone(t *testing.T) {
-	be := loopback.Serve(t, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-		io.Copy(c, br) // the body, then the tunnel's bytes
-		c.CloseWrite()
-	})
-	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(upgradeEchoBackend(t)))
 	for _, size := range []int{8000, 20000, 100000} {
 		data := make([]byte, size)
 		for i := range data {
