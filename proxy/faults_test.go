@@ -90,6 +90,10 @@ func TestProxyHeaderFaults(t *testing.T) {
 			[]string{v2TCP4("\x03\x00\x04\xde\xad\xbe\xef") + req}, engine.OutcomeBadProxyHeader},
 		{"v2 with its CRC32C and padding", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
 			[]string{v2WithCRC("\x05\x00\x02ab") + req}, engine.OutcomeOK},
+		// Longer than the goroutines intake's 4 KiB buffer: its CRC
+		// cannot be checked there (the TLVs still are), and it passes.
+		{"v2 near the longest, with its CRC32C", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2WithCRC("\x04\x0f\xdc"+strings.Repeat("x", 4060)) + req}, engine.OutcomeOK},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -526,10 +530,11 @@ func v2TCP4(tlvs string) string {
 		"\xc0\x00\x02\x07\xc0\x00\x02\x01\x9c\x41\x00\x50" + tlvs
 }
 
-// v2WithCRC is v2TCP4 with a NOOP TLV (padding), then tlvs, then a
-// CRC32C TLV that matches.
+// v2WithCRC is v2TCP4 with a CRC32C TLV that matches, a NOOP TLV
+// (padding), then tlvs.
 func v2WithCRC(tlvs string) string {
-	h := []byte(v2TCP4("\x04\x00\x03pad" + tlvs + "\x03\x00\x04\x00\x00\x00\x00"))
-	binary.BigEndian.PutUint32(h[len(h)-4:], crc32.Checksum(h, crc32.MakeTable(crc32.Castagnoli)))
+	h := []byte(v2TCP4("\x03\x00\x04\x00\x00\x00\x00" + "\x04\x00\x03pad" + tlvs))
+	const at = 16 + 12 + 3 // the CRC's value, behind the addresses and its TLV's head
+	binary.BigEndian.PutUint32(h[at:at+4], crc32.Checksum(h, crc32.MakeTable(crc32.Castagnoli)))
 	return string(h)
 }

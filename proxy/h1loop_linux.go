@@ -588,7 +588,13 @@ func (h *h1Loop) readRequest() bool {
 			drainIdleHook()
 		}
 		if unread = engine.Unread(h.front); !unread && h.ss.fresh() {
-			return false // a new connection: its first request may be on its way
+			if !h.front.Readable() {
+				return false // a new connection: its first request may be on its way
+			}
+			// Readable with nothing unread: its FIN (SIOCINQ counts no
+			// FIN), or a request come since: read on. Waiting would
+			// miss the FIN's one event and hold the session (and the
+			// drain) until idle_timeout.
 		} else if !unread {
 			h.idle(policy.ReasonDraining)
 			return false

@@ -170,6 +170,33 @@ func unsent(c *net.TCPConn) (q int, err error) {
 	return q, err
 }
 
+// A connection accepted before draining began that closes without a
+// request ends at its FIN, on either relay: on the loops it waited for a
+// first request until idle_timeout (30 s here), holding the drain, as
+// the FIN is nothing unread.
+func TestHTTP1DrainEndsANewConnectionAtItsFIN(t *testing.T) {
+	o := startOrigin(t, hello)
+	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	c := dialClient(t, h.addr, false)
+	for deadline := time.Now().Add(5 * time.Second); h.srv.Live() != 1; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy did not take the connection within 5s")
+		}
+	}
+	h.srv.Drain()
+	time.Sleep(50 * time.Millisecond) // the drain has visited the session (the load's shape: a client that gives up)
+	c.CloseWrite()
+	select {
+	case <-h.srv.Drained():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a new connection that closed without a request still open 5s after its FIN (%d sessions): the drain waits for it", h.srv.Live())
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackRequests != 0 {
+		t.Errorf("record: outcome %s (%v), %d requests; want ok, none", td.Outcome, td.Err, td.BackRequests)
+	}
+}
+
 // A connection accepted before draining began, whose first request comes
 // after it began (a client slow to send, 100 ms here: the load's shape),
 // is not an idle keep-alive connection: it is served, with Connection:

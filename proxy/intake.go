@@ -254,6 +254,9 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 		return nil, err
 	}
 	raw, _ := br.Peek(need)
+	if len(raw) < need {
+		raw = nil // longer than the reader's buffer: the TLVs are still split, the CRC not checked
+	}
 	raw = bytes.Clone(raw) // Read moves past it
 	hdr, err := proxyproto.Read(br)
 	if err != nil {
@@ -269,9 +272,9 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 func checkTLVs(hdr *proxyproto.Header, raw []byte) error {
 	tlvs, err := hdr.TLVs()
 	if err != nil {
-		return fmt.Errorf("v2 TLVs: %w (the header's length says %d bytes follow the addresses)", err, len(raw)-16-addressLen(hdr))
+		return fmt.Errorf("v2 TLVs: %w", err)
 	}
-	if len(tlvs) == 0 {
+	if len(tlvs) == 0 || raw == nil {
 		return nil
 	}
 	for off := 16 + addressLen(hdr); off+3 <= len(raw); {
