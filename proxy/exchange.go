@@ -409,6 +409,13 @@ func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body *
 		rt.retry, rt.err, rt.cutBack = true, err, false
 		return
 	}
+	if body != nil && body.werr != nil {
+		// The body's write met the backend's reset (or close) first and
+		// took its error; the read for the response was then woken by a
+		// deadline, whose "i/o timeout" would send an operator looking
+		// for a slow backend.
+		err = fmt.Errorf("backend closed before responding: send request body: %w", body.werr)
+	}
 	h.rec.Outcome(engine.OutcomeBackendReset, err)
 	h.writeError(502, "Bad Gateway")
 }
