@@ -59,30 +59,25 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 		d.Drain()
 		a.log.Info("draining on request: listeners already closed", zap.Int64("sessions", d.Live()))
 	case delay == 0:
-		d.Drain()
-		a.log.Info("draining on request: listeners closed", zap.Int64("sessions", d.Live()))
-	case wait == 0:
-		a.log.Info("draining on request: readiness fails now, listeners close after the delay", zap.Duration("delay", delay))
-		time.AfterFunc(delay, func() { a.drainNow(d) })
-		w.WriteHeader(http.StatusAccepted)
-		fmt.Fprintf(w, "draining: listeners close in %s\n", delay)
-		return
+		a.drainNow(d)
 	default:
+		// The delay runs on its own: a client that goes away during it
+		// (a drain command stopped) leaves the listeners accepting until
+		// it ends.
 		a.log.Info("draining on request: readiness fails now, listeners close after the delay", zap.Duration("delay", delay))
-		begun := time.Now()
-		_ = http.NewResponseController(w).SetWriteDeadline(begun.Add(delay + wait + time.Second))
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			// The client went away (a drain command stopped): the delay
-			// it asked for still keeps the listeners accepting.
-			t.Stop()
-			time.AfterFunc(delay-time.Since(begun), func() { a.drainNow(d) })
+		closed := make(chan struct{})
+		time.AfterFunc(delay, func() { a.drainNow(d); close(closed) })
+		if wait == 0 {
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprintf(w, "draining: listeners close in %s\n", delay)
 			return
 		}
-		d.Drain()
-		a.log.Info("draining on request: listeners closed", zap.Int64("sessions", d.Live()))
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(delay + wait + time.Second))
+		select {
+		case <-closed:
+		case <-r.Context().Done():
+			return
+		}
 	}
 	if wait == 0 {
 		w.WriteHeader(http.StatusAccepted)

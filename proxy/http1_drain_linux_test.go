@@ -170,11 +170,11 @@ func unsent(c *net.TCPConn) (q int, err error) {
 	return q, err
 }
 
-// A connection accepted before draining began that closes without a
-// request ends at its FIN, on either relay: on the loops it waited for a
-// first request until idle_timeout (30 s here), holding the drain, as
-// the FIN is nothing unread.
-func TestHTTP1DrainEndsANewConnectionAtItsFIN(t *testing.T) {
+// drainingWithANewConnection starts a proxy (idle_timeout 30 s), has a
+// client connect without sending anything, and drains; on the loops it
+// returns once the drain has looked at the session (drainIdleHook), on
+// goroutines at once (a read there meets whatever comes, in any order).
+func drainingWithANewConnection(t *testing.T) (*harness, *net.TCPConn) {
 	o := startOrigin(t, hello)
 	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
 	c := dialClient(t, h.addr, false)
@@ -183,8 +183,27 @@ func TestHTTP1DrainEndsANewConnectionAtItsFIN(t *testing.T) {
 			t.Fatal("the proxy did not take the connection within 5s")
 		}
 	}
+	looked := make(chan struct{})
+	var once sync.Once
+	drainIdleHook = func() { once.Do(func() { close(looked) }) }
+	t.Cleanup(func() { drainIdleHook = nil })
 	h.srv.Drain()
-	time.Sleep(50 * time.Millisecond) // the drain has visited the session (the load's shape: a client that gives up)
+	if testRelay == "loop" {
+		select {
+		case <-looked:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the drain did not look at the new connection within 5s")
+		}
+	}
+	return h, c
+}
+
+// A connection accepted before draining began that closes without a
+// request ends at its FIN, on either relay: on the loops it waited for a
+// first request until idle_timeout (30 s here), holding the drain, as
+// the FIN is nothing unread.
+func TestHTTP1DrainEndsANewConnectionAtItsFIN(t *testing.T) {
+	h, c := drainingWithANewConnection(t)
 	c.CloseWrite()
 	select {
 	case <-h.srv.Drained():
@@ -202,16 +221,8 @@ func TestHTTP1DrainEndsANewConnectionAtItsFIN(t *testing.T) {
 // is not an idle keep-alive connection: it is served, with Connection:
 // close, on either relay.
 func TestHTTP1DrainServesANewConnectionsFirstRequest(t *testing.T) {
-	o := startOrigin(t, hello)
-	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
-	c := dialClient(t, h.addr, false)
-	for deadline := time.Now().Add(5 * time.Second); h.srv.Live() != 1; runtime.Gosched() {
-		if time.Now().After(deadline) {
-			t.Fatal("the proxy did not take the connection within 5s")
-		}
-	}
-	h.srv.Drain()
-	time.Sleep(100 * time.Millisecond)
+	h, c := drainingWithANewConnection(t)
+	time.Sleep(100 * time.Millisecond) // the client's pace: its request comes after the drain began
 	io.WriteString(c, "GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
 	status, b, closing := readBody(t, bufio.NewReader(c))
 	if status != 200 || string(b) != "GET /late 0" || !closing {

@@ -656,6 +656,36 @@ func TestHTTP1EarlyResponseWaitsOnABackendNotReading(t *testing.T) {
 	}
 }
 
+// tunnelData is n bytes of a pattern that shows a lost or moved stretch.
+func tunnelData(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*31 + i>>8)
+	}
+	return b
+}
+
+// sendThenHalfClose writes b to c, then half-closes it; the channel
+// gives the first error.
+func sendThenHalfClose(c *net.TCPConn, b []byte) <-chan error {
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Write(b)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		sent <- err
+	}()
+	return sent
+}
+
+// hashRest reads br to its end: how many bytes, their SHA-256.
+func hashRest(br *bufio.Reader) (int64, [32]byte, error) {
+	hs := sha256.New()
+	n, err := io.Copy(hs, br)
+	return n, [32]byte(hs.Sum(nil)), err
+}
+
 // upgradeEchoBackend answers an upgrade 101 and echoes what follows the
 // request's head (its body, then the tunnel's bytes) until EOF.
 func upgradeEchoBackend(t testing.TB) string {
@@ -679,10 +709,7 @@ func upgradeEchoBackend(t testing.TB) string {
 // copy's timing varies: one in tens lost 4 KiB before).
 func TestHTTP1UpgradeWithABodyLosesNoTunnelByte(t *testing.T) {
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(upgradeEchoBackend(t)))
-	data := make([]byte, 256<<10)
-	for i := range data {
-		data[i] = byte(i*31 + i>>8)
-	}
+	data := tunnelData(256 << 10)
 	want := sha256.Sum256(append([]byte("BODY"), data...))
 	for i := range 30 {
 		c := dialClient(t, h.addr, false)
@@ -692,22 +719,14 @@ func TestHTTP1UpgradeWithABodyLosesNoTunnelByte(t *testing.T) {
 		if err != nil || resp.StatusCode != 101 {
 			t.Fatalf("session %d: %v %v", i, resp, err)
 		}
-		sent := make(chan error, 1)
-		go func() {
-			_, err := c.Write(data)
-			if err == nil {
-				err = c.CloseWrite()
-			}
-			sent <- err
-		}()
-		hs := sha256.New()
-		n, err := io.Copy(hs, br)
+		sent := sendThenHalfClose(c, data)
+		n, sum, err := hashRest(br)
 		if err := <-sent; err != nil {
 			t.Fatalf("session %d: sending the tunnel's bytes: %v", i, err)
 		}
 		c.Close()
 		td := h.record(t)
-		if err != nil || [32]byte(hs.Sum(nil)) != want {
+		if err != nil || sum != want {
 			t.Fatalf("session %d: the echo had %d bytes (%v), want %d with the body first (SHA-256); record %s (%v)",
 				i, n, err, 4+len(data), td.Outcome, td.Err)
 		}
@@ -725,33 +744,22 @@ func TestHTTP1UpgradeWithABodyLosesNoTunnelByte(t *testing.T) {
 func TestHTTP1UpgradeWithEarlyTunnelBytesLosesNone(t *testing.T) {
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(upgradeEchoBackend(t)))
 	for _, size := range []int{8000, 20000, 100000} {
-		data := make([]byte, size)
-		for i := range data {
-			data[i] = byte(i*31 + i>>8)
-		}
+		data := tunnelData(size)
 		want := sha256.Sum256(append([]byte("0123456789"), data...))
 		c := dialClient(t, h.addr, false)
-		sent := make(chan error, 1)
-		go func() {
-			_, err := c.Write(append([]byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 10\r\n\r\n0123456789"), data...))
-			if err == nil {
-				err = c.CloseWrite()
-			}
-			sent <- err
-		}()
+		sent := sendThenHalfClose(c, append([]byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 10\r\n\r\n0123456789"), data...))
 		br := bufio.NewReader(c)
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil || resp.StatusCode != 101 {
 			t.Fatalf("%d bytes: %v %v", size, resp, err)
 		}
-		hs := sha256.New()
-		n, err := io.Copy(hs, br)
+		n, sum, err := hashRest(br)
 		if err := <-sent; err != nil {
 			t.Fatalf("%d bytes: sending: %v", size, err)
 		}
 		c.Close()
 		td := h.record(t)
-		if err != nil || [32]byte(hs.Sum(nil)) != want {
+		if err != nil || sum != want {
 			t.Errorf("%d tunnel bytes behind the body: the echo had %d bytes (%v), want %d in order (SHA-256); record %s front.bytes_in %d",
 				size, n, err, 10+size, td.Outcome, td.Front.BytesIn)
 		}
