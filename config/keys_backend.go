@@ -152,7 +152,9 @@ that accepted it, the kernel completing such a connect inside the call.`},
 Idle connections (warm, or returned after an HTTP/1 response) older than
 this are closed with an RST: they carry nothing, so no TIME-WAIT lands
 anywhere. Keep it below the backend's own keep-alive timeout (nginx
-keepalive_timeout, 75s by default).`},
+keepalive_timeout, 75s by default). Whatever its value, an idle
+connection the backend closed or reset is found within a second (a
+non-blocking peek of each idle connection) and closed.`},
 	{path: "backend.pool.max_conns", at: field(func(b *Backend) any { return &b.Pool.MaxConns }),
 		def: 1024, check: atLeast0("no cap"), doc: `
 Connections to this backend, in use and idle together (with several

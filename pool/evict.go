@@ -6,14 +6,20 @@ import (
 	"time"
 )
 
-// sweepEvery is the evictor's period: a quarter of MaxIdleAge, at least
-// 100ms; 1s when there is no age limit (liveness only).
+// sweepEvery is the evictor's period: a quarter of MaxIdleAge, between
+// 100ms and maxSweepEvery.
 func (p *Pool) sweepEvery() time.Duration {
 	if p.cfg.MaxIdleAge <= 0 {
-		return time.Second
+		return maxSweepEvery
 	}
-	return max(p.cfg.MaxIdleAge/4, 100*time.Millisecond)
+	return min(max(p.cfg.MaxIdleAge/4, 100*time.Millisecond), maxSweepEvery)
 }
+
+// maxSweepEvery bounds how long an idle connection the backend closed
+// (its keep-alive timeout, a reload) sits in CLOSE-WAIT, counted idle,
+// before the sweep's peek finds it: a peek per idle connection a second
+// is next to nothing beside a descriptor and a backend slot held.
+const maxSweepEvery = time.Second
 
 func (p *Pool) evictLoop(ctx context.Context) {
 	t := time.NewTicker(p.sweepEvery())

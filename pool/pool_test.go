@@ -126,6 +126,20 @@ func TestSweepEvictsDead(t *testing.T) {
 	})
 }
 
+// An idle connection the backend closed does not wait a quarter of a
+// long max_idle_age (7.5 s at the default 30 s) in CLOSE-WAIT: the sweep
+// peeks at least once a second, within waitFor's 5 s.
+func TestSweepFindsABackendsCloseWithinASecond(t *testing.T) {
+	b := newBackend(t, false)
+	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, MaxIdleAge: 30 * time.Second}, nil)
+	putDead(t, p, b, 2, b.closeAll)
+	run(t, p)
+	waitFor(t, "the sweep to evict 2 connections the backend closed", func() bool {
+		s := p.Stats()
+		return s.Idle == 0 && s.Dead == 2
+	})
+}
+
 func TestMaxIdleAgeEvictsWithRST(t *testing.T) {
 	b := newBackend(t, false)
 	p := newPool(t, Config{Address: b.addr, ConnectTimeout: time.Second, Warm: 2, MaxIdleAge: 150 * time.Millisecond}, nil)
