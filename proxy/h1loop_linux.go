@@ -115,6 +115,9 @@ type h1Exchange struct {
 	started  bool // a response byte went to the client
 	closing  bool // the front leg ends after this exchange
 	cutBack  bool // the backend connection is reset
+	// upErr: writing the request body failed (the backend reset or
+	// closed), whose error the read for the response, then EOF, lacks.
+	upErr    error
 	chunks   http1.ChunkScanner
 	left     int64 // Length: body bytes still to come
 	bodyDone bool
@@ -909,6 +912,7 @@ func (h *h1Loop) sendUp() bool {
 	case err != nil:
 		// The backend stopped taking the body: it may have answered
 		// already (an early response), which is relayed.
+		x.upErr = err
 		h.stopUp()
 		return true
 	}
@@ -1102,6 +1106,11 @@ func (h *h1Loop) readResponse() bool {
 	}
 	_, ok, err := h.readBack()
 	switch {
+	case err != nil && x.binN == 0 && !x.started && x.upErr != nil && err == io.EOF:
+		// The body's write took the backend's reset: its error says
+		// why, the EOF after it does not.
+		h.noResponse(fmt.Errorf("backend closed before responding: send request body: %w", x.upErr))
+		return true
 	case err != nil && x.binN == 0 && !x.started:
 		h.noResponse(fmt.Errorf("backend closed before responding: %w", err))
 		return true
