@@ -204,10 +204,13 @@ connection for its whole life, so backend.pool.max_conns (1024 by
 default) bounds a listener's tcp sessions too: one past it waits
 connect_timeout and is refused pool_exhausted. Each session takes two
 descriptors (an http1 session between requests, one), and each direction
-that once carried a bulk stream keeps a splice pipe of two more until the
-session ends (a long-lived tcp session that moved bulk both ways holds
-six): keep the process's open-file limit above twice this, and more
-where long-lived connections carry bulk.`},
+carrying a bulk stream a splice pipe of two more. With relay = "loop" a
+direction gives its pipe back once it was quiet for a quarter to a half
+of idle_timeout (an http1 session, once it waited 20 ms for its next
+request); with relay = "goroutines" it keeps it until the session ends (a
+long-lived tcp session that moved bulk both ways holds six). Keep the
+process's open-file limit above twice this, and more where many
+connections carry bulk at once or, on goroutines, ever did.`},
 	{path: "listener.intercept", at: field(func(l *Listener) any { return &l.Intercept }),
 		def: InterceptOff, check: oneOf(InterceptOff, InterceptTProxy, InterceptRedirect), doc: `
 Whether connections arrive here because a firewall rule in this host's

@@ -790,8 +790,29 @@ func (l *loop) runTimers(now time.Time) {
 		if r.task != nil {
 			l.handleTask(r, func() { r.task.Due(now) })
 		} else {
-			l.handle(r, func() { r.x.onTimer(now) })
+			l.handle(r, func() {
+				r.x.onTimer(now)
+				r.dropIdlePipes()
+			})
 		}
+	}
+}
+
+// dropIdlePipes closes the splice pipe of each direction that moved no
+// byte since the relay's last look (idle_timeout's, a quarter of it
+// apart) and holds none: a long-lived connection that carried bulk once
+// then went quiet holds its two sockets, not six descriptors. Its next
+// bulk stream makes a pipe again.
+func (r *loopRelay) dropIdlePipes() {
+	for i := range r.flows {
+		f := &r.flows[i]
+		if !f.pipe.ok() || f.inPipe > 0 {
+			continue
+		}
+		if uint32(f.written) == f.looked { // 4 GiB to the byte since would only close a pipe a moment early
+			f.pipe.close()
+		}
+		f.looked = uint32(f.written)
 	}
 }
 
@@ -1097,6 +1118,7 @@ type loopFlow struct {
 	inPipe   int        // bytes in the pipe, not yet written
 	written  int64
 	reported bool
+	looked   uint32 // written's low bits at the relay's last look with a pipe (dropIdlePipes): fits reported's padding
 }
 
 func (f *loopFlow) pending() bool { return f.end > f.off || f.inPipe > 0 }

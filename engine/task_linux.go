@@ -382,6 +382,9 @@ type TaskPipe struct {
 // Held is what the pipe holds, read and not yet written on.
 func (t *TaskPipe) Held() int { return t.in }
 
+// Open reports that the pipe is made (Move made it; Close closes it).
+func (t *TaskPipe) Open() bool { return t.ok }
+
 // Move writes on to dst what the pipe holds, then takes at most max more
 // bytes from src (one splice) and writes them on; n is what reached dst.
 // io.EOF: src's peer ended (nothing held). ErrWouldBlock: a socket is

@@ -71,8 +71,10 @@ type h1Loop struct {
 	keepUntil time.Time
 
 	// pipe carries large bodies from the backend to the client (splice):
-	// made for the session's first, closed with the session or when an
-	// exchange is cut with bytes in it.
+	// made for the first of a run of them, closed with the session, when
+	// an exchange is cut with bytes in it, or once the session waited
+	// keepFor for its next request (its descriptors are not an idle
+	// keep-alive client's to hold).
 	pipe engine.TaskPipe
 }
 
@@ -344,7 +346,7 @@ func (h *h1Loop) schedule() {
 	default:
 		at = h.until
 	}
-	if h.kept != nil && h.keepUntil.Before(at) {
+	if (h.kept != nil || h.x == nil && h.pipe.Open()) && h.keepUntil.Before(at) {
 		at = h.keepUntil
 	}
 	h.rn.Schedule(at)
@@ -352,8 +354,11 @@ func (h *h1Loop) schedule() {
 
 // Due implements engine.Task: a wait ran out.
 func (h *h1Loop) Due(now time.Time) {
-	if h.kept != nil && !now.Before(h.keepUntil) {
+	if !now.Before(h.keepUntil) {
 		h.releaseKept()
+		if h.x == nil {
+			h.pipe.Close() // empty: the exchange that used it ended
+		}
 	}
 	switch x := h.x; {
 	case h.over:

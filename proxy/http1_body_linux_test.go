@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -83,5 +86,60 @@ func TestHTTP1LargeBodyCutShort(t *testing.T) {
 	td := h.record(t)
 	if td.Outcome != engine.OutcomeBackendReset || td.Front.Close != policy.CloseReset || !strings.Contains(fmt.Sprint(td.Err), "unexpected EOF") {
 		t.Errorf("record: outcome %s, front close %s, err %v; want backend_reset, reset, unexpected EOF", td.Outcome, td.Front.Close, td.Err)
+	}
+}
+
+// TestHTTP1IdleKeepAliveSessionHoldsNoPipe: a keep-alive client that
+// fetched a large (spliced) body and then waits does not hold the
+// session's splice pipe while it waits: an idle session is its client's
+// socket alone. Its next large body makes a pipe again, byte for byte.
+func TestHTTP1IdleKeepAliveSessionHoldsNoPipe(t *testing.T) {
+	blob := make([]byte, 1<<20+3)
+	rand.Read(blob)
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		w.Write(blob)
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	base := loopback.PipeFDs(t)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	fetch := func(last bool) {
+		t.Helper()
+		req := "GET /blob HTTP/1.1\r\nHost: x\r\n\r\n"
+		if last {
+			req = "GET /blob HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+		}
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		if err != nil || !bytes.Equal(got, blob) {
+			t.Fatalf("body: %d bytes (%v), want the blob's %d, equal", len(got), err, len(blob))
+		}
+	}
+	fetch(false)
+	waitFor(t, 2*time.Second, "the idle session's pipe to close (before idle_timeout ends it)", func() bool { return loopback.PipeFDs(t) <= base })
+	select {
+	case td := <-h.records:
+		t.Fatalf("the session ended while idle: %+v", td)
+	default:
+	}
+	fetch(true)
+	c.Close() // the client closes once it has the last body, as the proxy wants (time_wait proxy)
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackRequests != 2 {
+		t.Errorf("record: outcome %s (%v), %d backend requests, want ok and 2", td.Outcome, td.Err, td.BackRequests)
+	}
+	if n := loopback.PipeFDs(t); n > base {
+		t.Errorf("%d pipe descriptors left after the session ended, want none", n-base)
 	}
 }
