@@ -80,7 +80,7 @@ func newMetrics() *metrics {
 		bySession:    counter("closeproxy_backend_server_sessions_total", "Sessions ended, by backend and the server they used (back.server).", "backend", "server"),
 		firstFIN:     counter("closeproxy_first_fin_total", "Sessions by leg and whose FIN came first, from the kernel's TCP state (client|backend|proxy|both|none|unknown).", "leg", "side"),
 		timeWait:     counter("closeproxy_time_wait_placed_total", "Sessions by leg and where TIME-WAIT landed, as the records say (client|backend|proxy|none).", "leg", "side"),
-		closes:       counter("closeproxy_closes_total", "How the proxy's end of each leg closed (fin|reset|peer_reset|error|pooled).", "leg", "close"),
+		closes:       counter("closeproxy_closes_total", "How the proxy's end of each leg closed (fin|reset|peer_reset|error|pooled); a leg that never opened is not counted.", "leg", "close"),
 		reasons:      counter("closeproxy_close_reasons_total", "Closes that left the policy table's plain path, by leg and reason (the record's <leg>.reason).", "leg", "reason"),
 		cuts:         counter("closeproxy_cut_total", "Legs whose peer got a stream cut short, ended by an RST (the record's <leg>.cut).", "leg"),
 		proxyHeaders: counter("closeproxy_proxy_headers_total", "Sessions by listener and PROXY header version read (v1|v2|none); those refused at their header are counted in closeproxy_proxy_header_rejects_total instead.", "listener", "version"),
@@ -134,6 +134,9 @@ func (m *metrics) initLabels(cfg *config.Config) {
 	for _, b := range cfg.Backends {
 		m.dialFailures.at2(b.Name, kindLocal)
 		m.dialFailures.at2(b.Name, kindBackend)
+		for _, sv := range b.ServerList() {
+			m.bySession.at2(b.Name, sv.Address)
+		}
 	}
 }
 

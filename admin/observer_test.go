@@ -126,9 +126,10 @@ func TestConfiguredSeriesStartAtZero(t *testing.T) {
 	base := serve(t, New(testConfig("127.0.0.1:0", "127.0.0.1:1"), zaptest.NewLogger(t)))
 	got := scrape(t, base)
 	expect(t, got, map[string]float64{
-		`closeproxy_connections_accepted_total{listener="web"}`:                0,
-		`closeproxy_connections_active{listener="web"}`:                        0,
-		`closeproxy_backend_dial_failures_total{backend="app",kind="local"}`:   0,
-		`closeproxy_backend_dial_failures_total{backend="app",kind="backend"}`: 0,
+		`closeproxy_connections_accepted_total{listener="web"}`:                        0,
+		`closeproxy_connections_active{listener="web"}`:                                0,
+		`closeproxy_backend_dial_failures_total{backend="app",kind="local"}`:           0,
+		`closeproxy_backend_dial_failures_total{backend="app",kind="backend"}`:         0,
+		`closeproxy_backend_server_sessions_total{backend="app",server="127.0.0.1:1"}`: 0,
 	})
 }
