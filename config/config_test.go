@@ -283,6 +283,13 @@ func TestAutoIsAccepted(t *testing.T) {
 	if !slices.Equal(lines, want) {
 		t.Errorf("errors:\ngot  %q\nwant %q", lines, want)
 	}
+	// A share wrong on its own is one error, not also one about
+	// port_resume (not written) measured against it.
+	lines = parseErrors(t, "[auto]\nport_share = 0\n"+minimal)
+	want = []string{`config.toml:2: auto.port_share: 0 is not a share greater than 0 and at most 1`}
+	if !slices.Equal(lines, want) {
+		t.Errorf("errors:\ngot  %q\nwant %q", lines, want)
+	}
 }
 
 func TestValidationCollectsEveryProblem(t *testing.T) {

@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -240,6 +239,11 @@ func (o object) written(key string) bool {
 	return ok
 }
 
+// failed says whether key of the object had a problem already: a check
+// across keys skips a value that is wrong on its own, rather than add a
+// second error (on a key perhaps not even written) about it.
+func (o object) failed(key string) bool { return o.p.seen[seenID(o.at, key)] }
+
 // reported marks key as having had its problem, so validation adds none.
 func (o object) reported(key string) { o.p.seen[seenID(o.at, key)] = true }
 
@@ -274,7 +278,7 @@ func (o object) integer(key string, v any, dst *int) {
 		o.problem(key, fmt.Errorf("expected an integer, found %s", describe(v)))
 		return
 	}
-	if n < math.MinInt32 || n > math.MaxInt32 { // each key's own check says its range
+	if int64(int(n)) != n { // a 32-bit int; elsewhere each key's own check says its range
 		o.problem(key, fmt.Errorf("%d is out of range", n))
 		return
 	}

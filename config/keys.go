@@ -118,8 +118,8 @@ client that closes first with a safe reset, and switches new closes to
 "nowhere" (safe resets: no TIME-WAIT) under pressure, with hysteresis.`},
 	{path: "auto.tw_budget", at: field(func(c *Config) any { return &c.Auto.TWBudget }),
 		restart: true, def: 0, check: upTo(math.MaxInt32, "half of net.ipv4.tcp_max_tw_buckets"), doc: `
-TIME-WAIT sockets this host may hold before closes switch to nowhere.
-0 means half of net.ipv4.tcp_max_tw_buckets, read again with every
+TIME-WAIT sockets this host may hold before closes switch to nowhere,
+up to 2147483647. 0 means half of net.ipv4.tcp_max_tw_buckets, read again with every
 sample (a change of the sysctl applies without a restart).`},
 	{path: "auto.tw_resume", at: field(func(c *Config) any { return &c.Auto.TWResume }),
 		restart: true, def: 0.8, check: share, doc: `

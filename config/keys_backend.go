@@ -100,19 +100,20 @@ default is "tcp" when servers lists more than one server, "off" with a
 single server (a check could only refuse sessions that have nowhere else
 to go).`},
 	{path: "backend.health.interval", at: field(func(b *Backend) any { return &b.Health.Interval }),
-		def: 2 * time.Second, check: positive, doc: `
+		def: 2 * time.Second, check: healthInterval, doc: `
 Time between two checks of one server; with check = "off", how long an
-ejected server stays out.`},
+ejected server stays out. At least 100ms.`},
 	{path: "backend.health.timeout", at: field(func(b *Backend) any { return &b.Health.Timeout }),
-		def: time.Second, check: positive, doc: `
-Bounds one check: connect, and for "http" the status line. At most
+		def: time.Second, check: healthTimeout, doc: `
+Bounds one check: connect, and for "http" the status line. From 1ms to
 interval.`},
 	{path: "backend.health.rise", at: field(func(b *Backend) any { return &b.Health.Rise }),
 		def: 2, check: between(1, 100, "from 1 to 100"), doc: `
-Consecutive passed checks that bring a down server back up.`},
+Consecutive passed checks that bring a down server back up, from 1 to
+100.`},
 	{path: "backend.health.fall", at: field(func(b *Backend) any { return &b.Health.Fall }),
 		def: 3, check: between(1, 100, "from 1 to 100"), doc: `
-Consecutive failed checks that take an up server down.`},
+Consecutive failed checks that take an up server down, from 1 to 100.`},
 	{path: "backend.health.http_request", at: field(func(b *Backend) any { return &b.Health.HTTPRequest }),
 		def: "GET / HTTP/1.1", check: requestLine, doc: `
 With check = "http": the request line; "Host: <server address>" and
@@ -128,7 +129,7 @@ such as running out of ports) or backend resets seen by sessions, and
 brought back by rise passed checks (with check = "off": after one
 interval). Only a session the server served resets the count, not a
 dial that worked nor a passed check (a server that accepts, as a tcp
-check asks, may still reset every session). 0 turns it off.`},
+check asks, may still reset every session). Up to 100; 0 turns it off.`},
 	{path: "backend.health.ease_in", at: field(func(b *Backend) any { return &b.Health.EaseIn }),
 		def: 10 * time.Second, check: notNegative, doc: `
 A server that comes back up starts at a tenth of its weight and reaches
@@ -139,8 +140,8 @@ flooded. "0s" turns it off.`},
 The pool of connections to this backend: one pool per server.`},
 	{path: "backend.pool.warm", at: field(func(b *Backend) any { return &b.Pool.Warm }),
 		def: 8, check: atLeast0(""), doc: `
-Idle pre-dialed connections kept ready (up to 1048576), so a new session
-skips the connect. They are checked for liveness before use; a backend that
+Idle pre-dialed connections kept ready (up to 1048576, and no more than
+max_conns unless that is 0), so a new session skips the connect. They are checked for liveness before use; a backend that
 sends first (a greeting) stops the warming at its first greeting, with
 a warning. 0 turns warming off;
 source = "client" never warms (a warm connection would come from no

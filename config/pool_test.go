@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -43,8 +44,13 @@ func TestIntegerRangesAreTheKeys(t *testing.T) {
 		"[backend.health]\nrise = -1\n":             `config.toml:11: backend "app": health.rise: -1 is not from 1 to 100`,
 		"[backend.health]\nexpect_status = -200\n":  `config.toml:11: backend "app": health.expect_status: -200 is not an HTTP status from 100 to 599`,
 		"[backend.health]\neject_after = 5000000\n": `config.toml:11: backend "app": health.eject_after: 5000000 is not from 0 (off) to 100`,
-		"[backend.health]\nfall = 9999999999\n":     `config.toml:11: backend "app": health.fall: 9999999999 is out of range`,
+		"[backend.health]\nfall = 9999999999\n":     `config.toml:11: backend "app": health.fall: 9999999999 is not from 1 to 100`,
+		"[backend.health]\ninterval = \"1ms\"\n":    `config.toml:11: backend "app": health.interval: 1ms is below the 100ms floor`,
+		"[backend.health]\ntimeout = \"1ns\"\n":     `config.toml:11: backend "app": health.timeout: 1ns is below the 1ms floor`,
 	} {
+		if strings.Contains(src, "9999999999") && strconv.IntSize == 32 {
+			want = `config.toml:11: backend "app": health.fall: 9999999999 is out of range` // no int holds it
+		}
 		got := parseErrors(t, minimal+src)
 		if len(got) != 1 || got[0] != want {
 			t.Errorf("%q: %q, want %q", src, got, want)
@@ -53,6 +59,10 @@ func TestIntegerRangesAreTheKeys(t *testing.T) {
 	if got := parseErrors(t, strings.Replace(minimal, "backend = \"app\"", "backend = \"app\"\nmax_connections = -1", 1)); len(got) != 1 ||
 		got[0] != `config.toml:6: listener "web": max_connections: -1 is not from 0 (no cap) to 1048576` {
 		t.Errorf("max_connections = -1: %q", got)
+	}
+	if got := parseErrors(t, "[auto]\ntw_budget = 2147483648\n"+minimal); strconv.IntSize == 64 &&
+		(len(got) != 1 || got[0] != `config.toml:2: auto.tw_budget: 2147483648 is not from 0 (half of net.ipv4.tcp_max_tw_buckets) to 2147483647`) {
+		t.Errorf("tw_budget = 2147483648: %q", got)
 	}
 	c := mustParse(t, "[auto]\ntw_budget = 4000000\n"+minimal)
 	if c.Auto.TWBudget != 4000000 {

@@ -24,7 +24,7 @@ func (c *Config) Validate() error {
 func (c *Config) validate(p *problems) {
 	top := object{p: p}
 	top.checkKeys("", c)
-	if c.Auto.PortResume > c.Auto.PortShare {
+	if c.Auto.PortResume > c.Auto.PortShare && !top.failed("auto.port_share") && !top.failed("auto.port_resume") {
 		top.problem("auto.port_resume", fmt.Errorf("%g is above auto.port_share %g; switching back needs the lower figure", c.Auto.PortResume, c.Auto.PortShare))
 	}
 	if len(c.Listeners) == 0 {
@@ -120,7 +120,7 @@ func (o object) validHealth(b Backend) {
 	if h.Check == HealthHTTP && b.Protocol != ProtocolHTTP1 {
 		o.problem("health.check", errors.New(`"http" needs protocol = "http1": a tcp backend may not speak HTTP; use "tcp"`))
 	}
-	if h.Timeout > h.Interval && h.Interval > 0 {
+	if h.Timeout > h.Interval && h.Interval > 0 && !o.failed("health.interval") && !o.failed("health.timeout") {
 		o.problem("health.timeout", fmt.Errorf("%s is longer than health.interval %s", formatDuration(h.Timeout), formatDuration(h.Interval)))
 	}
 }
@@ -293,13 +293,13 @@ var (
 		}
 		return nil
 	})
-	sampleInterval = checkOf(func(d time.Duration) error {
-		if d > 0 && d < 250*time.Millisecond {
-			return fmt.Errorf("%s is below the 250ms floor", formatDuration(d))
-		}
-		return positive(d)
-	})
-	share = checkOf(func(v float64) error {
+	sampleInterval = floor(250 * time.Millisecond)
+	// A health check dials each server every interval: below 100ms it
+	// becomes load on the backend (1ms: 900 connects a second a server)
+	// and a busy core here, and a 1ns timeout fails every check.
+	healthInterval = floor(100 * time.Millisecond)
+	healthTimeout  = floor(time.Millisecond)
+	share          = checkOf(func(v float64) error {
 		if !(v > 0 && v <= 1) {
 			return fmt.Errorf("%g is not a share greater than 0 and at most 1", v)
 		}
@@ -343,6 +343,16 @@ func between(lo, hi int, phrase string) func(any) error {
 // atLeast0 accepts integers from 0 to maxCount; zero, if set, says what
 // 0 means.
 func atLeast0(zero string) func(any) error { return upTo(maxCount, zero) }
+
+// floor accepts durations of at least min.
+func floor(min time.Duration) func(any) error {
+	return checkOf(func(d time.Duration) error {
+		if d > 0 && d < min {
+			return fmt.Errorf("%s is below the %s floor", formatDuration(d), formatDuration(min))
+		}
+		return positive(d)
+	})
+}
 
 // maxCount bounds counts of connections and sessions: far above what a
 // host holds, low enough that a typo does not have the pool dial without
