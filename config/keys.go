@@ -100,8 +100,8 @@ loopback clients only).`},
 		def: "127.0.0.1:9901", restart: true, check: adminListen, doc: `
 host:port to serve the admin endpoints on, or "off" to run without them.
 The default binds loopback only, since the endpoints are unauthenticated.
-Its clients are bounded: at most 64 connections at once, closed after 30s
-idle.`},
+Its clients are bounded: at most 64 connections at once, each with 5s for
+a request's head and closed after 30s idle between requests.`},
 	{path: "admin.kernel_sample_interval", at: field(func(c *Config) any { return &c.Admin.KernelSample }),
 		def: time.Second, check: positive, doc: `
 The oldest the kernel's TIME-WAIT figures behind the metrics may be. A
@@ -153,7 +153,10 @@ Required, unique among listeners. Labels logs, records and metrics.`},
 	{path: "listener.listen", at: field(func(l *Listener) any { return &l.Listen }),
 		example: "0.0.0.0:8080", check: listenAddress, doc: `
 Required. host:port to accept on; an empty host (":8080") means every
-address, port 0 picks a free port. Two listeners cannot share an address.`},
+address, port 0 picks a free port. Two listeners cannot share an address.
+"0.0.0.0:8080" (or ":8080") takes IPv6 clients too, where the host has
+IPv6 (Go's dual-stack socket), so a firewall or NetworkPolicy in front
+must cover both; "127.0.0.1:8080" takes IPv4 alone.`},
 	{path: "listener.backend", at: field(func(l *Listener) any { return &l.Backend }),
 		example: "app", doc: `
 Required. The name of the [[backend]] sessions are forwarded to.`},

@@ -106,11 +106,11 @@ func drain(admin string, delay time.Duration, wait bool, timeout time.Duration, 
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	fmt.Fprintf(stdout, "%d %s", resp.StatusCode, body)
 	if err := fromAdmin(resp, "-admin"); err != nil {
-		fmt.Fprintln(stderr, "drain:", err)
+		fmt.Fprintln(stderr, "drain:", err) // another server's answer on stdout would read as a drain begun
 		return 1
 	}
+	fmt.Fprintf(stdout, "%d %s", resp.StatusCode, body)
 	if resp.StatusCode/100 != 2 {
 		return 1
 	}

@@ -58,11 +58,13 @@ func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	fmt.Fprintf(stdout, "%d %s", resp.StatusCode, body)
 	if err := fromAdmin(resp, "-url"); err != nil {
+		// Another server's answer ("200 hello") on stdout would read
+		// as this check passing.
 		fmt.Fprintln(stderr, "healthcheck:", err)
 		return 1
 	}
+	fmt.Fprintf(stdout, "%d %s", resp.StatusCode, body)
 	if resp.StatusCode != http.StatusOK {
 		return 1
 	}

@@ -91,7 +91,7 @@ func init() {
 // (help drain: drain -h).
 func cmdHelp(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 1 && commands[args[0]] != nil {
-		return run([]string{args[0], "-h"}, stdout, stderr)
+		return run([]string{args[0], "-h"}, stdout, stdout) // asked for: stdout, as help's own list (help check | less)
 	}
 	switch {
 	case len(args) == 1 && args[0] != "-h" && args[0] != "-help" && args[0] != "--help":
@@ -329,6 +329,23 @@ func descriptorsWanted(cfg *config.Config) uint64 {
 	return need
 }
 
+// fileLimitWarning is the warning for an open-file limit of nofile (0:
+// unknown) under cfg, with the descriptors cfg's caps ask for (0: a
+// listener has none), or "" when the limit covers them.
+func fileLimitWarning(nofile uint64, cfg *config.Config) (string, uint64) {
+	need := descriptorsWanted(cfg)
+	const past = "past it, accepts back off, new sessions wait in the kernel's queue and the admin port cannot answer"
+	switch {
+	case nofile == 0:
+		return "", need
+	case need == 0:
+		return "open-file limit is the only bound on sessions, a listener having max_connections = 0 (no cap): " + past, need
+	case nofile < need:
+		return "open-file limit below what max_connections asks: " + past, need
+	}
+	return "", need
+}
+
 // daemon serves cfg, loaded from path, until ctx ends, and returns the
 // exit code.
 func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr io.Writer, sig signals) int {
@@ -341,9 +358,8 @@ func daemon(ctx context.Context, path string, cfg *config.Config, stdout, stderr
 	log := lg.log
 	if n, err := raiseFileLimit(); err != nil {
 		log.Warn("could not raise the open-file limit", zap.Error(err))
-	} else if need := descriptorsWanted(cfg); n > 0 && n < need {
-		log.Warn("open-file limit below what max_connections asks: past it, accepts back off, new sessions wait in the kernel's queue and the admin port cannot answer",
-			zap.Uint64("nofile", n), zap.Uint64("wanted", need))
+	} else if msg, need := fileLimitWarning(n, cfg); msg != "" {
+		log.Warn(msg, zap.Uint64("nofile", n), zap.Uint64("wanted", need))
 	} else if n > 0 {
 		log.Info("open-file limit", zap.Uint64("nofile", n))
 	}

@@ -167,8 +167,13 @@ func TestSubcommandHelpExitsZero(t *testing.T) {
 		{"healthcheck", "-h"}, {"drain", "-h"}, {"transparent", "setup", "-h"}, {"transparent", "-h"},
 		{"transparent", "--help"}, {"version", "-h"}, {"help", "drain"}, {"help", "transparent"}} {
 		var out, errOut bytes.Buffer
-		if code := run(args, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "Usage of") {
-			t.Errorf("%q: exit %d, stderr %q; want 0 and the flags", args, code, errOut.String())
+		// help COMMAND prints on stdout, as help does (help check | less)
+		got := &errOut
+		if args[0] == "help" {
+			got = &out
+		}
+		if code := run(args, &out, &errOut); code != 0 || !strings.Contains(got.String(), "Usage of") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 0 and the flags", args, code, out.String(), errOut.String())
 		}
 	}
 }
@@ -303,9 +308,13 @@ func TestHealthcheckSubcommand(t *testing.T) {
 		t.Errorf("unhealthy: exit %d", code)
 	}
 	for _, cmd := range [][]string{{"healthcheck", "-url", web.URL}, {"drain", "-admin", strings.TrimPrefix(web.URL, "http://")}} {
+		out.Reset()
 		errOut.Reset()
 		if code := run(cmd, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "not as a closeproxy admin listener") {
 			t.Errorf("%q against a web server: exit %d, %q; want 1 and why", cmd, code, errOut.String())
+		}
+		if strings.Contains(out.String(), "hello") {
+			t.Errorf("%q against a web server printed its answer %q on stdout, which reads as a pass", cmd, out.String())
 		}
 	}
 }
@@ -335,8 +344,17 @@ func TestDescriptorsWanted(t *testing.T) {
 	if got := descriptorsWanted(cfg); got != 2*10050 {
 		t.Errorf("two listeners, 10000 and 50: %d, want %d", got, 2*10050)
 	}
+	if msg, _ := fileLimitWarning(2*10050, cfg); msg != "" {
+		t.Errorf("a limit that covers the caps warns: %q", msg)
+	}
+	if msg, _ := fileLimitWarning(2*10050-1, cfg); !strings.Contains(msg, "below what max_connections asks") {
+		t.Errorf("a limit below the caps: %q, want the warning", msg)
+	}
 	cfg.Listeners[1].MaxConnections = 0
 	if got := descriptorsWanted(cfg); got != 0 {
 		t.Errorf("a listener without a cap: %d, want 0 (no figure)", got)
+	}
+	if msg, _ := fileLimitWarning(1<<20, cfg); !strings.Contains(msg, "only bound on sessions") {
+		t.Errorf("a listener without a cap: %q, want the warning whatever the limit", msg)
 	}
 }
