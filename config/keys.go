@@ -126,9 +126,9 @@ sample (a change of the sysctl applies without a restart).`},
 Switch back below this share of tw_budget.`},
 	{path: "auto.port_share", at: field(func(c *Config) any { return &c.Auto.PortShare }),
 		restart: true, def: 0.5, check: share, doc: `
-Switch a back leg to nowhere when the proxy's TIME-WAIT sockets toward
-its backend ip:port reach this share of the usable ephemeral port range
-(net.ipv4.ip_local_port_range).`},
+Switch a back leg to nowhere when the host's TIME-WAIT sockets toward
+its backend ip:port (any process's, this proxy's or not) reach this share
+of the usable ephemeral port range (net.ipv4.ip_local_port_range).`},
 	{path: "auto.port_resume", at: field(func(c *Config) any { return &c.Auto.PortResume }),
 		restart: true, def: 0.4, check: share, doc: `
 Switch back below this share. Must not exceed port_share.`},

@@ -441,8 +441,8 @@ func TestHTTP1CloseDelimitedToAHalfClosedClientEndsWithFIN(t *testing.T) {
 				if err != nil || string(got) != head+"until close" {
 					t.Fatalf("the client read %q, then %v; want the whole body, then EOF", got, err)
 				}
-				if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Close != policy.CloseFIN {
-					t.Errorf("outcome %s, front close %s (reason %s); want ok, fin", td.Outcome, td.Front.Close, td.Front.Reason)
+				if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Close != policy.CloseFIN || td.Front.Reason != policy.ReasonCloseDelimited {
+					t.Errorf("outcome %s, front close %s (reason %s); want ok, fin, close_delimited", td.Outcome, td.Front.Close, td.Front.Reason)
 				}
 			})
 		}
