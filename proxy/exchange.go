@@ -163,6 +163,9 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 		h.rec.Received(policy.Back, int64(len(resp.Raw)))
+		if body != nil && resp.Status/100 != 1 {
+			body.answered.Store(true)
+		}
 		rt.closing = req.Close || resp.Close
 		if !rt.closing && h.draining() {
 			rt.closing, h.drainClosed = true, true
@@ -205,6 +208,8 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		switch err := h.finishBody(body); {
 		case errors.Is(err, errBodyStalled):
 			h.stalled(&rt, engine.StalledIdle) // as on the loops: no byte moved
+		case errors.Is(err, http1.ErrBadRequest):
+			h.badBody(&rt, body, err)
 		case err != nil && !errors.Is(err, errBodyCut) && body.werr == nil:
 			// The client left (FIN or RST) before its body was whole,
 			// after an early response: as on the loops, and as before one.
@@ -399,6 +404,9 @@ func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body *
 	switch {
 	case stalled:
 		return
+	case errors.Is(berr, http1.ErrBadRequest):
+		h.badBody(rt, body, berr)
+		return
 	case berr != nil && !errors.Is(berr, errBodyCut) && body.werr == nil:
 		// The client left before its body was whole; a copy that failed
 		// writing to the backend is the backend's close, answered 502.
@@ -436,9 +444,28 @@ func (h *h1) clientAborted(rt *roundTrip, err error) {
 	rt.cutFront()
 }
 
+// badBody: the client's request body (sent on as it came: with
+// Expect: 100-continue, or past the spill) turned out malformed. The
+// backend, which got part of it, is reset; the client gets 400 where no
+// response began, else its connection is reset after what it was sent.
+func (h *h1) badBody(rt *roundTrip, body *bodyCopy, err error) {
+	rt.reusable, rt.closing, rt.cutBack = false, true, true
+	h.rec.Outcome(engine.OutcomeBadRequest, fmt.Errorf("read request body: %w", err))
+	if body.answered.Load() { // a final response went (a 100 Continue is no answer)
+		rt.cutFront()
+		return
+	}
+	h.writeError(400, "Bad Request")
+}
+
 func (h *h1) badResponse(rt *roundTrip, body *bodyCopy, err error) {
 	rt.closing, rt.cutBack = true, true
-	if stalled, _ := h.stalledNow(body); stalled {
+	stalled, berr := h.stalledNow(body)
+	switch {
+	case stalled:
+		return
+	case errors.Is(berr, http1.ErrBadRequest): // its failure woke the response's read
+		h.badBody(rt, body, berr)
 		return
 	}
 	h.rec.Outcome(engine.OutcomeBadResponse, err)
@@ -491,7 +518,11 @@ func (h *h1) startBody(bc *pool.Conn, req *http1.Request) *bodyCopy {
 	b.moved.Store(time.Now().UnixNano())
 	go func() {
 		n, err := req.CopyBody(b, h.fr)
-		if err != nil && !errors.Is(err, http1.ErrBadRequest) {
+		// Wake the wait for a response, which the backend, still waiting
+		// for the rest of the body, may never send: the exchange ends by
+		// the body's error (a malformed chunk: 400). A final response
+		// already on its way is relayed whole first.
+		if err != nil && (!errors.Is(err, http1.ErrBadRequest) || !b.answered.Load()) {
 			_ = bc.SetReadDeadline(time.Now())
 		}
 		b.done <- bodyResult{n, err}
@@ -506,7 +537,10 @@ type bodyCopy struct {
 	dst     *pool.Conn
 	moved   atomic.Int64 // time.Now().UnixNano() as the last write returned
 	writing atomic.Bool  // a write to the backend is under way
-	werr    error        // a write to the backend failed: read once done was received
+	// answered: a final response's head came (the copy's own failure
+	// then leaves its relay alone).
+	answered atomic.Bool
+	werr     error // a write to the backend failed: read once done was received
 }
 
 // Write implements io.Writer for the copy, noting its progress.

@@ -143,3 +143,40 @@ func TestHTTP1IdleKeepAliveSessionHoldsNoPipe(t *testing.T) {
 		t.Errorf("%d pipe descriptors left after the session ended, want none", n-base)
 	}
 }
+
+// A chunked body sent after Expect: 100-continue goes on as it comes, so
+// a malformed chunk is found after the backend got part of it. The
+// client gets its 400 at once (a session on a goroutine waited for a
+// response the backend, waiting for the rest of the body, never sent,
+// until idle_timeout), the record says bad_request, and the backend
+// connection, reset, is free for the next client of a pool of one.
+func TestHTTP1BadChunkAfterContinueAnswers400(t *testing.T) {
+	o := digestOrigin(t)
+	be := http1Backend(o.addr)
+	be.Pool.MaxConns = 1
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, be)
+	for _, bad := range []string{"zz\r\nabc\r\n0\r\n\r\n", "3\r\nabcX\r\n0\r\n\r\n"} {
+		c := dialClient(t, h.addr, false)
+		c.SetDeadline(time.Now().Add(3 * time.Second)) // idle_timeout is 5 s: a 400 comes well before
+		br := bufio.NewReader(c)
+		io.WriteString(c, "POST /digest/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+		if r, err := http.ReadResponse(br, nil); err != nil || r.StatusCode != 100 {
+			t.Fatalf("%q: %v %v, want 100 Continue", bad, r, err)
+		}
+		good := chunk(make([]byte, 10000), 4000)
+		good = good[:len(good)-len("0\r\nX-Sum: 1\r\n\r\n")] // the body goes on: no last chunk
+		go c.Write(append(good, bad...))
+		status, _, closing := readBody(t, br)
+		if status != 400 || !closing {
+			t.Errorf("%q: client got %d (closing %v), want 400, closing", bad, status, closing)
+		}
+		c.Close()
+		if td := h.record(t); td.Outcome != engine.OutcomeBadRequest || !td.Back.Cut {
+			t.Errorf("%q: record: outcome %s (%v), back cut %v; want bad_request, the backend connection reset", bad, td.Outcome, td.Err, td.Back.Cut)
+		}
+		if got := roundTrips(t, h.addr, "GET /digest/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1); !strings.HasPrefix(got[0], "200 0 ") {
+			t.Errorf("%q: the next client got %q, want 200 (through a pool of one)", bad, got)
+		}
+		h.record(t)
+	}
+}
