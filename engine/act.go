@@ -194,6 +194,10 @@ func (x *executor) fin(l *leg, wait time.Duration) {
 	now := time.Now()
 	l.finTime = now
 	l.arm(now, wait)
+	// Acknowledged at once (FIN-WAIT-2 right after it, as on loopback):
+	// the FIN has gone and the half-close counts from now; else the
+	// looks find when (phaseFINSent).
+	l.finGone = l.fo != nil && finWait2(l.fo.after)
 	l.at = l.nextWatch(now)
 }
 

@@ -66,19 +66,25 @@ func halfCloseTimeoutCut(t *testing.T, readFirst bool) {
 // A client reading the answer slowly, or pausing for several
 // half_close_timeouts, while the proxy's FIN waits behind the rest of it
 // in the send queue: it is not silent, for the FIN has not gone. It
-// gets every byte and the FIN, and its own FIN ends the session ok.
+// gets every byte and the FIN, and its own FIN ends the session ok. The
+// half-close counts from when the FIN went, not from when it was queued:
+// a client that paused for most of the timeout, then read all and closes
+// well within the timeout of that (linger) is not reset.
 func TestHalfCloseTimeoutWaitsForAReaderBehindTheFIN(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		pause time.Duration // before reading at all
-		every time.Duration // between reads of 16 KiB
+		name      string
+		pause     time.Duration // before reading at all
+		every     time.Duration // between reads of 16 KiB
+		halfClose time.Duration
+		linger    time.Duration // after the last byte, before the client's FIN
 	}{
-		{"trickle", 0, 15 * time.Millisecond},
-		{"pause", 1200 * time.Millisecond, 0},
+		{"trickle", 0, 15 * time.Millisecond, 300 * time.Millisecond, 0},
+		{"pause", 1200 * time.Millisecond, 0, 300 * time.Millisecond, 0},
+		{"pause_then_linger", 800 * time.Millisecond, 0, time.Second, 500 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			front := policyClose(policy.TargetProxy, policy.FallbackFIN)
-			front.HalfCloseTimeout = 300 * time.Millisecond
+			front.HalfCloseTimeout = tc.halfClose
 			r := relayTuned(t, front, policyClose(policy.TargetPeer, policy.FallbackReset), 10*time.Second,
 				func(proxyFront, _ *net.TCPConn) { _ = proxyFront.SetWriteBuffer(4 << 20) })
 			_ = r.client.SetReadBuffer(64 << 10)
@@ -104,6 +110,7 @@ func TestHalfCloseTimeoutWaitsForAReaderBehindTheFIN(t *testing.T) {
 			if err != io.EOF || n != len(answer) || [32]byte(h.Sum(nil)) != sum {
 				t.Fatalf("client read %d of %d bytes, then %v; want all (SHA-256), then EOF", n, len(answer), err)
 			}
+			time.Sleep(tc.linger) // the client's pace again
 			_ = r.client.Close()
 			td := r.wait(t, 5*time.Second)
 			if td.Outcome != OutcomeOK || td.Front.Cut || td.Front.Close == policy.CloseReset {

@@ -59,6 +59,7 @@ func resetWithoutFIN(syscall.Conn, uint64) bool { return false }
 func finOrder(finObs) order          { return orderUnknown }
 func peerFINState(uint8) bool        { return false }
 func finWait1(uint8) bool            { return false }
+func finWait2(uint8) bool            { return false }
 func closedState(uint8) bool         { return false }
 func (*finObs) eofDecides() bool     { return false }
 func (l *leg) lookForFinWait2()      {}

@@ -79,7 +79,7 @@ type leg struct {
 	peerFIN     bool // the peer's FIN was read
 	finAckedAll bool
 	finSent     bool
-	finQueued   bool // half_close_timeout's last end found the proxy's FIN behind bytes the peer had not acknowledged
+	finGone     bool // the peer acknowledged every byte before the proxy's FIN: half_close_timeout counts from when a look saw it
 	bet         bool // closed by a fallback reset after a grace of silence: its peer's stream counts as ended
 	probe       bool // the withhold only asks whether a peer that may await EOF does (policy.Decision.Probe)
 	foFresh     bool // fo was read for the decision being carried out

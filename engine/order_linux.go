@@ -114,6 +114,9 @@ func closedState(s uint8) bool { return s == stateClose }
 // finWait1 reports FIN-WAIT-1: the proxy's FIN sent, not acknowledged.
 func finWait1(s uint8) bool { return s == stateFinWait1 }
 
+// finWait2 reports FIN-WAIT-2: the proxy's FIN sent and acknowledged.
+func finWait2(s uint8) bool { return s == stateFinWait2 }
+
 // peerFINState reports a state in which the kernel holds the peer's FIN.
 func peerFINState(s uint8) bool {
 	return s == stateCloseWait || s == stateLastAck || s == stateClosing

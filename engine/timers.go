@@ -58,20 +58,21 @@ func (x *executor) look(l *leg, now time.Time) {
 		if l.act.watch.Load() {
 			l.lookForFinWait2()
 		}
+		if !l.finGone {
+			// half_close_timeout counts the peer's silence from when the
+			// proxy's FIN has gone: once the peer acknowledged every byte
+			// before it. A peer still reading them, or pausing (the
+			// proxy's backpressure, rule 2), has not been sent the FIN
+			// yet, and idle_timeout bounds one that takes none. Each look
+			// until then reads the queue; the first to find it drained
+			// starts the count, so the timeout ends between T and T plus
+			// one look's interval after the peer took the last byte.
+			l.finGone = l.unacked() == 0
+			l.quiet = now
+		}
 		if x.silent(l, now) {
-			// The proxy's FIN waits behind bytes the peer has not
-			// acknowledged (one reading, at the wait's end): a peer still
-			// reading them, or pausing (the proxy's backpressure, rule 2),
-			// has not been sent the FIN yet, and idle_timeout bounds one
-			// that takes none. Found drained after such a wait, the queue
-			// emptied within it: the half-close counts from now.
-			queued := l.unacked() > 0
-			if !queued && !l.finQueued {
-				x.decide(l, policy.HalfCloseExpired)
-				return
-			}
-			l.finQueued = queued
-			l.quiet, l.at = now, now.Add(tick(l.budget))
+			x.decide(l, policy.HalfCloseExpired)
+			return
 		}
 		l.at = l.nextWatch(now)
 	case phaseOpen:
