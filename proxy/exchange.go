@@ -52,6 +52,13 @@ var errBodyCut = errors.New("request body incomplete when the response ended")
 // stalled, the client was not silent.
 var errBodyStalled = fmt.Errorf("%w: the backend took none of it for idle_timeout", errBodyCut)
 
+// errBodySilent: a request body still incomplete once its response
+// ended, its client silent for peer_fin_grace: the backend connection,
+// which got part of a request, is reset, and the session is not ok.
+func errBodySilent(grace time.Duration) error {
+	return fmt.Errorf("%w: the client sent none of the rest for peer_fin_grace (%s)", errBodyCut, grace)
+}
+
 // exchange carries one request and its response. It reports whether the
 // front leg must end after it, and whether the session became a tunnel
 // (then it is over). Every way it can end gives the backend connection
@@ -163,10 +170,16 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 		h.rec.Received(policy.Back, int64(len(resp.Raw)))
+		early := false
 		if body != nil && resp.Status/100 != 1 {
 			body.answered.Store(true)
+			// A final answer before the body was all sent (an early 413
+			// or 417): as on the loops, the connection is not reused
+			// (what the backend sends next answers nothing the proxy
+			// sent) and the client is told this one closes.
+			early = !body.sent.Load() && resp.Status != http.StatusSwitchingProtocols
 		}
-		rt.closing = req.Close || resp.Close
+		rt.closing = req.Close || resp.Close || early
 		if !rt.closing && h.draining() {
 			rt.closing, h.drainClosed = true, true
 		}
@@ -204,7 +217,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		} else if !h.relayBody(&rt, bc.TCPConn, br, resp, body) {
 			return rt
 		}
-		rt.reusable = !resp.Close && br.Buffered() == 0
+		rt.reusable = !resp.Close && !early && br.Buffered() == 0
 		switch err := h.finishBody(body); {
 		case errors.Is(err, errBodyStalled):
 			h.stalled(&rt, engine.StalledIdle) // as on the loops: no byte moved
@@ -215,6 +228,9 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			// after an early response: as on the loops, and as before one.
 			rt.reusable, rt.closing, rt.cutBack = false, true, true
 			h.clientAborted(&rt, err)
+		case err != nil && body.werr == nil: // errBodyCut: the client went silent
+			rt.reusable, rt.cutBack = false, true
+			h.rec.Outcome(engine.OutcomeTimeout, errBodySilent(h.ln.Close.PeerFinGrace))
 		case err != nil:
 			rt.reusable, rt.cutBack = false, true
 		}
@@ -518,6 +534,7 @@ func (h *h1) startBody(bc *pool.Conn, req *http1.Request) *bodyCopy {
 	b.moved.Store(time.Now().UnixNano())
 	go func() {
 		n, err := req.CopyBody(b, h.fr)
+		b.sent.Store(err == nil)
 		// Wake the wait for a response, which the backend, still waiting
 		// for the rest of the body, may never send: the exchange ends by
 		// the body's error (a malformed chunk: 400). A final response
@@ -540,7 +557,8 @@ type bodyCopy struct {
 	// answered: a final response's head came (the copy's own failure
 	// then leaves its relay alone).
 	answered atomic.Bool
-	werr     error // a write to the backend failed: read once done was received
+	sent     atomic.Bool // the whole body was written to the backend
+	werr     error       // a write to the backend failed: read once done was received
 }
 
 // Write implements io.Writer for the copy, noting its progress.

@@ -117,6 +117,7 @@ type h1Exchange struct {
 	started  bool // a response byte went to the client
 	closing  bool // the front leg ends after this exchange
 	cutBack  bool // the backend connection is reset
+	early    bool // the final response came before the request was all sent: the connection is not reused
 	// upErr: writing the request body failed (the backend reset or
 	// closed), whose error the read for the response, then EOF, lacks.
 	upErr    error
@@ -372,6 +373,8 @@ func (h *h1Loop) Due(now time.Time) {
 		// backpressure, not the client's silence (idle_timeout bounds it)
 		x.upBy = now.Add(h.ss.ln.Close.PeerFinGrace)
 	case x != nil && !x.upBy.IsZero() && !now.Before(x.upBy):
+		// The request was not all sent, nor will it be: not ok.
+		h.rec().Outcome(engine.OutcomeTimeout, errBodySilent(h.ss.ln.Close.PeerFinGrace))
 		h.stopUp()
 	case x != nil:
 		if now.Sub(x.moved) >= h.ss.ln.IdleTimeout {
@@ -1151,6 +1154,14 @@ func (h *h1Loop) parseResponse() bool {
 		return true
 	}
 	x.closing = x.req.Close || resp.Close
+	if h.sending() && resp.Status != 101 {
+		// A final answer before the request was all sent (an early 413
+		// or 417): whether the backend reads the rest, or takes it for
+		// requests of its own, is unknown, and what it sends after the
+		// answer answers nothing the proxy sent. Its connection is not
+		// reused, and the client is told this one closes.
+		x.early, x.closing = true, true
+	}
 	if !x.closing && h.draining() {
 		x.closing, x.drainClosed = true, true
 	}
@@ -1523,7 +1534,7 @@ func (h *h1Loop) finishWith(e engine.Ending) {
 // request: its response was whole, it did not say close, nothing came
 // after it, and nothing was cut or answered by the proxy.
 func (x *h1Exchange) reusable() bool {
-	return !x.cutBack && !x.endFront && x.resp != nil && !x.resp.Close && x.binN == 0
+	return !x.cutBack && !x.endFront && !x.early && x.resp != nil && !x.resp.Close && x.binN == 0
 }
 
 // keep makes the exchange's backend connection the session's kept one.

@@ -550,6 +550,9 @@ func TestHTTP1LoopEarlyResponses(t *testing.T) {
 		if !td.Back.Cut || td.Back.Close != policy.CloseReset || td.BackRequests != 1 {
 			t.Errorf("record: back cut %v close %s, %d requests; want the backend connection reset and cut, 1 request", td.Back.Cut, td.Back.Close, td.BackRequests)
 		}
+		if td.Outcome != engine.OutcomeTimeout { // the request never all reached the backend: not ok
+			t.Errorf("record: outcome %s (%v), want timeout", td.Outcome, td.Err)
+		}
 	})
 	t.Run("stalled backend", func(t *testing.T) {
 		h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(serve("")))
