@@ -646,13 +646,15 @@ func (l *loop) start(r *loopRelay) {
 		}
 	}
 	l.handle(r, func() {
+		if r.lone != nil && r.late > 0 {
+			r.x.rec.Received(r.lone.name, int64(r.late)) // received, whatever became of them
+		}
 		switch lg := r.lone; {
 		case lg != nil && r.ending.Cut && r.ending.Deliver:
 			r.x.cutDelivered(lg)
 		case lg != nil && r.ending.Cut:
 			r.x.rst(lg, r.ending.Why, true)
 		case lg != nil && r.late > 0:
-			r.x.rec.Received(lg.name, int64(r.late))
 			r.x.wholeThenLate(lg) // as in Session.End
 		case lg != nil:
 			r.x.sendDone(lg)

@@ -99,6 +99,10 @@ func (s *Session) End(name policy.Leg, c *net.TCPConn, in *bufio.Reader, e Endin
 	x := newExecutor(s)
 	l := x.addLeg(name, c)
 	l.takeEnding(e)
+	late := in != nil && in.Buffered() > 0
+	if late {
+		s.Rec.Received(name, int64(in.Buffered())) // received, whatever becomes of them
+	}
 	switch {
 	case e.Cut && e.Deliver:
 		x.run(func() { x.cutDelivered(l) })
@@ -106,9 +110,8 @@ func (s *Session) End(name policy.Leg, c *net.TCPConn, in *bufio.Reader, e Endin
 	case e.Cut:
 		x.rst(l, e.Why, true)
 		return
-	case in != nil && in.Buffered() > 0:
+	case late:
 		// What End is given has nothing more to send: its stream is whole.
-		s.Rec.Received(name, int64(in.Buffered()))
 		x.run(func() { x.wholeThenLate(l) })
 		return
 	}

@@ -425,8 +425,6 @@ func (h *h1Loop) keptEdge() {
 	h.kept, h.keptSock = nil, nil
 }
 
-var errHeadTimeout = errors.New("no whole head within idle_timeout")
-
 // Begun implements engine.Task: an idle session ends now, one in an
 // exchange after it.
 func (h *h1Loop) Begun() {

@@ -578,12 +578,12 @@ func (h *h1) endFront(err error) {
 		// The client's FIN came in the middle of a head: it left before
 		// its request was complete, and learns by a reset that it was
 		// not served. What came of the head came in.
-		h.rec.Received(policy.Front, int64(h.fr.Buffered()))
 		h.rec.Outcome(engine.OutcomeClientAborted, errors.New("read request head: the client closed before the head was complete"))
 		h.end(engine.Ending{PeerFIN: true, Cut: true, Why: policy.ReasonCut})
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		// A head begun and not finished within idle_timeout.
-		h.rec.Outcome(h.timeoutOutcome(), fmt.Errorf("read request head: %w", err))
+		// A head begun and not finished within idle_timeout (what came
+		// of it counts as received: End).
+		h.rec.Outcome(h.timeoutOutcome(), fmt.Errorf("read request head: %w", errHeadTimeout))
 		h.end(engine.Ending{Cut: true, Why: policy.ReasonCut})
 	case errors.Is(err, http1.ErrBadRequest):
 		h.rec.Outcome(engine.OutcomeBadRequest, err)
@@ -615,6 +615,9 @@ func (h *h1) end(e engine.Ending) {
 	h.ended = true
 	h.eng.End(policy.Front, h.front, h.fr, e)
 }
+
+// errHeadTimeout: a request head begun and not whole within idle_timeout.
+var errHeadTimeout = errors.New("no whole head within idle_timeout")
 
 // writeError answers the client with a short error response that closes
 // the connection.

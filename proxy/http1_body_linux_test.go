@@ -180,3 +180,46 @@ func TestHTTP1BadChunkAfterContinueAnswers400(t *testing.T) {
 		h.record(t)
 	}
 }
+
+// A client that sends part of a request head and then nothing is cut at
+// idle_timeout; the record counts what it sent, as it does when the same
+// client half-closes instead, with the same error on both relays.
+func TestHTTP1PartialHeadCountsItsBytes(t *testing.T) {
+	h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(loopback.Serve(t, func(c *net.TCPConn) { c.Close() })))
+	partial := "GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + strings.Repeat("a", 300)
+	c := dialClient(t, h.addr, false)
+	io.WriteString(c, partial)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("the client read a byte, want the session's end")
+	}
+	c.Close()
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeTimeout || td.Front.BytesIn != int64(len(partial)) || !strings.Contains(fmt.Sprint(td.Err), "idle_timeout") {
+		t.Errorf("record: outcome %s (%v), front bytes_in %d; want timeout naming idle_timeout, %d bytes in", td.Outcome, td.Err, td.Front.BytesIn, len(partial))
+	}
+}
+
+// A client that pipelines two requests and resets while the first
+// response comes: the record counts both requests as received, the
+// second never served.
+func TestHTTP1UnservedPipelinedRequestCountsAsReceived(t *testing.T) {
+	blob := make([]byte, 4<<20)
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		w.Write(blob)
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	reqs := "GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+	c := dialClient(t, h.addr, true)
+	io.WriteString(c, reqs)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 50<<10)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetLinger(0)
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeClientReset || td.Front.BytesIn != int64(len(reqs)) {
+		t.Errorf("record: outcome %s (%v), front bytes_in %d; want client_reset, %d (both requests)", td.Outcome, td.Err, td.Front.BytesIn, len(reqs))
+	}
+}
