@@ -190,7 +190,8 @@ span segments.`},
 A session with no bytes moving either way for this long is cut: an RST to
 both peers, outcome "timeout" (in tcp mode the proxy cannot tell a
 finished exchange from a stalled one). In http1 mode: the time a client
-has for the next request head (an idle connection then ends by its close
+has for the next request head (the first counted from the accept, a
+PROXY header's wait included; an idle connection then ends by its close
 policy, nothing cut), the longest a request waits, no byte moving, for
 its answer (then 504), and, as in tcp mode, how long a tunnel (after a
 101 or a CONNECT's 2xx: a WebSocket) may carry nothing before it is cut:

@@ -176,8 +176,11 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			// A final answer before the body was all sent (an early 413
 			// or 417): as on the loops, the connection is not reused
 			// (what the backend sends next answers nothing the proxy
-			// sent) and the client is told this one closes.
-			early = !body.sent.Load() && resp.Status != http.StatusSwitchingProtocols
+			// sent) and the client is told this one closes. Told by the
+			// bytes handed to a write, counted before the write: an
+			// answer to the whole body comes after its last write began.
+			// A chunked body's end is not known here: not told.
+			early = body.total >= 0 && body.handed.Load() < body.total && resp.Status != http.StatusSwitchingProtocols
 		}
 		rt.closing = req.Close || resp.Close || early
 		if !rt.closing && h.draining() {
@@ -530,11 +533,13 @@ func (h *h1) startBody(bc *pool.Conn, req *http1.Request) *bodyCopy {
 	if req.Framing == http1.NoBody {
 		return nil
 	}
-	b := &bodyCopy{done: make(chan bodyResult, 1), dst: bc}
+	b := &bodyCopy{done: make(chan bodyResult, 1), dst: bc, total: -1}
+	if req.Framing == http1.Length {
+		b.total = req.Length
+	}
 	b.moved.Store(time.Now().UnixNano())
 	go func() {
 		n, err := req.CopyBody(b, h.fr)
-		b.sent.Store(err == nil)
 		// Wake the wait for a response, which the backend, still waiting
 		// for the rest of the body, may never send: the exchange ends by
 		// the body's error (a malformed chunk: 400). A final response
@@ -557,12 +562,17 @@ type bodyCopy struct {
 	// answered: a final response's head came (the copy's own failure
 	// then leaves its relay alone).
 	answered atomic.Bool
-	sent     atomic.Bool // the whole body was written to the backend
-	werr     error       // a write to the backend failed: read once done was received
+	// handed counts the body's bytes given to a write to the backend,
+	// before the write: once it reaches total (a Content-Length body;
+	// -1 for a chunked one), an answer can be to the whole request.
+	handed atomic.Int64
+	total  int64
+	werr   error // a write to the backend failed: read once done was received
 }
 
 // Write implements io.Writer for the copy, noting its progress.
 func (b *bodyCopy) Write(p []byte) (int, error) {
+	b.handed.Add(int64(len(p)))
 	b.writing.Store(true)
 	n, err := b.dst.Write(p)
 	b.moved.Store(time.Now().UnixNano())

@@ -217,10 +217,11 @@ func (s *Server) watchHTTP1() (stop func()) {
 var backReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 // serveHTTP1 serves the session's exchanges, first's first when it is
-// not nil; parked reports that the session parked between requests and
-// goes on, and ends, elsewhere (resume).
-func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context, first *http1.Request, retried bool) (parked bool) {
-	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun, until: time.Now().Add(ss.ln.IdleTimeout), parkAfter: parkFirst,
+// not nil, the next request head due by until; parked reports that the
+// session parked between requests and goes on, and ends, elsewhere
+// (resume).
+func (ss *session) serveHTTP1(fr *bufio.Reader, ctx, begun context.Context, until time.Time, first *http1.Request, retried bool) (parked bool) {
+	h := &h1{session: ss, fr: fr, ctx: ctx, begun: begun, until: until, parkAfter: parkFirst,
 		first: first, retried: retried}
 	h.fw, _ = engine.NewRawWriter(ss.front) // nil: writeFront writes through the connection
 	ss.srv.h1s.add(h)
@@ -254,7 +255,7 @@ func (ss *session) runHTTP1From(prefix []byte, first *http1.Request, retried boo
 	// every byte that came before, where the rest of the prefix was lost
 	// behind the MultiReader.
 	_, _ = fr.Peek(len(prefix))
-	parked = ss.serveHTTP1(fr, ss.srv.drainCtx, ss.srv.drainBegun, first, retried)
+	parked = ss.serveHTTP1(fr, ss.srv.drainCtx, ss.srv.drainBegun, time.Now().Add(ss.ln.IdleTimeout), first, retried)
 }
 
 // loopHTTP1 tells whether b's http1 sessions run on the relay loops when

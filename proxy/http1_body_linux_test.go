@@ -223,3 +223,25 @@ func TestHTTP1UnservedPipelinedRequestCountsAsReceived(t *testing.T) {
 		t.Errorf("record: outcome %s (%v), front bytes_in %d; want client_reset, %d (both requests)", td.Outcome, td.Err, td.Front.BytesIn, len(reqs))
 	}
 }
+
+// With an optional PROXY header, an http1 client that sends nothing has
+// idle_timeout from its accept for its first request, the header's wait
+// included, on both relays (a goroutine gave it the header's wait and
+// then idle_timeout more).
+func TestHTTP1FirstHeadDueIdleTimeoutAfterAccept(t *testing.T) {
+	ln := ppListener(config.ProxyProtocolOptional, "127.0.0.1/32")
+	ln.ProxyProtocolTimeout, ln.IdleTimeout = 400*time.Millisecond, 600*time.Millisecond
+	h := startProxy(t, ln, http1Backend(loopback.Serve(t, func(c *net.TCPConn) { c.Close() })))
+	c := dialClient(t, h.addr, false)
+	start := time.Now()
+	c.SetReadDeadline(start.Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("the silent client read a byte, want the session's end")
+	}
+	// idle_timeout and a quarter at most, not the header's wait (400ms) on top
+	if took := time.Since(start); took > 900*time.Millisecond {
+		t.Errorf("the silent client was ended %v after its accept, want about idle_timeout (600ms)", took)
+	}
+	c.Close()
+	h.record(t)
+}

@@ -104,7 +104,10 @@ func (ss *session) run(drainCtx, begun context.Context, kill <-chan struct{}) {
 		if fr == nil {
 			fr = frontReader(ss.front)
 		}
-		handedOver = ss.serveHTTP1(fr, drainCtx, begun, nil, false) // parked: resume ends it
+		// The first head is due idle_timeout after the accept, a PROXY
+		// header's wait included, as on the loops.
+		until := ss.rec.Start().Add(ss.ln.IdleTimeout)
+		handedOver = ss.serveHTTP1(fr, drainCtx, begun, until, nil, false) // parked: resume ends it
 		return
 	}
 	handedOver = ss.connectAndRelay(in, in.leftover())
