@@ -63,6 +63,14 @@ func TestMistakesGetAHint(t *testing.T) {
 			want: []string{`config.toml:12: unknown key backend.pool.connect_timeout (connect_timeout belongs to [[backend]]: write it above [backend.pool])`},
 		},
 		{
+			name: "keys of other tables",
+			src:  "[log]\nsample_interval = \"1s\"\n" + strings.Replace(minimal, `backend = "app"`, "backend = \"app\"\nconnect_timeout = \"1s\"", 1),
+			want: []string{
+				`config.toml:2: unknown key log.sample_interval (sample_interval is a key of [auto])`,
+				`config.toml:8: unknown key listener.connect_timeout (connect_timeout is a key of [[backend]])`,
+			},
+		},
+		{
 			name: "a top-level key written below [log]",
 			src:  "[log]\nlevel = \"warn\"\nshutdown_timeout = \"10s\"\n" + minimal,
 			want: []string{`config.toml:3: unknown key log.shutdown_timeout (shutdown_timeout is a top-level key: write it above [log] and every other table)`},

@@ -180,8 +180,29 @@ func unknownKey(key []string) error {
 	}
 	if guess := cmp.Or(nearest(parent, key[len(key)-1]), synonym(parent, key[len(key)-1])); guess != "" {
 		err = fmt.Errorf("%w (did you mean %s?)", err, guess)
+	} else if where := elsewhere(key); where != "" {
+		err = fmt.Errorf("%w (%s)", err, where)
 	}
 	return err
+}
+
+// elsewhere names the other tables that have key's last word as a key
+// (log.sample_interval: [auto]), "" when none does.
+func elsewhere(key []string) string {
+	word, parent := key[len(key)-1], strings.Join(key[:len(key)-1], ".")
+	var tables []string
+	for _, k := range keys {
+		table, last, ok := strings.Cut(k.path, "."+word)
+		if k.kind != "" || !ok || last != "" || table == parent || strings.Contains(table, ".") && !schema[table] {
+			continue
+		}
+		tables = append(tables, tableHeader(strings.Split(table, ".")))
+	}
+	if len(tables) == 0 {
+		return ""
+	}
+	slices.Sort(tables)
+	return fmt.Sprintf("%s is a key of %s", word, strings.Join(slices.Compact(tables), " and "))
 }
 
 // misplaced says where to write key when a table above the one it was
