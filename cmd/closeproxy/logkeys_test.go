@@ -107,13 +107,34 @@ func exchange(t testing.TB, addr, msg string) {
 	}
 }
 
+// refusingPort is a loopback port that refuses connections for the whole
+// test: a socket bound to it and not listening holds it, so that no
+// listener the test starts later (the admin's, on port 0) is given it, as
+// one was a port freePort closed (the "gone" backend then answered).
+func refusingPort(t *testing.T) uint16 {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint16(sa.(*syscall.SockaddrInet4).Port)
+}
+
 // Every line the daemon writes — start, sessions of each outcome, pool
 // dials and failures, reloads applied and refused, shutdown — carries each
 // key once: JSON log pipelines reject or overwrite a duplicate key.
 func TestEveryLogLineHasEachKeyOnce(t *testing.T) {
 	echo, rst := loopback.Serve(t, loopback.Echo), resetBackend(t)
 	ports := []uint16{freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)}
-	gone := freePort(t)
+	gone := refusingPort(t)
 	text := func(admin string, warm int) string {
 		return fmt.Sprintf(logKeysConfig, admin, ports[0], ports[1], ports[2], ports[3], ports[4], ports[5],
 			echo, warm, gone, rst, echo)
