@@ -179,6 +179,13 @@ func Unread(c syscall.Conn) bool {
 	return err == nil && q > 0
 }
 
+// Unacked reports that bytes sent on c wait for its peer's acknowledgement
+// (SIOCOUTQ): its kernel has not taken them all yet.
+func Unacked(c syscall.Conn) bool {
+	q, err := sendQueue(c)
+	return err == nil && q > 0
+}
+
 // ResetByPeer reports that the kernel already closed c because the peer
 // reset it.
 func ResetByPeer(c syscall.Conn) bool {

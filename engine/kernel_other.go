@@ -43,6 +43,9 @@ func heldInKernel(syscall.Conn) (int, error) { return 0, errUnsupported }
 // peer's FIN may stay delayed.
 func ackNow(syscall.Conn) {}
 
+// Unacked is not available here: an answer is not told early by it.
+func Unacked(syscall.Conn) bool { return false }
+
 // Unread is not available here: a connection idle in the proxy is taken
 // for idle.
 func Unread(syscall.Conn) bool { return false }

@@ -179,7 +179,8 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			// sent) and the client is told this one closes. Told by the
 			// bytes handed to a write, counted before the write: an
 			// answer to the whole body comes after its last write began.
-			// A chunked body's end is not known here: not told.
+			// One written whole before the answer came is told at the
+			// exchange's end, by the send queue.
 			early = body.total >= 0 && body.handed.Load() < body.total && resp.Status != http.StatusSwitchingProtocols
 		}
 		rt.closing = req.Close || resp.Close || early
@@ -236,6 +237,12 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			h.rec.Outcome(engine.OutcomeTimeout, errBodySilent(h.ln.Close.PeerFinGrace))
 		case err != nil:
 			rt.reusable, rt.cutBack = false, true
+		}
+		if rt.reusable && body != nil && engine.Unacked(bc.TCPConn) {
+			// The exchange is over and the backend's kernel has not
+			// taken all of the request: it stopped reading it (it
+			// answered without), and its connection is not reused.
+			rt.reusable = false
 		}
 		rt.closing = rt.closing || !rt.reusable
 		return rt

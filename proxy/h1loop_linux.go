@@ -1152,12 +1152,14 @@ func (h *h1Loop) parseResponse() bool {
 		return true
 	}
 	x.closing = x.req.Close || resp.Close
-	if h.sending() && resp.Status != 101 {
+	if resp.Status != 101 && (h.sending() || x.upErr != nil) {
 		// A final answer before the request was all sent (an early 413
 		// or 417): whether the backend reads the rest, or takes it for
 		// requests of its own, is unknown, and what it sends after the
 		// answer answers nothing the proxy sent. Its connection is not
-		// reused, and the client is told this one closes.
+		// reused, and the client is told this one closes. (One written
+		// whole into the socket before the answer came is told at the
+		// exchange's end: finish.)
 		x.early, x.closing = true, true
 	}
 	if !x.closing && h.draining() {
@@ -1484,6 +1486,13 @@ func (h *h1Loop) finish() {
 	if x.cutFront {
 		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut, Deliver: x.deliver})
 		return
+	}
+	if x.req.Framing != http1.NoBody && x.back != nil && !x.early && engine.Unacked(x.back) {
+		// The whole exchange is over and the backend's kernel has not
+		// taken all of the request: the backend stopped reading it
+		// (it answered without), and its connection is not reused. A
+		// backend that answered while reading (an echo) took it all.
+		x.early = true
 	}
 	if !x.reusable() {
 		x.closing = true
