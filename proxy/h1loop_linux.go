@@ -117,7 +117,10 @@ type h1Exchange struct {
 	started  bool // a response byte went to the client
 	closing  bool // the front leg ends after this exchange
 	cutBack  bool // the backend connection is reset
-	early    bool // the final response came before the request was all sent: the connection is not reused
+	// early: the final response came before the request was all sent,
+	// or the backend's kernel had not taken all of it when the exchange
+	// ended: the connection is not reused.
+	early bool
 	// upErr: writing the request body failed (the backend reset or
 	// closed), whose error the read for the response, then EOF, lacks.
 	upErr    error

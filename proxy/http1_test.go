@@ -686,6 +686,26 @@ func hashRest(br *bufio.Reader) (int64, [32]byte, error) {
 	return n, [32]byte(hs.Sum(nil)), err
 }
 
+// expect101 reads a response from br and fails t unless it is a 101.
+func expect101(t *testing.T, br *bufio.Reader, what string) {
+	t.Helper()
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%s: %v %v, want 101", what, resp, err)
+	}
+}
+
+// tunnelEchoed reads the tunnel's echo from br to its end, waits for the
+// client's bytes to be sent (sent), and closes c.
+func tunnelEchoed(t *testing.T, c *net.TCPConn, br *bufio.Reader, sent <-chan error, what string) (int64, [32]byte, error) {
+	t.Helper()
+	n, sum, err := hashRest(br)
+	if err := <-sent; err != nil {
+		t.Fatalf("%s: sending the tunnel's bytes: %v", what, err)
+	}
+	c.Close()
+	return n, sum, err
+}
+
 // upgradeEchoBackend answers an upgrade 101 and echoes what follows the
 // request's head (its body, then the tunnel's bytes) until EOF.
 func upgradeEchoBackend(t testing.TB) string {
@@ -714,17 +734,10 @@ func TestHTTP1UpgradeWithABodyLosesNoTunnelByte(t *testing.T) {
 	for i := range 30 {
 		c := dialClient(t, h.addr, false)
 		io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 4\r\n\r\nBODY")
+		what := fmt.Sprintf("session %d", i)
 		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != 101 {
-			t.Fatalf("session %d: %v %v", i, resp, err)
-		}
-		sent := sendThenHalfClose(c, data)
-		n, sum, err := hashRest(br)
-		if err := <-sent; err != nil {
-			t.Fatalf("session %d: sending the tunnel's bytes: %v", i, err)
-		}
-		c.Close()
+		expect101(t, br, what)
+		n, sum, err := tunnelEchoed(t, c, br, sendThenHalfClose(c, data), what)
 		td := h.record(t)
 		if err != nil || sum != want {
 			t.Fatalf("session %d: the echo had %d bytes (%v), want %d with the body first (SHA-256); record %s (%v)",
@@ -748,16 +761,10 @@ func TestHTTP1UpgradeWithEarlyTunnelBytesLosesNone(t *testing.T) {
 		want := sha256.Sum256(append([]byte("0123456789"), data...))
 		c := dialClient(t, h.addr, false)
 		sent := sendThenHalfClose(c, append([]byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 10\r\n\r\n0123456789"), data...))
+		what := fmt.Sprintf("%d bytes", size)
 		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != 101 {
-			t.Fatalf("%d bytes: %v %v", size, resp, err)
-		}
-		n, sum, err := hashRest(br)
-		if err := <-sent; err != nil {
-			t.Fatalf("%d bytes: sending: %v", size, err)
-		}
-		c.Close()
+		expect101(t, br, what)
+		n, sum, err := tunnelEchoed(t, c, br, sent, what)
 		td := h.record(t)
 		if err != nil || sum != want {
 			t.Errorf("%d tunnel bytes behind the body: the echo had %d bytes (%v), want %d in order (SHA-256); record %s front.bytes_in %d",
