@@ -251,11 +251,10 @@ func (e *pairEnv) runCell(t *testing.T, c cell) {
 	}
 	late, lateUnknown := lateClosers(out.recs)
 	judged := out.recs
-	var heldBack func(Record, string) bool
+	var lossy *lossView
 	if e.loss != nil {
-		lost := lostAtProxy(t, e.topo)
-		judged = e.loss.excuse(t, lost, out.recs, held)
-		heldBack = func(r Record, leg string) bool { return finHeldBack(lost, r, leg) }
+		lossy = &lossView{lost: lostAtProxy(t, e.topo), held: held}
+		judged = e.loss.excuse(t, lossy.lost, out.recs, held)
 	}
 	chk := requireAgreement(t, e.topo, judged, judgeClaims(held, live, judged), max(2, 2*len(out.recs)/20)+lateUnknown)
 	showUnknown(t, held, out.recs)
@@ -263,7 +262,7 @@ func (e *pairEnv) runCell(t *testing.T, c cell) {
 		t.Errorf("%d records of listener %s once its connections settled, %d when the cell ended: one per connection", len(all), c.name, len(out.recs))
 	}
 	checkTargets(t, e.pair, out.recs)
-	checkPlacements(t, out, heldBack)
+	checkPlacements(t, out, lossy)
 	e.res.add(matrixRow{pair: e.pair, cell: c.name, conns: len(out.recs), chk: chk, late: late, lateUnknown: lateUnknown,
 		front: legCount(out.recs, "front"), back: legCount(out.recs, "back"), took: time.Since(start)})
 	added = true
@@ -322,27 +321,33 @@ func checkTargets(t testing.TB, p matrixPair, recs []Record) {
 // record says it. A certain "proxy" also admits "unknown" (the proxy's FIN
 // went first and it holds TIME-WAIT; whether the peer's crossed it could
 // not be told): requireAgreement bounds how many are unknown. On a lossy
-// network (heldBack set) a certain "none" (a safe reset) also admits a
+// network (lossy set) a certain "none" (a safe reset) also admits a
 // FIN where the peer did not acknowledge every byte within drain_timeout
 // (reason queue_not_drained: the rules' own exception, which
-// retransmissions can bring; on loopback it would be a fault), and a
+// retransmissions can bring; on loopback it would be a fault), a
 // certain "proxy" the peer's FIN where the FIN the proxy passes on came
-// late through a lost segment (heldBack): the kernel judges those legs.
-func checkPlacements(t testing.TB, out cellOut, heldBack func(Record, string) bool) {
+// late through a lost segment (heldBack), and a certain peer the
+// proxy's FIN where the peer's was lost and the two crossed (crossed):
+// the kernel judges those legs.
+func checkPlacements(t testing.TB, out cellOut, lossy *lossView) {
 	t.Helper()
 	bad := 0
-	lossy := heldBack != nil
 	for _, r := range out.recs {
 		w := out.want(r)
 		for _, l := range []struct{ leg, want string }{{"front", w.front}, {"back", w.back}} {
 			got := r.Str(l.leg + ".time_wait")
 			if l.want == "" || got == l.want || (l.want == "proxy" && got == "unknown") ||
-				(lossy && l.want == "none" && r.Str(l.leg+".reason") == "queue_not_drained") {
+				(lossy != nil && l.want == "none" && r.Str(l.leg+".reason") == "queue_not_drained") {
 				continue
 			}
-			if lossy && l.want == "proxy" && heldBack(r, l.leg) {
+			if lossy != nil && l.want == "proxy" && lossy.heldBack(r, l.leg) {
 				t.Logf("record %v: %s.time_wait %q where the rules make it proxy: the FIN to pass on came late, a segment of its sender's lost (front FIN in at %v ms, back at %v ms)",
 					r["id"], l.leg, got, r.Num("front.fin_in_ms"), r.Num("back.fin_in_ms"))
+				continue
+			}
+			if lossy != nil && l.want == peerOf(l.leg) && lossy.crossed(r, l.leg) {
+				t.Logf("record %v: %s.time_wait %q where the rules make it %s: the peer's FIN was lost and crossed the proxy's (in at %v ms); the kernel holds TIME-WAIT on both sides",
+					r["id"], l.leg, got, l.want, r.Num(l.leg+".fin_in_ms"))
 				continue
 			}
 			if bad++; bad <= 5 {

@@ -185,6 +185,35 @@ func lostOn(lost map[tuple]bool, r Record, leg string) bool {
 	return lost[tuple{r.Str(leg + ".peer"), r.Str(leg + ".local")}]
 }
 
+// lossView is what a lossy cell's judge knows of the network: the
+// 4-tuples of the segments the proxy's host dropped (lostAtProxy) and
+// those holding TIME-WAIT (scopeTimeWait).
+type lossView struct{ lost, held map[tuple]bool }
+
+func (v *lossView) heldBack(r Record, leg string) bool { return finHeldBack(v.lost, r, leg) }
+
+// crossed reports whether the proxy's FIN on r's leg went first only
+// because the peer's, sent before it, was lost: the record says the
+// proxy's FIN went first and the proxy holds TIME-WAIT, the peer's FIN
+// came in after (fin_in_ms), the proxy's host dropped a segment of the
+// peer's, and the kernel holds TIME-WAIT on both sides (the FINs
+// crossed). A backend that half-closes and goes on reading an upload
+// while its FIN is retransmitted lets the client's FIN, passed on,
+// reach it first. The kernel judges the leg (segmentLoss.excuse).
+func (v *lossView) crossed(r Record, leg string) bool {
+	local, peer := r.Str(leg+".local"), r.Str(leg+".peer")
+	return r.Str(leg+".first_fin") == "proxy" && r.Str(leg+".time_wait") == "proxy" && r.Num(leg+".fin_in_ms") >= 0 &&
+		lostOn(v.lost, r, leg) && v.held[tuple{local, peer}] && v.held[tuple{peer, local}]
+}
+
+// peerOf names leg's peer as the records do.
+func peerOf(leg string) string {
+	if leg == "back" {
+		return "backend"
+	}
+	return "client"
+}
+
 // finHeldBack reports whether the peer's FIN on r's leg came first
 // because the FIN the proxy passes on to it came late through loss: the
 // record says the peer sent the first FIN, the other leg's peer's FIN
@@ -196,9 +225,9 @@ func lostOn(lost map[tuple]bool, r Record, leg string) bool {
 // The record is true (the kernel judges it); the placement the rules
 // make certain assumed the FIN's arrival.
 func finHeldBack(lost map[tuple]bool, r Record, leg string) bool {
-	other, peer := "back", "client"
+	other, peer := "back", peerOf(leg)
 	if leg == "back" {
-		other, peer = "front", "backend"
+		other = "front"
 	}
 	in, otherIn := r.Num(leg+".fin_in_ms"), r.Num(other+".fin_in_ms")
 	return r.Str(leg+".first_fin") == peer && in >= 0 && otherIn > in && lostOn(lost, r, other)
