@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -550,8 +551,12 @@ func (h *h1) startBody(bc *pool.Conn, req *http1.Request) *bodyCopy {
 		// Wake the wait for a response, which the backend, still waiting
 		// for the rest of the body, may never send: the exchange ends by
 		// the body's error (a malformed chunk: 400). A final response
-		// already on its way is relayed whole first.
-		if err != nil && (!errors.Is(err, http1.ErrBadRequest) || !b.answered.Load()) {
+		// already on its way is relayed whole first. A backend
+		// connection that broke (a reset) needs no waking: its read
+		// gives what came before the break, then the break's error, and
+		// an answer that came early is delivered.
+		broke := b.werr != nil && !errors.Is(b.werr, os.ErrDeadlineExceeded)
+		if err != nil && !broke && (!errors.Is(err, http1.ErrBadRequest) || !b.answered.Load()) {
 			_ = bc.SetReadDeadline(time.Now())
 		}
 		b.done <- bodyResult{n, err}

@@ -1008,6 +1008,60 @@ func TestHTTP1BackendResetDuringBodyAnswers502(t *testing.T) {
 	}
 }
 
+// A backend that answers early (413) and resets while the body still
+// comes: the answer reached the proxy before the reset, so the client
+// gets it whole, not a 502 (the body write's error does not cut the
+// answer's read short). Rounds, as the write's error and the answer
+// race.
+func TestHTTP1EarlyAnswerBeforeABackendResetIsDelivered(t *testing.T) {
+	const answer = "HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large"
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			io.WriteString(c, answer)
+		}
+		c.SetLinger(0) // reset while the body comes
+		c.Close()
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	body := strings.Repeat("x", 4<<20)
+	const rounds = 48
+	bad := 0
+	for i := range rounds {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			io.WriteString(c, fmt.Sprintf("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body)))
+			io.WriteString(c, body) // fails once the proxy closes: the answer is what counts
+		}()
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		var got []byte
+		if err == nil {
+			got, err = io.ReadAll(resp.Body)
+		}
+		c.Close()
+		<-wrote
+		td := h.record(t)
+		if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge || string(got) != "too large" {
+			if bad++; bad <= 3 {
+				status := 0
+				if resp != nil {
+					status = resp.StatusCode
+				}
+				t.Errorf("round %d: the client got %d %q (%v), want the backend's 413 \"too large\"; record outcome %s (%v)",
+					i, status, got, err, td.Outcome, td.Err)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d rounds lost the backend's answer", bad, rounds)
+	}
+}
+
 // back.reason "retried" is about the request that was retried: a later
 // request of the session that fails without a retry does not carry it
 // (it read as a retry that failed).
