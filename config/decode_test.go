@@ -18,6 +18,10 @@ func TestTOMLErrorsNameTheirLine(t *testing.T) {
 			`config.toml:4: log: already written on line 1`, 4},
 		{"key twice in an inline table", minimal + "  [backend.pool]\n  warm = 1\n\nx = { a = 1, a = 2 }\n",
 			`config.toml:13: backend.pool.x.a: written twice`, 13},
+		// A number no int64 holds: the decoder stops at it, before any
+		// key's own range check could name it.
+		{"number past int64", "[[listener]]\nname = \"web\"\nidle_timeout = 99999999999999999999\n",
+			`config.toml:3: listener.idle_timeout: 99999999999999999999 is out of range for int64`, 3},
 		{"unterminated string", "[[listener]]\nname = \"web\nlisten = \":1\"\n",
 			`config.toml:2: strings cannot contain newlines`, 2},
 		{"value missing", "shutdown_timeout =\n",

@@ -335,6 +335,9 @@ func decodeError(file string, err error, data []byte) error {
 		}
 		e.Key, e.Err = k, &tomlError{fmt.Sprintf("[[%s]] comes after %s made %s a single table; write each [[%s]] before its subtables, such as [%s.close]", k, where, k, k, k), err}
 	}
+	if outOfRange.MatchString(pe.Message) && pe.LastKey != "" {
+		e.Key = pe.LastKey // the number's own key: the decoder stops at it
+	}
 	if m := duplicate.FindStringSubmatch(pe.Message); m != nil {
 		e.Key, e.Err = m[1], &tomlError{"written twice", err}
 		if first := firstWritten(data, m[1], e.Line); first > 0 {
@@ -372,6 +375,7 @@ func firstTable(data []byte, key string, line int) int {
 
 var (
 	lineOf          = regexp.MustCompile(`\bline (\d+)`)
+	outOfRange      = regexp.MustCompile(` is out of range for (int|float)64$`)
 	duplicate       = regexp.MustCompile(`^Key '(.*)' has already been defined\.$`)
 	arrayAfterTable = regexp.MustCompile(`^Key '(.*)' was already created and cannot be used as an array\.$`)
 )
