@@ -20,7 +20,9 @@ const (
 // a pipelined message stays in br. Chunked framing is checked strictly (see
 // the package doc); its refusals wrap ErrBadRequest — use
 // (*Response).CopyBody to have them wrap ErrBadResponse. A body cut short
-// gives io.ErrUnexpectedEOF. The count is the bytes written to dst.
+// gives io.ErrUnexpectedEOF. The count is the bytes written to dst; a
+// refusal's error also tells the bytes taken from br and not written
+// (Untaken).
 func CopyBody(dst io.Writer, br *bufio.Reader, f Framing, length int64) (int64, error) {
 	return copyBody(dst, br, f, length, ErrBadRequest)
 }
@@ -39,6 +41,9 @@ func copyBody(dst io.Writer, br *bufio.Reader, f Framing, length int64, kind err
 		c := chunkCopier{dst: dst, br: br, kind: kind}
 		err = c.run()
 		n = c.n
+		if c.taken > 0 {
+			err = &refusal{err: err, taken: c.taken}
+		}
 	default:
 		err = fmt.Errorf("unknown framing %v", f)
 	}
@@ -58,6 +63,29 @@ type chunkCopier struct {
 	kind    error
 	n       int64
 	scratch []byte // a line longer than br's buffer
+	taken   int64  // a refused line's bytes, taken from br and not written
+}
+
+// refusal is a refused body's error that tells the bytes its copy took
+// from the reader and did not write (the offending line).
+type refusal struct {
+	err   error
+	taken int64
+}
+
+func (e *refusal) Error() string { return e.err.Error() }
+func (e *refusal) Unwrap() error { return e.err }
+
+// Untaken returns the bytes a body copy that failed with err read from
+// its reader without writing them: the refused line of a malformed
+// chunked body (its size line, or a trailer), so that a caller counting
+// what it received counts them; 0 for any other error.
+func Untaken(err error) int64 {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.taken
+	}
+	return 0
 }
 
 func (c *chunkCopier) run() error {
@@ -68,7 +96,7 @@ func (c *chunkCopier) run() error {
 		}
 		size, reason := parseChunkLine(line[:len(line)-2])
 		if reason != "" {
-			return refuse(c.kind, reason)
+			return c.refuse(line, reason)
 		}
 		if err := c.write(line); err != nil {
 			return err
@@ -116,12 +144,18 @@ func (c *chunkCopier) trailers() error {
 			return c.write(line)
 		}
 		if _, reason := parseField(string(line[:len(line)-2])); reason != "" {
-			return refuse(c.kind, "trailer: "+reason)
+			return c.refuse(line, "trailer: "+reason)
 		}
 		if err := c.write(line); err != nil {
 			return err
 		}
 	}
+}
+
+// refuse refuses the body for reason at line, which was taken from br.
+func (c *chunkCopier) refuse(line []byte, reason string) error {
+	c.taken = int64(len(line))
+	return refuse(c.kind, reason)
 }
 
 func (c *chunkCopier) write(b []byte) error {
@@ -144,15 +178,15 @@ func (c *chunkCopier) line(max int) ([]byte, error) {
 	}
 	switch {
 	case len(line) >= max:
-		return nil, refuse(c.kind, "chunked line too long")
+		return nil, c.refuse(line, "chunked line too long")
 	case err != nil:
 		return nil, err
 	}
 	switch cr := bytes.IndexByte(line, '\r'); {
 	case cr < 0:
-		return nil, refuse(c.kind, "bare LF in chunked body")
+		return nil, c.refuse(line, "bare LF in chunked body")
 	case cr != len(line)-2:
-		return nil, refuse(c.kind, "bare CR in chunked body")
+		return nil, c.refuse(line, "bare CR in chunked body")
 	}
 	return line, nil
 }

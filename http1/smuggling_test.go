@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -112,6 +113,38 @@ var smuggling = []struct{ name, in string }{
 	{"absolute-form without host", "GET http:/a HTTP/1.1\r\nHost: a\r\n\r\n"},
 	{"head too large", "GET / HTTP/1.1\r\nHost: a\r\nX-A: " + strings.Repeat("a", 70<<10) + "\r\n\r\n"},
 	{"too many fields", "GET / HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X-A: b\r\n", 100) + "\r\n"},
+}
+
+// A refused body accounts for every byte its copy took from the reader:
+// written, or told by Untaken (the refused line), so that a caller
+// counting what it received from the client counts them all.
+func TestRefusedBodyTellsWhatItTook(t *testing.T) {
+	bodies := 0
+	for _, tc := range smuggling {
+		br := bufio.NewReader(strings.NewReader(tc.in))
+		req, err := ReadRequest(br, Limits{})
+		if err != nil {
+			continue // refused at its head: no body was read
+		}
+		bodies++
+		before := br.Buffered()
+		var out bytes.Buffer
+		n, err := CopyBody(&out, br, req.Framing, req.Length)
+		if !errors.Is(err, ErrBadRequest) {
+			t.Errorf("%s: %v, want ErrBadRequest", tc.name, err)
+			continue
+		}
+		if took := int64(before - br.Buffered()); n+Untaken(err) != took || n != int64(out.Len()) {
+			t.Errorf("%s: took %d bytes from the reader, wrote %d (counted %d), told %d untaken; want written + untaken = taken",
+				tc.name, took, out.Len(), n, Untaken(err))
+		}
+	}
+	if bodies == 0 {
+		t.Fatal("no case refused in its body")
+	}
+	if _, err := CopyBody(io.Discard, bufio.NewReader(strings.NewReader("5\r\nhel")), Chunked, 0); Untaken(err) != 0 || err == nil {
+		t.Errorf("a body cut short: %v, Untaken %d; want an error, 0", err, Untaken(err))
+	}
 }
 
 func TestSmugglingRefused(t *testing.T) {

@@ -300,7 +300,7 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 	if err == nil {
 		err = sp.flush()
 	}
-	h.rec.Received(policy.Front, n)
+	h.rec.Received(policy.Front, n+http1.Untaken(err))
 	h.rec.Sent(policy.Back, sp.written)
 	if sp.sent {
 		h.rec.Request()
@@ -529,8 +529,9 @@ func idempotent(method string) bool {
 }
 
 type bodyResult struct {
-	n   int64
-	err error
+	n     int64 // bytes written to the backend
+	taken int64 // bytes read from the client and not written (a refused chunk line)
+	err   error
 }
 
 // startBody copies the request body to the backend while the response is
@@ -559,7 +560,7 @@ func (h *h1) startBody(bc *pool.Conn, req *http1.Request) *bodyCopy {
 		if err != nil && !broke && (!errors.Is(err, http1.ErrBadRequest) || !b.answered.Load()) {
 			_ = bc.SetReadDeadline(time.Now())
 		}
-		b.done <- bodyResult{n, err}
+		b.done <- bodyResult{n: n, taken: http1.Untaken(err), err: err}
 	}()
 	return b
 }
@@ -634,6 +635,7 @@ func (h *h1) finishBody(b *bodyCopy) error {
 		}
 	}
 	h.rec.Relayed(true, res.n)
+	h.rec.Received(policy.Front, res.taken)
 	return res.err
 }
 

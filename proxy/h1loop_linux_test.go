@@ -467,6 +467,9 @@ func TestHTTP1LoopBadChunkedBody(t *testing.T) {
 		if td.Outcome != engine.OutcomeBadRequest || td.Back.Cut != tc.sent {
 			t.Errorf("%s: record: outcome %s (%v), back cut %v; want bad_request, back cut %v", tc.name, td.Outcome, td.Err, td.Back.Cut, tc.sent)
 		}
+		if sent := int64(len(head) + len(tc.body)); td.Front.BytesIn != sent {
+			t.Errorf("%s: record: front bytes_in %d, want %d: every byte the client sent, the refused line's too", tc.name, td.Front.BytesIn, sent)
+		}
 		if !tc.sent && o.requests.Load() != before {
 			t.Errorf("%s: the origin saw the request, want nothing of it sent", tc.name)
 		}

@@ -159,7 +159,8 @@ func TestHTTP1BadChunkAfterContinueAnswers400(t *testing.T) {
 		c := dialClient(t, h.addr, false)
 		c.SetDeadline(time.Now().Add(3 * time.Second)) // idle_timeout is 5 s: a 400 comes well before
 		br := bufio.NewReader(c)
-		io.WriteString(c, "POST /digest/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+		const head = "POST /digest/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+		io.WriteString(c, head)
 		if r, err := http.ReadResponse(br, nil); err != nil || r.StatusCode != 100 {
 			t.Fatalf("%q: %v %v, want 100 Continue", bad, r, err)
 		}
@@ -171,8 +172,12 @@ func TestHTTP1BadChunkAfterContinueAnswers400(t *testing.T) {
 			t.Errorf("%q: client got %d (closing %v), want 400, closing", bad, status, closing)
 		}
 		c.Close()
-		if td := h.record(t); td.Outcome != engine.OutcomeBadRequest || !td.Back.Cut {
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeBadRequest || !td.Back.Cut {
 			t.Errorf("%q: record: outcome %s (%v), back cut %v; want bad_request, the backend connection reset", bad, td.Outcome, td.Err, td.Back.Cut)
+		}
+		if sent := int64(len(head) + len(good) + len(bad)); td.Front.BytesIn != sent {
+			t.Errorf("%q: record: front bytes_in %d, want %d: every byte the client sent, the refused line's too", bad, td.Front.BytesIn, sent)
 		}
 		if got := roundTrips(t, h.addr, "GET /digest/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1); !strings.HasPrefix(got[0], "200 0 ") {
 			t.Errorf("%q: the next client got %q, want 200 (through a pool of one)", bad, got)
