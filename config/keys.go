@@ -169,7 +169,7 @@ present) or "required" (refuse connections without one). With
 balancer's TCP check) is relayed as one without a header, and one that
 waits for the server to speak first (SMTP, MySQL) is relayed only after
 proxy_protocol_timeout: the proxy cannot tell it from a header still to
-come. A v2 header's TLVs must parse, and a CRC32C TLV must match.`},
+come. A v2 header's TLVs must parse (an SSL TLV's sub-TLVs too), and a CRC32C TLV must match.`},
 	{path: "listener.proxy_protocol_trusted", at: field(func(l *Listener) any { return &l.ProxyProtocolTrusted }),
 		def: []netip.Prefix(nil), doc: `
 Source addresses whose PROXY headers are believed: CIDR prefixes

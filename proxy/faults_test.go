@@ -88,6 +88,12 @@ func TestProxyHeaderFaults(t *testing.T) {
 			[]string{v2TCP4("")[:15] + "\x14" + v2TCP4("")[16:] + req}, engine.OutcomeBadProxyHeader},
 		{"v2 with a wrong CRC32C", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
 			[]string{v2TCP4("\x03\x00\x04\xde\xad\xbe\xef") + req}, engine.OutcomeBadProxyHeader},
+		{"v2 with an SSL TLV whose sub-TLV runs past it", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2TCP4("\x20\x00\x0b\x01\x00\x00\x00\x00\x21\x00\x09TLS") + req}, engine.OutcomeBadProxyHeader},
+		{"v2 with an SSL TLV too short for its fields", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2TCP4("\x20\x00\x03\x01\x00\x00") + req}, engine.OutcomeBadProxyHeader},
+		{"v2 with a well-formed SSL TLV", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2TCP4("\x20\x00\x0e\x01\x00\x00\x00\x00\x21\x00\x06TLSv1.") + req}, engine.OutcomeOK},
 		{"v2 with its CRC32C and padding", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
 			[]string{v2WithCRC("\x05\x00\x02ab") + req}, engine.OutcomeOK},
 		// Longer than the goroutines intake's 4 KiB buffer: its CRC

@@ -266,13 +266,27 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 }
 
 // checkTLVs refuses a v2 header whose TLV list (what follows the
-// addresses within its length) does not parse, or whose CRC32C TLV does
+// addresses within its length) does not parse, nor an SSL TLV's list of
+// sub-TLVs, or whose CRC32C TLV does
 // not match raw, the header's bytes: the spec has a receiver that checks
 // it drop the connection.
 func checkTLVs(hdr *proxyproto.Header, raw []byte) error {
 	tlvs, err := hdr.TLVs()
 	if err != nil {
 		return fmt.Errorf("v2 TLVs: %w", err)
+	}
+	for _, t := range tlvs {
+		if t.Type != proxyproto.PP2_TYPE_SSL {
+			continue
+		}
+		// Its value is a client byte, a 4-byte verify field, then
+		// sub-TLVs: a list of its own, framed as the header's is.
+		if len(t.Value) < 5 {
+			return fmt.Errorf("v2 SSL TLV of %d bytes, shorter than its client and verify fields (5)", len(t.Value))
+		}
+		if _, err := proxyproto.SplitTLVs(t.Value[5:]); err != nil {
+			return fmt.Errorf("v2 SSL TLV's sub-TLVs: %w", err)
+		}
 	}
 	if len(tlvs) == 0 || raw == nil {
 		return nil
