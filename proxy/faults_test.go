@@ -96,10 +96,14 @@ func TestProxyHeaderFaults(t *testing.T) {
 			[]string{v2TCP4("\x20\x00\x0e\x01\x00\x00\x00\x00\x21\x00\x06TLSv1.") + req}, engine.OutcomeOK},
 		{"v2 with its CRC32C and padding", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
 			[]string{v2WithCRC("\x05\x00\x02ab") + req}, engine.OutcomeOK},
-		// Longer than the goroutines intake's 4 KiB buffer: its CRC
-		// cannot be checked there (the TLVs still are), and it passes.
+		// Longer than the goroutines intake's 4 KiB buffer: its CRC is
+		// checked all the same.
 		{"v2 near the longest, with its CRC32C", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
 			[]string{v2WithCRC("\x04\x0f\xdc"+strings.Repeat("x", 4060)) + req}, engine.OutcomeOK},
+		{"v2 near the longest, with a wrong CRC32C", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{wrongCRC(v2WithCRC("\x04\x0f\xdc"+strings.Repeat("x", 4060))) + req}, engine.OutcomeBadProxyHeader},
+		{"v2 with a CRC32C TLV of 2 bytes", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2TCP4("\x03\x00\x02\xde\xad") + req}, engine.OutcomeBadProxyHeader},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -534,6 +538,14 @@ func v2TCP4(tlvs string) string {
 	n := 12 + len(tlvs)
 	return v2Signature + "\x21\x11" + string([]byte{byte(n >> 8), byte(n)}) +
 		"\xc0\x00\x02\x07\xc0\x00\x02\x01\x9c\x41\x00\x50" + tlvs
+}
+
+// wrongCRC is h, a v2WithCRC header, with its CRC32C's last byte changed.
+func wrongCRC(h string) string {
+	const at = 16 + 12 + 3 + 3 // as in v2WithCRC
+	b := []byte(h)
+	b[at]++
+	return string(b)
 }
 
 // v2WithCRC is v2TCP4 with a CRC32C TLV that matches, a NOOP TLV

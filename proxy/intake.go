@@ -240,12 +240,15 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 	if sig, _ := br.Peek(len(v2Signature)); string(sig) != v2Signature {
 		return proxyproto.Read(br)
 	}
-	// Buffer the whole v2 header first, as the loops do: a FIN inside it
-	// is "closed in the middle", not the parser's "invalid length".
+	// Take the whole v2 header first, as the loops do: a FIN inside it
+	// is "closed in the middle", not the parser's "invalid length"; and
+	// its CRC32C is checked over its own bytes, even where they are
+	// more than br holds.
 	b, err := br.Peek(16)
 	need, _ := headerNeeds(b)
-	if err == nil && need > 16 && need <= br.Size() {
-		_, err = br.Peek(need)
+	raw := make([]byte, max(need, 16))
+	if err == nil {
+		_, err = io.ReadFull(br, raw)
 	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -253,12 +256,7 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 		}
 		return nil, err
 	}
-	raw, _ := br.Peek(need)
-	if len(raw) < need {
-		raw = nil // longer than the reader's buffer: the TLVs are still split, the CRC not checked
-	}
-	raw = bytes.Clone(raw) // Read moves past it
-	hdr, err := proxyproto.Read(br)
+	hdr, err := proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(raw), len(raw)))
 	if err != nil {
 		return nil, err
 	}
@@ -267,9 +265,9 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 
 // checkTLVs refuses a v2 header whose TLV list (what follows the
 // addresses within its length) does not parse, nor an SSL TLV's list of
-// sub-TLVs, or whose CRC32C TLV does
-// not match raw, the header's bytes: the spec has a receiver that checks
-// it drop the connection.
+// sub-TLVs, or whose CRC32C TLV is not 4 bytes or does not match raw,
+// the header's bytes: the spec has a receiver that checks it drop the
+// connection.
 func checkTLVs(hdr *proxyproto.Header, raw []byte) error {
 	tlvs, err := hdr.TLVs()
 	if err != nil {
@@ -288,12 +286,15 @@ func checkTLVs(hdr *proxyproto.Header, raw []byte) error {
 			return fmt.Errorf("v2 SSL TLV's sub-TLVs: %w", err)
 		}
 	}
-	if len(tlvs) == 0 || raw == nil {
+	if len(tlvs) == 0 {
 		return nil
 	}
 	for off := 16 + addressLen(hdr); off+3 <= len(raw); {
 		n := int(binary.BigEndian.Uint16(raw[off+1:]))
-		if proxyproto.PP2Type(raw[off]) == proxyproto.PP2_TYPE_CRC32C && n == 4 && off+7 <= len(raw) {
+		if proxyproto.PP2Type(raw[off]) == proxyproto.PP2_TYPE_CRC32C && n != 4 {
+			return fmt.Errorf("v2 CRC32C TLV of %d bytes, want 4", n)
+		}
+		if proxyproto.PP2Type(raw[off]) == proxyproto.PP2_TYPE_CRC32C && off+7 <= len(raw) {
 			sum := binary.BigEndian.Uint32(raw[off+3:])
 			zeroed := bytes.Clone(raw)
 			clear(zeroed[off+3 : off+7])
