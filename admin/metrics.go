@@ -83,7 +83,7 @@ func newMetrics() *metrics {
 		closes:       counter("closeproxy_closes_total", "How the proxy's end of each leg closed (fin|reset|peer_reset|error|pooled); a leg that never opened is not counted.", "leg", "close"),
 		reasons:      counter("closeproxy_close_reasons_total", "Closes that left the policy table's plain path, by leg and reason (the record's <leg>.reason).", "leg", "reason"),
 		cuts:         counter("closeproxy_cut_total", "Legs whose peer got a stream cut short, ended by an RST (the record's <leg>.cut).", "leg"),
-		proxyHeaders: counter("closeproxy_proxy_headers_total", "Sessions by listener and PROXY header version read (v1|v2|none); those refused at their header are counted in closeproxy_proxy_header_rejects_total instead.", "listener", "version"),
+		proxyHeaders: counter("closeproxy_proxy_headers_total", "Sessions by listener and PROXY header version read (v1|v2|none: no header, or the client reset or shutdown cut the session before one); those refused at their header are counted in closeproxy_proxy_header_rejects_total instead.", "listener", "version"),
 		headerReject: counter("closeproxy_proxy_header_rejects_total", "Sessions refused for a bad, slow, missing or untrusted PROXY header.", "listener"),
 		dialDuration: newVec[prometheus.Observer](prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "closeproxy_backend_dial_duration_seconds", Help: "Duration of successful backend dials, pool warm-ups included.",

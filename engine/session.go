@@ -127,7 +127,7 @@ func Refuse(rec *Recorder, c *net.TCPConn, o Outcome, err error) {
 	rec.Outcome(o, err)
 	_ = c.SetLinger(0)
 	_ = c.Close()
-	rec.reset(policy.Front, policy.ReasonRefused, false)
+	rec.refused(o)
 }
 
 // RefuseFD is Refuse for a connection the caller holds as a socket
@@ -136,5 +136,17 @@ func RefuseFD(rec *Recorder, fd int, o Outcome, err error) {
 	rec.Outcome(o, err)
 	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
 	_ = unix.Close(fd)
-	rec.reset(policy.Front, policy.ReasonRefused, false)
+	rec.refused(o)
+}
+
+// refused records the front leg's end at its refusal: the proxy's reset,
+// or, where the client's reset came first (OutcomeClientReset: a read
+// met it), the peer's, to which the proxy's close sent nothing.
+func (r *Recorder) refused(o Outcome) {
+	if o == OutcomeClientReset {
+		r.closed(policy.Front, policy.ClosePeerReset)
+		r.Note(policy.Front, policy.ReasonPeerReset)
+		return
+	}
+	r.reset(policy.Front, policy.ReasonRefused, false)
 }

@@ -106,26 +106,38 @@ func TestProxyHeaderFaults(t *testing.T) {
 			[]string{v2TCP4("\x03\x00\x02\xde\xad") + req}, engine.OutcomeBadProxyHeader},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			h := startProxy(t, tc.ln, defaultBackend(be))
-			got, _ := exchange(t, h.addr, tc.parts...)
-			td := h.record(t)
-			if td.Outcome != tc.outcome {
-				t.Fatalf("outcome %s (%v), want %s", td.Outcome, td.Err, tc.outcome)
-			}
-			if tc.outcome == engine.OutcomeOK && got != response {
-				t.Errorf("response %q", got)
-			}
-			if tc.outcome != engine.OutcomeOK {
-				if got != "" {
-					t.Errorf("a refused client got %q", got)
+		// Refusals in http1 mode too (its sessions read the header on
+		// their own path on the loops).
+		backends := map[string]config.Backend{"tcp": defaultBackend(be)}
+		if tc.outcome != engine.OutcomeOK {
+			backends["http1"] = http1Backend(be)
+		}
+		for mode, bk := range backends {
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				h := startProxy(t, tc.ln, bk)
+				got, _ := exchange(t, h.addr, tc.parts...)
+				td := h.record(t)
+				if td.Outcome != tc.outcome {
+					t.Fatalf("outcome %s (%v), want %s", td.Outcome, td.Err, tc.outcome)
 				}
-				// A refusal cuts nothing: no byte of the backend's existed.
-				if td.Front.Close != policy.CloseReset || td.Front.TimeWait != policy.SideNone || td.Err == nil || td.Front.Cut {
-					t.Errorf("refusal record: close %s time_wait %s cut %v err %v", td.Front.Close, td.Front.TimeWait, td.Front.Cut, td.Err)
+				if tc.outcome == engine.OutcomeOK && got != response {
+					t.Errorf("response %q", got)
 				}
-			}
-		})
+				if tc.outcome != engine.OutcomeOK {
+					if got != "" {
+						t.Errorf("a refused client got %q", got)
+					}
+					// A refusal cuts nothing: no byte of the backend's existed.
+					if td.Front.Close != policy.CloseReset || td.Front.TimeWait != policy.SideNone || td.Err == nil || td.Front.Cut {
+						t.Errorf("refusal record: close %s time_wait %s cut %v err %v", td.Front.Close, td.Front.TimeWait, td.Front.Cut, td.Err)
+					}
+					// What came was the refused header's: no payload.
+					if td.Front.BytesIn != 0 || td.Back.BytesOut != 0 {
+						t.Errorf("refusal record: front bytes_in %d, back bytes_out %d; want 0 (PROXY headers are not counted)", td.Front.BytesIn, td.Back.BytesOut)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -204,6 +216,10 @@ func TestProxyHeaderClientResets(t *testing.T) {
 			td := h.record(t)
 			if td.Outcome != engine.OutcomeClientReset || td.Err == nil || !strings.Contains(td.Err.Error(), "reset") {
 				t.Errorf("outcome %s (%v), want client_reset", td.Outcome, td.Err)
+			}
+			// The client's reset, not one of the proxy's.
+			if td.Front.Close != policy.ClosePeerReset || td.Front.RSTOut >= 0 || td.Front.Reason != policy.ReasonPeerReset {
+				t.Errorf("front close %s reason %s rst_out %v, want peer_reset, no RST of the proxy's", td.Front.Close, td.Front.Reason, td.Front.RSTOut)
 			}
 		})
 	}

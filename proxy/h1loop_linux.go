@@ -576,6 +576,7 @@ func (h *h1Loop) intakeEnds(hdr *proxyproto.Header, err error) {
 	in, err := ss.judgeIntake(hdr, err, h.inN > 0)
 	if err != nil {
 		h.rec().Outcome(intakeOutcome(err), err)
+		h.inN = 0 // no payload: what came was the refused header's, as a tcp intake counts it
 		h.endFront(engine.Ending{Cut: true, Why: policy.ReasonRefused})
 		return
 	}
