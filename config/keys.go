@@ -169,7 +169,14 @@ present) or "required" (refuse connections without one). With
 balancer's TCP check) is relayed as one without a header, and one that
 waits for the server to speak first (SMTP, MySQL) is relayed only after
 proxy_protocol_timeout: the proxy cannot tell it from a header still to
-come. A v2 header's TLVs must parse (an SSL TLV's sub-TLVs too), and a CRC32C TLV must match.`},
+come; so is one whose first bytes could only begin a header (a lone
+CRLF) before it waits: once "PROXY" or a whole v2 signature came, a
+header it is, and one not whole by the timeout is refused. A v2 header's
+TLVs must parse (an SSL TLV's sub-TLVs too), and a CRC32C TLV must
+match. A v2 LOCAL header, a v1 UNKNOWN and a v2 header of the UDP or
+UNIX family name no TCP client: the connection's own ends stand (as
+HAProxy takes them); a v2 PROXY header of family UNSPEC is refused (the
+parser's choice, which the specification allows: send LOCAL).`},
 	{path: "listener.proxy_protocol_trusted", at: field(func(l *Listener) any { return &l.ProxyProtocolTrusted }),
 		def: []netip.Prefix(nil), doc: `
 Source addresses whose PROXY headers are believed: CIDR prefixes
@@ -190,9 +197,10 @@ span segments.`},
 A session with no bytes moving either way for this long is cut: an RST to
 both peers, outcome "timeout" (in tcp mode the proxy cannot tell a
 finished exchange from a stalled one). In http1 mode: the time a client
-has for the next request head (the first counted from the accept, a
+has to begin its next request (the first counted from the accept, a
 PROXY header's wait included; an idle connection then ends by its close
-policy, nothing cut), the longest a request waits, no byte moving, for
+policy, nothing cut), then as long again from its first byte for the
+whole head (a slower one is cut), the longest a request waits, no byte moving, for
 its answer (then 504), and, as in tcp mode, how long a tunnel (after a
 101 or a CONNECT's 2xx: a WebSocket) may carry nothing before it is cut:
 a WebSocket application quiet for longer needs pings, or a longer

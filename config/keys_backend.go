@@ -60,7 +60,10 @@ session waits for a free connection when pool.max_conns is reached.`},
 		def: SendOff, check: oneOf(SendOff, SendV1, SendV2), doc: `
 PROXY protocol header sent to the backend naming the real client (from
 the incoming PROXY header when present): "off", "v1" (text) or "v2"
-(binary).`},
+(binary). It carries the two addresses only: an incoming v2 header's
+TLVs (ALPN, authority, unique ID, SSL, CRC32C) are not passed on, and a
+v2 header has none of its own. Where the incoming header named no
+client (a v2 LOCAL, a v1 UNKNOWN), it names the connection's own ends.`},
 	{path: "backend.source", at: field(func(b *Backend) any { return &b.Source }),
 		def: SourceProxy, check: oneOf(SourceProxy, SourceClient), doc: `
 Which address the backend connection comes from.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -102,6 +104,10 @@ func TestProxyHeaderFaults(t *testing.T) {
 			[]string{v2WithCRC("\x04\x0f\xdc"+strings.Repeat("x", 4060)) + req}, engine.OutcomeOK},
 		{"v2 near the longest, with a wrong CRC32C", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
 			[]string{wrongCRC(v2WithCRC("\x04\x0f\xdc"+strings.Repeat("x", 4060))) + req}, engine.OutcomeBadProxyHeader},
+		{"v2 PROXY of family UNSPEC", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2Signature + "\x21\x00\x00\x00" + req}, engine.OutcomeBadProxyHeader},
+		{"v2 LOCAL of family UNSPEC", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
+			[]string{v2Signature + "\x20\x00\x00\x00" + req}, engine.OutcomeOK},
 		{"v2 with a CRC32C TLV of 2 bytes", ppListener(config.ProxyProtocolRequired, "127.0.0.0/8"),
 			[]string{v2TCP4("\x03\x00\x02\xde\xad") + req}, engine.OutcomeBadProxyHeader},
 	}
@@ -181,6 +187,66 @@ func TestProxyHeaderClientClosesFirst(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With "optional", a client whose first bytes only could begin a PROXY
+// header (a lone CRLF, as an HTTP client may send before its request)
+// and which then waits past proxy_protocol_timeout has no header: its
+// bytes go on as its own, where they were refused as a header cut short.
+// Once "PROXY" came, a header it is, and one cut short is refused.
+func TestProxyHeaderOptionalPrefixThenSilence(t *testing.T) {
+	t.Run("tcp", func(t *testing.T) {
+		h := startProxy(t, ppListener(config.ProxyProtocolOptional, "127.0.0.0/8"), defaultBackend(loopback.Serve(t, loopback.Echo)))
+		c := dialClient(t, h.addr, false)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "\r\n")
+		got := make([]byte, 2)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "\r\n" { // echoed: relayed after the timeout
+			t.Fatalf("echo of the CRLF: %q, %v", got, err)
+		}
+		io.WriteString(c, "hello")
+		got = make([]byte, 5)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+		c.Close()
+		if td := h.record(t); td.Outcome != engine.OutcomeOK || td.ProxyProtocol != "none" || td.Front.BytesIn != 7 {
+			t.Errorf("record: outcome %s (%v), proxy_protocol %s, front bytes_in %d; want ok, none, 7", td.Outcome, td.Err, td.ProxyProtocol, td.Front.BytesIn)
+		}
+	})
+	t.Run("http1", func(t *testing.T) {
+		ln := ppListener(config.ProxyProtocolOptional, "127.0.0.0/8")
+		ln.ProxyProtocolTimeout = 100 * time.Millisecond
+		h := startProxy(t, ln, http1Backend(httpBackend(t, false)))
+		c := dialClient(t, h.addr, false)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "\r\n")
+		time.Sleep(300 * time.Millisecond) // the client's pause, past the timeout: no event tells it ran out
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		r, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || r.StatusCode != 200 {
+			t.Fatalf("response: %v, %v; want 200", r, err)
+		}
+		c.Close()
+		if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackRequests != 1 {
+			t.Errorf("record: outcome %s (%v), %d requests; want ok, 1", td.Outcome, td.Err, td.BackRequests)
+		}
+	})
+	t.Run("PROXY begun", func(t *testing.T) {
+		ln := ppListener(config.ProxyProtocolOptional, "127.0.0.0/8")
+		ln.ProxyProtocolTimeout = 100 * time.Millisecond
+		h := startProxy(t, ln, defaultBackend(loopback.Serve(t, loopback.Echo)))
+		c := dialClient(t, h.addr, false)
+		io.WriteString(c, "PROXY TCP4 ")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, c)
+		c.Close()
+		if td := h.record(t); td.Outcome != engine.OutcomeBadProxyHeader || !strings.Contains(fmt.Sprint(td.Err), "incomplete") {
+			t.Errorf("record: outcome %s (%v), want bad_proxy_header, incomplete", td.Outcome, td.Err)
+		}
+	})
 }
 
 // A client that resets before its PROXY header is whole (a load

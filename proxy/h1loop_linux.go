@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -554,14 +553,15 @@ func headerIn(k *loopKeep, b []byte) (hdr *proxyproto.Header, used int, err erro
 }
 
 // judgeIntake judges what reading the PROXY header on a loop gave, as
-// readIntake does: partial says some bytes came (then errSilent, the
-// timeout, means a header cut short; without, EOF is a client that
-// closed before sending anything).
-func (ss *session) judgeIntake(hdr *proxyproto.Header, err error, partial bool) (intake, error) {
+// readIntake does: got is the bytes that came (then errSilent, the
+// timeout, means a header cut short, or no header at all, as
+// timedOutPartway says; without, EOF is a client that closed before
+// sending anything).
+func (ss *session) judgeIntake(hdr *proxyproto.Header, err error, got []byte) (intake, error) {
 	switch {
-	case errors.Is(err, errSilent) && partial:
-		err = os.ErrDeadlineExceeded
-	case errors.Is(err, io.EOF) && !partial:
+	case errors.Is(err, errSilent) && len(got) > 0:
+		err = timedOutPartway(ss.ln, headerBegun(got))
+	case errors.Is(err, io.EOF) && len(got) == 0:
 		err = errClosedEmpty
 	}
 	in := intake{version: "none", client: ss.rec.Client(), dest: ss.rec.Record().Front.Local}
@@ -573,7 +573,7 @@ func (ss *session) judgeIntake(hdr *proxyproto.Header, err error, partial bool) 
 // on to its requests, or is refused with an RST.
 func (h *h1Loop) intakeEnds(hdr *proxyproto.Header, err error) {
 	ss := h.ss
-	in, err := ss.judgeIntake(hdr, err, h.inN > 0)
+	in, err := ss.judgeIntake(hdr, err, h.in[:h.inN])
 	if err != nil {
 		h.rec().Outcome(intakeOutcome(err), err)
 		h.inN = 0 // no payload: what came was the refused header's, as a tcp intake counts it

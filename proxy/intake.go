@@ -85,6 +85,9 @@ func readIntake(c *net.TCPConn, l *config.Listener, drain context.Context) (inta
 			err = errIntakeDrained
 		}
 	}
+	if errors.Is(err, errSignaturePartway) {
+		err = timedOutPartway(l, false)
+	}
 	_ = c.SetReadDeadline(time.Time{})
 	return in, in.judge(hdr, err, l, trusted)
 }
@@ -138,6 +141,8 @@ func hint(err error) string {
 	switch {
 	case err == proxyproto.ErrCantReadAddressFamilyAndProtocol: // v1's, bare; v2 wraps a read error in it
 		return ` (a v1 line is "PROXY TCP4|TCP6 <src> <dst> <sport> <dport>\r\n" or "PROXY UNKNOWN\r\n", one space apart)`
+	case errors.Is(err, proxyproto.ErrUnsupportedAddressFamilyAndProtocol):
+		return " (a v2 header of the PROXY command names a TCP, UDP or UNIX family; family UNSPEC only with the LOCAL command)"
 	case errors.Is(err, proxyproto.ErrInvalidLength):
 		return fmt.Sprintf(" (a v2 header's length must fit its address family and be at most %d bytes)", proxyproto.MaxV2HeaderSize)
 	}
@@ -173,6 +178,30 @@ func headerNeeds(b []byte) (n int, header bool) {
 	}
 	return 0, false
 }
+
+// timedOutPartway is what proxy_protocol_timeout running out after the
+// client's first bytes means: a header cut short
+// (os.ErrDeadlineExceeded), once it had begun (headerBegun); before
+// that, with "optional", no header at all (proxyproto.ErrNoProxyProtocol):
+// bytes that only could begin one (a lone CRLF, which an HTTP client may
+// send before its request) go on as the client's.
+func timedOutPartway(l *config.Listener, begun bool) error {
+	if !begun && l.ProxyProtocol == config.ProxyProtocolOptional {
+		return proxyproto.ErrNoProxyProtocol
+	}
+	return os.ErrDeadlineExceeded
+}
+
+// headerBegun says whether got, the client's first bytes, begin a PROXY
+// header for certain: "PROXY", or a whole v2 signature.
+func headerBegun(got []byte) bool {
+	return len(got) >= 5 && string(got[:5]) == "PROXY" ||
+		len(got) >= len(v2Signature) && string(got[:len(v2Signature)]) == v2Signature
+}
+
+// errSignaturePartway: proxy_protocol_timeout ran out while the client's
+// bytes only could begin a header (readHeader).
+var errSignaturePartway = fmt.Errorf("the start of a PROXY header's signature, then nothing: %w", os.ErrDeadlineExceeded)
 
 // errSilent: the client sent nothing before proxy_protocol_timeout.
 var errSilent = errors.New("nothing received")
@@ -216,6 +245,9 @@ func readHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 			return nil, proxyproto.ErrNoProxyProtocol
 		}
 		if _, err := br.Peek(len(b) + 1); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, errSignaturePartway
+			}
 			return nil, err
 		}
 	}
@@ -246,8 +278,16 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 	// more than br holds.
 	b, err := br.Peek(16)
 	need, _ := headerNeeds(b)
-	raw := make([]byte, max(need, 16))
-	if err == nil {
+	var raw []byte
+	switch {
+	case err != nil:
+	case need <= br.Size(): // peeked, not taken: bytes of a header cut short stay the client's
+		if raw, err = br.Peek(need); err == nil {
+			raw = bytes.Clone(raw)
+			_, err = br.Discard(need)
+		}
+	default:
+		raw = make([]byte, need)
 		_, err = io.ReadFull(br, raw)
 	}
 	if err != nil {

@@ -93,7 +93,7 @@ func (t *tcpIntake) judged(hdr *proxyproto.Header, used int, err error) {
 		tcpIntakeHook()
 	}
 	ss := t.ss
-	in, err := ss.judgeIntake(hdr, err, t.inN > 0)
+	in, err := ss.judgeIntake(hdr, err, t.in[:t.inN])
 	if err != nil {
 		ss.rec.Outcome(intakeOutcome(err), err)
 		t.rn.End(ss.eng, policy.Front, t.front, engine.Ending{Cut: true, Why: policy.ReasonRefused}, 0, func() { go ss.end() })
