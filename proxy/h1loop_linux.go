@@ -390,6 +390,16 @@ func (h *h1Loop) Due(now time.Time) {
 			h.endFront(engine.Ending{Cut: true, Why: policy.ReasonCut})
 		}
 	case !now.Before(h.until):
+		if idleLookHook != nil {
+			idleLookHook()
+		}
+		if engine.Unread(h.front) {
+			// A request reached the kernel as the wait ran out, its
+			// event not handled yet: no idle connection. Its head is
+			// due idle_timeout from now; the event reads it.
+			h.headBy = now.Add(h.ss.ln.IdleTimeout)
+			break
+		}
 		h.idle(policy.ReasonIdle)
 	}
 	h.step()

@@ -515,8 +515,11 @@ func (h *h1) awaitRequest() error {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
 		}
-		if h.ctx.Err() != nil || !time.Now().Before(h.until) {
+		if h.ctx.Err() != nil {
 			return errIdle
+		}
+		if !time.Now().Before(h.until) {
+			return h.idleRanOut()
 		}
 		if h.draining() && !h.fresh() {
 			return h.drainingIdle()
@@ -535,6 +538,26 @@ func (h *h1) awaitRequest() error {
 			return err
 		}
 	}
+}
+
+// idleLookHook, when set (tests), is called as idle_timeout ran out
+// between requests, before the session looks whether one waits in the
+// kernel.
+var idleLookHook func()
+
+// idleRanOut is awaitRequest's answer once idle_timeout ran out with
+// nothing of a request read: nil (read it, its head due idle_timeout
+// from now) when its bytes wait in the kernel, unseen yet (a timer is
+// no later than the bytes), else errIdle. A request that reached the
+// proxy is never left unanswered for an idle connection's close.
+func (h *h1) idleRanOut() error {
+	if idleLookHook != nil {
+		idleLookHook()
+	}
+	if engine.Unread(h.front) {
+		return nil
+	}
+	return errIdle
 }
 
 // fresh says the client has sent nothing yet: a connection accepted

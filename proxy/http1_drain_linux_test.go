@@ -157,6 +157,60 @@ func TestHTTP1DrainAnswersARequestWaitingInTheKernel(t *testing.T) {
 	}
 }
 
+// idle_timeout closes an idle keep-alive connection, but one whose next
+// request reached the kernel as the wait ran out (its event not handled
+// yet) is not idle: the request is read and answered, on either relay,
+// where it was left unanswered behind the proxy's FIN (a load balancer
+// that reuses the connection then closes its client's, no retry). The
+// hook sends the request at that moment and waits until the proxy's
+// kernel acknowledged it.
+func TestHTTP1IdleTimeoutAnswersARequestWaitingInTheKernel(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		}
+	})
+	h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	if status, b, _ := readBody(t, br); status != 200 || string(b) != "/first" {
+		t.Fatalf("first request: %d %q", status, b)
+	}
+	var once sync.Once
+	idleLookHook = func() {
+		once.Do(func() {
+			io.WriteString(c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				if q, err := unsent(c); err != nil || q == 0 {
+					return // in the proxy's kernel
+				}
+				if time.Now().After(deadline) {
+					t.Error("the proxy's kernel did not acknowledge the second request within 5s")
+					return
+				}
+				runtime.Gosched()
+			}
+		})
+	}
+	t.Cleanup(func() { idleLookHook = nil })
+	status, b, _ := readBody(t, br)
+	if status != 200 || string(b) != "/second" {
+		t.Fatalf("second request, sent as idle_timeout ran out: %d %q; want 200 /second", status, b)
+	}
+	c.Close()
+	if td := h.record(t); td.BackRequests != 2 || td.Outcome == engine.OutcomeLateData {
+		t.Errorf("record: outcome %s (%v), %d requests; want 2 requests, not late_data", td.Outcome, td.Err, td.BackRequests)
+	}
+}
+
 // unsent is what c sent that its peer's kernel has not acknowledged
 // (SIOCOUTQ).
 func unsent(c *net.TCPConn) (q int, err error) {
