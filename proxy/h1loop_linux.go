@@ -390,9 +390,7 @@ func (h *h1Loop) Due(now time.Time) {
 			h.endFront(engine.Ending{Cut: true, Why: policy.ReasonCut})
 		}
 	case !now.Before(h.until):
-		if idleLookHook != nil {
-			idleLookHook()
-		}
+		idleLook()
 		if engine.Unread(h.front) {
 			// A request reached the kernel as the wait ran out, its
 			// event not handled yet: no idle connection. Its head is

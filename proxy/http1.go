@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -542,8 +543,14 @@ func (h *h1) awaitRequest() error {
 
 // idleLookHook, when set (tests), is called as idle_timeout ran out
 // between requests, before the session looks whether one waits in the
-// kernel.
-var idleLookHook func()
+// kernel; atomic, as the loops outlive a test.
+var idleLookHook atomic.Pointer[func()]
+
+func idleLook() {
+	if f := idleLookHook.Load(); f != nil {
+		(*f)()
+	}
+}
 
 // idleRanOut is awaitRequest's answer once idle_timeout ran out with
 // nothing of a request read: nil (read it, its head due idle_timeout
@@ -551,9 +558,7 @@ var idleLookHook func()
 // no later than the bytes), else errIdle. A request that reached the
 // proxy is never left unanswered for an idle connection's close.
 func (h *h1) idleRanOut() error {
-	if idleLookHook != nil {
-		idleLookHook()
-	}
+	idleLook()
 	if engine.Unread(h.front) {
 		return nil
 	}

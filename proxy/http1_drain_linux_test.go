@@ -185,7 +185,7 @@ func TestHTTP1IdleTimeoutAnswersARequestWaitingInTheKernel(t *testing.T) {
 		t.Fatalf("first request: %d %q", status, b)
 	}
 	var once sync.Once
-	idleLookHook = func() {
+	hook := func() {
 		once.Do(func() {
 			io.WriteString(c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
 			for deadline := time.Now().Add(5 * time.Second); ; {
@@ -200,7 +200,8 @@ func TestHTTP1IdleTimeoutAnswersARequestWaitingInTheKernel(t *testing.T) {
 			}
 		})
 	}
-	t.Cleanup(func() { idleLookHook = nil })
+	idleLookHook.Store(&hook)
+	t.Cleanup(func() { idleLookHook.Store(nil) })
 	status, b, _ := readBody(t, br)
 	if status != 200 || string(b) != "/second" {
 		t.Fatalf("second request, sent as idle_timeout ran out: %d %q; want 200 /second", status, b)
