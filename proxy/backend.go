@@ -27,6 +27,7 @@ type backend struct {
 	users      sync.WaitGroup // sessions using it
 	stop       context.CancelFunc
 	stopChecks context.CancelFunc
+	retiring   bool        // retireLocked ran (under the server's lock)
 	retired    atomic.Bool // no session uses it and its pools were told to stop
 }
 
@@ -155,9 +156,14 @@ func (s *Server) runPoolLocked(b *backend) {
 }
 
 // retireLocked stops b's checks and warm dials and closes its idle
-// connections now (b left the configuration: nothing new should reach
-// its servers), and its pools once no session uses it any more.
+// connections now (b left the configuration, or the server drains:
+// nothing new should reach its servers), and its pools once no session
+// uses it any more. Once per backend.
 func (s *Server) retireLocked(b *backend) {
+	if b.retiring {
+		return
+	}
+	b.retiring = true
 	if b.stopChecks != nil {
 		b.stopChecks()
 	}

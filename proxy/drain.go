@@ -25,9 +25,18 @@ func (s *Server) drainLocked() {
 		l.close()
 	}
 	// No accept loop starts once draining is set (Serve and Reload look),
-	// so the loops running now are the last to add sessions.
+	// so the loops running now are the last to add sessions. Then no
+	// new session needs a warm connection or a health check: the pools
+	// retire, as a reload retires a replaced backend's (a drained proxy
+	// may run on for long, and its warm connections would hold up the
+	// backend's own graceful stop).
 	go func() {
 		s.accepts.Wait()
+		s.mu.Lock()
+		for _, b := range s.backends {
+			s.retireLocked(b)
+		}
+		s.mu.Unlock()
 		s.sessions.Wait()
 		close(s.drained)
 	}()
