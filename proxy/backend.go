@@ -27,8 +27,10 @@ type backend struct {
 	users      sync.WaitGroup // sessions using it
 	stop       context.CancelFunc
 	stopChecks context.CancelFunc
-	retiring   bool        // retireLocked ran (under the server's lock)
-	retired    atomic.Bool // no session uses it and its pools were told to stop
+	// retiring: retireLocked ran (a reload replaced it, or the server
+	// drains): its http1 sessions end after their exchange in flight.
+	retiring atomic.Bool
+	retired  atomic.Bool // no session uses it and its pools were told to stop
 }
 
 // server is one of a backend's servers.
@@ -160,10 +162,9 @@ func (s *Server) runPoolLocked(b *backend) {
 // nothing new should reach its servers), and its pools once no session
 // uses it any more. Once per backend.
 func (s *Server) retireLocked(b *backend) {
-	if b.retiring {
+	if b.retiring.Swap(true) {
 		return
 	}
-	b.retiring = true
 	if b.stopChecks != nil {
 		b.stopChecks()
 	}

@@ -478,10 +478,11 @@ func (h *h1Loop) Crashed(p any) {
 
 func (h *h1Loop) rec() *engine.Recorder { return h.ss.rec }
 
-// draining reports that draining began: told by the loop (Begun), or seen
-// here first.
+// draining reports that draining began (told by the loop, Begun, or
+// seen here first), or that a reload replaced the session's backend, as
+// h1.draining.
 func (h *h1Loop) draining() bool {
-	if !h.begun && h.ss.srv.drainBegun.Err() != nil {
+	if !h.begun && (h.ss.srv.drainBegun.Err() != nil || h.ss.bk.retiring.Load()) {
 		h.begun = true
 	}
 	return h.begun

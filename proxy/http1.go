@@ -391,9 +391,10 @@ func (h *h1) park() bool {
 // began): the connection was idle between requests.
 var errIdle = errors.New("no request")
 
-// draining reports that draining began: the front leg ends after the
-// exchange in progress.
-func (h *h1) draining() bool { return h.begun.Err() != nil }
+// draining reports that draining began, or that a reload replaced the
+// session's backend: the front leg ends after the exchange in progress,
+// so that the client's next connection gets the new configuration.
+func (h *h1) draining() bool { return h.begun.Err() != nil || h.bk.retiring.Load() }
 
 // readRequest waits up to idle_timeout for the first byte of the next
 // request, then up to idle_timeout more for its whole head. Draining ends

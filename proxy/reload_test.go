@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -274,4 +276,47 @@ func TestReloadKeepsActiveSessionsCounted(t *testing.T) {
 			t.Fatalf("%d active sessions after the only one ended", active())
 		}
 	}
+}
+
+// A reload that moves an http1 backend to another address: a client
+// connection open across it (a load balancer's keep-alive connection,
+// which may never end on its own) has its next request answered as before,
+// with Connection: close, and ends; its next connection reaches the new
+// address. So the old server serves it for one exchange at most, or
+// until idle_timeout for a connection idle meanwhile.
+func TestHTTP1ReloadEndsKeepAliveConnectionsOfAReplacedBackend(t *testing.T) {
+	say := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }
+	}
+	oldO, newO := startOrigin(t, say("old")), startOrigin(t, say("new"))
+	h := startProxy(t, config.Listener{IdleTimeout: time.Minute, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(oldO.addr))
+	c := dialClient(t, h.addr, false)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	get := "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+	io.WriteString(c, get)
+	if status, b, closing := readBody(t, br); status != 200 || string(b) != "old" || closing {
+		t.Fatalf("before the reload: %d %q closing %v; want 200 old, kept", status, b, closing)
+	}
+	next := runningConfig(h)
+	next.Backends[0].Address = newO.addr
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, get)
+	if status, b, closing := readBody(t, br); status != 200 || string(b) != "old" || !closing {
+		t.Errorf("on the connection open across the reload: %d %q closing %v; want 200 old, Connection: close", status, b, closing)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after that response: %v, want EOF", err)
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackRequests != 2 {
+		t.Errorf("record: outcome %s (%v), %d requests; want ok, 2", td.Outcome, td.Err, td.BackRequests)
+	}
+	got := roundTrips(t, h.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1)
+	if got[0] != "200 new" {
+		t.Errorf("a new connection after the reload got %q, want 200 new", got)
+	}
+	h.record(t)
 }
