@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -501,32 +502,38 @@ func startAdmin(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, adm
 // stays.
 func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, p parts, lg *logs) {
 	// ctx ends when the proxy stops serving; SIGHUPs after that are ignored
+	running := p.cfg
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 		}
-		if err := reload(ctx, path, p, lg); err != nil {
+		cfg, err := reload(ctx, path, p, running, lg)
+		if err == nil {
+			running = cfg
+		} else {
 			p.adm.ConfigReloaded(false) // before the line: whoever reads it sees the metric
 			lg.log.Error("reload refused; the running configuration stays", zap.String("config", path), zap.Error(err))
 		}
 	}
 }
 
-// reload applies the configuration at path: the proxy, then the TIME-WAIT
-// watcher's targets, the admin and the log level. It warns of each changed
-// key that only a restart applies, and confirms last, at a level the new
-// log.level lets through, so that no reload goes unconfirmed.
-func reload(ctx context.Context, path string, p parts, lg *logs) error {
+// reload applies the configuration at path over running, the one in
+// force: the proxy, then the TIME-WAIT watcher's targets, the admin and
+// the log level. It warns of each changed key that only a restart
+// applies and of each backend no listener uses, and confirms last, with
+// what changed, at a level the new log.level lets through, so that no
+// reload goes unconfirmed.
+func reload(ctx context.Context, path string, p parts, running *config.Config, lg *logs) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	changed := config.RestartOnly(p.cfg, cfg)
 	config.KeepRestartOnly(p.cfg, cfg) // not even in part: the whole file but those
 	if err := p.srv.Reload(ctx, cfg); err != nil {
-		return err
+		return nil, err
 	}
 	p.tw.Update(cfg)
 	p.adm.Reconfigure(cfg)
@@ -539,17 +546,71 @@ func reload(ctx context.Context, path string, p parts, lg *logs) error {
 		lg.log.Warn("reload: "+c.Key+" changed; it takes effect after a restart",
 			zap.String("key", c.Key), zap.String("running", c.Running), zap.String("file", c.File))
 	}
+	for _, name := range unusedBackends(cfg) {
+		lg.log.Warn("reload: backend "+strconv.Quote(name)+" is used by no listener: nothing dials, checks or waits for it until one names it",
+			zap.String("backend", name))
+	}
 	if err := lg.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
 		lg.log.Warn("log.level not changed", zap.Error(err))
 	}
 	p.adm.ConfigReloaded(true)
 	fields := []zap.Field{zap.String("config", path), zap.Int("listeners", len(cfg.Listeners)), zap.Int("backends", len(cfg.Backends)),
 		zap.Stringers("addrs", p.srv.Addrs())}
+	fields = append(fields, reloadChanges(running, cfg)...)
 	if len(restart) > 0 {
 		fields = append(fields, zap.Strings("restart_needed", restart))
 	}
 	lg.log.Log(max(zapcore.InfoLevel, lg.level.Level()), "configuration reloaded", fields...)
-	return nil
+	return cfg, nil
+}
+
+// reloadChanges names the listeners and backends a reload from old to cur
+// added, changed or removed (a changed backend gets new pools and health
+// states; its http1 client connections end after their next exchange),
+// as log fields; none for what it left alone.
+func reloadChanges(old, cur *config.Config) []zap.Field {
+	var fields []zap.Field
+	add := func(what string, added, changed, removed []string) {
+		for _, f := range []struct {
+			key   string
+			names []string
+		}{{what + "_added", added}, {what + "_changed", changed}, {what + "_removed", removed}} {
+			if len(f.names) > 0 {
+				fields = append(fields, zap.Strings(f.key, f.names))
+			}
+		}
+	}
+	a, c, r := diffNamed(old.Listeners, cur.Listeners, func(l config.Listener) string { return l.Name })
+	add("listeners", a, c, r)
+	a, c, r = diffNamed(old.Backends, cur.Backends, func(b config.Backend) string { return b.Name })
+	add("backends", a, c, r)
+	return fields
+}
+
+// diffNamed compares two lists of named settings: the names only in cur
+// (added), in both with other settings (changed), only in old (removed),
+// each in its list's order.
+func diffNamed[T any](old, cur []T, name func(T) string) (added, changed, removed []string) {
+	before := map[string]T{}
+	for _, o := range old {
+		before[name(o)] = o
+	}
+	after := map[string]bool{}
+	for _, c := range cur {
+		n := name(c)
+		after[n] = true
+		if o, ok := before[n]; !ok {
+			added = append(added, n)
+		} else if !reflect.DeepEqual(o, c) {
+			changed = append(changed, n)
+		}
+	}
+	for _, o := range old {
+		if !after[name(o)] {
+			removed = append(removed, name(o))
+		}
+	}
+	return added, changed, removed
 }
 
 func versionString() string {

@@ -112,6 +112,37 @@ func TestReloadConfirmedAtEveryLevel(t *testing.T) {
 	}
 }
 
+// A reload's confirmation says what it changed, by name: here a backend
+// moved to another address and one added that no listener uses, which is
+// warned of as check does; a reload of the same file names nothing, and
+// a later one is compared with the configuration then in force.
+func TestReloadSaysWhatChanged(t *testing.T) {
+	backend, moved := loopback.Serve(t, loopback.Echo), loopback.Serve(t, loopback.Echo)
+	d := startDaemon(t, func(port uint16) string { return daemonConfig(port, backend, "") })
+	confirmed := func(l []logLine) []logLine { return withMsg(l, "configuration reloaded") }
+	next := daemonConfig(d.port, moved, "") + "[[backend]]\nname = \"spare\"\naddress = \"127.0.0.1:9\"\n"
+	want := []string{"backends_added=[spare] backends_changed=[app]", "", "backends_removed=[spare]"}
+	for i, text := range []string{next, next, daemonConfig(d.port, moved, "")} {
+		if err := os.WriteFile(d.path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d.hup <- os.Interrupt
+		got := waitLines(t, "reload confirmations", d.stderr.String, confirmed, i+1)[i]
+		var said []string
+		for _, k := range []string{"listeners_added", "listeners_changed", "listeners_removed", "backends_added", "backends_changed", "backends_removed"} {
+			if v, ok := got[k]; ok {
+				said = append(said, fmt.Sprintf("%s=%v", k, v))
+			}
+		}
+		if strings.Join(said, " ") != want[i] {
+			t.Errorf("reload %d: confirmation says %q, want %q", i+1, strings.Join(said, " "), want[i])
+		}
+	}
+	if n := len(withMsg(jsonLines(t, d.stderr.String()), `reload: backend "spare" is used by no listener: nothing dials, checks or waits for it until one names it`)); n != 2 {
+		t.Errorf("%d warnings of the unused backend, want 2 (one a reload that has it)", n)
+	}
+}
+
 // A reload names each changed key it cannot apply; what it applies (here a
 // listener's address) goes unmentioned. The warnings go out at the level
 // in force before the reload, which here also raises log.level to error,
