@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,55 +263,5 @@ func drainHostileReaders(t *testing.T) {
 		if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Cut || td.Back.Cut {
 			t.Errorf("record: outcome %s, cut front %v back %v; want ok, nothing cut", td.Outcome, td.Front.Cut, td.Back.Cut)
 		}
-	}
-}
-
-// A drain retires the warm pools once accepting stopped: their idle
-// connections are closed at once and no more are dialed (a drained proxy
-// may run on until SIGTERM; its warm connections held up the backend's
-// own graceful stop, and were dialed again every max_idle_age), while a
-// session open across the drain goes on over its connection to its end.
-func TestDrainRetiresWarmPools(t *testing.T) {
-	var accepted, open atomic.Int64
-	be := loopback.Serve(t, func(c *net.TCPConn) {
-		accepted.Add(1)
-		open.Add(1)
-		defer open.Add(-1)
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		io.Copy(c, c) // echo until the proxy ends it
-	})
-	b := defaultBackend(be)
-	b.Pool = config.Pool{Warm: 3, MaxIdleAge: 200 * time.Millisecond}
-	h := startProxy(t, config.Listener{IdleTimeout: time.Minute, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, b)
-	live, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer live.Close()
-	live.SetDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 4)
-	if _, err := io.WriteString(live, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(live, buf); err != nil {
-		t.Fatal(err)
-	}
-	h.srv.Drain()
-	for deadline := time.Now().Add(5 * time.Second); open.Load() != 1; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the backend still has %d connections open 5s after the drain; want the live session's alone", open.Load())
-		}
-	}
-	n := accepted.Load()
-	// Absence takes a wait: five of max_idle_age, in which a warming pool
-	// would dial again.
-	time.Sleep(5 * b.Pool.MaxIdleAge)
-	if m := accepted.Load(); m != n {
-		t.Errorf("the backend accepted %d more connection(s) after the drain: the pool still warms", m-n)
-	}
-	io.WriteString(live, "pong")
-	if _, err := io.ReadFull(live, buf); err != nil || string(buf) != "pong" {
-		t.Errorf("the session open across the drain: %q %v", buf, err)
 	}
 }

@@ -108,17 +108,7 @@ func procAddr(t *testing.T, addr string) string {
 // Connection: close, on either relay. The hook sends it at that moment
 // and waits until the proxy's kernel acknowledged it.
 func TestHTTP1DrainAnswersARequestWaitingInTheKernel(t *testing.T) {
-	be := loopback.Serve(t, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
-		}
-	})
+	be := pathBackend(t)
 	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
 	c := dialClient(t, h.addr, false)
 	br := bufio.NewReader(c)
@@ -128,19 +118,7 @@ func TestHTTP1DrainAnswersARequestWaitingInTheKernel(t *testing.T) {
 	}
 	var once sync.Once
 	drainIdleHook = func() {
-		once.Do(func() {
-			io.WriteString(c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
-			for deadline := time.Now().Add(5 * time.Second); ; {
-				if q, err := unsent(c); err != nil || q == 0 {
-					return // in the proxy's kernel
-				}
-				if time.Now().After(deadline) {
-					t.Error("the proxy's kernel did not acknowledge the second request within 5s")
-					return
-				}
-				runtime.Gosched()
-			}
-		})
+		once.Do(func() { sendInto(t, c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n") })
 	}
 	t.Cleanup(func() { drainIdleHook = nil })
 	h.srv.Drain()
@@ -165,17 +143,7 @@ func TestHTTP1DrainAnswersARequestWaitingInTheKernel(t *testing.T) {
 // hook sends the request at that moment and waits until the proxy's
 // kernel acknowledged it.
 func TestHTTP1IdleTimeoutAnswersARequestWaitingInTheKernel(t *testing.T) {
-	be := loopback.Serve(t, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
-		}
-	})
+	be := pathBackend(t)
 	h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
 	c := dialClient(t, h.addr, false)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -186,19 +154,7 @@ func TestHTTP1IdleTimeoutAnswersARequestWaitingInTheKernel(t *testing.T) {
 	}
 	var once sync.Once
 	hook := func() {
-		once.Do(func() {
-			io.WriteString(c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
-			for deadline := time.Now().Add(5 * time.Second); ; {
-				if q, err := unsent(c); err != nil || q == 0 {
-					return // in the proxy's kernel
-				}
-				if time.Now().After(deadline) {
-					t.Error("the proxy's kernel did not acknowledge the second request within 5s")
-					return
-				}
-				runtime.Gosched()
-			}
-		})
+		once.Do(func() { sendInto(t, c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n") })
 	}
 	idleLookHook.Store(&hook)
 	t.Cleanup(func() { idleLookHook.Store(nil) })
@@ -209,6 +165,38 @@ func TestHTTP1IdleTimeoutAnswersARequestWaitingInTheKernel(t *testing.T) {
 	c.Close()
 	if td := h.record(t); td.BackRequests != 2 || td.Outcome == engine.OutcomeLateData {
 		t.Errorf("record: outcome %s (%v), %d requests; want 2 requests, not late_data", td.Outcome, td.Err, td.BackRequests)
+	}
+}
+
+// pathBackend is a keep-alive HTTP/1.1 backend that answers each request
+// with its path.
+func pathBackend(t *testing.T) string {
+	return loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		}
+	})
+}
+
+// sendInto writes msg on c and returns once the peer's kernel
+// acknowledged it: it waits there, unread.
+func sendInto(t *testing.T, c *net.TCPConn, msg string) {
+	io.WriteString(c, msg)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if q, err := unsent(c); err != nil || q == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Error("the peer's kernel did not acknowledge the request within 5s")
+			return
+		}
+		runtime.Gosched()
 	}
 }
 

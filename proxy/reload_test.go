@@ -170,56 +170,69 @@ func TestReloadKeepsCounters(t *testing.T) {
 	}
 }
 
-// A reload that moves a backend to another address while a session still
-// uses the old one: the old pool's idle warm connections are closed at
-// once and no more are dialed (its health checks stop too), though the
-// session goes on over its connection to the old address to its end.
-func TestReloadRetiredPoolStopsWarming(t *testing.T) {
-	var accepted, open atomic.Int64
-	serve := func(c *net.TCPConn) {
-		accepted.Add(1)
-		open.Add(1)
-		defer open.Add(-1)
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		io.Copy(c, c) // echo until the proxy ends it
-	}
-	old := loopback.Serve(t, serve)
-	moved := loopback.Serve(t, func(c *net.TCPConn) { defer c.Close(); io.Copy(c, c) })
-	b := defaultBackend(old)
-	b.Pool = config.Pool{Warm: 3, MaxIdleAge: 200 * time.Millisecond}
-	h := startProxy(t, config.Listener{IdleTimeout: time.Minute, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, b)
-	live, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer live.Close()
-	io.WriteString(live, "ping")
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(live, buf); err != nil {
-		t.Fatal(err)
-	}
-	next := runningConfig(h)
-	next.Backends[0].Address = moved
-	if err := h.srv.Reload(context.Background(), &next); err != nil {
-		t.Fatal(err)
-	}
-	// The old address keeps the live session's connection only.
-	for deadline := time.Now().Add(5 * time.Second); open.Load() != 1; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the old address still has %d connections open 5s after the reload; want the live session's alone", open.Load())
-		}
-	}
-	n := accepted.Load()
-	// Absence takes a wait: five of the old pool's max_idle_age, in which
-	// a warming pool would dial again.
-	time.Sleep(5 * b.Pool.MaxIdleAge)
-	if m := accepted.Load(); m != n {
-		t.Errorf("the old address accepted %d more connection(s) after the reload: its pool still warms", m-n)
-	}
-	io.WriteString(live, "pong")
-	if _, err := io.ReadFull(live, buf); err != nil || string(buf) != "pong" {
-		t.Errorf("the session open across the reload: %q %v", buf, err)
+// A pool retired, by a reload that moves its backend to another address
+// or by a drain (a drained proxy may run on until SIGTERM; its warm
+// connections held up the backend's own graceful stop, dialed again every
+// max_idle_age): its idle warm connections are closed at once and no more
+// are dialed (its health checks stop too), while a session open across it
+// goes on over its connection to the old address to its end.
+func TestRetiredPoolStopsWarming(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		retire func(t *testing.T, h *harness)
+	}{
+		{"reload", func(t *testing.T, h *harness) {
+			next := runningConfig(h)
+			next.Backends[0].Address = loopback.Serve(t, loopback.Echo)
+			if err := h.srv.Reload(context.Background(), &next); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"drain", func(t *testing.T, h *harness) { h.srv.Drain() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var accepted, open atomic.Int64
+			old := loopback.Serve(t, func(c *net.TCPConn) {
+				accepted.Add(1)
+				open.Add(1)
+				defer open.Add(-1)
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				io.Copy(c, c) // echo until the proxy ends it
+			})
+			b := defaultBackend(old)
+			b.Pool = config.Pool{Warm: 3, MaxIdleAge: 200 * time.Millisecond}
+			h := startProxy(t, config.Listener{IdleTimeout: time.Minute, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, b)
+			live, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer live.Close()
+			live.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(live, "ping")
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(live, buf); err != nil {
+				t.Fatal(err)
+			}
+			tc.retire(t, h)
+			// The old address keeps the live session's connection only.
+			for deadline := time.Now().Add(5 * time.Second); open.Load() != 1; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the old address still has %d connections open 5s after the %s; want the live session's alone", open.Load(), tc.name)
+				}
+			}
+			n := accepted.Load()
+			// Absence takes a wait: five of the old pool's max_idle_age, in
+			// which a warming pool would dial again.
+			time.Sleep(5 * b.Pool.MaxIdleAge)
+			if m := accepted.Load(); m != n {
+				t.Errorf("the old address accepted %d more connection(s) after the %s: its pool still warms", m-n, tc.name)
+			}
+			io.WriteString(live, "pong")
+			if _, err := io.ReadFull(live, buf); err != nil || string(buf) != "pong" {
+				t.Errorf("the session open across the %s: %q %v", tc.name, buf, err)
+			}
+		})
 	}
 }
 
