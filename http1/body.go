@@ -66,6 +66,12 @@ type chunkCopier struct {
 	taken   int64  // a refused line's bytes, taken from br and not written
 }
 
+// LastWriter is a body's destination that wants to know, just before
+// the write that ends a chunked body (the empty line after its
+// trailers), that the message ends with it: an answer that came before
+// that write answered less than the whole message (an early 413).
+type LastWriter interface{ WritingLast() }
+
 // refusal is a refused body's error that tells the bytes its copy took
 // from the reader and did not write (the offending line).
 type refusal struct {
@@ -141,6 +147,9 @@ func (c *chunkCopier) trailers() error {
 		}
 		budget -= len(line)
 		if len(line) == 2 {
+			if lw, ok := c.dst.(LastWriter); ok {
+				lw.WritingLast()
+			}
 			return c.write(line)
 		}
 		if _, reason := parseField(string(line[:len(line)-2])); reason != "" {

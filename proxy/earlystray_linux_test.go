@@ -84,3 +84,80 @@ func TestHTTP1EarlyAnswerEndsTheConnection(t *testing.T) {
 		}
 	}
 }
+
+// The same with a chunked body that the backend takes whole after its
+// early answer, as a request of its own, and answers: the client's GET
+// pipelined behind the body never gets that stray answer, with and
+// without Expect: 100-continue, and an early answer that comes while the
+// body is on its way says the connection closes (on goroutines a chunked
+// body went out through the spill, or beside the wait for the answer,
+// and the connection, all of whose request the backend had taken, was
+// reused for the GET: it got the stray answer, recorded ok). Sent at
+// once, the whole body may be in the proxy's socket before the answer is
+// seen: the connection ends all the same.
+func TestHTTP1EarlyAnswerToAChunkedBodyEndsTheConnection(t *testing.T) {
+	answered := make(chan struct{}, 1)
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for first := true; ; first = false {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if first {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+				answered <- struct{}{}
+				io.Copy(io.Discard, req.Body) // the rest, taken for a request of its own
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+		}
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	chunk := fmt.Sprintf("4000\r\n%s\r\n", make([]byte, 0x4000))
+	const chunks = 183 // 3 MB
+	for _, expect := range []string{"", "Expect: 100-continue\r\n"} {
+		for _, paced := range []bool{true, true, false, false} {
+			name := fmt.Sprintf("%q paced %v", expect, paced)
+			c := dialClient(t, h.addr, false)
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			go func() {
+				io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"+expect+"\r\n")
+				for i := range chunks {
+					if i == 5 && paced { // 80 KiB, past the spill: then the answer
+						<-answered
+					}
+					if _, err := io.WriteString(c, chunk); err != nil {
+						return
+					}
+				}
+				io.WriteString(c, "0\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+			}()
+			br := bufio.NewReader(c)
+			r, err := http.ReadResponse(br, nil)
+			for err == nil && r.StatusCode == 100 {
+				r, err = http.ReadResponse(br, nil)
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			got, _ := io.ReadAll(r.Body)
+			if string(got) != "early" || paced && !r.Close {
+				t.Errorf("%s: first response %q (Connection: close %v), want early, closing", name, got, r.Close)
+			}
+			if r, err := http.ReadResponse(br, nil); err == nil {
+				b, _ := io.ReadAll(r.Body)
+				t.Errorf("%s: a response after the early one: %d %q", name, r.StatusCode, b)
+			}
+			c.Close()
+			if td := h.record(t); td.BackRequests != 1 {
+				t.Errorf("%s: record: %d backend requests (outcome %s, %v), want 1: the connection that answered early is not reused", name, td.BackRequests, td.Outcome, td.Err)
+			}
+			if !paced {
+				<-answered
+			}
+		}
+	}
+}

@@ -27,6 +27,7 @@ type roundTrip struct {
 	backFIN  bool  // the backend's FIN ended the response
 	cutBack  bool  // the backend got part of a request, or its response was cut: reset it
 	unused   bool  // nothing was sent on the connection
+	early    bool  // an answer came before the request's last bytes were handed over
 	err      error // why a retry is wanted
 
 	// front is how the front leg ends, when the exchange ends it: after
@@ -171,7 +172,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 		h.rec.Received(policy.Back, int64(len(resp.Raw)))
-		early := false
+		early := rt.early && resp.Status/100 != 1 // sent whole first (sendChunked): told then
 		if body != nil && resp.Status/100 != 1 {
 			body.answered.Store(true)
 			// A final answer before the body was all sent (an early 413
@@ -182,7 +183,10 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			// answer to the whole body comes after its last write began.
 			// One written whole before the answer came is told at the
 			// exchange's end, by the send queue.
-			early = body.total >= 0 && body.handed.Load() < body.total && resp.Status != http.StatusSwitchingProtocols
+			// A chunked body's last write is told before it
+			// (WritingLast).
+			early = (body.total >= 0 && body.handed.Load() < body.total || body.total < 0 && !body.last.Load()) &&
+				resp.Status != http.StatusSwitchingProtocols
 		}
 		rt.closing = req.Close || resp.Close || early
 		if !rt.closing && h.draining() {
@@ -259,10 +263,17 @@ const spillLimit = 64 << 10
 // spillLimit (then what was held goes out and the rest streams).
 type spill struct {
 	head, buf []byte
-	dst       io.Writer
+	dst       *pool.Conn
 	sent      bool
 	written   int64
+	// early: bytes of the backend's waited unread as the body's last
+	// write was due, the spill already sent: an answer to less than
+	// the whole request (nothing is read while it is sent).
+	early bool
 }
+
+// WritingLast implements http1.LastWriter.
+func (s *spill) WritingLast() { s.early = s.sent && engine.Unread(s.dst.TCPConn) }
 
 func (s *spill) Write(p []byte) (int, error) {
 	if !s.sent && len(s.buf)+len(p) <= spillLimit {
@@ -306,6 +317,7 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 		h.rec.Request()
 	}
 	if err == nil {
+		rt.early = sp.early
 		return true
 	}
 	rt.closing = true
@@ -580,8 +592,12 @@ type bodyCopy struct {
 	// -1 for a chunked one), an answer can be to the whole request.
 	handed atomic.Int64
 	total  int64
-	werr   error // a write to the backend failed: read once done was received
+	last   atomic.Bool // a chunked body's last write is due (WritingLast)
+	werr   error       // a write to the backend failed: read once done was received
 }
+
+// WritingLast implements http1.LastWriter.
+func (b *bodyCopy) WritingLast() { b.last.Store(true) }
 
 // Write implements io.Writer for the copy, noting its progress.
 func (b *bodyCopy) Write(p []byte) (int, error) {
