@@ -28,7 +28,9 @@ const (
 
 // Scan takes p, the next bytes after those it took before, and returns
 // how many of them belong to the body: all of p, or fewer when the body
-// ended within it (done). Once done, it takes nothing more.
+// ended within it (done). Once done, it takes nothing more. On a refusal
+// n stops before the refused line's bytes within p (those of it in an
+// earlier p were counted then): what it counts may go on, the line not.
 func (s *ChunkScanner) Scan(p []byte) (n int, done bool, err error) {
 	for n < len(p) {
 		switch s.state {
@@ -42,16 +44,17 @@ func (s *ChunkScanner) Scan(p []byte) (n int, done bool, err error) {
 			if i >= 0 {
 				end = n + i + 1
 			}
+			start := n
 			s.line = append(s.line, p[n:end]...)
 			n = end
 			if len(s.line) >= max {
-				return n, false, refuse(s.kind(), "chunked line too long")
+				return start, false, refuse(s.kind(), "chunked line too long")
 			}
 			if i < 0 {
 				continue
 			}
 			if err := s.endLine(); err != nil {
-				return n, false, err
+				return start, false, err
 			}
 			if s.state == scanDone {
 				return n, true, nil

@@ -66,3 +66,23 @@ func FuzzChunkScanner(f *testing.F) {
 		}
 	})
 }
+
+// A refused line is not counted: what the scanner counts may go on to
+// the client (the loops relay each read as it comes), the malformed line
+// must not, as CopyBody never writes it.
+func TestChunkScannerRefusalStopsBeforeTheLine(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want int
+	}{
+		{"5\r\nhello\r\nzz\r\n", len("5\r\nhello\r\n")},
+		{"zz\r\nhello", 0},
+		{"5\r\nhello\r\n0\r\nBad Field\r\n\r\n", len("5\r\nhello\r\n0\r\n")},
+	} {
+		var s ChunkScanner
+		n, done, err := s.Scan([]byte(tc.body))
+		if !errors.Is(err, ErrBadResponse) || done || n != tc.want {
+			t.Errorf("%q: %d bytes, done %v, %v; want %d, a refusal", tc.body, n, done, err, tc.want)
+		}
+	}
+}

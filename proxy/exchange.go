@@ -528,8 +528,17 @@ func (h *h1) clientGone(rt *roundTrip, body *bodyCopy, err error) {
 	}
 	// A truncated response must not end like a whole one; what the
 	// backend sent before reaches the client first.
-	h.rec.Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
+	h.rec.Outcome(responseCutBy(err), fmt.Errorf("relay response: %w", err))
 	rt.endFront(engine.Ending{Cut: true, Why: policy.ReasonCut, Deliver: true})
+}
+
+// responseCutBy is the outcome of a response cut by err: the backend's
+// malformed body (bad_response), else its reset or early close.
+func responseCutBy(err error) engine.Outcome {
+	if errors.Is(err, http1.ErrBadResponse) {
+		return engine.OutcomeBadResponse
+	}
+	return engine.OutcomeBackendReset
 }
 
 func idempotent(method string) bool {

@@ -1441,7 +1441,7 @@ func (h *h1Loop) badResponse(err error) {
 // pipe holds nothing once a read failed, Move writes before it reads):
 // the front leg is reset once the client acknowledged it all (finish).
 func (h *h1Loop) backendGone(err error) {
-	h.rec().Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
+	h.rec().Outcome(responseCutBy(err), fmt.Errorf("relay response: %w", err))
 	x := h.x
 	x.cutBack, x.closing, x.endFront, x.cutFront, x.deliver = true, true, true, true, true
 }
@@ -1457,7 +1457,7 @@ func (h *h1Loop) clientGone(err error) {
 		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
 		return
 	}
-	h.rec().Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
+	h.rec().Outcome(responseCutBy(err), fmt.Errorf("relay response: %w", err))
 	h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut})
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -524,6 +525,48 @@ func TestHTTP1UnaskedSwitchingProtocolsIsABadResponse(t *testing.T) {
 	}
 	if td := h.record(t); td.Outcome != engine.OutcomeBadResponse {
 		t.Errorf("outcome %s (%v), want bad_response", td.Outcome, td.Err)
+	}
+}
+
+// A malformed chunk in a response is the backend's bad response, not its
+// reset (it neither reset nor closed): bad_response on either relay,
+// whether the client got a 502 (nothing of the response had gone) or
+// the response cut after what went before (an RST, never a clean end),
+// and the malformed line never reaches the client.
+func TestHTTP1MalformedResponseChunkIsABadResponse(t *testing.T) {
+	good := strings.Repeat("qqqqqqqqqqqqqqqq", 7*1024) // 112 KiB: past what a loop holds with the head
+	for _, tc := range []struct{ name, body string }{
+		{"at once", "zz\r\nhello\r\n0\r\n\r\n"},
+		{"after 1 KiB", fmt.Sprintf("400\r\n%s\r\nzz\r\nhello\r\n0\r\n\r\n", good[:1024])},
+		{"after 112 KiB", fmt.Sprintf("%x\r\n%s\r\nzz\r\nhello\r\n0\r\n\r\n", len(good), good)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			defer close(hold)
+			be := loopback.Serve(t, func(c *net.TCPConn) {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+tc.body)
+				<-hold // neither reset nor close
+			})
+			h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+			c := dialClient(t, h.addr, false)
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			got, err := io.ReadAll(c)
+			switch {
+			case strings.HasPrefix(string(got), "HTTP/1.1 502 "):
+			case !strings.HasPrefix(string(got), "HTTP/1.1 200 ") || !errors.Is(err, syscall.ECONNRESET):
+				t.Errorf("client got %d bytes (%.20q), then %v; want a 502, or the response cut by an RST", len(got), got, err)
+			case strings.Contains(string(got), "zz"):
+				t.Errorf("the malformed chunk line reached the client (%d bytes)", len(got))
+			}
+			if td := h.record(t); td.Outcome != engine.OutcomeBadResponse {
+				t.Errorf("outcome %s (%v), want bad_response", td.Outcome, td.Err)
+			}
+		})
 	}
 }
 
