@@ -391,6 +391,10 @@ func (h *h1) park() bool {
 // began): the connection was idle between requests.
 var errIdle = errors.New("no request")
 
+// errDrainIdle: draining (or a reload that replaced the session's
+// backend) found no request begun: the idle connection ends now.
+var errDrainIdle = fmt.Errorf("draining: %w", errIdle)
+
 // draining reports that draining began, or that a reload replaced the
 // session's backend: the front leg ends after the exchange in progress,
 // so that the client's next connection gets the new configuration.
@@ -585,7 +589,7 @@ func (h *h1) drainingIdle() error {
 	if engine.Unread(h.front) {
 		return nil
 	}
-	return errIdle
+	return errDrainIdle
 }
 
 // endFront ends the session after reading a request failed: the client
@@ -598,8 +602,11 @@ func (h *h1) endFront(err error) {
 	case errors.Is(err, errIdle):
 		// Nothing of a request arrived: the connection was idle, nothing
 		// is cut; it ends by its policy.
+		// (A reload's retired backend ends an idle connection as a drain
+		// does, but one idle_timeout reached first ended for that, as
+		// on the loops.)
 		why := policy.ReasonIdle
-		if h.ctx.Err() != nil || h.draining() {
+		if h.ctx.Err() != nil || h.begun.Err() != nil || errors.Is(err, errDrainIdle) && time.Now().Before(h.until) {
 			why = policy.ReasonDraining
 		}
 		h.rec.Note(policy.Front, why)

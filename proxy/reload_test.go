@@ -333,3 +333,33 @@ func TestHTTP1ReloadEndsKeepAliveConnectionsOfAReplacedBackend(t *testing.T) {
 	}
 	h.record(t)
 }
+
+// An http1 client connection idle across a reload that replaced its
+// backend, with nothing looking at it meanwhile, ends at idle_timeout,
+// recorded as such on both relays (a goroutine said draining), nothing
+// cut. (One looked at before, as a loop does 20 ms after an exchange,
+// ends then, as draining.)
+func TestHTTP1IdleAcrossAReloadEndsAtIdleTimeout(t *testing.T) {
+	oldO, newO := startOrigin(t, hello), startOrigin(t, hello)
+	h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(oldO.addr))
+	c := dialClient(t, h.addr, false)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if status, _, closing := readBody(t, br); status != 200 || closing {
+		t.Fatalf("before the reload: %d closing %v; want 200, kept", status, closing)
+	}
+	time.Sleep(50 * time.Millisecond) // the client's pause: past a loop's 20 ms look, well before idle_timeout
+	next := runningConfig(h)
+	next.Backends[0].Address = newO.addr
+	if err := h.srv.Reload(context.Background(), &next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("the idle connection: %v, want EOF", err)
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Reason != policy.ReasonIdle || td.Front.Cut {
+		t.Errorf("record: outcome %s (%v), front reason %q cut %v; want ok, %q, nothing cut", td.Outcome, td.Err, td.Front.Reason, td.Front.Cut, policy.ReasonIdle)
+	}
+}
