@@ -279,16 +279,18 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 	b, err := br.Peek(16)
 	need, _ := headerNeeds(b)
 	var raw []byte
+	from := br
 	switch {
 	case err != nil:
 	case need <= br.Size(): // peeked, not taken: bytes of a header cut short stay the client's
 		if raw, err = br.Peek(need); err == nil {
-			raw = bytes.Clone(raw)
-			_, err = br.Discard(need)
+			raw = bytes.Clone(raw) // Read moves past it
 		}
 	default:
 		raw = make([]byte, need)
-		_, err = io.ReadFull(br, raw)
+		if _, err = io.ReadFull(br, raw); err == nil {
+			from = bufio.NewReaderSize(bytes.NewReader(raw), len(raw))
+		}
 	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -296,7 +298,7 @@ func parseHeader(br *bufio.Reader) (*proxyproto.Header, error) {
 		}
 		return nil, err
 	}
-	hdr, err := proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(raw), len(raw)))
+	hdr, err := proxyproto.Read(from)
 	if err != nil {
 		return nil, err
 	}
