@@ -92,9 +92,10 @@ func TestHTTP1EarlyAnswerEndsTheConnection(t *testing.T) {
 // body is on its way says the connection closes (on goroutines a chunked
 // body went out through the spill, or beside the wait for the answer,
 // and the connection, all of whose request the backend had taken, was
-// reused for the GET: it got the stray answer, recorded ok). Sent at
-// once, the whole body may be in the proxy's socket before the answer is
-// seen: the connection ends all the same.
+// reused for the GET: it got the stray answer, recorded ok). The answer
+// comes while the body is on its way: sent at once, the whole body may
+// be in the backend's hands before the proxy sees the answer, and then
+// nothing tells it early (a gap the guarantees name).
 func TestHTTP1EarlyAnswerToAChunkedBodyEndsTheConnection(t *testing.T) {
 	answered := make(chan struct{}, 1)
 	be := loopback.Serve(t, func(c *net.TCPConn) {
@@ -119,14 +120,14 @@ func TestHTTP1EarlyAnswerToAChunkedBodyEndsTheConnection(t *testing.T) {
 	chunk := fmt.Sprintf("4000\r\n%s\r\n", make([]byte, 0x4000))
 	const chunks = 183 // 3 MB
 	for _, expect := range []string{"", "Expect: 100-continue\r\n"} {
-		for _, paced := range []bool{true, true, false, false} {
-			name := fmt.Sprintf("%q paced %v", expect, paced)
+		for i := range 3 {
+			name := fmt.Sprintf("%q %d", expect, i)
 			c := dialClient(t, h.addr, false)
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			go func() {
 				io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"+expect+"\r\n")
 				for i := range chunks {
-					if i == 5 && paced { // 80 KiB, past the spill: then the answer
+					if i == 5 { // 80 KiB, past the spill: then the answer
 						<-answered
 					}
 					if _, err := io.WriteString(c, chunk); err != nil {
@@ -144,7 +145,7 @@ func TestHTTP1EarlyAnswerToAChunkedBodyEndsTheConnection(t *testing.T) {
 				t.Fatalf("%s: %v", name, err)
 			}
 			got, _ := io.ReadAll(r.Body)
-			if string(got) != "early" || paced && !r.Close {
+			if string(got) != "early" || !r.Close {
 				t.Errorf("%s: first response %q (Connection: close %v), want early, closing", name, got, r.Close)
 			}
 			if r, err := http.ReadResponse(br, nil); err == nil {
@@ -154,9 +155,6 @@ func TestHTTP1EarlyAnswerToAChunkedBodyEndsTheConnection(t *testing.T) {
 			c.Close()
 			if td := h.record(t); td.BackRequests != 1 {
 				t.Errorf("%s: record: %d backend requests (outcome %s, %v), want 1: the connection that answered early is not reused", name, td.BackRequests, td.Outcome, td.Err)
-			}
-			if !paced {
-				<-answered
 			}
 		}
 	}

@@ -341,7 +341,7 @@ func TestHTTP1ReloadEndsKeepAliveConnectionsOfAReplacedBackend(t *testing.T) {
 // ends then, as draining.)
 func TestHTTP1IdleAcrossAReloadEndsAtIdleTimeout(t *testing.T) {
 	oldO, newO := startOrigin(t, hello), startOrigin(t, hello)
-	h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(oldO.addr))
+	h := startProxy(t, config.Listener{IdleTimeout: time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(oldO.addr))
 	c := dialClient(t, h.addr, false)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(c)
@@ -349,7 +349,7 @@ func TestHTTP1IdleAcrossAReloadEndsAtIdleTimeout(t *testing.T) {
 	if status, _, closing := readBody(t, br); status != 200 || closing {
 		t.Fatalf("before the reload: %d closing %v; want 200, kept", status, closing)
 	}
-	time.Sleep(50 * time.Millisecond) // the client's pause: past a loop's 20 ms look, well before idle_timeout
+	time.Sleep(200 * time.Millisecond) // the client's pause: well past a loop's 20 ms look, well before idle_timeout
 	next := runningConfig(h)
 	next.Backends[0].Address = newO.addr
 	if err := h.srv.Reload(context.Background(), &next); err != nil {
