@@ -155,10 +155,10 @@ func (l *segmentLoss) excuse(t testing.TB, lost map[tuple]bool, recs []Record, h
 	var why []string
 	for i, r := range recs {
 		for _, leg := range []string{"front", "back"} {
-			local, peer := r.Str(leg+".local"), r.Str(leg+".peer")
-			if r.Str(leg+".time_wait") != "proxy" || !held[tuple{local, peer}] || !held[tuple{peer, local}] || !lostOn(lost, r, leg) {
+			if !bothHeldPeerLost(lost, held, r, leg) {
 				continue
 			}
+			local, peer := r.Str(leg+".local"), r.Str(leg+".peer")
 			c := maps.Clone(out[i]) // the caller's record stays as written
 			c[leg+".time_wait"] = "both"
 			out[i] = c
@@ -170,6 +170,14 @@ func (l *segmentLoss) excuse(t testing.TB, lost map[tuple]bool, recs []Record, h
 		t.Logf("%d legs say proxy where both hold TIME-WAIT, a segment of the peer's lost: %s", len(why), strings.Join(why, "; "))
 	}
 	return out
+}
+
+// bothHeldPeerLost reports whether r's leg says the proxy alone holds
+// TIME-WAIT where the kernel holds it on both sides, and the proxy's host
+// dropped a segment of the peer's on that leg: no reading can tell.
+func bothHeldPeerLost(lost, held map[tuple]bool, r Record, leg string) bool {
+	local, peer := r.Str(leg+".local"), r.Str(leg+".peer")
+	return r.Str(leg+".time_wait") == "proxy" && held[tuple{local, peer}] && held[tuple{peer, local}] && lostOn(lost, r, leg)
 }
 
 // lostAtProxy is the 4-tuples, as tuple{sender, receiver}, of the
@@ -201,9 +209,7 @@ func (v *lossView) heldBack(r Record, leg string) bool { return finHeldBack(v.lo
 // while its FIN is retransmitted lets the client's FIN, passed on,
 // reach it first. The kernel judges the leg (segmentLoss.excuse).
 func (v *lossView) crossed(r Record, leg string) bool {
-	local, peer := r.Str(leg+".local"), r.Str(leg+".peer")
-	return r.Str(leg+".first_fin") == "proxy" && r.Str(leg+".time_wait") == "proxy" && r.Num(leg+".fin_in_ms") >= 0 &&
-		lostOn(v.lost, r, leg) && v.held[tuple{local, peer}] && v.held[tuple{peer, local}]
+	return r.Str(leg+".first_fin") == "proxy" && r.Num(leg+".fin_in_ms") >= 0 && bothHeldPeerLost(v.lost, v.held, r, leg)
 }
 
 // peerOf names leg's peer as the records do.

@@ -179,14 +179,11 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			// or 417): as on the loops, the connection is not reused
 			// (what the backend sends next answers nothing the proxy
 			// sent) and the client is told this one closes. Told by the
-			// bytes handed to a write, counted before the write: an
-			// answer to the whole body comes after its last write began.
-			// One written whole before the answer came is told at the
-			// exchange's end, by the send queue.
-			// A chunked body's last write is told before it
-			// (WritingLast).
-			early = (body.total >= 0 && body.handed.Load() < body.total || body.total < 0 && !body.last.Load()) &&
-				resp.Status != http.StatusSwitchingProtocols
+			// body's last write being due, noted before the write: an
+			// answer to the whole body comes after it began. One written
+			// whole before the answer came is told at the exchange's
+			// end, by the send queue.
+			early = !body.last.Load() && resp.Status != http.StatusSwitchingProtocols
 		}
 		rt.closing = req.Close || resp.Close || early
 		if !rt.closing && h.draining() {
@@ -566,6 +563,7 @@ func (h *h1) startBody(bc *pool.Conn, req *http1.Request) *bodyCopy {
 	b := &bodyCopy{done: make(chan bodyResult, 1), dst: bc, total: -1}
 	if req.Framing == http1.Length {
 		b.total = req.Length
+		b.last.Store(b.total == 0) // nothing to write: the request is all sent
 	}
 	b.moved.Store(time.Now().UnixNano())
 	go func() {
@@ -596,13 +594,13 @@ type bodyCopy struct {
 	// answered: a final response's head came (the copy's own failure
 	// then leaves its relay alone).
 	answered atomic.Bool
-	// handed counts the body's bytes given to a write to the backend,
-	// before the write: once it reaches total (a Content-Length body;
-	// -1 for a chunked one), an answer can be to the whole request.
-	handed atomic.Int64
-	total  int64
-	last   atomic.Bool // a chunked body's last write is due (WritingLast)
-	werr   error       // a write to the backend failed: read once done was received
+	// last: the body's last write is due, noted before it: a
+	// Content-Length body's bytes handed to writes reached total, a
+	// chunked one's end was told (WritingLast).
+	last   atomic.Bool
+	handed int64 // the body's bytes handed to writes (the copy's goroutine alone)
+	total  int64 // a Content-Length body's length; -1 for a chunked one
+	werr   error // a write to the backend failed: read once done was received
 }
 
 // WritingLast implements http1.LastWriter.
@@ -610,7 +608,9 @@ func (b *bodyCopy) WritingLast() { b.last.Store(true) }
 
 // Write implements io.Writer for the copy, noting its progress.
 func (b *bodyCopy) Write(p []byte) (int, error) {
-	b.handed.Add(int64(len(p)))
+	if b.handed += int64(len(p)); b.handed == b.total {
+		b.last.Store(true)
+	}
 	b.writing.Store(true)
 	n, err := b.dst.Write(p)
 	b.moved.Store(time.Now().UnixNano())

@@ -1457,7 +1457,7 @@ func (h *h1Loop) clientGone(err error) {
 		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
 		return
 	}
-	h.rec().Outcome(responseCutBy(err), fmt.Errorf("relay response: %w", err))
+	h.rec().Outcome(engine.OutcomeBackendReset, fmt.Errorf("relay response: %w", err))
 	h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut})
 }
 

@@ -1141,3 +1141,24 @@ func TestHTTP1RetriedNoteStaysWithItsRequest(t *testing.T) {
 		t.Errorf("outcome %s back.reason %q (%v), want backend_reset without the earlier request's retry", td.Outcome, td.Back.Reason, td.Err)
 	}
 }
+
+// A request with an empty body (Content-Length: 0) answered at once is
+// answered to the whole request: the client connection is kept and the
+// backend connection reused, on either relay.
+func TestHTTP1EmptyBodyAnswerIsNotEarly(t *testing.T) {
+	o := startOrigin(t, hello)
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
+	c := dialClient(t, h.addr, false)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+		if status, _, closing := readBody(t, br); status != 200 || closing {
+			t.Fatalf("request %d: %d, closing %v; want 200, kept", i, status, closing)
+		}
+	}
+	c.Close()
+	if td := h.record(t); td.BackRequests != 2 || o.conns.Load() != 1 {
+		t.Errorf("record: %d backend requests over %d backend connections; want 2 over 1", td.BackRequests, o.conns.Load())
+	}
+}
