@@ -186,11 +186,14 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			early = !body.last.Load() && resp.Status != http.StatusSwitchingProtocols
 		}
 		rt.closing = req.Close || resp.Close || early
-		if !rt.closing && h.draining() {
+		tunnel := resp.Status == http.StatusSwitchingProtocols || req.Method == http.MethodConnect && resp.Status/100 == 2
+		if !rt.closing && !tunnel && h.draining() {
 			rt.closing, h.drainClosed = true, true
 		}
-		tunnel := resp.Status == http.StatusSwitchingProtocols || req.Method == http.MethodConnect && resp.Status/100 == 2
-		head, whole := resp.HeadForClient(rt.closing), wholeBody(resp, br, tunnel)
+		// A tunnel's head goes as the backend sent it: the connection
+		// carries the tunnel on, and a "close" beside its Connection:
+		// Upgrade makes clients refuse the upgrade.
+		head, whole := resp.HeadForClient(rt.closing && !tunnel), wholeBody(resp, br, tunnel)
 		n, err := h.writeFront(head, whole)
 		headN := min(n, len(head))
 		h.rec.Sent(policy.Front, int64(headN))

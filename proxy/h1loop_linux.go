@@ -1175,14 +1175,18 @@ func (h *h1Loop) parseResponse() bool {
 		// exchange's end: finish.)
 		x.early, x.closing = true, true
 	}
-	if !x.closing && h.draining() {
-		x.closing, x.drainClosed = true, true
-	}
 	x.resp = resp
 	if resp.Status == 101 || x.req.Method == "CONNECT" && resp.Status/100 == 2 {
-		x.tunnel = true // what bin holds past the head is the tunnel's
-		h.queue(resp.HeadForClient(x.closing))
+		// What bin holds past the head is the tunnel's. Its head goes as
+		// the backend sent it: the connection carries the tunnel on, and
+		// a "close" beside its Connection: Upgrade makes clients refuse
+		// the upgrade.
+		x.tunnel = true
+		h.queue(resp.HeadForClient(false)) // a copy
 		return true
+	}
+	if !x.closing && h.draining() {
+		x.closing, x.drainClosed = true, true
 	}
 	switch resp.Framing {
 	case http1.Length:
