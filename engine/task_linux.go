@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"syscall"
@@ -374,9 +375,10 @@ func (rn *Runner) Local() *any { return &rn.l.local }
 // length, or one that ends at its sender's FIN. The zero value has no
 // pipe yet; Close it when done.
 type TaskPipe struct {
-	p  splicePipe
-	in int // bytes in the pipe, not yet written on
-	ok bool
+	p      splicePipe
+	in     int // bytes in the pipe, not yet written on
+	ok     bool
+	failed bool // the pipe could not be made: Usable says so
 }
 
 // Held is what the pipe holds, read and not yet written on.
@@ -385,17 +387,33 @@ func (t *TaskPipe) Held() int { return t.in }
 // Open reports that the pipe is made (Move made it; Close closes it).
 func (t *TaskPipe) Open() bool { return t.ok }
 
+// Usable reports that Move may be called: the pipe is made, or no
+// attempt to make it failed yet. Once one did (ErrNoPipe), the caller
+// copies through its own buffer, as a tcp relay's direction does.
+func (t *TaskPipe) Usable() bool { return t.ok || !t.failed }
+
+// ErrNoPipe: TaskPipe.Move could not make its pipe (the process out of
+// descriptors, or its user out of pipe buffers) and moved nothing: a
+// failure of this process, neither socket's. The caller goes on through
+// its own buffer.
+var ErrNoPipe = errors.New("no splice pipe")
+
 // Move writes on to dst what the pipe holds, then takes at most max more
 // bytes from src (one splice) and writes them on; n is what reached dst.
 // io.EOF: src's peer ended (nothing held). ErrWouldBlock: a socket is
-// not ready, and an edge will say when. Another error is dst's when
-// toDst, else src's.
+// not ready, and an edge will say when. ErrNoPipe: the pipe could not be
+// made, nothing moved (Usable is false from then on). Another error is
+// dst's when toDst, else src's.
 func (t *TaskPipe) Move(src, dst *TaskSock, max int) (n int, toDst bool, err error) {
 	took := false
 	if !t.ok {
+		if t.failed {
+			return 0, false, ErrNoPipe
+		}
 		t.p = noPipe()
 		if err := t.p.open(); err != nil {
-			return 0, false, err
+			t.failed = true
+			return 0, false, fmt.Errorf("%w: %w", ErrNoPipe, err)
 		}
 		t.ok = true
 	}

@@ -1352,8 +1352,8 @@ func (x *h1Exchange) lastOut(h *h1Loop) bool {
 // readBody relays the next bytes of the response body.
 func (h *h1Loop) readBody() bool {
 	x := h.x
-	if x.binN == 0 && (h.pipe.Held() > 0 || x.resp.Framing == http1.Length && x.left >= spliceFrom ||
-		x.resp.Framing == http1.UntilClose && x.bulk) {
+	if x.binN == 0 && (h.pipe.Held() > 0 || h.pipe.Usable() && (x.resp.Framing == http1.Length && x.left >= spliceFrom ||
+		x.resp.Framing == http1.UntilClose && x.bulk)) {
 		return h.spliceBody()
 	}
 	if x.binN == 0 {
@@ -1398,6 +1398,8 @@ func (h *h1Loop) spliceBody() bool {
 	switch {
 	case err == engine.ErrWouldBlock:
 		return n > 0
+	case errors.Is(err, engine.ErrNoPipe):
+		return true // nothing moved: readBody goes on through bin
 	case errors.Is(err, io.EOF) && x.resp.Framing == http1.UntilClose:
 		x.bodyDone = true
 	case errors.Is(err, io.EOF):
