@@ -163,7 +163,9 @@ non-blocking peek of each idle connection) and closed.`},
 		def: 1024, check: atLeast0("no cap"), doc: `
 Connections to this backend, in use and idle together (with several
 servers: to each server), up to 1048576. A tcp session holds one for its
-whole life (an http1 session only while an exchange runs). A session that
+whole life; an http1 session while an exchange runs (on the loops also
+up to 20 ms after it, for its client's next request, unless another
+session waits for one). A session that
 finds none free waits up to connect_timeout, then is refused with outcome
 pool_exhausted: in tcp mode by a reset, in http1 mode by a 503 and the
 proxy's FIN. 0 means no cap.`},

@@ -81,6 +81,9 @@ type Pool struct {
 	// as it is taken, so no more are dialed (warmLocked).
 	speaksFirst atomic.Bool
 	retired     atomic.Bool // Retire: the backend left the configuration
+	// waiting mirrors stats.Waiting for Wanted, which a session asks
+	// at every exchange's end without the lock.
+	waiting atomic.Int32
 
 	mu      sync.Mutex
 	idle    []*Conn       // oldest first; Get takes the newest from the end
@@ -471,6 +474,11 @@ func (p *Pool) pushIdleLocked(c *Conn, now time.Time) {
 	p.signalLocked()
 }
 
+// Wanted reports that a Get waits at MaxConns for a slot: a session
+// that keeps a connection between its requests, for its client's next
+// one, gives it back now instead. One atomic load.
+func (p *Pool) Wanted() bool { return p.waiting.Load() > 0 }
+
 // openLocked counts the connections held against MaxConns.
 func (p *Pool) openLocked() int {
 	return p.stats.InUse + len(p.idle) + p.stats.Dialing
@@ -499,10 +507,12 @@ func (p *Pool) signalLocked() {
 func (p *Pool) waitLocked(ctx context.Context, start time.Time) error {
 	freed := p.freed
 	p.stats.Waiting++
+	p.waiting.Add(1)
 	p.mu.Unlock()
 	err := waitFreed(ctx, freed, p.cfg.ConnectTimeout, start)
 	p.mu.Lock()
 	p.stats.Waiting--
+	p.waiting.Add(-1)
 	if err != nil {
 		return fmt.Errorf("backend %s: %d connections open: %w", p.cfg.Address, p.openLocked(), err)
 	}

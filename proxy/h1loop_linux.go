@@ -1530,6 +1530,11 @@ func (h *h1Loop) finish() {
 		return
 	}
 	h.keep()
+	if h.ss.sv.pool.Wanted() {
+		// Another session waits at max_conns: the connection is its,
+		// not kept for this client's next request, as on goroutines.
+		h.releaseKept()
+	}
 	h.x.done(keepOf(h.rn))
 	h.x = nil
 	now := h.rn.Now()
