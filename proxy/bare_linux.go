@@ -218,7 +218,7 @@ func fdConn(fd int) (*net.TCPConn, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
 	}
-	f := os.NewFile(uintptr(d), "")
+	f := os.NewFile(uintptr(d), "socket") // named in net.FileConn's errors
 	c, err := net.FileConn(f)
 	_ = f.Close()
 	if err != nil {

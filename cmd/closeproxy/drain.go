@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -83,10 +84,14 @@ func drainFlags(args []string, admin string, delay, timeout time.Duration) error
 	return nil
 }
 
+// drainAnswerWait is how long drain waits for /drain's answer, beyond
+// the delay and the wait it asks for.
+var drainAnswerWait = 5 * time.Second
+
 // drain posts /drain to admin and returns the exit code.
 func drain(admin string, delay time.Duration, wait bool, timeout time.Duration, stdout, stderr io.Writer) int {
 	u := url.URL{Scheme: "http", Host: admin, Path: "/drain"}
-	client := http.Client{Timeout: 5 * time.Second}
+	client := http.Client{Timeout: drainAnswerWait}
 	q := url.Values{}
 	if delay > 0 {
 		q.Set("delay", delay.String())
@@ -101,7 +106,7 @@ func drain(admin string, delay time.Duration, wait bool, timeout time.Duration, 
 	u.RawQuery = q.Encode()
 	resp, err := client.Post(u.String(), "", nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "drain: %v\n", notRunning(err, "-admin"))
+		fmt.Fprintf(stderr, "drain: %v\n", unanswered(notRunning(err, "-admin")))
 		return 1
 	}
 	defer resp.Body.Close()
@@ -115,4 +120,17 @@ func drain(admin string, delay time.Duration, wait bool, timeout time.Duration, 
 		return 1
 	}
 	return 0
+}
+
+// unanswered adds to a request that got no answer in time what may still
+// come of it: a proxy out of descriptors cannot accept the admin
+// connection, which waits in its kernel with the request in it, and
+// carries the drain out once descriptors come back.
+func unanswered(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) || !ue.Timeout() {
+		return err
+	}
+	return fmt.Errorf("%w: no answer; the request may still wait in the proxy's kernel and be carried out once the proxy takes it "+
+		"(out of descriptors, its admin listener cannot: see its log); its /readyz answers 503 once it drains", err)
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/closeproxy/closeproxy/admin"
 	"github.com/closeproxy/closeproxy/config"
@@ -188,5 +189,25 @@ func TestNotRunningSaysWhereItLooked(t *testing.T) {
 		if want := "is closeproxy running? its admin listener is admin.listen (pass " + c.flag + " or -config)"; code != 1 || !strings.Contains(errOut.String(), want) {
 			t.Errorf("%q: exit %d, %q; want 1 and %q", c.args, code, errOut.String(), want)
 		}
+	}
+}
+
+// An admin listener that takes no connection (a proxy out of
+// descriptors: the connection and its request wait in the kernel's
+// queue) leaves drain without an answer: it fails, and says that the
+// request may still be carried out, as it is once the proxy accepts it.
+func TestDrainUnansweredSaysItMayStillHappen(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // never accepted from
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	orig := drainAnswerWait
+	drainAnswerWait = 200 * time.Millisecond
+	t.Cleanup(func() { drainAnswerWait = orig })
+	var out, errOut bytes.Buffer
+	code := run([]string{"drain", "-admin", ln.Addr().String()}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "may still wait in the proxy's kernel and be carried out") {
+		t.Errorf("drain to a listener that accepts nothing: exit %d, %q; want 1 and that the request may still be carried out", code, errOut.String())
 	}
 }
