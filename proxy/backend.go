@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"reflect"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,10 +20,14 @@ import (
 // warm dials stop at once, its pools serve the sessions still using it
 // until the last one ends.
 type backend struct {
-	cfg        config.Backend
-	servers    []*server
-	bal        *balance.Balancer
-	users      sync.WaitGroup // sessions using it
+	cfg     config.Backend
+	servers []*server
+	bal     *balance.Balancer
+	// users is the configuration's hold on it (1 until it retires) and
+	// one per session using it (use, done): at 0 no session can use it
+	// any more, unused is closed and its pools stop.
+	users      atomic.Int64
+	unused     chan struct{}
 	stop       context.CancelFunc
 	stopChecks context.CancelFunc
 	// retiring: retireLocked ran (a reload replaced it, or the server
@@ -68,7 +71,8 @@ func (s *Server) buildBackends(cfg *config.Config, old map[string]*backend) map[
 // newBackend makes b's backend, its servers' session counts those of the
 // same name and address before it. The caller holds s.mu, or is New.
 func (s *Server) newBackend(b config.Backend) *backend {
-	be := &backend{cfg: b, bal: balance.New(balance.Algorithm(b.Balance))}
+	be := &backend{cfg: b, bal: balance.New(balance.Algorithm(b.Balance)), unused: make(chan struct{})}
+	be.users.Store(1) // the configuration's
 	hc := balance.HealthConfig{Rise: b.Health.Rise, Fall: b.Health.Fall, EjectAfter: b.Health.EjectAfter, EaseIn: b.Health.EaseIn}
 	if !checked(b.Health) {
 		hc.Revive = b.Health.Interval // nothing else would bring an ejected server back
@@ -171,15 +175,38 @@ func (s *Server) retireLocked(b *backend) {
 	for _, sv := range b.servers {
 		sv.pool.Retire()
 	}
+	b.done() // the configuration's hold
 	s.pools.Add(1)
 	go func() {
 		defer s.pools.Done()
-		b.users.Wait()
+		<-b.unused
 		if b.stop != nil {
 			b.stop()
 		}
 		b.retired.Store(true)
 	}()
+}
+
+// use counts a session in, unless b is unused for good (retired, and
+// every session that used it ended: its pools stop): a connection
+// accepted with the listener's configuration of before a reload then
+// takes the new one's backend (Server.useBackend). A compare-and-swap,
+// so that no session counts in once the count reached 0, as a
+// WaitGroup's Add racing its Wait could.
+func (b *backend) use() bool {
+	for n := b.users.Load(); n > 0; n = b.users.Load() {
+		if b.users.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+	return false
+}
+
+// done counts a session, or the configuration's hold, out.
+func (b *backend) done() {
+	if b.users.Add(-1) == 0 {
+		close(b.unused)
+	}
 }
 
 // stats sums the pools of b's servers.

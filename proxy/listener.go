@@ -185,6 +185,29 @@ func (s *Server) bare(lc *listenerConf) bool {
 	return lc.be.cfg.Protocol == config.ProtocolTCP || loopHTTP1(lc.be.cfg)
 }
 
+// acceptedHook, when set (tests), runs as a session accepted with a
+// listener's configuration counts in on its backend.
+var acceptedHook func()
+
+// useBackend counts a session accepted with lc in on lc's backend, or
+// on the backend of the configuration a reload gave l since, if lc's is
+// unused for good, and returns the configuration it counted on. nil: the
+// reload removed l and its backend as the connection came; c or fd was
+// refused.
+func (s *Server) useBackend(l *listener, lc *listenerConf, c *net.TCPConn, fd int, peer netip.AddrPort, home int) *listenerConf {
+	for !lc.be.use() {
+		next := l.conf.Load()
+		if next == lc {
+			ss := s.newSession(l, lc, c, fd, peer)
+			ss.refuse(engine.OutcomeError, fmt.Errorf("backend %q left the configuration as the connection came", lc.be.cfg.Name))
+			s.recordRefused(ss, home)
+			return nil
+		}
+		lc = next
+	}
+	return lc
+}
+
 // sleepUnlessDone waits d and reports whether the server is still up.
 func (s *Server) sleepUnlessDone(d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -194,6 +217,17 @@ func (s *Server) sleepUnlessDone(d time.Duration) bool {
 		return true
 	case <-s.done:
 		return false
+	}
+}
+
+// recordRefused writes the record of a session refused at its accept;
+// on a loop (home 0 or more) from a goroutine: a record sink may block,
+// a loop must not.
+func (s *Server) recordRefused(ss *session, home int) {
+	if td := ss.rec.Done(); home >= 0 {
+		go s.record(td)
+	} else {
+		s.record(td)
 	}
 }
 
@@ -207,15 +241,16 @@ func (s *Server) accepted(l *listener, lc *listenerConf, c *net.TCPConn, fd int,
 		ss := s.newSession(l, lc, c, fd, peer)
 		ss.refuse(engine.OutcomeOverLimit, fmt.Errorf("max_connections %d reached", max))
 		s.obs.Rejected(lc.cfg.Name, string(engine.OutcomeOverLimit))
-		if td := ss.rec.Done(); home >= 0 {
-			go s.record(td) // a record sink may block; a loop must not
-		} else {
-			s.record(td)
-		}
+		s.recordRefused(ss, home)
+		return
+	}
+	if acceptedHook != nil {
+		acceptedHook()
+	}
+	if lc = s.useBackend(l, lc, c, fd, peer, home); lc == nil {
 		return
 	}
 	l.open.Add(1)
-	lc.be.users.Add(1)
 	s.sessions.Add(1)
 	s.live.Add(1)
 	s.trim.started()

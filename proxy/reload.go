@@ -43,13 +43,16 @@ func (s *Server) swap(ctx context.Context, cfg *config.Config) error {
 	}
 	old := s.backends
 	s.backends = s.buildBackends(cfg, old)
+	// The listeners take the new backends before the old ones retire: a
+	// connection accepted meanwhile that finds its backend unused for
+	// good finds the new one (useBackend).
+	s.configureLocked(cfg, lns)
 	for name, b := range old {
 		if s.backends[name] != b {
 			s.retireLocked(b)
 			s.replaced.add(name, b)
 		}
 	}
-	s.configureLocked(cfg, lns)
 	s.closeDroppedLocked(lns)
 	for _, l := range lns {
 		if s.serving && !s.isAcceptingLocked(l) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -372,5 +373,50 @@ func TestHTTP1IdleAcrossAReloadEndsAtIdleTimeout(t *testing.T) {
 	c.Close()
 	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Reason != policy.ReasonIdle || td.Front.Cut {
 		t.Errorf("record: outcome %s (%v), front reason %q cut %v; want ok, %q, nothing cut", td.Outcome, td.Err, td.Front.Reason, td.Front.Cut, policy.ReasonIdle)
+	}
+}
+
+// A connection accepted with the listener's configuration of before a
+// reload that replaced its backend, whose old backend the reload retired
+// and stopped before the session counted in on it: the session is served
+// by the new backend, on both relays. It was refused (dial_failed:
+// backend connection pool closed), and its count's Add raced the
+// retirement's Wait (a WaitGroup's data race). The hook reloads at that
+// moment and waits for the old backend's pools to stop.
+func TestReloadAsAConnectionIsAcceptedServesIt(t *testing.T) {
+	// The hook is set before the accept loops start, and reaches the
+	// test's reload through a channel: the loops read it unlocked.
+	reload := make(chan func(), 1)
+	acceptedHook = func() {
+		select {
+		case f := <-reload:
+			f()
+		default:
+		}
+	}
+	t.Cleanup(func() { acceptedHook = nil })
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(httpBackend(t, true)))
+	next := runningConfig(h)
+	next.Backends[0].Pool.Warm = 1 // a change: the backend is replaced
+	reload <- func() {
+		h.srv.mu.Lock()
+		old := h.srv.backends["app"]
+		h.srv.mu.Unlock()
+		if err := h.srv.Reload(context.Background(), &next); err != nil {
+			t.Error(err)
+			return
+		}
+		for deadline := time.Now().Add(5 * time.Second); !old.retired.Load(); runtime.Gosched() {
+			if time.Now().After(deadline) {
+				t.Error("the replaced backend's pools did not stop within 5s")
+				return
+			}
+		}
+	}
+	if _, err := get(t, h.addr, false); err != nil {
+		t.Fatalf("a connection accepted as a reload replaced its backend: %v", err)
+	}
+	if td := h.record(t); td.Outcome != engine.OutcomeOK {
+		t.Errorf("record: outcome %s (%v), want ok", td.Outcome, td.Err)
 	}
 }

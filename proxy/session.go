@@ -323,7 +323,7 @@ func (ss *session) end() {
 	ss.leave(true)
 	td := ss.rec.Done()
 	ss.l.open.Add(-1)
-	ss.bk.users.Done() // before the record: a sink that blocks holds no pool
+	ss.bk.done() // before the record: a sink that blocks holds no pool
 	s.writing.Add(1)
 	s.record(td)
 	s.writing.Add(-1)
