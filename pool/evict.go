@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -48,6 +49,8 @@ type sweeper struct {
 type idleRef struct {
 	c    *Conn
 	uses int
+	raw  syscall.RawConn // c's, read under the lock: a Get may hand c out meanwhile, and its holder change it
+	l    liveness        // the peek's verdict
 }
 
 // sweep evicts aged idle connections, then peeks at the others without
@@ -57,7 +60,7 @@ func (s *sweeper) sweep(p *Pool) {
 	p.mu.Lock()
 	s.gone = p.takeAgedLocked(time.Now(), s.gone[:0])
 	for _, c := range p.idle {
-		s.snap = append(s.snap, idleRef{c, c.Uses})
+		s.snap = append(s.snap, idleRef{c: c, uses: c.Uses, raw: c.raw})
 	}
 	p.mu.Unlock()
 	p.closeGone(s.gone, "max_idle_age")
@@ -65,8 +68,7 @@ func (s *sweeper) sweep(p *Pool) {
 	s.gone = s.gone[:0]
 	n := 0
 	for _, r := range s.snap {
-		if l := s.probe.check(r.c.raw); l != alive {
-			p.noteSpeaksFirst(l, r.uses)
+		if r.l = s.probe.check(r.raw); r.l != alive {
 			s.snap[n] = r
 			n++
 		}
@@ -75,6 +77,14 @@ func (s *sweeper) sweep(p *Pool) {
 		p.mu.Lock()
 		s.gone = p.takeDeadLocked(s.snap[:n], s.gone)
 		p.mu.Unlock()
+		// Only a verdict on a connection still idle and unused since
+		// the snapshot tells of the backend: one a session took
+		// meanwhile may carry its answer.
+		for _, r := range s.snap[:n] {
+			if slices.Contains(s.gone, r.c) {
+				p.noteSpeaksFirst(r.l, r.uses)
+			}
+		}
 		p.closeGone(s.gone, "dead")
 	}
 	clear(s.snap)
