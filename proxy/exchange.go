@@ -78,8 +78,15 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 			h.backendFailed(err)
 			return true, false
 		}
+		// Held as a tcp session's is, until it is given back: a panic
+		// meanwhile (session.panicked) discards it and frees its slot.
+		h.back = bc
+		if exchangeHeldHook != nil {
+			exchangeHeldHook()
+		}
 		if bc.Bare != nil { // dialed for the loops
 			if err := h.srv.unbare(bc); err != nil { // out of descriptors
+				h.back = nil
 				h.sv.pool.Discard(bc)
 				h.rec.Outcome(engine.OutcomeError, fmt.Errorf("take a loop's backend connection: %w", err))
 				h.writeError(503, "Service Unavailable")
@@ -112,6 +119,10 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 		return rt.closing, false
 	}
 }
+
+// exchangeHeldHook, when set (tests), runs as an exchange on a goroutine
+// took its backend connection.
+var exchangeHeldHook func()
 
 // stalled: the guard cut the exchange short (idle_timeout with no byte
 // moving, or shutdown out of time). A response not begun is answered with
@@ -677,6 +688,7 @@ func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 		if !rt.unused {
 			h.rec.Pooled()
 		}
+		h.back = nil
 		h.sv.pool.Put(bc)
 		return
 	case rt.cutBack:
@@ -684,19 +696,21 @@ func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 	default:
 		h.eng.End(policy.Back, bc.TCPConn, br, engine.Ending{PeerFIN: rt.backFIN})
 	}
+	h.back = nil
 	h.sv.pool.Release(bc)
 }
 
 // dropBackend resets a connection that failed before responding.
 func (h *h1) dropBackend(bc *pool.Conn, br *bufio.Reader) {
 	putBackReader(br)
+	h.back = nil
 	h.sv.pool.Discard(bc)
 }
 
 // tunnel relays both ways after an Upgrade or CONNECT; bytes already read
 // past the messages go first.
 func (h *h1) tunnel(bc *pool.Conn, br *bufio.Reader) {
-	defer h.sv.pool.Release(bc)
+	defer func() { h.back = nil; h.sv.pool.Release(bc) }()
 	_ = bc.SetDeadline(time.Time{})
 	p := engine.Pending{Up: buffered(h.fr), Down: buffered(br)}
 	tunnelTakesNoBet(h.eng)

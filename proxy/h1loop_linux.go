@@ -468,10 +468,13 @@ func (h *h1Loop) Crashed(p any) {
 		x.bc = nil
 	}
 	h.pipe.Close()
-	if h.kept != nil { // reset with the task's sockets
+	switch {
+	case h.kept != nil && h.keptSock == nil: // taken for an exchange, not watched yet
+		h.ss.sv.pool.Discard(h.kept)
+	case h.kept != nil: // reset with the task's sockets
 		h.ss.sv.pool.Release(h.kept)
-		h.kept, h.keptSock = nil, nil
 	}
+	h.kept, h.keptSock = nil, nil
 	h.over = true
 	h.end()
 }
@@ -753,25 +756,26 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 	if h.kept != nil && !retryable(req) {
 		h.keptEdge() // a request that cannot be sent again goes only on a connection still open
 	}
+	// The connection the exchange takes stays in kept until the
+	// exchange holds it: a panic meanwhile (Crashed) frees its slot.
 	bc, back := h.kept, h.keptSock
-	h.kept, h.keptSock = nil, nil
 	if bc != nil && !retried {
 		h.reuse(bc)
 	} else {
-		if bc != nil {
-			h.kept, h.keptSock = bc, back
-			h.releaseKept()
-		}
+		h.releaseKept()
 		if bc = h.takeBackend(retryable(req) && !retried); bc == nil {
 			h.handOff(req, retried)
 			return false
 		}
+		h.kept, h.keptSock = bc, nil // not watched yet
 		var err error
 		if back, err = h.rn.Watch(bc.Bare.FD, bc.Bare.Home); err != nil {
+			h.kept = nil
 			h.ss.sv.pool.Discard(bc)
 			h.handOff(req, retried)
 			return false
 		}
+		h.keptSock = back
 		bc.Bare.Home = h.rn.Loop()
 	}
 	if loopExchangeHook != nil {
@@ -784,6 +788,7 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 	*x = h1Exchange{req: req, bc: bc, back: back, retried: retried, toBack: head, headUp: len(head), moved: now,
 		lookAt: now.Add(h.ss.ln.IdleTimeout)}
 	h.x = x
+	h.kept, h.keptSock = nil, nil
 	switch req.Framing {
 	case http1.Length:
 		x.upLeft = req.Length

@@ -32,7 +32,7 @@ type session struct {
 	front *net.TCPConn
 	bare  int        // the front as a bare descriptor (acceptFD) when front is nil; else -1
 	home  int        // the relay loop that accepted the front (Loops.Listen), or -1
-	back  *pool.Conn // a tcp session's backend connection, once it has one
+	back  *pool.Conn // a tcp session's backend connection, once it has one; an http1 exchange's on a goroutine while it holds one
 	order []*server  // the servers in the balancer's order, when atOnce asked it
 	rec   *engine.Recorder
 	eng   *engine.Session
