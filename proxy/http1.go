@@ -674,6 +674,9 @@ func errorResponse(status int, text string) string {
 // records why.
 func (h *h1) backendFailed(err error) {
 	switch {
+	case errors.Is(err, errDialCut):
+		h.rec.Outcome(engine.OutcomeDrained, err)
+		h.writeError(503, "Service Unavailable")
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		h.rec.Outcome(engine.OutcomePortsExhausted, err)
 		h.writeError(503, "Service Unavailable")

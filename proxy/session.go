@@ -355,6 +355,8 @@ func sendHeader(c *pool.Conn, h *proxyproto.Header) error {
 
 func dialOutcome(err error) engine.Outcome {
 	switch {
+	case errors.Is(err, errDialCut):
+		return engine.OutcomeDrained
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		return engine.OutcomePortsExhausted
 	case errors.Is(err, pool.ErrPoolExhausted):
@@ -414,7 +416,10 @@ func (ss *session) try(sv *server) (*pool.Conn, error) {
 			return c, nil
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ss.bk.cfg.ConnectTimeout)
+	// Bounded by connect_timeout, and cut when shutdown_timeout ran out:
+	// shutdown waits for every session's record, and a dial that
+	// outlived it would hold the process past shutdown's bound.
+	ctx, cancel := context.WithTimeout(ss.srv.drainCtx, ss.bk.cfg.ConnectTimeout)
 	defer cancel()
 	if own {
 		ctx = pool.WithSource(ctx, ss.rec.Client().Addr())
@@ -422,9 +427,15 @@ func (ss *session) try(sv *server) (*pool.Conn, error) {
 	c, err := sv.pool.Get(ctx)
 	if err == nil {
 		ss.connected(c)
+	} else if ss.srv.drainCtx.Err() != nil {
+		err = fmt.Errorf("%w: %w", errDialCut, err)
 	}
 	return c, err
 }
+
+// errDialCut: shutdown_timeout ran out while a session waited for its
+// backend connection (outcome drained).
+var errDialCut = errors.New("shutdown_timeout ran out while dialing the backend")
 
 // connected notes in the record the backend connection a try got.
 func (ss *session) connected(c *pool.Conn) {
