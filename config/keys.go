@@ -236,7 +236,10 @@ web server's own ip:port (see Transparent mode in the README).
   the address the client dialed is read with SO_ORIGINAL_DST.
 
 Either way the record's front.original_dst names it. The backend is still
-the [[backend]]'s address.`},
+the [[backend]]'s address. A tproxy listener needs a socket of its own
+(IP_TRANSPARENT): a reload that turns "tproxy" on or off on an unchanged
+listen address is refused (bind: address already in use); restart, or
+move the listener to another address in the same reload.`},
 
 	{path: "listener.close", kind: table, doc: `
 Close policy of the front leg (client <-> proxy).`},

@@ -14,11 +14,14 @@ var errNilConn = errors.New("dial func returned no connection and no error")
 
 // localErrors are dial failures of this host, not of the backend: out of
 // ephemeral ports (EADDRNOTAVAIL), a bind conflict, out of descriptors or
-// buffers, a source address of the wrong family (transparent mode). They
-// never count as backend failures (varnish-cache#2622).
+// buffers, a source address of the wrong family or one the kernel
+// refuses as a source toward the backend (transparent mode: a client
+// address from a PROXY header such as 127.0.0.1, EINVAL). They never
+// count as backend failures (varnish-cache#2622).
 var localErrors = [...]error{
 	syscall.EADDRNOTAVAIL, syscall.EADDRINUSE, syscall.EMFILE,
 	syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EAFNOSUPPORT,
+	syscall.EINVAL,
 }
 
 // IsLocal reports whether err is a failure of this host rather than of the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -39,4 +41,22 @@ func TestGetWithSourceAlwaysDials(t *testing.T) {
 		t.Errorf("dials saw sources %v, want [invalid %s]", seen, src)
 	}
 	drop(p, c)
+}
+
+// A dial the kernel refuses for its source address (transparent mode: a
+// client address such as 127.0.0.1 from a PROXY header, toward a backend
+// elsewhere: EINVAL) is this host's failure: counted local, never against
+// the backend, whose servers a few such sessions had all ejected.
+func TestDialRefusedForItsSourceIsLocal(t *testing.T) {
+	einval := func(context.Context, string) (*net.TCPConn, error) {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EINVAL)}
+	}
+	p := newPool(t, Config{Address: "192.0.2.1:80", ConnectTimeout: time.Second}, einval)
+	ctx := WithSource(context.Background(), netip.MustParseAddr("127.0.0.1"))
+	if _, err := p.Get(ctx); !IsLocal(err) {
+		t.Fatalf("Get: %v, want a local failure", err)
+	}
+	if st := p.Stats(); st.LocalDialFailures != 1 || st.DialFailures != 0 || st.Failing != 0 {
+		t.Errorf("stats: %d local, %d backend failures, failing %d; want 1, 0, 0", st.LocalDialFailures, st.DialFailures, st.Failing)
+	}
 }

@@ -425,10 +425,14 @@ func (ss *session) try(sv *server) (*pool.Conn, error) {
 		ctx = pool.WithSource(ctx, ss.rec.Client().Addr())
 	}
 	c, err := sv.pool.Get(ctx)
-	if err == nil {
+	var ne net.Error
+	switch {
+	case err == nil:
 		ss.connected(c)
-	} else if ss.srv.drainCtx.Err() != nil {
+	case ss.srv.drainCtx.Err() != nil:
 		err = fmt.Errorf("%w: %w", errDialCut, err)
+	case own && errors.As(err, &ne) && ne.Timeout():
+		err = fmt.Errorf("%w (source = \"client\": without the policy routing that `closeproxy transparent setup` installs, the backend's answers to the client's address never reach the proxy)", err)
 	}
 	return c, err
 }
