@@ -164,14 +164,32 @@ func (s *Server) acceptedFD(l *listener, fd int, peer netip.AddrPort, home int) 
 		s.accepted(l, lc, nil, fd, peer, home)
 		return
 	}
-	c, err := fdConn(fd)
+	var c *net.TCPConn
+	var err error
+	if frontConnHook != nil {
+		err = frontConnHook()
+	}
+	if err == nil {
+		c, err = fdConn(fd) // fd still open when it fails
+	}
 	if err != nil {
-		_ = engine.CloseFD(fd)
-		s.log.Warn("accept: make a connection of a bare descriptor", zap.String("listener", lc.cfg.Name), zap.Error(err))
+		// Out of descriptors: refused, recorded and counted as any
+		// connection the proxy accepted.
+		if outOfFiles(err) {
+			s.releaseFiles()
+		}
+		s.obs.Accepted(lc.cfg.Name)
+		ss := s.newSession(l, lc, nil, fd, peer)
+		ss.refuse(engine.OutcomeError, fmt.Errorf("accept: make a connection of a bare descriptor: %w", err))
+		s.recordRefused(ss, home)
 		return
 	}
 	s.accepted(l, lc, c, -1, peer, home)
 }
+
+// frontConnHook, when set (tests), fails acceptedFD's fdConn as a process
+// out of descriptors does.
+var frontConnHook func() error
 
 // bare tells whether the listener's connections go to the relay loops
 // as bare descriptors (acceptFD), which read a PROXY header there too:
