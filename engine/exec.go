@@ -119,11 +119,15 @@ func (x *executor) prime(l *leg, b []byte) bool {
 	n, err := l.tc.Write(b)
 	d.flow.wrote()
 	x.rec.Relayed(l.name == policy.Back, int64(n))
-	if err != nil {
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
+		x.closeReset(l) // the peer's reset, as a copier's read records it
+	default:
 		x.rec.Outcome(OutcomeError, fmt.Errorf("write to the %s: %w", l.name.Peer(), err))
-		return false
 	}
-	return true
+	return false
 }
 
 // run starts the copiers, calls first (if any) and handles events until
