@@ -532,7 +532,9 @@ func (h *h1) clientGone(rt *roundTrip, body *bodyCopy, err error) {
 	if stalled, _ := h.stalledNow(body); stalled {
 		return
 	}
-	if engine.ResetByPeer(h.front) {
+	// A response the backend ended early (or malformed) is its doing,
+	// whatever the client did after: the loops say so too.
+	if !backendCut(err) && engine.ResetByPeer(h.front) {
 		h.rec.Outcome(engine.OutcomeClientReset, fmt.Errorf("relay response: %w", err))
 		rt.endFront(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
 		return
@@ -541,6 +543,12 @@ func (h *h1) clientGone(rt *roundTrip, body *bodyCopy, err error) {
 	// backend sent before reaches the client first.
 	h.rec.Outcome(responseCutBy(err), fmt.Errorf("relay response: %w", err))
 	rt.endFront(engine.Ending{Cut: true, Why: policy.ReasonCut, Deliver: true})
+}
+
+// backendCut says err is the backend's alone: its response ended before
+// its end (EOF) or was malformed; only a read of it returns those.
+func backendCut(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, http1.ErrBadResponse)
 }
 
 // responseCutBy is the outcome of a response cut by err: the backend's
