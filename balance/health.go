@@ -137,6 +137,15 @@ func (h *Health) Weight(weight int, now time.Time) float64 {
 	return w * (0.1 + 0.9*max(f, 0))
 }
 
+// Ejections returns the ejection counts alone, bringing back no server:
+// for a retired backend's servers, which take no session and whose
+// return nobody should hear of.
+func (h *Health) Ejections() Ejections {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ejections
+}
+
 // State returns a snapshot.
 func (h *Health) State(now time.Time) State {
 	h.mu.Lock()

@@ -258,7 +258,7 @@ func (s *Server) Servers() map[string][]ServerStatus {
 	for name, b := range s.backends {
 		for _, sv := range b.servers {
 			h := sv.health.State(now)
-			h.Ejections = addEjections(h.Ejections, s.replaced.ejectionsOf(name, sv.addr, now))
+			h.Ejections = addEjections(h.Ejections, s.replaced.ejectionsOf(name, sv.addr))
 			out[name] = append(out[name], ServerStatus{
 				Address: sv.addr, Weight: sv.health.Weight(sv.weight, now), Active: sv.active.Load(),
 				Checked: checked(b.cfg.Health), Health: h, PoolStats: sv.pool.Stats(),

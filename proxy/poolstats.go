@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"time"
-
 	"github.com/closeproxy/closeproxy/balance"
 	"github.com/closeproxy/closeproxy/pool"
 )
@@ -66,7 +64,7 @@ func (r *replacedPools) foldName(name string) {
 		st.Failing = 0
 		addStats(&done, st)
 		for _, sv := range b.servers {
-			ej[sv.addr] = addEjections(ej[sv.addr], sv.health.State(time.Now()).Ejections)
+			ej[sv.addr] = addEjections(ej[sv.addr], sv.health.Ejections())
 		}
 	}
 	r.retiring[name], r.done[name], r.ejections[name] = keep, done, ej
@@ -84,12 +82,12 @@ func (r *replacedPools) addPools(name string, sum *pool.Stats) {
 
 // ejectionsOf returns the ejections of server addr of the backends
 // replaced under name.
-func (r *replacedPools) ejectionsOf(name, addr string, now time.Time) balance.Ejections {
+func (r *replacedPools) ejectionsOf(name, addr string) balance.Ejections {
 	sum := r.ejections[name][addr]
 	for _, b := range r.retiring[name] {
 		for _, sv := range b.servers {
 			if sv.addr == addr {
-				sum = addEjections(sum, sv.health.State(now).Ejections)
+				sum = addEjections(sum, sv.health.Ejections())
 			}
 		}
 	}

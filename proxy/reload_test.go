@@ -420,3 +420,59 @@ func TestReloadAsAConnectionIsAcceptedServesIt(t *testing.T) {
 		t.Errorf("record: outcome %s (%v), want ok", td.Outcome, td.Err)
 	}
 }
+
+// A server ejected on a backend a reload replaced comes back, by its
+// revive time, only on the current backend: reading the figures (a
+// scrape) logs "server back" once, not once more for each replaced
+// backend whose servers take no session (a review saw seven identical
+// lines at one scrape after six reloads).
+func TestScrapeAfterReloadsSaysServerBackOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close() // nothing listens: a dial is refused and ejects
+	be := defaultBackend(closed)
+	be.Name, be.Protocol, be.ConnectTimeout = "app", config.ProtocolTCP, time.Second
+	be.SendProxyProtocol = config.SendOff
+	be.Health = config.Health{Check: config.HealthOff, EjectAfter: 1, Interval: 50 * time.Millisecond}
+	ln0 := config.Listener{Name: "web", Backend: "app", Listen: "127.0.0.1:0", IdleTimeout: 5 * time.Second,
+		ProxyProtocol: config.ProxyProtocolOff, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}
+	cfg := &config.Config{Listeners: []config.Listener{ln0}, Backends: []config.Backend{be}, Log: config.Log{Teardown: "all"},
+		Auto: config.Defaults().Auto, Relay: testRelay}
+	core, logged := observer.New(zapcore.InfoLevel)
+	srv, err := New(cfg, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	addr := srv.Addrs()[0].String()
+	for i := range 4 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			io.ReadAll(c) // refused: dial_failed
+			c.Close()
+		}
+		next := *cfg
+		next.Backends = []config.Backend{be}
+		next.Backends[0].ConnectTimeout = time.Duration(i+2) * time.Second // a change: replaced
+		if err := srv.Reload(context.Background(), &next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // past the revive time of every ejection: nothing signals it
+	srv.Servers()
+	if n := logged.FilterMessageSnippet("server back").Len(); n > 1 {
+		t.Errorf("one read of the figures logged %d lines saying the server is back, want at most 1 (the current backend's)", n)
+	}
+}
