@@ -301,8 +301,11 @@ sent to it: an ACK, or an RST from a client that had closed its socket
 (recorded as its reset, no TIME-WAIT). Without an answer by then the leg
 is closed as a FIN exchange. A reset for late data (the client sent bytes
 after the backend's side was gone, or, in http1, more behind a request
-answered 400) waits the same way, then resets anyway; so does the reset
-that passes on the backend's (its RST in tcp mode; in http1 a response
-the backend cut short by a reset or an early close): what the backend
-sent before it goes to the client first.`},
+answered 400, or requests pipelined behind a last response) waits the
+same way, then resets anyway; so does the reset that passes on the
+backend's (its RST in tcp mode; in http1 a response the backend cut
+short by a reset or an early close): what the backend sent before it
+goes to the client first. Those resets wait as long as the client takes
+what it was sent: this counts from its latest progress, so a slow reader
+gets every byte and one that stopped reading is reset this long after.`},
 }

@@ -247,5 +247,7 @@ sent to it: an ACK, or an RST from a backend that had closed its socket
 is closed as a FIN exchange. A reset for late data (the backend sent
 bytes after the client's side was gone) waits the same way, then resets
 anyway; so does, in tcp mode, the reset that passes on the client's: what
-the client sent before it goes to the backend first.`},
+the client sent before it goes to the backend first. Those resets wait as
+long as the backend takes what it was sent: this counts from its latest
+progress.`},
 }

@@ -299,6 +299,7 @@ func (x *executor) startQueueDrain(l *leg, wait time.Duration) {
 	case q == 0:
 		x.safeRST(l)
 	default:
+		l.sendQ = q // pollQueue tells the peer's progress from it
 		l.startPolling(phaseResetting, wait)
 	}
 }

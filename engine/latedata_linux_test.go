@@ -222,3 +222,56 @@ func TestLateDataResetMetByThePeersFIN(t *testing.T) {
 		t.Errorf("the kernel's socket %v→%v: %+v found %v (%v), want TIME-WAIT", local, peer, s, ok, err)
 	}
 }
+
+// A late-data reset waits while its peer reads what it was sent, however
+// long that takes, and counts drain_timeout from the peer's latest
+// progress: a client that reads slowly (16 KiB every 40 ms, over three
+// times drain_timeout in all) gets every byte before the reset, and the
+// record says nothing was cut. The reset went at drain_timeout whatever
+// the client was doing, destroying whole http1 responses a client still
+// read (a review: 739,618 of 1,049,059 bytes at 640 KiB/s).
+func TestLateDataResetWaitsForAReaderThatTakesLong(t *testing.T) {
+	const drain = 300 * time.Millisecond
+	client, server := loopback.Pair(t, loopback.Listener(t))
+	// On loopback the client's window opens a segment (64 KiB) at a time:
+	// the proxy sees progress every 64 KiB read, about every 160 ms.
+	_ = client.SetReadBuffer(32 << 10)
+	_ = server.SetWriteBuffer(256 << 10)
+	n := sendBeforeTheEnd(t, server, true) // the client reads nothing yet: the queue stalls
+	in := lateInHand(t, client, server)
+	type read struct {
+		n   int64
+		err error
+	}
+	got := make(chan read, 1)
+	go func() {
+		_ = client.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 16<<10)
+		var total int64
+		for {
+			k, err := client.Read(buf)
+			total += int64(k)
+			if err != nil {
+				got <- read{total, err}
+				return
+			}
+			time.Sleep(40 * time.Millisecond) // the peer under test: a slow reader
+		}
+	}()
+	pol := defFront
+	pol.DrainTimeout = drain
+	s := frontSession(pol)
+	start := time.Now()
+	s.End(policy.Front, server, in, Ending{})
+	took := time.Since(start)
+	r := <-got
+	if r.n != n || !errors.Is(r.err, syscall.ECONNRESET) {
+		t.Errorf("the slow reader read %d of %d bytes, then %v (the reset after %v); want every byte, then a reset", r.n, n, r.err, took)
+	}
+	if f := s.Rec.Record().Front; f.Reason != policy.ReasonLateData || f.Cut {
+		t.Errorf("front reason %s cut %v; want late_data, not cut", f.Reason, f.Cut)
+	}
+	if took < 3*drain {
+		t.Logf("the read took %v, not past three drain_timeouts: the test proved less than it says", took)
+	}
+}

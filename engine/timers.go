@@ -111,6 +111,14 @@ func (x *executor) silent(l *leg, now time.Time) bool {
 // reset meanwhile acknowledges nothing more, and the kernel keeps counting
 // what it did not acknowledge: its reset ends the wait, not the wait's
 // end (nor is a reset of the proxy's recorded that the kernel never sent).
+//
+// A reset due anyway (late data, the other peer's reset) destroys what
+// the peer has not acknowledged when it goes: a peer that takes what it
+// was sent (its queue shrank since the last look) is reading, not
+// stalled, and the wait counts drain_timeout from its latest progress
+// (rule 2: a timer counts silence, never a transfer under way). An http1
+// client reading the last responses of a connection, with a request
+// pipelined behind them, gets them whole however slowly it reads.
 func (x *executor) pollQueue(l *leg, now time.Time) {
 	q, err := sendQueue(l.conn)
 	switch {
@@ -118,9 +126,15 @@ func (x *executor) pollQueue(l *leg, now time.Time) {
 		x.safeRST(l)
 	case l.resetByPeer():
 		x.peerReset(l)
+	case err == nil && l.due != dueNone && l.sendQ >= 0 && q < l.sendQ:
+		l.sendQ, l.until = q, now.Add(l.pol.DrainTimeout)
+		l.pollAgain(now)
 	case err != nil || !now.Before(l.until):
 		x.queueStuck(l)
 	default:
+		if err == nil {
+			l.sendQ = q
+		}
 		l.pollAgain(now)
 	}
 }
