@@ -306,6 +306,8 @@ same way, then resets anyway; so does the reset that passes on the
 backend's (its RST in tcp mode; in http1 a response the backend cut
 short by a reset or an early close): what the backend sent before it
 goes to the client first. Those resets wait as long as the client takes
-what it was sent: this counts from its latest progress, so a slow reader
-gets every byte and one that stopped reading is reset this long after.`},
+what it was sent: this counts from its latest progress (what it
+acknowledges; its window opens a segment at a time, 64 KiB on loopback),
+so a slow reader gets every byte and one that stopped reading is reset
+this long after.`},
 }
