@@ -41,6 +41,12 @@ func sourceDialer(ctx context.Context, src config.Source, address string) (*net.
 	if !ok {
 		return nil, errNoSource
 	}
+	if a := client.Unmap(); a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		// A PROXY header may name one: the kernel would dial from the
+		// proxy's own address, and the backend log the proxy as the
+		// client, silently. This host's failure, not the backend's.
+		return nil, fmt.Errorf("source = \"client\": client address %s cannot be a connection's source: %w", client, syscall.EINVAL)
+	}
 	if err := sameFamily(client, address); err != nil {
 		return nil, err
 	}

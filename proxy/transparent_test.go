@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
+	"github.com/closeproxy/closeproxy/pool"
 )
 
 func TestCapEffHas(t *testing.T) {
@@ -118,6 +120,23 @@ func TestSameFamily(t *testing.T) {
 		if err := sameFamily(tc.client, tc.address); (err == nil) != tc.ok {
 			t.Errorf("sameFamily(%s, %s) = %v, want ok %v", tc.client, tc.address, err, tc.ok)
 		}
+	}
+}
+
+// A client address that cannot be a connection's source (a PROXY header
+// may name one) is refused before any dial, as this host's failure: the
+// kernel dialed from the proxy's own address, and the backend logged the
+// proxy as the client, silently.
+func TestSourceDialerRefusesANonUnicastClient(t *testing.T) {
+	for _, a := range []string{"0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255", "::ffff:0.0.0.0"} {
+		ctx := pool.WithSource(context.Background(), netip.MustParseAddr(a))
+		if d, err := sourceDialer(ctx, config.SourceClient, "10.0.0.2:80"); err == nil || !pool.IsLocal(err) {
+			t.Errorf("client %s: dialer %v, error %v; want a local error, no dial", a, d, err)
+		}
+	}
+	ctx := pool.WithSource(context.Background(), netip.MustParseAddr("192.0.2.7"))
+	if _, err := sourceDialer(ctx, config.SourceClient, "10.0.0.2:80"); err != nil {
+		t.Errorf("a unicast client: %v", err)
 	}
 }
 
