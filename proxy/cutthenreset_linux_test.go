@@ -5,10 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
@@ -51,30 +48,5 @@ func TestHTTP1ResponseCutAfterTheClientResetIsTheBackends(t *testing.T) {
 	close(reset)
 	if td := h.record(t); td.Outcome != engine.OutcomeBackendReset {
 		t.Errorf("record: %s (%v), want backend_reset", td.Outcome, td.Err)
-	}
-}
-
-// waitGone polls the kernel (nothing else knows) until the proxy's socket
-// of the connection from client to proxy left /proc/net/tcp: reset.
-func waitGone(t *testing.T, client, proxy string) {
-	t.Helper()
-	local, remote := procAddr(t, proxy), procAddr(t, client)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		b, err := os.ReadFile("/proc/net/tcp")
-		if err != nil {
-			t.Fatal(err)
-		}
-		found := false
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			if f := strings.Fields(line); len(f) > 2 && f[1] == local && f[2] == remote {
-				found = true
-			}
-		}
-		if !found {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the proxy's socket toward %s still there 5s after the client's reset", client)
-		}
 	}
 }

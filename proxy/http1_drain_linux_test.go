@@ -68,20 +68,40 @@ func TestHTTP1ShutdownCutsAHalfHead(t *testing.T) {
 // of the connection from client to proxy holds no unread byte.
 func waitRead(t *testing.T, client, proxy string) {
 	t.Helper()
+	waitProcTCP(t, client, proxy, "the proxy did not read what the client sent", func(f []string) bool {
+		return f != nil && strings.HasSuffix(f[4], ":00000000")
+	})
+}
+
+// waitGone polls the kernel until the proxy's socket of the connection
+// from client to proxy left /proc/net/tcp: reset.
+func waitGone(t *testing.T, client, proxy string) {
+	t.Helper()
+	waitProcTCP(t, client, proxy, "the proxy's socket still there after the client's reset", func(f []string) bool { return f == nil })
+}
+
+// waitProcTCP polls /proc/net/tcp every millisecond, for 5 s at most,
+// until done holds for the fields of the proxy's socket toward client
+// (nil: no such socket).
+func waitProcTCP(t *testing.T, client, proxy, what string, done func(fields []string) bool) {
+	t.Helper()
 	local, remote := procAddr(t, proxy), procAddr(t, client)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		b, err := os.ReadFile("/proc/net/tcp")
 		if err != nil {
 			t.Fatal(err)
 		}
+		var fields []string
 		for _, line := range strings.Split(string(b), "\n")[1:] {
-			f := strings.Fields(line)
-			if len(f) > 4 && f[1] == local && f[2] == remote && strings.HasSuffix(f[4], ":00000000") {
-				return
+			if f := strings.Fields(line); len(f) > 4 && f[1] == local && f[2] == remote {
+				fields = f
 			}
 		}
+		if done(fields) {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the proxy did not read what %s sent within 5s", client)
+			t.Fatalf("%s (%s) within 5s", what, client)
 		}
 	}
 }
