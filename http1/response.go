@@ -51,6 +51,13 @@ func (r *Response) frameFor(req *Request) string {
 	return r.frame(req.Method)
 }
 
+// Tunnel says r, the answer to a request of method, turns the connection
+// into a tunnel: a 101 (an upgrade accepted), or a 2xx to a CONNECT. Its
+// head is the connection's last, and no body follows it.
+func (r *Response) Tunnel(method string) bool {
+	return r.Status == 101 || method == "CONNECT" && r.Status/100 == 2
+}
+
 // CopyBody relays the response's body from br to dst; see CopyBody. Its
 // refusals wrap ErrBadResponse.
 func (r *Response) CopyBody(dst io.Writer, br *bufio.Reader) (int64, error) {

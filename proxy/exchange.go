@@ -197,7 +197,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			early = !body.last.Load() && resp.Status != http.StatusSwitchingProtocols
 		}
 		rt.closing = req.Close || resp.Close || early
-		tunnel := resp.Status == http.StatusSwitchingProtocols || req.Method == http.MethodConnect && resp.Status/100 == 2
+		tunnel := resp.Tunnel(req.Method)
 		if !rt.closing && !tunnel && h.draining() {
 			rt.closing, h.drainClosed = true, true
 		}

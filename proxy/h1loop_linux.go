@@ -1181,7 +1181,7 @@ func (h *h1Loop) parseResponse() bool {
 		x.early, x.closing = true, true
 	}
 	x.resp = resp
-	if resp.Status == 101 || x.req.Method == "CONNECT" && resp.Status/100 == 2 {
+	if resp.Tunnel(x.req.Method) {
 		// What bin holds past the head is the tunnel's. Its head goes as
 		// the backend sent it: the connection carries the tunnel on, and
 		// a "close" beside its Connection: Upgrade makes clients refuse

@@ -21,7 +21,6 @@ import (
 	"github.com/closeproxy/closeproxy/http1"
 	"github.com/closeproxy/closeproxy/internal/park"
 	"github.com/closeproxy/closeproxy/policy"
-	"github.com/closeproxy/closeproxy/pool"
 )
 
 // h1 is an http1-mode session on a goroutine: it reads one request at a
@@ -673,18 +672,11 @@ func errorResponse(status int, text string) string {
 // backendFailed answers the client for a backend it could not use and
 // records why.
 func (h *h1) backendFailed(err error) {
-	switch {
-	case errors.Is(err, errDialCut):
-		h.rec.Outcome(engine.OutcomeDrained, err)
-		h.writeError(503, "Service Unavailable")
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		h.rec.Outcome(engine.OutcomePortsExhausted, err)
-		h.writeError(503, "Service Unavailable")
-	case errors.Is(err, pool.ErrPoolExhausted):
-		h.rec.Outcome(engine.OutcomePoolExhausted, err)
-		h.writeError(503, "Service Unavailable")
-	default:
-		h.rec.Outcome(engine.OutcomeDialFailed, err)
-		h.writeError(502, "Bad Gateway")
+	o := dialOutcome(err)
+	h.rec.Outcome(o, err)
+	if o == engine.OutcomeDialFailed || o == engine.OutcomeFamilyMismatch {
+		h.writeError(502, "Bad Gateway") // the backend's failure
+		return
 	}
+	h.writeError(503, "Service Unavailable") // ours: ports, the pool's cap, shutdown
 }

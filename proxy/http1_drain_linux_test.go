@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"runtime"
 	"strings"
@@ -128,7 +127,7 @@ func procAddr(t *testing.T, addr string) string {
 // Connection: close, on either relay. The hook sends it at that moment
 // and waits until the proxy's kernel acknowledged it.
 func TestHTTP1DrainAnswersARequestWaitingInTheKernel(t *testing.T) {
-	be := pathBackend(t)
+	be := answerEach(t, func(path string) []byte { return []byte(path) }, nil)
 	h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
 	c := dialClient(t, h.addr, false)
 	br := bufio.NewReader(c)
@@ -163,7 +162,7 @@ func TestHTTP1DrainAnswersARequestWaitingInTheKernel(t *testing.T) {
 // hook sends the request at that moment and waits until the proxy's
 // kernel acknowledged it.
 func TestHTTP1IdleTimeoutAnswersARequestWaitingInTheKernel(t *testing.T) {
-	be := pathBackend(t)
+	be := answerEach(t, func(path string) []byte { return []byte(path) }, nil)
 	h := startProxy(t, config.Listener{IdleTimeout: 300 * time.Millisecond, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
 	c := dialClient(t, h.addr, false)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -186,22 +185,6 @@ func TestHTTP1IdleTimeoutAnswersARequestWaitingInTheKernel(t *testing.T) {
 	if td := h.record(t); td.BackRequests != 2 || td.Outcome == engine.OutcomeLateData {
 		t.Errorf("record: outcome %s (%v), %d requests; want 2 requests, not late_data", td.Outcome, td.Err, td.BackRequests)
 	}
-}
-
-// pathBackend is a keep-alive HTTP/1.1 backend that answers each request
-// with its path.
-func pathBackend(t *testing.T) string {
-	return loopback.Serve(t, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
-		}
-	})
 }
 
 // sendInto writes msg on c and returns once the peer's kernel

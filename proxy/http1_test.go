@@ -64,6 +64,27 @@ func hello(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(body))
 }
 
+// answerEach is a keep-alive HTTP/1.1 backend that answers each request
+// with 200 and the body answer gives for its path, in one write; ended,
+// if not nil, hears of each connection's end.
+func answerEach(t testing.TB, answer func(path string) []byte, ended chan<- struct{}) string {
+	return loopback.Serve(t, func(c *net.TCPConn) {
+		if ended != nil {
+			defer func() { ended <- struct{}{} }()
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body := answer(req.URL.Path)
+			c.Write(append(fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body)), body...))
+		}
+	})
+}
+
 // readBody reads one response from br and returns its status and body.
 func readBody(t *testing.T, br *bufio.Reader) (int, []byte, bool) {
 	t.Helper()

@@ -3,9 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
-	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -28,22 +25,12 @@ import (
 // session reuses its backend connection and needs nothing but the pipe.
 func TestHTTP1LargeBodyWithoutAPipe(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
-	be := loopback.Serve(t, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			body := []byte("small")
-			if req.URL.Path == "/big" {
-				body = big
-			}
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
-			c.Write(body)
+	be := answerEach(t, func(path string) []byte {
+		if path == "/big" {
+			return big
 		}
-	})
+		return []byte("small")
+	}, nil)
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
 	c := dialClient(t, h.addr, false)
 	br := bufio.NewReader(c)

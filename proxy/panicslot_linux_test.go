@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
-	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -40,18 +38,7 @@ func TestHTTP1PanicFreesTheBackendSlot(t *testing.T) {
 				t.Skip("the loops' exchange")
 			}
 			ended := make(chan struct{}, 8) // a backend connection's end
-			be := loopback.Serve(t, func(bc *net.TCPConn) {
-				defer func() { ended <- struct{}{} }()
-				defer bc.Close()
-				_ = bc.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(bc)
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					io.WriteString(bc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			})
+			be := answerEach(t, func(string) []byte { return []byte("ok") }, ended)
 			var fire atomic.Bool
 			c.set(func() {
 				if fire.CompareAndSwap(true, false) {
