@@ -351,9 +351,9 @@ func checkPlacements(t testing.TB, out cellOut, lossy *lossView) {
 				continue
 			}
 			if bad++; bad <= 5 {
-				t.Errorf("record %v: %s.time_wait %q (first_fin %q, close %q, reason %q, outcome %q; peers' FINs in at %v ms front, %v ms back), the rules make it %q",
+				t.Errorf("record %v: %s.time_wait %q (first_fin %q, close %q, reason %q, outcome %q; peers' FINs in at %v ms front, %v ms back, the proxy's out at %v ms), the rules make it %q",
 					r["id"], l.leg, got, r.Str(l.leg+".first_fin"), r.Str(l.leg+".close"), r.Str(l.leg+".reason"), r.Str("outcome"),
-					r.Num("front.fin_in_ms"), r.Num("back.fin_in_ms"), l.want)
+					r.Num("front.fin_in_ms"), r.Num("back.fin_in_ms"), r.Num(l.leg+".fin_out_ms"), l.want)
 			}
 		}
 	}

@@ -222,19 +222,24 @@ func peerOf(leg string) string {
 
 // finHeldBack reports whether the peer's FIN on r's leg came first
 // because the FIN the proxy passes on to it came late through loss: the
-// record says the peer sent the first FIN, the other leg's peer's FIN
-// reached the proxy after it (fin_in_ms), and the proxy's host dropped a
-// segment of that other peer's (that FIN, or one before it that held it
-// back in the kernel). A half-closing client whose FIN is lost lets a
-// backend that answers and closes without waiting for EOF close first,
-// where on a clean network the client's FIN, passed on at once, leads.
-// The record is true (the kernel judges it); the placement the rules
-// make certain assumed the FIN's arrival.
+// record says the peer sent the first FIN, the proxy's host dropped a
+// segment of the other leg's peer (that FIN, or one before it that held
+// it back in the kernel), and that FIN came in after the peer's, or the
+// proxy's FIN on r's leg left only once it came (fin_out_ms): then the
+// kernel held the peer's FIN before it (first_fin is the kernel's
+// reading), though the proxy may read it much later, behind an answer
+// its client pauses on (fin_in_ms is when the proxy read it). A
+// half-closing client whose FIN is lost lets a backend that answers and
+// closes without waiting for EOF close first, where on a clean network
+// the client's FIN, passed on at once, leads. The record is true (the
+// kernel judges it); the placement the rules make certain assumed the
+// FIN's arrival.
 func finHeldBack(lost map[tuple]bool, r Record, leg string) bool {
 	other, peer := "back", peerOf(leg)
 	if leg == "back" {
 		other = "front"
 	}
-	in, otherIn := r.Num(leg+".fin_in_ms"), r.Num(other+".fin_in_ms")
-	return r.Str(leg+".first_fin") == peer && in >= 0 && otherIn > in && lostOn(lost, r, other)
+	in, out, otherIn := r.Num(leg+".fin_in_ms"), r.Num(leg+".fin_out_ms"), r.Num(other+".fin_in_ms")
+	late := otherIn > in || otherIn >= 0 && out >= otherIn
+	return r.Str(leg+".first_fin") == peer && in >= 0 && late && lostOn(lost, r, other)
 }
