@@ -121,15 +121,16 @@ func (x *executor) mayAwaitEOF(l *leg) bool {
 
 // otherSideDone says whether nothing l's peer may still send can matter:
 // l ends alone (http1 knows where its messages end), or l is the back leg
-// and the client closed after the whole answer (doneReading). A backend
-// that half-closed may always still read, so a pausing client's stream is
-// never ended by a bet on the front leg.
+// and the client closed after the whole answer (doneReading), unless the
+// relay is a tunnel, where nothing says where an answer ends
+// (Session.Tunnel). A backend that half-closed may always still read, so
+// a pausing client's stream is never ended by a bet on the front leg.
 func (x *executor) otherSideDone(l *leg) bool {
 	o := l.other(x)
 	switch {
 	case o == nil:
 		return true
-	case l.name == policy.Front:
+	case l.name == policy.Front, x.s.Tunnel:
 		return false
 	}
 	return o.doneReading()

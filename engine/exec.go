@@ -94,7 +94,7 @@ func (x *executor) addLeg(name policy.Leg, c sock) *leg {
 		if name == policy.Front {
 			front, back = l, o
 		}
-		front.asked = back.mayBet()
+		front.asked = back.mayBet() && !x.s.Tunnel
 	}
 	return l
 }

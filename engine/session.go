@@ -40,6 +40,13 @@ type Session struct {
 	// DrainGrace. Kill is closed when even that took too long: everything
 	// left is reset.
 	Drain, Kill <-chan struct{}
+	// Tunnel says the relay carries a tunnel (after an HTTP upgrade or
+	// CONNECT): how far the client read tells nothing of the backend's
+	// stream, which may still answer the client's EOF (a closing frame,
+	// an exit status), so the back leg takes no bet on it: a grace that
+	// runs out sends the FIN, whatever the leg's target (nowhere and auto
+	// included) or fallback.
+	Tunnel bool
 }
 
 // DrainGrace is the longest a leg still waits for its peer once shutdown

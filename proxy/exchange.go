@@ -727,11 +727,15 @@ func (h *h1) tunnel(bc *pool.Conn, br *bufio.Reader) {
 }
 
 // tunnelTakesNoBet sets the back leg of a tunnel's relay to end by a FIN
-// where a grace runs out: http1 mode takes no bet (rule 3), and in a
-// tunnel nothing says where an answer ends. A backend that spoke last
-// and answers the client's half-close (a closing frame, an exit status)
-// gets the FIN and sends it, where a reset would have lost it.
-func tunnelTakesNoBet(s *engine.Session) { s.Back.Fallback = policy.FallbackFIN }
+// where a grace runs out, whatever its target: http1 mode takes no bet
+// (rule 3), and in a tunnel nothing says where an answer ends. A backend
+// that spoke last and answers the client's half-close (a closing frame,
+// an exit status) gets the FIN and sends it, where a reset would have
+// lost it.
+func tunnelTakesNoBet(s *engine.Session) {
+	s.Back.Fallback = policy.FallbackFIN
+	s.Tunnel = true
+}
 
 // buffered returns a copy of what br holds, and empties it.
 func buffered(br *bufio.Reader) []byte {
