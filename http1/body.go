@@ -51,9 +51,27 @@ func copyBody(dst io.Writer, br *bufio.Reader, f Framing, length int64, kind err
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil && !errors.Is(err, kind) {
-		err = fmt.Errorf("copy body: %w", err)
+		err = &copyError{err: err}
 	}
 	return n, err
+}
+
+// copyError is a body copy's failure other than a malformed body: a read
+// or a write that failed.
+type copyError struct{ err error }
+
+func (e *copyError) Error() string { return "copy body: " + e.err.Error() }
+func (e *copyError) Unwrap() error { return e.err }
+
+// Cause returns what made a body copy fail without the copy's own words
+// ("copy body: "), for a caller that names the side itself ("read request
+// body: ...").
+func Cause(err error) error {
+	var c *copyError
+	if errors.As(err, &c) {
+		return c.err
+	}
+	return err
 }
 
 // chunkCopier relays a chunked body, checking each line before writing it.

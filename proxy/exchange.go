@@ -247,7 +247,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			// The client left (FIN or RST) before its body was whole,
 			// after an early response: as on the loops, and as before one.
 			rt.reusable, rt.closing, rt.cutBack = false, true, true
-			h.clientAborted(&rt, err)
+			h.clientAborted(&rt, fmt.Errorf("read request body: %w", http1.Cause(err)))
 		case err != nil && body.werr == nil: // errBodyCut: the client went silent
 			rt.reusable, rt.cutBack = false, true
 			h.rec.Outcome(engine.OutcomeTimeout, errBodySilent(h.ln.Close.PeerFinGrace))
@@ -460,7 +460,7 @@ func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body *
 	case berr != nil && !errors.Is(berr, errBodyCut) && body.werr == nil:
 		// The client left before its body was whole; a copy that failed
 		// writing to the backend is the backend's close, answered 502.
-		h.clientAborted(rt, berr)
+		h.clientAborted(rt, fmt.Errorf("read request body: %w", http1.Cause(berr)))
 		return
 	}
 	if bc.Pooled && req.Framing == http1.NoBody && idempotent(req.Method) {
@@ -535,7 +535,7 @@ func (h *h1) clientGone(rt *roundTrip, body *bodyCopy, err error) {
 	// A response the backend ended early (or malformed) is its doing,
 	// whatever the client did after: the loops say so too.
 	if !backendCut(err) && engine.ResetByPeer(h.front) {
-		h.rec.Outcome(engine.OutcomeClientReset, fmt.Errorf("relay response: %w", err))
+		h.rec.Outcome(engine.OutcomeClientReset, fmt.Errorf("relay response: %w", http1.Cause(err)))
 		rt.endFront(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
 		return
 	}

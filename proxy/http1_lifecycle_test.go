@@ -122,6 +122,12 @@ func TestHTTP1AbortedRequestEndsAndFreesTheBackend(t *testing.T) {
 			if td.Outcome != engine.OutcomeClientAborted && td.Outcome != engine.OutcomeClientReset {
 				t.Errorf("outcome %s (%v), want client_aborted", td.Outcome, td.Err)
 			}
+			// Both relays word it alike: the side that failed, then the cause.
+			if msg := fmt.Sprint(td.Err); td.Outcome == engine.OutcomeClientAborted &&
+				(!strings.HasPrefix(msg, "read request body: ") || strings.Contains(msg, "copy body") ||
+					!tc.reset && msg != "read request body: unexpected EOF") {
+				t.Errorf("error %q, want \"read request body: \" and the cause (unexpected EOF after a FIN)", msg)
+			}
 			if td.Back.Close != policy.CloseReset || !td.Back.Cut {
 				t.Errorf("back close %s cut %v, want reset, cut", td.Back.Close, td.Back.Cut)
 			}
