@@ -194,6 +194,14 @@ func ResetByPeer(c syscall.Conn) bool {
 	return t.ok && t.state == stateClose
 }
 
+// resetByPeerFD is ResetByPeer for a bare socket descriptor.
+func resetByPeerFD(fd int) bool {
+	b := infoBufs.Get().(*infoBuf)
+	defer infoBufs.Put(b)
+	b.getsockopt(uintptr(fd))
+	return b.err == 0 && b.info.State == stateClose
+}
+
 // readSoFar is the kernel's count of what was read off c so far, in
 // TCP_INFO's bytes_received terms: the payload received less what waits
 // unread (SIOCINQ). It is known (ok) while the peer's FIN has not come

@@ -53,6 +53,8 @@ func Unread(syscall.Conn) bool { return false }
 // ResetByPeer is not available here.
 func ResetByPeer(syscall.Conn) bool { return false }
 
+func resetByPeerFD(int) bool { return false }
+
 func pendingError(syscall.Conn) bool { return false }
 
 func readSoFar(syscall.Conn) (uint64, bool) { return 0, false }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -129,8 +130,12 @@ func (s *Session) End(name policy.Leg, c *net.TCPConn, in *bufio.Reader, e Endin
 }
 
 // Refuse ends an accepted connection with an RST before any byte was
-// relayed: the client learns at once and no side keeps TIME-WAIT.
+// relayed: the client learns at once and no side keeps TIME-WAIT. A
+// client that reset first (while its session waited for a backend
+// connection, say) is recorded so: its reset, client_reset, and no RST
+// of the proxy's, which its close could not send.
 func Refuse(rec *Recorder, c *net.TCPConn, o Outcome, err error) {
+	o, err = refusal(o, err, o != OutcomeClientReset && ResetByPeer(c))
 	rec.Outcome(o, err)
 	_ = c.SetLinger(0)
 	_ = c.Close()
@@ -140,10 +145,23 @@ func Refuse(rec *Recorder, c *net.TCPConn, o Outcome, err error) {
 // RefuseFD is Refuse for a connection the caller holds as a socket
 // descriptor (see Loops.RelayFD).
 func RefuseFD(rec *Recorder, fd int, o Outcome, err error) {
+	o, err = refusal(o, err, o != OutcomeClientReset && resetByPeerFD(fd))
 	rec.Outcome(o, err)
 	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
 	_ = unix.Close(fd)
 	rec.refused(o)
+}
+
+// refusal is a refusal's outcome and error: the client's reset where it
+// came first (reset), the refusal it preempted named in the error.
+func refusal(o Outcome, err error, reset bool) (Outcome, error) {
+	if !reset {
+		return o, err
+	}
+	if err == nil {
+		return OutcomeClientReset, fmt.Errorf("reset by the client before the proxy refused it (%s)", o)
+	}
+	return OutcomeClientReset, fmt.Errorf("reset by the client before the proxy refused it (%s): %w", o, err)
 }
 
 // refused records the front leg's end at its refusal: the proxy's reset,
