@@ -28,6 +28,10 @@ type logs struct {
 	buffer    *logfile.Batch
 	abandoned atomic.Bool   // shutdown gave up on a records sink that takes nothing
 	lost      atomic.Uint64 // records whose write failed
+	// torn: a failed write left a line without its end in the records'
+	// sink; the next write ends it first, so that no record after it is
+	// glued to it.
+	torn atomic.Bool
 	lostSaid  atomic.Int64  // unix nanoseconds of the last log line about them
 }
 
@@ -80,11 +84,28 @@ type lostCounter struct {
 const lostEvery = 10 * time.Second
 
 func (c lostCounter) Write(p []byte) (int, error) {
+	if c.l.torn.Load() {
+		if _, err := c.out.Write(newline); err != nil {
+			return c.failed(p, 0, err)
+		}
+		c.l.torn.Store(false)
+	}
 	n, err := c.out.Write(p)
 	if err == nil {
 		return n, nil
 	}
-	lost := uint64(bytes.Count(p[n:], []byte{'\n'}))
+	return c.failed(p, n, err)
+}
+
+var newline = []byte{'\n'}
+
+// failed counts the records of p that a write which took its first n
+// bytes lost, and notes a line it tore.
+func (c lostCounter) failed(p []byte, n int, err error) (int, error) {
+	if n > 0 && p[n-1] != '\n' {
+		c.l.torn.Store(true)
+	}
+	lost := uint64(bytes.Count(p[n:], newline))
 	if lost == 0 {
 		lost = 1 // a line without its end is lost all the same
 	}
@@ -117,7 +138,11 @@ func (l *logs) reopen() error {
 		return nil
 	}
 	l.flushRecords() // reopen all the same if the write fails
-	return l.file.Reopen()
+	if err := l.file.Reopen(); err != nil {
+		return err
+	}
+	l.torn.Store(false) // a new file holds no torn line
+	return nil
 }
 
 // flushRecords writes out the records that wait in the buffer, if any.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -182,6 +183,57 @@ func (f *failingSink) Write(p []byte) (int, error) {
 	}
 	f.ok--
 	return f.b.Write(p)
+}
+
+// tornSink takes the first cut bytes of the write numbered fail (from 0),
+// then fails it, as a disk that fills midway through a write does.
+type tornSink struct {
+	mu        sync.Mutex
+	fail, cut int
+	writes    int
+	b         strings.Builder
+}
+
+func (f *tornSink) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	if f.writes-1 == f.fail {
+		n, _ := f.b.Write(p[:f.cut])
+		return n, syscall.EFBIG
+	}
+	return f.b.Write(p)
+}
+
+// A write that fails midway through a record leaves half a line in the
+// sink: the next record starts on a line of its own, valid JSON, and the
+// torn one counts as lost. The next record was glued to it, and lost
+// uncounted.
+func TestTornRecordLeavesTheNextWhole(t *testing.T) {
+	sink := &tornSink{fail: 1, cut: 10}
+	var logOut syncBuffer
+	lg, err := openLogs(config.Log{Level: "info", Records: "stdout"}, sink, &logOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := lg.recordLog()
+	for i := range 3 {
+		ent := zapcore.Entry{Level: zapcore.InfoLevel, Time: time.Now(), Message: "teardown"}
+		if err := rec.Core().Write(ent, []zapcore.Field{zap.Int("id", i)}); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	lg.close()
+	var ids []int
+	for _, line := range strings.Split(strings.TrimSuffix(sink.b.String(), "\n"), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil {
+			ids = append(ids, int(m["id"].(float64)))
+		}
+	}
+	if fmt.Sprint(ids) != "[0 2]" || lg.lostRecords() != 1 {
+		t.Errorf("whole records %v and %d lost, want [0 2] and 1 (the torn one); the sink holds:\n%s", ids, lg.lostRecords(), sink.b.String())
+	}
 }
 
 // A record whose write fails is counted (closeproxy_teardown_records_lost_
