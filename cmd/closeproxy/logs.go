@@ -31,8 +31,9 @@ type logs struct {
 	// torn: a failed write left a line without its end in the records'
 	// sink; the next write ends it first, so that no record after it is
 	// glued to it.
-	torn atomic.Bool
-	lostSaid  atomic.Int64  // unix nanoseconds of the last log line about them
+	torn     atomic.Bool
+	lostSaid atomic.Int64  // unix nanoseconds of the last log line about them
+	lostTold atomic.Uint64 // the total that line gave: close tells the rest
 }
 
 // recordsBuffer caps what log.records_flush keeps waiting: a full buffer
@@ -112,6 +113,7 @@ func (c lostCounter) failed(p []byte, n int, err error) (int, error) {
 	total := c.l.lost.Add(lost)
 	now := time.Now().UnixNano()
 	if last := c.l.lostSaid.Load(); (last == 0 || now-last >= int64(lostEvery)) && c.l.lostSaid.CompareAndSwap(last, now) {
+		c.l.lostTold.Store(total)
 		c.l.log.Error("teardown records not written", zap.Error(err), zap.Uint64("records_lost_total", total))
 	}
 	return len(p), nil
@@ -162,13 +164,16 @@ func (l *logs) close() {
 	if l.abandoned.Load() {
 		return // a write blocked on the sink holds the file: the process's exit closes it
 	}
-	_ = l.log.Sync()
 	if l.buffer != nil {
 		_ = l.buffer.Stop()
 	}
 	if l.records != nil {
 		_ = l.records.Sync()
 	}
+	if n := l.lost.Load(); n > l.lostTold.Load() { // lost since the last line said, or at the end
+		l.log.Error("teardown records not written: the final count", zap.Uint64("records_lost_total", n))
+	}
+	_ = l.log.Sync()
 	if l.file != nil {
 		_ = l.file.Close()
 	}

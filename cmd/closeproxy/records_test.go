@@ -276,6 +276,13 @@ func TestLostRecordsAreCountedAndLoggedOnce(t *testing.T) {
 				t.Errorf("the log line says %v records lost, want at least 1", lines[0]["records_lost_total"])
 			}
 			lg.close()
+			// The first line said the count as of the first loss; the
+			// rest is told at the end, where the first did not say all.
+			final := withMsg(jsonLines(t, logOut.String()), "teardown records not written: the final count")
+			if n, _ := lines[0]["records_lost_total"].(float64); uint64(n) < want &&
+				(len(final) != 1 || final[0]["records_lost_total"] != float64(want)) {
+				t.Errorf("at close the log says %v, want one line with the final count %d:\n%s", final, want, logOut.String())
+			}
 		})
 	}
 }
