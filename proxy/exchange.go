@@ -269,12 +269,20 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 // checked, before anything of the request goes to the backend.
 const spillLimit = 64 << 10
 
+// spillAfter is how long a chunked request body is held at most: a client
+// that trickles it holds the backend connection it took, and the backend,
+// seeing nothing, cannot apply its own timeouts to it; once the request
+// went, it can. A variable for tests.
+var spillAfter = time.Second
+
 // spill holds the head and a chunked body until the body is complete (then
-// a framing error is refused before the backend sees a byte) or past
-// spillLimit (then what was held goes out and the rest streams).
+// a framing error is refused before the backend sees a byte), past
+// spillLimit or held for spillAfter (then what was held goes out and the
+// rest streams).
 type spill struct {
 	head, buf []byte
 	dst       *pool.Conn
+	by        time.Time // when the hold ends, whatever came
 	sent      bool
 	written   int64
 	// early: bytes of the backend's waited unread as the body's last
@@ -287,7 +295,7 @@ type spill struct {
 func (s *spill) WritingLast() { s.early = s.sent && engine.Unread(s.dst.TCPConn) }
 
 func (s *spill) Write(p []byte) (int, error) {
-	if !s.sent && len(s.buf)+len(p) <= spillLimit {
+	if !s.sent && len(s.buf)+len(p) <= spillLimit && time.Now().Before(s.by) {
 		s.buf = append(s.buf, p...)
 		return len(p), nil
 	}
@@ -317,7 +325,7 @@ func (s *spill) flush() error {
 // sendChunked sends a request with a chunked body (no 100-continue) through
 // a spill, and refuses a malformed body with 400.
 func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head []byte) bool {
-	sp := &spill{head: head, dst: bc}
+	sp := &spill{head: head, dst: bc, by: time.Now().Add(spillAfter)}
 	n, err := req.CopyBody(sp, h.fr)
 	if err == nil {
 		err = sp.flush()

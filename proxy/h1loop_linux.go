@@ -29,8 +29,8 @@ import (
 // A request body goes to the backend as it comes, while the response is
 // read (an early response is relayed at once, and so is a 100 Continue
 // the client waits for); a chunked one is held with its head until it
-// ended or spillLimit of it came (unless the client waits for a 100
-// Continue). What it does not take goes to a goroutine (handOff) at a
+// ended, spillLimit of it came or spillAfter passed (unless the client
+// waits for a 100 Continue). What it does not take goes to a goroutine (handOff) at a
 // request's start, before anything of it was sent: an upgrade or CONNECT
 // with a body, a head it cannot parse or that is larger than its
 // buffer, a client that stopped midway through a head, and a request for
@@ -97,9 +97,10 @@ type h1Exchange struct {
 	upLeft  int64 // Content-Length body bytes not yet taken from the client
 	upChunk bool  // a chunked body whose end has not come from the client
 	// hold: a chunked body is held with its head, nothing sent, until it
-	// ended or spillLimit of it came (as spill on a goroutine); upScan
-	// finds its end and refuses a malformed one.
+	// ended, spillLimit of it came or spillAfter passed (holdBy; as spill
+	// on a goroutine); upScan finds its end and refuses a malformed one.
 	hold   bool
+	holdBy time.Time
 	upScan http1.ChunkScanner
 	up     []byte // pooled: toBack's storage for body bytes, nil while none
 	// upBy: the response is whole and the request body is not; the client
@@ -797,7 +798,7 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 		x.upChunk, x.upScan = true, http1.ChunkScanner{Request: true}
 		x.up = k.buf()
 		if !req.ExpectContinue { // held: with Expect the client sends nothing before the 100 Continue
-			x.hold = true
+			x.hold, x.holdBy = true, now.Add(spillAfter)
 			x.up = append(x.up[:0], head...)
 			x.toBack = x.up
 			return true // counted once sent
@@ -1042,7 +1043,7 @@ func (h *h1Loop) takeChunk() bool {
 	h.consume(k)
 	h.upMoved()
 	x.upChunk = !done
-	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit) {
+	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit || !h.rn.Now().Before(x.holdBy)) {
 		x.hold = false // sent from here on
 		h.rec().Request()
 	}
