@@ -335,6 +335,16 @@ func (x *executor) safeRST(l *leg) {
 		x.rst(l, l.due.reason(), !l.sendDone || l.due == dueCut && !l.finSent)
 		return
 	}
+	if !l.peerFIN && l.target != policy.TargetNowhere {
+		if in, _ := l.beforeFIN(); in {
+			// The peer's FIN came while the reset waited for its
+			// acknowledgements, not read yet: its close decides, as in
+			// peerFIN's phaseResetting (whichever the executor sees
+			// first), and the FIN goes second.
+			x.decide(l, policy.PeerFIN)
+			return
+		}
+	}
 	if !l.inDone {
 		l.bet = true
 	}

@@ -227,10 +227,17 @@ func Decide(f Facts) Decision {
 		}
 		f.PeerFINIn = true
 		return ending(f)
-	case GraceExpired, Drain:
+	case GraceExpired, Drain, ProbeExpired:
+		if f.PeerFINIn {
+			// The peer closed while the FIN was withheld, its FIN not read
+			// yet (bytes before it wait unread, or no copier reads the
+			// leg): the peer's close decides, not the silence it ended.
+			return ending(f)
+		}
+		if f.Event == ProbeExpired {
+			return probed(f)
+		}
 		return graceOut(f)
-	case ProbeExpired:
-		return probed(f)
 	}
 	return ending(f)
 }

@@ -50,6 +50,14 @@ var decideTable = []decideRow{
 	// "Grace out → fallback".
 	{"target {peer}, grace expires, fallback fin", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, GraceExpired }), FIN, "proxy", ReasonGraceExpired},
 	{"target {peer}, grace expires, fallback reset", with(base, func(f *Facts) { f.Target, f.Event, f.Fallback = TargetPeer, GraceExpired, FallbackReset }), SafeReset, "none", ReasonGraceExpired},
+	// A grace whose end finds the peer's FIN in the kernel (not read yet):
+	// the peer ended it, "FIN second → TIME-WAIT on peer", not the fallback.
+	{"target {peer}, grace expires with {peer}'s FIN in, fallback reset", with(base, func(f *Facts) {
+		f.Target, f.Event, f.Fallback, f.PeerFINIn = TargetPeer, GraceExpired, FallbackReset, true
+	}), FIN, "peer", ""},
+	{"target {peer}, probe runs out with {peer}'s FIN in", with(base, func(f *Facts) {
+		f.Target, f.Event, f.PeerFINIn, f.PeerMayAwaitEOF = TargetPeer, ProbeExpired, true, true
+	}), FIN, "peer", ""},
 	{"target {peer}, shutdown ends the grace, fallback reset", with(base, func(f *Facts) { f.Target, f.Event, f.Fallback = TargetPeer, Drain, FallbackReset }), SafeReset, "none", ReasonDraining},
 	{"target {peer}, shutdown ends the grace, fallback fin", with(base, func(f *Facts) { f.Target, f.Event = TargetPeer, Drain }), FIN, "proxy", ReasonDraining},
 	// Rule 1 again at the end of the grace: never a reset for a peer that may wait.
@@ -173,7 +181,7 @@ func TestDecideNeverWithholdsOnceThePeersFINIsIn(t *testing.T) {
 		for _, tg := range []Target{TargetProxy, TargetPeer, TargetNowhere, TargetAuto} {
 			for _, fb := range []Fallback{FallbackFIN, FallbackReset} {
 				for _, awaits := range []bool{false, true} {
-					for _, ev := range []Event{SendDone, PeerFIN} {
+					for _, ev := range []Event{SendDone, PeerFIN, GraceExpired, ProbeExpired, Drain} {
 						f := Facts{Leg: l, Target: tg, Fallback: fb, Event: ev, PeerFINIn: true, PeerMayAwaitEOF: awaits, Grace: grace1s}
 						if d := Decide(f); d.Action == Withhold {
 							t.Errorf("%s leg, target %s, fallback %s, %s with the peer's FIN in: withholds", l, tg, fb, ev)
