@@ -92,10 +92,15 @@ func (a *Admin) serveDrain(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	select {
 	case <-d.Drained():
+		a.log.Info("drained: every session ended")
 		fmt.Fprintln(w, "drained")
 	case <-ctx.Done():
+		n := d.Live()
+		if r.Context().Err() == nil {
+			a.log.Warn("drain: the wait asked for ran out with sessions open", zap.Int64("sessions", n), zap.Duration("wait", wait))
+		}
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "draining: %s still open after %s\n", sessions(d.Live()), wait)
+		fmt.Fprintf(w, "draining: %s still open after %s\n", sessions(n), wait)
 	}
 }
 

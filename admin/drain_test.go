@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/closeproxy/closeproxy/internal/loopback"
 )
@@ -33,12 +36,20 @@ func (d *drainServer) Live() int64              { return d.live.Load() }
 // returns its base URL and the server.
 func servingDrainable(t testing.TB) (string, *drainServer) {
 	t.Helper()
-	a := New(testConfig("127.0.0.1:0", liveBackend(t)), zaptest.NewLogger(t))
+	base, srv, _ := servingDrainableLogged(t, zaptest.NewLogger(t))
+	return base, srv
+}
+
+// servingDrainableLogged is servingDrainable with the log lines kept.
+func servingDrainableLogged(t testing.TB, log *zap.Logger) (string, *drainServer, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zap.InfoLevel)
+	a := New(testConfig("127.0.0.1:0", liveBackend(t)), zap.New(zapcore.NewTee(log.Core(), core)))
 	base := serve(t, a)
 	srv := &drainServer{drained: make(chan struct{})}
 	srv.serving.Store(true)
 	a.Attach(srv)
-	return base, srv
+	return base, srv, logs
 }
 
 func post(t testing.TB, url string) (int, string) {
@@ -57,7 +68,7 @@ func post(t testing.TB, url string) (int, string) {
 // proxy; with wait it answers when the sessions are gone, or 503 when the
 // wait ran out; other methods get 405.
 func TestDrainEndpoint(t *testing.T) {
-	base, srv := servingDrainable(t)
+	base, srv, logs := servingDrainableLogged(t, zaptest.NewLogger(t))
 	srv.live.Store(2)
 	readyz(t, base, http.StatusOK, "ready")
 
@@ -83,6 +94,13 @@ func TestDrainEndpoint(t *testing.T) {
 	}
 	if n := srv.drains.Load(); n != 3 {
 		t.Errorf("Drain called %d times, want 3", n)
+	}
+	// The log tells a drain's end, or a wait that ran out, with the count.
+	if n := logs.FilterMessage("drain: the wait asked for ran out with sessions open").FilterField(zap.Int64("sessions", 2)).Len(); n != 1 {
+		t.Errorf("%d log lines of the wait that ran out with 2 sessions, want 1", n)
+	}
+	if n := logs.FilterMessage("drained: every session ended").Len(); n != 1 {
+		t.Errorf("%d log lines of the drain's end, want 1", n)
 	}
 }
 

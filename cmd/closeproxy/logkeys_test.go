@@ -189,7 +189,7 @@ func TestEveryLogLineHasEachKeyOnce(t *testing.T) {
 	}
 	// The test is only as good as the lines it saw.
 	for _, want := range []string{"listening", "configuration reloaded", "reload: admin.listen changed; it takes effect after a restart",
-		"reload refused; the running configuration stays", "shutting down", "stopped", "teardown"} {
+		"reload refused; the running configuration stays", "shutting down", "shutdown_timeout ran out: the sessions left are cut", "stopped", "teardown"} {
 		if !msgs[want] {
 			t.Errorf("no %q line among %v", want, slices.Sorted(maps.Keys(msgs)))
 		}

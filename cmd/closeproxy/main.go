@@ -430,7 +430,7 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	case <-ctx.Done():
 	}
 	adm.SetDraining()
-	log.Info("shutting down", zap.Duration("shutdown_timeout", cfg.ShutdownTimeout))
+	log.Info("shutting down", zap.Duration("shutdown_timeout", cfg.ShutdownTimeout), zap.Int64("sessions", srv.Live()))
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	wg.Go(func() {
@@ -439,6 +439,9 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 			log.Info("signalled again: the sessions left end now, as at the end of shutdown_timeout", zap.Int64("sessions", srv.Live()))
 			cancel()
 		case <-sctx.Done():
+			if errors.Is(sctx.Err(), context.DeadlineExceeded) {
+				log.Info("shutdown_timeout ran out: the sessions left are cut", zap.Int64("sessions", srv.Live()))
+			}
 		}
 	})
 	bound := cfg.ShutdownTimeout + srv.ShutdownBound() + recordsWait
