@@ -29,6 +29,7 @@ type Readiness interface {
 	PoolStats() map[string]pool.Stats         // by backend name
 	Servers() map[string][]proxy.ServerStatus // by backend name, servers in configuration order
 	ParkedHTTP1() int                         // http1 sessions parked between requests
+	RecordsWriting() int64                    // ended sessions whose record is being written
 }
 
 // shutdownTimeout bounds the graceful end of the admin HTTP server.
@@ -106,6 +107,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) *Admin {
 		&poolCollector{a: a},
 		&serverCollector{a: a},
 		a.parkedGauge(),
+		a.writingGauge(),
 		a.lostCounter(),
 		&kernelCollector{w: a.watch},
 	)
@@ -122,6 +124,20 @@ func (a *Admin) parkedGauge() prometheus.Collector {
 	}, func() float64 {
 		if r := a.readiness(); r != nil {
 			return float64(r.ParkedHTTP1())
+		}
+		return 0
+	})
+}
+
+// writingGauge is closeproxy_teardown_records_writing, read at scrape
+// time; 0 before Attach.
+func (a *Admin) writingGauge() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "closeproxy_teardown_records_writing",
+		Help: "Ended sessions whose teardown record is being written: above 0 scrape after scrape, the records sink (log.records) takes nothing, as a pipe whose reader stopped, and each such session is held in memory.",
+	}, func() float64 {
+		if r := a.readiness(); r != nil {
+			return float64(r.RecordsWriting())
 		}
 		return 0
 	})

@@ -100,6 +100,7 @@ type fakeServer struct {
 	stats   map[string]pool.Stats
 	servers map[string][]proxy.ServerStatus
 	parked  int
+	writing int64
 }
 
 func (f *fakeServer) Serving() bool                    { return f.serving.Load() }
@@ -108,6 +109,8 @@ func (f *fakeServer) Servers() map[string][]proxy.ServerStatus {
 	return f.servers
 }
 func (f *fakeServer) ParkedHTTP1() int { return f.parked }
+
+func (f *fakeServer) RecordsWriting() int64 { return f.writing }
 
 func TestHealthz(t *testing.T) {
 	base := serve(t, New(testConfig("127.0.0.1:0", "127.0.0.1:1"), zaptest.NewLogger(t)))
@@ -127,9 +130,10 @@ func TestPoolMetricsAtScrape(t *testing.T) {
 	}
 	a.Attach(&fakeServer{stats: map[string]pool.Stats{
 		"app": {Idle: 3, InUse: 2, Dialed: 7, Evicted: 4, Reused: 11},
-	}, parked: 5})
+	}, parked: 5, writing: 2})
 	want := map[string]float64{
 		`closeproxy_http1_sessions_parked`:                          5,
+		`closeproxy_teardown_records_writing`:                       2,
 		`closeproxy_pool_connections{backend="app",state="idle"}`:   3,
 		`closeproxy_pool_connections{backend="app",state="in_use"}`: 2,
 		`closeproxy_pool_dialed_total{backend="app"}`:               7,

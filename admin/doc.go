@@ -65,6 +65,7 @@
 //	closeproxy_bytes_total{listener,leg,direction}      direction: in|out, from the records
 //	closeproxy_session_duration_seconds{listener}       histogram, from the records
 //	closeproxy_teardown_records_lost_total              writes that failed (WithRecordsLost)
+//	closeproxy_teardown_records_writing                 ended sessions whose record write is under way
 //	closeproxy_config_last_reload_successful            1 or 0 (ConfigReloaded)
 //	closeproxy_config_last_reload_success_timestamp_seconds
 //	closeproxy_build_info{version,goversion}            1 (WithVersion)

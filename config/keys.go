@@ -71,7 +71,7 @@ docs/performance.md). A file (for instance on a volume a log shipper
 tails) costs less than a pipe, and teardown "errors" or "sample:<rate>"
 less still. A sink that takes nothing (a pipe whose reader stopped)
 holds each ended session, a goroutine and its record, until it takes
-them again; at shutdown the process waits for it until shutdown_timeout
+them again (closeproxy_teardown_records_writing counts them); at shutdown the process waits for it until shutdown_timeout
 plus 9s plus the longest drain_timeout, then exits (code 1) without the
 records still waiting. A write
 that fails (a reader gone, a full disk) loses that record, counted in

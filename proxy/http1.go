@@ -97,6 +97,10 @@ const (
 	parkMost  = time.Second
 )
 
+// RecordsWriting is how many ended sessions are writing their record now:
+// more than a moment's, the records sink takes nothing.
+func (s *Server) RecordsWriting() int64 { return s.writing.Load() }
+
 // ParkedHTTP1 is how many http1 sessions are parked now.
 func (s *Server) ParkedHTTP1() int {
 	if p := s.parker.Load(); p != nil {
