@@ -130,7 +130,8 @@ Passive ejection: a server is taken down after this many consecutive
 failed dials (refused, timed out, unreachable; never a local failure
 such as running out of ports) or backend resets seen by sessions, and
 brought back by rise passed checks (with check = "off": after one
-interval). Only a session the server served resets the count, not a
+interval, by the first session or scrape that looks at it then, which
+logs "server back"). Only a session the server served resets the count, not a
 dial that worked nor a passed check (a server that accepts, as a tcp
 check asks, may still reset every session). Up to 100; 0 turns it off.`},
 	{path: "backend.health.ease_in", at: field(func(b *Backend) any { return &b.Health.EaseIn }),
