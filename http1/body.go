@@ -63,6 +63,11 @@ type copyError struct{ err error }
 func (e *copyError) Error() string { return "copy body: " + e.err.Error() }
 func (e *copyError) Unwrap() error { return e.err }
 
+// CopyFailed wraps err, a body copy's read or write failure, as the
+// copies here do ("copy body: ..."), for a copy made elsewhere: Cause
+// takes the words off again.
+func CopyFailed(err error) error { return &copyError{err: err} }
+
 // Cause returns what made a body copy fail without the copy's own words
 // ("copy body: "), for a caller that names the side itself ("read request
 // body: ...").

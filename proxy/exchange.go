@@ -446,7 +446,7 @@ func (h *h1) copyBody(back *net.TCPConn, br *bufio.Reader, resp *http1.Response)
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
-		return written, fmt.Errorf("copy body: %w", err)
+		return written, http1.CopyFailed(err)
 	}
 	return written, nil
 }

@@ -224,8 +224,13 @@ func TestHTTP1UnservedPipelinedRequestCountsAsReceived(t *testing.T) {
 	}
 	c.SetLinger(0)
 	c.Close()
-	if td := h.record(t); td.Outcome != engine.OutcomeClientReset || td.Front.BytesIn != int64(len(reqs)) {
+	td := h.record(t)
+	if td.Outcome != engine.OutcomeClientReset || td.Front.BytesIn != int64(len(reqs)) {
 		t.Errorf("record: outcome %s (%v), front bytes_in %d; want client_reset, %d (both requests)", td.Outcome, td.Err, td.Front.BytesIn, len(reqs))
+	}
+	// Both relays word it alike: the response's relay, then the cause.
+	if msg := fmt.Sprint(td.Err); !strings.HasPrefix(msg, "relay response: ") || strings.Contains(msg, "copy body") {
+		t.Errorf("error %q, want \"relay response: \" and the cause", msg)
 	}
 }
 
