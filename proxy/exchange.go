@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -277,13 +278,17 @@ var spillAfter = time.Second
 
 // spill holds the head and a chunked body until the body is complete (then
 // a framing error is refused before the backend sees a byte), past
-// spillLimit or held for spillAfter (then what was held goes out and the
-// rest streams).
+// spillLimit or held for spillAfter, whether more came or not (then what
+// was held goes out and the rest streams). Its timer flushes from a
+// goroutine of its own, hence the lock.
 type spill struct {
+	mu        sync.Mutex
 	head, buf []byte
 	dst       *pool.Conn
-	by        time.Time // when the hold ends, whatever came
+	timer     *time.Timer
 	sent      bool
+	done      bool  // the copy ended: the timer does nothing
+	err       error // the timer's flush failed: the copy's next write says so
 	written   int64
 	// early: bytes of the backend's waited unread as the body's last
 	// write was due, the spill already sent: an answer to less than
@@ -291,15 +296,37 @@ type spill struct {
 	early bool
 }
 
+// newSpill holds head for dst, flushing once spillAfter passed.
+func newSpill(head []byte, dst *pool.Conn) *spill {
+	s := &spill{head: head, dst: dst}
+	s.timer = time.AfterFunc(spillAfter, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.done && !s.sent {
+			s.err = s.flushLocked()
+		}
+	})
+	return s
+}
+
 // WritingLast implements http1.LastWriter.
-func (s *spill) WritingLast() { s.early = s.sent && engine.Unread(s.dst.TCPConn) }
+func (s *spill) WritingLast() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.early = s.sent && engine.Unread(s.dst.TCPConn)
+}
 
 func (s *spill) Write(p []byte) (int, error) {
-	if !s.sent && len(s.buf)+len(p) <= spillLimit && time.Now().Before(s.by) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return 0, s.err
+	}
+	if !s.sent && len(s.buf)+len(p) <= spillLimit {
 		s.buf = append(s.buf, p...)
 		return len(p), nil
 	}
-	if err := s.flush(); err != nil {
+	if err := s.flushLocked(); err != nil {
 		return 0, err
 	}
 	n, err := s.dst.Write(p)
@@ -307,7 +334,23 @@ func (s *spill) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *spill) flush() error {
+// end sends what is still held once the body ended whole (err nil), and
+// stops the timer: after it the spill is the caller's alone.
+func (s *spill) end(err error) error {
+	s.timer.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	if err == nil {
+		err = s.err
+	}
+	if err == nil {
+		err = s.flushLocked()
+	}
+	return err
+}
+
+func (s *spill) flushLocked() error {
 	if s.sent {
 		return nil
 	}
@@ -325,11 +368,9 @@ func (s *spill) flush() error {
 // sendChunked sends a request with a chunked body (no 100-continue) through
 // a spill, and refuses a malformed body with 400.
 func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head []byte) bool {
-	sp := &spill{head: head, dst: bc, by: time.Now().Add(spillAfter)}
+	sp := newSpill(head, bc)
 	n, err := req.CopyBody(sp, h.fr)
-	if err == nil {
-		err = sp.flush()
-	}
+	err = sp.end(err)
 	h.rec.Received(policy.Front, n+http1.Untaken(err))
 	h.rec.Sent(policy.Back, sp.written)
 	if sp.sent {

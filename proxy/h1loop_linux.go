@@ -345,6 +345,9 @@ func (h *h1Loop) schedule() {
 		if up := h.x.upBy; !up.IsZero() && up.Before(at) {
 			at = up
 		}
+		if h.x.hold && h.x.holdBy.Before(at) {
+			at = h.x.holdBy
+		}
 	case !h.headBy.IsZero():
 		at = h.headBy
 	default:
@@ -371,6 +374,8 @@ func (h *h1Loop) Due(now time.Time) {
 		if !now.Before(h.intakeBy) {
 			h.intakeEnds(nil, errSilent)
 		}
+	case x != nil && x.hold && !now.Before(x.holdBy):
+		h.releaseHold() // held long enough: the request goes, however far its body came
 	case x != nil && !x.upBy.IsZero() && !now.Before(x.upBy) && x.toOff < len(x.toBack):
 		// the backend is not taking what the client sent: the proxy's
 		// backpressure, not the client's silence (idle_timeout bounds it)
@@ -1044,10 +1049,16 @@ func (h *h1Loop) takeChunk() bool {
 	h.upMoved()
 	x.upChunk = !done
 	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit || !h.rn.Now().Before(x.holdBy)) {
-		x.hold = false // sent from here on
-		h.rec().Request()
+		h.releaseHold()
 	}
 	return true
+}
+
+// releaseHold ends the hold of a chunked body with its head: what was
+// held goes to the backend, and the rest as it comes.
+func (h *h1Loop) releaseHold() {
+	h.x.hold = false
+	h.rec().Request()
 }
 
 // badBody: the client's chunked body is malformed: 400, as on a
