@@ -463,7 +463,7 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 	case err = <-finished:
 	case <-giveUp.C:
 		lg.abandon()
-		return errRecordsStuck
+		return fmt.Errorf("%w (those of %d ended sessions, and any the sink was writing)", errRecordsStuck, srv.RecordsWriting())
 	}
 	log.Info("stopped")
 	return err
