@@ -335,12 +335,13 @@ func (x *executor) safeRST(l *leg) {
 		x.rst(l, l.due.reason(), !l.sendDone || l.due == dueCut && !l.finSent)
 		return
 	}
-	if !l.peerFIN && l.target != policy.TargetNowhere {
+	if l.target != policy.TargetNowhere {
 		if in, _ := l.beforeFIN(); in {
-			// The peer's FIN came while the reset waited for its
-			// acknowledgements, not read yet: its close decides, as in
-			// peerFIN's phaseResetting (whichever the executor sees
-			// first), and the FIN goes second.
+			// A grace's end chose the fallback's reset, and the peer's
+			// FIN came while it waited for the peer's acknowledgements
+			// (read, or in the kernel behind bytes not read yet): its
+			// close decides, as within the grace, and the FIN goes
+			// second (TIME-WAIT on the peer), no reset.
 			x.decide(l, policy.PeerFIN)
 			return
 		}

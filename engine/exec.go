@@ -79,6 +79,9 @@ var (
 )
 
 func newExecutor(s *Session) *executor {
+	if s.Tunnel {
+		s.Back.Fallback = policy.FallbackFIN // no bet in a tunnel
+	}
 	return &executor{s: s, rec: s.Rec, start: s.Rec.Start(), drain: s.Drain, kill: s.Kill}
 }
 
@@ -319,14 +322,6 @@ func (x *executor) peerFIN(d *dir) {
 		x.decide(src, policy.PeerFIN)
 	case phaseResetPending:
 		x.startQueueDrain(src, src.budget)
-	case phaseResetting:
-		if src.due == dueNone && src.target != policy.TargetNowhere {
-			// A grace's end chose the fallback's reset, which waits for
-			// the peer's acknowledgements; the peer closed meanwhile.
-			// Its close decides, as within the grace: the FIN goes
-			// second (TIME-WAIT on the peer), no reset.
-			x.decide(src, policy.PeerFIN)
-		}
 	}
 	if d.dst != nil {
 		x.sendDone(d.dst)

@@ -46,7 +46,7 @@ type Session struct {
 	// stream, which may still answer the client's EOF (a closing frame,
 	// an exit status), so the back leg takes no bet on it: a grace that
 	// runs out sends the FIN, whatever the leg's target (nowhere and auto
-	// included) or fallback.
+	// included) or fallback (the executor sets Back.Fallback to fin).
 	Tunnel bool
 }
 

@@ -248,7 +248,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			// The client left (FIN or RST) before its body was whole,
 			// after an early response: as on the loops, and as before one.
 			rt.reusable, rt.closing, rt.cutBack = false, true, true
-			h.clientAborted(&rt, fmt.Errorf("read request body: %w", http1.Cause(err)))
+			h.clientAborted(&rt, requestBodyErr(err))
 		case err != nil && body.werr == nil: // errBodyCut: the client went silent
 			rt.reusable, rt.cutBack = false, true
 			h.rec.Outcome(engine.OutcomeTimeout, errBodySilent(h.ln.Close.PeerFinGrace))
@@ -391,7 +391,7 @@ func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head 
 		h.rec.Outcome(engine.OutcomeBackendReset, fmt.Errorf("send request body: %w", err))
 		h.writeError(502, "Bad Gateway")
 	default: // the client stopped sending its body
-		h.clientAborted(rt, fmt.Errorf("read request body: %w", err))
+		h.clientAborted(rt, requestBodyErr(err))
 	}
 	return false
 }
@@ -509,7 +509,7 @@ func (h *h1) noResponse(rt *roundTrip, bc *pool.Conn, req *http1.Request, body *
 	case berr != nil && !errors.Is(berr, errBodyCut) && body.werr == nil:
 		// The client left before its body was whole; a copy that failed
 		// writing to the backend is the backend's close, answered 502.
-		h.clientAborted(rt, fmt.Errorf("read request body: %w", http1.Cause(berr)))
+		h.clientAborted(rt, requestBodyErr(berr))
 		return
 	}
 	if bc.Pooled && req.Framing == http1.NoBody && idempotent(req.Method) {
@@ -535,6 +535,13 @@ func (h *h1) stalledNow(body *bodyCopy) (stalled bool, bodyErr error) {
 	return h.guard.Stalled() != engine.NotStalled, bodyErr
 }
 
+// requestBodyErr is the error of a request body that failed on its way
+// from the client, worded alike on both relays: the side, then the
+// cause without the body copy's own words.
+func requestBodyErr(err error) error {
+	return fmt.Errorf("read request body: %w", http1.Cause(err))
+}
+
 // clientAborted: the client ended (FIN or RST) before its request was
 // whole. The backend got part of it and is reset; the client, which left
 // mid-request, is reset too.
@@ -549,7 +556,7 @@ func (h *h1) clientAborted(rt *roundTrip, err error) {
 // response began, else its connection is reset after what it was sent.
 func (h *h1) badBody(rt *roundTrip, body *bodyCopy, err error) {
 	rt.reusable, rt.closing, rt.cutBack = false, true, true
-	h.rec.Outcome(engine.OutcomeBadRequest, fmt.Errorf("read request body: %w", err))
+	h.rec.Outcome(engine.OutcomeBadRequest, requestBodyErr(err))
 	if body.answered.Load() { // a final response went (a 100 Continue is no answer)
 		rt.cutFront()
 		return
@@ -770,20 +777,9 @@ func (h *h1) tunnel(bc *pool.Conn, br *bufio.Reader) {
 	defer func() { h.back = nil; h.sv.pool.Release(bc) }()
 	_ = bc.SetDeadline(time.Time{})
 	p := engine.Pending{Up: buffered(h.fr), Down: buffered(br)}
-	tunnelTakesNoBet(h.eng)
+	h.eng.Tunnel = true // http1 takes no bet (rule 3), a tunnel's back leg neither
 	h.eng.Relay(h.front, bc.TCPConn, p)
 	putBackReader(br)
-}
-
-// tunnelTakesNoBet sets the back leg of a tunnel's relay to end by a FIN
-// where a grace runs out, whatever its target: http1 mode takes no bet
-// (rule 3), and in a tunnel nothing says where an answer ends. A backend
-// that spoke last and answers the client's half-close (a closing frame,
-// an exit status) gets the FIN and sends it, where a reset would have
-// lost it.
-func tunnelTakesNoBet(s *engine.Session) {
-	s.Back.Fallback = policy.FallbackFIN
-	s.Tunnel = true
 }
 
 // buffered returns a copy of what br holds, and empties it.

@@ -30,10 +30,11 @@ import (
 // read (an early response is relayed at once, and so is a 100 Continue
 // the client waits for); a chunked one is held with its head until it
 // ended, spillLimit of it came or spillAfter passed (unless the client
-// waits for a 100 Continue). What it does not take goes to a goroutine (handOff) at a
-// request's start, before anything of it was sent: an upgrade or CONNECT
-// with a body, a head it cannot parse or that is larger than its
-// buffer, a client that stopped midway through a head, and a request for
+// waits for a 100 Continue). What it does not take goes to a goroutine
+// (handOff) at a request's start, before anything of it was sent: an
+// upgrade or CONNECT with a body, a head it cannot parse or that is
+// larger than its buffer, a client that stopped midway through a head,
+// and a request for
 // which no backend connection is ready without a wait. Each leg it ends
 // alone the loop ends (engine.Runner.End), as its close policy says. A
 // session that becomes a tunnel (101, or CONNECT answered 2xx) is relayed
@@ -1014,7 +1015,7 @@ func (h *h1Loop) readUp(b []byte) int {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
-		h.clientAborted(fmt.Errorf("read request body: %w", err))
+		h.clientAborted(requestBodyErr(err))
 		return 0
 	}
 	return n
@@ -1048,7 +1049,8 @@ func (h *h1Loop) takeChunk() bool {
 	h.consume(k)
 	h.upMoved()
 	x.upChunk = !done
-	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit || !h.rn.Now().Before(x.holdBy)) {
+	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit) { // or spillAfter: Due
+
 		h.releaseHold()
 	}
 	return true
@@ -1066,7 +1068,7 @@ func (h *h1Loop) releaseHold() {
 // back to its pool as it was; one that got part of it is reset.
 func (h *h1Loop) badBody(err error) {
 	x := h.x
-	h.rec().Outcome(engine.OutcomeBadRequest, fmt.Errorf("read request body: %w", err))
+	h.rec().Outcome(engine.OutcomeBadRequest, requestBodyErr(err))
 	if x.hold {
 		h.putBack(x.bc, x.back)
 		x.back, x.bc = nil, nil
@@ -1663,7 +1665,7 @@ func (h *h1Loop) startTunnel() {
 	h.rn.Schedule(time.Time{})
 	bc, sv := x.bc, h.ss.sv
 	h.units++
-	tunnelTakesNoBet(h.ss.eng)
+	h.ss.eng.Tunnel = true // http1 takes no bet (rule 3), a tunnel's back leg neither
 	h.rn.Relay(h.ss.eng, h.front, x.back, p, func() {
 		sv.pool.Release(bc)
 		h.unitDone()

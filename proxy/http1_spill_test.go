@@ -3,15 +3,12 @@ package proxy
 import (
 	"bufio"
 	"io"
-	"net"
 	"net/http"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
-	"github.com/closeproxy/closeproxy/internal/loopback"
 	"github.com/closeproxy/closeproxy/policy"
 )
 
@@ -27,21 +24,12 @@ func TestHTTP1TrickledChunkedBodyIsNotHeldLong(t *testing.T) {
 	spillAfter = 100 * time.Millisecond
 	t.Cleanup(func() { spillAfter = old })
 	heads := make(chan struct{}, 1)
-	be := loopback.Serve(t, func(c *net.TCPConn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		heads <- struct{}{}
-		body, err := io.ReadAll(req.Body)
-		if err != nil {
-			return
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+string(body))
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		heads <- struct{}{} // the head came: the handler runs before the body
+		body, _ := io.ReadAll(r.Body)
+		w.Write(body)
 	})
-	h := startProxy(t, config.Listener{IdleTimeout: 10 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	h := startProxy(t, config.Listener{IdleTimeout: 10 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
 	c := dialClient(t, h.addr, false)
 	// One chunk, then silence: the hold's time passing sends the request
 	// with no byte more from the client.
