@@ -169,7 +169,9 @@ up to 20 ms after it, for its client's next request, unless another
 session waits for one). A session that
 finds none free waits up to connect_timeout, then is refused with outcome
 pool_exhausted: in tcp mode by a reset, in http1 mode by a 503 and the
-proxy's FIN. 0 means no cap.`},
+proxy's FIN. A client that resets meanwhile ends its session's wait at
+once (outcome client_reset, on Linux); one that half-closes keeps its
+place, and its request goes once a connection frees. 0 means no cap.`},
 
 	{path: "backend.close", kind: table, doc: `
 Close policy of the back leg (proxy <-> backend).`},

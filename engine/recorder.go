@@ -149,6 +149,15 @@ func (r *Recorder) Record() *Teardown { return &r.td }
 
 // The engine's events on one leg.
 
+// PeerFINAt notes the FIN of leg l's peer as seen at at by a watch
+// outside the relay (a client's, while its session waited for a backend
+// connection), unless the relay read one already.
+func (r *Recorder) PeerFINAt(l policy.Leg, at time.Time) {
+	if lr := r.td.Leg(l); lr.FINIn < 0 {
+		lr.FINIn = at.Sub(r.start)
+	}
+}
+
 func (r *Recorder) finIn(l policy.Leg)                   { r.td.Leg(l).FINIn = r.since() }
 func (r *Recorder) finOut(l policy.Leg)                  { r.td.Leg(l).FINOut = r.since() }
 func (r *Recorder) firstFIN(l policy.Leg, s policy.Side) { r.td.Leg(l).FirstFIN = s }

@@ -509,6 +509,9 @@ func (p *Pool) waitLocked(ctx context.Context, start time.Time) error {
 	p.stats.Waiting++
 	p.waiting.Add(1)
 	p.mu.Unlock()
+	if f, ok := ctx.Value(waitingKey{}).(func()); ok {
+		f()
+	}
 	err := waitFreed(ctx, freed, p.cfg.ConnectTimeout, start)
 	p.mu.Lock()
 	p.stats.Waiting--
@@ -517,6 +520,16 @@ func (p *Pool) waitLocked(ctx context.Context, start time.Time) error {
 		return fmt.Errorf("backend %s: %d connections open: %w", p.cfg.Address, p.openLocked(), err)
 	}
 	return nil
+}
+
+type waitingKey struct{}
+
+// OnWait returns ctx carrying f, which Get calls each time it starts to
+// wait for a slot at MaxConns, before the wait, without the pool's lock:
+// the caller can then watch for what should cut the wait short (its
+// client gone) and cancel ctx. Nothing is called on Get's other ways.
+func OnWait(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, waitingKey{}, f)
 }
 
 func waitFreed(ctx context.Context, freed <-chan struct{}, timeout time.Duration, start time.Time) error {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/policy"
 	"github.com/closeproxy/closeproxy/pool"
 )
 
@@ -50,6 +51,19 @@ func (s *Server) newSession(l *listener, lc *listenerConf, c *net.TCPConn, fd in
 		rec.Accepted(localFD(fd, l.addr), peer, netip.AddrPort{})
 	}
 	return &session{srv: s, l: l, ln: ln, bk: lc.be, front: c, bare: fd, home: -1, rec: rec}
+}
+
+// frontFD is the client's socket descriptor (the session keeps it), or
+// -1.
+func (ss *session) frontFD() int {
+	if ss.front == nil {
+		return ss.bare
+	}
+	fd, err := engine.ConnFD(ss.front)
+	if err != nil {
+		return -1
+	}
+	return fd
 }
 
 // refuse ends the front, which has had no byte relayed, with an RST.
@@ -355,6 +369,8 @@ func sendHeader(c *pool.Conn, h *proxyproto.Header) error {
 
 func dialOutcome(err error) engine.Outcome {
 	switch {
+	case errors.Is(err, errClientGone):
+		return engine.OutcomeClientReset
 	case errors.Is(err, errDialCut):
 		return engine.OutcomeDrained
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
@@ -383,8 +399,11 @@ func (ss *session) acquire() (*pool.Conn, error) {
 		if err == nil {
 			return c, nil
 		}
-		lastErr = err
 		ss.leave(false)
+		if errors.Is(err, errClientGone) {
+			return nil, err
+		}
+		lastErr = err
 	}
 	order := ss.order
 	if order == nil {
@@ -399,6 +418,9 @@ func (ss *session) acquire() (*pool.Conn, error) {
 		if err == nil {
 			ss.use(sv)
 			return c, nil
+		}
+		if errors.Is(err, errClientGone) {
+			return nil, err // no other server for a client that left
 		}
 		lastErr = err
 	}
@@ -424,11 +446,19 @@ func (ss *session) try(sv *server) (*pool.Conn, error) {
 	if own {
 		ctx = pool.WithSource(ctx, ss.rec.Client().Addr())
 	}
+	w := clientWatch{cancel: cancel}
+	ctx = pool.OnWait(ctx, func() { w.start(ss.frontFD()) })
 	c, err := sv.pool.Get(ctx)
+	w.stop()
+	if at := w.fin(); err != nil && !at.IsZero() {
+		ss.rec.PeerFINAt(policy.Front, at)
+	}
 	var ne net.Error
 	switch {
 	case err == nil:
 		ss.connected(c)
+	case w.gone():
+		err = fmt.Errorf("%w: %w", errClientGone, err)
 	case ss.srv.drainCtx.Err() != nil:
 		err = fmt.Errorf("%w: %w", errDialCut, err)
 	case own && errors.As(err, &ne) && ne.Timeout():
