@@ -129,6 +129,23 @@ func (s *Session) End(name policy.Leg, c *net.TCPConn, in *bufio.Reader, e Endin
 	x.run(func() { x.sendDone(l) })
 }
 
+// Beside returns a Session that ends one leg (End) on another goroutine
+// while s ends the other, as a relay loop ends both at once: its
+// Recorder is a copy of s's, from which Join takes that leg back.
+func (s *Session) Beside() *Session {
+	b := *s
+	b.Rec = &Recorder{td: s.Rec.td, start: s.Rec.start}
+	return &b
+}
+
+// Join takes back what b (Beside) recorded of leg l, once b's End
+// returned and s's other leg no longer changes: the leg's record, and b's
+// outcome where s's is still ok.
+func (s *Session) Join(b *Session, l policy.Leg) {
+	*s.Rec.td.Leg(l) = *b.Rec.td.Leg(l)
+	s.Rec.Outcome(b.Rec.td.Outcome, b.Rec.td.Err)
+}
+
 // Refuse ends an accepted connection with an RST before any byte was
 // relayed: the client learns at once and no side keeps TIME-WAIT. A
 // client that reset first (while its session waited for a backend

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -746,7 +747,6 @@ func (h *h1) finishBody(b *bodyCopy) error {
 // engine: by its policy after a whole exchange, with a reset when a
 // request or response was cut.
 func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
-	defer putBackReader(br)
 	switch {
 	case rt.reusable && !rt.cutBack: // Put clears its deadlines
 		if !rt.unused {
@@ -754,14 +754,60 @@ func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 		}
 		h.back = nil
 		h.sv.pool.Put(bc)
-		return
 	case rt.cutBack:
 		h.eng.End(policy.Back, bc.TCPConn, nil, engine.Ending{Cut: true, Why: policy.ReasonCut})
+		h.back = nil
+		h.sv.pool.Release(bc)
+	case rt.closing && !rt.backFIN:
+		h.back = nil
+		h.endBackBeside(bc, br)
+		return // br is the goroutine's
 	default:
 		h.eng.End(policy.Back, bc.TCPConn, br, engine.Ending{PeerFIN: rt.backFIN})
+		h.back = nil
+		h.sv.pool.Release(bc)
 	}
-	h.back = nil
-	h.sv.pool.Release(bc)
+	putBackReader(br)
+}
+
+// endBackBeside ends the back leg of an exchange that closes the
+// connection on a goroutine of its own, while this one ends the front
+// (h.end, which waits for it), as the loops end both at once: a backend
+// that has not closed yet (one lingering after an early answer, as nginx
+// does) keeps the back leg waiting up to peer_fin_grace, and the
+// proxy's FIN to the client waited behind it, while the client, told
+// Connection: close, closed first and held the TIME-WAIT the front's
+// policy wants on the proxy. The back leg's record is taken back at the
+// join; a panic on that goroutine is recovered into internal_error, its
+// connection reset.
+func (h *h1) endBackBeside(bc *pool.Conn, br *bufio.Reader) {
+	b, pl := h.eng.Beside(), h.sv.pool
+	done := make(chan struct{})
+	h.beside, h.besideDone = b, done
+	go func() {
+		defer close(done)
+		defer putBackReader(br)
+		defer func() {
+			if p := recover(); p != nil {
+				b.Rec.Outcome(engine.OutcomeInternalError, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+				pl.Discard(bc)
+				return
+			}
+			pl.Release(bc)
+		}()
+		b.End(policy.Back, bc.TCPConn, br, engine.Ending{})
+	}()
+}
+
+// joinBack waits for a back leg ending beside the front (endBackBeside)
+// and takes its record back; nothing when none does.
+func (h *h1) joinBack() {
+	if h.beside == nil {
+		return
+	}
+	<-h.besideDone
+	h.eng.Join(h.beside, policy.Back)
+	h.beside, h.besideDone = nil, nil
 }
 
 // dropBackend resets a connection that failed before responding.

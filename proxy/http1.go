@@ -62,6 +62,11 @@ type h1 struct {
 	parkedAt  time.Time
 	parkAfter time.Duration
 	noPark    bool // parking failed once: the session waits on its goroutine
+	// beside is the back leg's ending on a goroutine of its own, beside
+	// the front's (endBackBeside), until joinBack; besideDone is closed
+	// when it returned.
+	beside     *engine.Session
+	besideDone chan struct{}
 
 	// mu orders phase, guard and wait against the server's two watchers
 	// (h1Sessions.interrupt), which run on goroutines of their own.
@@ -277,7 +282,9 @@ func (h *h1) serve() (parked bool) {
 			h.srv.h1s.remove(h)
 		}
 	}()
-	if parked = h.exchanges(); !parked && h.fr != nil {
+	parked = h.exchanges()
+	h.joinBack() // a back leg ending beside a front that ended otherwise
+	if !parked && h.fr != nil {
 		putFrontReader(h.fr) // the front leg ended: nothing reads it any more
 		h.fr = nil
 	}
@@ -654,6 +661,7 @@ func (h *h1) end(e engine.Ending) {
 	}
 	h.ended = true
 	h.eng.End(policy.Front, h.front, h.fr, e)
+	h.joinBack()
 }
 
 // errHeadTimeout: a request head begun and not whole within idle_timeout.

@@ -266,3 +266,44 @@ func shutdownWithin(h *harness, d time.Duration) error {
 	defer cancel()
 	return h.srv.Shutdown(ctx)
 }
+
+// An answer that closes the connection (Connection: close) from a backend
+// that does not close at once (it waits for the proxy's FIN, as nginx
+// lingers after an early answer): the proxy's FIN to the client goes with
+// the answer, as the front's policy (proxy) wants, not after the back
+// leg's end, which waits up to peer_fin_grace; meanwhile a client told to
+// close would close first and keep the TIME-WAIT. Both relays end the two
+// legs at once.
+func TestHTTP1ClosingAnswerEndsBothLegsAtOnce(t *testing.T) {
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+		io.Copy(io.Discard, br) // until the proxy's FIN (or reset)
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c := dialClient(t, h.addr, false)
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c) // to the proxy's FIN
+	c.Close()
+	if err != nil || !strings.HasSuffix(string(got), "\r\n\r\nok") {
+		t.Fatalf("answer %q, %v", got, err)
+	}
+	td := h.record(t)
+	backEnd := td.Back.FINOut
+	if backEnd < 0 || td.Back.RSTOut >= 0 && td.Back.RSTOut < backEnd {
+		backEnd = td.Back.RSTOut
+	}
+	if td.Front.FirstFIN != policy.SideProxy || td.Front.FINOut < 0 || backEnd < 0 || td.Front.FINOut >= backEnd {
+		t.Errorf("front first_fin %s fin_out %v, back leg ended at %v (%s, %s): want the proxy's FIN to the client before the back leg's end",
+			td.Front.FirstFIN, td.Front.FINOut, backEnd, td.Back.Close, td.Back.Reason)
+	}
+	if td.Outcome != engine.OutcomeOK {
+		t.Errorf("outcome %s (%v), want ok", td.Outcome, td.Err)
+	}
+}
