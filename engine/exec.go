@@ -385,10 +385,10 @@ func (x *executor) failed(d *dir, err error) {
 		if src.bet && dst != nil {
 			x.sendDone(dst)
 		}
+	case failing == src && (src.peerRST || reset(src)):
+		x.peerReset(src) // before late data: its peer reset, and knows
 	case dst != nil && !dst.open():
 		x.lateData(src) // src's peer sent bytes that dst can no longer take
-	case failing == src && reset(src):
-		x.peerReset(src)
 	case other != nil && other.resetByPeer():
 		x.peerReset(other)
 	default:
@@ -501,6 +501,12 @@ func (x *executor) wholeThenLate(l *leg) {
 // lateData: l's peer sent bytes that can no longer be delivered: a reset
 // tells it they were lost.
 func (x *executor) lateData(l *leg) {
+	if l.peerRST {
+		// Its peer's reset waited for the direction from l to end (no
+		// look of l's is armed meanwhile): it ended.
+		x.peerReset(l)
+		return
+	}
 	if l.due != dueNone {
 		return // its reset is due already
 	}
