@@ -214,6 +214,50 @@ func TestLoopsConnectDoneInsideTheCall(t *testing.T) {
 	}
 }
 
+// A connect done inside the call whose peer spoke and closed before the
+// look (a backend that greets and closes: CLOSE-WAIT) is done too: its
+// bytes and FIN wait to be relayed. Taken for one still in progress, a
+// caller that cannot wait (pool.Pool.DialNow) closed it with the bytes
+// unread, an RST, and dialed again: the greeting was lost.
+func TestLoopsConnectDoneWithThePeersFINIn(t *testing.T) {
+	ls, err := NewLoops(1, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	ln := loopback.Listener(t)
+	fd, err := connectTo(ln.Addr().(*net.TCPAddr).AddrPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	backend, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(backend, "220 hello\r\n")
+	backend.Close()
+	for i := 0; ; i++ { // until the FIN is in (loopback: at once)
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err == nil && info.State == unix.BPF_TCP_CLOSE_WAIT {
+			break
+		}
+		if i == 1000 {
+			t.Fatalf("the backend's FIN never came: %v, %v", info, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if home, err := ls.Connect(done, fd); err != nil || home != -1 {
+		t.Errorf("connect done, the peer's FIN in: home %d, %v; want -1, nil", home, err)
+	}
+	b := make([]byte, 64)
+	if n, err := unix.Read(fd, b); string(b[:max(n, 0)]) != "220 hello\r\n" {
+		t.Errorf("read %q, %v; want the greeting", b[:max(n, 0)], err)
+	}
+}
+
 // Connect reports a refused connection as connect's error, and one that
 // does not come within the context's deadline as the context's, answers
 // once either way, and leaves nothing open once the socket is closed.

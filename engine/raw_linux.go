@@ -278,13 +278,15 @@ func (w *RawWriter) write(fd uintptr) bool {
 }
 
 // established tells whether fd's connect has completed: its TCP state,
-// the first byte of TCP_INFO (the only byte asked for).
+// the first byte of TCP_INFO (the only byte asked for), is ESTABLISHED,
+// or CLOSE-WAIT: the peer spoke and closed already (a backend that greets
+// and closes), and what it sent waits to be relayed.
 func established(fd int) bool {
 	var state [1]byte
 	n := uint32(len(state))
 	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
 		uintptr(unsafe.Pointer(&state[0])), uintptr(unsafe.Pointer(&n)), 0)
-	return e == 0 && n == 1 && state[0] == unix.BPF_TCP_ESTABLISHED
+	return e == 0 && n == 1 && (state[0] == unix.BPF_TCP_ESTABLISHED || state[0] == unix.BPF_TCP_CLOSE_WAIT)
 }
 
 // RawReader reads a TCP connection with raw system calls, waiting in Go's
