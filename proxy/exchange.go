@@ -174,6 +174,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		}
 		body = h.startBody(bc, req)
 	}
+	continued := false // a 100 Continue went to the client
 	for {
 		if _, err := br.Peek(1); err != nil {
 			h.noResponse(&rt, bc, req, body, fmt.Errorf("backend closed before responding: %w", err))
@@ -185,9 +186,11 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 			return rt
 		}
 		h.rec.Received(policy.Back, int64(len(resp.Raw)))
+		continued = continued || resp.Status == 100
 		early := rt.early && resp.Status/100 != 1 // sent whole first (sendChunked): told then
 		if body != nil && resp.Status/100 != 1 {
 			body.answered.Store(true)
+			body.notOwed = req.ExpectContinue && !continued
 			// A final answer before the body was all sent (an early 413
 			// or 417): as on the loops, the connection is not reused
 			// (what the backend sends next answers nothing the proxy
@@ -680,6 +683,10 @@ type bodyCopy struct {
 	handed int64 // the body's bytes handed to writes (the copy's goroutine alone)
 	total  int64 // a Content-Length body's length; -1 for a chunked one
 	werr   error // a write to the backend failed: read once done was received
+	// notOwed: the final answer to Expect: 100-continue came with no
+	// 100 before it: the client need not send the body (RFC 9110,
+	// 10.1.1). The exchange's goroutine alone.
+	notOwed bool
 }
 
 // WritingLast implements http1.LastWriter.
@@ -711,6 +718,25 @@ func (h *h1) finishBody(b *bodyCopy) error {
 		return nil
 	}
 	var res bodyResult
+	if b.notOwed {
+		select {
+		case res = <-b.done:
+		default: // nothing more is owed: the copy stops now
+			_ = h.front.SetReadDeadline(time.Now())
+			res = <-b.done
+			_ = h.front.SetReadDeadline(time.Time{})
+		}
+		stopped := errors.Is(res.err, os.ErrDeadlineExceeded) || errors.Is(res.err, io.EOF) || errors.Is(res.err, io.ErrUnexpectedEOF)
+		switch {
+		case stopped && res.n+res.taken == 0:
+			res.err = nil // none of it came: none was owed (a client that closed once answered, too)
+		case stopped:
+			res.err = errBodyCut // begun after all: the backend got part of it
+		}
+		h.rec.Relayed(true, res.n)
+		h.rec.Received(policy.Front, res.taken)
+		return res.err
+	}
 	grace := h.ln.Close.PeerFinGrace
 	t := time.NewTimer(grace)
 	defer t.Stop()

@@ -107,7 +107,12 @@ type h1Exchange struct {
 	// upBy: the response is whole and the request body is not; the client
 	// may be silent until then (peer_fin_grace after the body last moved),
 	// as on a goroutine.
-	upBy     time.Time
+	upBy time.Time
+	// bodyCame: a byte of the request body came from the client;
+	// continued: a 100 Continue went to it. A final answer to Expect:
+	// 100-continue with neither owes no body (notOwed).
+	bodyCame, continued bool
+
 	bin      []byte // the backend's bytes not yet handled: bin[:binN]; pooled
 	binN     int
 	tried    int             // binN when a parse last found the head not whole
@@ -324,6 +329,13 @@ func (h *h1Loop) receive() bool {
 		return h.readResponse()
 	case !x.bodyDone:
 		return h.readBody()
+	case h.sending() && x.notOwed():
+		// A final answer to Expect: 100-continue, with no 100 before
+		// it and no byte of the body yet: the client need not send the
+		// body (RFC 9110, 10.1.1), and the exchange is over. It was
+		// early: the connection closes, the back leg by its policy (the
+		// backend declined the body; nothing was cut).
+		x.upLeft, x.upChunk = 0, false
 	case h.sending(): // the response is whole before the request body
 		if x.upBy.IsZero() {
 			x.upBy = h.rn.Now().Add(h.ss.ln.Close.PeerFinGrace)
@@ -960,6 +972,13 @@ func (h *h1Loop) sendUp() bool {
 	return true
 }
 
+// notOwed reports that the request body is owed no more: the request
+// expected 100-continue, and its final answer came with no 100 before it
+// and no byte of the body from the client.
+func (x *h1Exchange) notOwed() bool {
+	return x.req.ExpectContinue && !x.continued && !x.bodyCame && x.resp != nil
+}
+
 // bodyLeft reports that the request body is not all taken from the
 // client.
 func (x *h1Exchange) bodyLeft() bool { return x.upLeft > 0 || x.upChunk }
@@ -985,6 +1004,7 @@ func (h *h1Loop) takeUp() bool {
 	}
 	x.upLeft -= int64(n)
 	x.toBack, x.toOff = b[:n], 0
+	x.bodyCame = true
 	h.upMoved()
 	return true
 }
@@ -1010,6 +1030,11 @@ func (h *h1Loop) readUp(b []byte) int {
 	n, err := h.front.Read(b)
 	switch {
 	case err == engine.ErrWouldBlock:
+		return 0
+	case err == nil && n == 0 && h.x.notOwed():
+		// A client that closes once answered (curl does) owed no body:
+		// its FIN ends the exchange, not an abort.
+		h.x.upLeft, h.x.upChunk = 0, false
 		return 0
 	case err == nil && n == 0:
 		err = io.ErrUnexpectedEOF
@@ -1047,6 +1072,7 @@ func (h *h1Loop) takeChunk() bool {
 		x.toBack, x.toOff = append(x.up[:0], h.in[:k]...), 0
 	}
 	h.consume(k)
+	x.bodyCame = x.bodyCame || k > 0
 	h.upMoved()
 	x.upChunk = !done
 	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit) { // or spillAfter: Due
@@ -1179,6 +1205,7 @@ func (h *h1Loop) parseResponse() bool {
 	h.rec().Received(policy.Back, int64(len(resp.Raw)))
 	x.binN, x.tried = copy(x.bin, x.bin[used:x.binN]), 0
 	if resp.Status/100 == 1 && resp.Status != 101 {
+		x.continued = x.continued || resp.Status == 100
 		h.queue(resp.HeadForClient(false)) // a copy
 		k.putResponse(resp)
 		return true

@@ -307,3 +307,50 @@ func TestHTTP1ClosingAnswerEndsBothLegsAtOnce(t *testing.T) {
 		t.Errorf("outcome %s (%v), want ok", td.Outcome, td.Err)
 	}
 }
+
+// A final answer to Expect: 100-continue with no 100 before it (417, or
+// a 401 to an upload) owes the proxy no body (RFC 9110, 10.1.1): the
+// exchange ends with it, ok and nothing cut, whether the client waits for
+// the proxy's FIN or closes once answered (as curl does). A client that
+// waited was held peer_fin_grace for a body it never owed and recorded
+// timeout; one that closed was reset and recorded client_aborted.
+func TestHTTP1ExpectContinueAnsweredWithoutA100OwesNoBody(t *testing.T) {
+	for _, closes := range []bool{false, true} {
+		t.Run(fmt.Sprintf("client_closes=%v", closes), func(t *testing.T) {
+			be := loopback.Serve(t, func(c *net.TCPConn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+				io.Copy(io.Discard, br) // lingers, as nginx does, until the proxy's FIN
+			})
+			ln := config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}
+			ln.Close.PeerFinGrace = 5 * time.Second
+			h := startProxy(t, ln, http1Backend(be))
+			c := dialClient(t, h.addr, false)
+			defer c.Close()
+			io.WriteString(c, "PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != 417 {
+				t.Fatalf("answer %v, %v; want 417", resp, err)
+			}
+			if closes {
+				c.Close()
+			} else {
+				c.SetReadDeadline(time.Now().Add(3 * time.Second))
+				if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+					t.Errorf("after the answer: %d bytes, %v; want the proxy's FIN at once", n, err)
+				}
+				c.Close()
+			}
+			td := h.record(t)
+			if td.Outcome != engine.OutcomeOK || td.Front.Cut || td.Back.Cut || td.Duration >= ln.Close.PeerFinGrace {
+				t.Errorf("record: outcome %s (%v), front cut %v, back cut %v, duration %v; want ok, nothing cut, within peer_fin_grace",
+					td.Outcome, td.Err, td.Front.Cut, td.Back.Cut, td.Duration)
+			}
+		})
+	}
+}
