@@ -117,13 +117,14 @@ func TestClientFINWhileWaitingForThePool(t *testing.T) {
 // An http1 client that resets while its request waits for a backend
 // connection ends the wait at once too: its record says its reset.
 func TestHTTP1ClientResetWhileWaitingForThePool(t *testing.T) {
-	release := make(chan struct{})
+	release, arrived := make(chan struct{}), make(chan struct{}, 1)
 	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
+		arrived <- struct{}{}
 		<-release // the first request holds the one connection
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	})
@@ -134,6 +135,7 @@ func TestHTTP1ClientResetWhileWaitingForThePool(t *testing.T) {
 	holder := dialClient(t, h.addr, false)
 	defer holder.Close()
 	io.WriteString(holder, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived // the holder's request has the connection
 	late := dialClient(t, h.addr, false)
 	io.WriteString(late, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	untilWaiting(t, h)
