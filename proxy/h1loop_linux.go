@@ -112,6 +112,7 @@ type h1Exchange struct {
 	// continued: a 100 Continue went to it. A final answer to Expect:
 	// 100-continue with neither owes no body (notOwed).
 	bodyCame, continued bool
+	sent                bool // a byte of the request went to the backend
 
 	bin      []byte // the backend's bytes not yet handled: bin[:binN]; pooled
 	binN     int
@@ -960,6 +961,7 @@ func (h *h1Loop) sendUp() bool {
 		return true
 	}
 	x.toOff += n
+	x.sent = x.sent || n > 0
 	h.upMoved()
 	hn := min(n, x.headUp)
 	x.headUp -= hn
@@ -1085,8 +1087,21 @@ func (h *h1Loop) takeChunk() bool {
 // releaseHold ends the hold of a chunked body with its head: what was
 // held goes to the backend, and the rest as it comes.
 func (h *h1Loop) releaseHold() {
-	h.x.hold = false
+	x := h.x
+	x.hold = false
+	if !x.sent && x.bc.Pooled && h.backGone() {
+		h.moveExchange() // none ready: the request goes, and fails as it would have
+	}
 	h.rec().Request()
+}
+
+// backGone reports that the exchange's backend connection, which got
+// nothing yet, was closed or sent something (a read that does not block;
+// what it took matters no more).
+func (h *h1Loop) backGone() bool {
+	var b [1]byte
+	_, err := h.x.back.Read(b[:])
+	return err != engine.ErrWouldBlock
 }
 
 // badBody: the client's chunked body is malformed: 400, as on a
@@ -1465,6 +1480,9 @@ func (h *h1Loop) spliceBody() bool {
 // the request is sent again, once, on another connection, as h1 does.
 func (h *h1Loop) noResponse(err error) {
 	x := h.x
+	if !x.sent && x.bc.Pooled && h.moveExchange() {
+		return
+	}
 	if x.bc.Pooled && !x.retried && retryable(x.req) {
 		h.rec().Note(policy.Back, policy.ReasonRetried)
 		req := x.req
@@ -1477,6 +1495,30 @@ func (h *h1Loop) noResponse(err error) {
 	}
 	h.rec().Outcome(engine.OutcomeBackendReset, err)
 	h.answer(502, "Bad Gateway")
+}
+
+// moveExchange moves an exchange that sent nothing yet (a chunked body
+// held with its head) off a pooled connection the backend closed (its
+// idle timeout ran out during the hold) onto one ready now: the closed
+// one got no byte of the request, so any request may go. False:
+// none was ready; the exchange fails as it would have.
+func (h *h1Loop) moveExchange() bool {
+	x := h.x
+	bc := h.takeBackend(false) // peeked
+	if bc == nil {
+		return false
+	}
+	back, err := h.rn.Watch(bc.Bare.FD, bc.Bare.Home)
+	if err != nil {
+		h.ss.sv.pool.Discard(bc)
+		return false
+	}
+	bc.Bare.Home = h.rn.Loop()
+	h.rec().Note(policy.Back, policy.ReasonRetried)
+	h.dropBack(true)
+	x.bc, x.back = bc, back
+	x.binN, x.tried, x.upErr = 0, 0, nil
+	return true
 }
 
 func (h *h1Loop) badResponse(err error) {

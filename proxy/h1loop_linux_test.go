@@ -843,3 +843,73 @@ func TestHTTP1KeepAliveOnTheLoopsAllocatesNothing(t *testing.T) {
 		t.Errorf("%.2f allocations a keep-alive request through the loops (%.2f without the proxy), want none of the proxy's", proxied, direct)
 	}
 }
+
+// A chunked request body held with its head (nothing sent yet) on a kept
+// backend connection that the backend closes meanwhile (its keep-alive
+// timeout ran out during the hold) moves to another connection: none of
+// the request reached the closed one, so a POST may go too. It was
+// answered 502 and never reached the backend.
+func TestHTTP1LoopHeldChunkedBodyMovesOffAClosedConnection(t *testing.T) {
+	if testRelay != "loop" {
+		t.Skip(`relay = "goroutines": no loops`)
+	}
+	var conns atomic.Int32
+	closeFirst, firstClosed := make(chan struct{}), make(chan struct{})
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		first := conns.Add(1) == 1
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, _ := io.ReadAll(req.Body)
+			msg := fmt.Sprintf("%s %d", req.Method, len(body))
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+			if first {
+				<-closeFirst // idle until its keep-alive timeout, say
+				c.Close()
+				close(firstClosed)
+				return
+			}
+		}
+	})
+	started := make(chan struct{}, 2)
+	loopExchangeHook = func() { started <- struct{}{} }
+	t.Cleanup(func() { loopExchangeHook = nil })
+	b := http1Backend(be)
+	b.Pool.Warm = 0 // the second connection is the move's
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, b)
+	c := dialClient(t, h.addr, false)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET: %v, %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+	<-started                                                                                           // the GET's
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n") // held
+	select {                                                                                            // on the GET's connection, kept for the client's next request
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the POST's exchange never started on the loop")
+	}
+	close(closeFirst)
+	<-firstClosed
+	io.WriteString(c, "0\r\n\r\n") // the hold ends: the request goes
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(got) != "POST 5" || conns.Load() != 2 {
+		t.Errorf("POST: %d %q on the backend's connection %d; want 200 \"POST 5\" (the body reached the backend) on its second", resp.StatusCode, got, conns.Load())
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Back.Reason != policy.ReasonRetried {
+		t.Errorf("record: %s (%v), back reason %q; want ok, retried", td.Outcome, td.Err, td.Back.Reason)
+	}
+}
