@@ -196,10 +196,21 @@ func ResetByPeer(c syscall.Conn) bool {
 
 // resetByPeerFD is ResetByPeer for a bare socket descriptor.
 func resetByPeerFD(fd int) bool {
+	_, reset, _ := PeerEndFD(fd)
+	return reset
+}
+
+// PeerEndFD reads how the peer of a socket the proxy has not closed yet
+// ended it, if it did: its FIN came (CLOSE-WAIT: fin), or its reset
+// closed the socket (reset); ok is false when the state cannot be read.
+func PeerEndFD(fd int) (fin, reset, ok bool) {
 	b := infoBufs.Get().(*infoBuf)
 	defer infoBufs.Put(b)
 	b.getsockopt(uintptr(fd))
-	return b.err == 0 && b.info.State == stateClose
+	if b.err != 0 {
+		return false, false, false
+	}
+	return b.info.State == stateCloseWait, b.info.State == stateClose, true
 }
 
 // readSoFar is the kernel's count of what was read off c so far, in

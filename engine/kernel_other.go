@@ -55,6 +55,9 @@ func ResetByPeer(syscall.Conn) bool { return false }
 
 func resetByPeerFD(int) bool { return false }
 
+// PeerEndFD is not available here: ok is false.
+func PeerEndFD(int) (fin, reset, ok bool) { return false, false, false }
+
 func pendingError(syscall.Conn) bool { return false }
 
 func readSoFar(syscall.Conn) (uint64, bool) { return 0, false }

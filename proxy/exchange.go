@@ -719,31 +719,24 @@ func (h *h1) finishBody(b *bodyCopy) error {
 	}
 	var res bodyResult
 	if b.notOwed {
-		select {
-		case res = <-b.done:
-		default: // nothing more is owed: the copy stops now
-			_ = h.front.SetReadDeadline(time.Now())
-			res = <-b.done
-			_ = h.front.SetReadDeadline(time.Time{})
-		}
-		stopped := errors.Is(res.err, os.ErrDeadlineExceeded) || errors.Is(res.err, io.EOF) || errors.Is(res.err, io.ErrUnexpectedEOF)
-		switch {
-		case stopped && res.n+res.taken == 0:
-			res.err = nil // none of it came: none was owed (a client that closed once answered, too)
-		case stopped:
-			res.err = errBodyCut // begun after all: the backend got part of it
-		}
-		h.rec.Relayed(true, res.n)
-		h.rec.Received(policy.Front, res.taken)
-		return res.err
+		res = h.bodyNotOwed(b)
+	} else {
+		res = h.awaitBody(b)
 	}
+	h.rec.Relayed(true, res.n)
+	h.rec.Received(policy.Front, res.taken)
+	return res.err
+}
+
+// awaitBody waits for the copy as finishBody says.
+func (h *h1) awaitBody(b *bodyCopy) bodyResult {
 	grace := h.ln.Close.PeerFinGrace
 	t := time.NewTimer(grace)
 	defer t.Stop()
-	for wait := true; wait; {
+	for {
 		select {
-		case res = <-b.done:
-			wait = false
+		case res := <-b.done:
+			return res
 		case now := <-t.C:
 			since := now.Sub(time.Unix(0, b.moved.Load()))
 			switch writing := b.writing.Load(); {
@@ -752,21 +745,47 @@ func (h *h1) finishBody(b *bodyCopy) error {
 			case !writing && since < grace:
 				t.Reset(grace - since)
 			default:
-				_ = h.front.SetReadDeadline(now)
-				_ = b.dst.SetWriteDeadline(now) // a write the backend is not taking
-				res = <-b.done
+				res := h.stopBody(b, now)
 				res.err = errBodyCut
 				if writing {
 					res.err = errBodyStalled
 				}
-				_ = h.front.SetReadDeadline(time.Time{})
-				wait = false
+				return res
 			}
 		}
 	}
-	h.rec.Relayed(true, res.n)
-	h.rec.Received(policy.Front, res.taken)
-	return res.err
+}
+
+// bodyNotOwed ends the copy of a body the final answer to Expect:
+// 100-continue, with no 100 before it, made owed no more (RFC 9110,
+// 10.1.1): at once, and ok unless some of it came after all (then the
+// backend got part of it: cut).
+func (h *h1) bodyNotOwed(b *bodyCopy) bodyResult {
+	var res bodyResult
+	select {
+	case res = <-b.done:
+	default:
+		res = h.stopBody(b, time.Now())
+	}
+	stopped := errors.Is(res.err, os.ErrDeadlineExceeded) || errors.Is(res.err, io.EOF) || errors.Is(res.err, io.ErrUnexpectedEOF)
+	switch {
+	case stopped && res.n+res.taken == 0:
+		res.err = nil // none of it came: none was owed (a client that closed once answered, too)
+	case stopped:
+		res.err = errBodyCut
+	}
+	return res
+}
+
+// stopBody interrupts the copy (its read of the client, a write the
+// backend is not taking) and returns what it did.
+func (h *h1) stopBody(b *bodyCopy, now time.Time) bodyResult {
+	_ = h.front.SetReadDeadline(now)
+	_ = b.dst.SetWriteDeadline(now)
+	res := <-b.done
+	_ = h.front.SetReadDeadline(time.Time{})
+	_ = b.dst.SetWriteDeadline(time.Time{})
+	return res
 }
 
 // afterResponse returns bc to the pool, or ends the back leg through the
@@ -808,10 +827,10 @@ func (h *h1) afterResponse(bc *pool.Conn, br *bufio.Reader, rt roundTrip) {
 // connection reset.
 func (h *h1) endBackBeside(bc *pool.Conn, br *bufio.Reader) {
 	b, pl := h.eng.Beside(), h.sv.pool
-	done := make(chan struct{})
-	h.beside, h.besideDone = b, done
+	ended := make(chan *engine.Session, 1)
+	h.backEnded = ended
 	go func() {
-		defer close(done)
+		defer func() { ended <- b }()
 		defer putBackReader(br)
 		defer func() {
 			if p := recover(); p != nil {
@@ -828,12 +847,10 @@ func (h *h1) endBackBeside(bc *pool.Conn, br *bufio.Reader) {
 // joinBack waits for a back leg ending beside the front (endBackBeside)
 // and takes its record back; nothing when none does.
 func (h *h1) joinBack() {
-	if h.beside == nil {
-		return
+	if h.backEnded != nil {
+		h.eng.Join(<-h.backEnded, policy.Back)
+		h.backEnded = nil
 	}
-	<-h.besideDone
-	h.eng.Join(h.beside, policy.Back)
-	h.beside, h.besideDone = nil, nil
 }
 
 // dropBackend resets a connection that failed before responding.

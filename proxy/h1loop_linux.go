@@ -1078,7 +1078,6 @@ func (h *h1Loop) takeChunk() bool {
 	h.upMoved()
 	x.upChunk = !done
 	if x.hold && (done || len(x.toBack)-x.headUp >= spillLimit) { // or spillAfter: Due
-
 		h.releaseHold()
 	}
 	return true

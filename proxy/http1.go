@@ -62,11 +62,10 @@ type h1 struct {
 	parkedAt  time.Time
 	parkAfter time.Duration
 	noPark    bool // parking failed once: the session waits on its goroutine
-	// beside is the back leg's ending on a goroutine of its own, beside
-	// the front's (endBackBeside), until joinBack; besideDone is closed
-	// when it returned.
-	beside     *engine.Session
-	besideDone chan struct{}
+	// backEnded gives the session that ended the back leg on a goroutine
+	// of its own, beside the front's end (endBackBeside), once it did;
+	// nil when none does.
+	backEnded chan *engine.Session
 
 	// mu orders phase, guard and wait against the server's two watchers
 	// (h1Sessions.interrupt), which run on goroutines of their own.

@@ -285,26 +285,43 @@ func TestHTTP1ClosingAnswerEndsBothLegsAtOnce(t *testing.T) {
 		io.Copy(io.Discard, br) // until the proxy's FIN (or reset)
 	})
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
-	c := dialClient(t, h.addr, false)
-	defer c.Close()
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got, err := io.ReadAll(c) // to the proxy's FIN
-	c.Close()
-	if err != nil || !strings.HasSuffix(string(got), "\r\n\r\nok") {
-		t.Fatalf("answer %q, %v", got, err)
-	}
-	td := h.record(t)
-	backEnd := td.Back.FINOut
-	if backEnd < 0 || td.Back.RSTOut >= 0 && td.Back.RSTOut < backEnd {
-		backEnd = td.Back.RSTOut
-	}
-	if td.Front.FirstFIN != policy.SideProxy || td.Front.FINOut < 0 || backEnd < 0 || td.Front.FINOut >= backEnd {
-		t.Errorf("front first_fin %s fin_out %v, back leg ended at %v (%s, %s): want the proxy's FIN to the client before the back leg's end",
-			td.Front.FirstFIN, td.Front.FINOut, backEnd, td.Back.Close, td.Back.Reason)
-	}
-	if td.Outcome != engine.OutcomeOK {
-		t.Errorf("outcome %s (%v), want ok", td.Outcome, td.Err)
+	// A client that reads to the proxy's FIN, and one that closes the
+	// instant it has the answer (its FIN races the proxy's).
+	for _, toEOF := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reads_to_eof=%v", toEOF), func(t *testing.T) {
+			c := dialClient(t, h.addr, false)
+			defer c.Close()
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			if toEOF && err == nil {
+				_, err = br.ReadByte()
+				if err == io.EOF {
+					err = nil
+				}
+			}
+			c.Close()
+			if err != nil || string(body) != "ok" {
+				t.Fatalf("answer %q, %v", body, err)
+			}
+			td := h.record(t)
+			backEnd := td.Back.FINOut
+			if backEnd < 0 || td.Back.RSTOut >= 0 && td.Back.RSTOut < backEnd {
+				backEnd = td.Back.RSTOut
+			}
+			if td.Front.FINOut < 0 || backEnd < 0 || td.Front.FINOut >= backEnd || toEOF && td.Front.FirstFIN != policy.SideProxy {
+				t.Errorf("front first_fin %s fin_out %v, back leg ended at %v (%s, %s): want the proxy's FIN to the client before the back leg's end (first, to a client that reads to EOF)",
+					td.Front.FirstFIN, td.Front.FINOut, backEnd, td.Back.Close, td.Back.Reason)
+			}
+			if td.Outcome != engine.OutcomeOK {
+				t.Errorf("outcome %s (%v), want ok", td.Outcome, td.Err)
+			}
+		})
 	}
 }
 
