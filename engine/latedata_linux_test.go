@@ -19,48 +19,66 @@ import (
 
 // A leg ended with its peer's late bytes in hand is reset once the peer
 // acknowledged what it was sent. A peer that reads gets everything and
-// the record says nothing was cut; one that paused reading (its window
-// full, the proxy's queue stuck) is reset at drain_timeout and the record
-// says cut. Either way the peer learns by the reset that its bytes were
-// lost.
+// the record says nothing was cut; so does one that pauses reading past
+// drain_timeout (its window full, the proxy's queue stuck) and reads on
+// within idle_timeout, which bounds a paused reader everywhere: the reset
+// went at drain_timeout, destroying whole http1 answers a client paused
+// on. One that never reads on is reset at idle_timeout from its latest
+// progress, and the record says cut. Either way the peer learns by the
+// reset that its bytes were lost.
 func TestLateDataResetWaitsForTheAcks(t *testing.T) {
-	const drain = 300 * time.Millisecond
-	for _, reading := range []bool{true, false} {
+	const drain, idle = 300 * time.Millisecond, 1500 * time.Millisecond
+	for _, c := range []struct {
+		name  string
+		pause time.Duration // before the client reads; -1: it never does
+	}{{"reads", 0}, {"pauses", 3 * drain}, {"never reads", -1}} {
 		client, server := loopback.Pair(t, loopback.Listener(t))
 		// What the proxy sent before the end: with the client paused,
 		// more than its window and the proxy's buffer take.
 		sent := make(chan int64, 1)
-		go func() { sent <- sendBeforeTheEnd(t, server, !reading) }()
+		go func() { sent <- sendBeforeTheEnd(t, server, c.pause != 0) }()
 		type read struct {
 			n   int64
 			err error
 		}
 		got := make(chan read, 1)
-		if reading {
-			go func() { n, err := io.Copy(io.Discard, client); got <- read{n, err} }()
+		readAll := func() {
+			_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			n, err := io.Copy(io.Discard, client)
+			got <- read{n, err}
+		}
+		if c.pause == 0 {
+			go readAll()
 		}
 		n := <-sent
 		in := lateInHand(t, client, server)
+		if c.pause > 0 {
+			go func() {
+				time.Sleep(c.pause) // the peer under test: a reader that pauses
+				readAll()
+			}()
+		}
 		pol := defFront
 		pol.DrainTimeout = drain
 		s := frontSession(pol)
+		s.Idle = idle
 		start := time.Now()
 		s.End(policy.Front, server, in, Ending{})
 		took := time.Since(start)
 		f := s.Rec.Record().Front
-		if f.Close != policy.CloseReset || f.Reason != policy.ReasonLateData || f.Cut == reading {
-			t.Errorf("reading %v: front close %s reason %s cut %v; want reset for late_data, cut %v", reading, f.Close, f.Reason, f.Cut, !reading)
+		cut := c.pause < 0
+		if f.Close != policy.CloseReset || f.Reason != policy.ReasonLateData || f.Cut != cut {
+			t.Errorf("%s: front close %s reason %s cut %v; want reset for late_data, cut %v", c.name, f.Close, f.Reason, f.Cut, cut)
 		}
-		if !reading {
-			if took < drain {
-				t.Errorf("a paused client was reset after %v, before drain_timeout %v", took, drain)
+		if cut {
+			if took < idle-drain/4 {
+				t.Errorf("a paused client was reset after %v, before idle_timeout %v", took, idle)
 			}
-			_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
-			go func() { n, err := io.Copy(io.Discard, client); got <- read{n, err} }()
+			go readAll()
 		}
 		r := <-got
-		if reading && r.n != n || !errors.Is(r.err, syscall.ECONNRESET) {
-			t.Errorf("reading %v: the client read %d of %d bytes, then %v; want every byte if it read, then a reset", reading, r.n, n, r.err)
+		if !cut && r.n != n || !errors.Is(r.err, syscall.ECONNRESET) {
+			t.Errorf("%s: the client read %d of %d bytes, then %v (the reset after %v); want every byte if it read on, then a reset", c.name, r.n, n, r.err, took)
 		}
 		client.Close()
 	}

@@ -118,7 +118,8 @@ func (x *executor) silent(l *leg, now time.Time) bool {
 // stalled, and the wait counts drain_timeout from its latest progress
 // (rule 2: a timer counts silence, never a transfer under way). An http1
 // client reading the last responses of a connection, with a request
-// pipelined behind them, gets them whole however slowly it reads.
+// pipelined behind them, gets them whole however slowly it reads, and
+// one that pauses gets them whole if it reads on within pauseBound.
 func (x *executor) pollQueue(l *leg, now time.Time) {
 	q, err := sendQueue(l.conn)
 	switch {
@@ -127,16 +128,46 @@ func (x *executor) pollQueue(l *leg, now time.Time) {
 	case l.resetByPeer():
 		x.peerReset(l)
 	case err == nil && l.due != dueNone && l.sendQ >= 0 && q < l.sendQ:
-		l.sendQ, l.until = q, now.Add(l.pol.DrainTimeout)
+		l.sendQ, l.until, l.paused = q, now.Add(l.pol.DrainTimeout), false
 		l.pollAgain(now)
+	case err == nil && !now.Before(l.until) && !l.paused && x.pauseBound(l) > l.pol.DrainTimeout:
+		// Late data's peer took nothing for drain_timeout: a reader
+		// that paused, as far as anyone can tell, and the reset would
+		// destroy what it was sent (whole answers in http1). It waits
+		// as a paused reader does anywhere (pauseBound), looked at a
+		// quarter drain_timeout apart; progress brings the quick looks
+		// back.
+		l.sendQ, l.paused = q, true
+		l.until = now.Add(x.pauseBound(l) - l.pol.DrainTimeout)
+		l.at = now.Add(tick(l.pol.DrainTimeout))
 	case err != nil || !now.Before(l.until):
 		x.queueStuck(l)
 	default:
 		if err == nil {
 			l.sendQ = q
 		}
+		if l.paused {
+			l.at = now.Add(tick(l.pol.DrainTimeout))
+			return
+		}
 		l.pollAgain(now)
 	}
+}
+
+// pauseBound is how long late data's reset waits for a peer that takes
+// none of what it was sent, from its latest progress: idle_timeout, which
+// bounds a paused reader everywhere else, or half_close_timeout where
+// idle_timeout is off. Only late data waits so: the other due reset
+// follows a cut (a timeout, the other peer's reset) that already ended
+// the stream, and drain_timeout bounds it.
+func (x *executor) pauseBound(l *leg) time.Duration {
+	if l.due != dueLateData {
+		return 0
+	}
+	if x.s.Idle > 0 {
+		return x.s.Idle
+	}
+	return l.pol.HalfCloseTimeout
 }
 
 // next returns when the earliest look is due; zero: none is.
