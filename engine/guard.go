@@ -65,6 +65,23 @@ func (g *Guard) Restart(idle time.Duration, conns ...*net.TCPConn) {
 	}
 }
 
+// Swap has the guard watch c in place of old: an exchange moved to
+// another connection before any of it went. A guard that interrupted the
+// exchange already interrupts c too.
+func (g *Guard) Swap(old, c *net.TCPConn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := range g.conns {
+		if g.conns[i] != old {
+			continue
+		}
+		g.conns[i], g.infos[i] = c, infoReader{}
+		if g.why != NotStalled {
+			_ = c.SetDeadline(time.Now())
+		}
+	}
+}
+
 // Drain interrupts the exchange because shutdown ran out of time
 // (StalledDrain), unless it is over or was interrupted already.
 func (g *Guard) Drain() { g.fire(StalledDrain) }

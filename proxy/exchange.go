@@ -31,6 +31,10 @@ type roundTrip struct {
 	unused   bool  // nothing was sent on the connection
 	early    bool  // an answer came before the request's last bytes were handed over
 	err      error // why a retry is wanted
+	// moved: the request went on this connection in place of the one
+	// the exchange began with (a pooled one its backend closed while a
+	// chunked body was held: spill.renew), which is discarded.
+	moved *pool.Conn
 
 	// front is how the front leg ends, when the exchange ends it: after
 	// the backend connection (afterResponse), as on the loops, so that a
@@ -99,6 +103,9 @@ func (h *h1) exchange(req *http1.Request) (closing, tunnel bool) {
 		br.Reset(backOf(bc).r)
 		h.startGuard(bc.TCPConn)
 		rt := h.roundTrip(bc, br, req)
+		if rt.moved != nil {
+			bc = rt.moved
+		}
 		if stall := h.stopGuard(); stall != engine.NotStalled {
 			h.stalled(&rt, stall)
 		}
@@ -161,7 +168,12 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 	head := req.HeadForBackend()
 	var body *bodyCopy
 	if req.Framing == http1.Chunked && !req.ExpectContinue {
-		if !h.sendChunked(&rt, bc, req, head) {
+		ok := h.sendChunked(&rt, bc, req, head)
+		if rt.moved != nil {
+			bc = rt.moved
+			br.Reset(backOf(bc).r)
+		}
+		if !ok {
 			return rt
 		}
 	} else {
@@ -289,11 +301,14 @@ type spill struct {
 	mu        sync.Mutex
 	head, buf []byte
 	dst       *pool.Conn
-	timer     *time.Timer
-	sent      bool
-	done      bool  // the copy ended: the timer does nothing
-	err       error // the timer's flush failed: the copy's next write says so
-	written   int64
+	// renew gives a connection for the request in place of dst, which
+	// its backend closed while the spill held everything; nil: none.
+	renew   func(old *pool.Conn) *pool.Conn
+	timer   *time.Timer
+	sent    bool
+	done    bool  // the copy ended: the timer does nothing
+	err     error // the timer's flush failed: the copy's next write says so
+	written int64
 	// early: bytes of the backend's waited unread as the body's last
 	// write was due, the spill already sent: an answer to less than
 	// the whole request (nothing is read while it is sent).
@@ -359,6 +374,14 @@ func (s *spill) flushLocked() error {
 		return nil
 	}
 	s.sent = true
+	// A pooled connection can close while the request waits here (a
+	// backend's idle timeout): it goes on one ready now instead, as on
+	// the loops, rather than fail with 502 at the backend's reset.
+	if s.renew != nil && s.dst.Pooled && backClosed(s.dst.TCPConn) {
+		if c := s.renew(s.dst); c != nil {
+			s.dst = c
+		}
+	}
 	for _, b := range [][]byte{s.head, s.buf} {
 		n, err := s.dst.Write(b)
 		s.written += int64(n)
@@ -369,12 +392,57 @@ func (s *spill) flushLocked() error {
 	return nil
 }
 
+// renewBack takes a connection of the session's server for a request
+// held whole so far (spill.renew), in place of old, which its backend
+// closed meanwhile: the guard watches the new one and the record says
+// retried; the caller discards old. Nil: none could be had (old stays,
+// and the request fails on it as it would have).
+func (h *h1) renewBack(old *pool.Conn) *pool.Conn {
+	c, err := h.try(h.sv)
+	if err != nil {
+		return nil
+	}
+	if c.Bare != nil { // dialed for the loops
+		if err := h.srv.unbare(c); err != nil {
+			h.sv.pool.Discard(c)
+			return nil
+		}
+	}
+	h.rec.Note(policy.Back, policy.ReasonRetried)
+	h.mu.Lock()
+	if h.guard != nil {
+		h.guard.Swap(old.TCPConn, c.TCPConn)
+	}
+	h.mu.Unlock()
+	return c
+}
+
+// backClosed reports that c, a pooled connection that got nothing of the
+// exchange yet, was closed by its backend (its FIN or reset is in) or
+// sent something unasked: it can carry no request.
+func backClosed(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var fin, reset, ok bool
+	if rc.Control(func(fd uintptr) { fin, reset, ok = engine.PeerEndFD(int(fd)) }) != nil || !ok {
+		return false
+	}
+	return fin || reset || engine.Unread(c)
+}
+
 // sendChunked sends a request with a chunked body (no 100-continue) through
 // a spill, and refuses a malformed body with 400.
 func (h *h1) sendChunked(rt *roundTrip, bc *pool.Conn, req *http1.Request, head []byte) bool {
 	sp := newSpill(head, bc)
+	sp.renew = h.renewBack
 	n, err := req.CopyBody(sp, h.fr)
 	err = sp.end(err)
+	if sp.dst != bc {
+		h.sv.pool.Discard(bc)
+		rt.moved, bc, h.back = sp.dst, sp.dst, sp.dst
+	}
 	h.rec.Received(policy.Front, n+http1.Untaken(err))
 	h.rec.Sent(policy.Back, sp.written)
 	if sp.sent {

@@ -848,13 +848,23 @@ func TestHTTP1KeepAliveOnTheLoopsAllocatesNothing(t *testing.T) {
 // backend connection that the backend closes meanwhile (its keep-alive
 // timeout ran out during the hold) moves to another connection: none of
 // the request reached the closed one, so a POST may go too. It was
-// answered 502 and never reached the backend.
-func TestHTTP1LoopHeldChunkedBodyMovesOffAClosedConnection(t *testing.T) {
-	if testRelay != "loop" {
-		t.Skip(`relay = "goroutines": no loops`)
+// answered 502 and never reached the backend. Both relays, the hold
+// ending with the body and at spillAfter with the body still coming (on
+// goroutines, the spill's timer sends from a goroutine of its own).
+func TestHTTP1HeldChunkedBodyMovesOffAClosedConnection(t *testing.T) {
+	for _, timed := range []bool{false, true} {
+		heldChunkedBodyMoves(t, timed)
+	}
+}
+
+func heldChunkedBodyMoves(t *testing.T, timed bool) {
+	if timed {
+		old := spillAfter
+		spillAfter = 100 * time.Millisecond
+		defer func() { spillAfter = old }()
 	}
 	var conns atomic.Int32
-	closeFirst, firstClosed := make(chan struct{}), make(chan struct{})
+	closeFirst, firstClosed, moved := make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
 	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		first := conns.Add(1) == 1
@@ -863,6 +873,9 @@ func TestHTTP1LoopHeldChunkedBodyMovesOffAClosedConnection(t *testing.T) {
 			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
+			}
+			if !first {
+				moved <- struct{}{}
 			}
 			body, _ := io.ReadAll(req.Body)
 			msg := fmt.Sprintf("%s %d", req.Method, len(body))
@@ -876,8 +889,12 @@ func TestHTTP1LoopHeldChunkedBodyMovesOffAClosedConnection(t *testing.T) {
 		}
 	})
 	started := make(chan struct{}, 2)
-	loopExchangeHook = func() { started <- struct{}{} }
-	t.Cleanup(func() { loopExchangeHook = nil })
+	hook := &exchangeHeldHook // an exchange took its backend connection
+	if testRelay == "loop" {
+		hook = &loopExchangeHook
+	}
+	*hook = func() { started <- struct{}{} }
+	defer func() { *hook = nil }()
 	b := http1Backend(be)
 	b.Pool.Warm = 0 // the second connection is the move's
 	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, b)
@@ -895,21 +912,28 @@ func TestHTTP1LoopHeldChunkedBodyMovesOffAClosedConnection(t *testing.T) {
 	select {                                                                                            // on the GET's connection, kept for the client's next request
 	case <-started:
 	case <-time.After(5 * time.Second):
-		t.Fatal("the POST's exchange never started on the loop")
+		t.Fatal("the POST's exchange never started")
 	}
 	close(closeFirst)
 	<-firstClosed
-	io.WriteString(c, "0\r\n\r\n") // the hold ends: the request goes
+	if timed {
+		select { // the hold ends at spillAfter: what was held goes
+		case <-moved:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the held request never reached the backend's second connection")
+		}
+	}
+	io.WriteString(c, "0\r\n\r\n") // the body ends (and the hold with it, unless timed)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || string(got) != "POST 5" || conns.Load() != 2 {
-		t.Errorf("POST: %d %q on the backend's connection %d; want 200 \"POST 5\" (the body reached the backend) on its second", resp.StatusCode, got, conns.Load())
+		t.Errorf("timed %v: POST: %d %q on the backend's connection %d; want 200 \"POST 5\" (the body reached the backend) on its second", timed, resp.StatusCode, got, conns.Load())
 	}
 	c.Close()
 	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Back.Reason != policy.ReasonRetried {
-		t.Errorf("record: %s (%v), back reason %q; want ok, retried", td.Outcome, td.Err, td.Back.Reason)
+		t.Errorf("timed %v: record: %s (%v), back reason %q; want ok, retried", timed, td.Outcome, td.Err, td.Back.Reason)
 	}
 }
