@@ -501,11 +501,17 @@ func (h *h1Loop) Crashed(p any) {
 
 func (h *h1Loop) rec() *engine.Recorder { return h.ss.rec }
 
-// draining reports that draining began (told by the loop, Begun, or
-// seen here first), or that a reload replaced the session's backend, as
-// h1.draining.
+// draining reports that draining began, or that a reload replaced the
+// session's backend, as h1.draining.
 func (h *h1Loop) draining() bool {
-	if !h.begun && (h.ss.srv.drainBegun.Err() != nil || h.ss.bk.retiring.Load()) {
+	return h.shuttingDown() || h.ss.bk.retiring.Load()
+}
+
+// shuttingDown reports that draining began (told by the loop, Begun, or
+// seen here first): an idle session ends now. One whose backend a reload
+// replaced waits for its next request, which it serves, as h1.shuttingDown.
+func (h *h1Loop) shuttingDown() bool {
+	if !h.begun && h.ss.srv.drainBegun.Err() != nil {
 		h.begun = true
 	}
 	return h.begun
@@ -624,7 +630,7 @@ func (h *h1Loop) intakeEnds(hdr *proxyproto.Header, err error) {
 // its exchange.
 func (h *h1Loop) readRequest() bool {
 	unread := false
-	if h.draining() && h.inN == 0 {
+	if h.shuttingDown() && h.inN == 0 {
 		// No request begun in the proxy: idle, unless one reached the
 		// kernel as draining began (its event not handled yet): that
 		// one is read and answered, with Connection: close. A new

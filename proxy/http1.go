@@ -373,7 +373,7 @@ func (h *h1) park() bool {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.ctx.Err() != nil || h.draining() {
+	if h.ctx.Err() != nil || h.shuttingDown() {
 		return false
 	}
 	fd, err := engine.ConnFD(h.front) // open while parked: only the session closes it
@@ -400,14 +400,21 @@ func (h *h1) park() bool {
 // began): the connection was idle between requests.
 var errIdle = errors.New("no request")
 
-// errDrainIdle: draining (or a reload that replaced the session's
-// backend) found no request begun: the idle connection ends now.
+// errDrainIdle: draining found no request begun: the idle connection
+// ends now.
 var errDrainIdle = fmt.Errorf("draining: %w", errIdle)
 
 // draining reports that draining began, or that a reload replaced the
 // session's backend: the front leg ends after the exchange in progress,
 // so that the client's next connection gets the new configuration.
-func (h *h1) draining() bool { return h.begun.Err() != nil || h.bk.retiring.Load() }
+func (h *h1) draining() bool { return h.shuttingDown() || h.bk.retiring.Load() }
+
+// shuttingDown reports that draining began: an idle connection ends now.
+// One whose backend a reload replaced waits for its next request (at
+// most idle_timeout), which it serves with Connection: close: closing it
+// idle would lose a request already on its way, as a client's next
+// request can be whenever the connection is closed under it.
+func (h *h1) shuttingDown() bool { return h.begun.Err() != nil }
 
 // readRequest waits up to idle_timeout for the first byte of the next
 // request, then up to idle_timeout more for its whole head. Draining ends
@@ -449,11 +456,11 @@ func (h *h1) enter(p h1Phase) error {
 	var d time.Time
 	switch {
 	case p == between:
-	case h.ctx.Err() != nil, p == awaiting && h.draining() && !h.fresh():
+	case h.ctx.Err() != nil, p == awaiting && h.shuttingDown() && !h.fresh():
 		d = time.Now()
 	case p == awaiting:
 		d = h.until
-		if at := time.Now().Add(h.parkAfter); at.Before(d) && h.parker() != nil && !h.draining() {
+		if at := time.Now().Add(h.parkAfter); at.Before(d) && h.parker() != nil && !h.shuttingDown() {
 			d = at // then park (not while draining: a fresh connection waits on)
 		}
 	default:
@@ -523,7 +530,7 @@ func (h *h1) stopGuard() engine.Stall {
 // answered, with Connection: close), or it has had none yet (fresh).
 func (h *h1) awaitRequest() error {
 	for {
-		if h.draining() && h.fr.Buffered() == 0 && !h.fresh() {
+		if h.shuttingDown() && h.fr.Buffered() == 0 && !h.fresh() {
 			return h.drainingIdle()
 		}
 		_, err := h.fr.Peek(1)
@@ -536,10 +543,10 @@ func (h *h1) awaitRequest() error {
 		if !time.Now().Before(h.until) {
 			return h.idleRanOut()
 		}
-		if h.draining() && !h.fresh() {
+		if h.shuttingDown() && !h.fresh() {
 			return h.drainingIdle()
 		}
-		if h.draining() { // a new connection: its first request may be on its way
+		if h.shuttingDown() { // a new connection: its first request may be on its way
 			if err := h.enter(awaiting); err != nil {
 				return err
 			}
@@ -611,9 +618,6 @@ func (h *h1) endFront(err error) {
 	case errors.Is(err, errIdle):
 		// Nothing of a request arrived: the connection was idle, nothing
 		// is cut; it ends by its policy.
-		// (A reload's retired backend ends an idle connection as a drain
-		// does, but one idle_timeout reached first ended for that, as
-		// on the loops.)
 		why := policy.ReasonIdle
 		if h.ctx.Err() != nil || h.begun.Err() != nil || errors.Is(err, errDrainIdle) && time.Now().Before(h.until) {
 			why = policy.ReasonDraining
