@@ -186,6 +186,17 @@ func Unacked(c syscall.Conn) bool {
 	return err == nil && q > 0
 }
 
+// SendQueue is what was sent on c and its peer has not acknowledged yet
+// (SIOCOUTQ), -1 when it cannot be read: a queue that shrank between two
+// readings is a peer taking bytes while the proxy wrote none.
+func SendQueue(c syscall.Conn) int {
+	q, err := sendQueue(c)
+	if err != nil {
+		return -1
+	}
+	return q
+}
+
 // ResetByPeer reports that the kernel already closed c because the peer
 // reset it.
 func ResetByPeer(c syscall.Conn) bool {

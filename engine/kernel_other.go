@@ -46,6 +46,9 @@ func ackNow(syscall.Conn) {}
 // Unacked is not available here: an answer is not told early by it.
 func Unacked(syscall.Conn) bool { return false }
 
+// SendQueue is not available here: -1.
+func SendQueue(syscall.Conn) int { return -1 }
+
 // Unread is not available here: a connection idle in the proxy is taken
 // for idle.
 func Unread(syscall.Conn) bool { return false }

@@ -141,8 +141,10 @@ type h1Exchange struct {
 	cutFront bool // and is reset
 	deliver  bool // once out is written and the client acknowledged it
 	// moved: the last time a byte moved in the exchange (idle_timeout
-	// without one: stalled), looked at when lookAt comes.
-	moved, lookAt time.Time
+	// without one: stalled), looked at when lookAt comes; unacked, the
+	// legs' send queues when sampled (lookIdle).
+	moved, lookAt, sampled time.Time
+	unacked                int
 	// awaitsEOF, drainClosed: why the front leg ends, for its record.
 	awaitsEOF, drainClosed bool
 }
@@ -399,11 +401,7 @@ func (h *h1Loop) Due(now time.Time) {
 		h.rec().Outcome(engine.OutcomeTimeout, errBodySilent(h.ss.ln.Close.PeerFinGrace))
 		h.stopUp()
 	case x != nil:
-		if now.Sub(x.moved) >= h.ss.ln.IdleTimeout {
-			h.stalled(engine.StalledIdle)
-		} else {
-			x.lookAt = x.moved.Add(h.ss.ln.IdleTimeout)
-		}
+		h.lookIdle(x, now)
 	case !h.headBy.IsZero():
 		if !now.Before(h.headBy) {
 			h.rec().Outcome(h.timeoutOutcome(), fmt.Errorf("read request head: %w", errHeadTimeout))
@@ -421,6 +419,41 @@ func (h *h1Loop) Due(now time.Time) {
 		h.idle(policy.ReasonIdle)
 	}
 	h.step()
+}
+
+// lookIdle ends an exchange in which no byte moved for idle_timeout, as
+// the guard of one on a goroutine does. Bytes a peer takes out of the
+// proxy's kernel moved too: a socket with megabytes queued becomes
+// writable again only once about half of them drained, and a slow reader
+// takes them all the while (it was cut, 3 MB of an answer unread). Once
+// the exchange is quiet for a quarter idle_timeout, the legs' send
+// queues are read a quarter apart: below the first reading since bytes
+// last moved, they are progress. (A peer's window opens a segment at a
+// time: a reading a quarter after the last would miss a slow reader's.)
+func (h *h1Loop) lookIdle(x *h1Exchange, now time.Time) {
+	idle := h.ss.ln.IdleTimeout
+	if now.Sub(x.moved) < idle/4 {
+		x.lookAt = x.moved.Add(idle / 4)
+		return
+	}
+	q := engine.SendQueue(h.front)
+	if x.back != nil && q >= 0 {
+		if b := engine.SendQueue(x.back); b >= 0 {
+			q += b
+		}
+	}
+	switch {
+	case q < 0:
+	case x.sampled.Before(x.moved): // the first reading since bytes moved
+		x.unacked, x.sampled = q, now
+	case q < x.unacked:
+		x.moved, x.unacked, x.sampled = now, q, now
+	}
+	if now.Sub(x.moved) >= idle {
+		h.stalled(engine.StalledIdle)
+		return
+	}
+	x.lookAt = now.Add(min(idle/4, x.moved.Add(idle).Sub(now)))
 }
 
 // releaseKept gives the kept backend connection back to the pool.
@@ -812,7 +845,7 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 	x := take(&k.exchanges)
 	head := req.HeadForBackend()
 	*x = h1Exchange{req: req, bc: bc, back: back, retried: retried, toBack: head, headUp: len(head), moved: now,
-		lookAt: now.Add(h.ss.ln.IdleTimeout)}
+		lookAt: now.Add(h.ss.ln.IdleTimeout / 4)}
 	h.x = x
 	h.kept, h.keptSock = nil, nil
 	switch req.Framing {

@@ -1022,6 +1022,59 @@ func TestHTTP1PausedReaderBehindAClosingAnswerGetsItWhole(t *testing.T) {
 	}
 }
 
+// A client that reads a large answer slowly and steadily, for longer than
+// idle_timeout in all, gets every byte: bytes it takes out of the proxy's
+// socket moved, although the proxy, its socket megabytes full, writes
+// none for longer than idle_timeout (the socket is writable again only
+// once about half drained). On the loops such a reader was cut at
+// idle_timeout, "no byte moved", 3 of 4 MB unread.
+func TestHTTP1SlowReaderOfALargeAnswerIsNotIdle(t *testing.T) {
+	body := strings.Repeat("s", 4<<20) // megabytes queued in the proxy's socket
+	sum := sha256.Sum256([]byte(body))
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	})
+	const idle = 500 * time.Millisecond
+	h := startProxy(t, config.Listener{IdleTimeout: idle, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	c := dialClient(t, h.addr, true)
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, "GET /large HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReaderSize(c, 16<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v, %v", resp, err)
+	}
+	start := time.Now()
+	buf := make([]byte, 16<<10)
+	h256 := sha256.New()
+	var n int64
+	for {
+		k, err := resp.Body.Read(buf)
+		h256.Write(buf[:k])
+		n += int64(k)
+		if err != nil {
+			if err != io.EOF {
+				t.Errorf("after %d of %d bytes (%v): %v", n, len(body), time.Since(start), err)
+			}
+			break
+		}
+		if time.Since(start) < 3*idle {
+			time.Sleep(50 * time.Millisecond) // the peer under test: slow and steady (about 300 KB/s), then at full speed
+		}
+	}
+	if n != int64(len(body)) || [32]byte(h256.Sum(nil)) != sum {
+		t.Errorf("the slow reader got %d of %d bytes (SHA-256 equal: %v) in %v", n, len(body), [32]byte(h256.Sum(nil)) == sum, time.Since(start))
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Cut {
+		t.Errorf("record: outcome %s (%v), front cut %v; want ok, nothing cut", td.Outcome, td.Err, td.Front.Cut)
+	}
+}
+
 // Front time_wait "nowhere" in http1 mode: a response that closes the
 // connection (HTTP/1.0 here, framed) may be read to EOF, as ab and
 // HTTP/1.0 clients do; such a client, silent after its request, gets
