@@ -308,10 +308,8 @@ short by a reset or an early close): what the backend sent before it
 goes to the client first. Those resets wait as long as the client takes
 what it was sent: this counts from its latest progress (what it
 acknowledges; its window opens a segment at a time, 64 KiB on loopback),
-so a slow reader gets every byte. One that stopped reading is reset this
-long after, but for late data's reset: that client may be paused (with
-whole answers waiting for it in http1), so it is waited for as any
-paused reader is, idle_timeout from its latest progress (with
-idle_timeout off, half_close_timeout), then reset, what it had not
-taken counted cut.`},
+so a slow reader gets every byte. One that shows no progress for this
+long may have paused reading (with whole answers waiting for it): it is
+waited for as any paused reader is, idle_timeout from its latest
+progress, then reset, what it had not taken counted cut.`},
 }

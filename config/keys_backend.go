@@ -252,8 +252,7 @@ bytes after the client's side was gone) waits the same way, then resets
 anyway; so does, in tcp mode, the reset that passes on the client's: what
 the client sent before it goes to the backend first. Those resets wait as
 long as the backend takes what it was sent: this counts from its latest
-progress. One that stopped reading is reset this long after, but for
-late data's reset, which waits for it as for any paused reader, the
-listener's idle_timeout from its latest progress (with idle_timeout
-off, half_close_timeout).`},
+progress; one that shows none for this long is waited for as any paused
+reader is, the listener's idle_timeout from its latest progress, then
+reset.`},
 }

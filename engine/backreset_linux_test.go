@@ -38,6 +38,33 @@ func TestBackendResetDeliversWhatCameBeforeIt(t *testing.T) {
 	}
 }
 
+// The same to a client that pauses reading for longer than drain_timeout
+// before it reads on (within idle_timeout): it gets every byte, then the
+// reset. The reset went once drain_timeout passed with no progress, and
+// destroyed what the client had not taken yet (80 of 80 in a review,
+// where the backend's reset was its kernel's refusal of what the client
+// sent after a whole answer).
+func TestBackendResetWaitsForAPausedClient(t *testing.T) {
+	resp, sum := payload(2<<20, 11)
+	front, back := defFront, defBack
+	front.DrainTimeout = 200 * time.Millisecond
+	r := relay(t, front, back, 5*time.Second)
+	recv(t, writeAsync(r.client, []byte("req"), false), time.Second, "request")
+	if _, err := io.ReadFull(r.backend, make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	answerThenReset(t, r.backend, resp)
+	time.Sleep(4 * front.DrainTimeout) // the peer under test: a client that pauses reading
+	c := readAll(r.client)
+	td := r.wait(t, 5*time.Second)
+	if c.n != int64(len(resp)) || c.sum != sum || !isReset(c.err) {
+		t.Errorf("the client read %d of %d bytes (sum ok %v), then %v; want all of them, then an RST", c.n, len(resp), c.sum == sum, c.err)
+	}
+	if td.Outcome != OutcomeBackendReset || !td.Front.Cut || td.Back.Close != policy.ClosePeerReset {
+		t.Errorf("outcome %s, front cut %v, back close %s: want backend_reset, cut, peer_reset", td.Outcome, td.Front.Cut, td.Back.Close)
+	}
+}
+
 // The same, with the client still uploading to a backend that stopped
 // reading: the proxy meets the backend's RST first on a write of the
 // upload, while the rest of the answer still waits, unread, in the back

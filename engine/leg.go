@@ -85,10 +85,10 @@ type leg struct {
 	foFresh     bool // fo was read for the decision being carried out
 	asked       bool // doneAsked: set by addLeg
 	peerRST     bool // the peer's RST was met while the stream from it was still being read
-	paused      bool // late data's peer took nothing for drain_timeout: its reset waits pauseBound (pollQueue)
+	paused      bool // a due reset's peer took nothing for drain_timeout: the reset waits pauseBound (pollQueue)
 	// due: a reset that goes whatever comes, once the peer acknowledged
-	// what it was sent (at most drain_timeout from its latest progress;
-	// late data's, pauseBound for a peer that paused), and why.
+	// what it was sent (drain_timeout from its latest progress, and
+	// pauseBound for a peer that paused), and why.
 	due dueReset
 }
 

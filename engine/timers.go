@@ -119,7 +119,8 @@ func (x *executor) silent(l *leg, now time.Time) bool {
 // (rule 2: a timer counts silence, never a transfer under way). An http1
 // client reading the last responses of a connection, with a request
 // pipelined behind them, gets them whole however slowly it reads, and
-// one that pauses gets them whole if it reads on within pauseBound.
+// one that pauses gets them whole if it reads on within pauseBound; so
+// does a client paused behind an answer its backend reset after.
 func (x *executor) pollQueue(l *leg, now time.Time) {
 	q, err := sendQueue(l.conn)
 	switch {
@@ -131,12 +132,11 @@ func (x *executor) pollQueue(l *leg, now time.Time) {
 		l.sendQ, l.until, l.paused = q, now.Add(l.pol.DrainTimeout), false
 		l.pollAgain(now)
 	case err == nil && !now.Before(l.until) && !l.paused && x.pauseBound(l) > l.pol.DrainTimeout:
-		// Late data's peer took nothing for drain_timeout: a reader
+		// A due reset's peer took nothing for drain_timeout: a reader
 		// that paused, as far as anyone can tell, and the reset would
-		// destroy what it was sent (whole answers in http1). It waits
-		// as a paused reader does anywhere (pauseBound), looked at a
-		// quarter drain_timeout apart; progress brings the quick looks
-		// back.
+		// destroy what it was sent (whole answers). It waits as a
+		// paused reader does anywhere (pauseBound), looked at a quarter
+		// drain_timeout apart; progress brings the quick looks back.
 		l.sendQ, l.paused = q, true
 		l.until = now.Add(x.pauseBound(l) - l.pol.DrainTimeout)
 		l.at = now.Add(tick(l.pol.DrainTimeout))
@@ -154,14 +154,13 @@ func (x *executor) pollQueue(l *leg, now time.Time) {
 	}
 }
 
-// pauseBound is how long late data's reset waits for a peer that takes
-// none of what it was sent, from its latest progress: idle_timeout, which
-// bounds a paused reader everywhere else, or half_close_timeout where
-// idle_timeout is off. Only late data waits so: the other due reset
-// follows a cut (a timeout, the other peer's reset) that already ended
-// the stream, and drain_timeout bounds it.
+// pauseBound is how long a due reset (late data's, or the one that
+// passes on the other peer's) waits for a peer that takes none of what it
+// was sent, from its latest progress: idle_timeout, which bounds a paused
+// reader everywhere else (half_close_timeout for a session without one:
+// the engine's own tests).
 func (x *executor) pauseBound(l *leg) time.Duration {
-	if l.due != dueLateData {
+	if l.due == dueNone {
 		return 0
 	}
 	if x.s.Idle > 0 {
