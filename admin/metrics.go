@@ -119,8 +119,30 @@ func (m *metrics) collectors() []prometheus.Collector {
 func (m *metrics) initLabels(cfg *config.Config) {
 	for _, leg := range []string{"front", "back"} {
 		m.cuts.at(leg)
+		for _, r := range policy.Reasons {
+			m.reasons.at2(leg, string(r))
+		}
+		for _, c := range []policy.Close{policy.CloseFIN, policy.CloseReset, policy.ClosePeerReset, policy.CloseError, policy.ClosePooled} {
+			if c != policy.ClosePooled || leg == "back" {
+				m.closes.at2(leg, string(c))
+			}
+		}
+		peer := policy.SideClient
+		if leg == "back" {
+			peer = policy.SideBackend
+		}
+		for _, s := range []policy.Side{peer, policy.SideProxy, policy.SideBoth, policy.SideNone, policy.SideUnknown} {
+			m.firstFIN.at2(leg, string(s))
+			m.timeWait.at2(leg, string(s))
+		}
 	}
 	for _, l := range cfg.Listeners {
+		for _, o := range engine.Outcomes {
+			m.sessions.at3(l.Name, l.Backend, string(o))
+		}
+		for _, v := range []string{"v1", "v2", "none"} {
+			m.proxyHeaders.at2(l.Name, v)
+		}
 		m.accepted.at(l.Name)
 		m.active.at(l.Name)
 		m.rejected.at2(l.Name, string(engine.OutcomeOverLimit))

@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/closeproxy/closeproxy/config"
+	"github.com/closeproxy/closeproxy/engine"
+	"github.com/closeproxy/closeproxy/policy"
 )
 
 // A vec's children are the vector's own: what they count shows in what
@@ -49,10 +51,15 @@ func TestVecKeepsTheVectorsChildren(t *testing.T) {
 
 // The series a configuration names are there at zero from the first
 // scrape: a listener's over_limit rejections and each leg's cuts among
-// them, so that rate() and increase() read 0, not no data.
+// them, so that rate() and increase() read 0, not no data; so are the
+// series whose labels are the record's enumerations (every outcome of a
+// listener's sessions, every leg's first FIN, TIME-WAIT, close and
+// reason, every PROXY header version): they appeared at their first
+// session, at 1, and an increase() alert missed the first failure after a
+// start.
 func TestInitLabelsShowsRejectionsAndCutsAtZero(t *testing.T) {
 	m := newMetrics()
-	m.initLabels(&config.Config{Listeners: []config.Listener{{Name: "web"}}})
+	m.initLabels(&config.Config{Listeners: []config.Listener{{Name: "web", Backend: "app"}}})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.collectors()...)
 	mfs, err := reg.Gather()
@@ -63,7 +70,10 @@ func TestInitLabelsShowsRejectionsAndCutsAtZero(t *testing.T) {
 	for _, mf := range mfs {
 		series[mf.GetName()] = len(mf.GetMetric())
 	}
-	for name, want := range map[string]int{"closeproxy_connections_rejected_total": 1, "closeproxy_cut_total": 2} {
+	for name, want := range map[string]int{"closeproxy_connections_rejected_total": 1, "closeproxy_cut_total": 2,
+		"closeproxy_sessions_total": len(engine.Outcomes), "closeproxy_close_reasons_total": 2 * len(policy.Reasons),
+		"closeproxy_first_fin_total": 10, "closeproxy_time_wait_placed_total": 10, "closeproxy_closes_total": 9,
+		"closeproxy_proxy_headers_total": 3} {
 		if series[name] != want {
 			t.Errorf("%s: %d series before any event, want %d at zero", name, series[name], want)
 		}

@@ -36,6 +36,13 @@ const (
 	OutcomeFamilyMismatch Outcome = "family_mismatch"  // source = "client": the client's address family differs from the backend's
 )
 
+// Outcomes is every Outcome, for the metrics' series that exist at zero
+// before their first session.
+var Outcomes = []Outcome{OutcomeOK, OutcomeDialFailed, OutcomePortsExhausted, OutcomeTimeout,
+	OutcomeClientReset, OutcomeBackendReset, OutcomeClientAborted, OutcomeBadProxyHeader,
+	OutcomeDrained, OutcomeLateData, OutcomeError, OutcomeInternalError, OutcomeBadRequest,
+	OutcomeBadResponse, OutcomePoolExhausted, OutcomeOverLimit, OutcomeFamilyMismatch}
+
 // LegRecord is what happened on one leg. Times are since accept; a negative
 // duration means the event did not happen.
 type LegRecord struct {

@@ -197,6 +197,12 @@ const (
 	ReasonRefused Reason = "refused"
 )
 
+// Reasons is every Reason but ReasonNone, for the metrics' series that
+// exist at zero before their first close.
+var Reasons = []Reason{ReasonPeerFirst, ReasonAwaitsEOF, ReasonGraceExpired, ReasonQueueStuck,
+	ReasonHalfClose, ReasonLateData, ReasonCut, ReasonDraining, ReasonOtherReading, ReasonPeerReset,
+	ReasonCrossed, ReasonUnknown, ReasonCloseDelimited, ReasonIdle, ReasonRetried, ReasonRefused}
+
 func (r Reason) String() string { return string(r) }
 
 // Decide maps the facts about a leg to what the engine does next, as the
