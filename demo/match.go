@@ -41,6 +41,10 @@ type judgement struct {
 	// unknown is the legs claiming unknown where the kernel holds
 	// TIME-WAIT on at least one side: consistent, but not exact.
 	unknown int
+	// eofFirst is the legs whose TIME-WAIT the kernel holds on the proxy
+	// although their target put it elsewhere, because the peer may have
+	// been waiting for EOF (rule 1: reason peer_may_await_eof).
+	eofFirst int
 	// reused is the legs not judged because a later connection took
 	// their 4-tuple: a later record names it too, a live socket holds it
 	// (a connection with no record yet, such as a warm pool's), or the
@@ -137,6 +141,9 @@ func (j *judgement) judgeLeg(v legView, held map[tuple]bool) {
 	atProxy, atPeer := held[v.proxy], held[v.proxy.reverse()]
 	if atProxy {
 		j.kernel[v.near]++
+		if v.l.Target != policy.TargetProxy && v.l.Reason == policy.ReasonAwaitsEOF {
+			j.eofFirst++
+		}
 	}
 	if atPeer {
 		j.kernel[v.far]++

@@ -186,3 +186,37 @@ func TestVerdictNamesTheFullTable(t *testing.T) {
 		t.Errorf("row verdict %q, want it to say 1 leg unchecked", v)
 	}
 }
+
+// A front leg whose target put TIME-WAIT on the client (or nowhere), held
+// on the proxy because the client may have waited for EOF (rule 1), is
+// counted so that the verdict can say why the proxy holds it; one whose
+// target was the proxy is not.
+func TestJudgeCountsTheProxysFINToAnEOFReader(t *testing.T) {
+	held := map[tuple]bool{{proxyFront, client}: true}
+	for _, c := range []struct {
+		target policy.Target
+		reason policy.Reason
+		want   int
+	}{
+		{policy.TargetPeer, policy.ReasonAwaitsEOF, 1},
+		{policy.TargetNowhere, policy.ReasonAwaitsEOF, 1},
+		{policy.TargetProxy, policy.ReasonNone, 0},
+		{policy.TargetPeer, policy.ReasonGraceExpired, 0},
+	} {
+		rec := fabricated(1, policy.SideProxy, policy.SideNone)
+		rec.Front.Target, rec.Front.Reason = c.target, c.reason
+		j := judge([]*engine.Teardown{rec}, snapshot{timeWait: held})
+		if j.eofFirst != c.want {
+			t.Errorf("target %s reason %q: %d legs counted, want %d", c.target, c.reason, j.eofFirst, c.want)
+		}
+	}
+	r := row{j: judge([]*engine.Teardown{func() *engine.Teardown {
+		rec := fabricated(1, policy.SideProxy, policy.SideNone)
+		rec.Front.Target, rec.Front.Reason = policy.TargetPeer, policy.ReasonAwaitsEOF
+		return rec
+	}()}, snapshot{timeWait: held})}
+	r.j.kernel[holderProxyFront] = 1
+	if v := r.verdict(row{}); !strings.Contains(v, "peer_may_await_eof") {
+		t.Errorf("verdict %q does not say why the proxy holds its TIME-WAIT", v)
+	}
+}

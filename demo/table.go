@@ -104,7 +104,11 @@ func (r row) verdict(base row) string {
 		parts = append(parts, "client and backend hold as many as without the proxy")
 	}
 	if p := r.j.kernel[holderProxyFront] + r.j.kernel[holderProxyBack]; p > 0 {
-		parts = append(parts, fmt.Sprintf("the proxy holds %d", p))
+		held := fmt.Sprintf("the proxy holds %d", p)
+		if n := r.j.eofFirst; n > 0 {
+			held += fmt.Sprintf(" (%d where the target put it elsewhere, but the peer may have waited for EOF: the proxy's FIN goes first then, rule 1, peer_may_await_eof)", n)
+		}
+		parts = append(parts, held)
 	}
 	switch {
 	case r.j.disagree() > 0:
