@@ -89,64 +89,80 @@ func TestLateDataResetWaitsForTheAcks(t *testing.T) {
 // kernel resets) is recorded as the client's reset, nothing of the
 // proxy's, under the first cause's outcome; one that half-closes and
 // then reads gets every byte before the proxy's reset, nothing cut.
+//
+// The same for a client that answers only after pausing past
+// drain_timeout, while the wait goes on for a paused reader: its answer
+// still ends the wait, not idle_timeout.
 func TestLateDataWaitEndsAtThePeersAnswer(t *testing.T) {
-	const drain = 10 * time.Second // far beyond any answer here
-	for _, abort := range []bool{true, false} {
-		client, server := loopback.Pair(t, loopback.Listener(t))
-		n := sendBeforeTheEnd(t, server, true)
-		in := lateInHand(t, client, server)
-		waiting := make(chan struct{}, 1)
-		pollingHook = func(p phase) {
-			if p == phaseResetting {
-				select {
-				case waiting <- struct{}{}:
-				default:
-				}
+	for _, c := range []struct {
+		abort bool
+		pause time.Duration // the client's, before it answers: past drain_timeout, or none
+	}{{true, 0}, {false, 0}, {true, 600 * time.Millisecond}, {false, 600 * time.Millisecond}} {
+		lateDataWaitEnds(t, c.abort, c.pause)
+	}
+}
+
+func lateDataWaitEnds(t *testing.T, abort bool, pause time.Duration) {
+	drain, idle := 10*time.Second, time.Duration(0) // drain far beyond any answer here
+	if pause > 0 {
+		drain, idle = 200*time.Millisecond, 10*time.Second
+	}
+	client, server := loopback.Pair(t, loopback.Listener(t))
+	n := sendBeforeTheEnd(t, server, true)
+	in := lateInHand(t, client, server)
+	waiting := make(chan struct{}, 1)
+	pollingHook = func(p phase) {
+		if p == phaseResetting {
+			select {
+			case waiting <- struct{}{}:
+			default:
 			}
 		}
-		t.Cleanup(func() { pollingHook = nil })
-		pol := defFront
-		pol.DrainTimeout = drain
-		s := frontSession(pol)
-		ended := make(chan time.Duration, 1)
-		go func() {
-			start := time.Now()
-			s.End(policy.Front, server, in, Ending{})
-			ended <- time.Since(start)
-		}()
-		select {
-		case <-waiting: // the proxy waits for the paused client's acknowledgements
-		case took := <-ended:
-			t.Fatalf("abort %v: End returned after %v without waiting for the client; record %+v", abort, took, s.Rec.Record())
+	}
+	t.Cleanup(func() { pollingHook = nil })
+	pol := defFront
+	pol.DrainTimeout = drain
+	s := frontSession(pol)
+	s.Idle = idle
+	ended := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		s.End(policy.Front, server, in, Ending{})
+		ended <- time.Since(start)
+	}()
+	select {
+	case <-waiting: // the proxy waits for the paused client's acknowledgements
+	case took := <-ended:
+		t.Fatalf("abort %v: End returned after %v without waiting for the client; record %+v", abort, took, s.Rec.Record())
+	}
+	time.Sleep(pause) // the peer under test: a client that pauses before it answers
+	var r int64
+	var rerr error
+	if abort {
+		client.Close()
+	} else {
+		if err := client.CloseWrite(); err != nil {
+			t.Fatal(err)
 		}
-		var r int64
-		var rerr error
-		if abort {
-			client.Close()
-		} else {
-			if err := client.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
-			r, rerr = io.Copy(io.Discard, client)
-			client.Close()
-		}
-		var took time.Duration
-		select {
-		case took = <-ended: // End is done with the hook
-			pollingHook = nil
-		case <-time.After(5 * time.Second):
-			t.Fatalf("abort %v: the wait did not end at the client's answer", abort)
-		}
-		rec := s.Rec.Record()
-		f := rec.Front
-		switch {
-		case abort && (f.Close != policy.ClosePeerReset || rec.Outcome != OutcomeLateData):
-			t.Errorf("client aborted: front close %s outcome %s (after %v); want peer_reset, %s (the first cause)", f.Close, rec.Outcome, took, OutcomeLateData)
-		case !abort && (f.Close != policy.CloseReset || f.Reason != policy.ReasonLateData || f.Cut || r != n || !errors.Is(rerr, syscall.ECONNRESET)):
-			t.Errorf("client half-closed and read: front close %s reason %s cut %v, read %d of %d then %v; want reset for late_data, not cut, every byte, then a reset",
-				f.Close, f.Reason, f.Cut, r, n, rerr)
-		}
+		_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r, rerr = io.Copy(io.Discard, client)
+		client.Close()
+	}
+	var took time.Duration
+	select {
+	case took = <-ended: // End is done with the hook
+		pollingHook = nil
+	case <-time.After(5 * time.Second):
+		t.Fatalf("abort %v pause %v: the wait did not end at the client's answer", abort, pause)
+	}
+	rec := s.Rec.Record()
+	f := rec.Front
+	switch {
+	case abort && (f.Close != policy.ClosePeerReset || rec.Outcome != OutcomeLateData):
+		t.Errorf("pause %v: client aborted: front close %s outcome %s (after %v); want peer_reset, %s (the first cause)", pause, f.Close, rec.Outcome, took, OutcomeLateData)
+	case !abort && (f.Close != policy.CloseReset || f.Reason != policy.ReasonLateData || f.Cut || r != n || !errors.Is(rerr, syscall.ECONNRESET)):
+		t.Errorf("pause %v: client half-closed and read: front close %s reason %s cut %v, read %d of %d then %v; want reset for late_data, not cut, every byte, then a reset",
+			pause, f.Close, f.Reason, f.Cut, r, n, rerr)
 	}
 }
 

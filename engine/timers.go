@@ -157,16 +157,13 @@ func (x *executor) pollQueue(l *leg, now time.Time) {
 // pauseBound is how long a due reset (late data's, or the one that
 // passes on the other peer's) waits for a peer that takes none of what it
 // was sent, from its latest progress: idle_timeout, which bounds a paused
-// reader everywhere else (half_close_timeout for a session without one:
-// the engine's own tests).
+// reader everywhere else (a session without one, only in tests, waits
+// drain_timeout).
 func (x *executor) pauseBound(l *leg) time.Duration {
 	if l.due == dueNone {
 		return 0
 	}
-	if x.s.Idle > 0 {
-		return x.s.Idle
-	}
-	return l.pol.HalfCloseTimeout
+	return x.s.Idle
 }
 
 // next returns when the earliest look is due; zero: none is.

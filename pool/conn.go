@@ -73,6 +73,16 @@ func addrPort(a net.Addr) netip.AddrPort {
 // Born returns when c's dial started.
 func (c *Conn) Born() time.Time { return c.born }
 
+// Gone reports that c, held with nothing of an exchange sent on it yet,
+// can carry none: its backend closed or reset it, or sent bytes nobody
+// asked for. It is Get's check of an idle connection, for a holder that
+// kept c a while before using it (an http1 request held whole until its
+// body came).
+func (c *Conn) Gone() bool {
+	c.prepare()
+	return c.probe.check(c.raw) != alive
+}
+
 // prepare caches what the liveness check needs, so that checking an idle
 // connection allocates nothing.
 func (c *Conn) prepare() {

@@ -377,7 +377,7 @@ func (s *spill) flushLocked() error {
 	// A pooled connection can close while the request waits here (a
 	// backend's idle timeout): it goes on one ready now instead, as on
 	// the loops, rather than fail with 502 at the backend's reset.
-	if s.renew != nil && s.dst.Pooled && backClosed(s.dst.TCPConn) {
+	if s.renew != nil && s.dst.Pooled && s.dst.Gone() {
 		if c := s.renew(s.dst); c != nil {
 			s.dst = c
 		}
@@ -415,21 +415,6 @@ func (h *h1) renewBack(old *pool.Conn) *pool.Conn {
 	}
 	h.mu.Unlock()
 	return c
-}
-
-// backClosed reports that c, a pooled connection that got nothing of the
-// exchange yet, was closed by its backend (its FIN or reset is in) or
-// sent something unasked: it can carry no request.
-func backClosed(c *net.TCPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var fin, reset, ok bool
-	if rc.Control(func(fd uintptr) { fin, reset, ok = engine.PeerEndFD(int(fd)) }) != nil || !ok {
-		return false
-	}
-	return fin || reset || engine.Unread(c)
 }
 
 // sendChunked sends a request with a chunked body (no 100-continue) through

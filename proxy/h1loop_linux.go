@@ -1127,19 +1127,10 @@ func (h *h1Loop) takeChunk() bool {
 func (h *h1Loop) releaseHold() {
 	x := h.x
 	x.hold = false
-	if !x.sent && x.bc.Pooled && h.backGone() {
+	if !x.sent && x.bc.Pooled && x.bc.Gone() {
 		h.moveExchange() // none ready: the request goes, and fails as it would have
 	}
 	h.rec().Request()
-}
-
-// backGone reports that the exchange's backend connection, which got
-// nothing yet, was closed or sent something (a read that does not block;
-// what it took matters no more).
-func (h *h1Loop) backGone() bool {
-	var b [1]byte
-	_, err := h.x.back.Read(b[:])
-	return err != engine.ErrWouldBlock
 }
 
 // badBody: the client's chunked body is malformed: 400, as on a

@@ -1073,6 +1073,18 @@ func TestHTTP1SlowReaderOfALargeAnswerIsNotIdle(t *testing.T) {
 	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Front.Cut {
 		t.Errorf("record: outcome %s (%v), front cut %v; want ok, nothing cut", td.Outcome, td.Err, td.Front.Cut)
 	}
+	// A client that stops reading altogether is still cut at about
+	// idle_timeout: its queue no longer shrinks.
+	c = dialClient(t, h.addr, true)
+	io.WriteString(c, "GET /large HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if _, err := c.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	td := h.record(t) // the client reads nothing more
+	if took := time.Since(start); td.Outcome != engine.OutcomeTimeout || !td.Front.Cut || took > 4*idle {
+		t.Errorf("a client that stopped reading: record %s (%v), front cut %v after %v; want timeout, cut, within about idle_timeout %v", td.Outcome, td.Err, td.Front.Cut, took, idle)
+	}
 }
 
 // Front time_wait "nowhere" in http1 mode: a response that closes the
