@@ -321,7 +321,11 @@ func digestOrigin(t *testing.T) *origin {
 // that trickles its body in small writes, one that half-closes after its
 // last body, and one whose body the origin echoes while it is still
 // being sent (up and down at once). Every exchange runs on the loop; the
-// records count every byte.
+// records count every byte. An echo's answer can begin while its body is
+// still on its way, and then says Connection: close (the proxy cannot
+// tell an echo from a backend that stopped reading): that client goes on
+// on a new connection, as clients do; it kept sending on the closed one,
+// and its next request was lost (1 run in about 20).
 func TestHTTP1LoopRequestBodies(t *testing.T) {
 	onLoop := countLoopExchanges(t)
 	o := digestOrigin(t)
@@ -339,7 +343,19 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 	for _, kind := range kinds {
 		c := dialClient(t, h.addr, false)
 		br := bufio.NewReader(c)
-		var up int64
+		var up int64 // what this connection carried from the client
+		reqs := 0    // and its requests
+		ended := func() {
+			t.Helper()
+			td := h.record(t)
+			if td.Outcome != engine.OutcomeOK || td.Front.Cut || td.Back.Cut || td.BackRequests != reqs {
+				t.Errorf("%s: record: outcome %s (%v), cut %v/%v, %d requests; want ok, nothing cut, %d",
+					kind, td.Outcome, td.Err, td.Front.Cut, td.Back.Cut, td.BackRequests, reqs)
+			}
+			if td.Front.BytesIn != up {
+				t.Errorf("%s: record: %d bytes in from the client, want %d", kind, td.Front.BytesIn, up)
+			}
+		}
 		for i, n := range sizes {
 			b := body(n)
 			path := "/digest/" + kind
@@ -381,7 +397,7 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 				}
 				sent <- err
 			}()
-			status, got, _ := readBody(t, br)
+			status, got, closing := readBody(t, br)
 			if err := <-sent; err != nil {
 				t.Fatalf("%s, %d bytes: send: %v", kind, n, err)
 			}
@@ -394,6 +410,19 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 				t.Errorf("%s, %d bytes: status %d, %q; want 200, %q", kind, n, status, got, want)
 			}
 			requests++
+			reqs++
+			if closing && i < len(sizes)-1 {
+				if kind != "echo" {
+					t.Errorf("%s, %d bytes: the answer said Connection: close", kind, n)
+				}
+				if _, err := br.ReadByte(); err != io.EOF {
+					t.Errorf("%s after an answer that closes: %v, want EOF", kind, err)
+				}
+				c.Close()
+				ended()
+				c = dialClient(t, h.addr, false)
+				br, up, reqs = bufio.NewReader(c), 0, 0
+			}
 			if i == 1 { // a GET between bodies
 				head := "GET /digest/get HTTP/1.1\r\nHost: x\r\n\r\n"
 				io.WriteString(c, head)
@@ -402,6 +431,7 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 					t.Errorf("%s: GET between bodies: %d %q", kind, status, got)
 				}
 				requests++
+				reqs++
 			}
 		}
 		if kind != "half-close" {
@@ -411,14 +441,7 @@ func TestHTTP1LoopRequestBodies(t *testing.T) {
 			t.Errorf("%s after its last response: %v, want EOF", kind, err)
 		}
 		c.Close()
-		td := h.record(t)
-		if td.Outcome != engine.OutcomeOK || td.Front.Cut || td.Back.Cut || td.BackRequests != len(sizes)+1 {
-			t.Errorf("%s: record: outcome %s (%v), cut %v/%v, %d requests; want ok, nothing cut, %d",
-				kind, td.Outcome, td.Err, td.Front.Cut, td.Back.Cut, td.BackRequests, len(sizes)+1)
-		}
-		if td.Front.BytesIn != up {
-			t.Errorf("%s: record: %d bytes in from the client, want %d", kind, td.Front.BytesIn, up)
-		}
+		ended()
 	}
 	onLoop.expect(t, int64(requests), "all")
 }
