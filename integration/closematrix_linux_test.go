@@ -23,7 +23,7 @@ import (
 // most 1 % over the matrix (and in one cell at most 5 %, or 2 legs: a
 // cell is small, and an ACK of earlier data that lands between two
 // looks of a loaded proxy hides the order of its FINs; a late closer's
-// leg, lateCloser, counts apart, at most a tenth of them over the
+// leg, lateCloser, counts apart, at most a quarter of them over the
 // matrix); and, where the rules make the placement certain, that
 // placement.
 //
@@ -51,8 +51,8 @@ func TestCloseMatrix(t *testing.T) {
 	}
 	late, lateUnknown := res.late()
 	t.Logf("late closers: %d legs, %d unknown", late, lateUnknown)
-	if lateUnknown*10 > late {
-		t.Errorf("%d of %d late closers' legs unknown over the matrix, want at most a tenth", lateUnknown, late)
+	if lateUnknown*4 > late {
+		t.Errorf("%d of %d late closers' legs unknown over the matrix, want at most a quarter", lateUnknown, late)
 	}
 }
 
@@ -461,12 +461,16 @@ const delayedACKMin = 40 // ms
 // application's FIN then comes as a second segment, at once if it closes
 // just after: the proxy proves the order only by a look between the two
 // (FIN-WAIT-2), and on a host loaded as under -race with every package at
-// once its looks come milliseconds apart. Neither counter nor state tells
-// those two segments from crossed FINs (the peer's FIN, then the ACK of
-// the proxy's), so unknown is the honest answer there, and the cell's
-// bound does not count it. The matrix bounds such legs on their own
-// (TestCloseMatrix, a tenth): a proxy that never looked left about half
-// of them unknown, one under CPU hogs a fiftieth.
+// once its looks come milliseconds apart, and at times tens of
+// milliseconds (the proxy starved of CPU by the test's own clients).
+// Neither counter nor state tells those two segments from crossed FINs
+// (the peer's FIN, then the ACK of the proxy's), so unknown is the honest
+// answer there, and the cell's bound does not count it. The matrix bounds
+// such legs on their own (TestCloseMatrix, a quarter): a proxy that never
+// looked left three in four of them unknown (131 of 178, -short); one
+// that looks, from one in a hundred to one in eight run alone and one in
+// ten with every package at once, nearly all in closing_http1, whose 24
+// clients read and close at once in the loaded test process.
 func lateCloser(r Record, leg string) bool {
 	out, in := r.Num(leg+".fin_out_ms"), r.Num(leg+".fin_in_ms")
 	return r.Str(leg+".close") == "fin" && out > 0 && in-out >= delayedACKMin
