@@ -26,16 +26,7 @@ func TestPeersFINDuringSafeResetWaitEndsByFIN(t *testing.T) {
 	if _, err := server.Write(sent); err != nil {
 		t.Fatal(err)
 	}
-	resetting := make(chan struct{}, 1)
-	pollingHook = func(p phase) {
-		if p == phaseResetting {
-			select {
-			case resetting <- struct{}{}:
-			default:
-			}
-		}
-	}
-	t.Cleanup(func() { pollingHook = nil })
+	resetting := entered(t, phaseResetting)
 	back := policyClose(policy.TargetPeer, policy.FallbackReset)
 	s := &Session{Rec: NewRecorder(1, "web", "app", policy.TargetProxy, back.TimeWait), Front: policyClose(policy.TargetProxy, policy.FallbackFIN), Back: back}
 	ended := make(chan struct{})

@@ -227,3 +227,19 @@ func recv[T any](t testing.TB, ch <-chan T, within time.Duration, what string) T
 		return zero
 	}
 }
+
+// entered signals the polled waits of phase p that start (pollingHook),
+// until the test ends; one not yet taken stands for those after it.
+func entered(t testing.TB, p phase) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	pollingHook = func(q phase) {
+		if q == p {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	t.Cleanup(func() { pollingHook = nil })
+	return ch
+}

@@ -110,16 +110,7 @@ func lateDataWaitEnds(t *testing.T, abort bool, pause time.Duration) {
 	client, server := loopback.Pair(t, loopback.Listener(t))
 	n := sendBeforeTheEnd(t, server, true)
 	in := lateInHand(t, client, server)
-	waiting := make(chan struct{}, 1)
-	pollingHook = func(p phase) {
-		if p == phaseResetting {
-			select {
-			case waiting <- struct{}{}:
-			default:
-			}
-		}
-	}
-	t.Cleanup(func() { pollingHook = nil })
+	waiting := entered(t, phaseResetting)
 	pol := defFront
 	pol.DrainTimeout = drain
 	s := frontSession(pol)

@@ -827,15 +827,12 @@ func (h *h1Loop) startExchange(req *http1.Request, retried bool) bool {
 			return false
 		}
 		h.kept, h.keptSock = bc, nil // not watched yet
-		var err error
-		if back, err = h.rn.Watch(bc.Bare.FD, bc.Bare.Home); err != nil {
+		if back = h.watchBack(bc); back == nil {
 			h.kept = nil
-			h.ss.sv.pool.Discard(bc)
 			h.handOff(req, retried)
 			return false
 		}
 		h.keptSock = back
-		bc.Bare.Home = h.rn.Loop()
 	}
 	if loopExchangeHook != nil {
 		loopExchangeHook()
@@ -895,6 +892,19 @@ func (h *h1Loop) reuse(c *pool.Conn) {
 	h.rec().Trying(h.ss.sv.addr)
 	h.ss.connected(c)
 	h.rec().Connecting(0)
+}
+
+// watchBack has this session's loop watch bc, just taken from the pool
+// (bc's home is this loop from then on); nil: it could not, and bc is
+// discarded.
+func (h *h1Loop) watchBack(bc *pool.Conn) *engine.TaskSock {
+	back, err := h.rn.Watch(bc.Bare.FD, bc.Bare.Home)
+	if err != nil {
+		h.ss.sv.pool.Discard(bc)
+		return nil
+	}
+	bc.Bare.Home = h.rn.Loop()
+	return back
 }
 
 // takeBackend takes a connection of the session's server (or, for its
@@ -1537,12 +1547,10 @@ func (h *h1Loop) moveExchange() bool {
 	if bc == nil {
 		return false
 	}
-	back, err := h.rn.Watch(bc.Bare.FD, bc.Bare.Home)
-	if err != nil {
-		h.ss.sv.pool.Discard(bc)
+	back := h.watchBack(bc)
+	if back == nil {
 		return false
 	}
-	bc.Bare.Home = h.rn.Loop()
 	h.rec().Note(policy.Back, policy.ReasonRetried)
 	h.dropBack(true)
 	x.bc, x.back = bc, back

@@ -924,15 +924,14 @@ func heldChunkedBodyMoves(t *testing.T, timed bool) {
 	c := dialClient(t, h.addr, false)
 	defer c.Close()
 	br := bufio.NewReader(c)
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET: %v, %v", resp, err)
-	} else {
-		io.Copy(io.Discard, resp.Body)
+	if got := getOn(t, c, br, "/"); !strings.HasPrefix(got, "200 ") {
+		t.Fatalf("GET: %q, want 200", got)
 	}
-	<-started                                                                                           // the GET's
-	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n") // held
-	select {                                                                                            // on the GET's connection, kept for the client's next request
+	<-started // the GET's exchange
+	// A POST whose chunked body is held, on the GET's connection (kept
+	// for the client's next request).
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	select {
 	case <-started:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the POST's exchange never started")

@@ -619,7 +619,7 @@ func (h *h1) endFront(err error) {
 		// Nothing of a request arrived: the connection was idle, nothing
 		// is cut; it ends by its policy.
 		why := policy.ReasonIdle
-		if h.ctx.Err() != nil || h.begun.Err() != nil || errors.Is(err, errDrainIdle) && time.Now().Before(h.until) {
+		if h.ctx.Err() != nil || h.shuttingDown() || errors.Is(err, errDrainIdle) && time.Now().Before(h.until) {
 			why = policy.ReasonDraining
 		}
 		h.rec.Note(policy.Front, why)
