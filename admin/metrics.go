@@ -122,18 +122,20 @@ func (m *metrics) initLabels(cfg *config.Config) {
 		for _, r := range policy.Reasons {
 			m.reasons.at2(leg, string(r))
 		}
-		for _, c := range []policy.Close{policy.CloseFIN, policy.CloseReset, policy.ClosePeerReset, policy.CloseError, policy.ClosePooled} {
+		for _, c := range policy.Closes {
 			if c != policy.ClosePooled || leg == "back" {
 				m.closes.at2(leg, string(c))
 			}
 		}
-		peer := policy.SideClient
+		other := policy.SideBackend // the other leg's peer
 		if leg == "back" {
-			peer = policy.SideBackend
+			other = policy.SideClient
 		}
-		for _, s := range []policy.Side{peer, policy.SideProxy, policy.SideBoth, policy.SideNone, policy.SideUnknown} {
-			m.firstFIN.at2(leg, string(s))
-			m.timeWait.at2(leg, string(s))
+		for _, s := range policy.Sides {
+			if s != other {
+				m.firstFIN.at2(leg, string(s))
+				m.timeWait.at2(leg, string(s))
+			}
 		}
 	}
 	for _, l := range cfg.Listeners {

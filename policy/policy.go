@@ -123,6 +123,11 @@ const (
 	SideUnknown Side = "unknown"
 )
 
+// Sides is every Side, for the metrics' series that exist at zero before
+// their first close (a leg's peer is the client on the front leg, the
+// backend on the back leg).
+var Sides = []Side{SideClient, SideBackend, SideProxy, SideNone, SideBoth, SideUnknown}
+
 func (s Side) String() string { return string(s) }
 
 // Close is how the proxy's end of a leg was closed, as records spell it.
@@ -136,6 +141,11 @@ const (
 	ClosePooled    Close = "pooled"     // not closed: returned to the backend pool
 	CloseNone      Close = "none"       // the leg never had a connection
 )
+
+// Closes is every Close but CloseNone (a leg that never opened is not
+// counted), for the metrics' series that exist at zero before their first
+// close.
+var Closes = []Close{CloseFIN, CloseReset, ClosePeerReset, CloseError, ClosePooled}
 
 // TimeWait says which side holds TIME-WAIT for a leg that ended as described:
 // after an exchange of FINs, the side whose FIN was first (both after FINs
