@@ -873,14 +873,16 @@ func TestHTTP1KeepAliveOnTheLoopsAllocatesNothing(t *testing.T) {
 // the request reached the closed one, so a POST may go too. It was
 // answered 502 and never reached the backend. Both relays, the hold
 // ending with the body and at spillAfter with the body still coming (on
-// goroutines, the spill's timer sends from a goroutine of its own).
+// goroutines, the spill's timer sends from a goroutine of its own); and a
+// client that aborts once its request moved: the new connection ends
+// with it, never pooled half a request.
 func TestHTTP1HeldChunkedBodyMovesOffAClosedConnection(t *testing.T) {
-	for _, timed := range []bool{false, true} {
-		heldChunkedBodyMoves(t, timed)
-	}
+	heldChunkedBodyMoves(t, false, false)
+	heldChunkedBodyMoves(t, true, false)
+	heldChunkedBodyMoves(t, true, true)
 }
 
-func heldChunkedBodyMoves(t *testing.T, timed bool) {
+func heldChunkedBodyMoves(t *testing.T, timed, abort bool) {
 	if timed {
 		old := spillAfter
 		spillAfter = 100 * time.Millisecond
@@ -888,9 +890,13 @@ func heldChunkedBodyMoves(t *testing.T, timed bool) {
 	}
 	var conns atomic.Int32
 	closeFirst, firstClosed, moved := make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
+	secondEnded := make(chan struct{})
 	be := loopback.Serve(t, func(c *net.TCPConn) {
 		defer c.Close()
 		first := conns.Add(1) == 1
+		if !first {
+			defer close(secondEnded)
+		}
 		br := bufio.NewReader(c)
 		for {
 			req, err := http.ReadRequest(br)
@@ -944,6 +950,21 @@ func heldChunkedBodyMoves(t *testing.T, timed bool) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the held request never reached the backend's second connection")
 		}
+	}
+	if abort {
+		c.SetLinger(0)
+		c.Close()
+		select { // the moved request's connection ends with the client
+		case <-secondEnded:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the backend's second connection outlived the client's abort")
+		}
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeClientAborted || td.Back.Close == policy.ClosePooled || td.Back.Reason != policy.ReasonRetried {
+			t.Errorf("abort after the move: record %s (%v), back close %s reason %q; want client_aborted, the back leg closed, retried",
+				td.Outcome, td.Err, td.Back.Close, td.Back.Reason)
+		}
+		return
 	}
 	io.WriteString(c, "0\r\n\r\n") // the body ends (and the hold with it, unless timed)
 	resp, err := http.ReadResponse(br, nil)
