@@ -489,7 +489,7 @@ func (l *loop) run() {
 			} else if c := l.connects[ev.Fd]; c != nil && ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 				delete(l.connects, ev.Fd)
 				var err error
-				if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+				if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && !established(c.fd) {
 					err = connectResult(c.fd) // a failed connect always raises EPOLLERR
 				}
 				c.done <- err

@@ -242,9 +242,79 @@ func TestLoopsConnectDoneInsideTheCall(t *testing.T) {
 	}
 }
 
-// Connect reports a refused connection as connect's error, and one that
-// does not come within the context's deadline as the context's, answers
-// once either way, and leaves nothing open once the socket is closed.
+// A connect whose backend accepted, wrote and reset before anyone looked
+// is a connection made, its bytes and reset waiting to be relayed: both
+// Connect (the loops) and AwaitConnect (goroutines) say so, and the reset
+// is still there to read after the bytes. Taken for a failed dial (the
+// connect's SO_ERROR), the socket was closed with the bytes in it. One
+// reset before its backend said anything stays a failed dial.
+func TestConnectAfterThePeerSpokeAndReset(t *testing.T) {
+	ls, err := NewLoops(2, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	ln := loopback.Listener(t)
+	connects := map[string]func(fd int) error{
+		"Connect": func(fd int) error {
+			home, err := ls.Connect(context.Background(), fd)
+			if err == nil && home != -1 {
+				err = fmt.Errorf("home %d, want -1 (nothing to wait for)", home)
+			}
+			return err
+		},
+		"AwaitConnect": func(fd int) error { return AwaitConnect(context.Background(), fd) },
+	}
+	for name, connect := range connects {
+		for _, spoke := range []bool{true, false} {
+			fd, err := connectTo(ln.Addr().(*net.TCPAddr).AddrPort())
+			if err != nil {
+				t.Fatal(err)
+			}
+			backend, err := ln.AcceptTCP()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if spoke {
+				io.WriteString(backend, "421 busy\r\n")
+			}
+			backend.SetLinger(0)
+			backend.Close()
+			for i := 0; ; i++ { // until the reset is in (loopback: at once)
+				if _, reset, _ := PeerEndFD(fd); reset {
+					break
+				}
+				if i == 1000 {
+					t.Fatal("the backend's reset never came")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			err = connect(fd)
+			if !spoke {
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("%s, reset before a byte: %v; want ECONNRESET (a failed dial)", name, err)
+				}
+				unix.Close(fd)
+				continue
+			}
+			if err != nil {
+				t.Errorf("%s, reset after a greeting: %v; want nil (connected)", name, err)
+			}
+			b := make([]byte, 64)
+			n, err := unix.Read(fd, b)
+			_, rerr := unix.Read(fd, b[max(n, 0):])
+			if string(b[:max(n, 0)]) != "421 busy\r\n" || err != nil || rerr != unix.ECONNRESET {
+				t.Errorf("%s: read %q, %v, then %v; want the greeting, then ECONNRESET", name, b[:max(n, 0)], err, rerr)
+			}
+			unix.Close(fd)
+		}
+	}
+}
+
+// Connect and AwaitConnect report a refused connection as connect's
+// error, and one that does not come within the context's deadline as the
+// context's; Connect answers once either way; nothing is left open once
+// the socket is closed.
 func TestLoopsConnectFails(t *testing.T) {
 	ls, err := NewLoops(2, nil, nil)
 	if err != nil {
@@ -264,6 +334,13 @@ func TestLoopsConnectFails(t *testing.T) {
 		t.Errorf("connect to a closed port: %v, want ECONNREFUSED", err)
 	}
 	unix.Close(fd)
+	if fd, err = connectTo(refusedAt); err != nil {
+		t.Fatal(err)
+	}
+	if err := AwaitConnect(context.Background(), fd); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("AwaitConnect to a closed port: %v, want ECONNREFUSED", err)
+	}
+	unix.Close(fd)
 
 	// A listener whose accept queue is full drops further SYNs: the
 	// connect waits until the deadline.
@@ -281,6 +358,14 @@ func TestLoopsConnectFails(t *testing.T) {
 	defer cancel()
 	if _, err := ls.Connect(ctx, fd); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("connect to a full queue: %v, want the context's deadline", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := AwaitConnect(ctx, fd); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("AwaitConnect to a full queue: %v, want the context's deadline", err)
+	}
+	if err := AwaitConnect(done, fd); !errors.Is(err, context.Canceled) {
+		t.Errorf("AwaitConnect to a full queue, context done: %v, want the context's error", err)
 	}
 	unix.Close(fd)
 	closeFull()

@@ -1,10 +1,14 @@
 package engine
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -280,13 +284,91 @@ func (w *RawWriter) write(fd uintptr) bool {
 // established tells whether fd's connect has completed: its TCP state,
 // the first byte of TCP_INFO (the only byte asked for), is ESTABLISHED,
 // or CLOSE-WAIT: the peer spoke and closed already (a backend that greets
-// and closes), and what it sent waits to be relayed.
+// and closes), and what it sent waits to be relayed; or CLOSE after the
+// peer spoke (spokeAndReset).
 func established(fd int) bool {
 	var state [1]byte
 	n := uint32(len(state))
 	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
 		uintptr(unsafe.Pointer(&state[0])), uintptr(unsafe.Pointer(&n)), 0)
-	return e == 0 && n == 1 && (state[0] == unix.BPF_TCP_ESTABLISHED || state[0] == unix.BPF_TCP_CLOSE_WAIT)
+	if e != 0 || n != 1 {
+		return false
+	}
+	switch state[0] {
+	case unix.BPF_TCP_ESTABLISHED, unix.BPF_TCP_CLOSE_WAIT:
+		return true
+	case unix.BPF_TCP_CLOSE:
+		return spokeAndReset(fd)
+	}
+	return false
+}
+
+// spokeAndReset tells that the peer of fd, closed (CLOSE), sent something
+// before its reset: a backend that accepts, writes and resets at once
+// (a greeting, a refusal) can do it all before the dialer looks. Its
+// bytes wait in the receive queue and its reset behind them (the socket's
+// error, left unread): the connection was made, and relaying it delivers
+// both, as on any connection. Reading the connect's result (SO_ERROR)
+// instead would take the reset for a failed dial, and closing the socket
+// would lose what the backend said.
+func spokeAndReset(fd int) bool {
+	b := infoBufs.Get().(*infoBuf)
+	defer infoBufs.Put(b)
+	b.getsockopt(uintptr(fd))
+	return b.err == 0 && b.info.State == stateClose && b.info.Bytes_received > 0
+}
+
+// AwaitConnect waits, in Go's netpoller, for the connect begun on the
+// non-blocking socket fd to end, bounded by ctx: nil once established (as
+// established says: a backend that spoke and reset is connected), else
+// the connect's error, or ctx's wrapped. For a dial without the relay
+// loops (Loops.Connect does it there). The wait goes through a duplicate
+// of fd, closed before it returns.
+func AwaitConnect(ctx context.Context, fd int) error {
+	if established(fd) {
+		return nil
+	}
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	}
+	f := os.NewFile(uintptr(d), "connecting") // non-blocking: in the netpoller
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = f.SetWriteDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = f.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	done := false
+	werr := rc.Write(func(uintptr) bool {
+		done = connectEnded(fd)
+		return done
+	})
+	switch {
+	case established(fd):
+		return nil
+	case done:
+		return connectResult(fd)
+	case ctx.Err() != nil:
+		return fmt.Errorf("connect: %w", ctx.Err())
+	case errors.Is(werr, os.ErrDeadlineExceeded): // ctx's, a moment before its own timer
+		return fmt.Errorf("connect: %w", context.DeadlineExceeded)
+	}
+	return fmt.Errorf("connect: %w", werr)
+}
+
+// connectEnded tells that fd's connect is no longer under way (SYN-SENT
+// or SYN-RECV): established, or failed.
+func connectEnded(fd int) bool {
+	var state [1]byte
+	n := uint32(len(state))
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
+		uintptr(unsafe.Pointer(&state[0])), uintptr(unsafe.Pointer(&n)), 0)
+	return e != 0 || n != 1 || state[0] != unix.BPF_TCP_SYN_SENT && state[0] != unix.BPF_TCP_SYN_RECV
 }
 
 // RawReader reads a TCP connection with raw system calls, waiting in Go's

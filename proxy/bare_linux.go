@@ -233,14 +233,69 @@ func fdConn(fd int) (*net.TCPConn, error) {
 	return tc, nil
 }
 
-// dialBare opens a bare connection to a backend at to: a non-blocking
-// socket with TCP_NODELAY (as Go's dialer sets it) and, with keepAlive,
-// keep-alive probes as Go's dialer would set them, whose connect
-// Loops.Connect sees through, bounded by ctx (Home -1 when the kernel
-// finished it inside the call, as to a backend on this host). The socket
-// never enters Go's netpoller: a relay on the loop that watches it (or
-// the first loop to relay it) duplicates nothing and closes it once.
+// dialBare opens a bare connection to a backend at to (beginConnect),
+// whose connect Loops.Connect sees through, bounded by ctx (Home -1 when
+// the kernel finished it inside the call, as to a backend on this host).
+// The socket never enters Go's netpoller: a relay on the loop that
+// watches it (or the first loop to relay it) duplicates nothing and
+// closes it once.
 func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAlive bool) (*pool.Bare, error) {
+	fd, to, err := beginConnect(to, keepAlive)
+	if err != nil {
+		return nil, err
+	}
+	home, err := ls.Connect(ctx, fd)
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		_ = engine.CloseFD(fd)
+		return nil, fmt.Errorf("connect: %w", err)
+	default:
+		_ = engine.CloseFD(fd)
+		return nil, err
+	}
+	return &pool.Bare{FD: fd, Home: home, Local: localFD(fd, netip.AddrPort{}), Peer: to}, nil
+}
+
+// dialDirect dials to for a session on goroutines: beginConnect, its end
+// awaited in Go's netpoller (engine.AwaitConnect), then the socket as a
+// *net.TCPConn. Go's dialer reads the connect's result (SO_ERROR), which
+// takes a backend that accepted, wrote and reset before the dialer looked
+// for a failed dial, and its bytes were lost with the socket; here they
+// are relayed, and its reset after them.
+func dialDirect(ctx context.Context, to netip.AddrPort, keepAlive bool) (*net.TCPConn, error) {
+	fd, _, err := beginConnect(to, false) // net.FileConn sets keep-alive
+	if err != nil {
+		return nil, err
+	}
+	if err := engine.AwaitConnect(ctx, fd); err != nil {
+		_ = engine.CloseFD(fd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "socket") // named in net.FileConn's errors
+	fc, err := net.FileConn(f)             // a duplicate, with Go's keep-alive (goKeepAlive)
+	_ = f.Close()
+	if err != nil {
+		return nil, err
+	}
+	c, ok := fc.(*net.TCPConn)
+	if !ok {
+		_ = fc.Close()
+		return nil, syscall.EPROTOTYPE
+	}
+	if !keepAlive {
+		if err := c.SetKeepAlive(false); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("setsockopt SO_KEEPALIVE: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// beginConnect begins a connect to a backend at to (returned unmapped):
+// a non-blocking socket with TCP_NODELAY (as Go's dialer sets it) and,
+// with keepAlive, keep-alive probes as Go's dialer would set them.
+func beginConnect(to netip.AddrPort, keepAlive bool) (fd int, _ netip.AddrPort, err error) {
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
 	var sa unix.RawSockaddrAny
 	size := uintptr(unix.SizeofSockaddrInet4)
@@ -258,38 +313,29 @@ func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAliv
 	// goroutine's P to another thread: a wake-up and two context switches.
 	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(sa.Addr.Family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if e != 0 {
-		return nil, os.NewSyscallError("socket", e)
+		return -1, to, os.NewSyscallError("socket", e)
 	}
-	fd := int(r)
-	ok := false
+	fd = int(r)
 	defer func() {
-		if !ok {
+		if err != nil {
 			_ = engine.CloseFD(fd)
+			fd = -1
 		}
 	}()
 	one := int32(1)
 	if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY,
 		uintptr(unsafe.Pointer(&one)), 4, 0); e != 0 {
-		return nil, os.NewSyscallError("setsockopt TCP_NODELAY", e)
+		return fd, to, os.NewSyscallError("setsockopt TCP_NODELAY", e)
 	}
 	if keepAlive {
 		if err := setKeepAlive(fd, goKeepAlive); err != nil {
-			return nil, err
+			return fd, to, err
 		}
 	}
 	switch _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size); e {
 	case 0, unix.EINPROGRESS, unix.EINTR: // EINTR: the connect goes on
 	default:
-		return nil, os.NewSyscallError("connect", e)
+		return fd, to, os.NewSyscallError("connect", e)
 	}
-	home, err := ls.Connect(ctx, fd)
-	switch {
-	case err == nil:
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return nil, fmt.Errorf("connect: %w", err)
-	default:
-		return nil, err
-	}
-	ok = true
-	return &pool.Bare{FD: fd, Home: home, Local: localFD(fd, netip.AddrPort{}), Peer: to}, nil
+	return fd, to, nil
 }

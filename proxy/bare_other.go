@@ -30,6 +30,11 @@ func dialBare(context.Context, *engine.Loops, netip.AddrPort, bool) (*pool.Bare,
 	return nil, errNoBare
 }
 
+// dialDirect: Go's dialer dials (dialBackend).
+func dialDirect(context.Context, netip.AddrPort, bool) (*net.TCPConn, error) {
+	return nil, errors.ErrUnsupported
+}
+
 func localFD(int, netip.AddrPort) netip.AddrPort { return netip.AddrPort{} }
 
 func fdConn(int) (*net.TCPConn, error) { return nil, errNoBare }

@@ -270,14 +270,7 @@ func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 	backend := b.Name
 	return func(ctx context.Context, address string) (*net.TCPConn, error) {
 		t0 := time.Now()
-		d, err := sourceDialer(ctx, b.Source, address)
-		var c net.Conn
-		if err == nil {
-			if b.TCPKeepAlive {
-				d.KeepAliveConfig = goKeepAlive
-			}
-			c, err = d.DialContext(ctx, "tcp", address)
-		}
+		c, err := dialBackend(ctx, b, address)
 		handedOn := false
 		defer func() {
 			// A panic below (the session recovers it) must not leave the
@@ -303,6 +296,31 @@ func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 		handedOn = true
 		return c.(*net.TCPConn), nil
 	}
+}
+
+// dialBackend dials one connection to b at address: directly when
+// address is an IP address dialed from the proxy's own (dialDirect: a
+// backend that spoke and reset at once loses nothing), else with Go's
+// dialer (a host name, source = "client", or a system without direct
+// dials).
+func dialBackend(ctx context.Context, b config.Backend, address string) (net.Conn, error) {
+	if to, err := netip.ParseAddrPort(address); err == nil && to.Addr().Zone() == "" && b.Source != config.SourceClient {
+		c, err := dialDirect(ctx, to, b.TCPKeepAlive)
+		switch {
+		case err == nil:
+			return c, nil
+		case !errors.Is(err, errors.ErrUnsupported):
+			return nil, err
+		}
+	}
+	d, err := sourceDialer(ctx, b.Source, address)
+	if err != nil {
+		return nil, err
+	}
+	if b.TCPKeepAlive {
+		d.KeepAliveConfig = goKeepAlive
+	}
+	return d.DialContext(ctx, "tcp", address)
 }
 
 // sharedPool tells whether b's sessions can relay on the loops with any
