@@ -374,10 +374,11 @@ func (s *spill) flushLocked() error {
 		return nil
 	}
 	s.sent = true
-	// A pooled connection can close while the request waits here (a
-	// backend's idle timeout): it goes on one ready now instead, as on
-	// the loops, rather than fail with 502 at the backend's reset.
-	if s.renew != nil && s.dst.Pooled && s.dst.Gone() {
+	// The connection can close while the request waits here (a pooled
+	// one's idle timeout, a fresh one's wait for a request head): it goes
+	// on another instead, as on the loops, rather than fail with 502 at
+	// the backend's reset.
+	if s.renew != nil && s.dst.Gone() {
 		if c := s.renew(s.dst); c != nil {
 			s.dst = c
 		}

@@ -1137,7 +1137,7 @@ func (h *h1Loop) takeChunk() bool {
 func (h *h1Loop) releaseHold() {
 	x := h.x
 	x.hold = false
-	if !x.sent && x.bc.Pooled && x.bc.Gone() {
+	if !x.sent && x.bc.Gone() {
 		h.moveExchange() // none ready: the request goes, and fails as it would have
 	}
 	h.rec().Request()
@@ -1537,10 +1537,11 @@ func (h *h1Loop) noResponse(err error) {
 }
 
 // moveExchange moves an exchange that sent nothing yet (a chunked body
-// held with its head) off a pooled connection the backend closed (its
-// idle timeout ran out during the hold) onto one ready now: the closed
-// one got no byte of the request, so any request may go. False:
-// none was ready; the exchange fails as it would have.
+// held with its head) off a connection the backend closed during the
+// hold (a pooled one's idle timeout, or a fresh one's wait for a request
+// head) onto one ready now: the closed one got no byte of the request,
+// so any request may go. False: none was ready; the exchange fails as it
+// would have.
 func (h *h1Loop) moveExchange() bool {
 	x := h.x
 	bc := h.takeBackend(false) // peeked

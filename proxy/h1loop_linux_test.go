@@ -873,16 +873,21 @@ func TestHTTP1KeepAliveOnTheLoopsAllocatesNothing(t *testing.T) {
 // the request reached the closed one, so a POST may go too. It was
 // answered 502 and never reached the backend. Both relays, the hold
 // ending with the body and at spillAfter with the body still coming (on
-// goroutines, the spill's timer sends from a goroutine of its own); and a
-// client that aborts once its request moved: the new connection ends
-// with it, never pooled half a request.
+// goroutines, the spill's timer sends from a goroutine of its own); a
+// connection dialed for the request that the backend closes during the
+// hold (its wait for a request head, as nginx's client_header_timeout),
+// which got 502 when the pooled one moved; and a client that aborts once
+// its request moved: the new connection ends with it, never pooled half
+// a request.
 func TestHTTP1HeldChunkedBodyMovesOffAClosedConnection(t *testing.T) {
-	heldChunkedBodyMoves(t, false, false)
-	heldChunkedBodyMoves(t, true, false)
-	heldChunkedBodyMoves(t, true, true)
+	heldChunkedBodyMoves(t, false, false, false)
+	heldChunkedBodyMoves(t, true, false, false)
+	heldChunkedBodyMoves(t, false, true, false)
+	heldChunkedBodyMoves(t, true, true, false)
+	heldChunkedBodyMoves(t, true, false, true)
 }
 
-func heldChunkedBodyMoves(t *testing.T, timed, abort bool) {
+func heldChunkedBodyMoves(t *testing.T, timed, fresh, abort bool) {
 	if timed {
 		old := spillAfter
 		spillAfter = 100 * time.Millisecond
@@ -896,6 +901,12 @@ func heldChunkedBodyMoves(t *testing.T, timed, abort bool) {
 		first := conns.Add(1) == 1
 		if !first {
 			defer close(secondEnded)
+		}
+		if first && fresh { // no request head in time: closed
+			<-closeFirst
+			c.Close()
+			close(firstClosed)
+			return
 		}
 		br := bufio.NewReader(c)
 		for {
@@ -930,12 +941,14 @@ func heldChunkedBodyMoves(t *testing.T, timed, abort bool) {
 	c := dialClient(t, h.addr, false)
 	defer c.Close()
 	br := bufio.NewReader(c)
-	if got := getOn(t, c, br, "/"); !strings.HasPrefix(got, "200 ") {
-		t.Fatalf("GET: %q, want 200", got)
+	if !fresh {
+		if got := getOn(t, c, br, "/"); !strings.HasPrefix(got, "200 ") {
+			t.Fatalf("GET: %q, want 200", got)
+		}
+		<-started // the GET's exchange
 	}
-	<-started // the GET's exchange
 	// A POST whose chunked body is held, on the GET's connection (kept
-	// for the client's next request).
+	// for the client's next request), or on one dialed for it.
 	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
 	select {
 	case <-started:
@@ -973,10 +986,10 @@ func heldChunkedBodyMoves(t *testing.T, timed, abort bool) {
 	}
 	got, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || string(got) != "POST 5" || conns.Load() != 2 {
-		t.Errorf("timed %v: POST: %d %q on the backend's connection %d; want 200 \"POST 5\" (the body reached the backend) on its second", timed, resp.StatusCode, got, conns.Load())
+		t.Errorf("timed %v, fresh %v: POST: %d %q on the backend's connection %d; want 200 \"POST 5\" (the body reached the backend) on its second", timed, fresh, resp.StatusCode, got, conns.Load())
 	}
 	c.Close()
 	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.Back.Reason != policy.ReasonRetried {
-		t.Errorf("timed %v: record: %s (%v), back reason %q; want ok, retried", timed, td.Outcome, td.Err, td.Back.Reason)
+		t.Errorf("timed %v, fresh %v: record: %s (%v), back reason %q; want ok, retried", timed, fresh, td.Outcome, td.Err, td.Back.Reason)
 	}
 }
