@@ -224,15 +224,7 @@ func TestLoopsConnectDoneInsideTheCall(t *testing.T) {
 	}
 	io.WriteString(backend, "220 hello\r\n")
 	backend.Close()
-	for i := 0; ; i++ { // until the FIN is in (loopback: at once)
-		if fin, _, _ := PeerEndFD(fd); fin {
-			break
-		}
-		if i == 1000 {
-			t.Fatal("the backend's FIN never came")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitPeerEnd(t, fd, false)
 	if home, err := ls.Connect(done, fd); err != nil || home != -1 {
 		t.Errorf("connect done, the peer's FIN in: home %d, %v; want -1, nil", home, err)
 	}
@@ -280,15 +272,7 @@ func TestConnectAfterThePeerSpokeAndReset(t *testing.T) {
 			}
 			backend.SetLinger(0)
 			backend.Close()
-			for i := 0; ; i++ { // until the reset is in (loopback: at once)
-				if _, reset, _ := PeerEndFD(fd); reset {
-					break
-				}
-				if i == 1000 {
-					t.Fatal("the backend's reset never came")
-				}
-				time.Sleep(time.Millisecond)
-			}
+			awaitPeerEnd(t, fd, true)
 			err = connect(fd)
 			if !spoke {
 				if !errors.Is(err, syscall.ECONNRESET) {
@@ -372,6 +356,22 @@ func TestLoopsConnectFails(t *testing.T) {
 	ls.Close()
 	if n := loopback.OpenFDs(t); n > fds {
 		t.Errorf("%d descriptors more than before", n-fds)
+	}
+}
+
+// awaitPeerEnd polls the socket fd until its peer's FIN (or with reset,
+// its reset) is in: on loopback at once, a bounded look at kernel state.
+func awaitPeerEnd(t *testing.T, fd int, reset bool) {
+	t.Helper()
+	what := map[bool]string{false: "FIN", true: "reset"}[reset]
+	for i := 0; ; i++ {
+		if fin, rst, _ := PeerEndFD(fd); reset && rst || !reset && fin {
+			return
+		}
+		if i == 1000 {
+			t.Fatalf("the backend's %s never came", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

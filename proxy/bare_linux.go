@@ -218,7 +218,19 @@ func fdConn(fd int) (*net.TCPConn, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
 	}
-	f := os.NewFile(uintptr(d), "socket") // named in net.FileConn's errors
+	tc, err := ownConn(d)
+	if err != nil {
+		return nil, err
+	}
+	_ = unix.Close(fd)
+	return tc, nil
+}
+
+// ownConn makes the socket fd a *net.TCPConn (net.FileConn: a duplicate
+// in Go's netpoller, with Go's keep-alive, goKeepAlive) and closes fd,
+// whether that worked or not.
+func ownConn(fd int) (*net.TCPConn, error) {
+	f := os.NewFile(uintptr(fd), "socket") // named in net.FileConn's errors
 	c, err := net.FileConn(f)
 	_ = f.Close()
 	if err != nil {
@@ -229,7 +241,6 @@ func fdConn(fd int) (*net.TCPConn, error) {
 		_ = c.Close()
 		return nil, syscall.EPROTOTYPE
 	}
-	_ = unix.Close(fd)
 	return tc, nil
 }
 
@@ -272,16 +283,9 @@ func dialDirect(ctx context.Context, to netip.AddrPort, keepAlive bool) (*net.TC
 		_ = engine.CloseFD(fd)
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "socket") // named in net.FileConn's errors
-	fc, err := net.FileConn(f)             // a duplicate, with Go's keep-alive (goKeepAlive)
-	_ = f.Close()
+	c, err := ownConn(fd)
 	if err != nil {
 		return nil, err
-	}
-	c, ok := fc.(*net.TCPConn)
-	if !ok {
-		_ = fc.Close()
-		return nil, syscall.EPROTOTYPE
 	}
 	if !keepAlive {
 		if err := c.SetKeepAlive(false); err != nil {
