@@ -295,11 +295,14 @@ Before any reset ("nowhere", or fallback = "reset") the proxy waits for
 every byte it sent on this leg to be acknowledged, so a reset never
 destroys data; if that takes longer than this, it sends a FIN instead.
 A client that resets meanwhile ends the wait at once (recorded as its
-reset). It also bounds how long the proxy waits for the client to answer a FIN
-it sent after the client's, when the client had not acknowledged every byte
+reset). It also paces the wait for the client to answer a FIN the proxy
+sent after the client's, when the client had not acknowledged every byte
 sent to it: an ACK, or an RST from a client that had closed its socket
-(recorded as its reset, no TIME-WAIT). Without an answer by then the leg
-is closed as a FIN exchange. A reset for late data (the client sent bytes
+(recorded as its reset, no TIME-WAIT). That wait lasts while the client
+takes bytes, this long from its latest progress; one that takes none is
+a paused reader, cut at idle_timeout (outcome "timeout"); once every
+byte is acknowledged, an answer not come within this closes the leg as
+a FIN exchange. A reset for late data (the client sent bytes
 after the backend's side was gone, or, in http1, more behind a request
 answered 400, or requests pipelined behind a last response) waits the
 same way, then resets anyway; so does the reset that passes on the

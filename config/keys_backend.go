@@ -243,11 +243,14 @@ Before any reset ("nowhere", or fallback = "reset") the proxy waits for
 every byte it sent on this leg to be acknowledged, so a reset never
 destroys data; if that takes longer than this, it sends a FIN instead.
 A backend that resets meanwhile ends the wait at once (recorded as its
-reset). It also bounds how long the proxy waits for the backend to answer a FIN
-it sent after the backend's, when the backend had not acknowledged every byte
+reset). It also paces the wait for the backend to answer a FIN the proxy
+sent after the backend's, when the backend had not acknowledged every byte
 sent to it: an ACK, or an RST from a backend that had closed its socket
-(recorded as its reset, no TIME-WAIT). Without an answer by then the leg
-is closed as a FIN exchange. A reset for late data (the backend sent
+(recorded as its reset, no TIME-WAIT). That wait lasts while the backend
+takes bytes, this long from its latest progress; one that takes none is
+a paused reader, cut at idle_timeout (outcome "timeout"); once every
+byte is acknowledged, an answer not come within this closes the leg as
+a FIN exchange. A reset for late data (the backend sent
 bytes after the client's side was gone) waits the same way, then resets
 anyway; so does, in tcp mode, the reset that passes on the client's: what
 the client sent before it goes to the backend first. Those resets wait as

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/closeproxy/closeproxy/policy"
@@ -253,20 +254,60 @@ func (x *executor) closeFINs(l *leg, first policy.Side) {
 }
 
 // awaitAnswer waits for l's peer to answer the proxy's FIN, which came
-// second: its ACK (the kernel closes the socket) or its RST, polled, at
-// most drain_timeout. No answer by then: l is closed as a FIN exchange.
-func (x *executor) awaitAnswer(l *leg) { l.startPolling(phaseAnswering, l.pol.DrainTimeout) }
+// second behind bytes the peer has not acknowledged: its ACK (the kernel
+// closes the socket) or its RST, polled. The wait lasts while the peer
+// takes what it was sent, drain_timeout from its latest progress; a peer
+// that then takes nothing is a paused reader, waited for until
+// idle_timeout cuts the session (lookIdle: `timeout`, the leg reset and
+// cut). Closed as a FIN exchange earlier, the record said `ok` and the
+// peer's TIME-WAIT while megabytes were still on their way to a peer that
+// could yet refuse them. Once every byte is acknowledged, the FIN's ACK
+// is waited for drain_timeout at most: no answer by then, l is closed as
+// a FIN exchange.
+func (x *executor) awaitAnswer(l *leg) {
+	l.sendQ = -1
+	if q, err := sendQueue(l.conn); err == nil {
+		l.sendQ = q
+	}
+	l.paused = false
+	l.startPolling(phaseAnswering, l.pol.DrainTimeout)
+}
 
-// pollAnswer looks whether l's peer answered the proxy's FIN.
+// pollAnswer looks whether l's peer answered the proxy's FIN, and whether
+// it took more of what it was sent.
 func (x *executor) pollAnswer(l *leg, now time.Time) {
-	switch closed, reset := l.closedBy(); {
+	closed, reset := l.closedBy()
+	switch {
 	case reset:
 		x.peerReset(l)
-	case closed || !now.Before(l.until):
+		return
+	case closed:
 		x.finish(l) // in phaseAnswering: it asks no more
-	default:
-		l.pollAgain(now)
+		return
 	}
+	q, err := sendQueue(l.conn)
+	switch {
+	case err == nil && l.sendQ >= 0 && q < l.sendQ: // the peer took more
+		l.sendQ, l.until, l.paused = q, now.Add(l.pol.DrainTimeout), false
+	case now.Before(l.until):
+	case l.paused: // idle_timeout since the peer last took a byte
+		x.cutAll(x.timeoutOutcome(), fmt.Errorf("idle_timeout: the peer took nothing of what it was sent for %s", x.s.Idle))
+		return
+	case err == nil && q > 1 && x.s.Idle > l.pol.DrainTimeout:
+		// Bytes still unacknowledged and none taken for drain_timeout:
+		// a paused reader, waited for as anywhere (idle_timeout from its
+		// latest progress), looked at a quarter drain_timeout apart.
+		l.sendQ, l.paused = q, true
+		l.until = now.Add(x.s.Idle - l.pol.DrainTimeout)
+	default:
+		x.finish(l)
+		return
+	}
+	if l.paused {
+		l.at = now.Add(tick(l.pol.DrainTimeout))
+		return
+	}
+	l.pollAgain(now)
 }
 
 // safeReset resets l once the peer's stream was read to its end (if its
