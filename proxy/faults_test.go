@@ -16,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
 	"github.com/closeproxy/closeproxy/internal/loopback"
@@ -442,14 +446,15 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
-// arrivingBackend is a backend that says on arrived when a session's first
-// byte reached it, then reads to EOF and closes.
+// arrivingBackend is a backend that says on arrived, once per session (up
+// to 16 not yet taken), when a session's first byte reached it, then
+// reads to EOF and closes.
 func arrivingBackend(t *testing.T) (addr string, arrived <-chan struct{}) {
-	got := make(chan struct{})
+	got := make(chan struct{}, 16)
 	addr = loopback.Serve(t, func(c *net.TCPConn) {
 		var b [1]byte
 		if _, err := io.ReadFull(c, b[:]); err == nil {
-			close(got)
+			got <- struct{}{}
 		}
 		io.Copy(io.Discard, c)
 		c.Close()
@@ -457,33 +462,48 @@ func arrivingBackend(t *testing.T) (addr string, arrived <-chan struct{}) {
 	return addr, got
 }
 
-// Shutdown with a live session: after the grace of ctx, the session is
-// ended by policy and recorded as drained.
+// Shutdown with live sessions: after the grace of ctx, each is ended by
+// policy and recorded as drained, and the log says how many were cut,
+// counted before the cut (a count taken beside it said one of three).
 func TestShutdownDrainsLiveSession(t *testing.T) {
 	be, arrived := arrivingBackend(t)
-	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be))
-	c, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
+	core, logged := observer.New(zapcore.InfoLevel)
+	h := startProxyLogging(t, zap.New(core), config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, defaultBackend(be), nil)
+	const n = 3
+	var cs []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "x")
+		// The session is live (not still in the listen backlog, which
+		// closing the listener resets) once its byte reached the backend.
+		<-arrived
+		cs = append(cs, c)
 	}
-	defer c.Close()
-	io.WriteString(c, "x")
-	// The session is live (not still in the listen backlog, which closing
-	// the listener resets) once its byte reached the backend.
-	<-arrived
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- h.srv.Shutdown(ctx) }()
-	if _, err := io.ReadAll(c); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("client: %v; want an RST: shutdown cut the session", err)
+	for _, c := range cs {
+		if _, err := io.ReadAll(c); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("client: %v; want an RST: shutdown cut the session", err)
+		}
+		c.Close()
 	}
-	c.Close()
 	if err := <-shut; err != nil {
 		t.Errorf("shutdown: %v", err)
 	}
-	if td := h.record(t); td.Outcome != engine.OutcomeDrained || !td.Front.Cut {
-		t.Errorf("outcome %s front cut %v, want drained, cut", td.Outcome, td.Front.Cut)
+	for range n {
+		if td := h.record(t); td.Outcome != engine.OutcomeDrained || !td.Front.Cut {
+			t.Errorf("outcome %s front cut %v, want drained, cut", td.Outcome, td.Front.Cut)
+		}
+	}
+	cut := logged.FilterMessage("shutdown_timeout ran out: the sessions left are cut").All()
+	if len(cut) != 1 || cut[0].ContextMap()["sessions"] != int64(n) {
+		t.Errorf("shutdown's log of the cut: %v; want one line, sessions %d", cut, n)
 	}
 	if _, err := net.Dial("tcp", h.addr); err == nil {
 		t.Error("listener still accepts after shutdown")

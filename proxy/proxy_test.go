@@ -53,6 +53,12 @@ func startProxy(t testing.TB, ln config.Listener, be config.Backend, adjust ...f
 // startProxyWith is startProxy with Server options.
 func startProxyWith(t testing.TB, ln config.Listener, be config.Backend, opts []Option, adjust ...func(*config.Config)) *harness {
 	t.Helper()
+	return startProxyLogging(t, zap.NewNop(), ln, be, opts, adjust...)
+}
+
+// startProxyLogging is startProxyWith with the server's log going to log.
+func startProxyLogging(t testing.TB, log *zap.Logger, ln config.Listener, be config.Backend, opts []Option, adjust ...func(*config.Config)) *harness {
+	t.Helper()
 	ln.Name, ln.Backend, ln.Listen = "web", "app", "127.0.0.1:0"
 	be.Name = "app"
 	if ln.IdleTimeout == 0 {
@@ -80,7 +86,7 @@ func startProxyWith(t testing.TB, ln config.Listener, be config.Backend, opts []
 		f(cfg)
 	}
 	h := &harness{records: make(chan *engine.Teardown, 1000)}
-	srv, err := New(cfg, zap.NewNop(), append(opts, WithTeardownHook(func(td *engine.Teardown) { h.records <- td }))...)
+	srv, err := New(cfg, log, append(opts, WithTeardownHook(func(td *engine.Teardown) { h.records <- td }))...)
 	if err != nil {
 		t.Fatal(err)
 	}

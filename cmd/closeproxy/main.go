@@ -438,12 +438,7 @@ func serve(ctx context.Context, cfg *config.Config, lg *logs, watch func(context
 		case <-again:
 			log.Info("signalled again: the sessions left end now, as at the end of shutdown_timeout", zap.Int64("sessions", srv.Live()))
 			cancel()
-		case <-sctx.Done():
-			// Sessions that ended and wait for the records sink are not
-			// cut: shutdown tells of them itself.
-			if open := srv.Live() - srv.RecordsWriting(); errors.Is(sctx.Err(), context.DeadlineExceeded) && open > 0 {
-				log.Info("shutdown_timeout ran out: the sessions left are cut", zap.Int64("sessions", open))
-			}
+		case <-sctx.Done(): // Shutdown tells of the sessions it cuts
 		}
 	})
 	bound := cfg.ShutdownTimeout + srv.ShutdownBound() + recordsWait
