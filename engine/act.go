@@ -255,21 +255,19 @@ func (x *executor) closeFINs(l *leg, first policy.Side) {
 
 // awaitAnswer waits for l's peer to answer the proxy's FIN, which came
 // second behind bytes the peer has not acknowledged: its ACK (the kernel
-// closes the socket) or its RST, polled. The wait lasts while the peer
-// takes what it was sent, drain_timeout from its latest progress; a peer
-// that then takes nothing is a paused reader, waited for until
-// idle_timeout cuts the session (lookIdle: `timeout`, the leg reset and
-// cut). Closed as a FIN exchange earlier, the record said `ok` and the
-// peer's TIME-WAIT while megabytes were still on their way to a peer that
-// could yet refuse them. Once every byte is acknowledged, the FIN's ACK
-// is waited for drain_timeout at most: no answer by then, l is closed as
-// a FIN exchange.
+// closes the socket) or its RST, polled. The record waits with it: until
+// then the peer may still refuse what it was sent, and hold no
+// TIME-WAIT. The wait follows the peer as it takes those bytes
+// (followReader: drain_timeout from its latest progress), and a peer that
+// takes nothing is a paused reader, cut at idle_timeout (`timeout`, the
+// leg reset and cut). Once every byte is acknowledged, the FIN's ACK is
+// waited for drain_timeout at most: no answer by then, l is closed as a
+// FIN exchange.
 func (x *executor) awaitAnswer(l *leg) {
 	l.sendQ = -1
 	if q, err := sendQueue(l.conn); err == nil {
 		l.sendQ = q
 	}
-	l.paused = false
 	l.startPolling(phaseAnswering, l.pol.DrainTimeout)
 }
 
@@ -286,28 +284,19 @@ func (x *executor) pollAnswer(l *leg, now time.Time) {
 		return
 	}
 	q, err := sendQueue(l.conn)
+	var pause time.Duration // a peer that owes acknowledgements of bytes, not only of the FIN, may pause
+	if q > 1 {
+		pause = x.s.Idle
+	}
 	switch {
-	case err == nil && l.sendQ >= 0 && q < l.sendQ: // the peer took more
-		l.sendQ, l.until, l.paused = q, now.Add(l.pol.DrainTimeout), false
-	case now.Before(l.until):
+	case err == nil && l.followReader(now, q, true, pause):
+	case err != nil && now.Before(l.until): // the queue unreadable: the answer alone can end the wait
+		l.pollAgain(now)
 	case l.paused: // idle_timeout since the peer last took a byte
 		x.cutAll(x.timeoutOutcome(), fmt.Errorf("idle_timeout: the peer took nothing of what it was sent for %s", x.s.Idle))
-		return
-	case err == nil && q > 1 && x.s.Idle > l.pol.DrainTimeout:
-		// Bytes still unacknowledged and none taken for drain_timeout:
-		// a paused reader, waited for as anywhere (idle_timeout from its
-		// latest progress), looked at a quarter drain_timeout apart.
-		l.sendQ, l.paused = q, true
-		l.until = now.Add(x.s.Idle - l.pol.DrainTimeout)
 	default:
 		x.finish(l)
-		return
 	}
-	if l.paused {
-		l.at = now.Add(tick(l.pol.DrainTimeout))
-		return
-	}
-	l.pollAgain(now)
 }
 
 // safeReset resets l once the peer's stream was read to its end (if its

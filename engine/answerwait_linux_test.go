@@ -14,15 +14,17 @@ import (
 // exchange: the record said ok and the client's TIME-WAIT with the answer
 // still on its way (megabytes of it), and a client that then closed its
 // socket unread (an RST, no TIME-WAIT) or paused past idle_timeout was
-// never told apart. Both relays.
+// never told apart. A client that pauses past drain_timeout and then
+// reads on gets the answer whole, and the record, written after, says
+// ok and its TIME-WAIT. Both relays.
 func TestAnswerWaitFollowsTheReader(t *testing.T) {
-	for _, abort := range []bool{true, false} {
+	for _, then := range []string{"abort", "read", "never"} {
 		answering := entered(t, phaseAnswering)
 		ends := policyClose(policy.TargetProxy, policy.FallbackFIN)
 		idle := 3 * time.Second
 		r := relay(t, ends, ends, idle)
 		passRequest(t, r, 100, 1, true) // and the client's FIN: first
-		answer, _ := payload(512<<10, 2)
+		answer, sum := payload(512<<10, 2)
 		sent := writeAsync(r.backend, answer, true)
 		select { // the proxy's FIN went, behind what the client has not taken
 		case <-answering:
@@ -31,15 +33,33 @@ func TestAnswerWaitFollowsTheReader(t *testing.T) {
 		}
 		recv(t, sent, time.Second, "answer")
 		start := time.Now()
-		if abort {
-			// The client pauses past drain_timeout (the peer under test),
-			// then closes its socket with the answer unread: an RST.
+		if then != "never" {
+			// The client pauses past drain_timeout (the peer under test).
 			time.Sleep(ends.DrainTimeout + 500*time.Millisecond)
+			select {
+			case <-r.done:
+				t.Fatalf("%s: the session ended while its client paused with the answer unread", then)
+			default:
+			}
+		}
+		switch then {
+		case "abort": // it closes its socket with the answer unread: an RST
 			_ = r.client.Close()
 			td := r.wait(t, 5*time.Second)
 			if td.Outcome != OutcomeClientReset || td.Front.Close != policy.ClosePeerReset || td.Front.TimeWait != policy.SideNone {
 				t.Errorf("abort: record %s (%v), front close %s, time_wait %s; want client_reset, peer_reset, none",
 					td.Outcome, td.Err, td.Front.Close, td.Front.TimeWait)
+			}
+			continue
+		case "read": // it reads on, to the end
+			_ = r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if got := readAll(r.client); got.err != nil || got.sum != sum {
+				t.Errorf("read on: %d bytes (%v); want the answer whole by SHA-256, then EOF", got.n, got.err)
+			}
+			td := r.wait(t, 5*time.Second)
+			if td.Outcome != OutcomeOK || td.Front.FirstFIN != policy.SideClient || td.Front.TimeWait != policy.SideClient {
+				t.Errorf("read on: record %s (%v), front first_fin %s, time_wait %s; want ok, client, client",
+					td.Outcome, td.Err, td.Front.FirstFIN, td.Front.TimeWait)
 			}
 			continue
 		}

@@ -85,7 +85,7 @@ type leg struct {
 	foFresh     bool // fo was read for the decision being carried out
 	asked       bool // doneAsked: set by addLeg
 	peerRST     bool // the peer's RST was met while the stream from it was still being read
-	paused      bool // a due reset's peer (pollQueue) or one the FIN's answer waits for (pollAnswer) took nothing for drain_timeout: a paused reader, waited for until idle_timeout
+	paused      bool // a polled wait's peer took nothing for drain_timeout: a paused reader, waited for longer (followReader)
 	// due: a reset that goes whatever comes, once the peer acknowledged
 	// what it was sent (drain_timeout from its latest progress, and
 	// pauseBound for a peer that paused), and why.
@@ -262,7 +262,7 @@ const (
 // the first look soon, the next ones further apart (pollAgain).
 func (l *leg) startPolling(p phase, wait time.Duration) {
 	now := time.Now()
-	l.phase, l.until, l.poll = p, now.Add(wait), firstPoll
+	l.phase, l.until, l.poll, l.paused = p, now.Add(wait), firstPoll, false
 	l.at = now.Add(l.poll)
 	if pollingHook != nil {
 		pollingHook(p)

@@ -281,26 +281,31 @@ func (w *RawWriter) write(fd uintptr) bool {
 	return true
 }
 
-// established tells whether fd's connect has completed: its TCP state,
-// the first byte of TCP_INFO (the only byte asked for), is ESTABLISHED,
-// or CLOSE-WAIT: the peer spoke and closed already (a backend that greets
-// and closes), and what it sent waits to be relayed; or CLOSE after the
-// peer spoke (spokeAndReset).
+// established tells whether fd's connect has completed: its TCP state
+// (tcpState) is ESTABLISHED, or CLOSE-WAIT: the peer spoke and closed
+// already (a backend that greets and closes), and what it sent waits to
+// be relayed; or CLOSE after the peer spoke (spokeAndReset).
 func established(fd int) bool {
+	state, ok := tcpState(fd)
+	switch {
+	case !ok:
+		return false
+	case state == unix.BPF_TCP_ESTABLISHED, state == unix.BPF_TCP_CLOSE_WAIT:
+		return true
+	case state == unix.BPF_TCP_CLOSE:
+		return spokeAndReset(fd)
+	}
+	return false
+}
+
+// tcpState reads fd's TCP state: the first byte of TCP_INFO, the only
+// byte asked for.
+func tcpState(fd int) (uint8, bool) {
 	var state [1]byte
 	n := uint32(len(state))
 	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
 		uintptr(unsafe.Pointer(&state[0])), uintptr(unsafe.Pointer(&n)), 0)
-	if e != 0 || n != 1 {
-		return false
-	}
-	switch state[0] {
-	case unix.BPF_TCP_ESTABLISHED, unix.BPF_TCP_CLOSE_WAIT:
-		return true
-	case unix.BPF_TCP_CLOSE:
-		return spokeAndReset(fd)
-	}
-	return false
+	return state[0], e == 0 && n == 1
 }
 
 // spokeAndReset tells that the peer of fd, closed (CLOSE), sent something
@@ -364,11 +369,8 @@ func AwaitConnect(ctx context.Context, fd int) error {
 // connectEnded tells that fd's connect is no longer under way (SYN-SENT
 // or SYN-RECV): established, or failed.
 func connectEnded(fd int) bool {
-	var state [1]byte
-	n := uint32(len(state))
-	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
-		uintptr(unsafe.Pointer(&state[0])), uintptr(unsafe.Pointer(&n)), 0)
-	return e != 0 || n != 1 || state[0] != unix.BPF_TCP_SYN_SENT && state[0] != unix.BPF_TCP_SYN_RECV
+	state, ok := tcpState(fd)
+	return !ok || state != unix.BPF_TCP_SYN_SENT && state != unix.BPF_TCP_SYN_RECV
 }
 
 // RawReader reads a TCP connection with raw system calls, waiting in Go's

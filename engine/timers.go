@@ -128,30 +128,39 @@ func (x *executor) pollQueue(l *leg, now time.Time) {
 		x.safeRST(l)
 	case l.resetByPeer():
 		x.peerReset(l)
-	case err == nil && l.due != dueNone && l.sendQ >= 0 && q < l.sendQ:
-		l.sendQ, l.until, l.paused = q, now.Add(l.pol.DrainTimeout), false
-		l.pollAgain(now)
-	case err == nil && !now.Before(l.until) && !l.paused && x.pauseBound(l) > l.pol.DrainTimeout:
-		// A due reset's peer took nothing for drain_timeout: a reader
-		// that paused, as far as anyone can tell, and the reset would
-		// destroy what it was sent (whole answers). It waits as a
-		// paused reader does anywhere (pauseBound), looked at a quarter
-		// drain_timeout apart; progress brings the quick looks back.
-		l.sendQ, l.paused = q, true
-		l.until = now.Add(x.pauseBound(l) - l.pol.DrainTimeout)
-		l.at = now.Add(tick(l.pol.DrainTimeout))
-	case err != nil || !now.Before(l.until):
+	case err != nil || !l.followReader(now, q, l.due != dueNone, x.pauseBound(l)):
 		x.queueStuck(l)
+	}
+}
+
+// followReader takes one look of a polled wait on l's peer taking what it
+// was sent, q its send queue now. With follow, a queue that shrank since
+// the last look is a peer reading, and the wait counts drain_timeout from
+// that progress (rule 2: a timer counts silence, never a transfer under
+// way). A peer that took nothing for drain_timeout, with a pause bound
+// longer than that, is a reader that paused, as far as anyone can tell:
+// the wait holds on up to pause from its latest progress, looked at a
+// quarter drain_timeout apart; progress brings the quick looks back. It
+// reports whether the wait goes on (its next look armed); once it ran
+// out, l.paused says whether on a paused reader.
+func (l *leg) followReader(now time.Time, q int, follow bool, pause time.Duration) bool {
+	drain := l.pol.DrainTimeout
+	switch {
+	case follow && l.sendQ >= 0 && q < l.sendQ:
+		l.until, l.paused = now.Add(drain), false
+	case now.Before(l.until):
+	case !l.paused && pause > drain:
+		l.paused, l.until = true, now.Add(pause-drain)
 	default:
-		if err == nil {
-			l.sendQ = q
-		}
-		if l.paused {
-			l.at = now.Add(tick(l.pol.DrainTimeout))
-			return
-		}
+		return false
+	}
+	l.sendQ = q
+	if l.paused {
+		l.at = now.Add(tick(drain))
+	} else {
 		l.pollAgain(now)
 	}
+	return true
 }
 
 // pauseBound is how long a due reset (late data's, or the one that

@@ -256,13 +256,11 @@ func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAliv
 		return nil, err
 	}
 	home, err := ls.Connect(ctx, fd)
-	switch {
-	case err == nil:
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	if err != nil {
 		_ = engine.CloseFD(fd)
-		return nil, fmt.Errorf("connect: %w", err)
-	default:
-		_ = engine.CloseFD(fd)
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			err = fmt.Errorf("connect: %w", err)
+		}
 		return nil, err
 	}
 	return &pool.Bare{FD: fd, Home: home, Local: localFD(fd, netip.AddrPort{}), Peer: to}, nil
