@@ -271,7 +271,7 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		case err != nil:
 			rt.reusable, rt.cutBack = false, true
 		}
-		if rt.reusable && body != nil && engine.Unacked(bc.TCPConn) {
+		if rt.reusable && body != nil && !h.awaitTaken(bc, rt.closing) {
 			// The exchange is over and the backend's kernel has not
 			// taken all of the request: it stopped reading it (it
 			// answered without), and its connection is not reused.
@@ -279,6 +279,36 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 		}
 		rt.closing = rt.closing || !rt.reusable
 		return rt
+	}
+}
+
+// awaitTaken reports whether the backend's kernel took all of the request
+// on bc, the exchange over: at once, or, where the client's connection
+// goes on (not closing, not draining), within a wait for it (takeWait). A
+// byte from the backend meanwhile ends the wait: not taken. (Its FIN is
+// found by the pool's check before the connection's next use.)
+func (h *h1) awaitTaken(bc *pool.Conn, closing bool) bool {
+	var w takeWait
+	if closing || h.draining() || !w.start(time.Now(), engine.SendQueue(bc.TCPConn), h.bk.cfg.Close.PeerFinGrace) {
+		return !engine.Unacked(bc.TCPConn)
+	}
+	t := time.NewTimer(w.poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-h.begun.Done():
+			return false
+		}
+		if engine.Unread(bc.TCPConn) {
+			return false
+		}
+		now := time.Now()
+		taken, over, next := w.look(now, engine.SendQueue(bc.TCPConn))
+		if taken || over {
+			return taken
+		}
+		t.Reset(next.Sub(now))
 	}
 }
 

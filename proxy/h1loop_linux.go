@@ -147,6 +147,12 @@ type h1Exchange struct {
 	unacked                int
 	// awaitsEOF, drainClosed: why the front leg ends, for its record.
 	awaitsEOF, drainClosed bool
+	// take: the exchange is over and the backend's kernel has not taken
+	// all of the request; the session waits for it to (awaitTaken), next
+	// looking at takeAt. Zero takeAt: no such wait (yet, or any more).
+	take   takeWait
+	takeAt time.Time
+	took   bool // the wait was had: the exchange ends as it found
 }
 
 // loopExchangeHook, when set (tests), is called as each exchange starts
@@ -344,8 +350,48 @@ func (h *h1Loop) receive() bool {
 			x.upBy = h.rn.Now().Add(h.ss.ln.Close.PeerFinGrace)
 		}
 		return false
+	case h.awaitTaken():
+		return false
 	}
 	h.finish()
+	return true
+}
+
+// awaitTaken reports whether the exchange, over, waits for the backend's
+// kernel to take the rest of its request (takeWait): only where the
+// backend connection would serve the client's next request but for that.
+// A byte or a FIN from the backend meanwhile ends the wait, and the
+// connection is not reused.
+func (h *h1Loop) awaitTaken() bool {
+	x := h.x
+	if x.took || x.closing || x.req.Framing == http1.NoBody || x.back == nil || !x.reusable() || h.draining() {
+		return false
+	}
+	now := h.rn.Now()
+	if x.takeAt.IsZero() {
+		if !x.take.start(now, engine.SendQueue(x.back), h.ss.bk.cfg.Close.PeerFinGrace) {
+			x.took = true
+			return false
+		}
+		x.upBy, x.takeAt = time.Time{}, now.Add(x.take.poll)
+		return true
+	}
+	if x.back.Readable() {
+		if _, ok, err := h.readBack(); ok || err != nil {
+			// Bytes it should not send (binN: not reusable), or its FIN.
+			x.early, x.backFIN, x.took = true, err == io.EOF, true
+			return false
+		}
+	}
+	if now.Before(x.takeAt) {
+		return true // an edge of the client's: its bytes wait
+	}
+	taken, over, next := x.take.look(now, engine.SendQueue(x.back))
+	if taken || over {
+		x.early, x.took, x.takeAt = over, true, time.Time{}
+		return false
+	}
+	x.takeAt = next
 	return true
 }
 
@@ -363,6 +409,9 @@ func (h *h1Loop) schedule() {
 		}
 		if h.x.hold && h.x.holdBy.Before(at) {
 			at = h.x.holdBy
+		}
+		if t := h.x.takeAt; !t.IsZero() && t.Before(at) {
+			at = t
 		}
 	case !h.headBy.IsZero():
 		at = h.headBy
@@ -400,6 +449,8 @@ func (h *h1Loop) Due(now time.Time) {
 		// The request was not all sent, nor will it be: not ok.
 		h.rec().Outcome(engine.OutcomeTimeout, errBodySilent(h.ss.ln.Close.PeerFinGrace))
 		h.stopUp()
+	case x != nil && !x.takeAt.IsZero():
+		// awaitTaken looks, as step calls it; its wait bounds itself.
 	case x != nil:
 		h.lookIdle(x, now)
 	case !h.headBy.IsZero():
@@ -502,6 +553,10 @@ func (h *h1Loop) Drain(time.Time) {
 	case h.over:
 	case h.intake:
 		h.intakeEnds(nil, errIntakeDrained)
+	case h.x != nil && !h.x.takeAt.IsZero():
+		// The response is out: the wait for the backend to take the
+		// rest of the request ends, and its connection with the client's.
+		h.x.early, h.x.took, h.x.takeAt = true, true, time.Time{}
 	case h.x != nil:
 		h.stalled(engine.StalledDrain)
 	case !h.headBy.IsZero():
@@ -1632,11 +1687,13 @@ func (h *h1Loop) finish() {
 		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut, Deliver: x.deliver})
 		return
 	}
-	if x.req.Framing != http1.NoBody && x.back != nil && !x.early && engine.Unacked(x.back) {
+	if x.req.Framing != http1.NoBody && x.back != nil && !x.early && !x.took && engine.Unacked(x.back) {
 		// The whole exchange is over and the backend's kernel has not
 		// taken all of the request: the backend stopped reading it
 		// (it answered without), and its connection is not reused. A
 		// backend that answered while reading (an echo) took it all.
+		// (Where the client's connection would go on, awaitTaken
+		// waited for the backend to take it first.)
 		x.early = true
 	}
 	if !x.reusable() {
