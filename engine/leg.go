@@ -175,7 +175,7 @@ func (l *leg) takeEnding(e Ending) {
 	l.awaitsEOF, l.mayEOF = e.AwaitsEOF, e.MayAwaitEOF
 	if e.PeerFIN {
 		l.peerFIN, l.inDone = true, true
-		l.rec.finIn(l.name)
+		l.rec.PeerFINAt(l.name, time.Now()) // unless the caller saw it come earlier
 	}
 }
 

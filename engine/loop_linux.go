@@ -480,7 +480,7 @@ func (l *loop) run() {
 				continue // edge-triggered: each write raises an edge, and nothing is read
 			}
 			if s := l.socks.get(ev.Fd); s != nil {
-				s.ready(ev.Events)
+				s.ready(ev.Events, l.now)
 				if s.r.task != nil {
 					l.taskReady(s)
 				} else {
@@ -1190,6 +1190,7 @@ type fdSock struct {
 	abort  bool      // SetLinger(0): Close resets the connection at once
 	rd, wr bool      // readable/writable, learned from edges, cleared by EAGAIN (rd also by a short read)
 	shut   bool      // an edge said the peer's FIN or an error is in: read on to EOF
+	shutAt time.Time // when that edge came (the loop's time as it woke)
 	err    bool      // an edge said an error is in (a reset, a timeout)
 	eof    bool      // the next read returns EOF (flow): a short read took the last bytes before a FIN
 	ts     *TaskSock // a task's view of it, once asked for
@@ -1213,12 +1214,13 @@ func readThrough(c sock) (uint64, bool) {
 	return s.got, true
 }
 
-func (s *fdSock) ready(ev uint32) {
+// ready takes an edge's events, come at now.
+func (s *fdSock) ready(ev uint32, now time.Time) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		s.rd = true
 	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		s.shut = true
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !s.shut {
+		s.shut, s.shutAt = true, now
 	}
 	if ev&unix.EPOLLERR != 0 {
 		s.err = true

@@ -61,6 +61,11 @@ func (t *TaskSock) FD() int { return t.s.fd }
 // Readable says a read may return bytes (or EOF, or an error).
 func (t *TaskSock) Readable() bool { return t.s.rd }
 
+// ShutAt is when an edge first said the peer's FIN (or an error) was in,
+// as the loop woke to it; zero while none did. A task that reads the FIN
+// later, behind bytes it took first, knows when it came.
+func (t *TaskSock) ShutAt() time.Time { return t.s.shutAt }
+
 // Writable says a write may take bytes.
 func (t *TaskSock) Writable() bool { return t.s.wr }
 

@@ -761,6 +761,11 @@ func (h *h1Loop) readRequest() bool {
 		h.readFailed(err)
 		return false
 	case n == 0 && h.inN == 0:
+		if at := h.front.ShutAt(); !at.IsZero() {
+			// The FIN came while a request was answered (a client that
+			// half-closed behind it): its edge says when.
+			h.rec().PeerFINAt(policy.Front, at)
+		}
 		h.endFront(engine.Ending{PeerFIN: true})
 		return false
 	case n == 0:

@@ -993,3 +993,39 @@ func heldChunkedBodyMoves(t *testing.T, timed, fresh, abort bool) {
 		t.Errorf("timed %v, fresh %v: record: %s (%v), back reason %q; want ok, retried", timed, fresh, td.Outcome, td.Err, td.Back.Reason)
 	}
 }
+
+// A client that half-closes right behind its request, whose answer takes
+// the backend a while: the record's fin_in_ms is when the FIN came (the
+// loop's edge said so), not when the session read it after the answer.
+func TestHTTP1LoopRecordsWhenTheClientsFINCame(t *testing.T) {
+	if testRelay != "loop" {
+		t.Skip(`relay = "goroutines": the FIN is seen when the answer ends`)
+	}
+	const pace = 200 * time.Millisecond // the backend's, before it answers
+	be := loopback.Serve(t, func(c *net.TCPConn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			time.Sleep(pace)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+		}
+	})
+	h := startProxy(t, config.Listener{Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(be))
+	for i := range 3 {
+		c := dialClient(t, h.addr, false)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.CloseWrite()
+		if status, b, _ := readBody(t, bufio.NewReader(c)); status != 200 || string(b) != "hello" {
+			t.Fatalf("%d: answer %d %q", i, status, b)
+		}
+		c.Close()
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeOK || td.Front.FINIn < 0 || td.Front.FINIn >= pace/2 || td.Front.FINOut < pace {
+			t.Errorf("%d: record %s (%v), front fin_in %v, fin_out %v: want ok, the client's FIN within %v of the accept, the proxy's after the answer",
+				i, td.Outcome, td.Err, td.Front.FINIn, td.Front.FINOut, pace/2)
+		}
+	}
+}
