@@ -289,8 +289,13 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 // found by the pool's check before the connection's next use.)
 func (h *h1) awaitTaken(bc *pool.Conn, closing bool) bool {
 	var w takeWait
-	if closing || h.draining() || !w.start(time.Now(), engine.SendQueue(bc.TCPConn), h.bk.cfg.Close.PeerFinGrace) {
-		return !engine.Unacked(bc.TCPConn)
+	switch q := engine.SendQueue(bc.TCPConn); {
+	case q <= 0: // taken, or the queue unreadable: judged as taken, as ever
+		return true
+	case closing || h.draining():
+		return false
+	default:
+		w.start(time.Now(), q, h.bk.cfg.Close.PeerFinGrace)
 	}
 	t := time.NewTimer(w.poll)
 	defer t.Stop()

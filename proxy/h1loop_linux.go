@@ -402,6 +402,11 @@ func (h *h1Loop) schedule() {
 	switch {
 	case h.intake:
 		at = h.intakeBy
+	case h.x != nil && !h.x.takeAt.IsZero():
+		// The response is out and whole: only the wait for the backend
+		// to take the request's rest is due (a lookAt left in the past
+		// would make the timer fire at every turn).
+		at = h.x.takeAt
 	case h.x != nil:
 		at = h.x.lookAt
 		if up := h.x.upBy; !up.IsZero() && up.Before(at) {
@@ -409,9 +414,6 @@ func (h *h1Loop) schedule() {
 		}
 		if h.x.hold && h.x.holdBy.Before(at) {
 			at = h.x.holdBy
-		}
-		if t := h.x.takeAt; !t.IsZero() && t.Before(at) {
-			at = t
 		}
 	case !h.headBy.IsZero():
 		at = h.headBy
