@@ -39,7 +39,9 @@ type NginxOpts struct {
 // (DAVFile says where), which a GET then serves. Every path is also served
 // under "/close/", where
 // keepalive_timeout is 0: those responses say "Connection: close" and nginx
-// sends the first FIN, whatever NginxOpts.Keepalive says.
+// sends the first FIN, whatever NginxOpts.Keepalive says. "/early" answers
+// "early\n" at once, before it reads a request body, which it then reads
+// and throws away (a keep-alive connection goes on).
 type Nginx struct {
 	*Proc
 	Addr  netip.AddrPort
@@ -113,6 +115,7 @@ http {
 		{{- end}}
 		root {{.Dir}}/www;
 		location / { }
+		location = /early { return 200 "early\n"; }
 		location /close/ {
 			keepalive_timeout 0;
 			alias {{.Dir}}/www/;
