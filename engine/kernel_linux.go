@@ -205,6 +205,14 @@ func ResetByPeer(c syscall.Conn) bool {
 	return t.ok && t.state == stateClose
 }
 
+// PeerEnded reports that c's peer ended its side of the connection: its
+// FIN came (CLOSE-WAIT) or its reset closed the socket.
+func PeerEnded(c syscall.Conn) bool {
+	var r infoReader
+	t := r.read(c)
+	return t.ok && (t.state == stateCloseWait || t.state == stateClose)
+}
+
 // resetByPeerFD is ResetByPeer for a bare socket descriptor.
 func resetByPeerFD(fd int) bool {
 	_, reset, _ := PeerEndFD(fd)

@@ -58,6 +58,9 @@ func ResetByPeer(syscall.Conn) bool { return false }
 
 func resetByPeerFD(int) bool { return false }
 
+// PeerEnded is not available here.
+func PeerEnded(syscall.Conn) bool { return false }
+
 // PeerEndFD is not available here: ok is false.
 func PeerEndFD(int) (fin, reset, ok bool) { return false, false, false }
 

@@ -285,8 +285,9 @@ func (h *h1) roundTrip(bc *pool.Conn, br *bufio.Reader, req *http1.Request) (rt 
 // awaitTaken reports whether the backend's kernel took all of the request
 // on bc, the exchange over: at once, or, where the client's connection
 // goes on (not closing, not draining), within a wait for it (takeWait). A
-// byte from the backend meanwhile ends the wait: not taken. (Its FIN is
-// found by the pool's check before the connection's next use.)
+// byte, a FIN or a reset from the backend meanwhile ends the wait: not
+// taken. Each look reads the send queue first: a reset empties it, and
+// the look that finds it empty also finds the reset.
 func (h *h1) awaitTaken(bc *pool.Conn, closing bool) bool {
 	var w takeWait
 	switch q := engine.SendQueue(bc.TCPConn); {
@@ -305,11 +306,12 @@ func (h *h1) awaitTaken(bc *pool.Conn, closing bool) bool {
 		case <-h.begun.Done():
 			return false
 		}
-		if engine.Unread(bc.TCPConn) {
+		q := engine.SendQueue(bc.TCPConn)
+		if engine.Unread(bc.TCPConn) || engine.PeerEnded(bc.TCPConn) {
 			return false
 		}
 		now := time.Now()
-		taken, over, next := w.look(now, engine.SendQueue(bc.TCPConn))
+		taken, over, next := w.look(now, q)
 		if taken || over {
 			return taken
 		}

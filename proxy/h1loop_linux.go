@@ -360,8 +360,9 @@ func (h *h1Loop) receive() bool {
 // awaitTaken reports whether the exchange, over, waits for the backend's
 // kernel to take the rest of its request (takeWait): only where the
 // backend connection would serve the client's next request but for that.
-// A byte or a FIN from the backend meanwhile ends the wait, and the
-// connection is not reused.
+// A byte, a FIN or a reset from the backend meanwhile ends the wait, and
+// the connection is not reused: found by their edge, or, when the look
+// that finds all taken comes first, by that look.
 func (h *h1Loop) awaitTaken() bool {
 	x := h.x
 	if x.took || x.closing || x.req.Framing == http1.NoBody || x.back == nil || !x.reusable() || h.draining() {
@@ -387,6 +388,11 @@ func (h *h1Loop) awaitTaken() bool {
 		return true // an edge of the client's: its bytes wait
 	}
 	taken, over, next := x.take.look(now, engine.SendQueue(x.back))
+	if taken && (engine.Unread(x.back) || engine.PeerEnded(x.back)) {
+		// Taken, and bytes or the backend's end came with it, their
+		// edge not handled yet (a reset empties the send queue too).
+		taken, over = false, true
+	}
 	if taken || over {
 		x.early, x.took, x.takeAt = over, true, time.Time{}
 		return false

@@ -67,6 +67,23 @@ func TestHTTP1BackendThatDiscardsAnEarlyAnsweredBodyKeepsTheConnection(t *testin
 				return
 			}
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+			if req.URL.Path == "/fin" || req.URL.Path == "/reset" {
+				// It ends its side while the proxy waits for it to
+				// take the body: a FIN, then it reads the body on (its
+				// kernel takes it all), or a reset.
+				select {
+				case <-got:
+				case <-never:
+					return
+				}
+				if req.URL.Path == "/reset" {
+					c.SetLinger(0)
+					return
+				}
+				c.CloseWrite()
+				io.Copy(io.Discard, br)
+				return
+			}
 			if req.URL.Path == "/never" {
 				select { // then it closes, the body unread: a reset
 				case <-gone:
@@ -149,6 +166,32 @@ func TestHTTP1BackendThatDiscardsAnEarlyAnsweredBodyKeepsTheConnection(t *testin
 	if td := h.record(t); td.BackRequests != 1 || td.Back.Close != policy.ClosePooled {
 		t.Errorf("abort: record %s (%v), %d backend requests, back close %s: want the connection pooled",
 			td.Outcome, td.Err, td.BackRequests, td.Back.Close)
+	}
+
+	// A backend that ends its side during the wait, by a FIN (then takes
+	// the body all the same) or a reset: the wait ends there, and the
+	// client's connection after the answer, as any end of the backend's
+	// does, its record saying how (on goroutines the FIN was missed and
+	// the connection went to the pool; a reset, waited out for 50 ms,
+	// said late_data).
+	for _, end := range []string{"/fin", "/reset"} {
+		c := dialClient(t, h.addr, false)
+		br := post(c, end)
+		got <- struct{}{}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("%s: after the answer %v, want EOF: the connection ends with the backend's", end, err)
+		}
+		c.Close()
+		td := h.record(t)
+		want := engine.OutcomeOK
+		if end == "/reset" {
+			want = engine.OutcomeBackendReset
+		}
+		if td.Outcome != want || td.BackRequests != 1 || td.Back.Close == policy.ClosePooled {
+			t.Errorf("%s: record %s (%v), %d backend requests, back close %s: want %s, one request, not pooled",
+				end, td.Outcome, td.Err, td.BackRequests, td.Back.Close, want)
+		}
+		pooled = false // the next session dials
 	}
 
 	// A backend that never reads the body: the connection ends after the

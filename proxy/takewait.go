@@ -11,7 +11,9 @@ import "time"
 // connection's end. A backend that takes the rest within the wait keeps
 // its connection for the pool, and the client its. One that takes nothing
 // for takeQuiet, or not all within the back leg's peer_fin_grace, is not
-// reading the request: its connection is not reused, as before the wait.
+// reading the request, and one that sends a byte, its FIN or a reset
+// meanwhile is done with the connection: either way it is not reused, as
+// before the wait.
 // Both relays keep one; the send queue (SIOCOUTQ) is read at each look.
 type takeWait struct {
 	q     int           // the send queue at the last look
