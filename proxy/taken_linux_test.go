@@ -27,9 +27,10 @@ import (
 // (nothing told it early), and the backend's kernel had not taken all of
 // it when the exchange ended: a backend with a small receive buffer that
 // reads the body only once the client has its answer. The connection used
-// to end after the answer (the client's next request met its end, 7 of 30
-// through stock nginx); now it waits for the backend to take the rest.
-// A backend that never takes it keeps the old end: the client's
+// to end after the answer (the client's next request met its end: 13 of 40
+// through stock nginx with 100 KB bodies); now it waits for the backend to
+// take the rest. A backend that never takes it, or that sends its FIN or
+// a reset while the proxy waits, keeps the old end: the client's
 // connection ends after the answer, the backend's is not reused. A client
 // that aborts while the proxy waits leaves the backend connection whole
 // for the next client.
