@@ -200,17 +200,23 @@ func SendQueue(c syscall.Conn) int {
 // ResetByPeer reports that the kernel already closed c because the peer
 // reset it.
 func ResetByPeer(c syscall.Conn) bool {
-	var r infoReader
-	t := r.read(c)
-	return t.ok && t.state == stateClose
+	_, reset := peerEnd(c)
+	return reset
 }
 
 // PeerEnded reports that c's peer ended its side of the connection: its
-// FIN came (CLOSE-WAIT) or its reset closed the socket.
+// FIN came or its reset closed the socket.
 func PeerEnded(c syscall.Conn) bool {
+	fin, reset := peerEnd(c)
+	return fin || reset
+}
+
+// peerEnd is PeerEndFD for a connection the proxy has not closed yet:
+// false, false when its state cannot be read.
+func peerEnd(c syscall.Conn) (fin, reset bool) {
 	var r infoReader
 	t := r.read(c)
-	return t.ok && (t.state == stateCloseWait || t.state == stateClose)
+	return t.ok && t.state == stateCloseWait, t.ok && t.state == stateClose
 }
 
 // resetByPeerFD is ResetByPeer for a bare socket descriptor.

@@ -149,10 +149,9 @@ type h1Exchange struct {
 	awaitsEOF, drainClosed bool
 	// take: the exchange is over and the backend's kernel has not taken
 	// all of the request; the session waits for it to (awaitTaken), next
-	// looking at takeAt. Zero takeAt: no such wait (yet, or any more).
+	// looking at takeAt. Zero takeAt: no such wait.
 	take   takeWait
 	takeAt time.Time
-	took   bool // the wait was had: the exchange ends as it found
 }
 
 // loopExchangeHook, when set (tests), is called as each exchange starts
@@ -358,29 +357,42 @@ func (h *h1Loop) receive() bool {
 }
 
 // awaitTaken reports whether the exchange, over, waits for the backend's
-// kernel to take the rest of its request (takeWait): only where the
-// backend connection would serve the client's next request but for that.
-// A byte, a FIN or a reset from the backend meanwhile ends the wait, and
-// the connection is not reused: found by their edge, or, when the look
-// that finds all taken comes first, by that look.
+// kernel to take the rest of its request (takeWait). It decides whether
+// a connection that would serve another request took all of this one: at
+// once (one SIOCOUTQ for a request with a body), or, where the client's
+// connection goes on (not closing, not draining), within the wait. Not
+// taken, it is early: an answer to less than the whole request, and the
+// connection is not reused. A byte, a FIN or a reset from the backend
+// meanwhile ends the wait the same way: found by their edge, or, when the
+// look that finds all taken comes first, by that look. The exchange
+// finishes as soon as it reports false.
 func (h *h1Loop) awaitTaken() bool {
 	x := h.x
-	if x.took || x.closing || x.req.Framing == http1.NoBody || x.back == nil || !x.reusable() || h.draining() {
+	if x.req.Framing == http1.NoBody || x.back == nil || !x.reusable() {
 		return false
 	}
 	now := h.rn.Now()
 	if x.takeAt.IsZero() {
-		if !x.take.start(now, engine.SendQueue(x.back), h.ss.bk.cfg.Close.PeerFinGrace) {
-			x.took = true
+		q := engine.SendQueue(x.back)
+		switch {
+		case q <= 0: // taken (or the queue unreadable: judged taken, as ever)
+			return false
+		case x.closing || h.draining(): // the client's connection ends anyway
+			x.early = true
 			return false
 		}
+		x.take.start(now, q, h.ss.bk.cfg.Close.PeerFinGrace)
 		x.upBy, x.takeAt = time.Time{}, now.Add(x.take.poll)
 		return true
 	}
+	if h.draining() {
+		x.early = true
+		return false
+	}
 	if x.back.Readable() {
 		if _, ok, err := h.readBack(); ok || err != nil {
-			// Bytes it should not send (binN: not reusable), or its FIN.
-			x.early, x.backFIN, x.took = true, err == io.EOF, true
+			// Bytes it should not send (binN), or its FIN or reset.
+			x.early, x.backFIN = true, err == io.EOF
 			return false
 		}
 	}
@@ -394,7 +406,7 @@ func (h *h1Loop) awaitTaken() bool {
 		taken, over = false, true
 	}
 	if taken || over {
-		x.early, x.took, x.takeAt = over, true, time.Time{}
+		x.early = over
 		return false
 	}
 	x.takeAt = next
@@ -563,8 +575,8 @@ func (h *h1Loop) Drain(time.Time) {
 		h.intakeEnds(nil, errIntakeDrained)
 	case h.x != nil && !h.x.takeAt.IsZero():
 		// The response is out: the wait for the backend to take the
-		// rest of the request ends, and its connection with the client's.
-		h.x.early, h.x.took, h.x.takeAt = true, true, time.Time{}
+		// rest of the request ends at the step below (draining), and
+		// its connection with the client's.
 	case h.x != nil:
 		h.stalled(engine.StalledDrain)
 	case !h.headBy.IsZero():
@@ -1699,15 +1711,6 @@ func (h *h1Loop) finish() {
 	if x.cutFront {
 		h.finishWith(engine.Ending{Cut: true, Why: policy.ReasonCut, Deliver: x.deliver})
 		return
-	}
-	if x.req.Framing != http1.NoBody && x.back != nil && !x.early && !x.took && engine.Unacked(x.back) {
-		// The whole exchange is over and the backend's kernel has not
-		// taken all of the request: the backend stopped reading it
-		// (it answered without), and its connection is not reused. A
-		// backend that answered while reading (an echo) took it all.
-		// (Where the client's connection would go on, awaitTaken
-		// waited for the backend to take it first.)
-		x.early = true
 	}
 	if !x.reusable() {
 		x.closing = true

@@ -32,8 +32,8 @@ import (
 // take the rest. A backend that never takes it, or that sends its FIN or
 // a reset while the proxy waits, keeps the old end: the client's
 // connection ends after the answer, the backend's is not reused. A client
-// that aborts while the proxy waits leaves the backend connection whole
-// for the next client.
+// that aborts or half-closes while the proxy waits leaves the backend
+// connection whole for the next client.
 func TestHTTP1BackendThatDiscardsAnEarlyAnsweredBodyKeepsTheConnection(t *testing.T) {
 	const size = 256 << 10
 	got := make(chan struct{}, 1)   // the client has the answer: the backend reads the body on
@@ -166,6 +166,25 @@ func TestHTTP1BackendThatDiscardsAnEarlyAnsweredBodyKeepsTheConnection(t *testin
 	}
 	if td := h.record(t); td.BackRequests != 1 || td.Back.Close != policy.ClosePooled {
 		t.Errorf("abort: record %s (%v), %d backend requests, back close %s: want the connection pooled",
+			td.Outcome, td.Err, td.BackRequests, td.Back.Close)
+	}
+
+	// The client half-closes once it has the answer, while the proxy
+	// waits: its connection ends in order after the wait, and the
+	// backend's still goes back to the pool.
+	c = dialClient(t, h.addr, false)
+	halfBr := post(c, "/discard")
+	c.CloseWrite()
+	got <- struct{}{}
+	if sum := <-sums; sum != want {
+		t.Errorf("half-close: the backend read a body whose SHA-256 differs")
+	}
+	if _, err := halfBr.ReadByte(); err != io.EOF {
+		t.Errorf("half-close: after the answer %v, want EOF", err)
+	}
+	c.Close()
+	if td := h.record(t); td.Outcome != engine.OutcomeOK || td.BackRequests != 1 || td.Back.Close != policy.ClosePooled {
+		t.Errorf("half-close: record %s (%v), %d backend requests, back close %s: want ok, the connection pooled",
 			td.Outcome, td.Err, td.BackRequests, td.Back.Close)
 	}
 
