@@ -251,7 +251,7 @@ func ownConn(fd int) (*net.TCPConn, error) {
 // watches it (or the first loop to relay it) duplicates nothing and
 // closes it once.
 func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAlive bool) (*pool.Bare, error) {
-	fd, to, err := beginConnect(to, keepAlive)
+	fd, to, err := beginConnect(to, netip.Addr{}, keepAlive)
 	if err != nil {
 		return nil, err
 	}
@@ -266,14 +266,15 @@ func dialBare(ctx context.Context, ls *engine.Loops, to netip.AddrPort, keepAliv
 	return &pool.Bare{FD: fd, Home: home, Local: localFD(fd, netip.AddrPort{}), Peer: to}, nil
 }
 
-// dialDirect dials to for a session on goroutines: beginConnect, its end
-// awaited in Go's netpoller (engine.AwaitConnect), then the socket as a
+// dialDirect dials to for a session on goroutines, from the address from
+// when it is valid (source = "client"): beginConnect, its end awaited in
+// Go's netpoller (engine.AwaitConnect), then the socket as a
 // *net.TCPConn. Go's dialer reads the connect's result (SO_ERROR), which
 // takes a backend that accepted, wrote and reset before the dialer looked
 // for a failed dial, and its bytes were lost with the socket; here they
 // are relayed, and its reset after them.
-func dialDirect(ctx context.Context, to netip.AddrPort, keepAlive bool) (*net.TCPConn, error) {
-	fd, _, err := beginConnect(to, false) // net.FileConn sets keep-alive
+func dialDirect(ctx context.Context, to netip.AddrPort, from netip.Addr, keepAlive bool) (*net.TCPConn, error) {
+	fd, _, err := beginConnect(to, from, false) // net.FileConn sets keep-alive
 	if err != nil {
 		return nil, err
 	}
@@ -296,19 +297,12 @@ func dialDirect(ctx context.Context, to netip.AddrPort, keepAlive bool) (*net.TC
 
 // beginConnect begins a connect to a backend at to (returned unmapped):
 // a non-blocking socket with TCP_NODELAY (as Go's dialer sets it) and,
-// with keepAlive, keep-alive probes as Go's dialer would set them.
-func beginConnect(to netip.AddrPort, keepAlive bool) (fd int, _ netip.AddrPort, err error) {
+// with keepAlive, keep-alive probes as Go's dialer would set them. A valid
+// from is bound first, transparently (source = "client": a client's
+// address, its port left to the connect, transparentDial).
+func beginConnect(to netip.AddrPort, from netip.Addr, keepAlive bool) (fd int, _ netip.AddrPort, err error) {
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
-	var sa unix.RawSockaddrAny
-	size := uintptr(unix.SizeofSockaddrInet4)
-	if to.Addr().Is6() {
-		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
-		a.Family, a.Port, a.Addr = unix.AF_INET6, htons(to.Port()), to.Addr().As16()
-		size = unix.SizeofSockaddrInet6
-	} else {
-		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
-		a.Family, a.Port, a.Addr = unix.AF_INET, htons(to.Port()), to.Addr().As4()
-	}
+	sa, size := sockaddr(to)
 	// Raw calls on a non-blocking socket: none waits, but on loopback
 	// connect runs the backend's SYN handling inline, long enough that a
 	// call made the usual way (entersyscall) would let the runtime hand this
@@ -334,10 +328,51 @@ func beginConnect(to netip.AddrPort, keepAlive bool) (fd int, _ netip.AddrPort, 
 			return fd, to, err
 		}
 	}
+	if from.IsValid() {
+		if err := bindTransparent(fd, from, to.Addr().Is6()); err != nil {
+			return fd, to, err
+		}
+	}
 	switch _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size); e {
 	case 0, unix.EINPROGRESS, unix.EINTR: // EINTR: the connect goes on
 	default:
 		return fd, to, os.NewSyscallError("connect", e)
 	}
 	return fd, to, nil
+}
+
+// bindTransparent binds fd, a socket of the IPv6 family when v6, to from
+// with IP_TRANSPARENT (an address not this host's) and
+// IP_BIND_ADDRESS_NO_PORT (the port chosen at connect, per 4-tuple), as
+// transparentDial does for Go's dialer.
+func bindTransparent(fd int, from netip.Addr, v6 bool) error {
+	opt := transparentOpt("tcp4")
+	if v6 {
+		opt = transparentOpt("tcp6")
+		from = netip.AddrFrom16(from.As16()) // an IPv6 socket binds an IPv6 address
+	}
+	for _, o := range []boolOpt{opt, {unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT"}} {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, 1); err != nil {
+			return os.NewSyscallError("setsockopt "+o.name, err)
+		}
+	}
+	sa, size := sockaddr(netip.AddrPortFrom(from, 0))
+	if _, _, e := unix.RawSyscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size); e != 0 {
+		return fmt.Errorf("bind %s: %w", from, os.NewSyscallError("bind", e))
+	}
+	return nil
+}
+
+// sockaddr is ap as the kernel takes it: an IPv6 one for an IPv6
+// address (IPv4-mapped ones included), else IPv4; and its size.
+func sockaddr(ap netip.AddrPort) (unix.RawSockaddrAny, uintptr) {
+	var sa unix.RawSockaddrAny
+	if ap.Addr().Is6() {
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
+		a.Family, a.Port, a.Addr = unix.AF_INET6, htons(ap.Port()), ap.Addr().As16()
+		return sa, unix.SizeofSockaddrInet6
+	}
+	a := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+	a.Family, a.Port, a.Addr = unix.AF_INET, htons(ap.Port()), ap.Addr().As4()
+	return sa, unix.SizeofSockaddrInet4
 }

@@ -162,3 +162,38 @@ func TestBareDialTimeoutIsObserved(t *testing.T) {
 		t.Errorf("dials observed: %v; want one failed by its deadline", obs.errs)
 	}
 }
+
+// A direct dial from a source (source = "client") binds it transparently
+// and leaves the port to the connect, on sockets of either family: an
+// IPv4 address not this host's own (on loopback every 127/8 address is
+// local, so answers come back), and ::1.
+func TestDialDirectFromASource(t *testing.T) {
+	if ok, _ := hasNetAdmin(); !ok {
+		t.Skip("needs CAP_NET_ADMIN for IP_TRANSPARENT (run as root, as CI does)")
+	}
+	for _, tc := range []struct{ network, listen, from string }{
+		{"tcp4", "127.0.0.1:0", "127.0.0.58"},
+		{"tcp6", "[::1]:0", "::1"},
+	} {
+		ln, err := net.Listen(tc.network, tc.listen)
+		if err != nil {
+			t.Logf("%s: skipped: %v", tc.network, err)
+			continue
+		}
+		peers := make(chan netip.AddrPort, 1)
+		to := netip.MustParseAddrPort(loopback.ServeOn(t, ln.(*net.TCPListener), func(c *net.TCPConn) {
+			peers <- addrPort(c.RemoteAddr())
+			c.Close()
+		}))
+		from := netip.MustParseAddr(tc.from)
+		c, err := dialDirect(t.Context(), to, from, false)
+		if err != nil {
+			t.Fatalf("%s: dialDirect from %s: %v", tc.network, from, err)
+		}
+		local := addrPort(c.LocalAddr())
+		c.Close()
+		if peer := <-peers; peer.Addr() != from || local != peer || peer.Port() == 0 {
+			t.Errorf("%s: backend saw %s, the socket's own is %s; want one from %s", tc.network, peer, local, from)
+		}
+	}
+}

@@ -31,7 +31,7 @@ func dialBare(context.Context, *engine.Loops, netip.AddrPort, bool) (*pool.Bare,
 }
 
 // dialDirect: Go's dialer dials (dialBackend).
-func dialDirect(context.Context, netip.AddrPort, bool) (*net.TCPConn, error) {
+func dialDirect(context.Context, netip.AddrPort, netip.Addr, bool) (*net.TCPConn, error) {
 	return nil, errors.ErrUnsupported
 }
 

@@ -35,7 +35,7 @@ func TestTCPBackendThatSpeaksAndResetsAtOnce(t *testing.T) {
 		config.Backend{Address: be, Close: testClose(policy.TargetPeer, policy.FallbackFIN)})
 	const n = 40
 	for i := range n {
-		got, err := greeted(h.addr)
+		got, err := greeted(h.addr, nil)
 		if string(got) != greeting || !errors.Is(err, syscall.ECONNRESET) {
 			t.Errorf("client %d of %d read %q, then %v; want the greeting, then ECONNRESET", i+1, n, got, err)
 		}
@@ -52,9 +52,10 @@ func TestTCPBackendThatSpeaksAndResetsAtOnce(t *testing.T) {
 
 // greeted connects to addr with a blocking connect (Go's dialer, reading
 // the connect's result, would take the proxy passing on the reset before
-// it looked for a failed dial, as it did toward the backend) and reads
-// until the end: what came, and how it ended (nil for a FIN).
-func greeted(addr string) ([]byte, error) {
+// it looked for a failed dial, as it did toward the backend), writes
+// hello and reads until the end: what came, and how it ended (nil for a
+// FIN).
+func greeted(addr string, hello []byte) ([]byte, error) {
 	to := netip.MustParseAddrPort(addr)
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -66,6 +67,11 @@ func greeted(addr string) ([]byte, error) {
 	}
 	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()}); err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if len(hello) > 0 {
+		if _, err := unix.Write(fd, hello); err != nil {
+			return nil, fmt.Errorf("write: %w", err)
+		}
 	}
 	var got []byte
 	b := make([]byte, 512)

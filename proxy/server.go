@@ -299,13 +299,18 @@ func (s *Server) dialer(b config.Backend, sv *server) pool.DialFunc {
 }
 
 // dialBackend dials one connection to b at address: directly when
-// address is an IP address dialed from the proxy's own (dialDirect: a
-// backend that spoke and reset at once loses nothing), else with Go's
-// dialer (a host name, source = "client", or a system without direct
-// dials).
+// address is an IP address (dialDirect: a backend that spoke and reset at
+// once loses nothing), from the client's address with source = "client",
+// else with Go's dialer (a host name, or a system without direct dials).
 func dialBackend(ctx context.Context, b config.Backend, address string) (net.Conn, error) {
-	if to, err := netip.ParseAddrPort(address); err == nil && to.Addr().Zone() == "" && b.Source != config.SourceClient {
-		c, err := dialDirect(ctx, to, b.TCPKeepAlive)
+	if to, err := netip.ParseAddrPort(address); err == nil && to.Addr().Zone() == "" {
+		var from netip.Addr
+		if b.Source == config.SourceClient {
+			if from, err = clientSource(ctx, address); err != nil {
+				return nil, err
+			}
+		}
+		c, err := dialDirect(ctx, to, from, b.TCPKeepAlive)
 		switch {
 		case err == nil:
 			return c, nil

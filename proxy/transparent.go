@@ -37,20 +37,32 @@ func sourceDialer(ctx context.Context, src config.Source, address string) (*net.
 	if src != config.SourceClient {
 		return &net.Dialer{KeepAlive: -1}, nil
 	}
+	client, err := clientSource(ctx, address)
+	if err != nil {
+		return nil, err
+	}
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: client.AsSlice()}, Control: transparentDial, KeepAlive: -1}, nil
+}
+
+// clientSource is the address a source = "client" dial to address starts
+// from: the client's, carried in ctx by pool.WithSource, unmapped. One
+// that cannot be a connection's source, or of the other address family,
+// is refused before any dial.
+func clientSource(ctx context.Context, address string) (netip.Addr, error) {
 	client, ok := pool.Source(ctx)
 	if !ok {
-		return nil, errNoSource
+		return netip.Addr{}, errNoSource
 	}
 	if a := client.Unmap(); a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		// A PROXY header may name one: the kernel would dial from the
 		// proxy's own address, and the backend log the proxy as the
 		// client, silently. This host's failure, not the backend's.
-		return nil, fmt.Errorf("source = \"client\": client address %s cannot be a connection's source: %w", client, syscall.EINVAL)
+		return netip.Addr{}, fmt.Errorf("source = \"client\": client address %s cannot be a connection's source: %w", client, syscall.EINVAL)
 	}
 	if err := sameFamily(client, address); err != nil {
-		return nil, err
+		return netip.Addr{}, err
 	}
-	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: client.AsSlice()}, Control: transparentDial, KeepAlive: -1}, nil
+	return client.Unmap(), nil
 }
 
 // sameFamily refuses to dial an IPv6 backend from an IPv4 client or the

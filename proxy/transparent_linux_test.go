@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 
 	proxyproto "github.com/pires/go-proxyproto"
@@ -56,5 +59,47 @@ func TestSourceClientDialsFromHeaderAddress(t *testing.T) {
 	}
 	if td.OriginalDst.String() != h.addr {
 		t.Errorf("front.original_dst %s, want the listener's own %s (tproxy: the address the client dialed)", td.OriginalDst, h.addr)
+	}
+}
+
+// With source = "client" too, a backend that accepts, writes and resets
+// at once is a connection made: every client gets the greeting, then the
+// reset, and the record says backend_reset with the greeting's bytes,
+// not dial_failed.
+func TestSourceClientBackendThatSpeaksAndResetsAtOnce(t *testing.T) {
+	if ok, _ := hasNetAdmin(); !ok {
+		t.Skip("needs CAP_NET_ADMIN for IP_TRANSPARENT (run as root, as CI does)")
+	}
+	const greeting = "421 too busy, try later\r\n"
+	addr := loopback.Serve(t, func(c *net.TCPConn) {
+		io.WriteString(c, greeting)
+		c.SetLinger(0)
+		c.Close()
+	})
+	be := defaultBackend(addr)
+	be.Source = config.SourceClient
+	ln := ppListener(config.ProxyProtocolRequired, "127.0.0.0/8")
+	ln.Intercept = config.InterceptTProxy
+	h := startProxy(t, ln, be)
+	client := netip.MustParseAddrPort("127.0.0.56:4242")
+	var hdr bytes.Buffer
+	if _, err := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(client),
+		net.TCPAddrFromAddrPort(netip.MustParseAddrPort(h.addr))).WriteTo(&hdr); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	for i := range n {
+		got, err := greeted(h.addr, hdr.Bytes())
+		if string(got) != greeting || !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("client %d of %d read %q, then %v; want the greeting, then ECONNRESET", i+1, n, got, err)
+		}
+		td := h.record(t)
+		if td.Outcome != engine.OutcomeBackendReset || td.Back.BytesIn != int64(len(greeting)) || td.Back.Local.Addr() != client.Addr() {
+			t.Errorf("client %d of %d: record %s (%v), back bytes_in %d from %s; want backend_reset, %d from %s",
+				i+1, n, td.Outcome, td.Err, td.Back.BytesIn, td.Back.Local, len(greeting), client.Addr())
+		}
+		if t.Failed() {
+			return
+		}
 	}
 }
