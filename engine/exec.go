@@ -466,12 +466,17 @@ func (x *executor) allClean() bool {
 }
 
 // closeReset records that l's peer reset it, as the leg's close and the
-// session's outcome, and closes its socket.
+// session's outcome, and closes its socket. A reset between messages
+// (Ending.Between) of a peer that acknowledged every byte it was sent
+// cut nothing: the outcome stays as it was.
 func (x *executor) closeReset(l *leg) {
-	x.resetBy(l)
+	unacked, known := l.unackedKnown() // what the peer's reset left unacknowledged never reached it
+	if !l.between || !known || unacked > 0 {
+		x.resetBy(l)
+	}
 	x.rec.closed(l.name, policy.ClosePeerReset)
 	x.rec.Note(l.name, policy.ReasonPeerReset)
-	x.rec.discarded(l.name, l.unacked()) // what the peer's reset left unacknowledged never reached it
+	x.rec.discarded(l.name, unacked)
 	l.closeSocket()
 }
 

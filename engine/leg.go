@@ -10,7 +10,7 @@ import (
 )
 
 // phase is where a leg stands in its close.
-type phase int
+type phase uint8
 
 const (
 	phaseOpen         phase = iota // relaying
@@ -39,6 +39,7 @@ type leg struct {
 	// session on goroutines; see executor.resetReadAsEOF).
 	readBase uint64
 	phase    phase
+	between  bool // Ending.Between: a reset of the peer's cut nothing if it left nothing unacknowledged (beside phase: the flags below fill their words)
 	// finAt is when the peer's FIN was read by its copier (nanoseconds since the
 	// session's start); finAckedAll, that every byte the proxy had sent it
 	// by then was acknowledged: a FIN after the whole stream, a peer done
@@ -160,19 +161,25 @@ func (l *leg) resetCuts() bool { return !l.sendDone || l.unacked() > 0 }
 // proxy's FIN not counted): what a reset now discards. 0 when it cannot
 // be read.
 func (l *leg) unacked() int64 {
+	n, _ := l.unackedKnown()
+	return n
+}
+
+// unackedKnown is unacked, and whether the send queue could be read.
+func (l *leg) unackedKnown() (int64, bool) {
 	q, err := sendQueue(l.conn)
 	if l.finSent {
 		q--
 	}
 	if err != nil || q < 0 {
-		return 0
+		return 0, err == nil
 	}
-	return int64(q)
+	return int64(q), true
 }
 
 // takeEnding sets l up as the caller that hands it over says (Session.End).
 func (l *leg) takeEnding(e Ending) {
-	l.awaitsEOF, l.mayEOF = e.AwaitsEOF, e.MayAwaitEOF
+	l.awaitsEOF, l.mayEOF, l.between = e.AwaitsEOF, e.MayAwaitEOF, e.Between
 	if e.PeerFIN {
 		l.peerFIN, l.inDone = true, true
 		l.rec.PeerFINAt(l.name, time.Now()) // unless the caller saw it come earlier

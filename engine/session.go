@@ -95,6 +95,13 @@ type Ending struct {
 	// the reset goes once the peer acknowledged it (drain_timeout at
 	// most), recorded as cut. For a stream cut by the other peer's reset.
 	Deliver bool
+	// Between, for a peer's reset (Why policy.ReasonPeerReset): it came
+	// between messages, nothing of a next one in (http1: a client idle
+	// between requests). A peer that had acknowledged every byte it was
+	// sent cut nothing: the record keeps its outcome (ok), the leg's
+	// close peer_reset. A load balancer that drops idle connections with
+	// an RST ends them so.
+	Between bool
 	Why     policy.Reason // with Cut: the reason recorded
 }
 

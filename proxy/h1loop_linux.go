@@ -827,7 +827,13 @@ func headWhole(b []byte) bool {
 
 // readFailed: reading the client failed between requests or in a head.
 func (h *h1Loop) readFailed(err error) {
-	if errors.Is(err, syscall.ECONNRESET) {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET) && h.inN == 0:
+		// Nothing of a next request came: the engine tells from what
+		// the client left unacknowledged whether the reset cut anything.
+		h.endFront(engine.Ending{Cut: true, Why: policy.ReasonPeerReset, Between: true})
+		return
+	case errors.Is(err, syscall.ECONNRESET):
 		h.rec().Outcome(engine.OutcomeClientReset, fmt.Errorf("read request: %w", err))
 		h.endFront(engine.Ending{Cut: true, Why: policy.ReasonPeerReset})
 		return

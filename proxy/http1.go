@@ -430,6 +430,9 @@ func (h *h1) readRequest() (req *http1.Request, err error) {
 		return nil, err
 	}
 	if err := h.awaitRequest(); err != nil {
+		if errors.Is(err, syscall.ECONNRESET) && h.fr.Buffered() == 0 {
+			err = fmt.Errorf("%w: %w", errResetBetween, err)
+		}
 		return nil, err
 	}
 	_ = h.enter(head)
@@ -613,6 +616,10 @@ func (h *h1) drainingIdle() error {
 // sent a bad request, or reset.
 func (h *h1) endFront(err error) {
 	switch {
+	case errors.Is(err, errResetBetween):
+		// The engine tells from what the client left unacknowledged
+		// whether the reset cut anything.
+		h.end(engine.Ending{Cut: true, Why: policy.ReasonPeerReset, Between: true})
 	case errors.Is(err, io.EOF):
 		h.end(engine.Ending{PeerFIN: true})
 	case errors.Is(err, errIdle):
@@ -666,6 +673,10 @@ func (h *h1) end(e engine.Ending) {
 	h.eng.End(policy.Front, h.front, h.fr, e)
 	h.joinBack()
 }
+
+// errResetBetween: the client reset its connection while it was awaited,
+// nothing of a next request in.
+var errResetBetween = errors.New("reset between requests")
 
 // errHeadTimeout: a request head begun and not whole within idle_timeout.
 var errHeadTimeout = errors.New("no whole head within idle_timeout")
