@@ -90,6 +90,35 @@ func accept4(s uintptr) (int, netip.AddrPort, syscall.Errno) {
 	return int(r), rawPort(&sa), 0
 }
 
+// takeQueued accepts, without waiting, every connection ln's kernel
+// completed that no accept took yet (accept4 until EAGAIN), as bare
+// descriptors: a listening socket closed with them resets them.
+func takeQueued(ln net.Listener) []queued {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var q []queued
+	_ = rc.Control(func(s uintptr) {
+		for {
+			fd, peer, e := accept4(s)
+			switch e {
+			case 0:
+				q = append(q, queued{fd, peer})
+				continue
+			case unix.EINTR, unix.ECONNABORTED:
+				continue
+			}
+			return // EAGAIN: none left; anything else ends the take as well
+		}
+	})
+	return q
+}
+
 // listenOnLoops has the relay loops accept l's connections (Loops.Listen)
 // instead of a goroutine: a session that starts on the loop that accepted
 // it costs no wake-up of another goroutine on its way there. False: there

@@ -42,3 +42,7 @@ func fdConn(int) (*net.TCPConn, error) { return nil, errNoBare }
 func (*session) startHTTP1Loop() bool { return false }
 
 func (*session) startTCPIntake() bool { return false }
+
+// takeQueued: nothing is taken; closing the listener resets what its
+// accept queue holds.
+func takeQueued(net.Listener) []queued { return nil }

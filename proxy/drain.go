@@ -22,7 +22,7 @@ func (s *Server) drainLocked() {
 	s.draining = true
 	s.beginDrain()
 	for _, l := range s.listeners {
-		l.close()
+		s.closeLocked(l)
 	}
 	// No accept loop starts once draining is set (Serve and Reload look),
 	// so the loops running now are the last to add sessions. Then no

@@ -85,15 +85,52 @@ func (s *Server) configureLocked(cfg *config.Config, lns []*listener) {
 }
 
 // close stops l listening.
-func (l *listener) close() {
-	l.stopped.Store(true)
+func (l *listener) close() { l.closeTaking(false) }
+
+// closeLocked stops l listening (s.mu held), and serves the connections
+// its kernel had completed that no accept took yet: closing a listening
+// socket resets them, though each client's connect succeeded and its
+// request may be on its way. Their sessions start on a goroutine that
+// s.accepts counts (Drain waits for it), once they were taken: those
+// that complete in between the last take and the close are reset by it.
+func (s *Server) closeLocked(l *listener) {
+	queued := l.closeTaking(true)
+	if len(queued) == 0 {
+		return
+	}
+	s.accepts.Add(1)
+	go func() {
+		defer s.accepts.Done()
+		for _, q := range queued {
+			s.acceptedFD(l, q.fd, q.peer, -1)
+		}
+	}()
+}
+
+// queued is a connection taken from a listening socket as it closed.
+type queued struct {
+	fd   int
+	peer netip.AddrPort
+}
+
+// closeTaking stops l listening, once, taking first (take) the
+// connections that wait in its accept queue.
+func (l *listener) closeTaking(take bool) []queued {
+	if l.stopped.Swap(true) {
+		return nil
+	}
 	if l.unlisten != nil {
 		l.unlisten() // no loop accepts on wait once it returns
+	}
+	var q []queued
+	if take {
+		q = takeQueued(l.ln)
 	}
 	_ = l.ln.Close()
 	if l.wait != nil {
 		_ = l.wait.Close()
 	}
+	return q
 }
 
 func (s *Server) startAcceptLocked(l *listener) {

@@ -79,7 +79,7 @@ func (s *Server) closeDroppedLocked(lns []*listener) {
 	}
 	for _, l := range s.listeners {
 		if !keep[l] {
-			l.close()
+			s.closeLocked(l)
 		}
 	}
 }

@@ -97,7 +97,7 @@ func (s *Server) closeListeners() {
 	s.closed = true
 	close(s.done)
 	for _, l := range s.listeners {
-		l.close()
+		s.closeLocked(l)
 	}
 }
 
