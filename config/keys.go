@@ -264,7 +264,12 @@ Where the leg's TIME-WAIT should land when it closes.
 		def: time.Second, check: positive, doc: `
 With "client" or "nowhere": the longest the proxy waits, with the client
 silent, for the client's FIN before giving up by fallback. Time the
-client spends blocked because the backend does not read is not silence.`},
+client spends blocked because the backend does not read is not silence.
+In http1 mode, whatever time_wait is, it also bounds two waits for the
+client: for the rest of a request body after the answer came (then
+timeout), and, while draining, for the next request of a client that
+still takes an answer whose head said nothing of a close, or whose last
+exchange ended less than it ago (answered with Connection: close).`},
 	{path: "listener.close.adaptive_grace", at: field(func(l *Listener) any { return &l.Close.AdaptiveGrace }),
 		def: true, doc: `
 Wait less than peer_fin_grace for a client that answers fast: four times

@@ -51,6 +51,7 @@ type h1Loop struct {
 	intake   bool
 	intakeBy time.Time
 	until    time.Time // the wait for the next request ends: idle_timeout after the last exchange
+	owedBy   time.Time // peer_fin_grace after the last exchange: the wait draining grants a request its answer let the client send (owed)
 	// headBy: a head begun must be whole by then (idle_timeout after its first byte).
 	headBy   time.Time
 	begun    bool // draining began: an idle session ends, a response says Connection: close
@@ -437,6 +438,9 @@ func (h *h1Loop) schedule() {
 		at = h.headBy
 	default:
 		at = h.until
+		if h.shuttingDown() && h.owedBy.After(h.rn.Now()) && h.owedBy.Before(at) {
+			at = h.owedBy // owed: then looked at again (readRequest)
+		}
 	}
 	if (h.kept != nil || h.x == nil && h.pipe.Open()) && h.keepUntil.Before(at) {
 		at = h.keepUntil
@@ -746,9 +750,9 @@ func (h *h1Loop) readRequest() bool {
 		if drainIdleHook != nil {
 			drainIdleHook()
 		}
-		if unread = engine.Unread(h.front); !unread && h.ss.fresh() {
+		if unread = engine.Unread(h.front); !unread && (h.ss.fresh() || h.owed()) {
 			if !h.front.Readable() {
-				return false // a new connection: its first request may be on its way
+				return false // a new connection's first request may be on its way, or an owed one
 			}
 			// Readable with nothing unread: its FIN (SIOCINQ counts no
 			// FIN), or a request come since: read on. Waiting would
@@ -1744,6 +1748,29 @@ func (h *h1Loop) finish() {
 	h.x = nil
 	now := h.rn.Now()
 	h.until, h.keepUntil = now.Add(h.ss.ln.IdleTimeout), now.Add(keepFor)
+	h.owedBy = now.Add(h.ss.ln.Close.PeerFinGrace) // should draining begin meanwhile: owed
+}
+
+// owed reports that draining waits on for the client's next request: an
+// answer whose head went before draining began said nothing of a close,
+// and the client may send its next request as it reads the answer's end;
+// closing then would refuse it (late_data). The wait lasts while the
+// client still takes an answer (the proxy's send queue toward it), and
+// the front leg's peer_fin_grace after it or after the exchange's end;
+// such a request is answered with Connection: close. idle_timeout bounds
+// it, as any wait for a request.
+func (h *h1Loop) owed() bool {
+	now := h.rn.Now()
+	switch {
+	case engine.SendQueue(h.front) > 0:
+		h.owedBy = now.Add(h.ss.ln.Close.PeerFinGrace)
+	case h.owedBy.IsZero():
+		return false
+	case !now.Before(h.owedBy):
+		h.owedBy = time.Time{}
+		return false
+	}
+	return true
 }
 
 // finishWith ends the exchange's backend connection and then the front

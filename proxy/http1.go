@@ -55,6 +55,9 @@ type h1 struct {
 	// until ends the wait for the next request: idle_timeout after the
 	// last exchange (or the session's start).
 	until time.Time
+	// owedBy: peer_fin_grace after the last exchange, the wait draining
+	// grants a request its answer let the client send (owed).
+	owedBy time.Time
 	// wait is the client's socket parked between requests, since
 	// parkedAt, after a wait of parkAfter (parkFirst, doubled each time the
 	// client came back soon after a park, up to parkMost).
@@ -325,8 +328,27 @@ func (h *h1) exchanges() (parked bool) {
 			h.end(engine.Ending{AwaitsEOF: h.awaitsEOF, MayAwaitEOF: true})
 			return false
 		}
-		h.until = time.Now().Add(h.ln.IdleTimeout)
+		now := time.Now()
+		h.until, h.owedBy = now.Add(h.ln.IdleTimeout), now.Add(h.ln.Close.PeerFinGrace) // owedBy: should draining begin meanwhile
 	}
+}
+
+// owed reports that draining waits on for the client's next request, as
+// h1Loop.owed: the client still takes an answer whose head said nothing
+// of a close, or did within the front leg's peer_fin_grace. Such a
+// request is answered with Connection: close.
+func (h *h1) owed() bool {
+	now := time.Now()
+	switch {
+	case engine.SendQueue(h.front) > 0:
+		h.owedBy = now.Add(h.ln.Close.PeerFinGrace)
+	case h.owedBy.IsZero():
+		return false
+	case !now.Before(h.owedBy):
+		h.owedBy = time.Time{}
+		return false
+	}
+	return true
 }
 
 // resume goes on with a parked session, on a goroutine of its own, once
@@ -459,10 +481,13 @@ func (h *h1) enter(p h1Phase) error {
 	var d time.Time
 	switch {
 	case p == between:
-	case h.ctx.Err() != nil, p == awaiting && h.shuttingDown() && !h.fresh():
+	case h.ctx.Err() != nil, p == awaiting && h.shuttingDown() && !h.fresh() && !h.owed():
 		d = time.Now()
 	case p == awaiting:
 		d = h.until
+		if h.shuttingDown() && h.owedBy.After(time.Now()) && h.owedBy.Before(d) {
+			d = h.owedBy // owed: then looked at again (awaitRequest)
+		}
 		if at := time.Now().Add(h.parkAfter); at.Before(d) && h.parker() != nil && !h.shuttingDown() {
 			d = at // then park (not while draining: a fresh connection waits on)
 		}
@@ -533,7 +558,7 @@ func (h *h1) stopGuard() engine.Stall {
 // answered, with Connection: close), or it has had none yet (fresh).
 func (h *h1) awaitRequest() error {
 	for {
-		if h.shuttingDown() && h.fr.Buffered() == 0 && !h.fresh() {
+		if h.shuttingDown() && h.fr.Buffered() == 0 && !h.fresh() && !h.owed() {
 			return h.drainingIdle()
 		}
 		_, err := h.fr.Peek(1)
@@ -546,10 +571,10 @@ func (h *h1) awaitRequest() error {
 		if !time.Now().Before(h.until) {
 			return h.idleRanOut()
 		}
-		if h.shuttingDown() && !h.fresh() {
+		if h.shuttingDown() && !h.fresh() && !h.owed() {
 			return h.drainingIdle()
 		}
-		if h.shuttingDown() { // a new connection: its first request may be on its way
+		if h.shuttingDown() { // a new connection's first request may be on its way, or an owed one
 			if err := h.enter(awaiting); err != nil {
 				return err
 			}
