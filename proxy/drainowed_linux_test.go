@@ -7,8 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/closeproxy/closeproxy/config"
 	"github.com/closeproxy/closeproxy/engine"
@@ -29,7 +32,19 @@ func TestDrainAnswersTheRequestAnAnswerInFlightAllowed(t *testing.T) {
 		t.Run(fmt.Sprintf("next request %v", next), func(t *testing.T) {
 			o, pattern := framedOrigin(t)
 			h := startProxy(t, config.Listener{IdleTimeout: 30 * time.Second, Close: testClose(policy.TargetProxy, policy.FallbackFIN)}, http1Backend(o.addr))
-			c, err := net.Dial("tcp", h.addr)
+			// A receive buffer smaller than the answer: what the client
+			// has not read waits in the proxy's send queue, where the
+			// wait sees it (an answer the client's kernel took whole
+			// and its reader takes longer than the grace to read is
+			// not seen).
+			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 64<<10) }); err != nil {
+					return err
+				}
+				return serr
+			}}
+			c, err := d.DialContext(t.Context(), "tcp", h.addr)
 			if err != nil {
 				t.Fatal(err)
 			}

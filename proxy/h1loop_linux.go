@@ -1751,26 +1751,10 @@ func (h *h1Loop) finish() {
 	h.owedBy = now.Add(h.ss.ln.Close.PeerFinGrace) // should draining begin meanwhile: owed
 }
 
-// owed reports that draining waits on for the client's next request: an
-// answer whose head went before draining began said nothing of a close,
-// and the client may send its next request as it reads the answer's end;
-// closing then would refuse it (late_data). The wait lasts while the
-// client still takes an answer (the proxy's send queue toward it), and
-// the front leg's peer_fin_grace after it or after the exchange's end;
-// such a request is answered with Connection: close. idle_timeout bounds
-// it, as any wait for a request.
+// owed reports that draining waits on for the client's next request
+// (owedWait).
 func (h *h1Loop) owed() bool {
-	now := h.rn.Now()
-	switch {
-	case engine.SendQueue(h.front) > 0:
-		h.owedBy = now.Add(h.ss.ln.Close.PeerFinGrace)
-	case h.owedBy.IsZero():
-		return false
-	case !now.Before(h.owedBy):
-		h.owedBy = time.Time{}
-		return false
-	}
-	return true
+	return owedWait(h.front, &h.owedBy, h.rn.Now(), h.ss.ln.Close.PeerFinGrace)
 }
 
 // finishWith ends the exchange's backend connection and then the front

@@ -284,13 +284,17 @@ func (h *h1) serve() (parked bool) {
 			h.srv.h1s.remove(h)
 		}
 	}()
-	parked = h.exchanges()
+	if parked = h.exchanges(); parked {
+		// resume may run the session on another goroutine already: no
+		// back leg ended beside, as none does before a park.
+		return true
+	}
 	h.joinBack() // a back leg ending beside a front that ended otherwise
-	if !parked && h.fr != nil {
+	if h.fr != nil {
 		putFrontReader(h.fr) // the front leg ended: nothing reads it any more
 		h.fr = nil
 	}
-	return parked
+	return false
 }
 
 // exchanges reads requests and runs their exchanges until the front leg
@@ -333,19 +337,27 @@ func (h *h1) exchanges() (parked bool) {
 	}
 }
 
-// owed reports that draining waits on for the client's next request, as
-// h1Loop.owed: the client still takes an answer whose head said nothing
-// of a close, or did within the front leg's peer_fin_grace. Such a
-// request is answered with Connection: close.
-func (h *h1) owed() bool {
-	now := time.Now()
+// owed reports that draining waits on for the client's next request
+// (owedWait).
+func (h *h1) owed() bool { return owedWait(h.front, &h.owedBy, time.Now(), h.ln.Close.PeerFinGrace) }
+
+// owedWait reports that draining waits on for the next request of the
+// client on front: an answer whose head went before draining began said
+// nothing of a close, and the client may send its next request as it
+// reads the answer's end; closing then would refuse it (late_data). The
+// wait lasts while the client still takes an answer (the proxy's send
+// queue toward it), and grace (the front leg's peer_fin_grace) after it
+// or after the exchange's end, which by holds; such a request is
+// answered with Connection: close. idle_timeout bounds it, as any wait
+// for a request.
+func owedWait(front syscall.Conn, by *time.Time, now time.Time, grace time.Duration) bool {
 	switch {
-	case engine.SendQueue(h.front) > 0:
-		h.owedBy = now.Add(h.ln.Close.PeerFinGrace)
-	case h.owedBy.IsZero():
+	case engine.SendQueue(front) > 0:
+		*by = now.Add(grace)
+	case by.IsZero():
 		return false
-	case !now.Before(h.owedBy):
-		h.owedBy = time.Time{}
+	case !now.Before(*by):
+		*by = time.Time{}
 		return false
 	}
 	return true
