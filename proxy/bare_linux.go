@@ -380,10 +380,8 @@ func bindTransparent(fd int, from netip.Addr, v6 bool) error {
 		opt = transparentOpt("tcp6")
 		from = netip.AddrFrom16(from.As16()) // an IPv6 socket binds an IPv6 address
 	}
-	for _, o := range []boolOpt{opt, {unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT"}} {
-		if err := unix.SetsockoptInt(fd, o.level, o.opt, 1); err != nil {
-			return os.NewSyscallError("setsockopt "+o.name, err)
-		}
+	if err := setOpts(fd, opt, boolOpt{unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT"}); err != nil {
+		return err
 	}
 	sa, size := sockaddr(netip.AddrPortFrom(from, 0))
 	if _, _, e := unix.RawSyscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size); e != 0 {

@@ -337,6 +337,11 @@ func (h *h1) exchanges() (parked bool) {
 	}
 }
 
+// waitsDraining reports that draining waits for the client's next
+// request: a new connection's first (fresh), or one an answer let it
+// send (owed).
+func (h *h1) waitsDraining() bool { return h.fresh() || h.owed() }
+
 // owed reports that draining waits on for the client's next request
 // (owedWait).
 func (h *h1) owed() bool { return owedWait(h.front, &h.owedBy, time.Now(), h.ln.Close.PeerFinGrace) }
@@ -493,7 +498,7 @@ func (h *h1) enter(p h1Phase) error {
 	var d time.Time
 	switch {
 	case p == between:
-	case h.ctx.Err() != nil, p == awaiting && h.shuttingDown() && !h.fresh() && !h.owed():
+	case h.ctx.Err() != nil, p == awaiting && h.shuttingDown() && !h.waitsDraining():
 		d = time.Now()
 	case p == awaiting:
 		d = h.until
@@ -570,7 +575,7 @@ func (h *h1) stopGuard() engine.Stall {
 // answered, with Connection: close), or it has had none yet (fresh).
 func (h *h1) awaitRequest() error {
 	for {
-		if h.shuttingDown() && h.fr.Buffered() == 0 && !h.fresh() && !h.owed() {
+		if h.shuttingDown() && h.fr.Buffered() == 0 && !h.waitsDraining() {
 			return h.drainingIdle()
 		}
 		_, err := h.fr.Peek(1)
@@ -583,7 +588,7 @@ func (h *h1) awaitRequest() error {
 		if !time.Now().Before(h.until) {
 			return h.idleRanOut()
 		}
-		if h.shuttingDown() && !h.fresh() && !h.owed() {
+		if h.shuttingDown() && !h.waitsDraining() {
 			return h.drainingIdle()
 		}
 		if h.shuttingDown() { // a new connection's first request may be on its way, or an owed one

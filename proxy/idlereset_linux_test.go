@@ -57,14 +57,7 @@ func TestHTTP1ClientResetBetweenRequests(t *testing.T) {
 	t.Run("an answer unacknowledged", func(t *testing.T) {
 		// A receive buffer smaller than the answer, never read: the
 		// proxy's socket holds the rest unacknowledged.
-		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) }); err != nil {
-				return err
-			}
-			return serr
-		}}
-		c, err := d.DialContext(t.Context(), "tcp", h.addr)
+		c, err := rcvBufDialer(4096).DialContext(t.Context(), "tcp", h.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,6 +80,18 @@ func TestHTTP1ClientResetBetweenRequests(t *testing.T) {
 				td.Outcome, td.Err, td.Front.Close, td.Front.BytesOut, size)
 		}
 	})
+}
+
+// rcvBufDialer dials with a receive buffer of n bytes (SO_RCVBUF, set
+// before the connect, as the window scale depends on it).
+func rcvBufDialer(n int) *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n) }); err != nil {
+			return err
+		}
+		return serr
+	}}
 }
 
 // reset closes c with an RST (SO_LINGER 0).

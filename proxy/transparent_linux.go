@@ -50,18 +50,21 @@ func transparentOpt(network string) boolOpt {
 
 func controlOpts(c syscall.RawConn, opts ...boolOpt) error {
 	var opErr error
-	err := c.Control(func(fd uintptr) {
-		for _, o := range opts {
-			if err := unix.SetsockoptInt(int(fd), o.level, o.opt, 1); err != nil {
-				opErr = os.NewSyscallError("setsockopt "+o.name, err)
-				return
-			}
-		}
-	})
+	err := c.Control(func(fd uintptr) { opErr = setOpts(int(fd), opts...) })
 	if err != nil {
 		return fmt.Errorf("raw conn control: %w", err)
 	}
 	return opErr
+}
+
+// setOpts sets each of opts on the socket fd.
+func setOpts(fd int, opts ...boolOpt) error {
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, 1); err != nil {
+			return os.NewSyscallError("setsockopt "+o.name, err)
+		}
+	}
+	return nil
 }
 
 // originalDst reads the destination a NAT redirect rule replaced:
